@@ -1,0 +1,492 @@
+//! The ABI between iotgw's XDP programs and its userspace controller.
+//!
+//! Everything both sides must agree on lives here and only here: map names and capacities,
+//! verdict, drop-reason and event codes, and the `#[repr(C)]` structs stored in maps or sent
+//! through the ring buffer. Userspace enables the `user` feature for the `aya::Pod` impls.
+//!
+//! Rules for changing this file:
+//! - codes are append-only: a retired code becomes `UNUSED_*`, never renumbered;
+//! - every struct is `#[repr(C)]`, `Copy`, has explicit padding and no `bool`, and its size
+//!   is checked at compile time at the bottom of this file;
+//! - byte order is stated on every multi-byte field: "network" (big-endian, as on the wire)
+//!   or "host".
+//!
+//! Changing a code or a layout requires rebuilding both sides; pinned maps from an older
+//! layout are refused by the controller (see `ABI_VERSION`).
+#![no_std]
+
+/// Bumped whenever a map's key or value layout changes, so a controller never reuses pinned
+/// maps of another layout.
+pub const ABI_VERSION: u32 = 1;
+
+/// Where the controller pins every map, so a restart reuses them and enforcement never resets.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
+
+/// Map names (as in the object file) and their default capacities. Userspace may raise the
+/// capacities at load time from configuration.
+pub mod maps {
+    /// Device table: `MacKey` → `DeviceEntry`.
+    pub const DEVICES: &str = "DEVICES";
+    pub const DEVICES_CAPACITY: u32 = 65_536;
+    /// IPv4 address (network order) → `MacKey`, for traffic towards devices on the upstream side.
+    pub const DEVICE_IPV4: &str = "DEVICE_IPV4";
+    pub const DEVICE_IPV4_CAPACITY: u32 = 65_536;
+    /// Per-device, per-CPU counters: `MacKey` → `DeviceStats` (LRU, so MAC floods cannot pin it).
+    pub const DEVICE_STATS: &str = "DEVICE_STATS";
+    pub const DEVICE_STATS_CAPACITY: u32 = 65_536;
+    /// Flow table: `FlowKey` → `FlowStats` (LRU).
+    pub const FLOWS: &str = "FLOWS";
+    pub const FLOWS_CAPACITY: u32 = 262_144;
+    /// IPv4 policy rules: LPM `PolicyKey<4>` → `PolicyRule`.
+    pub const POLICY_V4: &str = "POLICY_V4";
+    /// IPv6 policy rules: LPM `PolicyKey<16>` → `PolicyRule`.
+    pub const POLICY_V6: &str = "POLICY_V6";
+    pub const POLICY_CAPACITY: u32 = 16_384;
+    /// Single-entry array holding `GatewayConfig`.
+    pub const CONFIG: &str = "CONFIG";
+    /// Per-CPU array of `u64` counters indexed by `GlobalCounter`.
+    pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
+    /// Devmap whose slot `QUARANTINE_SLOT` is the quarantine interface.
+    pub const REDIRECT_PORTS: &str = "REDIRECT_PORTS";
+    pub const REDIRECT_PORTS_CAPACITY: u32 = 4;
+    /// Ring buffer of `Event`s to userspace.
+    pub const EVENTS: &str = "EVENTS";
+    /// Bytes; a power of two and a multiple of the page size.
+    pub const EVENTS_BYTES: u32 = 1 << 22;
+}
+
+/// XDP program names in the object file.
+pub mod programs {
+    /// On the interface facing the devices: classify, account, enforce.
+    pub const LAN_INGRESS: &str = "iotgw_lan";
+    /// On the upstream interface: traffic towards devices.
+    pub const WAN_INGRESS: &str = "iotgw_wan";
+    /// A bare `XDP_PASS`, the benchmark baseline and the program that lets a veth peer
+    /// receive redirected frames.
+    pub const PASS: &str = "iotgw_pass";
+}
+
+/// Slot of the quarantine interface in `REDIRECT_PORTS`.
+pub const QUARANTINE_SLOT: u32 = 0;
+
+/// A device's lifecycle state as enforced by XDP. Append-only.
+pub mod device_state {
+    /// Never seen enrolled: onboarding lane only. Also the state of a MAC absent from `DEVICES`.
+    pub const UNKNOWN: u8 = 0;
+    /// Enrolling: onboarding lane only.
+    pub const ONBOARDING: u8 = 1;
+    /// Holds a valid certificate: its policy applies.
+    pub const ENROLLED: u8 = 2;
+    /// Quarantine allow-list, everything else redirected to the quarantine port or dropped.
+    pub const QUARANTINED: u8 = 3;
+    /// Everything dropped.
+    pub const BLOCKED: u8 = 4;
+}
+
+/// A verdict chosen by configuration (`GatewayConfig`). Append-only.
+pub mod verdict {
+    pub const PASS: u8 = 0;
+    pub const DROP: u8 = 1;
+    /// Redirect to the quarantine port (falls back to drop when the port is missing).
+    pub const REDIRECT: u8 = 2;
+}
+
+/// Reserved policy ids: lanes are policies like any other, filled from the policy files.
+pub mod lane {
+    /// What unknown and onboarding devices may reach (DHCP, DNS, the enrollment port).
+    pub const ONBOARDING: u32 = 1;
+    /// What quarantined devices may still reach (update lane, DNS).
+    pub const QUARANTINE: u32 = 2;
+    /// First id available to device-class policies.
+    pub const FIRST_CLASS_POLICY: u32 = 16;
+}
+
+/// Why a frame was dropped (or, for malformed frames, given the configured verdict).
+/// Indexes `DeviceStats::drops` and `GlobalCounter`. Append-only.
+pub mod reason {
+    pub const NONE: u32 = 0;
+    /// Shorter than an Ethernet header.
+    pub const RUNT: u32 = 1;
+    /// More VLAN tags than `MAX_VLAN_TAGS`, or a truncated tag.
+    pub const BAD_VLAN: u32 = 2;
+    /// IPv4 header truncated, version ≠ 4 or IHL < 5.
+    pub const BAD_IPV4: u32 = 3;
+    /// IPv6 header truncated, or too many / truncated extension headers.
+    pub const BAD_IPV6: u32 = 4;
+    /// TCP/UDP/ICMP header truncated, or TCP data offset < 5.
+    pub const BAD_L4: u32 = 5;
+    /// Unknown/onboarding device outside the onboarding lane.
+    pub const NOT_ENROLLED: u32 = 6;
+    /// Enrolled device, destination not in its policy.
+    pub const POLICY_DENY: u32 = 7;
+    /// Quarantined device outside the quarantine allow-list (dropped, or redirected).
+    pub const QUARANTINE: u32 = 8;
+    /// Blocked device.
+    pub const BLOCKED: u32 = 9;
+    /// A redirect was asked for but the quarantine port is not set.
+    pub const NO_REDIRECT_PORT: u32 = 10;
+    /// Traffic from upstream towards a quarantined or blocked device.
+    pub const TO_ISOLATED_DEVICE: u32 = 11;
+    /// Number of codes; sizes the arrays indexed by reason.
+    pub const COUNT: usize = 12;
+
+    /// Names for logs, metrics and the API, indexed by code.
+    pub const NAMES: [&str; COUNT] = [
+        "none",
+        "runt",
+        "bad_vlan",
+        "bad_ipv4",
+        "bad_ipv6",
+        "bad_l4",
+        "not_enrolled",
+        "policy_deny",
+        "quarantine",
+        "blocked",
+        "no_redirect_port",
+        "to_isolated_device",
+    ];
+}
+
+/// Indexes of `GLOBAL_STATS`, a per-CPU array of `u64`. Append-only.
+pub mod counter {
+    /// Frames seen by the LAN program.
+    pub const LAN_PACKETS: u32 = 0;
+    /// Frames seen by the WAN program.
+    pub const WAN_PACKETS: u32 = 1;
+    /// Events the ring buffer had no room for.
+    pub const EVENTS_LOST: u32 = 2;
+    /// Frames redirected to the quarantine port.
+    pub const REDIRECTED: u32 = 3;
+    /// Flow-table inserts that failed.
+    pub const FLOW_INSERT_FAILED: u32 = 4;
+    /// Drops by reason start here: `DROPS_BASE + reason`.
+    pub const DROPS_BASE: u32 = 16;
+    pub const COUNT: u32 = DROPS_BASE + crate::reason::COUNT as u32;
+}
+
+/// Parser bounds: the verifier needs them, and they cap the work a hostile frame can cause.
+pub const MAX_VLAN_TAGS: usize = 2;
+pub const MAX_IPV6_EXT_HEADERS: usize = 4;
+pub const MAX_TCP_OPTIONS: usize = 10;
+/// Port ranges one policy rule can hold.
+pub const MAX_PORT_RANGES: usize = 8;
+/// Bytes of a DHCP/DNS/ARP packet copied into a sample event (from the L3 header on).
+pub const SAMPLE_BYTES: usize = 512;
+
+/// IP protocol numbers used by the datapath.
+pub mod proto {
+    pub const ICMP: u8 = 0x01;
+    pub const TCP: u8 = 0x06;
+    pub const UDP: u8 = 0x11;
+    pub const ICMPV6: u8 = 0x3a;
+    /// Wildcard in `PolicyKey::proto`: the rule applies to every protocol.
+    pub const ANY: u8 = 0xff;
+}
+
+/// A MAC address padded to 8 bytes, the key of the device maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacKey {
+    /// As on the wire.
+    pub addr: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+impl MacKey {
+    pub const fn new(addr: [u8; 6]) -> Self {
+        Self { addr, _pad: [0; 2] }
+    }
+}
+
+/// What XDP knows about a device. Written only by the controller.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// One of `device_state`.
+    pub state: u8,
+    pub _pad: u8,
+    /// Device class id (host order), for accounting; 0 = unclassified.
+    pub class_id: u16,
+    /// Policy id (host order) that applies when `state` is `ENROLLED`.
+    pub policy_id: u32,
+}
+
+/// Per-device counters, one copy per CPU; userspace sums them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Frames and bytes from the device (LAN side).
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames and bytes towards the device (WAN side).
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Frames from the device by protocol.
+    pub tcp_packets: u64,
+    pub udp_packets: u64,
+    pub icmp_packets: u64,
+    pub other_packets: u64,
+    /// Frames not passed, indexed by `reason`.
+    pub drops: [u64; reason::COUNT],
+    /// Last frame from the device, `bpf_ktime_get_ns` (host order).
+    pub last_seen_ns: u64,
+}
+
+impl Default for DeviceStats {
+    fn default() -> Self {
+        Self {
+            tx_packets: 0,
+            tx_bytes: 0,
+            rx_packets: 0,
+            rx_bytes: 0,
+            tcp_packets: 0,
+            udp_packets: 0,
+            icmp_packets: 0,
+            other_packets: 0,
+            drops: [0; reason::COUNT],
+            last_seen_ns: 0,
+        }
+    }
+}
+
+/// A flow's 5-tuple plus the device it belongs to. IPv4 addresses sit in the first four bytes
+/// of the 16-byte fields, the rest zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// Network order.
+    pub src_addr: [u8; 16],
+    /// Network order.
+    pub dst_addr: [u8; 16],
+    /// Host order; 0 for protocols without ports. ICMP puts type and code here.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// 4 or 6.
+    pub ip_version: u8,
+    pub _pad: [u8; 2],
+    /// Source MAC: flows are per device.
+    pub mac: MacKey,
+}
+
+/// A passive TCP SYN fingerprint (p0f-style): what the device's stack chose.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SynFingerprint {
+    /// Host order.
+    pub window: u16,
+    /// Host order; 0 when absent.
+    pub mss: u16,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// 0xff when absent.
+    pub window_scale: u8,
+    /// Number of options in `option_kinds`.
+    pub option_count: u8,
+    /// 1 when the IPv4 DF bit is set.
+    pub dont_fragment: u8,
+    /// TCP option kinds in order (NOP included), up to `MAX_TCP_OPTIONS`.
+    pub option_kinds: [u8; MAX_TCP_OPTIONS],
+    pub _pad: [u8; 2],
+}
+
+/// A flow's counters. Packets and bytes are added atomically; the rest is last-writer-wins.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns` (host order).
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// OR of every TCP flag byte seen.
+    pub tcp_flags: u8,
+    /// One of `verdict`, the verdict given to the flow's last packet.
+    pub last_verdict: u8,
+    pub _pad: [u8; 6],
+    /// Filled from the flow's SYN, zero otherwise.
+    pub syn: SynFingerprint,
+    pub _pad_end: [u8; 4],
+}
+
+/// Key of the policy LPM tries. The prefix length counts `policy_id` and `proto` (always
+/// fully matched, `POLICY_KEY_FIXED_BITS`) plus the address prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyKey<const N: usize> {
+    /// Network order, so the trie compares it bytewise.
+    pub policy_id: [u8; 4],
+    /// IP protocol, or `proto::ANY`.
+    pub proto: u8,
+    pub _pad: [u8; 3],
+    /// Network order.
+    pub addr: [u8; N],
+}
+
+/// Bits of a `PolicyKey` before the address.
+pub const POLICY_KEY_FIXED_BITS: u32 = 64;
+
+/// An inclusive destination port range (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+/// What a policy allows towards one prefix for one protocol. The destination port must fall
+/// in one of the ranges; protocols without ports match range 0..=0 or any range covering 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyRule {
+    /// Number of valid entries in `ports`.
+    pub port_count: u32,
+    pub ports: [PortRange; MAX_PORT_RANGES],
+}
+
+/// Runtime configuration of the datapath, written by the controller at start and reload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Must equal `ABI_VERSION`; the programs pass everything until it does (fail open until
+    /// configured, so loading never cuts the network by itself).
+    pub abi_version: u32,
+    /// `verdict` for malformed frames.
+    pub malformed_verdict: u8,
+    /// `verdict` for unknown/onboarding devices outside the onboarding lane.
+    pub unknown_verdict: u8,
+    /// `verdict` for enrolled devices outside their policy.
+    pub policy_miss_verdict: u8,
+    /// `verdict` for quarantined devices outside the allow-list: `REDIRECT` or `DROP`.
+    pub quarantine_verdict: u8,
+    /// 1: send DHCP, DNS and ARP samples to userspace.
+    pub sample_packets: u8,
+    /// 1: send an event for every new flow.
+    pub flow_events: u8,
+    pub _pad: [u8; 2],
+    /// Rewritten into redirected frames: the quarantine host's MAC and the gateway's own MAC
+    /// on the quarantine port.
+    pub quarantine_dst_mac: [u8; 6],
+    pub quarantine_src_mac: [u8; 6],
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            abi_version: ABI_VERSION,
+            malformed_verdict: verdict::DROP,
+            unknown_verdict: verdict::DROP,
+            policy_miss_verdict: verdict::DROP,
+            quarantine_verdict: verdict::REDIRECT,
+            sample_packets: 1,
+            flow_events: 1,
+            _pad: [0; 2],
+            quarantine_dst_mac: [0; 6],
+            quarantine_src_mac: [0; 6],
+        }
+    }
+}
+
+/// Kind of an `EventHeader`. Append-only.
+pub mod event_kind {
+    /// Followed by `FlowEvent`.
+    pub const NEW_FLOW: u8 = 1;
+    /// Followed by `SampleEvent`.
+    pub const SAMPLE: u8 = 2;
+}
+
+/// What a `SampleEvent` holds. Append-only.
+pub mod sample_kind {
+    pub const DHCP: u8 = 1;
+    pub const DNS: u8 = 2;
+    pub const ARP: u8 = 3;
+    /// A TCP payload that starts like a TLS handshake record (ClientHello fingerprints).
+    pub const TLS: u8 = 4;
+}
+
+/// First bytes of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of `event_kind`.
+    pub kind: u8,
+    /// One of `verdict`: what the datapath did with the packet.
+    pub verdict: u8,
+    /// One of `device_state` at the time.
+    pub device_state: u8,
+    pub _pad: u8,
+    /// `reason` code when the packet was not passed.
+    pub reason: u32,
+    /// `bpf_ktime_get_ns` (host order).
+    pub timestamp_ns: u64,
+}
+
+/// A flow seen for the first time (its first packet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub header: EventHeader,
+    pub key: FlowKey,
+    /// Bytes of the first frame.
+    pub frame_bytes: u32,
+    /// TCP flags of the first packet.
+    pub tcp_flags: u8,
+    pub _pad: [u8; 3],
+    pub syn: SynFingerprint,
+    pub _pad_end: [u8; 4],
+}
+
+/// A copy of a DHCP, DNS, ARP or TLS packet for userspace parsing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleEvent {
+    pub header: EventHeader,
+    /// One of `sample_kind`.
+    pub kind: u8,
+    pub _pad: u8,
+    /// Bytes valid in `data` (host order).
+    pub len: u16,
+    /// Length of the whole frame (host order).
+    pub frame_bytes: u16,
+    /// Offset in `data` where the L4 payload starts (host order); 0 for ARP.
+    pub payload_offset: u16,
+    pub mac: MacKey,
+    /// The packet from its L3 header on (ARP: from the ARP header).
+    pub data: [u8; SAMPLE_BYTES],
+}
+
+// Layouts are ABI: the compiler checks every size here so an edit cannot shift a field
+// silently (as cilium's bpf_alignchecker does).
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<MacKey>() == 8);
+    assert!(size_of::<DeviceEntry>() == 8);
+    assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::COUNT + 8);
+    assert!(size_of::<FlowKey>() == 48);
+    assert!(size_of::<SynFingerprint>() == 20);
+    assert!(size_of::<FlowStats>() == 40 + 20 + 4);
+    assert!(size_of::<FlowEvent>() == 16 + 48 + 8 + 20 + 4);
+    assert!(size_of::<PolicyKey<4>>() == 12);
+    assert!(size_of::<PolicyKey<16>>() == 24);
+    assert!(size_of::<PolicyRule>() == 4 + 4 * MAX_PORT_RANGES);
+    assert!(size_of::<GatewayConfig>() == 24);
+    assert!(size_of::<EventHeader>() == 16);
+    assert!(size_of::<SampleEvent>() == 16 + 8 + 8 + SAMPLE_BYTES);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    //! `aya::Pod` says a type may be copied to and from the kernel byte for byte. Each type
+    //! here is `#[repr(C)]`, `Copy`, and has every padding byte as a named field, so no
+    //! uninitialised byte crosses the boundary.
+    use super::*;
+    unsafe impl aya::Pod for MacKey {}
+    unsafe impl aya::Pod for DeviceEntry {}
+    unsafe impl aya::Pod for DeviceStats {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowStats {}
+    unsafe impl<const N: usize> aya::Pod for PolicyKey<N> {}
+    unsafe impl aya::Pod for PolicyRule {}
+    unsafe impl aya::Pod for GatewayConfig {}
+}

@@ -1,0 +1,73 @@
+//! The `iotgw` command line: one clap variant per subcommand, each in its own module.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+pub mod analyze;
+pub mod baseline;
+pub mod devices;
+pub mod ota;
+pub mod pki;
+pub mod policy;
+pub mod run;
+
+/// Exit code for configuration errors (sysexits EX_USAGE), before anything is attached.
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "iotgw", version, about = "Security gateway for fleets of IoT devices")]
+pub struct Cli {
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "IOTGW_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the XDP datapath and run the controller.
+    Run(run::Args),
+    /// Check policy files.
+    #[command(subcommand)]
+    Policy(policy::Command),
+    /// Build the inventory (and alerts) from packet captures, offline.
+    Analyze(analyze::Args),
+    /// Learnt baselines: export as MUD-style policy.
+    #[command(subcommand)]
+    Baseline(baseline::Command),
+    /// List devices (through the local API).
+    Devices(devices::ListArgs),
+    /// Show one device (through the local API).
+    Device(devices::ShowArgs),
+    /// Quarantine a device (through the local API).
+    Quarantine(devices::ActionArgs),
+    /// Release a device from quarantine or block (through the local API).
+    Release(devices::ActionArgs),
+    /// Block a device (through the local API).
+    Block(devices::ActionArgs),
+    /// The gateway's certificate authority and device identities.
+    #[command(subcommand)]
+    Pki(pki::Command),
+    /// Signed firmware repository.
+    #[command(subcommand)]
+    Ota(ota::Command),
+}
+
+pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run(args) => run::run(args),
+        Command::Policy(command) => policy::run(command),
+        Command::Analyze(args) => analyze::run(args),
+        Command::Baseline(command) => baseline::run(command),
+        Command::Devices(args) => devices::list(args),
+        Command::Device(args) => devices::show(args),
+        Command::Quarantine(args) => devices::action(args, "quarantine"),
+        Command::Release(args) => devices::action(args, "release"),
+        Command::Block(args) => devices::action(args, "block"),
+        Command::Pki(command) => pki::run(command),
+        Command::Ota(command) => ota::run(command),
+    }
+}

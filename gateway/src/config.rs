@@ -1,0 +1,232 @@
+//! The gateway's configuration file (TOML). Every key has a typed default here or in its
+//! component's `Config`; `load` reports every bad value with its place in the file, and the
+//! binary exits with `cli::EXIT_CONFIG` before anything is attached.
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default location of the SQLite store.
+pub const DEFAULT_STORE_PATH: &str = "/var/lib/iotgw/iotgw.db";
+/// Default folder of the policy files.
+pub const DEFAULT_POLICY_DIR: &str = "/etc/iotgw/policies";
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub datapath: DatapathConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub api: crate::api::Config,
+    #[serde(default)]
+    pub identity: crate::identity::Config,
+    #[serde(default)]
+    pub integrations: crate::integrations::Config,
+    #[serde(default)]
+    pub ota: crate::ota::Config,
+}
+
+/// A verdict the operator chooses for a class of traffic (`gateway_ebpf::verdict`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Drop,
+    Redirect,
+}
+
+impl Verdict {
+    pub fn code(self) -> u8 {
+        match self {
+            Verdict::Pass => gateway_ebpf::verdict::PASS,
+            Verdict::Drop => gateway_ebpf::verdict::DROP,
+            Verdict::Redirect => gateway_ebpf::verdict::REDIRECT,
+        }
+    }
+}
+
+/// How the XDP programs are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic mode with a warning.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatapathConfig {
+    /// The interface facing the devices.
+    pub lan_interface: String,
+    /// The upstream interface (traffic towards devices is checked there too). Optional.
+    pub wan_interface: Option<String>,
+    /// Where quarantined traffic is redirected. Optional: without it quarantine drops.
+    pub quarantine_interface: Option<String>,
+    /// Destination MAC written into redirected frames (the quarantine host).
+    pub quarantine_host_mac: Option<crate::device::Mac>,
+    pub attach_mode: AttachMode,
+    /// Where maps are pinned.
+    pub pin_path: PathBuf,
+    pub malformed_verdict: Verdict,
+    pub unknown_verdict: Verdict,
+    pub policy_miss_verdict: Verdict,
+    /// `redirect` or `drop`.
+    pub quarantine_verdict: Verdict,
+    /// Copy DHCP, DNS, ARP and TLS handshakes to userspace for fingerprinting.
+    pub sample_packets: bool,
+    pub devices_capacity: u32,
+    pub flows_capacity: u32,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        Self {
+            lan_interface: "eth0".into(),
+            wan_interface: None,
+            quarantine_interface: None,
+            quarantine_host_mac: None,
+            attach_mode: AttachMode::Auto,
+            pin_path: PathBuf::from(gateway_ebpf::PIN_ROOT),
+            malformed_verdict: Verdict::Drop,
+            unknown_verdict: Verdict::Drop,
+            policy_miss_verdict: Verdict::Drop,
+            quarantine_verdict: Verdict::Redirect,
+            sample_packets: true,
+            devices_capacity: gateway_ebpf::maps::DEVICES_CAPACITY,
+            flows_capacity: gateway_ebpf::maps::FLOWS_CAPACITY,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { path: DEFAULT_STORE_PATH.into() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Folder of `*.toml` policy files, loaded together.
+    pub dir: PathBuf,
+    /// Reload when a file in `dir` changes (SIGHUP always reloads).
+    pub watch: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self { dir: DEFAULT_POLICY_DIR.into(), watch: true }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// Syntax or type error; the message carries line and column.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    /// Values that parse but cannot work together, all of them.
+    #[error("{path}: {}", .problems.join("; "))]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+/// Reads and checks the configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse(path, &text)
+}
+
+/// Parses configuration text; `path` is only used in messages.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let config: Config = toml::from_str(text).map_err(|error| {
+        let (line, column) = error
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((0, 0));
+        ConfigError::Parse { path: path.to_owned(), line, column, message: error.message().to_owned() }
+    })?;
+    let problems = config.problems();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid { path: path.to_owned(), problems })
+    }
+}
+
+impl Config {
+    /// Every semantic problem, so the operator fixes them in one go.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let d = &self.datapath;
+        if d.lan_interface.is_empty() {
+            problems.push("datapath.lan_interface must not be empty".to_owned());
+        }
+        if !matches!(d.quarantine_verdict, Verdict::Redirect | Verdict::Drop) {
+            problems.push("datapath.quarantine_verdict must be \"redirect\" or \"drop\"".to_owned());
+        }
+        if d.quarantine_verdict == Verdict::Redirect && d.quarantine_interface.is_some() && d.quarantine_host_mac.is_none() {
+            problems.push("datapath.quarantine_host_mac is required to redirect to datapath.quarantine_interface".to_owned());
+        }
+        for (name, value) in [("devices_capacity", d.devices_capacity), ("flows_capacity", d.flows_capacity)] {
+            if value == 0 {
+                problems.push(format!("datapath.{name} must be above 0"));
+            }
+        }
+        problems
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = parse(Path::new("x.toml"), "").unwrap();
+        assert_eq!(config.datapath.unknown_verdict, Verdict::Drop);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_column() {
+        let err = parse(Path::new("x.toml"), "[datapath]\nlan_interface = \"a\"\nbogus = 1\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("x.toml:3:1:"), "{text}");
+        assert!(text.contains("bogus"), "{text}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported() {
+        let err = parse(
+            Path::new("x.toml"),
+            "[datapath]\nlan_interface = \"\"\nquarantine_verdict = \"pass\"\nflows_capacity = 0\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}

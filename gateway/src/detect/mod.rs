@@ -1,0 +1,1 @@
+//! detect (to be filled in by its issue).

@@ -1,0 +1,129 @@
+//! The one internal event model. Every alert, enforcement action, lifecycle change, policy
+//! change and audit record is a `GatewayEvent`; `integrations` renders it for SIEM, SOAR and
+//! ITSM sinks, and the API shows it. Producers publish on an `EventBus`.
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::device::Mac;
+
+/// How bad an event is, ordered from least to most severe (syslog and CEF map from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A detection fired.
+    Alert {
+        /// Stable id of the incident (repeated alerts of one incident share it).
+        incident_id: String,
+        /// Detector name, e.g. `new_destination`, `volume`, `scan`.
+        detector: String,
+        /// 0.0 ..= 1.0 (or more when far beyond the threshold).
+        score: f64,
+        /// What was expected, in words an analyst reads.
+        expected: String,
+        /// What was seen.
+        observed: String,
+        /// Flows involved, as text `proto src:port -> dst:port`.
+        flows: Vec<String>,
+        /// True when the incident is over (ITSM closes its ticket).
+        resolved: bool,
+    },
+    /// The gateway (or a human) changed what a device may do.
+    Action {
+        /// `quarantine`, `release`, `block`, `update_lane`, `tag`, `alert`.
+        action: String,
+        /// Why, e.g. the alert's incident id or an operator's comment.
+        reason: String,
+    },
+    /// A device's lifecycle moved (seen, enrolled, renewed, revoked, decommissioned, ...).
+    Lifecycle { from: String, to: String },
+    /// The running policy changed (or a reload was refused).
+    PolicyChange { accepted: bool, detail: String },
+    /// Anything else worth an audit record.
+    Audit { action: String, detail: String },
+}
+
+/// One event, with who and what it concerns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatewayEvent {
+    /// Unique, for deduplication downstream.
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    pub severity: Severity,
+    /// The device concerned, if any.
+    pub device: Option<Mac>,
+    /// The device's IP when known (SIEMs key on it).
+    pub device_ip: Option<std::net::IpAddr>,
+    /// Who or what caused it: `detector:scan`, `api:alice`, `policy-file`, `enrollment`.
+    pub actor: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl GatewayEvent {
+    pub fn new(severity: Severity, device: Option<Mac>, actor: impl Into<String>, kind: EventKind) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            time: OffsetDateTime::now_utc(),
+            severity,
+            device,
+            device_ip: None,
+            actor: actor.into(),
+            kind,
+        }
+    }
+
+    /// The event kind's name, as used by sink filters (`alert`, `action`, ...).
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            EventKind::Alert { .. } => "alert",
+            EventKind::Action { .. } => "action",
+            EventKind::Lifecycle { .. } => "lifecycle",
+            EventKind::PolicyChange { .. } => "policy_change",
+            EventKind::Audit { .. } => "audit",
+        }
+    }
+}
+
+/// Default number of events a slow subscriber may lag behind before it misses some; the
+/// integrations outbox persists events before that matters.
+pub const EVENT_BUS_CAPACITY: usize = 4_096;
+
+/// Fan-out of `GatewayEvent`s to every interested task.
+#[derive(Clone)]
+pub struct EventBus {
+    sender: tokio::sync::broadcast::Sender<GatewayEvent>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new(EVENT_BUS_CAPACITY)
+    }
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> Self {
+        Self { sender: tokio::sync::broadcast::channel(capacity).0 }
+    }
+
+    /// Publishes to every current subscriber; an event with no subscriber is dropped.
+    pub fn publish(&self, event: GatewayEvent) {
+        tracing::debug!(kind = event.kind_name(), device = ?event.device, "event");
+        let _ = self.sender.send(event);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<GatewayEvent> {
+        self.sender.subscribe()
+    }
+}

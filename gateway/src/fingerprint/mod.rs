@@ -1,0 +1,1 @@
+//! fingerprint (to be filled in by its issue).

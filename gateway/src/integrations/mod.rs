@@ -1,0 +1,9 @@
+//! integrations (to be filled in by its issue).
+
+/// Schema of the integrations tables.
+pub const MIGRATIONS: &[crate::store::Migration] = &[];
+
+/// This component's section of the gateway config file.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}

@@ -1,0 +1,29 @@
+//! iotgw's userspace controller. A packet's path through it, one module per step:
+//!
+//! `datapath` (load XDP, read the ring buffer) → `inventory` (who is this device) →
+//! `fingerprint` (what kind of device) → `baseline` (what it normally does) → `detect`
+//! (is this abnormal) → `respond` (what to do) → `datapath::maps` (the only writer of BPF maps).
+//!
+//! Beside that path: `policy` (the files ops edit), `identity` (certificates and enrollment),
+//! `ota` (signed firmware), `integrations` (SIEM/SOAR/ITSM), `api` (local HTTP status and
+//! actions), `store` (the SQLite file), `config` (the gateway's own configuration).
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod baseline;
+pub mod cli;
+pub mod config;
+pub mod datapath;
+pub mod detect;
+pub mod device;
+pub mod event;
+pub mod fingerprint;
+pub mod identity;
+pub mod integrations;
+pub mod inventory;
+pub mod ota;
+pub mod policy;
+pub mod respond;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

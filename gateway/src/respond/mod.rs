@@ -1,0 +1,1 @@
+//! respond (to be filled in by its issue).

@@ -1,0 +1,142 @@
+//! The gateway's one SQLite file (WAL mode). Each component owns its tables and lists its
+//! schema as versioned migrations here; `Store::open` applies what is missing, in order, each
+//! in its own transaction, and records it in `schema_migrations`.
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension as _};
+
+/// One schema step of one component. Versions start at 1 and only grow; a released
+/// migration is never edited, a new one is appended.
+pub struct Migration {
+    pub component: &'static str,
+    pub version: u32,
+    pub sql: &'static str,
+}
+
+/// Every component's migrations. Append a component's list here when it gains tables.
+fn all_migrations() -> impl Iterator<Item = &'static Migration> {
+    [
+        crate::inventory::MIGRATIONS,
+        crate::identity::MIGRATIONS,
+        crate::baseline::MIGRATIONS,
+        crate::integrations::MIGRATIONS,
+        crate::ota::MIGRATIONS,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file cannot be opened or is not a SQLite database.
+    #[error("cannot open the store {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    /// A migration failed; the store is left at the previous version of that component.
+    #[error("migration {component} v{version} failed: {source}")]
+    Migrate { component: &'static str, version: u32, source: rusqlite::Error },
+    /// The file was written by a newer iotgw.
+    #[error("the store has {component} at v{found}, newer than this build knows (v{known})")]
+    TooNew { component: &'static str, found: u32, known: u32 },
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Opens (creating if needed) the store at `path` and brings its schema up to date.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let open_error = |source| StoreError::Open { path: path.to_owned(), source };
+    let mut conn = Connection::open(path).map_err(open_error)?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
+    configure(&conn)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// An in-memory store with the full schema, for tests and offline analysis.
+pub fn open_in_memory() -> Result<Connection, StoreError> {
+    let mut conn = Connection::open_in_memory()?;
+    configure(&conn)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    // NORMAL is durable across process crashes in WAL mode (only a power loss may lose the
+    // last transactions), which is the guarantee the outbox needs.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            component TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+            PRIMARY KEY (component, version))",
+    )?;
+    for migration in all_migrations() {
+        let current: Option<u32> = conn
+            .query_row(
+                "SELECT MAX(version) FROM schema_migrations WHERE component = ?1",
+                [migration.component],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        if current.is_some_and(|v| v >= migration.version) {
+            continue;
+        }
+        let fail = |source| StoreError::Migrate {
+            component: migration.component,
+            version: migration.version,
+            source,
+        };
+        let tx = conn.transaction().map_err(fail)?;
+        tx.execute_batch(migration.sql).map_err(fail)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (component, version) VALUES (?1, ?2)",
+            (migration.component, migration.version),
+        )
+        .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    // Refuse a file from the future rather than corrupting it.
+    let mut known = std::collections::HashMap::<&str, u32>::new();
+    for m in all_migrations() {
+        let v = known.entry(m.component).or_default();
+        *v = (*v).max(m.version);
+    }
+    for (component, known) in known {
+        let found: Option<u32> = conn.query_row(
+            "SELECT MAX(version) FROM schema_migrations WHERE component = ?1",
+            [component],
+            |row| row.get(0),
+        )?;
+        if let Some(found) = found.filter(|found| *found > known) {
+            let component = all_migrations().find(|m| m.component == component).map(|m| m.component).unwrap_or("?");
+            return Err(StoreError::TooNew { component, found, known });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_twice_applies_migrations_once() {
+        let dir = std::env::temp_dir().join(format!("iotgw-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.db");
+        let _ = std::fs::remove_file(&path);
+        let first: u32 = open(&path).unwrap().query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        let second: u32 = open(&path).unwrap().query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(first as usize, all_migrations().count());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,1 @@
+//! Network-namespace lab shared by the integration tests.
