@@ -1,2 +1,73 @@
 //! The XDP datapath seen from userspace: `loader` loads and attaches the programs and pins
 //! the maps, `events` decodes the ring buffer, `maps` is the only writer of BPF maps.
+//!
+//! Controller steps never touch maps: they ask through `DeviceControl`, which `maps::Maps`
+//! implements over the pinned maps (and `MemoryDatapath` in memory, for unit tests and
+//! offline analysis).
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use crate::device::{Access, Mac};
+
+/// Why a datapath change failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The kernel refused a map update (full map, missing pin, ...).
+    #[error("map {map}: {message}")]
+    Map { map: &'static str, message: String },
+}
+
+/// What a device may do, as the datapath enforces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceAccess {
+    pub access: Access,
+    /// Policy id (`gateway_ebpf::lane::FIRST_CLASS_POLICY` and up) applied when enrolled.
+    pub policy_id: u32,
+    /// Device class id, 0 when unclassified.
+    pub class_id: u16,
+}
+
+/// The datapath operations the controller steps need. Takes effect in XDP as soon as the
+/// call returns.
+pub trait DeviceControl: Send + Sync {
+    /// Sets what `mac` may do. `Access::Unknown` removes the device from the table.
+    fn set_access(&self, mac: Mac, access: DeviceAccess) -> Result<(), ControlError>;
+    /// What the datapath enforces for `mac` now.
+    fn access(&self, mac: Mac) -> Result<Option<DeviceAccess>, ControlError>;
+    /// Records which device holds an IPv4 address, so upstream traffic towards it is checked.
+    fn set_device_ipv4(&self, mac: Mac, addr: std::net::Ipv4Addr) -> Result<(), ControlError>;
+}
+
+/// Shared handle to the datapath.
+pub type Control = Arc<dyn DeviceControl>;
+
+/// An in-memory datapath: for unit tests and offline analysis, where no XDP runs.
+#[derive(Default)]
+pub struct MemoryDatapath {
+    devices: Mutex<HashMap<Mac, DeviceAccess>>,
+    ipv4: Mutex<HashMap<std::net::Ipv4Addr, Mac>>,
+}
+
+impl DeviceControl for MemoryDatapath {
+    fn set_access(&self, mac: Mac, access: DeviceAccess) -> Result<(), ControlError> {
+        let mut devices = self.devices.lock().expect("lock poisoned only by a panic elsewhere");
+        if access.access == Access::Unknown {
+            devices.remove(&mac);
+        } else {
+            devices.insert(mac, access);
+        }
+        Ok(())
+    }
+
+    fn access(&self, mac: Mac) -> Result<Option<DeviceAccess>, ControlError> {
+        Ok(self.devices.lock().expect("lock poisoned only by a panic elsewhere").get(&mac).copied())
+    }
+
+    fn set_device_ipv4(&self, mac: Mac, addr: std::net::Ipv4Addr) -> Result<(), ControlError> {
+        self.ipv4.lock().expect("lock poisoned only by a panic elsewhere").insert(addr, mac);
+        Ok(())
+    }
+}
