@@ -489,4 +489,27 @@ mod pod {
     unsafe impl<const N: usize> aya::Pod for PolicyKey<N> {}
     unsafe impl aya::Pod for PolicyRule {}
     unsafe impl aya::Pod for GatewayConfig {}
+    unsafe impl aya::Pod for EventHeader {}
+    unsafe impl aya::Pod for FlowEvent {}
+    unsafe impl aya::Pod for SampleEvent {}
+    unsafe impl aya::Pod for SynFingerprint {}
+
+    /// Safe decoding of ring-buffer records and map values for userspace, which forbids
+    /// `unsafe`.
+    pub trait FromBytes: aya::Pod {
+        /// Reads a `Self` from the first `size_of::<Self>()` bytes, or `None` if too short.
+        fn from_bytes(bytes: &[u8]) -> Option<Self> {
+            if bytes.len() < core::mem::size_of::<Self>() {
+                return None;
+            }
+            // SAFETY: the length was checked; `Self: Pod` is plain integers and byte arrays,
+            // valid for every bit pattern; the kernel promises no alignment, hence unaligned.
+            Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+        }
+    }
+
+    impl<T: aya::Pod> FromBytes for T {}
 }
+
+#[cfg(feature = "user")]
+pub use pod::FromBytes;

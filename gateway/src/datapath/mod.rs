@@ -11,6 +11,8 @@ use std::{
 
 use crate::device::{Access, Mac};
 
+pub mod events;
+
 /// Why a datapath change failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -1,0 +1,170 @@
+//! What the datapath tells the controller, decoded. The ring buffer (live) and the capture
+//! replayer in `analyze` (offline) both produce these, so every later step works the same on
+//! either source.
+use std::{
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
+
+use gateway_ebpf::{EventHeader, FlowEvent, SampleEvent, SynFingerprint, event_kind, sample_kind};
+
+use crate::device::{Access, Mac};
+
+/// A flow's first packet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowObservation {
+    pub time: SystemTime,
+    pub mac: Mac,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// 0 for protocols without ports; ICMP type/code for ICMP.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    pub frame_bytes: u32,
+    pub tcp_flags: u8,
+    /// Present when the first packet was a TCP SYN.
+    pub syn: Option<SynFingerprint>,
+    /// What the datapath did with it (`gateway_ebpf::verdict`) and why (`gateway_ebpf::reason`).
+    pub verdict: u8,
+    pub reason: u32,
+    /// The device's state when the packet was seen.
+    pub access: Access,
+}
+
+/// What a sampled packet is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SampleKind {
+    Dhcp,
+    Dns,
+    Arp,
+    /// A TCP payload starting like a TLS handshake record.
+    Tls,
+}
+
+/// A copy of a DHCP, DNS, ARP or TLS packet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PacketSample {
+    pub time: SystemTime,
+    pub mac: Mac,
+    pub kind: SampleKind,
+    /// From the L3 header on (ARP: from the ARP header), possibly truncated to
+    /// `gateway_ebpf::SAMPLE_BYTES`.
+    pub data: Vec<u8>,
+    /// Where the L4 payload starts in `data` (0 for ARP).
+    pub payload_offset: usize,
+    pub frame_bytes: u32,
+}
+
+impl PacketSample {
+    /// The L4 payload (DHCP message, DNS message, TLS record), possibly truncated.
+    pub fn payload(&self) -> &[u8] {
+        self.data.get(self.payload_offset..).unwrap_or_default()
+    }
+}
+
+/// One decoded ring-buffer record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DatapathEvent {
+    Flow(FlowObservation),
+    Sample(PacketSample),
+}
+
+/// Why a ring-buffer record could not be decoded (a version skew between the programs and
+/// this controller, never packet content: XDP writes these records itself).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("record of {len} bytes is too short for {what}")]
+    Short { what: &'static str, len: usize },
+    #[error("unknown event kind {0}")]
+    UnknownKind(u8),
+    #[error("unknown sample kind {0}")]
+    UnknownSample(u8),
+}
+
+/// Turns `bpf_ktime_get_ns` (CLOCK_MONOTONIC) into wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    boot: SystemTime,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        let monotonic = monotonic_now();
+        Self { boot: SystemTime::now() - monotonic }
+    }
+
+    pub fn wall(&self, ktime_ns: u64) -> SystemTime {
+        self.boot + Duration::from_nanos(ktime_ns)
+    }
+}
+
+/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+fn monotonic_now() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+fn read<T: gateway_ebpf::FromBytes>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
+    T::from_bytes(bytes).ok_or(DecodeError::Short { what, len: bytes.len() })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(record: &[u8], clock: &Clock) -> Result<DatapathEvent, DecodeError> {
+    let header: EventHeader = read(record, "an event header")?;
+    let access = Access::from_code(header.device_state).unwrap_or(Access::Unknown);
+    match header.kind {
+        event_kind::NEW_FLOW => {
+            let event: FlowEvent = read(record, "a flow event")?;
+            let key = event.key;
+            let (src, dst) = addresses(key.ip_version, key.src_addr, key.dst_addr);
+            Ok(DatapathEvent::Flow(FlowObservation {
+                time: clock.wall(header.timestamp_ns),
+                mac: Mac(key.mac.addr),
+                src,
+                dst,
+                src_port: key.src_port,
+                dst_port: key.dst_port,
+                proto: key.proto,
+                frame_bytes: event.frame_bytes,
+                tcp_flags: event.tcp_flags,
+                syn: (event.syn.option_count > 0 || event.syn.window > 0).then_some(event.syn),
+                verdict: header.verdict,
+                reason: header.reason,
+                access,
+            }))
+        }
+        event_kind::SAMPLE => {
+            let event: SampleEvent = read(record, "a sample event")?;
+            let kind = match event.kind {
+                sample_kind::DHCP => SampleKind::Dhcp,
+                sample_kind::DNS => SampleKind::Dns,
+                sample_kind::ARP => SampleKind::Arp,
+                sample_kind::TLS => SampleKind::Tls,
+                other => return Err(DecodeError::UnknownSample(other)),
+            };
+            let len = usize::from(event.len).min(event.data.len());
+            Ok(DatapathEvent::Sample(PacketSample {
+                time: clock.wall(header.timestamp_ns),
+                mac: Mac(event.mac.addr),
+                kind,
+                data: event.data[..len].to_vec(),
+                payload_offset: usize::from(event.payload_offset).min(len),
+                frame_bytes: u32::from(event.frame_bytes),
+            }))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+fn addresses(version: u8, src: [u8; 16], dst: [u8; 16]) -> (IpAddr, IpAddr) {
+    if version == 6 {
+        (IpAddr::from(src), IpAddr::from(dst))
+    } else {
+        let v4 = |a: [u8; 16]| IpAddr::from([a[0], a[1], a[2], a[3]]);
+        (v4(src), v4(dst))
+    }
+}
