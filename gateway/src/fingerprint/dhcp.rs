@@ -35,8 +35,16 @@ impl DhcpFingerprint {
     }
 }
 
+/// RFC 2131 magic cookie, right after the fixed BOOTP header: tells DHCP from other traffic
+/// on ports 67/68 (dhcproto does not insist on it).
+const MAGIC_COOKIE: [u8; 4] = [0x63, 0x82, 0x53, 0x63];
+const MAGIC_COOKIE_OFFSET: usize = 236;
+
 /// Parses a DHCPv4 message (the UDP payload).
 pub fn parse(payload: &[u8]) -> Result<DhcpFingerprint, FingerprintError> {
+    if payload.get(MAGIC_COOKIE_OFFSET..MAGIC_COOKIE_OFFSET + MAGIC_COOKIE.len()) != Some(&MAGIC_COOKIE[..]) {
+        return Err(FingerprintError::Dhcp("no DHCP magic cookie (truncated, or BOOTP only)".into()));
+    }
     let message = v4::Message::decode(&mut Decoder::new(payload))
         .map_err(|error| FingerprintError::Dhcp(error.to_string()))?;
     let opts = message.opts();

@@ -1,1 +1,35 @@
-//! fingerprint (to be filled in by its issue).
+//! Passive device-type fingerprinting. Reads `DatapathEvent`s (DHCP, DNS and TLS samples, new
+//! flows with their SYN fingerprint) and per-interval traffic counters; writes nothing.
+//!
+//! - `dhcp`, `dns`, `tls`, `syn`: one parser per protocol, each hostile-input safe (an error,
+//!   never a panic);
+//! - `features`: accumulates what one device showed into a fixed-length feature vector;
+//! - `forest`: a random forest over those vectors giving a device type and a confidence;
+//! - `model`: the trained model shipped in the binary (`gateway/models/device-types.json`),
+//!   training from labelled captures and evaluation.
+
+pub mod dhcp;
+pub mod dns;
+//TODO pub mod features;
+//TODO pub mod forest;
+//TODO pub mod model;
+pub mod syn;
+pub mod tls;
+
+//TODO pub use features::DeviceFeatures;
+//TODO pub use model::{Classifier, Guess};
+
+/// Why a sampled packet could not be read. The packet is ignored; nothing stored changes.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FingerprintError {
+    /// Not a DHCPv4 message, or truncated.
+    #[error("malformed DHCP message: {0}")]
+    Dhcp(String),
+    /// Not a DNS message, or truncated.
+    #[error("malformed DNS message: {0}")]
+    Dns(String),
+    /// Not a TLS ClientHello, or cut before its cipher list.
+    #[error("malformed TLS ClientHello: {0}")]
+    Tls(String),
+}

@@ -1,4 +1,5 @@
-//! inventory (to be filled in by its issue).
+//! inventory (being built).
+pub mod replay;
 
 /// Schema of the inventory tables.
 pub const MIGRATIONS: &[crate::store::Migration] = &[];
