@@ -10,14 +10,15 @@
 
 pub mod dhcp;
 pub mod dns;
-//TODO pub mod features;
-//TODO pub mod forest;
-//TODO pub mod model;
+pub mod features;
+pub mod forest;
+pub mod model;
+pub mod sample;
 pub mod syn;
 pub mod tls;
 
-//TODO pub use features::DeviceFeatures;
-//TODO pub use model::{Classifier, Guess};
+pub use features::DeviceFeatures;
+pub use model::{Classifier, Guess};
 
 /// Why a sampled packet could not be read. The packet is ignored; nothing stored changes.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -32,4 +33,7 @@ pub enum FingerprintError {
     /// Not a TLS ClientHello, or cut before its cipher list.
     #[error("malformed TLS ClientHello: {0}")]
     Tls(String),
+    /// Not Ethernet/IPv4 ARP, or truncated.
+    #[error("malformed ARP packet: {0}")]
+    Arp(&'static str),
 }
