@@ -168,3 +168,43 @@ fn truncate(text: &str, width: usize) -> String {
         cut
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{device::Mac, inventory::replay::dataset_or_skip};
+
+    #[test]
+    fn analyze_finds_the_dataset_devices_with_vendor_ip_and_type() {
+        let Some(dir) = dataset_or_skip("iot-sentinel") else { return };
+        let vendors = Vendors::load(std::path::Path::new(crate::inventory::vendor::DEFAULT_IEEE_DATA_DIR));
+        let vendors = match vendors {
+            Ok(vendors) => vendors,
+            Err(error) => {
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {error}");
+                eprintln!("skipping: {error}");
+                return;
+            }
+        };
+        let conn = crate::store::open_in_memory().unwrap();
+        let mut inventory = Inventory::new(conn, vendors, Some(Classifier::shipped().unwrap()));
+        for capture in ["HueBridge/Setup-A-1-STA.pcap", "Aria/Setup-A-1-STA.pcap"] {
+            let stats = replay_into(&mut inventory, &dir.join(capture)).unwrap();
+            assert!(stats.flows > 0);
+        }
+        let hue: Mac = "00:17:88:24:76:ff".parse().unwrap();
+        let aria: Mac = "20:f8:5e:ca:91:52".parse().unwrap();
+        let devices = inventory.devices().unwrap();
+        let hue = devices.iter().find(|d| d.mac == hue).expect("the Hue bridge is in the inventory");
+        assert!(hue.vendor.as_deref().unwrap().contains("Philips"), "{:?}", hue.vendor);
+        assert!(hue.ips.contains(&"10.10.10.6".parse().unwrap()));
+        assert_eq!(hue.hostname.as_deref(), Some("Philips-hue"));
+        assert_eq!(hue.device_type.as_deref(), Some("HueBridge"));
+        assert!(hue.traffic.tx_bytes > 0 && hue.flows_total > 0);
+        let aria = devices.iter().find(|d| d.mac == aria).expect("the Aria scale is in the inventory");
+        assert!(aria.vendor.as_deref().unwrap().contains("Delta"), "{:?}", aria.vendor);
+        assert_eq!(aria.device_type.as_deref(), Some("Aria"));
+        let audit = inventory.audit_log(Some(aria.mac), 10).unwrap();
+        assert!(audit.iter().any(|a| a.actor == "fingerprint" && a.action == "type_changed"));
+    }
+}

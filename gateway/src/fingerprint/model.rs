@@ -396,6 +396,27 @@ mod tests {
         assert_eq!(classifier.model().classes.len(), 27);
     }
 
+    /// Held-out accuracy the shipped features and forest must keep (fold 0 of 5, split by
+    /// capture file). Measured 0.9+ when written; see bench/fingerprint/RESULTS.md.
+    const HELD_OUT_ACCURACY: f64 = 0.85;
+
+    #[test]
+    fn classifier_accuracy_on_held_out_captures_stays_above_threshold() {
+        let Some(dir) = crate::inventory::replay::dataset_or_skip("iot-sentinel") else { return };
+        let captures = discover(&[dir]).unwrap();
+        assert_eq!(captures.iter().map(|c| c.label.as_str()).collect::<BTreeSet<_>>().len(), 27, "27 device types");
+        let examples = examples(&captures).unwrap();
+        let params = ForestParams { trees: 60, ..crate::fingerprint::forest::DEFAULT_PARAMS };
+        let (model, evaluation) = holdout(&examples, 5, 0, &params).unwrap();
+        // Every capture is either trained on or tested, never both.
+        assert_eq!(model.trained_on.values().sum::<usize>() + evaluation.predictions.len(), examples.len());
+        let tested: BTreeSet<_> = evaluation.predictions.iter().map(|p| p.0.clone()).collect();
+        assert_eq!(tested.len(), evaluation.predictions.len());
+        let accuracy = evaluation.accuracy();
+        eprintln!("held-out accuracy {accuracy:.3} on {} captures", evaluation.predictions.len());
+        assert!(accuracy >= HELD_OUT_ACCURACY, "held-out accuracy {accuracy:.3} < {HELD_OUT_ACCURACY}");
+    }
+
     #[test]
     fn model_with_another_layout_is_refused() {
         let mut model = Classifier::shipped().unwrap().model().clone();
