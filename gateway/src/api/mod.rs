@@ -34,6 +34,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod policy_view;
 
 pub use auth::{Caller, Role, TokenEntry, TokenSet, TokensError};
 pub use directory::{AccessChange, DeviceDirectory, DirectoryError, PolicySource, SharedPolicy};
