@@ -195,3 +195,6 @@ pub async fn serve_on(
         .await
         .map_err(ServeError::Serve)
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
