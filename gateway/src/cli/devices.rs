@@ -314,6 +314,80 @@ fn proto_name(proto: u8) -> String {
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
+    use crate::api::tests::{ABSENT, CAMERA, MemoryDirectory, OPERATOR_TOKEN, Server, VIEWER_TOKEN};
+
+    fn api(server: &Server, token: Option<&str>) -> ApiArgs {
+        ApiArgs { url: format!("{}/", server.base), token: token.map(str::to_owned) }
+    }
+
+    #[tokio::test]
+    async fn cli_lists_shows_and_acts_against_a_real_server() {
+        let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+        let mut out = Vec::new();
+        list_to(&ListArgs { api: api(&server, Some(VIEWER_TOKEN)), json: false }, &mut out).await.unwrap();
+        let table = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("MAC") && lines[0].contains("LAST SEEN"), "{table}");
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[1].starts_with(CAMERA) && lines[1].contains("camera (93%)") && lines[1].contains("enrolled"), "{table}");
+
+        let mut out = Vec::new();
+        list_to(&ListArgs { api: api(&server, Some(VIEWER_TOKEN)), json: true }, &mut out).await.unwrap();
+        let parsed: Vec<DeviceSummary> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed.len(), 2);
+
+        let mac: Mac = CAMERA.parse().unwrap();
+        let mut out = Vec::new();
+        let quarantine = ActionArgs { mac, reason: Some("INC-7".into()), api: api(&server, Some(OPERATOR_TOKEN)), json: false };
+        action_to(&quarantine, "quarantine", &mut out).await.unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{CAMERA}: enrolled -> quarantined (quarantine by api:otto)\n"));
+
+        let mut out = Vec::new();
+        show_to(&ShowArgs { mac, api: api(&server, Some(VIEWER_TOKEN)), json: false }, &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("State        quarantined"), "{text}");
+        assert!(text.contains("Release to   enrolled"), "{text}");
+        assert!(text.contains("Recent flows") && text.contains("tcp 192.168.1.20:40000 -> 203.0.113.7:443"), "{text}");
+        assert!(text.contains("api:otto") && text.contains("INC-7"), "{text}");
+
+        let mut out = Vec::new();
+        let release = ActionArgs { mac, reason: None, api: api(&server, Some(OPERATOR_TOKEN)), json: true };
+        action_to(&release, "release", &mut out).await.unwrap();
+        let response: ActionResponse = serde_json::from_slice(&out).unwrap();
+        assert_eq!(response.access, crate::device::Access::Enrolled);
+        server.stop().await;
+    }
+
+    #[tokio::test]
+    async fn cli_errors_say_what_went_wrong() {
+        let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+        let mac: Mac = CAMERA.parse().unwrap();
+        let error = |result: anyhow::Result<()>| format!("{:#}", result.unwrap_err());
+
+        let text = error(list_to(&ListArgs { api: api(&server, None), json: false }, &mut Vec::new()).await);
+        assert!(text.contains("401") && text.contains("IOTGW_TOKEN"), "{text}");
+        let text = error(list_to(&ListArgs { api: api(&server, Some("wrong")), json: false }, &mut Vec::new()).await);
+        assert!(text.contains("refused the token (401)"), "{text}");
+        let viewer_block = ActionArgs { mac, reason: None, api: api(&server, Some(VIEWER_TOKEN)), json: false };
+        let text = error(action_to(&viewer_block, "block", &mut Vec::new()).await);
+        assert!(text.contains("403") && text.contains("operator"), "{text}");
+        let absent = ShowArgs { mac: ABSENT.parse().unwrap(), api: api(&server, Some(VIEWER_TOKEN)), json: false };
+        let text = error(show_to(&absent, &mut Vec::new()).await);
+        assert!(text.contains("404") && text.contains(ABSENT), "{text}");
+        let release = ActionArgs { mac, reason: None, api: api(&server, Some(OPERATOR_TOKEN)), json: false };
+        let text = error(action_to(&release, "release", &mut Vec::new()).await);
+        assert!(text.contains("409") && text.contains("nothing to release"), "{text}");
+
+        // A port that was just listening and is now closed refuses connections.
+        let base = server.base.clone();
+        server.stop().await;
+        let gone = ApiArgs { url: base.clone(), token: Some(VIEWER_TOKEN.into()) };
+        let text = error(list_to(&ListArgs { api: gone, json: false }, &mut Vec::new()).await);
+        assert!(text.contains("cannot reach the iotgw API") && text.contains(&base), "{text}");
+    }
+
     #[test]
     fn human_bytes_uses_binary_units() {
         assert_eq!(human_bytes(512), "512 B");
