@@ -86,6 +86,10 @@ impl ApiState {
     /// Loads the tokens (and the tokens file) named in `config`. Metrics, policy source, event
     /// bus and interfaces start empty; set the shared ones with the `with_*` methods.
     pub fn new(config: &Config, directory: Arc<dyn DeviceDirectory>, control: Control) -> Result<Self, TokensError> {
+        let tokens = TokenSet::load(config)?;
+        if tokens.is_empty() {
+            tracing::warn!("no API tokens configured ([api] tokens or tokens_file): every API request will get 401");
+        }
         Ok(Self {
             directory,
             control,
@@ -94,7 +98,7 @@ impl ApiState {
             events: EventBus::default(),
             interfaces: Arc::new(Vec::new()),
             metrics_public: config.metrics_public,
-            tokens: Arc::new(TokenSet::load(config)?),
+            tokens: Arc::new(tokens),
             started: Instant::now(),
             action_lock: Arc::default(),
         })

@@ -456,3 +456,28 @@ async fn policies_show_what_the_policy_component_published() {
     task.await.unwrap().unwrap();
     server.stop().await;
 }
+
+#[test]
+fn api_section_of_the_gateway_config_parses_and_bad_hashes_point_at_their_line() {
+    let path = std::path::Path::new("gateway.toml");
+    let config = crate::config::parse(path, "").unwrap();
+    assert_eq!(config.api.listen, DEFAULT_LISTEN);
+    assert!(config.api.listen.ip().is_loopback());
+    assert!(!config.api.metrics_public);
+
+    let hash = auth::TokenHash::of(OPERATOR_TOKEN);
+    let text = format!(
+        "[api]\nlisten = \"127.0.0.1:9090\"\nmetrics_public = true\ntokens = [\n  {{ name = \"otto\", role = \"operator\", token_sha256 = \"{}\" }},\n]\n",
+        hex::encode(hash.0)
+    );
+    let config = crate::config::parse(path, &text).unwrap();
+    assert_eq!(config.api.listen.port(), 9090);
+    let set = TokenSet::load(&config.api).unwrap();
+    assert_eq!(set.authenticate(OPERATOR_TOKEN).map(|c| c.role), Some(Role::Operator));
+
+    let bad = "[api]\ntokens = [\n  { name = \"otto\", role = \"operator\", token_sha256 = \"plain-token\" },\n]\n";
+    let error = crate::config::parse(path, bad).unwrap_err().to_string();
+    assert!(error.starts_with("gateway.toml:3:") && error.contains("64 hex digits"), "{error}");
+    let error = crate::config::parse(path, "[api]\nrole = \"admin\"\n").unwrap_err().to_string();
+    assert!(error.contains("unknown field"), "{error}");
+}

@@ -41,6 +41,7 @@ pub struct ListArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
+    /// The device's MAC address (aa:bb:cc:dd:ee:ff).
     pub mac: Mac,
     #[command(flatten)]
     pub api: ApiArgs,
@@ -51,6 +52,7 @@ pub struct ShowArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ActionArgs {
+    /// The device's MAC address (aa:bb:cc:dd:ee:ff).
     pub mac: Mac,
     /// Why (kept in the audit log).
     #[arg(long)]
