@@ -6,12 +6,22 @@
 //! Release restores the access the device had before it was isolated. That access is not
 //! stored separately: the audit log already says it (the `from` of the entry that first moved
 //! the device into quarantine or block), so the history and the restore target cannot drift.
+//!
+//! `apply` runs a whole action (read, decide, enforce, record) synchronously; the API calls it
+//! on the blocking pool, and other callers (SOAR, `respond`) can call it the same way, so
+//! every quarantine lands in the same audit log and release finds it.
 use std::{fmt, str::FromStr};
 
 use gateway_ebpf::lane;
 
-use super::model::AuditEntry;
-use crate::device::Access;
+use super::{
+    directory::{AccessChange, DeviceDirectory, DirectoryError},
+    model::AuditEntry,
+};
+use crate::{
+    datapath::{ControlError, DeviceAccess, DeviceControl},
+    device::{Access, Mac},
+};
 
 /// An action an operator may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +114,76 @@ pub fn plan(action: Action, current: Access, restore: Access) -> Result<Plan, Ac
         Action::Release => return Err(ActionError::NotIsolated(current)),
     };
     Ok(Plan { from: current, to })
+}
+
+/// Why `apply` did not change the device.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    #[error("no device {0} in the inventory")]
+    UnknownDevice(Mac),
+    #[error(transparent)]
+    Refused(#[from] ActionError),
+    /// The datapath refused the change; nothing was recorded.
+    #[error("the datapath refused the change: {0}")]
+    Datapath(#[from] ControlError),
+    /// The change could not be recorded; the datapath change was undone.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+}
+
+/// What `apply` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// False when the device already had that access (nothing enforced or recorded).
+    pub changed: bool,
+}
+
+/// Runs `action` on `mac`: reads what the datapath enforces and the audit log, decides,
+/// enforces through `control`, then records the change with `actor` and `reason`. If the
+/// record fails, the datapath change is undone, so no enforcement goes unaudited. Blocks on
+/// the store: call it off the async runtime. Callers serialize actions on one device.
+pub fn apply(
+    directory: &dyn DeviceDirectory,
+    control: &dyn DeviceControl,
+    mac: Mac,
+    action: Action,
+    actor: &str,
+    reason: &str,
+) -> Result<Outcome, ApplyError> {
+    directory.device(mac)?.ok_or(ApplyError::UnknownDevice(mac))?;
+    let enforced = control.access(mac)?;
+    let current = enforced.map_or(Access::Unknown, |e| e.access);
+    // Isolation keeps the class policy and class id in the device entry, so release can give
+    // them back.
+    let (policy_id, class_id) = enforced.map_or((0, 0), |e| (e.policy_id, e.class_id));
+    let restore = if is_isolated(current) {
+        restore_access(&directory.audit_log(mac)?).unwrap_or_else(|| fallback_restore(policy_id))
+    } else {
+        current
+    };
+    let plan = plan(action, current, restore)?;
+    if !plan.changes() {
+        return Ok(Outcome { plan, changed: false });
+    }
+    control.set_access(mac, DeviceAccess { access: plan.to, policy_id, class_id })?;
+    let change = AccessChange {
+        mac,
+        action: action.as_str().to_owned(),
+        from: plan.from,
+        to: plan.to,
+        actor: actor.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if let Err(error) = directory.record_access_change(&change) {
+        let previous = enforced.unwrap_or(DeviceAccess { access: Access::Unknown, policy_id, class_id });
+        if let Err(undo) = control.set_access(mac, previous) {
+            tracing::error!(device = %mac, error = %undo, "cannot undo an unrecorded datapath change");
+        }
+        return Err(error.into());
+    }
+    Ok(Outcome { plan, changed: true })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use axum::{
 };
 
 use super::{
-    actions::ActionError, auth::Role, directory::DirectoryError, model::ErrorBody,
+    actions::{ActionError, ApplyError}, auth::Role, directory::DirectoryError, model::ErrorBody,
 };
 use crate::{datapath::ControlError, device::Mac};
 
@@ -53,6 +53,17 @@ impl From<DirectoryError> for ApiError {
         match error {
             DirectoryError::UnknownDevice(mac) => ApiError::UnknownDevice(mac),
             other => ApiError::Directory(other),
+        }
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(error: ApplyError) -> Self {
+        match error {
+            ApplyError::UnknownDevice(mac) => ApiError::UnknownDevice(mac),
+            ApplyError::Refused(refused) => ApiError::Conflict(refused),
+            ApplyError::Datapath(error) => ApiError::Datapath(error),
+            ApplyError::Directory(error) => error.into(),
         }
     }
 }

@@ -16,7 +16,6 @@ use super::{
     ApiState,
     actions::{self, Action},
     auth::{Caller, Role},
-    directory::AccessChange,
     error::ApiError,
     model::{
         ActionRequest, ActionResponse, DatapathStatus, DeviceDetail, DeviceSummary, Enforcement, ErrorBody,
@@ -24,7 +23,6 @@ use super::{
     },
 };
 use crate::{
-    datapath::DeviceAccess,
     device::{Access, Mac},
     event::{EventKind, GatewayEvent, Severity},
 };
@@ -238,40 +236,9 @@ async fn act(state: ApiState, caller: Caller, mac: &str, action: Action, body: &
     let actor = caller.actor();
     let reason = request.reason.unwrap_or_default();
     let (directory, control) = (state.directory.clone(), state.control.clone());
-    let change_actor = actor.clone();
-    let change_reason = reason.clone();
-    let (plan, changed) = blocking(move || {
-        directory.device(mac)?.ok_or(ApiError::UnknownDevice(mac))?;
-        let enforced = control.access(mac)?;
-        let current = enforced.map_or(Access::Unknown, |e| e.access);
-        let (policy_id, class_id) = enforced.map_or((0, 0), |e| (e.policy_id, e.class_id));
-        let restore = if actions::is_isolated(current) {
-            actions::restore_access(&directory.audit_log(mac)?).unwrap_or_else(|| actions::fallback_restore(policy_id))
-        } else {
-            current
-        };
-        let plan = actions::plan(action, current, restore)?;
-        if !plan.changes() {
-            return Ok((plan, false));
-        }
-        control.set_access(mac, DeviceAccess { access: plan.to, policy_id, class_id })?;
-        let change = AccessChange {
-            mac,
-            action: action.as_str().to_owned(),
-            from: plan.from,
-            to: plan.to,
-            actor: change_actor,
-            reason: change_reason,
-        };
-        if let Err(error) = directory.record_access_change(&change) {
-            // Unrecorded enforcement would leave no audit trail: undo it.
-            let previous = enforced.unwrap_or(DeviceAccess { access: Access::Unknown, policy_id, class_id });
-            if let Err(undo) = control.set_access(mac, previous) {
-                tracing::error!(device = %mac, error = %undo, "cannot undo an unrecorded datapath change");
-            }
-            return Err(error.into());
-        }
-        Ok((plan, true))
+    let (apply_actor, apply_reason) = (actor.clone(), reason.clone());
+    let actions::Outcome { plan, changed } = blocking(move || {
+        Ok(actions::apply(directory.as_ref(), control.as_ref(), mac, action, &apply_actor, &apply_reason)?)
     })
     .await?;
     if changed {
