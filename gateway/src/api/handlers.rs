@@ -82,7 +82,7 @@ fn state_counts(counts: &std::collections::HashMap<Access, u64>) -> BTreeMap<Str
 #[utoipa::path(
     get, path = "/api/v1/status", tag = "status",
     responses(
-        (status = 200, body = Status),
+        (status = 200, body = Status, description = "Success"),
         (status = 401, body = ErrorBody, description = "No or unknown token"),
     ),
     security(("bearer" = []))
@@ -108,8 +108,8 @@ pub async fn status(State(state): State<ApiState>, _caller: Caller) -> Result<Js
 #[utoipa::path(
     get, path = "/api/v1/devices", tag = "devices",
     responses(
-        (status = 200, body = Vec<DeviceSummary>),
-        (status = 401, body = ErrorBody),
+        (status = 200, body = Vec<DeviceSummary>, description = "Success"),
+        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
     ),
     security(("bearer" = []))
 )]
@@ -123,9 +123,9 @@ pub async fn devices(State(state): State<ApiState>, _caller: Caller) -> Result<J
     get, path = "/api/v1/devices/{mac}", tag = "devices",
     params(("mac" = String, Path, description = "MAC address, e.g. 98:90:96:9a:86:df")),
     responses(
-        (status = 200, body = DeviceDetail),
+        (status = 200, body = DeviceDetail, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address"),
-        (status = 401, body = ErrorBody),
+        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
         (status = 404, body = ErrorBody, description = "Not in the inventory"),
     ),
     security(("bearer" = []))
@@ -170,10 +170,10 @@ pub struct FlowsQuery {
     get, path = "/api/v1/devices/{mac}/flows", tag = "devices",
     params(("mac" = String, Path, description = "MAC address"), FlowsQuery),
     responses(
-        (status = 200, body = Vec<FlowRecord>),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 200, body = Vec<FlowRecord>, description = "Success"),
+        (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
+        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
     ),
     security(("bearer" = []))
 )]
@@ -201,7 +201,7 @@ pub async fn flows(
 /// The running policy.
 #[utoipa::path(
     get, path = "/api/v1/policies", tag = "policies",
-    responses((status = 200, body = PolicySnapshot), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = PolicySnapshot, description = "Success"), (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)")),
     security(("bearer" = []))
 )]
 pub async fn policies(State(state): State<ApiState>, _caller: Caller) -> Json<PolicySnapshot> {
@@ -260,11 +260,11 @@ async fn act(state: ApiState, caller: Caller, mac: &str, action: Action, body: &
     params(("mac" = String, Path, description = "MAC address")),
     request_body(content = Option<ActionRequest>, description = "Optional reason for the audit log"),
     responses(
-        (status = 200, body = ActionResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
+        (status = 200, body = ActionResponse, description = "Success"),
+        (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
+        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
         (status = 403, body = ErrorBody, description = "Token lacks the operator role"),
-        (status = 404, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
         (status = 502, body = ErrorBody, description = "The datapath refused; nothing recorded"),
     ),
     security(("bearer" = []))
@@ -279,13 +279,13 @@ pub async fn quarantine(State(state): State<ApiState>, Operator(caller): Operato
     params(("mac" = String, Path, description = "MAC address")),
     request_body(content = Option<ActionRequest>, description = "Optional reason for the audit log"),
     responses(
-        (status = 200, body = ActionResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 200, body = ActionResponse, description = "Success"),
+        (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
+        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 403, body = ErrorBody, description = "The token lacks the operator role"),
+        (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
         (status = 409, body = ErrorBody, description = "The device is neither quarantined nor blocked"),
-        (status = 502, body = ErrorBody),
+        (status = 502, body = ErrorBody, description = "The datapath refused the change; nothing was recorded"),
     ),
     security(("bearer" = []))
 )]
@@ -299,12 +299,12 @@ pub async fn release(State(state): State<ApiState>, Operator(caller): Operator, 
     params(("mac" = String, Path, description = "MAC address")),
     request_body(content = Option<ActionRequest>, description = "Optional reason for the audit log"),
     responses(
-        (status = 200, body = ActionResponse),
-        (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 502, body = ErrorBody),
+        (status = 200, body = ActionResponse, description = "Success"),
+        (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
+        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 403, body = ErrorBody, description = "The token lacks the operator role"),
+        (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
+        (status = 502, body = ErrorBody, description = "The datapath refused the change; nothing was recorded"),
     ),
     security(("bearer" = []))
 )]
@@ -316,8 +316,8 @@ pub async fn block(State(state): State<ApiState>, Operator(caller): Operator, Pa
 #[utoipa::path(
     get, path = "/metrics", tag = "metrics",
     responses(
-        (status = 200, content_type = "application/openmetrics-text", body = String),
-        (status = 401, body = ErrorBody),
+        (status = 200, content_type = "application/openmetrics-text", body = String, description = "Success"),
+        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
     ),
     security(("bearer" = []), ())
 )]

@@ -76,3 +76,26 @@ pub fn document() -> utoipa::openapi::OpenApi {
     document.info.version = env!("CARGO_PKG_VERSION").to_owned();
     document
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document as committed, for readers of the repository and client generators.
+    const COMMITTED: &str = include_str!("openapi.json");
+
+    #[test]
+    fn committed_openapi_json_matches_the_code() {
+        let generated = document().to_pretty_json().expect("the document serializes");
+        if std::env::var_os("IOTGW_UPDATE_OPENAPI").is_some() {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json");
+            std::fs::write(&path, format!("{generated}\n")).unwrap();
+            return;
+        }
+        assert_eq!(
+            COMMITTED.trim_end(),
+            generated,
+            "gateway/src/api/openapi.json is stale: rerun this test with IOTGW_UPDATE_OPENAPI=1"
+        );
+    }
+}
