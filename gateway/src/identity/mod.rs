@@ -1,4 +1,8 @@
-//! identity (to be filled in by its issue).
+//! identity (in progress).
+pub mod ca;
+pub mod check;
+pub mod lifecycle;
+pub mod names;
 
 /// Schema of the identity tables.
 pub const MIGRATIONS: &[crate::store::Migration] = &[];
