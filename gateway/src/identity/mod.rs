@@ -1,11 +1,12 @@
 //! identity (in progress).
 pub mod ca;
 pub mod check;
+pub mod core;
 pub mod lifecycle;
 pub mod names;
+pub mod registry;
 
-/// Schema of the identity tables.
-pub const MIGRATIONS: &[crate::store::Migration] = &[];
+pub use registry::MIGRATIONS;
 
 /// This component's section of the gateway config file.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
