@@ -448,8 +448,9 @@ pub fn desired_access(conn: &Connection, now: i64) -> rusqlite::Result<Vec<(Mac,
                 EXISTS (SELECT 1 FROM identity_holds h WHERE h.mac = d.mac AND h.cleared_at IS NULL)
          FROM identity_devices d GROUP BY d.mac
          UNION ALL
-         SELECT h.mac, 0, 1 FROM identity_holds h
-         WHERE h.cleared_at IS NULL AND h.mac NOT IN (SELECT mac FROM identity_devices)
+         -- MACs known only from holds (a cloner): blocked while held, unknown once released.
+         SELECT h.mac, 0, MAX(h.cleared_at IS NULL) FROM identity_holds h
+         WHERE h.mac NOT IN (SELECT mac FROM identity_devices)
          GROUP BY h.mac",
     )?;
     let rows = stmt.query_map([now], |row| {
