@@ -110,16 +110,21 @@ pub fn spawn(config: Config, store_path: &Path, bus: EventBus, shutdown: Shutdow
         sinks.push(SinkHandle { config: sink, reader, status });
     }
     let filters: Vec<config::Filter> = config.sinks.iter().map(|s| s.filter.clone()).collect();
-    tasks.push(tokio::spawn(intake(bus, writer.clone(), filters, shutdown)));
+    // Subscribe here, not in the task: events published right after `spawn` returns count.
+    tasks.push(tokio::spawn(intake(bus.subscribe(), writer.clone(), filters, shutdown)));
     tracing::info!(sinks = sinks.len(), store = %store_path.display(), "integrations started");
     Ok(Integrations { writer: Some(writer), sinks, tasks })
 }
 
 /// Copies bus events that some sink wants into the outbox. Lagging behind the bus loses
 /// events (counted in the log); the outbox write is the only work done here.
-async fn intake(bus: EventBus, writer: outbox::Writer, filters: Vec<config::Filter>, mut shutdown: Shutdown) {
+async fn intake(
+    mut events: tokio::sync::broadcast::Receiver<crate::event::GatewayEvent>,
+    writer: outbox::Writer,
+    filters: Vec<config::Filter>,
+    mut shutdown: Shutdown,
+) {
     use tokio::sync::broadcast::error::RecvError;
-    let mut events = bus.subscribe();
     loop {
         let event = tokio::select! {
             event = events.recv() => event,

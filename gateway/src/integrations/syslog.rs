@@ -43,7 +43,9 @@ pub fn render(origin: &Origin, facility: u8, format: Format, event: &GatewayEven
         Format::Native => super::json::native(event).to_string(),
     };
     out.push(' ');
-    if !msg.is_ascii() {
+    // Text is MSG-UTF8 and gets its BOM. CEF and JSON payloads are sent as MSG-ANY: receivers
+    // (ArcSight, rsyslog's mmnormalize, JSON parsers) expect `CEF:0|` or `{` as first octet.
+    if format == Format::Text && !msg.is_ascii() {
         out.push_str(BOM);
     }
     out.push_str(&msg);
@@ -193,5 +195,7 @@ mod tests {
         }
         let line = render(&fixtures::origin(), 13, Format::Text, &event);
         assert!(line.contains("] \u{feff}scan alert"), "{line}");
+        let cef = render(&fixtures::origin(), 13, Format::Cef, &event);
+        assert!(cef.contains("] CEF:0|"), "{cef}");
     }
 }
