@@ -49,6 +49,8 @@ struct Recorded {
     patches: Vec<(String, Value)>,
     /// Create the next ticket but answer 503, as if the answer was lost.
     lose_next_post_answer: bool,
+    /// Webhook bodies containing this are refused with 400.
+    reject_containing: Option<String>,
 }
 
 type Shared = Arc<Mutex<Recorded>>;
@@ -76,6 +78,11 @@ async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> S
     if header("x-iotgw-signature") != expected || !fresh {
         state.lock().unwrap().hooks_refused += 1;
         return StatusCode::UNAUTHORIZED;
+    }
+    if let Some(bad) = state.lock().unwrap().reject_containing.as_deref() {
+        if String::from_utf8_lossy(&body).contains(bad) {
+            return StatusCode::BAD_REQUEST;
+        }
     }
     let mut doc: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(doc["id"], header("x-iotgw-event-id"));
@@ -305,10 +312,29 @@ async fn itsm_lost_answer_does_not_open_a_second_ticket() {
     receiver.state.lock().unwrap().lose_next_post_answer = true;
     let (trigger, shutdown) = shutdown::channel();
     let bus = EventBus::default();
-    let handle = integrations::spawn(config(vec![itsm_sink(&receiver)]), &dir.path().join("store.db"), bus.clone(), shutdown).unwrap();
+    let store = dir.path().join("store.db");
+    let mut file = SinkConfig::new("local", SinkKind::File);
+    file.path = Some(dir.path().join("events.jsonl"));
+    let handle = integrations::spawn(config(vec![itsm_sink(&receiver), file]), &store, bus.clone(), shutdown).unwrap();
     bus.publish(nasty_alert("inc-9", false, Severity::Critical));
     bus.publish(nasty_alert("inc-9", true, Severity::Critical));
-    let backlog = wait_backlog(&handle, "ITSM to drain", WAIT, |b| b[0].pending == 0).await;
+    // Only the file sink wants these; the ITSM cursor must still move past them.
+    for n in 0..3 {
+        bus.publish(numbered(n));
+    }
+    let backlog = wait_backlog(&handle, "ITSM to drain", WAIT, |b| b.iter().all(|s| s.pending == 0 && s.delivered_total > 0)).await;
+    let lines = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 5, "JSON lines file sink: {lines}");
+    assert!(lines.lines().all(|l| serde_json::from_str::<Value>(l).unwrap()["@timestamp"].is_string()));
+    let conn = iotgw::store::open(&store).unwrap();
+    let last: i64 = conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'integration_outbox'", [], |r| r.get(0)).unwrap();
+    wait_for("the ITSM cursor past events it filters out", WAIT, || {
+        let cursor: i64 = conn
+            .query_row("SELECT delivered_seq FROM integration_cursors WHERE sink = 'servicenow'", [], |r| r.get(0))
+            .unwrap();
+        (cursor == last).then_some(())
+    })
+    .await;
     assert!(backlog[0].status.last_error.as_deref().unwrap().contains("503"), "{backlog:?}");
     let state = receiver.state.lock().unwrap();
     assert_eq!(state.posts, 1, "the retry found the ticket instead of posting again");
@@ -341,6 +367,31 @@ async fn wrong_hec_token_keeps_events_until_fixed() {
     let handle = integrations::spawn(config(vec![hec_sink(&receiver)]), &store, EventBus::default(), shutdown).unwrap();
     wait_backlog(&handle, "delivery after the fix", WAIT, |b| b[0].pending == 0).await;
     assert_eq!(receiver.state.lock().unwrap().hec.len(), 5);
+    trigger.trigger();
+    handle.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_refused_for_good_is_set_aside_and_the_rest_delivered() {
+    let dir = TempDir::new("http-dead");
+    let receiver = Receiver::start().await;
+    receiver.state.lock().unwrap().reject_containing = Some("\"n=2\"".into());
+    let store = dir.path().join("store.db");
+    let (trigger, shutdown) = shutdown::channel();
+    let bus = EventBus::default();
+    let handle = integrations::spawn(config(vec![hook_sink(&receiver)]), &store, bus.clone(), shutdown).unwrap();
+    for n in 0..5 {
+        bus.publish(numbered(n));
+    }
+    let backlog = wait_backlog(&handle, "the webhook to drain", WAIT, |b| b[0].pending == 0 && b[0].delivered_total == 4).await;
+    assert_eq!(backlog[0].status.dead_letters, 1);
+    let details: Vec<String> =
+        receiver.state.lock().unwrap().hooks.iter().map(|h| h["detail"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(details, ["n=0", "n=1", "n=3", "n=4"]);
+    let conn = iotgw::store::open(&store).unwrap();
+    let (body, error): (String, String) =
+        conn.query_row("SELECT body, error FROM integration_dead_letters", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert!(body.contains("n=2") && error.contains("400"), "{body} {error}");
     trigger.trigger();
     handle.join().await;
 }

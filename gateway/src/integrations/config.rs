@@ -81,6 +81,21 @@ pub enum SinkKind {
     File,
 }
 
+impl SinkKind {
+    /// The name used in the config file and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::SyslogUdp => "syslog_udp",
+            SinkKind::SyslogTcp => "syslog_tcp",
+            SinkKind::SyslogTls => "syslog_tls",
+            SinkKind::Hec => "hec",
+            SinkKind::Webhook => "webhook",
+            SinkKind::Itsm => "itsm",
+            SinkKind::File => "file",
+        }
+    }
+}
+
 /// What one event looks like on the wire (for syslog: the MSG part).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -176,7 +176,7 @@ impl SinkTask {
         while !self.shutdown.is_triggered() {
             // Mark the current write position seen before reading, so a write landing while
             // we read wakes us again instead of being missed.
-            self.written.borrow_and_update();
+            let written = *self.written.borrow_and_update();
             let batch = match with_reader(&self.reader, move |r| r.next_batch(cursor, limit)).await {
                 Ok(batch) => batch,
                 Err(error) => {
@@ -189,6 +189,15 @@ impl SinkTask {
                 }
             };
             if batch.is_empty() {
+                if written > cursor {
+                    // Nothing up to `written` passes this sink's filter: move past it, so the
+                    // outbox can prune events only other sinks wanted.
+                    if let Err(error) = with_reader(&self.reader, move |r| r.advance(written, 0)).await {
+                        tracing::warn!(sink = %name, %error, "cannot move the cursor past filtered events");
+                    } else {
+                        cursor = written;
+                    }
+                }
                 tokio::select! {
                     _ = self.written.changed() => {}
                     _ = tokio::time::sleep(IDLE_RECHECK) => {}

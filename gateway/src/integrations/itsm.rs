@@ -204,7 +204,12 @@ impl Itsm {
                 }
                 Ok(())
             }
-            Step::Update { sys_id } => self.patch(&sys_id, &self.config.update_fields, event).await,
+            Step::Update { sys_id } => {
+                self.patch(&sys_id, &self.config.update_fields, event).await?;
+                // A new alert after resolution reopens the incident on our side, so its next
+                // resolution closes the same ticket again.
+                self.record(incident_id, "open", None).await.map_err(db)
+            }
             Step::Resolve { sys_id } => {
                 self.patch(&sys_id, &self.config.resolve_fields, event).await?;
                 self.record(incident_id, "resolved", None).await.map_err(db)

@@ -7,7 +7,7 @@
 //! (`Reader`), off the async runtime. Reads and writes `integration_outbox`,
 //! `integration_cursors`, `integration_dead_letters` and `integration_stats`.
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -412,17 +412,12 @@ impl Reader {
     }
 }
 
-/// Where the store lives, for components opening their own connections.
-#[derive(Clone, Debug)]
-pub struct StorePath(pub PathBuf);
-
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
-    use crate::{
-        event::EventKind,
-        integrations::config::Filter,
-    };
+    use crate::{event::EventKind, integrations::config::Filter};
 
     fn temp_store(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("iotgw-outbox-{name}-{}", std::process::id()));
