@@ -74,6 +74,10 @@ fn check_rfc5424(message: &Value, event: &GatewayEvent) {
         assert_eq!(alert["incident"], *incident_id);
         assert_eq!(alert["expected"], *expected, "SD escaping of quote, backslash, bracket");
         assert_eq!(alert["observed"], *observed, "SD escaping of bracket, backslash, newline, UTF-8");
+        // rsyslog tolerates an unescaped `]` inside a quoted value; RFC 5424 §6.3.3 does not,
+        // so check the raw SD rsyslog extracted too.
+        let raw = message["structured_data"].as_str().unwrap();
+        assert!(raw.contains(r"a\]b") && raw.contains(r"[x\]"), "`]` escaped in PARAM-VALUE: {raw}");
     }
 }
 

@@ -95,6 +95,13 @@ impl Transport {
         })
     }
 
+    /// Ends a stream connection properly (TLS close_notify), so the receiver sees a clean end.
+    async fn close(&mut self) {
+        if let Transport::Stream(t, _, _) = self {
+            t.close().await;
+        }
+    }
+
     async fn deliver(&mut self, origin: &Origin, batch: &[Record]) -> Progress {
         let render = |facility, format| -> Vec<String> {
             batch.iter().map(|r| syslog::render(origin, facility, format, &r.event)).collect()
@@ -155,7 +162,15 @@ impl SinkTask {
         }
     }
 
+    /// Delivers until shutdown, then closes the sink's connection cleanly.
     pub async fn run(mut self) {
+        self.deliver_until_shutdown().await;
+        if tokio::time::timeout(self.config.timeout(), self.transport.close()).await.is_err() {
+            tracing::debug!(sink = %self.config.name, "closing the sink connection timed out");
+        }
+    }
+
+    async fn deliver_until_shutdown(&mut self) {
         let name = self.config.name.clone();
         let limit = self.config.batch_size;
         let mut backoff = Backoff::new(self.config.retry_initial(), self.config.retry_max());

@@ -208,6 +208,18 @@ impl StreamSyslog {
         })
     }
 
+    pub async fn close(&mut self) {
+        match self.stream.take() {
+            Some(Stream::Tcp(mut s)) => {
+                let _ = s.shutdown().await;
+            }
+            Some(Stream::Tls(mut s)) => {
+                let _ = s.shutdown().await;
+            }
+            None => {}
+        }
+    }
+
     pub async fn deliver(&mut self, messages: &[String]) -> Progress {
         if self.stream.as_ref().is_some_and(Stream::looks_closed) {
             tracing::info!(address = %self.address, "syslog receiver closed the connection; reconnecting");
