@@ -137,7 +137,10 @@ fn main() {
     let events = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(DEFAULT_EVENTS);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        println!("iotgw outbox benchmark, {events} alert events, profile {}", if cfg!(debug_assertions) { "debug" } else { "release" });
+        println!(
+            "iotgw outbox benchmark, {events} alert events, profile {}",
+            if cfg!(debug_assertions) { "debug" } else { "release" }
+        );
         bench_append(events).await;
         let dir = fresh_dir("file");
         bench_end_to_end("file", events, vec![file_sink(&dir)], &dir).await;

@@ -137,7 +137,11 @@ async fn kill_9_with_a_backlog_loses_nothing() {
     let (trigger, shutdown) = shutdown::channel();
     let handle = integrations::spawn(config(port), &store, EventBus::default(), shutdown).unwrap();
     wait_backlog(&handle, "the restarted controller to deliver the backlog", WAIT, |b| b[0].pending == 0).await;
-    assert_eq!(order(&received), (0..EVENTS).collect::<Vec<_>>(), "every event written before the crash, once, in order");
+    assert_eq!(
+        order(&received),
+        (0..EVENTS).collect::<Vec<_>>(),
+        "every event written before the crash, once, in order"
+    );
     trigger.trigger();
     handle.join().await;
 }
@@ -165,7 +169,11 @@ async fn kill_9_during_delivery_resumes_where_the_cursor_stood() {
         }
     }
     assert_eq!(first_seen, (0..EVENTS).collect::<Vec<_>>(), "nothing lost, first deliveries in order");
-    assert!(got.len() - EVENTS <= MID_DELIVERY_BATCH, "at most the batch in flight is repeated ({} extra)", got.len() - EVENTS);
+    assert!(
+        got.len() - EVENTS <= MID_DELIVERY_BATCH,
+        "at most the batch in flight is repeated ({} extra)",
+        got.len() - EVENTS
+    );
     trigger.trigger();
     handle.join().await;
 }

@@ -60,7 +60,8 @@ async fn hec(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> St
         state.lock().unwrap().hec_refused += 1;
         return StatusCode::UNAUTHORIZED;
     }
-    let events: Vec<Value> = serde_json::Deserializer::from_slice(&body).into_iter::<Value>().map(Result::unwrap).collect();
+    let events: Vec<Value> =
+        serde_json::Deserializer::from_slice(&body).into_iter::<Value>().map(Result::unwrap).collect();
     state.lock().unwrap().hec.extend(events);
     StatusCode::OK
 }
@@ -74,15 +75,16 @@ async fn hook(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> S
     mac.update(b".");
     mac.update(&body);
     let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
-    let fresh = timestamp.parse::<i64>().is_ok_and(|t| (time::OffsetDateTime::now_utc().unix_timestamp() - t).abs() <= 300);
+    let fresh =
+        timestamp.parse::<i64>().is_ok_and(|t| (time::OffsetDateTime::now_utc().unix_timestamp() - t).abs() <= 300);
     if header("x-iotgw-signature") != expected || !fresh {
         state.lock().unwrap().hooks_refused += 1;
         return StatusCode::UNAUTHORIZED;
     }
-    if let Some(bad) = state.lock().unwrap().reject_containing.as_deref() {
-        if String::from_utf8_lossy(&body).contains(bad) {
-            return StatusCode::BAD_REQUEST;
-        }
+    if let Some(bad) = state.lock().unwrap().reject_containing.as_deref()
+        && String::from_utf8_lossy(&body).contains(bad)
+    {
+        return StatusCode::BAD_REQUEST;
     }
     let mut doc: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(doc["id"], header("x-iotgw-event-id"));
@@ -97,7 +99,11 @@ fn itsm_authorized(headers: &HeaderMap) -> bool {
     headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
 }
 
-async fn incident_create(State(state): State<Shared>, headers: HeaderMap, Json(fields): Json<serde_json::Map<String, Value>>) -> (StatusCode, Json<Value>) {
+async fn incident_create(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Json(fields): Json<serde_json::Map<String, Value>>,
+) -> (StatusCode, Json<Value>) {
     if !itsm_authorized(&headers) {
         return (StatusCode::UNAUTHORIZED, Json(json!({})));
     }
@@ -111,7 +117,11 @@ async fn incident_create(State(state): State<Shared>, headers: HeaderMap, Json(f
     (StatusCode::CREATED, Json(json!({ "result": { "sys_id": sys_id, "number": "INC0001" } })))
 }
 
-async fn incident_query(State(state): State<Shared>, headers: HeaderMap, Query(query): Query<BTreeMap<String, String>>) -> (StatusCode, Json<Value>) {
+async fn incident_query(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
     if !itsm_authorized(&headers) {
         return (StatusCode::UNAUTHORIZED, Json(json!({})));
     }
@@ -166,7 +176,12 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async { let _ = rx.await; }).await.unwrap();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
         });
         self.stop = Some((tx, task));
     }
@@ -235,37 +250,47 @@ async fn hec_webhook_and_itsm_receive_every_event_authenticated() {
         nasty_alert("inc-1", false, Severity::High),
         nasty_alert("inc-1", false, Severity::Critical),
         nasty_alert("inc-2", false, Severity::Low),
-        GatewayEvent::new(Severity::Medium, Some(DEVICE), "respond", EventKind::Action { action: "quarantine".into(), reason: "inc-1".into() }),
+        GatewayEvent::new(
+            Severity::Medium,
+            Some(DEVICE),
+            "respond",
+            EventKind::Action { action: "quarantine".into(), reason: "inc-1".into() },
+        ),
         nasty_alert("inc-1", true, Severity::High),
     ];
     for event in &sent {
         bus.publish(event.clone());
     }
-    wait_backlog(&handle, "every sink to drain", WAIT, |b| b.iter().all(|s| s.pending == 0 && s.delivered_total > 0)).await;
-    let state = receiver.state.lock().unwrap();
-    // HEC: every event, ECS documents in the envelope, in order.
-    assert_eq!(state.hec_refused, 0);
-    let ids: Vec<Value> = state.hec.iter().map(|e| e["event"]["event"]["id"].clone()).collect();
-    assert_eq!(ids, sent.iter().map(|e| json!(e.id)).collect::<Vec<_>>());
-    assert_eq!(state.hec[0]["host"], "gw-test");
-    assert_eq!(state.hec[0]["event"]["host"]["mac"][0], "02-00-00-00-00-01");
-    assert_eq!(state.hec[0]["event"]["source"]["ip"], "10.0.0.5");
-    assert_eq!(state.hec[0]["event"]["event"]["kind"], "alert");
-    assert_eq!(state.hec[3]["event"]["event"]["type"][0], "denied");
-    // Webhook: every event, signature verified by the receiver's own code.
-    assert_eq!(state.hooks_refused, 0);
-    assert_eq!(state.hooks.iter().map(|h| h["id"].clone()).collect::<Vec<_>>(), sent.iter().map(|e| json!(e.id)).collect::<Vec<_>>());
-    // ITSM: one ticket for inc-1 (inc-2 is below the threshold), updated once, then resolved.
-    assert_eq!(state.posts, 1, "{:?}", state.tickets);
-    let (sys_id, ticket) = state.tickets.iter().next().unwrap();
-    assert_eq!(ticket["correlation_id"], "inc-1");
-    assert_eq!(ticket["urgency"], "1");
-    assert_eq!(ticket["short_description"], "iotgw scan alert on 02:00:00:00:00:01");
-    assert_eq!(ticket["state"], "6", "resolved");
-    assert_eq!(state.patches.len(), 2);
-    assert!(state.patches.iter().all(|(id, _)| id == sys_id));
-    assert!(state.patches[0].1["work_notes"].as_str().unwrap().contains("scan again"));
-    drop(state);
+    wait_backlog(&handle, "every sink to drain", WAIT, |b| b.iter().all(|s| s.pending == 0 && s.delivered_total > 0))
+        .await;
+    {
+        let state = receiver.state.lock().unwrap();
+        // HEC: every event, ECS documents in the envelope, in order.
+        assert_eq!(state.hec_refused, 0);
+        let ids: Vec<Value> = state.hec.iter().map(|e| e["event"]["event"]["id"].clone()).collect();
+        assert_eq!(ids, sent.iter().map(|e| json!(e.id)).collect::<Vec<_>>());
+        assert_eq!(state.hec[0]["host"], "gw-test");
+        assert_eq!(state.hec[0]["event"]["host"]["mac"][0], "02-00-00-00-00-01");
+        assert_eq!(state.hec[0]["event"]["source"]["ip"], "10.0.0.5");
+        assert_eq!(state.hec[0]["event"]["event"]["kind"], "alert");
+        assert_eq!(state.hec[3]["event"]["event"]["type"][0], "denied");
+        // Webhook: every event, signature verified by the receiver's own code.
+        assert_eq!(state.hooks_refused, 0);
+        assert_eq!(
+            state.hooks.iter().map(|h| h["id"].clone()).collect::<Vec<_>>(),
+            sent.iter().map(|e| json!(e.id)).collect::<Vec<_>>()
+        );
+        // ITSM: one ticket for inc-1 (inc-2 is below the threshold), updated once, then resolved.
+        assert_eq!(state.posts, 1, "{:?}", state.tickets);
+        let (sys_id, ticket) = state.tickets.iter().next().unwrap();
+        assert_eq!(ticket["correlation_id"], "inc-1");
+        assert_eq!(ticket["urgency"], "1");
+        assert_eq!(ticket["short_description"], "iotgw scan alert on 02:00:00:00:00:01");
+        assert_eq!(ticket["state"], "6", "resolved");
+        assert_eq!(state.patches.len(), 2);
+        assert!(state.patches.iter().all(|(id, _)| id == sys_id));
+        assert!(state.patches[0].1["work_notes"].as_str().unwrap().contains("scan again"));
+    }
     trigger.trigger();
     handle.join().await;
 }
@@ -276,8 +301,13 @@ async fn hec_sink_down_then_back_receives_everything_in_order() {
     let mut receiver = Receiver::start().await;
     let (trigger, shutdown) = shutdown::channel();
     let bus = EventBus::default();
-    let handle = integrations::spawn(config(vec![hec_sink(&receiver), hook_sink(&receiver)]), &dir.path().join("store.db"), bus.clone(), shutdown)
-        .unwrap();
+    let handle = integrations::spawn(
+        config(vec![hec_sink(&receiver), hook_sink(&receiver)]),
+        &dir.path().join("store.db"),
+        bus.clone(),
+        shutdown,
+    )
+    .unwrap();
     let total = 200;
     for n in 0..20 {
         bus.publish(numbered(n));
@@ -287,20 +317,25 @@ async fn hec_sink_down_then_back_receives_everything_in_order() {
     for n in 20..total {
         bus.publish(numbered(n));
     }
-    let backlog = wait_backlog(&handle, "both sinks failing", WAIT, |b| b.iter().all(|s| s.status.consecutive_failures >= 3)).await;
+    let backlog =
+        wait_backlog(&handle, "both sinks failing", WAIT, |b| b.iter().all(|s| s.status.consecutive_failures >= 3))
+            .await;
     assert!(backlog.iter().all(|s| s.pending == (total - 20) as u64), "{backlog:#?}");
     assert!(backlog.iter().all(|s| s.oldest_pending_ms.is_some()));
     receiver.run().await;
     wait_backlog(&handle, "the backlog to drain", WAIT, |b| b.iter().all(|s| s.pending == 0)).await;
-    let state = receiver.state.lock().unwrap();
-    let expected: Vec<String> = (0..total).map(|n| format!("n={n}")).collect();
-    let hec: Vec<String> = state.hec.iter().map(|e| e["event"]["iotgw"]["signature"].as_str().unwrap().to_owned()).collect();
-    assert!(hec.iter().all(|s| s == "audit:seq"));
-    let hec_order: Vec<String> = state.hec.iter().map(|e| e["event"]["event"]["reason"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(hec_order, expected, "HEC: every event once, in order");
-    let hook_order: Vec<String> = state.hooks.iter().map(|h| h["detail"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(hook_order, expected, "webhook: every event once, in order");
-    drop(state);
+    {
+        let state = receiver.state.lock().unwrap();
+        let expected: Vec<String> = (0..total).map(|n| format!("n={n}")).collect();
+        let hec: Vec<String> =
+            state.hec.iter().map(|e| e["event"]["iotgw"]["signature"].as_str().unwrap().to_owned()).collect();
+        assert!(hec.iter().all(|s| s == "audit:seq"));
+        let hec_order: Vec<String> =
+            state.hec.iter().map(|e| e["event"]["event"]["reason"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(hec_order, expected, "HEC: every event once, in order");
+        let hook_order: Vec<String> = state.hooks.iter().map(|h| h["detail"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(hook_order, expected, "webhook: every event once, in order");
+    }
     trigger.trigger();
     handle.join().await;
 }
@@ -322,12 +357,15 @@ async fn itsm_lost_answer_does_not_open_a_second_ticket() {
     for n in 0..3 {
         bus.publish(numbered(n));
     }
-    let backlog = wait_backlog(&handle, "ITSM to drain", WAIT, |b| b.iter().all(|s| s.pending == 0 && s.delivered_total > 0)).await;
+    let backlog =
+        wait_backlog(&handle, "ITSM to drain", WAIT, |b| b.iter().all(|s| s.pending == 0 && s.delivered_total > 0))
+            .await;
     let lines = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 5, "JSON lines file sink: {lines}");
     assert!(lines.lines().all(|l| serde_json::from_str::<Value>(l).unwrap()["@timestamp"].is_string()));
     let conn = iotgw::store::open(&store).unwrap();
-    let last: i64 = conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'integration_outbox'", [], |r| r.get(0)).unwrap();
+    let last: i64 =
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'integration_outbox'", [], |r| r.get(0)).unwrap();
     wait_for("the ITSM cursor past events it filters out", WAIT, || {
         let cursor: i64 = conn
             .query_row("SELECT delivered_seq FROM integration_cursors WHERE sink = 'servicenow'", [], |r| r.get(0))
@@ -336,11 +374,12 @@ async fn itsm_lost_answer_does_not_open_a_second_ticket() {
     })
     .await;
     assert!(backlog[0].status.last_error.as_deref().unwrap().contains("503"), "{backlog:?}");
-    let state = receiver.state.lock().unwrap();
-    assert_eq!(state.posts, 1, "the retry found the ticket instead of posting again");
-    assert_eq!(state.tickets.len(), 1);
-    assert_eq!(state.tickets["sys0001"]["state"], "6");
-    drop(state);
+    {
+        let state = receiver.state.lock().unwrap();
+        assert_eq!(state.posts, 1, "the retry found the ticket instead of posting again");
+        assert_eq!(state.tickets.len(), 1);
+        assert_eq!(state.tickets["sys0001"]["state"], "6");
+    }
     trigger.trigger();
     handle.join().await;
 }
@@ -383,7 +422,8 @@ async fn event_refused_for_good_is_set_aside_and_the_rest_delivered() {
     for n in 0..5 {
         bus.publish(numbered(n));
     }
-    let backlog = wait_backlog(&handle, "the webhook to drain", WAIT, |b| b[0].pending == 0 && b[0].delivered_total == 4).await;
+    let backlog =
+        wait_backlog(&handle, "the webhook to drain", WAIT, |b| b[0].pending == 0 && b[0].delivered_total == 4).await;
     assert_eq!(backlog[0].status.dead_letters, 1);
     let details: Vec<String> =
         receiver.state.lock().unwrap().hooks.iter().map(|h| h["detail"].as_str().unwrap().to_owned()).collect();
@@ -557,6 +597,8 @@ async fn soar_action_is_idempotent_enforced_and_audited() {
         ]
     );
     let conn = iotgw::store::open(&soar.store).unwrap();
-    let tags: i64 = conn.query_row("SELECT COUNT(*) FROM integration_device_tags WHERE tag = 'suspicious'", [], |r| r.get(0)).unwrap();
+    let tags: i64 = conn
+        .query_row("SELECT COUNT(*) FROM integration_device_tags WHERE tag = 'suspicious'", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(tags, 1);
 }

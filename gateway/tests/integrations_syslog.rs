@@ -61,8 +61,11 @@ fn check_rfc5424(message: &Value, event: &GatewayEvent) {
     assert_eq!(message["pri"], (13 * 8 + severity).to_string());
     let expected_time = event.time.format(&time::format_description::well_known::Rfc3339).unwrap();
     // rsyslog keeps microseconds; compare to the microsecond.
-    let seen = time::OffsetDateTime::parse(message["timestamp"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|e| panic!("timestamp {}: {e} (sent {expected_time})", message["timestamp"]));
+    let seen = time::OffsetDateTime::parse(
+        message["timestamp"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap_or_else(|e| panic!("timestamp {}: {e} (sent {expected_time})", message["timestamp"]));
     assert_eq!(seen.unix_timestamp_nanos() / 1_000, event.time.unix_timestamp_nanos() / 1_000);
     let common = sd(message, "iotgw@32473");
     assert_eq!(common["id"], event.id);
@@ -116,7 +119,12 @@ fn events() -> Vec<GatewayEvent> {
             "api:alice",
             EventKind::Action { action: "quarantine".into(), reason: "inc-1 | \"why\" = [x]".into() },
         ),
-        GatewayEvent::new(Severity::Info, Some(DEVICE), "enrollment", EventKind::Lifecycle { from: "onboarding".into(), to: "enrolled".into() }),
+        GatewayEvent::new(
+            Severity::Info,
+            Some(DEVICE),
+            "enrollment",
+            EventKind::Lifecycle { from: "onboarding".into(), to: "enrolled".into() },
+        ),
     ]
 }
 
@@ -241,8 +249,10 @@ async fn syslog_tcp_sink_down_then_back_receives_everything_in_order() {
     for n in 10..total {
         bus.publish(numbered(n));
     }
-    let backlog =
-        wait_backlog(&handle, "the sink to notice the receiver is down", WAIT, |b| b[0].status.consecutive_failures >= 3).await;
+    let backlog = wait_backlog(&handle, "the sink to notice the receiver is down", WAIT, |b| {
+        b[0].status.consecutive_failures >= 3
+    })
+    .await;
     assert_eq!(backlog[0].pending, (total - 10) as u64, "{backlog:?}");
     rsyslog.run();
     let parsed = rsyslog.wait_parsed(total, WAIT).await;

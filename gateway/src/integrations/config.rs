@@ -132,7 +132,8 @@ pub const KIND_NAMES: &[&str] = &["alert", "action", "lifecycle", "policy_change
 
 impl Filter {
     pub fn accepts(&self, event: &GatewayEvent) -> bool {
-        event.severity >= self.min_severity && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == event.kind_name()))
+        event.severity >= self.min_severity
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == event.kind_name()))
     }
 
     /// The kinds as the `,a,b,` list the outbox query matches with `instr` ("" = all).
@@ -381,7 +382,8 @@ impl Config {
             }
             for kind in &sink.filter.kinds {
                 if !KIND_NAMES.contains(&kind.as_str()) {
-                    problems.push(format!("{at}: filter.kinds: unknown kind {kind:?} (known: {})", KIND_NAMES.join(", ")));
+                    problems
+                        .push(format!("{at}: filter.kinds: unknown kind {kind:?} (known: {})", KIND_NAMES.join(", ")));
                 }
             }
             if sink.batch_size == 0 {
@@ -390,10 +392,10 @@ impl Config {
             if sink.retry_initial_ms == 0 || sink.retry_max_ms < sink.retry_initial_ms {
                 problems.push(format!("{at}: need 0 < retry_initial_ms <= retry_max_ms"));
             }
-            if let Some(ca) = &sink.ca_file {
-                if !ca.is_file() {
-                    problems.push(format!("{at}: ca_file {} is not a readable file", ca.display()));
-                }
+            if let Some(ca) = &sink.ca_file
+                && !ca.is_file()
+            {
+                problems.push(format!("{at}: ca_file {} is not a readable file", ca.display()));
             }
         }
         for (i, caller) in self.soar.callers.iter().enumerate() {

@@ -17,7 +17,7 @@ use super::{
     outbox::{OutboxError, Reader, Record, Seq},
     render::Origin,
     syslog,
-    transport::{FileSink, Failure, Hec, Progress, StreamSyslog, TransportError, UdpSyslog, Webhook},
+    transport::{Failure, FileSink, Hec, Progress, StreamSyslog, TransportError, UdpSyslog, Webhook},
 };
 use crate::shutdown::Shutdown;
 
@@ -222,12 +222,10 @@ impl SinkTask {
             }
             let mut pending: &[Record] = &batch;
             while !pending.is_empty() {
-                let progress = tokio::time::timeout(
-                    self.config.timeout() * 4,
-                    self.transport.deliver(&self.origin, pending),
-                )
-                .await
-                .unwrap_or_else(|_| Progress::transient(0, "delivery timed out"));
+                let progress =
+                    tokio::time::timeout(self.config.timeout() * 4, self.transport.deliver(&self.origin, pending))
+                        .await
+                        .unwrap_or_else(|_| Progress::transient(0, "delivery timed out"));
                 let taken = progress.delivered.min(pending.len());
                 let mut last = (taken > 0).then(|| pending[taken - 1].seq);
                 let mut dead = None;

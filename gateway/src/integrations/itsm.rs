@@ -27,8 +27,12 @@ use super::{
 pub enum Ticket {
     /// Creation was attempted; the ticket may or may not exist on the ITSM side.
     Opening,
-    Open { sys_id: String },
-    Resolved { sys_id: String },
+    Open {
+        sys_id: String,
+    },
+    Resolved {
+        sys_id: String,
+    },
 }
 
 /// What the next call to the ITSM is, for an alert and the ticket state.
@@ -38,8 +42,12 @@ pub enum Step {
     Create,
     /// Find a ticket whose creation answer was lost, then create if there is none.
     FindOrCreate,
-    Update { sys_id: String },
-    Resolve { sys_id: String },
+    Update {
+        sys_id: String,
+    },
+    Resolve {
+        sys_id: String,
+    },
 }
 
 /// The decision, free of I/O.
@@ -158,9 +166,11 @@ impl Itsm {
 
     async fn find(&self, incident: &str) -> Result<Option<String>, Failure> {
         let query = format!("{}={incident}", self.config.correlation_field);
-        let request = self
-            .request(reqwest::Method::GET, &self.table_url)
-            .query(&[("sysparm_query", query.as_str()), ("sysparm_limit", "1"), ("sysparm_fields", "sys_id")]);
+        let request = self.request(reqwest::Method::GET, &self.table_url).query(&[
+            ("sysparm_query", query.as_str()),
+            ("sysparm_limit", "1"),
+            ("sysparm_fields", "sys_id"),
+        ]);
         let answer = self.call(request).await?;
         Ok(answer["result"].as_array().and_then(|a| a.first()).and_then(|t| t["sys_id"].as_str()).map(str::to_owned))
     }
@@ -175,7 +185,12 @@ impl Itsm {
             .ok_or_else(|| Failure::Transient("ITSM answer has no result.sys_id".into()))
     }
 
-    async fn patch(&self, sys_id: &str, fields: &BTreeMap<String, String>, event: &GatewayEvent) -> Result<(), Failure> {
+    async fn patch(
+        &self,
+        sys_id: &str,
+        fields: &BTreeMap<String, String>,
+        event: &GatewayEvent,
+    ) -> Result<(), Failure> {
         let url = format!("{}/{sys_id}", self.table_url);
         self.call(self.request(reqwest::Method::PATCH, &url).json(&fill(fields, event))).await.map(|_| ())
     }

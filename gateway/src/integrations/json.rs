@@ -37,37 +37,38 @@ fn ecs_mac(mac: Mac) -> String {
 /// The Elastic Common Schema document. The device concerned is `host`/`source`; the gateway
 /// is the `observer`.
 pub fn ecs(origin: &Origin, event: &GatewayEvent) -> Value {
-    let (kind, category, types, action, outcome, reason): (&str, &[&str], &[&str], String, Option<&str>, Option<String>) =
-        match &event.kind {
-            EventKind::Alert { detector, resolved, .. } => (
-                "alert",
-                &["intrusion_detection", "network"],
-                if *resolved { &["end"] } else { &["info"] },
-                detector.clone(),
-                None,
-                None,
-            ),
-            EventKind::Action { action, reason } => {
-                let types: &[&str] = match action.as_str() {
-                    "quarantine" | "block" => &["denied"],
-                    "release" => &["allowed"],
-                    _ => &["change"],
-                };
-                ("event", &["network"], types, action.clone(), Some("success"), Some(reason.clone()))
-            }
-            EventKind::Lifecycle { to, .. } => ("event", &["host"], &["change"], to.clone(), None, None),
-            EventKind::PolicyChange { accepted, detail } => (
-                "event",
-                &["configuration"],
-                &["change"],
-                "policy_change".into(),
-                Some(if *accepted { "success" } else { "failure" }),
-                Some(detail.clone()),
-            ),
-            EventKind::Audit { action, detail } => {
-                ("event", &["configuration"], &["info"], action.clone(), None, Some(detail.clone()))
-            }
-        };
+    /// event.kind, event.category, event.type, event.action, event.outcome, event.reason.
+    type Shape<'a> = (&'a str, &'a [&'a str], &'a [&'a str], String, Option<&'a str>, Option<String>);
+    let (kind, category, types, action, outcome, reason): Shape<'_> = match &event.kind {
+        EventKind::Alert { detector, resolved, .. } => (
+            "alert",
+            &["intrusion_detection", "network"],
+            if *resolved { &["end"] } else { &["info"] },
+            detector.clone(),
+            None,
+            None,
+        ),
+        EventKind::Action { action, reason } => {
+            let types: &[&str] = match action.as_str() {
+                "quarantine" | "block" => &["denied"],
+                "release" => &["allowed"],
+                _ => &["change"],
+            };
+            ("event", &["network"], types, action.clone(), Some("success"), Some(reason.clone()))
+        }
+        EventKind::Lifecycle { to, .. } => ("event", &["host"], &["change"], to.clone(), None, None),
+        EventKind::PolicyChange { accepted, detail } => (
+            "event",
+            &["configuration"],
+            &["change"],
+            "policy_change".into(),
+            Some(if *accepted { "success" } else { "failure" }),
+            Some(detail.clone()),
+        ),
+        EventKind::Audit { action, detail } => {
+            ("event", &["configuration"], &["info"], action.clone(), None, Some(detail.clone()))
+        }
+    };
     let mut doc = json!({
         "@timestamp": rfc3339(event.time),
         "ecs": { "version": ECS_VERSION },

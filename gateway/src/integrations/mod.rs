@@ -122,7 +122,12 @@ pub struct Integrations {
 
 /// Starts the outbox writer, the bus intake and one task per sink. Returns at once; the tasks
 /// stop when `shutdown` fires (undelivered events stay in the outbox for the next start).
-pub fn spawn(config: Config, store_path: &Path, bus: EventBus, shutdown: Shutdown) -> Result<Integrations, IntegrationsError> {
+pub fn spawn(
+    config: Config,
+    store_path: &Path,
+    bus: EventBus,
+    shutdown: Shutdown,
+) -> Result<Integrations, IntegrationsError> {
     let problems = config.problems();
     if !problems.is_empty() {
         return Err(IntegrationsError::Config(problems));
@@ -265,9 +270,15 @@ async fn backlog_of(sinks: &[SinkHandle]) -> Vec<SinkBacklog> {
 pub fn metrics_text(backlog: &[SinkBacklog]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let metrics: [(&str, &str, &str, fn(&SinkBacklog) -> f64); 5] = [
-        ("iotgw_integration_backlog_events", "gauge", "Events waiting in the outbox for the sink.", |b| b.pending as f64),
-        ("iotgw_integration_delivered_events_total", "counter", "Events the sink has taken.", |b| b.delivered_total as f64),
+    /// Name, type, help, value.
+    type Metric = (&'static str, &'static str, &'static str, fn(&SinkBacklog) -> f64);
+    let metrics: [Metric; 5] = [
+        ("iotgw_integration_backlog_events", "gauge", "Events waiting in the outbox for the sink.", |b| {
+            b.pending as f64
+        }),
+        ("iotgw_integration_delivered_events_total", "counter", "Events the sink has taken.", |b| {
+            b.delivered_total as f64
+        }),
         ("iotgw_integration_consecutive_failures", "gauge", "Failed delivery attempts since the last success.", |b| {
             f64::from(b.status.consecutive_failures)
         }),

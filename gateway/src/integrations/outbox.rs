@@ -492,7 +492,8 @@ mod tests {
         let left = reader.next_batch(Seq(0), 10).unwrap();
         assert_eq!(left.len(), 3);
         assert_eq!(left[0].seq, Seq(3));
-        let dropped: i64 = conn.query_row("SELECT value FROM integration_stats WHERE key = ?1", [STAT_DROPPED], |r| r.get(0)).unwrap();
+        let dropped: i64 =
+            conn.query_row("SELECT value FROM integration_stats WHERE key = ?1", [STAT_DROPPED], |r| r.get(0)).unwrap();
         assert_eq!(dropped, 2);
     }
 }

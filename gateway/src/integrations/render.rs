@@ -19,9 +19,10 @@ const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
 
 impl Origin {
     pub fn from_config(config: &Config) -> Self {
-        let hostname = config.hostname.clone().unwrap_or_else(|| {
-            std::fs::read_to_string(HOSTNAME_FILE).map(|h| h.trim().to_owned()).unwrap_or_default()
-        });
+        let hostname = config
+            .hostname
+            .clone()
+            .unwrap_or_else(|| std::fs::read_to_string(HOSTNAME_FILE).map(|h| h.trim().to_owned()).unwrap_or_default());
         Self {
             hostname: if hostname.is_empty() { "localhost".into() } else { hostname },
             app_name: config.app_name.clone(),
@@ -79,12 +80,20 @@ pub fn severity_name(severity: Severity) -> &'static str {
 pub fn signature(event: &GatewayEvent) -> String {
     match &event.kind {
         EventKind::Alert { detector, resolved, .. } => {
-            if *resolved { format!("alert:{detector}:resolved") } else { format!("alert:{detector}") }
+            if *resolved {
+                format!("alert:{detector}:resolved")
+            } else {
+                format!("alert:{detector}")
+            }
         }
         EventKind::Action { action, .. } => format!("action:{action}"),
         EventKind::Lifecycle { to, .. } => format!("lifecycle:{to}"),
         EventKind::PolicyChange { accepted, .. } => {
-            if *accepted { "policy_change:accepted".into() } else { "policy_change:refused".into() }
+            if *accepted {
+                "policy_change:accepted".into()
+            } else {
+                "policy_change:refused".into()
+            }
         }
         EventKind::Audit { action, .. } => format!("audit:{action}"),
     }
@@ -114,7 +123,13 @@ pub mod fixtures {
     use crate::device::Mac;
 
     pub fn origin() -> Origin {
-        Origin { hostname: "gw-1".into(), app_name: "iotgw".into(), enterprise_id: 32_473, procid: 42, version: "0.1.0" }
+        Origin {
+            hostname: "gw-1".into(),
+            app_name: "iotgw".into(),
+            enterprise_id: 32_473,
+            procid: 42,
+            version: "0.1.0",
+        }
     }
 
     pub fn alert(resolved: bool) -> GatewayEvent {

@@ -61,7 +61,8 @@ pub fn verify(
     if skew.unsigned_abs() > tolerance_secs {
         return Err(SignatureError::Stale { timestamp, skew, tolerance: tolerance_secs });
     }
-    let given = signature.trim().strip_prefix(SCHEME).and_then(|h| hex::decode(h).ok()).ok_or(SignatureError::Mismatch)?;
+    let given =
+        signature.trim().strip_prefix(SCHEME).and_then(|h| hex::decode(h).ok()).ok_or(SignatureError::Mismatch)?;
     mac(secret, timestamp, body).verify_slice(&given).map_err(|_| SignatureError::Mismatch)
 }
 

@@ -80,7 +80,12 @@ pub struct SoarState {
 
 impl SoarState {
     /// Opens its own connection to the store at `store_path`.
-    pub fn new(config: &Config, store_path: &Path, control: Control, bus: EventBus) -> Result<Self, crate::store::StoreError> {
+    pub fn new(
+        config: &Config,
+        store_path: &Path,
+        control: Control,
+        bus: EventBus,
+    ) -> Result<Self, crate::store::StoreError> {
         Ok(Self {
             callers: Arc::new(config.soar.callers.clone()),
             tolerance_secs: config.soar.signature_tolerance_secs,
@@ -158,14 +163,16 @@ async fn action(State(state): State<SoarState>, headers: HeaderMap, body: Bytes)
         return refuse(StatusCode::BAD_REQUEST, format!("an Idempotency-Key header (1..={KEY_MAX} chars) is required"));
     };
     if request.action == SoarAction::Tag
-        && !request.tag.as_deref().is_some_and(|t| !t.is_empty() && t.len() <= TAG_MAX && t.chars().all(|c| c.is_ascii_graphic()))
+        && !request
+            .tag
+            .as_deref()
+            .is_some_and(|t| !t.is_empty() && t.len() <= TAG_MAX && t.chars().all(|c| c.is_ascii_graphic()))
     {
         return refuse(StatusCode::BAD_REQUEST, format!("tag needs a `tag` of 1..={TAG_MAX} printable characters"));
     }
     let request_hash = hex::encode(digest(&body));
     let worker = state.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || execute(&worker, &caller, &key, &request_hash, &request)).await;
+    let outcome = tokio::task::spawn_blocking(move || execute(&worker, &caller, &key, &request_hash, &request)).await;
     match outcome {
         Ok(Outcome::Done { status, body, replayed, event }) => {
             if let Some(event) = event {
@@ -240,11 +247,11 @@ fn execute(state: &SoarState, caller: &str, key: &str, request_hash: &str, reque
         }
         SoarAction::Tag => ("tag", None),
     };
-    if let Some(after) = after {
-        if let Err(e) = state.control.set_access(mac, after) {
-            let _ = audit(&conn, caller, action_name, mac, key, "failed", &e.to_string());
-            return Outcome::Refused(StatusCode::BAD_GATEWAY, format!("datapath refused: {e}"));
-        }
+    if let Some(after) = after
+        && let Err(e) = state.control.set_access(mac, after)
+    {
+        let _ = audit(&conn, caller, action_name, mac, key, "failed", &e.to_string());
+        return Outcome::Refused(StatusCode::BAD_GATEWAY, format!("datapath refused: {e}"));
     }
     let tag = request.tag.clone().unwrap_or_default();
     let body = json!({
@@ -295,7 +302,15 @@ fn with_access(before: Option<DeviceAccess>, access: Access) -> DeviceAccess {
     }
 }
 
-fn audit(conn: &Connection, caller: &str, action: &str, mac: Mac, key: &str, outcome: &str, detail: &str) -> rusqlite::Result<usize> {
+fn audit(
+    conn: &Connection,
+    caller: &str,
+    action: &str,
+    mac: Mac,
+    key: &str,
+    outcome: &str,
+    detail: &str,
+) -> rusqlite::Result<usize> {
     conn.execute(
         "INSERT INTO integration_audit (at_ms, caller, action, device, idempotency_key, outcome, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -77,8 +77,7 @@ fn timestamp(time: time::OffsetDateTime) -> String {
 
 /// Header fields are PRINTUSASCII (33..=126) without spaces; anything else becomes `_`.
 fn header_field(value: &str, max: usize) -> String {
-    let cleaned: String =
-        value.chars().map(|c| if c.is_ascii_graphic() { c } else { '_' }).take(max).collect();
+    let cleaned: String = value.chars().map(|c| if c.is_ascii_graphic() { c } else { '_' }).take(max).collect();
     if cleaned.is_empty() { NILVALUE.to_owned() } else { cleaned }
 }
 

@@ -174,15 +174,15 @@ impl StreamSyslog {
             for cert in certs {
                 roots.add(cert).map_err(|e| setup(format!("CA certificate: {e}")))?;
             }
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| setup(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let host = sink
-                .server_name
-                .clone()
-                .unwrap_or_else(|| address.rsplit_once(':').map_or(address.clone(), |(h, _)| h.trim_matches(['[', ']']).to_owned()));
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| setup(e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            let host = sink.server_name.clone().unwrap_or_else(|| {
+                address.rsplit_once(':').map_or(address.clone(), |(h, _)| h.trim_matches(['[', ']']).to_owned())
+            });
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| setup(format!("server name {host:?}: {e}")))?;
             Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
@@ -255,8 +255,11 @@ pub fn http_client(sink: &SinkConfig) -> Result<reqwest::Client, TransportError>
     let setup = |message: String| TransportError::Setup { sink: sink.name.clone(), message };
     let mut builder = reqwest::Client::builder().timeout(sink.timeout()).connect_timeout(sink.timeout());
     if let Some(path) = &sink.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| TransportError::CaFile { sink: sink.name.clone(), path: path.clone(), message: e.to_string() })?;
+        let pem = std::fs::read(path).map_err(|e| TransportError::CaFile {
+            sink: sink.name.clone(),
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| setup(e.to_string()))?;
         builder = builder.tls_built_in_root_certs(false);
         for cert in certs {
@@ -272,9 +275,7 @@ pub fn classify(status: reqwest::StatusCode, body: &str) -> Option<Failure> {
     let message = format!("HTTP {status}: {}", body.chars().take(200).collect::<String>());
     if status.is_success() {
         None
-    } else if status.is_server_error()
-        || matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429)
-    {
+    } else if status.is_server_error() || matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429) {
         Some(Failure::Transient(message))
     } else {
         Some(Failure::Rejected(message))
@@ -299,7 +300,10 @@ impl Hec {
             url: format!("{}{HEC_PATH}", sink.url.as_deref().unwrap_or_default().trim_end_matches('/')),
             authorization: format!("Splunk {}", sink.token.as_deref().unwrap_or_default()),
             index: sink.hec_index.clone(),
-            sourcetype: sink.hec_sourcetype.clone().unwrap_or_else(|| format!("iotgw:{:?}", sink.format()).to_lowercase()),
+            sourcetype: sink
+                .hec_sourcetype
+                .clone()
+                .unwrap_or_else(|| format!("iotgw:{:?}", sink.format()).to_lowercase()),
             format: sink.format(),
             origin,
         })

@@ -297,7 +297,12 @@ pub fn nasty_alert(incident: &str, resolved: bool, severity: Severity) -> Gatewa
 
 /// Numbered audit events, to check order.
 pub fn numbered(n: usize) -> GatewayEvent {
-    GatewayEvent::new(Severity::Info, Some(DEVICE), "test", EventKind::Audit { action: "seq".into(), detail: format!("n={n}") })
+    GatewayEvent::new(
+        Severity::Info,
+        Some(DEVICE),
+        "test",
+        EventKind::Audit { action: "seq".into(), detail: format!("n={n}") },
+    )
 }
 
 /// Polls the integrations backlog until `check` holds.
