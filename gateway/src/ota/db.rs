@@ -280,18 +280,20 @@ pub fn insert_report(
     Ok(())
 }
 
-/// Latest campaign report status per device (`success` / `failure`), since `since`.
-pub fn campaign_outcomes(conn: &Connection, campaign: &str, since: i64) -> rusqlite::Result<Vec<(Mac, String)>> {
+/// Latest campaign report per device: (device, `success` / `failure`, unix time).
+pub fn campaign_outcomes(conn: &Connection, campaign: &str) -> rusqlite::Result<Vec<(Mac, String, i64)>> {
     let mut stmt = conn.prepare(
-        "SELECT mac, status FROM ota_reports r WHERE campaign_id = ?1 AND at >= ?2
-           AND id = (SELECT MAX(id) FROM ota_reports WHERE campaign_id = ?1 AND mac = r.mac AND at >= ?2)",
+        "SELECT mac, status, at FROM ota_reports r WHERE campaign_id = ?1
+           AND id = (SELECT MAX(id) FROM ota_reports WHERE campaign_id = ?1 AND mac = r.mac)",
     )?;
-    let rows = stmt.query_map(params![campaign, since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map(params![campaign], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+    })?;
     let mut out = Vec::new();
     for row in rows {
-        let (mac, status) = row?;
+        let (mac, status, at) = row?;
         if let Ok(mac) = mac.parse() {
-            out.push((mac, status));
+            out.push((mac, status, at));
         }
     }
     Ok(out)

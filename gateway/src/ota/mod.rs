@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod keys;
 pub mod metadata;
 pub mod repo;
+pub mod rollout;
 
 /// Schema of the ota tables.
 pub const MIGRATIONS: &[crate::store::Migration] = db::MIGRATIONS;
