@@ -25,7 +25,7 @@
 //! Reads and writes `ota_campaigns`, `ota_reports`, `ota_campaign_alerts`, `ota_metadata`.
 use std::fmt;
 
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
@@ -615,11 +615,6 @@ pub struct Report {
 fn json<T: Serialize>(value: &T) -> String {
     // Campaign specs and states are plain data; serialising to a String cannot fail.
     serde_json::to_string(value).expect("campaign data serialises")
-}
-
-/// A campaign row for operators (used by the CLI through the store).
-pub fn campaign_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT 1 FROM ota_campaigns WHERE id = ?1", [id], |_| Ok(())).optional().map(|o| o.is_some())
 }
 
 #[cfg(test)]
