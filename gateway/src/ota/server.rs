@@ -205,6 +205,8 @@ pub async fn serve(
             tracing::warn!(%peer, max_connections, "ota connection refused: too many connections");
             continue;
         };
+        // Small TLS handshake and header writes must not wait for delayed ACKs (Nagle).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
