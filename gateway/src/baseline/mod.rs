@@ -388,6 +388,16 @@ impl Baselines {
         (devices, classes)
     }
 
+    /// Marks records dirty again (their save failed).
+    pub fn mark_dirty(&mut self, devices: &[store::DeviceRecord], classes: &[(String, ClassBaseline)]) {
+        for record in devices {
+            if let Some(entry) = self.devices.get_mut(&record.mac) {
+                entry.dirty = true;
+            }
+        }
+        self.classes_dirty.extend(classes.iter().map(|(class, _)| class.clone()));
+    }
+
     /// Learns from one input. `learn` is false when `detect` found the input anomalous: it
     /// still advances the device's clock but does not enter its profile.
     pub fn handle(&mut self, input: &Input, learn: bool) -> Vec<Change> {
@@ -404,7 +414,7 @@ impl Baselines {
         let Some(now) = input.time() else { return Vec::new() };
         let mac = input.mac();
         let window = self.config.window();
-        let entry = self.entry(mac, now);
+        let entry = Self::entry(&mut self.devices, &self.config, mac, now);
         // Close the open window when this input falls past it.
         let mut closed = None;
         if let Some(open) = &entry.window {
@@ -487,9 +497,8 @@ impl Baselines {
         }
     }
 
-    fn entry(&mut self, mac: Mac, now: SystemTime) -> &mut DeviceEntry {
-        let config = &self.config;
-        let entry = self.devices.entry(mac).or_insert_with(|| DeviceEntry {
+    fn entry<'a>(devices: &'a mut HashMap<Mac, DeviceEntry>, config: &Config, mac: Mac, now: SystemTime) -> &'a mut DeviceEntry {
+        let entry = devices.entry(mac).or_insert_with(|| DeviceEntry {
             baseline: DeviceBaseline::Learning(Learning::new(now, config.learning_period(None, false), None)),
             class: None,
             window: None,
@@ -562,7 +571,7 @@ impl Baselines {
             return;
         }
         let now = sample.time;
-        let entry = self.entry(sample.mac, now);
+        let entry = Self::entry(&mut self.devices, &self.config, sample.mac, now);
         if let DeviceBaseline::Learning(learning) = &mut entry.baseline {
             learning.profile.names.extend(names);
             entry.dirty = true;

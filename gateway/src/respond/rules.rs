@@ -5,7 +5,6 @@
 use std::{
     collections::HashSet,
     fmt,
-    ops::Range,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -118,7 +117,7 @@ pub enum RuleError {
 #[derive(Deserialize)]
 struct PolicyFile {
     #[serde(default)]
-    response: Vec<Spanned<RawRule>>,
+    response: Vec<Spanned<toml::Value>>,
 }
 
 fn default_max_per_device() -> u32 {
@@ -138,10 +137,10 @@ fn default_global_period() -> u64 {
 #[serde(deny_unknown_fields)]
 struct RawRule {
     name: Option<String>,
-    detectors: Vec<Spanned<String>>,
+    detectors: Vec<String>,
     #[serde(default)]
-    min_score: Spanned<f64>,
-    action: Spanned<String>,
+    min_score: f64,
+    action: String,
     #[serde(default = "default_max_per_device")]
     max_per_device: u32,
     #[serde(default = "default_device_period")]
@@ -151,7 +150,7 @@ struct RawRule {
     #[serde(default = "default_global_period")]
     global_period_secs: u64,
     #[serde(default)]
-    exempt_macs: Vec<Spanned<String>>,
+    exempt_macs: Vec<String>,
     #[serde(default)]
     exempt_classes: Vec<String>,
 }
@@ -168,61 +167,79 @@ pub fn parse(path: &Path, text: &str) -> Result<ResponsePolicy, RuleError> {
         let (line, column) = error.span().map(|s| line_column(text, s.start)).unwrap_or((1, 1));
         RuleError::Parse { path: path.to_owned(), line, column, message: error.message().trim().to_owned() }
     })?;
+    let tables = file.response.into_iter().map(|spanned| {
+        let (line, column) = line_column(text, spanned.span().start);
+        (format!("{}:{line}:{column}", path.display()), spanned.into_inner())
+    });
+    check_all(tables)
+}
+
+/// Checks the raw `[[response]]` tables the policy loader kept (`Policy::responses`), each
+/// reported at its table's `file:line:column`.
+pub fn from_policy(policy: &crate::policy::load::Policy) -> Result<ResponsePolicy, RuleError> {
+    check_all(policy.responses.iter().map(|spec| {
+        (format!("{}:{}:{}", spec.at.file.display(), spec.at.line, spec.at.column), spec.value.clone())
+    }))
+}
+
+fn check_all(tables: impl Iterator<Item = (String, toml::Value)>) -> Result<ResponsePolicy, RuleError> {
     let mut problems = Vec::new();
-    let at = |span: Range<usize>| {
-        let (line, column) = line_column(text, span.start);
-        format!("{}:{line}:{column}", path.display())
-    };
     let mut rules = Vec::new();
-    for (index, spanned) in file.response.into_iter().enumerate() {
-        let origin = at(spanned.span());
-        let raw = spanned.into_inner();
-        let mut detectors = Vec::new();
-        for detector in &raw.detectors {
-            match (detector.get_ref().as_str(), DetectorKind::parse(detector.get_ref())) {
-                ("*", _) => detectors.clear(),
-                (_, Some(kind)) => detectors.push(kind),
-                (name, None) => problems.push(format!(
-                    "{}: unknown detector {name:?} (known: {}, or \"*\")",
-                    at(detector.span()),
-                    DetectorKind::ALL.map(DetectorKind::as_str).join(", ")
-                )),
+    for (index, (origin, value)) in tables.enumerate() {
+        match check(index, origin, value) {
+            Ok(rule) => rules.push(rule),
+            Err(found) => problems.extend(found),
+        }
+    }
+    if problems.is_empty() { Ok(ResponsePolicy { rules }) } else { Err(RuleError::Invalid { problems }) }
+}
+
+/// One `[[response]]` table to a rule, or every problem in it.
+fn check(index: usize, origin: String, value: toml::Value) -> Result<ResponseRule, Vec<String>> {
+    let raw: RawRule = value.try_into().map_err(|e: toml::de::Error| vec![format!("{origin}: [[response]]: {}", e.message().trim())])?;
+    let name = raw.name.unwrap_or_else(|| format!("response #{}", index + 1));
+    let at = format!("{origin}: [[response]] {name:?}");
+    let mut problems = Vec::new();
+    let mut detectors = Vec::new();
+    for detector in &raw.detectors {
+        match (detector.as_str(), DetectorKind::parse(detector)) {
+            ("*", _) => {}
+            (_, Some(kind)) => detectors.push(kind),
+            (other, None) => problems.push(format!(
+                "{at}: unknown detector {other:?} (known: {}, or \"*\")",
+                DetectorKind::ALL.map(DetectorKind::as_str).join(", ")
+            )),
+        }
+    }
+    if raw.detectors.iter().any(|d| d == "*") {
+        detectors.clear();
+    } else if raw.detectors.is_empty() {
+        problems.push(format!("{at}: detectors is empty (use [\"*\"] for every detector)"));
+    }
+    if !(0.0..=1.0).contains(&raw.min_score) {
+        problems.push(format!("{at}: min_score = {} is outside 0.0 ..= 1.0", raw.min_score));
+    }
+    let action = ActionKind::parse(&raw.action);
+    if action.is_none() {
+        problems.push(format!("{at}: unknown action {:?} (alert, update_lane, quarantine or block)", raw.action));
+    }
+    if raw.device_period_secs == 0 || raw.global_period_secs == 0 {
+        problems.push(format!("{at}: device_period_secs and global_period_secs must be at least 1"));
+    }
+    let mut exempt_macs = HashSet::new();
+    for mac in &raw.exempt_macs {
+        match mac.parse::<Mac>() {
+            Ok(parsed) => {
+                exempt_macs.insert(parsed);
             }
+            Err(error) => problems.push(format!("{at}: exempt_macs: {error}")),
         }
-        if raw.detectors.iter().any(|d| d.get_ref() == "*") {
-            detectors.clear();
-        } else if raw.detectors.is_empty() {
-            problems.push(format!("{origin}: detectors is empty (use [\"*\"] for every detector)"));
-        }
-        let min_score = *raw.min_score.get_ref();
-        if !(0.0..=1.0).contains(&min_score) {
-            problems.push(format!("{}: min_score = {min_score} is outside 0.0 ..= 1.0", at(raw.min_score.span())));
-        }
-        let action = ActionKind::parse(raw.action.get_ref());
-        if action.is_none() {
-            problems.push(format!(
-                "{}: unknown action {:?} (alert, update_lane, quarantine or block)",
-                at(raw.action.span()),
-                raw.action.get_ref()
-            ));
-        }
-        if raw.device_period_secs == 0 || raw.global_period_secs == 0 {
-            problems.push(format!("{origin}: device_period_secs and global_period_secs must be at least 1"));
-        }
-        let mut exempt_macs = HashSet::new();
-        for mac in &raw.exempt_macs {
-            match mac.get_ref().parse::<Mac>() {
-                Ok(parsed) => {
-                    exempt_macs.insert(parsed);
-                }
-                Err(error) => problems.push(format!("{}: {error}", at(mac.span()))),
-            }
-        }
-        let Some(action) = action else { continue };
-        rules.push(ResponseRule {
-            name: raw.name.unwrap_or_else(|| format!("response #{}", index + 1)),
+    }
+    match action {
+        Some(action) if problems.is_empty() => Ok(ResponseRule {
+            name,
             detectors,
-            min_score,
+            min_score: raw.min_score,
             action,
             max_per_device: raw.max_per_device,
             device_period: Duration::from_secs(raw.device_period_secs),
@@ -231,9 +248,9 @@ pub fn parse(path: &Path, text: &str) -> Result<ResponsePolicy, RuleError> {
             exempt_macs,
             exempt_classes: raw.exempt_classes.into_iter().collect(),
             origin,
-        });
+        }),
+        _ => Err(problems),
     }
-    if problems.is_empty() { Ok(ResponsePolicy { rules }) } else { Err(RuleError::Invalid { problems }) }
 }
 
 /// 1-based line and column of a byte offset.
@@ -283,21 +300,33 @@ max_global = 100
 
     #[test]
     fn bad_rules_report_every_problem_with_file_line_column() {
-        let text = "[[response]]\ndetectors = [\"scna\"]\nmin_score = 1.5\naction = \"nuke\"\nexempt_macs = [\"nope\"]\n";
+        let text = "[[class]]\nname = \"x\"\n\n[[response]]\nname = \"bad\"\ndetectors = [\"scna\"]\nmin_score = 1.5\naction = \"nuke\"\nexempt_macs = [\"nope\"]\n";
         let RuleError::Invalid { problems } = parse(Path::new("p.toml"), text).unwrap_err() else { panic!() };
         assert_eq!(problems.len(), 4, "{problems:#?}");
-        assert!(problems[0].starts_with("p.toml:2:14: unknown detector \"scna\""), "{}", problems[0]);
-        assert!(problems[1].starts_with("p.toml:3:13: min_score"), "{}", problems[1]);
-        assert!(problems[2].starts_with("p.toml:4:10: unknown action"), "{}", problems[2]);
-        assert!(problems[3].starts_with("p.toml:5:16:"), "{}", problems[3]);
+        for problem in &problems {
+            assert!(problem.starts_with("p.toml:4:1: [[response]] \"bad\": "), "{problem}");
+        }
+        assert!(problems[0].contains("unknown detector \"scna\""), "{}", problems[0]);
+        assert!(problems[1].contains("min_score = 1.5"), "{}", problems[1]);
+        assert!(problems[2].contains("unknown action \"nuke\""), "{}", problems[2]);
+        assert!(problems[3].contains("\"nope\" is not a MAC"), "{}", problems[3]);
+    }
+
+    #[test]
+    fn shipped_policy_files_load_through_the_policy_loader() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+        let files = crate::policy::load::toml_files(&dir).unwrap();
+        let policy = crate::policy::load::load_paths(&files).unwrap();
+        let rules = from_policy(&policy).unwrap();
+        // Every rule of the shipped files is checked; none may be silently dropped.
+        assert_eq!(rules.rules.len(), policy.responses.len());
     }
 
     #[test]
     fn unknown_rule_key_is_a_parse_error_with_its_line() {
         let text = "[[response]]\ndetectors = [\"scan\"]\naction = \"block\"\nmax_per_devise = 3\n";
         let error = parse(Path::new("p.toml"), text).unwrap_err();
-        let RuleError::Parse { line, message, .. } = &error else { panic!("{error}") };
-        assert!(message.contains("max_per_devise"), "{message}");
-        assert!(*line >= 1 && *line <= 4, "{error}");
+        let RuleError::Invalid { problems } = &error else { panic!("{error}") };
+        assert!(problems[0].starts_with("p.toml:1:1: [[response]]: unknown field `max_per_devise`"), "{error}");
     }
 }
