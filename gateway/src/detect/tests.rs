@@ -190,7 +190,7 @@ fn forged_arp_sender_and_gratuitous_storm_are_arp_spoofing() {
     assert_eq!(alerts.len(), 1);
     assert!(alerts[0].observed.contains("forged sender"));
 
-    let mut storm_detector = detector();
+    let mut storm_detector = self::detector();
     let storm: Vec<Input> = (0..30)
         .map(|i| synthetic::arp(plug.mac, start() + Duration::from_millis(i * 100), plug.mac, plug.ip, plug.ip, false))
         .collect();
