@@ -139,19 +139,20 @@ pub async fn device(
     let (directory, control) = (state.directory.clone(), state.control.clone());
     let detail = blocking(move || {
         let record = directory.device(mac)?.ok_or(ApiError::UnknownDevice(mac))?;
-        let mut audit = directory.audit_log(mac)?;
         let enforced = control.access(mac)?;
         let current = enforced.map_or(Access::Unknown, |e| e.access);
-        let restore_access = actions::is_isolated(current).then(|| {
+        // The isolating entry may be older than the entries shown: search further for it.
+        let isolated = actions::is_isolated(current);
+        let audit = directory.audit_log(mac, if isolated { actions::AUDIT_SCAN_LIMIT } else { AUDIT_SHOWN })?;
+        let restore_access = isolated.then(|| {
             actions::restore_access(&audit)
                 .unwrap_or_else(|| actions::fallback_restore(enforced.map_or(0, |e| e.policy_id)))
         });
-        audit.truncate(AUDIT_SHOWN);
         Ok(DeviceDetail {
             record,
             enforcement: enforced.map(|e| Enforcement { access: e.access, policy_id: e.policy_id, class_id: e.class_id }),
             restore_access,
-            audit,
+            audit: audit.into_iter().take(AUDIT_SHOWN).collect(),
         })
     })
     .await?;
@@ -160,6 +161,7 @@ pub async fn device(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FlowsQuery {
     /// Most flows to return, newest first (default 100, at most 10000).
     limit: Option<usize>,
