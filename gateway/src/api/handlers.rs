@@ -33,8 +33,9 @@ pub const DEFAULT_FLOWS_LIMIT: usize = 100;
 pub const MAX_FLOWS_LIMIT: usize = 10_000;
 /// Audit entries shown with a device.
 pub const AUDIT_SHOWN: usize = 50;
-/// Longest reason an action accepts, in characters.
-pub const MAX_REASON_CHARS: usize = 1_024;
+/// Longest reason an action accepts, in bytes: the audit entry holds it with the action's
+/// name and the state change, within the inventory's `MAX_TEXT`.
+pub const MAX_REASON_BYTES: usize = 512;
 
 /// Every lifecycle state, so status lists zeros rather than leaving states out.
 const ALL_STATES: [Access; 5] =
@@ -218,8 +219,8 @@ fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
     let request: ActionRequest = serde_json::from_slice(body)
         .map_err(|error| ApiError::BadRequest(format!("body must be {{\"reason\": \"...\"}} or empty: {error}")))?;
     if let Some(reason) = &request.reason {
-        if reason.chars().count() > MAX_REASON_CHARS {
-            return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_CHARS} characters")));
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
         }
         // Reasons end up in syslog and ticket lines: a newline would forge a record.
         if reason.chars().any(char::is_control) {
@@ -346,4 +347,24 @@ pub async fn openapi() -> impl IntoResponse {
 /// JSON 404 for unknown paths.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NoRoute(uri.path().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_reason_fits_the_inventory_audit_detail() {
+        // "<from> -> <to>: <action>: <reason>" with the longest names.
+        let detail = format!("quarantined -> quarantined: quarantine: {}", "x".repeat(MAX_REASON_BYTES));
+        assert!(detail.len() <= crate::inventory::MAX_TEXT, "{} > {}", detail.len(), crate::inventory::MAX_TEXT);
+    }
+
+    #[test]
+    fn action_body_may_be_empty_or_carry_a_reason() {
+        assert_eq!(action_request(b"").unwrap(), ActionRequest::default());
+        assert_eq!(action_request(b" \n").unwrap(), ActionRequest::default());
+        assert_eq!(action_request(br#"{"reason":"x"}"#).unwrap().reason.as_deref(), Some("x"));
+        assert!(action_request(br#"{"reason":"a\u0007b"}"#).is_err());
+    }
 }

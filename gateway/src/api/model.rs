@@ -148,7 +148,7 @@ pub struct FlowRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
-    /// Why, kept in the audit log (at most `MAX_REASON_CHARS` characters).
+    /// Why, kept in the audit log (at most 512 bytes).
     pub reason: Option<String>,
 }
 

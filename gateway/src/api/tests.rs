@@ -337,7 +337,7 @@ async fn unknown_device_is_404_and_bad_input_is_400_with_nothing_changed() {
         let response = post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, Some(body)).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
     }
-    let long = format!(r#"{{"reason": "{}"}}"#, "x".repeat(handlers::MAX_REASON_CHARS + 1));
+    let long = format!(r#"{{"reason": "{}"}}"#, "x".repeat(handlers::MAX_REASON_BYTES + 1));
     let response = post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, Some(&long)).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
