@@ -39,12 +39,14 @@ pub fn datapath_config(config: &Config, verdicts: &Verdicts, quarantine_src_mac:
     }
 }
 
-/// Reads an interface's MAC address from sysfs.
+/// An interface's MAC address, from getifaddrs (sysfs may belong to another network
+/// namespace than ours when started through `nsenter --net`).
 pub fn interface_mac(interface: &str) -> anyhow::Result<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address"))
-        .with_context(|| format!("interface {interface} not found"))?;
-    let mac: crate::device::Mac = text.trim().parse().with_context(|| format!("MAC of {interface}"))?;
-    Ok(mac.0)
+    nix::ifaddrs::getifaddrs()
+        .context("getifaddrs")?
+        .filter(|ifa| ifa.interface_name == interface)
+        .find_map(|ifa| ifa.address?.as_link_addr()?.addr())
+        .with_context(|| format!("interface {interface} has no link-layer address (does it exist?)"))
 }
 
 pub fn if_index(interface: &str) -> anyhow::Result<u32> {
