@@ -280,12 +280,80 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         None
     };
 
+    // The local API (status, devices, actions, metrics), with the SOAR actions mounted on it.
+    let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());
+    shared_policy.set(crate::api::policy_view::snapshot(&policy.current()));
+    let metrics = Arc::new(crate::api::metrics::Metrics::new());
+    {
+        let directory = crate::api::inventory_directory::InventoryDirectory::open(&config.store.path).context("opening the store for the API")?;
+        let interfaces = loaded
+            .attachments
+            .iter()
+            .map(|a| crate::api::model::AttachedInterface {
+                name: a.interface.clone(),
+                role: if a.program == gateway_ebpf::programs::LAN_INGRESS { "lan".into() } else { "wan".into() },
+                mode: a.mode.to_owned(),
+            })
+            .collect();
+        let state = crate::api::ApiState::new(&config.api, Arc::new(directory), control.clone())
+            .context("API tokens")?
+            .with_metrics(metrics.clone())
+            .with_policies(shared_policy.clone())
+            .with_events(bus.clone())
+            .with_interfaces(interfaces);
+        let soar = crate::integrations::soar::SoarState::new(&config.integrations, &config.store.path, control.clone(), bus.clone())
+            .context("opening the store for SOAR actions")?;
+        let app = crate::api::router(state).nest("/api/v1/soar", crate::integrations::soar::router(soar));
+        let listener = crate::api::bind(&config.api).await.context("binding the API")?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = crate::api::serve_on(listener, app, shutdown).await {
+                tracing::error!(%error, "API server stopped");
+            }
+        });
+    }
+    {
+        // Metrics: datapath counters and integration backlogs every second, alerts and
+        // actions as they are published.
+        let maps = maps.clone();
+        let metrics = metrics.clone();
+        let backlog = integrations.backlog_source();
+        let mut events = bus.subscribe();
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(COUNTER_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = ticker.tick() => {
+                        metrics.set_datapath_counters(crate::api::metrics::DatapathCounters::from_maps(&maps));
+                        for sink in backlog.backlog().await {
+                            metrics.set_integration_backlog(&sink.sink, sink.pending);
+                        }
+                    }
+                    event = events.recv() => match event {
+                        Ok(event) => match &event.kind {
+                            EventKind::Alert { detector, .. } => metrics.record_alert(detector, event.severity),
+                            // The API counts its own actions.
+                            EventKind::Action { action, .. } if !event.actor.starts_with("api:") => metrics.record_action(action, &event.actor),
+                            _ => {}
+                        },
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => metrics.record_events_lost("event_bus", n),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        });
+    }
+
     {
         // Policy reloads: SIGHUP, or a change in the policy folder. A bad policy is refused
         // whole and the running one stays in the maps.
         let maps = maps.clone();
         let config = config.clone();
         let bus = bus.clone();
+        let shared_policy = shared_policy.clone();
+        let detect_tx = detect_tx.clone();
         let mut shutdown = shutdown.clone();
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
@@ -310,6 +378,13 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                 match policy.reload() {
                     Ok(compiled) => {
                         let outcome = apply_policy(&maps, &config, &compiled);
+                        shared_policy.set(crate::api::policy_view::snapshot(&compiled));
+                        match crate::respond::rules::from_policy(&compiled.source) {
+                            Ok(responses) => {
+                                let _ = detect_tx.send(crate::respond::pipeline::Command::SetPolicy(responses)).await;
+                            }
+                            Err(error) => tracing::error!(%error, "response rules refused; the running ones stay"),
+                        }
                         let (accepted, detail) = match &outcome {
                             Ok(()) => (true, format!("reloaded on {cause}: {} classes, {} rules", compiled.classes.len(), compiled.rules.len())),
                             Err(error) => (false, format!("reload on {cause} could not be written to the datapath: {error:#}")),
@@ -321,6 +396,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                             tracing::error!(%error, "policy refused");
                         }
                         let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                        shared_policy.refused(detail.clone());
                         tracing::warn!(cause, errors = errors.len(), "policy reload refused; the running policy stays");
                         bus.publish(GatewayEvent::new(Severity::Medium, None, "policy-file", EventKind::PolicyChange { accepted: false, detail }));
                     }
