@@ -448,3 +448,237 @@ impl CompiledPolicy {
         (rules, refused)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use gateway_ebpf::{lane, verdict};
+
+    use super::*;
+    use crate::policy::load::parse_sources;
+
+    fn compiled(text: &str) -> Result<CompiledPolicy, Vec<PolicyError>> {
+        let policy = parse_sources(&[(PathBuf::from("t.toml"), text.to_owned())])?;
+        compile(&policy)
+    }
+
+    fn entry<'a>(policy: &'a CompiledPolicy, id: u32, proto_number: u8, net: &str) -> &'a CompiledRule {
+        let net: IpNet = net.parse().expect("test net");
+        policy
+            .rules
+            .iter()
+            .find(|rule| rule.policy_id == PolicyId(id) && rule.proto == proto_number && rule.net == net)
+            .unwrap_or_else(|| panic!("no entry {id} {proto_number} {net} in {:#?}", policy.rules))
+    }
+
+    fn ports(list: &[(u16, u16)]) -> Vec<PortRangeKey> {
+        list.iter().map(|(first, last)| PortRangeKey { first: *first, last: *last }).collect()
+    }
+
+    const LANES: &str = r#"
+[lanes.onboarding]
+[[lanes.onboarding.allow]]
+nets = ["10.77.0.1"]
+protocol = "udp"
+ports = [53, 67]
+[lanes.quarantine]
+include_update = true
+[[lanes.quarantine.allow]]
+nets = ["10.77.0.1"]
+protocol = "udp"
+ports = [53]
+[lanes.update]
+[[lanes.update.allow]]
+nets = ["10.77.0.1"]
+protocol = "tcp"
+ports = [8444]
+[defaults]
+quarantine = "drop"
+policy_miss = "pass"
+"#;
+
+    #[test]
+    fn lanes_use_reserved_ids_and_update_folds_into_quarantine_and_classes() {
+        let text = format!("{LANES}\n[[class]]\nname = \"cam\"\nid = 5\nupdate_lane = true\n[[class.allow]]\nnets = [\"10.78.0.0/24\"]\nprotocol = \"tcp\"\nports = [443]\n");
+        let policy = compiled(&text).expect("valid");
+        assert_eq!(entry(&policy, lane::ONBOARDING, proto::UDP, "10.77.0.1/32").ports, ports(&[(53, 53), (67, 67)]));
+        assert_eq!(entry(&policy, lane::QUARANTINE, proto::TCP, "10.77.0.1/32").ports, ports(&[(8444, 8444)]));
+        let class_id = lane::FIRST_CLASS_POLICY + 5;
+        assert_eq!(policy.classes[0].policy_id, PolicyId(class_id));
+        assert_eq!(entry(&policy, class_id, proto::TCP, "10.77.0.1/32").ports, ports(&[(8444, 8444)]));
+        assert_eq!(entry(&policy, class_id, proto::TCP, "10.78.0.0/24").ports, ports(&[(443, 443)]));
+        assert_eq!(policy.verdicts.quarantine, verdict::DROP);
+        assert_eq!(policy.verdicts.policy_miss, verdict::PASS);
+        assert_eq!(policy.verdicts.malformed, verdict::DROP);
+        assert_eq!(policy.rules.len(), 5);
+    }
+
+    #[test]
+    fn covering_prefixes_lend_their_ports_to_more_specific_entries() {
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.0.0.0/8"]
+protocol = "tcp"
+ports = [443]
+[[class.allow]]
+nets = ["10.1.0.0/16"]
+protocol = "tcp"
+ports = [80]
+[[class.allow]]
+nets = ["10.1.2.0/24"]
+ports = []
+protocol = "any"
+[[class.allow]]
+nets = ["10.2.0.0/16"]
+protocol = "udp"
+ports = [53]
+"#;
+        let policy = compiled(text).expect("valid");
+        let id = lane::FIRST_CLASS_POLICY + 1;
+        // /16 gets the /8's 443: an LPM lookup for 10.1.x.x:443 stops at the /16.
+        assert_eq!(entry(&policy, id, proto::TCP, "10.1.0.0/16").ports, ports(&[(80, 80), (443, 443)]));
+        // The ANY /24 sits inside TCP entries, so a TCP copy exists that allows everything.
+        assert_eq!(entry(&policy, id, proto::TCP, "10.1.2.0/24").ports, ports(&[(0, 65_535)]));
+        assert_eq!(entry(&policy, id, proto::ANY, "10.1.2.0/24").ports, ports(&[(0, 65_535)]));
+        // UDP /16 is not inside anything UDP or ANY: unchanged, and no TCP leak.
+        assert_eq!(entry(&policy, id, proto::UDP, "10.2.0.0/16").ports, ports(&[(53, 53)]));
+        assert!(!policy.rules.iter().any(|rule| rule.proto == proto::UDP && rule.net.to_string() == "10.1.2.0/24"));
+    }
+
+    #[test]
+    fn inbound_rules_allow_replies_on_every_port_and_icmp_follows_the_family() {
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.77.0.20", "2001:db8::20"]
+protocol = "tcp"
+ports = [554]
+direction = "inbound"
+[[class.allow]]
+nets = ["10.77.0.1", "2001:db8::1"]
+protocol = "icmp"
+"#;
+        let policy = compiled(text).expect("valid");
+        let id = lane::FIRST_CLASS_POLICY + 1;
+        assert_eq!(entry(&policy, id, proto::TCP, "10.77.0.20/32").ports, ports(&[(0, 65_535)]));
+        assert_eq!(entry(&policy, id, proto::TCP, "2001:db8::20/128").ports, ports(&[(0, 65_535)]));
+        entry(&policy, id, proto::ICMP, "10.77.0.1/32");
+        entry(&policy, id, proto::ICMPV6, "2001:db8::1/128");
+    }
+
+    #[test]
+    fn too_many_port_ranges_for_one_destination_is_an_error_at_the_rule() {
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.78.0.1"]
+protocol = "tcp"
+ports = [1, 3, 5, 7, 9]
+[[class.allow]]
+nets = ["10.78.0.1"]
+protocol = "tcp"
+ports = [11, 13, 15, 17]
+"#;
+        let errors = compiled(text).expect_err("nine ranges");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!((errors[0].at.line, errors[0].at.column), (5, 1));
+        assert!(matches!(&errors[0].kind, ErrorKind::TooManyPortRanges { count: 9, max: 8, .. }));
+        assert!(errors[0].to_string().starts_with("t.toml:5:1: class \"c\": tcp to 10.78.0.1/32 needs 9"));
+        // Adjacent ports merge into one range and fit.
+        let merged = text.replace("[11, 13, 15, 17]", "[2, 4, 6, 8]");
+        assert_eq!(compiled(&merged).expect("one range 1-9").rules[0].ports, ports(&[(1, 9)]));
+    }
+
+    #[test]
+    fn includes_bring_rules_and_diamonds_do_not_duplicate() {
+        let text = r#"
+[[class]]
+name = "base"
+id = 1
+[[class.allow]]
+nets = ["10.77.0.1"]
+protocol = "udp"
+ports = [53]
+[[class]]
+name = "mid-a"
+id = 2
+include = ["base"]
+[[class]]
+name = "mid-b"
+id = 3
+include = ["base"]
+[[class]]
+name = "leaf"
+id = 4
+include = ["mid-a", "mid-b"]
+"#;
+        let policy = compiled(text).expect("valid");
+        let leaf = lane::FIRST_CLASS_POLICY + 4;
+        assert_eq!(entry(&policy, leaf, proto::UDP, "10.77.0.1/32").ports, ports(&[(53, 53)]));
+        assert_eq!(policy.rules.len(), 4);
+    }
+
+    #[test]
+    fn abi_entries_carry_network_order_ids_and_lpm_prefix_lengths() {
+        let rule = CompiledRule {
+            policy_id: PolicyId(0x0102_0304),
+            proto: proto::TCP,
+            net: "10.77.0.0/16".parse().expect("net"),
+            ports: ports(&[(80, 80), (443, 443)]),
+        };
+        match rule.to_abi() {
+            AbiEntry::V4 { prefix_len, key, rule } => {
+                assert_eq!(prefix_len, POLICY_KEY_FIXED_BITS + 16);
+                assert_eq!(key.policy_id, [1, 2, 3, 4]);
+                assert_eq!(key.proto, proto::TCP);
+                assert_eq!(key.addr, [10, 77, 0, 0]);
+                assert_eq!(rule.port_count, 2);
+                assert_eq!(rule.ports[1], PortRange { first: 443, last: 443 });
+                assert_eq!(rule.ports[2], PortRange::default());
+            }
+            other => panic!("expected v4, got {other:?}"),
+        }
+        let v6 = CompiledRule { net: "2001:db8::/32".parse().expect("net"), ..rule };
+        assert!(matches!(v6.to_abi(), AbiEntry::V6 { prefix_len: 96, key, .. } if key.addr[..4] == [0x20, 0x01, 0x0d, 0xb8]));
+    }
+
+    #[test]
+    fn dynamic_entries_merge_and_overflowing_ones_are_refused() {
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.78.0.0/24"]
+protocol = "tcp"
+ports = [443]
+[[class.allow]]
+names = ["api.example.com"]
+protocol = "tcp"
+ports = [8883]
+"#;
+        let policy = compiled(text).expect("valid");
+        let id = PolicyId(lane::FIRST_CLASS_POLICY + 1);
+        let inside = CompiledRule { policy_id: id, proto: proto::TCP, net: "10.78.0.7/32".parse().expect("net"), ports: ports(&[(8883, 8883)]) };
+        let (rules, refused) = policy.rules_with(std::slice::from_ref(&inside));
+        assert!(refused.is_empty());
+        let merged = rules.iter().find(|rule| rule.net == inside.net).expect("dynamic entry");
+        assert_eq!(merged.ports, ports(&[(443, 443), (8883, 8883)]));
+        let wide = CompiledRule {
+            net: "10.78.0.8/32".parse().expect("net"),
+            ports: (0..9).map(|n| PortRangeKey { first: n * 10, last: n * 10 }).collect(),
+            ..inside
+        };
+        let (rules, refused) = policy.rules_with(&[wide.clone()]);
+        assert_eq!(refused.len(), 1);
+        assert!(!rules.iter().any(|rule| rule.net == wide.net));
+    }
+}

@@ -293,3 +293,189 @@ impl Answers {
 fn canonical(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
+
+#[cfg(test)]
+mod tests {
+    use gateway_ebpf::{lane, proto};
+    use simple_dns::{Name, Question, QCLASS, QTYPE, ResourceRecord, TYPE, rdata};
+
+    use super::*;
+    use crate::policy::{PortRangeKey, check_text};
+
+    const POLICY: &str = r#"
+[[class]]
+name = "camera"
+id = 10
+[[class.allow]]
+names = ["upload.camera.example.com", "*.cdn.example.net"]
+protocol = "tcp"
+ports = [443]
+[[class]]
+name = "plug"
+id = 11
+[[class.allow]]
+names = ["plug.example.org"]
+protocol = "icmp"
+"#;
+
+    const CAMERA: PolicyId = PolicyId(lane::FIRST_CLASS_POLICY + 10);
+    const PLUG: PolicyId = PolicyId(lane::FIRST_CLASS_POLICY + 11);
+
+    enum Record<'a> {
+        A(&'a str, u32, [u8; 4]),
+        Aaaa(&'a str, u32, Ipv6Addr),
+        Cname(&'a str, u32, &'a str),
+    }
+
+    /// A DNS response on the wire, built by simple-dns.
+    fn response(question: &str, records: &[Record<'_>]) -> Vec<u8> {
+        let mut packet = Packet::new_reply(0x1234);
+        packet.questions.push(Question::new(
+            Name::new_unchecked(question),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        for record in records {
+            let record = match record {
+                Record::A(name, ttl, addr) => ResourceRecord::new(
+                    Name::new_unchecked(name),
+                    CLASS::IN,
+                    *ttl,
+                    RData::A(rdata::A { address: u32::from_be_bytes(*addr) }),
+                ),
+                Record::Aaaa(name, ttl, addr) => ResourceRecord::new(
+                    Name::new_unchecked(name),
+                    CLASS::IN,
+                    *ttl,
+                    RData::AAAA(rdata::AAAA { address: u128::from(*addr) }),
+                ),
+                Record::Cname(name, ttl, target) => ResourceRecord::new(
+                    Name::new_unchecked(name),
+                    CLASS::IN,
+                    *ttl,
+                    RData::CNAME(rdata::CNAME(Name::new_unchecked(target))),
+                ),
+            };
+            packet.answers.push(record);
+        }
+        packet.build_bytes_vec_compressed().expect("valid test message")
+    }
+
+    #[test]
+    fn cname_chain_to_a_cdn_opens_the_final_addresses_for_the_shortest_ttl() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let now = Instant::now();
+        let message = response(
+            "upload.camera.example.com",
+            &[
+                Record::Cname("upload.camera.example.com", 300, "upload.camera.example.com.edge.cdnprovider.test"),
+                Record::Cname("upload.camera.example.com.edge.cdnprovider.test", 120, "e17.cdnprovider.test"),
+                Record::A("e17.cdnprovider.test", 600, [10, 78, 1, 17]),
+                Record::Aaaa("e17.cdnprovider.test", 600, "2001:db8:78::17".parse().expect("addr")),
+            ],
+        );
+        let update = tracker.observe(CAMERA, &message, now).expect("response");
+        assert_eq!(update.added.len(), 2, "{update:?}");
+        let v4 = &update.added.iter().find(|b| b.rule.net.addr().is_ipv4()).expect("v4").rule;
+        assert_eq!(v4.net, "10.78.1.17/32".parse::<IpNet>().expect("net"));
+        assert_eq!((v4.policy_id, v4.proto), (CAMERA, proto::TCP));
+        assert_eq!(v4.ports, vec![PortRangeKey { first: 443, last: 443 }]);
+        assert!(update.added.iter().all(|b| b.expires == now + Duration::from_secs(120)));
+        assert_eq!(update.added[0].name, "upload.camera.example.com");
+        assert_eq!(tracker.active().len(), 2);
+        // The same answer again refreshes nothing new.
+        let again = tracker.observe(CAMERA, &message, now).expect("response");
+        assert!(again.added.is_empty());
+    }
+
+    #[test]
+    fn entries_expire_after_their_ttl_and_are_refreshed_by_new_answers() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let start = Instant::now();
+        let message = response("img.cdn.example.net", &[Record::A("img.cdn.example.net", 90, [10, 78, 2, 2])]);
+        tracker.observe(CAMERA, &message, start).expect("response");
+        assert_eq!(tracker.next_expiry(), Some(start + Duration::from_secs(90)));
+        assert!(tracker.tick(start + Duration::from_secs(89)).is_empty());
+        let refreshed = tracker
+            .observe(CAMERA, &message, start + Duration::from_secs(60))
+            .expect("response");
+        assert_eq!(refreshed.refreshed, 1);
+        assert!(tracker.tick(start + Duration::from_secs(120)).is_empty());
+        let gone = tracker.tick(start + Duration::from_secs(150));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].rule.net, "10.78.2.2/32".parse::<IpNet>().expect("net"));
+        assert!(tracker.is_empty());
+    }
+
+    #[test]
+    fn ttl_is_clamped_between_floor_and_ceiling() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let now = Instant::now();
+        let message = response(
+            "a.cdn.example.net",
+            &[Record::A("a.cdn.example.net", 0, [10, 78, 3, 1]), Record::A("b.cdn.example.net", 604_800, [10, 78, 3, 2])],
+        );
+        let update = tracker.observe(CAMERA, &message, now).expect("response");
+        let life = |addr: [u8; 4]| {
+            let net = IpNet::from(IpAddr::from(addr));
+            update.added.iter().find(|b| b.rule.net == net).map(|b| b.expires - now)
+        };
+        assert_eq!(life([10, 78, 3, 1]), Some(DNS_TTL_FLOOR));
+        assert_eq!(life([10, 78, 3, 2]), Some(DNS_TTL_CEILING));
+    }
+
+    #[test]
+    fn names_outside_the_rules_or_another_policy_open_nothing() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let now = Instant::now();
+        let other = response("evil.example.com", &[Record::A("evil.example.com", 300, [10, 78, 9, 9])]);
+        assert!(tracker.observe(CAMERA, &other, now).expect("response").added.is_empty());
+        // Only strictly below the wildcard.
+        let apex = response("cdn.example.net", &[Record::A("cdn.example.net", 300, [10, 78, 9, 8])]);
+        assert!(tracker.observe(CAMERA, &apex, now).expect("response").added.is_empty());
+        // The plug's name seen by a camera does not open it for cameras (nor for plugs).
+        let plug = response("plug.example.org", &[Record::A("plug.example.org", 300, [10, 78, 9, 7])]);
+        assert!(tracker.observe(CAMERA, &plug, now).expect("response").added.is_empty());
+        let for_plug = tracker.observe(PLUG, &plug, now).expect("response");
+        assert_eq!(for_plug.added.len(), 1);
+        assert_eq!(for_plug.added[0].rule.proto, proto::ICMP);
+        // A CNAME pointing *to* an allowed name does not allow the alias's owner addresses.
+        let alias = response("evil.example.com", &[
+            Record::Cname("evil.example.com", 300, "x.cdn.example.net"),
+            Record::A("evil.example.com", 300, [10, 78, 9, 6]),
+        ]);
+        let update = tracker.observe(CAMERA, &alias, now).expect("response");
+        assert!(update.added.iter().all(|b| b.rule.net.addr() != IpAddr::from([10, 78, 9, 6])), "{update:?}");
+    }
+
+    #[test]
+    fn queries_and_garbage_are_refused() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let mut query = Packet::new_query(7);
+        query.questions.push(Question::new(
+            Name::new_unchecked("upload.camera.example.com"),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        let bytes = query.build_bytes_vec().expect("query");
+        assert_eq!(tracker.observe(CAMERA, &bytes, Instant::now()), Err(DnsError::NotAResponse));
+        assert!(matches!(tracker.observe(CAMERA, &[1, 2, 3], Instant::now()), Err(DnsError::Malformed(_))));
+    }
+
+    #[test]
+    fn reload_keeps_entries_of_unchanged_rules_only() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let now = Instant::now();
+        let cam = response("upload.camera.example.com", &[Record::A("upload.camera.example.com", 300, [10, 78, 4, 1])]);
+        let plug = response("plug.example.org", &[Record::A("plug.example.org", 300, [10, 78, 4, 2])]);
+        tracker.observe(CAMERA, &cam, now).expect("response");
+        tracker.observe(PLUG, &plug, now).expect("response");
+        let changed = POLICY.replace("protocol = \"icmp\"", "protocol = \"udp\"");
+        tracker.set_policy(&check_text(&changed));
+        let active = tracker.active();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].policy_id, CAMERA);
+    }
+}

@@ -31,3 +31,11 @@ pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate};
 pub use error::{ErrorKind, Location, PolicyError};
 pub use load::{ClassId, Policy, PolicyId, load_paths, parse_sources};
 pub use store::{PolicyStore, ReloadRequest, WATCH_DEBOUNCE, check, reload, watch};
+
+/// Checks and compiles one policy text (`t.toml`), panicking on errors: for tests.
+#[cfg(test)]
+pub(crate) fn check_text(text: &str) -> CompiledPolicy {
+    let policy = parse_sources(&[(std::path::PathBuf::from("t.toml"), text.to_owned())])
+        .unwrap_or_else(|errors| panic!("test policy refused: {errors:#?}"));
+    compile(&policy).unwrap_or_else(|errors| panic!("test policy does not compile: {errors:#?}"))
+}
