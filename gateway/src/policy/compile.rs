@@ -204,13 +204,25 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
                 });
             }
             for pattern in &rule.names {
-                dns_rules.push(DnsRule {
-                    policy_id,
-                    pattern: pattern.clone(),
-                    protocol: rule.protocol,
-                    ports: ports.clone(),
-                    at: rule.at.clone(),
-                });
+                let same = |known: &&mut DnsRule| {
+                    known.policy_id == policy_id
+                        && known.pattern == *pattern
+                        && known.protocol == rule.protocol
+                };
+                match dns_rules.iter_mut().find(same) {
+                    Some(known) => {
+                        let all = known.ports.iter().chain(&ports).map(|range| (*range).into());
+                        known.ports =
+                            merge_ranges(all.collect()).into_iter().map(Into::into).collect();
+                    }
+                    None => dns_rules.push(DnsRule {
+                        policy_id,
+                        pattern: pattern.clone(),
+                        protocol: rule.protocol,
+                        ports: ports.clone(),
+                        at: rule.at.clone(),
+                    }),
+                }
             }
         }
     }

@@ -58,12 +58,20 @@ pub struct MudImport {
 /// One rule before it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ImportedRule {
-    description: String,
+    /// Names of the ACEs this rule comes from.
+    aces: Vec<String>,
     net: Option<String>,
     name: Option<String>,
     protocol: &'static str,
     ports: Vec<PortRange>,
     direction: &'static str,
+}
+
+impl ImportedRule {
+    fn same_access(&self, other: &Self) -> bool {
+        (&self.net, &self.name, self.protocol, &self.ports, self.direction)
+            == (&other.net, &other.name, other.protocol, &other.ports, other.direction)
+    }
 }
 
 /// Converts the MUD document `json` into a class named `class` with id `id`.
@@ -118,11 +126,17 @@ pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
             for (ace_index, ace) in aces.iter().enumerate() {
                 let ace_pointer = format!("{acl_pointer}/aces/ace/{ace_index}");
                 match convert_ace(ace, &ace_pointer, from_device)? {
-                    Ok(rule) => {
-                        if !rules.contains(&rule) {
-                            rules.push(rule);
+                    Ok(rule) => match rules.iter_mut().find(|known| known.same_access(&rule)) {
+                        // MUD files state most flows twice (from- and to-device ACLs).
+                        Some(known) => {
+                            for ace in rule.aces {
+                                if !known.aces.contains(&ace) {
+                                    known.aces.push(ace);
+                                }
+                            }
                         }
-                    }
+                        None => rules.push(rule),
+                    },
                     Err(reason) => skipped.push(reason),
                 }
             }
@@ -235,7 +249,7 @@ fn convert_ace(
         }
     }
     Ok(Ok(ImportedRule {
-        description: format!("MUD ACE {name}"),
+        aces: vec![name.to_owned()],
         net,
         name: dns,
         protocol,
@@ -302,7 +316,8 @@ fn render(class: &str, id: u16, mud_url: &str, systeminfo: &str, rules: &[Import
     let _ = writeln!(out, "\n[class.match]");
     let _ = writeln!(out, "# Add how devices join this class: macs, ouis, fingerprint_types, cert_subjects.");
     for rule in rules {
-        let _ = writeln!(out, "\n[[class.allow]]\ndescription = {}", quoted(&rule.description));
+        let description = format!("MUD ACE {}", rule.aces.join(", "));
+        let _ = writeln!(out, "\n[[class.allow]]\ndescription = {}", quoted(&description));
         if let Some(net) = &rule.net {
             let _ = writeln!(out, "nets = [{}]", quoted(net));
         }
@@ -327,4 +342,73 @@ fn render(class: &str, id: u16, mud_url: &str, systeminfo: &str, rules: &[Import
         let _ = writeln!(out, "direction = {}", quoted(rule.direction));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_ebpf::{lane, proto};
+
+    use super::*;
+    use crate::policy::{PolicyId, PortRangeKey, check_text, load::Direction};
+
+    const SAMPLE: &str = include_str!("testdata/lightbulb.mud.json");
+
+    #[test]
+    fn rfc8520_sample_imports_as_a_class_that_checks_and_compiles() {
+        let imported = import(SAMPLE, "lightbulb", 40).expect("valid MUD");
+        assert_eq!(imported.skipped.len(), 2, "{:?}", imported.skipped);
+        assert!(imported.skipped[0].contains("my-controller"));
+        assert!(imported.skipped[1].contains("block-telnet"));
+        assert!(imported.toml.contains("# Skipped ACE \"myctl-frdev\""));
+        let compiled = check_text(&imported.toml);
+        let class = &compiled.source.classes[0];
+        assert_eq!((class.name.as_str(), class.id.0), ("lightbulb", 40));
+        assert_eq!(class.description.as_deref(), Some("The BMS Example Light Bulb"));
+        let id = PolicyId(lane::FIRST_CLASS_POLICY + 40);
+        // test.example.com on 443 (v4 and v6 ACLs, from- and to-device): one DNS rule.
+        assert_eq!(compiled.dns_rules.len(), 1);
+        assert_eq!(compiled.dns_rules[0].pattern.to_string(), "test.example.com");
+        assert_eq!(compiled.dns_rules[0].ports, vec![PortRangeKey { first: 443, last: 443 }]);
+        // NTP both ways collapse into one outbound udp/123 entry.
+        let ntp = compiled
+            .rules
+            .iter()
+            .find(|rule| rule.net.to_string() == "198.51.100.123/32")
+            .expect("ntp entry");
+        assert_eq!((ntp.policy_id, ntp.proto), (id, proto::UDP));
+        assert_eq!(ntp.ports, vec![PortRangeKey { first: 123, last: 123 }]);
+        // Management initiated by 10.77.0.30 towards the bulb: inbound.
+        let mgmt = class.rules.iter().find(|rule| rule.nets.iter().any(|n| n.to_string() == "10.77.0.30/32"));
+        assert_eq!(mgmt.expect("mgmt rule").direction, Direction::Inbound);
+        assert_eq!(imported.rules, 3);
+        assert!(imported.toml.contains("MUD ACE cl0-frdev, cl0-todev"), "{}", imported.toml);
+    }
+
+    #[test]
+    fn malformed_mud_is_refused_with_the_json_path() {
+        let not_json = import("{", "x", 1).expect_err("not JSON");
+        assert!(matches!(not_json, MudError::Json(_)));
+        let not_mud = import("{\"foo\": 1}", "x", 1).expect_err("not MUD");
+        assert!(not_mud.to_string().starts_with("/ietf-mud:mud:"), "{not_mud}");
+        let dangling = SAMPLE.replace("\"name\": \"mud-76100-v4to\",", "\"name\": \"renamed\",");
+        assert_ne!(dangling, SAMPLE);
+        let error = import(&dangling, "x", 1).expect_err("missing ACL");
+        assert!(error.to_string().contains("\"mud-76100-v4to\" is referenced but not defined"), "{error}");
+        let bad_net = SAMPLE.replace("198.51.100.123/32\",\n                  \"protocol\": 17\n                },\n                \"udp\": {\n                  \"destination-port\"", "198.51.100.300/32\",\n                  \"protocol\": 17\n                },\n                \"udp\": {\n                  \"destination-port\"");
+        assert_ne!(bad_net, SAMPLE);
+        let error = import(&bad_net, "x", 1).expect_err("bad network");
+        assert!(error.to_string().contains("destination-ipv4-network"), "{error}");
+        let bad_port = SAMPLE.replace("\"port\": 123 }\n                }\n              },\n              \"actions\": { \"forwarding\": \"accept\" }\n            },\n            {\n              \"name\": \"myctl", "\"port\": 70000 }\n                }\n              },\n              \"actions\": { \"forwarding\": \"accept\" }\n            },\n            {\n              \"name\": \"myctl");
+        assert_ne!(bad_port, SAMPLE);
+        assert!(import(&bad_port, "x", 1).expect_err("bad port").to_string().contains("not a port"));
+        let version = SAMPLE.replace("\"mud-version\": 1", "\"mud-version\": 2");
+        assert!(import(&version, "x", 1).is_err());
+    }
+
+    #[test]
+    fn bad_class_name_or_id_is_refused_by_the_policy_check() {
+        let error = import(SAMPLE, "bad name", 1).expect_err("bad class name");
+        assert!(matches!(error, MudError::Check(_)), "{error}");
+        assert!(matches!(import(SAMPLE, "ok", 0), Err(MudError::Check(_))));
+    }
 }
