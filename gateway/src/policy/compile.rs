@@ -387,15 +387,16 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
             slot.1 = at;
         }
     }
-    // Inherit from covering prefixes of the same protocol or ANY, same policy. Quadratic per
+    // Inherit from covering (or equal) prefixes of the same protocol or ANY, same policy. Quadratic per
     // policy, which is fine for the thousands of entries the maps hold.
     let mut merged = Vec::with_capacity(direct.len());
     for ((policy_id, proto_number, net), (ports, at)) in &direct {
         let mut all = ports.clone();
         for ((other_policy, other_proto, other_net), (other_ports, _)) in &direct {
+            let same_key = other_proto == proto_number && other_net == net;
             if other_policy == policy_id
                 && (other_proto == proto_number || *other_proto == proto::ANY)
-                && other_net != net
+                && !same_key
                 && other_net.contains(net)
             {
                 all.extend(other_ports.iter().copied());

@@ -20,6 +20,8 @@ pub mod classify;
 pub mod compile;
 pub mod dns;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod load;
 pub mod model;
 pub mod mud;
