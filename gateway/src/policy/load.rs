@@ -304,6 +304,7 @@ impl Policy {
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Policy, Vec<PolicyError>> {
     let mut errors = Vec::new();
     let mut sources = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
     for path in paths {
         let path = path.as_ref();
         let files = if path.is_dir() {
@@ -319,6 +320,13 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Policy, Vec<PolicyError
             vec![path.to_owned()]
         };
         for file in files {
+            // The same file named twice (`policy check dir/ dir/a.toml`) is read once, or it
+            // would collide with itself.
+            let identity = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+            if seen.contains(&identity) {
+                continue;
+            }
+            seen.push(identity);
             match std::fs::read_to_string(&file) {
                 Ok(text) => sources.push((file, text)),
                 Err(error) => {
