@@ -54,7 +54,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Err(errors) => print_errors(&errors),
         }),
-        Command::ImportMud { file, class, id, output } => {
+        Command::ImportMud {
+            file,
+            class,
+            id,
+            output,
+        } => {
             let json = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let imported = policy::mud::import(&json, &class, id)
@@ -72,7 +77,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     out.write_all(imported.toml.as_bytes())
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!("wrote class {class:?} ({} rules) to {}", imported.rules, path.display());
+                    eprintln!(
+                        "wrote class {class:?} ({} rules) to {}",
+                        imported.rules,
+                        path.display()
+                    );
                 }
                 None => print!("{}", imported.toml),
             }
@@ -85,18 +94,30 @@ fn print_errors(errors: &[policy::PolicyError]) -> ExitCode {
     for error in errors {
         eprintln!("{error}");
     }
-    eprintln!("{} error{} in the policy files", errors.len(), if errors.len() == 1 { "" } else { "s" });
+    eprintln!(
+        "{} error{} in the policy files",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
     ExitCode::from(EXIT_POLICY_ERRORS)
 }
 
 /// One paragraph saying what the files hold.
 pub fn summary(compiled: &CompiledPolicy) -> String {
     let source = &compiled.source;
-    let v4 = compiled.rules.iter().filter(|rule| rule.net.addr().is_ipv4()).count();
-    let lanes = [&source.lanes.onboarding, &source.lanes.quarantine, &source.lanes.update]
+    let v4 = compiled
+        .rules
         .iter()
-        .filter(|lane| lane.at.is_some())
+        .filter(|rule| rule.net.addr().is_ipv4())
         .count();
+    let lanes = [
+        &source.lanes.onboarding,
+        &source.lanes.quarantine,
+        &source.lanes.update,
+    ]
+    .iter()
+    .filter(|lane| lane.at.is_some())
+    .count();
     let defaults = source.defaults;
     format!(
         "ok: {} files, {} classes, {lanes} lanes, {} datapath entries ({v4} IPv4, {} IPv6), \
@@ -127,10 +148,17 @@ fn verdict_name(verdict: crate::config::Verdict) -> &'static str {
 pub fn listing(compiled: &CompiledPolicy) -> String {
     let mut out = String::new();
     for class in &compiled.classes {
-        out.push_str(&format!("class {} id={} policy={}\n", class.name, class.class_id.0, class.policy_id.0));
+        out.push_str(&format!(
+            "class {} id={} policy={}\n",
+            class.name, class.class_id.0, class.policy_id.0
+        ));
     }
     for rule in &compiled.rules {
-        let ports: Vec<String> = rule.ports.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
+        let ports: Vec<String> = rule
+            .ports
+            .iter()
+            .map(|r| format!("{}-{}", r.first, r.last))
+            .collect();
         out.push_str(&format!(
             "entry policy={} proto={} net={} ports={}\n",
             rule.policy_id.0,
@@ -140,7 +168,11 @@ pub fn listing(compiled: &CompiledPolicy) -> String {
         ));
     }
     for rule in &compiled.dns_rules {
-        let ports: Vec<String> = rule.ports.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
+        let ports: Vec<String> = rule
+            .ports
+            .iter()
+            .map(|r| format!("{}-{}", r.first, r.last))
+            .collect();
         out.push_str(&format!(
             "dns policy={} proto={} name={} ports={}\n",
             rule.policy_id.0,

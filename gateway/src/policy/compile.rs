@@ -19,8 +19,8 @@
 use std::collections::BTreeMap;
 
 use gateway_ebpf::{
-    MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, PortRange, maps::POLICY_CAPACITY,
-    proto,
+    MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, PortRange,
+    maps::POLICY_CAPACITY, proto,
 };
 use ipnet::IpNet;
 
@@ -62,13 +62,19 @@ pub struct PortRangeKey {
 
 impl From<PortRange> for PortRangeKey {
     fn from(range: PortRange) -> Self {
-        Self { first: range.first, last: range.last }
+        Self {
+            first: range.first,
+            last: range.last,
+        }
     }
 }
 
 impl From<PortRangeKey> for PortRange {
     fn from(range: PortRangeKey) -> Self {
-        Self { first: range.first, last: range.last }
+        Self {
+            first: range.first,
+            last: range.last,
+        }
     }
 }
 
@@ -76,8 +82,16 @@ impl From<PortRangeKey> for PortRange {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AbiEntry {
     /// Key for `POLICY_V4` with its LPM prefix length (`POLICY_KEY_FIXED_BITS` + prefix).
-    V4 { prefix_len: u32, key: PolicyKey<4>, rule: PolicyRule },
-    V6 { prefix_len: u32, key: PolicyKey<16>, rule: PolicyRule },
+    V4 {
+        prefix_len: u32,
+        key: PolicyKey<4>,
+        rule: PolicyRule,
+    },
+    V6 {
+        prefix_len: u32,
+        key: PolicyKey<16>,
+        rule: PolicyRule,
+    },
 }
 
 impl CompiledRule {
@@ -104,12 +118,22 @@ impl CompiledRule {
         match self.net {
             IpNet::V4(net) => AbiEntry::V4 {
                 prefix_len,
-                key: PolicyKey { policy_id, proto: self.proto, _pad: [0; 3], addr: net.addr().octets() },
+                key: PolicyKey {
+                    policy_id,
+                    proto: self.proto,
+                    _pad: [0; 3],
+                    addr: net.addr().octets(),
+                },
                 rule,
             },
             IpNet::V6(net) => AbiEntry::V6 {
                 prefix_len,
-                key: PolicyKey { policy_id, proto: self.proto, _pad: [0; 3], addr: net.addr().octets() },
+                key: PolicyKey {
+                    policy_id,
+                    proto: self.proto,
+                    _pad: [0; 3],
+                    addr: net.addr().octets(),
+                },
                 rule,
             },
         }
@@ -172,7 +196,10 @@ fn policy_name(policy: &Policy, id: PolicyId) -> String {
             .classes
             .iter()
             .find(|class| class.policy_id == id)
-            .map_or_else(|| format!("policy {}", id.0), |class| format!("class {:?}", class.name)),
+            .map_or_else(
+                || format!("policy {}", id.0),
+                |class| format!("class {:?}", class.name),
+            ),
     }
 }
 
@@ -211,9 +238,15 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
                 };
                 match dns_rules.iter_mut().find(same) {
                     Some(known) => {
-                        let all = known.ports.iter().chain(&ports).map(|range| (*range).into());
-                        known.ports =
-                            merge_ranges(all.collect()).into_iter().map(Into::into).collect();
+                        let all = known
+                            .ports
+                            .iter()
+                            .chain(&ports)
+                            .map(|range| (*range).into());
+                        known.ports = merge_ranges(all.collect())
+                            .into_iter()
+                            .map(Into::into)
+                            .collect();
                     }
                     None => dns_rules.push(DnsRule {
                         policy_id,
@@ -231,7 +264,10 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
     let mut rules = Vec::new();
     for entry in merged {
         if entry.ports.len() > MAX_PORT_RANGES {
-            let at = entry.at.clone().unwrap_or_else(|| Location::file(&policy.files[0]));
+            let at = entry
+                .at
+                .clone()
+                .unwrap_or_else(|| Location::file(&policy.files[0]));
             errors.push(PolicyError::new(at, too_many(policy, &entry)));
         } else {
             rules.push(entry.into_rule());
@@ -244,7 +280,14 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
             .count();
         if count > capacity as usize {
             let at = Location::file(&policy.files[0]);
-            errors.push(PolicyError::new(at, ErrorKind::CapacityExceeded { family, count, capacity }));
+            errors.push(PolicyError::new(
+                at,
+                ErrorKind::CapacityExceeded {
+                    family,
+                    count,
+                    capacity,
+                },
+            ));
         }
     }
     if !errors.is_empty() {
@@ -296,7 +339,10 @@ pub fn proto_name(number: u8) -> &'static str {
 /// The rules each policy id gets: lanes, classes with their includes and the update lane.
 fn policy_rule_sets(policy: &Policy) -> Vec<(PolicyId, Vec<&Rule>)> {
     let lanes = &policy.lanes;
-    let mut sets = vec![(PolicyId::ONBOARDING, lanes.onboarding.rules.iter().collect::<Vec<_>>())];
+    let mut sets = vec![(
+        PolicyId::ONBOARDING,
+        lanes.onboarding.rules.iter().collect::<Vec<_>>(),
+    )];
     let mut quarantine: Vec<&Rule> = lanes.quarantine.rules.iter().collect();
     if lanes.quarantine_includes_update {
         quarantine.extend(&lanes.update.rules);
@@ -347,7 +393,12 @@ pub(super) struct Merged {
 
 impl Merged {
     pub fn into_rule(self) -> CompiledRule {
-        CompiledRule { policy_id: self.policy_id, proto: self.proto, net: self.net, ports: self.ports }
+        CompiledRule {
+            policy_id: self.policy_id,
+            proto: self.proto,
+            net: self.net,
+            ports: self.ports,
+        }
     }
 }
 
@@ -358,7 +409,9 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
     let mut direct: BTreeMap<Key, (Vec<PortRangeKey>, Option<Location>)> = BTreeMap::new();
     for contribution in contributions {
         let net = contribution.net.trunc();
-        let slot = direct.entry((contribution.policy_id, contribution.proto, net)).or_default();
+        let slot = direct
+            .entry((contribution.policy_id, contribution.proto, net))
+            .or_default();
         slot.0.extend(contribution.ports);
         if slot.1.is_none() {
             slot.1 = contribution.at;
@@ -453,7 +506,11 @@ impl CompiledPolicy {
                 continue;
             }
             let key = (entry.policy_id, entry.proto, entry.net);
-            match self.rules.iter().find(|rule| (rule.policy_id, rule.proto, rule.net) == key) {
+            match self
+                .rules
+                .iter()
+                .find(|rule| (rule.policy_id, rule.proto, rule.net) == key)
+            {
                 Some(original) => rules.push(original.clone()),
                 None => refused.push(entry.into_rule()),
             }
@@ -476,17 +533,29 @@ mod tests {
         compile(&policy)
     }
 
-    fn entry<'a>(policy: &'a CompiledPolicy, id: u32, proto_number: u8, net: &str) -> &'a CompiledRule {
+    fn entry<'a>(
+        policy: &'a CompiledPolicy,
+        id: u32,
+        proto_number: u8,
+        net: &str,
+    ) -> &'a CompiledRule {
         let net: IpNet = net.parse().expect("test net");
         policy
             .rules
             .iter()
-            .find(|rule| rule.policy_id == PolicyId(id) && rule.proto == proto_number && rule.net == net)
+            .find(|rule| {
+                rule.policy_id == PolicyId(id) && rule.proto == proto_number && rule.net == net
+            })
             .unwrap_or_else(|| panic!("no entry {id} {proto_number} {net} in {:#?}", policy.rules))
     }
 
     fn ports(list: &[(u16, u16)]) -> Vec<PortRangeKey> {
-        list.iter().map(|(first, last)| PortRangeKey { first: *first, last: *last }).collect()
+        list.iter()
+            .map(|(first, last)| PortRangeKey {
+                first: *first,
+                last: *last,
+            })
+            .collect()
     }
 
     const LANES: &str = r#"
@@ -513,14 +582,28 @@ policy_miss = "pass"
 
     #[test]
     fn lanes_use_reserved_ids_and_update_folds_into_quarantine_and_classes() {
-        let text = format!("{LANES}\n[[class]]\nname = \"cam\"\nid = 5\nupdate_lane = true\n[[class.allow]]\nnets = [\"10.78.0.0/24\"]\nprotocol = \"tcp\"\nports = [443]\n");
+        let text = format!(
+            "{LANES}\n[[class]]\nname = \"cam\"\nid = 5\nupdate_lane = true\n[[class.allow]]\nnets = [\"10.78.0.0/24\"]\nprotocol = \"tcp\"\nports = [443]\n"
+        );
         let policy = compiled(&text).expect("valid");
-        assert_eq!(entry(&policy, lane::ONBOARDING, proto::UDP, "10.77.0.1/32").ports, ports(&[(53, 53), (67, 67)]));
-        assert_eq!(entry(&policy, lane::QUARANTINE, proto::TCP, "10.77.0.1/32").ports, ports(&[(8444, 8444)]));
+        assert_eq!(
+            entry(&policy, lane::ONBOARDING, proto::UDP, "10.77.0.1/32").ports,
+            ports(&[(53, 53), (67, 67)])
+        );
+        assert_eq!(
+            entry(&policy, lane::QUARANTINE, proto::TCP, "10.77.0.1/32").ports,
+            ports(&[(8444, 8444)])
+        );
         let class_id = lane::FIRST_CLASS_POLICY + 5;
         assert_eq!(policy.classes[0].policy_id, PolicyId(class_id));
-        assert_eq!(entry(&policy, class_id, proto::TCP, "10.77.0.1/32").ports, ports(&[(8444, 8444)]));
-        assert_eq!(entry(&policy, class_id, proto::TCP, "10.78.0.0/24").ports, ports(&[(443, 443)]));
+        assert_eq!(
+            entry(&policy, class_id, proto::TCP, "10.77.0.1/32").ports,
+            ports(&[(8444, 8444)])
+        );
+        assert_eq!(
+            entry(&policy, class_id, proto::TCP, "10.78.0.0/24").ports,
+            ports(&[(443, 443)])
+        );
         assert_eq!(policy.verdicts.quarantine, verdict::DROP);
         assert_eq!(policy.verdicts.policy_miss, verdict::PASS);
         assert_eq!(policy.verdicts.malformed, verdict::DROP);
@@ -553,13 +636,30 @@ ports = [53]
         let policy = compiled(text).expect("valid");
         let id = lane::FIRST_CLASS_POLICY + 1;
         // /16 gets the /8's 443: an LPM lookup for 10.1.x.x:443 stops at the /16.
-        assert_eq!(entry(&policy, id, proto::TCP, "10.1.0.0/16").ports, ports(&[(80, 80), (443, 443)]));
+        assert_eq!(
+            entry(&policy, id, proto::TCP, "10.1.0.0/16").ports,
+            ports(&[(80, 80), (443, 443)])
+        );
         // The ANY /24 sits inside TCP entries, so a TCP copy exists that allows everything.
-        assert_eq!(entry(&policy, id, proto::TCP, "10.1.2.0/24").ports, ports(&[(0, 65_535)]));
-        assert_eq!(entry(&policy, id, proto::ANY, "10.1.2.0/24").ports, ports(&[(0, 65_535)]));
+        assert_eq!(
+            entry(&policy, id, proto::TCP, "10.1.2.0/24").ports,
+            ports(&[(0, 65_535)])
+        );
+        assert_eq!(
+            entry(&policy, id, proto::ANY, "10.1.2.0/24").ports,
+            ports(&[(0, 65_535)])
+        );
         // UDP /16 is not inside anything UDP or ANY: unchanged, and no TCP leak.
-        assert_eq!(entry(&policy, id, proto::UDP, "10.2.0.0/16").ports, ports(&[(53, 53)]));
-        assert!(!policy.rules.iter().any(|rule| rule.proto == proto::UDP && rule.net.to_string() == "10.1.2.0/24"));
+        assert_eq!(
+            entry(&policy, id, proto::UDP, "10.2.0.0/16").ports,
+            ports(&[(53, 53)])
+        );
+        assert!(
+            !policy
+                .rules
+                .iter()
+                .any(|rule| rule.proto == proto::UDP && rule.net.to_string() == "10.1.2.0/24")
+        );
     }
 
     #[test]
@@ -579,8 +679,14 @@ protocol = "icmp"
 "#;
         let policy = compiled(text).expect("valid");
         let id = lane::FIRST_CLASS_POLICY + 1;
-        assert_eq!(entry(&policy, id, proto::TCP, "10.77.0.20/32").ports, ports(&[(0, 65_535)]));
-        assert_eq!(entry(&policy, id, proto::TCP, "2001:db8::20/128").ports, ports(&[(0, 65_535)]));
+        assert_eq!(
+            entry(&policy, id, proto::TCP, "10.77.0.20/32").ports,
+            ports(&[(0, 65_535)])
+        );
+        assert_eq!(
+            entry(&policy, id, proto::TCP, "2001:db8::20/128").ports,
+            ports(&[(0, 65_535)])
+        );
         entry(&policy, id, proto::ICMP, "10.77.0.1/32");
         entry(&policy, id, proto::ICMPV6, "2001:db8::1/128");
     }
@@ -603,11 +709,25 @@ ports = [11, 13, 15, 17]
         let errors = compiled(text).expect_err("nine ranges");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!((errors[0].at.line, errors[0].at.column), (5, 1));
-        assert!(matches!(&errors[0].kind, ErrorKind::TooManyPortRanges { count: 9, max: 8, .. }));
-        assert!(errors[0].to_string().starts_with("t.toml:5:1: class \"c\": tcp to 10.78.0.1/32 needs 9"));
+        assert!(matches!(
+            &errors[0].kind,
+            ErrorKind::TooManyPortRanges {
+                count: 9,
+                max: 8,
+                ..
+            }
+        ));
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("t.toml:5:1: class \"c\": tcp to 10.78.0.1/32 needs 9")
+        );
         // Adjacent ports merge into one range and fit.
         let merged = text.replace("[11, 13, 15, 17]", "[2, 4, 6, 8]");
-        assert_eq!(compiled(&merged).expect("one range 1-9").rules[0].ports, ports(&[(1, 9)]));
+        assert_eq!(
+            compiled(&merged).expect("one range 1-9").rules[0].ports,
+            ports(&[(1, 9)])
+        );
     }
 
     #[test]
@@ -635,7 +755,10 @@ include = ["mid-a", "mid-b"]
 "#;
         let policy = compiled(text).expect("valid");
         let leaf = lane::FIRST_CLASS_POLICY + 4;
-        assert_eq!(entry(&policy, leaf, proto::UDP, "10.77.0.1/32").ports, ports(&[(53, 53)]));
+        assert_eq!(
+            entry(&policy, leaf, proto::UDP, "10.77.0.1/32").ports,
+            ports(&[(53, 53)])
+        );
         assert_eq!(policy.rules.len(), 4);
     }
 
@@ -648,19 +771,34 @@ include = ["mid-a", "mid-b"]
             ports: ports(&[(80, 80), (443, 443)]),
         };
         match rule.to_abi() {
-            AbiEntry::V4 { prefix_len, key, rule } => {
+            AbiEntry::V4 {
+                prefix_len,
+                key,
+                rule,
+            } => {
                 assert_eq!(prefix_len, POLICY_KEY_FIXED_BITS + 16);
                 assert_eq!(key.policy_id, [1, 2, 3, 4]);
                 assert_eq!(key.proto, proto::TCP);
                 assert_eq!(key.addr, [10, 77, 0, 0]);
                 assert_eq!(rule.port_count, 2);
-                assert_eq!(rule.ports[1], PortRange { first: 443, last: 443 });
+                assert_eq!(
+                    rule.ports[1],
+                    PortRange {
+                        first: 443,
+                        last: 443
+                    }
+                );
                 assert_eq!(rule.ports[2], PortRange::default());
             }
             other => panic!("expected v4, got {other:?}"),
         }
-        let v6 = CompiledRule { net: "2001:db8::/32".parse().expect("net"), ..rule };
-        assert!(matches!(v6.to_abi(), AbiEntry::V6 { prefix_len: 96, key, .. } if key.addr[..4] == [0x20, 0x01, 0x0d, 0xb8]));
+        let v6 = CompiledRule {
+            net: "2001:db8::/32".parse().expect("net"),
+            ..rule
+        };
+        assert!(
+            matches!(v6.to_abi(), AbiEntry::V6 { prefix_len: 96, key, .. } if key.addr[..4] == [0x20, 0x01, 0x0d, 0xb8])
+        );
     }
 
     #[test]
@@ -680,17 +818,30 @@ ports = [8883]
 "#;
         let policy = compiled(text).expect("valid");
         let id = PolicyId(lane::FIRST_CLASS_POLICY + 1);
-        let inside = CompiledRule { policy_id: id, proto: proto::TCP, net: "10.78.0.7/32".parse().expect("net"), ports: ports(&[(8883, 8883)]) };
+        let inside = CompiledRule {
+            policy_id: id,
+            proto: proto::TCP,
+            net: "10.78.0.7/32".parse().expect("net"),
+            ports: ports(&[(8883, 8883)]),
+        };
         let (rules, refused) = policy.rules_with(std::slice::from_ref(&inside));
         assert!(refused.is_empty());
-        let merged = rules.iter().find(|rule| rule.net == inside.net).expect("dynamic entry");
+        let merged = rules
+            .iter()
+            .find(|rule| rule.net == inside.net)
+            .expect("dynamic entry");
         assert_eq!(merged.ports, ports(&[(443, 443), (8883, 8883)]));
         let wide = CompiledRule {
             net: "10.78.0.8/32".parse().expect("net"),
-            ports: (0..9).map(|n| PortRangeKey { first: n * 10, last: n * 10 }).collect(),
+            ports: (0..9)
+                .map(|n| PortRangeKey {
+                    first: n * 10,
+                    last: n * 10,
+                })
+                .collect(),
             ..inside
         };
-        let (rules, refused) = policy.rules_with(&[wide.clone()]);
+        let (rules, refused) = policy.rules_with(std::slice::from_ref(&wide));
         assert_eq!(refused.len(), 1);
         assert!(!rules.iter().any(|rule| rule.net == wide.net));
     }

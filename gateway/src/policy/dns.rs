@@ -81,7 +81,10 @@ pub struct DnsTracker {
 
 impl DnsTracker {
     pub fn new(policy: &CompiledPolicy) -> Self {
-        Self { rules: policy.dns_rules.clone(), entries: HashMap::new() }
+        Self {
+            rules: policy.dns_rules.clone(),
+            entries: HashMap::new(),
+        }
     }
 
     /// Switches to a reloaded policy: entries whose rule is unchanged (same policy id, name,
@@ -112,7 +115,8 @@ impl DnsTracker {
         message: &[u8],
         now: Instant,
     ) -> Result<DnsUpdate, DnsError> {
-        let packet = Packet::parse(message).map_err(|error| DnsError::Malformed(error.to_string()))?;
+        let packet =
+            Packet::parse(message).map_err(|error| DnsError::Malformed(error.to_string()))?;
         if !packet.has_flags(PacketFlag::RESPONSE) {
             return Err(DnsError::NotAResponse);
         }
@@ -159,7 +163,13 @@ impl DnsTracker {
             update.dropped += 1;
             return;
         }
-        self.entries.insert((index, addr), Tracked { name: name.to_owned(), expires });
+        self.entries.insert(
+            (index, addr),
+            Tracked {
+                name: name.to_owned(),
+                expires,
+            },
+        );
         update.added.push(DnsBinding {
             name: name.to_owned(),
             rule: self.rule_for(index, addr),
@@ -207,8 +217,11 @@ impl DnsTracker {
 
     /// Every live DNS-derived entry, sorted, one per (policy, protocol, address) and rule.
     pub fn active(&self) -> Vec<CompiledRule> {
-        let mut rules: Vec<CompiledRule> =
-            self.entries.keys().map(|(index, addr)| self.rule_for(*index, *addr)).collect();
+        let mut rules: Vec<CompiledRule> = self
+            .entries
+            .keys()
+            .map(|(index, addr)| self.rule_for(*index, *addr))
+            .collect();
         rules.sort();
         rules.dedup();
         rules
@@ -234,7 +247,11 @@ struct Answers {
 
 impl Answers {
     fn from_packet(packet: &Packet<'_>) -> Self {
-        let mut answers = Self { names: HashSet::new(), cnames: HashMap::new(), addresses: HashMap::new() };
+        let mut answers = Self {
+            names: HashSet::new(),
+            cnames: HashMap::new(),
+            addresses: HashMap::new(),
+        };
         for question in &packet.questions {
             answers.names.insert(canonical(&question.qname.to_string()));
         }
@@ -255,7 +272,10 @@ impl Answers {
                     .or_default()
                     .push((IpAddr::V6(Ipv6Addr::from(aaaa.address)), record.ttl)),
                 RData::CNAME(target) => {
-                    answers.cnames.insert(owner.clone(), (canonical(&target.0.to_string()), record.ttl));
+                    answers.cnames.insert(
+                        owner.clone(),
+                        (canonical(&target.0.to_string()), record.ttl),
+                    );
                 }
                 _ => continue,
             }
@@ -297,7 +317,7 @@ fn canonical(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use gateway_ebpf::{lane, proto};
-    use simple_dns::{Name, Question, QCLASS, QTYPE, ResourceRecord, TYPE, rdata};
+    use simple_dns::{Name, QCLASS, QTYPE, Question, ResourceRecord, TYPE, rdata};
 
     use super::*;
     use crate::policy::{PortRangeKey, check_text};
@@ -342,13 +362,17 @@ protocol = "icmp"
                     Name::new_unchecked(name),
                     CLASS::IN,
                     *ttl,
-                    RData::A(rdata::A { address: u32::from_be_bytes(*addr) }),
+                    RData::A(rdata::A {
+                        address: u32::from_be_bytes(*addr),
+                    }),
                 ),
                 Record::Aaaa(name, ttl, addr) => ResourceRecord::new(
                     Name::new_unchecked(name),
                     CLASS::IN,
                     *ttl,
-                    RData::AAAA(rdata::AAAA { address: u128::from(*addr) }),
+                    RData::AAAA(rdata::AAAA {
+                        address: u128::from(*addr),
+                    }),
                 ),
                 Record::Cname(name, ttl, target) => ResourceRecord::new(
                     Name::new_unchecked(name),
@@ -359,7 +383,9 @@ protocol = "icmp"
             };
             packet.answers.push(record);
         }
-        packet.build_bytes_vec_compressed().expect("valid test message")
+        packet
+            .build_bytes_vec_compressed()
+            .expect("valid test message")
     }
 
     #[test]
@@ -369,19 +395,47 @@ protocol = "icmp"
         let message = response(
             "upload.camera.example.com",
             &[
-                Record::Cname("upload.camera.example.com", 300, "upload.camera.example.com.edge.cdnprovider.test"),
-                Record::Cname("upload.camera.example.com.edge.cdnprovider.test", 120, "e17.cdnprovider.test"),
+                Record::Cname(
+                    "upload.camera.example.com",
+                    300,
+                    "upload.camera.example.com.edge.cdnprovider.test",
+                ),
+                Record::Cname(
+                    "upload.camera.example.com.edge.cdnprovider.test",
+                    120,
+                    "e17.cdnprovider.test",
+                ),
                 Record::A("e17.cdnprovider.test", 600, [10, 78, 1, 17]),
-                Record::Aaaa("e17.cdnprovider.test", 600, "2001:db8:78::17".parse().expect("addr")),
+                Record::Aaaa(
+                    "e17.cdnprovider.test",
+                    600,
+                    "2001:db8:78::17".parse().expect("addr"),
+                ),
             ],
         );
         let update = tracker.observe(CAMERA, &message, now).expect("response");
         assert_eq!(update.added.len(), 2, "{update:?}");
-        let v4 = &update.added.iter().find(|b| b.rule.net.addr().is_ipv4()).expect("v4").rule;
+        let v4 = &update
+            .added
+            .iter()
+            .find(|b| b.rule.net.addr().is_ipv4())
+            .expect("v4")
+            .rule;
         assert_eq!(v4.net, "10.78.1.17/32".parse::<IpNet>().expect("net"));
         assert_eq!((v4.policy_id, v4.proto), (CAMERA, proto::TCP));
-        assert_eq!(v4.ports, vec![PortRangeKey { first: 443, last: 443 }]);
-        assert!(update.added.iter().all(|b| b.expires == now + Duration::from_secs(120)));
+        assert_eq!(
+            v4.ports,
+            vec![PortRangeKey {
+                first: 443,
+                last: 443
+            }]
+        );
+        assert!(
+            update
+                .added
+                .iter()
+                .all(|b| b.expires == now + Duration::from_secs(120))
+        );
         assert_eq!(update.added[0].name, "upload.camera.example.com");
         assert_eq!(tracker.active().len(), 2);
         // The same answer again refreshes nothing new.
@@ -393,7 +447,10 @@ protocol = "icmp"
     fn entries_expire_after_their_ttl_and_are_refreshed_by_new_answers() {
         let mut tracker = DnsTracker::new(&check_text(POLICY));
         let start = Instant::now();
-        let message = response("img.cdn.example.net", &[Record::A("img.cdn.example.net", 90, [10, 78, 2, 2])]);
+        let message = response(
+            "img.cdn.example.net",
+            &[Record::A("img.cdn.example.net", 90, [10, 78, 2, 2])],
+        );
         tracker.observe(CAMERA, &message, start).expect("response");
         assert_eq!(tracker.next_expiry(), Some(start + Duration::from_secs(90)));
         assert!(tracker.tick(start + Duration::from_secs(89)).is_empty());
@@ -404,7 +461,10 @@ protocol = "icmp"
         assert!(tracker.tick(start + Duration::from_secs(120)).is_empty());
         let gone = tracker.tick(start + Duration::from_secs(150));
         assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].rule.net, "10.78.2.2/32".parse::<IpNet>().expect("net"));
+        assert_eq!(
+            gone[0].rule.net,
+            "10.78.2.2/32".parse::<IpNet>().expect("net")
+        );
         assert!(tracker.is_empty());
     }
 
@@ -414,12 +474,19 @@ protocol = "icmp"
         let now = Instant::now();
         let message = response(
             "a.cdn.example.net",
-            &[Record::A("a.cdn.example.net", 0, [10, 78, 3, 1]), Record::A("b.cdn.example.net", 604_800, [10, 78, 3, 2])],
+            &[
+                Record::A("a.cdn.example.net", 0, [10, 78, 3, 1]),
+                Record::A("b.cdn.example.net", 604_800, [10, 78, 3, 2]),
+            ],
         );
         let update = tracker.observe(CAMERA, &message, now).expect("response");
         let life = |addr: [u8; 4]| {
             let net = IpNet::from(IpAddr::from(addr));
-            update.added.iter().find(|b| b.rule.net == net).map(|b| b.expires - now)
+            update
+                .added
+                .iter()
+                .find(|b| b.rule.net == net)
+                .map(|b| b.expires - now)
         };
         assert_eq!(life([10, 78, 3, 1]), Some(DNS_TTL_FLOOR));
         assert_eq!(life([10, 78, 3, 2]), Some(DNS_TTL_CEILING));
@@ -429,24 +496,60 @@ protocol = "icmp"
     fn names_outside_the_rules_or_another_policy_open_nothing() {
         let mut tracker = DnsTracker::new(&check_text(POLICY));
         let now = Instant::now();
-        let other = response("evil.example.com", &[Record::A("evil.example.com", 300, [10, 78, 9, 9])]);
-        assert!(tracker.observe(CAMERA, &other, now).expect("response").added.is_empty());
+        let other = response(
+            "evil.example.com",
+            &[Record::A("evil.example.com", 300, [10, 78, 9, 9])],
+        );
+        assert!(
+            tracker
+                .observe(CAMERA, &other, now)
+                .expect("response")
+                .added
+                .is_empty()
+        );
         // Only strictly below the wildcard.
-        let apex = response("cdn.example.net", &[Record::A("cdn.example.net", 300, [10, 78, 9, 8])]);
-        assert!(tracker.observe(CAMERA, &apex, now).expect("response").added.is_empty());
+        let apex = response(
+            "cdn.example.net",
+            &[Record::A("cdn.example.net", 300, [10, 78, 9, 8])],
+        );
+        assert!(
+            tracker
+                .observe(CAMERA, &apex, now)
+                .expect("response")
+                .added
+                .is_empty()
+        );
         // The plug's name seen by a camera does not open it for cameras (nor for plugs).
-        let plug = response("plug.example.org", &[Record::A("plug.example.org", 300, [10, 78, 9, 7])]);
-        assert!(tracker.observe(CAMERA, &plug, now).expect("response").added.is_empty());
+        let plug = response(
+            "plug.example.org",
+            &[Record::A("plug.example.org", 300, [10, 78, 9, 7])],
+        );
+        assert!(
+            tracker
+                .observe(CAMERA, &plug, now)
+                .expect("response")
+                .added
+                .is_empty()
+        );
         let for_plug = tracker.observe(PLUG, &plug, now).expect("response");
         assert_eq!(for_plug.added.len(), 1);
         assert_eq!(for_plug.added[0].rule.proto, proto::ICMP);
         // A CNAME pointing *to* an allowed name does not allow the alias's owner addresses.
-        let alias = response("evil.example.com", &[
-            Record::Cname("evil.example.com", 300, "x.cdn.example.net"),
-            Record::A("evil.example.com", 300, [10, 78, 9, 6]),
-        ]);
+        let alias = response(
+            "evil.example.com",
+            &[
+                Record::Cname("evil.example.com", 300, "x.cdn.example.net"),
+                Record::A("evil.example.com", 300, [10, 78, 9, 6]),
+            ],
+        );
         let update = tracker.observe(CAMERA, &alias, now).expect("response");
-        assert!(update.added.iter().all(|b| b.rule.net.addr() != IpAddr::from([10, 78, 9, 6])), "{update:?}");
+        assert!(
+            update
+                .added
+                .iter()
+                .all(|b| b.rule.net.addr() != IpAddr::from([10, 78, 9, 6])),
+            "{update:?}"
+        );
     }
 
     #[test]
@@ -460,16 +563,28 @@ protocol = "icmp"
             false,
         ));
         let bytes = query.build_bytes_vec().expect("query");
-        assert_eq!(tracker.observe(CAMERA, &bytes, Instant::now()), Err(DnsError::NotAResponse));
-        assert!(matches!(tracker.observe(CAMERA, &[1, 2, 3], Instant::now()), Err(DnsError::Malformed(_))));
+        assert_eq!(
+            tracker.observe(CAMERA, &bytes, Instant::now()),
+            Err(DnsError::NotAResponse)
+        );
+        assert!(matches!(
+            tracker.observe(CAMERA, &[1, 2, 3], Instant::now()),
+            Err(DnsError::Malformed(_))
+        ));
     }
 
     #[test]
     fn reload_keeps_entries_of_unchanged_rules_only() {
         let mut tracker = DnsTracker::new(&check_text(POLICY));
         let now = Instant::now();
-        let cam = response("upload.camera.example.com", &[Record::A("upload.camera.example.com", 300, [10, 78, 4, 1])]);
-        let plug = response("plug.example.org", &[Record::A("plug.example.org", 300, [10, 78, 4, 2])]);
+        let cam = response(
+            "upload.camera.example.com",
+            &[Record::A("upload.camera.example.com", 300, [10, 78, 4, 1])],
+        );
+        let plug = response(
+            "plug.example.org",
+            &[Record::A("plug.example.org", 300, [10, 78, 4, 2])],
+        );
         tracker.observe(CAMERA, &cam, now).expect("response");
         tracker.observe(PLUG, &plug, now).expect("response");
         let changed = POLICY.replace("protocol = \"icmp\"", "protocol = \"udp\"");

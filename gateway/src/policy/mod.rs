@@ -28,7 +28,9 @@ pub mod mud;
 pub mod store;
 
 pub use classify::{ClassRef, MatchedBy};
-pub use compile::{AbiEntry, CompiledClass, CompiledPolicy, CompiledRule, DnsRule, PortRangeKey, Verdicts, compile};
+pub use compile::{
+    AbiEntry, CompiledClass, CompiledPolicy, CompiledRule, DnsRule, PortRangeKey, Verdicts, compile,
+};
 pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate};
 pub use error::{ErrorKind, Location, PolicyError};
 pub use load::{ClassId, Policy, PolicyId, load_paths, parse_sources};
