@@ -43,6 +43,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check { files } => Ok(match policy::check(&files) {
             Ok(compiled) => {
                 println!("{}", summary(&compiled));
+                for note in notes(&compiled) {
+                    println!("note: {note}");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => print_errors(&errors),
@@ -134,6 +137,19 @@ pub fn summary(compiled: &CompiledPolicy) -> String {
         verdict_name(defaults.policy_miss),
         verdict_name(defaults.quarantine),
     )
+}
+
+/// Things that are valid but probably not meant: lanes no file defines.
+pub fn notes(compiled: &CompiledPolicy) -> Vec<String> {
+    let lanes = &compiled.source.lanes;
+    let mut notes = Vec::new();
+    if lanes.onboarding.at.is_none() {
+        notes.push("no [lanes.onboarding]: unknown devices can reach nothing, not even DHCP".into());
+    }
+    if lanes.quarantine.at.is_none() {
+        notes.push("no [lanes.quarantine]: quarantined devices can reach nothing".into());
+    }
+    notes
 }
 
 fn verdict_name(verdict: crate::config::Verdict) -> &'static str {

@@ -186,13 +186,16 @@ impl DnsPattern {
 
     /// Whether `name` (any case, trailing dot or not) is covered by this pattern.
     pub fn matches(&self, name: &str) -> bool {
-        let name = name.trim_end_matches('.');
+        // Bytes, not `str` slices: names from the wire may hold non-ASCII bytes, and a `str`
+        // slice at a byte offset inside a character would panic.
+        let name = name.trim_end_matches('.').as_bytes();
+        let suffix = self.name.as_bytes();
         if self.wildcard {
-            name.len() > self.name.len() + 1
-                && name[name.len() - self.name.len()..].eq_ignore_ascii_case(&self.name)
-                && name.as_bytes()[name.len() - self.name.len() - 1] == b'.'
+            name.len() > suffix.len() + 1
+                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && name[name.len() - suffix.len() - 1] == b'.'
         } else {
-            name.eq_ignore_ascii_case(&self.name)
+            name.eq_ignore_ascii_case(suffix)
         }
     }
 }
@@ -1393,6 +1396,10 @@ fingerprint_types = ["Camera"]
         assert!(wildcard.matches("a.b.EXAMPLE.com."));
         assert!(!wildcard.matches("example.com"));
         assert!(!wildcard.matches("badexample.com"));
+        // Multi-byte characters right before the suffix must not panic (hostile wire names).
+        assert!(!wildcard.matches("\u{e9}xample.com"));
+        assert!(!wildcard.matches("\u{1F600}example.com"));
+        assert!(wildcard.matches("\u{e9}.example.com"));
     }
 
     #[test]
