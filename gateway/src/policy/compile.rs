@@ -264,10 +264,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
     let mut rules = Vec::new();
     for entry in merged {
         if entry.ports.len() > MAX_PORT_RANGES {
-            let at = entry
-                .at
-                .clone()
-                .unwrap_or_else(|| Location::file(&policy.files[0]));
+            let at = entry.at.clone().unwrap_or_else(|| policy_location(policy));
             errors.push(PolicyError::new(at, too_many(policy, &entry)));
         } else {
             rules.push(entry.into_rule());
@@ -279,7 +276,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
             .filter(|rule| matches!((family, rule.net), (4, IpNet::V4(_)) | (6, IpNet::V6(_))))
             .count();
         if count > capacity as usize {
-            let at = Location::file(&policy.files[0]);
+            let at = policy_location(policy);
             errors.push(PolicyError::new(
                 at,
                 ErrorKind::CapacityExceeded {
@@ -312,6 +309,12 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
         classifier: Classifier::new(policy),
         source: policy.clone(),
     })
+}
+
+/// Where to point problems of the policy as a whole: its first file.
+fn policy_location(policy: &Policy) -> Location {
+    let file = policy.files.first().cloned().unwrap_or_else(|| std::sync::Arc::new(".".into()));
+    Location::file(&file)
 }
 
 fn too_many(policy: &Policy, entry: &Merged) -> ErrorKind {
