@@ -144,7 +144,8 @@ pub fn notes(compiled: &CompiledPolicy) -> Vec<String> {
     let lanes = &compiled.source.lanes;
     let mut notes = Vec::new();
     if lanes.onboarding.at.is_none() {
-        notes.push("no [lanes.onboarding]: unknown devices can reach nothing, not even DHCP".into());
+        notes
+            .push("no [lanes.onboarding]: unknown devices can reach nothing, not even DHCP".into());
     }
     if lanes.quarantine.at.is_none() {
         notes.push("no [lanes.quarantine]: quarantined devices can reach nothing".into());

@@ -313,7 +313,11 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
 
 /// Where to point problems of the policy as a whole: its first file.
 fn policy_location(policy: &Policy) -> Location {
-    let file = policy.files.first().cloned().unwrap_or_else(|| std::sync::Arc::new(".".into()));
+    let file = policy
+        .files
+        .first()
+        .cloned()
+        .unwrap_or_else(|| std::sync::Arc::new(".".into()));
     Location::file(&file)
 }
 
@@ -421,17 +425,22 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
         }
     }
     // ANY entries inside a covering specific-protocol entry get a copy in that protocol.
+    let mut protocols: BTreeMap<PolicyId, Vec<u8>> = BTreeMap::new();
+    for (policy_id, proto_number, _) in direct.keys() {
+        let list = protocols.entry(*policy_id).or_default();
+        if *proto_number != proto::ANY && !list.contains(proto_number) {
+            list.push(*proto_number);
+        }
+    }
     let mut copies = Vec::new();
     for ((policy_id, proto_number, net), (ports, at)) in &direct {
         if *proto_number != proto::ANY {
             continue;
         }
-        for (other_policy, other_proto, other_net) in direct.keys() {
-            if other_policy == policy_id
-                && *other_proto != proto::ANY
-                && other_net.contains(net)
-                && !direct.contains_key(&(*policy_id, *other_proto, *net))
-            {
+        for other_proto in protocols.get(policy_id).into_iter().flatten() {
+            let covered =
+                supernets(net).any(|outer| direct.contains_key(&(*policy_id, *other_proto, outer)));
+            if covered {
                 copies.push(((*policy_id, *other_proto, *net), ports.clone(), at.clone()));
             }
         }
@@ -443,19 +452,23 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
             slot.1 = at;
         }
     }
-    // Inherit from covering (or equal) prefixes of the same protocol or ANY, same policy. Quadratic per
-    // policy, which is fine for the thousands of entries the maps hold.
+    // Inherit from covering (or equal) prefixes of the same protocol or ANY, same policy: at
+    // most one lookup per shorter prefix length, so large (DNS-grown) sets stay fast.
     let mut merged = Vec::with_capacity(direct.len());
     for ((policy_id, proto_number, net), (ports, at)) in &direct {
         let mut all = ports.clone();
-        for ((other_policy, other_proto, other_net), (other_ports, _)) in &direct {
-            let same_key = other_proto == proto_number && other_net == net;
-            if other_policy == policy_id
-                && (other_proto == proto_number || *other_proto == proto::ANY)
-                && !same_key
-                && other_net.contains(net)
-            {
+        let mut take = |key: &Key| {
+            if let Some((other_ports, _)) = direct.get(key) {
                 all.extend(other_ports.iter().copied());
+            }
+        };
+        if *proto_number != proto::ANY {
+            take(&(*policy_id, proto::ANY, *net));
+        }
+        for outer in supernets(net) {
+            take(&(*policy_id, *proto_number, outer));
+            if *proto_number != proto::ANY {
+                take(&(*policy_id, proto::ANY, outer));
             }
         }
         let ranges: Vec<PortRange> = all.into_iter().map(Into::into).collect();
@@ -468,6 +481,11 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
         });
     }
     merged
+}
+
+/// The strictly shorter prefixes containing `net`, longest first.
+fn supernets(net: &IpNet) -> impl Iterator<Item = IpNet> {
+    std::iter::successors(net.supernet(), IpNet::supernet)
 }
 
 impl CompiledPolicy {
@@ -847,5 +865,34 @@ ports = [8883]
         let (rules, refused) = policy.rules_with(std::slice::from_ref(&wide));
         assert_eq!(refused.len(), 1);
         assert!(!rules.iter().any(|rule| rule.net == wide.net));
+    }
+
+    #[test]
+    fn more_entries_than_the_lpm_map_holds_is_an_error() {
+        let capacity = POLICY_CAPACITY as usize;
+        let nets: Vec<String> = (0..=capacity)
+            .map(|n| format!("\"10.{}.{}.{}\"", n >> 16, (n >> 8) & 0xff, n & 0xff))
+            .collect();
+        let text = format!(
+            "[[class]]\nname = \"c\"\nid = 1\n[[class.allow]]\nnets = [{}]\nprotocol = \"tcp\"\n",
+            nets.join(",")
+        );
+        let started = std::time::Instant::now();
+        let errors = compiled(&text).expect_err("one entry too many");
+        assert_eq!(
+            errors.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(),
+            vec![ErrorKind::CapacityExceeded {
+                family: 4,
+                count: capacity + 1,
+                capacity: POLICY_CAPACITY
+            }]
+        );
+        // Merging is one lookup per prefix length, not quadratic: this stays well under the
+        // one-second reload budget even in a debug build.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -34,7 +34,9 @@ pub use compile::{
 pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate};
 pub use error::{ErrorKind, Location, PolicyError};
 pub use load::{ClassId, Policy, PolicyId, load_paths, parse_sources};
-pub use store::{PolicyStore, ReloadRequest, WATCH_DEBOUNCE, check, reload, watch};
+pub use store::{
+    PolicyStore, PolicyWatcher, ReloadRequest, WATCH_DEBOUNCE, WatchError, check, reload, watch,
+};
 
 /// Checks and compiles one policy text (`t.toml`), panicking on errors: for tests.
 #[cfg(test)]

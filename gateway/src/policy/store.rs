@@ -86,9 +86,26 @@ pub struct PolicyWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
-/// Starts watching `dir` (must be called inside a tokio runtime). Every burst of changes to
-/// `*.toml` files becomes one `ReloadRequest` after `WATCH_DEBOUNCE` of quiet.
-pub fn watch(dir: &Path) -> notify::Result<PolicyWatcher> {
+/// Why the policy folder cannot be watched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// inotify refused (missing folder, too many watches...).
+    #[error("cannot watch {dir}: {source}")]
+    Notify { dir: PathBuf, source: notify::Error },
+    /// `watch` was called outside a tokio runtime.
+    #[error("the policy watcher needs a tokio runtime")]
+    NoRuntime,
+}
+
+/// Starts watching `dir` from inside a tokio runtime. Every burst of changes to `*.toml`
+/// files becomes one `ReloadRequest` after `WATCH_DEBOUNCE` of quiet.
+pub fn watch(dir: &Path) -> Result<PolicyWatcher, WatchError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime)?;
+    let notify_error = |source| WatchError::Notify {
+        dir: dir.to_owned(),
+        source,
+    };
     let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<PathBuf>>(WATCH_QUEUE);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let paths = match event {
@@ -105,10 +122,13 @@ pub fn watch(dir: &Path) -> notify::Result<PolicyWatcher> {
             // A full queue already holds a pending change, which triggers the same reload.
             let _ = raw_tx.try_send(paths);
         }
-    })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    })
+    .map_err(notify_error)?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(notify_error)?;
     let (tx, requests) = mpsc::channel(1);
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         while let Some(first) = raw_rx.recv().await {
             let mut paths = first;
             loop {
@@ -289,6 +309,19 @@ mod tests {
         let empty = ScratchDir::new("empty");
         let errors = PolicyStore::open(&empty.0).expect_err("no files");
         assert_eq!(errors[0].kind, ErrorKind::NoFiles);
+    }
+
+    #[test]
+    fn watching_outside_a_runtime_or_a_missing_folder_is_an_error() {
+        assert!(matches!(watch(&shipped_dir()), Err(WatchError::NoRuntime)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _guard = runtime.enter();
+        assert!(matches!(
+            watch(Path::new("/nonexistent/iotgw")),
+            Err(WatchError::Notify { .. })
+        ));
     }
 
     #[tokio::test]
