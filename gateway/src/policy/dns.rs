@@ -4,9 +4,11 @@
 //! move. Reads DNS response messages (parsed by `simple-dns`) and the compiled DNS rules;
 //! writes nothing: `active` lists the entries to merge with `CompiledPolicy::rules_with`.
 //!
-//! Feed it only responses that reached a device from the resolver (the datapath's DNS
-//! samples towards the device): whoever answers DNS for a device decides which addresses its
-//! DNS-name rules open, exactly as it decides where the device connects.
+//! Feed it only responses that reached a device from upstream (the WAN program's DNS samples
+//! towards the device), never DNS-looking packets a device sent: a device forging an answer
+//! would otherwise open its own class's rules to any address. Whoever answers DNS for a
+//! device decides which addresses its DNS-name rules open, as it decides where the device
+//! connects. Answers truncated by the datapath's sample size are refused as malformed.
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -20,6 +22,7 @@ use super::{
     compile::{CompiledPolicy, CompiledRule, DnsRule},
     load::PolicyId,
 };
+use crate::device::Access;
 
 /// Shortest life of a DNS-derived entry: a device usually connects a moment after its answer
 /// arrives, and a TTL of 0-5 s (common on CDNs) must not close the door before it does.
@@ -31,6 +34,19 @@ pub const DNS_TTL_CEILING: Duration = Duration::from_secs(3600);
 pub const MAX_DNS_ENTRIES: usize = 8192;
 /// Longest CNAME chain followed (resolvers rarely return more than 3-4 links).
 pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// The policies the datapath checks for a device in state `access` whose class policy is
+/// `class_policy` (as `gateway-ebpf`'s `policy::from_device` does): enrolled devices have
+/// their class and the onboarding lane, quarantined ones the quarantine lane, unknown and
+/// enrolling ones the onboarding lane, blocked ones nothing.
+pub fn policies_in_force(access: Access, class_policy: PolicyId) -> Vec<PolicyId> {
+    match access {
+        Access::Enrolled => vec![class_policy, PolicyId::ONBOARDING],
+        Access::Quarantined => vec![PolicyId::QUARANTINE],
+        Access::Unknown | Access::Onboarding => vec![PolicyId::ONBOARDING],
+        Access::Blocked => Vec::new(),
+    }
+}
 
 /// Why a DNS message was not used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -106,12 +122,13 @@ impl DnsTracker {
         }
     }
 
-    /// Reads one DNS response received by a device whose policy in force is `policy_id` (its
-    /// class policy when enrolled, the lane's id otherwise) and records the addresses of the
-    /// names that policy's DNS rules allow.
+    /// Reads one DNS response received by a device and records the addresses of the names
+    /// that the DNS rules of `policies` allow: the policies in force for that device
+    /// (`policies_in_force`). Entries belong to the policy, so every device of the class
+    /// benefits, as the datapath's per-policy maps require.
     pub fn observe(
         &mut self,
-        policy_id: PolicyId,
+        policies: &[PolicyId],
         message: &[u8],
         now: Instant,
     ) -> Result<DnsUpdate, DnsError> {
@@ -126,7 +143,7 @@ impl DnsTracker {
         }
         let answers = Answers::from_packet(&packet);
         for index in 0..self.rules.len() {
-            if self.rules[index].policy_id != policy_id {
+            if !policies.contains(&self.rules[index].policy_id) {
                 continue;
             }
             for start in &answers.names {
@@ -413,7 +430,7 @@ protocol = "icmp"
                 ),
             ],
         );
-        let update = tracker.observe(CAMERA, &message, now).expect("response");
+        let update = tracker.observe(&[CAMERA], &message, now).expect("response");
         assert_eq!(update.added.len(), 2, "{update:?}");
         let v4 = &update
             .added
@@ -439,7 +456,7 @@ protocol = "icmp"
         assert_eq!(update.added[0].name, "upload.camera.example.com");
         assert_eq!(tracker.active().len(), 2);
         // The same answer again refreshes nothing new.
-        let again = tracker.observe(CAMERA, &message, now).expect("response");
+        let again = tracker.observe(&[CAMERA], &message, now).expect("response");
         assert!(again.added.is_empty());
     }
 
@@ -451,11 +468,13 @@ protocol = "icmp"
             "img.cdn.example.net",
             &[Record::A("img.cdn.example.net", 90, [10, 78, 2, 2])],
         );
-        tracker.observe(CAMERA, &message, start).expect("response");
+        tracker
+            .observe(&[CAMERA], &message, start)
+            .expect("response");
         assert_eq!(tracker.next_expiry(), Some(start + Duration::from_secs(90)));
         assert!(tracker.tick(start + Duration::from_secs(89)).is_empty());
         let refreshed = tracker
-            .observe(CAMERA, &message, start + Duration::from_secs(60))
+            .observe(&[CAMERA], &message, start + Duration::from_secs(60))
             .expect("response");
         assert_eq!(refreshed.refreshed, 1);
         assert!(tracker.tick(start + Duration::from_secs(120)).is_empty());
@@ -479,7 +498,7 @@ protocol = "icmp"
                 Record::A("b.cdn.example.net", 604_800, [10, 78, 3, 2]),
             ],
         );
-        let update = tracker.observe(CAMERA, &message, now).expect("response");
+        let update = tracker.observe(&[CAMERA], &message, now).expect("response");
         let life = |addr: [u8; 4]| {
             let net = IpNet::from(IpAddr::from(addr));
             update
@@ -502,7 +521,7 @@ protocol = "icmp"
         );
         assert!(
             tracker
-                .observe(CAMERA, &other, now)
+                .observe(&[CAMERA], &other, now)
                 .expect("response")
                 .added
                 .is_empty()
@@ -514,7 +533,7 @@ protocol = "icmp"
         );
         assert!(
             tracker
-                .observe(CAMERA, &apex, now)
+                .observe(&[CAMERA], &apex, now)
                 .expect("response")
                 .added
                 .is_empty()
@@ -526,12 +545,12 @@ protocol = "icmp"
         );
         assert!(
             tracker
-                .observe(CAMERA, &plug, now)
+                .observe(&[CAMERA], &plug, now)
                 .expect("response")
                 .added
                 .is_empty()
         );
-        let for_plug = tracker.observe(PLUG, &plug, now).expect("response");
+        let for_plug = tracker.observe(&[PLUG], &plug, now).expect("response");
         assert_eq!(for_plug.added.len(), 1);
         assert_eq!(for_plug.added[0].rule.proto, proto::ICMP);
         // A CNAME pointing *to* an allowed name does not allow the alias's owner addresses.
@@ -542,7 +561,7 @@ protocol = "icmp"
                 Record::A("evil.example.com", 300, [10, 78, 9, 6]),
             ],
         );
-        let update = tracker.observe(CAMERA, &alias, now).expect("response");
+        let update = tracker.observe(&[CAMERA], &alias, now).expect("response");
         assert!(
             update
                 .added
@@ -564,11 +583,11 @@ protocol = "icmp"
         ));
         let bytes = query.build_bytes_vec().expect("query");
         assert_eq!(
-            tracker.observe(CAMERA, &bytes, Instant::now()),
+            tracker.observe(&[CAMERA], &bytes, Instant::now()),
             Err(DnsError::NotAResponse)
         );
         assert!(matches!(
-            tracker.observe(CAMERA, &[1, 2, 3], Instant::now()),
+            tracker.observe(&[CAMERA], &[1, 2, 3], Instant::now()),
             Err(DnsError::Malformed(_))
         ));
     }
@@ -585,12 +604,88 @@ protocol = "icmp"
             "plug.example.org",
             &[Record::A("plug.example.org", 300, [10, 78, 4, 2])],
         );
-        tracker.observe(CAMERA, &cam, now).expect("response");
-        tracker.observe(PLUG, &plug, now).expect("response");
+        tracker.observe(&[CAMERA], &cam, now).expect("response");
+        tracker.observe(&[PLUG], &plug, now).expect("response");
         let changed = POLICY.replace("protocol = \"icmp\"", "protocol = \"udp\"");
         tracker.set_policy(&check_text(&changed));
         let active = tracker.active();
         assert_eq!(active.len(), 1);
         assert_eq!(active[0].policy_id, CAMERA);
+    }
+
+    #[test]
+    fn truncated_answers_are_refused_as_malformed() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let message = response(
+            "upload.camera.example.com",
+            &[Record::A("upload.camera.example.com", 300, [10, 78, 5, 1])],
+        );
+        let cut = &message[..message.len() - 2];
+        assert!(matches!(
+            tracker.observe(&[CAMERA], cut, Instant::now()),
+            Err(DnsError::Malformed(_))
+        ));
+        assert!(tracker.is_empty());
+    }
+
+    #[test]
+    fn policies_in_force_follow_the_datapath_states() {
+        assert_eq!(
+            policies_in_force(Access::Enrolled, CAMERA),
+            vec![CAMERA, PolicyId::ONBOARDING]
+        );
+        assert_eq!(
+            policies_in_force(Access::Quarantined, CAMERA),
+            vec![PolicyId::QUARANTINE]
+        );
+        assert_eq!(
+            policies_in_force(Access::Unknown, CAMERA),
+            vec![PolicyId::ONBOARDING]
+        );
+        assert!(policies_in_force(Access::Blocked, CAMERA).is_empty());
+    }
+
+    #[test]
+    fn shipped_camera_policy_gains_its_cdn_address_until_the_ttl_runs_out() {
+        let compiled = crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")])
+            .expect("shipped policies");
+        let camera = compiled.class("camera").expect("camera").policy_id;
+        let mut tracker = DnsTracker::new(&compiled);
+        let now = Instant::now();
+        let message = response(
+            "upload.camera.example.com",
+            &[
+                Record::Cname(
+                    "upload.camera.example.com",
+                    600,
+                    "edge7.cdn.camera.example.net",
+                ),
+                Record::A("edge7.cdn.camera.example.net", 45, [10, 78, 7, 7]),
+            ],
+        );
+        let policies = policies_in_force(Access::Enrolled, camera);
+        let update = tracker.observe(&policies, &message, now).expect("response");
+        // Both the name and the CDN wildcard allow it; the two bindings make one entry.
+        assert_eq!(update.added.len(), 2);
+        assert_eq!(tracker.active().len(), 1);
+        let (rules, refused) = compiled.rules_with(&tracker.active());
+        assert!(refused.is_empty());
+        let host: IpNet = "10.78.7.7/32".parse().expect("net");
+        let entry = rules
+            .iter()
+            .find(|rule| rule.net == host)
+            .expect("DNS-derived entry");
+        assert_eq!((entry.policy_id, entry.proto), (camera, proto::TCP));
+        assert_eq!(
+            entry.ports,
+            vec![PortRangeKey {
+                first: 443,
+                last: 443
+            }]
+        );
+        assert_eq!(rules.len(), compiled.rules.len() + 1);
+        tracker.tick(now + Duration::from_secs(45));
+        let (rules, _) = compiled.rules_with(&tracker.active());
+        assert_eq!(rules, compiled.rules);
     }
 }

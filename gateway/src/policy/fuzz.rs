@@ -147,7 +147,7 @@ fn random_bytes_never_panic_the_parser_the_mud_importer_or_the_dns_tracker() {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let _ = parse_sources(&[("r.toml".into(), text.clone())]);
         let _ = mud::import(&text, "x", 1);
-        let _ = tracker.observe(PolicyId(26), &bytes, Instant::now());
+        let _ = tracker.observe(&[PolicyId(26)], &bytes, Instant::now());
         let _ = mud::import(&mutate(&mut rng, sample), "x", 1);
     }
 }

@@ -31,7 +31,7 @@ pub use classify::{ClassRef, MatchedBy};
 pub use compile::{
     AbiEntry, CompiledClass, CompiledPolicy, CompiledRule, DnsRule, PortRangeKey, Verdicts, compile,
 };
-pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate};
+pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate, policies_in_force};
 pub use error::{ErrorKind, Location, PolicyError};
 pub use load::{ClassId, Policy, PolicyId, load_paths, parse_sources};
 pub use store::{
