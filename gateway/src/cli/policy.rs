@@ -200,3 +200,90 @@ pub fn listing(compiled: &CompiledPolicy) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
+    const MUD: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/policy/testdata/lightbulb.mud.json"
+    );
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("iotgw-cli-policy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn check_succeeds_on_the_shipped_folder_and_fails_on_a_bad_file() {
+        let ok = run(Command::Check {
+            files: vec![SHIPPED.into()],
+        })
+        .expect("runs");
+        assert_eq!(ok, ExitCode::SUCCESS);
+        let dir = scratch("check");
+        let bad = dir.join("bad.toml");
+        std::fs::write(
+            &bad,
+            "[[class]]\nname = \"x\"\nid = 1\n[[class.allow]]\nnets = [\"300.1.1.1\"]\n",
+        )
+        .expect("write");
+        let failed = run(Command::Check {
+            files: vec![SHIPPED.into(), bad],
+        })
+        .expect("runs");
+        assert_eq!(failed, ExitCode::from(EXIT_POLICY_ERRORS));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn imported_mud_file_is_written_once_and_passes_check_with_the_shipped_files() {
+        let dir = scratch("mud");
+        let out = dir.join("bulb.toml");
+        let import = || Command::ImportMud {
+            file: MUD.into(),
+            class: "bulb".into(),
+            id: 50,
+            output: Some(out.clone()),
+        };
+        assert_eq!(run(import()).expect("imports"), ExitCode::SUCCESS);
+        assert!(
+            run(import()).is_err(),
+            "an existing file is never overwritten"
+        );
+        let checked = run(Command::Check {
+            files: vec![SHIPPED.into(), out.clone()],
+        })
+        .expect("runs");
+        assert_eq!(checked, ExitCode::SUCCESS);
+        let refused = run(Command::ImportMud {
+            file: SHIPPED.into(),
+            class: "x".into(),
+            id: 1,
+            output: None,
+        });
+        assert!(refused.is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn summary_counts_what_the_files_hold() {
+        let compiled = policy::check(&[SHIPPED]).expect("shipped policies");
+        let text = summary(&compiled);
+        assert!(
+            text.starts_with("ok: 8 files, 6 classes, 3 lanes, "),
+            "{text}"
+        );
+        assert!(text.ends_with("quarantine=redirect"), "{text}");
+        assert!(notes(&compiled).is_empty());
+        assert!(
+            listing(&compiled)
+                .contains("entry policy=1 proto=tcp net=10.77.0.1/32 ports=53-53,8443-8443")
+        );
+    }
+}
