@@ -175,9 +175,38 @@ struct SourceRule {
     ports: Vec<(u16, u16)>,
 }
 
-/// The datapath's strictest reading: the longest (policy, proto) prefix decides; only when
-/// there is none does the longest (policy, ANY) prefix decide.
+/// The datapath as `gateway-ebpf/src/policy.rs` implements it: allowed when the longest
+/// (policy, proto) prefix or the longest (policy, ANY) prefix admits the port.
 fn datapath_allows(
+    rules: &[CompiledRule],
+    policy: PolicyId,
+    addr: IpAddr,
+    proto_number: u8,
+    port: u16,
+) -> bool {
+    let longest = |wanted: u8| {
+        rules
+            .iter()
+            .filter(|rule| {
+                rule.policy_id == policy && rule.proto == wanted && rule.net.contains(&addr)
+            })
+            .max_by_key(|rule| rule.net.prefix_len())
+    };
+    let admits = |rule: Option<&CompiledRule>| {
+        rule.is_some_and(|rule| rule.ports.iter().any(|r| r.first <= port && port <= r.last))
+    };
+    let lenient = admits(longest(proto_number)) || admits(longest(proto::ANY));
+    let strict = strict_datapath_allows(rules, policy, addr, proto_number, port);
+    assert_eq!(
+        lenient, strict,
+        "entries must answer the same under either lookup order"
+    );
+    lenient
+}
+
+/// A stricter reading the compiler also supports: the longest (policy, proto) prefix decides;
+/// only when there is none does the longest (policy, ANY) prefix decide.
+fn strict_datapath_allows(
     rules: &[CompiledRule],
     policy: PolicyId,
     addr: IpAddr,
@@ -202,7 +231,7 @@ fn datapath_allows(
 }
 
 #[test]
-fn compiled_entries_allow_exactly_what_the_rules_allow() {
+fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
     const NETS: &[&str] = &[
         "10.0.0.0/8",
         "10.1.0.0/16",
@@ -284,10 +313,41 @@ fn compiled_entries_allow_exactly_what_the_rules_allow() {
         };
         check_invariants(&compiled);
         let id = compiled.classes[0].policy_id;
+        // DNS-derived host entries, merged the way the controller merges them.
+        let mut dynamic = Vec::new();
+        for _ in 0..rng.gen_range(0..4) {
+            let addr = IpAddr::V4(Ipv4Addr::from(
+                *PROBE_ADDRS.choose(&mut rng).expect("non-empty"),
+            ));
+            let (proto_number, port) = *[(proto::TCP, 8883u16), (proto::UDP, 53), (proto::ANY, 0)]
+                .choose(&mut rng)
+                .expect("non-empty");
+            let (first, last) = if proto_number == proto::ANY {
+                (0, u16::MAX)
+            } else {
+                (port, port)
+            };
+            let net = IpNet::from(addr);
+            dynamic.push(CompiledRule {
+                policy_id: id,
+                proto: proto_number,
+                net,
+                ports: vec![super::PortRangeKey { first, last }],
+            });
+            source.push(SourceRule {
+                net,
+                proto: (proto_number != proto::ANY).then_some(proto_number),
+                ports: vec![(first, last)],
+            });
+        }
+        let (rules, refused) = compiled.rules_with(&dynamic);
+        if !refused.is_empty() {
+            continue;
+        }
         for addr in PROBE_ADDRS {
             let addr = IpAddr::V4(Ipv4Addr::from(*addr));
             for proto_number in [proto::TCP, proto::UDP] {
-                for port in PROBE_PORTS {
+                for port in PROBE_PORTS.iter().chain(&[8883]) {
                     let expected = source.iter().any(|rule| {
                         rule.net.contains(&addr)
                             && rule.proto.is_none_or(|p| p == proto_number)
@@ -296,11 +356,10 @@ fn compiled_entries_allow_exactly_what_the_rules_allow() {
                                 .iter()
                                 .any(|(first, last)| first <= port && port <= last)
                     });
-                    let actual = datapath_allows(&compiled.rules, id, addr, proto_number, *port);
+                    let actual = datapath_allows(&rules, id, addr, proto_number, *port);
                     assert_eq!(
                         actual, expected,
-                        "{addr} proto {proto_number} port {port}\n{text}\n{:#?}",
-                        compiled.rules
+                        "{addr} proto {proto_number} port {port}\n{text}\n{dynamic:#?}\n{rules:#?}"
                     );
                 }
             }
