@@ -432,14 +432,16 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
             list.push(*proto_number);
         }
     }
+    let lengths = PrefixLengths::new(direct.keys());
     let mut copies = Vec::new();
     for ((policy_id, proto_number, net), (ports, at)) in &direct {
         if *proto_number != proto::ANY {
             continue;
         }
         for other_proto in protocols.get(policy_id).into_iter().flatten() {
-            let covered =
-                supernets(net).any(|outer| direct.contains_key(&(*policy_id, *other_proto, outer)));
+            let covered = lengths
+                .supernets(*policy_id, net)
+                .any(|outer| direct.contains_key(&(*policy_id, *other_proto, outer)));
             if covered {
                 copies.push(((*policy_id, *other_proto, *net), ports.clone(), at.clone()));
             }
@@ -465,7 +467,7 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
         if *proto_number != proto::ANY {
             take(&(*policy_id, proto::ANY, *net));
         }
-        for outer in supernets(net) {
+        for outer in lengths.supernets(*policy_id, net) {
             take(&(*policy_id, *proto_number, outer));
             if *proto_number != proto::ANY {
                 take(&(*policy_id, proto::ANY, outer));
@@ -483,9 +485,40 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
     merged
 }
 
-/// The strictly shorter prefixes containing `net`, longest first.
-fn supernets(net: &IpNet) -> impl Iterator<Item = IpNet> {
-    std::iter::successors(net.supernet(), IpNet::supernet)
+/// Prefix lengths in use per (policy, address family): the only lengths a covering entry
+/// can have, so merging looks up a handful of prefixes per entry instead of up to 128.
+struct PrefixLengths(BTreeMap<(PolicyId, bool), Vec<u8>>);
+
+impl PrefixLengths {
+    fn new<'a>(keys: impl Iterator<Item = &'a (PolicyId, u8, IpNet)>) -> Self {
+        let mut lengths: BTreeMap<(PolicyId, bool), Vec<u8>> = BTreeMap::new();
+        for (policy_id, _, net) in keys {
+            let list = lengths
+                .entry((*policy_id, net.addr().is_ipv4()))
+                .or_default();
+            if !list.contains(&net.prefix_len()) {
+                list.push(net.prefix_len());
+            }
+        }
+        Self(lengths)
+    }
+
+    /// The strictly shorter prefixes of `net` that some entry of `policy_id` may have.
+    fn supernets(&self, policy_id: PolicyId, net: &IpNet) -> impl Iterator<Item = IpNet> {
+        let lengths = self
+            .0
+            .get(&(policy_id, net.addr().is_ipv4()))
+            .map_or(&[][..], Vec::as_slice);
+        let net = *net;
+        lengths
+            .iter()
+            .filter(move |length| **length < net.prefix_len())
+            .filter_map(move |length| {
+                IpNet::new(net.addr(), *length)
+                    .ok()
+                    .map(|outer| outer.trunc())
+            })
+    }
 }
 
 impl CompiledPolicy {
