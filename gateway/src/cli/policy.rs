@@ -21,6 +21,9 @@ pub enum Command {
     Show {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Print everything (classes, lanes, defaults, entries) as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Convert an RFC 8520 MUD file (JSON) into a policy class (TOML).
     ImportMud {
@@ -50,7 +53,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Err(errors) => print_errors(&errors),
         }),
-        Command::Show { files } => Ok(match policy::check(&files) {
+        Command::Show { files, json } => Ok(match policy::check(&files) {
+            Ok(compiled) if json => {
+                println!("{:#}", compiled.view());
+                ExitCode::SUCCESS
+            }
             Ok(compiled) => {
                 print!("{}", listing(&compiled));
                 ExitCode::SUCCESS

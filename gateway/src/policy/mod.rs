@@ -8,7 +8,8 @@
 //! - `classify`: device → class (MAC, OUI, fingerprint type, certificate subject);
 //! - `dns`: `DnsTracker`, which keeps DNS-name rules true from the answers devices receive;
 //! - `mud`: RFC 8520 MUD files → policy TOML;
-//! - `store`: atomic reload (`PolicyStore`) and the folder watcher.
+//! - `store`: atomic reload (`PolicyStore`) and the folder watcher;
+//! - `view`: the policy in force as JSON (`CompiledPolicy::view`, for the API).
 //!
 //! Reads policy files and DNS messages; writes nothing itself: the controller hands
 //! `CompiledPolicy` to `datapath::maps`.
@@ -26,6 +27,7 @@ pub mod load;
 pub mod model;
 pub mod mud;
 pub mod store;
+pub mod view;
 
 pub use classify::{ClassRef, MatchedBy};
 pub use compile::{
