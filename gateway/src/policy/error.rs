@@ -66,8 +66,8 @@ pub enum ErrorKind {
     /// No `*.toml` file was given or found.
     #[error("no policy files (*.toml) found")]
     NoFiles,
-    /// TOML syntax, a wrong type or an unknown key. Serde stops at the first such problem in a
-    /// file, so a file reports at most one of these (every other file is still checked).
+    /// TOML syntax, a wrong type or an unknown key. After one, the offending line is commented
+    /// out and the file parsed again, so several are reported per file (see `load`).
     #[error("{0}")]
     Syntax(String),
     /// Two classes share a name.

@@ -2,9 +2,10 @@
 //! reference resolved, every problem collected with its `file:line:column`. Reads the files
 //! it is given (or the `*.toml` files of a folder); writes nothing.
 //!
-//! A file with a TOML syntax or type error reports that first error only (serde stops there);
-//! its sibling files are still fully checked, and every semantic error in every file that
-//! parses is reported.
+//! serde stops at a file's first TOML syntax or type error; the loader then comments out the
+//! offending `key = value` line and parses again, so every such error is reported with its
+//! place. It gives up on a file (after reporting) when the error is on a table header or the
+//! file no longer parses as TOML. Every semantic error in every file that parses is reported.
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
@@ -383,19 +384,119 @@ pub fn parse_sources(sources: &[(PathBuf, String)]) -> Result<Policy, Vec<Policy
     for (path, text) in sources {
         let file = Arc::new(path.clone());
         loader.files.push(Arc::clone(&file));
-        match toml::from_str::<PolicyFile>(text) {
-            Ok(parsed) => loader.add_file(&file, text, parsed),
-            Err(error) => {
-                let offset = error.span().map_or(0, |span| span.start);
-                let at = Location::at(&file, text, offset);
-                loader.errors.push(PolicyError::new(
-                    at,
-                    ErrorKind::Syntax(syntax_message(&error)),
-                ));
-            }
+        let (parsed, errors) = parse_file(&file, text);
+        loader.errors.extend(errors);
+        if let Some(parsed) = parsed {
+            loader.tainted_tables = parsed.tainted_tables;
+            loader.add_file(&file, &parsed.text, parsed.file);
         }
     }
     loader.finish()
+}
+
+/// A file that parsed, possibly after lines with errors were commented out.
+struct Parsed {
+    file: PolicyFile,
+    /// The text it was parsed from: the original with `#` before the removed lines.
+    text: String,
+    /// (header line of the table, key) of every removed line: a rule that lost `nets` may
+    /// look empty and one that lost `protocol` may look portless, which is not worth a second
+    /// error.
+    tainted_tables: Vec<(usize, String)>,
+}
+
+/// The 1-based line of the table header above 1-based `line` (0 for the root table).
+fn table_line(text: &str, line: usize) -> usize {
+    text.lines()
+        .take(line)
+        .enumerate()
+        .filter(|(_, content)| content.trim_start().starts_with('['))
+        .map(|(index, _)| index + 1)
+        .last()
+        .unwrap_or(0)
+}
+
+/// Most TOML errors reported for one file before giving up on it.
+const MAX_SYNTAX_ERRORS_PER_FILE: usize = 32;
+
+/// Parses one file, reporting as many TOML errors as can be found: serde stops at the first
+/// one, so the line it points at is commented out and the file parsed again, as long as the
+/// result is still valid TOML and the line is a `key = value` (not a table header, whose
+/// removal would move keys into another table). Returns the parsed file with the text it was
+/// parsed from (same lines as the original, so locations hold) when parsing finally succeeds.
+/// Errors found after a line was commented out may be consequences of that line's removal.
+fn parse_file(file: &Arc<PathBuf>, text: &str) -> (Option<Parsed>, Vec<PolicyError>) {
+    let mut errors = Vec::new();
+    let mut current = text.to_owned();
+    let mut removed_keys: Vec<String> = Vec::new();
+    let mut removed_lines: Vec<usize> = Vec::new();
+    for _ in 0..MAX_SYNTAX_ERRORS_PER_FILE {
+        let error = match toml::from_str::<PolicyFile>(&current) {
+            Ok(file) => {
+                let tainted_tables = removed_lines
+                    .iter()
+                    .zip(&removed_keys)
+                    .map(|(line, key)| (table_line(&current, *line), key.clone()))
+                    .collect();
+                return (
+                    Some(Parsed {
+                        file,
+                        text: current,
+                        tainted_tables,
+                    }),
+                    errors,
+                );
+            }
+            Err(error) => error,
+        };
+        let message = syntax_message(&error);
+        // A required key we commented out ourselves: already reported, and nothing further
+        // can be learnt from this table.
+        if removed_keys
+            .iter()
+            .any(|key| message.contains(&format!("missing field `{key}`")))
+        {
+            break;
+        }
+        let offset = error.span().map_or(0, |span| span.start);
+        errors.push(PolicyError::new(
+            Location::at(file, &current, offset),
+            ErrorKind::Syntax(message),
+        ));
+        match comment_out_line(&current, offset) {
+            Some((next, key)) if toml::from_str::<toml::Table>(&next).is_ok() => {
+                removed_lines.push(Location::at(file, &current, offset).line);
+                current = next;
+                removed_keys.push(key);
+            }
+            _ => break,
+        }
+    }
+    (None, errors)
+}
+
+/// `text` with the line holding byte `offset` turned into a comment, and the key that line
+/// set; `None` for table headers, comments and blank lines.
+fn comment_out_line(text: &str, offset: usize) -> Option<(String, String)> {
+    let offset = offset.min(text.len());
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |index| index + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let trimmed = line.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('[') || trimmed.starts_with('#') {
+        return None;
+    }
+    let mut next = String::with_capacity(text.len() + 1);
+    next.push_str(&text[..start]);
+    next.push('#');
+    next.push_str(&text[start..]);
+    let key = trimmed
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"')
+        .to_owned();
+    Some((next, key))
 }
 
 /// toml's message without its own rendering of the location (we print `file:line:column`).
@@ -417,6 +518,8 @@ struct Loader {
     update_users: Vec<Location>,
     defaults: Option<(Defaults, Location)>,
     responses: Vec<ResponseSpec>,
+    /// Of the file being added: see `Parsed::tainted_tables`.
+    tainted_tables: Vec<(usize, String)>,
 }
 
 impl Loader {
@@ -725,7 +828,17 @@ impl Loader {
                 }
             }
         }
-        if spec.nets.is_empty() && spec.names.is_empty() {
+        // A rule whose table lost a line to an earlier error is not also reported as empty or
+        // as missing its protocol; it is refused all the same (the file has errors).
+        let lost = |key: &str| {
+            self.tainted_tables
+                .iter()
+                .any(|(line, lost)| *line == at.line && lost == key)
+        };
+        let tainted = self.tainted_tables.iter().any(|(line, _)| *line == at.line);
+        let lost_targets = lost("nets") || lost("names");
+        let lost_protocol = lost("protocol");
+        if spec.nets.is_empty() && spec.names.is_empty() && !lost_targets {
             self.errors
                 .push(PolicyError::new(at.clone(), ErrorKind::EmptyRule));
         }
@@ -756,12 +869,12 @@ impl Loader {
                     .push(PolicyError::new(here(port.span().start), kind)),
             }
         }
-        if !spec.ports.is_empty() && !protocol.has_ports() {
+        if !spec.ports.is_empty() && !protocol.has_ports() && !lost_protocol {
             let kind = ErrorKind::PortsWithoutPortProtocol(protocol.as_str().into());
             let at = here(spec.ports[0].span().start);
             self.errors.push(PolicyError::new(at, kind));
         }
-        if self.errors.len() != before {
+        if self.errors.len() != before || tainted {
             return None;
         }
         let ports = if ports.is_empty() {
@@ -1352,8 +1465,13 @@ fingerprint_types = ["Camera"]
             ("c.toml", "[[class]\n"),
             ("d.toml", "[[class]]\nname = \"d\"\nid = \"ten\"\n"),
             ("e.toml", "[[class]]\nname = \"e\"\nid = 0\n"),
+            (
+                "f.toml",
+                "[[class]]\nname = \"f\"\nid = 7\nupdate_lane = \"yes\"\n[[class.allow]]\n\
+                 nets = \"10.0.0.0/8\"\ncolour = 1\nports = [\"99999\"]\n",
+            ),
         ]);
-        assert_eq!(found.len(), 5, "{found:#?}");
+        assert_eq!(found.len(), 10, "{found:#?}");
         assert!(matches!(&found[0].2, ErrorKind::Syntax(message) if message.contains("bogus")));
         assert_eq!((found[0].0, found[0].1), (4, 2));
         assert!(matches!(&found[1].2, ErrorKind::Syntax(message) if message.contains("colour")));
@@ -1363,6 +1481,29 @@ fingerprint_types = ["Camera"]
         assert!(matches!(&found[3].2, ErrorKind::Syntax(_)));
         assert_eq!((found[3].0, found[3].1), (3, 6));
         assert_eq!(found[4].2, ErrorKind::ClassIdOutOfRange(0));
+        // One file, three independent errors: two type errors and an unknown key, each at its
+        // place (serde alone stops at the first), then the semantic error after them.
+        // The rule that lost `nets` is not also reported empty; its bad port and its ports
+        // without a port protocol are real and reported.
+        let f: Vec<(usize, usize)> = found[5..].iter().map(|(l, c, _)| (*l, *c)).collect();
+        assert_eq!(
+            f,
+            vec![(4, 15), (6, 8), (7, 1), (8, 10), (8, 10)],
+            "{:#?}",
+            &found[5..]
+        );
+        assert!(matches!(&found[7].2, ErrorKind::Syntax(message) if message.contains("colour")));
+        assert_eq!(found[8].2, ErrorKind::PortOutOfRange(99_999));
+        assert_eq!(
+            found[9].2,
+            ErrorKind::PortsWithoutPortProtocol("any".into())
+        );
+        // A rule that lost its protocol to a type error is not also told its ports need one.
+        let lost = errors(
+            "[[class]]\nname = \"g\"\nid = 8\n[[class.allow]]\nnets = [\"10.0.0.1\"]\nprotocol = 6\nports = [22]\n",
+        );
+        assert_eq!(lost.len(), 1, "{lost:#?}");
+        assert_eq!((lost[0].0, lost[0].1), (6, 12));
     }
 
     #[test]
