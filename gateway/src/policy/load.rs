@@ -513,7 +513,9 @@ struct Loader {
     /// Include references, checked once every class is known.
     includes: Vec<(String, Spanned<String>, Location)>,
     onboarding: Option<Lane>,
-    quarantine: Option<(Lane, bool)>,
+    quarantine: Option<Lane>,
+    /// `include_update` of the stored quarantine lane.
+    quarantine_includes_update: bool,
     update: Option<Lane>,
     update_users: Vec<Location>,
     defaults: Option<(Defaults, Location)>,
@@ -548,10 +550,11 @@ impl Loader {
                     self.update_users.push(at.clone());
                 }
                 let lane = self.lane(file, text, spec, true);
-                let lane = lane.map(|lane| (lane, include_update));
-                self.set_lane(at, "[lanes.quarantine]", lane, |loader| {
+                if self.set_lane(at, "[lanes.quarantine]", lane, |loader| {
                     &mut loader.quarantine
-                });
+                }) {
+                    self.quarantine_includes_update = include_update;
+                }
             }
             if let Some(spec) = lanes.update {
                 let at = here(spec.span().start);
@@ -582,26 +585,24 @@ impl Loader {
         }
     }
 
-    /// Stores a lane unless another file already defined it.
-    fn set_lane<T>(
+    /// Stores a lane unless another file already defined it; true when stored.
+    fn set_lane(
         &mut self,
         at: Location,
         what: &str,
-        lane: Option<T>,
-        slot: impl Fn(&mut Self) -> &mut Option<T>,
-    ) where
-        T: LaneLike,
-    {
-        let Some(lane) = lane else { return };
-        if let Some(first) = slot(self).as_ref().and_then(|existing| existing.location()) {
+        lane: Lane,
+        slot: impl Fn(&mut Self) -> &mut Option<Lane>,
+    ) -> bool {
+        if let Some(first) = slot(self).as_ref().and_then(|existing| existing.at.clone()) {
             let kind = ErrorKind::DuplicateSection {
                 what: what.into(),
                 first,
             };
             self.errors.push(PolicyError::new(at, kind));
-            return;
+            return false;
         }
         *slot(self) = Some(lane);
+        true
     }
 
     fn lane(
@@ -610,7 +611,7 @@ impl Loader {
         text: &str,
         spec: Spanned<LaneSpec>,
         is_quarantine: bool,
-    ) -> Option<Lane> {
+    ) -> Lane {
         let at = Location::at(file, text, spec.span().start);
         let spec = spec.into_inner();
         if let Some(flag) = &spec.include_update
@@ -627,11 +628,11 @@ impl Loader {
             .into_iter()
             .filter_map(|rule| self.rule(file, text, rule))
             .collect();
-        Some(Lane {
+        Lane {
             description: spec.description,
             rules,
             at: Some(at),
-        })
+        }
     }
 
     fn add_class(&mut self, file: &Arc<PathBuf>, text: &str, spec: ClassSpec, at: Location) {
@@ -991,7 +992,8 @@ impl Loader {
             return Err(errors);
         }
         self.classes.sort_by_key(|class| class.id);
-        let (quarantine, quarantine_includes_update) = self.quarantine.unwrap_or_default();
+        let quarantine = self.quarantine.unwrap_or_default();
+        let quarantine_includes_update = self.quarantine_includes_update;
         Ok(Policy {
             classes: self.classes,
             lanes: Lanes {
@@ -1043,23 +1045,6 @@ impl Loader {
             self.errors
                 .push(PolicyError::new(at, ErrorKind::IncludeCycle(name, path)));
         }
-    }
-}
-
-/// Lanes stored in `Loader` (the quarantine lane carries its flag alongside).
-trait LaneLike {
-    fn location(&self) -> Option<Location>;
-}
-
-impl LaneLike for Lane {
-    fn location(&self) -> Option<Location> {
-        self.at.clone()
-    }
-}
-
-impl LaneLike for (Lane, bool) {
-    fn location(&self) -> Option<Location> {
-        self.0.at.clone()
     }
 }
 
