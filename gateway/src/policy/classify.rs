@@ -74,12 +74,20 @@ impl Classifier {
         if let Some(subject) = cert_subject {
             let subject = normalize_subject(subject);
             if let Some(entry) = self.entries.iter().find(|entry| {
-                entry.matcher.cert_subjects.iter().any(|pattern| wildcard_match(pattern, &subject))
+                entry
+                    .matcher
+                    .cert_subjects
+                    .iter()
+                    .any(|pattern| wildcard_match(pattern, &subject))
             }) {
                 return Some(hit(entry, MatchedBy::CertSubject));
             }
         }
-        if let Some(entry) = self.entries.iter().find(|entry| entry.matcher.macs.contains(&mac)) {
+        if let Some(entry) = self
+            .entries
+            .iter()
+            .find(|entry| entry.matcher.macs.contains(&mac))
+        {
             return Some(hit(entry, MatchedBy::Mac));
         }
         let best_oui = self
@@ -115,7 +123,8 @@ impl super::CompiledPolicy {
         fingerprint_type: Option<&str>,
         cert_subject: Option<&str>,
     ) -> Option<ClassRef> {
-        self.classifier.classify(mac, fingerprint_type, cert_subject)
+        self.classifier
+            .classify(mac, fingerprint_type, cert_subject)
     }
 }
 
@@ -155,5 +164,98 @@ mod tests {
         assert!(!wildcard_match("CN=cam-??,O=Lab", "CN=cam-001,O=Lab"));
         assert!(!wildcard_match("CN=cam-*,O=Lab", "CN=plug-1,O=Lab"));
         assert!(wildcard_match("*", ""));
+    }
+
+    const CLASSES: &str = r#"
+[[class]]
+name = "camera"
+id = 10
+[class.match]
+cert_subjects = ["CN=cam-*, O=Lab"]
+ouis = ["02:00:5e"]
+fingerprint_types = ["IP-Camera"]
+[[class]]
+name = "special-cam"
+id = 11
+[class.match]
+ouis = ["02:00:5e:10"]
+macs = ["02:00:00:00:00:99"]
+[[class]]
+name = "plug"
+id = 12
+[class.match]
+cert_subjects = ["CN=plug-??,O=Lab"]
+fingerprint_types = ["smart-plug"]
+"#;
+
+    fn policy() -> crate::policy::CompiledPolicy {
+        crate::policy::check_text(CLASSES)
+    }
+
+    fn mac(text: &str) -> Mac {
+        text.parse().expect("test MAC")
+    }
+
+    #[test]
+    fn certificate_subject_wins_over_every_other_criterion() {
+        let policy = policy();
+        let hit = policy
+            .classify(
+                mac("02:00:5e:00:00:01"),
+                Some("smart-plug"),
+                Some("cn=plug-07 , o=Lab"),
+            )
+            .expect("plug by certificate");
+        assert_eq!(
+            (hit.name.as_str(), hit.matched_by),
+            ("plug", MatchedBy::CertSubject)
+        );
+        assert_eq!(
+            hit.policy_id,
+            PolicyId(gateway_ebpf::lane::FIRST_CLASS_POLICY + 12)
+        );
+    }
+
+    #[test]
+    fn exact_mac_wins_over_oui_and_longest_oui_wins() {
+        let policy = policy();
+        let pinned = policy
+            .classify(mac("02:00:00:00:00:99"), Some("ip-camera"), None)
+            .expect("mac");
+        assert_eq!(
+            (pinned.name.as_str(), pinned.matched_by),
+            ("special-cam", MatchedBy::Mac)
+        );
+        let longer = policy
+            .classify(mac("02:00:5e:10:00:01"), None, None)
+            .expect("oui");
+        assert_eq!(
+            (longer.name.as_str(), longer.matched_by),
+            ("special-cam", MatchedBy::Oui)
+        );
+        let shorter = policy
+            .classify(mac("02:00:5e:11:00:01"), None, Some("CN=nobody"))
+            .expect("oui");
+        assert_eq!(
+            (shorter.name.as_str(), shorter.matched_by),
+            ("camera", MatchedBy::Oui)
+        );
+    }
+
+    #[test]
+    fn fingerprint_type_is_the_last_resort_and_ignores_case() {
+        let policy = policy();
+        let guess = policy
+            .classify(mac("0a:00:00:00:00:01"), Some("ip-camera"), None)
+            .expect("type");
+        assert_eq!(
+            (guess.name.as_str(), guess.matched_by),
+            ("camera", MatchedBy::FingerprintType)
+        );
+        assert_eq!(
+            policy.classify(mac("0a:00:00:00:00:01"), Some("toaster"), None),
+            None
+        );
+        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), None, None), None);
     }
 }

@@ -19,8 +19,8 @@
 use std::collections::BTreeMap;
 
 use gateway_ebpf::{
-    MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, PortRange, maps::POLICY_CAPACITY,
-    proto,
+    MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, PortRange,
+    maps::POLICY_CAPACITY, proto,
 };
 use ipnet::IpNet;
 
@@ -62,13 +62,19 @@ pub struct PortRangeKey {
 
 impl From<PortRange> for PortRangeKey {
     fn from(range: PortRange) -> Self {
-        Self { first: range.first, last: range.last }
+        Self {
+            first: range.first,
+            last: range.last,
+        }
     }
 }
 
 impl From<PortRangeKey> for PortRange {
     fn from(range: PortRangeKey) -> Self {
-        Self { first: range.first, last: range.last }
+        Self {
+            first: range.first,
+            last: range.last,
+        }
     }
 }
 
@@ -76,8 +82,16 @@ impl From<PortRangeKey> for PortRange {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AbiEntry {
     /// Key for `POLICY_V4` with its LPM prefix length (`POLICY_KEY_FIXED_BITS` + prefix).
-    V4 { prefix_len: u32, key: PolicyKey<4>, rule: PolicyRule },
-    V6 { prefix_len: u32, key: PolicyKey<16>, rule: PolicyRule },
+    V4 {
+        prefix_len: u32,
+        key: PolicyKey<4>,
+        rule: PolicyRule,
+    },
+    V6 {
+        prefix_len: u32,
+        key: PolicyKey<16>,
+        rule: PolicyRule,
+    },
 }
 
 impl CompiledRule {
@@ -104,12 +118,22 @@ impl CompiledRule {
         match self.net {
             IpNet::V4(net) => AbiEntry::V4 {
                 prefix_len,
-                key: PolicyKey { policy_id, proto: self.proto, _pad: [0; 3], addr: net.addr().octets() },
+                key: PolicyKey {
+                    policy_id,
+                    proto: self.proto,
+                    _pad: [0; 3],
+                    addr: net.addr().octets(),
+                },
                 rule,
             },
             IpNet::V6(net) => AbiEntry::V6 {
                 prefix_len,
-                key: PolicyKey { policy_id, proto: self.proto, _pad: [0; 3], addr: net.addr().octets() },
+                key: PolicyKey {
+                    policy_id,
+                    proto: self.proto,
+                    _pad: [0; 3],
+                    addr: net.addr().octets(),
+                },
                 rule,
             },
         }
@@ -172,7 +196,10 @@ fn policy_name(policy: &Policy, id: PolicyId) -> String {
             .classes
             .iter()
             .find(|class| class.policy_id == id)
-            .map_or_else(|| format!("policy {}", id.0), |class| format!("class {:?}", class.name)),
+            .map_or_else(
+                || format!("policy {}", id.0),
+                |class| format!("class {:?}", class.name),
+            ),
     }
 }
 
@@ -204,13 +231,31 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
                 });
             }
             for pattern in &rule.names {
-                dns_rules.push(DnsRule {
-                    policy_id,
-                    pattern: pattern.clone(),
-                    protocol: rule.protocol,
-                    ports: ports.clone(),
-                    at: rule.at.clone(),
-                });
+                let same = |known: &&mut DnsRule| {
+                    known.policy_id == policy_id
+                        && known.pattern == *pattern
+                        && known.protocol == rule.protocol
+                };
+                match dns_rules.iter_mut().find(same) {
+                    Some(known) => {
+                        let all = known
+                            .ports
+                            .iter()
+                            .chain(&ports)
+                            .map(|range| (*range).into());
+                        known.ports = merge_ranges(all.collect())
+                            .into_iter()
+                            .map(Into::into)
+                            .collect();
+                    }
+                    None => dns_rules.push(DnsRule {
+                        policy_id,
+                        pattern: pattern.clone(),
+                        protocol: rule.protocol,
+                        ports: ports.clone(),
+                        at: rule.at.clone(),
+                    }),
+                }
             }
         }
     }
@@ -219,7 +264,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
     let mut rules = Vec::new();
     for entry in merged {
         if entry.ports.len() > MAX_PORT_RANGES {
-            let at = entry.at.clone().unwrap_or_else(|| Location::file(&policy.files[0]));
+            let at = entry.at.clone().unwrap_or_else(|| policy_location(policy));
             errors.push(PolicyError::new(at, too_many(policy, &entry)));
         } else {
             rules.push(entry.into_rule());
@@ -231,8 +276,15 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
             .filter(|rule| matches!((family, rule.net), (4, IpNet::V4(_)) | (6, IpNet::V6(_))))
             .count();
         if count > capacity as usize {
-            let at = Location::file(&policy.files[0]);
-            errors.push(PolicyError::new(at, ErrorKind::CapacityExceeded { family, count, capacity }));
+            let at = policy_location(policy);
+            errors.push(PolicyError::new(
+                at,
+                ErrorKind::CapacityExceeded {
+                    family,
+                    count,
+                    capacity,
+                },
+            ));
         }
     }
     if !errors.is_empty() {
@@ -257,6 +309,16 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
         classifier: Classifier::new(policy),
         source: policy.clone(),
     })
+}
+
+/// Where to point problems of the policy as a whole: its first file.
+fn policy_location(policy: &Policy) -> Location {
+    let file = policy
+        .files
+        .first()
+        .cloned()
+        .unwrap_or_else(|| std::sync::Arc::new(".".into()));
+    Location::file(&file)
 }
 
 fn too_many(policy: &Policy, entry: &Merged) -> ErrorKind {
@@ -284,7 +346,10 @@ pub fn proto_name(number: u8) -> &'static str {
 /// The rules each policy id gets: lanes, classes with their includes and the update lane.
 fn policy_rule_sets(policy: &Policy) -> Vec<(PolicyId, Vec<&Rule>)> {
     let lanes = &policy.lanes;
-    let mut sets = vec![(PolicyId::ONBOARDING, lanes.onboarding.rules.iter().collect::<Vec<_>>())];
+    let mut sets = vec![(
+        PolicyId::ONBOARDING,
+        lanes.onboarding.rules.iter().collect::<Vec<_>>(),
+    )];
     let mut quarantine: Vec<&Rule> = lanes.quarantine.rules.iter().collect();
     if lanes.quarantine_includes_update {
         quarantine.extend(&lanes.update.rules);
@@ -335,7 +400,12 @@ pub(super) struct Merged {
 
 impl Merged {
     pub fn into_rule(self) -> CompiledRule {
-        CompiledRule { policy_id: self.policy_id, proto: self.proto, net: self.net, ports: self.ports }
+        CompiledRule {
+            policy_id: self.policy_id,
+            proto: self.proto,
+            net: self.net,
+            ports: self.ports,
+        }
     }
 }
 
@@ -346,24 +416,33 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
     let mut direct: BTreeMap<Key, (Vec<PortRangeKey>, Option<Location>)> = BTreeMap::new();
     for contribution in contributions {
         let net = contribution.net.trunc();
-        let slot = direct.entry((contribution.policy_id, contribution.proto, net)).or_default();
+        let slot = direct
+            .entry((contribution.policy_id, contribution.proto, net))
+            .or_default();
         slot.0.extend(contribution.ports);
         if slot.1.is_none() {
             slot.1 = contribution.at;
         }
     }
     // ANY entries inside a covering specific-protocol entry get a copy in that protocol.
+    let mut protocols: BTreeMap<PolicyId, Vec<u8>> = BTreeMap::new();
+    for (policy_id, proto_number, _) in direct.keys() {
+        let list = protocols.entry(*policy_id).or_default();
+        if *proto_number != proto::ANY && !list.contains(proto_number) {
+            list.push(*proto_number);
+        }
+    }
+    let lengths = PrefixLengths::new(direct.keys());
     let mut copies = Vec::new();
     for ((policy_id, proto_number, net), (ports, at)) in &direct {
         if *proto_number != proto::ANY {
             continue;
         }
-        for (other_policy, other_proto, other_net) in direct.keys() {
-            if other_policy == policy_id
-                && *other_proto != proto::ANY
-                && other_net.contains(net)
-                && !direct.contains_key(&(*policy_id, *other_proto, *net))
-            {
+        for other_proto in protocols.get(policy_id).into_iter().flatten() {
+            let covered = lengths
+                .supernets(*policy_id, net)
+                .any(|outer| direct.contains_key(&(*policy_id, *other_proto, outer)));
+            if covered {
                 copies.push(((*policy_id, *other_proto, *net), ports.clone(), at.clone()));
             }
         }
@@ -375,18 +454,23 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
             slot.1 = at;
         }
     }
-    // Inherit from covering prefixes of the same protocol or ANY, same policy. Quadratic per
-    // policy, which is fine for the thousands of entries the maps hold.
+    // Inherit from covering (or equal) prefixes of the same protocol or ANY, same policy: at
+    // most one lookup per shorter prefix length, so large (DNS-grown) sets stay fast.
     let mut merged = Vec::with_capacity(direct.len());
     for ((policy_id, proto_number, net), (ports, at)) in &direct {
         let mut all = ports.clone();
-        for ((other_policy, other_proto, other_net), (other_ports, _)) in &direct {
-            if other_policy == policy_id
-                && (other_proto == proto_number || *other_proto == proto::ANY)
-                && other_net != net
-                && other_net.contains(net)
-            {
+        let mut take = |key: &Key| {
+            if let Some((other_ports, _)) = direct.get(key) {
                 all.extend(other_ports.iter().copied());
+            }
+        };
+        if *proto_number != proto::ANY {
+            take(&(*policy_id, proto::ANY, *net));
+        }
+        for outer in lengths.supernets(*policy_id, net) {
+            take(&(*policy_id, *proto_number, outer));
+            if *proto_number != proto::ANY {
+                take(&(*policy_id, proto::ANY, outer));
             }
         }
         let ranges: Vec<PortRange> = all.into_iter().map(Into::into).collect();
@@ -399,6 +483,42 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
         });
     }
     merged
+}
+
+/// Prefix lengths in use per (policy, address family): the only lengths a covering entry
+/// can have, so merging looks up a handful of prefixes per entry instead of up to 128.
+struct PrefixLengths(BTreeMap<(PolicyId, bool), Vec<u8>>);
+
+impl PrefixLengths {
+    fn new<'a>(keys: impl Iterator<Item = &'a (PolicyId, u8, IpNet)>) -> Self {
+        let mut lengths: BTreeMap<(PolicyId, bool), Vec<u8>> = BTreeMap::new();
+        for (policy_id, _, net) in keys {
+            let list = lengths
+                .entry((*policy_id, net.addr().is_ipv4()))
+                .or_default();
+            if !list.contains(&net.prefix_len()) {
+                list.push(net.prefix_len());
+            }
+        }
+        Self(lengths)
+    }
+
+    /// The strictly shorter prefixes of `net` that some entry of `policy_id` may have.
+    fn supernets(&self, policy_id: PolicyId, net: &IpNet) -> impl Iterator<Item = IpNet> {
+        let lengths = self
+            .0
+            .get(&(policy_id, net.addr().is_ipv4()))
+            .map_or(&[][..], Vec::as_slice);
+        let net = *net;
+        lengths
+            .iter()
+            .filter(move |length| **length < net.prefix_len())
+            .filter_map(move |length| {
+                IpNet::new(net.addr(), *length)
+                    .ok()
+                    .map(|outer| outer.trunc())
+            })
+    }
 }
 
 impl CompiledPolicy {
@@ -440,11 +560,372 @@ impl CompiledPolicy {
                 continue;
             }
             let key = (entry.policy_id, entry.proto, entry.net);
-            match self.rules.iter().find(|rule| (rule.policy_id, rule.proto, rule.net) == key) {
+            match self
+                .rules
+                .iter()
+                .find(|rule| (rule.policy_id, rule.proto, rule.net) == key)
+            {
                 Some(original) => rules.push(original.clone()),
                 None => refused.push(entry.into_rule()),
             }
         }
         (rules, refused)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use gateway_ebpf::{lane, verdict};
+
+    use super::*;
+    use crate::policy::load::parse_sources;
+
+    fn compiled(text: &str) -> Result<CompiledPolicy, Vec<PolicyError>> {
+        let policy = parse_sources(&[(PathBuf::from("t.toml"), text.to_owned())])?;
+        compile(&policy)
+    }
+
+    fn entry<'a>(
+        policy: &'a CompiledPolicy,
+        id: u32,
+        proto_number: u8,
+        net: &str,
+    ) -> &'a CompiledRule {
+        let net: IpNet = net.parse().expect("test net");
+        policy
+            .rules
+            .iter()
+            .find(|rule| {
+                rule.policy_id == PolicyId(id) && rule.proto == proto_number && rule.net == net
+            })
+            .unwrap_or_else(|| panic!("no entry {id} {proto_number} {net} in {:#?}", policy.rules))
+    }
+
+    fn ports(list: &[(u16, u16)]) -> Vec<PortRangeKey> {
+        list.iter()
+            .map(|(first, last)| PortRangeKey {
+                first: *first,
+                last: *last,
+            })
+            .collect()
+    }
+
+    const LANES: &str = r#"
+[lanes.onboarding]
+[[lanes.onboarding.allow]]
+nets = ["10.77.0.1"]
+protocol = "udp"
+ports = [53, 67]
+[lanes.quarantine]
+include_update = true
+[[lanes.quarantine.allow]]
+nets = ["10.77.0.1"]
+protocol = "udp"
+ports = [53]
+[lanes.update]
+[[lanes.update.allow]]
+nets = ["10.77.0.1"]
+protocol = "tcp"
+ports = [8444]
+[defaults]
+quarantine = "drop"
+policy_miss = "pass"
+"#;
+
+    #[test]
+    fn lanes_use_reserved_ids_and_update_folds_into_quarantine_and_classes() {
+        let text = format!(
+            "{LANES}\n[[class]]\nname = \"cam\"\nid = 5\nupdate_lane = true\n[[class.allow]]\nnets = [\"10.78.0.0/24\"]\nprotocol = \"tcp\"\nports = [443]\n"
+        );
+        let policy = compiled(&text).expect("valid");
+        assert_eq!(
+            entry(&policy, lane::ONBOARDING, proto::UDP, "10.77.0.1/32").ports,
+            ports(&[(53, 53), (67, 67)])
+        );
+        assert_eq!(
+            entry(&policy, lane::QUARANTINE, proto::TCP, "10.77.0.1/32").ports,
+            ports(&[(8444, 8444)])
+        );
+        let class_id = lane::FIRST_CLASS_POLICY + 5;
+        assert_eq!(policy.classes[0].policy_id, PolicyId(class_id));
+        assert_eq!(
+            entry(&policy, class_id, proto::TCP, "10.77.0.1/32").ports,
+            ports(&[(8444, 8444)])
+        );
+        assert_eq!(
+            entry(&policy, class_id, proto::TCP, "10.78.0.0/24").ports,
+            ports(&[(443, 443)])
+        );
+        assert_eq!(policy.verdicts.quarantine, verdict::DROP);
+        assert_eq!(policy.verdicts.policy_miss, verdict::PASS);
+        assert_eq!(policy.verdicts.malformed, verdict::DROP);
+        assert_eq!(policy.rules.len(), 5);
+    }
+
+    #[test]
+    fn covering_prefixes_lend_their_ports_to_more_specific_entries() {
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.0.0.0/8"]
+protocol = "tcp"
+ports = [443]
+[[class.allow]]
+nets = ["10.1.0.0/16"]
+protocol = "tcp"
+ports = [80]
+[[class.allow]]
+nets = ["10.1.2.0/24"]
+ports = []
+protocol = "any"
+[[class.allow]]
+nets = ["10.2.0.0/16"]
+protocol = "udp"
+ports = [53]
+"#;
+        let policy = compiled(text).expect("valid");
+        let id = lane::FIRST_CLASS_POLICY + 1;
+        // /16 gets the /8's 443: an LPM lookup for 10.1.x.x:443 stops at the /16.
+        assert_eq!(
+            entry(&policy, id, proto::TCP, "10.1.0.0/16").ports,
+            ports(&[(80, 80), (443, 443)])
+        );
+        // The ANY /24 sits inside TCP entries, so a TCP copy exists that allows everything.
+        assert_eq!(
+            entry(&policy, id, proto::TCP, "10.1.2.0/24").ports,
+            ports(&[(0, 65_535)])
+        );
+        assert_eq!(
+            entry(&policy, id, proto::ANY, "10.1.2.0/24").ports,
+            ports(&[(0, 65_535)])
+        );
+        // UDP /16 is not inside anything UDP or ANY: unchanged, and no TCP leak.
+        assert_eq!(
+            entry(&policy, id, proto::UDP, "10.2.0.0/16").ports,
+            ports(&[(53, 53)])
+        );
+        assert!(
+            !policy
+                .rules
+                .iter()
+                .any(|rule| rule.proto == proto::UDP && rule.net.to_string() == "10.1.2.0/24")
+        );
+    }
+
+    #[test]
+    fn inbound_rules_allow_replies_on_every_port_and_icmp_follows_the_family() {
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.77.0.20", "2001:db8::20"]
+protocol = "tcp"
+ports = [554]
+direction = "inbound"
+[[class.allow]]
+nets = ["10.77.0.1", "2001:db8::1"]
+protocol = "icmp"
+"#;
+        let policy = compiled(text).expect("valid");
+        let id = lane::FIRST_CLASS_POLICY + 1;
+        assert_eq!(
+            entry(&policy, id, proto::TCP, "10.77.0.20/32").ports,
+            ports(&[(0, 65_535)])
+        );
+        assert_eq!(
+            entry(&policy, id, proto::TCP, "2001:db8::20/128").ports,
+            ports(&[(0, 65_535)])
+        );
+        entry(&policy, id, proto::ICMP, "10.77.0.1/32");
+        entry(&policy, id, proto::ICMPV6, "2001:db8::1/128");
+    }
+
+    #[test]
+    fn too_many_port_ranges_for_one_destination_is_an_error_at_the_rule() {
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.78.0.1"]
+protocol = "tcp"
+ports = [1, 3, 5, 7, 9]
+[[class.allow]]
+nets = ["10.78.0.1"]
+protocol = "tcp"
+ports = [11, 13, 15, 17]
+"#;
+        let errors = compiled(text).expect_err("nine ranges");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!((errors[0].at.line, errors[0].at.column), (5, 1));
+        assert!(matches!(
+            &errors[0].kind,
+            ErrorKind::TooManyPortRanges {
+                count: 9,
+                max: 8,
+                ..
+            }
+        ));
+        assert!(
+            errors[0]
+                .to_string()
+                .starts_with("t.toml:5:1: class \"c\": tcp to 10.78.0.1/32 needs 9")
+        );
+        // Adjacent ports merge into one range and fit.
+        let merged = text.replace("[11, 13, 15, 17]", "[2, 4, 6, 8]");
+        assert_eq!(
+            compiled(&merged).expect("one range 1-9").rules[0].ports,
+            ports(&[(1, 9)])
+        );
+    }
+
+    #[test]
+    fn includes_bring_rules_and_diamonds_do_not_duplicate() {
+        let text = r#"
+[[class]]
+name = "base"
+id = 1
+[[class.allow]]
+nets = ["10.77.0.1"]
+protocol = "udp"
+ports = [53]
+[[class]]
+name = "mid-a"
+id = 2
+include = ["base"]
+[[class]]
+name = "mid-b"
+id = 3
+include = ["base"]
+[[class]]
+name = "leaf"
+id = 4
+include = ["mid-a", "mid-b"]
+"#;
+        let policy = compiled(text).expect("valid");
+        let leaf = lane::FIRST_CLASS_POLICY + 4;
+        assert_eq!(
+            entry(&policy, leaf, proto::UDP, "10.77.0.1/32").ports,
+            ports(&[(53, 53)])
+        );
+        assert_eq!(policy.rules.len(), 4);
+    }
+
+    #[test]
+    fn abi_entries_carry_network_order_ids_and_lpm_prefix_lengths() {
+        let rule = CompiledRule {
+            policy_id: PolicyId(0x0102_0304),
+            proto: proto::TCP,
+            net: "10.77.0.0/16".parse().expect("net"),
+            ports: ports(&[(80, 80), (443, 443)]),
+        };
+        match rule.to_abi() {
+            AbiEntry::V4 {
+                prefix_len,
+                key,
+                rule,
+            } => {
+                assert_eq!(prefix_len, POLICY_KEY_FIXED_BITS + 16);
+                assert_eq!(key.policy_id, [1, 2, 3, 4]);
+                assert_eq!(key.proto, proto::TCP);
+                assert_eq!(key.addr, [10, 77, 0, 0]);
+                assert_eq!(rule.port_count, 2);
+                assert_eq!(
+                    rule.ports[1],
+                    PortRange {
+                        first: 443,
+                        last: 443
+                    }
+                );
+                assert_eq!(rule.ports[2], PortRange::default());
+            }
+            other => panic!("expected v4, got {other:?}"),
+        }
+        let v6 = CompiledRule {
+            net: "2001:db8::/32".parse().expect("net"),
+            ..rule
+        };
+        assert!(
+            matches!(v6.to_abi(), AbiEntry::V6 { prefix_len: 96, key, .. } if key.addr[..4] == [0x20, 0x01, 0x0d, 0xb8])
+        );
+    }
+
+    #[test]
+    fn dynamic_entries_merge_and_overflowing_ones_are_refused() {
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.78.0.0/24"]
+protocol = "tcp"
+ports = [443]
+[[class.allow]]
+names = ["api.example.com"]
+protocol = "tcp"
+ports = [8883]
+"#;
+        let policy = compiled(text).expect("valid");
+        let id = PolicyId(lane::FIRST_CLASS_POLICY + 1);
+        let inside = CompiledRule {
+            policy_id: id,
+            proto: proto::TCP,
+            net: "10.78.0.7/32".parse().expect("net"),
+            ports: ports(&[(8883, 8883)]),
+        };
+        let (rules, refused) = policy.rules_with(std::slice::from_ref(&inside));
+        assert!(refused.is_empty());
+        let merged = rules
+            .iter()
+            .find(|rule| rule.net == inside.net)
+            .expect("dynamic entry");
+        assert_eq!(merged.ports, ports(&[(443, 443), (8883, 8883)]));
+        let wide = CompiledRule {
+            net: "10.78.0.8/32".parse().expect("net"),
+            ports: (0..9)
+                .map(|n| PortRangeKey {
+                    first: n * 10,
+                    last: n * 10,
+                })
+                .collect(),
+            ..inside
+        };
+        let (rules, refused) = policy.rules_with(std::slice::from_ref(&wide));
+        assert_eq!(refused.len(), 1);
+        assert!(!rules.iter().any(|rule| rule.net == wide.net));
+    }
+
+    #[test]
+    fn more_entries_than_the_lpm_map_holds_is_an_error() {
+        let capacity = POLICY_CAPACITY as usize;
+        let nets: Vec<String> = (0..=capacity)
+            .map(|n| format!("\"10.{}.{}.{}\"", n >> 16, (n >> 8) & 0xff, n & 0xff))
+            .collect();
+        let text = format!(
+            "[[class]]\nname = \"c\"\nid = 1\n[[class.allow]]\nnets = [{}]\nprotocol = \"tcp\"\n",
+            nets.join(",")
+        );
+        let started = std::time::Instant::now();
+        let errors = compiled(&text).expect_err("one entry too many");
+        assert_eq!(
+            errors.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(),
+            vec![ErrorKind::CapacityExceeded {
+                family: 4,
+                count: capacity + 1,
+                capacity: POLICY_CAPACITY
+            }]
+        );
+        // Merging is one lookup per prefix length, not quadratic: this stays well under the
+        // one-second reload budget even in a debug build.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -4,9 +4,11 @@
 //! move. Reads DNS response messages (parsed by `simple-dns`) and the compiled DNS rules;
 //! writes nothing: `active` lists the entries to merge with `CompiledPolicy::rules_with`.
 //!
-//! Feed it only responses that reached a device from the resolver (the datapath's DNS
-//! samples towards the device): whoever answers DNS for a device decides which addresses its
-//! DNS-name rules open, exactly as it decides where the device connects.
+//! Feed it only responses that reached a device from upstream (the WAN program's DNS samples
+//! towards the device), never DNS-looking packets a device sent: a device forging an answer
+//! would otherwise open its own class's rules to any address. Whoever answers DNS for a
+//! device decides which addresses its DNS-name rules open, as it decides where the device
+//! connects. Answers truncated by the datapath's sample size are refused as malformed.
 use std::{
     collections::{HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -20,6 +22,7 @@ use super::{
     compile::{CompiledPolicy, CompiledRule, DnsRule},
     load::PolicyId,
 };
+use crate::device::Access;
 
 /// Shortest life of a DNS-derived entry: a device usually connects a moment after its answer
 /// arrives, and a TTL of 0-5 s (common on CDNs) must not close the door before it does.
@@ -31,6 +34,19 @@ pub const DNS_TTL_CEILING: Duration = Duration::from_secs(3600);
 pub const MAX_DNS_ENTRIES: usize = 8192;
 /// Longest CNAME chain followed (resolvers rarely return more than 3-4 links).
 pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// The policies the datapath checks for a device in state `access` whose class policy is
+/// `class_policy` (as `gateway-ebpf`'s `policy::from_device` does): enrolled devices have
+/// their class and the onboarding lane, quarantined ones the quarantine lane, unknown and
+/// enrolling ones the onboarding lane, blocked ones nothing.
+pub fn policies_in_force(access: Access, class_policy: PolicyId) -> Vec<PolicyId> {
+    match access {
+        Access::Enrolled => vec![class_policy, PolicyId::ONBOARDING],
+        Access::Quarantined => vec![PolicyId::QUARANTINE],
+        Access::Unknown | Access::Onboarding => vec![PolicyId::ONBOARDING],
+        Access::Blocked => Vec::new(),
+    }
+}
 
 /// Why a DNS message was not used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,7 +97,10 @@ pub struct DnsTracker {
 
 impl DnsTracker {
     pub fn new(policy: &CompiledPolicy) -> Self {
-        Self { rules: policy.dns_rules.clone(), entries: HashMap::new() }
+        Self {
+            rules: policy.dns_rules.clone(),
+            entries: HashMap::new(),
+        }
     }
 
     /// Switches to a reloaded policy: entries whose rule is unchanged (same policy id, name,
@@ -103,16 +122,18 @@ impl DnsTracker {
         }
     }
 
-    /// Reads one DNS response received by a device whose policy in force is `policy_id` (its
-    /// class policy when enrolled, the lane's id otherwise) and records the addresses of the
-    /// names that policy's DNS rules allow.
+    /// Reads one DNS response received by a device and records the addresses of the names
+    /// that the DNS rules of `policies` allow: the policies in force for that device
+    /// (`policies_in_force`). Entries belong to the policy, so every device of the class
+    /// benefits, as the datapath's per-policy maps require.
     pub fn observe(
         &mut self,
-        policy_id: PolicyId,
+        policies: &[PolicyId],
         message: &[u8],
         now: Instant,
     ) -> Result<DnsUpdate, DnsError> {
-        let packet = Packet::parse(message).map_err(|error| DnsError::Malformed(error.to_string()))?;
+        let packet =
+            Packet::parse(message).map_err(|error| DnsError::Malformed(error.to_string()))?;
         if !packet.has_flags(PacketFlag::RESPONSE) {
             return Err(DnsError::NotAResponse);
         }
@@ -122,7 +143,7 @@ impl DnsTracker {
         }
         let answers = Answers::from_packet(&packet);
         for index in 0..self.rules.len() {
-            if self.rules[index].policy_id != policy_id {
+            if !policies.contains(&self.rules[index].policy_id) {
                 continue;
             }
             for start in &answers.names {
@@ -159,7 +180,13 @@ impl DnsTracker {
             update.dropped += 1;
             return;
         }
-        self.entries.insert((index, addr), Tracked { name: name.to_owned(), expires });
+        self.entries.insert(
+            (index, addr),
+            Tracked {
+                name: name.to_owned(),
+                expires,
+            },
+        );
         update.added.push(DnsBinding {
             name: name.to_owned(),
             rule: self.rule_for(index, addr),
@@ -207,8 +234,11 @@ impl DnsTracker {
 
     /// Every live DNS-derived entry, sorted, one per (policy, protocol, address) and rule.
     pub fn active(&self) -> Vec<CompiledRule> {
-        let mut rules: Vec<CompiledRule> =
-            self.entries.keys().map(|(index, addr)| self.rule_for(*index, *addr)).collect();
+        let mut rules: Vec<CompiledRule> = self
+            .entries
+            .keys()
+            .map(|(index, addr)| self.rule_for(*index, *addr))
+            .collect();
         rules.sort();
         rules.dedup();
         rules
@@ -234,7 +264,11 @@ struct Answers {
 
 impl Answers {
     fn from_packet(packet: &Packet<'_>) -> Self {
-        let mut answers = Self { names: HashSet::new(), cnames: HashMap::new(), addresses: HashMap::new() };
+        let mut answers = Self {
+            names: HashSet::new(),
+            cnames: HashMap::new(),
+            addresses: HashMap::new(),
+        };
         for question in &packet.questions {
             answers.names.insert(canonical(&question.qname.to_string()));
         }
@@ -255,7 +289,10 @@ impl Answers {
                     .or_default()
                     .push((IpAddr::V6(Ipv6Addr::from(aaaa.address)), record.ttl)),
                 RData::CNAME(target) => {
-                    answers.cnames.insert(owner.clone(), (canonical(&target.0.to_string()), record.ttl));
+                    answers.cnames.insert(
+                        owner.clone(),
+                        (canonical(&target.0.to_string()), record.ttl),
+                    );
                 }
                 _ => continue,
             }
@@ -292,4 +329,363 @@ impl Answers {
 
 fn canonical(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_ebpf::{lane, proto};
+    use simple_dns::{Name, QCLASS, QTYPE, Question, ResourceRecord, TYPE, rdata};
+
+    use super::*;
+    use crate::policy::{PortRangeKey, check_text};
+
+    const POLICY: &str = r#"
+[[class]]
+name = "camera"
+id = 10
+[[class.allow]]
+names = ["upload.camera.example.com", "*.cdn.example.net"]
+protocol = "tcp"
+ports = [443]
+[[class]]
+name = "plug"
+id = 11
+[[class.allow]]
+names = ["plug.example.org"]
+protocol = "icmp"
+"#;
+
+    const CAMERA: PolicyId = PolicyId(lane::FIRST_CLASS_POLICY + 10);
+    const PLUG: PolicyId = PolicyId(lane::FIRST_CLASS_POLICY + 11);
+
+    enum Record<'a> {
+        A(&'a str, u32, [u8; 4]),
+        Aaaa(&'a str, u32, Ipv6Addr),
+        Cname(&'a str, u32, &'a str),
+    }
+
+    /// A DNS response on the wire, built by simple-dns.
+    fn response(question: &str, records: &[Record<'_>]) -> Vec<u8> {
+        let mut packet = Packet::new_reply(0x1234);
+        packet.questions.push(Question::new(
+            Name::new_unchecked(question),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        for record in records {
+            let record = match record {
+                Record::A(name, ttl, addr) => ResourceRecord::new(
+                    Name::new_unchecked(name),
+                    CLASS::IN,
+                    *ttl,
+                    RData::A(rdata::A {
+                        address: u32::from_be_bytes(*addr),
+                    }),
+                ),
+                Record::Aaaa(name, ttl, addr) => ResourceRecord::new(
+                    Name::new_unchecked(name),
+                    CLASS::IN,
+                    *ttl,
+                    RData::AAAA(rdata::AAAA {
+                        address: u128::from(*addr),
+                    }),
+                ),
+                Record::Cname(name, ttl, target) => ResourceRecord::new(
+                    Name::new_unchecked(name),
+                    CLASS::IN,
+                    *ttl,
+                    RData::CNAME(rdata::CNAME(Name::new_unchecked(target))),
+                ),
+            };
+            packet.answers.push(record);
+        }
+        packet
+            .build_bytes_vec_compressed()
+            .expect("valid test message")
+    }
+
+    #[test]
+    fn cname_chain_to_a_cdn_opens_the_final_addresses_for_the_shortest_ttl() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let now = Instant::now();
+        let message = response(
+            "upload.camera.example.com",
+            &[
+                Record::Cname(
+                    "upload.camera.example.com",
+                    300,
+                    "upload.camera.example.com.edge.cdnprovider.test",
+                ),
+                Record::Cname(
+                    "upload.camera.example.com.edge.cdnprovider.test",
+                    120,
+                    "e17.cdnprovider.test",
+                ),
+                Record::A("e17.cdnprovider.test", 600, [10, 78, 1, 17]),
+                Record::Aaaa(
+                    "e17.cdnprovider.test",
+                    600,
+                    "2001:db8:78::17".parse().expect("addr"),
+                ),
+            ],
+        );
+        let update = tracker.observe(&[CAMERA], &message, now).expect("response");
+        assert_eq!(update.added.len(), 2, "{update:?}");
+        let v4 = &update
+            .added
+            .iter()
+            .find(|b| b.rule.net.addr().is_ipv4())
+            .expect("v4")
+            .rule;
+        assert_eq!(v4.net, "10.78.1.17/32".parse::<IpNet>().expect("net"));
+        assert_eq!((v4.policy_id, v4.proto), (CAMERA, proto::TCP));
+        assert_eq!(
+            v4.ports,
+            vec![PortRangeKey {
+                first: 443,
+                last: 443
+            }]
+        );
+        assert!(
+            update
+                .added
+                .iter()
+                .all(|b| b.expires == now + Duration::from_secs(120))
+        );
+        assert_eq!(update.added[0].name, "upload.camera.example.com");
+        assert_eq!(tracker.active().len(), 2);
+        // The same answer again refreshes nothing new.
+        let again = tracker.observe(&[CAMERA], &message, now).expect("response");
+        assert!(again.added.is_empty());
+    }
+
+    #[test]
+    fn entries_expire_after_their_ttl_and_are_refreshed_by_new_answers() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let start = Instant::now();
+        let message = response(
+            "img.cdn.example.net",
+            &[Record::A("img.cdn.example.net", 90, [10, 78, 2, 2])],
+        );
+        tracker
+            .observe(&[CAMERA], &message, start)
+            .expect("response");
+        assert_eq!(tracker.next_expiry(), Some(start + Duration::from_secs(90)));
+        assert!(tracker.tick(start + Duration::from_secs(89)).is_empty());
+        let refreshed = tracker
+            .observe(&[CAMERA], &message, start + Duration::from_secs(60))
+            .expect("response");
+        assert_eq!(refreshed.refreshed, 1);
+        assert!(tracker.tick(start + Duration::from_secs(120)).is_empty());
+        let gone = tracker.tick(start + Duration::from_secs(150));
+        assert_eq!(gone.len(), 1);
+        assert_eq!(
+            gone[0].rule.net,
+            "10.78.2.2/32".parse::<IpNet>().expect("net")
+        );
+        assert!(tracker.is_empty());
+    }
+
+    #[test]
+    fn ttl_is_clamped_between_floor_and_ceiling() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let now = Instant::now();
+        let message = response(
+            "a.cdn.example.net",
+            &[
+                Record::A("a.cdn.example.net", 0, [10, 78, 3, 1]),
+                Record::A("b.cdn.example.net", 604_800, [10, 78, 3, 2]),
+            ],
+        );
+        let update = tracker.observe(&[CAMERA], &message, now).expect("response");
+        let life = |addr: [u8; 4]| {
+            let net = IpNet::from(IpAddr::from(addr));
+            update
+                .added
+                .iter()
+                .find(|b| b.rule.net == net)
+                .map(|b| b.expires - now)
+        };
+        assert_eq!(life([10, 78, 3, 1]), Some(DNS_TTL_FLOOR));
+        assert_eq!(life([10, 78, 3, 2]), Some(DNS_TTL_CEILING));
+    }
+
+    #[test]
+    fn names_outside_the_rules_or_another_policy_open_nothing() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let now = Instant::now();
+        let other = response(
+            "evil.example.com",
+            &[Record::A("evil.example.com", 300, [10, 78, 9, 9])],
+        );
+        assert!(
+            tracker
+                .observe(&[CAMERA], &other, now)
+                .expect("response")
+                .added
+                .is_empty()
+        );
+        // Only strictly below the wildcard.
+        let apex = response(
+            "cdn.example.net",
+            &[Record::A("cdn.example.net", 300, [10, 78, 9, 8])],
+        );
+        assert!(
+            tracker
+                .observe(&[CAMERA], &apex, now)
+                .expect("response")
+                .added
+                .is_empty()
+        );
+        // The plug's name seen by a camera does not open it for cameras (nor for plugs).
+        let plug = response(
+            "plug.example.org",
+            &[Record::A("plug.example.org", 300, [10, 78, 9, 7])],
+        );
+        assert!(
+            tracker
+                .observe(&[CAMERA], &plug, now)
+                .expect("response")
+                .added
+                .is_empty()
+        );
+        let for_plug = tracker.observe(&[PLUG], &plug, now).expect("response");
+        assert_eq!(for_plug.added.len(), 1);
+        assert_eq!(for_plug.added[0].rule.proto, proto::ICMP);
+        // A CNAME pointing *to* an allowed name does not allow the alias's owner addresses.
+        let alias = response(
+            "evil.example.com",
+            &[
+                Record::Cname("evil.example.com", 300, "x.cdn.example.net"),
+                Record::A("evil.example.com", 300, [10, 78, 9, 6]),
+            ],
+        );
+        let update = tracker.observe(&[CAMERA], &alias, now).expect("response");
+        assert!(
+            update
+                .added
+                .iter()
+                .all(|b| b.rule.net.addr() != IpAddr::from([10, 78, 9, 6])),
+            "{update:?}"
+        );
+    }
+
+    #[test]
+    fn queries_and_garbage_are_refused() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let mut query = Packet::new_query(7);
+        query.questions.push(Question::new(
+            Name::new_unchecked("upload.camera.example.com"),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        let bytes = query.build_bytes_vec().expect("query");
+        assert_eq!(
+            tracker.observe(&[CAMERA], &bytes, Instant::now()),
+            Err(DnsError::NotAResponse)
+        );
+        assert!(matches!(
+            tracker.observe(&[CAMERA], &[1, 2, 3], Instant::now()),
+            Err(DnsError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn reload_keeps_entries_of_unchanged_rules_only() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let now = Instant::now();
+        let cam = response(
+            "upload.camera.example.com",
+            &[Record::A("upload.camera.example.com", 300, [10, 78, 4, 1])],
+        );
+        let plug = response(
+            "plug.example.org",
+            &[Record::A("plug.example.org", 300, [10, 78, 4, 2])],
+        );
+        tracker.observe(&[CAMERA], &cam, now).expect("response");
+        tracker.observe(&[PLUG], &plug, now).expect("response");
+        let changed = POLICY.replace("protocol = \"icmp\"", "protocol = \"udp\"");
+        tracker.set_policy(&check_text(&changed));
+        let active = tracker.active();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].policy_id, CAMERA);
+    }
+
+    #[test]
+    fn truncated_answers_are_refused_as_malformed() {
+        let mut tracker = DnsTracker::new(&check_text(POLICY));
+        let message = response(
+            "upload.camera.example.com",
+            &[Record::A("upload.camera.example.com", 300, [10, 78, 5, 1])],
+        );
+        let cut = &message[..message.len() - 2];
+        assert!(matches!(
+            tracker.observe(&[CAMERA], cut, Instant::now()),
+            Err(DnsError::Malformed(_))
+        ));
+        assert!(tracker.is_empty());
+    }
+
+    #[test]
+    fn policies_in_force_follow_the_datapath_states() {
+        assert_eq!(
+            policies_in_force(Access::Enrolled, CAMERA),
+            vec![CAMERA, PolicyId::ONBOARDING]
+        );
+        assert_eq!(
+            policies_in_force(Access::Quarantined, CAMERA),
+            vec![PolicyId::QUARANTINE]
+        );
+        assert_eq!(
+            policies_in_force(Access::Unknown, CAMERA),
+            vec![PolicyId::ONBOARDING]
+        );
+        assert!(policies_in_force(Access::Blocked, CAMERA).is_empty());
+    }
+
+    #[test]
+    fn shipped_camera_policy_gains_its_cdn_address_until_the_ttl_runs_out() {
+        let compiled = crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")])
+            .expect("shipped policies");
+        let camera = compiled.class("camera").expect("camera").policy_id;
+        let mut tracker = DnsTracker::new(&compiled);
+        let now = Instant::now();
+        let message = response(
+            "upload.camera.example.com",
+            &[
+                Record::Cname(
+                    "upload.camera.example.com",
+                    600,
+                    "edge7.cdn.camera.example.net",
+                ),
+                Record::A("edge7.cdn.camera.example.net", 45, [10, 78, 7, 7]),
+            ],
+        );
+        let policies = policies_in_force(Access::Enrolled, camera);
+        let update = tracker.observe(&policies, &message, now).expect("response");
+        // Both the name and the CDN wildcard allow it; the two bindings make one entry.
+        assert_eq!(update.added.len(), 2);
+        assert_eq!(tracker.active().len(), 1);
+        let (rules, refused) = compiled.rules_with(&tracker.active());
+        assert!(refused.is_empty());
+        let host: IpNet = "10.78.7.7/32".parse().expect("net");
+        let entry = rules
+            .iter()
+            .find(|rule| rule.net == host)
+            .expect("DNS-derived entry");
+        assert_eq!((entry.policy_id, entry.proto), (camera, proto::TCP));
+        assert_eq!(
+            entry.ports,
+            vec![PortRangeKey {
+                first: 443,
+                last: 443
+            }]
+        );
+        assert_eq!(rules.len(), compiled.rules.len() + 1);
+        tracker.tick(now + Duration::from_secs(45));
+        let (rules, _) = compiled.rules_with(&tracker.active());
+        assert_eq!(rules, compiled.rules);
+    }
 }

@@ -2,9 +2,10 @@
 //! reference resolved, every problem collected with its `file:line:column`. Reads the files
 //! it is given (or the `*.toml` files of a folder); writes nothing.
 //!
-//! A file with a TOML syntax or type error reports that first error only (serde stops there);
-//! its sibling files are still fully checked, and every semantic error in every file that
-//! parses is reported.
+//! serde stops at a file's first TOML syntax or type error; the loader then comments out the
+//! offending `key = value` line and parses again, so every such error is reported with its
+//! place. It gives up on a file (after reporting) when the error is on a table header or the
+//! file no longer parses as TOML. Every semantic error in every file that parses is reported.
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
@@ -24,7 +25,10 @@ use super::{
 use crate::{config::Verdict, device::Mac};
 
 /// Every port, what a rule without `ports` allows.
-pub const ALL_PORTS: PortRange = PortRange { first: 0, last: u16::MAX };
+pub const ALL_PORTS: PortRange = PortRange {
+    first: 0,
+    last: u16::MAX,
+};
 /// Verdicts used when no file has a `[defaults]` section; the same as the datapath's own
 /// `GatewayConfig::default`, so a missing section changes nothing.
 pub const DEFAULT_MALFORMED: Verdict = Verdict::Drop;
@@ -157,14 +161,22 @@ impl DnsPattern {
                 return Err("empty label (two dots in a row?)".into());
             }
             if label.len() > MAX_DNS_LABEL {
-                return Err(format!("label {label:?} longer than {MAX_DNS_LABEL} characters"));
+                return Err(format!(
+                    "label {label:?} longer than {MAX_DNS_LABEL} characters"
+                ));
             }
             if label == "*" {
-                return Err("a wildcard is only allowed as the whole first label (*.example.com)"
-                    .into());
+                return Err(
+                    "a wildcard is only allowed as the whole first label (*.example.com)".into(),
+                );
             }
-            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(format!("label {label:?} has characters other than a-z, 0-9, '-', '_'"));
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "label {label:?} has characters other than a-z, 0-9, '-', '_'"
+                ));
             }
             if label.starts_with('-') || label.ends_with('-') {
                 return Err(format!("label {label:?} starts or ends with '-'"));
@@ -175,13 +187,16 @@ impl DnsPattern {
 
     /// Whether `name` (any case, trailing dot or not) is covered by this pattern.
     pub fn matches(&self, name: &str) -> bool {
-        let name = name.trim_end_matches('.');
+        // Bytes, not `str` slices: names from the wire may hold non-ASCII bytes, and a `str`
+        // slice at a byte offset inside a character would panic.
+        let name = name.trim_end_matches('.').as_bytes();
+        let suffix = self.name.as_bytes();
         if self.wildcard {
-            name.len() > self.name.len() + 1
-                && name[name.len() - self.name.len()..].eq_ignore_ascii_case(&self.name)
-                && name.as_bytes()[name.len() - self.name.len() - 1] == b'.'
+            name.len() > suffix.len() + 1
+                && name[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+                && name[name.len() - suffix.len() - 1] == b'.'
         } else {
-            name.eq_ignore_ascii_case(&self.name)
+            name.eq_ignore_ascii_case(suffix)
         }
     }
 }
@@ -304,6 +319,7 @@ impl Policy {
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Policy, Vec<PolicyError>> {
     let mut errors = Vec::new();
     let mut sources = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
     for path in paths {
         let path = path.as_ref();
         let files = if path.is_dir() {
@@ -319,6 +335,13 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Policy, Vec<PolicyError
             vec![path.to_owned()]
         };
         for file in files {
+            // The same file named twice (`policy check dir/ dir/a.toml`) is read once, or it
+            // would collide with itself.
+            let identity = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+            if seen.contains(&identity) {
+                continue;
+            }
+            seen.push(identity);
             match std::fs::read_to_string(&file) {
                 Ok(text) => sources.push((file, text)),
                 Err(error) => {
@@ -361,16 +384,119 @@ pub fn parse_sources(sources: &[(PathBuf, String)]) -> Result<Policy, Vec<Policy
     for (path, text) in sources {
         let file = Arc::new(path.clone());
         loader.files.push(Arc::clone(&file));
-        match toml::from_str::<PolicyFile>(text) {
-            Ok(parsed) => loader.add_file(&file, text, parsed),
-            Err(error) => {
-                let offset = error.span().map_or(0, |span| span.start);
-                let at = Location::at(&file, text, offset);
-                loader.errors.push(PolicyError::new(at, ErrorKind::Syntax(syntax_message(&error))));
-            }
+        let (parsed, errors) = parse_file(&file, text);
+        loader.errors.extend(errors);
+        if let Some(parsed) = parsed {
+            loader.tainted_tables = parsed.tainted_tables;
+            loader.add_file(&file, &parsed.text, parsed.file);
         }
     }
     loader.finish()
+}
+
+/// A file that parsed, possibly after lines with errors were commented out.
+struct Parsed {
+    file: PolicyFile,
+    /// The text it was parsed from: the original with `#` before the removed lines.
+    text: String,
+    /// (header line of the table, key) of every removed line: a rule that lost `nets` may
+    /// look empty and one that lost `protocol` may look portless, which is not worth a second
+    /// error.
+    tainted_tables: Vec<(usize, String)>,
+}
+
+/// The 1-based line of the table header above 1-based `line` (0 for the root table).
+fn table_line(text: &str, line: usize) -> usize {
+    text.lines()
+        .take(line)
+        .enumerate()
+        .filter(|(_, content)| content.trim_start().starts_with('['))
+        .map(|(index, _)| index + 1)
+        .last()
+        .unwrap_or(0)
+}
+
+/// Most TOML errors reported for one file before giving up on it.
+const MAX_SYNTAX_ERRORS_PER_FILE: usize = 32;
+
+/// Parses one file, reporting as many TOML errors as can be found: serde stops at the first
+/// one, so the line it points at is commented out and the file parsed again, as long as the
+/// result is still valid TOML and the line is a `key = value` (not a table header, whose
+/// removal would move keys into another table). Returns the parsed file with the text it was
+/// parsed from (same lines as the original, so locations hold) when parsing finally succeeds.
+/// Errors found after a line was commented out may be consequences of that line's removal.
+fn parse_file(file: &Arc<PathBuf>, text: &str) -> (Option<Parsed>, Vec<PolicyError>) {
+    let mut errors = Vec::new();
+    let mut current = text.to_owned();
+    let mut removed_keys: Vec<String> = Vec::new();
+    let mut removed_lines: Vec<usize> = Vec::new();
+    for _ in 0..MAX_SYNTAX_ERRORS_PER_FILE {
+        let error = match toml::from_str::<PolicyFile>(&current) {
+            Ok(file) => {
+                let tainted_tables = removed_lines
+                    .iter()
+                    .zip(&removed_keys)
+                    .map(|(line, key)| (table_line(&current, *line), key.clone()))
+                    .collect();
+                return (
+                    Some(Parsed {
+                        file,
+                        text: current,
+                        tainted_tables,
+                    }),
+                    errors,
+                );
+            }
+            Err(error) => error,
+        };
+        let message = syntax_message(&error);
+        // A required key we commented out ourselves: already reported, and nothing further
+        // can be learnt from this table.
+        if removed_keys
+            .iter()
+            .any(|key| message.contains(&format!("missing field `{key}`")))
+        {
+            break;
+        }
+        let offset = error.span().map_or(0, |span| span.start);
+        errors.push(PolicyError::new(
+            Location::at(file, &current, offset),
+            ErrorKind::Syntax(message),
+        ));
+        match comment_out_line(&current, offset) {
+            Some((next, key)) if toml::from_str::<toml::Table>(&next).is_ok() => {
+                removed_lines.push(Location::at(file, &current, offset).line);
+                current = next;
+                removed_keys.push(key);
+            }
+            _ => break,
+        }
+    }
+    (None, errors)
+}
+
+/// `text` with the line holding byte `offset` turned into a comment, and the key that line
+/// set; `None` for table headers, comments and blank lines.
+fn comment_out_line(text: &str, offset: usize) -> Option<(String, String)> {
+    let offset = offset.min(text.len());
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |index| index + 1);
+    let line = text[start..].lines().next().unwrap_or("");
+    let trimmed = line.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('[') || trimmed.starts_with('#') {
+        return None;
+    }
+    let mut next = String::with_capacity(text.len() + 1);
+    next.push_str(&text[..start]);
+    next.push('#');
+    next.push_str(&text[start..]);
+    let key = trimmed
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"')
+        .to_owned();
+    Some((next, key))
 }
 
 /// toml's message without its own rendering of the location (we print `file:line:column`).
@@ -387,11 +513,15 @@ struct Loader {
     /// Include references, checked once every class is known.
     includes: Vec<(String, Spanned<String>, Location)>,
     onboarding: Option<Lane>,
-    quarantine: Option<(Lane, bool)>,
+    quarantine: Option<Lane>,
+    /// `include_update` of the stored quarantine lane.
+    quarantine_includes_update: bool,
     update: Option<Lane>,
     update_users: Vec<Location>,
     defaults: Option<(Defaults, Location)>,
     responses: Vec<ResponseSpec>,
+    /// Of the file being added: see `Parsed::tainted_tables`.
+    tainted_tables: Vec<(usize, String)>,
 }
 
 impl Loader {
@@ -405,17 +535,26 @@ impl Loader {
             if let Some(spec) = lanes.onboarding {
                 let at = here(spec.span().start);
                 let lane = self.lane(file, text, spec, false);
-                self.set_lane(at, "[lanes.onboarding]", lane, |loader| &mut loader.onboarding);
+                self.set_lane(at, "[lanes.onboarding]", lane, |loader| {
+                    &mut loader.onboarding
+                });
             }
             if let Some(spec) = lanes.quarantine {
                 let at = here(spec.span().start);
-                let include_update = spec.get_ref().include_update.as_ref().is_some_and(|v| *v.get_ref());
+                let include_update = spec
+                    .get_ref()
+                    .include_update
+                    .as_ref()
+                    .is_some_and(|v| *v.get_ref());
                 if include_update {
                     self.update_users.push(at.clone());
                 }
                 let lane = self.lane(file, text, spec, true);
-                let lane = lane.map(|lane| (lane, include_update));
-                self.set_lane(at, "[lanes.quarantine]", lane, |loader| &mut loader.quarantine);
+                if self.set_lane(at, "[lanes.quarantine]", lane, |loader| {
+                    &mut loader.quarantine
+                }) {
+                    self.quarantine_includes_update = include_update;
+                }
             }
             if let Some(spec) = lanes.update {
                 let at = here(spec.span().start);
@@ -429,34 +568,41 @@ impl Loader {
             match &self.defaults {
                 Some((_, first)) => self.errors.push(PolicyError::new(
                     at,
-                    ErrorKind::DuplicateSection { what: "[defaults]".into(), first: first.clone() },
+                    ErrorKind::DuplicateSection {
+                        what: "[defaults]".into(),
+                        first: first.clone(),
+                    },
                 )),
                 None => self.defaults = Some((parsed, at)),
             }
         }
         for response in parsed.response {
             let at = here(response.span().start);
-            self.responses.push(ResponseSpec { at, value: response.into_inner() });
+            self.responses.push(ResponseSpec {
+                at,
+                value: response.into_inner(),
+            });
         }
     }
 
-    /// Stores a lane unless another file already defined it.
-    fn set_lane<T>(
+    /// Stores a lane unless another file already defined it; true when stored.
+    fn set_lane(
         &mut self,
         at: Location,
         what: &str,
-        lane: Option<T>,
-        slot: impl Fn(&mut Self) -> &mut Option<T>,
-    ) where
-        T: LaneLike,
-    {
-        let Some(lane) = lane else { return };
-        if let Some(first) = slot(self).as_ref().and_then(|existing| existing.location()) {
-            let kind = ErrorKind::DuplicateSection { what: what.into(), first };
+        lane: Lane,
+        slot: impl Fn(&mut Self) -> &mut Option<Lane>,
+    ) -> bool {
+        if let Some(first) = slot(self).as_ref().and_then(|existing| existing.at.clone()) {
+            let kind = ErrorKind::DuplicateSection {
+                what: what.into(),
+                first,
+            };
             self.errors.push(PolicyError::new(at, kind));
-            return;
+            return false;
         }
         *slot(self) = Some(lane);
+        true
     }
 
     fn lane(
@@ -465,17 +611,28 @@ impl Loader {
         text: &str,
         spec: Spanned<LaneSpec>,
         is_quarantine: bool,
-    ) -> Option<Lane> {
+    ) -> Lane {
         let at = Location::at(file, text, spec.span().start);
         let spec = spec.into_inner();
         if let Some(flag) = &spec.include_update
             && !is_quarantine
         {
             let at = Location::at(file, text, flag.span().start);
-            self.errors.push(PolicyError::new(at, ErrorKind::IncludeUpdateOutsideQuarantine));
+            self.errors.push(PolicyError::new(
+                at,
+                ErrorKind::IncludeUpdateOutsideQuarantine,
+            ));
         }
-        let rules = spec.allow.into_iter().filter_map(|rule| self.rule(file, text, rule)).collect();
-        Some(Lane { description: spec.description, rules, at: Some(at) })
+        let rules = spec
+            .allow
+            .into_iter()
+            .filter_map(|rule| self.rule(file, text, rule))
+            .collect();
+        Lane {
+            description: spec.description,
+            rules,
+            at: Some(at),
+        }
     }
 
     fn add_class(&mut self, file: &Arc<PathBuf>, text: &str, spec: ClassSpec, at: Location) {
@@ -483,12 +640,20 @@ impl Loader {
         let name = spec.name.get_ref().clone();
         let name_at = here(spec.name.span().start);
         if name.is_empty()
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            self.errors.push(PolicyError::new(name_at.clone(), ErrorKind::BadClassName(name.clone())));
+            self.errors.push(PolicyError::new(
+                name_at.clone(),
+                ErrorKind::BadClassName(name.clone()),
+            ));
         }
         if let Some(first) = self.classes.iter().find(|class| class.name == name) {
-            let kind = ErrorKind::DuplicateClass { name: name.clone(), first: first.at.clone() };
+            let kind = ErrorKind::DuplicateClass {
+                name: name.clone(),
+                first: first.at.clone(),
+            };
             self.errors.push(PolicyError::new(name_at, kind));
         }
         let raw_id = *spec.id.get_ref();
@@ -496,7 +661,10 @@ impl Loader {
         let id = match u16::try_from(raw_id) {
             Ok(id) if id != 0 => ClassId(id),
             _ => {
-                self.errors.push(PolicyError::new(id_at.clone(), ErrorKind::ClassIdOutOfRange(raw_id)));
+                self.errors.push(PolicyError::new(
+                    id_at.clone(),
+                    ErrorKind::ClassIdOutOfRange(raw_id),
+                ));
                 ClassId(0)
             }
         };
@@ -519,7 +687,11 @@ impl Loader {
             self.update_users.push(at.clone());
         }
         let matcher = self.matcher(file, text, &name, spec.matches);
-        let rules = spec.allow.into_iter().filter_map(|rule| self.rule(file, text, rule)).collect();
+        let rules = spec
+            .allow
+            .into_iter()
+            .filter_map(|rule| self.rule(file, text, rule))
+            .collect();
         self.classes.push(Class {
             name,
             id,
@@ -553,7 +725,9 @@ impl Loader {
                         matcher.macs.push(parsed);
                     }
                 }
-                Err(_) => self.errors.push(PolicyError::new(at, ErrorKind::BadMac(mac.into_inner()))),
+                Err(_) => self
+                    .errors
+                    .push(PolicyError::new(at, ErrorKind::BadMac(mac.into_inner()))),
             }
         }
         for oui in spec.ouis {
@@ -561,19 +735,26 @@ impl Loader {
             match parse_oui(oui.get_ref()) {
                 Some(bytes) => {
                     let shown = hex_bytes(&bytes);
-                    self.check_unique(class, "OUI prefix", &shown, &at, |m| m.ouis.contains(&bytes));
+                    self.check_unique(class, "OUI prefix", &shown, &at, |m| {
+                        m.ouis.contains(&bytes)
+                    });
                     if !matcher.ouis.contains(&bytes) {
                         matcher.ouis.push(bytes);
                     }
                 }
-                None => self.errors.push(PolicyError::new(at, ErrorKind::BadOui(oui.into_inner()))),
+                None => self
+                    .errors
+                    .push(PolicyError::new(at, ErrorKind::BadOui(oui.into_inner()))),
             }
         }
         for kind in spec.fingerprint_types {
             let at = here(kind.span().start);
             let lowered = kind.get_ref().trim().to_ascii_lowercase();
             if lowered.is_empty() {
-                self.errors.push(PolicyError::new(at, ErrorKind::EmptyPattern("fingerprint type")));
+                self.errors.push(PolicyError::new(
+                    at,
+                    ErrorKind::EmptyPattern("fingerprint type"),
+                ));
                 continue;
             }
             self.check_unique(class, "fingerprint type", &lowered, &at, |m| {
@@ -605,7 +786,11 @@ impl Loader {
         at: &Location,
         used_by: impl Fn(&Matcher) -> bool,
     ) {
-        if let Some(other) = self.classes.iter().find(|c| c.name != class && used_by(&c.matcher)) {
+        if let Some(other) = self
+            .classes
+            .iter()
+            .find(|c| c.name != class && used_by(&c.matcher))
+        {
             let kind = ErrorKind::AmbiguousMatch {
                 what,
                 value: value.to_owned(),
@@ -625,7 +810,9 @@ impl Loader {
         for net in &spec.nets {
             match parse_net(net.get_ref()) {
                 Ok(parsed) => nets.push(parsed),
-                Err(kind) => self.errors.push(PolicyError::new(here(net.span().start), kind)),
+                Err(kind) => self
+                    .errors
+                    .push(PolicyError::new(here(net.span().start), kind)),
             }
         }
         let mut names = Vec::new();
@@ -633,19 +820,35 @@ impl Loader {
             match DnsPattern::parse(name.get_ref()) {
                 Ok(parsed) => names.push(parsed),
                 Err(reason) => {
-                    let kind = ErrorKind::BadDnsName { input: name.get_ref().clone(), reason };
-                    self.errors.push(PolicyError::new(here(name.span().start), kind));
+                    let kind = ErrorKind::BadDnsName {
+                        input: name.get_ref().clone(),
+                        reason,
+                    };
+                    self.errors
+                        .push(PolicyError::new(here(name.span().start), kind));
                 }
             }
         }
-        if spec.nets.is_empty() && spec.names.is_empty() {
-            self.errors.push(PolicyError::new(at.clone(), ErrorKind::EmptyRule));
+        // A rule whose table lost a line to an earlier error is not also reported as empty or
+        // as missing its protocol; it is refused all the same (the file has errors).
+        let lost = |key: &str| {
+            self.tainted_tables
+                .iter()
+                .any(|(line, lost)| *line == at.line && lost == key)
+        };
+        let tainted = self.tainted_tables.iter().any(|(line, _)| *line == at.line);
+        let lost_targets = lost("nets") || lost("names");
+        let lost_protocol = lost("protocol");
+        if spec.nets.is_empty() && spec.names.is_empty() && !lost_targets {
+            self.errors
+                .push(PolicyError::new(at.clone(), ErrorKind::EmptyRule));
         }
         let protocol = match &spec.protocol {
             None => Protocol::Any,
             Some(text) => Protocol::parse(text.get_ref()).unwrap_or_else(|| {
                 let kind = ErrorKind::BadProtocol(text.get_ref().clone());
-                self.errors.push(PolicyError::new(here(text.span().start), kind));
+                self.errors
+                    .push(PolicyError::new(here(text.span().start), kind));
                 Protocol::Any
             }),
         };
@@ -653,7 +856,8 @@ impl Loader {
             None => Direction::Outbound,
             Some(text) => Direction::parse(text.get_ref()).unwrap_or_else(|| {
                 let kind = ErrorKind::BadDirection(text.get_ref().clone());
-                self.errors.push(PolicyError::new(here(text.span().start), kind));
+                self.errors
+                    .push(PolicyError::new(here(text.span().start), kind));
                 Direction::Outbound
             }),
         };
@@ -661,19 +865,33 @@ impl Loader {
         for port in &spec.ports {
             match parse_port(port.get_ref()) {
                 Ok(range) => ports.push(range),
-                Err(kind) => self.errors.push(PolicyError::new(here(port.span().start), kind)),
+                Err(kind) => self
+                    .errors
+                    .push(PolicyError::new(here(port.span().start), kind)),
             }
         }
-        if !spec.ports.is_empty() && !protocol.has_ports() {
+        if !spec.ports.is_empty() && !protocol.has_ports() && !lost_protocol {
             let kind = ErrorKind::PortsWithoutPortProtocol(protocol.as_str().into());
             let at = here(spec.ports[0].span().start);
             self.errors.push(PolicyError::new(at, kind));
         }
-        if self.errors.len() != before {
+        if self.errors.len() != before || tainted {
             return None;
         }
-        let ports = if ports.is_empty() { vec![ALL_PORTS] } else { merge_ranges(ports) };
-        Some(Rule { description: spec.description, nets, names, protocol, ports, direction, at })
+        let ports = if ports.is_empty() {
+            vec![ALL_PORTS]
+        } else {
+            merge_ranges(ports)
+        };
+        Some(Rule {
+            description: spec.description,
+            nets,
+            names,
+            protocol,
+            ports,
+            direction,
+            at,
+        })
     }
 
     fn defaults(&mut self, file: &Arc<PathBuf>, text: &str, spec: DefaultsSpec) -> Defaults {
@@ -696,14 +914,23 @@ impl Loader {
                 Some(parsed) if allowed.contains(&parsed) => *slot = parsed,
                 _ => {
                     let at = Location::at(file, text, value.span().start);
-                    let kind =
-                        ErrorKind::BadVerdict { input: value.into_inner(), what, expected };
+                    let kind = ErrorKind::BadVerdict {
+                        input: value.into_inner(),
+                        what,
+                        expected,
+                    };
                     self.errors.push(PolicyError::new(at, kind));
                 }
             }
         };
         let expected_any = "pass, drop or redirect";
-        verdict(spec.malformed, "malformed", ANY, expected_any, &mut defaults.malformed);
+        verdict(
+            spec.malformed,
+            "malformed",
+            ANY,
+            expected_any,
+            &mut defaults.malformed,
+        );
         verdict(
             spec.unknown_device,
             "unknown_device",
@@ -711,7 +938,13 @@ impl Loader {
             expected_any,
             &mut defaults.unknown_device,
         );
-        verdict(spec.policy_miss, "policy_miss", ANY, expected_any, &mut defaults.policy_miss);
+        verdict(
+            spec.policy_miss,
+            "policy_miss",
+            ANY,
+            expected_any,
+            &mut defaults.policy_miss,
+        );
         verdict(
             spec.quarantine,
             "quarantine",
@@ -724,8 +957,12 @@ impl Loader {
 
     /// Resolves includes, checks the update lane is defined where used, and builds `Policy`.
     fn finish(mut self) -> Result<Policy, Vec<PolicyError>> {
-        let known: HashMap<String, usize> =
-            self.classes.iter().enumerate().map(|(index, c)| (c.name.clone(), index)).collect();
+        let known: HashMap<String, usize> = self
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(index, c)| (c.name.clone(), index))
+            .collect();
         for (class, include, at) in std::mem::take(&mut self.includes) {
             let target = include.get_ref();
             match known.get(target.as_str()) {
@@ -736,13 +973,17 @@ impl Loader {
                         self.classes[*index].include.push(target.clone());
                     }
                 }
-                None => self.errors.push(PolicyError::new(at, ErrorKind::UnknownClass(target.clone()))),
+                None => self.errors.push(PolicyError::new(
+                    at,
+                    ErrorKind::UnknownClass(target.clone()),
+                )),
             }
         }
         self.check_cycles();
         if self.update.is_none() {
             for at in std::mem::take(&mut self.update_users) {
-                self.errors.push(PolicyError::new(at, ErrorKind::MissingUpdateLane));
+                self.errors
+                    .push(PolicyError::new(at, ErrorKind::MissingUpdateLane));
             }
         }
         if !self.errors.is_empty() {
@@ -751,7 +992,8 @@ impl Loader {
             return Err(errors);
         }
         self.classes.sort_by_key(|class| class.id);
-        let (quarantine, quarantine_includes_update) = self.quarantine.unwrap_or_default();
+        let quarantine = self.quarantine.unwrap_or_default();
+        let quarantine_includes_update = self.quarantine_includes_update;
         Ok(Policy {
             classes: self.classes,
             lanes: Lanes {
@@ -760,7 +1002,10 @@ impl Loader {
                 update: self.update.unwrap_or_default(),
                 quarantine_includes_update,
             },
-            defaults: self.defaults.map(|(defaults, _)| defaults).unwrap_or_default(),
+            defaults: self
+                .defaults
+                .map(|(defaults, _)| defaults)
+                .unwrap_or_default(),
             responses: self.responses,
             files: self.files,
         })
@@ -768,15 +1013,20 @@ impl Loader {
 
     /// Reports each class that reaches itself through `include`.
     fn check_cycles(&mut self) {
-        let by_name: BTreeMap<&str, &Class> =
-            self.classes.iter().map(|class| (class.name.as_str(), class)).collect();
+        let by_name: BTreeMap<&str, &Class> = self
+            .classes
+            .iter()
+            .map(|class| (class.name.as_str(), class))
+            .collect();
         let mut cycles = Vec::new();
         for class in &self.classes {
             // Depth-first over includes; bounded by the number of classes on each path.
             let mut stack: Vec<(String, Vec<String>)> = vec![(class.name.clone(), Vec::new())];
             let mut seen = std::collections::HashSet::new();
             while let Some((name, path)) = stack.pop() {
-                let Some(current) = by_name.get(name.as_str()) else { continue };
+                let Some(current) = by_name.get(name.as_str()) else {
+                    continue;
+                };
                 for next in &current.include {
                     let mut next_path = path.clone();
                     next_path.push(next.clone());
@@ -792,25 +1042,9 @@ impl Loader {
             }
         }
         for (at, name, path) in cycles {
-            self.errors.push(PolicyError::new(at, ErrorKind::IncludeCycle(name, path)));
+            self.errors
+                .push(PolicyError::new(at, ErrorKind::IncludeCycle(name, path)));
         }
-    }
-}
-
-/// Lanes stored in `Loader` (the quarantine lane carries its flag alongside).
-trait LaneLike {
-    fn location(&self) -> Option<Location>;
-}
-
-impl LaneLike for Lane {
-    fn location(&self) -> Option<Location> {
-        self.at.clone()
-    }
-}
-
-impl LaneLike for (Lane, bool) {
-    fn location(&self) -> Option<Location> {
-        self.0.at.clone()
     }
 }
 
@@ -837,16 +1071,20 @@ pub fn parse_net(input: &str) -> Result<IpNet, ErrorKind> {
 
 /// A port: `443`, `"443"` or `"8000-8100"`.
 pub fn parse_port(value: &toml::Value) -> Result<PortRange, ErrorKind> {
-    let in_range = |number: i64| {
-        u16::try_from(number).map_err(|_| ErrorKind::PortOutOfRange(number))
-    };
+    let in_range =
+        |number: i64| u16::try_from(number).map_err(|_| ErrorKind::PortOutOfRange(number));
     match value {
         toml::Value::Integer(number) => {
             let port = in_range(*number)?;
-            Ok(PortRange { first: port, last: port })
+            Ok(PortRange {
+                first: port,
+                last: port,
+            })
         }
         toml::Value::String(text) => {
-            let bad = || ErrorKind::BadPort { input: text.clone() };
+            let bad = || ErrorKind::BadPort {
+                input: text.clone(),
+            };
             let number = |part: &str| -> Result<u16, ErrorKind> {
                 let parsed: i64 = part.trim().parse().map_err(|_| bad())?;
                 in_range(parsed)
@@ -863,7 +1101,9 @@ pub fn parse_port(value: &toml::Value) -> Result<PortRange, ErrorKind> {
             }
             Ok(PortRange { first, last })
         }
-        other => Err(ErrorKind::BadPort { input: other.to_string() }),
+        other => Err(ErrorKind::BadPort {
+            input: other.to_string(),
+        }),
     }
 }
 
@@ -884,15 +1124,22 @@ pub fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
 
 /// `00:1a:2b`, `00-1A-2B`, `001a2b` (3 to 5 bytes).
 fn parse_oui(input: &str) -> Option<Vec<u8>> {
-    let digits: String = input.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
-    if digits.len() % 2 != 0 || !(6..=10).contains(&digits.len()) {
+    let digits: String = input
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    if !digits.len().is_multiple_of(2) || !(6..=10).contains(&digits.len()) {
         return None;
     }
     hex::decode(digits).ok()
 }
 
 fn hex_bytes(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A certificate subject (or pattern) in one canonical RFC 4514 spelling: no spaces around
@@ -920,11 +1167,16 @@ mod tests {
     }
 
     fn errors_of(files: &[(&str, &str)]) -> Vec<(usize, usize, ErrorKind)> {
-        let sources: Vec<(PathBuf, String)> =
-            files.iter().map(|(name, text)| (PathBuf::from(name), (*text).to_owned())).collect();
+        let sources: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|(name, text)| (PathBuf::from(name), (*text).to_owned()))
+            .collect();
         match parse_sources(&sources) {
             Ok(_) => Vec::new(),
-            Err(errors) => errors.into_iter().map(|e| (e.at.line, e.at.column, e.kind)).collect(),
+            Err(errors) => errors
+                .into_iter()
+                .map(|e| (e.at.line, e.at.column, e.kind))
+                .collect(),
         }
     }
 
@@ -945,13 +1197,21 @@ ports = [443]
         let class = policy.class("camera").expect("camera");
         assert_eq!(class.policy_id, PolicyId(lane::FIRST_CLASS_POLICY + 10));
         assert_eq!(class.rules[0].protocol, Protocol::Tcp);
-        assert_eq!(class.rules[0].ports, vec![PortRange { first: 443, last: 443 }]);
+        assert_eq!(
+            class.rules[0].ports,
+            vec![PortRange {
+                first: 443,
+                last: 443
+            }]
+        );
         assert_eq!(class.rules[0].at.line, 6);
     }
 
     #[test]
     fn duplicate_class_points_at_second_name_and_first_definition() {
-        let found = errors(&format!("{CAMERA}\n[[class]]\nname = \"camera\"\nid = 11\n"));
+        let found = errors(&format!(
+            "{CAMERA}\n[[class]]\nname = \"camera\"\nid = 11\n"
+        ));
         assert_eq!(found.len(), 1, "{found:?}");
         let (line, column, kind) = &found[0];
         assert_eq!((*line, *column), (12, 8));
@@ -966,32 +1226,49 @@ ports = [443]
 
     #[test]
     fn duplicate_class_id_across_files_is_refused() {
-        let found = errors_of(&[("a.toml", CAMERA), ("b.toml", "[[class]]\nname = \"plug\"\nid = 10\n")]);
+        let found = errors_of(&[
+            ("a.toml", CAMERA),
+            ("b.toml", "[[class]]\nname = \"plug\"\nid = 10\n"),
+        ]);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].0, found[0].1), (3, 6));
-        assert!(matches!(&found[0].2, ErrorKind::DuplicateClassId { id: 10, other, .. } if other == "camera"));
+        assert!(
+            matches!(&found[0].2, ErrorKind::DuplicateClassId { id: 10, other, .. } if other == "camera")
+        );
     }
 
     #[test]
     fn class_id_zero_and_too_large_are_out_of_range() {
-        let found = errors("[[class]]\nname = \"a\"\nid = 0\n[[class]]\nname = \"b\"\nid = 70000\n");
-        assert_eq!(found, vec![
-            (3, 6, ErrorKind::ClassIdOutOfRange(0)),
-            (6, 6, ErrorKind::ClassIdOutOfRange(70_000)),
-        ]);
+        let found =
+            errors("[[class]]\nname = \"a\"\nid = 0\n[[class]]\nname = \"b\"\nid = 70000\n");
+        assert_eq!(
+            found,
+            vec![
+                (3, 6, ErrorKind::ClassIdOutOfRange(0)),
+                (6, 6, ErrorKind::ClassIdOutOfRange(70_000)),
+            ]
+        );
     }
 
     #[test]
     fn unknown_included_class_is_located_at_the_reference() {
-        let found = errors("[[class]]\nname = \"cam\"\nid = 1\ninclude = [\"base\", \"nope\"]\n[[class]]\nname = \"base\"\nid = 2\n");
+        let found = errors(
+            "[[class]]\nname = \"cam\"\nid = 1\ninclude = [\"base\", \"nope\"]\n[[class]]\nname = \"base\"\nid = 2\n",
+        );
         assert_eq!(found, vec![(4, 20, ErrorKind::UnknownClass("nope".into()))]);
     }
 
     #[test]
     fn include_cycle_is_refused() {
-        let found = errors("[[class]]\nname = \"a\"\nid = 1\ninclude = [\"b\"]\n[[class]]\nname = \"b\"\nid = 2\ninclude = [\"a\"]\n");
+        let found = errors(
+            "[[class]]\nname = \"a\"\nid = 1\ninclude = [\"b\"]\n[[class]]\nname = \"b\"\nid = 2\ninclude = [\"a\"]\n",
+        );
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found.iter().all(|(_, _, kind)| matches!(kind, ErrorKind::IncludeCycle(..))));
+        assert!(
+            found
+                .iter()
+                .all(|(_, _, kind)| matches!(kind, ErrorKind::IncludeCycle(..)))
+        );
     }
 
     #[test]
@@ -1039,17 +1316,28 @@ description = "nothing"
         );
         let kinds: Vec<&ErrorKind> = found.iter().map(|(_, _, kind)| kind).collect();
         assert!(matches!(kinds[0], ErrorKind::BadNetwork { .. }));
-        assert!(matches!(kinds[1], ErrorKind::HostBitsSet { suggestion, .. } if suggestion == "10.0.0.0/8"));
+        assert!(
+            matches!(kinds[1], ErrorKind::HostBitsSet { suggestion, .. } if suggestion == "10.0.0.0/8")
+        );
         assert!(matches!(kinds[2], ErrorKind::BadNetwork { .. }));
         assert!(matches!(kinds[3], ErrorKind::BadDnsName { .. }));
         assert!(matches!(kinds[4], ErrorKind::BadDnsName { .. }));
         assert_eq!(kinds[5], &ErrorKind::PortOutOfRange(70_000));
-        assert_eq!(kinds[6], &ErrorKind::ReversedPortRange { first: 90, last: 80 });
+        assert_eq!(
+            kinds[6],
+            &ErrorKind::ReversedPortRange {
+                first: 90,
+                last: 80
+            }
+        );
         assert!(matches!(kinds[7], ErrorKind::BadPort { .. }));
         assert_eq!(kinds[8], &ErrorKind::PortOutOfRange(-1));
         assert!(matches!(kinds[9], ErrorKind::BadPort { .. }));
         assert_eq!(kinds[10], &ErrorKind::BadDirection("sideways".into()));
-        assert_eq!(kinds[11], &ErrorKind::PortsWithoutPortProtocol("icmp".into()));
+        assert_eq!(
+            kinds[11],
+            &ErrorKind::PortsWithoutPortProtocol("icmp".into())
+        );
         assert_eq!(kinds[12], &ErrorKind::EmptyRule);
         assert_eq!(kinds[13], &ErrorKind::BadProtocol("gre".into()));
         assert_eq!(kinds[14], &ErrorKind::EmptyRule);
@@ -1106,37 +1394,69 @@ fingerprint_types = ["Camera"]
         let lanes = "[lanes.onboarding]\n[[lanes.onboarding.allow]]\nnets = [\"10.77.0.1\"]\n[defaults]\nmalformed = \"drop\"\n";
         let found = errors_of(&[("a.toml", lanes), ("b.toml", lanes)]);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found.iter().all(|(_, _, kind)| matches!(kind, ErrorKind::DuplicateSection { .. })));
+        assert!(
+            found
+                .iter()
+                .all(|(_, _, kind)| matches!(kind, ErrorKind::DuplicateSection { .. }))
+        );
     }
 
     #[test]
     fn bad_verdicts_are_refused_and_quarantine_cannot_pass() {
-        let found = errors("[defaults]\nmalformed = \"maybe\"\nquarantine = \"pass\"\npolicy_miss = \"redirect\"\n");
+        let found = errors(
+            "[defaults]\nmalformed = \"maybe\"\nquarantine = \"pass\"\npolicy_miss = \"redirect\"\n",
+        );
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!((found[0].0, found[0].1), (2, 13));
         assert_eq!((found[1].0, found[1].1), (3, 14));
-        assert!(matches!(&found[1].2, ErrorKind::BadVerdict { what: "quarantine", .. }));
+        assert!(matches!(
+            &found[1].2,
+            ErrorKind::BadVerdict {
+                what: "quarantine",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn update_lane_must_exist_when_used() {
-        let found = errors("[[class]]\nname = \"a\"\nid = 1\nupdate_lane = true\n[lanes.quarantine]\ninclude_update = true\n");
+        let found = errors(
+            "[[class]]\nname = \"a\"\nid = 1\nupdate_lane = true\n[lanes.quarantine]\ninclude_update = true\n",
+        );
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found.iter().all(|(_, _, kind)| *kind == ErrorKind::MissingUpdateLane));
+        assert!(
+            found
+                .iter()
+                .all(|(_, _, kind)| *kind == ErrorKind::MissingUpdateLane)
+        );
         let misplaced = errors("[lanes.update]\ninclude_update = true\n");
-        assert_eq!(misplaced, vec![(2, 18, ErrorKind::IncludeUpdateOutsideQuarantine)]);
+        assert_eq!(
+            misplaced,
+            vec![(2, 18, ErrorKind::IncludeUpdateOutsideQuarantine)]
+        );
     }
 
     #[test]
     fn syntax_and_unknown_keys_are_located_and_other_files_still_checked() {
         let found = errors_of(&[
-            ("a.toml", "[[class]]\nname = \"a\"\nid = 1\n[bogus]\nx = 1\n"),
-            ("b.toml", "[[class]]\nname = \"b\"\nid = 2\ncolour = \"red\"\n"),
+            (
+                "a.toml",
+                "[[class]]\nname = \"a\"\nid = 1\n[bogus]\nx = 1\n",
+            ),
+            (
+                "b.toml",
+                "[[class]]\nname = \"b\"\nid = 2\ncolour = \"red\"\n",
+            ),
             ("c.toml", "[[class]\n"),
             ("d.toml", "[[class]]\nname = \"d\"\nid = \"ten\"\n"),
             ("e.toml", "[[class]]\nname = \"e\"\nid = 0\n"),
+            (
+                "f.toml",
+                "[[class]]\nname = \"f\"\nid = 7\nupdate_lane = \"yes\"\n[[class.allow]]\n\
+                 nets = \"10.0.0.0/8\"\ncolour = 1\nports = [\"99999\"]\n",
+            ),
         ]);
-        assert_eq!(found.len(), 5, "{found:#?}");
+        assert_eq!(found.len(), 10, "{found:#?}");
         assert!(matches!(&found[0].2, ErrorKind::Syntax(message) if message.contains("bogus")));
         assert_eq!((found[0].0, found[0].1), (4, 2));
         assert!(matches!(&found[1].2, ErrorKind::Syntax(message) if message.contains("colour")));
@@ -1146,6 +1466,29 @@ fingerprint_types = ["Camera"]
         assert!(matches!(&found[3].2, ErrorKind::Syntax(_)));
         assert_eq!((found[3].0, found[3].1), (3, 6));
         assert_eq!(found[4].2, ErrorKind::ClassIdOutOfRange(0));
+        // One file, three independent errors: two type errors and an unknown key, each at its
+        // place (serde alone stops at the first), then the semantic error after them.
+        // The rule that lost `nets` is not also reported empty; its bad port and its ports
+        // without a port protocol are real and reported.
+        let f: Vec<(usize, usize)> = found[5..].iter().map(|(l, c, _)| (*l, *c)).collect();
+        assert_eq!(
+            f,
+            vec![(4, 15), (6, 8), (7, 1), (8, 10), (8, 10)],
+            "{:#?}",
+            &found[5..]
+        );
+        assert!(matches!(&found[7].2, ErrorKind::Syntax(message) if message.contains("colour")));
+        assert_eq!(found[8].2, ErrorKind::PortOutOfRange(99_999));
+        assert_eq!(
+            found[9].2,
+            ErrorKind::PortsWithoutPortProtocol("any".into())
+        );
+        // A rule that lost its protocol to a type error is not also told its ports need one.
+        let lost = errors(
+            "[[class]]\nname = \"g\"\nid = 8\n[[class.allow]]\nnets = [\"10.0.0.1\"]\nprotocol = 6\nports = [22]\n",
+        );
+        assert_eq!(lost.len(), 1, "{lost:#?}");
+        assert_eq!((lost[0].0, lost[0].1), (6, 12));
     }
 
     #[test]
@@ -1156,7 +1499,13 @@ fingerprint_types = ["Camera"]
         )])
         .expect("response tables are not checked here");
         assert_eq!(policy.responses.len(), 1);
-        assert_eq!(policy.responses[0].value.get("action").and_then(|v| v.as_str()), Some("quarantine"));
+        assert_eq!(
+            policy.responses[0]
+                .value
+                .get("action")
+                .and_then(|v| v.as_str()),
+            Some("quarantine")
+        );
     }
 
     #[test]
@@ -1173,21 +1522,52 @@ fingerprint_types = ["Camera"]
         assert!(wildcard.matches("a.b.EXAMPLE.com."));
         assert!(!wildcard.matches("example.com"));
         assert!(!wildcard.matches("badexample.com"));
+        // Multi-byte characters right before the suffix must not panic (hostile wire names).
+        assert!(!wildcard.matches("\u{e9}xample.com"));
+        assert!(!wildcard.matches("\u{1F600}example.com"));
+        assert!(wildcard.matches("\u{e9}.example.com"));
     }
 
     #[test]
     fn ranges_merge_when_overlapping_or_adjacent() {
         let merged = merge_ranges(vec![
-            PortRange { first: 80, last: 80 },
-            PortRange { first: 10, last: 20 },
-            PortRange { first: 21, last: 30 },
-            PortRange { first: 25, last: 40 },
-            PortRange { first: 65_535, last: 65_535 },
+            PortRange {
+                first: 80,
+                last: 80,
+            },
+            PortRange {
+                first: 10,
+                last: 20,
+            },
+            PortRange {
+                first: 21,
+                last: 30,
+            },
+            PortRange {
+                first: 25,
+                last: 40,
+            },
+            PortRange {
+                first: 65_535,
+                last: 65_535,
+            },
         ]);
-        assert_eq!(merged, vec![
-            PortRange { first: 10, last: 40 },
-            PortRange { first: 80, last: 80 },
-            PortRange { first: 65_535, last: 65_535 },
-        ]);
+        assert_eq!(
+            merged,
+            vec![
+                PortRange {
+                    first: 10,
+                    last: 40
+                },
+                PortRange {
+                    first: 80,
+                    last: 80
+                },
+                PortRange {
+                    first: 65_535,
+                    last: 65_535
+                },
+            ]
+        );
     }
 }

@@ -48,7 +48,10 @@ impl PolicyStore {
     /// Loads `dir`; at startup a bad folder is an error (there is nothing to keep running).
     pub fn open(dir: &Path) -> Result<Self, Vec<PolicyError>> {
         let current = Arc::new(reload(dir)?);
-        Ok(Self { dir: dir.to_owned(), current })
+        Ok(Self {
+            dir: dir.to_owned(),
+            current,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -83,9 +86,26 @@ pub struct PolicyWatcher {
     _watcher: notify::RecommendedWatcher,
 }
 
-/// Starts watching `dir` (must be called inside a tokio runtime). Every burst of changes to
-/// `*.toml` files becomes one `ReloadRequest` after `WATCH_DEBOUNCE` of quiet.
-pub fn watch(dir: &Path) -> notify::Result<PolicyWatcher> {
+/// Why the policy folder cannot be watched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// inotify refused (missing folder, too many watches...).
+    #[error("cannot watch {dir}: {source}")]
+    Notify { dir: PathBuf, source: notify::Error },
+    /// `watch` was called outside a tokio runtime.
+    #[error("the policy watcher needs a tokio runtime")]
+    NoRuntime,
+}
+
+/// Starts watching `dir` from inside a tokio runtime. Every burst of changes to `*.toml`
+/// files becomes one `ReloadRequest` after `WATCH_DEBOUNCE` of quiet.
+pub fn watch(dir: &Path) -> Result<PolicyWatcher, WatchError> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime)?;
+    let notify_error = |source| WatchError::Notify {
+        dir: dir.to_owned(),
+        source,
+    };
     let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<PathBuf>>(WATCH_QUEUE);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let paths = match event {
@@ -95,15 +115,20 @@ pub fn watch(dir: &Path) -> notify::Result<PolicyWatcher> {
             Err(_) => Vec::new(),
         };
         let relevant = paths.is_empty()
-            || paths.iter().any(|path| path.extension().is_some_and(|ext| ext == "toml"));
+            || paths
+                .iter()
+                .any(|path| path.extension().is_some_and(|ext| ext == "toml"));
         if relevant {
             // A full queue already holds a pending change, which triggers the same reload.
             let _ = raw_tx.try_send(paths);
         }
-    })?;
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    })
+    .map_err(notify_error)?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(notify_error)?;
     let (tx, requests) = mpsc::channel(1);
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         while let Some(first) = raw_rx.recv().await {
             let mut paths = first;
             loop {
@@ -120,5 +145,218 @@ pub fn watch(dir: &Path) -> notify::Result<PolicyWatcher> {
             }
         }
     });
-    Ok(PolicyWatcher { requests, _watcher: watcher })
+    Ok(PolicyWatcher {
+        requests,
+        _watcher: watcher,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_ebpf::{lane, proto};
+
+    use super::*;
+    use crate::policy::{ErrorKind, PolicyId, PortRangeKey};
+
+    fn shipped_dir() -> PathBuf {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"))
+    }
+
+    /// A scratch folder removed on drop.
+    struct ScratchDir(PathBuf);
+
+    impl ScratchDir {
+        fn new(name: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("iotgw-policy-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("scratch dir");
+            Self(path)
+        }
+
+        /// Copies the shipped policies in.
+        fn with_shipped(name: &str) -> Self {
+            let dir = Self::new(name);
+            for file in crate::policy::load::toml_files(&shipped_dir()).expect("policies/") {
+                std::fs::copy(&file, dir.0.join(file.file_name().expect("file name")))
+                    .expect("copy");
+            }
+            dir
+        }
+    }
+
+    impl Drop for ScratchDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn shipped_policies_check_and_compile_to_the_documented_lanes() {
+        let compiled = reload(&shipped_dir()).unwrap_or_else(|errors| {
+            panic!(
+                "shipped policies must pass `policy check`:\n{}",
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        let names: Vec<&str> = compiled
+            .classes
+            .iter()
+            .map(|class| class.name.as_str())
+            .collect();
+        for expected in ["camera", "smart-plug", "thermostat", "meter", "hub"] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+        let gateway: ipnet::IpNet = "10.77.0.1/32".parse().expect("net");
+        let find = |id: u32, proto_number: u8| {
+            compiled
+                .rules
+                .iter()
+                .find(|rule| {
+                    rule.policy_id == PolicyId(id)
+                        && rule.proto == proto_number
+                        && rule.net == gateway
+                })
+                .map(|rule| rule.ports.clone())
+                .unwrap_or_default()
+        };
+        let range = |first, last| PortRangeKey { first, last };
+        assert_eq!(
+            find(lane::ONBOARDING, proto::UDP),
+            vec![range(53, 53), range(67, 68)]
+        );
+        assert_eq!(
+            find(lane::ONBOARDING, proto::TCP),
+            vec![range(53, 53), range(8443, 8443)]
+        );
+        assert_eq!(find(lane::QUARANTINE, proto::TCP), vec![range(8444, 8444)]);
+        assert!(find(lane::QUARANTINE, proto::UDP).contains(&range(53, 53)));
+        let camera = compiled.class("camera").expect("camera").policy_id;
+        assert!(
+            find(camera.0, proto::TCP).contains(&range(8444, 8444)),
+            "camera keeps the update lane"
+        );
+        assert!(
+            compiled
+                .classes
+                .iter()
+                .all(|class| class.policy_id.0 >= lane::FIRST_CLASS_POLICY)
+        );
+        assert_eq!(
+            compiled.verdicts.quarantine,
+            gateway_ebpf::verdict::REDIRECT
+        );
+        // Every file checks on its own, with only what it refers to (base-iot for `include`,
+        // lanes for `update_lane`); naming a file twice is harmless.
+        for file in crate::policy::load::toml_files(&shipped_dir()).expect("policies/") {
+            let set = [
+                file.clone(),
+                shipped_dir().join("base.toml"),
+                shipped_dir().join("lanes.toml"),
+            ];
+            check(&set).unwrap_or_else(|errors| panic!("{}: {errors:?}", file.display()));
+        }
+    }
+
+    #[test]
+    fn bad_file_keeps_the_running_policy_and_says_why() {
+        let dir = ScratchDir::with_shipped("atomic");
+        let mut store = PolicyStore::open(&dir.0).expect("shipped policies load");
+        let before = store.current();
+        std::fs::write(
+            dir.0.join("zz-bad.toml"),
+            "[[class]]\nname = \"camera\"\nid = 99\n",
+        )
+        .expect("write");
+        let errors = store.reload().expect_err("duplicate class refused");
+        assert_eq!(errors.len(), 1);
+        assert!(matches!(errors[0].kind, ErrorKind::DuplicateClass { .. }));
+        assert!(
+            errors[0].to_string().contains("zz-bad.toml:2:8"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            Arc::ptr_eq(&before, &store.current()),
+            "running policy replaced by a bad one"
+        );
+        // Fixing the file brings the new class in.
+        std::fs::write(
+            dir.0.join("zz-bad.toml"),
+            "[[class]]\nname = \"doorbell\"\nid = 99\n",
+        )
+        .expect("write");
+        let after = store.reload().expect("fixed");
+        assert!(after.class("doorbell").is_some());
+        assert!(Arc::ptr_eq(&after, &store.current()));
+    }
+
+    #[test]
+    fn unreadable_folder_is_an_error_at_open() {
+        let errors =
+            PolicyStore::open(Path::new("/nonexistent/iotgw-policies")).expect_err("missing");
+        assert!(
+            matches!(errors[0].kind, ErrorKind::Read(_) | ErrorKind::NoFiles),
+            "{errors:?}"
+        );
+        let empty = ScratchDir::new("empty");
+        let errors = PolicyStore::open(&empty.0).expect_err("no files");
+        assert_eq!(errors[0].kind, ErrorKind::NoFiles);
+    }
+
+    #[test]
+    fn watching_outside_a_runtime_or_a_missing_folder_is_an_error() {
+        assert!(matches!(watch(&shipped_dir()), Err(WatchError::NoRuntime)));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _guard = runtime.enter();
+        assert!(matches!(
+            watch(Path::new("/nonexistent/iotgw")),
+            Err(WatchError::Notify { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn watcher_asks_for_one_reload_per_burst_of_changes() {
+        let dir = ScratchDir::with_shipped("watch");
+        let mut watcher = watch(&dir.0).expect("inotify watch");
+        let started = std::time::Instant::now();
+        for round in 0..3 {
+            std::fs::write(dir.0.join("extra.toml"), format!("# edit {round}\n")).expect("write");
+        }
+        let request = tokio::time::timeout(Duration::from_secs(2), watcher.requests.recv())
+            .await
+            .expect("a reload request within 2 s")
+            .expect("watcher alive");
+        assert!(
+            request
+                .paths
+                .iter()
+                .any(|path| path.ends_with("extra.toml")),
+            "{request:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "request took {:?}",
+            started.elapsed()
+        );
+        // The burst was one request: nothing else is pending after the debounce.
+        let more = tokio::time::timeout(WATCH_DEBOUNCE * 3, watcher.requests.recv()).await;
+        assert!(
+            more.is_err(),
+            "a second request for the same burst: {more:?}"
+        );
+        // Files other than *.toml are ignored.
+        std::fs::write(dir.0.join("notes.txt"), "x").expect("write");
+        let ignored = tokio::time::timeout(WATCH_DEBOUNCE * 3, watcher.requests.recv()).await;
+        assert!(ignored.is_err(), "non-toml change triggered {ignored:?}");
+    }
 }

@@ -1,0 +1,133 @@
+//! The policy in force as JSON, for the status API's `/policies` and for `iotgw policy show
+//! --json`: classes with their match criteria and rules, lanes, defaults, and the compiled
+//! datapath entries. Reads a `CompiledPolicy`; writes nothing.
+use serde_json::{Value, json};
+
+use super::{
+    compile::{CompiledPolicy, proto_name},
+    load::{Lane, Rule},
+};
+use crate::config::Verdict;
+
+fn verdict(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Pass => "pass",
+        Verdict::Drop => "drop",
+        Verdict::Redirect => "redirect",
+    }
+}
+
+fn rule(rule: &Rule) -> Value {
+    json!({
+        "description": rule.description,
+        "nets": rule.nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "names": rule.names.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "protocol": rule.protocol.as_str(),
+        "ports": rule.ports.iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>(),
+        "direction": rule.direction.as_str(),
+        "source": rule.at.to_string(),
+    })
+}
+
+fn lane(lane: &Lane) -> Value {
+    json!({
+        "defined": lane.at.as_ref().map(ToString::to_string),
+        "description": lane.description,
+        "allow": lane.rules.iter().map(rule).collect::<Vec<_>>(),
+    })
+}
+
+impl CompiledPolicy {
+    /// Everything about the policy in force, as one JSON document.
+    pub fn view(&self) -> Value {
+        let source = &self.source;
+        let classes: Vec<Value> = source
+            .classes
+            .iter()
+            .map(|class| {
+                json!({
+                    "name": class.name,
+                    "id": class.id.0,
+                    "policy_id": class.policy_id.0,
+                    "description": class.description,
+                    "include": class.include,
+                    "update_lane": class.update_lane,
+                    "match": {
+                        "macs": class.matcher.macs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "ouis": class.matcher.ouis.iter().map(hex::encode).collect::<Vec<_>>(),
+                        "fingerprint_types": class.matcher.fingerprint_types,
+                        "cert_subjects": class.matcher.cert_subjects,
+                    },
+                    "allow": class.rules.iter().map(rule).collect::<Vec<_>>(),
+                    "source": class.at.to_string(),
+                })
+            })
+            .collect();
+        let entries: Vec<Value> = self
+            .rules
+            .iter()
+            .map(|entry| {
+                json!({
+                    "policy_id": entry.policy_id.0,
+                    "protocol": proto_name(entry.proto),
+                    "net": entry.net.to_string(),
+                    "ports": entry.ports.iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let dns: Vec<Value> = self
+            .dns_rules
+            .iter()
+            .map(|dns| {
+                json!({
+                    "policy_id": dns.policy_id.0,
+                    "name": dns.pattern.to_string(),
+                    "protocol": dns.protocol.as_str(),
+                    "ports": dns.ports.iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "files": source.files.iter().map(|file| file.display().to_string()).collect::<Vec<_>>(),
+            "classes": classes,
+            "lanes": {
+                "onboarding": lane(&source.lanes.onboarding),
+                "quarantine": lane(&source.lanes.quarantine),
+                "update": lane(&source.lanes.update),
+                "quarantine_includes_update": source.lanes.quarantine_includes_update,
+            },
+            "defaults": {
+                "malformed": verdict(source.defaults.malformed),
+                "unknown_device": verdict(source.defaults.unknown_device),
+                "policy_miss": verdict(source.defaults.policy_miss),
+                "quarantine": verdict(source.defaults.quarantine),
+            },
+            "entries": entries,
+            "dns_rules": dns,
+            "responses": self.responses.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn view_of_the_shipped_policies_names_classes_lanes_and_entries() {
+        let compiled = crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")])
+            .expect("shipped policies");
+        let view = compiled.view();
+        let camera = view["classes"]
+            .as_array()
+            .and_then(|classes| classes.iter().find(|class| class["name"] == "camera"))
+            .expect("camera in the view");
+        assert_eq!(camera["policy_id"], 26);
+        assert_eq!(camera["match"]["ouis"][0], "02005e");
+        assert_eq!(camera["allow"][0]["direction"], "inbound");
+        assert_eq!(view["lanes"]["onboarding"]["allow"][3]["ports"][0][0], 8443);
+        assert_eq!(view["defaults"]["quarantine"], "redirect");
+        assert_eq!(
+            view["entries"].as_array().map(Vec::len),
+            Some(compiled.rules.len())
+        );
+    }
+}
