@@ -388,6 +388,21 @@ impl Baselines {
         (devices, classes)
     }
 
+    /// Ends every device's learning now, whatever its period (ops decide the learning
+    /// captures or hours are enough). Devices seen in fewer than `min_learning_windows`
+    /// windows keep learning.
+    pub fn end_learning(&mut self, now: SystemTime) -> Vec<Change> {
+        let macs: Vec<Mac> = self.devices.keys().copied().collect();
+        let mut changes = Vec::new();
+        for mac in macs {
+            if let Some(DeviceEntry { baseline: DeviceBaseline::Learning(learning), .. }) = self.devices.get_mut(&mac) {
+                learning.period = now.duration_since(learning.started).unwrap_or_default();
+                changes.extend(self.advance(mac, now));
+            }
+        }
+        changes
+    }
+
     /// Marks records dirty again (their save failed).
     pub fn mark_dirty(&mut self, devices: &[store::DeviceRecord], classes: &[(String, ClassBaseline)]) {
         for record in devices {

@@ -19,6 +19,7 @@ use crate::{
 };
 
 pub mod alert;
+pub mod offline;
 pub mod synthetic;
 
 pub use alert::{Alert, DetectorKind, IncidentId};

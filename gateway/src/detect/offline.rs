@@ -1,0 +1,126 @@
+//! Detection over packet captures: `inventory::replay` turns capture files into the events
+//! and per-interval counters XDP would have produced, and they run through the same
+//! `Detector` as live traffic. Reads capture files; writes nothing (`iotgw analyze` renders
+//! the result).
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use serde::Serialize;
+
+use super::{Alert, Detector, DetectorKind};
+use crate::{
+    baseline::{Input, TrafficSample},
+    device::Mac,
+    inventory::replay::{self, IntervalCounters, ReplayError, ReplayItem},
+};
+
+/// Counter interval of offline replays: the lead's live poller reads the XDP counters every
+/// second too.
+pub const REPLAY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The traffic samples of one replayed interval.
+pub fn traffic_inputs(counters: &IntervalCounters) -> impl Iterator<Item = Input> + '_ {
+    counters.devices.iter().map(|(mac, c)| {
+        Input::Traffic(TrafficSample {
+            mac: *mac,
+            interval_start: counters.start,
+            interval: counters.length,
+            tx_bytes: c.tx_bytes,
+            tx_packets: c.tx_packets,
+            rx_bytes: c.rx_bytes,
+            rx_packets: c.rx_packets,
+        })
+    })
+}
+
+/// Runs one replayed item through the detector.
+pub fn handle_item(detector: &mut Detector, item: ReplayItem) -> Vec<Alert> {
+    match item {
+        ReplayItem::Event(event) => detector.handle(&Input::Datapath(event)),
+        ReplayItem::Interval(counters) => traffic_inputs(&counters).flat_map(|input| detector.handle(&input)).collect(),
+    }
+}
+
+/// Replays capture files (in the order given) through the detector; returns every alert,
+/// each with the file it came from.
+pub fn replay_files(detector: &mut Detector, paths: &[PathBuf]) -> Result<Vec<(PathBuf, Alert)>, ReplayError> {
+    let mut alerts = Vec::new();
+    replay::replay_files(paths, REPLAY_INTERVAL, |path: &Path, item| {
+        alerts.extend(handle_item(detector, item).into_iter().map(|alert| (path.to_owned(), alert)));
+    })?;
+    Ok(alerts)
+}
+
+/// Ends the learning of every device now (ops: "learn on these captures, then enforce"),
+/// except those seen in too few windows. Returns how many devices are baselined.
+pub fn end_learning(detector: &mut Detector, now: SystemTime) -> usize {
+    detector.baselines_mut().end_learning(now);
+    detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).count()
+}
+
+/// The alerts section of an offline analysis: per device, its incidents.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AlertSummary {
+    pub alerts: usize,
+    pub devices: BTreeMap<Mac, Vec<IncidentSummary>>,
+}
+
+/// One incident as `iotgw analyze` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct IncidentSummary {
+    pub detector: DetectorKind,
+    pub incident: String,
+    pub score: f64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: time::OffsetDateTime,
+    pub expected: String,
+    pub observed: String,
+    pub flows: Vec<String>,
+    pub file: PathBuf,
+}
+
+impl AlertSummary {
+    /// Groups open alerts (resolutions are dropped) by device.
+    pub fn new(alerts: &[(PathBuf, Alert)]) -> Self {
+        let mut summary = AlertSummary::default();
+        for (file, alert) in alerts.iter().filter(|(_, a)| !a.resolved) {
+            summary.alerts += 1;
+            summary.devices.entry(alert.mac).or_default().push(IncidentSummary {
+                detector: alert.detector,
+                incident: alert.incident.0.clone(),
+                score: alert.score,
+                first_seen: time::OffsetDateTime::from(alert.time),
+                expected: alert.expected.clone(),
+                observed: alert.observed.clone(),
+                flows: alert.flows.clone(),
+                file: file.clone(),
+            });
+        }
+        summary
+    }
+
+    /// Plain-text rendering: one block per device, one line per incident plus evidence.
+    pub fn render(&self) -> String {
+        if self.devices.is_empty() {
+            return "Alerts: none\n".to_owned();
+        }
+        let mut out = format!("Alerts: {} on {} device(s)\n", self.alerts, self.devices.len());
+        for (mac, incidents) in &self.devices {
+            out.push_str(&format!("  {mac}\n"));
+            for incident in incidents {
+                out.push_str(&format!("    {} score {:.2} at {}\n", incident.detector, incident.score, incident.first_seen));
+                out.push_str(&format!("      expected: {}\n      observed: {}\n", incident.expected, incident.observed));
+                for flow in incident.flows.iter().take(3) {
+                    out.push_str(&format!("      flow: {flow}\n"));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

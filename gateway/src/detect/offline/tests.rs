@@ -1,0 +1,165 @@
+//! Detection on the real captures of `/work/shared/datasets` (see its README). Each test says
+//! how it learns and what it tests on; figures go to `bench/detection/RESULTS.md`. Run with
+//! `-- --nocapture` to see them.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use super::*;
+use crate::{
+    baseline::{self, Baselines},
+    detect::Config,
+};
+
+const DATASETS: &str = "/work/shared/datasets";
+const ATTACKER: Mac = Mac([0x98, 0x90, 0x96, 0x9a, 0x86, 0xdf]);
+
+/// The dataset folder, or `None` (with a notice) when it is absent; under CI it must exist.
+fn dataset(name: &str) -> Option<PathBuf> {
+    let dir = Path::new(DATASETS).join(name);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but the dataset {} is missing", dir.display());
+    eprintln!("skipping: dataset {} not found", dir.display());
+    None
+}
+
+fn pcaps(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn detector() -> Detector {
+    Detector::new(Config::default(), Baselines::new(baseline::Config::default()))
+}
+
+fn flagged(alerts: &[(PathBuf, Alert)]) -> BTreeMap<Mac, BTreeSet<DetectorKind>> {
+    let mut devices: BTreeMap<Mac, BTreeSet<DetectorKind>> = BTreeMap::new();
+    for (_, alert) in alerts.iter().filter(|(_, a)| !a.resolved) {
+        devices.entry(alert.mac).or_default().insert(alert.detector);
+    }
+    devices
+}
+
+/// Learns on `learn` (then ends learning), tests on `test`; returns the test alerts.
+fn learn_then_test(learn: &[PathBuf], test: &[PathBuf]) -> (Detector, Vec<(PathBuf, Alert)>, Vec<(PathBuf, Alert)>) {
+    let mut detector = detector();
+    let learning_alerts = replay_files(&mut detector, learn).unwrap();
+    let now = detector.now();
+    end_learning(&mut detector, now);
+    let test_alerts = replay_files(&mut detector, test).unwrap();
+    (detector, learning_alerts, test_alerts)
+}
+
+fn print_alerts(title: &str, alerts: &[(PathBuf, Alert)]) {
+    let summary = AlertSummary::new(alerts);
+    println!("== {title}\n{}", summary.render());
+}
+
+#[test]
+fn uq_port_scan_flags_the_attacker_and_no_benign_device() {
+    let Some(dir) = dataset("uq-iot-attacks") else { return };
+    // The capture is 34 s long and the scan starts at once: no device can be baselined, so
+    // only the absolute limits (scan, flood, ARP) apply.
+    let mut detector = detector();
+    let files = pcaps(&dir);
+    let alerts = replay_files(&mut detector, &files).unwrap();
+    print_alerts("uq-iot-attacks", &alerts);
+    let devices = flagged(&alerts);
+    let seen = detector.baselines().devices().count();
+    println!("uq-iot-attacks: {seen} devices seen, flagged {devices:?}");
+    assert!(devices.get(&ATTACKER).is_some_and(|d| d.contains(&DetectorKind::Scan)), "{devices:?}");
+    assert_eq!(devices.len(), 1, "benign devices flagged: {devices:?}");
+}
+
+#[test]
+fn kitsune_prefix_raises_no_alert_once_learnt() {
+    let Some(dir) = dataset("kitsune-mirai-prefix") else { return };
+    // One 71 s capture of ~15 devices, all benign: learn on the first 2/3 of its time, end
+    // learning there, test on the last 1/3.
+    let mut detector = Detector::new(Config::default(), Baselines::new(baseline::Config { min_learning_windows: 1, ..Default::default() }));
+    let files = pcaps(&dir);
+    let items: Vec<_> = files
+        .iter()
+        .flat_map(|f| crate::inventory::replay::CaptureReplay::open(f, REPLAY_INTERVAL).unwrap().collect::<Vec<_>>())
+        .collect();
+    let time = |item: &ReplayItem| match item {
+        ReplayItem::Event(crate::datapath::events::DatapathEvent::Flow(f)) => f.time,
+        ReplayItem::Event(crate::datapath::events::DatapathEvent::Sample(s)) => s.time,
+        ReplayItem::Interval(c) => c.start,
+    };
+    let first = items.first().map(time).unwrap();
+    let last = items.last().map(time).unwrap();
+    let split = first + last.duration_since(first).unwrap() * 2 / 3;
+    let (mut learning, mut testing) = (Vec::new(), Vec::new());
+    let mut ended = false;
+    for item in items {
+        if !ended && time(&item) >= split {
+            let baselined = end_learning(&mut detector, split);
+            println!("kitsune: learning ended at +{:?} with {baselined} devices baselined", split.duration_since(first).unwrap());
+            ended = true;
+        }
+        let alerts = handle_item(&mut detector, item).into_iter().map(|a| (files[0].clone(), a));
+        if ended { testing.extend(alerts) } else { learning.extend(alerts) }
+    }
+    print_alerts("kitsune learning part", &learning);
+    print_alerts("kitsune test part", &testing);
+    assert!(flagged(&testing).is_empty(), "{:?}", flagged(&testing));
+}
+
+#[test]
+fn nku_lifecycle_raises_no_alert_once_learnt() {
+    let Some(dir) = dataset("nku-lifecycle-demo") else { return };
+    // Per device: learn on the setup and idle phases, test on every other phase (remote,
+    // local, voice and physical switching, speaking, firmware update, deletion).
+    let split = |folder: &str, learn: &[&str]| {
+        let files = pcaps(&dir.join(folder));
+        let (l, t): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            learn.iter().any(|phase| name.contains(phase))
+        });
+        (l, t)
+    };
+    for (folder, learn) in [
+        ("xiaodu_plug_lifecycle", &["_setup", "_idle_"][..]),
+        ("xiaobai_Y2camera_lifecycle", &["_setup", "_idle_"][..]),
+    ] {
+        let (learn, test) = split(folder, learn);
+        let (detector, _, alerts) = learn_then_test(&learn, &test);
+        print_alerts(folder, &alerts);
+        let baselined: Vec<Mac> = detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).map(|(m, _)| m).collect();
+        println!("{folder}: learnt on {} files, tested on {}, baselined {baselined:?}", learn.len(), test.len());
+        assert!(flagged(&alerts).is_empty(), "{folder}: {:?}", flagged(&alerts));
+    }
+}
+
+#[test]
+fn iot_sentinel_setups_raise_no_alert_once_learnt() {
+    let Some(dir) = dataset("iot-sentinel") else { return };
+    // Per device type: learn on the first half of its setup captures (sorted by name), test
+    // on the second half.
+    let mut types: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    types.sort();
+    let mut flagged_types = Vec::new();
+    let mut total_test_files = 0;
+    for device_type in &types {
+        let files = pcaps(device_type);
+        let (learn, test) = files.split_at(files.len() / 2);
+        total_test_files += test.len();
+        let (_, _, alerts) = learn_then_test(learn, test);
+        let devices = flagged(&alerts);
+        if !devices.is_empty() {
+            print_alerts(&device_type.display().to_string(), &alerts);
+            flagged_types.push((device_type.file_name().unwrap().to_string_lossy().into_owned(), devices));
+        }
+    }
+    println!("iot-sentinel: {} types, {total_test_files} test captures, {} types with alerts: {flagged_types:?}", types.len(), flagged_types.len());
+    assert!(flagged_types.is_empty(), "{flagged_types:#?}");
+}
