@@ -54,6 +54,45 @@ pub fn replay_files(detector: &mut Detector, paths: &[PathBuf]) -> Result<Vec<(P
     Ok(alerts)
 }
 
+/// Share of a MAC's flows with a source address outside the LAN above which it is a router.
+pub const ROUTER_FORWARDED_SHARE: f64 = 0.5;
+/// Forwarded flows a MAC must have sent before the share counts.
+pub const ROUTER_MIN_FORWARDED: u64 = 10;
+const PORT_DHCP_SERVER: u16 = 67;
+
+/// The router(s) in captures taken on a LAN: the MAC sending the most flows whose source
+/// address lies outside the LAN (forwarded traffic; more than half its flows), and MACs
+/// answering DHCP from port 67. Live, the
+/// gateway is iotgw itself and never appears on its LAN ingress; offline its frames must be
+/// set aside (`detect::Config::gateway_macs`) or they look like one device talking to all.
+pub fn infer_gateways(paths: &[PathBuf], lan: &crate::baseline::Config) -> Result<Vec<Mac>, ReplayError> {
+    let mut forwarded: BTreeMap<Mac, (u64, u64)> = BTreeMap::new();
+    let mut dhcp_servers = std::collections::BTreeSet::new();
+    replay::replay_files(paths, REPLAY_INTERVAL, |_, item| {
+        if let ReplayItem::Event(crate::datapath::events::DatapathEvent::Flow(flow)) = item {
+            if flow.proto == 0x11 && flow.src_port == PORT_DHCP_SERVER {
+                dhcp_servers.insert(flow.mac);
+            }
+            let counts = forwarded.entry(flow.mac).or_default();
+            counts.1 += 1;
+            if !flow.src.is_unspecified() && !lan.is_lan(flow.src) {
+                counts.0 += 1;
+            }
+        }
+    })?;
+    // A LAN has one upstream router: the MAC forwarding the most traffic from outside
+    // (a device in setup mode NATing a phone forwards far less). DHCP servers route too.
+    let busiest = forwarded
+        .into_iter()
+        .filter(|(_, (out, all))| *out >= ROUTER_MIN_FORWARDED && *out as f64 > ROUTER_FORWARDED_SHARE * *all as f64)
+        .max_by_key(|(_, (out, _))| *out)
+        .map(|(mac, _)| mac);
+    let mut gateways: Vec<Mac> = busiest.into_iter().chain(dhcp_servers).collect();
+    gateways.sort();
+    gateways.dedup();
+    Ok(gateways)
+}
+
 /// Ends the learning of every device now (ops: "learn on these captures, then enforce"),
 /// except those seen in too few windows. Returns how many devices are baselined.
 pub fn end_learning(detector: &mut Detector, now: SystemTime) -> usize {

@@ -36,8 +36,11 @@ fn pcaps(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn detector() -> Detector {
-    Detector::new(Config::default(), Baselines::new(baseline::Config::default()))
+/// A detector with default settings that sets aside the router(s) of `files`.
+fn detector_for(files: &[PathBuf]) -> Detector {
+    let gateways = infer_gateways(files, &baseline::Config::default()).unwrap();
+    println!("routers set aside: {gateways:?}");
+    Detector::new(Config { gateway_macs: gateways, ..Default::default() }, Baselines::new(baseline::Config::default()))
 }
 
 fn flagged(alerts: &[(PathBuf, Alert)]) -> BTreeMap<Mac, BTreeSet<DetectorKind>> {
@@ -50,7 +53,8 @@ fn flagged(alerts: &[(PathBuf, Alert)]) -> BTreeMap<Mac, BTreeSet<DetectorKind>>
 
 /// Learns on `learn` (then ends learning), tests on `test`; returns the test alerts.
 fn learn_then_test(learn: &[PathBuf], test: &[PathBuf]) -> (Detector, Vec<(PathBuf, Alert)>, Vec<(PathBuf, Alert)>) {
-    let mut detector = detector();
+    let all: Vec<PathBuf> = learn.iter().chain(test).cloned().collect();
+    let mut detector = detector_for(&all);
     let learning_alerts = replay_files(&mut detector, learn).unwrap();
     let now = detector.now();
     end_learning(&mut detector, now);
@@ -68,8 +72,8 @@ fn uq_port_scan_flags_the_attacker_and_no_benign_device() {
     let Some(dir) = dataset("uq-iot-attacks") else { return };
     // The capture is 34 s long and the scan starts at once: no device can be baselined, so
     // only the absolute limits (scan, flood, ARP) apply.
-    let mut detector = detector();
     let files = pcaps(&dir);
+    let mut detector = detector_for(&files);
     let alerts = replay_files(&mut detector, &files).unwrap();
     print_alerts("uq-iot-attacks", &alerts);
     let devices = flagged(&alerts);
@@ -84,8 +88,13 @@ fn kitsune_prefix_raises_no_alert_once_learnt() {
     let Some(dir) = dataset("kitsune-mirai-prefix") else { return };
     // One 71 s capture of ~15 devices, all benign: learn on the first 2/3 of its time, end
     // learning there, test on the last 1/3.
-    let mut detector = Detector::new(Config::default(), Baselines::new(baseline::Config { min_learning_windows: 1, ..Default::default() }));
     let files = pcaps(&dir);
+    let gateways = infer_gateways(&files, &baseline::Config::default()).unwrap();
+    println!("routers set aside: {gateways:?}");
+    let mut detector = Detector::new(
+        Config { gateway_macs: gateways, ..Default::default() },
+        Baselines::new(baseline::Config { min_learning_windows: 1, ..Default::default() }),
+    );
     let items: Vec<_> = files
         .iter()
         .flat_map(|f| crate::inventory::replay::CaptureReplay::open(f, REPLAY_INTERVAL).unwrap().collect::<Vec<_>>())
