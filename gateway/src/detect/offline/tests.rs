@@ -196,7 +196,9 @@ fn iot_sentinel_run(dir: &Path) -> (usize, usize, Vec<(String, Vec<(PathBuf, Ale
         let files = chronological(device_type);
         let (learn, test) = files.split_at(files.len() / 2);
         total_test_files += test.len();
-        let (_, _, alerts) = learn_then_test(learn, test);
+        let (detector, _, alerts) = learn_then_test(learn, test);
+        let baselined = detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).count();
+        println!("{}: {} learning + {} test captures, {baselined} devices baselined", device_type.display(), learn.len(), test.len());
         let name = device_type.file_name().unwrap().to_string_lossy().into_owned();
         if !flagged(&alerts).is_empty() {
             print_alerts(&name, &alerts);
