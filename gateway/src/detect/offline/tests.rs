@@ -97,6 +97,24 @@ fn uq_port_scan_flags_the_attacker_and_no_benign_device() {
     println!("uq-iot-attacks: {seen} devices seen, flagged {devices:?}");
     assert!(devices.get(&ATTACKER).is_some_and(|d| d.contains(&DetectorKind::Scan)), "{devices:?}");
     assert_eq!(devices.len(), 1, "benign devices flagged: {devices:?}");
+
+    // The same through `analyze`, as `iotgw analyze` calls it (no learning captures).
+    let analysis = analyze(&[], &files, baseline::Config::default(), Config::default()).unwrap();
+    assert_eq!(analysis.alerts.devices.keys().copied().collect::<Vec<_>>(), vec![ATTACKER]);
+    let text = analysis.render();
+    assert!(text.contains("98:90:96:9a:86:df") && text.contains("scan score"), "{text}");
+}
+
+#[test]
+fn analyze_learns_then_tests_nku_plug() {
+    let Some(dir) = dataset("nku-lifecycle-demo") else { return };
+    let files = chronological(&dir.join("xiaodu_plug_lifecycle"));
+    let (learn, test): (Vec<PathBuf>, Vec<PathBuf>) =
+        files.into_iter().partition(|f| f.to_string_lossy().contains("_setup") || f.to_string_lossy().contains("_idle_"));
+    let analysis = analyze(&learn, &test, baseline::Config::default(), Config::default()).unwrap();
+    assert!(analysis.baselined >= 1, "{analysis:?}");
+    assert_eq!(analysis.alerts.alerts, 0, "{}", analysis.render());
+    assert!(analysis.render().starts_with("Detection: "));
 }
 
 /// One 71 s capture of ~15 devices, all benign: learn on the first 2/3 of its time (47 s,
