@@ -49,15 +49,23 @@ pub fn registered_domain(name: &str) -> &str {
     }
 }
 
-/// A host name without what varies per unit: digits, hex-looking suffixes after a separator.
-/// `WeMo.Switch-1A2B` → `wemo.switch`, `EDIMAX_7a08` → `edimax`.
+/// A host name without what varies per unit: a hex suffix after a separator (`-1A2B`), or a
+/// trailing run of 6+ hex digits (a MAC suffix, `GainSpanca9152`). Model numbers stay: they
+/// name the type (`DCH-S220` vs `DCH-S160`).
 pub fn hostname_model(hostname: &str) -> String {
     let lower = hostname.to_ascii_lowercase();
-    let cut = lower
-        .rfind(['-', '_'])
-        .filter(|at| lower[at + 1..].chars().all(|c| c.is_ascii_hexdigit()) && lower.len() > at + 1)
-        .unwrap_or(lower.len());
-    lower[..cut].chars().filter(|c| !c.is_ascii_digit()).collect()
+    let hex_run = lower.chars().rev().take_while(char::is_ascii_hexdigit).count();
+    let mut cut = lower.len();
+    if let Some(at) = lower.rfind(['-', '_', '.']) {
+        let suffix = &lower[at + 1..];
+        if suffix.len() >= 4 && suffix.chars().all(|c| c.is_ascii_hexdigit()) {
+            cut = at;
+        }
+    }
+    if hex_run >= 6 {
+        cut = cut.min(lower.len() - hex_run);
+    }
+    lower[..cut].trim_end_matches(['-', '_', '.']).to_owned()
 }
 
 fn insert_capped<T: Ord>(set: &mut BTreeSet<T>, value: T) -> bool {
@@ -316,7 +324,10 @@ mod tests {
     fn hostname_model_drops_unit_specific_parts() {
         assert_eq!(hostname_model("WeMo.Switch-1A2B"), "wemo.switch");
         assert_eq!(hostname_model("EDIMAX_7a08"), "edimax");
-        assert_eq!(hostname_model("HS110"), "hs");
+        assert_eq!(hostname_model("ESP_06D902"), "esp");
+        assert_eq!(hostname_model("GainSpanca9152"), "gainspan");
+        assert_eq!(hostname_model("DCH-S220"), "dch-s220");
+        assert_eq!(hostname_model("Philips-hue"), "philips-hue");
         assert_eq!(registered_domain("eu.api.example.com"), "example.com");
         assert_eq!(registered_domain("localhost"), "localhost");
     }
