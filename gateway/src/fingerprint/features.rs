@@ -11,9 +11,41 @@ use std::{collections::BTreeSet, net::IpAddr};
 use super::{dhcp::DhcpFingerprint, dns::DnsObservation, sample::Parsed, syn::initial_ttl, tls::ClientHello};
 use crate::{datapath::events::FlowObservation, inventory::replay::TrafficCounters};
 
+/// Feature groups in vector order, with their lengths: evaluation can leave a group out to
+/// measure what it brings (`iotgw fingerprint eval --without hostname`).
+pub const GROUPS: [(&str, usize); 7] = [
+    ("dhcp", 2 + 64 + 1 + 8 + 1 + 8),
+    ("hostname", 2 + 8),
+    ("dns", 1 + 32 + 32),
+    ("syn", 7 + 8),
+    ("tls", 4 + 16),
+    ("flows", 9 + 16 + 16),
+    ("volume", 6 + 2),
+];
+
 /// Length of the vector `DeviceFeatures::vector` returns. Changing the layout changes this
 /// and requires retraining the shipped model (`Model::dimensions` is checked at load).
-pub const DIMENSIONS: usize = 2 + 64 + 1 + 8 + 1 + 8 + 2 + 8 + 1 + 32 + 32 + 7 + 8 + 4 + 16 + 9 + 16 + 16 + 6 + 2;
+pub const DIMENSIONS: usize = {
+    let mut total = 0;
+    let mut i = 0;
+    while i < GROUPS.len() {
+        total += GROUPS[i].1;
+        i += 1;
+    }
+    total
+};
+
+/// Where group `name` sits in the vector.
+pub fn group_range(name: &str) -> Option<std::ops::Range<usize>> {
+    let mut start = 0;
+    for (group, len) in GROUPS {
+        if group == name {
+            return Some(start..start + len);
+        }
+        start += len;
+    }
+    None
+}
 
 /// Most distinct values kept per set: a device resolving random names must not grow memory.
 pub const MAX_SET: usize = 512;
@@ -318,6 +350,8 @@ mod tests {
         assert_eq!(vector[0], 1.0);
         assert_eq!(vector[1], 6.0);
         assert_eq!(vector[2 + 15 - 1], 1.0, "option 15 requested");
+        assert_eq!(vector[group_range("hostname").unwrap().start], 1.0, "host name present");
+        assert_eq!(group_range("volume").unwrap().end, DIMENSIONS);
     }
 
     #[test]
