@@ -93,6 +93,18 @@ pub fn infer_gateways(paths: &[PathBuf], lan: &crate::baseline::Config) -> Resul
     Ok(gateways)
 }
 
+/// A learning period no capture reaches: with learning captures, learning ends when they do
+/// (`end_learning`), not when a device's period would have.
+pub const LEARN_UNTIL_TOLD: Duration = Duration::from_secs(10 * 365 * 24 * 3_600);
+
+/// `config` with every learning period set to `LEARN_UNTIL_TOLD`.
+pub fn learn_until_told(mut config: crate::baseline::Config) -> crate::baseline::Config {
+    config.learning_secs = LEARN_UNTIL_TOLD.as_secs();
+    config.seeded_learning_secs = LEARN_UNTIL_TOLD.as_secs();
+    config.class_learning_secs.values_mut().for_each(|secs| *secs = LEARN_UNTIL_TOLD.as_secs());
+    config
+}
+
 /// Ends the learning of every device now (ops: "learn on these captures, then enforce"),
 /// except those seen in too few windows. Returns how many devices are baselined.
 pub fn end_learning(detector: &mut Detector, now: SystemTime) -> usize {
@@ -110,6 +122,7 @@ pub fn analyze(
     baseline: crate::baseline::Config,
     mut detect: super::Config,
 ) -> Result<Analysis, ReplayError> {
+    let baseline = if learn.is_empty() { baseline } else { learn_until_told(baseline) };
     let all: Vec<PathBuf> = learn.iter().chain(test).cloned().collect();
     let gateways = infer_gateways(&all, &baseline)?;
     detect.gateway_macs.extend(gateways.iter().copied());

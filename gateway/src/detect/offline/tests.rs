@@ -53,10 +53,10 @@ fn pcaps(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A detector with default settings that sets aside the router(s) of `files`.
-fn detector_for(files: &[PathBuf]) -> Detector {
-    let gateways = infer_gateways(files, &baseline::Config::default()).unwrap();
+fn detector_for(files: &[PathBuf], baseline: baseline::Config) -> Detector {
+    let gateways = infer_gateways(files, &baseline).unwrap();
     println!("routers set aside: {gateways:?}");
-    Detector::new(Config { gateway_macs: gateways, ..Default::default() }, Baselines::new(baseline::Config::default()))
+    Detector::new(Config { gateway_macs: gateways, ..Default::default() }, Baselines::new(baseline))
 }
 
 fn flagged(alerts: &[(PathBuf, Alert)]) -> BTreeMap<Mac, BTreeSet<DetectorKind>> {
@@ -70,7 +70,7 @@ fn flagged(alerts: &[(PathBuf, Alert)]) -> BTreeMap<Mac, BTreeSet<DetectorKind>>
 /// Learns on `learn` (then ends learning), tests on `test`; returns the test alerts.
 fn learn_then_test(learn: &[PathBuf], test: &[PathBuf]) -> (Detector, Vec<(PathBuf, Alert)>, Vec<(PathBuf, Alert)>) {
     let all: Vec<PathBuf> = learn.iter().chain(test).cloned().collect();
-    let mut detector = detector_for(&all);
+    let mut detector = detector_for(&all, learn_until_told(baseline::Config::default()));
     let learning_alerts = replay_files(&mut detector, learn).unwrap();
     let now = detector.now();
     end_learning(&mut detector, now);
@@ -89,7 +89,7 @@ fn uq_port_scan_flags_the_attacker_and_no_benign_device() {
     // The capture is 34 s long and the scan starts at once: no device can be baselined, so
     // only the absolute limits (scan, flood, ARP) apply.
     let files = pcaps(&dir);
-    let mut detector = detector_for(&files);
+    let mut detector = detector_for(&files, baseline::Config::default());
     let alerts = replay_files(&mut detector, &files).unwrap();
     print_alerts("uq-iot-attacks", &alerts);
     let devices = flagged(&alerts);
@@ -127,7 +127,7 @@ fn kitsune_run(dir: &Path) -> (Vec<(PathBuf, Alert)>, Vec<(PathBuf, Alert)>) {
     println!("routers set aside: {gateways:?}");
     let mut detector = Detector::new(
         Config { gateway_macs: gateways, ..Default::default() },
-        Baselines::new(baseline::Config { min_learning_windows: 1, ..Default::default() }),
+        Baselines::new(learn_until_told(baseline::Config { min_learning_windows: 1, ..Default::default() })),
     );
     let items: Vec<_> = files
         .iter()
