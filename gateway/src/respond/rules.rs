@@ -329,4 +329,18 @@ max_global = 100
         let RuleError::Invalid { problems } = &error else { panic!("{error}") };
         assert!(problems[0].starts_with("p.toml:1:1: [[response]]: unknown field `max_per_devise`"), "{error}");
     }
+
+    #[test]
+    fn random_policy_text_never_panics() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let pieces = ["[[response]]\n", "detectors = [\"scan\"]\n", "action = \"block\"\n", "min_score = ", "0.5\n", "\"", "[", "]", "=", "\n", "exempt_macs = [\"", "zz", "x = 1\n"];
+        for _ in 0..5_000 {
+            let text: String = (0..rng.gen_range(0..12)).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect();
+            // Either rules or an error naming the file; never a panic.
+            if let Err(error) = parse(Path::new("fuzz.toml"), &text) {
+                assert!(error.to_string().contains("fuzz.toml") || error.to_string().contains("problem"), "{error}");
+            }
+        }
+    }
 }
