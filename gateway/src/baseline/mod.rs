@@ -255,6 +255,7 @@ impl Learning {
 
     /// Freezes the profile once the period is over and enough windows were seen; hands the
     /// learning state back otherwise.
+    #[expect(clippy::result_large_err, reason = "a typed transition hands its state back on failure, by value")]
     pub fn finish(self, now: SystemTime, min_windows: u64) -> Result<Baselined, (Self, NotReady)> {
         let elapsed = now.duration_since(self.started).unwrap_or_default();
         if elapsed < self.period {
@@ -455,10 +456,10 @@ impl Baselines {
         let entry = Self::entry(&mut self.devices, &self.config, mac, now);
         // Close the open window when this input falls past it.
         let mut closed = None;
-        if let Some(open) = &entry.window {
-            if now.duration_since(open.start).unwrap_or_default() >= window {
-                closed = entry.window.take();
-            }
+        if let Some(open) = &entry.window
+            && now.duration_since(open.start).unwrap_or_default() >= window
+        {
+            closed = entry.window.take();
         }
         if let (Some(open), DeviceBaseline::Learning(learning)) = (closed, &mut entry.baseline) {
             let mut features = open.features;
@@ -490,11 +491,10 @@ impl Baselines {
         }
         if let (true, Input::Datapath(DatapathEvent::Flow(flow)), DeviceBaseline::Learning(learning)) =
             (learn, input, &mut entry.baseline)
+            && is_initiation(flow)
         {
-            if is_initiation(flow) {
-                learn_flow(&self.config, &self.dns, &mut learning.profile, flow);
-                entry.dirty = true;
-            }
+            learn_flow(&self.config, &self.dns, &mut learning.profile, flow);
+            entry.dirty = true;
         }
         self.advance(mac, now)
     }
@@ -543,10 +543,10 @@ impl Baselines {
             dirty: true,
         });
         // A device classified before it sent anything starts learning with its first input.
-        if let DeviceBaseline::Learning(learning) = &mut entry.baseline {
-            if learning.started == SystemTime::UNIX_EPOCH {
-                learning.started = now;
-            }
+        if let DeviceBaseline::Learning(learning) = &mut entry.baseline
+            && learning.started == SystemTime::UNIX_EPOCH
+        {
+            learning.started = now;
         }
         entry
     }
@@ -586,10 +586,10 @@ impl Baselines {
             return;
         }
         let entry = Self::entry(&mut self.devices, &self.config, sample.mac, sample.time);
-        if let DeviceBaseline::Learning(learning) = &mut entry.baseline {
-            if learning.profile.arp_claims.insert(claim.sender_ip) {
-                entry.dirty = true;
-            }
+        if let DeviceBaseline::Learning(learning) = &mut entry.baseline
+            && learning.profile.arp_claims.insert(claim.sender_ip)
+        {
+            entry.dirty = true;
         }
     }
 

@@ -321,15 +321,15 @@ impl Detector {
         let mut triggers = Vec::new();
         triggers.extend(scan(&self.config, state, flow, baseline));
         triggers.extend(flow_flood(&self.config, state, baseline));
-        if let Some(profile) = baseline.and_then(DeviceBaseline::baselined) {
-            if !is_group_or_unspecified(flow.dst) {
-                let config = self.baselines.config();
-                if config.is_lan(flow.dst) {
-                    triggers.extend(lateral(profile, flow, &text));
-                } else {
-                    let diverse = self.config.diverse_service_prefixes;
-                    triggers.extend(new_destination(config, profile, self.baselines.name_of(flow.dst), diverse, flow, &text));
-                }
+        if let Some(profile) = baseline.and_then(DeviceBaseline::baselined)
+            && !is_group_or_unspecified(flow.dst)
+        {
+            let config = self.baselines.config();
+            if config.is_lan(flow.dst) {
+                triggers.extend(lateral(profile, flow, &text));
+            } else {
+                let diverse = self.config.diverse_service_prefixes;
+                triggers.extend(new_destination(config, profile, self.baselines.name_of(flow.dst), diverse, flow, &text));
             }
         }
         triggers

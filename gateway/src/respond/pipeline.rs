@@ -155,11 +155,11 @@ impl Core {
             }
         };
         for event in &events {
-            if let Some(audit) = &mut self.audit {
-                if let Err(error) = audit.record(event) {
-                    // The event still reaches the bus (and the integrations outbox).
-                    tracing::error!(%error, "cannot write the audit log");
-                }
+            if let Some(audit) = &mut self.audit
+                && let Err(error) = audit.record(event)
+            {
+                // The event still reaches the bus (and the integrations outbox).
+                tracing::error!(%error, "cannot write the audit log");
             }
             self.bus.publish(event.clone());
         }

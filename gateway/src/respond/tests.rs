@@ -319,7 +319,7 @@ fn pipeline_thread_quarantines_and_releases_through_its_channel() {
         let pipeline = pipeline::spawn(settings.clone(), policy(), datapath.clone(), bus).unwrap();
         let plug = synthetic::plug(1);
         let sender = pipeline.sender();
-        for input in synthetic::normal_traffic(&[plug.clone()], start(), Duration::from_secs(900), 2) {
+        for input in synthetic::normal_traffic(std::slice::from_ref(&plug), start(), Duration::from_secs(900), 2) {
             sender.send(Command::Input(input)).await.unwrap();
         }
         for input in synthetic::telnet_scan(plug.mac, plug.ip, start() + Duration::from_secs(900), 60, 100, 9) {

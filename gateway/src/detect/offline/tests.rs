@@ -12,6 +12,9 @@ use crate::{
     detect::Config,
 };
 
+/// Alerts with the capture they came from.
+type FileAlerts = Vec<(PathBuf, Alert)>;
+
 const DATASETS: &str = "/work/shared/datasets";
 /// Detectors that fire on something never seen while learning (as opposed to rates and ARP).
 const NOVELTY: [DetectorKind; 2] = [DetectorKind::NewDestination, DetectorKind::LateralMovement];
@@ -68,7 +71,7 @@ fn flagged(alerts: &[(PathBuf, Alert)]) -> BTreeMap<Mac, BTreeSet<DetectorKind>>
 }
 
 /// Learns on `learn` (then ends learning), tests on `test`; returns the test alerts.
-fn learn_then_test(learn: &[PathBuf], test: &[PathBuf]) -> (Detector, Vec<(PathBuf, Alert)>, Vec<(PathBuf, Alert)>) {
+fn learn_then_test(learn: &[PathBuf], test: &[PathBuf]) -> (Detector, FileAlerts, FileAlerts) {
     let all: Vec<PathBuf> = learn.iter().chain(test).cloned().collect();
     let mut detector = detector_for(&all, learn_until_told(baseline::Config::default()));
     let learning_alerts = replay_files(&mut detector, learn).unwrap();
@@ -119,7 +122,7 @@ fn analyze_learns_then_tests_nku_plug() {
 
 /// One 71 s capture of ~15 devices, all benign: learn on the first 2/3 of its time (47 s,
 /// one 10 s window is enough to baseline here), end learning there, test on the last 1/3.
-fn kitsune_run(dir: &Path) -> (Vec<(PathBuf, Alert)>, Vec<(PathBuf, Alert)>) {
+fn kitsune_run(dir: &Path) -> (FileAlerts, FileAlerts) {
     // One 71 s capture of ~15 devices, all benign: learn on the first 2/3 of its time, end
     // learning there, test on the last 1/3.
     let files = pcaps(dir);
@@ -205,7 +208,7 @@ fn nku_lifecycle_raises_no_alert_once_learnt() {
 
 /// Per device type: learn on the earlier half of its setup captures (by first-packet time),
 /// test on the later half. Returns (types, test captures, alerts per type).
-fn iot_sentinel_run(dir: &Path) -> (usize, usize, Vec<(String, Vec<(PathBuf, Alert)>)>) {
+fn iot_sentinel_run(dir: &Path) -> (usize, usize, Vec<(String, FileAlerts)>) {
     let mut types: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     types.sort();
     let mut per_type = Vec::new();
