@@ -2,6 +2,23 @@
 //! what, how often at most, and for whom never. Reads policy-file text (only its `response`
 //! array; the policy engine owns the rest of the file), writes a checked `ResponsePolicy` or
 //! every problem with its `file:line:column`.
+//!
+//! ```toml
+//! [[response]]
+//! name = "quarantine scanners"          # optional; shown in actions and audit records
+//! detectors = ["scan", "flood"]         # detector names, or ["*"]
+//! min_score = 0.7                       # 0.0 ..= 1.0 (default 0.0)
+//! action = "quarantine"                 # alert | update_lane | quarantine | block
+//! max_per_device = 1                    # actions per device per device_period_secs
+//! device_period_secs = 3600
+//! max_global = 10                       # actions over all devices per global_period_secs
+//! global_period_secs = 600
+//! exempt_macs = ["02:00:61:00:00:01"]
+//! exempt_classes = ["medical"]
+//! ```
+//!
+//! Of the rules that match an alert, are not exempt and are within their limits, the
+//! strongest action is taken; a device already held at that strength is left alone.
 use std::{
     collections::HashSet,
     fmt,
