@@ -165,6 +165,27 @@ impl Input {
     }
 }
 
+/// What an ARP packet claims: `sender_ip` is at `sender_mac`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArpClaim {
+    pub sender_mac: Mac,
+    pub sender_ip: std::net::Ipv4Addr,
+    pub target_ip: std::net::Ipv4Addr,
+}
+
+/// Decodes an ARP sample (Ethernet/IPv4 only, by `etherparse`); `None` for anything else,
+/// and for probes (sender 0.0.0.0, RFC 5227), which claim nothing.
+pub fn arp_claim(sample: &PacketSample) -> Option<ArpClaim> {
+    if sample.kind != SampleKind::Arp {
+        return None;
+    }
+    let arp = etherparse_arp::ArpPacketSlice::from_slice(sample.payload()).ok()?;
+    let sender_mac = Mac(<[u8; 6]>::try_from(arp.sender_hw_addr()).ok()?);
+    let sender_ip = std::net::Ipv4Addr::from(<[u8; 4]>::try_from(arp.sender_protocol_addr()).ok()?);
+    let target_ip = std::net::Ipv4Addr::from(<[u8; 4]>::try_from(arp.target_protocol_addr()).ok()?);
+    (!sender_ip.is_unspecified()).then_some(ArpClaim { sender_mac, sender_ip, target_ip })
+}
+
 /// TCP flag bits (RFC 9293).
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
@@ -234,6 +255,7 @@ impl Learning {
 
     /// Freezes the profile once the period is over and enough windows were seen; hands the
     /// learning state back otherwise.
+    #[expect(clippy::result_large_err, reason = "a typed transition hands its state back on failure, by value")]
     pub fn finish(self, now: SystemTime, min_windows: u64) -> Result<Baselined, (Self, NotReady)> {
         let elapsed = now.duration_since(self.started).unwrap_or_default();
         if elapsed < self.period {
@@ -388,6 +410,21 @@ impl Baselines {
         (devices, classes)
     }
 
+    /// Ends every device's learning now, whatever its period (ops decide the learning
+    /// captures or hours are enough). Devices seen in fewer than `min_learning_windows`
+    /// windows keep learning.
+    pub fn end_learning(&mut self, now: SystemTime) -> Vec<Change> {
+        let macs: Vec<Mac> = self.devices.keys().copied().collect();
+        let mut changes = Vec::new();
+        for mac in macs {
+            if let Some(DeviceEntry { baseline: DeviceBaseline::Learning(learning), .. }) = self.devices.get_mut(&mac) {
+                learning.period = now.duration_since(learning.started).unwrap_or_default();
+                changes.extend(self.advance(mac, now));
+            }
+        }
+        changes
+    }
+
     /// Marks records dirty again (their save failed).
     pub fn mark_dirty(&mut self, devices: &[store::DeviceRecord], classes: &[(String, ClassBaseline)]) {
         for record in devices {
@@ -406,8 +443,10 @@ impl Baselines {
             return Vec::new();
         }
         if let Input::Datapath(DatapathEvent::Sample(sample)) = input {
-            if sample.kind == SampleKind::Dns {
-                self.observe_dns(sample, learn);
+            match sample.kind {
+                SampleKind::Dns => self.observe_dns(sample, learn),
+                SampleKind::Arp if learn => self.observe_arp(sample),
+                _ => {}
             }
             return Vec::new();
         }
@@ -417,10 +456,10 @@ impl Baselines {
         let entry = Self::entry(&mut self.devices, &self.config, mac, now);
         // Close the open window when this input falls past it.
         let mut closed = None;
-        if let Some(open) = &entry.window {
-            if now.duration_since(open.start).unwrap_or_default() >= window {
-                closed = entry.window.take();
-            }
+        if let Some(open) = &entry.window
+            && now.duration_since(open.start).unwrap_or_default() >= window
+        {
+            closed = entry.window.take();
         }
         if let (Some(open), DeviceBaseline::Learning(learning)) = (closed, &mut entry.baseline) {
             let mut features = open.features;
@@ -452,11 +491,10 @@ impl Baselines {
         }
         if let (true, Input::Datapath(DatapathEvent::Flow(flow)), DeviceBaseline::Learning(learning)) =
             (learn, input, &mut entry.baseline)
+            && is_initiation(flow)
         {
-            if is_initiation(flow) {
-                learn_flow(&self.config, &self.dns, &mut learning.profile, flow);
-                entry.dirty = true;
-            }
+            learn_flow(&self.config, &self.dns, &mut learning.profile, flow);
+            entry.dirty = true;
         }
         self.advance(mac, now)
     }
@@ -505,10 +543,10 @@ impl Baselines {
             dirty: true,
         });
         // A device classified before it sent anything starts learning with its first input.
-        if let DeviceBaseline::Learning(learning) = &mut entry.baseline {
-            if learning.started == SystemTime::UNIX_EPOCH {
-                learning.started = now;
-            }
+        if let DeviceBaseline::Learning(learning) = &mut entry.baseline
+            && learning.started == SystemTime::UNIX_EPOCH
+        {
+            learning.started = now;
         }
         entry
     }
@@ -536,14 +574,38 @@ impl Baselines {
             let mut next = Learning::new(started.unwrap_or(SystemTime::UNIX_EPOCH), period, seed.as_ref().map(|p| (class, p)));
             next.profile.merge(&learning.profile);
             next.profile.windows = learning.profile.windows.clone();
+            next.profile.arp_claims = learning.profile.arp_claims.clone();
             *learning = next;
         }
     }
 
-    fn observe_dns(&mut self, sample: &PacketSample, learn: bool) {
+    /// Learns the addresses a device claims for itself in ARP.
+    fn observe_arp(&mut self, sample: &PacketSample) {
+        let Some(claim) = arp_claim(sample) else { return };
+        if claim.sender_mac != sample.mac {
+            return;
+        }
+        let entry = Self::entry(&mut self.devices, &self.config, sample.mac, sample.time);
+        if let DeviceBaseline::Learning(learning) = &mut entry.baseline
+            && learning.profile.arp_claims.insert(claim.sender_ip)
+        {
+            entry.dirty = true;
+        }
+    }
+
+    /// Remembers which name each address in a DNS answer was given for, without learning
+    /// anything into the sender's profile (answers relayed by a router).
+    pub fn record_dns_answers(&mut self, sample: &PacketSample) {
+        if sample.kind == SampleKind::Dns {
+            self.observe_dns_answers(sample);
+        }
+    }
+
+    /// Records the answers of a DNS message; returns the names it asked for.
+    fn observe_dns_answers(&mut self, sample: &PacketSample) -> Vec<String> {
         let Ok(packet) = simple_dns::Packet::parse(sample.payload()) else {
             // Truncated or malformed DNS: nothing to learn from it.
-            return;
+            return Vec::new();
         };
         let mut names = Vec::new();
         for question in &packet.questions {
@@ -567,6 +629,11 @@ impl Baselines {
                 self.dns.insert(addr, asked);
             }
         }
+        names
+    }
+
+    fn observe_dns(&mut self, sample: &PacketSample, learn: bool) {
+        let names = self.observe_dns_answers(sample);
         if !learn || names.is_empty() {
             return;
         }

@@ -120,6 +120,9 @@ pub struct Profile {
     pub peers: BTreeSet<IpAddr>,
     /// Per-window features (see `stats::FEATURES`).
     pub windows: RunningStats,
+    /// IPv4 addresses the device claimed in ARP.
+    #[serde(default)]
+    pub arp_claims: BTreeSet<std::net::Ipv4Addr>,
     /// Per `service prefix` key: timing of repeated flows.
     pub timing: BTreeMap<String, Periodicity>,
     /// Flows learnt from.
@@ -139,6 +142,8 @@ impl Profile {
         self.destinations.extend(other.destinations.iter().copied());
         self.names.extend(other.names.iter().cloned());
         self.peers.extend(other.peers.iter().copied());
+        // ARP claims stay per device: a class seed must not let one device claim another's
+        // address.
         self.windows.merge(&other.windows);
         for (key, timing) in &other.timing {
             self.timing.entry(key.clone()).or_insert_with(|| timing.clone());

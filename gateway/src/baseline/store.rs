@@ -70,8 +70,11 @@ pub fn save(conn: &mut Connection, devices: &[DeviceRecord], classes: &[(String,
     Ok(())
 }
 
+/// Stored device records and class baselines.
+pub type Stored = (Vec<DeviceRecord>, Vec<(String, ClassBaseline)>);
+
 /// Every stored device and class baseline.
-pub fn load(conn: &Connection) -> Result<(Vec<DeviceRecord>, Vec<(String, ClassBaseline)>), StoreError> {
+pub fn load(conn: &Connection) -> Result<Stored, StoreError> {
     let mut devices = Vec::new();
     let mut statement = conn.prepare("SELECT mac, class, baseline FROM baseline_devices ORDER BY mac")?;
     let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, String>(2)?)))?;

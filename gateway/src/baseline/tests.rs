@@ -25,7 +25,7 @@ fn default_lan_prefixes_parse() {
 fn meter_is_baselined_after_its_learning_period_with_its_destinations() {
     let meter = synthetic::meter(1);
     let mut baselines = Baselines::new(short_config());
-    let inputs = synthetic::normal_traffic(&[meter.clone()], start(), Duration::from_secs(900), 1);
+    let inputs = synthetic::normal_traffic(std::slice::from_ref(&meter), start(), Duration::from_secs(900), 1);
     let changes = learn(&mut baselines, &inputs);
     assert_eq!(changes, vec![Change::Baselined { mac: meter.mac, class: None }]);
     let profile = baselines.device(meter.mac).and_then(DeviceBaseline::baselined).expect("baselined");
@@ -85,7 +85,7 @@ fn baselines_survive_a_restart_through_the_store() {
     let meter = synthetic::meter(1);
     let mut baselines = Baselines::new(short_config());
     baselines.handle(&Input::Class { mac: meter.mac, class: "meter".into() }, true);
-    learn(&mut baselines, &synthetic::normal_traffic(&[meter.clone()], start(), Duration::from_secs(900), 1));
+    learn(&mut baselines, &synthetic::normal_traffic(std::slice::from_ref(&meter), start(), Duration::from_secs(900), 1));
     let (devices, classes) = baselines.take_dirty();
     assert_eq!(classes.len(), 1);
     {
@@ -140,7 +140,7 @@ fn class_baseline_seeds_a_new_device_of_the_same_class() {
     assert_eq!(learning.seeded_from.as_deref(), Some("meter"));
     assert_eq!(learning.period, Duration::from_secs(60), "seeded devices learn for the shorter period");
     assert!(learning.profile.knows_destination("203.0.113.40".parse().unwrap()), "seeded destinations");
-    let changes = learn(&mut baselines, &synthetic::normal_traffic(&[second.clone()], later, Duration::from_secs(120), 2));
+    let changes = learn(&mut baselines, &synthetic::normal_traffic(std::slice::from_ref(&second), later, Duration::from_secs(120), 2));
     assert_eq!(changes.len(), 1, "baselined after the seeded period");
     assert_eq!(baselines.class("meter").unwrap().devices, 2);
 }
@@ -152,7 +152,7 @@ fn class_learning_period_overrides_the_default() {
     let mut baselines = Baselines::new(config);
     let camera = synthetic::camera(1);
     baselines.handle(&Input::Class { mac: camera.mac, class: "camera".into() }, true);
-    let changes = learn(&mut baselines, &synthetic::normal_traffic(&[camera.clone()], start(), Duration::from_secs(3_600), 3));
+    let changes = learn(&mut baselines, &synthetic::normal_traffic(std::slice::from_ref(&camera), start(), Duration::from_secs(3_600), 3));
     assert!(changes.is_empty(), "an hour is not the camera class's two hours");
     let DeviceBaseline::Learning(learning) = baselines.device(camera.mac).unwrap() else { panic!() };
     assert_eq!(learning.period, Duration::from_secs(7_200));
@@ -165,7 +165,7 @@ fn class_learning_period_overrides_the_default() {
 fn export_is_a_policy_file_the_policy_loader_accepts() {
     let plug = synthetic::plug(1);
     let mut baselines = Baselines::new(short_config());
-    learn(&mut baselines, &synthetic::normal_traffic(&[plug.clone()], start(), Duration::from_secs(900), 4));
+    learn(&mut baselines, &synthetic::normal_traffic(std::slice::from_ref(&plug), start(), Duration::from_secs(900), 4));
     let text = export::to_toml(plug.mac, Some("learnt-plug"), 4_000, baselines.device(plug.mac).unwrap()).unwrap();
     assert!(text.contains("203.0.113.0/24"), "{text}");
     assert!(text.contains("mqtt.plug.example.com"), "{text}");

@@ -1,7 +1,9 @@
 //! `iotgw analyze CAPTURE.pcap...`: builds the inventory from packet captures, offline, with
 //! the live code path: `inventory::replay` turns frames into the events and counters XDP
 //! would have produced, an in-memory `Inventory` (with the shipped device-type model) takes
-//! them in, and the result prints as a table or JSON.
+//! them in, and the result prints as a table or JSON. The same captures then run through
+//! detection (`detect::offline::analyze`): devices learn on the `--learn` captures, and the
+//! alerts raised on the others are printed after the devices.
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
@@ -39,6 +41,10 @@ pub struct Args {
     /// Directory of the IEEE registry CSVs.
     #[arg(long, default_value = crate::inventory::vendor::DEFAULT_IEEE_DATA_DIR)]
     pub ieee_data: PathBuf,
+    /// Captures to learn device baselines from (in this order) before the others are checked.
+    /// Without them no device is baselined and only scans, floods and ARP spoofing alert.
+    #[arg(long = "learn", value_name = "CAPTURE")]
+    pub learn: Vec<PathBuf>,
 }
 
 /// What a capture gave, for the JSON report.
@@ -56,6 +62,8 @@ struct Report {
     captures: Vec<CaptureReport>,
     inventory: InventoryStats,
     devices: Vec<DeviceRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detection: Option<crate::detect::offline::Analysis>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -71,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut inventory = Inventory::new(conn, vendors, Some(classifier));
     let mut captures = Vec::new();
     let mut failed = false;
-    for path in &args.captures {
+    for path in args.learn.iter().chain(&args.captures) {
         match replay_into(&mut inventory, path) {
             Ok(stats) => captures.push(CaptureReport { path: path.clone(), stats: Some(stats), error: None }),
             Err(error) => {
@@ -82,7 +90,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let devices = inventory.devices().context("reading the inventory")?;
-    let report = Report { captures, inventory: inventory.stats(), devices };
+    // Detection replays the captures once more, through the live detector.
+    let detection = if failed {
+        None
+    } else {
+        let analysis = crate::detect::offline::analyze(
+            &args.learn,
+            &args.captures,
+            crate::baseline::Config::default(),
+            crate::detect::Config::default(),
+        )
+        .context("running detection over the captures")?;
+        Some(analysis)
+    };
+    let report = Report { captures, inventory: inventory.stats(), devices, detection };
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?),
         Format::Table => print_table(&report),
@@ -156,6 +177,10 @@ fn print_table(report: &Report) {
             device.traffic.tx_bytes,
             device.traffic.rx_bytes,
         );
+    }
+    if let Some(detection) = &report.detection {
+        println!();
+        print!("{}", detection.render());
     }
 }
 

@@ -46,6 +46,9 @@ pub struct EvalArgs {
     /// Print the per-type table as Markdown.
     #[arg(long)]
     pub markdown: bool,
+    /// Leave out a feature group (dhcp, hostname, dns, syn, tls, flows, volume); repeatable.
+    #[arg(long)]
+    pub without: Vec<String>,
     #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
 }
@@ -71,7 +74,8 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
 
 fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let captures = model::discover(&args.dirs).context("finding labelled captures")?;
-    let examples = model::examples(&captures).context("extracting features from the captures")?;
+    let mut examples = model::examples(&captures).context("extracting features from the captures")?;
+    model::without_groups(&mut examples, &args.without).context("--without")?;
     let evaluation = match &args.model {
         Some(path) => {
             let classifier = Classifier::load(path).with_context(|| format!("loading {}", path.display()))?;

@@ -19,6 +19,7 @@ use crate::{
 };
 
 pub mod alert;
+pub mod offline;
 pub mod synthetic;
 
 pub use alert::{Alert, DetectorKind, IncidentId};
@@ -50,6 +51,8 @@ pub const DEFAULT_VOLUME_MIN_BYTES: u64 = 1_000_000;
 pub const DEFAULT_ARP_STORM: usize = 20;
 /// How long an IP-to-MAC binding learnt from ARP holds against a second claimant.
 pub const DEFAULT_ARP_BINDING: Duration = Duration::from_secs(3_600);
+/// Distinct upstream prefixes after which a service's destinations count as rotating.
+pub const DEFAULT_DIVERSE_SERVICE_PREFIXES: usize = 4;
 /// Quiet time after which an incident is resolved.
 pub const DEFAULT_CALM: Duration = Duration::from_secs(60);
 /// Flows remembered per device for the scan window (a scanner at line rate stays bounded).
@@ -81,6 +84,12 @@ pub struct Config {
     pub calm_secs: u64,
     /// The gateway's own addresses: a second MAC claiming one is the classic MITM.
     pub gateway_ips: Vec<IpAddr>,
+    /// MACs of the gateway or upstream router: what they send is forwarded traffic, not a
+    /// device's (offline, captures taken on a LAN include the router).
+    pub gateway_macs: Vec<Mac>,
+    /// A service (`udp/123`) reached at this many distinct upstream prefixes while learning
+    /// takes new prefixes as normal (NTP pools, STUN relays and CDNs rotate addresses).
+    pub diverse_service_prefixes: usize,
 }
 
 impl Default for Config {
@@ -101,6 +110,8 @@ impl Default for Config {
             arp_binding_secs: DEFAULT_ARP_BINDING.as_secs(),
             calm_secs: DEFAULT_CALM.as_secs(),
             gateway_ips: Vec::new(),
+            gateway_macs: Vec::new(),
+            diverse_service_prefixes: DEFAULT_DIVERSE_SERVICE_PREFIXES,
         }
     }
 }
@@ -210,6 +221,14 @@ impl Detector {
             self.now = self.now.max(time);
         }
         let mac = input.mac();
+        if self.config.gateway_macs.contains(&mac) {
+            // Forwarded traffic is no device's; but the DNS answers the router relays name
+            // the addresses devices then connect to.
+            if let Input::Datapath(DatapathEvent::Sample(sample)) = input {
+                self.baselines.record_dns_answers(sample);
+            }
+            return self.resolve_calm();
+        }
         let triggers = match input {
             Input::Datapath(DatapathEvent::Flow(flow)) => self.check_flow(flow),
             Input::Datapath(DatapathEvent::Sample(sample)) if sample.kind == SampleKind::Arp => self.check_arp(sample),
@@ -291,7 +310,7 @@ impl Detector {
             return Vec::new();
         }
         let text = alert::flow_text(flow);
-        while state.recent.front().is_some_and(|f| flow.time.duration_since(f.time).unwrap_or_default() > window) {
+        while state.recent.front().is_some_and(|f| apart(flow.time, f.time) > window) {
             state.recent.pop_front();
         }
         if state.recent.len() >= RECENT_FLOWS_CAPACITY {
@@ -302,14 +321,15 @@ impl Detector {
         let mut triggers = Vec::new();
         triggers.extend(scan(&self.config, state, flow, baseline));
         triggers.extend(flow_flood(&self.config, state, baseline));
-        if let Some(profile) = baseline.and_then(DeviceBaseline::baselined) {
-            if !is_group_or_unspecified(flow.dst) {
-                let config = self.baselines.config();
-                if config.is_lan(flow.dst) {
-                    triggers.extend(lateral(profile, flow, &text));
-                } else {
-                    triggers.extend(new_destination(config, profile, self.baselines.name_of(flow.dst), flow, &text));
-                }
+        if let Some(profile) = baseline.and_then(DeviceBaseline::baselined)
+            && !is_group_or_unspecified(flow.dst)
+        {
+            let config = self.baselines.config();
+            if config.is_lan(flow.dst) {
+                triggers.extend(lateral(profile, flow, &text));
+            } else {
+                let diverse = self.config.diverse_service_prefixes;
+                triggers.extend(new_destination(config, profile, self.baselines.name_of(flow.dst), diverse, flow, &text));
             }
         }
         triggers
@@ -319,7 +339,7 @@ impl Detector {
         let window = self.config.window();
         let end = sample.interval_start + sample.interval;
         let state = self.devices.entry(sample.mac).or_default();
-        while state.traffic.front().is_some_and(|(t, _, _)| end.duration_since(*t).unwrap_or_default() >= window) {
+        while state.traffic.front().is_some_and(|(t, _, _)| apart(end, *t) >= window) {
             state.traffic.pop_front();
         }
         state.traffic.push_back((end, sample.tx_bytes, sample.tx_packets));
@@ -377,19 +397,8 @@ impl Detector {
     }
 
     fn check_arp(&mut self, sample: &PacketSample) -> Vec<Trigger> {
-        let Ok(arp) = etherparse_arp::ArpPacketSlice::from_slice(sample.payload()) else {
-            return Vec::new();
-        };
-        if arp.hw_addr_size() != 6 || arp.proto_addr_size() != 4 {
-            return Vec::new();
-        }
-        let sender_ip = Ipv4Addr::from(<[u8; 4]>::try_from(arp.sender_protocol_addr()).unwrap_or_default());
-        let target_ip = Ipv4Addr::from(<[u8; 4]>::try_from(arp.target_protocol_addr()).unwrap_or_default());
-        let sender_mac = Mac(<[u8; 6]>::try_from(arp.sender_hw_addr()).unwrap_or_default());
-        if sender_ip.is_unspecified() {
-            // ARP probes (RFC 5227) claim nothing.
-            return Vec::new();
-        }
+        let Some(claim) = baseline::arp_claim(sample) else { return Vec::new() };
+        let (sender_mac, sender_ip, target_ip) = (claim.sender_mac, claim.sender_ip, claim.target_ip);
         let mut triggers = Vec::new();
         let time = sample.time;
         let is_gateway = self.config.gateway_ips.contains(&IpAddr::V4(sender_ip));
@@ -403,8 +412,12 @@ impl Detector {
             });
         }
         let binding = Duration::from_secs(self.config.arp_binding_secs);
+        // A second claimant seen doing so while it learnt is this network's normal (a
+        // failover pair, a device's setup access point).
+        let claim_learnt =
+            self.baselines.device(sample.mac).is_some_and(|b| b.profile().arp_claims.contains(&sender_ip));
         match self.arp_bindings.get(&sender_ip).copied() {
-            Some((owner, seen)) if owner != sample.mac && time.duration_since(seen).unwrap_or_default() < binding => {
+            Some((owner, seen)) if owner != sample.mac && apart(time, seen) < binding && !claim_learnt => {
                 let score = if is_gateway { 1.0 } else { 0.8 };
                 triggers.push(Trigger {
                     detector: DetectorKind::ArpSpoof,
@@ -427,7 +440,7 @@ impl Detector {
         let state = self.devices.entry(sample.mac).or_default();
         state.ip.get_or_insert(IpAddr::V4(sender_ip));
         if gratuitous {
-            while state.gratuitous_arps.front().is_some_and(|t| time.duration_since(*t).unwrap_or_default() > window) {
+            while state.gratuitous_arps.front().is_some_and(|t| apart(time, *t) > window) {
                 state.gratuitous_arps.pop_front();
             }
             state.gratuitous_arps.push_back(time);
@@ -534,6 +547,7 @@ fn new_destination(
     config: &baseline::Config,
     profile: &baseline::Profile,
     name: Option<&str>,
+    diverse: usize,
     flow: &FlowObservation,
     text: &str,
 ) -> Vec<Trigger> {
@@ -541,6 +555,9 @@ fn new_destination(
         return Vec::new();
     }
     let service = service_of(flow);
+    if profile.services.get(&service).is_some_and(|s| s.prefixes.len() >= diverse) {
+        return Vec::new();
+    }
     let unknown_service = !profile.services.contains_key(&service);
     // Explainable sum: 0.6 for leaving the learnt destinations, +0.2 when no DNS answer
     // named it (hard-coded IPs are how implants reach their controllers), +0.2 for a
@@ -606,6 +623,12 @@ fn lateral(profile: &baseline::Profile, flow: &FlowObservation, text: &str) -> V
 fn service_of(flow: &FlowObservation) -> Service {
     let has_port = flow.proto == 0x06 || flow.proto == 0x11;
     Service { proto: flow.proto, port: if has_port { flow.dst_port } else { 0 } }
+}
+
+/// How far apart two times are, whichever comes first: replayed captures may go back in
+/// time between files, and a window must not survive that.
+fn apart(a: SystemTime, b: SystemTime) -> Duration {
+    a.duration_since(b).or_else(|_| b.duration_since(a)).unwrap_or_default()
 }
 
 fn describe_time(time: SystemTime) -> String {

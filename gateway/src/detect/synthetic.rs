@@ -232,8 +232,8 @@ pub fn normal_traffic(devices: &[DeviceSpec], start: SystemTime, length: Duratio
             // A report of more than a few packets spreads over a few seconds.
             let spread = (bytes / 50_000).clamp(1, 5) as usize;
             let second = report_at.duration_since(start).unwrap_or_default().as_secs() as usize;
-            for s in second..(second + spread).min(seconds) {
-                tx[s] += bytes / spread as u64;
+            for slot in tx.iter_mut().take((second + spread).min(seconds)).skip(second) {
+                *slot += bytes / spread as u64;
             }
             let jitter = rng.gen_range(0..=device.jitter.as_millis() as u64 * 2);
             report_at += device.period - device.jitter + Duration::from_millis(jitter);

@@ -266,3 +266,24 @@ fn hours_of_normal_traffic_raise_no_alert() {
         assert!(detector.baselines().device(device.mac).unwrap().baselined().is_some());
     }
 }
+
+#[test]
+fn hostile_samples_never_panic_and_change_nothing() {
+    use rand::{Rng as _, SeedableRng as _};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let (mut detector, now) = baselined();
+    let camera = synthetic::camera(1);
+    let before = detector.baselines().device(camera.mac).cloned();
+    // 20 000 random DNS and ARP payloads of random lengths, some truncated mid-header.
+    for i in 0..20_000u64 {
+        let len = rng.gen_range(0..96);
+        let data: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+        let kind = if i % 2 == 0 { SampleKind::Dns } else { SampleKind::Arp };
+        let sample = PacketSample { time: now, mac: camera.mac, kind, data, payload_offset: 0, frame_bytes: 60 };
+        let alerts = detector.handle(&Input::Datapath(DatapathEvent::Sample(sample)));
+        // Random ARP can claim addresses; it must never be anything but an ARP alert.
+        assert!(alerts.iter().all(|a| a.detector == DetectorKind::ArpSpoof), "{alerts:#?}");
+    }
+    let after = detector.baselines().device(camera.mac).cloned();
+    assert_eq!(before.map(|b| b.profile().destinations.clone()), after.map(|b| b.profile().destinations.clone()));
+}

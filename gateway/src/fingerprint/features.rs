@@ -11,9 +11,41 @@ use std::{collections::BTreeSet, net::IpAddr};
 use super::{dhcp::DhcpFingerprint, dns::DnsObservation, sample::Parsed, syn::initial_ttl, tls::ClientHello};
 use crate::{datapath::events::FlowObservation, inventory::replay::TrafficCounters};
 
+/// Feature groups in vector order, with their lengths: evaluation can leave a group out to
+/// measure what it brings (`iotgw fingerprint eval --without hostname`).
+pub const GROUPS: [(&str, usize); 7] = [
+    ("dhcp", 2 + 64 + 1 + 8 + 1 + 8),
+    ("hostname", 2 + 8),
+    ("dns", 1 + 32 + 32),
+    ("syn", 7 + 8),
+    ("tls", 4 + 16),
+    ("flows", 9 + 16 + 16),
+    ("volume", 6 + 2),
+];
+
 /// Length of the vector `DeviceFeatures::vector` returns. Changing the layout changes this
 /// and requires retraining the shipped model (`Model::dimensions` is checked at load).
-pub const DIMENSIONS: usize = 2 + 64 + 1 + 8 + 1 + 8 + 2 + 8 + 1 + 32 + 32 + 7 + 8 + 4 + 16 + 9 + 16 + 16 + 6 + 2;
+pub const DIMENSIONS: usize = {
+    let mut total = 0;
+    let mut i = 0;
+    while i < GROUPS.len() {
+        total += GROUPS[i].1;
+        i += 1;
+    }
+    total
+};
+
+/// Where group `name` sits in the vector.
+pub fn group_range(name: &str) -> Option<std::ops::Range<usize>> {
+    let mut start = 0;
+    for (group, len) in GROUPS {
+        if group == name {
+            return Some(start..start + len);
+        }
+        start += len;
+    }
+    None
+}
 
 /// Most distinct values kept per set: a device resolving random names must not grow memory.
 pub const MAX_SET: usize = 512;
@@ -49,15 +81,23 @@ pub fn registered_domain(name: &str) -> &str {
     }
 }
 
-/// A host name without what varies per unit: digits, hex-looking suffixes after a separator.
-/// `WeMo.Switch-1A2B` → `wemo.switch`, `EDIMAX_7a08` → `edimax`.
+/// A host name without what varies per unit: a hex suffix after a separator (`-1A2B`), or a
+/// trailing run of 6+ hex digits (a MAC suffix, `GainSpanca9152`). Model numbers stay: they
+/// name the type (`DCH-S220` vs `DCH-S160`).
 pub fn hostname_model(hostname: &str) -> String {
     let lower = hostname.to_ascii_lowercase();
-    let cut = lower
-        .rfind(['-', '_'])
-        .filter(|at| lower[at + 1..].chars().all(|c| c.is_ascii_hexdigit()) && lower.len() > at + 1)
-        .unwrap_or(lower.len());
-    lower[..cut].chars().filter(|c| !c.is_ascii_digit()).collect()
+    let hex_run = lower.chars().rev().take_while(char::is_ascii_hexdigit).count();
+    let mut cut = lower.len();
+    if let Some(at) = lower.rfind(['-', '_', '.']) {
+        let suffix = &lower[at + 1..];
+        if suffix.len() >= 4 && suffix.chars().all(|c| c.is_ascii_hexdigit()) {
+            cut = at;
+        }
+    }
+    if hex_run >= 6 {
+        cut = cut.min(lower.len() - hex_run);
+    }
+    lower[..cut].trim_end_matches(['-', '_', '.']).to_owned()
 }
 
 fn insert_capped<T: Ord>(set: &mut BTreeSet<T>, value: T) -> bool {
@@ -310,13 +350,18 @@ mod tests {
         assert_eq!(vector[0], 1.0);
         assert_eq!(vector[1], 6.0);
         assert_eq!(vector[2 + 15 - 1], 1.0, "option 15 requested");
+        assert_eq!(vector[group_range("hostname").unwrap().start], 1.0, "host name present");
+        assert_eq!(group_range("volume").unwrap().end, DIMENSIONS);
     }
 
     #[test]
     fn hostname_model_drops_unit_specific_parts() {
         assert_eq!(hostname_model("WeMo.Switch-1A2B"), "wemo.switch");
         assert_eq!(hostname_model("EDIMAX_7a08"), "edimax");
-        assert_eq!(hostname_model("HS110"), "hs");
+        assert_eq!(hostname_model("ESP_06D902"), "esp");
+        assert_eq!(hostname_model("GainSpanca9152"), "gainspan");
+        assert_eq!(hostname_model("DCH-S220"), "dch-s220");
+        assert_eq!(hostname_model("Philips-hue"), "philips-hue");
         assert_eq!(registered_domain("eu.api.example.com"), "example.com");
         assert_eq!(registered_domain("localhost"), "localhost");
     }

@@ -251,6 +251,23 @@ pub fn examples(captures: &[LabelledCapture]) -> Result<Vec<Example>, ModelError
         .collect()
 }
 
+/// Zeroes the named feature groups in every example (to measure what a group brings).
+pub fn without_groups(examples: &mut [Example], groups: &[String]) -> Result<(), ModelError> {
+    for group in groups {
+        let range = super::features::group_range(group).ok_or_else(|| ModelError::Dataset {
+            path: PathBuf::new(),
+            reason: format!(
+                "unknown feature group {group:?} (known: {})",
+                super::features::GROUPS.iter().map(|g| g.0).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        for example in examples.iter_mut() {
+            example.vector[range.clone()].iter_mut().for_each(|x| *x = 0.0);
+        }
+    }
+    Ok(())
+}
+
 /// Trains a model on `examples`.
 pub fn train(examples: &[&Example], params: &ForestParams) -> Result<Model, ModelError> {
     let classes: Vec<String> =

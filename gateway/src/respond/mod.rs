@@ -243,8 +243,20 @@ fn limited(
     None
 }
 
-/// An audit record. (The inventory's audit log, once merged, stores these; until then they
-/// travel as `EventKind::Audit` on the bus, which the integrations outbox persists.)
+/// Where audit records are kept besides the bus: the inventory's audit log.
+pub trait AuditLog: Send {
+    /// Stores one `EventKind::Audit` event (other kinds are ignored).
+    fn record(&mut self, event: &GatewayEvent) -> Result<(), String>;
+}
+
+impl AuditLog for crate::inventory::Inventory {
+    fn record(&mut self, event: &GatewayEvent) -> Result<(), String> {
+        let EventKind::Audit { action, detail } = &event.kind else { return Ok(()) };
+        self.audit(&event.actor, event.device, action, detail).map_err(|error| error.to_string())
+    }
+}
+
+/// An audit record: published on the bus and stored by the pipeline's `AuditLog`.
 fn audit(mac: Mac, actor: &str, action: &str, detail: String) -> GatewayEvent {
     GatewayEvent::new(Severity::Info, Some(mac), actor, EventKind::Audit { action: action.to_owned(), detail })
 }

@@ -11,7 +11,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{RespondError, ResponsePolicy, Responder};
+use super::{AuditLog, RespondError, ResponsePolicy, Responder};
 use crate::{
     baseline::{self, Baselines, Input, TrafficSample},
     datapath::{Control, events::DatapathEvent},
@@ -77,22 +77,30 @@ pub struct Core {
     responder: Responder,
     bus: EventBus,
     store: Option<rusqlite::Connection>,
+    audit: Option<Box<dyn AuditLog>>,
     last_checkpoint: Instant,
 }
 
 impl Core {
-    /// Builds the steps, restoring stored baselines when a store is given.
+    /// Builds the steps, restoring stored baselines when a store is given; with a store,
+    /// audit records also go to the inventory's audit log in that file.
     pub fn new(settings: Settings, policy: ResponsePolicy, control: Control, bus: EventBus) -> Result<Self, PipelineError> {
         let mut baselines = Baselines::new(settings.baseline);
-        let store = match &settings.store {
+        let (store, audit) = match &settings.store {
             Some(path) => {
                 let conn = crate::store::open(path)?;
                 let (devices, classes) = baseline::store::load(&conn)?;
                 tracing::info!(devices = devices.len(), classes = classes.len(), "baselines restored");
                 baselines.restore(devices, classes);
-                Some(conn)
+                // Its own connection: the inventory here only appends audit rows.
+                let inventory = crate::inventory::Inventory::new(
+                    crate::store::open(path)?,
+                    crate::inventory::Vendors::empty(),
+                    None,
+                );
+                (Some(conn), Some(Box::new(inventory) as Box<dyn AuditLog>))
             }
-            None => None,
+            None => (None, None),
         };
         let mut responder = Responder::new(policy, control);
         for (mac, _) in baselines.devices() {
@@ -105,6 +113,7 @@ impl Core {
             responder,
             bus,
             store,
+            audit,
             last_checkpoint: Instant::now(),
         })
     }
@@ -146,6 +155,12 @@ impl Core {
             }
         };
         for event in &events {
+            if let Some(audit) = &mut self.audit
+                && let Err(error) = audit.record(event)
+            {
+                // The event still reaches the bus (and the integrations outbox).
+                tracing::error!(%error, "cannot write the audit log");
+            }
             self.bus.publish(event.clone());
         }
         if self.last_checkpoint.elapsed() >= DEFAULT_CHECKPOINT {

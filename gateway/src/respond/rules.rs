@@ -2,6 +2,23 @@
 //! what, how often at most, and for whom never. Reads policy-file text (only its `response`
 //! array; the policy engine owns the rest of the file), writes a checked `ResponsePolicy` or
 //! every problem with its `file:line:column`.
+//!
+//! ```toml
+//! [[response]]
+//! name = "quarantine scanners"          # optional; shown in actions and audit records
+//! detectors = ["scan", "flood"]         # detector names, or ["*"]
+//! min_score = 0.7                       # 0.0 ..= 1.0 (default 0.0)
+//! action = "quarantine"                 # alert | update_lane | quarantine | block
+//! max_per_device = 1                    # actions per device per device_period_secs
+//! device_period_secs = 3600
+//! max_global = 10                       # actions over all devices per global_period_secs
+//! global_period_secs = 600
+//! exempt_macs = ["02:00:61:00:00:01"]
+//! exempt_classes = ["medical"]
+//! ```
+//!
+//! Of the rules that match an alert, are not exempt and are within their limits, the
+//! strongest action is taken; a device already held at that strength is left alone.
 use std::{
     collections::HashSet,
     fmt,
@@ -328,5 +345,19 @@ max_global = 100
         let error = parse(Path::new("p.toml"), text).unwrap_err();
         let RuleError::Invalid { problems } = &error else { panic!("{error}") };
         assert!(problems[0].starts_with("p.toml:1:1: [[response]]: unknown field `max_per_devise`"), "{error}");
+    }
+
+    #[test]
+    fn random_policy_text_never_panics() {
+        use rand::{Rng as _, SeedableRng as _};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let pieces = ["[[response]]\n", "detectors = [\"scan\"]\n", "action = \"block\"\n", "min_score = ", "0.5\n", "\"", "[", "]", "=", "\n", "exempt_macs = [\"", "zz", "x = 1\n"];
+        for _ in 0..5_000 {
+            let text: String = (0..rng.gen_range(0..12)).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect();
+            // Either rules or an error naming the file; never a panic.
+            if let Err(error) = parse(Path::new("fuzz.toml"), &text) {
+                assert!(error.to_string().contains("fuzz.toml") || error.to_string().contains("problem"), "{error}");
+            }
+        }
     }
 }

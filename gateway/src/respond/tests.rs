@@ -319,7 +319,7 @@ fn pipeline_thread_quarantines_and_releases_through_its_channel() {
         let pipeline = pipeline::spawn(settings.clone(), policy(), datapath.clone(), bus).unwrap();
         let plug = synthetic::plug(1);
         let sender = pipeline.sender();
-        for input in synthetic::normal_traffic(&[plug.clone()], start(), Duration::from_secs(900), 2) {
+        for input in synthetic::normal_traffic(std::slice::from_ref(&plug), start(), Duration::from_secs(900), 2) {
             sender.send(Command::Input(input)).await.unwrap();
         }
         for input in synthetic::telnet_scan(plug.mac, plug.ip, start() + Duration::from_secs(900), 60, 100, 9) {
@@ -352,6 +352,14 @@ fn pipeline_thread_quarantines_and_releases_through_its_channel() {
         let conn = crate::store::open(&path).unwrap();
         let record = baseline::store::load_device(&conn, plug.mac).unwrap().expect("saved");
         assert_eq!(record.baseline.state_name(), "baselined");
+        drop(conn);
+        // Every action landed in the inventory's audit log.
+        let inventory = crate::inventory::Inventory::new(crate::store::open(&path).unwrap(), crate::inventory::Vendors::empty(), None);
+        let log = inventory.audit_log(Some(plug.mac), 100).unwrap();
+        let actions: Vec<&str> = log.iter().map(|entry| entry.action.as_str()).collect();
+        for expected in ["respond.update_lane", "respond.quarantine", "respond.release"] {
+            assert!(actions.contains(&expected), "{actions:?}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
