@@ -226,11 +226,16 @@ impl Integrations {
         ))
     }
 
-    /// Waits for every task to stop (after shutdown was triggered).
+    /// Waits for every task to stop (after shutdown was triggered), then for the outbox to
+    /// commit what the intake queued, so a clean stop loses nothing.
     pub async fn join(self) {
-        drop(self.writer);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(writer) = self.writer
+            && let Err(error) = writer.flush().await
+        {
+            tracing::error!(%error, "outbox flush at shutdown failed");
         }
     }
 }

@@ -196,6 +196,11 @@ impl Writer {
         }
     }
 
+    /// Returns once everything queued before this call is committed.
+    pub async fn flush(&self) -> Result<Seq, OutboxError> {
+        self.append_durable(Vec::new()).await
+    }
+
     /// Changes whenever events are committed; sink tasks wait on it instead of polling.
     pub fn written(&self) -> watch::Receiver<Seq> {
         self.written.clone()
