@@ -177,3 +177,22 @@ async fn kill_9_during_delivery_resumes_where_the_cursor_stood() {
     trigger.trigger();
     handle.join().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_shutdown_keeps_every_published_event() {
+    let dir = TempDir::new("clean-stop");
+    let store = dir.path().join("store.db");
+    // Nothing listens: every event must wait in the outbox.
+    let port = free_tcp_port();
+    let (trigger, shutdown) = shutdown::channel();
+    let bus = EventBus::default();
+    let handle = integrations::spawn(config(port), &store, bus.clone(), shutdown).unwrap();
+    for n in 0..EVENTS {
+        bus.publish(numbered(n));
+    }
+    trigger.trigger();
+    handle.join().await;
+    let conn = iotgw::store::open(&store).unwrap();
+    let stored: i64 = conn.query_row("SELECT COUNT(*) FROM integration_outbox", [], |r| r.get(0)).unwrap();
+    assert_eq!(stored, EVENTS as i64, "published before the stop, stored after it");
+}

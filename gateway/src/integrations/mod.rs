@@ -226,11 +226,16 @@ impl Integrations {
         ))
     }
 
-    /// Waits for every task to stop (after shutdown was triggered).
+    /// Waits for every task to stop (after shutdown was triggered), then for the outbox to
+    /// commit what the intake queued, so a clean stop loses nothing.
     pub async fn join(self) {
-        drop(self.writer);
         for task in self.tasks {
             let _ = task.await;
+        }
+        if let Some(writer) = self.writer
+            && let Err(error) = writer.flush().await
+        {
+            tracing::error!(%error, "outbox flush at shutdown failed");
         }
     }
 }
@@ -239,9 +244,31 @@ impl Integrations {
 #[derive(Clone)]
 pub struct BacklogSource(Arc<Vec<SinkHandle>>);
 
+/// How often `BacklogSource::report_every` is usually called from `run` (metrics scrape
+/// granularity; the backlog query is one indexed COUNT per sink).
+pub const BACKLOG_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl BacklogSource {
     pub async fn backlog(&self) -> Vec<SinkBacklog> {
         backlog_of(&self.0).await
+    }
+
+    /// Hands the backlog to `report` (e.g. `api::Metrics::set_integration_backlog`) every
+    /// `interval` until shutdown. Spawn it with the controller's other tasks.
+    pub async fn report_every(
+        self,
+        interval: std::time::Duration,
+        mut shutdown: Shutdown,
+        mut report: impl FnMut(&[SinkBacklog]) + Send + 'static,
+    ) {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => report(&self.backlog().await),
+                _ = shutdown.wait() => break,
+            }
+        }
     }
 }
 

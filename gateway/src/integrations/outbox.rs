@@ -196,6 +196,11 @@ impl Writer {
         }
     }
 
+    /// Returns once everything queued before this call is committed.
+    pub async fn flush(&self) -> Result<Seq, OutboxError> {
+        self.append_durable(Vec::new()).await
+    }
+
     /// Changes whenever events are committed; sink tasks wait on it instead of polling.
     pub fn written(&self) -> watch::Receiver<Seq> {
         self.written.clone()
@@ -419,11 +424,35 @@ mod tests {
     use super::*;
     use crate::{event::EventKind, integrations::config::Filter};
 
-    fn temp_store(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("iotgw-outbox-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("store.db")
+    /// A store in its own temp folder, removed when the test ends (even by a panic).
+    struct TempStore(PathBuf);
+
+    impl TempStore {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("iotgw-outbox-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl std::ops::Deref for TempStore {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_store(name: &str) -> (TempStore, PathBuf) {
+        let dir = TempStore::new(name);
+        let path = dir.join("store.db");
+        (dir, path)
     }
 
     fn event(severity: Severity, n: usize) -> GatewayEvent {
@@ -432,7 +461,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_written_are_read_in_order_after_the_cursor() {
-        let path = temp_store("order");
+        let (_dir, path) = temp_store("order");
         let writer = Writer::start(&path, vec!["a".into()], 1_000).unwrap();
         let last = writer.append_durable((0..10).map(|n| event(Severity::Info, n)).collect()).await.unwrap();
         let reader = Reader::open(&path, "a", &Filter::default()).unwrap();
@@ -448,7 +477,7 @@ mod tests {
 
     #[tokio::test]
     async fn filter_runs_in_the_query() {
-        let path = temp_store("filter");
+        let (_dir, path) = temp_store("filter");
         let writer = Writer::start(&path, vec!["hi".into()], 1_000).unwrap();
         writer
             .append_durable(vec![event(Severity::Info, 0), event(Severity::High, 1), event(Severity::Critical, 2)])
@@ -463,7 +492,7 @@ mod tests {
 
     #[tokio::test]
     async fn new_sink_starts_at_the_end_and_prune_keeps_undelivered() {
-        let path = temp_store("prune");
+        let (_dir, path) = temp_store("prune");
         let writer = Writer::start(&path, vec!["a".into()], 1_000).unwrap();
         writer.append_durable((0..5).map(|n| event(Severity::Info, n)).collect()).await.unwrap();
         drop(writer);
@@ -483,7 +512,7 @@ mod tests {
 
     #[tokio::test]
     async fn cap_drops_oldest_and_counts_them() {
-        let path = temp_store("cap");
+        let (_dir, path) = temp_store("cap");
         let writer = Writer::start(&path, vec!["a".into()], 3).unwrap();
         writer.append_durable((0..5).map(|n| event(Severity::Info, n)).collect()).await.unwrap();
         let conn = crate::store::open(&path).unwrap();
