@@ -21,6 +21,10 @@ pub struct Config {
     #[serde(default)]
     pub policy: PolicyConfig,
     #[serde(default)]
+    pub baseline: crate::baseline::Config,
+    #[serde(default)]
+    pub detect: crate::detect::Config,
+    #[serde(default)]
     pub api: crate::api::Config,
     #[serde(default)]
     pub identity: crate::identity::Config,
@@ -179,6 +183,8 @@ impl Config {
                 problems.push(format!("datapath.{name} must be above 0"));
             }
         }
+        problems.extend(self.baseline.problems());
+        problems.extend(self.integrations.problems());
         problems
     }
 }

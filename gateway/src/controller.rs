@@ -177,8 +177,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let control: crate::datapath::Control = maps.clone();
     let pipeline = crate::respond::pipeline::spawn(
         crate::respond::pipeline::Settings {
-            baseline: Default::default(),
-            detect: Default::default(),
+            baseline: config.baseline.clone(),
+            detect: config.detect.clone(),
             store: Some(config.store.path.clone()),
         },
         responses,
@@ -333,9 +333,17 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                     }
                     event = events.recv() => match event {
                         Ok(event) => match &event.kind {
-                            EventKind::Alert { detector, .. } => metrics.record_alert(detector, event.severity),
+                            EventKind::Alert { detector, score, observed, resolved, .. } => {
+                                if !resolved {
+                                    tracing::warn!(detector = %detector, device = ?event.device, score, %observed, "alert raised");
+                                }
+                                metrics.record_alert(detector, event.severity);
+                            }
                             // The API counts its own actions.
-                            EventKind::Action { action, .. } if !event.actor.starts_with("api:") => metrics.record_action(action, &event.actor),
+                            EventKind::Action { action, reason } if !event.actor.starts_with("api:") => {
+                                tracing::warn!(action = %action, device = ?event.device, actor = %event.actor, %reason, "response applied");
+                                metrics.record_action(action, &event.actor);
+                            }
                             _ => {}
                         },
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => metrics.record_events_lost("event_bus", n),

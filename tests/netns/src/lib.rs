@@ -16,6 +16,7 @@ pub mod controller;
 pub mod lab;
 pub mod packets;
 pub mod raw;
+pub mod scenario;
 
 /// Tests that need root fail loudly under CI rather than skip.
 pub fn require_root() {
