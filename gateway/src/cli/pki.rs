@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 
 use crate::{
     device::Mac,
@@ -130,7 +130,7 @@ fn open(args: &StoreArgs) -> anyhow::Result<(Identity, identity::Config)> {
 }
 
 fn when(t: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(t).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| t.to_string())
+    registry::rfc3339(t)
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {

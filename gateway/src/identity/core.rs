@@ -43,7 +43,7 @@ pub enum IdentityError {
     #[error("enrollment token already used")]
     TokenUsed,
     #[error("enrollment token expired at {expires_at}")]
-    TokenExpired { expires_at: i64 },
+    TokenExpired { expires_at: String },
     /// The request came from another MAC than the one the credential is bound to.
     #[error("request comes from MAC {observed}, but the credential is bound to MAC {bound}")]
     MacMismatch { bound: Mac, observed: Mac },
@@ -177,7 +177,7 @@ impl Identity {
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; TOKEN_BYTES]>());
         let expires_at = t + ttl.whole_seconds();
         registry::insert_token(&tx, &token_hash(&secret), mac, &device, t, expires_at)?;
-        registry::audit(&tx, t, Some(&device), Some(mac), actor, "token", &format!("enrollment token created, expires at {expires_at}"))?;
+        registry::audit(&tx, t, Some(&device), Some(mac), actor, "token", &format!("enrollment token created, expires at {}", registry::rfc3339(expires_at)))?;
         tx.commit()?;
         Ok(NewToken { secret, device, mac, expires_at })
     }
@@ -197,7 +197,7 @@ impl Identity {
                     return Err(IdentityError::TokenUsed);
                 }
                 if record.expires_at <= t {
-                    return Err(IdentityError::TokenExpired { expires_at: record.expires_at });
+                    return Err(IdentityError::TokenExpired { expires_at: registry::rfc3339(record.expires_at) });
                 }
                 let device = registry::device(&tx, &record.device)?.ok_or(IdentityError::TokenUnknown)?;
                 (device, Some(hash), "token")
@@ -415,7 +415,7 @@ fn store_issued(tx: &Connection, device: &DeviceRecord, issued: Issued, bootstra
         issued_at: t,
     };
     registry::insert_cert(tx, &record, &issued.der)?;
-    registry::audit(tx, t, Some(&device.device), Some(device.mac), bootstrap, "issue", &format!("certificate {} issued, valid until {}", issued.serial, record.not_after))?;
+    registry::audit(tx, t, Some(&device.device), Some(device.mac), bootstrap, "issue", &format!("certificate {} issued, valid until {}", issued.serial, registry::rfc3339(record.not_after)))?;
     Ok(Enrolled { device: device.device.clone(), mac: device.mac, issued, superseded })
 }
 

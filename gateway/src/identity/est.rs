@@ -191,11 +191,7 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn cacerts(State(shared): State<Arc<Shared>>) -> Response {
-    let bundle = shared.lock().ca().bundle();
-    match pkcs7::certs_only(&bundle) {
-        Ok(der) => base64_answer(CONTENT_TYPE_CERTS_ONLY, &der),
-        Err(error) => internal(&error.to_string()),
-    }
+    base64_answer(CONTENT_TYPE_CERTS_ONLY, &shared.cacerts)
 }
 
 async fn csrattrs() -> Response {

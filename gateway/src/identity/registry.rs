@@ -468,6 +468,14 @@ pub fn desired_access(conn: &Connection, now: i64) -> rusqlite::Result<Vec<(Mac,
     rows.collect()
 }
 
+/// Unix seconds as RFC 3339 text, for messages and listings.
+pub fn rfc3339(t: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// Unix seconds of `OffsetDateTime`.
 pub fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()

@@ -44,6 +44,9 @@ pub enum ServiceError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The CA bundle cannot be encoded for `/cacerts`.
+    #[error("CA bundle: {0}")]
+    Bundle(#[from] super::pkcs7::WireError),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Join(String),
@@ -56,6 +59,8 @@ pub struct Shared {
     /// Wakes the access task at once after an enrollment, renewal or authentication.
     pub(crate) changed: Notify,
     pub(crate) resolver: Box<dyn MacResolver>,
+    /// The `/cacerts` answer (certs-only PKCS#7 DER), fixed for the life of the process.
+    pub(crate) cacerts: Vec<u8>,
 }
 
 impl Shared {
@@ -106,10 +111,11 @@ pub async fn spawn_with_resolver(
     let identity = blocking(move || super::open(&config_for_open, &path)).await??;
     let tls = est::tls_config(identity.ca(), identity.manufacturers(), &config.server_names, OffsetDateTime::now_utc())?;
     let ca_cert = identity.ca().cert_der().clone();
+    let cacerts = super::pkcs7::certs_only(&identity.ca().bundle())?;
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
     tracing::info!(addr = %local_addr, "identity: EST server listening");
-    let shared = Arc::new(Shared { core: Mutex::new(identity), bus, changed: Notify::new(), resolver });
+    let shared = Arc::new(Shared { core: Mutex::new(identity), bus, changed: Notify::new(), resolver, cacerts });
     let enforcer = Enforcer::new(config.enrolled_policy_id);
     let interval = StdDuration::from_millis(config.reconcile_interval_ms);
     let tasks = vec![
