@@ -52,7 +52,11 @@ fn make_ca(dir: &Path, name: &str, issuer: Option<&str>) -> (PathBuf, PathBuf) {
 
 fn curl(dir: &Path, url: &str, ca: &Path, args: &[&str], out: &str) -> u16 {
     let output = run(Command::new("curl").current_dir(dir).args(["-sS", "--max-time", "10", "--cacert"]).arg(ca).args(["-o", out, "-w", "%{http_code}"]).args(args).arg(url));
-    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0)
+    let code = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0);
+    if code == 0 {
+        eprintln!("curl {url} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    code
 }
 
 fn access(datapath: &MemoryDatapath, mac: &str) -> Option<Access> {
@@ -80,7 +84,9 @@ async fn factory_certificate_enrolls_under_an_external_intermediate_and_expiry_r
     let (inter, inter_key) = make_ca(d, "inter", Some("root"));
     let (maker, _) = make_ca(d, "maker", None);
     openssl(d, &["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", &format!("/CN=sensor/serialNumber={FACTORY_MAC}"), "-keyout", "idevid.key", "-out", "idevid.csr"]);
-    openssl(d, &["x509", "-req", "-in", "idevid.csr", "-CA", "maker.crt", "-CAkey", "maker.key", "-CAcreateserial", "-days", "2", "-out", "idevid.crt"]);
+    // X.509 v3 as IEEE 802.1AR requires (webpki, under rustls, refuses v1 certificates).
+    std::fs::write(d.join("idevid.ext"), "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n").unwrap();
+    openssl(d, &["x509", "-req", "-in", "idevid.csr", "-CA", "maker.crt", "-CAkey", "maker.key", "-CAcreateserial", "-days", "2", "-out", "idevid.crt", "-extfile", "idevid.ext"]);
 
     let mut config = identity::Config::default();
     config.state_dir = d.join("unused-state");
@@ -119,7 +125,7 @@ async fn factory_certificate_enrolls_under_an_external_intermediate_and_expiry_r
 
     // A factory certificate from an unlisted maker is refused.
     make_ca(d, "stranger", None);
-    openssl(d, &["x509", "-req", "-in", "idevid.csr", "-CA", "stranger.crt", "-CAkey", "stranger.key", "-CAcreateserial", "-days", "2", "-out", "fake.crt"]);
+    openssl(d, &["x509", "-req", "-in", "idevid.csr", "-CA", "stranger.crt", "-CAkey", "stranger.key", "-CAcreateserial", "-days", "2", "-out", "fake.crt", "-extfile", "idevid.ext"]);
     let code = curl(d, &url("/.well-known/est/simpleenroll"), &root, &["--cert", "fake.crt", "--key", "idevid.key", "-H", "Content-Type: application/pkcs10", "--data-binary", "@dev.csr.b64"], "fake.txt");
     assert_eq!(code, 403, "{}", std::fs::read_to_string(d.join("fake.txt")).unwrap_or_default());
 

@@ -168,7 +168,8 @@ pub fn device_cert(der: &[u8], ca: &X509Certificate, now: i64) -> Result<Checked
     Ok(CheckedCert { serial, device, mac })
 }
 
-/// Checks a factory certificate (IDevID): valid at `now`, fit for client authentication, and
+/// Checks a factory certificate (IDevID, X.509 v3 as IEEE 802.1AR requires: rustls refuses
+/// v1 client certificates): valid at `now`, fit for client authentication, and
 /// chained to one of `manufacturers`, directly or through the `intermediates` the device sent.
 /// Returns the MAC it names.
 pub fn factory_cert(
