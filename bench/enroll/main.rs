@@ -1,5 +1,5 @@
-//! Enrollments per second: CSR check (parse, signature, key strength) + certificate signing
-//! + storing (token consumed, certificate recorded, audit row) in a real SQLite file (WAL),
+//! Enrollments per second: CSR check (parse, signature, key strength), certificate signing,
+//! and storing (token consumed, certificate recorded, audit row) in a real SQLite file (WAL),
 //! through the same `Identity::enroll` the EST server calls. TLS and HTTP are left out: they
 //! measure rustls, not enrollment.
 //!
@@ -23,8 +23,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("iotgw-bench-enroll-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut config = identity::Config::default();
-    config.state_dir = dir.join("identity");
+    let config = identity::Config { state_dir: dir.join("identity"), ..Default::default() };
     let mut identity = identity::open(&config, &dir.join("iotgw.db")).expect("open store and CA");
     let now = OffsetDateTime::now_utc();
 
@@ -49,7 +48,14 @@ fn main() {
         for (_, _, mac) in &requests {
             identity
                 .ca()
-                .issue_device(check::KeyKind::EcP256, ca_key.public_key_raw(), &"d-bench".parse().expect("id"), *mac, now, time::Duration::days(30))
+                .issue_device(
+                    check::KeyKind::EcP256,
+                    ca_key.public_key_raw(),
+                    &"d-bench".parse().expect("id"),
+                    *mac,
+                    now,
+                    time::Duration::days(30),
+                )
                 .expect("issue");
         }
     });
@@ -59,7 +65,8 @@ fn main() {
             assert_eq!(enrolled.mac, *mac);
         }
     });
-    let stored: i64 = identity.connection().query_row("SELECT COUNT(*) FROM identity_certificates", [], |r| r.get(0)).expect("count");
+    let stored: i64 =
+        identity.connection().query_row("SELECT COUNT(*) FROM identity_certificates", [], |r| r.get(0)).expect("count");
     assert_eq!(stored as usize, n, "every enrollment stored");
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
