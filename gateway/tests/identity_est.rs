@@ -489,3 +489,28 @@ async fn cloned_identity_blocks_both_macs_and_raises_an_alert() {
     trigger.trigger();
     tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_2048_ed25519_and_p384_keys_enroll_and_authenticate() {
+    let (lab, datapath, _bus, trigger, running) = start("keys", Arc::default()).await;
+    let kinds: [(&str, &[&str]); 3] = [
+        ("rsa", &["-newkey", "rsa:2048"]),
+        ("ed25519", &["-newkey", "ed25519"]),
+        ("p384", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]),
+    ];
+    for (i, (name, newkey)) in kinds.into_iter().enumerate() {
+        let mac = format!("02:00:00:00:01:0{i}");
+        let token = stdout(&lab.iotgw(&["token", "create", "--mac", &mac]));
+        let (key, csr) = make_csr(&lab, name, newkey, None);
+        let (code, answer) = lab.enroll_csr(&csr, &["-H", &format!("Authorization: Bearer {token}")], "answer.b64");
+        assert_eq!(code, 200, "{name}: {}", text(&answer));
+        let cert = read_pkcs7(&lab, &answer, name);
+        checked(Command::new("openssl").args(["verify", "-purpose", "sslclient", "-CAfile"]).arg(&lab.ca_pem).arg(&cert));
+        let mtls = ["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
+        let (code, answer) = lab.curl("/api/identity/hello", &mtls, "hello.json");
+        assert_eq!(code, 200, "{name}: {}", text(&answer));
+        wait_for(&datapath, &mac, Some(Access::Enrolled), ENFORCEMENT_DEADLINE).await;
+    }
+    trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");
+}
