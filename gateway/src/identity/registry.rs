@@ -530,11 +530,6 @@ pub fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
 
-/// Opens a registry connection on the store file at `path` (schema brought up to date).
-pub fn open(path: &std::path::Path) -> Result<Connection, crate::store::StoreError> {
-    crate::store::open(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
