@@ -374,6 +374,40 @@ mod tests {
     }
 
     #[test]
+    fn every_single_byte_corruption_of_a_csr_is_refused_or_harmless() {
+        // A cheap exhaustive fuzz: flip each byte of a valid CSR. No panic, and whatever
+        // still parses must carry the same key and the same requested names (a change
+        // there would have broken the proof-of-possession signature).
+        let key = KeyPair::generate().unwrap();
+        let der = csr_der(&key, &SANS);
+        let original = csr(&der).unwrap();
+        for i in 0..der.len() {
+            let mut bad = der.clone();
+            bad[i] ^= 0xff;
+            if let Ok(accepted) = csr(&bad) {
+                assert_eq!(accepted.public_key, original.public_key, "byte {i}");
+                assert_eq!(accepted.requested, original.requested, "byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_single_byte_corruption_of_a_device_cert_is_refused_or_harmless() {
+        let (ca_cert, ca_key) = ca();
+        let ca_parsed = parse_cert(ca_cert.der()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let der = device_params(&SANS).signed_by(&key, &ca_cert, &ca_key).unwrap().der().to_vec();
+        let original = device_cert(&der, &ca_parsed, now()).unwrap();
+        for i in 0..der.len() {
+            let mut bad = der.clone();
+            bad[i] ^= 0xff;
+            if let Ok(accepted) = device_cert(&bad, &ca_parsed, now()) {
+                assert_eq!(accepted, original, "byte {i}");
+            }
+        }
+    }
+
+    #[test]
     fn foreign_san_in_csr_is_refused() {
         let key = KeyPair::generate().unwrap();
         let err = csr(&csr_der(&key, &["https://evil.example"])).unwrap_err();
