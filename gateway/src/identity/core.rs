@@ -537,11 +537,6 @@ impl Identity {
         })
     }
 
-    /// Counter SQLite bumps whenever another connection (the CLI) commits to the file.
-    pub fn data_version(&self) -> Result<i64, IdentityError> {
-        Ok(self.conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
-    }
-
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
