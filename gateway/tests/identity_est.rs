@@ -77,7 +77,12 @@ fn run(command: &mut Command) -> Output {
 
 fn checked(command: &mut Command) -> Output {
     let output = run(command);
-    assert!(output.status.success(), "{command:?} failed: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
@@ -95,7 +100,11 @@ fn make_csr(lab: &Lab, name: &str, newkey: &[&str], san: Option<&str>) -> (PathB
     let der = lab.path(&format!("{name}.csr.der"));
     let b64 = lab.path(&format!("{name}.csr.b64"));
     let mut command = Command::new("openssl");
-    command.args(["req", "-new", "-nodes", "-subj", &format!("/CN={name}"), "-outform", "DER", "-keyout"]).arg(&key).arg("-out").arg(&der);
+    command
+        .args(["req", "-new", "-nodes", "-subj", &format!("/CN={name}"), "-outform", "DER", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&der);
     command.args(newkey);
     if let Some(san) = san {
         command.args(["-addext", &format!("subjectAltName={san}")]);
@@ -109,7 +118,13 @@ fn make_csr(lab: &Lab, name: &str, newkey: &[&str], san: Option<&str>) -> (PathB
 fn csr_for_key(lab: &Lab, name: &str, key: &Path) -> PathBuf {
     let der = lab.path(&format!("{name}.csr.der"));
     let b64 = lab.path(&format!("{name}.csr.b64"));
-    checked(Command::new("openssl").args(["req", "-new", "-subj", &format!("/CN={name}"), "-outform", "DER", "-key"]).arg(key).arg("-out").arg(&der));
+    checked(
+        Command::new("openssl")
+            .args(["req", "-new", "-subj", &format!("/CN={name}"), "-outform", "DER", "-key"])
+            .arg(key)
+            .arg("-out")
+            .arg(&der),
+    );
     checked(Command::new("openssl").args(["base64", "-in"]).arg(&der).arg("-out").arg(&b64));
     b64
 }
@@ -119,7 +134,13 @@ fn read_pkcs7(lab: &Lab, answer: &Path, name: &str) -> PathBuf {
     let der = lab.path(&format!("{name}.p7.der"));
     let pem = lab.path(&format!("{name}.crt"));
     checked(Command::new("openssl").args(["base64", "-d", "-in"]).arg(answer).arg("-out").arg(&der));
-    checked(Command::new("openssl").args(["pkcs7", "-inform", "DER", "-print_certs", "-in"]).arg(&der).arg("-out").arg(&pem));
+    checked(
+        Command::new("openssl")
+            .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
+            .arg(&der)
+            .arg("-out")
+            .arg(&pem),
+    );
     pem
 }
 
@@ -144,22 +165,29 @@ async fn wait_for(datapath: &MemoryDatapath, mac: &str, want: Option<Access>, li
     panic!("{mac} did not reach {want:?} within {limit:?} (now {:?})", access(datapath, mac));
 }
 
-async fn start(name: &str, resolver: Arc<StaticMacs>) -> (Lab, Arc<MemoryDatapath>, EventBus, iotgw::shutdown::Trigger, identity::Running) {
+async fn start(
+    name: &str,
+    resolver: Arc<StaticMacs>,
+) -> (Lab, Arc<MemoryDatapath>, EventBus, iotgw::shutdown::Trigger, identity::Running) {
     let dir = std::env::temp_dir().join(format!("iotgw-est-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let store = dir.join("iotgw.db");
     let state_dir = dir.join("identity");
-    let mut config = identity::Config::default();
-    config.state_dir = state_dir.clone();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.reconcile_interval_ms = 100;
+    let config = identity::Config {
+        state_dir: state_dir.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        reconcile_interval_ms: 100,
+        ..Default::default()
+    };
     let datapath = Arc::new(MemoryDatapath::default());
     let control: Control = datapath.clone();
     let bus = EventBus::default();
     let (trigger, shutdown) = iotgw::shutdown::channel();
     let resolver: Box<dyn identity::resolve::MacResolver> = Box::new(SharedResolver(resolver));
-    let running = identity::service::spawn_with_resolver(&config, &store, control, bus.clone(), shutdown, resolver).await.unwrap();
+    let running = identity::service::spawn_with_resolver(&config, &store, control, bus.clone(), shutdown, resolver)
+        .await
+        .unwrap();
     let ca_pem = state_dir.join(identity::ca::CA_CERT_FILE);
     let url = format!("https://127.0.0.1:{}", running.local_addr.port());
     (Lab { dir, store, state_dir, url, ca_pem }, datapath, bus, trigger, running)
@@ -196,13 +224,22 @@ async fn device_enrolls_renews_and_loses_access_on_revocation() {
     lab.iotgw(&["token", "create", "--mac", OTHER_MAC]);
 
     // The device makes its key and CSR (the key never leaves it) and enrolls with the token.
-    let (key, csr) = make_csr(&lab, "device", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], Some(&format!("URI:urn:iotgw:mac:{DEVICE_MAC}")));
+    let (key, csr) = make_csr(
+        &lab,
+        "device",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        Some(&format!("URI:urn:iotgw:mac:{DEVICE_MAC}")),
+    );
     let (code, answer) = lab.enroll_csr(&csr, &["-u", &format!("device:{token}")], "enroll.b64");
     assert_eq!(code, 200, "{}", text(&answer));
     let cert = read_pkcs7(&lab, &answer, "device");
     checked(Command::new("openssl").args(["verify", "-purpose", "sslclient", "-CAfile"]).arg(&lab.ca_pem).arg(&cert));
-    let shown = stdout(&checked(Command::new("openssl").args(["x509", "-noout", "-ext", "subjectAltName", "-in"]).arg(&cert)));
-    assert!(shown.contains(&format!("URI:urn:iotgw:mac:{DEVICE_MAC}")) && shown.contains("URI:urn:iotgw:device:d-"), "{shown}");
+    let shown =
+        stdout(&checked(Command::new("openssl").args(["x509", "-noout", "-ext", "subjectAltName", "-in"]).arg(&cert)));
+    assert!(
+        shown.contains(&format!("URI:urn:iotgw:mac:{DEVICE_MAC}")) && shown.contains("URI:urn:iotgw:device:d-"),
+        "{shown}"
+    );
 
     // Issued but not yet used: onboarding. The first mTLS authentication enrolls it.
     wait_for(&datapath, DEVICE_MAC, Some(Access::Onboarding), ENFORCEMENT_DEADLINE).await;
@@ -239,9 +276,19 @@ async fn device_enrolls_renews_and_loses_access_on_revocation() {
     // The CRL lists the serial, signed by the CA.
     let (code, crl) = lab.curl("/crl", &[], "crl.der");
     assert_eq!(code, 200);
-    let listed = stdout(&checked(Command::new("openssl").args(["crl", "-inform", "DER", "-noout", "-text", "-CAfile"]).arg(&lab.ca_pem).arg("-in").arg(&crl)));
+    let listed = stdout(&checked(
+        Command::new("openssl")
+            .args(["crl", "-inform", "DER", "-noout", "-text", "-CAfile"])
+            .arg(&lab.ca_pem)
+            .arg("-in")
+            .arg(&crl),
+    ));
     assert!(listed.to_uppercase().contains(&serial.to_uppercase()), "{serial} not in\n{listed}");
-    let verified = run(Command::new("openssl").args(["crl", "-inform", "DER", "-noout", "-CAfile"]).arg(&lab.ca_pem).arg("-in").arg(&crl));
+    let verified = run(Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-CAfile"])
+        .arg(&lab.ca_pem)
+        .arg("-in")
+        .arg(&crl));
     assert!(String::from_utf8_lossy(&verified.stderr).contains("verify OK"), "{verified:?}");
 
     // The revoked certificate can neither authenticate nor renew.
@@ -265,7 +312,13 @@ async fn device_enrolls_renews_and_loses_access_on_revocation() {
             other => format!("{other:?}"),
         });
     }
-    for want in ["audit:certificate_issued", "lifecycle:provisioned->active", "action:enroll", "audit:certificate_renewed", "action:onboard"] {
+    for want in [
+        "audit:certificate_issued",
+        "lifecycle:provisioned->active",
+        "action:enroll",
+        "audit:certificate_renewed",
+        "action:onboard",
+    ] {
         assert!(kinds.iter().any(|k| k == want), "{want} missing from {kinds:?}");
     }
 
@@ -285,8 +338,14 @@ async fn bad_enrollments_are_refused_with_clear_errors_and_store_nothing() {
     let not_base64 = lab.path("notb64.b64");
     std::fs::write(&not_base64, "%%%%").unwrap();
     let (_, weak) = make_csr(&lab, "weak", &["-newkey", "rsa:1024"], None);
-    let (_, other_mac) = make_csr(&lab, "othermac", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], Some(&format!("URI:urn:iotgw:mac:{OTHER_MAC}")));
-    let (_, dns_san) = make_csr(&lab, "dns", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], Some("DNS:evil.example"));
+    let (_, other_mac) = make_csr(
+        &lab,
+        "othermac",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        Some(&format!("URI:urn:iotgw:mac:{OTHER_MAC}")),
+    );
+    let (_, dns_san) =
+        make_csr(&lab, "dns", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], Some("DNS:evil.example"));
     let (_, p521) = make_csr(&lab, "p521", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-521"], None);
 
     let cases: Vec<(&str, &Path, Vec<String>, u16, &str)> = vec![
@@ -308,7 +367,11 @@ async fn bad_enrollments_are_refused_with_clear_errors_and_store_nothing() {
     }
     // Wrong content type.
     let data = format!("@{}", good_csr.display());
-    let (code, _) = lab.curl("/.well-known/est/simpleenroll", &["-u", &auth, "-H", "Content-Type: text/plain", "--data-binary", &data], "ct.txt");
+    let (code, _) = lab.curl(
+        "/.well-known/est/simpleenroll",
+        &["-u", &auth, "-H", "Content-Type: text/plain", "--data-binary", &data],
+        "ct.txt",
+    );
     assert_eq!(code, 415);
     assert_eq!(cert_count(&lab), 0, "nothing stored by refusals");
 
@@ -326,7 +389,30 @@ async fn bad_enrollments_are_refused_with_clear_errors_and_store_nothing() {
     assert_eq!((code, text(&body).contains("expired")), (403, true), "{}", text(&body));
 
     // A client certificate from another CA: refused for renewal and for hello.
-    checked(Command::new("openssl").args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=rogue"]).arg("-addext").arg(format!("subjectAltName=URI:urn:iotgw:device:d-1,URI:urn:iotgw:mac:{DEVICE_MAC}")).arg("-addext").arg("extendedKeyUsage=clientAuth").arg("-keyout").arg(lab.path("rogue.key")).arg("-out").arg(lab.path("rogue.crt")));
+    checked(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=rogue",
+            ])
+            .arg("-addext")
+            .arg(format!("subjectAltName=URI:urn:iotgw:device:d-1,URI:urn:iotgw:mac:{DEVICE_MAC}"))
+            .arg("-addext")
+            .arg("extendedKeyUsage=clientAuth")
+            .arg("-keyout")
+            .arg(lab.path("rogue.key"))
+            .arg("-out")
+            .arg(lab.path("rogue.crt")),
+    );
     let (rogue_crt, rogue_key) = (lab.path("rogue.crt"), lab.path("rogue.key"));
     let rogue = ["--cert", rogue_crt.to_str().unwrap(), "--key", rogue_key.to_str().unwrap()];
     let (code, body) = lab.curl("/api/identity/hello", &rogue, "rogue.txt");
@@ -336,7 +422,11 @@ async fn bad_enrollments_are_refused_with_clear_errors_and_store_nothing() {
     let (code, _) = lab.curl("/.well-known/est/simplereenroll", &args, "rogue-renew.txt");
     assert_eq!(code, 403);
     // Renewal without a client certificate.
-    let (code, body) = lab.curl("/.well-known/est/simplereenroll", &["-H", "Content-Type: application/pkcs10", "--data-binary", &data], "nocert.txt");
+    let (code, body) = lab.curl(
+        "/.well-known/est/simplereenroll",
+        &["-H", "Content-Type: application/pkcs10", "--data-binary", &data],
+        "nocert.txt",
+    );
     assert_eq!((code, text(&body).contains("no client certificate")), (401, true), "{}", text(&body));
 
     assert_eq!(cert_count(&lab), 1, "nothing stored by refusals");
@@ -369,7 +459,8 @@ async fn cloned_identity_blocks_both_macs_and_raises_an_alert() {
     wait_for(&datapath, DEVICE_MAC, Some(Access::Blocked), ENFORCEMENT_DEADLINE).await;
     wait_for(&datapath, OTHER_MAC, Some(Access::Blocked), ENFORCEMENT_DEADLINE).await;
     let alert = loop {
-        let event = tokio::time::timeout(Duration::from_secs(1), events.recv()).await.expect("alert published").unwrap();
+        let event =
+            tokio::time::timeout(Duration::from_secs(1), events.recv()).await.expect("alert published").unwrap();
         if let EventKind::Alert { detector, .. } = &event.kind {
             break (detector.clone(), event.device);
         }
@@ -385,13 +476,40 @@ async fn cloned_identity_blocks_both_macs_and_raises_an_alert() {
     wait_for(&datapath, OTHER_MAC, None, ENFORCEMENT_DEADLINE).await;
 
     // Decommission: back to the onboarding lane (no table entry), audit trail kept.
-    let device = stdout(&checked(Command::new("openssl").args(["x509", "-noout", "-subject", "-nameopt", "multiline", "-in"]).arg(&cert)));
+    let device = stdout(&checked(
+        Command::new("openssl").args(["x509", "-noout", "-subject", "-nameopt", "multiline", "-in"]).arg(&cert),
+    ));
     let device = device.rsplit("commonName").next().unwrap().trim().trim_start_matches('=').trim().to_owned();
     lab.iotgw(&["decommission", &device]);
     wait_for(&datapath, DEVICE_MAC, None, ENFORCEMENT_DEADLINE).await;
     let trail = stdout(&lab.iotgw(&["audit", &device]));
     for action in ["provision", "issue", "activate", "clone_suspected", "decommission"] {
         assert!(trail.contains(&format!(" {action}:")), "{action} missing from\n{trail}");
+    }
+    trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_2048_ed25519_and_p384_keys_enroll_and_authenticate() {
+    let (lab, datapath, _bus, trigger, running) = start("keys", Arc::default()).await;
+    let kinds: [(&str, &[&str]); 3] = [
+        ("rsa", &["-newkey", "rsa:2048"]),
+        ("ed25519", &["-newkey", "ed25519"]),
+        ("p384", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]),
+    ];
+    for (i, (name, newkey)) in kinds.into_iter().enumerate() {
+        let mac = format!("02:00:00:00:01:0{i}");
+        let token = stdout(&lab.iotgw(&["token", "create", "--mac", &mac]));
+        let (key, csr) = make_csr(&lab, name, newkey, None);
+        let (code, answer) = lab.enroll_csr(&csr, &["-H", &format!("Authorization: Bearer {token}")], "answer.b64");
+        assert_eq!(code, 200, "{name}: {}", text(&answer));
+        let cert = read_pkcs7(&lab, &answer, name);
+        checked(Command::new("openssl").args(["verify", "-purpose", "sslclient", "-CAfile"]).arg(&lab.ca_pem).arg(&cert));
+        let mtls = ["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
+        let (code, answer) = lab.curl("/api/identity/hello", &mtls, "hello.json");
+        assert_eq!(code, 200, "{name}: {}", text(&answer));
+        wait_for(&datapath, &mac, Some(Access::Enrolled), ENFORCEMENT_DEADLINE).await;
     }
     trigger.trigger();
     tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");

@@ -9,11 +9,15 @@ use std::{
 };
 
 use anyhow::Context as _;
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use time::OffsetDateTime;
 
 use crate::{
     device::Mac,
-    identity::{self, Identity, names::{DeviceId, Serial}, registry},
+    identity::{
+        self, Identity,
+        names::{DeviceId, Serial},
+        registry,
+    },
 };
 
 /// Where the store and the CA are.
@@ -105,7 +109,10 @@ pub enum TokenCommand {
 
 /// Who the audit trail names for CLI actions.
 fn actor() -> String {
-    format!("cli:{}", std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into()))
+    format!(
+        "cli:{}",
+        std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 fn open(args: &StoreArgs) -> anyhow::Result<(Identity, identity::Config)> {
@@ -125,12 +132,13 @@ fn open(args: &StoreArgs) -> anyhow::Result<(Identity, identity::Config)> {
     if let Some(parent) = store_path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    let identity = identity::open(&config, &store_path).with_context(|| format!("opening the identity store {}", store_path.display()))?;
+    let identity = identity::open(&config, &store_path)
+        .with_context(|| format!("opening the identity store {}", store_path.display()))?;
     Ok((identity, config))
 }
 
 fn when(t: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(t).ok().and_then(|t| t.format(&Rfc3339).ok()).unwrap_or_else(|| t.to_string())
+    registry::rfc3339(t)
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -150,13 +158,19 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let (mut identity, config) = open(&store)?;
             let ttl = ttl.map_or(config.token_ttl(), identity::secs);
             let token = identity.create_token(mac, ttl, &actor(), now).context("creating the token")?;
-            eprintln!("token for device {} (MAC {}), expires {}; shown once:", token.device, token.mac, when(token.expires_at));
+            eprintln!(
+                "token for device {} (MAC {}), expires {}; shown once:",
+                token.device,
+                token.mac,
+                when(token.expires_at)
+            );
             println!("{}", token.secret);
         }
         Command::Revoke { serial, reason, store } => {
             let serial: Serial = serial.parse()?;
             let (mut identity, _) = open(&store)?;
-            let record = identity.revoke(&serial, registry::parse_reason(&reason), &actor(), now).context("revoking")?;
+            let record =
+                identity.revoke(&serial, registry::parse_reason(&reason), &actor(), now).context("revoking")?;
             println!("revoked {} of device {} (MAC {})", record.serial, record.device, record.mac);
         }
         Command::Decommission { device, store } => {
@@ -222,7 +236,15 @@ fn print_listing(listing: &identity::core::Listing) {
     println!("\nCERTIFICATES");
     println!("{:<34} {:<20} {:<17} {:<11} {:<9} NOT AFTER", "SERIAL", "DEVICE", "MAC", "STATUS", "BOOTSTRAP");
     for c in &listing.certs {
-        println!("{:<34} {:<20} {:<17} {:<11} {:<9} {}", c.serial, c.device, c.mac, c.status.as_str(), c.bootstrap, when(c.not_after));
+        println!(
+            "{:<34} {:<20} {:<17} {:<11} {:<9} {}",
+            c.serial,
+            c.device,
+            c.mac,
+            c.status.as_str(),
+            c.bootstrap,
+            when(c.not_after)
+        );
     }
     if !listing.holds.is_empty() {
         println!("\nHOLDS (blocked until `iotgw pki release --mac MAC`)");

@@ -12,9 +12,9 @@ use std::{
 };
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose,
-    IsCa, KeyPair, KeyUsagePurpose, PublicKeyData, RevocationReason, RevokedCertParams, SanType,
-    SerialNumber, SignatureAlgorithm,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, PublicKeyData, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    SignatureAlgorithm,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
@@ -120,10 +120,14 @@ impl IssuingCa {
             Some(path) => read_certs(path)?,
             None => certs,
         };
-        let key_pem = std::fs::read_to_string(key_path).map_err(|source| CaError::Io { path: key_path.to_owned(), source })?;
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|e| CaError::BadFile { path: key_path.to_owned(), reason: format!("not a PKCS#8 private key: {e}") })?;
-        let parsed = check::parse_cert(&cert).map_err(|e| CaError::BadFile { path: cert_path.to_owned(), reason: e.to_string() })?;
+        let key_pem =
+            std::fs::read_to_string(key_path).map_err(|source| CaError::Io { path: key_path.to_owned(), source })?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::BadFile {
+            path: key_path.to_owned(),
+            reason: format!("not a PKCS#8 private key: {e}"),
+        })?;
+        let parsed = check::parse_cert(&cert)
+            .map_err(|e| CaError::BadFile { path: cert_path.to_owned(), reason: e.to_string() })?;
         if !parsed.is_ca() {
             return Err(CaError::BadFile { path: cert_path.to_owned(), reason: "not a CA certificate".into() });
         }
@@ -212,7 +216,13 @@ impl IssuingCa {
     }
 
     /// Signs a CRL listing `revoked`. `number` must grow whenever the list does.
-    pub fn crl(&self, revoked: &[Revoked], number: u64, now: OffsetDateTime, next_update: Duration) -> Result<Vec<u8>, CaError> {
+    pub fn crl(
+        &self,
+        revoked: &[Revoked],
+        number: u64,
+        now: OffsetDateTime,
+        next_update: Duration,
+    ) -> Result<Vec<u8>, CaError> {
         let params = CertificateRevocationListParams {
             this_update: now,
             next_update: now + next_update,
@@ -236,7 +246,10 @@ impl IssuingCa {
 /// Creates a CA in `state_dir`: the folder (mode 0700), the key (0600) and the certificate.
 /// Refuses to overwrite an existing key.
 pub fn generate(state_dir: &Path) -> Result<(), CaError> {
-    let io = |path: &Path| { let path = path.to_owned(); move |source| CaError::Io { path, source } };
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| CaError::Io { path, source }
+    };
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(io(state_dir))?;
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
@@ -252,7 +265,8 @@ pub fn generate(state_dir: &Path) -> Result<(), CaError> {
     let cert = params.self_signed(&key)?;
     let key_path = state_dir.join(CA_KEY_FILE);
     // create_new: never clobber a CA key that devices already trust.
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_path).map_err(io(&key_path))?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&key_path).map_err(io(&key_path))?;
     file.write_all(key.serialize_pem().as_bytes()).and_then(|()| file.sync_all()).map_err(io(&key_path))?;
     let cert_path = state_dir.join(CA_CERT_FILE);
     std::fs::write(&cert_path, cert.pem()).map_err(io(&cert_path))?;
@@ -338,7 +352,8 @@ mod tests {
         let id: DeviceId = "d-42".parse().unwrap();
         let mac: Mac = "02:00:00:00:00:42".parse().unwrap();
         let now = OffsetDateTime::now_utc();
-        let issued = ca.issue_device(KeyKind::EcP384, device_key.public_key_raw(), &id, mac, now, Duration::hours(1)).unwrap();
+        let issued =
+            ca.issue_device(KeyKind::EcP384, device_key.public_key_raw(), &id, mac, now, Duration::hours(1)).unwrap();
         let ca_parsed = check::parse_cert(ca.cert_der()).unwrap();
         let checked = check::device_cert(&issued.der, &ca_parsed, now.unix_timestamp()).unwrap();
         assert_eq!((checked.device, checked.mac, checked.serial), (id, mac, issued.serial));
@@ -371,7 +386,12 @@ mod tests {
         let serial: Serial = "0badcafe".parse().unwrap();
         let now = OffsetDateTime::now_utc();
         let der = ca
-            .crl(&[Revoked { serial: serial.clone(), revoked_at: now, reason: RevocationReason::KeyCompromise }], 1, now, Duration::hours(1))
+            .crl(
+                &[Revoked { serial: serial.clone(), revoked_at: now, reason: RevocationReason::KeyCompromise }],
+                1,
+                now,
+                Duration::hours(1),
+            )
             .unwrap();
         let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der_ok(&der);
         let listed: Vec<String> = crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect();

@@ -8,8 +8,8 @@ use x509_parser::{
     certification_request::X509CertificationRequest,
     extensions::{GeneralName, ParsedExtension},
     oid_registry::{
-        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-        OID_PKCS1_SHA1WITHRSA, OID_SHA1_WITH_RSA, OID_SIG_ED25519, OID_X509_SERIALNUMBER,
+        OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_SHA1WITHRSA,
+        OID_SHA1_WITH_RSA, OID_SIG_ED25519, OID_X509_SERIALNUMBER,
     },
     prelude::FromDer as _,
     x509::SubjectPublicKeyInfo,
@@ -60,7 +60,9 @@ pub enum CheckError {
     #[error("certificate {serial}: SAN must hold exactly one urn:iotgw:device: and one urn:iotgw:mac: URI ({reason})")]
     BadSanForm { serial: String, reason: String },
     /// A factory certificate from which no MAC can be read.
-    #[error("factory certificate {serial} names no MAC (neither a urn:iotgw:mac: SAN nor a MAC as subject serialNumber)")]
+    #[error(
+        "factory certificate {serial} names no MAC (neither a urn:iotgw:mac: SAN nor a MAC as subject serialNumber)"
+    )]
     FactoryCertWithoutMac { serial: String },
 }
 
@@ -164,11 +166,13 @@ pub fn device_cert(der: &[u8], ca: &X509Certificate, now: i64) -> Result<Checked
     signed_by(&cert, ca, "this gateway's CA")?;
     within_validity(&cert, now)?;
     client_usage(&cert, true)?;
-    let (device, mac) = san_binding(&cert).map_err(|reason| CheckError::BadSanForm { serial: serial.to_string(), reason })?;
+    let (device, mac) =
+        san_binding(&cert).map_err(|reason| CheckError::BadSanForm { serial: serial.to_string(), reason })?;
     Ok(CheckedCert { serial, device, mac })
 }
 
-/// Checks a factory certificate (IDevID): valid at `now`, fit for client authentication, and
+/// Checks a factory certificate (IDevID, X.509 v3 as IEEE 802.1AR requires: rustls refuses
+/// v1 client certificates): valid at `now`, fit for client authentication, and
 /// chained to one of `manufacturers`, directly or through the `intermediates` the device sent.
 /// Returns the MAC it names.
 pub fn factory_cert(
@@ -191,8 +195,17 @@ pub fn factory_cert(
 /// Longest chain of intermediates followed between a factory certificate and its root.
 const MAX_CHAIN_DEPTH: usize = 4;
 
-fn chains_to(cert: &X509Certificate, intermediates: &[X509Certificate], roots: &[X509Certificate], now: i64, depth: usize) -> bool {
-    if roots.iter().any(|root| root.subject() == cert.issuer() && cert.verify_signature(Some(root.public_key())).is_ok()) {
+fn chains_to(
+    cert: &X509Certificate,
+    intermediates: &[X509Certificate],
+    roots: &[X509Certificate],
+    now: i64,
+    depth: usize,
+) -> bool {
+    if roots
+        .iter()
+        .any(|root| root.subject() == cert.issuer() && cert.verify_signature(Some(root.public_key())).is_ok())
+    {
         return true;
     }
     if depth >= MAX_CHAIN_DEPTH {
@@ -243,7 +256,9 @@ fn client_usage(cert: &X509Certificate, require_eku: bool) -> Result<(), CheckEr
         _ => {}
     }
     match cert.extended_key_usage().map_err(|e| bad(&format!("extended key usage unreadable: {e}")))? {
-        Some(eku) if !eku.value.client_auth && !eku.value.any => return Err(bad("extended key usage lacks clientAuth")),
+        Some(eku) if !eku.value.client_auth && !eku.value.any => {
+            return Err(bad("extended key usage lacks clientAuth"));
+        }
         None if require_eku => return Err(bad("extended key usage extension missing")),
         _ => {}
     }
@@ -272,16 +287,14 @@ fn san_binding(cert: &X509Certificate) -> Result<(DeviceId, Mac), String> {
 fn factory_mac(cert: &X509Certificate) -> Option<Mac> {
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let GeneralName::URI(uri) = name {
-                if let Ok(Urn::Mac(mac)) = parse_urn(uri) {
-                    return Some(mac);
-                }
+            if let GeneralName::URI(uri) = name
+                && let Ok(Urn::Mac(mac)) = parse_urn(uri)
+            {
+                return Some(mac);
             }
         }
     }
-    cert.subject()
-        .iter_by_oid(&OID_X509_SERIALNUMBER)
-        .find_map(|attr| attr.as_str().ok().and_then(|s| s.parse().ok()))
+    cert.subject().iter_by_oid(&OID_X509_SERIALNUMBER).find_map(|attr| attr.as_str().ok().and_then(|s| s.parse().ok()))
 }
 
 #[cfg(test)]
@@ -361,6 +374,40 @@ mod tests {
     }
 
     #[test]
+    fn every_single_byte_corruption_of_a_csr_is_refused_or_harmless() {
+        // A cheap exhaustive fuzz: flip each byte of a valid CSR. No panic, and whatever
+        // still parses must carry the same key and the same requested names (a change
+        // there would have broken the proof-of-possession signature).
+        let key = KeyPair::generate().unwrap();
+        let der = csr_der(&key, &SANS);
+        let original = csr(&der).unwrap();
+        for i in 0..der.len() {
+            let mut bad = der.clone();
+            bad[i] ^= 0xff;
+            if let Ok(accepted) = csr(&bad) {
+                assert_eq!(accepted.public_key, original.public_key, "byte {i}");
+                assert_eq!(accepted.requested, original.requested, "byte {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_single_byte_corruption_of_a_device_cert_is_refused_or_harmless() {
+        let (ca_cert, ca_key) = ca();
+        let ca_parsed = parse_cert(ca_cert.der()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let der = device_params(&SANS).signed_by(&key, &ca_cert, &ca_key).unwrap().der().to_vec();
+        let original = device_cert(&der, &ca_parsed, now()).unwrap();
+        for i in 0..der.len() {
+            let mut bad = der.clone();
+            bad[i] ^= 0xff;
+            if let Ok(accepted) = device_cert(&bad, &ca_parsed, now()) {
+                assert_eq!(accepted, original, "byte {i}");
+            }
+        }
+    }
+
+    #[test]
     fn foreign_san_in_csr_is_refused() {
         let key = KeyPair::generate().unwrap();
         let err = csr(&csr_der(&key, &["https://evil.example"])).unwrap_err();
@@ -428,7 +475,10 @@ mod tests {
         let key = KeyPair::generate().unwrap();
         for sans in [&SANS[..1], &["urn:iotgw:device:a", "urn:iotgw:device:b", "urn:iotgw:mac:02:00:00:00:00:01"][..]] {
             let cert = device_params(sans).signed_by(&key, &ca_cert, &ca_key).unwrap();
-            assert!(matches!(device_cert(cert.der(), &ca_parsed, now()), Err(CheckError::BadSanForm { .. })), "{sans:?}");
+            assert!(
+                matches!(device_cert(cert.der(), &ca_parsed, now()), Err(CheckError::BadSanForm { .. })),
+                "{sans:?}"
+            );
         }
     }
 

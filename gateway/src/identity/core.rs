@@ -20,6 +20,8 @@ use super::{
 };
 use crate::device::{Access, Mac};
 
+/// Prepared statements kept by the identity connection (the registry uses about 30).
+const STATEMENT_CACHE: usize = 64;
 /// Bytes of randomness in an enrollment token.
 pub const TOKEN_BYTES: usize = 32;
 
@@ -43,7 +45,7 @@ pub enum IdentityError {
     #[error("enrollment token already used")]
     TokenUsed,
     #[error("enrollment token expired at {expires_at}")]
-    TokenExpired { expires_at: i64 },
+    TokenExpired { expires_at: String },
     /// The request came from another MAC than the one the credential is bound to.
     #[error("request comes from MAC {observed}, but the credential is bound to MAC {bound}")]
     MacMismatch { bound: Mac, observed: Mac },
@@ -60,7 +62,9 @@ pub enum IdentityError {
     #[error("MAC {0} is held after suspected cloning until an operator releases it (iotgw pki release)")]
     Held(Mac),
     /// The alert case: a MAC presented another device's identity. Both MACs are now held.
-    #[error("suspected cloning: MAC {seen} presented the identity of device {device} (bound to MAC {bound}); both are blocked until an operator releases them")]
+    #[error(
+        "suspected cloning: MAC {seen} presented the identity of device {device} (bound to MAC {bound}); both are blocked until an operator releases them"
+    )]
     CloneSuspected { seen: Mac, device: DeviceId, bound: Mac },
     #[error("device {device}: {source}")]
     Lifecycle { device: DeviceId, source: TransitionError },
@@ -146,6 +150,8 @@ pub fn token_hash(secret: &str) -> String {
 
 impl Identity {
     pub fn new(conn: Connection, ca: IssuingCa, manufacturers: Vec<CertificateDer<'static>>, policy: Policy) -> Self {
+        // Every registry statement stays prepared: re-preparing costs more than running them.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Identity { conn, ca, manufacturers, policy }
     }
 
@@ -159,25 +165,55 @@ impl Identity {
 
     /// Creates a one-time enrollment token for `mac`, valid for `ttl`. The MAC's live identity
     /// is reused (re-enrollment after a revocation); otherwise a provisioned one is created.
-    pub fn create_token(&mut self, mac: Mac, ttl: Duration, actor: &str, now: OffsetDateTime) -> Result<NewToken, IdentityError> {
+    pub fn create_token(
+        &mut self,
+        mac: Mac,
+        ttl: Duration,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<NewToken, IdentityError> {
         let t = unix(now);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let device = match registry::live_device_by_mac(&tx, mac)? {
             Some(existing) => {
-                existing.lifecycle.may_enroll().map_err(|source| IdentityError::Lifecycle { device: existing.device.clone(), source })?;
+                existing
+                    .lifecycle
+                    .may_enroll()
+                    .map_err(|source| IdentityError::Lifecycle { device: existing.device.clone(), source })?;
                 existing.device
             }
             None => {
-                let record = DeviceRecord { device: DeviceId::generate(), mac, lifecycle: Lifecycle::Provisioned, created_at: t };
+                let record = DeviceRecord {
+                    device: DeviceId::generate(),
+                    mac,
+                    lifecycle: Lifecycle::Provisioned,
+                    created_at: t,
+                };
                 registry::insert_device(&tx, &record)?;
-                registry::audit(&tx, t, Some(&record.device), Some(mac), actor, "provision", "identity created for an enrollment token")?;
+                registry::audit(
+                    &tx,
+                    t,
+                    Some(&record.device),
+                    Some(mac),
+                    actor,
+                    "provision",
+                    "identity created for an enrollment token",
+                )?;
                 record.device
             }
         };
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; TOKEN_BYTES]>());
         let expires_at = t + ttl.whole_seconds();
         registry::insert_token(&tx, &token_hash(&secret), mac, &device, t, expires_at)?;
-        registry::audit(&tx, t, Some(&device), Some(mac), actor, "token", &format!("enrollment token created, expires at {expires_at}"))?;
+        registry::audit(
+            &tx,
+            t,
+            Some(&device),
+            Some(mac),
+            actor,
+            "token",
+            &format!("enrollment token created, expires at {}", registry::rfc3339(expires_at)),
+        )?;
         tx.commit()?;
         Ok(NewToken { secret, device, mac, expires_at })
     }
@@ -185,7 +221,13 @@ impl Identity {
     /// simpleenroll: checks the CSR and the bootstrap credential, issues, and stores the
     /// certificate (consuming the token) in one transaction. `observed` is the MAC the request
     /// came from, when the gateway can tell.
-    pub fn enroll(&mut self, csr_der: &[u8], bootstrap: Bootstrap, observed: Option<Mac>, now: OffsetDateTime) -> Result<Enrolled, IdentityError> {
+    pub fn enroll(
+        &mut self,
+        csr_der: &[u8],
+        bootstrap: Bootstrap,
+        observed: Option<Mac>,
+        now: OffsetDateTime,
+    ) -> Result<Enrolled, IdentityError> {
         let csr = check::csr(csr_der)?;
         let t = unix(now);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -197,7 +239,7 @@ impl Identity {
                     return Err(IdentityError::TokenUsed);
                 }
                 if record.expires_at <= t {
-                    return Err(IdentityError::TokenExpired { expires_at: record.expires_at });
+                    return Err(IdentityError::TokenExpired { expires_at: registry::rfc3339(record.expires_at) });
                 }
                 let device = registry::device(&tx, &record.device)?.ok_or(IdentityError::TokenUnknown)?;
                 (device, Some(hash), "token")
@@ -209,9 +251,22 @@ impl Identity {
                 let device = match registry::live_device_by_mac(&tx, mac)? {
                     Some(existing) => existing,
                     None => {
-                        let record = DeviceRecord { device: DeviceId::generate(), mac, lifecycle: Lifecycle::Provisioned, created_at: t };
+                        let record = DeviceRecord {
+                            device: DeviceId::generate(),
+                            mac,
+                            lifecycle: Lifecycle::Provisioned,
+                            created_at: t,
+                        };
                         registry::insert_device(&tx, &record)?;
-                        registry::audit(&tx, t, Some(&record.device), Some(mac), "enrollment", "provision", "identity created for a factory certificate")?;
+                        registry::audit(
+                            &tx,
+                            t,
+                            Some(&record.device),
+                            Some(mac),
+                            "enrollment",
+                            "provision",
+                            "identity created for a factory certificate",
+                        )?;
                         record
                     }
                 };
@@ -222,11 +277,21 @@ impl Identity {
             return Err(IdentityError::MacMismatch { bound: device.mac, observed: seen });
         }
         check_binding(&csr.requested, &device.device, device.mac)?;
-        device.lifecycle.may_enroll().map_err(|source| IdentityError::Lifecycle { device: device.device.clone(), source })?;
+        device
+            .lifecycle
+            .may_enroll()
+            .map_err(|source| IdentityError::Lifecycle { device: device.device.clone(), source })?;
         if registry::is_held(&tx, device.mac)? {
             return Err(IdentityError::Held(device.mac));
         }
-        let issued = self.ca.issue_device(csr.key, &csr.public_key, &device.device, device.mac, now, self.policy.cert_validity)?;
+        let issued = self.ca.issue_device(
+            csr.key,
+            &csr.public_key,
+            &device.device,
+            device.mac,
+            now,
+            self.policy.cert_validity,
+        )?;
         if let Some(hash) = token {
             // The check above ran in this same IMMEDIATE transaction, so this only fails if
             // the clock moved past expiry meanwhile; it is the atomic guard either way.
@@ -241,47 +306,93 @@ impl Identity {
 
     /// simplereenroll: the device authenticates with its current certificate (`leaf`, from
     /// mTLS) and gets a new one for the same identity; the old one is superseded.
-    pub fn reenroll(&mut self, csr_der: &[u8], leaf: Option<&[u8]>, observed: Option<Mac>, now: OffsetDateTime) -> Result<Enrolled, IdentityError> {
+    pub fn reenroll(
+        &mut self,
+        csr_der: &[u8],
+        leaf: Option<&[u8]>,
+        observed: Option<Mac>,
+        now: OffsetDateTime,
+    ) -> Result<Enrolled, IdentityError> {
         let leaf = leaf.ok_or(IdentityError::NoClientCertificate)?;
         let presented = self.verify_presented(leaf, observed, now)?;
         let csr = check::csr(csr_der)?;
         check_binding(&csr.requested, &presented.device, presented.mac)?;
         let t = unix(now);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let device = registry::device(&tx, &presented.device)?.ok_or_else(|| IdentityError::UnknownDevice(presented.device.clone()))?;
-        let active = device.lifecycle.activate().map_err(|source| IdentityError::Lifecycle { device: device.device.clone(), source })?;
+        let device = registry::device(&tx, &presented.device)?
+            .ok_or_else(|| IdentityError::UnknownDevice(presented.device.clone()))?;
+        let active = device
+            .lifecycle
+            .activate()
+            .map_err(|source| IdentityError::Lifecycle { device: device.device.clone(), source })?;
         if active != device.lifecycle {
             registry::set_lifecycle(&tx, &device.device, active, t)?;
         }
-        let issued = self.ca.issue_device(csr.key, &csr.public_key, &device.device, device.mac, now, self.policy.cert_validity)?;
+        let issued = self.ca.issue_device(
+            csr.key,
+            &csr.public_key,
+            &device.device,
+            device.mac,
+            now,
+            self.policy.cert_validity,
+        )?;
         let enrolled = store_issued(&tx, &device, issued, "renewal", t)?;
         tx.commit()?;
         Ok(enrolled)
     }
 
     /// A device proved, over mTLS, that it holds `leaf`: it becomes active.
-    pub fn authenticate(&mut self, leaf: Option<&[u8]>, observed: Option<Mac>, now: OffsetDateTime) -> Result<Authenticated, IdentityError> {
+    pub fn authenticate(
+        &mut self,
+        leaf: Option<&[u8]>,
+        observed: Option<Mac>,
+        now: OffsetDateTime,
+    ) -> Result<Authenticated, IdentityError> {
         let leaf = leaf.ok_or(IdentityError::NoClientCertificate)?;
         let presented = self.verify_presented(leaf, observed, now)?;
         let t = unix(now);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let device = registry::device(&tx, &presented.device)?.ok_or_else(|| IdentityError::UnknownDevice(presented.device.clone()))?;
-        let to = device.lifecycle.activate().map_err(|source| IdentityError::Lifecycle { device: device.device.clone(), source })?;
+        let device = registry::device(&tx, &presented.device)?
+            .ok_or_else(|| IdentityError::UnknownDevice(presented.device.clone()))?;
+        let to = device
+            .lifecycle
+            .activate()
+            .map_err(|source| IdentityError::Lifecycle { device: device.device.clone(), source })?;
         if to != device.lifecycle {
             registry::set_lifecycle(&tx, &device.device, to, t)?;
-            registry::audit(&tx, t, Some(&device.device), Some(device.mac), "mtls", "activate", &format!("first authentication with certificate {}", presented.serial))?;
+            registry::audit(
+                &tx,
+                t,
+                Some(&device.device),
+                Some(device.mac),
+                "mtls",
+                "activate",
+                &format!("first authentication with certificate {}", presented.serial),
+            )?;
         }
         tx.commit()?;
-        Ok(Authenticated { device: device.device, mac: device.mac, serial: presented.serial, from: device.lifecycle, to })
+        Ok(Authenticated {
+            device: device.device,
+            mac: device.mac,
+            serial: presented.serial,
+            from: device.lifecycle,
+            to,
+        })
     }
 
     /// Checks a presented client certificate against the CA, the registry and the MAC it
     /// came from. A MAC presenting another MAC's identity holds both (committed) and fails.
-    fn verify_presented(&mut self, leaf: &[u8], observed: Option<Mac>, now: OffsetDateTime) -> Result<CheckedCert, IdentityError> {
+    fn verify_presented(
+        &mut self,
+        leaf: &[u8],
+        observed: Option<Mac>,
+        now: OffsetDateTime,
+    ) -> Result<CheckedCert, IdentityError> {
         let t = unix(now);
         let ca = check::parse_cert(self.ca.cert_der())?;
         let presented = check::device_cert(leaf, &ca, t)?;
-        let record = registry::cert(&self.conn, &presented.serial)?.ok_or_else(|| IdentityError::CertUnknown(presented.serial.clone()))?;
+        let record = registry::cert(&self.conn, &presented.serial)?
+            .ok_or_else(|| IdentityError::CertUnknown(presented.serial.clone()))?;
         match record.status {
             CertStatus::Valid => {}
             CertStatus::Revoked => return Err(IdentityError::CertRevoked(presented.serial)),
@@ -289,7 +400,10 @@ impl Identity {
         }
         if let Some(seen) = observed.filter(|seen| *seen != presented.mac) {
             let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let reason = format!("MAC {seen} presented certificate {} of device {} (bound to {})", presented.serial, presented.device, presented.mac);
+            let reason = format!(
+                "MAC {seen} presented certificate {} of device {} (bound to {})",
+                presented.serial, presented.device, presented.mac
+            );
             for mac in [seen, presented.mac] {
                 registry::add_hold(&tx, mac, &reason, t)?;
             }
@@ -304,7 +418,13 @@ impl Identity {
     }
 
     /// Revokes one certificate; its device drops to onboarding unless it holds another valid one.
-    pub fn revoke(&mut self, serial: &Serial, reason: RevocationReason, actor: &str, now: OffsetDateTime) -> Result<CertRecord, IdentityError> {
+    pub fn revoke(
+        &mut self,
+        serial: &Serial,
+        reason: RevocationReason,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<CertRecord, IdentityError> {
         let t = unix(now);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let record = registry::cert(&tx, serial)?.ok_or_else(|| IdentityError::UnknownSerial(serial.clone()))?;
@@ -312,36 +432,75 @@ impl Identity {
             return Err(IdentityError::AlreadyRevoked(serial.clone()));
         }
         registry::revoke(&tx, serial, reason, t)?;
-        registry::audit(&tx, t, Some(&record.device), Some(record.mac), actor, "revoke", &format!("certificate {serial} revoked ({})", registry::reason_text(reason)))?;
+        registry::audit(
+            &tx,
+            t,
+            Some(&record.device),
+            Some(record.mac),
+            actor,
+            "revoke",
+            &format!("certificate {serial} revoked ({})", registry::reason_text(reason)),
+        )?;
         tx.commit()?;
         Ok(record)
     }
 
     /// Retires a device: lifecycle decommissioned, certificates revoked, tokens void.
-    pub fn decommission(&mut self, device: &DeviceId, actor: &str, now: OffsetDateTime) -> Result<DeviceRecord, IdentityError> {
+    pub fn decommission(
+        &mut self,
+        device: &DeviceId,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<DeviceRecord, IdentityError> {
         let t = unix(now);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let record = registry::device(&tx, device)?.ok_or_else(|| IdentityError::UnknownDevice(device.clone()))?;
-        let next = record.lifecycle.decommission().map_err(|source| IdentityError::Lifecycle { device: device.clone(), source })?;
+        let next = record
+            .lifecycle
+            .decommission()
+            .map_err(|source| IdentityError::Lifecycle { device: device.clone(), source })?;
         registry::set_lifecycle(&tx, device, next, t)?;
         for serial in registry::unrevoked_certs(&tx, device)? {
             registry::revoke(&tx, &serial, RevocationReason::CessationOfOperation, t)?;
         }
         registry::void_tokens(&tx, device, t)?;
-        registry::audit(&tx, t, Some(device), Some(record.mac), actor, "decommission", &format!("{} -> {next}", record.lifecycle))?;
+        registry::audit(
+            &tx,
+            t,
+            Some(device),
+            Some(record.mac),
+            actor,
+            "decommission",
+            &format!("{} -> {next}", record.lifecycle),
+        )?;
         tx.commit()?;
         Ok(record)
     }
 
     /// Suspends (`suspend = true`) or resumes a device.
-    pub fn suspend(&mut self, device: &DeviceId, suspend: bool, actor: &str, now: OffsetDateTime) -> Result<(Lifecycle, Lifecycle), IdentityError> {
+    pub fn suspend(
+        &mut self,
+        device: &DeviceId,
+        suspend: bool,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Lifecycle, Lifecycle), IdentityError> {
         let t = unix(now);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let record = registry::device(&tx, device)?.ok_or_else(|| IdentityError::UnknownDevice(device.clone()))?;
         let from = record.lifecycle;
-        let to = if suspend { from.suspend() } else { from.resume() }.map_err(|source| IdentityError::Lifecycle { device: device.clone(), source })?;
+        let to = if suspend { from.suspend() } else { from.resume() }
+            .map_err(|source| IdentityError::Lifecycle { device: device.clone(), source })?;
         registry::set_lifecycle(&tx, device, to, t)?;
-        registry::audit(&tx, t, Some(device), Some(record.mac), actor, if suspend { "suspend" } else { "resume" }, &format!("{from} -> {to}"))?;
+        registry::audit(
+            &tx,
+            t,
+            Some(device),
+            Some(record.mac),
+            actor,
+            if suspend { "suspend" } else { "resume" },
+            &format!("{from} -> {to}"),
+        )?;
         tx.commit()?;
         Ok((from, to))
     }
@@ -371,12 +530,11 @@ impl Identity {
     }
 
     pub fn list(&self) -> Result<Listing, IdentityError> {
-        Ok(Listing { devices: registry::devices(&self.conn)?, certs: registry::certs(&self.conn)?, holds: registry::open_holds(&self.conn)? })
-    }
-
-    /// Counter SQLite bumps whenever another connection (the CLI) commits to the file.
-    pub fn data_version(&self) -> Result<i64, IdentityError> {
-        Ok(self.conn.query_row("PRAGMA data_version", [], |row| row.get(0))?)
+        Ok(Listing {
+            devices: registry::devices(&self.conn)?,
+            certs: registry::certs(&self.conn)?,
+            holds: registry::open_holds(&self.conn)?,
+        })
     }
 
     pub fn connection(&self) -> &Connection {
@@ -392,7 +550,10 @@ fn check_binding(requested: &[Urn], device: &DeviceId, mac: Mac) -> Result<(), I
                 return Err(IdentityError::SanMismatch { requested: id.urn(), bound: device.urn() });
             }
             Urn::Mac(m) if *m != mac => {
-                return Err(IdentityError::SanMismatch { requested: super::names::mac_urn(*m), bound: super::names::mac_urn(mac) });
+                return Err(IdentityError::SanMismatch {
+                    requested: super::names::mac_urn(*m),
+                    bound: super::names::mac_urn(mac),
+                });
             }
             _ => {}
         }
@@ -400,7 +561,13 @@ fn check_binding(requested: &[Urn], device: &DeviceId, mac: Mac) -> Result<(), I
     Ok(())
 }
 
-fn store_issued(tx: &Connection, device: &DeviceRecord, issued: Issued, bootstrap: &str, t: i64) -> Result<Enrolled, IdentityError> {
+fn store_issued(
+    tx: &Connection,
+    device: &DeviceRecord,
+    issued: Issued,
+    bootstrap: &str,
+    t: i64,
+) -> Result<Enrolled, IdentityError> {
     let superseded = registry::valid_certs(tx, &device.device)?;
     registry::supersede_valid(tx, &device.device, t)?;
     let record = CertRecord {
@@ -415,7 +582,15 @@ fn store_issued(tx: &Connection, device: &DeviceRecord, issued: Issued, bootstra
         issued_at: t,
     };
     registry::insert_cert(tx, &record, &issued.der)?;
-    registry::audit(tx, t, Some(&device.device), Some(device.mac), bootstrap, "issue", &format!("certificate {} issued, valid until {}", issued.serial, record.not_after))?;
+    registry::audit(
+        tx,
+        t,
+        Some(&device.device),
+        Some(device.mac),
+        bootstrap,
+        "issue",
+        &format!("certificate {} issued, valid until {}", issued.serial, registry::rfc3339(record.not_after)),
+    )?;
     Ok(Enrolled { device: device.device.clone(), mac: device.mac, issued, superseded })
 }
 
@@ -470,7 +645,8 @@ mod tests {
         let mut f = fixture("token", vec![]);
         let token = f.identity.create_token(mac(1), Duration::hours(1), "test", now()).unwrap();
         let key = KeyPair::generate().unwrap();
-        let enrolled = f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&token.secret), Some(mac(1)), now()).unwrap();
+        let enrolled =
+            f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&token.secret), Some(mac(1)), now()).unwrap();
         assert_eq!(enrolled.mac, mac(1));
         // Issued but not yet used: still onboarding.
         assert_eq!(f.identity.desired_access(now()).unwrap(), vec![(mac(1), Access::Onboarding)]);
@@ -541,7 +717,10 @@ mod tests {
         assert_eq!(f.identity.desired_access(now()).unwrap(), vec![(mac(1), Access::Onboarding)]);
         let err = f.identity.reenroll(&csr(&key, &[]), Some(&second.issued.der), None, now()).unwrap_err();
         assert!(matches!(err, IdentityError::CertRevoked(_)), "{err}");
-        assert!(matches!(f.identity.revoke(&second.issued.serial, RevocationReason::Unspecified, "t", now()), Err(IdentityError::AlreadyRevoked(_))));
+        assert!(matches!(
+            f.identity.revoke(&second.issued.serial, RevocationReason::Unspecified, "t", now()),
+            Err(IdentityError::AlreadyRevoked(_))
+        ));
     }
 
     #[test]
@@ -565,12 +744,37 @@ mod tests {
         let mut f = fixture("wrongca", vec![]);
         let other = fixture("wrongca-other", vec![]);
         let key = KeyPair::generate().unwrap();
-        let foreign = other.identity.ca().issue_device(check::KeyKind::EcP256, key.public_key_raw(), &"d-x".parse().unwrap(), mac(1), now(), Duration::hours(1)).unwrap();
+        let foreign = other
+            .identity
+            .ca()
+            .issue_device(
+                check::KeyKind::EcP256,
+                key.public_key_raw(),
+                &"d-x".parse().unwrap(),
+                mac(1),
+                now(),
+                Duration::hours(1),
+            )
+            .unwrap();
         let err = f.identity.authenticate(Some(&foreign.der), None, now()).unwrap_err();
         assert!(matches!(err, IdentityError::Check(CheckError::WrongIssuer { .. })), "{err}");
         // Signed by our CA but never recorded: refused too.
-        let unrecorded = f.identity.ca().issue_device(check::KeyKind::EcP256, key.public_key_raw(), &"d-x".parse().unwrap(), mac(1), now(), Duration::hours(1)).unwrap();
-        assert!(matches!(f.identity.authenticate(Some(&unrecorded.der), None, now()), Err(IdentityError::CertUnknown(_))));
+        let unrecorded = f
+            .identity
+            .ca()
+            .issue_device(
+                check::KeyKind::EcP256,
+                key.public_key_raw(),
+                &"d-x".parse().unwrap(),
+                mac(1),
+                now(),
+                Duration::hours(1),
+            )
+            .unwrap();
+        assert!(matches!(
+            f.identity.authenticate(Some(&unrecorded.der), None, now()),
+            Err(IdentityError::CertUnknown(_))
+        ));
     }
 
     #[test]
@@ -585,7 +789,10 @@ mod tests {
         let desired: std::collections::HashMap<_, _> = f.identity.desired_access(now()).unwrap().into_iter().collect();
         assert_eq!(desired[&mac(1)], Access::Blocked);
         assert_eq!(desired[&mac(2)], Access::Blocked);
-        assert!(matches!(f.identity.authenticate(Some(&enrolled.issued.der), Some(mac(1)), now()), Err(IdentityError::Held(_))));
+        assert!(matches!(
+            f.identity.authenticate(Some(&enrolled.issued.der), Some(mac(1)), now()),
+            Err(IdentityError::Held(_))
+        ));
         f.identity.release_hold(mac(1), "alice", now()).unwrap();
         f.identity.release_hold(mac(2), "alice", now()).unwrap();
         assert!(matches!(f.identity.release_hold(mac(2), "alice", now()), Err(IdentityError::NoHold(_))));
@@ -603,14 +810,23 @@ mod tests {
         let spare = f.identity.create_token(mac(1), Duration::hours(1), "test", now()).unwrap();
         f.identity.decommission(&enrolled.device, "alice", now()).unwrap();
         assert_eq!(f.identity.desired_access(now()).unwrap(), vec![(mac(1), Access::Unknown)]);
-        assert!(matches!(f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&spare.secret), None, now()), Err(IdentityError::TokenUsed)));
+        assert!(matches!(
+            f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&spare.secret), None, now()),
+            Err(IdentityError::TokenUsed)
+        ));
         let crl = f.identity.crl(now()).unwrap();
-        let (_, parsed) = <x509_parser::revocation_list::CertificateRevocationList as x509_parser::prelude::FromDer<_>>::from_der(&crl).unwrap();
+        let (_, parsed) = <x509_parser::revocation_list::CertificateRevocationList as x509_parser::prelude::FromDer<
+            _,
+        >>::from_der(&crl)
+        .unwrap();
         assert_eq!(parsed.iter_revoked_certificates().count(), 1);
         let trail = registry::audit_trail(f.identity.connection(), Some(&enrolled.device)).unwrap();
         let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(actions, ["provision", "token", "issue", "token", "decommission"]);
-        assert!(matches!(f.identity.decommission(&enrolled.device, "alice", now()), Err(IdentityError::Lifecycle { .. })));
+        assert!(matches!(
+            f.identity.decommission(&enrolled.device, "alice", now()),
+            Err(IdentityError::Lifecycle { .. })
+        ));
         // A new token for the MAC makes a new identity.
         let again = f.identity.create_token(mac(1), Duration::hours(1), "test", now()).unwrap();
         assert_ne!(again.device, enrolled.device);
@@ -625,7 +841,10 @@ mod tests {
         f.identity.authenticate(Some(&enrolled.issued.der), None, now()).unwrap();
         f.identity.suspend(&enrolled.device, true, "alice", now()).unwrap();
         assert_eq!(f.identity.desired_access(now()).unwrap(), vec![(mac(1), Access::Onboarding)]);
-        assert!(matches!(f.identity.reenroll(&csr(&key, &[]), Some(&enrolled.issued.der), None, now()), Err(IdentityError::Lifecycle { .. })));
+        assert!(matches!(
+            f.identity.reenroll(&csr(&key, &[]), Some(&enrolled.issued.der), None, now()),
+            Err(IdentityError::Lifecycle { .. })
+        ));
         f.identity.suspend(&enrolled.device, false, "alice", now()).unwrap();
         assert_eq!(f.identity.desired_access(now()).unwrap(), vec![(mac(1), Access::Enrolled)]);
     }
@@ -644,11 +863,19 @@ mod tests {
         let mut f = fixture("factory", vec![maker.der().clone()]);
         let enrolled = f
             .identity
-            .enroll(&csr(&device_key, &[]), Bootstrap::Factory { leaf: idevid.der(), intermediates: &[] }, Some(mac(5)), now())
+            .enroll(
+                &csr(&device_key, &[]),
+                Bootstrap::Factory { leaf: idevid.der(), intermediates: &[] },
+                Some(mac(5)),
+                now(),
+            )
             .unwrap();
         assert_eq!(enrolled.mac, mac(5));
         let mut stranger = fixture("factory-stranger", vec![]);
-        let err = stranger.identity.enroll(&csr(&device_key, &[]), Bootstrap::Factory { leaf: idevid.der(), intermediates: &[] }, None, now()).unwrap_err();
+        let err = stranger
+            .identity
+            .enroll(&csr(&device_key, &[]), Bootstrap::Factory { leaf: idevid.der(), intermediates: &[] }, None, now())
+            .unwrap_err();
         assert!(matches!(err, IdentityError::Check(CheckError::WrongIssuer { .. })), "{err}");
         assert_eq!(count(&stranger.identity, "identity_devices"), 0, "nothing stored on refusal");
     }

@@ -47,7 +47,8 @@ impl Enforcer {
                 self.enforced.insert(mac, want);
                 continue;
             }
-            let set_by_others = matches!(now_access, Access::Quarantined | Access::Blocked) && self.enforced.get(&mac) != Some(&now_access);
+            let set_by_others = matches!(now_access, Access::Quarantined | Access::Blocked)
+                && self.enforced.get(&mac) != Some(&now_access);
             if set_by_others && want != Access::Blocked {
                 continue;
             }
@@ -56,10 +57,17 @@ impl Enforcer {
                 Access::Enrolled => DeviceAccess {
                     access: want,
                     // A class policy chosen elsewhere (policy, fingerprint) survives re-enrollment.
-                    policy_id: now.map(|d| d.policy_id).filter(|p| *p >= lane::FIRST_CLASS_POLICY).unwrap_or(self.enrolled_policy),
+                    policy_id: now
+                        .map(|d| d.policy_id)
+                        .filter(|p| *p >= lane::FIRST_CLASS_POLICY)
+                        .unwrap_or(self.enrolled_policy),
                     class_id: keep_class,
                 },
-                Access::Blocked => DeviceAccess { access: want, policy_id: now.map_or(lane::ONBOARDING, |d| d.policy_id), class_id: keep_class },
+                Access::Blocked => DeviceAccess {
+                    access: want,
+                    policy_id: now.map_or(lane::ONBOARDING, |d| d.policy_id),
+                    class_id: keep_class,
+                },
                 _ => DeviceAccess { access: want, policy_id: lane::ONBOARDING, class_id: keep_class },
             };
             changes.push(Change { mac, from: now.map(|d| d.access), to });
@@ -71,7 +79,6 @@ impl Enforcer {
     pub fn applied(&mut self, change: &Change) {
         self.enforced.insert(change.mac, change.to.access);
     }
-
 }
 
 #[cfg(test)]

@@ -63,7 +63,12 @@ pub const AUTH_REALM: &str = "Basic realm=\"iotgw-est\"";
 
 /// The TLS side of the EST listener: a fresh server certificate from the CA, and optional
 /// client certificates hinted at our CA and the manufacturer CAs.
-pub fn tls_config(ca: &IssuingCa, manufacturers: &[CertificateDer<'static>], names: &[String], now: OffsetDateTime) -> Result<Arc<rustls::ServerConfig>, ServiceError> {
+pub fn tls_config(
+    ca: &IssuingCa,
+    manufacturers: &[CertificateDer<'static>],
+    names: &[String],
+    now: OffsetDateTime,
+) -> Result<Arc<rustls::ServerConfig>, ServiceError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (chain, key) = ca.issue_server(names, now, super::SERVER_CERT_VALIDITY)?;
     let mut hints = Vec::new();
@@ -100,18 +105,33 @@ impl ClientCertVerifier for OptionalClientCert {
         &self.hints
     }
 
-    fn verify_client_cert(&self, _end_entity: &CertificateDer<'_>, _intermediates: &[CertificateDer<'_>], _now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
         // Every handler that acts on a client certificate runs `check::device_cert` or
         // `check::factory_cert` (issuer signature, validity, usages, SAN) and the registry
         // status before trusting it.
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -191,11 +211,7 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn cacerts(State(shared): State<Arc<Shared>>) -> Response {
-    let bundle = shared.lock().ca().bundle();
-    match pkcs7::certs_only(&bundle) {
-        Ok(der) => base64_answer(CONTENT_TYPE_CERTS_ONLY, &der),
-        Err(error) => internal(&error.to_string()),
-    }
+    base64_answer(CONTENT_TYPE_CERTS_ONLY, &shared.cacerts)
 }
 
 async fn csrattrs() -> Response {
@@ -213,7 +229,12 @@ async fn crl(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn simpleenroll(State(shared): State<Arc<Shared>>, Extension(peer): Extension<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+async fn simpleenroll(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let csr = match csr_body(&headers, &body) {
         Ok(csr) => csr,
         Err(answer) => return *answer,
@@ -242,14 +263,20 @@ async fn simpleenroll(State(shared): State<Arc<Shared>>, Extension(peer): Extens
     }
 }
 
-async fn simplereenroll(State(shared): State<Arc<Shared>>, Extension(peer): Extension<Peer>, headers: HeaderMap, body: Bytes) -> Response {
+async fn simplereenroll(
+    State(shared): State<Arc<Shared>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let csr = match csr_body(&headers, &body) {
         Ok(csr) => csr,
         Err(answer) => return *answer,
     };
     let observed = shared.resolver.mac_of(peer.addr.ip());
     let work = shared.clone();
-    let outcome = blocking(move || work.lock().reenroll(&csr, peer.leaf.as_deref(), observed, OffsetDateTime::now_utc())).await;
+    let outcome =
+        blocking(move || work.lock().reenroll(&csr, peer.leaf.as_deref(), observed, OffsetDateTime::now_utc())).await;
     match outcome {
         Ok(Ok(enrolled)) => {
             tracing::info!(device = %enrolled.mac, serial = %enrolled.issued.serial, "identity: renewed");
@@ -274,12 +301,19 @@ struct Hello {
 async fn hello(State(shared): State<Arc<Shared>>, Extension(peer): Extension<Peer>) -> Response {
     let observed = shared.resolver.mac_of(peer.addr.ip());
     let work = shared.clone();
-    let outcome = blocking(move || work.lock().authenticate(peer.leaf.as_deref(), observed, OffsetDateTime::now_utc())).await;
+    let outcome =
+        blocking(move || work.lock().authenticate(peer.leaf.as_deref(), observed, OffsetDateTime::now_utc())).await;
     match outcome {
         Ok(Ok(auth)) => {
             service::publish_authenticated(&shared.bus, &auth);
             shared.changed.notify_one();
-            Json(Hello { device: auth.device.to_string(), mac: auth.mac, serial: auth.serial.to_string(), lifecycle: auth.to.to_string() }).into_response()
+            Json(Hello {
+                device: auth.device.to_string(),
+                mac: auth.mac,
+                serial: auth.serial.to_string(),
+                lifecycle: auth.to.to_string(),
+            })
+            .into_response()
         }
         Ok(Err(error)) => refused(&shared, &error, observed, "hello"),
         Err(error) => internal(&error.to_string()),
@@ -291,9 +325,13 @@ fn csr_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Box<Response>> 
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case(CONTENT_TYPE_PKCS10) {
-        return Err(Box::new(text(StatusCode::UNSUPPORTED_MEDIA_TYPE, &format!("content type must be {CONTENT_TYPE_PKCS10} (base64 DER), got {content_type:?}"))));
+        return Err(Box::new(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("content type must be {CONTENT_TYPE_PKCS10} (base64 DER), got {content_type:?}"),
+        )));
     }
-    pkcs7::decode_base64(body).map_err(|error| Box::new(text(StatusCode::BAD_REQUEST, &format!("malformed certificate request: {error}"))))
+    pkcs7::decode_base64(body)
+        .map_err(|error| Box::new(text(StatusCode::BAD_REQUEST, &format!("malformed certificate request: {error}"))))
 }
 
 /// The token of `Authorization: Basic` (its password; the user name is ignored) or
@@ -321,7 +359,10 @@ fn certificate_answer(der: &[u8]) -> Response {
 
 fn base64_answer(content_type: &'static str, der: &[u8]) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type)), (header::HeaderName::from_static("content-transfer-encoding"), HeaderValue::from_static("base64"))],
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::HeaderName::from_static("content-transfer-encoding"), HeaderValue::from_static("base64")),
+        ],
         pkcs7::encode_base64(der),
     )
         .into_response()
@@ -417,6 +458,9 @@ mod tests {
         assert_eq!(status(&IdentityError::TokenUnknown), StatusCode::UNAUTHORIZED);
         assert_eq!(status(&IdentityError::TokenUsed), StatusCode::FORBIDDEN);
         assert_eq!(status(&IdentityError::Check(CheckError::WeakKey { bits: 1024 })), StatusCode::BAD_REQUEST);
-        assert_eq!(status(&IdentityError::Check(CheckError::Expired { serial: "1".into(), not_after: "x".into() })), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(&IdentityError::Check(CheckError::Expired { serial: "1".into(), not_after: "x".into() })),
+            StatusCode::FORBIDDEN
+        );
     }
 }

@@ -123,7 +123,11 @@ impl Config {
         if self.ca_chain.is_some() && self.ca_cert.is_none() {
             problems.push("identity.ca_chain needs identity.ca_cert".to_owned());
         }
-        for (name, value) in [("cert_validity_secs", self.cert_validity_secs), ("token_ttl_secs", self.token_ttl_secs), ("crl_next_update_secs", self.crl_next_update_secs)] {
+        for (name, value) in [
+            ("cert_validity_secs", self.cert_validity_secs),
+            ("token_ttl_secs", self.token_ttl_secs),
+            ("crl_next_update_secs", self.crl_next_update_secs),
+        ] {
             if value == 0 || i64::try_from(value).is_err() {
                 problems.push(format!("identity.{name} must be between 1 and {}", i64::MAX));
             }
@@ -132,7 +136,10 @@ impl Config {
             problems.push(format!("identity.reconcile_interval_ms must be between 1 and {MAX_RECONCILE_INTERVAL_MS}"));
         }
         if self.enrolled_policy_id < gateway_ebpf::lane::FIRST_CLASS_POLICY {
-            problems.push(format!("identity.enrolled_policy_id must be a class policy (>= {})", gateway_ebpf::lane::FIRST_CLASS_POLICY));
+            problems.push(format!(
+                "identity.enrolled_policy_id must be a class policy (>= {})",
+                gateway_ebpf::lane::FIRST_CLASS_POLICY
+            ));
         }
         if self.server_names.is_empty() {
             problems.push("identity.server_names must name at least one host".to_owned());
@@ -143,14 +150,19 @@ impl Config {
     /// Where the CA comes from.
     pub fn ca_source(&self) -> ca::CaSource {
         match (&self.ca_cert, &self.ca_key) {
-            (Some(cert), Some(key)) => ca::CaSource::External { cert: cert.clone(), key: key.clone(), chain: self.ca_chain.clone() },
+            (Some(cert), Some(key)) => {
+                ca::CaSource::External { cert: cert.clone(), key: key.clone(), chain: self.ca_chain.clone() }
+            }
             _ => ca::CaSource::Generated { state_dir: self.state_dir.clone() },
         }
     }
 
     /// Issuing policy.
     pub fn policy(&self) -> self::core::Policy {
-        self::core::Policy { cert_validity: secs(self.cert_validity_secs), crl_next_update: secs(self.crl_next_update_secs) }
+        self::core::Policy {
+            cert_validity: secs(self.cert_validity_secs),
+            crl_next_update: secs(self.crl_next_update_secs),
+        }
     }
 
     pub fn token_ttl(&self) -> Duration {

@@ -16,6 +16,7 @@ pub const BASE64_LINE: usize = 64;
 
 /// Why a body could not be decoded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WireError {
     #[error("body is not base64: {0}")]
     Base64(#[from] base64::DecodeError),

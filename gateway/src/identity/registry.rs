@@ -163,74 +163,94 @@ fn device_column(row: &rusqlite::Row, index: usize) -> rusqlite::Result<DeviceId
 
 fn lifecycle_column(row: &rusqlite::Row, index: usize) -> rusqlite::Result<Lifecycle> {
     let text: String = row.get(index)?;
-    text.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into()))
+    text.parse()
+        .map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into()))
 }
 
 fn device_row(row: &rusqlite::Row) -> rusqlite::Result<DeviceRecord> {
-    Ok(DeviceRecord { device: device_column(row, 0)?, mac: mac_column(row, 1)?, lifecycle: lifecycle_column(row, 2)?, created_at: row.get(3)? })
+    Ok(DeviceRecord {
+        device: device_column(row, 0)?,
+        mac: mac_column(row, 1)?,
+        lifecycle: lifecycle_column(row, 2)?,
+        created_at: row.get(3)?,
+    })
 }
 
 const DEVICE_COLUMNS: &str = "device_id, mac, lifecycle, created_at";
 
 pub fn insert_device(conn: &Connection, record: &DeviceRecord) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO identity_devices (device_id, mac, lifecycle, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
-        params![record.device.as_str(), record.mac.to_string(), record.lifecycle.as_str(), record.created_at],
-    )?;
+    )?
+    .execute(params![
+        record.device.as_str(),
+        record.mac.to_string(),
+        record.lifecycle.as_str(),
+        record.created_at
+    ])?;
     Ok(())
 }
 
 pub fn device(conn: &Connection, id: &DeviceId) -> rusqlite::Result<Option<DeviceRecord>> {
-    conn.query_row(&format!("SELECT {DEVICE_COLUMNS} FROM identity_devices WHERE device_id = ?1"), [id.as_str()], device_row)
+    conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM identity_devices WHERE device_id = ?1"))?
+        .query_row([id.as_str()], device_row)
         .optional()
 }
 
 /// The identity a MAC holds now (decommissioned ones excluded).
 pub fn live_device_by_mac(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<DeviceRecord>> {
-    conn.query_row(
-        &format!("SELECT {DEVICE_COLUMNS} FROM identity_devices WHERE mac = ?1 AND lifecycle != 'decommissioned'"),
-        [mac.to_string()],
-        device_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM identity_devices WHERE mac = ?1 AND lifecycle != 'decommissioned'"
+    ))?
+    .query_row([mac.to_string()], device_row)
     .optional()
 }
 
 pub fn devices(conn: &Connection) -> rusqlite::Result<Vec<DeviceRecord>> {
-    let mut stmt = conn.prepare(&format!("SELECT {DEVICE_COLUMNS} FROM identity_devices ORDER BY created_at, device_id"))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM identity_devices ORDER BY created_at, device_id"))?;
     let rows = stmt.query_map([], device_row)?;
     rows.collect()
 }
 
 pub fn set_lifecycle(conn: &Connection, id: &DeviceId, lifecycle: Lifecycle, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
-        "UPDATE identity_devices SET lifecycle = ?2, updated_at = ?3 WHERE device_id = ?1",
-        params![id.as_str(), lifecycle.as_str(), now],
-    )?;
+    conn.prepare_cached("UPDATE identity_devices SET lifecycle = ?2, updated_at = ?3 WHERE device_id = ?1")?
+        .execute(params![id.as_str(), lifecycle.as_str(), now])?;
     Ok(())
 }
 
-pub fn insert_token(conn: &Connection, hash: &str, mac: Mac, device: &DeviceId, now: i64, expires_at: i64) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn insert_token(
+    conn: &Connection,
+    hash: &str,
+    mac: Mac,
+    device: &DeviceId,
+    now: i64,
+    expires_at: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
         "INSERT INTO identity_tokens (hash, mac, device_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![hash, mac.to_string(), device.as_str(), now, expires_at],
-    )?;
+    )?
+    .execute(params![hash, mac.to_string(), device.as_str(), now, expires_at])?;
     Ok(())
 }
 
 pub fn token(conn: &Connection, hash: &str) -> rusqlite::Result<Option<TokenRecord>> {
-    conn.query_row(
-        "SELECT mac, device_id, expires_at, used_at FROM identity_tokens WHERE hash = ?1",
-        [hash],
-        |row| Ok(TokenRecord { mac: mac_column(row, 0)?, device: device_column(row, 1)?, expires_at: row.get(2)?, used_at: row.get(3)? }),
-    )
-    .optional()
+    conn.prepare_cached("SELECT mac, device_id, expires_at, used_at FROM identity_tokens WHERE hash = ?1")?
+        .query_row([hash], |row| {
+            Ok(TokenRecord {
+                mac: mac_column(row, 0)?,
+                device: device_column(row, 1)?,
+                expires_at: row.get(2)?,
+                used_at: row.get(3)?,
+            })
+        })
+        .optional()
 }
 
 /// Marks a token used, only if it still is unused and unexpired. Returns whether this call
 /// consumed it: of two concurrent enrollments with one token, exactly one gets `true`.
 pub fn consume_token(conn: &Connection, hash: &str, now: i64, serial: &Serial) -> rusqlite::Result<bool> {
-    let changed = conn.execute(
-        "UPDATE identity_tokens SET used_at = ?2, used_serial = ?3 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+    let changed = conn.prepare_cached("UPDATE identity_tokens SET used_at = ?2, used_serial = ?3 WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2")?.execute(
         params![hash, now, serial.as_str()],
     )?;
     Ok(changed == 1)
@@ -238,13 +258,13 @@ pub fn consume_token(conn: &Connection, hash: &str, now: i64, serial: &Serial) -
 
 /// Makes a device's unused tokens unusable (decommission).
 pub fn void_tokens(conn: &Connection, device: &DeviceId, now: i64) -> rusqlite::Result<usize> {
-    conn.execute("UPDATE identity_tokens SET used_at = ?2 WHERE device_id = ?1 AND used_at IS NULL", params![device.as_str(), now])
+    conn.prepare_cached("UPDATE identity_tokens SET used_at = ?2 WHERE device_id = ?1 AND used_at IS NULL")?
+        .execute(params![device.as_str(), now])
 }
 
 pub fn insert_cert(conn: &Connection, record: &CertRecord, der: &[u8]) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO identity_certificates (serial, device_id, mac, subject, not_before, not_after, status, bootstrap, issued_at, der)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    conn.prepare_cached("INSERT INTO identity_certificates (serial, device_id, mac, subject, not_before, not_after, status, bootstrap, issued_at, der)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(
         params![
             record.serial.as_str(),
             record.device.as_str(),
@@ -267,7 +287,9 @@ fn cert_row(row: &rusqlite::Row) -> rusqlite::Result<CertRecord> {
     let serial: String = row.get(0)?;
     let status: String = row.get(6)?;
     Ok(CertRecord {
-        serial: serial.parse().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
+        serial: serial
+            .parse()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
         device: device_column(row, 1)?,
         mac: mac_column(row, 2)?,
         subject: row.get(3)?,
@@ -280,12 +302,14 @@ fn cert_row(row: &rusqlite::Row) -> rusqlite::Result<CertRecord> {
 }
 
 pub fn cert(conn: &Connection, serial: &Serial) -> rusqlite::Result<Option<CertRecord>> {
-    conn.query_row(&format!("SELECT {CERT_COLUMNS} FROM identity_certificates WHERE serial = ?1"), [serial.as_str()], cert_row)
+    conn.prepare_cached(&format!("SELECT {CERT_COLUMNS} FROM identity_certificates WHERE serial = ?1"))?
+        .query_row([serial.as_str()], cert_row)
         .optional()
 }
 
 pub fn certs(conn: &Connection) -> rusqlite::Result<Vec<CertRecord>> {
-    let mut stmt = conn.prepare(&format!("SELECT {CERT_COLUMNS} FROM identity_certificates ORDER BY issued_at, serial"))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {CERT_COLUMNS} FROM identity_certificates ORDER BY issued_at, serial"))?;
     let rows = stmt.query_map([], cert_row)?;
     rows.collect()
 }
@@ -301,39 +325,45 @@ pub fn valid_certs(conn: &Connection, device: &DeviceId) -> rusqlite::Result<Vec
 }
 
 fn serials(conn: &Connection, sql: &str, device: &DeviceId) -> rusqlite::Result<Vec<Serial>> {
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt.query_map([device.as_str()], |row| {
         let text: String = row.get(0)?;
-        text.parse::<Serial>().map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        text.parse::<Serial>()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
     })?;
     rows.collect()
 }
 
 /// Marks the device's valid certificates superseded and lists them in the CRL as such.
 pub fn supersede_valid(conn: &Connection, device: &DeviceId, now: i64) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO identity_revocations (serial, revoked_at, reason)
          SELECT serial, ?2, 'superseded' FROM identity_certificates WHERE device_id = ?1 AND status = 'valid'",
-        params![device.as_str(), now],
-    )?;
-    conn.execute("UPDATE identity_certificates SET status = 'superseded' WHERE device_id = ?1 AND status = 'valid'", [device.as_str()])?;
+    )?
+    .execute(params![device.as_str(), now])?;
+    conn.prepare_cached(
+        "UPDATE identity_certificates SET status = 'superseded' WHERE device_id = ?1 AND status = 'valid'",
+    )?
+    .execute([device.as_str()])?;
     Ok(())
 }
 
 /// Revokes a certificate (a superseded one keeps its row but takes the new reason).
 pub fn revoke(conn: &Connection, serial: &Serial, reason: RevocationReason, now: i64) -> rusqlite::Result<()> {
-    conn.execute("UPDATE identity_certificates SET status = 'revoked' WHERE serial = ?1", [serial.as_str()])?;
-    conn.execute(
+    conn.prepare_cached("UPDATE identity_certificates SET status = 'revoked' WHERE serial = ?1")?
+        .execute([serial.as_str()])?;
+    conn.prepare_cached(
         "INSERT INTO identity_revocations (serial, revoked_at, reason) VALUES (?1, ?2, ?3)
          ON CONFLICT(serial) DO UPDATE SET revoked_at = excluded.revoked_at, reason = excluded.reason",
-        params![serial.as_str(), now, reason_text(reason)],
-    )?;
+    )?
+    .execute(params![serial.as_str(), now, reason_text(reason)])?;
     Ok(())
 }
 
 /// Every CRL entry, oldest first.
 pub fn revocations(conn: &Connection) -> rusqlite::Result<Vec<Revoked>> {
-    let mut stmt = conn.prepare("SELECT serial, revoked_at, reason FROM identity_revocations ORDER BY revoked_at, serial")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT serial, revoked_at, reason FROM identity_revocations ORDER BY revoked_at, serial")?;
     let rows = stmt.query_map([], |row| {
         let serial: String = row.get(0)?;
         let at: i64 = row.get(1)?;
@@ -356,7 +386,8 @@ pub fn revocations(conn: &Connection) -> rusqlite::Result<Vec<Revoked>> {
 /// A number that grows whenever the CRL's content changes: revocation rows are never
 /// deleted, and a superseded entry turning revoked bumps `revoked_at`.
 pub fn crl_number(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT COUNT(*) + COALESCE(SUM(reason != 'superseded'), 0) FROM identity_revocations", [], |row| row.get(0))
+    conn.prepare_cached("SELECT COUNT(*) + COALESCE(SUM(reason != 'superseded'), 0) FROM identity_revocations")?
+        .query_row([], |row| row.get(0))
 }
 
 pub fn reason_text(reason: RevocationReason) -> &'static str {
@@ -390,44 +421,62 @@ pub fn parse_reason(text: &str) -> RevocationReason {
 }
 
 pub fn add_hold(conn: &Connection, mac: Mac, reason: &str, now: i64) -> rusqlite::Result<()> {
-    conn.execute("INSERT INTO identity_holds (mac, reason, created_at) VALUES (?1, ?2, ?3)", params![mac.to_string(), reason, now])?;
+    conn.prepare_cached("INSERT INTO identity_holds (mac, reason, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![mac.to_string(), reason, now])?;
     Ok(())
 }
 
 /// Clears every open hold on `mac`; returns how many there were.
 pub fn clear_holds(conn: &Connection, mac: Mac, actor: &str, now: i64) -> rusqlite::Result<usize> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE identity_holds SET cleared_at = ?2, cleared_by = ?3 WHERE mac = ?1 AND cleared_at IS NULL",
-        params![mac.to_string(), now, actor],
-    )
+    )?
+    .execute(params![mac.to_string(), now, actor])
 }
 
 pub fn is_held(conn: &Connection, mac: Mac) -> rusqlite::Result<bool> {
-    conn.query_row("SELECT EXISTS(SELECT 1 FROM identity_holds WHERE mac = ?1 AND cleared_at IS NULL)", [mac.to_string()], |row| row.get(0))
+    conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM identity_holds WHERE mac = ?1 AND cleared_at IS NULL)")?
+        .query_row([mac.to_string()], |row| row.get(0))
 }
 
 /// Open holds: MAC and reason.
 pub fn open_holds(conn: &Connection) -> rusqlite::Result<Vec<(Mac, String)>> {
-    let mut stmt = conn.prepare("SELECT mac, reason FROM identity_holds WHERE cleared_at IS NULL ORDER BY id")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT mac, reason FROM identity_holds WHERE cleared_at IS NULL ORDER BY id")?;
     let rows = stmt.query_map([], |row| Ok((mac_column(row, 0)?, row.get(1)?)))?;
     rows.collect()
 }
 
-pub fn audit(conn: &Connection, now: i64, device: Option<&DeviceId>, mac: Option<Mac>, actor: &str, action: &str, detail: &str) -> rusqlite::Result<()> {
-    conn.execute(
+pub fn audit(
+    conn: &Connection,
+    now: i64,
+    device: Option<&DeviceId>,
+    mac: Option<Mac>,
+    actor: &str,
+    action: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
         "INSERT INTO identity_audit (at, device_id, mac, actor, action, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![now, device.map(DeviceId::as_str), mac.map(|m| m.to_string()), actor, action, detail],
-    )?;
+    )?
+    .execute(params![now, device.map(DeviceId::as_str), mac.map(|m| m.to_string()), actor, action, detail])?;
     Ok(())
 }
 
 /// The audit trail of one device (or of everything with `None`), oldest first.
 pub fn audit_trail(conn: &Connection, device: Option<&DeviceId>) -> rusqlite::Result<Vec<AuditEntry>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT at, device_id, mac, actor, action, detail FROM identity_audit WHERE ?1 IS NULL OR device_id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([device.map(DeviceId::as_str)], |row| {
-        Ok(AuditEntry { at: row.get(0)?, device: row.get(1)?, mac: row.get(2)?, actor: row.get(3)?, action: row.get(4)?, detail: row.get(5)? })
+        Ok(AuditEntry {
+            at: row.get(0)?,
+            device: row.get(1)?,
+            mac: row.get(2)?,
+            actor: row.get(3)?,
+            action: row.get(4)?,
+            detail: row.get(5)?,
+        })
     })?;
     rows.collect()
 }
@@ -437,7 +486,7 @@ pub fn audit_trail(conn: &Connection, device: Option<&DeviceId>) -> rusqlite::Re
 /// enrolled; any other live identity stays onboarding; a MAC whose identities are all
 /// decommissioned goes back to unknown (onboarding lane, no table entry).
 pub fn desired_access(conn: &Connection, now: i64) -> rusqlite::Result<Vec<(Mac, Access)>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT d.mac,
                 MAX(CASE WHEN d.lifecycle = 'decommissioned' THEN 0
                          WHEN d.lifecycle = 'active' AND EXISTS (
@@ -468,14 +517,17 @@ pub fn desired_access(conn: &Connection, now: i64) -> rusqlite::Result<Vec<(Mac,
     rows.collect()
 }
 
+/// Unix seconds as RFC 3339 text, for messages and listings.
+pub fn rfc3339(t: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// Unix seconds of `OffsetDateTime`.
 pub fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
-}
-
-/// Opens a registry connection on the store file at `path` (schema brought up to date).
-pub fn open(path: &std::path::Path) -> Result<Connection, crate::store::StoreError> {
-    crate::store::open(path)
 }
 
 #[cfg(test)]
@@ -536,7 +588,12 @@ mod tests {
     fn one_live_identity_per_mac() {
         let conn = setup();
         add_device(&conn, "d-1", mac(1), Lifecycle::Active);
-        let again = DeviceRecord { device: "d-2".parse().unwrap(), mac: mac(1), lifecycle: Lifecycle::Provisioned, created_at: 0 };
+        let again = DeviceRecord {
+            device: "d-2".parse().unwrap(),
+            mac: mac(1),
+            lifecycle: Lifecycle::Provisioned,
+            created_at: 0,
+        };
         assert!(insert_device(&conn, &again).is_err());
     }
 

@@ -44,6 +44,9 @@ pub enum ServiceError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The CA bundle cannot be encoded for `/cacerts`.
+    #[error("CA bundle: {0}")]
+    Bundle(#[from] super::pkcs7::WireError),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Join(String),
@@ -56,6 +59,8 @@ pub struct Shared {
     /// Wakes the access task at once after an enrollment, renewal or authentication.
     pub(crate) changed: Notify,
     pub(crate) resolver: Box<dyn MacResolver>,
+    /// The `/cacerts` answer (certs-only PKCS#7 DER), fixed for the life of the process.
+    pub(crate) cacerts: Vec<u8>,
 }
 
 impl Shared {
@@ -88,8 +93,15 @@ impl Running {
 /// keeps the device table in line with the registry (enrollment, renewal, expiry,
 /// revocation, decommission, clone holds — including changes made by `iotgw pki` on the store
 /// file) within `config.reconcile_interval_ms`.
-pub async fn spawn(config: &Config, store_path: &Path, control: Control, bus: EventBus, shutdown: Shutdown) -> Result<Running, ServiceError> {
-    let resolver: Box<dyn MacResolver> = if config.resolve_macs { Box::new(NeighborTable::default()) } else { Box::new(NoResolver) };
+pub async fn spawn(
+    config: &Config,
+    store_path: &Path,
+    control: Control,
+    bus: EventBus,
+    shutdown: Shutdown,
+) -> Result<Running, ServiceError> {
+    let resolver: Box<dyn MacResolver> =
+        if config.resolve_macs { Box::new(NeighborTable::default()) } else { Box::new(NoResolver) };
     spawn_with_resolver(config, store_path, control, bus, shutdown, resolver).await
 }
 
@@ -104,12 +116,16 @@ pub async fn spawn_with_resolver(
 ) -> Result<Running, ServiceError> {
     let (config_for_open, path): (Config, PathBuf) = (config.clone(), store_path.to_owned());
     let identity = blocking(move || super::open(&config_for_open, &path)).await??;
-    let tls = est::tls_config(identity.ca(), identity.manufacturers(), &config.server_names, OffsetDateTime::now_utc())?;
+    let tls =
+        est::tls_config(identity.ca(), identity.manufacturers(), &config.server_names, OffsetDateTime::now_utc())?;
     let ca_cert = identity.ca().cert_der().clone();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
+    let cacerts = super::pkcs7::certs_only(&identity.ca().bundle())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
     tracing::info!(addr = %local_addr, "identity: EST server listening");
-    let shared = Arc::new(Shared { core: Mutex::new(identity), bus, changed: Notify::new(), resolver });
+    let shared = Arc::new(Shared { core: Mutex::new(identity), bus, changed: Notify::new(), resolver, cacerts });
     let enforcer = Enforcer::new(config.enrolled_policy_id);
     let interval = StdDuration::from_millis(config.reconcile_interval_ms);
     let tasks = vec![
@@ -126,7 +142,13 @@ pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send 
 
 /// Keeps the device table in line with the registry: on every tick (expiry, CLI changes seen
 /// through the store file) and at once when an EST handler changed something.
-async fn access_task(shared: Arc<Shared>, control: Control, enforcer: Enforcer, interval: StdDuration, mut shutdown: Shutdown) {
+async fn access_task(
+    shared: Arc<Shared>,
+    control: Control,
+    enforcer: Enforcer,
+    interval: StdDuration,
+    mut shutdown: Shutdown,
+) {
     let enforcer = Arc::new(Mutex::new(enforcer));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,7 +175,12 @@ async fn access_task(shared: Arc<Shared>, control: Control, enforcer: Enforcer, 
 
 /// One pass: desired access from the registry, applied to the datapath. Returns the changes
 /// that took effect.
-pub fn reconcile(shared: &Shared, control: &dyn DeviceControl, enforcer: &mut Enforcer, now: OffsetDateTime) -> Result<Vec<Change>, IdentityError> {
+pub fn reconcile(
+    shared: &Shared,
+    control: &dyn DeviceControl,
+    enforcer: &mut Enforcer,
+    now: OffsetDateTime,
+) -> Result<Vec<Change>, IdentityError> {
     let desired = shared.lock().desired_access(now)?;
     let plan = enforcer.plan(&desired, |mac| control.access(mac).ok().flatten());
     let mut applied = Vec::with_capacity(plan.len());
@@ -176,10 +203,17 @@ fn access_event(change: &Change) -> GatewayEvent {
     let (action, severity, reason) = match change.to.access {
         Access::Enrolled => ("enroll", Severity::Info, "holds a valid certificate and authenticated with it"),
         Access::Blocked => ("block", Severity::High, "suspected identity cloning, held until an operator decides"),
-        Access::Onboarding => ("onboard", Severity::Low, "no valid certificate (expired, revoked, suspended or not yet used)"),
+        Access::Onboarding => {
+            ("onboard", Severity::Low, "no valid certificate (expired, revoked, suspended or not yet used)")
+        }
         _ => ("unenroll", Severity::Low, "identity decommissioned or hold released"),
     };
-    GatewayEvent::new(severity, Some(change.mac), "identity", EventKind::Action { action: action.into(), reason: reason.into() })
+    GatewayEvent::new(
+        severity,
+        Some(change.mac),
+        "identity",
+        EventKind::Action { action: action.into(), reason: reason.into() },
+    )
 }
 
 /// Events for a certificate issued by simpleenroll or simplereenroll.
@@ -190,10 +224,19 @@ pub(crate) fn publish_issued(bus: &EventBus, enrolled: &Enrolled, renewal: bool)
         enrolled.device,
         enrolled.mac,
         enrolled.issued.not_after,
-        if enrolled.superseded.is_empty() { String::new() } else { format!(", superseding {:?}", enrolled.superseded.iter().map(ToString::to_string).collect::<Vec<_>>()) }
+        if enrolled.superseded.is_empty() {
+            String::new()
+        } else {
+            format!(", superseding {:?}", enrolled.superseded.iter().map(ToString::to_string).collect::<Vec<_>>())
+        }
     );
     let action = if renewal { "certificate_renewed" } else { "certificate_issued" };
-    bus.publish(GatewayEvent::new(Severity::Info, Some(enrolled.mac), "enrollment", EventKind::Audit { action: action.into(), detail }));
+    bus.publish(GatewayEvent::new(
+        Severity::Info,
+        Some(enrolled.mac),
+        "enrollment",
+        EventKind::Audit { action: action.into(), detail },
+    ));
 }
 
 pub(crate) fn publish_authenticated(bus: &EventBus, auth: &Authenticated) {
