@@ -185,6 +185,7 @@ impl Config {
         }
         problems.extend(self.baseline.problems());
         problems.extend(self.integrations.problems());
+        problems.extend(self.identity.problems());
         problems
     }
 }
