@@ -31,7 +31,14 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
 
     let link = match parse::link(ctx) {
         Ok(link) => link,
-        Err(why) => return malformed(ctx, None, why, config),
+        Err(why) => {
+            // A bad VLAN stack still has a source MAC: count it against that device.
+            let mac = parse::src_mac(ctx).map(MacKey::new);
+            if let Some(mac) = &mac {
+                flow::count_tx(mac, 0, frame_bytes, now);
+            }
+            return malformed(ctx, mac.as_ref(), why, config);
+        }
     };
     let mac = MacKey::new(link.src_mac);
     let device = classify::device(&mac);

@@ -89,6 +89,13 @@ fn be16(bytes: [u8; 2]) -> u16 {
     u16::from_be_bytes(bytes)
 }
 
+/// The source MAC, if the frame holds a whole Ethernet header.
+#[inline(always)]
+pub fn src_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
+    // SAFETY: bounds checked by ptr_at.
+    ptr_at::<EthHdr>(ctx, 0).map(|eth| unsafe { (*eth).src_addr })
+}
+
 /// Ethernet and VLAN tags.
 #[inline(always)]
 pub fn link(ctx: &XdpContext) -> Result<Link, u32> {

@@ -18,7 +18,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
+    // The policy is checked before anything is attached: a bad file never half-configures.
+    let policy = match crate::policy::PolicyStore::open(&config.policy.dir) {
+        Ok(policy) => policy,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("iotgw: {error}");
+            }
+            eprintln!("iotgw: {} policy error(s) in {}; nothing attached", errors.len(), config.policy.dir.display());
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(crate::controller::run(config))?;
+    runtime.block_on(crate::controller::run(config, policy))?;
     Ok(ExitCode::SUCCESS)
 }

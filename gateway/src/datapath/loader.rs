@@ -19,6 +19,11 @@ use crate::config::{AttachMode, DatapathConfig};
 /// The XDP object, built by build.rs from gateway-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iotgw-xdp"));
 
+/// The embedded XDP object (empty when built with `AYA_BUILD_SKIP`).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// bpffs magic number (statfs f_type), to tell whether /sys/fs/bpf is mounted.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 

@@ -4,7 +4,7 @@
 //! quarantine port. Also reads the counters and the flow table back.
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
-    net::{IpAddr, Ipv4Addr},
+    net::Ipv4Addr,
     path::Path,
     sync::Mutex,
 };
@@ -13,22 +13,15 @@ use aya::maps::{
     Array, DevMap, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
-    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MAX_PORT_RANGES, MacKey,
-    POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, PortRange, QUARANTINE_SLOT, counter, maps as abi,
+    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS,
+    PolicyKey, PolicyRule, QUARANTINE_SLOT, counter, maps as abi,
 };
 
 use super::{ControlError, DeviceAccess, DeviceControl};
-use crate::device::{Access, Mac};
-
-/// One rule to enforce: policy `policy_id` lets `proto` (`gateway_ebpf::proto`, `ANY` for
-/// all) reach `net` on `ports` (inclusive ranges, host order).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuleSpec {
-    pub policy_id: u32,
-    pub proto: u8,
-    pub net: ipnet::IpNet,
-    pub ports: Vec<(u16, u16)>,
-}
+use crate::{
+    device::{Access, Mac},
+    policy::{AbiEntry, CompiledRule},
+};
 
 /// What a policy sync changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -130,10 +123,22 @@ impl Maps {
             .map_err(|e| ControlError::Map { map: abi::REDIRECT_PORTS, message: e.to_string() })
     }
 
-    /// Makes the policy maps hold exactly `rules`: new and changed entries first, stale ones
-    /// after, so traffic allowed before and after never sees a gap.
-    pub fn sync_policy(&self, rules: &[RuleSpec]) -> Result<SyncReport, ControlError> {
-        let (v4, v6) = merge_rules(rules)?;
+    /// Makes the policy maps hold exactly `rules` (unique per policy, protocol and prefix, as
+    /// `policy::compile` makes them): new and changed entries first, stale ones after, so
+    /// traffic allowed before and after never sees a gap.
+    pub fn sync_policy(&self, rules: &[CompiledRule]) -> Result<SyncReport, ControlError> {
+        let mut v4 = Merged::<4>::new();
+        let mut v6 = Merged::<16>::new();
+        for rule in rules {
+            match rule.to_abi() {
+                AbiEntry::V4 { prefix_len, key, rule } => {
+                    v4.insert((u32::from_be_bytes(key.policy_id), key.proto, key.addr, (prefix_len - POLICY_KEY_FIXED_BITS) as u8), rule);
+                }
+                AbiEntry::V6 { prefix_len, key, rule } => {
+                    v6.insert((u32::from_be_bytes(key.policy_id), key.proto, key.addr, (prefix_len - POLICY_KEY_FIXED_BITS) as u8), rule);
+                }
+            }
+        }
         let mut report = SyncReport::default();
         sync_trie(&mut lock(&self.policy_v4), &v4, abi::POLICY_V4, &mut report)?;
         sync_trie(&mut lock(&self.policy_v6), &v6, abi::POLICY_V6, &mut report)?;
@@ -231,47 +236,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Trie entries by (policy id, protocol, address, prefix length).
 type Merged<const N: usize> = BTreeMap<(u32, u8, [u8; N], u8), PolicyRule>;
-
-/// Groups rules by (policy, proto, prefix) and merges their port ranges into one
-/// `PolicyRule` each, as the trie holds one value per key.
-fn merge_rules(rules: &[RuleSpec]) -> Result<(Merged<4>, Merged<16>), ControlError> {
-    let mut ranges: StdHashMap<(u32, u8, IpAddr, u8), Vec<(u16, u16)>> = StdHashMap::new();
-    for rule in rules {
-        let net = rule.net.trunc();
-        ranges.entry((rule.policy_id, rule.proto, net.network(), net.prefix_len())).or_default().extend(&rule.ports);
-    }
-    let mut v4 = Merged::<4>::new();
-    let mut v6 = Merged::<16>::new();
-    for ((policy_id, proto, addr, prefix), mut ports) in ranges {
-        ports.sort_unstable();
-        let mut merged: Vec<(u16, u16)> = Vec::new();
-        for (first, last) in ports {
-            match merged.last_mut() {
-                Some(prev) if u32::from(first) <= u32::from(prev.1) + 1 => prev.1 = prev.1.max(last),
-                _ => merged.push((first, last)),
-            }
-        }
-        if merged.len() > MAX_PORT_RANGES {
-            return Err(ControlError::Map {
-                map: abi::POLICY_V4,
-                message: format!(
-                    "policy {policy_id} proto {proto} {addr}/{prefix}: {} port ranges, the datapath holds {MAX_PORT_RANGES}",
-                    merged.len()
-                ),
-            });
-        }
-        let mut rule = PolicyRule { port_count: merged.len() as u32, ..Default::default() };
-        for (slot, (first, last)) in rule.ports.iter_mut().zip(merged) {
-            *slot = PortRange { first, last };
-        }
-        match addr {
-            IpAddr::V4(a) => v4.insert((policy_id, proto, a.octets(), prefix), rule),
-            IpAddr::V6(a) => v6.insert((policy_id, proto, a.octets(), prefix), rule),
-        };
-    }
-    Ok((v4, v6))
-}
 
 fn trie_key<const N: usize>(&(policy_id, proto, addr, prefix): &(u32, u8, [u8; N], u8)) -> Key<PolicyKey<N>> {
     Key::new(POLICY_KEY_FIXED_BITS + u32::from(prefix), PolicyKey { policy_id: policy_id.to_be_bytes(), proto, _pad: [0; 3], addr })
@@ -305,29 +271,4 @@ fn sync_trie<const N: usize>(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(policy_id: u32, net: &str, ports: &[(u16, u16)]) -> RuleSpec {
-        RuleSpec { policy_id, proto: gateway_ebpf::proto::TCP, net: net.parse().unwrap(), ports: ports.to_vec() }
-    }
-
-    #[test]
-    fn rules_for_one_prefix_merge_their_ports() {
-        let (v4, v6) = merge_rules(&[rule(16, "10.0.0.0/8", &[(80, 80)]), rule(16, "10.1.2.3/8", &[(81, 90), (443, 443)])]).unwrap();
-        assert!(v6.is_empty());
-        let rule = v4[&(16, gateway_ebpf::proto::TCP, [10, 0, 0, 0], 8)];
-        assert_eq!(rule.port_count, 2);
-        assert_eq!((rule.ports[0].first, rule.ports[0].last), (80, 90));
-        assert_eq!((rule.ports[1].first, rule.ports[1].last), (443, 443));
-    }
-
-    #[test]
-    fn too_many_port_ranges_is_an_error_not_a_truncation() {
-        let ports: Vec<(u16, u16)> = (0..=MAX_PORT_RANGES as u16).map(|i| (i * 10, i * 10)).collect();
-        assert!(merge_rules(&[rule(16, "10.0.0.0/8", &ports)]).is_err());
-    }
 }

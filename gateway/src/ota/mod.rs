@@ -1,9 +1,185 @@
-//! ota (to be filled in by its issue).
+//! Signed firmware updates (OTA) through the gateway.
+//!
+//! - `metadata`: TUF roles, canonical-JSON Ed25519 signing and verification.
+//! - `keys`, `fsutil`: key files and crash-safe writes.
+//! - `repo`: the repository on disk (root, targets, vendor delegations, images); accepts vendor
+//!   uploads only when signatures, hashes, expiry and versions check out.
+//! - `rollout`: campaigns (staged groups, windows, automatic halt) and per-device views.
+//! - `server`: HTTPS + mTLS update service with Range downloads and device reports.
+//! - `client`: the device side (verifies metadata itself, resumes downloads, reports).
+//! - `db`: the `ota_*` tables (component `ota` in the store).
+//!
+//! Reads the repository folder, its keys, the store and the event bus (alerts); writes the
+//! store and audit events on the bus.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use crate::{
+    event::{EventBus, EventKind, GatewayEvent, Severity},
+    shutdown::Shutdown,
+};
+
+pub mod client;
+pub mod db;
+pub mod fsutil;
+pub mod keys;
+pub mod metadata;
+pub mod repo;
+pub mod rollout;
+pub mod server;
 
 /// Schema of the ota tables.
-pub const MIGRATIONS: &[crate::store::Migration] = &[];
+pub const MIGRATIONS: &[crate::store::Migration] = db::MIGRATIONS;
+
+/// Default address of the update service.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8470";
+/// Default repository folder.
+pub const DEFAULT_REPO_DIR: &str = "/var/lib/iotgw/ota";
+/// Default device CA certificate (built by `identity`).
+pub const DEFAULT_DEVICE_CA: &str = "/var/lib/iotgw/pki/ca.pem";
+/// Default server certificate chain and key of the update service.
+pub const DEFAULT_SERVER_CERT: &str = "/var/lib/iotgw/pki/ota-server.pem";
+pub const DEFAULT_SERVER_KEY: &str = "/var/lib/iotgw/pki/ota-server.key";
+/// Default cap on simultaneous device connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
+/// Default interval of the rollout loop (reports also wake it at once).
+pub const DEFAULT_TICK: Duration = Duration::from_secs(10);
 
 /// This component's section of the gateway config file.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {}
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Run the update service from `iotgw run`.
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub repo_dir: PathBuf,
+    /// Where the repository keys live (default `repo_dir/keys`).
+    pub keys_dir: Option<PathBuf>,
+    /// PEM of the CA(s) device client certificates must chain to.
+    pub device_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub max_connections: usize,
+    pub tick_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            // A literal that always parses.
+            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a socket address"),
+            repo_dir: DEFAULT_REPO_DIR.into(),
+            keys_dir: None,
+            device_ca: DEFAULT_DEVICE_CA.into(),
+            server_cert: DEFAULT_SERVER_CERT.into(),
+            server_key: DEFAULT_SERVER_KEY.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tick_secs: DEFAULT_TICK.as_secs(),
+        }
+    }
+}
+
+impl Config {
+    pub fn repository(&self) -> repo::Repository {
+        repo::Repository::open(&self.repo_dir, self.keys_dir.as_deref())
+    }
+}
+
+/// Why the update service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OtaError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Repo(#[from] repo::RepoError),
+}
+
+/// The running service.
+pub struct Running {
+    /// The bound address (useful when `listen` has port 0).
+    pub local_addr: SocketAddr,
+    /// Ends after shutdown, once the accept loop and the rollout loop have stopped.
+    pub handle: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the update server and the rollout loop. Fails before spawning anything if the store,
+/// the repository, the certificates or the address are unusable.
+pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: Shutdown) -> Result<Running, OtaError> {
+    let conn = crate::store::open(store_path)?;
+    let repository = config.repository();
+    // The repository must exist: serving without a root would hand devices nothing to trust.
+    repository.root(&conn)?;
+    let tls = server::tls_config(&config.server_cert, &config.server_key, &config.device_ca)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
+    tracing::info!(address = %local_addr, repo = %config.repo_dir.display(), "ota update service listening");
+    let shared = Arc::new(server::Shared::new(conn, repository));
+    let serving = tokio::spawn(server::serve(listener, tls, shared.clone(), config.max_connections, shutdown.clone()));
+    let tick = Duration::from_secs(config.tick_secs.max(1));
+    let rolling = tokio::spawn(rollout_loop(shared, bus, tick, shutdown));
+    let handle = tokio::spawn(async move {
+        let _ = serving.await;
+        let _ = rolling.await;
+    });
+    Ok(Running { local_addr, handle })
+}
+
+/// Drives campaigns: on every tick, report and alert, applies `Rollouts::tick` and publishes
+/// each transition as an audit event.
+async fn rollout_loop(shared: Arc<server::Shared>, bus: EventBus, tick: Duration, mut shutdown: Shutdown) {
+    let mut alerts = bus.subscribe();
+    let mut interval = tokio::time::interval(tick);
+    loop {
+        let alert = tokio::select! {
+            _ = interval.tick() => None,
+            () = shared.wake.notified() => None,
+            event = alerts.recv() => match event {
+                Ok(GatewayEvent { device: Some(mac), kind: EventKind::Alert { incident_id, resolved: false, .. }, .. }) => {
+                    Some((mac, incident_id))
+                }
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "ota rollout loop lagged behind the event bus");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+            },
+            () = shutdown.wait() => break,
+        };
+        let result = shared
+            .with_store(move |conn, repo| {
+                let rollouts = rollout::Rollouts { conn, repo };
+                if let Some((mac, incident)) = &alert {
+                    rollouts.record_alert(*mac, incident)?;
+                }
+                rollouts.tick(time::OffsetDateTime::now_utc())
+            })
+            .await;
+        match result {
+            Ok(Ok(transitions)) => {
+                for t in transitions {
+                    let halted = matches!(t.to, rollout::State::Halted { .. });
+                    tracing::info!(campaign = %t.id, from = %t.from, to = %t.to, "ota campaign");
+                    bus.publish(GatewayEvent::new(
+                        if halted { Severity::High } else { Severity::Info },
+                        None,
+                        "ota:rollout",
+                        EventKind::Audit { action: "ota_campaign".into(), detail: format!("campaign {}: {} -> {}", t.id, t.from, t.to) },
+                    ));
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "ota rollout step failed"),
+            Err(_) => tracing::error!("ota rollout step panicked"),
+        }
+    }
+}
