@@ -176,7 +176,9 @@ pub enum InventoryError {
     Corrupt { mac: String, reason: String },
 }
 
-/// What changed in the inventory because of an event or a call.
+/// What changed in the inventory because of a datapath event or traffic counters. (Changes
+/// made through `set_*` calls are audited in the store; their callers publish their own
+/// events, e.g. `respond`'s quarantine actions.)
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum InventoryChange {
@@ -186,7 +188,42 @@ pub enum InventoryChange {
     /// A fingerprint value not seen before for this device.
     NewFingerprint { mac: Mac, kind: FingerprintKind, value: String },
     TypeChanged { mac: Mac, device_type: String, confidence: f64, previous: Option<String> },
-    AccessChanged { mac: Mac, access: Access, previous: Access, actor: String },
+}
+
+impl InventoryChange {
+    /// The device it concerns.
+    pub fn mac(&self) -> Mac {
+        match self {
+            InventoryChange::NewDevice { mac, .. }
+            | InventoryChange::NewAddress { mac, .. }
+            | InventoryChange::HostnameChanged { mac, .. }
+            | InventoryChange::NewFingerprint { mac, .. }
+            | InventoryChange::TypeChanged { mac, .. } => *mac,
+        }
+    }
+
+    /// The change as an audit event for the `EventBus` (SIEM, API), or `None` for changes
+    /// too frequent to forward one by one (new fingerprint values, such as DNS names).
+    pub fn to_gateway_event(&self) -> Option<crate::event::GatewayEvent> {
+        use crate::event::{EventKind, GatewayEvent, Severity};
+        let (actor, action, detail) = match self {
+            InventoryChange::NewDevice { vendor, .. } => {
+                (ACTOR_INVENTORY, "device_added", format!("vendor {}", vendor.as_deref().unwrap_or("unknown")))
+            }
+            InventoryChange::NewAddress { ip, .. } => (ACTOR_INVENTORY, "address_added", ip.to_string()),
+            InventoryChange::HostnameChanged { hostname, previous, .. } => {
+                (ACTOR_INVENTORY, "hostname_changed", format!("{} -> {hostname}", previous.as_deref().unwrap_or("-")))
+            }
+            InventoryChange::TypeChanged { device_type, confidence, previous, .. } => (
+                ACTOR_FINGERPRINT,
+                "type_changed",
+                format!("{} -> {device_type} ({:.0}%)", previous.as_deref().unwrap_or("-"), 100.0 * confidence),
+            ),
+            InventoryChange::NewFingerprint { .. } => return None,
+        };
+        let kind = EventKind::Audit { action: action.to_owned(), detail };
+        Some(GatewayEvent::new(Severity::Info, Some(self.mac()), actor, kind))
+    }
 }
 
 /// Counters of what the inventory ignored.
@@ -957,6 +994,17 @@ mod tests {
         assert!(log.iter().any(|a| a.actor == "detector:scan" && a.detail == "unknown -> quarantined: incident 7"));
         assert!(log.iter().any(|a| a.detail == "quarantined -> enrolled: released"));
         assert_eq!(inventory.audit_log(None, 100).unwrap()[0].action, "policy_reloaded");
+    }
+
+    #[test]
+    fn changes_become_audit_events_except_fingerprint_values() {
+        let mac: Mac = HUE.parse().unwrap();
+        let event = InventoryChange::NewDevice { mac, vendor: Some("Philips Lighting BV".into()) }.to_gateway_event().unwrap();
+        assert_eq!(event.device, Some(mac));
+        assert_eq!(event.actor, ACTOR_INVENTORY);
+        assert_eq!(event.kind_name(), "audit");
+        let kind = FingerprintKind::DnsName;
+        assert!(InventoryChange::NewFingerprint { mac, kind, value: "a.example".into() }.to_gateway_event().is_none());
     }
 
     #[test]
