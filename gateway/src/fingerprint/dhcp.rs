@@ -3,7 +3,7 @@
 //! (option 55), the vendor class (option 60) and the host name (option 12).
 use std::net::Ipv4Addr;
 
-use dhcproto::{Decodable as _, Decoder, v4};
+use dhcproto::v4;
 use serde::{Deserialize, Serialize};
 
 use super::FingerprintError;
@@ -40,36 +40,43 @@ impl DhcpFingerprint {
 const MAGIC_COOKIE: [u8; 4] = [0x63, 0x82, 0x53, 0x63];
 const MAGIC_COOKIE_OFFSET: usize = 236;
 
-/// Parses a DHCPv4 message (the UDP payload).
+/// Option codes read here (RFC 2132).
+const OPTION_HOSTNAME: u8 = 12;
+const OPTION_REQUESTED_ADDRESS: u8 = 50;
+const OPTION_MESSAGE_TYPE: u8 = 53;
+const OPTION_PARAMETER_LIST: u8 = 55;
+const OPTION_VENDOR_CLASS: u8 = 60;
+
+/// Parses a DHCPv4 message (the UDP payload). Options are framed by dhcproto's zero-copy
+/// reader, which stops at a truncated option: a sample cut at `SAMPLE_BYTES` keeps the options
+/// before the cut. (dhcproto's owned decoder is not used: it `debug_assert`s on hostile option
+/// lengths, a panic in debug builds.)
 pub fn parse(payload: &[u8]) -> Result<DhcpFingerprint, FingerprintError> {
     if payload.get(MAGIC_COOKIE_OFFSET..MAGIC_COOKIE_OFFSET + MAGIC_COOKIE.len()) != Some(&MAGIC_COOKIE[..]) {
         return Err(FingerprintError::Dhcp("no DHCP magic cookie (truncated, or BOOTP only)".into()));
     }
-    let message = v4::Message::decode(&mut Decoder::new(payload))
-        .map_err(|error| FingerprintError::Dhcp(error.to_string()))?;
-    let opts = message.opts();
-    let mut fingerprint = DhcpFingerprint {
-        from_client: message.opcode() == v4::Opcode::BootRequest,
-        ..DhcpFingerprint::default()
-    };
-    if let Some(v4::DhcpOption::MessageType(kind)) = opts.get(v4::OptionCode::MessageType) {
-        fingerprint.message_type = Some(u8::from(*kind));
+    let message = v4::borrowed::Message::new(payload).map_err(|error| FingerprintError::Dhcp(error.to_string()))?;
+    let mut fingerprint =
+        DhcpFingerprint { from_client: message.opcode() == v4::Opcode::BootRequest, ..DhcpFingerprint::default() };
+    let mut requested = None;
+    for option in message.opts() {
+        let data = option.data();
+        match u8::from(option.code()) {
+            OPTION_MESSAGE_TYPE => fingerprint.message_type = data.first().copied(),
+            OPTION_PARAMETER_LIST => fingerprint.parameter_request_list = data.to_vec(),
+            OPTION_VENDOR_CLASS => fingerprint.vendor_class = Some(String::from_utf8_lossy(data).into_owned()),
+            OPTION_HOSTNAME => fingerprint.hostname = Some(String::from_utf8_lossy(data).into_owned()),
+            OPTION_REQUESTED_ADDRESS => {
+                if let [a, b, c, d] = data {
+                    requested = Some(Ipv4Addr::new(*a, *b, *c, *d));
+                }
+            }
+            _ => {}
+        }
     }
-    if let Some(v4::DhcpOption::ParameterRequestList(list)) =
-        opts.get(v4::OptionCode::ParameterRequestList)
-    {
-        fingerprint.parameter_request_list = list.iter().map(|code| u8::from(*code)).collect();
+    if fingerprint.message_type.is_none() {
+        return Err(FingerprintError::Dhcp("no message type option (53)".into()));
     }
-    if let Some(v4::DhcpOption::ClassIdentifier(bytes)) = opts.get(v4::OptionCode::ClassIdentifier) {
-        fingerprint.vendor_class = Some(String::from_utf8_lossy(bytes).into_owned());
-    }
-    if let Some(v4::DhcpOption::Hostname(name)) = opts.get(v4::OptionCode::Hostname) {
-        fingerprint.hostname = Some(name.clone());
-    }
-    let requested = match opts.get(v4::OptionCode::RequestedIpAddress) {
-        Some(v4::DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
-        _ => None,
-    };
     let unspecified = |ip: Ipv4Addr| (!ip.is_unspecified()).then_some(ip);
     fingerprint.client_address = requested.or_else(|| unspecified(message.ciaddr()));
     if !fingerprint.from_client {
@@ -111,6 +118,18 @@ mod tests {
         assert_eq!(fingerprint.hostname.as_deref(), Some("Philips-hue"));
         assert_eq!(fingerprint.client_address, Some(Ipv4Addr::new(192, 168, 1, 20)));
         assert!(fingerprint.from_client);
+    }
+
+    #[test]
+    fn dhcp_cut_inside_the_options_keeps_those_before_the_cut() {
+        let bytes = discover();
+        // dhcproto writes options in code order: 12, 50, 53, 55, then 60 (vendor class) and
+        // the end marker. Cut inside option 60.
+        let fingerprint = parse(&bytes[..bytes.len() - 4]).unwrap();
+        assert_eq!(fingerprint.message_type, Some(1));
+        assert_eq!(fingerprint.hostname.as_deref(), Some("Philips-hue"));
+        assert_eq!(fingerprint.parameter_list_text(), "1,3,6");
+        assert!(fingerprint.vendor_class.is_none());
     }
 
     #[test]

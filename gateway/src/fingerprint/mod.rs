@@ -3,6 +3,7 @@
 //!
 //! - `dhcp`, `dns`, `tls`, `syn`: one parser per protocol, each hostile-input safe (an error,
 //!   never a panic);
+//! - `sample`: reads a `PacketSample` into one of those (once, shared by inventory and features);
 //! - `features`: accumulates what one device showed into a fixed-length feature vector;
 //! - `forest`: a random forest over those vectors giving a device type and a confidence;
 //! - `model`: the trained model shipped in the binary (`gateway/models/device-types.json`),

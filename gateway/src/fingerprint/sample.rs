@@ -83,6 +83,49 @@ mod tests {
         assert_eq!(arp.target_ip, Ipv4Addr::new(192, 168, 1, 1));
     }
 
+    /// Hostile input: random bytes, with valid-looking prefixes so the parsers get past their
+    /// first checks (TLS record header, DHCP magic cookie, DNS header, ARP header), must give
+    /// an error or a value, never a panic.
+    #[test]
+    fn random_and_mutated_samples_never_panic() {
+        use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
+
+        use crate::datapath::events::{PacketSample, SampleKind};
+
+        let mut rng = StdRng::seed_from_u64(0x5eed);
+        let mut parsed = 0;
+        for round in 0..20_000 {
+            let len = rng.gen_range(0..600);
+            let mut data: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
+            let kind = [SampleKind::Dhcp, SampleKind::Dns, SampleKind::Tls, SampleKind::Arp][round % 4];
+            match kind {
+                SampleKind::Tls if data.len() > 10 => {
+                    data[..6].copy_from_slice(&[0x16, 0x03, 0x01, (len >> 8) as u8, len as u8, 0x01]);
+                }
+                SampleKind::Dhcp if data.len() > 240 => data[236..240].copy_from_slice(&[0x63, 0x82, 0x53, 0x63]),
+                SampleKind::Dns if data.len() > 12 => {
+                    data[4..6].copy_from_slice(&[0, 1]);
+                    data[6..12].fill(0);
+                }
+                SampleKind::Arp if data.len() > 6 => data[..6].copy_from_slice(&ARP_ETHERNET_IPV4),
+                _ => {}
+            }
+            let sample = PacketSample {
+                time: std::time::SystemTime::UNIX_EPOCH,
+                mac: Mac([2, 0, 0, 0, 0, 1]),
+                kind,
+                payload_offset: 0,
+                data,
+                frame_bytes: len as u32,
+            };
+            if parse(&sample).is_ok() {
+                parsed += 1;
+            }
+        }
+        // Some random inputs pass (ARP has no checksum); most do not.
+        assert!(parsed < 20_000);
+    }
+
     #[test]
     fn arp_truncated_or_other_hardware_is_an_error() {
         let arp = arp_request();

@@ -31,6 +31,7 @@ use crate::{
     },
 };
 
+pub mod query;
 pub mod records;
 pub mod replay;
 pub mod vendor;
@@ -175,7 +176,9 @@ pub enum InventoryError {
     Corrupt { mac: String, reason: String },
 }
 
-/// What changed in the inventory because of an event or a call.
+/// What changed in the inventory because of a datapath event or traffic counters. (Changes
+/// made through `set_*` calls are audited in the store; their callers publish their own
+/// events, e.g. `respond`'s quarantine actions.)
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum InventoryChange {
@@ -185,7 +188,42 @@ pub enum InventoryChange {
     /// A fingerprint value not seen before for this device.
     NewFingerprint { mac: Mac, kind: FingerprintKind, value: String },
     TypeChanged { mac: Mac, device_type: String, confidence: f64, previous: Option<String> },
-    AccessChanged { mac: Mac, access: Access, previous: Access, actor: String },
+}
+
+impl InventoryChange {
+    /// The device it concerns.
+    pub fn mac(&self) -> Mac {
+        match self {
+            InventoryChange::NewDevice { mac, .. }
+            | InventoryChange::NewAddress { mac, .. }
+            | InventoryChange::HostnameChanged { mac, .. }
+            | InventoryChange::NewFingerprint { mac, .. }
+            | InventoryChange::TypeChanged { mac, .. } => *mac,
+        }
+    }
+
+    /// The change as an audit event for the `EventBus` (SIEM, API), or `None` for changes
+    /// too frequent to forward one by one (new fingerprint values, such as DNS names).
+    pub fn to_gateway_event(&self) -> Option<crate::event::GatewayEvent> {
+        use crate::event::{EventKind, GatewayEvent, Severity};
+        let (actor, action, detail) = match self {
+            InventoryChange::NewDevice { vendor, .. } => {
+                (ACTOR_INVENTORY, "device_added", format!("vendor {}", vendor.as_deref().unwrap_or("unknown")))
+            }
+            InventoryChange::NewAddress { ip, .. } => (ACTOR_INVENTORY, "address_added", ip.to_string()),
+            InventoryChange::HostnameChanged { hostname, previous, .. } => {
+                (ACTOR_INVENTORY, "hostname_changed", format!("{} -> {hostname}", previous.as_deref().unwrap_or("-")))
+            }
+            InventoryChange::TypeChanged { device_type, confidence, previous, .. } => (
+                ACTOR_FINGERPRINT,
+                "type_changed",
+                format!("{} -> {device_type} ({:.0}%)", previous.as_deref().unwrap_or("-"), 100.0 * confidence),
+            ),
+            InventoryChange::NewFingerprint { .. } => return None,
+        };
+        let kind = EventKind::Audit { action: action.to_owned(), detail };
+        Some(GatewayEvent::new(Severity::Info, Some(self.mac()), actor, kind))
+    }
 }
 
 /// Counters of what the inventory ignored.
@@ -760,255 +798,28 @@ impl Inventory {
 
     /// Every device, most recently seen first.
     pub fn devices(&self) -> Result<Vec<DeviceRecord>, InventoryError> {
-        let mut statement = self.conn.prepare(&format!("{DEVICE_SELECT} ORDER BY d.last_seen DESC, d.mac"))?;
-        let rows = statement.query_map([], device_row)?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(|row| self.finish_device(row)).collect()
+        query::devices(&self.conn)
     }
 
     /// One device with its addresses and fingerprints, or `None` if never seen.
     pub fn device(&self, mac: Mac) -> Result<Option<DeviceDetail>, InventoryError> {
-        let row = self
-            .conn
-            .query_row(&format!("{DEVICE_SELECT} WHERE d.mac = ?1"), [mac.to_string()], device_row)
-            .optional()?;
-        let Some(row) = row else { return Ok(None) };
-        let device = self.finish_device(row)?;
-        let mut statement =
-            self.conn.prepare("SELECT ip, first_seen, last_seen FROM inventory_addresses WHERE mac = ?1 ORDER BY last_seen DESC, ip")?;
-        let addresses = statement
-            .query_map([mac.to_string()], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)))?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(|(ip, first, last)| {
-                let ip = ip.parse().map_err(|_| InventoryError::Corrupt { mac: mac.to_string(), reason: format!("address {ip:?}") })?;
-                Ok(AddressRecord { ip, first_seen: datetime(first), last_seen: datetime(last) })
-            })
-            .collect::<Result<Vec<_>, InventoryError>>()?;
-        let mut statement = self.conn.prepare(
-            "SELECT kind, value, detail, first_seen, last_seen, count FROM inventory_fingerprints
-             WHERE mac = ?1 ORDER BY kind, first_seen, value",
-        )?;
-        let fingerprints = statement
-            .query_map([mac.to_string()], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Option<String>>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, i64>(4)?,
-                    row.get::<_, i64>(5)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(|(kind, value, detail, first, last, count)| {
-                let kind = FingerprintKind::from_str(&kind)
-                    .ok_or_else(|| InventoryError::Corrupt { mac: mac.to_string(), reason: format!("fingerprint kind {kind:?}") })?;
-                Ok(FingerprintRecord {
-                    kind,
-                    value,
-                    detail,
-                    first_seen: datetime(first),
-                    last_seen: datetime(last),
-                    count: u64::try_from(count).unwrap_or_default(),
-                })
-            })
-            .collect::<Result<Vec<_>, InventoryError>>()?;
-        Ok(Some(DeviceDetail { device, addresses, fingerprints }))
+        query::device(&self.conn, mac)
     }
 
     /// The device's most recent flows, newest first, at most `limit`.
     pub fn flows(&self, mac: Mac, limit: usize) -> Result<Vec<FlowRecord>, InventoryError> {
-        let mut statement = self.conn.prepare(
-            "SELECT time, src, dst, src_port, dst_port, proto, frame_bytes, verdict, reason FROM inventory_flows
-             WHERE mac = ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = statement
-            .query_map(params![mac.to_string(), i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, u16>(3)?,
-                    row.get::<_, u16>(4)?,
-                    row.get::<_, u8>(5)?,
-                    row.get::<_, u32>(6)?,
-                    row.get::<_, u8>(7)?,
-                    row.get::<_, u32>(8)?,
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(time, src, dst, src_port, dst_port, proto, frame_bytes, verdict, reason)| {
-                let corrupt = |what: &str| InventoryError::Corrupt { mac: mac.to_string(), reason: format!("flow {what}") };
-                Ok(FlowRecord {
-                    time: datetime(time),
-                    src: src.parse().map_err(|_| corrupt("source"))?,
-                    dst: dst.parse().map_err(|_| corrupt("destination"))?,
-                    src_port,
-                    dst_port,
-                    proto,
-                    frame_bytes,
-                    verdict: verdict_name(verdict).to_owned(),
-                    reason: gateway_ebpf::reason::NAMES.get(reason as usize).copied().unwrap_or("unknown").to_owned(),
-                })
-            })
-            .collect()
+        query::flows(&self.conn, mac, limit)
     }
 
     /// The device's traffic buckets, newest first, at most `limit`.
     pub fn traffic(&self, mac: Mac, limit: usize) -> Result<Vec<TrafficRecord>, InventoryError> {
-        let mut statement = self.conn.prepare(
-            "SELECT start, seconds, tx_bytes, tx_packets, rx_bytes, rx_packets FROM inventory_traffic
-             WHERE mac = ?1 ORDER BY start DESC LIMIT ?2",
-        )?;
-        let rows = statement
-            .query_map(params![mac.to_string(), i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-                let unsigned = |i: usize| row.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or_default());
-                Ok(TrafficRecord {
-                    start: datetime(row.get(0)?),
-                    seconds: row.get(1)?,
-                    tx_bytes: unsigned(2)?,
-                    tx_packets: unsigned(3)?,
-                    rx_bytes: unsigned(4)?,
-                    rx_packets: unsigned(5)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        query::traffic(&self.conn, mac, limit)
     }
 
     /// Audit entries, newest first, at most `limit`: of one device, or all (`None`).
     pub fn audit_log(&self, mac: Option<Mac>, limit: usize) -> Result<Vec<AuditEntry>, InventoryError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let map = |row: &rusqlite::Row<'_>| {
-            Ok((
-                row.get::<_, i64>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, Option<String>>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-            ))
-        };
-        let rows = match mac {
-            Some(mac) => self
-                .conn
-                .prepare("SELECT id, time, actor, mac, action, detail FROM inventory_audit WHERE mac = ?1 ORDER BY id DESC LIMIT ?2")?
-                .query_map(params![mac.to_string(), limit], map)?
-                .collect::<Result<Vec<_>, _>>()?,
-            None => self
-                .conn
-                .prepare("SELECT id, time, actor, mac, action, detail FROM inventory_audit ORDER BY id DESC LIMIT ?1")?
-                .query_map([limit], map)?
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        rows.into_iter()
-            .map(|(id, time, actor, mac, action, detail)| {
-                let mac = mac
-                    .map(|text| text.parse().map_err(|_| InventoryError::Corrupt { mac: text.clone(), reason: "audit MAC".into() }))
-                    .transpose()?;
-                Ok(AuditEntry { id, time: datetime(time), actor, mac, action, detail })
-            })
-            .collect()
+        query::audit_log(&self.conn, mac, limit)
     }
-
-    fn finish_device(&self, row: DeviceRow) -> Result<DeviceRecord, InventoryError> {
-        let corrupt = |reason: String| InventoryError::Corrupt { mac: row.mac.clone(), reason };
-        let mac: Mac = row.mac.parse().map_err(|e: crate::device::ParseMacError| corrupt(e.to_string()))?;
-        let access: Access = row.access.parse().map_err(corrupt)?;
-        let mut statement =
-            self.conn.prepare_cached("SELECT ip FROM inventory_addresses WHERE mac = ?1 ORDER BY last_seen DESC, ip")?;
-        let ips = statement
-            .query_map([&row.mac], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter_map(|ip| ip.parse().ok())
-            .collect();
-        let unsigned = |v: i64| u64::try_from(v).unwrap_or_default();
-        Ok(DeviceRecord {
-            mac,
-            first_seen: datetime(row.first_seen),
-            last_seen: datetime(row.last_seen),
-            vendor: row.vendor,
-            locally_administered: row.locally_administered,
-            hostname: row.hostname,
-            device_type: row.device_type,
-            type_confidence: row.type_confidence,
-            access,
-            lifecycle: row.lifecycle,
-            class: row.class,
-            firmware_version: row.firmware_version,
-            cert_subject: row.cert_subject,
-            device_id: row.device_id,
-            ips,
-            flows_total: unsigned(row.flows_total),
-            traffic: TrafficTotals {
-                tx_bytes: unsigned(row.traffic[0]),
-                tx_packets: unsigned(row.traffic[1]),
-                rx_bytes: unsigned(row.traffic[2]),
-                rx_packets: unsigned(row.traffic[3]),
-            },
-        })
-    }
-}
-
-fn verdict_name(verdict: u8) -> &'static str {
-    match verdict {
-        gateway_ebpf::verdict::PASS => "pass",
-        gateway_ebpf::verdict::DROP => "drop",
-        gateway_ebpf::verdict::REDIRECT => "redirect",
-        _ => "unknown",
-    }
-}
-
-const DEVICE_SELECT: &str = "SELECT d.mac, d.first_seen, d.last_seen, d.vendor, d.locally_administered, d.hostname,
-    d.device_type, d.type_confidence, d.access, d.lifecycle, d.class, d.firmware_version, d.cert_subject,
-    d.device_id, d.flows_total,
-    COALESCE((SELECT SUM(tx_bytes) FROM inventory_traffic t WHERE t.mac = d.mac), 0),
-    COALESCE((SELECT SUM(tx_packets) FROM inventory_traffic t WHERE t.mac = d.mac), 0),
-    COALESCE((SELECT SUM(rx_bytes) FROM inventory_traffic t WHERE t.mac = d.mac), 0),
-    COALESCE((SELECT SUM(rx_packets) FROM inventory_traffic t WHERE t.mac = d.mac), 0)
-    FROM inventory_devices d";
-
-struct DeviceRow {
-    mac: String,
-    first_seen: i64,
-    last_seen: i64,
-    vendor: Option<String>,
-    locally_administered: bool,
-    hostname: Option<String>,
-    device_type: Option<String>,
-    type_confidence: Option<f64>,
-    access: String,
-    lifecycle: Option<String>,
-    class: Option<String>,
-    firmware_version: Option<String>,
-    cert_subject: Option<String>,
-    device_id: Option<String>,
-    flows_total: i64,
-    traffic: [i64; 4],
-}
-
-fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
-    Ok(DeviceRow {
-        mac: row.get(0)?,
-        first_seen: row.get(1)?,
-        last_seen: row.get(2)?,
-        vendor: row.get(3)?,
-        locally_administered: row.get(4)?,
-        hostname: row.get(5)?,
-        device_type: row.get(6)?,
-        type_confidence: row.get(7)?,
-        access: row.get(8)?,
-        lifecycle: row.get(9)?,
-        class: row.get(10)?,
-        firmware_version: row.get(11)?,
-        cert_subject: row.get(12)?,
-        device_id: row.get(13)?,
-        flows_total: row.get(14)?,
-        traffic: [row.get(15)?, row.get(16)?, row.get(17)?, row.get(18)?],
-    })
 }
 
 #[cfg(test)]
@@ -1127,6 +938,20 @@ mod tests {
     }
 
     #[test]
+    fn a_second_connection_reads_what_the_inventory_writes() {
+        let dir = TempDir::new("reader");
+        let path = dir.0.join("store.db");
+        let mut inventory = Inventory::new(crate::store::open(&path).unwrap(), Vendors::empty(), None);
+        let reader = crate::store::open(&path).unwrap();
+        let mac: Mac = HUE.parse().unwrap();
+        assert!(query::devices(&reader).unwrap().is_empty());
+        inventory.handle(&flow(mac, 443, 0)).unwrap();
+        assert_eq!(query::devices(&reader).unwrap()[0].mac, mac);
+        assert_eq!(query::flows(&reader, mac, 10).unwrap().len(), 1);
+        assert_eq!(query::audit_log(&reader, Some(mac), 10).unwrap().len(), 2);
+    }
+
+    #[test]
     fn set_access_records_who_and_previous_state_and_refuses_bad_input() {
         let dir = TempDir::new("access");
         let mut inventory = Inventory::new(crate::store::open(&dir.0.join("store.db")).unwrap(), Vendors::empty(), None);
@@ -1169,6 +994,17 @@ mod tests {
         assert!(log.iter().any(|a| a.actor == "detector:scan" && a.detail == "unknown -> quarantined: incident 7"));
         assert!(log.iter().any(|a| a.detail == "quarantined -> enrolled: released"));
         assert_eq!(inventory.audit_log(None, 100).unwrap()[0].action, "policy_reloaded");
+    }
+
+    #[test]
+    fn changes_become_audit_events_except_fingerprint_values() {
+        let mac: Mac = HUE.parse().unwrap();
+        let event = InventoryChange::NewDevice { mac, vendor: Some("Philips Lighting BV".into()) }.to_gateway_event().unwrap();
+        assert_eq!(event.device, Some(mac));
+        assert_eq!(event.actor, ACTOR_INVENTORY);
+        assert_eq!(event.kind_name(), "audit");
+        let kind = FingerprintKind::DnsName;
+        assert!(InventoryChange::NewFingerprint { mac, kind, value: "a.example".into() }.to_gateway_event().is_none());
     }
 
     #[test]

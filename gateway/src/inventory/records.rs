@@ -115,7 +115,7 @@ impl FingerprintKind {
         }
     }
 
-    pub fn from_str(text: &str) -> Option<Self> {
+    pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == text)
     }
 }
