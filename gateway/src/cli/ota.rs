@@ -91,27 +91,11 @@ pub enum Command {
         paths: Vec<String>,
     },
     /// Vendor side, offline: sign release metadata for IMAGE (upload it with `publish --metadata`).
-    Sign {
-        #[command(flatten)]
-        at: Location,
-        #[command(flatten)]
-        release: Release,
-        /// Where to write the signed metadata.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Sign(Box<SignArgs>),
     /// Upload a vendor-signed firmware image. Either sign here with the vendor's `--key`, or
     /// pass `--metadata` made by `iotgw ota sign`. Refused unless signatures, hashes, expiry and
     /// versions verify; the repository keeps what it had.
-    Publish {
-        #[command(flatten)]
-        at: Location,
-        #[command(flatten)]
-        release: Release,
-        /// Vendor-signed metadata of this release (instead of signing with --key).
-        #[arg(long, conflicts_with = "keys")]
-        metadata: Option<PathBuf>,
-    },
+    Publish(Box<PublishArgs>),
     /// List published images.
     List {
         #[command(flatten)]
@@ -133,7 +117,29 @@ pub enum Command {
     },
     /// Rollout campaigns.
     #[command(subcommand)]
-    Campaign(CampaignCommand),
+    Campaign(Box<CampaignCommand>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub at: Location,
+    #[command(flatten)]
+    pub release: Release,
+    /// Where to write the signed metadata.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub at: Location,
+    #[command(flatten)]
+    pub release: Release,
+    /// Vendor-signed metadata of this release (instead of signing with --key).
+    #[arg(long, conflicts_with = "keys")]
+    pub metadata: Option<PathBuf>,
 }
 
 /// One release: the image and what it is.
@@ -258,13 +264,15 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let version = repo.delegate(&conn, &role, &public, threshold, &paths).context("delegating")?;
             println!("targets v{version}: {role} may sign {paths:?} ({threshold} of {} key(s))", public.len());
         }
-        Command::Sign { at, release, out } => {
+        Command::Sign(args) => {
+            let SignArgs { at, release, out } = *args;
             let (repo, conn) = at.open()?;
             let bytes = sign_release(&repo, &conn, &release)?;
             ota::fsutil::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!("signed release metadata written to {}", out.display());
         }
-        Command::Publish { at, release, metadata } => {
+        Command::Publish(args) => {
+            let PublishArgs { at, release, metadata } = *args;
             let (repo, mut conn) = at.open()?;
             let bytes = match metadata {
                 Some(path) => std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -314,7 +322,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("root v{} written, signed by the old and the new root keys", root.version);
             print_root(&root);
         }
-        Command::Campaign(command) => return campaign(command),
+        Command::Campaign(command) => return campaign(*command),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -417,7 +425,8 @@ mod tests {
             "iotgw", "ota", "publish", "fw.bin", "--version", "2.0", "--device-class", "cam", "--key", "v.pem", "--repo", "r",
         ])
         .unwrap();
-        let crate::cli::Command::Ota(super::Command::Publish { release, at, .. }) = cli.command else { panic!() };
+        let crate::cli::Command::Ota(super::Command::Publish(args)) = cli.command else { panic!() };
+        let super::PublishArgs { release, at, .. } = *args;
         assert_eq!(release.version.as_deref(), Some("2.0"));
         assert_eq!(release.classes, ["cam"]);
         assert_eq!(at.repo.as_deref(), Some(std::path::Path::new("r")));

@@ -435,7 +435,7 @@ impl Repository {
         metadata::check_expiry(&release, &role, OffsetDateTime::now_utc())?;
         let accepted = db::role(conn, &role)?.map_or(0, |r| r.version);
         if release.version <= accepted {
-            return Err(RepoError::StaleRole { role, accepted: accepted, offered: release.version });
+            return Err(RepoError::StaleRole { role, accepted, offered: release.version });
         }
         let previous = self.vendor_role(conn, &role)?.map(|t| t.targets).unwrap_or_default();
         let mut new = Vec::new();
