@@ -20,7 +20,10 @@ use iotgw::{
     },
     shutdown,
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+};
 
 /// How long a test waits for the rollout loop to reach a state.
 const WAIT: Duration = Duration::from_secs(15);
@@ -36,6 +39,7 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_key = KeyPair::generate().unwrap();
         let ca_cert = params.self_signed(&ca_key).unwrap();
         Self { ca_pem: ca_cert.pem(), ca_cert, ca_key }
@@ -43,7 +47,12 @@ impl Pki {
 
     /// (cert PEM, key PEM).
     fn issue(&self, common_name: &str, server: bool) -> (String, String) {
+        self.issue_serial(common_name, server, rand::random::<u32>().into())
+    }
+
+    fn issue_serial(&self, common_name: &str, server: bool, serial: u64) -> (String, String) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.serial_number = Some(SerialNumber::from(serial));
         params.distinguished_name.push(DnType::CommonName, common_name);
         if server {
             params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
@@ -54,6 +63,29 @@ impl Pki {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
         (cert.pem(), key.serialize_pem())
+    }
+}
+
+impl Pki {
+    fn crl(&self, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.ca_cert, &self.ca_key).unwrap().pem().unwrap()
     }
 }
 
@@ -77,6 +109,11 @@ impl Drop for Lab {
 
 impl Lab {
     async fn start() -> Self {
+        Self::start_revoking(&[]).await
+    }
+
+    /// A lab whose device CA has revoked the certificates with these serial numbers.
+    async fn start_revoking(revoked: &[u64]) -> Self {
         let dir = std::env::temp_dir().join(format!("iotgw-ota-it-{}-{:08x}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = dir.join("iotgw.db");
@@ -90,6 +127,10 @@ impl Lab {
         let pki = Pki::new("iotgw test device CA");
         let (server_cert, server_key) = pki.issue("ota.gateway", true);
         std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
+        let crl = (!revoked.is_empty()).then(|| pki.crl(revoked));
+        if let Some(crl) = &crl {
+            std::fs::write(dir.join("crl.pem"), crl).unwrap();
+        }
         std::fs::write(dir.join("server.pem"), server_cert).unwrap();
         std::fs::write(dir.join("server.key"), server_key).unwrap();
         let config = ota::Config {
@@ -98,6 +139,7 @@ impl Lab {
             repo_dir: dir.join("repo"),
             keys_dir: None,
             device_ca: dir.join("ca.pem"),
+            device_crls: crl.iter().map(|_| dir.join("crl.pem")).collect(),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
             max_connections: 512,
@@ -506,5 +548,16 @@ async fn device_without_a_valid_client_certificate_is_refused() {
     // An enrolled device is served.
     let (cert, key) = lab.pki.issue(&mac(9).to_string(), false);
     let response = raw_client(&lab, Some((cert, key))).get(&url).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_device_certificate_is_refused() {
+    let lab = Lab::start_revoking(&[4242]).await;
+    let url = format!("https://{}/ota/v1/metadata/timestamp.json", lab.addr);
+    let revoked = lab.pki.issue_serial(&mac(7).to_string(), false, 4242);
+    assert!(raw_client(&lab, Some(revoked)).get(&url).send().await.is_err());
+    let valid = lab.pki.issue_serial(&mac(8).to_string(), false, 4243);
+    let response = raw_client(&lab, Some(valid)).get(&url).send().await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::OK);
 }

@@ -61,6 +61,8 @@ pub struct Config {
     pub keys_dir: Option<PathBuf>,
     /// PEM of the CA(s) device client certificates must chain to.
     pub device_ca: PathBuf,
+    /// PEM CRLs of the device CA: revoked device certificates are refused (read at start).
+    pub device_crls: Vec<PathBuf>,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub max_connections: usize,
@@ -76,6 +78,7 @@ impl Default for Config {
             repo_dir: DEFAULT_REPO_DIR.into(),
             keys_dir: None,
             device_ca: DEFAULT_DEVICE_CA.into(),
+            device_crls: Vec::new(),
             server_cert: DEFAULT_SERVER_CERT.into(),
             server_key: DEFAULT_SERVER_KEY.into(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -117,7 +120,7 @@ pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: 
     let repository = config.repository();
     // The repository must exist: serving without a root would hand devices nothing to trust.
     repository.root(&conn)?;
-    let tls = server::tls_config(&config.server_cert, &config.server_key, &config.device_ca)?;
+    let tls = server::tls_config(&config.server_cert, &config.server_key, &config.device_ca, &config.device_crls)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
@@ -181,5 +184,21 @@ async fn rollout_loop(shared: Arc<server::Shared>, bus: EventBus, tick: Duration
             Ok(Err(e)) => tracing::error!(error = %e, "ota rollout step failed"),
             Err(_) => tracing::error!("ota rollout step panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ota_section_parses_with_defaults_and_refuses_unknown_keys() {
+        let config = crate::config::parse(Path::new("x.toml"), "[ota]\nenabled = true\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        assert!(config.ota.enabled);
+        assert_eq!(config.ota.listen.port(), 9000);
+        assert_eq!(config.ota.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.ota.repo_dir, PathBuf::from(DEFAULT_REPO_DIR));
+        let err = crate::config::parse(Path::new("x.toml"), "[ota]\nbogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
     }
 }

@@ -115,14 +115,29 @@ impl Shared {
 }
 
 /// Builds the TLS config: server chain and key, client certificates required and chained to
-/// the device CA(s) in `device_ca`.
-pub fn tls_config(server_cert: &Path, server_key: &Path, device_ca: &Path) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+/// the device CA(s) in `device_ca`, and not revoked by any CRL in `device_crls` (PEM).
+pub fn tls_config(
+    server_cert: &Path,
+    server_key: &Path,
+    device_ca: &Path,
+    device_crls: &[PathBuf],
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in read_certs(device_ca)? {
         roots.add(cert).map_err(|e| ServerError::Pem { path: device_ca.to_owned(), detail: e.to_string() })?;
     }
+    let mut crls = Vec::new();
+    for path in device_crls {
+        let bytes = std::fs::read(path).map_err(|source| ServerError::Read { path: path.clone(), source })?;
+        for crl in rustls_pemfile::crls(&mut bytes.as_slice()) {
+            crls.push(crl.map_err(|e| ServerError::Pem { path: path.clone(), detail: e.to_string() })?);
+        }
+    }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        // Revocation is checked for the device certificate; the CA itself is the trust anchor.
+        .only_check_end_entity_revocation()
         .build()
         .map_err(|e| ServerError::Tls(e.to_string()))?;
     let chain = read_certs(server_cert)?;
