@@ -1,4 +1,103 @@
+//! iotgw's XDP programs. This file only declares the maps and dispatches; each datapath step
+//! has its own module, in packet order:
+//!
+//! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `flow`
+//! (per-device and per-flow accounting) → `policy` (the verdict) → `events` (new flows and
+//! samples to userspace) → `verdict` (apply it: pass, drop, or redirect to quarantine).
+//!
+//! Names, capacities, codes and layouts come from the `gateway_ebpf` lib (the ABI).
 #![no_std]
 #![no_main]
+// Atomic adds on shared flow counters: core::sync::atomic has no RMW on the bpf target.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+mod classify;
+mod events;
+mod flow;
+mod lan;
+mod parse;
+mod policy;
+mod verdict;
+mod wan;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    programs::XdpContext,
+};
+use gateway_ebpf::{
+    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule,
+    counter, maps as abi,
+};
+
+#[map(name = "DEVICES")]
+static DEVICES: HashMap<MacKey, DeviceEntry> = HashMap::pinned(abi::DEVICES_CAPACITY, 0);
+
+#[map(name = "DEVICE_IPV4")]
+static DEVICE_IPV4: HashMap<[u8; 4], MacKey> = HashMap::pinned(abi::DEVICE_IPV4_CAPACITY, 0);
+
+#[map(name = "DEVICE_STATS")]
+static DEVICE_STATS: LruPerCpuHashMap<MacKey, DeviceStats> =
+    LruPerCpuHashMap::pinned(abi::DEVICE_STATS_CAPACITY, 0);
+
+#[map(name = "FLOWS")]
+static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::pinned(abi::FLOWS_CAPACITY, 0);
+
+#[map(name = "POLICY_V4")]
+static POLICY_V4: LpmTrie<PolicyKey<4>, PolicyRule> = LpmTrie::pinned(abi::POLICY_CAPACITY, 0);
+
+#[map(name = "POLICY_V6")]
+static POLICY_V6: LpmTrie<PolicyKey<16>, PolicyRule> = LpmTrie::pinned(abi::POLICY_CAPACITY, 0);
+
+#[map(name = "CONFIG")]
+static CONFIG: Array<GatewayConfig> = Array::pinned(1, 0);
+
+#[map(name = "GLOBAL_STATS")]
+static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+
+#[map(name = "REDIRECT_PORTS")]
+static REDIRECT_PORTS: DevMap = DevMap::pinned(abi::REDIRECT_PORTS_CAPACITY, 0);
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::pinned(abi::EVENTS_BYTES, 0);
+
+/// Frames from the devices.
+#[xdp]
+pub fn iotgw_lan(ctx: XdpContext) -> u32 {
+    lan::ingress(&ctx)
+}
+
+/// Frames from upstream, towards the devices.
+#[xdp]
+pub fn iotgw_wan(ctx: XdpContext) -> u32 {
+    wan::ingress(&ctx)
+}
+
+/// The bare baseline: passes everything. Also attached to veth peers that receive redirects.
+#[xdp]
+pub fn iotgw_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+/// Adds one to a global per-CPU counter.
+#[inline(always)]
+pub(crate) fn count(index: u32) {
+    if let Some(value) = GLOBAL_STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU value, only this CPU's program instance touches it, and XDP
+        // programs are not preempted on one CPU.
+        unsafe { *value += 1 };
+    }
+}
+
+#[cfg(not(test))]
 #[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! { loop {} }
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach this, so it is never called.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -30,7 +30,8 @@ pub struct Config {
     pub ota: crate::ota::Config,
 }
 
-/// A verdict the operator chooses for a class of traffic (`gateway_ebpf::verdict`).
+/// A verdict the operator chooses for a class of traffic (`gateway_ebpf::verdict`); the
+/// policy files' `[defaults]` use it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
@@ -67,18 +68,14 @@ pub struct DatapathConfig {
     pub lan_interface: String,
     /// The upstream interface (traffic towards devices is checked there too). Optional.
     pub wan_interface: Option<String>,
-    /// Where quarantined traffic is redirected. Optional: without it quarantine drops.
+    /// Where quarantined traffic is redirected (when the policy's quarantine verdict is
+    /// `redirect`). Optional: without it quarantined traffic is dropped.
     pub quarantine_interface: Option<String>,
     /// Destination MAC written into redirected frames (the quarantine host).
     pub quarantine_host_mac: Option<crate::device::Mac>,
     pub attach_mode: AttachMode,
     /// Where maps are pinned.
     pub pin_path: PathBuf,
-    pub malformed_verdict: Verdict,
-    pub unknown_verdict: Verdict,
-    pub policy_miss_verdict: Verdict,
-    /// `redirect` or `drop`.
-    pub quarantine_verdict: Verdict,
     /// Copy DHCP, DNS, ARP and TLS handshakes to userspace for fingerprinting.
     pub sample_packets: bool,
     pub devices_capacity: u32,
@@ -94,10 +91,6 @@ impl Default for DatapathConfig {
             quarantine_host_mac: None,
             attach_mode: AttachMode::Auto,
             pin_path: PathBuf::from(gateway_ebpf::PIN_ROOT),
-            malformed_verdict: Verdict::Drop,
-            unknown_verdict: Verdict::Drop,
-            policy_miss_verdict: Verdict::Drop,
-            quarantine_verdict: Verdict::Redirect,
             sample_packets: true,
             devices_capacity: gateway_ebpf::maps::DEVICES_CAPACITY,
             flows_capacity: gateway_ebpf::maps::FLOWS_CAPACITY,
@@ -178,10 +171,7 @@ impl Config {
         if d.lan_interface.is_empty() {
             problems.push("datapath.lan_interface must not be empty".to_owned());
         }
-        if !matches!(d.quarantine_verdict, Verdict::Redirect | Verdict::Drop) {
-            problems.push("datapath.quarantine_verdict must be \"redirect\" or \"drop\"".to_owned());
-        }
-        if d.quarantine_verdict == Verdict::Redirect && d.quarantine_interface.is_some() && d.quarantine_host_mac.is_none() {
+        if d.quarantine_interface.is_some() && d.quarantine_host_mac.is_none() {
             problems.push("datapath.quarantine_host_mac is required to redirect to datapath.quarantine_interface".to_owned());
         }
         for (name, value) in [("devices_capacity", d.devices_capacity), ("flows_capacity", d.flows_capacity)] {
@@ -208,7 +198,7 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         let config = parse(Path::new("x.toml"), "").unwrap();
-        assert_eq!(config.datapath.unknown_verdict, Verdict::Drop);
+        assert_eq!(config.datapath.attach_mode, AttachMode::Auto);
     }
 
     #[test]
@@ -223,7 +213,7 @@ mod tests {
     fn every_semantic_problem_is_reported() {
         let err = parse(
             Path::new("x.toml"),
-            "[datapath]\nlan_interface = \"\"\nquarantine_verdict = \"pass\"\nflows_capacity = 0\n",
+            "[datapath]\nlan_interface = \"\"\nquarantine_interface = \"q0\"\nflows_capacity = 0\n",
         )
         .unwrap_err();
         let ConfigError::Invalid { problems, .. } = err else { panic!("{err}") };

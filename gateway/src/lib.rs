@@ -13,6 +13,7 @@ pub mod api;
 pub mod baseline;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod datapath;
 pub mod detect;
 pub mod device;

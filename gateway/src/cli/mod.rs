@@ -8,6 +8,7 @@ use crate::telemetry::LogFormat;
 pub mod analyze;
 pub mod baseline;
 pub mod devices;
+pub mod fingerprint;
 pub mod ota;
 pub mod pki;
 pub mod policy;
@@ -35,6 +36,9 @@ pub enum Command {
     Policy(policy::Command),
     /// Build the inventory (and alerts) from packet captures, offline.
     Analyze(analyze::Args),
+    /// Device-type model: train from labelled captures, evaluate.
+    #[command(subcommand)]
+    Fingerprint(fingerprint::Command),
     /// Learnt baselines: export as MUD-style policy.
     #[command(subcommand)]
     Baseline(baseline::Command),
@@ -61,6 +65,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Policy(command) => policy::run(command),
         Command::Analyze(args) => analyze::run(args),
+        Command::Fingerprint(command) => fingerprint::run(command),
         Command::Baseline(command) => baseline::run(command),
         Command::Devices(args) => devices::list(args),
         Command::Device(args) => devices::show(args),

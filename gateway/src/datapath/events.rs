@@ -168,3 +168,54 @@ fn addresses(version: u8, src: [u8; 16], dst: [u8; 16]) -> (IpAddr, IpAddr) {
         (v4(src), v4(dst))
     }
 }
+
+/// Reads the `EVENTS` ring buffer as the kernel fills it, without busy-polling: the ring
+/// buffer's fd becomes readable when records are waiting.
+pub struct RingReader {
+    ring: tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    clock: Clock,
+    /// Records that did not decode (a version skew; logged once per kind).
+    pub undecodable: u64,
+}
+
+/// Most records drained per wake-up, so one busy burst cannot starve the other tasks.
+pub const RING_BATCH: usize = 4_096;
+
+impl RingReader {
+    pub fn new(ebpf: &mut aya::Ebpf) -> Result<Self, super::ControlError> {
+        let name = gateway_ebpf::maps::EVENTS;
+        let map = ebpf.take_map(name).ok_or(super::ControlError::Map { map: name, message: "missing from the object".into() })?;
+        let ring = aya::maps::RingBuf::try_from(map)
+            .map_err(|e| super::ControlError::Map { map: name, message: e.to_string() })?;
+        // `with_interest` is deprecated for fds the wrapper does not own; here the AsyncFd owns
+        // the RingBuf and so its fd, for as long as it is registered, which is the safe case.
+        #[expect(deprecated, reason = "the AsyncFd owns the ring buffer and its fd")]
+        let ring = tokio::io::unix::AsyncFd::with_interest(ring, tokio::io::Interest::READABLE)
+            .map_err(|e| super::ControlError::Map { map: name, message: e.to_string() })?;
+        Ok(Self { ring, clock: Clock::now(), undecodable: 0 })
+    }
+
+    /// Waits for records, then decodes up to `RING_BATCH` of them into `out`.
+    pub async fn next_batch(&mut self, out: &mut Vec<DatapathEvent>) -> std::io::Result<()> {
+        let mut guard = self.ring.readable_mut().await?;
+        let ring = guard.get_inner_mut();
+        let mut drained = 0;
+        while drained < RING_BATCH {
+            let Some(record) = ring.next() else { break };
+            drained += 1;
+            match decode(&record, &self.clock) {
+                Ok(event) => out.push(event),
+                Err(error) => {
+                    if self.undecodable == 0 {
+                        tracing::warn!(%error, "undecodable ring-buffer record (XDP object and controller out of step?)");
+                    }
+                    self.undecodable += 1;
+                }
+            }
+        }
+        if drained < RING_BATCH {
+            guard.clear_ready();
+        }
+        Ok(())
+    }
+}

@@ -12,6 +12,8 @@ use std::{
 use crate::device::{Access, Mac};
 
 pub mod events;
+pub mod loader;
+pub mod maps;
 
 /// Why a datapath change failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,1 +1,622 @@
-//! detect (to be filled in by its issue).
+//! detect: is this abnormal? Reads `baseline::Input`s (flows, samples, traffic counters,
+//! classes), compares them with each device's baseline (which it feeds: `Baselines` learns
+//! only from inputs no detector flagged) and with absolute limits, and writes `Alert`s: one
+//! per incident (device + detector) when it starts, and a `resolved` one when it has been
+//! calm for `calm_secs`. Every alert says what was expected, what was seen and how its score
+//! was computed.
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    baseline::{self, Baselines, DeviceBaseline, Input, Service, TrafficSample, is_group_or_unspecified, is_initiation, stats::feature},
+    datapath::events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
+    device::Mac,
+};
+
+pub mod alert;
+pub mod synthetic;
+
+pub use alert::{Alert, DetectorKind, IncidentId};
+
+/// Window over which scans, new-flow rates and ARP storms are counted.
+pub const DEFAULT_SCAN_WINDOW: Duration = Duration::from_secs(10);
+/// Distinct hosts a device may open flows to in one window before it is a scan (when its
+/// baseline does not show more).
+pub const DEFAULT_SCAN_HOSTS: usize = 24;
+/// Distinct ports on one host in one window before it is a (vertical) port scan.
+pub const DEFAULT_SCAN_PORTS: usize = 16;
+/// Times the learnt maximum of distinct hosts per window a scan must exceed.
+pub const DEFAULT_SCAN_FACTOR: f64 = 2.0;
+/// Packets per second from a device without a baseline that make a flood.
+pub const DEFAULT_FLOOD_PPS: f64 = 5_000.0;
+/// New flows per window from a device without a baseline that make a flood.
+pub const DEFAULT_FLOOD_FLOWS: usize = 400;
+/// Smallest flood threshold for a baselined device, packets per second.
+pub const DEFAULT_FLOOD_MIN_PPS: f64 = 300.0;
+/// Times the learnt per-window maximum a per-second rate must exceed to be a flood.
+pub const DEFAULT_FLOOD_FACTOR: f64 = 5.0;
+/// Times the learnt per-window maximum bytes sent a window must exceed.
+pub const DEFAULT_VOLUME_FACTOR: f64 = 4.0;
+/// Standard deviations above the learnt mean a window must also exceed.
+pub const DEFAULT_VOLUME_SIGMAS: f64 = 6.0;
+/// Smallest volume threshold, bytes per window (small devices send next to nothing).
+pub const DEFAULT_VOLUME_MIN_BYTES: u64 = 1_000_000;
+/// Gratuitous ARPs per window from one MAC that make a storm.
+pub const DEFAULT_ARP_STORM: usize = 20;
+/// How long an IP-to-MAC binding learnt from ARP holds against a second claimant.
+pub const DEFAULT_ARP_BINDING: Duration = Duration::from_secs(3_600);
+/// Quiet time after which an incident is resolved.
+pub const DEFAULT_CALM: Duration = Duration::from_secs(60);
+/// Flows remembered per device for the scan window (a scanner at line rate stays bounded).
+pub const RECENT_FLOWS_CAPACITY: usize = 8_192;
+/// Flows listed as evidence in one alert.
+pub const EVIDENCE_FLOWS: usize = 10;
+/// Ports whose appearance towards a new LAN peer weighs more: remote shells and file shares.
+pub const ADMIN_PORTS: [u16; 8] = [22, 23, 445, 2323, 3389, 5555, 5900, 7547];
+/// Telnet ports Mirai and its descendants scan.
+pub const TELNET_PORTS: [u16; 2] = [23, 2323];
+
+/// `[detect]` section of the gateway configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub scan_window_secs: u64,
+    pub scan_hosts: usize,
+    pub scan_ports: usize,
+    pub scan_factor: f64,
+    pub flood_pps: f64,
+    pub flood_flows: usize,
+    pub flood_min_pps: f64,
+    pub flood_factor: f64,
+    pub volume_factor: f64,
+    pub volume_sigmas: f64,
+    pub volume_min_bytes: u64,
+    pub arp_storm: usize,
+    pub arp_binding_secs: u64,
+    pub calm_secs: u64,
+    /// The gateway's own addresses: a second MAC claiming one is the classic MITM.
+    pub gateway_ips: Vec<IpAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            scan_window_secs: DEFAULT_SCAN_WINDOW.as_secs(),
+            scan_hosts: DEFAULT_SCAN_HOSTS,
+            scan_ports: DEFAULT_SCAN_PORTS,
+            scan_factor: DEFAULT_SCAN_FACTOR,
+            flood_pps: DEFAULT_FLOOD_PPS,
+            flood_flows: DEFAULT_FLOOD_FLOWS,
+            flood_min_pps: DEFAULT_FLOOD_MIN_PPS,
+            flood_factor: DEFAULT_FLOOD_FACTOR,
+            volume_factor: DEFAULT_VOLUME_FACTOR,
+            volume_sigmas: DEFAULT_VOLUME_SIGMAS,
+            volume_min_bytes: DEFAULT_VOLUME_MIN_BYTES,
+            arp_storm: DEFAULT_ARP_STORM,
+            arp_binding_secs: DEFAULT_ARP_BINDING.as_secs(),
+            calm_secs: DEFAULT_CALM.as_secs(),
+            gateway_ips: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Every bad value, in words.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.scan_window_secs == 0 {
+            problems.push("detect.scan_window_secs must be at least 1".to_owned());
+        }
+        for (name, value) in [
+            ("scan_factor", self.scan_factor),
+            ("flood_pps", self.flood_pps),
+            ("flood_min_pps", self.flood_min_pps),
+            ("flood_factor", self.flood_factor),
+            ("volume_factor", self.volume_factor),
+            ("volume_sigmas", self.volume_sigmas),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                problems.push(format!("detect.{name} = {value} must be a positive number"));
+            }
+        }
+        problems
+    }
+
+    fn window(&self) -> Duration {
+        Duration::from_secs(self.scan_window_secs.max(1))
+    }
+}
+
+/// An initiated flow kept for the scan window.
+#[derive(Clone, Debug)]
+struct RecentFlow {
+    time: SystemTime,
+    dst: IpAddr,
+    port: u16,
+    text: String,
+}
+
+/// Per-device state of the detectors.
+#[derive(Debug, Default)]
+struct DeviceState {
+    recent: VecDeque<RecentFlow>,
+    /// Traffic samples within the window: (end of interval, tx bytes, tx packets).
+    traffic: VecDeque<(SystemTime, u64, u64)>,
+    gratuitous_arps: VecDeque<SystemTime>,
+    ip: Option<IpAddr>,
+}
+
+/// An open incident.
+#[derive(Debug)]
+struct Incident {
+    last_trigger: SystemTime,
+    device_ip: Option<IpAddr>,
+}
+
+/// What one detector concluded about one input, before incident bookkeeping.
+struct Trigger {
+    detector: DetectorKind,
+    score: f64,
+    expected: String,
+    observed: String,
+    flows: Vec<String>,
+}
+
+/// The detect step (with the baseline step it feeds).
+pub struct Detector {
+    config: Config,
+    baselines: Baselines,
+    devices: HashMap<Mac, DeviceState>,
+    incidents: HashMap<(Mac, DetectorKind), Incident>,
+    /// IPv4 → (MAC that claimed it, when last claimed).
+    arp_bindings: HashMap<Ipv4Addr, (Mac, SystemTime)>,
+    now: SystemTime,
+}
+
+impl Detector {
+    pub fn new(config: Config, baselines: Baselines) -> Self {
+        Self {
+            config,
+            baselines,
+            devices: HashMap::new(),
+            incidents: HashMap::new(),
+            arp_bindings: HashMap::new(),
+            now: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    pub fn baselines(&self) -> &Baselines {
+        &self.baselines
+    }
+
+    pub fn baselines_mut(&mut self) -> &mut Baselines {
+        &mut self.baselines
+    }
+
+    /// The newest input time seen.
+    pub fn now(&self) -> SystemTime {
+        self.now
+    }
+
+    /// Checks one input against every detector, then lets the baseline learn from it when
+    /// nothing fired. Returns new incidents and incidents that calmed down.
+    pub fn handle(&mut self, input: &Input) -> Vec<Alert> {
+        if let Some(time) = input.time() {
+            self.now = self.now.max(time);
+        }
+        let mac = input.mac();
+        let triggers = match input {
+            Input::Datapath(DatapathEvent::Flow(flow)) => self.check_flow(flow),
+            Input::Datapath(DatapathEvent::Sample(sample)) if sample.kind == SampleKind::Arp => self.check_arp(sample),
+            Input::Traffic(sample) => self.check_traffic(sample),
+            _ => Vec::new(),
+        };
+        let learn = triggers.is_empty();
+        let mut alerts = Vec::new();
+        let device_ip = self.devices.get(&mac).and_then(|d| d.ip);
+        for trigger in triggers {
+            let key = (mac, trigger.detector);
+            if let Some(incident) = self.incidents.get_mut(&key) {
+                incident.last_trigger = self.now;
+                continue;
+            }
+            self.incidents.insert(key, Incident { last_trigger: self.now, device_ip });
+            tracing::info!(device = %mac, detector = %trigger.detector, score = trigger.score, "alert");
+            alerts.push(Alert {
+                time: self.now,
+                mac,
+                device_ip,
+                detector: trigger.detector,
+                incident: IncidentId::new(mac, trigger.detector),
+                score: trigger.score,
+                expected: trigger.expected,
+                observed: trigger.observed,
+                flows: trigger.flows,
+                resolved: false,
+            });
+        }
+        for change in self.baselines.handle(input, learn) {
+            tracing::debug!(?change, "baseline change");
+        }
+        alerts.extend(self.resolve_calm());
+        alerts
+    }
+
+    /// Resolves incidents quiet for `calm_secs` (also call it on a timer when inputs stop).
+    pub fn resolve_calm(&mut self) -> Vec<Alert> {
+        let calm = Duration::from_secs(self.config.calm_secs);
+        let now = self.now;
+        let quiet: Vec<_> = self
+            .incidents
+            .iter()
+            .filter(|(_, i)| now.duration_since(i.last_trigger).unwrap_or_default() >= calm)
+            .map(|(key, _)| *key)
+            .collect();
+        let mut alerts = Vec::new();
+        for (mac, detector) in quiet {
+            let Some(incident) = self.incidents.remove(&(mac, detector)) else { continue };
+            alerts.push(Alert {
+                time: now,
+                mac,
+                device_ip: incident.device_ip,
+                detector,
+                incident: IncidentId::new(mac, detector),
+                score: 0.0,
+                expected: format!("no {detector} activity for {} s", calm.as_secs()),
+                observed: format!("calm since {}", describe_time(incident.last_trigger)),
+                flows: Vec::new(),
+                resolved: true,
+            });
+        }
+        alerts.sort_by(|a, b| a.incident.cmp(&b.incident));
+        alerts
+    }
+
+    /// Advances the clock without input (live: a timer), resolving calm incidents.
+    pub fn tick(&mut self, now: SystemTime) -> Vec<Alert> {
+        self.now = self.now.max(now);
+        self.resolve_calm()
+    }
+
+    fn check_flow(&mut self, flow: &FlowObservation) -> Vec<Trigger> {
+        let window = self.config.window();
+        let state = self.devices.entry(flow.mac).or_default();
+        state.ip = Some(flow.src);
+        if !is_initiation(flow) {
+            return Vec::new();
+        }
+        let text = alert::flow_text(flow);
+        while state.recent.front().is_some_and(|f| flow.time.duration_since(f.time).unwrap_or_default() > window) {
+            state.recent.pop_front();
+        }
+        if state.recent.len() >= RECENT_FLOWS_CAPACITY {
+            state.recent.pop_front();
+        }
+        state.recent.push_back(RecentFlow { time: flow.time, dst: flow.dst, port: flow.dst_port, text: text.clone() });
+        let baseline = self.baselines.device(flow.mac);
+        let mut triggers = Vec::new();
+        triggers.extend(scan(&self.config, state, flow, baseline));
+        triggers.extend(flow_flood(&self.config, state, baseline));
+        if let Some(profile) = baseline.and_then(DeviceBaseline::baselined) {
+            if !is_group_or_unspecified(flow.dst) {
+                let config = self.baselines.config();
+                if config.is_lan(flow.dst) {
+                    triggers.extend(lateral(profile, flow, &text));
+                } else {
+                    triggers.extend(new_destination(config, profile, self.baselines.name_of(flow.dst), flow, &text));
+                }
+            }
+        }
+        triggers
+    }
+
+    fn check_traffic(&mut self, sample: &TrafficSample) -> Vec<Trigger> {
+        let window = self.config.window();
+        let end = sample.interval_start + sample.interval;
+        let state = self.devices.entry(sample.mac).or_default();
+        while state.traffic.front().is_some_and(|(t, _, _)| end.duration_since(*t).unwrap_or_default() >= window) {
+            state.traffic.pop_front();
+        }
+        state.traffic.push_back((end, sample.tx_bytes, sample.tx_packets));
+        let mut triggers = Vec::new();
+        let profile = self.baselines.device(sample.mac).and_then(DeviceBaseline::baselined);
+        let seconds = sample.interval.as_secs_f64().max(1e-3);
+        let pps = sample.tx_packets as f64 / seconds;
+        let (threshold, expected) = match profile {
+            Some(p) => {
+                let learnt = p.windows.max[feature::TX_PACKETS];
+                let t = (self.config.flood_factor * learnt).max(self.config.flood_min_pps);
+                (t, format!("at most {t:.0} packets/s ({}× the learnt maximum of {learnt:.0} packets in a window, at least {:.0})", self.config.flood_factor, self.config.flood_min_pps))
+            }
+            None => (self.config.flood_pps, format!("at most {:.0} packets/s (absolute limit, no baseline yet)", self.config.flood_pps)),
+        };
+        if pps > threshold {
+            let score = alert::ratio_score(pps, threshold);
+            triggers.push(Trigger {
+                detector: DetectorKind::Flood,
+                score,
+                expected,
+                observed: format!("{pps:.0} packets/s sent; score = 1 − ½·{threshold:.0}/{pps:.0} = {score:.2}"),
+                flows: Vec::new(),
+            });
+        }
+        if let Some(p) = profile {
+            let sent: u64 = state.traffic.iter().map(|(_, bytes, _)| bytes).sum();
+            let max = p.windows.max[feature::TX_BYTES];
+            let mean = p.windows.mean[feature::TX_BYTES];
+            let sigma = p.windows.std_dev()[feature::TX_BYTES];
+            let threshold = (self.config.volume_factor * max)
+                .max(mean + self.config.volume_sigmas * sigma)
+                .max(self.config.volume_min_bytes as f64);
+            if sent as f64 > threshold {
+                let score = alert::ratio_score(sent as f64, threshold);
+                triggers.push(Trigger {
+                    detector: DetectorKind::Volume,
+                    score,
+                    expected: format!(
+                        "at most {threshold:.0} bytes sent per {} s (learnt: mean {mean:.0}, σ {sigma:.0}, max {max:.0}; limit = max({}×max, mean+{}σ, {}))",
+                        window.as_secs(),
+                        self.config.volume_factor,
+                        self.config.volume_sigmas,
+                        self.config.volume_min_bytes
+                    ),
+                    observed: format!(
+                        "{sent} bytes sent in the last {} s; score = 1 − ½·{threshold:.0}/{sent} = {score:.2}",
+                        window.as_secs()
+                    ),
+                    flows: Vec::new(),
+                });
+            }
+        }
+        triggers
+    }
+
+    fn check_arp(&mut self, sample: &PacketSample) -> Vec<Trigger> {
+        let Ok(arp) = etherparse_arp::ArpPacketSlice::from_slice(sample.payload()) else {
+            return Vec::new();
+        };
+        if arp.hw_addr_size() != 6 || arp.proto_addr_size() != 4 {
+            return Vec::new();
+        }
+        let sender_ip = Ipv4Addr::from(<[u8; 4]>::try_from(arp.sender_protocol_addr()).unwrap_or_default());
+        let target_ip = Ipv4Addr::from(<[u8; 4]>::try_from(arp.target_protocol_addr()).unwrap_or_default());
+        let sender_mac = Mac(<[u8; 6]>::try_from(arp.sender_hw_addr()).unwrap_or_default());
+        if sender_ip.is_unspecified() {
+            // ARP probes (RFC 5227) claim nothing.
+            return Vec::new();
+        }
+        let mut triggers = Vec::new();
+        let time = sample.time;
+        let is_gateway = self.config.gateway_ips.contains(&IpAddr::V4(sender_ip));
+        if sender_mac != sample.mac {
+            triggers.push(Trigger {
+                detector: DetectorKind::ArpSpoof,
+                score: 0.9,
+                expected: format!("ARP sender hardware address equal to the frame's source {}", sample.mac),
+                observed: format!("ARP from {} claims {sender_ip} is at {sender_mac}; score 0.9 (forged sender)", sample.mac),
+                flows: Vec::new(),
+            });
+        }
+        let binding = Duration::from_secs(self.config.arp_binding_secs);
+        match self.arp_bindings.get(&sender_ip).copied() {
+            Some((owner, seen)) if owner != sample.mac && time.duration_since(seen).unwrap_or_default() < binding => {
+                let score = if is_gateway { 1.0 } else { 0.8 };
+                triggers.push(Trigger {
+                    detector: DetectorKind::ArpSpoof,
+                    score,
+                    expected: format!("{sender_ip} at {owner} (claimed by it {} ago)", describe_age(time, seen)),
+                    observed: format!(
+                        "{} claims {sender_ip}{}; score {score} (0.8 for a claimed address, 1.0 when it is the gateway's)",
+                        sample.mac,
+                        if is_gateway { ", the gateway's address" } else { "" }
+                    ),
+                    flows: Vec::new(),
+                });
+            }
+            _ => {
+                self.arp_bindings.insert(sender_ip, (sample.mac, time));
+            }
+        }
+        let gratuitous = sender_ip == target_ip;
+        let window = self.config.window();
+        let state = self.devices.entry(sample.mac).or_default();
+        state.ip.get_or_insert(IpAddr::V4(sender_ip));
+        if gratuitous {
+            while state.gratuitous_arps.front().is_some_and(|t| time.duration_since(*t).unwrap_or_default() > window) {
+                state.gratuitous_arps.pop_front();
+            }
+            state.gratuitous_arps.push_back(time);
+            let count = state.gratuitous_arps.len();
+            if count > self.config.arp_storm {
+                let score = alert::ratio_score(count as f64, self.config.arp_storm as f64);
+                triggers.push(Trigger {
+                    detector: DetectorKind::ArpSpoof,
+                    score,
+                    expected: format!("at most {} gratuitous ARPs per {} s", self.config.arp_storm, window.as_secs()),
+                    observed: format!(
+                        "{count} gratuitous ARPs for {sender_ip} in {} s; score = 1 − ½·{}/{count} = {score:.2}",
+                        window.as_secs(),
+                        self.config.arp_storm
+                    ),
+                    flows: Vec::new(),
+                });
+            }
+        }
+        triggers
+    }
+}
+
+/// Many hosts, or many ports on one host, within the window.
+fn scan(config: &Config, state: &DeviceState, flow: &FlowObservation, baseline: Option<&DeviceBaseline>) -> Vec<Trigger> {
+    let hosts: HashSet<IpAddr> = state.recent.iter().map(|f| f.dst).filter(|d| !is_group_or_unspecified(*d)).collect();
+    let ports: HashSet<u16> = state.recent.iter().filter(|f| f.dst == flow.dst).map(|f| f.port).collect();
+    let learnt_hosts = baseline.map(|b| b.profile().windows.max[feature::DISTINCT_HOSTS]).unwrap_or_default();
+    let host_limit = (config.scan_factor * learnt_hosts).max(config.scan_hosts as f64);
+    let window = config.window().as_secs();
+    let telnet = state.recent.iter().filter(|f| TELNET_PORTS.contains(&f.port)).count();
+    let telnet_share = telnet as f64 / state.recent.len().max(1) as f64;
+    let mut triggers = Vec::new();
+    let evidence = || state.recent.iter().rev().take(EVIDENCE_FLOWS).map(|f| f.text.clone()).collect::<Vec<_>>();
+    if hosts.len() as f64 > host_limit {
+        let base = alert::ratio_score(hosts.len() as f64, host_limit);
+        // Mirai and its descendants scan telnet: a scan mostly on 23/2323 is worth more.
+        let bonus = if telnet_share > 0.5 { 0.2 } else { 0.0 };
+        let score = (base + bonus).min(1.0);
+        triggers.push(Trigger {
+            detector: DetectorKind::Scan,
+            score,
+            expected: format!(
+                "at most {host_limit:.0} distinct hosts per {window} s (learnt maximum {learnt_hosts:.0} × {}, at least {})",
+                config.scan_factor, config.scan_hosts
+            ),
+            observed: format!(
+                "{} distinct hosts in {window} s, {:.0}% of the flows to telnet (23/2323){}; score = 1 − ½·{host_limit:.0}/{} {}= {score:.2}",
+                hosts.len(),
+                telnet_share * 100.0,
+                if bonus > 0.0 { ", Mirai-style" } else { "" },
+                hosts.len(),
+                if bonus > 0.0 { "+ 0.2 (telnet) " } else { "" },
+            ),
+            flows: evidence(),
+        });
+    }
+    if ports.len() > config.scan_ports {
+        let score = alert::ratio_score(ports.len() as f64, config.scan_ports as f64);
+        triggers.push(Trigger {
+            detector: DetectorKind::Scan,
+            score,
+            expected: format!("at most {} distinct ports on one host per {window} s", config.scan_ports),
+            observed: format!(
+                "{} distinct ports on {} in {window} s; score = 1 − ½·{}/{} = {score:.2}",
+                ports.len(),
+                flow.dst,
+                config.scan_ports,
+                ports.len()
+            ),
+            flows: evidence(),
+        });
+    }
+    triggers
+}
+
+/// New flows per window far above the baseline (SYN floods with rotating source ports show
+/// up here before the per-second counters arrive).
+fn flow_flood(config: &Config, state: &DeviceState, baseline: Option<&DeviceBaseline>) -> Vec<Trigger> {
+    let flows = state.recent.len();
+    let (limit, basis) = match baseline.and_then(DeviceBaseline::baselined) {
+        Some(p) => {
+            let learnt = p.windows.max[feature::NEW_FLOWS];
+            ((config.flood_factor * learnt).max(config.flood_flows as f64 / 4.0), format!("{}× the learnt maximum of {learnt:.0}", config.flood_factor))
+        }
+        None => (config.flood_flows as f64, "absolute limit, no baseline yet".to_owned()),
+    };
+    if (flows as f64) <= limit {
+        return Vec::new();
+    }
+    let score = alert::ratio_score(flows as f64, limit);
+    let window = config.window().as_secs();
+    vec![Trigger {
+        detector: DetectorKind::Flood,
+        score,
+        expected: format!("at most {limit:.0} new flows per {window} s ({basis})"),
+        observed: format!("{flows} new flows in {window} s; score = 1 − ½·{limit:.0}/{flows} = {score:.2}"),
+        flows: state.recent.iter().rev().take(EVIDENCE_FLOWS).map(|f| f.text.clone()).collect(),
+    }]
+}
+
+/// An upstream destination outside every learnt prefix and not resolved from a learnt name.
+fn new_destination(
+    config: &baseline::Config,
+    profile: &baseline::Profile,
+    name: Option<&str>,
+    flow: &FlowObservation,
+    text: &str,
+) -> Vec<Trigger> {
+    if profile.knows_destination(flow.dst) || name.is_some_and(|n| profile.knows_name(n)) {
+        return Vec::new();
+    }
+    let service = service_of(flow);
+    let unknown_service = !profile.services.contains_key(&service);
+    // Explainable sum: 0.6 for leaving the learnt destinations, +0.2 when no DNS answer
+    // named it (hard-coded IPs are how implants reach their controllers), +0.2 for a
+    // service the device never used.
+    let score = 0.6 + if name.is_none() { 0.2 } else { 0.0 } + if unknown_service { 0.2 } else { 0.0 };
+    let prefixes: Vec<String> = profile.destinations.iter().take(6).map(ToString::to_string).collect();
+    let names: Vec<&str> = profile.names.iter().take(6).map(String::as_str).collect();
+    vec![Trigger {
+        detector: DetectorKind::NewDestination,
+        score,
+        expected: format!(
+            "upstream destinations in the {} learnt prefixes ({}{}) or names under {} ({}); services {}",
+            profile.destinations.len(),
+            prefixes.join(", "),
+            if profile.destinations.len() > 6 { ", ..." } else { "" },
+            profile.names.len(),
+            names.join(", "),
+            profile.services.keys().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        observed: format!(
+            "{} ({}) on {service}{}; score = 0.6 new destination{}{} = {score:.1}",
+            flow.dst,
+            config.prefix_of(flow.dst),
+            match name {
+                Some(n) => format!(", resolved from unknown name {n}"),
+                None => ", no DNS answer named it".to_owned(),
+            },
+            if name.is_none() { " + 0.2 no DNS name" } else { "" },
+            if unknown_service { " + 0.2 new service" } else { "" },
+        ),
+        flows: vec![text.to_owned()],
+    }]
+}
+
+/// A LAN host the device never opened a flow to while learning.
+fn lateral(profile: &baseline::Profile, flow: &FlowObservation, text: &str) -> Vec<Trigger> {
+    if profile.peers.contains(&flow.dst) {
+        return Vec::new();
+    }
+    let service = service_of(flow);
+    let admin = ADMIN_PORTS.contains(&service.port) && service.proto == 0x06;
+    let unknown_service = !profile.services.contains_key(&service);
+    // 0.5 for a new LAN peer, +0.3 for a remote-shell or file-share port, +0.2 for a
+    // service the device never used.
+    let score = 0.5 + if admin { 0.3 } else { 0.0 } + if unknown_service { 0.2 } else { 0.0 };
+    vec![Trigger {
+        detector: DetectorKind::LateralMovement,
+        score,
+        expected: format!(
+            "LAN peers {{{}}}",
+            profile.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        observed: format!(
+            "new LAN peer {} on {service}; score = 0.5 new peer{}{} = {score:.1}",
+            flow.dst,
+            if admin { " + 0.3 admin port" } else { "" },
+            if unknown_service { " + 0.2 new service" } else { "" }
+        ),
+        flows: vec![text.to_owned()],
+    }]
+}
+
+fn service_of(flow: &FlowObservation) -> Service {
+    let has_port = flow.proto == 0x06 || flow.proto == 0x11;
+    Service { proto: flow.proto, port: if has_port { flow.dst_port } else { 0 } }
+}
+
+fn describe_time(time: SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+fn describe_age(now: SystemTime, then: SystemTime) -> String {
+    format!("{} s", now.duration_since(then).unwrap_or_default().as_secs())
+}
+
+#[cfg(test)]
+mod tests;

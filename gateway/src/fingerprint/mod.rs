@@ -1,1 +1,39 @@
-//! fingerprint (to be filled in by its issue).
+//! Passive device-type fingerprinting. Reads `DatapathEvent`s (DHCP, DNS and TLS samples, new
+//! flows with their SYN fingerprint) and per-interval traffic counters; writes nothing.
+//!
+//! - `dhcp`, `dns`, `tls`, `syn`: one parser per protocol, each hostile-input safe (an error,
+//!   never a panic);
+//! - `features`: accumulates what one device showed into a fixed-length feature vector;
+//! - `forest`: a random forest over those vectors giving a device type and a confidence;
+//! - `model`: the trained model shipped in the binary (`gateway/models/device-types.json`),
+//!   training from labelled captures and evaluation.
+
+pub mod dhcp;
+pub mod dns;
+pub mod features;
+pub mod forest;
+pub mod model;
+pub mod sample;
+pub mod syn;
+pub mod tls;
+
+pub use features::DeviceFeatures;
+pub use model::{Classifier, Guess};
+
+/// Why a sampled packet could not be read. The packet is ignored; nothing stored changes.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FingerprintError {
+    /// Not a DHCPv4 message, or truncated.
+    #[error("malformed DHCP message: {0}")]
+    Dhcp(String),
+    /// Not a DNS message, or truncated.
+    #[error("malformed DNS message: {0}")]
+    Dns(String),
+    /// Not a TLS ClientHello, or cut before its cipher list.
+    #[error("malformed TLS ClientHello: {0}")]
+    Tls(String),
+    /// Not Ethernet/IPv4 ARP, or truncated.
+    #[error("malformed ARP packet: {0}")]
+    Arp(&'static str),
+}

@@ -1,1 +1,33 @@
-//! policy (to be filled in by its issue).
+//! The policy files ops edit (`policies/*.toml`) and what they become in the datapath.
+//!
+//! - `model`: the TOML schema (serde, every value with its span);
+//! - `load`: reads files into a checked `Policy`, collecting every error with
+//!   `file:line:column` (`error`);
+//! - `compile`: `Policy` → `CompiledPolicy`, the LPM entries `datapath::maps` writes, the
+//!   default verdicts and the DNS-name rules;
+//! - `classify`: device → class (MAC, OUI, fingerprint type, certificate subject);
+//! - `dns`: `DnsTracker`, which keeps DNS-name rules true from the answers devices receive;
+//! - `mud`: RFC 8520 MUD files → policy TOML;
+//! - `store`: atomic reload (`PolicyStore`) and the folder watcher.
+//!
+//! Reads policy files and DNS messages; writes nothing itself: the controller hands
+//! `CompiledPolicy` to `datapath::maps`.
+//!
+//! Extension point: `[[response]]` tables are kept raw in `CompiledPolicy::responses` for
+//! `crate::respond` to parse; every other unknown top-level table is an error.
+
+pub mod classify;
+pub mod compile;
+pub mod dns;
+pub mod error;
+pub mod load;
+pub mod model;
+pub mod mud;
+pub mod store;
+
+pub use classify::{ClassRef, MatchedBy};
+pub use compile::{AbiEntry, CompiledClass, CompiledPolicy, CompiledRule, DnsRule, PortRangeKey, Verdicts, compile};
+pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate};
+pub use error::{ErrorKind, Location, PolicyError};
+pub use load::{ClassId, Policy, PolicyId, load_paths, parse_sources};
+pub use store::{PolicyStore, ReloadRequest, WATCH_DEBOUNCE, check, reload, watch};

@@ -1,0 +1,71 @@
+//! Step 5: tell userspace. A flow's first packet becomes a `FlowEvent`; DHCP, DNS, ARP and
+//! TLS handshakes are copied into `SampleEvent`s for fingerprinting. The ring buffer never
+//! blocks: when it is full the event is counted as lost and the packet goes on.
+use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+use gateway_ebpf::{
+    EventHeader, FlowEvent, FlowKey, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter,
+    event_kind,
+};
+
+use crate::{EVENTS, count, policy::Decision};
+
+#[inline(always)]
+pub fn new_flow(key: &FlowKey, syn: &SynFingerprint, tcp_flags: u8, frame_bytes: u32, state: u8, decision: &Decision, now: u64) {
+    let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
+        count(counter::EVENTS_LOST);
+        return;
+    };
+    entry.write(FlowEvent {
+        header: header(event_kind::NEW_FLOW, state, decision, now),
+        key: *key,
+        frame_bytes,
+        tcp_flags,
+        _pad: [0; 3],
+        syn: *syn,
+        _pad_end: [0; 4],
+    });
+    entry.submit(0);
+}
+
+/// Copies the frame from `l3_offset` on (at most `SAMPLE_BYTES`).
+#[inline(always)]
+pub fn sample(ctx: &XdpContext, mac: &MacKey, kind: u8, l3_offset: usize, payload_offset: usize, state: u8, decision: &Decision, now: u64) {
+    let frame_len = ctx.data_end() - ctx.data();
+    if l3_offset >= frame_len {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<SampleEvent>(0) else {
+        count(counter::EVENTS_LOST);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // The verifier needs a constant upper bound on the copy length: mask, then clamp.
+    let mut len = (frame_len - l3_offset) & 0x3ff;
+    if len > SAMPLE_BYTES {
+        len = SAMPLE_BYTES;
+    }
+    // SAFETY: `event` points into the reserved ring-buffer record, sized for a SampleEvent;
+    // every field is written before submit (the data tail beyond `len` is left as is and
+    // ignored by userspace thanks to `len`).
+    unsafe {
+        (*event).header = header(event_kind::SAMPLE, state, decision, now);
+        (*event).kind = kind;
+        (*event)._pad = 0;
+        (*event).len = len as u16;
+        (*event).frame_bytes = frame_len as u16;
+        (*event).payload_offset = payload_offset.saturating_sub(l3_offset) as u16;
+        (*event).mac = *mac;
+        if len == 0
+            || bpf_xdp_load_bytes(ctx.ctx, l3_offset as u32, (*event).data.as_mut_ptr().cast(), len as u32) != 0
+        {
+            entry.discard(0);
+            return;
+        }
+    }
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn header(kind: u8, state: u8, decision: &Decision, now: u64) -> EventHeader {
+    EventHeader { kind, verdict: decision.verdict, device_state: state, _pad: 0, reason: decision.reason, timestamp_ns: now }
+}

@@ -1,0 +1,102 @@
+//! How a request fails: one `ApiError` per kind of failure, each with its HTTP status and a
+//! JSON body `{"error": "..."}` that says what to do about it.
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use super::{
+    actions::{ActionError, ApplyError}, auth::Role, directory::DirectoryError, model::ErrorBody,
+};
+use crate::{datapath::ControlError, device::Mac};
+
+/// The `WWW-Authenticate` challenge of a 401 (RFC 6750).
+const BEARER_CHALLENGE: &str = "Bearer realm=\"iotgw\"";
+const BEARER_CHALLENGE_INVALID: &str = "Bearer realm=\"iotgw\", error=\"invalid_token\"";
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// No `Authorization: Bearer` header.
+    #[error("authentication required: send Authorization: Bearer <token>")]
+    MissingToken,
+    /// A token that is not one of ours.
+    #[error("the bearer token is not valid")]
+    InvalidToken,
+    /// The caller's role may not do this.
+    #[error("forbidden: this needs the {needed} role, the token {name:?} has {has}")]
+    Forbidden { name: String, has: Role, needed: Role },
+    /// Malformed path, query or body.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no device {0} in the inventory")]
+    UnknownDevice(Mac),
+    #[error("no such endpoint: {0}")]
+    NoRoute(String),
+    /// The action does not apply to the device's current state.
+    #[error("{0}")]
+    Conflict(#[from] ActionError),
+    /// The datapath refused the change; nothing was recorded.
+    #[error("the datapath refused the change: {0}")]
+    Datapath(#[from] ControlError),
+    #[error("{0}")]
+    Directory(DirectoryError),
+    /// A bug or a panicked task.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<DirectoryError> for ApiError {
+    fn from(error: DirectoryError) -> Self {
+        match error {
+            DirectoryError::UnknownDevice(mac) => ApiError::UnknownDevice(mac),
+            other => ApiError::Directory(other),
+        }
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(error: ApplyError) -> Self {
+        match error {
+            ApplyError::UnknownDevice(mac) => ApiError::UnknownDevice(mac),
+            ApplyError::Refused(refused) => ApiError::Conflict(refused),
+            ApplyError::Datapath(error) => ApiError::Datapath(error),
+            ApplyError::Directory(error) => error.into(),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownDevice(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Datapath(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Directory(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "api request failed");
+        }
+        let challenge = match self {
+            ApiError::MissingToken => Some(BEARER_CHALLENGE),
+            ApiError::InvalidToken => Some(BEARER_CHALLENGE_INVALID),
+            _ => None,
+        };
+        let mut response = (status, Json(ErrorBody { error: self.to_string() })).into_response();
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
+    }
+}

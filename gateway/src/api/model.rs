@@ -1,0 +1,227 @@
+//! What the API shows and accepts, as JSON. These types are the API's contract: storage
+//! (`inventory`) and enforcement (`datapath`) map into them, so a schema change there does not
+//! silently change what clients see. Each type also describes itself for the OpenAPI document.
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::device::{Access, Mac};
+
+/// One device, as listed by `GET /api/v1/devices`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceSummary {
+    #[schema(value_type = String, example = "98:90:96:9a:86:df")]
+    pub mac: Mac,
+    /// Every IP address the device was seen using.
+    #[schema(value_type = Vec<String>)]
+    pub ips: Vec<IpAddr>,
+    /// Vendor from the IEEE OUI registry; absent for locally administered MACs.
+    pub vendor: Option<String>,
+    /// Device-type guess from passive fingerprinting (`camera`, `smart_plug`, ...).
+    pub device_type: Option<String>,
+    /// Confidence of `device_type`, 0.0 ..= 1.0.
+    pub type_confidence: Option<f64>,
+    /// Lifecycle state as the inventory records it.
+    #[schema(value_type = String, example = "enrolled")]
+    pub state: Access,
+    /// Name of the policy class applied, when classified.
+    pub policy: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen: OffsetDateTime,
+    /// Bytes sent and received, all time.
+    pub bytes: u64,
+}
+
+/// One passive fingerprint of a device (DHCP options, TCP SYN signature, TLS hello, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Fingerprint {
+    /// `dhcp_options`, `dhcp_vendor_class`, `hostname`, `tcp_syn`, `tls_ja3`, `dns_name`...
+    pub kind: String,
+    pub value: String,
+}
+
+/// What the inventory knows of one device beyond its summary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceRecord {
+    #[serde(flatten)]
+    pub summary: DeviceSummary,
+    pub hostname: Option<String>,
+    pub fingerprints: Vec<Fingerprint>,
+    /// DNS names the device resolved.
+    pub dns_names: Vec<String>,
+}
+
+/// What the datapath enforces for a device right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Enforcement {
+    #[schema(value_type = String, example = "quarantined")]
+    pub access: Access,
+    pub policy_id: u32,
+    pub class_id: u16,
+}
+
+/// One recorded state change or other audit event of a device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntry {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub time: OffsetDateTime,
+    /// Who or what caused it: `api:alice`, `detector:scan`, `enrollment`, ...
+    pub actor: String,
+    /// `quarantine`, `release`, `block`, `enroll`, `seen`, ...
+    pub action: String,
+    #[schema(value_type = Option<String>)]
+    pub from: Option<Access>,
+    #[schema(value_type = Option<String>)]
+    pub to: Option<Access>,
+    pub reason: String,
+}
+
+/// `GET /api/v1/devices/{mac}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceDetail {
+    #[serde(flatten)]
+    pub record: DeviceRecord,
+    /// What the datapath enforces now; absent when the device has no entry in the device
+    /// table (it is on the onboarding lane).
+    pub enforcement: Option<Enforcement>,
+    /// The access a release restores, while the device is quarantined or blocked.
+    #[schema(value_type = Option<String>)]
+    pub restore_access: Option<Access>,
+    /// Most recent audit entries, newest first.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// One flow of a device (`GET /api/v1/devices/{mac}/flows`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowRecord {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen: OffsetDateTime,
+    #[schema(value_type = String)]
+    pub src: IpAddr,
+    pub src_port: u16,
+    #[schema(value_type = String)]
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP).
+    pub proto: u8,
+    pub packets: u64,
+    pub bytes: u64,
+    /// `pass`, `drop` or `redirect`, as XDP decided for the flow's first packet.
+    pub verdict: String,
+}
+
+/// Optional body of the quarantine, release and block actions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRequest {
+    /// Why, kept in the audit log (at most `MAX_REASON_CHARS` characters).
+    pub reason: Option<String>,
+}
+
+/// What an action did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ActionResponse {
+    #[schema(value_type = String)]
+    pub mac: Mac,
+    /// `quarantine`, `release` or `block`.
+    pub action: String,
+    /// Access enforced before the call.
+    #[schema(value_type = String)]
+    pub previous: Access,
+    /// Access enforced now.
+    #[schema(value_type = String)]
+    pub access: Access,
+    /// False when the device already had that access (nothing was changed or recorded).
+    pub changed: bool,
+    /// Who asked, as recorded in the audit log (`api:<token name>`).
+    pub actor: String,
+}
+
+/// An interface the XDP programs are attached to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AttachedInterface {
+    pub name: String,
+    /// `lan`, `wan` or `quarantine`.
+    pub role: String,
+    /// `native` or `generic`.
+    pub mode: String,
+}
+
+/// Datapath counters, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CountersSummary {
+    pub lan_packets: u64,
+    pub wan_packets: u64,
+    pub redirected: u64,
+    /// Ring-buffer records XDP could not reserve (the controller fell behind).
+    pub events_lost: u64,
+    pub flow_insert_failed: u64,
+    /// Frames not passed, by reason name (`gateway_ebpf::reason::NAMES`).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// The datapath part of the status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DatapathStatus {
+    pub interfaces: Vec<AttachedInterface>,
+    /// Absent until the datapath published its first counters.
+    pub counters: Option<CountersSummary>,
+}
+
+/// `GET /api/v1/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Status {
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub datapath: DatapathStatus,
+    /// Devices in the inventory, by lifecycle state.
+    pub devices: BTreeMap<String, u64>,
+    /// The running policy's version, absent before the first successful load.
+    pub policy_version: Option<String>,
+    /// Events waiting in the integrations outbox, by sink.
+    pub integration_backlog: BTreeMap<String, u64>,
+}
+
+/// One device class of the running policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyClass {
+    pub name: String,
+    /// The class's policy id in the datapath (16 and up).
+    pub policy_id: u32,
+    /// How devices are matched to it, in words (`oui 98:90:96`, `type camera`, ...).
+    pub matches: Vec<String>,
+    /// Number of allow rules.
+    pub rules: usize,
+}
+
+/// `GET /api/v1/policies`: the running policy, as the policy component last loaded it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PolicySnapshot {
+    /// Content hash or version of the running policy; absent before the first load.
+    pub version: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub loaded_at: Option<OffsetDateTime>,
+    /// Files the running policy was built from.
+    pub files: Vec<String>,
+    pub classes: Vec<PolicyClass>,
+    /// Why the last reload was refused, if it was (the previous policy still runs).
+    pub last_refused: Option<String>,
+}
+
+/// Body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}

@@ -1,0 +1,101 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` annotations and the
+//! model types, served at `GET /api/v1/openapi.json`.
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use super::{handlers, model};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "iotgw API",
+        description = "Status, inventory and enforcement actions of an iotgw gateway. Every \
+            endpoint except this document needs `Authorization: Bearer <token>`: a viewer token \
+            reads, an operator token also acts. /metrics is open when `metrics_public = true`."
+    ),
+    paths(
+        handlers::status,
+        handlers::devices,
+        handlers::device,
+        handlers::flows,
+        handlers::policies,
+        handlers::quarantine,
+        handlers::release,
+        handlers::block,
+        handlers::metrics,
+    ),
+    components(schemas(
+        model::Status,
+        model::DatapathStatus,
+        model::AttachedInterface,
+        model::CountersSummary,
+        model::DeviceSummary,
+        model::DeviceRecord,
+        model::DeviceDetail,
+        model::Fingerprint,
+        model::Enforcement,
+        model::AuditEntry,
+        model::FlowRecord,
+        model::PolicySnapshot,
+        model::PolicyClass,
+        model::ActionRequest,
+        model::ActionResponse,
+        model::ErrorBody,
+    )),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "status"), (name = "devices"), (name = "policies"),
+        (name = "actions", description = "Operator role"), (name = "metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the `bearer` security scheme the paths refer to.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API token; the config stores its SHA-256 (`[api] tokens`)."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document, with this build's version.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi();
+    document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    document
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document as committed, for readers of the repository and client generators.
+    const COMMITTED: &str = include_str!("openapi.json");
+
+    #[test]
+    fn committed_openapi_json_matches_the_code() {
+        let generated = document().to_pretty_json().expect("the document serializes");
+        if std::env::var_os("IOTGW_UPDATE_OPENAPI").is_some() {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json");
+            std::fs::write(&path, format!("{generated}\n")).unwrap();
+            return;
+        }
+        assert_eq!(
+            COMMITTED.trim_end(),
+            generated,
+            "gateway/src/api/openapi.json is stale: rerun this test with IOTGW_UPDATE_OPENAPI=1"
+        );
+    }
+}

@@ -1,0 +1,483 @@
+//! Router tests: a real server on 127.0.0.1:0, real HTTP (reqwest), the in-memory datapath.
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use reqwest::StatusCode;
+use time::OffsetDateTime;
+
+use super::{
+    model::{AuditEntry, DeviceRecord, DeviceSummary, FlowRecord},
+    *,
+};
+use crate::{
+    datapath::{DeviceAccess, DeviceControl as _, MemoryDatapath},
+    device::{Access, Mac},
+};
+
+pub(crate) const VIEWER_TOKEN: &str = "viewer-secret-token";
+pub(crate) const OPERATOR_TOKEN: &str = "operator-secret-token";
+pub(crate) const CAMERA: &str = "98:90:96:9a:86:df";
+pub(crate) const PLUG: &str = "50:02:91:00:00:01";
+pub(crate) const ABSENT: &str = "02:00:00:00:00:99";
+
+pub(crate) fn test_config(metrics_public: bool) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tokens: vec![
+            TokenEntry { name: "vera".into(), role: Role::Viewer, token_sha256: auth::TokenHash::of(VIEWER_TOKEN) },
+            TokenEntry { name: "otto".into(), role: Role::Operator, token_sha256: auth::TokenHash::of(OPERATOR_TOKEN) },
+        ],
+        tokens_file: None,
+        metrics_public,
+    }
+}
+
+/// A directory held in memory, with a switch that makes writes fail.
+#[derive(Default)]
+pub(crate) struct MemoryDirectory {
+    devices: Mutex<Vec<DeviceRecord>>,
+    flows: Mutex<HashMap<Mac, Vec<FlowRecord>>>,
+    audit: Mutex<HashMap<Mac, Vec<AuditEntry>>>,
+    pub fail_writes: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryDirectory {
+    pub(crate) fn with_fixture_devices() -> Self {
+        let directory = Self::default();
+        let now = OffsetDateTime::now_utc();
+        for (mac, ip, vendor, kind, state) in [
+            (CAMERA, "192.168.1.20", "Arlo", "camera", Access::Enrolled),
+            (PLUG, "192.168.1.21", "TP-Link", "smart_plug", Access::Onboarding),
+        ] {
+            let mac: Mac = mac.parse().unwrap();
+            directory.devices.lock().unwrap().push(DeviceRecord {
+                summary: DeviceSummary {
+                    mac,
+                    ips: vec![ip.parse().unwrap()],
+                    vendor: Some(vendor.into()),
+                    device_type: Some(kind.into()),
+                    type_confidence: Some(0.93),
+                    state,
+                    policy: None,
+                    first_seen: now,
+                    last_seen: now,
+                    bytes: 123_456,
+                },
+                hostname: None,
+                fingerprints: Vec::new(),
+                dns_names: Vec::new(),
+            });
+            let ip: IpAddr = ip.parse().unwrap();
+            let flows = (0..3)
+                .map(|i| FlowRecord {
+                    first_seen: now,
+                    last_seen: now,
+                    src: ip,
+                    src_port: 40_000 + i,
+                    dst: "203.0.113.7".parse().unwrap(),
+                    dst_port: 443,
+                    proto: 6,
+                    packets: 10,
+                    bytes: 1_000,
+                    verdict: "pass".into(),
+                })
+                .collect();
+            directory.flows.lock().unwrap().insert(mac, flows);
+        }
+        directory
+    }
+}
+
+impl DeviceDirectory for MemoryDirectory {
+    fn devices(&self) -> Result<Vec<DeviceSummary>, DirectoryError> {
+        Ok(self.devices.lock().unwrap().iter().map(|d| d.summary.clone()).collect())
+    }
+
+    fn device(&self, mac: Mac) -> Result<Option<DeviceRecord>, DirectoryError> {
+        Ok(self.devices.lock().unwrap().iter().find(|d| d.summary.mac == mac).cloned())
+    }
+
+    fn flows(&self, mac: Mac, limit: usize) -> Result<Vec<FlowRecord>, DirectoryError> {
+        Ok(self.flows.lock().unwrap().get(&mac).map(|f| f.iter().take(limit).cloned().collect()).unwrap_or_default())
+    }
+
+    fn audit_log(&self, mac: Mac) -> Result<Vec<AuditEntry>, DirectoryError> {
+        Ok(self.audit.lock().unwrap().get(&mac).map(|a| a.iter().rev().cloned().collect()).unwrap_or_default())
+    }
+
+    fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError> {
+        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(DirectoryError::Store("disk full".into()));
+        }
+        let mut devices = self.devices.lock().unwrap();
+        let device =
+            devices.iter_mut().find(|d| d.summary.mac == change.mac).ok_or(DirectoryError::UnknownDevice(change.mac))?;
+        device.summary.state = change.to;
+        self.audit.lock().unwrap().entry(change.mac).or_default().push(AuditEntry {
+            time: OffsetDateTime::now_utc(),
+            actor: change.actor.clone(),
+            action: change.action.clone(),
+            from: Some(change.from),
+            to: Some(change.to),
+            reason: change.reason.clone(),
+        });
+        Ok(())
+    }
+}
+
+/// A running API server.
+pub(crate) struct Server {
+    pub base: String,
+    pub datapath: Arc<MemoryDatapath>,
+    pub state: ApiState,
+    trigger: crate::shutdown::Trigger,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Server {
+    pub(crate) async fn start(directory: Arc<dyn DeviceDirectory>, metrics_public: bool) -> Self {
+        let datapath = Arc::new(MemoryDatapath::default());
+        let camera: Mac = CAMERA.parse().unwrap();
+        datapath
+            .set_access(camera, DeviceAccess { access: Access::Enrolled, policy_id: gateway_ebpf::lane::FIRST_CLASS_POLICY + 1, class_id: 1 })
+            .unwrap();
+        let config = test_config(metrics_public);
+        let state = ApiState::new(&config, directory, datapath.clone()).unwrap().with_interfaces(vec![
+            model::AttachedInterface { name: "lan0".into(), role: "lan".into(), mode: "generic".into() },
+        ]);
+        let listener = bind(&config).await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let task = tokio::spawn(serve_on(listener, router(state.clone()), shutdown));
+        Self { base, datapath, state, trigger, task }
+    }
+
+    pub(crate) async fn stop(self) {
+        self.trigger.trigger();
+        tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await.unwrap().unwrap().unwrap();
+    }
+
+    fn access(&self, mac: &str) -> Option<Access> {
+        self.datapath.access(mac.parse().unwrap()).unwrap().map(|a| a.access)
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().unwrap()
+}
+
+async fn get(server: &Server, path: &str, token: Option<&str>) -> reqwest::Response {
+    let request = client().get(format!("{}{path}", server.base));
+    let request = match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    request.send().await.unwrap()
+}
+
+async fn post(server: &Server, path: &str, token: &str, body: Option<&str>) -> reqwest::Response {
+    let request = client().post(format!("{}{path}", server.base)).bearer_auth(token);
+    let request = match body {
+        Some(body) => request.header("content-type", "application/json").body(body.to_owned()),
+        None => request,
+    };
+    request.send().await.unwrap()
+}
+
+async fn json(response: reqwest::Response) -> serde_json::Value {
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn viewer_reads_status_devices_device_flows_and_policies() {
+    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    let status = get(&server, "/api/v1/status", Some(VIEWER_TOKEN)).await;
+    assert_eq!(status.status(), StatusCode::OK);
+    let status = json(status).await;
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["devices"]["enrolled"], 1);
+    assert_eq!(status["devices"]["onboarding"], 1);
+    assert_eq!(status["devices"]["blocked"], 0);
+    assert_eq!(status["datapath"]["interfaces"][0]["name"], "lan0");
+
+    let devices = json(get(&server, "/api/v1/devices", Some(VIEWER_TOKEN)).await).await;
+    assert_eq!(devices.as_array().unwrap().len(), 2);
+    assert_eq!(devices[0]["mac"], CAMERA);
+
+    let device = json(get(&server, &format!("/api/v1/devices/{CAMERA}"), Some(VIEWER_TOKEN)).await).await;
+    assert_eq!(device["vendor"], "Arlo");
+    assert_eq!(device["enforcement"]["access"], "enrolled");
+    assert!(device["restore_access"].is_null());
+
+    let flows = get(&server, &format!("/api/v1/devices/{CAMERA}/flows?limit=2"), Some(VIEWER_TOKEN)).await;
+    assert_eq!(flows.status(), StatusCode::OK);
+    assert_eq!(json(flows).await.as_array().unwrap().len(), 2);
+
+    let policies = get(&server, "/api/v1/policies", Some(VIEWER_TOKEN)).await;
+    assert_eq!(policies.status(), StatusCode::OK);
+    assert!(json(policies).await["classes"].is_array());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_get_401_with_a_bearer_challenge() {
+    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    for token in [None, Some("not-a-token")] {
+        for path in ["/api/v1/status", "/api/v1/devices", "/api/v1/policies", "/metrics"] {
+            let response = get(&server, path, token).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path} {token:?}");
+            let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+        }
+    }
+    let response = client().post(format!("{}/api/v1/devices/{CAMERA}/quarantine", server.base)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // Basic credentials are not a bearer token.
+    let response = client().get(format!("{}/api/v1/status", server.base)).basic_auth("otto", Some(OPERATOR_TOKEN)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn viewer_actions_are_refused_with_403_and_change_nothing() {
+    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
+    let server = Server::start(directory.clone(), false).await;
+    for action in ["quarantine", "release", "block"] {
+        let response = post(&server, &format!("/api/v1/devices/{CAMERA}/{action}"), VIEWER_TOKEN, None).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{action}");
+        assert!(json(response).await["error"].as_str().unwrap().contains("operator"));
+    }
+    assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
+    assert!(directory.audit_log(CAMERA.parse().unwrap()).unwrap().is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn operator_quarantine_enforces_in_the_datapath_and_is_audited() {
+    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
+    let server = Server::start(directory.clone(), false).await;
+    let response =
+        post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, Some(r#"{"reason":"INC-42 scan"}"#)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(response).await;
+    assert_eq!(body["previous"], "enrolled");
+    assert_eq!(body["access"], "quarantined");
+    assert_eq!(body["changed"], true);
+    assert_eq!(body["actor"], "api:otto");
+    assert_eq!(server.access(CAMERA), Some(Access::Quarantined));
+    // The class policy survives isolation, so release can give it back.
+    let entry = server.datapath.access(CAMERA.parse().unwrap()).unwrap().unwrap();
+    assert_eq!(entry.policy_id, gateway_ebpf::lane::FIRST_CLASS_POLICY + 1);
+    let audit = directory.audit_log(CAMERA.parse().unwrap()).unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!((audit[0].from, audit[0].to), (Some(Access::Enrolled), Some(Access::Quarantined)));
+    assert_eq!(audit[0].actor, "api:otto");
+    assert_eq!(audit[0].reason, "INC-42 scan");
+
+    // A second quarantine changes and records nothing.
+    let again = json(post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, None).await).await;
+    assert_eq!(again["changed"], false);
+    assert_eq!(directory.audit_log(CAMERA.parse().unwrap()).unwrap().len(), 1);
+
+    let detail = json(get(&server, &format!("/api/v1/devices/{CAMERA}"), Some(VIEWER_TOKEN)).await).await;
+    assert_eq!(detail["restore_access"], "enrolled");
+    assert_eq!(detail["audit"][0]["reason"], "INC-42 scan");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn release_restores_the_access_held_before_quarantine_and_block() {
+    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
+    let server = Server::start(directory.clone(), false).await;
+    let mac = CAMERA;
+    for action in ["quarantine", "block"] {
+        let response = post(&server, &format!("/api/v1/devices/{mac}/{action}"), OPERATOR_TOKEN, None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{action}");
+    }
+    assert_eq!(server.access(mac), Some(Access::Blocked));
+    let released = json(post(&server, &format!("/api/v1/devices/{mac}/release"), OPERATOR_TOKEN, None).await).await;
+    assert_eq!(released["previous"], "blocked");
+    assert_eq!(released["access"], "enrolled");
+    assert_eq!(server.access(mac), Some(Access::Enrolled));
+    assert_eq!(directory.audit_log(mac.parse().unwrap()).unwrap().len(), 3);
+
+    // The plug was onboarding (no datapath entry): release puts it back there, not enrolled.
+    post(&server, &format!("/api/v1/devices/{PLUG}/block"), OPERATOR_TOKEN, None).await;
+    assert_eq!(server.access(PLUG), Some(Access::Blocked));
+    let released = json(post(&server, &format!("/api/v1/devices/{PLUG}/release"), OPERATOR_TOKEN, None).await).await;
+    assert_eq!(released["access"], "unknown");
+    assert_eq!(server.access(PLUG), None);
+
+    // Nothing to release any more.
+    let response = post(&server, &format!("/api/v1/devices/{mac}/release"), OPERATOR_TOKEN, None).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_device_is_404_and_bad_input_is_400_with_nothing_changed() {
+    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
+    let server = Server::start(directory.clone(), false).await;
+    assert_eq!(get(&server, &format!("/api/v1/devices/{ABSENT}"), Some(VIEWER_TOKEN)).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(get(&server, &format!("/api/v1/devices/{ABSENT}/flows"), Some(VIEWER_TOKEN)).await.status(), StatusCode::NOT_FOUND);
+    let response = post(&server, &format!("/api/v1/devices/{ABSENT}/quarantine"), OPERATOR_TOKEN, None).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(server.access(ABSENT), None);
+
+    let response = get(&server, "/api/v1/devices/not-a-mac", Some(VIEWER_TOKEN)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(json(response).await["error"].as_str().unwrap().contains("not a MAC address"));
+    assert_eq!(post(&server, "/api/v1/devices/98:90:96/block", OPERATOR_TOKEN, None).await.status(), StatusCode::BAD_REQUEST);
+    for query in ["limit=0", "limit=100000", "limit=x", "bogus=1"] {
+        let response = get(&server, &format!("/api/v1/devices/{CAMERA}/flows?{query}"), Some(VIEWER_TOKEN)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+    }
+    for body in ["{", r#"{"reason": 5}"#, r#"{"why": "x"}"#, r#"{"reason": "a\nforged line"}"#] {
+        let response = post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, Some(body)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    let long = format!(r#"{{"reason": "{}"}}"#, "x".repeat(handlers::MAX_REASON_CHARS + 1));
+    let response = post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, Some(&long)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
+    assert!(directory.audit_log(CAMERA.parse().unwrap()).unwrap().is_empty());
+    assert_eq!(get(&server, "/api/v1/nothing", Some(VIEWER_TOKEN)).await.status(), StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unrecorded_action_is_undone_in_the_datapath() {
+    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
+    let server = Server::start(directory.clone(), false).await;
+    directory.fail_writes.store(true, std::sync::atomic::Ordering::SeqCst);
+    let response = post(&server, &format!("/api/v1/devices/{CAMERA}/block"), OPERATOR_TOKEN, None).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
+    let response = post(&server, &format!("/api/v1/devices/{PLUG}/block"), OPERATOR_TOKEN, None).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(server.access(PLUG), None);
+    server.stop().await;
+}
+
+fn scrape(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text")
+}
+
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: (&str, &str)) -> Option<f64> {
+    scrape.samples.iter().find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1)).map(|s| match s.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+        _ => f64::NAN,
+    })
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_actions_and_devices() {
+    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, None).await;
+    let mut stats = vec![0u64; gateway_ebpf::counter::COUNT as usize];
+    stats[(gateway_ebpf::counter::DROPS_BASE + gateway_ebpf::reason::QUARANTINE) as usize] = 17;
+    server.state.metrics.set_datapath_counters(DatapathCounters::from_global_stats(&stats));
+    server.state.metrics.set_integration_backlog("syslog", 3);
+
+    let response = get(&server, "/metrics", Some(VIEWER_TOKEN)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let scrape = scrape(&response.text().await.unwrap());
+    assert_eq!(sample(&scrape, "iotgw_devices", ("state", "quarantined")), Some(1.0));
+    assert_eq!(sample(&scrape, "iotgw_devices", ("state", "onboarding")), Some(1.0));
+    assert_eq!(sample(&scrape, "iotgw_actions_total", ("action", "quarantine")), Some(1.0));
+    let reason = gateway_ebpf::reason::NAMES[gateway_ebpf::reason::QUARANTINE as usize];
+    assert_eq!(sample(&scrape, "iotgw_datapath_drops_total", ("reason", reason)), Some(17.0));
+    assert_eq!(sample(&scrape, "iotgw_integration_backlog", ("sink", "syslog")), Some(3.0));
+
+    let status = json(get(&server, "/api/v1/status", Some(VIEWER_TOKEN)).await).await;
+    assert_eq!(status["datapath"]["counters"]["drops"][reason], 17);
+    assert_eq!(status["integration_backlog"]["syslog"], 3);
+    server.stop().await;
+
+    let open = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), true).await;
+    assert_eq!(get(&open, "/metrics", None).await.status(), StatusCode::OK);
+    assert_eq!(get(&open, "/api/v1/status", None).await.status(), StatusCode::UNAUTHORIZED);
+    open.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_document_describes_every_route_and_the_bearer_scheme() {
+    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    let response = get(&server, "/api/v1/openapi.json", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let document = json(response).await;
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(document["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    for (path, method) in [
+        ("/api/v1/status", "get"),
+        ("/api/v1/devices", "get"),
+        ("/api/v1/devices/{mac}", "get"),
+        ("/api/v1/devices/{mac}/flows", "get"),
+        ("/api/v1/policies", "get"),
+        ("/api/v1/devices/{mac}/quarantine", "post"),
+        ("/api/v1/devices/{mac}/release", "post"),
+        ("/api/v1/devices/{mac}/block", "post"),
+        ("/metrics", "get"),
+    ] {
+        assert!(document["paths"][path][method].is_object(), "{method} {path} missing");
+    }
+    assert!(document["components"]["schemas"]["DeviceDetail"].is_object());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn policies_show_what_the_policy_component_published() {
+    let policies = Arc::new(SharedPolicy::default());
+    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    let state = server.state.clone().with_policies(policies.clone());
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(serve_on(listener, router(state), shutdown));
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let compiled = crate::policy::check(&[dir]).unwrap();
+    policies.set(policy_view::snapshot(&compiled));
+    policies.refused("camera.toml:3:1: bad".into());
+    let body: serde_json::Value =
+        client().get(format!("{base}/api/v1/policies")).bearer_auth(VIEWER_TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["classes"].as_array().unwrap().len(), compiled.classes.len());
+    assert_eq!(body["version"], policy_view::version(&compiled));
+    assert_eq!(body["last_refused"], "camera.toml:3:1: bad");
+    let status: serde_json::Value =
+        client().get(format!("{base}/api/v1/status")).bearer_auth(VIEWER_TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(status["policy_version"], policy_view::version(&compiled));
+    trigger.trigger();
+    task.await.unwrap().unwrap();
+    server.stop().await;
+}
+
+#[test]
+fn api_section_of_the_gateway_config_parses_and_bad_hashes_point_at_their_line() {
+    let path = std::path::Path::new("gateway.toml");
+    let config = crate::config::parse(path, "").unwrap();
+    assert_eq!(config.api.listen, DEFAULT_LISTEN);
+    assert!(config.api.listen.ip().is_loopback());
+    assert!(!config.api.metrics_public);
+
+    let hash = auth::TokenHash::of(OPERATOR_TOKEN);
+    let text = format!(
+        "[api]\nlisten = \"127.0.0.1:9090\"\nmetrics_public = true\ntokens = [\n  {{ name = \"otto\", role = \"operator\", token_sha256 = \"{}\" }},\n]\n",
+        hex::encode(hash.0)
+    );
+    let config = crate::config::parse(path, &text).unwrap();
+    assert_eq!(config.api.listen.port(), 9090);
+    let set = TokenSet::load(&config.api).unwrap();
+    assert_eq!(set.authenticate(OPERATOR_TOKEN).map(|c| c.role), Some(Role::Operator));
+
+    let bad = "[api]\ntokens = [\n  { name = \"otto\", role = \"operator\", token_sha256 = \"plain-token\" },\n]\n";
+    let error = crate::config::parse(path, bad).unwrap_err().to_string();
+    assert!(error.starts_with("gateway.toml:3:") && error.contains("64 hex digits"), "{error}");
+    let error = crate::config::parse(path, "[api]\nrole = \"admin\"\n").unwrap_err().to_string();
+    assert!(error.contains("unknown field"), "{error}");
+}

@@ -1,0 +1,222 @@
+//! What one device (or one class of devices) normally does: destinations, DNS names,
+//! services, LAN peers, per-window volumes and the timing of periodic flows. `Profile`s are
+//! built by `Learning` and read by `detect`; they serialise to JSON for the store.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::IpAddr,
+    time::SystemTime,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::stats::RunningStats;
+
+/// A protocol and the destination port the device connects to. Serialised as
+/// `"<proto number>/<port>"` so it can key a JSON object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Service {
+    /// IP protocol number.
+    pub proto: u8,
+    /// 0 for protocols without ports.
+    pub port: u16,
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", proto_name(self.proto), self.port)
+    }
+}
+
+impl Serialize for Service {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}/{}", self.proto, self.port))
+    }
+}
+
+impl<'de> Deserialize<'de> for Service {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let parsed = text
+            .split_once('/')
+            .and_then(|(proto, port)| Some(Service { proto: proto.parse().ok()?, port: port.parse().ok()? }));
+        parsed.ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not <proto>/<port>")))
+    }
+}
+
+/// `tcp`, `udp`, `icmp`, ... or the number.
+pub fn proto_name(proto: u8) -> String {
+    match proto {
+        0x01 => "icmp".into(),
+        0x06 => "tcp".into(),
+        0x11 => "udp".into(),
+        0x3a => "icmpv6".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Where a service was reached during learning.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceProfile {
+    /// Upstream prefixes (see `Config::prefix_v4` / `prefix_v6`).
+    pub prefixes: BTreeSet<IpNet>,
+    /// DNS names the destination addresses were resolved from.
+    pub names: BTreeSet<String>,
+    /// LAN hosts.
+    pub peers: BTreeSet<IpAddr>,
+    /// How many flows used it.
+    pub flows: u64,
+}
+
+/// Inter-arrival statistics of the flows towards one service and prefix (Welford, seconds).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Periodicity {
+    #[serde(with = "time_secs")]
+    pub last: Option<SystemTime>,
+    pub count: u64,
+    pub mean_secs: f64,
+    m2: f64,
+}
+
+impl Periodicity {
+    pub fn observe(&mut self, time: SystemTime) {
+        if let Some(gap) = self.last.and_then(|last| time.duration_since(last).ok()) {
+            let x = gap.as_secs_f64();
+            self.count += 1;
+            let delta = x - self.mean_secs;
+            self.mean_secs += delta / self.count as f64;
+            self.m2 += delta * (x - self.mean_secs);
+        }
+        self.last = Some(time);
+    }
+
+    pub fn std_dev_secs(&self) -> f64 {
+        if self.count < 2 { 0.0 } else { (self.m2 / (self.count - 1) as f64).sqrt() }
+    }
+
+    /// A flow is periodic when its gaps vary by less than a quarter of their mean over at
+    /// least `MIN_PERIODIC_GAPS` gaps (telemetry pushed every N seconds, NTP polls).
+    pub fn is_periodic(&self) -> bool {
+        self.count >= MIN_PERIODIC_GAPS && self.std_dev_secs() < PERIODIC_MAX_COEFFICIENT_OF_VARIATION * self.mean_secs
+    }
+}
+
+/// Gaps needed before a flow may be called periodic.
+pub const MIN_PERIODIC_GAPS: u64 = 4;
+/// Largest standard deviation / mean ratio of a periodic flow's gaps.
+pub const PERIODIC_MAX_COEFFICIENT_OF_VARIATION: f64 = 0.25;
+
+/// Everything learnt about a device.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Per service (`tcp/443`): where it went.
+    pub services: BTreeMap<Service, ServiceProfile>,
+    /// Every upstream prefix contacted, any service.
+    pub destinations: BTreeSet<IpNet>,
+    /// Every DNS name asked for or answered to the device.
+    pub names: BTreeSet<String>,
+    /// LAN hosts the device opened flows to.
+    pub peers: BTreeSet<IpAddr>,
+    /// Per-window features (see `stats::FEATURES`).
+    pub windows: RunningStats,
+    /// Per `service prefix` key: timing of repeated flows.
+    pub timing: BTreeMap<String, Periodicity>,
+    /// Flows learnt from.
+    pub flows: u64,
+}
+
+impl Profile {
+    /// Unions another profile into this one (class baselines, seeding).
+    pub fn merge(&mut self, other: &Profile) {
+        for (service, theirs) in &other.services {
+            let ours = self.services.entry(*service).or_default();
+            ours.prefixes.extend(theirs.prefixes.iter().copied());
+            ours.names.extend(theirs.names.iter().cloned());
+            ours.peers.extend(theirs.peers.iter().copied());
+            ours.flows += theirs.flows;
+        }
+        self.destinations.extend(other.destinations.iter().copied());
+        self.names.extend(other.names.iter().cloned());
+        self.peers.extend(other.peers.iter().copied());
+        self.windows.merge(&other.windows);
+        for (key, timing) in &other.timing {
+            self.timing.entry(key.clone()).or_insert_with(|| timing.clone());
+        }
+        self.flows += other.flows;
+    }
+
+    /// True when `addr` lies in a learnt upstream prefix.
+    pub fn knows_destination(&self, addr: IpAddr) -> bool {
+        self.destinations.iter().any(|net| net.contains(&addr))
+    }
+
+    /// True when `name` or its registrable domain (last two labels) was seen while learning:
+    /// CDNs rotate host names under one domain (`a1.cdn.vendor.com`, `a2.cdn.vendor.com`).
+    pub fn knows_name(&self, name: &str) -> bool {
+        let domain = registrable_domain(name);
+        self.names.iter().any(|known| known == name || registrable_domain(known) == domain)
+    }
+
+    /// The periodic flows, for export and for explaining alerts.
+    pub fn periodic(&self) -> impl Iterator<Item = (&String, &Periodicity)> {
+        self.timing.iter().filter(|(_, t)| t.is_periodic())
+    }
+}
+
+/// The last two labels of a DNS name, lowercased (`eu.api.vendor.com` → `vendor.com`). No
+/// public-suffix list: `co.uk`-style suffixes make it coarser, which only widens what a
+/// known name covers within that suffix.
+pub fn registrable_domain(name: &str) -> String {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = name.rsplitn(3, '.').collect();
+    match labels.as_slice() {
+        [tld, domain, ..] => format!("{domain}.{tld}"),
+        _ => name,
+    }
+}
+
+/// Serde for an optional `SystemTime` as seconds since the epoch.
+mod time_secs {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs_f64()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let secs = Option::<f64>::deserialize(d)?;
+        Ok(secs.filter(|s| s.is_finite() && *s >= 0.0).map(|s| UNIX_EPOCH + Duration::from_secs_f64(s)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn registrable_domain_keeps_the_last_two_labels() {
+        assert_eq!(registrable_domain("eu.API.vendor.com."), "vendor.com");
+        assert_eq!(registrable_domain("vendor.com"), "vendor.com");
+        assert_eq!(registrable_domain("localhost"), "localhost");
+    }
+
+    #[test]
+    fn telemetry_every_minute_is_periodic_and_bursts_are_not() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut telemetry = Periodicity::default();
+        for (i, jitter) in [0, 2, 1, 3, 0, 2].iter().enumerate() {
+            telemetry.observe(start + Duration::from_secs(60 * i as u64 + jitter));
+        }
+        assert!(telemetry.is_periodic(), "{telemetry:?}");
+        let mut bursts = Periodicity::default();
+        for offset in [0, 1, 2, 300, 301, 900] {
+            bursts.observe(start + Duration::from_secs(offset));
+        }
+        assert!(!bursts.is_periodic());
+    }
+}

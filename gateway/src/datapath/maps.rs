@@ -1,0 +1,274 @@
+//! The only writer of BPF maps. Holds the pinned maps taken out of the loaded object (or
+//! opened from their pins, for tools) and turns controller decisions into map entries:
+//! device states, device IPs, compiled policy rules, the datapath configuration and the
+//! quarantine port. Also reads the counters and the flow table back.
+use std::{
+    collections::{BTreeMap, HashMap as StdHashMap},
+    net::Ipv4Addr,
+    path::Path,
+    sync::Mutex,
+};
+
+use aya::maps::{
+    Array, DevMap, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::{Key, LpmTrie},
+};
+use gateway_ebpf::{
+    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS,
+    PolicyKey, PolicyRule, QUARANTINE_SLOT, counter, maps as abi,
+};
+
+use super::{ControlError, DeviceAccess, DeviceControl};
+use crate::{
+    device::{Access, Mac},
+    policy::{AbiEntry, CompiledRule},
+};
+
+/// What a policy sync changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub inserted: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+}
+
+/// Sums of a device's per-CPU counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceCounters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tcp_packets: u64,
+    pub udp_packets: u64,
+    pub icmp_packets: u64,
+    pub other_packets: u64,
+    pub drops: [u64; gateway_ebpf::reason::COUNT],
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> ControlError {
+    move |e| ControlError::Map { map, message: e.to_string() }
+}
+
+/// The pinned maps.
+pub struct Maps {
+    devices: Mutex<HashMap<MapData, MacKey, DeviceEntry>>,
+    device_ipv4: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
+    device_stats: PerCpuHashMap<MapData, MacKey, DeviceStats>,
+    flows: HashMap<MapData, FlowKey, FlowStats>,
+    policy_v4: Mutex<LpmTrie<MapData, PolicyKey<4>, PolicyRule>>,
+    policy_v6: Mutex<LpmTrie<MapData, PolicyKey<16>, PolicyRule>>,
+    config: Mutex<Array<MapData, GatewayConfig>>,
+    global: PerCpuArray<MapData, u64>,
+    redirect: Mutex<DevMap<MapData>>,
+}
+
+impl Maps {
+    /// Takes the maps out of a freshly loaded object (the ring buffer stays for `events`).
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, ControlError> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name).ok_or(ControlError::Map { map: name, message: "missing from the object".into() })
+        };
+        Self::from_maps(|name| take(name))
+    }
+
+    /// Opens the maps from their pins (for tools and tests that run beside a controller).
+    pub fn open_pinned(pin_path: &Path) -> Result<Self, ControlError> {
+        Self::from_maps(|name| {
+            let data = MapData::from_pin(pin_path.join(name)).map_err(map_error(name))?;
+            let info = data.info().map_err(map_error(name))?;
+            let map_type = info.map_type().map_err(map_error(name))?;
+            use aya::maps::MapType as T;
+            Ok(match map_type {
+                T::Hash => Map::HashMap(data),
+                T::LruHash => Map::LruHashMap(data),
+                T::LruPerCpuHash => Map::PerCpuLruHashMap(data),
+                T::LpmTrie => Map::LpmTrie(data),
+                T::Array => Map::Array(data),
+                T::PerCpuArray => Map::PerCpuArray(data),
+                T::DevMap => Map::DevMap(data),
+                other => return Err(ControlError::Map { map: name, message: format!("unexpected map type {other:?}") }),
+            })
+        })
+    }
+
+    fn from_maps(mut get: impl FnMut(&'static str) -> Result<Map, ControlError>) -> Result<Self, ControlError> {
+        Ok(Self {
+            devices: Mutex::new(HashMap::try_from(get(abi::DEVICES)?).map_err(map_error(abi::DEVICES))?),
+            device_ipv4: Mutex::new(HashMap::try_from(get(abi::DEVICE_IPV4)?).map_err(map_error(abi::DEVICE_IPV4))?),
+            device_stats: PerCpuHashMap::try_from(get(abi::DEVICE_STATS)?).map_err(map_error(abi::DEVICE_STATS))?,
+            flows: HashMap::try_from(get(abi::FLOWS)?).map_err(map_error(abi::FLOWS))?,
+            policy_v4: Mutex::new(LpmTrie::try_from(get(abi::POLICY_V4)?).map_err(map_error(abi::POLICY_V4))?),
+            policy_v6: Mutex::new(LpmTrie::try_from(get(abi::POLICY_V6)?).map_err(map_error(abi::POLICY_V6))?),
+            config: Mutex::new(Array::try_from(get(abi::CONFIG)?).map_err(map_error(abi::CONFIG))?),
+            global: PerCpuArray::try_from(get(abi::GLOBAL_STATS)?).map_err(map_error(abi::GLOBAL_STATS))?,
+            redirect: Mutex::new(DevMap::try_from(get(abi::REDIRECT_PORTS)?).map_err(map_error(abi::REDIRECT_PORTS))?),
+        })
+    }
+
+    /// Writes the datapath configuration; the programs enforce from this moment on.
+    pub fn write_config(&self, config: &GatewayConfig) -> Result<(), ControlError> {
+        lock(&self.config).set(0, config, 0).map_err(map_error(abi::CONFIG))
+    }
+
+    pub fn read_config(&self) -> Result<GatewayConfig, ControlError> {
+        lock(&self.config).get(&0, 0).map_err(map_error(abi::CONFIG))
+    }
+
+    /// Sets the interface quarantined traffic is redirected to (`None` clears it).
+    pub fn set_quarantine_port(&self, if_index: Option<u32>) -> Result<(), ControlError> {
+        // A devmap slot cannot be deleted through aya; ifindex 0 is no interface and makes
+        // the redirect fail, which the program turns into a counted drop.
+        lock(&self.redirect)
+            .set(QUARANTINE_SLOT, if_index.unwrap_or(0), None, 0)
+            .map_err(|e| ControlError::Map { map: abi::REDIRECT_PORTS, message: e.to_string() })
+    }
+
+    /// Makes the policy maps hold exactly `rules` (unique per policy, protocol and prefix, as
+    /// `policy::compile` makes them): new and changed entries first, stale ones after, so
+    /// traffic allowed before and after never sees a gap.
+    pub fn sync_policy(&self, rules: &[CompiledRule]) -> Result<SyncReport, ControlError> {
+        let mut v4 = Merged::<4>::new();
+        let mut v6 = Merged::<16>::new();
+        for rule in rules {
+            match rule.to_abi() {
+                AbiEntry::V4 { prefix_len, key, rule } => {
+                    v4.insert((u32::from_be_bytes(key.policy_id), key.proto, key.addr, (prefix_len - POLICY_KEY_FIXED_BITS) as u8), rule);
+                }
+                AbiEntry::V6 { prefix_len, key, rule } => {
+                    v6.insert((u32::from_be_bytes(key.policy_id), key.proto, key.addr, (prefix_len - POLICY_KEY_FIXED_BITS) as u8), rule);
+                }
+            }
+        }
+        let mut report = SyncReport::default();
+        sync_trie(&mut lock(&self.policy_v4), &v4, abi::POLICY_V4, &mut report)?;
+        sync_trie(&mut lock(&self.policy_v6), &v6, abi::POLICY_V6, &mut report)?;
+        Ok(report)
+    }
+
+    /// Every device's counters, summed over CPUs.
+    pub fn device_counters(&self) -> Vec<(Mac, DeviceCounters)> {
+        self.device_stats
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(mac, per_cpu)| {
+                let mut sum = DeviceCounters::default();
+                for s in per_cpu.iter() {
+                    sum.tx_packets += s.tx_packets;
+                    sum.tx_bytes += s.tx_bytes;
+                    sum.rx_packets += s.rx_packets;
+                    sum.rx_bytes += s.rx_bytes;
+                    sum.tcp_packets += s.tcp_packets;
+                    sum.udp_packets += s.udp_packets;
+                    sum.icmp_packets += s.icmp_packets;
+                    sum.other_packets += s.other_packets;
+                    for (total, d) in sum.drops.iter_mut().zip(s.drops) {
+                        *total += d;
+                    }
+                }
+                (Mac(mac.addr), sum)
+            })
+            .collect()
+    }
+
+    /// A global counter (`gateway_ebpf::counter`), summed over CPUs.
+    pub fn global_counter(&self, index: u32) -> u64 {
+        self.global.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    /// Drops by reason, summed over CPUs and devices (unknown MACs included).
+    pub fn drops_by_reason(&self) -> [u64; gateway_ebpf::reason::COUNT] {
+        let mut drops = [0; gateway_ebpf::reason::COUNT];
+        for (reason, total) in drops.iter_mut().enumerate() {
+            *total = self.global_counter(counter::DROPS_BASE + reason as u32);
+        }
+        drops
+    }
+
+    /// The flow table, optionally only one device's flows.
+    pub fn flows(&self, mac: Option<Mac>) -> Vec<(FlowKey, FlowStats)> {
+        self.flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, _)| mac.is_none_or(|m| key.mac.addr == m.0))
+            .collect()
+    }
+
+    /// Every device entry (for start-up reconciliation and status).
+    pub fn devices(&self) -> Vec<(Mac, DeviceEntry)> {
+        lock(&self.devices).iter().filter_map(Result::ok).map(|(k, v)| (Mac(k.addr), v)).collect()
+    }
+}
+
+impl DeviceControl for Maps {
+    fn set_access(&self, mac: Mac, access: DeviceAccess) -> Result<(), ControlError> {
+        let mut devices = lock(&self.devices);
+        if access.access == Access::Unknown {
+            return match devices.remove(&mac.key()) {
+                Ok(()) => Ok(()),
+                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                Err(e) => Err(map_error(abi::DEVICES)(e)),
+            };
+        }
+        let entry = DeviceEntry { state: access.access.code(), _pad: 0, class_id: access.class_id, policy_id: access.policy_id };
+        devices.insert(mac.key(), entry, 0).map_err(map_error(abi::DEVICES))
+    }
+
+    fn access(&self, mac: Mac) -> Result<Option<DeviceAccess>, ControlError> {
+        match lock(&self.devices).get(&mac.key(), 0) {
+            Ok(entry) => Ok(Some(DeviceAccess {
+                access: Access::from_code(entry.state).unwrap_or(Access::Unknown),
+                policy_id: entry.policy_id,
+                class_id: entry.class_id,
+            })),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_error(abi::DEVICES)(e)),
+        }
+    }
+
+    fn set_device_ipv4(&self, mac: Mac, addr: Ipv4Addr) -> Result<(), ControlError> {
+        lock(&self.device_ipv4).insert(addr.octets(), mac.key(), 0).map_err(map_error(abi::DEVICE_IPV4))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding a map handle leaves the kernel map consistent (every update is
+    // one syscall), so a poisoned lock is safe to reuse.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Trie entries by (policy id, protocol, address, prefix length).
+type Merged<const N: usize> = BTreeMap<(u32, u8, [u8; N], u8), PolicyRule>;
+
+fn trie_key<const N: usize>(&(policy_id, proto, addr, prefix): &(u32, u8, [u8; N], u8)) -> Key<PolicyKey<N>> {
+    Key::new(POLICY_KEY_FIXED_BITS + u32::from(prefix), PolicyKey { policy_id: policy_id.to_be_bytes(), proto, _pad: [0; 3], addr })
+}
+
+fn sync_trie<const N: usize>(
+    trie: &mut LpmTrie<MapData, PolicyKey<N>, PolicyRule>,
+    wanted: &Merged<N>,
+    name: &'static str,
+    report: &mut SyncReport,
+) -> Result<(), ControlError> {
+    let current: Vec<(Key<PolicyKey<N>>, PolicyRule)> = trie.iter().filter_map(Result::ok).collect();
+    let mut current_by_id: StdHashMap<(u32, u8, [u8; N], u8), PolicyRule> = StdHashMap::new();
+    for (key, rule) in &current {
+        let data = key.data();
+        let prefix = (key.prefix_len() - POLICY_KEY_FIXED_BITS) as u8;
+        current_by_id.insert((u32::from_be_bytes(data.policy_id), data.proto, data.addr, prefix), *rule);
+    }
+    for (id, rule) in wanted {
+        if current_by_id.get(id) == Some(rule) {
+            report.unchanged += 1;
+            continue;
+        }
+        trie.insert(&trie_key(id), rule, 0).map_err(map_error(name))?;
+        report.inserted += 1;
+    }
+    for id in current_by_id.keys() {
+        if !wanted.contains_key(id) {
+            trie.remove(&trie_key(id)).map_err(map_error(name))?;
+            report.removed += 1;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Reads a `PacketSample` into what it says: a DHCP fingerprint, a DNS observation, a TLS
+//! ClientHello or an ARP announcement. One parse per sample, shared by the inventory and the
+//! feature extractor.
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{FingerprintError, dhcp, dns, tls};
+use crate::{
+    datapath::events::{PacketSample, SampleKind},
+    device::Mac,
+};
+
+/// ARP over Ethernet/IPv4 (RFC 826): hardware type 1, protocol 0x0800, lengths 6 and 4.
+const ARP_ETHERNET_IPV4: [u8; 6] = [0x00, 0x01, 0x08, 0x00, 0x06, 0x04];
+const ARP_LEN: usize = 28;
+
+/// An ARP packet's sender and target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arp {
+    /// 1 = request, 2 = reply.
+    pub operation: u16,
+    pub sender_mac: Mac,
+    pub sender_ip: Ipv4Addr,
+    pub target_ip: Ipv4Addr,
+}
+
+/// What a sample holds, parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Parsed {
+    Dhcp(dhcp::DhcpFingerprint),
+    Dns(dns::DnsObservation),
+    Tls(tls::ClientHello),
+    Arp(Arp),
+}
+
+/// Parses a sample according to its kind.
+pub fn parse(sample: &PacketSample) -> Result<Parsed, FingerprintError> {
+    Ok(match sample.kind {
+        SampleKind::Dhcp => Parsed::Dhcp(dhcp::parse(sample.payload())?),
+        SampleKind::Dns => Parsed::Dns(dns::parse(sample.payload())?),
+        SampleKind::Tls => Parsed::Tls(tls::parse(sample.payload())?),
+        SampleKind::Arp => Parsed::Arp(parse_arp(&sample.data)?),
+    })
+}
+
+/// Reads the fixed-layout Ethernet/IPv4 ARP header. etherparse 0.16 has no ARP support, and
+/// the layout is four fixed fields, so this reads them directly with bounds checks.
+pub fn parse_arp(data: &[u8]) -> Result<Arp, FingerprintError> {
+    let arp = data.get(..ARP_LEN).ok_or(FingerprintError::Arp("shorter than 28 bytes"))?;
+    if arp[..6] != ARP_ETHERNET_IPV4 {
+        return Err(FingerprintError::Arp("not Ethernet/IPv4 ARP"));
+    }
+    let ip = |at: usize| Ipv4Addr::new(arp[at], arp[at + 1], arp[at + 2], arp[at + 3]);
+    let mut sender_mac = [0u8; 6];
+    sender_mac.copy_from_slice(&arp[8..14]);
+    Ok(Arp {
+        operation: u16::from_be_bytes([arp[6], arp[7]]),
+        sender_mac: Mac(sender_mac),
+        sender_ip: ip(14),
+        target_ip: ip(24),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arp_request() -> Vec<u8> {
+        let mut arp = ARP_ETHERNET_IPV4.to_vec();
+        arp.extend_from_slice(&[0x00, 0x01]);
+        arp.extend_from_slice(&[0x00, 0x17, 0x88, 0x24, 0x76, 0xff, 192, 168, 1, 20]);
+        arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 192, 168, 1, 1]);
+        arp
+    }
+
+    #[test]
+    fn arp_request_yields_sender_and_target() {
+        let arp = parse_arp(&arp_request()).unwrap();
+        assert_eq!(arp.operation, 1);
+        assert_eq!(arp.sender_mac.to_string(), "00:17:88:24:76:ff");
+        assert_eq!(arp.sender_ip, Ipv4Addr::new(192, 168, 1, 20));
+        assert_eq!(arp.target_ip, Ipv4Addr::new(192, 168, 1, 1));
+    }
+
+    #[test]
+    fn arp_truncated_or_other_hardware_is_an_error() {
+        let arp = arp_request();
+        for len in 0..ARP_LEN {
+            assert!(parse_arp(&arp[..len]).is_err());
+        }
+        let mut other = arp.clone();
+        other[1] = 6;
+        assert!(parse_arp(&other).is_err());
+    }
+}

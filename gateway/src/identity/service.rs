@@ -1,0 +1,235 @@
+//! The identity component's async side: opens the core, starts the EST server and the access
+//! task, and turns outcomes into `GatewayEvent`s.
+//!
+//! Reads the store file and the CA files (through `core`), the datapath (through
+//! `DeviceControl::access`); writes the device table (`DeviceControl::set_access`) and
+//! publishes on the `EventBus`. SQLite and map calls run on the blocking pool, never on the
+//! async workers.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration as StdDuration,
+};
+
+use rustls::pki_types::CertificateDer;
+use time::OffsetDateTime;
+use tokio::{sync::Notify, task::JoinHandle};
+
+use super::{
+    Config,
+    core::{Authenticated, Enrolled, Identity, IdentityError},
+    enforce::{Change, Enforcer},
+    est,
+    resolve::{MacResolver, NeighborTable, NoResolver},
+};
+use crate::{
+    datapath::{Control, DeviceControl},
+    device::{Access, Mac},
+    event::{EventBus, EventKind, GatewayEvent, Severity},
+    shutdown::Shutdown,
+};
+
+/// Why the identity service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("CA: {0}")]
+    Ca(#[from] super::ca::CaError),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Join(String),
+}
+
+/// What the EST handlers and the access task share.
+pub struct Shared {
+    pub(crate) core: Mutex<Identity>,
+    pub(crate) bus: EventBus,
+    /// Wakes the access task at once after an enrollment, renewal or authentication.
+    pub(crate) changed: Notify,
+    pub(crate) resolver: Box<dyn MacResolver>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Identity> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back on
+        // drop), so a poisoned lock is still safe to use.
+        self.core.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The running service.
+pub struct Running {
+    /// Where the EST server listens (the real port when the config asked for port 0).
+    pub local_addr: SocketAddr,
+    /// The issuing CA certificate, the trust anchor devices need.
+    pub ca_cert: CertificateDer<'static>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Waits until every task has stopped (after shutdown).
+    pub async fn join(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts the identity service: the EST server on `config.listen` and the access task that
+/// keeps the device table in line with the registry (enrollment, renewal, expiry,
+/// revocation, decommission, clone holds — including changes made by `iotgw pki` on the store
+/// file) within `config.reconcile_interval_ms`.
+pub async fn spawn(config: &Config, store_path: &Path, control: Control, bus: EventBus, shutdown: Shutdown) -> Result<Running, ServiceError> {
+    let resolver: Box<dyn MacResolver> = if config.resolve_macs { Box::new(NeighborTable::default()) } else { Box::new(NoResolver) };
+    spawn_with_resolver(config, store_path, control, bus, shutdown, resolver).await
+}
+
+/// `spawn`, with the peer-address → MAC lookup given (tests, DHCP-lease tables).
+pub async fn spawn_with_resolver(
+    config: &Config,
+    store_path: &Path,
+    control: Control,
+    bus: EventBus,
+    shutdown: Shutdown,
+    resolver: Box<dyn MacResolver>,
+) -> Result<Running, ServiceError> {
+    let (config_for_open, path): (Config, PathBuf) = (config.clone(), store_path.to_owned());
+    let identity = blocking(move || super::open(&config_for_open, &path)).await??;
+    let tls = est::tls_config(identity.ca(), identity.manufacturers(), &config.server_names, OffsetDateTime::now_utc())?;
+    let ca_cert = identity.ca().cert_der().clone();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
+    tracing::info!(addr = %local_addr, "identity: EST server listening");
+    let shared = Arc::new(Shared { core: Mutex::new(identity), bus, changed: Notify::new(), resolver });
+    let enforcer = Enforcer::new(config.enrolled_policy_id);
+    let interval = StdDuration::from_millis(config.reconcile_interval_ms);
+    let tasks = vec![
+        tokio::spawn(est::serve(listener, tls, shared.clone(), shutdown.clone())),
+        tokio::spawn(access_task(shared, control, enforcer, interval, shutdown)),
+    ];
+    Ok(Running { local_addr, ca_cert, tasks })
+}
+
+/// Runs `work` on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ServiceError::Join(e.to_string()))
+}
+
+/// Keeps the device table in line with the registry: on every tick (expiry, CLI changes seen
+/// through the store file) and at once when an EST handler changed something.
+async fn access_task(shared: Arc<Shared>, control: Control, enforcer: Enforcer, interval: StdDuration, mut shutdown: Shutdown) {
+    let enforcer = Arc::new(Mutex::new(enforcer));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shared.changed.notified() => {}
+            () = shutdown.wait() => break,
+        }
+        let (shared, control, enforcer) = (shared.clone(), control.clone(), enforcer.clone());
+        let outcome = blocking(move || {
+            let mut enforcer = enforcer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            reconcile(&shared, &*control, &mut enforcer, OffsetDateTime::now_utc())
+        })
+        .await;
+        match outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "identity: access check failed"),
+            Err(error) => tracing::error!(%error, "identity: access task failed"),
+        }
+    }
+    tracing::info!("identity: access task stopped");
+}
+
+/// One pass: desired access from the registry, applied to the datapath. Returns the changes
+/// that took effect.
+pub fn reconcile(shared: &Shared, control: &dyn DeviceControl, enforcer: &mut Enforcer, now: OffsetDateTime) -> Result<Vec<Change>, IdentityError> {
+    let desired = shared.lock().desired_access(now)?;
+    let plan = enforcer.plan(&desired, |mac| control.access(mac).ok().flatten());
+    let mut applied = Vec::with_capacity(plan.len());
+    for change in plan {
+        match control.set_access(change.mac, change.to) {
+            Ok(()) => {
+                enforcer.applied(&change);
+                tracing::info!(device = %change.mac, access = %change.to.access, "identity: access changed");
+                shared.bus.publish(access_event(&change));
+                applied.push(change);
+            }
+            // Not recorded as applied: the next tick tries again.
+            Err(error) => tracing::warn!(device = %change.mac, %error, "identity: cannot set access"),
+        }
+    }
+    Ok(applied)
+}
+
+fn access_event(change: &Change) -> GatewayEvent {
+    let (action, severity, reason) = match change.to.access {
+        Access::Enrolled => ("enroll", Severity::Info, "holds a valid certificate and authenticated with it"),
+        Access::Blocked => ("block", Severity::High, "suspected identity cloning, held until an operator decides"),
+        Access::Onboarding => ("onboard", Severity::Low, "no valid certificate (expired, revoked, suspended or not yet used)"),
+        _ => ("unenroll", Severity::Low, "identity decommissioned or hold released"),
+    };
+    GatewayEvent::new(severity, Some(change.mac), "identity", EventKind::Action { action: action.into(), reason: reason.into() })
+}
+
+/// Events for a certificate issued by simpleenroll or simplereenroll.
+pub(crate) fn publish_issued(bus: &EventBus, enrolled: &Enrolled, renewal: bool) {
+    let detail = format!(
+        "certificate {} issued to device {} (MAC {}), valid until {}{}",
+        enrolled.issued.serial,
+        enrolled.device,
+        enrolled.mac,
+        enrolled.issued.not_after,
+        if enrolled.superseded.is_empty() { String::new() } else { format!(", superseding {:?}", enrolled.superseded.iter().map(ToString::to_string).collect::<Vec<_>>()) }
+    );
+    let action = if renewal { "certificate_renewed" } else { "certificate_issued" };
+    bus.publish(GatewayEvent::new(Severity::Info, Some(enrolled.mac), "enrollment", EventKind::Audit { action: action.into(), detail }));
+}
+
+pub(crate) fn publish_authenticated(bus: &EventBus, auth: &Authenticated) {
+    if auth.from != auth.to {
+        bus.publish(GatewayEvent::new(
+            Severity::Info,
+            Some(auth.mac),
+            "mtls",
+            EventKind::Lifecycle { from: auth.from.to_string(), to: auth.to.to_string() },
+        ));
+    }
+}
+
+/// Events for a refused request; a suspected clone is an alert.
+pub(crate) fn publish_refusal(bus: &EventBus, error: &IdentityError, peer: Option<Mac>, endpoint: &str) {
+    if let IdentityError::CloneSuspected { seen, device, bound } = error {
+        bus.publish(GatewayEvent::new(
+            Severity::Critical,
+            Some(*seen),
+            "detector:identity_clone",
+            EventKind::Alert {
+                incident_id: uuid::Uuid::new_v4().to_string(),
+                detector: "identity_clone".into(),
+                score: 1.0,
+                expected: format!("device {device} presents its certificate from MAC {bound}"),
+                observed: format!("MAC {seen} presented device {device}'s certificate; MACs {seen} and {bound} blocked until an operator releases them"),
+                flows: Vec::new(),
+                resolved: false,
+            },
+        ));
+        return;
+    }
+    bus.publish(GatewayEvent::new(
+        Severity::Low,
+        peer,
+        "enrollment",
+        EventKind::Audit { action: format!("{endpoint}_refused"), detail: error.to_string() },
+    ));
+}

@@ -1,0 +1,154 @@
+//! What every wire format shares: the identity of this gateway in the messages (`Origin`),
+//! severity scales, and the one-line human summary of a `GatewayEvent`. Reads nothing.
+use crate::event::{EventKind, GatewayEvent, Severity};
+
+use super::config::Config;
+
+/// Who speaks in rendered messages.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub hostname: String,
+    pub app_name: String,
+    pub enterprise_id: u32,
+    pub procid: u32,
+    pub version: &'static str,
+}
+
+/// Where Linux keeps the hostname; read rather than calling gethostname(2) to stay safe code.
+const HOSTNAME_FILE: &str = "/proc/sys/kernel/hostname";
+
+impl Origin {
+    pub fn from_config(config: &Config) -> Self {
+        let hostname = config
+            .hostname
+            .clone()
+            .unwrap_or_else(|| std::fs::read_to_string(HOSTNAME_FILE).map(|h| h.trim().to_owned()).unwrap_or_default());
+        Self {
+            hostname: if hostname.is_empty() { "localhost".into() } else { hostname },
+            app_name: config.app_name.clone(),
+            enterprise_id: config.enterprise_id,
+            procid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    }
+}
+
+/// syslog severity (RFC 5424 table 2): critical=2 .. informational=6.
+pub fn syslog_severity(severity: Severity) -> u8 {
+    match severity {
+        Severity::Critical => 2,
+        Severity::High => 3,
+        Severity::Medium => 4,
+        Severity::Low => 5,
+        Severity::Info => 6,
+    }
+}
+
+/// CEF severity, 0..=10 (ArcSight: 0-3 low, 4-6 medium, 7-8 high, 9-10 very high).
+pub fn cef_severity(severity: Severity) -> u8 {
+    match severity {
+        Severity::Info => 1,
+        Severity::Low => 3,
+        Severity::Medium => 5,
+        Severity::High => 8,
+        Severity::Critical => 10,
+    }
+}
+
+/// OCSF `severity_id`: 1 informational .. 5 critical.
+pub fn ocsf_severity_id(severity: Severity) -> u8 {
+    match severity {
+        Severity::Info => 1,
+        Severity::Low => 2,
+        Severity::Medium => 3,
+        Severity::High => 4,
+        Severity::Critical => 5,
+    }
+}
+
+pub fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Info => "info",
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+/// The short name a SIEM rule keys on: `alert:scan`, `action:quarantine`, `lifecycle:enrolled`.
+pub fn signature(event: &GatewayEvent) -> String {
+    match &event.kind {
+        EventKind::Alert { detector, resolved, .. } => {
+            if *resolved {
+                format!("alert:{detector}:resolved")
+            } else {
+                format!("alert:{detector}")
+            }
+        }
+        EventKind::Action { action, .. } => format!("action:{action}"),
+        EventKind::Lifecycle { to, .. } => format!("lifecycle:{to}"),
+        EventKind::PolicyChange { accepted, .. } => {
+            if *accepted {
+                "policy_change:accepted".into()
+            } else {
+                "policy_change:refused".into()
+            }
+        }
+        EventKind::Audit { action, .. } => format!("audit:{action}"),
+    }
+}
+
+/// One line an analyst reads.
+pub fn summary(event: &GatewayEvent) -> String {
+    let device = event.device.map_or_else(|| "-".to_owned(), |mac| mac.to_string());
+    match &event.kind {
+        EventKind::Alert { detector, observed, expected, resolved, incident_id, .. } => {
+            let state = if *resolved { "resolved" } else { "alert" };
+            format!("{detector} {state} on {device} (incident {incident_id}): observed {observed}; expected {expected}")
+        }
+        EventKind::Action { action, reason } => format!("{action} {device} by {}: {reason}", event.actor),
+        EventKind::Lifecycle { from, to } => format!("device {device} {from} -> {to}"),
+        EventKind::PolicyChange { accepted, detail } => {
+            format!("policy {} : {detail}", if *accepted { "accepted" } else { "refused" })
+        }
+        EventKind::Audit { action, detail } => format!("{action} by {}: {detail}", event.actor),
+    }
+}
+
+#[cfg(test)]
+pub mod fixtures {
+    //! Events with every awkward character a renderer must escape.
+    use super::*;
+    use crate::device::Mac;
+
+    pub fn origin() -> Origin {
+        Origin {
+            hostname: "gw-1".into(),
+            app_name: "iotgw".into(),
+            enterprise_id: 32_473,
+            procid: 42,
+            version: "0.1.0",
+        }
+    }
+
+    pub fn alert(resolved: bool) -> GatewayEvent {
+        let mut event = GatewayEvent::new(
+            Severity::High,
+            Some(Mac([0x02, 0, 0, 0, 0, 0x01])),
+            "detector:scan",
+            EventKind::Alert {
+                incident_id: "inc-1".into(),
+                detector: "scan".into(),
+                score: 0.93,
+                expected: "2 peers | \"cloud\"".into(),
+                observed: "40 peers = a]b\\c\nnext".into(),
+                flows: vec!["tcp 10.0.0.5:4000 -> 10.0.0.9:22".into()],
+                resolved,
+            },
+        );
+        event.device_ip = Some("10.0.0.5".parse().unwrap());
+        event.time = time::macros::datetime!(2026-11-25 06:30:01.123456789 UTC);
+        event
+    }
+}

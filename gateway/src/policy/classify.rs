@@ -1,0 +1,159 @@
+//! Device → class matching: which class a device belongs to, from its MAC, vendor prefix,
+//! fingerprinted device type and certificate subject. Reads the checked `Policy`; pure.
+//!
+//! Precedence, strongest first: a certificate subject (verified by enrollment), an exact MAC
+//! (an operator pinned this device), the longest OUI prefix (hardware vendor), then the
+//! fingerprinted type (a guess). `load` refuses a MAC, OUI or type used by two classes; two
+//! classes whose subject patterns both match go to the lower class id.
+use super::load::{ClassId, Policy, PolicyId, normalize_subject};
+use crate::device::Mac;
+
+/// Which criterion put a device in its class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatchedBy {
+    CertSubject,
+    Mac,
+    Oui,
+    FingerprintType,
+}
+
+/// The class a device belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassRef {
+    pub name: String,
+    pub class_id: ClassId,
+    pub policy_id: PolicyId,
+    pub matched_by: MatchedBy,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    name: String,
+    class_id: ClassId,
+    policy_id: PolicyId,
+    matcher: super::load::Matcher,
+}
+
+/// The matchers of every class, sorted by class id.
+#[derive(Clone, Debug, Default)]
+pub struct Classifier {
+    entries: Vec<Entry>,
+}
+
+impl Classifier {
+    pub fn new(policy: &Policy) -> Self {
+        Self {
+            entries: policy
+                .classes
+                .iter()
+                .map(|class| Entry {
+                    name: class.name.clone(),
+                    class_id: class.id,
+                    policy_id: class.policy_id,
+                    matcher: class.matcher.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The class of a device, or `None` when no class matches. `cert_subject` is the subject
+    /// of a certificate enrollment verified, in RFC 4514 form (spacing and attribute-type case
+    /// do not matter).
+    pub fn classify(
+        &self,
+        mac: Mac,
+        fingerprint_type: Option<&str>,
+        cert_subject: Option<&str>,
+    ) -> Option<ClassRef> {
+        let hit = |entry: &Entry, matched_by| ClassRef {
+            name: entry.name.clone(),
+            class_id: entry.class_id,
+            policy_id: entry.policy_id,
+            matched_by,
+        };
+        if let Some(subject) = cert_subject {
+            let subject = normalize_subject(subject);
+            if let Some(entry) = self.entries.iter().find(|entry| {
+                entry.matcher.cert_subjects.iter().any(|pattern| wildcard_match(pattern, &subject))
+            }) {
+                return Some(hit(entry, MatchedBy::CertSubject));
+            }
+        }
+        if let Some(entry) = self.entries.iter().find(|entry| entry.matcher.macs.contains(&mac)) {
+            return Some(hit(entry, MatchedBy::Mac));
+        }
+        let best_oui = self
+            .entries
+            .iter()
+            .filter_map(|entry| {
+                let longest = entry
+                    .matcher
+                    .ouis
+                    .iter()
+                    .filter(|prefix| mac.0.starts_with(prefix))
+                    .map(Vec::len)
+                    .max()?;
+                Some((longest, entry))
+            })
+            .max_by_key(|(length, entry)| (*length, std::cmp::Reverse(entry.class_id)));
+        if let Some((_, entry)) = best_oui {
+            return Some(hit(entry, MatchedBy::Oui));
+        }
+        let kind = fingerprint_type?.trim().to_ascii_lowercase();
+        self.entries
+            .iter()
+            .find(|entry| entry.matcher.fingerprint_types.contains(&kind))
+            .map(|entry| hit(entry, MatchedBy::FingerprintType))
+    }
+}
+
+impl super::CompiledPolicy {
+    /// The class of a device (see `Classifier::classify`); the OUI is the MAC's prefix.
+    pub fn classify(
+        &self,
+        mac: Mac,
+        fingerprint_type: Option<&str>,
+        cert_subject: Option<&str>,
+    ) -> Option<ClassRef> {
+        self.classifier.classify(mac, fingerprint_type, cert_subject)
+    }
+}
+
+/// `*` matches any run of characters (also empty), `?` exactly one; everything else itself.
+/// Iterative with one backtrack point, so hostile subjects cannot make it exponential.
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == text[t]) {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some((p, t));
+            p += 1;
+        } else if let Some((star_p, star_t)) = star {
+            p = star_p + 1;
+            t = star_t + 1;
+            star = Some((star_p, star_t + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_matches_runs_and_single_characters() {
+        assert!(wildcard_match("CN=cam-*,O=Lab", "CN=cam-0042,O=Lab"));
+        assert!(wildcard_match("CN=cam-??,O=*", "CN=cam-01,O=Anything"));
+        assert!(!wildcard_match("CN=cam-??,O=Lab", "CN=cam-001,O=Lab"));
+        assert!(!wildcard_match("CN=cam-*,O=Lab", "CN=plug-1,O=Lab"));
+        assert!(wildcard_match("*", ""));
+    }
+}

@@ -1,0 +1,147 @@
+//! Policy errors: every problem found in the policy files, with the file, line and column it
+//! points at. Reads nothing, writes nothing; `load` and `compile` produce these.
+use std::{fmt, path::PathBuf, sync::Arc};
+
+/// A place in a policy file, 1-based like editors show it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    pub file: Arc<PathBuf>,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    /// The location of byte `offset` in `text` (clamped to the text's end).
+    pub fn at(file: &Arc<PathBuf>, text: &str, offset: usize) -> Self {
+        let offset = offset.min(text.len());
+        // Columns count characters, not bytes, so non-ASCII comments do not shift them.
+        let before = text.get(..offset).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |index| index + 1);
+        let column = before[line_start..].chars().count() + 1;
+        Self { file: Arc::clone(file), line, column }
+    }
+
+    /// For problems that concern a whole file (unreadable, no files at all).
+    pub fn file(file: &Arc<PathBuf>) -> Self {
+        Self { file: Arc::clone(file), line: 1, column: 1 }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// One problem in the policy files. Displays as `file:line:column: reason`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{at}: {kind}")]
+pub struct PolicyError {
+    pub at: Location,
+    pub kind: ErrorKind,
+}
+
+impl PolicyError {
+    pub fn new(at: Location, kind: ErrorKind) -> Self {
+        Self { at, kind }
+    }
+}
+
+/// What is wrong. Each variant names the rule the files broke.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file or folder cannot be read.
+    #[error("cannot read: {0}")]
+    Read(String),
+    /// No `*.toml` file was given or found.
+    #[error("no policy files (*.toml) found")]
+    NoFiles,
+    /// TOML syntax, a wrong type or an unknown key. Serde stops at the first such problem in a
+    /// file, so a file reports at most one of these (every other file is still checked).
+    #[error("{0}")]
+    Syntax(String),
+    /// Two classes share a name.
+    #[error("duplicate class {name:?} (first defined at {first})")]
+    DuplicateClass { name: String, first: Location },
+    /// Two classes share an id: ids must be unique because devices keep them across reloads.
+    #[error("class id {id} of {name:?} is already used by class {other:?} at {first}")]
+    DuplicateClassId { id: i64, name: String, other: String, first: Location },
+    /// A class id outside 1..=65535 (0 means "unclassified" in the datapath).
+    #[error("class id {0} out of range: must be 1..={max}", max = u16::MAX)]
+    ClassIdOutOfRange(i64),
+    /// A class name that is empty or holds characters other than `[A-Za-z0-9_-]`.
+    #[error("class name {0:?} must be non-empty and use only letters, digits, '-' and '_'")]
+    BadClassName(String),
+    /// `include` names a class that no file defines.
+    #[error("unknown class {0:?} referenced")]
+    UnknownClass(String),
+    /// Classes include each other in a loop.
+    #[error("class {0:?} includes itself (through {1})")]
+    IncludeCycle(String, String),
+    /// Not a CIDR (`10.77.0.0/16`, `2001:db8::/32`) or a bare address.
+    #[error("bad network {input:?}: {reason}")]
+    BadNetwork { input: String, reason: String },
+    /// A CIDR with bits set after its prefix, which usually hides a typo.
+    #[error("network {input:?} has host bits set; did you mean {suggestion}?")]
+    HostBitsSet { input: String, suggestion: String },
+    /// Not a DNS name or `*.`-wildcard name.
+    #[error("bad DNS name {input:?}: {reason}")]
+    BadDnsName { input: String, reason: String },
+    /// A port outside 0..=65535.
+    #[error("port {0} out of range 0..=65535")]
+    PortOutOfRange(i64),
+    /// A port entry that is neither a number nor `"first-last"`.
+    #[error("bad port {input:?}: expected a number or a range like \"8000-8100\"")]
+    BadPort { input: String },
+    /// A range whose first port is above its last.
+    #[error("port range {first}-{last} is reversed")]
+    ReversedPortRange { first: u16, last: u16 },
+    /// Ports given for a protocol that has none.
+    #[error("protocol {0} has no ports; remove `ports` or use tcp/udp")]
+    PortsWithoutPortProtocol(String),
+    /// Protocol other than tcp, udp, icmp, any.
+    #[error("unknown protocol {0:?}: expected tcp, udp, icmp or any")]
+    BadProtocol(String),
+    /// Direction other than outbound, inbound, both.
+    #[error("unknown direction {0:?}: expected outbound, inbound or both")]
+    BadDirection(String),
+    /// A rule with neither `nets` nor `names`.
+    #[error("rule allows nothing: give `nets` and/or `names`")]
+    EmptyRule,
+    /// Not a MAC address.
+    #[error("bad MAC {0:?}: expected six hex bytes like 02:00:00:00:00:01")]
+    BadMac(String),
+    /// Not an OUI prefix of 3 to 5 bytes.
+    #[error("bad OUI prefix {0:?}: expected 3 to 5 hex bytes like 00:1a:2b")]
+    BadOui(String),
+    /// An empty fingerprint type or certificate-subject pattern.
+    #[error("empty {0} pattern")]
+    EmptyPattern(&'static str),
+    /// The same MAC, OUI or fingerprint type matches two classes, so the class a device
+    /// gets would depend on file order.
+    #[error("{what} {value:?} already matches class {other:?} at {first}")]
+    AmbiguousMatch { what: &'static str, value: String, other: String, first: Location },
+    /// A lane or the defaults defined in two places.
+    #[error("{what} defined twice (first at {first})")]
+    DuplicateSection { what: String, first: Location },
+    /// A verdict that does not exist or is not allowed here.
+    #[error("bad verdict {input:?} for {what}: expected {expected}")]
+    BadVerdict { input: String, what: &'static str, expected: &'static str },
+    /// `include_update` outside `[lanes.quarantine]`.
+    #[error("`include_update` is only meaningful in [lanes.quarantine]")]
+    IncludeUpdateOutsideQuarantine,
+    /// `update_lane = true` on a class, or `include_update`, with no `[lanes.update]`.
+    #[error("the update lane is used but no file defines [lanes.update]")]
+    MissingUpdateLane,
+    /// More distinct port ranges for one (policy, protocol, prefix) than the datapath holds.
+    #[error(
+        "{policy}: {proto} to {net} needs {count} port ranges but the datapath holds {max} per \
+         destination; merge ports into ranges (e.g. \"8000-8100\") or allow all ports"
+    )]
+    TooManyPortRanges { policy: String, proto: String, net: String, count: usize, max: usize },
+    /// More policy entries than the datapath's LPM map holds.
+    #[error("{count} IPv{family} policy entries exceed the datapath capacity of {capacity}")]
+    CapacityExceeded { family: u8, count: usize, capacity: u32 },
+}

@@ -1,0 +1,364 @@
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use super::{
+    pipeline::{Command, Core, Settings},
+    *,
+};
+use crate::{
+    baseline::{self, Input, tests::start},
+    datapath::{DeviceControl as _, MemoryDatapath},
+    detect::{DetectorKind, IncidentId, synthetic},
+    event::EventBus,
+};
+
+const RULES: &str = r#"
+[[response]]
+name = "quarantine attacks"
+detectors = ["scan", "flood", "arp_spoof", "lateral_movement", "volume"]
+min_score = 0.6
+action = "quarantine"
+max_per_device = 1
+max_global = 5
+exempt_classes = ["hvac"]
+exempt_macs = ["02:00:91:00:00:09"]
+
+[[response]]
+name = "update lane for strays"
+detectors = ["new_destination"]
+min_score = 0.7
+action = "update_lane"
+
+[[response]]
+name = "tell someone"
+detectors = ["*"]
+action = "alert"
+max_global = 1000
+"#;
+
+fn policy() -> ResponsePolicy {
+    rules::parse(Path::new("response.toml"), RULES).unwrap()
+}
+
+fn enrolled() -> DeviceAccess {
+    DeviceAccess { access: Access::Enrolled, policy_id: 29, class_id: 13 }
+}
+
+fn alert(mac: Mac, detector: DetectorKind, score: f64, at_secs: u64) -> Alert {
+    Alert {
+        time: start() + Duration::from_secs(at_secs),
+        mac,
+        device_ip: None,
+        detector,
+        incident: IncidentId::new(mac, detector),
+        score,
+        expected: "x".into(),
+        observed: "y".into(),
+        flows: vec![],
+        resolved: false,
+    }
+}
+
+fn responder() -> (Responder, Arc<MemoryDatapath>) {
+    let datapath = Arc::new(MemoryDatapath::default());
+    (Responder::new(policy(), datapath.clone()), datapath)
+}
+
+fn action_names(events: &[GatewayEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Action { action, .. } => Some(action.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn scan_alert_quarantines_and_is_audited() {
+    let (mut responder, datapath) = responder();
+    let mac = synthetic::plug(1).mac;
+    datapath.set_access(mac, enrolled()).unwrap();
+    let events = responder.handle(&alert(mac, DetectorKind::Scan, 0.9, 0));
+    assert_eq!(action_names(&events), vec!["quarantine"]);
+    assert_eq!(
+        datapath.access(mac).unwrap(),
+        Some(DeviceAccess { access: Access::Quarantined, policy_id: 29, class_id: 13 }),
+        "class and policy kept for the release"
+    );
+    let audits: Vec<_> = events.iter().filter(|e| matches!(&e.kind, EventKind::Audit { action, .. } if action == "respond.quarantine")).collect();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(events[0].actor, "respond:quarantine attacks");
+    let EventKind::Action { reason, .. } = &events[0].kind else { panic!() };
+    assert!(reason.contains("scan:02:00:91:00:00:01") && reason.contains("response.toml:2:1"), "{reason}");
+}
+
+#[test]
+fn low_score_only_alerts() {
+    let (mut responder, datapath) = responder();
+    let mac = synthetic::plug(1).mac;
+    datapath.set_access(mac, enrolled()).unwrap();
+    let events = responder.handle(&alert(mac, DetectorKind::Scan, 0.55, 0));
+    assert_eq!(action_names(&events), vec!["alert"]);
+    assert_eq!(datapath.access(mac).unwrap(), Some(enrolled()));
+    assert!(responder.hold(mac).is_none());
+}
+
+#[test]
+fn new_destination_moves_the_device_to_the_update_lane_then_escalates() {
+    let (mut responder, datapath) = responder();
+    let mac = synthetic::meter(1).mac;
+    datapath.set_access(mac, enrolled()).unwrap();
+    let events = responder.handle(&alert(mac, DetectorKind::NewDestination, 0.8, 0));
+    assert_eq!(action_names(&events), vec!["update_lane"]);
+    assert_eq!(
+        datapath.access(mac).unwrap(),
+        Some(DeviceAccess { access: Access::Enrolled, policy_id: gateway_ebpf::lane::QUARANTINE, class_id: 13 })
+    );
+    // A stronger detection escalates; the hold remembers the access before the first action.
+    responder.handle(&alert(mac, DetectorKind::Scan, 0.9, 5));
+    assert_eq!(datapath.access(mac).unwrap().unwrap().access, Access::Quarantined);
+    assert_eq!(responder.hold(mac).unwrap().previous, Some(enrolled()));
+    // A weaker one does not step back down.
+    let events = responder.handle(&alert(mac, DetectorKind::NewDestination, 0.8, 10));
+    assert!(action_names(&events).is_empty(), "{events:#?}");
+    assert_eq!(datapath.access(mac).unwrap().unwrap().access, Access::Quarantined);
+}
+
+#[test]
+fn release_restores_what_the_device_had_and_is_audited() {
+    let (mut responder, datapath) = responder();
+    let mac = synthetic::camera(1).mac;
+    datapath.set_access(mac, enrolled()).unwrap();
+    responder.handle(&alert(mac, DetectorKind::Volume, 0.9, 0));
+    let events = responder.release(mac, "api:alice").unwrap();
+    assert_eq!(datapath.access(mac).unwrap(), Some(enrolled()));
+    assert_eq!(action_names(&events), vec!["release"]);
+    assert_eq!(events[0].actor, "api:alice");
+    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Audit { action, .. } if action == "respond.release")));
+    assert!(matches!(responder.release(mac, "api:alice"), Err(RespondError::NotHeld { .. })));
+}
+
+#[test]
+fn release_of_a_device_unknown_before_removes_it_from_the_table() {
+    let (mut responder, datapath) = responder();
+    let mac = synthetic::camera(2).mac;
+    responder.handle(&alert(mac, DetectorKind::Flood, 0.9, 0));
+    assert_eq!(datapath.access(mac).unwrap().unwrap().access, Access::Quarantined);
+    responder.release(mac, "api:bob").unwrap();
+    assert_eq!(datapath.access(mac).unwrap(), None);
+}
+
+#[test]
+fn exempt_macs_and_classes_are_not_quarantined() {
+    let (mut responder, datapath) = responder();
+    let exempt = Mac([0x02, 0x00, 0x91, 0x00, 0x00, 0x09]);
+    let hvac = synthetic::meter(5).mac;
+    responder.set_class(hvac, "hvac");
+    for mac in [exempt, hvac] {
+        datapath.set_access(mac, enrolled()).unwrap();
+        let events = responder.handle(&alert(mac, DetectorKind::Scan, 0.95, 0));
+        assert_eq!(action_names(&events), vec!["alert"], "{mac}");
+        assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Audit { detail, .. } if detail.contains("exempts"))));
+        assert_eq!(datapath.access(mac).unwrap(), Some(enrolled()));
+    }
+}
+
+#[test]
+fn rate_limits_cap_actions_per_device_and_over_the_fleet() {
+    let (mut responder, datapath) = responder();
+    // Per device: one quarantine per hour; released and scanning again within the hour
+    // only alerts.
+    let mac = synthetic::plug(1).mac;
+    responder.handle(&alert(mac, DetectorKind::Scan, 0.9, 0));
+    responder.release(mac, "api:alice").unwrap();
+    let events = responder.handle(&alert(mac, DetectorKind::Scan, 0.9, 60));
+    assert_eq!(action_names(&events), vec!["alert"]);
+    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Audit { detail, .. } if detail.contains("already acted 1 time(s) on this device"))));
+    // ... and quarantines again once the hour has passed.
+    let events = responder.handle(&alert(mac, DetectorKind::Scan, 0.9, 3_700));
+    assert_eq!(action_names(&events), vec!["quarantine"]);
+
+    // Fleet: at most 5 quarantines in 10 minutes.
+    let quarantined = (10..20u8)
+        .filter(|i| {
+            let mac = Mac([0x02, 0x00, 0x77, 0, 0, *i]);
+            action_names(&responder.handle(&alert(mac, DetectorKind::Flood, 0.9, 5_000))) == ["quarantine"]
+        })
+        .count();
+    assert_eq!(quarantined, 5);
+    let _ = datapath;
+}
+
+#[test]
+fn resolved_alerts_take_no_action() {
+    let (mut responder, _) = responder();
+    let mut resolved = alert(synthetic::plug(1).mac, DetectorKind::Scan, 0.9, 0);
+    resolved.resolved = true;
+    assert!(responder.handle(&resolved).is_empty());
+}
+
+/// Runs a scenario through the whole core (baseline → detect → respond) over a
+/// `MemoryDatapath`, after 15 minutes of learning; returns the events and the datapath.
+fn scenario(attack: impl FnOnce(std::time::SystemTime) -> Vec<Input>) -> (Vec<GatewayEvent>, Arc<MemoryDatapath>) {
+    let datapath = Arc::new(MemoryDatapath::default());
+    let fleet = [synthetic::meter(1), synthetic::camera(1), synthetic::plug(1)];
+    for device in &fleet {
+        datapath.set_access(device.mac, enrolled()).unwrap();
+    }
+    let settings = Settings {
+        baseline: baseline::Config { learning_secs: 600, ..Default::default() },
+        detect: crate::detect::Config { gateway_ips: vec![IpAddr::V4(synthetic::GATEWAY)], ..Default::default() },
+        store: None,
+    };
+    let bus = EventBus::default();
+    let mut subscriber = bus.subscribe();
+    let mut core = Core::new(settings, policy(), datapath.clone(), bus).unwrap();
+    let learn = Duration::from_secs(900);
+    for input in synthetic::normal_traffic(&fleet, start(), learn, 5) {
+        let events = core.handle(Command::Input(input));
+        assert!(events.is_empty(), "learning raised {events:#?}");
+    }
+    let mut events = Vec::new();
+    for input in attack(start() + learn) {
+        events.extend(core.handle(Command::Input(input)));
+    }
+    // Everything returned was also published.
+    let mut published = 0;
+    while subscriber.try_recv().is_ok() {
+        published += 1;
+    }
+    assert_eq!(published, events.len());
+    (events, datapath)
+}
+
+fn quarantined(datapath: &MemoryDatapath, mac: Mac) -> bool {
+    datapath.access(mac).unwrap().is_some_and(|a| a.access == Access::Quarantined)
+}
+
+#[test]
+fn scenario_mirai_scan_is_quarantined() {
+    let plug = synthetic::plug(1);
+    let (events, datapath) = scenario(|now| synthetic::telnet_scan(plug.mac, plug.ip, now, 100, 200, 1));
+    assert!(quarantined(&datapath, plug.mac), "{events:#?}");
+    assert!(!quarantined(&datapath, synthetic::meter(1).mac));
+}
+
+#[test]
+fn scenario_camera_exfiltration_is_quarantined() {
+    let camera = synthetic::camera(1);
+    let (events, datapath) = scenario(|now| {
+        (0..3)
+            .map(|s| synthetic::traffic(camera.mac, now + Duration::from_secs(s), Duration::from_secs(1), 5_000_000, 3_500, 100_000, 1_700))
+            .collect()
+    });
+    assert!(quarantined(&datapath, camera.mac), "{events:#?}");
+}
+
+#[test]
+fn scenario_meter_to_unknown_ip_goes_to_the_update_lane() {
+    let meter = synthetic::meter(1);
+    let (events, datapath) = scenario(|now| {
+        vec![synthetic::tcp_syn(meter.mac, now, IpAddr::V4(meter.ip), "45.9.148.3".parse().unwrap(), 40_000, 4444)]
+    });
+    let access = datapath.access(meter.mac).unwrap().unwrap();
+    assert_eq!((access.access, access.policy_id), (Access::Enrolled, gateway_ebpf::lane::QUARANTINE), "{events:#?}");
+    assert!(events.iter().any(|e| e.kind_name() == "alert"));
+}
+
+#[test]
+fn scenario_flood_is_quarantined() {
+    let meter = synthetic::meter(1);
+    let (_, datapath) = scenario(|now| vec![synthetic::traffic(meter.mac, now, Duration::from_secs(1), 1_280_000, 20_000, 0, 0)]);
+    assert!(quarantined(&datapath, meter.mac));
+}
+
+#[test]
+fn scenario_arp_spoofing_is_quarantined() {
+    let camera = synthetic::camera(1);
+    let gateway_mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
+    let (_, datapath) = scenario(|now| {
+        vec![
+            synthetic::arp(gateway_mac, now, gateway_mac, synthetic::GATEWAY, Ipv4Addr::new(10, 77, 2, 1), true),
+            synthetic::arp(camera.mac, now + Duration::from_secs(1), camera.mac, synthetic::GATEWAY, Ipv4Addr::new(10, 77, 1, 1), true),
+        ]
+    });
+    assert!(quarantined(&datapath, camera.mac));
+    assert!(datapath.access(gateway_mac).unwrap().is_none(), "the real owner is left alone");
+}
+
+#[test]
+fn scenario_lateral_movement_is_quarantined() {
+    let plug = synthetic::plug(1);
+    let meter = synthetic::meter(1);
+    let (_, datapath) = scenario(|now| vec![synthetic::tcp_syn(plug.mac, now, IpAddr::V4(plug.ip), IpAddr::V4(meter.ip), 41_000, 23)]);
+    assert!(quarantined(&datapath, plug.mac));
+    assert!(!quarantined(&datapath, meter.mac));
+}
+
+#[test]
+fn pipeline_thread_quarantines_and_releases_through_its_channel() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let datapath = Arc::new(MemoryDatapath::default());
+        let dir = std::env::temp_dir().join(format!("iotgw-pipeline-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.db");
+        let _ = std::fs::remove_file(&path);
+        let settings = Settings {
+            baseline: baseline::Config { learning_secs: 600, ..Default::default() },
+            store: Some(path.clone()),
+            ..Default::default()
+        };
+        let bus = EventBus::default();
+        let mut events = bus.subscribe();
+        let pipeline = pipeline::spawn(settings.clone(), policy(), datapath.clone(), bus).unwrap();
+        let plug = synthetic::plug(1);
+        let sender = pipeline.sender();
+        for input in synthetic::normal_traffic(&[plug.clone()], start(), Duration::from_secs(900), 2) {
+            sender.send(Command::Input(input)).await.unwrap();
+        }
+        for input in synthetic::telnet_scan(plug.mac, plug.ip, start() + Duration::from_secs(900), 60, 100, 9) {
+            sender.send(Command::Input(input)).await.unwrap();
+        }
+        // The scan's first flow is a new destination (update lane); the scan itself then
+        // escalates to quarantine.
+        let actions = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut actions = Vec::new();
+            loop {
+                let event = events.recv().await.unwrap();
+                if let EventKind::Action { action, .. } = &event.kind {
+                    actions.push(action.clone());
+                    if action == "quarantine" {
+                        return actions;
+                    }
+                }
+            }
+        })
+        .await
+        .expect("a quarantine within 5 s");
+        assert_eq!(actions, ["update_lane", "quarantine"]);
+        assert!(quarantined(&datapath, plug.mac));
+        pipeline.release(plug.mac, "api:alice").await.unwrap();
+        assert_eq!(datapath.access(plug.mac).unwrap(), None);
+        assert!(matches!(pipeline.release(plug.mac, "api:alice").await, Err(pipeline::ReleaseError::Respond(_))));
+        drop(sender);
+        pipeline.join();
+        // The loop saved the learnt baseline on its way out.
+        let conn = crate::store::open(&path).unwrap();
+        let record = baseline::store::load_device(&conn, plug.mac).unwrap().expect("saved");
+        assert_eq!(record.baseline.state_name(), "baselined");
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+#[test]
+fn decision_latency_stays_under_a_second() {
+    let report = latency::measure_decision_latency(20);
+    assert_eq!(report.missed, 0, "{report:?}");
+    assert!(report.p99 < Duration::from_secs(1), "{report:?}");
+}

@@ -1,0 +1,153 @@
+//! Runs the real `iotgw` binary in the lab's gateway namespace, and talks to its pinned maps
+//! the way a second tool on the router would.
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use crate::lab::Lab;
+
+/// The `iotgw` binary under test: `IOTGW_BIN` (set by `cargo xtask test`), else the
+/// workspace's debug build.
+pub fn iotgw_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("IOTGW_BIN") {
+        return bin.into();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/iotgw")
+}
+
+/// How long the controller may take to load, verify and attach.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A controller process and the files it runs from.
+pub struct Controller {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub policy_dir: PathBuf,
+    pub pin_path: PathBuf,
+    ns: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Controller {
+    /// Writes a configuration for `lab` and the given policy files, and starts `iotgw run`.
+    pub fn start(lab: &Lab, policies: &[(&str, &str)], extra_config: &str) -> Controller {
+        let dir = std::env::temp_dir().join(format!("{}-ctl", lab.id));
+        let _ = std::fs::remove_dir_all(&dir);
+        let policy_dir = dir.join("policies");
+        std::fs::create_dir_all(&policy_dir).expect("policy dir");
+        for (name, text) in policies {
+            std::fs::write(policy_dir.join(name), text).expect("policy file");
+        }
+        let pin_path = PathBuf::from(format!("/sys/fs/bpf/{}", lab.id));
+        let quarantine_host_mac = crate::lab::format_mac(lab.mac_of(&lab.quar, "eth0"));
+        let config = dir.join("iotgw.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[datapath]\nlan_interface = \"lan0\"\nwan_interface = \"wan0\"\nquarantine_interface = \"quar0\"\n\
+                 quarantine_host_mac = \"{quarantine_host_mac}\"\nattach_mode = \"native\"\npin_path = \"{}\"\n\n\
+                 [store]\npath = \"{}\"\n\n[policy]\ndir = \"{}\"\nwatch = true\n{extra_config}",
+                pin_path.display(),
+                dir.join("iotgw.db").display(),
+                policy_dir.display(),
+            ),
+        )
+        .expect("config file");
+        let mut controller =
+            Controller { child: None, dir, config, policy_dir, pin_path, ns: lab.gw.clone(), log: Arc::default() };
+        controller.spawn();
+        controller
+    }
+
+    /// Starts (or restarts) the process and waits until the datapath is configured.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net={}", Lab::ns_path(&self.ns)))
+            .arg(iotgw_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", iotgw_bin().display()));
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[iotgw] {line}");
+                log.lock().expect("log lock").push(line);
+            }
+        });
+        self.child = Some(child);
+        self.wait_for_log("datapath configured", START_TIMEOUT);
+    }
+
+    /// Waits until a log line containing `needle` appears (counting from the start).
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log.lock().expect("log lock").iter().any(|line| line.contains(needle)) {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("iotgw exited ({status}) before logging {needle:?}");
+                }
+            }
+            assert!(Instant::now() < deadline, "iotgw did not log {needle:?} within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Number of log lines containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log.lock().expect("log lock").iter().filter(|line| line.contains(needle)).count()
+    }
+
+    /// `kill -9`: no cleanup of any kind runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGHUP (policy reload).
+    pub fn hangup(&self) {
+        if let Some(child) = &self.child {
+            // nsenter execs iotgw, so the child's pid is iotgw's.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP);
+        }
+    }
+
+    /// The pinned maps, opened as a separate tool would.
+    pub fn maps(&self) -> iotgw::datapath::maps::Maps {
+        iotgw::datapath::maps::Maps::open_pinned(&self.pin_path).expect("pinned maps")
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Unpin links and maps: the namespaces go away with the lab, the pins would not.
+        let _ = iotgw::datapath::loader::detach_all(&self.pin_path);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,127 @@
+//! Test frames, built with etherparse from named parts (no magic offsets): the shared
+//! builder for the lab tests and the XDP benchmark.
+use etherparse::{IpNumber, Ipv4Header, Ipv6Header, PacketBuilder, TcpHeader};
+
+/// Broadcast MAC and the DHCP client's source address.
+pub const BROADCAST_MAC: [u8; 6] = [0xff; 6];
+pub const UNSPECIFIED_IP: [u8; 4] = [0, 0, 0, 0];
+pub const BROADCAST_IP: [u8; 4] = [255, 255, 255, 255];
+pub const DHCP_SERVER_PORT: u16 = 67;
+pub const DHCP_CLIENT_PORT: u16 = 68;
+pub const DNS_PORT: u16 = 53;
+pub const ENROLLMENT_PORT: u16 = 8443;
+pub const MQTT_PORT: u16 = 1883;
+pub const HTTP_PORT: u16 = 80;
+pub const TELNET_PORT: u16 = 23;
+pub const DEFAULT_TTL: u8 = 64;
+
+/// Who sends a frame to whom, at the link and IP layers.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoints {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: [u8; 4],
+    pub dst_ip: [u8; 4],
+}
+
+pub fn udp(e: Endpoints, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac).ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL).udp(src_port, dst_port);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, payload).expect("udp frame");
+    frame
+}
+
+/// A TCP SYN with a typical option set (MSS, SACK permitted, timestamps, NOP, window scale).
+pub fn tcp_syn(e: Endpoints, src_port: u16, dst_port: u16) -> Vec<u8> {
+    use etherparse::TcpOptionElement::*;
+    let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
+        .ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL)
+        .tcp(src_port, dst_port, 1_000, 64_240)
+        .syn()
+        .options(&[MaximumSegmentSize(1460), SelectiveAcknowledgementPermitted, Timestamp(1, 0), Noop, WindowScale(7)])
+        .expect("tcp options");
+    let mut frame = Vec::with_capacity(builder.size(0));
+    builder.write(&mut frame, &[]).expect("syn frame");
+    frame
+}
+
+pub fn icmp_echo(e: Endpoints, id: u16, seq: u16) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac).ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL).icmpv4_echo_request(id, seq);
+    let mut frame = Vec::with_capacity(builder.size(8));
+    builder.write(&mut frame, &[0u8; 8]).expect("icmp frame");
+    frame
+}
+
+/// A UDP frame behind `tags` 802.1Q/802.1ad tags (any number, for the "too many" case).
+pub fn udp_vlan(e: Endpoints, tags: usize, dst_port: u16) -> Vec<u8> {
+    let inner = udp(e, 40_000, dst_port, b"vlan");
+    let ether_type_at = 12; // after destination and source MACs
+    let mut frame = inner[..ether_type_at].to_vec();
+    for n in 0..tags {
+        // 802.1ad for the outer tag of a stack, 802.1Q inside.
+        let tpid: u16 = if n == 0 && tags > 1 { 0x88a8 } else { 0x8100 };
+        frame.extend_from_slice(&tpid.to_be_bytes());
+        frame.extend_from_slice(&(100 + n as u16).to_be_bytes());
+    }
+    frame.extend_from_slice(&inner[ether_type_at..]);
+    frame
+}
+
+/// An IPv4/UDP frame whose IHL says `ihl` (valid is 5..=15).
+pub fn ipv4_with_ihl(e: Endpoints, ihl: u8) -> Vec<u8> {
+    let mut frame = udp(e, 40_000, DNS_PORT, b"ihl");
+    let ip_at = etherparse::Ethernet2Header::LEN;
+    frame[ip_at] = 0x40 | (ihl & 0x0f);
+    frame
+}
+
+/// A TCP frame whose data offset says `words` 32-bit words (valid is 5..=15).
+pub fn tcp_with_data_offset(e: Endpoints, dst_port: u16, words: u8) -> Vec<u8> {
+    let mut frame = tcp_syn(e, 40_000, dst_port);
+    let tcp_at = etherparse::Ethernet2Header::LEN + Ipv4Header::MIN_LEN;
+    let data_offset_at = tcp_at + 12;
+    frame[data_offset_at] = (words << 4) | (frame[data_offset_at] & 0x0f);
+    frame
+}
+
+/// A frame cut to `len` bytes.
+pub fn truncated(mut frame: Vec<u8>, len: usize) -> Vec<u8> {
+    frame.truncate(len);
+    frame
+}
+
+/// An IPv6/UDP frame behind `count` hop-by-hop/destination-options headers (8 bytes each).
+pub fn ipv6_with_extensions(src_mac: [u8; 6], dst_mac: [u8; 6], count: usize, dst_port: u16) -> Vec<u8> {
+    const UDP: u8 = 17;
+    const DEST_OPTS: u8 = 60;
+    let payload = b"ext";
+    let udp_len = 8 + payload.len();
+    let ext_len = 8 * count;
+    let mut ip = Ipv6Header {
+        traffic_class: 0,
+        flow_label: Default::default(),
+        payload_length: (ext_len + udp_len) as u16,
+        next_header: if count == 0 { IpNumber(UDP) } else { IpNumber(DEST_OPTS) },
+        hop_limit: DEFAULT_TTL,
+        source: [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+        destination: [0xfd, 0x78, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+    };
+    ip.source[15] = 0x10;
+    let mut frame = Vec::new();
+    etherparse::Ethernet2Header { source: src_mac, destination: dst_mac, ether_type: etherparse::EtherType::IPV6 }
+        .write(&mut frame)
+        .expect("ethernet");
+    ip.write(&mut frame).expect("ipv6");
+    for n in 0..count {
+        let next = if n + 1 == count { UDP } else { DEST_OPTS };
+        // Next header, length 0 (8 bytes), then a PadN option filling the rest.
+        frame.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    let udp = etherparse::UdpHeader { source_port: 40_000, destination_port: dst_port, length: udp_len as u16, checksum: 0 };
+    udp.write(&mut frame).expect("udp");
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Length of a TCP header without options, for tests that cut inside it.
+pub const TCP_MIN_HEADER: usize = TcpHeader::MIN_LEN;

@@ -1,0 +1,91 @@
+//! Raw Ethernet frames in and out of a namespace's interface (AF_PACKET), for devices that
+//! send exactly the frames a test built and sniffers that see exactly what arrived.
+use std::{
+    ffi::CString,
+    fs::File,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+/// An AF_PACKET socket bound to one interface of one namespace.
+pub struct RawSocket {
+    fd: OwnedFd,
+    if_index: i32,
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+
+impl RawSocket {
+    /// Opens the socket from inside `ns` (a socket keeps the namespace it was made in).
+    pub fn open(ns: &str, interface: &str) -> RawSocket {
+        let ns = ns.to_owned();
+        let interface = interface.to_owned();
+        // setns affects only the calling thread: do it on a throwaway one.
+        std::thread::spawn(move || {
+            let handle = File::open(crate::lab::Lab::ns_path(&ns)).unwrap_or_else(|e| panic!("netns {ns}: {e}"));
+            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let name = CString::new(interface.clone()).expect("interface name");
+            // SAFETY: plain libc calls with valid arguments; the fd is owned right away.
+            unsafe {
+                let if_index = libc::if_nametoindex(name.as_ptr()) as i32;
+                assert!(if_index > 0, "no interface {interface} in {ns}");
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_ALL.to_be()));
+                assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+                let fd = OwnedFd::from_raw_fd(fd);
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_protocol = ETH_P_ALL.to_be();
+                addr.sll_ifindex = if_index;
+                let rc = libc::bind(
+                    fd.as_raw_fd(),
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert!(rc == 0, "bind: {}", std::io::Error::last_os_error());
+                RawSocket { fd, if_index }
+            }
+        })
+        .join()
+        .expect("raw socket thread")
+    }
+
+    /// Sends one frame as is.
+    pub fn send(&self, frame: &[u8]) {
+        // SAFETY: sends `frame.len()` bytes from a valid slice on an owned socket.
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        assert_eq!(sent, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
+    }
+
+    /// Collects frames received (not sent by us) until `window` has passed with `filter`
+    /// matching; bounded in time.
+    pub fn collect(&self, window: Duration, filter: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + window;
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return frames;
+            }
+            let tv = libc::timeval { tv_sec: left.as_secs() as i64, tv_usec: i64::from(left.subsec_micros().max(1)) };
+            let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            // SAFETY: valid buffers and lengths on an owned socket.
+            let n = unsafe {
+                libc::setsockopt(self.fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&raw const tv).cast(), std::mem::size_of::<libc::timeval>() as u32);
+                libc::recvfrom(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0, (&raw mut from).cast(), &mut from_len)
+            };
+            if n < 0 {
+                continue;
+            }
+            // Frames we sent ourselves come back as PACKET_OUTGOING: not arrivals.
+            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 || from.sll_ifindex != self.if_index {
+                continue;
+            }
+            let frame = &buf[..n as usize];
+            if filter(frame) {
+                frames.push(frame.to_vec());
+            }
+        }
+    }
+}
