@@ -53,7 +53,17 @@ impl Pki {
     fn issue_serial(&self, common_name: &str, server: bool, serial: u64) -> (String, String) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.serial_number = Some(SerialNumber::from(serial));
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        if server {
+            params.distinguished_name.push(DnType::CommonName, common_name);
+        } else {
+            // The form `identity` issues: CN = device id, SAN URIs naming the device and its MAC.
+            let id = format!("d-{}", common_name.replace(':', ""));
+            params.distinguished_name.push(DnType::CommonName, id.as_str());
+            params.subject_alt_names = vec![
+                SanType::URI(format!("urn:iotgw:device:{id}").try_into().unwrap()),
+                SanType::URI(format!("urn:iotgw:mac:{common_name}").try_into().unwrap()),
+            ];
+        }
         if server {
             params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -109,11 +119,12 @@ impl Drop for Lab {
 
 impl Lab {
     async fn start() -> Self {
-        Self::start_revoking(&[]).await
+        Self::start_with(&[], false).await
     }
 
-    /// A lab whose device CA has revoked the certificates with these serial numbers.
-    async fn start_revoking(revoked: &[u64]) -> Self {
+    /// A lab whose device CA has revoked (CRL) the certificates with these serial numbers, and
+    /// that may require certificates to be in the identity registry.
+    async fn start_with(revoked: &[u64], require_enrollment: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("iotgw-ota-it-{}-{:08x}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = dir.join("iotgw.db");
@@ -144,6 +155,7 @@ impl Lab {
             server_key: dir.join("server.key"),
             max_connections: 512,
             tick_secs: 1,
+            require_enrollment,
         };
         let bus = EventBus::default();
         let (trigger, shutdown) = shutdown::channel();
@@ -553,11 +565,49 @@ async fn device_without_a_valid_client_certificate_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_device_certificate_is_refused() {
-    let lab = Lab::start_revoking(&[4242]).await;
+    let lab = Lab::start_with(&[4242], false).await;
     let url = format!("https://{}/ota/v1/metadata/timestamp.json", lab.addr);
     let revoked = lab.pki.issue_serial(&mac(7).to_string(), false, 4242);
     assert!(raw_client(&lab, Some(revoked)).get(&url).send().await.is_err());
     let valid = lab.pki.issue_serial(&mac(8).to_string(), false, 4243);
     let response = raw_client(&lab, Some(valid)).get(&url).send().await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_certificates_of_the_identity_registry_are_served_when_enrollment_is_required() {
+    use iotgw::identity::{lifecycle::Lifecycle, names::Serial, registry};
+    let lab = Lab::start_with(&[], true).await;
+    let url = format!("https://{}/ota/v1/metadata/timestamp.json", lab.addr);
+    let (cert, key) = lab.pki.issue_serial(&mac(5).to_string(), false, 5005);
+    // Chained to the CA, but never issued through enrollment: refused.
+    assert!(raw_client(&lab, Some((cert.clone(), key.clone()))).get(&url).send().await.is_err());
+
+    // Record it as identity does on enrollment.
+    let der = rustls_pemfile::certs(&mut cert.as_bytes()).next().unwrap().unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let serial = Serial::from_bytes(parsed.raw_serial());
+    let device: iotgw::identity::names::DeviceId = "d-020000000005".parse().unwrap();
+    let now = db::now_unix();
+    let conn = lab.conn();
+    registry::insert_device(&conn, &registry::DeviceRecord { device: device.clone(), mac: mac(5), lifecycle: Lifecycle::Active, created_at: now })
+        .unwrap();
+    let record = registry::CertRecord {
+        serial: serial.clone(),
+        device,
+        mac: mac(5),
+        subject: "CN=d-020000000005".into(),
+        not_before: now - 60,
+        not_after: now + 3600,
+        status: registry::CertStatus::Valid,
+        bootstrap: "token".into(),
+        issued_at: now,
+    };
+    registry::insert_cert(&conn, &record, &der).unwrap();
+    let response = raw_client(&lab, Some((cert.clone(), key.clone()))).get(&url).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+
+    // Revoked in the registry: refused on the next connection.
+    registry::revoke(&conn, &serial, rcgen::RevocationReason::KeyCompromise, now).unwrap();
+    assert!(raw_client(&lab, Some((cert, key))).get(&url).send().await.is_err());
 }

@@ -39,8 +39,9 @@ pub const MIGRATIONS: &[crate::store::Migration] = db::MIGRATIONS;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8470";
 /// Default repository folder.
 pub const DEFAULT_REPO_DIR: &str = "/var/lib/iotgw/ota";
-/// Default device CA certificate (built by `identity`).
-pub const DEFAULT_DEVICE_CA: &str = "/var/lib/iotgw/pki/ca.pem";
+/// Default device CA certificate: `identity`'s generated CA
+/// (`identity::DEFAULT_STATE_DIR` / `identity::ca::CA_CERT_FILE`).
+pub const DEFAULT_DEVICE_CA: &str = "/var/lib/iotgw/identity/ca.cert.pem";
 /// Default server certificate chain and key of the update service.
 pub const DEFAULT_SERVER_CERT: &str = "/var/lib/iotgw/pki/ota-server.pem";
 pub const DEFAULT_SERVER_KEY: &str = "/var/lib/iotgw/pki/ota-server.key";
@@ -67,6 +68,9 @@ pub struct Config {
     pub server_key: PathBuf,
     pub max_connections: usize,
     pub tick_secs: u64,
+    /// Serve only certificates the identity registry issued (not revoked, device not
+    /// decommissioned). Turn off only when device certificates come from another PKI.
+    pub require_enrollment: bool,
 }
 
 impl Default for Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             server_key: DEFAULT_SERVER_KEY.into(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tick_secs: DEFAULT_TICK.as_secs(),
+            require_enrollment: true,
         }
     }
 }
@@ -127,7 +132,7 @@ pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: 
     let local_addr = listener.local_addr().map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
     tracing::info!(address = %local_addr, repo = %config.repo_dir.display(), "ota update service listening");
     let shared = Arc::new(server::Shared::new(conn, repository));
-    let serving = tokio::spawn(server::serve(listener, tls, shared.clone(), config.max_connections, shutdown.clone()));
+    let serving = tokio::spawn(server::serve(listener, tls, shared.clone(), config.max_connections, config.require_enrollment, shutdown.clone()));
     let tick = Duration::from_secs(config.tick_secs.max(1));
     let rolling = tokio::spawn(rollout_loop(shared, bus, tick, shutdown));
     let handle = tokio::spawn(async move {

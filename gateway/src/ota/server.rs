@@ -47,8 +47,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const VIEW_CACHE_CAPACITY: usize = 1_024;
 /// Read size when streaming images from disk.
 const STREAM_CHUNK: usize = 64 * 1024;
-/// URI SAN prefix naming a device.
-pub const DEVICE_URI_PREFIX: &str = "urn:iotgw:device:";
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +65,34 @@ pub enum ServerError {
 /// The authenticated device of a connection.
 #[derive(Clone, Copy, Debug)]
 pub struct Device(pub Mac);
+
+/// What the identity registry says about a client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enrollment {
+    /// Issued by `identity` to this MAC, not revoked, device not decommissioned.
+    Enrolled,
+    /// Not in the registry (an external PKI, or a test CA).
+    Unknown,
+    /// In the registry but unusable; the reason is logged.
+    Refused(String),
+}
+
+/// Looks a client certificate up in the identity registry.
+pub fn enrollment(conn: &Connection, mac: Mac, serial: &crate::identity::names::Serial) -> rusqlite::Result<Enrollment> {
+    use crate::identity::{lifecycle::Lifecycle, registry};
+    let Some(cert) = registry::cert(conn, serial)? else { return Ok(Enrollment::Unknown) };
+    if cert.mac != mac {
+        return Ok(Enrollment::Refused(format!("certificate is bound to {}, presented for {mac}", cert.mac)));
+    }
+    if cert.status == registry::CertStatus::Revoked {
+        return Ok(Enrollment::Refused("certificate revoked".into()));
+    }
+    let lifecycle = registry::device(conn, &cert.device)?.map(|d| d.lifecycle);
+    if lifecycle == Some(Lifecycle::Decommissioned) {
+        return Ok(Enrollment::Refused("device decommissioned".into()));
+    }
+    Ok(Enrollment::Enrolled)
+}
 
 /// State shared by every connection: the store (one connection, calls off the async threads),
 /// the repository, and signed views.
@@ -169,17 +195,23 @@ pub fn read_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>
         .ok_or_else(|| ServerError::Pem { path: path.to_owned(), detail: "no private key".into() })
 }
 
-/// The device named by a client certificate: subject CN as a MAC, else a device URI SAN.
-pub fn device_of(cert: &[u8]) -> Option<Mac> {
+/// The device MAC and serial of a client certificate: the `urn:iotgw:mac:` SAN, else a
+/// subject CN that parses as a MAC.
+pub fn device_of(cert: &[u8]) -> Option<(Mac, crate::identity::names::Serial)> {
+    use crate::identity::names::{Serial, Urn, parse_urn};
     let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let from_cn = cert.subject().iter_common_name().find_map(|cn| cn.as_str().ok()?.parse().ok());
-    from_cn.or_else(|| {
-        let san = cert.subject_alternative_name().ok()??;
+    let serial = Serial::from_bytes(cert.raw_serial());
+    let from_san = cert.subject_alternative_name().ok().flatten().and_then(|san| {
         san.value.general_names.iter().find_map(|name| match name {
-            x509_parser::extensions::GeneralName::URI(uri) => uri.strip_prefix(DEVICE_URI_PREFIX)?.parse().ok(),
+            x509_parser::extensions::GeneralName::URI(uri) => match parse_urn(uri) {
+                Ok(Urn::Mac(mac)) => Some(mac),
+                _ => None,
+            },
             _ => None,
         })
-    })
+    });
+    let mac = from_san.or_else(|| cert.subject().iter_common_name().find_map(|cn| cn.as_str().ok()?.parse().ok()))?;
+    Some((mac, serial))
 }
 
 /// The HTTP routes (without TLS), for one connection's device.
@@ -198,10 +230,11 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
     max_connections: usize,
+    require_enrollment: bool,
     mut shutdown: Shutdown,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(shared);
+    let app = router(shared.clone());
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let (tcp, peer) = tokio::select! {
@@ -224,6 +257,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -235,10 +269,28 @@ pub async fn serve(
                 Err(_) => return,
             };
             let device = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| device_of(c));
-            let Some(mac) = device else {
+            let Some((mac, serial)) = device else {
                 tracing::warn!(%peer, "ota client certificate names no device");
                 return;
             };
+            let lookup = serial.clone();
+            match shared.with_store(move |conn, _| enrollment(conn, mac, &lookup)).await {
+                Ok(Ok(Enrollment::Enrolled)) => {}
+                Ok(Ok(Enrollment::Unknown)) if !require_enrollment => {}
+                Ok(Ok(Enrollment::Unknown)) => {
+                    tracing::warn!(%peer, device = %mac, %serial, "ota refused: certificate not issued by the identity registry");
+                    return;
+                }
+                Ok(Ok(Enrollment::Refused(reason))) => {
+                    tracing::warn!(%peer, device = %mac, %serial, reason, "ota refused");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "ota enrollment lookup failed");
+                    return;
+                }
+                Err(_) => return,
+            }
             let service = hyper_util::service::TowerToHyperService::new(app.layer(Extension(Device(mac))));
             let io = hyper_util::rt::TokioIo::new(tls);
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
