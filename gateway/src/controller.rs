@@ -71,6 +71,49 @@ pub fn apply_policy(maps: &Maps, config: &Config, policy: &CompiledPolicy) -> an
     Ok(())
 }
 
+/// What the inventory thread consumes.
+pub enum InventoryInput {
+    Event(DatapathEvent),
+    Traffic(crate::baseline::TrafficSample),
+}
+
+/// The inventory's thread: its own SQLite connection, fed by the fan-out.
+fn spawn_inventory(config: &Config, input: std::sync::mpsc::Receiver<InventoryInput>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let conn = crate::store::open(&config.store.path).context("opening the store for the inventory")?;
+    let classifier = match crate::fingerprint::model::Classifier::shipped() {
+        Ok(classifier) => Some(classifier),
+        Err(error) => {
+            tracing::warn!(%error, "device-type model unavailable; types stay unknown");
+            None
+        }
+    };
+    let mut inventory = crate::inventory::Inventory::new(conn, crate::inventory::vendor::Vendors::load_default(), classifier);
+    std::thread::Builder::new()
+        .name("iotgw-inventory".into())
+        .spawn(move || {
+            while let Ok(item) = input.recv() {
+                let result = match item {
+                    InventoryInput::Event(event) => inventory.handle(&event).map(drop),
+                    InventoryInput::Traffic(sample) => inventory.record_traffic(
+                        sample.mac,
+                        sample.interval_start,
+                        &crate::inventory::replay::TrafficCounters {
+                            tx_bytes: sample.tx_bytes,
+                            tx_packets: sample.tx_packets,
+                            rx_bytes: sample.rx_bytes,
+                            rx_packets: sample.rx_packets,
+                        },
+                    ),
+                };
+                if let Err(error) = result {
+                    tracing::warn!(%error, "inventory update failed");
+                }
+            }
+            tracing::info!("inventory stopped");
+        })
+        .context("starting the inventory thread")
+}
+
 /// Runs the gateway until shutdown. `policy` was checked before anything was attached.
 pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let mut policy = policy;
@@ -119,8 +162,38 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
             }
         });
     }
+    // The store: opened (and migrated) once here, then each step opens its own connection.
+    if let Some(parent) = config.store.path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    drop(crate::store::open(&config.store.path).context("opening the store")?);
+
+    // Inventory: its own thread, so SQLite never runs on the async workers.
+    let (inventory_tx, inventory_rx) = std::sync::mpsc::sync_channel::<InventoryInput>(PIPELINE_QUEUE);
+    let inventory_thread = spawn_inventory(&config, inventory_rx)?;
+
+    // Baseline → detect → respond: its own thread too (`respond::pipeline`).
+    let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
+    let control: crate::datapath::Control = maps.clone();
+    let pipeline = crate::respond::pipeline::spawn(
+        crate::respond::pipeline::Settings {
+            baseline: Default::default(),
+            detect: Default::default(),
+            store: Some(config.store.path.clone()),
+        },
+        responses,
+        control.clone(),
+        bus.clone(),
+    )
+    .context("starting detection")?;
+    let detect_tx = pipeline.sender();
+
     {
+        // Fan-out of datapath events: device IPs to the maps (for the WAN program), then the
+        // inventory and the detection pipeline.
         let maps = maps.clone();
+        let inventory_tx = inventory_tx.clone();
+        let detect_tx = detect_tx.clone();
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
             loop {
@@ -130,17 +203,82 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                         let Some(event) = event else { break };
                         if let DatapathEvent::Flow(flow) = &event {
                             if let std::net::IpAddr::V4(v4) = flow.src {
-                                if !v4.is_unspecified() {
+                                if !v4.is_unspecified() && !v4.is_broadcast() {
                                     let _ = maps.set_device_ipv4(flow.mac, v4);
                                 }
                             }
                         }
-                        tracing::debug!(?event, "datapath event");
+                        if inventory_tx.try_send(InventoryInput::Event(event.clone())).is_err() {
+                            tracing::debug!("inventory queue full; event skipped");
+                        }
+                        if detect_tx.send(crate::respond::pipeline::Command::from(event)).await.is_err() {
+                            break;
+                        }
                     }
                 }
             }
         });
     }
+    {
+        // Per-device counters, every COUNTER_INTERVAL, as deltas: the traffic series of the
+        // inventory and the volume baselines.
+        let maps = maps.clone();
+        let detect_tx = detect_tx.clone();
+        let inventory_tx = inventory_tx.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut previous: std::collections::HashMap<crate::device::Mac, crate::datapath::maps::DeviceCounters> = maps.device_counters().into_iter().collect();
+            let mut ticker = tokio::time::interval(COUNTER_INTERVAL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = ticker.tick() => {}
+                }
+                let now = std::time::SystemTime::now();
+                let interval_start = now - COUNTER_INTERVAL;
+                let current = {
+                    let maps = maps.clone();
+                    match tokio::task::spawn_blocking(move || maps.device_counters()).await {
+                        Ok(current) => current,
+                        Err(_) => continue,
+                    }
+                };
+                for (mac, counters) in current {
+                    let before = previous.insert(mac, counters).unwrap_or_default();
+                    let sample = crate::baseline::TrafficSample {
+                        mac,
+                        interval_start,
+                        interval: COUNTER_INTERVAL,
+                        tx_bytes: counters.tx_bytes.saturating_sub(before.tx_bytes),
+                        tx_packets: counters.tx_packets.saturating_sub(before.tx_packets),
+                        rx_bytes: counters.rx_bytes.saturating_sub(before.rx_bytes),
+                        rx_packets: counters.rx_packets.saturating_sub(before.rx_packets),
+                    };
+                    if sample.tx_packets == 0 && sample.rx_packets == 0 {
+                        continue;
+                    }
+                    let _ = inventory_tx.try_send(InventoryInput::Traffic(sample.clone()));
+                    let _ = detect_tx.send(crate::respond::pipeline::Command::Input(crate::baseline::Input::Traffic(sample))).await;
+                }
+                let _ = detect_tx.send(crate::respond::pipeline::Command::Tick(now)).await;
+            }
+        });
+    }
+
+    // Identity (EST enrollment, access follows certificates), integrations, OTA.
+    let identity = if config.identity.enabled {
+        Some(crate::identity::service::spawn(&config.identity, &config.store.path, control.clone(), bus.clone(), shutdown.clone()).await.context("starting the identity service")?)
+    } else {
+        None
+    };
+    let integrations = crate::integrations::spawn(config.integrations.clone(), &config.store.path, bus.clone(), shutdown.clone())
+        .context("starting integrations")?;
+    let ota = if config.ota.enabled {
+        Some(crate::ota::spawn(&config.ota, &config.store.path, bus.clone(), shutdown.clone()).await.context("starting the OTA service")?)
+    } else {
+        None
+    };
 
     {
         // Policy reloads: SIGHUP, or a change in the policy folder. A bad policy is refused
@@ -193,7 +331,25 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
 
     shutdown::signal().await;
     trigger.trigger();
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+        if let Some(identity) = identity {
+            identity.join().await;
+        }
+        integrations.join().await;
+        if let Some(ota) = ota {
+            let _ = ota.handle.await;
+        }
+    })
+    .await;
+    // The pipelines end when their senders are gone: drop ours, then wait for the last save.
+    drop(detect_tx);
+    drop(inventory_tx);
+    let _ = tokio::task::spawn_blocking(move || {
+        pipeline.join();
+        let _ = inventory_thread.join();
+    })
+    .await;
     match drained {
         Ok(()) => tracing::info!("all tasks stopped; XDP keeps enforcing from its pins"),
         Err(_) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "tasks did not stop in time; exiting anyway"),

@@ -23,6 +23,10 @@ use crate::{
     device::{Access, Mac},
 };
 
+/// Audit entries searched for the isolating change when releasing. A device collects a few
+/// entries while isolated; beyond this many, release falls back to `fallback_restore`.
+pub const AUDIT_SCAN_LIMIT: usize = 10_000;
+
 /// An action an operator may ask for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -159,7 +163,7 @@ pub fn apply(
     // them back.
     let (policy_id, class_id) = enforced.map_or((0, 0), |e| (e.policy_id, e.class_id));
     let restore = if is_isolated(current) {
-        restore_access(&directory.audit_log(mac)?).unwrap_or_else(|| fallback_restore(policy_id))
+        restore_access(&directory.audit_log(mac, AUDIT_SCAN_LIMIT)?).unwrap_or_else(|| fallback_restore(policy_id))
     } else {
         current
     };
@@ -197,7 +201,7 @@ mod tests {
             action: "x".into(),
             from: Some(from),
             to: Some(to),
-            reason: String::new(),
+            detail: String::new(),
         }
     }
 

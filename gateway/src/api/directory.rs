@@ -52,8 +52,8 @@ pub trait DeviceDirectory: Send + Sync + 'static {
     fn device(&self, mac: Mac) -> Result<Option<DeviceRecord>, DirectoryError>;
     /// The device's most recent flows, newest first, at most `limit`.
     fn flows(&self, mac: Mac, limit: usize) -> Result<Vec<FlowRecord>, DirectoryError>;
-    /// The device's audit log, newest first.
-    fn audit_log(&self, mac: Mac) -> Result<Vec<AuditEntry>, DirectoryError>;
+    /// The device's audit log, newest first, at most `limit` entries.
+    fn audit_log(&self, mac: Mac, limit: usize) -> Result<Vec<AuditEntry>, DirectoryError>;
     /// Records the device's new state and the audit entry, in one transaction.
     fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError>;
 }

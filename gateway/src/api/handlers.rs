@@ -33,8 +33,9 @@ pub const DEFAULT_FLOWS_LIMIT: usize = 100;
 pub const MAX_FLOWS_LIMIT: usize = 10_000;
 /// Audit entries shown with a device.
 pub const AUDIT_SHOWN: usize = 50;
-/// Longest reason an action accepts, in characters.
-pub const MAX_REASON_CHARS: usize = 1_024;
+/// Longest reason an action accepts, in bytes: the audit entry holds it with the action's
+/// name and the state change, within the inventory's `MAX_TEXT`.
+pub const MAX_REASON_BYTES: usize = 512;
 
 /// Every lifecycle state, so status lists zeros rather than leaving states out.
 const ALL_STATES: [Access; 5] =
@@ -139,19 +140,20 @@ pub async fn device(
     let (directory, control) = (state.directory.clone(), state.control.clone());
     let detail = blocking(move || {
         let record = directory.device(mac)?.ok_or(ApiError::UnknownDevice(mac))?;
-        let mut audit = directory.audit_log(mac)?;
         let enforced = control.access(mac)?;
         let current = enforced.map_or(Access::Unknown, |e| e.access);
-        let restore_access = actions::is_isolated(current).then(|| {
+        // The isolating entry may be older than the entries shown: search further for it.
+        let isolated = actions::is_isolated(current);
+        let audit = directory.audit_log(mac, if isolated { actions::AUDIT_SCAN_LIMIT } else { AUDIT_SHOWN })?;
+        let restore_access = isolated.then(|| {
             actions::restore_access(&audit)
                 .unwrap_or_else(|| actions::fallback_restore(enforced.map_or(0, |e| e.policy_id)))
         });
-        audit.truncate(AUDIT_SHOWN);
         Ok(DeviceDetail {
             record,
             enforcement: enforced.map(|e| Enforcement { access: e.access, policy_id: e.policy_id, class_id: e.class_id }),
             restore_access,
-            audit,
+            audit: audit.into_iter().take(AUDIT_SHOWN).collect(),
         })
     })
     .await?;
@@ -160,6 +162,7 @@ pub async fn device(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FlowsQuery {
     /// Most flows to return, newest first (default 100, at most 10000).
     limit: Option<usize>,
@@ -216,8 +219,8 @@ fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
     let request: ActionRequest = serde_json::from_slice(body)
         .map_err(|error| ApiError::BadRequest(format!("body must be {{\"reason\": \"...\"}} or empty: {error}")))?;
     if let Some(reason) = &request.reason {
-        if reason.chars().count() > MAX_REASON_CHARS {
-            return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_CHARS} characters")));
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
         }
         // Reasons end up in syslog and ticket lines: a newline would forge a record.
         if reason.chars().any(char::is_control) {
@@ -344,4 +347,24 @@ pub async fn openapi() -> impl IntoResponse {
 /// JSON 404 for unknown paths.
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::NoRoute(uri.path().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_reason_fits_the_inventory_audit_detail() {
+        // "<from> -> <to>: <action>: <reason>" with the longest names.
+        let detail = format!("quarantined -> quarantined: quarantine: {}", "x".repeat(MAX_REASON_BYTES));
+        assert!(detail.len() <= crate::inventory::MAX_TEXT, "{} > {}", detail.len(), crate::inventory::MAX_TEXT);
+    }
+
+    #[test]
+    fn action_body_may_be_empty_or_carry_a_reason() {
+        assert_eq!(action_request(b"").unwrap(), ActionRequest::default());
+        assert_eq!(action_request(b" \n").unwrap(), ActionRequest::default());
+        assert_eq!(action_request(br#"{"reason":"x"}"#).unwrap().reason.as_deref(), Some("x"));
+        assert!(action_request(br#"{"reason":"a\u0007b"}"#).is_err());
+    }
 }

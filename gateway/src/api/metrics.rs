@@ -80,6 +80,13 @@ impl DatapathCounters {
         }
     }
 
+    /// Reads `GLOBAL_STATS` from the live datapath (the stats poller calls this, then
+    /// `Metrics::set_datapath_counters`).
+    pub fn from_maps(maps: &crate::datapath::maps::Maps) -> Self {
+        let values: Vec<u64> = (0..counter::COUNT).map(|index| maps.global_counter(index)).collect();
+        Self::from_global_stats(&values)
+    }
+
     pub fn summary(&self) -> CountersSummary {
         CountersSummary {
             lan_packets: self.lan_packets,

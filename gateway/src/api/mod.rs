@@ -31,6 +31,7 @@ pub mod auth;
 pub mod directory;
 pub mod error;
 pub mod handlers;
+pub mod inventory_directory;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
@@ -39,6 +40,7 @@ pub mod policy_view;
 pub use auth::{Caller, Role, TokenEntry, TokenSet, TokensError};
 pub use directory::{AccessChange, DeviceDirectory, DirectoryError, PolicySource, SharedPolicy};
 pub use error::ApiError;
+pub use inventory_directory::InventoryDirectory;
 pub use metrics::{DatapathCounters, Metrics};
 
 /// Where the API listens unless configured: loopback only, so nothing off the box reaches it.

@@ -41,9 +41,19 @@ pub struct DeviceSummary {
 /// One passive fingerprint of a device (DHCP options, TCP SYN signature, TLS hello, ...).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Fingerprint {
-    /// `dhcp_options`, `dhcp_vendor_class`, `hostname`, `tcp_syn`, `tls_ja3`, `dns_name`...
+    /// `dhcp_parameter_list`, `dhcp_vendor_class`, `dhcp_hostname`, `tcp_syn`, `tls_ja3`,
+    /// `tls_server_name` (DNS names are listed apart, in `dns_names`).
     pub kind: String,
     pub value: String,
+}
+
+/// Traffic of a device since first seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrafficTotals {
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
 }
 
 /// What the inventory knows of one device beyond its summary.
@@ -51,7 +61,17 @@ pub struct Fingerprint {
 pub struct DeviceRecord {
     #[serde(flatten)]
     pub summary: DeviceSummary,
+    /// Last host name the device gave in DHCP.
     pub hostname: Option<String>,
+    /// Identity lifecycle (`enrolled`, `revoked`, ...), as the identity component set it.
+    pub lifecycle: Option<String>,
+    pub firmware_version: Option<String>,
+    /// Subject of its client certificate, once enrolled.
+    pub cert_subject: Option<String>,
+    pub device_id: Option<String>,
+    /// Flows it opened since first seen.
+    pub flows_total: u64,
+    pub traffic: TrafficTotals,
     pub fingerprints: Vec<Fingerprint>,
     /// DNS names the device resolved.
     pub dns_names: Vec<String>,
@@ -74,13 +94,16 @@ pub struct AuditEntry {
     pub time: OffsetDateTime,
     /// Who or what caused it: `api:alice`, `detector:scan`, `enrollment`, ...
     pub actor: String,
-    /// `quarantine`, `release`, `block`, `enroll`, `seen`, ...
+    /// `access_changed`, `device_added`, `type_changed`, `class_changed`, ...
     pub action: String,
+    /// For access changes: the access before.
     #[schema(value_type = Option<String>)]
     pub from: Option<Access>,
+    /// For access changes: the access after.
     #[schema(value_type = Option<String>)]
     pub to: Option<Access>,
-    pub reason: String,
+    /// What changed and why, in words.
+    pub detail: String,
 }
 
 /// `GET /api/v1/devices/{mac}`.
@@ -98,15 +121,13 @@ pub struct DeviceDetail {
     pub audit: Vec<AuditEntry>,
 }
 
-/// One flow of a device (`GET /api/v1/devices/{mac}/flows`).
+/// A flow a device opened (`GET /api/v1/devices/{mac}/flows`), as XDP reported its first
+/// packet.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FlowRecord {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
-    pub first_seen: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    #[schema(value_type = String, format = DateTime)]
-    pub last_seen: OffsetDateTime,
+    pub time: OffsetDateTime,
     #[schema(value_type = String)]
     pub src: IpAddr,
     pub src_port: u16,
@@ -115,17 +136,19 @@ pub struct FlowRecord {
     pub dst_port: u16,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP).
     pub proto: u8,
-    pub packets: u64,
-    pub bytes: u64,
-    /// `pass`, `drop` or `redirect`, as XDP decided for the flow's first packet.
+    /// Size of the first frame.
+    pub frame_bytes: u32,
+    /// `pass`, `drop` or `redirect`.
     pub verdict: String,
+    /// Drop reason name (`none` when passed).
+    pub reason: String,
 }
 
 /// Optional body of the quarantine, release and block actions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {
-    /// Why, kept in the audit log (at most `MAX_REASON_CHARS` characters).
+    /// Why, kept in the audit log (at most 512 bytes).
     pub reason: Option<String>,
 }
 

@@ -33,6 +33,7 @@ use super::{handlers, model};
         model::CountersSummary,
         model::DeviceSummary,
         model::DeviceRecord,
+        model::TrafficTotals,
         model::DeviceDetail,
         model::Fingerprint,
         model::Enforcement,
@@ -92,9 +93,9 @@ mod tests {
             std::fs::write(&path, format!("{generated}\n")).unwrap();
             return;
         }
-        assert_eq!(
-            COMMITTED.trim_end(),
-            generated,
+        // Not assert_eq: a diff of two 30 kB documents helps no one.
+        assert!(
+            COMMITTED.trim_end() == generated,
             "gateway/src/api/openapi.json is stale: rerun this test with IOTGW_UPDATE_OPENAPI=1"
         );
     }

@@ -1,20 +1,20 @@
-//! Router tests: a real server on 127.0.0.1:0, real HTTP (reqwest), the in-memory datapath.
+//! Router tests: a real server on 127.0.0.1:0, real HTTP (reqwest), a real inventory in a
+//! SQLite file of a temporary folder, and the in-memory datapath.
 use std::{
-    collections::HashMap,
-    net::IpAddr,
     sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
 };
 
 use reqwest::StatusCode;
-use time::OffsetDateTime;
 
-use super::{
-    model::{AuditEntry, DeviceRecord, DeviceSummary, FlowRecord},
-    *,
-};
+use super::{inventory_directory::InventoryDirectory, *};
 use crate::{
-    datapath::{DeviceAccess, DeviceControl as _, MemoryDatapath},
+    datapath::{
+        DeviceAccess, DeviceControl as _, MemoryDatapath,
+        events::{DatapathEvent, FlowObservation},
+    },
     device::{Access, Mac},
+    inventory::Inventory,
 };
 
 pub(crate) const VIEWER_TOKEN: &str = "viewer-secret-token";
@@ -35,96 +35,85 @@ pub(crate) fn test_config(metrics_public: bool) -> Config {
     }
 }
 
-/// A directory held in memory, with a switch that makes writes fail.
-#[derive(Default)]
-pub(crate) struct MemoryDirectory {
-    devices: Mutex<Vec<DeviceRecord>>,
-    flows: Mutex<HashMap<Mac, Vec<FlowRecord>>>,
-    audit: Mutex<HashMap<Mac, Vec<AuditEntry>>>,
-    pub fail_writes: std::sync::atomic::AtomicBool,
+/// A directory removed when dropped.
+pub(crate) struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub(crate) fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("iotgw-api-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
 }
 
-impl MemoryDirectory {
-    pub(crate) fn with_fixture_devices() -> Self {
-        let directory = Self::default();
-        let now = OffsetDateTime::now_utc();
-        for (mac, ip, vendor, kind, state) in [
-            (CAMERA, "192.168.1.20", "Arlo", "camera", Access::Enrolled),
-            (PLUG, "192.168.1.21", "TP-Link", "smart_plug", Access::Onboarding),
-        ] {
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A real inventory in a SQLite file, fed like the controller feeds it: the camera
+/// (192.168.1.20, enrolled in class `camera`) and the plug (192.168.1.21, never enrolled) each
+/// opened three HTTPS flows.
+pub(crate) struct Fixture {
+    pub dir: TempDir,
+    pub inventory: Arc<Mutex<Inventory>>,
+}
+
+impl Fixture {
+    pub(crate) fn new() -> Self {
+        let dir = TempDir::new();
+        let conn = crate::store::open(&dir.0.join("iotgw.db")).unwrap();
+        let mut inventory = Inventory::new(conn, crate::inventory::Vendors::empty(), None);
+        let now = SystemTime::now();
+        for (mac, ip, age) in [(PLUG, "192.168.1.21", 60), (CAMERA, "192.168.1.20", 10)] {
             let mac: Mac = mac.parse().unwrap();
-            directory.devices.lock().unwrap().push(DeviceRecord {
-                summary: DeviceSummary {
+            for i in 0..3u16 {
+                let flow = FlowObservation {
+                    time: now - Duration::from_secs(age - u64::from(i)),
                     mac,
-                    ips: vec![ip.parse().unwrap()],
-                    vendor: Some(vendor.into()),
-                    device_type: Some(kind.into()),
-                    type_confidence: Some(0.93),
-                    state,
-                    policy: None,
-                    first_seen: now,
-                    last_seen: now,
-                    bytes: 123_456,
-                },
-                hostname: None,
-                fingerprints: Vec::new(),
-                dns_names: Vec::new(),
-            });
-            let ip: IpAddr = ip.parse().unwrap();
-            let flows = (0..3)
-                .map(|i| FlowRecord {
-                    first_seen: now,
-                    last_seen: now,
-                    src: ip,
-                    src_port: 40_000 + i,
+                    src: ip.parse().unwrap(),
                     dst: "203.0.113.7".parse().unwrap(),
+                    src_port: 40_000 + i,
                     dst_port: 443,
-                    proto: 6,
-                    packets: 10,
-                    bytes: 1_000,
-                    verdict: "pass".into(),
-                })
-                .collect();
-            directory.flows.lock().unwrap().insert(mac, flows);
+                    proto: gateway_ebpf::proto::TCP,
+                    frame_bytes: 74,
+                    tcp_flags: 0x02,
+                    syn: None,
+                    verdict: gateway_ebpf::verdict::PASS,
+                    reason: gateway_ebpf::reason::NONE,
+                    access: Access::Unknown,
+                };
+                inventory.handle(&DatapathEvent::Flow(flow)).unwrap();
+            }
         }
-        directory
-    }
-}
-
-impl DeviceDirectory for MemoryDirectory {
-    fn devices(&self) -> Result<Vec<DeviceSummary>, DirectoryError> {
-        Ok(self.devices.lock().unwrap().iter().map(|d| d.summary.clone()).collect())
+        let camera: Mac = CAMERA.parse().unwrap();
+        inventory.set_access(camera, Access::Enrolled, "enrollment", "certificate issued").unwrap();
+        inventory.set_class(camera, "camera", "policy-file").unwrap();
+        Self { dir, inventory: Arc::new(Mutex::new(inventory)) }
     }
 
-    fn device(&self, mac: Mac) -> Result<Option<DeviceRecord>, DirectoryError> {
-        Ok(self.devices.lock().unwrap().iter().find(|d| d.summary.mac == mac).cloned())
+    pub(crate) fn directory(&self) -> Arc<InventoryDirectory> {
+        Arc::new(InventoryDirectory::new(self.inventory.clone()))
     }
 
-    fn flows(&self, mac: Mac, limit: usize) -> Result<Vec<FlowRecord>, DirectoryError> {
-        Ok(self.flows.lock().unwrap().get(&mac).map(|f| f.iter().take(limit).cloned().collect()).unwrap_or_default())
+    /// Access-change audit rows of `mac`, read through a connection of their own (so from the
+    /// file, not from the API's handle).
+    pub(crate) fn access_audit(&self, mac: &str) -> Vec<(String, String)> {
+        let conn = crate::store::open(&self.dir.0.join("iotgw.db")).unwrap();
+        let mut statement = conn
+            .prepare("SELECT actor, detail FROM inventory_audit WHERE mac = ?1 AND action = 'access_changed' ORDER BY id")
+            .unwrap();
+        statement
+            .query_map([mac], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
     }
 
-    fn audit_log(&self, mac: Mac) -> Result<Vec<AuditEntry>, DirectoryError> {
-        Ok(self.audit.lock().unwrap().get(&mac).map(|a| a.iter().rev().cloned().collect()).unwrap_or_default())
-    }
-
-    fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError> {
-        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(DirectoryError::Store("disk full".into()));
-        }
-        let mut devices = self.devices.lock().unwrap();
-        let device =
-            devices.iter_mut().find(|d| d.summary.mac == change.mac).ok_or(DirectoryError::UnknownDevice(change.mac))?;
-        device.summary.state = change.to;
-        self.audit.lock().unwrap().entry(change.mac).or_default().push(AuditEntry {
-            time: OffsetDateTime::now_utc(),
-            actor: change.actor.clone(),
-            action: change.action.clone(),
-            from: Some(change.from),
-            to: Some(change.to),
-            reason: change.reason.clone(),
-        });
-        Ok(())
+    pub(crate) fn stored_access(&self, mac: &str) -> String {
+        let conn = crate::store::open(&self.dir.0.join("iotgw.db")).unwrap();
+        conn.query_row("SELECT access FROM inventory_devices WHERE mac = ?1", [mac], |row| row.get(0)).unwrap()
     }
 }
 
@@ -193,22 +182,26 @@ async fn json(response: reqwest::Response) -> serde_json::Value {
 
 #[tokio::test]
 async fn viewer_reads_status_devices_device_flows_and_policies() {
-    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
     let status = get(&server, "/api/v1/status", Some(VIEWER_TOKEN)).await;
     assert_eq!(status.status(), StatusCode::OK);
     let status = json(status).await;
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["devices"]["enrolled"], 1);
-    assert_eq!(status["devices"]["onboarding"], 1);
+    assert_eq!(status["devices"]["unknown"], 1);
     assert_eq!(status["devices"]["blocked"], 0);
     assert_eq!(status["datapath"]["interfaces"][0]["name"], "lan0");
 
     let devices = json(get(&server, "/api/v1/devices", Some(VIEWER_TOKEN)).await).await;
     assert_eq!(devices.as_array().unwrap().len(), 2);
-    assert_eq!(devices[0]["mac"], CAMERA);
+    assert_eq!(devices[0]["mac"], CAMERA, "most recently seen first");
+    assert_eq!(devices[0]["policy"], "camera");
+    assert_eq!(devices[0]["ips"][0], "192.168.1.20");
 
     let device = json(get(&server, &format!("/api/v1/devices/{CAMERA}"), Some(VIEWER_TOKEN)).await).await;
-    assert_eq!(device["vendor"], "Arlo");
+    assert_eq!(device["ips"][0], "192.168.1.20");
+    assert_eq!(device["flows_total"], 3);
     assert_eq!(device["enforcement"]["access"], "enrolled");
     assert!(device["restore_access"].is_null());
 
@@ -224,7 +217,8 @@ async fn viewer_reads_status_devices_device_flows_and_policies() {
 
 #[tokio::test]
 async fn unauthenticated_requests_get_401_with_a_bearer_challenge() {
-    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
     for token in [None, Some("not-a-token")] {
         for path in ["/api/v1/status", "/api/v1/devices", "/api/v1/policies", "/metrics"] {
             let response = get(&server, path, token).await;
@@ -244,22 +238,23 @@ async fn unauthenticated_requests_get_401_with_a_bearer_challenge() {
 
 #[tokio::test]
 async fn viewer_actions_are_refused_with_403_and_change_nothing() {
-    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
-    let server = Server::start(directory.clone(), false).await;
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
     for action in ["quarantine", "release", "block"] {
         let response = post(&server, &format!("/api/v1/devices/{CAMERA}/{action}"), VIEWER_TOKEN, None).await;
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{action}");
         assert!(json(response).await["error"].as_str().unwrap().contains("operator"));
     }
     assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
-    assert!(directory.audit_log(CAMERA.parse().unwrap()).unwrap().is_empty());
+    assert_eq!(fixture.access_audit(CAMERA).len(), 1, "only the enrollment");
+    assert_eq!(fixture.stored_access(CAMERA), "enrolled");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn operator_quarantine_enforces_in_the_datapath_and_is_audited() {
-    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
-    let server = Server::start(directory.clone(), false).await;
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
     let response =
         post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, Some(r#"{"reason":"INC-42 scan"}"#)).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -272,27 +267,28 @@ async fn operator_quarantine_enforces_in_the_datapath_and_is_audited() {
     // The class policy survives isolation, so release can give it back.
     let entry = server.datapath.access(CAMERA.parse().unwrap()).unwrap().unwrap();
     assert_eq!(entry.policy_id, gateway_ebpf::lane::FIRST_CLASS_POLICY + 1);
-    let audit = directory.audit_log(CAMERA.parse().unwrap()).unwrap();
-    assert_eq!(audit.len(), 1);
-    assert_eq!((audit[0].from, audit[0].to), (Some(Access::Enrolled), Some(Access::Quarantined)));
-    assert_eq!(audit[0].actor, "api:otto");
-    assert_eq!(audit[0].reason, "INC-42 scan");
+    assert_eq!(fixture.stored_access(CAMERA), "quarantined");
+    let audit = fixture.access_audit(CAMERA);
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[1], ("api:otto".to_owned(), "enrolled -> quarantined: quarantine: INC-42 scan".to_owned()));
 
     // A second quarantine changes and records nothing.
     let again = json(post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, None).await).await;
     assert_eq!(again["changed"], false);
-    assert_eq!(directory.audit_log(CAMERA.parse().unwrap()).unwrap().len(), 1);
+    assert_eq!(fixture.access_audit(CAMERA).len(), 2);
 
     let detail = json(get(&server, &format!("/api/v1/devices/{CAMERA}"), Some(VIEWER_TOKEN)).await).await;
     assert_eq!(detail["restore_access"], "enrolled");
-    assert_eq!(detail["audit"][0]["reason"], "INC-42 scan");
+    assert_eq!(detail["audit"][0]["actor"], "api:otto");
+    assert_eq!(detail["audit"][0]["from"], "enrolled");
+    assert_eq!(detail["audit"][0]["to"], "quarantined");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn release_restores_the_access_held_before_quarantine_and_block() {
-    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
-    let server = Server::start(directory.clone(), false).await;
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
     let mac = CAMERA;
     for action in ["quarantine", "block"] {
         let response = post(&server, &format!("/api/v1/devices/{mac}/{action}"), OPERATOR_TOKEN, None).await;
@@ -303,7 +299,8 @@ async fn release_restores_the_access_held_before_quarantine_and_block() {
     assert_eq!(released["previous"], "blocked");
     assert_eq!(released["access"], "enrolled");
     assert_eq!(server.access(mac), Some(Access::Enrolled));
-    assert_eq!(directory.audit_log(mac.parse().unwrap()).unwrap().len(), 3);
+    assert_eq!(fixture.access_audit(mac).len(), 4);
+    assert_eq!(fixture.stored_access(mac), "enrolled");
 
     // The plug was onboarding (no datapath entry): release puts it back there, not enrolled.
     post(&server, &format!("/api/v1/devices/{PLUG}/block"), OPERATOR_TOKEN, None).await;
@@ -320,8 +317,8 @@ async fn release_restores_the_access_held_before_quarantine_and_block() {
 
 #[tokio::test]
 async fn unknown_device_is_404_and_bad_input_is_400_with_nothing_changed() {
-    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
-    let server = Server::start(directory.clone(), false).await;
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
     assert_eq!(get(&server, &format!("/api/v1/devices/{ABSENT}"), Some(VIEWER_TOKEN)).await.status(), StatusCode::NOT_FOUND);
     assert_eq!(get(&server, &format!("/api/v1/devices/{ABSENT}/flows"), Some(VIEWER_TOKEN)).await.status(), StatusCode::NOT_FOUND);
     let response = post(&server, &format!("/api/v1/devices/{ABSENT}/quarantine"), OPERATOR_TOKEN, None).await;
@@ -340,26 +337,30 @@ async fn unknown_device_is_404_and_bad_input_is_400_with_nothing_changed() {
         let response = post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, Some(body)).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
     }
-    let long = format!(r#"{{"reason": "{}"}}"#, "x".repeat(handlers::MAX_REASON_CHARS + 1));
+    let long = format!(r#"{{"reason": "{}"}}"#, "x".repeat(handlers::MAX_REASON_BYTES + 1));
     let response = post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, Some(&long)).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
-    assert!(directory.audit_log(CAMERA.parse().unwrap()).unwrap().is_empty());
+    assert_eq!(fixture.access_audit(CAMERA).len(), 1);
+    assert!(fixture.access_audit(ABSENT).is_empty());
     assert_eq!(get(&server, "/api/v1/nothing", Some(VIEWER_TOKEN)).await.status(), StatusCode::NOT_FOUND);
     server.stop().await;
 }
 
 #[tokio::test]
 async fn unrecorded_action_is_undone_in_the_datapath() {
-    let directory = Arc::new(MemoryDirectory::with_fixture_devices());
-    let server = Server::start(directory.clone(), false).await;
-    directory.fail_writes.store(true, std::sync::atomic::Ordering::SeqCst);
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
+    // The store refuses writes from the API's handle (as with a full disk or a lost lock).
+    fixture.inventory.lock().unwrap().connection().pragma_update(None, "query_only", true).unwrap();
     let response = post(&server, &format!("/api/v1/devices/{CAMERA}/block"), OPERATOR_TOKEN, None).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
     let response = post(&server, &format!("/api/v1/devices/{PLUG}/block"), OPERATOR_TOKEN, None).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(server.access(PLUG), None);
+    assert_eq!(fixture.stored_access(CAMERA), "enrolled");
+    assert_eq!(fixture.access_audit(CAMERA).len(), 1);
     server.stop().await;
 }
 
@@ -376,7 +377,8 @@ fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: (&str, &str)) ->
 
 #[tokio::test]
 async fn metrics_parse_as_prometheus_text_and_count_actions_and_devices() {
-    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
     post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, None).await;
     let mut stats = vec![0u64; gateway_ebpf::counter::COUNT as usize];
     stats[(gateway_ebpf::counter::DROPS_BASE + gateway_ebpf::reason::QUARANTINE) as usize] = 17;
@@ -388,7 +390,8 @@ async fn metrics_parse_as_prometheus_text_and_count_actions_and_devices() {
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     let scrape = scrape(&response.text().await.unwrap());
     assert_eq!(sample(&scrape, "iotgw_devices", ("state", "quarantined")), Some(1.0));
-    assert_eq!(sample(&scrape, "iotgw_devices", ("state", "onboarding")), Some(1.0));
+    assert_eq!(sample(&scrape, "iotgw_devices", ("state", "unknown")), Some(1.0));
+    assert_eq!(sample(&scrape, "iotgw_devices", ("state", "enrolled")), Some(0.0));
     assert_eq!(sample(&scrape, "iotgw_actions_total", ("action", "quarantine")), Some(1.0));
     let reason = gateway_ebpf::reason::NAMES[gateway_ebpf::reason::QUARANTINE as usize];
     assert_eq!(sample(&scrape, "iotgw_datapath_drops_total", ("reason", reason)), Some(17.0));
@@ -399,7 +402,8 @@ async fn metrics_parse_as_prometheus_text_and_count_actions_and_devices() {
     assert_eq!(status["integration_backlog"]["syslog"], 3);
     server.stop().await;
 
-    let open = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), true).await;
+    let fixture = Fixture::new();
+    let open = Server::start(fixture.directory(), true).await;
     assert_eq!(get(&open, "/metrics", None).await.status(), StatusCode::OK);
     assert_eq!(get(&open, "/api/v1/status", None).await.status(), StatusCode::UNAUTHORIZED);
     open.stop().await;
@@ -407,7 +411,8 @@ async fn metrics_parse_as_prometheus_text_and_count_actions_and_devices() {
 
 #[tokio::test]
 async fn openapi_document_describes_every_route_and_the_bearer_scheme() {
-    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
     let response = get(&server, "/api/v1/openapi.json", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     let document = json(response).await;
@@ -433,7 +438,8 @@ async fn openapi_document_describes_every_route_and_the_bearer_scheme() {
 #[tokio::test]
 async fn policies_show_what_the_policy_component_published() {
     let policies = Arc::new(SharedPolicy::default());
-    let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+    let fixture = Fixture::new();
+    let server = Server::start(fixture.directory(), false).await;
     let state = server.state.clone().with_policies(policies.clone());
     let (trigger, shutdown) = crate::shutdown::channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

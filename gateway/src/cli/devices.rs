@@ -211,7 +211,23 @@ pub async fn show_to(args: &ShowArgs, out: &mut impl Write) -> anyhow::Result<()
     writeln!(out, "Policy       {}", s.policy.clone().unwrap_or_else(none))?;
     writeln!(out, "First seen   {}", rfc3339(s.first_seen))?;
     writeln!(out, "Last seen    {}", rfc3339(s.last_seen))?;
-    writeln!(out, "Traffic      {}", human_bytes(s.bytes))?;
+    let t = &detail.record.traffic;
+    writeln!(
+        out,
+        "Traffic      {} sent, {} received ({} flows)",
+        human_bytes(t.tx_bytes),
+        human_bytes(t.rx_bytes),
+        detail.record.flows_total
+    )?;
+    for (label, value) in [
+        ("Lifecycle", &detail.record.lifecycle),
+        ("Firmware", &detail.record.firmware_version),
+        ("Certificate", &detail.record.cert_subject),
+    ] {
+        if let Some(value) = value {
+            writeln!(out, "{label:<13}{value}")?;
+        }
+    }
     for fingerprint in &detail.record.fingerprints {
         writeln!(out, "Fingerprint  {}: {}", fingerprint.kind, fingerprint.value)?;
     }
@@ -220,34 +236,24 @@ pub async fn show_to(args: &ShowArgs, out: &mut impl Write) -> anyhow::Result<()
     }
     if !flows.is_empty() {
         writeln!(out, "\nRecent flows")?;
-        let rows: Vec<[String; 5]> = flows
+        let rows: Vec<[String; 3]> = flows
             .iter()
             .map(|f| {
+                let verdict = if f.reason == "none" { f.verdict.clone() } else { format!("{} ({})", f.verdict, f.reason) };
                 [
-                    rfc3339(f.last_seen),
+                    rfc3339(f.time),
                     format!("{} {}:{} -> {}:{}", proto_name(f.proto), f.src, f.src_port, f.dst, f.dst_port),
-                    f.packets.to_string(),
-                    human_bytes(f.bytes),
-                    f.verdict.clone(),
+                    verdict,
                 ]
             })
             .collect();
-        write_table(out, ["LAST SEEN", "FLOW", "PACKETS", "BYTES", "VERDICT"], &rows)?;
+        write_table(out, ["TIME", "FLOW", "VERDICT"], &rows)?;
     }
     if !detail.audit.is_empty() {
         writeln!(out, "\nAudit (newest first)")?;
-        let rows: Vec<[String; 5]> = detail
-            .audit
-            .iter()
-            .map(|a| {
-                let change = match (a.from, a.to) {
-                    (Some(from), Some(to)) => format!("{from} -> {to}"),
-                    _ => "-".into(),
-                };
-                [rfc3339(a.time), a.actor.clone(), a.action.clone(), change, a.reason.clone()]
-            })
-            .collect();
-        write_table(out, ["TIME", "ACTOR", "ACTION", "CHANGE", "REASON"], &rows)?;
+        let rows: Vec<[String; 4]> =
+            detail.audit.iter().map(|a| [rfc3339(a.time), a.actor.clone(), a.action.clone(), a.detail.clone()]).collect();
+        write_table(out, ["TIME", "ACTOR", "ACTION", "DETAIL"], &rows)?;
     }
     Ok(())
 }
@@ -316,9 +322,7 @@ fn proto_name(proto: u8) -> String {
 mod tests {
     use super::*;
 
-    use std::sync::Arc;
-
-    use crate::api::tests::{ABSENT, CAMERA, MemoryDirectory, OPERATOR_TOKEN, Server, VIEWER_TOKEN};
+    use crate::api::tests::{ABSENT, CAMERA, Fixture, OPERATOR_TOKEN, Server, VIEWER_TOKEN};
 
     fn api(server: &Server, token: Option<&str>) -> ApiArgs {
         ApiArgs { url: format!("{}/", server.base), token: token.map(str::to_owned) }
@@ -326,14 +330,15 @@ mod tests {
 
     #[tokio::test]
     async fn cli_lists_shows_and_acts_against_a_real_server() {
-        let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+        let fixture = Fixture::new();
+        let server = Server::start(fixture.directory(), false).await;
         let mut out = Vec::new();
         list_to(&ListArgs { api: api(&server, Some(VIEWER_TOKEN)), json: false }, &mut out).await.unwrap();
         let table = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("MAC") && lines[0].contains("LAST SEEN"), "{table}");
         assert_eq!(lines.len(), 3, "{table}");
-        assert!(lines[1].starts_with(CAMERA) && lines[1].contains("camera (93%)") && lines[1].contains("enrolled"), "{table}");
+        assert!(lines[1].starts_with(CAMERA) && lines[1].contains("192.168.1.20") && lines[1].contains("enrolled"), "{table}");
 
         let mut out = Vec::new();
         list_to(&ListArgs { api: api(&server, Some(VIEWER_TOKEN)), json: true }, &mut out).await.unwrap();
@@ -352,7 +357,7 @@ mod tests {
         assert!(text.contains("State        quarantined"), "{text}");
         assert!(text.contains("Release to   enrolled"), "{text}");
         assert!(text.contains("Recent flows") && text.contains("tcp 192.168.1.20:40000 -> 203.0.113.7:443"), "{text}");
-        assert!(text.contains("api:otto") && text.contains("INC-7"), "{text}");
+        assert!(text.contains("api:otto") && text.contains("enrolled -> quarantined: quarantine: INC-7"), "{text}");
 
         let mut out = Vec::new();
         let release = ActionArgs { mac, reason: None, api: api(&server, Some(OPERATOR_TOKEN)), json: true };
@@ -364,7 +369,8 @@ mod tests {
 
     #[tokio::test]
     async fn cli_errors_say_what_went_wrong() {
-        let server = Server::start(Arc::new(MemoryDirectory::with_fixture_devices()), false).await;
+        let fixture = Fixture::new();
+        let server = Server::start(fixture.directory(), false).await;
         let mac: Mac = CAMERA.parse().unwrap();
         let error = |result: anyhow::Result<()>| format!("{:#}", result.unwrap_err());
 

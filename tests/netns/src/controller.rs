@@ -51,10 +51,12 @@ impl Controller {
             format!(
                 "[datapath]\nlan_interface = \"lan0\"\nwan_interface = \"wan0\"\nquarantine_interface = \"quar0\"\n\
                  quarantine_host_mac = \"{quarantine_host_mac}\"\nattach_mode = \"native\"\npin_path = \"{}\"\n\n\
-                 [store]\npath = \"{}\"\n\n[policy]\ndir = \"{}\"\nwatch = true\n{extra_config}",
+                 [store]\npath = \"{}\"\n\n[policy]\ndir = \"{}\"\nwatch = true\n\n\
+                 [identity]\nstate_dir = \"{}\"\n{extra_config}",
                 pin_path.display(),
                 dir.join("iotgw.db").display(),
                 policy_dir.display(),
+                dir.join("identity").display(),
             ),
         )
         .expect("config file");
@@ -64,8 +66,10 @@ impl Controller {
         controller
     }
 
-    /// Starts (or restarts) the process and waits until the datapath is configured.
+    /// Starts (or restarts) the process and waits until the datapath is configured. The log
+    /// kept for `wait_for_log` starts afresh with each process.
     pub fn spawn(&mut self) {
+        self.log.lock().expect("log lock").clear();
         let mut child = Command::new("nsenter")
             .arg(format!("--net={}", Lab::ns_path(&self.ns)))
             .arg(iotgw_bin())

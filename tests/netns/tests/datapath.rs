@@ -351,7 +351,7 @@ fn quarantine_survives_kill_9_and_a_restart_reuses_the_pinned_state() {
     let counted_before = s.ctl.maps().global_counter(gateway_ebpf::counter::REDIRECTED);
 
     s.ctl.spawn();
-    s.ctl.wait_for_log("replaced=true", Duration::from_secs(5));
+    s.ctl.wait_for_log("replaced=true", Duration::from_secs(1));
     let mac = Mac(s.lab.devices[0].mac);
     assert_eq!(s.ctl.maps().access(mac).expect("lookup").map(|a| a.access), Some(Access::Quarantined), "device table kept");
     assert_eq!(send_burst(46_000), (4, 0), "the restarted controller enforces the same state");

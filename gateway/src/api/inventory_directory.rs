@@ -1,0 +1,201 @@
+//! `DeviceDirectory` over the real inventory (`crate::inventory::Inventory`, SQLite). Reads
+//! the inventory's queries and turns their records into the API's model; writes access
+//! changes with `Inventory::set_access`, which stores the new access and its audit entry in
+//! one transaction. Every call blocks on SQLite: the handlers run them on the blocking pool.
+//!
+//! The inventory audits an access change as `access_changed` with the detail
+//! `"<from> -> <to>: <reason>"`; `audit_entry` reads `from` and `to` back out of it, which is
+//! what release uses to find the access to restore.
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use super::{
+    directory::{AccessChange, DeviceDirectory, DirectoryError},
+    model::{AuditEntry, DeviceRecord, DeviceSummary, Fingerprint, FlowRecord, TrafficTotals},
+};
+use crate::{
+    device::{Access, Mac},
+    inventory::{self, FingerprintKind, Inventory, InventoryError},
+};
+
+/// The audit action the inventory records for access changes.
+const ACCESS_CHANGED: &str = "access_changed";
+
+/// The inventory, shared with whoever else holds it.
+pub struct InventoryDirectory {
+    inventory: Arc<Mutex<Inventory>>,
+}
+
+impl From<InventoryError> for DirectoryError {
+    fn from(error: InventoryError) -> Self {
+        DirectoryError::Store(error.to_string())
+    }
+}
+
+impl InventoryDirectory {
+    /// Over an inventory shared with the controller (its pipeline thread takes the same lock).
+    pub fn new(inventory: Arc<Mutex<Inventory>>) -> Self {
+        Self { inventory }
+    }
+
+    /// Over an inventory of the API's own, with its own connection to the store at `path`:
+    /// API reads then never wait for the pipeline's batches (WAL lets readers run beside the
+    /// writer), and writes wait at most the store's busy timeout.
+    pub fn open(path: &Path) -> Result<Self, crate::store::StoreError> {
+        let conn = crate::store::open(path)?;
+        // Vendors and the classifier only matter for devices first seen through this handle,
+        // and actions refuse devices the inventory does not hold.
+        let inventory = Inventory::new(conn, inventory::Vendors::empty(), None);
+        Ok(Self::new(Arc::new(Mutex::new(inventory))))
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inventory>, DirectoryError> {
+        // A panic while holding the inventory may have left it mid-change: refuse rather than
+        // serve or write on top of it.
+        self.inventory.lock().map_err(|_| DirectoryError::Store("inventory lock poisoned by a panic".into()))
+    }
+}
+
+fn summary(device: &inventory::DeviceRecord) -> DeviceSummary {
+    DeviceSummary {
+        mac: device.mac,
+        ips: device.ips.clone(),
+        vendor: device.vendor.clone(),
+        device_type: device.device_type.clone(),
+        type_confidence: device.type_confidence,
+        state: device.access,
+        policy: device.class.clone(),
+        first_seen: device.first_seen,
+        last_seen: device.last_seen,
+        bytes: device.traffic.tx_bytes.saturating_add(device.traffic.rx_bytes),
+    }
+}
+
+/// Reads `"<from> -> <to>: <reason>"` back; `None` for other shapes.
+fn access_change(detail: &str) -> Option<(Access, Access)> {
+    let (from, rest) = detail.split_once(" -> ")?;
+    let to = rest.split_once(':').map_or(rest, |(to, _)| to);
+    Some((from.trim().parse().ok()?, to.trim().parse().ok()?))
+}
+
+fn audit_entry(entry: inventory::AuditEntry) -> AuditEntry {
+    let change = (entry.action == ACCESS_CHANGED).then(|| access_change(&entry.detail)).flatten();
+    AuditEntry {
+        time: entry.time,
+        actor: entry.actor,
+        action: entry.action,
+        from: change.map(|(from, _)| from),
+        to: change.map(|(_, to)| to),
+        detail: entry.detail,
+    }
+}
+
+impl DeviceDirectory for InventoryDirectory {
+    fn devices(&self) -> Result<Vec<DeviceSummary>, DirectoryError> {
+        Ok(self.lock()?.devices()?.iter().map(summary).collect())
+    }
+
+    fn devices_by_state(&self) -> Result<HashMap<Access, u64>, DirectoryError> {
+        let inventory = self.lock()?;
+        // One aggregate instead of every device with its addresses and traffic: this runs on
+        // each scrape.
+        let mut statement =
+            inventory.connection().prepare("SELECT access, COUNT(*) FROM inventory_devices GROUP BY access")?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut counts = HashMap::new();
+        for (access, count) in rows {
+            let access: Access = access.parse().map_err(DirectoryError::Store)?;
+            counts.insert(access, u64::try_from(count).unwrap_or_default());
+        }
+        Ok(counts)
+    }
+
+    fn device(&self, mac: Mac) -> Result<Option<DeviceRecord>, DirectoryError> {
+        let Some(detail) = self.lock()?.device(mac)? else { return Ok(None) };
+        let device = &detail.device;
+        let (dns, others): (Vec<_>, Vec<_>) =
+            detail.fingerprints.iter().partition(|f| f.kind == FingerprintKind::DnsName);
+        Ok(Some(DeviceRecord {
+            summary: summary(device),
+            hostname: device.hostname.clone(),
+            lifecycle: device.lifecycle.clone(),
+            firmware_version: device.firmware_version.clone(),
+            cert_subject: device.cert_subject.clone(),
+            device_id: device.device_id.clone(),
+            flows_total: device.flows_total,
+            traffic: TrafficTotals {
+                tx_bytes: device.traffic.tx_bytes,
+                tx_packets: device.traffic.tx_packets,
+                rx_bytes: device.traffic.rx_bytes,
+                rx_packets: device.traffic.rx_packets,
+            },
+            fingerprints: others
+                .into_iter()
+                .map(|f| Fingerprint { kind: f.kind.as_str().to_owned(), value: f.value.clone() })
+                .collect(),
+            dns_names: dns.into_iter().map(|f| f.value.clone()).collect(),
+        }))
+    }
+
+    fn flows(&self, mac: Mac, limit: usize) -> Result<Vec<FlowRecord>, DirectoryError> {
+        Ok(self
+            .lock()?
+            .flows(mac, limit)?
+            .into_iter()
+            .map(|f| FlowRecord {
+                time: f.time,
+                src: f.src,
+                src_port: f.src_port,
+                dst: f.dst,
+                dst_port: f.dst_port,
+                proto: f.proto,
+                frame_bytes: f.frame_bytes,
+                verdict: f.verdict,
+                reason: f.reason,
+            })
+            .collect())
+    }
+
+    fn audit_log(&self, mac: Mac, limit: usize) -> Result<Vec<AuditEntry>, DirectoryError> {
+        Ok(self.lock()?.audit_log(Some(mac), limit)?.into_iter().map(audit_entry).collect())
+    }
+
+    fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError> {
+        let mut inventory = self.lock()?;
+        if inventory.device(change.mac)?.is_none() {
+            return Err(DirectoryError::UnknownDevice(change.mac));
+        }
+        // The inventory wants a reason; the action names itself when the caller gave none.
+        let reason = if change.reason.trim().is_empty() {
+            change.action.clone()
+        } else {
+            format!("{}: {}", change.action, change.reason)
+        };
+        inventory.set_access(change.mac, change.to, &change.actor, &reason)?;
+        Ok(())
+    }
+}
+
+impl From<rusqlite::Error> for DirectoryError {
+    fn from(error: rusqlite::Error) -> Self {
+        DirectoryError::Store(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_change_details_are_read_back() {
+        assert_eq!(access_change("enrolled -> quarantined: quarantine: INC-1"), Some((Access::Enrolled, Access::Quarantined)));
+        assert_eq!(access_change("blocked -> unknown: release"), Some((Access::Blocked, Access::Unknown)));
+        assert_eq!(access_change("vendor Arlo"), None);
+        assert_eq!(access_change("class: - -> camera"), None);
+    }
+}
