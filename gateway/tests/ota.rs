@@ -313,8 +313,20 @@ async fn canary_rollout_devices_download_verify_and_report() {
     let response = raw_client(&lab, Some((cert, key))).get(image_url(&lab, "acme/cam-2.0.bin", &image)).send().await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
 
+    let mut events = lab.bus.subscribe();
     let outcome = canary.update().await.unwrap();
     assert!(matches!(&outcome, Outcome::Installed { to, attempts: 1, .. } if to == "2.0"), "{outcome:?}");
+    // The new firmware is announced on the bus for the inventory.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+        if event.device == Some(mac(1))
+            && matches!(&event.kind, EventKind::Audit { action, detail } if action == ota::server::FIRMWARE_INSTALLED_ACTION && detail == "2.0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no firmware event");
+    }
     assert_eq!(std::fs::read(&canary_flash).unwrap(), image);
 
     // The canary's success report advances the campaign to the 100% stage.

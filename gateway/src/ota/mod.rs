@@ -131,7 +131,7 @@ pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: 
         .map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
     tracing::info!(address = %local_addr, repo = %config.repo_dir.display(), "ota update service listening");
-    let shared = Arc::new(server::Shared::new(conn, repository));
+    let shared = Arc::new(server::Shared::new(conn, repository, bus.clone()));
     let serving = tokio::spawn(server::serve(listener, tls, shared.clone(), config.max_connections, config.require_enrollment, shutdown.clone()));
     let tick = Duration::from_secs(config.tick_secs.max(1));
     let rolling = tokio::spawn(rollout_loop(shared, bus, tick, shutdown));

@@ -37,7 +37,7 @@ use tower::ServiceExt as _;
 use super::{
     db,
     repo::{self, Repository, SignedView, View},
-    rollout::{Report, Rollouts},
+    rollout::{Report, ReportStatus, Rollouts},
 };
 use crate::{device::Mac, shutdown::Shutdown};
 
@@ -94,19 +94,26 @@ pub fn enrollment(conn: &Connection, mac: Mac, serial: &crate::identity::names::
     Ok(Enrollment::Enrolled)
 }
 
+/// `Audit` action published on the bus when a device reports an installed firmware; `detail` is
+/// the new version. The inventory records it (`Inventory::set_firmware`).
+pub const FIRMWARE_INSTALLED_ACTION: &str = "ota_firmware_installed";
+/// `Audit` action published when a device reports a failed update; `detail` says which and why.
+pub const INSTALL_FAILED_ACTION: &str = "ota_install_failed";
+
 /// State shared by every connection: the store (one connection, calls off the async threads),
-/// the repository, and signed views.
+/// the repository, signed views, and the event bus.
 pub struct Shared {
     pub conn: Mutex<Connection>,
     pub repo: Repository,
+    pub bus: crate::event::EventBus,
     views: Mutex<HashMap<(u64, View), Arc<SignedView>>>,
     /// Woken after each report so the rollout loop reacts at once.
     pub wake: tokio::sync::Notify,
 }
 
 impl Shared {
-    pub fn new(conn: Connection, repo: Repository) -> Self {
-        Self { conn: Mutex::new(conn), repo, views: Mutex::new(HashMap::new()), wake: tokio::sync::Notify::new() }
+    pub fn new(conn: Connection, repo: Repository, bus: crate::event::EventBus) -> Self {
+        Self { conn: Mutex::new(conn), repo, bus, views: Mutex::new(HashMap::new()), wake: tokio::sync::Notify::new() }
     }
 
     /// Runs `f` with the store on a blocking thread.
@@ -434,6 +441,19 @@ async fn report(
     match result {
         Ok(Ok(campaigns)) => {
             tracing::info!(device = %mac, status = logged.status.as_str(), version = %logged.version, campaigns = campaigns.len(), "ota report");
+            use crate::event::{EventKind, GatewayEvent, Severity};
+            let event = match logged.status {
+                ReportStatus::Success => Some((Severity::Info, FIRMWARE_INSTALLED_ACTION, logged.version.clone())),
+                ReportStatus::Failure => Some((
+                    Severity::Low,
+                    INSTALL_FAILED_ACTION,
+                    format!("{}: {}", logged.target.as_deref().unwrap_or("?"), logged.detail),
+                )),
+                ReportStatus::Current => None,
+            };
+            if let Some((severity, action, detail)) = event {
+                shared.bus.publish(GatewayEvent::new(severity, Some(mac), "ota", EventKind::Audit { action: action.into(), detail }));
+            }
             shared.wake.notify_one();
             StatusCode::NO_CONTENT.into_response()
         }
