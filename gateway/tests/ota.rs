@@ -20,7 +20,10 @@ use iotgw::{
     },
     shutdown,
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+};
 
 /// How long a test waits for the rollout loop to reach a state.
 const WAIT: Duration = Duration::from_secs(15);
@@ -36,6 +39,7 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_key = KeyPair::generate().unwrap();
         let ca_cert = params.self_signed(&ca_key).unwrap();
         Self { ca_pem: ca_cert.pem(), ca_cert, ca_key }
@@ -43,8 +47,23 @@ impl Pki {
 
     /// (cert PEM, key PEM).
     fn issue(&self, common_name: &str, server: bool) -> (String, String) {
+        self.issue_serial(common_name, server, rand::random::<u32>().into())
+    }
+
+    fn issue_serial(&self, common_name: &str, server: bool, serial: u64) -> (String, String) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.serial_number = Some(SerialNumber::from(serial));
+        if server {
+            params.distinguished_name.push(DnType::CommonName, common_name);
+        } else {
+            // The form `identity` issues: CN = device id, SAN URIs naming the device and its MAC.
+            let id = format!("d-{}", common_name.replace(':', ""));
+            params.distinguished_name.push(DnType::CommonName, id.as_str());
+            params.subject_alt_names = vec![
+                SanType::URI(format!("urn:iotgw:device:{id}").try_into().unwrap()),
+                SanType::URI(format!("urn:iotgw:mac:{common_name}").try_into().unwrap()),
+            ];
+        }
         if server {
             params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -54,6 +73,29 @@ impl Pki {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
         (cert.pem(), key.serialize_pem())
+    }
+}
+
+impl Pki {
+    fn crl(&self, serials: &[u64]) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - time::Duration::minutes(1),
+            next_update: now + time::Duration::days(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_time: now - time::Duration::minutes(1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.ca_cert, &self.ca_key).unwrap().pem().unwrap()
     }
 }
 
@@ -77,6 +119,12 @@ impl Drop for Lab {
 
 impl Lab {
     async fn start() -> Self {
+        Self::start_with(&[], false).await
+    }
+
+    /// A lab whose device CA has revoked (CRL) the certificates with these serial numbers, and
+    /// that may require certificates to be in the identity registry.
+    async fn start_with(revoked: &[u64], require_enrollment: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("iotgw-ota-it-{}-{:08x}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = dir.join("iotgw.db");
@@ -90,6 +138,10 @@ impl Lab {
         let pki = Pki::new("iotgw test device CA");
         let (server_cert, server_key) = pki.issue("ota.gateway", true);
         std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
+        let crl = (!revoked.is_empty()).then(|| pki.crl(revoked));
+        if let Some(crl) = &crl {
+            std::fs::write(dir.join("crl.pem"), crl).unwrap();
+        }
         std::fs::write(dir.join("server.pem"), server_cert).unwrap();
         std::fs::write(dir.join("server.key"), server_key).unwrap();
         let config = ota::Config {
@@ -98,10 +150,12 @@ impl Lab {
             repo_dir: dir.join("repo"),
             keys_dir: None,
             device_ca: dir.join("ca.pem"),
+            device_crls: crl.iter().map(|_| dir.join("crl.pem")).collect(),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
             max_connections: 512,
             tick_secs: 1,
+            require_enrollment,
         };
         let bus = EventBus::default();
         let (trigger, shutdown) = shutdown::channel();
@@ -259,8 +313,20 @@ async fn canary_rollout_devices_download_verify_and_report() {
     let response = raw_client(&lab, Some((cert, key))).get(image_url(&lab, "acme/cam-2.0.bin", &image)).send().await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
 
+    let mut events = lab.bus.subscribe();
     let outcome = canary.update().await.unwrap();
     assert!(matches!(&outcome, Outcome::Installed { to, attempts: 1, .. } if to == "2.0"), "{outcome:?}");
+    // The new firmware is announced on the bus for the inventory.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let event = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+        if event.device == Some(mac(1))
+            && matches!(&event.kind, EventKind::Audit { action, detail } if action == ota::server::FIRMWARE_INSTALLED_ACTION && detail == "2.0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no firmware event");
+    }
     assert_eq!(std::fs::read(&canary_flash).unwrap(), image);
 
     // The canary's success report advances the campaign to the 100% stage.
@@ -507,4 +573,53 @@ async fn device_without_a_valid_client_certificate_is_refused() {
     let (cert, key) = lab.pki.issue(&mac(9).to_string(), false);
     let response = raw_client(&lab, Some((cert, key))).get(&url).send().await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_device_certificate_is_refused() {
+    let lab = Lab::start_with(&[4242], false).await;
+    let url = format!("https://{}/ota/v1/metadata/timestamp.json", lab.addr);
+    let revoked = lab.pki.issue_serial(&mac(7).to_string(), false, 4242);
+    assert!(raw_client(&lab, Some(revoked)).get(&url).send().await.is_err());
+    let valid = lab.pki.issue_serial(&mac(8).to_string(), false, 4243);
+    let response = raw_client(&lab, Some(valid)).get(&url).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_certificates_of_the_identity_registry_are_served_when_enrollment_is_required() {
+    use iotgw::identity::{lifecycle::Lifecycle, names::Serial, registry};
+    let lab = Lab::start_with(&[], true).await;
+    let url = format!("https://{}/ota/v1/metadata/timestamp.json", lab.addr);
+    let (cert, key) = lab.pki.issue_serial(&mac(5).to_string(), false, 5005);
+    // Chained to the CA, but never issued through enrollment: refused.
+    assert!(raw_client(&lab, Some((cert.clone(), key.clone()))).get(&url).send().await.is_err());
+
+    // Record it as identity does on enrollment.
+    let der = rustls_pemfile::certs(&mut cert.as_bytes()).next().unwrap().unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+    let serial = Serial::from_bytes(parsed.raw_serial());
+    let device: iotgw::identity::names::DeviceId = "d-020000000005".parse().unwrap();
+    let now = db::now_unix();
+    let conn = lab.conn();
+    registry::insert_device(&conn, &registry::DeviceRecord { device: device.clone(), mac: mac(5), lifecycle: Lifecycle::Active, created_at: now })
+        .unwrap();
+    let record = registry::CertRecord {
+        serial: serial.clone(),
+        device,
+        mac: mac(5),
+        subject: "CN=d-020000000005".into(),
+        not_before: now - 60,
+        not_after: now + 3600,
+        status: registry::CertStatus::Valid,
+        bootstrap: "token".into(),
+        issued_at: now,
+    };
+    registry::insert_cert(&conn, &record, &der).unwrap();
+    let response = raw_client(&lab, Some((cert.clone(), key.clone()))).get(&url).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+
+    // Revoked in the registry: refused on the next connection.
+    registry::revoke(&conn, &serial, rcgen::RevocationReason::KeyCompromise, now).unwrap();
+    assert!(raw_client(&lab, Some((cert, key))).get(&url).send().await.is_err());
 }

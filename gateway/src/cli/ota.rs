@@ -91,27 +91,11 @@ pub enum Command {
         paths: Vec<String>,
     },
     /// Vendor side, offline: sign release metadata for IMAGE (upload it with `publish --metadata`).
-    Sign {
-        #[command(flatten)]
-        at: Location,
-        #[command(flatten)]
-        release: Release,
-        /// Where to write the signed metadata.
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Sign(Box<SignArgs>),
     /// Upload a vendor-signed firmware image. Either sign here with the vendor's `--key`, or
     /// pass `--metadata` made by `iotgw ota sign`. Refused unless signatures, hashes, expiry and
     /// versions verify; the repository keeps what it had.
-    Publish {
-        #[command(flatten)]
-        at: Location,
-        #[command(flatten)]
-        release: Release,
-        /// Vendor-signed metadata of this release (instead of signing with --key).
-        #[arg(long, conflicts_with = "keys")]
-        metadata: Option<PathBuf>,
-    },
+    Publish(Box<PublishArgs>),
     /// List published images.
     List {
         #[command(flatten)]
@@ -133,7 +117,66 @@ pub enum Command {
     },
     /// Rollout campaigns.
     #[command(subcommand)]
-    Campaign(CampaignCommand),
+    Campaign(Box<CampaignCommand>),
+    /// Run only the update service (from the `[ota]` section of --config), until SIGINT/SIGTERM.
+    /// `iotgw run` starts the same service when `ota.enabled` is set.
+    Serve {
+        #[command(flatten)]
+        at: Location,
+    },
+    /// Device simulator (lab): check in, then run one verified update against a gateway.
+    SimulateDevice(Box<SimulateArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// `https://host:port` of the gateway's update service.
+    #[arg(long)]
+    pub url: String,
+    /// CA of the server certificate (PEM).
+    #[arg(long)]
+    pub server_ca: PathBuf,
+    /// Device certificate and key (PEM) issued by the gateway's device CA.
+    #[arg(long)]
+    pub cert: PathBuf,
+    #[arg(long)]
+    pub key: PathBuf,
+    #[arg(long = "device-class")]
+    pub class: String,
+    /// The device's state folder (trusted metadata, installed version, flash image).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Provision first with this trusted root (as shipped with the device) ...
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// ... and this running firmware version.
+    #[arg(long, default_value = "1.0")]
+    pub version: String,
+    /// Simulate a device that fails to boot the new image (reports failure).
+    #[arg(long)]
+    pub fail_install: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub at: Location,
+    #[command(flatten)]
+    pub release: Release,
+    /// Where to write the signed metadata.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub at: Location,
+    #[command(flatten)]
+    pub release: Release,
+    /// Vendor-signed metadata of this release (instead of signing with --key).
+    #[arg(long, conflicts_with = "keys")]
+    pub metadata: Option<PathBuf>,
 }
 
 /// One release: the image and what it is.
@@ -258,13 +301,15 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let version = repo.delegate(&conn, &role, &public, threshold, &paths).context("delegating")?;
             println!("targets v{version}: {role} may sign {paths:?} ({threshold} of {} key(s))", public.len());
         }
-        Command::Sign { at, release, out } => {
+        Command::Sign(args) => {
+            let SignArgs { at, release, out } = *args;
             let (repo, conn) = at.open()?;
             let bytes = sign_release(&repo, &conn, &release)?;
             ota::fsutil::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!("signed release metadata written to {}", out.display());
         }
-        Command::Publish { at, release, metadata } => {
+        Command::Publish(args) => {
+            let PublishArgs { at, release, metadata } = *args;
             let (repo, mut conn) = at.open()?;
             let bytes = match metadata {
                 Some(path) => std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -314,7 +359,78 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("root v{} written, signed by the old and the new root keys", root.version);
             print_root(&root);
         }
-        Command::Campaign(command) => return campaign(command),
+        Command::Campaign(command) => return campaign(*command),
+        Command::SimulateDevice(args) => return simulate(*args),
+        Command::Serve { at } => return serve(&at),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(at: &Location) -> anyhow::Result<ExitCode> {
+    let mut config = match &at.config {
+        Some(path) => crate::config::load(path).with_context(|| format!("loading {}", path.display()))?,
+        None => crate::config::Config::default(),
+    };
+    if let Some(repo) = &at.repo {
+        config.ota.repo_dir = repo.clone();
+    }
+    if let Some(keys) = &at.keys_dir {
+        config.ota.keys_dir = Some(keys.clone());
+    }
+    let store = at.store.clone().unwrap_or(config.store.path.clone());
+    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    runtime.block_on(async {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let running = ota::spawn(&config.ota, &store, crate::event::EventBus::default(), shutdown)
+            .await
+            .context("starting the update service")?;
+        crate::shutdown::signal().await;
+        trigger.trigger();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), running.handle).await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An installer that always fails, for `--fail-install`.
+struct BrokenInstall;
+
+impl ota::client::Installer for BrokenInstall {
+    fn install(&mut self, _image: &Path, _target: &str, _version: &str) -> Result<(), String> {
+        Err("simulated boot failure".into())
+    }
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    use ota::client::{ClientConfig, Device, FileInstaller, Outcome};
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    if let Some(root) = &args.root {
+        Device::provision(&args.state_dir, &read(root)?, &args.version).context("provisioning the device")?;
+    }
+    let config = ClientConfig {
+        base_url: args.url.clone(),
+        server_ca_pem: read(&args.server_ca)?,
+        cert_pem: read(&args.cert)?,
+        key_pem: read(&args.key)?,
+        device_class: args.class.clone(),
+        state_dir: args.state_dir.clone(),
+    };
+    let installer: Box<dyn ota::client::Installer> = if args.fail_install {
+        Box::new(BrokenInstall)
+    } else {
+        Box::new(FileInstaller { dest: args.state_dir.join("flash.bin") })
+    };
+    let mut device = Device::new(config, installer).context("setting up the device client")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a runtime")?;
+    let outcome = runtime.block_on(async {
+        device.check_in().await?;
+        device.update().await
+    });
+    match outcome.context("update failed")? {
+        Outcome::UpToDate { version } => println!("up to date: {version}"),
+        Outcome::Installed { from, to, target, attempts } => {
+            println!("installed {target}: {from} -> {to} ({attempts} download attempt(s))");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -417,7 +533,8 @@ mod tests {
             "iotgw", "ota", "publish", "fw.bin", "--version", "2.0", "--device-class", "cam", "--key", "v.pem", "--repo", "r",
         ])
         .unwrap();
-        let crate::cli::Command::Ota(super::Command::Publish { release, at, .. }) = cli.command else { panic!() };
+        let crate::cli::Command::Ota(super::Command::Publish(args)) = cli.command else { panic!() };
+        let super::PublishArgs { release, at, .. } = *args;
         assert_eq!(release.version.as_deref(), Some("2.0"));
         assert_eq!(release.classes, ["cam"]);
         assert_eq!(at.repo.as_deref(), Some(std::path::Path::new("r")));

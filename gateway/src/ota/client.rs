@@ -367,7 +367,7 @@ impl Device {
             let next = root.version + 1;
             let Some(raw) = self.fetch_metadata(&format!("{next}.root.json")).await? else { break };
             let new: Root = metadata::verify(&raw, "root", &root.keys, metadata::root_role(&root, "root")?)?;
-            let new: Root = metadata::verify(&raw, "root", &new.keys, metadata::root_role(&new, "root")?).map(|r: Root| r)?;
+            let new: Root = metadata::verify(&raw, "root", &new.keys, metadata::root_role(&new, "root")?)?;
             if new.version != next {
                 return Err(MetadataError::VersionMismatch { role: "root".into(), expected: next, found: new.version }.into());
             }

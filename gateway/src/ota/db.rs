@@ -198,6 +198,7 @@ pub fn bump_generation(conn: &Connection) -> rusqlite::Result<Generation> {
          SELECT COALESCE(MAX(generation), 0) + 1, ?1 FROM ota_generations",
         [issued_at],
     )?;
+    // The INSERT above succeeded on this connection, so at least one row exists.
     Ok(current_generation(conn)?.expect("a generation was just inserted"))
 }
 

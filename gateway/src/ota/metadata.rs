@@ -54,14 +54,20 @@ pub enum MetadataError {
     BadVersion(String),
 }
 
-/// Canonical JSON (OLPC, as TUF signs) of any serialisable value.
+/// Canonical JSON (OLPC, as TUF signs) of our own metadata types.
 pub fn canonical<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our metadata types hold only strings, integers, booleans, maps with string keys and
+    // timestamps, all of which canonical JSON encodes; floats (which it refuses) never occur.
+    try_canonical(value).expect("metadata types always serialise to canonical JSON")
+}
+
+/// Canonical JSON of any value; fails on what canonical JSON cannot encode (floats), which
+/// hostile documents may contain.
+pub fn try_canonical<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     let mut buf = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, olpc_cjson::CanonicalFormatter::new());
-    // Serialising our own metadata types into a Vec cannot fail: they hold only strings,
-    // integers, maps with string keys and timestamps, all of which canonical JSON encodes.
-    value.serialize(&mut ser).expect("metadata types always serialise to canonical JSON");
-    buf
+    value.serialize(&mut ser)?;
+    Ok(buf)
 }
 
 /// Hex sha256 of bytes.
@@ -340,7 +346,7 @@ macro_rules! meta_role {
 meta_role!(Snapshot, "snapshot");
 meta_role!(Timestamp, "timestamp");
 
-/// A new document of role `T` with the common header filled in.
+/// An `expires` time `lifetime` from now, in whole seconds.
 pub fn header_now(lifetime: time::Duration) -> OffsetDateTime {
     // Whole seconds, so `expires` prints as TUF's `YYYY-MM-DDTHH:MM:SSZ`.
     let now = OffsetDateTime::now_utc();
@@ -359,7 +365,7 @@ pub fn verify<T: Role>(
     let malformed = |detail: String| MetadataError::Malformed { role: role.to_owned(), detail };
     let document: Signed<serde_json::Value> =
         serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()))?;
-    let bytes = canonical(&document.signed);
+    let bytes = try_canonical(&document.signed).map_err(|e| malformed(e.to_string()))?;
     let authorised: BTreeSet<&KeyId> = role_keys.keyids.iter().collect();
     let mut valid = BTreeSet::new();
     for signature in &document.signatures {
@@ -509,6 +515,15 @@ mod tests {
         let tampered = doc.replace("\"version\":3", "\"version\":4");
         let err = verify::<Targets>(tampered.as_bytes(), "targets", &keys, &RoleKeys { keyids, threshold: 1 });
         assert!(matches!(err, Err(MetadataError::Threshold { valid: 0, .. })));
+    }
+
+    #[test]
+    fn float_in_hostile_metadata_is_an_error_not_a_panic() {
+        let a = SigningKey::generate();
+        let (keys, keyids) = keyring(&[&a]);
+        let doc = br#"{"signatures":[],"signed":{"_type":"targets","version":1.5}}"#;
+        let err = verify::<Targets>(doc, "targets", &keys, &RoleKeys { keyids, threshold: 1 }).unwrap_err();
+        assert!(matches!(err, MetadataError::Malformed { .. }), "{err}");
     }
 
     #[test]

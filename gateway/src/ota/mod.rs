@@ -39,8 +39,9 @@ pub const MIGRATIONS: &[crate::store::Migration] = db::MIGRATIONS;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8470";
 /// Default repository folder.
 pub const DEFAULT_REPO_DIR: &str = "/var/lib/iotgw/ota";
-/// Default device CA certificate (built by `identity`).
-pub const DEFAULT_DEVICE_CA: &str = "/var/lib/iotgw/pki/ca.pem";
+/// Default device CA certificate: `identity`'s generated CA
+/// (`identity::DEFAULT_STATE_DIR` / `identity::ca::CA_CERT_FILE`).
+pub const DEFAULT_DEVICE_CA: &str = "/var/lib/iotgw/identity/ca.cert.pem";
 /// Default server certificate chain and key of the update service.
 pub const DEFAULT_SERVER_CERT: &str = "/var/lib/iotgw/pki/ota-server.pem";
 pub const DEFAULT_SERVER_KEY: &str = "/var/lib/iotgw/pki/ota-server.key";
@@ -61,10 +62,15 @@ pub struct Config {
     pub keys_dir: Option<PathBuf>,
     /// PEM of the CA(s) device client certificates must chain to.
     pub device_ca: PathBuf,
+    /// PEM CRLs of the device CA: revoked device certificates are refused (read at start).
+    pub device_crls: Vec<PathBuf>,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub max_connections: usize,
     pub tick_secs: u64,
+    /// Serve only certificates the identity registry issued (not revoked, device not
+    /// decommissioned). Turn off only when device certificates come from another PKI.
+    pub require_enrollment: bool,
 }
 
 impl Default for Config {
@@ -76,10 +82,12 @@ impl Default for Config {
             repo_dir: DEFAULT_REPO_DIR.into(),
             keys_dir: None,
             device_ca: DEFAULT_DEVICE_CA.into(),
+            device_crls: Vec::new(),
             server_cert: DEFAULT_SERVER_CERT.into(),
             server_key: DEFAULT_SERVER_KEY.into(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tick_secs: DEFAULT_TICK.as_secs(),
+            require_enrollment: true,
         }
     }
 }
@@ -117,14 +125,14 @@ pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: 
     let repository = config.repository();
     // The repository must exist: serving without a root would hand devices nothing to trust.
     repository.root(&conn)?;
-    let tls = server::tls_config(&config.server_cert, &config.server_key, &config.device_ca)?;
+    let tls = server::tls_config(&config.server_cert, &config.server_key, &config.device_ca, &config.device_crls)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
     tracing::info!(address = %local_addr, repo = %config.repo_dir.display(), "ota update service listening");
-    let shared = Arc::new(server::Shared::new(conn, repository));
-    let serving = tokio::spawn(server::serve(listener, tls, shared.clone(), config.max_connections, shutdown.clone()));
+    let shared = Arc::new(server::Shared::new(conn, repository, bus.clone()));
+    let serving = tokio::spawn(server::serve(listener, tls, shared.clone(), config.max_connections, config.require_enrollment, shutdown.clone()));
     let tick = Duration::from_secs(config.tick_secs.max(1));
     let rolling = tokio::spawn(rollout_loop(shared, bus, tick, shutdown));
     let handle = tokio::spawn(async move {
@@ -181,5 +189,21 @@ async fn rollout_loop(shared: Arc<server::Shared>, bus: EventBus, tick: Duration
             Ok(Err(e)) => tracing::error!(error = %e, "ota rollout step failed"),
             Err(_) => tracing::error!("ota rollout step panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ota_section_parses_with_defaults_and_refuses_unknown_keys() {
+        let config = crate::config::parse(Path::new("x.toml"), "[ota]\nenabled = true\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        assert!(config.ota.enabled);
+        assert_eq!(config.ota.listen.port(), 9000);
+        assert_eq!(config.ota.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.ota.repo_dir, PathBuf::from(DEFAULT_REPO_DIR));
+        let err = crate::config::parse(Path::new("x.toml"), "[ota]\nbogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
     }
 }

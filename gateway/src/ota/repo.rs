@@ -435,7 +435,7 @@ impl Repository {
         metadata::check_expiry(&release, &role, OffsetDateTime::now_utc())?;
         let accepted = db::role(conn, &role)?.map_or(0, |r| r.version);
         if release.version <= accepted {
-            return Err(RepoError::StaleRole { role, accepted: accepted, offered: release.version });
+            return Err(RepoError::StaleRole { role, accepted, offered: release.version });
         }
         let previous = self.vendor_role(conn, &role)?.map(|t| t.targets).unwrap_or_default();
         let mut new = Vec::new();
@@ -459,6 +459,10 @@ impl Repository {
         if file.custom.device_classes.is_empty() {
             return Err(RepoError::Invalid(format!("target {path} names no device class")));
         }
+        // Another role may already publish this path (overlapping delegations): never replace it.
+        if db::target(conn, &path)?.is_some() {
+            return Err(RepoError::ChangedTarget(path));
+        }
         let offered: FirmwareVersion = file.custom.version.parse()?;
         let published = db::targets(conn)?;
         for class in &file.custom.device_classes {
@@ -478,15 +482,29 @@ impl Repository {
         // Copy while hashing into a temp file beside the destination; rename only if it matches.
         let dest = self.target_path(&path);
         let tmp = fsutil::temp_path(&dest);
-        let copied = copy_verified(image, &tmp, &path, &file);
-        if let Err(e) = copied {
+        if let Err(e) = copy_verified(image, &tmp, &path, &file) {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
+        }
+        // IMMEDIATE takes the store's write lock before any file is renamed into place, so a
+        // concurrent upload of the same role version (another CLI process) can neither commit
+        // in between nor overwrite the files this one records.
+        let locked = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate);
+        let tx = match locked {
+            Ok(tx) => tx,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        let now_accepted = db::role(&tx, &role)?.map_or(0, |r| r.version);
+        if release.version <= now_accepted {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(RepoError::StaleRole { role, accepted: now_accepted, offered: release.version });
         }
         fsutil::rename_durable(&tmp, &dest).map_err(io(&dest))?;
         let meta_path = self.metadata_path(&role, release.version);
         fsutil::write_atomic(&meta_path, role_bytes).map_err(io(&meta_path))?;
-        let tx = conn.transaction()?;
         db::set_role(&tx, &role, release.version, &rfc3339(release.expires), &metadata::sha256_hex(role_bytes))?;
         db::insert_target(
             &tx,

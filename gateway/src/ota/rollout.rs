@@ -201,7 +201,8 @@ pub enum State {
     Canary,
     Rolling { stage: usize },
     Completed,
-    Halted { group: usize, reason: String },
+    /// `group`: the last group offered the release; None when halted before it started.
+    Halted { group: Option<usize>, reason: String },
 }
 
 impl fmt::Display for State {
@@ -211,7 +212,8 @@ impl fmt::Display for State {
             State::Canary => f.write_str("canary"),
             State::Rolling { stage } => write!(f, "rolling(stage {})", stage + 1),
             State::Completed => f.write_str("completed"),
-            State::Halted { group, reason } => write!(f, "halted(group {group}: {reason})"),
+            State::Halted { group: Some(group), reason } => write!(f, "halted(group {group}: {reason})"),
+            State::Halted { group: None, reason } => write!(f, "halted(before start: {reason})"),
         }
     }
 }
@@ -224,7 +226,7 @@ impl State {
             State::Canary => Some(0),
             State::Rolling { stage } => Some(stage + 1),
             State::Completed => Some(stages + 1),
-            State::Halted { group, .. } => Some(*group),
+            State::Halted { group, .. } => *group,
         }
     }
 
@@ -263,17 +265,18 @@ impl State {
 
     pub fn halt(self, id: &CampaignId, reason: String) -> Result<State, RolloutError> {
         match self {
-            State::Draft => Ok(State::Halted { group: 0, reason }),
-            State::Canary => Ok(State::Halted { group: 0, reason }),
-            State::Rolling { stage } => Ok(State::Halted { group: stage + 1, reason }),
+            State::Draft => Ok(State::Halted { group: None, reason }),
+            State::Canary => Ok(State::Halted { group: Some(0), reason }),
+            State::Rolling { stage } => Ok(State::Halted { group: Some(stage + 1), reason }),
             other => Err(other.refuse(id, "halt")),
         }
     }
 
     pub fn resume(self, id: &CampaignId) -> Result<State, RolloutError> {
         match self {
-            State::Halted { group: 0, .. } => Ok(State::Canary),
-            State::Halted { group, .. } => Ok(State::Rolling { stage: group - 1 }),
+            State::Halted { group: None, .. } => Ok(State::Draft),
+            State::Halted { group: Some(0), .. } => Ok(State::Canary),
+            State::Halted { group: Some(group), .. } => Ok(State::Rolling { stage: group - 1 }),
             other => Err(other.refuse(id, "resume")),
         }
     }
@@ -650,6 +653,9 @@ mod tests {
         assert_eq!(s, State::Completed);
         assert!(s.clone().halt(&id, "late".into()).is_err());
         assert!(State::Canary.resume(&id).is_err());
+        let halted_draft = State::Draft.halt(&id, "not yet".into()).unwrap();
+        assert_eq!(halted_draft.active_groups(2), None);
+        assert_eq!(halted_draft.resume(&id).unwrap(), State::Draft);
     }
 
     #[test]

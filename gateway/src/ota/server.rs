@@ -37,7 +37,7 @@ use tower::ServiceExt as _;
 use super::{
     db,
     repo::{self, Repository, SignedView, View},
-    rollout::{Report, Rollouts},
+    rollout::{Report, ReportStatus, Rollouts},
 };
 use crate::{device::Mac, shutdown::Shutdown};
 
@@ -47,8 +47,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const VIEW_CACHE_CAPACITY: usize = 1_024;
 /// Read size when streaming images from disk.
 const STREAM_CHUNK: usize = 64 * 1024;
-/// URI SAN prefix naming a device.
-pub const DEVICE_URI_PREFIX: &str = "urn:iotgw:device:";
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -68,19 +66,54 @@ pub enum ServerError {
 #[derive(Clone, Copy, Debug)]
 pub struct Device(pub Mac);
 
+/// What the identity registry says about a client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enrollment {
+    /// Issued by `identity` to this MAC, not revoked, device not decommissioned.
+    Enrolled,
+    /// Not in the registry (an external PKI, or a test CA).
+    Unknown,
+    /// In the registry but unusable; the reason is logged.
+    Refused(String),
+}
+
+/// Looks a client certificate up in the identity registry.
+pub fn enrollment(conn: &Connection, mac: Mac, serial: &crate::identity::names::Serial) -> rusqlite::Result<Enrollment> {
+    use crate::identity::{lifecycle::Lifecycle, registry};
+    let Some(cert) = registry::cert(conn, serial)? else { return Ok(Enrollment::Unknown) };
+    if cert.mac != mac {
+        return Ok(Enrollment::Refused(format!("certificate is bound to {}, presented for {mac}", cert.mac)));
+    }
+    if cert.status == registry::CertStatus::Revoked {
+        return Ok(Enrollment::Refused("certificate revoked".into()));
+    }
+    let lifecycle = registry::device(conn, &cert.device)?.map(|d| d.lifecycle);
+    if lifecycle == Some(Lifecycle::Decommissioned) {
+        return Ok(Enrollment::Refused("device decommissioned".into()));
+    }
+    Ok(Enrollment::Enrolled)
+}
+
+/// `Audit` action published on the bus when a device reports an installed firmware; `detail` is
+/// the new version. The inventory records it (`Inventory::set_firmware`).
+pub const FIRMWARE_INSTALLED_ACTION: &str = "ota_firmware_installed";
+/// `Audit` action published when a device reports a failed update; `detail` says which and why.
+pub const INSTALL_FAILED_ACTION: &str = "ota_install_failed";
+
 /// State shared by every connection: the store (one connection, calls off the async threads),
-/// the repository, and signed views.
+/// the repository, signed views, and the event bus.
 pub struct Shared {
     pub conn: Mutex<Connection>,
     pub repo: Repository,
+    pub bus: crate::event::EventBus,
     views: Mutex<HashMap<(u64, View), Arc<SignedView>>>,
     /// Woken after each report so the rollout loop reacts at once.
     pub wake: tokio::sync::Notify,
 }
 
 impl Shared {
-    pub fn new(conn: Connection, repo: Repository) -> Self {
-        Self { conn: Mutex::new(conn), repo, views: Mutex::new(HashMap::new()), wake: tokio::sync::Notify::new() }
+    pub fn new(conn: Connection, repo: Repository, bus: crate::event::EventBus) -> Self {
+        Self { conn: Mutex::new(conn), repo, bus, views: Mutex::new(HashMap::new()), wake: tokio::sync::Notify::new() }
     }
 
     /// Runs `f` with the store on a blocking thread.
@@ -115,14 +148,29 @@ impl Shared {
 }
 
 /// Builds the TLS config: server chain and key, client certificates required and chained to
-/// the device CA(s) in `device_ca`.
-pub fn tls_config(server_cert: &Path, server_key: &Path, device_ca: &Path) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+/// the device CA(s) in `device_ca`, and not revoked by any CRL in `device_crls` (PEM).
+pub fn tls_config(
+    server_cert: &Path,
+    server_key: &Path,
+    device_ca: &Path,
+    device_crls: &[PathBuf],
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in read_certs(device_ca)? {
         roots.add(cert).map_err(|e| ServerError::Pem { path: device_ca.to_owned(), detail: e.to_string() })?;
     }
+    let mut crls = Vec::new();
+    for path in device_crls {
+        let bytes = std::fs::read(path).map_err(|source| ServerError::Read { path: path.clone(), source })?;
+        for crl in rustls_pemfile::crls(&mut bytes.as_slice()) {
+            crls.push(crl.map_err(|e| ServerError::Pem { path: path.clone(), detail: e.to_string() })?);
+        }
+    }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .with_crls(crls)
+        // Revocation is checked for the device certificate; the CA itself is the trust anchor.
+        .only_check_end_entity_revocation()
         .build()
         .map_err(|e| ServerError::Tls(e.to_string()))?;
     let chain = read_certs(server_cert)?;
@@ -154,17 +202,23 @@ pub fn read_key(path: &Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>
         .ok_or_else(|| ServerError::Pem { path: path.to_owned(), detail: "no private key".into() })
 }
 
-/// The device named by a client certificate: subject CN as a MAC, else a device URI SAN.
-pub fn device_of(cert: &[u8]) -> Option<Mac> {
+/// The device MAC and serial of a client certificate: the `urn:iotgw:mac:` SAN, else a
+/// subject CN that parses as a MAC.
+pub fn device_of(cert: &[u8]) -> Option<(Mac, crate::identity::names::Serial)> {
+    use crate::identity::names::{Serial, Urn, parse_urn};
     let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
-    let from_cn = cert.subject().iter_common_name().find_map(|cn| cn.as_str().ok()?.parse().ok());
-    from_cn.or_else(|| {
-        let san = cert.subject_alternative_name().ok()??;
+    let serial = Serial::from_bytes(cert.raw_serial());
+    let from_san = cert.subject_alternative_name().ok().flatten().and_then(|san| {
         san.value.general_names.iter().find_map(|name| match name {
-            x509_parser::extensions::GeneralName::URI(uri) => uri.strip_prefix(DEVICE_URI_PREFIX)?.parse().ok(),
+            x509_parser::extensions::GeneralName::URI(uri) => match parse_urn(uri) {
+                Ok(Urn::Mac(mac)) => Some(mac),
+                _ => None,
+            },
             _ => None,
         })
-    })
+    });
+    let mac = from_san.or_else(|| cert.subject().iter_common_name().find_map(|cn| cn.as_str().ok()?.parse().ok()))?;
+    Some((mac, serial))
 }
 
 /// The HTTP routes (without TLS), for one connection's device.
@@ -183,10 +237,11 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
     max_connections: usize,
+    require_enrollment: bool,
     mut shutdown: Shutdown,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(shared);
+    let app = router(shared.clone());
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let (tcp, peer) = tokio::select! {
@@ -209,6 +264,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -220,10 +276,28 @@ pub async fn serve(
                 Err(_) => return,
             };
             let device = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| device_of(c));
-            let Some(mac) = device else {
+            let Some((mac, serial)) = device else {
                 tracing::warn!(%peer, "ota client certificate names no device");
                 return;
             };
+            let lookup = serial.clone();
+            match shared.with_store(move |conn, _| enrollment(conn, mac, &lookup)).await {
+                Ok(Ok(Enrollment::Enrolled)) => {}
+                Ok(Ok(Enrollment::Unknown)) if !require_enrollment => {}
+                Ok(Ok(Enrollment::Unknown)) => {
+                    tracing::warn!(%peer, device = %mac, %serial, "ota refused: certificate not issued by the identity registry");
+                    return;
+                }
+                Ok(Ok(Enrollment::Refused(reason))) => {
+                    tracing::warn!(%peer, device = %mac, %serial, reason, "ota refused");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "ota enrollment lookup failed");
+                    return;
+                }
+                Err(_) => return,
+            }
             let service = hyper_util::service::TowerToHyperService::new(app.layer(Extension(Device(mac))));
             let io = hyper_util::rt::TokioIo::new(tls);
             let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -367,6 +441,19 @@ async fn report(
     match result {
         Ok(Ok(campaigns)) => {
             tracing::info!(device = %mac, status = logged.status.as_str(), version = %logged.version, campaigns = campaigns.len(), "ota report");
+            use crate::event::{EventKind, GatewayEvent, Severity};
+            let event = match logged.status {
+                ReportStatus::Success => Some((Severity::Info, FIRMWARE_INSTALLED_ACTION, logged.version.clone())),
+                ReportStatus::Failure => Some((
+                    Severity::Low,
+                    INSTALL_FAILED_ACTION,
+                    format!("{}: {}", logged.target.as_deref().unwrap_or("?"), logged.detail),
+                )),
+                ReportStatus::Current => None,
+            };
+            if let Some((severity, action, detail)) = event {
+                shared.bus.publish(GatewayEvent::new(severity, Some(mac), "ota", EventKind::Audit { action: action.into(), detail }));
+            }
             shared.wake.notify_one();
             StatusCode::NO_CONTENT.into_response()
         }
