@@ -21,6 +21,8 @@ pub struct Config {
     #[serde(default)]
     pub policy: PolicyConfig,
     #[serde(default)]
+    pub inventory: crate::inventory::Config,
+    #[serde(default)]
     pub baseline: crate::baseline::Config,
     #[serde(default)]
     pub detect: crate::detect::Config,

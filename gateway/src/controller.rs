@@ -75,38 +75,72 @@ pub fn apply_policy(maps: &Maps, config: &Config, policy: &CompiledPolicy) -> an
 pub enum InventoryInput {
     Event(DatapathEvent),
     Traffic(crate::baseline::TrafficSample),
+    /// A device reported a firmware install through the OTA service.
+    Firmware { mac: crate::device::Mac, version: String },
 }
 
-/// The inventory's thread: its own SQLite connection, fed by the fan-out.
-fn spawn_inventory(config: &Config, input: std::sync::mpsc::Receiver<InventoryInput>) -> anyhow::Result<std::thread::JoinHandle<()>> {
+/// The inventory's thread: its own SQLite connection, fed by the fan-out. What it learns
+/// goes on the bus (new devices, addresses, types) and device types go to detection, whose
+/// class baselines and per-class rules key on them.
+fn spawn_inventory(
+    config: &Config,
+    input: std::sync::mpsc::Receiver<InventoryInput>,
+    bus: EventBus,
+    detect_tx: tokio::sync::mpsc::Sender<crate::respond::pipeline::Command>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let conn = crate::store::open(&config.store.path).context("opening the store for the inventory")?;
-    let classifier = match crate::fingerprint::model::Classifier::shipped() {
+    let model = match &config.inventory.model {
+        Some(path) => crate::fingerprint::Classifier::load(path),
+        None => crate::fingerprint::Classifier::shipped(),
+    };
+    let classifier = match model {
         Ok(classifier) => Some(classifier),
         Err(error) => {
             tracing::warn!(%error, "device-type model unavailable; types stay unknown");
             None
         }
     };
-    let mut inventory = crate::inventory::Inventory::new(conn, crate::inventory::vendor::Vendors::load_default(), classifier);
+    let vendors = match crate::inventory::Vendors::load(&config.inventory.ieee_data_dir) {
+        Ok(vendors) => vendors,
+        Err(error) => {
+            tracing::warn!(%error, "vendor names unavailable (install Debian's ieee-data)");
+            crate::inventory::Vendors::empty()
+        }
+    };
+    let mut inventory = crate::inventory::Inventory::new(conn, vendors, classifier).with_config(&config.inventory);
     std::thread::Builder::new()
         .name("iotgw-inventory".into())
         .spawn(move || {
             while let Ok(item) = input.recv() {
                 let result = match item {
-                    InventoryInput::Event(event) => inventory.handle(&event).map(drop),
-                    InventoryInput::Traffic(sample) => inventory.record_traffic(
-                        sample.mac,
-                        sample.interval_start,
-                        &crate::inventory::replay::TrafficCounters {
-                            tx_bytes: sample.tx_bytes,
-                            tx_packets: sample.tx_packets,
-                            rx_bytes: sample.rx_bytes,
-                            rx_packets: sample.rx_packets,
-                        },
-                    ),
+                    InventoryInput::Event(event) => inventory.handle(&event),
+                    InventoryInput::Traffic(sample) => inventory
+                        .record_traffic(
+                            sample.mac,
+                            sample.interval_start,
+                            &crate::inventory::replay::TrafficCounters {
+                                tx_bytes: sample.tx_bytes,
+                                tx_packets: sample.tx_packets,
+                                rx_bytes: sample.rx_bytes,
+                                rx_packets: sample.rx_packets,
+                            },
+                        )
+                        .map(|()| Vec::new()),
+                    InventoryInput::Firmware { mac, version } => inventory.set_firmware(mac, &version, "ota").map(|()| Vec::new()),
                 };
-                if let Err(error) = result {
-                    tracing::warn!(%error, "inventory update failed");
+                match result {
+                    Ok(changes) => {
+                        for change in changes {
+                            if let crate::inventory::InventoryChange::TypeChanged { mac, device_type, .. } = &change {
+                                let class = crate::baseline::Input::Class { mac: *mac, class: device_type.clone() };
+                                let _ = detect_tx.blocking_send(crate::respond::pipeline::Command::Input(class));
+                            }
+                            if let Some(event) = change.to_gateway_event() {
+                                bus.publish(event);
+                            }
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "inventory update failed"),
                 }
             }
             tracing::info!("inventory stopped");
@@ -170,7 +204,6 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
 
     // Inventory: its own thread, so SQLite never runs on the async workers.
     let (inventory_tx, inventory_rx) = std::sync::mpsc::sync_channel::<InventoryInput>(PIPELINE_QUEUE);
-    let inventory_thread = spawn_inventory(&config, inventory_rx)?;
 
     // Baseline → detect → respond: its own thread too (`respond::pipeline`).
     let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
@@ -187,6 +220,29 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     )
     .context("starting detection")?;
     let detect_tx = pipeline.sender();
+    let inventory_thread = spawn_inventory(&config, inventory_rx, bus.clone(), detect_tx.clone())?;
+    {
+        // Firmware versions reported to the OTA service land in the inventory.
+        let inventory_tx = inventory_tx.clone();
+        let mut events = bus.subscribe();
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    event = events.recv() => match event {
+                        Ok(GatewayEvent { device: Some(mac), kind: EventKind::Audit { action, detail }, .. })
+                            if action == crate::ota::server::FIRMWARE_INSTALLED_ACTION =>
+                        {
+                            let _ = inventory_tx.try_send(InventoryInput::Firmware { mac, version: detail });
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+        });
+    }
 
     {
         // Fan-out of datapath events: device IPs to the maps (for the WAN program), then the
