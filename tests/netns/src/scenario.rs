@@ -76,8 +76,9 @@ pub const DETECTION_CONFIG: &str = "\n[baseline]\nlearning_secs = 5\nwindow_secs
 pub struct Scenario<'a> {
     pub lab: &'a Lab,
     pub ctl: Controller,
+    /// The device playing the meter.
+    pub mac: [u8; 6],
     tx: RawSocket,
-    mac: [u8; 6],
     endpoints: Endpoints,
     next_port: u16,
 }
@@ -91,7 +92,13 @@ pub struct Outcome {
 impl<'a> Scenario<'a> {
     /// Starts iotgw on the scenario policy and enrolls the lab's first device as a meter.
     pub fn start(lab: &'a Lab) -> Scenario<'a> {
-        let ctl = Controller::start(lab, &[("scenario.toml", POLICY)], DETECTION_CONFIG);
+        Self::start_with(lab, &[("scenario.toml", POLICY)])
+    }
+
+    /// The same on other policy files (the demo uses the shipped ones); they must have a
+    /// `meter` class with id `METER_CLASS` reaching the head-end.
+    pub fn start_with(lab: &'a Lab, policies: &[(&str, &str)]) -> Scenario<'a> {
+        let ctl = Controller::start(lab, policies, DETECTION_CONFIG);
         let device = &lab.devices[0];
         let mac = device.mac;
         let policy_id = gateway_ebpf::lane::FIRST_CLASS_POLICY + u32::from(METER_CLASS);
