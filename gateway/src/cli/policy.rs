@@ -283,7 +283,7 @@ mod tests {
         let compiled = policy::check(&[SHIPPED]).expect("shipped policies");
         let text = summary(&compiled);
         assert!(
-            text.starts_with("ok: 8 files, 6 classes, 3 lanes, "),
+            text.starts_with("ok: 9 files, 6 classes, 3 lanes, "),
             "{text}"
         );
         assert!(text.ends_with("quarantine=redirect"), "{text}");
