@@ -7,18 +7,7 @@ use crate::{DEVICE_STATS, FLOWS, count, parse::Ip};
 
 /// Zeroed counters to insert for a device seen for the first time (kept out of the
 /// 512-byte stack: the value lives in .rodata).
-static ZERO_STATS: DeviceStats = DeviceStats {
-    tx_packets: 0,
-    tx_bytes: 0,
-    rx_packets: 0,
-    rx_bytes: 0,
-    tcp_packets: 0,
-    udp_packets: 0,
-    icmp_packets: 0,
-    other_packets: 0,
-    drops: [0; reason::COUNT],
-    last_seen_ns: 0,
-};
+static ZERO_STATS: DeviceStats = DeviceStats::ZERO;
 
 /// This CPU's counters of `mac`, created on first sight.
 #[inline(always)]
