@@ -48,10 +48,7 @@ impl ApiClient {
             loop {
                 match TcpStream::connect_timeout(&API_ADDR, IO_TIMEOUT) {
                     Ok(stream) => return stream,
-                    Err(e) if Instant::now() < deadline => {
-                        let _ = e;
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
                     Err(e) => panic!("API at {API_ADDR} in {ns} not reachable within {CONNECT_TIMEOUT:?}: {e}"),
                 }
             }
