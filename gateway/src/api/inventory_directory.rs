@@ -23,6 +23,9 @@ use crate::{
 
 /// The audit action the inventory records for access changes.
 const ACCESS_CHANGED: &str = "access_changed";
+/// Who the audit names when the inventory catches up with the datapath's device table.
+const ACTOR_DATAPATH: &str = "datapath";
+const DATAPATH_SYNC_REASON: &str = "found in the datapath's device table";
 
 /// The inventory, shared with whoever else holds it.
 pub struct InventoryDirectory {
@@ -167,8 +170,15 @@ impl DeviceDirectory for InventoryDirectory {
 
     fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError> {
         let mut inventory = self.lock()?;
-        if inventory.device(change.mac)?.is_none() {
+        let Some(known) = inventory.device(change.mac)? else {
             return Err(DirectoryError::UnknownDevice(change.mac));
+        };
+        // `change.from` is what the datapath enforced. Another writer of the device table
+        // (enrollment, a tool on the router) may have changed it without telling the
+        // inventory: record that first, so the isolating entry names the access that release
+        // must restore rather than the inventory's stale one.
+        if known.device.access != change.from {
+            inventory.set_access(change.mac, change.from, ACTOR_DATAPATH, DATAPATH_SYNC_REASON)?;
         }
         // The inventory wants a reason; the action names itself when the caller gave none.
         let reason = if change.reason.trim().is_empty() {
@@ -190,6 +200,32 @@ impl From<rusqlite::Error> for DirectoryError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_action_on_a_device_enrolled_behind_the_inventorys_back_audits_the_enforced_access() {
+        let path = std::env::temp_dir().join(format!("iotgw-invdir-{}.db", uuid::Uuid::new_v4()));
+        let directory = InventoryDirectory::open(&path).expect("store");
+        let mac: Mac = "00:17:88:12:34:56".parse().expect("mac");
+        // Seen by the inventory as unknown; the datapath meanwhile enrolled it.
+        directory.lock().expect("lock").set_access(mac, Access::Unknown, "test", "seen").expect("device");
+        let change = AccessChange {
+            mac,
+            action: "quarantine".into(),
+            from: Access::Enrolled,
+            to: Access::Quarantined,
+            actor: "api:otto".into(),
+            reason: "incident".into(),
+        };
+        directory.record_access_change(&change).expect("recorded");
+        let audit = directory.audit_log(mac, 10).expect("audit");
+        assert_eq!(super::super::actions::restore_access(&audit), Some(Access::Enrolled), "{audit:?}");
+        assert_eq!((audit[0].actor.as_str(), audit[0].from, audit[0].to), ("api:otto", Some(Access::Enrolled), Some(Access::Quarantined)));
+        assert_eq!((audit[1].actor.as_str(), audit[1].from, audit[1].to), (ACTOR_DATAPATH, Some(Access::Unknown), Some(Access::Enrolled)));
+        assert_eq!(directory.device(mac).expect("read").expect("device").summary.state, Access::Quarantined);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     #[test]
     fn access_change_details_are_read_back() {

@@ -136,6 +136,13 @@ impl Lab {
         self.devices.push(Device { ns, interface: "eth0", mac, ip: [10, 77, 0, n as u8 + 10] });
     }
 
+    /// Gives device `n` another MAC (e.g. one with a real vendor's OUI), before it sends.
+    pub fn set_device_mac(&mut self, n: usize, mac: [u8; 6]) {
+        let device = &mut self.devices[n];
+        ip(&device.ns, &["link", "set", device.interface, "address", &format_mac(mac)]);
+        device.mac = mac;
+    }
+
     /// MAC of an interface in a namespace.
     pub fn mac_of(&self, ns: &str, interface: &str) -> [u8; 6] {
         let out = ip(ns, &["-br", "link", "show", interface]);

@@ -12,6 +12,7 @@
 //! Devices send hand-built frames through raw sockets (no IP stack of their own, so the
 //! counters see exactly what a test sent); the gateway runs the real `iotgw` binary with the
 //! real XDP programs; sniffers on the far side see what got through.
+pub mod api;
 pub mod controller;
 pub mod lab;
 pub mod packets;

@@ -52,6 +52,31 @@ pub fn icmp_echo(e: Endpoints, id: u16, seq: u16) -> Vec<u8> {
     frame
 }
 
+/// A DHCPDISCOVER from `e.src_mac` (broadcast, from 0.0.0.0), asking for `parameters`
+/// (option 55) and giving `hostname` (option 12), encoded by dhcproto.
+pub fn dhcp_discover(e: Endpoints, xid: u32, parameters: &[u8], hostname: &str) -> Vec<u8> {
+    use dhcproto::{Encodable as _, v4};
+    let mut message = v4::Message::default();
+    message.set_xid(xid).set_flags(v4::Flags::default().set_broadcast()).set_chaddr(&e.src_mac);
+    let options = message.opts_mut();
+    options.insert(v4::DhcpOption::MessageType(v4::MessageType::Discover));
+    options.insert(v4::DhcpOption::ParameterRequestList(parameters.iter().map(|code| v4::OptionCode::from(*code)).collect()));
+    options.insert(v4::DhcpOption::Hostname(hostname.to_owned()));
+    let payload = message.to_vec().expect("dhcp message");
+    let e = Endpoints { dst_mac: BROADCAST_MAC, src_ip: UNSPECIFIED_IP, dst_ip: BROADCAST_IP, ..e };
+    udp(e, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, &payload)
+}
+
+/// A DNS query for `name`'s A record, encoded by simple-dns.
+pub fn dns_query(e: Endpoints, src_port: u16, id: u16, name: &str) -> Vec<u8> {
+    use simple_dns::{CLASS, Name, Packet, PacketFlag, Question, TYPE};
+    let mut packet = Packet::new_query(id);
+    packet.set_flags(PacketFlag::RECURSION_DESIRED);
+    packet.questions.push(Question::new(Name::new(name).expect("DNS name"), TYPE::A.into(), CLASS::IN.into(), false));
+    let payload = packet.build_bytes_vec().expect("dns query");
+    udp(e, src_port, DNS_PORT, &payload)
+}
+
 /// A UDP frame behind `tags` 802.1Q/802.1ad tags (any number, for the "too many" case).
 pub fn udp_vlan(e: Endpoints, tags: usize, dst_port: u16) -> Vec<u8> {
     let inner = udp(e, 40_000, dst_port, b"vlan");

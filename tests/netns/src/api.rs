@@ -1,0 +1,120 @@
+//! A client for the controller's local API, which listens on loopback inside the lab's
+//! gateway namespace: each request connects from a thread that entered that namespace (a
+//! socket keeps the namespace it was made in), then speaks one HTTP/1.1 exchange over it.
+use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+/// Where `iotgw run` listens by default (`api::DEFAULT_LISTEN`), inside the gateway namespace.
+pub const API_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+/// How long to wait for the API to start listening after the datapath is configured.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one exchange may take.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The status and body of one response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// The API of the controller in namespace `ns`, called with `token` (None: no header).
+pub struct ApiClient {
+    ns: String,
+}
+
+impl ApiClient {
+    pub fn new(ns: &str) -> ApiClient {
+        ApiClient { ns: ns.to_owned() }
+    }
+
+    /// Connects to the API from inside the namespace, retrying until it listens.
+    fn connect(&self) -> TcpStream {
+        let ns = self.ns.clone();
+        std::thread::spawn(move || {
+            let handle = File::open(crate::lab::Lab::ns_path(&ns)).unwrap_or_else(|e| panic!("netns {ns}: {e}"));
+            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let deadline = Instant::now() + CONNECT_TIMEOUT;
+            loop {
+                match TcpStream::connect_timeout(&API_ADDR, IO_TIMEOUT) {
+                    Ok(stream) => return stream,
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                    Err(e) => panic!("API at {API_ADDR} in {ns} not reachable within {CONNECT_TIMEOUT:?}: {e}"),
+                }
+            }
+        })
+        .join()
+        .expect("connect thread")
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.request("GET", path, token, None)
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, json_body: &str) -> Response {
+        self.request("POST", path, token, Some(json_body))
+    }
+
+    /// One request on a fresh connection (`Connection: close`, so the body ends at EOF).
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>, json_body: Option<&str>) -> Response {
+        let mut stream = self.connect();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {API_ADDR}\r\nConnection: close\r\n");
+        if let Some(token) = token {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        let body = json_body.unwrap_or("");
+        if json_body.is_some() {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        stream.write_all(request.as_bytes()).expect("sending the request");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{method} {path}: reading the response: {e}"));
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no header end in {text:?}"));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("{method} {path}: no status in {head:?}"));
+        let chunked = head.lines().any(|line| {
+            let line = line.to_ascii_lowercase();
+            line.starts_with("transfer-encoding:") && line.contains("chunked")
+        });
+        let body = if chunked { dechunk(body) } else { body.to_owned() };
+        Response { status, body }
+    }
+}
+
+/// Joins a chunked body (`size CRLF data CRLF ... 0 CRLF CRLF`).
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size in {rest:?}"));
+        if size == 0 {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+/// A token's entry for `[api] tokens`: the config holds only its SHA-256.
+pub fn token_entry(name: &str, role: &str, token: &str) -> String {
+    let hash: String = iotgw::api::auth::TokenHash::of(token).0.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{{ name = \"{name}\", role = \"{role}\", token_sha256 = \"{hash}\" }}")
+}
