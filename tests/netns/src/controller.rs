@@ -36,6 +36,18 @@ pub struct Controller {
 impl Controller {
     /// Writes a configuration for `lab` and the given policy files, and starts `iotgw run`.
     pub fn start(lab: &Lab, policies: &[(&str, &str)], extra_config: &str) -> Controller {
+        Controller::start_with_identity(lab, policies, "", extra_config)
+    }
+
+    /// `start`, with more keys (`key = value` lines) for the `[identity]` table it writes:
+    /// that table always sets `state_dir` (inside the controller's folder), so tests add to it
+    /// here rather than writing a second `[identity]` table in `extra_config`.
+    pub fn start_with_identity(
+        lab: &Lab,
+        policies: &[(&str, &str)],
+        identity_keys: &str,
+        extra_config: &str,
+    ) -> Controller {
         let dir = std::env::temp_dir().join(format!("{}-ctl", lab.id));
         let _ = std::fs::remove_dir_all(&dir);
         let policy_dir = dir.join("policies");
@@ -52,7 +64,7 @@ impl Controller {
                 "[datapath]\nlan_interface = \"lan0\"\nwan_interface = \"wan0\"\nquarantine_interface = \"quar0\"\n\
                  quarantine_host_mac = \"{quarantine_host_mac}\"\nattach_mode = \"native\"\npin_path = \"{}\"\n\n\
                  [store]\npath = \"{}\"\n\n[policy]\ndir = \"{}\"\nwatch = true\n\n\
-                 [identity]\nstate_dir = \"{}\"\n{extra_config}",
+                 [identity]\nstate_dir = \"{}\"\n{identity_keys}\n{extra_config}",
                 pin_path.display(),
                 dir.join("iotgw.db").display(),
                 policy_dir.display(),
