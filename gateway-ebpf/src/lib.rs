@@ -409,6 +409,9 @@ pub mod sample_kind {
     pub const ARP: u8 = 3;
     /// A TCP payload that starts like a TLS handshake record (ClientHello fingerprints).
     pub const TLS: u8 = 4;
+    /// A DNS message from upstream towards a device, seen by the WAN program: only these may
+    /// open DNS-name policy rules (a device could forge anything it sends itself).
+    pub const DNS_ANSWER: u8 = 5;
 }
 
 /// First bytes of every ring-buffer record.

@@ -9,7 +9,7 @@ use gateway_ebpf::GatewayConfig;
 use crate::{
     config::Config,
     event::{EventBus, EventKind, GatewayEvent, Severity},
-    policy::{CompiledPolicy, PolicyStore, Verdicts},
+    policy::{CompiledPolicy, DnsTracker, PolicyStore, Verdicts},
     datapath::{DeviceControl as _, events::{DatapathEvent, RingReader}, loader, maps::Maps},
     shutdown,
 };
@@ -18,6 +18,9 @@ use crate::{
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often the per-device counters are read into traffic samples.
 pub const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
+/// DNS answers waiting for the policy task; beyond this they are skipped (the next answer
+/// for the same name renews the rule).
+pub const DNS_QUEUE: usize = 1_024;
 /// Decoded events waiting for the pipeline; beyond this the reader waits (the ring buffer
 /// then fills and XDP counts lost events, never blocking packets).
 pub const PIPELINE_QUEUE: usize = 65_536;
@@ -53,9 +56,14 @@ pub fn if_index(interface: &str) -> anyhow::Result<u32> {
     nix::net::if_::if_nametoindex(interface).with_context(|| format!("interface {interface} not found"))
 }
 
-/// Writes a compiled policy into the datapath: rules first, then the verdicts.
-pub fn apply_policy(maps: &Maps, config: &Config, policy: &CompiledPolicy) -> anyhow::Result<()> {
-    let report = maps.sync_policy(&policy.rules).context("writing policy rules")?;
+/// Writes a compiled policy into the datapath: rules (with the addresses DNS-name rules
+/// currently resolve to) first, then the verdicts.
+pub fn apply_policy(maps: &Maps, config: &Config, policy: &CompiledPolicy, dns: &DnsTracker) -> anyhow::Result<()> {
+    let (rules, refused) = policy.rules_with(&dns.active());
+    if !refused.is_empty() {
+        tracing::warn!(refused = refused.len(), "DNS-resolved entries beyond the datapath's limits were not written");
+    }
+    let report = maps.sync_policy(&rules).context("writing policy rules")?;
     let mut datapath = maps.read_config().unwrap_or_default();
     let wanted = datapath_config(config, &policy.verdicts, datapath.quarantine_src_mac);
     datapath = GatewayConfig { quarantine_src_mac: datapath.quarantine_src_mac, ..wanted };
@@ -166,7 +174,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         }
     };
     maps.write_config(&datapath_config(&config, &policy.current().verdicts, quarantine_src_mac))?;
-    apply_policy(&maps, &config, &policy.current())?;
+    let mut dns = DnsTracker::new(&policy.current());
+    apply_policy(&maps, &config, &policy.current(), &dns)?;
     tracing::info!(devices = maps.devices().len(), "datapath configured (pinned state kept)");
     let bus = EventBus::default();
 
@@ -204,6 +213,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
 
     // Inventory: its own thread, so SQLite never runs on the async workers.
     let (inventory_tx, inventory_rx) = std::sync::mpsc::sync_channel::<InventoryInput>(PIPELINE_QUEUE);
+    // DNS answers from upstream, for the DNS-name rules (owned by the policy task).
+    let (dns_tx, mut dns_rx) = tokio::sync::mpsc::channel::<crate::datapath::events::PacketSample>(DNS_QUEUE);
 
     // Baseline → detect → respond: its own thread too (`respond::pipeline`).
     let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
@@ -256,6 +267,11 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                 tokio::select! {
                     _ = shutdown.wait() => break,
                     event = events_rx.recv() => {
+                        if let Some(DatapathEvent::Sample(sample)) = &event {
+                            if sample.kind == crate::datapath::events::SampleKind::DnsAnswer && dns_tx.try_send(sample.clone()).is_err() {
+                                tracing::debug!("DNS answer queue full; answer skipped");
+                            }
+                        }
                         let Some(event) = event else { break };
                         if let DatapathEvent::Flow(flow) = &event {
                             if let std::net::IpAddr::V4(v4) = flow.src {
@@ -434,14 +450,44 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         };
         tasks.spawn(async move {
             loop {
+                let next_expiry = dns.next_expiry();
                 let cause = tokio::select! {
                     _ = shutdown.wait() => break,
                     _ = hangup.recv() => "SIGHUP",
                     Some(_) = async { match watcher.as_mut() { Some(w) => w.requests.recv().await, None => std::future::pending().await } } => "file change",
+                    Some(sample) = dns_rx.recv() => {
+                        // Answers open the addresses of allowed names for the device's policies.
+                        let class_policy = maps.access(sample.mac).ok().flatten();
+                        let policies = match class_policy {
+                            Some(a) => crate::policy::dns::policies_in_force(a.access, crate::policy::PolicyId(a.policy_id)),
+                            None => crate::policy::dns::policies_in_force(crate::device::Access::Unknown, crate::policy::PolicyId::ONBOARDING),
+                        };
+                        match dns.observe(&policies, sample.payload(), std::time::Instant::now()) {
+                            Ok(update) if !update.added.is_empty() => {
+                                tracing::info!(device = %sample.mac, added = update.added.len(), "DNS answer opened addresses of allowed names");
+                                if let Err(error) = apply_policy(&maps, &config, &policy.current(), &dns) {
+                                    tracing::error!(%error, "writing DNS-resolved rules");
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(error) => tracing::debug!(%error, device = %sample.mac, "DNS answer not usable"),
+                        }
+                        continue;
+                    }
+                    _ = async { match next_expiry { Some(at) => tokio::time::sleep_until(at.into()).await, None => std::future::pending().await } } => {
+                        // Addresses whose TTL ran out close again.
+                        if !dns.tick(std::time::Instant::now()).is_empty() {
+                            if let Err(error) = apply_policy(&maps, &config, &policy.current(), &dns) {
+                                tracing::error!(%error, "removing expired DNS-resolved rules");
+                            }
+                        }
+                        continue;
+                    }
                 };
                 match policy.reload() {
                     Ok(compiled) => {
-                        let outcome = apply_policy(&maps, &config, &compiled);
+                        dns.set_policy(&compiled);
+                        let outcome = apply_policy(&maps, &config, &compiled, &dns);
                         shared_policy.set(crate::api::policy_view::snapshot(&compiled));
                         match crate::respond::rules::from_policy(&compiled.source) {
                             Ok(responses) => {

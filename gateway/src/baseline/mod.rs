@@ -444,7 +444,7 @@ impl Baselines {
         }
         if let Input::Datapath(DatapathEvent::Sample(sample)) = input {
             match sample.kind {
-                SampleKind::Dns => self.observe_dns(sample, learn),
+                SampleKind::Dns | SampleKind::DnsAnswer => self.observe_dns(sample, learn),
                 SampleKind::Arp if learn => self.observe_arp(sample),
                 _ => {}
             }
@@ -596,7 +596,7 @@ impl Baselines {
     /// Remembers which name each address in a DNS answer was given for, without learning
     /// anything into the sender's profile (answers relayed by a router).
     pub fn record_dns_answers(&mut self, sample: &PacketSample) {
-        if sample.kind == SampleKind::Dns {
+        if matches!(sample.kind, SampleKind::Dns | SampleKind::DnsAnswer) {
             self.observe_dns_answers(sample);
         }
     }

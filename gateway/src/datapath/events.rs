@@ -37,7 +37,10 @@ pub struct FlowObservation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SampleKind {
     Dhcp,
+    /// DNS sent or received on the LAN side (queries, answers from the gateway itself).
     Dns,
+    /// DNS from upstream towards the device (WAN side), trusted for DNS-name rules.
+    DnsAnswer,
     Arp,
     /// A TCP payload starting like a TLS handshake record.
     Tls,
@@ -142,6 +145,7 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<DatapathEvent, DecodeError
             let kind = match event.kind {
                 sample_kind::DHCP => SampleKind::Dhcp,
                 sample_kind::DNS => SampleKind::Dns,
+                sample_kind::DNS_ANSWER => SampleKind::DnsAnswer,
                 sample_kind::ARP => SampleKind::Arp,
                 sample_kind::TLS => SampleKind::Tls,
                 other => return Err(DecodeError::UnknownSample(other)),

@@ -38,7 +38,7 @@ pub enum Parsed {
 pub fn parse(sample: &PacketSample) -> Result<Parsed, FingerprintError> {
     Ok(match sample.kind {
         SampleKind::Dhcp => Parsed::Dhcp(dhcp::parse(sample.payload())?),
-        SampleKind::Dns => Parsed::Dns(dns::parse(sample.payload())?),
+        SampleKind::Dns | SampleKind::DnsAnswer => Parsed::Dns(dns::parse(sample.payload())?),
         SampleKind::Tls => Parsed::Tls(tls::parse(sample.payload())?),
         SampleKind::Arp => Parsed::Arp(parse_arp(&sample.data)?),
     })

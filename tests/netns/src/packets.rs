@@ -77,6 +77,19 @@ pub fn dns_query(e: Endpoints, src_port: u16, id: u16, name: &str) -> Vec<u8> {
     udp(e, src_port, DNS_PORT, &payload)
 }
 
+/// A DNS answer giving `name` the A record `addr` for `ttl` seconds, encoded by simple-dns,
+/// sent from port 53 (as a resolver upstream answers).
+pub fn dns_answer(e: Endpoints, dst_port: u16, id: u16, name: &str, addr: [u8; 4], ttl: u32) -> Vec<u8> {
+    use simple_dns::{CLASS, Name, Packet, PacketFlag, Question, ResourceRecord, TYPE, rdata::{A, RData}};
+    let mut packet = Packet::new_reply(id);
+    packet.set_flags(PacketFlag::RECURSION_AVAILABLE);
+    let qname = Name::new(name).expect("DNS name");
+    packet.questions.push(Question::new(qname.clone(), TYPE::A.into(), CLASS::IN.into(), false));
+    packet.answers.push(ResourceRecord::new(qname, CLASS::IN, ttl, RData::A(A { address: u32::from_be_bytes(addr) })));
+    let payload = packet.build_bytes_vec().expect("dns answer");
+    udp(e, DNS_PORT, dst_port, &payload)
+}
+
 /// A UDP frame behind `tags` 802.1Q/802.1ad tags (any number, for the "too many" case).
 pub fn udp_vlan(e: Endpoints, tags: usize, dst_port: u16) -> Vec<u8> {
     let inner = udp(e, 40_000, dst_port, b"vlan");
