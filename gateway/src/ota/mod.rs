@@ -36,7 +36,8 @@ pub mod server;
 pub const MIGRATIONS: &[crate::store::Migration] = db::MIGRATIONS;
 
 /// Default address of the update service.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8470";
+/// The update lane of the shipped policies (`policies/lanes.toml`) opens this port.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8444";
 /// Default repository folder.
 pub const DEFAULT_REPO_DIR: &str = "/var/lib/iotgw/ota";
 /// Default device CA certificate: `identity`'s generated CA
