@@ -156,6 +156,37 @@ fn spawn_inventory(
         .context("starting the inventory thread")
 }
 
+/// How often enrolled devices are matched to their class again (certificate subject, MAC,
+/// OUI, fingerprint type), so an enrollment or a new type guess reaches the device table.
+pub const CLASSIFY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Puts every enrolled device on the policy of the class the policy files match it to.
+/// Identity decides *whether* a device is enrolled; the policy files decide *what* an
+/// enrolled device may reach.
+fn assign_classes(maps: &Maps, conn: &rusqlite::Connection, policy: &CompiledPolicy) -> usize {
+    let mut changed = 0;
+    for (mac, entry) in maps.devices() {
+        if entry.state != gateway_ebpf::device_state::ENROLLED {
+            continue;
+        }
+        let device_type = crate::inventory::query::device(conn, mac).ok().flatten().and_then(|d| d.device.device_type);
+        let subject = crate::identity::registry::valid_subject_by_mac(conn, mac).ok().flatten();
+        let Some(class) = policy.classify(mac, device_type.as_deref(), subject.as_deref()) else { continue };
+        if (entry.policy_id, entry.class_id) == (class.policy_id.0, class.class_id.0) {
+            continue;
+        }
+        let access = crate::datapath::DeviceAccess { access: crate::device::Access::Enrolled, policy_id: class.policy_id.0, class_id: class.class_id.0 };
+        match maps.set_access(mac, access) {
+            Ok(()) => {
+                tracing::info!(device = %mac, class = %class.name, matched_by = ?class.matched_by, "enrolled device put on its class policy");
+                changed += 1;
+            }
+            Err(error) => tracing::warn!(%error, device = %mac, "cannot set the class policy"),
+        }
+    }
+    changed
+}
+
 /// Runs the gateway until shutdown. `policy` was checked before anything was attached.
 pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let mut policy = policy;
@@ -175,6 +206,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     };
     maps.write_config(&datapath_config(&config, &policy.current().verdicts, quarantine_src_mac))?;
     let mut dns = DnsTracker::new(&policy.current());
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(policy.current());
     apply_policy(&maps, &config, &policy.current(), &dns)?;
     tracing::info!(devices = maps.devices().len(), "datapath configured (pinned state kept)");
     let bus = EventBus::default();
@@ -427,6 +459,36 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     }
 
     {
+        // Classes: enrolled devices onto their class's policy.
+        let maps = maps.clone();
+        let store = config.store.path.clone();
+        let policy_rx = policy_rx.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut ticker = tokio::time::interval(CLASSIFY_INTERVAL);
+            let conn = match crate::store::open(&store) {
+                Ok(conn) => std::sync::Arc::new(std::sync::Mutex::new(conn)),
+                Err(error) => {
+                    tracing::error!(%error, "class assignment disabled: cannot open the store");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = ticker.tick() => {}
+                }
+                let (maps, conn, policy) = (maps.clone(), conn.clone(), policy_rx.borrow().clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    let conn = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    assign_classes(&maps, &conn, &policy)
+                })
+                .await;
+            }
+        });
+    }
+
+    {
         // Policy reloads: SIGHUP, or a change in the policy folder. A bad policy is refused
         // whole and the running one stays in the maps.
         let maps = maps.clone();
@@ -486,6 +548,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                 };
                 match policy.reload() {
                     Ok(compiled) => {
+                        policy_tx.send_replace(compiled.clone());
                         dns.set_policy(&compiled);
                         let outcome = apply_policy(&maps, &config, &compiled, &dns);
                         shared_policy.set(crate::api::policy_view::snapshot(&compiled));

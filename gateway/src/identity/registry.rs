@@ -206,6 +206,16 @@ pub fn live_device_by_mac(conn: &Connection, mac: Mac) -> rusqlite::Result<Optio
     .optional()
 }
 
+/// Subject of the newest valid certificate bound to `mac` (the policy files match classes on
+/// it).
+pub fn valid_subject_by_mac(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT subject FROM identity_certificates WHERE mac = ?1 AND status = 'valid' ORDER BY not_before DESC LIMIT 1",
+    )?
+    .query_row([mac.to_string()], |row| row.get(0))
+    .optional()
+}
+
 pub fn devices(conn: &Connection) -> rusqlite::Result<Vec<DeviceRecord>> {
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM identity_devices ORDER BY created_at, device_id"))?;
