@@ -16,6 +16,7 @@ pub mod api;
 pub mod controller;
 pub mod lab;
 pub mod packets;
+pub mod policies;
 pub mod raw;
 pub mod scenario;
 

@@ -7,21 +7,16 @@ use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _},
     device::{Access, Mac},
 };
-use netns_tests::{controller::Controller, lab::Lab};
+use netns_tests::{
+    controller::Controller,
+    lab::Lab,
+    policies::{LANES, defaults},
+};
 
-fn policy(mac: &str) -> String {
+/// A thermostat class matched by MAC, allowed MQTT over TLS to the broker.
+fn thermostat_class(mac: &str) -> String {
     format!(
         r#"
-[lanes.onboarding]
-[[lanes.onboarding.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "udp"
-ports = [53, 67]
-[lanes.quarantine]
-[[lanes.quarantine.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "udp"
-ports = [53]
 [[class]]
 name = "thermostat"
 id = 15
@@ -31,11 +26,6 @@ macs = ["{mac}"]
 nets = ["10.78.0.2/32"]
 protocol = "tcp"
 ports = [8883]
-[defaults]
-malformed = "drop"
-unknown_device = "drop"
-policy_miss = "drop"
-quarantine = "redirect"
 "#
     )
 }
@@ -44,8 +34,9 @@ quarantine = "redirect"
 fn enrolled_device_is_put_on_the_policy_of_its_matched_class() {
     let lab = Lab::new(1);
     let mac = Mac(lab.devices[0].mac);
-    let text = policy(&mac.to_string());
-    let ctl = Controller::start(&lab, &[("classes.toml", text.as_str())], "");
+    let class = thermostat_class(&mac.to_string());
+    let defaults = defaults("drop");
+    let ctl = Controller::start(&lab, &[("lanes.toml", LANES), ("classes.toml", &class), ("defaults.toml", &defaults)], "");
     // Enrolled as the identity service does before any class is known: a generic policy.
     ctl.maps()
         .set_access(mac, DeviceAccess { access: Access::Enrolled, policy_id: gateway_ebpf::lane::ONBOARDING, class_id: 0 })

@@ -14,31 +14,9 @@ use netns_tests::{
     controller::Controller,
     lab::{GATEWAY_LAN_IP, Lab, QUARANTINE_HOST_IP, UPSTREAM_IP},
     packets::{self, BROADCAST_IP, BROADCAST_MAC, Endpoints, UNSPECIFIED_IP},
+    policies::{LANES, defaults},
     raw::RawSocket,
 };
-
-/// Lanes as the shipped examples have them, addressed for the lab.
-const LANES: &str = r#"
-[lanes.onboarding]
-[[lanes.onboarding.allow]]
-nets = ["255.255.255.255/32", "10.77.0.1/32"]
-protocol = "udp"
-ports = [67, 68]
-[[lanes.onboarding.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "udp"
-ports = [53]
-[[lanes.onboarding.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "tcp"
-ports = [8443]
-
-[lanes.quarantine]
-[[lanes.quarantine.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "udp"
-ports = [53]
-"#;
 
 /// A sensor class: MQTT to the upstream broker, nothing else.
 const SENSOR_CLASS: &str = r#"
@@ -51,9 +29,6 @@ protocol = "tcp"
 ports = [1883]
 "#;
 
-fn defaults(malformed: &str) -> String {
-    format!("[defaults]\nmalformed = \"{malformed}\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n")
-}
 
 fn policies(malformed: &str) -> Vec<(&'static str, String)> {
     vec![("lanes.toml", LANES.to_owned()), ("sensor.toml", SENSOR_CLASS.to_owned()), ("defaults.toml", defaults(malformed))]

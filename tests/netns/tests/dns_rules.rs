@@ -12,20 +12,12 @@ use netns_tests::{
     controller::Controller,
     lab::{GATEWAY_LAN_IP, Lab},
     packets::{self, Endpoints},
+    policies::{LANES, defaults},
     raw::RawSocket,
 };
 
-const POLICY: &str = r#"
-[lanes.onboarding]
-[[lanes.onboarding.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "udp"
-ports = [53, 67]
-[lanes.quarantine]
-[[lanes.quarantine.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "udp"
-ports = [53]
+/// A camera class reaching its upload service by name only.
+const CAMERA_CLASS: &str = r#"
 [[class]]
 name = "camera"
 id = 14
@@ -33,11 +25,6 @@ id = 14
 names = ["upload.camera.example.com"]
 protocol = "tcp"
 ports = [443]
-[defaults]
-malformed = "drop"
-unknown_device = "drop"
-policy_miss = "drop"
-quarantine = "redirect"
 "#;
 
 /// Where the CDN answer points (an upstream address the lab owns).
@@ -65,7 +52,8 @@ fn https_frames_upstream(up: &RawSocket, tx: &RawSocket, e: Endpoints, base: u16
 #[test]
 fn dns_answers_from_upstream_open_allowed_names_and_forged_ones_do_not() {
     let lab = Lab::new(1);
-    let mut ctl = Controller::start(&lab, &[("camera.toml", POLICY)], "");
+    let defaults = defaults("drop");
+    let mut ctl = Controller::start(&lab, &[("lanes.toml", LANES), ("camera.toml", CAMERA_CLASS), ("defaults.toml", &defaults)], "");
     let device = &lab.devices[0];
     let mac = Mac(device.mac);
     let policy_id = gateway_ebpf::lane::FIRST_CLASS_POLICY + 14;

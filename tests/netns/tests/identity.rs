@@ -20,34 +20,9 @@ use netns_tests::{
     controller::{Controller, iotgw_bin},
     lab::{self, Lab, ip},
     packets::{self, Endpoints},
+    policies::LANES,
     raw::RawSocket,
 };
-
-/// Lanes as the shipped examples have them, addressed for the lab: DHCP, DNS and EST to the
-/// gateway only.
-const LANES: &str = r#"
-[lanes.onboarding]
-[[lanes.onboarding.allow]]
-nets = ["255.255.255.255/32", "10.77.0.1/32"]
-protocol = "udp"
-ports = [53, 67, 68]
-[[lanes.onboarding.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "tcp"
-ports = [8443]
-
-[lanes.quarantine]
-[[lanes.quarantine.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "udp"
-ports = [53]
-
-[defaults]
-malformed = "drop"
-unknown_device = "drop"
-policy_miss = "drop"
-quarantine = "redirect"
-"#;
 
 /// A meter class: its head-end, nothing else.
 const METER_CLASS: &str = r#"

@@ -19,28 +19,10 @@ use netns_tests::{
     controller::Controller,
     lab::{GATEWAY_LAN_IP, Lab, UPSTREAM_IP, format_mac},
     packets::{self, BROADCAST_IP, Endpoints},
+    policies::LANES,
     raw::RawSocket,
 };
 use serde_json::{Value, json};
-
-/// Lanes as the shipped examples have them, addressed for the lab (as in `datapath.rs`).
-const LANES: &str = r#"
-[lanes.onboarding]
-[[lanes.onboarding.allow]]
-nets = ["255.255.255.255/32", "10.77.0.1/32"]
-protocol = "udp"
-ports = [67, 68]
-[[lanes.onboarding.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "udp"
-ports = [53]
-
-[lanes.quarantine]
-[[lanes.quarantine.allow]]
-nets = ["10.77.0.1/32"]
-protocol = "udp"
-ports = [53]
-"#;
 
 /// Class id of the sensor class, and the policy id the compiler gives it.
 const SENSOR_CLASS_ID: u16 = 20;

@@ -1,0 +1,27 @@
+//! Policy text shared by the lab tests: the lanes as the shipped `policies/lanes.toml` has
+//! them, addressed for the lab, and the default verdicts. Each test adds its own classes.
+
+/// Onboarding: DHCP and DNS to the gateway (and broadcast), EST enrollment on 8443.
+/// Quarantine: DNS to the gateway.
+pub const LANES: &str = r#"
+[lanes.onboarding]
+[[lanes.onboarding.allow]]
+nets = ["255.255.255.255/32", "10.77.0.1/32"]
+protocol = "udp"
+ports = [53, 67, 68]
+[[lanes.onboarding.allow]]
+nets = ["10.77.0.1/32"]
+protocol = "tcp"
+ports = [8443]
+
+[lanes.quarantine]
+[[lanes.quarantine.allow]]
+nets = ["10.77.0.1/32"]
+protocol = "udp"
+ports = [53]
+"#;
+
+/// Default verdicts with the malformed-frame verdict chosen by the test.
+pub fn defaults(malformed: &str) -> String {
+    format!("[defaults]\nmalformed = \"{malformed}\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n")
+}
