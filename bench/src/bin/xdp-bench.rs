@@ -85,6 +85,7 @@ fn main() -> anyhow::Result<()> {
     loader::prepare_bpffs(&pin_dir)?;
     let result = run(&pin_dir);
     let _ = loader::detach_all(&pin_dir);
+    let _ = std::fs::remove_dir_all(&pin_dir);
     result
 }
 
@@ -111,7 +112,10 @@ fn run(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     maps.set_access(Mac(QUARANTINED_MAC), DeviceAccess { access: Access::Quarantined, policy_id: class_policy, class_id: 20 })?;
     maps.set_device_ipv4(Mac(ENROLLED_MAC), Ipv4Addr::from(DEVICE_IP))?;
 
-    let mut filter = EbpfLoader::new().load_file(XDP_FILTER_OBJECT).with_context(|| format!("loading {XDP_FILTER_OBJECT} (apt-get install xdp-tools)"))?;
+    // xdp-filter pins its maps by name: keep them in our directory, removed at the end.
+    let mut filter = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load_file(XDP_FILTER_OBJECT).with_context(|| format!("loading {XDP_FILTER_OBJECT} (apt-get install xdp-tools)"))?;
     let filter_name = filter.programs().map(|(name, _)| name.to_owned()).next().context("no program in xdp-filter's object")?;
     let filter_program: &mut Xdp = filter.program_mut(&filter_name).context("xdp-filter program")?.try_into()?;
     filter_program.load().context("loading xdp-filter's program")?;
