@@ -45,6 +45,19 @@ pub fn tcp_syn(e: Endpoints, src_port: u16, dst_port: u16) -> Vec<u8> {
     frame
 }
 
+/// A TCP segment carrying `len` bytes on an established connection (ACK, PSH).
+pub fn tcp_data(e: Endpoints, src_port: u16, dst_port: u16, seq: u32, len: usize) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
+        .ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL)
+        .tcp(src_port, dst_port, seq, 64_240)
+        .ack(1)
+        .psh();
+    let payload = vec![0x5a; len];
+    let mut frame = Vec::with_capacity(builder.size(len));
+    builder.write(&mut frame, &payload).expect("tcp data frame");
+    frame
+}
+
 pub fn icmp_echo(e: Endpoints, id: u16, seq: u16) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac).ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL).icmpv4_echo_request(id, seq);
     let mut frame = Vec::with_capacity(builder.size(8));

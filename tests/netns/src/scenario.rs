@@ -65,7 +65,7 @@ quarantine = "redirect"
 
 [[response]]
 name = "isolate scanners and strangers"
-detectors = ["scan", "new_destination", "flood", "lateral_movement"]
+detectors = ["scan", "new_destination", "flood", "lateral_movement", "volume"]
 min_score = 0.5
 action = "quarantine"
 "#;
@@ -149,6 +149,25 @@ impl<'a> Scenario<'a> {
         let e = Endpoints { dst_ip: dst, ..self.endpoints };
         let src = self.port();
         self.tx.send(&packets::tcp_syn(e, src, port));
+    }
+
+    /// A camera exfiltrating: `bytes` to the head-end over the device's usual connection,
+    /// as fast as the raw socket goes (bounded by `bytes`).
+    pub fn exfiltrate(&mut self, bytes: usize) {
+        const SEGMENT: usize = 1_400;
+        let src = self.port();
+        for n in 0..bytes.div_ceil(SEGMENT) {
+            self.tx.send(&packets::tcp_data(self.endpoints, src, HEAD_END_PORT, (n * SEGMENT) as u32, SEGMENT));
+        }
+    }
+
+    /// A UDP flood of `packets` small datagrams towards one upstream host.
+    pub fn flood(&mut self, packets: usize) {
+        let e = Endpoints { dst_ip: [10, 78, 0, 2], ..self.endpoints };
+        let frame = packets::udp(e, 40_000, 80, &[0u8; 32]);
+        for _ in 0..packets {
+            self.tx.send(&frame);
+        }
     }
 
     /// What XDP enforces for the device now.

@@ -44,6 +44,36 @@ fn meter_talking_to_an_unknown_ip_is_detected_and_quarantined() {
 }
 
 #[test]
+fn camera_exfiltrating_is_detected_by_volume_and_quarantined() {
+    let lab = Lab::new(1);
+    let mut s = Scenario::start(&lab);
+    s.learn_normal_behaviour();
+    let started = Instant::now();
+    // 3 MB in about a second, on the device's allowed destination: only the volume is odd.
+    s.exfiltrate(3_000_000);
+    let waited = s.wait_for_access(Access::Quarantined, Duration::from_secs(5)).expect("quarantined");
+    let latency = started.elapsed();
+    println!("exfiltration: quarantine in XDP {latency:?} after the first byte");
+    let _ = waited;
+    assert!(latency <= Duration::from_secs(1), "enforcement took {latency:?}");
+    s.ctl.wait_for_log("detector=volume", Duration::from_secs(1));
+}
+
+#[test]
+fn udp_flood_is_detected_and_quarantined() {
+    let lab = Lab::new(1);
+    let mut s = Scenario::start(&lab);
+    s.learn_normal_behaviour();
+    let started = Instant::now();
+    s.flood(20_000);
+    s.wait_for_access(Access::Quarantined, Duration::from_secs(5)).expect("quarantined");
+    let latency = started.elapsed();
+    println!("flood: quarantine in XDP {latency:?} after the first packet");
+    assert!(latency <= Duration::from_secs(1), "enforcement took {latency:?}");
+    s.ctl.wait_for_log("detector=flood", Duration::from_secs(1));
+}
+
+#[test]
 fn normal_behaviour_after_learning_raises_no_alert() {
     let lab = Lab::new(1);
     let mut s = Scenario::start(&lab);
