@@ -48,8 +48,24 @@ impl Controller {
         identity_keys: &str,
         extra_config: &str,
     ) -> Controller {
-        let dir = std::env::temp_dir().join(format!("{}-ctl", lab.id));
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(Controller::dir_for(lab));
+        Controller::start_in_prepared_dir(lab, policies, identity_keys, extra_config)
+    }
+
+    /// The controller's folder for `lab` (its store is `iotgw.db` in it).
+    pub fn dir_for(lab: &Lab) -> PathBuf {
+        std::env::temp_dir().join(format!("{}-ctl", lab.id))
+    }
+
+    /// `start_with_identity`, keeping what a test already put in `dir_for(lab)` (e.g. a store
+    /// and a repository prepared with the CLI before the gateway starts).
+    pub fn start_in_prepared_dir(
+        lab: &Lab,
+        policies: &[(&str, &str)],
+        identity_keys: &str,
+        extra_config: &str,
+    ) -> Controller {
+        let dir = Controller::dir_for(lab);
         let policy_dir = dir.join("policies");
         std::fs::create_dir_all(&policy_dir).expect("policy dir");
         for (name, text) in policies {
