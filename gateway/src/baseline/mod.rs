@@ -20,10 +20,12 @@ use crate::{
 
 pub mod export;
 pub mod profile;
+pub mod site;
 pub mod stats;
 pub mod store;
 
 pub use profile::{Profile, Service};
+pub use site::Site;
 pub use store::MIGRATIONS;
 
 /// Default learning period of a device without a class-specific one: long enough for
@@ -349,11 +351,20 @@ pub struct Baselines {
     classes_dirty: Vec<String>,
     /// Address → DNS name it was given as an answer for (any device asked).
     dns: HashMap<IpAddr, String>,
+    /// Own addresses, live hosts and vendor peers (see `site`).
+    site: Site,
 }
 
 impl Baselines {
     pub fn new(config: Config) -> Self {
-        Self { config, devices: HashMap::new(), classes: HashMap::new(), classes_dirty: Vec::new(), dns: HashMap::new() }
+        Self {
+            config,
+            devices: HashMap::new(),
+            classes: HashMap::new(),
+            classes_dirty: Vec::new(),
+            dns: HashMap::new(),
+            site: Site::default(),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -363,6 +374,9 @@ impl Baselines {
     /// Restores stored state (see `store::load`).
     pub fn restore(&mut self, devices: Vec<store::DeviceRecord>, classes: Vec<(String, ClassBaseline)>) {
         for record in devices {
+            if let DeviceBaseline::Baselined(baselined) = &record.baseline {
+                self.site.pool(record.mac, &baselined.profile);
+            }
             self.devices.insert(
                 record.mac,
                 DeviceEntry { baseline: record.baseline, class: record.class, window: None, dirty: false },
@@ -373,6 +387,17 @@ impl Baselines {
 
     pub fn device(&self, mac: Mac) -> Option<&DeviceBaseline> {
         self.devices.get(&mac).map(|e| &e.baseline)
+    }
+
+    /// What the site knows beyond each device's own profile.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// True when `flow` is traffic its device forwards for a host behind it (see `site`).
+    pub fn is_forwarded(&self, flow: &FlowObservation) -> bool {
+        let learnt = self.devices.get(&flow.mac).map(|e| &e.baseline.profile().arp_claims);
+        self.site.is_forwarded(flow.mac, flow.src, learnt.unwrap_or(&EMPTY_CLAIMS))
     }
 
     pub fn class_of(&self, mac: Mac) -> Option<&str> {
@@ -445,11 +470,25 @@ impl Baselines {
         if let Input::Datapath(DatapathEvent::Sample(sample)) = input {
             match sample.kind {
                 SampleKind::Dns | SampleKind::DnsAnswer => self.observe_dns(sample, learn),
-                SampleKind::Arp if learn => self.observe_arp(sample),
+                SampleKind::Arp => self.observe_arp(sample, learn),
                 _ => {}
             }
             return Vec::new();
         }
+        let forwarded = match input {
+            Input::Datapath(DatapathEvent::Flow(flow)) => {
+                let forwarded = self.is_forwarded(flow);
+                if !forwarded {
+                    // A forwarded source is a host behind the device, not one on the LAN.
+                    self.site.saw(flow.mac, flow.src);
+                }
+                if learn && !forwarded && is_initiation(flow) {
+                    self.learn_caller(flow);
+                }
+                forwarded
+            }
+            _ => false,
+        };
         let Some(now) = input.time() else { return Vec::new() };
         let mac = input.mac();
         let window = self.config.window();
@@ -489,9 +528,12 @@ impl Baselines {
                 _ => {}
             }
         }
+        // Traffic forwarded for a host behind the device counts in its volumes, not in what
+        // it reaches itself.
         if let (true, Input::Datapath(DatapathEvent::Flow(flow)), DeviceBaseline::Learning(learning)) =
             (learn, input, &mut entry.baseline)
             && is_initiation(flow)
+            && !forwarded
         {
             learn_flow(&self.config, &self.dns, &mut learning.profile, flow);
             entry.dirty = true;
@@ -523,6 +565,7 @@ impl Baselines {
                     pooled.profile.merge(&baselined.profile);
                     self.classes_dirty.push(class.clone());
                 }
+                self.site.pool(mac, &baselined.profile);
                 tracing::info!(device = %mac, flows = baselined.profile.flows, "baseline learnt");
                 entry.baseline = DeviceBaseline::Baselined(baselined);
                 entry.dirty = true;
@@ -579,15 +622,34 @@ impl Baselines {
         }
     }
 
-    /// Learns the addresses a device claims for itself in ARP.
-    fn observe_arp(&mut self, sample: &PacketSample) {
+    /// Notes the addresses a device claims for itself in ARP (and learns them while it learns).
+    fn observe_arp(&mut self, sample: &PacketSample, learn: bool) {
         let Some(claim) = arp_claim(sample) else { return };
         if claim.sender_mac != sample.mac {
+            return;
+        }
+        self.site.claim(sample.mac, claim.sender_ip);
+        if !learn {
             return;
         }
         let entry = Self::entry(&mut self.devices, &self.config, sample.mac, sample.time);
         if let DeviceBaseline::Learning(learning) = &mut entry.baseline
             && learning.profile.arp_claims.insert(claim.sender_ip)
+        {
+            entry.dirty = true;
+        }
+    }
+
+    /// A LAN host opened a flow to a device that is learning: remember it as that device's
+    /// caller (the phone app or hub that drives it).
+    fn learn_caller(&mut self, flow: &FlowObservation) {
+        if !self.config.is_lan(flow.dst) || is_group_or_unspecified(flow.dst) {
+            return;
+        }
+        let Some(callee) = self.site.host(flow.dst).filter(|callee| *callee != flow.mac) else { return };
+        if let Some(entry) = self.devices.get_mut(&callee)
+            && let DeviceBaseline::Learning(learning) = &mut entry.baseline
+            && learning.profile.callers.insert(flow.src)
         {
             entry.dirty = true;
         }
@@ -645,6 +707,9 @@ impl Baselines {
         }
     }
 }
+
+/// No ARP claims (for `is_forwarded` on a device never seen).
+static EMPTY_CLAIMS: std::collections::BTreeSet<std::net::Ipv4Addr> = std::collections::BTreeSet::new();
 
 /// Adds an initiated flow to a learning profile.
 fn learn_flow(config: &Config, dns: &HashMap<IpAddr, String>, profile: &mut Profile, flow: &FlowObservation) {
