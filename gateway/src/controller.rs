@@ -52,6 +52,35 @@ pub fn interface_mac(interface: &str) -> anyhow::Result<[u8; 6]> {
         .with_context(|| format!("interface {interface} has no link-layer address (does it exist?)"))
 }
 
+/// The subnets of an interface's addresses, plus the link-local ranges: what the LAN is
+/// when `[baseline] lan_prefixes` is not configured.
+pub fn interface_subnets(interface: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let mut subnets: Vec<ipnet::IpNet> = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().context("getifaddrs")?.filter(|ifa| ifa.interface_name == interface) {
+        let (Some(address), Some(netmask)) = (ifa.address, ifa.netmask) else { continue };
+        let net = if let (Some(a), Some(m)) = (address.as_sockaddr_in(), netmask.as_sockaddr_in()) {
+            ipnet::Ipv4Net::with_netmask(a.ip(), m.ip()).ok().map(|n| ipnet::IpNet::V4(n.trunc()))
+        } else if let (Some(a), Some(m)) = (address.as_sockaddr_in6(), netmask.as_sockaddr_in6()) {
+            ipnet::Ipv6Net::with_netmask(a.ip(), m.ip()).ok().map(|n| ipnet::IpNet::V6(n.trunc()))
+        } else {
+            None
+        };
+        subnets.extend(net.filter(|n| !subnets.contains(n)));
+    }
+    for link_local in ["169.254.0.0/16", "fe80::/10"] {
+        // Literals: they parse.
+        subnets.extend(link_local.parse::<ipnet::IpNet>().ok().filter(|n| !subnets.contains(n)));
+    }
+    Ok(subnets)
+}
+
+fn is_link_local(net: &ipnet::IpNet) -> bool {
+    match net.addr() {
+        std::net::IpAddr::V4(a) => a.is_link_local(),
+        std::net::IpAddr::V6(a) => a.is_unicast_link_local(),
+    }
+}
+
 pub fn if_index(interface: &str) -> anyhow::Result<u32> {
     nix::net::if_::if_nametoindex(interface).with_context(|| format!("interface {interface} not found"))
 }
@@ -251,9 +280,22 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     // Baseline → detect → respond: its own thread too (`respond::pipeline`).
     let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
     let control: crate::datapath::Control = maps.clone();
+    let mut baseline = config.baseline.clone();
+    if baseline.lan_prefixes.is_empty() {
+        let subnets = interface_subnets(&config.datapath.lan_interface)?;
+        if subnets.iter().any(|net| !net.addr().is_loopback() && !is_link_local(net)) {
+            tracing::info!(interface = %config.datapath.lan_interface, prefixes = ?subnets, "LAN prefixes from the LAN interface");
+            baseline.lan_prefixes = subnets;
+        } else {
+            tracing::warn!(
+                interface = %config.datapath.lan_interface,
+                "the LAN interface has no address: the LAN is taken to be every private range (set [baseline] lan_prefixes)"
+            );
+        }
+    }
     let pipeline = crate::respond::pipeline::spawn(
         crate::respond::pipeline::Settings {
-            baseline: config.baseline.clone(),
+            baseline,
             detect: config.detect.clone(),
             store: Some(config.store.path.clone()),
         },

@@ -44,9 +44,14 @@ pub const DEFAULT_PREFIX_V6: u8 = 48;
 /// Most DNS answers remembered (address → name); the oldest half is dropped past it.
 pub const DNS_CACHE_CAPACITY: usize = 65_536;
 
-/// Private, link-local and unique-local ranges: the LAN unless configured otherwise.
+/// Private, link-local and unique-local ranges: the LAN when neither configured nor known
+/// from the LAN interface (offline analysis of captures).
 pub const DEFAULT_LAN_PREFIXES: [&str; 6] =
     ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10"];
+
+/// `DEFAULT_LAN_PREFIXES`, parsed (valid CIDR literals, checked by a unit test).
+static PRIVATE_PREFIXES: std::sync::LazyLock<Vec<IpNet>> =
+    std::sync::LazyLock::new(|| DEFAULT_LAN_PREFIXES.iter().filter_map(|p| p.parse().ok()).collect());
 
 /// `[baseline]` section of the gateway configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,7 +68,8 @@ pub struct Config {
     pub min_learning_windows: u64,
     pub prefix_v4: u8,
     pub prefix_v6: u8,
-    /// Address ranges of the LAN (peers, lateral movement).
+    /// Address ranges of the LAN (peers, lateral movement). Empty: `iotgw run` takes the LAN
+    /// interface's subnets (a private upstream is not the LAN); offline, the private ranges.
     pub lan_prefixes: Vec<IpNet>,
 }
 
@@ -77,8 +83,7 @@ impl Default for Config {
             min_learning_windows: DEFAULT_MIN_LEARNING_WINDOWS,
             prefix_v4: DEFAULT_PREFIX_V4,
             prefix_v6: DEFAULT_PREFIX_V6,
-            // The constants are valid CIDR literals (checked by a unit test).
-            lan_prefixes: DEFAULT_LAN_PREFIXES.iter().filter_map(|p| p.parse().ok()).collect(),
+            lan_prefixes: Vec::new(),
         }
     }
 }
@@ -112,7 +117,8 @@ impl Config {
     }
 
     pub fn is_lan(&self, addr: IpAddr) -> bool {
-        self.lan_prefixes.iter().any(|net| net.contains(&addr))
+        let prefixes = if self.lan_prefixes.is_empty() { &PRIVATE_PREFIXES } else { &self.lan_prefixes };
+        prefixes.iter().any(|net| net.contains(&addr))
     }
 
     /// The prefix an upstream destination is learnt as.
