@@ -307,3 +307,66 @@ pub fn detach_all(pin_path: &Path) -> std::io::Result<usize> {
     let _ = std::fs::remove_dir(pin_path);
     Ok(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_tries_native_then_generic_and_explicit_modes_try_only_themselves() {
+        assert_eq!(modes_to_try(AttachMode::Auto), [LinkMode::Driver, LinkMode::Skb]);
+        assert_eq!(modes_to_try(AttachMode::Native), [LinkMode::Driver]);
+        assert_eq!(modes_to_try(AttachMode::Generic), [LinkMode::Skb]);
+    }
+
+    #[test]
+    fn a_pinned_link_conflicts_only_with_the_other_explicit_mode() {
+        assert!(pinned_mode_conflicts(AttachMode::Native, Some(LinkMode::Skb)));
+        assert!(pinned_mode_conflicts(AttachMode::Generic, Some(LinkMode::Driver)));
+        assert!(!pinned_mode_conflicts(AttachMode::Native, Some(LinkMode::Driver)));
+        assert!(!pinned_mode_conflicts(AttachMode::Generic, Some(LinkMode::Skb)));
+        assert!(!pinned_mode_conflicts(AttachMode::Auto, Some(LinkMode::Skb)), "auto takes what runs");
+        assert!(!pinned_mode_conflicts(AttachMode::Auto, Some(LinkMode::Driver)));
+        assert!(!pinned_mode_conflicts(AttachMode::Native, None), "an unrecorded mode cannot be judged");
+    }
+
+    #[test]
+    fn link_pin_names_record_the_mode_and_never_contain_a_dot() {
+        let root = Path::new("/sys/fs/bpf/iotgw");
+        assert_eq!(link_pin(root, "iotgw_lan", "lan0", Some(LinkMode::Skb)), root.join("links/iotgw_lan@lan0:skb"));
+        assert_eq!(link_pin(root, "iotgw_wan", "wan0", Some(LinkMode::Driver)), root.join("links/iotgw_wan@wan0:driver"));
+        let vlan = link_pin(root, "iotgw_lan", "eth0.100", Some(LinkMode::Driver));
+        assert_eq!(vlan.file_name().and_then(|n| n.to_str()), Some("iotgw_lan@eth0:100:driver"));
+        assert_eq!(link_pin(root, "iotgw_lan", "lan0", None), root.join("links/iotgw_lan@lan0"), "older controllers' name");
+    }
+
+    #[test]
+    fn existing_link_pin_finds_the_recorded_mode_or_an_older_unrecorded_pin() {
+        let dir = std::env::temp_dir().join(format!("iotgw-loader-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("links")).unwrap();
+        assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan0"), None, "nothing pinned yet");
+
+        let skb = link_pin(&dir, "iotgw_lan", "lan0", Some(LinkMode::Skb));
+        std::fs::write(&skb, b"").unwrap();
+        assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan0"), Some((skb.clone(), Some(LinkMode::Skb))));
+        assert_eq!(existing_link_pin(&dir, "iotgw_wan", "lan0"), None, "another program's pin");
+        assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan1"), None, "another interface's pin");
+        std::fs::remove_file(&skb).unwrap();
+
+        let legacy = link_pin(&dir, "iotgw_lan", "lan0", None);
+        std::fs::write(&legacy, b"").unwrap();
+        assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan0"), Some((legacy, None)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn error_chain_keeps_the_errno_from_the_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("`bpf_link_create` failed")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::from_raw_os_error(95));
+        let text = error_chain(&error);
+        assert!(text.starts_with("`bpf_link_create` failed: "), "{text}");
+        assert!(text.contains("os error 95"), "{text}");
+    }
+}
