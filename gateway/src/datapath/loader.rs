@@ -7,6 +7,10 @@
 //! elsewhere (macvlan, ipvlan, bridges, tunnels...). `auto` tries native, then generic with a
 //! warning. A link pin's name records the mode it was attached in (the kernel's link info for
 //! XDP holds only the ifindex), so a restarted controller reports the mode it really reuses.
+//! Generic XDP on a stacked interface (a macvlan on a NIC, a VLAN) sees only the frames the
+//! stack hands to that interface: frames addressed to the lower device's MAC bypass it (the
+//! netns lab showed them forwarded and delivered locally), so the lower device must drop IP
+//! itself (`net.ipv4.conf.<lower>.rp_filter=1`, IPv6 disabled on it).
 //! Reads the object and `DatapathConfig`; writes bpffs pins and the interfaces' XDP hooks.
 use std::path::{Path, PathBuf};
 
@@ -76,6 +80,10 @@ impl LinkMode {
     }
 }
 
+/// Logged with the generic fallback: the usual reason for it is a stacked interface.
+const GENERIC_ON_STACKED_HINT: &str = "if this interface is stacked on another (macvlan, VLAN), frames to the lower \
+     device's MAC bypass XDP: set net.ipv4.conf.<lower>.rp_filter=1 and disable IPv6 on it";
+
 /// Mode name of a pin left by a controller that did not record the mode in pin names.
 pub const UNKNOWN_MODE: &str = "unknown";
 
@@ -91,10 +99,10 @@ pub fn modes_to_try(attach_mode: AttachMode) -> &'static [LinkMode] {
 /// True when a pinned link attached in `pinned` mode is not what `attach_mode` asks for
 /// (`auto` accepts either; an unrecorded mode cannot be judged).
 pub fn pinned_mode_conflicts(attach_mode: AttachMode, pinned: Option<LinkMode>) -> bool {
-    match (attach_mode, pinned) {
-        (AttachMode::Native, Some(LinkMode::Skb)) | (AttachMode::Generic, Some(LinkMode::Driver)) => true,
-        _ => false,
-    }
+    matches!(
+        (attach_mode, pinned),
+        (AttachMode::Native, Some(LinkMode::Skb)) | (AttachMode::Generic, Some(LinkMode::Driver))
+    )
 }
 
 /// How a program ended up attached.
@@ -262,7 +270,12 @@ pub fn attach(ebpf: &mut Ebpf, program: &'static str, interface: &str, config: &
         match xdp.attach(interface, mode.xdp_mode()) {
             Ok(id) => {
                 if !errors.is_empty() {
-                    tracing::warn!(interface, native_error = %errors.join("; "), "native XDP unavailable; running in generic (skb) mode, slower");
+                    tracing::warn!(
+                        interface,
+                        native_error = %errors.join("; "),
+                        hint = GENERIC_ON_STACKED_HINT,
+                        "native XDP unavailable; running in generic (skb) mode, slower"
+                    );
                 }
                 let link = xdp.take_link(id).map_err(|e| attach_error(e.to_string()))?;
                 let fd_link = FdLink::try_from(link)

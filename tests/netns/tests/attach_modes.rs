@@ -205,3 +205,39 @@ fn restart_reuses_the_generic_link_reports_its_mode_and_keeps_it_against_the_con
     assert_eq!(xdp_attached(&lab.gw, "lan0"), XdpAttached::Generic);
     assert_onboarding_lane_enforced(&ctl, &lab);
 }
+
+/// Generic XDP on a stacked interface sees only what the stack hands to that interface: a
+/// frame addressed to the *lower* device's MAC never reaches the macvlan, so its program. In
+/// this lab, without more, three SYNs sent that way reached upstream (forwarded) and three
+/// reached the gateway's own TCP stack (`TcpInSegs`), none counted. The deployment recipe,
+/// strict reverse-path filtering on the lower device (which holds no address or route, so
+/// no source validates through it), closes both; this test holds the recipe to that.
+#[test]
+fn macvlan_lower_device_with_strict_rp_filter_lets_nothing_past_xdp() {
+    let lab = Lab::with_lan_port(1, LanPort::Macvlan);
+    netns_tests::lab::sysctl(&lab.gw, &format!("net.ipv4.conf.{LAN_LOWER}.rp_filter"), "1");
+    let _ctl = start(&lab, "auto");
+    let d = &lab.devices[0];
+    let tx = RawSocket::open(&d.ns, d.interface);
+    let upstream = RawSocket::open(&lab.up, "eth0");
+    let lower_mac = lab.mac_of(&lab.gw, LAN_LOWER);
+    let to_upstream = Endpoints { dst_mac: lower_mac, ..endpoints(&lab, UPSTREAM_IP) };
+    let to_gateway = Endpoints { dst_mac: lower_mac, ..endpoints(&lab, GATEWAY_LAN_IP) };
+    let tcp_in = || {
+        let out = netns_tests::lab::sh("ip", &["netns", "exec", &lab.gw, "nstat", "-az", "TcpInSegs"]);
+        let value = out.lines().find(|l| l.starts_with("TcpInSegs")).and_then(|l| l.split_whitespace().nth(1));
+        value.and_then(|v| v.parse::<u64>().ok()).unwrap_or_else(|| panic!("nstat: {out}"))
+    };
+    let tcp_in_before = tcp_in();
+    let forwarded = std::thread::scope(|scope| {
+        let u = scope.spawn(|| upstream.collect(SETTLE, |f| ports(&[f.to_vec()]) == [packets::HTTP_PORT]).len());
+        std::thread::sleep(Duration::from_millis(100));
+        for n in 0..3 {
+            tx.send(&packets::tcp_syn(to_upstream, 48_000 + n, packets::HTTP_PORT));
+            tx.send(&packets::tcp_syn(to_gateway, 49_000 + n, 22));
+        }
+        u.join().expect("sniffer")
+    });
+    assert_eq!(forwarded, 0, "nothing sent to the lower device's MAC is forwarded upstream");
+    assert_eq!(tcp_in() - tcp_in_before, 0, "nothing sent to the lower device's MAC reaches the gateway's TCP");
+}
