@@ -113,6 +113,7 @@ pub fn account(key: &FlowKey, ip: &Ip, syn: &SynFingerprint, frame_bytes: u64, v
                 }
             } else {
                 count(counter::FLOW_INSERT_FAILED);
+                crate::rare::flow_insert_failed();
             }
             false
         }

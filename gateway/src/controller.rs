@@ -244,6 +244,14 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<DatapathEvent>(PIPELINE_QUEUE);
 
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(xdp_log) = loaded.xdp_log.take() {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = xdp_log.forward(shutdown).await {
+                tracing::warn!(%error, "XDP log lines no longer forwarded");
+            }
+        });
+    }
     {
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
