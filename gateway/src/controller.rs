@@ -16,7 +16,7 @@ use crate::{
 
 /// How long tasks get to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How often the per-device counters are read into traffic samples.
+/// How often datapath counters and integration backlogs are exported as metrics.
 pub const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 /// DNS answers waiting for the policy task; beyond this they are skipped (the next answer
 /// for the same name renews the rule).
@@ -374,23 +374,28 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         });
     }
     {
-        // Per-device counters, every COUNTER_INTERVAL, as deltas: the traffic series of the
-        // inventory and the volume baselines.
+        // Per-device counters, every `datapath.counter_interval_ms`, as deltas: the traffic
+        // series of the inventory, the volume baselines and the rate detectors.
+        let counter_interval = std::time::Duration::from_millis(config.datapath.counter_interval_ms);
         let maps = maps.clone();
         let detect_tx = detect_tx.clone();
         let inventory_tx = inventory_tx.clone();
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
             let mut previous: std::collections::HashMap<crate::device::Mac, crate::datapath::maps::DeviceCounters> = maps.device_counters().into_iter().collect();
-            let mut ticker = tokio::time::interval(COUNTER_INTERVAL);
+            let mut ticker = tokio::time::interval(counter_interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_read = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.wait() => break,
                     _ = ticker.tick() => {}
                 }
                 let now = std::time::SystemTime::now();
-                let interval_start = now - COUNTER_INTERVAL;
+                // The real span since the last read: a late tick must not inflate rates.
+                let interval = last_read.elapsed().max(std::time::Duration::from_millis(1));
+                last_read = std::time::Instant::now();
+                let interval_start = now - interval;
                 let current = {
                     let maps = maps.clone();
                     match tokio::task::spawn_blocking(move || maps.device_counters()).await {
@@ -403,7 +408,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                     let sample = crate::baseline::TrafficSample {
                         mac,
                         interval_start,
-                        interval: COUNTER_INTERVAL,
+                        interval,
                         tx_bytes: counters.tx_bytes.saturating_sub(before.tx_bytes),
                         tx_packets: counters.tx_packets.saturating_sub(before.tx_packets),
                         rx_bytes: counters.rx_bytes.saturating_sub(before.rx_bytes),

@@ -25,6 +25,11 @@ pub mod synthetic;
 
 pub use alert::{Alert, DetectorKind, IncidentId};
 
+/// Packet rates are per second over the last second of traffic samples, however long each
+/// sample is: shorter samples only make a flood show sooner.
+pub const RATE_SPAN: Duration = Duration::from_secs(1);
+/// Slack on `RATE_SPAN` for samples read a little late.
+const RATE_SLACK: Duration = Duration::from_millis(50);
 /// Window over which scans, new-flow rates and ARP storms are counted.
 pub const DEFAULT_SCAN_WINDOW: Duration = Duration::from_secs(10);
 /// Distinct hosts a device may open flows to in one window before it is a scan (when its
@@ -164,12 +169,21 @@ struct RecentFlow {
     text: String,
 }
 
+/// One traffic sample, as the rate and volume detectors keep it.
+#[derive(Clone, Copy, Debug)]
+struct TrafficSpan {
+    start: SystemTime,
+    end: SystemTime,
+    tx_bytes: u64,
+    tx_packets: u64,
+}
+
 /// Per-device state of the detectors.
 #[derive(Debug, Default)]
 struct DeviceState {
     recent: VecDeque<RecentFlow>,
-    /// Traffic samples within the window: (end of interval, tx bytes, tx packets).
-    traffic: VecDeque<(SystemTime, u64, u64)>,
+    /// Traffic samples within the window.
+    traffic: VecDeque<TrafficSpan>,
     gratuitous_arps: VecDeque<SystemTime>,
     ip: Option<IpAddr>,
 }
@@ -349,14 +363,18 @@ impl Detector {
         let window = self.config.window();
         let end = sample.interval_start + sample.interval;
         let state = self.devices.entry(sample.mac).or_default();
-        while state.traffic.front().is_some_and(|(t, _, _)| apart(end, *t) >= window) {
+        while state.traffic.front().is_some_and(|t| apart(end, t.end) >= window) {
             state.traffic.pop_front();
         }
-        state.traffic.push_back((end, sample.tx_bytes, sample.tx_packets));
+        state.traffic.push_back(TrafficSpan { start: sample.interval_start, end, tx_bytes: sample.tx_bytes, tx_packets: sample.tx_packets });
         let mut triggers = Vec::new();
         let profile = self.baselines.device(sample.mac).and_then(DeviceBaseline::baselined);
-        let seconds = sample.interval.as_secs_f64().max(1e-3);
-        let pps = sample.tx_packets as f64 / seconds;
+        // Packets of the samples that began within the last second (this one always counts),
+        // per second of that span or of this sample if it is longer.
+        let in_span = |t: &&TrafficSpan| apart(end, t.start) <= RATE_SPAN + RATE_SLACK;
+        let recent_packets: u64 = state.traffic.iter().rev().skip(1).filter(in_span).map(|t| t.tx_packets).sum();
+        let seconds = RATE_SPAN.max(sample.interval).as_secs_f64();
+        let pps = (sample.tx_packets + recent_packets) as f64 / seconds;
         let (threshold, expected) = match profile {
             Some(p) => {
                 let learnt = p.windows.max[feature::TX_PACKETS];
@@ -376,7 +394,7 @@ impl Detector {
             });
         }
         if let Some(p) = profile {
-            let sent: u64 = state.traffic.iter().map(|(_, bytes, _)| bytes).sum();
+            let sent: u64 = state.traffic.iter().map(|t| t.tx_bytes).sum();
             let max = p.windows.max[feature::TX_BYTES];
             let mean = p.windows.mean[feature::TX_BYTES];
             let sigma = p.windows.std_dev()[feature::TX_BYTES];

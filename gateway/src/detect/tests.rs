@@ -152,6 +152,32 @@ fn packet_flood_is_a_flood() {
 }
 
 #[test]
+fn quarter_second_samples_show_a_flood_in_the_first_quarter_and_keep_rates_per_second() {
+    let quarter = Duration::from_millis(250);
+    let meter = synthetic::meter(1);
+    let flood_rate = |samples: &[(u64, Duration)]| {
+        let (mut detector, now) = baselined();
+        let mut at = now;
+        let mut alerts = Vec::new();
+        for &(packets, length) in samples {
+            alerts.extend(detector.handle(&synthetic::traffic(meter.mac, at, length, packets * 64, packets, 0, 0)));
+            at += length;
+        }
+        alerts.into_iter().filter(|a| a.detector == DetectorKind::Flood).map(|a| a.observed).collect::<Vec<_>>()
+    };
+    // 5 000 packets in the first quarter second: flagged at once, as packets per second.
+    let first = flood_rate(&[(5_000, quarter)]);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].starts_with("5000 packets/s"), "{first:?}");
+    // 290 packets a second is under the 300 floor whether read in one piece or in quarters.
+    assert!(flood_rate(&[(290, Duration::from_secs(1))]).is_empty());
+    assert!(flood_rate(&[(72, quarter), (73, quarter), (72, quarter), (73, quarter)]).is_empty());
+    // ... and 400 a second is over it either way.
+    assert_eq!(flood_rate(&[(400, Duration::from_secs(1))]).len(), 1);
+    assert_eq!(flood_rate(&[(100, quarter), (100, quarter), (100, quarter), (100, quarter)]).len(), 1);
+}
+
+#[test]
 fn syn_flood_with_rotating_ports_is_a_flood_from_flows_alone() {
     let (mut detector, now) = baselined();
     let camera = synthetic::camera(1);
