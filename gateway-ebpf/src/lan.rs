@@ -71,11 +71,31 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     };
     flow::count_tx(&mac, ip.proto, frame_bytes, now);
 
-    let decision = policy::from_device(&device, &ip, config);
-    let syn = if parse::is_syn(&ip) { parse::syn_fingerprint(ctx, &ip) } else { SynFingerprint::default() };
+    // The flow first, then the policy: an established flow whose cached decision is still
+    // valid skips the LPM lookups (see `flow`).
     let key = flow::key(&mac, &ip);
-    if flow::account(&key, &ip, &syn, frame_bytes, decision.verdict, now) && config.flow_events != 0 {
-        events::new_flow(&key, &syn, ip.tcp_flags, frame_bytes as u32, device.state, &decision, now);
+    let known = flow::find(&key);
+    let generation = config.policy_generation;
+    let cached = known.and_then(|stats| flow::cached_decision(stats, &device, generation, &ip));
+    let decision = match cached {
+        Some(decision) => decision,
+        None => policy::from_device(&device, &ip, config),
+    };
+    let recomputed = match cached {
+        Some(_) => None,
+        None => Some((flow::to_cache(&decision, &device, generation, &ip), device.policy_id)),
+    };
+    match (known, recomputed) {
+        (Some(stats), recomputed) => flow::add(stats, &ip, frame_bytes, decision.verdict, recomputed, now),
+        (None, Some((cache, policy_id))) => {
+            let syn = if parse::is_syn(&ip) { parse::syn_fingerprint(ctx, &ip) } else { SynFingerprint::default() };
+            let opened = flow::open(&key, &ip, &syn, frame_bytes, decision.verdict, cache, policy_id, now);
+            if opened && config.flow_events != 0 {
+                events::new_flow(&key, &syn, ip.tcp_flags, frame_bytes as u32, device.state, &decision, now);
+            }
+        }
+        // A decision is only cached in a known flow.
+        (None, None) => {}
     }
 
     if config.sample_packets != 0 {
