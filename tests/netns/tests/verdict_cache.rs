@@ -3,6 +3,9 @@
 //! very next packet after a policy reload, a revocation (quarantine), a class change, or a
 //! change of the configured verdicts.
 //!
+//! Also: "any" rules, which the compiler folds into per-protocol entries, still admit every
+//! protocol (the folded ones with one lookup, the others through the ANY entry).
+//!
 //! Runs the real LAN program with BPF_PROG_TEST_RUN on crafted frames, with the maps written
 //! through the controller's `datapath::maps` (the only writer, as in production). Needs root
 //! (BPF); each test pins its maps in its own directory, removed on drop.
@@ -37,12 +40,16 @@ const XDP_PASS: u32 = 2;
 /// Packets sent on the flow before each change, so its decision is cached and reused.
 const ESTABLISHING_PACKETS: usize = 5;
 
-/// Sensors may reach the broker over MQTT; cameras only over HTTPS.
+/// Where cameras may send anything ("any" rule).
+const CAMERA_SINK_IP: [u8; 4] = [10, 78, 0, 3];
+
+/// Sensors may reach the broker over MQTT; cameras only over HTTPS, and anything to the sink.
 fn classes(sensor_mqtt: bool) -> String {
     let sensor_ports = if sensor_mqtt { "[1883]" } else { "[8883]" };
     format!(
         "[[class]]\nname = \"sensor\"\nid = {SENSOR_CLASS}\n[[class.allow]]\nnets = [\"10.78.0.2/32\"]\nprotocol = \"tcp\"\nports = {sensor_ports}\n\
-         [[class]]\nname = \"camera\"\nid = {CAMERA_CLASS}\n[[class.allow]]\nnets = [\"10.78.0.2/32\"]\nprotocol = \"tcp\"\nports = [443]\n"
+         [[class]]\nname = \"camera\"\nid = {CAMERA_CLASS}\n[[class.allow]]\nnets = [\"10.78.0.2/32\"]\nprotocol = \"tcp\"\nports = [443]\n\
+         [[class.allow]]\nnets = [\"10.78.0.3/32\"]\nprotocol = \"any\"\n"
     )
 }
 
@@ -102,11 +109,14 @@ impl Datapath {
 
     /// Runs one frame of the device's MQTT flow through the LAN program.
     fn send(&self, seq: u32) -> u32 {
-        let e = Endpoints { src_mac: DEVICE_MAC, dst_mac: GATEWAY_MAC, src_ip: DEVICE_IP, dst_ip: BROKER_IP };
-        let frame = packets::tcp_data(e, DEVICE_PORT, packets::MQTT_PORT, seq, 32);
+        self.run(&packets::tcp_data(endpoints(BROKER_IP), DEVICE_PORT, packets::MQTT_PORT, seq, 32))
+    }
+
+    /// Runs `frame` through the LAN program: its XDP action.
+    fn run(&self, frame: &[u8]) -> u32 {
         let mut out = vec![0u8; frame.len() + 256];
         let lan: &Xdp = self.ebpf.program(programs::LAN_INGRESS).expect("lan program").try_into().expect("xdp");
-        let opts = TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), ..TestRunOptions::new() };
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
         let run = lan.test_run(opts).expect("BPF_PROG_TEST_RUN");
         run.return_value
     }
@@ -132,6 +142,19 @@ impl Datapath {
     fn drops(&self, why: u32) -> u64 {
         self.maps.drops_by_reason()[why as usize]
     }
+}
+
+fn endpoints(dst_ip: [u8; 4]) -> Endpoints {
+    Endpoints { src_mac: DEVICE_MAC, dst_mac: GATEWAY_MAC, src_ip: DEVICE_IP, dst_ip }
+}
+
+/// A GRE packet (IP protocol 47, outside `proto::FOLDED`) with an empty GRE header.
+fn gre(dst_ip: [u8; 4]) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ethernet2(DEVICE_MAC, GATEWAY_MAC).ipv4(DEVICE_IP, dst_ip, packets::DEFAULT_TTL);
+    let payload = [0u8; 4];
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, etherparse::IpNumber::GRE, &payload).expect("gre frame");
+    frame
 }
 
 impl Drop for Datapath {
@@ -202,4 +225,22 @@ fn verdict_change_in_the_config_reaches_an_established_denied_flow() {
     d.flow_gets(XDP_DROP, ESTABLISHING_PACKETS);
     d.apply(&compiled(false, "pass"));
     assert_eq!(d.send(100), XDP_PASS, "policy_miss = pass applies to the established flow");
+}
+
+#[test]
+fn any_rule_admits_every_protocol_folded_or_not_and_nothing_elsewhere() {
+    let d = Datapath::new("fold");
+    d.set_device(Access::Enrolled, CAMERA_CLASS);
+    let sink = endpoints(CAMERA_SINK_IP);
+    assert_eq!(d.run(&packets::tcp_syn(sink, 46_000, packets::TELNET_PORT)), XDP_PASS, "tcp, folded");
+    assert_eq!(d.run(&packets::udp(sink, 46_001, 9_999, b"x")), XDP_PASS, "udp, folded");
+    assert_eq!(d.run(&packets::icmp_echo(sink, 7, 1)), XDP_PASS, "icmp, folded");
+    assert_eq!(d.run(&gre(CAMERA_SINK_IP)), XDP_PASS, "gre, through the ANY entry");
+    // Elsewhere only the camera's HTTPS: nothing leaks from the folded entries.
+    let broker = endpoints(BROKER_IP);
+    assert_eq!(d.run(&packets::tcp_syn(broker, 46_002, 443)), XDP_PASS);
+    assert_eq!(d.run(&packets::tcp_syn(broker, 46_003, packets::TELNET_PORT)), XDP_DROP);
+    assert_eq!(d.run(&packets::udp(broker, 46_004, 443, b"x")), XDP_DROP);
+    assert_eq!(d.run(&gre(BROKER_IP)), XDP_DROP);
+    assert_eq!(d.drops(reason::POLICY_DENY), 3);
 }
