@@ -147,40 +147,29 @@ pub fn add(stats: *mut FlowStats, ip: &Ip, frame_bytes: u64, verdict: u8, recomp
     }
 }
 
-/// Opens the packet's flow with `decision` cached (`to_cache`). Returns true when this packet
-/// opened it, false when another CPU did first (the packet is then added to that entry).
+/// A new flow's entry, inserted from .rodata and filled in place: building the 72-byte value
+/// on the stack would not fit beside the other steps' frames in XDP's 512 bytes.
+static NEW_FLOW: FlowStats = FlowStats::NEW;
+
+/// Opens the packet's flow with `decision` cached (`to_cache`) and accounts the packet to it.
+/// Returns true when this packet opened it, false when another CPU did first.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn open(key: &FlowKey, ip: &Ip, syn: &SynFingerprint, frame_bytes: u64, verdict: u8, decision: u64, policy_id: u32, now: u64) -> bool {
-    let stats = FlowStats {
-        packets: 1,
-        bytes: frame_bytes,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        tcp_flags: ip.tcp_flags,
-        last_verdict: verdict,
-        _pad: [0; 2],
-        decided_policy_id: policy_id,
-        syn: *syn,
-        _pad_end: [0; 4],
-        decision,
+    let opened = FLOWS.insert(key, &NEW_FLOW, u64::from(BPF_NOEXIST)).is_ok();
+    let Some(stats) = FLOWS.get_ptr_mut(key) else {
+        count(counter::FLOW_INSERT_FAILED);
+        return false;
     };
-    match FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)) {
-        Ok(()) => true,
-        // Another CPU opened it first: add to that entry instead (its cache stays its own).
-        Err(_) => {
-            if let Some(existing) = FLOWS.get_ptr_mut(key) {
-                // SAFETY: as in `add`.
-                unsafe {
-                    atomic_add(&raw mut (*existing).packets, 1);
-                    atomic_add(&raw mut (*existing).bytes, frame_bytes);
-                }
-            } else {
-                count(counter::FLOW_INSERT_FAILED);
-            }
-            false
+    if opened {
+        // SAFETY: as in `add`; only the CPU that inserted the entry sets these.
+        unsafe {
+            (*stats).first_seen_ns = now;
+            (*stats).syn = *syn;
         }
     }
+    add(stats, ip, frame_bytes, verdict, Some((decision, policy_id)), now);
+    opened
 }
 
 /// `*counter += value`, atomically (BPF_ATOMIC add). core's `AtomicU64` has no RMW methods

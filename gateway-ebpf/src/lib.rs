@@ -330,6 +330,33 @@ pub struct FlowStats {
     pub decision: u64,
 }
 
+impl FlowStats {
+    /// What a flow's entry starts as, before its first packet is added: no packet, and no
+    /// decision cached (so a CPU reading the entry before it is filled decides afresh).
+    pub const NEW: Self = Self {
+        packets: 0,
+        bytes: 0,
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        tcp_flags: 0,
+        last_verdict: 0,
+        _pad: [0; 2],
+        decided_policy_id: 0,
+        syn: SynFingerprint {
+            window: 0,
+            mss: 0,
+            ttl: 0,
+            window_scale: 0,
+            option_count: 0,
+            dont_fragment: 0,
+            option_kinds: [0; MAX_TCP_OPTIONS],
+            _pad: [0; 2],
+        },
+        _pad_end: [0; 4],
+        decision: CachedDecision::NONE,
+    };
+}
+
 /// The decision a flow's packets reuse while nothing it depends on changed, packed into
 /// `FlowStats::decision`: bits 0..32 the `GatewayConfig::policy_generation` it was made
 /// under, 32..40 the device state, 40..48 the verdict, 48..56 the reason (every reason code

@@ -233,6 +233,18 @@ fn run(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     println!("{:<28} {bare:>12.0}", "bare pass (allowed frame)");
     println!("{:<28} {floor_single:>12.0}", "floor (allowed frame)");
     println!("xdp-filter program: {filter_name} from {XDP_FILTER_OBJECT}");
+    println!();
+    // The verifier walks every path up to a million instructions; a program near that limit
+    // breaks on the next small change, so its complexity is a figure to watch.
+    for (name, program) in [(programs::LAN_INGRESS, lan), (programs::FLOOR, floor)] {
+        let info = program.info()?;
+        println!(
+            "verifier: {name} processed {} instructions (limit 1,000,000); {} bytes translated, {} jitted",
+            info.verified_instruction_count().unwrap_or(0),
+            info.size_translated().unwrap_or(0),
+            info.size_jitted(),
+        );
+    }
     Ok(())
 }
 
