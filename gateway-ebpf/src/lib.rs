@@ -567,6 +567,8 @@ const _: () = {
     assert!(size_of::<SynFingerprint>() == 20);
     assert!(size_of::<FlowStats>() == 40 + 20 + 4 + 8);
     assert!(core::mem::offset_of!(FlowStats, decision) % 8 == 0);
+    // `CachedDecision` keeps a reason in 8 bits.
+    assert!(reason::COUNT <= 256);
     assert!(size_of::<FlowEvent>() == 16 + 48 + 8 + 20 + 4);
     assert!(size_of::<PolicyKey<4>>() == 12);
     assert!(size_of::<PolicyKey<16>>() == 24);
