@@ -13,6 +13,7 @@ use crate::{EVENTS, count, policy::Decision};
 pub fn new_flow(key: &FlowKey, syn: &SynFingerprint, tcp_flags: u8, frame_bytes: u32, state: u8, decision: &Decision, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
         count(counter::EVENTS_LOST);
+        crate::rare::events_lost();
         return;
     };
     entry.write(FlowEvent {
@@ -36,6 +37,7 @@ pub fn sample(ctx: &XdpContext, mac: &MacKey, kind: u8, l3_offset: usize, payloa
     }
     let Some(mut entry) = EVENTS.reserve::<SampleEvent>(0) else {
         count(counter::EVENTS_LOST);
+        crate::rare::events_lost();
         return;
     };
     let event = entry.as_mut_ptr();

@@ -159,6 +159,7 @@ pub fn open(key: &FlowKey, ip: &Ip, syn: &SynFingerprint, frame_bytes: u64, verd
     let opened = FLOWS.insert(key, &NEW_FLOW, u64::from(BPF_NOEXIST)).is_ok();
     let Some(stats) = FLOWS.get_ptr_mut(key) else {
         count(counter::FLOW_INSERT_FAILED);
+        crate::rare::flow_insert_failed();
         return false;
     };
     if opened {

@@ -24,6 +24,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     // programs must never cut the network by itself.
     let Some(config) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
     if config.abi_version != ABI_VERSION {
+        crate::rare::wrong_abi(config.abi_version, ABI_VERSION);
         return xdp_action::XDP_PASS;
     }
     let now = flow::now();

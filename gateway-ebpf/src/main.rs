@@ -4,6 +4,7 @@
 //! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `flow`
 //! (per-device and per-flow accounting) → `policy` (the verdict) → `events` (new flows and
 //! samples to userspace) → `verdict` (apply it: pass, drop, or redirect to quarantine).
+//! `rare` logs the few conditions an operator must hear about (aya-log), off the fast path.
 //!
 //! Names, capacities, codes and layouts come from the `gateway_ebpf` lib (the ABI).
 #![no_std]
@@ -18,6 +19,7 @@ mod flow;
 mod lan;
 mod parse;
 mod policy;
+mod rare;
 mod verdict;
 mod wan;
 
@@ -62,6 +64,11 @@ static REDIRECT_PORTS: DevMap = DevMap::pinned(abi::REDIRECT_PORTS_CAPACITY, 0);
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(abi::EVENTS_BYTES, 0);
+
+/// Occurrences of the rare conditions `rare` logs, per CPU. Private to this object (not
+/// pinned, not ABI): a new program starts counting, and so logging, afresh.
+#[map(name = "RARE_EVENTS")]
+static RARE_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(rare::site::COUNT, 0);
 
 /// Frames from the devices.
 #[xdp]

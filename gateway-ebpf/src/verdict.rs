@@ -4,7 +4,7 @@ use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use gateway_ebpf::{GatewayConfig, MacKey, QUARANTINE_SLOT, counter, reason, verdict};
 use network_types::eth::EthHdr;
 
-use crate::{REDIRECT_PORTS, count, flow, parse::ptr_at, policy::Decision};
+use crate::{REDIRECT_PORTS, count, flow, parse::ptr_at, policy::Decision, rare};
 
 /// Turns a decision into an XDP action, counting what is not passed.
 #[inline(always)]
@@ -38,6 +38,7 @@ fn redirect(ctx: &XdpContext, mac: Option<&MacKey>, config: &GatewayConfig) -> u
         }
         _ => {
             flow::count_drop(mac, reason::NO_REDIRECT_PORT);
+            rare::no_redirect_port();
             xdp_action::XDP_DROP
         }
     }

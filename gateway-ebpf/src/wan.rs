@@ -18,6 +18,7 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     count(counter::WAN_PACKETS);
     let Some(config) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
     if config.abi_version != ABI_VERSION {
+        crate::rare::wrong_abi(config.abi_version, ABI_VERSION);
         return xdp_action::XDP_PASS;
     }
     let link = match parse::link(ctx) {

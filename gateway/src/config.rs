@@ -67,6 +67,12 @@ pub enum AttachMode {
     Generic,
 }
 
+/// Default `datapath.counter_interval_ms`: a quarter of a second keeps a flood's detection
+/// well inside the one-second response target.
+pub const DEFAULT_COUNTER_INTERVAL_MS: u64 = 250;
+/// Shortest `datapath.counter_interval_ms` accepted.
+pub const MIN_COUNTER_INTERVAL_MS: u64 = 50;
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatapathConfig {
@@ -86,6 +92,10 @@ pub struct DatapathConfig {
     pub sample_packets: bool,
     pub devices_capacity: u32,
     pub flows_capacity: u32,
+    /// How often per-device counters are read into traffic samples, in milliseconds: how
+    /// soon a flood or an exfiltration shows (rates stay per second, over the last second of
+    /// samples); each read walks the per-device counter map.
+    pub counter_interval_ms: u64,
 }
 
 impl Default for DatapathConfig {
@@ -100,6 +110,7 @@ impl Default for DatapathConfig {
             sample_packets: true,
             devices_capacity: gateway_ebpf::maps::DEVICES_CAPACITY,
             flows_capacity: gateway_ebpf::maps::FLOWS_CAPACITY,
+            counter_interval_ms: DEFAULT_COUNTER_INTERVAL_MS,
         }
     }
 }
@@ -179,6 +190,9 @@ impl Config {
         }
         if d.quarantine_interface.is_some() && d.quarantine_host_mac.is_none() {
             problems.push("datapath.quarantine_host_mac is required to redirect to datapath.quarantine_interface".to_owned());
+        }
+        if !(MIN_COUNTER_INTERVAL_MS..=60_000).contains(&d.counter_interval_ms) {
+            problems.push(format!("datapath.counter_interval_ms = {} must be within {MIN_COUNTER_INTERVAL_MS}..=60000", d.counter_interval_ms));
         }
         for (name, value) in [("devices_capacity", d.devices_capacity), ("flows_capacity", d.flows_capacity)] {
             if value == 0 {

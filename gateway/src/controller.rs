@@ -16,7 +16,7 @@ use crate::{
 
 /// How long tasks get to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How often the per-device counters are read into traffic samples.
+/// How often datapath counters and integration backlogs are exported as metrics.
 pub const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 /// DNS answers waiting for the policy task; beyond this they are skipped (the next answer
 /// for the same name renews the rule).
@@ -50,6 +50,35 @@ pub fn interface_mac(interface: &str) -> anyhow::Result<[u8; 6]> {
         .filter(|ifa| ifa.interface_name == interface)
         .find_map(|ifa| ifa.address?.as_link_addr()?.addr())
         .with_context(|| format!("interface {interface} has no link-layer address (does it exist?)"))
+}
+
+/// The subnets of an interface's addresses, plus the link-local ranges: what the LAN is
+/// when `[baseline] lan_prefixes` is not configured.
+pub fn interface_subnets(interface: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let mut subnets: Vec<ipnet::IpNet> = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().context("getifaddrs")?.filter(|ifa| ifa.interface_name == interface) {
+        let (Some(address), Some(netmask)) = (ifa.address, ifa.netmask) else { continue };
+        let net = if let (Some(a), Some(m)) = (address.as_sockaddr_in(), netmask.as_sockaddr_in()) {
+            ipnet::Ipv4Net::with_netmask(a.ip(), m.ip()).ok().map(|n| ipnet::IpNet::V4(n.trunc()))
+        } else if let (Some(a), Some(m)) = (address.as_sockaddr_in6(), netmask.as_sockaddr_in6()) {
+            ipnet::Ipv6Net::with_netmask(a.ip(), m.ip()).ok().map(|n| ipnet::IpNet::V6(n.trunc()))
+        } else {
+            None
+        };
+        subnets.extend(net.filter(|n| !subnets.contains(n)));
+    }
+    for link_local in ["169.254.0.0/16", "fe80::/10"] {
+        // Literals: they parse.
+        subnets.extend(link_local.parse::<ipnet::IpNet>().ok().filter(|n| !subnets.contains(n)));
+    }
+    Ok(subnets)
+}
+
+fn is_link_local(net: &ipnet::IpNet) -> bool {
+    match net.addr() {
+        std::net::IpAddr::V4(a) => a.is_link_local(),
+        std::net::IpAddr::V6(a) => a.is_unicast_link_local(),
+    }
 }
 
 pub fn if_index(interface: &str) -> anyhow::Result<u32> {
@@ -215,6 +244,14 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let (events_tx, mut events_rx) = tokio::sync::mpsc::channel::<DatapathEvent>(PIPELINE_QUEUE);
 
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(xdp_log) = loaded.xdp_log.take() {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = xdp_log.forward(shutdown).await {
+                tracing::warn!(%error, "XDP log lines no longer forwarded");
+            }
+        });
+    }
     {
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
@@ -251,9 +288,22 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     // Baseline → detect → respond: its own thread too (`respond::pipeline`).
     let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
     let control: crate::datapath::Control = maps.clone();
+    let mut baseline = config.baseline.clone();
+    if baseline.lan_prefixes.is_empty() {
+        let subnets = interface_subnets(&config.datapath.lan_interface)?;
+        if subnets.iter().any(|net| !net.addr().is_loopback() && !is_link_local(net)) {
+            tracing::info!(interface = %config.datapath.lan_interface, prefixes = ?subnets, "LAN prefixes from the LAN interface");
+            baseline.lan_prefixes = subnets;
+        } else {
+            tracing::warn!(
+                interface = %config.datapath.lan_interface,
+                "the LAN interface has no address: the LAN is taken to be every private range (set [baseline] lan_prefixes)"
+            );
+        }
+    }
     let pipeline = crate::respond::pipeline::spawn(
         crate::respond::pipeline::Settings {
-            baseline: config.baseline.clone(),
+            baseline,
             detect: config.detect.clone(),
             store: Some(config.store.path.clone()),
         },
@@ -324,23 +374,28 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         });
     }
     {
-        // Per-device counters, every COUNTER_INTERVAL, as deltas: the traffic series of the
-        // inventory and the volume baselines.
+        // Per-device counters, every `datapath.counter_interval_ms`, as deltas: the traffic
+        // series of the inventory, the volume baselines and the rate detectors.
+        let counter_interval = std::time::Duration::from_millis(config.datapath.counter_interval_ms);
         let maps = maps.clone();
         let detect_tx = detect_tx.clone();
         let inventory_tx = inventory_tx.clone();
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
             let mut previous: std::collections::HashMap<crate::device::Mac, crate::datapath::maps::DeviceCounters> = maps.device_counters().into_iter().collect();
-            let mut ticker = tokio::time::interval(COUNTER_INTERVAL);
+            let mut ticker = tokio::time::interval(counter_interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_read = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = shutdown.wait() => break,
                     _ = ticker.tick() => {}
                 }
                 let now = std::time::SystemTime::now();
-                let interval_start = now - COUNTER_INTERVAL;
+                // The real span since the last read: a late tick must not inflate rates.
+                let interval = last_read.elapsed().max(std::time::Duration::from_millis(1));
+                last_read = std::time::Instant::now();
+                let interval_start = now - interval;
                 let current = {
                     let maps = maps.clone();
                     match tokio::task::spawn_blocking(move || maps.device_counters()).await {
@@ -353,7 +408,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                     let sample = crate::baseline::TrafficSample {
                         mac,
                         interval_start,
-                        interval: COUNTER_INTERVAL,
+                        interval,
                         tx_bytes: counters.tx_bytes.saturating_sub(before.tx_bytes),
                         tx_packets: counters.tx_packets.saturating_sub(before.tx_packets),
                         rx_bytes: counters.rx_bytes.saturating_sub(before.rx_bytes),

@@ -20,10 +20,12 @@ use crate::{
 
 pub mod export;
 pub mod profile;
+pub mod site;
 pub mod stats;
 pub mod store;
 
 pub use profile::{Profile, Service};
+pub use site::Site;
 pub use store::MIGRATIONS;
 
 /// Default learning period of a device without a class-specific one: long enough for
@@ -42,9 +44,14 @@ pub const DEFAULT_PREFIX_V6: u8 = 48;
 /// Most DNS answers remembered (address → name); the oldest half is dropped past it.
 pub const DNS_CACHE_CAPACITY: usize = 65_536;
 
-/// Private, link-local and unique-local ranges: the LAN unless configured otherwise.
+/// Private, link-local and unique-local ranges: the LAN when neither configured nor known
+/// from the LAN interface (offline analysis of captures).
 pub const DEFAULT_LAN_PREFIXES: [&str; 6] =
     ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10"];
+
+/// `DEFAULT_LAN_PREFIXES`, parsed (valid CIDR literals, checked by a unit test).
+static PRIVATE_PREFIXES: std::sync::LazyLock<Vec<IpNet>> =
+    std::sync::LazyLock::new(|| DEFAULT_LAN_PREFIXES.iter().filter_map(|p| p.parse().ok()).collect());
 
 /// `[baseline]` section of the gateway configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,7 +68,8 @@ pub struct Config {
     pub min_learning_windows: u64,
     pub prefix_v4: u8,
     pub prefix_v6: u8,
-    /// Address ranges of the LAN (peers, lateral movement).
+    /// Address ranges of the LAN (peers, lateral movement). Empty: `iotgw run` takes the LAN
+    /// interface's subnets (a private upstream is not the LAN); offline, the private ranges.
     pub lan_prefixes: Vec<IpNet>,
 }
 
@@ -75,8 +83,7 @@ impl Default for Config {
             min_learning_windows: DEFAULT_MIN_LEARNING_WINDOWS,
             prefix_v4: DEFAULT_PREFIX_V4,
             prefix_v6: DEFAULT_PREFIX_V6,
-            // The constants are valid CIDR literals (checked by a unit test).
-            lan_prefixes: DEFAULT_LAN_PREFIXES.iter().filter_map(|p| p.parse().ok()).collect(),
+            lan_prefixes: Vec::new(),
         }
     }
 }
@@ -110,7 +117,8 @@ impl Config {
     }
 
     pub fn is_lan(&self, addr: IpAddr) -> bool {
-        self.lan_prefixes.iter().any(|net| net.contains(&addr))
+        let prefixes = if self.lan_prefixes.is_empty() { &PRIVATE_PREFIXES } else { &self.lan_prefixes };
+        prefixes.iter().any(|net| net.contains(&addr))
     }
 
     /// The prefix an upstream destination is learnt as.
@@ -349,11 +357,20 @@ pub struct Baselines {
     classes_dirty: Vec<String>,
     /// Address → DNS name it was given as an answer for (any device asked).
     dns: HashMap<IpAddr, String>,
+    /// Own addresses, live hosts and vendor peers (see `site`).
+    site: Site,
 }
 
 impl Baselines {
     pub fn new(config: Config) -> Self {
-        Self { config, devices: HashMap::new(), classes: HashMap::new(), classes_dirty: Vec::new(), dns: HashMap::new() }
+        Self {
+            config,
+            devices: HashMap::new(),
+            classes: HashMap::new(),
+            classes_dirty: Vec::new(),
+            dns: HashMap::new(),
+            site: Site::default(),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -363,6 +380,9 @@ impl Baselines {
     /// Restores stored state (see `store::load`).
     pub fn restore(&mut self, devices: Vec<store::DeviceRecord>, classes: Vec<(String, ClassBaseline)>) {
         for record in devices {
+            if let DeviceBaseline::Baselined(baselined) = &record.baseline {
+                self.site.pool(record.mac, &baselined.profile);
+            }
             self.devices.insert(
                 record.mac,
                 DeviceEntry { baseline: record.baseline, class: record.class, window: None, dirty: false },
@@ -373,6 +393,17 @@ impl Baselines {
 
     pub fn device(&self, mac: Mac) -> Option<&DeviceBaseline> {
         self.devices.get(&mac).map(|e| &e.baseline)
+    }
+
+    /// What the site knows beyond each device's own profile.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// True when `flow` is traffic its device forwards for a host behind it (see `site`).
+    pub fn is_forwarded(&self, flow: &FlowObservation) -> bool {
+        let learnt = self.devices.get(&flow.mac).map(|e| &e.baseline.profile().arp_claims);
+        self.site.is_forwarded(flow.mac, flow.src, learnt.unwrap_or(&EMPTY_CLAIMS))
     }
 
     pub fn class_of(&self, mac: Mac) -> Option<&str> {
@@ -445,11 +476,25 @@ impl Baselines {
         if let Input::Datapath(DatapathEvent::Sample(sample)) = input {
             match sample.kind {
                 SampleKind::Dns | SampleKind::DnsAnswer => self.observe_dns(sample, learn),
-                SampleKind::Arp if learn => self.observe_arp(sample),
+                SampleKind::Arp => self.observe_arp(sample, learn),
                 _ => {}
             }
             return Vec::new();
         }
+        let forwarded = match input {
+            Input::Datapath(DatapathEvent::Flow(flow)) => {
+                let forwarded = self.is_forwarded(flow);
+                if !forwarded {
+                    // A forwarded source is a host behind the device, not one on the LAN.
+                    self.site.saw(flow.mac, flow.src);
+                }
+                if learn && !forwarded && is_initiation(flow) {
+                    self.learn_caller(flow);
+                }
+                forwarded
+            }
+            _ => false,
+        };
         let Some(now) = input.time() else { return Vec::new() };
         let mac = input.mac();
         let window = self.config.window();
@@ -489,9 +534,12 @@ impl Baselines {
                 _ => {}
             }
         }
+        // Traffic forwarded for a host behind the device counts in its volumes, not in what
+        // it reaches itself.
         if let (true, Input::Datapath(DatapathEvent::Flow(flow)), DeviceBaseline::Learning(learning)) =
             (learn, input, &mut entry.baseline)
             && is_initiation(flow)
+            && !forwarded
         {
             learn_flow(&self.config, &self.dns, &mut learning.profile, flow);
             entry.dirty = true;
@@ -523,6 +571,7 @@ impl Baselines {
                     pooled.profile.merge(&baselined.profile);
                     self.classes_dirty.push(class.clone());
                 }
+                self.site.pool(mac, &baselined.profile);
                 tracing::info!(device = %mac, flows = baselined.profile.flows, "baseline learnt");
                 entry.baseline = DeviceBaseline::Baselined(baselined);
                 entry.dirty = true;
@@ -579,15 +628,34 @@ impl Baselines {
         }
     }
 
-    /// Learns the addresses a device claims for itself in ARP.
-    fn observe_arp(&mut self, sample: &PacketSample) {
+    /// Notes the addresses a device claims for itself in ARP (and learns them while it learns).
+    fn observe_arp(&mut self, sample: &PacketSample, learn: bool) {
         let Some(claim) = arp_claim(sample) else { return };
         if claim.sender_mac != sample.mac {
+            return;
+        }
+        self.site.claim(sample.mac, claim.sender_ip);
+        if !learn {
             return;
         }
         let entry = Self::entry(&mut self.devices, &self.config, sample.mac, sample.time);
         if let DeviceBaseline::Learning(learning) = &mut entry.baseline
             && learning.profile.arp_claims.insert(claim.sender_ip)
+        {
+            entry.dirty = true;
+        }
+    }
+
+    /// A LAN host opened a flow to a device that is learning: remember it as that device's
+    /// caller (the phone app or hub that drives it).
+    fn learn_caller(&mut self, flow: &FlowObservation) {
+        if !self.config.is_lan(flow.dst) || is_group_or_unspecified(flow.dst) {
+            return;
+        }
+        let Some(callee) = self.site.host(flow.dst).filter(|callee| *callee != flow.mac) else { return };
+        if let Some(entry) = self.devices.get_mut(&callee)
+            && let DeviceBaseline::Learning(learning) = &mut entry.baseline
+            && learning.profile.callers.insert(flow.src)
         {
             entry.dirty = true;
         }
@@ -645,6 +713,9 @@ impl Baselines {
         }
     }
 }
+
+/// No ARP claims (for `is_forwarded` on a device never seen).
+static EMPTY_CLAIMS: std::collections::BTreeSet<std::net::Ipv4Addr> = std::collections::BTreeSet::new();
 
 /// Adds an initiated flow to a learning profile.
 fn learn_flow(config: &Config, dns: &HashMap<IpAddr, String>, profile: &mut Profile, flow: &FlowObservation) {

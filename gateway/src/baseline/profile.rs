@@ -118,6 +118,10 @@ pub struct Profile {
     pub names: BTreeSet<String>,
     /// LAN hosts the device opened flows to.
     pub peers: BTreeSet<IpAddr>,
+    /// LAN hosts that opened flows to the device (the phone app or hub that drives it): a
+    /// flow back to one of them is an existing relationship, not lateral movement.
+    #[serde(default)]
+    pub callers: BTreeSet<IpAddr>,
     /// Per-window features (see `stats::FEATURES`).
     pub windows: RunningStats,
     /// IPv4 addresses the device claimed in ARP.
@@ -142,6 +146,7 @@ impl Profile {
         self.destinations.extend(other.destinations.iter().copied());
         self.names.extend(other.names.iter().cloned());
         self.peers.extend(other.peers.iter().copied());
+        self.callers.extend(other.callers.iter().copied());
         // ARP claims stay per device: a class seed must not let one device claim another's
         // address.
         self.windows.merge(&other.windows);
@@ -149,6 +154,11 @@ impl Profile {
             self.timing.entry(key.clone()).or_insert_with(|| timing.clone());
         }
         self.flows += other.flows;
+    }
+
+    /// True when the device and `addr` talked while it learnt, whichever side began.
+    pub fn knows_peer(&self, addr: IpAddr) -> bool {
+        self.peers.contains(&addr) || self.callers.contains(&addr)
     }
 
     /// True when `addr` lies in a learnt upstream prefix.

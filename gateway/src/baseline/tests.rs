@@ -17,7 +17,11 @@ fn learn(baselines: &mut Baselines, inputs: &[Input]) -> Vec<Change> {
 
 #[test]
 fn default_lan_prefixes_parse() {
-    assert_eq!(Config::default().lan_prefixes.len(), DEFAULT_LAN_PREFIXES.len());
+    assert_eq!(PRIVATE_PREFIXES.len(), DEFAULT_LAN_PREFIXES.len());
+    let offline = Config::default();
+    assert!(offline.is_lan("10.78.0.99".parse().unwrap()) && !offline.is_lan("8.8.8.8".parse().unwrap()));
+    let live = Config { lan_prefixes: vec!["10.77.0.0/24".parse().unwrap()], ..Default::default() };
+    assert!(live.is_lan("10.77.0.9".parse().unwrap()) && !live.is_lan("10.78.0.99".parse().unwrap()));
     assert!(Config::default().problems().is_empty());
 }
 

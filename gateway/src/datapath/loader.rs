@@ -2,6 +2,16 @@
 //! controller pinned, so enforcement never resets), and attaches the programs through pinned
 //! XDP links: a running program keeps enforcing after the controller exits or is killed, and
 //! a restarted controller swaps in its program atomically (`bpf_link_update`).
+//!
+//! Attach modes: native (driver) XDP where the interface's driver has it, generic (skb) XDP
+//! elsewhere (macvlan, ipvlan, bridges, tunnels...). `auto` tries native, then generic with a
+//! warning. A link pin's name records the mode it was attached in (the kernel's link info for
+//! XDP holds only the ifindex), so a restarted controller reports the mode it really reuses.
+//! Generic XDP on a stacked interface (a macvlan on a NIC, a VLAN) sees only the frames the
+//! stack hands to that interface: frames addressed to the lower device's MAC bypass it (the
+//! netns lab showed them forwarded and delivered locally), so the lower device must drop IP
+//! itself (`net.ipv4.conf.<lower>.rp_filter=1`, IPv6 disabled on it).
+//! Reads the object and `DatapathConfig`; writes bpffs pins and the interfaces' XDP hooks.
 use std::path::{Path, PathBuf};
 
 use aya::{
@@ -15,6 +25,7 @@ use aya::{
 use gateway_ebpf::{maps as abi, programs};
 
 use crate::config::{AttachMode, DatapathConfig};
+use crate::datapath::xdp_log::{self, XdpLog};
 
 /// The XDP object, built by build.rs from gateway-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iotgw-xdp"));
@@ -43,12 +54,64 @@ pub enum LoadError {
     Attach { interface: String, message: String },
 }
 
+/// The XDP mode a link was attached in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Native XDP, in the driver.
+    Driver,
+    /// Generic XDP, on the skb after the driver.
+    Skb,
+}
+
+impl LinkMode {
+    /// The name used in logs, the API and link pin names.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkMode::Driver => "driver",
+            LinkMode::Skb => "skb",
+        }
+    }
+
+    fn xdp_mode(self) -> XdpMode {
+        match self {
+            LinkMode::Driver => XdpMode::Driver,
+            LinkMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// Logged with the generic fallback: the usual reason for it is a stacked interface.
+const GENERIC_ON_STACKED_HINT: &str = "if this interface is stacked on another (macvlan, VLAN), frames to the lower \
+     device's MAC bypass XDP: set net.ipv4.conf.<lower>.rp_filter=1 and disable IPv6 on it";
+
+/// Mode name of a pin left by a controller that did not record the mode in pin names.
+pub const UNKNOWN_MODE: &str = "unknown";
+
+/// The modes to try, in order, for a configured attach mode.
+pub fn modes_to_try(attach_mode: AttachMode) -> &'static [LinkMode] {
+    match attach_mode {
+        AttachMode::Native => &[LinkMode::Driver],
+        AttachMode::Generic => &[LinkMode::Skb],
+        AttachMode::Auto => &[LinkMode::Driver, LinkMode::Skb],
+    }
+}
+
+/// True when a pinned link attached in `pinned` mode is not what `attach_mode` asks for
+/// (`auto` accepts either; an unrecorded mode cannot be judged).
+pub fn pinned_mode_conflicts(attach_mode: AttachMode, pinned: Option<LinkMode>) -> bool {
+    matches!(
+        (attach_mode, pinned),
+        (AttachMode::Native, Some(LinkMode::Skb)) | (AttachMode::Generic, Some(LinkMode::Driver))
+    )
+}
+
 /// How a program ended up attached.
 #[derive(Clone, Debug)]
 pub struct Attachment {
     pub interface: String,
     pub program: &'static str,
-    /// "driver" (native) or "skb" (generic).
+    /// "driver" (native), "skb" (generic), or `UNKNOWN_MODE` for a reused pin of an older
+    /// controller.
     pub mode: &'static str,
     /// True when an existing pinned link was updated in place.
     pub replaced: bool,
@@ -58,6 +121,9 @@ pub struct Attachment {
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub attachments: Vec<Attachment>,
+    /// The programs' log records, to forward with `XdpLog::forward` (None when the object
+    /// has no log ring buffer: the failure was logged).
+    pub xdp_log: Option<XdpLog>,
 }
 
 /// Makes sure bpffs is mounted and the pin directories exist.
@@ -85,17 +151,24 @@ pub fn load_and_attach(config: &DatapathConfig) -> Result<Loaded, LoadError> {
     }
     prepare_bpffs(&config.pin_path)?;
     forget_stale_pins(&config.pin_path);
-    let mut ebpf = EbpfLoader::new()
+    let log_level = xdp_log::level_for(tracing::level_filters::LevelFilter::current());
+    let mut loader = EbpfLoader::new();
+    loader
         .default_map_pin_directory(&config.pin_path)
         .map_max_entries(abi::DEVICES, config.devices_capacity)
         .map_max_entries(abi::DEVICE_STATS, config.devices_capacity)
         .map_max_entries(abi::DEVICE_IPV4, config.devices_capacity)
-        .map_max_entries(abi::FLOWS, config.flows_capacity)
-        .load(OBJECT)?;
-    if let Err(error) = aya_log::EbpfLogger::init(&mut ebpf) {
-        // Only debug paths log from XDP; without them there is nothing to forward.
-        tracing::debug!(%error, "aya-log not initialised");
-    }
+        .map_max_entries(abi::FLOWS, config.flows_capacity);
+    xdp_log::set_level(&mut loader, &log_level);
+    let mut ebpf = loader.load(OBJECT)?;
+    let xdp_log = match XdpLog::take(&mut ebpf) {
+        Ok(xdp_log) => Some(xdp_log),
+        Err(error) => {
+            // Enforcement does not depend on it: go on, but say the programs are mute.
+            tracing::warn!(%error, "XDP log lines will not be forwarded");
+            None
+        }
+    };
     let mut attachments = Vec::new();
     attachments.push(attach(&mut ebpf, programs::LAN_INGRESS, &config.lan_interface, config)?);
     if let Some(wan) = &config.wan_interface {
@@ -104,7 +177,7 @@ pub fn load_and_attach(config: &DatapathConfig) -> Result<Loaded, LoadError> {
     for a in &attachments {
         tracing::info!(interface = %a.interface, program = a.program, mode = a.mode, replaced = a.replaced, "XDP attached");
     }
-    Ok(Loaded { ebpf, attachments })
+    Ok(Loaded { ebpf, attachments, xdp_log })
 }
 
 /// Pinned maps of another ABI may have other layouts: when the pinned `CONFIG` holds another
@@ -155,8 +228,25 @@ pub const PINNED_MAPS: [&str; 10] = [
     abi::EVENTS,
 ];
 
-fn link_pin(pin_path: &Path, program: &str, interface: &str) -> PathBuf {
-    pin_path.join("links").join(format!("{program}@{interface}"))
+/// Where the link of `program` on `interface` attached in `mode` is pinned:
+/// `links/{program}@{interface}:{mode}`. bpffs refuses dots in names (reserved for the
+/// kernel), and VLAN interfaces have one (`eth0.100`), so dots become colons: interface
+/// names never contain a colon, so the name stays unambiguous.
+fn link_pin(pin_path: &Path, program: &str, interface: &str, mode: Option<LinkMode>) -> PathBuf {
+    let name = match mode {
+        Some(mode) => format!("{program}@{}:{}", interface.replace('.', ":"), mode.name()),
+        // Controllers before the mode was recorded (which could not pin dotted names).
+        None => format!("{program}@{interface}"),
+    };
+    pin_path.join("links").join(name)
+}
+
+/// The pin a previous controller left for `program` on `interface`, and its mode if recorded.
+pub fn existing_link_pin(pin_path: &Path, program: &str, interface: &str) -> Option<(PathBuf, Option<LinkMode>)> {
+    [Some(LinkMode::Driver), Some(LinkMode::Skb), None]
+        .into_iter()
+        .map(|mode| (link_pin(pin_path, program, interface, mode), mode))
+        .find(|(pin, _)| pin.exists())
 }
 
 /// Attaches `program` to `interface`, reusing (atomically replacing) a pinned link if a
@@ -168,39 +258,62 @@ pub fn attach(ebpf: &mut Ebpf, program: &'static str, interface: &str, config: &
         .try_into()
         .map_err(|source| LoadError::Program { name: program, source })?;
     xdp.load().map_err(|source| LoadError::Program { name: program, source })?;
-    let pin = link_pin(&config.pin_path, program, interface);
     let attach_error = |message: String| LoadError::Attach { interface: interface.to_owned(), message };
 
-    if let Ok(pinned) = PinnedLink::from_pin(&pin) {
+    if let Some((pin, pinned_mode)) = existing_link_pin(&config.pin_path, program, interface) {
+        let pinned = PinnedLink::from_pin(&pin).map_err(|e| attach_error(format!("pinned link {}: {e}", pin.display())))?;
         let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| attach_error(format!("pinned link {}: {e}", pin.display())))?;
         xdp.attach_to_link(link).map_err(|e| attach_error(format!("replacing pinned link: {e}")))?;
+        let mode = pinned_mode.map_or(UNKNOWN_MODE, LinkMode::name);
+        if pinned_mode_conflicts(config.attach_mode, pinned_mode) {
+            // Switching modes means detaching first (the kernel refuses native and generic
+            // programs on one interface at once): a gap in enforcement, and if the new mode
+            // then fails, no enforcement at all. So the running mode stays, loudly.
+            tracing::warn!(interface, mode, configured = ?config.attach_mode,
+                "the pinned XDP link runs in another mode than attach_mode asks; kept so enforcement never stops                  (to switch: `iotgw detach`, then start again)");
+        }
         // The pin stays; the in-memory link is leaked on purpose so dropping `Ebpf` on exit
         // cannot detach what the pin keeps attached.
-        return Ok(Attachment { interface: interface.to_owned(), program, mode: "pinned", replaced: true });
+        return Ok(Attachment { interface: interface.to_owned(), program, mode, replaced: true });
     }
 
-    let modes: &[(XdpMode, &'static str)] = match config.attach_mode {
-        AttachMode::Native => &[(XdpMode::Driver, "driver")],
-        AttachMode::Generic => &[(XdpMode::Skb, "skb")],
-        AttachMode::Auto => &[(XdpMode::Driver, "driver"), (XdpMode::Skb, "skb")],
-    };
-    let mut last_error = String::new();
-    for &(mode, mode_name) in modes {
-        match xdp.attach(interface, mode) {
+    // Failed attempts leave nothing behind: with bpf_link a failed attach attaches nothing,
+    // and a link not yet pinned is detached when dropped on an error path below.
+    let mut errors = Vec::new();
+    for &mode in modes_to_try(config.attach_mode) {
+        match xdp.attach(interface, mode.xdp_mode()) {
             Ok(id) => {
-                if mode_name == "skb" && config.attach_mode == AttachMode::Auto {
-                    tracing::warn!(interface, %last_error, "native XDP unavailable; running in generic (skb) mode, slower");
+                if !errors.is_empty() {
+                    tracing::warn!(
+                        interface,
+                        native_error = %errors.join("; "),
+                        hint = GENERIC_ON_STACKED_HINT,
+                        "native XDP unavailable; running in generic (skb) mode, slower"
+                    );
                 }
                 let link = xdp.take_link(id).map_err(|e| attach_error(e.to_string()))?;
                 let fd_link = FdLink::try_from(link)
                     .map_err(|e| attach_error(format!("kernel without bpf_link for XDP: {e}")))?;
+                let pin = link_pin(&config.pin_path, program, interface, Some(mode));
                 fd_link.pin(&pin).map_err(|e| attach_error(format!("pinning link at {}: {e}", pin.display())))?;
-                return Ok(Attachment { interface: interface.to_owned(), program, mode: mode_name, replaced: false });
+                return Ok(Attachment { interface: interface.to_owned(), program, mode: mode.name(), replaced: false });
             }
-            Err(error) => last_error = error.to_string(),
+            Err(error) => errors.push(format!("{} mode: {}", mode.name(), error_chain(&error))),
         }
     }
-    Err(attach_error(last_error))
+    Err(attach_error(errors.join("; ")))
+}
+
+/// An error and its sources on one line (aya's attach errors keep the errno in a source).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 /// Removes the pinned links (detaching the programs) and the pinned maps: `iotgw detach`.
@@ -220,4 +333,67 @@ pub fn detach_all(pin_path: &Path) -> std::io::Result<usize> {
     let _ = std::fs::remove_dir(pin_path.join("links"));
     let _ = std::fs::remove_dir(pin_path);
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_tries_native_then_generic_and_explicit_modes_try_only_themselves() {
+        assert_eq!(modes_to_try(AttachMode::Auto), [LinkMode::Driver, LinkMode::Skb]);
+        assert_eq!(modes_to_try(AttachMode::Native), [LinkMode::Driver]);
+        assert_eq!(modes_to_try(AttachMode::Generic), [LinkMode::Skb]);
+    }
+
+    #[test]
+    fn a_pinned_link_conflicts_only_with_the_other_explicit_mode() {
+        assert!(pinned_mode_conflicts(AttachMode::Native, Some(LinkMode::Skb)));
+        assert!(pinned_mode_conflicts(AttachMode::Generic, Some(LinkMode::Driver)));
+        assert!(!pinned_mode_conflicts(AttachMode::Native, Some(LinkMode::Driver)));
+        assert!(!pinned_mode_conflicts(AttachMode::Generic, Some(LinkMode::Skb)));
+        assert!(!pinned_mode_conflicts(AttachMode::Auto, Some(LinkMode::Skb)), "auto takes what runs");
+        assert!(!pinned_mode_conflicts(AttachMode::Auto, Some(LinkMode::Driver)));
+        assert!(!pinned_mode_conflicts(AttachMode::Native, None), "an unrecorded mode cannot be judged");
+    }
+
+    #[test]
+    fn link_pin_names_record_the_mode_and_never_contain_a_dot() {
+        let root = Path::new("/sys/fs/bpf/iotgw");
+        assert_eq!(link_pin(root, "iotgw_lan", "lan0", Some(LinkMode::Skb)), root.join("links/iotgw_lan@lan0:skb"));
+        assert_eq!(link_pin(root, "iotgw_wan", "wan0", Some(LinkMode::Driver)), root.join("links/iotgw_wan@wan0:driver"));
+        let vlan = link_pin(root, "iotgw_lan", "eth0.100", Some(LinkMode::Driver));
+        assert_eq!(vlan.file_name().and_then(|n| n.to_str()), Some("iotgw_lan@eth0:100:driver"));
+        assert_eq!(link_pin(root, "iotgw_lan", "lan0", None), root.join("links/iotgw_lan@lan0"), "older controllers' name");
+    }
+
+    #[test]
+    fn existing_link_pin_finds_the_recorded_mode_or_an_older_unrecorded_pin() {
+        let dir = std::env::temp_dir().join(format!("iotgw-loader-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("links")).unwrap();
+        assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan0"), None, "nothing pinned yet");
+
+        let skb = link_pin(&dir, "iotgw_lan", "lan0", Some(LinkMode::Skb));
+        std::fs::write(&skb, b"").unwrap();
+        assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan0"), Some((skb.clone(), Some(LinkMode::Skb))));
+        assert_eq!(existing_link_pin(&dir, "iotgw_wan", "lan0"), None, "another program's pin");
+        assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan1"), None, "another interface's pin");
+        std::fs::remove_file(&skb).unwrap();
+
+        let legacy = link_pin(&dir, "iotgw_lan", "lan0", None);
+        std::fs::write(&legacy, b"").unwrap();
+        assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan0"), Some((legacy, None)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn error_chain_keeps_the_errno_from_the_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("`bpf_link_create` failed")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::from_raw_os_error(95));
+        let text = error_chain(&error);
+        assert!(text.starts_with("`bpf_link_create` failed: "), "{text}");
+        assert!(text.contains("os error 95"), "{text}");
+    }
 }

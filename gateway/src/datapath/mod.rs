@@ -1,5 +1,6 @@
 //! The XDP datapath seen from userspace: `loader` loads and attaches the programs and pins
-//! the maps, `events` decodes the ring buffer, `maps` is the only writer of BPF maps.
+//! the maps, `events` decodes the ring buffer, `maps` is the only writer of BPF maps,
+//! `xdp_log` forwards the programs' own (rare) log lines into `tracing`.
 //!
 //! Controller steps never touch maps: they ask through `DeviceControl`, which `maps::Maps`
 //! implements over the pinned maps (and `MemoryDatapath` in memory, for unit tests and
@@ -14,6 +15,7 @@ use crate::device::{Access, Mac};
 pub mod events;
 pub mod loader;
 pub mod maps;
+pub mod xdp_log;
 
 /// Why a datapath change failed.
 #[derive(Debug, thiserror::Error)]

@@ -19,11 +19,17 @@ use crate::{
 };
 
 pub mod alert;
+mod novelty;
 pub mod offline;
 pub mod synthetic;
 
 pub use alert::{Alert, DetectorKind, IncidentId};
 
+/// Packet rates are per second over the last second of traffic samples, however long each
+/// sample is: shorter samples only make a flood show sooner.
+pub const RATE_SPAN: Duration = Duration::from_secs(1);
+/// Slack on `RATE_SPAN` for samples read a little late.
+const RATE_SLACK: Duration = Duration::from_millis(50);
 /// Window over which scans, new-flow rates and ARP storms are counted.
 pub const DEFAULT_SCAN_WINDOW: Duration = Duration::from_secs(10);
 /// Distinct hosts a device may open flows to in one window before it is a scan (when its
@@ -53,6 +59,9 @@ pub const DEFAULT_ARP_STORM: usize = 20;
 pub const DEFAULT_ARP_BINDING: Duration = Duration::from_secs(3_600);
 /// Distinct upstream prefixes after which a service's destinations count as rotating.
 pub const DEFAULT_DIVERSE_SERVICE_PREFIXES: usize = 4;
+/// Share of a service's learnt flows that reached a prefix new to it, from which (with two
+/// prefixes or more) the service counts as rotating.
+pub const DEFAULT_ROTATING_SHARE: f64 = 0.25;
 /// Quiet time after which an incident is resolved.
 pub const DEFAULT_CALM: Duration = Duration::from_secs(60);
 /// Flows remembered per device for the scan window (a scanner at line rate stays bounded).
@@ -90,6 +99,11 @@ pub struct Config {
     /// A service (`udp/123`) reached at this many distinct upstream prefixes while learning
     /// takes new prefixes as normal (NTP pools, STUN relays and CDNs rotate addresses).
     pub diverse_service_prefixes: usize,
+    /// ... or at two prefixes or more when this share of its flows reached a new one.
+    pub rotating_share: f64,
+    /// Public DNS resolvers: reaching another one is name resolution, for a device that
+    /// resolves names.
+    pub public_resolvers: Vec<IpAddr>,
 }
 
 impl Default for Config {
@@ -112,6 +126,8 @@ impl Default for Config {
             gateway_ips: Vec::new(),
             gateway_macs: Vec::new(),
             diverse_service_prefixes: DEFAULT_DIVERSE_SERVICE_PREFIXES,
+            rotating_share: DEFAULT_ROTATING_SHARE,
+            public_resolvers: novelty::default_public_resolvers(),
         }
     }
 }
@@ -130,6 +146,7 @@ impl Config {
             ("flood_factor", self.flood_factor),
             ("volume_factor", self.volume_factor),
             ("volume_sigmas", self.volume_sigmas),
+            ("rotating_share", self.rotating_share),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 problems.push(format!("detect.{name} = {value} must be a positive number"));
@@ -152,12 +169,21 @@ struct RecentFlow {
     text: String,
 }
 
+/// One traffic sample, as the rate and volume detectors keep it.
+#[derive(Clone, Copy, Debug)]
+struct TrafficSpan {
+    start: SystemTime,
+    end: SystemTime,
+    tx_bytes: u64,
+    tx_packets: u64,
+}
+
 /// Per-device state of the detectors.
 #[derive(Debug, Default)]
 struct DeviceState {
     recent: VecDeque<RecentFlow>,
-    /// Traffic samples within the window: (end of interval, tx bytes, tx packets).
-    traffic: VecDeque<(SystemTime, u64, u64)>,
+    /// Traffic samples within the window.
+    traffic: VecDeque<TrafficSpan>,
     gratuitous_arps: VecDeque<SystemTime>,
     ip: Option<IpAddr>,
 }
@@ -324,12 +350,10 @@ impl Detector {
         if let Some(profile) = baseline.and_then(DeviceBaseline::baselined)
             && !is_group_or_unspecified(flow.dst)
         {
-            let config = self.baselines.config();
-            if config.is_lan(flow.dst) {
-                triggers.extend(lateral(profile, flow, &text));
+            if self.baselines.config().is_lan(flow.dst) {
+                triggers.extend(novelty::lateral(&self.baselines, profile, flow, &text));
             } else {
-                let diverse = self.config.diverse_service_prefixes;
-                triggers.extend(new_destination(config, profile, self.baselines.name_of(flow.dst), diverse, flow, &text));
+                triggers.extend(novelty::new_destination(&self.config, &self.baselines, profile, flow, &text));
             }
         }
         triggers
@@ -339,14 +363,18 @@ impl Detector {
         let window = self.config.window();
         let end = sample.interval_start + sample.interval;
         let state = self.devices.entry(sample.mac).or_default();
-        while state.traffic.front().is_some_and(|(t, _, _)| apart(end, *t) >= window) {
+        while state.traffic.front().is_some_and(|t| apart(end, t.end) >= window) {
             state.traffic.pop_front();
         }
-        state.traffic.push_back((end, sample.tx_bytes, sample.tx_packets));
+        state.traffic.push_back(TrafficSpan { start: sample.interval_start, end, tx_bytes: sample.tx_bytes, tx_packets: sample.tx_packets });
         let mut triggers = Vec::new();
         let profile = self.baselines.device(sample.mac).and_then(DeviceBaseline::baselined);
-        let seconds = sample.interval.as_secs_f64().max(1e-3);
-        let pps = sample.tx_packets as f64 / seconds;
+        // Packets of the samples that began within the last second (this one always counts),
+        // per second of that span or of this sample if it is longer.
+        let in_span = |t: &&TrafficSpan| apart(end, t.start) <= RATE_SPAN + RATE_SLACK;
+        let recent_packets: u64 = state.traffic.iter().rev().skip(1).filter(in_span).map(|t| t.tx_packets).sum();
+        let seconds = RATE_SPAN.max(sample.interval).as_secs_f64();
+        let pps = (sample.tx_packets + recent_packets) as f64 / seconds;
         let (threshold, expected) = match profile {
             Some(p) => {
                 let learnt = p.windows.max[feature::TX_PACKETS];
@@ -366,7 +394,7 @@ impl Detector {
             });
         }
         if let Some(p) = profile {
-            let sent: u64 = state.traffic.iter().map(|(_, bytes, _)| bytes).sum();
+            let sent: u64 = state.traffic.iter().map(|t| t.tx_bytes).sum();
             let max = p.windows.max[feature::TX_BYTES];
             let mean = p.windows.mean[feature::TX_BYTES];
             let sigma = p.windows.std_dev()[feature::TX_BYTES];
@@ -539,84 +567,6 @@ fn flow_flood(config: &Config, state: &DeviceState, baseline: Option<&DeviceBase
         expected: format!("at most {limit:.0} new flows per {window} s ({basis})"),
         observed: format!("{flows} new flows in {window} s; score = 1 − ½·{limit:.0}/{flows} = {score:.2}"),
         flows: state.recent.iter().rev().take(EVIDENCE_FLOWS).map(|f| f.text.clone()).collect(),
-    }]
-}
-
-/// An upstream destination outside every learnt prefix and not resolved from a learnt name.
-fn new_destination(
-    config: &baseline::Config,
-    profile: &baseline::Profile,
-    name: Option<&str>,
-    diverse: usize,
-    flow: &FlowObservation,
-    text: &str,
-) -> Vec<Trigger> {
-    if profile.knows_destination(flow.dst) || name.is_some_and(|n| profile.knows_name(n)) {
-        return Vec::new();
-    }
-    let service = service_of(flow);
-    if profile.services.get(&service).is_some_and(|s| s.prefixes.len() >= diverse) {
-        return Vec::new();
-    }
-    let unknown_service = !profile.services.contains_key(&service);
-    // Explainable sum: 0.6 for leaving the learnt destinations, +0.2 when no DNS answer
-    // named it (hard-coded IPs are how implants reach their controllers), +0.2 for a
-    // service the device never used.
-    let score = 0.6 + if name.is_none() { 0.2 } else { 0.0 } + if unknown_service { 0.2 } else { 0.0 };
-    let prefixes: Vec<String> = profile.destinations.iter().take(6).map(ToString::to_string).collect();
-    let names: Vec<&str> = profile.names.iter().take(6).map(String::as_str).collect();
-    vec![Trigger {
-        detector: DetectorKind::NewDestination,
-        score,
-        expected: format!(
-            "upstream destinations in the {} learnt prefixes ({}{}) or names under {} ({}); services {}",
-            profile.destinations.len(),
-            prefixes.join(", "),
-            if profile.destinations.len() > 6 { ", ..." } else { "" },
-            profile.names.len(),
-            names.join(", "),
-            profile.services.keys().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-        ),
-        observed: format!(
-            "{} ({}) on {service}{}; score = 0.6 new destination{}{} = {score:.1}",
-            flow.dst,
-            config.prefix_of(flow.dst),
-            match name {
-                Some(n) => format!(", resolved from unknown name {n}"),
-                None => ", no DNS answer named it".to_owned(),
-            },
-            if name.is_none() { " + 0.2 no DNS name" } else { "" },
-            if unknown_service { " + 0.2 new service" } else { "" },
-        ),
-        flows: vec![text.to_owned()],
-    }]
-}
-
-/// A LAN host the device never opened a flow to while learning.
-fn lateral(profile: &baseline::Profile, flow: &FlowObservation, text: &str) -> Vec<Trigger> {
-    if profile.peers.contains(&flow.dst) {
-        return Vec::new();
-    }
-    let service = service_of(flow);
-    let admin = ADMIN_PORTS.contains(&service.port) && service.proto == 0x06;
-    let unknown_service = !profile.services.contains_key(&service);
-    // 0.5 for a new LAN peer, +0.3 for a remote-shell or file-share port, +0.2 for a
-    // service the device never used.
-    let score = 0.5 + if admin { 0.3 } else { 0.0 } + if unknown_service { 0.2 } else { 0.0 };
-    vec![Trigger {
-        detector: DetectorKind::LateralMovement,
-        score,
-        expected: format!(
-            "LAN peers {{{}}}",
-            profile.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-        ),
-        observed: format!(
-            "new LAN peer {} on {service}; score = 0.5 new peer{}{} = {score:.1}",
-            flow.dst,
-            if admin { " + 0.3 admin port" } else { "" },
-            if unknown_service { " + 0.2 new service" } else { "" }
-        ),
-        flows: vec![text.to_owned()],
     }]
 }
 

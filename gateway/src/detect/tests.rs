@@ -152,6 +152,32 @@ fn packet_flood_is_a_flood() {
 }
 
 #[test]
+fn quarter_second_samples_show_a_flood_in_the_first_quarter_and_keep_rates_per_second() {
+    let quarter = Duration::from_millis(250);
+    let meter = synthetic::meter(1);
+    let flood_rate = |samples: &[(u64, Duration)]| {
+        let (mut detector, now) = baselined();
+        let mut at = now;
+        let mut alerts = Vec::new();
+        for &(packets, length) in samples {
+            alerts.extend(detector.handle(&synthetic::traffic(meter.mac, at, length, packets * 64, packets, 0, 0)));
+            at += length;
+        }
+        alerts.into_iter().filter(|a| a.detector == DetectorKind::Flood).map(|a| a.observed).collect::<Vec<_>>()
+    };
+    // 5 000 packets in the first quarter second: flagged at once, as packets per second.
+    let first = flood_rate(&[(5_000, quarter)]);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].starts_with("5000 packets/s"), "{first:?}");
+    // 290 packets a second is under the 300 floor whether read in one piece or in quarters.
+    assert!(flood_rate(&[(290, Duration::from_secs(1))]).is_empty());
+    assert!(flood_rate(&[(72, quarter), (73, quarter), (72, quarter), (73, quarter)]).is_empty());
+    // ... and 400 a second is over it either way.
+    assert_eq!(flood_rate(&[(400, Duration::from_secs(1))]).len(), 1);
+    assert_eq!(flood_rate(&[(100, quarter), (100, quarter), (100, quarter), (100, quarter)]).len(), 1);
+}
+
+#[test]
 fn syn_flood_with_rotating_ports_is_a_flood_from_flows_alone() {
     let (mut detector, now) = baselined();
     let camera = synthetic::camera(1);
@@ -286,4 +312,128 @@ fn hostile_samples_never_panic_and_change_nothing() {
     }
     let after = detector.baselines().device(camera.mac).cloned();
     assert_eq!(before.map(|b| b.profile().destinations.clone()), after.map(|b| b.profile().destinations.clone()));
+}
+
+// The churn the novelty detectors take as normal (see `novelty`), each beside its control.
+
+/// `devices` after 15 minutes of normal traffic plus `extra` learning inputs.
+fn baselined_fleet(devices: &[DeviceSpec], extra: Vec<Input>) -> (Detector, SystemTime) {
+    let mut detector = detector();
+    let learn = Duration::from_secs(900);
+    let mut inputs = synthetic::normal_traffic(devices, start(), learn, 11);
+    inputs.extend(extra);
+    inputs.sort_by_key(|input| input.time());
+    let alerts = run(&mut detector, &inputs);
+    assert!(alerts.is_empty(), "normal learning traffic raised {alerts:#?}");
+    for device in devices {
+        assert!(detector.baselines().device(device.mac).and_then(DeviceBaseline::baselined).is_some(), "{}", device.mac);
+    }
+    (detector, start() + learn)
+}
+
+fn new_destinations(alerts: &[Alert]) -> usize {
+    alerts.iter().filter(|a| a.detector == DetectorKind::NewDestination).count()
+}
+
+#[test]
+fn ntp_client_that_polled_a_fresh_server_each_time_takes_another_but_a_fixed_one_does_not() {
+    let mut pooled = synthetic::meter(1);
+    // Three polls while learning, each to another pool member in another /24.
+    pooled.ntp_servers = ["198.51.100.123", "198.18.0.123", "100.64.0.123"].iter().map(|a| a.parse().unwrap()).collect();
+    pooled.ntp_period = Duration::from_secs(290);
+    let fixed = synthetic::camera(1);
+    let (mut detector, now) = baselined_fleet(&[pooled.clone(), fixed.clone()], Vec::new());
+    let next_pool_member = synthetic::udp(pooled.mac, now, IpAddr::V4(pooled.ip), "100.70.1.2".parse().unwrap(), 123, 123);
+    assert!(detector.handle(&next_pool_member).is_empty());
+    let other_server = synthetic::udp(fixed.mac, now, IpAddr::V4(fixed.ip), "100.70.1.2".parse().unwrap(), 123, 123);
+    assert_eq!(new_destinations(&detector.handle(&other_server)), 1);
+}
+
+#[test]
+fn traffic_a_device_forwards_for_a_host_behind_it_is_not_its_own_novelty() {
+    let (mut detector, now) = baselined();
+    let plug = synthetic::plug(1);
+    detector.handle(&synthetic::arp(plug.mac, now, plug.mac, plug.ip, synthetic::GATEWAY, false));
+    // The phone on the plug's setup access point browses through it.
+    let phone_behind = synthetic::tcp_syn(plug.mac, now + Duration::from_secs(1), "10.22.22.2".parse().unwrap(), "52.1.2.3".parse().unwrap(), 50_000, 443);
+    assert!(detector.handle(&phone_behind).is_empty());
+    // From the plug's own address the same destination is news.
+    let own = synthetic::tcp_syn(plug.mac, now + Duration::from_secs(2), IpAddr::V4(plug.ip), "52.1.2.3".parse().unwrap(), 50_001, 443);
+    assert_eq!(new_destinations(&detector.handle(&own)), 1);
+}
+
+#[test]
+fn a_destination_the_other_devices_of_the_vendor_reach_is_their_cloud() {
+    let mut relay_user = synthetic::meter(1);
+    relay_user.mac = "74:da:38:4a:76:49".parse().unwrap();
+    relay_user.server_addrs = vec!["54.217.230.12".parse().unwrap()];
+    relay_user.server_port = 8767;
+    relay_user.server_name = "relay.myedimax.com".into();
+    let mut sibling = synthetic::meter(2);
+    sibling.mac = "74:da:38:23:22:7b".parse().unwrap();
+    let mut other_vendor = synthetic::meter(3);
+    other_vendor.mac = "3c:33:00:98:ee:fd".parse().unwrap();
+    let (mut detector, now) = baselined_fleet(&[relay_user, sibling.clone(), other_vendor.clone()], Vec::new());
+    let relay: IpAddr = "54.217.230.12".parse().unwrap();
+    assert!(detector.handle(&synthetic::tcp_syn(sibling.mac, now, IpAddr::V4(sibling.ip), relay, 40_000, 8767)).is_empty());
+    let elsewhere = synthetic::tcp_syn(sibling.mac, now, IpAddr::V4(sibling.ip), "45.9.148.3".parse().unwrap(), 40_001, 4_444);
+    let alerts = detector.handle(&elsewhere);
+    assert_eq!(new_destinations(&alerts), 1);
+    assert!(alerts[0].expected.contains("the 2 baselined devices of this vendor"), "{}", alerts[0].expected);
+    let stranger = synthetic::tcp_syn(other_vendor.mac, now, IpAddr::V4(other_vendor.ip), relay, 40_002, 8767);
+    let alerts = detector.handle(&stranger);
+    assert_eq!(new_destinations(&alerts), 1, "{alerts:#?} {:?}", detector.baselines().site().vendor_peers(other_vendor.mac));
+}
+
+#[test]
+fn another_public_resolver_is_name_resolution_but_its_neighbour_is_not() {
+    let (mut detector, now) = baselined();
+    let camera = synthetic::camera(1);
+    let httpdns = synthetic::tcp_syn(camera.mac, now, IpAddr::V4(camera.ip), "119.29.29.29".parse().unwrap(), 39_225, 80);
+    assert!(detector.handle(&httpdns).is_empty());
+    let neighbour = synthetic::tcp_syn(camera.mac, now, IpAddr::V4(camera.ip), "119.29.29.30".parse().unwrap(), 39_226, 80);
+    assert_eq!(new_destinations(&detector.handle(&neighbour)), 1);
+}
+
+#[test]
+fn calling_back_a_lan_host_that_called_while_learning_is_no_lateral_movement() {
+    let phone_mac: Mac = "24:77:03:7c:ea:dc".parse().unwrap();
+    let phone: IpAddr = "10.77.0.50".parse().unwrap();
+    let (camera, meter) = (synthetic::camera(1), synthetic::meter(1));
+    // The phone app opens the camera's API while the camera learns.
+    let app = synthetic::tcp_syn(phone_mac, start() + Duration::from_secs(300), phone, IpAddr::V4(camera.ip), 50_477, 62_910);
+    let (mut detector, now) = baselined_fleet(&[camera.clone(), meter.clone()], vec![app]);
+    let lateral = |alerts: Vec<Alert>| alerts.iter().filter(|a| a.detector == DetectorKind::LateralMovement).count();
+    let callback = synthetic::udp(camera.mac, now, IpAddr::V4(camera.ip), phone, 23_272, 23_272);
+    assert_eq!(lateral(detector.handle(&callback)), 0);
+    // The meter never talked with the phone: the same flow from it is lateral movement.
+    let from_meter = synthetic::udp(meter.mac, now, IpAddr::V4(meter.ip), phone, 23_272, 23_272);
+    assert_eq!(lateral(detector.handle(&from_meter)), 1);
+}
+
+#[test]
+fn a_lone_flow_to_a_lan_address_nobody_uses_is_no_lateral_movement() {
+    let (mut detector, now) = baselined();
+    let meter = synthetic::meter(1);
+    let stale = synthetic::tcp_syn(meter.mac, now, IpAddr::V4(meter.ip), "10.22.22.138".parse().unwrap(), 4_606, 8_059);
+    assert!(detector.handle(&stale).is_empty());
+}
+
+#[test]
+fn a_service_used_with_several_lan_hosts_takes_another_except_remote_shells() {
+    let mut hub = synthetic::plug(1);
+    hub.lan_peers = vec![(synthetic::GATEWAY, 53), ("10.77.0.10".parse().unwrap(), 5683), ("10.77.0.11".parse().unwrap(), 5683)];
+    let meter = synthetic::meter(1);
+    let mut extra = Vec::new();
+    // The two CoAP peers are live hosts of the LAN.
+    for (i, peer) in ["10.77.0.10", "10.77.0.11"].iter().enumerate() {
+        let mac = Mac([0x02, 0, 0x77, 0, 0, i as u8]);
+        extra.push(synthetic::udp(mac, start() + Duration::from_secs(1), peer.parse().unwrap(), IpAddr::V4(synthetic::GATEWAY), 40_000, 53));
+    }
+    let (mut detector, now) = baselined_fleet(&[hub.clone(), meter.clone()], extra);
+    let coap_to_meter = synthetic::udp(hub.mac, now, IpAddr::V4(hub.ip), IpAddr::V4(meter.ip), 45_000, 5683);
+    assert!(detector.handle(&coap_to_meter).is_empty());
+    let telnet_to_meter = synthetic::tcp_syn(hub.mac, now, IpAddr::V4(hub.ip), IpAddr::V4(meter.ip), 41_000, 23);
+    let alerts = detector.handle(&telnet_to_meter);
+    assert!(alerts.iter().any(|a| a.detector == DetectorKind::LateralMovement), "{alerts:#?}");
 }

@@ -19,6 +19,9 @@ pub fn iotgw_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/iotgw")
 }
 
+/// The lab's veths have native XDP: tests attach natively unless they test the modes.
+pub const DEFAULT_ATTACH_MODE: &str = "native";
+
 /// How long the controller may take to load, verify and attach.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,6 +68,23 @@ impl Controller {
         identity_keys: &str,
         extra_config: &str,
     ) -> Controller {
+        Controller::start_with(lab, policies, identity_keys, extra_config, DEFAULT_ATTACH_MODE)
+    }
+
+    /// `start`, with `[datapath] attach_mode` set to `attach_mode` ("auto", "native",
+    /// "generic") instead of `DEFAULT_ATTACH_MODE`.
+    pub fn start_with_attach_mode(lab: &Lab, policies: &[(&str, &str)], attach_mode: &str) -> Controller {
+        let _ = std::fs::remove_dir_all(Controller::dir_for(lab));
+        Controller::start_with(lab, policies, "", "", attach_mode)
+    }
+
+    fn start_with(
+        lab: &Lab,
+        policies: &[(&str, &str)],
+        identity_keys: &str,
+        extra_config: &str,
+        attach_mode: &str,
+    ) -> Controller {
         let dir = Controller::dir_for(lab);
         let policy_dir = dir.join("policies");
         std::fs::create_dir_all(&policy_dir).expect("policy dir");
@@ -78,7 +98,7 @@ impl Controller {
             &config,
             format!(
                 "[datapath]\nlan_interface = \"lan0\"\nwan_interface = \"wan0\"\nquarantine_interface = \"quar0\"\n\
-                 quarantine_host_mac = \"{quarantine_host_mac}\"\nattach_mode = \"native\"\npin_path = \"{}\"\n\n\
+                 quarantine_host_mac = \"{quarantine_host_mac}\"\nattach_mode = \"{attach_mode}\"\npin_path = \"{}\"\n\n\
                  [store]\npath = \"{}\"\n\n[policy]\ndir = \"{}\"\nwatch = true\n\n\
                  [identity]\nstate_dir = \"{}\"\n{identity_keys}\n{extra_config}",
                 pin_path.display(),
@@ -140,6 +160,11 @@ impl Controller {
     /// Number of log lines containing `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log.lock().expect("log lock").iter().filter(|line| line.contains(needle)).count()
+    }
+
+    /// The log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log.lock().expect("log lock").iter().filter(|line| line.contains(needle)).cloned().collect()
     }
 
     /// `kill -9`: no cleanup of any kind runs.

@@ -54,9 +54,28 @@ pub struct Lab {
     namespaces: Vec<String>,
 }
 
+/// What the gateway's LAN interface `lan0` is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LanPort {
+    /// A veth: has native (driver) XDP.
+    Veth,
+    /// A macvlan (bridge mode) on a veth named `LAN_LOWER`: has no native XDP (macvlan
+    /// implements no `ndo_bpf`), so programs on `lan0` run in generic (skb) mode. Frames to
+    /// lan0's MAC and broadcasts go through it.
+    Macvlan,
+}
+
+/// The veth under a `LanPort::Macvlan` LAN port, in the gateway namespace.
+pub const LAN_LOWER: &str = "lan0-phy";
+
 impl Lab {
     /// Builds the lab with `devices` device namespaces.
     pub fn new(devices: usize) -> Lab {
+        Lab::with_lan_port(devices, LanPort::Veth)
+    }
+
+    /// Builds the lab with `devices` device namespaces and the LAN port of kind `lan_port`.
+    pub fn with_lan_port(devices: usize, lan_port: LanPort) -> Lab {
         crate::require_root();
         let id = format!("iotgw{}x{}", std::process::id() % 100_000, NEXT_LAB.fetch_add(1, Ordering::Relaxed));
         let mut lab = Lab {
@@ -74,19 +93,27 @@ impl Lab {
         // Gateway: WAN towards upstream, quarantine port, LAN towards the devices.
         lab.veth(&lab.gw.clone(), "wan0", &lab.up.clone(), "eth0");
         lab.veth(&lab.gw.clone(), "quar0", &lab.quar.clone(), "eth0");
+        let lan_veth = match lan_port {
+            LanPort::Veth => "lan0",
+            LanPort::Macvlan => LAN_LOWER,
+        };
         if devices == 1 {
             // One device is cabled straight to the LAN port: frames reach XDP byte for byte
             // (a Linux bridge moves VLAN tags out of band, where XDP cannot see them).
-            lab.add_device(0, None);
+            lab.add_device(0, None, lan_veth);
         } else {
             lab.add_ns(&lab.sw.clone());
-            lab.veth(&lab.gw.clone(), "lan0", &lab.sw.clone(), "uplink");
+            lab.veth(&lab.gw.clone(), lan_veth, &lab.sw.clone(), "uplink");
             ip(&lab.sw, &["link", "add", "br0", "type", "bridge"]);
             ip(&lab.sw, &["link", "set", "uplink", "master", "br0"]);
             ip(&lab.sw, &["link", "set", "br0", "up"]);
             for n in 0..devices {
-                lab.add_device(n, Some(n));
+                lab.add_device(n, Some(n), lan_veth);
             }
+        }
+        if lan_port == LanPort::Macvlan {
+            ip(&lab.gw, &["link", "add", "lan0", "link", LAN_LOWER, "type", "macvlan", "mode", "bridge"]);
+            ip(&lab.gw, &["link", "set", "lan0", "up"]);
         }
         ip(&lab.gw, &["addr", "add", "10.77.0.1/16", "dev", "lan0"]);
         ip(&lab.gw, &["addr", "add", "10.78.0.1/24", "dev", "wan0"]);
@@ -116,8 +143,9 @@ impl Lab {
         ip(b_ns, &["link", "set", b, "up"]);
     }
 
-    /// A device namespace, on switch port `switch_port` or (None) straight on the LAN port.
-    fn add_device(&mut self, n: usize, switch_port: Option<usize>) {
+    /// A device namespace, on switch port `switch_port` or (None) straight on the gateway's
+    /// LAN veth `lan_veth`.
+    fn add_device(&mut self, n: usize, switch_port: Option<usize>, lan_veth: &str) {
         let ns = format!("{}-d{n}", self.id);
         self.add_ns(&ns);
         match switch_port {
@@ -126,7 +154,7 @@ impl Lab {
                 self.veth(&ns, "eth0", &self.sw.clone(), &port);
                 ip(&self.sw, &["link", "set", &port, "master", "br0"]);
             }
-            None => self.veth(&ns, "eth0", &self.gw.clone(), "lan0"),
+            None => self.veth(&ns, "eth0", &self.gw.clone(), lan_veth),
         }
         // Locally administered, so no real vendor's; the last byte tells devices apart.
         let mac = [0x02, 0x77, 0x00, 0x00, (self.namespaces.len() % 256) as u8, n as u8 + 10];
@@ -153,6 +181,31 @@ impl Lab {
     /// Path of a namespace's handle, for `nsenter --net=` and setns.
     pub fn ns_path(ns: &str) -> String {
         format!("/run/netns/{ns}")
+    }
+}
+
+/// The XDP mode an interface runs a program in, as the kernel reports it (`ip -d link`'s
+/// `xdp` / `xdpgeneric`, read from its JSON): `IFLA_XDP_ATTACHED`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAttached {
+    None,
+    /// XDP_ATTACHED_DRV: native.
+    Driver,
+    /// XDP_ATTACHED_SKB: generic.
+    Generic,
+    /// Offloaded, or several modes at once.
+    Other(u64),
+}
+
+/// How `interface` in `ns` runs XDP now.
+pub fn xdp_attached(ns: &str, interface: &str) -> XdpAttached {
+    let out = ip(ns, &["-j", "-d", "link", "show", "dev", interface]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j link: {e}: {out}"));
+    match json[0]["xdp"]["mode"].as_u64() {
+        None | Some(0) => XdpAttached::None,
+        Some(1) => XdpAttached::Driver,
+        Some(2) => XdpAttached::Generic,
+        Some(other) => XdpAttached::Other(other),
     }
 }
 

@@ -36,11 +36,13 @@ fn meter_talking_to_an_unknown_ip_is_detected_and_quarantined() {
     let mut s = Scenario::start(&lab);
     s.learn_normal_behaviour();
     let started = Instant::now();
-    s.connect_to([10, 78, 0, 99], 4059);
+    // Upstream (outside the LAN interface's subnet), outside the head-end's learnt /24.
+    s.connect_to([10, 78, 99, 7], 4059);
     let latency = s.wait_for_access(Access::Quarantined, Duration::from_secs(3)).expect("quarantined");
     println!("new destination: quarantine in XDP {latency:?} after the flow");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(latency <= Duration::from_secs(1), "enforcement took {latency:?}");
+    s.ctl.wait_for_log("detector=new_destination", Duration::from_secs(1));
 }
 
 #[test]
