@@ -1,9 +1,27 @@
 //! Step 3: accounting. Per-device counters (per-CPU, LRU) and the per-flow table (LRU,
 //! shared, added to atomically). A flow's first packet is reported by `events`.
+//!
+//! The flow entry also caches the flow's decision (the conntrack fast path: Cilium skips
+//! policy for established connection-tracking entries). The LAN program looks the flow up
+//! *before* `policy`; a packet whose flow holds a decision still valid reuses it and skips
+//! the LPM lookups. A cached decision is valid while nothing it was made from changed:
+//! - the policy maps, `DEVICES` and `CONFIG` (whose verdicts it may hold): the controller
+//!   bumps `GatewayConfig::policy_generation` after each of their writes, and the flow keeps
+//!   the generation it decided under;
+//! - the device's state and policy id, compared with the live `DEVICES` entry on every packet
+//!   (closing the moment between a device write and the generation bump).
+//! So a revocation, a quarantine or a policy reload takes effect on the flow's next packet.
+//! Fragments are always decided afresh and never cached: a non-first fragment has no ports,
+//! so it shares its flow key with port-0 packets of the same 5-tuple but is judged differently.
+//!
+//! Reads `FLOWS` and `DEVICE_STATS`; writes both.
 use aya_ebpf::bindings::BPF_NOEXIST;
-use gateway_ebpf::{DeviceStats, FlowKey, FlowStats, MacKey, SynFingerprint, counter, proto, reason};
+use gateway_ebpf::{
+    CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowStats, MacKey, SynFingerprint, counter,
+    proto, reason,
+};
 
-use crate::{DEVICE_STATS, FLOWS, count, parse::Ip};
+use crate::{DEVICE_STATS, FLOWS, count, parse::Ip, policy::Decision};
 
 /// Zeroed counters to insert for a device seen for the first time (kept out of the
 /// 512-byte stack: the value lives in .rodata).
@@ -75,49 +93,84 @@ pub fn key(mac: &MacKey, ip: &Ip) -> FlowKey {
     }
 }
 
-/// Accounts the packet to its flow. Returns true when the flow is new (this packet opened it).
+/// The flow's entry, if the flow is known.
 #[inline(always)]
-pub fn account(key: &FlowKey, ip: &Ip, syn: &SynFingerprint, frame_bytes: u64, verdict: u8, now: u64) -> bool {
-    if let Some(stats) = FLOWS.get_ptr_mut(key) {
-        // SAFETY: the map value stays valid during the program run (RCU); packets and bytes
-        // are added atomically because both CPUs may account the same flow.
-        unsafe {
-            atomic_add(&raw mut (*stats).packets, 1);
-            atomic_add(&raw mut (*stats).bytes, frame_bytes);
-            (*stats).last_seen_ns = now;
-            (*stats).tcp_flags |= ip.tcp_flags;
-            (*stats).last_verdict = verdict;
+pub fn find(key: &FlowKey) -> Option<*mut FlowStats> {
+    FLOWS.get_ptr_mut(key)
+}
+
+/// The decision `stats` cached, if it is still valid for this packet from `device` (see the
+/// module doc).
+#[inline(always)]
+pub fn cached_decision(stats: *mut FlowStats, device: &DeviceEntry, generation: u32, ip: &Ip) -> Option<Decision> {
+    if ip.is_fragment != 0 {
+        return None;
+    }
+    // SAFETY: the map value stays valid during the program run (RCU); volatile keeps the
+    // packed decision one 64-bit load (see `FlowStats::decision`).
+    let (word, policy_id) =
+        unsafe { (core::ptr::read_volatile(&raw const (*stats).decision), (*stats).decided_policy_id) };
+    let cached = CachedDecision::unpack(word);
+    let valid = cached.policy_generation == generation
+        && cached.device_state == device.state
+        && policy_id == device.policy_id;
+    valid.then_some(Decision { verdict: cached.verdict, reason: u32::from(cached.reason) })
+}
+
+/// What a flow caches after `decision` was computed for this packet (nothing for fragments).
+#[inline(always)]
+pub fn to_cache(decision: &Decision, device: &DeviceEntry, generation: u32, ip: &Ip) -> u64 {
+    if ip.is_fragment != 0 {
+        return CachedDecision::NONE;
+    }
+    // Reason codes are below 256 (`reason::COUNT`), so the cast keeps them whole.
+    CachedDecision { policy_generation: generation, device_state: device.state, verdict: decision.verdict, reason: decision.reason as u8 }
+        .pack()
+}
+
+/// Accounts the packet to its known flow; `recomputed` is the decision to cache when the
+/// packet did not reuse the cached one.
+#[inline(always)]
+pub fn add(stats: *mut FlowStats, ip: &Ip, frame_bytes: u64, verdict: u8, recomputed: Option<(u64, u32)>, now: u64) {
+    // SAFETY: the map value stays valid during the program run (RCU); packets and bytes are
+    // added atomically because both CPUs may account the same flow.
+    unsafe {
+        atomic_add(&raw mut (*stats).packets, 1);
+        atomic_add(&raw mut (*stats).bytes, frame_bytes);
+        (*stats).last_seen_ns = now;
+        (*stats).tcp_flags |= ip.tcp_flags;
+        (*stats).last_verdict = verdict;
+        if let Some((decision, policy_id)) = recomputed {
+            (*stats).decided_policy_id = policy_id;
+            core::ptr::write_volatile(&raw mut (*stats).decision, decision);
         }
+    }
+}
+
+/// A new flow's entry, inserted from .rodata and filled in place: building the 72-byte value
+/// on the stack would not fit beside the other steps' frames in XDP's 512 bytes.
+static NEW_FLOW: FlowStats = FlowStats::NEW;
+
+/// Opens the packet's flow with `decision` cached (`to_cache`) and accounts the packet to it.
+/// Returns true when this packet opened it, false when another CPU did first.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn open(key: &FlowKey, ip: &Ip, syn: &SynFingerprint, frame_bytes: u64, verdict: u8, decision: u64, policy_id: u32, now: u64) -> bool {
+    let opened = FLOWS.insert(key, &NEW_FLOW, u64::from(BPF_NOEXIST)).is_ok();
+    let Some(stats) = FLOWS.get_ptr_mut(key) else {
+        count(counter::FLOW_INSERT_FAILED);
+        crate::rare::flow_insert_failed();
         return false;
-    }
-    let stats = FlowStats {
-        packets: 1,
-        bytes: frame_bytes,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        tcp_flags: ip.tcp_flags,
-        last_verdict: verdict,
-        _pad: [0; 6],
-        syn: *syn,
-        _pad_end: [0; 4],
     };
-    match FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)) {
-        Ok(()) => true,
-        // Another CPU opened it first: add to that entry instead.
-        Err(_) => {
-            if let Some(existing) = FLOWS.get_ptr_mut(key) {
-                // SAFETY: as above.
-                unsafe {
-                    atomic_add(&raw mut (*existing).packets, 1);
-                    atomic_add(&raw mut (*existing).bytes, frame_bytes);
-                }
-            } else {
-                count(counter::FLOW_INSERT_FAILED);
-                crate::rare::flow_insert_failed();
-            }
-            false
+    if opened {
+        // SAFETY: as in `add`; only the CPU that inserted the entry sets these.
+        unsafe {
+            (*stats).first_seen_ns = now;
+            (*stats).syn = *syn;
         }
     }
+    add(stats, ip, frame_bytes, verdict, Some((decision, policy_id)), now);
+    opened
 }
 
 /// `*counter += value`, atomically (BPF_ATOMIC add). core's `AtomicU64` has no RMW methods

@@ -1,7 +1,7 @@
 //! The LAN program: frames from the devices, through every step in order.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use gateway_ebpf::{
-    ABI_VERSION, GatewayConfig, MacKey, SynFingerprint, counter, device_state, proto, reason,
+    ABI_VERSION, DeviceEntry, GatewayConfig, MacKey, SynFingerprint, counter, device_state, proto, reason,
     sample_kind, verdict,
 };
 
@@ -72,12 +72,8 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     };
     flow::count_tx(&mac, ip.proto, frame_bytes, now);
 
-    let decision = policy::from_device(&device, &ip, config);
-    let syn = if parse::is_syn(&ip) { parse::syn_fingerprint(ctx, &ip) } else { SynFingerprint::default() };
-    let key = flow::key(&mac, &ip);
-    if flow::account(&key, &ip, &syn, frame_bytes, decision.verdict, now) && config.flow_events != 0 {
-        events::new_flow(&key, &syn, ip.tcp_flags, frame_bytes as u32, device.state, &decision, now);
-    }
+    let seen = Seen { mac: &mac, device: &device, ip: &ip, frame_bytes, now };
+    let decision = flow_then_policy(ctx, &seen, config);
 
     if config.sample_packets != 0 {
         if let Some(kind) = sample_kind_of(ctx, &ip) {
@@ -88,6 +84,47 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
 }
 
 const PASS: Decision = Decision { verdict: verdict::PASS, reason: reason::NONE };
+
+/// An IP packet as the flow step sees it (by reference: a BPF call takes five arguments).
+struct Seen<'a> {
+    mac: &'a MacKey,
+    device: &'a DeviceEntry,
+    ip: &'a parse::Ip,
+    frame_bytes: u64,
+    now: u64,
+}
+
+/// Steps 3 and 4 for an IP packet: the flow first, then the policy. An established flow
+/// whose cached decision is still valid skips the LPM lookups (see `flow`); otherwise the
+/// policy decides and the flow caches the result, and a new flow is reported.
+// A BPF subprogram, not inlined: its paths (cached or not, new flow or not, event or not) all
+// end in one return value, so the verifier checks the steps after it once, not once per path.
+#[inline(never)]
+fn flow_then_policy(ctx: &XdpContext, seen: &Seen, config: &GatewayConfig) -> Decision {
+    let (ip, device) = (seen.ip, seen.device);
+    let key = flow::key(seen.mac, ip);
+    let generation = config.policy_generation;
+    let known = flow::find(&key);
+    if let Some(stats) = known {
+        if let Some(decision) = flow::cached_decision(stats, device, generation, ip) {
+            flow::add(stats, ip, seen.frame_bytes, decision.verdict, None, seen.now);
+            return decision;
+        }
+    }
+    let decision = policy::from_device(device, ip, config);
+    let cache = flow::to_cache(&decision, device, generation, ip);
+    match known {
+        Some(stats) => flow::add(stats, ip, seen.frame_bytes, decision.verdict, Some((cache, device.policy_id)), seen.now),
+        None => {
+            let syn = if parse::is_syn(ip) { parse::syn_fingerprint(ctx, ip) } else { SynFingerprint::default() };
+            let opened = flow::open(&key, ip, &syn, seen.frame_bytes, decision.verdict, cache, device.policy_id, seen.now);
+            if opened && config.flow_events != 0 {
+                events::new_flow(&key, &syn, ip.tcp_flags, seen.frame_bytes as u32, device.state, &decision, seen.now);
+            }
+        }
+    }
+    decision
+}
 
 /// Which sample, if any, the packet is worth to userspace.
 #[inline(always)]

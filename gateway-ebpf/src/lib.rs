@@ -17,7 +17,7 @@
 
 /// Bumped whenever a map's key or value layout changes, so a controller never reuses pinned
 /// maps of another layout.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Where the controller pins every map, so a restart reuses them and enforcement never resets.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
@@ -64,6 +64,9 @@ pub mod programs {
     /// A bare `XDP_PASS`, the benchmark baseline and the program that lets a veth peer
     /// receive redirected frames.
     pub const PASS: &str = "iotgw_pass";
+    /// Benchmark reference only, never attached: the least any gateway must do per frame
+    /// (parse Ethernet, look the source MAC up in `DEVICES`, bump one per-CPU counter).
+    pub const FLOOR: &str = "iotgw_floor";
 }
 
 /// Slot of the quarantine interface in `REDIRECT_PORTS`.
@@ -181,6 +184,10 @@ pub mod proto {
     pub const ICMPV6: u8 = 0x3a;
     /// Wildcard in `PolicyKey::proto`: the rule applies to every protocol.
     pub const ANY: u8 = 0xff;
+    /// Protocols into which the controller's compiler copies every `ANY` entry, so the
+    /// datapath finds a packet of these protocols with one LPM lookup (its own protocol) and
+    /// looks `ANY` up only for the others.
+    pub const FOLDED: [u8; 4] = [TCP, UDP, ICMP, ICMPV6];
 }
 
 /// A MAC address padded to 8 bytes, the key of the device maps.
@@ -297,7 +304,8 @@ pub struct SynFingerprint {
     pub _pad: [u8; 2],
 }
 
-/// A flow's counters. Packets and bytes are added atomically; the rest is last-writer-wins.
+/// A flow's counters and its cached decision. Packets and bytes are added atomically; the
+/// rest is last-writer-wins.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
@@ -310,10 +318,86 @@ pub struct FlowStats {
     pub tcp_flags: u8,
     /// One of `verdict`, the verdict given to the flow's last packet.
     pub last_verdict: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The device's `DeviceEntry::policy_id` (host order) when `decision` was made.
+    pub decided_policy_id: u32,
     /// Filled from the flow's SYN, zero otherwise.
     pub syn: SynFingerprint,
     pub _pad_end: [u8; 4],
+    /// The flow's cached decision (`CachedDecision`, host order). One `u64` so XDP reads and
+    /// writes it with a single 64-bit access: two CPUs deciding the same flow at once leave
+    /// one of their results, never a mix of both.
+    pub decision: u64,
+}
+
+impl FlowStats {
+    /// What a flow's entry starts as, before its first packet is added: no packet, and no
+    /// decision cached (so a CPU reading the entry before it is filled decides afresh).
+    pub const NEW: Self = Self {
+        packets: 0,
+        bytes: 0,
+        first_seen_ns: 0,
+        last_seen_ns: 0,
+        tcp_flags: 0,
+        last_verdict: 0,
+        _pad: [0; 2],
+        decided_policy_id: 0,
+        syn: SynFingerprint {
+            window: 0,
+            mss: 0,
+            ttl: 0,
+            window_scale: 0,
+            option_count: 0,
+            dont_fragment: 0,
+            option_kinds: [0; MAX_TCP_OPTIONS],
+            _pad: [0; 2],
+        },
+        _pad_end: [0; 4],
+        decision: CachedDecision::NONE,
+    };
+}
+
+/// The decision a flow's packets reuse while nothing it depends on changed, packed into
+/// `FlowStats::decision`: bits 0..32 the `GatewayConfig::policy_generation` it was made
+/// under, 32..40 the device state, 40..48 the verdict, 48..56 the reason (every reason code
+/// is below 256), 56..64 zero.
+///
+/// It is valid for a packet when the generation equals the live `CONFIG` one and the state
+/// (and `FlowStats::decided_policy_id`) equal the live `DEVICES` entry: the controller bumps
+/// the generation after every write to the policy maps, `CONFIG` and `DEVICES`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CachedDecision {
+    pub policy_generation: u32,
+    /// One of `device_state`, or `NONE_STATE` for "no decision cached".
+    pub device_state: u8,
+    pub verdict: u8,
+    /// One of `reason`.
+    pub reason: u8,
+}
+
+impl CachedDecision {
+    /// A device state no device has: a flow holding it has no decision cached.
+    pub const NONE_STATE: u8 = 0xff;
+    /// Packs "no decision cached": never equal to a live device state.
+    pub const NONE: u64 = (Self::NONE_STATE as u64) << 32;
+
+    #[inline(always)]
+    pub const fn pack(self) -> u64 {
+        self.policy_generation as u64
+            | (self.device_state as u64) << 32
+            | (self.verdict as u64) << 40
+            | (self.reason as u64) << 48
+    }
+
+    #[inline(always)]
+    pub const fn unpack(word: u64) -> Self {
+        Self {
+            policy_generation: word as u32,
+            device_state: (word >> 32) as u8,
+            verdict: (word >> 40) as u8,
+            reason: (word >> 48) as u8,
+        }
+    }
 }
 
 /// Key of the policy LPM tries. The prefix length counts `policy_id` and `proto` (always
@@ -375,6 +459,11 @@ pub struct GatewayConfig {
     /// on the quarantine port.
     pub quarantine_dst_mac: [u8; 6],
     pub quarantine_src_mac: [u8; 6],
+    /// Host order. Bumped by the controller after every write to `POLICY_V4`/`POLICY_V6`,
+    /// `DEVICES` and this config: a flow's cached decision (`CachedDecision`) made under
+    /// another generation is recomputed on its next packet.
+    pub policy_generation: u32,
+    pub _pad_end: [u8; 4],
 }
 
 impl Default for GatewayConfig {
@@ -390,6 +479,8 @@ impl Default for GatewayConfig {
             _pad: [0; 2],
             quarantine_dst_mac: [0; 6],
             quarantine_src_mac: [0; 6],
+            policy_generation: 0,
+            _pad_end: [0; 4],
         }
     }
 }
@@ -474,12 +565,15 @@ const _: () = {
     assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::COUNT + 8);
     assert!(size_of::<FlowKey>() == 48);
     assert!(size_of::<SynFingerprint>() == 20);
-    assert!(size_of::<FlowStats>() == 40 + 20 + 4);
+    assert!(size_of::<FlowStats>() == 40 + 20 + 4 + 8);
+    assert!(core::mem::offset_of!(FlowStats, decision) % 8 == 0);
+    // `CachedDecision` keeps a reason in 8 bits.
+    assert!(reason::COUNT <= 256);
     assert!(size_of::<FlowEvent>() == 16 + 48 + 8 + 20 + 4);
     assert!(size_of::<PolicyKey<4>>() == 12);
     assert!(size_of::<PolicyKey<16>>() == 24);
     assert!(size_of::<PolicyRule>() == 4 + 4 * MAX_PORT_RANGES);
-    assert!(size_of::<GatewayConfig>() == 24);
+    assert!(size_of::<GatewayConfig>() == 32);
     assert!(size_of::<EventHeader>() == 16);
     assert!(size_of::<SampleEvent>() == 16 + 8 + 8 + SAMPLE_BYTES);
 };

@@ -31,7 +31,7 @@ use aya_ebpf::{
 };
 use gateway_ebpf::{
     DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule,
-    counter, maps as abi,
+    counter, device_state, maps as abi,
 };
 
 #[map(name = "DEVICES")]
@@ -86,6 +86,18 @@ pub fn iotgw_wan(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn iotgw_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark reference only, never attached (bench/xdp): the least any device-aware gateway
+/// must do per frame, which iotgw's own cost is measured against. Parses Ethernet, looks the
+/// source MAC up in `DEVICES`, adds one to a per-CPU counter, and drops blocked devices (so
+/// the lookup's result is used and not optimised away).
+#[xdp]
+pub fn iotgw_floor(ctx: XdpContext) -> u32 {
+    let Some(mac) = parse::src_mac(&ctx) else { return xdp_action::XDP_DROP };
+    let device = classify::device(&MacKey::new(mac));
+    count(counter::LAN_PACKETS);
+    if device.state == device_state::BLOCKED { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }
 
 /// Adds one to a global per-CPU counter.

@@ -74,11 +74,17 @@ struct Peer<'a> {
 }
 
 /// Whether policy `policy_id` allows `ip.proto` to `peer`: a rule for the protocol itself,
-/// or one for every protocol.
+/// or one for every protocol. The controller copies every `ANY` entry into the
+/// `proto::FOLDED` protocols, so for those (nearly every packet) one lookup answers both.
 #[inline(always)]
 fn allows(policy_id: u32, ip: &Ip, peer: &Peer) -> bool {
-    rule_allows(lookup(policy_id, ip.proto, ip.version, peer.addr), ip, peer.port)
-        || rule_allows(lookup(policy_id, proto::ANY, ip.version, peer.addr), ip, peer.port)
+    let own = rule_allows(lookup(policy_id, ip.proto, ip.version, peer.addr), ip, peer.port);
+    own || (!is_folded(ip.proto) && rule_allows(lookup(policy_id, proto::ANY, ip.version, peer.addr), ip, peer.port))
+}
+
+#[inline(always)]
+fn is_folded(ip_proto: u8) -> bool {
+    proto::FOLDED.contains(&ip_proto)
 }
 
 #[inline(always)]

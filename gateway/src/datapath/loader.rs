@@ -180,25 +180,39 @@ pub fn load_and_attach(config: &DatapathConfig) -> Result<Loaded, LoadError> {
     Ok(Loaded { ebpf, attachments, xdp_log })
 }
 
-/// A pinned CONFIG of another ABI version means every pinned map may have another layout:
-/// drop the map pins (not the links) so the load creates fresh maps.
-fn forget_stale_pins(pin_path: &Path) {
-    let config_pin = pin_path.join(abi::CONFIG);
-    let Ok(map) = aya::maps::MapData::from_pin(&config_pin) else { return };
-    let Ok(array) = aya::maps::Array::<_, gateway_ebpf::GatewayConfig>::try_from(aya::maps::Map::Array(map)) else {
-        return;
-    };
-    match array.get(&0, 0) {
-        Ok(config) if config.abi_version == gateway_ebpf::ABI_VERSION || config.abi_version == 0 => {}
-        Ok(config) => {
-            tracing::warn!(found = config.abi_version, expected = gateway_ebpf::ABI_VERSION, "pinned maps have another ABI; recreating them");
-            for name in PINNED_MAPS {
-                let _ = std::fs::remove_file(pin_path.join(name));
-            }
-        }
-        Err(_) => {}
+/// Pinned maps of another ABI may have other layouts: when the pinned `CONFIG` holds another
+/// `ABI_VERSION`, or a pinned map's value size is not this build's (pins from before a layout
+/// change, whose `CONFIG` cannot even be read as today's `GatewayConfig`), drop the map pins
+/// (not the links) so the load creates fresh maps. Returns whether it did.
+pub fn forget_stale_pins(pin_path: &Path) -> bool {
+    let mismatch = VALUE_SIZES.iter().find_map(|&(name, size)| {
+        let info = aya::maps::MapInfo::from_pin(pin_path.join(name)).ok()?;
+        (info.value_size() as usize != size).then(|| format!("{name} holds {}-byte values, this build {size}", info.value_size()))
+    });
+    let stale = mismatch.or_else(|| {
+        let map = aya::maps::MapData::from_pin(pin_path.join(abi::CONFIG)).ok()?;
+        let array = aya::maps::Array::<_, gateway_ebpf::GatewayConfig>::try_from(aya::maps::Map::Array(map)).ok()?;
+        let config = array.get(&0, 0).ok()?;
+        let known = config.abi_version == gateway_ebpf::ABI_VERSION || config.abi_version == 0;
+        (!known).then(|| format!("CONFIG is of ABI {}", config.abi_version))
+    });
+    let Some(why) = stale else { return false };
+    tracing::warn!(%why, expected = gateway_ebpf::ABI_VERSION, "pinned maps have another ABI; recreating them");
+    for name in PINNED_MAPS {
+        let _ = std::fs::remove_file(pin_path.join(name));
     }
+    true
 }
+
+/// Value sizes of the pinned maps whose layout is an ABI struct (per CPU for per-CPU maps).
+const VALUE_SIZES: [(&str, usize); 6] = [
+    (abi::CONFIG, size_of::<gateway_ebpf::GatewayConfig>()),
+    (abi::FLOWS, size_of::<gateway_ebpf::FlowStats>()),
+    (abi::DEVICES, size_of::<gateway_ebpf::DeviceEntry>()),
+    (abi::DEVICE_STATS, size_of::<gateway_ebpf::DeviceStats>()),
+    (abi::POLICY_V4, size_of::<gateway_ebpf::PolicyRule>()),
+    (abi::POLICY_V6, size_of::<gateway_ebpf::PolicyRule>()),
+];
 
 /// Every map the object pins.
 pub const PINNED_MAPS: [&str; 10] = [

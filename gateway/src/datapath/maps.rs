@@ -2,6 +2,11 @@
 //! opened from their pins, for tools) and turns controller decisions into map entries:
 //! device states, device IPs, compiled policy rules, the datapath configuration and the
 //! quarantine port. Also reads the counters and the flow table back.
+//!
+//! Flows cache their decision in XDP (see gateway-ebpf's `flow`), valid while
+//! `GatewayConfig::policy_generation` is unchanged: this module owns that counter and bumps
+//! it *after* every write to the policy maps, `DEVICES` and `CONFIG` (after, so no packet can
+//! cache a decision made from a half-written change under the new generation).
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
     net::Ipv4Addr,
@@ -106,8 +111,22 @@ impl Maps {
     }
 
     /// Writes the datapath configuration; the programs enforce from this moment on.
+    /// `config.policy_generation` is ignored: the written value is the live one bumped, since
+    /// cached decisions may hold the verdicts this write changes.
     pub fn write_config(&self, config: &GatewayConfig) -> Result<(), ControlError> {
-        lock(&self.config).set(0, config, 0).map_err(map_error(abi::CONFIG))
+        let mut map = lock(&self.config);
+        let live = map.get(&0, 0).map_err(map_error(abi::CONFIG))?;
+        let next = GatewayConfig { policy_generation: live.policy_generation.wrapping_add(1), ..*config };
+        map.set(0, next, 0).map_err(map_error(abi::CONFIG))
+    }
+
+    /// Invalidates every flow's cached decision: their next packets are decided afresh.
+    /// Called after each write the cached decisions depend on.
+    pub fn bump_policy_generation(&self) -> Result<(), ControlError> {
+        let mut map = lock(&self.config);
+        let mut live = map.get(&0, 0).map_err(map_error(abi::CONFIG))?;
+        live.policy_generation = live.policy_generation.wrapping_add(1);
+        map.set(0, live, 0).map_err(map_error(abi::CONFIG))
     }
 
     pub fn read_config(&self) -> Result<GatewayConfig, ControlError> {
@@ -140,9 +159,14 @@ impl Maps {
             }
         }
         let mut report = SyncReport::default();
-        sync_trie(&mut lock(&self.policy_v4), &v4, abi::POLICY_V4, &mut report)?;
-        sync_trie(&mut lock(&self.policy_v6), &v6, abi::POLICY_V6, &mut report)?;
-        Ok(report)
+        let written = sync_trie(&mut lock(&self.policy_v4), &v4, abi::POLICY_V4, &mut report)
+            .and_then(|()| sync_trie(&mut lock(&self.policy_v6), &v6, abi::POLICY_V6, &mut report));
+        // Even a sync that failed half-way may have changed entries: flows must not keep
+        // decisions made from the old ones.
+        if written.is_err() || report.inserted + report.removed > 0 {
+            self.bump_policy_generation()?;
+        }
+        written.map(|()| report)
     }
 
     /// Every device's counters, summed over CPUs.
@@ -201,16 +225,22 @@ impl Maps {
 
 impl DeviceControl for Maps {
     fn set_access(&self, mac: Mac, access: DeviceAccess) -> Result<(), ControlError> {
-        let mut devices = lock(&self.devices);
-        if access.access == Access::Unknown {
-            return match devices.remove(&mac.key()) {
-                Ok(()) => Ok(()),
-                Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-                Err(e) => Err(map_error(abi::DEVICES)(e)),
-            };
-        }
-        let entry = DeviceEntry { state: access.access.code(), _pad: 0, class_id: access.class_id, policy_id: access.policy_id };
-        devices.insert(mac.key(), entry, 0).map_err(map_error(abi::DEVICES))
+        let written = {
+            let mut devices = lock(&self.devices);
+            if access.access == Access::Unknown {
+                match devices.remove(&mac.key()) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Err(e) => Err(map_error(abi::DEVICES)(e)),
+                }
+            } else {
+                let entry = DeviceEntry { state: access.access.code(), _pad: 0, class_id: access.class_id, policy_id: access.policy_id };
+                devices.insert(mac.key(), entry, 0).map_err(map_error(abi::DEVICES))
+            }
+        };
+        // XDP already compares each flow's cached state and policy id with the live entry; the
+        // bump also retires a decision two CPUs raced to cache across this write.
+        written?;
+        self.bump_policy_generation()
     }
 
     fn access(&self, mac: Mac) -> Result<Option<DeviceAccess>, ControlError> {

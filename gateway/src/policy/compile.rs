@@ -8,12 +8,17 @@
 //! quarantine allow-list when `[lanes.quarantine] include_update = true`, and into every class
 //! with `update_lane = true`.
 //!
-//! The datapath is stateless and looks up the longest prefix for (policy, protocol) and for
-//! (policy, ANY), so the compiler makes every entry self-contained:
+//! The datapath looks up the longest prefix for (policy, protocol), and for (policy, ANY)
+//! only when the protocol is not one of `proto::FOLDED` (TCP, UDP, ICMP, ICMPv6), so the
+//! compiler makes every entry self-contained:
+//! - every ANY entry is copied into each folded protocol ("folded"), so one lookup of the
+//!   packet's own protocol finds what ANY allows; the ANY entry stays for other protocols;
 //! - an entry's port ranges include those of every covering prefix of the same protocol and
-//!   of ANY, so the most specific entry the datapath finds answers as the files say;
-//! - an ANY entry inside a covering protocol-specific entry is copied into that protocol, so a
-//!   protocol-specific lookup that stops at the covering entry cannot miss it;
+//!   of ANY, so the most specific entry the datapath finds answers as the files say (an ANY
+//!   rule admits its ports for every protocol; `ports = []` is every port);
+//! - folding cannot push an entry past `MAX_PORT_RANGES`: ANY rules take no ports (they admit
+//!   every port, or are `inbound`), so a folded copy is the single range 0-65535 and merging
+//!   it into an entry leaves that one range;
 //! - `inbound` rules allow the device's replies towards the remote on every port (the remote's
 //!   source port is ephemeral and the datapath checks destination ports only).
 use std::collections::BTreeMap;
@@ -424,27 +429,16 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
             slot.1 = contribution.at;
         }
     }
-    // ANY entries inside a covering specific-protocol entry get a copy in that protocol.
-    let mut protocols: BTreeMap<PolicyId, Vec<u8>> = BTreeMap::new();
-    for (policy_id, proto_number, _) in direct.keys() {
-        let list = protocols.entry(*policy_id).or_default();
-        if *proto_number != proto::ANY && !list.contains(proto_number) {
-            list.push(*proto_number);
-        }
-    }
+    // Every ANY entry gets a copy in each folded protocol, so the datapath answers those
+    // protocols with one lookup (see the module doc).
     let lengths = PrefixLengths::new(direct.keys());
     let mut copies = Vec::new();
     for ((policy_id, proto_number, net), (ports, at)) in &direct {
         if *proto_number != proto::ANY {
             continue;
         }
-        for other_proto in protocols.get(policy_id).into_iter().flatten() {
-            let covered = lengths
-                .supernets(*policy_id, net)
-                .any(|outer| direct.contains_key(&(*policy_id, *other_proto, outer)));
-            if covered {
-                copies.push(((*policy_id, *other_proto, *net), ports.clone(), at.clone()));
-            }
+        for folded in proto::FOLDED {
+            copies.push(((*policy_id, folded, *net), ports.clone(), at.clone()));
         }
     }
     for (key, ports, at) in copies {
@@ -712,8 +706,60 @@ ports = [53]
             !policy
                 .rules
                 .iter()
-                .any(|rule| rule.proto == proto::UDP && rule.net.to_string() == "10.1.2.0/24")
+                .any(|rule| rule.proto == proto::TCP && rule.net.to_string() == "10.2.0.0/16")
         );
+    }
+
+    #[test]
+    fn any_rules_fold_into_every_folded_protocol_admitting_every_port() {
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.9.0.0/16", "2001:db8::/32"]
+protocol = "any"
+[[class.allow]]
+nets = ["10.9.1.0/24"]
+protocol = "tcp"
+ports = [443]
+"#;
+        let policy = compiled(text).expect("valid");
+        let id = lane::FIRST_CLASS_POLICY + 1;
+        let every_port = ports(&[(0, 65_535)]);
+        for net in ["10.9.0.0/16", "2001:db8::/32"] {
+            // The ANY entry stays (other protocols), and each folded protocol has a copy.
+            assert_eq!(entry(&policy, id, proto::ANY, net).ports, every_port);
+            for folded in proto::FOLDED {
+                assert_eq!(entry(&policy, id, folded, net).ports, every_port, "{net} {folded}");
+            }
+        }
+        // The more specific TCP entry carries its covering ANY /16: every port.
+        assert_eq!(entry(&policy, id, proto::TCP, "10.9.1.0/24").ports, every_port);
+        assert_eq!(policy.rules.len(), 2 * (1 + proto::FOLDED.len()) + 1);
+    }
+
+    #[test]
+    fn folding_cannot_overflow_the_port_range_limit_because_any_admits_every_port() {
+        // A TCP entry at the limit with an ANY rule inside it: the TCP copy of the ANY /32 is
+        // the single range 0-65535 (ANY rules take no ports), the /24 keeps its eight.
+        let text = r#"
+[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.78.0.0/24"]
+protocol = "tcp"
+ports = [1, 3, 5, 7, 9, 11, 13, 15]
+[[class.allow]]
+nets = ["10.78.0.1"]
+protocol = "any"
+"#;
+        let policy = compiled(text).expect("eight ranges and one full range fit");
+        let id = lane::FIRST_CLASS_POLICY + 1;
+        assert_eq!(entry(&policy, id, proto::TCP, "10.78.0.0/24").ports.len(), MAX_PORT_RANGES);
+        assert_eq!(entry(&policy, id, proto::TCP, "10.78.0.1/32").ports, ports(&[(0, 65_535)]));
+        assert_eq!(entry(&policy, id, proto::UDP, "10.78.0.1/32").ports, ports(&[(0, 65_535)]));
     }
 
     #[test]

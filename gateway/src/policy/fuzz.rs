@@ -168,6 +168,9 @@ fn check_invariants(compiled: &CompiledPolicy) {
     }
 }
 
+/// A protocol outside `proto::FOLDED`: only ANY entries admit it.
+const GRE: u8 = 0x2f;
+
 /// What a rule in the random policies says, evaluated directly.
 struct SourceRule {
     net: IpNet,
@@ -175,8 +178,11 @@ struct SourceRule {
     ports: Vec<(u16, u16)>,
 }
 
-/// The datapath as `gateway-ebpf/src/policy.rs` implements it: allowed when the longest
-/// (policy, proto) prefix or the longest (policy, ANY) prefix admits the port.
+/// The datapath as `gateway-ebpf/src/policy.rs` implements it: for the folded protocols
+/// (`proto::FOLDED`), allowed when the longest (policy, proto) prefix admits the port; for
+/// the others, when that one or the longest (policy, ANY) prefix does. Also checks the
+/// entries answer the same under the two-lookup reading for every protocol (ANY folding
+/// changes nothing) and under the strict one.
 fn datapath_allows(
     rules: &[CompiledRule],
     policy: PolicyId,
@@ -201,7 +207,16 @@ fn datapath_allows(
         lenient, strict,
         "entries must answer the same under either lookup order"
     );
-    lenient
+    if proto::FOLDED.contains(&proto_number) {
+        let one_lookup = admits(longest(proto_number));
+        assert_eq!(
+            one_lookup, lenient,
+            "a folded protocol's own entry must answer for ANY too"
+        );
+        one_lookup
+    } else {
+        lenient
+    }
 }
 
 /// A stricter reading the compiler also supports: the longest (policy, proto) prefix decides;
@@ -346,7 +361,8 @@ fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
         }
         for addr in PROBE_ADDRS {
             let addr = IpAddr::V4(Ipv4Addr::from(*addr));
-            for proto_number in [proto::TCP, proto::UDP] {
+            // TCP and UDP have rules of their own; ICMP, ICMPv6 and GRE only get ANY's.
+            for proto_number in [proto::TCP, proto::UDP, proto::ICMP, proto::ICMPV6, GRE] {
                 for port in PROBE_PORTS.iter().chain(&[8883]) {
                     let expected = source.iter().any(|rule| {
                         rule.net.contains(&addr)

@@ -332,3 +332,35 @@ fn quarantine_survives_kill_9_and_a_restart_reuses_the_pinned_state() {
     assert_eq!(send_burst(46_000), (4, 0), "the restarted controller enforces the same state");
     assert_eq!(s.ctl.maps().global_counter(gateway_ebpf::counter::REDIRECTED), counted_before + 4, "counters kept, not reset");
 }
+
+#[test]
+fn quarantine_cuts_an_established_flow_at_its_next_packet() {
+    // The flow caches its decision in XDP after its first packet: the quarantine must still
+    // reach the very next packet of the same 5-tuple, through real interfaces.
+    let s = setup(1, "drop");
+    s.enroll(0, Access::Enrolled);
+    let tx = s.device_socket(0);
+    let upstream = RawSocket::open(&s.lab.up, "eth0");
+    let quarantine = RawSocket::open(&s.lab.quar, "eth0");
+    let endpoints = s.endpoints(0, UPSTREAM_IP);
+    const SEGMENTS: u32 = 4;
+    let send_segments = |first_seq: u32| {
+        std::thread::scope(|scope| {
+            let q = scope.spawn(|| arrivals_to_port(&quarantine, packets::MQTT_PORT));
+            let u = scope.spawn(|| arrivals_to_port(&upstream, packets::MQTT_PORT));
+            std::thread::sleep(Duration::from_millis(100));
+            for n in 0..SEGMENTS {
+                tx.send(&packets::tcp_data(endpoints, 47_000, packets::MQTT_PORT, first_seq + n * 100, 64));
+            }
+            (q.join().expect("sniffer"), u.join().expect("sniffer"))
+        })
+    };
+    assert_eq!(send_segments(1), (0, SEGMENTS as usize), "enrolled: the flow reaches the broker");
+    s.enroll(0, Access::Quarantined);
+    assert_eq!(send_segments(1_001), (SEGMENTS as usize, 0), "quarantined: the same flow goes to the quarantine host");
+    s.enroll(0, Access::Enrolled);
+    assert_eq!(send_segments(2_001), (0, SEGMENTS as usize), "released: the same flow reaches the broker again");
+    let flows = s.ctl.maps().flows(Some(Mac(s.lab.devices[0].mac)));
+    let flow = flows.iter().find(|(key, _)| key.src_port == 47_000).expect("the flow's entry");
+    assert_eq!(flow.1.packets, 3 * u64::from(SEGMENTS), "one flow entry all along");
+}

@@ -1,0 +1,94 @@
+//! Pinned maps across an ABI change: maps pinned by a controller of an older layout (here
+//! ABI 1: 24-byte `CONFIG`, 64-byte `FLOWS` values) are recreated at load, never reused by a
+//! program that would read them with today's layout; pins of this layout are kept.
+//!
+//! Needs root (bpffs) and bpftool (to create the old-layout pins); under CI both must be
+//! there. Each test uses its own pin directory, removed on drop.
+use std::{path::PathBuf, process::Command};
+
+use aya::{EbpfLoader, maps::MapInfo, programs::Xdp};
+use gateway_ebpf::{GatewayConfig, maps as abi, programs};
+use iotgw::datapath::{loader, maps::Maps};
+use netns_tests::require_root;
+
+/// ABI 1's value sizes, before the flow verdict cache.
+const OLD_CONFIG_VALUE: u32 = 24;
+const OLD_FLOWS_VALUE: u32 = 64;
+const FLOW_KEY_BYTES: u32 = 48;
+
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new(name: &str) -> Self {
+        require_root();
+        let dir = PathBuf::from(format!("/sys/fs/bpf/iotgw-test-{name}-{}", std::process::id()));
+        loader::prepare_bpffs(&dir).expect("bpffs");
+        Self(dir)
+    }
+
+    fn pin(&self, map: &str) -> PathBuf {
+        self.0.join(map)
+    }
+
+    /// Loads the object with its maps pinned here (creating or reusing them) and verifies the
+    /// LAN program.
+    fn load(&self) -> Maps {
+        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&self.0).load(loader::object()).expect("object loads");
+        let lan: &mut Xdp = ebpf.program_mut(programs::LAN_INGRESS).expect("lan").try_into().expect("xdp");
+        lan.load().expect("verifier accepts the LAN program over these maps");
+        Maps::take(&mut ebpf).expect("maps")
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = loader::detach_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bpftool(args: &[&str]) {
+    let out = Command::new("bpftool").args(args).output().unwrap_or_else(|e| panic!("bpftool is needed for this test: {e}"));
+    assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn value_size(pin: &PathBuf) -> u32 {
+    MapInfo::from_pin(pin).expect("pinned map").value_size()
+}
+
+#[test]
+fn pins_of_an_older_layout_are_recreated_at_load() {
+    assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
+    let dir = PinDir::new("oldabi");
+    let config = dir.pin(abi::CONFIG);
+    let flows = dir.pin(abi::FLOWS);
+    let (old_config, old_flows, key) = (OLD_CONFIG_VALUE.to_string(), OLD_FLOWS_VALUE.to_string(), FLOW_KEY_BYTES.to_string());
+    bpftool(&["map", "create", config.to_str().expect("utf-8"), "type", "array", "key", "4", "value", &old_config, "entries", "1", "name", abi::CONFIG]);
+    bpftool(&["map", "create", flows.to_str().expect("utf-8"), "type", "lru_hash", "key", &key, "value", &old_flows, "entries", "16", "name", abi::FLOWS]);
+    // ABI 1's configuration: abi_version 1 (host order), drop verdicts.
+    let mut value = vec!["1", "0", "0", "0", "1", "1", "1", "2", "1", "1"];
+    value.resize(OLD_CONFIG_VALUE as usize, "0");
+    let mut args = vec!["map", "update", "pinned", config.to_str().expect("utf-8"), "key", "0", "0", "0", "0", "value"];
+    args.extend(value);
+    bpftool(&args);
+
+    assert!(loader::forget_stale_pins(&dir.0), "old-layout pins must be dropped");
+    assert!(!config.exists() && !flows.exists(), "the stale pins are gone");
+    let maps = dir.load();
+    assert_eq!(value_size(&config) as usize, size_of::<GatewayConfig>(), "CONFIG recreated in today's layout");
+    assert_eq!(value_size(&flows) as usize, size_of::<gateway_ebpf::FlowStats>(), "FLOWS recreated in today's layout");
+    maps.write_config(&GatewayConfig::default()).expect("config of this ABI");
+    assert!(!loader::forget_stale_pins(&dir.0), "pins of this layout and ABI are kept");
+    assert!(config.exists() && flows.exists());
+}
+
+#[test]
+fn pins_of_this_layout_with_another_abi_version_are_recreated() {
+    assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
+    let dir = PinDir::new("otherabi");
+    let maps = dir.load();
+    maps.write_config(&GatewayConfig { abi_version: gateway_ebpf::ABI_VERSION + 1, ..GatewayConfig::default() }).expect("config");
+    drop(maps);
+    assert!(loader::forget_stale_pins(&dir.0));
+    assert!(!dir.pin(abi::CONFIG).exists());
+}
