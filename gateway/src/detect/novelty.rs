@@ -56,7 +56,8 @@ pub const DEFAULT_PUBLIC_RESOLVERS: [&str; 24] = [
     "180.76.76.76",
 ];
 
-/// Why a service's new prefixes are expected, when they are.
+/// True when the learnt `service` already moved between servers enough that a new prefix is
+/// expected of it.
 fn rotates(config: &Config, service: Option<&baseline::profile::ServiceProfile>) -> bool {
     let Some(service) = service else { return false };
     let prefixes = service.prefixes.len();
