@@ -349,18 +349,19 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                 tokio::select! {
                     _ = shutdown.wait() => break,
                     event = events_rx.recv() => {
-                        if let Some(DatapathEvent::Sample(sample)) = &event {
-                            if sample.kind == crate::datapath::events::SampleKind::DnsAnswer && dns_tx.try_send(sample.clone()).is_err() {
-                                tracing::debug!("DNS answer queue full; answer skipped");
-                            }
+                        if let Some(DatapathEvent::Sample(sample)) = &event
+                            && sample.kind == crate::datapath::events::SampleKind::DnsAnswer
+                            && dns_tx.try_send(sample.clone()).is_err()
+                        {
+                            tracing::debug!("DNS answer queue full; answer skipped");
                         }
                         let Some(event) = event else { break };
-                        if let DatapathEvent::Flow(flow) = &event {
-                            if let std::net::IpAddr::V4(v4) = flow.src {
-                                if !v4.is_unspecified() && !v4.is_broadcast() {
-                                    let _ = maps.set_device_ipv4(flow.mac, v4);
-                                }
-                            }
+                        if let DatapathEvent::Flow(flow) = &event
+                            && let std::net::IpAddr::V4(v4) = flow.src
+                            && !v4.is_unspecified()
+                            && !v4.is_broadcast()
+                        {
+                            let _ = maps.set_device_ipv4(flow.mac, v4);
                         }
                         if inventory_tx.try_send(InventoryInput::Event(event.clone())).is_err() {
                             tracing::debug!("inventory queue full; event skipped");
@@ -417,7 +418,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                     if sample.tx_packets == 0 && sample.rx_packets == 0 {
                         continue;
                     }
-                    let _ = inventory_tx.try_send(InventoryInput::Traffic(sample.clone()));
+                    let _ = inventory_tx.try_send(InventoryInput::Traffic(sample));
                     let _ = detect_tx.send(crate::respond::pipeline::Command::Input(crate::baseline::Input::Traffic(sample))).await;
                 }
                 let _ = detect_tx.send(crate::respond::pipeline::Command::Tick(now)).await;
@@ -593,10 +594,10 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                     }
                     _ = async { match next_expiry { Some(at) => tokio::time::sleep_until(at.into()).await, None => std::future::pending().await } } => {
                         // Addresses whose TTL ran out close again.
-                        if !dns.tick(std::time::Instant::now()).is_empty() {
-                            if let Err(error) = apply_policy(&maps, &config, &policy.current(), &dns) {
-                                tracing::error!(%error, "removing expired DNS-resolved rules");
-                            }
+                        if !dns.tick(std::time::Instant::now()).is_empty()
+                            && let Err(error) = apply_policy(&maps, &config, &policy.current(), &dns)
+                        {
+                            tracing::error!(%error, "removing expired DNS-resolved rules");
                         }
                         continue;
                     }

@@ -131,7 +131,7 @@ pub fn prepare_bpffs(pin_path: &Path) -> Result<(), LoadError> {
     let fail = |message: String| LoadError::BpfFs { path: pin_path.to_owned(), message };
     let root = Path::new("/sys/fs/bpf");
     let mounted = nix::sys::statfs::statfs(root)
-        .map(|fs| fs.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .map(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC)
         .unwrap_or(false);
     if !mounted {
         std::fs::create_dir_all(root).map_err(|e| fail(e.to_string()))?;

@@ -70,10 +70,10 @@ pub struct Maps {
 impl Maps {
     /// Takes the maps out of a freshly loaded object (the ring buffer stays for `events`).
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, ControlError> {
-        let mut take = |name: &'static str| {
+        let take = |name: &'static str| {
             ebpf.take_map(name).ok_or(ControlError::Map { map: name, message: "missing from the object".into() })
         };
-        Self::from_maps(|name| take(name))
+        Self::from_maps(take)
     }
 
     /// Opens the maps from their pins (for tools and tests that run beside a controller).

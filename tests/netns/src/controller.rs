@@ -147,10 +147,10 @@ impl Controller {
             if self.log.lock().expect("log lock").iter().any(|line| line.contains(needle)) {
                 return;
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("iotgw exited ({status}) before logging {needle:?}");
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("iotgw exited ({status}) before logging {needle:?}");
             }
             assert!(Instant::now() < deadline, "iotgw did not log {needle:?} within {timeout:?}");
             std::thread::sleep(Duration::from_millis(50));

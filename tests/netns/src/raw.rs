@@ -79,7 +79,7 @@ impl RawSocket {
                 continue;
             }
             // Frames we sent ourselves come back as PACKET_OUTGOING: not arrivals.
-            if from.sll_pkttype == libc::PACKET_OUTGOING as u8 || from.sll_ifindex != self.if_index {
+            if from.sll_pkttype == libc::PACKET_OUTGOING || from.sll_ifindex != self.if_index {
                 continue;
             }
             let frame = &buf[..n as usize];

@@ -14,7 +14,7 @@ use netns_tests::{lab::Lab, scenario::Scenario};
 /// Runs per misbehaviour (each builds its own lab: about 10 s).
 const RUNS: usize = 10;
 /// Normal traffic after learning, watched for false alerts.
-const NORMAL_RUN: Duration = Duration::from_secs(60);
+const NORMAL_RUN: Duration = Duration::from_secs(600);
 /// Longest wait for a quarantine before a run counts as missed.
 const MISSED: Duration = Duration::from_secs(5);
 
