@@ -66,6 +66,8 @@ pub const DEFAULT_ROTATING_SHARE: f64 = 0.25;
 pub const DEFAULT_CALM: Duration = Duration::from_secs(60);
 /// Flows remembered per device for the scan window (a scanner at line rate stays bounded).
 pub const RECENT_FLOWS_CAPACITY: usize = 8_192;
+/// Rise in score at which an open incident is alerted again.
+pub const ESCALATION_STEP: f64 = 0.1;
 /// Flows listed as evidence in one alert.
 pub const EVIDENCE_FLOWS: usize = 10;
 /// Ports whose appearance towards a new LAN peer weighs more: remote shells and file shares.
@@ -193,6 +195,8 @@ struct DeviceState {
 struct Incident {
     last_trigger: SystemTime,
     device_ip: Option<IpAddr>,
+    /// Highest score alerted so far.
+    score: f64,
 }
 
 /// What one detector concluded about one input, before incident bookkeeping.
@@ -266,11 +270,19 @@ impl Detector {
         let device_ip = self.devices.get(&mac).and_then(|d| d.ip);
         for trigger in triggers {
             let key = (mac, trigger.detector);
+            let mut observed = trigger.observed;
             if let Some(incident) = self.incidents.get_mut(&key) {
                 incident.last_trigger = self.now;
-                continue;
+                // A growing incident (a scan reaching more hosts) is alerted again when its
+                // score has risen by a step, so responses that start at a higher score act.
+                if trigger.score < incident.score + ESCALATION_STEP {
+                    continue;
+                }
+                observed = format!("{observed} (escalated from {:.2})", incident.score);
+                incident.score = trigger.score;
+            } else {
+                self.incidents.insert(key, Incident { last_trigger: self.now, device_ip, score: trigger.score });
             }
-            self.incidents.insert(key, Incident { last_trigger: self.now, device_ip });
             tracing::info!(device = %mac, detector = %trigger.detector, score = trigger.score, "alert");
             alerts.push(Alert {
                 time: self.now,
@@ -280,7 +292,7 @@ impl Detector {
                 incident: IncidentId::new(mac, trigger.detector),
                 score: trigger.score,
                 expected: trigger.expected,
-                observed: trigger.observed,
+                observed,
                 flows: trigger.flows,
                 resolved: false,
             });

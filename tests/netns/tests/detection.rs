@@ -87,3 +87,26 @@ fn normal_behaviour_after_learning_raises_no_alert() {
     assert_eq!(s.ctl.log_count("alert raised"), 0, "no alert on normal traffic");
     let _ = (Mac([0; 6]), GATEWAY_LAN_IP, Controller::start as fn(&Lab, &[(&str, &str)], &str) -> Controller);
 }
+
+/// The demo's path under CI: the shipped policy files (their response rules, not the lab's
+/// permissive one) quarantine a Mirai-style scan. The scan's first alert scores low; the
+/// incident is alerted again as it grows, and the shipped quarantine rule takes it.
+#[test]
+fn shipped_policies_quarantine_a_telnet_scan() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).expect("policy file")))
+        .collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let lab = Lab::new(1);
+    let mut s = Scenario::start_with(&lab, &refs);
+    s.learn_normal_behaviour();
+    let outcome = s.telnet_scan_until_quarantined();
+    println!("shipped policies: scan quarantined in XDP {:?} ({} frames)", outcome.latency, outcome.frames_sent);
+    assert_eq!(s.access(), Some(Access::Quarantined));
+    assert!(outcome.latency <= Duration::from_secs(1), "enforcement took {:?}", outcome.latency);
+    s.ctl.wait_for_log("escalated from", Duration::from_secs(1));
+}

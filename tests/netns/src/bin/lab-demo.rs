@@ -51,10 +51,14 @@ fn main() {
 
     step("the meter is compromised and starts a Mirai-style telnet scan of the upstream network");
     let outcome = s.telnet_scan_until_quarantined();
-    report(&format!(
-        "iotgw detected it and quarantined the meter in XDP {:?} after the first scan frame ({} frames sent)",
-        outcome.latency, outcome.frames_sent
-    ));
+    if outcome.latency == Duration::MAX {
+        report(&format!("the meter was NOT quarantined ({} scan frames sent): see the alerts above", outcome.frames_sent));
+    } else {
+        report(&format!(
+            "iotgw detected it and quarantined the meter in XDP {:?} after the first scan frame ({} frames sent)",
+            outcome.latency, outcome.frames_sent
+        ));
+    }
     report(&format!("device table now says: {:?}", s.access().unwrap_or(Access::Unknown)));
     let before = s.ctl.maps().global_counter(counter::REDIRECTED);
     s.send_normal_reading(60_000);
@@ -63,7 +67,14 @@ fn main() {
         "the meter's next frames go to the quarantine host: {} redirected",
         s.ctl.maps().global_counter(counter::REDIRECTED) - before
     ));
+    let quarantined = s.access() == Some(Access::Quarantined);
     step("done: a human would now inspect it and run `iotgw release MAC`; stopping iotgw and removing the lab");
+    drop(s);
+    drop(lab);
+    if !quarantined {
+        eprintln!("demo failed: the scanning meter was not quarantined");
+        std::process::exit(1);
+    }
 }
 
 fn drops(s: &Scenario, mac: [u8; 6], why: u32) -> u64 {
