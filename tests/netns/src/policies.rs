@@ -25,3 +25,16 @@ ports = [53]
 pub fn defaults(malformed: &str) -> String {
     format!("[defaults]\nmalformed = \"{malformed}\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n")
 }
+
+/// The shipped policy files (`policies/*.toml` at the repository root, or `dir`), as
+/// (file name, text) for `Scenario::start_with`.
+pub fn shipped(dir: Option<&std::path::Path>) -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let dir = dir.unwrap_or(&root);
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).expect("policy file")))
+        .collect()
+}

@@ -93,13 +93,7 @@ fn normal_behaviour_after_learning_raises_no_alert() {
 /// incident is alerted again as it grows, and the shipped quarantine rule takes it.
 #[test]
 fn shipped_policies_quarantine_a_telnet_scan() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-    let files: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).expect("policy file")))
-        .collect();
+    let files = netns_tests::policies::shipped(None);
     let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
     let lab = Lab::new(1);
     let mut s = Scenario::start_with(&lab, &refs);

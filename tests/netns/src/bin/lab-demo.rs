@@ -16,12 +16,7 @@ use netns_tests::{
 
 fn main() {
     let policy_dir = std::env::args().nth(1).map(PathBuf::from).unwrap_or_else(|| PathBuf::from("policies"));
-    let files: Vec<(String, String)> = std::fs::read_dir(&policy_dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", policy_dir.display()))
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).expect("policy file")))
-        .collect();
+    let files = netns_tests::policies::shipped(Some(&policy_dir));
     let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
 
     step("building the lab: 2 devices on a switch, the gateway (LAN, WAN, quarantine port), upstream, a quarantine host");
