@@ -219,7 +219,7 @@ fn assign_classes(maps: &Maps, conn: &rusqlite::Connection, policy: &CompiledPol
 /// Runs the gateway until shutdown. `policy` was checked before anything was attached.
 pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let mut policy = policy;
-    let mut loaded = loader::load_and_attach(&config.datapath).context("loading the XDP datapath")?;
+    let mut loaded = loader::load(&config.datapath).context("loading the XDP datapath")?;
     let maps = Arc::new(Maps::take(&mut loaded.ebpf).context("opening the datapath maps")?);
     let mut ring = RingReader::new(&mut loaded.ebpf).context("opening the event ring buffer")?;
 
@@ -237,6 +237,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let mut dns = DnsTracker::new(&policy.current());
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(policy.current());
     apply_policy(&maps, &config, &policy.current(), &dns)?;
+    // Only now does traffic meet the programs: configured maps, never blank ones.
+    loader::attach_all(&mut loaded, &config.datapath).context("attaching the XDP programs")?;
     tracing::info!(devices = maps.devices().len(), "datapath configured (pinned state kept)");
     let bus = EventBus::default();
 

@@ -145,7 +145,10 @@ pub fn prepare_bpffs(pin_path: &Path) -> Result<(), LoadError> {
 
 /// Loads the object with its maps pinned under `config.pin_path`, then attaches the LAN
 /// program (and the WAN one if configured).
-pub fn load_and_attach(config: &DatapathConfig) -> Result<Loaded, LoadError> {
+/// Loads the programs and opens (or creates) the pinned maps, without attaching anything:
+/// the caller writes the configuration and policy first, so fresh maps (first start, or an
+/// ABI change that recreated them) never meet traffic unconfigured. Then `attach_all`.
+pub fn load(config: &DatapathConfig) -> Result<Loaded, LoadError> {
     if OBJECT.is_empty() {
         return Err(LoadError::NoObject);
     }
@@ -169,15 +172,19 @@ pub fn load_and_attach(config: &DatapathConfig) -> Result<Loaded, LoadError> {
             None
         }
     };
-    let mut attachments = Vec::new();
-    attachments.push(attach(&mut ebpf, programs::LAN_INGRESS, &config.lan_interface, config)?);
+    Ok(Loaded { ebpf, attachments: Vec::new(), xdp_log })
+}
+
+/// Attaches (or atomically swaps in) the LAN and WAN programs of `loaded`.
+pub fn attach_all(loaded: &mut Loaded, config: &DatapathConfig) -> Result<(), LoadError> {
+    loaded.attachments.push(attach(&mut loaded.ebpf, programs::LAN_INGRESS, &config.lan_interface, config)?);
     if let Some(wan) = &config.wan_interface {
-        attachments.push(attach(&mut ebpf, programs::WAN_INGRESS, wan, config)?);
+        loaded.attachments.push(attach(&mut loaded.ebpf, programs::WAN_INGRESS, wan, config)?);
     }
-    for a in &attachments {
+    for a in &loaded.attachments {
         tracing::info!(interface = %a.interface, program = a.program, mode = a.mode, replaced = a.replaced, "XDP attached");
     }
-    Ok(Loaded { ebpf, attachments, xdp_log })
+    Ok(())
 }
 
 /// Pinned maps of another ABI may have other layouts: when the pinned `CONFIG` holds another
