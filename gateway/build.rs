@@ -17,8 +17,7 @@ fn main() -> anyhow::Result<()> {
     aya_build::build_ebpf([package], aya_build::Toolchain::default())
         .context("building the XDP object (run `cargo xtask setup` first)")?;
     // aya-build writes nothing when skipped; embed an empty object so host-only builds link.
-    let object = std::path::Path::new(&std::env::var("OUT_DIR").context("OUT_DIR")?)
-        .join(gateway_ebpf_object_name());
+    let object = std::path::Path::new(&std::env::var("OUT_DIR").context("OUT_DIR")?).join(gateway_ebpf_object_name());
     if !object.exists() {
         std::fs::write(&object, []).with_context(|| format!("writing {}", object.display()))?;
     }

@@ -195,7 +195,10 @@ fn drive(devices: usize, image_kib: usize) {
                 .await;
                 // Every device waits here (success or not), so the barrier always opens.
                 if barrier.wait().await.is_leader() {
-                    eprintln!("  all {devices} downloads in flight after {:.2} s", load_start_task.elapsed().as_secs_f64());
+                    eprintln!(
+                        "  all {devices} downloads in flight after {:.2} s",
+                        load_start_task.elapsed().as_secs_f64()
+                    );
                 }
                 let (mut response, mut hasher) = outcome?;
                 while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
@@ -242,8 +245,17 @@ fn drive(devices: usize, image_kib: usize) {
     for e in failed.iter().take(5) {
         println!("    e.g. {e}");
     }
-    println!("  wall time (handshakes + downloads): {:.2} s, {:.1} MiB/s", elapsed.as_secs_f64(), megabytes / elapsed.as_secs_f64());
-    println!("  server RSS: idle {} MiB, peak (VmHWM) {} MiB, sampled max {} MiB", idle_rss / 1024, hwm / 1024, sampled_rss / 1024);
+    println!(
+        "  wall time (handshakes + downloads): {:.2} s, {:.1} MiB/s",
+        elapsed.as_secs_f64(),
+        megabytes / elapsed.as_secs_f64()
+    );
+    println!(
+        "  server RSS: idle {} MiB, peak (VmHWM) {} MiB, sampled max {} MiB",
+        idle_rss / 1024,
+        hwm / 1024,
+        sampled_rss / 1024
+    );
     println!(
         "  server RSS per concurrent download: {:.1} KiB (image size {} KiB: images are streamed, not held)",
         (hwm.saturating_sub(idle_rss)) as f64 / peak.max(1) as f64,
@@ -268,9 +280,5 @@ fn client(ca_pem: &str, cert: &str, key: &str) -> reqwest::Client {
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .unwrap();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(DEADLINE)
-        .build()
-        .unwrap()
+    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(DEADLINE).build().unwrap()
 }

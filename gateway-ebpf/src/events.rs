@@ -3,14 +3,21 @@
 //! blocks: when it is full the event is counted as lost and the packet goes on.
 use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
 use gateway_ebpf::{
-    EventHeader, FlowEvent, FlowKey, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter,
-    event_kind,
+    EventHeader, FlowEvent, FlowKey, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter, event_kind,
 };
 
 use crate::{EVENTS, count, policy::Decision};
 
 #[inline(always)]
-pub fn new_flow(key: &FlowKey, syn: &SynFingerprint, tcp_flags: u8, frame_bytes: u32, state: u8, decision: &Decision, now: u64) {
+pub fn new_flow(
+    key: &FlowKey,
+    syn: &SynFingerprint,
+    tcp_flags: u8,
+    frame_bytes: u32,
+    state: u8,
+    decision: &Decision,
+    now: u64,
+) {
     let Some(mut entry) = EVENTS.reserve::<FlowEvent>(0) else {
         count(counter::EVENTS_LOST);
         crate::rare::events_lost();
@@ -30,7 +37,16 @@ pub fn new_flow(key: &FlowKey, syn: &SynFingerprint, tcp_flags: u8, frame_bytes:
 
 /// Copies the frame from `l3_offset` on (at most `SAMPLE_BYTES`).
 #[inline(always)]
-pub fn sample(ctx: &XdpContext, mac: &MacKey, kind: u8, l3_offset: usize, payload_offset: usize, state: u8, decision: &Decision, now: u64) {
+pub fn sample(
+    ctx: &XdpContext,
+    mac: &MacKey,
+    kind: u8,
+    l3_offset: usize,
+    payload_offset: usize,
+    state: u8,
+    decision: &Decision,
+    now: u64,
+) {
     let frame_len = ctx.data_end() - ctx.data();
     if l3_offset >= frame_len {
         return;
@@ -57,8 +73,7 @@ pub fn sample(ctx: &XdpContext, mac: &MacKey, kind: u8, l3_offset: usize, payloa
         (*event).frame_bytes = frame_len as u16;
         (*event).payload_offset = payload_offset.saturating_sub(l3_offset) as u16;
         (*event).mac = *mac;
-        if len == 0
-            || bpf_xdp_load_bytes(ctx.ctx, l3_offset as u32, (*event).data.as_mut_ptr().cast(), len as u32) != 0
+        if len == 0 || bpf_xdp_load_bytes(ctx.ctx, l3_offset as u32, (*event).data.as_mut_ptr().cast(), len as u32) != 0
         {
             entry.discard(0);
             return;
@@ -69,5 +84,12 @@ pub fn sample(ctx: &XdpContext, mac: &MacKey, kind: u8, l3_offset: usize, payloa
 
 #[inline(always)]
 fn header(kind: u8, state: u8, decision: &Decision, now: u64) -> EventHeader {
-    EventHeader { kind, verdict: decision.verdict, device_state: state, _pad: 0, reason: decision.reason, timestamp_ns: now }
+    EventHeader {
+        kind,
+        verdict: decision.verdict,
+        device_state: state,
+        _pad: 0,
+        reason: decision.reason,
+        timestamp_ns: now,
+    }
 }

@@ -17,8 +17,7 @@
 //! Reads `FLOWS` and `DEVICE_STATS`; writes both.
 use aya_ebpf::bindings::BPF_NOEXIST;
 use gateway_ebpf::{
-    CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowStats, MacKey, SynFingerprint, counter,
-    proto, reason,
+    CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowStats, MacKey, SynFingerprint, counter, proto, reason,
 };
 
 use crate::{DEVICE_STATS, FLOWS, count, parse::Ip, policy::Decision};
@@ -111,9 +110,8 @@ pub fn cached_decision(stats: *mut FlowStats, device: &DeviceEntry, generation: 
     let (word, policy_id) =
         unsafe { (core::ptr::read_volatile(&raw const (*stats).decision), (*stats).decided_policy_id) };
     let cached = CachedDecision::unpack(word);
-    let valid = cached.policy_generation == generation
-        && cached.device_state == device.state
-        && policy_id == device.policy_id;
+    let valid =
+        cached.policy_generation == generation && cached.device_state == device.state && policy_id == device.policy_id;
     valid.then_some(Decision { verdict: cached.verdict, reason: u32::from(cached.reason) })
 }
 
@@ -124,8 +122,13 @@ pub fn to_cache(decision: &Decision, device: &DeviceEntry, generation: u32, ip: 
         return CachedDecision::NONE;
     }
     // Reason codes are below 256 (`reason::COUNT`), so the cast keeps them whole.
-    CachedDecision { policy_generation: generation, device_state: device.state, verdict: decision.verdict, reason: decision.reason as u8 }
-        .pack()
+    CachedDecision {
+        policy_generation: generation,
+        device_state: device.state,
+        verdict: decision.verdict,
+        reason: decision.reason as u8,
+    }
+    .pack()
 }
 
 /// Accounts the packet to its known flow; `recomputed` is the decision to cache when the
@@ -155,7 +158,16 @@ static NEW_FLOW: FlowStats = FlowStats::NEW;
 /// Returns true when this packet opened it, false when another CPU did first.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn open(key: &FlowKey, ip: &Ip, syn: &SynFingerprint, frame_bytes: u64, verdict: u8, decision: u64, policy_id: u32, now: u64) -> bool {
+pub fn open(
+    key: &FlowKey,
+    ip: &Ip,
+    syn: &SynFingerprint,
+    frame_bytes: u64,
+    verdict: u8,
+    decision: u64,
+    policy_id: u32,
+    now: u64,
+) -> bool {
     let opened = FLOWS.insert(key, &NEW_FLOW, u64::from(BPF_NOEXIST)).is_ok();
     let Some(stats) = FLOWS.get_ptr_mut(key) else {
         count(counter::FLOW_INSERT_FAILED);

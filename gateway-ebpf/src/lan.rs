@@ -1,8 +1,8 @@
 //! The LAN program: frames from the devices, through every step in order.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use gateway_ebpf::{
-    ABI_VERSION, DeviceEntry, GatewayConfig, MacKey, SynFingerprint, counter, device_state, proto, reason,
-    sample_kind, verdict,
+    ABI_VERSION, DeviceEntry, GatewayConfig, MacKey, SynFingerprint, counter, device_state, proto, reason, sample_kind,
+    verdict,
 };
 
 use crate::{
@@ -114,10 +114,13 @@ fn flow_then_policy(ctx: &XdpContext, seen: &Seen, config: &GatewayConfig) -> De
     let decision = policy::from_device(device, ip, config);
     let cache = flow::to_cache(&decision, device, generation, ip);
     match known {
-        Some(stats) => flow::add(stats, ip, seen.frame_bytes, decision.verdict, Some((cache, device.policy_id)), seen.now),
+        Some(stats) => {
+            flow::add(stats, ip, seen.frame_bytes, decision.verdict, Some((cache, device.policy_id)), seen.now)
+        }
         None => {
             let syn = if parse::is_syn(ip) { parse::syn_fingerprint(ctx, ip) } else { SynFingerprint::default() };
-            let opened = flow::open(&key, ip, &syn, seen.frame_bytes, decision.verdict, cache, device.policy_id, seen.now);
+            let opened =
+                flow::open(&key, ip, &syn, seen.frame_bytes, decision.verdict, cache, device.policy_id, seen.now);
             if opened && config.flow_events != 0 {
                 events::new_flow(&key, &syn, ip.tcp_flags, seen.frame_bytes as u32, device.state, &decision, seen.now);
             }

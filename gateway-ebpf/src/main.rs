@@ -30,8 +30,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_ebpf::{
-    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule,
-    counter, device_state, maps as abi,
+    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule, counter, device_state,
+    maps as abi,
 };
 
 #[map(name = "DEVICES")]
@@ -41,8 +41,7 @@ static DEVICES: HashMap<MacKey, DeviceEntry> = HashMap::pinned(abi::DEVICES_CAPA
 static DEVICE_IPV4: HashMap<[u8; 4], MacKey> = HashMap::pinned(abi::DEVICE_IPV4_CAPACITY, 0);
 
 #[map(name = "DEVICE_STATS")]
-static DEVICE_STATS: LruPerCpuHashMap<MacKey, DeviceStats> =
-    LruPerCpuHashMap::pinned(abi::DEVICE_STATS_CAPACITY, 0);
+static DEVICE_STATS: LruPerCpuHashMap<MacKey, DeviceStats> = LruPerCpuHashMap::pinned(abi::DEVICE_STATS_CAPACITY, 0);
 
 #[map(name = "FLOWS")]
 static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::pinned(abi::FLOWS_CAPACITY, 0);

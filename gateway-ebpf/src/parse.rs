@@ -6,9 +6,7 @@
 //! the packet is trusted beyond what the frame actually holds. A frame that is not what its
 //! headers claim is an `Err(reason)`, never a guess.
 use aya_ebpf::programs::XdpContext;
-use gateway_ebpf::{
-    MAX_IPV6_EXT_HEADERS, MAX_TCP_OPTIONS, MAX_VLAN_TAGS, SynFingerprint, proto, reason,
-};
+use gateway_ebpf::{MAX_IPV6_EXT_HEADERS, MAX_TCP_OPTIONS, MAX_VLAN_TAGS, SynFingerprint, proto, reason};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -282,7 +280,8 @@ pub fn is_syn(ip: &Ip) -> bool {
 // A BPF subprogram, not inlined: only SYNs need it, and it keeps the option loop out of the main path.
 #[inline(never)]
 pub fn syn_fingerprint(ctx: &XdpContext, ip: &Ip) -> SynFingerprint {
-    let mut fp = SynFingerprint { ttl: ip.ttl, dont_fragment: ip.dont_fragment, window_scale: 0xff, ..Default::default() };
+    let mut fp =
+        SynFingerprint { ttl: ip.ttl, dont_fragment: ip.dont_fragment, window_scale: 0xff, ..Default::default() };
     let Some(hdr) = ptr_at::<[u8; TcpHdr::LEN]>(ctx, ip.l4_offset) else { return fp };
     // SAFETY: bounds checked by ptr_at.
     let hdr = unsafe { *hdr };
@@ -327,8 +326,7 @@ pub fn syn_fingerprint(ctx: &XdpContext, ip: &Ip) -> SynFingerprint {
 fn load_u8(ctx: &XdpContext, offset: usize) -> Option<u8> {
     let mut byte = 0u8;
     // SAFETY: writes one byte into `byte`; the helper fails cleanly outside the packet.
-    let rc = unsafe {
-        aya_ebpf::helpers::generated::bpf_xdp_load_bytes(ctx.ctx, offset as u32, (&raw mut byte).cast(), 1)
-    };
+    let rc =
+        unsafe { aya_ebpf::helpers::generated::bpf_xdp_load_bytes(ctx.ctx, offset as u32, (&raw mut byte).cast(), 1) };
     (rc == 0).then_some(byte)
 }

@@ -4,8 +4,8 @@
 //! into these maps; nothing here is a built-in default.
 use aya_ebpf::maps::lpm_trie::Key;
 use gateway_ebpf::{
-    DeviceEntry, GatewayConfig, MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule,
-    device_state, lane, proto, reason, verdict,
+    DeviceEntry, GatewayConfig, MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, device_state, lane,
+    proto, reason, verdict,
 };
 
 use crate::{POLICY_V4, POLICY_V6, parse::Ip};
@@ -91,12 +91,8 @@ fn is_folded(ip_proto: u8) -> bool {
 fn lookup(policy_id: u32, ip_proto: u8, version: u8, addr: &[u8; 16]) -> Option<&'static PolicyRule> {
     let policy_id = policy_id.to_be_bytes();
     if version == 4 {
-        let key = PolicyKey::<4> {
-            policy_id,
-            proto: ip_proto,
-            _pad: [0; 3],
-            addr: [addr[0], addr[1], addr[2], addr[3]],
-        };
+        let key =
+            PolicyKey::<4> { policy_id, proto: ip_proto, _pad: [0; 3], addr: [addr[0], addr[1], addr[2], addr[3]] };
         POLICY_V4.get(Key::new(POLICY_KEY_FIXED_BITS + 32, key))
     } else {
         let key = PolicyKey::<16> { policy_id, proto: ip_proto, _pad: [0; 3], addr: *addr };

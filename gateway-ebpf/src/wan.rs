@@ -7,8 +7,7 @@ use gateway_ebpf::{ABI_VERSION, counter, proto, sample_kind, verdict};
 use crate::{
     CONFIG, DEVICE_IPV4, classify, count, events, flow,
     parse::{self, ETH_P_IPV4},
-    policy,
-    verdict as apply,
+    policy, verdict as apply,
 };
 
 const DNS_PORT: u16 = 53;
@@ -43,7 +42,16 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
     if decision.verdict == verdict::PASS {
         flow::count_rx(&mac, (ctx.data_end() - ctx.data()) as u64);
         if config.sample_packets != 0 && ip.proto == proto::UDP && ip.src_port == DNS_PORT && ip.payload_offset != 0 {
-            events::sample(ctx, &mac, sample_kind::DNS_ANSWER, link.l3_offset, ip.payload_offset, device.state, &decision, flow::now());
+            events::sample(
+                ctx,
+                &mac,
+                sample_kind::DNS_ANSWER,
+                link.l3_offset,
+                ip.payload_offset,
+                device.state,
+                &decision,
+                flow::now(),
+            );
         }
     }
     apply::apply(ctx, Some(&mac), &decision, config)

@@ -158,26 +158,18 @@ pub enum ConfigError {
 
 /// Reads and checks the configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
     parse(path, &text)
 }
 
 /// Parses configuration text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|error| {
-        let (line, column) = error
-            .span()
-            .map(|span| line_column(text, span.start))
-            .unwrap_or((0, 0));
+        let (line, column) = error.span().map(|span| line_column(text, span.start)).unwrap_or((0, 0));
         ConfigError::Parse { path: path.to_owned(), line, column, message: error.message().to_owned() }
     })?;
     let problems = config.problems();
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigError::Invalid { path: path.to_owned(), problems })
-    }
+    if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid { path: path.to_owned(), problems }) }
 }
 
 impl Config {
@@ -189,10 +181,15 @@ impl Config {
             problems.push("datapath.lan_interface must not be empty".to_owned());
         }
         if d.quarantine_interface.is_some() && d.quarantine_host_mac.is_none() {
-            problems.push("datapath.quarantine_host_mac is required to redirect to datapath.quarantine_interface".to_owned());
+            problems.push(
+                "datapath.quarantine_host_mac is required to redirect to datapath.quarantine_interface".to_owned(),
+            );
         }
         if !(MIN_COUNTER_INTERVAL_MS..=60_000).contains(&d.counter_interval_ms) {
-            problems.push(format!("datapath.counter_interval_ms = {} must be within {MIN_COUNTER_INTERVAL_MS}..=60000", d.counter_interval_ms));
+            problems.push(format!(
+                "datapath.counter_interval_ms = {} must be within {MIN_COUNTER_INTERVAL_MS}..=60000",
+                d.counter_interval_ms
+            ));
         }
         for (name, value) in [("devices_capacity", d.devices_capacity), ("flows_capacity", d.flows_capacity)] {
             if value == 0 {

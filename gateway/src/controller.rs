@@ -8,9 +8,14 @@ use gateway_ebpf::GatewayConfig;
 
 use crate::{
     config::Config,
+    datapath::{
+        DeviceControl as _,
+        events::{DatapathEvent, RingReader},
+        loader,
+        maps::Maps,
+    },
     event::{EventBus, EventKind, GatewayEvent, Severity},
     policy::{CompiledPolicy, DnsTracker, PolicyStore, Verdicts},
-    datapath::{DeviceControl as _, events::{DatapathEvent, RingReader}, loader, maps::Maps},
     shutdown,
 };
 
@@ -113,7 +118,10 @@ pub enum InventoryInput {
     Event(DatapathEvent),
     Traffic(crate::baseline::TrafficSample),
     /// A device reported a firmware install through the OTA service.
-    Firmware { mac: crate::device::Mac, version: String },
+    Firmware {
+        mac: crate::device::Mac,
+        version: String,
+    },
 }
 
 /// The inventory's thread: its own SQLite connection, fed by the fan-out. What it learns
@@ -163,7 +171,9 @@ fn spawn_inventory(
                             },
                         )
                         .map(|()| Vec::new()),
-                    InventoryInput::Firmware { mac, version } => inventory.set_firmware(mac, &version, "ota").map(|()| Vec::new()),
+                    InventoryInput::Firmware { mac, version } => {
+                        inventory.set_firmware(mac, &version, "ota").map(|()| Vec::new())
+                    }
                 };
                 match result {
                     Ok(changes) => {
@@ -204,7 +214,11 @@ fn assign_classes(maps: &Maps, conn: &rusqlite::Connection, policy: &CompiledPol
         if (entry.policy_id, entry.class_id) == (class.policy_id.0, class.class_id.0) {
             continue;
         }
-        let access = crate::datapath::DeviceAccess { access: crate::device::Access::Enrolled, policy_id: class.policy_id.0, class_id: class.class_id.0 };
+        let access = crate::datapath::DeviceAccess {
+            access: crate::device::Access::Enrolled,
+            policy_id: class.policy_id.0,
+            class_id: class.class_id.0,
+        };
         match maps.set_access(mac, access) {
             Ok(()) => {
                 tracing::info!(device = %mac, class = %class.name, matched_by = ?class.matched_by, "enrolled device put on its class policy");
@@ -385,7 +399,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         let inventory_tx = inventory_tx.clone();
         let mut shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let mut previous: std::collections::HashMap<crate::device::Mac, crate::datapath::maps::DeviceCounters> = maps.device_counters().into_iter().collect();
+            let mut previous: std::collections::HashMap<crate::device::Mac, crate::datapath::maps::DeviceCounters> =
+                maps.device_counters().into_iter().collect();
             let mut ticker = tokio::time::interval(counter_interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_read = std::time::Instant::now();
@@ -421,7 +436,9 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                         continue;
                     }
                     let _ = inventory_tx.try_send(InventoryInput::Traffic(sample));
-                    let _ = detect_tx.send(crate::respond::pipeline::Command::Input(crate::baseline::Input::Traffic(sample))).await;
+                    let _ = detect_tx
+                        .send(crate::respond::pipeline::Command::Input(crate::baseline::Input::Traffic(sample)))
+                        .await;
                 }
                 let _ = detect_tx.send(crate::respond::pipeline::Command::Tick(now)).await;
             }
@@ -430,14 +447,29 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
 
     // Identity (EST enrollment, access follows certificates), integrations, OTA.
     let identity = if config.identity.enabled {
-        Some(crate::identity::service::spawn(&config.identity, &config.store.path, control.clone(), bus.clone(), shutdown.clone()).await.context("starting the identity service")?)
+        Some(
+            crate::identity::service::spawn(
+                &config.identity,
+                &config.store.path,
+                control.clone(),
+                bus.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .context("starting the identity service")?,
+        )
     } else {
         None
     };
-    let integrations = crate::integrations::spawn(config.integrations.clone(), &config.store.path, bus.clone(), shutdown.clone())
-        .context("starting integrations")?;
+    let integrations =
+        crate::integrations::spawn(config.integrations.clone(), &config.store.path, bus.clone(), shutdown.clone())
+            .context("starting integrations")?;
     let ota = if config.ota.enabled {
-        Some(crate::ota::spawn(&config.ota, &config.store.path, bus.clone(), shutdown.clone()).await.context("starting the OTA service")?)
+        Some(
+            crate::ota::spawn(&config.ota, &config.store.path, bus.clone(), shutdown.clone())
+                .await
+                .context("starting the OTA service")?,
+        )
     } else {
         None
     };
@@ -447,7 +479,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     shared_policy.set(crate::api::policy_view::snapshot(&policy.current()));
     let metrics = Arc::new(crate::api::metrics::Metrics::new());
     {
-        let directory = crate::api::inventory_directory::InventoryDirectory::open(&config.store.path).context("opening the store for the API")?;
+        let directory = crate::api::inventory_directory::InventoryDirectory::open(&config.store.path)
+            .context("opening the store for the API")?;
         let interfaces = loaded
             .attachments
             .iter()
@@ -463,8 +496,13 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
             .with_policies(shared_policy.clone())
             .with_events(bus.clone())
             .with_interfaces(interfaces);
-        let soar = crate::integrations::soar::SoarState::new(&config.integrations, &config.store.path, control.clone(), bus.clone())
-            .context("opening the store for SOAR actions")?;
+        let soar = crate::integrations::soar::SoarState::new(
+            &config.integrations,
+            &config.store.path,
+            control.clone(),
+            bus.clone(),
+        )
+        .context("opening the store for SOAR actions")?;
         let app = crate::api::router(state).nest("/api/v1/soar", crate::integrations::soar::router(soar));
         let listener = crate::api::bind(&config.api).await.context("binding the API")?;
         let shutdown = shutdown.clone();

@@ -5,8 +5,7 @@ use tokio::sync::watch;
 pub async fn signal() {
     use tokio::signal::unix::{SignalKind, signal};
     // Both handlers are installed before waiting, so neither signal can be missed.
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers; waiting forever");
         return std::future::pending().await;
     };

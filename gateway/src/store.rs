@@ -89,11 +89,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         if current.is_some_and(|v| v >= migration.version) {
             continue;
         }
-        let fail = |source| StoreError::Migrate {
-            component: migration.component,
-            version: migration.version,
-            source,
-        };
+        let fail = |source| StoreError::Migrate { component: migration.component, version: migration.version, source };
         let tx = conn.transaction().map_err(fail)?;
         tx.execute_batch(migration.sql).map_err(fail)?;
         tx.execute(
@@ -110,11 +106,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         *v = (*v).max(m.version);
     }
     for (component, known) in known {
-        let found: Option<u32> = conn.query_row(
-            "SELECT MAX(version) FROM schema_migrations WHERE component = ?1",
-            [component],
-            |row| row.get(0),
-        )?;
+        let found: Option<u32> =
+            conn.query_row("SELECT MAX(version) FROM schema_migrations WHERE component = ?1", [component], |row| {
+                row.get(0)
+            })?;
         if let Some(found) = found.filter(|found| *found > known) {
             let component = all_migrations().find(|m| m.component == component).map(|m| m.component).unwrap_or("?");
             return Err(StoreError::TooNew { component, found, known });
@@ -133,8 +128,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("store.db");
         let _ = std::fs::remove_file(&path);
-        let first: u32 = open(&path).unwrap().query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-        let second: u32 = open(&path).unwrap().query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        let first: u32 =
+            open(&path).unwrap().query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        let second: u32 =
+            open(&path).unwrap().query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
         assert_eq!(first, second);
         assert_eq!(first as usize, all_migrations().count());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -505,7 +505,9 @@ async fn rsa_2048_ed25519_and_p384_keys_enroll_and_authenticate() {
         let (code, answer) = lab.enroll_csr(&csr, &["-H", &format!("Authorization: Bearer {token}")], "answer.b64");
         assert_eq!(code, 200, "{name}: {}", text(&answer));
         let cert = read_pkcs7(&lab, &answer, name);
-        checked(Command::new("openssl").args(["verify", "-purpose", "sslclient", "-CAfile"]).arg(&lab.ca_pem).arg(&cert));
+        checked(
+            Command::new("openssl").args(["verify", "-purpose", "sslclient", "-CAfile"]).arg(&lab.ca_pem).arg(&cert),
+        );
         let mtls = ["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
         let (code, answer) = lab.curl("/api/identity/hello", &mtls, "hello.json");
         assert_eq!(code, 200, "{name}: {}", text(&answer));

@@ -21,8 +21,8 @@ use iotgw::{
     shutdown,
 };
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 
 /// How long a test waits for the rollout loop to reach a state.
@@ -39,7 +39,8 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_key = KeyPair::generate().unwrap();
         let ca_cert = params.self_signed(&ca_key).unwrap();
         Self { ca_pem: ca_cert.pem(), ca_cert, ca_key }
@@ -125,7 +126,8 @@ impl Lab {
     /// A lab whose device CA has revoked (CRL) the certificates with these serial numbers, and
     /// that may require certificates to be in the identity registry.
     async fn start_with(revoked: &[u64], require_enrollment: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!("iotgw-ota-it-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        let dir =
+            std::env::temp_dir().join(format!("iotgw-ota-it-{}-{:08x}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = dir.join("iotgw.db");
         let repo = Repository::open(&dir.join("repo"), None);
@@ -310,7 +312,8 @@ async fn canary_rollout_devices_download_verify_and_report() {
     // Not in the canary: not offered, and the image itself is refused.
     assert_eq!(b.update().await.unwrap(), Outcome::UpToDate { version: "1.0".into() });
     let (cert, key) = lab.pki.issue(&mac(2).to_string(), false);
-    let response = raw_client(&lab, Some((cert, key))).get(image_url(&lab, "acme/cam-2.0.bin", &image)).send().await.unwrap();
+    let response =
+        raw_client(&lab, Some((cert, key))).get(image_url(&lab, "acme/cam-2.0.bin", &image)).send().await.unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::FORBIDDEN);
 
     let mut events = lab.bus.subscribe();
@@ -339,7 +342,10 @@ async fn canary_rollout_devices_download_verify_and_report() {
     let conn = lab.conn();
     let devices = db::devices(&conn).unwrap();
     assert_eq!(devices.len(), 3);
-    assert!(devices.iter().all(|d| d.firmware_version.as_deref() == Some("2.0") && d.last_status == "success"), "{devices:?}");
+    assert!(
+        devices.iter().all(|d| d.firmware_version.as_deref() == Some("2.0") && d.last_status == "success"),
+        "{devices:?}"
+    );
     // Once installed, nothing newer: up to date, and the trusted root is v2.
     assert_eq!(canary.update().await.unwrap(), Outcome::UpToDate { version: "2.0".into() });
 }
@@ -602,8 +608,11 @@ async fn only_certificates_of_the_identity_registry_are_served_when_enrollment_i
     let device: iotgw::identity::names::DeviceId = "d-020000000005".parse().unwrap();
     let now = db::now_unix();
     let conn = lab.conn();
-    registry::insert_device(&conn, &registry::DeviceRecord { device: device.clone(), mac: mac(5), lifecycle: Lifecycle::Active, created_at: now })
-        .unwrap();
+    registry::insert_device(
+        &conn,
+        &registry::DeviceRecord { device: device.clone(), mac: mac(5), lifecycle: Lifecycle::Active, created_at: now },
+    )
+    .unwrap();
     let record = registry::CertRecord {
         serial: serial.clone(),
         device,

@@ -19,9 +19,15 @@ pub fn run(name: Option<&str>) -> anyhow::Result<()> {
             continue;
         }
         println!("== bench {bench}");
-        run_cmd(Command::new("cargo").args(["run", "--quiet", "--package", package, "--bin", bin]).env("IOTGW_BIN", &iotgw))?;
+        run_cmd(
+            Command::new("cargo").args(["run", "--quiet", "--package", package, "--bin", bin]).env("IOTGW_BIN", &iotgw),
+        )?;
         ran += 1;
     }
-    anyhow::ensure!(ran > 0, "no benchmark named {name:?}; known: {:?}", BENCHES.iter().map(|b| b.0).collect::<Vec<_>>());
+    anyhow::ensure!(
+        ran > 0,
+        "no benchmark named {name:?}; known: {:?}",
+        BENCHES.iter().map(|b| b.0).collect::<Vec<_>>()
+    );
     Ok(())
 }

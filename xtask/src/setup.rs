@@ -11,16 +11,16 @@ use crate::run_cmd;
 
 /// Debian packages the lab, the tests and the benchmarks use.
 pub const DEBIAN_PACKAGES: &[&str] = &[
-    "iproute2",     // ip netns, veth
-    "ethtool",      // veth GRO for XDP redirects
-    "util-linux",   // nsenter
-    "xdp-tools",    // xdp-filter, the benchmark's reference program
-    "ieee-data",    // the IEEE OUI registry for vendor names
-    "openssl",      // the standard EST client in tests
-    "curl",         // the standard EST client in tests
-    "rsyslog",      // the SIEM receiver in integration tests
+    "iproute2",   // ip netns, veth
+    "ethtool",    // veth GRO for XDP redirects
+    "util-linux", // nsenter
+    "xdp-tools",  // xdp-filter, the benchmark's reference program
+    "ieee-data",  // the IEEE OUI registry for vendor names
+    "openssl",    // the standard EST client in tests
+    "curl",       // the standard EST client in tests
+    "rsyslog",    // the SIEM receiver in integration tests
     "rsyslog-gnutls",
-    "procps",       // sysctl
+    "procps", // sysctl
 ];
 
 pub fn run() -> anyhow::Result<()> {
@@ -38,12 +38,21 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 }
 
 fn nightly_with_rust_src() -> anyhow::Result<()> {
-    let installed = output("rustup", &["component", "list", "--installed", "--toolchain", "nightly"]).unwrap_or_default();
+    let installed =
+        output("rustup", &["component", "list", "--installed", "--toolchain", "nightly"]).unwrap_or_default();
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
     println!("setup: installing nightly with rust-src (the eBPF crate builds core itself)");
-    run_cmd(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))
+    run_cmd(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
 }
 
 /// bpf-linker built against nightly's own LLVM, so the two always agree on the bitcode.
@@ -56,7 +65,11 @@ fn bpf_linker() -> anyhow::Result<()> {
     let llvm = std::fs::read_dir(&lib)?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM") && n.ends_with(".so"))))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM") && n.ends_with(".so")))
+        })
         .with_context(|| format!("no libLLVM in {}", lib.display()))?;
     let version = output("rustc", &["+nightly", "-vV"]).context("rustc +nightly -vV")?;
     let major = version
@@ -82,7 +95,9 @@ fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
         .copied()
-        .filter(|p| !output("dpkg-query", &["-W", "-f=${Status}", p]).is_some_and(|s| s.contains("install ok installed")))
+        .filter(|p| {
+            !output("dpkg-query", &["-W", "-f=${Status}", p]).is_some_and(|s| s.contains("install ok installed"))
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -92,7 +107,12 @@ fn debian_packages() -> anyhow::Result<()> {
     }
     println!("setup: installing {missing:?}");
     run_cmd(Command::new("apt-get").arg("update").arg("-qq"))?;
-    run_cmd(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn bpffs() -> anyhow::Result<()> {

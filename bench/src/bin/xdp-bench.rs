@@ -138,13 +138,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run(pin_dir: &std::path::Path) -> anyhow::Result<()> {
-    let mut ebpf = EbpfLoader::new().default_map_pin_directory(pin_dir).load(loader::object()).context("loading iotgw's object")?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pin_dir)
+        .load(loader::object())
+        .context("loading iotgw's object")?;
     for name in [programs::LAN_INGRESS, programs::PASS, programs::FLOOR] {
         let program: &mut Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
         program.load()?;
     }
     let maps = Maps::take(&mut ebpf)?;
-    let policy = iotgw::policy::parse_sources(&[("bench.toml".into(), POLICY.to_owned())]).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let policy = iotgw::policy::parse_sources(&[("bench.toml".into(), POLICY.to_owned())])
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let policy = iotgw::policy::compile(&policy).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     maps.sync_policy(&policy.rules)?;
     let v = policy.verdicts;
@@ -156,15 +160,23 @@ fn run(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         ..GatewayConfig::default()
     })?;
     let class_policy = lane::FIRST_CLASS_POLICY + 20;
-    maps.set_access(Mac(ENROLLED_MAC), DeviceAccess { access: Access::Enrolled, policy_id: class_policy, class_id: 20 })?;
-    maps.set_access(Mac(QUARANTINED_MAC), DeviceAccess { access: Access::Quarantined, policy_id: class_policy, class_id: 20 })?;
+    maps.set_access(
+        Mac(ENROLLED_MAC),
+        DeviceAccess { access: Access::Enrolled, policy_id: class_policy, class_id: 20 },
+    )?;
+    maps.set_access(
+        Mac(QUARANTINED_MAC),
+        DeviceAccess { access: Access::Quarantined, policy_id: class_policy, class_id: 20 },
+    )?;
     maps.set_device_ipv4(Mac(ENROLLED_MAC), Ipv4Addr::from(DEVICE_IP))?;
 
     // xdp-filter pins its maps by name: keep them in our directory, removed at the end.
     let mut filter = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
-        .load_file(XDP_FILTER_OBJECT).with_context(|| format!("loading {XDP_FILTER_OBJECT} (apt-get install xdp-tools)"))?;
-    let filter_name = filter.programs().map(|(name, _)| name.to_owned()).next().context("no program in xdp-filter's object")?;
+        .load_file(XDP_FILTER_OBJECT)
+        .with_context(|| format!("loading {XDP_FILTER_OBJECT} (apt-get install xdp-tools)"))?;
+    let filter_name =
+        filter.programs().map(|(name, _)| name.to_owned()).next().context("no program in xdp-filter's object")?;
     let filter_program: &mut Xdp = filter.program_mut(&filter_name).context("xdp-filter program")?.try_into()?;
     filter_program.load().context("loading xdp-filter's program")?;
 
@@ -200,7 +212,10 @@ fn run(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     let mean = sums.map(|sum| sum / n);
     print_row("mix average", mean);
     let [l, p, fl, _] = mean;
-    println!("target: iotgw ≤ {TARGET_RATIO}× bare on the mix: {}", if l / p <= TARGET_RATIO { "met" } else { "NOT met" });
+    println!(
+        "target: iotgw ≤ {TARGET_RATIO}× bare on the mix: {}",
+        if l / p <= TARGET_RATIO { "met" } else { "NOT met" }
+    );
     println!(
         "floor: the minimum (Ethernet, device lookup, one per-CPU counter) is {:.2}× bare: 2.5× bare is {}",
         fl / p,

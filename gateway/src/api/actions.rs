@@ -225,7 +225,10 @@ mod tests {
 
     #[test]
     fn release_of_a_device_not_isolated_is_refused() {
-        assert_eq!(plan(Action::Release, Access::Enrolled, Access::Enrolled), Err(ActionError::NotIsolated(Access::Enrolled)));
+        assert_eq!(
+            plan(Action::Release, Access::Enrolled, Access::Enrolled),
+            Err(ActionError::NotIsolated(Access::Enrolled))
+        );
     }
 
     #[test]

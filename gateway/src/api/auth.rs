@@ -141,8 +141,8 @@ impl TokenSet {
     pub fn load(config: &super::Config) -> Result<Self, TokensError> {
         let mut entries = config.tokens.clone();
         if let Some(path) = &config.tokens_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| TokensError::Read { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: path.clone(), source })?;
             let file: TokensFile = toml::from_str(&text).map_err(|error| {
                 let (line, column) =
                     error.span().map(|span| crate::config::line_column(&text, span.start)).unwrap_or((0, 0));
@@ -228,7 +228,11 @@ mod tests {
         let config = crate::api::Config { tokens_file: Some(path.clone()), ..Default::default() };
         let text = TokenSet::load(&config).unwrap_err().to_string();
         assert!(text.contains("tokens.toml:3:"), "{text}");
-        std::fs::write(&path, format!("[[tokens]]\nname = \"a\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n", "ab".repeat(32))).unwrap();
+        std::fs::write(
+            &path,
+            format!("[[tokens]]\nname = \"a\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n", "ab".repeat(32)),
+        )
+        .unwrap();
         let set = TokenSet::load(&config).unwrap();
         assert!(!set.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -7,7 +7,10 @@ use axum::{
 };
 
 use super::{
-    actions::{ActionError, ApplyError}, auth::Role, directory::DirectoryError, model::ErrorBody,
+    actions::{ActionError, ApplyError},
+    auth::Role,
+    directory::DirectoryError,
+    model::ErrorBody,
 };
 use crate::{datapath::ControlError, device::Mac};
 

@@ -18,8 +18,8 @@ use super::{
     auth::{Caller, Role},
     error::ApiError,
     model::{
-        ActionRequest, ActionResponse, DatapathStatus, DeviceDetail, DeviceSummary, Enforcement, ErrorBody,
-        FlowRecord, PolicySnapshot, Status,
+        ActionRequest, ActionResponse, DatapathStatus, DeviceDetail, DeviceSummary, Enforcement, ErrorBody, FlowRecord,
+        PolicySnapshot, Status,
     },
 };
 use crate::{
@@ -151,7 +151,11 @@ pub async fn device(
         });
         Ok(DeviceDetail {
             record,
-            enforcement: enforced.map(|e| Enforcement { access: e.access, policy_id: e.policy_id, class_id: e.class_id }),
+            enforcement: enforced.map(|e| Enforcement {
+                access: e.access,
+                policy_id: e.policy_id,
+                class_id: e.class_id,
+            }),
             restore_access,
             audit: audit.into_iter().take(AUDIT_SHOWN).collect(),
         })
@@ -232,7 +236,13 @@ fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
 
 /// Enforces `action` on the device and records it. Serialized by `state.action_lock`, so two
 /// concurrent actions on a device cannot both read the same "before" state.
-async fn act(state: ApiState, caller: Caller, mac: &str, action: Action, body: &[u8]) -> Result<Json<ActionResponse>, ApiError> {
+async fn act(
+    state: ApiState,
+    caller: Caller,
+    mac: &str,
+    action: Action,
+    body: &[u8],
+) -> Result<Json<ActionResponse>, ApiError> {
     let mac = parse_mac(mac)?;
     let request = action_request(body)?;
     let _serialized = state.action_lock.clone().lock_owned().await;
@@ -254,7 +264,14 @@ async fn act(state: ApiState, caller: Caller, mac: &str, action: Action, body: &
             EventKind::Action { action: action.as_str().to_owned(), reason },
         ));
     }
-    Ok(Json(ActionResponse { mac, action: action.as_str().to_owned(), previous: plan.from, access: plan.to, changed, actor }))
+    Ok(Json(ActionResponse {
+        mac,
+        action: action.as_str().to_owned(),
+        previous: plan.from,
+        access: plan.to,
+        changed,
+        actor,
+    }))
 }
 
 /// Moves the device to the quarantine allow-list.
@@ -272,7 +289,12 @@ async fn act(state: ApiState, caller: Caller, mac: &str, action: Action, body: &
     ),
     security(("bearer" = []))
 )]
-pub async fn quarantine(State(state): State<ApiState>, Operator(caller): Operator, Path(mac): Path<String>, body: Bytes) -> Result<Json<ActionResponse>, ApiError> {
+pub async fn quarantine(
+    State(state): State<ApiState>,
+    Operator(caller): Operator,
+    Path(mac): Path<String>,
+    body: Bytes,
+) -> Result<Json<ActionResponse>, ApiError> {
     act(state, caller, &mac, Action::Quarantine, &body).await
 }
 
@@ -292,7 +314,12 @@ pub async fn quarantine(State(state): State<ApiState>, Operator(caller): Operato
     ),
     security(("bearer" = []))
 )]
-pub async fn release(State(state): State<ApiState>, Operator(caller): Operator, Path(mac): Path<String>, body: Bytes) -> Result<Json<ActionResponse>, ApiError> {
+pub async fn release(
+    State(state): State<ApiState>,
+    Operator(caller): Operator,
+    Path(mac): Path<String>,
+    body: Bytes,
+) -> Result<Json<ActionResponse>, ApiError> {
     act(state, caller, &mac, Action::Release, &body).await
 }
 
@@ -311,7 +338,12 @@ pub async fn release(State(state): State<ApiState>, Operator(caller): Operator, 
     ),
     security(("bearer" = []))
 )]
-pub async fn block(State(state): State<ApiState>, Operator(caller): Operator, Path(mac): Path<String>, body: Bytes) -> Result<Json<ActionResponse>, ApiError> {
+pub async fn block(
+    State(state): State<ApiState>,
+    Operator(caller): Operator,
+    Path(mac): Path<String>,
+    body: Bytes,
+) -> Result<Json<ActionResponse>, ApiError> {
     act(state, caller, &mac, Action::Block, &body).await
 }
 

@@ -219,8 +219,14 @@ mod tests {
         directory.record_access_change(&change).expect("recorded");
         let audit = directory.audit_log(mac, 10).expect("audit");
         assert_eq!(super::super::actions::restore_access(&audit), Some(Access::Enrolled), "{audit:?}");
-        assert_eq!((audit[0].actor.as_str(), audit[0].from, audit[0].to), ("api:otto", Some(Access::Enrolled), Some(Access::Quarantined)));
-        assert_eq!((audit[1].actor.as_str(), audit[1].from, audit[1].to), (ACTOR_DATAPATH, Some(Access::Unknown), Some(Access::Enrolled)));
+        assert_eq!(
+            (audit[0].actor.as_str(), audit[0].from, audit[0].to),
+            ("api:otto", Some(Access::Enrolled), Some(Access::Quarantined))
+        );
+        assert_eq!(
+            (audit[1].actor.as_str(), audit[1].from, audit[1].to),
+            (ACTOR_DATAPATH, Some(Access::Unknown), Some(Access::Enrolled))
+        );
         assert_eq!(directory.device(mac).expect("read").expect("device").summary.state, Access::Quarantined);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -229,7 +235,10 @@ mod tests {
 
     #[test]
     fn access_change_details_are_read_back() {
-        assert_eq!(access_change("enrolled -> quarantined: quarantine: INC-1"), Some((Access::Enrolled, Access::Quarantined)));
+        assert_eq!(
+            access_change("enrolled -> quarantined: quarantine: INC-1"),
+            Some((Access::Enrolled, Access::Quarantined))
+        );
         assert_eq!(access_change("blocked -> unknown: release"), Some((Access::Blocked, Access::Unknown)));
         assert_eq!(access_change("vendor Arlo"), None);
         assert_eq!(access_change("class: - -> camera"), None);

@@ -123,7 +123,11 @@ impl Collector for SnapshotCollector {
                 ("datapath_wan_packets", "Frames seen on the WAN interface.", d.wan_packets),
                 ("datapath_redirected", "Frames redirected to the quarantine interface.", d.redirected),
                 ("datapath_events_lost", "Ring-buffer records XDP could not reserve.", d.events_lost),
-                ("datapath_flow_insert_failed", "Flows not tracked because the flow map was full.", d.flow_insert_failed),
+                (
+                    "datapath_flow_insert_failed",
+                    "Flows not tracked because the flow map was full.",
+                    d.flow_insert_failed,
+                ),
             ] {
                 let metric = ConstCounter::new(value);
                 metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
@@ -187,7 +191,11 @@ impl Metrics {
             events_lost.clone(),
         );
         let auth_failures = Counter::default();
-        registry.register("api_auth_failures", "API requests refused for a missing or unknown token.", auth_failures.clone());
+        registry.register(
+            "api_auth_failures",
+            "API requests refused for a missing or unknown token.",
+            auth_failures.clone(),
+        );
         let snapshots = Arc::new(Mutex::new(Snapshots::default()));
         registry.register_collector(Box::new(SnapshotCollector(snapshots.clone())));
         for state in ALL_STATES {
@@ -207,10 +215,8 @@ impl Metrics {
     }
 
     pub fn record_alert(&self, detector: &str, severity: crate::event::Severity) {
-        let severity = serde_json::to_value(severity)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let severity =
+            serde_json::to_value(severity).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         self.alerts.get_or_create(&AlertLabels { detector: detector.to_owned(), severity }).inc();
     }
 
@@ -264,14 +270,14 @@ mod tests {
     }
 
     fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+        scrape.samples.iter().find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))).map(
+            |s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
                 _ => f64::NAN,
-            })
+            },
+        )
     }
 
     #[test]
@@ -290,7 +296,8 @@ mod tests {
     #[test]
     fn every_published_value_appears_in_the_scrape() {
         let metrics = Metrics::new();
-        metrics.set_devices_by_state(&std::collections::HashMap::from([(Access::Enrolled, 4), (Access::Quarantined, 1)]));
+        metrics
+            .set_devices_by_state(&std::collections::HashMap::from([(Access::Enrolled, 4), (Access::Quarantined, 1)]));
         metrics.record_alert("scan", crate::event::Severity::High);
         metrics.record_action("quarantine", "api:alice");
         metrics.record_action("quarantine", "detector:scan");

@@ -102,7 +102,9 @@ impl Fixture {
     pub(crate) fn access_audit(&self, mac: &str) -> Vec<(String, String)> {
         let conn = crate::store::open(&self.dir.0.join("iotgw.db")).unwrap();
         let mut statement = conn
-            .prepare("SELECT actor, detail FROM inventory_audit WHERE mac = ?1 AND action = 'access_changed' ORDER BY id")
+            .prepare(
+                "SELECT actor, detail FROM inventory_audit WHERE mac = ?1 AND action = 'access_changed' ORDER BY id",
+            )
             .unwrap();
         statement
             .query_map([mac], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -131,7 +133,14 @@ impl Server {
         let datapath = Arc::new(MemoryDatapath::default());
         let camera: Mac = CAMERA.parse().unwrap();
         datapath
-            .set_access(camera, DeviceAccess { access: Access::Enrolled, policy_id: gateway_ebpf::lane::FIRST_CLASS_POLICY + 1, class_id: 1 })
+            .set_access(
+                camera,
+                DeviceAccess {
+                    access: Access::Enrolled,
+                    policy_id: gateway_ebpf::lane::FIRST_CLASS_POLICY + 1,
+                    class_id: 1,
+                },
+            )
             .unwrap();
         let config = test_config(metrics_public);
         let state = ApiState::new(&config, directory, datapath.clone()).unwrap().with_interfaces(vec![
@@ -230,7 +239,12 @@ async fn unauthenticated_requests_get_401_with_a_bearer_challenge() {
     let response = client().post(format!("{}/api/v1/devices/{CAMERA}/quarantine", server.base)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     // Basic credentials are not a bearer token.
-    let response = client().get(format!("{}/api/v1/status", server.base)).basic_auth("otto", Some(OPERATOR_TOKEN)).send().await.unwrap();
+    let response = client()
+        .get(format!("{}/api/v1/status", server.base))
+        .basic_auth("otto", Some(OPERATOR_TOKEN))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
     server.stop().await;
@@ -255,8 +269,13 @@ async fn viewer_actions_are_refused_with_403_and_change_nothing() {
 async fn operator_quarantine_enforces_in_the_datapath_and_is_audited() {
     let fixture = Fixture::new();
     let server = Server::start(fixture.directory(), false).await;
-    let response =
-        post(&server, &format!("/api/v1/devices/{CAMERA}/quarantine"), OPERATOR_TOKEN, Some(r#"{"reason":"INC-42 scan"}"#)).await;
+    let response = post(
+        &server,
+        &format!("/api/v1/devices/{CAMERA}/quarantine"),
+        OPERATOR_TOKEN,
+        Some(r#"{"reason":"INC-42 scan"}"#),
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = json(response).await;
     assert_eq!(body["previous"], "enrolled");
@@ -319,8 +338,14 @@ async fn release_restores_the_access_held_before_quarantine_and_block() {
 async fn unknown_device_is_404_and_bad_input_is_400_with_nothing_changed() {
     let fixture = Fixture::new();
     let server = Server::start(fixture.directory(), false).await;
-    assert_eq!(get(&server, &format!("/api/v1/devices/{ABSENT}"), Some(VIEWER_TOKEN)).await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(get(&server, &format!("/api/v1/devices/{ABSENT}/flows"), Some(VIEWER_TOKEN)).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&server, &format!("/api/v1/devices/{ABSENT}"), Some(VIEWER_TOKEN)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&server, &format!("/api/v1/devices/{ABSENT}/flows"), Some(VIEWER_TOKEN)).await.status(),
+        StatusCode::NOT_FOUND
+    );
     let response = post(&server, &format!("/api/v1/devices/{ABSENT}/quarantine"), OPERATOR_TOKEN, None).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(server.access(ABSENT), None);
@@ -328,7 +353,10 @@ async fn unknown_device_is_404_and_bad_input_is_400_with_nothing_changed() {
     let response = get(&server, "/api/v1/devices/not-a-mac", Some(VIEWER_TOKEN)).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(json(response).await["error"].as_str().unwrap().contains("not a MAC address"));
-    assert_eq!(post(&server, "/api/v1/devices/98:90:96/block", OPERATOR_TOKEN, None).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        post(&server, "/api/v1/devices/98:90:96/block", OPERATOR_TOKEN, None).await.status(),
+        StatusCode::BAD_REQUEST
+    );
     for query in ["limit=0", "limit=100000", "limit=x", "bogus=1"] {
         let response = get(&server, &format!("/api/v1/devices/{CAMERA}/flows?{query}"), Some(VIEWER_TOKEN)).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
@@ -370,7 +398,9 @@ fn scrape(text: &str) -> prometheus_parse::Scrape {
 
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: (&str, &str)) -> Option<f64> {
     scrape.samples.iter().find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1)).map(|s| match s.value {
-        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
         _ => f64::NAN,
     })
 }
@@ -450,13 +480,27 @@ async fn policies_show_what_the_policy_component_published() {
     let compiled = crate::policy::check(&[dir]).unwrap();
     policies.set(policy_view::snapshot(&compiled));
     policies.refused("camera.toml:3:1: bad".into());
-    let body: serde_json::Value =
-        client().get(format!("{base}/api/v1/policies")).bearer_auth(VIEWER_TOKEN).send().await.unwrap().json().await.unwrap();
+    let body: serde_json::Value = client()
+        .get(format!("{base}/api/v1/policies"))
+        .bearer_auth(VIEWER_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["classes"].as_array().unwrap().len(), compiled.classes.len());
     assert_eq!(body["version"], policy_view::version(&compiled));
     assert_eq!(body["last_refused"], "camera.toml:3:1: bad");
-    let status: serde_json::Value =
-        client().get(format!("{base}/api/v1/status")).bearer_auth(VIEWER_TOKEN).send().await.unwrap().json().await.unwrap();
+    let status: serde_json::Value = client()
+        .get(format!("{base}/api/v1/status"))
+        .bearer_auth(VIEWER_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(status["policy_version"], policy_view::version(&compiled));
     trigger.trigger();
     task.await.unwrap().unwrap();

@@ -87,7 +87,12 @@ pub fn mud_policy(mac: Mac, class: Option<&str>, class_id: u16, baseline: &Devic
 }
 
 /// The policy as TOML, with a header saying where it comes from and what to check.
-pub fn to_toml(mac: Mac, class: Option<&str>, class_id: u16, baseline: &DeviceBaseline) -> Result<String, toml::ser::Error> {
+pub fn to_toml(
+    mac: Mac,
+    class: Option<&str>,
+    class_id: u16,
+    baseline: &DeviceBaseline,
+) -> Result<String, toml::ser::Error> {
     let policy = mud_policy(mac, class, class_id, baseline);
     let body = toml::to_string_pretty(&policy)?;
     let since = match baseline {
@@ -96,11 +101,7 @@ pub fn to_toml(mac: Mac, class: Option<&str>, class_id: u16, baseline: &DeviceBa
     };
     let mut periodic = String::new();
     for (key, timing) in baseline.profile().periodic() {
-        periodic.push_str(&format!(
-            "#   {key}: every {:.0} s (±{:.1} s)\n",
-            timing.mean_secs,
-            timing.std_dev_secs()
-        ));
+        periodic.push_str(&format!("#   {key}: every {:.0} s (±{:.1} s)\n", timing.mean_secs, timing.std_dev_secs()));
     }
     let broadcast: Vec<String> = baseline
         .profile()

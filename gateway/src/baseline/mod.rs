@@ -110,9 +110,11 @@ impl Config {
 
     /// The learning period of a device of `class`.
     pub fn learning_period(&self, class: Option<&str>, seeded: bool) -> Duration {
-        let secs = class
-            .and_then(|c| self.class_learning_secs.get(c).copied())
-            .unwrap_or(if seeded { self.seeded_learning_secs } else { self.learning_secs });
+        let secs = class.and_then(|c| self.class_learning_secs.get(c).copied()).unwrap_or(if seeded {
+            self.seeded_learning_secs
+        } else {
+            self.learning_secs
+        });
         Duration::from_secs(secs)
     }
 
@@ -150,7 +152,10 @@ pub enum Input {
     Datapath(DatapathEvent),
     Traffic(TrafficSample),
     /// The inventory classified a device (`fingerprint`'s class name).
-    Class { mac: Mac, class: String },
+    Class {
+        mac: Mac,
+        class: String,
+    },
 }
 
 impl Input {
@@ -563,10 +568,10 @@ impl Baselines {
             Ok(baselined) => {
                 let class = entry.class.clone();
                 if let Some(class) = &class {
-                    let pooled = self.classes.entry(class.clone()).or_insert_with(|| ClassBaseline {
-                        devices: 0,
-                        profile: Profile::default(),
-                    });
+                    let pooled = self
+                        .classes
+                        .entry(class.clone())
+                        .or_insert_with(|| ClassBaseline { devices: 0, profile: Profile::default() });
                     pooled.devices += 1;
                     pooled.profile.merge(&baselined.profile);
                     self.classes_dirty.push(class.clone());
@@ -584,7 +589,12 @@ impl Baselines {
         }
     }
 
-    fn entry<'a>(devices: &'a mut HashMap<Mac, DeviceEntry>, config: &Config, mac: Mac, now: SystemTime) -> &'a mut DeviceEntry {
+    fn entry<'a>(
+        devices: &'a mut HashMap<Mac, DeviceEntry>,
+        config: &Config,
+        mac: Mac,
+        now: SystemTime,
+    ) -> &'a mut DeviceEntry {
         let entry = devices.entry(mac).or_insert_with(|| DeviceEntry {
             baseline: DeviceBaseline::Learning(Learning::new(now, config.learning_period(None, false), None)),
             class: None,
@@ -620,7 +630,8 @@ impl Baselines {
             // A device created here has never been seen: its learning starts with its first input.
             let started = if learning.started == SystemTime::UNIX_EPOCH { None } else { Some(learning.started) };
             let period = config.learning_period(Some(class), seed.is_some());
-            let mut next = Learning::new(started.unwrap_or(SystemTime::UNIX_EPOCH), period, seed.as_ref().map(|p| (class, p)));
+            let mut next =
+                Learning::new(started.unwrap_or(SystemTime::UNIX_EPOCH), period, seed.as_ref().map(|p| (class, p)));
             next.profile.merge(&learning.profile);
             next.profile.windows = learning.profile.windows.clone();
             next.profile.arp_claims = learning.profile.arp_claims.clone();
@@ -719,7 +730,10 @@ static EMPTY_CLAIMS: std::collections::BTreeSet<std::net::Ipv4Addr> = std::colle
 
 /// Adds an initiated flow to a learning profile.
 fn learn_flow(config: &Config, dns: &HashMap<IpAddr, String>, profile: &mut Profile, flow: &FlowObservation) {
-    let service = Service { proto: flow.proto, port: if flow.proto == PROTO_TCP || flow.proto == PROTO_UDP { flow.dst_port } else { 0 } };
+    let service = Service {
+        proto: flow.proto,
+        port: if flow.proto == PROTO_TCP || flow.proto == PROTO_UDP { flow.dst_port } else { 0 },
+    };
     profile.flows += 1;
     let service_profile = profile.services.entry(service).or_default();
     service_profile.flows += 1;

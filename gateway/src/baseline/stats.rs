@@ -144,7 +144,11 @@ mod vector {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Array1<f64>, D::Error> {
         let v = Vec::<f64>::deserialize(d)?;
         if v.len() != super::FEATURE_COUNT {
-            return Err(serde::de::Error::custom(format!("expected {} features, found {}", super::FEATURE_COUNT, v.len())));
+            return Err(serde::de::Error::custom(format!(
+                "expected {} features, found {}",
+                super::FEATURE_COUNT,
+                v.len()
+            )));
         }
         Ok(Array1::from(v))
     }

@@ -44,11 +44,16 @@ pub struct DeviceRecord {
 }
 
 /// Writes device and class records in one transaction (all or nothing).
-pub fn save(conn: &mut Connection, devices: &[DeviceRecord], classes: &[(String, ClassBaseline)]) -> Result<(), StoreError> {
+pub fn save(
+    conn: &mut Connection,
+    devices: &[DeviceRecord],
+    classes: &[(String, ClassBaseline)],
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     for record in devices {
         let key = record.mac.to_string();
-        let json = serde_json::to_string(&record.baseline).map_err(|source| StoreError::Encode { key: key.clone(), source })?;
+        let json = serde_json::to_string(&record.baseline)
+            .map_err(|source| StoreError::Encode { key: key.clone(), source })?;
         tx.execute(
             "INSERT INTO baseline_devices (mac, class, state, baseline) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (mac) DO UPDATE SET class = ?2, state = ?3, baseline = ?4,
@@ -57,8 +62,8 @@ pub fn save(conn: &mut Connection, devices: &[DeviceRecord], classes: &[(String,
         )?;
     }
     for (class, baseline) in classes {
-        let json =
-            serde_json::to_string(&baseline.profile).map_err(|source| StoreError::Encode { key: class.clone(), source })?;
+        let json = serde_json::to_string(&baseline.profile)
+            .map_err(|source| StoreError::Encode { key: class.clone(), source })?;
         tx.execute(
             "INSERT INTO baseline_classes (class, devices, baseline) VALUES (?1, ?2, ?3)
              ON CONFLICT (class) DO UPDATE SET devices = ?2, baseline = ?3,
@@ -77,7 +82,9 @@ pub type Stored = (Vec<DeviceRecord>, Vec<(String, ClassBaseline)>);
 pub fn load(conn: &Connection) -> Result<Stored, StoreError> {
     let mut devices = Vec::new();
     let mut statement = conn.prepare("SELECT mac, class, baseline FROM baseline_devices ORDER BY mac")?;
-    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, String>(2)?)))?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, String>(2)?))
+    })?;
     for row in rows {
         let (mac, class, json) = row?;
         let decode = |source| StoreError::Decode { key: mac.clone(), source };
@@ -87,10 +94,12 @@ pub fn load(conn: &Connection) -> Result<Stored, StoreError> {
     }
     let mut classes = Vec::new();
     let mut statement = conn.prepare("SELECT class, devices, baseline FROM baseline_classes ORDER BY class")?;
-    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)))?;
+    let rows = statement
+        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)))?;
     for row in rows {
         let (class, count, json) = row?;
-        let profile = serde_json::from_str(&json).map_err(|source| StoreError::Decode { key: class.clone(), source })?;
+        let profile =
+            serde_json::from_str(&json).map_err(|source| StoreError::Decode { key: class.clone(), source })?;
         classes.push((class, ClassBaseline { devices: u64::try_from(count).unwrap_or_default(), profile }));
     }
     Ok((devices, classes))
@@ -100,7 +109,9 @@ pub fn load(conn: &Connection) -> Result<Stored, StoreError> {
 pub fn load_device(conn: &Connection, mac: Mac) -> Result<Option<DeviceRecord>, StoreError> {
     let key = mac.to_string();
     let row: Option<(Option<String>, String)> = conn
-        .query_row("SELECT class, baseline FROM baseline_devices WHERE mac = ?1", [&key], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row("SELECT class, baseline FROM baseline_devices WHERE mac = ?1", [&key], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
     let Some((class, json)) = row else { return Ok(None) };
     let baseline = serde_json::from_str(&json).map_err(|source| StoreError::Decode { key, source })?;

@@ -59,7 +59,8 @@ fn learning_waits_for_enough_windows() {
 fn anomalous_inputs_are_not_learnt() {
     let meter = synthetic::meter(1);
     let mut baselines = Baselines::new(short_config());
-    let flow = synthetic::tcp_syn(meter.mac, start(), IpAddr::V4(meter.ip), "45.9.148.3".parse().unwrap(), 40_000, 4444);
+    let flow =
+        synthetic::tcp_syn(meter.mac, start(), IpAddr::V4(meter.ip), "45.9.148.3".parse().unwrap(), 40_000, 4444);
     baselines.handle(&flow, false);
     assert!(!baselines.device(meter.mac).unwrap().profile().knows_destination("45.9.148.3".parse().unwrap()));
     baselines.handle(&flow, true);
@@ -82,14 +83,18 @@ fn replies_and_multicast_are_not_destinations() {
 
 #[test]
 fn baselines_survive_a_restart_through_the_store() {
-    let dir = std::env::temp_dir().join(format!("iotgw-baseline-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir =
+        std::env::temp_dir().join(format!("iotgw-baseline-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("store.db");
     let _ = std::fs::remove_file(&path);
     let meter = synthetic::meter(1);
     let mut baselines = Baselines::new(short_config());
     baselines.handle(&Input::Class { mac: meter.mac, class: "meter".into() }, true);
-    learn(&mut baselines, &synthetic::normal_traffic(std::slice::from_ref(&meter), start(), Duration::from_secs(900), 1));
+    learn(
+        &mut baselines,
+        &synthetic::normal_traffic(std::slice::from_ref(&meter), start(), Duration::from_secs(900), 1),
+    );
     let (devices, classes) = baselines.take_dirty();
     assert_eq!(classes.len(), 1);
     {
@@ -105,7 +110,10 @@ fn baselines_survive_a_restart_through_the_store() {
     let (before, after) = (baselines.device(meter.mac).unwrap(), restored.device(meter.mac).unwrap());
     assert_eq!(after.state_name(), "baselined");
     let (before, after) = (before.profile(), after.profile());
-    assert_eq!((&after.services, &after.destinations, &after.names, &after.peers), (&before.services, &before.destinations, &before.names, &before.peers));
+    assert_eq!(
+        (&after.services, &after.destinations, &after.names, &after.peers),
+        (&before.services, &before.destinations, &before.names, &before.peers)
+    );
     assert_eq!(after.windows.count, before.windows.count);
     assert_eq!(after.windows.max, before.windows.max);
     // JSON floats round-trip to within the last bit.
@@ -144,7 +152,10 @@ fn class_baseline_seeds_a_new_device_of_the_same_class() {
     assert_eq!(learning.seeded_from.as_deref(), Some("meter"));
     assert_eq!(learning.period, Duration::from_secs(60), "seeded devices learn for the shorter period");
     assert!(learning.profile.knows_destination("203.0.113.40".parse().unwrap()), "seeded destinations");
-    let changes = learn(&mut baselines, &synthetic::normal_traffic(std::slice::from_ref(&second), later, Duration::from_secs(120), 2));
+    let changes = learn(
+        &mut baselines,
+        &synthetic::normal_traffic(std::slice::from_ref(&second), later, Duration::from_secs(120), 2),
+    );
     assert_eq!(changes.len(), 1, "baselined after the seeded period");
     assert_eq!(baselines.class("meter").unwrap().devices, 2);
 }
@@ -156,7 +167,10 @@ fn class_learning_period_overrides_the_default() {
     let mut baselines = Baselines::new(config);
     let camera = synthetic::camera(1);
     baselines.handle(&Input::Class { mac: camera.mac, class: "camera".into() }, true);
-    let changes = learn(&mut baselines, &synthetic::normal_traffic(std::slice::from_ref(&camera), start(), Duration::from_secs(3_600), 3));
+    let changes = learn(
+        &mut baselines,
+        &synthetic::normal_traffic(std::slice::from_ref(&camera), start(), Duration::from_secs(3_600), 3),
+    );
     assert!(changes.is_empty(), "an hour is not the camera class's two hours");
     let DeviceBaseline::Learning(learning) = baselines.device(camera.mac).unwrap() else { panic!() };
     assert_eq!(learning.period, Duration::from_secs(7_200));
@@ -169,7 +183,10 @@ fn class_learning_period_overrides_the_default() {
 fn export_is_a_policy_file_the_policy_loader_accepts() {
     let plug = synthetic::plug(1);
     let mut baselines = Baselines::new(short_config());
-    learn(&mut baselines, &synthetic::normal_traffic(std::slice::from_ref(&plug), start(), Duration::from_secs(900), 4));
+    learn(
+        &mut baselines,
+        &synthetic::normal_traffic(std::slice::from_ref(&plug), start(), Duration::from_secs(900), 4),
+    );
     let text = export::to_toml(plug.mac, Some("learnt-plug"), 4_000, baselines.device(plug.mac).unwrap()).unwrap();
     assert!(text.contains("203.0.113.0/24"), "{text}");
     assert!(text.contains("mqtt.plug.example.com"), "{text}");

@@ -65,15 +65,26 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Show(args) => {
             let record = load(&args.store, args.mac)?;
             let profile = record.baseline.profile();
-            println!("device {}  class {}  state {}", args.mac, record.class.as_deref().unwrap_or("-"), record.baseline.state_name());
+            println!(
+                "device {}  class {}  state {}",
+                args.mac,
+                record.class.as_deref().unwrap_or("-"),
+                record.baseline.state_name()
+            );
             println!("flows learnt {}  windows {}", profile.flows, profile.windows.count);
             println!("services: {}", profile.services.keys().map(ToString::to_string).collect::<Vec<_>>().join(", "));
-            println!("destinations: {}", profile.destinations.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+            println!(
+                "destinations: {}",
+                profile.destinations.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            );
             println!("names: {}", profile.names.iter().cloned().collect::<Vec<_>>().join(", "));
             println!("LAN peers: {}", profile.peers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
             let (mean, max, p99) = (&profile.windows.mean, &profile.windows.max, profile.windows.quantile(0.99));
             for (index, name) in baseline::stats::FEATURES.iter().enumerate() {
-                println!("  {name:>14} per window: mean {:.0}  p99 {:.0}  max {:.0}", mean[index], p99[index], max[index]);
+                println!(
+                    "  {name:>14} per window: mean {:.0}  p99 {:.0}  max {:.0}",
+                    mean[index], p99[index], max[index]
+                );
             }
             for (key, timing) in profile.periodic() {
                 println!("  periodic {key}: every {:.0} s (±{:.1} s)", timing.mean_secs, timing.std_dev_secs());

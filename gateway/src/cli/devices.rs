@@ -201,9 +201,10 @@ pub async fn show_to(args: &ShowArgs, out: &mut impl Write) -> anyhow::Result<()
     };
     writeln!(out, "Type         {kind}")?;
     writeln!(out, "State        {}", s.state)?;
-    let enforced = detail.enforcement.map_or_else(|| "none (onboarding lane)".to_owned(), |e| {
-        format!("{} (policy {}, class {})", e.access, e.policy_id, e.class_id)
-    });
+    let enforced = detail.enforcement.map_or_else(
+        || "none (onboarding lane)".to_owned(),
+        |e| format!("{} (policy {}, class {})", e.access, e.policy_id, e.class_id),
+    );
     writeln!(out, "Enforced     {enforced}")?;
     if let Some(restore) = detail.restore_access {
         writeln!(out, "Release to   {restore}")?;
@@ -239,7 +240,8 @@ pub async fn show_to(args: &ShowArgs, out: &mut impl Write) -> anyhow::Result<()
         let rows: Vec<[String; 3]> = flows
             .iter()
             .map(|f| {
-                let verdict = if f.reason == "none" { f.verdict.clone() } else { format!("{} ({})", f.verdict, f.reason) };
+                let verdict =
+                    if f.reason == "none" { f.verdict.clone() } else { format!("{} ({})", f.verdict, f.reason) };
                 [
                     rfc3339(f.time),
                     format!("{} {}:{} -> {}:{}", proto_name(f.proto), f.src, f.src_port, f.dst, f.dst_port),
@@ -251,8 +253,11 @@ pub async fn show_to(args: &ShowArgs, out: &mut impl Write) -> anyhow::Result<()
     }
     if !detail.audit.is_empty() {
         writeln!(out, "\nAudit (newest first)")?;
-        let rows: Vec<[String; 4]> =
-            detail.audit.iter().map(|a| [rfc3339(a.time), a.actor.clone(), a.action.clone(), a.detail.clone()]).collect();
+        let rows: Vec<[String; 4]> = detail
+            .audit
+            .iter()
+            .map(|a| [rfc3339(a.time), a.actor.clone(), a.action.clone(), a.detail.clone()])
+            .collect();
         write_table(out, ["TIME", "ACTOR", "ACTION", "DETAIL"], &rows)?;
     }
     Ok(())
@@ -265,7 +270,11 @@ pub async fn action_to(args: &ActionArgs, action: &str, out: &mut impl Write) ->
         serde_json::to_writer_pretty(&mut *out, &response)?;
         writeln!(out)?;
     } else if response.changed {
-        writeln!(out, "{}: {} -> {} ({} by {})", response.mac, response.previous, response.access, response.action, response.actor)?;
+        writeln!(
+            out,
+            "{}: {} -> {} ({} by {})",
+            response.mac, response.previous, response.access, response.action, response.actor
+        )?;
     } else {
         writeln!(out, "{}: already {}, nothing changed", response.mac, response.access)?;
     }
@@ -338,7 +347,10 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("MAC") && lines[0].contains("LAST SEEN"), "{table}");
         assert_eq!(lines.len(), 3, "{table}");
-        assert!(lines[1].starts_with(CAMERA) && lines[1].contains("192.168.1.20") && lines[1].contains("enrolled"), "{table}");
+        assert!(
+            lines[1].starts_with(CAMERA) && lines[1].contains("192.168.1.20") && lines[1].contains("enrolled"),
+            "{table}"
+        );
 
         let mut out = Vec::new();
         list_to(&ListArgs { api: api(&server, Some(VIEWER_TOKEN)), json: true }, &mut out).await.unwrap();
@@ -347,9 +359,13 @@ mod tests {
 
         let mac: Mac = CAMERA.parse().unwrap();
         let mut out = Vec::new();
-        let quarantine = ActionArgs { mac, reason: Some("INC-7".into()), api: api(&server, Some(OPERATOR_TOKEN)), json: false };
+        let quarantine =
+            ActionArgs { mac, reason: Some("INC-7".into()), api: api(&server, Some(OPERATOR_TOKEN)), json: false };
         action_to(&quarantine, "quarantine", &mut out).await.unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), format!("{CAMERA}: enrolled -> quarantined (quarantine by api:otto)\n"));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{CAMERA}: enrolled -> quarantined (quarantine by api:otto)\n")
+        );
 
         let mut out = Vec::new();
         show_to(&ShowArgs { mac, api: api(&server, Some(VIEWER_TOKEN)), json: false }, &mut out).await.unwrap();

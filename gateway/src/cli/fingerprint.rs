@@ -68,7 +68,12 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let trained = model::train(&refs, &params).context("training")?;
     let json = serde_json::to_string(&trained).context("serialising the model")?;
     std::fs::write(&args.out, json).with_context(|| format!("writing {}", args.out.display()))?;
-    println!("trained on {} captures of {} types; model written to {}", examples.len(), trained.classes.len(), args.out.display());
+    println!(
+        "trained on {} captures of {} types; model written to {}",
+        examples.len(),
+        trained.classes.len(),
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

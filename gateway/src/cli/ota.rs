@@ -267,7 +267,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Init { at, root_keys, root_threshold } => {
             let (repo, conn) = at.open()?;
-            let root = repo.init(&conn, &InitOptions { root_keys, root_threshold }).context("initialising the repository")?;
+            let root =
+                repo.init(&conn, &InitOptions { root_keys, root_threshold }).context("initialising the repository")?;
             println!("repository initialised in {}", repo.dir().display());
             print_root(&root);
             println!("keep the root-*.pem keys offline; `iotgw ota delegate` adds vendors");
@@ -479,12 +480,29 @@ fn print_root(root: &ota::metadata::Root) {
 
 fn campaign(command: CampaignCommand) -> anyhow::Result<ExitCode> {
     match command {
-        CampaignCommand::Create { at, target, canary, stages, windows, failure_threshold, soak_secs, anomaly_devices } => {
+        CampaignCommand::Create {
+            at,
+            target,
+            canary,
+            stages,
+            windows,
+            failure_threshold,
+            soak_secs,
+            anomaly_devices,
+        } => {
             let (repo, conn) = at.open()?;
             let stages: Vec<Stage> = stages.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
             let windows: Vec<Window> = windows.iter().map(|w| w.parse()).collect::<Result<_, _>>()?;
             let id = Rollouts { conn: &conn, repo: &repo }
-                .create(CampaignRequest { target, canary, stages, windows, failure_threshold, soak_secs, anomaly_devices })
+                .create(CampaignRequest {
+                    target,
+                    canary,
+                    stages,
+                    windows,
+                    failure_threshold,
+                    soak_secs,
+                    anomaly_devices,
+                })
                 .context("creating the campaign")?;
             println!("campaign {id} created (draft; the update service starts it inside a window)");
         }
@@ -499,7 +517,14 @@ fn campaign(command: CampaignCommand) -> anyhow::Result<ExitCode> {
                 let stats = rollouts.stats(&c)?;
                 println!(
                     "{} {} -> {} [{}] group: {} devices, {} ok, {} failed, {} anomalous",
-                    c.id, c.spec.target, c.spec.firmware_version, c.state, stats.size, stats.successes, stats.failures, stats.anomalous
+                    c.id,
+                    c.spec.target,
+                    c.spec.firmware_version,
+                    c.state,
+                    stats.size,
+                    stats.successes,
+                    stats.failures,
+                    stats.anomalous
                 );
             }
         }
@@ -530,7 +555,18 @@ mod tests {
     fn publish_parses_class_version_and_keys() {
         use clap::Parser as _;
         let cli = crate::cli::Cli::try_parse_from([
-            "iotgw", "ota", "publish", "fw.bin", "--version", "2.0", "--device-class", "cam", "--key", "v.pem", "--repo", "r",
+            "iotgw",
+            "ota",
+            "publish",
+            "fw.bin",
+            "--version",
+            "2.0",
+            "--device-class",
+            "cam",
+            "--key",
+            "v.pem",
+            "--repo",
+            "r",
         ])
         .unwrap();
         let crate::cli::Command::Ota(super::Command::Publish(args)) = cli.command else { panic!() };

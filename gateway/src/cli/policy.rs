@@ -64,16 +64,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Err(errors) => print_errors(&errors),
         }),
-        Command::ImportMud {
-            file,
-            class,
-            id,
-            output,
-        } => {
-            let json = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let imported = policy::mud::import(&json, &class, id)
-                .with_context(|| format!("{}: refused", file.display()))?;
+        Command::ImportMud { file, class, id, output } => {
+            let json = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let imported =
+                policy::mud::import(&json, &class, id).with_context(|| format!("{}: refused", file.display()))?;
             for reason in &imported.skipped {
                 eprintln!("skipped {reason}");
             }
@@ -87,11 +81,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     out.write_all(imported.toml.as_bytes())
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!(
-                        "wrote class {class:?} ({} rules) to {}",
-                        imported.rules,
-                        path.display()
-                    );
+                    eprintln!("wrote class {class:?} ({} rules) to {}", imported.rules, path.display());
                 }
                 None => print!("{}", imported.toml),
             }
@@ -104,30 +94,18 @@ fn print_errors(errors: &[policy::PolicyError]) -> ExitCode {
     for error in errors {
         eprintln!("{error}");
     }
-    eprintln!(
-        "{} error{} in the policy files",
-        errors.len(),
-        if errors.len() == 1 { "" } else { "s" }
-    );
+    eprintln!("{} error{} in the policy files", errors.len(), if errors.len() == 1 { "" } else { "s" });
     ExitCode::from(EXIT_POLICY_ERRORS)
 }
 
 /// One paragraph saying what the files hold.
 pub fn summary(compiled: &CompiledPolicy) -> String {
     let source = &compiled.source;
-    let v4 = compiled
-        .rules
+    let v4 = compiled.rules.iter().filter(|rule| rule.net.addr().is_ipv4()).count();
+    let lanes = [&source.lanes.onboarding, &source.lanes.quarantine, &source.lanes.update]
         .iter()
-        .filter(|rule| rule.net.addr().is_ipv4())
+        .filter(|lane| lane.at.is_some())
         .count();
-    let lanes = [
-        &source.lanes.onboarding,
-        &source.lanes.quarantine,
-        &source.lanes.update,
-    ]
-    .iter()
-    .filter(|lane| lane.at.is_some())
-    .count();
     let defaults = source.defaults;
     format!(
         "ok: {} files, {} classes, {lanes} lanes, {} datapath entries ({v4} IPv4, {} IPv6), \
@@ -151,8 +129,7 @@ pub fn notes(compiled: &CompiledPolicy) -> Vec<String> {
     let lanes = &compiled.source.lanes;
     let mut notes = Vec::new();
     if lanes.onboarding.at.is_none() {
-        notes
-            .push("no [lanes.onboarding]: unknown devices can reach nothing, not even DHCP".into());
+        notes.push("no [lanes.onboarding]: unknown devices can reach nothing, not even DHCP".into());
     }
     if lanes.quarantine.at.is_none() {
         notes.push("no [lanes.quarantine]: quarantined devices can reach nothing".into());
@@ -172,17 +149,10 @@ fn verdict_name(verdict: crate::config::Verdict) -> &'static str {
 pub fn listing(compiled: &CompiledPolicy) -> String {
     let mut out = String::new();
     for class in &compiled.classes {
-        out.push_str(&format!(
-            "class {} id={} policy={}\n",
-            class.name, class.class_id.0, class.policy_id.0
-        ));
+        out.push_str(&format!("class {} id={} policy={}\n", class.name, class.class_id.0, class.policy_id.0));
     }
     for rule in &compiled.rules {
-        let ports: Vec<String> = rule
-            .ports
-            .iter()
-            .map(|r| format!("{}-{}", r.first, r.last))
-            .collect();
+        let ports: Vec<String> = rule.ports.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
         out.push_str(&format!(
             "entry policy={} proto={} net={} ports={}\n",
             rule.policy_id.0,
@@ -192,11 +162,7 @@ pub fn listing(compiled: &CompiledPolicy) -> String {
         ));
     }
     for rule in &compiled.dns_rules {
-        let ports: Vec<String> = rule
-            .ports
-            .iter()
-            .map(|r| format!("{}-{}", r.first, r.last))
-            .collect();
+        let ports: Vec<String> = rule.ports.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
         out.push_str(&format!(
             "dns policy={} proto={} name={} ports={}\n",
             rule.policy_id.0,
@@ -213,14 +179,10 @@ mod tests {
     use super::*;
 
     const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
-    const MUD: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/src/policy/testdata/lightbulb.mud.json"
-    );
+    const MUD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/policy/testdata/lightbulb.mud.json");
 
     fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("iotgw-cli-policy-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("iotgw-cli-policy-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         dir
@@ -228,22 +190,13 @@ mod tests {
 
     #[test]
     fn check_succeeds_on_the_shipped_folder_and_fails_on_a_bad_file() {
-        let ok = run(Command::Check {
-            files: vec![SHIPPED.into()],
-        })
-        .expect("runs");
+        let ok = run(Command::Check { files: vec![SHIPPED.into()] }).expect("runs");
         assert_eq!(ok, ExitCode::SUCCESS);
         let dir = scratch("check");
         let bad = dir.join("bad.toml");
-        std::fs::write(
-            &bad,
-            "[[class]]\nname = \"x\"\nid = 1\n[[class.allow]]\nnets = [\"300.1.1.1\"]\n",
-        )
-        .expect("write");
-        let failed = run(Command::Check {
-            files: vec![SHIPPED.into(), bad],
-        })
-        .expect("runs");
+        std::fs::write(&bad, "[[class]]\nname = \"x\"\nid = 1\n[[class.allow]]\nnets = [\"300.1.1.1\"]\n")
+            .expect("write");
+        let failed = run(Command::Check { files: vec![SHIPPED.into(), bad] }).expect("runs");
         assert_eq!(failed, ExitCode::from(EXIT_POLICY_ERRORS));
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -252,28 +205,13 @@ mod tests {
     fn imported_mud_file_is_written_once_and_passes_check_with_the_shipped_files() {
         let dir = scratch("mud");
         let out = dir.join("bulb.toml");
-        let import = || Command::ImportMud {
-            file: MUD.into(),
-            class: "bulb".into(),
-            id: 50,
-            output: Some(out.clone()),
-        };
+        let import =
+            || Command::ImportMud { file: MUD.into(), class: "bulb".into(), id: 50, output: Some(out.clone()) };
         assert_eq!(run(import()).expect("imports"), ExitCode::SUCCESS);
-        assert!(
-            run(import()).is_err(),
-            "an existing file is never overwritten"
-        );
-        let checked = run(Command::Check {
-            files: vec![SHIPPED.into(), out.clone()],
-        })
-        .expect("runs");
+        assert!(run(import()).is_err(), "an existing file is never overwritten");
+        let checked = run(Command::Check { files: vec![SHIPPED.into(), out.clone()] }).expect("runs");
         assert_eq!(checked, ExitCode::SUCCESS);
-        let refused = run(Command::ImportMud {
-            file: SHIPPED.into(),
-            class: "x".into(),
-            id: 1,
-            output: None,
-        });
+        let refused = run(Command::ImportMud { file: SHIPPED.into(), class: "x".into(), id: 1, output: None });
         assert!(refused.is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -282,15 +220,9 @@ mod tests {
     fn summary_counts_what_the_files_hold() {
         let compiled = policy::check(&[SHIPPED]).expect("shipped policies");
         let text = summary(&compiled);
-        assert!(
-            text.starts_with("ok: 9 files, 6 classes, 3 lanes, "),
-            "{text}"
-        );
+        assert!(text.starts_with("ok: 9 files, 6 classes, 3 lanes, "), "{text}");
         assert!(text.ends_with("quarantine=redirect"), "{text}");
         assert!(notes(&compiled).is_empty());
-        assert!(
-            listing(&compiled)
-                .contains("entry policy=1 proto=tcp net=10.77.0.1/32 ports=53-53,8443-8443")
-        );
+        assert!(listing(&compiled).contains("entry policy=1 proto=tcp net=10.77.0.1/32 ports=53-53,8443-8443"));
     }
 }

@@ -106,9 +106,7 @@ impl Clock {
 
 /// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
 fn monotonic_now() -> Duration {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(Duration::from)
-        .unwrap_or_default()
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map(Duration::from).unwrap_or_default()
 }
 
 fn read<T: gateway_ebpf::FromBytes>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError> {
@@ -188,7 +186,9 @@ pub const RING_BATCH: usize = 4_096;
 impl RingReader {
     pub fn new(ebpf: &mut aya::Ebpf) -> Result<Self, super::ControlError> {
         let name = gateway_ebpf::maps::EVENTS;
-        let map = ebpf.take_map(name).ok_or(super::ControlError::Map { map: name, message: "missing from the object".into() })?;
+        let map = ebpf
+            .take_map(name)
+            .ok_or(super::ControlError::Map { map: name, message: "missing from the object".into() })?;
         let ring = aya::maps::RingBuf::try_from(map)
             .map_err(|e| super::ControlError::Map { map: name, message: e.to_string() })?;
         // `with_interest` is deprecated for fds the wrapper does not own; here the AsyncFd owns

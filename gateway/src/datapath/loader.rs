@@ -130,9 +130,7 @@ pub struct Loaded {
 pub fn prepare_bpffs(pin_path: &Path) -> Result<(), LoadError> {
     let fail = |message: String| LoadError::BpfFs { path: pin_path.to_owned(), message };
     let root = Path::new("/sys/fs/bpf");
-    let mounted = nix::sys::statfs::statfs(root)
-        .map(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC)
-        .unwrap_or(false);
+    let mounted = nix::sys::statfs::statfs(root).map(|fs| fs.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false);
     if !mounted {
         std::fs::create_dir_all(root).map_err(|e| fail(e.to_string()))?;
         nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
@@ -194,7 +192,8 @@ pub fn attach_all(loaded: &mut Loaded, config: &DatapathConfig) -> Result<(), Lo
 pub fn forget_stale_pins(pin_path: &Path) -> bool {
     let mismatch = VALUE_SIZES.iter().find_map(|&(name, size)| {
         let info = aya::maps::MapInfo::from_pin(pin_path.join(name)).ok()?;
-        (info.value_size() as usize != size).then(|| format!("{name} holds {}-byte values, this build {size}", info.value_size()))
+        (info.value_size() as usize != size)
+            .then(|| format!("{name} holds {}-byte values, this build {size}", info.value_size()))
     });
     let stale = mismatch.or_else(|| {
         let map = aya::maps::MapData::from_pin(pin_path.join(abi::CONFIG)).ok()?;
@@ -258,7 +257,12 @@ pub fn existing_link_pin(pin_path: &Path, program: &str, interface: &str) -> Opt
 
 /// Attaches `program` to `interface`, reusing (atomically replacing) a pinned link if a
 /// previous controller left one.
-pub fn attach(ebpf: &mut Ebpf, program: &'static str, interface: &str, config: &DatapathConfig) -> Result<Attachment, LoadError> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    interface: &str,
+    config: &DatapathConfig,
+) -> Result<Attachment, LoadError> {
     let xdp: &mut Xdp = ebpf
         .program_mut(program)
         .ok_or(LoadError::Program { name: program, source: aya::programs::ProgramError::NotLoaded })?
@@ -268,8 +272,10 @@ pub fn attach(ebpf: &mut Ebpf, program: &'static str, interface: &str, config: &
     let attach_error = |message: String| LoadError::Attach { interface: interface.to_owned(), message };
 
     if let Some((pin, pinned_mode)) = existing_link_pin(&config.pin_path, program, interface) {
-        let pinned = PinnedLink::from_pin(&pin).map_err(|e| attach_error(format!("pinned link {}: {e}", pin.display())))?;
-        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| attach_error(format!("pinned link {}: {e}", pin.display())))?;
+        let pinned =
+            PinnedLink::from_pin(&pin).map_err(|e| attach_error(format!("pinned link {}: {e}", pin.display())))?;
+        let link = XdpLink::try_from(FdLink::from(pinned))
+            .map_err(|e| attach_error(format!("pinned link {}: {e}", pin.display())))?;
         xdp.attach_to_link(link).map_err(|e| attach_error(format!("replacing pinned link: {e}")))?;
         let mode = pinned_mode.map_or(UNKNOWN_MODE, LinkMode::name);
         if pinned_mode_conflicts(config.attach_mode, pinned_mode) {
@@ -368,10 +374,17 @@ mod tests {
     fn link_pin_names_record_the_mode_and_never_contain_a_dot() {
         let root = Path::new("/sys/fs/bpf/iotgw");
         assert_eq!(link_pin(root, "iotgw_lan", "lan0", Some(LinkMode::Skb)), root.join("links/iotgw_lan@lan0:skb"));
-        assert_eq!(link_pin(root, "iotgw_wan", "wan0", Some(LinkMode::Driver)), root.join("links/iotgw_wan@wan0:driver"));
+        assert_eq!(
+            link_pin(root, "iotgw_wan", "wan0", Some(LinkMode::Driver)),
+            root.join("links/iotgw_wan@wan0:driver")
+        );
         let vlan = link_pin(root, "iotgw_lan", "eth0.100", Some(LinkMode::Driver));
         assert_eq!(vlan.file_name().and_then(|n| n.to_str()), Some("iotgw_lan@eth0:100:driver"));
-        assert_eq!(link_pin(root, "iotgw_lan", "lan0", None), root.join("links/iotgw_lan@lan0"), "older controllers' name");
+        assert_eq!(
+            link_pin(root, "iotgw_lan", "lan0", None),
+            root.join("links/iotgw_lan@lan0"),
+            "older controllers' name"
+        );
     }
 
     #[test]

@@ -15,11 +15,12 @@ use std::{
 };
 
 use aya::maps::{
-    Array, DevMap, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, lpm_trie::{Key, LpmTrie},
+    Array, DevMap, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap,
+    lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
-    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS,
-    PolicyKey, PolicyRule, QUARANTINE_SLOT, counter, maps as abi,
+    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule,
+    QUARANTINE_SLOT, counter, maps as abi,
 };
 
 use super::{ControlError, DeviceAccess, DeviceControl};
@@ -91,7 +92,9 @@ impl Maps {
                 T::Array => Map::Array(data),
                 T::PerCpuArray => Map::PerCpuArray(data),
                 T::DevMap => Map::DevMap(data),
-                other => return Err(ControlError::Map { map: name, message: format!("unexpected map type {other:?}") }),
+                other => {
+                    return Err(ControlError::Map { map: name, message: format!("unexpected map type {other:?}") });
+                }
             })
         })
     }
@@ -151,10 +154,26 @@ impl Maps {
         for rule in rules {
             match rule.to_abi() {
                 AbiEntry::V4 { prefix_len, key, rule } => {
-                    v4.insert((u32::from_be_bytes(key.policy_id), key.proto, key.addr, (prefix_len - POLICY_KEY_FIXED_BITS) as u8), rule);
+                    v4.insert(
+                        (
+                            u32::from_be_bytes(key.policy_id),
+                            key.proto,
+                            key.addr,
+                            (prefix_len - POLICY_KEY_FIXED_BITS) as u8,
+                        ),
+                        rule,
+                    );
                 }
                 AbiEntry::V6 { prefix_len, key, rule } => {
-                    v6.insert((u32::from_be_bytes(key.policy_id), key.proto, key.addr, (prefix_len - POLICY_KEY_FIXED_BITS) as u8), rule);
+                    v6.insert(
+                        (
+                            u32::from_be_bytes(key.policy_id),
+                            key.proto,
+                            key.addr,
+                            (prefix_len - POLICY_KEY_FIXED_BITS) as u8,
+                        ),
+                        rule,
+                    );
                 }
             }
         }
@@ -210,11 +229,7 @@ impl Maps {
 
     /// The flow table, optionally only one device's flows.
     pub fn flows(&self, mac: Option<Mac>) -> Vec<(FlowKey, FlowStats)> {
-        self.flows
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(key, _)| mac.is_none_or(|m| key.mac.addr == m.0))
-            .collect()
+        self.flows.iter().filter_map(Result::ok).filter(|(key, _)| mac.is_none_or(|m| key.mac.addr == m.0)).collect()
     }
 
     /// Every device entry (for start-up reconciliation and status).
@@ -233,7 +248,12 @@ impl DeviceControl for Maps {
                     Err(e) => Err(map_error(abi::DEVICES)(e)),
                 }
             } else {
-                let entry = DeviceEntry { state: access.access.code(), _pad: 0, class_id: access.class_id, policy_id: access.policy_id };
+                let entry = DeviceEntry {
+                    state: access.access.code(),
+                    _pad: 0,
+                    class_id: access.class_id,
+                    policy_id: access.policy_id,
+                };
                 devices.insert(mac.key(), entry, 0).map_err(map_error(abi::DEVICES))
             }
         };
@@ -270,7 +290,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 type Merged<const N: usize> = BTreeMap<(u32, u8, [u8; N], u8), PolicyRule>;
 
 fn trie_key<const N: usize>(&(policy_id, proto, addr, prefix): &(u32, u8, [u8; N], u8)) -> Key<PolicyKey<N>> {
-    Key::new(POLICY_KEY_FIXED_BITS + u32::from(prefix), PolicyKey { policy_id: policy_id.to_be_bytes(), proto, _pad: [0; 3], addr })
+    Key::new(
+        POLICY_KEY_FIXED_BITS + u32::from(prefix),
+        PolicyKey { policy_id: policy_id.to_be_bytes(), proto, _pad: [0; 3], addr },
+    )
 }
 
 fn sync_trie<const N: usize>(

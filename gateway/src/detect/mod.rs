@@ -13,7 +13,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    baseline::{self, Baselines, DeviceBaseline, Input, Service, TrafficSample, is_group_or_unspecified, is_initiation, stats::feature},
+    baseline::{
+        self, Baselines, DeviceBaseline, Input, Service, TrafficSample, is_group_or_unspecified, is_initiation,
+        stats::feature,
+    },
     datapath::events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
     device::Mac,
 };
@@ -378,7 +381,12 @@ impl Detector {
         while state.traffic.front().is_some_and(|t| apart(end, t.end) >= window) {
             state.traffic.pop_front();
         }
-        state.traffic.push_back(TrafficSpan { start: sample.interval_start, end, tx_bytes: sample.tx_bytes, tx_packets: sample.tx_packets });
+        state.traffic.push_back(TrafficSpan {
+            start: sample.interval_start,
+            end,
+            tx_bytes: sample.tx_bytes,
+            tx_packets: sample.tx_packets,
+        });
         let mut triggers = Vec::new();
         let profile = self.baselines.device(sample.mac).and_then(DeviceBaseline::baselined);
         // Packets of the samples that began within the last second (this one always counts),
@@ -391,9 +399,18 @@ impl Detector {
             Some(p) => {
                 let learnt = p.windows.max[feature::TX_PACKETS];
                 let t = (self.config.flood_factor * learnt).max(self.config.flood_min_pps);
-                (t, format!("at most {t:.0} packets/s ({}× the learnt maximum of {learnt:.0} packets in a window, at least {:.0})", self.config.flood_factor, self.config.flood_min_pps))
+                (
+                    t,
+                    format!(
+                        "at most {t:.0} packets/s ({}× the learnt maximum of {learnt:.0} packets in a window, at least {:.0})",
+                        self.config.flood_factor, self.config.flood_min_pps
+                    ),
+                )
             }
-            None => (self.config.flood_pps, format!("at most {:.0} packets/s (absolute limit, no baseline yet)", self.config.flood_pps)),
+            None => (
+                self.config.flood_pps,
+                format!("at most {:.0} packets/s (absolute limit, no baseline yet)", self.config.flood_pps),
+            ),
         };
         if pps > threshold {
             let score = alert::ratio_score(pps, threshold);
@@ -447,7 +464,10 @@ impl Detector {
                 detector: DetectorKind::ArpSpoof,
                 score: 0.9,
                 expected: format!("ARP sender hardware address equal to the frame's source {}", sample.mac),
-                observed: format!("ARP from {} claims {sender_ip} is at {sender_mac}; score 0.9 (forged sender)", sample.mac),
+                observed: format!(
+                    "ARP from {} claims {sender_ip} is at {sender_mac}; score 0.9 (forged sender)",
+                    sample.mac
+                ),
                 flows: Vec::new(),
             });
         }
@@ -505,7 +525,12 @@ impl Detector {
 }
 
 /// Many hosts, or many ports on one host, within the window.
-fn scan(config: &Config, state: &DeviceState, flow: &FlowObservation, baseline: Option<&DeviceBaseline>) -> Vec<Trigger> {
+fn scan(
+    config: &Config,
+    state: &DeviceState,
+    flow: &FlowObservation,
+    baseline: Option<&DeviceBaseline>,
+) -> Vec<Trigger> {
     let hosts: HashSet<IpAddr> = state.recent.iter().map(|f| f.dst).filter(|d| !is_group_or_unspecified(*d)).collect();
     let ports: HashSet<u16> = state.recent.iter().filter(|f| f.dst == flow.dst).map(|f| f.port).collect();
     let learnt_hosts = baseline.map(|b| b.profile().windows.max[feature::DISTINCT_HOSTS]).unwrap_or_default();
@@ -564,7 +589,10 @@ fn flow_flood(config: &Config, state: &DeviceState, baseline: Option<&DeviceBase
     let (limit, basis) = match baseline.and_then(DeviceBaseline::baselined) {
         Some(p) => {
             let learnt = p.windows.max[feature::NEW_FLOWS];
-            ((config.flood_factor * learnt).max(config.flood_flows as f64 / 4.0), format!("{}× the learnt maximum of {learnt:.0}", config.flood_factor))
+            (
+                (config.flood_factor * learnt).max(config.flood_flows as f64 / 4.0),
+                format!("{}× the learnt maximum of {learnt:.0}", config.flood_factor),
+            )
         }
         None => (config.flood_flows as f64, "absolute limit, no baseline yet".to_owned()),
     };

@@ -68,7 +68,13 @@ fn rotates(config: &Config, service: Option<&baseline::profile::ServiceProfile>)
 }
 
 /// An upstream destination the baseline does not explain.
-pub(super) fn new_destination(config: &Config, baselines: &Baselines, profile: &Profile, flow: &FlowObservation, text: &str) -> Option<Trigger> {
+pub(super) fn new_destination(
+    config: &Config,
+    baselines: &Baselines,
+    profile: &Profile,
+    flow: &FlowObservation,
+    text: &str,
+) -> Option<Trigger> {
     let name = baselines.name_of(flow.dst);
     if profile.knows_destination(flow.dst) || name.is_some_and(|n| profile.knows_name(n)) {
         return None;

@@ -164,7 +164,11 @@ impl Analysis {
             self.devices,
             self.baselined,
             if routers.is_empty() { "none".to_owned() } else { routers.join(", ") },
-            if self.learning.alerts > 0 { format!("While learning — {}", self.learning.render()) } else { String::new() },
+            if self.learning.alerts > 0 {
+                format!("While learning — {}", self.learning.render())
+            } else {
+                String::new()
+            },
             self.alerts.render()
         )
     }
@@ -220,8 +224,14 @@ impl AlertSummary {
         for (mac, incidents) in &self.devices {
             out.push_str(&format!("  {mac}\n"));
             for incident in incidents {
-                out.push_str(&format!("    {} score {:.2} at {}\n", incident.detector, incident.score, incident.first_seen));
-                out.push_str(&format!("      expected: {}\n      observed: {}\n", incident.expected, incident.observed));
+                out.push_str(&format!(
+                    "    {} score {:.2} at {}\n",
+                    incident.detector, incident.score, incident.first_seen
+                ));
+                out.push_str(&format!(
+                    "      expected: {}\n      observed: {}\n",
+                    incident.expected, incident.observed
+                ));
                 for flow in incident.flows.iter().take(3) {
                     out.push_str(&format!("      flow: {flow}\n"));
                 }

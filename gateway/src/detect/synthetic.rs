@@ -25,7 +25,16 @@ const EPHEMERAL_PORTS: std::ops::Range<u16> = 32_768..60_999;
 
 /// A flow's first packet.
 #[allow(clippy::too_many_arguments, reason = "a flow is its 5-tuple, MAC, time and flags")]
-pub fn flow(mac: Mac, time: SystemTime, src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, proto: u8, tcp_flags: u8) -> Input {
+pub fn flow(
+    mac: Mac,
+    time: SystemTime,
+    src: IpAddr,
+    dst: IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    proto: u8,
+    tcp_flags: u8,
+) -> Input {
     Input::Datapath(DatapathEvent::Flow(FlowObservation {
         time,
         mac,
@@ -74,7 +83,14 @@ pub fn dns_answer(mac: Mac, time: SystemTime, name: &str, addr: Ipv4Addr) -> Inp
 
 /// An ARP packet sent by `frame_mac` (request when `target_ip` is asked for, reply
 /// otherwise); gratuitous when `sender_ip == target_ip`.
-pub fn arp(frame_mac: Mac, time: SystemTime, sender_mac: Mac, sender_ip: Ipv4Addr, target_ip: Ipv4Addr, reply: bool) -> Input {
+pub fn arp(
+    frame_mac: Mac,
+    time: SystemTime,
+    sender_mac: Mac,
+    sender_ip: Ipv4Addr,
+    target_ip: Ipv4Addr,
+    reply: bool,
+) -> Input {
     use etherparse_arp::{ArpHardwareId, ArpOperation, ArpPacket, EtherType};
     let operation = ArpOperation(if reply { ARP_REPLY } else { ARP_REQUEST });
     let target_mac = if reply { [0xff; 6] } else { [0; 6] };
@@ -101,7 +117,15 @@ pub fn arp(frame_mac: Mac, time: SystemTime, sender_mac: Mac, sender_ip: Ipv4Add
 }
 
 /// One interval's counters.
-pub fn traffic(mac: Mac, start: SystemTime, interval: Duration, tx_bytes: u64, tx_packets: u64, rx_bytes: u64, rx_packets: u64) -> Input {
+pub fn traffic(
+    mac: Mac,
+    start: SystemTime,
+    interval: Duration,
+    tx_bytes: u64,
+    tx_packets: u64,
+    rx_bytes: u64,
+    rx_packets: u64,
+) -> Input {
     Input::Traffic(TrafficSample { mac, interval_start: start, interval, tx_bytes, tx_packets, rx_bytes, rx_packets })
 }
 

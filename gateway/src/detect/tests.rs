@@ -25,7 +25,11 @@ fn baselined() -> (Detector, SystemTime) {
     let alerts = run(&mut detector, &synthetic::normal_traffic(&fleet(), start(), learn, 7));
     assert!(alerts.is_empty(), "normal learning traffic raised {alerts:#?}");
     for device in fleet() {
-        assert!(detector.baselines().device(device.mac).and_then(DeviceBaseline::baselined).is_some(), "{}", device.mac);
+        assert!(
+            detector.baselines().device(device.mac).and_then(DeviceBaseline::baselined).is_some(),
+            "{}",
+            device.mac
+        );
     }
     (detector, start() + learn)
 }
@@ -66,7 +70,14 @@ fn new_address_of_a_known_name_is_not_a_new_destination() {
         &mut detector,
         &[
             synthetic::dns_answer(meter.mac, now, "eu.headend.utility.example", moved),
-            synthetic::tcp_syn(meter.mac, now + Duration::from_millis(30), IpAddr::V4(meter.ip), IpAddr::V4(moved), 40_002, 443),
+            synthetic::tcp_syn(
+                meter.mac,
+                now + Duration::from_millis(30),
+                IpAddr::V4(meter.ip),
+                IpAddr::V4(moved),
+                40_002,
+                443,
+            ),
         ],
     );
     assert!(alerts.is_empty(), "{alerts:#?}");
@@ -81,7 +92,14 @@ fn unknown_name_lowers_the_score_but_still_alerts() {
         &mut detector,
         &[
             synthetic::dns_answer(meter.mac, now, "c2.evil.example", addr),
-            synthetic::tcp_syn(meter.mac, now + Duration::from_millis(30), IpAddr::V4(meter.ip), IpAddr::V4(addr), 40_003, 443),
+            synthetic::tcp_syn(
+                meter.mac,
+                now + Duration::from_millis(30),
+                IpAddr::V4(meter.ip),
+                IpAddr::V4(addr),
+                40_003,
+                443,
+            ),
         ],
     );
     assert_eq!(alerts.len(), 1);
@@ -95,7 +113,17 @@ fn camera_exfiltrating_is_a_volume_alert() {
     let camera = synthetic::camera(1);
     // 4 MB/s upload for 5 s; the camera's learnt windows carry about 150 KB.
     let upload: Vec<Input> = (0..5)
-        .map(|s| synthetic::traffic(camera.mac, now + Duration::from_secs(s), Duration::from_secs(1), 4_000_000, 2_800, 90_000, 1_400))
+        .map(|s| {
+            synthetic::traffic(
+                camera.mac,
+                now + Duration::from_secs(s),
+                Duration::from_secs(1),
+                4_000_000,
+                2_800,
+                90_000,
+                1_400,
+            )
+        })
         .collect();
     let alerts = open_alerts(&run(&mut detector, &upload)).into_iter().cloned().collect::<Vec<_>>();
     let volume: Vec<_> = alerts.iter().filter(|a| a.detector == DetectorKind::Volume).collect();
@@ -133,10 +161,22 @@ fn vertical_port_scan_of_one_host_is_a_scan() {
     let plug = synthetic::plug(1);
     let target: IpAddr = "10.77.1.1".parse().unwrap();
     let inputs: Vec<Input> = (0..40u16)
-        .map(|i| synthetic::tcp_syn(plug.mac, now + Duration::from_millis(u64::from(i) * 20), IpAddr::V4(plug.ip), target, 50_000, 1 + i * 7))
+        .map(|i| {
+            synthetic::tcp_syn(
+                plug.mac,
+                now + Duration::from_millis(u64::from(i) * 20),
+                IpAddr::V4(plug.ip),
+                target,
+                50_000,
+                1 + i * 7,
+            )
+        })
         .collect();
     let alerts = run(&mut detector, &inputs);
-    assert!(alerts.iter().any(|a| a.detector == DetectorKind::Scan && a.observed.contains("distinct ports on 10.77.1.1")), "{alerts:#?}");
+    assert!(
+        alerts.iter().any(|a| a.detector == DetectorKind::Scan && a.observed.contains("distinct ports on 10.77.1.1")),
+        "{alerts:#?}"
+    );
     // ... and, being a new LAN peer, lateral movement.
     assert!(alerts.iter().any(|a| a.detector == DetectorKind::LateralMovement));
 }
@@ -185,10 +225,22 @@ fn syn_flood_with_rotating_ports_is_a_flood_from_flows_alone() {
     let camera = synthetic::camera(1);
     let target: IpAddr = "192.0.2.80".parse().unwrap();
     let inputs: Vec<Input> = (0..600u32)
-        .map(|i| synthetic::tcp_syn(camera.mac, now + Duration::from_millis(u64::from(i)), IpAddr::V4(camera.ip), target, 10_000 + i as u16, 8883))
+        .map(|i| {
+            synthetic::tcp_syn(
+                camera.mac,
+                now + Duration::from_millis(u64::from(i)),
+                IpAddr::V4(camera.ip),
+                target,
+                10_000 + i as u16,
+                8883,
+            )
+        })
         .collect();
     let alerts = run(&mut detector, &inputs);
-    assert!(alerts.iter().any(|a| a.detector == DetectorKind::Flood && a.observed.contains("new flows")), "{alerts:#?}");
+    assert!(
+        alerts.iter().any(|a| a.detector == DetectorKind::Flood && a.observed.contains("new flows")),
+        "{alerts:#?}"
+    );
 }
 
 #[test]
@@ -200,7 +252,14 @@ fn device_claiming_the_gateway_address_is_arp_spoofing() {
         &mut detector,
         &[
             synthetic::arp(GATEWAY_MAC, now, GATEWAY_MAC, gateway, Ipv4Addr::new(10, 77, 2, 1), true),
-            synthetic::arp(camera.mac, now + Duration::from_secs(1), camera.mac, gateway, Ipv4Addr::new(10, 77, 1, 1), true),
+            synthetic::arp(
+                camera.mac,
+                now + Duration::from_secs(1),
+                camera.mac,
+                gateway,
+                Ipv4Addr::new(10, 77, 1, 1),
+                true,
+            ),
         ],
     );
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
@@ -213,7 +272,8 @@ fn device_claiming_the_gateway_address_is_arp_spoofing() {
 fn forged_arp_sender_and_gratuitous_storm_are_arp_spoofing() {
     let mut detector = detector();
     let plug = synthetic::plug(1);
-    let forged = synthetic::arp(plug.mac, start(), GATEWAY_MAC, Ipv4Addr::new(10, 77, 3, 1), Ipv4Addr::new(10, 77, 3, 1), true);
+    let forged =
+        synthetic::arp(plug.mac, start(), GATEWAY_MAC, Ipv4Addr::new(10, 77, 3, 1), Ipv4Addr::new(10, 77, 3, 1), true);
     let alerts = detector.handle(&forged);
     assert_eq!(alerts.len(), 1);
     assert!(alerts[0].observed.contains("forged sender"));
@@ -238,9 +298,20 @@ fn lateral_movement_to_another_lan_device_on_telnet() {
     assert_eq!(alerts[0].detector, DetectorKind::LateralMovement);
     // 0.5 new peer + 0.3 admin port + 0.2 new service.
     assert!((alerts[0].score - 1.0).abs() < 1e-9);
-    assert!(alerts[0].expected.contains("10.77.0.1") && alerts[0].expected.contains("10.77.0.10"), "{}", alerts[0].expected);
+    assert!(
+        alerts[0].expected.contains("10.77.0.1") && alerts[0].expected.contains("10.77.0.10"),
+        "{}",
+        alerts[0].expected
+    );
     // The learnt hub exchange stays quiet.
-    let hub = synthetic::udp(plug.mac, now + Duration::from_secs(1), IpAddr::V4(plug.ip), "10.77.0.10".parse().unwrap(), 45_000, 5683);
+    let hub = synthetic::udp(
+        plug.mac,
+        now + Duration::from_secs(1),
+        IpAddr::V4(plug.ip),
+        "10.77.0.10".parse().unwrap(),
+        45_000,
+        5683,
+    );
     assert!(detector.handle(&hub).is_empty());
 }
 
@@ -328,7 +399,11 @@ fn baselined_fleet(devices: &[DeviceSpec], extra: Vec<Input>) -> (Detector, Syst
     let alerts = run(&mut detector, &inputs);
     assert!(alerts.is_empty(), "normal learning traffic raised {alerts:#?}");
     for device in devices {
-        assert!(detector.baselines().device(device.mac).and_then(DeviceBaseline::baselined).is_some(), "{}", device.mac);
+        assert!(
+            detector.baselines().device(device.mac).and_then(DeviceBaseline::baselined).is_some(),
+            "{}",
+            device.mac
+        );
     }
     (detector, start() + learn)
 }
@@ -341,11 +416,13 @@ fn new_destinations(alerts: &[Alert]) -> usize {
 fn ntp_client_that_polled_a_fresh_server_each_time_takes_another_but_a_fixed_one_does_not() {
     let mut pooled = synthetic::meter(1);
     // Three polls while learning, each to another pool member in another /24.
-    pooled.ntp_servers = ["198.51.100.123", "198.18.0.123", "100.64.0.123"].iter().map(|a| a.parse().unwrap()).collect();
+    pooled.ntp_servers =
+        ["198.51.100.123", "198.18.0.123", "100.64.0.123"].iter().map(|a| a.parse().unwrap()).collect();
     pooled.ntp_period = Duration::from_secs(290);
     let fixed = synthetic::camera(1);
     let (mut detector, now) = baselined_fleet(&[pooled.clone(), fixed.clone()], Vec::new());
-    let next_pool_member = synthetic::udp(pooled.mac, now, IpAddr::V4(pooled.ip), "100.70.1.2".parse().unwrap(), 123, 123);
+    let next_pool_member =
+        synthetic::udp(pooled.mac, now, IpAddr::V4(pooled.ip), "100.70.1.2".parse().unwrap(), 123, 123);
     assert!(detector.handle(&next_pool_member).is_empty());
     let other_server = synthetic::udp(fixed.mac, now, IpAddr::V4(fixed.ip), "100.70.1.2".parse().unwrap(), 123, 123);
     assert_eq!(new_destinations(&detector.handle(&other_server)), 1);
@@ -357,10 +434,24 @@ fn traffic_a_device_forwards_for_a_host_behind_it_is_not_its_own_novelty() {
     let plug = synthetic::plug(1);
     detector.handle(&synthetic::arp(plug.mac, now, plug.mac, plug.ip, synthetic::GATEWAY, false));
     // The phone on the plug's setup access point browses through it.
-    let phone_behind = synthetic::tcp_syn(plug.mac, now + Duration::from_secs(1), "10.22.22.2".parse().unwrap(), "52.1.2.3".parse().unwrap(), 50_000, 443);
+    let phone_behind = synthetic::tcp_syn(
+        plug.mac,
+        now + Duration::from_secs(1),
+        "10.22.22.2".parse().unwrap(),
+        "52.1.2.3".parse().unwrap(),
+        50_000,
+        443,
+    );
     assert!(detector.handle(&phone_behind).is_empty());
     // From the plug's own address the same destination is news.
-    let own = synthetic::tcp_syn(plug.mac, now + Duration::from_secs(2), IpAddr::V4(plug.ip), "52.1.2.3".parse().unwrap(), 50_001, 443);
+    let own = synthetic::tcp_syn(
+        plug.mac,
+        now + Duration::from_secs(2),
+        IpAddr::V4(plug.ip),
+        "52.1.2.3".parse().unwrap(),
+        50_001,
+        443,
+    );
     assert_eq!(new_destinations(&detector.handle(&own)), 1);
 }
 
@@ -377,23 +468,33 @@ fn a_destination_the_other_devices_of_the_vendor_reach_is_their_cloud() {
     other_vendor.mac = "3c:33:00:98:ee:fd".parse().unwrap();
     let (mut detector, now) = baselined_fleet(&[relay_user, sibling.clone(), other_vendor.clone()], Vec::new());
     let relay: IpAddr = "54.217.230.12".parse().unwrap();
-    assert!(detector.handle(&synthetic::tcp_syn(sibling.mac, now, IpAddr::V4(sibling.ip), relay, 40_000, 8767)).is_empty());
-    let elsewhere = synthetic::tcp_syn(sibling.mac, now, IpAddr::V4(sibling.ip), "45.9.148.3".parse().unwrap(), 40_001, 4_444);
+    assert!(
+        detector.handle(&synthetic::tcp_syn(sibling.mac, now, IpAddr::V4(sibling.ip), relay, 40_000, 8767)).is_empty()
+    );
+    let elsewhere =
+        synthetic::tcp_syn(sibling.mac, now, IpAddr::V4(sibling.ip), "45.9.148.3".parse().unwrap(), 40_001, 4_444);
     let alerts = detector.handle(&elsewhere);
     assert_eq!(new_destinations(&alerts), 1);
     assert!(alerts[0].expected.contains("the 2 baselined devices of this vendor"), "{}", alerts[0].expected);
     let stranger = synthetic::tcp_syn(other_vendor.mac, now, IpAddr::V4(other_vendor.ip), relay, 40_002, 8767);
     let alerts = detector.handle(&stranger);
-    assert_eq!(new_destinations(&alerts), 1, "{alerts:#?} {:?}", detector.baselines().site().vendor_peers(other_vendor.mac));
+    assert_eq!(
+        new_destinations(&alerts),
+        1,
+        "{alerts:#?} {:?}",
+        detector.baselines().site().vendor_peers(other_vendor.mac)
+    );
 }
 
 #[test]
 fn another_public_resolver_is_name_resolution_but_its_neighbour_is_not() {
     let (mut detector, now) = baselined();
     let camera = synthetic::camera(1);
-    let httpdns = synthetic::tcp_syn(camera.mac, now, IpAddr::V4(camera.ip), "119.29.29.29".parse().unwrap(), 39_225, 80);
+    let httpdns =
+        synthetic::tcp_syn(camera.mac, now, IpAddr::V4(camera.ip), "119.29.29.29".parse().unwrap(), 39_225, 80);
     assert!(detector.handle(&httpdns).is_empty());
-    let neighbour = synthetic::tcp_syn(camera.mac, now, IpAddr::V4(camera.ip), "119.29.29.30".parse().unwrap(), 39_226, 80);
+    let neighbour =
+        synthetic::tcp_syn(camera.mac, now, IpAddr::V4(camera.ip), "119.29.29.30".parse().unwrap(), 39_226, 80);
     assert_eq!(new_destinations(&detector.handle(&neighbour)), 1);
 }
 
@@ -403,7 +504,8 @@ fn calling_back_a_lan_host_that_called_while_learning_is_no_lateral_movement() {
     let phone: IpAddr = "10.77.0.50".parse().unwrap();
     let (camera, meter) = (synthetic::camera(1), synthetic::meter(1));
     // The phone app opens the camera's API while the camera learns.
-    let app = synthetic::tcp_syn(phone_mac, start() + Duration::from_secs(300), phone, IpAddr::V4(camera.ip), 50_477, 62_910);
+    let app =
+        synthetic::tcp_syn(phone_mac, start() + Duration::from_secs(300), phone, IpAddr::V4(camera.ip), 50_477, 62_910);
     let (mut detector, now) = baselined_fleet(&[camera.clone(), meter.clone()], vec![app]);
     let lateral = |alerts: Vec<Alert>| alerts.iter().filter(|a| a.detector == DetectorKind::LateralMovement).count();
     let callback = synthetic::udp(camera.mac, now, IpAddr::V4(camera.ip), phone, 23_272, 23_272);
@@ -424,13 +526,21 @@ fn a_lone_flow_to_a_lan_address_nobody_uses_is_no_lateral_movement() {
 #[test]
 fn a_service_used_with_several_lan_hosts_takes_another_except_remote_shells() {
     let mut hub = synthetic::plug(1);
-    hub.lan_peers = vec![(synthetic::GATEWAY, 53), ("10.77.0.10".parse().unwrap(), 5683), ("10.77.0.11".parse().unwrap(), 5683)];
+    hub.lan_peers =
+        vec![(synthetic::GATEWAY, 53), ("10.77.0.10".parse().unwrap(), 5683), ("10.77.0.11".parse().unwrap(), 5683)];
     let meter = synthetic::meter(1);
     let mut extra = Vec::new();
     // The two CoAP peers are live hosts of the LAN.
     for (i, peer) in ["10.77.0.10", "10.77.0.11"].iter().enumerate() {
         let mac = Mac([0x02, 0, 0x77, 0, 0, i as u8]);
-        extra.push(synthetic::udp(mac, start() + Duration::from_secs(1), peer.parse().unwrap(), IpAddr::V4(synthetic::GATEWAY), 40_000, 53));
+        extra.push(synthetic::udp(
+            mac,
+            start() + Duration::from_secs(1),
+            peer.parse().unwrap(),
+            IpAddr::V4(synthetic::GATEWAY),
+            40_000,
+            53,
+        ));
     }
     let (mut detector, now) = baselined_fleet(&[hub.clone(), meter.clone()], extra);
     let coap_to_meter = synthetic::udp(hub.mac, now, IpAddr::V4(hub.ip), IpAddr::V4(meter.ip), 45_000, 5683);
@@ -448,7 +558,14 @@ fn a_growing_scan_is_alerted_again_as_its_score_rises_by_a_step() {
     let alerts: Vec<Alert> = (0..120u32)
         .flat_map(|i| {
             let host = IpAddr::V4(Ipv4Addr::new(100, 70, (i / 250) as u8, (i % 250) as u8 + 1));
-            detector.handle(&synthetic::tcp_syn(meter.mac, now + Duration::from_millis(u64::from(i) * 50), IpAddr::V4(meter.ip), host, 40_000 + i as u16, 8_080))
+            detector.handle(&synthetic::tcp_syn(
+                meter.mac,
+                now + Duration::from_millis(u64::from(i) * 50),
+                IpAddr::V4(meter.ip),
+                host,
+                40_000 + i as u16,
+                8_080,
+            ))
         })
         .filter(|a| a.detector == DetectorKind::Scan)
         .collect();
@@ -459,6 +576,13 @@ fn a_growing_scan_is_alerted_again_as_its_score_rises_by_a_step() {
         assert!(pair[1].observed.contains(&format!("escalated from {:.2}", pair[0].score)), "{}", pair[1].observed);
     }
     // The same score again is the same incident: nothing new.
-    let again = synthetic::tcp_syn(meter.mac, now + Duration::from_millis(6_000), IpAddr::V4(meter.ip), "100.70.0.1".parse().unwrap(), 39_000, 8_080);
+    let again = synthetic::tcp_syn(
+        meter.mac,
+        now + Duration::from_millis(6_000),
+        IpAddr::V4(meter.ip),
+        "100.70.0.1".parse().unwrap(),
+        39_000,
+        8_080,
+    );
     assert!(detector.handle(&again).iter().all(|a| a.detector != DetectorKind::Scan));
 }

@@ -33,8 +33,7 @@ pub fn normalize_name(name: &str) -> String {
 
 /// Parses a DNS message (UDP payload; for DNS over TCP, strip the 2-byte length first).
 pub fn parse(payload: &[u8]) -> Result<DnsObservation, FingerprintError> {
-    let message =
-        Message::from_vec(payload).map_err(|error| FingerprintError::Dns(error.to_string()))?;
+    let message = Message::from_vec(payload).map_err(|error| FingerprintError::Dns(error.to_string()))?;
     let queries = message.queries().iter().map(|q| normalize_name(&q.name().to_ascii())).collect();
     let answers = message
         .answers()

@@ -342,7 +342,8 @@ mod tests {
             from_client: true,
             ..Default::default()
         }));
-        features.add_sample(&Parsed::Dns(DnsObservation { queries: vec!["api.xbcs.net".into()], ..Default::default() }));
+        features
+            .add_sample(&Parsed::Dns(DnsObservation { queries: vec!["api.xbcs.net".into()], ..Default::default() }));
         assert!(features.take_changed());
         assert!(!features.take_changed());
         let vector = features.vector();

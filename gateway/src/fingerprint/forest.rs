@@ -56,7 +56,12 @@ pub enum TrainError {
 
 impl Forest {
     /// Trains on `samples` (equal-length vectors) labelled `labels` (class indexes).
-    pub fn train(samples: &[Vec<f64>], labels: &[usize], classes: usize, params: &ForestParams) -> Result<Self, TrainError> {
+    pub fn train(
+        samples: &[Vec<f64>],
+        labels: &[usize],
+        classes: usize,
+        params: &ForestParams,
+    ) -> Result<Self, TrainError> {
         let dimensions = samples.first().ok_or(TrainError::Empty)?.len();
         for (index, sample) in samples.iter().enumerate() {
             if sample.len() != dimensions {
@@ -77,7 +82,8 @@ impl Forest {
         let trees = (0..params.trees)
             .map(|_| {
                 let bootstrap: Vec<usize> = (0..samples.len()).map(|_| rng.gen_range(0..samples.len())).collect();
-                let mut builder = TreeBuilder { samples, labels, classes, params, tries, rng: &mut rng, nodes: Vec::new() };
+                let mut builder =
+                    TreeBuilder { samples, labels, classes, params, tries, rng: &mut rng, nodes: Vec::new() };
                 builder.grow(bootstrap, 0);
                 Tree { nodes: builder.nodes }
             })
@@ -107,11 +113,7 @@ impl Forest {
 
     /// The most probable class and its probability.
     pub fn predict(&self, vector: &[f64]) -> Option<(usize, f64)> {
-        self.predict_proba(vector)
-            .into_iter()
-            .enumerate()
-            .filter(|(_, p)| *p > 0.0)
-            .max_by(|a, b| a.1.total_cmp(&b.1))
+        self.predict_proba(vector).into_iter().enumerate().filter(|(_, p)| *p > 0.0).max_by(|a, b| a.1.total_cmp(&b.1))
     }
 }
 
@@ -207,7 +209,8 @@ impl TreeBuilder<'_> {
             if tried >= self.tries && best.is_some() {
                 break;
             }
-            let mut values: Vec<(f64, usize)> = indexes.iter().map(|&i| (self.samples[i][feature], self.labels[i])).collect();
+            let mut values: Vec<(f64, usize)> =
+                indexes.iter().map(|&i| (self.samples[i][feature], self.labels[i])).collect();
             values.sort_by(|a, b| a.0.total_cmp(&b.0));
             if values.first().map(|v| v.0) == values.last().map(|v| v.0) {
                 continue;
@@ -223,7 +226,8 @@ impl TreeBuilder<'_> {
                     continue;
                 }
                 let n = values.len() as f64;
-                let impurity = (split as f64 / n) * gini(&left, split) + ((n - split as f64) / n) * gini(&right, values.len() - split);
+                let impurity = (split as f64 / n) * gini(&left, split)
+                    + ((n - split as f64) / n) * gini(&right, values.len() - split);
                 let gain = parent - impurity;
                 if best.is_none_or(|(g, _, _)| gain > g) {
                     best = Some((gain, feature, (value + values[split].0) / 2.0));
@@ -279,7 +283,10 @@ mod tests {
     #[test]
     fn forest_refuses_bad_training_input_and_survives_bad_vectors() {
         assert_eq!(Forest::train(&[], &[], 2, &DEFAULT_PARAMS), Err(TrainError::Empty));
-        assert!(matches!(Forest::train(&[vec![1.0], vec![1.0, 2.0]], &[0, 1], 2, &DEFAULT_PARAMS), Err(TrainError::Dimensions { .. })));
+        assert!(matches!(
+            Forest::train(&[vec![1.0], vec![1.0, 2.0]], &[0, 1], 2, &DEFAULT_PARAMS),
+            Err(TrainError::Dimensions { .. })
+        ));
         assert!(matches!(Forest::train(&[vec![1.0]], &[5], 2, &DEFAULT_PARAMS), Err(TrainError::Label { .. })));
         let (samples, labels) = toy();
         let forest = Forest::train(&samples, &labels, 3, &ForestParams { trees: 3, ..DEFAULT_PARAMS }).unwrap();

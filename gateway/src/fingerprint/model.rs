@@ -45,7 +45,9 @@ pub enum ModelError {
     #[error("model {origin} is not valid JSON of a model: {source}")]
     Json { origin: String, source: serde_json::Error },
     /// The model was trained on another feature layout or file format.
-    #[error("model {origin} has format {format} and {dimensions} features; this build needs format {MODEL_FORMAT} with {DIMENSIONS}")]
+    #[error(
+        "model {origin} has format {format} and {dimensions} features; this build needs format {MODEL_FORMAT} with {DIMENSIONS}"
+    )]
     Incompatible { origin: String, format: u32, dimensions: usize },
     #[error("labelled folder {path}: {reason}")]
     Dataset { path: PathBuf, reason: String },
@@ -105,7 +107,11 @@ impl Classifier {
             || model.forest.dimensions != DIMENSIONS
             || model.forest.classes != model.classes.len()
         {
-            return Err(ModelError::Incompatible { origin: origin.to_owned(), format: model.format, dimensions: model.dimensions });
+            return Err(ModelError::Incompatible {
+                origin: origin.to_owned(),
+                format: model.format,
+                dimensions: model.dimensions,
+            });
         }
         Ok(Self { model })
     }
@@ -192,7 +198,9 @@ fn unit_name(dir: &Path) -> String {
 /// `WeMoSwitch` next to `WeMoSwitch2`); `iKettle2` and `TP-LinkPlugHS100` stay as they are.
 pub fn type_label(unit: &str, all_units: &[String]) -> String {
     match stem_of(unit) {
-        Some(stem) if all_units.iter().any(|other| other != unit && (other == stem || stem_of(other) == Some(stem))) => {
+        Some(stem)
+            if all_units.iter().any(|other| other != unit && (other == stem || stem_of(other) == Some(stem))) =>
+        {
             stem.to_owned()
         }
         _ => unit.to_owned(),
@@ -372,7 +380,12 @@ pub fn cross_validate(examples: &[Example], folds: usize, params: &ForestParams)
 }
 
 /// A single held-out split: fold `k` of `folds` is the test set.
-pub fn holdout(examples: &[Example], folds: usize, k: usize, params: &ForestParams) -> Result<(Model, Evaluation), ModelError> {
+pub fn holdout(
+    examples: &[Example],
+    folds: usize,
+    k: usize,
+    params: &ForestParams,
+) -> Result<(Model, Evaluation), ModelError> {
     let fold = folds_of(examples, folds);
     let train_set: Vec<&Example> = examples.iter().zip(&fold).filter(|(_, f)| **f != k).map(|(e, _)| e).collect();
     let test_set: Vec<&Example> = examples.iter().zip(&fold).filter(|(_, f)| **f == k).map(|(e, _)| e).collect();
@@ -396,9 +409,17 @@ mod tests {
 
     #[test]
     fn type_label_merges_only_numbered_siblings() {
-        let units: Vec<String> = ["EdimaxCam1", "EdimaxCam2", "WeMoSwitch", "WeMoSwitch2", "iKettle2", "TP-LinkPlugHS100", "TP-LinkPlugHS110"]
-            .map(String::from)
-            .to_vec();
+        let units: Vec<String> = [
+            "EdimaxCam1",
+            "EdimaxCam2",
+            "WeMoSwitch",
+            "WeMoSwitch2",
+            "iKettle2",
+            "TP-LinkPlugHS100",
+            "TP-LinkPlugHS110",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(type_label("EdimaxCam1", &units), "EdimaxCam");
         assert_eq!(type_label("EdimaxCam2", &units), "EdimaxCam");
         assert_eq!(type_label("WeMoSwitch2", &units), "WeMoSwitch");

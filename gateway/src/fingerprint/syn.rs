@@ -41,7 +41,15 @@ mod tests {
 
     #[test]
     fn syn_signature_rounds_ttl_and_names_options() {
-        let mut syn = SynFingerprint { window: 14600, mss: 1460, ttl: 62, window_scale: 4, option_count: 5, dont_fragment: 1, ..Default::default() };
+        let mut syn = SynFingerprint {
+            window: 14600,
+            mss: 1460,
+            ttl: 62,
+            window_scale: 4,
+            option_count: 5,
+            dont_fragment: 1,
+            ..Default::default()
+        };
         syn.option_kinds[..5].copy_from_slice(&[2, 4, 8, 1, 3]);
         assert_eq!(signature(&syn), "64:14600:1460:4:mss,sok,ts,nop,ws:df");
     }

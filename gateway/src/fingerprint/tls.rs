@@ -6,10 +6,7 @@
 //! the ciphers still parse, and the extensions that fit are kept (`truncated` says so).
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
-use tls_parser::{
-    TlsExtension, parse_tls_extension, parse_tls_handshake_client_hello,
-    parse_tls_record_header,
-};
+use tls_parser::{TlsExtension, parse_tls_extension, parse_tls_handshake_client_hello, parse_tls_record_header};
 
 use super::FingerprintError;
 

@@ -182,12 +182,31 @@ pub enum InventoryError {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum InventoryChange {
-    NewDevice { mac: Mac, vendor: Option<String> },
-    NewAddress { mac: Mac, ip: IpAddr },
-    HostnameChanged { mac: Mac, hostname: String, previous: Option<String> },
+    NewDevice {
+        mac: Mac,
+        vendor: Option<String>,
+    },
+    NewAddress {
+        mac: Mac,
+        ip: IpAddr,
+    },
+    HostnameChanged {
+        mac: Mac,
+        hostname: String,
+        previous: Option<String>,
+    },
     /// A fingerprint value not seen before for this device.
-    NewFingerprint { mac: Mac, kind: FingerprintKind, value: String },
-    TypeChanged { mac: Mac, device_type: String, confidence: f64, previous: Option<String> },
+    NewFingerprint {
+        mac: Mac,
+        kind: FingerprintKind,
+        value: String,
+    },
+    TypeChanged {
+        mac: Mac,
+        device_type: String,
+        confidence: f64,
+        previous: Option<String>,
+    },
 }
 
 impl InventoryChange {
@@ -344,7 +363,10 @@ impl Inventory {
     }
 
     /// Runs `work` in one SQLite transaction: all of it is stored, or none.
-    fn in_transaction<T>(&mut self, work: impl FnOnce(&mut Self) -> Result<T, InventoryError>) -> Result<T, InventoryError> {
+    fn in_transaction<T>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<T, InventoryError>,
+    ) -> Result<T, InventoryError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         let result = work(self).and_then(|value| {
             self.conn.execute_batch("COMMIT")?;
@@ -444,10 +466,24 @@ impl Inventory {
         match &parsed {
             Parsed::Dhcp(dhcp) if dhcp.from_client => {
                 if !dhcp.parameter_request_list.is_empty() {
-                    self.fingerprint(mac, FingerprintKind::DhcpParameterList, &dhcp.parameter_list_text(), None, time, changes)?;
+                    self.fingerprint(
+                        mac,
+                        FingerprintKind::DhcpParameterList,
+                        &dhcp.parameter_list_text(),
+                        None,
+                        time,
+                        changes,
+                    )?;
                 }
                 if let Some(vendor_class) = &dhcp.vendor_class {
-                    self.fingerprint(mac, FingerprintKind::DhcpVendorClass, &sanitize(vendor_class), None, time, changes)?;
+                    self.fingerprint(
+                        mac,
+                        FingerprintKind::DhcpVendorClass,
+                        &sanitize(vendor_class),
+                        None,
+                        time,
+                        changes,
+                    )?;
                 }
                 if let Some(hostname) = dhcp.hostname.as_deref().map(sanitize).filter(|h| !h.is_empty()) {
                     self.fingerprint(mac, FingerprintKind::DhcpHostname, &hostname, None, time, changes)?;
@@ -498,14 +534,24 @@ impl Inventory {
 
     /// Adds a device's counters for the interval starting at `interval_start` into its traffic
     /// bucket. Creates the device if needed.
-    pub fn record_traffic(&mut self, mac: Mac, interval_start: SystemTime, counters: &TrafficCounters) -> Result<(), InventoryError> {
+    pub fn record_traffic(
+        &mut self,
+        mac: Mac,
+        interval_start: SystemTime,
+        counters: &TrafficCounters,
+    ) -> Result<(), InventoryError> {
         self.in_transaction(|inventory| {
             inventory.touch(mac, millis(interval_start), &mut Vec::new())?;
             inventory.record_traffic_in(mac, interval_start, counters)
         })
     }
 
-    fn record_traffic_in(&mut self, mac: Mac, interval_start: SystemTime, counters: &TrafficCounters) -> Result<(), InventoryError> {
+    fn record_traffic_in(
+        &mut self,
+        mac: Mac,
+        interval_start: SystemTime,
+        counters: &TrafficCounters,
+    ) -> Result<(), InventoryError> {
         let bucket_ms = i64::try_from(self.traffic_bucket.as_millis()).unwrap_or(i64::MAX).max(1);
         let start = millis(interval_start).div_euclid(bucket_ms) * bucket_ms;
         let as_i64 = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
@@ -535,7 +581,13 @@ impl Inventory {
 
     /// Sets what the datapath enforces for a device (the caller has changed the device table;
     /// this records it). Creates the device if needed. Returns the previous access.
-    pub fn set_access(&mut self, mac: Mac, access: Access, actor: &str, reason: &str) -> Result<Access, InventoryError> {
+    pub fn set_access(
+        &mut self,
+        mac: Mac,
+        access: Access,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Access, InventoryError> {
         check_text("actor", actor)?;
         check_text("reason", reason)?;
         self.in_transaction(|inventory| {
@@ -559,7 +611,13 @@ impl Inventory {
     }
 
     /// Records the identity the device enrolled with. Creates the device if needed.
-    pub fn set_identity(&mut self, mac: Mac, cert_subject: &str, device_id: &str, actor: &str) -> Result<(), InventoryError> {
+    pub fn set_identity(
+        &mut self,
+        mac: Mac,
+        cert_subject: &str,
+        device_id: &str,
+        actor: &str,
+    ) -> Result<(), InventoryError> {
         check_text("certificate subject", cert_subject)?;
         check_text("device id", device_id)?;
         self.set_columns(mac, actor, "identity_changed", &[("cert_subject", cert_subject), ("device_id", device_id)])
@@ -584,7 +642,13 @@ impl Inventory {
     }
 
     /// Writes text columns; audits only when a value actually changes.
-    fn set_columns(&mut self, mac: Mac, actor: &str, action: &str, columns: &[(&'static str, &str)]) -> Result<(), InventoryError> {
+    fn set_columns(
+        &mut self,
+        mac: Mac,
+        actor: &str,
+        action: &str,
+        columns: &[(&'static str, &str)],
+    ) -> Result<(), InventoryError> {
         check_text("actor", actor)?;
         self.in_transaction(|inventory| {
             inventory.touch_by(mac, millis(SystemTime::now()), actor, &mut Vec::new())?;
@@ -642,7 +706,13 @@ impl Inventory {
         self.touch_by(mac, time, ACTOR_INVENTORY, changes)
     }
 
-    fn touch_by(&mut self, mac: Mac, time: i64, actor: &str, changes: &mut Vec<InventoryChange>) -> Result<(), InventoryError> {
+    fn touch_by(
+        &mut self,
+        mac: Mac,
+        time: i64,
+        actor: &str,
+        changes: &mut Vec<InventoryChange>,
+    ) -> Result<(), InventoryError> {
         let updated = self.conn.execute(
             "UPDATE inventory_devices SET last_seen = MAX(last_seen, ?2) WHERE mac = ?1",
             params![mac.to_string(), time],
@@ -665,7 +735,13 @@ impl Inventory {
         Ok(())
     }
 
-    fn address(&mut self, mac: Mac, ip: IpAddr, time: i64, changes: &mut Vec<InventoryChange>) -> Result<(), InventoryError> {
+    fn address(
+        &mut self,
+        mac: Mac,
+        ip: IpAddr,
+        time: i64,
+        changes: &mut Vec<InventoryChange>,
+    ) -> Result<(), InventoryError> {
         let updated = self.conn.execute(
             "UPDATE inventory_addresses SET last_seen = MAX(last_seen, ?3) WHERE mac = ?1 AND ip = ?2",
             params![mac.to_string(), ip.to_string(), time],
@@ -673,8 +749,11 @@ impl Inventory {
         if updated > 0 {
             return Ok(());
         }
-        let count: i64 =
-            self.conn.query_row("SELECT COUNT(*) FROM inventory_addresses WHERE mac = ?1", [mac.to_string()], |row| row.get(0))?;
+        let count: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM inventory_addresses WHERE mac = ?1",
+            [mac.to_string()],
+            |row| row.get(0),
+        )?;
         if count >= MAX_ADDRESSES_PER_DEVICE as i64 {
             self.stats.capped += 1;
             return Ok(());
@@ -725,13 +804,22 @@ impl Inventory {
         Ok(())
     }
 
-    fn hostname(&mut self, mac: Mac, hostname: &str, _time: i64, changes: &mut Vec<InventoryChange>) -> Result<(), InventoryError> {
+    fn hostname(
+        &mut self,
+        mac: Mac,
+        hostname: &str,
+        _time: i64,
+        changes: &mut Vec<InventoryChange>,
+    ) -> Result<(), InventoryError> {
         let previous: Option<String> =
-            self.conn.query_row("SELECT hostname FROM inventory_devices WHERE mac = ?1", [mac.to_string()], |row| row.get(0))?;
+            self.conn.query_row("SELECT hostname FROM inventory_devices WHERE mac = ?1", [mac.to_string()], |row| {
+                row.get(0)
+            })?;
         if previous.as_deref() == Some(hostname) {
             return Ok(());
         }
-        self.conn.execute("UPDATE inventory_devices SET hostname = ?2 WHERE mac = ?1", params![mac.to_string(), hostname])?;
+        self.conn
+            .execute("UPDATE inventory_devices SET hostname = ?2 WHERE mac = ?1", params![mac.to_string(), hostname])?;
         self.audit_in(
             ACTOR_INVENTORY,
             Some(mac),
@@ -779,7 +867,12 @@ impl Inventory {
                 ACTOR_FINGERPRINT,
                 Some(mac),
                 "type_changed",
-                &format!("{} -> {} ({:.0}%)", was.as_deref().unwrap_or("-"), guess.device_type, 100.0 * guess.confidence),
+                &format!(
+                    "{} -> {} ({:.0}%)",
+                    was.as_deref().unwrap_or("-"),
+                    guess.device_type,
+                    100.0 * guess.confidence
+                ),
             )?;
             changes.push(InventoryChange::TypeChanged {
                 mac,
@@ -865,7 +958,15 @@ mod tests {
     }
 
     fn flow(mac: Mac, dst_port: u16, seconds: u64) -> DatapathEvent {
-        let mut syn = SynFingerprint { window: 14_600, mss: 1460, ttl: 64, window_scale: 4, option_count: 3, dont_fragment: 1, ..Default::default() };
+        let mut syn = SynFingerprint {
+            window: 14_600,
+            mss: 1460,
+            ttl: 64,
+            window_scale: 4,
+            option_count: 3,
+            dont_fragment: 1,
+            ..Default::default()
+        };
         syn.option_kinds[..3].copy_from_slice(&[2, 1, 3]);
         DatapathEvent::Flow(FlowObservation {
             time: t(seconds),
@@ -893,7 +994,14 @@ mod tests {
         opts.insert(v4::DhcpOption::Hostname(hostname.into()));
         let mut data = Vec::new();
         message.encode(&mut Encoder::new(&mut data)).unwrap();
-        DatapathEvent::Sample(PacketSample { time: t(1), mac, kind: SampleKind::Dhcp, data, payload_offset: 0, frame_bytes: 342 })
+        DatapathEvent::Sample(PacketSample {
+            time: t(1),
+            mac,
+            kind: SampleKind::Dhcp,
+            data,
+            payload_offset: 0,
+            frame_bytes: 342,
+        })
     }
 
     #[test]
@@ -906,9 +1014,17 @@ mod tests {
             let changes = inventory.handle(&flow(mac, 443, 0)).unwrap();
             assert!(changes.contains(&InventoryChange::NewDevice { mac, vendor: Some("Philips Lighting BV".into()) }));
             assert!(changes.contains(&InventoryChange::NewAddress { mac, ip: "10.10.10.6".parse().unwrap() }));
-            assert!(changes.iter().any(|c| matches!(c, InventoryChange::NewFingerprint { kind: FingerprintKind::TcpSyn, .. })));
+            assert!(
+                changes
+                    .iter()
+                    .any(|c| matches!(c, InventoryChange::NewFingerprint { kind: FingerprintKind::TcpSyn, .. }))
+            );
             let changes = inventory.handle(&dhcp_request(mac, "Philips-hue")).unwrap();
-            assert!(changes.contains(&InventoryChange::HostnameChanged { mac, hostname: "Philips-hue".into(), previous: None }));
+            assert!(changes.contains(&InventoryChange::HostnameChanged {
+                mac,
+                hostname: "Philips-hue".into(),
+                previous: None
+            }));
             // The same flow again is no news.
             assert!(inventory.handle(&flow(mac, 443, 2)).unwrap().is_empty());
         }
@@ -954,15 +1070,25 @@ mod tests {
     #[test]
     fn set_access_records_who_and_previous_state_and_refuses_bad_input() {
         let dir = TempDir::new("access");
-        let mut inventory = Inventory::new(crate::store::open(&dir.0.join("store.db")).unwrap(), Vendors::empty(), None);
+        let mut inventory =
+            Inventory::new(crate::store::open(&dir.0.join("store.db")).unwrap(), Vendors::empty(), None);
         let mac: Mac = "02:00:00:00:00:01".parse().unwrap();
-        assert_eq!(inventory.set_access(mac, Access::Quarantined, "detector:scan", "incident 7").unwrap(), Access::Unknown);
+        assert_eq!(
+            inventory.set_access(mac, Access::Quarantined, "detector:scan", "incident 7").unwrap(),
+            Access::Unknown
+        );
         assert_eq!(inventory.set_access(mac, Access::Quarantined, "api:alice", "again").unwrap(), Access::Quarantined);
         assert_eq!(inventory.set_access(mac, Access::Enrolled, "api:alice", "released").unwrap(), Access::Quarantined);
         let before = inventory.audit_log(None, 100).unwrap();
-        assert!(matches!(inventory.set_access(mac, Access::Blocked, "", "x"), Err(InventoryError::Invalid { field: "actor", .. })));
+        assert!(matches!(
+            inventory.set_access(mac, Access::Blocked, "", "x"),
+            Err(InventoryError::Invalid { field: "actor", .. })
+        ));
         assert!(matches!(inventory.set_firmware(mac, "1.0\n", "ota"), Err(InventoryError::Invalid { .. })));
-        assert!(matches!(inventory.set_firmware(mac, &"9".repeat(MAX_TEXT + 1), "ota"), Err(InventoryError::Invalid { .. })));
+        assert!(matches!(
+            inventory.set_firmware(mac, &"9".repeat(MAX_TEXT + 1), "ota"),
+            Err(InventoryError::Invalid { .. })
+        ));
         assert_eq!(inventory.audit_log(None, 100).unwrap(), before, "refused calls change nothing");
         inventory.set_identity(mac, "CN=plug-17,O=Acme", "dev-17", "enrollment").unwrap();
         inventory.set_firmware(mac, "2.4.1", "ota").unwrap();
@@ -999,7 +1125,8 @@ mod tests {
     #[test]
     fn changes_become_audit_events_except_fingerprint_values() {
         let mac: Mac = HUE.parse().unwrap();
-        let event = InventoryChange::NewDevice { mac, vendor: Some("Philips Lighting BV".into()) }.to_gateway_event().unwrap();
+        let event =
+            InventoryChange::NewDevice { mac, vendor: Some("Philips Lighting BV".into()) }.to_gateway_event().unwrap();
         assert_eq!(event.device, Some(mac));
         assert_eq!(event.actor, ACTOR_INVENTORY);
         assert_eq!(event.kind_name(), "audit");
@@ -1010,7 +1137,8 @@ mod tests {
     #[test]
     fn flows_are_kept_per_device_up_to_the_bound() {
         let config = Config { flows_per_device: 5, ..Config::default() };
-        let mut inventory = Inventory::new(crate::store::open_in_memory().unwrap(), Vendors::empty(), None).with_config(&config);
+        let mut inventory =
+            Inventory::new(crate::store::open_in_memory().unwrap(), Vendors::empty(), None).with_config(&config);
         let mac: Mac = HUE.parse().unwrap();
         let events: Vec<_> = (0..12).map(|i| flow(mac, 1000 + i, u64::from(i))).collect();
         inventory.handle_batch(&events).unwrap();
@@ -1042,7 +1170,14 @@ mod tests {
         let mut inventory = Inventory::new(crate::store::open_in_memory().unwrap(), Vendors::empty(), None);
         let mac: Mac = HUE.parse().unwrap();
         for kind in [SampleKind::Dhcp, SampleKind::Dns, SampleKind::Tls, SampleKind::Arp] {
-            let garbage = DatapathEvent::Sample(PacketSample { time: t(0), mac, kind, data: vec![0x16, 0x03, 0xff], payload_offset: 0, frame_bytes: 60 });
+            let garbage = DatapathEvent::Sample(PacketSample {
+                time: t(0),
+                mac,
+                kind,
+                data: vec![0x16, 0x03, 0xff],
+                payload_offset: 0,
+                frame_bytes: 60,
+            });
             assert!(inventory.handle(&garbage).unwrap().is_empty());
         }
         assert!(inventory.devices().unwrap().is_empty());

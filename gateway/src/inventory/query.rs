@@ -18,19 +18,22 @@ pub fn devices(conn: &Connection) -> Result<Vec<DeviceRecord>, InventoryError> {
 
 /// One device with its addresses and fingerprints, or `None` if never seen.
 pub fn device(conn: &Connection, mac: Mac) -> Result<Option<DeviceDetail>, InventoryError> {
-    let row = conn
-        .query_row(&format!("{DEVICE_SELECT} WHERE d.mac = ?1"), [mac.to_string()], device_row)
-        .optional()?;
+    let row = conn.query_row(&format!("{DEVICE_SELECT} WHERE d.mac = ?1"), [mac.to_string()], device_row).optional()?;
     let Some(row) = row else { return Ok(None) };
     let device = finish_device(conn, row)?;
-    let mut statement =
-        conn.prepare("SELECT ip, first_seen, last_seen FROM inventory_addresses WHERE mac = ?1 ORDER BY last_seen DESC, ip")?;
+    let mut statement = conn.prepare(
+        "SELECT ip, first_seen, last_seen FROM inventory_addresses WHERE mac = ?1 ORDER BY last_seen DESC, ip",
+    )?;
     let addresses = statement
-        .query_map([mac.to_string()], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)))?
+        .query_map([mac.to_string()], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .map(|(ip, first, last)| {
-            let ip = ip.parse().map_err(|_| InventoryError::Corrupt { mac: mac.to_string(), reason: format!("address {ip:?}") })?;
+            let ip = ip
+                .parse()
+                .map_err(|_| InventoryError::Corrupt { mac: mac.to_string(), reason: format!("address {ip:?}") })?;
             Ok(AddressRecord { ip, first_seen: datetime(first), last_seen: datetime(last) })
         })
         .collect::<Result<Vec<_>, InventoryError>>()?;
@@ -52,8 +55,10 @@ pub fn device(conn: &Connection, mac: Mac) -> Result<Option<DeviceDetail>, Inven
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .map(|(kind, value, detail, first, last, count)| {
-            let kind = FingerprintKind::parse(&kind)
-                .ok_or_else(|| InventoryError::Corrupt { mac: mac.to_string(), reason: format!("fingerprint kind {kind:?}") })?;
+            let kind = FingerprintKind::parse(&kind).ok_or_else(|| InventoryError::Corrupt {
+                mac: mac.to_string(),
+                reason: format!("fingerprint kind {kind:?}"),
+            })?;
             Ok(FingerprintRecord {
                 kind,
                 value,
@@ -154,7 +159,9 @@ pub fn audit_log(conn: &Connection, mac: Option<Mac>, limit: usize) -> Result<Ve
     rows.into_iter()
         .map(|(id, time, actor, mac, action, detail)| {
             let mac = mac
-                .map(|text| text.parse().map_err(|_| InventoryError::Corrupt { mac: text.clone(), reason: "audit MAC".into() }))
+                .map(|text| {
+                    text.parse().map_err(|_| InventoryError::Corrupt { mac: text.clone(), reason: "audit MAC".into() })
+                })
                 .transpose()?;
             Ok(AuditEntry { id, time: datetime(time), actor, mac, action, detail })
         })

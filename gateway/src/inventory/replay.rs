@@ -307,7 +307,14 @@ impl Replayer {
         self.stats.samples += 1;
         // XDP stores the frame length in a u16.
         let frame_bytes = wire_len.min(u32::from(u16::MAX));
-        out(ReplayItem::Event(DatapathEvent::Sample(PacketSample { time, mac, kind, data, payload_offset, frame_bytes })));
+        out(ReplayItem::Event(DatapathEvent::Sample(PacketSample {
+            time,
+            mac,
+            kind,
+            data,
+            payload_offset,
+            frame_bytes,
+        })));
     }
 
     fn count(&mut self, time: SystemTime, src: Mac, dst: Mac, bytes: u64, out: &mut impl FnMut(ReplayItem)) {
@@ -338,8 +345,8 @@ impl Replayer {
 
     fn interval_counters(&self, index: u128, devices: BTreeMap<Mac, TrafficCounters>) -> IntervalCounters {
         let nanos = index.saturating_mul(self.interval.as_nanos());
-        let start = SystemTime::UNIX_EPOCH
-            + Duration::new((nanos / 1_000_000_000) as u64, (nanos % 1_000_000_000) as u32);
+        let start =
+            SystemTime::UNIX_EPOCH + Duration::new((nanos / 1_000_000_000) as u64, (nanos % 1_000_000_000) as u32);
         IntervalCounters { start, length: self.interval, devices }
     }
 }
@@ -406,8 +413,7 @@ impl CaptureReplay<BufReader<File>> {
 impl<R: Read> CaptureReplay<R> {
     /// Reads a libpcap stream; `path` only names it in errors.
     pub fn new(reader: R, path: &Path, interval: Duration) -> Result<Self, ReplayError> {
-        let reader =
-            PcapReader::new(reader).map_err(|source| ReplayError::Format { path: path.to_owned(), source })?;
+        let reader = PcapReader::new(reader).map_err(|source| ReplayError::Format { path: path.to_owned(), source })?;
         let datalink = reader.header().datalink;
         if datalink != DataLink::ETHERNET {
             return Err(ReplayError::LinkType { path: path.to_owned(), datalink });
@@ -524,7 +530,8 @@ mod tests {
     }
 
     fn dns_frame() -> Vec<u8> {
-        let builder = PacketBuilder::ethernet2(DEVICE, ROUTER).ipv4([192, 168, 1, 20], [192, 168, 1, 1], 64).udp(50_000, 53);
+        let builder =
+            PacketBuilder::ethernet2(DEVICE, ROUTER).ipv4([192, 168, 1, 20], [192, 168, 1, 1], 64).udp(50_000, 53);
         let mut frame = Vec::new();
         builder.write(&mut frame, &[0xab; 30]).unwrap();
         frame

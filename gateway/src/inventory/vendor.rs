@@ -138,7 +138,10 @@ mod tests {
     fn vendor_debian_registry_knows_the_dataset_vendors() {
         let dir = Path::new(DEFAULT_IEEE_DATA_DIR);
         if !dir.join("oui.csv").is_file() {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but {DEFAULT_IEEE_DATA_DIR} is missing (apt install ieee-data)");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but {DEFAULT_IEEE_DATA_DIR} is missing (apt install ieee-data)"
+            );
             eprintln!("skipping: {DEFAULT_IEEE_DATA_DIR} missing (apt install ieee-data)");
             return;
         }

@@ -181,10 +181,28 @@ impl Device {
         self.report(ReportStatus::Current, &installed.version, installed.target, String::new()).await
     }
 
-    async fn report(&self, status: ReportStatus, version: &str, target: Option<String>, detail: String) -> Result<(), ClientError> {
+    async fn report(
+        &self,
+        status: ReportStatus,
+        version: &str,
+        target: Option<String>,
+        detail: String,
+    ) -> Result<(), ClientError> {
         let url = self.url("report");
-        let body = Report { device_class: self.config.device_class.clone(), version: version.to_owned(), status, target, detail };
-        let response = self.http.post(&url).json(&body).send().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
+        let body = Report {
+            device_class: self.config.device_class.clone(),
+            version: version.to_owned(),
+            status,
+            target,
+            detail,
+        };
+        let response = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| ClientError::Http { url: url.clone(), source })?;
         if !response.status().is_success() {
             return Err(ClientError::Status { url, status: response.status() });
         }
@@ -201,15 +219,24 @@ impl Device {
         };
         match self.fetch_and_install(&chosen).await {
             Ok(attempts) => {
-                let record = Installed { version: chosen.file.custom.version.clone(), target: Some(chosen.path.clone()) };
+                let record =
+                    Installed { version: chosen.file.custom.version.clone(), target: Some(chosen.path.clone()) };
                 let path = self.config.state_dir.join("installed.json");
                 fsutil::write_atomic(&path, &serde_json::to_vec(&record).unwrap_or_default()).map_err(io(&path))?;
-                self.report(ReportStatus::Success, &record.version, Some(chosen.path.clone()), format!("{attempts} attempt(s)")).await?;
+                self.report(
+                    ReportStatus::Success,
+                    &record.version,
+                    Some(chosen.path.clone()),
+                    format!("{attempts} attempt(s)"),
+                )
+                .await?;
                 Ok(Outcome::Installed { from: installed.version, to: record.version, target: chosen.path, attempts })
             }
             Err(e) => {
                 // Best effort: the device still runs its old firmware and says why.
-                let _ = self.report(ReportStatus::Failure, &installed.version, Some(chosen.path.clone()), e.to_string()).await;
+                let _ = self
+                    .report(ReportStatus::Failure, &installed.version, Some(chosen.path.clone()), e.to_string())
+                    .await;
                 Err(e)
             }
         }
@@ -217,7 +244,8 @@ impl Device {
 
     async fn fetch_metadata(&self, name: &str) -> Result<Option<Vec<u8>>, ClientError> {
         let url = self.url(&format!("metadata/{name}"));
-        let mut response = self.http.get(&url).send().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
+        let mut response =
+            self.http.get(&url).send().await.map_err(|source| ClientError::Http { url: url.clone(), source })?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -225,10 +253,16 @@ impl Device {
             return Err(ClientError::Status { url, status: response.status() });
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|source| ClientError::Http { url: url.clone(), source })? {
+        while let Some(chunk) =
+            response.chunk().await.map_err(|source| ClientError::Http { url: url.clone(), source })?
+        {
             body.extend_from_slice(&chunk);
             if body.len() > MAX_METADATA_BYTES {
-                return Err(MetadataError::Malformed { role: name.to_owned(), detail: "larger than the metadata limit".into() }.into());
+                return Err(MetadataError::Malformed {
+                    role: name.to_owned(),
+                    detail: "larger than the metadata limit".into(),
+                }
+                .into());
             }
         }
         Ok(Some(body))
@@ -265,17 +299,17 @@ impl Device {
 
         // Timestamp.
         let raw = self.require_metadata("timestamp.json").await?;
-        let timestamp: Timestamp = metadata::verify(&raw, "timestamp", &root.keys, metadata::root_role(&root, "timestamp")?)?;
+        let timestamp: Timestamp =
+            metadata::verify(&raw, "timestamp", &root.keys, metadata::root_role(&root, "timestamp")?)?;
         if let Some(trusted) = self.trusted::<Timestamp>("timestamp") {
             metadata::check_rollback("timestamp", trusted.0.version, timestamp.0.version)?;
         }
         metadata::check_expiry(&timestamp, "timestamp", now)?;
-        let snapshot_meta = timestamp
-            .0
-            .meta
-            .get("snapshot.json")
-            .cloned()
-            .ok_or_else(|| MetadataError::Malformed { role: "timestamp".into(), detail: "no snapshot.json".into() })?;
+        let snapshot_meta =
+            timestamp.0.meta.get("snapshot.json").cloned().ok_or_else(|| MetadataError::Malformed {
+                role: "timestamp".into(),
+                detail: "no snapshot.json".into(),
+            })?;
         let trusted_snapshot = self.trusted::<Snapshot>("snapshot");
         if let Some(trusted) = &trusted_snapshot {
             metadata::check_rollback("snapshot", trusted.0.version, snapshot_meta.version)?;
@@ -289,9 +323,15 @@ impl Device {
         if !length_ok || !hash_ok {
             return Err(MetadataError::HashMismatch { what: "snapshot".into() }.into());
         }
-        let snapshot: Snapshot = metadata::verify(&raw, "snapshot", &root.keys, metadata::root_role(&root, "snapshot")?)?;
+        let snapshot: Snapshot =
+            metadata::verify(&raw, "snapshot", &root.keys, metadata::root_role(&root, "snapshot")?)?;
         if snapshot.0.version != snapshot_meta.version {
-            return Err(MetadataError::VersionMismatch { role: "snapshot".into(), expected: snapshot_meta.version, found: snapshot.0.version }.into());
+            return Err(MetadataError::VersionMismatch {
+                role: "snapshot".into(),
+                expected: snapshot_meta.version,
+                found: snapshot.0.version,
+            }
+            .into());
         }
         if let Some(trusted) = &trusted_snapshot {
             for (file, old) in &trusted.0.meta {
@@ -315,7 +355,8 @@ impl Device {
         let mut candidates: BTreeMap<String, TargetFile> = BTreeMap::new();
         for role in &delegations.roles {
             let Some(version) = version_of(&format!("{}.json", role.name)) else { continue };
-            let vendor: Targets = self.fetch_role(&role.name, version, &delegations.keys, &role.role_keys(), now).await?;
+            let vendor: Targets =
+                self.fetch_role(&role.name, version, &delegations.keys, &role.role_keys(), now).await?;
             for (path, file) in vendor.targets {
                 // A vendor may only sign for its delegated paths.
                 if role.covers(&path) {
@@ -344,7 +385,9 @@ impl Device {
         let raw = self.require_metadata(&format!("{version}.{role}.json")).await?;
         let doc: Targets = metadata::verify(&raw, role, keys, role_keys)?;
         if doc.version != version {
-            return Err(MetadataError::VersionMismatch { role: role.into(), expected: version, found: doc.version }.into());
+            return Err(
+                MetadataError::VersionMismatch { role: role.into(), expected: version, found: doc.version }.into()
+            );
         }
         if let Some(trusted) = self.trusted::<Targets>(role) {
             metadata::check_rollback(role, trusted.version, doc.version)?;
@@ -362,14 +405,17 @@ impl Device {
         let unverified: metadata::Signed<Root> = serde_json::from_slice(&raw)
             .map_err(|e| MetadataError::Malformed { role: "root".into(), detail: e.to_string() })?;
         // The provisioned root is trusted as shipped, but must at least be self-consistent.
-        let mut root: Root = metadata::verify(&raw, "root", &unverified.signed.keys, metadata::root_role(&unverified.signed, "root")?)?;
+        let mut root: Root =
+            metadata::verify(&raw, "root", &unverified.signed.keys, metadata::root_role(&unverified.signed, "root")?)?;
         for _ in 0..MAX_ROOT_ROTATIONS {
             let next = root.version + 1;
             let Some(raw) = self.fetch_metadata(&format!("{next}.root.json")).await? else { break };
             let new: Root = metadata::verify(&raw, "root", &root.keys, metadata::root_role(&root, "root")?)?;
             let new: Root = metadata::verify(&raw, "root", &new.keys, metadata::root_role(&new, "root")?)?;
             if new.version != next {
-                return Err(MetadataError::VersionMismatch { role: "root".into(), expected: next, found: new.version }.into());
+                return Err(
+                    MetadataError::VersionMismatch { role: "root".into(), expected: next, found: new.version }.into()
+                );
             }
             // TUF 5.3.11: new timestamp/snapshot keys make the trusted copies unverifiable.
             for role in ["timestamp", "snapshot"] {
@@ -388,7 +434,10 @@ impl Device {
     /// Downloads (resuming), verifies and installs; returns the number of attempts.
     async fn fetch_and_install(&mut self, chosen: &Chosen) -> Result<u32, ClientError> {
         // Named by hash, so a part file of another image is never resumed into this one.
-        let part = self.config.state_dir.join(format!("download-{}.part", &chosen.file.hashes.sha256[..16.min(chosen.file.hashes.sha256.len())]));
+        let part = self
+            .config
+            .state_dir
+            .join(format!("download-{}.part", &chosen.file.hashes.sha256[..16.min(chosen.file.hashes.sha256.len())]));
         let attempts = self.download(chosen, &part).await?;
         let (length, sha256) = hash_file(&part)?;
         if length != chosen.file.length || sha256 != chosen.file.hashes.sha256 {

@@ -93,15 +93,30 @@ pub fn role(conn: &Connection, role: &str) -> rusqlite::Result<Option<RoleRow>> 
     conn.query_row(
         "SELECT role, version, expires, sha256, released_version FROM ota_metadata WHERE role = ?1",
         [role],
-        |r| Ok(RoleRow { role: r.get(0)?, version: r.get(1)?, expires: r.get(2)?, sha256: r.get(3)?, released_version: r.get(4)? }),
+        |r| {
+            Ok(RoleRow {
+                role: r.get(0)?,
+                version: r.get(1)?,
+                expires: r.get(2)?,
+                sha256: r.get(3)?,
+                released_version: r.get(4)?,
+            })
+        },
     )
     .optional()
 }
 
 pub fn roles(conn: &Connection) -> rusqlite::Result<Vec<RoleRow>> {
-    let mut stmt = conn.prepare("SELECT role, version, expires, sha256, released_version FROM ota_metadata ORDER BY role")?;
+    let mut stmt =
+        conn.prepare("SELECT role, version, expires, sha256, released_version FROM ota_metadata ORDER BY role")?;
     let rows = stmt.query_map([], |r| {
-        Ok(RoleRow { role: r.get(0)?, version: r.get(1)?, expires: r.get(2)?, sha256: r.get(3)?, released_version: r.get(4)? })
+        Ok(RoleRow {
+            role: r.get(0)?,
+            version: r.get(1)?,
+            expires: r.get(2)?,
+            sha256: r.get(3)?,
+            released_version: r.get(4)?,
+        })
     })?;
     rows.collect()
 }
@@ -140,7 +155,16 @@ pub fn insert_target(conn: &Connection, t: &TargetRow) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO ota_targets (path, role, role_version, firmware_version, device_classes, length, sha256, added_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![t.path, t.role, t.role_version, t.firmware_version, t.device_classes.join(","), t.length, t.sha256, now_unix()],
+        params![
+            t.path,
+            t.role,
+            t.role_version,
+            t.firmware_version,
+            t.device_classes.join(","),
+            t.length,
+            t.sha256,
+            now_unix()
+        ],
     )?;
     Ok(())
 }
@@ -287,9 +311,8 @@ pub fn campaign_outcomes(conn: &Connection, campaign: &str) -> rusqlite::Result<
         "SELECT mac, status, at FROM ota_reports r WHERE campaign_id = ?1
            AND id = (SELECT MAX(id) FROM ota_reports WHERE campaign_id = ?1 AND mac = r.mac)",
     )?;
-    let rows = stmt.query_map(params![campaign], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
-    })?;
+    let rows = stmt
+        .query_map(params![campaign], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (mac, status, at) = row?;

@@ -30,9 +30,11 @@ pub enum KeyError {
 /// Reads a private key.
 pub fn load_private(path: &Path) -> Result<SigningKey, KeyError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
-    ed25519_dalek::SigningKey::from_pkcs8_pem(&text)
-        .map(SigningKey::new)
-        .map_err(|e| KeyError::Parse { path: path.to_owned(), kind: "private", detail: e.to_string() })
+    ed25519_dalek::SigningKey::from_pkcs8_pem(&text).map(SigningKey::new).map_err(|e| KeyError::Parse {
+        path: path.to_owned(),
+        kind: "private",
+        detail: e.to_string(),
+    })
 }
 
 /// Reads a public key (SPKI PEM), or the public half of a private key file.
@@ -52,10 +54,7 @@ pub fn save_new(path: &Path, key: &SigningKey) -> Result<(), KeyError> {
         return Err(KeyError::Exists(path.to_owned()));
     }
     let write = |source| KeyError::Write { path: path.to_owned(), source };
-    let pem = key
-        .inner()
-        .to_pkcs8_pem(Default::default())
-        .map_err(|e| write(std::io::Error::other(e.to_string())))?;
+    let pem = key.inner().to_pkcs8_pem(Default::default()).map_err(|e| write(std::io::Error::other(e.to_string())))?;
     fsutil::write_atomic_mode(path, pem.as_bytes(), 0o600).map_err(write)?;
     let public = key
         .inner()
@@ -63,7 +62,8 @@ pub fn save_new(path: &Path, key: &SigningKey) -> Result<(), KeyError> {
         .to_public_key_pem(Default::default())
         .map_err(|e| write(std::io::Error::other(e.to_string())))?;
     let pub_path = public_path(path);
-    let mut file = std::fs::File::create(&pub_path).map_err(|source| KeyError::Write { path: pub_path.clone(), source })?;
+    let mut file =
+        std::fs::File::create(&pub_path).map_err(|source| KeyError::Write { path: pub_path.clone(), source })?;
     file.write_all(public.as_bytes()).map_err(|source| KeyError::Write { path: pub_path, source })?;
     Ok(())
 }

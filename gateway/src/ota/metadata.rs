@@ -363,8 +363,7 @@ pub fn verify<T: Role>(
     role_keys: &RoleKeys,
 ) -> Result<T, MetadataError> {
     let malformed = |detail: String| MetadataError::Malformed { role: role.to_owned(), detail };
-    let document: Signed<serde_json::Value> =
-        serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()))?;
+    let document: Signed<serde_json::Value> = serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()))?;
     let bytes = try_canonical(&document.signed).map_err(|e| malformed(e.to_string()))?;
     let authorised: BTreeSet<&KeyId> = role_keys.keyids.iter().collect();
     let mut valid = BTreeSet::new();
@@ -378,9 +377,7 @@ pub fn verify<T: Role>(
             continue;
         }
         let Ok(verifying) = public.verifying_key(&signature.keyid) else { continue };
-        let Some(sig) = hex::decode(&signature.sig)
-            .ok()
-            .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+        let Some(sig) = hex::decode(&signature.sig).ok().and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
         else {
             continue;
         };
@@ -390,7 +387,11 @@ pub fn verify<T: Role>(
     }
     // A zero threshold would let an unsigned document through.
     if role_keys.threshold == 0 || valid.len() < role_keys.threshold as usize {
-        return Err(MetadataError::Threshold { role: role.to_owned(), valid: valid.len(), threshold: role_keys.threshold });
+        return Err(MetadataError::Threshold {
+            role: role.to_owned(),
+            valid: valid.len(),
+            threshold: role_keys.threshold,
+        });
     }
     let found = document.signed.get("_type").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
     if found != T::TYPE {

@@ -130,10 +130,18 @@ pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
-    let local_addr = listener.local_addr().map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
+    let local_addr =
+        listener.local_addr().map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
     tracing::info!(address = %local_addr, repo = %config.repo_dir.display(), "ota update service listening");
     let shared = Arc::new(server::Shared::new(conn, repository, bus.clone()));
-    let serving = tokio::spawn(server::serve(listener, tls, shared.clone(), config.max_connections, config.require_enrollment, shutdown.clone()));
+    let serving = tokio::spawn(server::serve(
+        listener,
+        tls,
+        shared.clone(),
+        config.max_connections,
+        config.require_enrollment,
+        shutdown.clone(),
+    ));
     let tick = Duration::from_secs(config.tick_secs.max(1));
     let rolling = tokio::spawn(rollout_loop(shared, bus, tick, shutdown));
     let handle = tokio::spawn(async move {
@@ -183,7 +191,10 @@ async fn rollout_loop(shared: Arc<server::Shared>, bus: EventBus, tick: Duration
                         if halted { Severity::High } else { Severity::Info },
                         None,
                         "ota:rollout",
-                        EventKind::Audit { action: "ota_campaign".into(), detail: format!("campaign {}: {} -> {}", t.id, t.from, t.to) },
+                        EventKind::Audit {
+                            action: "ota_campaign".into(),
+                            detail: format!("campaign {}: {} -> {}", t.id, t.from, t.to),
+                        },
                     ));
                 }
             }
@@ -199,7 +210,8 @@ mod tests {
 
     #[test]
     fn ota_section_parses_with_defaults_and_refuses_unknown_keys() {
-        let config = crate::config::parse(Path::new("x.toml"), "[ota]\nenabled = true\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let config =
+            crate::config::parse(Path::new("x.toml"), "[ota]\nenabled = true\nlisten = \"127.0.0.1:9000\"\n").unwrap();
         assert!(config.ota.enabled);
         assert_eq!(config.ota.listen.port(), 9000);
         assert_eq!(config.ota.max_connections, DEFAULT_MAX_CONNECTIONS);

@@ -26,7 +26,7 @@ use super::{
     db, fsutil,
     keys::{self, KeyError},
     metadata::{
-        self, DelegatedRole, Delegations, FirmwareVersion, Hashes, Meta, MetaFile, MetadataError, Root, RoleKeys,
+        self, DelegatedRole, Delegations, FirmwareVersion, Hashes, Meta, MetaFile, MetadataError, RoleKeys, Root,
         Signed, SigningKey, Snapshot, TargetCustom, TargetFile, Targets, Timestamp,
     },
 };
@@ -169,7 +169,8 @@ impl Repository {
         if db::role(conn, "root")?.is_some() || self.metadata_path("root", 1).exists() {
             return Err(RepoError::AlreadyInitialised(self.dir.clone()));
         }
-        if options.root_keys == 0 || options.root_threshold == 0 || options.root_threshold as usize > options.root_keys {
+        if options.root_keys == 0 || options.root_threshold == 0 || options.root_threshold as usize > options.root_keys
+        {
             return Err(RepoError::Invalid(format!(
                 "root threshold {} must be between 1 and the number of root keys {}",
                 options.root_threshold, options.root_keys
@@ -328,7 +329,10 @@ impl Repository {
         threshold: u32,
         paths: &[String],
     ) -> Result<u64, RepoError> {
-        if TOP_ROLES.contains(&name) || name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if TOP_ROLES.contains(&name)
+            || name.is_empty()
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(RepoError::Invalid(format!("{name:?} is not a usable role name (letters, digits, - and _)")));
         }
         if threshold == 0 || threshold as usize > vendor_keys.len() || paths.is_empty() {
@@ -416,7 +420,8 @@ impl Repository {
             if !signs {
                 continue;
             }
-            match metadata::verify::<Targets>(role_bytes, &delegation.name, &delegations.keys, &delegation.role_keys()) {
+            match metadata::verify::<Targets>(role_bytes, &delegation.name, &delegations.keys, &delegation.role_keys())
+            {
                 Ok(release) => {
                     found = Some((delegation.clone(), release));
                     break;
@@ -428,7 +433,12 @@ impl Repository {
             (Some(found), _) => found,
             (None, Some(e)) => return Err(e.into()),
             (None, None) => {
-                return Err(MetadataError::Threshold { role: "upload (no delegated vendor key signed it)".into(), valid: 0, threshold: 1 }.into());
+                return Err(MetadataError::Threshold {
+                    role: "upload (no delegated vendor key signed it)".into(),
+                    valid: 0,
+                    threshold: 1,
+                }
+                .into());
             }
         };
         let role = delegation.name.clone();
@@ -532,13 +542,14 @@ impl Repository {
         }
         let old = self.root(conn)?;
         let old_role = metadata::root_role(&old, "root")?.clone();
-        let old_keys: Vec<(PathBuf, SigningKey)> = self
-            .root_key_files()?
-            .into_iter()
-            .filter(|(_, k)| old_role.keyids.contains(&k.keyid()))
-            .collect();
+        let old_keys: Vec<(PathBuf, SigningKey)> =
+            self.root_key_files()?.into_iter().filter(|(_, k)| old_role.keyids.contains(&k.keyid())).collect();
         if old_keys.len() < old_role.threshold as usize {
-            return Err(RepoError::NotEnoughKeys { role: "root".into(), have: old_keys.len(), threshold: old_role.threshold });
+            return Err(RepoError::NotEnoughKeys {
+                role: "root".into(),
+                have: old_keys.len(),
+                threshold: old_role.threshold,
+            });
         }
         let fresh: Vec<SigningKey> = (0..new_keys).map(|_| SigningKey::generate()).collect();
         let mut root = old.clone();
@@ -707,7 +718,8 @@ mod tests {
     }
 
     pub(crate) fn fixture() -> Fixture {
-        let dir = std::env::temp_dir().join(format!("iotgw-ota-repo-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        let dir =
+            std::env::temp_dir().join(format!("iotgw-ota-repo-{}-{:08x}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
         let conn = crate::store::open(&dir.join("store.db")).unwrap();
         let repo = Repository::open(&dir.join("repo"), None);
@@ -760,20 +772,47 @@ mod tests {
         let mut unsigned: serde_json::Value = serde_json::from_slice(&meta2).unwrap();
         unsigned["signatures"] = serde_json::json!([]);
         let unsigned = serde_json::to_vec(&unsigned).unwrap();
-        assert!(matches!(f.repo.accept(&mut f.conn, &unsigned, &img2), Err(RepoError::Metadata(MetadataError::Threshold { .. }))));
+        assert!(matches!(
+            f.repo.accept(&mut f.conn, &unsigned, &img2),
+            Err(RepoError::Metadata(MetadataError::Threshold { .. }))
+        ));
         // Signed by a key nobody delegated.
         let stranger = SigningKey::generate();
         let forged = f
             .repo
-            .prepare_release(&f.conn, &[&stranger], "acme", &img2, "acme/cam-2.0.bin", "2.0", &["cam".into()], VENDOR_LIFETIME)
+            .prepare_release(
+                &f.conn,
+                &[&stranger],
+                "acme",
+                &img2,
+                "acme/cam-2.0.bin",
+                "2.0",
+                &["cam".into()],
+                VENDOR_LIFETIME,
+            )
             .unwrap();
-        assert!(matches!(f.repo.accept(&mut f.conn, &forged, &img2), Err(RepoError::Metadata(MetadataError::Threshold { .. }))));
+        assert!(matches!(
+            f.repo.accept(&mut f.conn, &forged, &img2),
+            Err(RepoError::Metadata(MetadataError::Threshold { .. }))
+        ));
         // Expired.
         let expired = f
             .repo
-            .prepare_release(&f.conn, &[&f.vendor], "acme", &img2, "acme/cam-2.0.bin", "2.0", &["cam".into()], Duration::seconds(-60))
+            .prepare_release(
+                &f.conn,
+                &[&f.vendor],
+                "acme",
+                &img2,
+                "acme/cam-2.0.bin",
+                "2.0",
+                &["cam".into()],
+                Duration::seconds(-60),
+            )
             .unwrap();
-        assert!(matches!(f.repo.accept(&mut f.conn, &expired, &img2), Err(RepoError::Metadata(MetadataError::Expired { .. }))));
+        assert!(matches!(
+            f.repo.accept(&mut f.conn, &expired, &img2),
+            Err(RepoError::Metadata(MetadataError::Expired { .. }))
+        ));
         // Replay of the accepted version.
         assert!(matches!(f.repo.accept(&mut f.conn, &meta1, &img), Err(RepoError::StaleRole { .. })));
         // Firmware rollback: a new path with a lower version.

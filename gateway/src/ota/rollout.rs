@@ -112,7 +112,11 @@ pub struct Window {
 impl Window {
     pub fn contains(&self, t: OffsetDateTime) -> bool {
         let minute = u16::from(t.hour()) * 60 + u16::from(t.minute());
-        if self.start <= self.end { (self.start..self.end).contains(&minute) } else { minute >= self.start || minute < self.end }
+        if self.start <= self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
     }
 }
 
@@ -176,11 +180,13 @@ impl CampaignSpec {
         }
         let class = class.filter(|c| self.device_classes.iter().any(|d| d == c))?;
         let bucket = bucket(id, mac);
-        self.stages.iter().position(|stage| match stage {
-            Stage::Percent(p) => bucket < u64::from(*p) * (BUCKETS / 100),
-            Stage::Class(c) => c == class,
-        })
-        .map(|k| k + 1)
+        self.stages
+            .iter()
+            .position(|stage| match stage {
+                Stage::Percent(p) => bucket < u64::from(*p) * (BUCKETS / 100),
+                Stage::Class(c) => c == class,
+            })
+            .map(|k| k + 1)
     }
 }
 
@@ -199,10 +205,15 @@ fn bucket(id: &CampaignId, mac: Mac) -> u64 {
 pub enum State {
     Draft,
     Canary,
-    Rolling { stage: usize },
+    Rolling {
+        stage: usize,
+    },
     Completed,
     /// `group`: the last group offered the release; None when halted before it started.
-    Halted { group: Option<usize>, reason: String },
+    Halted {
+        group: Option<usize>,
+        reason: String,
+    },
 }
 
 impl fmt::Display for State {
@@ -303,7 +314,13 @@ pub enum Decision {
 }
 
 /// The pure core of a rollout: from state, the group's stats and the clock, the next step.
-pub fn decide(spec: &CampaignSpec, state: &State, stats: &GroupStats, now: OffsetDateTime, stage_started_at: i64) -> Decision {
+pub fn decide(
+    spec: &CampaignSpec,
+    state: &State,
+    stats: &GroupStats,
+    now: OffsetDateTime,
+    stage_started_at: i64,
+) -> Decision {
     match state {
         State::Draft if spec.in_window(now) => return Decision::Start,
         State::Canary | State::Rolling { .. } => {}
@@ -362,8 +379,13 @@ impl Rollouts<'_> {
         if request.canary.is_empty() && request.stages.is_empty() {
             return Err(RolloutError::Invalid("a campaign needs a canary list or stages".into()));
         }
-        let target = db::target(self.conn, &request.target)?.ok_or_else(|| RolloutError::NoTarget(request.target.clone()))?;
-        if let Some(open) = self.all()?.into_iter().find(|c| c.spec.role == target.role && c.state.is_open() && !matches!(c.state, State::Halted { .. })) {
+        let target =
+            db::target(self.conn, &request.target)?.ok_or_else(|| RolloutError::NoTarget(request.target.clone()))?;
+        if let Some(open) = self
+            .all()?
+            .into_iter()
+            .find(|c| c.spec.role == target.role && c.state.is_open() && !matches!(c.state, State::Halted { .. }))
+        {
             return Err(RolloutError::RoleBusy(open.id.0));
         }
         let accepted = db::role(self.conn, &target.role)?.map_or(0, |r| r.version);
@@ -392,16 +414,18 @@ impl Rollouts<'_> {
     }
 
     pub fn all(&self) -> Result<Vec<Campaign>, RolloutError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, spec, state, stage_started_at, resumed_at FROM ota_campaigns ORDER BY created_at, id")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT id, spec, state, stage_started_at, resumed_at FROM ota_campaigns ORDER BY created_at, id",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
             let (id, spec, state, stage_started_at, resumed_at) = row?;
-            let parse = |what: &str, e: serde_json::Error| RolloutError::Invalid(format!("campaign {id}: stored {what} unreadable: {e}"));
+            let parse = |what: &str, e: serde_json::Error| {
+                RolloutError::Invalid(format!("campaign {id}: stored {what} unreadable: {e}"))
+            };
             out.push(Campaign {
                 spec: serde_json::from_str(&spec).map_err(|e| parse("spec", e))?,
                 state: serde_json::from_str(&state).map_err(|e| parse("state", e))?,
@@ -474,7 +498,8 @@ impl Rollouts<'_> {
             }
         }
         let updated: Vec<Mac> = outcomes.iter().filter(|(_, s, _)| s == "success").map(|(m, _, _)| *m).collect();
-        stats.anomalous = db::campaign_alerted(self.conn, &c.id.0, c.resumed_at)?.iter().filter(|m| updated.contains(m)).count();
+        stats.anomalous =
+            db::campaign_alerted(self.conn, &c.id.0, c.resumed_at)?.iter().filter(|m| updated.contains(m)).count();
         Ok(stats)
     }
 
@@ -524,12 +549,28 @@ impl Rollouts<'_> {
                 ReportStatus::Current => false,
             };
             if concerns {
-                db::insert_report(self.conn, mac, Some(&c.id.0), report.target.as_deref(), Some(&report.version), report.status.as_str(), &report.detail)?;
+                db::insert_report(
+                    self.conn,
+                    mac,
+                    Some(&c.id.0),
+                    report.target.as_deref(),
+                    Some(&report.version),
+                    report.status.as_str(),
+                    &report.detail,
+                )?;
                 ids.push(c.id);
             }
         }
         if ids.is_empty() {
-            db::insert_report(self.conn, mac, None, report.target.as_deref(), Some(&report.version), report.status.as_str(), &report.detail)?;
+            db::insert_report(
+                self.conn,
+                mac,
+                None,
+                report.target.as_deref(),
+                Some(&report.version),
+                report.status.as_str(),
+                &report.detail,
+            )?;
         }
         let version = (report.status != ReportStatus::Failure).then_some(report.version.as_str());
         db::upsert_device(self.conn, mac, &report.device_class, version, report.status.as_str(), &report.detail)?;
@@ -543,7 +584,8 @@ impl Rollouts<'_> {
             if !c.state.is_open() {
                 continue;
             }
-            let updated = db::campaign_outcomes(self.conn, &c.id.0)?.iter().any(|(m, s, _)| *m == mac && s == "success");
+            let updated =
+                db::campaign_outcomes(self.conn, &c.id.0)?.iter().any(|(m, s, _)| *m == mac && s == "success");
             if updated {
                 db::insert_campaign_alert(self.conn, &c.id.0, mac, incident)?;
                 hits += 1;

@@ -78,7 +78,11 @@ pub enum Enrollment {
 }
 
 /// Looks a client certificate up in the identity registry.
-pub fn enrollment(conn: &Connection, mac: Mac, serial: &crate::identity::names::Serial) -> rusqlite::Result<Enrollment> {
+pub fn enrollment(
+    conn: &Connection,
+    mac: Mac,
+    serial: &crate::identity::names::Serial,
+) -> rusqlite::Result<Enrollment> {
     use crate::identity::{lifecycle::Lifecycle, registry};
     let Some(cert) = registry::cert(conn, serial)? else { return Ok(Enrollment::Unknown) };
     if cert.mac != mac {
@@ -452,7 +456,12 @@ async fn report(
                 ReportStatus::Current => None,
             };
             if let Some((severity, action, detail)) = event {
-                shared.bus.publish(GatewayEvent::new(severity, Some(mac), "ota", EventKind::Audit { action: action.into(), detail }));
+                shared.bus.publish(GatewayEvent::new(
+                    severity,
+                    Some(mac),
+                    "ota",
+                    EventKind::Audit { action: action.into(), detail },
+                ));
             }
             shared.wake.notify_one();
             StatusCode::NO_CONTENT.into_response()

@@ -59,12 +59,7 @@ impl Classifier {
     /// The class of a device, or `None` when no class matches. `cert_subject` is the subject
     /// of a certificate enrollment verified, in RFC 4514 form (spacing and attribute-type case
     /// do not matter).
-    pub fn classify(
-        &self,
-        mac: Mac,
-        fingerprint_type: Option<&str>,
-        cert_subject: Option<&str>,
-    ) -> Option<ClassRef> {
+    pub fn classify(&self, mac: Mac, fingerprint_type: Option<&str>, cert_subject: Option<&str>) -> Option<ClassRef> {
         let hit = |entry: &Entry, matched_by| ClassRef {
             name: entry.name.clone(),
             class_id: entry.class_id,
@@ -73,34 +68,23 @@ impl Classifier {
         };
         if let Some(subject) = cert_subject {
             let subject = normalize_subject(subject);
-            if let Some(entry) = self.entries.iter().find(|entry| {
-                entry
-                    .matcher
-                    .cert_subjects
-                    .iter()
-                    .any(|pattern| wildcard_match(pattern, &subject))
-            }) {
+            if let Some(entry) = self
+                .entries
+                .iter()
+                .find(|entry| entry.matcher.cert_subjects.iter().any(|pattern| wildcard_match(pattern, &subject)))
+            {
                 return Some(hit(entry, MatchedBy::CertSubject));
             }
         }
-        if let Some(entry) = self
-            .entries
-            .iter()
-            .find(|entry| entry.matcher.macs.contains(&mac))
-        {
+        if let Some(entry) = self.entries.iter().find(|entry| entry.matcher.macs.contains(&mac)) {
             return Some(hit(entry, MatchedBy::Mac));
         }
         let best_oui = self
             .entries
             .iter()
             .filter_map(|entry| {
-                let longest = entry
-                    .matcher
-                    .ouis
-                    .iter()
-                    .filter(|prefix| mac.0.starts_with(prefix))
-                    .map(Vec::len)
-                    .max()?;
+                let longest =
+                    entry.matcher.ouis.iter().filter(|prefix| mac.0.starts_with(prefix)).map(Vec::len).max()?;
                 Some((longest, entry))
             })
             .max_by_key(|(length, entry)| (*length, std::cmp::Reverse(entry.class_id)));
@@ -117,14 +101,8 @@ impl Classifier {
 
 impl super::CompiledPolicy {
     /// The class of a device (see `Classifier::classify`); the OUI is the MAC's prefix.
-    pub fn classify(
-        &self,
-        mac: Mac,
-        fingerprint_type: Option<&str>,
-        cert_subject: Option<&str>,
-    ) -> Option<ClassRef> {
-        self.classifier
-            .classify(mac, fingerprint_type, cert_subject)
+    pub fn classify(&self, mac: Mac, fingerprint_type: Option<&str>, cert_subject: Option<&str>) -> Option<ClassRef> {
+        self.classifier.classify(mac, fingerprint_type, cert_subject)
     }
 }
 
@@ -200,62 +178,29 @@ fingerprint_types = ["smart-plug"]
     fn certificate_subject_wins_over_every_other_criterion() {
         let policy = policy();
         let hit = policy
-            .classify(
-                mac("02:00:5e:00:00:01"),
-                Some("smart-plug"),
-                Some("cn=plug-07 , o=Lab"),
-            )
+            .classify(mac("02:00:5e:00:00:01"), Some("smart-plug"), Some("cn=plug-07 , o=Lab"))
             .expect("plug by certificate");
-        assert_eq!(
-            (hit.name.as_str(), hit.matched_by),
-            ("plug", MatchedBy::CertSubject)
-        );
-        assert_eq!(
-            hit.policy_id,
-            PolicyId(gateway_ebpf::lane::FIRST_CLASS_POLICY + 12)
-        );
+        assert_eq!((hit.name.as_str(), hit.matched_by), ("plug", MatchedBy::CertSubject));
+        assert_eq!(hit.policy_id, PolicyId(gateway_ebpf::lane::FIRST_CLASS_POLICY + 12));
     }
 
     #[test]
     fn exact_mac_wins_over_oui_and_longest_oui_wins() {
         let policy = policy();
-        let pinned = policy
-            .classify(mac("02:00:00:00:00:99"), Some("ip-camera"), None)
-            .expect("mac");
-        assert_eq!(
-            (pinned.name.as_str(), pinned.matched_by),
-            ("special-cam", MatchedBy::Mac)
-        );
-        let longer = policy
-            .classify(mac("02:00:5e:10:00:01"), None, None)
-            .expect("oui");
-        assert_eq!(
-            (longer.name.as_str(), longer.matched_by),
-            ("special-cam", MatchedBy::Oui)
-        );
-        let shorter = policy
-            .classify(mac("02:00:5e:11:00:01"), None, Some("CN=nobody"))
-            .expect("oui");
-        assert_eq!(
-            (shorter.name.as_str(), shorter.matched_by),
-            ("camera", MatchedBy::Oui)
-        );
+        let pinned = policy.classify(mac("02:00:00:00:00:99"), Some("ip-camera"), None).expect("mac");
+        assert_eq!((pinned.name.as_str(), pinned.matched_by), ("special-cam", MatchedBy::Mac));
+        let longer = policy.classify(mac("02:00:5e:10:00:01"), None, None).expect("oui");
+        assert_eq!((longer.name.as_str(), longer.matched_by), ("special-cam", MatchedBy::Oui));
+        let shorter = policy.classify(mac("02:00:5e:11:00:01"), None, Some("CN=nobody")).expect("oui");
+        assert_eq!((shorter.name.as_str(), shorter.matched_by), ("camera", MatchedBy::Oui));
     }
 
     #[test]
     fn fingerprint_type_is_the_last_resort_and_ignores_case() {
         let policy = policy();
-        let guess = policy
-            .classify(mac("0a:00:00:00:00:01"), Some("ip-camera"), None)
-            .expect("type");
-        assert_eq!(
-            (guess.name.as_str(), guess.matched_by),
-            ("camera", MatchedBy::FingerprintType)
-        );
-        assert_eq!(
-            policy.classify(mac("0a:00:00:00:00:01"), Some("toaster"), None),
-            None
-        );
+        let guess = policy.classify(mac("0a:00:00:00:00:01"), Some("ip-camera"), None).expect("type");
+        assert_eq!((guess.name.as_str(), guess.matched_by), ("camera", MatchedBy::FingerprintType));
+        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), Some("toaster"), None), None);
         assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), None, None), None);
     }
 }

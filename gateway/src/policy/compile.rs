@@ -24,8 +24,7 @@
 use std::collections::BTreeMap;
 
 use gateway_ebpf::{
-    MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, PortRange,
-    maps::POLICY_CAPACITY, proto,
+    MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, PortRange, maps::POLICY_CAPACITY, proto,
 };
 use ipnet::IpNet;
 
@@ -33,8 +32,8 @@ use super::{
     classify::Classifier,
     error::{ErrorKind, Location, PolicyError},
     load::{
-        ALL_PORTS, ClassId, Defaults, Direction, DnsPattern, Policy, PolicyId, Protocol,
-        ResponseSpec, Rule, merge_ranges,
+        ALL_PORTS, ClassId, Defaults, Direction, DnsPattern, Policy, PolicyId, Protocol, ResponseSpec, Rule,
+        merge_ranges,
     },
 };
 
@@ -67,19 +66,13 @@ pub struct PortRangeKey {
 
 impl From<PortRange> for PortRangeKey {
     fn from(range: PortRange) -> Self {
-        Self {
-            first: range.first,
-            last: range.last,
-        }
+        Self { first: range.first, last: range.last }
     }
 }
 
 impl From<PortRangeKey> for PortRange {
     fn from(range: PortRangeKey) -> Self {
-        Self {
-            first: range.first,
-            last: range.last,
-        }
+        Self { first: range.first, last: range.last }
     }
 }
 
@@ -123,22 +116,12 @@ impl CompiledRule {
         match self.net {
             IpNet::V4(net) => AbiEntry::V4 {
                 prefix_len,
-                key: PolicyKey {
-                    policy_id,
-                    proto: self.proto,
-                    _pad: [0; 3],
-                    addr: net.addr().octets(),
-                },
+                key: PolicyKey { policy_id, proto: self.proto, _pad: [0; 3], addr: net.addr().octets() },
                 rule,
             },
             IpNet::V6(net) => AbiEntry::V6 {
                 prefix_len,
-                key: PolicyKey {
-                    policy_id,
-                    proto: self.proto,
-                    _pad: [0; 3],
-                    addr: net.addr().octets(),
-                },
+                key: PolicyKey { policy_id, proto: self.proto, _pad: [0; 3], addr: net.addr().octets() },
                 rule,
             },
         }
@@ -201,10 +184,7 @@ fn policy_name(policy: &Policy, id: PolicyId) -> String {
             .classes
             .iter()
             .find(|class| class.policy_id == id)
-            .map_or_else(
-                || format!("policy {}", id.0),
-                |class| format!("class {:?}", class.name),
-            ),
+            .map_or_else(|| format!("policy {}", id.0), |class| format!("class {:?}", class.name)),
     }
 }
 
@@ -237,21 +217,12 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
             }
             for pattern in &rule.names {
                 let same = |known: &&mut DnsRule| {
-                    known.policy_id == policy_id
-                        && known.pattern == *pattern
-                        && known.protocol == rule.protocol
+                    known.policy_id == policy_id && known.pattern == *pattern && known.protocol == rule.protocol
                 };
                 match dns_rules.iter_mut().find(same) {
                     Some(known) => {
-                        let all = known
-                            .ports
-                            .iter()
-                            .chain(&ports)
-                            .map(|range| (*range).into());
-                        known.ports = merge_ranges(all.collect())
-                            .into_iter()
-                            .map(Into::into)
-                            .collect();
+                        let all = known.ports.iter().chain(&ports).map(|range| (*range).into());
+                        known.ports = merge_ranges(all.collect()).into_iter().map(Into::into).collect();
                     }
                     None => dns_rules.push(DnsRule {
                         policy_id,
@@ -276,20 +247,11 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
         }
     }
     for (family, capacity) in [(4u8, POLICY_CAPACITY), (6, POLICY_CAPACITY)] {
-        let count = rules
-            .iter()
-            .filter(|rule| matches!((family, rule.net), (4, IpNet::V4(_)) | (6, IpNet::V6(_))))
-            .count();
+        let count =
+            rules.iter().filter(|rule| matches!((family, rule.net), (4, IpNet::V4(_)) | (6, IpNet::V6(_)))).count();
         if count > capacity as usize {
             let at = policy_location(policy);
-            errors.push(PolicyError::new(
-                at,
-                ErrorKind::CapacityExceeded {
-                    family,
-                    count,
-                    capacity,
-                },
-            ));
+            errors.push(PolicyError::new(at, ErrorKind::CapacityExceeded { family, count, capacity }));
         }
     }
     if !errors.is_empty() {
@@ -301,11 +263,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
         classes: policy
             .classes
             .iter()
-            .map(|class| CompiledClass {
-                name: class.name.clone(),
-                class_id: class.id,
-                policy_id: class.policy_id,
-            })
+            .map(|class| CompiledClass { name: class.name.clone(), class_id: class.id, policy_id: class.policy_id })
             .collect(),
         rules,
         dns_rules,
@@ -318,11 +276,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
 
 /// Where to point problems of the policy as a whole: its first file.
 fn policy_location(policy: &Policy) -> Location {
-    let file = policy
-        .files
-        .first()
-        .cloned()
-        .unwrap_or_else(|| std::sync::Arc::new(".".into()));
+    let file = policy.files.first().cloned().unwrap_or_else(|| std::sync::Arc::new(".".into()));
     Location::file(&file)
 }
 
@@ -351,10 +305,7 @@ pub fn proto_name(number: u8) -> &'static str {
 /// The rules each policy id gets: lanes, classes with their includes and the update lane.
 fn policy_rule_sets(policy: &Policy) -> Vec<(PolicyId, Vec<&Rule>)> {
     let lanes = &policy.lanes;
-    let mut sets = vec![(
-        PolicyId::ONBOARDING,
-        lanes.onboarding.rules.iter().collect::<Vec<_>>(),
-    )];
+    let mut sets = vec![(PolicyId::ONBOARDING, lanes.onboarding.rules.iter().collect::<Vec<_>>())];
     let mut quarantine: Vec<&Rule> = lanes.quarantine.rules.iter().collect();
     if lanes.quarantine_includes_update {
         quarantine.extend(&lanes.update.rules);
@@ -405,12 +356,7 @@ pub(super) struct Merged {
 
 impl Merged {
     pub fn into_rule(self) -> CompiledRule {
-        CompiledRule {
-            policy_id: self.policy_id,
-            proto: self.proto,
-            net: self.net,
-            ports: self.ports,
-        }
+        CompiledRule { policy_id: self.policy_id, proto: self.proto, net: self.net, ports: self.ports }
     }
 }
 
@@ -421,9 +367,7 @@ pub(super) fn merge(contributions: Vec<Contribution>) -> Vec<Merged> {
     let mut direct: BTreeMap<Key, (Vec<PortRangeKey>, Option<Location>)> = BTreeMap::new();
     for contribution in contributions {
         let net = contribution.net.trunc();
-        let slot = direct
-            .entry((contribution.policy_id, contribution.proto, net))
-            .or_default();
+        let slot = direct.entry((contribution.policy_id, contribution.proto, net)).or_default();
         slot.0.extend(contribution.ports);
         if slot.1.is_none() {
             slot.1 = contribution.at;
@@ -487,9 +431,7 @@ impl PrefixLengths {
     fn new<'a>(keys: impl Iterator<Item = &'a (PolicyId, u8, IpNet)>) -> Self {
         let mut lengths: BTreeMap<(PolicyId, bool), Vec<u8>> = BTreeMap::new();
         for (policy_id, _, net) in keys {
-            let list = lengths
-                .entry((*policy_id, net.addr().is_ipv4()))
-                .or_default();
+            let list = lengths.entry((*policy_id, net.addr().is_ipv4())).or_default();
             if !list.contains(&net.prefix_len()) {
                 list.push(net.prefix_len());
             }
@@ -499,19 +441,12 @@ impl PrefixLengths {
 
     /// The strictly shorter prefixes of `net` that some entry of `policy_id` may have.
     fn supernets(&self, policy_id: PolicyId, net: &IpNet) -> impl Iterator<Item = IpNet> {
-        let lengths = self
-            .0
-            .get(&(policy_id, net.addr().is_ipv4()))
-            .map_or(&[][..], Vec::as_slice);
+        let lengths = self.0.get(&(policy_id, net.addr().is_ipv4())).map_or(&[][..], Vec::as_slice);
         let net = *net;
         lengths
             .iter()
             .filter(move |length| **length < net.prefix_len())
-            .filter_map(move |length| {
-                IpNet::new(net.addr(), *length)
-                    .ok()
-                    .map(|outer| outer.trunc())
-            })
+            .filter_map(move |length| IpNet::new(net.addr(), *length).ok().map(|outer| outer.trunc()))
     }
 }
 
@@ -554,11 +489,7 @@ impl CompiledPolicy {
                 continue;
             }
             let key = (entry.policy_id, entry.proto, entry.net);
-            match self
-                .rules
-                .iter()
-                .find(|rule| (rule.policy_id, rule.proto, rule.net) == key)
-            {
+            match self.rules.iter().find(|rule| (rule.policy_id, rule.proto, rule.net) == key) {
                 Some(original) => rules.push(original.clone()),
                 None => refused.push(entry.into_rule()),
             }
@@ -581,29 +512,17 @@ mod tests {
         compile(&policy)
     }
 
-    fn entry<'a>(
-        policy: &'a CompiledPolicy,
-        id: u32,
-        proto_number: u8,
-        net: &str,
-    ) -> &'a CompiledRule {
+    fn entry<'a>(policy: &'a CompiledPolicy, id: u32, proto_number: u8, net: &str) -> &'a CompiledRule {
         let net: IpNet = net.parse().expect("test net");
         policy
             .rules
             .iter()
-            .find(|rule| {
-                rule.policy_id == PolicyId(id) && rule.proto == proto_number && rule.net == net
-            })
+            .find(|rule| rule.policy_id == PolicyId(id) && rule.proto == proto_number && rule.net == net)
             .unwrap_or_else(|| panic!("no entry {id} {proto_number} {net} in {:#?}", policy.rules))
     }
 
     fn ports(list: &[(u16, u16)]) -> Vec<PortRangeKey> {
-        list.iter()
-            .map(|(first, last)| PortRangeKey {
-                first: *first,
-                last: *last,
-            })
-            .collect()
+        list.iter().map(|(first, last)| PortRangeKey { first: *first, last: *last }).collect()
     }
 
     const LANES: &str = r#"
@@ -634,24 +553,12 @@ policy_miss = "pass"
             "{LANES}\n[[class]]\nname = \"cam\"\nid = 5\nupdate_lane = true\n[[class.allow]]\nnets = [\"10.78.0.0/24\"]\nprotocol = \"tcp\"\nports = [443]\n"
         );
         let policy = compiled(&text).expect("valid");
-        assert_eq!(
-            entry(&policy, lane::ONBOARDING, proto::UDP, "10.77.0.1/32").ports,
-            ports(&[(53, 53), (67, 67)])
-        );
-        assert_eq!(
-            entry(&policy, lane::QUARANTINE, proto::TCP, "10.77.0.1/32").ports,
-            ports(&[(8444, 8444)])
-        );
+        assert_eq!(entry(&policy, lane::ONBOARDING, proto::UDP, "10.77.0.1/32").ports, ports(&[(53, 53), (67, 67)]));
+        assert_eq!(entry(&policy, lane::QUARANTINE, proto::TCP, "10.77.0.1/32").ports, ports(&[(8444, 8444)]));
         let class_id = lane::FIRST_CLASS_POLICY + 5;
         assert_eq!(policy.classes[0].policy_id, PolicyId(class_id));
-        assert_eq!(
-            entry(&policy, class_id, proto::TCP, "10.77.0.1/32").ports,
-            ports(&[(8444, 8444)])
-        );
-        assert_eq!(
-            entry(&policy, class_id, proto::TCP, "10.78.0.0/24").ports,
-            ports(&[(443, 443)])
-        );
+        assert_eq!(entry(&policy, class_id, proto::TCP, "10.77.0.1/32").ports, ports(&[(8444, 8444)]));
+        assert_eq!(entry(&policy, class_id, proto::TCP, "10.78.0.0/24").ports, ports(&[(443, 443)]));
         assert_eq!(policy.verdicts.quarantine, verdict::DROP);
         assert_eq!(policy.verdicts.policy_miss, verdict::PASS);
         assert_eq!(policy.verdicts.malformed, verdict::DROP);
@@ -684,30 +591,13 @@ ports = [53]
         let policy = compiled(text).expect("valid");
         let id = lane::FIRST_CLASS_POLICY + 1;
         // /16 gets the /8's 443: an LPM lookup for 10.1.x.x:443 stops at the /16.
-        assert_eq!(
-            entry(&policy, id, proto::TCP, "10.1.0.0/16").ports,
-            ports(&[(80, 80), (443, 443)])
-        );
+        assert_eq!(entry(&policy, id, proto::TCP, "10.1.0.0/16").ports, ports(&[(80, 80), (443, 443)]));
         // The ANY /24 sits inside TCP entries, so a TCP copy exists that allows everything.
-        assert_eq!(
-            entry(&policy, id, proto::TCP, "10.1.2.0/24").ports,
-            ports(&[(0, 65_535)])
-        );
-        assert_eq!(
-            entry(&policy, id, proto::ANY, "10.1.2.0/24").ports,
-            ports(&[(0, 65_535)])
-        );
+        assert_eq!(entry(&policy, id, proto::TCP, "10.1.2.0/24").ports, ports(&[(0, 65_535)]));
+        assert_eq!(entry(&policy, id, proto::ANY, "10.1.2.0/24").ports, ports(&[(0, 65_535)]));
         // UDP /16 is not inside anything UDP or ANY: unchanged, and no TCP leak.
-        assert_eq!(
-            entry(&policy, id, proto::UDP, "10.2.0.0/16").ports,
-            ports(&[(53, 53)])
-        );
-        assert!(
-            !policy
-                .rules
-                .iter()
-                .any(|rule| rule.proto == proto::TCP && rule.net.to_string() == "10.2.0.0/16")
-        );
+        assert_eq!(entry(&policy, id, proto::UDP, "10.2.0.0/16").ports, ports(&[(53, 53)]));
+        assert!(!policy.rules.iter().any(|rule| rule.proto == proto::TCP && rule.net.to_string() == "10.2.0.0/16"));
     }
 
     #[test]
@@ -779,14 +669,8 @@ protocol = "icmp"
 "#;
         let policy = compiled(text).expect("valid");
         let id = lane::FIRST_CLASS_POLICY + 1;
-        assert_eq!(
-            entry(&policy, id, proto::TCP, "10.77.0.20/32").ports,
-            ports(&[(0, 65_535)])
-        );
-        assert_eq!(
-            entry(&policy, id, proto::TCP, "2001:db8::20/128").ports,
-            ports(&[(0, 65_535)])
-        );
+        assert_eq!(entry(&policy, id, proto::TCP, "10.77.0.20/32").ports, ports(&[(0, 65_535)]));
+        assert_eq!(entry(&policy, id, proto::TCP, "2001:db8::20/128").ports, ports(&[(0, 65_535)]));
         entry(&policy, id, proto::ICMP, "10.77.0.1/32");
         entry(&policy, id, proto::ICMPV6, "2001:db8::1/128");
     }
@@ -809,25 +693,11 @@ ports = [11, 13, 15, 17]
         let errors = compiled(text).expect_err("nine ranges");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!((errors[0].at.line, errors[0].at.column), (5, 1));
-        assert!(matches!(
-            &errors[0].kind,
-            ErrorKind::TooManyPortRanges {
-                count: 9,
-                max: 8,
-                ..
-            }
-        ));
-        assert!(
-            errors[0]
-                .to_string()
-                .starts_with("t.toml:5:1: class \"c\": tcp to 10.78.0.1/32 needs 9")
-        );
+        assert!(matches!(&errors[0].kind, ErrorKind::TooManyPortRanges { count: 9, max: 8, .. }));
+        assert!(errors[0].to_string().starts_with("t.toml:5:1: class \"c\": tcp to 10.78.0.1/32 needs 9"));
         // Adjacent ports merge into one range and fit.
         let merged = text.replace("[11, 13, 15, 17]", "[2, 4, 6, 8]");
-        assert_eq!(
-            compiled(&merged).expect("one range 1-9").rules[0].ports,
-            ports(&[(1, 9)])
-        );
+        assert_eq!(compiled(&merged).expect("one range 1-9").rules[0].ports, ports(&[(1, 9)]));
     }
 
     #[test]
@@ -855,10 +725,7 @@ include = ["mid-a", "mid-b"]
 "#;
         let policy = compiled(text).expect("valid");
         let leaf = lane::FIRST_CLASS_POLICY + 4;
-        assert_eq!(
-            entry(&policy, leaf, proto::UDP, "10.77.0.1/32").ports,
-            ports(&[(53, 53)])
-        );
+        assert_eq!(entry(&policy, leaf, proto::UDP, "10.77.0.1/32").ports, ports(&[(53, 53)]));
         assert_eq!(policy.rules.len(), 4);
     }
 
@@ -871,31 +738,18 @@ include = ["mid-a", "mid-b"]
             ports: ports(&[(80, 80), (443, 443)]),
         };
         match rule.to_abi() {
-            AbiEntry::V4 {
-                prefix_len,
-                key,
-                rule,
-            } => {
+            AbiEntry::V4 { prefix_len, key, rule } => {
                 assert_eq!(prefix_len, POLICY_KEY_FIXED_BITS + 16);
                 assert_eq!(key.policy_id, [1, 2, 3, 4]);
                 assert_eq!(key.proto, proto::TCP);
                 assert_eq!(key.addr, [10, 77, 0, 0]);
                 assert_eq!(rule.port_count, 2);
-                assert_eq!(
-                    rule.ports[1],
-                    PortRange {
-                        first: 443,
-                        last: 443
-                    }
-                );
+                assert_eq!(rule.ports[1], PortRange { first: 443, last: 443 });
                 assert_eq!(rule.ports[2], PortRange::default());
             }
             other => panic!("expected v4, got {other:?}"),
         }
-        let v6 = CompiledRule {
-            net: "2001:db8::/32".parse().expect("net"),
-            ..rule
-        };
+        let v6 = CompiledRule { net: "2001:db8::/32".parse().expect("net"), ..rule };
         assert!(
             matches!(v6.to_abi(), AbiEntry::V6 { prefix_len: 96, key, .. } if key.addr[..4] == [0x20, 0x01, 0x0d, 0xb8])
         );
@@ -926,19 +780,11 @@ ports = [8883]
         };
         let (rules, refused) = policy.rules_with(std::slice::from_ref(&inside));
         assert!(refused.is_empty());
-        let merged = rules
-            .iter()
-            .find(|rule| rule.net == inside.net)
-            .expect("dynamic entry");
+        let merged = rules.iter().find(|rule| rule.net == inside.net).expect("dynamic entry");
         assert_eq!(merged.ports, ports(&[(443, 443), (8883, 8883)]));
         let wide = CompiledRule {
             net: "10.78.0.8/32".parse().expect("net"),
-            ports: (0..9)
-                .map(|n| PortRangeKey {
-                    first: n * 10,
-                    last: n * 10,
-                })
-                .collect(),
+            ports: (0..9).map(|n| PortRangeKey { first: n * 10, last: n * 10 }).collect(),
             ..inside
         };
         let (rules, refused) = policy.rules_with(std::slice::from_ref(&wide));
@@ -949,9 +795,8 @@ ports = [8883]
     #[test]
     fn more_entries_than_the_lpm_map_holds_is_an_error() {
         let capacity = POLICY_CAPACITY as usize;
-        let nets: Vec<String> = (0..=capacity)
-            .map(|n| format!("\"10.{}.{}.{}\"", n >> 16, (n >> 8) & 0xff, n & 0xff))
-            .collect();
+        let nets: Vec<String> =
+            (0..=capacity).map(|n| format!("\"10.{}.{}.{}\"", n >> 16, (n >> 8) & 0xff, n & 0xff)).collect();
         let text = format!(
             "[[class]]\nname = \"c\"\nid = 1\n[[class.allow]]\nnets = [{}]\nprotocol = \"tcp\"\n",
             nets.join(",")
@@ -960,18 +805,10 @@ ports = [8883]
         let errors = compiled(&text).expect_err("one entry too many");
         assert_eq!(
             errors.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(),
-            vec![ErrorKind::CapacityExceeded {
-                family: 4,
-                count: capacity + 1,
-                capacity: POLICY_CAPACITY
-            }]
+            vec![ErrorKind::CapacityExceeded { family: 4, count: capacity + 1, capacity: POLICY_CAPACITY }]
         );
         // Merging is one lookup per prefix length, not quadratic: this stays well under the
         // one-second reload budget even in a debug build.
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
     }
 }

@@ -97,10 +97,7 @@ pub struct DnsTracker {
 
 impl DnsTracker {
     pub fn new(policy: &CompiledPolicy) -> Self {
-        Self {
-            rules: policy.dns_rules.clone(),
-            entries: HashMap::new(),
-        }
+        Self { rules: policy.dns_rules.clone(), entries: HashMap::new() }
     }
 
     /// Switches to a reloaded policy: entries whose rule is unchanged (same policy id, name,
@@ -126,14 +123,8 @@ impl DnsTracker {
     /// that the DNS rules of `policies` allow: the policies in force for that device
     /// (`policies_in_force`). Entries belong to the policy, so every device of the class
     /// benefits, as the datapath's per-policy maps require.
-    pub fn observe(
-        &mut self,
-        policies: &[PolicyId],
-        message: &[u8],
-        now: Instant,
-    ) -> Result<DnsUpdate, DnsError> {
-        let packet =
-            Packet::parse(message).map_err(|error| DnsError::Malformed(error.to_string()))?;
+    pub fn observe(&mut self, policies: &[PolicyId], message: &[u8], now: Instant) -> Result<DnsUpdate, DnsError> {
+        let packet = Packet::parse(message).map_err(|error| DnsError::Malformed(error.to_string()))?;
         if !packet.has_flags(PacketFlag::RESPONSE) {
             return Err(DnsError::NotAResponse);
         }
@@ -158,15 +149,7 @@ impl DnsTracker {
         Ok(update)
     }
 
-    fn record(
-        &mut self,
-        index: usize,
-        name: &str,
-        addr: IpAddr,
-        ttl: u32,
-        now: Instant,
-        update: &mut DnsUpdate,
-    ) {
+    fn record(&mut self, index: usize, name: &str, addr: IpAddr, ttl: u32, now: Instant, update: &mut DnsUpdate) {
         let life = Duration::from_secs(u64::from(ttl)).clamp(DNS_TTL_FLOOR, DNS_TTL_CEILING);
         let expires = now + life;
         if let Some(tracked) = self.entries.get_mut(&(index, addr)) {
@@ -180,18 +163,8 @@ impl DnsTracker {
             update.dropped += 1;
             return;
         }
-        self.entries.insert(
-            (index, addr),
-            Tracked {
-                name: name.to_owned(),
-                expires,
-            },
-        );
-        update.added.push(DnsBinding {
-            name: name.to_owned(),
-            rule: self.rule_for(index, addr),
-            expires,
-        });
+        self.entries.insert((index, addr), Tracked { name: name.to_owned(), expires });
+        update.added.push(DnsBinding { name: name.to_owned(), rule: self.rule_for(index, addr), expires });
     }
 
     fn rule_for(&self, index: usize, addr: IpAddr) -> CompiledRule {
@@ -208,12 +181,8 @@ impl DnsTracker {
     /// Drops entries whose time has come and returns what they allowed (the maps must be
     /// resynced when this is not empty).
     pub fn tick(&mut self, now: Instant) -> Vec<DnsBinding> {
-        let expired: Vec<(usize, IpAddr)> = self
-            .entries
-            .iter()
-            .filter(|(_, tracked)| tracked.expires <= now)
-            .map(|(key, _)| *key)
-            .collect();
+        let expired: Vec<(usize, IpAddr)> =
+            self.entries.iter().filter(|(_, tracked)| tracked.expires <= now).map(|(key, _)| *key).collect();
         let mut gone = Vec::with_capacity(expired.len());
         for key in expired {
             if let Some(tracked) = self.entries.remove(&key) {
@@ -234,11 +203,8 @@ impl DnsTracker {
 
     /// Every live DNS-derived entry, sorted, one per (policy, protocol, address) and rule.
     pub fn active(&self) -> Vec<CompiledRule> {
-        let mut rules: Vec<CompiledRule> = self
-            .entries
-            .keys()
-            .map(|(index, addr)| self.rule_for(*index, *addr))
-            .collect();
+        let mut rules: Vec<CompiledRule> =
+            self.entries.keys().map(|(index, addr)| self.rule_for(*index, *addr)).collect();
         rules.sort();
         rules.dedup();
         rules
@@ -264,11 +230,7 @@ struct Answers {
 
 impl Answers {
     fn from_packet(packet: &Packet<'_>) -> Self {
-        let mut answers = Self {
-            names: HashSet::new(),
-            cnames: HashMap::new(),
-            addresses: HashMap::new(),
-        };
+        let mut answers = Self { names: HashSet::new(), cnames: HashMap::new(), addresses: HashMap::new() };
         for question in &packet.questions {
             answers.names.insert(canonical(&question.qname.to_string()));
         }
@@ -289,10 +251,7 @@ impl Answers {
                     .or_default()
                     .push((IpAddr::V6(Ipv6Addr::from(aaaa.address)), record.ttl)),
                 RData::CNAME(target) => {
-                    answers.cnames.insert(
-                        owner.clone(),
-                        (canonical(&target.0.to_string()), record.ttl),
-                    );
+                    answers.cnames.insert(owner.clone(), (canonical(&target.0.to_string()), record.ttl));
                 }
                 _ => continue,
             }
@@ -379,17 +338,13 @@ protocol = "icmp"
                     Name::new_unchecked(name),
                     CLASS::IN,
                     *ttl,
-                    RData::A(rdata::A {
-                        address: u32::from_be_bytes(*addr),
-                    }),
+                    RData::A(rdata::A { address: u32::from_be_bytes(*addr) }),
                 ),
                 Record::Aaaa(name, ttl, addr) => ResourceRecord::new(
                     Name::new_unchecked(name),
                     CLASS::IN,
                     *ttl,
-                    RData::AAAA(rdata::AAAA {
-                        address: u128::from(*addr),
-                    }),
+                    RData::AAAA(rdata::AAAA { address: u128::from(*addr) }),
                 ),
                 Record::Cname(name, ttl, target) => ResourceRecord::new(
                     Name::new_unchecked(name),
@@ -400,9 +355,7 @@ protocol = "icmp"
             };
             packet.answers.push(record);
         }
-        packet
-            .build_bytes_vec_compressed()
-            .expect("valid test message")
+        packet.build_bytes_vec_compressed().expect("valid test message")
     }
 
     #[test]
@@ -412,47 +365,19 @@ protocol = "icmp"
         let message = response(
             "upload.camera.example.com",
             &[
-                Record::Cname(
-                    "upload.camera.example.com",
-                    300,
-                    "upload.camera.example.com.edge.cdnprovider.test",
-                ),
-                Record::Cname(
-                    "upload.camera.example.com.edge.cdnprovider.test",
-                    120,
-                    "e17.cdnprovider.test",
-                ),
+                Record::Cname("upload.camera.example.com", 300, "upload.camera.example.com.edge.cdnprovider.test"),
+                Record::Cname("upload.camera.example.com.edge.cdnprovider.test", 120, "e17.cdnprovider.test"),
                 Record::A("e17.cdnprovider.test", 600, [10, 78, 1, 17]),
-                Record::Aaaa(
-                    "e17.cdnprovider.test",
-                    600,
-                    "2001:db8:78::17".parse().expect("addr"),
-                ),
+                Record::Aaaa("e17.cdnprovider.test", 600, "2001:db8:78::17".parse().expect("addr")),
             ],
         );
         let update = tracker.observe(&[CAMERA], &message, now).expect("response");
         assert_eq!(update.added.len(), 2, "{update:?}");
-        let v4 = &update
-            .added
-            .iter()
-            .find(|b| b.rule.net.addr().is_ipv4())
-            .expect("v4")
-            .rule;
+        let v4 = &update.added.iter().find(|b| b.rule.net.addr().is_ipv4()).expect("v4").rule;
         assert_eq!(v4.net, "10.78.1.17/32".parse::<IpNet>().expect("net"));
         assert_eq!((v4.policy_id, v4.proto), (CAMERA, proto::TCP));
-        assert_eq!(
-            v4.ports,
-            vec![PortRangeKey {
-                first: 443,
-                last: 443
-            }]
-        );
-        assert!(
-            update
-                .added
-                .iter()
-                .all(|b| b.expires == now + Duration::from_secs(120))
-        );
+        assert_eq!(v4.ports, vec![PortRangeKey { first: 443, last: 443 }]);
+        assert!(update.added.iter().all(|b| b.expires == now + Duration::from_secs(120)));
         assert_eq!(update.added[0].name, "upload.camera.example.com");
         assert_eq!(tracker.active().len(), 2);
         // The same answer again refreshes nothing new.
@@ -464,26 +389,16 @@ protocol = "icmp"
     fn entries_expire_after_their_ttl_and_are_refreshed_by_new_answers() {
         let mut tracker = DnsTracker::new(&check_text(POLICY));
         let start = Instant::now();
-        let message = response(
-            "img.cdn.example.net",
-            &[Record::A("img.cdn.example.net", 90, [10, 78, 2, 2])],
-        );
-        tracker
-            .observe(&[CAMERA], &message, start)
-            .expect("response");
+        let message = response("img.cdn.example.net", &[Record::A("img.cdn.example.net", 90, [10, 78, 2, 2])]);
+        tracker.observe(&[CAMERA], &message, start).expect("response");
         assert_eq!(tracker.next_expiry(), Some(start + Duration::from_secs(90)));
         assert!(tracker.tick(start + Duration::from_secs(89)).is_empty());
-        let refreshed = tracker
-            .observe(&[CAMERA], &message, start + Duration::from_secs(60))
-            .expect("response");
+        let refreshed = tracker.observe(&[CAMERA], &message, start + Duration::from_secs(60)).expect("response");
         assert_eq!(refreshed.refreshed, 1);
         assert!(tracker.tick(start + Duration::from_secs(120)).is_empty());
         let gone = tracker.tick(start + Duration::from_secs(150));
         assert_eq!(gone.len(), 1);
-        assert_eq!(
-            gone[0].rule.net,
-            "10.78.2.2/32".parse::<IpNet>().expect("net")
-        );
+        assert_eq!(gone[0].rule.net, "10.78.2.2/32".parse::<IpNet>().expect("net"));
         assert!(tracker.is_empty());
     }
 
@@ -501,11 +416,7 @@ protocol = "icmp"
         let update = tracker.observe(&[CAMERA], &message, now).expect("response");
         let life = |addr: [u8; 4]| {
             let net = IpNet::from(IpAddr::from(addr));
-            update
-                .added
-                .iter()
-                .find(|b| b.rule.net == net)
-                .map(|b| b.expires - now)
+            update.added.iter().find(|b| b.rule.net == net).map(|b| b.expires - now)
         };
         assert_eq!(life([10, 78, 3, 1]), Some(DNS_TTL_FLOOR));
         assert_eq!(life([10, 78, 3, 2]), Some(DNS_TTL_CEILING));
@@ -515,41 +426,14 @@ protocol = "icmp"
     fn names_outside_the_rules_or_another_policy_open_nothing() {
         let mut tracker = DnsTracker::new(&check_text(POLICY));
         let now = Instant::now();
-        let other = response(
-            "evil.example.com",
-            &[Record::A("evil.example.com", 300, [10, 78, 9, 9])],
-        );
-        assert!(
-            tracker
-                .observe(&[CAMERA], &other, now)
-                .expect("response")
-                .added
-                .is_empty()
-        );
+        let other = response("evil.example.com", &[Record::A("evil.example.com", 300, [10, 78, 9, 9])]);
+        assert!(tracker.observe(&[CAMERA], &other, now).expect("response").added.is_empty());
         // Only strictly below the wildcard.
-        let apex = response(
-            "cdn.example.net",
-            &[Record::A("cdn.example.net", 300, [10, 78, 9, 8])],
-        );
-        assert!(
-            tracker
-                .observe(&[CAMERA], &apex, now)
-                .expect("response")
-                .added
-                .is_empty()
-        );
+        let apex = response("cdn.example.net", &[Record::A("cdn.example.net", 300, [10, 78, 9, 8])]);
+        assert!(tracker.observe(&[CAMERA], &apex, now).expect("response").added.is_empty());
         // The plug's name seen by a camera does not open it for cameras (nor for plugs).
-        let plug = response(
-            "plug.example.org",
-            &[Record::A("plug.example.org", 300, [10, 78, 9, 7])],
-        );
-        assert!(
-            tracker
-                .observe(&[CAMERA], &plug, now)
-                .expect("response")
-                .added
-                .is_empty()
-        );
+        let plug = response("plug.example.org", &[Record::A("plug.example.org", 300, [10, 78, 9, 7])]);
+        assert!(tracker.observe(&[CAMERA], &plug, now).expect("response").added.is_empty());
         let for_plug = tracker.observe(&[PLUG], &plug, now).expect("response");
         assert_eq!(for_plug.added.len(), 1);
         assert_eq!(for_plug.added[0].rule.proto, proto::ICMP);
@@ -562,13 +446,7 @@ protocol = "icmp"
             ],
         );
         let update = tracker.observe(&[CAMERA], &alias, now).expect("response");
-        assert!(
-            update
-                .added
-                .iter()
-                .all(|b| b.rule.net.addr() != IpAddr::from([10, 78, 9, 6])),
-            "{update:?}"
-        );
+        assert!(update.added.iter().all(|b| b.rule.net.addr() != IpAddr::from([10, 78, 9, 6])), "{update:?}");
     }
 
     #[test]
@@ -582,28 +460,16 @@ protocol = "icmp"
             false,
         ));
         let bytes = query.build_bytes_vec().expect("query");
-        assert_eq!(
-            tracker.observe(&[CAMERA], &bytes, Instant::now()),
-            Err(DnsError::NotAResponse)
-        );
-        assert!(matches!(
-            tracker.observe(&[CAMERA], &[1, 2, 3], Instant::now()),
-            Err(DnsError::Malformed(_))
-        ));
+        assert_eq!(tracker.observe(&[CAMERA], &bytes, Instant::now()), Err(DnsError::NotAResponse));
+        assert!(matches!(tracker.observe(&[CAMERA], &[1, 2, 3], Instant::now()), Err(DnsError::Malformed(_))));
     }
 
     #[test]
     fn reload_keeps_entries_of_unchanged_rules_only() {
         let mut tracker = DnsTracker::new(&check_text(POLICY));
         let now = Instant::now();
-        let cam = response(
-            "upload.camera.example.com",
-            &[Record::A("upload.camera.example.com", 300, [10, 78, 4, 1])],
-        );
-        let plug = response(
-            "plug.example.org",
-            &[Record::A("plug.example.org", 300, [10, 78, 4, 2])],
-        );
+        let cam = response("upload.camera.example.com", &[Record::A("upload.camera.example.com", 300, [10, 78, 4, 1])]);
+        let plug = response("plug.example.org", &[Record::A("plug.example.org", 300, [10, 78, 4, 2])]);
         tracker.observe(&[CAMERA], &cam, now).expect("response");
         tracker.observe(&[PLUG], &plug, now).expect("response");
         let changed = POLICY.replace("protocol = \"icmp\"", "protocol = \"udp\"");
@@ -616,50 +482,32 @@ protocol = "icmp"
     #[test]
     fn truncated_answers_are_refused_as_malformed() {
         let mut tracker = DnsTracker::new(&check_text(POLICY));
-        let message = response(
-            "upload.camera.example.com",
-            &[Record::A("upload.camera.example.com", 300, [10, 78, 5, 1])],
-        );
+        let message =
+            response("upload.camera.example.com", &[Record::A("upload.camera.example.com", 300, [10, 78, 5, 1])]);
         let cut = &message[..message.len() - 2];
-        assert!(matches!(
-            tracker.observe(&[CAMERA], cut, Instant::now()),
-            Err(DnsError::Malformed(_))
-        ));
+        assert!(matches!(tracker.observe(&[CAMERA], cut, Instant::now()), Err(DnsError::Malformed(_))));
         assert!(tracker.is_empty());
     }
 
     #[test]
     fn policies_in_force_follow_the_datapath_states() {
-        assert_eq!(
-            policies_in_force(Access::Enrolled, CAMERA),
-            vec![CAMERA, PolicyId::ONBOARDING]
-        );
-        assert_eq!(
-            policies_in_force(Access::Quarantined, CAMERA),
-            vec![PolicyId::QUARANTINE]
-        );
-        assert_eq!(
-            policies_in_force(Access::Unknown, CAMERA),
-            vec![PolicyId::ONBOARDING]
-        );
+        assert_eq!(policies_in_force(Access::Enrolled, CAMERA), vec![CAMERA, PolicyId::ONBOARDING]);
+        assert_eq!(policies_in_force(Access::Quarantined, CAMERA), vec![PolicyId::QUARANTINE]);
+        assert_eq!(policies_in_force(Access::Unknown, CAMERA), vec![PolicyId::ONBOARDING]);
         assert!(policies_in_force(Access::Blocked, CAMERA).is_empty());
     }
 
     #[test]
     fn shipped_camera_policy_gains_its_cdn_address_until_the_ttl_runs_out() {
-        let compiled = crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")])
-            .expect("shipped policies");
+        let compiled =
+            crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")]).expect("shipped policies");
         let camera = compiled.class("camera").expect("camera").policy_id;
         let mut tracker = DnsTracker::new(&compiled);
         let now = Instant::now();
         let message = response(
             "upload.camera.example.com",
             &[
-                Record::Cname(
-                    "upload.camera.example.com",
-                    600,
-                    "edge7.cdn.camera.example.net",
-                ),
+                Record::Cname("upload.camera.example.com", 600, "edge7.cdn.camera.example.net"),
                 Record::A("edge7.cdn.camera.example.net", 45, [10, 78, 7, 7]),
             ],
         );
@@ -671,18 +519,9 @@ protocol = "icmp"
         let (rules, refused) = compiled.rules_with(&tracker.active());
         assert!(refused.is_empty());
         let host: IpNet = "10.78.7.7/32".parse().expect("net");
-        let entry = rules
-            .iter()
-            .find(|rule| rule.net == host)
-            .expect("DNS-derived entry");
+        let entry = rules.iter().find(|rule| rule.net == host).expect("DNS-derived entry");
         assert_eq!((entry.policy_id, entry.proto), (camera, proto::TCP));
-        assert_eq!(
-            entry.ports,
-            vec![PortRangeKey {
-                first: 443,
-                last: 443
-            }]
-        );
+        assert_eq!(entry.ports, vec![PortRangeKey { first: 443, last: 443 }]);
         assert_eq!(rules.len(), compiled.rules.len() + 1);
         tracker.tick(now + Duration::from_secs(45));
         let (rules, _) = compiled.rules_with(&tracker.active());

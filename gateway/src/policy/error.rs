@@ -19,20 +19,12 @@ impl Location {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |index| index + 1);
         let column = before[line_start..].chars().count() + 1;
-        Self {
-            file: Arc::clone(file),
-            line,
-            column,
-        }
+        Self { file: Arc::clone(file), line, column }
     }
 
     /// For problems that concern a whole file (unreadable, no files at all).
     pub fn file(file: &Arc<PathBuf>) -> Self {
-        Self {
-            file: Arc::clone(file),
-            line: 1,
-            column: 1,
-        }
+        Self { file: Arc::clone(file), line: 1, column: 1 }
     }
 }
 
@@ -75,12 +67,7 @@ pub enum ErrorKind {
     DuplicateClass { name: String, first: Location },
     /// Two classes share an id: ids must be unique because devices keep them across reloads.
     #[error("class id {id} of {name:?} is already used by class {other:?} at {first}")]
-    DuplicateClassId {
-        id: i64,
-        name: String,
-        other: String,
-        first: Location,
-    },
+    DuplicateClassId { id: i64, name: String, other: String, first: Location },
     /// A class id outside 1..=65535 (0 means "unclassified" in the datapath).
     #[error("class id {0} out of range: must be 1..={max}", max = u16::MAX)]
     ClassIdOutOfRange(i64),
@@ -135,22 +122,13 @@ pub enum ErrorKind {
     /// The same MAC, OUI or fingerprint type matches two classes, so the class a device
     /// gets would depend on file order.
     #[error("{what} {value:?} already matches class {other:?} at {first}")]
-    AmbiguousMatch {
-        what: &'static str,
-        value: String,
-        other: String,
-        first: Location,
-    },
+    AmbiguousMatch { what: &'static str, value: String, other: String, first: Location },
     /// A lane or the defaults defined in two places.
     #[error("{what} defined twice (first at {first})")]
     DuplicateSection { what: String, first: Location },
     /// A verdict that does not exist or is not allowed here.
     #[error("bad verdict {input:?} for {what}: expected {expected}")]
-    BadVerdict {
-        input: String,
-        what: &'static str,
-        expected: &'static str,
-    },
+    BadVerdict { input: String, what: &'static str, expected: &'static str },
     /// `include_update` outside `[lanes.quarantine]`.
     #[error("`include_update` is only meaningful in [lanes.quarantine]")]
     IncludeUpdateOutsideQuarantine,
@@ -162,18 +140,8 @@ pub enum ErrorKind {
         "{policy}: {proto} to {net} needs {count} port ranges but the datapath holds {max} per \
          destination; merge ports into ranges (e.g. \"8000-8100\") or allow all ports"
     )]
-    TooManyPortRanges {
-        policy: String,
-        proto: String,
-        net: String,
-        count: usize,
-        max: usize,
-    },
+    TooManyPortRanges { policy: String, proto: String, net: String, count: usize, max: usize },
     /// More policy entries than the datapath's LPM map holds.
     #[error("{count} IPv{family} policy entries exceed the datapath capacity of {capacity}")]
-    CapacityExceeded {
-        family: u8,
-        count: usize,
-        capacity: u32,
-    },
+    CapacityExceeded { family: u8, count: usize, capacity: u32 },
 }

@@ -12,9 +12,7 @@ use gateway_ebpf::{MAX_PORT_RANGES, proto};
 use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
-use super::{
-    CompiledPolicy, CompiledRule, DnsTracker, PolicyId, compile, load::parse_sources, mud,
-};
+use super::{CompiledPolicy, CompiledRule, DnsTracker, PolicyId, compile, load::parse_sources, mud};
 
 /// The shipped policy files, the seeds of the mutation corpus.
 fn shipped() -> Vec<(PathBuf, String)> {
@@ -61,11 +59,7 @@ const FRAGMENTS: &[&str] = &[
 fn mutate(rng: &mut StdRng, text: &str) -> String {
     let mut chars: Vec<char> = text.chars().collect();
     for _ in 0..rng.gen_range(1..6) {
-        let at = if chars.is_empty() {
-            0
-        } else {
-            rng.gen_range(0..chars.len())
-        };
+        let at = if chars.is_empty() { 0 } else { rng.gen_range(0..chars.len()) };
         match rng.gen_range(0..5) {
             0 if !chars.is_empty() => {
                 chars.remove(at);
@@ -113,32 +107,21 @@ fn mutated_policy_files_never_panic_and_errors_point_inside_the_files() {
                 refused += 1;
                 assert!(!errors.is_empty());
                 for error in errors {
-                    let text = &sources
-                        .iter()
-                        .find(|(path, _)| *path == *error.at.file)
-                        .expect("known file")
-                        .1;
-                    assert!(
-                        error.at.line >= 1 && error.at.line <= text.lines().count().max(1) + 1,
-                        "{error}"
-                    );
+                    let text = &sources.iter().find(|(path, _)| *path == *error.at.file).expect("known file").1;
+                    assert!(error.at.line >= 1 && error.at.line <= text.lines().count().max(1) + 1, "{error}");
                     assert!(error.at.column >= 1);
                 }
             }
         }
     }
-    assert!(
-        refused > 100,
-        "mutations should mostly break the files ({refused} refused)"
-    );
+    assert!(refused > 100, "mutations should mostly break the files ({refused} refused)");
     assert!(started.elapsed().as_secs() < 120, "fuzz loop too slow");
 }
 
 #[test]
 fn random_bytes_never_panic_the_parser_the_mud_importer_or_the_dns_tracker() {
     let mut rng = StdRng::seed_from_u64(0x1077_0002);
-    let compiled = super::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")])
-        .expect("shipped policies");
+    let compiled = super::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")]).expect("shipped policies");
     let mut tracker = DnsTracker::new(&compiled);
     let sample = include_str!("testdata/lightbulb.mud.json");
     for _ in 0..1000 {
@@ -155,16 +138,9 @@ fn random_bytes_never_panic_the_parser_the_mud_importer_or_the_dns_tracker() {
 /// Every entry is within the ABI's limits.
 fn check_invariants(compiled: &CompiledPolicy) {
     for rule in &compiled.rules {
-        assert!(
-            !rule.ports.is_empty() && rule.ports.len() <= MAX_PORT_RANGES,
-            "{rule:?}"
-        );
+        assert!(!rule.ports.is_empty() && rule.ports.len() <= MAX_PORT_RANGES, "{rule:?}");
         assert_eq!(rule.net, rule.net.trunc());
-        assert!(
-            rule.ports
-                .windows(2)
-                .all(|pair| u32::from(pair[0].last) + 1 < u32::from(pair[1].first))
-        );
+        assert!(rule.ports.windows(2).all(|pair| u32::from(pair[0].last) + 1 < u32::from(pair[1].first)));
     }
 }
 
@@ -183,19 +159,11 @@ struct SourceRule {
 /// the others, when that one or the longest (policy, ANY) prefix does. Also checks the
 /// entries answer the same under the two-lookup reading for every protocol (ANY folding
 /// changes nothing) and under the strict one.
-fn datapath_allows(
-    rules: &[CompiledRule],
-    policy: PolicyId,
-    addr: IpAddr,
-    proto_number: u8,
-    port: u16,
-) -> bool {
+fn datapath_allows(rules: &[CompiledRule], policy: PolicyId, addr: IpAddr, proto_number: u8, port: u16) -> bool {
     let longest = |wanted: u8| {
         rules
             .iter()
-            .filter(|rule| {
-                rule.policy_id == policy && rule.proto == wanted && rule.net.contains(&addr)
-            })
+            .filter(|rule| rule.policy_id == policy && rule.proto == wanted && rule.net.contains(&addr))
             .max_by_key(|rule| rule.net.prefix_len())
     };
     let admits = |rule: Option<&CompiledRule>| {
@@ -203,16 +171,10 @@ fn datapath_allows(
     };
     let lenient = admits(longest(proto_number)) || admits(longest(proto::ANY));
     let strict = strict_datapath_allows(rules, policy, addr, proto_number, port);
-    assert_eq!(
-        lenient, strict,
-        "entries must answer the same under either lookup order"
-    );
+    assert_eq!(lenient, strict, "entries must answer the same under either lookup order");
     if proto::FOLDED.contains(&proto_number) {
         let one_lookup = admits(longest(proto_number));
-        assert_eq!(
-            one_lookup, lenient,
-            "a folded protocol's own entry must answer for ANY too"
-        );
+        assert_eq!(one_lookup, lenient, "a folded protocol's own entry must answer for ANY too");
         one_lookup
     } else {
         lenient
@@ -221,49 +183,25 @@ fn datapath_allows(
 
 /// A stricter reading the compiler also supports: the longest (policy, proto) prefix decides;
 /// only when there is none does the longest (policy, ANY) prefix decide.
-fn strict_datapath_allows(
-    rules: &[CompiledRule],
-    policy: PolicyId,
-    addr: IpAddr,
-    proto_number: u8,
-    port: u16,
-) -> bool {
+fn strict_datapath_allows(rules: &[CompiledRule], policy: PolicyId, addr: IpAddr, proto_number: u8, port: u16) -> bool {
     let longest = |wanted: u8| {
         rules
             .iter()
-            .filter(|rule| {
-                rule.policy_id == policy && rule.proto == wanted && rule.net.contains(&addr)
-            })
+            .filter(|rule| rule.policy_id == policy && rule.proto == wanted && rule.net.contains(&addr))
             .max_by_key(|rule| rule.net.prefix_len())
     };
     match longest(proto_number).or_else(|| longest(proto::ANY)) {
-        Some(rule) => rule
-            .ports
-            .iter()
-            .any(|range| range.first <= port && port <= range.last),
+        Some(rule) => rule.ports.iter().any(|range| range.first <= port && port <= range.last),
         None => false,
     }
 }
 
 #[test]
 fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
-    const NETS: &[&str] = &[
-        "10.0.0.0/8",
-        "10.1.0.0/16",
-        "10.1.2.0/24",
-        "10.1.2.3/32",
-        "10.2.0.0/16",
-        "0.0.0.0/0",
-    ];
+    const NETS: &[&str] = &["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "10.2.0.0/16", "0.0.0.0/0"];
     const PORTS: &[&str] = &["22", "53", "80", "443", "\"8000-8100\"", "\"1-1024\""];
-    const PROBE_ADDRS: &[[u8; 4]] = &[
-        [10, 1, 2, 3],
-        [10, 1, 2, 4],
-        [10, 1, 5, 5],
-        [10, 2, 0, 1],
-        [10, 3, 0, 1],
-        [11, 0, 0, 1],
-    ];
+    const PROBE_ADDRS: &[[u8; 4]] =
+        &[[10, 1, 2, 3], [10, 1, 2, 4], [10, 1, 5, 5], [10, 2, 0, 1], [10, 3, 0, 1], [11, 0, 0, 1]];
     const PROBE_PORTS: &[u16] = &[22, 53, 80, 443, 1000, 8050, 9999];
     let mut rng = StdRng::seed_from_u64(0x1077_0003);
     for _ in 0..300 {
@@ -271,13 +209,9 @@ fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
         let mut source = Vec::new();
         for _ in 0..rng.gen_range(1..7) {
             let net = *NETS.choose(&mut rng).expect("non-empty");
-            let (protocol, proto_number) = *[
-                ("tcp", Some(proto::TCP)),
-                ("udp", Some(proto::UDP)),
-                ("any", None),
-            ]
-            .choose(&mut rng)
-            .expect("non-empty");
+            let (protocol, proto_number) = *[("tcp", Some(proto::TCP)), ("udp", Some(proto::UDP)), ("any", None)]
+                .choose(&mut rng)
+                .expect("non-empty");
             let chosen: Vec<&str> = if protocol == "any" {
                 Vec::new()
             } else {
@@ -304,23 +238,16 @@ fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
             source.push(SourceRule {
                 net: net.parse().expect("net"),
                 proto: proto_number,
-                ports: if ports.is_empty() {
-                    vec![(0, u16::MAX)]
-                } else {
-                    ports
-                },
+                ports: if ports.is_empty() { vec![(0, u16::MAX)] } else { ports },
             });
         }
-        let policy = parse_sources(&[("p.toml".into(), text.clone())])
-            .expect("generated policies are valid");
+        let policy = parse_sources(&[("p.toml".into(), text.clone())]).expect("generated policies are valid");
         let compiled = match compile(&policy) {
             Ok(compiled) => compiled,
             // Too many ranges for one destination is a legitimate refusal.
             Err(errors) => {
                 assert!(
-                    errors
-                        .iter()
-                        .all(|e| matches!(e.kind, super::ErrorKind::TooManyPortRanges { .. })),
+                    errors.iter().all(|e| matches!(e.kind, super::ErrorKind::TooManyPortRanges { .. })),
                     "{errors:?}"
                 );
                 continue;
@@ -331,17 +258,10 @@ fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
         // DNS-derived host entries, merged the way the controller merges them.
         let mut dynamic = Vec::new();
         for _ in 0..rng.gen_range(0..4) {
-            let addr = IpAddr::V4(Ipv4Addr::from(
-                *PROBE_ADDRS.choose(&mut rng).expect("non-empty"),
-            ));
-            let (proto_number, port) = *[(proto::TCP, 8883u16), (proto::UDP, 53), (proto::ANY, 0)]
-                .choose(&mut rng)
-                .expect("non-empty");
-            let (first, last) = if proto_number == proto::ANY {
-                (0, u16::MAX)
-            } else {
-                (port, port)
-            };
+            let addr = IpAddr::V4(Ipv4Addr::from(*PROBE_ADDRS.choose(&mut rng).expect("non-empty")));
+            let (proto_number, port) =
+                *[(proto::TCP, 8883u16), (proto::UDP, 53), (proto::ANY, 0)].choose(&mut rng).expect("non-empty");
+            let (first, last) = if proto_number == proto::ANY { (0, u16::MAX) } else { (port, port) };
             let net = IpNet::from(addr);
             dynamic.push(CompiledRule {
                 policy_id: id,
@@ -367,10 +287,7 @@ fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
                     let expected = source.iter().any(|rule| {
                         rule.net.contains(&addr)
                             && rule.proto.is_none_or(|p| p == proto_number)
-                            && rule
-                                .ports
-                                .iter()
-                                .any(|(first, last)| first <= port && port <= last)
+                            && rule.ports.iter().any(|(first, last)| first <= port && port <= last)
                     });
                     let actual = datapath_allows(&rules, id, addr, proto_number, *port);
                     assert_eq!(

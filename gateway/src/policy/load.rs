@@ -25,10 +25,7 @@ use super::{
 use crate::{config::Verdict, device::Mac};
 
 /// Every port, what a rule without `ports` allows.
-pub const ALL_PORTS: PortRange = PortRange {
-    first: 0,
-    last: u16::MAX,
-};
+pub const ALL_PORTS: PortRange = PortRange { first: 0, last: u16::MAX };
 /// Verdicts used when no file has a `[defaults]` section; the same as the datapath's own
 /// `GatewayConfig::default`, so a missing section changes nothing.
 pub const DEFAULT_MALFORMED: Verdict = Verdict::Drop;
@@ -161,22 +158,13 @@ impl DnsPattern {
                 return Err("empty label (two dots in a row?)".into());
             }
             if label.len() > MAX_DNS_LABEL {
-                return Err(format!(
-                    "label {label:?} longer than {MAX_DNS_LABEL} characters"
-                ));
+                return Err(format!("label {label:?} longer than {MAX_DNS_LABEL} characters"));
             }
             if label == "*" {
-                return Err(
-                    "a wildcard is only allowed as the whole first label (*.example.com)".into(),
-                );
+                return Err("a wildcard is only allowed as the whole first label (*.example.com)".into());
             }
-            if !label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(format!(
-                    "label {label:?} has characters other than a-z, 0-9, '-', '_'"
-                ));
+            if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(format!("label {label:?} has characters other than a-z, 0-9, '-', '_'"));
             }
             if label.starts_with('-') || label.ends_with('-') {
                 return Err(format!("label {label:?} starts or ends with '-'"));
@@ -438,31 +426,18 @@ fn parse_file(file: &Arc<PathBuf>, text: &str) -> (Option<Parsed>, Vec<PolicyErr
                     .zip(&removed_keys)
                     .map(|(line, key)| (table_line(&current, *line), key.clone()))
                     .collect();
-                return (
-                    Some(Parsed {
-                        file,
-                        text: current,
-                        tainted_tables,
-                    }),
-                    errors,
-                );
+                return (Some(Parsed { file, text: current, tainted_tables }), errors);
             }
             Err(error) => error,
         };
         let message = syntax_message(&error);
         // A required key we commented out ourselves: already reported, and nothing further
         // can be learnt from this table.
-        if removed_keys
-            .iter()
-            .any(|key| message.contains(&format!("missing field `{key}`")))
-        {
+        if removed_keys.iter().any(|key| message.contains(&format!("missing field `{key}`"))) {
             break;
         }
         let offset = error.span().map_or(0, |span| span.start);
-        errors.push(PolicyError::new(
-            Location::at(file, &current, offset),
-            ErrorKind::Syntax(message),
-        ));
+        errors.push(PolicyError::new(Location::at(file, &current, offset), ErrorKind::Syntax(message)));
         match comment_out_line(&current, offset) {
             Some((next, key)) if toml::from_str::<toml::Table>(&next).is_ok() => {
                 removed_lines.push(Location::at(file, &current, offset).line);
@@ -489,13 +464,7 @@ fn comment_out_line(text: &str, offset: usize) -> Option<(String, String)> {
     next.push_str(&text[..start]);
     next.push('#');
     next.push_str(&text[start..]);
-    let key = trimmed
-        .split('=')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .trim_matches('"')
-        .to_owned();
+    let key = trimmed.split('=').next().unwrap_or("").trim().trim_matches('"').to_owned();
     Some((next, key))
 }
 
@@ -535,24 +504,16 @@ impl Loader {
             if let Some(spec) = lanes.onboarding {
                 let at = here(spec.span().start);
                 let lane = self.lane(file, text, spec, false);
-                self.set_lane(at, "[lanes.onboarding]", lane, |loader| {
-                    &mut loader.onboarding
-                });
+                self.set_lane(at, "[lanes.onboarding]", lane, |loader| &mut loader.onboarding);
             }
             if let Some(spec) = lanes.quarantine {
                 let at = here(spec.span().start);
-                let include_update = spec
-                    .get_ref()
-                    .include_update
-                    .as_ref()
-                    .is_some_and(|v| *v.get_ref());
+                let include_update = spec.get_ref().include_update.as_ref().is_some_and(|v| *v.get_ref());
                 if include_update {
                     self.update_users.push(at.clone());
                 }
                 let lane = self.lane(file, text, spec, true);
-                if self.set_lane(at, "[lanes.quarantine]", lane, |loader| {
-                    &mut loader.quarantine
-                }) {
+                if self.set_lane(at, "[lanes.quarantine]", lane, |loader| &mut loader.quarantine) {
                     self.quarantine_includes_update = include_update;
                 }
             }
@@ -568,20 +529,14 @@ impl Loader {
             match &self.defaults {
                 Some((_, first)) => self.errors.push(PolicyError::new(
                     at,
-                    ErrorKind::DuplicateSection {
-                        what: "[defaults]".into(),
-                        first: first.clone(),
-                    },
+                    ErrorKind::DuplicateSection { what: "[defaults]".into(), first: first.clone() },
                 )),
                 None => self.defaults = Some((parsed, at)),
             }
         }
         for response in parsed.response {
             let at = here(response.span().start);
-            self.responses.push(ResponseSpec {
-                at,
-                value: response.into_inner(),
-            });
+            self.responses.push(ResponseSpec { at, value: response.into_inner() });
         }
     }
 
@@ -594,10 +549,7 @@ impl Loader {
         slot: impl Fn(&mut Self) -> &mut Option<Lane>,
     ) -> bool {
         if let Some(first) = slot(self).as_ref().and_then(|existing| existing.at.clone()) {
-            let kind = ErrorKind::DuplicateSection {
-                what: what.into(),
-                first,
-            };
+            let kind = ErrorKind::DuplicateSection { what: what.into(), first };
             self.errors.push(PolicyError::new(at, kind));
             return false;
         }
@@ -605,55 +557,28 @@ impl Loader {
         true
     }
 
-    fn lane(
-        &mut self,
-        file: &Arc<PathBuf>,
-        text: &str,
-        spec: Spanned<LaneSpec>,
-        is_quarantine: bool,
-    ) -> Lane {
+    fn lane(&mut self, file: &Arc<PathBuf>, text: &str, spec: Spanned<LaneSpec>, is_quarantine: bool) -> Lane {
         let at = Location::at(file, text, spec.span().start);
         let spec = spec.into_inner();
         if let Some(flag) = &spec.include_update
             && !is_quarantine
         {
             let at = Location::at(file, text, flag.span().start);
-            self.errors.push(PolicyError::new(
-                at,
-                ErrorKind::IncludeUpdateOutsideQuarantine,
-            ));
+            self.errors.push(PolicyError::new(at, ErrorKind::IncludeUpdateOutsideQuarantine));
         }
-        let rules = spec
-            .allow
-            .into_iter()
-            .filter_map(|rule| self.rule(file, text, rule))
-            .collect();
-        Lane {
-            description: spec.description,
-            rules,
-            at: Some(at),
-        }
+        let rules = spec.allow.into_iter().filter_map(|rule| self.rule(file, text, rule)).collect();
+        Lane { description: spec.description, rules, at: Some(at) }
     }
 
     fn add_class(&mut self, file: &Arc<PathBuf>, text: &str, spec: ClassSpec, at: Location) {
         let here = |offset: usize| Location::at(file, text, offset);
         let name = spec.name.get_ref().clone();
         let name_at = here(spec.name.span().start);
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            self.errors.push(PolicyError::new(
-                name_at.clone(),
-                ErrorKind::BadClassName(name.clone()),
-            ));
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            self.errors.push(PolicyError::new(name_at.clone(), ErrorKind::BadClassName(name.clone())));
         }
         if let Some(first) = self.classes.iter().find(|class| class.name == name) {
-            let kind = ErrorKind::DuplicateClass {
-                name: name.clone(),
-                first: first.at.clone(),
-            };
+            let kind = ErrorKind::DuplicateClass { name: name.clone(), first: first.at.clone() };
             self.errors.push(PolicyError::new(name_at, kind));
         }
         let raw_id = *spec.id.get_ref();
@@ -661,10 +586,7 @@ impl Loader {
         let id = match u16::try_from(raw_id) {
             Ok(id) if id != 0 => ClassId(id),
             _ => {
-                self.errors.push(PolicyError::new(
-                    id_at.clone(),
-                    ErrorKind::ClassIdOutOfRange(raw_id),
-                ));
+                self.errors.push(PolicyError::new(id_at.clone(), ErrorKind::ClassIdOutOfRange(raw_id)));
                 ClassId(0)
             }
         };
@@ -687,11 +609,7 @@ impl Loader {
             self.update_users.push(at.clone());
         }
         let matcher = self.matcher(file, text, &name, spec.matches);
-        let rules = spec
-            .allow
-            .into_iter()
-            .filter_map(|rule| self.rule(file, text, rule))
-            .collect();
+        let rules = spec.allow.into_iter().filter_map(|rule| self.rule(file, text, rule)).collect();
         self.classes.push(Class {
             name,
             id,
@@ -705,29 +623,19 @@ impl Loader {
         });
     }
 
-    fn matcher(
-        &mut self,
-        file: &Arc<PathBuf>,
-        text: &str,
-        class: &str,
-        spec: super::model::MatchSpec,
-    ) -> Matcher {
+    fn matcher(&mut self, file: &Arc<PathBuf>, text: &str, class: &str, spec: super::model::MatchSpec) -> Matcher {
         let here = |offset: usize| Location::at(file, text, offset);
         let mut matcher = Matcher::default();
         for mac in spec.macs {
             let at = here(mac.span().start);
             match Mac::from_str(mac.get_ref()) {
                 Ok(parsed) => {
-                    self.check_unique(class, "MAC", &parsed.to_string(), &at, |m| {
-                        m.macs.contains(&parsed)
-                    });
+                    self.check_unique(class, "MAC", &parsed.to_string(), &at, |m| m.macs.contains(&parsed));
                     if !matcher.macs.contains(&parsed) {
                         matcher.macs.push(parsed);
                     }
                 }
-                Err(_) => self
-                    .errors
-                    .push(PolicyError::new(at, ErrorKind::BadMac(mac.into_inner()))),
+                Err(_) => self.errors.push(PolicyError::new(at, ErrorKind::BadMac(mac.into_inner()))),
             }
         }
         for oui in spec.ouis {
@@ -735,31 +643,22 @@ impl Loader {
             match parse_oui(oui.get_ref()) {
                 Some(bytes) => {
                     let shown = hex_bytes(&bytes);
-                    self.check_unique(class, "OUI prefix", &shown, &at, |m| {
-                        m.ouis.contains(&bytes)
-                    });
+                    self.check_unique(class, "OUI prefix", &shown, &at, |m| m.ouis.contains(&bytes));
                     if !matcher.ouis.contains(&bytes) {
                         matcher.ouis.push(bytes);
                     }
                 }
-                None => self
-                    .errors
-                    .push(PolicyError::new(at, ErrorKind::BadOui(oui.into_inner()))),
+                None => self.errors.push(PolicyError::new(at, ErrorKind::BadOui(oui.into_inner()))),
             }
         }
         for kind in spec.fingerprint_types {
             let at = here(kind.span().start);
             let lowered = kind.get_ref().trim().to_ascii_lowercase();
             if lowered.is_empty() {
-                self.errors.push(PolicyError::new(
-                    at,
-                    ErrorKind::EmptyPattern("fingerprint type"),
-                ));
+                self.errors.push(PolicyError::new(at, ErrorKind::EmptyPattern("fingerprint type")));
                 continue;
             }
-            self.check_unique(class, "fingerprint type", &lowered, &at, |m| {
-                m.fingerprint_types.contains(&lowered)
-            });
+            self.check_unique(class, "fingerprint type", &lowered, &at, |m| m.fingerprint_types.contains(&lowered));
             if !matcher.fingerprint_types.contains(&lowered) {
                 matcher.fingerprint_types.push(lowered);
             }
@@ -786,11 +685,7 @@ impl Loader {
         at: &Location,
         used_by: impl Fn(&Matcher) -> bool,
     ) {
-        if let Some(other) = self
-            .classes
-            .iter()
-            .find(|c| c.name != class && used_by(&c.matcher))
-        {
+        if let Some(other) = self.classes.iter().find(|c| c.name != class && used_by(&c.matcher)) {
             let kind = ErrorKind::AmbiguousMatch {
                 what,
                 value: value.to_owned(),
@@ -810,9 +705,7 @@ impl Loader {
         for net in &spec.nets {
             match parse_net(net.get_ref()) {
                 Ok(parsed) => nets.push(parsed),
-                Err(kind) => self
-                    .errors
-                    .push(PolicyError::new(here(net.span().start), kind)),
+                Err(kind) => self.errors.push(PolicyError::new(here(net.span().start), kind)),
             }
         }
         let mut names = Vec::new();
@@ -820,35 +713,25 @@ impl Loader {
             match DnsPattern::parse(name.get_ref()) {
                 Ok(parsed) => names.push(parsed),
                 Err(reason) => {
-                    let kind = ErrorKind::BadDnsName {
-                        input: name.get_ref().clone(),
-                        reason,
-                    };
-                    self.errors
-                        .push(PolicyError::new(here(name.span().start), kind));
+                    let kind = ErrorKind::BadDnsName { input: name.get_ref().clone(), reason };
+                    self.errors.push(PolicyError::new(here(name.span().start), kind));
                 }
             }
         }
         // A rule whose table lost a line to an earlier error is not also reported as empty or
         // as missing its protocol; it is refused all the same (the file has errors).
-        let lost = |key: &str| {
-            self.tainted_tables
-                .iter()
-                .any(|(line, lost)| *line == at.line && lost == key)
-        };
+        let lost = |key: &str| self.tainted_tables.iter().any(|(line, lost)| *line == at.line && lost == key);
         let tainted = self.tainted_tables.iter().any(|(line, _)| *line == at.line);
         let lost_targets = lost("nets") || lost("names");
         let lost_protocol = lost("protocol");
         if spec.nets.is_empty() && spec.names.is_empty() && !lost_targets {
-            self.errors
-                .push(PolicyError::new(at.clone(), ErrorKind::EmptyRule));
+            self.errors.push(PolicyError::new(at.clone(), ErrorKind::EmptyRule));
         }
         let protocol = match &spec.protocol {
             None => Protocol::Any,
             Some(text) => Protocol::parse(text.get_ref()).unwrap_or_else(|| {
                 let kind = ErrorKind::BadProtocol(text.get_ref().clone());
-                self.errors
-                    .push(PolicyError::new(here(text.span().start), kind));
+                self.errors.push(PolicyError::new(here(text.span().start), kind));
                 Protocol::Any
             }),
         };
@@ -856,8 +739,7 @@ impl Loader {
             None => Direction::Outbound,
             Some(text) => Direction::parse(text.get_ref()).unwrap_or_else(|| {
                 let kind = ErrorKind::BadDirection(text.get_ref().clone());
-                self.errors
-                    .push(PolicyError::new(here(text.span().start), kind));
+                self.errors.push(PolicyError::new(here(text.span().start), kind));
                 Direction::Outbound
             }),
         };
@@ -865,9 +747,7 @@ impl Loader {
         for port in &spec.ports {
             match parse_port(port.get_ref()) {
                 Ok(range) => ports.push(range),
-                Err(kind) => self
-                    .errors
-                    .push(PolicyError::new(here(port.span().start), kind)),
+                Err(kind) => self.errors.push(PolicyError::new(here(port.span().start), kind)),
             }
         }
         if !spec.ports.is_empty() && !protocol.has_ports() && !lost_protocol {
@@ -878,20 +758,8 @@ impl Loader {
         if self.errors.len() != before || tainted {
             return None;
         }
-        let ports = if ports.is_empty() {
-            vec![ALL_PORTS]
-        } else {
-            merge_ranges(ports)
-        };
-        Some(Rule {
-            description: spec.description,
-            nets,
-            names,
-            protocol,
-            ports,
-            direction,
-            at,
-        })
+        let ports = if ports.is_empty() { vec![ALL_PORTS] } else { merge_ranges(ports) };
+        Some(Rule { description: spec.description, nets, names, protocol, ports, direction, at })
     }
 
     fn defaults(&mut self, file: &Arc<PathBuf>, text: &str, spec: DefaultsSpec) -> Defaults {
@@ -914,55 +782,23 @@ impl Loader {
                 Some(parsed) if allowed.contains(&parsed) => *slot = parsed,
                 _ => {
                     let at = Location::at(file, text, value.span().start);
-                    let kind = ErrorKind::BadVerdict {
-                        input: value.into_inner(),
-                        what,
-                        expected,
-                    };
+                    let kind = ErrorKind::BadVerdict { input: value.into_inner(), what, expected };
                     self.errors.push(PolicyError::new(at, kind));
                 }
             }
         };
         let expected_any = "pass, drop or redirect";
-        verdict(
-            spec.malformed,
-            "malformed",
-            ANY,
-            expected_any,
-            &mut defaults.malformed,
-        );
-        verdict(
-            spec.unknown_device,
-            "unknown_device",
-            ANY,
-            expected_any,
-            &mut defaults.unknown_device,
-        );
-        verdict(
-            spec.policy_miss,
-            "policy_miss",
-            ANY,
-            expected_any,
-            &mut defaults.policy_miss,
-        );
-        verdict(
-            spec.quarantine,
-            "quarantine",
-            QUARANTINE,
-            "redirect or drop",
-            &mut defaults.quarantine,
-        );
+        verdict(spec.malformed, "malformed", ANY, expected_any, &mut defaults.malformed);
+        verdict(spec.unknown_device, "unknown_device", ANY, expected_any, &mut defaults.unknown_device);
+        verdict(spec.policy_miss, "policy_miss", ANY, expected_any, &mut defaults.policy_miss);
+        verdict(spec.quarantine, "quarantine", QUARANTINE, "redirect or drop", &mut defaults.quarantine);
         defaults
     }
 
     /// Resolves includes, checks the update lane is defined where used, and builds `Policy`.
     fn finish(mut self) -> Result<Policy, Vec<PolicyError>> {
-        let known: HashMap<String, usize> = self
-            .classes
-            .iter()
-            .enumerate()
-            .map(|(index, c)| (c.name.clone(), index))
-            .collect();
+        let known: HashMap<String, usize> =
+            self.classes.iter().enumerate().map(|(index, c)| (c.name.clone(), index)).collect();
         for (class, include, at) in std::mem::take(&mut self.includes) {
             let target = include.get_ref();
             match known.get(target.as_str()) {
@@ -973,17 +809,13 @@ impl Loader {
                         self.classes[*index].include.push(target.clone());
                     }
                 }
-                None => self.errors.push(PolicyError::new(
-                    at,
-                    ErrorKind::UnknownClass(target.clone()),
-                )),
+                None => self.errors.push(PolicyError::new(at, ErrorKind::UnknownClass(target.clone()))),
             }
         }
         self.check_cycles();
         if self.update.is_none() {
             for at in std::mem::take(&mut self.update_users) {
-                self.errors
-                    .push(PolicyError::new(at, ErrorKind::MissingUpdateLane));
+                self.errors.push(PolicyError::new(at, ErrorKind::MissingUpdateLane));
             }
         }
         if !self.errors.is_empty() {
@@ -1002,10 +834,7 @@ impl Loader {
                 update: self.update.unwrap_or_default(),
                 quarantine_includes_update,
             },
-            defaults: self
-                .defaults
-                .map(|(defaults, _)| defaults)
-                .unwrap_or_default(),
+            defaults: self.defaults.map(|(defaults, _)| defaults).unwrap_or_default(),
             responses: self.responses,
             files: self.files,
         })
@@ -1013,11 +842,7 @@ impl Loader {
 
     /// Reports each class that reaches itself through `include`.
     fn check_cycles(&mut self) {
-        let by_name: BTreeMap<&str, &Class> = self
-            .classes
-            .iter()
-            .map(|class| (class.name.as_str(), class))
-            .collect();
+        let by_name: BTreeMap<&str, &Class> = self.classes.iter().map(|class| (class.name.as_str(), class)).collect();
         let mut cycles = Vec::new();
         for class in &self.classes {
             // Depth-first over includes; bounded by the number of classes on each path.
@@ -1042,8 +867,7 @@ impl Loader {
             }
         }
         for (at, name, path) in cycles {
-            self.errors
-                .push(PolicyError::new(at, ErrorKind::IncludeCycle(name, path)));
+            self.errors.push(PolicyError::new(at, ErrorKind::IncludeCycle(name, path)));
         }
     }
 }
@@ -1053,10 +877,7 @@ pub fn parse_net(input: &str) -> Result<IpNet, ErrorKind> {
     let trimmed = input.trim();
     if let Ok(net) = IpNet::from_str(trimmed) {
         if net.trunc() != net {
-            return Err(ErrorKind::HostBitsSet {
-                input: input.to_owned(),
-                suggestion: net.trunc().to_string(),
-            });
+            return Err(ErrorKind::HostBitsSet { input: input.to_owned(), suggestion: net.trunc().to_string() });
         }
         return Ok(net);
     }
@@ -1071,20 +892,14 @@ pub fn parse_net(input: &str) -> Result<IpNet, ErrorKind> {
 
 /// A port: `443`, `"443"` or `"8000-8100"`.
 pub fn parse_port(value: &toml::Value) -> Result<PortRange, ErrorKind> {
-    let in_range =
-        |number: i64| u16::try_from(number).map_err(|_| ErrorKind::PortOutOfRange(number));
+    let in_range = |number: i64| u16::try_from(number).map_err(|_| ErrorKind::PortOutOfRange(number));
     match value {
         toml::Value::Integer(number) => {
             let port = in_range(*number)?;
-            Ok(PortRange {
-                first: port,
-                last: port,
-            })
+            Ok(PortRange { first: port, last: port })
         }
         toml::Value::String(text) => {
-            let bad = || ErrorKind::BadPort {
-                input: text.clone(),
-            };
+            let bad = || ErrorKind::BadPort { input: text.clone() };
             let number = |part: &str| -> Result<u16, ErrorKind> {
                 let parsed: i64 = part.trim().parse().map_err(|_| bad())?;
                 in_range(parsed)
@@ -1101,9 +916,7 @@ pub fn parse_port(value: &toml::Value) -> Result<PortRange, ErrorKind> {
             }
             Ok(PortRange { first, last })
         }
-        other => Err(ErrorKind::BadPort {
-            input: other.to_string(),
-        }),
+        other => Err(ErrorKind::BadPort { input: other.to_string() }),
     }
 }
 
@@ -1124,10 +937,7 @@ pub fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
 
 /// `00:1a:2b`, `00-1A-2B`, `001a2b` (3 to 5 bytes).
 fn parse_oui(input: &str) -> Option<Vec<u8>> {
-    let digits: String = input
-        .chars()
-        .filter(|c| !matches!(c, ':' | '-' | '.'))
-        .collect();
+    let digits: String = input.chars().filter(|c| !matches!(c, ':' | '-' | '.')).collect();
     if !digits.len().is_multiple_of(2) || !(6..=10).contains(&digits.len()) {
         return None;
     }
@@ -1135,11 +945,7 @@ fn parse_oui(input: &str) -> Option<Vec<u8>> {
 }
 
 fn hex_bytes(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// A certificate subject (or pattern) in one canonical RFC 4514 spelling: no spaces around
@@ -1167,16 +973,11 @@ mod tests {
     }
 
     fn errors_of(files: &[(&str, &str)]) -> Vec<(usize, usize, ErrorKind)> {
-        let sources: Vec<(PathBuf, String)> = files
-            .iter()
-            .map(|(name, text)| (PathBuf::from(name), (*text).to_owned()))
-            .collect();
+        let sources: Vec<(PathBuf, String)> =
+            files.iter().map(|(name, text)| (PathBuf::from(name), (*text).to_owned())).collect();
         match parse_sources(&sources) {
             Ok(_) => Vec::new(),
-            Err(errors) => errors
-                .into_iter()
-                .map(|e| (e.at.line, e.at.column, e.kind))
-                .collect(),
+            Err(errors) => errors.into_iter().map(|e| (e.at.line, e.at.column, e.kind)).collect(),
         }
     }
 
@@ -1197,21 +998,13 @@ ports = [443]
         let class = policy.class("camera").expect("camera");
         assert_eq!(class.policy_id, PolicyId(lane::FIRST_CLASS_POLICY + 10));
         assert_eq!(class.rules[0].protocol, Protocol::Tcp);
-        assert_eq!(
-            class.rules[0].ports,
-            vec![PortRange {
-                first: 443,
-                last: 443
-            }]
-        );
+        assert_eq!(class.rules[0].ports, vec![PortRange { first: 443, last: 443 }]);
         assert_eq!(class.rules[0].at.line, 6);
     }
 
     #[test]
     fn duplicate_class_points_at_second_name_and_first_definition() {
-        let found = errors(&format!(
-            "{CAMERA}\n[[class]]\nname = \"camera\"\nid = 11\n"
-        ));
+        let found = errors(&format!("{CAMERA}\n[[class]]\nname = \"camera\"\nid = 11\n"));
         assert_eq!(found.len(), 1, "{found:?}");
         let (line, column, kind) = &found[0];
         assert_eq!((*line, *column), (12, 8));
@@ -1226,28 +1019,16 @@ ports = [443]
 
     #[test]
     fn duplicate_class_id_across_files_is_refused() {
-        let found = errors_of(&[
-            ("a.toml", CAMERA),
-            ("b.toml", "[[class]]\nname = \"plug\"\nid = 10\n"),
-        ]);
+        let found = errors_of(&[("a.toml", CAMERA), ("b.toml", "[[class]]\nname = \"plug\"\nid = 10\n")]);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].0, found[0].1), (3, 6));
-        assert!(
-            matches!(&found[0].2, ErrorKind::DuplicateClassId { id: 10, other, .. } if other == "camera")
-        );
+        assert!(matches!(&found[0].2, ErrorKind::DuplicateClassId { id: 10, other, .. } if other == "camera"));
     }
 
     #[test]
     fn class_id_zero_and_too_large_are_out_of_range() {
-        let found =
-            errors("[[class]]\nname = \"a\"\nid = 0\n[[class]]\nname = \"b\"\nid = 70000\n");
-        assert_eq!(
-            found,
-            vec![
-                (3, 6, ErrorKind::ClassIdOutOfRange(0)),
-                (6, 6, ErrorKind::ClassIdOutOfRange(70_000)),
-            ]
-        );
+        let found = errors("[[class]]\nname = \"a\"\nid = 0\n[[class]]\nname = \"b\"\nid = 70000\n");
+        assert_eq!(found, vec![(3, 6, ErrorKind::ClassIdOutOfRange(0)), (6, 6, ErrorKind::ClassIdOutOfRange(70_000)),]);
     }
 
     #[test]
@@ -1264,11 +1045,7 @@ ports = [443]
             "[[class]]\nname = \"a\"\nid = 1\ninclude = [\"b\"]\n[[class]]\nname = \"b\"\nid = 2\ninclude = [\"a\"]\n",
         );
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(
-            found
-                .iter()
-                .all(|(_, _, kind)| matches!(kind, ErrorKind::IncludeCycle(..)))
-        );
+        assert!(found.iter().all(|(_, _, kind)| matches!(kind, ErrorKind::IncludeCycle(..))));
     }
 
     #[test]
@@ -1316,28 +1093,17 @@ description = "nothing"
         );
         let kinds: Vec<&ErrorKind> = found.iter().map(|(_, _, kind)| kind).collect();
         assert!(matches!(kinds[0], ErrorKind::BadNetwork { .. }));
-        assert!(
-            matches!(kinds[1], ErrorKind::HostBitsSet { suggestion, .. } if suggestion == "10.0.0.0/8")
-        );
+        assert!(matches!(kinds[1], ErrorKind::HostBitsSet { suggestion, .. } if suggestion == "10.0.0.0/8"));
         assert!(matches!(kinds[2], ErrorKind::BadNetwork { .. }));
         assert!(matches!(kinds[3], ErrorKind::BadDnsName { .. }));
         assert!(matches!(kinds[4], ErrorKind::BadDnsName { .. }));
         assert_eq!(kinds[5], &ErrorKind::PortOutOfRange(70_000));
-        assert_eq!(
-            kinds[6],
-            &ErrorKind::ReversedPortRange {
-                first: 90,
-                last: 80
-            }
-        );
+        assert_eq!(kinds[6], &ErrorKind::ReversedPortRange { first: 90, last: 80 });
         assert!(matches!(kinds[7], ErrorKind::BadPort { .. }));
         assert_eq!(kinds[8], &ErrorKind::PortOutOfRange(-1));
         assert!(matches!(kinds[9], ErrorKind::BadPort { .. }));
         assert_eq!(kinds[10], &ErrorKind::BadDirection("sideways".into()));
-        assert_eq!(
-            kinds[11],
-            &ErrorKind::PortsWithoutPortProtocol("icmp".into())
-        );
+        assert_eq!(kinds[11], &ErrorKind::PortsWithoutPortProtocol("icmp".into()));
         assert_eq!(kinds[12], &ErrorKind::EmptyRule);
         assert_eq!(kinds[13], &ErrorKind::BadProtocol("gre".into()));
         assert_eq!(kinds[14], &ErrorKind::EmptyRule);
@@ -1394,59 +1160,33 @@ fingerprint_types = ["Camera"]
         let lanes = "[lanes.onboarding]\n[[lanes.onboarding.allow]]\nnets = [\"10.77.0.1\"]\n[defaults]\nmalformed = \"drop\"\n";
         let found = errors_of(&[("a.toml", lanes), ("b.toml", lanes)]);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(
-            found
-                .iter()
-                .all(|(_, _, kind)| matches!(kind, ErrorKind::DuplicateSection { .. }))
-        );
+        assert!(found.iter().all(|(_, _, kind)| matches!(kind, ErrorKind::DuplicateSection { .. })));
     }
 
     #[test]
     fn bad_verdicts_are_refused_and_quarantine_cannot_pass() {
-        let found = errors(
-            "[defaults]\nmalformed = \"maybe\"\nquarantine = \"pass\"\npolicy_miss = \"redirect\"\n",
-        );
+        let found = errors("[defaults]\nmalformed = \"maybe\"\nquarantine = \"pass\"\npolicy_miss = \"redirect\"\n");
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!((found[0].0, found[0].1), (2, 13));
         assert_eq!((found[1].0, found[1].1), (3, 14));
-        assert!(matches!(
-            &found[1].2,
-            ErrorKind::BadVerdict {
-                what: "quarantine",
-                ..
-            }
-        ));
+        assert!(matches!(&found[1].2, ErrorKind::BadVerdict { what: "quarantine", .. }));
     }
 
     #[test]
     fn update_lane_must_exist_when_used() {
-        let found = errors(
-            "[[class]]\nname = \"a\"\nid = 1\nupdate_lane = true\n[lanes.quarantine]\ninclude_update = true\n",
-        );
+        let found =
+            errors("[[class]]\nname = \"a\"\nid = 1\nupdate_lane = true\n[lanes.quarantine]\ninclude_update = true\n");
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(
-            found
-                .iter()
-                .all(|(_, _, kind)| *kind == ErrorKind::MissingUpdateLane)
-        );
+        assert!(found.iter().all(|(_, _, kind)| *kind == ErrorKind::MissingUpdateLane));
         let misplaced = errors("[lanes.update]\ninclude_update = true\n");
-        assert_eq!(
-            misplaced,
-            vec![(2, 18, ErrorKind::IncludeUpdateOutsideQuarantine)]
-        );
+        assert_eq!(misplaced, vec![(2, 18, ErrorKind::IncludeUpdateOutsideQuarantine)]);
     }
 
     #[test]
     fn syntax_and_unknown_keys_are_located_and_other_files_still_checked() {
         let found = errors_of(&[
-            (
-                "a.toml",
-                "[[class]]\nname = \"a\"\nid = 1\n[bogus]\nx = 1\n",
-            ),
-            (
-                "b.toml",
-                "[[class]]\nname = \"b\"\nid = 2\ncolour = \"red\"\n",
-            ),
+            ("a.toml", "[[class]]\nname = \"a\"\nid = 1\n[bogus]\nx = 1\n"),
+            ("b.toml", "[[class]]\nname = \"b\"\nid = 2\ncolour = \"red\"\n"),
             ("c.toml", "[[class]\n"),
             ("d.toml", "[[class]]\nname = \"d\"\nid = \"ten\"\n"),
             ("e.toml", "[[class]]\nname = \"e\"\nid = 0\n"),
@@ -1471,18 +1211,10 @@ fingerprint_types = ["Camera"]
         // The rule that lost `nets` is not also reported empty; its bad port and its ports
         // without a port protocol are real and reported.
         let f: Vec<(usize, usize)> = found[5..].iter().map(|(l, c, _)| (*l, *c)).collect();
-        assert_eq!(
-            f,
-            vec![(4, 15), (6, 8), (7, 1), (8, 10), (8, 10)],
-            "{:#?}",
-            &found[5..]
-        );
+        assert_eq!(f, vec![(4, 15), (6, 8), (7, 1), (8, 10), (8, 10)], "{:#?}", &found[5..]);
         assert!(matches!(&found[7].2, ErrorKind::Syntax(message) if message.contains("colour")));
         assert_eq!(found[8].2, ErrorKind::PortOutOfRange(99_999));
-        assert_eq!(
-            found[9].2,
-            ErrorKind::PortsWithoutPortProtocol("any".into())
-        );
+        assert_eq!(found[9].2, ErrorKind::PortsWithoutPortProtocol("any".into()));
         // A rule that lost its protocol to a type error is not also told its ports need one.
         let lost = errors(
             "[[class]]\nname = \"g\"\nid = 8\n[[class.allow]]\nnets = [\"10.0.0.1\"]\nprotocol = 6\nports = [22]\n",
@@ -1493,19 +1225,11 @@ fingerprint_types = ["Camera"]
 
     #[test]
     fn response_tables_are_kept_raw_for_the_response_engine() {
-        let policy = parse_sources(&[(
-            "r.toml".into(),
-            "[[response]]\nwhen = \"scan\"\naction = \"quarantine\"\n".into(),
-        )])
-        .expect("response tables are not checked here");
+        let policy =
+            parse_sources(&[("r.toml".into(), "[[response]]\nwhen = \"scan\"\naction = \"quarantine\"\n".into())])
+                .expect("response tables are not checked here");
         assert_eq!(policy.responses.len(), 1);
-        assert_eq!(
-            policy.responses[0]
-                .value
-                .get("action")
-                .and_then(|v| v.as_str()),
-            Some("quarantine")
-        );
+        assert_eq!(policy.responses[0].value.get("action").and_then(|v| v.as_str()), Some("quarantine"));
     }
 
     #[test]
@@ -1531,42 +1255,18 @@ fingerprint_types = ["Camera"]
     #[test]
     fn ranges_merge_when_overlapping_or_adjacent() {
         let merged = merge_ranges(vec![
-            PortRange {
-                first: 80,
-                last: 80,
-            },
-            PortRange {
-                first: 10,
-                last: 20,
-            },
-            PortRange {
-                first: 21,
-                last: 30,
-            },
-            PortRange {
-                first: 25,
-                last: 40,
-            },
-            PortRange {
-                first: 65_535,
-                last: 65_535,
-            },
+            PortRange { first: 80, last: 80 },
+            PortRange { first: 10, last: 20 },
+            PortRange { first: 21, last: 30 },
+            PortRange { first: 25, last: 40 },
+            PortRange { first: 65_535, last: 65_535 },
         ]);
         assert_eq!(
             merged,
             vec![
-                PortRange {
-                    first: 10,
-                    last: 40
-                },
-                PortRange {
-                    first: 80,
-                    last: 80
-                },
-                PortRange {
-                    first: 65_535,
-                    last: 65_535
-                },
+                PortRange { first: 10, last: 40 },
+                PortRange { first: 80, last: 80 },
+                PortRange { first: 65_535, last: 65_535 },
             ]
         );
     }

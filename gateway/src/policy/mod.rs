@@ -30,15 +30,11 @@ pub mod store;
 pub mod view;
 
 pub use classify::{ClassRef, MatchedBy};
-pub use compile::{
-    AbiEntry, CompiledClass, CompiledPolicy, CompiledRule, DnsRule, PortRangeKey, Verdicts, compile,
-};
+pub use compile::{AbiEntry, CompiledClass, CompiledPolicy, CompiledRule, DnsRule, PortRangeKey, Verdicts, compile};
 pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate, policies_in_force};
 pub use error::{ErrorKind, Location, PolicyError};
 pub use load::{ClassId, Policy, PolicyId, load_paths, parse_sources};
-pub use store::{
-    PolicyStore, PolicyWatcher, ReloadRequest, WATCH_DEBOUNCE, WatchError, check, reload, watch,
-};
+pub use store::{PolicyStore, PolicyWatcher, ReloadRequest, WATCH_DEBOUNCE, WatchError, check, reload, watch};
 
 /// Checks and compiles one policy text (`t.toml`), panicking on errors: for tests.
 #[cfg(test)]

@@ -48,10 +48,7 @@ impl PolicyStore {
     /// Loads `dir`; at startup a bad folder is an error (there is nothing to keep running).
     pub fn open(dir: &Path) -> Result<Self, Vec<PolicyError>> {
         let current = Arc::new(reload(dir)?);
-        Ok(Self {
-            dir: dir.to_owned(),
-            current,
-        })
+        Ok(Self { dir: dir.to_owned(), current })
     }
 
     pub fn dir(&self) -> &Path {
@@ -102,10 +99,7 @@ pub enum WatchError {
 /// files becomes one `ReloadRequest` after `WATCH_DEBOUNCE` of quiet.
 pub fn watch(dir: &Path) -> Result<PolicyWatcher, WatchError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime)?;
-    let notify_error = |source| WatchError::Notify {
-        dir: dir.to_owned(),
-        source,
-    };
+    let notify_error = |source| WatchError::Notify { dir: dir.to_owned(), source };
     let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<PathBuf>>(WATCH_QUEUE);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let paths = match event {
@@ -114,19 +108,14 @@ pub fn watch(dir: &Path) -> Result<PolicyWatcher, WatchError> {
             // A lost event still means "something changed": reload to be sure.
             Err(_) => Vec::new(),
         };
-        let relevant = paths.is_empty()
-            || paths
-                .iter()
-                .any(|path| path.extension().is_some_and(|ext| ext == "toml"));
+        let relevant = paths.is_empty() || paths.iter().any(|path| path.extension().is_some_and(|ext| ext == "toml"));
         if relevant {
             // A full queue already holds a pending change, which triggers the same reload.
             let _ = raw_tx.try_send(paths);
         }
     })
     .map_err(notify_error)?;
-    watcher
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(notify_error)?;
+    watcher.watch(dir, RecursiveMode::NonRecursive).map_err(notify_error)?;
     let (tx, requests) = mpsc::channel(1);
     runtime.spawn(async move {
         while let Some(first) = raw_rx.recv().await {
@@ -145,10 +134,7 @@ pub fn watch(dir: &Path) -> Result<PolicyWatcher, WatchError> {
             }
         }
     });
-    Ok(PolicyWatcher {
-        requests,
-        _watcher: watcher,
-    })
+    Ok(PolicyWatcher { requests, _watcher: watcher })
 }
 
 #[cfg(test)]
@@ -167,8 +153,7 @@ mod tests {
 
     impl ScratchDir {
         fn new(name: &str) -> Self {
-            let path =
-                std::env::temp_dir().join(format!("iotgw-policy-{name}-{}", std::process::id()));
+            let path = std::env::temp_dir().join(format!("iotgw-policy-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).expect("scratch dir");
             Self(path)
@@ -178,8 +163,7 @@ mod tests {
         fn with_shipped(name: &str) -> Self {
             let dir = Self::new(name);
             for file in crate::policy::load::toml_files(&shipped_dir()).expect("policies/") {
-                std::fs::copy(&file, dir.0.join(file.file_name().expect("file name")))
-                    .expect("copy");
+                std::fs::copy(&file, dir.0.join(file.file_name().expect("file name"))).expect("copy");
             }
             dir
         }
@@ -196,71 +180,35 @@ mod tests {
         let compiled = reload(&shipped_dir()).unwrap_or_else(|errors| {
             panic!(
                 "shipped policies must pass `policy check`:\n{}",
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
             )
         });
-        let names: Vec<&str> = compiled
-            .classes
-            .iter()
-            .map(|class| class.name.as_str())
-            .collect();
+        let names: Vec<&str> = compiled.classes.iter().map(|class| class.name.as_str()).collect();
         for expected in ["camera", "smart-plug", "thermostat", "meter", "hub"] {
-            assert!(
-                names.contains(&expected),
-                "{expected} missing from {names:?}"
-            );
+            assert!(names.contains(&expected), "{expected} missing from {names:?}");
         }
         let gateway: ipnet::IpNet = "10.77.0.1/32".parse().expect("net");
         let find = |id: u32, proto_number: u8| {
             compiled
                 .rules
                 .iter()
-                .find(|rule| {
-                    rule.policy_id == PolicyId(id)
-                        && rule.proto == proto_number
-                        && rule.net == gateway
-                })
+                .find(|rule| rule.policy_id == PolicyId(id) && rule.proto == proto_number && rule.net == gateway)
                 .map(|rule| rule.ports.clone())
                 .unwrap_or_default()
         };
         let range = |first, last| PortRangeKey { first, last };
-        assert_eq!(
-            find(lane::ONBOARDING, proto::UDP),
-            vec![range(53, 53), range(67, 68)]
-        );
-        assert_eq!(
-            find(lane::ONBOARDING, proto::TCP),
-            vec![range(53, 53), range(8443, 8443)]
-        );
+        assert_eq!(find(lane::ONBOARDING, proto::UDP), vec![range(53, 53), range(67, 68)]);
+        assert_eq!(find(lane::ONBOARDING, proto::TCP), vec![range(53, 53), range(8443, 8443)]);
         assert_eq!(find(lane::QUARANTINE, proto::TCP), vec![range(8444, 8444)]);
         assert!(find(lane::QUARANTINE, proto::UDP).contains(&range(53, 53)));
         let camera = compiled.class("camera").expect("camera").policy_id;
-        assert!(
-            find(camera.0, proto::TCP).contains(&range(8444, 8444)),
-            "camera keeps the update lane"
-        );
-        assert!(
-            compiled
-                .classes
-                .iter()
-                .all(|class| class.policy_id.0 >= lane::FIRST_CLASS_POLICY)
-        );
-        assert_eq!(
-            compiled.verdicts.quarantine,
-            gateway_ebpf::verdict::REDIRECT
-        );
+        assert!(find(camera.0, proto::TCP).contains(&range(8444, 8444)), "camera keeps the update lane");
+        assert!(compiled.classes.iter().all(|class| class.policy_id.0 >= lane::FIRST_CLASS_POLICY));
+        assert_eq!(compiled.verdicts.quarantine, gateway_ebpf::verdict::REDIRECT);
         // Every file checks on its own, with only what it refers to (base-iot for `include`,
         // lanes for `update_lane`); naming a file twice is harmless.
         for file in crate::policy::load::toml_files(&shipped_dir()).expect("policies/") {
-            let set = [
-                file.clone(),
-                shipped_dir().join("base.toml"),
-                shipped_dir().join("lanes.toml"),
-            ];
+            let set = [file.clone(), shipped_dir().join("base.toml"), shipped_dir().join("lanes.toml")];
             check(&set).unwrap_or_else(|errors| panic!("{}: {errors:?}", file.display()));
         }
     }
@@ -270,29 +218,14 @@ mod tests {
         let dir = ScratchDir::with_shipped("atomic");
         let mut store = PolicyStore::open(&dir.0).expect("shipped policies load");
         let before = store.current();
-        std::fs::write(
-            dir.0.join("zz-bad.toml"),
-            "[[class]]\nname = \"camera\"\nid = 99\n",
-        )
-        .expect("write");
+        std::fs::write(dir.0.join("zz-bad.toml"), "[[class]]\nname = \"camera\"\nid = 99\n").expect("write");
         let errors = store.reload().expect_err("duplicate class refused");
         assert_eq!(errors.len(), 1);
         assert!(matches!(errors[0].kind, ErrorKind::DuplicateClass { .. }));
-        assert!(
-            errors[0].to_string().contains("zz-bad.toml:2:8"),
-            "{}",
-            errors[0]
-        );
-        assert!(
-            Arc::ptr_eq(&before, &store.current()),
-            "running policy replaced by a bad one"
-        );
+        assert!(errors[0].to_string().contains("zz-bad.toml:2:8"), "{}", errors[0]);
+        assert!(Arc::ptr_eq(&before, &store.current()), "running policy replaced by a bad one");
         // Fixing the file brings the new class in.
-        std::fs::write(
-            dir.0.join("zz-bad.toml"),
-            "[[class]]\nname = \"doorbell\"\nid = 99\n",
-        )
-        .expect("write");
+        std::fs::write(dir.0.join("zz-bad.toml"), "[[class]]\nname = \"doorbell\"\nid = 99\n").expect("write");
         let after = store.reload().expect("fixed");
         assert!(after.class("doorbell").is_some());
         assert!(Arc::ptr_eq(&after, &store.current()));
@@ -300,12 +233,8 @@ mod tests {
 
     #[test]
     fn unreadable_folder_is_an_error_at_open() {
-        let errors =
-            PolicyStore::open(Path::new("/nonexistent/iotgw-policies")).expect_err("missing");
-        assert!(
-            matches!(errors[0].kind, ErrorKind::Read(_) | ErrorKind::NoFiles),
-            "{errors:?}"
-        );
+        let errors = PolicyStore::open(Path::new("/nonexistent/iotgw-policies")).expect_err("missing");
+        assert!(matches!(errors[0].kind, ErrorKind::Read(_) | ErrorKind::NoFiles), "{errors:?}");
         let empty = ScratchDir::new("empty");
         let errors = PolicyStore::open(&empty.0).expect_err("no files");
         assert_eq!(errors[0].kind, ErrorKind::NoFiles);
@@ -314,14 +243,9 @@ mod tests {
     #[test]
     fn watching_outside_a_runtime_or_a_missing_folder_is_an_error() {
         assert!(matches!(watch(&shipped_dir()), Err(WatchError::NoRuntime)));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let _guard = runtime.enter();
-        assert!(matches!(
-            watch(Path::new("/nonexistent/iotgw")),
-            Err(WatchError::Notify { .. })
-        ));
+        assert!(matches!(watch(Path::new("/nonexistent/iotgw")), Err(WatchError::Notify { .. })));
     }
 
     #[tokio::test]
@@ -336,24 +260,11 @@ mod tests {
             .await
             .expect("a reload request within 2 s")
             .expect("watcher alive");
-        assert!(
-            request
-                .paths
-                .iter()
-                .any(|path| path.ends_with("extra.toml")),
-            "{request:?}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "request took {:?}",
-            started.elapsed()
-        );
+        assert!(request.paths.iter().any(|path| path.ends_with("extra.toml")), "{request:?}");
+        assert!(started.elapsed() < Duration::from_secs(1), "request took {:?}", started.elapsed());
         // The burst was one request: nothing else is pending after the debounce.
         let more = tokio::time::timeout(WATCH_DEBOUNCE * 3, watcher.requests.recv()).await;
-        assert!(
-            more.is_err(),
-            "a second request for the same burst: {more:?}"
-        );
+        assert!(more.is_err(), "a second request for the same burst: {more:?}");
         // Files other than *.toml are ignored.
         std::fs::write(dir.0.join("notes.txt"), "x").expect("write");
         let ignored = tokio::time::timeout(WATCH_DEBOUNCE * 3, watcher.requests.recv()).await;

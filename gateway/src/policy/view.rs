@@ -113,8 +113,8 @@ impl CompiledPolicy {
 mod tests {
     #[test]
     fn view_of_the_shipped_policies_names_classes_lanes_and_entries() {
-        let compiled = crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")])
-            .expect("shipped policies");
+        let compiled =
+            crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")]).expect("shipped policies");
         let view = compiled.view();
         let camera = view["classes"]
             .as_array()
@@ -125,9 +125,6 @@ mod tests {
         assert_eq!(camera["allow"][0]["direction"], "inbound");
         assert_eq!(view["lanes"]["onboarding"]["allow"][3]["ports"][0][0], 8443);
         assert_eq!(view["defaults"]["quarantine"], "redirect");
-        assert_eq!(
-            view["entries"].as_array().map(Vec::len),
-            Some(compiled.rules.len())
-        );
+        assert_eq!(view["entries"].as_array().map(Vec::len), Some(compiled.rules.len()));
     }
 }

@@ -134,6 +134,7 @@ pub fn measure_decision_latency(runs: usize) -> LatencyReport {
     drop(sender);
     pipeline.join();
     samples.sort();
-    let pick = |q: f64| samples.get(((samples.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or_default();
+    let pick =
+        |q: f64| samples.get(((samples.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or_default();
     LatencyReport { runs, missed, p50: pick(0.5), p99: pick(0.99), max: samples.last().copied().unwrap_or_default() }
 }

@@ -11,7 +11,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditLog, RespondError, ResponsePolicy, Responder};
+use super::{AuditLog, RespondError, Responder, ResponsePolicy};
 use crate::{
     baseline::{self, Baselines, Input, TrafficSample},
     datapath::{Control, events::DatapathEvent},
@@ -31,7 +31,11 @@ pub const DEFAULT_CHECKPOINT: Duration = Duration::from_secs(30);
 pub enum Command {
     Input(Input),
     /// A human lifts a response (API `release`).
-    Release { mac: Mac, actor: String, reply: oneshot::Sender<Result<(), RespondError>> },
+    Release {
+        mac: Mac,
+        actor: String,
+        reply: oneshot::Sender<Result<(), RespondError>>,
+    },
     /// The policy files changed.
     SetPolicy(ResponsePolicy),
     /// Wall-clock tick, so incidents resolve when inputs stop.
@@ -84,7 +88,12 @@ pub struct Core {
 impl Core {
     /// Builds the steps, restoring stored baselines when a store is given; with a store,
     /// audit records also go to the inventory's audit log in that file.
-    pub fn new(settings: Settings, policy: ResponsePolicy, control: Control, bus: EventBus) -> Result<Self, PipelineError> {
+    pub fn new(
+        settings: Settings,
+        policy: ResponsePolicy,
+        control: Control,
+        bus: EventBus,
+    ) -> Result<Self, PipelineError> {
         let mut baselines = Baselines::new(settings.baseline);
         let (store, audit) = match &settings.store {
             Some(path) => {
@@ -205,7 +214,12 @@ pub struct Pipeline {
 
 /// Starts the loop on its own thread. It runs until every `Sender` (the pipeline's and its
 /// clones) is dropped, then saves baselines and ends: drop the senders, then `join`.
-pub fn spawn(settings: Settings, policy: ResponsePolicy, control: Control, bus: EventBus) -> Result<Pipeline, PipelineError> {
+pub fn spawn(
+    settings: Settings,
+    policy: ResponsePolicy,
+    control: Control,
+    bus: EventBus,
+) -> Result<Pipeline, PipelineError> {
     let mut core = Core::new(settings, policy, control, bus)?;
     let (sender, mut receiver) = mpsc::channel::<Command>(DEFAULT_INPUT_CAPACITY);
     let thread = std::thread::Builder::new()

@@ -194,9 +194,11 @@ pub fn parse(path: &Path, text: &str) -> Result<ResponsePolicy, RuleError> {
 /// Checks the raw `[[response]]` tables the policy loader kept (`Policy::responses`), each
 /// reported at its table's `file:line:column`.
 pub fn from_policy(policy: &crate::policy::load::Policy) -> Result<ResponsePolicy, RuleError> {
-    check_all(policy.responses.iter().map(|spec| {
-        (format!("{}:{}:{}", spec.at.file.display(), spec.at.line, spec.at.column), spec.value.clone())
-    }))
+    check_all(
+        policy.responses.iter().map(|spec| {
+            (format!("{}:{}:{}", spec.at.file.display(), spec.at.line, spec.at.column), spec.value.clone())
+        }),
+    )
 }
 
 fn check_all(tables: impl Iterator<Item = (String, toml::Value)>) -> Result<ResponsePolicy, RuleError> {
@@ -213,7 +215,9 @@ fn check_all(tables: impl Iterator<Item = (String, toml::Value)>) -> Result<Resp
 
 /// One `[[response]]` table to a rule, or every problem in it.
 fn check(index: usize, origin: String, value: toml::Value) -> Result<ResponseRule, Vec<String>> {
-    let raw: RawRule = value.try_into().map_err(|e: toml::de::Error| vec![format!("{origin}: [[response]]: {}", e.message().trim())])?;
+    let raw: RawRule = value
+        .try_into()
+        .map_err(|e: toml::de::Error| vec![format!("{origin}: [[response]]: {}", e.message().trim())])?;
     let name = raw.name.unwrap_or_else(|| format!("response #{}", index + 1));
     let at = format!("{origin}: [[response]] {name:?}");
     let mut problems = Vec::new();
@@ -351,7 +355,21 @@ max_global = 100
     fn random_policy_text_never_panics() {
         use rand::{Rng as _, SeedableRng as _};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let pieces = ["[[response]]\n", "detectors = [\"scan\"]\n", "action = \"block\"\n", "min_score = ", "0.5\n", "\"", "[", "]", "=", "\n", "exempt_macs = [\"", "zz", "x = 1\n"];
+        let pieces = [
+            "[[response]]\n",
+            "detectors = [\"scan\"]\n",
+            "action = \"block\"\n",
+            "min_score = ",
+            "0.5\n",
+            "\"",
+            "[",
+            "]",
+            "=",
+            "\n",
+            "exempt_macs = [\"",
+            "zz",
+            "x = 1\n",
+        ];
         for _ in 0..5_000 {
             let text: String = (0..rng.gen_range(0..12)).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect();
             // Either rules or an error naming the file; never a panic.

@@ -90,7 +90,10 @@ fn scan_alert_quarantines_and_is_audited() {
         Some(DeviceAccess { access: Access::Quarantined, policy_id: 29, class_id: 13 }),
         "class and policy kept for the release"
     );
-    let audits: Vec<_> = events.iter().filter(|e| matches!(&e.kind, EventKind::Audit { action, .. } if action == "respond.quarantine")).collect();
+    let audits: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::Audit { action, .. } if action == "respond.quarantine"))
+        .collect();
     assert_eq!(audits.len(), 1);
     assert_eq!(events[0].actor, "respond:quarantine attacks");
     let EventKind::Action { reason, .. } = &events[0].kind else { panic!() };
@@ -163,7 +166,9 @@ fn exempt_macs_and_classes_are_not_quarantined() {
         datapath.set_access(mac, enrolled()).unwrap();
         let events = responder.handle(&alert(mac, DetectorKind::Scan, 0.95, 0));
         assert_eq!(action_names(&events), vec!["alert"], "{mac}");
-        assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Audit { detail, .. } if detail.contains("exempts"))));
+        assert!(
+            events.iter().any(|e| matches!(&e.kind, EventKind::Audit { detail, .. } if detail.contains("exempts")))
+        );
         assert_eq!(datapath.access(mac).unwrap(), Some(enrolled()));
     }
 }
@@ -253,7 +258,17 @@ fn scenario_camera_exfiltration_is_quarantined() {
     let camera = synthetic::camera(1);
     let (events, datapath) = scenario(|now| {
         (0..3)
-            .map(|s| synthetic::traffic(camera.mac, now + Duration::from_secs(s), Duration::from_secs(1), 5_000_000, 3_500, 100_000, 1_700))
+            .map(|s| {
+                synthetic::traffic(
+                    camera.mac,
+                    now + Duration::from_secs(s),
+                    Duration::from_secs(1),
+                    5_000_000,
+                    3_500,
+                    100_000,
+                    1_700,
+                )
+            })
             .collect()
     });
     assert!(quarantined(&datapath, camera.mac), "{events:#?}");
@@ -273,7 +288,8 @@ fn scenario_meter_to_unknown_ip_goes_to_the_update_lane() {
 #[test]
 fn scenario_flood_is_quarantined() {
     let meter = synthetic::meter(1);
-    let (_, datapath) = scenario(|now| vec![synthetic::traffic(meter.mac, now, Duration::from_secs(1), 1_280_000, 20_000, 0, 0)]);
+    let (_, datapath) =
+        scenario(|now| vec![synthetic::traffic(meter.mac, now, Duration::from_secs(1), 1_280_000, 20_000, 0, 0)]);
     assert!(quarantined(&datapath, meter.mac));
 }
 
@@ -284,7 +300,14 @@ fn scenario_arp_spoofing_is_quarantined() {
     let (_, datapath) = scenario(|now| {
         vec![
             synthetic::arp(gateway_mac, now, gateway_mac, synthetic::GATEWAY, Ipv4Addr::new(10, 77, 2, 1), true),
-            synthetic::arp(camera.mac, now + Duration::from_secs(1), camera.mac, synthetic::GATEWAY, Ipv4Addr::new(10, 77, 1, 1), true),
+            synthetic::arp(
+                camera.mac,
+                now + Duration::from_secs(1),
+                camera.mac,
+                synthetic::GATEWAY,
+                Ipv4Addr::new(10, 77, 1, 1),
+                true,
+            ),
         ]
     });
     assert!(quarantined(&datapath, camera.mac));
@@ -295,7 +318,8 @@ fn scenario_arp_spoofing_is_quarantined() {
 fn scenario_lateral_movement_is_quarantined() {
     let plug = synthetic::plug(1);
     let meter = synthetic::meter(1);
-    let (_, datapath) = scenario(|now| vec![synthetic::tcp_syn(plug.mac, now, IpAddr::V4(plug.ip), IpAddr::V4(meter.ip), 41_000, 23)]);
+    let (_, datapath) =
+        scenario(|now| vec![synthetic::tcp_syn(plug.mac, now, IpAddr::V4(plug.ip), IpAddr::V4(meter.ip), 41_000, 23)]);
     assert!(quarantined(&datapath, plug.mac));
     assert!(!quarantined(&datapath, meter.mac));
 }
@@ -354,7 +378,11 @@ fn pipeline_thread_quarantines_and_releases_through_its_channel() {
         assert_eq!(record.baseline.state_name(), "baselined");
         drop(conn);
         // Every action landed in the inventory's audit log.
-        let inventory = crate::inventory::Inventory::new(crate::store::open(&path).unwrap(), crate::inventory::Vendors::empty(), None);
+        let inventory = crate::inventory::Inventory::new(
+            crate::store::open(&path).unwrap(),
+            crate::inventory::Vendors::empty(),
+            None,
+        );
         let log = inventory.audit_log(Some(plug.mac), 100).unwrap();
         let actions: Vec<&str> = log.iter().map(|entry| entry.action.as_str()).collect();
         for expected in ["respond.update_lane", "respond.quarantine", "respond.release"] {

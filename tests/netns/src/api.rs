@@ -83,7 +83,8 @@ impl ApiClient {
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("{method} {path}: reading the response: {e}"));
         let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no header end in {text:?}"));
+        let (head, body) =
+            text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{method} {path}: no header end in {text:?}"));
         let status = head
             .split_whitespace()
             .nth(1)

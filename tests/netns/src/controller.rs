@@ -179,7 +179,8 @@ impl Controller {
     pub fn hangup(&self) {
         if let Some(child) = &self.child {
             // nsenter execs iotgw, so the child's pid is iotgw's.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP);
         }
     }
 
@@ -192,7 +193,10 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {

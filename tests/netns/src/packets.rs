@@ -25,7 +25,8 @@ pub struct Endpoints {
 }
 
 pub fn udp(e: Endpoints, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac).ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL).udp(src_port, dst_port);
+    let builder =
+        PacketBuilder::ethernet2(e.src_mac, e.dst_mac).ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL).udp(src_port, dst_port);
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, payload).expect("udp frame");
     frame
@@ -59,7 +60,9 @@ pub fn tcp_data(e: Endpoints, src_port: u16, dst_port: u16, seq: u32, len: usize
 }
 
 pub fn icmp_echo(e: Endpoints, id: u16, seq: u16) -> Vec<u8> {
-    let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac).ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL).icmpv4_echo_request(id, seq);
+    let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
+        .ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL)
+        .icmpv4_echo_request(id, seq);
     let mut frame = Vec::with_capacity(builder.size(8));
     builder.write(&mut frame, &[0u8; 8]).expect("icmp frame");
     frame
@@ -73,7 +76,9 @@ pub fn dhcp_discover(e: Endpoints, xid: u32, parameters: &[u8], hostname: &str) 
     message.set_xid(xid).set_flags(v4::Flags::default().set_broadcast()).set_chaddr(&e.src_mac);
     let options = message.opts_mut();
     options.insert(v4::DhcpOption::MessageType(v4::MessageType::Discover));
-    options.insert(v4::DhcpOption::ParameterRequestList(parameters.iter().map(|code| v4::OptionCode::from(*code)).collect()));
+    options.insert(v4::DhcpOption::ParameterRequestList(
+        parameters.iter().map(|code| v4::OptionCode::from(*code)).collect(),
+    ));
     options.insert(v4::DhcpOption::Hostname(hostname.to_owned()));
     let payload = message.to_vec().expect("dhcp message");
     let e = Endpoints { dst_mac: BROADCAST_MAC, src_ip: UNSPECIFIED_IP, dst_ip: BROADCAST_IP, ..e };
@@ -93,7 +98,10 @@ pub fn dns_query(e: Endpoints, src_port: u16, id: u16, name: &str) -> Vec<u8> {
 /// A DNS answer giving `name` the A record `addr` for `ttl` seconds, encoded by simple-dns,
 /// sent from port 53 (as a resolver upstream answers).
 pub fn dns_answer(e: Endpoints, dst_port: u16, id: u16, name: &str, addr: [u8; 4], ttl: u32) -> Vec<u8> {
-    use simple_dns::{CLASS, Name, Packet, PacketFlag, Question, ResourceRecord, TYPE, rdata::{A, RData}};
+    use simple_dns::{
+        CLASS, Name, Packet, PacketFlag, Question, ResourceRecord, TYPE,
+        rdata::{A, RData},
+    };
     let mut packet = Packet::new_reply(id);
     packet.set_flags(PacketFlag::RECURSION_AVAILABLE);
     let qname = Name::new(name).expect("DNS name");
@@ -168,7 +176,8 @@ pub fn ipv6_with_extensions(src_mac: [u8; 6], dst_mac: [u8; 6], count: usize, ds
         // Next header, length 0 (8 bytes), then a PadN option filling the rest.
         frame.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
     }
-    let udp = etherparse::UdpHeader { source_port: 40_000, destination_port: dst_port, length: udp_len as u16, checksum: 0 };
+    let udp =
+        etherparse::UdpHeader { source_port: 40_000, destination_port: dst_port, length: udp_len as u16, checksum: 0 };
     udp.write(&mut frame).expect("udp");
     frame.extend_from_slice(payload);
     frame

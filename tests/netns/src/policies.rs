@@ -23,7 +23,9 @@ ports = [53]
 
 /// Default verdicts with the malformed-frame verdict chosen by the test.
 pub fn defaults(malformed: &str) -> String {
-    format!("[defaults]\nmalformed = \"{malformed}\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n")
+    format!(
+        "[defaults]\nmalformed = \"{malformed}\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n"
+    )
 }
 
 /// The shipped policy files (`policies/*.toml` at the repository root, or `dir`), as
@@ -35,6 +37,8 @@ pub fn shipped(dir: Option<&std::path::Path>) -> Vec<(String, String)> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).expect("policy file")))
+        .map(|e| {
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).expect("policy file"))
+        })
         .collect()
 }

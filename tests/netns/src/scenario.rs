@@ -206,7 +206,9 @@ impl<'a> Scenario<'a> {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        let latency = self.wait_for_access(Access::Quarantined, Duration::from_secs(5)).map(|d| start.elapsed().min(d + start.elapsed()));
+        let latency = self
+            .wait_for_access(Access::Quarantined, Duration::from_secs(5))
+            .map(|d| start.elapsed().min(d + start.elapsed()));
         Outcome { latency: latency.unwrap_or(Duration::MAX), frames_sent: sent }
     }
 }

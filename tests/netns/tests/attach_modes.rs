@@ -66,7 +66,12 @@ fn unknown_device_traffic(lab: &Lab) -> Vec<u16> {
     let d = &lab.devices[0];
     let tx = RawSocket::open(&d.ns, d.interface);
     let gw_lan = RawSocket::open(&lab.gw, "lan0");
-    let dhcp = Endpoints { src_ip: UNSPECIFIED_IP, dst_ip: BROADCAST_IP, dst_mac: BROADCAST_MAC, ..endpoints(lab, BROADCAST_IP) };
+    let dhcp = Endpoints {
+        src_ip: UNSPECIFIED_IP,
+        dst_ip: BROADCAST_IP,
+        dst_mac: BROADCAST_MAC,
+        ..endpoints(lab, BROADCAST_IP)
+    };
     let frames = std::thread::scope(|scope| {
         let h = scope.spawn(|| gw_lan.collect(SETTLE * 2, |f| etherparse::SlicedPacket::from_ethernet(f).is_ok()));
         std::thread::sleep(Duration::from_millis(100));
@@ -87,7 +92,11 @@ fn assert_onboarding_lane_enforced(ctl: &Controller, lab: &Lab) {
     let ports = unknown_device_traffic(lab);
     assert!(ports.contains(&packets::DHCP_SERVER_PORT), "DHCP must pass: {ports:?}");
     assert!(ports.contains(&packets::ENROLLMENT_PORT), "enrollment must pass: {ports:?}");
-    assert_eq!(ports.iter().filter(|p| **p == packets::DNS_PORT).count(), 1, "only DNS to the gateway passes: {ports:?}");
+    assert_eq!(
+        ports.iter().filter(|p| **p == packets::DNS_PORT).count(),
+        1,
+        "only DNS to the gateway passes: {ports:?}"
+    );
     assert!(!ports.contains(&packets::HTTP_PORT), "upstream HTTP must be dropped: {ports:?}");
     assert!(!ports.contains(&22), "other gateway ports must be dropped: {ports:?}");
     assert_eq!(device_drops(ctl, lab, reason::NOT_ENROLLED), 3, "the three non-onboarding frames are counted");
@@ -139,7 +148,11 @@ fn generic_mode_redirects_quarantined_frames_through_the_devmap() {
     enroll(&ctl, &lab, Access::Quarantined);
     // Generic XDP redirects with dev_queue_xmit on the devmap's port: the quarantine veth
     // needs no NAPI on its peer for that (native veth redirects do).
-    assert_eq!(quarantined_burst(&lab, 5), (5, 0), "every quarantined frame goes to the quarantine host, none upstream");
+    assert_eq!(
+        quarantined_burst(&lab, 5),
+        (5, 0),
+        "every quarantined frame goes to the quarantine host, none upstream"
+    );
     assert_eq!(ctl.maps().global_counter(counter::REDIRECTED), 5);
 }
 
@@ -201,7 +214,10 @@ fn restart_reuses_the_generic_link_reports_its_mode_and_keeps_it_against_the_con
     ctl.spawn();
     let conflict = ctl.log_lines("runs in another mode than attach_mode asks");
     assert_eq!(conflict.len(), 1, "one warning, for lan0 (wan0 runs natively as asked): {conflict:?}");
-    assert!(conflict[0].contains("lan0") && conflict[0].contains("skb") && conflict[0].contains("Native"), "{conflict:?}");
+    assert!(
+        conflict[0].contains("lan0") && conflict[0].contains("skb") && conflict[0].contains("Native"),
+        "{conflict:?}"
+    );
     assert_eq!(xdp_attached(&lab.gw, "lan0"), XdpAttached::Generic);
     assert_onboarding_lane_enforced(&ctl, &lab);
 }

@@ -36,10 +36,14 @@ fn enrolled_device_is_put_on_the_policy_of_its_matched_class() {
     let mac = Mac(lab.devices[0].mac);
     let class = thermostat_class(&mac.to_string());
     let defaults = defaults("drop");
-    let ctl = Controller::start(&lab, &[("lanes.toml", LANES), ("classes.toml", &class), ("defaults.toml", &defaults)], "");
+    let ctl =
+        Controller::start(&lab, &[("lanes.toml", LANES), ("classes.toml", &class), ("defaults.toml", &defaults)], "");
     // Enrolled as the identity service does before any class is known: a generic policy.
     ctl.maps()
-        .set_access(mac, DeviceAccess { access: Access::Enrolled, policy_id: gateway_ebpf::lane::ONBOARDING, class_id: 0 })
+        .set_access(
+            mac,
+            DeviceAccess { access: Access::Enrolled, policy_id: gateway_ebpf::lane::ONBOARDING, class_id: 0 },
+        )
         .expect("device table");
     let expected = (gateway_ebpf::lane::FIRST_CLASS_POLICY + 15, 15);
     let start = Instant::now();

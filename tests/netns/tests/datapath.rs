@@ -29,9 +29,12 @@ protocol = "tcp"
 ports = [1883]
 "#;
 
-
 fn policies(malformed: &str) -> Vec<(&'static str, String)> {
-    vec![("lanes.toml", LANES.to_owned()), ("sensor.toml", SENSOR_CLASS.to_owned()), ("defaults.toml", defaults(malformed))]
+    vec![
+        ("lanes.toml", LANES.to_owned()),
+        ("sensor.toml", SENSOR_CLASS.to_owned()),
+        ("defaults.toml", defaults(malformed)),
+    ]
 }
 
 fn start(lab: &Lab, malformed: &str) -> Controller {
@@ -71,15 +74,18 @@ impl Setup {
         let mac = Mac(self.lab.devices[device].mac);
         let policy_id = lane::FIRST_CLASS_POLICY + 20;
         self.ctl.maps().set_access(mac, DeviceAccess { access, policy_id, class_id: 20 }).expect("device entry");
-        self.ctl
-            .maps()
-            .set_device_ipv4(mac, Ipv4Addr::from(self.lab.devices[device].ip))
-            .expect("device address");
+        self.ctl.maps().set_device_ipv4(mac, Ipv4Addr::from(self.lab.devices[device].ip)).expect("device address");
     }
 
     fn device_drops(&self, device: usize, why: u32) -> u64 {
         let mac = Mac(self.lab.devices[device].mac);
-        self.ctl.maps().device_counters().into_iter().find(|(m, _)| *m == mac).map(|(_, c)| c.drops[why as usize]).unwrap_or(0)
+        self.ctl
+            .maps()
+            .device_counters()
+            .into_iter()
+            .find(|(m, _)| *m == mac)
+            .map(|(_, c)| c.drops[why as usize])
+            .unwrap_or(0)
     }
 }
 
@@ -104,7 +110,12 @@ fn unknown_device_reaches_only_the_onboarding_lane() {
     let s = setup(1, "drop");
     let tx = s.device_socket(0);
     let gw_lan = RawSocket::open(&s.lab.gw, "lan0");
-    let dhcp = Endpoints { src_ip: UNSPECIFIED_IP, dst_ip: BROADCAST_IP, dst_mac: BROADCAST_MAC, ..s.endpoints(0, BROADCAST_IP) };
+    let dhcp = Endpoints {
+        src_ip: UNSPECIFIED_IP,
+        dst_ip: BROADCAST_IP,
+        dst_mac: BROADCAST_MAC,
+        ..s.endpoints(0, BROADCAST_IP)
+    };
 
     // Allowed: DHCP discover, DNS to the gateway, enrollment port.
     let sniff = std::thread::scope(|scope| {
@@ -134,7 +145,11 @@ fn unknown_device_reaches_only_the_onboarding_lane() {
     assert!(ports.contains(&packets::ENROLLMENT_PORT), "enrollment must pass: {ports:?}");
     assert!(!ports.contains(&packets::HTTP_PORT), "upstream HTTP must be dropped: {ports:?}");
     assert!(!ports.contains(&22), "other gateway ports must be dropped: {ports:?}");
-    assert_eq!(ports.iter().filter(|p| **p == packets::DNS_PORT).count(), 1, "only the DNS query to the gateway passes");
+    assert_eq!(
+        ports.iter().filter(|p| **p == packets::DNS_PORT).count(),
+        1,
+        "only the DNS query to the gateway passes"
+    );
     assert_eq!(s.device_drops(0, reason::NOT_ENROLLED), 3);
 }
 
@@ -251,7 +266,11 @@ fn malformed_cases(s: &Setup) -> Vec<(&'static str, Vec<u8>, u32)> {
             reason::BAD_L4,
         ),
         ("three stacked VLAN tags", packets::udp_vlan(e, 3, packets::DNS_PORT), reason::BAD_VLAN),
-        ("IPv6 with five extension headers", packets::ipv6_with_extensions(e.src_mac, e.dst_mac, 5, packets::DNS_PORT), reason::BAD_IPV6),
+        (
+            "IPv6 with five extension headers",
+            packets::ipv6_with_extensions(e.src_mac, e.dst_mac, 5, packets::DNS_PORT),
+            reason::BAD_IPV6,
+        ),
         (
             "runt: Ethernet header and half an IPv4 header",
             packets::truncated(packets::udp(e, 40_000, packets::DNS_PORT, b""), etherparse::Ethernet2Header::LEN + 10),
@@ -274,7 +293,9 @@ fn malformed_and_truncated_frames_get_the_configured_verdict_and_are_counted() {
                 // and the frame's tail rather than on every byte.
                 let src_mac = &frame[6..12];
                 let tail = &frame[frame.len().saturating_sub(8)..];
-                let h = scope.spawn(|| gw_lan.collect(Duration::from_millis(400), |f| f.get(6..12) == Some(src_mac) && f.ends_with(tail)));
+                let h = scope.spawn(|| {
+                    gw_lan.collect(Duration::from_millis(400), |f| f.get(6..12) == Some(src_mac) && f.ends_with(tail))
+                });
                 std::thread::sleep(Duration::from_millis(50));
                 tx.send(frame);
                 h.join().expect("sniffer").len()
@@ -328,9 +349,17 @@ fn quarantine_survives_kill_9_and_a_restart_reuses_the_pinned_state() {
     s.ctl.spawn();
     s.ctl.wait_for_log("replaced=true", Duration::from_secs(1));
     let mac = Mac(s.lab.devices[0].mac);
-    assert_eq!(s.ctl.maps().access(mac).expect("lookup").map(|a| a.access), Some(Access::Quarantined), "device table kept");
+    assert_eq!(
+        s.ctl.maps().access(mac).expect("lookup").map(|a| a.access),
+        Some(Access::Quarantined),
+        "device table kept"
+    );
     assert_eq!(send_burst(46_000), (4, 0), "the restarted controller enforces the same state");
-    assert_eq!(s.ctl.maps().global_counter(gateway_ebpf::counter::REDIRECTED), counted_before + 4, "counters kept, not reset");
+    assert_eq!(
+        s.ctl.maps().global_counter(gateway_ebpf::counter::REDIRECTED),
+        counted_before + 4,
+        "counters kept, not reset"
+    );
 }
 
 #[test]

@@ -18,7 +18,10 @@ fn mirai_style_telnet_scan_is_quarantined_in_xdp_within_a_second() {
     s.learn_normal_behaviour();
 
     let outcome = s.telnet_scan_until_quarantined();
-    println!("scan: first anomalous packet → quarantine in XDP: {:?} ({} scan frames sent)", outcome.latency, outcome.frames_sent);
+    println!(
+        "scan: first anomalous packet → quarantine in XDP: {:?} ({} scan frames sent)",
+        outcome.latency, outcome.frames_sent
+    );
     assert!(outcome.latency <= Duration::from_secs(1), "enforcement took {:?}", outcome.latency);
     assert_eq!(s.access(), Some(Access::Quarantined));
     // Later frames of the quarantined device go to the quarantine segment.

@@ -53,11 +53,17 @@ fn https_frames_upstream(up: &RawSocket, tx: &RawSocket, e: Endpoints, base: u16
 fn dns_answers_from_upstream_open_allowed_names_and_forged_ones_do_not() {
     let lab = Lab::new(1);
     let defaults = defaults("drop");
-    let mut ctl = Controller::start(&lab, &[("lanes.toml", LANES), ("camera.toml", CAMERA_CLASS), ("defaults.toml", &defaults)], "");
+    let mut ctl = Controller::start(
+        &lab,
+        &[("lanes.toml", LANES), ("camera.toml", CAMERA_CLASS), ("defaults.toml", &defaults)],
+        "",
+    );
     let device = &lab.devices[0];
     let mac = Mac(device.mac);
     let policy_id = gateway_ebpf::lane::FIRST_CLASS_POLICY + 14;
-    ctl.maps().set_access(mac, DeviceAccess { access: Access::Enrolled, policy_id, class_id: 14 }).expect("device table");
+    ctl.maps()
+        .set_access(mac, DeviceAccess { access: Access::Enrolled, policy_id, class_id: 14 })
+        .expect("device table");
     ctl.maps().set_device_ipv4(mac, Ipv4Addr::from(device.ip)).expect("device address");
     let gw_lan = lab.mac_of(&lab.gw, "lan0");
     let gw_wan = lab.mac_of(&lab.gw, "wan0");

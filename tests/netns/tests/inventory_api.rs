@@ -149,7 +149,13 @@ impl Setup {
 
     fn device_drops(&self, why: u32) -> u64 {
         let mac = self.mac();
-        self.ctl.maps().device_counters().into_iter().find(|(m, _)| *m == mac).map(|(_, c)| c.drops[why as usize]).unwrap_or(0)
+        self.ctl
+            .maps()
+            .device_counters()
+            .into_iter()
+            .find(|(m, _)| *m == mac)
+            .map(|(_, c)| c.drops[why as usize])
+            .unwrap_or(0)
     }
 
     /// The onboarding chatter of a Hue bridge: a DHCP discover with its hostname, then a DNS
@@ -261,7 +267,8 @@ fn devices_appear_in_the_inventory_with_mac_ip_and_vendor() {
     assert_eq!(detail["hostname"], json!(HOSTNAME), "{detail:#}");
     assert_eq!(detail["dns_names"], json!([DNS_NAME]), "{detail:#}");
     assert_eq!(detail["state"], json!("unknown"), "never enrolled: {detail:#}");
-    let added: Vec<&Value> = detail["audit"].as_array().expect("audit").iter().filter(|e| e["action"] == "device_added").collect();
+    let added: Vec<&Value> =
+        detail["audit"].as_array().expect("audit").iter().filter(|e| e["action"] == "device_added").collect();
     assert_eq!(added.len(), 1, "{detail:#}");
     assert_eq!(added[0]["detail"], json!(format!("vendor {PHILIPS_VENDOR}")));
 
@@ -419,7 +426,10 @@ fn bad_policy_is_refused_and_the_old_one_still_enforced() {
     wait_for_log_count(&s.ctl, "policy reload refused", 2, Duration::from_secs(3));
     let shown = s.policies();
     let refused = shown["last_refused"].as_str().unwrap_or_else(|| panic!("no last_refused: {shown:#}"));
-    assert!(refused.contains("sensor.toml:") && refused.contains("host bits"), "the refusal says where and why: {refused}");
+    assert!(
+        refused.contains("sensor.toml:") && refused.contains("host bits"),
+        "the refusal says where and why: {refused}"
+    );
     assert_eq!(shown["version"], running["version"], "the running policy is still shown");
     let drops_before = s.device_drops(reason::POLICY_DENY);
     assert_eq!(s.upstream_burst(&tx, &upstream, 46_200, 3), (3, 0), "the refused file's HTTP rule is not enforced");
@@ -435,7 +445,8 @@ fn inventory_survives_a_controller_restart() {
     let tx = s.device_socket();
     s.send_onboarding_chatter(&tx, 40_300);
     let before = s.wait_for_device(|d| {
-        d["ips"].as_array().is_some_and(|ips| !ips.is_empty()) && d["dns_names"].as_array().is_some_and(|n| !n.is_empty())
+        d["ips"].as_array().is_some_and(|ips| !ips.is_empty())
+            && d["dns_names"].as_array().is_some_and(|n| !n.is_empty())
     });
 
     s.ctl.kill9();

@@ -102,12 +102,27 @@ impl Drop for RemoveOnDrop {
 /// openssl: a P-256 key and a certificate for `subject` with extensions `ext` (config lines),
 /// signed by the CA in `pki` (or self-signed when `ca` is None). Returns (cert, key).
 fn issue(pki: &Path, name: &str, subject: &str, ext: &str, ca: bool) -> (PathBuf, PathBuf) {
-    let (key, csr, cert, ext_file) =
-        (pki.join(format!("{name}.key")), pki.join(format!("{name}.csr")), pki.join(format!("{name}.pem")), pki.join(format!("{name}.ext")));
+    let (key, csr, cert, ext_file) = (
+        pki.join(format!("{name}.key")),
+        pki.join(format!("{name}.csr")),
+        pki.join(format!("{name}.pem")),
+        pki.join(format!("{name}.ext")),
+    );
     std::fs::write(&ext_file, ext).expect("extension file");
     checked(
         Command::new("openssl")
-            .args(["req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-subj", subject, "-keyout"])
+            .args([
+                "req",
+                "-new",
+                "-nodes",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-subj",
+                subject,
+                "-keyout",
+            ])
             .arg(&key)
             .arg("-out")
             .arg(&csr),
@@ -168,7 +183,13 @@ fn quarantined_device_updates_through_the_update_lane_and_nothing_else() {
 
     // Device CA, the update service's certificate (for the LAN address), the device's
     // certificate in the form identity issues (device id and MAC in SAN URIs).
-    let (ca_pem, _) = issue(&pki, "ca", "/CN=iotgw lab device CA", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\n", true);
+    let (ca_pem, _) = issue(
+        &pki,
+        "ca",
+        "/CN=iotgw lab device CA",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\n",
+        true,
+    );
     let (server_pem, server_key) = issue(
         &pki,
         "server",
@@ -238,15 +259,26 @@ fn quarantined_device_updates_through_the_update_lane_and_nothing_else() {
 
     // The device is quarantined (its class policy kept for later), at its address.
     let maps = ctl.maps();
-    maps.set_access(mac, DeviceAccess { access: Access::Quarantined, policy_id: lane::FIRST_CLASS_POLICY + CAM_CLASS_ID, class_id: CAM_CLASS_ID as u16 })
-        .expect("device entry");
+    maps.set_access(
+        mac,
+        DeviceAccess {
+            access: Access::Quarantined,
+            policy_id: lane::FIRST_CLASS_POLICY + CAM_CLASS_ID,
+            class_id: CAM_CLASS_ID as u16,
+        },
+    )
+    .expect("device entry");
     maps.set_device_ipv4(mac, Ipv4Addr::from(lab_device.ip)).expect("device address");
 
     // Quarantined: its camera cloud (upstream 443) is out of reach; every SYN goes to the
     // quarantine host.
     let tx = RawSocket::open(&lab_device.ns, lab_device.interface);
-    let to_cloud =
-        Endpoints { src_mac: lab_device.mac, dst_mac: lab.mac_of(&lab.gw, "lan0"), src_ip: lab_device.ip, dst_ip: UPSTREAM_IP };
+    let to_cloud = Endpoints {
+        src_mac: lab_device.mac,
+        dst_mac: lab.mac_of(&lab.gw, "lan0"),
+        src_ip: lab_device.ip,
+        dst_ip: UPSTREAM_IP,
+    };
     let (at_quarantine, at_upstream) = escape_probe(&lab, &tx, to_cloud, 46_000, HTTPS_PORT);
     assert_eq!(at_upstream, 0, "a quarantined device must not reach upstream");
     assert_eq!(at_quarantine, usize::from(PROBE_SYNS), "every non-update SYN goes to the quarantine host");
@@ -289,17 +321,25 @@ fn quarantined_device_updates_through_the_update_lane_and_nothing_else() {
         format!("installed {TARGET}: {SHIPPED_VERSION} -> {NEW_VERSION} (1 download attempt(s))"),
         "the device downloads, verifies and installs the release"
     );
-    assert_eq!(std::fs::read(state_dir.join("flash.bin")).expect("flashed image"), image, "the flashed image is the release");
+    assert_eq!(
+        std::fs::read(state_dir.join("flash.bin")).expect("flashed image"),
+        image,
+        "the flashed image is the release"
+    );
     // The gateway recorded the device's report: its firmware version and a success.
     let devices = ota(&repo, &store, &["devices"]);
-    let row = devices.lines().find(|l| l.contains(&mac_text)).unwrap_or_else(|| panic!("{mac_text} not in:\n{devices}"));
+    let row =
+        devices.lines().find(|l| l.contains(&mac_text)).unwrap_or_else(|| panic!("{mac_text} not in:\n{devices}"));
     assert!(row.contains(NEW_VERSION) && row.contains("success"), "device row: {row}");
     // Its next check-in: nothing newer once installed.
     assert_eq!(stdout(&simulate(false)), format!("up to date: {NEW_VERSION}"), "nothing newer once installed");
 
-
     // Still quarantined after the update: the update lane opened nothing else.
     assert_eq!(maps.access(mac).expect("device table").map(|e| e.access), Some(Access::Quarantined));
     let (at_quarantine, at_upstream) = escape_probe(&lab, &tx, to_cloud, 47_000, HTTPS_PORT);
-    assert_eq!((at_quarantine, at_upstream), (usize::from(PROBE_SYNS), 0), "after the update, still only the update lane");
+    assert_eq!(
+        (at_quarantine, at_upstream),
+        (usize::from(PROBE_SYNS), 0),
+        "after the update, still only the update lane"
+    );
 }

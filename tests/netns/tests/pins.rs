@@ -33,7 +33,8 @@ impl PinDir {
     /// Loads the object with its maps pinned here (creating or reusing them) and verifies the
     /// LAN program.
     fn load(&self) -> Maps {
-        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&self.0).load(loader::object()).expect("object loads");
+        let mut ebpf =
+            EbpfLoader::new().default_map_pin_directory(&self.0).load(loader::object()).expect("object loads");
         let lan: &mut Xdp = ebpf.program_mut(programs::LAN_INGRESS).expect("lan").try_into().expect("xdp");
         lan.load().expect("verifier accepts the LAN program over these maps");
         Maps::take(&mut ebpf).expect("maps")
@@ -48,7 +49,8 @@ impl Drop for PinDir {
 }
 
 fn bpftool(args: &[&str]) {
-    let out = Command::new("bpftool").args(args).output().unwrap_or_else(|e| panic!("bpftool is needed for this test: {e}"));
+    let out =
+        Command::new("bpftool").args(args).output().unwrap_or_else(|e| panic!("bpftool is needed for this test: {e}"));
     assert!(out.status.success(), "bpftool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -62,9 +64,38 @@ fn pins_of_an_older_layout_are_recreated_at_load() {
     let dir = PinDir::new("oldabi");
     let config = dir.pin(abi::CONFIG);
     let flows = dir.pin(abi::FLOWS);
-    let (old_config, old_flows, key) = (OLD_CONFIG_VALUE.to_string(), OLD_FLOWS_VALUE.to_string(), FLOW_KEY_BYTES.to_string());
-    bpftool(&["map", "create", config.to_str().expect("utf-8"), "type", "array", "key", "4", "value", &old_config, "entries", "1", "name", abi::CONFIG]);
-    bpftool(&["map", "create", flows.to_str().expect("utf-8"), "type", "lru_hash", "key", &key, "value", &old_flows, "entries", "16", "name", abi::FLOWS]);
+    let (old_config, old_flows, key) =
+        (OLD_CONFIG_VALUE.to_string(), OLD_FLOWS_VALUE.to_string(), FLOW_KEY_BYTES.to_string());
+    bpftool(&[
+        "map",
+        "create",
+        config.to_str().expect("utf-8"),
+        "type",
+        "array",
+        "key",
+        "4",
+        "value",
+        &old_config,
+        "entries",
+        "1",
+        "name",
+        abi::CONFIG,
+    ]);
+    bpftool(&[
+        "map",
+        "create",
+        flows.to_str().expect("utf-8"),
+        "type",
+        "lru_hash",
+        "key",
+        &key,
+        "value",
+        &old_flows,
+        "entries",
+        "16",
+        "name",
+        abi::FLOWS,
+    ]);
     // ABI 1's configuration: abi_version 1 (host order), drop verdicts.
     let mut value = vec!["1", "0", "0", "0", "1", "1", "1", "2", "1", "1"];
     value.resize(OLD_CONFIG_VALUE as usize, "0");
@@ -87,7 +118,8 @@ fn pins_of_this_layout_with_another_abi_version_are_recreated() {
     assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
     let dir = PinDir::new("otherabi");
     let maps = dir.load();
-    maps.write_config(&GatewayConfig { abi_version: gateway_ebpf::ABI_VERSION + 1, ..GatewayConfig::default() }).expect("config");
+    maps.write_config(&GatewayConfig { abi_version: gateway_ebpf::ABI_VERSION + 1, ..GatewayConfig::default() })
+        .expect("config");
     drop(maps);
     assert!(loader::forget_stale_pins(&dir.0));
     assert!(!dir.pin(abi::CONFIG).exists());

@@ -77,7 +77,8 @@ impl Datapath {
         assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/iotgw-test-{name}-{}", std::process::id()));
         loader::prepare_bpffs(&pin_dir).expect("bpffs");
-        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&pin_dir).load(loader::object()).expect("object loads");
+        let mut ebpf =
+            EbpfLoader::new().default_map_pin_directory(&pin_dir).load(loader::object()).expect("object loads");
         let lan: &mut Xdp = ebpf.program_mut(programs::LAN_INGRESS).expect("lan program").try_into().expect("xdp");
         lan.load().expect("verifier accepts the LAN program");
         let maps = Maps::take(&mut ebpf).expect("maps");
@@ -104,7 +105,9 @@ impl Datapath {
 
     fn set_device(&self, access: Access, class: u16) {
         let policy_id = lane::FIRST_CLASS_POLICY + u32::from(class);
-        self.maps.set_access(Mac(DEVICE_MAC), DeviceAccess { access, policy_id, class_id: class }).expect("device entry");
+        self.maps
+            .set_access(Mac(DEVICE_MAC), DeviceAccess { access, policy_id, class_id: class })
+            .expect("device entry");
     }
 
     /// Runs one frame of the device's MQTT flow through the LAN program.
@@ -150,7 +153,8 @@ fn endpoints(dst_ip: [u8; 4]) -> Endpoints {
 
 /// A GRE packet (IP protocol 47, outside `proto::FOLDED`) with an empty GRE header.
 fn gre(dst_ip: [u8; 4]) -> Vec<u8> {
-    let builder = etherparse::PacketBuilder::ethernet2(DEVICE_MAC, GATEWAY_MAC).ipv4(DEVICE_IP, dst_ip, packets::DEFAULT_TTL);
+    let builder =
+        etherparse::PacketBuilder::ethernet2(DEVICE_MAC, GATEWAY_MAC).ipv4(DEVICE_IP, dst_ip, packets::DEFAULT_TTL);
     let payload = [0u8; 4];
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, etherparse::IpNumber::GRE, &payload).expect("gre frame");

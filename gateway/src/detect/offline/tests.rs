@@ -112,8 +112,9 @@ fn uq_port_scan_flags_the_attacker_and_no_benign_device() {
 fn analyze_learns_then_tests_nku_plug() {
     let Some(dir) = dataset("nku-lifecycle-demo") else { return };
     let files = chronological(&dir.join("xiaodu_plug_lifecycle"));
-    let (learn, test): (Vec<PathBuf>, Vec<PathBuf>) =
-        files.into_iter().partition(|f| f.to_string_lossy().contains("_setup") || f.to_string_lossy().contains("_idle_"));
+    let (learn, test): (Vec<PathBuf>, Vec<PathBuf>) = files
+        .into_iter()
+        .partition(|f| f.to_string_lossy().contains("_setup") || f.to_string_lossy().contains("_idle_"));
     let analysis = analyze(&learn, &test, baseline::Config::default(), Config::default()).unwrap();
     assert!(analysis.baselined >= 1, "{analysis:?}");
     assert_eq!(analysis.alerts.alerts, 0, "{}", analysis.render());
@@ -149,7 +150,10 @@ fn kitsune_run(dir: &Path) -> (FileAlerts, FileAlerts) {
     for item in items {
         if !ended && time(&item) >= split {
             let baselined = end_learning(&mut detector, split);
-            println!("kitsune: learning ended at +{:?} with {baselined} devices baselined", split.duration_since(first).unwrap());
+            println!(
+                "kitsune: learning ended at +{:?} with {baselined} devices baselined",
+                split.duration_since(first).unwrap()
+            );
             ended = true;
         }
         let alerts = handle_item(&mut detector, item).into_iter().map(|a| (files[0].clone(), a));
@@ -199,7 +203,8 @@ fn nku_lifecycle_raises_no_alert_once_learnt() {
         let (learn, test) = split(folder, learn);
         let (detector, _, alerts) = learn_then_test(&learn, &test);
         print_alerts(folder, &alerts);
-        let baselined: Vec<Mac> = detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).map(|(m, _)| m).collect();
+        let baselined: Vec<Mac> =
+            detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).map(|(m, _)| m).collect();
         println!("{folder}: learnt on {} files, tested on {}, baselined {baselined:?}", learn.len(), test.len());
         assert!(flagged(&alerts).is_empty(), "{folder}: {:?}", flagged(&alerts));
     }
@@ -211,7 +216,8 @@ fn nku_lifecycle_raises_no_alert_once_learnt() {
 /// captures are replayed in the order they were taken, learning ends, then all test captures.
 /// Returns (types, test captures, test alerts per type).
 fn iot_sentinel_run(dir: &Path) -> (usize, usize, Vec<(String, FileAlerts)>) {
-    let mut types: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    let mut types: Vec<PathBuf> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     types.sort();
     let (mut learn, mut test) = (Vec::new(), Vec::new());
     let mut type_of = BTreeMap::new();
@@ -232,7 +238,8 @@ fn iot_sentinel_run(dir: &Path) -> (usize, usize, Vec<(String, FileAlerts)>) {
     print_alerts("iot-sentinel learning part", &learning_alerts);
     let baselined = detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).count();
     println!("iot-sentinel: {} learning + {} test captures, {baselined} devices baselined", learn.len(), test.len());
-    let mut per_type: BTreeMap<String, FileAlerts> = types.iter().map(|t| (t.file_name().unwrap().to_string_lossy().into_owned(), Vec::new())).collect();
+    let mut per_type: BTreeMap<String, FileAlerts> =
+        types.iter().map(|t| (t.file_name().unwrap().to_string_lossy().into_owned(), Vec::new())).collect();
     for (file, alert) in test_alerts {
         per_type.get_mut(&type_of[&file]).unwrap().push((file, alert));
     }
@@ -248,7 +255,8 @@ fn iot_sentinel_run(dir: &Path) -> (usize, usize, Vec<(String, FileAlerts)>) {
 fn iot_sentinel_setups_raise_no_rate_or_arp_alert_once_learnt() {
     let Some(dir) = dataset("iot-sentinel") else { return };
     let (types, test_files, per_type) = iot_sentinel_run(&dir);
-    let with_alerts: Vec<_> = per_type.iter().filter(|(_, a)| !flagged(a).is_empty()).map(|(n, a)| (n.clone(), flagged(a))).collect();
+    let with_alerts: Vec<_> =
+        per_type.iter().filter(|(_, a)| !flagged(a).is_empty()).map(|(n, a)| (n.clone(), flagged(a))).collect();
     let count = |kind| per_type.iter().flat_map(|(_, a)| a).filter(|(_, a)| !a.resolved && a.detector == kind).count();
     let devices: usize = with_alerts.iter().map(|(_, d)| d.len()).sum();
     println!(
@@ -273,6 +281,7 @@ fn iot_sentinel_setups_raise_no_rate_or_arp_alert_once_learnt() {
 fn iot_sentinel_setups_raise_no_alert_once_learnt() {
     let Some(dir) = dataset("iot-sentinel") else { return };
     let (_, _, per_type) = iot_sentinel_run(&dir);
-    let with_alerts: Vec<_> = per_type.iter().filter(|(_, a)| !flagged(a).is_empty()).map(|(n, a)| (n.clone(), flagged(a))).collect();
+    let with_alerts: Vec<_> =
+        per_type.iter().filter(|(_, a)| !flagged(a).is_empty()).map(|(n, a)| (n.clone(), flagged(a))).collect();
     assert!(with_alerts.is_empty(), "{with_alerts:#?}");
 }

@@ -19,13 +19,18 @@ fn main() {
     let files = netns_tests::policies::shipped(Some(&policy_dir));
     let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
 
-    step("building the lab: 2 devices on a switch, the gateway (LAN, WAN, quarantine port), upstream, a quarantine host");
+    step(
+        "building the lab: 2 devices on a switch, the gateway (LAN, WAN, quarantine port), upstream, a quarantine host",
+    );
     let lab = Lab::new(2);
     netns_tests::lab::ip(&lab.up, &["addr", "add", "10.78.0.40/24", "dev", "eth0"]);
     step(&format!("starting iotgw with the {} shipped policy files from {}", refs.len(), policy_dir.display()));
     let mut s = Scenario::start_with(&lab, &refs);
     let meter = Mac(s.mac);
-    report(&format!("meter {meter} enrolled in class \"meter\" (head-end {}:{HEAD_END_PORT}/tcp)", fmt_ip(HEAD_END_IP)));
+    report(&format!(
+        "meter {meter} enrolled in class \"meter\" (head-end {}:{HEAD_END_PORT}/tcp)",
+        fmt_ip(HEAD_END_IP)
+    ));
 
     step(&format!("the meter reports on its rhythm for {LEARNING:?} while iotgw learns its baseline"));
     s.learn_normal_behaviour();
@@ -47,7 +52,10 @@ fn main() {
     step("the meter is compromised and starts a Mirai-style telnet scan of the upstream network");
     let outcome = s.telnet_scan_until_quarantined();
     if outcome.latency == Duration::MAX {
-        report(&format!("the meter was NOT quarantined ({} scan frames sent): see the alerts above", outcome.frames_sent));
+        report(&format!(
+            "the meter was NOT quarantined ({} scan frames sent): see the alerts above",
+            outcome.frames_sent
+        ));
     } else {
         report(&format!(
             "iotgw detected it and quarantined the meter in XDP {:?} after the first scan frame ({} frames sent)",
@@ -73,7 +81,13 @@ fn main() {
 }
 
 fn drops(s: &Scenario, mac: [u8; 6], why: u32) -> u64 {
-    s.ctl.maps().device_counters().into_iter().find(|(m, _)| *m == Mac(mac)).map(|(_, c)| c.drops[why as usize]).unwrap_or(0)
+    s.ctl
+        .maps()
+        .device_counters()
+        .into_iter()
+        .find(|(m, _)| *m == Mac(mac))
+        .map(|(_, c)| c.drops[why as usize])
+        .unwrap_or(0)
 }
 
 fn fmt_ip(ip: [u8; 4]) -> String {
