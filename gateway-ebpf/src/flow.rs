@@ -71,11 +71,11 @@ pub fn count_drop(mac: Option<&MacKey>, why: u32) {
     count(counter::DROPS_BASE + why);
     let Some(mac) = mac else { return };
     let Some(stats) = stats(mac) else { return };
-    let index = why as usize;
-    if index < reason::COUNT {
-        // SAFETY: per-CPU value; index checked against the array length.
-        unsafe { (*stats).drops[index] += 1 };
-    }
+    // The mask bounds the index on the register that is used, in a form every LLVM keeps
+    // (a separate `< COUNT` check was dropped by one nightly and the verifier refused it).
+    let index = why as usize & (reason::SLOTS - 1);
+    // SAFETY: per-CPU value; the mask keeps the index within the array.
+    unsafe { (*stats).drops[index] += 1 };
 }
 
 #[inline(always)]

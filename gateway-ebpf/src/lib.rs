@@ -17,7 +17,7 @@
 
 /// Bumped whenever a map's key or value layout changes, so a controller never reuses pinned
 /// maps of another layout.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Where the controller pins every map, so a restart reuses them and enforcement never resets.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
@@ -132,6 +132,10 @@ pub mod reason {
     pub const TO_ISOLATED_DEVICE: u32 = 11;
     /// Number of codes; sizes the arrays indexed by reason.
     pub const COUNT: usize = 12;
+    /// Slots of `DeviceStats::drops`: `COUNT` rounded up to a power of two, so XDP indexes
+    /// it with `why & (SLOTS - 1)`, a bound the verifier sees on the very register used,
+    /// whatever the compiler does with a separate `< COUNT` check.
+    pub const SLOTS: usize = COUNT.next_power_of_two();
 
     /// Names for logs, metrics and the API, indexed by code.
     pub const NAMES: [&str; COUNT] = [
@@ -233,8 +237,8 @@ pub struct DeviceStats {
     pub udp_packets: u64,
     pub icmp_packets: u64,
     pub other_packets: u64,
-    /// Frames not passed, indexed by `reason`.
-    pub drops: [u64; reason::COUNT],
+    /// Frames not passed, indexed by `reason` (slots from `reason::COUNT` on stay zero).
+    pub drops: [u64; reason::SLOTS],
     /// Last frame from the device, `bpf_ktime_get_ns` (host order).
     pub last_seen_ns: u64,
 }
@@ -251,7 +255,7 @@ impl DeviceStats {
         udp_packets: 0,
         icmp_packets: 0,
         other_packets: 0,
-        drops: [0; reason::COUNT],
+        drops: [0; reason::SLOTS],
         last_seen_ns: 0,
     };
 }
@@ -562,7 +566,8 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<MacKey>() == 8);
     assert!(size_of::<DeviceEntry>() == 8);
-    assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::COUNT + 8);
+    assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::SLOTS + 8);
+    assert!(reason::SLOTS.is_power_of_two() && reason::SLOTS >= reason::COUNT);
     assert!(size_of::<FlowKey>() == 48);
     assert!(size_of::<SynFingerprint>() == 20);
     assert!(size_of::<FlowStats>() == 40 + 20 + 4 + 8);

@@ -293,7 +293,9 @@ pub fn syn_fingerprint(ctx: &XdpContext, ip: &Ip) -> SynFingerprint {
             break;
         }
         let Some(kind) = load_u8(ctx, at) else { break };
-        fp.option_kinds[i] = kind;
+        // `get_mut` bounds the index where it is used (see flow::count_drop).
+        let Some(slot) = fp.option_kinds.get_mut(i) else { break };
+        *slot = kind;
         fp.option_count = i as u8 + 1;
         match kind {
             0 => break,

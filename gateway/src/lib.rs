@@ -28,3 +28,5 @@ pub mod respond;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+#[cfg(test)]
+mod test_datasets;

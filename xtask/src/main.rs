@@ -1,9 +1,11 @@
 //! `cargo xtask <workflow>`: the developer workflows, one module each.
 //!
-//! - `setup`: installs what building and testing need, idempotently (nightly rust-src,
-//!   bpf-linker against nightly's LLVM, Debian packages, bpffs);
+//! - `setup`: installs what building and testing need, idempotently (the pinned eBPF
+//!   toolchain, bpf-linker against its LLVM, rustfmt and clippy, Debian packages, bpffs);
 //! - `build`: builds `iotgw` with its embedded XDP object;
-//! - `test`: unit tests, then the network-namespace lab tests as root;
+//! - `lint`: `cargo fmt --check` and clippy with warnings denied;
+//! - `test`: the lint gates, unit tests, then the network-namespace lab tests as root;
+//! - `fresh-check`: the README's two commands on a fresh clone with a fresh Rust install;
 //! - `demo`: the lab on embedded defaults, showing a device being quarantined;
 //! - `bench`: the benchmarks under `bench/`, printing their figures.
 use clap::{Parser, Subcommand};
@@ -11,6 +13,8 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod build;
 mod demo;
+mod fresh_check;
+mod lint;
 mod setup;
 mod test;
 
@@ -30,13 +34,23 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Run every test: unit tests, then the lab tests (root).
+    /// Check formatting and run clippy with warnings denied.
+    Lint,
+    /// Run every test: the lint gates, unit tests, then the lab tests (root).
     Test {
         /// Only tests whose name contains this.
         filter: Option<String>,
     },
     /// Run the demo lab: devices, the gateway, a device misbehaving and being quarantined.
     Demo,
+    /// Repeat a newcomer's first steps: a clean clone, fresh RUSTUP_HOME and CARGO_HOME with
+    /// only stable Rust, no bpf-linker, no bpftool; then `cargo xtask demo` and `cargo xtask
+    /// test` as the README writes them (root, about 30 minutes).
+    FreshCheck {
+        /// Keep the temporary folder (toolchains, clone, build) for a look afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Run the benchmarks and print their figures.
     Bench {
         /// Which benchmark (default: all).
@@ -48,7 +62,9 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Setup => setup::run(),
         Command::Build { release } => build::run(release).map(|_| ()),
+        Command::Lint => lint::run(),
         Command::Test { filter } => test::run(filter.as_deref()),
+        Command::FreshCheck { keep } => fresh_check::run(keep),
         Command::Demo => demo::run(),
         Command::Bench { name } => bench::run(name.as_deref()),
     }

@@ -1,35 +1,64 @@
-//! `cargo xtask setup`: everything a fresh machine lacks, each step skipped when already
-//! done, so it is cheap to run before every build.
+//! `cargo xtask setup`: everything a fresh machine lacks, each step checked and skipped when
+//! already done, so it is cheap to run before every build.
+//!
+//! - the eBPF toolchain pinned in `gateway-ebpf/rust-toolchain.toml` (with `rust-src`);
+//! - rustfmt and clippy for the host toolchain (the test command's lint gate);
+//! - bpf-linker, built against that toolchain's own LLVM (see [`bpf_linker`]);
+//! - the Debian packages the tests, the demo and the benchmarks run;
+//! - bpffs on /sys/fs/bpf.
 use std::{
+    io::Read as _,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::run_cmd;
+use crate::{run_cmd, workspace_root};
 
-/// Debian packages the lab, the tests and the benchmarks use.
+/// Debian packages the lab, the tests, the demo and the benchmarks use.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "iproute2",   // ip netns, veth
     "ethtool",    // veth GRO for XDP redirects
     "util-linux", // nsenter
+    "mount",      // bpffs
     "xdp-tools",  // xdp-filter, the benchmark's reference program
+    "bpftool",    // old-layout pins in tests/netns/tests/pins.rs
     "ieee-data",  // the IEEE OUI registry for vendor names
     "openssl",    // the standard EST client in tests
     "curl",       // the standard EST client in tests
     "rsyslog",    // the SIEM receiver in integration tests
     "rsyslog-gnutls",
     "procps", // sysctl
+    "git",    // fresh-check clones the repository
 ];
 
+/// The bpf-linker release set-up builds. `--locked` takes its own Cargo.lock with it, so the
+/// same sources build on every machine.
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
 pub fn run() -> anyhow::Result<()> {
-    nightly_with_rust_src()?;
-    bpf_linker()?;
+    let toolchain = ebpf_toolchain()?;
+    ebpf_toolchain_installed(&toolchain)?;
+    host_lint_components()?;
+    bpf_linker(&toolchain)?;
     debian_packages()?;
     bpffs()?;
-    println!("setup: done");
+    println!("setup: done (eBPF toolchain {toolchain}, bpf-linker {BPF_LINKER_VERSION})");
     Ok(())
+}
+
+/// `toolchain.channel` of `gateway-ebpf/rust-toolchain.toml`, the one place it is named
+/// (gateway's build.rs reads the same key).
+pub fn ebpf_toolchain() -> anyhow::Result<String> {
+    let file = workspace_root().join("gateway-ebpf/rust-toolchain.toml");
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let doc: toml::Table = text.parse().with_context(|| format!("parsing {}", file.display()))?;
+    doc.get("toolchain")
+        .and_then(|t| t.get("channel"))
+        .and_then(|c| c.as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no toolchain.channel", file.display()))
 }
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
@@ -37,58 +66,123 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn nightly_with_rust_src() -> anyhow::Result<()> {
-    let installed =
-        output("rustup", &["component", "list", "--installed", "--toolchain", "nightly"]).unwrap_or_default();
-    if installed.lines().any(|l| l.starts_with("rust-src")) {
+/// The pinned toolchain with rust-src (the eBPF crate builds `core` itself); exactly that one,
+/// never whatever `nightly` is today.
+fn ebpf_toolchain_installed(toolchain: &str) -> anyhow::Result<()> {
+    let installed = output("rustup", &["component", "list", "--installed", "--toolchain", toolchain]);
+    if installed.is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src"))) {
         return Ok(());
     }
-    println!("setup: installing nightly with rust-src (the eBPF crate builds core itself)");
+    println!("setup: installing {toolchain} with rust-src for the XDP programs");
     run_cmd(Command::new("rustup").args([
         "toolchain",
         "install",
-        "nightly",
+        toolchain,
         "--profile",
         "minimal",
         "--component",
         "rust-src",
+        "--no-self-update",
     ]))
 }
 
-/// bpf-linker built against nightly's own LLVM, so the two always agree on the bitcode.
-fn bpf_linker() -> anyhow::Result<()> {
-    if output("bpf-linker", &["--version"]).is_some() {
+/// rustfmt and clippy for the host toolchain: `cargo xtask test` starts with both gates.
+fn host_lint_components() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [("rustfmt", "fmt"), ("clippy", "clippy")]
+        .into_iter()
+        .filter(|(_, sub)| output("cargo", &[sub, "--version"]).is_none())
+        .map(|(component, _)| component)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let sysroot = output("rustc", &["+nightly", "--print", "sysroot"]).context("rustc +nightly")?;
-    let lib = Path::new(sysroot.trim()).join("lib");
-    let llvm = std::fs::read_dir(&lib)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM") && n.ends_with(".so")))
-        })
-        .with_context(|| format!("no libLLVM in {}", lib.display()))?;
-    let version = output("rustc", &["+nightly", "-vV"]).context("rustc +nightly -vV")?;
+    println!("setup: adding {missing:?} to the host toolchain");
+    run_cmd(Command::new("rustup").args(["component", "add"]).args(&missing))
+}
+
+/// Where this machine's cargo keeps installed binaries and, here, the LLVM prefix.
+fn cargo_home() -> anyhow::Result<PathBuf> {
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return Ok(PathBuf::from(home));
+    }
+    let home = std::env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?;
+    Ok(Path::new(&home).join(".cargo"))
+}
+
+/// bpf-linker, built against the pinned toolchain's own libLLVM so both agree on the bitcode.
+///
+/// Why built here, this way: release tarballs and cargo-binstall download from GitHub, which
+/// these machines cannot reach, and Debian's LLVM is older than rustc's; crates.io is
+/// reachable, so set-up builds the pinned release with `--locked`. It links rustc's libLLVM
+/// dynamically (building LLVM statically would take an hour on two cores). The sysroot's
+/// `libLLVM-*.so` may be a linker script (nightly 1.101's is), so the real ELF library is
+/// found by its magic and linked through a prefix of two symlinks under CARGO_HOME: it lives
+/// as long as the toolchain and, unlike /tmp, is not cleaned away under bpf-linker's rpath.
+/// A stamp in the prefix names the release, the toolchain and the LLVM; set-up rebuilds
+/// when it differs or when bpf-linker no longer starts.
+fn bpf_linker(toolchain: &str) -> anyhow::Result<()> {
+    let sysroot = output("rustup", &["run", toolchain, "rustc", "--print", "sysroot"])
+        .with_context(|| format!("rustup run {toolchain} rustc --print sysroot"))?;
+    let version = output("rustup", &["run", toolchain, "rustc", "-vV"]).context("rustc -vV")?;
     let major = version
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .and_then(|v| v.split('.').next())
         .context("no LLVM version in rustc -vV")?
         .to_owned();
-    let prefix: PathBuf = std::env::temp_dir().join("iotgw-llvm-prefix");
-    std::fs::create_dir_all(prefix.join("lib"))?;
-    let link = prefix.join("lib/libLLVM.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&llvm, &link)?;
-    println!("setup: building bpf-linker against nightly's LLVM {major} ({})", llvm.display());
+    let llvm = real_libllvm(&Path::new(sysroot.trim()).join("lib"))?;
+    let prefix = cargo_home()?.join("iotgw").join(format!("llvm-{toolchain}"));
+    let stamp_path = prefix.join("bpf-linker.stamp");
+    let stamp = format!("bpf-linker {BPF_LINKER_VERSION} llvm-{major} {}\n", llvm.display());
+    let starts = output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    if starts && std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
+        return Ok(());
+    }
+
+    let lib = prefix.join("lib");
+    std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    let soname = llvm.file_name().context("libLLVM has a file name")?;
+    // `-lLLVM` at link time, the soname at run time (bpf-linker's rpath is this directory).
+    for name in [std::ffi::OsStr::new("libLLVM.so"), soname] {
+        let link = lib.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&llvm, &link).with_context(|| format!("linking {}", link.display()))?;
+    }
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against {toolchain}'s LLVM {major} ({})", llvm.display());
     run_cmd(
         Command::new("cargo")
-            .args(["install", "bpf-linker", "--no-default-features", "--features", &format!("llvm-{major}")])
+            .args(["install", "bpf-linker", "--version", &format!("={BPF_LINKER_VERSION}"), "--locked", "--force"])
+            .args(["--no-default-features", "--features", &format!("llvm-{major}")])
             .env("LLVM_PREFIX", &prefix),
-    )
+    )?;
+    anyhow::ensure!(
+        output("bpf-linker", &["--version"]).is_some_and(|v| v.contains(BPF_LINKER_VERSION)),
+        "bpf-linker {BPF_LINKER_VERSION} was built but does not start from PATH (is {}/bin on PATH?)",
+        cargo_home()?.display()
+    );
+    std::fs::write(&stamp_path, stamp).with_context(|| format!("writing {}", stamp_path.display()))
+}
+
+/// The one `libLLVM*` in `dir` that is an ELF shared object, not a linker script.
+fn real_libllvm(dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM") && n.contains(".so")) {
+            continue;
+        }
+        let mut magic = [0u8; 4];
+        let is_elf =
+            std::fs::File::open(&path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF";
+        if is_elf && !path.is_symlink() {
+            found.push(path);
+        }
+    }
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no libLLVM shared object in {} (is the toolchain complete?)", dir.display()),
+        many => bail!("several libLLVM shared objects in {}: {many:?}", dir.display()),
+    }
 }
 
 fn debian_packages() -> anyhow::Result<()> {

@@ -1,28 +1,42 @@
-//! `cargo xtask test`: every unit test, then the lab tests over the real kernel datapath.
-//! The lab tests need root; under CI they fail rather than skip when they cannot get it.
+//! `cargo xtask test`: the lint gates, every unit and integration test, then the lab tests
+//! over the real kernel datapath. The lab tests need root; they fail rather than skip when
+//! they cannot get it, and so does any test whose dataset or tool is missing.
 use std::process::Command;
 
 use crate::run_cmd;
 
 pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     let iotgw = crate::build::run(false)?;
+    // The gates run on the whole tree; a filtered run is someone iterating on a few tests.
+    if filter.is_none() {
+        crate::lint::run()?;
+    }
     let mut unit = Command::new("cargo");
     // gateway-ebpf builds only for the bpf target (gateway's build.rs does that); its ABI is
-    // compiled and checked as part of gateway.
-    unit.args(["test", "--workspace", "--exclude", "netns-tests", "--exclude", "gateway-ebpf"]);
+    // compiled and checked as part of gateway. `--no-fail-fast`: one failing test binary must
+    // not hide the results of the others.
+    unit.args(["test", "--no-fail-fast", "--workspace", "--exclude", "netns-tests", "--exclude", "gateway-ebpf"]);
     if let Some(filter) = filter {
         unit.args(["--", filter]);
     }
-    run_cmd(&mut unit)?;
+    let unit_result = run_cmd(&mut unit);
 
     if !crate::setup::is_root() {
         anyhow::bail!("the lab tests need root (network namespaces, XDP): run `cargo xtask test` as root");
     }
     let mut lab = Command::new("cargo");
     // One test at a time: each builds its own lab and loads XDP, on a two-core machine.
-    lab.args(["test", "--package", "netns-tests", "--", "--test-threads=1"]).env("IOTGW_BIN", &iotgw);
+    lab.args(["test", "--no-fail-fast", "--package", "netns-tests", "--", "--test-threads=1"]).env("IOTGW_BIN", &iotgw);
     if let Some(filter) = filter {
         lab.arg(filter);
     }
-    run_cmd(&mut lab)
+    let lab_result = run_cmd(&mut lab);
+    match (unit_result, lab_result) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(unit), Ok(())) => Err(unit.context("unit and integration tests failed (the lab tests passed)")),
+        (Ok(()), Err(lab)) => Err(lab.context("lab tests failed")),
+        (Err(unit), Err(lab)) => {
+            Err(unit.context(format!("unit and integration tests failed, and so did the lab: {lab:#}")))
+        }
+    }
 }

@@ -204,6 +204,7 @@ impl Maps {
                     sum.udp_packets += s.udp_packets;
                     sum.icmp_packets += s.icmp_packets;
                     sum.other_packets += s.other_packets;
+                    // Only the first `reason::COUNT` slots are codes; the rest are padding.
                     for (total, d) in sum.drops.iter_mut().zip(s.drops) {
                         *total += d;
                     }

@@ -440,7 +440,7 @@ mod tests {
 
     #[test]
     fn classifier_accuracy_on_held_out_captures_stays_above_threshold() {
-        let Some(dir) = crate::inventory::replay::dataset_or_skip("iot-sentinel") else { return };
+        let dir = crate::test_datasets::dataset("iot-sentinel");
         let captures = discover(&[dir]).unwrap();
         assert_eq!(captures.iter().map(|c| c.label.as_str()).collect::<BTreeSet<_>>().len(), 27, "27 device types");
         let examples = examples(&captures).unwrap();

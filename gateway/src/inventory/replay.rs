@@ -472,34 +472,6 @@ pub fn replay_files(
     Ok(stats)
 }
 
-/// Environment variable naming the shared captures folder (README.md, one folder per source).
-pub const DATASETS_ENV: &str = "IOTGW_DATASETS";
-
-/// The shared captures (`../shared/datasets` from the checkout), for tests and benchmarks:
-/// `$IOTGW_DATASETS`, else the first `shared/datasets` above this crate.
-pub fn shared_datasets() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os(DATASETS_ENV) {
-        return Some(PathBuf::from(dir)).filter(|d| d.is_dir());
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().map(|a| a.join("shared/datasets")).find(|d| d.is_dir())
-}
-
-/// For tests that need the shared captures: the folder, or `None` after printing why the
-/// test is skipped. Under `CI=true` a missing folder fails the test instead.
-pub fn dataset_or_skip(name: &str) -> Option<PathBuf> {
-    match shared_datasets().map(|root| root.join(name)).filter(|dir| dir.is_dir()) {
-        Some(dir) => Some(dir),
-        None => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI=true but the dataset {name} is missing: set {DATASETS_ENV} or provide ../shared/datasets"
-            );
-            eprintln!("skipping: dataset {name} not found (set {DATASETS_ENV})");
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use etherparse::PacketBuilder;
@@ -617,10 +589,7 @@ mod tests {
 
     #[test]
     fn replay_never_panics_on_any_shared_capture() {
-        let Some(root) = shared_datasets() else {
-            let _ = dataset_or_skip("iot-sentinel");
-            return;
-        };
+        let root = crate::test_datasets::root();
         let mut files = Vec::new();
         let mut dirs = vec![root];
         while let Some(dir) = dirs.pop() {

@@ -1,4 +1,4 @@
-//! Detection on the real captures of `/work/shared/datasets` (see its README). Each test says
+//! Detection on the real captures of `../shared/datasets` (see its README). Each test says
 //! how it learns and what it tests on; figures go to `bench/detection/RESULTS.md`. Run with
 //! `-- --nocapture` to see them.
 use std::{
@@ -15,20 +15,13 @@ use crate::{
 /// Alerts with the capture they came from.
 type FileAlerts = Vec<(PathBuf, Alert)>;
 
-const DATASETS: &str = "/work/shared/datasets";
 /// Detectors that fire on something never seen while learning (as opposed to rates and ARP).
 const NOVELTY: [DetectorKind; 2] = [DetectorKind::NewDestination, DetectorKind::LateralMovement];
 const ATTACKER: Mac = Mac([0x98, 0x90, 0x96, 0x9a, 0x86, 0xdf]);
 
-/// The dataset folder, or `None` (with a notice) when it is absent; under CI it must exist.
-fn dataset(name: &str) -> Option<PathBuf> {
-    let dir = Path::new(DATASETS).join(name);
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but the dataset {} is missing", dir.display());
-    eprintln!("skipping: dataset {} not found", dir.display());
-    None
+/// The dataset folder; the test fails when it is missing (see `test_datasets`).
+fn dataset(name: &str) -> PathBuf {
+    crate::test_datasets::dataset(name)
 }
 
 /// Time of a capture's first packet.
@@ -88,7 +81,7 @@ fn print_alerts(title: &str, alerts: &[(PathBuf, Alert)]) {
 
 #[test]
 fn uq_port_scan_flags_the_attacker_and_no_benign_device() {
-    let Some(dir) = dataset("uq-iot-attacks") else { return };
+    let dir = dataset("uq-iot-attacks");
     // The capture is 34 s long and the scan starts at once: no device can be baselined, so
     // only the absolute limits (scan, flood, ARP) apply.
     let files = pcaps(&dir);
@@ -110,7 +103,7 @@ fn uq_port_scan_flags_the_attacker_and_no_benign_device() {
 
 #[test]
 fn analyze_learns_then_tests_nku_plug() {
-    let Some(dir) = dataset("nku-lifecycle-demo") else { return };
+    let dir = dataset("nku-lifecycle-demo");
     let files = chronological(&dir.join("xiaodu_plug_lifecycle"));
     let (learn, test): (Vec<PathBuf>, Vec<PathBuf>) = files
         .into_iter()
@@ -166,7 +159,7 @@ fn kitsune_run(dir: &Path) -> (FileAlerts, FileAlerts) {
 
 #[test]
 fn kitsune_prefix_raises_no_rate_or_arp_alert_once_learnt() {
-    let Some(dir) = dataset("kitsune-mirai-prefix") else { return };
+    let dir = dataset("kitsune-mirai-prefix");
     let (learning, testing) = kitsune_run(&dir);
     assert!(flagged(&learning).is_empty(), "{:?}", flagged(&learning));
     for detectors in flagged(&testing).values() {
@@ -178,14 +171,14 @@ fn kitsune_prefix_raises_no_rate_or_arp_alert_once_learnt() {
 /// resolver address in the last 24 s (47 s of learning cannot cover it).
 #[test]
 fn kitsune_prefix_raises_no_alert_once_learnt() {
-    let Some(dir) = dataset("kitsune-mirai-prefix") else { return };
+    let dir = dataset("kitsune-mirai-prefix");
     let (_, testing) = kitsune_run(&dir);
     assert!(flagged(&testing).is_empty(), "{:?}", flagged(&testing));
 }
 
 #[test]
 fn nku_lifecycle_raises_no_alert_once_learnt() {
-    let Some(dir) = dataset("nku-lifecycle-demo") else { return };
+    let dir = dataset("nku-lifecycle-demo");
     // Per device: learn on the setup and idle phases, test on every other phase (remote,
     // local, voice and physical switching, speaking, firmware update, deletion).
     let split = |folder: &str, learn: &[&str]| {
@@ -253,7 +246,7 @@ fn iot_sentinel_run(dir: &Path) -> (usize, usize, Vec<(String, FileAlerts)>) {
 
 #[test]
 fn iot_sentinel_setups_raise_no_rate_or_arp_alert_once_learnt() {
-    let Some(dir) = dataset("iot-sentinel") else { return };
+    let dir = dataset("iot-sentinel");
     let (types, test_files, per_type) = iot_sentinel_run(&dir);
     let with_alerts: Vec<_> =
         per_type.iter().filter(|(_, a)| !flagged(a).is_empty()).map(|(n, a)| (n.clone(), flagged(a))).collect();
@@ -279,7 +272,7 @@ fn iot_sentinel_setups_raise_no_rate_or_arp_alert_once_learnt() {
 /// half without a DNS answer naming them (see bench/detection/RESULTS.md).
 #[test]
 fn iot_sentinel_setups_raise_no_alert_once_learnt() {
-    let Some(dir) = dataset("iot-sentinel") else { return };
+    let dir = dataset("iot-sentinel");
     let (_, _, per_type) = iot_sentinel_run(&dir);
     let with_alerts: Vec<_> =
         per_type.iter().filter(|(_, a)| !flagged(a).is_empty()).map(|(n, a)| (n.clone(), flagged(a))).collect();

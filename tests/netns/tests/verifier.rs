@@ -1,0 +1,49 @@
+//! Verifier complexity: every XDP program of the object loads, and the verifier walks it in
+//! at most half its 1,000,000-instruction budget. A program near the limit fails on the next
+//! small change or the next compiler, so the margin is a test, not only a benchmark figure
+//! (`cargo xtask bench xdp` prints the same counts).
+//!
+//! Needs root (BPF, bpffs); the maps are pinned in a directory of the test's own, removed on
+//! drop.
+use std::path::PathBuf;
+
+use aya::{EbpfLoader, programs::Xdp};
+use gateway_ebpf::programs;
+use iotgw::datapath::loader;
+use netns_tests::require_root;
+
+/// The kernel's limit on instructions processed per program (BPF_COMPLEXITY_LIMIT_INSNS).
+const VERIFIER_LIMIT: u32 = 1_000_000;
+/// What a program may use of it.
+const BUDGET: u32 = VERIFIER_LIMIT / 2;
+
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn every_xdp_program_verifies_within_half_the_complexity_limit() {
+    require_root();
+    assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
+    let dir = PinDir(PathBuf::from(format!("/sys/fs/bpf/iotgw-test-verifier-{}", std::process::id())));
+    loader::prepare_bpffs(&dir.0).expect("bpffs");
+    let mut ebpf = EbpfLoader::new().default_map_pin_directory(&dir.0).load(loader::object()).expect("object loads");
+    let mut report = Vec::new();
+    for name in [programs::LAN_INGRESS, programs::WAN_INGRESS, programs::PASS, programs::FLOOR] {
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("{name} is in the object"))
+            .try_into()
+            .expect("an XDP program");
+        program.load().unwrap_or_else(|e| panic!("the verifier refuses {name}: {e:?}"));
+        let processed = program.info().expect("program info").verified_instruction_count().expect("kernel ≥ 5.16");
+        println!("verifier: {name} processed {processed} instructions (budget {BUDGET}, limit {VERIFIER_LIMIT})");
+        report.push((name, processed));
+    }
+    let over: Vec<_> = report.iter().filter(|(_, processed)| *processed > BUDGET).collect();
+    assert!(over.is_empty(), "over half the verifier's limit ({BUDGET} instructions): {over:?}");
+}
