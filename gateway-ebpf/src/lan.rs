@@ -6,7 +6,7 @@ use gateway_ebpf::{
 };
 
 use crate::{
-    CONFIG, classify, count, events, flow,
+    CONFIG, PARSED, classify, count, events, flow,
     parse::{self, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6},
     policy::{self, Decision},
     verdict as apply,
@@ -63,20 +63,27 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
 
-    let ip = match parse::ip(ctx, &link) {
+    let parsed = match parse::ip(ctx, &link) {
         Ok(ip) => ip,
         Err(why) => {
             flow::count_tx(&mac, 0, frame_bytes, now);
             return malformed(ctx, Some(&mac), why, config);
         }
     };
+    // Through the per-CPU slot (see `PARSED`): from here on every parse path is one state.
+    let Some(slot) = PARSED.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    // SAFETY: this CPU's slot, used only by this program run (XDP does not nest on a CPU).
+    let ip = unsafe {
+        *slot = parsed;
+        &*slot
+    };
     flow::count_tx(&mac, ip.proto, frame_bytes, now);
 
-    let seen = Seen { mac: &mac, device: &device, ip: &ip, frame_bytes, now };
+    let seen = Seen { mac: &mac, device: &device, ip, frame_bytes, now };
     let decision = flow_then_policy(ctx, &seen, config);
 
     if config.sample_packets != 0 {
-        if let Some(kind) = sample_kind_of(ctx, &ip) {
+        if let Some(kind) = sample_kind_of(ctx, ip) {
             events::sample(ctx, &mac, kind, link.l3_offset, ip.payload_offset, device.state, &decision, now);
         }
     }

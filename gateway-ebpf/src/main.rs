@@ -66,6 +66,15 @@ static EVENTS: RingBuf = RingBuf::pinned(abi::EVENTS_BYTES, 0);
 
 /// Occurrences of the rare conditions `rare` logs, per CPU. Private to this object (not
 /// pinned, not ABI): a new program starts counting, and so logging, afresh.
+/// One slot per CPU holding the parsed IP headers of the frame in flight. The LAN program
+/// hands them on from here rather than from its stack: the verifier does not track what a
+/// map value holds, so every parse path (VLAN tags, IPv4 options, IPv6 extension chains,
+/// each transport) meets the flow and policy steps in one state, and those are verified
+/// once instead of once per path (see `tests/netns/tests/verifier.rs`). The lookup of a
+/// per-CPU array is inlined by the verifier: a few instructions per frame.
+#[map(name = "PARSED")]
+static PARSED: PerCpuArray<parse::Ip> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "RARE_EVENTS")]
 static RARE_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(rare::site::COUNT, 0);
 
