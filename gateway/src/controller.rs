@@ -57,6 +57,20 @@ pub fn interface_mac(interface: &str) -> anyhow::Result<[u8; 6]> {
         .with_context(|| format!("interface {interface} has no link-layer address (does it exist?)"))
 }
 
+/// An interface's own addresses (IPv4 first, as getifaddrs lists them), from getifaddrs.
+pub fn interface_addresses(interface: &str) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    let mut addresses = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs().context("getifaddrs")?.filter(|ifa| ifa.interface_name == interface) {
+        let Some(address) = ifa.address else { continue };
+        if let Some(v4) = address.as_sockaddr_in() {
+            addresses.push(std::net::IpAddr::V4(v4.ip()));
+        } else if let Some(v6) = address.as_sockaddr_in6() {
+            addresses.push(std::net::IpAddr::V6(v6.ip()));
+        }
+    }
+    Ok(addresses)
+}
+
 /// The subnets of an interface's addresses, plus the link-local ranges: what the LAN is
 /// when `[baseline] lan_prefixes` is not configured.
 pub fn interface_subnets(interface: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
@@ -447,9 +461,13 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
 
     // Identity (EST enrollment, access follows certificates), integrations, OTA.
     let identity = if config.identity.enabled {
+        // EST listens on the LAN side unless told otherwise: enrollment is for devices.
+        let mut identity_config = config.identity.clone();
+        identity_config.listen =
+            identity_config.listen_addr(&interface_addresses(&config.datapath.lan_interface).unwrap_or_default());
         Some(
             crate::identity::service::spawn(
-                &config.identity,
+                &identity_config,
                 &config.store.path,
                 control.clone(),
                 bus.clone(),

@@ -169,6 +169,15 @@ async fn start(
     name: &str,
     resolver: Arc<StaticMacs>,
 ) -> (Lab, Arc<MemoryDatapath>, EventBus, iotgw::shutdown::Trigger, identity::Running) {
+    start_with(name, resolver, |_| {}).await
+}
+
+/// `start`, with the identity configuration adjusted first.
+async fn start_with(
+    name: &str,
+    resolver: Arc<StaticMacs>,
+    adjust: impl FnOnce(&mut identity::Config),
+) -> (Lab, Arc<MemoryDatapath>, EventBus, iotgw::shutdown::Trigger, identity::Running) {
     let dir = std::env::temp_dir().join(format!("iotgw-est-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -176,10 +185,12 @@ async fn start(
     let state_dir = dir.join("identity");
     let config = identity::Config {
         state_dir: state_dir.clone(),
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
         reconcile_interval_ms: 100,
         ..Default::default()
     };
+    let mut config = config;
+    adjust(&mut config);
     let datapath = Arc::new(MemoryDatapath::default());
     let control: Control = datapath.clone();
     let bus = EventBus::default();
@@ -328,7 +339,10 @@ async fn device_enrolls_renews_and_loses_access_on_revocation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_enrollments_are_refused_with_clear_errors_and_store_nothing() {
-    let (lab, datapath, _bus, trigger, running) = start("bad", Arc::default()).await;
+    // Dozens of requests in a row from one client: past the per-source rate a device gets
+    // (tested on its own below), so this test lifts it to look at the answers themselves.
+    let (lab, datapath, _bus, trigger, running) =
+        start_with("bad", Arc::default(), |c| c.connection_burst_per_source = 1_000).await;
     let token = stdout(&lab.iotgw(&["token", "create", "--mac", DEVICE_MAC, "--ttl", "600"]));
     let auth = format!("device:{token}");
     let (_, good_csr) = make_csr(&lab, "good", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], None);
@@ -515,4 +529,140 @@ async fn rsa_2048_ed25519_and_p384_keys_enroll_and_authenticate() {
     }
     trigger.trigger();
     tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");
+}
+
+/// A TCP connection to the EST server from `source` (a loopback address of its own).
+async fn connect_from(source: &str, server: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// How long until the server closes `stream` (EOF or reset), at most `limit`; `None` if it
+/// is still open then.
+async fn closed_within(stream: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt as _;
+    let start = Instant::now();
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn est_closes_connections_that_stall_before_or_after_the_handshake() {
+    let (lab, _datapath, _bus, trigger, running) = start_with("stall", Arc::default(), |c| {
+        c.handshake_timeout_ms = 300;
+        c.header_timeout_ms = 300;
+    })
+    .await;
+    // Connected, never a ClientHello: closed at the handshake timeout.
+    let mut idle = connect_from("127.0.0.1", running.local_addr).await;
+    let closed = closed_within(&mut idle, Duration::from_secs(3)).await.expect("a silent client is disconnected");
+    assert!(closed >= Duration::from_millis(250) && closed < Duration::from_secs(2), "closed after {closed:?}");
+
+    // Handshake done, no request: closed at the header timeout.
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&lab.ca_pem).unwrap();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let tcp = connect_from("127.0.0.1", running.local_addr).await;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake with the EST server");
+    let closed = closed_within(&mut tls, Duration::from_secs(3)).await.expect("an idle TLS client is disconnected");
+    assert!(closed < Duration::from_secs(2), "closed after {closed:?}");
+
+    // A prompt client is still served.
+    assert_eq!(lab.curl("/.well-known/est/cacerts", &[], "cacerts.b64").0, 200);
+    trigger.trigger();
+    running.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_hold_the_est_server_while_others_enroll() {
+    let (lab, _datapath, bus, trigger, running) = start_with("hold", Arc::default(), |c| {
+        c.max_connections_per_source = 4;
+        c.handshake_timeout_ms = 10_000;
+    })
+    .await;
+    let mut events = bus.subscribe();
+    // Four idle connections from one host take its four places...
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(connect_from("127.0.0.2", running.local_addr).await);
+    }
+    for stream in &mut held {
+        assert_eq!(closed_within(stream, Duration::from_millis(200)).await, None, "within the per-source limit");
+    }
+    // ...a fifth is closed at once, before any TLS...
+    let mut fifth = connect_from("127.0.0.2", running.local_addr).await;
+    let closed = closed_within(&mut fifth, Duration::from_secs(2)).await.expect("the fifth is refused");
+    assert!(closed < Duration::from_millis(500), "refused after {closed:?}");
+    // ...and every other host still gets its answers and its certificate.
+    assert_eq!(lab.curl("/.well-known/est/cacerts", &[], "cacerts.b64").0, 200);
+    let token = stdout(&lab.iotgw(&["token", "create", "--mac", DEVICE_MAC]));
+    let (_key, csr) = make_csr(&lab, "device", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], None);
+    let (code, answer) = lab.enroll_csr(&csr, &["-u", &format!("device:{token}")], "enroll.b64");
+    assert_eq!(code, 200, "{}", text(&answer));
+    // The refusal was worth an alert, naming the source.
+    let alert = loop {
+        let event = tokio::time::timeout(Duration::from_secs(2), events.recv()).await.expect("alert").unwrap();
+        if let EventKind::Alert { detector, observed, .. } = event.kind {
+            break (detector, observed);
+        }
+    };
+    assert_eq!(alert.0, "est_flood");
+    assert!(alert.1.contains("127.0.0.2") && alert.1.contains("too many open connections"), "{}", alert.1);
+    drop(held);
+    trigger.trigger();
+    running.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_hammering_est_is_refused_and_alerted_once() {
+    let resolver = Arc::new(StaticMacs::default());
+    resolver.insert("127.0.0.3".parse().unwrap(), OTHER_MAC.parse().unwrap());
+    let (lab, _datapath, bus, trigger, running) = start_with("hammer", resolver, |c| {
+        c.connections_per_second_per_source = 1;
+        c.connection_burst_per_source = 3;
+    })
+    .await;
+    let mut events = bus.subscribe();
+    // 20 connections as fast as the client can open them (bounded: 20, each waited on for
+    // at most 100 ms): the burst is admitted, the rest closed at once.
+    let (mut admitted, mut refused) = (0, 0);
+    for _ in 0..20 {
+        let mut stream = connect_from("127.0.0.3", running.local_addr).await;
+        match closed_within(&mut stream, Duration::from_millis(100)).await {
+            Some(_) => refused += 1,
+            None => admitted += 1,
+        }
+    }
+    assert!((3..=6).contains(&admitted) && refused >= 14, "admitted {admitted}, refused {refused}");
+    // Another device is not slowed down by it.
+    assert_eq!(lab.curl("/.well-known/est/cacerts", &[], "cacerts.b64").0, 200);
+    let mut alerts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while let Ok(Ok(event)) =
+        tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), events.recv()).await
+    {
+        if let EventKind::Alert { detector, .. } = &event.kind {
+            alerts.push((detector.clone(), event.device));
+        }
+    }
+    assert_eq!(alerts, vec![("est_flood".to_owned(), Some(OTHER_MAC.parse().unwrap()))], "one alert, naming the MAC");
+    trigger.trigger();
+    running.join().await;
 }

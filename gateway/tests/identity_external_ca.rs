@@ -197,7 +197,7 @@ async fn factory_certificate_enrolls_under_an_external_intermediate_and_expiry_r
 
     let config = identity::Config {
         state_dir: d.join("unused-state"),
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
         ca_cert: Some(inter.clone()),
         ca_key: Some(inter_key),
         ca_chain: Some(root.clone()),

@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
 use super::{
+    admission::{self, Decision},
     ca::IssuingCa,
     check::{self, CheckError},
     core::{Bootstrap, IdentityError},
@@ -48,10 +49,21 @@ use crate::{device::Mac, shutdown::Shutdown};
 
 /// Largest request body accepted (a CSR with a 4096-bit RSA key is under 2 KiB of base64).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Time a client gets to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: StdDuration = StdDuration::from_secs(10);
-/// Most connections served at once; more wait in the kernel's accept queue.
+/// Most connections served at once; more wait in the kernel's accept queue. No source holds
+/// more than `identity.max_connections_per_source` of them, nor any for long (`Limits`).
 pub const MAX_CONNECTIONS: usize = 512;
+
+/// How long a connection may take at each stage, and who may open one.
+pub struct Limits {
+    /// From accept to the end of the TLS handshake.
+    pub handshake: StdDuration,
+    /// From the handshake to the end of the request headers.
+    pub headers: StdDuration,
+    /// From accept to close (one request per connection: keep-alive is off).
+    pub connection: StdDuration,
+    /// Per-source concurrency and rate.
+    pub admission: Arc<admission::Admission>,
+}
 /// RFC 7030 §4.2.1 content type of a request body.
 pub const CONTENT_TYPE_PKCS10: &str = "application/pkcs10";
 /// RFC 7030 §4.1.3 / §4.2.3 content type of certificate answers.
@@ -149,10 +161,17 @@ struct Peer {
 }
 
 /// Accepts TLS connections until shutdown.
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared: Arc<Shared>, mut shutdown: Shutdown) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+    limits: Limits,
+    mut shutdown: Shutdown,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(shared);
+    let app = router(shared.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let limits = Arc::new(limits);
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => permit,
@@ -169,10 +188,28 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared
             },
             () = shutdown.wait() => break,
         };
-        let (acceptor, app, mut conn_shutdown) = (acceptor.clone(), app.clone(), shutdown.clone());
+        // Refused before the handshake: dropping the socket closes it and frees the slot.
+        let ticket = match limits.admission.admit(addr.ip(), std::time::Instant::now()) {
+            Decision::Admit(ticket) => ticket,
+            Decision::Refuse { why, refused, alert } => {
+                tracing::debug!(peer = %addr, %why, "identity: connection refused by the per-source limits");
+                if alert {
+                    let shared = shared.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mac = shared.resolver.mac_of(addr.ip());
+                        tracing::warn!(peer = %addr, %why, refused, "identity: a source is hammering the EST server");
+                        service::publish_admission_alert(&shared.bus, addr.ip(), mac, why, refused);
+                    });
+                }
+                continue;
+            }
+        };
+        let (acceptor, app, limits, mut conn_shutdown) =
+            (acceptor.clone(), app.clone(), limits.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let (_permit, _ticket) = (permit, ticket);
+            let deadline = tokio::time::Instant::now() + limits.connection;
+            let tls = match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => return tracing::debug!(peer = %addr, %error, "identity: TLS handshake failed"),
                 Err(_) => return tracing::debug!(peer = %addr, "identity: TLS handshake timed out"),
@@ -184,11 +221,20 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, shared
                 intermediates: certs.iter().skip(1).map(|c| c.clone().into_owned()).collect(),
             };
             let service = hyper_util::service::TowerToHyperService::new(app.layer(Extension(peer)));
-            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+            // One request per connection (EST clients enroll, then leave), its headers within
+            // `limits.headers`, the whole exchange within `limits.connection`.
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.headers)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(tls), service);
             tokio::select! {
                 result = connection => if let Err(error) = result {
                     tracing::debug!(peer = %addr, %error, "identity: connection ended with an error");
                 },
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::debug!(peer = %addr, "identity: connection closed at its time limit");
+                }
                 () = conn_shutdown.wait() => {}
             }
         });

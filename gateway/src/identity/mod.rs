@@ -19,6 +19,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use serde::Deserialize;
 use time::Duration;
 
+pub mod admission;
 pub mod ca;
 pub mod check;
 pub mod core;
@@ -37,8 +38,22 @@ pub use service::{Running, ServiceError, spawn};
 
 /// Default folder of the generated CA.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/iotgw/identity";
-/// Default EST listener (RFC 7030 suggests 443; 8443 leaves 443 to other services).
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// Default EST port (RFC 7030 suggests 443; 8443 leaves 443 to other services). Without
+/// `listen`, the server binds the LAN interface's address on it, never the WAN side.
+pub const DEFAULT_PORT: u16 = 8443;
+/// Default time a client gets to finish the TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Default time a client gets, after the handshake, to send its request headers.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
+/// Default longest life of one connection (one request: keep-alive is off). Also bounds how
+/// long a device quarantined mid-connection keeps its socket.
+pub const DEFAULT_CONNECTION_TIMEOUT_MS: u64 = 30_000;
+/// Default connections one source address may hold at once.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: u32 = 4;
+/// Default new connections per second one source may open (an enrollment takes one or two).
+pub const DEFAULT_CONNECTIONS_PER_SECOND_PER_SOURCE: u32 = 2;
+/// Default burst of new connections one source may open at once.
+pub const DEFAULT_CONNECTION_BURST_PER_SOURCE: u32 = 10;
 /// Default lifetime of a device certificate: 30 days.
 pub const DEFAULT_CERT_VALIDITY_SECS: u64 = 30 * 24 * 3_600;
 /// Default lifetime of an enrollment token: 24 hours.
@@ -63,8 +78,21 @@ pub struct Config {
     pub enabled: bool,
     /// Folder of the generated CA (`ca.cert.pem`, `ca.key.pem` mode 0600).
     pub state_dir: PathBuf,
-    /// EST listener address.
-    pub listen: SocketAddr,
+    /// EST listener address. Unset: the LAN interface's first address on `DEFAULT_PORT`
+    /// (devices enroll from the LAN; binding 0.0.0.0 would offer enrollment to the WAN).
+    pub listen: Option<SocketAddr>,
+    /// Time a client gets to finish the TLS handshake, milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Time a client gets to send its request headers after the handshake, milliseconds.
+    pub header_timeout_ms: u64,
+    /// Longest life of one connection, milliseconds (one request per connection).
+    pub connection_timeout_ms: u64,
+    /// Connections one source address may hold at once.
+    pub max_connections_per_source: u32,
+    /// New connections per second one source address may open on average.
+    pub connections_per_second_per_source: u32,
+    /// New connections one source address may open in a burst.
+    pub connection_burst_per_source: u32,
     /// DNS names and IP addresses in the EST server certificate.
     pub server_names: Vec<String>,
     /// Lifetime of issued device certificates, seconds.
@@ -96,8 +124,13 @@ impl Default for Config {
         Config {
             enabled: true,
             state_dir: DEFAULT_STATE_DIR.into(),
-            // Invariant: the constant is a valid socket address (checked by a test).
-            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a socket address"),
+            listen: None,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            connection_timeout_ms: DEFAULT_CONNECTION_TIMEOUT_MS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            connections_per_second_per_source: DEFAULT_CONNECTIONS_PER_SECOND_PER_SOURCE,
+            connection_burst_per_source: DEFAULT_CONNECTION_BURST_PER_SOURCE,
             server_names: DEFAULT_SERVER_NAMES.iter().map(|s| (*s).to_owned()).collect(),
             cert_validity_secs: DEFAULT_CERT_VALIDITY_SECS,
             token_ttl_secs: DEFAULT_TOKEN_TTL_SECS,
@@ -144,7 +177,37 @@ impl Config {
         if self.server_names.is_empty() {
             problems.push("identity.server_names must name at least one host".to_owned());
         }
+        for (name, value) in [
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("connection_timeout_ms", self.connection_timeout_ms),
+            ("max_connections_per_source", u64::from(self.max_connections_per_source)),
+            ("connections_per_second_per_source", u64::from(self.connections_per_second_per_source)),
+            ("connection_burst_per_source", u64::from(self.connection_burst_per_source)),
+        ] {
+            if value == 0 {
+                problems.push(format!("identity.{name} must be at least 1"));
+            }
+        }
         problems
+    }
+
+    /// The per-source limits of the EST listener.
+    pub fn admission_limits(&self) -> admission::Limits {
+        admission::Limits {
+            concurrent: self.max_connections_per_source,
+            per_second: self.connections_per_second_per_source,
+            burst: self.connection_burst_per_source,
+        }
+    }
+
+    /// Where the EST server listens: `listen`, else the first of `lan_addresses` (the LAN
+    /// interface's) on `DEFAULT_PORT`. `None` when neither is known.
+    pub fn listen_addr(&self, lan_addresses: &[std::net::IpAddr]) -> Option<SocketAddr> {
+        self.listen.or_else(|| {
+            let first = lan_addresses.iter().find(|a| a.is_ipv4()).or(lan_addresses.first())?;
+            Some(SocketAddr::new(*first, DEFAULT_PORT))
+        })
     }
 
     /// Where the CA comes from.
@@ -209,7 +272,8 @@ mod tests {
     #[test]
     fn defaults_have_no_problems() {
         assert!(Config::default().problems().is_empty());
-        assert_eq!(Config::default().listen.port(), 8443);
+        assert_eq!(Config::default().listen, None);
+        assert_eq!(DEFAULT_PORT, 8443);
     }
 
     #[test]

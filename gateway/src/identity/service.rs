@@ -42,6 +42,9 @@ pub enum ServiceError {
     Tls(#[from] rustls::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// Neither `identity.listen` nor a LAN interface address says where to listen.
+    #[error("identity.listen is unset and the LAN interface has no address to bind the EST server to")]
+    NoListenAddress,
     #[error(transparent)]
     Identity(#[from] IdentityError),
     /// The CA bundle cannot be encoded for `/cacerts`.
@@ -120,16 +123,22 @@ pub async fn spawn_with_resolver(
         est::tls_config(identity.ca(), identity.manufacturers(), &config.server_names, OffsetDateTime::now_utc())?;
     let ca_cert = identity.ca().cert_der().clone();
     let cacerts = super::pkcs7::certs_only(&identity.ca().bundle())?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
-    let local_addr = listener.local_addr().map_err(|source| ServiceError::Bind { addr: config.listen, source })?;
+    let listen = config.listen.ok_or(ServiceError::NoListenAddress)?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|source| ServiceError::Bind { addr: listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| ServiceError::Bind { addr: listen, source })?;
     tracing::info!(addr = %local_addr, "identity: EST server listening");
+    let limits = est::Limits {
+        handshake: StdDuration::from_millis(config.handshake_timeout_ms),
+        headers: StdDuration::from_millis(config.header_timeout_ms),
+        connection: StdDuration::from_millis(config.connection_timeout_ms),
+        admission: super::admission::Admission::new(config.admission_limits()),
+    };
     let shared = Arc::new(Shared { core: Mutex::new(identity), bus, changed: Notify::new(), resolver, cacerts });
     let enforcer = Enforcer::new(config.enrolled_policy_id);
     let interval = StdDuration::from_millis(config.reconcile_interval_ms);
     let tasks = vec![
-        tokio::spawn(est::serve(listener, tls, shared.clone(), shutdown.clone())),
+        tokio::spawn(est::serve(listener, tls, shared.clone(), limits, shutdown.clone())),
         tokio::spawn(access_task(shared, control, enforcer, interval, shutdown)),
     ];
     Ok(Running { local_addr, ca_cert, tasks })
@@ -274,5 +283,36 @@ pub(crate) fn publish_refusal(bus: &EventBus, error: &IdentityError, peer: Optio
         peer,
         "enrollment",
         EventKind::Audit { action: format!("{endpoint}_refused"), detail: error.to_string() },
+    ));
+}
+
+/// The alert for a source refused by the EST listener's per-source limits: a device that
+/// hammers enrollment (or something spoofing one) is worth an analyst's look.
+pub(crate) fn publish_admission_alert(
+    bus: &EventBus,
+    peer: std::net::IpAddr,
+    mac: Option<Mac>,
+    why: super::admission::Refusal,
+    refused: u64,
+) {
+    let who = match mac {
+        Some(mac) => format!("{peer} (MAC {mac})"),
+        None => peer.to_string(),
+    };
+    bus.publish(GatewayEvent::new(
+        Severity::High,
+        mac,
+        "detector:est_flood",
+        EventKind::Alert {
+            incident_id: uuid::Uuid::new_v4().to_string(),
+            detector: "est_flood".into(),
+            score: 0.8,
+            expected: "a device opens one or two EST connections to enroll or renew".into(),
+            observed: format!(
+                "{who} refused {refused} time(s) by the EST listener's per-source limits ({why}); its other connections keep their place, other devices enroll normally"
+            ),
+            flows: Vec::new(),
+            resolved: false,
+        },
     ));
 }

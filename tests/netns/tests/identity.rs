@@ -229,6 +229,9 @@ fn device_enrolls_with_a_token_gains_its_policy_and_loses_it_on_revocation_withi
         "",
     );
     ctl.wait_for_log("EST server listening", Duration::from_secs(10));
+    // Without `listen`, EST binds the LAN interface's address only: the WAN side never
+    // reaches enrollment.
+    ctl.wait_for_log("addr=10.77.0.1:8443", Duration::from_secs(1));
 
     let dir = ctl.dir.join("device");
     std::fs::create_dir_all(&dir).expect("device folder");
