@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
-    extract::{FromRequestParts, Path, Query, State, rejection::QueryRejection},
+    extract::{ConnectInfo, FromRequestParts, Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, Uri, header, request::Parts},
     response::IntoResponse,
 };
@@ -45,8 +45,14 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        state.authenticate(&parts.headers)
+        state.authenticate(&parts.headers, peer(parts))
     }
+}
+
+/// The address of the request's peer (set by `server`; absent when a router is called
+/// without a connection, as in-process tests do).
+fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
 }
 
 /// A caller holding the operator role.
@@ -56,7 +62,7 @@ impl FromRequestParts<ApiState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let caller = state.authenticate(&parts.headers)?;
+        let caller = state.authenticate(&parts.headers, peer(parts))?;
         if caller.role < Role::Operator {
             return Err(ApiError::Forbidden { name: caller.name, has: caller.role, needed: Role::Operator });
         }
@@ -220,15 +226,17 @@ fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ActionRequest::default());
     }
-    let request: ActionRequest = serde_json::from_slice(body)
+    let mut request: ActionRequest = serde_json::from_slice(body)
         .map_err(|error| ApiError::BadRequest(format!("body must be {{\"reason\": \"...\"}} or empty: {error}")))?;
-    if let Some(reason) = &request.reason {
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
+    if let Some(reason) = &mut request.reason {
+        // Reasons end up in the audit log, syslog and ticket lines: a line break would forge a
+        // record there. It is kept as the text `\n` (`untrusted`), like every other control,
+        // line-separator or bidi character; the length limit counts the escaped text.
+        if let std::borrow::Cow::Owned(escaped) = crate::untrusted::escape(reason) {
+            *reason = escaped;
         }
-        // Reasons end up in syslog and ticket lines: a newline would forge a record.
-        if reason.chars().any(char::is_control) {
-            return Err(ApiError::BadRequest("reason must not contain control characters".into()));
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_BYTES} bytes (escaped)")));
         }
     }
     Ok(request)
@@ -251,7 +259,15 @@ async fn act(
     let (directory, control) = (state.directory.clone(), state.control.clone());
     let (apply_actor, apply_reason) = (actor.clone(), reason.clone());
     let actions::Outcome { plan, changed } = blocking(move || {
-        Ok(actions::apply(directory.as_ref(), control.as_ref(), mac, action, &apply_actor, &apply_reason)?)
+        Ok(actions::apply(
+            directory.as_ref(),
+            control.as_ref(),
+            mac,
+            action,
+            &apply_actor,
+            &apply_reason,
+            actions::UnknownDevices::Refuse,
+        )?)
     })
     .await?;
     if changed {
@@ -356,9 +372,13 @@ pub async fn block(
     ),
     security(("bearer" = []), ())
 )]
-pub async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(
+    State(state): State<ApiState>,
+    connection: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     if !state.metrics_public {
-        state.authenticate(&headers)?;
+        state.authenticate(&headers, connection.map(|Extension(ConnectInfo(addr))| addr.ip()))?;
     }
     let directory = state.directory.clone();
     // Device counts are read at scrape time; a store error leaves the last counts in place
@@ -397,6 +417,8 @@ mod tests {
         assert_eq!(action_request(b"").unwrap(), ActionRequest::default());
         assert_eq!(action_request(b" \n").unwrap(), ActionRequest::default());
         assert_eq!(action_request(br#"{"reason":"x"}"#).unwrap().reason.as_deref(), Some("x"));
-        assert!(action_request(br#"{"reason":"a\u0007b"}"#).is_err());
+        assert_eq!(action_request(br#"{"reason":"a\u0007b\nc"}"#).unwrap().reason.as_deref(), Some("a\\u0007b\\nc"));
+        let long = format!(r#"{{"reason":"{}"}}"#, "\\n".repeat(MAX_REASON_BYTES / 2 + 1));
+        assert!(action_request(long.as_bytes()).is_err(), "the escaped reason is too long");
     }
 }
