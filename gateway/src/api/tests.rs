@@ -495,6 +495,7 @@ async fn openapi_document_describes_every_route_and_the_bearer_scheme() {
         ("/api/v1/devices/{mac}/release", "post"),
         ("/api/v1/devices/{mac}/block", "post"),
         ("/metrics", "get"),
+        ("/api/v1/soar/actions", "post"),
     ] {
         assert!(document["paths"][path][method].is_object(), "{method} {path} missing");
     }

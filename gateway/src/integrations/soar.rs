@@ -37,6 +37,7 @@ use crate::{
     api::{
         DeviceDirectory, InventoryDirectory,
         actions::{self, Action, ApplyError, UnknownDevices},
+        model::ErrorBody,
         throttle::{FailureLimiter, Source},
     },
     datapath::Control,
@@ -56,7 +57,7 @@ const TAG_MAX: usize = 64;
 pub const REASON_MAX: usize = crate::api::handlers::MAX_REASON_BYTES;
 
 /// What a playbook may ask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SoarAction {
     Quarantine,
@@ -66,19 +67,41 @@ pub enum SoarAction {
 }
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SoarActionRequest)]
 pub struct ActionRequest {
     pub action: SoarAction,
+    #[schema(value_type = String, example = "98:90:96:9a:86:df")]
     pub device: Mac,
-    /// For `tag`.
+    /// For `tag`: 1 to 64 printable ASCII characters.
     #[serde(default)]
     pub tag: Option<String>,
+    /// Free text for the audit log, at most 512 bytes once control, line-separator and bidi
+    /// characters are written out (`\n`, `\uXXXX`).
     #[serde(default)]
     pub reason: Option<String>,
     /// Alternative to the `Idempotency-Key` header.
     #[serde(default)]
     pub action_id: Option<String>,
+}
+
+/// The answer to an action (replayed as such for a repeated idempotency key).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SoarActionResponse)]
+pub struct ActionResponse {
+    /// The idempotency key.
+    pub action_id: String,
+    /// `quarantine`, `release`, `block` or `tag`.
+    pub action: String,
+    #[schema(value_type = String)]
+    pub device: Mac,
+    /// Access before and after (equal for `tag`); `unknown` when not in the device table.
+    pub previous: String,
+    pub access: String,
+    pub tag: Option<String>,
+    /// The SOAR caller's name.
+    pub caller: String,
 }
 
 /// Shared state of the router.
@@ -180,7 +203,31 @@ fn authenticate(state: &SoarState, headers: &HeaderMap, body: &[u8]) -> Result<S
     Ok(caller.name.clone())
 }
 
-async fn action(
+/// Runs a playbook's action on a device: quarantine, release and block as the API's own
+/// actions (audited with actor `soar:<caller>`), or a tag.
+#[utoipa::path(
+    post, path = "/api/v1/soar/actions", tag = "soar",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Names the action (or `action_id` in the body): a repeated key is answered again without acting"),
+        ("X-Iotgw-Caller" = Option<String>, Header, description = "Signing caller's name (HMAC scheme, instead of a bearer token)"),
+        ("X-Iotgw-Timestamp" = Option<String>, Header, description = "Unix seconds the signature covers"),
+        ("X-Iotgw-Signature" = Option<String>, Header, description = "v1=<hex HMAC-SHA256 of <timestamp>.<body>>"),
+    ),
+    request_body(content = ActionRequest, description = "The action; at most 16 KiB"),
+    responses(
+        (status = 200, body = ActionResponse, description = "Done, or replayed (header Idempotent-Replayed: true)"),
+        (status = 400, body = ErrorBody, description = "Bad body, missing or unsafe idempotency key, bad tag, reason too long"),
+        (status = 401, body = ErrorBody, description = "No token or signature, or not one of ours"),
+        (status = 404, body = ErrorBody, description = "Release of a device the gateway does not hold"),
+        (status = 409, body = ErrorBody, description = "Release of a device that is neither quarantined nor blocked"),
+        (status = 413, body = ErrorBody, description = "Body larger than 16 KiB"),
+        (status = 422, body = ErrorBody, description = "The idempotency key was used for another request"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
+        (status = 502, body = ErrorBody, description = "The datapath refused the change; nothing was recorded"),
+    ),
+    security(("soar_bearer" = []), ("soar_signature" = []))
+)]
+pub async fn action(
     State(state): State<SoarState>,
     connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
@@ -327,15 +374,16 @@ fn execute(state: &SoarState, caller: &str, key: &str, request_hash: &str, reque
         }
     };
     let tag = request.tag.clone().unwrap_or_default();
-    let body = json!({
-        "action_id": key,
-        "action": action_name,
-        "device": mac.to_string(),
-        "previous": previous,
-        "access": access,
-        "tag": request.tag,
-        "caller": caller,
-    });
+    let answer = ActionResponse {
+        action_id: key.to_owned(),
+        action: action_name.to_owned(),
+        device: mac,
+        previous: previous.to_owned(),
+        access: access.to_owned(),
+        tag: request.tag.clone(),
+        caller: caller.to_owned(),
+    };
+    let body = json!(answer);
     let record = (|| -> rusqlite::Result<()> {
         let tx = conn.transaction()?;
         if request.action == SoarAction::Tag {
