@@ -818,3 +818,65 @@ async fn silent_and_idle_connections_are_closed() {
     eprintln!("three connections closed by the server in {:?}", started.elapsed());
     server.stop().await;
 }
+
+#[test]
+fn an_api_beyond_loopback_needs_tls_or_an_explicit_insecure_plaintext() {
+    let path = std::path::Path::new("gateway.toml");
+    let error = crate::config::parse(path, "[api]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err().to_string();
+    assert!(error.contains("beyond loopback") && error.contains("insecure_plaintext"), "{error}");
+    let error = crate::config::parse(path, "[api]\nlisten = \"[::]:8080\"\n").unwrap_err().to_string();
+    assert!(error.contains("beyond loopback"), "{error}");
+    let error = crate::config::parse(path, "[api]\ntls_cert = \"/c.pem\"\n").unwrap_err().to_string();
+    assert!(error.contains("tls_cert and api.tls_key must be set together"), "{error}");
+    let plain = crate::config::parse(path, "[api]\nlisten = \"0.0.0.0:8080\"\ninsecure_plaintext = true\n").unwrap();
+    assert!(!plain.api.tls());
+    let tls = "[api]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n";
+    assert!(crate::config::parse(path, tls).unwrap().api.tls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_served_over_tls_to_a_real_tls_client() {
+    let fixture = Fixture::new();
+    // A self-signed server certificate for 127.0.0.1, as an operator would install one.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (fixture.dir.0.join("api.pem"), fixture.dir.0.join("api.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let config = Config { tls_cert: Some(cert_path), tls_key: Some(key_path.clone()), ..test_config(false) };
+    let tls = tls_config(&config).unwrap().expect("TLS configured");
+    let state = ApiState::new(&config, fixture.directory(), Arc::new(MemoryDatapath::default())).unwrap();
+    let listener = bind(&config).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (trigger, shutdown) = crate::shutdown::channel();
+    let task = tokio::spawn(serve_on(listener, router(state), Some(tls), shutdown));
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client_tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https =
+        reqwest::Client::builder().use_preconfigured_tls(client_tls).timeout(Duration::from_secs(10)).build().unwrap();
+    let response = https.get(format!("https://{addr}/api/v1/status")).bearer_auth(VIEWER_TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(response).await["devices"]["enrolled"], 1);
+    let response = https.get(format!("https://{addr}/api/v1/status")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "tokens still checked over TLS");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    assert!(client().get(format!("http://{addr}/api/v1/status")).bearer_auth(VIEWER_TOKEN).send().await.is_err());
+    // A client that does not trust the certificate cannot talk to it.
+    let untrusting = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    assert!(untrusting.get(format!("https://{addr}/api/v1/openapi.json")).send().await.is_err());
+
+    // A key that does not parse is a clear error, before anything is served.
+    std::fs::write(&key_path, "not a key").unwrap();
+    let error = tls_config(&config).unwrap_err().to_string();
+    assert!(error.contains("api.key") && error.contains("no private key"), "{error}");
+    trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap().unwrap();
+}
