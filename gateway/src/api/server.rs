@@ -2,12 +2,18 @@
 //! send nothing are closed (`header_read_timeout`, which also bounds an idle keep-alive
 //! connection waiting for its next request), requests that take too long get 408, URIs and
 //! header sections beyond `MAX_URI_BYTES` / `MAX_HEADER_BYTES` get 414 / 431, at most
-//! `max_connections` are served at once, and every error answer (405, 408, 413, 414, 431, ...)
+//! `max_connections` are served at once and `max_connections_per_source` from one source (an
+//! address, an IPv6 /64: more are closed at once), and every error answer (405, 408, 413, 414, 431, ...)
 //! carries the API's JSON body `{"error": "..."}`. Optionally over TLS (rustls).
 //!
 //! Reads the listener; every request goes to the router with the peer's address as
 //! `ConnectInfo<SocketAddr>` (`auth` throttles failures per source with it).
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use axum::{
     Json, Router,
@@ -21,7 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower::ServiceExt as _;
 
-use super::{MAX_BODY_BYTES, ServeError, model::ErrorBody};
+use super::{MAX_BODY_BYTES, ServeError, model::ErrorBody, throttle::Source};
 use crate::shutdown::Shutdown;
 
 /// Time a client has to send a request's head, and that an idle keep-alive connection is kept.
@@ -38,6 +44,9 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Connections served at once; more wait in the kernel's accept queue.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections served at once for one source (`throttle::Source`); more are closed when
+/// accepted, so one host cannot hold every slot.
+pub const MAX_CONNECTIONS_PER_SOURCE: usize = 32;
 /// hyper's own limits, past ours: beyond them hyper answers 414 or 431 itself, without a body.
 const HYPER_MAX_HEADERS: usize = 2 * MAX_HEADERS;
 const HYPER_MAX_BUFFER: usize = 4 * MAX_HEADER_BYTES;
@@ -50,6 +59,7 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_source: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +68,7 @@ impl Default for Limits {
             header_read_timeout: HEADER_READ_TIMEOUT,
             request_timeout: REQUEST_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
+            max_connections_per_source: MAX_CONNECTIONS_PER_SOURCE,
         }
     }
 }
@@ -76,6 +87,7 @@ pub async fn run(
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    let sources: Arc<Mutex<HashMap<Source, usize>>> = Arc::default();
     loop {
         let permit = tokio::select! {
             permit = slots.clone().acquire_owned() => permit,
@@ -96,9 +108,14 @@ pub async fn run(
             () = shutdown.wait() => break,
         };
         while connections.try_join_next().is_some() {}
+        let Some(per_source) = PerSource::enter(&sources, Source::of(peer.ip()), limits.max_connections_per_source)
+        else {
+            tracing::debug!(%peer, "api: too many connections from this source; closed");
+            continue;
+        };
         let (app, acceptor, closing) = (app.clone(), acceptor.clone(), closing_rx.clone());
         connections.spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, per_source);
             match acceptor {
                 None => connection(tcp, peer, app, limits, closing).await,
                 Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -112,6 +129,37 @@ pub async fn run(
     let _ = closing.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// One source's share of the connections, given back on drop.
+struct PerSource {
+    sources: Arc<Mutex<HashMap<Source, usize>>>,
+    source: Source,
+}
+
+impl PerSource {
+    /// Counts a connection of `source`, or `None` when it already holds `max`.
+    fn enter(sources: &Arc<Mutex<HashMap<Source, usize>>>, source: Source, max: usize) -> Option<Self> {
+        let mut counts = sources.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(source).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Self { sources: sources.clone(), source })
+    }
+}
+
+impl Drop for PerSource {
+    fn drop(&mut self) {
+        let mut counts = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
 }
 
 /// One connection: HTTP/1.1 with the head timeout; on shutdown, the request in flight ends

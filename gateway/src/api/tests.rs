@@ -819,6 +819,42 @@ async fn silent_and_idle_connections_are_closed() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn one_source_cannot_hold_more_than_its_share_of_connections() {
+    use tokio::io::AsyncReadExt as _;
+    let fixture = Fixture::new();
+    let limits = server::Limits { max_connections_per_source: 4, ..server::Limits::default() };
+    let server = Server::start_with(fixture.directory(), false, Options { limits, ..Options::default() }).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // The fifth is closed at once (well before the 10 s head timeout).
+    let mut fifth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), fifth.read_to_end(&mut buffer)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the fifth connection was not closed: {read:?}");
+    // The four held ones are still open.
+    let mut byte = [0u8; 1];
+    let still = tokio::time::timeout(Duration::from_millis(200), held[0].read(&mut byte)).await;
+    assert!(still.is_err(), "a held connection was closed: {still:?}");
+    // Once they are gone, the source is served again.
+    drop(held);
+    let mut served = false;
+    for _ in 0..50 {
+        // Until the server has seen the four close, a new connection may still be turned away.
+        let response = client().get(format!("{}/api/v1/status", server.base)).bearer_auth(VIEWER_TOKEN).send().await;
+        if response.is_ok_and(|r| r.status() == StatusCode::OK) {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served);
+    server.stop().await;
+}
+
 #[test]
 fn an_api_beyond_loopback_needs_tls_or_an_explicit_insecure_plaintext() {
     let path = std::path::Path::new("gateway.toml");
