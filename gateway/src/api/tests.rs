@@ -916,3 +916,25 @@ async fn the_api_is_served_over_tls_to_a_real_tls_client() {
     trigger.trigger();
     tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_request_whose_body_never_arrives_gets_408_with_the_json_error_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let fixture = Fixture::new();
+    let limits = server::Limits { request_timeout: Duration::from_millis(300), ..server::Limits::default() };
+    let server = Server::start_with(fixture.directory(), false, Options { limits, ..Options::default() }).await;
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/devices/{CAMERA}/quarantine HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {OPERATOR_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"reason\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("content-type: application/json") && answer.contains("{\"error\":"), "{answer}");
+    assert_eq!(server.access(CAMERA), Some(Access::Enrolled), "nothing acted");
+    server.stop().await;
+}
