@@ -91,6 +91,7 @@ fn state_counts(counts: &std::collections::HashMap<Access, u64>) -> BTreeMap<Str
     responses(
         (status = 200, body = Status, description = "Success"),
         (status = 401, body = ErrorBody, description = "No or unknown token"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
     ),
     security(("bearer" = []))
 )]
@@ -117,6 +118,7 @@ pub async fn status(State(state): State<ApiState>, _caller: Caller) -> Result<Js
     responses(
         (status = 200, body = Vec<DeviceSummary>, description = "Success"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
     ),
     security(("bearer" = []))
 )]
@@ -133,6 +135,7 @@ pub async fn devices(State(state): State<ApiState>, _caller: Caller) -> Result<J
         (status = 200, body = DeviceDetail, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 404, body = ErrorBody, description = "Not in the inventory"),
     ),
     security(("bearer" = []))
@@ -186,6 +189,7 @@ pub struct FlowsQuery {
         (status = 200, body = Vec<FlowRecord>, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
     ),
     security(("bearer" = []))
@@ -214,7 +218,7 @@ pub async fn flows(
 /// The running policy.
 #[utoipa::path(
     get, path = "/api/v1/policies", tag = "policies",
-    responses((status = 200, body = PolicySnapshot, description = "Success"), (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)")),
+    responses((status = 200, body = PolicySnapshot, description = "Success"), (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"), (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)")),
     security(("bearer" = []))
 )]
 pub async fn policies(State(state): State<ApiState>, _caller: Caller) -> Json<PolicySnapshot> {
@@ -299,6 +303,7 @@ async fn act(
         (status = 200, body = ActionResponse, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 403, body = ErrorBody, description = "Token lacks the operator role"),
         (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
         (status = 502, body = ErrorBody, description = "The datapath refused; nothing recorded"),
@@ -323,6 +328,7 @@ pub async fn quarantine(
         (status = 200, body = ActionResponse, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 403, body = ErrorBody, description = "The token lacks the operator role"),
         (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
         (status = 409, body = ErrorBody, description = "The device is neither quarantined nor blocked"),
@@ -348,6 +354,7 @@ pub async fn release(
         (status = 200, body = ActionResponse, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 403, body = ErrorBody, description = "The token lacks the operator role"),
         (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
         (status = 502, body = ErrorBody, description = "The datapath refused the change; nothing was recorded"),
@@ -369,6 +376,7 @@ pub async fn block(
     responses(
         (status = 200, content_type = "application/openmetrics-text", body = String, description = "Success"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
     ),
     security(("bearer" = []), ())
 )]

@@ -218,8 +218,7 @@ fn authenticate(state: &SoarState, headers: &HeaderMap, body: &[u8]) -> Result<S
         (status = 200, body = ActionResponse, description = "Done, or replayed (header Idempotent-Replayed: true)"),
         (status = 400, body = ErrorBody, description = "Bad body, missing or unsafe idempotency key, bad tag, reason too long"),
         (status = 401, body = ErrorBody, description = "No token or signature, or not one of ours"),
-        (status = 404, body = ErrorBody, description = "Release of a device the gateway does not hold"),
-        (status = 409, body = ErrorBody, description = "Release of a device that is neither quarantined nor blocked"),
+        (status = 409, body = ErrorBody, description = "Release of a device that is neither quarantined nor blocked (or not held at all)"),
         (status = 413, body = ErrorBody, description = "Body larger than 16 KiB"),
         (status = 422, body = ErrorBody, description = "The idempotency key was used for another request"),
         (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
@@ -355,6 +354,7 @@ fn execute(state: &SoarState, caller: &str, key: &str, request_hash: &str, reque
                 Ok(outcome) => (action.as_str(), outcome.plan.from.as_str(), outcome.plan.to.as_str()),
                 Err(error) => {
                     let status = match &error {
+                        // Not with `UnknownDevices::Admit`; kept should the policy change.
                         ApplyError::UnknownDevice(_) => StatusCode::NOT_FOUND,
                         ApplyError::Refused(_) => StatusCode::CONFLICT,
                         ApplyError::Datapath(_) => StatusCode::BAD_GATEWAY,
