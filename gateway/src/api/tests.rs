@@ -870,25 +870,58 @@ fn an_api_beyond_loopback_needs_tls_or_an_explicit_insecure_plaintext() {
     assert!(crate::config::parse(path, tls).unwrap().api.tls());
 }
 
+/// An API server over TLS with a self-signed certificate for 127.0.0.1 (as an operator would
+/// install one), in `fixture`'s folder.
+pub(crate) struct TlsServer {
+    pub addr: std::net::SocketAddr,
+    pub config: Config,
+    pub cert: rcgen::Certificate,
+    pub cert_path: std::path::PathBuf,
+    trigger: crate::shutdown::Trigger,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl TlsServer {
+    pub(crate) async fn start(fixture: &Fixture) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (cert_path, key_path) = (fixture.dir.0.join("api.pem"), fixture.dir.0.join("api.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let config = Config { tls_cert: Some(cert_path.clone()), tls_key: Some(key_path), ..test_config(false) };
+        let tls = tls_config(&config).unwrap().expect("TLS configured");
+        let datapath = Arc::new(MemoryDatapath::default());
+        datapath
+            .set_access(
+                CAMERA.parse().unwrap(),
+                DeviceAccess {
+                    access: Access::Enrolled,
+                    policy_id: gateway_ebpf::lane::FIRST_CLASS_POLICY,
+                    class_id: 1,
+                },
+            )
+            .unwrap();
+        let state = ApiState::new(&config, fixture.directory(), datapath).unwrap();
+        let listener = bind(&config).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let task = tokio::spawn(serve_on(listener, router(state), Some(tls), shutdown));
+        Self { addr, config, cert, cert_path, trigger, task }
+    }
+
+    pub(crate) async fn stop(self) {
+        self.trigger.trigger();
+        tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_served_over_tls_to_a_real_tls_client() {
     let fixture = Fixture::new();
-    // A self-signed server certificate for 127.0.0.1, as an operator would install one.
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    let (cert_path, key_path) = (fixture.dir.0.join("api.pem"), fixture.dir.0.join("api.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let config = Config { tls_cert: Some(cert_path), tls_key: Some(key_path.clone()), ..test_config(false) };
-    let tls = tls_config(&config).unwrap().expect("TLS configured");
-    let state = ApiState::new(&config, fixture.directory(), Arc::new(MemoryDatapath::default())).unwrap();
-    let listener = bind(&config).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (trigger, shutdown) = crate::shutdown::channel();
-    let task = tokio::spawn(serve_on(listener, router(state), Some(tls), shutdown));
-
+    let server = TlsServer::start(&fixture).await;
+    let (addr, cert) = (server.addr, &server.cert);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der().clone()).unwrap();
     let client_tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -910,11 +943,10 @@ async fn the_api_is_served_over_tls_to_a_real_tls_client() {
     assert!(untrusting.get(format!("https://{addr}/api/v1/openapi.json")).send().await.is_err());
 
     // A key that does not parse is a clear error, before anything is served.
-    std::fs::write(&key_path, "not a key").unwrap();
-    let error = tls_config(&config).unwrap_err().to_string();
+    std::fs::write(server.config.tls_key.as_ref().unwrap(), "not a key").unwrap();
+    let error = tls_config(&server.config).unwrap_err().to_string();
     assert!(error.contains("api.key") && error.contains("no private key"), "{error}");
-    trigger.trigger();
-    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
