@@ -33,8 +33,8 @@ pub const DEFAULT_FLOWS_LIMIT: usize = 100;
 pub const MAX_FLOWS_LIMIT: usize = 10_000;
 /// Audit entries shown with a device.
 pub const AUDIT_SHOWN: usize = 50;
-/// Longest reason an action accepts, in bytes: the audit entry holds it with the action's
-/// name and the state change, within the inventory's `MAX_TEXT`.
+/// Longest reason an action accepts, in bytes once escaped (`untrusted`): the audit entry
+/// holds it with the action's name and the state change, within the inventory's `MAX_TEXT`.
 pub const MAX_REASON_BYTES: usize = 512;
 
 /// Every lifecycle state, so status lists zeros rather than leaving states out.
