@@ -3,8 +3,8 @@
 //! connection waiting for its next request), requests that take too long get 408, URIs and
 //! header sections beyond `MAX_URI_BYTES` / `MAX_HEADER_BYTES` get 414 / 431, at most
 //! `max_connections` are served at once and `max_connections_per_source` from one source (an
-//! address, an IPv6 /64: more are closed at once), and every error answer (405, 408, 413, 414, 431, ...)
-//! carries the API's JSON body `{"error": "..."}`. Optionally over TLS (rustls).
+//! address, an IPv6 /64: more are closed at once), and every error answer (405, 408, 413,
+//! 414, 431, ...) carries the API's JSON body `{"error": "..."}`. Optionally over TLS (rustls).
 //!
 //! Reads the listener; every request goes to the router with the peer's address as
 //! `ConnectInfo<SocketAddr>` (`auth` throttles failures per source with it).
@@ -53,7 +53,7 @@ const HYPER_MAX_BUFFER: usize = 4 * MAX_HEADER_BYTES;
 /// Most bytes of a non-JSON error body carried over into the JSON one.
 const ERROR_TEXT_MAX: usize = 4 * 1024;
 
-/// Timeouts and the connection limit (tests shorten them).
+/// Timeouts and connection limits (tests shorten them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub header_read_timeout: Duration,
