@@ -196,6 +196,7 @@ impl Config {
                 problems.push(format!("datapath.{name} must be above 0"));
             }
         }
+        problems.extend(self.api.problems());
         problems.extend(self.baseline.problems());
         problems.extend(self.integrations.problems());
         problems.extend(self.identity.problems());

@@ -520,12 +520,15 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
             control.clone(),
             bus.clone(),
         )
-        .context("opening the store for SOAR actions")?;
+        .context("opening the store for SOAR actions")?
+        .with_action_lock(state.action_lock())
+        .with_failure_limiter(state.failure_limiter());
         let app = crate::api::router(state).nest("/api/v1/soar", crate::integrations::soar::router(soar));
+        let tls = crate::api::tls_config(&config.api).context("the API's TLS certificate")?;
         let listener = crate::api::bind(&config.api).await.context("binding the API")?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(error) = crate::api::serve_on(listener, app, shutdown).await {
+            if let Err(error) = crate::api::serve_on(listener, app, tls, shutdown).await {
                 tracing::error!(%error, "API server stopped");
             }
         });

@@ -94,6 +94,41 @@ impl GatewayEvent {
             EventKind::Audit { .. } => "audit",
         }
     }
+
+    /// The event with every text field passed through `untrusted::escape`: what sinks render.
+    /// Producers escape text from devices and callers already; this is the second line, so a
+    /// producer that forgot cannot forge a record downstream.
+    pub fn escaped(&self) -> GatewayEvent {
+        let text = |value: &String| crate::untrusted::escape(value).into_owned();
+        let kind = match &self.kind {
+            EventKind::Alert { incident_id, detector, score, expected, observed, flows, resolved } => {
+                EventKind::Alert {
+                    incident_id: text(incident_id),
+                    detector: text(detector),
+                    score: *score,
+                    expected: text(expected),
+                    observed: text(observed),
+                    flows: flows.iter().map(text).collect(),
+                    resolved: *resolved,
+                }
+            }
+            EventKind::Action { action, reason } => EventKind::Action { action: text(action), reason: text(reason) },
+            EventKind::Lifecycle { from, to } => EventKind::Lifecycle { from: text(from), to: text(to) },
+            EventKind::PolicyChange { accepted, detail } => {
+                EventKind::PolicyChange { accepted: *accepted, detail: text(detail) }
+            }
+            EventKind::Audit { action, detail } => EventKind::Audit { action: text(action), detail: text(detail) },
+        };
+        GatewayEvent {
+            id: text(&self.id),
+            time: self.time,
+            severity: self.severity,
+            device: self.device,
+            device_ip: self.device_ip,
+            actor: text(&self.actor),
+            kind,
+        }
+    }
 }
 
 /// Default number of events a slow subscriber may lag behind before it misses some; the

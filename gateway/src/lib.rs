@@ -6,7 +6,8 @@
 //!
 //! Beside that path: `policy` (the files ops edit), `identity` (certificates and enrollment),
 //! `ota` (signed firmware), `integrations` (SIEM/SOAR/ITSM), `api` (local HTTP status and
-//! actions), `store` (the SQLite file), `config` (the gateway's own configuration).
+//! actions), `store` (the SQLite file), `config` (the gateway's own configuration), `untrusted`
+//! (how text from devices and callers is escaped before it is stored or rendered).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -30,3 +31,4 @@ pub mod store;
 pub mod telemetry;
 #[cfg(test)]
 mod test_datasets;
+pub mod untrusted;

@@ -10,6 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "common/forged.rs"]
+mod forged;
+
 use iotgw::{
     datapath::{Control, DeviceControl, MemoryDatapath},
     device::{Access, Mac},
@@ -665,4 +668,33 @@ async fn a_device_hammering_est_is_refused_and_alerted_once() {
     assert_eq!(alerts, vec![("est_flood".to_owned(), Some(OTHER_MAC.parse().unwrap()))], "one alert, naming the MAC");
     trigger.trigger();
     running.join().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csr_san_forging_a_syslog_line_is_refused_and_rendered_escaped() {
+    let (lab, datapath, bus, trigger, running) = start("forged-san", Arc::default()).await;
+    let mut events = bus.subscribe();
+    let token = stdout(&lab.iotgw(&["token", "create", "--mac", DEVICE_MAC, "--ttl", "600"]));
+    // A DNS name SAN is IA5 (ASCII): line feed, carriage return and ESC fit in it.
+    let san = "cam.example\n<13>1 2026-01-01T00:00:00Z gw iotgw - - - forged\r\u{1b}[8m";
+    let escaped = "cam.example\\n<13>1 2026-01-01T00:00:00Z gw iotgw - - - forged\\r\\u001b[8m";
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::DnsName(san.try_into().unwrap())];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let der = params.serialize_request(&key).unwrap().der().to_vec();
+    let csr = lab.path("forged.csr.b64");
+    std::fs::write(&csr, base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der)).unwrap();
+
+    let (code, body) = lab.enroll_csr(&csr, &["-u", &format!("device:{token}")], "forged.txt");
+    let body = text(&body);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains(escaped) && !body.contains('\r'), "{body:?}");
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert!(matches!(&event.kind, EventKind::Audit { action, .. } if action == "simpleenroll_refused"), "{event:?}");
+    forged::assert_renders_safely(&event, escaped);
+    assert_eq!(cert_count(&lab), 0);
+    // The token's MAC may be in the onboarding lane (reconciled every 100 ms), never enrolled.
+    assert_ne!(access(&datapath, DEVICE_MAC), Some(Access::Enrolled));
+    trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");
 }

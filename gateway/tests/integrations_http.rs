@@ -33,6 +33,20 @@ use sha2::Sha256;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
+const FORGED: &str = "inc-1\n<13>1 2026-01-01T00:00:00Z gw iotgw - - - forged\u{2028}x\u{202e}y";
+const FORGED_ESCAPED: &str = "inc-1\\n<13>1 2026-01-01T00:00:00Z gw iotgw - - - forged\\u2028x\\u202ey";
+
+/// Every string in a JSON document, decoded.
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) => items.iter().flat_map(strings).collect(),
+        Value::Object(fields) => {
+            fields.iter().flat_map(|(k, v)| std::iter::once(k.clone()).chain(strings(v))).collect()
+        }
+        _ => Vec::new(),
+    }
+}
 const HEC_TOKEN: &str = "hec-token-1";
 const HOOK_SECRET: &str = "hook-secret";
 const ITSM_USER: &str = "admin:s3cret";
@@ -254,7 +268,8 @@ async fn hec_webhook_and_itsm_receive_every_event_authenticated() {
             Severity::Medium,
             Some(DEVICE),
             "respond",
-            EventKind::Action { action: "quarantine".into(), reason: "inc-1".into() },
+            // A reason forging a record, with a line separator and a bidi override.
+            EventKind::Action { action: "quarantine".into(), reason: FORGED.into() },
         ),
         nasty_alert("inc-1", true, Severity::High),
     ];
@@ -274,6 +289,22 @@ async fn hec_webhook_and_itsm_receive_every_event_authenticated() {
         assert_eq!(state.hec[0]["event"]["source"]["ip"], "10.0.0.5");
         assert_eq!(state.hec[0]["event"]["event"]["kind"], "alert");
         assert_eq!(state.hec[3]["event"]["event"]["type"][0], "denied");
+        // Every JSON sink gets escaped text (`untrusted`): line breaks, separators and bidi
+        // characters written out, in HEC, webhook and ticket fields alike.
+        assert_eq!(state.hec[3]["event"]["event"]["reason"], FORGED_ESCAPED);
+        assert_eq!(state.hooks[3]["reason"], FORGED_ESCAPED, "{}", state.hooks[3]);
+        let received = serde_json::to_value((&state.hec, &state.hooks)).unwrap();
+        let decoded = strings(&received);
+        assert!(decoded.iter().all(|text| iotgw::untrusted::is_safe(text)), "{decoded:?}");
+        // Tickets: the template's own line breaks stay (a description is multi-line), the
+        // alert's text inside it is escaped.
+        for ticket in state.tickets.values() {
+            let description = ticket["description"].as_str().unwrap();
+            assert!(description.contains("a]b\\c\\nnext") && !description.contains("c\nnext"), "{description:?}");
+            let lines: Vec<&str> = description.lines().collect();
+            assert_eq!(lines.len(), 4, "{description:?}");
+            assert!(lines.iter().all(|line| iotgw::untrusted::is_safe(line)), "{description:?}");
+        }
         // Webhook: every event, signature verified by the receiver's own code.
         assert_eq!(state.hooks_refused, 0);
         assert_eq!(

@@ -44,7 +44,10 @@ fn sd<'a>(message: &'a Value, id: &str) -> &'a Value {
     element
 }
 
+/// What a receiver must see of `event`: its text escaped (`iotgw::untrusted`), never a raw
+/// line break, control or bidi character.
 fn check_rfc5424(message: &Value, event: &GatewayEvent) {
+    let event = &event.escaped();
     assert_eq!(message["version"], "1", "not parsed as RFC 5424: {message}");
     assert_eq!(message["hostname"], "gw-test");
     assert_eq!(message["app_name"], "iotgw");
@@ -82,6 +85,10 @@ fn check_rfc5424(message: &Value, event: &GatewayEvent) {
         let raw = message["structured_data"].as_str().unwrap();
         assert!(raw.contains(r"a\]b") && raw.contains(r"[x\]"), "`]` escaped in PARAM-VALUE: {raw}");
     }
+    if let EventKind::Action { reason, .. } = &event.kind {
+        assert_eq!(sd(message, "action@32473")["reason"], *reason, "escaped reason, whole");
+        assert!(iotgw::untrusted::is_safe(reason));
+    }
 }
 
 /// Extension keys as liblognorm 2.0.6 reports them: it drops the first character of the first
@@ -93,6 +100,7 @@ fn cef_extension<'a>(cef: &'a Value, key: &str) -> &'a Value {
 }
 
 fn check_cef(message: &Value, event: &GatewayEvent) {
+    let event = &event.escaped();
     let cef = &message["cef"];
     assert!(cef.is_object(), "CEF not parsed by liblognorm: {message}");
     assert_eq!(cef["DeviceVendor"], "iotgw");
@@ -118,6 +126,16 @@ fn events() -> Vec<GatewayEvent> {
             Some(DEVICE),
             "api:alice",
             EventKind::Action { action: "quarantine".into(), reason: "inc-1 | \"why\" = [x]".into() },
+        ),
+        // A reason forging a second record, with a line separator and a bidi override.
+        GatewayEvent::new(
+            Severity::Medium,
+            Some(DEVICE),
+            "soar:xsoar",
+            EventKind::Action {
+                action: "block".into(),
+                reason: "inc-2\n<13>1 2026-01-01T00:00:00Z gw-test iotgw - - - forged\u{2028}x\u{202e}y".into(),
+            },
         ),
         GatewayEvent::new(
             Severity::Info,
@@ -163,7 +181,8 @@ async fn syslog_udp_and_tcp_messages_parse_in_rsyslog() {
             } else {
                 // Text MSG arrives whole; a non-ASCII one carries the RFC 5424 BOM.
                 let msg = message["msg"].as_str().unwrap();
-                assert_eq!(msg.trim_start_matches('\u{feff}'), integrations::render::summary(event));
+                assert_eq!(msg.trim_start_matches('\u{feff}'), integrations::render::summary(&event.escaped()));
+                assert!(iotgw::untrusted::is_safe(msg), "{msg:?}");
             }
         }
     }

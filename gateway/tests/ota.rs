@@ -20,6 +20,9 @@ use iotgw::{
     },
     shutdown,
 };
+#[path = "common/forged.rs"]
+mod forged;
+
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SanType, SerialNumber,
@@ -631,4 +634,33 @@ async fn only_certificates_of_the_identity_registry_are_served_when_enrollment_i
     // Revoked in the registry: refused on the next connection.
     registry::revoke(&conn, &serial, rcgen::RevocationReason::KeyCompromise, now).unwrap();
     assert!(raw_client(&lab, Some((cert, key))).get(&url).send().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_detail_forging_a_syslog_line_is_stored_and_rendered_escaped() {
+    let lab = Lab::start().await;
+    let mut events = lab.bus.subscribe();
+    let (cert, key) = lab.pki.issue(&mac(3).to_string(), false);
+    let url = format!("https://{}/ota/v1/report", lab.addr);
+    let report = serde_json::json!({
+        "device_class": "acme/cam",
+        "version": "1.0",
+        "status": "failure",
+        "target": "acme/cam-2.0.bin\r\nforged",
+        "detail": forged::HOSTILE,
+    });
+    let response = raw_client(&lab, Some((cert, key))).post(&url).json(&report).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::NO_CONTENT);
+    let event = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+    assert!(matches!(&event.kind, EventKind::Audit { action, .. } if action == ota::server::INSTALL_FAILED_ACTION));
+    forged::assert_renders_safely(&event, forged::ESCAPED);
+    forged::assert_renders_safely(&event, "acme/cam-2.0.bin\\r\\nforged");
+    let row = db::device(&lab.conn(), mac(3)).unwrap().unwrap();
+    assert_eq!(row.last_detail, forged::ESCAPED);
+
+    // A device class is an identifier: refused, not rewritten.
+    let (cert, key) = lab.pki.issue(&mac(3).to_string(), false);
+    let bad = serde_json::json!({ "device_class": "acme/cam\nx", "version": "1.0", "status": "current" });
+    let response = raw_client(&lab, Some((cert, key))).post(&url).json(&bad).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
 }

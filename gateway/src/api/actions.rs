@@ -136,6 +136,16 @@ pub enum ApplyError {
     Directory(#[from] DirectoryError),
 }
 
+/// What `apply` does with a device neither the inventory nor the datapath holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownDevices {
+    /// Refuse (`ApplyError::UnknownDevice`): an operator names devices the API lists.
+    Refuse,
+    /// Act and add the device to the inventory: a playbook may isolate a MAC its SIEM saw
+    /// elsewhere before the device sends its first frame here.
+    Admit,
+}
+
 /// What `apply` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -144,7 +154,8 @@ pub struct Outcome {
     pub changed: bool,
 }
 
-/// Runs `action` on `mac`: reads what the datapath enforces and the audit log, decides,
+/// Runs `action` on `mac` (known to the inventory or the datapath, or any MAC with
+/// `UnknownDevices::Admit`): reads what the datapath enforces and the audit log, decides,
 /// enforces through `control`, then records the change with `actor` and `reason`. If the
 /// record fails, the datapath change is undone, so no enforcement goes unaudited. Blocks on
 /// the store: call it off the async runtime. Callers serialize actions on one device.
@@ -155,9 +166,14 @@ pub fn apply(
     action: Action,
     actor: &str,
     reason: &str,
+    unknown: UnknownDevices,
 ) -> Result<Outcome, ApplyError> {
-    directory.device(mac)?.ok_or(ApplyError::UnknownDevice(mac))?;
     let enforced = control.access(mac)?;
+    // A device is known when the inventory or the datapath holds it: a playbook or the identity
+    // service may have put it in the device table before the inventory saw its first frame.
+    if unknown == UnknownDevices::Refuse && enforced.is_none() && directory.device(mac)?.is_none() {
+        return Err(ApplyError::UnknownDevice(mac));
+    }
     let current = enforced.map_or(Access::Unknown, |e| e.access);
     // Isolation keeps the class policy and class id in the device entry, so release can give
     // them back.

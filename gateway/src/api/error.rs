@@ -28,6 +28,10 @@ pub enum ApiError {
     /// A token that is not one of ours.
     #[error("the bearer token is not valid")]
     InvalidToken,
+    /// Too many failed authentications from the caller's source (`throttle`): try again after
+    /// `retry_after` (rounded up to whole seconds in `Retry-After`).
+    #[error("too many failed authentications from this address: retry in {} s", retry_after_secs(*.retry_after))]
+    Throttled { retry_after: std::time::Duration },
     /// The caller's role may not do this.
     #[error("forbidden: this needs the {needed} role, the token {name:?} has {has}")]
     Forbidden { name: String, has: Role, needed: Role },
@@ -75,6 +79,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::UnknownDevice(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
@@ -96,10 +101,22 @@ impl IntoResponse for ApiError {
             ApiError::InvalidToken => Some(BEARER_CHALLENGE_INVALID),
             _ => None,
         };
+        let retry_after = match self {
+            ApiError::Throttled { retry_after } => Some(retry_after_secs(retry_after)),
+            _ => None,
+        };
         let mut response = (status, Json(ErrorBody { error: self.to_string() })).into_response();
         if let Some(challenge) = challenge {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
+}
+
+/// `Retry-After` holds whole seconds (RFC 9110 §10.2.3): round up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }

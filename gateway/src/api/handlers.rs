@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    Json,
+    Extension, Json,
     body::Bytes,
-    extract::{FromRequestParts, Path, Query, State, rejection::QueryRejection},
+    extract::{ConnectInfo, FromRequestParts, Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, Uri, header, request::Parts},
     response::IntoResponse,
 };
@@ -33,8 +33,8 @@ pub const DEFAULT_FLOWS_LIMIT: usize = 100;
 pub const MAX_FLOWS_LIMIT: usize = 10_000;
 /// Audit entries shown with a device.
 pub const AUDIT_SHOWN: usize = 50;
-/// Longest reason an action accepts, in bytes: the audit entry holds it with the action's
-/// name and the state change, within the inventory's `MAX_TEXT`.
+/// Longest reason an action accepts, in bytes once escaped (`untrusted`): the audit entry
+/// holds it with the action's name and the state change, within the inventory's `MAX_TEXT`.
 pub const MAX_REASON_BYTES: usize = 512;
 
 /// Every lifecycle state, so status lists zeros rather than leaving states out.
@@ -45,8 +45,14 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        state.authenticate(&parts.headers)
+        state.authenticate(&parts.headers, peer(parts))
     }
+}
+
+/// The address of the request's peer (set by `server`; absent when a router is called
+/// without a connection, as in-process tests do).
+fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
 }
 
 /// A caller holding the operator role.
@@ -56,7 +62,7 @@ impl FromRequestParts<ApiState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let caller = state.authenticate(&parts.headers)?;
+        let caller = state.authenticate(&parts.headers, peer(parts))?;
         if caller.role < Role::Operator {
             return Err(ApiError::Forbidden { name: caller.name, has: caller.role, needed: Role::Operator });
         }
@@ -85,6 +91,7 @@ fn state_counts(counts: &std::collections::HashMap<Access, u64>) -> BTreeMap<Str
     responses(
         (status = 200, body = Status, description = "Success"),
         (status = 401, body = ErrorBody, description = "No or unknown token"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
     ),
     security(("bearer" = []))
 )]
@@ -111,6 +118,7 @@ pub async fn status(State(state): State<ApiState>, _caller: Caller) -> Result<Js
     responses(
         (status = 200, body = Vec<DeviceSummary>, description = "Success"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
     ),
     security(("bearer" = []))
 )]
@@ -127,6 +135,7 @@ pub async fn devices(State(state): State<ApiState>, _caller: Caller) -> Result<J
         (status = 200, body = DeviceDetail, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 404, body = ErrorBody, description = "Not in the inventory"),
     ),
     security(("bearer" = []))
@@ -180,6 +189,7 @@ pub struct FlowsQuery {
         (status = 200, body = Vec<FlowRecord>, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
     ),
     security(("bearer" = []))
@@ -208,7 +218,7 @@ pub async fn flows(
 /// The running policy.
 #[utoipa::path(
     get, path = "/api/v1/policies", tag = "policies",
-    responses((status = 200, body = PolicySnapshot, description = "Success"), (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)")),
+    responses((status = 200, body = PolicySnapshot, description = "Success"), (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"), (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)")),
     security(("bearer" = []))
 )]
 pub async fn policies(State(state): State<ApiState>, _caller: Caller) -> Json<PolicySnapshot> {
@@ -220,15 +230,17 @@ fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ActionRequest::default());
     }
-    let request: ActionRequest = serde_json::from_slice(body)
+    let mut request: ActionRequest = serde_json::from_slice(body)
         .map_err(|error| ApiError::BadRequest(format!("body must be {{\"reason\": \"...\"}} or empty: {error}")))?;
-    if let Some(reason) = &request.reason {
-        if reason.len() > MAX_REASON_BYTES {
-            return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_BYTES} bytes")));
+    if let Some(reason) = &mut request.reason {
+        // Reasons end up in the audit log, syslog and ticket lines: a line break would forge a
+        // record there. It is kept as the text `\n` (`untrusted`), like every other control,
+        // line-separator or bidi character; the length limit counts the escaped text.
+        if let std::borrow::Cow::Owned(escaped) = crate::untrusted::escape(reason) {
+            *reason = escaped;
         }
-        // Reasons end up in syslog and ticket lines: a newline would forge a record.
-        if reason.chars().any(char::is_control) {
-            return Err(ApiError::BadRequest("reason must not contain control characters".into()));
+        if reason.len() > MAX_REASON_BYTES {
+            return Err(ApiError::BadRequest(format!("reason is longer than {MAX_REASON_BYTES} bytes (escaped)")));
         }
     }
     Ok(request)
@@ -251,7 +263,15 @@ async fn act(
     let (directory, control) = (state.directory.clone(), state.control.clone());
     let (apply_actor, apply_reason) = (actor.clone(), reason.clone());
     let actions::Outcome { plan, changed } = blocking(move || {
-        Ok(actions::apply(directory.as_ref(), control.as_ref(), mac, action, &apply_actor, &apply_reason)?)
+        Ok(actions::apply(
+            directory.as_ref(),
+            control.as_ref(),
+            mac,
+            action,
+            &apply_actor,
+            &apply_reason,
+            actions::UnknownDevices::Refuse,
+        )?)
     })
     .await?;
     if changed {
@@ -283,6 +303,7 @@ async fn act(
         (status = 200, body = ActionResponse, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 403, body = ErrorBody, description = "Token lacks the operator role"),
         (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
         (status = 502, body = ErrorBody, description = "The datapath refused; nothing recorded"),
@@ -307,6 +328,7 @@ pub async fn quarantine(
         (status = 200, body = ActionResponse, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 403, body = ErrorBody, description = "The token lacks the operator role"),
         (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
         (status = 409, body = ErrorBody, description = "The device is neither quarantined nor blocked"),
@@ -332,6 +354,7 @@ pub async fn release(
         (status = 200, body = ActionResponse, description = "Success"),
         (status = 400, body = ErrorBody, description = "Not a MAC address, or a bad query or body"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
         (status = 403, body = ErrorBody, description = "The token lacks the operator role"),
         (status = 404, body = ErrorBody, description = "The device is not in the inventory"),
         (status = 502, body = ErrorBody, description = "The datapath refused the change; nothing was recorded"),
@@ -353,12 +376,17 @@ pub async fn block(
     responses(
         (status = 200, content_type = "application/openmetrics-text", body = String, description = "Success"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
     ),
     security(("bearer" = []), ())
 )]
-pub async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(
+    State(state): State<ApiState>,
+    connection: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     if !state.metrics_public {
-        state.authenticate(&headers)?;
+        state.authenticate(&headers, connection.map(|Extension(ConnectInfo(addr))| addr.ip()))?;
     }
     let directory = state.directory.clone();
     // Device counts are read at scrape time; a store error leaves the last counts in place
@@ -397,6 +425,8 @@ mod tests {
         assert_eq!(action_request(b"").unwrap(), ActionRequest::default());
         assert_eq!(action_request(b" \n").unwrap(), ActionRequest::default());
         assert_eq!(action_request(br#"{"reason":"x"}"#).unwrap().reason.as_deref(), Some("x"));
-        assert!(action_request(br#"{"reason":"a\u0007b"}"#).is_err());
+        assert_eq!(action_request(br#"{"reason":"a\u0007b\nc"}"#).unwrap().reason.as_deref(), Some("a\\u0007b\\nc"));
+        let long = format!(r#"{{"reason":"{}"}}"#, "\\n".repeat(MAX_REASON_BYTES / 2 + 1));
+        assert!(action_request(long.as_bytes()).is_err(), "the escaped reason is too long");
     }
 }

@@ -170,14 +170,14 @@ impl DeviceDirectory for InventoryDirectory {
 
     fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError> {
         let mut inventory = self.lock()?;
-        let Some(known) = inventory.device(change.mac)? else {
-            return Err(DirectoryError::UnknownDevice(change.mac));
-        };
+        // A device the datapath holds but the inventory has not seen yet (enrolled before its
+        // first flow was recorded) is added, so the API shows what was done to it.
+        let known = inventory.device(change.mac)?.map_or(Access::Unknown, |detail| detail.device.access);
         // `change.from` is what the datapath enforced. Another writer of the device table
         // (enrollment, a tool on the router) may have changed it without telling the
         // inventory: record that first, so the isolating entry names the access that release
         // must restore rather than the inventory's stale one.
-        if known.device.access != change.from {
+        if known != change.from {
             inventory.set_access(change.mac, change.from, ACTOR_DATAPATH, DATAPATH_SYNC_REASON)?;
         }
         // The inventory wants a reason; the action names itself when the caller gave none.

@@ -5,7 +5,10 @@
 //! policy through `PolicySource` and the datapath through `datapath::Control`. Writes only
 //! through the actions: `Control::set_access` then an audit entry via the directory, and an
 //! `Action` event on the `EventBus`. Bound to 127.0.0.1 by default; every endpoint but the
-//! OpenAPI document needs a bearer token (see `auth`).
+//! OpenAPI document needs a bearer token (see `auth`), and a source that keeps presenting bad
+//! tokens is answered 429 (`throttle`). `server` holds the connection limits (timeouts, sizes,
+//! JSON error bodies) and serves over TLS when `tls_cert` and `tls_key` are set; beyond
+//! loopback, plain HTTP needs `insecure_plaintext = true`.
 //!
 //! `router(state)` returns a plain `axum::Router`, so the controller can merge other routers
 //! (the SOAR webhook) before handing it to `serve`.
@@ -36,6 +39,8 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod policy_view;
+pub mod server;
+pub mod throttle;
 
 pub use auth::{Caller, Role, TokenEntry, TokenSet, TokensError};
 pub use directory::{AccessChange, DeviceDirectory, DirectoryError, PolicySource, SharedPolicy};
@@ -60,11 +65,48 @@ pub struct Config {
     pub tokens_file: Option<PathBuf>,
     /// Serve `/metrics` without a token (for a Prometheus that cannot send one).
     pub metrics_public: bool,
+    /// PEM certificate chain and private key: with both, the API is served over TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain HTTP on an address beyond loopback (tokens then cross the network in clear).
+    pub insecure_plaintext: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: DEFAULT_LISTEN, tokens: Vec::new(), tokens_file: None, metrics_public: false }
+        Self {
+            listen: DEFAULT_LISTEN,
+            tokens: Vec::new(),
+            tokens_file: None,
+            metrics_public: false,
+            tls_cert: None,
+            tls_key: None,
+            insecure_plaintext: false,
+        }
+    }
+}
+
+impl Config {
+    /// Every semantic problem of the `[api]` section.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                problems.push("api.tls_cert and api.tls_key must be set together".to_owned());
+            }
+            (None, None) if !self.listen.ip().is_loopback() && !self.insecure_plaintext => problems.push(format!(
+                "api.listen = {} is beyond loopback: set api.tls_cert and api.tls_key, or \
+                 api.insecure_plaintext = true to send tokens in clear",
+                self.listen
+            )),
+            _ => {}
+        }
+        problems
+    }
+
+    /// Whether the API is served over TLS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
     }
 }
 
@@ -80,6 +122,7 @@ pub struct ApiState {
     pub interfaces: Arc<Vec<model::AttachedInterface>>,
     pub metrics_public: bool,
     tokens: Arc<TokenSet>,
+    failures: Arc<throttle::FailureLimiter>,
     started: Instant,
     action_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -101,6 +144,7 @@ impl ApiState {
             interfaces: Arc::new(Vec::new()),
             metrics_public: config.metrics_public,
             tokens: Arc::new(tokens),
+            failures: Arc::default(),
             started: Instant::now(),
             action_lock: Arc::default(),
         })
@@ -126,8 +170,31 @@ impl ApiState {
         self
     }
 
-    /// The caller presenting the request's bearer token; counts refusals.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    /// The lock every device action takes (API and SOAR), for routers acting beside the API.
+    pub fn action_lock(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.action_lock.clone()
+    }
+
+    /// Throttles failed authentications with `failures` (shared with the SOAR routes).
+    pub fn with_failure_limiter(mut self, failures: Arc<throttle::FailureLimiter>) -> Self {
+        self.failures = failures;
+        self
+    }
+
+    /// The failure limiter, for routers authenticating beside the API.
+    pub fn failure_limiter(&self) -> Arc<throttle::FailureLimiter> {
+        self.failures.clone()
+    }
+
+    /// The caller presenting the request's bearer token; counts refusals. A `source` that
+    /// failed too often lately is refused before its token is looked at (`throttle`).
+    pub fn authenticate(&self, headers: &HeaderMap, source: Option<std::net::IpAddr>) -> Result<Caller, ApiError> {
+        let source = throttle::Source::of(source.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()));
+        let now = Instant::now();
+        if let Some(retry_after) = self.failures.retry_after(source, now) {
+            self.metrics.record_auth_failure();
+            return Err(ApiError::Throttled { retry_after });
+        }
         let header = headers.get(axum::http::header::AUTHORIZATION).map(|value| value.to_str());
         let result = match header {
             None => Err(ApiError::MissingToken),
@@ -138,6 +205,7 @@ impl ApiState {
         };
         if result.is_err() {
             self.metrics.record_auth_failure();
+            self.failures.failed(source, now);
         }
         result
     }
@@ -169,37 +237,84 @@ pub enum ServeError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("api server failed: {0}")]
     Serve(std::io::Error),
+    /// An `[api]` setting that cannot work (see `Config::problems`).
+    #[error("api config: {0}")]
+    Config(String),
+    /// The TLS certificate or key cannot be read or used.
+    #[error("api TLS: {path}: {detail}")]
+    Tls { path: PathBuf, detail: String },
 }
 
 /// Binds `config.listen`.
 pub async fn bind(config: &Config) -> Result<tokio::net::TcpListener, ServeError> {
+    let problems = config.problems();
+    if !problems.is_empty() {
+        return Err(ServeError::Config(problems.join("; ")));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-    if !config.listen.ip().is_loopback() {
-        tracing::warn!(addr = %config.listen, "api listens beyond loopback without TLS: tokens cross the network in clear");
+    if !config.listen.ip().is_loopback() && !config.tls() {
+        tracing::warn!(addr = %config.listen, "api listens beyond loopback without TLS (insecure_plaintext): tokens cross the network in clear");
     }
     Ok(listener)
+}
+
+/// The rustls server configuration of `config.tls_cert` and `config.tls_key`, or `None` when
+/// the API is served in plain HTTP.
+pub fn tls_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, ServeError> {
+    let (Some(cert_path), Some(key_path)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
+    let tls_error = |path: &PathBuf, detail: String| ServeError::Tls { path: path.clone(), detail };
+    let pem = std::fs::read(cert_path).map_err(|e| tls_error(cert_path, e.to_string()))?;
+    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(cert_path, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(tls_error(cert_path, "no certificate".into()));
+    }
+    let pem = std::fs::read(key_path).map_err(|e| tls_error(key_path, e.to_string()))?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| tls_error(key_path, e.to_string()))?
+        .ok_or_else(|| tls_error(key_path, "no private key".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(cert_path, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_error(cert_path, e.to_string()))?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(tls)))
 }
 
 /// Serves `app` (from `router`, possibly merged with others) on `config.listen` until
 /// `shutdown` fires, then lets in-flight requests finish.
 pub async fn serve(config: &Config, app: Router, shutdown: crate::shutdown::Shutdown) -> Result<(), ServeError> {
-    serve_on(bind(config).await?, app, shutdown).await
+    let tls = tls_config(config)?;
+    serve_on(bind(config).await?, app, tls, shutdown).await
 }
 
-/// `serve` on an already bound listener (tests bind 127.0.0.1:0).
+/// `serve` on an already bound listener (tests bind 127.0.0.1:0), with the default limits.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     app: Router,
-    mut shutdown: crate::shutdown::Shutdown,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: crate::shutdown::Shutdown,
+) -> Result<(), ServeError> {
+    serve_with(listener, app, tls, server::Limits::default(), shutdown).await
+}
+
+/// `serve_on` with other limits.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: server::Limits,
+    shutdown: crate::shutdown::Shutdown,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().map_err(ServeError::Serve)?;
-    tracing::info!(%addr, "api listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .map_err(ServeError::Serve)
+    tracing::info!(%addr, tls = tls.is_some(), "api listening");
+    server::run(listener, app, tls, limits, shutdown).await
 }
 
 #[cfg(test)]

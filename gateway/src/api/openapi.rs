@@ -2,7 +2,7 @@
 //! model types, served at `GET /api/v1/openapi.json`.
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
 use super::{handlers, model};
@@ -13,7 +13,10 @@ use super::{handlers, model};
         title = "iotgw API",
         description = "Status, inventory and enforcement actions of an iotgw gateway. Every \
             endpoint except this document needs `Authorization: Bearer <token>`: a viewer token \
-            reads, an operator token also acts. /metrics is open when `metrics_public = true`."
+            reads, an operator token also acts. /metrics is open when `metrics_public = true`. \
+            SOAR playbooks act through /api/v1/soar/actions with their own credentials. A source \
+            presenting bad credentials too often gets 429 with Retry-After; every error carries \
+            an ErrorBody."
     ),
     paths(
         handlers::status,
@@ -25,6 +28,7 @@ use super::{handlers, model};
         handlers::release,
         handlers::block,
         handlers::metrics,
+        crate::integrations::soar::action,
     ),
     components(schemas(
         model::Status,
@@ -44,11 +48,15 @@ use super::{handlers, model};
         model::ActionRequest,
         model::ActionResponse,
         model::ErrorBody,
+        crate::integrations::soar::ActionRequest,
+        crate::integrations::soar::ActionResponse,
+        crate::integrations::soar::SoarAction,
     )),
     modifiers(&BearerScheme),
     tags(
         (name = "status"), (name = "devices"), (name = "policies"),
         (name = "actions", description = "Operator role"), (name = "metrics"),
+        (name = "soar", description = "SOAR playbooks ([[integrations.soar.callers]]): bearer token or HMAC signature"),
     )
 )]
 struct ApiDoc;
@@ -67,6 +75,22 @@ impl Modify for BearerScheme {
                     .description(Some("An API token; the config stores its SHA-256 (`[api] tokens`)."))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "soar_bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A SOAR caller's token (`[[integrations.soar.callers]] token`)."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "soar_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Iotgw-Signature",
+                "HMAC-SHA256 with the caller's `secret`, with X-Iotgw-Caller and X-Iotgw-Timestamp.",
+            ))),
         );
     }
 }

@@ -1,6 +1,7 @@
 //! `iotgw devices|device|quarantine|release|block`: clients of the local API (HTTP, bearer
-//! token). Reads `--api`/`IOTGW_API` and `--token`/`IOTGW_TOKEN`; prints tables or JSON on
-//! stdout; turns 401/403/404/409 and an unreachable API into one clear line each.
+//! token). Reads `--api`/`IOTGW_API`, `--token`/`IOTGW_TOKEN` and, for an API served over TLS
+//! with a certificate of its own, `--api-ca`/`IOTGW_API_CA`; prints tables or JSON on stdout;
+//! turns 401/403/404/409/429 and an unreachable API into one clear line each.
 use std::{io::Write, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
@@ -28,6 +29,10 @@ pub struct ApiArgs {
     /// Bearer token (prefer the IOTGW_TOKEN variable: arguments show in `ps`).
     #[arg(long, env = "IOTGW_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM certificate(s) to trust for an `https://` API (its own certificate or CA), instead
+    /// of the system's roots.
+    #[arg(long = "api-ca", env = "IOTGW_API_CA")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,6 +69,22 @@ pub struct ActionArgs {
     pub json: bool,
 }
 
+/// A rustls client configuration trusting only the certificates of the PEM file `ca`.
+fn trusting(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    let pem = std::fs::read(ca).with_context(|| format!("reading --api-ca {}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.with_context(|| format!("--api-ca {}: not PEM", ca.display()))?;
+        roots.add(cert).with_context(|| format!("--api-ca {}: not a usable certificate", ca.display()))?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "--api-ca {}: no certificate in it", ca.display());
+    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// A client of one gateway's API.
 pub struct Client {
     http: reqwest::Client,
@@ -73,7 +94,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(args: &ApiArgs) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().context("building the HTTP client")?;
+        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        if let Some(ca) = &args.ca {
+            builder = builder.use_preconfigured_tls(trusting(ca)?);
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Self { http, base: args.url.trim_end_matches('/').to_owned(), token: args.token.clone() })
     }
 
@@ -94,6 +119,7 @@ impl Client {
                 "the API needs a token (401): pass --token or set IOTGW_TOKEN".to_owned(),
             StatusCode::UNAUTHORIZED => "the API refused the token (401): check --token or IOTGW_TOKEN".to_owned(),
             StatusCode::FORBIDDEN => format!("not allowed (403): {detail}"),
+            StatusCode::TOO_MANY_REQUESTS => format!("throttled (429): {detail}"),
             StatusCode::NOT_FOUND => format!("{what}: not found (404): {detail}"),
             _ => format!("{what} failed ({status}): {detail}"),
         })
@@ -331,10 +357,10 @@ fn proto_name(proto: u8) -> String {
 mod tests {
     use super::*;
 
-    use crate::api::tests::{ABSENT, CAMERA, Fixture, OPERATOR_TOKEN, Server, VIEWER_TOKEN};
+    use crate::api::tests::{ABSENT, CAMERA, Fixture, OPERATOR_TOKEN, Server, TlsServer, VIEWER_TOKEN};
 
     fn api(server: &Server, token: Option<&str>) -> ApiArgs {
-        ApiArgs { url: format!("{}/", server.base), token: token.map(str::to_owned) }
+        ApiArgs { url: format!("{}/", server.base), token: token.map(str::to_owned), ca: None }
     }
 
     #[tokio::test]
@@ -407,9 +433,28 @@ mod tests {
         // A port that was just listening and is now closed refuses connections.
         let base = server.base.clone();
         server.stop().await;
-        let gone = ApiArgs { url: base.clone(), token: Some(VIEWER_TOKEN.into()) };
+        let gone = ApiArgs { url: base.clone(), token: Some(VIEWER_TOKEN.into()), ca: None };
         let text = error(list_to(&ListArgs { api: gone, json: false }, &mut Vec::new()).await);
         assert!(text.contains("cannot reach the iotgw API") && text.contains(&base), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cli_reaches_an_api_served_over_tls_with_its_certificate() {
+        let fixture = Fixture::new();
+        let server = TlsServer::start(&fixture).await;
+        let url = format!("https://{}", server.addr);
+        let args = |ca: Option<std::path::PathBuf>| ListArgs {
+            api: ApiArgs { url: url.clone(), token: Some(VIEWER_TOKEN.into()), ca },
+            json: true,
+        };
+        let mut out = Vec::new();
+        list_to(&args(Some(server.cert_path.clone())), &mut out).await.unwrap();
+        let parsed: Vec<DeviceSummary> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed.len(), 2);
+        // Without the certificate, the system's roots do not vouch for it.
+        let text = format!("{:#}", list_to(&args(None), &mut Vec::new()).await.unwrap_err());
+        assert!(text.contains(&url), "{text}");
+        server.stop().await;
     }
 
     #[test]

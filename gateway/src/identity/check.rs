@@ -137,7 +137,12 @@ pub fn key_kind(spki: &SubjectPublicKeyInfo) -> Result<KeyKind, CheckError> {
 fn our_urn(name: &GeneralName) -> Result<Urn, String> {
     match name {
         GeneralName::URI(uri) => parse_urn(uri).map_err(|e: UrnError| e.to_string()),
-        other => Err(format!("{other} (only urn:iotgw:device: and urn:iotgw:mac: URIs are issued)")),
+        // The name is the requester's text: written out escaped, so the refusal (answer, audit
+        // row, event) cannot carry its line breaks or bidi characters (`untrusted`).
+        other => Err(format!(
+            "{} (only urn:iotgw:device: and urn:iotgw:mac: URIs are issued)",
+            crate::untrusted::escape(&other.to_string())
+        )),
     }
 }
 

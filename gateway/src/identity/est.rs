@@ -415,7 +415,8 @@ fn base64_answer(content_type: &'static str, der: &[u8]) -> Response {
 }
 
 fn refused(shared: &Shared, error: &IdentityError, observed: Option<Mac>, endpoint: &str) -> Response {
-    tracing::info!(endpoint, peer_mac = ?observed, %error, "identity: request refused");
+    let error_text = crate::untrusted::escape(&error.to_string()).into_owned();
+    tracing::info!(endpoint, peer_mac = ?observed, error = %error_text, "identity: request refused");
     service::publish_refusal(&shared.bus, error, observed, endpoint);
     if matches!(error, IdentityError::CloneSuspected { .. }) {
         shared.changed.notify_one();

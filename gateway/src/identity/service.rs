@@ -282,7 +282,11 @@ pub(crate) fn publish_refusal(bus: &EventBus, error: &IdentityError, peer: Optio
         Severity::Low,
         peer,
         "enrollment",
-        EventKind::Audit { action: format!("{endpoint}_refused"), detail: error.to_string() },
+        // Refusals quote what the requester sent (SANs, tokens' names): escaped (`untrusted`).
+        EventKind::Audit {
+            action: format!("{endpoint}_refused"),
+            detail: crate::untrusted::escape(&error.to_string()).into_owned(),
+        },
     ));
 }
 

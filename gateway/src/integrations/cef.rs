@@ -1,6 +1,8 @@
 //! ArcSight Common Event Format (CEF:0) lines of `GatewayEvent`s, with the escaping of the
 //! "Implementing ArcSight CEF" guide: in the header `\` and `|` are escaped; in extension
 //! values `\`, `=`, newlines and carriage returns are; extension keys are fixed identifiers.
+//! Before that, every value goes through `untrusted::escape`: CEF's own `\n` escape would give
+//! the receiver's parser a real line feed back, and a bidi override would survive as such.
 use std::fmt::Write as _;
 
 use crate::event::{EventKind, GatewayEvent};
@@ -106,7 +108,7 @@ fn name(event: &GatewayEvent) -> String {
 /// Header: backslash and pipe are escaped; a line break has no escape there, so it becomes a
 /// space (it would end the record).
 fn escape_header(value: &str, out: &mut String) {
-    for c in value.chars() {
+    for c in crate::untrusted::escape(value).chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '|' => out.push_str("\\|"),
@@ -119,7 +121,7 @@ fn escape_header(value: &str, out: &mut String) {
 /// Extension value: backslash and equals are escaped, line breaks written as `\n`, `\r`.
 /// Pipes are literal there.
 fn escape_extension(value: &str, out: &mut String) {
-    for c in value.chars() {
+    for c in crate::untrusted::escape(value).chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '=' => out.push_str("\\="),
@@ -138,22 +140,23 @@ mod tests {
     #[test]
     fn header_escapes_pipe_and_backslash() {
         let mut out = String::new();
-        escape_header("a|b\\c\nd", &mut out);
-        assert_eq!(out, "a\\|b\\\\c d");
+        escape_header("a|b\\c\nd\u{202e}", &mut out);
+        assert_eq!(out, "a\\|b\\\\c\\\\nd\\\\u202e");
     }
 
     #[test]
     fn extension_escapes_equals_backslash_and_newlines_but_not_pipes() {
         let mut out = String::new();
-        escape_extension("x=1|y\\z\r\nw", &mut out);
-        assert_eq!(out, "x\\=1|y\\\\z\\r\\nw");
+        escape_extension("x=1|y\\z\r\nw\u{2028}", &mut out);
+        // The line breaks reach the receiver as the text `\r\n`, not as CEF escapes of them.
+        assert_eq!(out, "x\\=1|y\\\\z\\\\r\\\\nw\\\\u2028");
     }
 
     #[test]
     fn alert_line_has_seven_header_fields_and_extensions() {
         let line = render(&fixtures::origin(), &fixtures::alert(false));
         assert!(line.starts_with("CEF:0|iotgw|iotgw|0.1.0|alert:scan|scan alert|8|rt=1795588201123 "), "{line}");
-        assert!(line.contains("cs4=40 peers \\= a]b\\\\c\\nnext"), "{line}");
+        assert!(line.contains("cs4=40 peers \\= a]b\\\\c\\\\nnext"), "{line}");
         assert!(line.contains("smac=02:00:00:00:00:01 src=10.0.0.5"), "{line}");
         assert!(!line.contains('\n'));
     }

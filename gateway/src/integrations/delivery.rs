@@ -103,6 +103,10 @@ impl Transport {
     }
 
     async fn deliver(&mut self, origin: &Origin, batch: &[Record]) -> Progress {
+        // Every sink renders escaped text (`untrusted`): JSON bodies, tickets and files as much
+        // as syslog, whatever the event's producer did.
+        let escaped: Vec<Record> = batch.iter().map(|r| Record { seq: r.seq, event: r.event.escaped() }).collect();
+        let batch = escaped.as_slice();
         let render = |facility, format| -> Vec<String> {
             batch.iter().map(|r| syslog::render(origin, facility, format, &r.event)).collect()
         };

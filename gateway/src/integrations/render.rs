@@ -116,6 +116,30 @@ pub fn summary(event: &GatewayEvent) -> String {
     }
 }
 
+/// Every wire form of one event as the sinks send it, named: RFC 5424 with each MSG format,
+/// bare CEF, and the JSON bodies of HEC, webhook and file sinks (the escaped event, as
+/// `delivery` hands it to them). For tests and diagnostics of what leaves the gateway.
+pub fn renderings(origin: &Origin, event: &GatewayEvent) -> Vec<(&'static str, String)> {
+    use super::config::Format;
+    let escaped = event.escaped();
+    let mut out = Vec::new();
+    for (name, format) in [
+        ("syslog text", Format::Text),
+        ("syslog cef", Format::Cef),
+        ("syslog ecs", Format::Ecs),
+        ("syslog ocsf", Format::Ocsf),
+        ("syslog native", Format::Native),
+    ] {
+        // Facility 13 (log audit), the sinks' default.
+        out.push((name, super::syslog::render(origin, 13, format, event)));
+    }
+    out.push(("cef", super::cef::render(origin, event)));
+    out.push(("ecs json", super::json::ecs(origin, &escaped).to_string()));
+    out.push(("ocsf json", super::json::ocsf(origin, &escaped).to_string()));
+    out.push(("native json", super::json::native(&escaped).to_string()));
+    out
+}
+
 #[cfg(test)]
 pub mod fixtures {
     //! Events with every awkward character a renderer must escape.
@@ -129,6 +153,17 @@ pub mod fixtures {
             enterprise_id: 32_473,
             procid: 42,
             version: "0.1.0",
+        }
+    }
+
+    /// Asserts that no rendering of `event` holds an unsafe character (`untrusted`) and that
+    /// each shows `escaped`, the escaped form of the hostile text, as such or with its
+    /// backslashes escaped once more (structured data, CEF, JSON).
+    pub fn assert_renders_safely(event: &GatewayEvent, escaped: &str) {
+        let doubled = escaped.replace('\\', "\\\\");
+        for (form, text) in renderings(&origin(), event) {
+            assert!(crate::untrusted::is_safe(&text), "{form} holds an unsafe character: {text:?}");
+            assert!(text.contains(escaped) || text.contains(&doubled), "{form} lost {escaped:?}: {text}");
         }
     }
 

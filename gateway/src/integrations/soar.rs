@@ -2,19 +2,24 @@
 //! quarantine, release, block or tag a device. Callers authenticate with a bearer token or an
 //! HMAC signature (the webhook scheme of `signature`); every request carries an
 //! `Idempotency-Key` (or `action_id`), remembered in `integration_actions` with its answer,
-//! so a retried call is answered again without acting twice. Accepted actions go through
-//! `datapath::DeviceControl`, are written to `integration_audit` with the caller, and are
-//! published as `GatewayEvent`s.
+//! so a retried call is answered again without acting twice. Quarantine, release and block
+//! run `api::actions::apply`, the API's own path: the datapath change, the inventory's access
+//! and its audit entry (actor `soar:<caller>`), so the API shows, and can release, what a
+//! playbook isolated, and a release restores what the device had before. Every call is also
+//! written to `integration_audit` with the caller and key, and published as a `GatewayEvent`.
+//! Reasons are escaped and keys refused when they hold control or bidi characters
+//! (`untrusted`); bodies are capped at `api::MAX_BODY_BYTES`.
 use std::{
+    net::{Ipv4Addr, SocketAddr},
     path::Path,
     sync::{Arc, Mutex},
 };
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::Bytes,
-    extract::State,
-    http::{HeaderMap, StatusCode},
+    extract::{ConnectInfo, DefaultBodyLimit, State},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -29,8 +34,14 @@ use super::{
     signature,
 };
 use crate::{
-    datapath::{Control, DeviceAccess},
-    device::{Access, Mac},
+    api::{
+        DeviceDirectory, InventoryDirectory,
+        actions::{self, Action, ApplyError, UnknownDevices},
+        model::ErrorBody,
+        throttle::{FailureLimiter, Source},
+    },
+    datapath::Control,
+    device::Mac,
     event::{EventBus, EventKind, GatewayEvent, Severity},
 };
 
@@ -41,9 +52,12 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 /// Longest accepted idempotency key and tag.
 const KEY_MAX: usize = 200;
 const TAG_MAX: usize = 64;
+/// Longest reason, in bytes once escaped: the API's limit (`api::handlers::MAX_REASON_BYTES`),
+/// since both land in the same audit log.
+pub const REASON_MAX: usize = crate::api::handlers::MAX_REASON_BYTES;
 
 /// What a playbook may ask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SoarAction {
     Quarantine,
@@ -53,19 +67,41 @@ pub enum SoarAction {
 }
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SoarActionRequest)]
 pub struct ActionRequest {
     pub action: SoarAction,
+    #[schema(value_type = String, example = "98:90:96:9a:86:df")]
     pub device: Mac,
-    /// For `tag`.
+    /// For `tag`: 1 to 64 printable ASCII characters.
     #[serde(default)]
     pub tag: Option<String>,
+    /// Free text for the audit log, at most 512 bytes once control, line-separator and bidi
+    /// characters are written out (`\n`, `\uXXXX`).
     #[serde(default)]
     pub reason: Option<String>,
     /// Alternative to the `Idempotency-Key` header.
     #[serde(default)]
     pub action_id: Option<String>,
+}
+
+/// The answer to an action (replayed as such for a repeated idempotency key).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = SoarActionResponse)]
+pub struct ActionResponse {
+    /// The idempotency key.
+    pub action_id: String,
+    /// `quarantine`, `release`, `block` or `tag`.
+    pub action: String,
+    #[schema(value_type = String)]
+    pub device: Mac,
+    /// Access before and after (equal for `tag`); `unknown` when not in the device table.
+    pub previous: String,
+    pub access: String,
+    pub tag: Option<String>,
+    /// The SOAR caller's name.
+    pub caller: String,
 }
 
 /// Shared state of the router.
@@ -74,12 +110,16 @@ pub struct SoarState {
     callers: Arc<Vec<SoarCaller>>,
     tolerance_secs: u64,
     control: Control,
+    directory: Arc<dyn DeviceDirectory>,
     store: Arc<Mutex<Connection>>,
     bus: EventBus,
+    action_lock: Arc<tokio::sync::Mutex<()>>,
+    failures: Arc<FailureLimiter>,
 }
 
 impl SoarState {
-    /// Opens its own connection to the store at `store_path`.
+    /// Opens its own connections to the store at `store_path` (idempotency records, and the
+    /// inventory the actions record into).
     pub fn new(
         config: &Config,
         store_path: &Path,
@@ -90,15 +130,36 @@ impl SoarState {
             callers: Arc::new(config.soar.callers.clone()),
             tolerance_secs: config.soar.signature_tolerance_secs,
             control,
+            directory: Arc::new(InventoryDirectory::open(store_path)?),
             store: Arc::new(Mutex::new(crate::store::open(store_path)?)),
             bus,
+            action_lock: Arc::default(),
+            failures: Arc::default(),
         })
+    }
+
+    /// Serializes actions with the API's (`api::ApiState::action_lock`), so a playbook and an
+    /// operator acting on one device at once cannot both read the same "before".
+    pub fn with_action_lock(mut self, lock: Arc<tokio::sync::Mutex<()>>) -> Self {
+        self.action_lock = lock;
+        self
+    }
+
+    /// Throttles failed authentications with `failures`, the API's (`api::throttle`), so a
+    /// source guessing tokens gets 429 on both.
+    pub fn with_failure_limiter(mut self, failures: Arc<FailureLimiter>) -> Self {
+        self.failures = failures;
+        self
     }
 }
 
-/// The SOAR action routes; the API server nests them at `/api/v1/soar`.
+/// The SOAR action routes; the API server nests them at `/api/v1/soar`. Bodies beyond
+/// `api::MAX_BODY_BYTES` get 413.
 pub fn router(state: SoarState) -> Router {
-    Router::new().route("/actions", post(action)).with_state(state)
+    Router::new()
+        .route("/actions", post(action))
+        .layer(DefaultBodyLimit::max(crate::api::MAX_BODY_BYTES))
+        .with_state(state)
 }
 
 fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
@@ -142,11 +203,47 @@ fn authenticate(state: &SoarState, headers: &HeaderMap, body: &[u8]) -> Result<S
     Ok(caller.name.clone())
 }
 
-async fn action(State(state): State<SoarState>, headers: HeaderMap, body: Bytes) -> Response {
+/// Runs a playbook's action on a device: quarantine, release and block as the API's own
+/// actions (audited with actor `soar:<caller>`), or a tag.
+#[utoipa::path(
+    post, path = "/api/v1/soar/actions", tag = "soar",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Names the action (or `action_id` in the body): a repeated key is answered again without acting"),
+        ("X-Iotgw-Caller" = Option<String>, Header, description = "Signing caller's name (HMAC scheme, instead of a bearer token)"),
+        ("X-Iotgw-Timestamp" = Option<String>, Header, description = "Unix seconds the signature covers"),
+        ("X-Iotgw-Signature" = Option<String>, Header, description = "v1=<hex HMAC-SHA256 of <timestamp>.<body>>"),
+    ),
+    request_body(content = ActionRequest, description = "The action; at most 16 KiB"),
+    responses(
+        (status = 200, body = ActionResponse, description = "Done, or replayed (header Idempotent-Replayed: true)"),
+        (status = 400, body = ErrorBody, description = "Bad body, missing or unsafe idempotency key, bad tag, reason too long"),
+        (status = 401, body = ErrorBody, description = "No token or signature, or not one of ours"),
+        (status = 409, body = ErrorBody, description = "Release of a device that is neither quarantined nor blocked (or not held at all)"),
+        (status = 413, body = ErrorBody, description = "Body larger than 16 KiB"),
+        (status = 422, body = ErrorBody, description = "The idempotency key was used for another request"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
+        (status = 502, body = ErrorBody, description = "The datapath refused the change; nothing was recorded"),
+    ),
+    security(("soar_bearer" = []), ("soar_signature" = []))
+)]
+pub async fn action(
+    State(state): State<SoarState>,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let source = Source::of(connection.map_or(Ipv4Addr::UNSPECIFIED.into(), |Extension(ConnectInfo(a))| a.ip()));
+    let now = std::time::Instant::now();
+    if let Some(wait) = state.failures.retry_after(source, now) {
+        let mut response = refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed authentications from this address");
+        response.headers_mut().insert(header::RETRY_AFTER, crate::api::error::retry_after_secs(wait).into());
+        return response;
+    }
     let caller = match authenticate(&state, &headers, &body) {
         Ok(caller) => caller,
         Err(reason) => {
-            tracing::warn!(%reason, "SOAR action refused: not authenticated");
+            state.failures.failed(source, now);
+            tracing::warn!(reason = %crate::untrusted::escape(&reason), "SOAR action refused: not authenticated");
             return refuse(StatusCode::UNAUTHORIZED, reason);
         }
     };
@@ -162,6 +259,22 @@ async fn action(State(state): State<SoarState>, headers: HeaderMap, body: Bytes)
     let Some(key) = key.filter(|k| !k.is_empty() && k.len() <= KEY_MAX) else {
         return refuse(StatusCode::BAD_REQUEST, format!("an Idempotency-Key header (1..={KEY_MAX} chars) is required"));
     };
+    // The key names the action in the audit log and in the default reason: an identifier,
+    // refused rather than changed when it holds a line break or a bidi override.
+    if let Err(unsafe_key) = crate::untrusted::check("action_id", &key) {
+        return refuse(StatusCode::BAD_REQUEST, unsafe_key.to_string());
+    }
+    let mut request = request;
+    if let Some(reason) = &mut request.reason {
+        // Free text from a playbook (often an alert's description): kept, with its line breaks,
+        // controls and bidi characters written out (`untrusted`), so it cannot forge a record.
+        if let std::borrow::Cow::Owned(escaped) = crate::untrusted::escape(reason) {
+            *reason = escaped;
+        }
+        if reason.len() > REASON_MAX {
+            return refuse(StatusCode::BAD_REQUEST, format!("reason is longer than {REASON_MAX} bytes (escaped)"));
+        }
+    }
     if request.action == SoarAction::Tag
         && !request
             .tag
@@ -171,6 +284,7 @@ async fn action(State(state): State<SoarState>, headers: HeaderMap, body: Bytes)
         return refuse(StatusCode::BAD_REQUEST, format!("tag needs a `tag` of 1..={TAG_MAX} printable characters"));
     }
     let request_hash = hex::encode(digest(&body));
+    let _serialized = state.action_lock.clone().lock_owned().await;
     let worker = state.clone();
     let outcome = tokio::task::spawn_blocking(move || execute(&worker, &caller, &key, &request_hash, &request)).await;
     match outcome {
@@ -226,43 +340,50 @@ fn execute(state: &SoarState, caller: &str, key: &str, request_hash: &str, reque
     }
     let mac = request.device;
     let reason = request.reason.clone().unwrap_or_else(|| format!("SOAR action {key}"));
-    let before = match state.control.access(mac) {
-        Ok(before) => before,
-        Err(e) => return Outcome::Refused(StatusCode::BAD_GATEWAY, format!("datapath: {e}")),
+    let actor = format!("soar:{caller}");
+    let action = match request.action {
+        SoarAction::Quarantine => Some(Action::Quarantine),
+        SoarAction::Block => Some(Action::Block),
+        SoarAction::Release => Some(Action::Release),
+        SoarAction::Tag => None,
     };
-    let (action_name, after) = match request.action {
-        SoarAction::Quarantine => ("quarantine", Some(with_access(before, Access::Quarantined))),
-        SoarAction::Block => ("block", Some(with_access(before, Access::Blocked))),
-        SoarAction::Release => {
-            let Some(before) = before else {
-                return Outcome::Refused(StatusCode::NOT_FOUND, format!("device {mac} is not in the datapath"));
-            };
-            // A device with a class policy goes back to it; one that never had one, to onboarding.
-            let access = if before.policy_id >= gateway_ebpf::lane::FIRST_CLASS_POLICY {
-                Access::Enrolled
-            } else {
-                Access::Onboarding
-            };
-            ("release", Some(DeviceAccess { access, ..before }))
+    let (action_name, previous, access) = match action {
+        Some(action) => {
+            let (directory, control) = (state.directory.as_ref(), state.control.as_ref());
+            match actions::apply(directory, control, mac, action, &actor, &reason, UnknownDevices::Admit) {
+                Ok(outcome) => (action.as_str(), outcome.plan.from.as_str(), outcome.plan.to.as_str()),
+                Err(error) => {
+                    let status = match &error {
+                        // Not with `UnknownDevices::Admit`; kept should the policy change.
+                        ApplyError::UnknownDevice(_) => StatusCode::NOT_FOUND,
+                        ApplyError::Refused(_) => StatusCode::CONFLICT,
+                        ApplyError::Datapath(_) => StatusCode::BAD_GATEWAY,
+                        _ => StatusCode::INTERNAL_SERVER_ERROR,
+                    };
+                    let _ = audit(&conn, caller, action.as_str(), mac, key, "failed", &error.to_string());
+                    return Outcome::Refused(status, error.to_string());
+                }
+            }
         }
-        SoarAction::Tag => ("tag", None),
+        None => {
+            let enforced = match state.control.access(mac) {
+                Ok(enforced) => enforced.map_or("unknown", |e| e.access.as_str()),
+                Err(e) => return Outcome::Refused(StatusCode::BAD_GATEWAY, format!("datapath: {e}")),
+            };
+            ("tag", enforced, enforced)
+        }
     };
-    if let Some(after) = after
-        && let Err(e) = state.control.set_access(mac, after)
-    {
-        let _ = audit(&conn, caller, action_name, mac, key, "failed", &e.to_string());
-        return Outcome::Refused(StatusCode::BAD_GATEWAY, format!("datapath refused: {e}"));
-    }
     let tag = request.tag.clone().unwrap_or_default();
-    let body = json!({
-        "action_id": key,
-        "action": action_name,
-        "device": mac.to_string(),
-        "previous": before.map_or("unknown", |b| b.access.as_str()),
-        "access": after.or(before).map_or("unknown", |a| a.access.as_str()),
-        "tag": request.tag,
-        "caller": caller,
-    });
+    let answer = ActionResponse {
+        action_id: key.to_owned(),
+        action: action_name.to_owned(),
+        device: mac,
+        previous: previous.to_owned(),
+        access: access.to_owned(),
+        tag: request.tag.clone(),
+        caller: caller.to_owned(),
+    };
+    let body = json!(answer);
     let record = (|| -> rusqlite::Result<()> {
         let tx = conn.transaction()?;
         if request.action == SoarAction::Tag {
@@ -293,13 +414,6 @@ fn execute(state: &SoarState, caller: &str, key: &str, request_hash: &str, reque
         EventKind::Action { action: action_name.into(), reason: detail },
     );
     Outcome::Done { status: StatusCode::OK, body, replayed: false, event: Some(Box::new(event)) }
-}
-
-fn with_access(before: Option<DeviceAccess>, access: Access) -> DeviceAccess {
-    match before {
-        Some(before) => DeviceAccess { access, ..before },
-        None => DeviceAccess { access, policy_id: 0, class_id: 0 },
-    }
 }
 
 fn audit(

@@ -1,6 +1,10 @@
 //! RFC 5424 syslog messages of `GatewayEvent`s, with the event's fields as structured data,
 //! and the framings of the transports: one datagram per message (RFC 5426) or octet counting
 //! (`LEN SP MSG`, RFC 6587 §3.4.1, the framing RFC 5425 mandates over TLS).
+//!
+//! Every text from the event goes through `untrusted::escape` here, whatever its producer did:
+//! no line break, control or bidi character reaches the receiver, which may split records on
+//! line feeds (non-transparent framing, files, many SIEM collectors).
 use std::fmt::Write as _;
 
 use crate::event::{EventKind, GatewayEvent};
@@ -36,11 +40,12 @@ pub fn render(origin: &Origin, facility: u8, format: Format, event: &GatewayEven
     );
     structured_data(&mut out, origin.enterprise_id, event);
     let msg = match format {
-        Format::Text => render::summary(event),
+        Format::Text => crate::untrusted::escape(&render::summary(event)).into_owned(),
         Format::Cef => super::cef::render(origin, event),
-        Format::Ecs => super::json::ecs(origin, event).to_string(),
-        Format::Ocsf => super::json::ocsf(origin, event).to_string(),
-        Format::Native => super::json::native(event).to_string(),
+        // JSON escapes controls itself; the separators and bidi characters it leaves as they are.
+        Format::Ecs => super::json::ecs(origin, &event.escaped()).to_string(),
+        Format::Ocsf => super::json::ocsf(origin, &event.escaped()).to_string(),
+        Format::Native => super::json::native(&event.escaped()).to_string(),
     };
     out.push(' ');
     // Text is MSG-UTF8 and gets its BOM. CEF and JSON payloads are sent as MSG-ANY: receivers
@@ -81,9 +86,10 @@ fn header_field(value: &str, max: usize) -> String {
     if cleaned.is_empty() { NILVALUE.to_owned() } else { cleaned }
 }
 
-/// PARAM-VALUE escaping (RFC 5424 §6.3.3): `"`, `\` and `]` get a backslash.
+/// PARAM-VALUE escaping (RFC 5424 §6.3.3): `"`, `\` and `]` get a backslash, after
+/// `untrusted::escape` (a PARAM-VALUE may hold any UTF-8, line feeds included).
 fn escape_param(value: &str, out: &mut String) {
-    for c in value.chars() {
+    for c in crate::untrusted::escape(value).chars() {
         if matches!(c, '"' | '\\' | ']') {
             out.push('\\');
         }
@@ -171,7 +177,23 @@ mod tests {
     fn param_values_escape_quote_backslash_and_bracket() {
         let line = render(&fixtures::origin(), 13, Format::Text, &fixtures::alert(false));
         assert!(line.contains(r#"expected="2 peers | \"cloud\"""#), "{line}");
-        assert!(line.contains("observed=\"40 peers = a\\]b\\\\c\nnext\""), "{line}");
+        // The line feed is written as `\n` (then escaped as a PARAM-VALUE backslash).
+        assert!(line.contains("observed=\"40 peers = a\\]b\\\\c\\\\nnext\""), "{line}");
+    }
+
+    #[test]
+    fn forged_lines_and_bidi_overrides_never_reach_the_message() {
+        let mut event = fixtures::alert(false);
+        event.kind = EventKind::Action {
+            action: "quarantine\n<13>1".into(),
+            reason: "x\n<13>1 2026-01-01T00:00:00Z gw-1 iotgw - - - forged\u{2028}y\u{202e}z".into(),
+        };
+        event.actor = "soar:a\rb".into();
+        for format in [Format::Text, Format::Cef, Format::Ecs, Format::Ocsf, Format::Native] {
+            let line = render(&fixtures::origin(), 13, format, &event);
+            assert!(crate::untrusted::is_safe(&line), "{format:?}: {line:?}");
+            assert!(line.contains("forged\\u2028y\\u202ez") || line.contains("forged\\\\u2028y"), "{format:?}: {line}");
+        }
     }
 
     #[test]

@@ -293,15 +293,17 @@ fn check_text(field: &'static str, value: &str) -> Result<(), InventoryError> {
     if value.len() > MAX_TEXT {
         return invalid(&format!("longer than {MAX_TEXT} bytes"));
     }
-    if value.chars().any(char::is_control) {
-        return invalid("contains control characters");
+    if let Err(unsafe_text) = crate::untrusted::check(field, value) {
+        return invalid(&format!("contains a control, line-separator or bidi character: {}", unsafe_text.escaped));
     }
     Ok(())
 }
 
 /// Text for the store and logs: device-supplied strings (host names...) may hold anything.
+/// Unsafe characters are escaped (`untrusted`), so a host name of `a\nb` is stored and shown
+/// as the text `a\nb`, never as two lines; at most `MAX_TEXT` bytes are kept.
 fn sanitize(value: &str) -> String {
-    value.chars().filter(|c| !c.is_control()).take(MAX_TEXT).collect()
+    crate::untrusted::escape_bounded(value, MAX_TEXT)
 }
 
 /// Whether `ip` can be the device's own address (never broadcast, multicast, unspecified).
@@ -1051,6 +1053,27 @@ mod tests {
         assert_eq!(json["mac"], HUE);
         assert_eq!(json["access"], "unknown");
         assert!(json["first_seen"].as_str().unwrap().starts_with("2023-11-14T"));
+    }
+
+    #[test]
+    fn dhcp_hostname_with_a_forged_line_is_stored_escaped_and_renders_on_one_line() {
+        let dir = TempDir::new("forged-hostname");
+        let mut inventory =
+            Inventory::new(crate::store::open(&dir.0.join("store.db")).unwrap(), Vendors::empty(), None);
+        let mac: Mac = HUE.parse().unwrap();
+        let hostile = "cam\n<13>1 2026-01-01T00:00:00Z gw iotgw - - - forged\u{2028}x\u{202e}gpj.exe";
+        let escaped = "cam\\n<13>1 2026-01-01T00:00:00Z gw iotgw - - - forged\\u2028x\\u202egpj.exe";
+        let changes = inventory.handle(&dhcp_request(mac, hostile)).unwrap();
+        let change = changes
+            .iter()
+            .find(|c| matches!(c, InventoryChange::HostnameChanged { .. }))
+            .expect("the host name was recorded");
+        assert_eq!(change, &InventoryChange::HostnameChanged { mac, hostname: escaped.into(), previous: None });
+        assert_eq!(inventory.devices().unwrap()[0].hostname.as_deref(), Some(escaped));
+        let audit = inventory.audit_log(Some(mac), 10).unwrap();
+        assert!(audit.iter().all(|a| crate::untrusted::is_safe(&a.detail)), "{audit:?}");
+        let event = change.to_gateway_event().expect("host name changes are published");
+        crate::integrations::render::fixtures::assert_renders_safely(&event, escaped);
     }
 
     #[test]

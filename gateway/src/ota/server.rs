@@ -438,11 +438,18 @@ async fn target(
 async fn report(
     State(shared): State<Arc<Shared>>,
     Extension(Device(mac)): Extension<Device>,
-    Json(report): Json<Report>,
+    Json(mut report): Json<Report>,
 ) -> Response {
-    if report.device_class.is_empty() || report.version.parse::<super::metadata::FirmwareVersion>().is_err() {
+    if report.device_class.is_empty()
+        || !crate::untrusted::is_safe(&report.device_class)
+        || report.version.parse::<super::metadata::FirmwareVersion>().is_err()
+    {
         return (StatusCode::UNPROCESSABLE_ENTITY, "device_class and a dotted version are required").into_response();
     }
+    // What the device says went wrong is free text for the store, the audit event and the
+    // SIEM: its line breaks, controls and bidi characters are written out (`untrusted`).
+    report.detail = crate::untrusted::escape(&report.detail).into_owned();
+    report.target = report.target.map(|target| crate::untrusted::escape(&target).into_owned());
     let logged = report.clone();
     let result = shared.with_store(move |conn, repo| Rollouts { conn, repo }.record_report(mac, &report)).await;
     match result {
