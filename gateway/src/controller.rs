@@ -310,6 +310,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         crate::inventory::Vendors::empty(),
         None,
     );
+    // Checked with the policy files before the load (`cli::run::check`): cannot fail here.
+    let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
     restore_device_table(&maps, &mut ledger, config.identity.enrolled_policy_id)?;
     assign_classes(&maps, &mut ledger, &policy.current());
     // Only now does traffic meet the programs: configured maps, never blank ones.
@@ -361,7 +363,6 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let (dns_tx, mut dns_rx) = tokio::sync::mpsc::channel::<crate::datapath::events::PacketSample>(DNS_QUEUE);
 
     // Baseline → detect → respond: its own thread too (`respond::pipeline`).
-    let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
     let control: crate::datapath::Control = maps.clone();
     let mut baseline = config.baseline.clone();
     if baseline.lan_prefixes.is_empty() {
@@ -700,25 +701,37 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                         dns.set_policy(&compiled);
                         let outcome = apply_policy(&maps, &config, &compiled, &dns);
                         shared_policy.set(crate::api::policy_view::snapshot(&compiled));
-                        match crate::respond::rules::from_policy(&compiled.source) {
-                            Ok(responses) => {
-                                let _ = detect_tx.send(crate::respond::pipeline::Command::SetPolicy(responses)).await;
-                            }
-                            Err(error) => tracing::error!(%error, "response rules refused; the running ones stay"),
-                        }
-                        let (accepted, detail) = match &outcome {
-                            Ok(()) => (true, format!("reloaded on {cause}: {} classes, {} rules", compiled.classes.len(), compiled.rules.len())),
-                            Err(error) => (false, format!("reload on {cause} could not be written to the datapath: {error:#}")),
+                        // `policy.reload` checked the response rules with the rest.
+                        let responses = crate::respond::rules::from_policy(&compiled.source);
+                        let refused = match (&outcome, &responses) {
+                            (Err(error), _) => Some(format!("reload on {cause} could not be written to the datapath: {error:#}")),
+                            (Ok(()), Err(error)) => Some(format!("reload on {cause}: response rules refused, the running ones stay: {error}")),
+                            (Ok(()), Ok(_)) => None,
                         };
-                        bus.publish(GatewayEvent::new(Severity::Info, None, "policy-file", EventKind::PolicyChange { accepted, detail }));
+                        if let Ok(responses) = responses {
+                            let _ = detect_tx.send(crate::respond::pipeline::Command::SetPolicy(responses)).await;
+                        }
+                        let (accepted, detail, severity) = match refused {
+                            None => (true, format!("reloaded on {cause}: {} classes, {} rules", compiled.classes.len(), compiled.rules.len()), Severity::Info),
+                            Some(detail) => {
+                                tracing::error!(%detail, "policy reload only partly applied");
+                                shared_policy.refused(detail.clone());
+                                (false, detail, Severity::Medium)
+                            }
+                        };
+                        bus.publish(GatewayEvent::new(severity, None, "policy-file", EventKind::PolicyChange { accepted, detail }));
                     }
                     Err(errors) => {
                         for error in &errors {
                             tracing::error!(%error, "policy refused");
                         }
-                        let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                        let detail = format!(
+                            "reload on {cause} refused ({} error(s)), the running policy stays: {}",
+                            errors.len(),
+                            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                        );
                         shared_policy.refused(detail.clone());
-                        tracing::warn!(cause, errors = errors.len(), "policy reload refused; the running policy stays");
+                        tracing::warn!(cause, errors = errors.len(), %detail, "policy reload refused; the running policy stays");
                         bus.publish(GatewayEvent::new(Severity::Medium, None, "policy-file", EventKind::PolicyChange { accepted: false, detail }));
                     }
                 }
