@@ -319,7 +319,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     tracing::info!(
         devices = maps.devices().len(),
         pins = loaded.pins.describe(),
-        "datapath configured (pinned state kept, device table restored from the store)"
+        "datapath configured (device table rebuilt from the store before attaching)"
     );
     let bus = EventBus::default();
 

@@ -3,8 +3,9 @@
 //! HMAC signature (the webhook scheme of `signature`); every request carries an
 //! `Idempotency-Key` (or `action_id`), remembered in `integration_actions` with its answer,
 //! so a retried call is answered again without acting twice. Accepted actions go through
-//! `datapath::DeviceControl`, are written to `integration_audit` with the caller, and are
-//! published as `GatewayEvent`s.
+//! `datapath::DeviceControl`, are written to `integration_audit` with the caller, recorded in
+//! the store's device table (`AccessLedger`, so a restart restores them), and are published
+//! as `GatewayEvent`s.
 use std::{
     path::Path,
     sync::{Arc, Mutex},
@@ -29,7 +30,7 @@ use super::{
     signature,
 };
 use crate::{
-    datapath::{Control, DeviceAccess},
+    datapath::{AccessLedger, Control, DeviceAccess},
     device::{Access, Mac},
     event::{EventBus, EventKind, GatewayEvent, Severity},
 };
@@ -75,6 +76,8 @@ pub struct SoarState {
     tolerance_secs: u64,
     control: Control,
     store: Arc<Mutex<Connection>>,
+    /// The inventory's audited path for device-table changes, on its own connection.
+    ledger: Arc<Mutex<dyn AccessLedger>>,
     bus: EventBus,
 }
 
@@ -91,6 +94,11 @@ impl SoarState {
             tolerance_secs: config.soar.signature_tolerance_secs,
             control,
             store: Arc::new(Mutex::new(crate::store::open(store_path)?)),
+            ledger: Arc::new(Mutex::new(crate::inventory::Inventory::new(
+                crate::store::open(store_path)?,
+                crate::inventory::Vendors::empty(),
+                None,
+            ))),
             bus,
         })
     }
@@ -284,6 +292,10 @@ fn execute(state: &SoarState, caller: &str, key: &str, request_hash: &str, reque
         tracing::error!(%e, device = %mac, action = action_name, "SOAR action applied but not recorded");
         return internal(e);
     }
+    if let Some(after) = after {
+        let mut ledger = state.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        record_change(&mut *ledger, mac, after, caller, action_name, key, &reason);
+    }
     let detail = if request.action == SoarAction::Tag { format!("tag {tag}: {reason}") } else { reason };
     let severity = if request.action == SoarAction::Tag { Severity::Info } else { Severity::Medium };
     let event = GatewayEvent::new(
@@ -293,6 +305,27 @@ fn execute(state: &SoarState, caller: &str, key: &str, request_hash: &str, reque
         EventKind::Action { action: action_name.into(), reason: detail },
     );
     Outcome::Done { status: StatusCode::OK, body, replayed: false, event: Some(Box::new(event)) }
+}
+
+/// Records an applied action in the store's device table. A reason the inventory refuses
+/// (control characters, too long) is replaced, never a reason not to record the change.
+fn record_change(
+    ledger: &mut dyn AccessLedger,
+    mac: Mac,
+    after: DeviceAccess,
+    caller: &str,
+    action: &str,
+    key: &str,
+    reason: &str,
+) {
+    let actor = format!("soar:{caller}");
+    let recorded = ledger.record_change(mac, after, &actor, &format!("{action}: {reason}")).or_else(|_| {
+        let fallback = format!("{action}: SOAR action {} (reason refused by the inventory)", key.escape_debug());
+        ledger.record_change(mac, after, &actor, &fallback)
+    });
+    if let Err(error) = recorded {
+        tracing::error!(%error, device = %mac, action, "SOAR action applied but not recorded in the device table");
+    }
 }
 
 fn with_access(before: Option<DeviceAccess>, access: Access) -> DeviceAccess {
@@ -316,4 +349,30 @@ fn audit(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![now_ms(), format!("soar:{caller}"), action, mac.to_string(), key, outcome, detail],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soar_actions_are_recorded_in_the_device_table_even_with_a_forged_reason() {
+        let mut inventory = crate::inventory::Inventory::new(
+            crate::store::open_in_memory().expect("store"),
+            crate::inventory::Vendors::empty(),
+            None,
+        );
+        let mac = Mac([2, 0, 0, 0, 0, 7]);
+        let blocked = DeviceAccess { access: Access::Blocked, policy_id: 36, class_id: 20 };
+        record_change(&mut inventory, mac, blocked, "xsoar", "block", "k-1", "line\n<13>1 forged");
+        assert_eq!(inventory.enforced().expect("enforced"), vec![(mac, blocked)]);
+        let audit = inventory.audit_log(Some(mac), 10).expect("audit");
+        let change = audit.iter().find(|a| a.action == "access_changed").expect("audited");
+        assert_eq!(change.actor, "soar:xsoar");
+        assert!(
+            change.detail.ends_with("block: SOAR action k-1 (reason refused by the inventory)"),
+            "{}",
+            change.detail
+        );
+    }
 }

@@ -25,8 +25,21 @@ pub const DEFAULT_ATTACH_MODE: &str = "native";
 /// How long the controller may take to load, verify and attach.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How the controller process enters the gateway's network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launcher {
+    /// `nsenter --net=`: only the network namespace changes; bpffs is the host's, so the pins
+    /// outlive the process.
+    Nsenter,
+    /// `ip netns exec`: also a mount namespace of its own with a fresh /sys, so the
+    /// controller mounts a private bpffs whose pins die with it.
+    IpNetnsExec,
+}
+
 /// A controller process and the files it runs from.
 pub struct Controller {
+    /// How `spawn` starts the process (`Launcher::Nsenter` unless a test sets it).
+    pub launcher: Launcher,
     child: Option<Child>,
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -120,12 +133,21 @@ impl Controller {
         (status.code(), stderr)
     }
 
-    /// `iotgw run` in the gateway's network namespace (nsenter keeps the host's mount
-    /// namespace, so the pins outlive the process).
+    /// `iotgw run` in the gateway's network namespace, entered the `launcher` way.
     fn command(&self) -> Command {
-        let mut command = Command::new("nsenter");
+        let mut command = match self.launcher {
+            Launcher::Nsenter => {
+                let mut command = Command::new("nsenter");
+                command.arg(format!("--net={}", Lab::ns_path(&self.ns)));
+                command
+            }
+            Launcher::IpNetnsExec => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &self.ns]);
+                command
+            }
+        };
         command
-            .arg(format!("--net={}", Lab::ns_path(&self.ns)))
             .arg(iotgw_bin())
             .args(["run", "--config"])
             .arg(&self.config)
@@ -164,7 +186,16 @@ impl Controller {
             ),
         )
         .expect("config file");
-        Controller { child: None, dir, config, policy_dir, pin_path, ns: lab.gw.clone(), log: Arc::default() }
+        Controller {
+            launcher: Launcher::Nsenter,
+            child: None,
+            dir,
+            config,
+            policy_dir,
+            pin_path,
+            ns: lab.gw.clone(),
+            log: Arc::default(),
+        }
     }
 
     /// Starts (or restarts) the process and waits until the datapath is configured. The log
@@ -226,7 +257,7 @@ impl Controller {
     /// Sends SIGHUP (policy reload).
     pub fn hangup(&self) {
         if let Some(child) = &self.child {
-            // nsenter execs iotgw, so the child's pid is iotgw's.
+            // nsenter and `ip netns exec` exec iotgw, so the child's pid is iotgw's.
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP);
         }

@@ -3,7 +3,9 @@
 //! controller on a private bpffs, leaves: no XDP program, no maps), the controller started
 //! again. The store is the device table's source of truth: the table is rebuilt before the
 //! programs are attached, so the first packet either device sends after the start is
-//! enforced. The test prints how long after the start enforcement was back.
+//! enforced. The test prints how long after the start enforcement was back. A controller
+//! on a private bpffs (`ip netns exec`) says at start-up that its pins die with it, and the
+//! store brings enforcement back at its next start.
 //!
 //! Run as root through `cargo xtask test` (one test at a time).
 use std::{
@@ -18,7 +20,7 @@ use iotgw::{
 };
 use netns_tests::{
     api::{ApiClient, token_entry},
-    controller::{Controller, START_TIMEOUT},
+    controller::{Controller, Launcher, START_TIMEOUT},
     lab::{Lab, UPSTREAM_IP, XdpAttached, xdp_attached},
     packets::{self, Endpoints},
     policies::LANES,
@@ -211,4 +213,45 @@ fn blocked_and_quarantined_devices_stay_so_after_a_reboot_removed_every_pin() {
         assert_eq!(detail["state"], state, "{detail:#}");
         assert_eq!(detail["enforcement"]["access"], state, "the API and XDP agree: {detail:#}");
     }
+}
+
+/// How long the kernel may take to release a private bpffs (and so detach XDP) after the
+/// last process of its mount namespace exited.
+const PRIVATE_TEARDOWN: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_controller_on_a_private_bpffs_warns_and_the_store_restores_its_blocks() {
+    let lab = Lab::new(1);
+    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", DEFAULTS)];
+    let config = format!("\n[api]\ntokens = [\n  {},\n]\n", token_entry("otto", "operator", OPERATOR_TOKEN));
+    let mut ctl = Controller::configure(&lab, &files, &config);
+    ctl.launcher = Launcher::IpNetnsExec;
+    ctl.spawn();
+    assert_eq!(ctl.log_count("PINS ARE PRIVATE"), 1, "the start-up says the pins die with the process");
+    assert_eq!(ctl.log_count("pins=\"private\""), 1);
+    let api = ApiClient::new(&lab.gw);
+    let mac = Mac(lab.devices[0].mac);
+
+    // Seen (unknown devices pass), then blocked by an operator.
+    assert_eq!(send_and_count(&lab, 0, 34_000, 2), (2, 0), "unknown devices pass under this policy");
+    wait_for_device(&api, mac);
+    let answer = api.post(&format!("/api/v1/devices/{mac}/block"), Some(OPERATOR_TOKEN), r#"{"reason":"lab"}"#);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(send_and_count(&lab, 0, 34_100, 2), (0, 0), "blocked");
+
+    // The controller dies: its mount namespace, its bpffs and so its programs go with it.
+    ctl.kill9();
+    let deadline = Instant::now() + PRIVATE_TEARDOWN;
+    while xdp_attached(&lab.gw, "lan0") != XdpAttached::None {
+        assert!(Instant::now() < deadline, "XDP still attached {PRIVATE_TEARDOWN:?} after a private controller died");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(send_and_count(&lab, 0, 34_200, 2), (2, 0), "as warned: nothing enforces once it is gone");
+
+    // Started again: the block comes back from the store before the program is attached.
+    ctl.spawn();
+    assert_eq!(ctl.log_count("isolation restored from the store"), 1);
+    assert_eq!(send_and_count(&lab, 0, 34_300, 2), (0, 0), "blocked again from its first packet");
+    let detail = wait_for_device(&api, mac);
+    assert_eq!(detail["enforcement"]["access"], "blocked", "{detail:#}");
 }
