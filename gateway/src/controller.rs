@@ -210,7 +210,7 @@ const ACTOR_POLICY: &str = "policy";
 fn assign_classes(maps: &Maps, inventory: &mut crate::inventory::Inventory, policy: &CompiledPolicy) -> usize {
     let mut changed = 0;
     for (mac, entry) in maps.devices() {
-        if entry.state != gateway_ebpf::device_state::ENROLLED {
+        if !takes_class_policy(entry.state, entry.policy_id) {
             continue;
         }
         let conn = inventory.connection();
@@ -238,6 +238,13 @@ fn assign_classes(maps: &Maps, inventory: &mut crate::inventory::Inventory, poli
         }
     }
     changed
+}
+
+/// Whether the class task may (re)assign a device entry's class policy: enrolled devices
+/// only, and not one a response put on the quarantine lane's allow-list (`update_lane`),
+/// which stays there until an operator releases it.
+fn takes_class_policy(state: u8, policy_id: u32) -> bool {
+    state == gateway_ebpf::device_state::ENROLLED && policy_id != gateway_ebpf::lane::QUARANTINE
 }
 
 /// Rebuilds the device table from the store (`datapath::restore`) and records back what the
@@ -770,4 +777,21 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         Err(_) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "tasks did not stop in time; exiting anyway"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_ebpf::{device_state, lane};
+
+    use super::*;
+
+    #[test]
+    fn the_class_task_leaves_isolated_and_update_lane_devices_alone() {
+        assert!(takes_class_policy(device_state::ENROLLED, lane::FIRST_CLASS_POLICY));
+        assert!(takes_class_policy(device_state::ENROLLED, 0), "an enrolled device without a policy yet");
+        assert!(!takes_class_policy(device_state::ENROLLED, lane::QUARANTINE), "held on the update lane");
+        for state in [device_state::QUARANTINED, device_state::BLOCKED, device_state::ONBOARDING] {
+            assert!(!takes_class_policy(state, lane::FIRST_CLASS_POLICY));
+        }
+    }
 }
