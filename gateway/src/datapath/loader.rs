@@ -115,6 +115,9 @@ pub struct Attachment {
     pub mode: &'static str,
     /// True when an existing pinned link was updated in place.
     pub replaced: bool,
+    /// How long loading the program took (the kernel verifying it): on a fresh start, most
+    /// of the time before the device table is enforced.
+    pub load_time: std::time::Duration,
 }
 
 /// Whether the pins (links and maps) outlive this process.
@@ -266,7 +269,14 @@ pub fn attach_all(loaded: &mut Loaded, config: &DatapathConfig) -> Result<(), Lo
         loaded.attachments.push(attach(&mut loaded.ebpf, programs::WAN_INGRESS, wan, config)?);
     }
     for a in &loaded.attachments {
-        tracing::info!(interface = %a.interface, program = a.program, mode = a.mode, replaced = a.replaced, "XDP attached");
+        tracing::info!(
+            interface = %a.interface,
+            program = a.program,
+            mode = a.mode,
+            replaced = a.replaced,
+            load_ms = a.load_time.as_millis() as u64,
+            "XDP attached"
+        );
     }
     Ok(())
 }
@@ -354,7 +364,9 @@ pub fn attach(
         .ok_or(LoadError::Program { name: program, source: aya::programs::ProgramError::NotLoaded })?
         .try_into()
         .map_err(|source| LoadError::Program { name: program, source })?;
+    let loading = std::time::Instant::now();
     xdp.load().map_err(|source| LoadError::Program { name: program, source })?;
+    let load_time = loading.elapsed();
     let attach_error = |message: String| LoadError::Attach { interface: interface.to_owned(), message };
 
     if let Some((pin, pinned_mode)) = existing_link_pin(&config.pin_path, program, interface) {
@@ -373,7 +385,7 @@ pub fn attach(
         }
         // The pin stays; the in-memory link is leaked on purpose so dropping `Ebpf` on exit
         // cannot detach what the pin keeps attached.
-        return Ok(Attachment { interface: interface.to_owned(), program, mode, replaced: true });
+        return Ok(Attachment { interface: interface.to_owned(), program, mode, replaced: true, load_time });
     }
 
     // Failed attempts leave nothing behind: with bpf_link a failed attach attaches nothing,
@@ -395,7 +407,13 @@ pub fn attach(
                     .map_err(|e| attach_error(format!("kernel without bpf_link for XDP: {e}")))?;
                 let pin = link_pin(&config.pin_path, program, interface, Some(mode));
                 fd_link.pin(&pin).map_err(|e| attach_error(format!("pinning link at {}: {e}", pin.display())))?;
-                return Ok(Attachment { interface: interface.to_owned(), program, mode: mode.name(), replaced: false });
+                return Ok(Attachment {
+                    interface: interface.to_owned(),
+                    program,
+                    mode: mode.name(),
+                    replaced: false,
+                    load_time,
+                });
             }
             Err(error) => errors.push(format!("{} mode: {}", mode.name(), error_chain(&error))),
         }

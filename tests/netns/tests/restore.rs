@@ -180,9 +180,18 @@ fn blocked_and_quarantined_devices_stay_so_after_a_reboot_removed_every_pin() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no restore line with elapsed_us: {restore_line:?}"));
+    let lan_load_ms = ctl
+        .log_lines("XDP attached")
+        .iter()
+        .find(|line| line.contains("interface=lan0"))
+        .and_then(|line| line.split("load_ms=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no load_ms for lan0: {:?}", ctl.log_lines("XDP attached")));
     println!(
         "enforcement restored {:?} after the controller started (XDP attached with the device table already \
-         rebuilt; the rebuild from the store took {restore_us} µs)",
+         rebuilt; the rebuild from the store took {restore_us} µs, loading (verifying) the LAN program \
+         {lan_load_ms} ms)",
         first.after
     );
     assert_eq!(
