@@ -37,8 +37,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Everything the controller reads at start besides the configuration file, checked
 /// together so the operator fixes them in one go: every policy file (its `[[response]]`
-/// rules included), the API token file, the identity's manufacturer CAs, and the
-/// interfaces named in `[datapath]`. Returns the policy to run, or every problem.
+/// rules included), the API token file, the identity's manufacturer CAs and CA files, the
+/// OTA service's certificates, keys and CRLs (when enabled), and the interfaces named in
+/// `[datapath]`. Returns the policy to run, or every problem.
 pub fn check(config: &Config) -> Result<PolicyStore, Vec<String>> {
     let mut problems = Vec::new();
     let policy = match PolicyStore::open(&config.policy.dir) {
@@ -56,6 +57,23 @@ pub fn check(config: &Config) -> Result<PolicyStore, Vec<String>> {
         && let Err(error) = crate::identity::load_manufacturers(&config.identity.manufacturer_cas)
     {
         problems.push(format!("[identity] manufacturer_cas: {error}"));
+    }
+    let identity = &config.identity;
+    let identity_files =
+        [("ca_cert", &identity.ca_cert), ("ca_key", &identity.ca_key), ("ca_chain", &identity.ca_chain)];
+    let identity_files = identity_files.into_iter().filter_map(|(key, path)| Some((key, path.as_ref()?)));
+    let ota = &config.ota;
+    let ota_files = [("device_ca", &ota.device_ca), ("server_cert", &ota.server_cert), ("server_key", &ota.server_key)]
+        .into_iter()
+        .chain(ota.device_crls.iter().map(|crl| ("device_crls", crl)));
+    let files = identity_files
+        .map(|(key, path)| ("identity", key, path))
+        .filter(|_| identity.enabled)
+        .chain(ota_files.map(|(key, path)| ("ota", key, path)).filter(|_| ota.enabled));
+    for (section, key, path) in files {
+        if let Err(error) = std::fs::File::open(path) {
+            problems.push(format!("[{section}] {key} = {:?}: {error}", path.display().to_string()));
+        }
     }
     let d = &config.datapath;
     let interfaces = [("lan_interface", Some(&d.lan_interface)), ("wan_interface", d.wan_interface.as_ref())]
@@ -141,6 +159,8 @@ mod tests {
         let scratch = Scratch::new("all", "[api]\ntokens_file = \"/nonexistent/iotgw-tokens.toml\"\n");
         let mut config = scratch.config();
         config.datapath.wan_interface = Some("iotgw-nope0".into());
+        config.ota.enabled = true;
+        config.ota.server_key = "/nonexistent/iotgw-ota.key".into();
         std::fs::write(scratch.0.join("policies/zz-bad.toml"), "[[response]]\ndetectors = []\naction = \"block\"\n")
             .expect("write");
         let problems = check(&config).expect_err("refused");
@@ -148,6 +168,7 @@ mod tests {
         assert!(text.contains("zz-bad.toml:1:1: [[response]] \"response #"), "{text}");
         assert!(text.contains("[api] tokens: "), "{text}");
         assert!(text.contains("[datapath] wan_interface = \"iotgw-nope0\": no such interface"), "{text}");
+        assert!(text.contains("[ota] server_key = \"/nonexistent/iotgw-ota.key\": "), "{text}");
         assert_eq!(EXIT_CONFIG, 78, "sysexits EX_CONFIG");
     }
 }
