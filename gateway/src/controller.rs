@@ -252,7 +252,7 @@ fn takes_class_policy(state: u8, policy_id: u32) -> bool {
 /// or quarantined before a reboot (or a controller on a private bpffs) is so at its first
 /// packet.
 fn restore_device_table(
-    maps: &Maps,
+    maps: &dyn crate::datapath::DeviceControl,
     inventory: &mut crate::inventory::Inventory,
     enrolled_policy: u32,
 ) -> anyhow::Result<crate::datapath::restore::Restored> {
@@ -319,7 +319,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     );
     // Checked with the policy files before the load (`cli::run::check`): cannot fail here.
     let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
-    restore_device_table(&maps, &mut ledger, config.identity.enrolled_policy_id)?;
+    restore_device_table(&*maps, &mut ledger, config.identity.enrolled_policy_id)?;
     assign_classes(&maps, &mut ledger, &policy.current());
     // Only now does traffic meet the programs: configured maps, never blank ones.
     loader::attach_all(&mut loaded, &config.datapath).context("attaching the XDP programs")?;
@@ -784,6 +784,39 @@ mod tests {
     use gateway_ebpf::{device_state, lane};
 
     use super::*;
+
+    #[test]
+    fn the_restore_writes_the_store_and_records_back_what_the_table_held_stricter() {
+        use crate::{
+            datapath::{DeviceAccess, DeviceControl as _, MemoryDatapath},
+            device::{Access, Mac},
+        };
+        let table = MemoryDatapath::default();
+        let mut store = crate::inventory::Inventory::new(
+            crate::store::open_in_memory().expect("store"),
+            crate::inventory::Vendors::empty(),
+            None,
+        );
+        let (lost, stricter) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+        let enrolled = DeviceAccess { access: Access::Enrolled, policy_id: 36, class_id: 20 };
+        let quarantined = DeviceAccess { access: Access::Quarantined, ..enrolled };
+        store.record_access(lost, quarantined, "api:otto", "incident").expect("record");
+        store.record_access(stricter, enrolled, "identity", "enrolled").expect("record");
+        // Killed after a block reached the table, before it reached the store.
+        let blocked = DeviceAccess { access: Access::Blocked, ..enrolled };
+        table.set_access(stricter, blocked).expect("table");
+
+        let restored = restore_device_table(&table, &mut store, lane::FIRST_CLASS_POLICY).expect("restore");
+        assert_eq!(restored.written, vec![(lost, quarantined)]);
+        assert_eq!(table.access(lost).expect("table"), Some(quarantined));
+        assert_eq!(table.access(stricter).expect("table"), Some(blocked), "never lowered");
+        assert_eq!(store.enforced().expect("store"), vec![(lost, quarantined), (stricter, blocked)]);
+        let audit = store.audit_log(Some(stricter), 1).expect("audit");
+        assert_eq!(
+            (audit[0].actor.as_str(), audit[0].detail.as_str()),
+            (ACTOR_DATAPATH, "enrolled -> blocked: stricter entry found in the pinned device table at start-up")
+        );
+    }
 
     #[test]
     fn the_class_task_leaves_isolated_and_update_lane_devices_alone() {
