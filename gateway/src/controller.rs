@@ -213,15 +213,21 @@ fn spawn_inventory(
 /// OUI, fingerprint type), so an enrollment or a new type guess reaches the device table.
 pub const CLASSIFY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Puts every enrolled device on the policy of the class the policy files match it to.
+/// Who the store's audit names for changes the controller finds or makes itself.
+const ACTOR_DATAPATH: &str = "datapath";
+const ACTOR_POLICY: &str = "policy";
+
+/// Puts every enrolled device on the policy of the class the policy files match it to, and
+/// records it in the store (the device table's source of truth).
 /// Identity decides *whether* a device is enrolled; the policy files decide *what* an
 /// enrolled device may reach.
-fn assign_classes(maps: &Maps, conn: &rusqlite::Connection, policy: &CompiledPolicy) -> usize {
+fn assign_classes(maps: &Maps, inventory: &mut crate::inventory::Inventory, policy: &CompiledPolicy) -> usize {
     let mut changed = 0;
     for (mac, entry) in maps.devices() {
-        if entry.state != gateway_ebpf::device_state::ENROLLED {
+        if !takes_class_policy(entry.state, entry.policy_id) {
             continue;
         }
+        let conn = inventory.connection();
         let device_type = crate::inventory::query::device(conn, mac).ok().flatten().and_then(|d| d.device.device_type);
         let subject = crate::identity::registry::valid_subject_by_mac(conn, mac).ok().flatten();
         let Some(class) = policy.classify(mac, device_type.as_deref(), subject.as_deref()) else { continue };
@@ -236,12 +242,62 @@ fn assign_classes(maps: &Maps, conn: &rusqlite::Connection, policy: &CompiledPol
         match maps.set_access(mac, access) {
             Ok(()) => {
                 tracing::info!(device = %mac, class = %class.name, matched_by = ?class.matched_by, "enrolled device put on its class policy");
+                let reason = format!("class {} ({:?})", class.name, class.matched_by);
+                if let Err(error) = inventory.record_access(mac, access, ACTOR_POLICY, &reason) {
+                    tracing::error!(%error, device = %mac, "class policy applied but not recorded in the store");
+                }
                 changed += 1;
             }
             Err(error) => tracing::warn!(%error, device = %mac, "cannot set the class policy"),
         }
     }
     changed
+}
+
+/// Whether the class task may (re)assign a device entry's class policy: enrolled devices
+/// only, and not one a response put on the quarantine lane's allow-list (`update_lane`),
+/// which stays there until an operator releases it.
+fn takes_class_policy(state: u8, policy_id: u32) -> bool {
+    state == gateway_ebpf::device_state::ENROLLED && policy_id != gateway_ebpf::lane::QUARANTINE
+}
+
+/// Rebuilds the device table from the store (`datapath::restore`) and records back what the
+/// pinned table held stricter. Runs before the programs are attached, so a device blocked
+/// or quarantined before a reboot (or a controller on a private bpffs) is so at its first
+/// packet.
+fn restore_device_table(
+    maps: &dyn crate::datapath::DeviceControl,
+    inventory: &mut crate::inventory::Inventory,
+    enrolled_policy: u32,
+) -> anyhow::Result<crate::datapath::restore::Restored> {
+    let started = std::time::Instant::now();
+    let stored = inventory.enforced().context("reading the device table from the store")?;
+    let restored = crate::datapath::restore::restore(maps, &stored, enrolled_policy);
+    for (mac, entry) in &restored.written {
+        if matches!(entry.access, crate::device::Access::Quarantined | crate::device::Access::Blocked) {
+            tracing::info!(device = %mac, access = %entry.access, "isolation restored from the store");
+        }
+    }
+    for (mac, entry) in &restored.stricter_in_table {
+        tracing::warn!(device = %mac, access = %entry.access, "the pinned device table is stricter than the store; kept");
+        let reason = "stricter entry found in the pinned device table at start-up";
+        if let Err(error) = inventory.record_access(*mac, *entry, ACTOR_DATAPATH, reason) {
+            tracing::error!(%error, device = %mac, "cannot record the kept entry in the store");
+        }
+    }
+    for (mac, error) in &restored.failed {
+        tracing::error!(device = %mac, %error, "cannot restore the device's entry from the store");
+    }
+    tracing::info!(
+        stored = stored.len(),
+        written = restored.written.len(),
+        unchanged = restored.unchanged,
+        kept_stricter = restored.stricter_in_table.len(),
+        failed = restored.failed.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "device table restored from the store"
+    );
+    Ok(restored)
 }
 
 /// Runs the gateway until shutdown. `policy` was checked before anything was attached.
@@ -265,9 +321,27 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let mut dns = DnsTracker::new(&policy.current());
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(policy.current());
     apply_policy(&maps, &config, &policy.current(), &dns)?;
+    // The store: opened (and migrated) once here, then each step opens its own connection.
+    // It is the device table's source of truth: the table is rebuilt from it before attaching.
+    if let Some(parent) = config.store.path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut ledger = crate::inventory::Inventory::new(
+        crate::store::open(&config.store.path).context("opening the store")?,
+        crate::inventory::Vendors::empty(),
+        None,
+    );
+    // Checked with the policy files before the load (`cli::run::check`): cannot fail here.
+    let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
+    restore_device_table(&*maps, &mut ledger, config.identity.enrolled_policy_id)?;
+    assign_classes(&maps, &mut ledger, &policy.current());
     // Only now does traffic meet the programs: configured maps, never blank ones.
     loader::attach_all(&mut loaded, &config.datapath).context("attaching the XDP programs")?;
-    tracing::info!(devices = maps.devices().len(), "datapath configured (pinned state kept)");
+    tracing::info!(
+        devices = maps.devices().len(),
+        pins = loaded.pins.describe(),
+        "datapath configured (device table rebuilt from the store before attaching)"
+    );
     let bus = EventBus::default();
 
     let (trigger, shutdown) = shutdown::channel();
@@ -304,19 +378,12 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
             }
         });
     }
-    // The store: opened (and migrated) once here, then each step opens its own connection.
-    if let Some(parent) = config.store.path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    drop(crate::store::open(&config.store.path).context("opening the store")?);
-
     // Inventory: its own thread, so SQLite never runs on the async workers.
     let (inventory_tx, inventory_rx) = std::sync::mpsc::sync_channel::<InventoryInput>(PIPELINE_QUEUE);
     // DNS answers from upstream, for the DNS-name rules (owned by the policy task).
     let (dns_tx, mut dns_rx) = tokio::sync::mpsc::channel::<crate::datapath::events::PacketSample>(DNS_QUEUE);
 
     // Baseline → detect → respond: its own thread too (`respond::pipeline`).
-    let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
     let control: crate::datapath::Control = maps.clone();
     let mut baseline = config.baseline.clone();
     if baseline.lan_prefixes.is_empty() {
@@ -578,27 +645,20 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     {
         // Classes: enrolled devices onto their class's policy.
         let maps = maps.clone();
-        let store = config.store.path.clone();
         let policy_rx = policy_rx.clone();
         let mut shutdown = shutdown.clone();
+        let ledger = Arc::new(std::sync::Mutex::new(ledger));
         tasks.spawn(async move {
             let mut ticker = tokio::time::interval(CLASSIFY_INTERVAL);
-            let conn = match crate::store::open(&store) {
-                Ok(conn) => std::sync::Arc::new(std::sync::Mutex::new(conn)),
-                Err(error) => {
-                    tracing::error!(%error, "class assignment disabled: cannot open the store");
-                    return;
-                }
-            };
             loop {
                 tokio::select! {
                     _ = shutdown.wait() => break,
                     _ = ticker.tick() => {}
                 }
-                let (maps, conn, policy) = (maps.clone(), conn.clone(), policy_rx.borrow().clone());
+                let (maps, ledger, policy) = (maps.clone(), ledger.clone(), policy_rx.borrow().clone());
                 let _ = tokio::task::spawn_blocking(move || {
-                    let conn = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    assign_classes(&maps, &conn, &policy)
+                    let mut ledger = ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    assign_classes(&maps, &mut ledger, &policy)
                 })
                 .await;
             }
@@ -669,25 +729,37 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
                         dns.set_policy(&compiled);
                         let outcome = apply_policy(&maps, &config, &compiled, &dns);
                         shared_policy.set(crate::api::policy_view::snapshot(&compiled));
-                        match crate::respond::rules::from_policy(&compiled.source) {
-                            Ok(responses) => {
-                                let _ = detect_tx.send(crate::respond::pipeline::Command::SetPolicy(responses)).await;
-                            }
-                            Err(error) => tracing::error!(%error, "response rules refused; the running ones stay"),
-                        }
-                        let (accepted, detail) = match &outcome {
-                            Ok(()) => (true, format!("reloaded on {cause}: {} classes, {} rules", compiled.classes.len(), compiled.rules.len())),
-                            Err(error) => (false, format!("reload on {cause} could not be written to the datapath: {error:#}")),
+                        // `policy.reload` checked the response rules with the rest.
+                        let responses = crate::respond::rules::from_policy(&compiled.source);
+                        let refused = match (&outcome, &responses) {
+                            (Err(error), _) => Some(format!("reload on {cause} could not be written to the datapath: {error:#}")),
+                            (Ok(()), Err(error)) => Some(format!("reload on {cause}: response rules refused, the running ones stay: {error}")),
+                            (Ok(()), Ok(_)) => None,
                         };
-                        bus.publish(GatewayEvent::new(Severity::Info, None, "policy-file", EventKind::PolicyChange { accepted, detail }));
+                        if let Ok(responses) = responses {
+                            let _ = detect_tx.send(crate::respond::pipeline::Command::SetPolicy(responses)).await;
+                        }
+                        let (accepted, detail, severity) = match refused {
+                            None => (true, format!("reloaded on {cause}: {} classes, {} rules", compiled.classes.len(), compiled.rules.len()), Severity::Info),
+                            Some(detail) => {
+                                tracing::error!(%detail, "policy reload only partly applied");
+                                shared_policy.refused(detail.clone());
+                                (false, detail, Severity::Medium)
+                            }
+                        };
+                        bus.publish(GatewayEvent::new(severity, None, "policy-file", EventKind::PolicyChange { accepted, detail }));
                     }
                     Err(errors) => {
                         for error in &errors {
                             tracing::error!(%error, "policy refused");
                         }
-                        let detail = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                        let detail = format!(
+                            "reload on {cause} refused ({} error(s)), the running policy stays: {}",
+                            errors.len(),
+                            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                        );
                         shared_policy.refused(detail.clone());
-                        tracing::warn!(cause, errors = errors.len(), "policy reload refused; the running policy stays");
+                        tracing::warn!(cause, errors = errors.len(), %detail, "policy reload refused; the running policy stays");
                         bus.publish(GatewayEvent::new(Severity::Medium, None, "policy-file", EventKind::PolicyChange { accepted: false, detail }));
                     }
                 }
@@ -717,8 +789,63 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     })
     .await;
     match drained {
-        Ok(()) => tracing::info!("all tasks stopped; XDP keeps enforcing from its pins"),
+        Ok(()) => match &loaded.pins {
+            loader::PinPersistence::Host => tracing::info!("all tasks stopped; XDP keeps enforcing from its pins"),
+            loader::PinPersistence::Private { why } => {
+                tracing::warn!(%why, "all tasks stopped; the pins are private, so XDP stops enforcing with this process")
+            }
+        },
         Err(_) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "tasks did not stop in time; exiting anyway"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_ebpf::{device_state, lane};
+
+    use super::*;
+
+    #[test]
+    fn the_restore_writes_the_store_and_records_back_what_the_table_held_stricter() {
+        use crate::{
+            datapath::{DeviceAccess, DeviceControl as _, MemoryDatapath},
+            device::{Access, Mac},
+        };
+        let table = MemoryDatapath::default();
+        let mut store = crate::inventory::Inventory::new(
+            crate::store::open_in_memory().expect("store"),
+            crate::inventory::Vendors::empty(),
+            None,
+        );
+        let (lost, stricter) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+        let enrolled = DeviceAccess { access: Access::Enrolled, policy_id: 36, class_id: 20 };
+        let quarantined = DeviceAccess { access: Access::Quarantined, ..enrolled };
+        store.record_access(lost, quarantined, "api:otto", "incident").expect("record");
+        store.record_access(stricter, enrolled, "identity", "enrolled").expect("record");
+        // Killed after a block reached the table, before it reached the store.
+        let blocked = DeviceAccess { access: Access::Blocked, ..enrolled };
+        table.set_access(stricter, blocked).expect("table");
+
+        let restored = restore_device_table(&table, &mut store, lane::FIRST_CLASS_POLICY).expect("restore");
+        assert_eq!(restored.written, vec![(lost, quarantined)]);
+        assert_eq!(table.access(lost).expect("table"), Some(quarantined));
+        assert_eq!(table.access(stricter).expect("table"), Some(blocked), "never lowered");
+        assert_eq!(store.enforced().expect("store"), vec![(lost, quarantined), (stricter, blocked)]);
+        let audit = store.audit_log(Some(stricter), 1).expect("audit");
+        assert_eq!(
+            (audit[0].actor.as_str(), audit[0].detail.as_str()),
+            (ACTOR_DATAPATH, "enrolled -> blocked: stricter entry found in the pinned device table at start-up")
+        );
+    }
+
+    #[test]
+    fn the_class_task_leaves_isolated_and_update_lane_devices_alone() {
+        assert!(takes_class_policy(device_state::ENROLLED, lane::FIRST_CLASS_POLICY));
+        assert!(takes_class_policy(device_state::ENROLLED, 0), "an enrolled device without a policy yet");
+        assert!(!takes_class_policy(device_state::ENROLLED, lane::QUARANTINE), "held on the update lane");
+        for state in [device_state::QUARANTINED, device_state::BLOCKED, device_state::ONBOARDING] {
+            assert!(!takes_class_policy(state, lane::FIRST_CLASS_POLICY));
+        }
+    }
 }

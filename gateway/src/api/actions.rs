@@ -193,6 +193,8 @@ pub fn apply(
         action: action.as_str().to_owned(),
         from: plan.from,
         to: plan.to,
+        policy_id,
+        class_id,
         actor: actor.to_owned(),
         reason: reason.to_owned(),
     };

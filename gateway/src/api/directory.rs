@@ -32,6 +32,10 @@ pub struct AccessChange {
     pub action: String,
     pub from: Access,
     pub to: Access,
+    /// Policy and class the device entry keeps (the store records them with the access, so
+    /// a restart restores them).
+    pub policy_id: u32,
+    pub class_id: u16,
     /// `api:<token name>`.
     pub actor: String,
     pub reason: String,

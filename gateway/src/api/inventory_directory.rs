@@ -17,6 +17,7 @@ use super::{
     model::{AuditEntry, DeviceRecord, DeviceSummary, Fingerprint, FlowRecord, TrafficTotals},
 };
 use crate::{
+    datapath::DeviceAccess,
     device::{Access, Mac},
     inventory::{self, FingerprintKind, Inventory, InventoryError},
 };
@@ -186,7 +187,8 @@ impl DeviceDirectory for InventoryDirectory {
         } else {
             format!("{}: {}", change.action, change.reason)
         };
-        inventory.set_access(change.mac, change.to, &change.actor, &reason)?;
+        let enforced = DeviceAccess { access: change.to, policy_id: change.policy_id, class_id: change.class_id };
+        inventory.record_access(change.mac, enforced, &change.actor, &reason)?;
         Ok(())
     }
 }
@@ -213,6 +215,8 @@ mod tests {
             action: "quarantine".into(),
             from: Access::Enrolled,
             to: Access::Quarantined,
+            policy_id: 36,
+            class_id: 20,
             actor: "api:otto".into(),
             reason: "incident".into(),
         };
@@ -228,6 +232,8 @@ mod tests {
             (ACTOR_DATAPATH, Some(Access::Unknown), Some(Access::Enrolled))
         );
         assert_eq!(directory.device(mac).expect("read").expect("device").summary.state, Access::Quarantined);
+        let enforced = directory.lock().expect("lock").enforced().expect("enforced");
+        assert_eq!(enforced, vec![(mac, DeviceAccess { access: Access::Quarantined, policy_id: 36, class_id: 20 })]);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }

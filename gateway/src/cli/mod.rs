@@ -14,8 +14,8 @@ pub mod pki;
 pub mod policy;
 pub mod run;
 
-/// Exit code for configuration errors (sysexits EX_USAGE), before anything is attached.
-pub const EXIT_CONFIG: u8 = 64;
+/// Exit code for configuration errors (sysexits EX_CONFIG), before anything is attached.
+pub const EXIT_CONFIG: u8 = 78;
 
 #[derive(Debug, Parser)]
 #[command(name = "iotgw", version, about = "Security gateway for fleets of IoT devices")]

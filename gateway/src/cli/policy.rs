@@ -202,6 +202,17 @@ mod tests {
     }
 
     #[test]
+    fn check_fails_on_a_bad_response_rule() {
+        let dir = scratch("response");
+        let bad = dir.join("responses.toml");
+        std::fs::write(&bad, "[[response]]\ndetectors = [\"scan\"]\nmin_score = 2.0\naction = \"block\"\n")
+            .expect("write");
+        let failed = run(Command::Check { files: vec![SHIPPED.into(), bad] }).expect("runs");
+        assert_eq!(failed, ExitCode::from(EXIT_POLICY_ERRORS), "response rules are checked too");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn imported_mud_file_is_written_once_and_passes_check_with_the_shipped_files() {
         let dir = scratch("mud");
         let out = dir.join("bulb.toml");

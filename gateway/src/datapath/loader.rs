@@ -115,10 +115,89 @@ pub struct Attachment {
     pub mode: &'static str,
     /// True when an existing pinned link was updated in place.
     pub replaced: bool,
+    /// How long loading the program took (the kernel verifying it): on a fresh start, most
+    /// of the time before the device table is enforced.
+    pub load_time: std::time::Duration,
+}
+
+/// Whether the pins (links and maps) outlive this process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinPersistence {
+    /// The pin path is on the bpffs the host's init process (PID 1) sees: the programs keep
+    /// enforcing after the controller stops, crashes or is killed.
+    Host,
+    /// The pins die with this process (a private bpffs in a mount namespace of its own, as
+    /// `ip netns exec` makes; or no bpffs at all): XDP detaches when the controller exits,
+    /// and only the next start's restore from the store brings enforcement back.
+    Private { why: String },
+}
+
+impl PinPersistence {
+    /// One word for the start-up log line.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            PinPersistence::Host => "host",
+            PinPersistence::Private { .. } => "private",
+        }
+    }
+}
+
+/// Judges pin persistence from the pin path's filesystem (`own`: its device and statfs
+/// type) and the devices of the bpffs mounts PID 1 sees (`host`, from `/proc/1/mountinfo`;
+/// `None` when unreadable). Every bpffs mount is a new instance with a device of its own, so
+/// the pins outlive this process only when their device is one of the host's.
+pub fn judge_pins(pin_path: &Path, own: Option<(u64, i64)>, host: Option<&[u64]>) -> PinPersistence {
+    let path = pin_path.display();
+    match (own, host) {
+        (None, _) => PinPersistence::Private { why: format!("{path} cannot be examined") },
+        (Some((_, kind)), _) if kind != BPF_FS_MAGIC => {
+            PinPersistence::Private { why: format!("{path} is not on a bpffs") }
+        }
+        (Some(_), None) => PinPersistence::Private {
+            why: "the host's mounts (/proc/1/mountinfo) cannot be read, so the pins may be private".to_owned(),
+        },
+        (Some((own, _)), Some(host)) if !host.contains(&own) => PinPersistence::Private {
+            why: format!(
+                "the bpffs holding {path} is not mounted in the host's mount namespace (a private mount, e.g. \
+                 under `ip netns exec`)"
+            ),
+        },
+        (Some(_), Some(_)) => PinPersistence::Host,
+    }
+}
+
+/// The devices of the bpffs mounts in `mountinfo` text (proc(5): field 3 is `major:minor`,
+/// the filesystem type follows the ` - ` separator).
+pub fn bpffs_devices(mountinfo: &str) -> Vec<u64> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let separator = fields.iter().position(|f| *f == "-")?;
+            if fields.get(separator + 1) != Some(&"bpf") {
+                return None;
+            }
+            let (major, minor) = fields.get(2)?.split_once(':')?;
+            Some(nix::sys::stat::makedev(major.parse().ok()?, minor.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Whether pins under `pin_path` (prepared by `prepare_bpffs`) outlive this process.
+pub fn pin_persistence(pin_path: &Path) -> PinPersistence {
+    use std::os::unix::fs::MetadataExt as _;
+    let own = std::fs::metadata(pin_path).ok().and_then(|meta| {
+        let kind = nix::sys::statfs::statfs(pin_path).ok()?.filesystem_type().0;
+        Some((meta.dev(), kind))
+    });
+    let host = std::fs::read_to_string("/proc/1/mountinfo").ok().map(|text| bpffs_devices(&text));
+    judge_pins(pin_path, own, host.as_deref())
 }
 
 /// The loaded object (maps still inside, for `maps::Maps::take`) and what was attached.
 pub struct Loaded {
+    /// Whether the pins outlive this process (warned about at load when they do not).
+    pub pins: PinPersistence,
     pub ebpf: Ebpf,
     pub attachments: Vec<Attachment>,
     /// The programs' log records, to forward with `XdpLog::forward` (None when the object
@@ -151,6 +230,16 @@ pub fn load(config: &DatapathConfig) -> Result<Loaded, LoadError> {
         return Err(LoadError::NoObject);
     }
     prepare_bpffs(&config.pin_path)?;
+    let pins = pin_persistence(&config.pin_path);
+    if let PinPersistence::Private { why } = &pins {
+        tracing::warn!(
+            pin_path = %config.pin_path.display(),
+            %why,
+            "PINS ARE PRIVATE: enforcement will NOT survive a controller crash or stop (XDP detaches with this \
+             process; the next start restores the device table from the store). Run the controller in the host's \
+             mount namespace (`nsenter --net=...`, not `ip netns exec`) to keep enforcing through a crash"
+        );
+    }
     forget_stale_pins(&config.pin_path);
     let log_level = xdp_log::level_for(tracing::level_filters::LevelFilter::current());
     let mut loader = EbpfLoader::new();
@@ -170,7 +259,7 @@ pub fn load(config: &DatapathConfig) -> Result<Loaded, LoadError> {
             None
         }
     };
-    Ok(Loaded { ebpf, attachments: Vec::new(), xdp_log })
+    Ok(Loaded { pins, ebpf, attachments: Vec::new(), xdp_log })
 }
 
 /// Attaches (or atomically swaps in) the LAN and WAN programs of `loaded`.
@@ -180,7 +269,14 @@ pub fn attach_all(loaded: &mut Loaded, config: &DatapathConfig) -> Result<(), Lo
         loaded.attachments.push(attach(&mut loaded.ebpf, programs::WAN_INGRESS, wan, config)?);
     }
     for a in &loaded.attachments {
-        tracing::info!(interface = %a.interface, program = a.program, mode = a.mode, replaced = a.replaced, "XDP attached");
+        tracing::info!(
+            interface = %a.interface,
+            program = a.program,
+            mode = a.mode,
+            replaced = a.replaced,
+            load_ms = a.load_time.as_millis() as u64,
+            "XDP attached"
+        );
     }
     Ok(())
 }
@@ -268,7 +364,9 @@ pub fn attach(
         .ok_or(LoadError::Program { name: program, source: aya::programs::ProgramError::NotLoaded })?
         .try_into()
         .map_err(|source| LoadError::Program { name: program, source })?;
+    let loading = std::time::Instant::now();
     xdp.load().map_err(|source| LoadError::Program { name: program, source })?;
+    let load_time = loading.elapsed();
     let attach_error = |message: String| LoadError::Attach { interface: interface.to_owned(), message };
 
     if let Some((pin, pinned_mode)) = existing_link_pin(&config.pin_path, program, interface) {
@@ -287,7 +385,7 @@ pub fn attach(
         }
         // The pin stays; the in-memory link is leaked on purpose so dropping `Ebpf` on exit
         // cannot detach what the pin keeps attached.
-        return Ok(Attachment { interface: interface.to_owned(), program, mode, replaced: true });
+        return Ok(Attachment { interface: interface.to_owned(), program, mode, replaced: true, load_time });
     }
 
     // Failed attempts leave nothing behind: with bpf_link a failed attach attaches nothing,
@@ -309,7 +407,13 @@ pub fn attach(
                     .map_err(|e| attach_error(format!("kernel without bpf_link for XDP: {e}")))?;
                 let pin = link_pin(&config.pin_path, program, interface, Some(mode));
                 fd_link.pin(&pin).map_err(|e| attach_error(format!("pinning link at {}: {e}", pin.display())))?;
-                return Ok(Attachment { interface: interface.to_owned(), program, mode: mode.name(), replaced: false });
+                return Ok(Attachment {
+                    interface: interface.to_owned(),
+                    program,
+                    mode: mode.name(),
+                    replaced: false,
+                    load_time,
+                });
             }
             Err(error) => errors.push(format!("{} mode: {}", mode.name(), error_chain(&error))),
         }
@@ -404,6 +508,28 @@ mod tests {
         std::fs::write(&legacy, b"").unwrap();
         assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan0"), Some((legacy, None)));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn pins_persist_only_on_the_hosts_bpffs() {
+        let path = Path::new("/sys/fs/bpf/iotgw");
+        let host = [nix::sys::stat::makedev(0, 40)];
+        let own = |minor| Some((nix::sys::stat::makedev(0, minor), BPF_FS_MAGIC));
+        assert_eq!(judge_pins(path, own(40), Some(&host)), PinPersistence::Host);
+        let private = |own, host| matches!(judge_pins(path, own, host), PinPersistence::Private { .. });
+        assert!(private(own(41), Some(&host)), "another bpffs instance: a private mount");
+        assert!(private(own(40), None), "the host's mounts unreadable: say so");
+        assert!(private(Some((host[0], 0xef53)), Some(&host)), "not a bpffs (ext4)");
+        assert!(private(None, Some(&host)));
+    }
+
+    #[test]
+    fn bpffs_devices_are_read_from_mountinfo() {
+        let mountinfo = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                         45 23 0:40 / /sys/fs/bpf rw,relatime shared:7 - bpf bpf rw\n\
+                         23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n";
+        assert_eq!(bpffs_devices(mountinfo), [nix::sys::stat::makedev(0, 40)]);
+        assert!(bpffs_devices("garbage\n").is_empty());
     }
 
     #[test]

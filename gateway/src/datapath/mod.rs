@@ -1,6 +1,7 @@
 //! The XDP datapath seen from userspace: `loader` loads and attaches the programs and pins
 //! the maps, `events` decodes the ring buffer, `maps` is the only writer of BPF maps,
-//! `xdp_log` forwards the programs' own (rare) log lines into `tracing`.
+//! `xdp_log` forwards the programs' own (rare) log lines into `tracing`, `restore` rebuilds the
+//! device table from the store at start-up.
 //!
 //! Controller steps never touch maps: they ask through `DeviceControl`, which `maps::Maps`
 //! implements over the pinned maps (and `MemoryDatapath` in memory, for unit tests and
@@ -15,6 +16,7 @@ use crate::device::{Access, Mac};
 pub mod events;
 pub mod loader;
 pub mod maps;
+pub mod restore;
 pub mod xdp_log;
 
 /// Why a datapath change failed.
@@ -49,6 +51,15 @@ pub trait DeviceControl: Send + Sync {
 
 /// Shared handle to the datapath.
 pub type Control = Arc<dyn DeviceControl>;
+
+/// Where a component records the device-table changes it made: the store, through
+/// `Inventory::record_access`, the one audited path (`access_changed` entries) and the
+/// source the controller rebuilds the table from at every start (`restore`).
+pub trait AccessLedger: Send {
+    /// Records that the datapath now enforces `enforced` for `mac`, because `actor` decided
+    /// it for `reason`.
+    fn record_change(&mut self, mac: Mac, enforced: DeviceAccess, actor: &str, reason: &str) -> Result<(), String>;
+}
 
 /// An in-memory datapath: for unit tests and offline analysis, where no XDP runs.
 #[derive(Default)]

@@ -24,7 +24,7 @@ use super::{
     resolve::{MacResolver, NeighborTable, NoResolver},
 };
 use crate::{
-    datapath::{Control, DeviceControl},
+    datapath::{AccessLedger, Control, DeviceControl},
     device::{Access, Mac},
     event::{EventBus, EventKind, GatewayEvent, Severity},
     shutdown::Shutdown,
@@ -136,10 +136,15 @@ pub async fn spawn_with_resolver(
     };
     let shared = Arc::new(Shared { core: Mutex::new(identity), bus, changed: Notify::new(), resolver, cacerts });
     let enforcer = Enforcer::new(config.enrolled_policy_id);
+    // Its own connection: access changes are recorded (and audited) in the inventory.
+    let path = store_path.to_owned();
+    let ledger = blocking(move || crate::store::open(&path)).await??;
+    let ledger: Box<dyn AccessLedger> =
+        Box::new(crate::inventory::Inventory::new(ledger, crate::inventory::Vendors::empty(), None));
     let interval = StdDuration::from_millis(config.reconcile_interval_ms);
     let tasks = vec![
         tokio::spawn(est::serve(listener, tls, shared.clone(), limits, shutdown.clone())),
-        tokio::spawn(access_task(shared, control, enforcer, interval, shutdown)),
+        tokio::spawn(access_task(shared, control, enforcer, ledger, interval, shutdown)),
     ];
     Ok(Running { local_addr, ca_cert, tasks })
 }
@@ -155,10 +160,11 @@ async fn access_task(
     shared: Arc<Shared>,
     control: Control,
     enforcer: Enforcer,
+    ledger: Box<dyn AccessLedger>,
     interval: StdDuration,
     mut shutdown: Shutdown,
 ) {
-    let enforcer = Arc::new(Mutex::new(enforcer));
+    let enforcer = Arc::new(Mutex::new((enforcer, ledger)));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -169,8 +175,9 @@ async fn access_task(
         }
         let (shared, control, enforcer) = (shared.clone(), control.clone(), enforcer.clone());
         let outcome = blocking(move || {
-            let mut enforcer = enforcer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            reconcile(&shared, &*control, &mut enforcer, OffsetDateTime::now_utc())
+            let mut guard = enforcer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (enforcer, ledger) = &mut *guard;
+            reconcile(&shared, &*control, enforcer, ledger.as_mut(), OffsetDateTime::now_utc())
         })
         .await;
         match outcome {
@@ -182,41 +189,69 @@ async fn access_task(
     tracing::info!("identity: access task stopped");
 }
 
-/// One pass: desired access from the registry, applied to the datapath. Returns the changes
-/// that took effect.
+/// Who the store's audit names for identity's access changes.
+pub const ACTOR_IDENTITY: &str = "identity";
+
+/// One pass: desired access from the registry, applied to the datapath and recorded in the
+/// store. Returns the changes that took effect.
 pub fn reconcile(
     shared: &Shared,
     control: &dyn DeviceControl,
     enforcer: &mut Enforcer,
+    ledger: &mut dyn AccessLedger,
     now: OffsetDateTime,
 ) -> Result<Vec<Change>, IdentityError> {
     let desired = shared.lock().desired_access(now)?;
     let plan = enforcer.plan(&desired, |mac| control.access(mac).ok().flatten());
+    Ok(apply(plan, control, enforcer, ledger, &shared.bus))
+}
+
+/// Writes each planned change to the device table, records it through `ledger` (the same
+/// audited path as the API's and respond's changes, so a restart restores it), and publishes
+/// its event.
+pub fn apply(
+    plan: Vec<Change>,
+    control: &dyn DeviceControl,
+    enforcer: &mut Enforcer,
+    ledger: &mut dyn AccessLedger,
+    bus: &EventBus,
+) -> Vec<Change> {
     let mut applied = Vec::with_capacity(plan.len());
     for change in plan {
         match control.set_access(change.mac, change.to) {
             Ok(()) => {
                 enforcer.applied(&change);
                 tracing::info!(device = %change.mac, access = %change.to.access, "identity: access changed");
-                shared.bus.publish(access_event(&change));
+                let (_, _, reason) = describe(&change);
+                if let Err(error) = ledger.record_change(change.mac, change.to, ACTOR_IDENTITY, reason) {
+                    // Enforced all the same (a clone block must not wait for the disk); a
+                    // restart before the next change would not restore it.
+                    tracing::error!(device = %change.mac, %error, "identity: access changed but not recorded in the store");
+                }
+                bus.publish(access_event(&change));
                 applied.push(change);
             }
             // Not recorded as applied: the next tick tries again.
             Err(error) => tracing::warn!(device = %change.mac, %error, "identity: cannot set access"),
         }
     }
-    Ok(applied)
+    applied
 }
 
-fn access_event(change: &Change) -> GatewayEvent {
-    let (action, severity, reason) = match change.to.access {
+/// The action name, severity and reason of an access change.
+fn describe(change: &Change) -> (&'static str, Severity, &'static str) {
+    match change.to.access {
         Access::Enrolled => ("enroll", Severity::Info, "holds a valid certificate and authenticated with it"),
         Access::Blocked => ("block", Severity::High, "suspected identity cloning, held until an operator decides"),
         Access::Onboarding => {
             ("onboard", Severity::Low, "no valid certificate (expired, revoked, suspended or not yet used)")
         }
         _ => ("unenroll", Severity::Low, "identity decommissioned or hold released"),
-    };
+    }
+}
+
+fn access_event(change: &Change) -> GatewayEvent {
+    let (action, severity, reason) = describe(change);
     GatewayEvent::new(
         severity,
         Some(change.mac),
@@ -319,4 +354,37 @@ pub(crate) fn publish_admission_alert(
             resolved: false,
         },
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway_ebpf::lane;
+
+    use super::*;
+    use crate::datapath::MemoryDatapath;
+
+    #[test]
+    fn identitys_access_changes_are_recorded_and_audited_in_the_inventory() {
+        let control = MemoryDatapath::default();
+        let mut inventory = crate::inventory::Inventory::new(
+            crate::store::open_in_memory().expect("store"),
+            crate::inventory::Vendors::empty(),
+            None,
+        );
+        let mut enforcer = Enforcer::new(lane::FIRST_CLASS_POLICY);
+        let (enrolled, clone) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+        let plan = enforcer.plan(&[(enrolled, Access::Enrolled), (clone, Access::Blocked)], |_| None);
+        let applied = apply(plan, &control, &mut enforcer, &mut inventory, &EventBus::default());
+        assert_eq!(applied.len(), 2);
+        // What a restart restores is what identity enforced.
+        let stored = inventory.enforced().expect("enforced");
+        for (mac, entry) in &stored {
+            assert_eq!(control.access(*mac).expect("table").as_ref(), Some(entry));
+        }
+        assert_eq!(stored.iter().map(|(_, e)| e.access).collect::<Vec<_>>(), [Access::Enrolled, Access::Blocked]);
+        let audit = inventory.audit_log(Some(clone), 10).expect("audit");
+        let change = audit.iter().find(|a| a.action == "access_changed").expect("access change audited");
+        assert_eq!(change.actor, ACTOR_IDENTITY);
+        assert!(change.detail.starts_with("unknown -> blocked: suspected identity cloning"), "{}", change.detail);
+    }
 }

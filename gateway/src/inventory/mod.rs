@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{
-    datapath::events::{DatapathEvent, FlowObservation, PacketSample},
+    datapath::{
+        DeviceAccess,
+        events::{DatapathEvent, FlowObservation, PacketSample},
+    },
     device::{Access, Mac},
     fingerprint::{
         Classifier, DeviceFeatures, Guess,
@@ -41,10 +44,11 @@ use replay::{IntervalCounters, TrafficCounters};
 pub use vendor::Vendors;
 
 /// Schema of the inventory tables. Times are Unix milliseconds; MACs and IPs are text.
-pub const MIGRATIONS: &[crate::store::Migration] = &[crate::store::Migration {
-    component: "inventory",
-    version: 1,
-    sql: "
+pub const MIGRATIONS: &[crate::store::Migration] = &[
+    crate::store::Migration {
+        component: "inventory",
+        version: 1,
+        sql: "
 CREATE TABLE inventory_devices (
     mac TEXT PRIMARY KEY,
     first_seen INTEGER NOT NULL,
@@ -113,7 +117,18 @@ CREATE TABLE inventory_audit (
 );
 CREATE INDEX inventory_audit_by_mac ON inventory_audit (mac, id);
 ",
-}];
+    },
+    // What the datapath enforces beyond the access state: the store is the device table's
+    // source of truth, rebuilt from these columns at every start (`query::enforced`).
+    crate::store::Migration {
+        component: "inventory",
+        version: 2,
+        sql: "
+ALTER TABLE inventory_devices ADD COLUMN policy_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE inventory_devices ADD COLUMN class_id INTEGER NOT NULL DEFAULT 0;
+",
+    },
+];
 
 /// Actor recorded for changes the inventory makes from traffic.
 pub const ACTOR_INVENTORY: &str = "inventory";
@@ -582,11 +597,38 @@ impl Inventory {
     }
 
     /// Sets what the datapath enforces for a device (the caller has changed the device table;
-    /// this records it). Creates the device if needed. Returns the previous access.
+    /// this records it), keeping the stored policy and class. Creates the device if needed.
+    /// Returns the previous access.
     pub fn set_access(
         &mut self,
         mac: Mac,
         access: Access,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Access, InventoryError> {
+        self.store_access(mac, access, None, actor, reason)
+    }
+
+    /// The one audited path for device-table changes: records what the datapath now enforces
+    /// for `mac` (access, policy and class) after the caller changed the device table, and
+    /// audits an access change as `access_changed` (`"<from> -> <to>: <reason>"`). The
+    /// controller rebuilds the device table from these rows at every start
+    /// (`query::enforced`). Creates the device if needed. Returns the previous access.
+    pub fn record_access(
+        &mut self,
+        mac: Mac,
+        enforced: DeviceAccess,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Access, InventoryError> {
+        self.store_access(mac, enforced.access, Some((enforced.policy_id, enforced.class_id)), actor, reason)
+    }
+
+    fn store_access(
+        &mut self,
+        mac: Mac,
+        access: Access,
+        policy_class: Option<(u32, u16)>,
         actor: &str,
         reason: &str,
     ) -> Result<Access, InventoryError> {
@@ -601,6 +643,12 @@ impl Inventory {
             )?;
             let previous: Access =
                 previous.parse().map_err(|reason| InventoryError::Corrupt { mac: mac.to_string(), reason })?;
+            if let Some((policy_id, class_id)) = policy_class {
+                inventory.conn.execute(
+                    "UPDATE inventory_devices SET policy_id = ?2, class_id = ?3 WHERE mac = ?1",
+                    params![mac.to_string(), policy_id, class_id],
+                )?;
+            }
             if previous != access {
                 inventory.conn.execute(
                     "UPDATE inventory_devices SET access = ?2 WHERE mac = ?1",
@@ -610,6 +658,12 @@ impl Inventory {
             }
             Ok(previous)
         })
+    }
+
+    /// What the store says the datapath must enforce: every device with an access other
+    /// than `unknown`, with its policy and class.
+    pub fn enforced(&self) -> Result<Vec<(Mac, DeviceAccess)>, InventoryError> {
+        query::enforced(&self.conn)
     }
 
     /// Records the identity the device enrolled with. Creates the device if needed.
@@ -917,6 +971,12 @@ impl Inventory {
     }
 }
 
+impl crate::datapath::AccessLedger for Inventory {
+    fn record_change(&mut self, mac: Mac, enforced: DeviceAccess, actor: &str, reason: &str) -> Result<(), String> {
+        self.record_access(mac, enforced, actor, reason).map(|_| ()).map_err(|error| error.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::{net::Ipv4Addr, path::PathBuf};
@@ -1088,6 +1148,49 @@ mod tests {
         assert_eq!(query::devices(&reader).unwrap()[0].mac, mac);
         assert_eq!(query::flows(&reader, mac, 10).unwrap().len(), 1);
         assert_eq!(query::audit_log(&reader, Some(mac), 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn recorded_access_with_policy_and_class_is_what_a_restart_enforces() {
+        let dir = TempDir::new("enforced");
+        let path = dir.0.join("store.db");
+        let (blocked, quarantined, seen): (Mac, Mac, Mac) =
+            ("02:00:00:00:00:01".parse().unwrap(), "02:00:00:00:00:02".parse().unwrap(), HUE.parse().unwrap());
+        {
+            let mut inventory = Inventory::new(crate::store::open(&path).unwrap(), Vendors::empty(), None);
+            inventory.handle(&flow(seen, 443, 0)).unwrap();
+            let enrolled = DeviceAccess { access: Access::Enrolled, policy_id: 36, class_id: 20 };
+            assert_eq!(inventory.record_access(blocked, enrolled, "identity", "enrolled").unwrap(), Access::Unknown);
+            let block = DeviceAccess { access: Access::Blocked, ..enrolled };
+            assert_eq!(inventory.record_access(blocked, block, "api:alice", "stolen").unwrap(), Access::Enrolled);
+            let quarantine = DeviceAccess { access: Access::Quarantined, policy_id: 17, class_id: 1 };
+            inventory.record_access(quarantined, quarantine, "respond:scan", "incident 7").unwrap();
+            // `set_access` keeps the recorded policy and class.
+            inventory.set_access(quarantined, Access::Quarantined, "api:bob", "again").unwrap();
+        }
+        let inventory = Inventory::new(crate::store::open(&path).unwrap(), Vendors::empty(), None);
+        assert_eq!(
+            inventory.enforced().unwrap(),
+            vec![
+                (blocked, DeviceAccess { access: Access::Blocked, policy_id: 36, class_id: 20 }),
+                (quarantined, DeviceAccess { access: Access::Quarantined, policy_id: 17, class_id: 1 }),
+            ],
+            "devices only seen are not in the device table"
+        );
+        let trail: Vec<_> = inventory
+            .audit_log(Some(blocked), 10)
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.action == "access_changed")
+            .map(|a| (a.actor, a.detail))
+            .collect();
+        assert_eq!(
+            trail,
+            vec![
+                ("api:alice".to_owned(), "enrolled -> blocked: stolen".to_owned()),
+                ("identity".to_owned(), "unknown -> enrolled: enrolled".to_owned()),
+            ]
+        );
     }
 
     #[test]

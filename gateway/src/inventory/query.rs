@@ -7,7 +7,10 @@ use super::{
     AddressRecord, AuditEntry, DeviceDetail, DeviceRecord, FingerprintKind, FingerprintRecord, FlowRecord,
     InventoryError, TrafficRecord, TrafficTotals, datetime,
 };
-use crate::device::{Access, Mac};
+use crate::{
+    datapath::DeviceAccess,
+    device::{Access, Mac},
+};
 
 /// Every device, most recently seen first.
 pub fn devices(conn: &Connection) -> Result<Vec<DeviceRecord>, InventoryError> {
@@ -164,6 +167,29 @@ pub fn audit_log(conn: &Connection, mac: Option<Mac>, limit: usize) -> Result<Ve
                 })
                 .transpose()?;
             Ok(AuditEntry { id, time: datetime(time), actor, mac, action, detail })
+        })
+        .collect()
+}
+
+/// What the datapath must enforce, as recorded by `Inventory::record_access`: every device
+/// whose access is not `unknown`, in MAC order, with its policy and class.
+pub fn enforced(conn: &Connection) -> Result<Vec<(Mac, DeviceAccess)>, InventoryError> {
+    let rows = conn
+        .prepare(
+            "SELECT mac, access, policy_id, class_id FROM inventory_devices WHERE access != 'unknown' ORDER BY mac",
+        )?
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(mac_text, access, policy_id, class_id)| {
+            let corrupt = |reason: String| InventoryError::Corrupt { mac: mac_text.clone(), reason };
+            let mac: Mac = mac_text.parse().map_err(|e: crate::device::ParseMacError| corrupt(e.to_string()))?;
+            let access: Access = access.parse().map_err(corrupt)?;
+            let policy_id = u32::try_from(policy_id).map_err(|_| corrupt(format!("policy id {policy_id}")))?;
+            let class_id = u16::try_from(class_id).map_err(|_| corrupt(format!("class id {class_id}")))?;
+            Ok((mac, DeviceAccess { access, policy_id, class_id }))
         })
         .collect()
 }

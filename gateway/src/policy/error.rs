@@ -141,6 +141,10 @@ pub enum ErrorKind {
          destination; merge ports into ranges (e.g. \"8000-8100\") or allow all ports"
     )]
     TooManyPortRanges { policy: String, proto: String, net: String, count: usize, max: usize },
+    /// A `[[response]]` rule `crate::respond::rules` refuses (unknown detector or action,
+    /// score out of range, bad MAC, unknown key...).
+    #[error("{0}")]
+    Response(String),
     /// More policy entries than the datapath's LPM map holds.
     #[error("{count} IPv{family} policy entries exceed the datapath capacity of {capacity}")]
     CapacityExceeded { family: u8, count: usize, capacity: u32 },

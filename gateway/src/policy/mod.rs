@@ -15,7 +15,9 @@
 //! `CompiledPolicy` to `datapath::maps`.
 //!
 //! Extension point: `[[response]]` tables are kept raw in `CompiledPolicy::responses` for
-//! `crate::respond` to parse; every other unknown top-level table is an error.
+//! `crate::respond` to parse; `check` (so `policy check`, `iotgw run` and every reload) has
+//! `crate::respond::rules` check them with the rest. Every other unknown top-level table is
+//! an error.
 
 pub mod classify;
 pub mod compile;

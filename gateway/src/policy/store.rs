@@ -25,11 +25,21 @@ pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Pending raw file events between the watcher thread and the debounce task.
 const WATCH_QUEUE: usize = 256;
 
-/// Loads and compiles `paths` (files, or folders of `*.toml`): what `iotgw policy check`
-/// and `reload` run.
+/// Loads and compiles `paths` (files, or folders of `*.toml`) and checks their
+/// `[[response]]` rules (`crate::respond::rules`): what `iotgw policy check`, `iotgw run`
+/// and every `reload` run, so none of them accepts what another refuses. Every error of
+/// both is reported.
 pub fn check<P: AsRef<Path>>(paths: &[P]) -> Result<CompiledPolicy, Vec<PolicyError>> {
     let policy = load_paths(paths)?;
-    compile(&policy)
+    let responses = crate::respond::rules::policy_errors(&policy);
+    match compile(&policy) {
+        Ok(compiled) if responses.is_empty() => Ok(compiled),
+        Ok(_) => Err(responses),
+        Err(mut errors) => {
+            errors.extend(responses);
+            Err(errors)
+        }
+    }
 }
 
 /// Loads and compiles every `*.toml` file of `dir`.
@@ -229,6 +239,27 @@ mod tests {
         let after = store.reload().expect("fixed");
         assert!(after.class("doorbell").is_some());
         assert!(Arc::ptr_eq(&after, &store.current()));
+    }
+
+    #[test]
+    fn a_bad_response_rule_refuses_the_reload_and_says_where() {
+        let dir = ScratchDir::with_shipped("response");
+        let mut store = PolicyStore::open(&dir.0).expect("shipped policies load");
+        let before = store.current();
+        let bad = "# isolate\n[[response]]\nname = \"nuke\"\ndetectors = [\"scna\"]\naction = \"nuke\"\n";
+        std::fs::write(dir.0.join("zz-response.toml"), bad).expect("write");
+        let errors = store.reload().expect_err("bad response rules refused");
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 2, "{text:#?}");
+        assert!(errors.iter().all(|e| matches!(e.kind, ErrorKind::Response(_))), "{text:#?}");
+        for line in &text {
+            assert!(line.contains("zz-response.toml:2:1: [[response]] \"nuke\": "), "{line}");
+        }
+        assert!(text[0].contains("unknown detector \"scna\""), "{}", text[0]);
+        assert!(text[1].contains("unknown action \"nuke\""), "{}", text[1]);
+        assert!(Arc::ptr_eq(&before, &store.current()), "the running policy stays");
+        // `iotgw policy check` runs the same check.
+        assert!(check(&[&dir.0]).is_err());
     }
 
     #[test]

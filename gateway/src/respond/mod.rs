@@ -45,10 +45,22 @@ pub struct Hold {
     pub since: SystemTime,
 }
 
+/// A device-table change respond made, for the pipeline to record in the store
+/// (`datapath::AccessLedger`), so a restart restores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccessRecord {
+    pub mac: Mac,
+    pub enforced: DeviceAccess,
+    pub actor: String,
+    pub reason: String,
+}
+
 /// The respond step.
 pub struct Responder {
     policy: ResponsePolicy,
     control: Control,
+    /// Changes made since the last `take_changes`.
+    changes: Vec<AccessRecord>,
     classes: HashMap<Mac, String>,
     holds: HashMap<Mac, Hold>,
     /// Per rule index: per device, when it acted.
@@ -62,6 +74,7 @@ impl Responder {
         Self {
             policy,
             control,
+            changes: Vec::new(),
             classes: HashMap::new(),
             holds: HashMap::new(),
             device_history: HashMap::new(),
@@ -80,6 +93,11 @@ impl Responder {
 
     pub fn hold(&self, mac: Mac) -> Option<&Hold> {
         self.holds.get(&mac)
+    }
+
+    /// The device-table changes made since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<AccessRecord> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Applies the rules to one alert. Of the rules that match, are not exempt and are
@@ -120,7 +138,7 @@ impl Responder {
             return events;
         }
         match self.apply(alert.mac, rule.action) {
-            Ok(previous) => {
+            Ok((previous, next)) => {
                 // Remember the action, forgetting what no longer counts against a limit.
                 for (history, period) in [
                     (self.device_history.entry((index, alert.mac)).or_default(), rule.device_period),
@@ -148,6 +166,10 @@ impl Responder {
                     alert.incident, alert.score, rule.name, rule.origin, rule.action, rule.min_score
                 );
                 tracing::warn!(device = %alert.mac, action = %rule.action, incident = %alert.incident, "response");
+                if let Some(enforced) = next {
+                    let (mac, actor, reason) = (alert.mac, actor.clone(), reason.clone());
+                    self.changes.push(AccessRecord { mac, enforced, actor, reason });
+                }
                 let mut action = GatewayEvent::new(
                     if rule.action.enforces() { Severity::High } else { alert.severity() },
                     Some(alert.mac),
@@ -182,6 +204,7 @@ impl Responder {
             "released from {} (rule {:?}, incident {}) back to {}",
             hold.action, hold.rule, hold.incident, restore.access
         );
+        self.changes.push(AccessRecord { mac, enforced: restore, actor: actor.to_owned(), reason: reason.clone() });
         Ok(vec![
             GatewayEvent::new(
                 Severity::Medium,
@@ -193,13 +216,18 @@ impl Responder {
         ])
     }
 
-    /// Changes the datapath for `action`; returns what it enforced before.
-    fn apply(&self, mac: Mac, action: ActionKind) -> Result<Option<DeviceAccess>, RespondError> {
+    /// Changes the datapath for `action`; returns what it enforced before and after (`None`
+    /// when the action changes nothing).
+    fn apply(
+        &self,
+        mac: Mac,
+        action: ActionKind,
+    ) -> Result<(Option<DeviceAccess>, Option<DeviceAccess>), RespondError> {
         let fail = |source| RespondError::Control { mac, source };
         let previous = self.control.access(mac).map_err(fail)?;
         let (policy_id, class_id) = previous.map(|p| (p.policy_id, p.class_id)).unwrap_or((lane::QUARANTINE, 0));
         let next = match action {
-            ActionKind::Alert => return Ok(previous),
+            ActionKind::Alert => return Ok((previous, None)),
             // Enrolled, but on the quarantine lane's allow-list (updates, DNS): everything
             // else meets a policy miss and is dropped, not redirected.
             ActionKind::UpdateLane => DeviceAccess { access: Access::Enrolled, policy_id: lane::QUARANTINE, class_id },
@@ -207,7 +235,7 @@ impl Responder {
             ActionKind::Block => DeviceAccess { access: Access::Blocked, policy_id, class_id },
         };
         self.control.set_access(mac, next).map_err(fail)?;
-        Ok(previous)
+        Ok((previous, Some(next)))
     }
 }
 
@@ -243,8 +271,9 @@ fn limited(
     None
 }
 
-/// Where audit records are kept besides the bus: the inventory's audit log.
-pub trait AuditLog: Send {
+/// Where audit records are kept besides the bus: the inventory's audit log, which also
+/// records respond's device-table changes (`AccessLedger`).
+pub trait AuditLog: crate::datapath::AccessLedger {
     /// Stores one `EventKind::Audit` event (other kinds are ignored).
     fn record(&mut self, event: &GatewayEvent) -> Result<(), String>;
 }

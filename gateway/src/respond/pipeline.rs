@@ -163,6 +163,16 @@ impl Core {
                 Vec::new()
             }
         };
+        let changes = self.responder.take_changes();
+        if let Some(audit) = &mut self.audit {
+            for change in changes {
+                let ledger: &mut dyn crate::datapath::AccessLedger = audit.as_mut();
+                if let Err(error) = ledger.record_change(change.mac, change.enforced, &change.actor, &change.reason) {
+                    // Enforced all the same; a restart before the next change would not restore it.
+                    tracing::error!(%error, device = %change.mac, "access changed but not recorded in the store");
+                }
+            }
+        }
         for event in &events {
             if let Some(audit) = &mut self.audit
                 && let Err(error) = audit.record(event)

@@ -201,25 +201,42 @@ pub fn from_policy(policy: &crate::policy::load::Policy) -> Result<ResponsePolic
     )
 }
 
+/// Every problem of the `[[response]]` tables the policy loader kept, as policy errors at
+/// each table's `file:line:column`: what `iotgw policy check`, `iotgw run` before attaching
+/// and every reload report, so bad rules are refused with the rest of the policy.
+pub fn policy_errors(policy: &crate::policy::load::Policy) -> Vec<crate::policy::PolicyError> {
+    policy
+        .responses
+        .iter()
+        .enumerate()
+        .flat_map(|(index, spec)| {
+            let problems = check(index, spec.at.to_string(), spec.value.clone()).err().unwrap_or_default();
+            problems.into_iter().map(|problem| {
+                crate::policy::PolicyError::new(spec.at.clone(), crate::policy::ErrorKind::Response(problem))
+            })
+        })
+        .collect()
+}
+
 fn check_all(tables: impl Iterator<Item = (String, toml::Value)>) -> Result<ResponsePolicy, RuleError> {
     let mut problems = Vec::new();
     let mut rules = Vec::new();
     for (index, (origin, value)) in tables.enumerate() {
-        match check(index, origin, value) {
+        match check(index, origin.clone(), value) {
             Ok(rule) => rules.push(rule),
-            Err(found) => problems.extend(found),
+            Err(found) => problems.extend(found.into_iter().map(|problem| format!("{origin}: {problem}"))),
         }
     }
     if problems.is_empty() { Ok(ResponsePolicy { rules }) } else { Err(RuleError::Invalid { problems }) }
 }
 
-/// One `[[response]]` table to a rule, or every problem in it.
+/// One `[[response]]` table (at `origin`) to a rule, or every problem in it (each without
+/// the origin, which the callers add).
 fn check(index: usize, origin: String, value: toml::Value) -> Result<ResponseRule, Vec<String>> {
-    let raw: RawRule = value
-        .try_into()
-        .map_err(|e: toml::de::Error| vec![format!("{origin}: [[response]]: {}", e.message().trim())])?;
+    let raw: RawRule =
+        value.try_into().map_err(|e: toml::de::Error| vec![format!("[[response]]: {}", e.message().trim())])?;
     let name = raw.name.unwrap_or_else(|| format!("response #{}", index + 1));
-    let at = format!("{origin}: [[response]] {name:?}");
+    let at = format!("[[response]] {name:?}");
     let mut problems = Vec::new();
     let mut detectors = Vec::new();
     for detector in &raw.detectors {

@@ -388,6 +388,20 @@ fn pipeline_thread_quarantines_and_releases_through_its_channel() {
         for expected in ["respond.update_lane", "respond.quarantine", "respond.release"] {
             assert!(actions.contains(&expected), "{actions:?}");
         }
+        // And every device-table change went through the inventory's audited path, the one a
+        // restart restores the table from.
+        let changes: Vec<(String, String)> = log
+            .iter()
+            .rev()
+            .filter(|entry| entry.action == "access_changed")
+            .map(|entry| (entry.actor.clone(), entry.detail.split(':').next().unwrap_or_default().to_owned()))
+            .collect();
+        let expected = [
+            ("respond:update lane for strays", "unknown -> enrolled"),
+            ("respond:quarantine attacks", "enrolled -> quarantined"),
+            ("api:alice", "quarantined -> unknown"),
+        ];
+        assert_eq!(changes, expected.map(|(a, d)| (a.to_owned(), d.to_owned())), "{log:#?}");
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }

@@ -25,8 +25,21 @@ pub const DEFAULT_ATTACH_MODE: &str = "native";
 /// How long the controller may take to load, verify and attach.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How the controller process enters the gateway's network namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launcher {
+    /// `nsenter --net=`: only the network namespace changes; bpffs is the host's, so the pins
+    /// outlive the process.
+    Nsenter,
+    /// `ip netns exec`: also a mount namespace of its own with a fresh /sys, so the
+    /// controller mounts a private bpffs whose pins die with it.
+    IpNetnsExec,
+}
+
 /// A controller process and the files it runs from.
 pub struct Controller {
+    /// How `spawn` starts the process (`Launcher::Nsenter` unless a test sets it).
+    pub launcher: Launcher,
     child: Option<Child>,
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -85,6 +98,71 @@ impl Controller {
         extra_config: &str,
         attach_mode: &str,
     ) -> Controller {
+        let mut controller = Controller::write_files(lab, policies, identity_keys, extra_config, attach_mode);
+        controller.spawn();
+        controller
+    }
+
+    /// Writes the configuration and policy files for `lab` in a fresh folder without
+    /// starting anything: for tests that run `iotgw run` to its exit (`run_to_exit`).
+    pub fn configure(lab: &Lab, policies: &[(&str, &str)], extra_config: &str) -> Controller {
+        let _ = std::fs::remove_dir_all(Controller::dir_for(lab));
+        Controller::write_files(lab, policies, "", extra_config, DEFAULT_ATTACH_MODE)
+    }
+
+    /// Runs `iotgw run` in the gateway namespace until it exits, at most `timeout` (then it
+    /// is killed and the test fails). Returns its exit code and its standard error.
+    pub fn run_to_exit(&mut self, timeout: Duration) -> (Option<i32>, String) {
+        let mut child = self.command().stderr(Stdio::piped()).spawn().expect("starting iotgw");
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for iotgw") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("iotgw run did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        (status.code(), stderr)
+    }
+
+    /// `iotgw run` in the gateway's network namespace, entered the `launcher` way.
+    fn command(&self) -> Command {
+        let mut command = match self.launcher {
+            Launcher::Nsenter => {
+                let mut command = Command::new("nsenter");
+                command.arg(format!("--net={}", Lab::ns_path(&self.ns)));
+                command
+            }
+            Launcher::IpNetnsExec => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", &self.ns]);
+                command
+            }
+        };
+        command
+            .arg(iotgw_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null());
+        command
+    }
+
+    fn write_files(
+        lab: &Lab,
+        policies: &[(&str, &str)],
+        identity_keys: &str,
+        extra_config: &str,
+        attach_mode: &str,
+    ) -> Controller {
         let dir = Controller::dir_for(lab);
         let policy_dir = dir.join("policies");
         std::fs::create_dir_all(&policy_dir).expect("policy dir");
@@ -108,23 +186,24 @@ impl Controller {
             ),
         )
         .expect("config file");
-        let mut controller =
-            Controller { child: None, dir, config, policy_dir, pin_path, ns: lab.gw.clone(), log: Arc::default() };
-        controller.spawn();
-        controller
+        Controller {
+            launcher: Launcher::Nsenter,
+            child: None,
+            dir,
+            config,
+            policy_dir,
+            pin_path,
+            ns: lab.gw.clone(),
+            log: Arc::default(),
+        }
     }
 
     /// Starts (or restarts) the process and waits until the datapath is configured. The log
     /// kept for `wait_for_log` starts afresh with each process.
     pub fn spawn(&mut self) {
         self.log.lock().expect("log lock").clear();
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", Lab::ns_path(&self.ns)))
-            .arg(iotgw_bin())
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+        let mut child = self
+            .command()
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", iotgw_bin().display()));
@@ -178,7 +257,7 @@ impl Controller {
     /// Sends SIGHUP (policy reload).
     pub fn hangup(&self) {
         if let Some(child) = &self.child {
-            // nsenter execs iotgw, so the child's pid is iotgw's.
+            // nsenter and `ip netns exec` exec iotgw, so the child's pid is iotgw's.
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP);
         }
