@@ -164,3 +164,120 @@ fn kill_9_while_quarantining_and_reloading_keeps_every_answered_action_and_enfor
         expected = after;
     }
 }
+
+/// A tmpfs of its own for the store, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn new(name: &str, size: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("iotgw-fault-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mount point");
+        netns_tests::lab::sh(
+            "mount",
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", dir.to_str().expect("utf-8")],
+        );
+        Self(dir)
+    }
+
+    /// Writes a filler file until the disk refuses (ENOSPC); returns it.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let filler = self.0.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        // Bounded: the disk is megabytes, this writes at most 1 GiB before giving up.
+        for _ in 0..16_384 {
+            if file.write_all(&block).and_then(|()| file.sync_all()).is_err() {
+                return filler;
+            }
+        }
+        panic!("the small disk never filled up");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_full_store_disk_refuses_actions_it_cannot_record_while_enforcement_goes_on() {
+    let lab = Lab::new(2);
+    let disk = SmallDisk::new("full", "24m");
+    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", DEFAULTS)];
+    let config = format!("\n[api]\ntokens = [\n  {},\n]\n", token_entry("otto", "operator", OPERATOR_TOKEN));
+    let mut ctl = Controller::configure(&lab, &files, &config);
+    // The store on the small disk.
+    let text = std::fs::read_to_string(&ctl.config).expect("config");
+    let store = disk.0.join("iotgw.db");
+    let text = text.replace(&ctl.dir.join("iotgw.db").display().to_string(), &store.display().to_string());
+    std::fs::write(&ctl.config, text).expect("config");
+    ctl.spawn();
+    let api = ApiClient::new(&lab.gw);
+    let (target, prober) = (Mac(lab.devices[0].mac), Mac(lab.devices[1].mac));
+    for (n, mac) in [target, prober].into_iter().enumerate() {
+        let entry = DeviceAccess { access: Access::Enrolled, policy_id: SENSOR_POLICY_ID, class_id: SENSOR_CLASS_ID };
+        ctl.maps().set_access(mac, entry).expect("device entry");
+        ctl.maps().set_device_ipv4(mac, Ipv4Addr::from(lab.devices[n].ip)).expect("device address");
+        let tx = RawSocket::open(&lab.devices[n].ns, lab.devices[n].interface);
+        tx.send(&packets::tcp_syn(endpoints(&lab, n), 40_000, packets::MQTT_PORT));
+    }
+    api_access(&api, target);
+
+    let filler = disk.fill();
+    // Actions until one cannot be recorded (bounded: the first write past the WAL's free
+    // pages meets the full disk). Each answer is kept or refused whole.
+    let mut refused = None;
+    for round in 0..20 {
+        let action = if access(&ctl, target) == Some(Access::Quarantined) { "release" } else { "quarantine" };
+        let before = access(&ctl, target);
+        let reason = format!("{{\"reason\":\"disk full round {round} {}\"}}", "x".repeat(400));
+        let answer = api.post(&format!("/api/v1/devices/{target}/{action}"), Some(OPERATOR_TOKEN), &reason);
+        if answer.status != 200 {
+            refused = Some((answer, before));
+            break;
+        }
+    }
+    let (refusal, before) = refused.expect("an action on a full disk is refused, not answered as recorded");
+    assert!(refusal.status >= 500, "a full disk is the gateway's fault, not the caller's: {refusal:?}");
+    assert_eq!(access(&ctl, target), before, "a refused action leaves the device table as it was");
+
+    // Enforcement goes on: the prober's denied telnet stays dropped, its MQTT passes.
+    let upstream = RawSocket::open(&lab.up, "eth0");
+    let probe_tx = RawSocket::open(&lab.devices[1].ns, lab.devices[1].interface);
+    let (telnet, mqtt) = std::thread::scope(|scope| {
+        let telnet =
+            scope.spawn(|| count_from(&upstream, Duration::from_millis(600), lab.devices[1].ip, packets::TELNET_PORT));
+        std::thread::sleep(Duration::from_millis(100));
+        for k in 0..3 {
+            probe_tx.send(&packets::tcp_syn(endpoints(&lab, 1), 43_000 + k, packets::TELNET_PORT));
+        }
+        let telnet = telnet.join().expect("sniffer");
+        let mqtt =
+            scope.spawn(|| count_from(&upstream, Duration::from_millis(600), lab.devices[1].ip, packets::MQTT_PORT));
+        std::thread::sleep(Duration::from_millis(100));
+        for k in 0..3 {
+            probe_tx.send(&packets::tcp_syn(endpoints(&lab, 1), 44_000 + k, packets::MQTT_PORT));
+        }
+        (telnet, mqtt.join().expect("sniffer"))
+    });
+    assert_eq!((telnet, mqtt), (0, 3), "the datapath enforces on with a full store disk");
+
+    // Space back: the controller is still there and the same action is answered and kept.
+    std::fs::remove_file(filler).expect("freeing the disk");
+    let action = if before == Some(Access::Quarantined) { "release" } else { "quarantine" };
+    let answer =
+        api.post(&format!("/api/v1/devices/{target}/{action}"), Some(OPERATOR_TOKEN), r#"{"reason":"space back"}"#);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let after = if action == "release" { Access::Enrolled } else { Access::Quarantined };
+    ctl.kill9();
+    ctl.spawn();
+    assert_eq!(access(&ctl, target), Some(after), "the answered action survives a restart");
+    assert_eq!(api_access(&api, target), after.as_str(), "and the store holds it");
+    println!(
+        "full disk: refused with {} ({}), device table unchanged; enforcement went on",
+        refusal.status, refusal.body
+    );
+}
