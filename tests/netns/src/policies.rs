@@ -42,3 +42,18 @@ pub fn shipped(dir: Option<&std::path::Path>) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Class id of the lab's sensor class, and the policy id the compiler gives it.
+pub const SENSOR_CLASS_ID: u16 = 20;
+pub const SENSOR_POLICY_ID: u32 = gateway_ebpf::lane::FIRST_CLASS_POLICY + SENSOR_CLASS_ID as u32;
+
+/// The lab's sensor class: MQTT to the upstream broker (`lab::UPSTREAM_IP`), nothing else.
+pub const SENSOR_CLASS: &str = r#"
+[[class]]
+name = "sensor"
+id = 20
+[[class.allow]]
+nets = ["10.78.0.2/32"]
+protocol = "tcp"
+ports = [1883]
+"#;

@@ -5,7 +5,7 @@
 //! builds its own lab, but the machine has two cores and XDP loads are heavy.
 use std::{net::Ipv4Addr, time::Duration};
 
-use gateway_ebpf::{lane, reason};
+use gateway_ebpf::reason;
 use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _},
     device::{Access, Mac},
@@ -14,20 +14,9 @@ use netns_tests::{
     controller::Controller,
     lab::{GATEWAY_LAN_IP, Lab, QUARANTINE_HOST_IP, UPSTREAM_IP},
     packets::{self, BROADCAST_IP, BROADCAST_MAC, Endpoints, UNSPECIFIED_IP},
-    policies::{LANES, defaults},
+    policies::{LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID, defaults},
     raw::RawSocket,
 };
-
-/// A sensor class: MQTT to the upstream broker, nothing else.
-const SENSOR_CLASS: &str = r#"
-[[class]]
-name = "sensor"
-id = 20
-[[class.allow]]
-nets = ["10.78.0.2/32"]
-protocol = "tcp"
-ports = [1883]
-"#;
 
 fn policies(malformed: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -72,8 +61,8 @@ impl Setup {
 
     fn enroll(&self, device: usize, access: Access) {
         let mac = Mac(self.lab.devices[device].mac);
-        let policy_id = lane::FIRST_CLASS_POLICY + 20;
-        self.ctl.maps().set_access(mac, DeviceAccess { access, policy_id, class_id: 20 }).expect("device entry");
+        let entry = DeviceAccess { access, policy_id: SENSOR_POLICY_ID, class_id: SENSOR_CLASS_ID };
+        self.ctl.maps().set_access(mac, entry).expect("device entry");
         self.ctl.maps().set_device_ipv4(mac, Ipv4Addr::from(self.lab.devices[device].ip)).expect("device address");
     }
 

@@ -12,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gateway_ebpf::lane;
 use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _},
     device::{Access, Mac},
@@ -22,23 +21,10 @@ use netns_tests::{
     controller::Controller,
     lab::{Lab, UPSTREAM_IP, XdpAttached, xdp_attached},
     packets::{self, Endpoints},
-    policies::LANES,
+    policies::{LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID},
     raw::RawSocket,
 };
 
-const SENSOR_CLASS_ID: u16 = 20;
-const SENSOR_POLICY_ID: u32 = lane::FIRST_CLASS_POLICY + SENSOR_CLASS_ID as u32;
-
-/// MQTT to the upstream broker, nothing else.
-const SENSOR_CLASS: &str = r#"
-[[class]]
-name = "sensor"
-id = 20
-[[class.allow]]
-nets = ["10.78.0.2/32"]
-protocol = "tcp"
-ports = [1883]
-"#;
 const DEFAULTS: &str =
     "[defaults]\nmalformed = \"drop\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n";
 const OPERATOR_TOKEN: &str = "lab-operator-faults-7f3a";
@@ -68,6 +54,18 @@ fn count_from(socket: &RawSocket, window: Duration, src: [u8; 4], port: u16) -> 
         .len()
 }
 
+/// Both lab devices enrolled as sensors (straight in the table, as an enrollment would), each
+/// sending one MQTT SYN so the inventory learns it.
+fn enroll_sensors(ctl: &Controller, lab: &Lab) {
+    for (n, device) in lab.devices.iter().enumerate() {
+        let entry = DeviceAccess { access: Access::Enrolled, policy_id: SENSOR_POLICY_ID, class_id: SENSOR_CLASS_ID };
+        ctl.maps().set_access(Mac(device.mac), entry).expect("device entry");
+        ctl.maps().set_device_ipv4(Mac(device.mac), Ipv4Addr::from(device.ip)).expect("device address");
+        let tx = RawSocket::open(&device.ns, device.interface);
+        tx.send(&packets::tcp_syn(endpoints(lab, n), 40_000, packets::MQTT_PORT));
+    }
+}
+
 fn access(ctl: &Controller, mac: Mac) -> Option<Access> {
     ctl.maps().access(mac).expect("device table lookup").map(|a| a.access)
 }
@@ -91,14 +89,8 @@ fn kill_9_while_quarantining_and_reloading_keeps_every_answered_action_and_enfor
     let config = format!("\n[api]\ntokens = [\n  {},\n]\n", token_entry("otto", "operator", OPERATOR_TOKEN));
     let mut ctl = Controller::start(&lab, &files, &config);
     let api = ApiClient::new(&lab.gw);
-    let (target, prober) = (Mac(lab.devices[0].mac), Mac(lab.devices[1].mac));
-    for (n, mac) in [target, prober].into_iter().enumerate() {
-        let entry = DeviceAccess { access: Access::Enrolled, policy_id: SENSOR_POLICY_ID, class_id: SENSOR_CLASS_ID };
-        ctl.maps().set_access(mac, entry).expect("device entry");
-        ctl.maps().set_device_ipv4(mac, Ipv4Addr::from(lab.devices[n].ip)).expect("device address");
-        let tx = RawSocket::open(&lab.devices[n].ns, lab.devices[n].interface);
-        tx.send(&packets::tcp_syn(endpoints(&lab, n), 40_000, packets::MQTT_PORT));
-    }
+    let target = Mac(lab.devices[0].mac);
+    enroll_sensors(&ctl, &lab);
     // The inventory has seen the device (its recorded state follows the first action).
     api_access(&api, target);
 
@@ -216,14 +208,8 @@ fn a_full_store_disk_refuses_actions_it_cannot_record_while_enforcement_goes_on(
     std::fs::write(&ctl.config, text).expect("config");
     ctl.spawn();
     let api = ApiClient::new(&lab.gw);
-    let (target, prober) = (Mac(lab.devices[0].mac), Mac(lab.devices[1].mac));
-    for (n, mac) in [target, prober].into_iter().enumerate() {
-        let entry = DeviceAccess { access: Access::Enrolled, policy_id: SENSOR_POLICY_ID, class_id: SENSOR_CLASS_ID };
-        ctl.maps().set_access(mac, entry).expect("device entry");
-        ctl.maps().set_device_ipv4(mac, Ipv4Addr::from(lab.devices[n].ip)).expect("device address");
-        let tx = RawSocket::open(&lab.devices[n].ns, lab.devices[n].interface);
-        tx.send(&packets::tcp_syn(endpoints(&lab, n), 40_000, packets::MQTT_PORT));
-    }
+    let target = Mac(lab.devices[0].mac);
+    enroll_sensors(&ctl, &lab);
     api_access(&api, target);
 
     let filler = disk.fill();

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gateway_ebpf::{lane, reason};
+use gateway_ebpf::reason;
 use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _},
     device::{Access, Mac},
@@ -19,25 +19,10 @@ use netns_tests::{
     controller::Controller,
     lab::{GATEWAY_LAN_IP, Lab, UPSTREAM_IP, format_mac},
     packets::{self, BROADCAST_IP, Endpoints},
-    policies::LANES,
+    policies::{LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID},
     raw::RawSocket,
 };
 use serde_json::{Value, json};
-
-/// Class id of the sensor class, and the policy id the compiler gives it.
-const SENSOR_CLASS_ID: u16 = 20;
-const SENSOR_POLICY_ID: u32 = lane::FIRST_CLASS_POLICY + SENSOR_CLASS_ID as u32;
-
-/// A sensor class: MQTT to the upstream broker, nothing else.
-const SENSOR_CLASS: &str = r#"
-[[class]]
-name = "sensor"
-id = 20
-[[class.allow]]
-nets = ["10.78.0.2/32"]
-protocol = "tcp"
-ports = [1883]
-"#;
 
 /// The same class, now also allowed HTTP to the upstream host.
 const SENSOR_CLASS_WITH_HTTP: &str = r#"

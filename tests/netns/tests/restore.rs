@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gateway_ebpf::{lane, reason};
+use gateway_ebpf::reason;
 use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _, loader, maps::Maps},
     device::{Access, Mac},
@@ -23,24 +23,10 @@ use netns_tests::{
     controller::{Controller, Launcher, START_TIMEOUT},
     lab::{Lab, UPSTREAM_IP, XdpAttached, xdp_attached},
     packets::{self, Endpoints},
-    policies::LANES,
+    policies::{LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID},
     raw::RawSocket,
 };
 use serde_json::Value;
-
-const SENSOR_CLASS_ID: u16 = 20;
-const SENSOR_POLICY_ID: u32 = lane::FIRST_CLASS_POLICY + SENSOR_CLASS_ID as u32;
-
-/// MQTT to the upstream broker, nothing else.
-const SENSOR_CLASS: &str = r#"
-[[class]]
-name = "sensor"
-id = 20
-[[class.allow]]
-nets = ["10.78.0.2/32"]
-protocol = "tcp"
-ports = [1883]
-"#;
 
 /// Unknown devices pass: a device missing from the table reaches the network, which is what
 /// a lost device table looked like before the store restored it.
