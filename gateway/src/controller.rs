@@ -246,6 +246,9 @@ fn assign_classes(maps: &Maps, conn: &rusqlite::Connection, policy: &CompiledPol
 
 /// Runs the gateway until shutdown. `policy` was checked before anything was attached.
 pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
+    // Before any connection is opened: every one commits with the configured durability.
+    crate::store::set_synchronous(config.store.synchronous);
+    tracing::info!(synchronous = config.store.synchronous.as_str(), store = %config.store.path.display(), "store durability");
     let mut policy = policy;
     let mut loaded = loader::load(&config.datapath).context("loading the XDP datapath")?;
     let maps = Arc::new(Maps::take(&mut loaded.ebpf).context("opening the datapath maps")?);
