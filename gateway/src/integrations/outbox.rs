@@ -312,10 +312,11 @@ fn last_seq(conn: &Connection) -> Result<Seq, rusqlite::Error> {
 /// beyond it (spill in place) rather than push back: back-pressure would reach the producers
 /// through the broadcast bus, whose only answer is to lose arbitrary events, or stall the
 /// response pipeline, i.e. enforcement, because a SIEM is down. Alerts and actions come at an
-/// alerting gateway's rate (floods are aggregated, with one alert per window), about 1 KB of
-/// JSON each, so the spill grows by megabytes a day, and the disk filling is a write error the
-/// writer reports loudly. The excess is logged at each prune and its high-water mark kept in
-/// `integration_stats` (`protected_over_cap_max`).
+/// alerting gateway's rate (floods are aggregated, with one alert per window), a few hundred
+/// bytes each on disk (`bench/outbox/RESULTS.md`: 353 B per row), so even one a second for a
+/// day spills about 30 MB; the disk filling is a write error the writer reports loudly. The
+/// excess is logged at each prune and its high-water mark kept in `integration_stats`
+/// (`protected_over_cap_max`).
 fn prune(conn: &Connection, sinks: &[String], max_events: u64) -> Result<(), OutboxError> {
     let min_cursor: Option<i64> = if sinks.is_empty() {
         Some(i64::MAX)
