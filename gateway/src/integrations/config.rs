@@ -521,6 +521,20 @@ mod tests {
     }
 
     #[test]
+    fn aggregation_defaults_and_bad_values_are_reported() {
+        let config = parse("");
+        assert_eq!(config.aggregation, AggregationConfig::default());
+        assert_eq!(config.aggregation.window(), DEFAULT_AGGREGATION_WINDOW);
+        assert!(config.problems().is_empty());
+        let config = parse("[aggregation]\nwindow_ms = 3600000\nburst = 0\n");
+        let problems = config.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("integrations.aggregation.window_ms = 3600000"), "{problems:?}");
+        assert!(problems[1].contains("integrations.aggregation.burst"), "{problems:?}");
+        assert!(toml::from_str::<Config>("[aggregation]\nwindow = 5\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
     fn every_bad_sink_value_is_reported() {
         let config = parse(
             r#"
