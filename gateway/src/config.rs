@@ -115,15 +115,22 @@ impl Default for DatapathConfig {
     }
 }
 
+/// `[store]`: the SQLite file and how durable its commits are.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// The SQLite file (WAL mode; `-wal` and `-shm` files sit beside it).
     pub path: PathBuf,
+    /// Durability of every commit: `"full"` (default) fsyncs the WAL at each commit, so an
+    /// acknowledged audit record or outbox event survives a power loss; `"normal"` skips that
+    /// fsync and survives a process crash only (a power loss may lose the last commits). Keep
+    /// `"full"` for the audit trail unless the storage is battery-backed. See `store`.
+    pub synchronous: crate::store::Synchronous,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: DEFAULT_STORE_PATH.into() }
+        Self { path: DEFAULT_STORE_PATH.into(), synchronous: crate::store::Synchronous::default() }
     }
 }
 
@@ -228,6 +235,24 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("x.toml:3:1:"), "{text}");
         assert!(text.contains("bogus"), "{text}");
+    }
+
+    #[test]
+    fn store_synchronous_defaults_to_full_and_takes_normal() {
+        let config = parse(Path::new("x.toml"), "").unwrap();
+        assert_eq!(config.store.synchronous, crate::store::Synchronous::Full);
+        let config = parse(Path::new("x.toml"), "[store]\nsynchronous = \"normal\"\n").unwrap();
+        assert_eq!(config.store.synchronous, crate::store::Synchronous::Normal);
+    }
+
+    #[test]
+    fn bad_store_synchronous_is_refused_with_its_place_and_the_choices() {
+        let err = parse(Path::new("x.toml"), "[store]\nsynchronous = \"off\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("x.toml:2:15:"), "{text}");
+        assert!(text.contains("off") && text.contains("full") && text.contains("normal"), "{text}");
+        let err = parse(Path::new("x.toml"), "[store]\nsynchronous = 2\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { line: 2, .. }), "{err}");
     }
 
     #[test]

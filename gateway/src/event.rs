@@ -69,6 +69,21 @@ pub struct GatewayEvent {
     pub actor: String,
     #[serde(flatten)]
     pub kind: EventKind,
+    /// Set when this record stands for several events (`integrations::aggregate`): a flood of
+    /// one actor, device, kind and action within a window is stored and sent once, counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<Repeat>,
+}
+
+/// How many events an aggregate record stands for, and when the first and last happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repeat {
+    /// Events this record stands for (at least 1).
+    pub count: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
 }
 
 impl GatewayEvent {
@@ -81,6 +96,23 @@ impl GatewayEvent {
             device_ip: None,
             actor: actor.into(),
             kind,
+            repeat: None,
+        }
+    }
+
+    /// The events this record stands for: 1, or an aggregate's count.
+    pub fn count(&self) -> u64 {
+        self.repeat.map_or(1, |r| r.count)
+    }
+
+    /// What an aggregate groups on besides actor, device and kind: the audit action, the
+    /// lifecycle step, the policy outcome, the action or the detector.
+    pub fn action_name(&self) -> String {
+        match &self.kind {
+            EventKind::Alert { detector, .. } => detector.clone(),
+            EventKind::Action { action, .. } | EventKind::Audit { action, .. } => action.clone(),
+            EventKind::Lifecycle { from, to } => format!("{from}->{to}"),
+            EventKind::PolicyChange { accepted, .. } => if *accepted { "accepted" } else { "refused" }.to_owned(),
         }
     }
 
@@ -127,6 +159,7 @@ impl GatewayEvent {
             device_ip: self.device_ip,
             actor: text(&self.actor),
             kind,
+            repeat: self.repeat,
         }
     }
 }

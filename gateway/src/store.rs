@@ -1,7 +1,20 @@
 //! The gateway's one SQLite file (WAL mode). Each component owns its tables and lists its
 //! schema as versioned migrations here; `Store::open` applies what is missing, in order, each
 //! in its own transaction, and records it in `schema_migrations`.
-use std::path::{Path, PathBuf};
+//!
+//! Durability is `[store] synchronous` (`Synchronous`), FULL unless the operator chooses
+//! otherwise: the store holds the audit trail and the integrations outbox, and with FULL a
+//! transaction that returned is on disk (the WAL is fsynced at every commit). NORMAL skips
+//! that fsync: still safe against a process crash, but a power loss or kernel panic may take
+//! back the last transactions, acknowledged audit records and outbox events included.
+//! `bench/outbox/RESULTS.md` has what FULL costs the outbox writer. The level is one setting
+//! for the process (`set_synchronous`, called by the controller before anything opens the
+//! store): every connection that commits must sync alike, or its own commits get the weaker
+//! promise, and a dozen components open their own connections.
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU8, Ordering},
+};
 
 use rusqlite::{Connection, OptionalExtension as _};
 
@@ -26,6 +39,55 @@ fn all_migrations() -> impl Iterator<Item = &'static Migration> {
     .flatten()
 }
 
+/// SQLite's `synchronous` pragma in WAL mode, as `[store] synchronous` spells it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    /// fsync of the WAL at every commit: a committed transaction survives a power loss. The
+    /// default, and what an audit trail needs.
+    #[default]
+    Full,
+    /// No fsync at commit (only at checkpoints): survives a process crash, but a power loss
+    /// may lose the last committed transactions. Faster on slow storage.
+    Normal,
+}
+
+impl Synchronous {
+    /// The pragma's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+
+    /// The pragma's numeric value as `PRAGMA synchronous` reads it back.
+    pub fn pragma_value(self) -> i64 {
+        match self {
+            Synchronous::Full => 2,
+            Synchronous::Normal => 1,
+        }
+    }
+
+    fn from_pragma_value(value: u8) -> Self {
+        if value == 1 { Synchronous::Normal } else { Synchronous::Full }
+    }
+}
+
+/// The level every `open` uses (see the module doc); FULL until `set_synchronous`.
+static SYNCHRONOUS: AtomicU8 = AtomicU8::new(2);
+
+/// Sets the durability of every connection opened from now on (`[store] synchronous`). Call
+/// it once at start, before the store is opened.
+pub fn set_synchronous(level: Synchronous) {
+    SYNCHRONOUS.store(level.pragma_value() as u8, Ordering::Relaxed);
+}
+
+/// The level `open` uses.
+pub fn synchronous() -> Synchronous {
+    Synchronous::from_pragma_value(SYNCHRONOUS.load(Ordering::Relaxed))
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -42,12 +104,18 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
 }
 
-/// Opens (creating if needed) the store at `path` and brings its schema up to date.
+/// Opens (creating if needed) the store at `path` and brings its schema up to date, with the
+/// process's durability level (`set_synchronous`).
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    open_with(path, synchronous())
+}
+
+/// `open` with an explicit durability level.
+pub fn open_with(path: &Path, level: Synchronous) -> Result<Connection, StoreError> {
     let open_error = |source| StoreError::Open { path: path.to_owned(), source };
     let mut conn = Connection::open(path).map_err(open_error)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
-    configure(&conn)?;
+    configure(&conn, level)?;
     migrate(&mut conn)?;
     Ok(conn)
 }
@@ -55,15 +123,13 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
 /// An in-memory store with the full schema, for tests and offline analysis.
 pub fn open_in_memory() -> Result<Connection, StoreError> {
     let mut conn = Connection::open_in_memory()?;
-    configure(&conn)?;
+    configure(&conn, synchronous())?;
     migrate(&mut conn)?;
     Ok(conn)
 }
 
-fn configure(conn: &Connection) -> Result<(), StoreError> {
-    // NORMAL is durable across process crashes in WAL mode (only a power loss may lose the
-    // last transactions), which is the guarantee the outbox needs.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+fn configure(conn: &Connection, level: Synchronous) -> Result<(), StoreError> {
+    conn.pragma_update(None, "synchronous", level.as_str())?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
@@ -134,6 +200,22 @@ mod tests {
             open(&path).unwrap().query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
         assert_eq!(first, second);
         assert_eq!(first as usize, all_migrations().count());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn synchronous_level_reaches_the_connection_and_full_is_the_default() {
+        assert_eq!(Synchronous::default(), Synchronous::Full);
+        assert_eq!(synchronous(), Synchronous::Full, "nothing in the tests lowers it");
+        let dir = std::env::temp_dir().join(format!("iotgw-store-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for level in [Synchronous::Full, Synchronous::Normal] {
+            let conn = open_with(&dir.join("store.db"), level).unwrap();
+            let value: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+            assert_eq!(value, level.pragma_value(), "{level:?}");
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+            assert_eq!(mode, "wal");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,7 +17,7 @@ use iotgw::{
     event::EventBus,
     integrations::{
         self,
-        config::{SinkConfig, SinkKind},
+        config::{AggregationConfig, SinkConfig, SinkKind},
     },
     shutdown,
 };
@@ -44,7 +44,14 @@ fn sink(port: u16) -> SinkConfig {
 }
 
 fn config(port: u16) -> integrations::Config {
-    integrations::Config { hostname: Some("gw-crash".into()), sinks: vec![sink(port)], ..Default::default() }
+    // These tests follow `numbered` events (one key) one by one: aggregation off here;
+    // `integrations_flood.rs` tests it.
+    integrations::Config {
+        hostname: Some("gw-crash".into()),
+        sinks: vec![sink(port)],
+        aggregation: AggregationConfig::off(),
+        ..Default::default()
+    }
 }
 
 /// The child: only does something when started by the parent test with `CHILD_ENV`.

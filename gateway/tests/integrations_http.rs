@@ -24,7 +24,7 @@ use iotgw::{
     event::{EventBus, EventKind, GatewayEvent, Severity},
     integrations::{
         self,
-        config::{Format, SinkConfig, SinkKind, SoarCaller},
+        config::{AggregationConfig, Format, SinkConfig, SinkKind, SoarCaller},
     },
     shutdown,
 };
@@ -244,7 +244,14 @@ fn itsm_sink(receiver: &Receiver) -> SinkConfig {
 }
 
 fn config(sinks: Vec<SinkConfig>) -> integrations::Config {
-    integrations::Config { hostname: Some("gw-test".into()), sinks, ..Default::default() }
+    // These tests follow `numbered` events (one key) one by one: aggregation off here;
+    // `integrations_flood.rs` tests it.
+    integrations::Config {
+        hostname: Some("gw-test".into()),
+        sinks,
+        aggregation: AggregationConfig::off(),
+        ..Default::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use iotgw::{
     event::{EventBus, EventKind, GatewayEvent, Severity},
     integrations::{
         self,
-        config::{Format, SinkConfig, SinkKind},
+        config::{AggregationConfig, Format, SinkConfig, SinkKind},
     },
     shutdown,
 };
@@ -20,7 +20,14 @@ use support::*;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn config(sinks: Vec<SinkConfig>) -> integrations::Config {
-    integrations::Config { hostname: Some("gw-test".into()), sinks, ..Default::default() }
+    // These tests follow `numbered` events (one key) one by one: aggregation off here;
+    // `integrations_flood.rs` tests it.
+    integrations::Config {
+        hostname: Some("gw-test".into()),
+        sinks,
+        aggregation: AggregationConfig::off(),
+        ..Default::default()
+    }
 }
 
 fn fast(mut sink: SinkConfig) -> SinkConfig {

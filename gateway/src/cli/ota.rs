@@ -41,6 +41,7 @@ impl Location {
             Some(path) => crate::config::load(path).with_context(|| format!("loading {}", path.display()))?,
             None => crate::config::Config::default(),
         };
+        crate::store::set_synchronous(config.store.synchronous);
         let repo_dir = self.repo.clone().unwrap_or(config.ota.repo_dir.clone());
         let keys_dir = self.keys_dir.clone().or(config.ota.keys_dir.clone());
         let store = self.store.clone().unwrap_or(config.store.path.clone());
@@ -372,6 +373,7 @@ fn serve(at: &Location) -> anyhow::Result<ExitCode> {
         Some(path) => crate::config::load(path).with_context(|| format!("loading {}", path.display()))?,
         None => crate::config::Config::default(),
     };
+    crate::store::set_synchronous(config.store.synchronous);
     if let Some(repo) = &at.repo {
         config.ota.repo_dir = repo.clone();
     }

@@ -119,6 +119,7 @@ fn open(args: &StoreArgs) -> anyhow::Result<(Identity, identity::Config)> {
     let (store_path, mut config) = match &args.config {
         Some(path) => {
             let config = crate::config::load(path).with_context(|| format!("reading {}", path.display()))?;
+            crate::store::set_synchronous(config.store.synchronous);
             (config.store.path.clone(), config.identity)
         }
         None => (PathBuf::from(crate::config::DEFAULT_STORE_PATH), identity::Config::default()),

@@ -36,6 +36,12 @@ pub fn render(origin: &Origin, event: &GatewayEvent) -> String {
         ("suser", event.actor.clone()),
         ("msg", render::summary(event)),
     ];
+    if let Some(repeat) = event.repeat {
+        // CEF's baseEventCount, startTime and endTime: how many events an aggregate stands for.
+        ext.push(("cnt", repeat.count.to_string()));
+        ext.push(("start", (repeat.first_seen.unix_timestamp_nanos() / 1_000_000).to_string()));
+        ext.push(("end", (repeat.last_seen.unix_timestamp_nanos() / 1_000_000).to_string()));
+    }
     if let Some(mac) = event.device {
         ext.push(("smac", mac.to_string()));
     }

@@ -25,6 +25,19 @@ pub const DEFAULT_SINK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The outbox keeps at most this many undelivered events; beyond it the oldest are dropped
 /// (and counted) so a sink that never returns cannot fill the disk.
 pub const DEFAULT_MAX_OUTBOX_EVENTS: u64 = 1_000_000;
+/// Default `integrations.aggregation.window_ms`: repeated events of one actor, device, kind
+/// and action within this window become one counted record.
+pub const DEFAULT_AGGREGATION_WINDOW: Duration = Duration::from_secs(10);
+/// Default `integrations.aggregation.burst`: events of one key stored one by one in a window
+/// before the rest are counted into one record (the first ones keep their full detail).
+pub const DEFAULT_AGGREGATION_BURST: u64 = 10;
+/// Default `integrations.aggregation.flood_alert_events`: events of one key in one window that
+/// make it a flood worth an alert. The flood was 8,276 refused enrollments in 10 s;
+/// a device that renews or reconnects does a handful.
+pub const DEFAULT_FLOOD_ALERT_EVENTS: u64 = 100;
+/// Longest `integrations.aggregation.window_ms` accepted: counts held in memory are lost by a
+/// crash (the first `burst` events of the window are stored), so the window stays short.
+pub const MAX_AGGREGATION_WINDOW: Duration = Duration::from_secs(300);
 /// Accepted clock difference for signed requests (webhook receivers and SOAR callers):
 /// a signature older or newer than this is refused, which bounds replay.
 pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(300);
@@ -41,7 +54,12 @@ pub struct Config {
     pub hostname: Option<String>,
     pub app_name: String,
     pub enterprise_id: u32,
+    /// Most events the outbox keeps undelivered. Over it, audit, lifecycle and policy events
+    /// are dropped, lowest severity and oldest first (and counted); alerts and actions are
+    /// never dropped and stay beyond the cap (see `outbox`).
     pub max_outbox_events: u64,
+    /// Repeated events counted into one record, and floods alerted (`[integrations.aggregation]`).
+    pub aggregation: AggregationConfig,
     /// Every destination of events.
     pub sinks: Vec<SinkConfig>,
     /// Incoming SOAR actions.
@@ -55,9 +73,48 @@ impl Default for Config {
             app_name: DEFAULT_APP_NAME.into(),
             enterprise_id: DEFAULT_ENTERPRISE_ID,
             max_outbox_events: DEFAULT_MAX_OUTBOX_EVENTS,
+            aggregation: AggregationConfig::default(),
             sinks: Vec::new(),
             soar: SoarConfig::default(),
         }
+    }
+}
+
+/// `[integrations.aggregation]`: how a flood of one event becomes a few counted records and
+/// one alert per window (`integrations::aggregate`). Alerts and actions are never aggregated.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationConfig {
+    /// Window in milliseconds over which events of one actor, device, kind and action are
+    /// counted into one record, flushed when the window closes. 0 turns aggregation and flood
+    /// alerts off. At most `MAX_AGGREGATION_WINDOW`.
+    pub window_ms: u64,
+    /// Events of one key stored individually in each window before the rest are counted
+    /// (at least 1).
+    pub burst: u64,
+    /// Events of one key in one window that raise an `event_flood` alert, one per window per
+    /// source (actor and device). 0: no flood alert.
+    pub flood_alert_events: u64,
+}
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: DEFAULT_AGGREGATION_WINDOW.as_millis() as u64,
+            burst: DEFAULT_AGGREGATION_BURST,
+            flood_alert_events: DEFAULT_FLOOD_ALERT_EVENTS,
+        }
+    }
+}
+
+impl AggregationConfig {
+    /// No aggregation: every event is its own record (tests that count records one by one).
+    pub fn off() -> Self {
+        Self { window_ms: 0, ..Self::default() }
+    }
+
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
     }
 }
 
@@ -335,6 +392,17 @@ impl Config {
     /// Every semantic problem, each prefixed with its place in the file.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        let aggregation = &self.aggregation;
+        if aggregation.window() > MAX_AGGREGATION_WINDOW {
+            problems.push(format!(
+                "integrations.aggregation.window_ms = {} must be at most {}",
+                aggregation.window_ms,
+                MAX_AGGREGATION_WINDOW.as_millis()
+            ));
+        }
+        if aggregation.burst == 0 {
+            problems.push("integrations.aggregation.burst must be at least 1".to_owned());
+        }
         let mut names = std::collections::HashSet::new();
         for (i, sink) in self.sinks.iter().enumerate() {
             let at = format!("integrations.sinks[{i}] ({})", sink.name);
@@ -450,6 +518,20 @@ mod tests {
         assert_eq!(config.sinks[0].filter.min_severity, Severity::Medium);
         assert_eq!(config.sinks[1].format(), Format::Ecs);
         assert_eq!(config.sinks[1].batch_size, DEFAULT_BATCH_SIZE);
+    }
+
+    #[test]
+    fn aggregation_defaults_and_bad_values_are_reported() {
+        let config = parse("");
+        assert_eq!(config.aggregation, AggregationConfig::default());
+        assert_eq!(config.aggregation.window(), DEFAULT_AGGREGATION_WINDOW);
+        assert!(config.problems().is_empty());
+        let config = parse("[aggregation]\nwindow_ms = 3600000\nburst = 0\n");
+        let problems = config.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("integrations.aggregation.window_ms = 3600000"), "{problems:?}");
+        assert!(problems[1].contains("integrations.aggregation.burst"), "{problems:?}");
+        assert!(toml::from_str::<Config>("[aggregation]\nwindow = 5\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::{
     event::{EventKind, GatewayEvent},
 };
 
-use super::render::{self, Origin};
+use super::render::{self, Origin, rfc3339};
 
 /// ECS version the field names follow.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -22,11 +22,6 @@ pub mod ocsf_class {
     pub const NETWORK_ACTIVITY: u32 = 4001;
     pub const FINDINGS_CATEGORY: u32 = 2;
     pub const NETWORK_CATEGORY: u32 = 4;
-}
-
-fn rfc3339(time: time::OffsetDateTime) -> String {
-    // Formatting a valid OffsetDateTime as RFC 3339 only fails for years beyond 9999.
-    time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 /// ECS wants MACs as uppercase, hyphen-separated (RFC 7042).
@@ -105,6 +100,12 @@ pub fn ecs(origin: &Origin, event: &GatewayEvent) -> Value {
         doc["host"]["mac"] = json!([ecs_mac(mac)]);
         doc["source"]["mac"] = json!(ecs_mac(mac));
     }
+    if let Some(repeat) = event.repeat {
+        // An aggregate: ECS's event.start/end bound it; the count has no ECS field.
+        doc["event"]["start"] = json!(rfc3339(repeat.first_seen));
+        doc["event"]["end"] = json!(rfc3339(repeat.last_seen));
+        doc["iotgw"]["count"] = json!(repeat.count);
+    }
     if let Some(ip) = event.device_ip {
         doc["host"]["ip"] = json!([ip.to_string()]);
         doc["source"]["ip"] = json!(ip.to_string());
@@ -137,7 +138,7 @@ pub fn ocsf(origin: &Origin, event: &GatewayEvent) -> Value {
         "log_name": event.kind_name(),
     });
     let common = |class_uid: u32, category_uid: u32, activity_id: u32, activity_name: &str| {
-        json!({
+        let mut doc = json!({
             "class_uid": class_uid,
             "category_uid": category_uid,
             "activity_id": activity_id,
@@ -149,7 +150,14 @@ pub fn ocsf(origin: &Origin, event: &GatewayEvent) -> Value {
             "message": render::summary(event),
             "metadata": metadata,
             "observer": { "hostname": origin.hostname },
-        })
+        });
+        // OCSF base-event attributes of an aggregate: count, start_time and end_time (ms).
+        if let Some(repeat) = event.repeat {
+            doc["count"] = json!(repeat.count);
+            doc["start_time"] = json!((repeat.first_seen.unix_timestamp_nanos() / 1_000_000) as i64);
+            doc["end_time"] = json!((repeat.last_seen.unix_timestamp_nanos() / 1_000_000) as i64);
+        }
+        doc
     };
     match &event.kind {
         EventKind::Alert { incident_id, detector, score, expected, observed, flows, resolved } => {

@@ -16,12 +16,24 @@
 //! `metadata.uid`, header `X-Iotgw-Event-Id`). Syslog over UDP has no acknowledgement at all;
 //! over TCP/TLS "taken" means written to the socket. An event refused for good (HTTP 4xx other
 //! than 401/403/404/408/429) goes to `integration_dead_letters` instead of blocking its sink.
-//! The outbox holds at most `max_outbox_events`; beyond that the oldest are dropped and
-//! counted (`integration_stats`), so a sink gone for good cannot fill the disk.
+//! Repeated events are aggregated before the outbox (`aggregate`): the first `burst` of one
+//! actor, device, kind and action in a window are stored one by one, the rest as one record
+//! with `repeat = { count, first_seen, last_seen }` when the window closes, and a flood raises
+//! an `event_flood` alert. Alerts and actions are never aggregated. The outbox holds at most
+//! `max_outbox_events`; beyond that audit, lifecycle and policy events are dropped, lowest
+//! severity and oldest first, and counted (`integration_stats`), so a sink gone for good
+//! cannot fill the disk with them. Alerts and actions are never dropped: when only they are
+//! left over the cap, they stay beyond it (`outbox` says why and what it costs).
 //!
 //! ```toml
 //! [integrations]
 //! hostname = "gw-site-1"              # default: the system hostname
+//! max_outbox_events = 1000000
+//!
+//! [integrations.aggregation]
+//! window_ms = 10000                   # 0: every event its own record, no flood alert
+//! burst = 10                          # stored one by one per key and window, then counted
+//! flood_alert_events = 100            # one event_flood alert per window per source
 //!
 //! [[integrations.sinks]]
 //! name = "siem"                       # cursor key: renaming restarts the sink's position
@@ -64,6 +76,7 @@ use tokio::task::JoinHandle;
 
 use crate::{event::EventBus, shutdown::Shutdown};
 
+pub mod aggregate;
 pub mod cef;
 pub mod config;
 pub mod delivery;
@@ -164,30 +177,50 @@ pub fn spawn(
     }
     let filters: Vec<config::Filter> = config.sinks.iter().map(|s| s.filter.clone()).collect();
     // Subscribe here, not in the task: events published right after `spawn` returns count.
-    tasks.push(tokio::spawn(intake(bus.subscribe(), writer.clone(), filters, shutdown)));
+    let aggregator = aggregate::Aggregator::new(config.aggregation.clone());
+    tasks.push(tokio::spawn(intake(bus.subscribe(), writer.clone(), filters, aggregator, shutdown)));
     tracing::info!(sinks = sinks.len(), store = %store_path.display(), "integrations started");
     Ok(Integrations { writer: Some(writer), sinks, tasks })
 }
 
-/// Copies bus events that some sink wants into the outbox. Lagging behind the bus loses
-/// events (counted in the log); the outbox write is the only work done here.
+/// Copies bus events that some sink wants into the outbox, through the aggregator (a flood
+/// becomes a few counted records and an alert). Lagging behind the bus loses events (counted
+/// in the log); aggregation and the outbox write are the only work done here.
 async fn intake(
     mut events: tokio::sync::broadcast::Receiver<crate::event::GatewayEvent>,
     writer: outbox::Writer,
     filters: Vec<config::Filter>,
+    mut aggregator: aggregate::Aggregator,
     mut shutdown: Shutdown,
 ) {
     use tokio::sync::broadcast::error::RecvError;
+    let wanted = |event: &crate::event::GatewayEvent| filters.iter().any(|f| f.accepts(event));
+    let store = async |records: Vec<crate::event::GatewayEvent>| -> bool {
+        for record in records.into_iter().filter(wanted) {
+            if writer.append(record).await.is_err() {
+                tracing::error!("outbox writer stopped; events are no longer stored");
+                return false;
+            }
+        }
+        true
+    };
+    let mut ticks = tokio::time::interval(aggregator.tick_interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
+            _ = ticks.tick(), if aggregator.enabled() => {
+                if !store(aggregator.close_due(std::time::Instant::now())).await {
+                    return;
+                }
+                continue;
+            }
             _ = shutdown.wait() => break,
         };
         match event {
             Ok(event) => {
-                if filters.iter().any(|f| f.accepts(&event)) && writer.append(event).await.is_err() {
-                    tracing::error!("outbox writer stopped; events are no longer stored");
-                    break;
+                if wanted(&event) && !store(aggregator.handle(event, std::time::Instant::now())).await {
+                    return;
                 }
             }
             Err(RecvError::Lagged(missed)) => {
@@ -196,12 +229,14 @@ async fn intake(
             Err(RecvError::Closed) => break,
         }
     }
-    // Drain what is already queued so a clean shutdown stores everything it received.
+    // Drain what is already queued, then what is counted, so a clean shutdown stores
+    // everything it received.
     while let Ok(event) = events.try_recv() {
-        if filters.iter().any(|f| f.accepts(&event)) && writer.append(event).await.is_err() {
-            break;
+        if wanted(&event) && !store(aggregator.handle(event, std::time::Instant::now())).await {
+            return;
         }
     }
+    store(aggregator.flush()).await;
 }
 
 impl Integrations {

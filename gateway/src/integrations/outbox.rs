@@ -52,10 +52,11 @@ pub enum OutboxError {
 }
 
 /// The integrations tables.
-pub const MIGRATIONS: &[crate::store::Migration] = &[crate::store::Migration {
-    component: "integrations",
-    version: 1,
-    sql: "
+pub const MIGRATIONS: &[crate::store::Migration] = &[
+    crate::store::Migration {
+        component: "integrations",
+        version: 1,
+        sql: "
     CREATE TABLE integration_outbox (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         event_id TEXT NOT NULL,
@@ -117,10 +118,24 @@ pub const MIGRATIONS: &[crate::store::Migration] = &[crate::store::Migration {
         PRIMARY KEY (mac, tag)
     );
     ",
-}];
+    },
+    // What a full outbox drops first: everything but alerts and actions, lowest severity and
+    // oldest first. The partial index keeps that query cheap at a million rows.
+    crate::store::Migration {
+        component: "integrations",
+        version: 2,
+        sql: "CREATE INDEX integration_outbox_droppable ON integration_outbox (severity, seq)
+              WHERE kind NOT IN ('alert', 'action');",
+    },
+];
 
 /// Key in `integration_stats` counting events dropped by the size cap.
-const STAT_DROPPED: &str = "dropped_over_cap";
+pub const STAT_DROPPED: &str = "dropped_over_cap";
+/// Key in `integration_stats`: the most alerts and actions ever kept beyond the cap (nothing
+/// else was left to drop).
+pub const STAT_PROTECTED_OVER_CAP: &str = "protected_over_cap_max";
+/// Event kinds a full outbox never drops (the SQL below spells the same list).
+pub const PROTECTED_KINDS: &[&str] = &["alert", "action"];
 
 /// The severity as stored (ordered like the enum) so filters run in SQL.
 pub fn severity_rank(severity: Severity) -> i64 {
@@ -289,7 +304,19 @@ fn last_seq(conn: &Connection) -> Result<Seq, rusqlite::Error> {
     Ok(Seq(seq.unwrap_or(0)))
 }
 
-/// Deletes events every configured sink has delivered, then the oldest beyond `max_events`.
+/// Deletes events every configured sink has delivered, then, beyond `max_events`, the
+/// droppable ones: audit, lifecycle and policy events, lowest severity first, oldest first
+/// within a severity.
+///
+/// Alerts and actions are never dropped. When only they are left over the cap they stay
+/// beyond it (spill in place) rather than push back: back-pressure would reach the producers
+/// through the broadcast bus, whose only answer is to lose arbitrary events, or stall the
+/// response pipeline, i.e. enforcement, because a SIEM is down. Alerts and actions come at an
+/// alerting gateway's rate (floods are aggregated, with one alert per window), a few hundred
+/// bytes each on disk (`bench/outbox/RESULTS.md`: 353 B per row), so even one a second for a
+/// day spills about 30 MB; the disk filling is a write error the writer reports loudly. The
+/// excess is logged at each prune and its high-water mark kept in `integration_stats`
+/// (`protected_over_cap_max`).
 fn prune(conn: &Connection, sinks: &[String], max_events: u64) -> Result<(), OutboxError> {
     let min_cursor: Option<i64> = if sinks.is_empty() {
         Some(i64::MAX)
@@ -301,19 +328,58 @@ fn prune(conn: &Connection, sinks: &[String], max_events: u64) -> Result<(), Out
     }
     let count: i64 = conn.query_row("SELECT COUNT(*) FROM integration_outbox", [], |r| r.get(0))?;
     let over = count - max_events as i64;
-    if over > 0 {
-        tracing::error!(dropped = over, cap = max_events, "outbox over its cap; oldest undelivered events dropped");
-        conn.execute(
-            "DELETE FROM integration_outbox WHERE seq IN (SELECT seq FROM integration_outbox ORDER BY seq LIMIT ?1)",
-            [over],
-        )?;
+    if over <= 0 {
+        return Ok(());
+    }
+    let dropped = conn.execute(
+        "DELETE FROM integration_outbox WHERE seq IN (SELECT seq FROM integration_outbox
+         WHERE kind NOT IN ('alert', 'action') ORDER BY severity, seq LIMIT ?1)",
+        [over],
+    )? as i64;
+    if dropped > 0 {
+        tracing::error!(
+            dropped,
+            cap = max_events,
+            "outbox over its cap; lowest-severity undelivered audit events dropped (alerts and actions kept)"
+        );
+        add_stat(conn, STAT_DROPPED, dropped)?;
+    }
+    let kept_over = over - dropped;
+    if kept_over > 0 {
+        tracing::error!(
+            kept_over,
+            cap = max_events,
+            "outbox over its cap with only alerts and actions left: they are kept beyond it"
+        );
         conn.execute(
             "INSERT INTO integration_stats (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-            params![STAT_DROPPED, over],
+             ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+            params![STAT_PROTECTED_OVER_CAP, kept_over],
         )?;
     }
     Ok(())
+}
+
+fn add_stat(conn: &Connection, key: &str, value: i64) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "INSERT INTO integration_stats (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// A stored counter of `integration_stats` (0 when never set).
+pub fn stat(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {
+    Ok(conn
+        .query_row("SELECT value FROM integration_stats WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Runs one prune now (tests and benchmarks; the writer thread prunes every `PRUNE_INTERVAL`).
+pub fn prune_now(path: &Path, sinks: &[String], max_events: u64) -> Result<(), OutboxError> {
+    prune(&crate::store::open(path)?, sinks, max_events)
 }
 
 /// One stored event.
@@ -508,6 +574,93 @@ mod tests {
         prune(&conn, &["a".into(), "b".into()], 1_000).unwrap();
         let count: i64 = conn.query_row("SELECT COUNT(*) FROM integration_outbox", [], |r| r.get(0)).unwrap();
         assert_eq!(count, 0);
+    }
+
+    fn alert(n: usize) -> GatewayEvent {
+        GatewayEvent::new(
+            Severity::High,
+            None,
+            "detector:scan",
+            EventKind::Alert {
+                incident_id: format!("inc-{n}"),
+                detector: "scan".into(),
+                score: 0.9,
+                expected: "e".into(),
+                observed: "o".into(),
+                flows: Vec::new(),
+                resolved: false,
+            },
+        )
+    }
+
+    fn action(n: usize) -> GatewayEvent {
+        GatewayEvent::new(
+            Severity::Low,
+            None,
+            "respond",
+            EventKind::Action { action: "quarantine".into(), reason: format!("inc-{n}") },
+        )
+    }
+
+    fn ids_of(conn: &Connection, kinds: &str) -> std::collections::BTreeSet<String> {
+        let mut stmt =
+            conn.prepare("SELECT event_id FROM integration_outbox WHERE instr(?1, ',' || kind || ',') > 0").unwrap();
+        stmt.query_map([kinds], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[tokio::test]
+    async fn full_outbox_drops_audit_lowest_severity_first_and_never_an_alert_or_action() {
+        const CAP: u64 = 1_000;
+        let (_dir, path) = temp_store("cap-protected");
+        let writer = Writer::start(&path, vec!["down".into()], CAP).unwrap();
+        // The cap filled with a mix, interleaved, nothing delivered (the sink is down):
+        // 500 info and 200 medium audit events, 150 alerts, 150 actions.
+        let mut events = Vec::new();
+        for n in 0..1_000 {
+            events.push(match n % 20 {
+                0..=9 => event(Severity::Info, n),
+                10..=13 => event(Severity::Medium, n),
+                14..=16 => alert(n),
+                _ => action(n),
+            });
+        }
+        writer.append_durable(events).await.unwrap();
+        let conn = crate::store::open(&path).unwrap();
+        let protected = ids_of(&conn, ",alert,action,");
+        assert_eq!(protected.len(), 300);
+        prune(&conn, &["down".into()], CAP).unwrap();
+        assert_eq!(stat(&conn, STAT_DROPPED).unwrap(), 0, "at the cap, not over it");
+
+        // 100 more alerts: the 100 oldest info events go, nothing else.
+        let more: Vec<_> = (1_000..1_100).map(alert).collect();
+        writer.append_durable(more).await.unwrap();
+        let protected = ids_of(&conn, ",alert,action,");
+        let audit_before = ids_of(&conn, ",audit,").len();
+        prune(&conn, &["down".into()], CAP).unwrap();
+        assert_eq!(ids_of(&conn, ",alert,action,"), protected, "no alert or action dropped");
+        assert_eq!(ids_of(&conn, ",audit,").len(), audit_before - 100);
+        let oldest_info: i64 = conn
+            .query_row("SELECT MIN(seq) FROM integration_outbox WHERE kind = 'audit' AND severity = 0", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        // Ten info events per twenty, seq = n + 1: the 101st info event is n = 200.
+        assert_eq!(oldest_info, 201, "the 100 oldest info events went, medium ones stayed");
+
+        // 2,000 more alerts and actions: every audit event goes, then the protected ones stay
+        // beyond the cap, counted.
+        let flood: Vec<_> = (2_000..4_000).map(|n| if n % 2 == 0 { alert(n) } else { action(n) }).collect();
+        writer.append_durable(flood).await.unwrap();
+        let protected = ids_of(&conn, ",alert,action,");
+        assert_eq!(protected.len(), 2_400);
+        prune(&conn, &["down".into()], CAP).unwrap();
+        assert_eq!(ids_of(&conn, ",alert,action,"), protected, "no alert or action dropped, even over the cap");
+        assert!(ids_of(&conn, ",audit,").is_empty());
+        assert_eq!(stat(&conn, STAT_DROPPED).unwrap(), 700);
+        assert_eq!(stat(&conn, STAT_PROTECTED_OVER_CAP).unwrap(), 1_400);
+        // The sinks still read every protected event, in order.
+        let reader = Reader::open(&path, "down", &Filter::default()).unwrap();
+        assert_eq!(reader.next_batch(Seq(0), 10_000).unwrap().len(), 2_400);
     }
 
     #[tokio::test]

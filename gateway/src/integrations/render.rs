@@ -99,8 +99,26 @@ pub fn signature(event: &GatewayEvent) -> String {
     }
 }
 
-/// One line an analyst reads.
+/// RFC 3339 form of a time (years beyond 9999 cannot occur in events; they would print empty).
+pub fn rfc3339(time: time::OffsetDateTime) -> String {
+    time.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// One line an analyst reads; an aggregate says how many events it stands for and when.
 pub fn summary(event: &GatewayEvent) -> String {
+    let mut line = kind_summary(event);
+    if let Some(repeat) = event.repeat {
+        line.push_str(&format!(
+            " ({} events from {} to {})",
+            repeat.count,
+            rfc3339(repeat.first_seen),
+            rfc3339(repeat.last_seen)
+        ));
+    }
+    line
+}
+
+fn kind_summary(event: &GatewayEvent) -> String {
     let device = event.device.map_or_else(|| "-".to_owned(), |mac| mac.to_string());
     match &event.kind {
         EventKind::Alert { detector, observed, expected, resolved, incident_id, .. } => {
@@ -185,5 +203,46 @@ pub mod fixtures {
         event.device_ip = Some("10.0.0.5".parse().unwrap());
         event.time = time::macros::datetime!(2026-11-25 06:30:01.123456789 UTC);
         event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Repeat;
+
+    #[test]
+    fn aggregate_shows_its_count_and_span_in_every_rendering() {
+        let mut event = GatewayEvent::new(
+            Severity::Low,
+            Some(crate::device::Mac([2, 0, 0, 0, 0, 1])),
+            "enrollment",
+            EventKind::Audit { action: "simpleenroll_refused".into(), detail: "unknown token".into() },
+        );
+        let first_seen = time::macros::datetime!(2026-11-25 06:30:00 UTC);
+        let last_seen = time::macros::datetime!(2026-11-25 06:30:09.5 UTC);
+        event.repeat = Some(Repeat { count: 8_266, first_seen, last_seen });
+        for (form, text) in renderings(&fixtures::origin(), &event) {
+            assert!(text.contains("8266"), "{form} lost the count: {text}");
+        }
+        let forms: std::collections::HashMap<_, _> = renderings(&fixtures::origin(), &event).into_iter().collect();
+        assert!(
+            forms["syslog text"].contains(" count=\"8266\" first_seen=\"2026-11-25T06:30:00Z\""),
+            "{}",
+            forms["syslog text"]
+        );
+        assert!(forms["cef"].contains("cnt=8266 start=1795588200000 end=1795588209500"), "{}", forms["cef"]);
+        let ecs: serde_json::Value = serde_json::from_str(&forms["ecs json"]).unwrap();
+        assert_eq!(ecs["iotgw"]["count"], 8_266);
+        assert_eq!(ecs["event"]["end"], "2026-11-25T06:30:09.5Z");
+        let ocsf: serde_json::Value = serde_json::from_str(&forms["ocsf json"]).unwrap();
+        assert_eq!(ocsf["count"], 8_266);
+        let native: GatewayEvent = serde_json::from_str(&forms["native json"]).unwrap();
+        assert_eq!(native.repeat, event.repeat, "the outbox form round-trips the aggregate");
+        let single = GatewayEvent { repeat: None, ..event };
+        assert!(
+            !crate::integrations::json::native(&single).to_string().contains("repeat"),
+            "a single event has no repeat field"
+        );
     }
 }

@@ -128,6 +128,9 @@ fn structured_data(out: &mut String, pen: u32, event: &GatewayEvent) {
             ("device", event.device.map(|m| m.to_string())),
             ("ip", event.device_ip.map(|ip| ip.to_string())),
             ("actor", some(&event.actor)),
+            ("count", event.repeat.map(|r| r.count.to_string())),
+            ("first_seen", event.repeat.map(|r| render::rfc3339(r.first_seen))),
+            ("last_seen", event.repeat.map(|r| render::rfc3339(r.last_seen))),
         ],
     );
     match &event.kind {
