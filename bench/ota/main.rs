@@ -48,7 +48,7 @@ fn main() {
 fn config(dir: &Path) -> ota::Config {
     ota::Config {
         enabled: true,
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
         repo_dir: dir.join("repo"),
         keys_dir: None,
         device_ca: dir.join("ca.pem"),

@@ -219,6 +219,20 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Where a device-facing service listens: `listen` when configured, else the first of the LAN
+/// interface's addresses (IPv4 first) on `port`. Binding 0.0.0.0 would offer the service to
+/// the WAN side too.
+pub fn lan_side(
+    listen: Option<std::net::SocketAddr>,
+    lan_addresses: &[std::net::IpAddr],
+    port: u16,
+) -> Option<std::net::SocketAddr> {
+    listen.or_else(|| {
+        let first = lan_addresses.iter().find(|a| a.is_ipv4()).or(lan_addresses.first())?;
+        Some(std::net::SocketAddr::new(*first, port))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -596,8 +596,15 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         crate::integrations::spawn(config.integrations.clone(), &config.store.path, bus.clone(), shutdown.clone())
             .context("starting integrations")?;
     let ota = if config.ota.enabled {
+        // Firmware is for devices: the LAN side unless told otherwise.
+        let mut ota_config = config.ota.clone();
+        ota_config.listen = crate::config::lan_side(
+            ota_config.listen,
+            &interface_addresses(&config.datapath.lan_interface).unwrap_or_default(),
+            crate::ota::DEFAULT_PORT,
+        );
         Some(
-            crate::ota::spawn(&config.ota, &config.store.path, bus.clone(), shutdown.clone())
+            crate::ota::spawn(&ota_config, &config.store.path, bus.clone(), shutdown.clone())
                 .await
                 .context("starting the OTA service")?,
         )

@@ -151,7 +151,7 @@ impl Lab {
         std::fs::write(dir.join("server.key"), server_key).unwrap();
         let config = ota::Config {
             enabled: true,
-            listen: "127.0.0.1:0".parse().unwrap(),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
             repo_dir: dir.join("repo"),
             keys_dir: None,
             device_ca: dir.join("ca.pem"),

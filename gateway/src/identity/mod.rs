@@ -204,10 +204,7 @@ impl Config {
     /// Where the EST server listens: `listen`, else the first of `lan_addresses` (the LAN
     /// interface's) on `DEFAULT_PORT`. `None` when neither is known.
     pub fn listen_addr(&self, lan_addresses: &[std::net::IpAddr]) -> Option<SocketAddr> {
-        self.listen.or_else(|| {
-            let first = lan_addresses.iter().find(|a| a.is_ipv4()).or(lan_addresses.first())?;
-            Some(SocketAddr::new(*first, DEFAULT_PORT))
-        })
+        crate::config::lan_side(self.listen, lan_addresses, DEFAULT_PORT)
     }
 
     /// Where the CA comes from.

@@ -35,9 +35,10 @@ pub mod server;
 /// Schema of the ota tables.
 pub const MIGRATIONS: &[crate::store::Migration] = db::MIGRATIONS;
 
-/// Default address of the update service.
-/// The update lane of the shipped policies (`policies/lanes.toml`) opens this port.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8444";
+/// Default port of the update service, on the LAN interface's address unless `listen` says
+/// otherwise (devices fetch firmware from the LAN; the WAN side never reaches it). The
+/// update lane of the shipped policies (`policies/lanes.toml`) opens this port.
+pub const DEFAULT_PORT: u16 = 8444;
 /// Default repository folder.
 pub const DEFAULT_REPO_DIR: &str = "/var/lib/iotgw/ota";
 /// Default device CA certificate: `identity`'s generated CA
@@ -57,7 +58,8 @@ pub const DEFAULT_TICK: Duration = Duration::from_secs(10);
 pub struct Config {
     /// Run the update service from `iotgw run`.
     pub enabled: bool,
-    pub listen: SocketAddr,
+    /// Listener address. Unset: the LAN interface's first address on `DEFAULT_PORT`.
+    pub listen: Option<SocketAddr>,
     pub repo_dir: PathBuf,
     /// Where the repository keys live (default `repo_dir/keys`).
     pub keys_dir: Option<PathBuf>,
@@ -79,7 +81,7 @@ impl Default for Config {
         Self {
             enabled: false,
             // A literal that always parses.
-            listen: DEFAULT_LISTEN.parse().expect("DEFAULT_LISTEN is a socket address"),
+            listen: None,
             repo_dir: DEFAULT_REPO_DIR.into(),
             keys_dir: None,
             device_ca: DEFAULT_DEVICE_CA.into(),
@@ -109,6 +111,9 @@ pub enum OtaError {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Repo(#[from] repo::RepoError),
+    /// Neither `ota.listen` nor a LAN interface address says where to listen.
+    #[error("ota.listen is unset and the LAN interface has no address to bind the update service to")]
+    NoListenAddress,
 }
 
 /// The running service.
@@ -127,11 +132,11 @@ pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: 
     // The repository must exist: serving without a root would hand devices nothing to trust.
     repository.root(&conn)?;
     let tls = server::tls_config(&config.server_cert, &config.server_key, &config.device_ca, &config.device_crls)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listen = config.listen.ok_or(OtaError::NoListenAddress)?;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
-    let local_addr =
-        listener.local_addr().map_err(|source| server::ServerError::Bind { addr: config.listen, source })?;
+        .map_err(|source| server::ServerError::Bind { addr: listen, source })?;
+    let local_addr = listener.local_addr().map_err(|source| server::ServerError::Bind { addr: listen, source })?;
     tracing::info!(address = %local_addr, repo = %config.repo_dir.display(), "ota update service listening");
     let shared = Arc::new(server::Shared::new(conn, repository, bus.clone()));
     let serving = tokio::spawn(server::serve(
@@ -213,7 +218,7 @@ mod tests {
         let config =
             crate::config::parse(Path::new("x.toml"), "[ota]\nenabled = true\nlisten = \"127.0.0.1:9000\"\n").unwrap();
         assert!(config.ota.enabled);
-        assert_eq!(config.ota.listen.port(), 9000);
+        assert_eq!(config.ota.listen.map(|a| a.port()), Some(9000));
         assert_eq!(config.ota.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(config.ota.repo_dir, PathBuf::from(DEFAULT_REPO_DIR));
         let err = crate::config::parse(Path::new("x.toml"), "[ota]\nbogus = 1\n").unwrap_err();

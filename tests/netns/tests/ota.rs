@@ -240,7 +240,7 @@ fn quarantined_device_updates_through_the_update_lane_and_nothing_else() {
     let lanes = format!("{LANES}{UPDATE_LANE}");
     let defaults = defaults("drop");
     let ota_config = format!(
-        "[ota]\nenabled = true\nlisten = \"{GATEWAY_LAN}:8444\"\nrepo_dir = \"{}\"\ndevice_ca = \"{}\"\n\
+        "[ota]\nenabled = true\nrepo_dir = \"{}\"\ndevice_ca = \"{}\"\n\
          server_cert = \"{}\"\nserver_key = \"{}\"\ntick_secs = 1\nrequire_enrollment = false\n",
         repo.display(),
         ca_pem.display(),
@@ -256,6 +256,8 @@ fn quarantined_device_updates_through_the_update_lane_and_nothing_else() {
     // The controller removes its folder from here on.
     std::mem::forget(cleanup);
     ctl.wait_for_log("ota update service listening", Duration::from_secs(10));
+    // Without `listen`, the update service binds the LAN interface's address only.
+    ctl.wait_for_log(&format!("address={GATEWAY_LAN}:8444"), Duration::from_secs(1));
 
     // The device is quarantined (its class policy kept for later), at its address.
     let maps = ctl.maps();
