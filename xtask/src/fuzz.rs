@@ -170,9 +170,10 @@ impl Stats {
                 stats.inputs = value.trim().parse().ok();
             }
             if let Some(rest) = line.strip_prefix('#') {
-                let count: Option<u64> = rest.split_whitespace().next().and_then(|n| n.parse().ok());
+                let mut words = rest.split_whitespace();
+                let count: Option<u64> = words.next().and_then(|n| n.parse().ok());
                 last_count = count.or(last_count);
-                if line.contains(" DONE ") {
+                if words.next() == Some("DONE") {
                     let rate: Option<f64> = line
                         .split_whitespace()
                         .skip_while(|word| *word != "exec/s:")
