@@ -7,13 +7,15 @@
 //! - `test`: the lint gates, unit tests, then the network-namespace lab tests as root;
 //! - `fresh-check`: the README's two commands on a fresh clone with a fresh Rust install;
 //! - `demo`: the lab on embedded defaults, showing a device being quarantined;
-//! - `bench`: the benchmarks under `bench/`, printing their figures.
+//! - `bench`: the benchmarks under `bench/`, printing their figures;
+//! - `fuzz`: the coverage-guided fuzz targets of `fuzz/`, each for a set time.
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod build;
 mod demo;
 mod fresh_check;
+mod fuzz;
 mod lint;
 mod setup;
 mod test;
@@ -56,6 +58,15 @@ enum Command {
         /// Which benchmark (default: all).
         name: Option<String>,
     },
+    /// Run the fuzz targets of `fuzz/` (cargo-fuzz, the pinned nightly), each for a set time on
+    /// one core; print inputs executed, exec/s and crashes per target; fail on a crash.
+    Fuzz {
+        /// One target (default: all, one after the other).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Command::FreshCheck { keep } => fresh_check::run(keep),
         Command::Demo => demo::run(),
         Command::Bench { name } => bench::run(name.as_deref()),
+        Command::Fuzz { target, seconds } => fuzz::run(target.as_deref(), seconds),
     }
 }
 

@@ -37,6 +37,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
 /// same sources build on every machine.
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The cargo-fuzz release `cargo xtask fuzz` installs (`--locked`, like bpf-linker).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 pub fn run() -> anyhow::Result<()> {
     let toolchain = ebpf_toolchain()?;
     ebpf_toolchain_installed(&toolchain)?;
@@ -68,7 +71,7 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 
 /// The pinned toolchain with rust-src (the eBPF crate builds `core` itself); exactly that one,
 /// never whatever `nightly` is today.
-fn ebpf_toolchain_installed(toolchain: &str) -> anyhow::Result<()> {
+pub fn ebpf_toolchain_installed(toolchain: &str) -> anyhow::Result<()> {
     let installed = output("rustup", &["component", "list", "--installed", "--toolchain", toolchain]);
     if installed.is_some_and(|list| list.lines().any(|l| l.starts_with("rust-src"))) {
         return Ok(());
@@ -83,6 +86,24 @@ fn ebpf_toolchain_installed(toolchain: &str) -> anyhow::Result<()> {
         "--component",
         "rust-src",
         "--no-self-update",
+    ]))
+}
+
+/// cargo-fuzz at `CARGO_FUZZ_VERSION`, installed when `cargo fuzz --version` says otherwise.
+/// Only `cargo xtask fuzz` needs it, so plain set-up leaves it out.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    let installed = output("cargo", &["fuzz", "--version"]);
+    if installed.is_some_and(|v| v.split_whitespace().any(|word| word == CARGO_FUZZ_VERSION)) {
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run_cmd(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        &format!("={CARGO_FUZZ_VERSION}"),
+        "--locked",
+        "--force",
     ]))
 }
 

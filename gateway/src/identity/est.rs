@@ -366,8 +366,9 @@ async fn hello(State(shared): State<Arc<Shared>>, Extension(peer): Extension<Pee
     }
 }
 
-/// The CSR of an enroll request: content type `application/pkcs10`, base64 body.
-fn csr_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Box<Response>> {
+/// The CSR of an enroll request: content type `application/pkcs10`, base64 body. Public so
+/// the fuzz targets reach it (`fuzz/`).
+pub fn csr_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Box<Response>> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if !essence.eq_ignore_ascii_case(CONTENT_TYPE_PKCS10) {
@@ -381,8 +382,8 @@ fn csr_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, Box<Response>> 
 }
 
 /// The token of `Authorization: Basic` (its password; the user name is ignored) or
-/// `Authorization: Bearer`.
-fn credential(headers: &HeaderMap) -> Option<String> {
+/// `Authorization: Bearer`. Public so the fuzz targets reach it (`fuzz/`).
+pub fn credential(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, rest) = value.split_once(' ')?;
     if scheme.eq_ignore_ascii_case("bearer") {

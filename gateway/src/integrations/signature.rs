@@ -57,7 +57,9 @@ pub fn verify(
     let timestamp = timestamp.ok_or(SignatureError::Missing(TIMESTAMP_HEADER))?;
     let signature = signature.ok_or(SignatureError::Missing(SIGNATURE_HEADER))?;
     let timestamp: i64 = timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp(timestamp.to_owned()))?;
-    let skew = now - timestamp;
+    // Saturating: a timestamp near i64::MIN overflowed the subtraction (a panic with overflow
+    // checks, a wrapped skew without); any such timestamp is far outside the window anyway.
+    let skew = now.saturating_sub(timestamp);
     if skew.unsigned_abs() > tolerance_secs {
         return Err(SignatureError::Stale { timestamp, skew, tolerance: tolerance_secs });
     }
@@ -92,6 +94,18 @@ mod tests {
     fn replay_after_tolerance_is_refused() {
         let sig = sign(b"k", 1_000, b"{}");
         assert!(matches!(verify(b"k", Some("1000"), Some(&sig), b"{}", 1_301, 300), Err(SignatureError::Stale { .. })));
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_i64_are_stale_not_an_overflow() {
+        let sig = sign(b"k", i64::MIN, b"{}");
+        for timestamp in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let given = timestamp.to_string();
+            let refused = verify(b"k", Some(&given), Some(&sig), b"{}", 1_800_000_000, 300);
+            assert!(matches!(refused, Err(SignatureError::Stale { .. })), "{timestamp}: {refused:?}");
+        }
+        let refused = verify(b"k", Some(&i64::MAX.to_string()), Some(&sig), b"{}", -1_000, 300);
+        assert!(matches!(refused, Err(SignatureError::Stale { .. })), "{refused:?}");
     }
 
     #[test]

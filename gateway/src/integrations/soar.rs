@@ -247,42 +247,11 @@ pub async fn action(
             return refuse(StatusCode::UNAUTHORIZED, reason);
         }
     };
-    let request: ActionRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("bad action request: {e}")),
+    let idempotency_header = headers.get(IDEMPOTENCY_HEADER).and_then(|v| v.to_str().ok());
+    let (key, request) = match check_request(idempotency_header, &body) {
+        Ok(checked) => checked,
+        Err((status, message)) => return refuse(status, message),
     };
-    let key = headers
-        .get(IDEMPOTENCY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.action_id.clone());
-    let Some(key) = key.filter(|k| !k.is_empty() && k.len() <= KEY_MAX) else {
-        return refuse(StatusCode::BAD_REQUEST, format!("an Idempotency-Key header (1..={KEY_MAX} chars) is required"));
-    };
-    // The key names the action in the audit log and in the default reason: an identifier,
-    // refused rather than changed when it holds a line break or a bidi override.
-    if let Err(unsafe_key) = crate::untrusted::check("action_id", &key) {
-        return refuse(StatusCode::BAD_REQUEST, unsafe_key.to_string());
-    }
-    let mut request = request;
-    if let Some(reason) = &mut request.reason {
-        // Free text from a playbook (often an alert's description): kept, with its line breaks,
-        // controls and bidi characters written out (`untrusted`), so it cannot forge a record.
-        if let std::borrow::Cow::Owned(escaped) = crate::untrusted::escape(reason) {
-            *reason = escaped;
-        }
-        if reason.len() > REASON_MAX {
-            return refuse(StatusCode::BAD_REQUEST, format!("reason is longer than {REASON_MAX} bytes (escaped)"));
-        }
-    }
-    if request.action == SoarAction::Tag
-        && !request
-            .tag
-            .as_deref()
-            .is_some_and(|t| !t.is_empty() && t.len() <= TAG_MAX && t.chars().all(|c| c.is_ascii_graphic()))
-    {
-        return refuse(StatusCode::BAD_REQUEST, format!("tag needs a `tag` of 1..={TAG_MAX} printable characters"));
-    }
     let request_hash = hex::encode(digest(&body));
     let _serialized = state.action_lock.clone().lock_owned().await;
     let worker = state.clone();
@@ -301,6 +270,44 @@ pub async fn action(
         Ok(Outcome::Refused(status, message)) => refuse(status, message),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("action task failed: {e}")),
     }
+}
+
+/// Reads an authenticated caller's body: the action, its idempotency key (the
+/// `Idempotency-Key` header, else `action_id`), the reason escaped and bounded, the tag checked.
+/// Every refusal is a 400 with its reason. Public so the fuzz targets reach it (`fuzz/`).
+pub fn check_request(
+    idempotency_header: Option<&str>,
+    body: &[u8],
+) -> Result<(String, ActionRequest), (StatusCode, String)> {
+    let bad = |message: String| (StatusCode::BAD_REQUEST, message);
+    let mut request: ActionRequest =
+        serde_json::from_slice(body).map_err(|e| bad(format!("bad action request: {e}")))?;
+    let key = idempotency_header.map(str::to_owned).or_else(|| request.action_id.clone());
+    let Some(key) = key.filter(|k| !k.is_empty() && k.len() <= KEY_MAX) else {
+        return Err(bad(format!("an Idempotency-Key header (1..={KEY_MAX} chars) is required")));
+    };
+    // The key names the action in the audit log and in the default reason: an identifier,
+    // refused rather than changed when it holds a line break or a bidi override.
+    crate::untrusted::check("action_id", &key).map_err(|unsafe_key| bad(unsafe_key.to_string()))?;
+    if let Some(reason) = &mut request.reason {
+        // Free text from a playbook (often an alert's description): kept, with its line breaks,
+        // controls and bidi characters written out (`untrusted`), so it cannot forge a record.
+        if let std::borrow::Cow::Owned(escaped) = crate::untrusted::escape(reason) {
+            *reason = escaped;
+        }
+        if reason.len() > REASON_MAX {
+            return Err(bad(format!("reason is longer than {REASON_MAX} bytes (escaped)")));
+        }
+    }
+    if request.action == SoarAction::Tag
+        && !request
+            .tag
+            .as_deref()
+            .is_some_and(|t| !t.is_empty() && t.len() <= TAG_MAX && t.chars().all(|c| c.is_ascii_graphic()))
+    {
+        return Err(bad(format!("tag needs a `tag` of 1..={TAG_MAX} printable characters")));
+    }
+    Ok((key, request))
 }
 
 enum Outcome {
