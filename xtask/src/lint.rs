@@ -10,6 +10,10 @@ pub fn run() -> anyhow::Result<()> {
     println!("lint: cargo fmt --check");
     run_cmd(Command::new("cargo").args(["fmt", "--all", "--check"]))
         .map_err(|e| e.context("the tree is not formatted: run `cargo fmt --all`"))?;
+    // The fuzz crate is a workspace of its own (it builds with the nightly only); rustfmt
+    // needs no build, so it is held to the same format.
+    run_cmd(Command::new("cargo").args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--all", "--check"]))
+        .map_err(|e| e.context("fuzz/ is not formatted: run `cargo fmt --manifest-path fuzz/Cargo.toml --all`"))?;
     println!("lint: cargo clippy");
     // The eBPF crate is not a host crate (it builds for bpfel only). AYA_BUILD_SKIP keeps
     // clippy's check build from rebuilding the XDP object, which clippy never reads.
