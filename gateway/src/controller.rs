@@ -572,12 +572,13 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         });
     }
 
-    // Identity (EST enrollment, access follows certificates), integrations, OTA.
+    // Identity (EST enrollment, access follows certificates), integrations, OTA. EST and OTA
+    // are for devices: they listen on the LAN side unless their `listen` says otherwise.
+    let lan_addresses = interface_addresses(&config.datapath.lan_interface).unwrap_or_default();
     let identity = if config.identity.enabled {
-        // EST listens on the LAN side unless told otherwise: enrollment is for devices.
         let mut identity_config = config.identity.clone();
         identity_config.listen =
-            identity_config.listen_addr(&interface_addresses(&config.datapath.lan_interface).unwrap_or_default());
+            crate::config::lan_side(identity_config.listen, &lan_addresses, crate::identity::DEFAULT_PORT);
         Some(
             crate::identity::service::spawn(
                 &identity_config,
@@ -596,13 +597,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         crate::integrations::spawn(config.integrations.clone(), &config.store.path, bus.clone(), shutdown.clone())
             .context("starting integrations")?;
     let ota = if config.ota.enabled {
-        // Firmware is for devices: the LAN side unless told otherwise.
         let mut ota_config = config.ota.clone();
-        ota_config.listen = crate::config::lan_side(
-            ota_config.listen,
-            &interface_addresses(&config.datapath.lan_interface).unwrap_or_default(),
-            crate::ota::DEFAULT_PORT,
-        );
+        ota_config.listen = crate::config::lan_side(ota_config.listen, &lan_addresses, crate::ota::DEFAULT_PORT);
         Some(
             crate::ota::spawn(&ota_config, &config.store.path, bus.clone(), shutdown.clone())
                 .await

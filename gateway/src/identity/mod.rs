@@ -201,12 +201,6 @@ impl Config {
         }
     }
 
-    /// Where the EST server listens: `listen`, else the first of `lan_addresses` (the LAN
-    /// interface's) on `DEFAULT_PORT`. `None` when neither is known.
-    pub fn listen_addr(&self, lan_addresses: &[std::net::IpAddr]) -> Option<SocketAddr> {
-        crate::config::lan_side(self.listen, lan_addresses, DEFAULT_PORT)
-    }
-
     /// Where the CA comes from.
     pub fn ca_source(&self) -> ca::CaSource {
         match (&self.ca_cert, &self.ca_key) {
