@@ -120,7 +120,7 @@ fn drive(devices: usize, image_kib: usize) {
     let image: Vec<u8> = (0..image_kib * 1024).map(|i| (i as u8).wrapping_mul(131).wrapping_add(17)).collect();
     let expected = hex::encode(sha2::Sha256::digest(&image));
     {
-        let mut conn = iotgw::store::open(&dir.join("iotgw.db")).unwrap();
+        let mut conn = iotgw::schema::open(&dir.join("iotgw.db")).unwrap();
         let repo = Repository::open(&dir.join("repo"), None);
         repo.init(&conn, &InitOptions::default()).unwrap();
         let vendor = SigningKey::generate();

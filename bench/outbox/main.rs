@@ -142,7 +142,7 @@ async fn bench_flood(label: &str, events: usize, aggregation: AggregationConfig)
     trigger.trigger();
     handle.join().await;
     let elapsed = start.elapsed();
-    let conn = store::open(&store_path).unwrap();
+    let conn = iotgw::schema::open(&store_path).unwrap();
     let rows: i64 =
         conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'integration_outbox'", [], |r| r.get(0)).unwrap();
     let counted: i64 = conn
@@ -175,7 +175,7 @@ fn bench_aggregate(events: usize) {
 fn bench_cap(cap: u64) {
     let dir = fresh_dir("cap");
     let path = dir.join("store.db");
-    let conn = store::open(&path).unwrap();
+    let conn = iotgw::schema::open(&path).unwrap();
     conn.execute("INSERT INTO integration_cursors (sink, delivered_seq, updated_ms) VALUES ('down', 0, 0)", [])
         .unwrap();
     let alert_body = serde_json::to_string(&event(0)).unwrap();

@@ -6,7 +6,7 @@
 //!
 //! Beside that path: `policy` (the files ops edit), `identity` (certificates and enrollment),
 //! `ota` (signed firmware), `integrations` (SIEM/SOAR/ITSM), `api` (local HTTP status and
-//! actions), `store` (the SQLite file), `config` (the gateway's own configuration), `untrusted`
+//! actions), `store` (the SQLite file; `schema` lists every component's tables), `config` (the gateway's own configuration), `untrusted`
 //! (how text from devices and callers is escaped before it is stored or rendered).
 #![forbid(unsafe_code)]
 
@@ -24,8 +24,10 @@ pub mod identity;
 pub mod integrations;
 pub mod inventory;
 pub mod ota;
+pub mod pipeline;
 pub mod policy;
 pub mod respond;
+pub mod schema;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

@@ -1,6 +1,8 @@
-//! The gateway's one SQLite file (WAL mode). Each component owns its tables and lists its
-//! schema as versioned migrations here; `Store::open` applies what is missing, in order, each
-//! in its own transaction, and records it in `schema_migrations`.
+//! The gateway's one SQLite file (WAL mode). Each component owns its tables and declares its
+//! schema as versioned `Migration`s; `open` is handed the lists of the components a connection
+//! uses (the whole store's list is `crate::schema::ALL`), applies what is missing, in order,
+//! each in its own transaction, and records it in `schema_migrations`. The store knows no
+//! component: it depends on nothing above it.
 //!
 //! Durability is `[store] synchronous` (`Synchronous`), FULL unless the operator chooses
 //! otherwise: the store holds the audit trail and the integrations outbox, and with FULL a
@@ -17,6 +19,7 @@ use std::{
 };
 
 use rusqlite::{Connection, OptionalExtension as _};
+use serde::Deserialize;
 
 /// One schema step of one component. Versions start at 1 and only grow; a released
 /// migration is never edited, a new one is appended.
@@ -26,17 +29,33 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// Every component's migrations. Append a component's list here when it gains tables.
-fn all_migrations() -> impl Iterator<Item = &'static Migration> {
-    [
-        crate::inventory::MIGRATIONS,
-        crate::identity::MIGRATIONS,
-        crate::baseline::MIGRATIONS,
-        crate::integrations::MIGRATIONS,
-        crate::ota::MIGRATIONS,
-    ]
-    .into_iter()
-    .flatten()
+/// The migrations a connection needs: one list per component, each in version order.
+pub type Schema<'a> = &'a [&'static [Migration]];
+
+fn migrations<'a>(schema: Schema<'a>) -> impl Iterator<Item = &'static Migration> + 'a {
+    schema.iter().flat_map(|list| list.iter())
+}
+
+/// Default location of the store file.
+pub const DEFAULT_PATH: &str = "/var/lib/iotgw/iotgw.db";
+
+/// `[store]`: the SQLite file and how durable its commits are.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The SQLite file (WAL mode; `-wal` and `-shm` files sit beside it).
+    pub path: PathBuf,
+    /// Durability of every commit: `"full"` (default) fsyncs the WAL at each commit, so an
+    /// acknowledged audit record or outbox event survives a power loss; `"normal"` skips that
+    /// fsync and survives a process crash only (a power loss may lose the last commits). Keep
+    /// `"full"` for the audit trail unless the storage is battery-backed. See `store`.
+    pub synchronous: Synchronous,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { path: DEFAULT_PATH.into(), synchronous: Synchronous::default() }
+    }
 }
 
 /// SQLite's `synchronous` pragma in WAL mode, as `[store] synchronous` spells it.
@@ -104,27 +123,27 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
 }
 
-/// Opens (creating if needed) the store at `path` and brings its schema up to date, with the
-/// process's durability level (`set_synchronous`).
-pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    open_with(path, synchronous())
+/// Opens (creating if needed) the store at `path` and brings the tables of `schema` up to
+/// date, with the process's durability level (`set_synchronous`).
+pub fn open(path: &Path, schema: Schema) -> Result<Connection, StoreError> {
+    open_with(path, synchronous(), schema)
 }
 
 /// `open` with an explicit durability level.
-pub fn open_with(path: &Path, level: Synchronous) -> Result<Connection, StoreError> {
+pub fn open_with(path: &Path, level: Synchronous, schema: Schema) -> Result<Connection, StoreError> {
     let open_error = |source| StoreError::Open { path: path.to_owned(), source };
     let mut conn = Connection::open(path).map_err(open_error)?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
     configure(&conn, level)?;
-    migrate(&mut conn)?;
+    migrate(&mut conn, schema)?;
     Ok(conn)
 }
 
-/// An in-memory store with the full schema, for tests and offline analysis.
-pub fn open_in_memory() -> Result<Connection, StoreError> {
+/// An in-memory store with the tables of `schema`, for tests and offline analysis.
+pub fn open_in_memory(schema: Schema) -> Result<Connection, StoreError> {
     let mut conn = Connection::open_in_memory()?;
     configure(&conn, synchronous())?;
-    migrate(&mut conn)?;
+    migrate(&mut conn, schema)?;
     Ok(conn)
 }
 
@@ -135,7 +154,7 @@ fn configure(conn: &Connection, level: Synchronous) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+fn migrate(conn: &mut Connection, schema: Schema) -> Result<(), StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
             component TEXT NOT NULL,
@@ -143,7 +162,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
             PRIMARY KEY (component, version))",
     )?;
-    for migration in all_migrations() {
+    for migration in migrations(schema) {
         let current: Option<u32> = conn
             .query_row(
                 "SELECT MAX(version) FROM schema_migrations WHERE component = ?1",
@@ -166,8 +185,8 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit().map_err(fail)?;
     }
     // Refuse a file from the future rather than corrupting it.
-    let mut known = std::collections::HashMap::<&str, u32>::new();
-    for m in all_migrations() {
+    let mut known = std::collections::HashMap::<&'static str, u32>::new();
+    for m in migrations(schema) {
         let v = known.entry(m.component).or_default();
         *v = (*v).max(m.version);
     }
@@ -177,7 +196,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
                 row.get(0)
             })?;
         if let Some(found) = found.filter(|found| *found > known) {
-            let component = all_migrations().find(|m| m.component == component).map(|m| m.component).unwrap_or("?");
             return Err(StoreError::TooNew { component, found, known });
         }
     }
@@ -188,18 +206,27 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    const WIDGETS: &[Migration] = &[
+        Migration { component: "widgets", version: 1, sql: "CREATE TABLE widgets (id INTEGER PRIMARY KEY);" },
+        Migration { component: "widgets", version: 2, sql: "ALTER TABLE widgets ADD COLUMN name TEXT;" },
+    ];
+
     #[test]
     fn open_twice_applies_migrations_once() {
         let dir = std::env::temp_dir().join(format!("iotgw-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("store.db");
         let _ = std::fs::remove_file(&path);
-        let first: u32 =
-            open(&path).unwrap().query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
-        let second: u32 =
-            open(&path).unwrap().query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+        let first: u32 = open(&path, &[WIDGETS])
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        let second: u32 = open(&path, &[WIDGETS])
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(first, second);
-        assert_eq!(first as usize, all_migrations().count());
+        assert_eq!(first as usize, WIDGETS.len());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -210,7 +237,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("iotgw-store-sync-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for level in [Synchronous::Full, Synchronous::Normal] {
-            let conn = open_with(&dir.join("store.db"), level).unwrap();
+            let conn = open_with(&dir.join("store.db"), level, &[WIDGETS]).unwrap();
             let value: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
             assert_eq!(value, level.pragma_value(), "{level:?}");
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();

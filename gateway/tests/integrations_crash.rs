@@ -199,7 +199,7 @@ async fn clean_shutdown_keeps_every_published_event() {
     }
     trigger.trigger();
     handle.join().await;
-    let conn = iotgw::store::open(&store).unwrap();
+    let conn = iotgw::schema::open(&store).unwrap();
     let stored: i64 = conn.query_row("SELECT COUNT(*) FROM integration_outbox", [], |r| r.get(0)).unwrap();
     assert_eq!(stored, EVENTS as i64, "published before the stop, stored after it");
 }

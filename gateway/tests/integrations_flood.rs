@@ -106,7 +106,7 @@ async fn refused_enrollment_flood_is_stored_as_a_few_counted_records_and_one_ale
     assert_eq!(alerts[0]["host"]["mac"][0], "02-00-00-00-00-01");
 
     // What the outbox ever held: the sequence's high-water mark (delivered rows are pruned).
-    let conn = iotgw::store::open(&store).unwrap();
+    let conn = iotgw::schema::open(&store).unwrap();
     let rows: i64 =
         conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'integration_outbox'", [], |r| r.get(0)).unwrap();
     assert_eq!(rows as usize, burst + 2, "{FLOOD} events became {rows} outbox rows");

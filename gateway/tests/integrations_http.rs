@@ -401,7 +401,7 @@ async fn itsm_lost_answer_does_not_open_a_second_ticket() {
     let lines = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 5, "JSON lines file sink: {lines}");
     assert!(lines.lines().all(|l| serde_json::from_str::<Value>(l).unwrap()["@timestamp"].is_string()));
-    let conn = iotgw::store::open(&store).unwrap();
+    let conn = iotgw::schema::open(&store).unwrap();
     let last: i64 =
         conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'integration_outbox'", [], |r| r.get(0)).unwrap();
     wait_for("the ITSM cursor past events it filters out", WAIT, || {
@@ -466,7 +466,7 @@ async fn event_refused_for_good_is_set_aside_and_the_rest_delivered() {
     let details: Vec<String> =
         receiver.state.lock().unwrap().hooks.iter().map(|h| h["detail"].as_str().unwrap().to_owned()).collect();
     assert_eq!(details, ["n=0", "n=1", "n=3", "n=4"]);
-    let conn = iotgw::store::open(&store).unwrap();
+    let conn = iotgw::schema::open(&store).unwrap();
     let (body, error): (String, String) =
         conn.query_row("SELECT body, error FROM integration_dead_letters", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert!(body.contains("n=2") && error.contains("400"), "{body} {error}");
@@ -508,7 +508,7 @@ async fn soar() -> Soar {
 }
 
 fn audit_rows(store: &std::path::Path) -> Vec<(String, String, String)> {
-    let conn = iotgw::store::open(store).unwrap();
+    let conn = iotgw::schema::open(store).unwrap();
     let mut stmt = conn.prepare("SELECT caller, action, outcome FROM integration_audit ORDER BY id").unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
 }
@@ -634,7 +634,7 @@ async fn soar_action_is_idempotent_enforced_and_audited() {
             ("soar:xsoar".into(), "release".into(), "done".into()),
         ]
     );
-    let conn = iotgw::store::open(&soar.store).unwrap();
+    let conn = iotgw::schema::open(&soar.store).unwrap();
     let tags: i64 = conn
         .query_row("SELECT COUNT(*) FROM integration_device_tags WHERE tag = 'suspicious'", [], |r| r.get(0))
         .unwrap();

@@ -136,7 +136,7 @@ impl Lab {
         let repo = Repository::open(&dir.join("repo"), None);
         let vendor = SigningKey::generate();
         {
-            let conn = iotgw::store::open(&store).unwrap();
+            let conn = iotgw::schema::open(&store).unwrap();
             repo.init(&conn, &InitOptions { root_keys: 2, root_threshold: 2 }).unwrap();
             repo.delegate(&conn, "acme", &[vendor.public()], 1, &["acme/*".into()]).unwrap();
         }
@@ -169,7 +169,7 @@ impl Lab {
     }
 
     fn conn(&self) -> rusqlite::Connection {
-        iotgw::store::open(&self.store).unwrap()
+        iotgw::schema::open(&self.store).unwrap()
     }
 
     fn image(&self, name: &str, bytes: &[u8]) -> PathBuf {

@@ -56,7 +56,7 @@ fn power_loss_child_writer() {
     let mut parts = spec.split('|');
     let (store, acks, level) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
     let level = if level == "normal" { Synchronous::Normal } else { Synchronous::Full };
-    let mut conn = iotgw::store::open_with(Path::new(store), level).unwrap();
+    let mut conn = iotgw::store::open_with(Path::new(store), level, iotgw::schema::ALL).unwrap();
     let mut acks = std::fs::OpenOptions::new().create(true).append(true).open(acks).unwrap();
     let start = Instant::now();
     for n in 0..CHILD_MAX_ROWS {
@@ -172,7 +172,7 @@ fn power_loss_copies(level: &str) {
     let store = dir.join("store.db");
     let acks = dir.join("acks");
     // The schema first, so the child's first transactions are the loop's.
-    drop(iotgw::store::open_with(&store, Synchronous::Full).unwrap());
+    drop(iotgw::store::open_with(&store, Synchronous::Full, iotgw::schema::ALL).unwrap());
     let child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "power_loss_child_writer", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, format!("{}|{}|{level}", store.display(), acks.display()))

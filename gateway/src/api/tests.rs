@@ -64,7 +64,7 @@ pub(crate) struct Fixture {
 impl Fixture {
     pub(crate) fn new() -> Self {
         let dir = TempDir::new();
-        let conn = crate::store::open(&dir.0.join("iotgw.db")).unwrap();
+        let conn = crate::schema::open(&dir.0.join("iotgw.db")).unwrap();
         let mut inventory = Inventory::new(conn, crate::inventory::Vendors::empty(), None);
         let now = SystemTime::now();
         for (mac, ip, age) in [(PLUG, "192.168.1.21", 60), (CAMERA, "192.168.1.20", 10)] {
@@ -101,7 +101,7 @@ impl Fixture {
     /// Access-change audit rows of `mac`, read through a connection of their own (so from the
     /// file, not from the API's handle).
     pub(crate) fn access_audit(&self, mac: &str) -> Vec<(String, String)> {
-        let conn = crate::store::open(&self.dir.0.join("iotgw.db")).unwrap();
+        let conn = crate::schema::open(&self.dir.0.join("iotgw.db")).unwrap();
         let mut statement = conn
             .prepare(
                 "SELECT actor, detail FROM inventory_audit WHERE mac = ?1 AND action = 'access_changed' ORDER BY id",
@@ -115,7 +115,7 @@ impl Fixture {
     }
 
     pub(crate) fn stored_access(&self, mac: &str) -> String {
-        let conn = crate::store::open(&self.dir.0.join("iotgw.db")).unwrap();
+        let conn = crate::schema::open(&self.dir.0.join("iotgw.db")).unwrap();
         conn.query_row("SELECT access FROM inventory_devices WHERE mac = ?1", [mac], |row| row.get(0)).unwrap()
     }
 }
@@ -659,7 +659,7 @@ async fn a_soar_body_over_16_kib_is_refused_with_413_and_stores_nothing() {
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
     assert_eq!(server.access(CAMERA), Some(Access::Enrolled));
-    let conn = crate::store::open(&fixture.dir.0.join("iotgw.db")).unwrap();
+    let conn = crate::schema::open(&fixture.dir.0.join("iotgw.db")).unwrap();
     let stored: i64 = conn.query_row("SELECT COUNT(*) FROM integration_audit", [], |r| r.get(0)).unwrap();
     assert_eq!(stored, 0);
     server.stop().await;
@@ -695,7 +695,7 @@ async fn a_soar_reason_forging_a_syslog_line_is_escaped_in_the_audit_and_every_r
     assert_eq!(response.status(), StatusCode::OK);
     let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
     crate::integrations::render::fixtures::assert_renders_safely(&event, FORGED_ESCAPED);
-    let conn = crate::store::open(&fixture.dir.0.join("iotgw.db")).unwrap();
+    let conn = crate::schema::open(&fixture.dir.0.join("iotgw.db")).unwrap();
     let detail: String = conn.query_row("SELECT detail FROM integration_audit", [], |r| r.get(0)).unwrap();
     assert_eq!(detail, FORGED_ESCAPED);
     // A key is an identifier: refused, not rewritten.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     datapath::events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
     device::Mac,
+    pipeline::Input,
 };
 
 pub mod export;
@@ -128,53 +129,6 @@ impl Config {
         let len = if addr.is_ipv4() { self.prefix_v4.min(32) } else { self.prefix_v6.min(128) };
         // The length was just clamped to the family's maximum, so the constructor cannot fail.
         IpNet::new(addr, len).map(|n| n.trunc()).unwrap_or_else(|_| IpNet::from(addr))
-    }
-}
-
-/// Per-device traffic counters over one interval (the lead produces them from the XDP
-/// per-device counters every second; `analyze` from captures).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TrafficSample {
-    pub mac: Mac,
-    pub interval_start: SystemTime,
-    pub interval: Duration,
-    /// From the device.
-    pub tx_bytes: u64,
-    pub tx_packets: u64,
-    /// To the device.
-    pub rx_bytes: u64,
-    pub rx_packets: u64,
-}
-
-/// What the baseline, detect and respond steps consume.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Input {
-    Datapath(DatapathEvent),
-    Traffic(TrafficSample),
-    /// The inventory classified a device (`fingerprint`'s class name).
-    Class {
-        mac: Mac,
-        class: String,
-    },
-}
-
-impl Input {
-    pub fn time(&self) -> Option<SystemTime> {
-        match self {
-            Input::Datapath(DatapathEvent::Flow(flow)) => Some(flow.time),
-            Input::Datapath(DatapathEvent::Sample(sample)) => Some(sample.time),
-            Input::Traffic(sample) => Some(sample.interval_start + sample.interval),
-            Input::Class { .. } => None,
-        }
-    }
-
-    pub fn mac(&self) -> Mac {
-        match self {
-            Input::Datapath(DatapathEvent::Flow(flow)) => flow.mac,
-            Input::Datapath(DatapathEvent::Sample(sample)) => sample.mac,
-            Input::Traffic(sample) => sample.mac,
-            Input::Class { mac, .. } => *mac,
-        }
     }
 }
 
@@ -525,10 +479,10 @@ impl Baselines {
         if learn {
             match input {
                 Input::Traffic(sample) => {
-                    open.features[stats::feature::TX_BYTES] += sample.tx_bytes as f64;
-                    open.features[stats::feature::TX_PACKETS] += sample.tx_packets as f64;
-                    open.features[stats::feature::RX_BYTES] += sample.rx_bytes as f64;
-                    open.features[stats::feature::RX_PACKETS] += sample.rx_packets as f64;
+                    open.features[stats::feature::TX_BYTES] += sample.counters.tx_bytes as f64;
+                    open.features[stats::feature::TX_PACKETS] += sample.counters.tx_packets as f64;
+                    open.features[stats::feature::RX_BYTES] += sample.counters.rx_bytes as f64;
+                    open.features[stats::feature::RX_PACKETS] += sample.counters.rx_packets as f64;
                 }
                 Input::Datapath(DatapathEvent::Flow(flow)) if is_initiation(flow) => {
                     open.features[stats::feature::NEW_FLOWS] += 1.0;

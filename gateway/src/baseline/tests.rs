@@ -98,12 +98,12 @@ fn baselines_survive_a_restart_through_the_store() {
     let (devices, classes) = baselines.take_dirty();
     assert_eq!(classes.len(), 1);
     {
-        let mut conn = crate::store::open(&path).unwrap();
+        let mut conn = crate::store::open(&path, &[super::MIGRATIONS]).unwrap();
         store::save(&mut conn, &devices, &classes).unwrap();
     }
     // Nothing dirty is left once taken.
     assert_eq!(baselines.take_dirty().0.len(), 0);
-    let conn = crate::store::open(&path).unwrap();
+    let conn = crate::store::open(&path, &[super::MIGRATIONS]).unwrap();
     let (devices, classes) = store::load(&conn).unwrap();
     let mut restored = Baselines::new(short_config());
     restored.restore(devices, classes);
@@ -127,7 +127,7 @@ fn baselines_survive_a_restart_through_the_store() {
 
 #[test]
 fn corrupt_stored_baseline_is_a_clear_error() {
-    let conn = crate::store::open_in_memory().unwrap();
+    let conn = crate::store::open_in_memory(&[super::MIGRATIONS]).unwrap();
     conn.execute(
         "INSERT INTO baseline_devices (mac, class, state, baseline) VALUES ('02:00:00:00:00:01', NULL, 'learning', '{nope')",
         [],

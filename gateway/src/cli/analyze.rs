@@ -1,5 +1,5 @@
 //! `iotgw analyze CAPTURE.pcap...`: builds the inventory from packet captures, offline, with
-//! the live code path: `inventory::replay` turns frames into the events and counters XDP
+//! the live code path: `datapath::replay` turns frames into the events and counters XDP
 //! would have produced, an in-memory `Inventory` (with the shipped device-type model) takes
 //! them in, and the result prints as a table or JSON. The same captures then run through
 //! detection (`detect::offline::analyze`): devices learn on the `--learn` captures, and the
@@ -10,12 +10,12 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::{
-    datapath::events::DatapathEvent,
-    fingerprint::{Classifier, model::CONFIDENT},
-    inventory::{
-        DeviceRecord, Inventory, InventoryStats, Vendors,
+    datapath::{
+        events::DatapathEvent,
         replay::{CaptureReplay, DEFAULT_INTERVAL, ReplayItem, ReplayStats},
     },
+    fingerprint::{Classifier, model::CONFIDENT},
+    inventory::{DeviceRecord, Inventory, InventoryStats, Vendors},
 };
 
 /// Events handed to the inventory per transaction.
@@ -75,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {error}; vendors will show as unknown (install Debian's ieee-data)");
         Vendors::empty()
     });
-    let conn = crate::store::open_in_memory().context("creating the in-memory store")?;
+    let conn = crate::schema::open_in_memory().context("creating the in-memory store")?;
     let mut inventory = Inventory::new(conn, vendors, Some(classifier));
     let mut captures = Vec::new();
     let mut failed = false;
@@ -204,7 +204,7 @@ mod tests {
         let dir = dataset("iot-sentinel");
         let vendors = Vendors::load(std::path::Path::new(crate::inventory::vendor::DEFAULT_IEEE_DATA_DIR));
         let vendors = vendors.expect("the IEEE registry (Debian's ieee-data, installed by `cargo xtask setup`)");
-        let conn = crate::store::open_in_memory().unwrap();
+        let conn = crate::schema::open_in_memory().unwrap();
         let mut inventory = Inventory::new(conn, vendors, Some(Classifier::shipped().unwrap()));
         for capture in ["HueBridge/Setup-A-1-STA.pcap", "Aria/Setup-A-1-STA.pcap"] {
             let stats = replay_into(&mut inventory, &dir.join(capture)).unwrap();

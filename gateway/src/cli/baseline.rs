@@ -24,7 +24,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
     /// The gateway's SQLite store.
-    #[arg(long, default_value = crate::config::DEFAULT_STORE_PATH)]
+    #[arg(long, default_value = crate::store::DEFAULT_PATH)]
     pub store: PathBuf,
     /// The device.
     #[arg(long)]
@@ -39,7 +39,7 @@ pub struct ExportArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
-    #[arg(long, default_value = crate::config::DEFAULT_STORE_PATH)]
+    #[arg(long, default_value = crate::store::DEFAULT_PATH)]
     pub store: PathBuf,
     #[arg(long)]
     pub mac: Mac,
@@ -93,7 +93,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Latency(args) => {
             anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
-            let report = crate::respond::latency::measure_decision_latency(args.runs);
+            let report = crate::pipeline::latency::measure_decision_latency(args.runs);
             println!(
                 "decision latency over {} runs: p50 {:?}  p99 {:?}  max {:?}  missed {}",
                 report.runs, report.p50, report.p99, report.max, report.missed
@@ -105,7 +105,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 fn load(store: &std::path::Path, mac: Mac) -> anyhow::Result<baseline::store::DeviceRecord> {
     anyhow::ensure!(store.exists(), "no store at {}", store.display());
-    let conn = crate::store::open(store).with_context(|| format!("cannot open the store {}", store.display()))?;
+    let conn = crate::schema::open(store).with_context(|| format!("cannot open the store {}", store.display()))?;
     baseline::store::load_device(&conn, mac)
         .with_context(|| format!("cannot read the baseline of {mac}"))?
         .with_context(|| format!("no baseline for {mac} in {}", store.display()))

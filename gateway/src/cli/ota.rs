@@ -48,7 +48,7 @@ impl Location {
         if let Some(parent) = store.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
-        let conn = crate::store::open(&store).with_context(|| format!("opening the store {}", store.display()))?;
+        let conn = crate::schema::open(&store).with_context(|| format!("opening the store {}", store.display()))?;
         Ok((Repository::open(&repo_dir, keys_dir.as_deref()), conn))
     }
 }

@@ -122,7 +122,7 @@ fn open(args: &StoreArgs) -> anyhow::Result<(Identity, identity::Config)> {
             crate::store::set_synchronous(config.store.synchronous);
             (config.store.path.clone(), config.identity)
         }
-        None => (PathBuf::from(crate::config::DEFAULT_STORE_PATH), identity::Config::default()),
+        None => (PathBuf::from(crate::store::DEFAULT_PATH), identity::Config::default()),
     };
     let store_path = args.store.clone().unwrap_or(store_path);
     if let Some(dir) = &args.state_dir {

@@ -24,7 +24,7 @@ use aya::{
 };
 use gateway_ebpf::{maps as abi, programs};
 
-use crate::config::{AttachMode, DatapathConfig};
+use super::{AttachMode, DatapathConfig};
 use crate::datapath::xdp_log::{self, XdpLog};
 
 /// The XDP object, built by build.rs from gateway-ebpf.

@@ -40,10 +40,8 @@ pub struct SyncReport {
 /// Sums of a device's per-CPU counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceCounters {
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
+    #[serde(flatten)]
+    pub traffic: super::traffic::TrafficCounters,
     pub tcp_packets: u64,
     pub udp_packets: u64,
     pub icmp_packets: u64,
@@ -196,10 +194,12 @@ impl Maps {
             .map(|(mac, per_cpu)| {
                 let mut sum = DeviceCounters::default();
                 for s in per_cpu.iter() {
-                    sum.tx_packets += s.tx_packets;
-                    sum.tx_bytes += s.tx_bytes;
-                    sum.rx_packets += s.rx_packets;
-                    sum.rx_bytes += s.rx_bytes;
+                    sum.traffic.add(&super::traffic::TrafficCounters {
+                        tx_bytes: s.tx_bytes,
+                        tx_packets: s.tx_packets,
+                        rx_bytes: s.rx_bytes,
+                        rx_packets: s.rx_packets,
+                    });
                     sum.tcp_packets += s.tcp_packets;
                     sum.udp_packets += s.udp_packets;
                     sum.icmp_packets += s.icmp_packets;

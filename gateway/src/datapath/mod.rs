@@ -1,7 +1,9 @@
-//! The XDP datapath seen from userspace: `loader` loads and attaches the programs and pins
+//! The XDP datapath seen from userspace: `config` is its `[datapath]` section, `interface`
+//! reads the host's interfaces, `loader` loads and attaches the programs and pins
 //! the maps, `events` decodes the ring buffer, `maps` is the only writer of BPF maps,
 //! `xdp_log` forwards the programs' own (rare) log lines into `tracing`, `restore` rebuilds the
-//! device table from the store at start-up.
+//! device table from the store at start-up, `traffic` counts bytes and packets per device, and
+//! `replay` imitates the LAN program over captures (offline analysis, training, tests).
 //!
 //! Controller steps never touch maps: they ask through `DeviceControl`, which `maps::Maps`
 //! implements over the pinned maps (and `MemoryDatapath` in memory, for unit tests and
@@ -13,11 +15,17 @@ use std::{
 
 use crate::device::{Access, Mac};
 
+pub mod config;
 pub mod events;
+pub mod interface;
 pub mod loader;
 pub mod maps;
+pub mod replay;
 pub mod restore;
+pub mod traffic;
 pub mod xdp_log;
+
+pub use config::{AttachMode, DatapathConfig};
 
 /// Why a datapath change failed.
 #[derive(Debug, thiserror::Error)]

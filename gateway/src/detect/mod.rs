@@ -1,4 +1,4 @@
-//! detect: is this abnormal? Reads `baseline::Input`s (flows, samples, traffic counters,
+//! detect: is this abnormal? Reads `pipeline::Input`s (flows, samples, traffic counters,
 //! classes), compares them with each device's baseline (which it feeds: `Baselines` learns
 //! only from inputs no detector flagged) and with absolute limits, and writes `Alert`s: one
 //! per incident (device + detector) when it starts, and a `resolved` one when it has been
@@ -13,12 +13,13 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    baseline::{
-        self, Baselines, DeviceBaseline, Input, Service, TrafficSample, is_group_or_unspecified, is_initiation,
-        stats::feature,
+    baseline::{self, Baselines, DeviceBaseline, Service, is_group_or_unspecified, is_initiation, stats::feature},
+    datapath::{
+        events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
+        traffic::TrafficSample,
     },
-    datapath::events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
     device::Mac,
+    pipeline::Input,
 };
 
 pub mod alert;
@@ -384,8 +385,8 @@ impl Detector {
         state.traffic.push_back(TrafficSpan {
             start: sample.interval_start,
             end,
-            tx_bytes: sample.tx_bytes,
-            tx_packets: sample.tx_packets,
+            tx_bytes: sample.counters.tx_bytes,
+            tx_packets: sample.counters.tx_packets,
         });
         let mut triggers = Vec::new();
         let profile = self.baselines.device(sample.mac).and_then(DeviceBaseline::baselined);
@@ -394,7 +395,7 @@ impl Detector {
         let in_span = |t: &&TrafficSpan| apart(end, t.start) <= RATE_SPAN + RATE_SLACK;
         let recent_packets: u64 = state.traffic.iter().rev().skip(1).filter(in_span).map(|t| t.tx_packets).sum();
         let seconds = RATE_SPAN.max(sample.interval).as_secs_f64();
-        let pps = (sample.tx_packets + recent_packets) as f64 / seconds;
+        let pps = (sample.counters.tx_packets + recent_packets) as f64 / seconds;
         let (threshold, expected) = match profile {
             Some(p) => {
                 let learnt = p.windows.max[feature::TX_PACKETS];

@@ -1,4 +1,4 @@
-//! Detection over packet captures: `inventory::replay` turns capture files into the events
+//! Detection over packet captures: `datapath::replay` turns capture files into the events
 //! and per-interval counters XDP would have produced, and they run through the same
 //! `Detector` as live traffic. Reads capture files; writes nothing (`iotgw analyze` renders
 //! the result).
@@ -12,9 +12,10 @@ use serde::Serialize;
 
 use super::{Alert, Detector, DetectorKind};
 use crate::{
-    baseline::{Input, TrafficSample},
+    datapath::replay::{self, IntervalCounters, ReplayError, ReplayItem},
+    datapath::traffic::TrafficSample,
     device::Mac,
-    inventory::replay::{self, IntervalCounters, ReplayError, ReplayItem},
+    pipeline::Input,
 };
 
 /// Counter interval of offline replays: the lead's live poller reads the XDP counters every
@@ -28,10 +29,7 @@ pub fn traffic_inputs(counters: &IntervalCounters) -> impl Iterator<Item = Input
             mac: *mac,
             interval_start: counters.start,
             interval: counters.length,
-            tx_bytes: c.tx_bytes,
-            tx_packets: c.tx_packets,
-            rx_bytes: c.rx_bytes,
-            rx_packets: c.rx_packets,
+            counters: *c,
         })
     })
 }

@@ -1,4 +1,4 @@
-//! Synthetic IoT traffic as `baseline::Input`s: normal patterns (periodic telemetry over
+//! Synthetic IoT traffic as `pipeline::Input`s: normal patterns (periodic telemetry over
 //! TLS or MQTT to a broker, DNS lookups, NTP polls, per-second counters, with jitter) and
 //! the attacks the detectors must catch. For scenario tests and the decision-latency
 //! benchmark; reads nothing, writes nothing.
@@ -10,9 +10,10 @@ use std::{
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 
 use crate::{
-    baseline::{Input, TrafficSample},
     datapath::events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
+    datapath::traffic::{TrafficCounters, TrafficSample},
     device::{Access, Mac},
+    pipeline::Input,
 };
 
 pub const PROTO_TCP: u8 = 0x06;
@@ -126,7 +127,8 @@ pub fn traffic(
     rx_bytes: u64,
     rx_packets: u64,
 ) -> Input {
-    Input::Traffic(TrafficSample { mac, interval_start: start, interval, tx_bytes, tx_packets, rx_bytes, rx_packets })
+    let counters = TrafficCounters { tx_bytes, tx_packets, rx_bytes, rx_packets };
+    Input::Traffic(TrafficSample { mac, interval_start: start, interval, counters })
 }
 
 /// What a synthetic device does normally.

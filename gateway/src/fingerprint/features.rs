@@ -9,7 +9,7 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use super::{dhcp::DhcpFingerprint, dns::DnsObservation, sample::Parsed, syn::initial_ttl, tls::ClientHello};
-use crate::{datapath::events::FlowObservation, inventory::replay::TrafficCounters};
+use crate::{datapath::events::FlowObservation, datapath::traffic::TrafficCounters};
 
 /// Feature groups in vector order, with their lengths: evaluation can leave a group out to
 /// measure what it brings (`iotgw fingerprint eval --without hostname`).

@@ -1,6 +1,6 @@
 //! The device-type model: the random forest over `DeviceFeatures` vectors plus the type
 //! names, as shipped in the binary (`gateway/models/device-types.json`) or retrained from
-//! labelled captures. Reads capture folders (through `inventory::replay`, the live code
+//! labelled captures. Reads capture folders (through `datapath::replay`, the live code
 //! path) and model files; writes model files only when asked (`iotgw fingerprint train`).
 //!
 //! Labelled captures are laid out as the IoT Sentinel dataset: one folder per device, named
@@ -22,8 +22,8 @@ use super::{
 };
 use crate::{
     datapath::events::DatapathEvent,
+    datapath::replay::{CaptureReplay, DEFAULT_INTERVAL, ReplayError, ReplayItem},
     device::Mac,
-    inventory::replay::{CaptureReplay, DEFAULT_INTERVAL, ReplayError, ReplayItem},
 };
 
 /// The model that ships with iotgw, trained on every capture of the IoT Sentinel dataset

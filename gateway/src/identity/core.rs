@@ -616,7 +616,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("iotgw-core-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let ca = IssuingCa::open(&CaSource::Generated { state_dir: dir.clone() }).unwrap();
-        let conn = crate::store::open_in_memory().unwrap();
+        let conn = crate::store::open_in_memory(&[crate::identity::MIGRATIONS]).unwrap();
         let policy = Policy { cert_validity: Duration::hours(1), crl_next_update: Duration::hours(1) };
         Fixture { identity: Identity::new(conn, ca, manufacturers, policy), dir }
     }

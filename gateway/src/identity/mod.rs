@@ -250,7 +250,7 @@ pub fn load_manufacturers(paths: &[PathBuf]) -> Result<Vec<rustls::pki_types::Ce
 
 /// Opens the sync core on the store file: schema, CA (generated if absent), manufacturers.
 pub fn open(config: &Config, store_path: &std::path::Path) -> Result<Identity, ServiceError> {
-    let conn = crate::store::open(store_path)?;
+    let conn = crate::store::open(store_path, &[MIGRATIONS])?;
     let ca = ca::IssuingCa::open(&config.ca_source())?;
     let manufacturers = load_manufacturers(&config.manufacturer_cas)?;
     Ok(Identity::new(conn, ca, manufacturers, config.policy()))

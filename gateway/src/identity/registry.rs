@@ -549,7 +549,7 @@ mod tests {
     }
 
     fn setup() -> Connection {
-        crate::store::open_in_memory().unwrap()
+        crate::store::open_in_memory(&[MIGRATIONS]).unwrap()
     }
 
     fn add_device(conn: &Connection, id: &str, m: Mac, lifecycle: Lifecycle) -> DeviceId {

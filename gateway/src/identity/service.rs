@@ -138,9 +138,7 @@ pub async fn spawn_with_resolver(
     let enforcer = Enforcer::new(config.enrolled_policy_id);
     // Its own connection: access changes are recorded (and audited) in the inventory.
     let path = store_path.to_owned();
-    let ledger = blocking(move || crate::store::open(&path)).await??;
-    let ledger: Box<dyn AccessLedger> =
-        Box::new(crate::inventory::Inventory::new(ledger, crate::inventory::Vendors::empty(), None));
+    let ledger: Box<dyn AccessLedger> = Box::new(blocking(move || crate::inventory::Ledger::open(&path)).await??);
     let interval = StdDuration::from_millis(config.reconcile_interval_ms);
     let tasks = vec![
         tokio::spawn(est::serve(listener, tls, shared.clone(), limits, shutdown.clone())),
@@ -367,7 +365,7 @@ mod tests {
     fn identitys_access_changes_are_recorded_and_audited_in_the_inventory() {
         let control = MemoryDatapath::default();
         let mut inventory = crate::inventory::Inventory::new(
-            crate::store::open_in_memory().expect("store"),
+            crate::store::open_in_memory(&[crate::inventory::MIGRATIONS]).expect("store"),
             crate::inventory::Vendors::empty(),
             None,
         );

@@ -76,7 +76,7 @@ pub struct Itsm {
 
 impl Itsm {
     pub fn new(sink: &SinkConfig, store: PathBuf) -> Result<Self, TransportError> {
-        let conn = crate::store::open(&store)
+        let conn = crate::store::open(&store, &[super::MIGRATIONS])
             .map_err(|e| TransportError::Setup { sink: sink.name.clone(), message: e.to_string() })?;
         let authorization = sink.token.as_deref().map(|token| match token.split_once(':') {
             Some(_) => {

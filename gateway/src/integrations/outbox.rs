@@ -168,7 +168,7 @@ impl Writer {
     /// current end: a new sink starts with new events), forgets cursors of sinks no longer
     /// configured, and starts the writer thread.
     pub fn start(path: &Path, sinks: Vec<String>, max_events: u64) -> Result<Self, OutboxError> {
-        let conn = crate::store::open(path)?;
+        let conn = crate::store::open(path, &[MIGRATIONS])?;
         let last = last_seq(&conn)?;
         {
             let mut stale = conn.prepare("SELECT sink FROM integration_cursors")?;
@@ -379,7 +379,7 @@ pub fn stat(conn: &Connection, key: &str) -> Result<i64, rusqlite::Error> {
 
 /// Runs one prune now (tests and benchmarks; the writer thread prunes every `PRUNE_INTERVAL`).
 pub fn prune_now(path: &Path, sinks: &[String], max_events: u64) -> Result<(), OutboxError> {
-    prune(&crate::store::open(path)?, sinks, max_events)
+    prune(&crate::store::open(path, &[MIGRATIONS])?, sinks, max_events)
 }
 
 /// One stored event.
@@ -400,7 +400,7 @@ pub struct Reader {
 impl Reader {
     pub fn open(path: &Path, sink: &str, filter: &Filter) -> Result<Self, OutboxError> {
         Ok(Self {
-            conn: crate::store::open(path)?,
+            conn: crate::store::open(path, &[MIGRATIONS])?,
             sink: sink.to_owned(),
             min_severity: severity_rank(filter.min_severity),
             kinds: filter.kinds_pattern(),
@@ -562,7 +562,7 @@ mod tests {
         let writer = Writer::start(&path, vec!["a".into()], 1_000).unwrap();
         writer.append_durable((0..5).map(|n| event(Severity::Info, n)).collect()).await.unwrap();
         drop(writer);
-        let conn = crate::store::open(&path).unwrap();
+        let conn = crate::store::open(&path, &[MIGRATIONS]).unwrap();
         prune(&conn, &["a".into()], 1_000).unwrap();
         let count: i64 = conn.query_row("SELECT COUNT(*) FROM integration_outbox", [], |r| r.get(0)).unwrap();
         assert_eq!(count, 5, "nothing delivered yet, nothing pruned");
@@ -625,7 +625,7 @@ mod tests {
             });
         }
         writer.append_durable(events).await.unwrap();
-        let conn = crate::store::open(&path).unwrap();
+        let conn = crate::store::open(&path, &[MIGRATIONS]).unwrap();
         let protected = ids_of(&conn, ",alert,action,");
         assert_eq!(protected.len(), 300);
         prune(&conn, &["down".into()], CAP).unwrap();
@@ -668,7 +668,7 @@ mod tests {
         let (_dir, path) = temp_store("cap");
         let writer = Writer::start(&path, vec!["a".into()], 3).unwrap();
         writer.append_durable((0..5).map(|n| event(Severity::Info, n)).collect()).await.unwrap();
-        let conn = crate::store::open(&path).unwrap();
+        let conn = crate::store::open(&path, &[MIGRATIONS]).unwrap();
         prune(&conn, &["a".into()], 3).unwrap();
         let reader = Reader::open(&path, "a", &Filter::default()).unwrap();
         let left = reader.next_batch(Seq(0), 10).unwrap();

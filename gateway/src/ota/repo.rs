@@ -721,7 +721,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("iotgw-ota-repo-{}-{:08x}", std::process::id(), rand::random::<u32>()));
         std::fs::create_dir_all(&dir).unwrap();
-        let conn = crate::store::open(&dir.join("store.db")).unwrap();
+        let conn = crate::store::open(&dir.join("store.db"), &[crate::ota::MIGRATIONS]).unwrap();
         let repo = Repository::open(&dir.join("repo"), None);
         repo.init(&conn, &InitOptions { root_keys: 2, root_threshold: 2 }).unwrap();
         let vendor = SigningKey::generate();

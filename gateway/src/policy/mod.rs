@@ -8,6 +8,7 @@
 //! - `classify`: device → class (MAC, OUI, fingerprint type, certificate subject);
 //! - `dns`: `DnsTracker`, which keeps DNS-name rules true from the answers devices receive;
 //! - `mud`: RFC 8520 MUD files → policy TOML;
+//! - `config`: the `[policy]` section of the gateway configuration (folder, watch);
 //! - `store`: atomic reload (`PolicyStore`) and the folder watcher;
 //! - `view`: the policy in force as JSON (`CompiledPolicy::view`, for the API).
 //!
@@ -21,6 +22,7 @@
 
 pub mod classify;
 pub mod compile;
+pub mod config;
 pub mod dns;
 pub mod error;
 #[cfg(test)]
@@ -33,6 +35,7 @@ pub mod view;
 
 pub use classify::{ClassRef, MatchedBy};
 pub use compile::{AbiEntry, CompiledClass, CompiledPolicy, CompiledRule, DnsRule, PortRangeKey, Verdicts, compile};
+pub use config::Config;
 pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate, policies_in_force};
 pub use error::{ErrorKind, Location, PolicyError};
 pub use load::{ClassId, Policy, PolicyId, load_paths, parse_sources};

@@ -16,8 +16,6 @@ use crate::{
     event::{EventKind, GatewayEvent, Severity},
 };
 
-pub mod latency;
-pub mod pipeline;
 pub mod rules;
 
 pub use rules::{ActionKind, ResponsePolicy, ResponseRule, RuleError};
@@ -271,24 +269,10 @@ fn limited(
     None
 }
 
-/// Where audit records are kept besides the bus: the inventory's audit log, which also
-/// records respond's device-table changes (`AccessLedger`).
-pub trait AuditLog: crate::datapath::AccessLedger {
-    /// Stores one `EventKind::Audit` event (other kinds are ignored).
-    fn record(&mut self, event: &GatewayEvent) -> Result<(), String>;
-}
-
-impl AuditLog for crate::inventory::Inventory {
-    fn record(&mut self, event: &GatewayEvent) -> Result<(), String> {
-        let EventKind::Audit { action, detail } = &event.kind else { return Ok(()) };
-        self.audit(&event.actor, event.device, action, detail).map_err(|error| error.to_string())
-    }
-}
-
-/// An audit record: published on the bus and stored by the pipeline's `AuditLog`.
+/// An audit record: published on the bus and stored in the ledger by the pipeline.
 fn audit(mac: Mac, actor: &str, action: &str, detail: String) -> GatewayEvent {
     GatewayEvent::new(Severity::Info, Some(mac), actor, EventKind::Audit { action: action.to_owned(), detail })
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -215,8 +215,8 @@ fn counters_and_flow_entries_match_a_known_burst_exactly() {
     let mac = Mac(s.lab.devices[0].mac);
     let maps = s.ctl.maps();
     let (_, counters) = maps.device_counters().into_iter().find(|(m, _)| *m == mac).expect("device counters");
-    assert_eq!(counters.tx_packets, ALLOWED + DENIED);
-    assert_eq!(counters.tx_bytes, ALLOWED * allowed.len() as u64 + DENIED * denied.len() as u64);
+    assert_eq!(counters.traffic.tx_packets, ALLOWED + DENIED);
+    assert_eq!(counters.traffic.tx_bytes, ALLOWED * allowed.len() as u64 + DENIED * denied.len() as u64);
     assert_eq!(counters.tcp_packets, ALLOWED);
     assert_eq!(counters.udp_packets, DENIED);
     assert_eq!(counters.drops[reason::POLICY_DENY as usize], DENIED);

@@ -651,8 +651,8 @@ fn compare_counters(datapath: &Datapath, model: &Model, at: usize) {
         .into_iter()
         .map(|(mac, c)| {
             let counters = ModelCounters {
-                tx_packets: c.tx_packets,
-                tx_bytes: c.tx_bytes,
+                tx_packets: c.traffic.tx_packets,
+                tx_bytes: c.traffic.tx_bytes,
                 tcp: c.tcp_packets,
                 udp: c.udp_packets,
                 icmp: c.icmp_packets,

@@ -128,7 +128,7 @@ fn kitsune_run(dir: &Path) -> (FileAlerts, FileAlerts) {
     );
     let items: Vec<_> = files
         .iter()
-        .flat_map(|f| crate::inventory::replay::CaptureReplay::open(f, REPLAY_INTERVAL).unwrap().collect::<Vec<_>>())
+        .flat_map(|f| crate::datapath::replay::CaptureReplay::open(f, REPLAY_INTERVAL).unwrap().collect::<Vec<_>>())
         .collect();
     let time = |item: &ReplayItem| match item {
         ReplayItem::Event(crate::datapath::events::DatapathEvent::Flow(f)) => f.time,

@@ -1,4 +1,4 @@
-//! The controller's core loop after the inventory: baseline → detect → respond on one
+//! The pipeline baseline → detect → respond, on one
 //! dedicated thread (its SQLite writes stay off the ring-buffer drain and off the async
 //! runtime). Reads `Command`s from a bounded channel (datapath events, traffic counters,
 //! classes, releases, rule reloads, ticks); writes the device table through
@@ -11,18 +11,28 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AuditLog, RespondError, Responder, ResponsePolicy};
 use crate::{
-    baseline::{self, Baselines, Input, TrafficSample},
-    datapath::{Control, events::DatapathEvent},
+    baseline::{self, Baselines},
+    datapath::{Control, events::DatapathEvent, traffic::TrafficSample},
     detect::{self, Alert, Detector},
     device::Mac,
-    event::{EventBus, GatewayEvent},
+    event::{EventBus, EventKind, GatewayEvent},
+    inventory::Ledger,
+    respond::{RespondError, Responder, ResponsePolicy},
 };
+
+mod input;
+pub mod latency;
+#[cfg(test)]
+mod tests;
+
+pub use input::Input;
 
 /// Commands queued between the producers (ring-buffer drain, counter poller, inventory, API)
 /// and the loop: about a second of a busy LAN's new flows.
 pub const DEFAULT_INPUT_CAPACITY: usize = 16_384;
+/// The tables the loop uses: baselines, and the inventory's device records and audit trail.
+pub const SCHEMA: crate::store::Schema<'static> = &[crate::baseline::MIGRATIONS, crate::inventory::MIGRATIONS];
 /// How often learnt baselines are written to the store.
 pub const DEFAULT_CHECKPOINT: Duration = Duration::from_secs(30);
 
@@ -81,13 +91,14 @@ pub struct Core {
     responder: Responder,
     bus: EventBus,
     store: Option<rusqlite::Connection>,
-    audit: Option<Box<dyn AuditLog>>,
+    /// Where access changes and audit records are kept besides the bus.
+    ledger: Option<Ledger>,
     last_checkpoint: Instant,
 }
 
 impl Core {
     /// Builds the steps, restoring stored baselines when a store is given; with a store,
-    /// audit records also go to the inventory's audit log in that file.
+    /// access changes and audit records also go to its ledger.
     pub fn new(
         settings: Settings,
         policy: ResponsePolicy,
@@ -95,19 +106,14 @@ impl Core {
         bus: EventBus,
     ) -> Result<Self, PipelineError> {
         let mut baselines = Baselines::new(settings.baseline);
-        let (store, audit) = match &settings.store {
+        let (store, ledger) = match &settings.store {
             Some(path) => {
-                let conn = crate::store::open(path)?;
+                let conn = crate::store::open(path, SCHEMA)?;
                 let (devices, classes) = baseline::store::load(&conn)?;
                 tracing::info!(devices = devices.len(), classes = classes.len(), "baselines restored");
                 baselines.restore(devices, classes);
-                // Its own connection: the inventory here only appends audit rows.
-                let inventory = crate::inventory::Inventory::new(
-                    crate::store::open(path)?,
-                    crate::inventory::Vendors::empty(),
-                    None,
-                );
-                (Some(conn), Some(Box::new(inventory) as Box<dyn AuditLog>))
+                // Its own connection: ledger writes commit on their own, baselines at checkpoints.
+                (Some(conn), Some(Ledger::new(crate::store::open(path, SCHEMA)?)))
             }
             None => (None, None),
         };
@@ -122,7 +128,7 @@ impl Core {
             responder,
             bus,
             store,
-            audit,
+            ledger,
             last_checkpoint: Instant::now(),
         })
     }
@@ -164,18 +170,18 @@ impl Core {
             }
         };
         let changes = self.responder.take_changes();
-        if let Some(audit) = &mut self.audit {
+        if let Some(ledger) = &mut self.ledger {
             for change in changes {
-                let ledger: &mut dyn crate::datapath::AccessLedger = audit.as_mut();
-                if let Err(error) = ledger.record_change(change.mac, change.enforced, &change.actor, &change.reason) {
+                if let Err(error) = ledger.record_access(change.mac, change.enforced, &change.actor, &change.reason) {
                     // Enforced all the same; a restart before the next change would not restore it.
                     tracing::error!(%error, device = %change.mac, "access changed but not recorded in the store");
                 }
             }
         }
         for event in &events {
-            if let Some(audit) = &mut self.audit
-                && let Err(error) = audit.record(event)
+            if let Some(ledger) = &mut self.ledger
+                && let EventKind::Audit { action, detail } = &event.kind
+                && let Err(error) = ledger.audit(&event.actor, event.device, action, detail)
             {
                 // The event still reaches the bus (and the integrations outbox).
                 tracing::error!(%error, "cannot write the audit log");

@@ -29,7 +29,10 @@ use pcap_file::{DataLink, pcap::PcapReader};
 use serde::Serialize;
 
 use crate::{
-    datapath::events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
+    datapath::{
+        events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
+        traffic::TrafficCounters,
+    },
     device::{Access, Mac},
 };
 
@@ -66,25 +69,6 @@ pub enum ReplayError {
     /// The capture's link type is not Ethernet.
     #[error("{path} has link type {datalink:?}; only Ethernet captures can be replayed")]
     LinkType { path: PathBuf, datalink: DataLink },
-}
-
-/// Traffic of one device during one interval. `tx` is what the device sent (source MAC),
-/// `rx` what was sent to it (unicast destination MAC).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TrafficCounters {
-    pub tx_bytes: u64,
-    pub tx_packets: u64,
-    pub rx_bytes: u64,
-    pub rx_packets: u64,
-}
-
-impl TrafficCounters {
-    pub fn add(&mut self, other: &TrafficCounters) {
-        self.tx_bytes += other.tx_bytes;
-        self.tx_packets += other.tx_packets;
-        self.rx_bytes += other.rx_bytes;
-        self.rx_packets += other.rx_packets;
-    }
 }
 
 /// Every device's counters for one interval `[start, start + length)`. Only devices that sent

@@ -8,16 +8,15 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use super::{
-    pipeline::{self, Command, Settings},
-    rules,
-};
+use super::{Command, Settings};
 use crate::{
     baseline,
     datapath::{ControlError, DeviceAccess, DeviceControl, MemoryDatapath},
     detect::synthetic,
     device::{Access, Mac},
     event::EventBus,
+    pipeline,
+    respond::rules,
 };
 
 /// A datapath that notes when each device was last set.

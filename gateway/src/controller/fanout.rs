@@ -1,0 +1,58 @@
+//! The fan-out step: every decoded datapath event goes, in this order, to
+//! 1. the device table's address map (a flow's IPv4 source, so the WAN program checks
+//!    traffic towards the device),
+//! 2. the policy step, when it is a DNS answer (DNS-name rules),
+//! 3. the inventory (skipped when its queue is full: the next event refreshes it),
+//! 4. the pipeline baseline → detect → respond (waited for: detection sees every event).
+use std::sync::{Arc, mpsc::SyncSender};
+
+use tokio::sync::mpsc::{Receiver, Sender};
+
+use super::inventory::InventoryInput;
+use crate::{
+    datapath::{
+        DeviceControl as _,
+        events::{DatapathEvent, PacketSample, SampleKind},
+        maps::Maps,
+    },
+    pipeline,
+    shutdown::Shutdown,
+};
+
+/// Where the fan-out sends.
+pub(super) struct Outputs {
+    pub maps: Arc<Maps>,
+    pub dns_answers: Sender<PacketSample>,
+    pub inventory: SyncSender<InventoryInput>,
+    pub pipeline: Sender<pipeline::Command>,
+}
+
+/// Runs until shutdown or until the ring step or the pipeline is gone.
+pub(super) async fn run(mut events: Receiver<DatapathEvent>, out: Outputs, mut shutdown: Shutdown) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.wait() => break,
+            event = events.recv() => event,
+        };
+        let Some(event) = event else { break };
+        if let DatapathEvent::Flow(flow) = &event
+            && let std::net::IpAddr::V4(v4) = flow.src
+            && !v4.is_unspecified()
+            && !v4.is_broadcast()
+        {
+            let _ = out.maps.set_device_ipv4(flow.mac, v4);
+        }
+        if let DatapathEvent::Sample(sample) = &event
+            && sample.kind == SampleKind::DnsAnswer
+            && out.dns_answers.try_send(sample.clone()).is_err()
+        {
+            tracing::debug!("DNS answer queue full; answer skipped");
+        }
+        if out.inventory.try_send(InventoryInput::Event(event.clone())).is_err() {
+            tracing::debug!("inventory queue full; event skipped");
+        }
+        if out.pipeline.send(pipeline::Command::from(event)).await.is_err() {
+            break;
+        }
+    }
+}

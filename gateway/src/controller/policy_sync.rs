@@ -1,0 +1,210 @@
+//! The policy step keeps the datapath's rules in step with the policy files and with DNS:
+//! - reloads on SIGHUP or a change in the policy folder (a bad policy is refused whole and
+//!   the running one stays in the maps);
+//! - DNS answers devices receive open the addresses of the names their policies allow;
+//! - addresses whose TTL ran out close again.
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gateway_ebpf::GatewayConfig;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    api::directory::SharedPolicy,
+    config::Config,
+    datapath::{DeviceControl as _, events::PacketSample, maps::Maps},
+    event::{EventBus, EventKind, GatewayEvent, Severity},
+    pipeline,
+    policy::{CompiledPolicy, DnsTracker, PolicyId, PolicyStore, PolicyWatcher, Verdicts, dns::policies_in_force},
+    shutdown::Shutdown,
+};
+
+/// DNS answers waiting for the policy step; beyond this they are skipped (the next answer
+/// for the same name renews the rule).
+pub const DNS_QUEUE: usize = 1_024;
+
+/// The datapath configuration the programs enforce: interfaces from the gateway config,
+/// default verdicts from the policy files.
+pub fn datapath_config(config: &Config, verdicts: &Verdicts, quarantine_src_mac: [u8; 6]) -> GatewayConfig {
+    let d = &config.datapath;
+    GatewayConfig {
+        malformed_verdict: verdicts.malformed,
+        unknown_verdict: verdicts.unknown,
+        policy_miss_verdict: verdicts.policy_miss,
+        quarantine_verdict: verdicts.quarantine,
+        sample_packets: u8::from(d.sample_packets),
+        flow_events: 1,
+        quarantine_dst_mac: d.quarantine_host_mac.map(|m| m.0).unwrap_or_default(),
+        quarantine_src_mac,
+        ..GatewayConfig::default()
+    }
+}
+
+/// Writes a compiled policy into the datapath: rules (with the addresses DNS-name rules
+/// currently resolve to) first, then the verdicts.
+pub fn apply_policy(maps: &Maps, config: &Config, policy: &CompiledPolicy, dns: &DnsTracker) -> anyhow::Result<()> {
+    let (rules, refused) = policy.rules_with(&dns.active());
+    if !refused.is_empty() {
+        tracing::warn!(refused = refused.len(), "DNS-resolved entries beyond the datapath's limits were not written");
+    }
+    let report = maps.sync_policy(&rules).context("writing policy rules")?;
+    let datapath = maps.read_config().unwrap_or_default();
+    let wanted = datapath_config(config, &policy.verdicts, datapath.quarantine_src_mac);
+    maps.write_config(&GatewayConfig { quarantine_src_mac: datapath.quarantine_src_mac, ..wanted })
+        .context("writing datapath config")?;
+    tracing::info!(
+        classes = policy.classes.len(),
+        rules = policy.rules.len(),
+        inserted = report.inserted,
+        removed = report.removed,
+        unchanged = report.unchanged,
+        "policy applied"
+    );
+    Ok(())
+}
+
+/// The policy step's state and the parts it informs of a new policy.
+pub(super) struct PolicySync {
+    pub config: Config,
+    pub maps: Arc<Maps>,
+    pub policy: PolicyStore,
+    pub dns: DnsTracker,
+    /// The policy in force, for the class step.
+    pub in_force: watch::Sender<Arc<CompiledPolicy>>,
+    /// The policy in force and the last refusal, for the API.
+    pub shared: Arc<SharedPolicy>,
+    pub pipeline: mpsc::Sender<pipeline::Command>,
+    pub bus: EventBus,
+}
+
+impl PolicySync {
+    /// Installs the SIGHUP handler and the folder watcher now (a hangup right after start-up
+    /// is not lost) and returns the step, which runs until shutdown.
+    pub fn run(
+        mut self,
+        mut dns_answers: mpsc::Receiver<PacketSample>,
+        mut shutdown: Shutdown,
+    ) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let mut watcher = self.watcher();
+        Ok(async move {
+            loop {
+                let next_expiry = self.dns.next_expiry();
+                let cause = tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = hangup.recv() => "SIGHUP",
+                    Some(_) = async { match watcher.as_mut() { Some(w) => w.requests.recv().await, None => std::future::pending().await } } => "file change",
+                    Some(sample) = dns_answers.recv() => {
+                        self.dns_answer(&sample);
+                        continue;
+                    }
+                    _ = async { match next_expiry { Some(at) => tokio::time::sleep_until(at.into()).await, None => std::future::pending().await } } => {
+                        self.expire_dns();
+                        continue;
+                    }
+                };
+                self.reload(cause).await;
+            }
+        })
+    }
+
+    fn watcher(&self) -> Option<PolicyWatcher> {
+        if !self.config.policy.watch {
+            return None;
+        }
+        crate::policy::watch(&self.config.policy.dir)
+            .inspect_err(|error| {
+                tracing::warn!(%error, dir = %self.config.policy.dir.display(), "cannot watch the policy folder; SIGHUP still reloads");
+            })
+            .ok()
+    }
+
+    /// Answers open the addresses of allowed names for the device's policies.
+    fn dns_answer(&mut self, sample: &PacketSample) {
+        let policies = match self.maps.access(sample.mac).ok().flatten() {
+            Some(a) => policies_in_force(a.access, PolicyId(a.policy_id)),
+            None => policies_in_force(crate::device::Access::Unknown, PolicyId::ONBOARDING),
+        };
+        match self.dns.observe(&policies, sample.payload(), std::time::Instant::now()) {
+            Ok(update) if !update.added.is_empty() => {
+                tracing::info!(device = %sample.mac, added = update.added.len(), "DNS answer opened addresses of allowed names");
+                if let Err(error) = apply_policy(&self.maps, &self.config, &self.policy.current(), &self.dns) {
+                    tracing::error!(%error, "writing DNS-resolved rules");
+                }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, device = %sample.mac, "DNS answer not usable"),
+        }
+    }
+
+    /// Addresses whose TTL ran out close again.
+    fn expire_dns(&mut self) {
+        if !self.dns.tick(std::time::Instant::now()).is_empty()
+            && let Err(error) = apply_policy(&self.maps, &self.config, &self.policy.current(), &self.dns)
+        {
+            tracing::error!(%error, "removing expired DNS-resolved rules");
+        }
+    }
+
+    /// Reloads the policy files and tells every part; publishes a `PolicyChange` event.
+    async fn reload(&mut self, cause: &str) {
+        let (accepted, detail, severity) = match self.policy.reload() {
+            Ok(compiled) => {
+                self.in_force.send_replace(compiled.clone());
+                self.dns.set_policy(&compiled);
+                let outcome = apply_policy(&self.maps, &self.config, &compiled, &self.dns);
+                self.shared.set(crate::api::policy_view::snapshot(&compiled));
+                // `policy.reload` checked the response rules with the rest.
+                let responses = crate::respond::rules::from_policy(&compiled.source);
+                let refused = match (&outcome, &responses) {
+                    (Err(error), _) => {
+                        Some(format!("reload on {cause} could not be written to the datapath: {error:#}"))
+                    }
+                    (Ok(()), Err(error)) => {
+                        Some(format!("reload on {cause}: response rules refused, the running ones stay: {error}"))
+                    }
+                    (Ok(()), Ok(_)) => None,
+                };
+                if let Ok(responses) = responses {
+                    let _ = self.pipeline.send(pipeline::Command::SetPolicy(responses)).await;
+                }
+                match refused {
+                    None => (
+                        true,
+                        format!(
+                            "reloaded on {cause}: {} classes, {} rules",
+                            compiled.classes.len(),
+                            compiled.rules.len()
+                        ),
+                        Severity::Info,
+                    ),
+                    Some(detail) => {
+                        tracing::error!(%detail, "policy reload only partly applied");
+                        self.shared.refused(detail.clone());
+                        (false, detail, Severity::Medium)
+                    }
+                }
+            }
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!(%error, "policy refused");
+                }
+                let detail = format!(
+                    "reload on {cause} refused ({} error(s)), the running policy stays: {}",
+                    errors.len(),
+                    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                );
+                self.shared.refused(detail.clone());
+                tracing::warn!(cause, errors = errors.len(), %detail, "policy reload refused; the running policy stays");
+                (false, detail, Severity::Medium)
+            }
+        };
+        self.bus.publish(GatewayEvent::new(
+            severity,
+            None,
+            "policy-file",
+            EventKind::PolicyChange { accepted, detail },
+        ));
+    }
+}

@@ -1,0 +1,92 @@
+//! `[datapath]`: which interfaces the XDP programs attach to, how, and how big their maps
+//! are.
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// How the XDP programs are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic mode with a warning.
+    #[default]
+    Auto,
+    Native,
+    Generic,
+}
+
+/// Default `datapath.counter_interval_ms`: a quarter of a second keeps a flood's detection
+/// well inside the one-second response target.
+pub const DEFAULT_COUNTER_INTERVAL_MS: u64 = 250;
+/// Shortest `datapath.counter_interval_ms` accepted.
+pub const MIN_COUNTER_INTERVAL_MS: u64 = 50;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatapathConfig {
+    /// The interface facing the devices.
+    pub lan_interface: String,
+    /// The upstream interface (traffic towards devices is checked there too). Optional.
+    pub wan_interface: Option<String>,
+    /// Where quarantined traffic is redirected (when the policy's quarantine verdict is
+    /// `redirect`). Optional: without it quarantined traffic is dropped.
+    pub quarantine_interface: Option<String>,
+    /// Destination MAC written into redirected frames (the quarantine host).
+    pub quarantine_host_mac: Option<crate::device::Mac>,
+    pub attach_mode: AttachMode,
+    /// Where maps are pinned.
+    pub pin_path: PathBuf,
+    /// Copy DHCP, DNS, ARP and TLS handshakes to userspace for fingerprinting.
+    pub sample_packets: bool,
+    pub devices_capacity: u32,
+    pub flows_capacity: u32,
+    /// How often per-device counters are read into traffic samples, in milliseconds: how
+    /// soon a flood or an exfiltration shows (rates stay per second, over the last second of
+    /// samples); each read walks the per-device counter map.
+    pub counter_interval_ms: u64,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        Self {
+            lan_interface: "eth0".into(),
+            wan_interface: None,
+            quarantine_interface: None,
+            quarantine_host_mac: None,
+            attach_mode: AttachMode::Auto,
+            pin_path: PathBuf::from(gateway_ebpf::PIN_ROOT),
+            sample_packets: true,
+            devices_capacity: gateway_ebpf::maps::DEVICES_CAPACITY,
+            flows_capacity: gateway_ebpf::maps::FLOWS_CAPACITY,
+            counter_interval_ms: DEFAULT_COUNTER_INTERVAL_MS,
+        }
+    }
+}
+
+impl DatapathConfig {
+    /// Every semantic problem of the `[datapath]` section.
+    pub fn problems(&self) -> Vec<String> {
+        let d = self;
+        let mut problems = Vec::new();
+        if d.lan_interface.is_empty() {
+            problems.push("datapath.lan_interface must not be empty".to_owned());
+        }
+        if d.quarantine_interface.is_some() && d.quarantine_host_mac.is_none() {
+            problems.push(
+                "datapath.quarantine_host_mac is required to redirect to datapath.quarantine_interface".to_owned(),
+            );
+        }
+        if !(MIN_COUNTER_INTERVAL_MS..=60_000).contains(&d.counter_interval_ms) {
+            problems.push(format!(
+                "datapath.counter_interval_ms = {} must be within {MIN_COUNTER_INTERVAL_MS}..=60000",
+                d.counter_interval_ms
+            ));
+        }
+        for (name, value) in [("devices_capacity", d.devices_capacity), ("flows_capacity", d.flows_capacity)] {
+            if value == 0 {
+                problems.push(format!("datapath.{name} must be above 0"));
+            }
+        }
+        problems
+    }
+}

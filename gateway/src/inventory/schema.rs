@@ -1,0 +1,88 @@
+//! The inventory's tables, as versioned store migrations. Times are Unix milliseconds; MACs
+//! and IPs are text. `inventory_audit` is the gateway's audit trail (`ledger`).
+/// Schema of the inventory tables.
+pub const MIGRATIONS: &[crate::store::Migration] = &[
+    crate::store::Migration {
+        component: "inventory",
+        version: 1,
+        sql: "
+CREATE TABLE inventory_devices (
+    mac TEXT PRIMARY KEY,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    vendor TEXT,
+    locally_administered INTEGER NOT NULL,
+    hostname TEXT,
+    device_type TEXT,
+    type_confidence REAL,
+    access TEXT NOT NULL DEFAULT 'unknown',
+    lifecycle TEXT,
+    class TEXT,
+    firmware_version TEXT,
+    cert_subject TEXT,
+    device_id TEXT,
+    flows_total INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE inventory_addresses (
+    mac TEXT NOT NULL REFERENCES inventory_devices(mac) ON DELETE CASCADE,
+    ip TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (mac, ip)
+);
+CREATE TABLE inventory_fingerprints (
+    mac TEXT NOT NULL REFERENCES inventory_devices(mac) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    detail TEXT,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (mac, kind, value)
+);
+CREATE TABLE inventory_flows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mac TEXT NOT NULL REFERENCES inventory_devices(mac) ON DELETE CASCADE,
+    time INTEGER NOT NULL,
+    src TEXT NOT NULL,
+    dst TEXT NOT NULL,
+    src_port INTEGER NOT NULL,
+    dst_port INTEGER NOT NULL,
+    proto INTEGER NOT NULL,
+    frame_bytes INTEGER NOT NULL,
+    verdict INTEGER NOT NULL,
+    reason INTEGER NOT NULL
+);
+CREATE INDEX inventory_flows_by_mac ON inventory_flows (mac, id);
+CREATE TABLE inventory_traffic (
+    mac TEXT NOT NULL REFERENCES inventory_devices(mac) ON DELETE CASCADE,
+    start INTEGER NOT NULL,
+    seconds INTEGER NOT NULL,
+    tx_bytes INTEGER NOT NULL,
+    tx_packets INTEGER NOT NULL,
+    rx_bytes INTEGER NOT NULL,
+    rx_packets INTEGER NOT NULL,
+    PRIMARY KEY (mac, start)
+);
+CREATE TABLE inventory_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    mac TEXT,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX inventory_audit_by_mac ON inventory_audit (mac, id);
+",
+    },
+    // What the datapath enforces beyond the access state: the store is the device table's
+    // source of truth, rebuilt from these columns at every start (`query::enforced`).
+    crate::store::Migration {
+        component: "inventory",
+        version: 2,
+        sql: "
+ALTER TABLE inventory_devices ADD COLUMN policy_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE inventory_devices ADD COLUMN class_id INTEGER NOT NULL DEFAULT 0;
+",
+    },
+];
