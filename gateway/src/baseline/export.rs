@@ -1,6 +1,7 @@
 //! A learnt profile rendered as a MUD-style policy (RFC 8520 in spirit: which services a
 //! device reaches, where), in TOML for ops to review and then enforce ("learn, then
 //! enforce"). Reads a `Profile`, writes text.
+use gateway_ebpf::proto;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -62,7 +63,7 @@ pub fn mud_policy(mac: Mac, class: Option<&str>, class_id: u16, baseline: &Devic
         .iter()
         .filter(|(_, seen)| !(seen.prefixes.is_empty() && seen.peers.is_empty()))
         .map(|(service, seen)| {
-            let has_port = service.proto == 0x06 || service.proto == 0x11;
+            let has_port = service.proto == proto::TCP || service.proto == proto::UDP;
             let mut nets: Vec<String> = seen.prefixes.iter().map(ToString::to_string).collect();
             nets.extend(seen.peers.iter().map(|p| ipnet::IpNet::from(*p).to_string()));
             AllowRule {
@@ -124,9 +125,9 @@ pub fn to_toml(
 /// description keeps the number).
 fn policy_protocol(proto: u8) -> &'static str {
     match proto {
-        0x06 => "tcp",
-        0x11 => "udp",
-        0x01 | 0x3a => "icmp",
+        proto::TCP => "tcp",
+        proto::UDP => "udp",
+        proto::ICMP | proto::ICMPV6 => "icmp",
         _ => "any",
     }
 }

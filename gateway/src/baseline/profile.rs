@@ -1,6 +1,7 @@
 //! What one device (or one class of devices) normally does: destinations, DNS names,
 //! services, LAN peers, per-window volumes and the timing of periodic flows. `Profile`s are
 //! built by `Learning` and read by `detect`; they serialise to JSON for the store.
+use gateway_ebpf::proto;
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
@@ -48,10 +49,10 @@ impl<'de> Deserialize<'de> for Service {
 /// `tcp`, `udp`, `icmp`, ... or the number.
 pub fn proto_name(proto: u8) -> String {
     match proto {
-        0x01 => "icmp".into(),
-        0x06 => "tcp".into(),
-        0x11 => "udp".into(),
-        0x3a => "icmpv6".into(),
+        proto::ICMP => "icmp".into(),
+        proto::TCP => "tcp".into(),
+        proto::UDP => "udp".into(),
+        proto::ICMPV6 => "icmpv6".into(),
         other => other.to_string(),
     }
 }

@@ -23,9 +23,12 @@ use crate::{
 };
 
 pub mod alert;
+mod arp;
+mod flows;
 mod novelty;
 pub mod offline;
 pub mod synthetic;
+mod traffic;
 
 pub use alert::{Alert, DetectorKind, IncidentId};
 
@@ -361,8 +364,8 @@ impl Detector {
         state.recent.push_back(RecentFlow { time: flow.time, dst: flow.dst, port: flow.dst_port, text: text.clone() });
         let baseline = self.baselines.device(flow.mac);
         let mut triggers = Vec::new();
-        triggers.extend(scan(&self.config, state, flow, baseline));
-        triggers.extend(flow_flood(&self.config, state, baseline));
+        triggers.extend(flows::scan(&self.config, state, flow, baseline));
+        triggers.extend(flows::flow_flood(&self.config, state, baseline));
         if let Some(profile) = baseline.and_then(DeviceBaseline::baselined)
             && !is_group_or_unspecified(flow.dst)
         {
@@ -374,245 +377,10 @@ impl Detector {
         }
         triggers
     }
-
-    fn check_traffic(&mut self, sample: &TrafficSample) -> Vec<Trigger> {
-        let window = self.config.window();
-        let end = sample.interval_start + sample.interval;
-        let state = self.devices.entry(sample.mac).or_default();
-        while state.traffic.front().is_some_and(|t| apart(end, t.end) >= window) {
-            state.traffic.pop_front();
-        }
-        state.traffic.push_back(TrafficSpan {
-            start: sample.interval_start,
-            end,
-            tx_bytes: sample.counters.tx_bytes,
-            tx_packets: sample.counters.tx_packets,
-        });
-        let mut triggers = Vec::new();
-        let profile = self.baselines.device(sample.mac).and_then(DeviceBaseline::baselined);
-        // Packets of the samples that began within the last second (this one always counts),
-        // per second of that span or of this sample if it is longer.
-        let in_span = |t: &&TrafficSpan| apart(end, t.start) <= RATE_SPAN + RATE_SLACK;
-        let recent_packets: u64 = state.traffic.iter().rev().skip(1).filter(in_span).map(|t| t.tx_packets).sum();
-        let seconds = RATE_SPAN.max(sample.interval).as_secs_f64();
-        let pps = (sample.counters.tx_packets + recent_packets) as f64 / seconds;
-        let (threshold, expected) = match profile {
-            Some(p) => {
-                let learnt = p.windows.max[feature::TX_PACKETS];
-                let t = (self.config.flood_factor * learnt).max(self.config.flood_min_pps);
-                (
-                    t,
-                    format!(
-                        "at most {t:.0} packets/s ({}× the learnt maximum of {learnt:.0} packets in a window, at least {:.0})",
-                        self.config.flood_factor, self.config.flood_min_pps
-                    ),
-                )
-            }
-            None => (
-                self.config.flood_pps,
-                format!("at most {:.0} packets/s (absolute limit, no baseline yet)", self.config.flood_pps),
-            ),
-        };
-        if pps > threshold {
-            let score = alert::ratio_score(pps, threshold);
-            triggers.push(Trigger {
-                detector: DetectorKind::Flood,
-                score,
-                expected,
-                observed: format!("{pps:.0} packets/s sent; score = 1 − ½·{threshold:.0}/{pps:.0} = {score:.2}"),
-                flows: Vec::new(),
-            });
-        }
-        if let Some(p) = profile {
-            let sent: u64 = state.traffic.iter().map(|t| t.tx_bytes).sum();
-            let max = p.windows.max[feature::TX_BYTES];
-            let mean = p.windows.mean[feature::TX_BYTES];
-            let sigma = p.windows.std_dev()[feature::TX_BYTES];
-            let threshold = (self.config.volume_factor * max)
-                .max(mean + self.config.volume_sigmas * sigma)
-                .max(self.config.volume_min_bytes as f64);
-            if sent as f64 > threshold {
-                let score = alert::ratio_score(sent as f64, threshold);
-                triggers.push(Trigger {
-                    detector: DetectorKind::Volume,
-                    score,
-                    expected: format!(
-                        "at most {threshold:.0} bytes sent per {} s (learnt: mean {mean:.0}, σ {sigma:.0}, max {max:.0}; limit = max({}×max, mean+{}σ, {}))",
-                        window.as_secs(),
-                        self.config.volume_factor,
-                        self.config.volume_sigmas,
-                        self.config.volume_min_bytes
-                    ),
-                    observed: format!(
-                        "{sent} bytes sent in the last {} s; score = 1 − ½·{threshold:.0}/{sent} = {score:.2}",
-                        window.as_secs()
-                    ),
-                    flows: Vec::new(),
-                });
-            }
-        }
-        triggers
-    }
-
-    fn check_arp(&mut self, sample: &PacketSample) -> Vec<Trigger> {
-        let Some(claim) = baseline::arp_claim(sample) else { return Vec::new() };
-        let (sender_mac, sender_ip, target_ip) = (claim.sender_mac, claim.sender_ip, claim.target_ip);
-        let mut triggers = Vec::new();
-        let time = sample.time;
-        let is_gateway = self.config.gateway_ips.contains(&IpAddr::V4(sender_ip));
-        if sender_mac != sample.mac {
-            triggers.push(Trigger {
-                detector: DetectorKind::ArpSpoof,
-                score: 0.9,
-                expected: format!("ARP sender hardware address equal to the frame's source {}", sample.mac),
-                observed: format!(
-                    "ARP from {} claims {sender_ip} is at {sender_mac}; score 0.9 (forged sender)",
-                    sample.mac
-                ),
-                flows: Vec::new(),
-            });
-        }
-        let binding = Duration::from_secs(self.config.arp_binding_secs);
-        // A second claimant seen doing so while it learnt is this network's normal (a
-        // failover pair, a device's setup access point).
-        let claim_learnt =
-            self.baselines.device(sample.mac).is_some_and(|b| b.profile().arp_claims.contains(&sender_ip));
-        match self.arp_bindings.get(&sender_ip).copied() {
-            Some((owner, seen)) if owner != sample.mac && apart(time, seen) < binding && !claim_learnt => {
-                let score = if is_gateway { 1.0 } else { 0.8 };
-                triggers.push(Trigger {
-                    detector: DetectorKind::ArpSpoof,
-                    score,
-                    expected: format!("{sender_ip} at {owner} (claimed by it {} ago)", describe_age(time, seen)),
-                    observed: format!(
-                        "{} claims {sender_ip}{}; score {score} (0.8 for a claimed address, 1.0 when it is the gateway's)",
-                        sample.mac,
-                        if is_gateway { ", the gateway's address" } else { "" }
-                    ),
-                    flows: Vec::new(),
-                });
-            }
-            _ => {
-                self.arp_bindings.insert(sender_ip, (sample.mac, time));
-            }
-        }
-        let gratuitous = sender_ip == target_ip;
-        let window = self.config.window();
-        let state = self.devices.entry(sample.mac).or_default();
-        state.ip.get_or_insert(IpAddr::V4(sender_ip));
-        if gratuitous {
-            while state.gratuitous_arps.front().is_some_and(|t| apart(time, *t) > window) {
-                state.gratuitous_arps.pop_front();
-            }
-            state.gratuitous_arps.push_back(time);
-            let count = state.gratuitous_arps.len();
-            if count > self.config.arp_storm {
-                let score = alert::ratio_score(count as f64, self.config.arp_storm as f64);
-                triggers.push(Trigger {
-                    detector: DetectorKind::ArpSpoof,
-                    score,
-                    expected: format!("at most {} gratuitous ARPs per {} s", self.config.arp_storm, window.as_secs()),
-                    observed: format!(
-                        "{count} gratuitous ARPs for {sender_ip} in {} s; score = 1 − ½·{}/{count} = {score:.2}",
-                        window.as_secs(),
-                        self.config.arp_storm
-                    ),
-                    flows: Vec::new(),
-                });
-            }
-        }
-        triggers
-    }
-}
-
-/// Many hosts, or many ports on one host, within the window.
-fn scan(
-    config: &Config,
-    state: &DeviceState,
-    flow: &FlowObservation,
-    baseline: Option<&DeviceBaseline>,
-) -> Vec<Trigger> {
-    let hosts: HashSet<IpAddr> = state.recent.iter().map(|f| f.dst).filter(|d| !is_group_or_unspecified(*d)).collect();
-    let ports: HashSet<u16> = state.recent.iter().filter(|f| f.dst == flow.dst).map(|f| f.port).collect();
-    let learnt_hosts = baseline.map(|b| b.profile().windows.max[feature::DISTINCT_HOSTS]).unwrap_or_default();
-    let host_limit = (config.scan_factor * learnt_hosts).max(config.scan_hosts as f64);
-    let window = config.window().as_secs();
-    let telnet = state.recent.iter().filter(|f| TELNET_PORTS.contains(&f.port)).count();
-    let telnet_share = telnet as f64 / state.recent.len().max(1) as f64;
-    let mut triggers = Vec::new();
-    let evidence = || state.recent.iter().rev().take(EVIDENCE_FLOWS).map(|f| f.text.clone()).collect::<Vec<_>>();
-    if hosts.len() as f64 > host_limit {
-        let base = alert::ratio_score(hosts.len() as f64, host_limit);
-        // Mirai and its descendants scan telnet: a scan mostly on 23/2323 is worth more.
-        let bonus = if telnet_share > 0.5 { 0.2 } else { 0.0 };
-        let score = (base + bonus).min(1.0);
-        triggers.push(Trigger {
-            detector: DetectorKind::Scan,
-            score,
-            expected: format!(
-                "at most {host_limit:.0} distinct hosts per {window} s (learnt maximum {learnt_hosts:.0} × {}, at least {})",
-                config.scan_factor, config.scan_hosts
-            ),
-            observed: format!(
-                "{} distinct hosts in {window} s, {:.0}% of the flows to telnet (23/2323){}; score = 1 − ½·{host_limit:.0}/{} {}= {score:.2}",
-                hosts.len(),
-                telnet_share * 100.0,
-                if bonus > 0.0 { ", Mirai-style" } else { "" },
-                hosts.len(),
-                if bonus > 0.0 { "+ 0.2 (telnet) " } else { "" },
-            ),
-            flows: evidence(),
-        });
-    }
-    if ports.len() > config.scan_ports {
-        let score = alert::ratio_score(ports.len() as f64, config.scan_ports as f64);
-        triggers.push(Trigger {
-            detector: DetectorKind::Scan,
-            score,
-            expected: format!("at most {} distinct ports on one host per {window} s", config.scan_ports),
-            observed: format!(
-                "{} distinct ports on {} in {window} s; score = 1 − ½·{}/{} = {score:.2}",
-                ports.len(),
-                flow.dst,
-                config.scan_ports,
-                ports.len()
-            ),
-            flows: evidence(),
-        });
-    }
-    triggers
-}
-
-/// New flows per window far above the baseline (SYN floods with rotating source ports show
-/// up here before the per-second counters arrive).
-fn flow_flood(config: &Config, state: &DeviceState, baseline: Option<&DeviceBaseline>) -> Vec<Trigger> {
-    let flows = state.recent.len();
-    let (limit, basis) = match baseline.and_then(DeviceBaseline::baselined) {
-        Some(p) => {
-            let learnt = p.windows.max[feature::NEW_FLOWS];
-            (
-                (config.flood_factor * learnt).max(config.flood_flows as f64 / 4.0),
-                format!("{}× the learnt maximum of {learnt:.0}", config.flood_factor),
-            )
-        }
-        None => (config.flood_flows as f64, "absolute limit, no baseline yet".to_owned()),
-    };
-    if (flows as f64) <= limit {
-        return Vec::new();
-    }
-    let score = alert::ratio_score(flows as f64, limit);
-    let window = config.window().as_secs();
-    vec![Trigger {
-        detector: DetectorKind::Flood,
-        score,
-        expected: format!("at most {limit:.0} new flows per {window} s ({basis})"),
-        observed: format!("{flows} new flows in {window} s; score = 1 − ½·{limit:.0}/{flows} = {score:.2}"),
-        flows: state.recent.iter().rev().take(EVIDENCE_FLOWS).map(|f| f.text.clone()).collect(),
-    }]
 }
 
 fn service_of(flow: &FlowObservation) -> Service {
-    let has_port = flow.proto == 0x06 || flow.proto == 0x11;
+    let has_port = flow.proto == gateway_ebpf::proto::TCP || flow.proto == gateway_ebpf::proto::UDP;
     Service { proto: flow.proto, port: if has_port { flow.dst_port } else { 0 } }
 }
 

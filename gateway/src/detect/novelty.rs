@@ -12,6 +12,7 @@
 //! - on the LAN, an address no live host uses (a stale callback; probes are the scan
 //!   detector's), or a service the device already uses with several LAN hosts (an app or a
 //!   hub talking to its devices), unless it is a remote shell or file share.
+use gateway_ebpf::proto;
 use std::net::IpAddr;
 
 use super::{Config, DetectorKind, Trigger, service_of};
@@ -24,7 +25,7 @@ use crate::{
 pub const SHARED_SERVICE_PEERS: usize = 2;
 
 /// DNS, over UDP and TCP: a device with either learnt resolves names.
-const DNS_SERVICES: [Service; 2] = [Service { proto: 0x11, port: 53 }, Service { proto: 0x06, port: 53 }];
+const DNS_SERVICES: [Service; 2] = [Service { proto: proto::UDP, port: 53 }, Service { proto: proto::TCP, port: 53 }];
 
 /// Anycast addresses of the big public DNS resolvers (Google, Cloudflare, Quad9, OpenDNS,
 /// Level 3, AdGuard, 114DNS, DNSPod, AliDNS, Baidu). They serve name resolution only, over
@@ -140,7 +141,7 @@ pub(super) fn lateral(baselines: &Baselines, profile: &Profile, flow: &FlowObser
     }
     let peer = baselines.site().host(flow.dst)?;
     let service = service_of(flow);
-    let admin = super::ADMIN_PORTS.contains(&service.port) && service.proto == 0x06;
+    let admin = super::ADMIN_PORTS.contains(&service.port) && service.proto == proto::TCP;
     // A service the device already used with several LAN hosts (the app on a phone, a hub)
     // takes new ones; remote shells and file shares never do.
     let service_peers = profile.services.get(&service).map_or(0, |s| s.peers.len());
