@@ -13,12 +13,7 @@ pub struct Location {
 impl Location {
     /// The location of byte `offset` in `text` (clamped to the text's end).
     pub fn at(file: &Arc<PathBuf>, text: &str, offset: usize) -> Self {
-        let offset = offset.min(text.len());
-        // Columns count characters, not bytes, so non-ASCII comments do not shift them.
-        let before = text.get(..offset).unwrap_or(text);
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |index| index + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let (line, column) = crate::toml_error::line_column(text, offset);
         Self { file: Arc::clone(file), line, column }
     }
 
