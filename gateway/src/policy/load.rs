@@ -20,7 +20,7 @@ use toml::Spanned;
 
 use super::{
     error::{ErrorKind, Location, PolicyError},
-    model::{ClassSpec, DefaultsSpec, LaneSpec, PolicyFile, RuleSpec},
+    schema::{ClassSpec, DefaultsSpec, LaneSpec, PolicyFile, RuleSpec},
 };
 use crate::{config::Verdict, device::Mac};
 
@@ -623,7 +623,7 @@ impl Loader {
         });
     }
 
-    fn matcher(&mut self, file: &Arc<PathBuf>, text: &str, class: &str, spec: super::model::MatchSpec) -> Matcher {
+    fn matcher(&mut self, file: &Arc<PathBuf>, text: &str, class: &str, spec: super::schema::MatchSpec) -> Matcher {
         let here = |offset: usize| Location::at(file, text, offset);
         let mut matcher = Matcher::default();
         for mac in spec.macs {

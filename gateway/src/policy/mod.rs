@@ -1,6 +1,6 @@
 //! The policy files ops edit (`policies/*.toml`) and what they become in the datapath.
 //!
-//! - `model`: the TOML schema (serde, every value with its span);
+//! - `schema`: the TOML as serde reads it (every value with its span);
 //! - `load`: reads files into a checked `Policy`, collecting every error with
 //!   `file:line:column` (`error`);
 //! - `compile`: `Policy` → `CompiledPolicy`, the LPM entries `datapath::maps` writes, the
@@ -26,8 +26,8 @@ pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod load;
-pub mod model;
 pub mod mud;
+pub mod schema;
 pub mod store;
 pub mod view;
 
