@@ -36,26 +36,6 @@ pub struct Config {
     pub ota: crate::ota::Config,
 }
 
-/// A verdict the operator chooses for a class of traffic (`gateway_ebpf::verdict`); the
-/// policy files' `[defaults]` use it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    Drop,
-    Redirect,
-}
-
-impl Verdict {
-    pub fn code(self) -> u8 {
-        match self {
-            Verdict::Pass => gateway_ebpf::verdict::PASS,
-            Verdict::Drop => gateway_ebpf::verdict::DROP,
-            Verdict::Redirect => gateway_ebpf::verdict::REDIRECT,
-        }
-    }
-}
-
 /// How the XDP programs are attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 
-use crate::policy::{self, CompiledPolicy, compile::proto_name};
+use crate::policy::{self, CompiledPolicy, entries::proto_name};
 
 /// Exit code when the policy files have errors (they are all printed first).
 pub const EXIT_POLICY_ERRORS: u8 = 1;
@@ -117,10 +117,10 @@ pub fn summary(compiled: &CompiledPolicy) -> String {
         compiled.rules.len() - v4,
         compiled.dns_rules.len(),
         compiled.responses.len(),
-        verdict_name(defaults.malformed),
-        verdict_name(defaults.unknown_device),
-        verdict_name(defaults.policy_miss),
-        verdict_name(defaults.quarantine),
+        defaults.malformed.as_str(),
+        defaults.unknown_device.as_str(),
+        defaults.policy_miss.as_str(),
+        defaults.quarantine.as_str(),
     )
 }
 
@@ -135,14 +135,6 @@ pub fn notes(compiled: &CompiledPolicy) -> Vec<String> {
         notes.push("no [lanes.quarantine]: quarantined devices can reach nothing".into());
     }
     notes
-}
-
-fn verdict_name(verdict: crate::config::Verdict) -> &'static str {
-    match verdict {
-        crate::config::Verdict::Pass => "pass",
-        crate::config::Verdict::Drop => "drop",
-        crate::config::Verdict::Redirect => "redirect",
-    }
 }
 
 /// Classes, entries and DNS rules, one per line.

@@ -4,18 +4,10 @@
 use serde_json::{Value, json};
 
 use super::{
-    compile::{CompiledPolicy, proto_name},
-    load::{Lane, Rule},
+    compile::CompiledPolicy,
+    entries::proto_name,
+    model::{Lane, Rule},
 };
-use crate::config::Verdict;
-
-fn verdict(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Pass => "pass",
-        Verdict::Drop => "drop",
-        Verdict::Redirect => "redirect",
-    }
-}
 
 fn rule(rule: &Rule) -> Value {
     json!({
@@ -97,10 +89,10 @@ impl CompiledPolicy {
                 "quarantine_includes_update": source.lanes.quarantine_includes_update,
             },
             "defaults": {
-                "malformed": verdict(source.defaults.malformed),
-                "unknown_device": verdict(source.defaults.unknown_device),
-                "policy_miss": verdict(source.defaults.policy_miss),
-                "quarantine": verdict(source.defaults.quarantine),
+                "malformed": source.defaults.malformed.as_str(),
+                "unknown_device": source.defaults.unknown_device.as_str(),
+                "policy_miss": source.defaults.policy_miss.as_str(),
+                "quarantine": source.defaults.quarantine.as_str(),
             },
             "entries": entries,
             "dns_rules": dns,

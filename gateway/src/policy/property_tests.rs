@@ -1,7 +1,9 @@
-//! Property and fuzz-style tests of the policy parser, compiler, MUD importer and DNS
-//! tracker: random and mutated input never panics, and compiled entries, looked up the way
-//! the datapath does, allow exactly what the source rules allow. Seeds are fixed so a
-//! failure reproduces; each test is bounded in iterations.
+//! Property tests of the policy parser, compiler, MUD importer and DNS tracker, run by
+//! `cargo test`: random and mutated input never panics, and compiled entries, looked up the
+//! way the datapath does, allow exactly what the source rules allow. Seeds are fixed so a
+//! failure reproduces; each test is bounded in iterations. Test code only: the cargo-fuzz
+//! targets in `fuzz/` do not use it, they call the public API (`parse_sources`, `compile`,
+//! `mud`, `DnsTracker`) themselves.
 use std::{
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,

@@ -1,0 +1,191 @@
+//! The checked policy: what the files say once every value is parsed into its type and every
+//! reference resolved (`Policy` and its classes, lanes, rules and defaults). `checks` builds
+//! it from the `schema`; `compile` turns it into datapath entries. Pure types.
+use std::{path::PathBuf, sync::Arc};
+
+use gateway_ebpf::{PortRange, lane};
+use ipnet::IpNet;
+
+use super::{
+    error::Location,
+    values::{DnsPattern, parse_keyword},
+    verdict::Defaults,
+};
+use crate::device::Mac;
+
+/// Every port, what a rule without `ports` allows.
+pub const ALL_PORTS: PortRange = PortRange { first: 0, last: u16::MAX };
+
+/// A device class id as stored in the datapath's device table (`DeviceEntry::class_id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClassId(pub u16);
+
+/// A policy id as used in `PolicyKey` and `DeviceEntry::policy_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyId(pub u32);
+
+impl PolicyId {
+    pub const ONBOARDING: PolicyId = PolicyId(lane::ONBOARDING);
+    pub const QUARANTINE: PolicyId = PolicyId(lane::QUARANTINE);
+
+    /// A class's policy id: derived from its stable class id so it survives reloads and file
+    /// reordering (devices in the table keep pointing at the right rules).
+    pub fn for_class(id: ClassId) -> Self {
+        PolicyId(lane::FIRST_CLASS_POLICY + u32::from(id.0))
+    }
+}
+
+/// A rule's IP protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Any,
+    Tcp,
+    Udp,
+    /// ICMP towards IPv4 networks, ICMPv6 towards IPv6 networks.
+    Icmp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [Protocol::Any, Protocol::Tcp, Protocol::Udp, Protocol::Icmp];
+
+    /// The protocol named `text` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_keyword(&Self::ALL, Self::as_str, text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Any => "any",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+        }
+    }
+
+    /// The datapath's protocol number for a destination in `net`'s family.
+    pub fn number_for(self, net: &IpNet) -> u8 {
+        use gateway_ebpf::proto;
+        match (self, net) {
+            (Protocol::Any, _) => proto::ANY,
+            (Protocol::Tcp, _) => proto::TCP,
+            (Protocol::Udp, _) => proto::UDP,
+            (Protocol::Icmp, IpNet::V4(_)) => proto::ICMP,
+            (Protocol::Icmp, IpNet::V6(_)) => proto::ICMPV6,
+        }
+    }
+
+    /// Whether rules of this protocol may name ports.
+    pub fn has_ports(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Udp)
+    }
+}
+
+/// Who opens the connections a rule allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The device connects to the remote (the default).
+    Outbound,
+    /// The remote connects to the device.
+    Inbound,
+    Both,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 3] = [Direction::Outbound, Direction::Inbound, Direction::Both];
+
+    /// The direction named `text` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_keyword(&Self::ALL, Self::as_str, text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+            Direction::Both => "both",
+        }
+    }
+}
+
+/// One checked allow rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub description: Option<String>,
+    pub nets: Vec<IpNet>,
+    pub names: Vec<DnsPattern>,
+    pub protocol: Protocol,
+    /// Sorted, merged; never empty (`ALL_PORTS` when the file gave none).
+    pub ports: Vec<PortRange>,
+    pub direction: Direction,
+    pub at: Location,
+}
+
+/// How devices are matched to a class.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Matcher {
+    pub macs: Vec<Mac>,
+    /// 3 to 5 bytes each.
+    pub ouis: Vec<Vec<u8>>,
+    /// Lower-case.
+    pub fingerprint_types: Vec<String>,
+    /// Normalised with `normalize_subject`.
+    pub cert_subjects: Vec<String>,
+}
+
+/// One checked device class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Class {
+    pub name: String,
+    pub id: ClassId,
+    pub policy_id: PolicyId,
+    pub description: Option<String>,
+    /// Names of included classes (all defined, no cycles).
+    pub include: Vec<String>,
+    pub update_lane: bool,
+    pub matcher: Matcher,
+    pub rules: Vec<Rule>,
+    pub at: Location,
+}
+
+/// A lane: rules that are not a class's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lane {
+    pub description: Option<String>,
+    pub rules: Vec<Rule>,
+    /// Where the lane was defined; `None` when no file defines it (the lane allows nothing).
+    pub at: Option<Location>,
+}
+
+/// The three lanes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lanes {
+    pub onboarding: Lane,
+    pub quarantine: Lane,
+    pub update: Lane,
+    /// Quarantined devices also get the update lane (policy id `QUARANTINE`).
+    pub quarantine_includes_update: bool,
+}
+
+/// A `[[response]]` table, raw, for `crate::respond` to parse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResponseSpec {
+    pub at: Location,
+    pub value: toml::Value,
+}
+
+/// Every policy file, checked and merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Sorted by class id.
+    pub classes: Vec<Class>,
+    pub lanes: Lanes,
+    pub defaults: Defaults,
+    pub responses: Vec<ResponseSpec>,
+    pub files: Vec<Arc<PathBuf>>,
+}
+
+impl Policy {
+    pub fn class(&self, name: &str) -> Option<&Class> {
+        self.classes.iter().find(|class| class.name == name)
+    }
+}
