@@ -47,6 +47,24 @@ impl Source<'_> {
     }
 }
 
+/// The three lanes, as `[lanes.*]` names them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LaneName {
+    Onboarding,
+    Quarantine,
+    Update,
+}
+
+impl LaneName {
+    fn header(self) -> &'static str {
+        match self {
+            LaneName::Onboarding => "[lanes.onboarding]",
+            LaneName::Quarantine => "[lanes.quarantine]",
+            LaneName::Update => "[lanes.update]",
+        }
+    }
+}
+
 /// Collects classes, lanes and defaults across files, and every error.
 #[derive(Default)]
 pub(super) struct Checker {
@@ -86,25 +104,19 @@ impl Checker {
         }
         if let Some(lanes) = content.lanes {
             if let Some(spec) = lanes.onboarding {
-                let at = source.at(spec.span().start);
-                let lane = self.lane(source, spec, false);
-                self.set_lane(at, "[lanes.onboarding]", lane, |checker| &mut checker.onboarding);
+                self.add_lane(source, LaneName::Onboarding, spec);
             }
             if let Some(spec) = lanes.quarantine {
-                let at = source.at(spec.span().start);
                 let include_update = spec.get_ref().include_update.as_ref().is_some_and(|v| *v.get_ref());
                 if include_update {
-                    self.update_users.push(at.clone());
+                    self.update_users.push(source.at(spec.span().start));
                 }
-                let lane = self.lane(source, spec, true);
-                if self.set_lane(at, "[lanes.quarantine]", lane, |checker| &mut checker.quarantine) {
+                if self.add_lane(source, LaneName::Quarantine, spec) {
                     self.quarantine_includes_update = include_update;
                 }
             }
             if let Some(spec) = lanes.update {
-                let at = source.at(spec.span().start);
-                let lane = self.lane(source, spec, false);
-                self.set_lane(at, "[lanes.update]", lane, |checker| &mut checker.update);
+                self.add_lane(source, LaneName::Update, spec);
             }
         }
         if let Some(defaults) = content.defaults {
@@ -124,34 +136,30 @@ impl Checker {
         }
     }
 
-    /// Stores a lane unless another file already defined it; true when stored.
-    fn set_lane(
-        &mut self,
-        at: Location,
-        what: &str,
-        lane: Lane,
-        slot: impl Fn(&mut Self) -> &mut Option<Lane>,
-    ) -> bool {
-        if let Some(first) = slot(self).as_ref().and_then(|existing| existing.at.clone()) {
-            let kind = ErrorKind::DuplicateSection { what: what.into(), first };
-            self.errors.push(PolicyError::new(at, kind));
-            return false;
-        }
-        *slot(self) = Some(lane);
-        true
-    }
-
-    fn lane(&mut self, source: Source, spec: Spanned<LaneSpec>, is_quarantine: bool) -> Lane {
+    /// Checks a lane and stores it unless another file already defined it; true when stored.
+    fn add_lane(&mut self, source: Source, name: LaneName, spec: Spanned<LaneSpec>) -> bool {
         let at = source.at(spec.span().start);
         let spec = spec.into_inner();
         if let Some(flag) = &spec.include_update
-            && !is_quarantine
+            && name != LaneName::Quarantine
         {
             let at = source.at(flag.span().start);
             self.errors.push(PolicyError::new(at, ErrorKind::IncludeUpdateOutsideQuarantine));
         }
         let rules = spec.allow.into_iter().filter_map(|rule| self.rule(source, rule)).collect();
-        Lane { description: spec.description, rules, at: Some(at) }
+        let lane = Lane { description: spec.description, rules, at: Some(at.clone()) };
+        let slot = match name {
+            LaneName::Onboarding => &mut self.onboarding,
+            LaneName::Quarantine => &mut self.quarantine,
+            LaneName::Update => &mut self.update,
+        };
+        if let Some(first) = slot.as_ref().and_then(|existing| existing.at.clone()) {
+            let kind = ErrorKind::DuplicateSection { what: name.header().into(), first };
+            self.errors.push(PolicyError::new(at, kind));
+            return false;
+        }
+        *slot = Some(lane);
+        true
     }
 
     fn add_class(&mut self, source: Source, spec: ClassSpec, at: Location) {

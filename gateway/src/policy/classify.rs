@@ -3,7 +3,7 @@
 //!
 //! Precedence, strongest first: a certificate subject (verified by enrollment), an exact MAC
 //! (an operator pinned this device), the longest OUI prefix (hardware vendor), then the
-//! fingerprinted type (a guess). `load` refuses a MAC, OUI or type used by two classes; two
+//! fingerprinted type (a guess). `checks` refuses a MAC, OUI or type used by two classes; two
 //! classes whose subject patterns both match go to the lower class id.
 use super::{
     model::{ClassId, Matcher, Policy, PolicyId},

@@ -1,5 +1,5 @@
 //! Policy errors: every problem found in the policy files, with the file, line and column it
-//! points at. Reads nothing, writes nothing; `load` and `compile` produce these.
+//! points at. Reads nothing, writes nothing; `load`, `checks` and `compile` produce these.
 use std::{fmt, path::PathBuf, sync::Arc};
 
 /// A place in a policy file, 1-based like editors show it.

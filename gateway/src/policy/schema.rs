@@ -1,5 +1,5 @@
 //! The policy file schema as serde reads it: every value keeps its byte span (`Spanned`) so
-//! `load` can point at it. Nothing here is checked beyond TOML types; `load` does the rest.
+//! `checks` can point at it. Nothing here is checked beyond TOML types; `checks` does the rest.
 //!
 //! Enumerations (protocol, direction, verdicts) are read as strings on purpose: a bad value
 //! then becomes a located semantic error and the rest of the file is still checked, instead
@@ -7,23 +7,19 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-/// One `*.toml` file. Any mix of sections may appear in any file; `load` merges them.
+/// One `*.toml` file. Any mix of sections may appear in any file; `checks` merges them.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicyFile {
     /// `[[class]]`: device classes.
-    #[serde(default)]
     pub class: Vec<Spanned<ClassSpec>>,
     /// `[lanes.onboarding]`, `[lanes.quarantine]`, `[lanes.update]`.
-    #[serde(default)]
     pub lanes: Option<LanesSpec>,
     /// `[defaults]`: verdicts when nothing else decides.
-    #[serde(default)]
     pub defaults: Option<Spanned<DefaultsSpec>>,
     /// `[[response]]`: automated response rules. Extension point owned by `crate::respond`:
     /// kept as raw TOML (with its location) and handed over untouched, so this module neither
     /// accepts nor refuses their content. Every other unknown top-level table is an error.
-    #[serde(default)]
     pub response: Vec<Spanned<toml::Value>>,
 }
 
@@ -50,73 +46,57 @@ pub struct ClassSpec {
 
 /// How devices are matched to a class. Any one criterion suffices.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MatchSpec {
     /// Exact MAC addresses.
-    #[serde(default)]
     pub macs: Vec<Spanned<String>>,
     /// Vendor prefixes (3 to 5 bytes).
-    #[serde(default)]
     pub ouis: Vec<Spanned<String>>,
     /// Device types from passive fingerprinting (`crate::fingerprint`), compared ignoring case.
-    #[serde(default)]
     pub fingerprint_types: Vec<Spanned<String>>,
     /// Certificate subject patterns (`*` any run, `?` one character), compared with the
     /// subject in RFC 4514 form, e.g. `CN=cam-*,O=Lab`.
-    #[serde(default)]
     pub cert_subjects: Vec<Spanned<String>>,
 }
 
 /// One allow rule.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RuleSpec {
-    #[serde(default)]
     pub description: Option<String>,
     /// Remote networks (CIDR or bare address, v4 or v6).
-    #[serde(default)]
     pub nets: Vec<Spanned<String>>,
     /// Remote DNS names, exact or `*.example.com` (any name below example.com).
-    #[serde(default)]
     pub names: Vec<Spanned<String>>,
     /// `tcp`, `udp`, `icmp` or `any` (default `any`).
-    #[serde(default)]
     pub protocol: Option<Spanned<String>>,
     /// Remote ports: numbers or `"first-last"` strings. Empty = all ports.
-    #[serde(default)]
     pub ports: Vec<Spanned<toml::Value>>,
     /// `outbound` (default: the device connects), `inbound` (the remote connects to the
     /// device) or `both`.
-    #[serde(default)]
     pub direction: Option<Spanned<String>>,
 }
 
 /// `[lanes]`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LanesSpec {
-    #[serde(default)]
     pub onboarding: Option<Spanned<LaneSpec>>,
-    #[serde(default)]
     pub quarantine: Option<Spanned<LaneSpec>>,
-    #[serde(default)]
     pub update: Option<Spanned<LaneSpec>>,
 }
 
 /// One lane: a policy that is not a class.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LaneSpec {
-    #[serde(default)]
     pub description: Option<String>,
     /// Quarantine only: quarantined devices keep the update lane.
-    #[serde(default)]
     pub include_update: Option<Spanned<bool>>,
-    #[serde(default)]
     pub allow: Vec<Spanned<RuleSpec>>,
 }
 
-/// `[defaults]`: verdict names, checked by `load`.
+/// `[defaults]`: verdict names, checked by `checks`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultsSpec {
