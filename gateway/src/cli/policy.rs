@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 
-use crate::policy::{self, CompiledPolicy, entries::proto_name};
+use crate::policy::{self, CompiledPolicy, PortRangeKey, entries::proto_name};
 
 /// Exit code when the policy files have errors (they are all printed first).
 pub const EXIT_POLICY_ERRORS: u8 = 1;
@@ -137,6 +137,11 @@ pub fn notes(compiled: &CompiledPolicy) -> Vec<String> {
     notes
 }
 
+/// Port ranges as `first-last,first-last`.
+fn port_list(ports: &[PortRangeKey]) -> String {
+    ports.iter().map(|range| format!("{}-{}", range.first, range.last)).collect::<Vec<_>>().join(",")
+}
+
 /// Classes, entries and DNS rules, one per line.
 pub fn listing(compiled: &CompiledPolicy) -> String {
     let mut out = String::new();
@@ -144,23 +149,21 @@ pub fn listing(compiled: &CompiledPolicy) -> String {
         out.push_str(&format!("class {} id={} policy={}\n", class.name, class.class_id.0, class.policy_id.0));
     }
     for rule in &compiled.rules {
-        let ports: Vec<String> = rule.ports.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
         out.push_str(&format!(
             "entry policy={} proto={} net={} ports={}\n",
             rule.policy_id.0,
             proto_name(rule.proto),
             rule.net,
-            ports.join(",")
+            port_list(&rule.ports)
         ));
     }
     for rule in &compiled.dns_rules {
-        let ports: Vec<String> = rule.ports.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
         out.push_str(&format!(
             "dns policy={} proto={} name={} ports={}\n",
             rule.policy_id.0,
             rule.protocol.as_str(),
             rule.pattern,
-            ports.join(",")
+            port_list(&rule.ports)
         ));
     }
     out

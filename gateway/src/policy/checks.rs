@@ -286,6 +286,7 @@ impl Checker {
         }
     }
 
+    /// Checks one allow rule: `None` when it has errors (all of them reported).
     fn rule(&mut self, source: Source, spec: Spanned<RuleSpec>) -> Option<Rule> {
         let at = source.at(spec.span().start);
         let spec = spec.into_inner();

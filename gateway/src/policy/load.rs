@@ -31,8 +31,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Policy, Vec<PolicyError
             match toml_files(path) {
                 Ok(files) => files,
                 Err(error) => {
-                    let at = Location::file(&Arc::new(path.to_owned()));
-                    errors.push(PolicyError::new(at, ErrorKind::Read(error.to_string())));
+                    errors.push(unreadable(path.to_owned(), &error));
                     continue;
                 }
             }
@@ -49,10 +48,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Policy, Vec<PolicyError
             seen.push(identity);
             match std::fs::read_to_string(&file) {
                 Ok(text) => sources.push((file, text)),
-                Err(error) => {
-                    let at = Location::file(&Arc::new(file));
-                    errors.push(PolicyError::new(at, ErrorKind::Read(error.to_string())));
-                }
+                Err(error) => errors.push(unreadable(file, &error)),
             }
         }
     }
@@ -64,6 +60,10 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Policy, Vec<PolicyError
             Err(errors)
         }
     }
+}
+
+fn unreadable(path: PathBuf, error: &std::io::Error) -> PolicyError {
+    PolicyError::new(Location::file(&Arc::new(path)), ErrorKind::Read(error.to_string()))
 }
 
 /// The `*.toml` files of `dir`, sorted.

@@ -5,9 +5,14 @@ use serde_json::{Value, json};
 
 use super::{
     compile::CompiledPolicy,
-    entries::proto_name,
+    entries::{PortRangeKey, proto_name},
     model::{Lane, Rule},
 };
+
+/// Port ranges as `[first, last]` pairs.
+fn port_pairs<R: Copy + Into<PortRangeKey>>(ranges: &[R]) -> Vec<Value> {
+    ranges.iter().map(|range| (*range).into()).map(|range: PortRangeKey| json!([range.first, range.last])).collect()
+}
 
 fn rule(rule: &Rule) -> Value {
     json!({
@@ -15,7 +20,7 @@ fn rule(rule: &Rule) -> Value {
         "nets": rule.nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "names": rule.names.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "protocol": rule.protocol.as_str(),
-        "ports": rule.ports.iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>(),
+        "ports": port_pairs(&rule.ports),
         "direction": rule.direction.as_str(),
         "source": rule.at.to_string(),
     })
@@ -63,7 +68,7 @@ impl CompiledPolicy {
                     "policy_id": entry.policy_id.0,
                     "protocol": proto_name(entry.proto),
                     "net": entry.net.to_string(),
-                    "ports": entry.ports.iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>(),
+                    "ports": port_pairs(&entry.ports),
                 })
             })
             .collect();
@@ -75,7 +80,7 @@ impl CompiledPolicy {
                     "policy_id": dns.policy_id.0,
                     "name": dns.pattern.to_string(),
                     "protocol": dns.protocol.as_str(),
-                    "ports": dns.ports.iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>(),
+                    "ports": port_pairs(&dns.ports),
                 })
             })
             .collect();
