@@ -32,26 +32,6 @@ pub struct Config {
     pub ota: crate::ota::Config,
 }
 
-/// A verdict the operator chooses for a class of traffic (`gateway_ebpf::verdict`); the
-/// policy files' `[defaults]` use it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    Drop,
-    Redirect,
-}
-
-impl Verdict {
-    pub fn code(self) -> u8 {
-        match self {
-            Verdict::Pass => gateway_ebpf::verdict::PASS,
-            Verdict::Drop => gateway_ebpf::verdict::DROP,
-            Verdict::Redirect => gateway_ebpf::verdict::REDIRECT,
-        }
-    }
-}
-
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -75,7 +55,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses configuration text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let config: Config = toml::from_str(text).map_err(|error| {
-        let (line, column) = error.span().map(|span| line_column(text, span.start)).unwrap_or((0, 0));
+        let (line, column) = crate::toml_error::position(text, &error).unwrap_or((0, 0));
         ConfigError::Parse { path: path.to_owned(), line, column, message: error.message().to_owned() }
     })?;
     let problems = config.problems();
@@ -93,14 +73,6 @@ impl Config {
         problems.extend(self.identity.problems());
         problems
     }
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //!
 //! Beside that path: `policy` (the files ops edit), `identity` (certificates and enrollment),
 //! `ota` (signed firmware), `integrations` (SIEM/SOAR/ITSM), `api` (local HTTP status and
-//! actions), `store` (the SQLite file; `schema` lists every component's tables), `config` (the gateway's own configuration), `untrusted`
-//! (how text from devices and callers is escaped before it is stored or rendered).
+//! actions), `store` (the SQLite file; `schema` lists every component's tables), `config` (the
+//! gateway's own configuration), `untrusted` (how text from devices and callers is escaped
+//! before it is stored or rendered), `toml_error` (where a TOML error points, for every file
+//! the gateway reads).
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -33,4 +35,5 @@ pub mod store;
 pub mod telemetry;
 #[cfg(test)]
 mod test_datasets;
+pub mod toml_error;
 pub mod untrusted;

@@ -144,8 +144,7 @@ impl TokenSet {
             let text =
                 std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: path.clone(), source })?;
             let file: TokensFile = toml::from_str(&text).map_err(|error| {
-                let (line, column) =
-                    error.span().map(|span| crate::config::line_column(&text, span.start)).unwrap_or((0, 0));
+                let (line, column) = crate::toml_error::position(&text, &error).unwrap_or((0, 0));
                 TokensError::Parse { path: path.clone(), line, column, message: error.message().to_owned() }
             })?;
             entries.extend(file.tokens);

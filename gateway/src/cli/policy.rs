@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 
-use crate::policy::{self, CompiledPolicy, compile::proto_name};
+use crate::policy::{self, CompiledPolicy, PortRangeKey, entries::proto_name};
 
 /// Exit code when the policy files have errors (they are all printed first).
 pub const EXIT_POLICY_ERRORS: u8 = 1;
@@ -117,10 +117,10 @@ pub fn summary(compiled: &CompiledPolicy) -> String {
         compiled.rules.len() - v4,
         compiled.dns_rules.len(),
         compiled.responses.len(),
-        verdict_name(defaults.malformed),
-        verdict_name(defaults.unknown_device),
-        verdict_name(defaults.policy_miss),
-        verdict_name(defaults.quarantine),
+        defaults.malformed.as_str(),
+        defaults.unknown_device.as_str(),
+        defaults.policy_miss.as_str(),
+        defaults.quarantine.as_str(),
     )
 }
 
@@ -137,12 +137,9 @@ pub fn notes(compiled: &CompiledPolicy) -> Vec<String> {
     notes
 }
 
-fn verdict_name(verdict: crate::config::Verdict) -> &'static str {
-    match verdict {
-        crate::config::Verdict::Pass => "pass",
-        crate::config::Verdict::Drop => "drop",
-        crate::config::Verdict::Redirect => "redirect",
-    }
+/// Port ranges as `first-last,first-last`.
+fn port_list(ports: &[PortRangeKey]) -> String {
+    ports.iter().map(|range| format!("{}-{}", range.first, range.last)).collect::<Vec<_>>().join(",")
 }
 
 /// Classes, entries and DNS rules, one per line.
@@ -152,23 +149,21 @@ pub fn listing(compiled: &CompiledPolicy) -> String {
         out.push_str(&format!("class {} id={} policy={}\n", class.name, class.class_id.0, class.policy_id.0));
     }
     for rule in &compiled.rules {
-        let ports: Vec<String> = rule.ports.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
         out.push_str(&format!(
             "entry policy={} proto={} net={} ports={}\n",
             rule.policy_id.0,
             proto_name(rule.proto),
             rule.net,
-            ports.join(",")
+            port_list(&rule.ports)
         ));
     }
     for rule in &compiled.dns_rules {
-        let ports: Vec<String> = rule.ports.iter().map(|r| format!("{}-{}", r.first, r.last)).collect();
         out.push_str(&format!(
             "dns policy={} proto={} name={} ports={}\n",
             rule.policy_id.0,
             rule.protocol.as_str(),
             rule.pattern,
-            ports.join(",")
+            port_list(&rule.ports)
         ));
     }
     out

@@ -3,9 +3,12 @@
 //!
 //! Precedence, strongest first: a certificate subject (verified by enrollment), an exact MAC
 //! (an operator pinned this device), the longest OUI prefix (hardware vendor), then the
-//! fingerprinted type (a guess). `load` refuses a MAC, OUI or type used by two classes; two
+//! fingerprinted type (a guess). `checks` refuses a MAC, OUI or type used by two classes; two
 //! classes whose subject patterns both match go to the lower class id.
-use super::load::{ClassId, Policy, PolicyId, normalize_subject};
+use super::{
+    model::{ClassId, Matcher, Policy, PolicyId},
+    values::normalize_subject,
+};
 use crate::device::Mac;
 
 /// Which criterion put a device in its class.
@@ -31,7 +34,7 @@ struct Entry {
     name: String,
     class_id: ClassId,
     policy_id: PolicyId,
-    matcher: super::load::Matcher,
+    matcher: Matcher,
 }
 
 /// The matchers of every class, sorted by class id.

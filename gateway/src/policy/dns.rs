@@ -19,8 +19,9 @@ use ipnet::IpNet;
 use simple_dns::{CLASS, Packet, PacketFlag, RCODE, rdata::RData};
 
 use super::{
-    compile::{CompiledPolicy, CompiledRule, DnsRule},
-    load::PolicyId,
+    compile::{CompiledPolicy, DnsRule},
+    entries::CompiledRule,
+    model::PolicyId,
 };
 use crate::device::Access;
 

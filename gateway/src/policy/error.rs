@@ -1,5 +1,5 @@
 //! Policy errors: every problem found in the policy files, with the file, line and column it
-//! points at. Reads nothing, writes nothing; `load` and `compile` produce these.
+//! points at. Reads nothing, writes nothing; `load`, `checks` and `compile` produce these.
 use std::{fmt, path::PathBuf, sync::Arc};
 
 /// A place in a policy file, 1-based like editors show it.
@@ -13,12 +13,7 @@ pub struct Location {
 impl Location {
     /// The location of byte `offset` in `text` (clamped to the text's end).
     pub fn at(file: &Arc<PathBuf>, text: &str, offset: usize) -> Self {
-        let offset = offset.min(text.len());
-        // Columns count characters, not bytes, so non-ASCII comments do not shift them.
-        let before = text.get(..offset).unwrap_or(text);
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |index| index + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let (line, column) = crate::toml_error::line_column(text, offset);
         Self { file: Arc::clone(file), line, column }
     }
 

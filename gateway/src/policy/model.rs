@@ -1,131 +1,191 @@
-//! The policy file schema as serde reads it: every value keeps its byte span (`Spanned`) so
-//! `load` can point at it. Nothing here is checked beyond TOML types; `load` does the rest.
-//!
-//! Enumerations (protocol, direction, verdicts) are read as strings on purpose: a bad value
-//! then becomes a located semantic error and the rest of the file is still checked, instead
-//! of stopping serde at the first one.
-use serde::Deserialize;
-use toml::Spanned;
+//! The checked policy: what the files say once every value is parsed into its type and every
+//! reference resolved (`Policy` and its classes, lanes, rules and defaults). `checks` builds
+//! it from the `schema`; `compile` turns it into datapath entries. Pure types.
+use std::{path::PathBuf, sync::Arc};
 
-/// One `*.toml` file. Any mix of sections may appear in any file; `load` merges them.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyFile {
-    /// `[[class]]`: device classes.
-    #[serde(default)]
-    pub class: Vec<Spanned<ClassSpec>>,
-    /// `[lanes.onboarding]`, `[lanes.quarantine]`, `[lanes.update]`.
-    #[serde(default)]
-    pub lanes: Option<LanesSpec>,
-    /// `[defaults]`: verdicts when nothing else decides.
-    #[serde(default)]
-    pub defaults: Option<Spanned<DefaultsSpec>>,
-    /// `[[response]]`: automated response rules. Extension point owned by `crate::respond`:
-    /// kept as raw TOML (with its location) and handed over untouched, so this module neither
-    /// accepts nor refuses their content. Every other unknown top-level table is an error.
-    #[serde(default)]
-    pub response: Vec<Spanned<toml::Value>>,
+use gateway_ebpf::{PortRange, lane};
+use ipnet::IpNet;
+
+use super::{
+    error::Location,
+    values::{DnsPattern, parse_keyword},
+    verdict::Defaults,
+};
+use crate::device::Mac;
+
+/// Every port, what a rule without `ports` allows.
+pub const ALL_PORTS: PortRange = PortRange { first: 0, last: u16::MAX };
+
+/// A device class id as stored in the datapath's device table (`DeviceEntry::class_id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClassId(pub u16);
+
+/// A policy id as used in `PolicyKey` and `DeviceEntry::policy_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyId(pub u32);
+
+impl PolicyId {
+    pub const ONBOARDING: PolicyId = PolicyId(lane::ONBOARDING);
+    pub const QUARANTINE: PolicyId = PolicyId(lane::QUARANTINE);
+
+    /// A class's policy id: derived from its stable class id so it survives reloads and file
+    /// reordering (devices in the table keep pointing at the right rules).
+    pub fn for_class(id: ClassId) -> Self {
+        PolicyId(lane::FIRST_CLASS_POLICY + u32::from(id.0))
+    }
 }
 
-/// A device class: which devices belong to it and what they may reach.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClassSpec {
-    pub name: Spanned<String>,
-    /// Stable class id (1..=65535). The class's policy id is derived from it.
-    pub id: Spanned<i64>,
-    #[serde(default)]
+/// A rule's IP protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Any,
+    Tcp,
+    Udp,
+    /// ICMP towards IPv4 networks, ICMPv6 towards IPv6 networks.
+    Icmp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 4] = [Protocol::Any, Protocol::Tcp, Protocol::Udp, Protocol::Icmp];
+
+    /// The protocol named `text` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_keyword(&Self::ALL, Self::as_str, text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Any => "any",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+        }
+    }
+
+    /// The datapath's protocol number for a destination in `net`'s family.
+    pub fn number_for(self, net: &IpNet) -> u8 {
+        use gateway_ebpf::proto;
+        match (self, net) {
+            (Protocol::Any, _) => proto::ANY,
+            (Protocol::Tcp, _) => proto::TCP,
+            (Protocol::Udp, _) => proto::UDP,
+            (Protocol::Icmp, IpNet::V4(_)) => proto::ICMP,
+            (Protocol::Icmp, IpNet::V6(_)) => proto::ICMPV6,
+        }
+    }
+
+    /// Whether rules of this protocol may name ports.
+    pub fn has_ports(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Udp)
+    }
+}
+
+/// Who opens the connections a rule allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The device connects to the remote (the default).
+    Outbound,
+    /// The remote connects to the device.
+    Inbound,
+    Both,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 3] = [Direction::Outbound, Direction::Inbound, Direction::Both];
+
+    /// The direction named `text` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_keyword(&Self::ALL, Self::as_str, text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+            Direction::Both => "both",
+        }
+    }
+}
+
+/// One checked allow rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
     pub description: Option<String>,
-    /// Other classes whose `allow` rules this class also gets (their `match` is not inherited).
-    #[serde(default)]
-    pub include: Vec<Spanned<String>>,
-    /// The class also gets the update lane's rules while enrolled.
-    #[serde(default)]
+    pub nets: Vec<IpNet>,
+    pub names: Vec<DnsPattern>,
+    pub protocol: Protocol,
+    /// Sorted, merged; never empty (`ALL_PORTS` when the file gave none).
+    pub ports: Vec<PortRange>,
+    pub direction: Direction,
+    pub at: Location,
+}
+
+/// How devices are matched to a class.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Matcher {
+    pub macs: Vec<Mac>,
+    /// 3 to 5 bytes each.
+    pub ouis: Vec<Vec<u8>>,
+    /// Lower-case.
+    pub fingerprint_types: Vec<String>,
+    /// Normalised with `normalize_subject`.
+    pub cert_subjects: Vec<String>,
+}
+
+/// One checked device class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Class {
+    pub name: String,
+    pub id: ClassId,
+    pub policy_id: PolicyId,
+    pub description: Option<String>,
+    /// Names of included classes (all defined, no cycles).
+    pub include: Vec<String>,
     pub update_lane: bool,
-    #[serde(default, rename = "match")]
-    pub matches: MatchSpec,
-    #[serde(default)]
-    pub allow: Vec<Spanned<RuleSpec>>,
+    pub matcher: Matcher,
+    pub rules: Vec<Rule>,
+    pub at: Location,
 }
 
-/// How devices are matched to a class. Any one criterion suffices.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchSpec {
-    /// Exact MAC addresses.
-    #[serde(default)]
-    pub macs: Vec<Spanned<String>>,
-    /// Vendor prefixes (3 to 5 bytes).
-    #[serde(default)]
-    pub ouis: Vec<Spanned<String>>,
-    /// Device types from passive fingerprinting (`crate::fingerprint`), compared ignoring case.
-    #[serde(default)]
-    pub fingerprint_types: Vec<Spanned<String>>,
-    /// Certificate subject patterns (`*` any run, `?` one character), compared with the
-    /// subject in RFC 4514 form, e.g. `CN=cam-*,O=Lab`.
-    #[serde(default)]
-    pub cert_subjects: Vec<Spanned<String>>,
-}
-
-/// One allow rule.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSpec {
-    #[serde(default)]
+/// A lane: rules that are not a class's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lane {
     pub description: Option<String>,
-    /// Remote networks (CIDR or bare address, v4 or v6).
-    #[serde(default)]
-    pub nets: Vec<Spanned<String>>,
-    /// Remote DNS names, exact or `*.example.com` (any name below example.com).
-    #[serde(default)]
-    pub names: Vec<Spanned<String>>,
-    /// `tcp`, `udp`, `icmp` or `any` (default `any`).
-    #[serde(default)]
-    pub protocol: Option<Spanned<String>>,
-    /// Remote ports: numbers or `"first-last"` strings. Empty = all ports.
-    #[serde(default)]
-    pub ports: Vec<Spanned<toml::Value>>,
-    /// `outbound` (default: the device connects), `inbound` (the remote connects to the
-    /// device) or `both`.
-    #[serde(default)]
-    pub direction: Option<Spanned<String>>,
+    pub rules: Vec<Rule>,
+    /// Where the lane was defined; `None` when no file defines it (the lane allows nothing).
+    pub at: Option<Location>,
 }
 
-/// `[lanes]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LanesSpec {
-    #[serde(default)]
-    pub onboarding: Option<Spanned<LaneSpec>>,
-    #[serde(default)]
-    pub quarantine: Option<Spanned<LaneSpec>>,
-    #[serde(default)]
-    pub update: Option<Spanned<LaneSpec>>,
+/// The three lanes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lanes {
+    pub onboarding: Lane,
+    pub quarantine: Lane,
+    pub update: Lane,
+    /// Quarantined devices also get the update lane (policy id `QUARANTINE`).
+    pub quarantine_includes_update: bool,
 }
 
-/// One lane: a policy that is not a class.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LaneSpec {
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Quarantine only: quarantined devices keep the update lane.
-    #[serde(default)]
-    pub include_update: Option<Spanned<bool>>,
-    #[serde(default)]
-    pub allow: Vec<Spanned<RuleSpec>>,
+/// A `[[response]]` table, raw, for `crate::respond` to parse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResponseSpec {
+    pub at: Location,
+    pub value: toml::Value,
 }
 
-/// `[defaults]`: verdict names, checked by `load`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DefaultsSpec {
-    /// Frames the datapath cannot parse: pass | drop | redirect.
-    pub malformed: Option<Spanned<String>>,
-    /// Unknown or onboarding devices outside the onboarding lane: pass | drop | redirect.
-    pub unknown_device: Option<Spanned<String>>,
-    /// Enrolled devices outside their class policy: pass | drop | redirect.
-    pub policy_miss: Option<Spanned<String>>,
-    /// Quarantined devices outside the allow-list: redirect | drop.
-    pub quarantine: Option<Spanned<String>>,
+/// Every policy file, checked and merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Sorted by class id.
+    pub classes: Vec<Class>,
+    pub lanes: Lanes,
+    pub defaults: Defaults,
+    pub responses: Vec<ResponseSpec>,
+    pub files: Vec<Arc<PathBuf>>,
+}
+
+impl Policy {
+    pub fn class(&self, name: &str) -> Option<&Class> {
+        self.classes.iter().find(|class| class.name == name)
+    }
 }

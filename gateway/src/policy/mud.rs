@@ -22,7 +22,10 @@ use std::{fmt::Write as _, path::PathBuf};
 
 use serde_json::Value;
 
-use super::load::{DnsPattern, merge_ranges, parse_net, parse_sources};
+use super::{
+    load::parse_sources,
+    values::{DnsPattern, merge_ranges, parse_net},
+};
 use gateway_ebpf::PortRange;
 
 /// Why a MUD file was refused.
@@ -369,7 +372,7 @@ mod tests {
     use gateway_ebpf::{lane, proto};
 
     use super::*;
-    use crate::policy::{PolicyId, PortRangeKey, check_text, load::Direction};
+    use crate::policy::{PolicyId, PortRangeKey, check_text, model::Direction};
 
     const SAMPLE: &str = include_str!("testdata/lightbulb.mud.json");
 

@@ -4,17 +4,14 @@
 use serde_json::{Value, json};
 
 use super::{
-    compile::{CompiledPolicy, proto_name},
-    load::{Lane, Rule},
+    compile::CompiledPolicy,
+    entries::{PortRangeKey, proto_name},
+    model::{Lane, Rule},
 };
-use crate::config::Verdict;
 
-fn verdict(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Pass => "pass",
-        Verdict::Drop => "drop",
-        Verdict::Redirect => "redirect",
-    }
+/// Port ranges as `[first, last]` pairs.
+fn port_pairs<R: Copy + Into<PortRangeKey>>(ranges: &[R]) -> Vec<Value> {
+    ranges.iter().map(|range| (*range).into()).map(|range: PortRangeKey| json!([range.first, range.last])).collect()
 }
 
 fn rule(rule: &Rule) -> Value {
@@ -23,7 +20,7 @@ fn rule(rule: &Rule) -> Value {
         "nets": rule.nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "names": rule.names.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "protocol": rule.protocol.as_str(),
-        "ports": rule.ports.iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>(),
+        "ports": port_pairs(&rule.ports),
         "direction": rule.direction.as_str(),
         "source": rule.at.to_string(),
     })
@@ -71,7 +68,7 @@ impl CompiledPolicy {
                     "policy_id": entry.policy_id.0,
                     "protocol": proto_name(entry.proto),
                     "net": entry.net.to_string(),
-                    "ports": entry.ports.iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>(),
+                    "ports": port_pairs(&entry.ports),
                 })
             })
             .collect();
@@ -83,7 +80,7 @@ impl CompiledPolicy {
                     "policy_id": dns.policy_id.0,
                     "name": dns.pattern.to_string(),
                     "protocol": dns.protocol.as_str(),
-                    "ports": dns.ports.iter().map(|r| json!([r.first, r.last])).collect::<Vec<_>>(),
+                    "ports": port_pairs(&dns.ports),
                 })
             })
             .collect();
@@ -97,10 +94,10 @@ impl CompiledPolicy {
                 "quarantine_includes_update": source.lanes.quarantine_includes_update,
             },
             "defaults": {
-                "malformed": verdict(source.defaults.malformed),
-                "unknown_device": verdict(source.defaults.unknown_device),
-                "policy_miss": verdict(source.defaults.policy_miss),
-                "quarantine": verdict(source.defaults.quarantine),
+                "malformed": source.defaults.malformed.as_str(),
+                "unknown_device": source.defaults.unknown_device.as_str(),
+                "policy_miss": source.defaults.policy_miss.as_str(),
+                "quarantine": source.defaults.quarantine.as_str(),
             },
             "entries": entries,
             "dns_rules": dns,

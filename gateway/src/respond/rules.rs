@@ -23,13 +23,19 @@ use std::{
     collections::HashSet,
     fmt,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{detect::DetectorKind, device::Mac};
+use crate::{
+    detect::DetectorKind,
+    device::Mac,
+    policy::{ErrorKind, Location, Policy, PolicyError},
+    toml_error,
+};
 
 /// Actions per device within `device_period_secs` when a rule does not say.
 pub const DEFAULT_MAX_PER_DEVICE: u32 = 1;
@@ -181,39 +187,34 @@ pub fn load(path: &Path) -> Result<ResponsePolicy, RuleError> {
 /// Parses the response rules of one policy file's text; every problem is reported at once.
 pub fn parse(path: &Path, text: &str) -> Result<ResponsePolicy, RuleError> {
     let file: PolicyFile = toml::from_str(text).map_err(|error| {
-        let (line, column) = error.span().map(|s| line_column(text, s.start)).unwrap_or((1, 1));
-        RuleError::Parse { path: path.to_owned(), line, column, message: error.message().trim().to_owned() }
+        let (line, column) = toml_error::position(text, &error).unwrap_or((1, 1));
+        RuleError::Parse { path: path.to_owned(), line, column, message: toml_error::message(&error) }
     })?;
-    let tables = file.response.into_iter().map(|spanned| {
-        let (line, column) = line_column(text, spanned.span().start);
-        (format!("{}:{line}:{column}", path.display()), spanned.into_inner())
-    });
+    let path = Arc::new(path.to_owned());
+    let tables = file
+        .response
+        .into_iter()
+        .map(|spanned| (Location::at(&path, text, spanned.span().start).to_string(), spanned.into_inner()));
     check_all(tables)
 }
 
 /// Checks the raw `[[response]]` tables the policy loader kept (`Policy::responses`), each
 /// reported at its table's `file:line:column`.
-pub fn from_policy(policy: &crate::policy::load::Policy) -> Result<ResponsePolicy, RuleError> {
-    check_all(
-        policy.responses.iter().map(|spec| {
-            (format!("{}:{}:{}", spec.at.file.display(), spec.at.line, spec.at.column), spec.value.clone())
-        }),
-    )
+pub fn from_policy(policy: &Policy) -> Result<ResponsePolicy, RuleError> {
+    check_all(policy.responses.iter().map(|spec| (spec.at.to_string(), spec.value.clone())))
 }
 
 /// Every problem of the `[[response]]` tables the policy loader kept, as policy errors at
 /// each table's `file:line:column`: what `iotgw policy check`, `iotgw run` before attaching
 /// and every reload report, so bad rules are refused with the rest of the policy.
-pub fn policy_errors(policy: &crate::policy::load::Policy) -> Vec<crate::policy::PolicyError> {
+pub fn policy_errors(policy: &Policy) -> Vec<PolicyError> {
     policy
         .responses
         .iter()
         .enumerate()
         .flat_map(|(index, spec)| {
             let problems = check(index, spec.at.to_string(), spec.value.clone()).err().unwrap_or_default();
-            problems.into_iter().map(|problem| {
-                crate::policy::PolicyError::new(spec.at.clone(), crate::policy::ErrorKind::Response(problem))
-            })
+            problems.into_iter().map(|problem| PolicyError::new(spec.at.clone(), ErrorKind::Response(problem)))
         })
         .collect()
 }
@@ -289,14 +290,6 @@ fn check(index: usize, origin: String, value: toml::Value) -> Result<ResponseRul
         }),
         _ => Err(problems),
     }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

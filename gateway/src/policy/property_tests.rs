@@ -1,7 +1,9 @@
-//! Property and fuzz-style tests of the policy parser, compiler, MUD importer and DNS
-//! tracker: random and mutated input never panics, and compiled entries, looked up the way
-//! the datapath does, allow exactly what the source rules allow. Seeds are fixed so a
-//! failure reproduces; each test is bounded in iterations.
+//! Property tests of the policy parser, compiler, MUD importer and DNS tracker, run by
+//! `cargo test`: random and mutated input never panics, and compiled entries, looked up the
+//! way the datapath does, allow exactly what the source rules allow. Seeds are fixed so a
+//! failure reproduces; each test is bounded in iterations. Test code only: the cargo-fuzz
+//! targets in `fuzz/` do not use it, they call the public API (`parse_sources`, `compile`,
+//! `mud`, `DnsTracker`) themselves.
 use std::{
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,
@@ -160,15 +162,8 @@ struct SourceRule {
 /// entries answer the same under the two-lookup reading for every protocol (ANY folding
 /// changes nothing) and under the strict one.
 fn datapath_allows(rules: &[CompiledRule], policy: PolicyId, addr: IpAddr, proto_number: u8, port: u16) -> bool {
-    let longest = |wanted: u8| {
-        rules
-            .iter()
-            .filter(|rule| rule.policy_id == policy && rule.proto == wanted && rule.net.contains(&addr))
-            .max_by_key(|rule| rule.net.prefix_len())
-    };
-    let admits = |rule: Option<&CompiledRule>| {
-        rule.is_some_and(|rule| rule.ports.iter().any(|r| r.first <= port && port <= r.last))
-    };
+    let longest = |wanted: u8| longest_prefix(rules, policy, addr, wanted);
+    let admits = |rule: Option<&CompiledRule>| rule.is_some_and(|rule| admits_port(rule, port));
     let lenient = admits(longest(proto_number)) || admits(longest(proto::ANY));
     let strict = strict_datapath_allows(rules, policy, addr, proto_number, port);
     assert_eq!(lenient, strict, "entries must answer the same under either lookup order");
@@ -184,16 +179,20 @@ fn datapath_allows(rules: &[CompiledRule], policy: PolicyId, addr: IpAddr, proto
 /// A stricter reading the compiler also supports: the longest (policy, proto) prefix decides;
 /// only when there is none does the longest (policy, ANY) prefix decide.
 fn strict_datapath_allows(rules: &[CompiledRule], policy: PolicyId, addr: IpAddr, proto_number: u8, port: u16) -> bool {
-    let longest = |wanted: u8| {
-        rules
-            .iter()
-            .filter(|rule| rule.policy_id == policy && rule.proto == wanted && rule.net.contains(&addr))
-            .max_by_key(|rule| rule.net.prefix_len())
-    };
-    match longest(proto_number).or_else(|| longest(proto::ANY)) {
-        Some(rule) => rule.ports.iter().any(|range| range.first <= port && port <= range.last),
-        None => false,
-    }
+    let longest = |wanted: u8| longest_prefix(rules, policy, addr, wanted);
+    longest(proto_number).or_else(|| longest(proto::ANY)).is_some_and(|rule| admits_port(rule, port))
+}
+
+/// The entry an LPM lookup of (`policy`, `proto_number`, `addr`) finds.
+fn longest_prefix(rules: &[CompiledRule], policy: PolicyId, addr: IpAddr, proto_number: u8) -> Option<&CompiledRule> {
+    rules
+        .iter()
+        .filter(|rule| rule.policy_id == policy && rule.proto == proto_number && rule.net.contains(&addr))
+        .max_by_key(|rule| rule.net.prefix_len())
+}
+
+fn admits_port(rule: &CompiledRule, port: u16) -> bool {
+    rule.ports.iter().any(|range| range.first <= port && port <= range.last)
 }
 
 #[test]

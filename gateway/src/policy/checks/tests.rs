@@ -1,0 +1,220 @@
+//! The semantic checks, each located at the value it refuses.
+
+use gateway_ebpf::{PortRange, lane};
+
+use crate::policy::{ErrorKind, PolicyId, load::parse_sources, located_errors, model::Protocol};
+
+/// Errors of `text` as `(line, column, kind)`, file name `t.toml`.
+fn errors(text: &str) -> Vec<(usize, usize, ErrorKind)> {
+    located_errors(&[("t.toml", text)])
+}
+
+const CAMERA: &str = r#"
+[[class]]
+name = "camera"
+id = 10
+
+[[class.allow]]
+nets = ["10.78.0.10/32"]
+protocol = "tcp"
+ports = [443]
+"#;
+
+#[test]
+fn valid_class_loads_with_its_rule() {
+    let policy = parse_sources(&[("t.toml".into(), CAMERA.into())]).expect("valid");
+    let class = policy.class("camera").expect("camera");
+    assert_eq!(class.policy_id, PolicyId(lane::FIRST_CLASS_POLICY + 10));
+    assert_eq!(class.rules[0].protocol, Protocol::Tcp);
+    assert_eq!(class.rules[0].ports, vec![PortRange { first: 443, last: 443 }]);
+    assert_eq!(class.rules[0].at.line, 6);
+}
+
+#[test]
+fn duplicate_class_points_at_second_name_and_first_definition() {
+    let found = errors(&format!("{CAMERA}\n[[class]]\nname = \"camera\"\nid = 11\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (line, column, kind) = &found[0];
+    assert_eq!((*line, *column), (12, 8));
+    match kind {
+        ErrorKind::DuplicateClass { name, first } => {
+            assert_eq!(name, "camera");
+            assert_eq!(first.line, 2);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn duplicate_class_id_across_files_is_refused() {
+    let found = located_errors(&[("a.toml", CAMERA), ("b.toml", "[[class]]\nname = \"plug\"\nid = 10\n")]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].0, found[0].1), (3, 6));
+    assert!(matches!(&found[0].2, ErrorKind::DuplicateClassId { id: 10, other, .. } if other == "camera"));
+}
+
+#[test]
+fn class_id_zero_and_too_large_are_out_of_range() {
+    let found = errors("[[class]]\nname = \"a\"\nid = 0\n[[class]]\nname = \"b\"\nid = 70000\n");
+    assert_eq!(found, vec![(3, 6, ErrorKind::ClassIdOutOfRange(0)), (6, 6, ErrorKind::ClassIdOutOfRange(70_000)),]);
+}
+
+#[test]
+fn unknown_included_class_is_located_at_the_reference() {
+    let found = errors(
+        "[[class]]\nname = \"cam\"\nid = 1\ninclude = [\"base\", \"nope\"]\n[[class]]\nname = \"base\"\nid = 2\n",
+    );
+    assert_eq!(found, vec![(4, 20, ErrorKind::UnknownClass("nope".into()))]);
+}
+
+#[test]
+fn include_cycle_is_refused() {
+    let found = errors(
+        "[[class]]\nname = \"a\"\nid = 1\ninclude = [\"b\"]\n[[class]]\nname = \"b\"\nid = 2\ninclude = [\"a\"]\n",
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|(_, _, kind)| matches!(kind, ErrorKind::IncludeCycle(..))));
+}
+
+#[test]
+fn every_bad_value_in_a_rule_is_reported_with_its_column() {
+    let text = r#"[[class]]
+name = "cam"
+id = 1
+[[class.allow]]
+nets = ["10.0.0.0/33", "10.1.2.3/8", "not-a-net", "2001:db8::/32"]
+names = ["ok.example.com", "bad..example.com", "a.*.example.com"]
+protocol = "tcp"
+ports = [443, 70000, "90-80", "x", -1, true]
+direction = "sideways"
+[[class.allow]]
+protocol = "icmp"
+ports = [1]
+nets = ["10.0.0.1"]
+[[class.allow]]
+protocol = "gre"
+[[class.allow]]
+description = "nothing"
+"#;
+    let found = errors(text);
+    let at: Vec<(usize, usize)> = found.iter().map(|(l, c, _)| (*l, *c)).collect();
+    assert_eq!(
+        at,
+        vec![
+            (5, 9),
+            (5, 24),
+            (5, 38),
+            (6, 28),
+            (6, 48),
+            (8, 15),
+            (8, 22),
+            (8, 31),
+            (8, 36),
+            (8, 40),
+            (9, 13),
+            (12, 10),
+            (14, 1),
+            (15, 12),
+            (16, 1),
+        ],
+        "{found:#?}"
+    );
+    let kinds: Vec<&ErrorKind> = found.iter().map(|(_, _, kind)| kind).collect();
+    assert!(matches!(kinds[0], ErrorKind::BadNetwork { .. }));
+    assert!(matches!(kinds[1], ErrorKind::HostBitsSet { suggestion, .. } if suggestion == "10.0.0.0/8"));
+    assert!(matches!(kinds[2], ErrorKind::BadNetwork { .. }));
+    assert!(matches!(kinds[3], ErrorKind::BadDnsName { .. }));
+    assert!(matches!(kinds[4], ErrorKind::BadDnsName { .. }));
+    assert_eq!(kinds[5], &ErrorKind::PortOutOfRange(70_000));
+    assert_eq!(kinds[6], &ErrorKind::ReversedPortRange { first: 90, last: 80 });
+    assert!(matches!(kinds[7], ErrorKind::BadPort { .. }));
+    assert_eq!(kinds[8], &ErrorKind::PortOutOfRange(-1));
+    assert!(matches!(kinds[9], ErrorKind::BadPort { .. }));
+    assert_eq!(kinds[10], &ErrorKind::BadDirection("sideways".into()));
+    assert_eq!(kinds[11], &ErrorKind::PortsWithoutPortProtocol("icmp".into()));
+    assert_eq!(kinds[12], &ErrorKind::EmptyRule);
+    assert_eq!(kinds[13], &ErrorKind::BadProtocol("gre".into()));
+    assert_eq!(kinds[14], &ErrorKind::EmptyRule);
+}
+
+#[test]
+fn bad_and_ambiguous_matches_are_refused() {
+    let text = r#"[[class]]
+name = "a"
+id = 1
+[class.match]
+macs = ["02:00:00:00:00:01", "zz"]
+ouis = ["00:1a:2b", "00:1a"]
+fingerprint_types = ["camera", " "]
+cert_subjects = [""]
+[[class]]
+name = "b"
+id = 2
+[class.match]
+macs = ["02-00-00-00-00-01"]
+ouis = ["001A2B"]
+fingerprint_types = ["Camera"]
+"#;
+    let found = errors(text);
+    let summary: Vec<(usize, usize, &str)> = found
+        .iter()
+        .map(|(l, c, kind)| {
+            let name = match kind {
+                ErrorKind::BadMac(_) => "mac",
+                ErrorKind::BadOui(_) => "oui",
+                ErrorKind::EmptyPattern(_) => "empty",
+                ErrorKind::AmbiguousMatch { .. } => "ambiguous",
+                _ => "other",
+            };
+            (*l, *c, name)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (5, 30, "mac"),
+            (6, 21, "oui"),
+            (7, 32, "empty"),
+            (8, 18, "empty"),
+            (13, 9, "ambiguous"),
+            (14, 9, "ambiguous"),
+            (15, 22, "ambiguous"),
+        ]
+    );
+}
+
+#[test]
+fn lanes_and_defaults_defined_twice_are_refused() {
+    let lanes =
+        "[lanes.onboarding]\n[[lanes.onboarding.allow]]\nnets = [\"10.77.0.1\"]\n[defaults]\nmalformed = \"drop\"\n";
+    let found = located_errors(&[("a.toml", lanes), ("b.toml", lanes)]);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|(_, _, kind)| matches!(kind, ErrorKind::DuplicateSection { .. })));
+}
+
+#[test]
+fn bad_verdicts_are_refused_and_quarantine_cannot_pass() {
+    let found = errors("[defaults]\nmalformed = \"maybe\"\nquarantine = \"pass\"\npolicy_miss = \"redirect\"\n");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!((found[0].0, found[0].1), (2, 13));
+    assert_eq!((found[1].0, found[1].1), (3, 14));
+    assert!(matches!(&found[1].2, ErrorKind::BadVerdict { what: "quarantine", .. }));
+}
+
+#[test]
+fn update_lane_must_exist_when_used() {
+    let found =
+        errors("[[class]]\nname = \"a\"\nid = 1\nupdate_lane = true\n[lanes.quarantine]\ninclude_update = true\n");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|(_, _, kind)| *kind == ErrorKind::MissingUpdateLane));
+    let misplaced = errors("[lanes.update]\ninclude_update = true\n");
+    assert_eq!(misplaced, vec![(2, 18, ErrorKind::IncludeUpdateOutsideQuarantine)]);
+}
+
+#[test]
+fn response_tables_are_kept_raw_for_the_response_engine() {
+    let policy = parse_sources(&[("r.toml".into(), "[[response]]\nwhen = \"scan\"\naction = \"quarantine\"\n".into())])
+        .expect("response tables are not checked here");
+    assert_eq!(policy.responses.len(), 1);
+    assert_eq!(policy.responses[0].value.get("action").and_then(|v| v.as_str()), Some("quarantine"));
+}
