@@ -117,10 +117,10 @@ pub fn summary(compiled: &CompiledPolicy) -> String {
         compiled.rules.len() - v4,
         compiled.dns_rules.len(),
         compiled.responses.len(),
-        verdict_name(defaults.malformed),
-        verdict_name(defaults.unknown_device),
-        verdict_name(defaults.policy_miss),
-        verdict_name(defaults.quarantine),
+        gateway_ebpf::verdict::name(defaults.malformed.code()),
+        gateway_ebpf::verdict::name(defaults.unknown_device.code()),
+        gateway_ebpf::verdict::name(defaults.policy_miss.code()),
+        gateway_ebpf::verdict::name(defaults.quarantine.code()),
     )
 }
 
@@ -135,14 +135,6 @@ pub fn notes(compiled: &CompiledPolicy) -> Vec<String> {
         notes.push("no [lanes.quarantine]: quarantined devices can reach nothing".into());
     }
     notes
-}
-
-fn verdict_name(verdict: crate::config::Verdict) -> &'static str {
-    match verdict {
-        crate::config::Verdict::Pass => "pass",
-        crate::config::Verdict::Drop => "drop",
-        crate::config::Verdict::Redirect => "redirect",
-    }
 }
 
 /// Classes, entries and DNS rules, one per line.

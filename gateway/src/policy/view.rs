@@ -7,15 +7,6 @@ use super::{
     compile::{CompiledPolicy, proto_name},
     load::{Lane, Rule},
 };
-use crate::config::Verdict;
-
-fn verdict(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Pass => "pass",
-        Verdict::Drop => "drop",
-        Verdict::Redirect => "redirect",
-    }
-}
 
 fn rule(rule: &Rule) -> Value {
     json!({
@@ -97,10 +88,10 @@ impl CompiledPolicy {
                 "quarantine_includes_update": source.lanes.quarantine_includes_update,
             },
             "defaults": {
-                "malformed": verdict(source.defaults.malformed),
-                "unknown_device": verdict(source.defaults.unknown_device),
-                "policy_miss": verdict(source.defaults.policy_miss),
-                "quarantine": verdict(source.defaults.quarantine),
+                "malformed": gateway_ebpf::verdict::name(source.defaults.malformed.code()),
+                "unknown_device": gateway_ebpf::verdict::name(source.defaults.unknown_device.code()),
+                "policy_miss": gateway_ebpf::verdict::name(source.defaults.policy_miss.code()),
+                "quarantine": gateway_ebpf::verdict::name(source.defaults.quarantine.code()),
             },
             "entries": entries,
             "dns_rules": dns,
