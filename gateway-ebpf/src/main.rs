@@ -1,5 +1,6 @@
-//! iotgw's XDP programs. This file only declares the maps and dispatches; each datapath step
-//! has its own module, in packet order:
+//! iotgw's XDP programs. This file declares the maps and dispatches, with the two helpers
+//! both programs use (`configured`, `count`); each datapath step has its own module, in
+//! packet order:
 //!
 //! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `flow`
 //! (per-device and per-flow accounting) → `policy` (the verdict) → `events` (new flows and

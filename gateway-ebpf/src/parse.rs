@@ -144,7 +144,7 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Ip, DropReason> {
         return Err(DropReason::BadIpv4);
     }
     let mut ip = Ip {
-        version: 4,
+        version: v4::VERSION,
         src: [0; 16],
         dst: [0; 16],
         proto: hdr.proto,
@@ -174,7 +174,7 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Result<Ip, DropReason> {
         return Err(DropReason::BadIpv6);
     }
     let mut ip = Ip {
-        version: 6,
+        version: v6::VERSION,
         src: hdr.src_addr,
         dst: hdr.dst_addr,
         proto: hdr.next_hdr,

@@ -8,7 +8,7 @@ use gateway_ebpf::{
     device_state, lane, proto,
 };
 
-use crate::{POLICY_V4, POLICY_V6, decision::Decision, parse::Ip};
+use crate::{POLICY_V4, POLICY_V6, decision::Decision, parse::Ip, wire::ipv4};
 
 /// The verdict for an IP packet from a device (LAN side).
 // A BPF subprogram, not inlined: keeps the lookups out of the parse paths the verifier walks.
@@ -81,7 +81,7 @@ fn is_folded(ip_proto: u8) -> bool {
 #[inline(always)]
 fn lookup(policy_id: u32, ip_proto: u8, version: u8, addr: &[u8; 16]) -> Option<&'static PolicyRule> {
     let policy_id = policy_id.to_be_bytes();
-    if version == 4 {
+    if version == ipv4::VERSION {
         let key =
             PolicyKey::<4> { policy_id, proto: ip_proto, _pad: [0; 3], addr: [addr[0], addr[1], addr[2], addr[3]] };
         POLICY_V4.get(Key::new(POLICY_KEY_FIXED_BITS + 32, key))
