@@ -1,4 +1,5 @@
-//! The ABI between iotgw's XDP programs and its userspace controller.
+//! The ABI between iotgw's XDP programs and its userspace controller. (Over 600 lines on
+//! purpose: the whole contract is reviewed, and bumped, in one file.)
 //!
 //! Everything both sides must agree on lives here and only here: map names and capacities,
 //! verdict, drop-reason and event codes, and the `#[repr(C)]` structs stored in maps or sent
