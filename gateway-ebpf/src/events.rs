@@ -6,7 +6,11 @@ use gateway_ebpf::{
     EventHeader, FlowEvent, FlowKey, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter, event_kind,
 };
 
-use crate::{EVENTS, count, policy::Decision};
+use crate::{EVENTS, count, decision::Decision};
+
+/// The smallest all-ones mask that keeps `SAMPLE_BYTES`: it gives the verifier a constant
+/// bound on a copy length before the clamp to `SAMPLE_BYTES`.
+const SAMPLE_LEN_MASK: usize = (SAMPLE_BYTES + 1).next_power_of_two() - 1;
 
 #[inline(always)]
 pub fn new_flow(
@@ -58,7 +62,7 @@ pub fn sample(
     };
     let event = entry.as_mut_ptr();
     // The verifier needs a constant upper bound on the copy length: mask, then clamp.
-    let mut len = (frame_len - l3_offset) & 0x3ff;
+    let mut len = (frame_len - l3_offset) & SAMPLE_LEN_MASK;
     if len > SAMPLE_BYTES {
         len = SAMPLE_BYTES;
     }

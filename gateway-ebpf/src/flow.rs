@@ -20,7 +20,7 @@ use gateway_ebpf::{
     CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowStats, MacKey, SynFingerprint, counter, proto, reason,
 };
 
-use crate::{DEVICE_STATS, FLOWS, count, parse::Ip, policy::Decision};
+use crate::{DEVICE_STATS, FLOWS, count, decision::Decision, parse::Ip};
 
 /// Zeroed counters to insert for a device seen for the first time (kept out of the
 /// 512-byte stack: the value lives in .rodata).

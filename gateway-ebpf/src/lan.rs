@@ -1,96 +1,83 @@
-//! The LAN program: frames from the devices, through every step in order.
+//! The LAN program: frames from the devices, through every step in order. `ingress` is the
+//! entry and `verdict::exit` the one exit; `try_ingress` runs the steps and returns the
+//! decision, or why the frame could not be judged.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use gateway_ebpf::{
-    ABI_VERSION, DeviceEntry, GatewayConfig, MacKey, SynFingerprint, counter, device_state, proto, reason, sample_kind,
-    verdict,
+    DeviceEntry, DropReason, GatewayConfig, MacKey, SynFingerprint, counter, device_state, proto, sample_kind,
 };
 
 use crate::{
-    CONFIG, PARSED, classify, count, events, flow,
-    parse::{self, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6},
-    policy::{self, Decision},
-    verdict as apply,
+    PARSED, classify, count,
+    decision::Decision,
+    events, flow, parse, policy, verdict,
+    wire::{ether_type, port, tls},
 };
 
-const DHCP_SERVER_PORT: u16 = 67;
-const DHCP_CLIENT_PORT: u16 = 68;
-const DNS_PORT: u16 = 53;
-const TLS_HANDSHAKE: u8 = 0x16;
-
+/// The LAN program's entry: the frame's sender, then the steps, then the one exit.
 #[inline(always)]
 pub fn ingress(ctx: &XdpContext) -> u32 {
     count(counter::LAN_PACKETS);
-    // Until the controller writes a configuration of this ABI, pass everything: loading the
-    // programs must never cut the network by itself.
-    let Some(config) = CONFIG.get(0) else { return xdp_action::XDP_PASS };
-    if config.abi_version != ABI_VERSION {
-        crate::rare::wrong_abi(config.abi_version, ABI_VERSION);
-        return xdp_action::XDP_PASS;
-    }
-    let now = flow::now();
-    let frame_bytes = (ctx.data_end() - ctx.data()) as u64;
-
-    let link = match parse::link(ctx) {
-        Ok(link) => link,
-        Err(why) => {
-            // A bad VLAN stack still has a source MAC: count it against that device.
-            let mac = parse::src_mac(ctx).map(MacKey::new);
-            if let Some(mac) = &mac {
-                flow::count_tx(mac, 0, frame_bytes, now);
-            }
-            return malformed(ctx, mac.as_ref(), why, config);
+    let Some(config) = crate::configured() else { return xdp_action::XDP_PASS };
+    let sender = parse::src_mac(ctx);
+    // Zeros stand in for a runt's missing address, never counted against (`sender` is None).
+    let mac = MacKey::new(sender.unwrap_or_default());
+    let judged = match sender {
+        Some(_) => {
+            let (frame_bytes, now) = ((ctx.data_end() - ctx.data()) as u64, flow::now());
+            // A frame that is not what its headers claim still counts against its sender.
+            try_ingress(ctx, &mac, frame_bytes, now, config).inspect_err(|_| flow::count_tx(&mac, 0, frame_bytes, now))
         }
+        None => Err(DropReason::Runt),
     };
-    let mac = MacKey::new(link.src_mac);
-    let device = classify::device(&mac);
+    verdict::exit(ctx, sender.is_some().then_some(&mac), judged, config)
+}
 
-    if link.ether_type == ETH_P_ARP {
-        flow::count_tx(&mac, 0, frame_bytes, now);
+/// Steps 1 to 5 for a frame with an Ethernet header: its decision, or why it cannot be judged.
+#[inline(always)]
+fn try_ingress(
+    ctx: &XdpContext,
+    mac: &MacKey,
+    frame_bytes: u64,
+    now: u64,
+    config: &GatewayConfig,
+) -> Result<Decision, DropReason> {
+    let link = parse::link(ctx)?;
+    let device = classify::device(mac);
+
+    if !parse::is_ip(&link) {
+        // ARP, and the link-layer protocols that stay on the LAN (LLDP, EAPOL for 802.1X
+        // onboarding).
+        flow::count_tx(mac, 0, frame_bytes, now);
         if device.state == device_state::BLOCKED {
-            return blocked(ctx, &mac, config);
+            return Ok(Decision::drop(DropReason::Blocked));
         }
-        if config.sample_packets != 0 {
-            events::sample(ctx, &mac, sample_kind::ARP, link.l3_offset, link.l3_offset, device.state, &PASS, now);
+        if link.ether_type == ether_type::ARP && config.sample_packets != 0 {
+            let (l3, state) = (link.l3_offset, device.state);
+            events::sample(ctx, mac, sample_kind::ARP, l3, l3, state, &Decision::PASS, now);
         }
-        return xdp_action::XDP_PASS;
-    }
-    if link.ether_type != ETH_P_IPV4 && link.ether_type != ETH_P_IPV6 {
-        // Other link-layer protocols (LLDP, EAPOL for 802.1X onboarding) stay on the LAN.
-        flow::count_tx(&mac, 0, frame_bytes, now);
-        if device.state == device_state::BLOCKED {
-            return blocked(ctx, &mac, config);
-        }
-        return xdp_action::XDP_PASS;
+        return Ok(Decision::PASS);
     }
 
-    let parsed = match parse::ip(ctx, &link) {
-        Ok(ip) => ip,
-        Err(why) => {
-            flow::count_tx(&mac, 0, frame_bytes, now);
-            return malformed(ctx, Some(&mac), why, config);
-        }
-    };
+    let parsed = parse::ip(ctx, &link)?;
     // Through the per-CPU slot (see `PARSED`): from here on every parse path is one state.
-    let Some(slot) = PARSED.get_ptr_mut(0) else { return xdp_action::XDP_PASS };
+    let Some(slot) = PARSED.get_ptr_mut(0) else { return Ok(Decision::PASS) };
     // SAFETY: this CPU's slot, used only by this program run (XDP does not nest on a CPU).
     let ip = unsafe {
         *slot = parsed;
         &*slot
     };
-    flow::count_tx(&mac, ip.proto, frame_bytes, now);
+    flow::count_tx(mac, ip.proto, frame_bytes, now);
 
-    let seen = Seen { mac: &mac, device: &device, ip, frame_bytes, now };
+    let seen = Seen { mac, device: &device, ip, frame_bytes, now };
     let decision = flow_then_policy(ctx, &seen, config);
 
     if config.sample_packets != 0 {
         if let Some(kind) = sample_kind_of(ctx, ip) {
-            events::sample(ctx, &mac, kind, link.l3_offset, ip.payload_offset, device.state, &decision, now);
+            events::sample(ctx, mac, kind, link.l3_offset, ip.payload_offset, device.state, &decision, now);
         }
     }
-    apply::apply(ctx, Some(&mac), &decision, config)
+    Ok(decision)
 }
-
-const PASS: Decision = Decision { verdict: verdict::PASS, reason: reason::NONE };
 
 /// An IP packet as the flow step sees it (by reference: a BPF call takes five arguments).
 struct Seen<'a> {
@@ -145,38 +132,21 @@ fn sample_kind_of(ctx: &XdpContext, ip: &parse::Ip) -> Option<u8> {
     match ip.proto {
         proto::UDP => {
             let ports = [ip.src_port, ip.dst_port];
-            if ports.contains(&DHCP_SERVER_PORT) || ports.contains(&DHCP_CLIENT_PORT) {
+            if ports.contains(&port::DHCP_SERVER) || ports.contains(&port::DHCP_CLIENT) {
                 Some(sample_kind::DHCP)
-            } else if ports.contains(&DNS_PORT) {
+            } else if ports.contains(&port::DNS) {
                 Some(sample_kind::DNS)
             } else {
                 None
             }
         }
         proto::TCP => {
-            // A TLS handshake record (ClientHello) starts with 0x16 0x03.
+            // A TLS handshake record (ClientHello) starts with its content type and version.
             let first = parse::ptr_at::<[u8; 2]>(ctx, ip.payload_offset)?;
             // SAFETY: bounds checked by ptr_at.
-            let first = unsafe { *first };
-            (first[0] == TLS_HANDSHAKE && first[1] == 0x03).then_some(sample_kind::TLS)
+            let [content_type, major_version] = unsafe { *first };
+            (content_type == tls::HANDSHAKE && major_version == tls::MAJOR_VERSION).then_some(sample_kind::TLS)
         }
         _ => None,
     }
-}
-
-#[inline(always)]
-fn malformed(ctx: &XdpContext, mac: Option<&MacKey>, why: u32, config: &GatewayConfig) -> u32 {
-    let decision = Decision { verdict: config.malformed_verdict, reason: why };
-    if decision.verdict == verdict::PASS {
-        // Passed on, but still counted: malformed frames are worth knowing about.
-        flow::count_drop(mac, why);
-        return xdp_action::XDP_PASS;
-    }
-    // Redirecting garbage makes no sense: anything but pass is a drop.
-    apply::apply(ctx, mac, &Decision { verdict: verdict::DROP, reason: why }, config)
-}
-
-#[inline(always)]
-fn blocked(ctx: &XdpContext, mac: &MacKey, config: &GatewayConfig) -> u32 {
-    apply::apply(ctx, Some(mac), &Decision { verdict: verdict::DROP, reason: reason::BLOCKED }, config)
 }

@@ -1,4 +1,5 @@
-//! The ABI between iotgw's XDP programs and its userspace controller.
+//! The ABI between iotgw's XDP programs and its userspace controller. (Over 600 lines on
+//! purpose: the whole contract is reviewed, and bumped, in one file.)
 //!
 //! Everything both sides must agree on lives here and only here: map names and capacities,
 //! verdict, drop-reason and event codes, and the `#[repr(C)]` structs stored in maps or sent
@@ -6,6 +7,7 @@
 //!
 //! Rules for changing this file:
 //! - codes are append-only: a retired code becomes `UNUSED_*`, never renumbered;
+//! - a new reason code gets its `reason::NAMES` entry and its `DropReason` variant;
 //! - every struct is `#[repr(C)]`, `Copy`, has explicit padding and no `bool`, and its size
 //!   is checked at compile time at the bottom of this file;
 //! - byte order is stated on every multi-byte field: "network" (big-endian, as on the wire)
@@ -92,6 +94,17 @@ pub mod verdict {
     pub const DROP: u8 = 1;
     /// Redirect to the quarantine port (falls back to drop when the port is missing).
     pub const REDIRECT: u8 = 2;
+
+    /// The name of a verdict code for logs, the API and the CLI; `"unknown"` for a code this
+    /// build does not know.
+    pub const fn name(code: u8) -> &'static str {
+        match code {
+            PASS => "pass",
+            DROP => "drop",
+            REDIRECT => "redirect",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Reserved policy ids: lanes are policies like any other, filled from the policy files.
@@ -152,6 +165,38 @@ pub mod reason {
         "no_redirect_port",
         "to_isolated_device",
     ];
+
+    /// The name of a reason code (`NAMES`); `"unknown"` for a code this build does not know.
+    pub const fn name(code: u32) -> &'static str {
+        if (code as usize) < COUNT { NAMES[code as usize] } else { "unknown" }
+    }
+}
+
+/// A reason as XDP hands it on, typed: the `Err` of a step that stops judging a frame, and
+/// the reason a decision gives. Each discriminant is its `reason` code, so `code()` is what
+/// the counters and events hold.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    Runt = reason::RUNT,
+    BadVlan = reason::BAD_VLAN,
+    BadIpv4 = reason::BAD_IPV4,
+    BadIpv6 = reason::BAD_IPV6,
+    BadL4 = reason::BAD_L4,
+    NotEnrolled = reason::NOT_ENROLLED,
+    PolicyDeny = reason::POLICY_DENY,
+    Quarantine = reason::QUARANTINE,
+    Blocked = reason::BLOCKED,
+    NoRedirectPort = reason::NO_REDIRECT_PORT,
+    ToIsolatedDevice = reason::TO_ISOLATED_DEVICE,
+}
+
+impl DropReason {
+    /// The `reason` code.
+    #[inline(always)]
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
 }
 
 /// Indexes of `GLOBAL_STATS`, a per-CPU array of `u64`. Append-only.

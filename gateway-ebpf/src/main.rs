@@ -1,10 +1,13 @@
-//! iotgw's XDP programs. This file only declares the maps and dispatches; each datapath step
-//! has its own module, in packet order:
+//! iotgw's XDP programs. This file declares the maps and dispatches, with the two helpers
+//! both programs use (`configured`, `count`); each datapath step has its own module, in
+//! packet order:
 //!
 //! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `flow`
 //! (per-device and per-flow accounting) → `policy` (the verdict) → `events` (new flows and
-//! samples to userspace) → `verdict` (apply it: pass, drop, or redirect to quarantine).
-//! `rare` logs the few conditions an operator must hear about (aya-log), off the fast path.
+//! samples to userspace) → `verdict` (apply it: pass, drop, or redirect to quarantine; the
+//! one exit, which counts every frame not passed). `lan` and `wan` run the steps in order;
+//! `decision` is what the steps hand on, `wire` names the protocol constants, and `rare`
+//! logs the few conditions an operator must hear about (aya-log), off the fast path.
 //!
 //! Names, capacities, codes and layouts come from the `gateway_ebpf` lib (the ABI).
 #![no_std]
@@ -14,6 +17,7 @@
 #![feature(core_intrinsics)]
 
 mod classify;
+mod decision;
 mod events;
 mod flow;
 mod lan;
@@ -22,6 +26,7 @@ mod policy;
 mod rare;
 mod verdict;
 mod wan;
+mod wire;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -30,8 +35,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_ebpf::{
-    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule, counter, device_state,
-    maps as abi,
+    ABI_VERSION, DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule, counter,
+    device_state, maps as abi,
 };
 
 #[map(name = "DEVICES")]
@@ -106,6 +111,18 @@ pub fn iotgw_floor(ctx: XdpContext) -> u32 {
     let device = classify::device(&MacKey::new(mac));
     count(counter::LAN_PACKETS);
     if device.state == device_state::BLOCKED { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
+}
+
+/// The configuration, once the controller has written one of this ABI. Until then the
+/// programs pass everything: loading them must never cut the network by itself.
+#[inline(always)]
+pub(crate) fn configured() -> Option<&'static GatewayConfig> {
+    let config = CONFIG.get(0)?;
+    if config.abi_version != ABI_VERSION {
+        rare::wrong_abi(config.abi_version, ABI_VERSION);
+        return None;
+    }
+    Some(config)
 }
 
 /// Adds one to a global per-CPU counter.

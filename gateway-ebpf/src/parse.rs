@@ -4,9 +4,9 @@
 //!
 //! Every read goes through `ptr_at`, which checks it against `data_end`; no length field from
 //! the packet is trusted beyond what the frame actually holds. A frame that is not what its
-//! headers claim is an `Err(reason)`, never a guess.
+//! headers claim is an `Err(DropReason)`, never a guess.
 use aya_ebpf::programs::XdpContext;
-use gateway_ebpf::{MAX_IPV6_EXT_HEADERS, MAX_TCP_OPTIONS, MAX_VLAN_TAGS, SynFingerprint, proto, reason};
+use gateway_ebpf::{DropReason, MAX_IPV6_EXT_HEADERS, MAX_TCP_OPTIONS, MAX_VLAN_TAGS, SynFingerprint, proto};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -14,20 +14,11 @@ use network_types::{
     udp::UdpHdr,
 };
 
-pub const ETH_P_IPV4: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-pub const ETH_P_ARP: u16 = 0x0806;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_8021AD: u16 = 0x88a8;
-
-const IPV6_HOP_BY_HOP: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_AUTH: u8 = 51;
-const IPV6_DEST_OPTS: u8 = 60;
-const IPV4_DONT_FRAGMENT: u16 = 0x4000;
-const TCP_SYN: u8 = 0x02;
-const TCP_ACK: u8 = 0x10;
+use crate::wire::{
+    ether_type, icmp, ipv4 as v4, ipv6 as v6,
+    tcp::{self, option},
+    vlan,
+};
 
 /// No header starts further into a frame than this (VLAN tags, IPv6 extension headers and
 /// TCP options included, a frame is well past its headers by then).
@@ -36,7 +27,6 @@ const MAX_HEADER_OFFSET: usize = 4_096;
 /// What a frame's link layer says.
 #[derive(Clone, Copy)]
 pub struct Link {
-    pub src_mac: [u8; 6],
     /// EtherType after the VLAN tags (host order).
     pub ether_type: u16,
     /// Offset of the L3 header.
@@ -87,6 +77,23 @@ fn be16(bytes: [u8; 2]) -> u16 {
     u16::from_be_bytes(bytes)
 }
 
+/// The big-endian `u16` at `at` in a header read as bytes.
+#[inline(always)]
+fn be16_at<const N: usize>(hdr: &[u8; N], at: usize) -> u16 {
+    be16([hdr[at], hdr[at + 1]])
+}
+
+#[inline(always)]
+fn is_vlan_tag(ether_type: u16) -> bool {
+    ether_type == ether_type::VLAN || ether_type == ether_type::SERVICE_VLAN
+}
+
+/// Whether the frame carries IPv4 or IPv6, the EtherTypes `ip` parses.
+#[inline(always)]
+pub fn is_ip(link: &Link) -> bool {
+    link.ether_type == ether_type::IPV4 || link.ether_type == ether_type::IPV6
+}
+
 /// The source MAC, if the frame holds a whole Ethernet header.
 #[inline(always)]
 pub fn src_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
@@ -96,52 +103,48 @@ pub fn src_mac(ctx: &XdpContext) -> Option<[u8; 6]> {
 
 /// Ethernet and VLAN tags.
 #[inline(always)]
-pub fn link(ctx: &XdpContext) -> Result<Link, u32> {
-    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(reason::RUNT)?;
+pub fn link(ctx: &XdpContext) -> Result<Link, DropReason> {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(DropReason::Runt)?;
     // SAFETY: bounds checked by ptr_at.
-    let (src_mac, mut ether_type) = unsafe { ((*eth).src_addr, u16::from_be((*eth).ether_type)) };
+    let mut ether_type = unsafe { u16::from_be((*eth).ether_type) };
     let mut offset = EthHdr::LEN;
     for _ in 0..MAX_VLAN_TAGS {
-        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+        if !is_vlan_tag(ether_type) {
             break;
         }
-        // A VLAN tag is TCI (2 bytes) then the inner EtherType (2 bytes).
-        let inner = ptr_at::<[u8; 4]>(ctx, offset).ok_or(reason::BAD_VLAN)?;
+        let tag = ptr_at::<[u8; vlan::TAG_LEN]>(ctx, offset).ok_or(DropReason::BadVlan)?;
         // SAFETY: bounds checked by ptr_at.
-        let tag = unsafe { *inner };
-        ether_type = be16([tag[2], tag[3]]);
-        offset += 4;
+        ether_type = be16_at(unsafe { &*tag }, vlan::INNER_ETHER_TYPE_AT);
+        offset += vlan::TAG_LEN;
     }
-    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
-        return Err(reason::BAD_VLAN);
+    if is_vlan_tag(ether_type) {
+        return Err(DropReason::BadVlan);
     }
-    Ok(Link { src_mac, ether_type, l3_offset: offset })
+    Ok(Link { ether_type, l3_offset: offset })
 }
 
 /// IPv4 or IPv6 and the transport header. Call only for those EtherTypes.
 // A BPF subprogram, not inlined: the verifier then checks each parse path once instead of once per later branch.
 #[inline(never)]
-pub fn ip(ctx: &XdpContext, link: &Link) -> Result<Ip, u32> {
-    if link.ether_type == ETH_P_IPV4 { ipv4(ctx, link.l3_offset) } else { ipv6(ctx, link.l3_offset) }
+pub fn ip(ctx: &XdpContext, link: &Link) -> Result<Ip, DropReason> {
+    if link.ether_type == ether_type::IPV4 { ipv4(ctx, link.l3_offset) } else { ipv6(ctx, link.l3_offset) }
 }
 
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Ip, u32> {
-    let hdr = ptr_at::<Ipv4Hdr>(ctx, offset).ok_or(reason::BAD_IPV4)?;
+fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Ip, DropReason> {
+    let hdr = ptr_at::<Ipv4Hdr>(ctx, offset).ok_or(DropReason::BadIpv4)?;
     // SAFETY: bounds checked by ptr_at.
     let hdr = unsafe { *hdr };
-    let version = hdr.vihl >> 4;
-    let header_len = usize::from(hdr.vihl & 0x0f) * 4;
-    if version != 4 || header_len < Ipv4Hdr::LEN {
-        return Err(reason::BAD_IPV4);
+    let header_len = usize::from(hdr.ihl());
+    if hdr.version() != v4::VERSION || header_len < Ipv4Hdr::LEN {
+        return Err(DropReason::BadIpv4);
     }
     // The options must be in the frame too (IHL is a length field: check it).
     if ctx.data() + offset + header_len > ctx.data_end() {
-        return Err(reason::BAD_IPV4);
+        return Err(DropReason::BadIpv4);
     }
-    let frags = be16(hdr.frags);
     let mut ip = Ip {
-        version: 4,
+        version: v4::VERSION,
         src: [0; 16],
         dst: [0; 16],
         proto: hdr.proto,
@@ -149,8 +152,8 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Ip, u32> {
         dst_port: 0,
         tcp_flags: 0,
         ttl: hdr.ttl,
-        dont_fragment: u8::from(frags & IPV4_DONT_FRAGMENT != 0),
-        is_fragment: u8::from(frags & 0x1fff != 0),
+        dont_fragment: u8::from(be16(hdr.frags) & v4::DONT_FRAGMENT != 0),
+        is_fragment: u8::from(hdr.frag_offset() != 0),
         l4_offset: 0,
         payload_offset: 0,
     };
@@ -163,15 +166,15 @@ fn ipv4(ctx: &XdpContext, offset: usize) -> Result<Ip, u32> {
 }
 
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, offset: usize) -> Result<Ip, u32> {
-    let hdr = ptr_at::<Ipv6Hdr>(ctx, offset).ok_or(reason::BAD_IPV6)?;
+fn ipv6(ctx: &XdpContext, offset: usize) -> Result<Ip, DropReason> {
+    let hdr = ptr_at::<Ipv6Hdr>(ctx, offset).ok_or(DropReason::BadIpv6)?;
     // SAFETY: bounds checked by ptr_at.
     let hdr = unsafe { *hdr };
-    if hdr.vcf[0] >> 4 != 6 {
-        return Err(reason::BAD_IPV6);
+    if hdr.version() != v6::VERSION {
+        return Err(DropReason::BadIpv6);
     }
     let mut ip = Ip {
-        version: 6,
+        version: v6::VERSION,
         src: hdr.src_addr,
         dst: hdr.dst_addr,
         proto: hdr.next_hdr,
@@ -187,40 +190,34 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Result<Ip, u32> {
     let mut next = offset + Ipv6Hdr::LEN;
     let mut chain_ended = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
-        match ip.proto {
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH | IPV6_FRAGMENT => {}
-            _ => {
-                chain_ended = true;
-                break;
-            }
+        if !v6::is_extension(ip.proto) {
+            chain_ended = true;
+            break;
         }
-        // Every extension header starts with next-header and a length byte.
-        let ext = ptr_at::<[u8; 8]>(ctx, next).ok_or(reason::BAD_IPV6)?;
+        let ext = ptr_at::<[u8; v6::EXT_MIN_LEN]>(ctx, next).ok_or(DropReason::BadIpv6)?;
         // SAFETY: bounds checked by ptr_at.
         let ext = unsafe { *ext };
+        let units = usize::from(ext[v6::EXT_LEN_AT]);
         let len = match ip.proto {
-            IPV6_FRAGMENT => {
+            v6::FRAGMENT => {
                 // A non-first fragment carries no transport header.
-                if be16([ext[2], ext[3]]) & 0xfff8 != 0 {
+                if be16_at(&ext, v6::FRAGMENT_OFFSET_AT) & v6::FRAGMENT_OFFSET != 0 {
                     ip.is_fragment = 1;
                 }
-                8
+                v6::EXT_MIN_LEN
             }
             // AH counts 4-byte units minus 2.
-            IPV6_AUTH => (usize::from(ext[1]) + 2) * 4,
-            _ => (usize::from(ext[1]) + 1) * 8,
+            v6::AUTH => (units + 2) * 4,
+            // The others count 8-byte units beyond the first 8 bytes.
+            _ => (units + 1) * 8,
         };
+        // The next-header byte comes first.
         ip.proto = ext[0];
         next += len;
     }
-    if !chain_ended {
-        // Either the chain is longer than we follow, or it ended exactly at the bound.
-        match ip.proto {
-            IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_AUTH | IPV6_FRAGMENT => {
-                return Err(reason::BAD_IPV6);
-            }
-            _ => {}
-        }
+    // Either the chain is longer than we follow, or it ended exactly at the bound.
+    if !chain_ended && v6::is_extension(ip.proto) {
+        return Err(DropReason::BadIpv6);
     }
     if ip.is_fragment != 0 {
         return Ok(ip);
@@ -229,25 +226,25 @@ fn ipv6(ctx: &XdpContext, offset: usize) -> Result<Ip, u32> {
 }
 
 #[inline(always)]
-fn transport(ctx: &XdpContext, offset: usize, mut ip: Ip) -> Result<Ip, u32> {
+fn transport(ctx: &XdpContext, offset: usize, mut ip: Ip) -> Result<Ip, DropReason> {
     ip.l4_offset = offset;
     match ip.proto {
         proto::TCP => {
-            // Read as bytes: ports 0..4, data offset in the high nibble of 12, flags in 13.
-            let hdr = ptr_at::<[u8; TcpHdr::LEN]>(ctx, offset).ok_or(reason::BAD_L4)?;
+            // Read as bytes: `TcpHdr` keeps the data offset and flags in a bitfield.
+            let hdr = ptr_at::<[u8; TcpHdr::LEN]>(ctx, offset).ok_or(DropReason::BadL4)?;
             // SAFETY: bounds checked by ptr_at.
             let hdr = unsafe { *hdr };
-            let header_len = usize::from(hdr[12] >> 4) * 4;
+            let header_len = tcp_header_len(&hdr);
             if header_len < TcpHdr::LEN || ctx.data() + offset + header_len > ctx.data_end() {
-                return Err(reason::BAD_L4);
+                return Err(DropReason::BadL4);
             }
-            ip.src_port = be16([hdr[0], hdr[1]]);
-            ip.dst_port = be16([hdr[2], hdr[3]]);
-            ip.tcp_flags = hdr[13];
+            ip.src_port = be16_at(&hdr, tcp::SRC_PORT_AT);
+            ip.dst_port = be16_at(&hdr, tcp::DST_PORT_AT);
+            ip.tcp_flags = hdr[tcp::FLAGS_AT];
             ip.payload_offset = offset + header_len;
         }
         proto::UDP => {
-            let hdr = ptr_at::<UdpHdr>(ctx, offset).ok_or(reason::BAD_L4)?;
+            let hdr = ptr_at::<UdpHdr>(ctx, offset).ok_or(DropReason::BadL4)?;
             // SAFETY: bounds checked by ptr_at.
             let hdr = unsafe { *hdr };
             ip.src_port = be16(hdr.src);
@@ -255,21 +252,27 @@ fn transport(ctx: &XdpContext, offset: usize, mut ip: Ip) -> Result<Ip, u32> {
             ip.payload_offset = offset + UdpHdr::LEN;
         }
         proto::ICMP | proto::ICMPV6 => {
-            let hdr = ptr_at::<[u8; 4]>(ctx, offset).ok_or(reason::BAD_L4)?;
+            let hdr = ptr_at::<[u8; icmp::HEADER_LEN]>(ctx, offset).ok_or(DropReason::BadL4)?;
             // SAFETY: bounds checked by ptr_at.
             let hdr = unsafe { *hdr };
-            ip.dst_port = u16::from(hdr[0]) << 8 | u16::from(hdr[1]);
-            ip.payload_offset = offset + 4;
+            ip.dst_port = u16::from(hdr[icmp::TYPE_AT]) << 8 | u16::from(hdr[icmp::CODE_AT]);
+            ip.payload_offset = offset + icmp::HEADER_LEN;
         }
         _ => {}
     }
     Ok(ip)
 }
 
+/// The TCP header's length in bytes, from its data offset (4-byte units).
+#[inline(always)]
+fn tcp_header_len(hdr: &[u8; TcpHdr::LEN]) -> usize {
+    usize::from(hdr[tcp::DATA_OFFSET_AT] >> 4) * 4
+}
+
 /// Whether the packet is a connection-opening SYN (SYN without ACK).
 #[inline(always)]
 pub fn is_syn(ip: &Ip) -> bool {
-    ip.proto == proto::TCP && ip.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    ip.proto == proto::TCP && ip.tcp_flags & (tcp::SYN | tcp::ACK) == tcp::SYN
 }
 
 /// The SYN's fingerprint: TTL, window, and the TCP options in order (p0f-style).
@@ -280,13 +283,14 @@ pub fn is_syn(ip: &Ip) -> bool {
 // A BPF subprogram, not inlined: only SYNs need it, and it keeps the option loop out of the main path.
 #[inline(never)]
 pub fn syn_fingerprint(ctx: &XdpContext, ip: &Ip) -> SynFingerprint {
+    // A window scale of `u8::MAX` says the option is absent (see `SynFingerprint`).
     let mut fp =
-        SynFingerprint { ttl: ip.ttl, dont_fragment: ip.dont_fragment, window_scale: 0xff, ..Default::default() };
+        SynFingerprint { ttl: ip.ttl, dont_fragment: ip.dont_fragment, window_scale: u8::MAX, ..Default::default() };
     let Some(hdr) = ptr_at::<[u8; TcpHdr::LEN]>(ctx, ip.l4_offset) else { return fp };
     // SAFETY: bounds checked by ptr_at.
     let hdr = unsafe { *hdr };
-    fp.window = be16([hdr[14], hdr[15]]);
-    let options_end = ip.l4_offset + usize::from(hdr[12] >> 4) * 4;
+    fp.window = be16_at(&hdr, tcp::WINDOW_AT);
+    let options_end = ip.l4_offset + tcp_header_len(&hdr);
     let mut at = ip.l4_offset + TcpHdr::LEN;
     for i in 0..MAX_TCP_OPTIONS {
         if at >= options_end {
@@ -298,22 +302,24 @@ pub fn syn_fingerprint(ctx: &XdpContext, ip: &Ip) -> SynFingerprint {
         *slot = kind;
         fp.option_count = i as u8 + 1;
         match kind {
-            0 => break,
-            1 => {
+            option::END => break,
+            // One byte, no length.
+            option::NOP => {
                 at += 1;
                 continue;
             }
             _ => {}
         }
+        // Kind, length, then the value.
         let Some(len) = load_u8(ctx, at + 1) else { break };
-        if len < 2 {
+        if len < option::MIN_LEN {
             break;
         }
-        if kind == 2 && len == 4 {
+        if kind == option::MSS && len == option::MSS_LEN {
             if let (Some(hi), Some(lo)) = (load_u8(ctx, at + 2), load_u8(ctx, at + 3)) {
                 fp.mss = be16([hi, lo]);
             }
-        } else if kind == 3 && len == 3 {
+        } else if kind == option::WINDOW_SCALE && len == option::WINDOW_SCALE_LEN {
             if let Some(scale) = load_u8(ctx, at + 2) {
                 fp.window_scale = scale;
             }

@@ -4,20 +4,11 @@
 //! into these maps; nothing here is a built-in default.
 use aya_ebpf::maps::lpm_trie::Key;
 use gateway_ebpf::{
-    DeviceEntry, GatewayConfig, MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, device_state, lane,
-    proto, reason, verdict,
+    DeviceEntry, DropReason, GatewayConfig, MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule,
+    device_state, lane, proto,
 };
 
-use crate::{POLICY_V4, POLICY_V6, parse::Ip};
-
-/// What to do with a packet, and why when it is not passed.
-#[derive(Clone, Copy)]
-pub struct Decision {
-    pub verdict: u8,
-    pub reason: u32,
-}
-
-const PASS: Decision = Decision { verdict: verdict::PASS, reason: reason::NONE };
+use crate::{POLICY_V4, POLICY_V6, decision::Decision, parse::Ip, wire::ipv4};
 
 /// The verdict for an IP packet from a device (LAN side).
 // A BPF subprogram, not inlined: keeps the lookups out of the parse paths the verifier walks.
@@ -25,27 +16,27 @@ const PASS: Decision = Decision { verdict: verdict::PASS, reason: reason::NONE }
 pub fn from_device(device: &DeviceEntry, ip: &Ip, config: &GatewayConfig) -> Decision {
     let to = Peer { addr: &ip.dst, port: ip.dst_port };
     match device.state {
-        device_state::BLOCKED => Decision { verdict: verdict::DROP, reason: reason::BLOCKED },
+        device_state::BLOCKED => Decision::drop(DropReason::Blocked),
         device_state::ENROLLED => {
             // Enrolled devices keep the onboarding lane (DHCP renewals, DNS, re-enrollment).
             if allows(device.policy_id, ip, &to) || allows(lane::ONBOARDING, ip, &to) {
-                PASS
+                Decision::PASS
             } else {
-                Decision { verdict: config.policy_miss_verdict, reason: reason::POLICY_DENY }
+                Decision::new(config.policy_miss_verdict, DropReason::PolicyDeny)
             }
         }
         device_state::QUARANTINED => {
             if allows(lane::QUARANTINE, ip, &to) {
-                PASS
+                Decision::PASS
             } else {
-                Decision { verdict: config.quarantine_verdict, reason: reason::QUARANTINE }
+                Decision::new(config.quarantine_verdict, DropReason::Quarantine)
             }
         }
         _ => {
             if allows(lane::ONBOARDING, ip, &to) {
-                PASS
+                Decision::PASS
             } else {
-                Decision { verdict: config.unknown_verdict, reason: reason::NOT_ENROLLED }
+                Decision::new(config.unknown_verdict, DropReason::NotEnrolled)
             }
         }
     }
@@ -55,15 +46,15 @@ pub fn from_device(device: &DeviceEntry, ip: &Ip, config: &GatewayConfig) -> Dec
 /// receive only replies from what their lane allows.
 #[inline(always)]
 pub fn towards_device(device: &DeviceEntry, ip: &Ip) -> Decision {
-    let isolated = Decision { verdict: verdict::DROP, reason: reason::TO_ISOLATED_DEVICE };
+    let isolated = Decision::drop(DropReason::ToIsolatedDevice);
     match device.state {
         device_state::BLOCKED => isolated,
         device_state::QUARANTINED => {
             // Replies come from the allowed peer's address and port.
             let from = Peer { addr: &ip.src, port: ip.src_port };
-            if allows(lane::QUARANTINE, ip, &from) { PASS } else { isolated }
+            if allows(lane::QUARANTINE, ip, &from) { Decision::PASS } else { isolated }
         }
-        _ => PASS,
+        _ => Decision::PASS,
     }
 }
 
@@ -90,7 +81,7 @@ fn is_folded(ip_proto: u8) -> bool {
 #[inline(always)]
 fn lookup(policy_id: u32, ip_proto: u8, version: u8, addr: &[u8; 16]) -> Option<&'static PolicyRule> {
     let policy_id = policy_id.to_be_bytes();
-    if version == 4 {
+    if version == ipv4::VERSION {
         let key =
             PolicyKey::<4> { policy_id, proto: ip_proto, _pad: [0; 3], addr: [addr[0], addr[1], addr[2], addr[3]] };
         POLICY_V4.get(Key::new(POLICY_KEY_FIXED_BITS + 32, key))

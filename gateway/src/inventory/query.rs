@@ -107,8 +107,8 @@ pub fn flows(conn: &Connection, mac: Mac, limit: usize) -> Result<Vec<FlowRecord
                 dst_port,
                 proto,
                 frame_bytes,
-                verdict: verdict_name(verdict).to_owned(),
-                reason: gateway_ebpf::reason::NAMES.get(reason as usize).copied().unwrap_or("unknown").to_owned(),
+                verdict: gateway_ebpf::verdict::name(verdict).to_owned(),
+                reason: gateway_ebpf::reason::name(reason).to_owned(),
             })
         })
         .collect()
@@ -231,15 +231,6 @@ fn finish_device(conn: &Connection, row: DeviceRow) -> Result<DeviceRecord, Inve
             rx_packets: unsigned(row.traffic[3]),
         },
     })
-}
-
-fn verdict_name(verdict: u8) -> &'static str {
-    match verdict {
-        gateway_ebpf::verdict::PASS => "pass",
-        gateway_ebpf::verdict::DROP => "drop",
-        gateway_ebpf::verdict::REDIRECT => "redirect",
-        _ => "unknown",
-    }
 }
 
 const DEVICE_SELECT: &str = "SELECT d.mac, d.first_seen, d.last_seen, d.vendor, d.locally_administered, d.hostname,

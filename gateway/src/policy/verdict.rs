@@ -22,11 +22,7 @@ impl Verdict {
 
     /// The name the files use.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Pass => "pass",
-            Verdict::Drop => "drop",
-            Verdict::Redirect => "redirect",
-        }
+        gateway_ebpf::verdict::name(self.code())
     }
 
     /// The datapath's code (`gateway_ebpf::verdict`).

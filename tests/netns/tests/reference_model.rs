@@ -317,8 +317,8 @@ impl Model {
         match verdict {
             verdict::PASS => XDP_PASS,
             verdict::REDIRECT => {
-                // No quarantine port is configured here: a redirect falls back to a drop.
-                self.count_drop(mac, why);
+                // No quarantine port is configured here: a redirect falls back to a drop,
+                // counted once, under why the redirect failed.
                 self.count_drop(mac, reason::NO_REDIRECT_PORT);
                 XDP_DROP
             }
@@ -705,8 +705,8 @@ fn run_and_compare(name: &str, malformed: &str, frames: usize) {
         check(&f, &datapath, &mut model, &mut run);
     }
     compare_counters(&datapath, &model, run);
-    let by_reason: Vec<String> = (0..reason::COUNT)
-        .map(|r| format!("{} {}", reason::NAMES[r], model.global.get(&(counter::DROPS_BASE + r as u32)).unwrap_or(&0)))
+    let by_reason: Vec<String> = (0..reason::COUNT as u32)
+        .map(|r| format!("{} {}", reason::name(r), model.global.get(&(counter::DROPS_BASE + r)).unwrap_or(&0)))
         .collect();
     println!("{name}: {run} frames identical in XDP and the model (seed {SEED:#x}); counted: {}", by_reason.join(", "));
 }

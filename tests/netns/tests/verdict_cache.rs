@@ -201,9 +201,12 @@ fn quarantine_reaches_an_established_flow_at_its_next_packet() {
     let d = Datapath::new("quarantine");
     d.flow_gets(XDP_PASS, ESTABLISHING_PACKETS);
     d.set_device(Access::Quarantined, SENSOR_CLASS);
-    // No quarantine port in this test: the redirect becomes a counted drop.
+    // No quarantine port in this test: the redirect becomes a drop, counted once, under why
+    // the redirect failed.
     assert_eq!(d.send(100), XDP_DROP, "a quarantined device's established flow is cut at once");
-    assert_eq!(d.drops(reason::QUARANTINE), 1);
+    let (_, cached) = d.flow();
+    assert_eq!((cached.verdict, u32::from(cached.reason)), (gateway_ebpf::verdict::REDIRECT, reason::QUARANTINE));
+    assert_eq!((d.drops(reason::QUARANTINE), d.drops(reason::NO_REDIRECT_PORT)), (0, 1));
     d.set_device(Access::Blocked, SENSOR_CLASS);
     assert_eq!(d.send(101), XDP_DROP);
     assert_eq!(d.drops(reason::BLOCKED), 1, "blocked, not a stale quarantine decision");
