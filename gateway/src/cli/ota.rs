@@ -14,7 +14,7 @@ use crate::{
         self, db, keys,
         metadata::SigningKey,
         repo::{InitOptions, Repository, VENDOR_LIFETIME},
-        rollout::{self, CampaignRequest, Rollouts, Stage, Window},
+        rollout::{self, CampaignRequest, Plan, Rollouts, Stage, Window},
     },
 };
 
@@ -498,12 +498,7 @@ fn campaign(command: CampaignCommand) -> anyhow::Result<ExitCode> {
             let id = Rollouts { conn: &conn, repo: &repo }
                 .create(CampaignRequest {
                     target,
-                    canary,
-                    stages,
-                    windows,
-                    failure_threshold,
-                    soak_secs,
-                    anomaly_devices,
+                    plan: Plan { canary, stages, windows, failure_threshold, soak_secs, anomaly_devices },
                 })
                 .context("creating the campaign")?;
             println!("campaign {id} created (draft; the update service starts it inside a window)");
