@@ -2,6 +2,7 @@
 //! becomes active. A MAC presenting another MAC's identity is held as a suspected clone.
 //!
 //! Writes `identity_devices` (activation), `identity_holds` and the audit trail.
+use rusqlite::Connection;
 use time::OffsetDateTime;
 
 use super::{Identity, IdentityError, known_device, write};
@@ -11,7 +12,7 @@ use crate::{
         check::{self, CheckedCert},
         lifecycle::Lifecycle,
         names::{DeviceId, Serial},
-        registry::{self, CertStatus, unix},
+        registry::{self, CertStatus, DeviceRecord, unix},
     },
 };
 
@@ -33,14 +34,12 @@ impl Identity {
         observed: Option<Mac>,
         now: OffsetDateTime,
     ) -> Result<Authenticated, IdentityError> {
-        let leaf = leaf.ok_or(IdentityError::NoClientCertificate)?;
         let presented = self.verify_presented(leaf, observed, now)?;
         let t = unix(now);
         let tx = write(&mut self.conn)?;
         let device = known_device(&tx, &presented.device)?;
-        let to = device.lifecycle.activate().map_err(IdentityError::lifecycle(&device.device))?;
+        let to = activate(&tx, &device, t)?;
         if to != device.lifecycle {
-            registry::set_lifecycle(&tx, &device.device, to, t)?;
             registry::audit(
                 &tx,
                 t,
@@ -61,14 +60,16 @@ impl Identity {
         })
     }
 
-    /// Checks a presented client certificate against the CA, the registry and the MAC it
-    /// came from. A MAC presenting another MAC's identity holds both (committed) and fails.
+    /// Checks a presented client certificate (`leaf`, from mTLS) against the CA, the registry
+    /// and the MAC it came from. A MAC presenting another MAC's identity holds both
+    /// (committed) and fails.
     pub(super) fn verify_presented(
         &mut self,
-        leaf: &[u8],
+        leaf: Option<&[u8]>,
         observed: Option<Mac>,
         now: OffsetDateTime,
     ) -> Result<CheckedCert, IdentityError> {
+        let leaf = leaf.ok_or(IdentityError::NoClientCertificate)?;
         let t = unix(now);
         let ca = check::parse_cert(self.ca.cert_der())?;
         let presented = check::device_cert(leaf, &ca, t)?;
@@ -97,4 +98,14 @@ impl Identity {
         }
         Ok(presented)
     }
+}
+
+/// A device that proved it holds its certificate is active from now on (stored if it was
+/// not already). Returns the lifecycle it is in now.
+pub(super) fn activate(tx: &Connection, device: &DeviceRecord, t: i64) -> Result<Lifecycle, IdentityError> {
+    let active = device.lifecycle.activate().map_err(IdentityError::lifecycle(&device.device))?;
+    if active != device.lifecycle {
+        registry::set_lifecycle(tx, &device.device, active, t)?;
+    }
+    Ok(active)
 }

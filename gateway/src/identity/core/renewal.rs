@@ -7,15 +7,13 @@ use time::OffsetDateTime;
 
 use super::{
     Identity, IdentityError,
+    authentication::activate,
     enrollment::{Enrolled, check_binding, issue, store_issued},
     known_device, write,
 };
 use crate::{
     device::Mac,
-    identity::{
-        check,
-        registry::{self, unix},
-    },
+    identity::{check, registry::unix},
 };
 
 impl Identity {
@@ -28,17 +26,13 @@ impl Identity {
         observed: Option<Mac>,
         now: OffsetDateTime,
     ) -> Result<Enrolled, IdentityError> {
-        let leaf = leaf.ok_or(IdentityError::NoClientCertificate)?;
         let presented = self.verify_presented(leaf, observed, now)?;
         let csr = check::csr(csr_der)?;
         check_binding(&csr.requested, &presented.device, presented.mac)?;
         let t = unix(now);
         let tx = write(&mut self.conn)?;
         let device = known_device(&tx, &presented.device)?;
-        let active = device.lifecycle.activate().map_err(IdentityError::lifecycle(&device.device))?;
-        if active != device.lifecycle {
-            registry::set_lifecycle(&tx, &device.device, active, t)?;
-        }
+        activate(&tx, &device, t)?;
         let issued = issue(&self.ca, &self.policy, csr, &device, now)?;
         let enrolled = store_issued(&tx, &device, issued, "renewal", t)?;
         tx.commit()?;

@@ -42,6 +42,23 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// A token for `m`, then an enrollment with it (from no particular MAC).
+fn enroll_with_token(f: &mut Fixture, m: Mac) -> (KeyPair, Enrolled) {
+    let token = f.identity.create_token(m, Duration::hours(1), "test", now()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let enrolled = f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&token.secret), None, now()).unwrap();
+    (key, enrolled)
+}
+
+/// A certificate for device `d-x` on MAC 1 signed by `identity`'s CA, never recorded.
+fn issue_unrecorded(identity: &Identity, key: &KeyPair) -> crate::identity::ca::Issued {
+    let device = "d-x".parse().unwrap();
+    identity
+        .ca()
+        .issue_device(check::KeyKind::EcP256, key.public_key_raw(), &device, mac(1), now(), Duration::hours(1))
+        .unwrap()
+}
+
 #[test]
 fn token_enrollment_then_authentication_enrolls_the_mac() {
     let mut f = fixture("token", vec![]);
@@ -106,9 +123,7 @@ fn bad_csrs_leave_the_token_usable() {
 #[test]
 fn renewal_supersedes_and_revocation_drops_to_onboarding() {
     let mut f = fixture("renew", vec![]);
-    let token = f.identity.create_token(mac(1), Duration::hours(1), "test", now()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let first = f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&token.secret), None, now()).unwrap();
+    let (key, first) = enroll_with_token(&mut f, mac(1));
     let second = f.identity.reenroll(&csr(&key, &[]), Some(&first.issued.der), None, now()).unwrap();
     assert_eq!(second.superseded, vec![first.issued.serial.clone()]);
     assert_eq!(f.identity.desired_access(now()).unwrap(), vec![(mac(1), Access::Enrolled)]);
@@ -127,9 +142,7 @@ fn renewal_supersedes_and_revocation_drops_to_onboarding() {
 #[test]
 fn expiry_drops_to_onboarding_and_expired_cert_cannot_renew() {
     let mut f = fixture("expiry", vec![]);
-    let token = f.identity.create_token(mac(1), Duration::hours(1), "test", now()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let enrolled = f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&token.secret), None, now()).unwrap();
+    let (key, enrolled) = enroll_with_token(&mut f, mac(1));
     f.identity.authenticate(Some(&enrolled.issued.der), None, now()).unwrap();
     let after = now() + Duration::hours(2);
     assert_eq!(f.identity.desired_access(after).unwrap(), vec![(mac(1), Access::Onboarding)]);
@@ -145,42 +158,18 @@ fn certificate_from_another_ca_is_refused() {
     let mut f = fixture("wrongca", vec![]);
     let other = fixture("wrongca-other", vec![]);
     let key = KeyPair::generate().unwrap();
-    let foreign = other
-        .identity
-        .ca()
-        .issue_device(
-            check::KeyKind::EcP256,
-            key.public_key_raw(),
-            &"d-x".parse().unwrap(),
-            mac(1),
-            now(),
-            Duration::hours(1),
-        )
-        .unwrap();
+    let foreign = issue_unrecorded(&other.identity, &key);
     let err = f.identity.authenticate(Some(&foreign.der), None, now()).unwrap_err();
     assert!(matches!(err, IdentityError::Check(CheckError::WrongIssuer { .. })), "{err}");
     // Signed by our CA but never recorded: refused too.
-    let unrecorded = f
-        .identity
-        .ca()
-        .issue_device(
-            check::KeyKind::EcP256,
-            key.public_key_raw(),
-            &"d-x".parse().unwrap(),
-            mac(1),
-            now(),
-            Duration::hours(1),
-        )
-        .unwrap();
+    let unrecorded = issue_unrecorded(&f.identity, &key);
     assert!(matches!(f.identity.authenticate(Some(&unrecorded.der), None, now()), Err(IdentityError::CertUnknown(_))));
 }
 
 #[test]
 fn clone_blocks_both_macs_until_released() {
     let mut f = fixture("clone", vec![]);
-    let token = f.identity.create_token(mac(1), Duration::hours(1), "test", now()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let enrolled = f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&token.secret), None, now()).unwrap();
+    let (_, enrolled) = enroll_with_token(&mut f, mac(1));
     f.identity.authenticate(Some(&enrolled.issued.der), Some(mac(1)), now()).unwrap();
     let err = f.identity.authenticate(Some(&enrolled.issued.der), Some(mac(2)), now()).unwrap_err();
     assert!(matches!(err, IdentityError::CloneSuspected { .. }), "{err}");
@@ -202,9 +191,7 @@ fn clone_blocks_both_macs_until_released() {
 #[test]
 fn decommission_revokes_voids_tokens_and_keeps_audit() {
     let mut f = fixture("decom", vec![]);
-    let token = f.identity.create_token(mac(1), Duration::hours(1), "test", now()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let enrolled = f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&token.secret), None, now()).unwrap();
+    let (key, enrolled) = enroll_with_token(&mut f, mac(1));
     let spare = f.identity.create_token(mac(1), Duration::hours(1), "test", now()).unwrap();
     f.identity.decommission(&enrolled.device, "alice", now()).unwrap();
     assert_eq!(f.identity.desired_access(now()).unwrap(), vec![(mac(1), Access::Unknown)]);
@@ -229,9 +216,7 @@ fn decommission_revokes_voids_tokens_and_keeps_audit() {
 #[test]
 fn suspended_device_stays_onboarding_and_cannot_renew() {
     let mut f = fixture("suspend", vec![]);
-    let token = f.identity.create_token(mac(1), Duration::hours(1), "test", now()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let enrolled = f.identity.enroll(&csr(&key, &[]), Bootstrap::Token(&token.secret), None, now()).unwrap();
+    let (key, enrolled) = enroll_with_token(&mut f, mac(1));
     f.identity.authenticate(Some(&enrolled.issued.der), None, now()).unwrap();
     f.identity.suspend(&enrolled.device, true, "alice", now()).unwrap();
     assert_eq!(f.identity.desired_access(now()).unwrap(), vec![(mac(1), Access::Onboarding)]);
