@@ -16,7 +16,7 @@ use iotgw::{
         db,
         metadata::{MetadataError, SigningKey},
         repo::{InitOptions, Repository, VENDOR_LIFETIME, View},
-        rollout::{CampaignRequest, Rollouts, Stage, State},
+        rollout::{CampaignRequest, Plan, Rollouts, Stage, State},
     },
     shutdown,
 };
@@ -199,12 +199,14 @@ impl Lab {
         rollouts
             .create(CampaignRequest {
                 target: target.into(),
-                canary: canary.to_vec(),
-                stages,
-                windows: vec![],
-                failure_threshold: 0.2,
-                soak_secs,
-                anomaly_devices: 1,
+                plan: Plan {
+                    canary: canary.to_vec(),
+                    stages,
+                    windows: vec![],
+                    failure_threshold: 0.2,
+                    soak_secs,
+                    anomaly_devices: 1,
+                },
             })
             .unwrap()
             .0
@@ -431,12 +433,14 @@ async fn client_refuses_tampered_and_truncated_images_and_keeps_its_firmware() {
     let id = Rollouts { conn: &conn, repo: &lab.repo }
         .create(CampaignRequest {
             target: "acme/cam-2.0.bin".into(),
-            canary: vec![mac(1)],
-            stages: vec![],
-            windows: vec![],
-            failure_threshold: 1.0,
-            soak_secs: 3600,
-            anomaly_devices: 1,
+            plan: Plan {
+                canary: vec![mac(1)],
+                stages: vec![],
+                windows: vec![],
+                failure_threshold: 1.0,
+                soak_secs: 3600,
+                anomaly_devices: 1,
+            },
         })
         .unwrap()
         .0;

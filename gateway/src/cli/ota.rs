@@ -14,7 +14,7 @@ use crate::{
         self, db, keys,
         metadata::SigningKey,
         repo::{InitOptions, Repository, VENDOR_LIFETIME},
-        rollout::{self, CampaignRequest, Rollouts, Stage, Window},
+        rollout::{self, CampaignRequest, Plan, Rollouts, Stage, Window},
     },
 };
 
@@ -53,6 +53,17 @@ impl Location {
     }
 }
 
+/// How many root keys to make, and how many of them must sign a root.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RootKeys {
+    /// Number of root keys.
+    #[arg(long, default_value_t = 3)]
+    root_keys: usize,
+    /// Root signatures required.
+    #[arg(long, default_value_t = 2)]
+    root_threshold: u32,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Create the repository: root keys (with a threshold), targets/snapshot/timestamp keys,
@@ -60,12 +71,8 @@ pub enum Command {
     Init {
         #[command(flatten)]
         at: Location,
-        /// Number of root keys.
-        #[arg(long, default_value_t = 3)]
-        root_keys: usize,
-        /// Root signatures required.
-        #[arg(long, default_value_t = 2)]
-        root_threshold: u32,
+        #[command(flatten)]
+        root: RootKeys,
     },
     /// Vendor and repository keys.
     #[command(subcommand)]
@@ -111,10 +118,8 @@ pub enum Command {
     RotateRoot {
         #[command(flatten)]
         at: Location,
-        #[arg(long, default_value_t = 3)]
-        root_keys: usize,
-        #[arg(long, default_value_t = 2)]
-        root_threshold: u32,
+        #[command(flatten)]
+        root: RootKeys,
     },
     /// Rollout campaigns.
     #[command(subcommand)]
@@ -266,7 +271,7 @@ pub enum CampaignCommand {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Init { at, root_keys, root_threshold } => {
+        Command::Init { at, root: RootKeys { root_keys, root_threshold } } => {
             let (repo, conn) = at.open()?;
             let root =
                 repo.init(&conn, &InitOptions { root_keys, root_threshold }).context("initialising the repository")?;
@@ -355,7 +360,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Command::RotateRoot { at, root_keys, root_threshold } => {
+        Command::RotateRoot { at, root: RootKeys { root_keys, root_threshold } } => {
             let (repo, conn) = at.open()?;
             let root = repo.rotate_root(&conn, root_keys, root_threshold).context("rotating the root")?;
             println!("root v{} written, signed by the old and the new root keys", root.version);
@@ -498,12 +503,7 @@ fn campaign(command: CampaignCommand) -> anyhow::Result<ExitCode> {
             let id = Rollouts { conn: &conn, repo: &repo }
                 .create(CampaignRequest {
                     target,
-                    canary,
-                    stages,
-                    windows,
-                    failure_threshold,
-                    soak_secs,
-                    anomaly_devices,
+                    plan: Plan { canary, stages, windows, failure_threshold, soak_secs, anomaly_devices },
                 })
                 .context("creating the campaign")?;
             println!("campaign {id} created (draft; the update service starts it inside a window)");

@@ -275,38 +275,33 @@ async fn crl(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
+/// Which of the two EST enrollments a request is (RFC 7030 §4.2.1, §4.2.2). They differ only
+/// in what vouches for the requester: a bootstrap credential for the first certificate, the
+/// current certificate (mTLS) for a renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Enrollment {
+    /// simpleenroll: an enrollment token, else a factory certificate.
+    Initial,
+    /// simplereenroll: the certificate being replaced.
+    Renewal,
+}
+
+impl Enrollment {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Enrollment::Initial => "simpleenroll",
+            Enrollment::Renewal => "simplereenroll",
+        }
+    }
+}
+
 async fn simpleenroll(
     State(shared): State<Arc<Shared>>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let csr = match csr_body(&headers, &body) {
-        Ok(csr) => csr,
-        Err(answer) => return *answer,
-    };
-    let token = credential(&headers);
-    let observed = shared.resolver.mac_of(peer.addr.ip());
-    let work = shared.clone();
-    let outcome = blocking(move || {
-        let bootstrap = match (&token, &peer.leaf) {
-            (Some(token), _) => Bootstrap::Token(token),
-            (None, Some(leaf)) => Bootstrap::Factory { leaf, intermediates: &peer.intermediates },
-            (None, None) => return Err(IdentityError::NoCredentials),
-        };
-        work.lock().enroll(&csr, bootstrap, observed, OffsetDateTime::now_utc())
-    })
-    .await;
-    match outcome {
-        Ok(Ok(enrolled)) => {
-            tracing::info!(device = %enrolled.mac, serial = %enrolled.issued.serial, "identity: enrolled");
-            service::publish_issued(&shared.bus, &enrolled, false);
-            shared.changed.notify_one();
-            certificate_answer(&enrolled.issued.der)
-        }
-        Ok(Err(error)) => refused(&shared, &error, observed, "simpleenroll"),
-        Err(error) => internal(&error.to_string()),
-    }
+    enroll(Enrollment::Initial, shared, peer, &headers, &body).await
 }
 
 async fn simplereenroll(
@@ -315,22 +310,44 @@ async fn simplereenroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let csr = match csr_body(&headers, &body) {
+    enroll(Enrollment::Renewal, shared, peer, &headers, &body).await
+}
+
+/// One enroll request: the CSR from the body, the certificate from `core`, the outcome
+/// published.
+async fn enroll(kind: Enrollment, shared: Arc<Shared>, peer: Peer, headers: &HeaderMap, body: &[u8]) -> Response {
+    let csr = match csr_body(headers, body) {
         Ok(csr) => csr,
         Err(answer) => return *answer,
     };
+    let token = match kind {
+        Enrollment::Initial => credential(headers),
+        Enrollment::Renewal => None,
+    };
     let observed = shared.resolver.mac_of(peer.addr.ip());
     let work = shared.clone();
-    let outcome =
-        blocking(move || work.lock().reenroll(&csr, peer.leaf.as_deref(), observed, OffsetDateTime::now_utc())).await;
+    let outcome = blocking(move || match kind {
+        Enrollment::Initial => {
+            let bootstrap = match (&token, &peer.leaf) {
+                (Some(token), _) => Bootstrap::Token(token),
+                (None, Some(leaf)) => Bootstrap::Factory { leaf, intermediates: &peer.intermediates },
+                (None, None) => return Err(IdentityError::NoCredentials),
+            };
+            work.lock().enroll(&csr, bootstrap, observed, OffsetDateTime::now_utc())
+        }
+        Enrollment::Renewal => work.lock().reenroll(&csr, peer.leaf.as_deref(), observed, OffsetDateTime::now_utc()),
+    })
+    .await;
     match outcome {
         Ok(Ok(enrolled)) => {
-            tracing::info!(device = %enrolled.mac, serial = %enrolled.issued.serial, "identity: renewed");
-            service::publish_issued(&shared.bus, &enrolled, true);
+            let renewal = kind == Enrollment::Renewal;
+            let what = if renewal { "identity: renewed" } else { "identity: enrolled" };
+            tracing::info!(device = %enrolled.mac, serial = %enrolled.issued.serial, "{what}");
+            service::publish_issued(&shared.bus, &enrolled, renewal);
             shared.changed.notify_one();
             certificate_answer(&enrolled.issued.der)
         }
-        Ok(Err(error)) => refused(&shared, &error, observed, "simplereenroll"),
+        Ok(Err(error)) => refused(&shared, &error, observed, kind.endpoint()),
         Err(error) => internal(&error.to_string()),
     }
 }

@@ -89,35 +89,25 @@ pub struct RoleRow {
     pub released_version: u64,
 }
 
+const ROLE_COLUMNS: &str = "role, version, expires, sha256, released_version";
+
+fn role_row(r: &rusqlite::Row) -> rusqlite::Result<RoleRow> {
+    Ok(RoleRow {
+        role: r.get(0)?,
+        version: r.get(1)?,
+        expires: r.get(2)?,
+        sha256: r.get(3)?,
+        released_version: r.get(4)?,
+    })
+}
+
 pub fn role(conn: &Connection, role: &str) -> rusqlite::Result<Option<RoleRow>> {
-    conn.query_row(
-        "SELECT role, version, expires, sha256, released_version FROM ota_metadata WHERE role = ?1",
-        [role],
-        |r| {
-            Ok(RoleRow {
-                role: r.get(0)?,
-                version: r.get(1)?,
-                expires: r.get(2)?,
-                sha256: r.get(3)?,
-                released_version: r.get(4)?,
-            })
-        },
-    )
-    .optional()
+    conn.query_row(&format!("SELECT {ROLE_COLUMNS} FROM ota_metadata WHERE role = ?1"), [role], role_row).optional()
 }
 
 pub fn roles(conn: &Connection) -> rusqlite::Result<Vec<RoleRow>> {
-    let mut stmt =
-        conn.prepare("SELECT role, version, expires, sha256, released_version FROM ota_metadata ORDER BY role")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(RoleRow {
-            role: r.get(0)?,
-            version: r.get(1)?,
-            expires: r.get(2)?,
-            sha256: r.get(3)?,
-            released_version: r.get(4)?,
-        })
-    })?;
+    let mut stmt = conn.prepare(&format!("SELECT {ROLE_COLUMNS} FROM ota_metadata ORDER BY role"))?;
+    let rows = stmt.query_map([], role_row)?;
     rows.collect()
 }
 

@@ -306,25 +306,23 @@ pub trait Role: Serialize + DeserializeOwned {
     fn expires(&self) -> OffsetDateTime;
 }
 
-impl Role for Root {
-    const TYPE: &'static str = "root";
-    fn version(&self) -> u64 {
-        self.version
-    }
-    fn expires(&self) -> OffsetDateTime {
-        self.expires
-    }
+/// Implements `Role` for a role type; `inner` names the field holding `version` and
+/// `expires` when they are not the type's own (snapshot and timestamp wrap a `Meta`).
+macro_rules! role {
+    ($name:ident, $ty:literal $(, $inner:tt)?) => {
+        impl Role for $name {
+            const TYPE: &'static str = $ty;
+            fn version(&self) -> u64 {
+                self$(.$inner)?.version
+            }
+            fn expires(&self) -> OffsetDateTime {
+                self$(.$inner)?.expires
+            }
+        }
+    };
 }
-
-impl Role for Targets {
-    const TYPE: &'static str = "targets";
-    fn version(&self) -> u64 {
-        self.version
-    }
-    fn expires(&self) -> OffsetDateTime {
-        self.expires
-    }
-}
+role!(Root, "root");
+role!(Targets, "targets");
 
 /// Snapshot and timestamp share a shape; the wrapper fixes which `_type` is expected.
 macro_rules! meta_role {
@@ -332,15 +330,7 @@ macro_rules! meta_role {
         #[derive(Clone, Debug, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub Meta);
-        impl Role for $name {
-            const TYPE: &'static str = $ty;
-            fn version(&self) -> u64 {
-                self.0.version
-            }
-            fn expires(&self) -> OffsetDateTime {
-                self.0.expires
-            }
-        }
+        role!($name, $ty, 0);
     };
 }
 meta_role!(Snapshot, "snapshot");
