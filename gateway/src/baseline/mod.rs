@@ -192,11 +192,16 @@ pub fn arp_claim(sample: &PacketSample) -> Option<ArpClaim> {
     if sample.kind != SampleKind::Arp {
         return None;
     }
-    let arp = etherparse_arp::ArpPacketSlice::from_slice(sample.payload()).ok()?;
+    let arp = etherparse::ArpPacketSlice::from_slice(sample.payload()).ok()?;
     let sender_mac = Mac(<[u8; 6]>::try_from(arp.sender_hw_addr()).ok()?);
     let sender_ip = std::net::Ipv4Addr::from(<[u8; 4]>::try_from(arp.sender_protocol_addr()).ok()?);
     let target_ip = std::net::Ipv4Addr::from(<[u8; 4]>::try_from(arp.target_protocol_addr()).ok()?);
     (!sender_ip.is_unspecified()).then_some(ArpClaim { sender_mac, sender_ip, target_ip })
+}
+
+/// A DNS name as the profiles keep it: lower case, without the root's trailing dot.
+fn dns_name(name: &hickory_proto::rr::Name) -> String {
+    name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// TCP flag bits (RFC 9293).
@@ -682,21 +687,17 @@ impl Baselines {
 
     /// Records the answers of a DNS message; returns the names it asked for.
     fn observe_dns_answers(&mut self, sample: &PacketSample) -> Vec<String> {
-        let Ok(packet) = simple_dns::Packet::parse(sample.payload()) else {
+        let Ok(message) = hickory_proto::op::Message::from_vec(sample.payload()) else {
             // Truncated or malformed DNS: nothing to learn from it.
             return Vec::new();
         };
         let mut names = Vec::new();
-        for question in &packet.questions {
-            names.push(question.qname.to_string().to_ascii_lowercase());
+        for query in message.queries() {
+            names.push(dns_name(query.name()));
         }
-        for answer in &packet.answers {
-            let name = answer.name.to_string().to_ascii_lowercase();
-            let addr = match &answer.rdata {
-                simple_dns::rdata::RData::A(a) => Some(IpAddr::from(std::net::Ipv4Addr::from(a.address))),
-                simple_dns::rdata::RData::AAAA(a) => Some(IpAddr::from(std::net::Ipv6Addr::from(a.address))),
-                _ => None,
-            };
+        for answer in message.answers() {
+            let name = dns_name(answer.name());
+            let addr = answer.data().ip_addr();
             if let Some(addr) = addr {
                 if self.dns.len() >= DNS_CACHE_CAPACITY {
                     // Bounded memory: forget everything rather than track ages for each entry.
