@@ -122,6 +122,31 @@ fn dns_bytes(message: &hickory_proto::op::Message) -> Vec<u8> {
     bytes
 }
 
+/// The TCP segment an Ethernet frame carries, if any: for sniffers that look for a port.
+pub fn tcp(frame: &[u8]) -> Option<etherparse::TcpSlice<'_>> {
+    match etherparse::SlicedPacket::from_ethernet(frame).ok()?.transport? {
+        etherparse::TransportSlice::Tcp(tcp) => Some(tcp),
+        _ => None,
+    }
+}
+
+/// The TCP or UDP destination port of an Ethernet frame.
+pub fn destination_port(frame: &[u8]) -> Option<u16> {
+    match etherparse::SlicedPacket::from_ethernet(frame).ok()?.transport? {
+        etherparse::TransportSlice::Udp(udp) => Some(udp.destination_port()),
+        etherparse::TransportSlice::Tcp(tcp) => Some(tcp.destination_port()),
+        _ => None,
+    }
+}
+
+/// The IPv4 source address of an Ethernet frame.
+pub fn ipv4_source(frame: &[u8]) -> Option<[u8; 4]> {
+    match etherparse::SlicedPacket::from_ethernet(frame).ok()?.net? {
+        etherparse::NetSlice::Ipv4(ip) => Some(ip.header().source()),
+        _ => None,
+    }
+}
+
 /// A UDP frame behind `tags` 802.1Q/802.1ad tags (any number, for the "too many" case).
 pub fn udp_vlan(e: Endpoints, tags: usize, dst_port: u16) -> Vec<u8> {
     let inner = udp(e, 40_000, dst_port, b"vlan");

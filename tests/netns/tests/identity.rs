@@ -170,10 +170,7 @@ fn probe(tx: &RawSocket, upstream: &RawSocket, endpoints: Endpoints, first_port:
     std::thread::scope(|scope| {
         let sniffer = scope.spawn(|| {
             upstream
-                .collect(SETTLE, |frame| {
-                    matches!(etherparse::SlicedPacket::from_ethernet(frame).ok().and_then(|p| p.transport),
-                        Some(etherparse::TransportSlice::Tcp(t)) if t.destination_port() == HEAD_END_PORT)
-                })
+                .collect(SETTLE, |frame| packets::tcp(frame).is_some_and(|t| t.destination_port() == HEAD_END_PORT))
                 .len()
         });
         std::thread::sleep(Duration::from_millis(100));

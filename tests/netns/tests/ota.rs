@@ -130,10 +130,7 @@ fn ota(repo: &Path, store: &Path, args: &[&str]) -> String {
 fn escape_probe(lab: &Lab, tx: &RawSocket, endpoints: Endpoints, first_port: u16, port: u16) -> (usize, usize) {
     let quarantine = RawSocket::open(&lab.quar, "eth0");
     let upstream = RawSocket::open(&lab.up, "eth0");
-    let to_port = |frame: &[u8]| {
-        matches!(etherparse::SlicedPacket::from_ethernet(frame).ok().and_then(|p| p.transport),
-            Some(etherparse::TransportSlice::Tcp(t)) if t.destination_port() == port && t.syn())
-    };
+    let to_port = |frame: &[u8]| packets::tcp(frame).is_some_and(|t| t.destination_port() == port && t.syn());
     std::thread::scope(|scope| {
         let q = scope.spawn(|| quarantine.collect(SETTLE, to_port).len());
         let u = scope.spawn(|| upstream.collect(SETTLE, to_port).len());
