@@ -19,6 +19,7 @@ use iotgw::{
     event::{EventBus, EventKind},
     identity::{self, resolve::StaticMacs},
 };
+use iotgw_test_support::{certificate_serial, checked, run, stdout, text};
 
 const DEVICE_MAC: &str = "02:00:00:00:00:01";
 const OTHER_MAC: &str = "02:00:00:00:00:02";
@@ -74,29 +75,6 @@ impl Lab {
     }
 }
 
-fn run(command: &mut Command) -> Output {
-    command.output().unwrap_or_else(|e| panic!("cannot run {command:?} (is it installed?): {e}"))
-}
-
-fn checked(command: &mut Command) -> Output {
-    let output = run(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-fn text(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
 /// openssl: a new key (P-256 unless `newkey` says otherwise) and a base64 DER CSR.
 fn make_csr(lab: &Lab, name: &str, newkey: &[&str], san: Option<&str>) -> (PathBuf, PathBuf) {
     let key = lab.path(&format!("{name}.key"));
@@ -145,11 +123,6 @@ fn read_pkcs7(lab: &Lab, answer: &Path, name: &str) -> PathBuf {
             .arg(&pem),
     );
     pem
-}
-
-fn serial_of(cert: &Path) -> String {
-    let out = stdout(&checked(Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(cert)));
-    out.trim_start_matches("serial=").to_owned()
 }
 
 fn access(datapath: &MemoryDatapath, mac: &str) -> Option<Access> {
@@ -271,7 +244,7 @@ async fn device_enrolls_renews_and_loses_access_on_revocation() {
     let (code, answer) = lab.curl("/.well-known/est/simplereenroll", &args, "renew.b64");
     assert_eq!(code, 200, "{}", text(&answer));
     let renewed = read_pkcs7(&lab, &answer, "renewed");
-    assert_ne!(serial_of(&renewed), serial_of(&cert));
+    assert_ne!(certificate_serial(&renewed), certificate_serial(&cert));
     assert_eq!(access(&datapath, DEVICE_MAC), Some(Access::Enrolled), "renewal keeps access");
     // The old certificate no longer authenticates.
     let (code, answer) = lab.curl("/api/identity/hello", &mtls, "old-hello.txt");
@@ -279,7 +252,7 @@ async fn device_enrolls_renews_and_loses_access_on_revocation() {
     assert!(text(&answer).contains("superseded"), "{}", text(&answer));
 
     // Revocation by the operator (CLI on the store file) takes effect within a second.
-    let serial = serial_of(&renewed);
+    let serial = certificate_serial(&renewed);
     let revoked_at = Instant::now();
     lab.iotgw(&["revoke", &serial, "--reason", "key_compromise"]);
     wait_for(&datapath, DEVICE_MAC, Some(Access::Onboarding), ENFORCEMENT_DEADLINE).await;

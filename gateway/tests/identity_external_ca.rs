@@ -17,23 +17,9 @@ use iotgw::{
     event::EventBus,
     identity,
 };
+use iotgw_test_support::{checked, run};
 
 const FACTORY_MAC: &str = "02:00:00:00:00:07";
-
-fn run(command: &mut Command) -> Output {
-    command.output().unwrap_or_else(|e| panic!("cannot run {command:?} (is it installed?): {e}"))
-}
-
-fn checked(command: &mut Command) -> Output {
-    let output = run(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 fn openssl(dir: &Path, args: &[&str]) -> Output {
     checked(Command::new("openssl").current_dir(dir).args(args))

@@ -24,7 +24,7 @@ use iotgw::{
     event::{EventBus, EventKind, GatewayEvent, Severity},
     integrations::{
         self,
-        config::{AggregationConfig, Format, SinkConfig, SinkKind, SoarCaller},
+        config::{Format, SinkConfig, SinkKind, SoarCaller},
     },
     shutdown,
 };
@@ -213,13 +213,6 @@ impl Receiver {
     }
 }
 
-fn fast(mut sink: SinkConfig) -> SinkConfig {
-    sink.retry_initial_ms = 50;
-    sink.retry_max_ms = 300;
-    sink.timeout_ms = 2_000;
-    sink
-}
-
 fn hec_sink(receiver: &Receiver) -> SinkConfig {
     let mut sink = fast(SinkConfig::new("splunk", SinkKind::Hec));
     sink.url = Some(receiver.url());
@@ -241,17 +234,6 @@ fn itsm_sink(receiver: &Receiver) -> SinkConfig {
     sink.token = Some(ITSM_USER.into());
     sink.filter.kinds = vec!["alert".into()];
     sink
-}
-
-fn config(sinks: Vec<SinkConfig>) -> integrations::Config {
-    // These tests follow `numbered` events (one key) one by one: aggregation off here;
-    // `integrations_flood.rs` tests it.
-    integrations::Config {
-        hostname: Some("gw-test".into()),
-        sinks,
-        aggregation: AggregationConfig::off(),
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

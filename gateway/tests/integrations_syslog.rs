@@ -10,7 +10,7 @@ use iotgw::{
     event::{EventBus, EventKind, GatewayEvent, Severity},
     integrations::{
         self,
-        config::{AggregationConfig, Format, SinkConfig, SinkKind},
+        config::{Format, SinkConfig, SinkKind},
     },
     shutdown,
 };
@@ -18,24 +18,6 @@ use serde_json::Value;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn config(sinks: Vec<SinkConfig>) -> integrations::Config {
-    // These tests follow `numbered` events (one key) one by one: aggregation off here;
-    // `integrations_flood.rs` tests it.
-    integrations::Config {
-        hostname: Some("gw-test".into()),
-        sinks,
-        aggregation: AggregationConfig::off(),
-        ..Default::default()
-    }
-}
-
-fn fast(mut sink: SinkConfig) -> SinkConfig {
-    sink.retry_initial_ms = 50;
-    sink.retry_max_ms = 300;
-    sink.timeout_ms = 2_000;
-    sink
-}
 
 fn syslog_sink(name: &str, kind: SinkKind, port: u16, format: Format) -> SinkConfig {
     let mut sink = fast(SinkConfig::new(name, kind));

@@ -30,7 +30,10 @@ use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _, loader, maps::Maps},
     device::{Access, Mac},
 };
-use netns_tests::packets::{self, Endpoints};
+use netns_tests::{
+    packets::{self, Endpoints},
+    policies,
+};
 
 /// Repetitions per packet kind and program (the kernel times the whole loop).
 const REPEAT: u32 = 1_000_000;
@@ -48,6 +51,7 @@ const UNKNOWN_MAC: [u8; 6] = [0x02, 0x77, 0, 0, 0, 0x12];
 const DEVICE_IP: [u8; 4] = [10, 77, 0, 16];
 const BROKER_IP: [u8; 4] = [10, 78, 0, 2];
 
+/// Lanes and the sensor class; the lab's default verdicts follow (`policies::defaults`).
 const POLICY: &str = r#"
 [lanes.onboarding]
 [[lanes.onboarding.allow]]
@@ -66,11 +70,6 @@ id = 20
 nets = ["10.78.0.0/24"]
 protocol = "tcp"
 ports = [1883, 8883]
-[defaults]
-malformed = "drop"
-unknown_device = "drop"
-policy_miss = "drop"
-quarantine = "redirect"
 "#;
 
 fn endpoints(src_mac: [u8; 6]) -> Endpoints {
@@ -147,8 +146,9 @@ fn run(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         program.load()?;
     }
     let maps = Maps::take(&mut ebpf)?;
-    let policy = iotgw::policy::parse_sources(&[("bench.toml".into(), POLICY.to_owned())])
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let policy =
+        iotgw::policy::parse_sources(&[("bench.toml".into(), format!("{POLICY}{}", policies::defaults("drop")))])
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let policy = iotgw::policy::compile(&policy).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     maps.sync_policy(&policy.rules)?;
     let v = policy.verdicts;

@@ -381,21 +381,17 @@ impl Baselines {
 
     /// Records the answers of a DNS message; returns the names it asked for.
     fn observe_dns_answers(&mut self, sample: &PacketSample) -> Vec<String> {
-        let Ok(packet) = simple_dns::Packet::parse(sample.payload()) else {
+        let Ok(message) = hickory_proto::op::Message::from_vec(sample.payload()) else {
             // Truncated or malformed DNS: nothing to learn from it.
             return Vec::new();
         };
         let mut names = Vec::new();
-        for question in &packet.questions {
-            names.push(question.qname.to_string().to_ascii_lowercase());
+        for query in message.queries() {
+            names.push(dns_name(query.name()));
         }
-        for answer in &packet.answers {
-            let name = answer.name.to_string().to_ascii_lowercase();
-            let addr = match &answer.rdata {
-                simple_dns::rdata::RData::A(a) => Some(IpAddr::from(std::net::Ipv4Addr::from(a.address))),
-                simple_dns::rdata::RData::AAAA(a) => Some(IpAddr::from(std::net::Ipv6Addr::from(a.address))),
-                _ => None,
-            };
+        for answer in message.answers() {
+            let name = dns_name(answer.name());
+            let addr = answer.data().ip_addr();
             if let Some(addr) = addr {
                 if self.dns.len() >= DNS_CACHE_CAPACITY {
                     // Bounded memory: forget everything rather than track ages for each entry.
@@ -454,4 +450,9 @@ fn learn_flow(config: &Config, dns: &HashMap<IpAddr, String>, profile: &mut Prof
         format!("{service} {prefix}")
     };
     profile.timing.entry(key).or_default().observe(flow.time);
+}
+
+/// A DNS name as the profiles keep it: lower case, without the root's trailing dot.
+fn dns_name(name: &hickory_proto::rr::Name) -> String {
+    name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
 }

@@ -23,7 +23,7 @@ pub fn arp_claim(sample: &PacketSample) -> Option<ArpClaim> {
     if sample.kind != SampleKind::Arp {
         return None;
     }
-    let arp = etherparse_arp::ArpPacketSlice::from_slice(sample.payload()).ok()?;
+    let arp = etherparse::ArpPacketSlice::from_slice(sample.payload()).ok()?;
     let sender_mac = Mac(<[u8; 6]>::try_from(arp.sender_hw_addr()).ok()?);
     let sender_ip = std::net::Ipv4Addr::from(<[u8; 4]>::try_from(arp.sender_protocol_addr()).ok()?);
     let target_ip = std::net::Ipv4Addr::from(<[u8; 4]>::try_from(arp.target_protocol_addr()).ok()?);

@@ -23,8 +23,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use etherparse::{EtherType, NetSlice, SlicedPacket, TransportSlice};
-use gateway_ebpf::{MAX_TCP_OPTIONS, SAMPLE_BYTES, SynFingerprint, proto, reason, verdict};
+use etherparse::{
+    EtherPayloadSlice, EtherType, Ethernet2Slice, NetSlice, SingleVlanSlice, SlicedPacket, TransportSlice,
+};
+use gateway_ebpf::{MAX_TCP_OPTIONS, MAX_VLAN_TAGS, SAMPLE_BYTES, SynFingerprint, proto, reason, verdict};
 use pcap_file::{DataLink, pcap::PcapReader};
 use serde::Serialize;
 
@@ -148,19 +150,25 @@ impl Replayer {
         let mac = Mac([header[6], header[7], header[8], header[9], header[10], header[11]]);
         self.count(time, mac, dst_mac, u64::from(wire_len), out);
 
-        let packet = match SlicedPacket::from_ethernet(frame) {
+        let Some(ether) = ether_payload(frame) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        if ether.ether_type == EtherType::ARP {
+            let l3_offset = offset_in(frame, ether.payload);
+            self.sample(time, mac, SampleKind::Arp, frame, l3_offset, l3_offset, wire_len, out);
+            return;
+        }
+        if ether.ether_type != EtherType::IPV4 && ether.ether_type != EtherType::IPV6 {
+            return;
+        }
+        let packet = match SlicedPacket::from_ether_type(ether.ether_type, ether.payload) {
             Ok(packet) => packet,
             Err(_) => {
                 self.stats.malformed += 1;
                 return;
             }
         };
-        let Some(ether) = packet.ether_payload() else { return };
-        if ether.ether_type == EtherType::ARP {
-            let l3_offset = offset_in(frame, ether.payload);
-            self.sample(time, mac, SampleKind::Arp, frame, l3_offset, l3_offset, wire_len, out);
-            return;
-        }
         let Some(net) = &packet.net else { return };
         let (src, dst, ttl, dont_fragment, l3_offset) = match net {
             NetSlice::Ipv4(ipv4) => {
@@ -183,6 +191,8 @@ impl Replayer {
                     offset_in(frame, header.slice()),
                 )
             }
+            // Only IPv4 and IPv6 EtherTypes reach the slicer (ARP was sampled above).
+            NetSlice::Arp(_) => return,
         };
         let ip_proto = net.ip_payload_ref().map_or(0, |payload| payload.ip_number.0);
         let mut flow = FlowObservation {
@@ -338,6 +348,25 @@ impl Replayer {
 /// Broadcast and multicast MACs are nobody's device.
 fn is_group(mac: &Mac) -> bool {
     mac.0[0] & 0x01 != 0
+}
+
+/// The EtherType and payload after the Ethernet header and at most `MAX_VLAN_TAGS` VLAN tags
+/// (802.1Q, 802.1ad or 0x9100); `None` when the frame or a tag is cut short. Anything
+/// deeper (a third tag, MACsec) is left as an unknown EtherType, so such frames open no flow.
+/// Walked here rather than by `SlicedPacket::from_ethernet`, which also slices ARP (a truncated
+/// ARP packet would become an error, where XDP still samples it), a third tag and MACsec.
+fn ether_payload(frame: &[u8]) -> Option<EtherPayloadSlice<'_>> {
+    let mut payload = Ethernet2Slice::from_slice_without_fcs(frame).ok()?.payload();
+    for _ in 0..MAX_VLAN_TAGS {
+        if !matches!(
+            payload.ether_type,
+            EtherType::VLAN_TAGGED_FRAME | EtherType::PROVIDER_BRIDGING | EtherType::VLAN_DOUBLE_TAGGED_FRAME
+        ) {
+            break;
+        }
+        payload = SingleVlanSlice::from_slice(payload.payload).ok()?.payload();
+    }
+    Some(payload)
 }
 
 /// Where `part` starts in `whole`; `part` is always a sub-slice handed out by etherparse.

@@ -63,15 +63,26 @@ pub fn udp(mac: Mac, time: SystemTime, src: IpAddr, dst: IpAddr, src_port: u16, 
     flow(mac, time, src, dst, src_port, dst_port, PROTO_UDP, 0)
 }
 
-/// A DNS response telling the device `name` is at `addr` (built with `simple-dns`).
+/// A DNS response telling the device `name` is at `addr` (built with `hickory-proto`, names
+/// written out in full).
 pub fn dns_answer(mac: Mac, time: SystemTime, name: &str, addr: Ipv4Addr) -> Input {
-    use simple_dns::{CLASS, Name, Packet, Question, ResourceRecord, rdata::RData};
-    let mut packet = Packet::new_reply(0x1234);
+    use hickory_proto::{
+        op::{Message, MessageType, Query},
+        rr::{Name, RData, Record, RecordType, rdata::A},
+        serialize::binary::{BinEncodable, BinEncoder},
+    };
+    let mut message = Message::new();
+    message.set_id(0x1234).set_message_type(MessageType::Response);
     // The names here are fixtures written in this file or tests, always valid DNS names.
-    let qname = Name::new_unchecked(name);
-    packet.questions.push(Question::new(qname.clone(), simple_dns::TYPE::A.into(), CLASS::IN.into(), false));
-    packet.answers.push(ResourceRecord::new(qname, CLASS::IN, 300, RData::A(addr.into())));
-    let payload = packet.build_bytes_vec().unwrap_or_default();
+    let qname = Name::from_ascii(name).unwrap_or_default();
+    message.add_query(Query::query(qname.clone(), RecordType::A));
+    message.add_answer(Record::from_rdata(qname, 300, RData::A(A(addr))));
+    let mut payload = Vec::new();
+    let mut encoder = BinEncoder::new(&mut payload);
+    encoder.set_canonical_names(true);
+    if message.emit(&mut encoder).is_err() {
+        payload.clear();
+    }
     Input::Datapath(DatapathEvent::Sample(PacketSample {
         time,
         mac,
@@ -92,7 +103,7 @@ pub fn arp(
     target_ip: Ipv4Addr,
     reply: bool,
 ) -> Input {
-    use etherparse_arp::{ArpHardwareId, ArpOperation, ArpPacket, EtherType};
+    use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType};
     let operation = ArpOperation(if reply { ARP_REPLY } else { ARP_REQUEST });
     let target_mac = if reply { [0xff; 6] } else { [0; 6] };
     // Sizes match (6-byte MACs, 4-byte IPv4), so the constructor cannot fail.

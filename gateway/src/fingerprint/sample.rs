@@ -44,8 +44,8 @@ pub fn parse(sample: &PacketSample) -> Result<Parsed, FingerprintError> {
     })
 }
 
-/// Reads the fixed-layout Ethernet/IPv4 ARP header. etherparse 0.16 has no ARP support, and
-/// the layout is four fixed fields, so this reads them directly with bounds checks.
+/// Reads the fixed-layout Ethernet/IPv4 ARP header. The layout is four fixed fields and only
+/// Ethernet/IPv4 is accepted, so this reads them directly with bounds checks.
 pub fn parse_arp(data: &[u8]) -> Result<Arp, FingerprintError> {
     let arp = data.get(..ARP_LEN).ok_or(FingerprintError::Arp("shorter than 28 bytes"))?;
     if arp[..6] != ARP_ETHERNET_IPV4 {

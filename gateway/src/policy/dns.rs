@@ -1,7 +1,7 @@
 //! Keeps DNS-name rules true: follows the DNS answers devices receive and turns the addresses
 //! of allowed names into /32 and /128 entries that live as long as the answer's TTL (clamped
 //! to `DNS_TTL_FLOOR..=DNS_TTL_CEILING`), so CDN-backed names keep working as their addresses
-//! move. Reads DNS response messages (parsed by `simple-dns`) and the compiled DNS rules;
+//! move. Reads DNS response messages (parsed by `hickory-proto`) and the compiled DNS rules;
 //! writes nothing: `active` lists the entries to merge with `CompiledPolicy::rules_with`.
 //!
 //! Feed it only responses that reached a device from upstream (the WAN program's DNS samples
@@ -11,12 +11,15 @@
 //! connects. Answers truncated by the datapath's sample size are refused as malformed.
 use std::{
     collections::{HashMap, HashSet},
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
+use hickory_proto::{
+    op::{Message, MessageType, ResponseCode},
+    rr::{DNSClass, RData},
+};
 use ipnet::IpNet;
-use simple_dns::{CLASS, Packet, PacketFlag, RCODE, rdata::RData};
 
 use super::{
     compile::{CompiledPolicy, DnsRule},
@@ -125,15 +128,15 @@ impl DnsTracker {
     /// (`policies_in_force`). Entries belong to the policy, so every device of the class
     /// benefits, as the datapath's per-policy maps require.
     pub fn observe(&mut self, policies: &[PolicyId], message: &[u8], now: Instant) -> Result<DnsUpdate, DnsError> {
-        let packet = Packet::parse(message).map_err(|error| DnsError::Malformed(error.to_string()))?;
-        if !packet.has_flags(PacketFlag::RESPONSE) {
+        let message = Message::from_vec(message).map_err(|error| DnsError::Malformed(error.to_string()))?;
+        if message.message_type() != MessageType::Response {
             return Err(DnsError::NotAResponse);
         }
         let mut update = DnsUpdate::default();
-        if packet.rcode() != RCODE::NoError {
+        if message.response_code() != ResponseCode::NoError {
             return Ok(update);
         }
-        let answers = Answers::from_packet(&packet);
+        let answers = Answers::from_message(&message);
         for index in 0..self.rules.len() {
             if !policies.contains(&self.rules[index].policy_id) {
                 continue;
@@ -230,29 +233,25 @@ struct Answers {
 }
 
 impl Answers {
-    fn from_packet(packet: &Packet<'_>) -> Self {
+    fn from_message(message: &Message) -> Self {
         let mut answers = Self { names: HashSet::new(), cnames: HashMap::new(), addresses: HashMap::new() };
-        for question in &packet.questions {
-            answers.names.insert(canonical(&question.qname.to_string()));
+        for query in message.queries() {
+            answers.names.insert(canonical(&query.name().to_ascii()));
         }
-        for record in &packet.answers {
-            if record.class != CLASS::IN {
+        for record in message.answers() {
+            if record.dns_class() != DNSClass::IN {
                 continue;
             }
-            let owner = canonical(&record.name.to_string());
-            match &record.rdata {
-                RData::A(a) => answers
-                    .addresses
-                    .entry(owner.clone())
-                    .or_default()
-                    .push((IpAddr::V4(Ipv4Addr::from(a.address)), record.ttl)),
-                RData::AAAA(aaaa) => answers
-                    .addresses
-                    .entry(owner.clone())
-                    .or_default()
-                    .push((IpAddr::V6(Ipv6Addr::from(aaaa.address)), record.ttl)),
+            let owner = canonical(&record.name().to_ascii());
+            match record.data() {
+                RData::A(a) => {
+                    answers.addresses.entry(owner.clone()).or_default().push((IpAddr::V4(a.0), record.ttl()))
+                }
+                RData::AAAA(aaaa) => {
+                    answers.addresses.entry(owner.clone()).or_default().push((IpAddr::V6(aaaa.0), record.ttl()))
+                }
                 RData::CNAME(target) => {
-                    answers.cnames.insert(owner.clone(), (canonical(&target.0.to_string()), record.ttl));
+                    answers.cnames.insert(owner.clone(), (canonical(&target.0.to_ascii()), record.ttl()));
                 }
                 _ => continue,
             }
@@ -293,8 +292,13 @@ fn canonical(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use gateway_ebpf::{lane, proto};
-    use simple_dns::{Name, QCLASS, QTYPE, Question, ResourceRecord, TYPE, rdata};
+    use hickory_proto::{
+        op::Query,
+        rr::{Name, Record as WireRecord, RecordType, rdata},
+    };
 
     use super::*;
     use crate::policy::{PortRangeKey, check_text};
@@ -324,39 +328,27 @@ protocol = "icmp"
         Cname(&'a str, u32, &'a str),
     }
 
-    /// A DNS response on the wire, built by simple-dns.
+    /// A DNS response on the wire, built by hickory-proto.
     fn response(question: &str, records: &[Record<'_>]) -> Vec<u8> {
-        let mut packet = Packet::new_reply(0x1234);
-        packet.questions.push(Question::new(
-            Name::new_unchecked(question),
-            QTYPE::TYPE(TYPE::A),
-            QCLASS::CLASS(CLASS::IN),
-            false,
-        ));
+        let name = |text: &str| Name::from_ascii(text).expect("valid test name");
+        let mut message = Message::new();
+        message.set_id(0x1234).set_message_type(MessageType::Response);
+        message.add_query(Query::query(name(question), RecordType::A));
         for record in records {
             let record = match record {
-                Record::A(name, ttl, addr) => ResourceRecord::new(
-                    Name::new_unchecked(name),
-                    CLASS::IN,
-                    *ttl,
-                    RData::A(rdata::A { address: u32::from_be_bytes(*addr) }),
-                ),
-                Record::Aaaa(name, ttl, addr) => ResourceRecord::new(
-                    Name::new_unchecked(name),
-                    CLASS::IN,
-                    *ttl,
-                    RData::AAAA(rdata::AAAA { address: u128::from(*addr) }),
-                ),
-                Record::Cname(name, ttl, target) => ResourceRecord::new(
-                    Name::new_unchecked(name),
-                    CLASS::IN,
-                    *ttl,
-                    RData::CNAME(rdata::CNAME(Name::new_unchecked(target))),
-                ),
+                Record::A(owner, ttl, addr) => {
+                    WireRecord::from_rdata(name(owner), *ttl, RData::A(rdata::A(Ipv4Addr::from(*addr))))
+                }
+                Record::Aaaa(owner, ttl, addr) => {
+                    WireRecord::from_rdata(name(owner), *ttl, RData::AAAA(rdata::AAAA(*addr)))
+                }
+                Record::Cname(owner, ttl, target) => {
+                    WireRecord::from_rdata(name(owner), *ttl, RData::CNAME(rdata::CNAME(name(target))))
+                }
             };
-            packet.answers.push(record);
+            message.add_answer(record);
         }
-        packet.build_bytes_vec_compressed().expect("valid test message")
+        message.to_vec().expect("valid test message")
     }
 
     #[test]
@@ -453,14 +445,9 @@ protocol = "icmp"
     #[test]
     fn queries_and_garbage_are_refused() {
         let mut tracker = DnsTracker::new(&check_text(POLICY));
-        let mut query = Packet::new_query(7);
-        query.questions.push(Question::new(
-            Name::new_unchecked("upload.camera.example.com"),
-            QTYPE::TYPE(TYPE::A),
-            QCLASS::CLASS(CLASS::IN),
-            false,
-        ));
-        let bytes = query.build_bytes_vec().expect("query");
+        let mut query = Message::new();
+        query.set_id(7).add_query(Query::query(Name::from_ascii("upload.camera.example.com").unwrap(), RecordType::A));
+        let bytes = query.to_vec().expect("query");
         assert_eq!(tracker.observe(&[CAMERA], &bytes, Instant::now()), Err(DnsError::NotAResponse));
         assert!(matches!(tracker.observe(&[CAMERA], &[1, 2, 3], Instant::now()), Err(DnsError::Malformed(_))));
     }

@@ -11,6 +11,10 @@ use std::{
 use iotgw::{
     device::Mac,
     event::{EventKind, GatewayEvent, Severity},
+    integrations::{
+        self,
+        config::{AggregationConfig, SinkConfig},
+    },
 };
 
 pub const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
@@ -321,4 +325,24 @@ pub async fn wait_backlog(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The integrations config of the delivery tests: these sinks, hostname `gw-test`.
+pub fn config(sinks: Vec<SinkConfig>) -> integrations::Config {
+    // These tests follow `numbered` events (one key) one by one: aggregation off here;
+    // `integrations_flood.rs` tests it.
+    integrations::Config {
+        hostname: Some("gw-test".into()),
+        sinks,
+        aggregation: AggregationConfig::off(),
+        ..Default::default()
+    }
+}
+
+/// Retries and timeouts short enough for a test.
+pub fn fast(mut sink: SinkConfig) -> SinkConfig {
+    sink.retry_initial_ms = 50;
+    sink.retry_max_ms = 300;
+    sink.timeout_ms = 2_000;
+    sink
 }

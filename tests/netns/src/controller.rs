@@ -267,6 +267,16 @@ impl Controller {
     pub fn maps(&self) -> iotgw::datapath::maps::Maps {
         iotgw::datapath::maps::Maps::open_pinned(&self.pin_path).expect("pinned maps")
     }
+
+    /// Frames of device `mac` that XDP dropped for reason `why` (0 for a device it never saw).
+    pub fn device_drops(&self, mac: iotgw::device::Mac, why: u32) -> u64 {
+        self.maps()
+            .device_counters()
+            .into_iter()
+            .find(|(m, _)| *m == mac)
+            .map(|(_, c)| c.drops[why as usize])
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Controller {

@@ -4,6 +4,8 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+use iotgw_test_support::checked;
+
 /// Lab addressing: devices and the gateway's LAN side, upstream, quarantine.
 pub const LAN_PREFIX: &str = "10.77";
 pub const GATEWAY_LAN_IP: [u8; 4] = [10, 77, 0, 1];
@@ -14,18 +16,9 @@ pub const QUARANTINE_HOST_IP: [u8; 4] = [10, 79, 0, 2];
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
-/// Runs a command, panicking with its output when it fails.
+/// Runs a command, panicking with its output when it fails; returns its stdout.
 pub fn sh(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
-    if !output.status.success() {
-        panic!(
-            "{program} {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    String::from_utf8_lossy(&checked(Command::new(program).args(args)).stdout).into_owned()
 }
 
 /// `ip -n NS ...`

@@ -85,30 +85,66 @@ pub fn dhcp_discover(e: Endpoints, xid: u32, parameters: &[u8], hostname: &str) 
     udp(e, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, &payload)
 }
 
-/// A DNS query for `name`'s A record, encoded by simple-dns.
+/// A DNS query for `name`'s A record, encoded by hickory-proto.
 pub fn dns_query(e: Endpoints, src_port: u16, id: u16, name: &str) -> Vec<u8> {
-    use simple_dns::{CLASS, Name, Packet, PacketFlag, Question, TYPE};
-    let mut packet = Packet::new_query(id);
-    packet.set_flags(PacketFlag::RECURSION_DESIRED);
-    packet.questions.push(Question::new(Name::new(name).expect("DNS name"), TYPE::A.into(), CLASS::IN.into(), false));
-    let payload = packet.build_bytes_vec().expect("dns query");
-    udp(e, src_port, DNS_PORT, &payload)
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RecordType},
+    };
+    let mut message = Message::new();
+    message.set_id(id).set_recursion_desired(true);
+    message.add_query(Query::query(Name::from_ascii(name).expect("DNS name"), RecordType::A));
+    udp(e, src_port, DNS_PORT, &dns_bytes(&message))
 }
 
-/// A DNS answer giving `name` the A record `addr` for `ttl` seconds, encoded by simple-dns,
+/// A DNS answer giving `name` the A record `addr` for `ttl` seconds, encoded by hickory-proto,
 /// sent from port 53 (as a resolver upstream answers).
 pub fn dns_answer(e: Endpoints, dst_port: u16, id: u16, name: &str, addr: [u8; 4], ttl: u32) -> Vec<u8> {
-    use simple_dns::{
-        CLASS, Name, Packet, PacketFlag, Question, ResourceRecord, TYPE,
-        rdata::{A, RData},
+    use hickory_proto::{
+        op::{Message, MessageType, Query},
+        rr::{Name, RData, Record, RecordType, rdata::A},
     };
-    let mut packet = Packet::new_reply(id);
-    packet.set_flags(PacketFlag::RECURSION_AVAILABLE);
-    let qname = Name::new(name).expect("DNS name");
-    packet.questions.push(Question::new(qname.clone(), TYPE::A.into(), CLASS::IN.into(), false));
-    packet.answers.push(ResourceRecord::new(qname, CLASS::IN, ttl, RData::A(A { address: u32::from_be_bytes(addr) })));
-    let payload = packet.build_bytes_vec().expect("dns answer");
-    udp(e, DNS_PORT, dst_port, &payload)
+    let mut message = Message::new();
+    message.set_id(id).set_message_type(MessageType::Response).set_recursion_available(true);
+    let qname = Name::from_ascii(name).expect("DNS name");
+    message.add_query(Query::query(qname.clone(), RecordType::A));
+    message.add_answer(Record::from_rdata(qname, ttl, RData::A(A::from(std::net::Ipv4Addr::from(addr)))));
+    udp(e, DNS_PORT, dst_port, &dns_bytes(&message))
+}
+
+/// A DNS message on the wire, names written out in full (no compression pointers).
+fn dns_bytes(message: &hickory_proto::op::Message) -> Vec<u8> {
+    use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+    let mut bytes = Vec::new();
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_canonical_names(true);
+    message.emit(&mut encoder).expect("dns message");
+    bytes
+}
+
+/// The TCP segment an Ethernet frame carries, if any: for sniffers that look for a port.
+pub fn tcp(frame: &[u8]) -> Option<etherparse::TcpSlice<'_>> {
+    match etherparse::SlicedPacket::from_ethernet(frame).ok()?.transport? {
+        etherparse::TransportSlice::Tcp(tcp) => Some(tcp),
+        _ => None,
+    }
+}
+
+/// The TCP or UDP destination port of an Ethernet frame.
+pub fn destination_port(frame: &[u8]) -> Option<u16> {
+    match etherparse::SlicedPacket::from_ethernet(frame).ok()?.transport? {
+        etherparse::TransportSlice::Udp(udp) => Some(udp.destination_port()),
+        etherparse::TransportSlice::Tcp(tcp) => Some(tcp.destination_port()),
+        _ => None,
+    }
+}
+
+/// The IPv4 source address of an Ethernet frame.
+pub fn ipv4_source(frame: &[u8]) -> Option<[u8; 4]> {
+    match etherparse::SlicedPacket::from_ethernet(frame).ok()?.net? {
+        etherparse::NetSlice::Ipv4(ip) => Some(ip.header().source()),
+        _ => None,
+    }
 }
 
 /// A UDP frame behind `tags` 802.1Q/802.1ad tags (any number, for the "too many" case).

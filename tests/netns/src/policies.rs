@@ -21,11 +21,33 @@ protocol = "udp"
 ports = [53]
 "#;
 
-/// Default verdicts with the malformed-frame verdict chosen by the test.
+/// The `[defaults]` verdicts. `LAB` is what most tests run with; a test changes only the
+/// verdict it is about: `DefaultVerdicts { policy_miss: "pass", ..DefaultVerdicts::LAB }`.
+#[derive(Clone, Copy, Debug)]
+pub struct DefaultVerdicts<'a> {
+    pub malformed: &'a str,
+    pub unknown_device: &'a str,
+    pub policy_miss: &'a str,
+    pub quarantine: &'a str,
+}
+
+impl DefaultVerdicts<'_> {
+    /// Malformed frames, unknown devices and policy misses dropped; quarantine redirected.
+    pub const LAB: DefaultVerdicts<'static> =
+        DefaultVerdicts { malformed: "drop", unknown_device: "drop", policy_miss: "drop", quarantine: "redirect" };
+
+    /// The `[defaults]` table, as a policy file holds it.
+    pub fn toml(&self) -> String {
+        let Self { malformed, unknown_device, policy_miss, quarantine } = self;
+        format!(
+            "[defaults]\nmalformed = \"{malformed}\"\nunknown_device = \"{unknown_device}\"\npolicy_miss = \"{policy_miss}\"\nquarantine = \"{quarantine}\"\n"
+        )
+    }
+}
+
+/// The lab's default verdicts with the malformed-frame verdict chosen by the test.
 pub fn defaults(malformed: &str) -> String {
-    format!(
-        "[defaults]\nmalformed = \"{malformed}\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n"
-    )
+    DefaultVerdicts { malformed, ..DefaultVerdicts::LAB }.toml()
 }
 
 /// The shipped policy files (`policies/*.toml` at the repository root, or `dir`), as

@@ -35,11 +35,6 @@ fn endpoints(lab: &Lab, dst_ip: [u8; 4]) -> Endpoints {
     Endpoints { src_mac: d.mac, dst_mac: lab.mac_of(&lab.gw, "lan0"), src_ip: d.ip, dst_ip }
 }
 
-fn device_drops(ctl: &Controller, lab: &Lab, why: u32) -> u64 {
-    let mac = Mac(lab.devices[0].mac);
-    ctl.maps().device_counters().into_iter().find(|(m, _)| *m == mac).map(|(_, c)| c.drops[why as usize]).unwrap_or(0)
-}
-
 /// Puts device 0 in `access` on an (empty) class policy, with its address known upstream.
 fn enroll(ctl: &Controller, lab: &Lab, access: Access) {
     let mac = Mac(lab.devices[0].mac);
@@ -50,14 +45,7 @@ fn enroll(ctl: &Controller, lab: &Lab, access: Access) {
 
 /// Destination ports of the TCP/UDP frames among `frames`.
 fn ports(frames: &[Vec<u8>]) -> Vec<u16> {
-    frames
-        .iter()
-        .filter_map(|f| match etherparse::SlicedPacket::from_ethernet(f).ok()?.transport? {
-            etherparse::TransportSlice::Udp(u) => Some(u.destination_port()),
-            etherparse::TransportSlice::Tcp(t) => Some(t.destination_port()),
-            _ => None,
-        })
-        .collect()
+    frames.iter().filter_map(|f| packets::destination_port(f)).collect()
 }
 
 /// The unknown device sends three onboarding frames and three others; returns the
@@ -99,7 +87,11 @@ fn assert_onboarding_lane_enforced(ctl: &Controller, lab: &Lab) {
     );
     assert!(!ports.contains(&packets::HTTP_PORT), "upstream HTTP must be dropped: {ports:?}");
     assert!(!ports.contains(&22), "other gateway ports must be dropped: {ports:?}");
-    assert_eq!(device_drops(ctl, lab, reason::NOT_ENROLLED), 3, "the three non-onboarding frames are counted");
+    assert_eq!(
+        ctl.device_drops(Mac(lab.devices[0].mac), reason::NOT_ENROLLED),
+        3,
+        "the three non-onboarding frames are counted"
+    );
     assert_eq!(ctl.maps().global_counter(counter::DROPS_BASE + reason::NOT_ENROLLED), 3);
 }
 
@@ -186,7 +178,7 @@ fn explicit_generic_mode_on_veths_enforces_on_lan_and_wan() {
         h.join().expect("sniffer")
     });
     assert_eq!(arrived, 0, "nothing from upstream reaches the quarantined device");
-    assert_eq!(device_drops(&ctl, &lab, reason::TO_ISOLATED_DEVICE), FROM_UPSTREAM);
+    assert_eq!(ctl.device_drops(Mac(lab.devices[0].mac), reason::TO_ISOLATED_DEVICE), FROM_UPSTREAM);
 }
 
 #[test]

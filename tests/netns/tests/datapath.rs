@@ -67,31 +67,13 @@ impl Setup {
     }
 
     fn device_drops(&self, device: usize, why: u32) -> u64 {
-        let mac = Mac(self.lab.devices[device].mac);
-        self.ctl
-            .maps()
-            .device_counters()
-            .into_iter()
-            .find(|(m, _)| *m == mac)
-            .map(|(_, c)| c.drops[why as usize])
-            .unwrap_or(0)
+        self.ctl.device_drops(Mac(self.lab.devices[device].mac), why)
     }
 }
 
 /// Frames at `socket` within the settle time whose UDP/TCP destination port is `port`.
 fn arrivals_to_port(socket: &RawSocket, port: u16) -> usize {
-    socket
-        .collect(SETTLE, |frame| {
-            etherparse::SlicedPacket::from_ethernet(frame)
-                .ok()
-                .and_then(|p| match p.transport {
-                    Some(etherparse::TransportSlice::Udp(u)) => Some(u.destination_port()),
-                    Some(etherparse::TransportSlice::Tcp(t)) => Some(t.destination_port()),
-                    _ => None,
-                })
-                .is_some_and(|p| p == port)
-        })
-        .len()
+    socket.collect(SETTLE, |frame| packets::destination_port(frame) == Some(port)).len()
 }
 
 #[test]
@@ -121,14 +103,7 @@ fn unknown_device_reaches_only_the_onboarding_lane() {
         tx.send(&packets::tcp_syn(s.endpoints(0, GATEWAY_LAN_IP), 40_005, 22));
         h.join().expect("sniffer")
     });
-    let ports: Vec<u16> = sniff
-        .iter()
-        .filter_map(|f| match etherparse::SlicedPacket::from_ethernet(f).ok()?.transport? {
-            etherparse::TransportSlice::Udp(u) => Some(u.destination_port()),
-            etherparse::TransportSlice::Tcp(t) => Some(t.destination_port()),
-            _ => None,
-        })
-        .collect();
+    let ports: Vec<u16> = sniff.iter().filter_map(|f| packets::destination_port(f)).collect();
     assert!(ports.contains(&packets::DHCP_SERVER_PORT), "DHCP must pass: {ports:?}");
     assert!(ports.contains(&packets::DNS_PORT), "DNS to the gateway must pass: {ports:?}");
     assert!(ports.contains(&packets::ENROLLMENT_PORT), "enrollment must pass: {ports:?}");
@@ -151,15 +126,8 @@ fn enrolled_device_reaches_allowed_destinations_and_no_others() {
     let (mqtt, http) = std::thread::scope(|scope| {
         let h = scope.spawn(|| {
             let frames = upstream.collect(SETTLE * 2, |_| true);
-            let count = |port| {
-                frames
-                    .iter()
-                    .filter(|f| {
-                        matches!(etherparse::SlicedPacket::from_ethernet(f).ok().and_then(|p| p.transport),
-                            Some(etherparse::TransportSlice::Tcp(t)) if t.destination_port() == port)
-                    })
-                    .count()
-            };
+            let count =
+                |port| frames.iter().filter(|f| packets::tcp(f).is_some_and(|t| t.destination_port() == port)).count();
             (count(packets::MQTT_PORT), count(packets::HTTP_PORT))
         });
         std::thread::sleep(Duration::from_millis(100));

@@ -35,11 +35,8 @@ const HTTPS: u16 = 443;
 fn https_frames_upstream(up: &RawSocket, tx: &RawSocket, e: Endpoints, base: u16) -> usize {
     std::thread::scope(|scope| {
         let sniffer = scope.spawn(|| {
-            up.collect(Duration::from_millis(600), |f| {
-                matches!(etherparse::SlicedPacket::from_ethernet(f).ok().and_then(|p| p.transport),
-                    Some(etherparse::TransportSlice::Tcp(t)) if t.destination_port() == HTTPS)
-            })
-            .len()
+            up.collect(Duration::from_millis(600), |f| packets::tcp(f).is_some_and(|t| t.destination_port() == HTTPS))
+                .len()
         });
         std::thread::sleep(Duration::from_millis(100));
         for n in 0..3 {

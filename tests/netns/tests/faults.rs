@@ -21,12 +21,10 @@ use netns_tests::{
     controller::Controller,
     lab::{Lab, UPSTREAM_IP, XdpAttached, xdp_attached},
     packets::{self, Endpoints},
-    policies::{LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID},
+    policies::{LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID, defaults},
     raw::RawSocket,
 };
 
-const DEFAULTS: &str =
-    "[defaults]\nmalformed = \"drop\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n";
 const OPERATOR_TOKEN: &str = "lab-operator-faults-7f3a";
 
 /// The denied probe: one telnet SYN every `PROBE_INTERVAL`, `PROBE_FRAMES` per round.
@@ -45,10 +43,8 @@ fn endpoints(lab: &Lab, n: usize) -> Endpoints {
 fn count_from(socket: &RawSocket, window: Duration, src: [u8; 4], port: u16) -> usize {
     socket
         .collect(window, |f| {
-            let Ok(packet) = etherparse::SlicedPacket::from_ethernet(f) else { return false };
-            let from = matches!(&packet.net, Some(etherparse::NetSlice::Ipv4(ip)) if ip.header().source() == src);
-            let to =
-                matches!(&packet.transport, Some(etherparse::TransportSlice::Tcp(t)) if t.destination_port() == port);
+            let from = packets::ipv4_source(f) == Some(src);
+            let to = packets::tcp(f).is_some_and(|t| t.destination_port() == port);
             from && to
         })
         .len()
@@ -85,7 +81,8 @@ fn api_access(api: &ApiClient, mac: Mac) -> String {
 #[test]
 fn kill_9_while_quarantining_and_reloading_keeps_every_answered_action_and_enforcement() {
     let lab = Lab::new(2);
-    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", DEFAULTS)];
+    let defaults = defaults("drop");
+    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", defaults.as_str())];
     let config = format!("\n[api]\ntokens = [\n  {},\n]\n", token_entry("otto", "operator", OPERATOR_TOKEN));
     let mut ctl = Controller::start(&lab, &files, &config);
     let api = ApiClient::new(&lab.gw);
@@ -198,7 +195,8 @@ impl Drop for SmallDisk {
 fn a_full_store_disk_refuses_actions_it_cannot_record_while_enforcement_goes_on() {
     let lab = Lab::new(2);
     let disk = SmallDisk::new("full", "24m");
-    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", DEFAULTS)];
+    let defaults = defaults("drop");
+    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", defaults.as_str())];
     let config = format!("\n[api]\ntokens = [\n  {},\n]\n", token_entry("otto", "operator", OPERATOR_TOKEN));
     let mut ctl = Controller::configure(&lab, &files, &config);
     // The store on the small disk.

@@ -16,6 +16,7 @@ use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _},
     device::{Access, Mac},
 };
+use iotgw_test_support::{certificate_serial, checked, run, stdout, text};
 use netns_tests::{
     controller::{Controller, iotgw_bin},
     lab::{self, Lab, ip},
@@ -54,29 +55,6 @@ const POLL_LIMIT: Duration = Duration::from_secs(5);
 /// SYNs per probe, and how long the upstream sniffer listens for them.
 const PROBE_SYNS: u16 = 3;
 const SETTLE: Duration = Duration::from_millis(700);
-
-fn run(command: &mut Command) -> Output {
-    command.output().unwrap_or_else(|e| panic!("cannot run {command:?} (is it installed?): {e}"))
-}
-
-fn checked(command: &mut Command) -> Output {
-    let output = run(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-fn text(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
 
 /// The device: a namespace with an IP stack and its files (key, CSR, certificate) in a folder
 /// of its own (inside the controller's, removed with it).
@@ -150,11 +128,6 @@ impl Device {
     }
 }
 
-fn serial_of(cert: &Path) -> String {
-    let out = stdout(&checked(Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(cert)));
-    out.trim_start_matches("serial=").to_owned()
-}
-
 /// `iotgw pki ...` from the host namespace, on the controller's store and CA (via its config).
 fn pki(ctl: &Controller, args: &[&str]) -> Output {
     checked(Command::new(iotgw_bin()).arg("pki").args(args).arg("--config").arg(&ctl.config))
@@ -197,10 +170,7 @@ fn probe(tx: &RawSocket, upstream: &RawSocket, endpoints: Endpoints, first_port:
     std::thread::scope(|scope| {
         let sniffer = scope.spawn(|| {
             upstream
-                .collect(SETTLE, |frame| {
-                    matches!(etherparse::SlicedPacket::from_ethernet(frame).ok().and_then(|p| p.transport),
-                        Some(etherparse::TransportSlice::Tcp(t)) if t.destination_port() == HEAD_END_PORT)
-                })
+                .collect(SETTLE, |frame| packets::tcp(frame).is_some_and(|t| t.destination_port() == HEAD_END_PORT))
                 .len()
         });
         std::thread::sleep(Duration::from_millis(100));
@@ -296,7 +266,7 @@ fn device_enrolls_with_a_token_gains_its_policy_and_loses_it_on_revocation_withi
     );
 
     // Revocation by the operator (CLI on the store file): enforced in XDP within a second.
-    let serial = serial_of(&cert);
+    let serial = certificate_serial(&cert);
     let drops_before = not_enrolled_drops(&ctl, mac);
     let revoked_at = Instant::now();
     pki(&ctl, &["revoke", &serial, "--reason", "key_compromise"]);

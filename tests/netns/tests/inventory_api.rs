@@ -19,47 +19,29 @@ use netns_tests::{
     controller::Controller,
     lab::{GATEWAY_LAN_IP, Lab, UPSTREAM_IP, format_mac},
     packets::{self, BROADCAST_IP, Endpoints},
-    policies::{LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID},
+    policies::{LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID, defaults},
     raw::RawSocket,
 };
 use serde_json::{Value, json};
 
-/// The same class, now also allowed HTTP to the upstream host.
-const SENSOR_CLASS_WITH_HTTP: &str = r#"
-[[class]]
-name = "sensor"
-id = 20
-[[class.allow]]
-nets = ["10.78.0.2/32"]
-protocol = "tcp"
-ports = [1883]
-[[class.allow]]
-nets = ["10.78.0.2/32"]
-protocol = "tcp"
-ports = [80]
-"#;
+/// The sensor class, now also allowed HTTP to `net` upstream.
+fn sensor_class_with_http_to(net: &str) -> String {
+    format!("{SENSOR_CLASS}[[class.allow]]\nnets = [\"{net}\"]\nprotocol = \"tcp\"\nports = [80]\n")
+}
+
+/// HTTP allowed to the upstream host.
+fn sensor_class_with_http() -> String {
+    sensor_class_with_http_to("10.78.0.2/32")
+}
 
 /// HTTP allowed too, but with a network whose host bits are set: valid TOML, refused by the
 /// policy compiler, so none of the file (HTTP included) may reach the maps.
-const SENSOR_CLASS_HOST_BITS: &str = r#"
-[[class]]
-name = "sensor"
-id = 20
-[[class.allow]]
-nets = ["10.78.0.2/32"]
-protocol = "tcp"
-ports = [1883]
-[[class.allow]]
-nets = ["10.78.0.2/24"]
-protocol = "tcp"
-ports = [80]
-"#;
+fn sensor_class_host_bits() -> String {
+    sensor_class_with_http_to("10.78.0.2/24")
+}
 
 /// Not TOML: the value of `id` is missing.
 const BROKEN_SYNTAX: &str = "[[class]]\nname = \"broken\"\nid = \n";
-
-const DEFAULTS: &str =
-    "[defaults]\nmalformed = \"drop\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n";
 
 const VIEWER_TOKEN: &str = "lab-viewer-7c1f0e";
 const OPERATOR_TOKEN: &str = "lab-operator-93ab42";
@@ -98,7 +80,8 @@ struct Setup {
 
 /// Starts the controller on `lab` with the lanes, the sensor class and the tokens.
 fn start(lab: Lab) -> Setup {
-    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", DEFAULTS)];
+    let defaults = defaults("drop");
+    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", defaults.as_str())];
     let ctl = Controller::start(&lab, &files, &api_config());
     let gw_lan_mac = lab.mac_of(&lab.gw, "lan0");
     let api = ApiClient::new(&lab.gw);
@@ -133,14 +116,7 @@ impl Setup {
     }
 
     fn device_drops(&self, why: u32) -> u64 {
-        let mac = self.mac();
-        self.ctl
-            .maps()
-            .device_counters()
-            .into_iter()
-            .find(|(m, _)| *m == mac)
-            .map(|(_, c)| c.drops[why as usize])
-            .unwrap_or(0)
+        self.ctl.device_drops(self.mac(), why)
     }
 
     /// The onboarding chatter of a Hue bridge: a DHCP discover with its hostname, then a DNS
@@ -196,18 +172,12 @@ impl Setup {
 
 /// Destination port of a TCP frame.
 fn tcp_destination(frame: &[u8]) -> Option<u16> {
-    match etherparse::SlicedPacket::from_ethernet(frame).ok()?.transport? {
-        etherparse::TransportSlice::Tcp(t) => Some(t.destination_port()),
-        _ => None,
-    }
+    packets::tcp(frame).map(|t| t.destination_port())
 }
 
 /// Source port of a TCP frame.
 fn tcp_source(frame: &[u8]) -> Option<u16> {
-    match etherparse::SlicedPacket::from_ethernet(frame).ok()?.transport? {
-        etherparse::TransportSlice::Tcp(t) => Some(t.source_port()),
-        _ => None,
-    }
+    packets::tcp(frame).map(|t| t.source_port())
 }
 
 /// Frames at `socket` within the settle time whose TCP destination port is `port`.
@@ -349,7 +319,7 @@ fn policy_change_alters_enforcement_within_one_second() {
     assert_eq!(s.device_drops(reason::POLICY_DENY), 3);
 
     let applied_before = s.ctl.log_count("policy applied");
-    let written = write_policy(&s.ctl, "sensor.toml", SENSOR_CLASS_WITH_HTTP);
+    let written = write_policy(&s.ctl, "sensor.toml", &sensor_class_with_http());
     // Probe every PROBE_INTERVAL with a fresh source port; the first probe that arrives
     // upstream dates the change (to within one interval).
     let mut sent_at = Vec::new();
@@ -407,7 +377,7 @@ fn bad_policy_is_refused_and_the_old_one_still_enforced() {
     assert_eq!(shown["version"], running["version"], "same policy, same version");
 
     // Valid TOML that widens the class, but with a mistake: none of it may land.
-    write_policy(&s.ctl, "sensor.toml", SENSOR_CLASS_HOST_BITS);
+    write_policy(&s.ctl, "sensor.toml", &sensor_class_host_bits());
     wait_for_log_count(&s.ctl, "policy reload refused", 2, Duration::from_secs(3));
     let shown = s.policies();
     let refused = shown["last_refused"].as_str().unwrap_or_else(|| panic!("no last_refused: {shown:#}"));

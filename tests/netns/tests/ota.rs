@@ -14,7 +14,7 @@
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -23,6 +23,7 @@ use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _},
     device::{Access, Mac},
 };
+use iotgw_test_support::{checked, stdout};
 use netns_tests::{
     controller::{Controller, iotgw_bin},
     lab::{self, Lab, UPSTREAM_IP, ip},
@@ -69,25 +70,6 @@ const UPDATE_RETRY: Duration = Duration::from_millis(500);
 /// SYNs in the escape probe, and how long the sniffers listen.
 const PROBE_SYNS: u16 = 4;
 const SETTLE: Duration = Duration::from_millis(700);
-
-fn run(command: &mut Command) -> Output {
-    command.output().unwrap_or_else(|e| panic!("cannot run {command:?} (is it installed?): {e}"))
-}
-
-fn checked(command: &mut Command) -> Output {
-    let output = run(command);
-    assert!(
-        output.status.success(),
-        "{command:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// Removes a folder on drop, for the files made before the controller (which removes its
 /// folder itself) exists.
@@ -148,10 +130,7 @@ fn ota(repo: &Path, store: &Path, args: &[&str]) -> String {
 fn escape_probe(lab: &Lab, tx: &RawSocket, endpoints: Endpoints, first_port: u16, port: u16) -> (usize, usize) {
     let quarantine = RawSocket::open(&lab.quar, "eth0");
     let upstream = RawSocket::open(&lab.up, "eth0");
-    let to_port = |frame: &[u8]| {
-        matches!(etherparse::SlicedPacket::from_ethernet(frame).ok().and_then(|p| p.transport),
-            Some(etherparse::TransportSlice::Tcp(t)) if t.destination_port() == port && t.syn())
-    };
+    let to_port = |frame: &[u8]| packets::tcp(frame).is_some_and(|t| t.destination_port() == port && t.syn());
     std::thread::scope(|scope| {
         let q = scope.spawn(|| quarantine.collect(SETTLE, to_port).len());
         let u = scope.spawn(|| upstream.collect(SETTLE, to_port).len());

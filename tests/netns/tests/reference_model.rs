@@ -27,7 +27,10 @@ use iotgw::{
     device::{Access, Mac},
     policy::CompiledRule,
 };
-use netns_tests::{policies::LANES, require_root};
+use netns_tests::{
+    policies::{LANES, defaults},
+    require_root,
+};
 
 /// Frames run through both; the bar.
 const FRAMES: usize = 1_000_000;
@@ -590,13 +593,10 @@ fn setup(name: &str, malformed: &str) -> (Datapath, Model) {
     lan.load().expect("verifier accepts the LAN program");
     let maps = Maps::take(&mut ebpf).expect("maps");
 
-    let defaults = format!(
-        "[defaults]\nmalformed = \"{malformed}\"\nunknown_device = \"drop\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n"
-    );
     let sources = vec![
         (PathBuf::from("lanes.toml"), LANES.to_owned()),
         (PathBuf::from("classes.toml"), CLASSES.to_owned()),
-        (PathBuf::from("defaults.toml"), defaults),
+        (PathBuf::from("defaults.toml"), defaults(malformed)),
     ];
     let policy = iotgw::policy::parse_sources(&sources).expect("test policy parses");
     let compiled = iotgw::policy::compile(&policy).expect("test policy compiles");

@@ -23,15 +23,14 @@ use netns_tests::{
     controller::{Controller, Launcher, START_TIMEOUT},
     lab::{Lab, UPSTREAM_IP, XdpAttached, xdp_attached},
     packets::{self, Endpoints},
-    policies::{LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID},
+    policies::{DefaultVerdicts, LANES, SENSOR_CLASS, SENSOR_CLASS_ID, SENSOR_POLICY_ID},
     raw::RawSocket,
 };
 use serde_json::Value;
 
 /// Unknown devices pass: a device missing from the table reaches the network, which is what
 /// a lost device table looked like before the store restored it.
-const DEFAULTS: &str =
-    "[defaults]\nmalformed = \"drop\"\nunknown_device = \"pass\"\npolicy_miss = \"drop\"\nquarantine = \"redirect\"\n";
+const DEFAULTS: DefaultVerdicts<'static> = DefaultVerdicts { unknown_device: "pass", ..DefaultVerdicts::LAB };
 
 const OPERATOR_TOKEN: &str = "lab-operator-5d21c7";
 
@@ -51,10 +50,7 @@ fn endpoints(lab: &Lab, n: usize) -> Endpoints {
 }
 
 fn mqtt_port(frame: &[u8]) -> bool {
-    match etherparse::SlicedPacket::from_ethernet(frame).ok().and_then(|p| p.transport) {
-        Some(etherparse::TransportSlice::Tcp(t)) => t.destination_port() == packets::MQTT_PORT,
-        _ => false,
-    }
+    packets::tcp(frame).is_some_and(|t| t.destination_port() == packets::MQTT_PORT)
 }
 
 /// MQTT SYNs of device `n` that reach (upstream, the quarantine host), of `count` sent.
@@ -64,13 +60,7 @@ fn send_and_count(lab: &Lab, n: usize, base_port: u16, count: u16) -> (usize, us
     let quarantine_host = RawSocket::open(&lab.quar, "eth0");
     let src_ip = lab.devices[n].ip;
     std::thread::scope(|scope| {
-        let filter = |f: &[u8]| {
-            mqtt_port(f)
-                && etherparse::SlicedPacket::from_ethernet(f).ok().and_then(|p| p.net).is_some_and(|net| match net {
-                    etherparse::NetSlice::Ipv4(ip) => ip.header().source() == src_ip,
-                    _ => false,
-                })
-        };
+        let filter = |f: &[u8]| mqtt_port(f) && packets::ipv4_source(f) == Some(src_ip);
         let (upstream, quarantine_host) = (&upstream, &quarantine_host);
         let up = scope.spawn(move || upstream.collect(SETTLE, filter).len());
         let quar = scope.spawn(move || quarantine_host.collect(SETTLE, filter).len());
@@ -80,10 +70,6 @@ fn send_and_count(lab: &Lab, n: usize, base_port: u16, count: u16) -> (usize, us
         }
         (up.join().expect("sniffer"), quar.join().expect("sniffer"))
     })
-}
-
-fn device_drops(ctl: &Controller, mac: Mac, why: u32) -> u64 {
-    ctl.maps().device_counters().into_iter().find(|(m, _)| *m == mac).map(|(_, c)| c.drops[why as usize]).unwrap_or(0)
 }
 
 fn wait_for_device(api: &ApiClient, mac: Mac) -> Value {
@@ -122,7 +108,8 @@ fn watch_first_attach(lab: &Lab, pin_path: &std::path::Path, macs: &[Mac], start
 #[test]
 fn blocked_and_quarantined_devices_stay_so_after_a_reboot_removed_every_pin() {
     let lab = Lab::new(2);
-    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", DEFAULTS)];
+    let defaults = DEFAULTS.toml();
+    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", defaults.as_str())];
     let config = format!("\n[api]\ntokens = [\n  {},\n]\n", token_entry("otto", "operator", OPERATOR_TOKEN));
     let mut ctl = Controller::start(&lab, &files, &config);
     let api = ApiClient::new(&lab.gw);
@@ -197,9 +184,9 @@ fn blocked_and_quarantined_devices_stay_so_after_a_reboot_removed_every_pin() {
 
     // The next packets: the blocked device is dropped as blocked, the quarantined one goes to
     // the quarantine host only.
-    let drops = device_drops(&ctl, blocked, reason::BLOCKED);
+    let drops = ctl.device_drops(blocked, reason::BLOCKED);
     assert_eq!(send_and_count(&lab, 0, 32_000, 3), (0, 0), "blocked after the reboot");
-    assert_eq!(device_drops(&ctl, blocked, reason::BLOCKED), drops + 3);
+    assert_eq!(ctl.device_drops(blocked, reason::BLOCKED), drops + 3);
     assert_eq!(send_and_count(&lab, 1, 33_000, 3), (0, 3), "quarantined after the reboot");
     let entry = ctl.maps().access(quarantined).expect("lookup").expect("entry");
     assert_eq!((entry.policy_id, entry.class_id), (SENSOR_POLICY_ID, SENSOR_CLASS_ID), "class kept for the release");
@@ -217,7 +204,8 @@ const PRIVATE_TEARDOWN: Duration = Duration::from_secs(5);
 #[test]
 fn a_controller_on_a_private_bpffs_warns_and_the_store_restores_its_blocks() {
     let lab = Lab::new(1);
-    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", DEFAULTS)];
+    let defaults = DEFAULTS.toml();
+    let files = [("lanes.toml", LANES), ("sensor.toml", SENSOR_CLASS), ("defaults.toml", defaults.as_str())];
     let config = format!("\n[api]\ntokens = [\n  {},\n]\n", token_entry("otto", "operator", OPERATOR_TOKEN));
     let mut ctl = Controller::configure(&lab, &files, &config);
     ctl.launcher = Launcher::IpNetnsExec;

@@ -23,7 +23,7 @@ use iotgw::{
 };
 use netns_tests::{
     packets::{self, Endpoints},
-    policies::{LANES, defaults},
+    policies::{DefaultVerdicts, LANES},
     require_root,
 };
 
@@ -54,7 +54,7 @@ fn classes(sensor_mqtt: bool) -> String {
 }
 
 fn compiled(sensor_mqtt: bool, policy_miss: &str) -> CompiledPolicy {
-    let defaults = defaults("drop").replace("policy_miss = \"drop\"", &format!("policy_miss = \"{policy_miss}\""));
+    let defaults = DefaultVerdicts { policy_miss, ..DefaultVerdicts::LAB }.toml();
     let sources = vec![
         (PathBuf::from("lanes.toml"), LANES.to_owned()),
         (PathBuf::from("classes.toml"), classes(sensor_mqtt)),

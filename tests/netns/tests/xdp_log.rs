@@ -41,10 +41,7 @@ fn burst(lab: &Lab, port: u16) -> (usize, usize) {
     let tx = RawSocket::open(&d.ns, d.interface);
     let upstream = RawSocket::open(&lab.up, "eth0");
     let quarantine = RawSocket::open(&lab.quar, "eth0");
-    let to_port = |f: &[u8]| {
-        matches!(etherparse::SlicedPacket::from_ethernet(f).ok().and_then(|p| p.transport),
-            Some(etherparse::TransportSlice::Tcp(t)) if t.destination_port() == port)
-    };
+    let to_port = |f: &[u8]| packets::tcp(f).is_some_and(|t| t.destination_port() == port);
     std::thread::scope(|scope| {
         let q = scope.spawn(|| quarantine.collect(SETTLE, to_port).len());
         let u = scope.spawn(|| upstream.collect(SETTLE, to_port).len());
