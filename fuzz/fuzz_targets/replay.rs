@@ -1,4 +1,4 @@
-//! Packets: `inventory::replay::Replayer::frame`, the userspace decoder of Ethernet frames
+//! Packets: `datapath::replay::Replayer::frame`, the userspace decoder of Ethernet frames
 //! (VLAN, ARP, IPv4/IPv6, TCP/UDP) behind `iotgw analyze`, then every sample it emits through
 //! `fingerprint::sample::parse`. The first input byte is how much longer the frame was on the
 //! wire than captured.
@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use iotgw::{
     datapath::events::DatapathEvent,
+    datapath::replay::{ReplayItem, Replayer},
     fingerprint::sample,
-    inventory::replay::{ReplayItem, Replayer},
 };
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -1,10 +1,10 @@
 //! SOAR action requests: the HMAC signature check (`integrations::signature::verify`, its
-//! timestamp and signature headers) and the body checks (`integrations::soar::check_request`:
+//! timestamp and signature headers) and the body checks (`api::soar::check_request`:
 //! JSON, idempotency key, reason escaping and bound, tag). Input: the Idempotency-Key line,
 //! the timestamp line, the signature line, then the body, separated by newlines. Invariant: an
 //! accepted reason holds no control or bidi character and fits the bound.
 #![no_main]
-use iotgw::integrations::{signature, soar};
+use iotgw::{api::soar, integrations::signature};
 
 const NOW: i64 = 1_796_083_200;
 

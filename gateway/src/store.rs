@@ -1,6 +1,6 @@
 //! The gateway's one SQLite file (WAL mode). Each component owns its tables and declares its
 //! schema as versioned `Migration`s; `open` is handed the lists of the components a connection
-//! uses (the whole store's list is `crate::schema::ALL`), applies what is missing, in order,
+//! uses (the controller passes every component's), applies what is missing, in order,
 //! each in its own transaction, and records it in `schema_migrations`. The store knows no
 //! component: it depends on nothing above it.
 //!

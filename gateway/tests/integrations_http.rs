@@ -481,8 +481,8 @@ async fn soar() -> Soar {
     datapath.set_access(DEVICE, DeviceAccess { access: Access::Enrolled, policy_id: 16, class_id: 3 }).unwrap();
     let control: Control = datapath.clone();
     let bus = EventBus::default();
-    let state = integrations::SoarState::new(&config, &store, control, bus.clone()).unwrap();
-    let app = Router::new().nest("/api/v1/soar", integrations::router(state));
+    let state = iotgw::api::soar::SoarState::new(&config, &store, control, bus.clone()).unwrap();
+    let app = Router::new().nest("/api/v1/soar", iotgw::api::soar::router(state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/api/v1/soar/actions", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -150,7 +150,7 @@ fn run(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         iotgw::policy::parse_sources(&[("bench.toml".into(), format!("{POLICY}{}", policies::defaults("drop")))])
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let policy = iotgw::policy::compile(&policy).map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    maps.sync_policy(&policy.rules)?;
+    maps.sync_policy(policy.rules.iter().map(iotgw::policy::CompiledRule::to_abi))?;
     let v = policy.verdicts;
     maps.write_config(&GatewayConfig {
         malformed_verdict: v.malformed,

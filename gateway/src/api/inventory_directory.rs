@@ -49,7 +49,7 @@ impl InventoryDirectory {
     /// API reads then never wait for the pipeline's batches (WAL lets readers run beside the
     /// writer), and writes wait at most the store's busy timeout.
     pub fn open(path: &Path) -> Result<Self, crate::store::StoreError> {
-        let conn = crate::schema::open(path)?;
+        let conn = crate::store::open(path, &[inventory::MIGRATIONS])?;
         // Vendors and the classifier only matter for devices first seen through this handle,
         // and actions refuse devices the inventory does not hold.
         let inventory = Inventory::new(conn, inventory::Vendors::empty(), None);

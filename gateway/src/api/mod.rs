@@ -11,7 +11,7 @@
 //! loopback, plain HTTP needs `insecure_plaintext = true`.
 //!
 //! `router(state)` returns a plain `axum::Router`, so the controller can merge other routers
-//! (the SOAR webhook) before handing it to `serve`.
+//! (the SOAR actions of `soar`, mounted under `/api/v1/soar`) before handing it to `serve`.
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::PathBuf,
@@ -40,6 +40,7 @@ pub mod model;
 pub mod openapi;
 pub mod policy_view;
 pub mod server;
+pub mod soar;
 pub mod throttle;
 
 pub use auth::{Caller, Role, TokenEntry, TokenSet, TokensError};

@@ -28,7 +28,7 @@ use super::{handlers, model};
         handlers::release,
         handlers::block,
         handlers::metrics,
-        crate::integrations::soar::action,
+        crate::api::soar::action,
     ),
     components(schemas(
         model::Status,
@@ -48,9 +48,9 @@ use super::{handlers, model};
         model::ActionRequest,
         model::ActionResponse,
         model::ErrorBody,
-        crate::integrations::soar::ActionRequest,
-        crate::integrations::soar::ActionResponse,
-        crate::integrations::soar::SoarAction,
+        crate::api::soar::ActionRequest,
+        crate::api::soar::ActionResponse,
+        crate::api::soar::SoarAction,
     )),
     modifiers(&BearerScheme),
     tags(

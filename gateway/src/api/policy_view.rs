@@ -64,7 +64,7 @@ mod tests {
 
     fn shipped_policies() -> CompiledPolicy {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-        crate::policy::check(&[dir]).expect("the shipped policies check")
+        crate::policy::check(&[dir], crate::respond::rules::policy_errors).expect("the shipped policies check")
     }
 
     #[test]

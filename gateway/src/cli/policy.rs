@@ -43,7 +43,7 @@ pub enum Command {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { files } => Ok(match policy::check(&files) {
+        Command::Check { files } => Ok(match policy::check(&files, crate::respond::rules::policy_errors) {
             Ok(compiled) => {
                 println!("{}", summary(&compiled));
                 for note in notes(&compiled) {
@@ -53,7 +53,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Err(errors) => print_errors(&errors),
         }),
-        Command::Show { files, json } => Ok(match policy::check(&files) {
+        Command::Show { files, json } => Ok(match policy::check(&files, crate::respond::rules::policy_errors) {
             Ok(compiled) if json => {
                 println!("{:#}", compiled.view());
                 ExitCode::SUCCESS
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn summary_counts_what_the_files_hold() {
-        let compiled = policy::check(&[SHIPPED]).expect("shipped policies");
+        let compiled = policy::check(&[SHIPPED], crate::respond::rules::policy_errors).expect("shipped policies");
         let text = summary(&compiled);
         assert!(text.starts_with("ok: 9 files, 6 classes, 3 lanes, "), "{text}");
         assert!(text.ends_with("quarantine=redirect"), "{text}");

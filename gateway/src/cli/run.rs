@@ -42,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `[datapath]`. Returns the policy to run, or every problem.
 pub fn check(config: &Config) -> Result<PolicyStore, Vec<String>> {
     let mut problems = Vec::new();
-    let policy = match PolicyStore::open(&config.policy.dir) {
+    let policy = match PolicyStore::open(&config.policy.dir, crate::respond::rules::policy_errors) {
         Ok(policy) => Some(policy),
         Err(errors) => {
             problems.extend(errors.iter().map(ToString::to_string));

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::{
-    api::{ApiState, directory::SharedPolicy, inventory_directory::InventoryDirectory, metrics::Metrics, model},
+    api::{ApiState, directory::SharedPolicy, inventory_directory::InventoryDirectory, metrics::Metrics, model, soar},
     config::Config,
     datapath::{Control, loader::Attachment},
     event::EventBus,
-    integrations::soar,
     shutdown::Shutdown,
 };
 

@@ -15,7 +15,10 @@ use crate::{
     datapath::{DeviceControl as _, events::PacketSample, maps::Maps},
     event::{EventBus, EventKind, GatewayEvent, Severity},
     pipeline,
-    policy::{CompiledPolicy, DnsTracker, PolicyId, PolicyStore, PolicyWatcher, Verdicts, dns::policies_in_force},
+    policy::{
+        CompiledPolicy, CompiledRule, DnsTracker, PolicyId, PolicyStore, PolicyWatcher, Verdicts,
+        dns::policies_in_force,
+    },
     shutdown::Shutdown,
 };
 
@@ -47,7 +50,7 @@ pub fn apply_policy(maps: &Maps, config: &Config, policy: &CompiledPolicy, dns: 
     if !refused.is_empty() {
         tracing::warn!(refused = refused.len(), "DNS-resolved entries beyond the datapath's limits were not written");
     }
-    let report = maps.sync_policy(&rules).context("writing policy rules")?;
+    let report = maps.sync_policy(rules.iter().map(CompiledRule::to_abi)).context("writing policy rules")?;
     let datapath = maps.read_config().unwrap_or_default();
     let wanted = datapath_config(config, &policy.verdicts, datapath.quarantine_src_mac);
     maps.write_config(&GatewayConfig { quarantine_src_mac: datapath.quarantine_src_mac, ..wanted })

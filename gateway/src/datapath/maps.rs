@@ -24,10 +24,7 @@ use gateway_ebpf::{
 };
 
 use super::{ControlError, DeviceAccess, DeviceControl};
-use crate::{
-    device::{Access, Mac},
-    policy::{AbiEntry, CompiledRule},
-};
+use crate::device::{Access, Mac};
 
 /// What a policy sync changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,6 +32,23 @@ pub struct SyncReport {
     pub inserted: usize,
     pub removed: usize,
     pub unchanged: usize,
+}
+
+/// One entry of `POLICY_V4` or `POLICY_V6`, in the ABI's types (`policy::CompiledRule::to_abi`
+/// makes them from the policy files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbiEntry {
+    /// Key for `POLICY_V4` with its LPM prefix length (`POLICY_KEY_FIXED_BITS` + prefix).
+    V4 {
+        prefix_len: u32,
+        key: PolicyKey<4>,
+        rule: PolicyRule,
+    },
+    V6 {
+        prefix_len: u32,
+        key: PolicyKey<16>,
+        rule: PolicyRule,
+    },
 }
 
 /// Sums of a device's per-CPU counters.
@@ -143,14 +157,14 @@ impl Maps {
             .map_err(|e| ControlError::Map { map: abi::REDIRECT_PORTS, message: e.to_string() })
     }
 
-    /// Makes the policy maps hold exactly `rules` (unique per policy, protocol and prefix, as
-    /// `policy::compile` makes them): new and changed entries first, stale ones after, so
+    /// Makes the policy maps hold exactly `entries` (unique per policy, protocol and prefix,
+    /// as `policy::compile` makes them): new and changed entries first, stale ones after, so
     /// traffic allowed before and after never sees a gap.
-    pub fn sync_policy(&self, rules: &[CompiledRule]) -> Result<SyncReport, ControlError> {
+    pub fn sync_policy(&self, entries: impl IntoIterator<Item = AbiEntry>) -> Result<SyncReport, ControlError> {
         let mut v4 = Merged::<4>::new();
         let mut v6 = Merged::<16>::new();
-        for rule in rules {
-            match rule.to_abi() {
+        for entry in entries {
+            match entry {
                 AbiEntry::V4 { prefix_len, key, rule } => {
                     v4.insert(
                         (

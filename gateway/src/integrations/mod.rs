@@ -5,7 +5,7 @@
 //! one `delivery::SinkTask` per sink → `transport` (syslog UDP/TCP/TLS, HEC, webhook, file)
 //! or `itsm`, rendered by `syslog`, `cef` or `json`. Events are in the store before any sink
 //! sees them; each sink delivers in order from its own cursor, at least once, retrying with
-//! backoff while it is down. `soar` is the inbound side (an axum router). Reads the gateway
+//! backoff while it is down. The inbound side, SOAR actions, is part of the API (`api::soar`). Reads the gateway
 //! config and the store; writes the store's `integration_*` tables and the network.
 //!
 //! Guarantees, precisely: an event is durable once the outbox writer committed it (a few ms
@@ -85,13 +85,11 @@ pub mod json;
 pub mod outbox;
 pub mod render;
 pub mod signature;
-pub mod soar;
 pub mod syslog;
 pub mod transport;
 
 pub use config::Config;
 pub use outbox::MIGRATIONS;
-pub use soar::{SoarState, router};
 
 /// Why integrations could not start.
 #[derive(Debug, thiserror::Error)]

@@ -488,7 +488,8 @@ protocol = "icmp"
     #[test]
     fn shipped_camera_policy_gains_its_cdn_address_until_the_ttl_runs_out() {
         let compiled =
-            crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")]).expect("shipped policies");
+            crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")], crate::policy::no_extension)
+                .expect("shipped policies");
         let camera = compiled.class("camera").expect("camera").policy_id;
         let mut tracker = DnsTracker::new(&compiled);
         let now = Instant::now();

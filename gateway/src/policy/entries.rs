@@ -19,6 +19,7 @@ use gateway_ebpf::{MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule
 use ipnet::IpNet;
 
 use super::{error::Location, model::PolicyId, values::merge_ranges};
+use crate::datapath::maps::AbiEntry;
 
 /// One LPM entry: what `policy_id` allows towards `net` for protocol `proto`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,22 +50,6 @@ impl From<PortRangeKey> for PortRange {
     fn from(range: PortRangeKey) -> Self {
         Self { first: range.first, last: range.last }
     }
-}
-
-/// A compiled rule in the ABI's types, ready for `POLICY_V4` or `POLICY_V6`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AbiEntry {
-    /// Key for `POLICY_V4` with its LPM prefix length (`POLICY_KEY_FIXED_BITS` + prefix).
-    V4 {
-        prefix_len: u32,
-        key: PolicyKey<4>,
-        rule: PolicyRule,
-    },
-    V6 {
-        prefix_len: u32,
-        key: PolicyKey<16>,
-        rule: PolicyRule,
-    },
 }
 
 impl CompiledRule {

@@ -19,8 +19,8 @@
 //! `CompiledPolicy` to `datapath::maps`.
 //!
 //! Extension point: `[[response]]` tables are kept raw in `CompiledPolicy::responses` for
-//! `crate::respond` to parse; `check` (so `policy check`, `iotgw run` and every reload) has
-//! `crate::respond::rules` check them with the rest. Every other unknown top-level table is
+//! `crate::respond` to parse; `check` (so `policy check`, `iotgw run` and every reload) runs
+//! the `Extension` check its caller passes (`respond::rules::policy_errors`) with the rest. Every other unknown top-level table is
 //! an error.
 
 mod checks;
@@ -45,11 +45,14 @@ pub use classify::{ClassRef, MatchedBy};
 pub use compile::{CompiledClass, CompiledPolicy, DnsRule, compile};
 pub use config::Config;
 pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate, policies_in_force};
-pub use entries::{AbiEntry, CompiledRule, PortRangeKey};
+pub use entries::{CompiledRule, PortRangeKey};
 pub use error::{ErrorKind, Location, PolicyError};
 pub use load::{load_paths, parse_sources};
 pub use model::{ClassId, Policy, PolicyId};
-pub use store::{PolicyStore, PolicyWatcher, ReloadRequest, WATCH_DEBOUNCE, WatchError, check, reload, watch};
+pub use store::{
+    Extension, PolicyStore, PolicyWatcher, ReloadRequest, WATCH_DEBOUNCE, WatchError, check, no_extension, reload,
+    watch,
+};
 pub use verdict::{Verdict, Verdicts};
 
 /// Checks and compiles one policy text (`t.toml`), panicking on errors: for tests.

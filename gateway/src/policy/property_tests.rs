@@ -123,7 +123,8 @@ fn mutated_policy_files_never_panic_and_errors_point_inside_the_files() {
 #[test]
 fn random_bytes_never_panic_the_parser_the_mud_importer_or_the_dns_tracker() {
     let mut rng = StdRng::seed_from_u64(0x1077_0002);
-    let compiled = super::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")]).expect("shipped policies");
+    let compiled = super::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")], super::no_extension)
+        .expect("shipped policies");
     let mut tracker = DnsTracker::new(&compiled);
     let sample = include_str!("testdata/lightbulb.mud.json");
     for _ in 0..1000 {

@@ -16,6 +16,7 @@ use super::{
     compile::{CompiledPolicy, compile},
     error::PolicyError,
     load::load_paths,
+    model::Policy,
 };
 
 /// Quiet time after the last change in the folder before a reload is asked for: editors
@@ -25,40 +26,50 @@ pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Pending raw file events between the watcher thread and the debounce task.
 const WATCH_QUEUE: usize = 256;
 
-/// Loads and compiles `paths` (files, or folders of `*.toml`) and checks their
-/// `[[response]]` rules (`crate::respond::rules`): what `iotgw policy check`, `iotgw run`
-/// and every `reload` run, so none of them accepts what another refuses. Every error of
-/// both is reported.
-pub fn check<P: AsRef<Path>>(paths: &[P]) -> Result<CompiledPolicy, Vec<PolicyError>> {
+/// Checks the tables the policy files hold for another component (`[[response]]`, kept raw
+/// in `Policy::responses`): the respond step passes `respond::rules::policy_errors`, so the
+/// policy module needs to know nothing of response rules.
+pub type Extension = fn(&Policy) -> Vec<PolicyError>;
+
+/// No extension tables to check (tools that read only the access rules).
+pub fn no_extension(_: &Policy) -> Vec<PolicyError> {
+    Vec::new()
+}
+
+/// Loads and compiles `paths` (files, or folders of `*.toml`) and checks their extension
+/// tables with `extension`: what `iotgw policy check`, `iotgw run` and every `reload` run, so
+/// none of them accepts what another refuses. Every error of both is reported.
+pub fn check<P: AsRef<Path>>(paths: &[P], extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
     let policy = load_paths(paths)?;
-    let responses = crate::respond::rules::policy_errors(&policy);
+    let extension_errors = extension(&policy);
     match compile(&policy) {
-        Ok(compiled) if responses.is_empty() => Ok(compiled),
-        Ok(_) => Err(responses),
+        Ok(compiled) if extension_errors.is_empty() => Ok(compiled),
+        Ok(_) => Err(extension_errors),
         Err(mut errors) => {
-            errors.extend(responses);
+            errors.extend(extension_errors);
             Err(errors)
         }
     }
 }
 
 /// Loads and compiles every `*.toml` file of `dir`.
-pub fn reload(dir: &Path) -> Result<CompiledPolicy, Vec<PolicyError>> {
-    check(&[dir])
+pub fn reload(dir: &Path, extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
+    check(&[dir], extension)
 }
 
 /// The policy in force. Only a fully checked and compiled policy ever replaces it.
 #[derive(Debug)]
 pub struct PolicyStore {
     dir: PathBuf,
+    extension: Extension,
     current: Arc<CompiledPolicy>,
 }
 
 impl PolicyStore {
     /// Loads `dir`; at startup a bad folder is an error (there is nothing to keep running).
-    pub fn open(dir: &Path) -> Result<Self, Vec<PolicyError>> {
-        let current = Arc::new(reload(dir)?);
-        Ok(Self { dir: dir.to_owned(), current })
+    pub fn open(dir: &Path, extension: Extension) -> Result<Self, Vec<PolicyError>> {
+        let current = Arc::new(reload(dir, extension)?);
+        Ok(Self { dir: dir.to_owned(), extension, current })
     }
 
     pub fn dir(&self) -> &Path {
@@ -73,7 +84,7 @@ impl PolicyStore {
     /// Re-reads the folder. On success the new policy is in force and returned; on failure
     /// the running policy is untouched and the errors say why.
     pub fn reload(&mut self) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
-        let next = Arc::new(reload(&self.dir)?);
+        let next = Arc::new(reload(&self.dir, self.extension)?);
         self.current = Arc::clone(&next);
         Ok(next)
     }
@@ -187,7 +198,7 @@ mod tests {
 
     #[test]
     fn shipped_policies_check_and_compile_to_the_documented_lanes() {
-        let compiled = reload(&shipped_dir()).unwrap_or_else(|errors| {
+        let compiled = reload(&shipped_dir(), crate::respond::rules::policy_errors).unwrap_or_else(|errors| {
             panic!(
                 "shipped policies must pass `policy check`:\n{}",
                 errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
@@ -219,14 +230,15 @@ mod tests {
         // lanes for `update_lane`); naming a file twice is harmless.
         for file in crate::policy::load::toml_files(&shipped_dir()).expect("policies/") {
             let set = [file.clone(), shipped_dir().join("base.toml"), shipped_dir().join("lanes.toml")];
-            check(&set).unwrap_or_else(|errors| panic!("{}: {errors:?}", file.display()));
+            check(&set, crate::respond::rules::policy_errors)
+                .unwrap_or_else(|errors| panic!("{}: {errors:?}", file.display()));
         }
     }
 
     #[test]
     fn bad_file_keeps_the_running_policy_and_says_why() {
         let dir = ScratchDir::with_shipped("atomic");
-        let mut store = PolicyStore::open(&dir.0).expect("shipped policies load");
+        let mut store = PolicyStore::open(&dir.0, no_extension).expect("shipped policies load");
         let before = store.current();
         std::fs::write(dir.0.join("zz-bad.toml"), "[[class]]\nname = \"camera\"\nid = 99\n").expect("write");
         let errors = store.reload().expect_err("duplicate class refused");
@@ -244,7 +256,8 @@ mod tests {
     #[test]
     fn a_bad_response_rule_refuses_the_reload_and_says_where() {
         let dir = ScratchDir::with_shipped("response");
-        let mut store = PolicyStore::open(&dir.0).expect("shipped policies load");
+        // With the check the respond step passes: the reload must refuse its rules' errors.
+        let mut store = PolicyStore::open(&dir.0, crate::respond::rules::policy_errors).expect("shipped policies load");
         let before = store.current();
         let bad = "# isolate\n[[response]]\nname = \"nuke\"\ndetectors = [\"scna\"]\naction = \"nuke\"\n";
         std::fs::write(dir.0.join("zz-response.toml"), bad).expect("write");
@@ -259,15 +272,15 @@ mod tests {
         assert!(text[1].contains("unknown action \"nuke\""), "{}", text[1]);
         assert!(Arc::ptr_eq(&before, &store.current()), "the running policy stays");
         // `iotgw policy check` runs the same check.
-        assert!(check(&[&dir.0]).is_err());
+        assert!(check(&[&dir.0], crate::respond::rules::policy_errors).is_err());
     }
 
     #[test]
     fn unreadable_folder_is_an_error_at_open() {
-        let errors = PolicyStore::open(Path::new("/nonexistent/iotgw-policies")).expect_err("missing");
+        let errors = PolicyStore::open(Path::new("/nonexistent/iotgw-policies"), no_extension).expect_err("missing");
         assert!(matches!(errors[0].kind, ErrorKind::Read(_) | ErrorKind::NoFiles), "{errors:?}");
         let empty = ScratchDir::new("empty");
-        let errors = PolicyStore::open(&empty.0).expect_err("no files");
+        let errors = PolicyStore::open(&empty.0, no_extension).expect_err("no files");
         assert_eq!(errors[0].kind, ErrorKind::NoFiles);
     }
 

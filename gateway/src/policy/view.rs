@@ -111,7 +111,8 @@ mod tests {
     #[test]
     fn view_of_the_shipped_policies_names_classes_lanes_and_entries() {
         let compiled =
-            crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")]).expect("shipped policies");
+            crate::policy::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")], crate::policy::no_extension)
+                .expect("shipped policies");
         let view = compiled.view();
         let camera = view["classes"]
             .as_array()

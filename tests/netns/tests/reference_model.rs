@@ -600,7 +600,7 @@ fn setup(name: &str, malformed: &str) -> (Datapath, Model) {
     ];
     let policy = iotgw::policy::parse_sources(&sources).expect("test policy parses");
     let compiled = iotgw::policy::compile(&policy).expect("test policy compiles");
-    maps.sync_policy(&compiled.rules).expect("policy rules");
+    maps.sync_policy(compiled.rules.iter().map(CompiledRule::to_abi)).expect("policy rules");
     let v = compiled.verdicts;
     let config = GatewayConfig {
         malformed_verdict: v.malformed,

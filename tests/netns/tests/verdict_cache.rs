@@ -90,7 +90,7 @@ impl Datapath {
 
     /// What the controller does on a policy (re)load: rules, then verdicts.
     fn apply(&self, policy: &CompiledPolicy) {
-        self.maps.sync_policy(&policy.rules).expect("policy rules");
+        self.maps.sync_policy(policy.rules.iter().map(iotgw::policy::CompiledRule::to_abi)).expect("policy rules");
         let v = policy.verdicts;
         self.maps
             .write_config(&GatewayConfig {

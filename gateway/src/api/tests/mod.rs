@@ -176,12 +176,11 @@ impl Server {
                 token: Some(SOAR_TOKEN.into()),
                 secret: None,
             }];
-            let soar =
-                crate::integrations::SoarState::new(&integrations, store, datapath.clone(), state.events.clone())
-                    .unwrap()
-                    .with_action_lock(state.action_lock())
-                    .with_failure_limiter(state.failure_limiter());
-            app = app.nest("/api/v1/soar", crate::integrations::router(soar));
+            let soar = super::soar::SoarState::new(&integrations, store, datapath.clone(), state.events.clone())
+                .unwrap()
+                .with_action_lock(state.action_lock())
+                .with_failure_limiter(state.failure_limiter());
+            app = app.nest("/api/v1/soar", super::soar::router(soar));
         }
         let task = tokio::spawn(serve_with(listener, app, None, options.limits, shutdown));
         Self { base, datapath, state, trigger, task }

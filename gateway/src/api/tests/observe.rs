@@ -90,7 +90,7 @@ async fn policies_show_what_the_policy_component_published() {
     let task = tokio::spawn(serve_on(listener, router(state), None, shutdown));
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-    let compiled = crate::policy::check(&[dir]).unwrap();
+    let compiled = crate::policy::check(&[dir], crate::respond::rules::policy_errors).unwrap();
     policies.set(policy_view::snapshot(&compiled));
     policies.refused("camera.toml:3:1: bad".into());
     let body: serde_json::Value = client()

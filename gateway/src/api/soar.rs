@@ -29,20 +29,20 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    config::{Config, SoarCaller},
-    outbox::now_ms,
-    signature,
+    DeviceDirectory, InventoryDirectory,
+    actions::{self, Action, ApplyError, UnknownDevices},
+    model::ErrorBody,
+    throttle::{FailureLimiter, Source},
 };
 use crate::{
-    api::{
-        DeviceDirectory, InventoryDirectory,
-        actions::{self, Action, ApplyError, UnknownDevices},
-        model::ErrorBody,
-        throttle::{FailureLimiter, Source},
-    },
     datapath::Control,
     device::Mac,
     event::{EventBus, EventKind, GatewayEvent, Severity},
+    integrations::{
+        config::{Config, SoarCaller},
+        outbox::now_ms,
+        signature,
+    },
 };
 
 /// Header naming the action for idempotency (draft-ietf-httpapi-idempotency-key-header).
