@@ -166,26 +166,10 @@ impl Maps {
         for entry in entries {
             match entry {
                 AbiEntry::V4 { prefix_len, key, rule } => {
-                    v4.insert(
-                        (
-                            u32::from_be_bytes(key.policy_id),
-                            key.proto,
-                            key.addr,
-                            (prefix_len - POLICY_KEY_FIXED_BITS) as u8,
-                        ),
-                        rule,
-                    );
+                    v4.insert(merged_key(prefix_len, &key), rule);
                 }
                 AbiEntry::V6 { prefix_len, key, rule } => {
-                    v6.insert(
-                        (
-                            u32::from_be_bytes(key.policy_id),
-                            key.proto,
-                            key.addr,
-                            (prefix_len - POLICY_KEY_FIXED_BITS) as u8,
-                        ),
-                        rule,
-                    );
+                    v6.insert(merged_key(prefix_len, &key), rule);
                 }
             }
         }
@@ -303,6 +287,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Trie entries by (policy id, protocol, address, prefix length).
 type Merged<const N: usize> = BTreeMap<(u32, u8, [u8; N], u8), PolicyRule>;
+
+/// An entry's place in `Merged`: policy, protocol, address, then prefix length, so a
+/// policy's entries sort together.
+fn merged_key<const N: usize>(prefix_len: u32, key: &PolicyKey<N>) -> (u32, u8, [u8; N], u8) {
+    (u32::from_be_bytes(key.policy_id), key.proto, key.addr, (prefix_len - POLICY_KEY_FIXED_BITS) as u8)
+}
 
 fn trie_key<const N: usize>(&(policy_id, proto, addr, prefix): &(u32, u8, [u8; N], u8)) -> Key<PolicyKey<N>> {
     Key::new(

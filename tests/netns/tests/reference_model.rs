@@ -1,4 +1,5 @@
-//! The LAN XDP program against a reference model of its decisions.
+//! The LAN XDP program against a reference model of its decisions. (One file past 600 lines:
+//! the model reads as one contract, next to the frames that exercise it.)
 //!
 //! `Model` below is the datapath's contract in plain Rust, written from the module docs of
 //! gateway-ebpf (`parse` → `classify` → `policy` → `verdict`), not from its code: how a frame

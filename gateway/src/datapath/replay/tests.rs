@@ -1,0 +1,138 @@
+use etherparse::PacketBuilder;
+
+use super::*;
+
+const DEVICE: [u8; 6] = [0x00, 0x17, 0x88, 0x24, 0x76, 0xff];
+const ROUTER: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
+
+fn t(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+}
+
+fn syn_frame() -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(DEVICE, ROUTER)
+        .ipv4([192, 168, 1, 20], [93, 184, 216, 34], 64)
+        .tcp(40_000, 443, 1, 14_600)
+        .syn()
+        .options(&[
+            etherparse::TcpOptionElement::MaximumSegmentSize(1460),
+            etherparse::TcpOptionElement::Noop,
+            etherparse::TcpOptionElement::WindowScale(4),
+        ])
+        .unwrap();
+    let mut frame = Vec::new();
+    builder.write(&mut frame, &[]).unwrap();
+    frame
+}
+
+fn dns_frame() -> Vec<u8> {
+    let builder =
+        PacketBuilder::ethernet2(DEVICE, ROUTER).ipv4([192, 168, 1, 20], [192, 168, 1, 1], 64).udp(50_000, 53);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, &[0xab; 30]).unwrap();
+    frame
+}
+
+fn run(frames: &[(SystemTime, Vec<u8>)]) -> (Vec<ReplayItem>, ReplayStats) {
+    let mut replayer = Replayer::new(DEFAULT_INTERVAL);
+    let mut items = Vec::new();
+    for (time, frame) in frames {
+        replayer.frame(*time, frame, frame.len() as u32, &mut |item| items.push(item));
+    }
+    replayer.finish(&mut |item| items.push(item));
+    (items, replayer.stats())
+}
+
+#[test]
+fn replay_emits_one_flow_event_per_flow_with_syn_fingerprint() {
+    let (items, stats) = run(&[(t(0), syn_frame()), (t(0), syn_frame())]);
+    let flows: Vec<_> = items
+        .iter()
+        .filter_map(|item| match item {
+            ReplayItem::Event(DatapathEvent::Flow(flow)) => Some(flow),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(stats.flows, 1);
+    let syn = flows[0].syn.expect("SYN fingerprint");
+    assert_eq!((syn.window, syn.mss, syn.window_scale, syn.ttl), (14_600, 1460, 4, 64));
+    assert_eq!(&syn.option_kinds[..syn.option_count as usize], &[2, 1, 3]);
+    assert_eq!(flows[0].mac, Mac(DEVICE));
+    assert_eq!(flows[0].dst_port, 443);
+}
+
+#[test]
+fn replay_samples_dns_with_payload_offset() {
+    let (items, _) = run(&[(t(0), dns_frame())]);
+    let sample = items
+        .iter()
+        .find_map(|item| match item {
+            ReplayItem::Event(DatapathEvent::Sample(sample)) => Some(sample),
+            _ => None,
+        })
+        .expect("a DNS sample");
+    assert_eq!(sample.kind, SampleKind::Dns);
+    assert_eq!(sample.payload_offset, 28, "IPv4 (20) + UDP (8) headers");
+    assert_eq!(sample.payload(), &[0xab; 30]);
+}
+
+#[test]
+fn replay_counts_tx_and_rx_per_interval() {
+    let (items, _) = run(&[(t(0), dns_frame()), (t(0), syn_frame()), (t(2), dns_frame())]);
+    let intervals: Vec<_> = items
+        .iter()
+        .filter_map(|item| match item {
+            ReplayItem::Interval(interval) => Some(interval),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(intervals.len(), 2);
+    assert_eq!(intervals[0].start, t(0));
+    let device = intervals[0].devices[&Mac(DEVICE)];
+    assert_eq!(device.tx_packets, 2);
+    assert_eq!(device.tx_bytes, (dns_frame().len() + syn_frame().len()) as u64);
+    assert_eq!(intervals[0].devices[&Mac(ROUTER)].rx_packets, 2);
+    assert_eq!(intervals[1].start, t(2));
+    // The interval closes before the event of the next one comes out.
+    let first_interval = items.iter().position(|i| matches!(i, ReplayItem::Interval(_))).unwrap();
+    assert!(matches!(items[first_interval + 1], ReplayItem::Event(_)));
+}
+
+#[test]
+fn replay_truncated_frames_are_counted_not_fatal() {
+    let frame = syn_frame();
+    let mut frames = Vec::new();
+    for len in 0..frame.len() {
+        frames.push((t(0), frame[..len].to_vec()));
+    }
+    let (_, stats) = run(&frames);
+    assert_eq!(stats.frames, frame.len() as u64);
+    assert!(stats.malformed > 0);
+}
+
+#[test]
+fn replay_never_panics_on_any_shared_capture() {
+    let root = crate::test_datasets::root();
+    let mut files = Vec::new();
+    let mut dirs = vec![root];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "pcap") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 400, "expected the whole dataset, found {} captures", files.len());
+    let stats = replay_files(&files, DEFAULT_INTERVAL, |_, _| {}).unwrap();
+    assert!(stats.iter().map(|s| s.flows).sum::<u64>() > 10_000);
+}
+
+#[test]
+fn replay_refuses_a_file_that_is_not_pcap() {
+    let error = CaptureReplay::new(&b"definitely not a capture file"[..], Path::new("x.pcap"), DEFAULT_INTERVAL);
+    assert!(matches!(error, Err(ReplayError::Format { .. })));
+}
