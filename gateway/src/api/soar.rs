@@ -131,7 +131,10 @@ impl SoarState {
             tolerance_secs: config.soar.signature_tolerance_secs,
             control,
             directory: Arc::new(InventoryDirectory::open(store_path)?),
-            store: Arc::new(Mutex::new(crate::store::open(store_path, &[crate::inventory::MIGRATIONS])?)),
+            store: Arc::new(Mutex::new(crate::store::open(
+                store_path,
+                &[crate::inventory::MIGRATIONS, crate::integrations::MIGRATIONS],
+            )?)),
             bus,
             action_lock: Arc::default(),
             failures: Arc::default(),

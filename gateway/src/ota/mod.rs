@@ -127,7 +127,8 @@ pub struct Running {
 /// Starts the update server and the rollout loop. Fails before spawning anything if the store,
 /// the repository, the certificates or the address are unusable.
 pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: Shutdown) -> Result<Running, OtaError> {
-    let conn = crate::store::open(store_path, &[MIGRATIONS])?;
+    // The update server checks client certificates against the identity registry.
+    let conn = crate::store::open(store_path, &[MIGRATIONS, crate::identity::MIGRATIONS])?;
     let repository = config.repository();
     // The repository must exist: serving without a root would hand devices nothing to trust.
     repository.root(&conn)?;
