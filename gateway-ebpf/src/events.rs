@@ -9,7 +9,7 @@ use gateway_ebpf::{
 use crate::{EVENTS, count, decision::Decision};
 
 /// The smallest all-ones mask that keeps `SAMPLE_BYTES`: it gives the verifier a constant
-/// bound on a copy length before the clamp to `SAMPLE_BYTES`.
+/// bound on a copy length after the clamp to `SAMPLE_BYTES`.
 const SAMPLE_LEN_MASK: usize = (SAMPLE_BYTES + 1).next_power_of_two() - 1;
 
 #[inline(always)]
@@ -61,8 +61,12 @@ pub fn sample(
         return;
     };
     let event = entry.as_mut_ptr();
-    // The verifier needs a constant upper bound on the copy length: mask, then clamp.
-    let mut len = (frame_len - l3_offset) & SAMPLE_LEN_MASK;
+    // Clamp first, so a long frame gives its first `SAMPLE_BYTES` (masking first wrapped a
+    // 1,100-byte frame to 76). The mask then changes nothing but gives the verifier a
+    // constant bound on the copy length, whatever the compiler made of the clamp; the second
+    // clamp keeps that bound at `SAMPLE_BYTES`.
+    let remaining = frame_len - l3_offset;
+    let mut len = if remaining > SAMPLE_BYTES { SAMPLE_BYTES } else { remaining } & SAMPLE_LEN_MASK;
     if len > SAMPLE_BYTES {
         len = SAMPLE_BYTES;
     }

@@ -85,6 +85,20 @@ pub fn dhcp_discover(e: Endpoints, xid: u32, parameters: &[u8], hostname: &str) 
     udp(e, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, &payload)
 }
 
+/// `dhcp_discover` padded after its END option (as RFC 2131 allows) to a frame of
+/// `frame_len` bytes: long DHCP messages must be sampled from their start.
+pub fn dhcp_discover_padded(e: Endpoints, xid: u32, parameters: &[u8], hostname: &str, frame_len: usize) -> Vec<u8> {
+    let short = dhcp_discover(e, xid, parameters, hostname);
+    let dhcp = &short[ETHERNET_IPV4_UDP_HEADERS..];
+    let mut payload = dhcp.to_vec();
+    payload.resize(frame_len.saturating_sub(ETHERNET_IPV4_UDP_HEADERS).max(dhcp.len()), 0);
+    let e = Endpoints { dst_mac: BROADCAST_MAC, src_ip: UNSPECIFIED_IP, dst_ip: BROADCAST_IP, ..e };
+    udp(e, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, &payload)
+}
+
+/// Ethernet (14), IPv4 without options (20) and UDP (8) headers.
+const ETHERNET_IPV4_UDP_HEADERS: usize = 14 + 20 + 8;
+
 /// A DNS query for `name`'s A record, encoded by hickory-proto.
 pub fn dns_query(e: Endpoints, src_port: u16, id: u16, name: &str) -> Vec<u8> {
     use hickory_proto::{

@@ -428,3 +428,18 @@ fn inventory_survives_a_controller_restart() {
     assert_eq!(added, 1, "the device was not added a second time: {later:#}");
     assert_eq!(s.api.get("/api/v1/devices", Some(VIEWER_TOKEN)).json().as_array().map(Vec::len), Some(1));
 }
+
+/// A DHCP discover padded to 1,100 bytes (longer than the 1,023 the sample length was once
+/// masked to) still yields its host name: the sample is the frame's first `SAMPLE_BYTES`.
+#[test]
+fn a_long_dhcp_message_is_sampled_from_its_start() {
+    let mut lab = Lab::new(1);
+    lab.set_device_mac(0, PHILIPS_MAC);
+    let s = start(lab);
+    let tx = s.device_socket();
+    let frame = packets::dhcp_discover_padded(s.endpoints(BROADCAST_IP), 0x4875_6502, &[1, 3, 6], HOSTNAME, 1_100);
+    assert_eq!(frame.len(), 1_100);
+    tx.send(&frame);
+    let device = s.wait_for_device(|d| d["hostname"] == HOSTNAME);
+    assert_eq!(device["hostname"], HOSTNAME, "{device:#}");
+}
