@@ -4,7 +4,7 @@ use std::{io::Write, process::ExitCode};
 
 use super::{
     client::{ApiArgs, Client, PageArgs, Params, block_on, hint_next_page},
-    table::{rfc3339, write_table},
+    table::{rfc3339, write_json, write_table},
 };
 use crate::device::Mac;
 
@@ -59,8 +59,7 @@ pub fn list(args: Args) -> anyhow::Result<ExitCode> {
 pub async fn list_to(args: &Args, out: &mut impl Write) -> anyhow::Result<Option<String>> {
     let (entries, next) = Client::new(&args.api)?.audit(args.params(), &args.page).await?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &entries)?;
-        writeln!(out)?;
+        write_json(out, &entries)?;
         return Ok(next);
     }
     let rows: Vec<[String; 5]> = entries

@@ -5,7 +5,7 @@ use std::{io::Write, process::ExitCode};
 
 use super::{
     client::{ApiArgs, Client, PageArgs, Params, block_on, hint_next_page},
-    table::{rfc3339, write_table},
+    table::{rfc3339, write_json, write_table},
 };
 use crate::device::Mac;
 
@@ -110,8 +110,7 @@ pub fn action(args: ActionArgs, action: &str) -> anyhow::Result<ExitCode> {
 pub async fn list_to(args: &ListArgs, out: &mut impl Write) -> anyhow::Result<Option<String>> {
     let (devices, next) = Client::new(&args.api)?.devices(args.filter.params(), &args.page).await?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &devices)?;
-        writeln!(out)?;
+        write_json(out, &devices)?;
         return Ok(next);
     }
     let rows: Vec<[String; 7]> = devices
@@ -142,8 +141,7 @@ pub async fn show_to(args: &ShowArgs, out: &mut impl Write) -> anyhow::Result<()
     let detail = client.device(args.mac).await?;
     let flows = client.flows(args.mac, FLOWS_SHOWN).await?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "device": detail, "flows": flows }))?;
-        writeln!(out)?;
+        write_json(out, &serde_json::json!({ "device": detail, "flows": flows }))?;
         return Ok(());
     }
     let s = &detail.record.summary;
@@ -225,8 +223,7 @@ pub async fn show_to(args: &ShowArgs, out: &mut impl Write) -> anyhow::Result<()
 pub async fn action_to(args: &ActionArgs, action: &str, out: &mut impl Write) -> anyhow::Result<()> {
     let response = Client::new(&args.api)?.action(args.mac, action, args.reason.clone()).await?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &response)?;
-        writeln!(out)?;
+        write_json(out, &response)?;
     } else if response.changed {
         writeln!(
             out,

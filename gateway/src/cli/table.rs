@@ -1,4 +1,4 @@
-//! Plain-text tables and times for the commands that print lists.
+//! Plain-text tables, times and JSON for the commands that print what the API answered.
 use std::io::Write;
 
 /// Writes `rows` under `header`, each column as wide as its widest cell.
@@ -22,6 +22,12 @@ pub fn write_table<const N: usize>(
         writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
     }
     Ok(())
+}
+
+/// `value` as indented JSON and a line break (the commands' `--json`).
+pub fn write_json(out: &mut impl Write, value: &impl serde::Serialize) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)
 }
 
 /// `time` in RFC 3339, to the second.
