@@ -4,24 +4,26 @@ use std::process::Command;
 
 use crate::run_cmd;
 
-/// Benchmarks run as binaries: name, package, binary. The identity, integrations and OTA
-/// benchmarks are cargo benches/examples of `gateway` (see their READMEs under `bench/`).
-const BENCHES: &[(&str, &str, &str)] =
-    &[("xdp", "iotgw-bench", "xdp-bench"), ("detection", "netns-tests", "detection-latency")];
+/// Benchmarks and the cargo arguments that run them. The identity, integrations and OTA
+/// benchmarks are cargo benches/examples of `gateway` run by hand (see their READMEs under
+/// `bench/`); the console's is a cargo bench too (release, as `cargo bench` builds).
+const BENCHES: &[(&str, &[&str])] = &[
+    ("xdp", &["run", "--quiet", "--package", "iotgw-bench", "--bin", "xdp-bench"]),
+    ("detection", &["run", "--quiet", "--package", "netns-tests", "--bin", "detection-latency"]),
+    ("console", &["bench", "--quiet", "--package", "gateway", "--bench", "console"]),
+];
 
 pub fn run(name: Option<&str>) -> anyhow::Result<()> {
     // The XDP object is always an optimised build; the kernel times it. The controller under
     // test is the same debug build the lab tests use.
     let iotgw = crate::build::run(false)?;
     let mut ran = 0;
-    for (bench, package, bin) in BENCHES {
+    for (bench, cargo_args) in BENCHES {
         if name.is_some_and(|n| n != *bench) {
             continue;
         }
         println!("== bench {bench}");
-        run_cmd(
-            Command::new("cargo").args(["run", "--quiet", "--package", package, "--bin", bin]).env("IOTGW_BIN", &iotgw),
-        )?;
+        run_cmd(Command::new("cargo").args(*cargo_args).env("IOTGW_BIN", &iotgw))?;
         ran += 1;
     }
     anyhow::ensure!(

@@ -215,6 +215,7 @@ mod tests {
     fn entry(from: Access, to: Access) -> AuditEntry {
         AuditEntry {
             time: time::OffsetDateTime::UNIX_EPOCH,
+            mac: None,
             actor: "api:test".into(),
             action: "x".into(),
             from: Some(from),

@@ -10,7 +10,10 @@ use std::{
 };
 
 use super::model::{AuditEntry, DeviceRecord, DeviceSummary, FlowRecord, PolicySnapshot};
-use crate::device::{Access, Mac};
+use crate::{
+    device::{Access, Mac},
+    inventory::search::{self, AuditQuery, DeviceCounts, DeviceQuery},
+};
 
 /// Why the directory could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -41,23 +44,24 @@ pub struct AccessChange {
     pub reason: String,
 }
 
+/// One page of a list and the cursor of the next (`None` on the last page).
+pub type Page<T> = search::Page<T, String>;
+
 /// The inventory as the API sees it.
 pub trait DeviceDirectory: Send + Sync + 'static {
-    /// Every device, in MAC order.
-    fn devices(&self) -> Result<Vec<DeviceSummary>, DirectoryError>;
+    /// One page of devices (`search::devices`).
+    fn devices(&self, query: &DeviceQuery) -> Result<Page<DeviceSummary>, DirectoryError>;
     /// Number of devices by lifecycle state.
-    fn devices_by_state(&self) -> Result<HashMap<Access, u64>, DirectoryError> {
-        let mut counts = HashMap::new();
-        for device in self.devices()? {
-            *counts.entry(device.state).or_insert(0) += 1;
-        }
-        Ok(counts)
-    }
+    fn devices_by_state(&self) -> Result<HashMap<Access, u64>, DirectoryError>;
+    /// Device counts by state, type and class.
+    fn counts(&self) -> Result<DeviceCounts, DirectoryError>;
     fn device(&self, mac: Mac) -> Result<Option<DeviceRecord>, DirectoryError>;
     /// The device's most recent flows, newest first, at most `limit`.
     fn flows(&self, mac: Mac, limit: usize) -> Result<Vec<FlowRecord>, DirectoryError>;
     /// The device's audit log, newest first, at most `limit` entries.
     fn audit_log(&self, mac: Mac, limit: usize) -> Result<Vec<AuditEntry>, DirectoryError>;
+    /// One page of the audit log of every device, newest first (`search::audit`).
+    fn audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, DirectoryError>;
     /// Records the device's new state and the audit entry, in one transaction.
     fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError>;
 }

@@ -18,7 +18,7 @@ use super::{
     auth::{Caller, Role},
     error::ApiError,
     model::{
-        ActionRequest, ActionResponse, DatapathStatus, DeviceDetail, DeviceSummary, Enforcement, ErrorBody, FlowRecord,
+        ActionRequest, ActionResponse, DatapathStatus, DeviceDetail, Enforcement, ErrorBody, FlowRecord,
         PolicySnapshot, Status,
     },
 };
@@ -71,17 +71,17 @@ impl FromRequestParts<ApiState> for Operator {
 }
 
 /// Runs store and datapath calls on the blocking pool, off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::Internal(format!("worker failed: {error}")))?
 }
 
-fn parse_mac(text: &str) -> Result<Mac, ApiError> {
+pub(super) fn parse_mac(text: &str) -> Result<Mac, ApiError> {
     text.parse().map_err(|error: crate::device::ParseMacError| ApiError::BadRequest(error.to_string()))
 }
 
-fn state_counts(counts: &std::collections::HashMap<Access, u64>) -> BTreeMap<String, u64> {
+pub(super) fn state_counts(counts: &std::collections::HashMap<Access, u64>) -> BTreeMap<String, u64> {
     ALL_STATES.iter().map(|s| (s.as_str().to_owned(), counts.get(s).copied().unwrap_or(0))).collect()
 }
 
@@ -110,21 +110,6 @@ pub async fn status(State(state): State<ApiState>, _caller: Caller) -> Result<Js
         policy_version: state.policies.snapshot().version,
         integration_backlog: state.metrics.integration_backlog(),
     }))
-}
-
-/// Every device of the inventory.
-#[utoipa::path(
-    get, path = "/api/v1/devices", tag = "devices",
-    responses(
-        (status = 200, body = Vec<DeviceSummary>, description = "Success"),
-        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
-        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn devices(State(state): State<ApiState>, _caller: Caller) -> Result<Json<Vec<DeviceSummary>>, ApiError> {
-    let directory = state.directory.clone();
-    Ok(Json(blocking(move || Ok(directory.devices()?)).await?))
 }
 
 /// One device: inventory record, what the datapath enforces, recent audit entries.

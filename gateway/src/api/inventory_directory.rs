@@ -13,13 +13,16 @@ use std::{
 };
 
 use super::{
-    directory::{AccessChange, DeviceDirectory, DirectoryError},
+    directory::{AccessChange, DeviceDirectory, DirectoryError, Page},
     model::{AuditEntry, DeviceRecord, DeviceSummary, Fingerprint, FlowRecord, TrafficTotals},
 };
 use crate::{
     datapath::DeviceAccess,
     device::{Access, Mac},
-    inventory::{self, FingerprintKind, Inventory, InventoryError},
+    inventory::{
+        self, FingerprintKind, Inventory, InventoryError,
+        search::{self, AuditQuery, DeviceCounts, DeviceQuery},
+    },
 };
 
 /// The audit action the inventory records for access changes.
@@ -89,6 +92,7 @@ fn audit_entry(entry: inventory::AuditEntry) -> AuditEntry {
     let change = (entry.action == ACCESS_CHANGED).then(|| access_change(&entry.detail)).flatten();
     AuditEntry {
         time: entry.time,
+        mac: entry.mac,
         actor: entry.actor,
         action: entry.action,
         from: change.map(|(from, _)| from),
@@ -98,25 +102,19 @@ fn audit_entry(entry: inventory::AuditEntry) -> AuditEntry {
 }
 
 impl DeviceDirectory for InventoryDirectory {
-    fn devices(&self) -> Result<Vec<DeviceSummary>, DirectoryError> {
-        Ok(self.lock()?.devices()?.iter().map(summary).collect())
+    fn devices(&self, query: &DeviceQuery) -> Result<Page<DeviceSummary>, DirectoryError> {
+        let page = search::devices(self.lock()?.connection(), query)?;
+        Ok(Page { items: page.items.iter().map(summary).collect(), next: page.next.map(|c| c.encode()) })
     }
 
     fn devices_by_state(&self) -> Result<HashMap<Access, u64>, DirectoryError> {
-        let inventory = self.lock()?;
         // One aggregate instead of every device with its addresses and traffic: this runs on
         // each scrape.
-        let mut statement =
-            inventory.connection().prepare("SELECT access, COUNT(*) FROM inventory_devices GROUP BY access")?;
-        let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut counts = HashMap::new();
-        for (access, count) in rows {
-            let access: Access = access.parse().map_err(DirectoryError::Store)?;
-            counts.insert(access, u64::try_from(count).unwrap_or_default());
-        }
-        Ok(counts)
+        Ok(search::counts_by_access(self.lock()?.connection())?)
+    }
+
+    fn counts(&self) -> Result<DeviceCounts, DirectoryError> {
+        Ok(search::counts(self.lock()?.connection())?)
     }
 
     fn device(&self, mac: Mac) -> Result<Option<DeviceRecord>, DirectoryError> {
@@ -169,6 +167,11 @@ impl DeviceDirectory for InventoryDirectory {
         Ok(self.lock()?.audit_log(Some(mac), limit)?.into_iter().map(audit_entry).collect())
     }
 
+    fn audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, DirectoryError> {
+        let page = search::audit(self.lock()?.connection(), query)?;
+        Ok(Page { items: page.items.into_iter().map(audit_entry).collect(), next: page.next.map(|c| c.encode()) })
+    }
+
     fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError> {
         let mut inventory = self.lock()?;
         // A device the datapath holds but the inventory has not seen yet (enrolled before its
@@ -190,12 +193,6 @@ impl DeviceDirectory for InventoryDirectory {
         let enforced = DeviceAccess { access: change.to, policy_id: change.policy_id, class_id: change.class_id };
         inventory.record_access(change.mac, enforced, &change.actor, &reason)?;
         Ok(())
-    }
-}
-
-impl From<rusqlite::Error> for DirectoryError {
-    fn from(error: rusqlite::Error) -> Self {
-        DirectoryError::Store(error.to_string())
     }
 }
 

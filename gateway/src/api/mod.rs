@@ -1,5 +1,6 @@
-//! The local HTTP API: status, inventory, flows, policies and the operator actions
-//! (quarantine, release, block), Prometheus metrics and the OpenAPI document.
+//! The local HTTP API: status, inventory (searched and paged: `search`), audit log, flows,
+//! policies and the operator actions (quarantine, release, block), Prometheus metrics and the
+//! OpenAPI document.
 //!
 //! Reads the inventory through `DeviceDirectory` (SQLite, called off the runtime), the running
 //! policy through `PolicySource` and the datapath through `datapath::Control`. Writes only
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod model;
 pub mod openapi;
 pub mod policy_view;
+pub mod search;
 pub mod server;
 pub mod soar;
 pub mod throttle;
@@ -216,7 +218,10 @@ impl ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/status", get(handlers::status))
-        .route("/api/v1/devices", get(handlers::devices))
+        // The searchable inventory (`search`).
+        .route("/api/v1/devices", get(search::devices))
+        .route("/api/v1/audit", get(search::audit))
+        .route("/api/v1/summary", get(search::summary))
         .route("/api/v1/devices/{mac}", get(handlers::device))
         .route("/api/v1/devices/{mac}/flows", get(handlers::flows))
         .route("/api/v1/devices/{mac}/quarantine", post(handlers::quarantine))

@@ -92,6 +92,10 @@ pub struct AuditEntry {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub time: OffsetDateTime,
+    /// The device it concerns; absent for gateway-wide entries (policy reloads, ...).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "98:90:96:9a:86:df")]
+    pub mac: Option<Mac>,
     /// Who or what caused it: `api:alice`, `detector:scan`, `enrollment`, ...
     pub actor: String,
     /// `access_changed`, `device_added`, `type_changed`, `class_changed`, ...
@@ -214,6 +218,21 @@ pub struct Status {
     pub policy_version: Option<String>,
     /// Events waiting in the integrations outbox, by sink.
     pub integration_backlog: BTreeMap<String, u64>,
+}
+
+/// `GET /api/v1/summary`: device counts for the console's overview.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InventorySummary {
+    /// Devices in the inventory.
+    pub total: u64,
+    /// By access state, every state listed (zeros included).
+    pub by_state: BTreeMap<String, u64>,
+    /// By device-type guess; devices without one are counted in `untyped`.
+    pub by_type: BTreeMap<String, u64>,
+    pub untyped: u64,
+    /// By policy class; devices on none are counted in `unclassified`.
+    pub by_class: BTreeMap<String, u64>,
+    pub unclassified: u64,
 }
 
 /// One device class of the running policy.

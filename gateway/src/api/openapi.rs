@@ -20,7 +20,6 @@ use super::{handlers, model};
     ),
     paths(
         handlers::status,
-        handlers::devices,
         handlers::device,
         handlers::flows,
         handlers::policies,
@@ -29,6 +28,10 @@ use super::{handlers, model};
         handlers::block,
         handlers::metrics,
         crate::api::soar::action,
+        // The searchable inventory.
+        super::search::devices,
+        super::search::audit,
+        super::search::summary,
     ),
     components(schemas(
         model::Status,
@@ -48,6 +51,7 @@ use super::{handlers, model};
         model::ActionRequest,
         model::ActionResponse,
         model::ErrorBody,
+        model::InventorySummary,
         crate::api::soar::ActionRequest,
         crate::api::soar::ActionResponse,
         crate::api::soar::SoarAction,

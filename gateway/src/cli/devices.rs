@@ -1,47 +1,68 @@
-//! `iotgw devices|device|quarantine|release|block`: clients of the local API (HTTP, bearer
-//! token). Reads `--api`/`IOTGW_API`, `--token`/`IOTGW_TOKEN` and, for an API served over TLS
-//! with a certificate of its own, `--api-ca`/`IOTGW_API_CA`; prints tables or JSON on stdout;
-//! turns 401/403/404/409/429 and an unreachable API into one clear line each.
-use std::{io::Write, process::ExitCode, time::Duration};
+//! `iotgw devices|device|quarantine|release|block`: clients of the local API (`client`). Lists
+//! devices a page at a time with the API's filters, search and sorts; prints tables or JSON
+//! on stdout.
+use std::{io::Write, process::ExitCode};
 
-use anyhow::Context as _;
-use reqwest::StatusCode;
-use serde::de::DeserializeOwned;
-
-use crate::{
-    api::model::{ActionRequest, ActionResponse, DeviceDetail, DeviceSummary, ErrorBody, FlowRecord},
-    device::Mac,
+use super::{
+    client::{ApiArgs, Client, PageArgs, Params, block_on, hint_next_page},
+    table::{rfc3339, write_json, write_table},
 };
+use crate::device::Mac;
 
-/// Where the API listens by default (`api::DEFAULT_LISTEN`).
-pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
-/// How long one request may take before the CLI gives up.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Flows shown by `iotgw device`.
 pub const FLOWS_SHOWN: usize = 10;
-
-/// How to reach the API.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ApiArgs {
-    /// Base URL of the gateway's API.
-    #[arg(long = "api", env = "IOTGW_API", default_value = DEFAULT_API_URL)]
-    pub url: String,
-    /// Bearer token (prefer the IOTGW_TOKEN variable: arguments show in `ps`).
-    #[arg(long, env = "IOTGW_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// PEM certificate(s) to trust for an `https://` API (its own certificate or CA), instead
-    /// of the system's roots.
-    #[arg(long = "api-ca", env = "IOTGW_API_CA")]
-    pub ca: Option<std::path::PathBuf>,
-}
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub filter: DeviceFilterArgs,
+    #[command(flatten)]
+    pub page: PageArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which devices `iotgw devices` lists, in which order (`GET /api/v1/devices`); the API
+/// checks the values.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct DeviceFilterArgs {
+    /// Access state: unknown, onboarding, enrolled, quarantined or blocked.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Device type, exactly (camera, smart_plug, ...).
+    #[arg(long = "type")]
+    pub device_type: Option<String>,
+    /// Vendor, exactly as listed.
+    #[arg(long)]
+    pub vendor: Option<String>,
+    /// Policy class, exactly.
+    #[arg(long)]
+    pub class: Option<String>,
+    /// A MAC prefix, an IP prefix or part of the host name (any case).
+    #[arg(short = 'q', long = "search")]
+    pub search: Option<String>,
+    /// last_seen (default) or first_seen, newest first; mac, vendor or type, A to Z.
+    #[arg(long)]
+    pub sort: Option<String>,
+}
+
+impl DeviceFilterArgs {
+    fn params(&self) -> Params {
+        [
+            ("state", &self.state),
+            ("type", &self.device_type),
+            ("vendor", &self.vendor),
+            ("class", &self.class),
+            ("q", &self.search),
+            ("sort", &self.sort),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.clone()?)))
+        .collect()
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,98 +90,9 @@ pub struct ActionArgs {
     pub json: bool,
 }
 
-/// A rustls client configuration trusting only the certificates of the PEM file `ca`.
-fn trusting(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
-    let pem = std::fs::read(ca).with_context(|| format!("reading --api-ca {}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.with_context(|| format!("--api-ca {}: not PEM", ca.display()))?;
-        roots.add(cert).with_context(|| format!("--api-ca {}: not a usable certificate", ca.display()))?;
-    }
-    anyhow::ensure!(!roots.is_empty(), "--api-ca {}: no certificate in it", ca.display());
-    Ok(rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
-/// A client of one gateway's API.
-pub struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Client {
-    pub fn new(args: &ApiArgs) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
-        if let Some(ca) = &args.ca {
-            builder = builder.use_preconfigured_tls(trusting(ca)?);
-        }
-        let http = builder.build().context("building the HTTP client")?;
-        Ok(Self { http, base: args.url.trim_end_matches('/').to_owned(), token: args.token.clone() })
-    }
-
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<T> {
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        let response = request.send().await.map_err(|error| self.unreachable(error))?;
-        let status = response.status();
-        if status.is_success() {
-            return response.json().await.with_context(|| format!("reading the API's answer to {what}"));
-        }
-        // The API explains itself in {"error": ...}; keep its words.
-        let detail = response.json::<ErrorBody>().await.map(|body| body.error).unwrap_or_default();
-        anyhow::bail!(match status {
-            StatusCode::UNAUTHORIZED if self.token.is_none() =>
-                "the API needs a token (401): pass --token or set IOTGW_TOKEN".to_owned(),
-            StatusCode::UNAUTHORIZED => "the API refused the token (401): check --token or IOTGW_TOKEN".to_owned(),
-            StatusCode::FORBIDDEN => format!("not allowed (403): {detail}"),
-            StatusCode::TOO_MANY_REQUESTS => format!("throttled (429): {detail}"),
-            StatusCode::NOT_FOUND => format!("{what}: not found (404): {detail}"),
-            _ => format!("{what} failed ({status}): {detail}"),
-        })
-    }
-
-    fn unreachable(&self, error: reqwest::Error) -> anyhow::Error {
-        if error.is_connect() {
-            anyhow::anyhow!("cannot reach the iotgw API at {}: is `iotgw run` running there? ({error})", self.base)
-        } else if error.is_timeout() {
-            anyhow::anyhow!("the iotgw API at {} did not answer within {REQUEST_TIMEOUT:?}", self.base)
-        } else {
-            anyhow::anyhow!("request to the iotgw API at {} failed: {error}", self.base)
-        }
-    }
-
-    pub async fn devices(&self) -> anyhow::Result<Vec<DeviceSummary>> {
-        self.send(self.http.get(format!("{}/api/v1/devices", self.base)), "listing devices").await
-    }
-
-    pub async fn device(&self, mac: Mac) -> anyhow::Result<DeviceDetail> {
-        self.send(self.http.get(format!("{}/api/v1/devices/{mac}", self.base)), &format!("device {mac}")).await
-    }
-
-    pub async fn flows(&self, mac: Mac, limit: usize) -> anyhow::Result<Vec<FlowRecord>> {
-        let url = format!("{}/api/v1/devices/{mac}/flows?limit={limit}", self.base);
-        self.send(self.http.get(url), &format!("flows of {mac}")).await
-    }
-
-    pub async fn action(&self, mac: Mac, action: &str, reason: Option<String>) -> anyhow::Result<ActionResponse> {
-        let url = format!("{}/api/v1/devices/{mac}/{action}", self.base);
-        self.send(self.http.post(url).json(&ActionRequest { reason }), &format!("{action} {mac}")).await
-    }
-}
-
-/// Runs `work` on a small runtime: these commands make one or two requests.
-fn block_on<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?.block_on(work)
-}
-
 pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
-    block_on(list_to(&args, &mut std::io::stdout().lock()))?;
+    let next = block_on(list_to(&args, &mut std::io::stdout().lock()))?;
+    hint_next_page(next.as_deref());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -174,13 +106,12 @@ pub fn action(args: ActionArgs, action: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `iotgw devices`, written to `out`.
-pub async fn list_to(args: &ListArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let devices = Client::new(&args.api)?.devices().await?;
+/// `iotgw devices`, written to `out`; returns the cursor of the page after it.
+pub async fn list_to(args: &ListArgs, out: &mut impl Write) -> anyhow::Result<Option<String>> {
+    let (devices, next) = Client::new(&args.api)?.devices(args.filter.params(), &args.page).await?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &devices)?;
-        writeln!(out)?;
-        return Ok(());
+        write_json(out, &devices)?;
+        return Ok(next);
     }
     let rows: Vec<[String; 7]> = devices
         .iter()
@@ -201,7 +132,7 @@ pub async fn list_to(args: &ListArgs, out: &mut impl Write) -> anyhow::Result<()
         })
         .collect();
     write_table(out, ["MAC", "IP", "VENDOR", "TYPE", "STATE", "LAST SEEN", "BYTES"], &rows)?;
-    Ok(())
+    Ok(next)
 }
 
 /// `iotgw device MAC`, written to `out`.
@@ -210,8 +141,7 @@ pub async fn show_to(args: &ShowArgs, out: &mut impl Write) -> anyhow::Result<()
     let detail = client.device(args.mac).await?;
     let flows = client.flows(args.mac, FLOWS_SHOWN).await?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &serde_json::json!({ "device": detail, "flows": flows }))?;
-        writeln!(out)?;
+        write_json(out, &serde_json::json!({ "device": detail, "flows": flows }))?;
         return Ok(());
     }
     let s = &detail.record.summary;
@@ -293,8 +223,7 @@ pub async fn show_to(args: &ShowArgs, out: &mut impl Write) -> anyhow::Result<()
 pub async fn action_to(args: &ActionArgs, action: &str, out: &mut impl Write) -> anyhow::Result<()> {
     let response = Client::new(&args.api)?.action(args.mac, action, args.reason.clone()).await?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &response)?;
-        writeln!(out)?;
+        write_json(out, &response)?;
     } else if response.changed {
         writeln!(
             out,
@@ -305,31 +234,6 @@ pub async fn action_to(args: &ActionArgs, action: &str, out: &mut impl Write) ->
         writeln!(out, "{}: already {}, nothing changed", response.mac, response.access)?;
     }
     Ok(())
-}
-
-fn write_table<const N: usize>(out: &mut impl Write, header: [&str; N], rows: &[[String; N]]) -> std::io::Result<()> {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        padded.join("  ").trim_end().to_owned()
-    };
-    writeln!(out, "{}", line(header.to_vec()))?;
-    for row in rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
-    }
-    Ok(())
-}
-
-fn rfc3339(time: time::OffsetDateTime) -> String {
-    time.replace_nanosecond(0)
-        .unwrap_or(time)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| time.to_string())
 }
 
 fn human_bytes(bytes: u64) -> String {
@@ -356,11 +260,17 @@ fn proto_name(proto: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use crate::api::tests::{ABSENT, CAMERA, Fixture, OPERATOR_TOKEN, Server, TlsServer, VIEWER_TOKEN};
+    use crate::api::{
+        model::{ActionResponse, DeviceSummary},
+        tests::{ABSENT, CAMERA, Fixture, OPERATOR_TOKEN, PLUG, Server, TlsServer, VIEWER_TOKEN},
+    };
 
     fn api(server: &Server, token: Option<&str>) -> ApiArgs {
         ApiArgs { url: format!("{}/", server.base), token: token.map(str::to_owned), ca: None }
+    }
+
+    fn listing(api: ApiArgs, json: bool) -> ListArgs {
+        ListArgs { api, filter: DeviceFilterArgs::default(), page: PageArgs::default(), json }
     }
 
     #[tokio::test]
@@ -368,7 +278,7 @@ mod tests {
         let fixture = Fixture::new();
         let server = Server::start(fixture.directory(), false).await;
         let mut out = Vec::new();
-        list_to(&ListArgs { api: api(&server, Some(VIEWER_TOKEN)), json: false }, &mut out).await.unwrap();
+        list_to(&listing(api(&server, Some(VIEWER_TOKEN)), false), &mut out).await.unwrap();
         let table = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("MAC") && lines[0].contains("LAST SEEN"), "{table}");
@@ -379,7 +289,7 @@ mod tests {
         );
 
         let mut out = Vec::new();
-        list_to(&ListArgs { api: api(&server, Some(VIEWER_TOKEN)), json: true }, &mut out).await.unwrap();
+        list_to(&listing(api(&server, Some(VIEWER_TOKEN)), true), &mut out).await.unwrap();
         let parsed: Vec<DeviceSummary> = serde_json::from_slice(&out).unwrap();
         assert_eq!(parsed.len(), 2);
 
@@ -414,11 +324,13 @@ mod tests {
         let fixture = Fixture::new();
         let server = Server::start(fixture.directory(), false).await;
         let mac: Mac = CAMERA.parse().unwrap();
-        let error = |result: anyhow::Result<()>| format!("{:#}", result.unwrap_err());
+        fn error<T: std::fmt::Debug>(result: anyhow::Result<T>) -> String {
+            format!("{:#}", result.unwrap_err())
+        }
 
-        let text = error(list_to(&ListArgs { api: api(&server, None), json: false }, &mut Vec::new()).await);
+        let text = error(list_to(&listing(api(&server, None), false), &mut Vec::new()).await);
         assert!(text.contains("401") && text.contains("IOTGW_TOKEN"), "{text}");
-        let text = error(list_to(&ListArgs { api: api(&server, Some("wrong")), json: false }, &mut Vec::new()).await);
+        let text = error(list_to(&listing(api(&server, Some("wrong")), false), &mut Vec::new()).await);
         assert!(text.contains("refused the token (401)"), "{text}");
         let viewer_block = ActionArgs { mac, reason: None, api: api(&server, Some(VIEWER_TOKEN)), json: false };
         let text = error(action_to(&viewer_block, "block", &mut Vec::new()).await);
@@ -434,8 +346,40 @@ mod tests {
         let base = server.base.clone();
         server.stop().await;
         let gone = ApiArgs { url: base.clone(), token: Some(VIEWER_TOKEN.into()), ca: None };
-        let text = error(list_to(&ListArgs { api: gone, json: false }, &mut Vec::new()).await);
+        let text = error(list_to(&listing(gone, false), &mut Vec::new()).await);
         assert!(text.contains("cannot reach the iotgw API") && text.contains(&base), "{text}");
+    }
+
+    #[tokio::test]
+    async fn cli_filters_and_pages_devices() {
+        let fixture = Fixture::new();
+        let server = Server::start(fixture.directory(), false).await;
+        let listed = |filter: DeviceFilterArgs, page: PageArgs| {
+            let args = ListArgs { api: api(&server, Some(VIEWER_TOKEN)), filter, page, json: true };
+            async move {
+                let mut out = Vec::new();
+                let next = list_to(&args, &mut out).await?;
+                let devices: Vec<DeviceSummary> = serde_json::from_slice(&out)?;
+                anyhow::Ok((devices.iter().map(|d| d.mac.to_string()).collect::<Vec<_>>(), next))
+            }
+        };
+        let enrolled = DeviceFilterArgs { state: Some("enrolled".into()), ..DeviceFilterArgs::default() };
+        assert_eq!(listed(enrolled, PageArgs::default()).await.unwrap(), (vec![CAMERA.to_owned()], None));
+        let searched = DeviceFilterArgs { search: Some("192.168.1.21".into()), ..DeviceFilterArgs::default() };
+        assert_eq!(listed(searched, PageArgs::default()).await.unwrap().0, [PLUG]);
+
+        let one = PageArgs { limit: Some(1), ..PageArgs::default() };
+        let (first, next) = listed(DeviceFilterArgs::default(), one.clone()).await.unwrap();
+        assert_eq!(first, [CAMERA], "most recently seen first");
+        let rest = PageArgs { cursor: next, ..one.clone() };
+        assert_eq!(listed(DeviceFilterArgs::default(), rest).await.unwrap(), (vec![PLUG.to_owned()], None));
+        let all = PageArgs { all: true, ..one };
+        assert_eq!(listed(DeviceFilterArgs::default(), all).await.unwrap(), (vec![CAMERA.into(), PLUG.into()], None));
+
+        let bogus = DeviceFilterArgs { state: Some("bogus".into()), ..DeviceFilterArgs::default() };
+        let text = format!("{:#}", listed(bogus, PageArgs::default()).await.unwrap_err());
+        assert!(text.contains("400") && text.contains("state must be an access state"), "{text}");
+        server.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,10 +387,7 @@ mod tests {
         let fixture = Fixture::new();
         let server = TlsServer::start(&fixture).await;
         let url = format!("https://{}", server.addr);
-        let args = |ca: Option<std::path::PathBuf>| ListArgs {
-            api: ApiArgs { url: url.clone(), token: Some(VIEWER_TOKEN.into()), ca },
-            json: true,
-        };
+        let args = |ca| listing(ApiArgs { url: url.clone(), token: Some(VIEWER_TOKEN.into()), ca }, true);
         let mut out = Vec::new();
         list_to(&args(Some(server.cert_path.clone())), &mut out).await.unwrap();
         let parsed: Vec<DeviceSummary> = serde_json::from_slice(&out).unwrap();
@@ -462,13 +403,5 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
-    }
-
-    #[test]
-    fn table_columns_align_to_the_widest_cell() {
-        let mut out = Vec::new();
-        write_table(&mut out, ["A", "B"], &[["long cell".into(), "x".into()], ["s".into(), "y".into()]]).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "A          B\nlong cell  x\ns          y\n");
     }
 }

@@ -6,13 +6,16 @@ use clap::{Parser, Subcommand};
 use crate::telemetry::LogFormat;
 
 pub mod analyze;
+pub mod audit;
 pub mod baseline;
+pub mod client;
 pub mod devices;
 pub mod fingerprint;
 pub mod ota;
 pub mod pki;
 pub mod policy;
 pub mod run;
+pub mod table;
 
 /// Exit code for configuration errors (sysexits EX_CONFIG), before anything is attached.
 pub const EXIT_CONFIG: u8 = 78;
@@ -44,6 +47,8 @@ pub enum Command {
     Baseline(baseline::Command),
     /// List devices (through the local API).
     Devices(devices::ListArgs),
+    /// List the audit log, newest first (through the local API).
+    Audit(audit::Args),
     /// Show one device (through the local API).
     Device(devices::ShowArgs),
     /// Quarantine a device (through the local API).
@@ -68,6 +73,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Fingerprint(command) => fingerprint::run(command),
         Command::Baseline(command) => baseline::run(command),
         Command::Devices(args) => devices::list(args),
+        Command::Audit(args) => audit::list(args),
         Command::Device(args) => devices::show(args),
         Command::Quarantine(args) => devices::action(args, "quarantine"),
         Command::Release(args) => devices::action(args, "release"),

@@ -14,6 +14,7 @@
 //! - `ledger`: what the datapath enforces and the audit trail, the one path every component
 //!   writes them through;
 //! - `query` and `records`: the read queries and the serde structs they return (the API's JSON);
+//! - `search`: the console's filtered, sorted and paged reads, and the overview's counts;
 //! - `vendor`: IEEE OUI registry lookups.
 use std::{collections::HashMap, net::IpAddr, time::Duration, time::SystemTime};
 
@@ -32,6 +33,7 @@ pub mod ledger;
 pub mod query;
 pub mod records;
 mod schema;
+pub mod search;
 pub mod vendor;
 
 pub use ledger::Ledger;

@@ -139,36 +139,31 @@ pub fn traffic(conn: &Connection, mac: Mac, limit: usize) -> Result<Vec<TrafficR
 /// Audit entries, newest first, at most `limit`: of one device, or all (`None`).
 pub fn audit_log(conn: &Connection, mac: Option<Mac>, limit: usize) -> Result<Vec<AuditEntry>, InventoryError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let map = |row: &rusqlite::Row<'_>| {
-        Ok((
-            row.get::<_, i64>(0)?,
-            row.get::<_, i64>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, Option<String>>(3)?,
-            row.get::<_, String>(4)?,
-            row.get::<_, String>(5)?,
-        ))
-    };
     let rows = match mac {
         Some(mac) => conn
             .prepare("SELECT id, time, actor, mac, action, detail FROM inventory_audit WHERE mac = ?1 ORDER BY id DESC LIMIT ?2")?
-            .query_map(params![mac.to_string(), limit], map)?
+            .query_map(params![mac.to_string(), limit], audit_row)?
             .collect::<Result<Vec<_>, _>>()?,
         None => conn
             .prepare("SELECT id, time, actor, mac, action, detail FROM inventory_audit ORDER BY id DESC LIMIT ?1")?
-            .query_map([limit], map)?
+            .query_map([limit], audit_row)?
             .collect::<Result<Vec<_>, _>>()?,
     };
-    rows.into_iter()
-        .map(|(id, time, actor, mac, action, detail)| {
-            let mac = mac
-                .map(|text| {
-                    text.parse().map_err(|_| InventoryError::Corrupt { mac: text.clone(), reason: "audit MAC".into() })
-                })
-                .transpose()?;
-            Ok(AuditEntry { id, time: datetime(time), actor, mac, action, detail })
-        })
-        .collect()
+    rows.into_iter().map(finish_audit).collect()
+}
+
+/// An audit row as stored: `SELECT id, time, actor, mac, action, detail`.
+pub(super) type AuditRow = (i64, i64, String, Option<String>, String, String);
+
+pub(super) fn audit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+}
+
+pub(super) fn finish_audit((id, time, actor, mac, action, detail): AuditRow) -> Result<AuditEntry, InventoryError> {
+    let mac = mac
+        .map(|text| text.parse().map_err(|_| InventoryError::Corrupt { mac: text.clone(), reason: "audit MAC".into() }))
+        .transpose()?;
+    Ok(AuditEntry { id, time: datetime(time), actor, mac, action, detail })
 }
 
 /// What the datapath must enforce, as recorded by `Inventory::record_access`: every device
@@ -194,7 +189,7 @@ pub fn enforced(conn: &Connection) -> Result<Vec<(Mac, DeviceAccess)>, Inventory
         .collect()
 }
 
-fn finish_device(conn: &Connection, row: DeviceRow) -> Result<DeviceRecord, InventoryError> {
+pub(super) fn finish_device(conn: &Connection, row: DeviceRow) -> Result<DeviceRecord, InventoryError> {
     let corrupt = |reason: String| InventoryError::Corrupt { mac: row.mac.clone(), reason };
     let mac: Mac = row.mac.parse().map_err(|e: crate::device::ParseMacError| corrupt(e.to_string()))?;
     let access: Access = row.access.parse().map_err(corrupt)?;
@@ -233,7 +228,8 @@ fn finish_device(conn: &Connection, row: DeviceRow) -> Result<DeviceRecord, Inve
     })
 }
 
-const DEVICE_SELECT: &str = "SELECT d.mac, d.first_seen, d.last_seen, d.vendor, d.locally_administered, d.hostname,
+pub(super) const DEVICE_SELECT: &str =
+    "SELECT d.mac, d.first_seen, d.last_seen, d.vendor, d.locally_administered, d.hostname,
     d.device_type, d.type_confidence, d.access, d.lifecycle, d.class, d.firmware_version, d.cert_subject,
     d.device_id, d.flows_total,
     COALESCE((SELECT SUM(tx_bytes) FROM inventory_traffic t WHERE t.mac = d.mac), 0),
@@ -242,7 +238,7 @@ const DEVICE_SELECT: &str = "SELECT d.mac, d.first_seen, d.last_seen, d.vendor, 
     COALESCE((SELECT SUM(rx_packets) FROM inventory_traffic t WHERE t.mac = d.mac), 0)
     FROM inventory_devices d";
 
-struct DeviceRow {
+pub(super) struct DeviceRow {
     mac: String,
     first_seen: i64,
     last_seen: i64,
@@ -261,7 +257,7 @@ struct DeviceRow {
     traffic: [i64; 4],
 }
 
-fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+pub(super) fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
     Ok(DeviceRow {
         mac: row.get(0)?,
         first_seen: row.get(1)?,

@@ -85,4 +85,25 @@ ALTER TABLE inventory_devices ADD COLUMN policy_id INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE inventory_devices ADD COLUMN class_id INTEGER NOT NULL DEFAULT 0;
 ",
     },
+    // The console's searches (`search`): one index per device sort key, ending in the MAC the
+    // cursor breaks ties with (nullable keys as the `IFNULL(.., '')` the queries sort on), the
+    // GROUP BY columns of the summary, addresses by IP, and the audit log by time under each
+    // filter (an index ends in the rowid, `id`, which breaks ties between equal times).
+    crate::store::Migration {
+        component: "inventory",
+        version: 3,
+        sql: "
+CREATE INDEX inventory_devices_by_last_seen ON inventory_devices (last_seen, mac);
+CREATE INDEX inventory_devices_by_first_seen ON inventory_devices (first_seen, mac);
+CREATE INDEX inventory_devices_by_vendor ON inventory_devices (IFNULL(vendor, ''), mac);
+CREATE INDEX inventory_devices_by_type ON inventory_devices (IFNULL(device_type, ''), mac);
+CREATE INDEX inventory_devices_by_class ON inventory_devices (IFNULL(class, ''));
+CREATE INDEX inventory_devices_by_access ON inventory_devices (access);
+CREATE INDEX inventory_addresses_by_ip ON inventory_addresses (ip);
+CREATE INDEX inventory_audit_by_time ON inventory_audit (time);
+CREATE INDEX inventory_audit_by_mac_time ON inventory_audit (mac, time);
+CREATE INDEX inventory_audit_by_actor ON inventory_audit (actor, time);
+CREATE INDEX inventory_audit_by_action ON inventory_audit (action, time);
+",
+    },
 ];

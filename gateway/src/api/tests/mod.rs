@@ -322,3 +322,4 @@ mod access;
 mod actions;
 mod hardening;
 mod observe;
+mod search;

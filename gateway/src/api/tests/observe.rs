@@ -71,10 +71,18 @@ async fn openapi_document_describes_every_route_and_the_bearer_scheme() {
         ("/api/v1/devices/{mac}/block", "post"),
         ("/metrics", "get"),
         ("/api/v1/soar/actions", "post"),
+        ("/api/v1/audit", "get"),
+        ("/api/v1/summary", "get"),
     ] {
         assert!(document["paths"][path][method].is_object(), "{method} {path} missing");
     }
     assert!(document["components"]["schemas"]["DeviceDetail"].is_object());
+    assert!(document["components"]["schemas"]["InventorySummary"].is_object());
+    let devices = &document["paths"]["/api/v1/devices"]["get"];
+    let params: Vec<&str> =
+        devices["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(params, ["state", "type", "vendor", "class", "q", "sort", "limit", "cursor"]);
+    assert!(devices["responses"]["200"]["headers"]["next-cursor"].is_object(), "{devices:#}");
     server.stop().await;
 }
 

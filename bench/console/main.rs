@@ -1,0 +1,245 @@
+//! The console's reads on a large inventory: a store of DEVICES devices (default 100,000) with
+//! addresses, fingerprints, traffic and audit rows, served by the real API router over HTTP on
+//! loopback (`InventoryDirectory::open`, its own connection, as the controller runs it). Each
+//! line times one request ROUNDS times (default 200) and prints p50 and p99 in ms:
+//!
+//! - `first-page`: `GET /api/v1/devices` (100 devices, most recently seen first);
+//! - `deep-page`: the page after 50,000 devices, by its cursor (`last_seen` and `vendor` sorts);
+//! - `search-*`: a host-name substring, a MAC prefix, an IP prefix (each matching few devices);
+//! - `filter-*`: a rare access state, a type sorted by vendor;
+//! - `summary`: `GET /api/v1/summary` (three GROUP BYs);
+//! - `audit-*`: the newest audit page, a page deep in it, one device's entries.
+//!
+//! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench console [-- DEVICES [ROUNDS]]`, or
+//! `cargo xtask bench console`.
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use iotgw::{
+    api::{self, ApiState, InventoryDirectory, TokenEntry},
+    datapath::MemoryDatapath,
+    inventory,
+};
+
+const DEFAULT_DEVICES: usize = 100_000;
+const DEFAULT_ROUNDS: usize = 200;
+const TOKEN: &str = "console-bench-token";
+/// Milliseconds in the 30 days the devices were first seen over.
+const SPAN_MS: i64 = 30 * 24 * 3_600_000;
+const NOW_MS: i64 = 1_780_000_000_000;
+const VENDORS: [&str; 8] = [
+    "Philips Lighting BV",
+    "Espressif Inc.",
+    "Hangzhou Hikvision Digital Technology Co.,Ltd.",
+    "Amazon Technologies Inc.",
+    "Sonos, Inc.",
+    "Shenzhen Bilian Electronic Co.，Ltd",
+    "Google, Inc.",
+    "Tuya Smart Inc.",
+];
+const TYPES: [&str; 6] = ["camera", "smart_plug", "bulb", "speaker", "hub", "thermostat"];
+const CLASSES: [&str; 4] = ["camera", "lighting", "media", "hvac"];
+const ACCESS: [(&str, usize); 5] =
+    [("unknown", 70), ("enrolled", 25), ("quarantined", 3), ("blocked", 1), ("onboarding", 1)];
+
+fn mac(n: usize) -> String {
+    // Locally administered (02:...) for one device in ten, as phones with random MACs are.
+    let first = if n % 10 == 9 { 0x02 } else { 0x10 + (n % VENDORS.len()) as u8 };
+    format!(
+        "{first:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        (n >> 24) as u8,
+        0x42,
+        (n >> 16) as u8,
+        (n >> 8) as u8,
+        n as u8
+    )
+}
+
+fn ip(n: usize) -> String {
+    format!("10.{}.{}.{}", (n >> 16) as u8, (n >> 8) as u8, n as u8)
+}
+
+fn access(n: usize) -> &'static str {
+    let mut bucket = (n * 7_919) % 100;
+    for (access, share) in ACCESS {
+        if bucket < share {
+            return access;
+        }
+        bucket -= share;
+    }
+    "unknown"
+}
+
+/// Writes `devices` devices with their rows, in transactions of 5,000 devices.
+fn fill(conn: &rusqlite::Connection, devices: usize) -> anyhow::Result<()> {
+    conn.execute_batch("BEGIN")?;
+    for n in 0..devices {
+        let first_seen = NOW_MS - SPAN_MS + (n as i64 * 7_877) % SPAN_MS;
+        let last_seen = first_seen + (n as i64 * 104_729) % (NOW_MS - first_seen + 1);
+        let local = n % 10 == 9;
+        let vendor = (!local).then(|| VENDORS[n % VENDORS.len()]);
+        let hostname = (n % 5 < 3).then(|| format!("{}-{n:06}", ["cam", "plug", "lamp", "echo", "hub"][n % 5]));
+        let device_type = (n % 5 != 4).then(|| TYPES[n % TYPES.len()]);
+        let class = (n % 2 == 0).then(|| CLASSES[n % CLASSES.len()]);
+        let mac = mac(n);
+        conn.execute(
+            "INSERT INTO inventory_devices (mac, first_seen, last_seen, vendor, locally_administered, hostname,
+             device_type, type_confidence, access, class, flows_total) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0.9, ?8, ?9, 40)",
+            (&mac, first_seen, last_seen, vendor, local, &hostname, device_type, access(n), class),
+        )?;
+        conn.execute(
+            "INSERT INTO inventory_addresses (mac, ip, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4)",
+            (&mac, ip(n), first_seen, last_seen),
+        )?;
+        for (kind, value) in [
+            ("dhcp_parameter_list", "1,3,6,15,28,42"),
+            ("tcp_syn", "4:64+0:0:1460:mss,nop,ws:df:0"),
+            ("dns_name", "time.example.com"),
+        ] {
+            conn.execute(
+                "INSERT INTO inventory_fingerprints (mac, kind, value, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5)",
+                (&mac, kind, value, first_seen, last_seen),
+            )?;
+        }
+        for bucket in 0..3i64 {
+            conn.execute(
+                "INSERT INTO inventory_traffic (mac, start, seconds, tx_bytes, tx_packets, rx_bytes, rx_packets)
+                 VALUES (?1, ?2, 60, 12000, 40, 48000, 60)",
+                (&mac, last_seen - bucket * 60_000),
+            )?;
+        }
+        let audit = "INSERT INTO inventory_audit (time, actor, mac, action, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
+        conn.execute(audit, (first_seen, "inventory", &mac, "device_added", "vendor unknown"))?;
+        conn.execute(audit, (first_seen, "inventory", &mac, "address_added", ip(n)))?;
+        if access(n) != "unknown" {
+            conn.execute(
+                audit,
+                (last_seen, "enrollment", &mac, "access_changed", format!("unknown -> {}", access(n))),
+            )?;
+        }
+        if n % 5_000 == 4_999 {
+            conn.execute_batch("COMMIT; BEGIN")?;
+        }
+    }
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+/// Times `rounds` GETs of `path`: p50 and p99.
+async fn measure(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    rounds: usize,
+) -> anyhow::Result<(Duration, Duration, usize)> {
+    let mut times = Vec::with_capacity(rounds);
+    let mut rows = 0;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let response = client.get(format!("{base}{path}")).bearer_auth(TOKEN).send().await?;
+        anyhow::ensure!(response.status().is_success(), "{path}: {}", response.status());
+        let body: serde_json::Value = response.json().await?;
+        times.push(start.elapsed());
+        rows = body.as_array().map_or(1, Vec::len);
+    }
+    times.sort();
+    Ok((times[rounds / 2], times[(rounds * 99 / 100).min(rounds - 1)], rows))
+}
+
+/// The cursor after `pages` pages of `path` (which has a query), followed from the start.
+async fn cursor_after(client: &reqwest::Client, base: &str, path: &str, pages: usize) -> anyhow::Result<String> {
+    let mut cursor = String::new();
+    for _ in 0..pages {
+        let url = if cursor.is_empty() { format!("{base}{path}") } else { format!("{base}{path}&cursor={cursor}") };
+        let response = client.get(url).bearer_auth(TOKEN).send().await?;
+        cursor =
+            response.headers().get("next-cursor").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_default();
+        anyhow::ensure!(!cursor.is_empty(), "{path}: fewer pages than {pages}");
+    }
+    Ok(cursor)
+}
+
+fn temp_store() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("iotgw-console-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn store_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let devices: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(DEFAULT_DEVICES);
+    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(DEFAULT_ROUNDS);
+    let dir = temp_store();
+    let path = dir.join("iotgw.db");
+
+    let start = Instant::now();
+    fill(&iotgw::store::open(&path, &[inventory::MIGRATIONS])?, devices)?;
+    println!(
+        "fill            {devices} devices in {:.1} s, store {} MB",
+        start.elapsed().as_secs_f64(),
+        store_bytes(&dir) >> 20
+    );
+
+    let config = api::Config {
+        listen: "127.0.0.1:0".parse()?,
+        tokens: vec![TokenEntry {
+            name: "bench".into(),
+            role: api::Role::Viewer,
+            token_sha256: api::auth::TokenHash::of(TOKEN),
+        }],
+        ..api::Config::default()
+    };
+    let directory = Arc::new(InventoryDirectory::open(&path)?);
+    let state = ApiState::new(&config, directory, Arc::new(MemoryDatapath::default()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let listener = api::bind(&config).await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (trigger, shutdown) = iotgw::shutdown::channel();
+        let server = tokio::spawn(api::serve_on(listener, api::router(state), None, shutdown));
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+
+        let deep = devices / 2 / 100;
+        let deep_last_seen = cursor_after(&client, &base, "/api/v1/devices?limit=100", deep).await?;
+        let deep_vendor = cursor_after(&client, &base, "/api/v1/devices?sort=vendor&limit=100", deep).await?;
+        let deep_audit = cursor_after(&client, &base, "/api/v1/audit?limit=100", deep).await?;
+        let some_device = mac(devices / 3);
+        let lines = [
+            ("first-page", "/api/v1/devices".to_owned()),
+            ("deep-page", format!("/api/v1/devices?limit=100&cursor={deep_last_seen}")),
+            ("deep-vendor", format!("/api/v1/devices?sort=vendor&limit=100&cursor={deep_vendor}")),
+            ("search-host", format!("/api/v1/devices?q=CAM-{:05}", devices / 7 / 10)),
+            ("search-mac", format!("/api/v1/devices?q={}", &some_device[..14])),
+            ("search-ip", format!("/api/v1/devices?q={}", &ip(devices / 3)[..8])),
+            ("filter-state", "/api/v1/devices?state=blocked".to_owned()),
+            ("filter-type", "/api/v1/devices?type=camera&sort=vendor".to_owned()),
+            ("summary", "/api/v1/summary".to_owned()),
+            ("audit-first", "/api/v1/audit".to_owned()),
+            ("audit-deep", format!("/api/v1/audit?limit=100&cursor={deep_audit}")),
+            ("audit-device", format!("/api/v1/audit?device={some_device}")),
+        ];
+        for (name, path) in lines {
+            let (p50, p99, rows) = measure(&client, &base, &path, rounds).await?;
+            println!(
+                "{name:<15} p50 {:>8.2} ms  p99 {:>8.2} ms  ({rows} rows, {rounds} requests)",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            );
+        }
+        trigger.trigger();
+        server.await??;
+        anyhow::Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! The console's reads of the inventory: devices filtered, searched and sorted, the audit log
+//! filtered, both a page at a time, and device counts for the overview. Reads the
+//! `inventory_*` tables over any connection (as `query` does); writes nothing.
+//!
+//! Pages are keyset pages: each query asks for rows after the previous page's last sort key
+//! and MAC (or audit time and id), through the indexes of schema version 3, so a page costs
+//! the same at the start and at the 1,000th page, and a device inserted between two pages
+//! neither shifts the rest nor repeats. The cursor handed to clients is that key, encoded
+//! (`DeviceCursor`, `AuditCursor`): opaque to them, checked when it comes back.
+use std::collections::HashMap;
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use rusqlite::{Connection, ToSql, types::Value};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use time::OffsetDateTime;
+
+use super::{
+    AuditEntry, DeviceRecord, InventoryError,
+    query::{DEVICE_SELECT, audit_row, device_row, finish_audit, finish_device},
+};
+use crate::device::{Access, Mac};
+
+/// Rows a page holds unless the caller says.
+pub const DEFAULT_PAGE: usize = 100;
+/// Most rows one page may hold.
+pub const MAX_PAGE: usize = 1_000;
+/// Longest filter or search text accepted (longer cannot match a stored value usefully).
+pub const MAX_FILTER_TEXT: usize = 256;
+
+/// How devices are ordered: time keys newest first, text keys A to Z; equal keys by MAC (in
+/// the same direction, so one row-value comparison continues the order).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceSort {
+    #[default]
+    LastSeen,
+    FirstSeen,
+    Mac,
+    /// Devices without a vendor first.
+    Vendor,
+    /// Devices without a type guess first.
+    Type,
+}
+
+impl DeviceSort {
+    pub const ALL: [DeviceSort; 5] =
+        [DeviceSort::LastSeen, DeviceSort::FirstSeen, DeviceSort::Mac, DeviceSort::Vendor, DeviceSort::Type];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceSort::LastSeen => "last_seen",
+            DeviceSort::FirstSeen => "first_seen",
+            DeviceSort::Mac => "mac",
+            DeviceSort::Vendor => "vendor",
+            DeviceSort::Type => "type",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|sort| sort.as_str() == text)
+    }
+
+    /// The indexed expression the order and the cursor compare (`schema`, version 3).
+    fn key(self) -> &'static str {
+        match self {
+            DeviceSort::LastSeen => "d.last_seen",
+            DeviceSort::FirstSeen => "d.first_seen",
+            DeviceSort::Mac => "d.mac",
+            DeviceSort::Vendor => "IFNULL(d.vendor, '')",
+            DeviceSort::Type => "IFNULL(d.device_type, '')",
+        }
+    }
+
+    fn descending(self) -> bool {
+        matches!(self, DeviceSort::LastSeen | DeviceSort::FirstSeen)
+    }
+
+    /// The ORDER BY terms: the key, then the MAC (unless the key is the MAC).
+    fn order_by(self) -> String {
+        let direction = if self.descending() { "DESC" } else { "ASC" };
+        match self {
+            DeviceSort::Mac => format!("d.mac {direction}"),
+            _ => format!("{} {direction}, d.mac {direction}", self.key()),
+        }
+    }
+
+    /// The condition of rows after a cursor, with `?` for its key and its MAC (the MAC only,
+    /// when that is the key).
+    fn after(self) -> String {
+        let comparison = if self.descending() { "<" } else { ">" };
+        match self {
+            DeviceSort::Mac => format!("d.mac {comparison} ?"),
+            _ => format!("({}, d.mac) {comparison} (?, ?)", self.key()),
+        }
+    }
+
+    fn key_of(self, device: &DeviceRecord) -> SortKey {
+        let millis = |time: OffsetDateTime| i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+        match self {
+            DeviceSort::LastSeen => SortKey::Time(millis(device.last_seen)),
+            DeviceSort::FirstSeen => SortKey::Time(millis(device.first_seen)),
+            DeviceSort::Mac => SortKey::Text(device.mac.to_string()),
+            DeviceSort::Vendor => SortKey::Text(device.vendor.clone().unwrap_or_default()),
+            DeviceSort::Type => SortKey::Text(device.device_type.clone().unwrap_or_default()),
+        }
+    }
+}
+
+/// Which devices to list; `None` matches all. Text matches are exact, but `search`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceFilter {
+    pub access: Option<Access>,
+    pub device_type: Option<String>,
+    pub vendor: Option<String>,
+    pub class: Option<String>,
+    /// A MAC prefix (`-` or `:` separated, any case), an IP address prefix, or part of the
+    /// host name (any case): a device matching any of them.
+    pub search: Option<String>,
+}
+
+/// One page of devices: `filter`, in `sort` order, after `after`, at most `limit`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceQuery {
+    pub filter: DeviceFilter,
+    pub sort: DeviceSort,
+    pub limit: usize,
+    pub after: Option<DeviceCursor>,
+}
+
+/// Which audit entries to list; `None` matches all. `since` is inclusive, `until` exclusive.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditFilter {
+    pub mac: Option<Mac>,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+}
+
+/// One page of the audit log, newest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditQuery {
+    pub filter: AuditFilter,
+    pub limit: usize,
+    pub after: Option<AuditCursor>,
+}
+
+/// Rows of one page and where the next one starts (`None` on the last page).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+/// A device sort key: times in Unix milliseconds, text as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum SortKey {
+    Time(i64),
+    Text(String),
+}
+
+/// Where a page of devices continues: the last device's sort key and MAC, under that sort.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCursor {
+    sort: DeviceSort,
+    key: SortKey,
+    mac: String,
+}
+
+/// Where a page of the audit log continues: the last entry's time and id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCursor {
+    time: i64,
+    id: i64,
+}
+
+/// A cursor that is not one this inventory handed out (or one of another sort).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cursor {0:?} is not one a previous page returned")]
+pub struct InvalidCursor(pub String);
+
+/// The cursor as clients carry it: URL-safe base64 of its JSON.
+fn encode(cursor: &impl Serialize) -> String {
+    // Serializing these plain structs cannot fail.
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
+}
+
+fn decode<T: DeserializeOwned>(text: &str) -> Result<T, InvalidCursor> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or_else(|| InvalidCursor(text.chars().take(64).collect()))
+}
+
+impl DeviceCursor {
+    pub fn encode(&self) -> String {
+        encode(self)
+    }
+
+    /// Reads a cursor back; it must come from a page in `sort` order.
+    pub fn decode(text: &str, sort: DeviceSort) -> Result<Self, InvalidCursor> {
+        let cursor: Self = decode(text)?;
+        let key_matches =
+            matches!((&cursor.key, sort.descending()), (SortKey::Time(_), true) | (SortKey::Text(_), false));
+        if cursor.sort != sort || !key_matches {
+            return Err(InvalidCursor(text.chars().take(64).collect()));
+        }
+        Ok(cursor)
+    }
+}
+
+impl AuditCursor {
+    pub fn encode(&self) -> String {
+        encode(self)
+    }
+
+    pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
+        decode(text)
+    }
+}
+
+/// A WHERE clause under construction, with its positional parameters.
+#[derive(Default)]
+struct Conditions {
+    clauses: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl Conditions {
+    /// Adds `clause`, whose `?`s take `params` in order.
+    fn push(&mut self, clause: &str, params: impl IntoIterator<Item = Value>) {
+        let mut numbered = String::new();
+        for (i, piece) in clause.split('?').enumerate() {
+            if i > 0 {
+                numbered.push_str(&format!("?{}", self.params.len() + i));
+            }
+            numbered.push_str(piece);
+        }
+        self.params.extend(params);
+        self.clauses.push(numbered);
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() { String::new() } else { format!(" WHERE {}", self.clauses.join(" AND ")) }
+    }
+
+    fn params(&self) -> Vec<&dyn ToSql> {
+        self.params.iter().map(|value| value as &dyn ToSql).collect()
+    }
+}
+
+fn text(value: &str) -> Value {
+    Value::Text(value.to_owned())
+}
+
+/// `[prefix, prefix + U+10FFFF)`: every stored text starting with `prefix` (binary order).
+fn prefix_range(prefix: &str) -> [Value; 2] {
+    [text(prefix), Value::Text(format!("{prefix}\u{10FFFF}"))]
+}
+
+/// One page of devices (see `DeviceQuery`).
+pub fn devices(conn: &Connection, query: &DeviceQuery) -> Result<Page<DeviceRecord, DeviceCursor>, InventoryError> {
+    let DeviceFilter { access, device_type, vendor, class, search } = &query.filter;
+    let mut conditions = Conditions::default();
+    if let Some(access) = access {
+        conditions.push("d.access = ?", [text(access.as_str())]);
+    }
+    if let Some(device_type) = device_type {
+        conditions.push("IFNULL(d.device_type, '') = ?", [text(device_type)]);
+    }
+    if let Some(vendor) = vendor {
+        conditions.push("IFNULL(d.vendor, '') = ?", [text(vendor)]);
+    }
+    if let Some(class) = class {
+        conditions.push("IFNULL(d.class, '') = ?", [text(class)]);
+    }
+    if let Some(search) = search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let lower = search.to_lowercase();
+        let [mac_low, mac_high] = prefix_range(&lower.replace('-', ":"));
+        let [ip_low, ip_high] = prefix_range(&lower);
+        // The IP subquery is not correlated: SQLite runs it once, on the address index.
+        conditions.push(
+            "((d.mac >= ? AND d.mac < ?) OR instr(lower(d.hostname), ?) > 0
+              OR d.mac IN (SELECT mac FROM inventory_addresses WHERE ip >= ? AND ip < ?))",
+            [mac_low, mac_high, text(&lower), ip_low, ip_high],
+        );
+    }
+    let sort = query.sort;
+    if let Some(cursor) = &query.after {
+        let key = match &cursor.key {
+            SortKey::Time(millis) => Value::Integer(*millis),
+            SortKey::Text(key) => text(key),
+        };
+        let params = if sort == DeviceSort::Mac { vec![text(&cursor.mac)] } else { vec![key, text(&cursor.mac)] };
+        conditions.push(&sort.after(), params);
+    }
+    let limit = query.limit.clamp(1, MAX_PAGE);
+    // One row more than the page tells whether another page follows.
+    let sql = format!("{DEVICE_SELECT}{} ORDER BY {} LIMIT {}", conditions.sql(), sort.order_by(), limit + 1);
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(conditions.params().as_slice(), device_row)?.collect::<Result<Vec<_>, _>>()?;
+    let mut items = rows.into_iter().map(|row| finish_device(conn, row)).collect::<Result<Vec<_>, _>>()?;
+    let next = (items.len() > limit).then(|| {
+        items.truncate(limit);
+        let last = &items[limit - 1];
+        DeviceCursor { sort, key: sort.key_of(last), mac: last.mac.to_string() }
+    });
+    Ok(Page { items, next })
+}
+
+/// One page of the audit log, newest first (by time, then by id).
+pub fn audit(conn: &Connection, query: &AuditQuery) -> Result<Page<AuditEntry, AuditCursor>, InventoryError> {
+    let AuditFilter { mac, actor, action, since, until } = &query.filter;
+    let millis = |time: &OffsetDateTime| {
+        Value::Integer(i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+    };
+    let mut conditions = Conditions::default();
+    if let Some(mac) = mac {
+        conditions.push("mac = ?", [text(&mac.to_string())]);
+    }
+    if let Some(actor) = actor {
+        conditions.push("actor = ?", [text(actor)]);
+    }
+    if let Some(action) = action {
+        conditions.push("action = ?", [text(action)]);
+    }
+    if let Some(since) = since {
+        conditions.push("time >= ?", [millis(since)]);
+    }
+    if let Some(until) = until {
+        conditions.push("time < ?", [millis(until)]);
+    }
+    if let Some(cursor) = &query.after {
+        conditions.push("(time, id) < (?, ?)", [Value::Integer(cursor.time), Value::Integer(cursor.id)]);
+    }
+    let limit = query.limit.clamp(1, MAX_PAGE);
+    let sql = format!(
+        "SELECT id, time, actor, mac, action, detail FROM inventory_audit{} ORDER BY time DESC, id DESC LIMIT {}",
+        conditions.sql(),
+        limit + 1
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(conditions.params().as_slice(), audit_row)?.collect::<Result<Vec<_>, _>>()?;
+    let mut items = rows.into_iter().map(finish_audit).collect::<Result<Vec<_>, _>>()?;
+    let next = (items.len() > limit).then(|| {
+        items.truncate(limit);
+        let last = &items[limit - 1];
+        AuditCursor { time: i64::try_from(last.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0), id: last.id }
+    });
+    Ok(Page { items, next })
+}
+
+/// Device counts for the console's overview. Devices without a type or class are counted in
+/// `untyped` and `unclassified`, not under a name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceCounts {
+    pub total: u64,
+    pub by_access: HashMap<Access, u64>,
+    pub by_type: HashMap<String, u64>,
+    pub untyped: u64,
+    pub by_class: HashMap<String, u64>,
+    pub unclassified: u64,
+}
+
+/// Devices by access state: one GROUP BY on the access index.
+pub fn counts_by_access(conn: &Connection) -> Result<HashMap<Access, u64>, InventoryError> {
+    group_counts(conn, "access")?
+        .into_iter()
+        .map(|(access, count)| {
+            let access = access.parse().map_err(|reason| InventoryError::Corrupt { mac: "-".into(), reason })?;
+            Ok((access, count))
+        })
+        .collect()
+}
+
+/// Every count of `DeviceCounts`: one GROUP BY per column, each on its index.
+pub fn counts(conn: &Connection) -> Result<DeviceCounts, InventoryError> {
+    let by_access = counts_by_access(conn)?;
+    let mut by_type = group_counts(conn, "IFNULL(device_type, '')")?;
+    let mut by_class = group_counts(conn, "IFNULL(class, '')")?;
+    Ok(DeviceCounts {
+        total: by_access.values().sum(),
+        by_access,
+        untyped: by_type.remove("").unwrap_or(0),
+        by_type,
+        unclassified: by_class.remove("").unwrap_or(0),
+        by_class,
+    })
+}
+
+/// `SELECT column, COUNT(*) ... GROUP BY column`; `column` is one of this module's constants.
+fn group_counts(conn: &Connection, column: &str) -> Result<HashMap<String, u64>, InventoryError> {
+    let mut statement = conn.prepare(&format!("SELECT {column}, COUNT(*) FROM inventory_devices GROUP BY 1"))?;
+    let rows = statement
+        .query_map([], |row| Ok((row.get::<_, String>(0)?, u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0))))?
+        .collect::<Result<HashMap<_, _>, _>>()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+#[path = "search_tests.rs"]
+mod tests;
