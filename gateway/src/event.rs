@@ -89,9 +89,10 @@ pub struct GatewayEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<Repeat>,
     /// For an `Action` taken because of an alert: that alert's incident id (`respond` sets
-    /// it), so the alert's record lists the responses it triggered (`alerts`).
+    /// it), so the alert's record lists the responses it triggered (`alerts`). Not named
+    /// `incident_id`: the flattened `Alert` kind has that field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub incident_id: Option<String>,
+    pub responds_to: Option<String>,
 }
 
 /// How many events an aggregate record stands for, and when the first and last happened.
@@ -116,7 +117,7 @@ impl GatewayEvent {
             actor: actor.into(),
             kind,
             repeat: None,
-            incident_id: None,
+            responds_to: None,
         }
     }
 
@@ -180,7 +181,7 @@ impl GatewayEvent {
             actor: text(&self.actor),
             kind,
             repeat: self.repeat,
-            incident_id: self.incident_id.as_ref().map(text),
+            responds_to: self.responds_to.as_ref().map(text),
         }
     }
 }
@@ -246,5 +247,65 @@ impl EventBus {
         let (queue, receiver) = std::sync::mpsc::channel();
         self.recorders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Recorder { wants, queue });
         receiver
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_and_responses_read_back_as_written() {
+        let alert = GatewayEvent::new(
+            Severity::High,
+            Some(Mac([2, 0, 0, 0, 0, 1])),
+            "detector:scan",
+            EventKind::Alert {
+                incident_id: "scan:02:00:00:00:00:01".into(),
+                detector: "scan".into(),
+                score: 0.9,
+                expected: "few hosts".into(),
+                observed: "many hosts".into(),
+                flows: vec![],
+                resolved: false,
+            },
+        );
+        let mut action = GatewayEvent::new(
+            Severity::High,
+            alert.device,
+            "respond:quarantine attacks",
+            EventKind::Action { action: "quarantine".into(), reason: "scan".into() },
+        );
+        action.responds_to = Some("scan:02:00:00:00:00:01".into());
+        for event in [alert, action] {
+            let text = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<GatewayEvent>(&text).unwrap(), event, "{text}");
+        }
+    }
+
+    #[test]
+    fn recorders_get_what_they_want_however_far_the_broadcast_lags() {
+        let bus = EventBus::new(1);
+        let _lagging = bus.subscribe();
+        let alerts = bus.subscribe_recorder(|event| event.kind_name() == "alert");
+        let audit = || {
+            GatewayEvent::new(Severity::Info, None, "t", EventKind::Audit { action: "a".into(), detail: "d".into() })
+        };
+        let mut flood = audit();
+        flood.kind = EventKind::Alert {
+            incident_id: "i".into(),
+            detector: "event_flood".into(),
+            score: 0.6,
+            expected: String::new(),
+            observed: String::new(),
+            flows: vec![],
+            resolved: false,
+        };
+        for _ in 0..10 {
+            bus.publish(audit());
+            bus.publish(flood.clone());
+        }
+        bus.publish_to_recorders(&flood);
+        assert_eq!(alerts.try_iter().count(), 11);
     }
 }

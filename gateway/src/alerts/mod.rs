@@ -7,7 +7,7 @@
 //!   the next alert of that incident then opens a new record. A `resolved: true` alert from the
 //!   detector marks the record calm (`calm_since`); that is the detector's view, apart from
 //!   the analyst's `state`.
-//! - The `Action` events taken for an alert (`GatewayEvent::incident_id`, set by `respond`) are
+//! - The `Action` events taken for an alert (`GatewayEvent::responds_to`, set by `respond`) are
 //!   listed with its record as the responses it triggered.
 //! - States: open → acknowledged → resolved (open → resolved too), resolved → open to reopen;
 //!   resolving needs a `Resolution`. Every change is audited with its actor in the same

@@ -25,7 +25,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 pub fn wants(event: &GatewayEvent) -> bool {
     match event.kind {
         EventKind::Alert { .. } => true,
-        EventKind::Action { .. } => event.incident_id.is_some(),
+        EventKind::Action { .. } => event.responds_to.is_some(),
         _ => false,
     }
 }

@@ -31,9 +31,11 @@ impl AlertStore {
     }
 
     /// Records alert and action events, all in one transaction. An action without an
-    /// `incident_id`, or whose incident has no record, is not an alert's response: skipped.
+    /// `responds_to`, or whose incident has no record, is not an alert's response: skipped.
     pub fn record(&mut self, events: &[GatewayEvent]) -> Result<(), AlertsError> {
-        let tx = self.conn.transaction()?;
+        // Immediate: a deferred transaction that reads first cannot take the write lock while
+        // another connection (the outbox writer) writes, and fails at once instead of waiting.
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for event in events {
             let event = event.escaped();
             match &event.kind {
@@ -46,7 +48,7 @@ impl AlertStore {
                 }
                 EventKind::Alert { .. } => record_alert(&tx, &event)?,
                 EventKind::Action { action, reason } => {
-                    let Some(incident_id) = &event.incident_id else { continue };
+                    let Some(incident_id) = &event.responds_to else { continue };
                     let inserted = tx.execute(
                         "INSERT INTO alert_responses (alert_id, event_id, time, actor, action, reason)
                          SELECT id, ?2, ?3, ?4, ?5, ?6 FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",

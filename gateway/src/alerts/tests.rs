@@ -104,7 +104,7 @@ fn actions_for_an_incident_are_its_responses() {
         "respond:quarantine attacks",
         EventKind::Action { action: "quarantine".into(), reason: "scan scored 0.90".into() },
     );
-    quarantine.incident_id = Some(format!("scan:{CAMERA}"));
+    quarantine.responds_to = Some(format!("scan:{CAMERA}"));
     let unrelated = GatewayEvent::new(
         Severity::Medium,
         Some(CAMERA),

@@ -71,13 +71,13 @@ impl FromRequestParts<ApiState> for Operator {
 }
 
 /// Runs store and datapath calls on the blocking pool, off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::Internal(format!("worker failed: {error}")))?
 }
 
-fn parse_mac(text: &str) -> Result<Mac, ApiError> {
+pub(super) fn parse_mac(text: &str) -> Result<Mac, ApiError> {
     text.parse().map_err(|error: crate::device::ParseMacError| ApiError::BadRequest(error.to_string()))
 }
 

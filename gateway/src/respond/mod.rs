@@ -175,7 +175,7 @@ impl Responder {
                     EventKind::Action { action: rule.action.as_str().to_owned(), reason: reason.clone() },
                 );
                 action.device_ip = alert.device_ip;
-                action.incident_id = Some(alert.incident.0.clone());
+                action.responds_to = Some(alert.incident.0.clone());
                 events.push(action);
                 events.push(audit(alert.mac, &actor, &format!("respond.{}", rule.action), reason));
             }
@@ -210,7 +210,7 @@ impl Responder {
             actor,
             EventKind::Action { action: "release".to_owned(), reason: reason.clone() },
         );
-        release.incident_id = Some(hold.incident);
+        release.responds_to = Some(hold.incident);
         Ok(vec![release, audit(mac, actor, "respond.release", reason)])
     }
 
