@@ -152,10 +152,30 @@ impl Client {
         let url = format!("{}/api/v1/devices/{mac}/{action}", self.base);
         self.send(self.http.post(url).json(&ActionRequest { reason }), &format!("{action} {mac}")).await
     }
+
+    /// GET `path` with `query`, for the CLI's other API clients (`cli::alerts`).
+    pub(super) async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        what: &str,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query), what).await
+    }
+
+    /// PATCH `path` with the JSON `body`.
+    pub(super) async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body), what).await
+    }
 }
 
 /// Runs `work` on a small runtime: these commands make one or two requests.
-fn block_on<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(super) fn block_on<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?.block_on(work)
 }
 
@@ -307,7 +327,11 @@ pub async fn action_to(args: &ActionArgs, action: &str, out: &mut impl Write) ->
     Ok(())
 }
 
-fn write_table<const N: usize>(out: &mut impl Write, header: [&str; N], rows: &[[String; N]]) -> std::io::Result<()> {
+pub(super) fn write_table<const N: usize>(
+    out: &mut impl Write,
+    header: [&str; N],
+    rows: &[[String; N]],
+) -> std::io::Result<()> {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -325,7 +349,7 @@ fn write_table<const N: usize>(out: &mut impl Write, header: [&str; N], rows: &[
     Ok(())
 }
 
-fn rfc3339(time: time::OffsetDateTime) -> String {
+pub(super) fn rfc3339(time: time::OffsetDateTime) -> String {
     time.replace_nanosecond(0)
         .unwrap_or(time)
         .format(&time::format_description::well_known::Rfc3339)
