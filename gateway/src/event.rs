@@ -17,6 +17,21 @@ pub enum Severity {
     Critical,
 }
 
+impl Severity {
+    pub const ALL: [Severity; 5] =
+        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+
+    /// The severity as stored (0 for info up to 4 for critical), so SQL filters and sorts it.
+    pub fn rank(self) -> i64 {
+        self as i64
+    }
+
+    /// The severity stored as `rank`.
+    pub fn from_rank(rank: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.rank() == rank)
+    }
+}
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -73,6 +88,11 @@ pub struct GatewayEvent {
     /// one actor, device, kind and action within a window is stored and sent once, counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<Repeat>,
+    /// For an `Action` taken because of an alert: that alert's incident id (`respond` sets
+    /// it), so the alert's record lists the responses it triggered (`alerts`). Not named
+    /// `incident_id`: the flattened `Alert` kind has that field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responds_to: Option<String>,
 }
 
 /// How many events an aggregate record stands for, and when the first and last happened.
@@ -97,6 +117,7 @@ impl GatewayEvent {
             actor: actor.into(),
             kind,
             repeat: None,
+            responds_to: None,
         }
     }
 
@@ -160,6 +181,7 @@ impl GatewayEvent {
             actor: text(&self.actor),
             kind,
             repeat: self.repeat,
+            responds_to: self.responds_to.as_ref().map(text),
         }
     }
 }
@@ -169,9 +191,23 @@ impl GatewayEvent {
 pub const EVENT_BUS_CAPACITY: usize = 4_096;
 
 /// Fan-out of `GatewayEvent`s to every interested task.
+///
+/// Two kinds of subscriber: `subscribe` gives a broadcast receiver of bounded capacity, which
+/// misses events when it lags (live views, metrics, the integrations intake); `subscribe_recorder`
+/// gives a queue that gets every event it wants, for a recorder that must miss none (the alert
+/// store). Recorder queues are unbounded so `publish` never blocks (it runs on async workers and
+/// on the pipeline thread alike); a recorder takes only the few kinds it records, and drains
+/// them in batched transactions far faster than detectors raise alerts.
 #[derive(Clone)]
 pub struct EventBus {
     sender: tokio::sync::broadcast::Sender<GatewayEvent>,
+    recorders: std::sync::Arc<std::sync::Mutex<Vec<Recorder>>>,
+}
+
+/// One lossless subscriber: the events it wants, and its queue.
+struct Recorder {
+    wants: fn(&GatewayEvent) -> bool,
+    queue: std::sync::mpsc::Sender<GatewayEvent>,
 }
 
 impl Default for EventBus {
@@ -182,16 +218,94 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
-        Self { sender: tokio::sync::broadcast::channel(capacity).0 }
+        Self { sender: tokio::sync::broadcast::channel(capacity).0, recorders: Default::default() }
     }
 
     /// Publishes to every current subscriber; an event with no subscriber is dropped.
     pub fn publish(&self, event: GatewayEvent) {
         tracing::debug!(kind = event.kind_name(), device = ?event.device, "event");
+        self.publish_to_recorders(&event);
         let _ = self.sender.send(event);
+    }
+
+    /// Hands `event` to the recorders only: for an event its producer already delivered to the
+    /// broadcast subscribers' destination itself (integrations stores its `event_flood` alert
+    /// in the outbox directly).
+    pub fn publish_to_recorders(&self, event: &GatewayEvent) {
+        let mut recorders = self.recorders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A recorder whose receiver is gone has stopped: forget it.
+        recorders.retain(|recorder| !(recorder.wants)(event) || recorder.queue.send(event.clone()).is_ok());
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<GatewayEvent> {
         self.sender.subscribe()
+    }
+
+    /// A queue of every event published from now on that `wants` accepts; it never lags (see
+    /// the type's doc). Read it from a thread of its own (`recv` blocks).
+    pub fn subscribe_recorder(&self, wants: fn(&GatewayEvent) -> bool) -> std::sync::mpsc::Receiver<GatewayEvent> {
+        let (queue, receiver) = std::sync::mpsc::channel();
+        self.recorders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Recorder { wants, queue });
+        receiver
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_and_responses_read_back_as_written() {
+        let alert = GatewayEvent::new(
+            Severity::High,
+            Some(Mac([2, 0, 0, 0, 0, 1])),
+            "detector:scan",
+            EventKind::Alert {
+                incident_id: "scan:02:00:00:00:00:01".into(),
+                detector: "scan".into(),
+                score: 0.9,
+                expected: "few hosts".into(),
+                observed: "many hosts".into(),
+                flows: vec![],
+                resolved: false,
+            },
+        );
+        let mut action = GatewayEvent::new(
+            Severity::High,
+            alert.device,
+            "respond:quarantine attacks",
+            EventKind::Action { action: "quarantine".into(), reason: "scan".into() },
+        );
+        action.responds_to = Some("scan:02:00:00:00:00:01".into());
+        for event in [alert, action] {
+            let text = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<GatewayEvent>(&text).unwrap(), event, "{text}");
+        }
+    }
+
+    #[test]
+    fn recorders_get_what_they_want_however_far_the_broadcast_lags() {
+        let bus = EventBus::new(1);
+        let _lagging = bus.subscribe();
+        let alerts = bus.subscribe_recorder(|event| event.kind_name() == "alert");
+        let audit = || {
+            GatewayEvent::new(Severity::Info, None, "t", EventKind::Audit { action: "a".into(), detail: "d".into() })
+        };
+        let mut flood = audit();
+        flood.kind = EventKind::Alert {
+            incident_id: "i".into(),
+            detector: "event_flood".into(),
+            score: 0.6,
+            expected: String::new(),
+            observed: String::new(),
+            flows: vec![],
+            resolved: false,
+        };
+        for _ in 0..10 {
+            bus.publish(audit());
+            bus.publish(flood.clone());
+        }
+        bus.publish_to_recorders(&flood);
+        assert_eq!(alerts.try_iter().count(), 11);
     }
 }

@@ -5,13 +5,14 @@
 //! (is this abnormal) → `respond` (what to do) → `datapath::maps` (the only writer of BPF maps).
 //!
 //! Beside that path: `policy` (the files ops edit), `identity` (certificates and enrollment),
-//! `ota` (signed firmware), `integrations` (SIEM/SOAR/ITSM), `api` (local HTTP status and
-//! actions), `store` (the SQLite file; `schema` lists every component's tables), `config` (the
+//! `ota` (signed firmware), `integrations` (SIEM/SOAR/ITSM), `alerts` (every alert as a record
+//! an analyst works through), `api` (local HTTP status and actions), `store` (the SQLite file; `schema` lists every component's tables), `config` (the
 //! gateway's own configuration), `untrusted` (how text from devices and callers is escaped
 //! before it is stored or rendered), `toml_error` (where a TOML error points, for every file
 //! the gateway reads).
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod baseline;
 pub mod cli;

@@ -10,6 +10,7 @@ pub const ALL: Schema<'static> = &[
     crate::baseline::MIGRATIONS,
     crate::integrations::MIGRATIONS,
     crate::ota::MIGRATIONS,
+    crate::alerts::MIGRATIONS,
 ];
 
 /// Opens the store at `path` with every component's tables up to date.

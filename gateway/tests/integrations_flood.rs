@@ -8,6 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use iotgw::{
+    alerts,
     event::{EventBus, EventKind, GatewayEvent, Severity},
     integrations::{
         self,
@@ -64,6 +65,7 @@ async fn refused_enrollment_flood_is_stored_as_a_few_counted_records_and_one_ale
     };
     let (trigger, shutdown) = shutdown::channel();
     let bus = EventBus::default();
+    let recorder = alerts::Recorder::spawn(alerts::AlertStore::open(&store).unwrap(), &bus).unwrap();
     let handle = integrations::spawn(config, &store, bus.clone(), shutdown).unwrap();
 
     let start = Instant::now();
@@ -90,6 +92,7 @@ async fn refused_enrollment_flood_is_stored_as_a_few_counted_records_and_one_ale
     .await;
     trigger.trigger();
     handle.join().await;
+    recorder.join();
 
     let audits: Vec<&Value> = lines.iter().filter(|l| l["event"]["dataset"] == "iotgw.audit").collect();
     let burst = aggregation.burst as usize;
@@ -104,6 +107,11 @@ async fn refused_enrollment_flood_is_stored_as_a_few_counted_records_and_one_ale
     assert_eq!(alerts.len(), 1, "one flood alert for the window: {alerts:#?}");
     assert_eq!(alerts[0]["rule"]["name"], "event_flood");
     assert_eq!(alerts[0]["host"]["mac"][0], "02-00-00-00-00-01");
+    // The flood alert is an alert record too, though it never crossed the bus's broadcast.
+    let records = alerts::AlertStore::open(&store).unwrap().list(&alerts::Query::default()).unwrap().alerts;
+    let details: Vec<(&str, Option<String>)> =
+        records.iter().map(|r| (r.detector.as_str(), r.device.map(|mac| mac.to_string()))).collect();
+    assert_eq!(details, [("event_flood", Some("02:00:00:00:00:01".to_owned()))]);
 
     // What the outbox ever held: the sequence's high-water mark (delivered rows are pruned).
     let conn = iotgw::schema::open(&store).unwrap();

@@ -12,7 +12,7 @@ use super::{
     directory::DirectoryError,
     model::ErrorBody,
 };
-use crate::{datapath::ControlError, device::Mac};
+use crate::{alerts::AlertsError, datapath::ControlError, device::Mac};
 
 /// The `WWW-Authenticate` challenge of a 401 (RFC 6750).
 const BEARER_CHALLENGE: &str = "Bearer realm=\"iotgw\"";
@@ -50,6 +50,9 @@ pub enum ApiError {
     Datapath(#[from] ControlError),
     #[error("{0}")]
     Directory(DirectoryError),
+    /// An alert change or query refused (400, 404, 409) or failed (500).
+    #[error("{0}")]
+    Alert(#[from] crate::alerts::AlertsError),
     /// A bug or a panicked task.
     #[error("internal error: {0}")]
     Internal(String),
@@ -85,6 +88,12 @@ impl ApiError {
             ApiError::UnknownDevice(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Datapath(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Alert(error) => match error {
+                AlertsError::Invalid(_) => StatusCode::BAD_REQUEST,
+                AlertsError::NotFound(_) => StatusCode::NOT_FOUND,
+                AlertsError::Transition { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             ApiError::Directory(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use crate::{datapath::Control, event::EventBus};
 
 pub mod actions;
+pub mod alerts;
 pub mod auth;
 pub mod directory;
 pub mod error;
@@ -124,6 +125,8 @@ pub struct ApiState {
     /// Interfaces the XDP programs are attached to, for the status.
     pub interfaces: Arc<Vec<model::AttachedInterface>>,
     pub metrics_public: bool,
+    /// The alert records; `None` in a server that keeps none (the alert endpoints then fail).
+    pub alerts: Option<Arc<std::sync::Mutex<crate::alerts::AlertStore>>>,
     tokens: Arc<TokenSet>,
     failures: Arc<throttle::FailureLimiter>,
     started: Instant,
@@ -146,6 +149,7 @@ impl ApiState {
             events: EventBus::default(),
             interfaces: Arc::new(Vec::new()),
             metrics_public: config.metrics_public,
+            alerts: None,
             tokens: Arc::new(tokens),
             failures: Arc::default(),
             started: Instant::now(),
@@ -165,6 +169,11 @@ impl ApiState {
 
     pub fn with_events(mut self, events: EventBus) -> Self {
         self.events = events;
+        self
+    }
+
+    pub fn with_alerts(mut self, alerts: crate::alerts::AlertStore) -> Self {
+        self.alerts = Some(Arc::new(std::sync::Mutex::new(alerts)));
         self
     }
 
@@ -228,6 +237,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/devices/{mac}/release", post(handlers::release))
         .route("/api/v1/devices/{mac}/block", post(handlers::block))
         .route("/api/v1/policies", get(handlers::policies))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/{id}", get(alerts::show).patch(alerts::change))
         .route("/api/v1/openapi.json", get(handlers::openapi))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)

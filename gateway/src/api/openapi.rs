@@ -5,7 +5,7 @@ use utoipa::{
     openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{handlers, model};
+use super::{alerts, handlers, model};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,10 @@ use super::{handlers, model};
         super::search::devices,
         super::search::audit,
         super::search::summary,
+        // Alert records.
+        alerts::list,
+        alerts::show,
+        alerts::change,
     ),
     components(schemas(
         model::Status,
@@ -55,11 +59,18 @@ use super::{handlers, model};
         crate::api::soar::ActionRequest,
         crate::api::soar::ActionResponse,
         crate::api::soar::SoarAction,
+        alerts::AlertSummary,
+        alerts::AlertDetail,
+        alerts::AlertResponse,
+        alerts::AlertNote,
+        alerts::AlertPage,
+        alerts::AlertChange,
     )),
     modifiers(&BearerScheme),
     tags(
         (name = "status"), (name = "devices"), (name = "policies"),
         (name = "actions", description = "Operator role"), (name = "metrics"),
+        (name = "alerts", description = "Alert records: viewer role reads, operator role changes"),
         (name = "soar", description = "SOAR playbooks ([[integrations.soar.callers]]): bearer token or HMAC signature"),
     )
 )]

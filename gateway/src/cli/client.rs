@@ -157,6 +157,26 @@ impl Client {
         }
     }
 
+    /// GET `path` with `query`, for the CLI's other API clients (`cli::alerts`).
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        what: &str,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.get(format!("{}{path}", self.base)).query(query), what).await
+    }
+
+    /// PATCH `path` with the JSON `body`.
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(body), what).await
+    }
+
     pub async fn devices(
         &self,
         params: Params,

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 use crate::telemetry::LogFormat;
 
+pub mod alerts;
 pub mod analyze;
 pub mod audit;
 pub mod baseline;
@@ -57,6 +58,10 @@ pub enum Command {
     Release(devices::ActionArgs),
     /// Block a device (through the local API).
     Block(devices::ActionArgs),
+    /// List alert records (through the local API).
+    Alerts(alerts::ListArgs),
+    /// Show, acknowledge, resolve, reopen, assign or annotate one alert (through the local API).
+    Alert(alerts::AlertArgs),
     /// The gateway's certificate authority and device identities.
     #[command(subcommand)]
     Pki(pki::Command),
@@ -78,6 +83,8 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Quarantine(args) => devices::action(args, "quarantine"),
         Command::Release(args) => devices::action(args, "release"),
         Command::Block(args) => devices::action(args, "block"),
+        Command::Alerts(args) => alerts::list(args),
+        Command::Alert(args) => alerts::alert(args),
         Command::Pki(command) => pki::run(command),
         Command::Ota(command) => ota::run(command),
     }

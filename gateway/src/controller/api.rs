@@ -1,4 +1,4 @@
-//! The local API step: status, devices, actions, metrics and the policy in force over
+//! The local API step: status, devices, alerts, actions, metrics and the policy in force over
 //! HTTP(S), with the SOAR actions mounted on it (`/api/v1/soar`). Both write through the
 //! same action lock and failure limiter.
 use std::sync::Arc;
@@ -43,6 +43,9 @@ pub(super) async fn bind(
         .with_metrics(parts.metrics)
         .with_policies(parts.policy)
         .with_events(parts.bus.clone())
+        .with_alerts(
+            crate::alerts::AlertStore::open(&config.store.path).context("opening the alert store for the API")?,
+        )
         .with_interfaces(interfaces);
     let soar = soar::SoarState::new(&config.integrations, &config.store.path, parts.control, parts.bus)
         .context("opening the store for SOAR actions")?

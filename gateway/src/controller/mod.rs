@@ -13,7 +13,8 @@
 //! - `api`: the local API with the SOAR actions;
 //! - `metrics`: counters, backlogs, alerts and actions as metrics.
 //!
-//! The pipeline baseline → detect → respond is `crate::pipeline`, on its own thread.
+//! The pipeline baseline → detect → respond is `crate::pipeline`, on its own thread; every
+//! alert is recorded by `crate::alerts::Recorder`, on its own thread too.
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
@@ -65,6 +66,9 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let startup::Datapath { mut loaded, maps, ring, dns } = startup::attach(&config, &policy, &mut ledger)?;
     let control: crate::datapath::Control = maps.clone();
     let bus = EventBus::default();
+    // Before any producer starts: every alert published from here on is recorded.
+    let alert_store = crate::alerts::AlertStore::open(&config.store.path).context("opening the alert store")?;
+    let alert_recorder = crate::alerts::Recorder::spawn(alert_store, &bus).context("starting the alert recorder")?;
     let (trigger, shutdown) = shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -147,6 +151,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let _ = tokio::task::spawn_blocking(move || {
         pipeline.join();
         let _ = inventory_thread.join();
+        // Last: it records what the steps above published on their way out.
+        alert_recorder.join();
     })
     .await;
     match drained {

@@ -206,6 +206,12 @@ impl Aggregator {
     }
 }
 
+/// Whether `event` is a flood alert this module raised (never one it was handed: alerts from
+/// the bus pass through, and no other producer names this detector).
+pub fn is_flood_alert(event: &GatewayEvent) -> bool {
+    matches!(&event.kind, EventKind::Alert { detector, .. } if detector == FLOOD_DETECTOR)
+}
+
 fn sort_by_first_seen(records: &mut [GatewayEvent]) {
     records.sort_by_key(|r| r.repeat.map_or(r.time, |repeat| repeat.first_seen));
 }

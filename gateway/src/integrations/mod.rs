@@ -176,16 +176,19 @@ pub fn spawn(
     let filters: Vec<config::Filter> = config.sinks.iter().map(|s| s.filter.clone()).collect();
     // Subscribe here, not in the task: events published right after `spawn` returns count.
     let aggregator = aggregate::Aggregator::new(config.aggregation.clone());
-    tasks.push(tokio::spawn(intake(bus.subscribe(), writer.clone(), filters, aggregator, shutdown)));
+    let intake = intake(bus.subscribe(), bus.clone(), writer.clone(), filters, aggregator, shutdown);
+    tasks.push(tokio::spawn(intake));
     tracing::info!(sinks = sinks.len(), store = %store_path.display(), "integrations started");
     Ok(Integrations { writer: Some(writer), sinks, tasks })
 }
 
 /// Copies bus events that some sink wants into the outbox, through the aggregator (a flood
-/// becomes a few counted records and an alert). Lagging behind the bus loses events (counted
-/// in the log); aggregation and the outbox write are the only work done here.
+/// becomes a few counted records and an alert, which also goes to the bus's recorders, the
+/// alert store). Lagging behind the bus loses events (counted in the log); aggregation and
+/// the outbox write are the only work done here.
 async fn intake(
     mut events: tokio::sync::broadcast::Receiver<crate::event::GatewayEvent>,
+    bus: EventBus,
     writer: outbox::Writer,
     filters: Vec<config::Filter>,
     mut aggregator: aggregate::Aggregator,
@@ -194,6 +197,9 @@ async fn intake(
     use tokio::sync::broadcast::error::RecvError;
     let wanted = |event: &crate::event::GatewayEvent| filters.iter().any(|f| f.accepts(event));
     let store = async |records: Vec<crate::event::GatewayEvent>| -> bool {
+        for flood in records.iter().filter(|record| aggregate::is_flood_alert(record)) {
+            bus.publish_to_recorders(flood);
+        }
         for record in records.into_iter().filter(wanted) {
             if writer.append(record).await.is_err() {
                 tracing::error!("outbox writer stopped; events are no longer stored");

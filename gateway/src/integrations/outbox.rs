@@ -130,13 +130,7 @@ pub const PROTECTED_KINDS: &[&str] = &["alert", "action"];
 
 /// The severity as stored (ordered like the enum) so filters run in SQL.
 pub fn severity_rank(severity: Severity) -> i64 {
-    match severity {
-        Severity::Info => 0,
-        Severity::Low => 1,
-        Severity::Medium => 2,
-        Severity::High => 3,
-        Severity::Critical => 4,
-    }
+    severity.rank()
 }
 
 pub fn now_ms() -> i64 {

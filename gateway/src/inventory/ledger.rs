@@ -298,8 +298,9 @@ pub(super) fn set_columns(
     })
 }
 
-/// Appends a checked audit record (for changes made elsewhere: policy reloads, enrollment...).
-pub(super) fn audit(
+/// Appends a checked audit record (for changes made elsewhere: policy reloads, enrollment...),
+/// on the caller's connection, so it commits with the caller's own change (`alerts`).
+pub fn audit(
     conn: &Connection,
     actor: &str,
     mac: Option<Mac>,

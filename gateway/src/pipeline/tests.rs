@@ -8,6 +8,7 @@ use std::{
 
 use super::{Command, Core, Settings, latency};
 use crate::{
+    alerts,
     baseline::{self, tests::start},
     datapath::{DeviceControl as _, MemoryDatapath},
     detect::synthetic,
@@ -20,6 +21,14 @@ use crate::{
 /// Runs a scenario through the whole core (baseline → detect → respond) over a
 /// `MemoryDatapath`, after 15 minutes of learning; returns the events and the datapath.
 fn scenario(attack: impl FnOnce(std::time::SystemTime) -> Vec<Input>) -> (Vec<GatewayEvent>, Arc<MemoryDatapath>) {
+    scenario_on(EventBus::default(), attack)
+}
+
+/// `scenario`, publishing on `bus`.
+fn scenario_on(
+    bus: EventBus,
+    attack: impl FnOnce(std::time::SystemTime) -> Vec<Input>,
+) -> (Vec<GatewayEvent>, Arc<MemoryDatapath>) {
     let datapath = Arc::new(MemoryDatapath::default());
     let fleet = [synthetic::meter(1), synthetic::camera(1), synthetic::plug(1)];
     for device in &fleet {
@@ -30,7 +39,6 @@ fn scenario(attack: impl FnOnce(std::time::SystemTime) -> Vec<Input>) -> (Vec<Ga
         detect: crate::detect::Config { gateway_ips: vec![IpAddr::V4(synthetic::GATEWAY)], ..Default::default() },
         store: None,
     };
-    let bus = EventBus::default();
     let mut subscriber = bus.subscribe();
     let mut core = Core::new(settings, policy(), datapath.clone(), bus).unwrap();
     let learn = Duration::from_secs(900);
@@ -61,6 +69,33 @@ fn scenario_mirai_scan_is_quarantined() {
     let (events, datapath) = scenario(|now| synthetic::telnet_scan(plug.mac, plug.ip, now, 100, 200, 1));
     assert!(quarantined(&datapath, plug.mac), "{events:#?}");
     assert!(!quarantined(&datapath, synthetic::meter(1).mac));
+}
+
+#[test]
+fn a_detected_scan_is_recorded_as_an_alert_with_the_quarantine_it_triggered() {
+    let path = std::env::temp_dir().join(format!("iotgw-pipeline-alerts-{}.db", uuid::Uuid::new_v4()));
+    let bus = EventBus::default();
+    let recorder = alerts::Recorder::spawn(alerts::AlertStore::open(&path).unwrap(), &bus).unwrap();
+    let plug = synthetic::plug(1);
+    let (events, datapath) = scenario_on(bus, |now| synthetic::telnet_scan(plug.mac, plug.ip, now, 100, 200, 1));
+    assert!(quarantined(&datapath, plug.mac), "{events:#?}");
+    recorder.join();
+
+    let store = alerts::AlertStore::open(&path).unwrap();
+    let device = alerts::Filter { device: Some(plug.mac), ..alerts::Filter::default() };
+    let page = store.list(&alerts::Query { filter: device, ..alerts::Query::default() }).unwrap();
+    let raised = events.iter().filter(|e| e.kind_name() == "alert").count();
+    let counted: u64 = page.alerts.iter().map(|a| a.count).sum();
+    assert_eq!(counted as usize, raised, "every alert raised is counted in a record: {page:#?}");
+    let scan = page.alerts.iter().find(|a| a.detector == "scan").expect("a scan record");
+    let detail = store.get(scan.id).unwrap();
+    let responses: Vec<&str> = detail.responses.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(responses, ["quarantine"], "{detail:#?}");
+    assert_eq!(detail.responses[0].actor, "respond:quarantine attacks");
+    assert!(!detail.flows.is_empty() && detail.alert.state == alerts::State::Open);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
 }
 
 #[test]

@@ -175,6 +175,7 @@ impl Responder {
                     EventKind::Action { action: rule.action.as_str().to_owned(), reason: reason.clone() },
                 );
                 action.device_ip = alert.device_ip;
+                action.responds_to = Some(alert.incident.0.clone());
                 events.push(action);
                 events.push(audit(alert.mac, &actor, &format!("respond.{}", rule.action), reason));
             }
@@ -203,15 +204,14 @@ impl Responder {
             hold.action, hold.rule, hold.incident, restore.access
         );
         self.changes.push(AccessRecord { mac, enforced: restore, actor: actor.to_owned(), reason: reason.clone() });
-        Ok(vec![
-            GatewayEvent::new(
-                Severity::Medium,
-                Some(mac),
-                actor,
-                EventKind::Action { action: "release".to_owned(), reason: reason.clone() },
-            ),
-            audit(mac, actor, "respond.release", reason),
-        ])
+        let mut release = GatewayEvent::new(
+            Severity::Medium,
+            Some(mac),
+            actor,
+            EventKind::Action { action: "release".to_owned(), reason: reason.clone() },
+        );
+        release.responds_to = Some(hold.incident);
+        Ok(vec![release, audit(mac, actor, "respond.release", reason)])
     }
 
     /// Changes the datapath for `action`; returns what it enforced before and after (`None`

@@ -137,6 +137,8 @@ pub(crate) struct Options {
     /// Mount the SOAR routes at /api/v1/soar over this store (caller `xsoar`, `SOAR_TOKEN`).
     pub soar_store: Option<std::path::PathBuf>,
     pub limits: server::Limits,
+    /// Serve the alert endpoints over this store.
+    pub alerts: Option<crate::alerts::AlertStore>,
 }
 
 impl Server {
@@ -162,9 +164,12 @@ impl Server {
             )
             .unwrap();
         let config = test_config(metrics_public);
-        let state = ApiState::new(&config, directory, datapath.clone()).unwrap().with_interfaces(vec![
+        let mut state = ApiState::new(&config, directory, datapath.clone()).unwrap().with_interfaces(vec![
             model::AttachedInterface { name: "lan0".into(), role: "lan".into(), mode: "generic".into() },
         ]);
+        if let Some(alerts) = options.alerts {
+            state = state.with_alerts(alerts);
+        }
         let listener = bind(&config).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (trigger, shutdown) = crate::shutdown::channel();
@@ -320,6 +325,7 @@ pub(crate) async fn start_with_soar(fixture: &Fixture) -> Server {
 
 mod access;
 mod actions;
+mod alerts;
 mod hardening;
 mod observe;
 mod search;

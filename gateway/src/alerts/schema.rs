@@ -1,0 +1,66 @@
+//! The alert store's tables: one row per alert record, its evidence flows, the responses it
+//! triggered and the analysts' notes. Times are unix milliseconds; severity is stored as its
+//! rank (`integrations::outbox::severity_rank`'s order) so it sorts and filters in SQL.
+//!
+//! Every list order is a keyset on (sort key, id) with an index of its own, and the filters an
+//! analyst uses most (state, device, detector) each have one in the default order, so no page
+//! of `GET /api/v1/alerts` scans or sorts the whole table.
+use crate::store::Migration;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "alerts",
+    version: 1,
+    sql: "
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id TEXT NOT NULL,
+        detector TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        score REAL NOT NULL,
+        expected TEXT NOT NULL,
+        observed TEXT NOT NULL,
+        device TEXT,
+        device_ip TEXT,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        calm_since INTEGER,
+        state TEXT NOT NULL,
+        resolution TEXT,
+        assignee TEXT,
+        updated INTEGER NOT NULL
+    );
+    CREATE INDEX alerts_incident ON alerts (incident_id, id);
+    CREATE INDEX alerts_last_seen ON alerts (last_seen, id);
+    CREATE INDEX alerts_first_seen ON alerts (first_seen, id);
+    CREATE INDEX alerts_score ON alerts (score, id);
+    CREATE INDEX alerts_severity ON alerts (severity, id);
+    CREATE INDEX alerts_state_last_seen ON alerts (state, last_seen, id);
+    CREATE INDEX alerts_device_last_seen ON alerts (device, last_seen, id);
+    CREATE INDEX alerts_detector_last_seen ON alerts (detector, last_seen, id);
+    CREATE TABLE alert_flows (
+        alert_id INTEGER NOT NULL REFERENCES alerts (id),
+        flow TEXT NOT NULL,
+        PRIMARY KEY (alert_id, flow)
+    );
+    CREATE TABLE alert_responses (
+        id INTEGER PRIMARY KEY,
+        alert_id INTEGER NOT NULL REFERENCES alerts (id),
+        event_id TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX alert_responses_alert ON alert_responses (alert_id, id);
+    CREATE TABLE alert_notes (
+        id INTEGER PRIMARY KEY,
+        alert_id INTEGER NOT NULL REFERENCES alerts (id),
+        time INTEGER NOT NULL,
+        author TEXT NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX alert_notes_alert ON alert_notes (alert_id, id);
+    ",
+}];
