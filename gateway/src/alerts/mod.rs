@@ -15,8 +15,8 @@
 //!   an `Audit` event for the caller to publish.
 //!
 //! Why a recorder thread of its own (`recorder`), fed by `EventBus::subscribe_recorder`, and
-//! not writes in the pipeline thread: alerts come from four producers on threads and async
-//! tasks alike, and a broadcast receiver that lags misses events. The recorder queue gets
+//! not writes in the pipeline thread: alerts also come from identity and integrations, on async
+//! tasks, and a broadcast receiver that lags misses events. The recorder queue gets
 //! every alert and action however far behind it is, and its thread batches them into one
 //! transaction each, off the async workers and off the pipeline's loop (a slow disk delays
 //! records, never detection).
