@@ -265,8 +265,14 @@ async fn hec_webhook_and_itsm_receive_every_event_authenticated() {
     for event in &sent {
         bus.publish(event.clone());
     }
-    wait_backlog(&handle, "every sink to drain", WAIT, |b| b.iter().all(|s| s.pending == 0 && s.delivered_total > 0))
-        .await;
+    // Drained only once the HEC sink, which takes every event, has delivered them all: an
+    // empty backlog alone may come before the intake has written the last events.
+    let all = sent.len() as u64;
+    wait_backlog(&handle, "every sink to drain", WAIT, |b| {
+        b.iter().all(|s| s.pending == 0 && s.delivered_total > 0)
+            && b.iter().any(|s| s.sink == "splunk" && s.delivered_total >= all)
+    })
+    .await;
     {
         let state = receiver.state.lock().unwrap();
         // HEC: every event, ECS documents in the envelope, in order.
