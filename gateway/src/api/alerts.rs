@@ -7,6 +7,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::{Path, Query, State, rejection::QueryRejection},
+    response::Response,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -18,6 +19,7 @@ use super::{
     error::ApiError,
     handlers::{Operator, blocking, parse_mac},
     model::ErrorBody,
+    paging::paged,
 };
 use crate::{
     alerts::{self, AlertsError, Change, Cursor, Filter, Order, SortKey},
@@ -105,15 +107,6 @@ pub struct AlertDetail {
     pub notes: Vec<AlertNote>,
 }
 
-/// `GET /api/v1/alerts`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AlertPage {
-    pub alerts: Vec<AlertSummary>,
-    /// Pass it as `cursor` (with the same filters and sort) for the next page; absent on the
-    /// last one.
-    pub next_cursor: Option<String>,
-}
-
 /// Body of `PATCH /api/v1/alerts/{id}`: at least one field.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -151,7 +144,7 @@ pub struct AlertsQuery {
     order: Option<String>,
     /// Records per page (default 50, at most 500).
     limit: Option<usize>,
-    /// `next_cursor` of the previous page.
+    /// The `Next-Cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -248,7 +241,8 @@ fn alert_id(text: &str) -> Result<i64, ApiError> {
     get, path = "/api/v1/alerts", tag = "alerts",
     params(AlertsQuery),
     responses(
-        (status = 200, body = AlertPage, description = "Success"),
+        (status = 200, body = Vec<AlertSummary>, description = "Success",
+            headers(("next-cursor" = String, description = "Cursor of the next page; absent on the last"))),
         (status = 400, body = ErrorBody, description = "A bad filter, sort, limit or cursor"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
         (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
@@ -259,14 +253,12 @@ pub async fn list(
     State(state): State<ApiState>,
     _caller: Caller,
     query: Result<Query<AlertsQuery>, QueryRejection>,
-) -> Result<Json<AlertPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
     let query = store_query(query)?;
     let page = with_store(&state, move |store| store.list(&query)).await?;
-    Ok(Json(AlertPage {
-        alerts: page.alerts.into_iter().map(Into::into).collect(),
-        next_cursor: page.next_cursor.map(|cursor| cursor.encode()),
-    }))
+    let alerts: Vec<AlertSummary> = page.alerts.into_iter().map(Into::into).collect();
+    Ok(paged(alerts, page.next_cursor.map(|cursor| cursor.encode())))
 }
 
 /// One alert record with its evidence flows, responses and notes.

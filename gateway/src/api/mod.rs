@@ -40,6 +40,7 @@ pub mod inventory_directory;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod paging;
 pub mod policy_view;
 pub mod search;
 pub mod server;

@@ -63,7 +63,6 @@ use super::{alerts, handlers, model};
         alerts::AlertDetail,
         alerts::AlertResponse,
         alerts::AlertNote,
-        alerts::AlertPage,
         alerts::AlertChange,
     )),
     modifiers(&BearerScheme),

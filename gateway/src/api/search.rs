@@ -3,32 +3,27 @@
 //! the query (a bad value is a 400 and reads nothing), then asks the directory off the runtime
 //! (`inventory::search` does the work on the store's indexes).
 //!
-//! Lists stay JSON arrays, as `GET /api/v1/devices` always answered; the cursor of the next
-//! page travels in the `Next-Cursor` response header, absent on the last page.
+//! Lists stay JSON arrays, as `GET /api/v1/devices` always answered, paged as `paging` says.
 use axum::{
     Json,
     extract::{Query, State, rejection::QueryRejection},
-    http::{HeaderName, HeaderValue},
-    response::{IntoResponse, Response},
+    response::Response,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{
     ApiState,
     auth::Caller,
-    directory::Page,
     error::ApiError,
     handlers::{blocking, parse_mac, state_counts},
     model::{AuditEntry, DeviceSummary, ErrorBody, InventorySummary},
+    paging::paged,
 };
 use crate::inventory::search::{
     AuditCursor, AuditFilter, AuditQuery, DEFAULT_PAGE, DeviceCursor, DeviceFilter, DeviceQuery, DeviceSort,
     MAX_FILTER_TEXT, MAX_PAGE,
 };
-
-/// The response header holding the next page's cursor.
-pub const NEXT_CURSOR: HeaderName = HeaderName::from_static("next-cursor");
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -161,16 +156,6 @@ fn cursor_error(error: crate::inventory::search::InvalidCursor) -> ApiError {
     bad(format!("{error}: start again without one"))
 }
 
-/// The page as a JSON array, with `Next-Cursor` when another page follows.
-fn paged<T: Serialize>(page: Page<T>) -> Response {
-    let mut response = Json(page.items).into_response();
-    // The cursor is URL-safe base64: always a valid header value.
-    if let Some(next) = page.next.and_then(|next| HeaderValue::from_str(&next).ok()) {
-        response.headers_mut().insert(NEXT_CURSOR, next);
-    }
-    response
-}
-
 fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query.map(|Query(params)| params).map_err(|rejection| bad(rejection.body_text()))
 }
@@ -195,7 +180,8 @@ pub async fn devices(
 ) -> Result<Response, ApiError> {
     let query = device_query(parsed(query)?)?;
     let directory = state.directory.clone();
-    Ok(paged(blocking(move || Ok(directory.devices(&query)?)).await?))
+    let page = blocking(move || Ok(directory.devices(&query)?)).await?;
+    Ok(paged(page.items, page.next))
 }
 
 /// The audit log of every device and of the gateway, newest first, a page at a time.
@@ -218,7 +204,8 @@ pub async fn audit(
 ) -> Result<Response, ApiError> {
     let query = audit_query(parsed(query)?)?;
     let directory = state.directory.clone();
-    Ok(paged(blocking(move || Ok(directory.audit(&query)?)).await?))
+    let page = blocking(move || Ok(directory.audit(&query)?)).await?;
+    Ok(paged(page.items, page.next))
 }
 
 /// Device counts by access state, device type and class, for the console's overview.

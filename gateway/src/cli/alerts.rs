@@ -3,11 +3,11 @@
 //! JSON on stdout; a refused change is one line saying why.
 use std::{io::Write, process::ExitCode};
 
-use crate::api::alerts::{AlertChange, AlertDetail, AlertPage, AlertSummary};
+use crate::api::alerts::{AlertChange, AlertDetail, AlertSummary};
 
 use super::{
-    client::{ApiArgs, Client, block_on},
-    table::{rfc3339, write_table},
+    client::{ApiArgs, Client, PageArgs, block_on, hint_next_page},
+    table::{rfc3339, write_json, write_table},
 };
 
 #[derive(Debug, clap::Args)]
@@ -27,12 +27,8 @@ pub struct ListArgs {
     /// last_seen (default), first_seen, score or severity; newest or highest first.
     #[arg(long)]
     pub sort: Option<String>,
-    /// Alerts to show (at most 500).
-    #[arg(long, default_value_t = crate::alerts::DEFAULT_PAGE)]
-    pub limit: usize,
-    /// Where to start: the cursor a previous listing printed.
-    #[arg(long)]
-    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub page: PageArgs,
     #[command(flatten)]
     pub api: ApiArgs,
     /// Print JSON instead of a table.
@@ -121,23 +117,19 @@ pub async fn list_to(args: &ListArgs, out: &mut impl Write) -> anyhow::Result<()
         ("severity", &args.severity),
         ("detector", &args.detector),
         ("sort", &args.sort),
-        ("cursor", &args.cursor),
-        ("limit", &Some(args.limit.to_string())),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.clone().map(|value| (name, value)))
     .collect();
-    let page: AlertPage = Client::new(&args.api)?.get("/api/v1/alerts", &query, "listing alerts").await?;
+    let (alerts, next): (Vec<AlertSummary>, _) =
+        Client::new(&args.api)?.list("/api/v1/alerts", query, &args.page, "listing alerts").await?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &page)?;
-        writeln!(out)?;
-        return Ok(());
+        write_json(out, &alerts)?;
+    } else {
+        let rows: Vec<[String; 8]> = alerts.iter().map(row).collect();
+        write_table(out, ["ID", "LAST SEEN", "SEVERITY", "SCORE", "DETECTOR", "DEVICE", "COUNT", "STATE"], &rows)?;
     }
-    let rows: Vec<[String; 8]> = page.alerts.iter().map(row).collect();
-    write_table(out, ["ID", "LAST SEEN", "SEVERITY", "SCORE", "DETECTOR", "DEVICE", "COUNT", "STATE"], &rows)?;
-    if let Some(cursor) = page.next_cursor {
-        writeln!(out, "more: --cursor {cursor}")?;
-    }
+    hint_next_page(next.as_deref());
     Ok(())
 }
 
@@ -228,8 +220,7 @@ mod tests {
             severity: None,
             detector: None,
             sort: None,
-            limit: 50,
-            cursor: None,
+            page: PageArgs::default(),
             api: api(server, VIEWER_TOKEN),
             json,
         }
@@ -305,8 +296,8 @@ mod tests {
 
         let mut out = Vec::new();
         list_to(&list_args(&server, true), &mut out).await.unwrap();
-        let page: AlertPage = serde_json::from_slice(&out).unwrap();
-        assert_eq!(page.alerts[0].state, crate::alerts::State::Resolved);
+        let alerts: Vec<AlertSummary> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(alerts[0].state, crate::alerts::State::Resolved);
         server.stop().await;
     }
 }

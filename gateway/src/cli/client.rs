@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::{
     api::{
         model::{ActionRequest, ActionResponse, AuditEntry, DeviceDetail, DeviceSummary, ErrorBody, FlowRecord},
-        search::NEXT_CURSOR,
+        paging::NEXT_CURSOR,
     },
     device::Mac,
 };
@@ -132,7 +132,7 @@ impl Client {
 
     /// The rows of `path` with `params`: one page as `page` says, or every page (`--all`).
     /// Returns the cursor of the page after the last one fetched.
-    async fn list<T: DeserializeOwned>(
+    pub async fn list<T: DeserializeOwned>(
         &self,
         path: &str,
         mut params: Params,
