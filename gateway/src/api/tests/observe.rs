@@ -101,27 +101,15 @@ async fn policies_show_what_the_policy_component_published() {
     let compiled = crate::policy::check(&[dir], crate::respond::rules::policy_errors).unwrap();
     policies.set(policy_view::snapshot(&compiled));
     policies.refused("camera.toml:3:1: bad".into());
-    let body: serde_json::Value = client()
-        .get(format!("{base}/api/v1/policies"))
-        .bearer_auth(VIEWER_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = |path: &str| {
+        let request = client().get(format!("{base}{path}")).bearer_auth(VIEWER_TOKEN);
+        async move { json(request.send().await.unwrap()).await }
+    };
+    let body = read("/api/v1/policies").await;
     assert_eq!(body["classes"].as_array().unwrap().len(), compiled.classes.len());
     assert_eq!(body["version"], policy_view::version(&compiled));
     assert_eq!(body["last_refused"], "camera.toml:3:1: bad");
-    let status: serde_json::Value = client()
-        .get(format!("{base}/api/v1/status"))
-        .bearer_auth(VIEWER_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = read("/api/v1/status").await;
     assert_eq!(status["policy_version"], policy_view::version(&compiled));
     trigger.trigger();
     task.await.unwrap().unwrap();
