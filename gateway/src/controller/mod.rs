@@ -63,7 +63,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let mut ledger = Ledger::new(crate::schema::open(&config.store.path).context("opening the store")?);
     // Checked with the policy files before the load (`cli::run::check`): cannot fail here.
     let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
-    let startup::Datapath { mut loaded, maps, ring, dns } = startup::attach(&config, &policy, &mut ledger)?;
+    let startup::Datapath { mut loaded, maps, ring, dns, quarantine_src_mac } =
+        startup::attach(&config, &policy, &mut ledger)?;
     let control: crate::datapath::Control = maps.clone();
     let bus = EventBus::default();
     // Before any producer starts: every alert published from here on is recorded.
@@ -129,6 +130,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let policy_step = policy_sync::PolicySync {
         config: config.clone(),
         maps,
+        quarantine_src_mac,
         policy,
         dns,
         in_force,

@@ -44,16 +44,21 @@ pub fn datapath_config(config: &Config, verdicts: &Verdicts, quarantine_src_mac:
 }
 
 /// Writes a compiled policy into the datapath: rules (with the addresses DNS-name rules
-/// currently resolve to) first, then the verdicts.
-pub fn apply_policy(maps: &Maps, config: &Config, policy: &CompiledPolicy, dns: &DnsTracker) -> anyhow::Result<()> {
+/// currently resolve to) first, then the verdicts and the interfaces
+/// (`quarantine_src_mac` is the quarantine port's own MAC, read once at start-up).
+pub fn apply_policy(
+    maps: &Maps,
+    config: &Config,
+    policy: &CompiledPolicy,
+    dns: &DnsTracker,
+    quarantine_src_mac: [u8; 6],
+) -> anyhow::Result<()> {
     let (rules, refused) = policy.rules_with(&dns.active());
     if !refused.is_empty() {
         tracing::warn!(refused = refused.len(), "DNS-resolved entries beyond the datapath's limits were not written");
     }
     let report = maps.sync_policy(rules.iter().map(CompiledRule::to_abi)).context("writing policy rules")?;
-    let datapath = maps.read_config().unwrap_or_default();
-    let wanted = datapath_config(config, &policy.verdicts, datapath.quarantine_src_mac);
-    maps.write_config(&GatewayConfig { quarantine_src_mac: datapath.quarantine_src_mac, ..wanted })
+    maps.write_config(&datapath_config(config, &policy.verdicts, quarantine_src_mac))
         .context("writing datapath config")?;
     tracing::info!(
         classes = policy.classes.len(),
@@ -70,6 +75,8 @@ pub fn apply_policy(maps: &Maps, config: &Config, policy: &CompiledPolicy, dns: 
 pub(super) struct PolicySync {
     pub config: Config,
     pub maps: Arc<Maps>,
+    /// The quarantine port's MAC (zero without one), for every datapath config written.
+    pub quarantine_src_mac: [u8; 6],
     pub policy: PolicyStore,
     pub dns: DnsTracker,
     /// The policy in force, for the class step.
@@ -132,7 +139,9 @@ impl PolicySync {
         match self.dns.observe(&policies, sample.payload(), std::time::Instant::now()) {
             Ok(update) if !update.added.is_empty() => {
                 tracing::info!(device = %sample.mac, added = update.added.len(), "DNS answer opened addresses of allowed names");
-                if let Err(error) = apply_policy(&self.maps, &self.config, &self.policy.current(), &self.dns) {
+                if let Err(error) =
+                    apply_policy(&self.maps, &self.config, &self.policy.current(), &self.dns, self.quarantine_src_mac)
+                {
                     tracing::error!(%error, "writing DNS-resolved rules");
                 }
             }
@@ -144,7 +153,8 @@ impl PolicySync {
     /// Addresses whose TTL ran out close again.
     fn expire_dns(&mut self) {
         if !self.dns.tick(std::time::Instant::now()).is_empty()
-            && let Err(error) = apply_policy(&self.maps, &self.config, &self.policy.current(), &self.dns)
+            && let Err(error) =
+                apply_policy(&self.maps, &self.config, &self.policy.current(), &self.dns, self.quarantine_src_mac)
         {
             tracing::error!(%error, "removing expired DNS-resolved rules");
         }
@@ -156,7 +166,7 @@ impl PolicySync {
             Ok(compiled) => {
                 self.in_force.send_replace(compiled.clone());
                 self.dns.set_policy(&compiled);
-                let outcome = apply_policy(&self.maps, &self.config, &compiled, &self.dns);
+                let outcome = apply_policy(&self.maps, &self.config, &compiled, &self.dns, self.quarantine_src_mac);
                 self.shared.set(crate::api::policy_view::snapshot(&compiled));
                 // `policy.reload` checked the response rules with the rest.
                 let responses = crate::respond::rules::from_policy(&compiled.source);

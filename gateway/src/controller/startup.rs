@@ -25,6 +25,8 @@ pub(super) struct Datapath {
     pub ring: RingReader,
     /// DNS-name rules, as the policy files and the answers seen so far make them.
     pub dns: DnsTracker,
+    /// The quarantine port's own MAC, the source of redirected frames (zero without one).
+    pub quarantine_src_mac: [u8; 6],
 }
 
 /// Loads, configures and attaches the datapath. `ledger` is the store the device table is
@@ -45,9 +47,8 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
         }
     };
     let compiled = policy.current();
-    maps.write_config(&policy_sync::datapath_config(config, &compiled.verdicts, quarantine_src_mac))?;
     let dns = DnsTracker::new(&compiled);
-    policy_sync::apply_policy(&maps, config, &compiled, &dns)?;
+    policy_sync::apply_policy(&maps, config, &compiled, &dns, quarantine_src_mac)?;
     restore_device_table(&*maps, ledger, config.identity.enrolled_policy_id)?;
     classes::assign_classes(&maps, ledger, &compiled);
     // Only now does traffic meet the programs: configured maps, never blank ones.
@@ -57,7 +58,7 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
         pins = loaded.pins.describe(),
         "datapath configured (device table rebuilt from the store before attaching)"
     );
-    Ok(Datapath { loaded, maps, ring, dns })
+    Ok(Datapath { loaded, maps, ring, dns, quarantine_src_mac })
 }
 
 /// Rebuilds the device table from the store (`datapath::restore`) and records back what the
