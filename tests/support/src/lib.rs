@@ -5,6 +5,7 @@
 //! Tests only: every helper panics on failure, which is how a test reports it.
 #[cfg(feature = "browser")]
 pub mod browser;
+pub mod services;
 
 use std::{
     path::Path,
