@@ -1,6 +1,6 @@
 //! The local API step: status, devices, alerts, actions, metrics and the policy in force over
-//! HTTP(S), with the SOAR actions mounted on it (`/api/v1/soar`). Both write through the
-//! same action lock and failure limiter.
+//! HTTP(S), with the SOAR actions mounted on it (`/api/v1/soar`) and the web console beside it
+//! (`/`, `/console/*`). The API and SOAR write through the same action lock and failure limiter.
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -51,7 +51,7 @@ pub(super) async fn bind(
         .context("opening the store for SOAR actions")?
         .with_action_lock(state.action_lock())
         .with_failure_limiter(state.failure_limiter());
-    let app = crate::api::router(state).nest("/api/v1/soar", soar::router(soar));
+    let app = crate::api::router(state).merge(crate::console::router()).nest("/api/v1/soar", soar::router(soar));
     let tls = crate::api::tls_config(&config.api).context("the API's TLS certificate")?;
     let listener = crate::api::bind(&config.api).await.context("binding the API")?;
     Ok(async move {
