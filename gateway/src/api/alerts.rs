@@ -220,7 +220,7 @@ fn store(state: &ApiState) -> Result<std::sync::Arc<std::sync::Mutex<alerts::Ale
 }
 
 /// Runs `work` on the alert store, on the blocking pool.
-async fn with_store<T: Send + 'static>(
+pub(super) async fn with_store<T: Send + 'static>(
     state: &ApiState,
     work: impl FnOnce(&mut alerts::AlertStore) -> Result<T, AlertsError> + Send + 'static,
 ) -> Result<T, ApiError> {
