@@ -119,29 +119,24 @@ mod tests {
         event
     }
 
-    /// The counts the triggers keep, checked against the table itself.
-    fn counted_by_scan(store: &AlertStore) -> Vec<(String, i64, i64)> {
-        let mut statement = store
-            .conn
-            .prepare("SELECT state, severity, COUNT(*) FROM alerts GROUP BY state, severity ORDER BY state, severity")
-            .unwrap();
-        statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    /// A store holding `n` records seen `now`, each severity in turn.
+    fn store_of(n: u32, now: OffsetDateTime) -> AlertStore {
+        let mut store = AlertStore::new(crate::store::open_in_memory(SCHEMA).unwrap());
+        let events: Vec<_> = (0..n).map(|n| alert(n, Severity::ALL[n as usize % 5], now)).collect();
+        store.record(&events).unwrap();
+        store
     }
 
-    fn counted_by_triggers(store: &AlertStore) -> Vec<(String, i64, i64)> {
-        let mut statement = store
-            .conn
-            .prepare("SELECT state, severity, count FROM alert_counts WHERE count > 0 ORDER BY state, severity")
-            .unwrap();
+    /// (state, severity rank, count) rows of `sql`.
+    fn counted(store: &AlertStore, sql: &str) -> Vec<(String, i64, i64)> {
+        let mut statement = store.conn.prepare(sql).unwrap();
         statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
     }
 
     #[test]
     fn counts_follow_records_repeats_and_analysts() {
-        let mut store = AlertStore::new(crate::store::open_in_memory(SCHEMA).unwrap());
         let now = OffsetDateTime::now_utc();
-        let events: Vec<_> = (0..30).map(|n| alert(n, Severity::ALL[n as usize % 5], now)).collect();
-        store.record(&events).unwrap();
+        let mut store = store_of(30, now);
         // A repeat raises one record's severity; analysts move two along.
         store.record(&[alert(0, Severity::Critical, now)]).unwrap();
         let info = Query { filter: Filter { severity: Some(Severity::Info), ..Filter::default() }, ..Query::default() };
@@ -154,7 +149,11 @@ mod tests {
             ..Change::default()
         };
         store.change(ids[1], resolve, "api:otto").unwrap();
-        assert_eq!(counted_by_triggers(&store), counted_by_scan(&store));
+        // The counts the triggers keep, checked against the table itself.
+        assert_eq!(
+            counted(&store, "SELECT state, severity, count FROM alert_counts WHERE count > 0 ORDER BY 1, 2"),
+            counted(&store, "SELECT state, severity, COUNT(*) FROM alerts GROUP BY 1, 2 ORDER BY 1, 2")
+        );
 
         let summary =
             store.summary(now - Duration::hours(1), now + Duration::minutes(1), Duration::minutes(10)).unwrap();
@@ -177,10 +176,7 @@ mod tests {
 
     #[test]
     fn the_summary_reads_counts_and_a_covering_index_never_the_table() {
-        let mut store = AlertStore::new(crate::store::open_in_memory(SCHEMA).unwrap());
-        let now = OffsetDateTime::now_utc();
-        let events: Vec<_> = (0..2_000).map(|n| alert(n, Severity::ALL[n as usize % 5], now)).collect();
-        store.record(&events).unwrap();
+        let store = store_of(2_000, OffsetDateTime::now_utc());
         store.conn.execute_batch("ANALYZE").unwrap();
         let counts = plan(&store, COUNTS_SQL, &[]);
         assert!(counts.contains("alert_counts") && !counts.contains("alerts"), "{counts}");

@@ -16,11 +16,13 @@ use utoipa::ToSchema;
 use super::{
     ApiState,
     auth::Caller,
+    directory::{DeviceDirectory, DirectoryError},
     error::ApiError,
     handlers::{blocking, parse_mac},
     model::ErrorBody,
     search::time_filter,
 };
+use crate::device::Mac;
 
 /// Traffic buckets answered when the query does not say, and at most (a week of minutes).
 pub const DEFAULT_TRAFFIC_POINTS: usize = 1_440;
@@ -131,6 +133,22 @@ fn bounded(name: &str, value: Option<usize>, default: usize, max: usize) -> Resu
     }
 }
 
+/// Reads `read` of the device `mac` off the runtime: 400 for a bad MAC, 404 for a device the
+/// inventory does not hold.
+async fn device_read<T: Send + 'static>(
+    state: &ApiState,
+    mac: &str,
+    read: impl FnOnce(&dyn DeviceDirectory, Mac) -> Result<T, DirectoryError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let mac = parse_mac(mac)?;
+    let directory = state.directory.clone();
+    blocking(move || {
+        directory.device(mac)?.ok_or(ApiError::UnknownDevice(mac))?;
+        Ok(read(directory.as_ref(), mac)?)
+    })
+    .await
+}
+
 fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query.map(|Query(params)| params).map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
 }
@@ -154,15 +172,8 @@ pub async fn traffic(
     Path(mac): Path<String>,
     query: Result<Query<TrafficParams>, QueryRejection>,
 ) -> Result<Json<Vec<TrafficPoint>>, ApiError> {
-    let mac = parse_mac(&mac)?;
     let (since, until, limit) = traffic_range(parsed(query)?)?;
-    let directory = state.directory.clone();
-    let points = blocking(move || {
-        directory.device(mac)?.ok_or(ApiError::UnknownDevice(mac))?;
-        Ok(directory.traffic(mac, since, until, limit)?)
-    })
-    .await?;
-    Ok(Json(points))
+    Ok(Json(device_read(&state, &mac, move |directory, mac| directory.traffic(mac, since, until, limit)).await?))
 }
 
 /// Where a device connects, busiest first, with the DNS names it resolved.
@@ -184,15 +195,8 @@ pub async fn destinations(
     Path(mac): Path<String>,
     query: Result<Query<DestinationsParams>, QueryRejection>,
 ) -> Result<Json<Vec<Destination>>, ApiError> {
-    let mac = parse_mac(&mac)?;
     let limit = bounded("limit", parsed(query)?.limit, DEFAULT_DESTINATIONS, MAX_DESTINATIONS)?;
-    let directory = state.directory.clone();
-    let destinations = blocking(move || {
-        directory.device(mac)?.ok_or(ApiError::UnknownDevice(mac))?;
-        Ok(directory.destinations(mac, limit)?)
-    })
-    .await?;
-    Ok(Json(destinations))
+    Ok(Json(device_read(&state, &mac, move |directory, mac| directory.destinations(mac, limit)).await?))
 }
 
 /// What the baseline learnt of a device.
@@ -213,14 +217,8 @@ pub async fn baseline(
     _caller: Caller,
     Path(mac): Path<String>,
 ) -> Result<Json<BaselineView>, ApiError> {
-    let mac = parse_mac(&mac)?;
-    let directory = state.directory.clone();
-    let view = blocking(move || {
-        directory.device(mac)?.ok_or(ApiError::UnknownDevice(mac))?;
-        Ok(directory.baseline(mac)?.unwrap_or_else(BaselineView::none))
-    })
-    .await?;
-    Ok(Json(view))
+    let stored = device_read(&state, &mac, |directory, mac| directory.baseline(mac)).await?;
+    Ok(Json(stored.unwrap_or_else(BaselineView::none)))
 }
 
 #[cfg(test)]

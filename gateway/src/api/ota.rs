@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::{ApiState, auth::Caller, error::ApiError, handlers::blocking, model::ErrorBody};
+use super::{ApiState, auth::Caller, error::ApiError, handlers::with_locked, model::ErrorBody};
 use crate::ota::rollout::{self, Stage, State as CampaignState};
 
 /// One rollout campaign.
@@ -126,11 +126,7 @@ async fn with_ota<T: Send + 'static>(
     work: impl FnOnce(&rusqlite::Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let conn = state.ota.clone().ok_or_else(|| ApiError::Internal("this server shows no OTA campaigns".into()))?;
-    blocking(move || {
-        let conn = conn.lock().map_err(|_| ApiError::Internal("OTA store lock poisoned by a panic".into()))?;
-        work(&conn)
-    })
-    .await
+    with_locked(conn, "OTA store", move |conn| work(conn)).await
 }
 
 /// Every rollout campaign, oldest first, with its stages' progress.

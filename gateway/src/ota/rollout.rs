@@ -182,4 +182,4 @@ fn json<T: Serialize>(value: &T) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

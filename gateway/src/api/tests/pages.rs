@@ -12,7 +12,7 @@ use crate::{
     event::{EventKind, GatewayEvent, Severity},
     ota::{
         db,
-        rollout::{CampaignId, CampaignSpec, Plan, Stage, State as CampaignState},
+        rollout::{CampaignId, Stage, State as CampaignState},
     },
 };
 
@@ -31,21 +31,14 @@ fn camera_history(fixture: &Fixture) {
     };
     answer.kind = SampleKind::DnsAnswer;
     inventory.handle(&DatapathEvent::Sample(answer)).unwrap();
-    let ntp = FlowObservation {
-        time: now,
-        mac: camera,
-        src: "192.168.1.20".parse().unwrap(),
-        dst: "198.51.100.9".parse().unwrap(),
-        src_port: 123,
-        dst_port: 123,
-        proto: gateway_ebpf::proto::UDP,
-        frame_bytes: 90,
-        tcp_flags: 0,
-        syn: None,
-        verdict: gateway_ebpf::verdict::DROP,
-        reason: gateway_ebpf::reason::POLICY_DENY,
-        access: Access::Enrolled,
+    let (camera_ip, ntp_server) = ("192.168.1.20".parse().unwrap(), "198.51.100.9".parse().unwrap());
+    let crate::pipeline::Input::Datapath(DatapathEvent::Flow(mut ntp)) =
+        crate::detect::synthetic::udp(camera, now, camera_ip, ntp_server, 123, 123)
+    else {
+        unreachable!("udp makes a flow")
     };
+    ntp.verdict = gateway_ebpf::verdict::DROP;
+    ntp.reason = gateway_ebpf::reason::POLICY_DENY;
     inventory.handle(&DatapathEvent::Flow(ntp)).unwrap();
     let counters = TrafficCounters { tx_bytes: 1_000, tx_packets: 10, rx_bytes: 500, rx_packets: 5 };
     for ago in [3_600, 120, 60] {
@@ -129,7 +122,8 @@ async fn a_devices_traffic_destinations_and_baseline_read_back() {
     server.stop().await;
 }
 
-fn alert(mac: &str, detector: &str, severity: Severity, ago_secs: i64) -> GatewayEvent {
+/// An alert of `detector` on `mac`, `ago_secs` ago.
+pub(super) fn alert(mac: &str, detector: &str, severity: Severity, ago_secs: i64) -> GatewayEvent {
     let mac: Mac = mac.parse().unwrap();
     let mut event = GatewayEvent::new(
         severity,
@@ -149,6 +143,19 @@ fn alert(mac: &str, detector: &str, severity: Severity, ago_secs: i64) -> Gatewa
     event
 }
 
+/// An operator acknowledges alert `id`.
+pub(super) async fn acknowledge(server: &Server, id: i64) {
+    let change = client()
+        .patch(format!("{}/api/v1/alerts/{id}", server.base))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"state":"acknowledged"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(change.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn the_alert_summary_counts_states_severities_and_buckets() {
     let fixture = Fixture::new();
@@ -164,15 +171,7 @@ async fn the_alert_summary_counts_states_severities_and_buckets() {
     let server = Server::start_with(fixture.directory(), false, options).await;
     let volume = json(get(&server, "/api/v1/alerts?detector=volume", Some(VIEWER_TOKEN)).await).await;
     let id = volume[0]["id"].as_i64().unwrap();
-    let change = client()
-        .patch(format!("{}/api/v1/alerts/{id}", server.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .header("content-type", "application/json")
-        .body(r#"{"state":"acknowledged"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(change.status(), StatusCode::OK);
+    acknowledge(&server, id).await;
 
     let summary = json(get(&server, "/api/v1/alerts/summary", Some(VIEWER_TOKEN)).await).await;
     let open = &summary["open_by_severity"];
@@ -219,21 +218,9 @@ async fn the_alert_summary_counts_states_severities_and_buckets() {
 fn halted_campaign(conn: &rusqlite::Connection) -> (String, Vec<Mac>) {
     let canary: Mac = "02:00:00:00:00:01".parse().unwrap();
     let id = CampaignId("c-1".into());
-    let spec = CampaignSpec {
-        target: "acme/cam-2.bin".into(),
-        role: "acme".into(),
-        role_version: 2,
-        firmware_version: "2.0".into(),
-        device_classes: vec!["cam".into()],
-        plan: Plan {
-            canary: vec![canary],
-            stages: vec![Stage::Percent(100)],
-            windows: vec!["22:00-02:00".parse().unwrap()],
-            failure_threshold: 0.2,
-            soak_secs: 0,
-            anomaly_devices: 1,
-        },
-    };
+    let mut spec = crate::ota::rollout::tests::spec();
+    spec.plan.stages = vec![Stage::Percent(100)];
+    spec.plan.windows = vec!["22:00-02:00".parse().unwrap()];
     let state = CampaignState::Halted { group: Some(1), reason: "failure rate 50% (1/2) above 20%".into() };
     conn.execute(
         "INSERT INTO ota_campaigns (id, spec, state, stage_started_at, created_at, updated_at) VALUES (?1, ?2, ?3, 1750000000, 1, 1)",

@@ -58,23 +58,6 @@ impl Events {
     }
 }
 
-fn telnet_scan(mac: &str, n: u32) -> GatewayEvent {
-    GatewayEvent::new(
-        Severity::High,
-        Some(mac.parse().unwrap()),
-        "detector:scan",
-        EventKind::Alert {
-            incident_id: format!("scan-{n}:{mac}"),
-            detector: "scan".into(),
-            score: 0.9,
-            expected: "at most 5 hosts a minute".into(),
-            observed: "40 hosts on port 23".into(),
-            flows: vec![],
-            resolved: false,
-        },
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_is_streamed_once_a_get_reads_it_and_analysts_changes_follow() {
     let fixture = Fixture::new();
@@ -88,7 +71,7 @@ async fn an_alert_is_streamed_once_a_get_reads_it_and_analysts_changes_follow() 
 
     const ALERTS: u32 = 20;
     for n in 0..ALERTS {
-        bus.publish(telnet_scan(CAMERA, n));
+        bus.publish(super::pages::alert(CAMERA, &format!("scan-{n}"), Severity::High, 0));
     }
     let mut seen = std::collections::HashSet::new();
     while seen.len() < ALERTS as usize {
@@ -105,15 +88,7 @@ async fn an_alert_is_streamed_once_a_get_reads_it_and_analysts_changes_follow() 
     }
 
     let id = *seen.iter().next().unwrap();
-    let change = client()
-        .patch(format!("{}/api/v1/alerts/{id}", server.base))
-        .bearer_auth(OPERATOR_TOKEN)
-        .header("content-type", "application/json")
-        .body(r#"{"state":"acknowledged"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(change.status(), StatusCode::OK);
+    super::pages::acknowledge(&server, id).await;
     let changed = events.next_named("alert").await;
     assert_eq!((changed["id"].as_i64(), changed["state"].as_str()), (Some(id), Some("acknowledged")));
     let audit = events.next_named("audit").await;
@@ -137,22 +112,13 @@ async fn access_changes_and_new_devices_are_device_events() {
 
     // A device seen for the first time, published as the controller's inventory step does.
     let newcomer: Mac = "02:00:00:00:00:42".parse().unwrap();
-    let flow = FlowObservation {
-        time: SystemTime::now(),
-        mac: newcomer,
-        src: "192.168.1.42".parse().unwrap(),
-        dst: "203.0.113.7".parse().unwrap(),
-        src_port: 40_000,
-        dst_port: 443,
-        proto: gateway_ebpf::proto::TCP,
-        frame_bytes: 74,
-        tcp_flags: 0x02,
-        syn: None,
-        verdict: gateway_ebpf::verdict::PASS,
-        reason: gateway_ebpf::reason::NONE,
-        access: Access::Unknown,
+    let (ip, cloud) = ("192.168.1.42".parse().unwrap(), "203.0.113.7".parse().unwrap());
+    let crate::pipeline::Input::Datapath(flow) =
+        crate::detect::synthetic::tcp_syn(newcomer, SystemTime::now(), ip, cloud, 40_000, 443)
+    else {
+        unreachable!("tcp_syn makes a datapath event")
     };
-    let changes = fixture.inventory.lock().unwrap().handle(&DatapathEvent::Flow(flow)).unwrap();
+    let changes = fixture.inventory.lock().unwrap().handle(&flow).unwrap();
     for event in changes.iter().filter_map(|change| change.to_gateway_event()) {
         server.state.events.publish(event);
     }
