@@ -1,13 +1,14 @@
 //! `AlertStore`: the alert tables over one connection. `record` turns published events into
-//! records (the recorder thread calls it), `list` and `get` read them (the API, on the blocking
-//! pool), `change` moves one through its lifecycle with its audit record in one transaction.
+//! records (the recorder thread calls it), `list`, `get` and `summary` read them (the API, on
+//! the blocking pool), `change` moves one through its lifecycle with its audit record in one
+//! transaction. Both writers announce what they committed (`announcing`), after the commit.
 //! Every call blocks on SQLite: never call it on an async worker.
 use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
 use time::OffsetDateTime;
 
 use super::{
-    Alert, AlertDetail, AlertsError, Change, MAX_ASSIGNEE_BYTES, MAX_FLOWS_PER_ALERT, MAX_NOTE_BYTES, Note, Page,
-    Query, Resolution, Response, SCHEMA, State,
+    Alert, AlertChanged, AlertDetail, AlertsError, Change, Changes, MAX_ASSIGNEE_BYTES, MAX_FLOWS_PER_ALERT,
+    MAX_NOTE_BYTES, Note, Page, Query, Resolution, Response, SCHEMA, State, Summary,
     query::{COLUMNS, millis},
 };
 use crate::{
@@ -17,12 +18,40 @@ use crate::{
 
 pub struct AlertStore {
     pub(super) conn: Connection,
+    /// Where committed changes are announced; `None` when nobody listens.
+    changes: Option<Changes>,
 }
 
 impl AlertStore {
     /// Over `conn`, opened with `alerts::SCHEMA`.
     pub fn new(conn: Connection) -> Self {
-        Self { conn }
+        Self { conn, changes: None }
+    }
+
+    /// Announces every change this store commits on `changes`.
+    pub fn announcing(mut self, changes: Changes) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// Sends `changed` to the listeners, if any: call it after the commit.
+    fn announce(&self, changed: impl IntoIterator<Item = AlertChanged>) {
+        if let Some(changes) = &self.changes {
+            for change in changed {
+                // No listener now is fine: they read the store when they come.
+                let _ = changes.send(change);
+            }
+        }
+    }
+
+    /// The overview's summary (see `summary`).
+    pub fn summary(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        bucket: time::Duration,
+    ) -> Result<Summary, AlertsError> {
+        super::summary::summary(&self.conn, since, until, bucket)
     }
 
     /// Opens the store at `path` with the tables the alert store uses.
@@ -36,17 +65,24 @@ impl AlertStore {
         // Immediate: a deferred transaction that reads first cannot take the write lock while
         // another connection (the outbox writer) writes, and fails at once instead of waiting.
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Records changed, each announced once per batch.
+        let mut changed = Vec::new();
         for event in events {
             let event = event.escaped();
             match &event.kind {
                 EventKind::Alert { resolved: true, incident_id, .. } => {
-                    tx.execute(
-                        "UPDATE alerts SET calm_since = ?2, updated = ?3
-                         WHERE id = (SELECT id FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1)",
-                        params![incident_id, millis(event.time), now()],
-                    )?;
+                    let calmed: Option<i64> = tx
+                        .query_row(
+                            "UPDATE alerts SET calm_since = ?2, updated = ?3
+                             WHERE id = (SELECT id FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1)
+                             RETURNING id",
+                            params![incident_id, millis(event.time), now()],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    changed.extend(calmed);
                 }
-                EventKind::Alert { .. } => record_alert(&tx, &event)?,
+                EventKind::Alert { .. } => changed.push(record_alert(&tx, &event)?),
                 EventKind::Action { action, reason } => {
                     let Some(incident_id) = &event.responds_to else { continue };
                     let inserted = tx.execute(
@@ -61,7 +97,14 @@ impl AlertStore {
                 _ => {}
             }
         }
+        changed.sort_unstable();
+        changed.dedup();
+        let mut read = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"))?;
+        let changed: Vec<AlertChanged> =
+            changed.into_iter().map(|id| read.query_row([id], read_alert).map(Into::into)).collect::<Result<_, _>>()?;
+        drop(read);
         tx.commit()?;
+        self.announce(changed);
         Ok(())
     }
 
@@ -128,6 +171,7 @@ impl AlertStore {
         crate::inventory::ledger::audit(&tx, actor, current.device, action, &detail)?;
         let detail_now = get(&tx, id)?;
         tx.commit()?;
+        self.announce([AlertChanged::from(detail_now.alert.clone())]);
         let event = GatewayEvent::new(
             Severity::Info,
             current.device,
@@ -173,10 +217,16 @@ fn checked(mut change: Change) -> Result<Change, AlertsError> {
     Ok(change)
 }
 
-/// Adds an alert to its incident's open record, or opens one.
-fn record_alert(conn: &Connection, event: &GatewayEvent) -> Result<(), AlertsError> {
+impl From<Alert> for AlertChanged {
+    fn from(alert: Alert) -> Self {
+        Self { id: alert.id, state: alert.state, device: alert.device, severity: alert.severity }
+    }
+}
+
+/// Adds an alert to its incident's open record, or opens one. Returns the record's id.
+fn record_alert(conn: &Connection, event: &GatewayEvent) -> Result<i64, AlertsError> {
     let EventKind::Alert { incident_id, detector, score, expected, observed, flows, .. } = &event.kind else {
-        return Ok(());
+        return Err(AlertsError::Invalid("not an alert".into()));
     };
     let (time, at) = (millis(event.time), now());
     let device_ip = event.device_ip.map(|ip| ip.to_string());
@@ -228,7 +278,7 @@ fn record_alert(conn: &Connection, event: &GatewayEvent) -> Result<(), AlertsErr
     for flow in flows {
         add_flow.execute(params![id, flow, MAX_FLOWS_PER_ALERT])?;
     }
-    Ok(())
+    Ok(id)
 }
 
 fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {

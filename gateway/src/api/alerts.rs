@@ -17,7 +17,7 @@ use super::{
     ApiState,
     auth::Caller,
     error::ApiError,
-    handlers::{Operator, blocking, parse_mac},
+    handlers::{Operator, parse_mac, with_locked},
     model::ErrorBody,
     paging::paged,
 };
@@ -220,16 +220,11 @@ fn store(state: &ApiState) -> Result<std::sync::Arc<std::sync::Mutex<alerts::Ale
 }
 
 /// Runs `work` on the alert store, on the blocking pool.
-async fn with_store<T: Send + 'static>(
+pub(super) async fn with_store<T: Send + 'static>(
     state: &ApiState,
     work: impl FnOnce(&mut alerts::AlertStore) -> Result<T, AlertsError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let store = store(state)?;
-    blocking(move || {
-        let mut store = store.lock().map_err(|_| ApiError::Internal("alert store lock poisoned by a panic".into()))?;
-        Ok(work(&mut store)?)
-    })
-    .await
+    with_locked(store(state)?, "alert store", move |store| Ok(work(store)?)).await
 }
 
 fn alert_id(text: &str) -> Result<i64, ApiError> {

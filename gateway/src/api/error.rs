@@ -40,6 +40,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("no device {0} in the inventory")]
     UnknownDevice(Mac),
+    #[error("no OTA campaign {0:?}")]
+    UnknownCampaign(String),
     #[error("no such endpoint: {0}")]
     NoRoute(String),
     /// The action does not apply to the device's current state.
@@ -85,7 +87,7 @@ impl ApiError {
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnknownDevice(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownDevice(_) | ApiError::UnknownCampaign(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Datapath(_) => StatusCode::BAD_GATEWAY,
             ApiError::Alert(error) => match error {

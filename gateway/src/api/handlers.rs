@@ -77,6 +77,20 @@ pub(super) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::Internal(format!("worker failed: {error}")))?
 }
 
+/// Runs `work` on `shared` (a store behind a lock), on the blocking pool. A lock a panic
+/// poisoned is refused: the store may be mid-change.
+pub(super) async fn with_locked<S: Send + 'static, T: Send + 'static>(
+    shared: std::sync::Arc<std::sync::Mutex<S>>,
+    what: &'static str,
+    work: impl FnOnce(&mut S) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    blocking(move || {
+        let mut locked = shared.lock().map_err(|_| ApiError::Internal(format!("{what} lock poisoned by a panic")))?;
+        work(&mut locked)
+    })
+    .await
+}
+
 pub(super) fn parse_mac(text: &str) -> Result<Mac, ApiError> {
     text.parse().map_err(|error: crate::device::ParseMacError| ApiError::BadRequest(error.to_string()))
 }

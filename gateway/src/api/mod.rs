@@ -31,8 +31,10 @@ use serde::Deserialize;
 use crate::{datapath::Control, event::EventBus};
 
 pub mod actions;
+pub mod alert_summary;
 pub mod alerts;
 pub mod auth;
+pub mod device_pages;
 pub mod directory;
 pub mod error;
 pub mod handlers;
@@ -40,11 +42,13 @@ pub mod inventory_directory;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod ota;
 pub mod paging;
 pub mod policy_view;
 pub mod search;
 pub mod server;
 pub mod soar;
+pub mod stream;
 pub mod throttle;
 
 pub use auth::{Caller, Role, TokenEntry, TokenSet, TokensError};
@@ -128,6 +132,12 @@ pub struct ApiState {
     pub metrics_public: bool,
     /// The alert records; `None` in a server that keeps none (the alert endpoints then fail).
     pub alerts: Option<Arc<std::sync::Mutex<crate::alerts::AlertStore>>>,
+    /// A connection with the OTA tables (`ota`); `None` in a server that shows no campaigns.
+    pub ota: Option<Arc<std::sync::Mutex<rusqlite::Connection>>>,
+    /// Committed alert changes, from the recorder's store and the API's (`stream`).
+    alert_changes: crate::alerts::Changes,
+    /// Ends the event streams (`stream`) when the server shuts down.
+    shutdown: Option<crate::shutdown::Shutdown>,
     tokens: Arc<TokenSet>,
     failures: Arc<throttle::FailureLimiter>,
     started: Instant,
@@ -151,6 +161,9 @@ impl ApiState {
             interfaces: Arc::new(Vec::new()),
             metrics_public: config.metrics_public,
             alerts: None,
+            ota: None,
+            alert_changes: crate::alerts::changes(),
+            shutdown: None,
             tokens: Arc::new(tokens),
             failures: Arc::default(),
             started: Instant::now(),
@@ -173,8 +186,30 @@ impl ApiState {
         self
     }
 
+    /// Serves `alerts`, which then announces the analysts' changes on `alert_changes`.
     pub fn with_alerts(mut self, alerts: crate::alerts::AlertStore) -> Self {
+        let alerts = alerts.announcing(self.alert_changes.clone());
         self.alerts = Some(Arc::new(std::sync::Mutex::new(alerts)));
+        self
+    }
+
+    /// Shows the campaigns of the store `conn` is open on (with `ota::MIGRATIONS`).
+    pub fn with_ota(mut self, conn: rusqlite::Connection) -> Self {
+        self.ota = Some(Arc::new(std::sync::Mutex::new(conn)));
+        self
+    }
+
+    /// Streams the alert changes announced on `changes`: the channel the recorder's store
+    /// announces on (`AlertStore::announcing`). Call it before `with_alerts`, whose store then
+    /// announces there too.
+    pub fn with_alert_changes(mut self, changes: crate::alerts::Changes) -> Self {
+        self.alert_changes = changes;
+        self
+    }
+
+    /// Ends the event streams when `shutdown` fires (else they run until the client leaves).
+    pub fn with_shutdown(mut self, shutdown: crate::shutdown::Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
         self
     }
 
@@ -239,6 +274,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/devices/{mac}/block", post(handlers::block))
         .route("/api/v1/policies", get(handlers::policies))
         .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/summary", get(alert_summary::summary))
+        .route("/api/v1/devices/{mac}/traffic", get(device_pages::traffic))
+        .route("/api/v1/devices/{mac}/destinations", get(device_pages::destinations))
+        .route("/api/v1/devices/{mac}/baseline", get(device_pages::baseline))
+        .route("/api/v1/ota/campaigns", get(ota::campaigns))
+        .route("/api/v1/ota/campaigns/{id}", get(ota::campaign_by_id))
+        .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/alerts/{id}", get(alerts::show).patch(alerts::change))
         .route("/api/v1/openapi.json", get(handlers::openapi))
         .route("/metrics", get(handlers::metrics))

@@ -107,13 +107,18 @@ pub fn load(conn: &Connection) -> Result<Stored, StoreError> {
 
 /// One device's stored baseline and class.
 pub fn load_device(conn: &Connection, mac: Mac) -> Result<Option<DeviceRecord>, StoreError> {
+    Ok(load_device_stamped(conn, mac)?.map(|(record, _)| record))
+}
+
+/// One device's stored baseline and class, with when it was last written (RFC 3339, UTC).
+pub fn load_device_stamped(conn: &Connection, mac: Mac) -> Result<Option<(DeviceRecord, String)>, StoreError> {
     let key = mac.to_string();
-    let row: Option<(Option<String>, String)> = conn
-        .query_row("SELECT class, baseline FROM baseline_devices WHERE mac = ?1", [&key], |row| {
-            Ok((row.get(0)?, row.get(1)?))
+    let row: Option<(Option<String>, String, String)> = conn
+        .query_row("SELECT class, baseline, updated_at FROM baseline_devices WHERE mac = ?1", [&key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
         .optional()?;
-    let Some((class, json)) = row else { return Ok(None) };
+    let Some((class, json, updated_at)) = row else { return Ok(None) };
     let baseline = serde_json::from_str(&json).map_err(|source| StoreError::Decode { key, source })?;
-    Ok(Some(DeviceRecord { mac, class, baseline }))
+    Ok(Some((DeviceRecord { mac, class, baseline }, updated_at)))
 }

@@ -19,6 +19,8 @@ pub(super) struct Parts {
     pub metrics: Arc<Metrics>,
     pub policy: Arc<SharedPolicy>,
     pub bus: EventBus,
+    /// Where the alert recorder's store announces what it committed (`ApiState::alert_changes`).
+    pub alert_changes: crate::alerts::Changes,
 }
 
 /// Binds the API (failing start-up when it cannot) and returns the server, which runs until
@@ -40,12 +42,18 @@ pub(super) async fn bind(
         .collect();
     let state = ApiState::new(&config.api, Arc::new(directory), parts.control.clone())
         .context("API tokens")?
+        .with_alert_changes(parts.alert_changes)
         .with_metrics(parts.metrics)
         .with_policies(parts.policy)
         .with_events(parts.bus.clone())
         .with_alerts(
             crate::alerts::AlertStore::open(&config.store.path).context("opening the alert store for the API")?,
         )
+        .with_ota(
+            crate::store::open(&config.store.path, &[crate::ota::MIGRATIONS])
+                .context("opening the OTA tables for the API")?,
+        )
+        .with_shutdown(shutdown.clone())
         .with_interfaces(interfaces);
     let soar = soar::SoarState::new(&config.integrations, &config.store.path, parts.control, parts.bus)
         .context("opening the store for SOAR actions")?

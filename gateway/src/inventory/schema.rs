@@ -106,4 +106,19 @@ CREATE INDEX inventory_audit_by_actor ON inventory_audit (actor, time);
 CREATE INDEX inventory_audit_by_action ON inventory_audit (action, time);
 ",
     },
+    // Which names the addresses a device connects to were resolved from, out of the DNS
+    // answers sent to it (`ingest`), so its destinations show names (`destinations`).
+    crate::store::Migration {
+        component: "inventory",
+        version: 4,
+        sql: "
+CREATE TABLE inventory_resolutions (
+    mac TEXT NOT NULL REFERENCES inventory_devices(mac) ON DELETE CASCADE,
+    ip TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (mac, ip, name)
+);
+",
+    },
 ];

@@ -139,6 +139,10 @@ pub(crate) struct Options {
     pub limits: server::Limits,
     /// Serve the alert endpoints over this store.
     pub alerts: Option<crate::alerts::AlertStore>,
+    /// Show the campaigns of the store this connection is open on.
+    pub ota: Option<rusqlite::Connection>,
+    /// Publish on this bus (a small one makes a slow stream client lag).
+    pub events: Option<crate::event::EventBus>,
 }
 
 impl Server {
@@ -170,9 +174,16 @@ impl Server {
         if let Some(alerts) = options.alerts {
             state = state.with_alerts(alerts);
         }
+        if let Some(conn) = options.ota {
+            state = state.with_ota(conn);
+        }
+        if let Some(events) = options.events {
+            state = state.with_events(events);
+        }
         let listener = bind(&config).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (trigger, shutdown) = crate::shutdown::channel();
+        let state = state.with_shutdown(shutdown.clone());
         let mut app = router(state.clone());
         if let Some(store) = &options.soar_store {
             let mut integrations = crate::integrations::Config::default();
@@ -328,4 +339,6 @@ mod actions;
 mod alerts;
 mod hardening;
 mod observe;
+mod pages;
 mod search;
+mod stream;
