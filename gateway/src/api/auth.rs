@@ -1,20 +1,24 @@
-//! Bearer-token authentication. Reads the token list from `[api]` (and the optional tokens
-//! file); stores only SHA-256 hashes of tokens, so a leaked config does not leak a token.
-//! A presented token is hashed and compared to every stored hash in constant time.
+//! Bearer-token authentication and who a caller is. Reads the token list from `[api]` (and the
+//! optional tokens file); stores only SHA-256 hashes of tokens, so a leaked config does not
+//! leak a token. A presented token is hashed and compared to every stored hash in constant
+//! time. Local users (`users`) and console sessions (`session`) end in the same `Caller`.
 use std::{fmt, path::PathBuf, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-/// What a token may do. Ordered: an operator may do everything a viewer may.
+/// What a caller may do. Ordered: an operator may do everything a viewer may, an admin
+/// everything an operator may.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads status, devices, flows, policies and metrics.
     Viewer,
-    /// Also quarantines, releases and blocks devices.
+    /// Also quarantines, releases and blocks devices and works alerts.
     Operator,
+    /// Also lists and revokes the console's sessions.
+    Admin,
 }
 
 impl Role {
@@ -22,6 +26,7 @@ impl Role {
         match self {
             Role::Viewer => "viewer",
             Role::Operator => "operator",
+            Role::Admin => "admin",
         }
     }
 }
@@ -99,17 +104,42 @@ pub enum TokensError {
     Invalid { problems: Vec<String> },
 }
 
+/// What a caller proved who they are with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerKind {
+    /// An API token (`[api] tokens`), presented as a bearer token or exchanged for a session.
+    Token,
+    /// A local user (`[api] users`) who signed in with a password.
+    User,
+}
+
+impl CallerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallerKind::Token => "token",
+            CallerKind::User => "user",
+        }
+    }
+}
+
 /// The authenticated caller of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    pub kind: CallerKind,
 }
 
 impl Caller {
-    /// How the audit log names this caller.
+    /// How the audit log names this caller: `api:<token name>` or `user:<user name>`.
     pub fn actor(&self) -> String {
-        format!("api:{}", self.name)
+        let prefix = match self.kind {
+            CallerKind::Token => "api",
+            CallerKind::User => "user",
+        };
+        // Names are checked when the config is read; escaped again as a second line.
+        format!("{prefix}:{}", crate::untrusted::escape(&self.name))
     }
 }
 
@@ -165,7 +195,7 @@ impl TokenSet {
         for entry in &self.entries {
             let equal: bool = entry.token_sha256.0.ct_eq(&presented.0).into();
             if equal && found.is_none() {
-                found = Some(Caller { name: entry.name.clone(), role: entry.role });
+                found = Some(Caller { name: entry.name.clone(), role: entry.role, kind: CallerKind::Token });
             }
         }
         found
@@ -190,7 +220,11 @@ mod tests {
     #[test]
     fn known_token_authenticates_with_its_role() {
         let set = TokenSet::new(vec![entry("alice", Role::Viewer, "t1"), entry("bob", Role::Operator, "t2")]).unwrap();
-        assert_eq!(set.authenticate("t2"), Some(Caller { name: "bob".into(), role: Role::Operator }));
+        assert_eq!(
+            set.authenticate("t2"),
+            Some(Caller { name: "bob".into(), role: Role::Operator, kind: CallerKind::Token })
+        );
+        assert_eq!(set.authenticate("t2").unwrap().actor(), "api:bob");
         assert_eq!(set.authenticate("t1").unwrap().role, Role::Viewer);
         assert_eq!(set.authenticate("t3"), None);
         assert_eq!(set.authenticate(""), None);
@@ -223,7 +257,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("iotgw-tokens-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tokens.toml");
-        std::fs::write(&path, "[[tokens]]\nname = \"a\"\nrole = \"admin\"\ntoken_sha256 = \"00\"\n").unwrap();
+        std::fs::write(&path, "[[tokens]]\nname = \"a\"\nrole = \"root\"\ntoken_sha256 = \"00\"\n").unwrap();
         let config = crate::api::Config { tokens_file: Some(path.clone()), ..Default::default() };
         let text = TokenSet::load(&config).unwrap_err().to_string();
         assert!(text.contains("tokens.toml:3:"), "{text}");

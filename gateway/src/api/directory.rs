@@ -64,6 +64,8 @@ pub trait DeviceDirectory: Send + Sync + 'static {
     fn audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, DirectoryError>;
     /// Records the device's new state and the audit entry, in one transaction.
     fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError>;
+    /// Records an audit entry about no device (console sign-in, sign-out, revocation).
+    fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), DirectoryError>;
 }
 
 /// The running policy as the API shows it.

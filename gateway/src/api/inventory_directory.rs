@@ -194,6 +194,10 @@ impl DeviceDirectory for InventoryDirectory {
         inventory.record_access(change.mac, enforced, &change.actor, &reason)?;
         Ok(())
     }
+
+    fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), DirectoryError> {
+        Ok(self.lock()?.audit(actor, None, action, detail)?)
+    }
 }
 
 #[cfg(test)]
