@@ -94,14 +94,32 @@ struct TokensFile {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokensError {
-    #[error("cannot read the tokens file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    /// Syntax or type error, with the place in the file.
-    #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    /// The tokens file cannot be read or parsed.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// Entries that parse but cannot work together, all of them.
     #[error("api tokens: {}", .problems.join("; "))]
     Invalid { problems: Vec<String> },
+}
+
+/// Why a file of credentials (`tokens_file`, `users_file`) was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// Syntax or type error (a bad hash among them), with the place in the file.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+}
+
+/// Reads a file of credentials.
+pub(super) fn read_file<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|error| {
+        let (line, column) = crate::toml_error::position(&text, &error).unwrap_or((0, 0));
+        FileError::Parse { path: path.to_owned(), line, column, message: error.message().to_owned() }
+    })
 }
 
 /// What a caller proved who they are with.
@@ -171,13 +189,7 @@ impl TokenSet {
     pub fn load(config: &super::Config) -> Result<Self, TokensError> {
         let mut entries = config.tokens.clone();
         if let Some(path) = &config.tokens_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: path.clone(), source })?;
-            let file: TokensFile = toml::from_str(&text).map_err(|error| {
-                let (line, column) = crate::toml_error::position(&text, &error).unwrap_or((0, 0));
-                TokensError::Parse { path: path.clone(), line, column, message: error.message().to_owned() }
-            })?;
-            entries.extend(file.tokens);
+            entries.extend(read_file::<TokensFile>(path)?.tokens);
         }
         Self::new(entries)
     }

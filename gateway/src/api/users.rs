@@ -6,7 +6,7 @@
 //! `UserSet::verify` blocks for the length of one argon2 hash (tens of milliseconds): callers
 //! run it on the blocking pool. An unknown name is checked against `DUMMY_HASH`, so the time
 //! taken does not tell a known name from an unknown one.
-use std::{fmt, path::PathBuf, str::FromStr};
+use std::{fmt, str::FromStr};
 
 use argon2::{
     Argon2, PasswordHasher as _, PasswordVerifier as _,
@@ -14,7 +14,7 @@ use argon2::{
 };
 use serde::Deserialize;
 
-use super::auth::{Caller, CallerKind, Role};
+use super::auth::{Caller, CallerKind, FileError, Role};
 
 /// Longest user name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -110,11 +110,9 @@ struct UsersFile {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UsersError {
-    #[error("cannot read the users file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    /// Syntax or type error (a bad PHC string among them), with the place in the file.
-    #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    /// The users file cannot be read or parsed (a bad PHC string among the reasons).
+    #[error(transparent)]
+    File(#[from] FileError),
     /// Entries that parse but cannot work together, all of them.
     #[error("api users: {}", .problems.join("; "))]
     Invalid { problems: Vec<String> },
@@ -155,13 +153,7 @@ impl UserSet {
     pub fn load(config: &super::Config) -> Result<Self, UsersError> {
         let mut entries = config.users.clone();
         if let Some(path) = &config.users_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| UsersError::Read { path: path.clone(), source })?;
-            let file: UsersFile = toml::from_str(&text).map_err(|error| {
-                let (line, column) = crate::toml_error::position(&text, &error).unwrap_or((0, 0));
-                UsersError::Parse { path: path.clone(), line, column, message: error.message().to_owned() }
-            })?;
-            entries.extend(file.users);
+            entries.extend(super::auth::read_file::<UsersFile>(path)?.users);
         }
         Self::new(entries)
     }
