@@ -124,8 +124,9 @@ impl Config {
             _ => {}
         }
         problems.extend(users::problems(&self.users).into_iter().map(|problem| format!("api.users: {problem}")));
-        if self.session_idle_secs == 0 || self.session_max_secs == 0 {
-            problems.push("api.session_idle_secs and api.session_max_secs must be at least 1".to_owned());
+        let longest = session::LONGEST.as_secs();
+        if !(1..=longest).contains(&self.session_idle_secs) || !(1..=longest).contains(&self.session_max_secs) {
+            problems.push(format!("api.session_idle_secs and api.session_max_secs must be between 1 and {longest}"));
         } else if self.session_idle_secs > self.session_max_secs {
             problems.push(format!(
                 "api.session_idle_secs = {} is longer than api.session_max_secs = {}",

@@ -29,6 +29,8 @@ pub const MAX_SESSIONS: usize = 1_000;
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(1_800);
 /// Default absolute lifetime (`[api] session_max_secs`).
 pub const DEFAULT_MAX: Duration = Duration::from_secs(43_200);
+/// Longest lifetime either setting may ask for: 30 days.
+pub const LONGEST: Duration = Duration::from_secs(30 * 86_400);
 /// Random bytes of a session secret and of a CSRF token.
 const SECRET_BYTES: usize = 32;
 
@@ -135,8 +137,10 @@ fn random_secret() -> String {
 }
 
 impl SessionStore {
-    /// With the system clock and room for `MAX_SESSIONS`.
+    /// With the system clock and room for `MAX_SESSIONS`. Lifetimes are cut to `LONGEST`
+    /// (the config refuses longer ones), so expiry times never overflow.
     pub fn new(lifetimes: Lifetimes) -> Self {
+        let lifetimes = Lifetimes { idle: lifetimes.idle.min(LONGEST), max: lifetimes.max.min(LONGEST) };
         Self { lifetimes, capacity: MAX_SESSIONS, clock: Arc::new(SystemTime::now), sessions: Mutex::default() }
     }
 
@@ -147,7 +151,8 @@ impl SessionStore {
     }
 
     /// Keeps at most `capacity` sessions (at least one).
-    pub fn with_capacity(mut self, capacity: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
     }

@@ -4,8 +4,9 @@
 //! password, and checking one costs a memory-hard hash.
 //!
 //! `UserSet::verify` blocks for the length of one argon2 hash (tens of milliseconds): callers
-//! run it on the blocking pool. An unknown name is checked against `DUMMY_HASH`, so the time
-//! taken does not tell a known name from an unknown one.
+//! run it on the blocking pool. An unknown name is checked against `DUMMY_HASH`, of the same
+//! default cost `iotgw user hash-password` uses, so the time taken does not tell a known name
+//! from an unknown one (as long as users' hashes keep that cost).
 use std::{fmt, str::FromStr};
 
 use argon2::{

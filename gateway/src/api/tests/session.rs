@@ -353,6 +353,10 @@ fn users_with_a_bad_hash_or_a_name_used_twice_are_refused_with_their_place() {
     let twice = format!("[api]\nusers = [\n{}{}]\nsession_idle_secs = 0\n", user("vic"), user("vic"));
     let error = crate::config::parse(path, &twice).unwrap_err().to_string();
     assert!(error.contains("\"vic\" is used twice") && error.contains("session_idle_secs"), "every problem: {error}");
+    let error = crate::config::parse(path, "[api]\nsession_max_secs = 9223372036854775807\n").unwrap_err();
+    assert!(error.to_string().contains("between 1 and 2592000"), "{error}");
+    let error = crate::config::parse(path, "[api]\nsession_idle_secs = 50000\n").unwrap_err();
+    assert!(error.to_string().contains("longer than api.session_max_secs = 43200"), "{error}");
     let config = crate::config::parse(path, &format!("[api]\nusers = [\n{}]\n", user("vic"))).unwrap();
     assert_eq!(config.api.session_lifetimes(), crate::api::session::Lifetimes::default());
 
