@@ -82,6 +82,8 @@ pub trait DeviceDirectory: Send + Sync + 'static {
     fn destinations(&self, mac: Mac, limit: usize) -> Result<Vec<Destination>, DirectoryError>;
     /// What the baseline stored for the device; `None` when nothing yet.
     fn baseline(&self, mac: Mac) -> Result<Option<BaselineView>, DirectoryError>;
+    /// Records an audit entry about no device (console sign-in, sign-out, revocation).
+    fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), DirectoryError>;
 }
 
 /// The running policy as the API shows it.

@@ -253,6 +253,10 @@ impl DeviceDirectory for InventoryDirectory {
             learned: Vec::new(),
         }))
     }
+
+    fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), DirectoryError> {
+        Ok(self.lock()?.audit(actor, None, action, detail)?)
+    }
 }
 
 #[cfg(test)]

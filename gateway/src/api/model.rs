@@ -284,4 +284,8 @@ pub struct PolicyReload {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: String,
+    /// Set where a client must tell this refusal from others of its status: `csrf` (403: a
+    /// session-cookie request without the right X-CSRF-Token, or from a foreign Origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
