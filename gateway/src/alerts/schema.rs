@@ -1,16 +1,18 @@
 //! The alert store's tables: one row per alert record, its evidence flows, the responses it
-//! triggered and the analysts' notes. Times are unix milliseconds; severity is stored as its
-//! rank (`integrations::outbox::severity_rank`'s order) so it sorts and filters in SQL.
+//! triggered, the analysts' notes and what the detectors observed. Times are unix
+//! milliseconds; severity is stored as its rank (`integrations::outbox::severity_rank`'s
+//! order) so it sorts and filters in SQL.
 //!
 //! Every list order is a keyset on (sort key, id) with an index of its own, and the filters an
 //! analyst uses most (state, device, detector) each have one in the default order, so no page
 //! of `GET /api/v1/alerts` scans or sorts the whole table.
 use crate::store::Migration;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "alerts",
-    version: 1,
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "alerts",
+        version: 1,
+        sql: "
     CREATE TABLE alerts (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         incident_id TEXT NOT NULL,
@@ -63,4 +65,18 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     );
     CREATE INDEX alert_notes_alert ON alert_notes (alert_id, id);
     ",
-}];
+    },
+    // What the detectors observed (`GatewayEvent::observations`, JSON), for learning a false
+    // positive as normal (`learn`).
+    Migration {
+        component: "alerts",
+        version: 2,
+        sql: "
+    CREATE TABLE alert_observations (
+        alert_id INTEGER NOT NULL REFERENCES alerts (id),
+        observation TEXT NOT NULL,
+        PRIMARY KEY (alert_id, observation)
+    );
+    ",
+    },
+];

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::{
     Alert, AlertDetail, AlertsError, Change, MAX_ASSIGNEE_BYTES, MAX_FLOWS_PER_ALERT, MAX_NOTE_BYTES, Note, Page,
-    Query, Resolution, Response, SCHEMA, State,
+    Query, Resolution, Response, SCHEMA, State, learn,
     query::{COLUMNS, millis},
 };
 use crate::{
@@ -40,11 +40,20 @@ impl AlertStore {
             let event = event.escaped();
             match &event.kind {
                 EventKind::Alert { resolved: true, incident_id, .. } => {
+                    let latest: Option<i64> = tx
+                        .query_row(
+                            "SELECT id FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
+                            [incident_id],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    let Some(id) = latest else { continue };
                     tx.execute(
-                        "UPDATE alerts SET calm_since = ?2, updated = ?3
-                         WHERE id = (SELECT id FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1)",
-                        params![incident_id, millis(event.time), now()],
+                        "UPDATE alerts SET calm_since = ?2, updated = ?3 WHERE id = ?1",
+                        params![id, millis(event.time), now()],
                     )?;
+                    // The peaks the incident reached since its last alert.
+                    learn::add_observations(&tx, id, &event.observations)?;
                 }
                 EventKind::Alert { .. } => record_alert(&tx, &event)?,
                 EventKind::Action { action, reason } => {
@@ -96,6 +105,11 @@ impl AlertStore {
         if let Some(to) = change.state {
             if !current.state.may_become(to) {
                 return Err(AlertsError::Transition { id, from: current.state, to });
+            }
+            if crate::baseline::learned::is_learnt(&tx, id)? {
+                return Err(AlertsError::Conflict(format!(
+                    "alert {id} is learnt as normal: unlearn it before reopening it"
+                )));
             }
             tx.execute(
                 "UPDATE alerts SET state = ?2, resolution = ?3, updated = ?4 WHERE id = ?1",
@@ -228,10 +242,11 @@ fn record_alert(conn: &Connection, event: &GatewayEvent) -> Result<(), AlertsErr
     for flow in flows {
         add_flow.execute(params![id, flow, MAX_FLOWS_PER_ALERT])?;
     }
+    learn::add_observations(conn, id, &event.observations)?;
     Ok(())
 }
 
-fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {
+pub(super) fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {
     let alert = conn
         .query_row(&format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"), [id], read_alert)
         .optional()?
@@ -250,7 +265,9 @@ fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {
         .prepare_cached("SELECT time, author, text FROM alert_notes WHERE alert_id = ?1 ORDER BY id")?
         .query_map([id], |row| Ok(Note { time: time_at(row, 0)?, author: row.get(1)?, text: row.get(2)? }))?
         .collect::<Result<_, _>>()?;
-    Ok(AlertDetail { alert, flows, responses, notes })
+    let learned = crate::baseline::learned::is_learnt(conn, id)?;
+    let observations = learn::observations(conn, id)?;
+    Ok(AlertDetail { alert, flows, responses, notes, learned, observations })
 }
 
 /// A row of `COLUMNS`.
@@ -294,6 +311,6 @@ fn corrupt(column: usize, reason: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, reason.into())
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     millis(OffsetDateTime::now_utc())
 }

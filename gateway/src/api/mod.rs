@@ -128,6 +128,9 @@ pub struct ApiState {
     pub metrics_public: bool,
     /// The alert records; `None` in a server that keeps none (the alert endpoints then fail).
     pub alerts: Option<Arc<std::sync::Mutex<crate::alerts::AlertStore>>>,
+    /// The detection loop, told of what analysts learn as normal (`alerts::learn`). Weak: the
+    /// API must not keep the loop running past shutdown.
+    pub pipeline: Option<tokio::sync::mpsc::WeakSender<crate::pipeline::Command>>,
     tokens: Arc<TokenSet>,
     failures: Arc<throttle::FailureLimiter>,
     started: Instant,
@@ -151,6 +154,7 @@ impl ApiState {
             interfaces: Arc::new(Vec::new()),
             metrics_public: config.metrics_public,
             alerts: None,
+            pipeline: None,
             tokens: Arc::new(tokens),
             failures: Arc::default(),
             started: Instant::now(),
@@ -175,6 +179,12 @@ impl ApiState {
 
     pub fn with_alerts(mut self, alerts: crate::alerts::AlertStore) -> Self {
         self.alerts = Some(Arc::new(std::sync::Mutex::new(alerts)));
+        self
+    }
+
+    /// Tells `pipeline` what analysts learn as normal, without keeping it alive.
+    pub fn with_pipeline(mut self, pipeline: &tokio::sync::mpsc::Sender<crate::pipeline::Command>) -> Self {
+        self.pipeline = Some(pipeline.downgrade());
         self
     }
 
@@ -240,6 +250,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/policies", get(handlers::policies))
         .route("/api/v1/alerts", get(alerts::list))
         .route("/api/v1/alerts/{id}", get(alerts::show).patch(alerts::change))
+        .route("/api/v1/alerts/{id}/learn", post(alerts::learn).delete(alerts::unlearn))
         .route("/api/v1/openapi.json", get(handlers::openapi))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)

@@ -36,6 +36,8 @@ use super::{alerts, handlers, model};
         alerts::list,
         alerts::show,
         alerts::change,
+        alerts::learn,
+        alerts::unlearn,
     ),
     components(schemas(
         model::Status,

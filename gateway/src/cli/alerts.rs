@@ -1,6 +1,6 @@
-//! `iotgw alerts` and `iotgw alert ID show|ack|resolve|reopen|assign|note`: the alert records,
-//! through the local API (the same `--api`/`--token` as `iotgw devices`). Prints tables or
-//! JSON on stdout; a refused change is one line saying why.
+//! `iotgw alerts` and `iotgw alert ID show|ack|resolve|reopen|assign|note|learn|unlearn`: the
+//! alert records, through the local API (the same `--api`/`--token` as `iotgw devices`). Prints
+//! tables or JSON on stdout; a refused change is one line saying why.
 use std::{io::Write, process::ExitCode};
 
 use crate::api::alerts::{AlertChange, AlertDetail, AlertSummary};
@@ -76,10 +76,14 @@ pub enum Step {
     Assign { assignee: String },
     /// Add a note.
     Note { text: String },
+    /// Learn what a false-positive alert observed as its device's normal (audited).
+    Learn,
+    /// Take that learning back: the detectors flag it again (audited).
+    Unlearn,
 }
 
 impl Step {
-    /// The change it asks for; `None` for `show`.
+    /// The change it asks for; `None` for the steps that are no `PATCH`.
     fn change(&self) -> Option<AlertChange> {
         let state = |state: &str, note: &Option<String>| AlertChange {
             state: Some(state.into()),
@@ -87,7 +91,7 @@ impl Step {
             ..AlertChange::default()
         };
         Some(match self {
-            Step::Show => return None,
+            Step::Show | Step::Learn | Step::Unlearn => return None,
             Step::Ack { note } => state("acknowledged", note),
             Step::Resolve { resolution, note } => {
                 AlertChange { resolution: Some(resolution.clone()), ..state("resolved", note) }
@@ -158,9 +162,12 @@ pub async fn alert_to(args: &AlertArgs, out: &mut impl Write) -> anyhow::Result<
     let client = Client::new(&args.api)?;
     let path = format!("/api/v1/alerts/{}", args.id);
     let what = format!("alert {}", args.id);
-    let detail: AlertDetail = match args.step.change() {
-        None => client.get(&path, &[], &what).await?,
-        Some(change) => client.patch(&path, &change, &what).await?,
+    let learn = format!("{path}/learn");
+    let detail: AlertDetail = match (&args.step, args.step.change()) {
+        (Step::Learn, _) => client.call(reqwest::Method::POST, &learn, &what).await?,
+        (Step::Unlearn, _) => client.call(reqwest::Method::DELETE, &learn, &what).await?,
+        (_, None) => client.get(&path, &[], &what).await?,
+        (_, Some(change)) => client.patch(&path, &change, &what).await?,
     };
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &detail)?;
@@ -181,6 +188,10 @@ pub async fn alert_to(args: &AlertArgs, out: &mut impl Write) -> anyhow::Result<
     writeln!(out, "Observed     {}", a.observed)?;
     for flow in &detail.flows {
         writeln!(out, "Flow         {flow}")?;
+    }
+    let label = if detail.learned { "Learnt       " } else { "Learnable    " };
+    for observation in &detail.learnable {
+        writeln!(out, "{label}{observation}")?;
     }
     if !detail.responses.is_empty() {
         writeln!(out, "\nResponses")?;

@@ -19,6 +19,8 @@ pub(super) struct Parts {
     pub metrics: Arc<Metrics>,
     pub policy: Arc<SharedPolicy>,
     pub bus: EventBus,
+    /// The detection loop, told of what analysts learn as normal (the API keeps it weakly).
+    pub pipeline: tokio::sync::mpsc::Sender<crate::pipeline::Command>,
 }
 
 /// Binds the API (failing start-up when it cannot) and returns the server, which runs until
@@ -46,6 +48,7 @@ pub(super) async fn bind(
         .with_alerts(
             crate::alerts::AlertStore::open(&config.store.path).context("opening the alert store for the API")?,
         )
+        .with_pipeline(&parts.pipeline)
         .with_interfaces(interfaces);
     let soar = soar::SoarState::new(&config.integrations, &config.store.path, parts.control, parts.bus)
         .context("opening the store for SOAR actions")?

@@ -120,7 +120,13 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());
     shared_policy.set(crate::api::policy_view::snapshot(&policy.current()));
     let metrics = Arc::new(crate::api::metrics::Metrics::new());
-    let parts = api::Parts { control, metrics: metrics.clone(), policy: shared_policy.clone(), bus: bus.clone() };
+    let parts = api::Parts {
+        control,
+        metrics: metrics.clone(),
+        policy: shared_policy.clone(),
+        bus: bus.clone(),
+        pipeline: pipeline_tx.clone(),
+    };
     tasks.spawn(api::bind(&config, &loaded.attachments, parts, shutdown.clone()).await?);
     let backlog = services.integrations.backlog_source();
     tasks.spawn(metrics::run(maps.clone(), metrics, backlog, bus.clone(), shutdown.clone()));
