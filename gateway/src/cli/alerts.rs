@@ -217,7 +217,7 @@ mod tests {
     use crate::{
         alerts::AlertStore,
         api::tests::{CAMERA, Fixture, OPERATOR_TOKEN, Options, Server, VIEWER_TOKEN},
-        event::{EventKind, GatewayEvent, Severity},
+        event::{EventKind, GatewayEvent, Measure, Observation, Severity},
     };
 
     fn api(server: &Server, token: &str) -> ApiArgs {
@@ -251,28 +251,31 @@ mod tests {
         let crate::cli::Command::Alert(args) = cli.command else { panic!("{cli:?}") };
         assert_eq!(args.step.change().unwrap().note.as_deref(), Some("two words"));
         assert!(crate::cli::Cli::try_parse_from(["iotgw", "alert", "5", "resolve"]).is_err(), "a resolution is needed");
+        let cli = crate::cli::Cli::try_parse_from(["iotgw", "alert", "5", "unlearn"]).unwrap();
+        let crate::cli::Command::Alert(args) = cli.command else { panic!("{cli:?}") };
+        assert!(matches!(args.step, Step::Unlearn) && args.step.change().is_none());
     }
 
     #[tokio::test]
     async fn cli_lists_acknowledges_notes_and_resolves_against_a_real_server() {
         let fixture = Fixture::new();
         let mut store = AlertStore::open(&fixture.dir.0.join("iotgw.db")).unwrap();
-        store
-            .record(&[GatewayEvent::new(
-                Severity::High,
-                Some(CAMERA.parse().unwrap()),
-                "detector:scan",
-                EventKind::Alert {
-                    incident_id: format!("scan:{CAMERA}"),
-                    detector: "scan".into(),
-                    score: 0.9,
-                    expected: "few hosts".into(),
-                    observed: "90 hosts".into(),
-                    flows: vec![],
-                    resolved: false,
-                },
-            )])
-            .unwrap();
+        let mut scan = GatewayEvent::new(
+            Severity::High,
+            Some(CAMERA.parse().unwrap()),
+            "detector:scan",
+            EventKind::Alert {
+                incident_id: format!("scan:{CAMERA}"),
+                detector: "scan".into(),
+                score: 0.9,
+                expected: "few hosts".into(),
+                observed: "90 hosts".into(),
+                flows: vec![],
+                resolved: false,
+            },
+        );
+        scan.observations = vec![Observation::Rate { measure: Measure::ScanHosts, observed: 40.0, limit: 24.0 }];
+        store.record(&[scan]).unwrap();
         let options = Options { alerts: Some(store), ..Options::default() };
         let server = Server::start_with(fixture.directory(), false, options).await;
 
@@ -304,6 +307,17 @@ mod tests {
         alert_to(&AlertArgs { json: true, ..step(resolve, OPERATOR_TOKEN) }, &mut out).await.unwrap();
         let detail: AlertDetail = serde_json::from_slice(&out).unwrap();
         assert_eq!(detail.summary.resolution, Some(crate::alerts::Resolution::FalsePositive));
+
+        let mut out = Vec::new();
+        alert_to(&step(Step::Learn, OPERATOR_TOKEN), &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Learnt       scan_hosts up to 50 (observed 40)"), "{text}");
+        let again = format!("{:#}", alert_to(&step(Step::Learn, OPERATOR_TOKEN), &mut Vec::new()).await.unwrap_err());
+        assert!(again.contains("409") && again.contains("learnt already"), "{again}");
+        let mut out = Vec::new();
+        alert_to(&step(Step::Unlearn, OPERATOR_TOKEN), &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Learnable    scan_hosts up to 50 (observed 40)"), "{text}");
 
         let mut out = Vec::new();
         list_to(&list_args(&server, true), &mut out).await.unwrap();

@@ -139,6 +139,8 @@ pub(crate) struct Options {
     pub limits: server::Limits,
     /// Serve the alert endpoints over this store.
     pub alerts: Option<crate::alerts::AlertStore>,
+    /// Tell this queue what analysts learn as normal, as the controller tells the pipeline.
+    pub pipeline: Option<tokio::sync::mpsc::Sender<crate::pipeline::Command>>,
 }
 
 impl Server {
@@ -169,6 +171,9 @@ impl Server {
         ]);
         if let Some(alerts) = options.alerts {
             state = state.with_alerts(alerts);
+        }
+        if let Some(pipeline) = &options.pipeline {
+            state = state.with_pipeline(pipeline);
         }
         let listener = bind(&config).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
