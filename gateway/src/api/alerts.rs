@@ -353,12 +353,7 @@ pub async fn learn(
     Operator(caller): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<AlertDetail>, ApiError> {
-    let id = alert_id(&id)?;
-    let actor = caller.actor();
-    let (detail, audit, edit) = with_store(&state, move |store| store.learn(id, &actor)).await?;
-    state.events.publish(audit);
-    tell_pipeline(&state, edit).await;
-    Ok(Json(detail.into()))
+    change_learning(state, &caller, &id, alerts::AlertStore::learn).await
 }
 
 /// Takes back what an alert taught its device's baseline: the detectors flag those
@@ -382,9 +377,23 @@ pub async fn unlearn(
     Operator(caller): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<AlertDetail>, ApiError> {
-    let id = alert_id(&id)?;
+    change_learning(state, &caller, &id, alerts::AlertStore::unlearn).await
+}
+
+/// What a learning step of the store returns: the record, its audit event, the pipeline's edit.
+type Learning = (alerts::AlertDetail, crate::event::GatewayEvent, crate::baseline::learned::Edit);
+
+/// Runs `step` (learn or unlearn) on alert `id` as the caller, publishes its audit event and
+/// hands its edit to the detection loop.
+async fn change_learning(
+    state: ApiState,
+    caller: &Caller,
+    id: &str,
+    step: fn(&mut alerts::AlertStore, i64, &str) -> Result<Learning, AlertsError>,
+) -> Result<Json<AlertDetail>, ApiError> {
+    let id = alert_id(id)?;
     let actor = caller.actor();
-    let (detail, audit, edit) = with_store(&state, move |store| store.unlearn(id, &actor)).await?;
+    let (detail, audit, edit) = with_store(&state, move |store| step(store, id, &actor)).await?;
     state.events.publish(audit);
     tell_pipeline(&state, edit).await;
     Ok(Json(detail.into()))
