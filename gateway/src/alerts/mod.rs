@@ -24,13 +24,20 @@
 //! transaction each, off the async workers and off the pipeline's loop (a slow disk delays
 //! records, never detection).
 //!
-//! Reads and writes `alerts`, `alert_flows`, `alert_responses`, `alert_notes`, `alert_counts`
-//! (kept by triggers, read by `summary`), and `inventory_audit` through the ledger.
+//! - "Learn as normal" (`learn`): a record resolved `false_positive` hands what its detector
+//!   observed (`GatewayEvent::observations`) to the device's baseline (`baseline::learned`),
+//!   audited in the same transaction; the caller tells the pipeline. Unlearning takes it back.
+//!   A learnt record keeps its resolution until it is unlearnt.
+//!
+//! Reads and writes `alerts`, `alert_flows`, `alert_responses`, `alert_notes`,
+//! `alert_observations`, `baseline_learned`, `alert_counts` (kept by triggers, read by
+//! `summary`), and `inventory_audit` through the ledger.
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{device::Mac, event::Severity};
 
+mod learn;
 mod query;
 pub mod recorder;
 mod schema;
@@ -46,9 +53,13 @@ pub use store::AlertStore;
 pub use summary::Summary;
 
 /// The tables a connection of the alert store needs: its own, and the inventory's audit trail.
-pub const SCHEMA: crate::store::Schema<'static> = &[crate::inventory::MIGRATIONS, MIGRATIONS];
+/// The baseline's learnt exceptions too: learning writes them with its audit record.
+pub const SCHEMA: crate::store::Schema<'static> =
+    &[crate::inventory::MIGRATIONS, MIGRATIONS, crate::baseline::MIGRATIONS];
 /// Evidence flows kept per record: the first ones seen (a long incident repeats the same).
 pub const MAX_FLOWS_PER_ALERT: usize = 64;
+/// Observations kept per record, the first ones seen (each escalation of a rate adds one).
+pub const MAX_OBSERVATIONS_PER_ALERT: usize = 64;
 /// Longest note, in bytes once escaped (`untrusted`): it goes into the audit detail whole.
 pub const MAX_NOTE_BYTES: usize = 512;
 /// Longest assignee name, in bytes.
@@ -189,6 +200,11 @@ pub struct AlertDetail {
     pub responses: Vec<Response>,
     /// Oldest first; notes are never edited or removed.
     pub notes: Vec<Note>,
+    /// Whether its observations are learnt as the device's normal (`learn`).
+    pub learned: bool,
+    /// What the detector observed, which learning would take (at most
+    /// `MAX_OBSERVATIONS_PER_ALERT`).
+    pub observations: Vec<crate::event::Observation>,
 }
 
 /// An action taken because of the alert (`quarantine`, `block`, `release`, ...).
@@ -233,6 +249,11 @@ pub enum AlertsError {
     /// The alert's state does not allow the change; nothing was changed.
     #[error("alert {id} is {from}: it cannot become {to} (open -> acknowledged -> resolved, resolved -> open)")]
     Transition { id: i64, from: State, to: State },
+    /// Learning (or unlearning) does not apply to the alert as it is; nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Baseline(#[from] crate::baseline::store::StoreError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("alert store: {0}")]

@@ -1,6 +1,7 @@
 //! The alert store's tables: one row per alert record, its evidence flows, the responses it
-//! triggered and the analysts' notes. Times are unix milliseconds; severity is stored as its
-//! rank (`integrations::outbox::severity_rank`'s order) so it sorts and filters in SQL.
+//! triggered, the analysts' notes and what the detectors observed. Times are unix
+//! milliseconds; severity is stored as its rank (`integrations::outbox::severity_rank`'s
+//! order) so it sorts and filters in SQL.
 //!
 //! Every list order is a keyset on (sort key, id) with an index of its own, and the filters an
 //! analyst uses most (state, device, detector) each have one in the default order, so no page
@@ -94,6 +95,19 @@ pub const MIGRATIONS: &[Migration] = &[
         UPDATE alert_counts SET count = count - 1 WHERE state = OLD.state AND severity = OLD.severity;
     END;
     CREATE INDEX alerts_first_seen_severity ON alerts (first_seen, severity);
+    ",
+    },
+    // What the detectors observed (`GatewayEvent::observations`, JSON), for learning a false
+    // positive as normal (`learn`).
+    Migration {
+        component: "alerts",
+        version: 3,
+        sql: "
+    CREATE TABLE alert_observations (
+        alert_id INTEGER NOT NULL REFERENCES alerts (id),
+        observation TEXT NOT NULL,
+        PRIMARY KEY (alert_id, observation)
+    );
     ",
     },
 ];

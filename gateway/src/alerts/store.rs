@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::{
     Alert, AlertChanged, AlertDetail, AlertsError, Change, Changes, MAX_ASSIGNEE_BYTES, MAX_FLOWS_PER_ALERT,
-    MAX_NOTE_BYTES, Note, Page, Query, Resolution, Response, SCHEMA, State, Summary,
+    MAX_NOTE_BYTES, Note, Page, Query, Resolution, Response, SCHEMA, State, Summary, learn,
     query::{COLUMNS, millis},
 };
 use crate::{
@@ -71,16 +71,21 @@ impl AlertStore {
             let event = event.escaped();
             match &event.kind {
                 EventKind::Alert { resolved: true, incident_id, .. } => {
-                    let calmed: Option<i64> = tx
+                    let latest: Option<i64> = tx
                         .query_row(
-                            "UPDATE alerts SET calm_since = ?2, updated = ?3
-                             WHERE id = (SELECT id FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1)
-                             RETURNING id",
-                            params![incident_id, millis(event.time), now()],
+                            "SELECT id FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
+                            [incident_id],
                             |row| row.get(0),
                         )
                         .optional()?;
-                    changed.extend(calmed);
+                    let Some(id) = latest else { continue };
+                    tx.execute(
+                        "UPDATE alerts SET calm_since = ?2, updated = ?3 WHERE id = ?1",
+                        params![id, millis(event.time), now()],
+                    )?;
+                    // The peaks the incident reached since its last alert.
+                    learn::add_observations(&tx, id, &event.observations)?;
+                    changed.push(id);
                 }
                 EventKind::Alert { .. } => changed.push(record_alert(&tx, &event)?),
                 EventKind::Action { action, reason } => {
@@ -139,6 +144,11 @@ impl AlertStore {
         if let Some(to) = change.state {
             if !current.state.may_become(to) {
                 return Err(AlertsError::Transition { id, from: current.state, to });
+            }
+            if crate::baseline::learned::is_learnt(&tx, id)? {
+                return Err(AlertsError::Conflict(format!(
+                    "alert {id} is learnt as normal: unlearn it before reopening it"
+                )));
             }
             tx.execute(
                 "UPDATE alerts SET state = ?2, resolution = ?3, updated = ?4 WHERE id = ?1",
@@ -278,10 +288,11 @@ fn record_alert(conn: &Connection, event: &GatewayEvent) -> Result<i64, AlertsEr
     for flow in flows {
         add_flow.execute(params![id, flow, MAX_FLOWS_PER_ALERT])?;
     }
+    learn::add_observations(conn, id, &event.observations)?;
     Ok(id)
 }
 
-fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {
+pub(super) fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {
     let alert = conn
         .query_row(&format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"), [id], read_alert)
         .optional()?
@@ -300,7 +311,9 @@ fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {
         .prepare_cached("SELECT time, author, text FROM alert_notes WHERE alert_id = ?1 ORDER BY id")?
         .query_map([id], |row| Ok(Note { time: time_at(row, 0)?, author: row.get(1)?, text: row.get(2)? }))?
         .collect::<Result<_, _>>()?;
-    Ok(AlertDetail { alert, flows, responses, notes })
+    let learned = crate::baseline::learned::is_learnt(conn, id)?;
+    let observations = learn::observations(conn, id)?;
+    Ok(AlertDetail { alert, flows, responses, notes, learned, observations })
 }
 
 /// A row of `COLUMNS`.
@@ -344,6 +357,6 @@ fn corrupt(column: usize, reason: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, reason.into())
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     millis(OffsetDateTime::now_utc())
 }

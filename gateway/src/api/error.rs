@@ -111,7 +111,7 @@ impl ApiError {
             ApiError::Alert(error) => match error {
                 AlertsError::Invalid(_) => StatusCode::BAD_REQUEST,
                 AlertsError::NotFound(_) => StatusCode::NOT_FOUND,
-                AlertsError::Transition { .. } => StatusCode::CONFLICT,
+                AlertsError::Transition { .. } | AlertsError::Conflict(_) => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Directory(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -240,9 +240,23 @@ impl DeviceDirectory for InventoryDirectory {
 
     fn baseline(&self, mac: Mac) -> Result<Option<BaselineView>, DirectoryError> {
         let store_error = |error: &dyn std::fmt::Display| DirectoryError::Store(error.to_string());
-        let stored = baseline::store::load_device_stamped(self.lock()?.connection(), mac)
-            .map_err(|error| store_error(&error))?;
-        let Some((record, updated_at)) = stored else { return Ok(None) };
+        let inventory = self.lock()?;
+        let stored =
+            baseline::store::load_device_stamped(inventory.connection(), mac).map_err(|error| store_error(&error))?;
+        let learned: Vec<serde_json::Value> = baseline::learned::load_device(inventory.connection(), mac)
+            .map_err(|error| store_error(&error))?
+            .into_iter()
+            .map(|exception| {
+                serde_json::json!({
+                    "alert_id": exception.alert_id,
+                    "description": baseline::learned::describe(&exception.observation),
+                    "observation": exception.observation,
+                })
+            })
+            .collect();
+        let Some((record, updated_at)) = stored else {
+            return Ok((!learned.is_empty()).then(|| BaselineView { learned, ..BaselineView::none() }));
+        };
         let profile = serde_json::to_value(record.baseline.profile()).map_err(|error| store_error(&error))?;
         Ok(Some(BaselineView {
             state: record.baseline.state_name().to_owned(),
@@ -250,7 +264,7 @@ impl DeviceDirectory for InventoryDirectory {
             // Written by SQLite's strftime: a bad value is a hand-edited row, shown as unknown.
             updated_at: OffsetDateTime::parse(&updated_at, &time::format_description::well_known::Rfc3339).ok(),
             profile: Some(profile),
-            learned: Vec::new(),
+            learned,
         }))
     }
 

@@ -173,6 +173,9 @@ pub struct ApiState {
     alert_changes: crate::alerts::Changes,
     /// Ends the event streams (`stream`) when the server shuts down.
     shutdown: Option<crate::shutdown::Shutdown>,
+    /// The detection loop, told of what analysts learn as normal (`alerts::learn`). Weak: the
+    /// API must not keep the loop running past shutdown.
+    pub pipeline: Option<tokio::sync::mpsc::WeakSender<crate::pipeline::Command>>,
     tokens: Arc<TokenSet>,
     users: Arc<UserSet>,
     sessions: Arc<session::SessionStore>,
@@ -223,6 +226,7 @@ impl ApiState {
             ota: None,
             alert_changes: crate::alerts::changes(),
             shutdown: None,
+            pipeline: None,
             tokens: Arc::new(tokens),
             users: Arc::new(users),
             sessions: Arc::new(session::SessionStore::new(config.session_lifetimes())),
@@ -273,6 +277,12 @@ impl ApiState {
     /// Ends the event streams when `shutdown` fires (else they run until the client leaves).
     pub fn with_shutdown(mut self, shutdown: crate::shutdown::Shutdown) -> Self {
         self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Tells `pipeline` what analysts learn as normal, without keeping it alive.
+    pub fn with_pipeline(mut self, pipeline: &tokio::sync::mpsc::Sender<crate::pipeline::Command>) -> Self {
+        self.pipeline = Some(pipeline.downgrade());
         self
     }
 
@@ -391,6 +401,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/session", get(signin::current).post(signin::sign_in).delete(signin::sign_out))
         .route("/api/v1/sessions", get(signin::list))
         .route("/api/v1/sessions/{id}", delete(signin::revoke))
+        .route("/api/v1/alerts/{id}/learn", post(alerts::learn).delete(alerts::unlearn))
         .route("/api/v1/openapi.json", get(handlers::openapi))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)

@@ -54,6 +54,8 @@ use super::{alerts, handlers, model, signin};
         signin::sign_out,
         signin::list,
         signin::revoke,
+        alerts::learn,
+        alerts::unlearn,
     ),
     components(schemas(
         model::Status,

@@ -21,6 +21,8 @@ pub(super) struct Parts {
     pub bus: EventBus,
     /// Where the alert recorder's store announces what it committed (`ApiState::alert_changes`).
     pub alert_changes: crate::alerts::Changes,
+    /// The detection loop, told of what analysts learn as normal (the API keeps it weakly).
+    pub pipeline: tokio::sync::mpsc::Sender<crate::pipeline::Command>,
 }
 
 /// Binds the API (failing start-up when it cannot) and returns the server, which runs until
@@ -54,6 +56,7 @@ pub(super) async fn bind(
                 .context("opening the OTA tables for the API")?,
         )
         .with_shutdown(shutdown.clone())
+        .with_pipeline(&parts.pipeline)
         .with_interfaces(interfaces);
     let soar = soar::SoarState::new(&config.integrations, &config.store.path, parts.control, parts.bus)
         .context("opening the store for SOAR actions")?

@@ -130,6 +130,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         policy: shared_policy.clone(),
         bus: bus.clone(),
         alert_changes,
+        pipeline: pipeline_tx.clone(),
     };
     tasks.spawn(api::bind(&config, &loaded.attachments, parts, shutdown.clone()).await?);
     let backlog = services.integrations.backlog_source();

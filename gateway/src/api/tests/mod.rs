@@ -153,6 +153,8 @@ pub(crate) struct Options {
     pub events: Option<crate::event::EventBus>,
     /// Keep sessions with this clock.
     pub session_clock: Option<crate::api::session::Clock>,
+    /// Tell this queue what analysts learn as normal, as the controller tells the pipeline.
+    pub pipeline: Option<tokio::sync::mpsc::Sender<crate::pipeline::Command>>,
 }
 
 impl Server {
@@ -193,6 +195,9 @@ impl Server {
         if let Some(clock) = options.session_clock {
             state = state
                 .with_sessions(crate::api::session::SessionStore::new(config.session_lifetimes()).with_clock(clock));
+        }
+        if let Some(pipeline) = &options.pipeline {
+            state = state.with_pipeline(pipeline);
         }
         let listener = bind(&config).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
