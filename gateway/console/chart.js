@@ -6,6 +6,8 @@ const NS = 'http://www.w3.org/2000/svg';
 const WIDTH = 760;
 const HEIGHT = 200;
 const PAD = { left: 64, right: 12, top: 10, bottom: 24 };
+// Line series with at most this many points get a marker on each.
+const MARKED_POINTS = 60;
 
 function s(tag, attrs = {}, ...children) {
   const el = document.createElementNS(NS, tag);
@@ -22,7 +24,9 @@ function s(tag, attrs = {}, ...children) {
 function shortTime(ms, spanMs) {
   const date = new Date(ms);
   const pad = (n) => String(n).padStart(2, '0');
-  const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
+  // Seconds only where the chart spans minutes (a device seen briefly).
+  const seconds = spanMs < 15 * 60 * 1000 ? `:${pad(date.getSeconds())}` : '';
+  const clock = `${pad(date.getHours())}:${pad(date.getMinutes())}${seconds}`;
   return spanMs > 36 * 3600 * 1000 ? `${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${clock}` : clock;
 }
 
@@ -61,6 +65,12 @@ export function lineChart({ testid, label, series, format }) {
     const d = one.points.map(([t, v], i) => `${i === 0 ? 'M' : 'L'}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
     svg.append(s('path', { class: `series ${one.cls}`, d: one.points.length === 1 ? `${d} h2` : d },
       s('title', {}, one.name)));
+    // Few points: mark each, so a lone bucket (a device seen for a minute) is visible.
+    if (one.points.length <= MARKED_POINTS) {
+      for (const [t, v] of one.points) {
+        svg.append(s('circle', { class: `point ${one.cls}`, cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 3 }));
+      }
+    }
   }
   return h('figure', { class: 'chart-box' }, svg, legend(series));
 }
