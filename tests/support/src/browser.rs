@@ -149,6 +149,27 @@ impl Browser {
         }
     }
 
+    /// Opens `url` and returns the time from the start of its navigation until an element
+    /// matches `css` (measured by the page's own clock, `performance.now()`, so WebDriver's
+    /// round trips are not counted). Panics after `WAIT`.
+    pub async fn load_time(&self, url: &str, css: &str) -> Duration {
+        self.goto(url).await;
+        let script = "const [css, limit, done] = arguments;
+            const found = () => document.querySelector(css);
+            if (found()) { done(performance.now()); return; }
+            const observer = new MutationObserver(() => {
+                if (found()) { observer.disconnect(); done(performance.now()); }
+            });
+            observer.observe(document, { childList: true, subtree: true, attributes: true });
+            setTimeout(() => { observer.disconnect(); done(null); }, limit);";
+        let limit = serde_json::Value::from(u64::try_from(WAIT.as_millis()).unwrap_or(u64::MAX));
+        let ms = self.run_async(script, vec![css.into(), limit]).await;
+        match ms.as_f64() {
+            Some(ms) => Duration::from_secs_f64(ms / 1000.0),
+            None => panic!("{url}: no element {css} within {WAIT:?}; page: {}", self.page_text().await),
+        }
+    }
+
     /// The visible text of the page (for failure messages), cut to a readable length.
     pub async fn page_text(&self) -> String {
         let text = self.client.execute("return document.body ? document.body.innerText : ''", Vec::new()).await;
