@@ -80,7 +80,7 @@ pub fn fill(conn: &mut Connection, alerts: usize, devices: usize) -> anyhow::Res
             let ip = super::ip(device);
             let resolution = (state == "resolved").then(|| RESOLUTIONS[(mix(n, 5) % 3) as usize]);
             let assignee = (state != "open").then(|| ["ana", "ben", "chloe"][(mix(n, 6) % 3) as usize]);
-            alert.execute((
+            alert.execute(rusqlite::params![
                 id,
                 format!("{detector}:{}:{}", mac(device), n / 7),
                 detector,
@@ -99,7 +99,7 @@ pub fn fill(conn: &mut Connection, alerts: usize, devices: usize) -> anyhow::Res
                 resolution,
                 assignee,
                 last_seen,
-            ))?;
+            ])?;
             flow.execute((id, format!("tcp {ip}:{} -> 203.0.113.{}:443", 40_000 + n % 20_000, n % 250)))?;
             if n % 20 == 0 {
                 response.execute((id, format!("event-{n}"), last_seen))?;
