@@ -218,8 +218,8 @@ fn main() -> anyhow::Result<()> {
         ..api::Config::default()
     };
     let directory = Arc::new(InventoryDirectory::open(&path)?);
-    let state = ApiState::new(&config, directory, Arc::new(MemoryDatapath::default()))?
-        .with_alerts(AlertStore::open(&path)?);
+    let state =
+        ApiState::new(&config, directory, Arc::new(MemoryDatapath::default()))?.with_alerts(AlertStore::open(&path)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let listener = api::bind(&config).await?;

@@ -296,20 +296,32 @@ fn bad_limits_and_foreign_cursors_are_refused() {
 }
 
 #[test]
-fn every_list_order_reads_an_index_without_sorting() {
-    let store = store();
+fn every_list_order_and_filter_reads_an_index_without_sorting_on_every_page() {
+    let mut store = store();
+    store.record(&(0..3).map(|i| alert(Mac([2, 0, 0, 0, 0, i]), "scan", 0.7, 0, &[])).collect::<Vec<_>>()).unwrap();
     let mut queries: Vec<Query> = SortKey::ALL
         .into_iter()
         .flat_map(|sort| [Order::Desc, Order::Asc].map(|order| Query { sort, order, ..Query::default() }))
         .collect();
     for filter in [
         Filter { state: Some(State::Open), ..Filter::default() },
+        Filter { severity: Some(Severity::Critical), ..Filter::default() },
         Filter { device: Some(CAMERA), ..Filter::default() },
         Filter { detector: Some("scan".into()), ..Filter::default() },
+        Filter { since: Some(base_time()), until: Some(base_time() + Duration::days(1)), ..Filter::default() },
     ] {
         queries.push(Query { filter, ..Query::default() });
     }
-    for query in queries {
+    // The same lists further on: after the first page's cursor.
+    let deeper: Vec<Query> = queries
+        .iter()
+        .map(|query| {
+            let first = Query { filter: Filter::default(), limit: Some(1), ..query.clone() };
+            let cursor = store.list(&first).unwrap().next_cursor.expect("three records, pages of one");
+            Query { cursor: Some(cursor), ..query.clone() }
+        })
+        .collect();
+    for query in queries.into_iter().chain(deeper) {
         let (sql, values) = query.sql().unwrap();
         let mut statement = store.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let plan: Vec<String> = statement
