@@ -293,7 +293,9 @@ impl Search {
         Some(Search {
             mac: prefix_range(&lower.replace('-', ":")),
             ip: prefix_range(&lower),
-            name: (lower.chars().count() >= MIN_NAME_PART).then_some(lower),
+            // A NUL would end the FTS5 query early; no stored name holds one (control
+            // characters are stored escaped, `untrusted`).
+            name: (lower.chars().count() >= MIN_NAME_PART && !lower.contains('\0')).then_some(lower),
         })
     }
 

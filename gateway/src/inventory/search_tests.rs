@@ -534,6 +534,8 @@ fn a_search_finds_the_same_devices_in_the_same_order_sorting_its_matches_or_walk
         "_under_",
         "LÄMPE",
         "lämpe",
+        "cam\0",
+        "\0amp",
         "zimmer-l",
         "no such name",
         "hu",
