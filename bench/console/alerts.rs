@@ -147,6 +147,7 @@ pub async fn requests(
         ("alerts-detector-rare", "/api/v1/alerts?detector=est_flood&limit=100".to_owned()),
         ("alerts-day", format!("/api/v1/alerts?since={since}&until={until}&limit=100")),
         ("alerts-open-score", "/api/v1/alerts?state=open&sort=score&limit=100".to_owned()),
+        ("alerts-noisy-score", format!("/api/v1/alerts?device={}&sort=score&limit=100", mac(0))),
     ]);
     Ok(lines)
 }

@@ -13,7 +13,8 @@
 //! - `audit-*`: the newest audit page, a page deep in it, one device's entries;
 //! - `alerts-*`: `GET /api/v1/alerts`, 100 records: the first page and the page after half of
 //!   the records in each sort, then each filter (state, severity, device, detector, a one-day
-//!   window) in the default order, and one filter in another order.
+//!   window) in the default order, and a filter matching many (open) and one matching few (the
+//!   noisiest device) sorted by score.
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench console [-- DEVICES [ALERTS [ROUNDS]]]`,
 //! or `cargo xtask bench console`.

@@ -164,10 +164,12 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
-/// Most records a list in another order than `last_seen` sorts itself under a filter. Past
-/// that the filter's matches are common enough that a walk of the order's index finds a page
-/// soon: about `limit × records / matches` index entries (50,000 at 1,000,000 records).
-pub(super) const MAX_SORTED: usize = 2_000;
+/// Most records a list in another order than `last_seen` sorts itself under a filter. Sorting
+/// costs about one row read per match; a walk of the order's index reads about
+/// `limit × records / matches` rows for a page. They meet near √(limit × records): 10,000 for
+/// pages of 100 among 1,000,000 records, where either takes about 10 ms
+/// (`bench/console/RESULTS.md`).
+pub(super) const MAX_SORTED: usize = 10_000;
 
 /// The columns every list and lookup reads, in `store::read_alert`'s order.
 pub(super) const COLUMNS: &str = "id, incident_id, detector, actor, severity, score, expected, observed, device, \
