@@ -93,6 +93,59 @@ pub struct GatewayEvent {
     /// `incident_id`: the flattened `Alert` kind has that field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responds_to: Option<String>,
+    /// For a detector's `Alert`: what it saw, machine-readable (`detect` sets it), so an
+    /// analyst can learn it as the device's normal (`alerts`, `baseline::learned`); a
+    /// `resolved` alert carries the peak of each rate its incident reached. Empty when nothing
+    /// seen is a baseline's to take (a forged ARP sender, a claim on the gateway's address) and
+    /// on every other producer's alerts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observations: Vec<Observation>,
+}
+
+/// What a detector observed, in terms a device's baseline can take as normal.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Observation {
+    /// An upstream destination, as the prefix baselines learn destinations as, reached on a
+    /// service (IP protocol number, destination port; 0 for protocols without ports).
+    Destination { prefix: ipnet::IpNet, proto: u8, port: u16 },
+    /// A LAN host reached on a service.
+    Peer { addr: std::net::IpAddr, proto: u8, port: u16 },
+    /// An IPv4 address the device claimed in ARP while another device held it.
+    Claim { addr: std::net::Ipv4Addr },
+    /// A measure above the limit in force when it fired.
+    Rate { measure: Measure, observed: f64, limit: f64 },
+}
+
+/// What a rate detector counts (per device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// Distinct hosts reached in a scan window.
+    ScanHosts,
+    /// Distinct ports reached on one host in a scan window.
+    ScanPorts,
+    /// New flows opened in a scan window.
+    NewFlows,
+    /// Packets sent per second.
+    PacketsPerSecond,
+    /// Bytes sent in a window.
+    BytesSent,
+    /// Gratuitous ARPs sent in a window.
+    GratuitousArps,
+}
+
+impl Measure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measure::ScanHosts => "scan_hosts",
+            Measure::ScanPorts => "scan_ports",
+            Measure::NewFlows => "new_flows",
+            Measure::PacketsPerSecond => "packets_per_second",
+            Measure::BytesSent => "bytes_sent",
+            Measure::GratuitousArps => "gratuitous_arps",
+        }
+    }
 }
 
 /// How many events an aggregate record stands for, and when the first and last happened.
@@ -118,6 +171,7 @@ impl GatewayEvent {
             kind,
             repeat: None,
             responds_to: None,
+            observations: Vec::new(),
         }
     }
 
@@ -182,6 +236,8 @@ impl GatewayEvent {
             kind,
             repeat: self.repeat,
             responds_to: self.responds_to.as_ref().map(text),
+            // Numbers and addresses only: nothing to escape.
+            observations: self.observations.clone(),
         }
     }
 }

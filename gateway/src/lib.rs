@@ -6,7 +6,8 @@
 //!
 //! Beside that path: `policy` (the files ops edit), `identity` (certificates and enrollment),
 //! `ota` (signed firmware), `integrations` (SIEM/SOAR/ITSM), `alerts` (every alert as a record
-//! an analyst works through), `api` (local HTTP status and actions), `store` (the SQLite file; `schema` lists every component's tables), `config` (the
+//! an analyst works through), `api` (local HTTP status and actions), `console` (the web
+//! console the API serves), `store` (the SQLite file; `schema` lists every component's tables), `config` (the
 //! gateway's own configuration), `untrusted` (how text from devices and callers is escaped
 //! before it is stored or rendered), `toml_error` (where a TOML error points, for every file
 //! the gateway reads).
@@ -17,6 +18,7 @@ pub mod api;
 pub mod baseline;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod controller;
 pub mod datapath;
 pub mod detect;

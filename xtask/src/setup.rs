@@ -29,8 +29,13 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "curl",       // the standard EST client in tests
     "rsyslog",    // the SIEM receiver in integration tests
     "rsyslog-gnutls",
-    "procps", // sysctl
-    "git",    // fresh-check clones the repository
+    "procps",            // sysctl
+    "git",               // fresh-check clones the repository
+    "chromium",          // the console's browser tests and benchmark (headless)
+    "chromium-driver",   // chromedriver: the WebDriver server those tests drive Chromium with
+    "fonts-dejavu-core", // legible text in the screenshots (a recommend skipped above)
+    "nats-server",       // the fleet's broker (JetStream), private instances in tests and the demo
+    "postgresql",        // the fleet hub's store, private clusters in tests and the demo
 ];
 
 /// The bpf-linker release set-up builds. `--locked` takes its own Cargo.lock with it, so the

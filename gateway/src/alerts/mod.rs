@@ -14,6 +14,9 @@
 //!   transaction, through the inventory's ledger (`inventory::ledger::audit`), and returned as
 //!   an `Audit` event for the caller to publish.
 //!
+//! Every committed change of a record (recorded alerts and analysts' changes alike) is
+//! announced on the store's `Changes` broadcast, after the commit.
+//!
 //! Why a recorder thread of its own (`recorder`), fed by `EventBus::subscribe_recorder`, and
 //! not writes in the pipeline thread: alerts also come from identity and integrations, on async
 //! tasks, and a broadcast receiver that lags misses events. The recorder queue gets
@@ -21,17 +24,25 @@
 //! transaction each, off the async workers and off the pipeline's loop (a slow disk delays
 //! records, never detection).
 //!
-//! Reads and writes `alerts`, `alert_flows`, `alert_responses`, `alert_notes`, and
-//! `inventory_audit` through the ledger.
+//! - "Learn as normal" (`learn`): a record resolved `false_positive` hands what its detector
+//!   observed (`GatewayEvent::observations`) to the device's baseline (`baseline::learned`),
+//!   audited in the same transaction; the caller tells the pipeline. Unlearning takes it back.
+//!   A learnt record keeps its resolution until it is unlearnt.
+//!
+//! Reads and writes `alerts`, `alert_flows`, `alert_responses`, `alert_notes`,
+//! `alert_observations`, `baseline_learned`, `alert_counts` (kept by triggers, read by
+//! `summary`), and `inventory_audit` through the ledger.
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{device::Mac, event::Severity};
 
+mod learn;
 mod query;
 pub mod recorder;
 mod schema;
 mod store;
+pub mod summary;
 #[cfg(test)]
 mod tests;
 
@@ -39,11 +50,16 @@ pub use query::{Cursor, Filter, Order, Page, Query, SortKey};
 pub use recorder::Recorder;
 pub use schema::MIGRATIONS;
 pub use store::AlertStore;
+pub use summary::Summary;
 
 /// The tables a connection of the alert store needs: its own, and the inventory's audit trail.
-pub const SCHEMA: crate::store::Schema<'static> = &[crate::inventory::MIGRATIONS, MIGRATIONS];
+/// The baseline's learnt exceptions too: learning writes them with its audit record.
+pub const SCHEMA: crate::store::Schema<'static> =
+    &[crate::inventory::MIGRATIONS, MIGRATIONS, crate::baseline::MIGRATIONS];
 /// Evidence flows kept per record: the first ones seen (a long incident repeats the same).
 pub const MAX_FLOWS_PER_ALERT: usize = 64;
+/// Observations kept per record, the first ones seen (each escalation of a rate adds one).
+pub const MAX_OBSERVATIONS_PER_ALERT: usize = 64;
 /// Longest note, in bytes once escaped (`untrusted`): it goes into the audit detail whole.
 pub const MAX_NOTE_BYTES: usize = 512;
 /// Longest assignee name, in bytes.
@@ -51,9 +67,30 @@ pub const MAX_ASSIGNEE_BYTES: usize = 64;
 /// Records one page holds when the query does not say, and at most.
 pub const DEFAULT_PAGE: usize = 50;
 pub const MAX_PAGE: usize = 500;
+/// Changes a live view may fall behind by before it misses some (`Changes`).
+pub const CHANGES_CAPACITY: usize = 1_024;
+
+/// A change of an alert record, announced once it is committed, so whoever reads the store
+/// after hearing of it sees it (the API's event stream).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AlertChanged {
+    pub id: i64,
+    pub state: State,
+    pub device: Option<Mac>,
+    pub severity: Severity,
+}
+
+/// Where an `AlertStore` announces committed changes (`AlertStore::announcing`). A broadcast:
+/// a listener that falls `CHANGES_CAPACITY` behind misses changes and is told so.
+pub type Changes = tokio::sync::broadcast::Sender<AlertChanged>;
+
+/// A new, unheard channel for `AlertStore::announcing`.
+pub fn changes() -> Changes {
+    tokio::sync::broadcast::channel(CHANGES_CAPACITY).0
+}
 
 /// Where the analyst is with an alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Open,
@@ -163,6 +200,11 @@ pub struct AlertDetail {
     pub responses: Vec<Response>,
     /// Oldest first; notes are never edited or removed.
     pub notes: Vec<Note>,
+    /// Whether its observations are learnt as the device's normal (`learn`).
+    pub learned: bool,
+    /// What the detector observed, which learning would take (at most
+    /// `MAX_OBSERVATIONS_PER_ALERT`).
+    pub observations: Vec<crate::event::Observation>,
 }
 
 /// An action taken because of the alert (`quarantine`, `block`, `release`, ...).
@@ -207,6 +249,11 @@ pub enum AlertsError {
     /// The alert's state does not allow the change; nothing was changed.
     #[error("alert {id} is {from}: it cannot become {to} (open -> acknowledged -> resolved, resolved -> open)")]
     Transition { id: i64, from: State, to: State },
+    /// Learning (or unlearning) does not apply to the alert as it is; nothing was changed.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Baseline(#[from] crate::baseline::store::StoreError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("alert store: {0}")]

@@ -1,6 +1,7 @@
 //! The alert store's tables: one row per alert record, its evidence flows, the responses it
-//! triggered and the analysts' notes. Times are unix milliseconds; severity is stored as its
-//! rank (`integrations::outbox::severity_rank`'s order) so it sorts and filters in SQL.
+//! triggered, the analysts' notes and what the detectors observed. Times are unix
+//! milliseconds; severity is stored as its rank (`integrations::outbox::severity_rank`'s
+//! order) so it sorts and filters in SQL.
 //!
 //! Every list order is a keyset on (sort key, id) with an index of its own, and each filter
 //! (state, severity, device, detector; the time range is the default order's own) has one in
@@ -65,11 +66,55 @@ pub const MIGRATIONS: &[Migration] = &[
     CREATE INDEX alert_notes_alert ON alert_notes (alert_id, id);
     ",
     },
+    // The console's summary (`summary`) over a million records: counts by state and severity
+    // kept by triggers (read in one short scan of at most 15 rows), and the records over time
+    // read from a covering index on (first_seen, severity), never from the table.
+    Migration {
+        component: "alerts",
+        version: 2,
+        sql: "
+    CREATE TABLE alert_counts (
+        state TEXT NOT NULL,
+        severity INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (state, severity)
+    );
+    INSERT INTO alert_counts (state, severity, count)
+        SELECT state, severity, COUNT(*) FROM alerts GROUP BY state, severity;
+    CREATE TRIGGER alert_counts_insert AFTER INSERT ON alerts BEGIN
+        INSERT OR IGNORE INTO alert_counts (state, severity, count) VALUES (NEW.state, NEW.severity, 0);
+        UPDATE alert_counts SET count = count + 1 WHERE state = NEW.state AND severity = NEW.severity;
+    END;
+    CREATE TRIGGER alert_counts_update AFTER UPDATE OF state, severity ON alerts
+        WHEN OLD.state != NEW.state OR OLD.severity != NEW.severity BEGIN
+        UPDATE alert_counts SET count = count - 1 WHERE state = OLD.state AND severity = OLD.severity;
+        INSERT OR IGNORE INTO alert_counts (state, severity, count) VALUES (NEW.state, NEW.severity, 0);
+        UPDATE alert_counts SET count = count + 1 WHERE state = NEW.state AND severity = NEW.severity;
+    END;
+    CREATE TRIGGER alert_counts_delete AFTER DELETE ON alerts BEGIN
+        UPDATE alert_counts SET count = count - 1 WHERE state = OLD.state AND severity = OLD.severity;
+    END;
+    CREATE INDEX alerts_first_seen_severity ON alerts (first_seen, severity);
+    ",
+    },
+    // What the detectors observed (`GatewayEvent::observations`, JSON), for learning a false
+    // positive as normal (`learn`).
+    Migration {
+        component: "alerts",
+        version: 3,
+        sql: "
+    CREATE TABLE alert_observations (
+        alert_id INTEGER NOT NULL REFERENCES alerts (id),
+        observation TEXT NOT NULL,
+        PRIMARY KEY (alert_id, observation)
+    );
+    ",
+    },
     // The severity filter in the default order (`bench/console/RESULTS.md`): without it a
     // page of critical alerts walked the whole `last_seen` index or sorted every critical one.
     Migration {
         component: "alerts",
-        version: 2,
+        version: 4,
         sql: "CREATE INDEX alerts_severity_last_seen ON alerts (severity, last_seen, id);",
     },
 ];

@@ -1,13 +1,14 @@
 //! `AlertStore`: the alert tables over one connection. `record` turns published events into
-//! records (the recorder thread calls it), `list` and `get` read them (the API, on the blocking
-//! pool), `change` moves one through its lifecycle with its audit record in one transaction.
+//! records (the recorder thread calls it), `list`, `get` and `summary` read them (the API, on
+//! the blocking pool), `change` moves one through its lifecycle with its audit record in one
+//! transaction. Both writers announce what they committed (`announcing`), after the commit.
 //! Every call blocks on SQLite: never call it on an async worker.
 use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
 use time::OffsetDateTime;
 
 use super::{
-    Alert, AlertDetail, AlertsError, Change, MAX_ASSIGNEE_BYTES, MAX_FLOWS_PER_ALERT, MAX_NOTE_BYTES, Note, Page,
-    Query, Resolution, Response, SCHEMA, State,
+    Alert, AlertChanged, AlertDetail, AlertsError, Change, Changes, MAX_ASSIGNEE_BYTES, MAX_FLOWS_PER_ALERT,
+    MAX_NOTE_BYTES, Note, Page, Query, Resolution, Response, SCHEMA, State, Summary, learn,
     query::{COLUMNS, MAX_SORTED, millis},
 };
 use crate::{
@@ -17,12 +18,40 @@ use crate::{
 
 pub struct AlertStore {
     pub(super) conn: Connection,
+    /// Where committed changes are announced; `None` when nobody listens.
+    changes: Option<Changes>,
 }
 
 impl AlertStore {
     /// Over `conn`, opened with `alerts::SCHEMA`.
     pub fn new(conn: Connection) -> Self {
-        Self { conn }
+        Self { conn, changes: None }
+    }
+
+    /// Announces every change this store commits on `changes`.
+    pub fn announcing(mut self, changes: Changes) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// Sends `changed` to the listeners, if any: call it after the commit.
+    fn announce(&self, changed: impl IntoIterator<Item = AlertChanged>) {
+        if let Some(changes) = &self.changes {
+            for change in changed {
+                // No listener now is fine: they read the store when they come.
+                let _ = changes.send(change);
+            }
+        }
+    }
+
+    /// The overview's summary (see `summary`).
+    pub fn summary(
+        &self,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        bucket: time::Duration,
+    ) -> Result<Summary, AlertsError> {
+        super::summary::summary(&self.conn, since, until, bucket)
     }
 
     /// Opens the store at `path` with the tables the alert store uses.
@@ -36,17 +65,29 @@ impl AlertStore {
         // Immediate: a deferred transaction that reads first cannot take the write lock while
         // another connection (the outbox writer) writes, and fails at once instead of waiting.
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Records changed, each announced once per batch.
+        let mut changed = Vec::new();
         for event in events {
             let event = event.escaped();
             match &event.kind {
                 EventKind::Alert { resolved: true, incident_id, .. } => {
+                    let latest: Option<i64> = tx
+                        .query_row(
+                            "SELECT id FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
+                            [incident_id],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    let Some(id) = latest else { continue };
                     tx.execute(
-                        "UPDATE alerts SET calm_since = ?2, updated = ?3
-                         WHERE id = (SELECT id FROM alerts WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1)",
-                        params![incident_id, millis(event.time), now()],
+                        "UPDATE alerts SET calm_since = ?2, updated = ?3 WHERE id = ?1",
+                        params![id, millis(event.time), now()],
                     )?;
+                    // The peaks the incident reached since its last alert.
+                    learn::add_observations(&tx, id, &event.observations)?;
+                    changed.push(id);
                 }
-                EventKind::Alert { .. } => record_alert(&tx, &event)?,
+                EventKind::Alert { .. } => changed.push(record_alert(&tx, &event)?),
                 EventKind::Action { action, reason } => {
                     let Some(incident_id) = &event.responds_to else { continue };
                     let inserted = tx.execute(
@@ -61,7 +102,14 @@ impl AlertStore {
                 _ => {}
             }
         }
+        changed.sort_unstable();
+        changed.dedup();
+        let mut read = tx.prepare_cached(&format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"))?;
+        let changed: Vec<AlertChanged> =
+            changed.into_iter().map(|id| read.query_row([id], read_alert).map(Into::into)).collect::<Result<_, _>>()?;
+        drop(read);
         tx.commit()?;
+        self.announce(changed);
         Ok(())
     }
 
@@ -105,6 +153,11 @@ impl AlertStore {
             if !current.state.may_become(to) {
                 return Err(AlertsError::Transition { id, from: current.state, to });
             }
+            if crate::baseline::learned::is_learnt(&tx, id)? {
+                return Err(AlertsError::Conflict(format!(
+                    "alert {id} is learnt as normal: unlearn it before reopening it"
+                )));
+            }
             tx.execute(
                 "UPDATE alerts SET state = ?2, resolution = ?3, updated = ?4 WHERE id = ?1",
                 params![id, to.as_str(), change.resolution.map(Resolution::as_str), at],
@@ -136,6 +189,7 @@ impl AlertStore {
         crate::inventory::ledger::audit(&tx, actor, current.device, action, &detail)?;
         let detail_now = get(&tx, id)?;
         tx.commit()?;
+        self.announce([AlertChanged::from(detail_now.alert.clone())]);
         let event = GatewayEvent::new(
             Severity::Info,
             current.device,
@@ -181,10 +235,16 @@ fn checked(mut change: Change) -> Result<Change, AlertsError> {
     Ok(change)
 }
 
-/// Adds an alert to its incident's open record, or opens one.
-fn record_alert(conn: &Connection, event: &GatewayEvent) -> Result<(), AlertsError> {
+impl From<Alert> for AlertChanged {
+    fn from(alert: Alert) -> Self {
+        Self { id: alert.id, state: alert.state, device: alert.device, severity: alert.severity }
+    }
+}
+
+/// Adds an alert to its incident's open record, or opens one. Returns the record's id.
+fn record_alert(conn: &Connection, event: &GatewayEvent) -> Result<i64, AlertsError> {
     let EventKind::Alert { incident_id, detector, score, expected, observed, flows, .. } = &event.kind else {
-        return Ok(());
+        return Err(AlertsError::Invalid("not an alert".into()));
     };
     let (time, at) = (millis(event.time), now());
     let device_ip = event.device_ip.map(|ip| ip.to_string());
@@ -236,10 +296,11 @@ fn record_alert(conn: &Connection, event: &GatewayEvent) -> Result<(), AlertsErr
     for flow in flows {
         add_flow.execute(params![id, flow, MAX_FLOWS_PER_ALERT])?;
     }
-    Ok(())
+    learn::add_observations(conn, id, &event.observations)?;
+    Ok(id)
 }
 
-fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {
+pub(super) fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {
     let alert = conn
         .query_row(&format!("SELECT {COLUMNS} FROM alerts WHERE id = ?1"), [id], read_alert)
         .optional()?
@@ -258,7 +319,9 @@ fn get(conn: &Connection, id: i64) -> Result<AlertDetail, AlertsError> {
         .prepare_cached("SELECT time, author, text FROM alert_notes WHERE alert_id = ?1 ORDER BY id")?
         .query_map([id], |row| Ok(Note { time: time_at(row, 0)?, author: row.get(1)?, text: row.get(2)? }))?
         .collect::<Result<_, _>>()?;
-    Ok(AlertDetail { alert, flows, responses, notes })
+    let learned = crate::baseline::learned::is_learnt(conn, id)?;
+    let observations = learn::observations(conn, id)?;
+    Ok(AlertDetail { alert, flows, responses, notes, learned, observations })
 }
 
 /// A row of `COLUMNS`.
@@ -302,6 +365,6 @@ fn corrupt(column: usize, reason: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, reason.into())
 }
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     millis(OffsetDateTime::now_utc())
 }

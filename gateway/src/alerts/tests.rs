@@ -405,3 +405,5 @@ fn the_recorder_gets_every_alert_however_far_the_bus_lags() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+mod learn;

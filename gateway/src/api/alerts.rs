@@ -1,8 +1,10 @@
 //! The alerts an analyst works through: `GET /api/v1/alerts` (filters, sort, cursor pages),
 //! `GET /api/v1/alerts/{id}` and `PATCH /api/v1/alerts/{id}` (state, resolution, assignee,
-//! note; operator role). The types here are the API's contract; `alerts` (the store) maps
+//! note; operator role), `POST` and `DELETE /api/v1/alerts/{id}/learn` (learn a false positive
+//! as the device's normal, or take it back; operator role). The types here are the API's contract; `alerts` (the store) maps
 //! into them. Store calls run on the blocking pool; a change is audited by the store and
-//! published as an `Audit` event here.
+//! published as an `Audit` event here, and a learning change is then handed to the detection
+//! loop (`pipeline::Command::Learned`).
 use axum::{
     Json,
     body::Bytes,
@@ -17,7 +19,7 @@ use super::{
     ApiState,
     auth::Caller,
     error::ApiError,
-    handlers::{Operator, blocking, parse_mac},
+    handlers::{Operator, parse_mac, with_locked},
     model::ErrorBody,
     paging::paged,
 };
@@ -105,6 +107,12 @@ pub struct AlertDetail {
     pub responses: Vec<AlertResponse>,
     /// Oldest first.
     pub notes: Vec<AlertNote>,
+    /// Whether what it observed is learnt as the device's normal (`POST .../learn`).
+    pub learned: bool,
+    /// What learning it would take (or took), in words: `tcp/443 to 203.0.113.0/24`,
+    /// `scan_hosts up to 50 (observed 40)`. Empty when its detector observed nothing a
+    /// baseline may take.
+    pub learnable: Vec<String>,
 }
 
 /// Body of `PATCH /api/v1/alerts/{id}`: at least one field.
@@ -183,6 +191,8 @@ impl From<alerts::AlertDetail> for AlertDetail {
                 .map(|r| AlertResponse { time: r.time, actor: r.actor, action: r.action, reason: r.reason })
                 .collect(),
             notes: d.notes.into_iter().map(|n| AlertNote { time: n.time, author: n.author, text: n.text }).collect(),
+            learned: d.learned,
+            learnable: d.observations.iter().map(crate::baseline::learned::describe).collect(),
         }
     }
 }
@@ -220,16 +230,11 @@ fn store(state: &ApiState) -> Result<std::sync::Arc<std::sync::Mutex<alerts::Ale
 }
 
 /// Runs `work` on the alert store, on the blocking pool.
-async fn with_store<T: Send + 'static>(
+pub(super) async fn with_store<T: Send + 'static>(
     state: &ApiState,
     work: impl FnOnce(&mut alerts::AlertStore) -> Result<T, AlertsError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let store = store(state)?;
-    blocking(move || {
-        let mut store = store.lock().map_err(|_| ApiError::Internal("alert store lock poisoned by a panic".into()))?;
-        Ok(work(&mut store)?)
-    })
-    .await
+    with_locked(store(state)?, "alert store", move |store| Ok(work(store)?)).await
 }
 
 fn alert_id(text: &str) -> Result<i64, ApiError> {
@@ -319,4 +324,84 @@ pub async fn change(
     let (detail, audit) = with_store(&state, move |store| store.change(id, change, &actor)).await?;
     state.events.publish(audit);
     Ok(Json(detail.into()))
+}
+
+/// Learns what an alert resolved `false_positive` observed as its device's normal: the same
+/// observation raises no alert from then on (rates: up to 1.25× the value seen). Audited
+/// (`learn_normal`) with the caller; kept across restarts.
+#[utoipa::path(
+    post, path = "/api/v1/alerts/{id}/learn", tag = "alerts",
+    params(("id" = i64, Path, description = "The alert's id")),
+    responses(
+        (status = 200, body = AlertDetail, description = "The alert as it now is (`learned: true`)"),
+        (status = 400, body = ErrorBody, description = "Not an alert id"),
+        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 403, body = ErrorBody, description = "The token lacks the operator role"),
+        (status = 404, body = ErrorBody, description = "No such alert"),
+        (status = 409, body = ErrorBody, description = "Not resolved false_positive, learnt already, nothing learnable, or a rate too far above its limit; nothing changed"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn learn(
+    State(state): State<ApiState>,
+    Operator(caller): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<AlertDetail>, ApiError> {
+    change_learning(state, &caller, &id, alerts::AlertStore::learn).await
+}
+
+/// Takes back what an alert taught its device's baseline: the detectors flag those
+/// observations again. Audited (`unlearn_normal`) with the caller.
+#[utoipa::path(
+    delete, path = "/api/v1/alerts/{id}/learn", tag = "alerts",
+    params(("id" = i64, Path, description = "The alert's id")),
+    responses(
+        (status = 200, body = AlertDetail, description = "The alert as it now is (`learned: false`)"),
+        (status = 400, body = ErrorBody, description = "Not an alert id"),
+        (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
+        (status = 403, body = ErrorBody, description = "The token lacks the operator role"),
+        (status = 404, body = ErrorBody, description = "No such alert"),
+        (status = 409, body = ErrorBody, description = "The alert is not learnt; nothing changed"),
+        (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn unlearn(
+    State(state): State<ApiState>,
+    Operator(caller): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<AlertDetail>, ApiError> {
+    change_learning(state, &caller, &id, alerts::AlertStore::unlearn).await
+}
+
+/// What a learning step of the store returns: the record, its audit event, the pipeline's edit.
+type Learning = (alerts::AlertDetail, crate::event::GatewayEvent, crate::baseline::learned::Edit);
+
+/// Runs `step` (learn or unlearn) on alert `id` as the caller, publishes its audit event and
+/// hands its edit to the detection loop.
+async fn change_learning(
+    state: ApiState,
+    caller: &Caller,
+    id: &str,
+    step: fn(&mut alerts::AlertStore, i64, &str) -> Result<Learning, AlertsError>,
+) -> Result<Json<AlertDetail>, ApiError> {
+    let id = alert_id(id)?;
+    let actor = caller.actor();
+    let (detail, audit, edit) = with_store(&state, move |store| step(store, id, &actor)).await?;
+    state.events.publish(audit);
+    tell_pipeline(&state, edit).await;
+    Ok(Json(detail.into()))
+}
+
+/// Hands a committed learning change to the detection loop. Without one (stopped, or a
+/// server that runs none) the change still stands: the loop reads it from the store at start.
+async fn tell_pipeline(state: &ApiState, edit: crate::baseline::learned::Edit) {
+    let Some(pipeline) = state.pipeline.as_ref().and_then(|weak| weak.upgrade()) else {
+        tracing::warn!("no detection loop running: the learning change applies from its next start");
+        return;
+    };
+    if pipeline.send(crate::pipeline::Command::Learned(edit)).await.is_err() {
+        tracing::warn!("the detection loop stopped: the learning change applies from its next start");
+    }
 }

@@ -1,20 +1,24 @@
-//! Bearer-token authentication. Reads the token list from `[api]` (and the optional tokens
-//! file); stores only SHA-256 hashes of tokens, so a leaked config does not leak a token.
-//! A presented token is hashed and compared to every stored hash in constant time.
+//! Bearer-token authentication and who a caller is. Reads the token list from `[api]` (and the
+//! optional tokens file); stores only SHA-256 hashes of tokens, so a leaked config does not
+//! leak a token. A presented token is hashed and compared to every stored hash in constant
+//! time. Local users (`users`) and console sessions (`session`) end in the same `Caller`.
 use std::{fmt, path::PathBuf, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-/// What a token may do. Ordered: an operator may do everything a viewer may.
+/// What a caller may do. Ordered: an operator may do everything a viewer may, an admin
+/// everything an operator may.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads status, devices, flows, policies and metrics.
     Viewer,
-    /// Also quarantines, releases and blocks devices.
+    /// Also quarantines, releases and blocks devices and works alerts.
     Operator,
+    /// Also lists and revokes the console's sessions.
+    Admin,
 }
 
 impl Role {
@@ -22,6 +26,7 @@ impl Role {
         match self {
             Role::Viewer => "viewer",
             Role::Operator => "operator",
+            Role::Admin => "admin",
         }
     }
 }
@@ -89,14 +94,51 @@ struct TokensFile {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokensError {
-    #[error("cannot read the tokens file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    /// Syntax or type error, with the place in the file.
-    #[error("{path}:{line}:{column}: {message}")]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
+    /// The tokens file cannot be read or parsed.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// Entries that parse but cannot work together, all of them.
     #[error("api tokens: {}", .problems.join("; "))]
     Invalid { problems: Vec<String> },
+}
+
+/// Why a file of credentials (`tokens_file`, `users_file`) was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// Syntax or type error (a bad hash among them), with the place in the file.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, message: String },
+}
+
+/// Reads a file of credentials.
+pub(super) fn read_file<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|error| {
+        let (line, column) = crate::toml_error::position(&text, &error).unwrap_or((0, 0));
+        FileError::Parse { path: path.to_owned(), line, column, message: error.message().to_owned() }
+    })
+}
+
+/// What a caller proved who they are with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerKind {
+    /// An API token (`[api] tokens`), presented as a bearer token or exchanged for a session.
+    Token,
+    /// A local user (`[api] users`) who signed in with a password.
+    User,
+}
+
+impl CallerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallerKind::Token => "token",
+            CallerKind::User => "user",
+        }
+    }
 }
 
 /// The authenticated caller of a request.
@@ -104,12 +146,18 @@ pub enum TokensError {
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    pub kind: CallerKind,
 }
 
 impl Caller {
-    /// How the audit log names this caller.
+    /// How the audit log names this caller: `api:<token name>` or `user:<user name>`.
     pub fn actor(&self) -> String {
-        format!("api:{}", self.name)
+        let prefix = match self.kind {
+            CallerKind::Token => "api",
+            CallerKind::User => "user",
+        };
+        // Names are checked when the config is read; escaped again as a second line.
+        format!("{prefix}:{}", crate::untrusted::escape(&self.name))
     }
 }
 
@@ -141,13 +189,7 @@ impl TokenSet {
     pub fn load(config: &super::Config) -> Result<Self, TokensError> {
         let mut entries = config.tokens.clone();
         if let Some(path) = &config.tokens_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: path.clone(), source })?;
-            let file: TokensFile = toml::from_str(&text).map_err(|error| {
-                let (line, column) = crate::toml_error::position(&text, &error).unwrap_or((0, 0));
-                TokensError::Parse { path: path.clone(), line, column, message: error.message().to_owned() }
-            })?;
-            entries.extend(file.tokens);
+            entries.extend(read_file::<TokensFile>(path)?.tokens);
         }
         Self::new(entries)
     }
@@ -165,7 +207,7 @@ impl TokenSet {
         for entry in &self.entries {
             let equal: bool = entry.token_sha256.0.ct_eq(&presented.0).into();
             if equal && found.is_none() {
-                found = Some(Caller { name: entry.name.clone(), role: entry.role });
+                found = Some(Caller { name: entry.name.clone(), role: entry.role, kind: CallerKind::Token });
             }
         }
         found
@@ -190,7 +232,11 @@ mod tests {
     #[test]
     fn known_token_authenticates_with_its_role() {
         let set = TokenSet::new(vec![entry("alice", Role::Viewer, "t1"), entry("bob", Role::Operator, "t2")]).unwrap();
-        assert_eq!(set.authenticate("t2"), Some(Caller { name: "bob".into(), role: Role::Operator }));
+        assert_eq!(
+            set.authenticate("t2"),
+            Some(Caller { name: "bob".into(), role: Role::Operator, kind: CallerKind::Token })
+        );
+        assert_eq!(set.authenticate("t2").unwrap().actor(), "api:bob");
         assert_eq!(set.authenticate("t1").unwrap().role, Role::Viewer);
         assert_eq!(set.authenticate("t3"), None);
         assert_eq!(set.authenticate(""), None);
@@ -223,7 +269,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("iotgw-tokens-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("tokens.toml");
-        std::fs::write(&path, "[[tokens]]\nname = \"a\"\nrole = \"admin\"\ntoken_sha256 = \"00\"\n").unwrap();
+        std::fs::write(&path, "[[tokens]]\nname = \"a\"\nrole = \"root\"\ntoken_sha256 = \"00\"\n").unwrap();
         let config = crate::api::Config { tokens_file: Some(path.clone()), ..Default::default() };
         let text = TokenSet::load(&config).unwrap_err().to_string();
         assert!(text.contains("tokens.toml:3:"), "{text}");

@@ -9,7 +9,12 @@ use std::{
     sync::{PoisonError, RwLock},
 };
 
-use super::model::{AuditEntry, DeviceRecord, DeviceSummary, FlowRecord, PolicySnapshot};
+use time::OffsetDateTime;
+
+use super::{
+    device_pages::{BaselineView, Destination, TrafficPoint},
+    model::{AuditEntry, DeviceRecord, DeviceSummary, FlowRecord, PolicyReload, PolicySnapshot},
+};
 use crate::{
     device::{Access, Mac},
     inventory::search::{self, AuditQuery, DeviceCounts, DeviceQuery},
@@ -64,6 +69,21 @@ pub trait DeviceDirectory: Send + Sync + 'static {
     fn audit(&self, query: &AuditQuery) -> Result<Page<AuditEntry>, DirectoryError>;
     /// Records the device's new state and the audit entry, in one transaction.
     fn record_access_change(&self, change: &AccessChange) -> Result<(), DirectoryError>;
+    /// The device's traffic buckets starting in `[since, until)`, oldest first: the newest
+    /// `limit` when there are more.
+    fn traffic(
+        &self,
+        mac: Mac,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<TrafficPoint>, DirectoryError>;
+    /// Where the device connects, busiest first, at most `limit`.
+    fn destinations(&self, mac: Mac, limit: usize) -> Result<Vec<Destination>, DirectoryError>;
+    /// What the baseline stored for the device; `None` when nothing yet.
+    fn baseline(&self, mac: Mac) -> Result<Option<BaselineView>, DirectoryError>;
+    /// Records an audit entry about no device (console sign-in, sign-out, revocation).
+    fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), DirectoryError>;
 }
 
 /// The running policy as the API shows it.
@@ -76,13 +96,21 @@ pub trait PolicySource: Send + Sync + 'static {
 pub struct SharedPolicy(RwLock<PolicySnapshot>);
 
 impl SharedPolicy {
+    /// Shows `snapshot`, the policy a load or reload just accepted (an earlier refusal is
+    /// over).
     pub fn set(&self, snapshot: PolicySnapshot) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = snapshot;
+        let at = snapshot.loaded_at.unwrap_or_else(OffsetDateTime::now_utc);
+        let last_reload = Some(PolicyReload { at, accepted: true });
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = PolicySnapshot { last_reload, ..snapshot };
     }
 
     /// Records a refused reload, keeping the running policy.
     pub fn refused(&self, why: String) {
-        self.0.write().unwrap_or_else(PoisonError::into_inner).last_refused = Some(why);
+        let now = OffsetDateTime::now_utc();
+        let mut shown = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        shown.last_refused = Some(why);
+        shown.last_refused_at = Some(now);
+        shown.last_reload = Some(PolicyReload { at: now, accepted: false });
     }
 }
 

@@ -1,5 +1,6 @@
 //! How a request fails: one `ApiError` per kind of failure, each with its HTTP status and a
-//! JSON body `{"error": "..."}` that says what to do about it.
+//! JSON body `{"error": "..."}` that says what to do about it (and a `code` where a client
+//! must tell refusals of one status apart: `csrf`).
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header},
@@ -22,24 +23,40 @@ const BEARER_CHALLENGE_INVALID: &str = "Bearer realm=\"iotgw\", error=\"invalid_
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
-    /// No `Authorization: Bearer` header.
-    #[error("authentication required: send Authorization: Bearer <token>")]
+    /// No `Authorization: Bearer` header and no session cookie.
+    #[error("authentication required: send Authorization: Bearer <token>, or sign in with POST /api/v1/session")]
     MissingToken,
     /// A token that is not one of ours.
     #[error("the bearer token is not valid")]
     InvalidToken,
+    /// A sign-in with an unknown token, an unknown user or a wrong password: one answer for
+    /// all, so it does not tell which names exist.
+    #[error("sign-in refused: unknown token, or wrong user name or password")]
+    BadCredentials,
+    /// A session cookie whose session ended (expired, signed out, revoked), or none where a
+    /// session is needed.
+    #[error("no session: sign in with POST /api/v1/session")]
+    NoSession,
+    /// A request with the session cookie that may come from another site: no or a wrong
+    /// `X-CSRF-Token`, or a foreign `Origin` (code `csrf`).
+    #[error("forbidden: {0}")]
+    Csrf(&'static str),
+    #[error("no session {0}")]
+    UnknownSession(String),
     /// Too many failed authentications from the caller's source (`throttle`): try again after
     /// `retry_after` (rounded up to whole seconds in `Retry-After`).
     #[error("too many failed authentications from this address: retry in {} s", retry_after_secs(*.retry_after))]
     Throttled { retry_after: std::time::Duration },
     /// The caller's role may not do this.
-    #[error("forbidden: this needs the {needed} role, the token {name:?} has {has}")]
+    #[error("forbidden: this needs the {needed} role, {name:?} has {has}")]
     Forbidden { name: String, has: Role, needed: Role },
     /// Malformed path, query or body.
     #[error("{0}")]
     BadRequest(String),
     #[error("no device {0} in the inventory")]
     UnknownDevice(Mac),
+    #[error("no OTA campaign {0:?}")]
+    UnknownCampaign(String),
     #[error("no such endpoint: {0}")]
     NoRoute(String),
     /// The action does not apply to the device's current state.
@@ -81,20 +98,31 @@ impl From<ApplyError> for ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
+            ApiError::MissingToken | ApiError::InvalidToken | ApiError::BadCredentials | ApiError::NoSession => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::Csrf(_) => StatusCode::FORBIDDEN,
+            ApiError::UnknownSession(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnknownDevice(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::UnknownDevice(_) | ApiError::UnknownCampaign(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Datapath(_) => StatusCode::BAD_GATEWAY,
             ApiError::Alert(error) => match error {
                 AlertsError::Invalid(_) => StatusCode::BAD_REQUEST,
                 AlertsError::NotFound(_) => StatusCode::NOT_FOUND,
-                AlertsError::Transition { .. } => StatusCode::CONFLICT,
+                AlertsError::Transition { .. } | AlertsError::Conflict(_) => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Directory(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The body's `code`, for refusals a client handles apart from others of their status.
+    pub fn code(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Csrf(_) => Some("csrf"),
+            _ => None,
         }
     }
 }
@@ -114,7 +142,8 @@ impl IntoResponse for ApiError {
             ApiError::Throttled { retry_after } => Some(retry_after_secs(retry_after)),
             _ => None,
         };
-        let mut response = (status, Json(ErrorBody { error: self.to_string() })).into_response();
+        let body = ErrorBody { error: self.to_string(), code: self.code().map(str::to_owned) };
+        let mut response = (status, Json(body)).into_response();
         if let Some(challenge) = challenge {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }

@@ -7,7 +7,7 @@ use axum::{
     Extension, Json,
     body::Bytes,
     extract::{ConnectInfo, FromRequestParts, Path, Query, State, rejection::QueryRejection},
-    http::{HeaderMap, Uri, header, request::Parts},
+    http::{HeaderMap, Method, Uri, header, request::Parts},
     response::IntoResponse,
 };
 use serde::Deserialize;
@@ -45,13 +45,13 @@ impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        state.authenticate(&parts.headers, peer(parts))
+        state.authenticate(&parts.method, &parts.headers, peer(parts))
     }
 }
 
 /// The address of the request's peer (set by `server`; absent when a router is called
 /// without a connection, as in-process tests do).
-fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
+pub(super) fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
     parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
 }
 
@@ -62,12 +62,17 @@ impl FromRequestParts<ApiState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let caller = state.authenticate(&parts.headers, peer(parts))?;
-        if caller.role < Role::Operator {
-            return Err(ApiError::Forbidden { name: caller.name, has: caller.role, needed: Role::Operator });
-        }
-        Ok(Operator(caller))
+        let caller = state.authenticate(&parts.method, &parts.headers, peer(parts))?;
+        Ok(Operator(require(caller, Role::Operator)?))
     }
+}
+
+/// `caller`, if their role is `needed` or above.
+pub(super) fn require(caller: Caller, needed: Role) -> Result<Caller, ApiError> {
+    if caller.role < needed {
+        return Err(ApiError::Forbidden { name: caller.name, has: caller.role, needed });
+    }
+    Ok(caller)
 }
 
 /// Runs store and datapath calls on the blocking pool, off the async runtime.
@@ -75,6 +80,20 @@ pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::Internal(format!("worker failed: {error}")))?
+}
+
+/// Runs `work` on `shared` (a store behind a lock), on the blocking pool. A lock a panic
+/// poisoned is refused: the store may be mid-change.
+pub(super) async fn with_locked<S: Send + 'static, T: Send + 'static>(
+    shared: std::sync::Arc<std::sync::Mutex<S>>,
+    what: &'static str,
+    work: impl FnOnce(&mut S) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    blocking(move || {
+        let mut locked = shared.lock().map_err(|_| ApiError::Internal(format!("{what} lock poisoned by a panic")))?;
+        work(&mut locked)
+    })
+    .await
 }
 
 pub(super) fn parse_mac(text: &str) -> Result<Mac, ApiError> {
@@ -368,10 +387,11 @@ pub async fn block(
 pub async fn metrics(
     State(state): State<ApiState>,
     connection: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     if !state.metrics_public {
-        state.authenticate(&headers, connection.map(|Extension(ConnectInfo(addr))| addr.ip()))?;
+        state.authenticate(&method, &headers, connection.map(|Extension(ConnectInfo(addr))| addr.ip()))?;
     }
     let directory = state.directory.clone();
     // Device counts are read at scrape time; a store error leaves the last counts in place

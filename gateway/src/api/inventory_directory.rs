@@ -1,7 +1,7 @@
 //! `DeviceDirectory` over the real inventory (`crate::inventory::Inventory`, SQLite). Reads
-//! the inventory's queries and turns their records into the API's model; writes access
-//! changes with `Inventory::set_access`, which stores the new access and its audit entry in
-//! one transaction. Every call blocks on SQLite: the handlers run them on the blocking pool.
+//! the inventory's queries and the baseline store (`baseline_devices`) and turns their
+//! records into the API's model; writes access changes with `Inventory::set_access`, which
+//! stores the new access and its audit entry in one transaction. Every call blocks on SQLite: the handlers run them on the blocking pool.
 //!
 //! The inventory audits an access change as `access_changed` with the detail
 //! `"<from> -> <to>: <reason>"`; `audit_entry` reads `from` and `to` back out of it, which is
@@ -12,11 +12,15 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
+use time::OffsetDateTime;
+
 use super::{
+    device_pages::{BaselineView, Destination, TrafficPoint},
     directory::{AccessChange, DeviceDirectory, DirectoryError, Page},
     model::{AuditEntry, DeviceRecord, DeviceSummary, Fingerprint, FlowRecord, TrafficTotals},
 };
 use crate::{
+    baseline,
     datapath::DeviceAccess,
     device::{Access, Mac},
     inventory::{
@@ -52,7 +56,8 @@ impl InventoryDirectory {
     /// API reads then never wait for the pipeline's batches (WAL lets readers run beside the
     /// writer), and writes wait at most the store's busy timeout.
     pub fn open(path: &Path) -> Result<Self, crate::store::StoreError> {
-        let conn = crate::store::open(path, &[inventory::MIGRATIONS])?;
+        // The baseline's tables too: the device page shows what it learnt.
+        let conn = crate::store::open(path, &[inventory::MIGRATIONS, baseline::MIGRATIONS])?;
         // Vendors and the classifier only matter for devices first seen through this handle,
         // and actions refuse devices the inventory does not hold.
         let inventory = Inventory::new(conn, inventory::Vendors::empty(), None);
@@ -193,6 +198,78 @@ impl DeviceDirectory for InventoryDirectory {
         let enforced = DeviceAccess { access: change.to, policy_id: change.policy_id, class_id: change.class_id };
         inventory.record_access(change.mac, enforced, &change.actor, &reason)?;
         Ok(())
+    }
+
+    fn traffic(
+        &self,
+        mac: Mac,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<TrafficPoint>, DirectoryError> {
+        let rows = inventory::query::traffic_between(self.lock()?.connection(), mac, since, until, limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|t| TrafficPoint {
+                start: t.start,
+                seconds: t.seconds,
+                tx_bytes: t.tx_bytes,
+                tx_packets: t.tx_packets,
+                rx_bytes: t.rx_bytes,
+                rx_packets: t.rx_packets,
+            })
+            .collect())
+    }
+
+    fn destinations(&self, mac: Mac, limit: usize) -> Result<Vec<Destination>, DirectoryError> {
+        let rows = inventory::destinations::destinations(self.lock()?.connection(), mac, limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|d| Destination {
+                dst: d.dst,
+                dst_port: d.dst_port,
+                proto: d.proto,
+                names: d.names,
+                flows: d.flows,
+                bytes: d.bytes,
+                last_seen: d.last_seen,
+                verdict: d.verdict,
+            })
+            .collect())
+    }
+
+    fn baseline(&self, mac: Mac) -> Result<Option<BaselineView>, DirectoryError> {
+        let store_error = |error: &dyn std::fmt::Display| DirectoryError::Store(error.to_string());
+        let inventory = self.lock()?;
+        let stored =
+            baseline::store::load_device_stamped(inventory.connection(), mac).map_err(|error| store_error(&error))?;
+        let learned: Vec<serde_json::Value> = baseline::learned::load_device(inventory.connection(), mac)
+            .map_err(|error| store_error(&error))?
+            .into_iter()
+            .map(|exception| {
+                serde_json::json!({
+                    "alert_id": exception.alert_id,
+                    "description": baseline::learned::describe(&exception.observation),
+                    "observation": exception.observation,
+                })
+            })
+            .collect();
+        let Some((record, updated_at)) = stored else {
+            return Ok((!learned.is_empty()).then(|| BaselineView { learned, ..BaselineView::none() }));
+        };
+        let profile = serde_json::to_value(record.baseline.profile()).map_err(|error| store_error(&error))?;
+        Ok(Some(BaselineView {
+            state: record.baseline.state_name().to_owned(),
+            class: record.class,
+            // Written by SQLite's strftime: a bad value is a hand-edited row, shown as unknown.
+            updated_at: OffsetDateTime::parse(&updated_at, &time::format_description::well_known::Rfc3339).ok(),
+            profile: Some(profile),
+            learned,
+        }))
+    }
+
+    fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), DirectoryError> {
+        Ok(self.lock()?.audit(actor, None, action, detail)?)
     }
 }
 

@@ -6,8 +6,9 @@
 //! policy through `PolicySource` and the datapath through `datapath::Control`. Writes only
 //! through the actions: `Control::set_access` then an audit entry via the directory, and an
 //! `Action` event on the `EventBus`. Bound to 127.0.0.1 by default; every endpoint but the
-//! OpenAPI document needs a bearer token (see `auth`), and a source that keeps presenting bad
-//! tokens is answered 429 (`throttle`). `server` holds the connection limits (timeouts, sizes,
+//! OpenAPI document needs a bearer token (see `auth`) or the console's session cookie
+//! (`signin`, `session`, `users`), and a source that keeps presenting bad credentials is
+//! answered 429 (`throttle`). `server` holds the connection limits (timeouts, sizes,
 //! JSON error bodies) and serves over TLS when `tls_cert` and `tls_key` are set; beyond
 //! loopback, plain HTTP needs `insecure_plaintext = true`.
 //!
@@ -23,16 +24,18 @@ use std::{
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::HeaderMap,
-    routing::{get, post},
+    http::{HeaderMap, Method},
+    routing::{delete, get, post},
 };
 use serde::Deserialize;
 
 use crate::{datapath::Control, event::EventBus};
 
 pub mod actions;
+pub mod alert_summary;
 pub mod alerts;
 pub mod auth;
+pub mod device_pages;
 pub mod directory;
 pub mod error;
 pub mod handlers;
@@ -40,18 +43,24 @@ pub mod inventory_directory;
 pub mod metrics;
 pub mod model;
 pub mod openapi;
+pub mod ota;
 pub mod paging;
 pub mod policy_view;
 pub mod search;
 pub mod server;
+pub mod session;
+pub mod signin;
 pub mod soar;
+pub mod stream;
 pub mod throttle;
+pub mod users;
 
-pub use auth::{Caller, Role, TokenEntry, TokenSet, TokensError};
+pub use auth::{Caller, CallerKind, Role, TokenEntry, TokenSet, TokensError};
 pub use directory::{AccessChange, DeviceDirectory, DirectoryError, PolicySource, SharedPolicy};
 pub use error::ApiError;
 pub use inventory_directory::InventoryDirectory;
 pub use metrics::{DatapathCounters, Metrics};
+pub use users::{UserEntry, UserSet, UsersError};
 
 /// Where the API listens unless configured: loopback only, so nothing off the box reaches it.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -64,10 +73,18 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct Config {
     /// Address and port to listen on (default 127.0.0.1:8080).
     pub listen: SocketAddr,
-    /// Accepted tokens: `{ name, role = "viewer" | "operator", token_sha256 }`.
+    /// Accepted tokens: `{ name, role = "viewer" | "operator" | "admin", token_sha256 }`.
     pub tokens: Vec<TokenEntry>,
     /// A TOML file of more `[[tokens]]` entries (kept apart so the config can be world-readable).
     pub tokens_file: Option<PathBuf>,
+    /// Local console users: `{ name, role, password_argon2 }` (`iotgw user hash-password`).
+    pub users: Vec<UserEntry>,
+    /// A TOML file of more `[[users]]` entries.
+    pub users_file: Option<PathBuf>,
+    /// A console session not used for this long ends (default 1800).
+    pub session_idle_secs: u64,
+    /// A console session ends this long after sign-in, used or not (default 43200).
+    pub session_max_secs: u64,
     /// Serve `/metrics` without a token (for a Prometheus that cannot send one).
     pub metrics_public: bool,
     /// PEM certificate chain and private key: with both, the API is served over TLS.
@@ -83,6 +100,10 @@ impl Default for Config {
             listen: DEFAULT_LISTEN,
             tokens: Vec::new(),
             tokens_file: None,
+            users: Vec::new(),
+            users_file: None,
+            session_idle_secs: session::DEFAULT_IDLE.as_secs(),
+            session_max_secs: session::DEFAULT_MAX.as_secs(),
             metrics_public: false,
             tls_cert: None,
             tls_key: None,
@@ -106,7 +127,25 @@ impl Config {
             )),
             _ => {}
         }
+        problems.extend(users::problems(&self.users).into_iter().map(|problem| format!("api.users: {problem}")));
+        let longest = session::LONGEST.as_secs();
+        if !(1..=longest).contains(&self.session_idle_secs) || !(1..=longest).contains(&self.session_max_secs) {
+            problems.push(format!("api.session_idle_secs and api.session_max_secs must be between 1 and {longest}"));
+        } else if self.session_idle_secs > self.session_max_secs {
+            problems.push(format!(
+                "api.session_idle_secs = {} is longer than api.session_max_secs = {}",
+                self.session_idle_secs, self.session_max_secs
+            ));
+        }
         problems
+    }
+
+    /// How long console sessions live.
+    pub fn session_lifetimes(&self) -> session::Lifetimes {
+        session::Lifetimes {
+            idle: std::time::Duration::from_secs(self.session_idle_secs),
+            max: std::time::Duration::from_secs(self.session_max_secs),
+        }
     }
 
     /// Whether the API is served over TLS.
@@ -128,19 +167,52 @@ pub struct ApiState {
     pub metrics_public: bool,
     /// The alert records; `None` in a server that keeps none (the alert endpoints then fail).
     pub alerts: Option<Arc<std::sync::Mutex<crate::alerts::AlertStore>>>,
+    /// A connection with the OTA tables (`ota`); `None` in a server that shows no campaigns.
+    pub ota: Option<Arc<std::sync::Mutex<rusqlite::Connection>>>,
+    /// Committed alert changes, from the recorder's store and the API's (`stream`).
+    alert_changes: crate::alerts::Changes,
+    /// Ends the event streams (`stream`) when the server shuts down.
+    shutdown: Option<crate::shutdown::Shutdown>,
+    /// The detection loop, told of what analysts learn as normal (`alerts::learn`). Weak: the
+    /// API must not keep the loop running past shutdown.
+    pub pipeline: Option<tokio::sync::mpsc::WeakSender<crate::pipeline::Command>>,
     tokens: Arc<TokenSet>,
+    users: Arc<UserSet>,
+    sessions: Arc<session::SessionStore>,
+    /// Whether the session cookie is `Secure` (the API is served over TLS).
+    secure_cookies: bool,
+    /// Bounds the password checks running at once (`signin::MAX_CONCURRENT_VERIFICATIONS`).
+    verifications: Arc<tokio::sync::Semaphore>,
     failures: Arc<throttle::FailureLimiter>,
     started: Instant,
     action_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// Why the API's credentials could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialsError {
+    #[error(transparent)]
+    Tokens(#[from] TokensError),
+    #[error(transparent)]
+    Users(#[from] UsersError),
+}
+
 impl ApiState {
-    /// Loads the tokens (and the tokens file) named in `config`. Metrics, policy source, event
-    /// bus and interfaces start empty; set the shared ones with the `with_*` methods.
-    pub fn new(config: &Config, directory: Arc<dyn DeviceDirectory>, control: Control) -> Result<Self, TokensError> {
+    /// Loads the tokens and users (and their files) named in `config`; no one is signed in.
+    /// Metrics, policy source, event bus and interfaces start empty; set the shared ones with
+    /// the `with_*` methods.
+    pub fn new(
+        config: &Config,
+        directory: Arc<dyn DeviceDirectory>,
+        control: Control,
+    ) -> Result<Self, CredentialsError> {
         let tokens = TokenSet::load(config)?;
-        if tokens.is_empty() {
-            tracing::warn!("no API tokens configured ([api] tokens or tokens_file): every API request will get 401");
+        let users = UserSet::load(config)?;
+        if tokens.is_empty() && users.is_empty() {
+            tracing::warn!(
+                "no API tokens nor users configured ([api] tokens, tokens_file, users, users_file): every API request will get 401"
+            );
         }
         Ok(Self {
             directory,
@@ -151,7 +223,15 @@ impl ApiState {
             interfaces: Arc::new(Vec::new()),
             metrics_public: config.metrics_public,
             alerts: None,
+            ota: None,
+            alert_changes: crate::alerts::changes(),
+            shutdown: None,
+            pipeline: None,
             tokens: Arc::new(tokens),
+            users: Arc::new(users),
+            sessions: Arc::new(session::SessionStore::new(config.session_lifetimes())),
+            secure_cookies: config.tls(),
+            verifications: Arc::new(tokio::sync::Semaphore::new(signin::MAX_CONCURRENT_VERIFICATIONS)),
             failures: Arc::default(),
             started: Instant::now(),
             action_lock: Arc::default(),
@@ -173,13 +253,47 @@ impl ApiState {
         self
     }
 
+    /// Serves `alerts`, which then announces the analysts' changes on `alert_changes`.
     pub fn with_alerts(mut self, alerts: crate::alerts::AlertStore) -> Self {
+        let alerts = alerts.announcing(self.alert_changes.clone());
         self.alerts = Some(Arc::new(std::sync::Mutex::new(alerts)));
+        self
+    }
+
+    /// Shows the campaigns of the store `conn` is open on (with `ota::MIGRATIONS`).
+    pub fn with_ota(mut self, conn: rusqlite::Connection) -> Self {
+        self.ota = Some(Arc::new(std::sync::Mutex::new(conn)));
+        self
+    }
+
+    /// Streams the alert changes announced on `changes`: the channel the recorder's store
+    /// announces on (`AlertStore::announcing`). Call it before `with_alerts`, whose store then
+    /// announces there too.
+    pub fn with_alert_changes(mut self, changes: crate::alerts::Changes) -> Self {
+        self.alert_changes = changes;
+        self
+    }
+
+    /// Ends the event streams when `shutdown` fires (else they run until the client leaves).
+    pub fn with_shutdown(mut self, shutdown: crate::shutdown::Shutdown) -> Self {
+        self.shutdown = Some(shutdown);
+        self
+    }
+
+    /// Tells `pipeline` what analysts learn as normal, without keeping it alive.
+    pub fn with_pipeline(mut self, pipeline: &tokio::sync::mpsc::Sender<crate::pipeline::Command>) -> Self {
+        self.pipeline = Some(pipeline.downgrade());
         self
     }
 
     pub fn with_interfaces(mut self, interfaces: Vec<model::AttachedInterface>) -> Self {
         self.interfaces = Arc::new(interfaces);
+        self
+    }
+
+    /// Keeps the console's sessions in `sessions` (tests give it a clock of their own).
+    pub fn with_sessions(mut self, sessions: session::SessionStore) -> Self {
+        self.sessions = Arc::new(sessions);
         self
     }
 
@@ -199,17 +313,39 @@ impl ApiState {
         self.failures.clone()
     }
 
-    /// The caller presenting the request's bearer token; counts refusals. A `source` that
-    /// failed too often lately is refused before its token is looked at (`throttle`).
-    pub fn authenticate(&self, headers: &HeaderMap, source: Option<std::net::IpAddr>) -> Result<Caller, ApiError> {
-        let source = throttle::Source::of(source.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()));
-        let now = Instant::now();
-        if let Some(retry_after) = self.failures.retry_after(source, now) {
-            self.metrics.record_auth_failure();
-            return Err(ApiError::Throttled { retry_after });
+    /// The caller of a request: its bearer token, or else its session cookie (`signin`: other
+    /// requests than GET and HEAD then need the session's CSRF token, and a present `Origin`
+    /// must be this host). Counts refusals. A `source` that failed too often lately is refused
+    /// before its credentials are looked at (`throttle`).
+    pub fn authenticate(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Caller, ApiError> {
+        self.authenticate_session(method, headers, source).map(|(caller, _)| caller)
+    }
+
+    /// `authenticate`, with the session when the cookie authenticated the request.
+    pub fn authenticate_session(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<(Caller, Option<session::Session>), ApiError> {
+        let source = self.admit(source)?;
+        let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|value| value.to_str());
+        if authorization.is_none()
+            && let Some(secret) = signin::session_cookie(headers)
+        {
+            // An ended session is not counted as a failure: a console left open past its
+            // session would otherwise get its user's address throttled. Guessing a 256-bit
+            // secret needs no throttle to fail.
+            let session = self.sessions.touch(secret).ok_or(ApiError::NoSession)?;
+            signin::check_cookie_request(method, headers, &session)?;
+            return Ok((session.caller.clone(), Some(session)));
         }
-        let header = headers.get(axum::http::header::AUTHORIZATION).map(|value| value.to_str());
-        let result = match header {
+        let result = match authorization {
             None => Err(ApiError::MissingToken),
             Some(Err(_)) => Err(ApiError::InvalidToken),
             Some(Ok(value)) => auth::bearer_token(value)
@@ -217,10 +353,25 @@ impl ApiState {
                 .and_then(|token| self.tokens.authenticate(token).ok_or(ApiError::InvalidToken)),
         };
         if result.is_err() {
-            self.metrics.record_auth_failure();
-            self.failures.failed(source, now);
+            self.refuse(source);
         }
-        result
+        result.map(|caller| (caller, None))
+    }
+
+    /// The throttle's source of a request from `peer`, unless it failed too often lately.
+    fn admit(&self, peer: Option<std::net::IpAddr>) -> Result<throttle::Source, ApiError> {
+        let source = throttle::Source::of(peer.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()));
+        if let Some(retry_after) = self.failures.retry_after(source, Instant::now()) {
+            self.metrics.record_auth_failure();
+            return Err(ApiError::Throttled { retry_after });
+        }
+        Ok(source)
+    }
+
+    /// Counts a failed authentication of `source`.
+    fn refuse(&self, source: throttle::Source) {
+        self.metrics.record_auth_failure();
+        self.failures.failed(source, Instant::now());
     }
 }
 
@@ -239,7 +390,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/devices/{mac}/block", post(handlers::block))
         .route("/api/v1/policies", get(handlers::policies))
         .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/summary", get(alert_summary::summary))
+        .route("/api/v1/devices/{mac}/traffic", get(device_pages::traffic))
+        .route("/api/v1/devices/{mac}/destinations", get(device_pages::destinations))
+        .route("/api/v1/devices/{mac}/baseline", get(device_pages::baseline))
+        .route("/api/v1/ota/campaigns", get(ota::campaigns))
+        .route("/api/v1/ota/campaigns/{id}", get(ota::campaign_by_id))
+        .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/alerts/{id}", get(alerts::show).patch(alerts::change))
+        .route("/api/v1/session", get(signin::current).post(signin::sign_in).delete(signin::sign_out))
+        .route("/api/v1/sessions", get(signin::list))
+        .route("/api/v1/sessions/{id}", delete(signin::revoke))
+        .route("/api/v1/alerts/{id}/learn", post(alerts::learn).delete(alerts::unlearn))
         .route("/api/v1/openapi.json", get(handlers::openapi))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)

@@ -258,12 +258,34 @@ pub struct PolicySnapshot {
     /// Files the running policy was built from.
     pub files: Vec<String>,
     pub classes: Vec<PolicyClass>,
-    /// Why the last reload was refused, if it was (the previous policy still runs).
+    /// Why the last reload was refused, if it was (the previous policy still runs); cleared
+    /// by the next accepted reload.
     pub last_refused: Option<String>,
+    /// When `last_refused` happened.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_refused_at: Option<OffsetDateTime>,
+    /// The last load or reload, accepted or refused; absent before the first.
+    #[serde(default)]
+    pub last_reload: Option<PolicyReload>,
+}
+
+/// A load or reload of the policy files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyReload {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// False when it was refused (whole or in part): `last_refused` says why.
+    pub accepted: bool,
 }
 
 /// Body of every error response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: String,
+    /// Set where a client must tell this refusal from others of its status: `csrf` (403: a
+    /// session-cookie request without the right X-CSRF-Token, or from a foreign Origin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }

@@ -50,7 +50,7 @@ pub fn snapshot(policy: &CompiledPolicy) -> PolicySnapshot {
         loaded_at: Some(time::OffsetDateTime::now_utc()),
         files: source.files.iter().map(|path| path.display().to_string()).collect(),
         classes,
-        last_refused: None,
+        ..PolicySnapshot::default()
     }
 }
 

@@ -92,7 +92,7 @@ fn filter_text(name: &str, value: Option<String>) -> Result<Option<String>, ApiE
     }
 }
 
-fn time_filter(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
+pub(super) fn time_filter(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
     value
         .map(|text| {
             OffsetDateTime::parse(&text, &Rfc3339)

@@ -209,7 +209,7 @@ fn harden(app: Router, limits: Limits) -> Router {
 }
 
 fn error(status: StatusCode, message: String) -> Response {
-    (status, Json(ErrorBody { error: message })).into_response()
+    (status, Json(ErrorBody { error: message, code: None })).into_response()
 }
 
 /// 414 and 431 with a JSON body, under hyper's own (bodiless) limits.
@@ -257,6 +257,6 @@ async fn json_errors(request: Request, next: Next) -> Response {
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let body = serde_json::to_vec(&ErrorBody { error: message }).unwrap_or_default();
+    let body = serde_json::to_vec(&ErrorBody { error: message, code: None }).unwrap_or_default();
     Response::from_parts(parts, Body::from(body))
 }

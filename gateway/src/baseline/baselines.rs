@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Config, DNS_CACHE_CAPACITY, DeviceBaseline, Learning, Profile, Service, Site, arp_claim, is_group_or_unspecified,
-    is_initiation, stats, store,
+    is_initiation, learned, stats, store,
 };
 use crate::{
     datapath::events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
@@ -63,6 +63,8 @@ pub struct Baselines {
     dns: HashMap<IpAddr, String>,
     /// Own addresses, live hosts and vendor peers (see `site`).
     site: Site,
+    /// What analysts learnt as normal, per device (see `learned`).
+    learned: learned::Exceptions,
 }
 
 impl Baselines {
@@ -74,6 +76,7 @@ impl Baselines {
             classes_dirty: Vec::new(),
             dns: HashMap::new(),
             site: Site::default(),
+            learned: learned::Exceptions::default(),
         }
     }
 
@@ -93,6 +96,16 @@ impl Baselines {
             );
         }
         self.classes.extend(classes);
+    }
+
+    /// What analysts learnt as normal (`learned`).
+    pub fn learned(&self) -> &learned::Exceptions {
+        &self.learned
+    }
+
+    /// Applies an analyst's learning, or its reversal, already committed to the store.
+    pub fn apply_learned(&mut self, edit: learned::Edit) {
+        self.learned.apply(edit);
     }
 
     pub fn device(&self, mac: Mac) -> Option<&DeviceBaseline> {

@@ -2,7 +2,8 @@
 //! (`datapath::events`), per-device traffic counters (`TrafficSample`) and device classes;
 //! writes per-device `Profile`s through a typed lifecycle (`Learning` → `Baselined`), per-class
 //! profiles that seed new devices of a known class, and (through `store`) the `baseline_*`
-//! tables. `export` renders a profile as a MUD-style policy for ops to review.
+//! tables. `export` renders a profile as a MUD-style policy for ops to review; `learned` holds
+//! what analysts learnt as normal from false-positive alerts.
 use std::{
     collections::BTreeMap,
     net::IpAddr,
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 mod baselines;
 pub mod export;
+pub mod learned;
 mod packet;
 pub mod profile;
 pub mod site;

@@ -1,15 +1,17 @@
 //! Baselines in the gateway's SQLite file: one row per device (its lifecycle state and
-//! profile as JSON) and one per device class. Reads and writes only the `baseline_*` tables.
+//! profile as JSON) and one per device class; `learned` keeps its own table here too. Reads and
+//! writes only the `baseline_*` tables.
 use rusqlite::{Connection, OptionalExtension as _};
 
 use super::{ClassBaseline, DeviceBaseline};
 use crate::device::Mac;
 
 /// Schema of the baseline tables.
-pub const MIGRATIONS: &[crate::store::Migration] = &[crate::store::Migration {
-    component: "baseline",
-    version: 1,
-    sql: "CREATE TABLE baseline_devices (
+pub const MIGRATIONS: &[crate::store::Migration] = &[
+    crate::store::Migration {
+        component: "baseline",
+        version: 1,
+        sql: "CREATE TABLE baseline_devices (
             mac TEXT PRIMARY KEY,
             class TEXT,
             state TEXT NOT NULL,
@@ -20,7 +22,23 @@ pub const MIGRATIONS: &[crate::store::Migration] = &[crate::store::Migration {
             devices INTEGER NOT NULL,
             baseline TEXT NOT NULL,
             updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')));",
-}];
+    },
+    // What analysts learnt as normal (`learned`): one row per observation of an alert. No
+    // foreign key to `alerts`: that table is the alert store's, and the pipeline opens the
+    // store without it.
+    crate::store::Migration {
+        component: "baseline",
+        version: 2,
+        sql: "CREATE TABLE baseline_learned (
+            alert_id INTEGER NOT NULL,
+            mac TEXT NOT NULL,
+            observation TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            learned_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+            PRIMARY KEY (alert_id, observation));
+          CREATE INDEX baseline_learned_mac ON baseline_learned (mac);",
+    },
+];
 
 /// Why stored baselines could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -107,13 +125,18 @@ pub fn load(conn: &Connection) -> Result<Stored, StoreError> {
 
 /// One device's stored baseline and class.
 pub fn load_device(conn: &Connection, mac: Mac) -> Result<Option<DeviceRecord>, StoreError> {
+    Ok(load_device_stamped(conn, mac)?.map(|(record, _)| record))
+}
+
+/// One device's stored baseline and class, with when it was last written (RFC 3339, UTC).
+pub fn load_device_stamped(conn: &Connection, mac: Mac) -> Result<Option<(DeviceRecord, String)>, StoreError> {
     let key = mac.to_string();
-    let row: Option<(Option<String>, String)> = conn
-        .query_row("SELECT class, baseline FROM baseline_devices WHERE mac = ?1", [&key], |row| {
-            Ok((row.get(0)?, row.get(1)?))
+    let row: Option<(Option<String>, String, String)> = conn
+        .query_row("SELECT class, baseline, updated_at FROM baseline_devices WHERE mac = ?1", [&key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
         .optional()?;
-    let Some((class, json)) = row else { return Ok(None) };
+    let Some((class, json, updated_at)) = row else { return Ok(None) };
     let baseline = serde_json::from_str(&json).map_err(|source| StoreError::Decode { key, source })?;
-    Ok(Some(DeviceRecord { mac, class, baseline }))
+    Ok(Some((DeviceRecord { mac, class, baseline }, updated_at)))
 }

@@ -1,6 +1,6 @@
-//! `iotgw alerts` and `iotgw alert ID show|ack|resolve|reopen|assign|note`: the alert records,
-//! through the local API (the same `--api`/`--token` as `iotgw devices`). Prints tables or
-//! JSON on stdout; a refused change is one line saying why.
+//! `iotgw alerts` and `iotgw alert ID show|ack|resolve|reopen|assign|note|learn|unlearn`: the
+//! alert records, through the local API (the same `--api`/`--token` as `iotgw devices`). Prints
+//! tables or JSON on stdout; a refused change is one line saying why.
 use std::{io::Write, process::ExitCode};
 
 use crate::api::alerts::{AlertChange, AlertDetail, AlertSummary};
@@ -76,10 +76,14 @@ pub enum Step {
     Assign { assignee: String },
     /// Add a note.
     Note { text: String },
+    /// Learn what a false-positive alert observed as its device's normal (audited).
+    Learn,
+    /// Take that learning back: the detectors flag it again (audited).
+    Unlearn,
 }
 
 impl Step {
-    /// The change it asks for; `None` for `show`.
+    /// The change it asks for; `None` for the steps that are no `PATCH`.
     fn change(&self) -> Option<AlertChange> {
         let state = |state: &str, note: &Option<String>| AlertChange {
             state: Some(state.into()),
@@ -87,7 +91,7 @@ impl Step {
             ..AlertChange::default()
         };
         Some(match self {
-            Step::Show => return None,
+            Step::Show | Step::Learn | Step::Unlearn => return None,
             Step::Ack { note } => state("acknowledged", note),
             Step::Resolve { resolution, note } => {
                 AlertChange { resolution: Some(resolution.clone()), ..state("resolved", note) }
@@ -158,9 +162,12 @@ pub async fn alert_to(args: &AlertArgs, out: &mut impl Write) -> anyhow::Result<
     let client = Client::new(&args.api)?;
     let path = format!("/api/v1/alerts/{}", args.id);
     let what = format!("alert {}", args.id);
-    let detail: AlertDetail = match args.step.change() {
-        None => client.get(&path, &[], &what).await?,
-        Some(change) => client.patch(&path, &change, &what).await?,
+    let learn = format!("{path}/learn");
+    let detail: AlertDetail = match (&args.step, args.step.change()) {
+        (Step::Learn, _) => client.call(reqwest::Method::POST, &learn, &what).await?,
+        (Step::Unlearn, _) => client.call(reqwest::Method::DELETE, &learn, &what).await?,
+        (_, None) => client.get(&path, &[], &what).await?,
+        (_, Some(change)) => client.patch(&path, &change, &what).await?,
     };
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &detail)?;
@@ -181,6 +188,10 @@ pub async fn alert_to(args: &AlertArgs, out: &mut impl Write) -> anyhow::Result<
     writeln!(out, "Observed     {}", a.observed)?;
     for flow in &detail.flows {
         writeln!(out, "Flow         {flow}")?;
+    }
+    let label = if detail.learned { "Learnt       " } else { "Learnable    " };
+    for observation in &detail.learnable {
+        writeln!(out, "{label}{observation}")?;
     }
     if !detail.responses.is_empty() {
         writeln!(out, "\nResponses")?;
@@ -206,7 +217,7 @@ mod tests {
     use crate::{
         alerts::AlertStore,
         api::tests::{CAMERA, Fixture, OPERATOR_TOKEN, Options, Server, VIEWER_TOKEN},
-        event::{EventKind, GatewayEvent, Severity},
+        event::{EventKind, GatewayEvent, Measure, Observation, Severity},
     };
 
     fn api(server: &Server, token: &str) -> ApiArgs {
@@ -240,28 +251,31 @@ mod tests {
         let crate::cli::Command::Alert(args) = cli.command else { panic!("{cli:?}") };
         assert_eq!(args.step.change().unwrap().note.as_deref(), Some("two words"));
         assert!(crate::cli::Cli::try_parse_from(["iotgw", "alert", "5", "resolve"]).is_err(), "a resolution is needed");
+        let cli = crate::cli::Cli::try_parse_from(["iotgw", "alert", "5", "unlearn"]).unwrap();
+        let crate::cli::Command::Alert(args) = cli.command else { panic!("{cli:?}") };
+        assert!(matches!(args.step, Step::Unlearn) && args.step.change().is_none());
     }
 
     #[tokio::test]
     async fn cli_lists_acknowledges_notes_and_resolves_against_a_real_server() {
         let fixture = Fixture::new();
         let mut store = AlertStore::open(&fixture.dir.0.join("iotgw.db")).unwrap();
-        store
-            .record(&[GatewayEvent::new(
-                Severity::High,
-                Some(CAMERA.parse().unwrap()),
-                "detector:scan",
-                EventKind::Alert {
-                    incident_id: format!("scan:{CAMERA}"),
-                    detector: "scan".into(),
-                    score: 0.9,
-                    expected: "few hosts".into(),
-                    observed: "90 hosts".into(),
-                    flows: vec![],
-                    resolved: false,
-                },
-            )])
-            .unwrap();
+        let mut scan = GatewayEvent::new(
+            Severity::High,
+            Some(CAMERA.parse().unwrap()),
+            "detector:scan",
+            EventKind::Alert {
+                incident_id: format!("scan:{CAMERA}"),
+                detector: "scan".into(),
+                score: 0.9,
+                expected: "few hosts".into(),
+                observed: "90 hosts".into(),
+                flows: vec![],
+                resolved: false,
+            },
+        );
+        scan.observations = vec![Observation::Rate { measure: Measure::ScanHosts, observed: 40.0, limit: 24.0 }];
+        store.record(&[scan]).unwrap();
         let options = Options { alerts: Some(store), ..Options::default() };
         let server = Server::start_with(fixture.directory(), false, options).await;
 
@@ -293,6 +307,17 @@ mod tests {
         alert_to(&AlertArgs { json: true, ..step(resolve, OPERATOR_TOKEN) }, &mut out).await.unwrap();
         let detail: AlertDetail = serde_json::from_slice(&out).unwrap();
         assert_eq!(detail.summary.resolution, Some(crate::alerts::Resolution::FalsePositive));
+
+        let mut out = Vec::new();
+        alert_to(&step(Step::Learn, OPERATOR_TOKEN), &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Learnt       scan_hosts up to 50 (observed 40)"), "{text}");
+        let again = format!("{:#}", alert_to(&step(Step::Learn, OPERATOR_TOKEN), &mut Vec::new()).await.unwrap_err());
+        assert!(again.contains("409") && again.contains("learnt already"), "{again}");
+        let mut out = Vec::new();
+        alert_to(&step(Step::Unlearn, OPERATOR_TOKEN), &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Learnable    scan_hosts up to 50 (observed 40)"), "{text}");
 
         let mut out = Vec::new();
         list_to(&list_args(&server, true), &mut out).await.unwrap();

@@ -167,6 +167,16 @@ impl Client {
         self.send(self.http.get(format!("{}{path}", self.base)).query(query), what).await
     }
 
+    /// `method` on `path` without a body (`POST`, `DELETE`).
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.request(method, format!("{}{path}", self.base)), what).await
+    }
+
     /// PATCH `path` with the JSON `body`.
     pub async fn patch<T: DeserializeOwned>(
         &self,

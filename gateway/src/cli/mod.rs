@@ -17,6 +17,7 @@ pub mod pki;
 pub mod policy;
 pub mod run;
 pub mod table;
+pub mod user;
 
 /// Exit code for configuration errors (sysexits EX_CONFIG), before anything is attached.
 pub const EXIT_CONFIG: u8 = 78;
@@ -68,6 +69,9 @@ pub enum Command {
     /// Signed firmware repository.
     #[command(subcommand)]
     Ota(ota::Command),
+    /// Local console users: hash a password for `[api] users`.
+    #[command(subcommand)]
+    User(user::Command),
 }
 
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -87,5 +91,6 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Alert(args) => alerts::alert(args),
         Command::Pki(command) => pki::run(command),
         Command::Ota(command) => ota::run(command),
+        Command::User(command) => user::run(command),
     }
 }

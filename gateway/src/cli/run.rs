@@ -37,7 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Everything the controller reads at start besides the configuration file, checked
 /// together so the operator fixes them in one go: every policy file (its `[[response]]`
-/// rules included), the API token file, the identity's manufacturer CAs and CA files, the
+/// rules included), the API token and users files, the identity's manufacturer CAs and CA files, the
 /// OTA service's certificates, keys and CRLs (when enabled), and the interfaces named in
 /// `[datapath]`. Returns the policy to run, or every problem.
 pub fn check(config: &Config) -> Result<PolicyStore, Vec<String>> {
@@ -52,6 +52,9 @@ pub fn check(config: &Config) -> Result<PolicyStore, Vec<String>> {
     };
     if let Err(error) = crate::api::auth::TokenSet::load(&config.api) {
         problems.push(format!("[api] tokens: {error}"));
+    }
+    if let Err(error) = crate::api::UserSet::load(&config.api) {
+        problems.push(format!("[api] users: {error}"));
     }
     if config.identity.enabled
         && let Err(error) = crate::identity::load_manufacturers(&config.identity.manufacturer_cas)

@@ -68,7 +68,11 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let control: crate::datapath::Control = maps.clone();
     let bus = EventBus::default();
     // Before any producer starts: every alert published from here on is recorded.
-    let alert_store = crate::alerts::AlertStore::open(&config.store.path).context("opening the alert store")?;
+    // The API streams what the recorder commits.
+    let alert_changes = crate::alerts::changes();
+    let alert_store = crate::alerts::AlertStore::open(&config.store.path)
+        .context("opening the alert store")?
+        .announcing(alert_changes.clone());
     let alert_recorder = crate::alerts::Recorder::spawn(alert_store, &bus).context("starting the alert recorder")?;
     let (trigger, shutdown) = shutdown::channel();
     let mut tasks = tokio::task::JoinSet::new();
@@ -120,7 +124,14 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());
     shared_policy.set(crate::api::policy_view::snapshot(&policy.current()));
     let metrics = Arc::new(crate::api::metrics::Metrics::new());
-    let parts = api::Parts { control, metrics: metrics.clone(), policy: shared_policy.clone(), bus: bus.clone() };
+    let parts = api::Parts {
+        control,
+        metrics: metrics.clone(),
+        policy: shared_policy.clone(),
+        bus: bus.clone(),
+        alert_changes,
+        pipeline: pipeline_tx.clone(),
+    };
     tasks.spawn(api::bind(&config, &loaded.attachments, parts, shutdown.clone()).await?);
     let backlog = services.integrations.backlog_source();
     tasks.spawn(metrics::run(maps.clone(), metrics, backlog, bus.clone(), shutdown.clone()));

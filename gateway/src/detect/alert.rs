@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     datapath::events::FlowObservation,
     device::Mac,
-    event::{EventKind, GatewayEvent, Severity},
+    event::{EventKind, GatewayEvent, Observation, Severity},
 };
 
 /// Which detector fired. Names are stable: response rules and SIEM filters use them.
@@ -92,6 +92,8 @@ pub struct Alert {
     pub observed: String,
     /// The flows involved, `proto src:port -> dst:port`.
     pub flows: Vec<String>,
+    /// What was seen, for learning it as normal (see `GatewayEvent::observations`).
+    pub observations: Vec<Observation>,
     pub resolved: bool,
 }
 
@@ -131,6 +133,7 @@ impl Alert {
         );
         event.time = time::OffsetDateTime::from(self.time);
         event.device_ip = self.device_ip;
+        event.observations = self.observations.clone();
         event
     }
 }

@@ -19,6 +19,8 @@ impl Detector {
                     sample.mac
                 ),
                 flows: Vec::new(),
+                // A frame whose ARP sender is not its source is forged whatever the network.
+                observation: None,
             });
         }
         let binding = Duration::from_secs(self.config.arp_binding_secs);
@@ -39,6 +41,8 @@ impl Detector {
                         if is_gateway { ", the gateway's address" } else { "" }
                     ),
                     flows: Vec::new(),
+                    // A claim on the gateway's address is the classic MITM: never normal.
+                    observation: (!is_gateway).then_some(Observation::Claim { addr: sender_ip }),
                 });
             }
             _ => {
@@ -67,6 +71,11 @@ impl Detector {
                         self.config.arp_storm
                     ),
                     flows: Vec::new(),
+                    observation: Some(Observation::Rate {
+                        measure: Measure::GratuitousArps,
+                        observed: count as f64,
+                        limit: self.config.arp_storm as f64,
+                    }),
                 });
             }
         }

@@ -39,6 +39,11 @@ pub(super) fn scan(
                 if bonus > 0.0 { "+ 0.2 (telnet) " } else { "" },
             ),
             flows: evidence(),
+            observation: Some(Observation::Rate {
+                measure: Measure::ScanHosts,
+                observed: hosts.len() as f64,
+                limit: host_limit,
+            }),
         });
     }
     if ports.len() > config.scan_ports {
@@ -55,6 +60,11 @@ pub(super) fn scan(
                 ports.len()
             ),
             flows: evidence(),
+            observation: Some(Observation::Rate {
+                measure: Measure::ScanPorts,
+                observed: ports.len() as f64,
+                limit: config.scan_ports as f64,
+            }),
         });
     }
     triggers
@@ -85,5 +95,6 @@ pub(super) fn flow_flood(config: &Config, state: &DeviceState, baseline: Option<
         expected: format!("at most {limit:.0} new flows per {window} s ({basis})"),
         observed: format!("{flows} new flows in {window} s; score = 1 − ½·{limit:.0}/{flows} = {score:.2}"),
         flows: state.recent.iter().rev().take(EVIDENCE_FLOWS).map(|f| f.text.clone()).collect(),
+        observation: Some(Observation::Rate { measure: Measure::NewFlows, observed: flows as f64, limit }),
     }]
 }

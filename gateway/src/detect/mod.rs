@@ -3,7 +3,8 @@
 //! only from inputs no detector flagged) and with absolute limits, and writes `Alert`s: one
 //! per incident (device + detector) when it starts, and a `resolved` one when it has been
 //! calm for `calm_secs`. Every alert says what was expected, what was seen and how its score
-//! was computed.
+//! was computed, and carries what it observed in a form a baseline can learn (`Observation`)
+//! when an analyst calls it normal; what was so learnt (`baseline::learned`) raises no alert.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::{IpAddr, Ipv4Addr},
@@ -19,6 +20,7 @@ use crate::{
         traffic::TrafficSample,
     },
     device::Mac,
+    event::{Measure, Observation},
     pipeline::Input,
 };
 
@@ -204,6 +206,22 @@ struct Incident {
     device_ip: Option<IpAddr>,
     /// Highest score alerted so far.
     score: f64,
+    /// The highest value of each rate the incident reached, alerted or not: what its
+    /// `resolved` alert hands on for learning (a scan keeps growing between escalations).
+    peaks: Vec<Observation>,
+}
+
+impl Incident {
+    /// Keeps `seen` when it is a rate above this incident's peak of that measure.
+    fn raise_peak(&mut self, seen: Option<Observation>) {
+        let Some(seen @ Observation::Rate { measure, observed, .. }) = seen else { return };
+        let peak = self.peaks.iter_mut().find(|p| matches!(p, Observation::Rate { measure: m, .. } if *m == measure));
+        match peak {
+            Some(Observation::Rate { observed: highest, .. }) if *highest >= observed => {}
+            Some(peak) => *peak = seen,
+            None => self.peaks.push(seen),
+        }
+    }
 }
 
 /// What one detector concluded about one input, before incident bookkeeping.
@@ -213,6 +231,8 @@ struct Trigger {
     expected: String,
     observed: String,
     flows: Vec<String>,
+    /// What to learn, should an analyst call it normal (`None`: nothing a baseline may take).
+    observation: Option<Observation>,
 }
 
 /// The detect step (with the baseline step it feeds).
@@ -266,13 +286,17 @@ impl Detector {
             }
             return self.resolve_calm();
         }
-        let triggers = match input {
+        let mut triggers = match input {
             Input::Datapath(DatapathEvent::Flow(flow)) => self.check_flow(flow),
             Input::Datapath(DatapathEvent::Sample(sample)) if sample.kind == SampleKind::Arp => self.check_arp(sample),
             Input::Traffic(sample) => self.check_traffic(sample),
             _ => Vec::new(),
         };
         let learn = triggers.is_empty();
+        // What an analyst learnt as normal for this device raises no alert. Such inputs still
+        // stay out of the profile, so unlearning takes the exception back whole.
+        let learned = self.baselines.learned();
+        triggers.retain(|t| !t.observation.is_some_and(|seen| learned.covers(mac, &seen)));
         let mut alerts = Vec::new();
         let device_ip = self.devices.get(&mac).and_then(|d| d.ip);
         for trigger in triggers {
@@ -280,6 +304,7 @@ impl Detector {
             let mut observed = trigger.observed;
             if let Some(incident) = self.incidents.get_mut(&key) {
                 incident.last_trigger = self.now;
+                incident.raise_peak(trigger.observation);
                 // A growing incident (a scan reaching more hosts) is alerted again when its
                 // score has risen by a step, so responses that start at a higher score act.
                 if trigger.score < incident.score + ESCALATION_STEP {
@@ -288,7 +313,10 @@ impl Detector {
                 observed = format!("{observed} (escalated from {:.2})", incident.score);
                 incident.score = trigger.score;
             } else {
-                self.incidents.insert(key, Incident { last_trigger: self.now, device_ip, score: trigger.score });
+                let mut incident =
+                    Incident { last_trigger: self.now, device_ip, score: trigger.score, peaks: Vec::new() };
+                incident.raise_peak(trigger.observation);
+                self.incidents.insert(key, incident);
             }
             tracing::info!(device = %mac, detector = %trigger.detector, score = trigger.score, "alert");
             alerts.push(Alert {
@@ -301,6 +329,7 @@ impl Detector {
                 expected: trigger.expected,
                 observed,
                 flows: trigger.flows,
+                observations: trigger.observation.into_iter().collect(),
                 resolved: false,
             });
         }
@@ -334,6 +363,7 @@ impl Detector {
                 expected: format!("no {detector} activity for {} s", calm.as_secs()),
                 observed: format!("calm since {}", describe_time(incident.last_trigger)),
                 flows: Vec::new(),
+                observations: incident.peaks,
                 resolved: true,
             });
         }

@@ -15,7 +15,7 @@
 use gateway_ebpf::proto;
 use std::net::IpAddr;
 
-use super::{Config, DetectorKind, Trigger, service_of};
+use super::{Config, DetectorKind, Observation, Trigger, service_of};
 use crate::{
     baseline::{self, Baselines, Profile, Service},
     datapath::events::FlowObservation,
@@ -131,6 +131,11 @@ pub(super) fn new_destination(
             if unknown_service { " + 0.2 new service" } else { "" },
         ),
         flows: vec![text.to_owned()],
+        observation: Some(Observation::Destination {
+            prefix: baselines.config().prefix_of(flow.dst),
+            proto: service.proto,
+            port: service.port,
+        }),
     })
 }
 
@@ -167,6 +172,7 @@ pub(super) fn lateral(baselines: &Baselines, profile: &Profile, flow: &FlowObser
             if unknown_service { " + 0.2 new service" } else { "" }
         ),
         flows: vec![text.to_owned()],
+        observation: Some(Observation::Peer { addr: flow.dst, proto: service.proto, port: service.port }),
     })
 }
 

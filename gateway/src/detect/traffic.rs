@@ -50,6 +50,11 @@ impl Detector {
                 expected,
                 observed: format!("{pps:.0} packets/s sent; score = 1 − ½·{threshold:.0}/{pps:.0} = {score:.2}"),
                 flows: Vec::new(),
+                observation: Some(Observation::Rate {
+                    measure: Measure::PacketsPerSecond,
+                    observed: pps,
+                    limit: threshold,
+                }),
             });
         }
         if let Some(p) = profile {
@@ -77,6 +82,11 @@ impl Detector {
                         window.as_secs()
                     ),
                     flows: Vec::new(),
+                    observation: Some(Observation::Rate {
+                        measure: Measure::BytesSent,
+                        observed: sent as f64,
+                        limit: threshold,
+                    }),
                 });
             }
         }

@@ -6,11 +6,11 @@ use rusqlite::{OptionalExtension as _, params};
 
 use super::{
     ACTOR_INVENTORY, FingerprintKind, Inventory, InventoryChange, InventoryError, MAX_ADDRESSES_PER_DEVICE,
-    MAX_FINGERPRINTS_PER_KIND, ledger, millis, sanitize,
+    MAX_FINGERPRINTS_PER_KIND, MAX_RESOLUTIONS_PER_DEVICE, ledger, millis, sanitize,
 };
 use crate::{
     datapath::{
-        events::{DatapathEvent, FlowObservation, PacketSample},
+        events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
         replay::IntervalCounters,
         traffic::TrafficCounters,
     },
@@ -163,6 +163,15 @@ impl Inventory {
                     self.fingerprint(mac, FingerprintKind::DnsName, &sanitize(name), None, time, changes)?;
                 }
             }
+            // Only answers from upstream name this device's destinations: a LAN-side answer's
+            // sender is the resolver, not the device.
+            Parsed::Dns(dns) if sample.kind == SampleKind::DnsAnswer => {
+                for answer in &dns.answers {
+                    // The name the device asked for (CNAME targets are the CDN's names).
+                    let asked = dns.queries.first().unwrap_or(&answer.name);
+                    self.resolution(mac, answer.address, &sanitize(asked), time)?;
+                }
+            }
             Parsed::Tls(hello) => {
                 self.fingerprint(mac, FingerprintKind::TlsJa3, &hello.ja3_hash, Some(&hello.ja3), time, changes)?;
                 if let Some(name) = &hello.server_name {
@@ -258,6 +267,32 @@ impl Inventory {
     /// Creates the device if new (audited as seen by the inventory), and moves `last_seen`.
     fn touch(&mut self, mac: Mac, time: i64, changes: &mut Vec<InventoryChange>) -> Result<(), InventoryError> {
         changes.extend(ledger::touch(&self.conn, self.vendors.lookup(&mac), mac, time, ACTOR_INVENTORY)?);
+        Ok(())
+    }
+
+    /// Records that `ip` was the answer to `name` for the device, keeping the newest
+    /// `MAX_RESOLUTIONS_PER_DEVICE`.
+    fn resolution(&mut self, mac: Mac, ip: IpAddr, name: &str, time: i64) -> Result<(), InventoryError> {
+        if name.is_empty() {
+            return Ok(());
+        }
+        let (mac, ip) = (mac.to_string(), ip.to_string());
+        let updated = self.conn.execute(
+            "UPDATE inventory_resolutions SET last_seen = MAX(last_seen, ?4) WHERE mac = ?1 AND ip = ?2 AND name = ?3",
+            params![mac, ip, name, time],
+        )?;
+        if updated > 0 {
+            return Ok(());
+        }
+        self.conn.execute(
+            "INSERT INTO inventory_resolutions (mac, ip, name, last_seen) VALUES (?1, ?2, ?3, ?4)",
+            params![mac, ip, name, time],
+        )?;
+        self.conn.execute(
+            "DELETE FROM inventory_resolutions WHERE rowid IN (SELECT rowid FROM inventory_resolutions
+             WHERE mac = ?1 ORDER BY last_seen DESC LIMIT -1 OFFSET ?2)",
+            params![mac, MAX_RESOLUTIONS_PER_DEVICE as i64],
+        )?;
         Ok(())
     }
 

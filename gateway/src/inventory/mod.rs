@@ -15,6 +15,7 @@
 //!   writes them through;
 //! - `query` and `records`: the read queries and the serde structs they return (the API's JSON);
 //! - `search`: the console's filtered, sorted and paged reads, and the overview's counts;
+//! - `destinations`: where a device connects, busiest first, with the names it resolved;
 //! - `vendor`: IEEE OUI registry lookups.
 use std::{collections::HashMap, net::IpAddr, time::Duration, time::SystemTime};
 
@@ -28,6 +29,7 @@ use crate::{
 };
 
 mod classify;
+pub mod destinations;
 mod ingest;
 pub mod ledger;
 pub mod query;
@@ -55,6 +57,8 @@ pub const DEFAULT_TRAFFIC_RETENTION: Duration = Duration::from_secs(7 * 24 * 360
 pub const MAX_ADDRESSES_PER_DEVICE: usize = 32;
 /// Distinct values kept per device and fingerprint kind (DNS names of a DGA, say).
 pub const MAX_FINGERPRINTS_PER_KIND: usize = 256;
+/// Address-to-name resolutions kept per device (the least recently answered go first).
+pub const MAX_RESOLUTIONS_PER_DEVICE: usize = 1_024;
 /// Longest text accepted from callers (firmware versions, subjects, actors, details).
 pub const MAX_TEXT: usize = 1_024;
 /// A new type confidence is written when it moved at least this much.

@@ -2,6 +2,7 @@
 //! one the API opens on the same file (WAL lets readers run beside the writer). Reads the
 //! `inventory_*` tables; writes nothing.
 use rusqlite::{Connection, OptionalExtension as _, params};
+use time::OffsetDateTime;
 
 use super::{
     AddressRecord, AuditEntry, DeviceDetail, DeviceRecord, FingerprintKind, FingerprintRecord, FlowRecord,
@@ -121,19 +122,41 @@ pub fn traffic(conn: &Connection, mac: Mac, limit: usize) -> Result<Vec<TrafficR
          WHERE mac = ?1 ORDER BY start DESC LIMIT ?2",
     )?;
     let rows = statement
-        .query_map(params![mac.to_string(), i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-            let unsigned = |i: usize| row.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or_default());
-            Ok(TrafficRecord {
-                start: datetime(row.get(0)?),
-                seconds: row.get(1)?,
-                tx_bytes: unsigned(2)?,
-                tx_packets: unsigned(3)?,
-                rx_bytes: unsigned(4)?,
-                rx_packets: unsigned(5)?,
-            })
-        })?
+        .query_map(params![mac.to_string(), i64::try_from(limit).unwrap_or(i64::MAX)], traffic_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// The device's traffic buckets starting in `[since, until)`, oldest first: the newest
+/// `limit` of them when there are more.
+pub fn traffic_between(
+    conn: &Connection,
+    mac: Mac,
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+    limit: usize,
+) -> Result<Vec<TrafficRecord>, InventoryError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT start, seconds, tx_bytes, tx_packets, rx_bytes, rx_packets FROM (
+            SELECT * FROM inventory_traffic WHERE mac = ?1 AND start >= ?2 AND start < ?3
+            ORDER BY start DESC LIMIT ?4) ORDER BY start",
+    )?;
+    let (since, until) = (super::millis(since.into()), super::millis(until.into()));
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map(params![mac.to_string(), since, until, limit], traffic_row)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn traffic_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<TrafficRecord> {
+    let unsigned = |i: usize| row.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or_default());
+    Ok(TrafficRecord {
+        start: datetime(row.get(0)?),
+        seconds: row.get(1)?,
+        tx_bytes: unsigned(2)?,
+        tx_packets: unsigned(3)?,
+        rx_bytes: unsigned(4)?,
+        rx_packets: unsigned(5)?,
+    })
 }
 
 /// Audit entries, newest first, at most `limit`: of one device, or all (`None`).

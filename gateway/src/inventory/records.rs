@@ -177,3 +177,22 @@ pub struct AuditEntry {
     pub action: String,
     pub detail: String,
 }
+
+/// Where a device connects (`destinations`): its flows to one address, port and protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationRecord {
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Names the address was the answer to, in the DNS answers the device received.
+    pub names: Vec<String>,
+    /// Flows among the retained ones (`Config::flows_per_device`).
+    pub flows: u64,
+    /// Sum of the flows' first frames (the datapath counts bytes per device, not per flow).
+    pub bytes: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    /// The latest flow's verdict: `pass`, `drop` or `redirect`.
+    pub verdict: String,
+}

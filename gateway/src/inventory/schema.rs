@@ -106,6 +106,21 @@ CREATE INDEX inventory_audit_by_actor ON inventory_audit (actor, time);
 CREATE INDEX inventory_audit_by_action ON inventory_audit (action, time);
 ",
     },
+    // Which names the addresses a device connects to were resolved from, out of the DNS
+    // answers sent to it (`ingest`), so its destinations show names (`destinations`).
+    crate::store::Migration {
+        component: "inventory",
+        version: 4,
+        sql: "
+CREATE TABLE inventory_resolutions (
+    mac TEXT NOT NULL REFERENCES inventory_devices(mac) ON DELETE CASCADE,
+    ip TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (mac, ip, name)
+);
+",
+    },
     // Host names searched by any part of 3 characters or more (`search`): an FTS5 trigram
     // index over each device's lower-case host name, kept in step by triggers, so every writer
     // of `hostname` keeps it without knowing of it. The names sit in `inventory_hostnames` (the
@@ -113,7 +128,7 @@ CREATE INDEX inventory_audit_by_action ON inventory_audit (action, time);
     // key, and `inventory_devices` has none VACUUM would keep.
     crate::store::Migration {
         component: "inventory",
-        version: 4,
+        version: 5,
         sql: "
 CREATE TABLE inventory_hostnames (
     id INTEGER PRIMARY KEY,

@@ -24,7 +24,8 @@
 //!
 //! `campaign` holds the campaign model (stages, windows, groups), `progression` the state
 //! machine and the decision to start, advance or halt, `devices` what each device is offered
-//! and what its reports and alerts count for.
+//! and what its reports and alerts count for, `progress` how far each group got (the API's
+//! campaign pages).
 //!
 //! Reads and writes `ota_campaigns`, `ota_reports`, `ota_campaign_alerts`, `ota_metadata`.
 use rusqlite::{Connection, params};
@@ -34,10 +35,12 @@ use super::{db, repo::Repository};
 
 mod campaign;
 mod devices;
+mod progress;
 mod progression;
 
 pub use campaign::{Campaign, CampaignId, CampaignRequest, CampaignSpec, Plan, Stage, Window};
 pub use devices::{Report, ReportStatus};
+pub use progress::{GroupProgress, progress};
 pub use progression::{Decision, GroupStats, State, Transition, decide};
 
 /// Default failure fraction of a stage above which the campaign halts.
@@ -113,27 +116,7 @@ impl Rollouts<'_> {
     }
 
     pub fn all(&self) -> Result<Vec<Campaign>, RolloutError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, spec, state, stage_started_at, resumed_at FROM ota_campaigns ORDER BY created_at, id",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, spec, state, stage_started_at, resumed_at) = row?;
-            let parse = |what: &str, e: serde_json::Error| {
-                RolloutError::Invalid(format!("campaign {id}: stored {what} unreadable: {e}"))
-            };
-            out.push(Campaign {
-                spec: serde_json::from_str(&spec).map_err(|e| parse("spec", e))?,
-                state: serde_json::from_str(&state).map_err(|e| parse("state", e))?,
-                id: CampaignId(id),
-                stage_started_at,
-                resumed_at,
-            });
-        }
-        Ok(out)
+        campaigns(self.conn)
     }
 
     pub fn get(&self, id: &str) -> Result<Campaign, RolloutError> {
@@ -168,10 +151,35 @@ impl Rollouts<'_> {
     }
 }
 
+/// Every stored campaign, oldest first (reads `ota_campaigns` only: readers need no
+/// repository, see `Rollouts`).
+pub fn campaigns(conn: &Connection) -> Result<Vec<Campaign>, RolloutError> {
+    let mut stmt = conn
+        .prepare("SELECT id, spec, state, stage_started_at, resumed_at FROM ota_campaigns ORDER BY created_at, id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, spec, state, stage_started_at, resumed_at) = row?;
+        let parse = |what: &str, e: serde_json::Error| {
+            RolloutError::Invalid(format!("campaign {id}: stored {what} unreadable: {e}"))
+        };
+        out.push(Campaign {
+            spec: serde_json::from_str(&spec).map_err(|e| parse("spec", e))?,
+            state: serde_json::from_str(&state).map_err(|e| parse("state", e))?,
+            id: CampaignId(id),
+            stage_started_at,
+            resumed_at,
+        });
+    }
+    Ok(out)
+}
+
 fn json<T: Serialize>(value: &T) -> String {
     // Campaign specs and states are plain data; serialising to a String cannot fail.
     serde_json::to_string(value).expect("campaign data serialises")
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

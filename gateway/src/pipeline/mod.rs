@@ -1,7 +1,7 @@
 //! The pipeline baseline → detect → respond, on one
 //! dedicated thread (its SQLite writes stay off the ring-buffer drain and off the async
 //! runtime). Reads `Command`s from a bounded channel (datapath events, traffic counters,
-//! classes, releases, rule reloads, ticks); writes the device table through
+//! classes, releases, rule reloads, learnt exceptions, ticks); writes the device table through
 //! `DeviceControl`, publishes `Alert`, `Action` and `Audit` events on the `EventBus`, and
 //! checkpoints baselines into the store.
 use std::{
@@ -48,6 +48,9 @@ pub enum Command {
     },
     /// The policy files changed.
     SetPolicy(ResponsePolicy),
+    /// An analyst learnt an alert's observations as normal, or took that back (API), already
+    /// committed to the store: the detectors apply it from the next input on.
+    Learned(baseline::learned::Edit),
     /// Wall-clock tick, so incidents resolve when inputs stop.
     Tick(SystemTime),
 }
@@ -112,6 +115,9 @@ impl Core {
                 let (devices, classes) = baseline::store::load(&conn)?;
                 tracing::info!(devices = devices.len(), classes = classes.len(), "baselines restored");
                 baselines.restore(devices, classes);
+                let learned = baseline::learned::load(&conn)?;
+                tracing::info!(exceptions = learned.len(), "learnt exceptions restored");
+                baselines.apply_learned(baseline::learned::Edit::Learn(learned));
                 // Its own connection: ledger writes commit on their own, baselines at checkpoints.
                 (Some(conn), Some(Ledger::new(crate::store::open(path, SCHEMA)?)))
             }
@@ -166,6 +172,10 @@ impl Core {
             }
             Command::SetPolicy(policy) => {
                 self.responder.set_policy(policy);
+                Vec::new()
+            }
+            Command::Learned(edit) => {
+                self.detector.baselines_mut().apply_learned(edit);
                 Vec::new()
             }
         };

@@ -252,6 +252,65 @@ fn pipeline_thread_quarantines_and_releases_through_its_channel() {
 }
 
 #[test]
+fn a_false_positive_learnt_as_normal_stays_quiet_across_a_restart_until_unlearnt() {
+    let dir = std::env::temp_dir().join(format!("iotgw-pipeline-learn-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = Settings {
+        baseline: baseline::Config { learning_secs: 600, ..Default::default() },
+        store: Some(dir.join("store.db")),
+        ..Default::default()
+    };
+    let core = || Core::new(settings.clone(), policy(), Arc::new(MemoryDatapath::default()), EventBus::default());
+    let meter = synthetic::meter(1);
+    let probe = |at| {
+        let unknown = "45.9.148.3".parse().unwrap();
+        Command::Input(synthetic::tcp_syn(meter.mac, at, IpAddr::V4(meter.ip), unknown, 40_000, 4444))
+    };
+    let raised = |events: &[GatewayEvent]| {
+        events.iter().any(
+            |e| matches!(&e.kind, EventKind::Alert { detector, resolved: false, .. } if detector == "new_destination"),
+        )
+    };
+    let mut detecting = core().unwrap();
+    for input in synthetic::normal_traffic(std::slice::from_ref(&meter), start(), Duration::from_secs(900), 5) {
+        detecting.handle(Command::Input(input));
+    }
+    let mut now = start() + Duration::from_secs(900);
+    let events = detecting.handle(probe(now));
+    assert!(raised(&events), "{events:#?}");
+
+    // The analyst resolves the record as a false positive and learns it.
+    let mut alerts = alerts::AlertStore::open(settings.store.as_ref().unwrap()).unwrap();
+    alerts.record(&events).unwrap();
+    let page = alerts.list(&alerts::Query::default()).unwrap();
+    let id = page.alerts.iter().find(|a| a.detector == "new_destination").expect("a record").id;
+    let resolve = alerts::Change {
+        state: Some(alerts::State::Resolved),
+        resolution: Some(alerts::Resolution::FalsePositive),
+        ..alerts::Change::default()
+    };
+    alerts.change(id, resolve, "api:otto").unwrap();
+    let (_, _, learnt) = alerts.learn(id, "api:otto").unwrap();
+    detecting.handle(Command::Learned(learnt));
+    now += Duration::from_secs(600);
+    detecting.handle(Command::Tick(now));
+    assert!(!raised(&detecting.handle(probe(now))), "learnt");
+
+    // Restarted: the baseline and what was learnt come back from the store.
+    detecting.checkpoint();
+    drop(detecting);
+    let mut detecting = core().unwrap();
+    now += Duration::from_secs(600);
+    assert!(!raised(&detecting.handle(probe(now))), "learnt, after a restart");
+
+    let (_, _, unlearnt) = alerts.unlearn(id, "api:otto").unwrap();
+    detecting.handle(Command::Learned(unlearnt));
+    assert!(raised(&detecting.handle(probe(now + Duration::from_secs(1)))), "unlearnt");
+    drop(alerts);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn decision_latency_stays_under_a_second() {
     let report = latency::measure_decision_latency(20);
     assert_eq!(report.missed, 0, "{report:?}");

@@ -51,6 +51,7 @@ fn alert(mac: Mac, detector: DetectorKind, score: f64, at_secs: u64) -> Alert {
         expected: "x".into(),
         observed: "y".into(),
         flows: vec![],
+        observations: vec![],
         resolved: false,
     }
 }

@@ -67,12 +67,25 @@ impl ApiClient {
 
     /// One request on a fresh connection (`Connection: close`, so the body ends at EOF).
     pub fn request(&self, method: &str, path: &str, token: Option<&str>, json_body: Option<&str>) -> Response {
+        let authorization = token.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = authorization.iter().map(|value| ("Authorization", value.as_str())).collect();
+        self.request_with(method, path, &headers, json_body)
+    }
+
+    /// `request` with any headers (a session cookie, a CSRF token, an `Origin`).
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        json_body: Option<&str>,
+    ) -> Response {
         let mut stream = self.connect();
         stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
         stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
         let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {API_ADDR}\r\nConnection: close\r\n");
-        if let Some(token) = token {
-            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
         }
         let body = json_body.unwrap_or("");
         if json_body.is_some() {

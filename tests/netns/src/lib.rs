@@ -18,6 +18,7 @@ pub mod lab;
 pub mod packets;
 pub mod policies;
 pub mod raw;
+pub mod relay;
 pub mod scenario;
 
 /// Tests that need root fail loudly under CI rather than skip.

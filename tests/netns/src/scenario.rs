@@ -98,7 +98,12 @@ impl<'a> Scenario<'a> {
     /// The same on other policy files (the demo uses the shipped ones); they must have a
     /// `meter` class with id `METER_CLASS` reaching the head-end.
     pub fn start_with(lab: &'a Lab, policies: &[(&str, &str)]) -> Scenario<'a> {
-        let ctl = Controller::start(lab, policies, DETECTION_CONFIG);
+        Self::start_with_config(lab, policies, "")
+    }
+
+    /// `start_with`, with more configuration after the scenario's detection settings.
+    pub fn start_with_config(lab: &'a Lab, policies: &[(&str, &str)], extra_config: &str) -> Scenario<'a> {
+        let ctl = Controller::start(lab, policies, &format!("{DETECTION_CONFIG}{extra_config}"));
         let device = &lab.devices[0];
         let mac = device.mac;
         let policy_id = gateway_ebpf::lane::FIRST_CLASS_POLICY + u32::from(METER_CLASS);

@@ -3,6 +3,10 @@
 //! failure messages that show what was run and what it printed.
 //!
 //! Tests only: every helper panics on failure, which is how a test reports it.
+#[cfg(feature = "browser")]
+pub mod browser;
+pub mod services;
+
 use std::{
     path::Path,
     process::{Command, Output},

@@ -188,3 +188,91 @@ async fn cursor_pages_walk_every_alert_once() {
     assert_eq!(seen, expected, "newest first, each once");
     server.stop().await;
 }
+
+async fn delete(server: &Server, path: &str, token: &str) -> reqwest::Response {
+    client().delete(format!("{}{path}", server.base)).bearer_auth(token).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn operators_learn_a_false_positive_as_normal_and_take_it_back_with_both_audited() {
+    use crate::{
+        baseline::learned::Edit,
+        event::{Measure, Observation},
+        pipeline::Command,
+    };
+    let fixture = Fixture::new();
+    let mut scan = scan_alert(CAMERA, 0);
+    scan.observations = vec![Observation::Rate { measure: Measure::ScanHosts, observed: 80.0, limit: 24.0 }];
+    let mut store = AlertStore::open(&fixture.dir.0.join("iotgw.db")).unwrap();
+    store.record(&[scan]).unwrap();
+    let (pipeline, mut commands) = tokio::sync::mpsc::channel(8);
+    let options = Options { alerts: Some(store), pipeline: Some(pipeline.clone()), ..Options::default() };
+    let server = Server::start_with(fixture.directory(), false, options).await;
+    let id = json(get(&server, "/api/v1/alerts", Some(VIEWER_TOKEN)).await).await[0]["id"].as_i64().unwrap();
+    let (path, learn) = (format!("/api/v1/alerts/{id}"), format!("/api/v1/alerts/{id}/learn"));
+    let learn_audit = || {
+        let conn = crate::schema::open(&fixture.dir.0.join("iotgw.db")).unwrap();
+        let mut statement = conn
+            .prepare("SELECT actor, action, detail FROM inventory_audit WHERE action LIKE '%learn_normal' ORDER BY id")
+            .unwrap();
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        rows.collect::<Result<Vec<(String, String, String)>, _>>().unwrap()
+    };
+    let refused = |response: reqwest::Response, status: StatusCode| async move {
+        assert_eq!(response.status(), status);
+        json(response).await["error"].as_str().unwrap().to_owned()
+    };
+
+    // Refusals change nothing: a viewer, an open alert, a true positive, an unknown alert.
+    refused(post(&server, &learn, VIEWER_TOKEN, None).await, StatusCode::FORBIDDEN).await;
+    let why = refused(post(&server, &learn, OPERATOR_TOKEN, None).await, StatusCode::CONFLICT).await;
+    assert!(why.contains("it is open"), "{why}");
+    let resolve = |resolution: &str| json!({"state": "resolved", "resolution": resolution}).to_string();
+    assert_eq!(patch(&server, &path, OPERATOR_TOKEN, &resolve("true_positive")).await.status(), StatusCode::OK);
+    let why = refused(post(&server, &learn, OPERATOR_TOKEN, None).await, StatusCode::CONFLICT).await;
+    assert!(why.contains("true_positive"), "{why}");
+    refused(post(&server, "/api/v1/alerts/999/learn", OPERATOR_TOKEN, None).await, StatusCode::NOT_FOUND).await;
+    refused(delete(&server, &learn, OPERATOR_TOKEN).await, StatusCode::CONFLICT).await;
+    assert!(learn_audit().is_empty() && commands.try_recv().is_err());
+    assert_eq!(json(get(&server, &path, Some(VIEWER_TOKEN)).await).await["learned"], false);
+
+    // Resolved as a false positive, it is learnt: audited, shown, and handed to the pipeline.
+    patch(&server, &path, OPERATOR_TOKEN, r#"{"state":"open"}"#).await;
+    patch(&server, &path, OPERATOR_TOKEN, &resolve("false_positive")).await;
+    let response = post(&server, &learn, OPERATOR_TOKEN, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let detail = json(response).await;
+    assert_eq!(
+        (detail["learned"].as_bool(), detail["learnable"][0].as_str()),
+        (Some(true), Some("scan_hosts up to 100 (observed 80)"))
+    );
+    assert_eq!(json(get(&server, &path, Some(VIEWER_TOKEN)).await).await["learned"], true);
+    let baseline_path = format!("/api/v1/devices/{CAMERA}/baseline");
+    let baseline = json(get(&server, &baseline_path, Some(VIEWER_TOKEN)).await).await;
+    assert_eq!(
+        (baseline["learned"][0]["alert_id"].as_i64(), baseline["learned"][0]["description"].as_str()),
+        (Some(id), Some("scan_hosts up to 100 (observed 80)")),
+        "the device's baseline shows what was learnt: {baseline}"
+    );
+    let Ok(Command::Learned(Edit::Learn(exceptions))) = commands.try_recv() else { panic!("the pipeline is told") };
+    assert_eq!((exceptions.len(), exceptions[0].alert_id, exceptions[0].mac.to_string()), (1, id, CAMERA.to_owned()));
+    refused(post(&server, &learn, OPERATOR_TOKEN, None).await, StatusCode::CONFLICT).await;
+    let why = refused(patch(&server, &path, OPERATOR_TOKEN, r#"{"state":"open"}"#).await, StatusCode::CONFLICT).await;
+    assert!(why.contains("unlearn it"), "{why}");
+
+    // ... and taken back.
+    refused(delete(&server, &learn, VIEWER_TOKEN).await, StatusCode::FORBIDDEN).await;
+    let response = delete(&server, &learn, OPERATOR_TOKEN).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(response).await["learned"], false);
+    let baseline = json(get(&server, &baseline_path, Some(VIEWER_TOKEN)).await).await;
+    assert_eq!(baseline["learned"], json!([]), "unlearnt: {baseline}");
+    let unlearn = commands.try_recv().unwrap();
+    assert!(matches!(unlearn, Command::Learned(Edit::Unlearn { alert_id, .. }) if alert_id == id), "{unlearn:?}");
+    let audit = learn_audit();
+    let actions: Vec<(&str, &str)> = audit.iter().map(|(actor, action, _)| (actor.as_str(), action.as_str())).collect();
+    assert_eq!(actions, [("api:otto", "learn_normal"), ("api:otto", "unlearn_normal")]);
+    assert!(audit[0].2.contains("scan_hosts up to 100"), "{audit:?}");
+    drop(pipeline);
+    server.stop().await;
+}

@@ -19,6 +19,9 @@ use crate::{
 
 pub(crate) const VIEWER_TOKEN: &str = "viewer-secret-token";
 pub(crate) const OPERATOR_TOKEN: &str = "operator-secret-token";
+pub(crate) const ADMIN_TOKEN: &str = "admin-secret-token";
+/// The password of the local users `vic` (viewer), `opal` (operator) and `ada` (admin).
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 pub(crate) const CAMERA: &str = "98:90:96:9a:86:df";
 pub(crate) const PLUG: &str = "50:02:91:00:00:01";
 pub(crate) const ABSENT: &str = "02:00:00:00:00:99";
@@ -29,7 +32,12 @@ pub(crate) fn test_config(metrics_public: bool) -> Config {
         tokens: vec![
             TokenEntry { name: "vera".into(), role: Role::Viewer, token_sha256: auth::TokenHash::of(VIEWER_TOKEN) },
             TokenEntry { name: "otto".into(), role: Role::Operator, token_sha256: auth::TokenHash::of(OPERATOR_TOKEN) },
+            TokenEntry { name: "root".into(), role: Role::Admin, token_sha256: auth::TokenHash::of(ADMIN_TOKEN) },
         ],
+        users: [("vic", Role::Viewer), ("opal", Role::Operator), ("ada", Role::Admin)]
+            .into_iter()
+            .map(|(name, role)| UserEntry { name: name.into(), role, password_argon2: users::cheap_hash(PASSWORD) })
+            .collect(),
         metrics_public,
         ..Config::default()
     }
@@ -139,6 +147,14 @@ pub(crate) struct Options {
     pub limits: server::Limits,
     /// Serve the alert endpoints over this store.
     pub alerts: Option<crate::alerts::AlertStore>,
+    /// Show the campaigns of the store this connection is open on.
+    pub ota: Option<rusqlite::Connection>,
+    /// Publish on this bus (a small one makes a slow stream client lag).
+    pub events: Option<crate::event::EventBus>,
+    /// Keep sessions with this clock.
+    pub session_clock: Option<crate::api::session::Clock>,
+    /// Tell this queue what analysts learn as normal, as the controller tells the pipeline.
+    pub pipeline: Option<tokio::sync::mpsc::Sender<crate::pipeline::Command>>,
 }
 
 impl Server {
@@ -170,9 +186,23 @@ impl Server {
         if let Some(alerts) = options.alerts {
             state = state.with_alerts(alerts);
         }
+        if let Some(conn) = options.ota {
+            state = state.with_ota(conn);
+        }
+        if let Some(events) = options.events {
+            state = state.with_events(events);
+        }
+        if let Some(clock) = options.session_clock {
+            state = state
+                .with_sessions(crate::api::session::SessionStore::new(config.session_lifetimes()).with_clock(clock));
+        }
+        if let Some(pipeline) = &options.pipeline {
+            state = state.with_pipeline(pipeline);
+        }
         let listener = bind(&config).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (trigger, shutdown) = crate::shutdown::channel();
+        let state = state.with_shutdown(shutdown.clone());
         let mut app = router(state.clone());
         if let Some(store) = &options.soar_store {
             let mut integrations = crate::integrations::Config::default();
@@ -268,6 +298,19 @@ impl TlsServer {
         Self { addr, config, cert, cert_path, trigger, task }
     }
 
+    /// An HTTPS client that trusts the server's certificate.
+    pub(crate) fn client(&self) -> reqwest::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(10)).build().unwrap()
+    }
+
     pub(crate) async fn stop(self) {
         self.trigger.trigger();
         tokio::time::timeout(Duration::from_secs(5), self.task).await.unwrap().unwrap().unwrap();
@@ -278,16 +321,8 @@ impl TlsServer {
 async fn the_api_is_served_over_tls_to_a_real_tls_client() {
     let fixture = Fixture::new();
     let server = TlsServer::start(&fixture).await;
-    let (addr, cert) = (server.addr, &server.cert);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
-    let client_tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https =
-        reqwest::Client::builder().use_preconfigured_tls(client_tls).timeout(Duration::from_secs(10)).build().unwrap();
+    let addr = server.addr;
+    let https = server.client();
     let response = https.get(format!("https://{addr}/api/v1/status")).bearer_auth(VIEWER_TOKEN).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(response).await["devices"]["enrolled"], 1);
@@ -328,4 +363,7 @@ mod actions;
 mod alerts;
 mod hardening;
 mod observe;
+mod pages;
 mod search;
+mod session;
+mod stream;

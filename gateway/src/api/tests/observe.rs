@@ -109,6 +109,13 @@ async fn policies_show_what_the_policy_component_published() {
     assert_eq!(body["classes"].as_array().unwrap().len(), compiled.classes.len());
     assert_eq!(body["version"], policy_view::version(&compiled));
     assert_eq!(body["last_refused"], "camera.toml:3:1: bad");
+    assert_eq!(body["last_reload"]["accepted"], false, "{body}");
+    assert_eq!(body["last_reload"]["at"], body["last_refused_at"], "{body}");
+    // An accepted reload ends the refusal and is the last reload.
+    policies.set(policy_view::snapshot(&compiled));
+    let body = read("/api/v1/policies").await;
+    assert_eq!((&body["last_refused"], &body["last_reload"]["accepted"]), (&serde_json::Value::Null, &true.into()));
+    assert_eq!(body["last_reload"]["at"], body["loaded_at"], "{body}");
     let status = read("/api/v1/status").await;
     assert_eq!(status["policy_version"], policy_view::version(&compiled));
     trigger.trigger();

@@ -53,8 +53,8 @@ impl State {
         }
     }
 
-    /// The group whose reports decide the next step.
-    fn current_group(&self) -> Option<usize> {
+    /// The group whose reports decide the next step (the active stage).
+    pub fn current_group(&self) -> Option<usize> {
         match self {
             State::Canary => Some(0),
             State::Rolling { stage } => Some(stage + 1),

@@ -3,7 +3,8 @@ use time::OffsetDateTime;
 use super::*;
 use crate::device::Mac;
 
-fn spec() -> CampaignSpec {
+/// A campaign for class `cam`: a canary, then 50% and 100%.
+pub(crate) fn spec() -> CampaignSpec {
     CampaignSpec {
         target: "acme/cam-2.bin".into(),
         role: "acme".into(),
