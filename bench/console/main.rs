@@ -1,17 +1,23 @@
-//! The console's reads on a large inventory: a store of DEVICES devices (default 100,000) with
-//! addresses, fingerprints, traffic and audit rows, served by the real API router over HTTP on
-//! loopback (`InventoryDirectory::open`, its own connection, as the controller runs it). Each
-//! line times one request ROUNDS times (default 200) and prints p50 and p99 in ms:
+//! The console's reads on a large store: DEVICES devices (default 100,000) with addresses,
+//! fingerprints, traffic and audit rows, and ALERTS alert records (default 1,000,000, see
+//! `alerts.rs`), served by the real API router over HTTP on loopback (`InventoryDirectory::open`
+//! and `AlertStore::open`, each on its own connection, as the controller runs them). Each line
+//! times one request ROUNDS times (default 200) and prints p50 and p99 in ms:
 //!
 //! - `first-page`: `GET /api/v1/devices` (100 devices, most recently seen first);
 //! - `deep-page`: the page after 50,000 devices, by its cursor (`last_seen` and `vendor` sorts);
-//! - `search-*`: a host-name substring, a MAC prefix, an IP prefix (each matching few devices);
+//! - `search-*`: `q` as a host-name part, a MAC prefix, an IP prefix matching few devices
+//!   (`-host`, `-mac`, `-ip`) and many (`-many`), two characters, and text matching nothing;
 //! - `filter-*`: a rare access state, a type sorted by vendor;
 //! - `summary`: `GET /api/v1/summary` (three GROUP BYs);
-//! - `audit-*`: the newest audit page, a page deep in it, one device's entries.
+//! - `audit-*`: the newest audit page, a page deep in it, one device's entries;
+//! - `alerts-*`: `GET /api/v1/alerts`, 100 records: the first page and the page after half of
+//!   the records in each sort, then each filter (state, severity, device, detector, a one-day
+//!   window) in the default order, and a filter matching many (open) and one matching few (the
+//!   noisiest device) sorted by score.
 //!
-//! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench console [-- DEVICES [ROUNDS]]`, or
-//! `cargo xtask bench console`.
+//! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench console [-- DEVICES [ALERTS [ROUNDS]]]`,
+//! or `cargo xtask bench console`.
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
@@ -19,12 +25,15 @@ use std::{
 };
 
 use iotgw::{
+    alerts::AlertStore,
     api::{self, ApiState, InventoryDirectory, TokenEntry},
     datapath::MemoryDatapath,
-    inventory,
 };
 
+mod alerts;
+
 const DEFAULT_DEVICES: usize = 100_000;
+const DEFAULT_ALERTS: usize = 1_000_000;
 const DEFAULT_ROUNDS: usize = 200;
 const TOKEN: &str = "console-bench-token";
 /// Milliseconds in the 30 days the devices were first seen over.
@@ -178,17 +187,27 @@ fn store_bytes(dir: &Path) -> u64 {
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let devices: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(DEFAULT_DEVICES);
+    let alert_count: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(DEFAULT_ALERTS);
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(DEFAULT_ROUNDS);
     let dir = temp_store();
     let path = dir.join("iotgw.db");
 
+    let mut conn = iotgw::store::open(&path, iotgw::alerts::SCHEMA)?;
     let start = Instant::now();
-    fill(&iotgw::store::open(&path, &[inventory::MIGRATIONS])?, devices)?;
+    fill(&conn, devices)?;
     println!(
-        "fill            {devices} devices in {:.1} s, store {} MB",
+        "fill                 {devices} devices in {:.1} s, store {} MB",
         start.elapsed().as_secs_f64(),
         store_bytes(&dir) >> 20
     );
+    let start = Instant::now();
+    alerts::fill(&mut conn, alert_count, devices)?;
+    println!(
+        "fill                 {alert_count} alerts in {:.1} s, store {} MB",
+        start.elapsed().as_secs_f64(),
+        store_bytes(&dir) >> 20
+    );
+    drop(conn);
 
     let config = api::Config {
         listen: "127.0.0.1:0".parse()?,
@@ -200,7 +219,8 @@ fn main() -> anyhow::Result<()> {
         ..api::Config::default()
     };
     let directory = Arc::new(InventoryDirectory::open(&path)?);
-    let state = ApiState::new(&config, directory, Arc::new(MemoryDatapath::default()))?;
+    let state =
+        ApiState::new(&config, directory, Arc::new(MemoryDatapath::default()))?.with_alerts(AlertStore::open(&path)?);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let listener = api::bind(&config).await?;
@@ -214,13 +234,17 @@ fn main() -> anyhow::Result<()> {
         let deep_vendor = cursor_after(&client, &base, "/api/v1/devices?sort=vendor&limit=100", deep).await?;
         let deep_audit = cursor_after(&client, &base, "/api/v1/audit?limit=100", deep).await?;
         let some_device = mac(devices / 3);
-        let lines = [
+        let mut lines = vec![
             ("first-page", "/api/v1/devices".to_owned()),
             ("deep-page", format!("/api/v1/devices?limit=100&cursor={deep_last_seen}")),
             ("deep-vendor", format!("/api/v1/devices?sort=vendor&limit=100&cursor={deep_vendor}")),
             ("search-host", format!("/api/v1/devices?q=CAM-{:05}", devices / 7 / 10)),
             ("search-mac", format!("/api/v1/devices?q={}", &some_device[..14])),
             ("search-ip", format!("/api/v1/devices?q={}", &ip(devices / 3)[..8])),
+            ("search-host-many", "/api/v1/devices?q=lamp".to_owned()),
+            ("search-ip-many", "/api/v1/devices?q=10.1.".to_owned()),
+            ("search-short", "/api/v1/devices?q=02".to_owned()),
+            ("search-none", "/api/v1/devices?q=no-such-host".to_owned()),
             ("filter-state", "/api/v1/devices?state=blocked".to_owned()),
             ("filter-type", "/api/v1/devices?type=camera&sort=vendor".to_owned()),
             ("summary", "/api/v1/summary".to_owned()),
@@ -228,10 +252,11 @@ fn main() -> anyhow::Result<()> {
             ("audit-deep", format!("/api/v1/audit?limit=100&cursor={deep_audit}")),
             ("audit-device", format!("/api/v1/audit?device={some_device}")),
         ];
+        lines.extend(alerts::requests(&client, &base, alert_count, devices).await?);
         for (name, path) in lines {
             let (p50, p99, rows) = measure(&client, &base, &path, rounds).await?;
             println!(
-                "{name:<15} p50 {:>8.2} ms  p99 {:>8.2} ms  ({rows} rows, {rounds} requests)",
+                "{name:<20} p50 {:>8.2} ms  p99 {:>8.2} ms  ({rows} rows, {rounds} requests)",
                 p50.as_secs_f64() * 1e3,
                 p99.as_secs_f64() * 1e3
             );

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::{
     Alert, AlertChanged, AlertDetail, AlertsError, Change, Changes, MAX_ASSIGNEE_BYTES, MAX_FLOWS_PER_ALERT,
     MAX_NOTE_BYTES, Note, Page, Query, Resolution, Response, SCHEMA, State, Summary, learn,
-    query::{COLUMNS, millis},
+    query::{COLUMNS, MAX_SORTED, millis},
 };
 use crate::{
     device::Mac,
@@ -121,7 +121,15 @@ impl AlertStore {
     /// One page of records (see `Query`).
     pub fn list(&self, query: &Query) -> Result<Page, AlertsError> {
         let size = query.page_size()?;
-        let (sql, values) = query.sql()?;
+        let walk = match query.count_sql() {
+            Some((sql, values)) => {
+                let count: i64 =
+                    self.conn.prepare_cached(&sql)?.query_row(params_from_iter(values), |row| row.get(0))?;
+                count > MAX_SORTED as i64
+            }
+            None => false,
+        };
+        let (sql, values) = query.sql(walk)?;
         let mut statement = self.conn.prepare_cached(&sql)?;
         let mut alerts = statement.query_map(params_from_iter(values), read_alert)?.collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if alerts.len() > size {

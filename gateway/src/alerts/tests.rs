@@ -296,21 +296,42 @@ fn bad_limits_and_foreign_cursors_are_refused() {
 }
 
 #[test]
-fn every_list_order_reads_an_index_without_sorting() {
-    let store = store();
+fn every_list_order_and_filter_reads_an_index_without_sorting_on_every_page() {
+    let mut store = store();
+    store.record(&(0..3).map(|i| alert(Mac([2, 0, 0, 0, 0, i]), "scan", 0.7, 0, &[])).collect::<Vec<_>>()).unwrap();
     let mut queries: Vec<Query> = SortKey::ALL
         .into_iter()
         .flat_map(|sort| [Order::Desc, Order::Asc].map(|order| Query { sort, order, ..Query::default() }))
         .collect();
     for filter in [
         Filter { state: Some(State::Open), ..Filter::default() },
+        Filter { severity: Some(Severity::Critical), ..Filter::default() },
         Filter { device: Some(CAMERA), ..Filter::default() },
         Filter { detector: Some("scan".into()), ..Filter::default() },
+        Filter { since: Some(base_time()), until: Some(base_time() + Duration::days(1)), ..Filter::default() },
     ] {
         queries.push(Query { filter, ..Query::default() });
     }
-    for query in queries {
-        let (sql, values) = query.sql().unwrap();
+    // The same lists further on: after the first page's cursor.
+    let deeper: Vec<Query> = queries
+        .iter()
+        .map(|query| {
+            let first = Query { filter: Filter::default(), limit: Some(1), ..query.clone() };
+            let cursor = store.list(&first).unwrap().next_cursor.expect("three records, pages of one");
+            Query { cursor: Some(cursor), ..query.clone() }
+        })
+        .collect();
+    let filters: Vec<Filter> =
+        queries.iter().map(|query| query.filter.clone()).filter(|f| *f != Filter::default()).collect();
+    let mut lists: Vec<(Query, bool)> = queries.into_iter().chain(deeper).map(|query| (query, false)).collect();
+    // Other orders under a filter matching many: the order's index, walked.
+    for sort in [SortKey::FirstSeen, SortKey::Score, SortKey::Severity] {
+        for filter in &filters {
+            lists.push((Query { sort, filter: filter.clone(), ..Query::default() }, true));
+        }
+    }
+    for (query, walk) in lists {
+        let (sql, values) = query.sql(walk).unwrap();
         let mut statement = store.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let plan: Vec<String> = statement
             .query_map(rusqlite::params_from_iter(values), |row| row.get(3))
@@ -319,6 +340,51 @@ fn every_list_order_reads_an_index_without_sorting() {
             .unwrap();
         let plan = plan.join("; ");
         assert!(plan.contains("USING INDEX") && !plan.contains("TEMP B-TREE"), "{query:?}: {plan}");
+        if walk {
+            let index = format!("alerts_{}", query.sort.as_str());
+            assert!(plan.split([' ', ';']).any(|word| word == index), "{query:?} walks {index}: {plan}");
+        }
+    }
+}
+
+#[test]
+fn a_filtered_list_in_another_order_is_the_same_sorted_or_walked() {
+    let mut store = store();
+    let events: Vec<GatewayEvent> = (0..60u8)
+        .map(|i| {
+            let device = if i % 4 == 0 { CAMERA } else { Mac([2, 0, 0, 0, 1, i]) };
+            alert(
+                device,
+                ["scan", "volume", "flood"][usize::from(i % 3)],
+                f64::from(i % 7) / 7.0 + 0.1,
+                i64::from(i % 9),
+                &[],
+            )
+        })
+        .collect();
+    store.record(&events).unwrap();
+    store.conn.execute("UPDATE alerts SET state = 'acknowledged' WHERE id % 5 = 0", []).unwrap();
+    let ids = |query: &Query, walk: bool| -> Vec<i64> {
+        let (sql, values) = query.sql(walk).unwrap();
+        let mut statement = store.conn.prepare(&sql).unwrap();
+        statement.query_map(rusqlite::params_from_iter(values), |row| row.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    let at = |secs: i64| Some(base_time() + Duration::seconds(secs));
+    for filter in [
+        Filter { state: Some(State::Acknowledged), ..Filter::default() },
+        Filter { severity: Some(Severity::High), ..Filter::default() },
+        Filter { device: Some(CAMERA), ..Filter::default() },
+        Filter { detector: Some("volume".into()), ..Filter::default() },
+        Filter { since: at(2), until: at(6), ..Filter::default() },
+    ] {
+        for sort in SortKey::ALL {
+            for order in [Order::Desc, Order::Asc] {
+                let query = Query { filter: filter.clone(), sort, order, limit: Some(MAX_PAGE), cursor: None };
+                let sorted = ids(&query, false);
+                assert!(!sorted.is_empty() && sorted.len() < 60, "{query:?}: the fixtures match some");
+                assert_eq!(sorted, ids(&query, true), "{query:?}");
+            }
+        }
     }
 }
 

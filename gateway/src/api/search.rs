@@ -39,7 +39,7 @@ pub struct DevicesParams {
     /// Policy class, exactly.
     class: Option<String>,
     /// Search: a MAC prefix (`98:90:96`, `98-90-96`), an IP prefix (`192.168.1.`) or part of
-    /// the host name; any case.
+    /// the host name (3 characters or more); ASCII letters in any case.
     q: Option<String>,
     /// `last_seen` (default) or `first_seen`, newest first; `mac`, `vendor` or `type`, A to Z.
     sort: Option<String>,

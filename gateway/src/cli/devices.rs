@@ -41,7 +41,7 @@ pub struct DeviceFilterArgs {
     /// Policy class, exactly.
     #[arg(long)]
     pub class: Option<String>,
-    /// A MAC prefix, an IP prefix or part of the host name (any case).
+    /// A MAC prefix, an IP prefix or part of the host name (3 characters or more), any case.
     #[arg(short = 'q', long = "search")]
     pub search: Option<String>,
     /// last_seen (default) or first_seen, newest first; mac, vendor or type, A to Z.

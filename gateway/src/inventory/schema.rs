@@ -121,4 +121,43 @@ CREATE TABLE inventory_resolutions (
 );
 ",
     },
+    // Host names searched by any part of 3 characters or more (`search`): an FTS5 trigram
+    // index over each device's lower-case host name, kept in step by triggers, so every writer
+    // of `hostname` keeps it without knowing of it. The names sit in `inventory_hostnames` (the
+    // index's external content) under a key of their own: the index refers to rows by integer
+    // key, and `inventory_devices` has none VACUUM would keep.
+    crate::store::Migration {
+        component: "inventory",
+        version: 5,
+        sql: "
+CREATE TABLE inventory_hostnames (
+    id INTEGER PRIMARY KEY,
+    mac TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL
+);
+CREATE VIRTUAL TABLE inventory_hostnames_fts USING fts5(
+    name, content = 'inventory_hostnames', content_rowid = 'id', tokenize = 'trigram case_sensitive 1'
+);
+CREATE TRIGGER inventory_hostnames_added AFTER INSERT ON inventory_hostnames BEGIN
+    INSERT INTO inventory_hostnames_fts (rowid, name) VALUES (new.id, new.name);
+END;
+CREATE TRIGGER inventory_hostnames_removed AFTER DELETE ON inventory_hostnames BEGIN
+    INSERT INTO inventory_hostnames_fts (inventory_hostnames_fts, rowid, name) VALUES ('delete', old.id, old.name);
+END;
+CREATE TRIGGER inventory_devices_hostname_added AFTER INSERT ON inventory_devices
+WHEN new.hostname IS NOT NULL BEGIN
+    INSERT INTO inventory_hostnames (mac, name) VALUES (new.mac, lower(new.hostname));
+END;
+CREATE TRIGGER inventory_devices_hostname_changed AFTER UPDATE OF mac, hostname ON inventory_devices
+WHEN old.mac IS NOT new.mac OR old.hostname IS NOT new.hostname BEGIN
+    DELETE FROM inventory_hostnames WHERE mac = old.mac;
+    INSERT INTO inventory_hostnames (mac, name) SELECT new.mac, lower(new.hostname) WHERE new.hostname IS NOT NULL;
+END;
+CREATE TRIGGER inventory_devices_hostname_removed AFTER DELETE ON inventory_devices BEGIN
+    DELETE FROM inventory_hostnames WHERE mac = old.mac;
+END;
+INSERT INTO inventory_hostnames (mac, name)
+    SELECT mac, lower(hostname) FROM inventory_devices WHERE hostname IS NOT NULL;
+",
+    },
 ];

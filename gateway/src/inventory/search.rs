@@ -7,10 +7,16 @@
 //! the same at the start and at the 1,000th page, and a device inserted between two pages
 //! neither shifts the rest nor repeats. The cursor handed to clients is that key, encoded
 //! (`DeviceCursor`, `AuditCursor`): opaque to them, checked when it comes back.
+//!
+//! A device search reads its matches on three indexes: MACs by prefix (the primary key),
+//! addresses by prefix (`inventory_addresses_by_ip`) and host names by part (the trigram index
+//! of version 4). When few can match it sorts them; when many can, it walks the sort order as
+//! an unsearched list does and checks each device, and many matches fill a page soon. Either
+//! way a search costs about the same whether it matches 3 devices or 30,000.
 use std::collections::HashMap;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use rusqlite::{Connection, ToSql, types::Value};
+use rusqlite::{Connection, OptionalExtension as _, ToSql, types::Value};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 
@@ -93,17 +99,6 @@ impl DeviceSort {
             _ => format!("({}, d.mac) {comparison} (?, ?)", self.key()),
         }
     }
-
-    fn key_of(self, device: &DeviceRecord) -> SortKey {
-        let millis = |time: OffsetDateTime| i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-        match self {
-            DeviceSort::LastSeen => SortKey::Time(millis(device.last_seen)),
-            DeviceSort::FirstSeen => SortKey::Time(millis(device.first_seen)),
-            DeviceSort::Mac => SortKey::Text(device.mac.to_string()),
-            DeviceSort::Vendor => SortKey::Text(device.vendor.clone().unwrap_or_default()),
-            DeviceSort::Type => SortKey::Text(device.device_type.clone().unwrap_or_default()),
-        }
-    }
 }
 
 /// Which devices to list; `None` matches all. Text matches are exact, but `search`.
@@ -114,7 +109,8 @@ pub struct DeviceFilter {
     pub vendor: Option<String>,
     pub class: Option<String>,
     /// A MAC prefix (`-` or `:` separated, any case), an IP address prefix, or part of the
-    /// host name (any case): a device matching any of them.
+    /// host name (`MIN_NAME_PART` characters or more; ASCII letters in any case): a device
+    /// matching any of them. The text is matched as written, never read as a pattern.
     pub search: Option<String>,
 }
 
@@ -229,17 +225,23 @@ struct Conditions {
 }
 
 impl Conditions {
-    /// Adds `clause`, whose `?`s take `params` in order.
-    fn push(&mut self, clause: &str, params: impl IntoIterator<Item = Value>) {
+    /// `sql` with its `?`s numbered after the parameters so far, which `params` then extend.
+    fn numbered(&mut self, sql: &str, params: impl IntoIterator<Item = Value>) -> String {
         let mut numbered = String::new();
-        for (i, piece) in clause.split('?').enumerate() {
+        for (i, piece) in sql.split('?').enumerate() {
             if i > 0 {
                 numbered.push_str(&format!("?{}", self.params.len() + i));
             }
             numbered.push_str(piece);
         }
         self.params.extend(params);
-        self.clauses.push(numbered);
+        numbered
+    }
+
+    /// Adds `clause`, whose `?`s take `params` in order.
+    fn push(&mut self, clause: &str, params: impl IntoIterator<Item = Value>) {
+        let clause = self.numbered(clause, params);
+        self.clauses.push(clause);
     }
 
     fn sql(&self) -> String {
@@ -260,10 +262,128 @@ fn prefix_range(prefix: &str) -> [Value; 2] {
     [text(prefix), Value::Text(format!("{prefix}\u{10FFFF}"))]
 }
 
+/// Shortest host-name part a search looks for: the length of the name index's tokens
+/// (trigrams, `schema` version 4). Shorter text matches MAC and IP prefixes only.
+pub const MIN_NAME_PART: usize = 3;
+
+/// Most devices a search sorts itself (an upper bound: its MAC, IP and name matches counted
+/// apart). A search matching more walks the sort order instead, checking each device, and
+/// finds a page within about `limit × devices / matches` devices (5,000 at 100,000 devices).
+const MAX_SORTED_MATCHES: usize = 2_000;
+
+/// What `q` looks for: devices whose MAC starts with it, with an address starting with it, or
+/// whose host name contains it. ASCII letters match in any case, other characters as written
+/// (as SQLite's `lower` folds them).
+struct Search {
+    /// Range of `inventory_devices.mac` (the primary key), `-` read as `:`.
+    mac: [Value; 2],
+    /// Range of `inventory_addresses.ip` (`inventory_addresses_by_ip`).
+    ip: [Value; 2],
+    /// The lower-case part of the host name, when long enough for the name index.
+    name: Option<String>,
+}
+
+impl Search {
+    /// `None` for blank text, which searches nothing.
+    fn new(text: &str) -> Option<Self> {
+        let lower = text.trim().to_ascii_lowercase();
+        if lower.is_empty() {
+            return None;
+        }
+        Some(Search {
+            mac: prefix_range(&lower.replace('-', ":")),
+            ip: prefix_range(&lower),
+            // A NUL would end the FTS5 query early; no stored name holds one (control
+            // characters are stored escaped, `untrusted`).
+            name: (lower.chars().count() >= MIN_NAME_PART && !lower.contains('\0')).then_some(lower),
+        })
+    }
+
+    /// One query per index, each selecting the MACs of the devices it matches.
+    fn branches(&self) -> Vec<(&'static str, Vec<Value>)> {
+        let mut branches = vec![
+            ("SELECT mac FROM inventory_devices WHERE mac >= ? AND mac < ?", self.mac.to_vec()),
+            ("SELECT mac FROM inventory_addresses WHERE ip >= ? AND ip < ?", self.ip.to_vec()),
+        ];
+        if let Some(name) = &self.name {
+            // One FTS5 string: inside double quotes every character is text to match (a quote
+            // is doubled), never query syntax.
+            let phrase = format!("\"{}\"", name.replace('"', "\"\""));
+            branches.push((
+                "SELECT h.mac FROM inventory_hostnames_fts JOIN inventory_hostnames h
+                 ON h.id = inventory_hostnames_fts.rowid WHERE inventory_hostnames_fts MATCH ?",
+                vec![Value::Text(phrase)],
+            ));
+        }
+        branches
+    }
+
+    /// Whether at most `max` devices can match: each index read stops after `max + 1` rows.
+    fn matches_at_most(&self, conn: &Connection, max: usize) -> Result<bool, InventoryError> {
+        let mut bound = 0;
+        for (sql, params) in self.branches() {
+            let sql = format!("SELECT COUNT(*) FROM ({sql} LIMIT {})", max + 1);
+            let params: Vec<&dyn ToSql> = params.iter().map(|value| value as &dyn ToSql).collect();
+            let count: i64 = conn.prepare_cached(&sql)?.query_row(params.as_slice(), |row| row.get(0))?;
+            bound += usize::try_from(count).unwrap_or(0);
+            if bound > max {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The matching MACs, each once: the indexes' matches together.
+    fn hits(&self, conditions: &mut Conditions) -> String {
+        let branches: Vec<String> =
+            self.branches().into_iter().map(|(sql, params)| conditions.numbered(sql, params)).collect();
+        branches.join(" UNION ")
+    }
+
+    /// The same matches as a condition on one device `d`, for a walk in sort order: its MAC,
+    /// its host name in the row, one probe of its addresses (their primary key).
+    fn condition(&self, conditions: &mut Conditions) {
+        let [mac_low, mac_high] = self.mac.clone();
+        let [ip_low, ip_high] = self.ip.clone();
+        let name = self.name.as_deref().map_or("", |_| " OR instr(lower(d.hostname), ?) > 0");
+        conditions.push(
+            &format!(
+                "((d.mac >= ? AND d.mac < ?){name}
+                  OR EXISTS (SELECT 1 FROM inventory_addresses a WHERE a.mac = d.mac AND a.ip >= ? AND a.ip < ?))"
+            ),
+            [mac_low, mac_high].into_iter().chain(self.name.as_deref().map(text)).chain([ip_low, ip_high]),
+        );
+    }
+}
+
 /// One page of devices (see `DeviceQuery`).
 pub fn devices(conn: &Connection, query: &DeviceQuery) -> Result<Page<DeviceRecord, DeviceCursor>, InventoryError> {
+    devices_sorting_at_most(conn, query, MAX_SORTED_MATCHES)
+}
+
+/// `devices`, a search sorting its matches itself when at most `max_sorted` can match.
+///
+/// The page is found first (MACs and sort keys only), then its devices are read by MAC: a
+/// search that sorts its matches reads whole records for the page's devices only.
+fn devices_sorting_at_most(
+    conn: &Connection,
+    query: &DeviceQuery,
+    max_sorted: usize,
+) -> Result<Page<DeviceRecord, DeviceCursor>, InventoryError> {
     let DeviceFilter { access, device_type, vendor, class, search } = &query.filter;
+    let search = search.as_deref().and_then(Search::new);
     let mut conditions = Conditions::default();
+    let mut from = "inventory_devices d".to_owned();
+    match &search {
+        // Few matches: read them on the indexes, then sort them (a CROSS JOIN keeps them the
+        // outer loop).
+        Some(search) if search.matches_at_most(conn, max_sorted)? => {
+            from =
+                format!("({}) hits CROSS JOIN inventory_devices d ON d.mac = hits.mac", search.hits(&mut conditions));
+        }
+        Some(search) => search.condition(&mut conditions),
+        None => {}
+    }
     if let Some(access) = access {
         conditions.push("d.access = ?", [text(access.as_str())]);
     }
@@ -276,17 +396,6 @@ pub fn devices(conn: &Connection, query: &DeviceQuery) -> Result<Page<DeviceReco
     if let Some(class) = class {
         conditions.push("IFNULL(d.class, '') = ?", [text(class)]);
     }
-    if let Some(search) = search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        let lower = search.to_lowercase();
-        let [mac_low, mac_high] = prefix_range(&lower.replace('-', ":"));
-        let [ip_low, ip_high] = prefix_range(&lower);
-        // The IP subquery is not correlated: SQLite runs it once, on the address index.
-        conditions.push(
-            "((d.mac >= ? AND d.mac < ?) OR instr(lower(d.hostname), ?) > 0
-              OR d.mac IN (SELECT mac FROM inventory_addresses WHERE ip >= ? AND ip < ?))",
-            [mac_low, mac_high, text(&lower), ip_low, ip_high],
-        );
-    }
     let sort = query.sort;
     if let Some(cursor) = &query.after {
         let key = match &cursor.key {
@@ -298,15 +407,33 @@ pub fn devices(conn: &Connection, query: &DeviceQuery) -> Result<Page<DeviceReco
     }
     let limit = query.limit.clamp(1, MAX_PAGE);
     // One row more than the page tells whether another page follows.
-    let sql = format!("{DEVICE_SELECT}{} ORDER BY {} LIMIT {}", conditions.sql(), sort.order_by(), limit + 1);
+    let sql = format!(
+        "SELECT d.mac, {} FROM {from}{} ORDER BY {} LIMIT {}",
+        sort.key(),
+        conditions.sql(),
+        sort.order_by(),
+        limit + 1
+    );
     let mut statement = conn.prepare(&sql)?;
-    let rows = statement.query_map(conditions.params().as_slice(), device_row)?.collect::<Result<Vec<_>, _>>()?;
-    let mut items = rows.into_iter().map(|row| finish_device(conn, row)).collect::<Result<Vec<_>, _>>()?;
-    let next = (items.len() > limit).then(|| {
-        items.truncate(limit);
-        let last = &items[limit - 1];
-        DeviceCursor { sort, key: sort.key_of(last), mac: last.mac.to_string() }
+    let mut keys = statement
+        .query_map(conditions.params().as_slice(), |row| {
+            let key = if sort.descending() { SortKey::Time(row.get(1)?) } else { SortKey::Text(row.get(1)?) };
+            Ok((row.get::<_, String>(0)?, key))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = (keys.len() > limit).then(|| {
+        keys.truncate(limit);
+        let (mac, key) = keys[limit - 1].clone();
+        DeviceCursor { sort, key, mac }
     });
+    let mut read = conn.prepare_cached(&format!("{DEVICE_SELECT} WHERE d.mac = ?1"))?;
+    let mut items = Vec::with_capacity(keys.len());
+    for (mac, _) in &keys {
+        // Devices are never deleted; one gone since would simply be left out.
+        if let Some(row) = read.query_row([mac], device_row).optional()? {
+            items.push(finish_device(conn, row)?);
+        }
+    }
     Ok(Page { items, next })
 }
 

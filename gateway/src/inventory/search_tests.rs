@@ -412,3 +412,233 @@ fn pages_and_counts_walk_indexes_instead_of_sorting_the_table() {
     let plan = plan(&conn, "SELECT mac FROM inventory_addresses WHERE ip >= '10.' AND ip < '10/'");
     assert!(plan.contains("inventory_addresses_by_ip"), "{plan}");
 }
+
+/// Host names a search must match as plain text: quotes, FTS5 operators and column filters,
+/// SQL wildcards, characters beyond ASCII.
+const AWKWARD_NAMES: [&str; 10] = [
+    "say \"hi\" cam",
+    "lamp AND plug",
+    "NEAR(tv radio)",
+    "name:value",
+    "star* light",
+    "^caret-hub",
+    "-minus (paren",
+    "o'brien's tv",
+    "100% _under_",
+    "Wohnzimmer-LÄMPE",
+];
+
+/// The fixtures, the awkward names and 300 numbered ones, each device with one address.
+fn search_store() -> Connection {
+    let conn = store();
+    let named = AWKWARD_NAMES.iter().map(|name| (*name).to_owned());
+    let numbered = (0..300).map(|i| format!("{}-{i:03}", ["cam", "Plug", "LAMP"][i % 3]));
+    for (i, name) in named.chain(numbered).enumerate() {
+        let mac = format!("02:00:00:03:{:02x}:{:02x}", i / 256, i % 256);
+        conn.execute(
+            "INSERT INTO inventory_devices (mac, first_seen, last_seen, vendor, locally_administered, hostname)
+             VALUES (?1, ?2, ?2, 'Acme', 1, ?3)",
+            params![mac, (i % 11) as i64, name],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO inventory_addresses (mac, ip, first_seen, last_seen) VALUES (?1, ?2, 0, 0)",
+            params![mac, format!("172.16.{}.{}", i / 100, i % 100)],
+        )
+        .unwrap();
+    }
+    conn
+}
+
+/// What a search for `text` must find, worked out in Rust over every device: MAC and IP by
+/// prefix, the host name by part (ASCII letters in any case) from `MIN_NAME_PART` characters.
+fn expected(conn: &Connection, text: &str) -> Vec<String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let mut statement = conn
+        .prepare("SELECT d.mac, d.hostname, a.ip FROM inventory_devices d JOIN inventory_addresses a USING (mac)")
+        .unwrap();
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, String>(2)?))
+    });
+    let mut found: Vec<String> = rows
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|(mac, hostname, ip)| {
+            mac.starts_with(&lower.replace('-', ":"))
+                || ip.starts_with(&lower)
+                || (lower.chars().count() >= MIN_NAME_PART
+                    && hostname.as_ref().is_some_and(|name| name.to_ascii_lowercase().contains(&lower)))
+        })
+        .map(|(mac, _, _)| mac)
+        .collect();
+    found.sort();
+    found
+}
+
+/// A `max_sorted` above every fixture's matches: the search always sorts them itself.
+const SORT_ALL: usize = 100_000;
+
+/// Every page of a search for `text` in `sort` order, sorting its matches itself when at
+/// most `max_sorted` can match.
+fn search_pages(conn: &Connection, text: &str, sort: DeviceSort, max_sorted: usize, limit: usize) -> Vec<String> {
+    let filter = DeviceFilter { search: Some(text.into()), ..DeviceFilter::default() };
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let query = DeviceQuery { filter: filter.clone(), sort, limit, after };
+        let page = devices_sorting_at_most(conn, &query, max_sorted).unwrap();
+        seen.extend(page.items.iter().map(|d| d.mac.to_string()));
+        let Some(next) = page.next else { break };
+        after = Some(next);
+    }
+    seen
+}
+
+#[test]
+fn a_search_finds_the_same_devices_in_the_same_order_sorting_its_matches_or_walking_the_order() {
+    let conn = search_store();
+    let texts = [
+        "cam",
+        "CAM-01",
+        "plug-2",
+        "lamp-29",
+        "amp",
+        "-00",
+        "02:00:00:03:00",
+        "02-00-00-03-01-0",
+        "172.16.1.",
+        "172.16.",
+        "172",
+        "10.0.0.",
+        "\"hi\"",
+        "say \"",
+        "\"",
+        "\"\"\"",
+        "AND",
+        "lamp and",
+        "near(",
+        "NEAR(tv",
+        "name:v",
+        "e:value",
+        "star*",
+        "*",
+        "r* l",
+        "^ca",
+        "^",
+        "(paren",
+        "-minus",
+        "o'brien",
+        "'s t",
+        "100%",
+        "% _",
+        "_under_",
+        "LÄMPE",
+        "lämpe",
+        "cam\0",
+        "\0amp",
+        "zimmer-l",
+        "no such name",
+        "hu",
+        "hue",
+        "02",
+        "17",
+        "  lamp-1  ",
+    ];
+    for text in texts {
+        let expected = expected(&conn, text);
+        for sort in DeviceSort::ALL {
+            let sorted = search_pages(&conn, text, sort, SORT_ALL, 7);
+            let walked = search_pages(&conn, text, sort, 0, 7);
+            assert_eq!(sorted, walked, "{text:?} in {sort:?}: the two ways disagree");
+            let whole = search_pages(&conn, text, sort, MAX_SORTED_MATCHES, MAX_PAGE);
+            assert_eq!(sorted, whole, "{text:?} in {sort:?}: pages of 7 and one page disagree");
+            let mut found = sorted.clone();
+            found.sort();
+            assert_eq!(found, expected, "{text:?} in {sort:?}");
+        }
+    }
+    assert_eq!(expected(&conn, "lamp").len(), 102, "the fixtures match what the test believes");
+    assert_eq!(search_pages(&conn, "\"hi\"", DeviceSort::Mac, SORT_ALL, 7), ["02:00:00:03:00:00"]);
+    assert_eq!(search_pages(&conn, "NEAR(tv", DeviceSort::Mac, SORT_ALL, 7), ["02:00:00:03:00:02"]);
+    assert_eq!(search_pages(&conn, "LÄMPE", DeviceSort::Mac, 0, 7), ["02:00:00:03:00:09"]);
+    assert!(search_pages(&conn, "lÄmpe", DeviceSort::Mac, SORT_ALL, 7).len() == 1, "ASCII letters in any case");
+    assert!(search_pages(&conn, "LäMPE", DeviceSort::Mac, SORT_ALL, 7).is_empty(), "other letters as written");
+}
+
+#[test]
+fn text_shorter_than_a_name_part_matches_mac_and_ip_prefixes_only() {
+    let conn = search_store();
+    assert_eq!(search_pages(&conn, "hu", DeviceSort::Mac, SORT_ALL, MAX_PAGE), Vec::<String>::new());
+    assert_eq!(search_pages(&conn, "ca", DeviceSort::Mac, 0, MAX_PAGE), Vec::<String>::new());
+    assert_eq!(search_pages(&conn, "fd", DeviceSort::Mac, SORT_ALL, MAX_PAGE), ["02:00:00:00:00:08"], "an IPv6 prefix");
+    assert_eq!(search_pages(&conn, "98", DeviceSort::Mac, 0, MAX_PAGE), ["98:90:96:9a:86:df"], "a MAC prefix");
+    assert_eq!(search_pages(&conn, "hue", DeviceSort::Mac, SORT_ALL, MAX_PAGE).len(), 2);
+}
+
+#[test]
+fn the_name_index_follows_every_change_of_a_host_name() {
+    let conn = store();
+    let found = |text: &str| search_pages(&conn, text, DeviceSort::Mac, SORT_ALL, MAX_PAGE);
+    assert_eq!(found("bridge"), ["00:17:88:00:00:01"]);
+    conn.execute("UPDATE inventory_devices SET hostname = 'Garage-Door' WHERE mac = '00:17:88:00:00:01'", []).unwrap();
+    assert!(found("bridge").is_empty(), "the old name is gone");
+    assert_eq!(found("garage"), ["00:17:88:00:00:01"]);
+    conn.execute("UPDATE inventory_devices SET hostname = NULL WHERE mac = '00:17:88:00:00:01'", []).unwrap();
+    assert!(found("garage").is_empty());
+    conn.execute("UPDATE inventory_devices SET hostname = 'ZIGBEE' WHERE mac = '02:00:00:00:00:08'", []).unwrap();
+    assert_eq!(found("zigb"), ["02:00:00:00:00:08"], "a first name");
+    conn.execute("UPDATE inventory_devices SET last_seen = 5 WHERE mac = '02:00:00:00:00:08'", []).unwrap();
+    assert_eq!(found("zigb"), ["02:00:00:00:00:08"], "other changes leave it");
+    conn.execute("DELETE FROM inventory_addresses WHERE mac = '02:00:00:00:00:08'", []).unwrap();
+    conn.execute("DELETE FROM inventory_devices WHERE mac = '02:00:00:00:00:08'", []).unwrap();
+    assert!(found("zigb").is_empty(), "a removed device");
+    let names: i64 = conn.query_row("SELECT COUNT(*) FROM inventory_hostnames", [], |row| row.get(0)).unwrap();
+    assert_eq!(names, 3, "one row per device with a host name");
+    conn.execute("INSERT INTO inventory_hostnames_fts (inventory_hostnames_fts) VALUES ('integrity-check')", [])
+        .unwrap();
+}
+
+#[test]
+fn the_name_index_takes_in_the_names_of_devices_stored_before_it() {
+    let path = std::env::temp_dir().join(format!("iotgw-search-{}.db", uuid::Uuid::new_v4()));
+    {
+        let conn = crate::store::open(&path, &[&MIGRATIONS[..3]]).unwrap();
+        for row in &ROWS {
+            insert(&conn, row);
+        }
+    }
+    let conn = crate::store::open(&path, &[MIGRATIONS]).unwrap();
+    assert_eq!(search_pages(&conn, "lobby", DeviceSort::Mac, SORT_ALL, MAX_PAGE), ["98:90:96:9a:86:df"]);
+    assert_eq!(search_pages(&conn, "HUE", DeviceSort::Mac, SORT_ALL, MAX_PAGE).len(), 2);
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[test]
+fn a_search_reads_its_matches_on_indexes_or_walks_the_sort_order_without_sorting() {
+    let conn = search_store();
+    let search = Search::new("lamp-1").unwrap();
+    let mut conditions = Conditions::default();
+    let hits = search.hits(&mut conditions);
+    let hits = hits.replacen("?1", "'lamp-1'", 1).replacen("?2", "'lamp-2'", 1).replacen("?3", "'lamp-1'", 1);
+    let hits = hits.replacen("?4", "'lamp-2'", 1).replacen("?5", "'\"lamp-1\"'", 1);
+    let hits_plan =
+        plan(&conn, &format!("SELECT d.mac FROM ({hits}) hits CROSS JOIN inventory_devices d ON d.mac = hits.mac"));
+    assert!(hits_plan.contains("VIRTUAL TABLE INDEX"), "the name index:\n{hits_plan}");
+    assert!(
+        hits_plan.contains("inventory_addresses_by_ip") && hits_plan.contains("sqlite_autoindex_inventory_devices_1"),
+        "{hits_plan}"
+    );
+    assert!(!hits_plan.contains("SCAN d") && !hits_plan.contains("SCAN inventory_devices"), "{hits_plan}");
+    for sort in DeviceSort::ALL {
+        let mut conditions = Conditions::default();
+        search.condition(&mut conditions);
+        let condition = conditions.sql().replace("?1", "'a'").replace("?2", "'b'").replace("?3", "'c'");
+        let condition = condition.replace("?4", "'d'").replace("?5", "'e'");
+        let sql = format!("SELECT d.mac FROM inventory_devices d{condition} ORDER BY {} LIMIT 101", sort.order_by());
+        let plan = plan(&conn, &sql);
+        assert!(!plan.contains("TEMP B-TREE") && plan.contains("INDEX"), "{sort:?}:\n{plan}");
+    }
+}
