@@ -14,7 +14,9 @@
 //! - `alerts-*`: `GET /api/v1/alerts`, 100 records: the first page and the page after half of
 //!   the records in each sort, then each filter (state, severity, device, detector, a one-day
 //!   window) in the default order, and a filter matching many (open) and one matching few (the
-//!   noisiest device) sorted by score.
+//!   noisiest device) sorted by score;
+//! - `browser-*`: each console page (overview, devices, alerts, a device) loaded afresh in
+//!   headless Chromium until its data is on screen, by the page's own clock.
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench console [-- DEVICES [ALERTS [ROUNDS]]]`,
 //! or `cargo xtask bench console`.
@@ -24,6 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use iotgw_test_support::browser::Browser;
 use iotgw::{
     alerts::AlertStore,
     api::{self, ApiState, InventoryDirectory, TokenEntry},
@@ -35,6 +38,8 @@ mod alerts;
 const DEFAULT_DEVICES: usize = 100_000;
 const DEFAULT_ALERTS: usize = 1_000_000;
 const DEFAULT_ROUNDS: usize = 200;
+/// Loads of each console page in the browser.
+const BROWSER_ROUNDS: usize = 20;
 const TOKEN: &str = "console-bench-token";
 /// Milliseconds in the 30 days the devices were first seen over.
 const SPAN_MS: i64 = 30 * 24 * 3_600_000;
@@ -184,6 +189,38 @@ fn store_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Each console page loaded afresh in headless Chromium (signed in with the bench's token),
+/// from navigation start to its data on screen: `browser-*` lines, p50 and slowest in ms.
+async fn first_pages(base: &str) {
+    let shots = std::env::temp_dir().join(format!("iotgw-console-bench-{}", std::process::id()));
+    let browser = Browser::start(&shots).await;
+    browser.goto(&format!("{base}/#/login")).await;
+    browser.fill("[data-testid=login-token]", TOKEN).await;
+    browser.click("[data-testid=login-submit]").await;
+    browser.element("[data-testid=whoami]").await;
+    let device = mac(1);
+    let pages = [
+        ("browser-overview", "#/overview".to_owned(), "[data-testid=alerts-over-time]"),
+        ("browser-devices", "#/devices".to_owned(), "[data-testid=device-row]"),
+        ("browser-alerts", "#/alerts".to_owned(), "[data-testid=alert-row]"),
+        ("browser-device", format!("#/devices/{device}"), "[data-testid=device-audit] tbody tr"),
+    ];
+    for (name, route, ready) in pages {
+        let mut times: Vec<Duration> = Vec::with_capacity(BROWSER_ROUNDS);
+        for _ in 0..BROWSER_ROUNDS {
+            times.push(browser.load_time(&format!("{base}/{route}"), ready).await);
+        }
+        times.sort();
+        println!(
+            "{name:<20} p50 {:>8.2} ms  max {:>8.2} ms  ({BROWSER_ROUNDS} loads until {ready})",
+            times[times.len() / 2].as_secs_f64() * 1e3,
+            times[times.len() - 1].as_secs_f64() * 1e3
+        );
+    }
+    browser.close().await;
+    let _ = std::fs::remove_dir_all(&shots);
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let devices: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(DEFAULT_DEVICES);
@@ -226,7 +263,8 @@ fn main() -> anyhow::Result<()> {
         let listener = api::bind(&config).await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (trigger, shutdown) = iotgw::shutdown::channel();
-        let server = tokio::spawn(api::serve_on(listener, api::router(state), None, shutdown));
+        let app = api::router(state).merge(iotgw::console::router());
+        let server = tokio::spawn(api::serve_on(listener, app, None, shutdown));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
 
         let deep = devices / 2 / 100;
@@ -261,6 +299,7 @@ fn main() -> anyhow::Result<()> {
                 p99.as_secs_f64() * 1e3
             );
         }
+        first_pages(&base).await;
         trigger.trigger();
         server.await??;
         anyhow::Ok(())

@@ -149,10 +149,12 @@ impl Browser {
         }
     }
 
-    /// Opens `url` and returns the time from the start of its navigation until an element
+    /// Loads `url` afresh and returns the time from the start of its navigation until an element
     /// matches `css` (measured by the page's own clock, `performance.now()`, so WebDriver's
     /// round trips are not counted). Panics after `WAIT`.
     pub async fn load_time(&self, url: &str, css: &str) -> Duration {
+        // A hash route of the page already open would not load the document again.
+        self.goto("about:blank").await;
         self.goto(url).await;
         let script = "const [css, limit, done] = arguments;
             const found = () => document.querySelector(css);
