@@ -26,12 +26,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use iotgw_test_support::browser::Browser;
 use iotgw::{
     alerts::AlertStore,
     api::{self, ApiState, InventoryDirectory, TokenEntry},
     datapath::MemoryDatapath,
 };
+use iotgw_test_support::browser::Browser;
 
 mod alerts;
 
