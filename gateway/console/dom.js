@@ -79,16 +79,32 @@ export function macLink(mac) {
 }
 
 // columns: [{label, cell: (row) => node or text, class}]; options: testid, rowTestid,
-// rowAttrs(row) -> extra attributes, empty (text when there are no rows), caption.
+// rowAttrs(row) -> extra attributes, rowHref(row) -> where a click on the row leads, empty
+// (text when there are no rows), caption.
 export function table(columns, rows, options = {}) {
   const head = h('tr', {}, columns.map((c) => h('th', { scope: 'col', class: c.class }, c.label)));
-  const body = rows.map((row) => h('tr', { testid: options.rowTestid, ...(options.rowAttrs?.(row) ?? {}) },
-    columns.map((c) => h('td', { class: c.class }, c.cell(row)))));
+  const body = rows.map((row) => {
+    const attrs = options.rowAttrs?.(row) ?? {};
+    const href = options.rowHref?.(row);
+    const classes = [attrs.class, href ? 'link-row' : null].filter(Boolean).join(' ');
+    return h('tr', { testid: options.rowTestid, ...attrs, class: classes || null,
+      onclick: href ? (event) => openRow(event, href) : null },
+    columns.map((c) => h('td', { class: c.class }, c.cell(row))));
+  });
   if (rows.length === 0) {
     body.push(h('tr', {}, h('td', { colspan: columns.length, class: 'empty' }, options.empty ?? 'Nothing to show.')));
   }
   return h('table', { testid: options.testid, class: 'grid' },
     options.caption ? h('caption', {}, options.caption) : null, h('thead', {}, head), h('tbody', {}, body));
+}
+
+// A click on a row opens `href`, unless it was on a control of its own (the row's link stays
+// what the keyboard reaches), with a modifier key, or the end of selecting text to copy.
+function openRow(event, href) {
+  if (event.target.closest('a, button, input, select, textarea, label, summary')) return;
+  if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+  if (String(window.getSelection() ?? '') !== '') return;
+  location.hash = href;
 }
 
 // A table of `objects` whose columns are their keys (for shapes this console does not know).

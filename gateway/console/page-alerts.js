@@ -6,9 +6,13 @@ import { keepFilters, pagedTable, readFilters } from './list.js';
 const PAGE_SIZE = 50;
 const FILTERS = ['state', 'severity', 'detector', 'device', 'sort', 'order'];
 
+// Where an alert's row leads (the whole row opens the alert; its id link is what the keyboard
+// reaches).
+export const alertHref = (a) => `#/alerts/${a.id}`;
+
 export const ALERT_COLUMNS = [
   { label: 'severity', cell: (a) => badge('sev', a.severity) },
-  { label: 'id', cell: (a) => h('a', { href: `#/alerts/${a.id}` }, `#${a.id}`) },
+  { label: 'id', cell: (a) => h('a', { href: alertHref(a) }, `#${a.id}`) },
   { label: 'detector', cell: (a) => a.detector },
   { label: 'device', cell: (a) => macLink(a.device) },
   { label: 'observed', class: 'wrap', cell: (a) => a.observed },
@@ -31,7 +35,7 @@ export async function mount(root, ctx) {
   const order = h('select', { testid: 'alert-order' },
     options(['desc', 'asc'], filter.order || 'desc', { desc: 'newest / highest first', asc: 'oldest / lowest first' }));
   const list = pagedTable('/alerts', () => ({ ...filter, limit: PAGE_SIZE }), ALERT_COLUMNS, {
-    testid: 'alert-table', rowTestid: 'alert-row',
+    testid: 'alert-table', rowTestid: 'alert-row', rowHref: alertHref,
     rowAttrs: (a) => ({ 'data-id': a.id, 'data-state': a.state, class: `row-${a.state}` }), empty: 'No alert matches.',
   });
 

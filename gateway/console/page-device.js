@@ -3,6 +3,7 @@
 // with the access actions for operators. Panels whose endpoint this gateway lacks (404) say so.
 import { canAct, get, optional, send } from './api.js';
 import { emptyChart, lineChart } from './chart.js';
+import { alertHref } from './page-alerts.js';
 import {
   badge, bytes, confirmAction, facts, fill, h, mono, notice, objectTable, percent, plain, section, table,
   text, time, unavailable,
@@ -164,13 +165,13 @@ async function baseline(path) {
 async function alertHistory(mac) {
   const rows = await get('/alerts', { device: mac, limit: LIST_LIMIT }).catch(() => []);
   return section('Alerts', { testid: 'device-alerts' }, table([
-    { label: 'id', cell: (a) => h('a', { href: `#/alerts/${a.id}` }, `#${a.id}`) },
+    { label: 'id', cell: (a) => h('a', { href: alertHref(a) }, `#${a.id}`) },
     { label: 'severity', cell: (a) => badge('sev', a.severity) },
     { label: 'detector', cell: (a) => a.detector },
     { label: 'observed', cell: (a) => a.observed },
     { label: 'state', cell: (a) => badge('alert', a.state) },
     { label: 'last seen', cell: (a) => time(a.last_seen) },
-  ], rows, { empty: 'No alert for this device.' }));
+  ], rows, { rowHref: alertHref, empty: 'No alert for this device.' }));
 }
 
 async function audit(mac) {

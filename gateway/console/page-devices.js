@@ -29,7 +29,8 @@ export async function mount(root, ctx) {
   const cls = h('select', { testid: 'device-filter-class' }, options([''], filter.class));
   const sort = h('select', { testid: 'device-sort' }, options(SORTS, filter.sort || 'last_seen'));
   const list = pagedTable('/devices', () => ({ ...filter, limit: PAGE_SIZE }), COLUMNS, {
-    testid: 'device-table', rowTestid: 'device-row', rowAttrs: (d) => ({ 'data-mac': d.mac }), empty: 'No device matches.',
+    testid: 'device-table', rowTestid: 'device-row', rowAttrs: (d) => ({ 'data-mac': d.mac }),
+    rowHref: (d) => `#/devices/${encodeURIComponent(d.mac)}`, empty: 'No device matches.',
   });
 
   function changed() {

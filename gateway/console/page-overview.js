@@ -3,7 +3,7 @@
 import { get, optional } from './api.js';
 import { emptyChart, stackedBars } from './chart.js';
 import { DEVICE_STATES, SEVERITIES, countTable, fill, h, notice, section, table, unavailable } from './dom.js';
-import { ALERT_COLUMNS } from './page-alerts.js';
+import { ALERT_COLUMNS, alertHref } from './page-alerts.js';
 
 const WINDOW_MS = 24 * 3600 * 1000;
 const BUCKET_SECS = 3600;
@@ -24,7 +24,7 @@ export async function mount(root) {
       h('div', { class: 'columns' },
         devices ? deviceCounts(devices) : section('Devices', {}, notice('Device counts could not be read.')),
         alertCounts(alerts, since)),
-      section('Latest open alerts', {}, table(ALERT_COLUMNS, latest, { empty: 'No open alert.' }),
+      section('Latest open alerts', {}, table(ALERT_COLUMNS, latest, { rowHref: alertHref, empty: 'No open alert.' }),
         h('p', {}, h('a', { href: '#/alerts?state=open' }, 'All open alerts'))));
   }
 

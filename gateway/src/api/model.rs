@@ -245,6 +245,97 @@ pub struct PolicyClass {
     pub matches: Vec<String>,
     /// Number of allow rules.
     pub rules: usize,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Its own allow rules, as written (what `include` and `update_lane` add is not repeated).
+    #[serde(default)]
+    pub allow: Vec<PolicyRule>,
+    /// Classes whose allow rules it also gets.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// It also gets the update lane's rules while enrolled.
+    #[serde(default)]
+    pub update_lane: bool,
+    /// Where the class is written, `file:line:column`.
+    #[serde(default)]
+    pub at: String,
+}
+
+/// One allow rule of a class or a lane, as written in the policy files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyRule {
+    pub description: Option<String>,
+    /// Remote networks (CIDR).
+    pub nets: Vec<String>,
+    /// Remote DNS names, exact or `*.example.com`: their addresses are allowed once a DNS
+    /// answer the device receives resolves them.
+    pub names: Vec<String>,
+    /// `any`, `tcp`, `udp` or `icmp`.
+    pub protocol: String,
+    /// Remote port ranges, merged; `0-65535` when the rule names none.
+    pub ports: Vec<PolicyPorts>,
+    /// `outbound` (the device connects), `inbound` or `both`.
+    pub direction: String,
+    /// Where the rule is written, `file:line:column`.
+    pub at: String,
+}
+
+/// A range of ports, both ends included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyPorts {
+    pub first: u16,
+    pub last: u16,
+}
+
+/// A lane of the running policy: what devices not on a class may reach.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyLane {
+    /// `onboarding` (unknown and onboarding devices), `quarantine` (quarantined devices'
+    /// allow-list) or `update` (added to the quarantine lane and to classes that ask for it).
+    pub name: String,
+    pub description: Option<String>,
+    pub allow: Vec<PolicyRule>,
+    /// Quarantine lane only: quarantined devices also get the update lane's rules.
+    pub includes_update: bool,
+    /// Where the lane is written; absent when no file defines it (it allows nothing).
+    pub at: Option<String>,
+}
+
+/// The verdicts for traffic no rule decides: `pass`, `drop` or `redirect` (to the quarantine
+/// port).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyVerdicts {
+    /// Frames the datapath cannot parse.
+    pub malformed: String,
+    /// Unknown or onboarding devices outside the onboarding lane.
+    pub unknown_device: String,
+    /// Enrolled devices outside their class's rules.
+    pub policy_miss: String,
+    /// Quarantined devices outside the quarantine lane.
+    pub quarantine: String,
+}
+
+/// One `[[response]]` rule in force: what the gateway does on its own when a detector alerts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyResponse {
+    pub name: String,
+    /// Detector names; empty means every detector.
+    pub detectors: Vec<String>,
+    /// Alerts scoring below this are left alone.
+    pub min_score: f64,
+    /// `alert`, `update_lane`, `quarantine` or `block`.
+    pub action: String,
+    /// At most this many actions per device within `device_period_secs`.
+    pub max_per_device: u32,
+    pub device_period_secs: u64,
+    /// At most this many actions over all devices within `global_period_secs`.
+    pub max_global: u32,
+    pub global_period_secs: u64,
+    /// Devices and classes the rule never acts on, sorted.
+    pub exempt_macs: Vec<String>,
+    pub exempt_classes: Vec<String>,
+    /// Where the rule is written, `file:line:column`.
+    pub at: String,
 }
 
 /// `GET /api/v1/policies`: the running policy, as the policy component last loaded it.
@@ -268,6 +359,15 @@ pub struct PolicySnapshot {
     /// The last load or reload, accepted or refused; absent before the first.
     #[serde(default)]
     pub last_reload: Option<PolicyReload>,
+    /// The verdicts when no rule decides; absent before the first load.
+    #[serde(default)]
+    pub verdicts: Option<PolicyVerdicts>,
+    /// The onboarding, quarantine and update lanes.
+    #[serde(default)]
+    pub lanes: Vec<PolicyLane>,
+    /// The `[[response]]` rules in force, in file order.
+    #[serde(default)]
+    pub responses: Vec<PolicyResponse>,
 }
 
 /// A load or reload of the policy files.

@@ -95,7 +95,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
             detect: config.detect.clone(),
             store: Some(config.store.path.clone()),
         },
-        responses,
+        responses.clone(),
         control.clone(),
         bus.clone(),
     )
@@ -122,7 +122,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let services = services::start(&config, control.clone(), &bus, &shutdown).await?;
 
     let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());
-    shared_policy.set(crate::api::policy_view::snapshot(&policy.current()));
+    shared_policy.set(crate::api::policy_view::snapshot(&policy.current(), &responses));
     let metrics = Arc::new(crate::api::metrics::Metrics::new());
     let parts = api::Parts {
         control,
@@ -146,6 +146,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         dns,
         in_force,
         shared: shared_policy,
+        responses,
         pipeline: pipeline_tx.clone(),
         bus,
     };

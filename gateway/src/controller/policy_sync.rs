@@ -19,6 +19,7 @@ use crate::{
         CompiledPolicy, CompiledRule, DnsTracker, PolicyId, PolicyStore, PolicyWatcher, Verdicts,
         dns::policies_in_force,
     },
+    respond::ResponsePolicy,
     shutdown::Shutdown,
 };
 
@@ -83,6 +84,9 @@ pub(super) struct PolicySync {
     pub in_force: watch::Sender<Arc<CompiledPolicy>>,
     /// The policy in force and the last refusal, for the API.
     pub shared: Arc<SharedPolicy>,
+    /// The response rules the pipeline runs (a reload whose rules are refused keeps them),
+    /// for the API's snapshot.
+    pub responses: ResponsePolicy,
     pub pipeline: mpsc::Sender<pipeline::Command>,
     pub bus: EventBus,
 }
@@ -167,9 +171,12 @@ impl PolicySync {
                 self.in_force.send_replace(compiled.clone());
                 self.dns.set_policy(&compiled);
                 let outcome = apply_policy(&self.maps, &self.config, &compiled, &self.dns, self.quarantine_src_mac);
-                self.shared.set(crate::api::policy_view::snapshot(&compiled));
                 // `policy.reload` checked the response rules with the rest.
                 let responses = crate::respond::rules::from_policy(&compiled.source);
+                if let Ok(running) = &responses {
+                    self.responses = running.clone();
+                }
+                self.shared.set(crate::api::policy_view::snapshot(&compiled, &self.responses));
                 let refused = match (&outcome, &responses) {
                     (Err(error), _) => {
                         Some(format!("reload on {cause} could not be written to the datapath: {error:#}"))

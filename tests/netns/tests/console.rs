@@ -188,7 +188,9 @@ fn an_operator_works_a_scan_alert_from_open_to_resolved_in_the_browser() {
         browser.screenshot("alerts").await;
 
         // Acknowledge, then resolve as a true positive, each after a confirmation.
-        browser.click(&format!("{alert_row} a[href='#/alerts/{alert_id}']")).await;
+        // The row's id link is what the keyboard reaches; a click anywhere on the row opens it.
+        browser.element(&format!("{alert_row} a[href='#/alerts/{alert_id}']")).await;
+        browser.click(&format!("{alert_row} td:nth-child(3)")).await;
         let page = format!("[data-testid=alert-page][data-id='{alert_id}']");
         browser.element(&page).await;
         confirmed_click(&browser, "alert-ack").await;
@@ -221,6 +223,16 @@ fn an_operator_works_a_scan_alert_from_open_to_resolved_in_the_browser() {
         {
             browser.click(&id(nav)).await;
             browser.element(&id(page)).await;
+            if page == "policies" {
+                // Lanes with their rules, classes and response rules, each rule with where it is written.
+                browser.element("[data-testid=policy-lanes] [data-testid=policy-rule]").await;
+                for part in ["policy-lanes", "policy-classes", "policy-responses"] {
+                    browser.element(&id(part)).await;
+                    browser.run(&format!("document.querySelector('{}').scrollIntoView()", id(part)), Vec::new()).await;
+                    browser.screenshot(part).await;
+                }
+                browser.run("window.scrollTo(0, 0)", Vec::new()).await;
+            }
             browser.screenshot(page).await;
         }
 

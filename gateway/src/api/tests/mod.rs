@@ -155,6 +155,8 @@ pub(crate) struct Options {
     pub session_clock: Option<crate::api::session::Clock>,
     /// Tell this queue what analysts learn as normal, as the controller tells the pipeline.
     pub pipeline: Option<tokio::sync::mpsc::Sender<crate::pipeline::Command>>,
+    /// Show this policy at `/api/v1/policies`, as the controller's policy step publishes it.
+    pub policies: Option<Arc<dyn PolicySource>>,
 }
 
 impl Server {
@@ -198,6 +200,9 @@ impl Server {
         }
         if let Some(pipeline) = &options.pipeline {
             state = state.with_pipeline(pipeline);
+        }
+        if let Some(policies) = options.policies {
+            state = state.with_policies(policies);
         }
         let listener = bind(&config).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -364,6 +369,7 @@ mod alerts;
 mod hardening;
 mod observe;
 mod pages;
+mod policies;
 mod search;
 mod session;
 mod stream;
