@@ -7,6 +7,19 @@ const RETRY_MS = 30_000;
 
 let source = null;
 let retry = null;
+let current = null;
+
+// A page the browser leaves (or keeps in its back/forward cache) must not keep its stream
+// open: over HTTP/1.1 a browser opens at most six connections to one host, and every stream
+// left behind holds one until the next page's requests wait for ever.
+window.addEventListener('pagehide', () => {
+  const listener = current;
+  stop();
+  current = listener;
+});
+window.addEventListener('pageshow', (event) => {
+  if (event.persisted && current) start(current);
+});
 
 function status(label) {
   const el = document.getElementById('live-status');
@@ -17,6 +30,7 @@ function status(label) {
 // listener(type, data): data is the event's JSON (null for resync).
 export function start(listener) {
   stop();
+  current = listener;
   status('connecting');
   source = new EventSource('/api/v1/stream');
   source.addEventListener('open', () => status('live'));
@@ -38,6 +52,7 @@ export function start(listener) {
 }
 
 export function stop() {
+  current = null;
   clearTimeout(retry);
   source?.close();
   source = null;
