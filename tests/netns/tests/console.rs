@@ -57,6 +57,26 @@ fn console_config() -> String {
     )
 }
 
+/// The real gateway on the scenario's policy with the console's users and tokens, its API
+/// reached from the host (where the browser runs) through a relay at `base`.
+struct Gateway<'a> {
+    s: Scenario<'a>,
+    api: ApiClient,
+    base: String,
+    /// The scenario device's MAC, as the API writes it.
+    mac: String,
+    _relay: Relay,
+}
+
+impl<'a> Gateway<'a> {
+    fn start(lab: &'a Lab) -> Gateway<'a> {
+        let s = Scenario::start_with_config(lab, &[("scenario.toml", scenario::POLICY)], &console_config());
+        let relay = Relay::start(&lab.gw, API_ADDR);
+        let (base, mac) = (format!("http://{}", relay.addr), Mac(s.mac).to_string());
+        Gateway { s, api: ApiClient::new(&lab.gw), base, mac, _relay: relay }
+    }
+}
+
 fn screenshots(test: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console").join(test)
 }
@@ -140,11 +160,7 @@ fn assert_refused(response: &Response, status: u16, what: &str) {
 #[test]
 fn an_operator_works_a_scan_alert_from_open_to_resolved_in_the_browser() {
     let lab = Lab::new(1);
-    let mut s = Scenario::start_with_config(&lab, &[("scenario.toml", scenario::POLICY)], &console_config());
-    let api = ApiClient::new(&lab.gw);
-    let relay = Relay::start(&lab.gw, API_ADDR);
-    let base = format!("http://{}", relay.addr);
-    let mac = Mac(s.mac).to_string();
+    let Gateway { mut s, api, base, mac, _relay } = Gateway::start(&lab);
     let shots = screenshots("operator");
 
     runtime().block_on(async {
@@ -264,11 +280,7 @@ fn an_operator_works_a_scan_alert_from_open_to_resolved_in_the_browser() {
 #[test]
 fn a_viewer_sees_no_actions_and_a_forged_action_is_refused() {
     let lab = Lab::new(1);
-    let mut s = Scenario::start_with_config(&lab, &[("scenario.toml", scenario::POLICY)], &console_config());
-    let api = ApiClient::new(&lab.gw);
-    let relay = Relay::start(&lab.gw, API_ADDR);
-    let base = format!("http://{}", relay.addr);
-    let mac = Mac(s.mac).to_string();
+    let Gateway { mut s, api, base, mac, _relay } = Gateway::start(&lab);
     for port in 0..4 {
         s.send_normal_reading(30_000 + port);
     }
