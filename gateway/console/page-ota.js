@@ -1,10 +1,7 @@
 // #/ota: firmware campaigns (GET /api/v1/ota/campaigns): target, state, stages with the active
 // one marked, each stage's progress (offered, installed, failed) and why a campaign halted.
 import { optional } from './api.js';
-import { bar, badge, facts, fill, h, notice, objectTable, plain, section, text, unavailable } from './dom.js';
-
-// Field names a campaign may use for the same fact.
-const pick = (object, ...keys) => keys.map((k) => object[k]).find((v) => v !== undefined && v !== null);
+import { bar, badge, facts, fill, h, notice, section, table, time, unavailable } from './dom.js';
 
 export async function mount(root) {
   const page = h('div', { class: 'ota', testid: 'ota-campaigns' });
@@ -14,8 +11,7 @@ export async function mount(root) {
     const campaigns = await optional('/ota/campaigns').catch(() => undefined);
     if (campaigns === null) return fill(page, unavailable('The OTA campaign list', '/ota/campaigns'));
     if (campaigns === undefined) return fill(page, notice('The campaigns could not be read.'));
-    const list = Array.isArray(campaigns) ? campaigns : (campaigns.campaigns ?? []);
-    fill(page, list.length ? list.map(campaign) : notice('No campaign.'));
+    fill(page, campaigns.length ? campaigns.map(campaign) : notice('No campaign.'));
   }
 
   await load();
@@ -23,29 +19,30 @@ export async function mount(root) {
 }
 
 function campaign(c) {
-  const halt = pick(c, 'halt_reason', 'halted_reason', 'halt');
-  const stages = c.stages ?? [];
-  return section(`Campaign ${plain(c.id)}`, { class: 'panel campaign', 'data-id': plain(c.id) },
-    halt ? h('div', { class: 'warning', role: 'status' }, h('strong', {}, 'Halted: '), plain(halt)) : null,
+  const active = c.active_stage ?? null;
+  return section(`Campaign ${c.id}`, { class: 'panel campaign', 'data-id': c.id },
+    c.halt_reason ? h('div', { class: 'warning', role: 'status' }, h('strong', {}, 'Halted: '), c.halt_reason) : null,
     facts([
-      ['target', text(pick(c, 'target', 'firmware_version'))], ['state', badge('campaign', plain(c.state))],
-      ['active stage', text(pick(c, 'active_stage', 'stage'))], ['device classes', text(plain(c.device_classes))],
+      ['target', `${c.target} (version ${c.firmware_version})`],
+      ['signed by role', c.role],
+      ['device classes', c.device_classes.length ? c.device_classes.join(', ') : 'all'],
+      ['state', badge('campaign', c.state)],
+      ['active stage', active === null ? null : (c.stages[active]?.name ?? String(active))],
+      ['since', time(c.stage_started_at)],
+      ['maintenance windows (UTC)', c.windows.length ? c.windows.join(', ') : 'any time'],
+      ['halts above', `${Math.round(c.failure_threshold * 100)} % failed in a stage`],
     ]),
-    stages.length && typeof stages[0] === 'object' ? stageTable(stages) : notice(`Stages: ${plain(stages)}`));
+    table(STAGE_COLUMNS, c.stages.map((stage, index) => ({ ...stage, active: index === active })), {
+      empty: 'No stage.', rowAttrs: (stage) => ({ class: stage.active ? 'active' : null }),
+    }));
 }
 
-function stageTable(stages) {
-  const table = objectTable(stages, { empty: 'No stage.' });
-  // Beside each stage, how far it got: installed out of offered (failures count as done).
-  const rows = table.querySelectorAll('tbody tr');
-  stages.forEach((stage, i) => {
-    const offered = Number(pick(stage, 'offered', 'devices') ?? 0);
-    const installed = Number(pick(stage, 'installed_ok', 'installed', 'ok') ?? 0);
-    const failed = Number(pick(stage, 'failed') ?? 0);
-    if (stage.active) rows[i]?.classList.add('active');
-    rows[i]?.append(h('td', { class: 'bar-cell', title: `${installed} installed, ${failed} failed of ${offered}` },
-      bar(installed + failed, offered), ` ${installed}/${offered}`));
-  });
-  table.querySelector('thead tr').append(h('th', { scope: 'col' }, 'progress'));
-  return table;
-}
+// Each stage and how far it got: installed and failed out of the devices offered it.
+const STAGE_COLUMNS = [
+  { label: 'stage', cell: (s) => (s.active ? `${s.name} (active)` : s.name) },
+  { label: 'devices', class: 'num', cell: (s) => String(s.devices) },
+  { label: 'offered', class: 'num', cell: (s) => String(s.offered) },
+  { label: 'installed', class: 'num', cell: (s) => String(s.installed) },
+  { label: 'failed', class: 'num', cell: (s) => String(s.failed) },
+  { label: 'progress', class: 'bar-cell', cell: (s) => [bar(s.installed + s.failed, s.offered), ` ${s.installed}/${s.offered}`] },
+];
