@@ -13,7 +13,10 @@ use std::{
 };
 
 use iotgw::device::{Access, Mac};
-use iotgw_test_support::browser::{Browser, WAIT};
+use iotgw_test_support::{
+    browser::{Browser, WAIT},
+    checked,
+};
 use netns_tests::{
     api::{API_ADDR, ApiClient, Response, token_entry},
     controller::iotgw_bin,
@@ -75,6 +78,24 @@ impl<'a> Gateway<'a> {
         let (base, mac) = (format!("http://{}", relay.addr), Mac(s.mac).to_string());
         Gateway { s, api: ApiClient::new(&lab.gw), base, mac, _relay: relay }
     }
+}
+
+/// A signed release and a draft campaign with `canary` as its canary, written with the CLI into
+/// the running gateway's store (as an operator would), so the OTA page has one to show.
+fn create_campaign(dir: &std::path::Path, canary: &str) {
+    let (repo, store, vendor_key) = (dir.join("ota"), dir.join("iotgw.db"), dir.join("vendor.pem"));
+    let ota = |args: &[&str]| {
+        checked(Command::new(iotgw_bin()).arg("ota").args(args).arg("--repo").arg(&repo).arg("--store").arg(&store));
+    };
+    let path = |p: &std::path::Path| p.to_str().expect("UTF-8 path").to_owned();
+    ota(&["init", "--root-keys", "1", "--root-threshold", "1"]);
+    checked(Command::new(iotgw_bin()).args(["ota", "key", "generate", "--out"]).arg(&vendor_key));
+    ota(&["delegate", "--role", "acme", "--key", &path(&dir.join("vendor.pub.pem"))]);
+    let image = dir.join("cam-2.0.bin");
+    std::fs::write(&image, vec![7u8; 4096]).expect("image");
+    let publish = ["publish", &path(&image), "--version", "2.0", "--device-class", "meter", "--key"];
+    ota(&[&publish[..], &[&path(&vendor_key), "--role", "acme"]].concat());
+    ota(&["campaign", "create", "--target", "acme/cam-2.0.bin", "--canary", canary]);
 }
 
 fn screenshots(test: &str) -> PathBuf {
@@ -295,6 +316,17 @@ fn a_viewer_sees_no_actions_and_a_forged_action_is_refused() {
             assert!(!browser.has(&id(action)).await, "a viewer is shown {action}");
         }
         browser.screenshot("device-viewer").await;
+
+        // The OTA page shows a real campaign: its target, state and canary stage.
+        create_campaign(&s.ctl.dir, &mac);
+        browser.goto(&format!("{base}/#/ota")).await;
+        let campaign = "[data-testid=ota-campaigns] section.campaign";
+        let shown = format!(
+            "document.querySelector('{campaign}')?.innerText.includes('acme/cam-2.0.bin') && \
+             document.querySelector('{campaign} tbody tr')?.innerText.includes('canary')"
+        );
+        browser.wait_until("the campaign on the OTA page", &shown, WAIT).await;
+        browser.screenshot("ota-campaign").await;
 
         // The request the button would send, forged with the viewer's own valid session.
         let csrf = page_csrf(&browser).await;
