@@ -101,7 +101,7 @@ pub async fn summary(
     _caller: Caller,
     query: Result<Query<SummaryParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AlertsSummary>, ApiError> {
-    let Query(params) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let Query(params) = query?;
     let until = OffsetDateTime::now_utc();
     let since = time_filter("since", params.since)?.unwrap_or(until - DEFAULT_SPAN);
     if since >= until {

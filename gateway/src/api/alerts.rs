@@ -259,7 +259,7 @@ pub async fn list(
     _caller: Caller,
     query: Result<Query<AlertsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let Query(query) = query?;
     let query = store_query(query)?;
     let page = with_store(&state, move |store| store.list(&query)).await?;
     let alerts: Vec<AlertSummary> = page.alerts.into_iter().map(Into::into).collect();

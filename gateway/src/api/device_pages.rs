@@ -149,10 +149,6 @@ async fn device_read<T: Send + 'static>(
     .await
 }
 
-fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query.map(|Query(params)| params).map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
-}
-
 /// A device's traffic over time, oldest bucket first.
 #[utoipa::path(
     get, path = "/api/v1/devices/{mac}/traffic", tag = "devices",
@@ -172,7 +168,7 @@ pub async fn traffic(
     Path(mac): Path<String>,
     query: Result<Query<TrafficParams>, QueryRejection>,
 ) -> Result<Json<Vec<TrafficPoint>>, ApiError> {
-    let (since, until, limit) = traffic_range(parsed(query)?)?;
+    let (since, until, limit) = traffic_range(query?.0)?;
     Ok(Json(device_read(&state, &mac, move |directory, mac| directory.traffic(mac, since, until, limit)).await?))
 }
 
@@ -195,7 +191,7 @@ pub async fn destinations(
     Path(mac): Path<String>,
     query: Result<Query<DestinationsParams>, QueryRejection>,
 ) -> Result<Json<Vec<Destination>>, ApiError> {
-    let limit = bounded("limit", parsed(query)?.limit, DEFAULT_DESTINATIONS, MAX_DESTINATIONS)?;
+    let limit = bounded("limit", query?.0.limit, DEFAULT_DESTINATIONS, MAX_DESTINATIONS)?;
     Ok(Json(device_read(&state, &mac, move |directory, mac| directory.destinations(mac, limit)).await?))
 }
 

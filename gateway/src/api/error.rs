@@ -75,6 +75,13 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// A query string that does not parse into the endpoint's parameters.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
 impl From<DirectoryError> for ApiError {
     fn from(error: DirectoryError) -> Self {
         match error {

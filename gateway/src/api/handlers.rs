@@ -205,7 +205,7 @@ pub async fn flows(
     query: Result<Query<FlowsQuery>, QueryRejection>,
 ) -> Result<Json<Vec<FlowRecord>>, ApiError> {
     let mac = parse_mac(&mac)?;
-    let Query(query) = query.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let Query(query) = query?;
     let limit = query.limit.unwrap_or(DEFAULT_FLOWS_LIMIT);
     if limit == 0 || limit > MAX_FLOWS_LIMIT {
         return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_FLOWS_LIMIT}")));

@@ -156,10 +156,6 @@ fn cursor_error(error: crate::inventory::search::InvalidCursor) -> ApiError {
     bad(format!("{error}: start again without one"))
 }
 
-fn parsed<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query.map(|Query(params)| params).map_err(|rejection| bad(rejection.body_text()))
-}
-
 /// Devices of the inventory, a page at a time: filtered, searched, sorted.
 #[utoipa::path(
     get, path = "/api/v1/devices", tag = "devices",
@@ -178,7 +174,7 @@ pub async fn devices(
     _caller: Caller,
     query: Result<Query<DevicesParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let query = device_query(parsed(query)?)?;
+    let query = device_query(query?.0)?;
     let directory = state.directory.clone();
     let page = blocking(move || Ok(directory.devices(&query)?)).await?;
     Ok(paged(page.items, page.next))
@@ -202,7 +198,7 @@ pub async fn audit(
     _caller: Caller,
     query: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let query = audit_query(parsed(query)?)?;
+    let query = audit_query(query?.0)?;
     let directory = state.directory.clone();
     let page = blocking(move || Ok(directory.audit(&query)?)).await?;
     Ok(paged(page.items, page.next))
