@@ -6,7 +6,6 @@
 //! its own, with a fresh profile directory; dropping it kills the group (chromedriver and the
 //! Chromium it started) and removes the profile, so a failing test leaves nothing running.
 use std::{
-    net::{Ipv4Addr, TcpListener},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -14,6 +13,8 @@ use std::{
 };
 
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
+
+use crate::services::{free_port, scratch};
 
 /// The browser and its driver, as Debian installs them.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -51,8 +52,7 @@ impl Browser {
         }
         std::fs::create_dir_all(screenshots).unwrap_or_else(|e| panic!("{}: {e}", screenshots.display()));
         let port = free_port();
-        let profile = std::env::temp_dir().join(format!("iotgw-chromium-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&profile).unwrap_or_else(|e| panic!("{}: {e}", profile.display()));
+        let profile = scratch("chromium");
         let child = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -203,10 +203,4 @@ impl Drop for Driver {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
-}
-
-/// A loopback port nothing listens on now.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a free port");
-    listener.local_addr().expect("local address").port()
 }

@@ -36,7 +36,7 @@ fn wait_listening(addr: SocketAddr, what: &str) {
 }
 
 /// A fresh folder under the system's temporary directory, named for `what` and this process.
-fn scratch(what: &str) -> PathBuf {
+pub fn scratch(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("iotgw-{what}-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     dir
