@@ -30,6 +30,8 @@ pub struct Config {
     pub integrations: crate::integrations::Config,
     #[serde(default)]
     pub ota: crate::ota::Config,
+    #[serde(default)]
+    pub fleet: crate::fleet::Config,
 }
 
 /// Why the configuration was refused.
@@ -71,6 +73,7 @@ impl Config {
         problems.extend(self.baseline.problems());
         problems.extend(self.integrations.problems());
         problems.extend(self.identity.problems());
+        problems.extend(self.fleet.problems());
         problems
     }
 }

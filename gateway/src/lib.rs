@@ -25,6 +25,8 @@ pub mod detect;
 pub mod device;
 pub mod event;
 pub mod fingerprint;
+pub mod fleet;
+pub mod hub;
 pub mod identity;
 pub mod integrations;
 pub mod inventory;
