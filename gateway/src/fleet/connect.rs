@@ -1,0 +1,53 @@
+//! One way to reach the broker, for gateways and the hub: NKey credentials, extra TLS roots,
+//! reconnecting for ever (a gateway's broker may be gone for hours; the outbox keeps what it
+//! cannot send meanwhile).
+use std::path::Path;
+
+use async_nats::{Client, ConnectOptions};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    #[error("cannot read the NKey seed {path}: {source}")]
+    Seed { path: String, source: std::io::Error },
+    #[error("the NKey seed in {path} is not a user seed: {reason}")]
+    BadSeed { path: String, reason: String },
+    #[error("cannot connect to {url}: {source}")]
+    Connect { url: String, source: async_nats::ConnectError },
+}
+
+/// Who connects, and with what.
+pub struct Endpoint<'a> {
+    pub url: &'a str,
+    /// Client name the broker shows (`iotgw-gw.<site>.<gateway>`, `iotgw-hub`).
+    pub name: &'a str,
+    pub credentials: Option<&'a Path>,
+    pub tls_ca: Option<&'a Path>,
+}
+
+/// Connects, retrying in the background when the broker is not up yet: the first publish
+/// waits for the connection instead of start-up failing.
+pub async fn connect(endpoint: &Endpoint<'_>) -> Result<Client, ConnectError> {
+    let mut options = ConnectOptions::new().name(endpoint.name).retry_on_initial_connect().max_reconnects(None);
+    if let Some(path) = endpoint.credentials {
+        let seed = read_seed(path)?;
+        options = options.nkey(seed);
+    }
+    if let Some(ca) = endpoint.tls_ca {
+        options = options.add_root_certificates(ca.to_owned()).require_tls(true);
+    }
+    options.connect(endpoint.url).await.map_err(|source| ConnectError::Connect { url: endpoint.url.to_owned(), source })
+}
+
+/// Reads an NKey user seed (`SU...`), refusing anything else so a wrong file fails at start.
+pub fn read_seed(path: &Path) -> Result<String, ConnectError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConnectError::Seed { path: path.display().to_string(), source })?;
+    let seed = text.trim().to_owned();
+    let pair = nkeys::KeyPair::from_seed(&seed)
+        .map_err(|e| ConnectError::BadSeed { path: path.display().to_string(), reason: e.to_string() })?;
+    if !pair.public_key().starts_with('U') {
+        return Err(ConnectError::BadSeed { path: path.display().to_string(), reason: "not a user key".into() });
+    }
+    Ok(seed)
+}
