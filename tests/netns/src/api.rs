@@ -1,6 +1,7 @@
 //! A client for the controller's local API, which listens on loopback inside the lab's
 //! gateway namespace: each request connects from a thread that entered that namespace (a
-//! socket keeps the namespace it was made in), then speaks one HTTP/1.1 exchange over it.
+//! socket keeps the namespace it was made in), then speaks one HTTP/1.1 exchange over it. The
+//! same client speaks to the fleet hub, which listens on the host's loopback (`on_host`).
 use std::{
     fs::File,
     io::{Read as _, Write as _},
@@ -28,28 +29,39 @@ impl Response {
     }
 }
 
-/// The API of the controller in namespace `ns`, called with `token` (None: no header).
+/// The API of the controller in namespace `ns` (or of a server on the host), called with
+/// `token` (None: no header).
 pub struct ApiClient {
-    ns: String,
+    /// `None`: the host's own namespace.
+    ns: Option<String>,
+    addr: SocketAddr,
 }
 
 impl ApiClient {
     pub fn new(ns: &str) -> ApiClient {
-        ApiClient { ns: ns.to_owned() }
+        ApiClient { ns: Some(ns.to_owned()), addr: API_ADDR }
     }
 
-    /// Connects to the API from inside the namespace, retrying until it listens.
+    /// The API listening on `addr` in the host's namespace (the fleet hub).
+    pub fn on_host(addr: SocketAddr) -> ApiClient {
+        ApiClient { ns: None, addr }
+    }
+
+    /// Connects to the API (from inside the namespace when it has one), retrying until it
+    /// listens.
     fn connect(&self) -> TcpStream {
-        let ns = self.ns.clone();
+        let (ns, addr) = (self.ns.clone(), self.addr);
         std::thread::spawn(move || {
-            let handle = File::open(crate::lab::Lab::ns_path(&ns)).unwrap_or_else(|e| panic!("netns {ns}: {e}"));
-            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            if let Some(ns) = &ns {
+                let handle = File::open(crate::lab::Lab::ns_path(ns)).unwrap_or_else(|e| panic!("netns {ns}: {e}"));
+                nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            }
             let deadline = Instant::now() + CONNECT_TIMEOUT;
             loop {
-                match TcpStream::connect_timeout(&API_ADDR, IO_TIMEOUT) {
+                match TcpStream::connect_timeout(&addr, IO_TIMEOUT) {
                     Ok(stream) => return stream,
                     Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-                    Err(e) => panic!("API at {API_ADDR} in {ns} not reachable within {CONNECT_TIMEOUT:?}: {e}"),
+                    Err(e) => panic!("API at {addr} ({ns:?}) not reachable within {CONNECT_TIMEOUT:?}: {e}"),
                 }
             }
         })
@@ -83,7 +95,7 @@ impl ApiClient {
         let mut stream = self.connect();
         stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
         stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {API_ADDR}\r\nConnection: close\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
