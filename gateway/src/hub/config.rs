@@ -13,6 +13,11 @@
 //! max_bytes = 10737418240
 //! duplicate_window_secs = 7200
 //!
+//! [ingest]
+//! batch = 1000                             # reports stored per PostgreSQL transaction, at most
+//! clone_window_secs = 300                  # one certificate active at two sites this close: a clone
+//! ack_wait_secs = 60                       # an unacknowledged report is delivered again after this
+//!
 //! [api]                                    # the gateway's [api] section: listen, tls, users, tokens
 //! listen = "0.0.0.0:8443"
 //! ```
@@ -32,6 +37,8 @@ pub struct Config {
     pub command_ttl_secs: u64,
     #[serde(default)]
     pub streams: Streams,
+    #[serde(default)]
+    pub ingest: super::ingest::Settings,
     #[serde(default)]
     pub api: crate::api::Config,
 }
@@ -75,6 +82,7 @@ impl Config {
         if self.command_ttl_secs == 0 {
             problems.push("command_ttl_secs: must be at least 1".to_owned());
         }
+        problems.extend(self.ingest.problems());
         if self.streams.max_bytes <= 0 || self.streams.max_age_days == 0 {
             problems.push("streams: max_bytes and max_age_days must be positive".to_owned());
         }

@@ -1,9 +1,15 @@
 //! The fleet hub, `iotgw hub --config FILE`: it consumes every gateway's reports from NATS
 //! JetStream into PostgreSQL, serves the fleet API and console, publishes signed policy bundles
 //! and sends commands to gateways. The wire format it shares with gateways is `crate::fleet`.
+//!
+//! `service` runs it: `streams` on the broker, `store` (PostgreSQL), `ingest` (reports into
+//! PostgreSQL, with `clone`, the certificate clone check).
 use std::sync::Arc;
 
+pub mod clone;
 pub mod config;
+pub mod ingest;
+pub mod service;
 pub mod store;
 pub mod streams;
 

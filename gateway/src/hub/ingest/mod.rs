@@ -1,0 +1,301 @@
+//! Ingest: the hub's durable pull consumer `hub` on the report stream, into PostgreSQL.
+//!
+//! Messages are taken in batches (whatever arrived, up to `[ingest] batch`); each batch is
+//! decoded and checked (`report`), stored in one transaction (`upsert`), and acknowledged only
+//! after the commit. A hub killed mid-batch therefore gets the batch again, and the upserts make
+//! the second time change nothing. A message that is not a report, or whose body claims another
+//! origin than its subject, is refused: counted, logged (escaped), terminated, never stored.
+//!
+//! `IngestStats` counts what happened, for the hub's metrics.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::{
+    self, AckKind,
+    consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
+};
+use futures::{FutureExt as _, StreamExt as _};
+use serde::{Deserialize, Serialize};
+
+use super::Hub;
+use crate::{fleet::subjects, shutdown::Shutdown, untrusted};
+
+mod report;
+mod upsert;
+
+pub use report::{Refusal, decode};
+pub use upsert::{Stored, store};
+
+/// Durable name of the hub's consumer on the report stream.
+pub const CONSUMER: &str = "hub";
+/// Heartbeat of the pull requests, so a lost broker connection is noticed.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Pause before taking messages again after the broker or the database failed.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Reports a gateway sent that the store refused are redelivered after this (a database that
+/// is down), or terminated (a report the database cannot take).
+const NAK_DELAY: Duration = Duration::from_secs(2);
+
+/// The `[ingest]` section of the hub's configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Reports stored per transaction, at most.
+    pub batch: usize,
+    /// One certificate subject active at two sites within this many seconds is a clone.
+    pub clone_window_secs: u64,
+    /// Seconds the broker waits for a report's acknowledgement before it delivers it again (to
+    /// a hub restarted after a crash, say): a batch's transaction must commit well within it.
+    pub ack_wait_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { batch: 1_000, clone_window_secs: 300, ack_wait_secs: 60 }
+    }
+}
+
+impl Settings {
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=10_000).contains(&self.batch) {
+            problems.push("ingest.batch: must be 1 to 10000".to_owned());
+        }
+        for (key, value) in [("clone_window_secs", self.clone_window_secs), ("ack_wait_secs", self.ack_wait_secs)] {
+            if value == 0 {
+                problems.push(format!("ingest.{key}: must be at least 1"));
+            }
+        }
+        problems
+    }
+
+    pub fn clone_window(&self) -> Duration {
+        Duration::from_secs(self.clone_window_secs)
+    }
+}
+
+/// What ingest did since the hub started; the API serves it as metrics.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Reports stored (a redelivered one counts again: it was stored again, changing nothing).
+    pub reports: AtomicU64,
+    /// Messages refused: not a report, another origin than their subject, or a report the
+    /// database cannot take.
+    pub refused: AtomicU64,
+    /// Events already stored before (redeliveries and republished reports).
+    pub duplicate_events: AtomicU64,
+    /// Transactions committed.
+    pub batches: AtomicU64,
+    /// Transactions that failed (the batch is redelivered).
+    pub failed_batches: AtomicU64,
+    /// Certificate clone alerts raised.
+    pub clone_alerts: AtomicU64,
+    /// Messages in the stream the consumer has not been given yet, as of the last batch.
+    pub pending: AtomicU64,
+    /// Milliseconds from the broker storing the last report of the last batch to its commit.
+    pub lag_ms: AtomicU64,
+}
+
+/// `IngestStats` read at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct IngestSnapshot {
+    pub reports: u64,
+    pub refused: u64,
+    pub duplicate_events: u64,
+    pub batches: u64,
+    pub failed_batches: u64,
+    pub clone_alerts: u64,
+    pub pending: u64,
+    pub lag_ms: u64,
+}
+
+impl IngestStats {
+    pub fn snapshot(&self) -> IngestSnapshot {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        IngestSnapshot {
+            reports: read(&self.reports),
+            refused: read(&self.refused),
+            duplicate_events: read(&self.duplicate_events),
+            batches: read(&self.batches),
+            failed_batches: read(&self.failed_batches),
+            clone_alerts: read(&self.clone_alerts),
+            pending: read(&self.pending),
+            lag_ms: read(&self.lag_ms),
+        }
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The durable consumer `hub` on the report stream (created if missing): every report, each
+/// acknowledged explicitly. One consumer without a filter: nats-server 2.9 has no multi-filter.
+pub async fn consumer(js: &jetstream::Context, settings: &Settings) -> Result<PullConsumer, async_nats::Error> {
+    let stream = js.get_stream(subjects::REPORT_STREAM).await?;
+    let config = pull::Config {
+        durable_name: Some(CONSUMER.to_owned()),
+        description: Some("iotgw hub: reports into PostgreSQL".to_owned()),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: Duration::from_secs(settings.ack_wait_secs),
+        // Room for the batch being stored and the next one arriving meanwhile.
+        max_ack_pending: i64::try_from(settings.batch * 2).unwrap_or(i64::MAX),
+        ..Default::default()
+    };
+    Ok(stream.get_or_create_consumer(CONSUMER, config).await?)
+}
+
+/// Takes batches from `consumer` and stores them until shutdown. Broker and database failures
+/// are logged and retried; this returns only at shutdown, after the batch in hand is stored.
+pub async fn run(hub: Hub, consumer: PullConsumer, stats: Arc<IngestStats>, mut shutdown: Shutdown) {
+    let settings = hub.config.ingest.clone();
+    tracing::info!(consumer = CONSUMER, stream = subjects::REPORT_STREAM, batch = settings.batch, "ingesting reports");
+    while !shutdown.is_triggered() {
+        let messages = consumer.stream().max_messages_per_batch(settings.batch).heartbeat(HEARTBEAT).messages().await;
+        let mut messages = match messages {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "cannot pull reports; retrying");
+                pause(&mut shutdown).await;
+                continue;
+            }
+        };
+        loop {
+            let batch = tokio::select! {
+                () = shutdown.wait() => break,
+                batch = next_batch(&mut messages, settings.batch) => batch,
+            };
+            match batch {
+                Ok(batch) => ingest(&hub, &settings, &stats, batch).await,
+                Err(error) => {
+                    // A missed heartbeat or a lost connection: pull again.
+                    tracing::warn!(%error, "pulling reports failed; pulling again");
+                    pause(&mut shutdown).await;
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!("ingest stopped");
+}
+
+async fn pause(shutdown: &mut Shutdown) {
+    tokio::select! {
+        () = shutdown.wait() => {}
+        () = tokio::time::sleep(RETRY_PAUSE) => {}
+    }
+}
+
+/// Waits for one message, then takes every other one already received, up to `max`.
+async fn next_batch(messages: &mut pull::Stream, max: usize) -> Result<Vec<jetstream::Message>, String> {
+    let first = match messages.next().await {
+        Some(Ok(message)) => message,
+        Some(Err(error)) => return Err(error.to_string()),
+        None => return Err("the pull stream ended".to_owned()),
+    };
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match messages.next().now_or_never() {
+            Some(Some(Ok(message))) => batch.push(message),
+            // An error is met again on the next wait; what is in hand is stored first.
+            _ => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// Stores one batch and acknowledges it: every accepted report after the commit, refused ones
+/// terminated. When the transaction fails on the data, the reports are stored one by one so
+/// the one the database cannot take is refused alone; when it fails otherwise (the database is
+/// down), the batch is handed back for redelivery.
+async fn ingest(hub: &Hub, settings: &Settings, stats: &IngestStats, batch: Vec<jetstream::Message>) {
+    let mut accepted = Vec::with_capacity(batch.len());
+    let mut refused = Vec::new();
+    for message in batch {
+        match decode(&message.subject, &message.payload) {
+            Ok(report) => accepted.push((message, report)),
+            Err(refusal) => refused.push((message, refusal)),
+        }
+    }
+    let window = settings.clone_window();
+    let reports: Vec<_> = accepted.iter().map(|(_, report)| report.clone()).collect();
+    match store(&hub.pool, &reports, window).await {
+        Ok(stored) => {
+            count_stored(stats, &stored, reports.len());
+            observe_lag(stats, accepted.last().map(|(message, _)| message));
+            acknowledge(&messages_of(&accepted), AckKind::Ack).await;
+        }
+        Err(error) if upsert::is_data_error(&error) && reports.len() > 1 => {
+            tracing::warn!(error = %untrusted::escape(&error.to_string()), "a batch failed on its data; storing its reports one by one");
+            for (message, report) in accepted {
+                match store(&hub.pool, std::slice::from_ref(&report), window).await {
+                    Ok(stored) => {
+                        count_stored(stats, &stored, 1);
+                        acknowledge(&[&message], AckKind::Ack).await;
+                    }
+                    Err(error) if upsert::is_data_error(&error) => {
+                        refused.push((message, Refusal::Unstorable(error.to_string())));
+                    }
+                    Err(error) => give_back(stats, &error, &[&message]).await,
+                }
+            }
+        }
+        Err(error) if upsert::is_data_error(&error) => {
+            refused.extend(accepted.into_iter().map(|(message, _)| (message, Refusal::Unstorable(error.to_string()))));
+        }
+        Err(error) => give_back(stats, &error, &messages_of(&accepted)).await,
+    }
+    for (message, refusal) in &refused {
+        tracing::warn!(
+            subject = %untrusted::escape(&message.subject),
+            reason = %untrusted::escape(&refusal.to_string()),
+            "report refused"
+        );
+    }
+    IngestStats::add(&stats.refused, refused.len() as u64);
+    acknowledge(&messages_of(&refused), AckKind::Term).await;
+}
+
+/// The messages of (message, what became of it) pairs, collected before any await: an iterator
+/// held across one would make the task's future not `Send`.
+fn messages_of<T>(pairs: &[(jetstream::Message, T)]) -> Vec<&jetstream::Message> {
+    pairs.iter().map(|(message, _)| message).collect()
+}
+
+fn count_stored(stats: &IngestStats, stored: &Stored, reports: usize) {
+    IngestStats::add(&stats.reports, reports as u64);
+    IngestStats::add(&stats.duplicate_events, stored.duplicate_events);
+    IngestStats::add(&stats.clone_alerts, stored.clone_alerts);
+    IngestStats::add(&stats.batches, 1);
+}
+
+/// Pending messages and the age of the newest stored one, from its delivery metadata.
+fn observe_lag(stats: &IngestStats, last: Option<&jetstream::Message>) {
+    let Some(info) = last.and_then(|message| message.info().ok()) else { return };
+    stats.pending.store(info.pending, Ordering::Relaxed);
+    let age = time::OffsetDateTime::now_utc() - info.published;
+    stats.lag_ms.store(u64::try_from(age.whole_milliseconds()).unwrap_or(0), Ordering::Relaxed);
+}
+
+/// The database failed for a reason other than the data: redeliver later.
+async fn give_back(stats: &IngestStats, error: &sqlx::Error, messages: &[&jetstream::Message]) {
+    tracing::warn!(%error, "storing reports failed; they will be redelivered");
+    IngestStats::add(&stats.failed_batches, 1);
+    acknowledge(messages, AckKind::Nak(Some(NAK_DELAY))).await;
+}
+
+async fn acknowledge(messages: &[&jetstream::Message], kind: AckKind) {
+    for message in messages {
+        if let Err(error) = message.ack_with(kind).await {
+            // Unacknowledged, it is redelivered after `ack_wait_secs`; storing it again changes
+            // nothing.
+            tracing::debug!(%error, "acknowledgement not sent");
+        }
+    }
+}
