@@ -21,6 +21,19 @@ export function forget() {
   Object.assign(session, { name: null, role: null, csrf: null });
 }
 
+// What the console talks to, from GET /api/v1/status: one `gateway`, or the fleet hub (`fleet`),
+// whose lists carry site and gateway and which has no policy, OTA or live-feed endpoints.
+export const server = { scope: 'gateway' };
+
+export function fleet() {
+  return server.scope === 'fleet';
+}
+
+export async function learnScope() {
+  const status = await get('/status');
+  server.scope = status?.scope === 'fleet' ? 'fleet' : 'gateway';
+}
+
 export function canAct() {
   return session.role === 'operator' || session.role === 'admin';
 }

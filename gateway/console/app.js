@@ -4,7 +4,7 @@
 // A page module exports mount(root, ctx) -> {refresh(), wants(type, data)}: it draws into
 // `root` (a fresh element per visit, so a slow answer for a page left behind lands nowhere)
 // and refetches on refresh; wants() says whether a live event concerns what it shows.
-import { call, forget, session, signedIn, whenSignedOut } from './api.js';
+import { call, fleet, forget, learnScope, server, session, signedIn, whenSignedOut } from './api.js';
 import { clearError, debounce } from './dom.js';
 import * as live from './live.js';
 import * as login from './page-login.js';
@@ -15,7 +15,10 @@ import * as alerts from './page-alerts.js';
 import * as alert from './page-alert.js';
 import * as policies from './page-policies.js';
 import * as ota from './page-ota.js';
+import * as gateways from './page-gateways.js';
 
+// [path, page, nav link, scope it exists in (any when absent)]: the hub has no policies nor
+// OTA campaigns, a gateway has no gateways page.
 const ROUTES = [
   [/^\/login$/, login, null],
   [/^\/overview$/, overview, 'nav-overview'],
@@ -23,8 +26,9 @@ const ROUTES = [
   [/^\/devices\/([^/]+)$/, device, 'nav-devices'],
   [/^\/alerts$/, alerts, 'nav-alerts'],
   [/^\/alerts\/(\d+)$/, alert, 'nav-alerts'],
-  [/^\/policies$/, policies, 'nav-policies'],
-  [/^\/ota$/, ota, 'nav-ota'],
+  [/^\/gateways$/, gateways, 'nav-gateways', 'fleet'],
+  [/^\/policies$/, policies, 'nav-policies', 'gateway'],
+  [/^\/ota$/, ota, 'nav-ota', 'gateway'],
 ];
 // Live events arriving in a burst refresh the page once.
 const REFRESH_DEBOUNCE_MS = 800;
@@ -49,7 +53,7 @@ async function route() {
     location.hash = '#/overview';
     return;
   }
-  const match = ROUTES.find(([pattern]) => pattern.test(path));
+  const match = ROUTES.find(([pattern, , , scope]) => pattern.test(path) && (!scope || scope === server.scope));
   const [pattern, page, nav] = match ?? [/^/, overview, 'nav-overview'];
   clearError();
   document.getElementById('top').hidden = page === login;
@@ -73,14 +77,19 @@ function onLiveEvent(type, data) {
   if (type === 'resync' || current?.wants?.(type, data)) refresh();
 }
 
-function begin(body) {
+async function begin(body) {
   signedIn(body);
   document.getElementById('whoami').textContent = `${session.name} (${session.role})`;
-  live.start(onLiveEvent);
+  await learnScope().catch(() => {});
+  document.body.dataset.scope = server.scope;
+  for (const link of document.querySelectorAll('nav a[data-scope]')) link.hidden = link.dataset.scope !== server.scope;
+  // The hub has no live feed: its pages show what they read when drawn.
+  document.getElementById('live-status').hidden = fleet();
+  if (!fleet()) live.start(onLiveEvent);
 }
 
-function onSignedIn(body) {
-  begin(body);
+async function onSignedIn(body) {
+  await begin(body);
   location.hash = wanted === '#/login' ? '#/overview' : wanted;
 }
 
@@ -110,7 +119,7 @@ async function start() {
   window.addEventListener('hashchange', route);
   try {
     const { data } = await call('/session', { quiet: [401, 404] });
-    begin(data);
+    await begin(data);
   } catch {
     // Not signed in (or no session support): the router sends us to the login page.
   }

@@ -45,7 +45,7 @@ export async function mount(root, ctx) {
     if (alert.learned) {
       button('alert-unlearn', 'Unlearn', `Stop treating what alert #${id} saw as normal for this device?`,
         () => send('DELETE', `${path}/learn`));
-    } else if (alert.state === 'resolved' && alert.resolution === 'false_positive') {
+    } else if (alert.learned !== undefined && alert.state === 'resolved' && alert.resolution === 'false_positive') {
       button('alert-learn', 'Learn as normal', `Learn what alert #${id} saw as normal for this device? `
         + 'The same observation will no longer raise an alert.', () => send('POST', `${path}/learn`));
     }
@@ -78,6 +78,7 @@ export async function mount(root, ctx) {
       canAct() ? actions(alert) : null,
       h('div', { class: 'columns' },
         section('What was seen', {}, facts([
+          ['site', alert.site], ['gateway', alert.gateway],
           ['detector', alert.detector], ['raised by', alert.actor], ['device', macLink(alert.device)],
           ['device IP', text(alert.device_ip)], ['expected', alert.expected], ['observed', alert.observed],
           ['score', alert.score.toFixed(2)], ['repeats', String(alert.count)],

@@ -1,7 +1,9 @@
 // #/devices/<mac>: one device: identity and certificate, type and fingerprints, firmware,
 // policy and class, traffic over time, destinations, flows, baseline, alert history and audit,
 // with the access actions for operators. Panels whose endpoint this gateway lacks (404) say so.
-import { canAct, get, optional, send } from './api.js';
+// At the fleet hub: the record of the gateway that saw it last, every gateway's view of it, its
+// location history, alerts and the hub's audit (the hub keeps no traffic, flows nor baseline).
+import { canAct, fleet, get, optional, send } from './api.js';
 import { emptyChart, lineChart } from './chart.js';
 import { alertHref } from './page-alerts.js';
 import {
@@ -41,6 +43,12 @@ export async function mount(root, ctx) {
       device = await get(path);
     } catch (failure) {
       fill(page, h('h1', { class: 'mono' }, mac), notice(failure.message));
+      return;
+    }
+    if (fleet()) {
+      const panels = await Promise.all([alertHistory(mac), audit(mac)]);
+      fill(page, heading(device, act), h('div', { class: 'columns' },
+        identity(device), classification(device), views(device)), locations(device), ...panels);
       return;
     }
     const panels = await Promise.all([
@@ -99,6 +107,27 @@ function enforcement(d) {
     ['received', `${bytes(d.traffic.rx_bytes)} in ${d.traffic.rx_packets} packets`],
     ['flows opened', String(d.flows_total)],
   ]));
+}
+
+// The fleet hub: where the device is now, and how each gateway that saw it has it.
+function views(d) {
+  return section('Gateways', { testid: 'device-views' },
+    facts([['last seen at', `${d.site} / ${d.gateway}`]]),
+    table([
+      { label: 'site', cell: (v) => v.site },
+      { label: 'gateway', cell: (v) => v.gateway },
+      { label: 'state', cell: (v) => badge('state', v.state) },
+      { label: 'last seen', cell: (v) => time(v.last_seen) },
+    ], d.views, { rowTestid: 'device-view' }));
+}
+
+function locations(d) {
+  return section('Location history', { testid: 'device-locations' }, table([
+    { label: 'site', cell: (l) => l.site },
+    { label: 'gateway', cell: (l) => l.gateway },
+    { label: 'first seen', cell: (l) => time(l.first_seen) },
+    { label: 'last seen', cell: (l) => time(l.last_seen) },
+  ], d.locations, { rowTestid: 'device-location', empty: 'Seen nowhere yet.' }));
 }
 
 async function traffic(path) {

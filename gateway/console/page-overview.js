@@ -1,9 +1,10 @@
 // #/overview: devices by state, type and class (GET /api/v1/summary), open alerts by severity
-// and alerts over the last day (GET /api/v1/alerts/summary), and the latest open alerts.
-import { get, optional } from './api.js';
+// and alerts over the last day (GET /api/v1/alerts/summary), and the latest open alerts. At the
+// fleet hub: gateways (live and stale), devices by state and open alerts from its status.
+import { fleet, get, optional } from './api.js';
 import { emptyChart, stackedBars } from './chart.js';
-import { DEVICE_STATES, SEVERITIES, countTable, fill, h, notice, section, table, unavailable } from './dom.js';
-import { ALERT_COLUMNS, alertHref } from './page-alerts.js';
+import { DEVICE_STATES, SEVERITIES, countTable, facts, fill, h, notice, section, table, unavailable } from './dom.js';
+import { alertColumns, alertHref } from './page-alerts.js';
 
 const WINDOW_MS = 24 * 3600 * 1000;
 const BUCKET_SECS = 3600;
@@ -15,6 +16,10 @@ export async function mount(root) {
 
   async function load() {
     const since = new Date(Date.now() - WINDOW_MS).toISOString();
+    if (fleet()) {
+      await loadFleet(page);
+      return;
+    }
     const [devices, alerts, latest] = await Promise.all([
       get('/summary').catch(() => null),
       optional('/alerts/summary', { since, bucket_secs: BUCKET_SECS }).catch(() => undefined),
@@ -24,12 +29,38 @@ export async function mount(root) {
       h('div', { class: 'columns' },
         devices ? deviceCounts(devices) : section('Devices', {}, notice('Device counts could not be read.')),
         alertCounts(alerts, since)),
-      section('Latest open alerts', {}, table(ALERT_COLUMNS, latest, { rowHref: alertHref, empty: 'No open alert.' }),
-        h('p', {}, h('a', { href: '#/alerts?state=open' }, 'All open alerts'))));
+      latestAlerts(latest));
   }
 
   await load();
   return { refresh: load, wants: (kind) => kind === 'alert' || kind === 'device' };
+}
+
+function latestAlerts(latest) {
+  return section('Latest open alerts', {}, table(alertColumns(), latest, { rowHref: alertHref, empty: 'No open alert.' }),
+    h('p', {}, h('a', { href: '#/alerts?state=open' }, 'All open alerts')));
+}
+
+async function loadFleet(page) {
+  const [status, latest] = await Promise.all([
+    get('/status').catch(() => null),
+    get('/alerts', { state: 'open', limit: LATEST }).catch(() => []),
+  ]);
+  if (!status) {
+    fill(page, notice('The fleet status could not be read.'));
+    return;
+  }
+  const total = Object.values(status.devices).reduce((sum, n) => sum + n, 0);
+  fill(page,
+    h('div', { class: 'columns' },
+      section(`Gateways: ${status.gateways}`, { testid: 'fleet-gateways' }, facts([
+        ['reporting', String(status.gateways - status.stale_gateways)],
+        ['stale', h('a', { href: '#/gateways?stale=true' }, String(status.stale_gateways))],
+        ['open alerts', h('a', { href: '#/alerts?state=open' }, String(status.open_alerts))],
+      ])),
+      section(`Devices: ${total}`, {}, h('h3', {}, 'By state'),
+        countTable(status.devices, { testid: 'devices-by-state', label: 'state', badge: 'state', order: DEVICE_STATES }))),
+    latestAlerts(latest));
 }
 
 function deviceCounts(summary) {

@@ -3,7 +3,8 @@
 //! `/` the page and `/console/<file>` its assets.
 //!
 //! Reads nothing at run time: every file is `include_bytes!`ed here. The page talks only to
-//! `/api/v1` with relative URLs (so the fleet hub can serve the same files over its own API),
+//! `/api/v1` with relative URLs, so the fleet hub serves the same files over its own API
+//! (`hub::api`); the page reads `scope` from the status and shows the fleet's pages there,
 //! and every answer carries a content security policy that lets it load nothing but these
 //! files and reach nothing but this origin, so no request leaves the page on an air-gapped box.
 //! Files are revalidated on every load (`no-cache` with an `ETag`), so an upgraded gateway never
@@ -61,6 +62,7 @@ const ASSETS: &[Asset] = &[
     asset!("page-alert.js", JS),
     asset!("page-policies.js", JS),
     asset!("page-ota.js", JS),
+    asset!("page-gateways.js", JS),
 ];
 
 /// The console's routes, to merge into the API's router (which keeps the fallback).

@@ -50,6 +50,7 @@ pub use query::{Cursor, Filter, Order, Page, Query, SortKey};
 pub use recorder::Recorder;
 pub use schema::MIGRATIONS;
 pub use store::AlertStore;
+pub(crate) use store::checked;
 pub use summary::Summary;
 
 /// The tables a connection of the alert store needs: its own, and the inventory's audit trail.

@@ -201,7 +201,7 @@ impl AlertStore {
 }
 
 /// `change` with its text checked and escaped, or why it cannot apply to any alert.
-fn checked(mut change: Change) -> Result<Change, AlertsError> {
+pub(crate) fn checked(mut change: Change) -> Result<Change, AlertsError> {
     let invalid = |why: String| Err(AlertsError::Invalid(why));
     if change == Change::default() {
         return invalid("nothing to change: give state, resolution, assignee or note".into());

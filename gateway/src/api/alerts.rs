@@ -19,7 +19,8 @@ use super::{
     ApiState,
     auth::Caller,
     error::ApiError,
-    handlers::{Operator, parse_mac, with_locked},
+    gate::Operator,
+    handlers::{parse_mac, with_locked},
     model::ErrorBody,
     paging::paged,
 };
@@ -237,8 +238,21 @@ pub(super) async fn with_store<T: Send + 'static>(
     with_locked(store(state)?, "alert store", move |store| Ok(work(store)?)).await
 }
 
-fn alert_id(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn alert_id(text: &str) -> Result<i64, ApiError> {
     text.parse().map_err(|_| ApiError::BadRequest(format!("{text:?} is not an alert id")))
+}
+
+/// The change a `PATCH /api/v1/alerts/{id}` body asks for (`AlertChange`), its names parsed.
+pub(crate) fn parse_change(body: &[u8]) -> Result<Change, ApiError> {
+    let request: AlertChange = serde_json::from_slice(body).map_err(|error| {
+        ApiError::BadRequest(format!("body must be {{state, resolution, assignee, note}}: {error}"))
+    })?;
+    Ok(Change {
+        state: request.state.as_deref().map(str::parse).transpose().map_err(ApiError::BadRequest)?,
+        resolution: request.resolution.as_deref().map(str::parse).transpose().map_err(ApiError::BadRequest)?,
+        assignee: request.assignee,
+        note: request.note,
+    })
 }
 
 /// Alert records, newest first unless `sort`/`order` say otherwise, one page at a time.
@@ -311,15 +325,7 @@ pub async fn change(
     body: Bytes,
 ) -> Result<Json<AlertDetail>, ApiError> {
     let id = alert_id(&id)?;
-    let request: AlertChange = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::BadRequest(format!("body must be {{state, resolution, assignee, note}}: {error}"))
-    })?;
-    let change = Change {
-        state: request.state.as_deref().map(str::parse).transpose().map_err(ApiError::BadRequest)?,
-        resolution: request.resolution.as_deref().map(str::parse).transpose().map_err(ApiError::BadRequest)?,
-        assignee: request.assignee,
-        note: request.note,
-    };
+    let change = parse_change(&body)?;
     let actor = caller.actor();
     let (detail, audit) = with_store(&state, move |store| store.change(id, change, &actor)).await?;
     state.events.publish(audit);

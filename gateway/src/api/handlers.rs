@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use axum::{
     Extension, Json,
     body::Bytes,
-    extract::{ConnectInfo, FromRequestParts, Path, Query, State, rejection::QueryRejection},
-    http::{HeaderMap, Method, Uri, header, request::Parts},
+    extract::{ConnectInfo, Path, Query, State, rejection::QueryRejection},
+    http::{HeaderMap, Method, Uri, header},
     response::IntoResponse,
 };
 use serde::Deserialize;
@@ -15,8 +15,9 @@ use serde::Deserialize;
 use super::{
     ApiState,
     actions::{self, Action},
-    auth::{Caller, Role},
+    auth::Caller,
     error::ApiError,
+    gate::{Authority as _, Operator},
     model::{
         ActionRequest, ActionResponse, DatapathStatus, DeviceDetail, Enforcement, ErrorBody, FlowRecord,
         PolicySnapshot, Status,
@@ -41,42 +42,8 @@ pub const MAX_REASON_BYTES: usize = 512;
 const ALL_STATES: [Access; 5] =
     [Access::Unknown, Access::Onboarding, Access::Enrolled, Access::Quarantined, Access::Blocked];
 
-impl FromRequestParts<ApiState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        state.authenticate(&parts.method, &parts.headers, peer(parts))
-    }
-}
-
-/// The address of the request's peer (set by `server`; absent when a router is called
-/// without a connection, as in-process tests do).
-pub(super) fn peer(parts: &Parts) -> Option<std::net::IpAddr> {
-    parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
-}
-
-/// A caller holding the operator role.
-pub struct Operator(pub Caller);
-
-impl FromRequestParts<ApiState> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let caller = state.authenticate(&parts.method, &parts.headers, peer(parts))?;
-        Ok(Operator(require(caller, Role::Operator)?))
-    }
-}
-
-/// `caller`, if their role is `needed` or above.
-pub(super) fn require(caller: Caller, needed: Role) -> Result<Caller, ApiError> {
-    if caller.role < needed {
-        return Err(ApiError::Forbidden { name: caller.name, has: caller.role, needed });
-    }
-    Ok(caller)
-}
-
 /// Runs store and datapath calls on the blocking pool, off the async runtime.
-pub(super) async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::Internal(format!("worker failed: {error}")))?
@@ -96,11 +63,11 @@ pub(super) async fn with_locked<S: Send + 'static, T: Send + 'static>(
     .await
 }
 
-pub(super) fn parse_mac(text: &str) -> Result<Mac, ApiError> {
+pub(crate) fn parse_mac(text: &str) -> Result<Mac, ApiError> {
     text.parse().map_err(|error: crate::device::ParseMacError| ApiError::BadRequest(error.to_string()))
 }
 
-pub(super) fn state_counts(counts: &std::collections::HashMap<Access, u64>) -> BTreeMap<String, u64> {
+pub(crate) fn state_counts(counts: &std::collections::HashMap<Access, u64>) -> BTreeMap<String, u64> {
     ALL_STATES.iter().map(|s| (s.as_str().to_owned(), counts.get(s).copied().unwrap_or(0))).collect()
 }
 
@@ -119,6 +86,7 @@ pub async fn status(State(state): State<ApiState>, _caller: Caller) -> Result<Js
     let counts = blocking(move || Ok(directory.devices_by_state()?)).await?;
     state.metrics.set_devices_by_state(&counts);
     Ok(Json(Status {
+        scope: "gateway".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started.elapsed().as_secs(),
         datapath: DatapathStatus {

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::{
     device_pages::{BaselineView, Destination, TrafficPoint},
     directory::{AccessChange, DeviceDirectory, DirectoryError, Page},
-    model::{AuditEntry, DeviceRecord, DeviceSummary, Fingerprint, FlowRecord, TrafficTotals},
+    model::{AuditEntry, DeviceRecord, DeviceSummary, Fingerprint, FlowRecord},
 };
 use crate::{
     baseline,
@@ -71,21 +71,6 @@ impl InventoryDirectory {
     }
 }
 
-fn summary(device: &inventory::DeviceRecord) -> DeviceSummary {
-    DeviceSummary {
-        mac: device.mac,
-        ips: device.ips.clone(),
-        vendor: device.vendor.clone(),
-        device_type: device.device_type.clone(),
-        type_confidence: device.type_confidence,
-        state: device.access,
-        policy: device.class.clone(),
-        first_seen: device.first_seen,
-        last_seen: device.last_seen,
-        bytes: device.traffic.tx_bytes.saturating_add(device.traffic.rx_bytes),
-    }
-}
-
 /// Reads `"<from> -> <to>: <reason>"` back; `None` for other shapes.
 fn access_change(detail: &str) -> Option<(Access, Access)> {
     let (from, rest) = detail.split_once(" -> ")?;
@@ -109,7 +94,7 @@ fn audit_entry(entry: inventory::AuditEntry) -> AuditEntry {
 impl DeviceDirectory for InventoryDirectory {
     fn devices(&self, query: &DeviceQuery) -> Result<Page<DeviceSummary>, DirectoryError> {
         let page = search::devices(self.lock()?.connection(), query)?;
-        Ok(Page { items: page.items.iter().map(summary).collect(), next: page.next.map(|c| c.encode()) })
+        Ok(Page { items: page.items.iter().map(DeviceSummary::from).collect(), next: page.next.map(|c| c.encode()) })
     }
 
     fn devices_by_state(&self) -> Result<HashMap<Access, u64>, DirectoryError> {
@@ -128,24 +113,12 @@ impl DeviceDirectory for InventoryDirectory {
         let (dns, others): (Vec<_>, Vec<_>) =
             detail.fingerprints.iter().partition(|f| f.kind == FingerprintKind::DnsName);
         Ok(Some(DeviceRecord {
-            summary: summary(device),
-            hostname: device.hostname.clone(),
-            lifecycle: device.lifecycle.clone(),
-            firmware_version: device.firmware_version.clone(),
-            cert_subject: device.cert_subject.clone(),
-            device_id: device.device_id.clone(),
-            flows_total: device.flows_total,
-            traffic: TrafficTotals {
-                tx_bytes: device.traffic.tx_bytes,
-                tx_packets: device.traffic.tx_packets,
-                rx_bytes: device.traffic.rx_bytes,
-                rx_packets: device.traffic.rx_packets,
-            },
             fingerprints: others
                 .into_iter()
                 .map(|f| Fingerprint { kind: f.kind.as_str().to_owned(), value: f.value.clone() })
                 .collect(),
             dns_names: dns.into_iter().map(|f| f.value.clone()).collect(),
+            ..DeviceRecord::from(device)
         }))
     }
 

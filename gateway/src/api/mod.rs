@@ -7,7 +7,7 @@
 //! through the actions: `Control::set_access` then an audit entry via the directory, and an
 //! `Action` event on the `EventBus`. Bound to 127.0.0.1 by default; every endpoint but the
 //! OpenAPI document needs a bearer token (see `auth`) or the console's session cookie
-//! (`signin`, `session`, `users`), and a source that keeps presenting bad credentials is
+//! (`signin`, `session`, `users`; `gate` holds them for this server and the fleet hub's), and a source that keeps presenting bad credentials is
 //! answered 429 (`throttle`). `server` holds the connection limits (timeouts, sizes,
 //! JSON error bodies) and serves over TLS when `tls_cert` and `tls_key` are set; beyond
 //! loopback, plain HTTP needs `insecure_plaintext = true`.
@@ -24,8 +24,7 @@ use std::{
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::{HeaderMap, Method},
-    routing::{delete, get, post},
+    routing::{get, post},
 };
 use serde::Deserialize;
 
@@ -38,6 +37,7 @@ pub mod auth;
 pub mod device_pages;
 pub mod directory;
 pub mod error;
+pub mod gate;
 pub mod handlers;
 pub mod inventory_directory;
 pub mod metrics;
@@ -58,6 +58,7 @@ pub mod users;
 pub use auth::{Caller, CallerKind, Role, TokenEntry, TokenSet, TokensError};
 pub use directory::{AccessChange, DeviceDirectory, DirectoryError, PolicySource, SharedPolicy};
 pub use error::ApiError;
+pub use gate::{Authority, Gate};
 pub use inventory_directory::InventoryDirectory;
 pub use metrics::{DatapathCounters, Metrics};
 pub use users::{UserEntry, UserSet, UsersError};
@@ -176,14 +177,7 @@ pub struct ApiState {
     /// The detection loop, told of what analysts learn as normal (`alerts::learn`). Weak: the
     /// API must not keep the loop running past shutdown.
     pub pipeline: Option<tokio::sync::mpsc::WeakSender<crate::pipeline::Command>>,
-    tokens: Arc<TokenSet>,
-    users: Arc<UserSet>,
-    sessions: Arc<session::SessionStore>,
-    /// Whether the session cookie is `Secure` (the API is served over TLS).
-    secure_cookies: bool,
-    /// Bounds the password checks running at once (`signin::MAX_CONCURRENT_VERIFICATIONS`).
-    verifications: Arc<tokio::sync::Semaphore>,
-    failures: Arc<throttle::FailureLimiter>,
+    gate: Gate,
     started: Instant,
     action_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -207,13 +201,6 @@ impl ApiState {
         directory: Arc<dyn DeviceDirectory>,
         control: Control,
     ) -> Result<Self, CredentialsError> {
-        let tokens = TokenSet::load(config)?;
-        let users = UserSet::load(config)?;
-        if tokens.is_empty() && users.is_empty() {
-            tracing::warn!(
-                "no API tokens nor users configured ([api] tokens, tokens_file, users, users_file): every API request will get 401"
-            );
-        }
         Ok(Self {
             directory,
             control,
@@ -227,12 +214,7 @@ impl ApiState {
             alert_changes: crate::alerts::changes(),
             shutdown: None,
             pipeline: None,
-            tokens: Arc::new(tokens),
-            users: Arc::new(users),
-            sessions: Arc::new(session::SessionStore::new(config.session_lifetimes())),
-            secure_cookies: config.tls(),
-            verifications: Arc::new(tokio::sync::Semaphore::new(signin::MAX_CONCURRENT_VERIFICATIONS)),
-            failures: Arc::default(),
+            gate: Gate::new(config)?,
             started: Instant::now(),
             action_lock: Arc::default(),
         })
@@ -293,7 +275,7 @@ impl ApiState {
 
     /// Keeps the console's sessions in `sessions` (tests give it a clock of their own).
     pub fn with_sessions(mut self, sessions: session::SessionStore) -> Self {
-        self.sessions = Arc::new(sessions);
+        self.gate = self.gate.with_sessions(sessions);
         self
     }
 
@@ -304,74 +286,37 @@ impl ApiState {
 
     /// Throttles failed authentications with `failures` (shared with the SOAR routes).
     pub fn with_failure_limiter(mut self, failures: Arc<throttle::FailureLimiter>) -> Self {
-        self.failures = failures;
+        self.gate = self.gate.with_failure_limiter(failures);
         self
     }
 
     /// The failure limiter, for routers authenticating beside the API.
     pub fn failure_limiter(&self) -> Arc<throttle::FailureLimiter> {
-        self.failures.clone()
+        self.gate.failure_limiter()
+    }
+}
+
+impl Authority for ApiState {
+    fn gate(&self) -> &Gate {
+        &self.gate
     }
 
-    /// The caller of a request: its bearer token, or else its session cookie (`signin`: other
-    /// requests than GET and HEAD then need the session's CSRF token, and a present `Origin`
-    /// must be this host). Counts refusals. A `source` that failed too often lately is refused
-    /// before its credentials are looked at (`throttle`).
-    pub fn authenticate(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-        source: Option<std::net::IpAddr>,
-    ) -> Result<Caller, ApiError> {
-        self.authenticate_session(method, headers, source).map(|(caller, _)| caller)
-    }
-
-    /// `authenticate`, with the session when the cookie authenticated the request.
-    pub fn authenticate_session(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-        source: Option<std::net::IpAddr>,
-    ) -> Result<(Caller, Option<session::Session>), ApiError> {
-        let source = self.admit(source)?;
-        let authorization = headers.get(axum::http::header::AUTHORIZATION).map(|value| value.to_str());
-        if authorization.is_none()
-            && let Some(secret) = signin::session_cookie(headers)
-        {
-            // An ended session is not counted as a failure: a console left open past its
-            // session would otherwise get its user's address throttled. Guessing a 256-bit
-            // secret needs no throttle to fail.
-            let session = self.sessions.touch(secret).ok_or(ApiError::NoSession)?;
-            signin::check_cookie_request(method, headers, &session)?;
-            return Ok((session.caller.clone(), Some(session)));
-        }
-        let result = match authorization {
-            None => Err(ApiError::MissingToken),
-            Some(Err(_)) => Err(ApiError::InvalidToken),
-            Some(Ok(value)) => auth::bearer_token(value)
-                .ok_or(ApiError::MissingToken)
-                .and_then(|token| self.tokens.authenticate(token).ok_or(ApiError::InvalidToken)),
-        };
-        if result.is_err() {
-            self.refuse(source);
-        }
-        result.map(|caller| (caller, None))
-    }
-
-    /// The throttle's source of a request from `peer`, unless it failed too often lately.
-    fn admit(&self, peer: Option<std::net::IpAddr>) -> Result<throttle::Source, ApiError> {
-        let source = throttle::Source::of(peer.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()));
-        if let Some(retry_after) = self.failures.retry_after(source, Instant::now()) {
-            self.metrics.record_auth_failure();
-            return Err(ApiError::Throttled { retry_after });
-        }
-        Ok(source)
-    }
-
-    /// Counts a failed authentication of `source`.
-    fn refuse(&self, source: throttle::Source) {
+    fn count_auth_failure(&self) {
         self.metrics.record_auth_failure();
-        self.failures.failed(source, Instant::now());
+    }
+
+    /// Into the inventory's ledger, and published on the event bus like other audit records.
+    async fn audit(&self, actor: String, action: &'static str, detail: String) -> Result<(), ApiError> {
+        let directory = self.directory.clone();
+        let (stored_actor, stored_detail) = (actor.clone(), detail.clone());
+        handlers::blocking(move || Ok(directory.record_audit(&stored_actor, action, &stored_detail)?)).await?;
+        self.events.publish(crate::event::GatewayEvent::new(
+            crate::event::Severity::Info,
+            None,
+            actor,
+            crate::event::EventKind::Audit { action: action.to_owned(), detail },
+        ));
+        Ok(())
     }
 }
 
@@ -398,12 +343,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/ota/campaigns/{id}", get(ota::campaign_by_id))
         .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/alerts/{id}", get(alerts::show).patch(alerts::change))
-        .route("/api/v1/session", get(signin::current).post(signin::sign_in).delete(signin::sign_out))
-        .route("/api/v1/sessions", get(signin::list))
-        .route("/api/v1/sessions/{id}", delete(signin::revoke))
         .route("/api/v1/alerts/{id}/learn", post(alerts::learn).delete(alerts::unlearn))
         .route("/api/v1/openapi.json", get(handlers::openapi))
         .route("/metrics", get(handlers::metrics))
+        .merge(signin::routes())
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

@@ -77,6 +77,47 @@ pub struct DeviceRecord {
     pub dns_names: Vec<String>,
 }
 
+impl From<&crate::inventory::DeviceRecord> for DeviceSummary {
+    fn from(device: &crate::inventory::DeviceRecord) -> Self {
+        Self {
+            mac: device.mac,
+            ips: device.ips.clone(),
+            vendor: device.vendor.clone(),
+            device_type: device.device_type.clone(),
+            type_confidence: device.type_confidence,
+            state: device.access,
+            policy: device.class.clone(),
+            first_seen: device.first_seen,
+            last_seen: device.last_seen,
+            bytes: device.traffic.tx_bytes.saturating_add(device.traffic.rx_bytes),
+        }
+    }
+}
+
+/// The record alone, without fingerprints nor DNS names (which the inventory keeps apart).
+impl From<&crate::inventory::DeviceRecord> for DeviceRecord {
+    fn from(device: &crate::inventory::DeviceRecord) -> Self {
+        let traffic = &device.traffic;
+        Self {
+            summary: DeviceSummary::from(device),
+            hostname: device.hostname.clone(),
+            lifecycle: device.lifecycle.clone(),
+            firmware_version: device.firmware_version.clone(),
+            cert_subject: device.cert_subject.clone(),
+            device_id: device.device_id.clone(),
+            flows_total: device.flows_total,
+            traffic: TrafficTotals {
+                tx_bytes: traffic.tx_bytes,
+                tx_packets: traffic.tx_packets,
+                rx_bytes: traffic.rx_bytes,
+                rx_packets: traffic.rx_packets,
+            },
+            fingerprints: Vec::new(),
+            dns_names: Vec::new(),
+        }
+    }
+}
+
 /// What the datapath enforces for a device right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Enforcement {
@@ -209,6 +250,10 @@ pub struct DatapathStatus {
 /// `GET /api/v1/status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Status {
+    /// `gateway`: this one gateway (the fleet hub answers `fleet`), so the console knows
+    /// which pages it can show.
+    #[schema(example = "gateway")]
+    pub scope: String,
     pub version: String,
     pub uptime_seconds: u64,
     pub datapath: DatapathStatus,

@@ -74,7 +74,7 @@ fn bad(message: String) -> ApiError {
 }
 
 /// A page size between 1 and `MAX_PAGE`, `DEFAULT_PAGE` when absent.
-fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
+pub(crate) fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit.unwrap_or(DEFAULT_PAGE) {
         limit @ 1..=MAX_PAGE => Ok(limit),
         _ => Err(bad(format!("limit must be between 1 and {MAX_PAGE}"))),
@@ -82,7 +82,7 @@ fn page_size(limit: Option<usize>) -> Result<usize, ApiError> {
 }
 
 /// An exact-match filter: present, not blank, not longer than `MAX_FILTER_TEXT`.
-fn filter_text(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn filter_text(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match value {
         Some(value) if value.trim().is_empty() => Err(bad(format!("{name} must not be empty"))),
         Some(value) if value.len() > MAX_FILTER_TEXT => {
@@ -92,7 +92,7 @@ fn filter_text(name: &str, value: Option<String>) -> Result<Option<String>, ApiE
     }
 }
 
-pub(super) fn time_filter(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
+pub(crate) fn time_filter(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, ApiError> {
     value
         .map(|text| {
             OffsetDateTime::parse(&text, &Rfc3339)
@@ -152,7 +152,7 @@ fn audit_query(params: AuditParams) -> Result<AuditQuery, ApiError> {
     })
 }
 
-fn cursor_error(error: crate::inventory::search::InvalidCursor) -> ApiError {
+pub(crate) fn cursor_error(error: crate::inventory::search::InvalidCursor) -> ApiError {
     bad(format!("{error}: start again without one"))
 }
 

@@ -9,28 +9,28 @@
 //! in `X-CSRF-Token`, and a present `Origin` must name this host: both are checked here
 //! (`check_cookie_request`). Bad credentials are counted by the `throttle` like bad tokens.
 //! Sign-in, sign-out and revocation are audit entries (`sign_in`, `sign_out`,
-//! `session_revoked`) of the inventory's ledger, published on the event bus like other audit
-//! records.
+//! `session_revoked`) of the server's audit log (`Authority::audit`): the gateway's and the
+//! fleet hub's servers share these routes (`routes`).
 use axum::{
-    Extension, Json,
+    Extension, Json, Router,
     body::Bytes,
-    extract::{ConnectInfo, FromRequestParts, Path, State},
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts},
+    extract::{ConnectInfo, Path, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
+    routing::{delete, get},
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{
-    ApiState,
-    auth::{Caller, CallerKind, Role},
+    auth::{CallerKind, Role},
     error::ApiError,
-    handlers::{blocking, peer, require},
+    gate::{Admin, Authority, SessionCaller},
+    handlers::blocking,
     model::ErrorBody,
     session::Session,
 };
-use crate::event::{EventKind, GatewayEvent, Severity};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "iotgw_session";
@@ -156,42 +156,12 @@ fn set_cookie(secret: Option<&str>, max_age_secs: u64, secure: bool) -> Result<H
         .map_err(|error| ApiError::Internal(format!("session cookie: {error}")))
 }
 
-/// Records `action` by `actor` in the audit log and publishes it.
-async fn audit(state: &ApiState, actor: String, action: &'static str, detail: String) -> Result<(), ApiError> {
-    let directory = state.directory.clone();
-    let (stored_actor, stored_detail) = (actor.clone(), detail.clone());
-    blocking(move || Ok(directory.record_audit(&stored_actor, action, &stored_detail)?)).await?;
-    state.events.publish(GatewayEvent::new(
-        Severity::Info,
-        None,
-        actor,
-        EventKind::Audit { action: action.to_owned(), detail },
-    ));
-    Ok(())
-}
-
-/// The caller of a request that carries the session cookie, with its session.
-pub struct SessionCaller(pub Session);
-
-impl FromRequestParts<ApiState> for SessionCaller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let (_, session) = state.authenticate_session(&parts.method, &parts.headers, peer(parts))?;
-        session.map(SessionCaller).ok_or(ApiError::NoSession)
-    }
-}
-
-/// A caller holding the admin role.
-pub struct Admin(pub Caller);
-
-impl FromRequestParts<ApiState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
-        let caller = state.authenticate(&parts.method, &parts.headers, peer(parts))?;
-        Ok(Admin(require(caller, Role::Admin)?))
-    }
+/// The session routes, for any server state that authenticates like the API.
+pub fn routes<S: Authority>() -> Router<S> {
+    Router::new()
+        .route("/api/v1/session", get(current).post(sign_in::<S>).delete(sign_out::<S>))
+        .route("/api/v1/sessions", get(list::<S>))
+        .route("/api/v1/sessions/{id}", delete(revoke::<S>))
 }
 
 /// Signs in with a token or a local user: sets the session cookie.
@@ -207,8 +177,8 @@ impl FromRequestParts<ApiState> for Admin {
     ),
     security(())
 )]
-pub async fn sign_in(
-    State(state): State<ApiState>,
+pub async fn sign_in<S: Authority>(
+    State(state): State<S>,
     connection: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Bytes,
@@ -222,16 +192,17 @@ pub async fn sign_in(
             "body must be {{\"token\": ...}} or {{\"user\": ..., \"password\": ...}}: {error}"
         ))
     })?;
+    let gate = state.gate();
     let caller = match request {
-        SignIn { token: Some(token), user: None, password: None } => state.tokens.authenticate(&token),
+        SignIn { token: Some(token), user: None, password: None } => gate.tokens.authenticate(&token),
         SignIn { token: None, user: Some(user), password: Some(password) } => {
-            let _permit = state
+            let _permit = gate
                 .verifications
                 .clone()
                 .acquire_owned()
                 .await
                 .map_err(|error| ApiError::Internal(format!("password checks: {error}")))?;
-            let (users, name) = (state.users.clone(), user.clone());
+            let (users, name) = (gate.users.clone(), user.clone());
             let caller = blocking(move || Ok(users.verify(&name, &password))).await?;
             if caller.is_none() {
                 tracing::warn!(user = %crate::untrusted::escape(&user), "console sign-in refused");
@@ -246,15 +217,16 @@ pub async fn sign_in(
         state.refuse(source);
         return Err(ApiError::BadCredentials);
     };
-    let (secret, session) = state.sessions.create(caller);
+    let (secret, session) = gate.sessions.create(caller);
     let detail = format!("session {} ({}, {})", session.id, session.caller.role, session.caller.kind.as_str());
-    if let Err(error) = audit(&state, session.caller.actor(), "sign_in", detail).await {
+    if let Err(error) = state.audit(session.caller.actor(), "sign_in", detail).await {
         // A sign-in the audit log does not hold must not be usable.
-        state.sessions.end(&session.id);
+        state.gate().sessions.end(&session.id);
         return Err(error);
     }
     tracing::info!(actor = session.caller.actor(), session = session.id, "console sign-in");
-    let cookie = set_cookie(Some(&secret), state.sessions.lifetimes().max.as_secs(), state.secure_cookies)?;
+    let gate = state.gate();
+    let cookie = set_cookie(Some(&secret), gate.sessions.lifetimes().max.as_secs(), gate.secure_cookies)?;
     Ok(([(header::SET_COOKIE, cookie)], Json(SessionInfo::from(&session))).into_response())
 }
 
@@ -285,13 +257,13 @@ pub async fn current(SessionCaller(session): SessionCaller) -> Json<SessionInfo>
     ),
     security(("session" = []))
 )]
-pub async fn sign_out(
-    State(state): State<ApiState>,
+pub async fn sign_out<S: Authority>(
+    State(state): State<S>,
     SessionCaller(session): SessionCaller,
 ) -> Result<Response, ApiError> {
-    state.sessions.end(&session.id);
-    audit(&state, session.caller.actor(), "sign_out", format!("session {}", session.id)).await?;
-    let cookie = set_cookie(None, 0, state.secure_cookies)?;
+    state.gate().sessions.end(&session.id);
+    state.audit(session.caller.actor(), "sign_out", format!("session {}", session.id)).await?;
+    let cookie = set_cookie(None, 0, state.gate().secure_cookies)?;
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
@@ -306,8 +278,8 @@ pub async fn sign_out(
     ),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<ApiState>, _admin: Admin) -> Json<Vec<SessionEntry>> {
-    Json(state.sessions.list().into_iter().map(SessionEntry::from).collect())
+pub async fn list<S: Authority>(State(state): State<S>, _admin: Admin) -> Json<Vec<SessionEntry>> {
+    Json(state.gate().sessions.list().into_iter().map(SessionEntry::from).collect())
 }
 
 /// Ends a session: its cookie no longer authenticates.
@@ -323,15 +295,18 @@ pub async fn list(State(state): State<ApiState>, _admin: Admin) -> Json<Vec<Sess
     ),
     security(("bearer" = []))
 )]
-pub async fn revoke(
-    State(state): State<ApiState>,
+pub async fn revoke<S: Authority>(
+    State(state): State<S>,
     Admin(admin): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let session =
-        state.sessions.end(&id).ok_or_else(|| ApiError::UnknownSession(crate::untrusted::escape(&id).into_owned()))?;
+    let session = state
+        .gate()
+        .sessions
+        .end(&id)
+        .ok_or_else(|| ApiError::UnknownSession(crate::untrusted::escape(&id).into_owned()))?;
     let detail = format!("session {} of {}", session.id, session.caller.actor());
-    audit(&state, admin.actor(), "session_revoked", detail).await?;
+    state.audit(admin.actor(), "session_revoked", detail).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -6,6 +6,7 @@
 //! PostgreSQL, with `clone`, the certificate clone check).
 use std::sync::Arc;
 
+pub mod api;
 pub mod clone;
 pub mod config;
 pub mod ingest;

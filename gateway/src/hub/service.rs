@@ -5,10 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 
-use super::{Config, Hub, ingest, store, streams};
+use super::{Config, Hub, api, ingest, store, streams};
 use crate::{
     fleet::connect::{self, Endpoint},
-    shutdown::{self, Shutdown},
+    shutdown,
 };
 
 /// Client name the broker shows for the hub.
@@ -42,9 +42,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let ingest_stats = Arc::new(ingest::IngestStats::default());
     tasks.spawn(ingest::run(hub.clone(), consumer, ingest_stats.clone(), shutdown.clone()));
-    serve_api(&hub, &ingest_stats, &mut tasks, shutdown.clone());
+    let mut api = tokio::spawn(api::serve(hub.clone(), shutdown.clone()));
 
-    shutdown::signal().await;
+    // The API ending before the signal means it could not serve (address taken, bad TLS
+    // files): the hub stops too, rather than ingest with no one able to look.
+    let api_failed = tokio::select! {
+        () = shutdown::signal() => None,
+        ended = &mut api => Some(match ended {
+            Ok(Ok(())) => anyhow::anyhow!("the fleet API stopped"),
+            Ok(Err(error)) => anyhow::Error::new(error).context("serving the fleet API"),
+            Err(error) => anyhow::anyhow!("the fleet API task failed: {error}"),
+        }),
+    };
     trigger.trigger();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
     // Acknowledgements still in the client's buffer reach the broker before it closes.
@@ -56,17 +65,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(()) => tracing::info!("all tasks stopped"),
         Err(_) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "tasks did not stop in time; exiting anyway"),
     }
-    Ok(())
-}
-
-/// Where the fleet API starts, with what it serves: the hub's shared state and ingest's
-/// counters (`ingest::IngestStats`, as metrics). The API (`hub::api`) is not built yet, so
-/// nothing is served and no address is bound.
-fn serve_api(
-    _hub: &Hub,
-    _ingest_stats: &Arc<ingest::IngestStats>,
-    _tasks: &mut tokio::task::JoinSet<()>,
-    _shutdown: Shutdown,
-) {
-    tracing::warn!("the fleet API is not part of this build: nothing is served");
+    if api_failed.is_none() {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, api).await;
+    }
+    api_failed.map_or(Ok(()), Err)
 }

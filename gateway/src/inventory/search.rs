@@ -177,12 +177,12 @@ pub struct AuditCursor {
 pub struct InvalidCursor(pub String);
 
 /// The cursor as clients carry it: URL-safe base64 of its JSON.
-fn encode(cursor: &impl Serialize) -> String {
+pub(crate) fn encode(cursor: &impl Serialize) -> String {
     // Serializing these plain structs cannot fail.
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default())
 }
 
-fn decode<T: DeserializeOwned>(text: &str) -> Result<T, InvalidCursor> {
+pub(crate) fn decode<T: DeserializeOwned>(text: &str) -> Result<T, InvalidCursor> {
     URL_SAFE_NO_PAD
         .decode(text)
         .ok()

@@ -1,0 +1,235 @@
+//! Fleet devices: `GET /api/v1/devices` (one row per MAC, as the gateway that saw it last has
+//! it: searched, filtered, newest first, paged by (last_seen, mac)) and
+//! `GET /api/v1/devices/{mac}` (that record, every gateway's view of it, where it has been and
+//! its latest events).
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State, rejection::QueryRejection},
+    response::Response,
+    routing::get,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{HubApi, events::EventView, query, store_error};
+use crate::{
+    api::{
+        ApiError,
+        auth::Caller,
+        handlers::parse_mac,
+        model::{DeviceRecord, DeviceSummary},
+        paging::paged,
+        search::{filter_text, page_size},
+    },
+    device::{Access, Mac},
+    inventory::search::MAX_FILTER_TEXT,
+};
+
+/// Events shown with a device.
+pub const EVENTS_SHOWN: i64 = 50;
+
+/// One fleet device, as listed: the gateway API's summary with where it was seen last.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetDevice {
+    #[serde(flatten)]
+    pub summary: DeviceSummary,
+    pub hostname: Option<String>,
+    pub site: String,
+    pub gateway: String,
+}
+
+/// One gateway's view of a device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatewayView {
+    pub site: String,
+    pub gateway: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+    pub state: Access,
+    pub record: DeviceRecord,
+}
+
+/// A gateway a device has been seen at, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub site: String,
+    pub gateway: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_seen: OffsetDateTime,
+}
+
+/// `GET /api/v1/devices/{mac}`: the record of the gateway that saw it last (flattened, as the
+/// gateway API shows a device), with every view, its locations and latest events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FleetDeviceDetail {
+    #[serde(flatten)]
+    pub record: DeviceRecord,
+    pub site: String,
+    pub gateway: String,
+    /// Every gateway's latest record of it, most recently seen first.
+    pub views: Vec<GatewayView>,
+    /// Where it has been, most recent first.
+    pub locations: Vec<Location>,
+    /// Its latest events at any gateway, newest first.
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesParams {
+    site: Option<String>,
+    gateway: Option<String>,
+    /// Access state, as the gateway that saw it last enforces it.
+    state: Option<String>,
+    #[serde(rename = "type")]
+    device_type: Option<String>,
+    vendor: Option<String>,
+    /// A MAC prefix (`98:90:96`, `98-90-96`), or part of the host name, vendor or type.
+    q: Option<String>,
+    /// `last_seen` (the only sort: newest first).
+    sort: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub fn routes() -> Router<HubApi> {
+    Router::new().route("/api/v1/devices", get(list)).route("/api/v1/devices/{mac}", get(detail))
+}
+
+/// The columns of a device row: where, when, and the record as that gateway sent it (a
+/// literal for `concat!`: sqlx takes only static SQL).
+macro_rules! select_devices {
+    () => {
+        "SELECT f.site, f.gateway, f.last_seen, g.record FROM fleet_devices f \
+         JOIN gateway_devices g ON g.site = f.site AND g.gateway = f.gateway AND g.mac = f.mac"
+    };
+}
+
+type DeviceRow = (String, String, OffsetDateTime, sqlx::types::Json<crate::inventory::DeviceRecord>);
+
+async fn list(
+    State(state): State<HubApi>,
+    _caller: Caller,
+    params: Result<Query<DevicesParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params?;
+    if let Some(sort) = params.sort.as_deref().filter(|sort| *sort != "last_seen") {
+        return Err(ApiError::BadRequest(format!("sort must be last_seen, not {:?}", crate::untrusted::escape(sort))));
+    }
+    let access = params
+        .state
+        .map(|text| {
+            text.parse::<Access>().map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "state must be an access state, not {:?}",
+                    crate::untrusted::escape(&text)
+                ))
+            })
+        })
+        .transpose()?;
+    let search = params.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
+    if search.as_ref().is_some_and(|q| q.len() > MAX_FILTER_TEXT) {
+        return Err(ApiError::BadRequest(format!("q is longer than {MAX_FILTER_TEXT} bytes")));
+    }
+    let limit = page_size(params.limit)?;
+    let after: Option<(i64, String)> = query::after(params.cursor)?;
+    let (after_time, after_mac) = match after {
+        Some((micros, mac)) => (Some(query::from_micros(micros)?), Some(mac)),
+        None => (None, None),
+    };
+    // A MAC prefix is matched on the stored spelling (lower case, colons).
+    let mac_prefix =
+        search.as_ref().map(|q| format!("{}%", query::like_literal(&q.to_ascii_lowercase().replace('-', ":"))));
+    let contains = search.as_ref().map(|q| format!("%{}%", query::like_literal(q)));
+    let sql = concat!(
+        select_devices!(),
+        " WHERE ($1::text IS NULL OR f.site = $1) AND ($2::text IS NULL OR f.gateway = $2) \
+           AND ($3::text IS NULL OR g.access = $3) AND ($4::text IS NULL OR g.device_type = $4) \
+           AND ($5::text IS NULL OR g.vendor = $5) \
+           AND ($6::text IS NULL OR f.mac LIKE $6 OR g.hostname ILIKE $7 OR g.vendor ILIKE $7 \
+                OR g.device_type ILIKE $7) \
+           AND ($8::timestamptz IS NULL OR f.last_seen < $8 OR (f.last_seen = $8 AND f.mac > $9)) \
+         ORDER BY f.last_seen DESC, f.mac LIMIT $10"
+    );
+    let rows: Vec<DeviceRow> = sqlx::query_as(sql)
+        .bind(query::name("site", params.site)?)
+        .bind(query::name("gateway", params.gateway)?)
+        .bind(access.map(Access::as_str))
+        .bind(filter_text("type", params.device_type)?)
+        .bind(filter_text("vendor", params.vendor)?)
+        .bind(mac_prefix)
+        .bind(contains)
+        .bind(after_time)
+        .bind(after_mac)
+        .bind(query::fetch(limit))
+        .fetch_all(state.pool())
+        .await
+        .map_err(store_error)?;
+    let (rows, next) = query::page(rows, limit, |row| (query::micros(row.2), row.3.mac.to_string()));
+    let devices: Vec<FleetDevice> = rows
+        .into_iter()
+        .map(|(site, gateway, _, record)| FleetDevice {
+            summary: DeviceSummary::from(&record.0),
+            hostname: record.0.hostname.clone(),
+            site,
+            gateway,
+        })
+        .collect();
+    Ok(paged(devices, next))
+}
+
+async fn detail(
+    State(state): State<HubApi>,
+    _caller: Caller,
+    Path(mac): Path<String>,
+) -> Result<Json<FleetDeviceDetail>, ApiError> {
+    let mac: Mac = parse_mac(&mac)?;
+    let key = mac.to_string();
+    let pool = state.pool();
+    let latest: Option<DeviceRow> = sqlx::query_as(concat!(select_devices!(), " WHERE f.mac = $1"))
+        .bind(&key)
+        .fetch_optional(pool)
+        .await
+        .map_err(store_error)?;
+    let (site, gateway, _, record) = latest.ok_or(ApiError::UnknownDevice(mac))?;
+    let views: Vec<(String, String, OffsetDateTime, sqlx::types::Json<crate::inventory::DeviceRecord>)> =
+        sqlx::query_as(
+            "SELECT site, gateway, last_seen, record FROM gateway_devices WHERE mac = $1 \
+             ORDER BY last_seen DESC, site, gateway",
+        )
+        .bind(&key)
+        .fetch_all(pool)
+        .await
+        .map_err(store_error)?;
+    let locations: Vec<(String, String, OffsetDateTime, OffsetDateTime)> = sqlx::query_as(
+        "SELECT site, gateway, first_seen, last_seen FROM device_locations WHERE mac = $1 \
+         ORDER BY last_seen DESC, site, gateway",
+    )
+    .bind(&key)
+    .fetch_all(pool)
+    .await
+    .map_err(store_error)?;
+    let events = super::events::of_device(pool, &key, EVENTS_SHOWN).await?;
+    Ok(Json(FleetDeviceDetail {
+        record: DeviceRecord::from(&record.0),
+        site,
+        gateway,
+        views: views
+            .into_iter()
+            .map(|(site, gateway, last_seen, record)| GatewayView {
+                site,
+                gateway,
+                last_seen,
+                state: record.0.access,
+                record: DeviceRecord::from(&record.0),
+            })
+            .collect(),
+        locations: locations
+            .into_iter()
+            .map(|(site, gateway, first_seen, last_seen)| Location { site, gateway, first_seen, last_seen })
+            .collect(),
+        events,
+    }))
+}
