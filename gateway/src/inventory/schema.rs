@@ -165,8 +165,8 @@ INSERT INTO inventory_hostnames (mac, name)
     // `changed_ms`, kept by triggers so every writer keeps them without knowing of them. SQLite
     // runs one write transaction at a time, so `change_seq` grows in commit order: a reader past
     // sequence n has seen every change up to n. Traffic only moves `last_seen` and counters,
-    // which count as a change at most once a minute per device, or every
-    // packet would be one. Devices known before this migration get sequences in insertion order.
+    // which count as a change at most once a minute per device, or every packet would be one.
+    // Devices known before this migration get sequences in insertion order.
     crate::store::Migration {
         component: "inventory",
         version: 6,
@@ -178,7 +178,7 @@ CREATE INDEX inventory_devices_by_change ON inventory_devices (change_seq);
 CREATE TRIGGER inventory_devices_changed_added AFTER INSERT ON inventory_devices BEGIN
     UPDATE inventory_devices SET
         change_seq = (SELECT MAX(change_seq) FROM inventory_devices) + 1,
-        changed_ms = MAX(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), new.last_seen)
+        changed_ms = MAX(CAST(unixepoch('subsec') * 1000 AS INTEGER), new.last_seen)
     WHERE mac = new.mac;
 END;
 CREATE TRIGGER inventory_devices_changed AFTER UPDATE OF
@@ -191,17 +191,17 @@ WHEN old.vendor IS NOT new.vendor OR old.locally_administered IS NOT new.locally
     OR old.firmware_version IS NOT new.firmware_version OR old.cert_subject IS NOT new.cert_subject
     OR old.device_id IS NOT new.device_id OR old.first_seen IS NOT new.first_seen
     OR ((old.last_seen IS NOT new.last_seen OR old.flows_total IS NOT new.flows_total)
-        AND CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) >= old.changed_ms + 60000)
+        AND CAST(unixepoch('subsec') * 1000 AS INTEGER) >= old.changed_ms + 60000)
 BEGIN
     UPDATE inventory_devices SET
         change_seq = (SELECT MAX(change_seq) FROM inventory_devices) + 1,
-        changed_ms = MAX(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), old.changed_ms + 1)
+        changed_ms = MAX(CAST(unixepoch('subsec') * 1000 AS INTEGER), old.changed_ms + 1)
     WHERE mac = new.mac;
 END;
 CREATE TRIGGER inventory_addresses_changed AFTER INSERT ON inventory_addresses BEGIN
     UPDATE inventory_devices SET
         change_seq = (SELECT MAX(change_seq) FROM inventory_devices) + 1,
-        changed_ms = MAX(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), changed_ms + 1)
+        changed_ms = MAX(CAST(unixepoch('subsec') * 1000 AS INTEGER), changed_ms + 1)
     WHERE mac = new.mac;
 END;
 ",
