@@ -50,7 +50,11 @@ impl HealthReports {
                 _ = self.shutdown.wait() => break,
             }
             let health = self.health(started).await;
-            let (taken, failure) = self.reporter.send_all(vec![ReportBody::Health { health }]).await;
+            let mut shutdown = self.shutdown.clone();
+            let (taken, failure) = tokio::select! {
+                sent = self.reporter.send_all(vec![ReportBody::Health { health }]) => sent,
+                _ = shutdown.wait() => break,
+            };
             self.published.health.fetch_add(taken as u64, Ordering::Relaxed);
             if let Some(why) = failure {
                 tracing::debug!(%why, "fleet health report not taken; the next one follows");

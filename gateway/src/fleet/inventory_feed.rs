@@ -104,7 +104,13 @@ impl InventoryFeed {
                 _ = ticks.tick() => {}
                 _ = self.shutdown.wait() => break,
             }
-            match self.send_changes(&mut store).await {
+            // Cancelling a round is safe: the position moves only past acknowledged snapshots.
+            let mut shutdown = self.shutdown.clone();
+            let sent = tokio::select! {
+                sent = self.send_changes(&mut store) => sent,
+                _ = shutdown.wait() => break,
+            };
+            match sent {
                 Ok(()) => backoff.reset(),
                 Err(why) => {
                     let delay = backoff.next_delay();

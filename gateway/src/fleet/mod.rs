@@ -62,18 +62,20 @@ pub struct Reporter {
     jetstream: jetstream::Context,
     site: String,
     gateway: String,
+    timeout: Duration,
 }
 
 impl Reporter {
-    /// A reporter whose publish acknowledgements time out after `ack_timeout`.
-    pub fn new(mut jetstream: jetstream::Context, site: &str, gateway: &str, ack_timeout: Duration) -> Self {
-        jetstream.set_timeout(ack_timeout);
-        Self { jetstream, site: site.to_owned(), gateway: gateway.to_owned() }
+    /// A reporter whose publishes (handing a report to the client, and its acknowledgement
+    /// each) time out after `timeout`.
+    pub fn new(mut jetstream: jetstream::Context, site: &str, gateway: &str, timeout: Duration) -> Self {
+        jetstream.set_timeout(timeout);
+        Self { jetstream, site: site.to_owned(), gateway: gateway.to_owned(), timeout }
     }
 
     /// Sends `body` as this gateway's report, with its `Nats-Msg-Id`; the future resolves with
     /// the broker's acknowledgement.
-    pub async fn send(&self, body: wire::ReportBody) -> Result<PublishAckFuture, PublishError> {
+    async fn send(&self, body: wire::ReportBody) -> Result<PublishAckFuture, PublishError> {
         let report = wire::Report::new(&self.site, &self.gateway, crate::integrations::outbox::now_ms(), body);
         // A report is strings, numbers and enums only: it always serializes.
         let payload = serde_json::to_vec(&report).unwrap_or_default();
@@ -88,11 +90,16 @@ impl Reporter {
         let mut acks = Vec::new();
         let mut failure = None;
         for body in bodies {
-            match self.send(body).await {
-                Ok(ack) => acks.push(ack),
-                Err(error) => {
-                    // Stop sending; what was sent is still acknowledged below.
+            // The client queues while disconnected; a full queue would wait for the broker.
+            match tokio::time::timeout(self.timeout, self.send(body)).await {
+                Ok(Ok(ack)) => acks.push(ack),
+                // Stop sending; what was sent is still acknowledged below.
+                Ok(Err(error)) => {
                     failure = Some(format!("not sent: {error}"));
+                    break;
+                }
+                Err(_) => {
+                    failure = Some("not sent: the client's queue stayed full".to_owned());
                     break;
                 }
             }

@@ -33,7 +33,10 @@ impl Broker {
         let url = nats.url();
         let endpoint = fleet::connect::Endpoint { url: &url, name: "test-reader", credentials: None, tls_ca: None };
         let js = jetstream::new(fleet::connect::connect(&endpoint).await.expect("connect"));
-        hub::streams::ensure(&js, &Streams::default(), Duration::from_secs(3600)).await.expect("streams");
+        // A small stream: JetStream reserves `max_bytes` of the disk up front, and a test needs
+        // little of it.
+        let limits = Streams { max_bytes: 256 << 20, ..Streams::default() };
+        hub::streams::ensure(&js, &limits, Duration::from_secs(3600)).await.expect("streams");
         Self { nats, js }
     }
 
