@@ -248,16 +248,21 @@ pub const EVENT_BUS_CAPACITY: usize = 4_096;
 
 /// Fan-out of `GatewayEvent`s to every interested task.
 ///
-/// Two kinds of subscriber: `subscribe` gives a broadcast receiver of bounded capacity, which
-/// misses events when it lags (live views, metrics, the integrations intake); `subscribe_recorder`
-/// gives a queue that gets every event it wants, for a recorder that must miss none (the alert
-/// store). Recorder queues are unbounded so `publish` never blocks (it runs on async workers and
-/// on the pipeline thread alike); a recorder takes only the few kinds it records, and drains
-/// them in batched transactions far faster than detectors raise alerts.
+/// Three kinds of subscriber: `subscribe` gives a broadcast receiver of bounded capacity, which
+/// misses events when it lags (live views, metrics); `subscribe_recorder` gives a queue that gets
+/// every event it wants, for a recorder that must miss none (the alert store); `subscribe_queue`
+/// gives a bounded queue of every event, for a reader that must miss none but takes every kind
+/// (the integrations intake, in front of the outbox). Recorder queues are unbounded so `publish`
+/// never blocks (it runs on async workers and on the pipeline thread alike); a recorder takes
+/// only the few kinds it records, and drains them in batched transactions far faster than
+/// detectors raise alerts. A bounded queue that is full never blocks `publish` either: the event
+/// is counted (`queue_overflows`) instead of queued, so memory stays bounded whatever a flood.
 #[derive(Clone)]
 pub struct EventBus {
     sender: tokio::sync::broadcast::Sender<GatewayEvent>,
     recorders: std::sync::Arc<std::sync::Mutex<Vec<Recorder>>>,
+    queues: std::sync::Arc<std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<GatewayEvent>>>>,
+    queue_overflows: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One lossless subscriber: the events it wants, and its queue.
@@ -274,19 +279,39 @@ impl Default for EventBus {
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
-        Self { sender: tokio::sync::broadcast::channel(capacity).0, recorders: Default::default() }
+        Self {
+            sender: tokio::sync::broadcast::channel(capacity).0,
+            recorders: Default::default(),
+            queues: Default::default(),
+            queue_overflows: Default::default(),
+        }
     }
 
     /// Publishes to every current subscriber; an event with no subscriber is dropped.
     pub fn publish(&self, event: GatewayEvent) {
         tracing::debug!(kind = event.kind_name(), device = ?event.device, "event");
         self.publish_to_recorders(&event);
+        self.publish_to_queues(&event);
         let _ = self.sender.send(event);
     }
 
+    fn publish_to_queues(&self, event: &GatewayEvent) {
+        use tokio::sync::mpsc::error::TrySendError;
+        let mut queues = self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A queue whose receiver is gone has stopped: forget it.
+        queues.retain(|queue| match queue.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.queue_overflows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        });
+    }
+
     /// Hands `event` to the recorders only: for an event its producer already delivered to the
-    /// broadcast subscribers' destination itself (integrations stores its `event_flood` alert
-    /// in the outbox directly).
+    /// queue subscribers' destination itself (integrations stores its `event_flood` alerts in
+    /// the outbox directly), so the producer never reads back what it published.
     pub fn publish_to_recorders(&self, event: &GatewayEvent) {
         let mut recorders = self.recorders.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A recorder whose receiver is gone has stopped: forget it.
@@ -303,6 +328,20 @@ impl EventBus {
         let (queue, receiver) = std::sync::mpsc::channel();
         self.recorders.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Recorder { wants, queue });
         receiver
+    }
+
+    /// A queue of every event published from now on (not those `publish_to_recorders` hands
+    /// out), holding at most `capacity`: it never lags as a broadcast receiver does, and while it
+    /// is full further events are counted in `queue_overflows` instead (see the type's doc).
+    pub fn subscribe_queue(&self, capacity: usize) -> tokio::sync::mpsc::Receiver<GatewayEvent> {
+        let (queue, receiver) = tokio::sync::mpsc::channel(capacity);
+        self.queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(queue);
+        receiver
+    }
+
+    /// Events a full `subscribe_queue` queue did not take, since the bus was made.
+    pub fn queue_overflows(&self) -> u64 {
+        self.queue_overflows.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -363,5 +402,23 @@ mod tests {
         }
         bus.publish_to_recorders(&flood);
         assert_eq!(alerts.try_iter().count(), 11);
+    }
+
+    #[test]
+    fn a_full_queue_counts_what_it_cannot_take_and_never_gets_recorder_only_events() {
+        let bus = EventBus::new(1);
+        let mut queue = bus.subscribe_queue(3);
+        let audit = || {
+            GatewayEvent::new(Severity::Info, None, "t", EventKind::Audit { action: "a".into(), detail: "d".into() })
+        };
+        bus.publish_to_recorders(&audit());
+        for _ in 0..5 {
+            bus.publish(audit());
+        }
+        let mut queued = 0;
+        while queue.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!((queued, bus.queue_overflows()), (3, 2));
     }
 }

@@ -1,7 +1,8 @@
 //! Issue 13, defect 5: an audit flood must not flood the outbox. The issue's case, replayed:
 //! 8,276 refused enrollments in about a second from one unauthenticated device, published on
 //! the bus with the default aggregation, through the real intake, outbox and a file sink.
-//! Bounded rows, every event counted once in what the sink receives, one flood alert.
+//! Bounded rows, every event counted once in what the sink receives, one flood alert. And a
+//! burst far beyond the bus's broadcast capacity loses nothing on its way to the outbox.
 #[path = "integrations/support.rs"]
 mod support;
 
@@ -119,4 +120,55 @@ async fn refused_enrollment_flood_is_stored_as_a_few_counted_records_and_one_ale
         conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'integration_outbox'", [], |r| r.get(0)).unwrap();
     assert_eq!(rows as usize, burst + 2, "{FLOOD} events became {rows} outbox rows");
     println!("{FLOOD} refused enrollments published in {published_in:?} became {rows} outbox rows");
+}
+
+/// The bus's broadcast holds 4 events; a burst as large as the intake's queue, published at
+/// once without pause, still reaches the outbox whole: the intake reads a bounded queue of its
+/// own, never the lagging broadcast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_far_beyond_the_bus_capacity_loses_nothing() {
+    let dir = TempDir::new("burst");
+    let store = dir.path().join("store.db");
+    let file = dir.path().join("events.jsonl");
+    let mut sink = SinkConfig::new("file", SinkKind::File);
+    sink.path = Some(file.clone());
+    sink.format = Some(Format::Native);
+    let config = integrations::Config {
+        hostname: Some("gw-burst".into()),
+        sinks: vec![sink],
+        aggregation: AggregationConfig::off(),
+        ..Default::default()
+    };
+    let (trigger, shutdown) = shutdown::channel();
+    let bus = EventBus::new(4);
+    let mut lagging_broadcast = bus.subscribe();
+    let handle = integrations::spawn(config, &store, bus.clone(), shutdown).unwrap();
+
+    let burst = integrations::INTAKE_QUEUE_CAPACITY;
+    let published: std::collections::HashSet<String> = (0..burst)
+        .map(|_| {
+            let event = refused();
+            let id = event.id.clone();
+            bus.publish(event);
+            id
+        })
+        .collect();
+    let lines = wait_for("the whole burst in the file sink", WAIT, || {
+        let lines = read_lines(&file);
+        (lines.len() >= burst).then_some(lines)
+    })
+    .await;
+    trigger.trigger();
+    handle.join().await;
+
+    let delivered: std::collections::HashSet<String> =
+        lines.iter().map(|l| l["id"].as_str().expect("an event id").to_owned()).collect();
+    assert_eq!(lines.len(), burst, "each event delivered once");
+    assert_eq!(delivered, published, "every event published reached the sink");
+    assert_eq!(bus.queue_overflows(), 0, "the intake's queue never overflowed");
+    let lagged = lagging_broadcast.try_recv();
+    assert!(
+        matches!(lagged, Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) if n as usize >= burst - 4),
+        "the broadcast itself lost all but its capacity: {lagged:?}"
+    );
 }

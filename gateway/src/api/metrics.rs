@@ -104,6 +104,7 @@ impl DatapathCounters {
 struct Snapshots {
     datapath: Option<DatapathCounters>,
     integration_backlog: BTreeMap<String, u64>,
+    fleet: Option<crate::fleet::LinkCounters>,
 }
 
 #[derive(Debug, Default)]
@@ -153,8 +154,40 @@ impl Collector for SnapshotCollector {
             let labels = [("sink", sink.as_str())];
             ConstGauge::new(i64::try_from(*value).unwrap_or(i64::MAX)).encode(family.encode_family(&labels)?)?;
         }
+        if let Some(fleet) = &snapshots.fleet {
+            encode_fleet(fleet, &mut encoder)?;
+        }
         Ok(())
     }
+}
+
+/// The link to the fleet's broker (only when `[fleet]` is configured).
+fn encode_fleet(fleet: &crate::fleet::LinkCounters, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let gauge = |value: u64| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+    for (name, help, metric) in [
+        ("fleet_connected", "1 while the gateway is connected to the fleet broker.", gauge(u64::from(fleet.connected))),
+        (
+            "fleet_backlog_events",
+            "Outbox events the fleet broker has not acknowledged yet.",
+            gauge(fleet.backlog_events),
+        ),
+    ] {
+        metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "fleet_published",
+        "Reports the fleet broker acknowledged, by kind.",
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (kind, value) in [
+        ("event", fleet.published_events),
+        ("inventory", fleet.published_inventory),
+        ("health", fleet.published_health),
+    ] {
+        ConstCounter::new(value).encode(family.encode_family(&[("kind", kind)])?)?;
+    }
+    Ok(())
 }
 
 /// The shared metrics registry. Cheap to update from any thread.
@@ -253,6 +286,11 @@ impl Metrics {
         lock(&self.snapshots).integration_backlog.clone()
     }
 
+    /// Publishes the state of the link to the fleet's broker.
+    pub fn set_fleet(&self, counters: crate::fleet::LinkCounters) {
+        lock(&self.snapshots).fleet = Some(counters);
+    }
+
     /// The text exposition format (OpenMetrics text, which Prometheus scrapes).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
@@ -308,6 +346,12 @@ mod tests {
         stats[counter::EVENTS_LOST as usize] = 2;
         metrics.set_datapath_counters(DatapathCounters::from_global_stats(&stats));
         metrics.set_integration_backlog("siem", 12);
+        metrics.set_fleet(crate::fleet::LinkCounters {
+            connected: true,
+            backlog_events: 7,
+            published_events: 30,
+            ..Default::default()
+        });
 
         let scrape = parse(&metrics.encode().unwrap());
         assert_eq!(value(&scrape, "iotgw_devices", Some(("state", "enrolled"))), Some(4.0));
@@ -319,5 +363,8 @@ mod tests {
         assert_eq!(value(&scrape, "iotgw_datapath_drops_total", Some(("reason", blocked))), Some(9.0));
         assert_eq!(value(&scrape, "iotgw_datapath_events_lost_total", None), Some(2.0));
         assert_eq!(value(&scrape, "iotgw_integration_backlog", Some(("sink", "siem"))), Some(12.0));
+        assert_eq!(value(&scrape, "iotgw_fleet_connected", None), Some(1.0));
+        assert_eq!(value(&scrape, "iotgw_fleet_backlog_events", None), Some(7.0));
+        assert_eq!(value(&scrape, "iotgw_fleet_published_total", Some(("kind", "event"))), Some(30.0));
     }
 }

@@ -1,5 +1,6 @@
-//! The metrics step: datapath counters and integration backlogs every second, alerts and
-//! actions as they are published (and logged, so an operator tailing the journal sees them).
+//! The metrics step: datapath counters, integration backlogs, events the outbox intake could
+//! not queue and the fleet link every second, alerts and actions as they are published (and
+//! logged, so an operator tailing the journal sees them).
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::broadcast::error::RecvError;
@@ -8,6 +9,7 @@ use crate::{
     api::metrics::{DatapathCounters, Metrics},
     datapath::maps::Maps,
     event::{EventBus, EventKind},
+    fleet::Link,
     integrations::BacklogSource,
     shutdown::Shutdown,
 };
@@ -20,10 +22,12 @@ pub(super) async fn run(
     maps: Arc<Maps>,
     metrics: Arc<Metrics>,
     backlog: BacklogSource,
+    fleet: Option<Link>,
     bus: EventBus,
     mut shutdown: Shutdown,
 ) {
     let mut events = bus.subscribe();
+    let mut intake_lost = bus.queue_overflows();
     let mut ticker = tokio::time::interval(COUNTER_INTERVAL);
     loop {
         tokio::select! {
@@ -32,6 +36,12 @@ pub(super) async fn run(
                 metrics.set_datapath_counters(DatapathCounters::from_maps(&maps));
                 for sink in backlog.backlog().await {
                     metrics.set_integration_backlog(&sink.sink, sink.pending);
+                }
+                let lost = bus.queue_overflows();
+                metrics.record_events_lost("outbox_intake", lost - intake_lost);
+                intake_lost = lost;
+                if let Some(fleet) = &fleet {
+                    metrics.set_fleet(fleet.counters().await);
                 }
             }
             event = events.recv() => match event {

@@ -9,7 +9,7 @@
 //! - `counters`: per-device counters as traffic samples;
 //! - `classes`: enrolled devices onto their class policy;
 //! - `policy_sync`: policy reloads and DNS-name rules;
-//! - `services`: identity, integrations, OTA;
+//! - `services`: identity, integrations, the fleet, OTA;
 //! - `api`: the local API with the SOAR actions;
 //! - `metrics`: counters, backlogs, alerts and actions as metrics.
 //!
@@ -119,7 +119,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let every = Duration::from_millis(config.datapath.counter_interval_ms);
     tasks.spawn(counters::run(maps.clone(), every, counters, shutdown.clone()));
 
-    let services = services::start(&config, control.clone(), &bus, &shutdown).await?;
+    let fleet_health = services::health_sources(&config, &maps, &loaded.attachments);
+    let services = services::start(&config, control.clone(), fleet_health, &bus, &shutdown).await?;
 
     let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());
     shared_policy.set(crate::api::policy_view::snapshot(&policy.current(), &responses));
@@ -134,7 +135,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     };
     tasks.spawn(api::bind(&config, &loaded.attachments, parts, shutdown.clone()).await?);
     let backlog = services.integrations.backlog_source();
-    tasks.spawn(metrics::run(maps.clone(), metrics, backlog, bus.clone(), shutdown.clone()));
+    let fleet_link = services.fleet.as_ref().map(crate::fleet::Running::link);
+    tasks.spawn(metrics::run(maps.clone(), metrics, backlog, fleet_link, bus.clone(), shutdown.clone()));
 
     let (in_force, in_force_rx) = tokio::sync::watch::channel(policy.current());
     tasks.spawn(classes::run(maps.clone(), ledger, in_force_rx, shutdown.clone()));

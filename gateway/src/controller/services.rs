@@ -1,10 +1,17 @@
 //! The services beside the packet path: identity (EST enrollment; access follows
-//! certificates), integrations (SIEM/SOAR/ITSM sinks) and OTA. EST and OTA are for devices:
-//! they listen on the LAN side unless their `listen` says otherwise.
+//! certificates), integrations (SIEM/SOAR/ITSM sinks), the fleet (reports to the hub's broker)
+//! and OTA. EST and OTA are for devices: they listen on the LAN side unless their `listen` says
+//! otherwise; the fleet connects outbound only.
+use std::sync::Arc;
+
 use anyhow::Context as _;
 
 use crate::{
-    config::Config, datapath::Control, datapath::interface, event::EventBus, integrations::Integrations,
+    config::Config,
+    datapath::{Control, interface, loader::Attachment, maps::Maps},
+    event::EventBus,
+    fleet::{self, wire::MapFill},
+    integrations::Integrations,
     shutdown::Shutdown,
 };
 
@@ -12,13 +19,37 @@ use crate::{
 pub(super) struct Services {
     identity: Option<crate::identity::service::Running>,
     pub integrations: Integrations,
+    pub fleet: Option<fleet::Running>,
     ota: Option<crate::ota::Running>,
+}
+
+/// What the fleet's health report reads of the datapath: the XDP mode of the first attached
+/// program and the fill of the device and flow tables.
+pub(super) fn health_sources(config: &Config, maps: &Arc<Maps>, attachments: &[Attachment]) -> fleet::health::Sources {
+    let maps = maps.clone();
+    let (devices_capacity, flows_capacity) = (config.datapath.devices_capacity, config.datapath.flows_capacity);
+    fleet::health::Sources {
+        bundle: fleet::SharedBundleStatus::default(),
+        xdp_mode: attachments.first().map(|a| a.mode.to_owned()),
+        map_fill: Box::new(move || {
+            let fill = |map: &str, entries: usize, capacity: u32| MapFill {
+                map: map.to_owned(),
+                entries: entries as u64,
+                capacity: u64::from(capacity),
+            };
+            vec![
+                fill(gateway_ebpf::maps::DEVICES, maps.devices().len(), devices_capacity),
+                fill(gateway_ebpf::maps::FLOWS, maps.flows(None).len(), flows_capacity),
+            ]
+        }),
+    }
 }
 
 /// Starts the enabled services; fails start-up when one cannot start.
 pub(super) async fn start(
     config: &Config,
     control: Control,
+    fleet_health: fleet::health::Sources,
     bus: &EventBus,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Services> {
@@ -40,9 +71,31 @@ pub(super) async fn start(
     } else {
         None
     };
-    let integrations =
-        crate::integrations::spawn(config.integrations.clone(), &config.store.path, bus.clone(), shutdown.clone())
-            .context("starting integrations")?;
+    // The fleet publisher is one more outbox consumer: connect first, so the outbox hosts it.
+    let fleet = if config.fleet.enabled() {
+        Some(fleet::Fleet::connect(&config.fleet).await.context("connecting to the fleet broker")?)
+    } else {
+        None
+    };
+    let consumers = fleet.iter().map(fleet::Fleet::publisher).collect();
+    let integrations = crate::integrations::spawn_with(
+        config.integrations.clone(),
+        &config.store.path,
+        bus.clone(),
+        shutdown.clone(),
+        consumers,
+    )
+    .context("starting integrations")?;
+    let fleet = match fleet {
+        Some(fleet) => {
+            let outbox = integrations
+                .consumer(fleet::publisher::CONSUMER)
+                .context("the outbox did not start the fleet publisher")?;
+            let parts = fleet::Parts { store: config.store.path.clone(), outbox, health: fleet_health };
+            Some(fleet.spawn(parts, shutdown.clone()))
+        }
+        None => None,
+    };
     let ota = if config.ota.enabled {
         let mut ota_config = config.ota.clone();
         ota_config.listen = interface::lan_side(ota_config.listen, &lan_addresses, crate::ota::DEFAULT_PORT);
@@ -53,7 +106,7 @@ pub(super) async fn start(
     } else {
         None
     };
-    Ok(Services { identity, integrations, ota })
+    Ok(Services { identity, integrations, fleet, ota })
 }
 
 impl Services {
@@ -63,6 +116,9 @@ impl Services {
             identity.join().await;
         }
         self.integrations.join().await;
+        if let Some(fleet) = self.fleet {
+            fleet.join().await;
+        }
         if let Some(ota) = self.ota {
             let _ = ota.handle.await;
         }

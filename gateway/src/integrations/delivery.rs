@@ -1,18 +1,20 @@
-//! One task per sink: read the next events after the sink's cursor, hand them to the sink's
-//! transport, move the cursor past what it took. A failing sink is retried with exponential
-//! backoff and full jitter, on the same event, so delivery stays in order; it never holds up
-//! other sinks or producers. Reads the outbox; writes the sink's cursor and dead letters.
+//! One task per outbox consumer (each sink, and consumers other modules bring, such as the fleet
+//! publisher): read the next events after its cursor, hand them to its `Destination`, move the
+//! cursor past what it took. A failing destination is retried with exponential backoff and full
+//! jitter, on the same event, so delivery stays in order; it never holds up other consumers or
+//! producers. Reads the outbox; writes the consumer's cursor and dead letters.
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use futures::future::BoxFuture;
 use rand::Rng as _;
 use tokio::sync::watch;
 
 use super::{
-    config::{SinkConfig, SinkKind},
+    config::{Format, SinkConfig, SinkKind},
     itsm::Itsm,
     outbox::{OutboxError, Reader, Record, Seq},
     render::Origin,
@@ -59,7 +61,43 @@ impl Backoff {
     }
 }
 
-/// A sink's live state, shared with `backlog()`.
+/// Where one outbox consumer sends what it reads: a sink's `Transport`, or another module's
+/// (the fleet publisher). Boxed futures keep it usable as `dyn`, so `integrations::spawn` hosts
+/// consumers it knows nothing about.
+pub trait Destination: Send + 'static {
+    /// Sends events from the start of `batch`, in order; says how many were taken (for good:
+    /// the cursor moves past them) and why it stopped short.
+    fn deliver<'a>(&'a mut self, batch: &'a [Record]) -> BoxFuture<'a, Progress>;
+
+    /// Ends the connection cleanly at shutdown.
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// How a consumer reads and retries.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    /// Events read from the outbox per round.
+    pub batch_size: usize,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// One delivery round may take four times this before it counts as failed.
+    pub timeout: Duration,
+}
+
+impl SinkConfig {
+    pub fn pacing(&self) -> Pacing {
+        Pacing {
+            batch_size: self.batch_size,
+            retry_initial: self.retry_initial(),
+            retry_max: self.retry_max(),
+            timeout: self.timeout(),
+        }
+    }
+}
+
+/// A consumer's live state, shared with `backlog()`.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct SinkStatus {
     pub consecutive_failures: u32,
@@ -68,10 +106,17 @@ pub struct SinkStatus {
     pub dead_letters: u64,
 }
 
+/// How a syslog sink renders events.
+pub struct Rendering {
+    origin: Origin,
+    facility: u8,
+    format: Format,
+}
+
 /// The transport of one sink.
 pub enum Transport {
-    Udp(UdpSyslog, u8, super::config::Format),
-    Stream(StreamSyslog, u8, super::config::Format),
+    Udp(UdpSyslog, Rendering),
+    Stream(StreamSyslog, Rendering),
     Hec(Hec),
     Webhook(Webhook),
     Itsm(Box<Itsm>),
@@ -81,13 +126,12 @@ pub enum Transport {
 impl Transport {
     pub fn new(sink: &SinkConfig, origin: &Origin, store: PathBuf) -> Result<Self, TransportError> {
         let origin = origin.clone();
+        let rendering = || Rendering { origin: origin.clone(), facility: sink.facility, format: sink.format() };
         Ok(match sink.kind {
             SinkKind::SyslogUdp => {
-                Transport::Udp(UdpSyslog::new(sink.address.clone().unwrap_or_default()), sink.facility, sink.format())
+                Transport::Udp(UdpSyslog::new(sink.address.clone().unwrap_or_default()), rendering())
             }
-            SinkKind::SyslogTcp | SinkKind::SyslogTls => {
-                Transport::Stream(StreamSyslog::new(sink)?, sink.facility, sink.format())
-            }
+            SinkKind::SyslogTcp | SinkKind::SyslogTls => Transport::Stream(StreamSyslog::new(sink)?, rendering()),
             SinkKind::Hec => Transport::Hec(Hec::new(sink, origin)?),
             SinkKind::Webhook => Transport::Webhook(Webhook::new(sink, origin)?),
             SinkKind::Itsm => Transport::Itsm(Box::new(Itsm::new(sink, store)?)),
@@ -95,24 +139,17 @@ impl Transport {
         })
     }
 
-    /// Ends a stream connection properly (TLS close_notify), so the receiver sees a clean end.
-    async fn close(&mut self) {
-        if let Transport::Stream(t, _, _) = self {
-            t.close().await;
-        }
-    }
-
-    async fn deliver(&mut self, origin: &Origin, batch: &[Record]) -> Progress {
+    async fn send(&mut self, batch: &[Record]) -> Progress {
         // Every sink renders escaped text (`untrusted`): JSON bodies, tickets and files as much
         // as syslog, whatever the event's producer did.
         let escaped: Vec<Record> = batch.iter().map(|r| Record { seq: r.seq, event: r.event.escaped() }).collect();
         let batch = escaped.as_slice();
-        let render = |facility, format| -> Vec<String> {
-            batch.iter().map(|r| syslog::render(origin, facility, format, &r.event)).collect()
+        let render = |how: &Rendering| -> Vec<String> {
+            batch.iter().map(|r| syslog::render(&how.origin, how.facility, how.format, &r.event)).collect()
         };
         match self {
-            Transport::Udp(t, facility, format) => t.deliver(&render(*facility, *format)).await,
-            Transport::Stream(t, facility, format) => t.deliver(&render(*facility, *format)).await,
+            Transport::Udp(t, how) => t.deliver(&render(how)).await,
+            Transport::Stream(t, how) => t.deliver(&render(how)).await,
             Transport::Hec(t) => t.deliver(batch).await,
             Transport::Webhook(t) => t.deliver(batch).await,
             Transport::Itsm(t) => t.deliver(batch).await,
@@ -126,11 +163,27 @@ impl Transport {
     }
 }
 
-/// Everything one sink task needs.
-pub struct SinkTask {
-    pub config: SinkConfig,
-    pub origin: Origin,
-    pub transport: Transport,
+impl Destination for Transport {
+    fn deliver<'a>(&'a mut self, batch: &'a [Record]) -> BoxFuture<'a, Progress> {
+        Box::pin(self.send(batch))
+    }
+
+    /// Ends a stream connection properly (TLS close_notify), so the receiver sees a clean end.
+    fn close(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Transport::Stream(t, _) = self {
+                t.close().await;
+            }
+        })
+    }
+}
+
+/// Everything one consumer's task needs.
+pub struct ConsumerTask {
+    /// The cursor's name, and the consumer's in logs.
+    pub name: String,
+    pub pacing: Pacing,
+    pub destination: Box<dyn Destination>,
     pub reader: Arc<Mutex<Reader>>,
     pub status: Arc<Mutex<SinkStatus>>,
     pub written: watch::Receiver<Seq>,
@@ -152,7 +205,7 @@ pub async fn with_reader<T: Send + 'static>(
     .map_err(|e| OutboxError::Write(format!("outbox reader task: {e}")))?
 }
 
-impl SinkTask {
+impl ConsumerTask {
     fn set_status(&self, f: impl FnOnce(&mut SinkStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut status);
@@ -166,19 +219,19 @@ impl SinkTask {
         }
     }
 
-    /// Delivers until shutdown, then closes the sink's connection cleanly.
+    /// Delivers until shutdown, then closes the destination's connection cleanly.
     pub async fn run(mut self) {
         self.deliver_until_shutdown().await;
-        if tokio::time::timeout(self.config.timeout(), self.transport.close()).await.is_err() {
-            tracing::debug!(sink = %self.config.name, "closing the sink connection timed out");
+        if tokio::time::timeout(self.pacing.timeout, self.destination.close()).await.is_err() {
+            tracing::debug!(sink = %self.name, "closing the sink connection timed out");
         }
     }
 
     async fn deliver_until_shutdown(&mut self) {
-        let name = self.config.name.clone();
-        let limit = self.config.batch_size;
-        let mut backoff = Backoff::new(self.config.retry_initial(), self.config.retry_max());
-        tracing::info!(sink = %name, kind = ?self.config.kind, "sink started");
+        let name = self.name.clone();
+        let limit = self.pacing.batch_size;
+        let mut backoff = Backoff::new(self.pacing.retry_initial, self.pacing.retry_max);
+        tracing::info!(sink = %name, "sink started");
         let mut cursor = loop {
             match with_reader(&self.reader, |r| r.cursor()).await {
                 Ok(cursor) => break cursor,
@@ -226,10 +279,9 @@ impl SinkTask {
             }
             let mut pending: &[Record] = &batch;
             while !pending.is_empty() {
-                let progress =
-                    tokio::time::timeout(self.config.timeout() * 4, self.transport.deliver(&self.origin, pending))
-                        .await
-                        .unwrap_or_else(|_| Progress::transient(0, "delivery timed out"));
+                let progress = tokio::time::timeout(self.pacing.timeout * 4, self.destination.deliver(pending))
+                    .await
+                    .unwrap_or_else(|_| Progress::transient(0, "delivery timed out"));
                 let taken = progress.delivered.min(pending.len());
                 let mut last = (taken > 0).then(|| pending[taken - 1].seq);
                 let mut dead = None;

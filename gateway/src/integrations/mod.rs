@@ -1,12 +1,14 @@
 //! Integrations: every `GatewayEvent` reaches the SIEM, SOAR and ITSM tools configured in
 //! `[integrations]`, and SOAR playbooks can act back on devices.
 //!
-//! Path of an event: `EventBus` → intake task → `outbox::Writer` (SQLite, its own thread) →
-//! one `delivery::SinkTask` per sink → `transport` (syslog UDP/TCP/TLS, HEC, webhook, file)
+//! Path of an event: `EventBus` → `intake` task → `outbox::Writer` (SQLite, its own thread) →
+//! one `delivery::ConsumerTask` per sink → `transport` (syslog UDP/TCP/TLS, HEC, webhook, file)
 //! or `itsm`, rendered by `syslog`, `cef` or `json`. Events are in the store before any sink
 //! sees them; each sink delivers in order from its own cursor, at least once, retrying with
-//! backoff while it is down. The inbound side, SOAR actions, is part of the API (`api::soar`). Reads the gateway
-//! config and the store; writes the store's `integration_*` tables and the network.
+//! backoff while it is down. Other modules add consumers of their own (`Consumer`: the fleet
+//! publisher), read, retried and pruned for exactly like sinks. The inbound side, SOAR
+//! actions, is part of the API (`api::soar`). Reads the gateway config and the store; writes
+//! the store's `integration_*` tables and the network.
 //!
 //! Guarantees, precisely: an event is durable once the outbox writer committed it (a few ms
 //! after `EventBus::publish`; `Writer::append_durable` waits for it). From there each sink
@@ -80,6 +82,7 @@ pub mod aggregate;
 pub mod cef;
 pub mod config;
 pub mod delivery;
+mod intake;
 pub mod itsm;
 pub mod json;
 pub mod outbox;
@@ -89,6 +92,7 @@ pub mod syslog;
 pub mod transport;
 
 pub use config::Config;
+pub use intake::QUEUE_CAPACITY as INTAKE_QUEUE_CAPACITY;
 pub use outbox::MIGRATIONS;
 
 /// Why integrations could not start.
@@ -97,6 +101,8 @@ pub use outbox::MIGRATIONS;
 pub enum IntegrationsError {
     #[error("integrations config: {}", .0.join("; "))]
     Config(Vec<String>),
+    #[error("outbox consumer {0:?} is named like a configured sink")]
+    ConsumerName(String),
     #[error(transparent)]
     Outbox(#[from] outbox::OutboxError),
     #[error(transparent)]
@@ -118,16 +124,64 @@ pub struct SinkBacklog {
     pub status: delivery::SinkStatus,
 }
 
-struct SinkHandle {
-    config: config::SinkConfig,
+/// An outbox consumer another module brings (the fleet publisher): it gets its own cursor row
+/// (`name`, in `integration_cursors`) and is read, retried and pruned for like a sink.
+pub struct Consumer {
+    pub name: String,
+    /// The events it wants.
+    pub filter: config::Filter,
+    pub pacing: delivery::Pacing,
+    pub destination: Box<dyn delivery::Destination>,
+}
+
+/// A consumer's reader and live status, shared by its task and backlog queries. Cloneable.
+#[derive(Clone)]
+pub struct ConsumerState {
     reader: Arc<Mutex<outbox::Reader>>,
     status: Arc<Mutex<delivery::SinkStatus>>,
+}
+
+/// What waits for one consumer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// Events in the outbox after its cursor (that pass its filter).
+    pub events: u64,
+    /// When the oldest of them was written (unix ms).
+    pub oldest_ms: Option<i64>,
+    /// Events it has taken since it was first started.
+    pub delivered_total: u64,
+}
+
+impl ConsumerState {
+    fn open(store_path: &Path, name: &str, filter: &config::Filter) -> Result<Self, outbox::OutboxError> {
+        Ok(Self {
+            reader: Arc::new(Mutex::new(outbox::Reader::open(store_path, name, filter)?)),
+            status: Arc::new(Mutex::new(delivery::SinkStatus::default())),
+        })
+    }
+
+    /// What waits, read off the async runtime.
+    pub async fn pending(&self) -> Result<Pending, outbox::OutboxError> {
+        let (events, oldest_ms, delivered_total) = delivery::with_reader(&self.reader, |r| r.pending()).await?;
+        Ok(Pending { events, oldest_ms, delivered_total })
+    }
+
+    pub fn status(&self) -> delivery::SinkStatus {
+        self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+#[derive(Clone)]
+struct SinkHandle {
+    config: config::SinkConfig,
+    state: ConsumerState,
 }
 
 /// The running integrations, kept by `run`.
 pub struct Integrations {
     writer: Option<outbox::Writer>,
     sinks: Vec<SinkHandle>,
+    consumers: Vec<(String, ConsumerState)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -139,113 +193,89 @@ pub fn spawn(
     bus: EventBus,
     shutdown: Shutdown,
 ) -> Result<Integrations, IntegrationsError> {
+    spawn_with(config, store_path, bus, shutdown, Vec::new())
+}
+
+/// `spawn`, with `consumers` reading the outbox beside the sinks. The outbox runs when there
+/// is a sink or a consumer.
+pub fn spawn_with(
+    config: Config,
+    store_path: &Path,
+    bus: EventBus,
+    shutdown: Shutdown,
+    consumers: Vec<Consumer>,
+) -> Result<Integrations, IntegrationsError> {
     let problems = config.problems();
     if !problems.is_empty() {
         return Err(IntegrationsError::Config(problems));
     }
-    if config.sinks.is_empty() {
+    if let Some(clash) = consumers.iter().find(|c| config.sinks.iter().any(|s| s.name == c.name)) {
+        return Err(IntegrationsError::ConsumerName(clash.name.clone()));
+    }
+    if config.sinks.is_empty() && consumers.is_empty() {
         tracing::info!("integrations: no sink configured");
-        return Ok(Integrations { writer: None, sinks: Vec::new(), tasks: Vec::new() });
+        return Ok(Integrations { writer: None, sinks: Vec::new(), consumers: Vec::new(), tasks: Vec::new() });
     }
     let origin = render::Origin::from_config(&config);
-    let names = config.sinks.iter().map(|s| s.name.clone()).collect();
-    let writer = outbox::Writer::start(store_path, names, config.max_outbox_events)?;
+    let names: Vec<String> =
+        config.sinks.iter().map(|s| s.name.clone()).chain(consumers.iter().map(|c| c.name.clone())).collect();
+    let writer = outbox::Writer::start(store_path, names.clone(), config.max_outbox_events)?;
     // Build every transport before starting anything, so a bad CA file fails the start.
-    let mut prepared = Vec::new();
+    let mut all = Vec::with_capacity(config.sinks.len() + consumers.len());
     for sink in &config.sinks {
-        let transport = delivery::Transport::new(sink, &origin, store_path.to_owned())?;
-        let reader = Arc::new(Mutex::new(outbox::Reader::open(store_path, &sink.name, &sink.filter)?));
-        prepared.push((sink.clone(), transport, reader));
+        all.push(Consumer {
+            name: sink.name.clone(),
+            filter: sink.filter.clone(),
+            pacing: sink.pacing(),
+            destination: Box::new(delivery::Transport::new(sink, &origin, store_path.to_owned())?),
+        });
+    }
+    all.extend(consumers);
+    let mut filters = Vec::with_capacity(all.len());
+    let mut states = Vec::with_capacity(all.len());
+    for consumer in &all {
+        filters.push(consumer.filter.clone());
+        states.push(ConsumerState::open(store_path, &consumer.name, &consumer.filter)?);
     }
     let mut tasks = Vec::new();
-    let mut sinks = Vec::new();
-    for (sink, transport, reader) in prepared {
-        let status = Arc::new(Mutex::new(delivery::SinkStatus::default()));
-        let task = delivery::SinkTask {
-            config: sink.clone(),
-            origin: origin.clone(),
-            transport,
-            reader: reader.clone(),
-            status: status.clone(),
+    for (consumer, state) in all.into_iter().zip(&states) {
+        let task = delivery::ConsumerTask {
+            name: consumer.name,
+            pacing: consumer.pacing,
+            destination: consumer.destination,
+            reader: state.reader.clone(),
+            status: state.status.clone(),
             written: writer.written(),
             shutdown: shutdown.clone(),
         };
         tasks.push(tokio::spawn(task.run()));
-        sinks.push(SinkHandle { config: sink, reader, status });
     }
-    let filters: Vec<config::Filter> = config.sinks.iter().map(|s| s.filter.clone()).collect();
+    // Sinks first, in `all` as in `states`; the hosted consumers after them.
+    let mut states = states.into_iter();
+    let sinks: Vec<SinkHandle> = config
+        .sinks
+        .iter()
+        .zip(states.by_ref())
+        .map(|(sink, state)| SinkHandle { config: sink.clone(), state })
+        .collect();
+    let hosted: Vec<(String, ConsumerState)> = names[config.sinks.len()..].iter().cloned().zip(states).collect();
     // Subscribe here, not in the task: events published right after `spawn` returns count.
-    let aggregator = aggregate::Aggregator::new(config.aggregation.clone());
-    let intake = intake(bus.subscribe(), bus.clone(), writer.clone(), filters, aggregator, shutdown);
-    tasks.push(tokio::spawn(intake));
-    tracing::info!(sinks = sinks.len(), store = %store_path.display(), "integrations started");
-    Ok(Integrations { writer: Some(writer), sinks, tasks })
-}
-
-/// Copies bus events that some sink wants into the outbox, through the aggregator (a flood
-/// becomes a few counted records and an alert, which also goes to the bus's recorders, the
-/// alert store). Lagging behind the bus loses events (counted in the log); aggregation and
-/// the outbox write are the only work done here.
-async fn intake(
-    mut events: tokio::sync::broadcast::Receiver<crate::event::GatewayEvent>,
-    bus: EventBus,
-    writer: outbox::Writer,
-    filters: Vec<config::Filter>,
-    mut aggregator: aggregate::Aggregator,
-    mut shutdown: Shutdown,
-) {
-    use tokio::sync::broadcast::error::RecvError;
-    let wanted = |event: &crate::event::GatewayEvent| filters.iter().any(|f| f.accepts(event));
-    let store = async |records: Vec<crate::event::GatewayEvent>| -> bool {
-        for flood in records.iter().filter(|record| aggregate::is_flood_alert(record)) {
-            bus.publish_to_recorders(flood);
-        }
-        for record in records.into_iter().filter(wanted) {
-            if writer.append(record).await.is_err() {
-                tracing::error!("outbox writer stopped; events are no longer stored");
-                return false;
-            }
-        }
-        true
+    let intake = intake::Intake {
+        events: bus.subscribe_queue(intake::QUEUE_CAPACITY),
+        bus,
+        writer: writer.clone(),
+        filters,
+        aggregator: aggregate::Aggregator::new(config.aggregation.clone()),
+        shutdown,
     };
-    let mut ticks = tokio::time::interval(aggregator.tick_interval());
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => event,
-            _ = ticks.tick(), if aggregator.enabled() => {
-                if !store(aggregator.close_due(std::time::Instant::now())).await {
-                    return;
-                }
-                continue;
-            }
-            _ = shutdown.wait() => break,
-        };
-        match event {
-            Ok(event) => {
-                if wanted(&event) && !store(aggregator.handle(event, std::time::Instant::now())).await {
-                    return;
-                }
-            }
-            Err(RecvError::Lagged(missed)) => {
-                tracing::error!(missed, "integrations fell behind the event bus; events lost before the outbox")
-            }
-            Err(RecvError::Closed) => break,
-        }
-    }
-    // Drain what is already queued, then what is counted, so a clean shutdown stores
-    // everything it received.
-    while let Ok(event) = events.try_recv() {
-        if wanted(&event) && !store(aggregator.handle(event, std::time::Instant::now())).await {
-            return;
-        }
-    }
-    store(aggregator.flush()).await;
+    tasks.push(tokio::spawn(intake.run()));
+    tracing::info!(sinks = sinks.len(), consumers = hosted.len(), store = %store_path.display(), "integrations started");
+    Ok(Integrations { writer: Some(writer), sinks, consumers: hosted, tasks })
 }
 
 impl Integrations {
     /// The outbox writer, for producers that need an event stored before they go on
-    /// (`append_durable`). None when no sink is configured.
+    /// (`append_durable`). None when neither a sink nor a consumer is configured.
     pub fn writer(&self) -> Option<&outbox::Writer> {
         self.writer.as_ref()
     }
@@ -257,12 +287,12 @@ impl Integrations {
 
     /// A cloneable backlog source for the API server.
     pub fn backlog_source(&self) -> BacklogSource {
-        BacklogSource(Arc::new(
-            self.sinks
-                .iter()
-                .map(|s| SinkHandle { config: s.config.clone(), reader: s.reader.clone(), status: s.status.clone() })
-                .collect(),
-        ))
+        BacklogSource(Arc::new(self.sinks.clone()))
+    }
+
+    /// The state of the consumer `name` that `spawn_with` started.
+    pub fn consumer(&self, name: &str) -> Option<ConsumerState> {
+        self.consumers.iter().find(|(n, _)| n == name).map(|(_, state)| state.clone())
     }
 
     /// Waits for every task to stop (after shutdown was triggered), then for the outbox to
@@ -314,12 +344,12 @@ impl BacklogSource {
 async fn backlog_of(sinks: &[SinkHandle]) -> Vec<SinkBacklog> {
     let mut out = Vec::with_capacity(sinks.len());
     for sink in sinks {
-        let pending = delivery::with_reader(&sink.reader, |r| r.pending()).await;
-        let status = sink.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        let (pending, oldest_pending_ms, delivered_total) = pending.unwrap_or_else(|error| {
-            tracing::warn!(sink = %sink.config.name, %error, "cannot read the sink backlog");
-            (0, None, 0)
-        });
+        let Pending { events: pending, oldest_ms: oldest_pending_ms, delivered_total } =
+            sink.state.pending().await.unwrap_or_else(|error| {
+                tracing::warn!(sink = %sink.config.name, %error, "cannot read the sink backlog");
+                Pending::default()
+            });
+        let status = sink.state.status();
         out.push(SinkBacklog {
             sink: sink.config.name.clone(),
             kind: sink.config.kind,

@@ -20,6 +20,36 @@ pub fn devices(conn: &Connection) -> Result<Vec<DeviceRecord>, InventoryError> {
     rows.into_iter().map(|row| finish_device(conn, row)).collect()
 }
 
+/// A device as it is after a change (`changed_since`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// Its place in the store's order of changes (schema migration 6).
+    pub seq: i64,
+    /// When it changed (unix ms); grows with every change of the device.
+    pub changed_ms: i64,
+    pub device: DeviceRecord,
+}
+
+/// Devices whose last change came after change `after`, in the order they changed, at most
+/// `limit`: each once, as it is now, however often it changed.
+pub fn changed_since(conn: &Connection, after: i64, limit: usize) -> Result<Vec<Change>, InventoryError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT change_seq, changed_ms, mac FROM inventory_devices WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
+    )?;
+    let changed = statement
+        .query_map(params![after, limit as i64], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get(1)?, row.get::<_, String>(2)?))
+        })?
+        .collect::<Result<Vec<(i64, i64, String)>, _>>()?;
+    let mut select = conn.prepare_cached(&format!("{DEVICE_SELECT} WHERE d.mac = ?1"))?;
+    let mut out = Vec::with_capacity(changed.len());
+    for (seq, changed_ms, mac) in changed {
+        let row = select.query_row([&mac], device_row)?;
+        out.push(Change { seq, changed_ms, device: finish_device(conn, row)? });
+    }
+    Ok(out)
+}
+
 /// One device with its addresses and fingerprints, or `None` if never seen.
 pub fn device(conn: &Connection, mac: Mac) -> Result<Option<DeviceDetail>, InventoryError> {
     let row = conn.query_row(&format!("{DEVICE_SELECT} WHERE d.mac = ?1"), [mac.to_string()], device_row).optional()?;

@@ -160,4 +160,50 @@ INSERT INTO inventory_hostnames (mac, name)
     SELECT mac, lower(hostname) FROM inventory_devices WHERE hostname IS NOT NULL;
 ",
     },
+    // What changed since a reader last looked (`fleet::inventory_feed`): every write that
+    // changes what a `DeviceRecord` shows gives the device the next `change_seq` and a newer
+    // `changed_ms`, kept by triggers so every writer keeps them without knowing of them. SQLite
+    // runs one write transaction at a time, so `change_seq` grows in commit order: a reader past
+    // sequence n has seen every change up to n. Traffic only moves `last_seen` and counters,
+    // which count as a change at most once a minute per device, or every packet would be one.
+    // Devices known before this migration get sequences in insertion order.
+    crate::store::Migration {
+        component: "inventory",
+        version: 6,
+        sql: "
+ALTER TABLE inventory_devices ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE inventory_devices ADD COLUMN changed_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE inventory_devices SET change_seq = rowid, changed_ms = last_seen;
+CREATE INDEX inventory_devices_by_change ON inventory_devices (change_seq);
+CREATE TRIGGER inventory_devices_changed_added AFTER INSERT ON inventory_devices BEGIN
+    UPDATE inventory_devices SET
+        change_seq = (SELECT MAX(change_seq) FROM inventory_devices) + 1,
+        changed_ms = MAX(CAST(unixepoch('subsec') * 1000 AS INTEGER), new.last_seen)
+    WHERE mac = new.mac;
+END;
+CREATE TRIGGER inventory_devices_changed AFTER UPDATE OF
+    vendor, locally_administered, hostname, device_type, type_confidence, access, lifecycle, class,
+    firmware_version, cert_subject, device_id, first_seen, last_seen, flows_total ON inventory_devices
+WHEN old.vendor IS NOT new.vendor OR old.locally_administered IS NOT new.locally_administered
+    OR old.hostname IS NOT new.hostname OR old.device_type IS NOT new.device_type
+    OR old.type_confidence IS NOT new.type_confidence OR old.access IS NOT new.access
+    OR old.lifecycle IS NOT new.lifecycle OR old.class IS NOT new.class
+    OR old.firmware_version IS NOT new.firmware_version OR old.cert_subject IS NOT new.cert_subject
+    OR old.device_id IS NOT new.device_id OR old.first_seen IS NOT new.first_seen
+    OR ((old.last_seen IS NOT new.last_seen OR old.flows_total IS NOT new.flows_total)
+        AND CAST(unixepoch('subsec') * 1000 AS INTEGER) >= old.changed_ms + 60000)
+BEGIN
+    UPDATE inventory_devices SET
+        change_seq = (SELECT MAX(change_seq) FROM inventory_devices) + 1,
+        changed_ms = MAX(CAST(unixepoch('subsec') * 1000 AS INTEGER), old.changed_ms + 1)
+    WHERE mac = new.mac;
+END;
+CREATE TRIGGER inventory_addresses_changed AFTER INSERT ON inventory_addresses BEGIN
+    UPDATE inventory_devices SET
+        change_seq = (SELECT MAX(change_seq) FROM inventory_devices) + 1,
+        changed_ms = MAX(CAST(unixepoch('subsec') * 1000 AS INTEGER), changed_ms + 1)
+    WHERE mac = new.mac;
+END;
+",
+    },
 ];
