@@ -1,6 +1,7 @@
 //! The running policy and its atomic reload. `reload` reads and compiles a whole folder and
 //! either returns the new `CompiledPolicy` or every error; `PolicyStore` swaps in a new
 //! policy only when that succeeded, so a bad file leaves the running policy as it was.
+//! `install` puts a staged set of files (a fleet bundle) in force through `swap`.
 //! `watch` turns file changes in the folder into debounced reload requests.
 //! Reads the policy folder; writes nothing (the caller syncs the maps).
 use std::{
@@ -14,9 +15,10 @@ use tokio::sync::mpsc;
 
 use super::{
     compile::{CompiledPolicy, compile},
-    error::PolicyError,
-    load::load_paths,
+    error::{ErrorKind, Location, PolicyError},
+    load::{load_paths, parse_sources},
     model::Policy,
+    swap,
 };
 
 /// Quiet time after the last change in the folder before a reload is asked for: editors
@@ -40,9 +42,18 @@ pub fn no_extension(_: &Policy) -> Vec<PolicyError> {
 /// tables with `extension`: what `iotgw policy check`, `iotgw run` and every `reload` run, so
 /// none of them accepts what another refuses. Every error of both is reported.
 pub fn check<P: AsRef<Path>>(paths: &[P], extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
-    let policy = load_paths(paths)?;
-    let extension_errors = extension(&policy);
-    match compile(&policy) {
+    check_policy(&load_paths(paths)?, extension)
+}
+
+/// `check` of policy texts already read (`(path, text)`; the path is only used in messages):
+/// what the hub checks a bundle's files with before it signs them.
+pub fn check_sources(sources: &[(PathBuf, String)], extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
+    check_policy(&parse_sources(sources)?, extension)
+}
+
+fn check_policy(policy: &Policy, extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
+    let extension_errors = extension(policy);
+    match compile(policy) {
         Ok(compiled) if extension_errors.is_empty() => Ok(compiled),
         Ok(_) => Err(extension_errors),
         Err(mut errors) => {
@@ -68,6 +79,7 @@ pub struct PolicyStore {
 impl PolicyStore {
     /// Loads `dir`; at startup a bad folder is an error (there is nothing to keep running).
     pub fn open(dir: &Path, extension: Extension) -> Result<Self, Vec<PolicyError>> {
+        finish_swap(dir)?;
         let current = Arc::new(reload(dir, extension)?);
         Ok(Self { dir: dir.to_owned(), extension, current })
     }
@@ -84,10 +96,38 @@ impl PolicyStore {
     /// Re-reads the folder. On success the new policy is in force and returned; on failure
     /// the running policy is untouched and the errors say why.
     pub fn reload(&mut self) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
+        finish_swap(&self.dir)?;
         let next = Arc::new(reload(&self.dir, self.extension)?);
         self.current = Arc::clone(&next);
         Ok(next)
     }
+
+    /// Checks the files staged in `swap::staging_dir` and, when they pass, swaps them in for
+    /// the folder's files (`swap::swap_in`) and puts them in force. A staged set that fails
+    /// the checks changes nothing.
+    pub fn install(&mut self) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
+        let next = Arc::new(reload(&swap::staging_dir(&self.dir), self.extension)?);
+        swap::swap_in(&self.dir).map_err(|error| vec![swap_error(&self.dir, &error)])?;
+        self.current = Arc::clone(&next);
+        Ok(next)
+    }
+}
+
+/// Finishes a swap a crash interrupted before the folder is read: until it is finished the
+/// folder may hold a mix of two sets, which must never be loaded.
+fn finish_swap(dir: &Path) -> Result<(), Vec<PolicyError>> {
+    match swap::finish_interrupted(dir) {
+        Ok(true) => {
+            tracing::warn!(dir = %dir.display(), "finished a policy swap that was interrupted");
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(error) => Err(vec![swap_error(dir, &error)]),
+    }
+}
+
+fn swap_error(dir: &Path, error: &std::io::Error) -> PolicyError {
+    PolicyError::new(Location::file(&Arc::new(dir.to_owned())), ErrorKind::Swap(error.to_string()))
 }
 
 /// A request to reload the policy folder, sent by `watch`.
