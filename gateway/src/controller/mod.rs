@@ -119,7 +119,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let every = Duration::from_millis(config.datapath.counter_interval_ms);
     tasks.spawn(counters::run(maps.clone(), every, counters, shutdown.clone()));
 
-    let services = services::start(&config, control.clone(), &bus, &shutdown).await?;
+    let mut services = services::start(&config, control.clone(), &bus, &shutdown).await?;
 
     let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());
     shared_policy.set(crate::api::policy_view::snapshot(&policy.current(), &responses));
@@ -149,6 +149,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         responses,
         pipeline: pipeline_tx.clone(),
         bus,
+        bundles: services.bundle_installs.take(),
     };
     tasks.spawn(policy_step.run(dns_rx, shutdown.clone())?);
 

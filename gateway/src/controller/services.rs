@@ -1,6 +1,6 @@
 //! The services beside the packet path: identity (EST enrollment; access follows
-//! certificates), integrations (SIEM/SOAR/ITSM sinks) and OTA. EST and OTA are for devices:
-//! they listen on the LAN side unless their `listen` says otherwise.
+//! certificates), integrations (SIEM/SOAR/ITSM sinks), OTA and the fleet's policy bundles.
+//! EST and OTA are for devices: they listen on the LAN side unless their `listen` says otherwise.
 use anyhow::Context as _;
 
 use crate::{
@@ -13,6 +13,9 @@ pub(super) struct Services {
     identity: Option<crate::identity::service::Running>,
     pub integrations: Integrations,
     ota: Option<crate::ota::Running>,
+    bundles: Option<tokio::task::JoinHandle<()>>,
+    /// The fleet policy bundles the watcher asks the policy step to install.
+    pub bundle_installs: Option<crate::fleet::bundle_watch::Installs>,
 }
 
 /// Starts the enabled services; fails start-up when one cannot start.
@@ -53,7 +56,18 @@ pub(super) async fn start(
     } else {
         None
     };
-    Ok(Services { identity, integrations, ota })
+    let bundle_status = crate::fleet::SharedBundleStatus::default();
+    let (bundles, bundle_installs) = crate::fleet::bundle_watch::spawn(
+        &config.fleet,
+        &config.policy.dir,
+        bus.clone(),
+        bundle_status,
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the policy bundle watcher")?
+    .unzip();
+    Ok(Services { identity, integrations, ota, bundles, bundle_installs })
 }
 
 impl Services {
@@ -65,6 +79,9 @@ impl Services {
         self.integrations.join().await;
         if let Some(ota) = self.ota {
             let _ = ota.handle.await;
+        }
+        if let Some(bundles) = self.bundles {
+            let _ = bundles.await;
         }
     }
 }
