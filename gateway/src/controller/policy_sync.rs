@@ -114,7 +114,13 @@ impl PolicySync {
                 let cause = tokio::select! {
                     _ = shutdown.wait() => break,
                     _ = hangup.recv() => "SIGHUP",
-                    Some(_) = async { match watcher.as_mut() { Some(w) => w.requests.recv().await, None => std::future::pending().await } } => "file change",
+                    Some(_) = async { match watcher.as_mut() { Some(w) => w.requests.recv().await, None => std::future::pending().await } } => {
+                        if self.policy.unchanged() {
+                            tracing::debug!("policy files changed back to what is loaded; no reload");
+                            continue;
+                        }
+                        "file change"
+                    }
                     Some(request) = async { match bundles.as_mut() { Some(b) => b.recv().await, None => std::future::pending().await } } => {
                         self.install(request).await;
                         continue;

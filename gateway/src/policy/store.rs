@@ -74,14 +74,18 @@ pub struct PolicyStore {
     dir: PathBuf,
     extension: Extension,
     current: Arc<CompiledPolicy>,
+    /// Digest of the folder's policy files when they were last read (put in force or
+    /// refused): see `unchanged`.
+    read: Option<Vec<u8>>,
 }
 
 impl PolicyStore {
     /// Loads `dir`; at startup a bad folder is an error (there is nothing to keep running).
     pub fn open(dir: &Path, extension: Extension) -> Result<Self, Vec<PolicyError>> {
         finish_swap(dir)?;
+        let read = folder_digest(dir);
         let current = Arc::new(reload(dir, extension)?);
-        Ok(Self { dir: dir.to_owned(), extension, current })
+        Ok(Self { dir: dir.to_owned(), extension, current, read })
     }
 
     pub fn dir(&self) -> &Path {
@@ -97,9 +101,17 @@ impl PolicyStore {
     /// the running policy is untouched and the errors say why.
     pub fn reload(&mut self) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
         finish_swap(&self.dir)?;
+        self.read = folder_digest(&self.dir);
         let next = Arc::new(reload(&self.dir, self.extension)?);
         self.current = Arc::clone(&next);
         Ok(next)
+    }
+
+    /// The folder's policy files are byte for byte those last read: a change event for them
+    /// (the echo of an `install`'s renames, an editor saving the same text again) needs no
+    /// reload.
+    pub fn unchanged(&self) -> bool {
+        self.read.is_some() && folder_digest(&self.dir) == self.read
     }
 
     /// Checks the files staged in `swap::staging_dir` and, when they pass, swaps them in for
@@ -108,9 +120,26 @@ impl PolicyStore {
     pub fn install(&mut self) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
         let next = Arc::new(reload(&swap::staging_dir(&self.dir), self.extension)?);
         swap::swap_in(&self.dir).map_err(|error| vec![swap_error(&self.dir, &error)])?;
+        self.read = folder_digest(&self.dir);
         self.current = Arc::clone(&next);
         Ok(next)
     }
+}
+
+/// SHA-256 over the names and contents of the folder's `*.toml` files; `None` when the folder
+/// cannot be read (never equal to anything, so it reloads and reports why).
+fn folder_digest(dir: &Path) -> Option<Vec<u8>> {
+    use sha2::{Digest as _, Sha256};
+    let mut digest = Sha256::new();
+    for file in super::load::toml_files(dir).ok()? {
+        let text = std::fs::read(&file).ok()?;
+        let name = file.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
+        for part in [&name, &text] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+    }
+    Some(digest.finalize().to_vec())
 }
 
 /// Finishes a swap a crash interrupted before the folder is read: until it is finished the
@@ -291,6 +320,34 @@ mod tests {
         let after = store.reload().expect("fixed");
         assert!(after.class("doorbell").is_some());
         assert!(Arc::ptr_eq(&after, &store.current()));
+    }
+
+    #[test]
+    fn an_installed_set_replaces_the_folder_whole_and_its_echo_needs_no_reload() {
+        let dir = ScratchDir::with_shipped("install");
+        let mut store = PolicyStore::open(&dir.0, no_extension).expect("shipped policies load");
+        assert!(store.unchanged());
+        let before = store.current();
+        let stage = |extra: (&str, &str)| {
+            let staging = swap::fresh_staging(&dir.0).expect("staging");
+            for file in crate::policy::load::toml_files(&shipped_dir()).expect("policies/") {
+                let name = file.file_name().expect("name").to_string_lossy().into_owned();
+                swap::stage_file(&staging, &name, &std::fs::read(&file).expect("read")).expect("stage");
+            }
+            swap::stage_file(&staging, extra.0, extra.1.as_bytes()).expect("stage");
+        };
+        stage(("zz-bad.toml", "[[class]]\nname = \"camera\"\nid = 99\n"));
+        let errors = store.install().expect_err("duplicate class refused");
+        assert!(matches!(errors[0].kind, ErrorKind::DuplicateClass { .. }), "{errors:?}");
+        assert!(Arc::ptr_eq(&before, &store.current()), "a refused set changes nothing");
+        assert!(!dir.0.join("zz-bad.toml").exists());
+
+        stage(("zz-doorbell.toml", "[[class]]\nname = \"doorbell\"\nid = 99\n"));
+        let after = store.install().expect("installed");
+        assert!(after.class("doorbell").is_some() && Arc::ptr_eq(&after, &store.current()));
+        assert!(store.unchanged(), "the install's own renames need no reload");
+        std::fs::write(dir.0.join("zz-doorbell.toml"), "[[class]]\nname = \"doorbell\"\nid = 98\n").expect("write");
+        assert!(!store.unchanged(), "an edit after it does");
     }
 
     #[test]
