@@ -10,7 +10,7 @@
 //! console the API serves), `store` (the SQLite file; `schema` lists every component's tables), `config` (the
 //! gateway's own configuration), `untrusted` (how text from devices and callers is escaped
 //! before it is stored or rendered), `toml_error` (where a TOML error points, for every file
-//! the gateway reads).
+//! the gateway reads), `fsutil` (crash-safe file replacement).
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -26,6 +26,7 @@ pub mod device;
 pub mod event;
 pub mod fingerprint;
 pub mod fleet;
+pub mod fsutil;
 pub mod hub;
 pub mod identity;
 pub mod integrations;

@@ -1,9 +1,25 @@
 //! `iotgw hub --config FILE`: check the hub's configuration, then run it (`hub::service`).
 //! The hub's tools are subcommands beside it (`iotgw hub <tool> ...`), one `HubCommand`
-//! variant each; `--config` alone runs the hub.
-use std::{path::PathBuf, process::ExitCode};
+//! variant each; `--config` alone runs the hub. `keygen` makes the key pair policy bundles are
+//! signed with; `policy publish` checks a policy folder and publishes it to a site's or a
+//! group's gateways (`hub::bundles`).
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use crate::cli::EXIT_CONFIG;
+use anyhow::Context as _;
+
+use crate::{
+    cli::EXIT_CONFIG,
+    fleet::{
+        bundle::Scope,
+        connect::{self, Endpoint},
+    },
+    hub::{self, bundles},
+    ota::{keys, metadata::SigningKey},
+};
+
+/// The private key `keygen` writes (the hub's `signing_key`); the public one is beside it as
+/// `bundle.pub.pem` (every gateway's `fleet.bundle_key`).
+pub const SIGNING_KEY_FILE: &str = "bundle.pem";
 
 #[derive(Debug, clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -17,27 +33,110 @@ pub struct Args {
 
 /// The hub's tools, run instead of the hub.
 #[derive(Debug, clap::Subcommand)]
-pub enum HubCommand {}
+pub enum HubCommand {
+    /// Create the Ed25519 key pair policy bundles are signed with: DIR/bundle.pem (the hub's
+    /// signing_key, keep it secret) and DIR/bundle.pub.pem (every gateway's fleet.bundle_key).
+    /// Never overwrites a key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Signed policy bundles for the gateways.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy folder as `iotgw policy check` does, sign it as the next version of its
+    /// scope and publish it to every gateway of the scope.
+    Publish {
+        /// The hub configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// `site:<site>` or `group:<group>`.
+        #[arg(long)]
+        scope: Scope,
+        /// The policy folder (its *.toml files become the gateways' whole policy).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Who publishes: audited at the hub, and as `hub:<actor>` on every gateway.
+        #[arg(long, env = "USER")]
+        actor: String,
+    },
+}
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match (args.command, args.config) {
-        (Some(command), _) => match command {},
+        (Some(HubCommand::Keygen { out }), _) => keygen(&out),
+        (Some(HubCommand::Policy(PolicyCommand::Publish { config, scope, dir, actor })), _) => {
+            publish(&config, &scope, &dir, &actor)
+        }
         (None, Some(path)) => serve(&path),
         (None, None) => anyhow::bail!("give --config FILE to run the hub"),
     }
 }
 
+/// Loads the hub's configuration; `Err` holds the exit code after the problem was printed.
+fn load(path: &std::path::Path) -> Result<hub::Config, ExitCode> {
+    hub::Config::load(path).map_err(|error| {
+        eprintln!("iotgw: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 /// Loads the configuration (exiting with `EXIT_CONFIG` on any problem, before connecting to
 /// anything) and runs the hub until SIGINT/SIGTERM.
 fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = match crate::hub::Config::load(path) {
+    let config = match load(path) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("iotgw: {error}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
+        Err(code) => return Ok(code),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(crate::hub::service::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let private = out.join(SIGNING_KEY_FILE);
+    let public = keys::public_path(&private);
+    if public.exists() {
+        anyhow::bail!("{} already exists; refusing to overwrite a key", public.display());
+    }
+    keys::save_new(&private, &SigningKey::generate()).context("writing the bundle signing key")?;
+    println!("signing key (the hub's signing_key; keep it secret): {}", private.display());
+    println!("public key (every gateway's fleet.bundle_key): {}", public.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn publish(config: &std::path::Path, scope: &Scope, dir: &std::path::Path, actor: &str) -> anyhow::Result<ExitCode> {
+    let config = match load(config) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    // Refused before anything is contacted: the checker's messages, as `iotgw policy check`.
+    let draft = match bundles::prepare(config.signing_key.as_deref(), dir, actor) {
+        Ok(draft) => draft,
+        Err(bundles::PublishError::Policy(errors)) => return Ok(super::policy::print_errors(&errors)),
+        Err(error) => return Err(error).context("preparing the bundle"),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let published = runtime.block_on(async {
+        let pool = hub::store::open(&config.database_url).await.context("opening the hub database")?;
+        let endpoint = Endpoint {
+            url: &config.nats_url,
+            name: "iotgw-hub-publish",
+            credentials: config.credentials.as_deref(),
+            tls_ca: config.tls_ca.as_deref(),
+        };
+        let client = connect::connect(&endpoint).await.context("connecting to NATS")?;
+        let hub = hub::Hub { config: Arc::new(config), pool, jetstream: async_nats::jetstream::new(client) };
+        bundles::publish(&hub, scope, draft).await.context("publishing the bundle")
+    })?;
+    println!(
+        "published {} v{} ({} files, bucket revision {})",
+        published.scope, published.version, published.files, published.revision
+    );
     Ok(ExitCode::SUCCESS)
 }

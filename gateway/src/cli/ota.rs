@@ -312,7 +312,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let SignArgs { at, release, out } = *args;
             let (repo, conn) = at.open()?;
             let bytes = sign_release(&repo, &conn, &release)?;
-            ota::fsutil::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+            crate::fsutil::write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
             println!("signed release metadata written to {}", out.display());
         }
         Command::Publish(args) => {

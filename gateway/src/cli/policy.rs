@@ -90,7 +90,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_errors(errors: &[policy::PolicyError]) -> ExitCode {
+/// Prints every error and the count; the exit code of a policy that fails the checks.
+pub(crate) fn print_errors(errors: &[policy::PolicyError]) -> ExitCode {
     for error in errors {
         eprintln!("{error}");
     }

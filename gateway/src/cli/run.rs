@@ -38,8 +38,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// Everything the controller reads at start besides the configuration file, checked
 /// together so the operator fixes them in one go: every policy file (its `[[response]]`
 /// rules included), the API token and users files, the identity's manufacturer CAs and CA files, the
-/// OTA service's certificates, keys and CRLs (when enabled), and the interfaces named in
-/// `[datapath]`. Returns the policy to run, or every problem.
+/// OTA service's certificates, keys and CRLs (when enabled), the fleet's bundle key, and the
+/// interfaces named in `[datapath]`. Returns the policy to run, or every problem.
 pub fn check(config: &Config) -> Result<PolicyStore, Vec<String>> {
     let mut problems = Vec::new();
     let policy = match PolicyStore::open(&config.policy.dir, crate::respond::rules::policy_errors) {
@@ -60,6 +60,12 @@ pub fn check(config: &Config) -> Result<PolicyStore, Vec<String>> {
         && let Err(error) = crate::identity::load_manufacturers(&config.identity.manufacturer_cas)
     {
         problems.push(format!("[identity] manufacturer_cas: {error}"));
+    }
+    if config.fleet.enabled()
+        && let Some(key) = &config.fleet.bundle_key
+        && let Err(error) = crate::ota::keys::load_verifying(key)
+    {
+        problems.push(format!("[fleet] bundle_key: {error}"));
     }
     let identity = &config.identity;
     let identity_files =

@@ -120,7 +120,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     tasks.spawn(counters::run(maps.clone(), every, counters, shutdown.clone()));
 
     let fleet_health = services::health_sources(&config, &maps, &loaded.attachments);
-    let services = services::start(&config, control.clone(), fleet_health, &bus, &shutdown).await?;
+    let mut services = services::start(&config, control.clone(), fleet_health, &bus, &shutdown).await?;
 
     let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());
     shared_policy.set(crate::api::policy_view::snapshot(&policy.current(), &responses));
@@ -151,6 +151,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         responses,
         pipeline: pipeline_tx.clone(),
         bus,
+        bundles: services.bundle_installs.take(),
     };
     tasks.spawn(policy_step.run(dns_rx, shutdown.clone())?);
 

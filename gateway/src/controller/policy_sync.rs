@@ -1,6 +1,8 @@
 //! The policy step keeps the datapath's rules in step with the policy files and with DNS:
 //! - reloads on SIGHUP or a change in the policy folder (a bad policy is refused whole and
 //!   the running one stays in the maps);
+//! - installs the policy bundles the fleet hub publishes (`fleet::bundle_watch` stages them),
+//!   the same way: checked whole, then swapped in whole;
 //! - DNS answers devices receive open the addresses of the names their policies allow;
 //! - addresses whose TTL ran out close again.
 use std::sync::Arc;
@@ -14,9 +16,10 @@ use crate::{
     config::Config,
     datapath::{DeviceControl as _, events::PacketSample, maps::Maps},
     event::{EventBus, EventKind, GatewayEvent, Severity},
+    fleet::bundle_watch::{InstallOutcome, InstallRequest, Installs},
     pipeline,
     policy::{
-        CompiledPolicy, CompiledRule, DnsTracker, PolicyId, PolicyStore, PolicyWatcher, Verdicts,
+        CompiledPolicy, CompiledRule, DnsTracker, PolicyError, PolicyId, PolicyStore, PolicyWatcher, Verdicts,
         dns::policies_in_force,
     },
     respond::ResponsePolicy,
@@ -89,6 +92,8 @@ pub(super) struct PolicySync {
     pub responses: ResponsePolicy,
     pub pipeline: mpsc::Sender<pipeline::Command>,
     pub bus: EventBus,
+    /// Fleet policy bundles to install (`fleet::bundle_watch`), when the gateway takes them.
+    pub bundles: Option<Installs>,
 }
 
 impl PolicySync {
@@ -102,13 +107,24 @@ impl PolicySync {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
         let mut watcher = self.watcher();
+        let mut bundles = self.bundles.take();
         Ok(async move {
             loop {
                 let next_expiry = self.dns.next_expiry();
                 let cause = tokio::select! {
                     _ = shutdown.wait() => break,
                     _ = hangup.recv() => "SIGHUP",
-                    Some(_) = async { match watcher.as_mut() { Some(w) => w.requests.recv().await, None => std::future::pending().await } } => "file change",
+                    Some(_) = async { match watcher.as_mut() { Some(w) => w.requests.recv().await, None => std::future::pending().await } } => {
+                        if self.policy.unchanged() {
+                            tracing::debug!("policy files changed back to what is loaded; no reload");
+                            continue;
+                        }
+                        "file change"
+                    }
+                    Some(request) = async { match bundles.as_mut() { Some(b) => b.recv().await, None => std::future::pending().await } } => {
+                        self.install(request).await;
+                        continue;
+                    }
                     Some(sample) = dns_answers.recv() => {
                         self.dns_answer(&sample);
                         continue;
@@ -166,7 +182,30 @@ impl PolicySync {
 
     /// Reloads the policy files and tells every part; publishes a `PolicyChange` event.
     async fn reload(&mut self, cause: &str) {
-        let (accepted, detail, severity) = match self.policy.reload() {
+        let loaded = self.policy.reload();
+        let (accepted, detail) = self.adopt(loaded, cause).await;
+        let severity = if accepted { Severity::Info } else { Severity::Medium };
+        self.bus.publish(GatewayEvent::new(
+            severity,
+            None,
+            "policy-file",
+            EventKind::PolicyChange { accepted, detail },
+        ));
+    }
+
+    /// Installs the files a fleet bundle staged and answers the bundle watcher, which publishes
+    /// the event with the bundle's actor.
+    async fn install(&mut self, request: InstallRequest) {
+        let installed = self.policy.install();
+        let swapped = installed.is_ok();
+        let (accepted, detail) = self.adopt(installed, "fleet bundle").await;
+        let _ = request.reply.send(InstallOutcome { swapped, accepted, detail });
+    }
+
+    /// Puts a newly loaded policy in force in every part, or records why not: whether it was
+    /// accepted, and what was done or why not.
+    async fn adopt(&mut self, loaded: Result<Arc<CompiledPolicy>, Vec<PolicyError>>, cause: &str) -> (bool, String) {
+        match loaded {
             Ok(compiled) => {
                 self.in_force.send_replace(compiled.clone());
                 self.dns.set_policy(&compiled);
@@ -197,12 +236,11 @@ impl PolicySync {
                             compiled.classes.len(),
                             compiled.rules.len()
                         ),
-                        Severity::Info,
                     ),
                     Some(detail) => {
                         tracing::error!(%detail, "policy reload only partly applied");
                         self.shared.refused(detail.clone());
-                        (false, detail, Severity::Medium)
+                        (false, detail)
                     }
                 }
             }
@@ -217,14 +255,8 @@ impl PolicySync {
                 );
                 self.shared.refused(detail.clone());
                 tracing::warn!(cause, errors = errors.len(), %detail, "policy reload refused; the running policy stays");
-                (false, detail, Severity::Medium)
+                (false, detail)
             }
-        };
-        self.bus.publish(GatewayEvent::new(
-            severity,
-            None,
-            "policy-file",
-            EventKind::PolicyChange { accepted, detail },
-        ));
+        }
     }
 }

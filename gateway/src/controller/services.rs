@@ -1,6 +1,6 @@
 //! The services beside the packet path: identity (EST enrollment; access follows
-//! certificates), integrations (SIEM/SOAR/ITSM sinks), the fleet (reports to the hub's broker)
-//! and OTA. EST and OTA are for devices: they listen on the LAN side unless their `listen` says
+//! certificates), integrations (SIEM/SOAR/ITSM sinks), the fleet (reports to the hub's broker,
+//! signed policy bundles from it) and OTA. EST and OTA are for devices: they listen on the LAN side unless their `listen` says
 //! otherwise; the fleet connects outbound only.
 use std::sync::Arc;
 
@@ -21,6 +21,9 @@ pub(super) struct Services {
     pub integrations: Integrations,
     pub fleet: Option<fleet::Running>,
     ota: Option<crate::ota::Running>,
+    bundles: Option<tokio::task::JoinHandle<()>>,
+    /// The fleet policy bundles the watcher asks the policy step to install.
+    pub bundle_installs: Option<crate::fleet::bundle_watch::Installs>,
 }
 
 /// What the fleet's health report reads of the datapath: the XDP mode of the first attached
@@ -54,6 +57,8 @@ pub(super) async fn start(
     shutdown: &Shutdown,
 ) -> anyhow::Result<Services> {
     let lan_addresses = interface::interface_addresses(&config.datapath.lan_interface).unwrap_or_default();
+    // The bundle watcher writes what the health report reads.
+    let bundle_status = fleet_health.bundle.clone();
     let identity = if config.identity.enabled {
         let mut identity_config = config.identity.clone();
         identity_config.listen =
@@ -106,7 +111,17 @@ pub(super) async fn start(
     } else {
         None
     };
-    Ok(Services { identity, integrations, fleet, ota })
+    let (bundles, bundle_installs) = crate::fleet::bundle_watch::spawn(
+        &config.fleet,
+        &config.policy.dir,
+        bus.clone(),
+        bundle_status,
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the policy bundle watcher")?
+    .unzip();
+    Ok(Services { identity, integrations, fleet, ota, bundles, bundle_installs })
 }
 
 impl Services {
@@ -121,6 +136,9 @@ impl Services {
         }
         if let Some(ota) = self.ota {
             let _ = ota.handle.await;
+        }
+        if let Some(bundles) = self.bundles {
+            let _ = bundles.await;
         }
     }
 }

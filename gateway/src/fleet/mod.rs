@@ -2,7 +2,8 @@
 //! bundles and commands from it. Gateways connect outbound only (they sit behind NAT).
 //!
 //! What travels, and on which subject (`subjects`), is `wire`; `config` is the `[fleet]`
-//! section. The hub's side is `crate::hub`; both sides share these three modules so the wire
+//! section. `bundle` is a signed policy bundle, `bundle_watch` takes them from the hub. The
+//! hub's side is `crate::hub`; both sides share `subjects`, `wire` and `bundle`, so the wire
 //! format has one definition.
 //!
 //! What a gateway sends: every outbox event (`publisher`, an outbox consumer the integrations
@@ -23,6 +24,8 @@ use tokio::task::JoinHandle;
 
 use crate::{integrations::ConsumerState, shutdown::Shutdown};
 
+pub mod bundle;
+pub mod bundle_watch;
 pub mod config;
 pub mod connect;
 pub mod health;

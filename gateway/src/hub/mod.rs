@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 pub mod api;
+pub mod bundles;
 pub mod clone;
 pub mod config;
 pub mod ingest;

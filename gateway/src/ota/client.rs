@@ -24,10 +24,10 @@ use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
 use super::{
-    fsutil,
     metadata::{self, FirmwareVersion, MetadataError, Root, Snapshot, TargetFile, Targets, Timestamp},
     rollout::{Report, ReportStatus},
 };
+use crate::fsutil;
 
 /// Largest metadata file the client accepts (a hostile server could send gigabytes).
 pub const MAX_METADATA_BYTES: usize = 1024 * 1024;

@@ -9,7 +9,8 @@ use std::{
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _};
 
-use super::{fsutil, metadata::SigningKey};
+use super::metadata::SigningKey;
+use crate::fsutil;
 
 /// Why a key file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +38,22 @@ pub fn load_private(path: &Path) -> Result<SigningKey, KeyError> {
     })
 }
 
-/// Reads a public key (SPKI PEM), or the public half of a private key file.
+/// Reads a public key (SPKI PEM), or the public half of a private key file, as TUF writes it.
 pub fn load_public(path: &Path) -> Result<super::metadata::PublicKey, KeyError> {
+    load_verifying(path).map(|key| super::metadata::PublicKey::ed25519(&key))
+}
+
+/// Reads a public key (SPKI PEM), or the public half of a private key file.
+pub fn load_verifying(path: &Path) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
     if let Ok(key) = ed25519_dalek::VerifyingKey::from_public_key_pem(&text) {
-        return Ok(super::metadata::PublicKey::ed25519(&key));
+        return Ok(key);
     }
-    ed25519_dalek::SigningKey::from_pkcs8_pem(&text)
-        .map(|k| super::metadata::PublicKey::ed25519(&k.verifying_key()))
-        .map_err(|e| KeyError::Parse { path: path.to_owned(), kind: "public", detail: e.to_string() })
+    ed25519_dalek::SigningKey::from_pkcs8_pem(&text).map(|k| k.verifying_key()).map_err(|e| KeyError::Parse {
+        path: path.to_owned(),
+        kind: "public",
+        detail: e.to_string(),
+    })
 }
 
 /// Writes a new private key (0600) and, beside it, `<name>.pub.pem`. Never overwrites.

@@ -1,7 +1,7 @@
 //! Signed firmware updates (OTA) through the gateway.
 //!
 //! - `metadata`: TUF roles, canonical-JSON Ed25519 signing and verification.
-//! - `keys`, `fsutil`: key files and crash-safe writes.
+//! - `keys`: key files (written crash-safe with `crate::fsutil`).
 //! - `repo`: the repository on disk (root, targets, vendor delegations, images); accepts vendor
 //!   uploads only when signatures, hashes, expiry and versions check out.
 //! - `rollout`: campaigns (staged groups, windows, automatic halt) and per-device views.
@@ -25,7 +25,6 @@ use crate::{
 
 pub mod client;
 pub mod db;
-pub mod fsutil;
 pub mod keys;
 pub mod metadata;
 pub mod repo;

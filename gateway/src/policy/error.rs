@@ -53,6 +53,10 @@ pub enum ErrorKind {
     /// No `*.toml` file was given or found.
     #[error("no policy files (*.toml) found")]
     NoFiles,
+    /// A staged set of files (a fleet policy bundle) could not be swapped into the folder;
+    /// the folder keeps the files it had, or finishes the swap at the next load.
+    #[error("cannot swap the staged policy files in: {0}")]
+    Swap(String),
     /// TOML syntax, a wrong type or an unknown key. After one, the offending line is commented
     /// out and the file parsed again, so several are reported per file (see `load`).
     #[error("{0}")]

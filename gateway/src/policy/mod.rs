@@ -13,6 +13,7 @@
 //! - `mud`: RFC 8520 MUD files → policy TOML;
 //! - `config`: the `[policy]` section of the gateway configuration (folder, watch);
 //! - `store`: atomic reload (`PolicyStore`) and the folder watcher;
+//! - `swap`: replaces the folder's whole set of files with a staged one (fleet bundles);
 //! - `view`: the policy in force as JSON (`CompiledPolicy::view`, for the API).
 //!
 //! Reads policy files and DNS messages; writes nothing itself: the controller hands
@@ -37,6 +38,7 @@ pub mod mud;
 mod property_tests;
 pub mod schema;
 pub mod store;
+pub mod swap;
 pub mod values;
 pub mod verdict;
 pub mod view;
@@ -50,8 +52,8 @@ pub use error::{ErrorKind, Location, PolicyError};
 pub use load::{load_paths, parse_sources};
 pub use model::{ClassId, Policy, PolicyId};
 pub use store::{
-    Extension, PolicyStore, PolicyWatcher, ReloadRequest, WATCH_DEBOUNCE, WatchError, check, no_extension, reload,
-    watch,
+    Extension, PolicyStore, PolicyWatcher, ReloadRequest, WATCH_DEBOUNCE, WatchError, check, check_sources,
+    no_extension, reload, watch,
 };
 pub use verdict::{Verdict, Verdicts};
 

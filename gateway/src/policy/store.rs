@@ -1,6 +1,7 @@
 //! The running policy and its atomic reload. `reload` reads and compiles a whole folder and
 //! either returns the new `CompiledPolicy` or every error; `PolicyStore` swaps in a new
 //! policy only when that succeeded, so a bad file leaves the running policy as it was.
+//! `install` puts a staged set of files (a fleet bundle) in force through `swap`.
 //! `watch` turns file changes in the folder into debounced reload requests.
 //! Reads the policy folder; writes nothing (the caller syncs the maps).
 use std::{
@@ -14,9 +15,10 @@ use tokio::sync::mpsc;
 
 use super::{
     compile::{CompiledPolicy, compile},
-    error::PolicyError,
-    load::load_paths,
+    error::{ErrorKind, Location, PolicyError},
+    load::{load_paths, parse_sources},
     model::Policy,
+    swap,
 };
 
 /// Quiet time after the last change in the folder before a reload is asked for: editors
@@ -40,9 +42,18 @@ pub fn no_extension(_: &Policy) -> Vec<PolicyError> {
 /// tables with `extension`: what `iotgw policy check`, `iotgw run` and every `reload` run, so
 /// none of them accepts what another refuses. Every error of both is reported.
 pub fn check<P: AsRef<Path>>(paths: &[P], extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
-    let policy = load_paths(paths)?;
-    let extension_errors = extension(&policy);
-    match compile(&policy) {
+    check_policy(&load_paths(paths)?, extension)
+}
+
+/// `check` of policy texts already read (`(path, text)`; the path is only used in messages):
+/// what the hub checks a bundle's files with before it signs them.
+pub fn check_sources(sources: &[(PathBuf, String)], extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
+    check_policy(&parse_sources(sources)?, extension)
+}
+
+fn check_policy(policy: &Policy, extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
+    let extension_errors = extension(policy);
+    match compile(policy) {
         Ok(compiled) if extension_errors.is_empty() => Ok(compiled),
         Ok(_) => Err(extension_errors),
         Err(mut errors) => {
@@ -63,13 +74,18 @@ pub struct PolicyStore {
     dir: PathBuf,
     extension: Extension,
     current: Arc<CompiledPolicy>,
+    /// Digest of the folder's policy files when they were last read (put in force or
+    /// refused): see `unchanged`.
+    read: Option<Vec<u8>>,
 }
 
 impl PolicyStore {
     /// Loads `dir`; at startup a bad folder is an error (there is nothing to keep running).
     pub fn open(dir: &Path, extension: Extension) -> Result<Self, Vec<PolicyError>> {
+        finish_swap(dir)?;
+        let read = folder_digest(dir);
         let current = Arc::new(reload(dir, extension)?);
-        Ok(Self { dir: dir.to_owned(), extension, current })
+        Ok(Self { dir: dir.to_owned(), extension, current, read })
     }
 
     pub fn dir(&self) -> &Path {
@@ -84,10 +100,63 @@ impl PolicyStore {
     /// Re-reads the folder. On success the new policy is in force and returned; on failure
     /// the running policy is untouched and the errors say why.
     pub fn reload(&mut self) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
+        finish_swap(&self.dir)?;
+        self.read = folder_digest(&self.dir);
         let next = Arc::new(reload(&self.dir, self.extension)?);
         self.current = Arc::clone(&next);
         Ok(next)
     }
+
+    /// The folder's policy files are byte for byte those last read: a change event for them
+    /// (the echo of an `install`'s renames, an editor saving the same text again) needs no
+    /// reload.
+    pub fn unchanged(&self) -> bool {
+        self.read.is_some() && folder_digest(&self.dir) == self.read
+    }
+
+    /// Checks the files staged in `swap::staging_dir` and, when they pass, swaps them in for
+    /// the folder's files (`swap::swap_in`) and puts them in force. A staged set that fails
+    /// the checks changes nothing.
+    pub fn install(&mut self) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
+        let next = Arc::new(reload(&swap::staging_dir(&self.dir), self.extension)?);
+        swap::swap_in(&self.dir).map_err(|error| vec![swap_error(&self.dir, &error)])?;
+        self.read = folder_digest(&self.dir);
+        self.current = Arc::clone(&next);
+        Ok(next)
+    }
+}
+
+/// SHA-256 over the names and contents of the folder's `*.toml` files; `None` when the folder
+/// cannot be read (never equal to anything, so it reloads and reports why).
+fn folder_digest(dir: &Path) -> Option<Vec<u8>> {
+    use sha2::{Digest as _, Sha256};
+    let mut digest = Sha256::new();
+    for file in super::load::toml_files(dir).ok()? {
+        let text = std::fs::read(&file).ok()?;
+        let name = file.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
+        for part in [&name, &text] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+    }
+    Some(digest.finalize().to_vec())
+}
+
+/// Finishes a swap a crash interrupted before the folder is read: until it is finished the
+/// folder may hold a mix of two sets, which must never be loaded.
+fn finish_swap(dir: &Path) -> Result<(), Vec<PolicyError>> {
+    match swap::finish_interrupted(dir) {
+        Ok(true) => {
+            tracing::warn!(dir = %dir.display(), "finished a policy swap that was interrupted");
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(error) => Err(vec![swap_error(dir, &error)]),
+    }
+}
+
+fn swap_error(dir: &Path, error: &std::io::Error) -> PolicyError {
+    PolicyError::new(Location::file(&Arc::new(dir.to_owned())), ErrorKind::Swap(error.to_string()))
 }
 
 /// A request to reload the policy folder, sent by `watch`.
@@ -251,6 +320,34 @@ mod tests {
         let after = store.reload().expect("fixed");
         assert!(after.class("doorbell").is_some());
         assert!(Arc::ptr_eq(&after, &store.current()));
+    }
+
+    #[test]
+    fn an_installed_set_replaces_the_folder_whole_and_its_echo_needs_no_reload() {
+        let dir = ScratchDir::with_shipped("install");
+        let mut store = PolicyStore::open(&dir.0, no_extension).expect("shipped policies load");
+        assert!(store.unchanged());
+        let before = store.current();
+        let stage = |extra: (&str, &str)| {
+            let staging = swap::fresh_staging(&dir.0).expect("staging");
+            for file in crate::policy::load::toml_files(&shipped_dir()).expect("policies/") {
+                let name = file.file_name().expect("name").to_string_lossy().into_owned();
+                swap::stage_file(&staging, &name, &std::fs::read(&file).expect("read")).expect("stage");
+            }
+            swap::stage_file(&staging, extra.0, extra.1.as_bytes()).expect("stage");
+        };
+        stage(("zz-bad.toml", "[[class]]\nname = \"camera\"\nid = 99\n"));
+        let errors = store.install().expect_err("duplicate class refused");
+        assert!(matches!(errors[0].kind, ErrorKind::DuplicateClass { .. }), "{errors:?}");
+        assert!(Arc::ptr_eq(&before, &store.current()), "a refused set changes nothing");
+        assert!(!dir.0.join("zz-bad.toml").exists());
+
+        stage(("zz-doorbell.toml", "[[class]]\nname = \"doorbell\"\nid = 99\n"));
+        let after = store.install().expect("installed");
+        assert!(after.class("doorbell").is_some() && Arc::ptr_eq(&after, &store.current()));
+        assert!(store.unchanged(), "the install's own renames need no reload");
+        std::fs::write(dir.0.join("zz-doorbell.toml"), "[[class]]\nname = \"doorbell\"\nid = 98\n").expect("write");
+        assert!(!store.unchanged(), "an edit after it does");
     }
 
     #[test]

@@ -8,9 +8,12 @@ use std::{collections::BTreeMap, path::PathBuf};
 use rusqlite::Connection;
 
 use super::{ROOT_LIFETIME, RepoError, Repository, TARGETS_LIFETIME, TOP_ROLES, check_target_path, io, rfc3339};
-use crate::ota::{
-    db, fsutil, keys,
-    metadata::{self, DelegatedRole, Delegations, RoleKeys, Root, Signed, SigningKey, Targets},
+use crate::{
+    fsutil,
+    ota::{
+        db, keys,
+        metadata::{self, DelegatedRole, Delegations, RoleKeys, Root, Signed, SigningKey, Targets},
+    },
 };
 
 /// How `init` builds the first root.

@@ -14,9 +14,14 @@ use sha2::{Digest as _, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use super::{RepoError, Repository, io, rfc3339};
-use crate::ota::{
-    db, fsutil,
-    metadata::{self, FirmwareVersion, Hashes, MetadataError, Signed, SigningKey, TargetCustom, TargetFile, Targets},
+use crate::{
+    fsutil,
+    ota::{
+        db,
+        metadata::{
+            self, FirmwareVersion, Hashes, MetadataError, Signed, SigningKey, TargetCustom, TargetFile, Targets,
+        },
+    },
 };
 
 /// Buffer size for hashing and copying images (streamed, never whole in memory).

@@ -1,6 +1,6 @@
-//! Crash-safe file replacement for the repository and the device client: write a temp file in
-//! the same folder, fsync it, rename it over the target, fsync the folder. A crash leaves either
-//! the old file or the new one, never a mix.
+//! Crash-safe file replacement (OTA repository and device client, policy bundles): write a temp
+//! file in the same folder, fsync it, rename it over the target, fsync the folder. A crash leaves
+//! either the old file or the new one, never a mix.
 use std::{fs, io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path};
 
 /// Replaces `path` with `bytes` atomically (mode 0644).
