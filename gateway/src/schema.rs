@@ -11,6 +11,7 @@ pub const ALL: Schema<'static> = &[
     crate::integrations::MIGRATIONS,
     crate::ota::MIGRATIONS,
     crate::alerts::MIGRATIONS,
+    crate::fleet::commands::MIGRATIONS,
 ];
 
 /// Opens the store at `path` with every component's tables up to date.

@@ -23,6 +23,9 @@ pub struct Endpoint<'a> {
     pub name: &'a str,
     pub credentials: Option<&'a Path>,
     pub tls_ca: Option<&'a Path>,
+    /// Where replies arrive, instead of `_INBOX`: a gateway's credentials allow it to subscribe
+    /// to its own prefix only (`hub::credentials::inbox_prefix`).
+    pub inbox_prefix: Option<&'a str>,
 }
 
 /// Connects, retrying in the background when the broker is not up yet: the first publish
@@ -32,6 +35,9 @@ pub async fn connect(endpoint: &Endpoint<'_>) -> Result<Client, ConnectError> {
     if let Some(path) = endpoint.credentials {
         let seed = read_seed(path)?;
         options = options.nkey(seed);
+    }
+    if let Some(prefix) = endpoint.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
     }
     if let Some(ca) = endpoint.tls_ca {
         options = options.add_root_certificates(ca.to_owned()).require_tls(true);

@@ -6,6 +6,7 @@
 //! format has one definition.
 use std::sync::{Arc, Mutex};
 
+pub mod commands;
 pub mod config;
 pub mod connect;
 pub mod subjects;

@@ -3,7 +3,9 @@
 //! and sends commands to gateways. The wire format it shares with gateways is `crate::fleet`.
 use std::sync::Arc;
 
+pub mod commands;
 pub mod config;
+pub mod credentials;
 pub mod store;
 pub mod streams;
 

@@ -1,0 +1,278 @@
+//! Commands from the hub to a gateway, on the real nats-server and PostgreSQL, with the gateway's
+//! real SQLite store and inventory ledger (the datapath is the in-memory one: no XDP here; the
+//! lab test enforces through XDP). The hub's results ingest is stood in for by a consumer that
+//! calls `hub::commands::record_result`, the function the hub's ingest calls.
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::StreamExt as _;
+use iotgw::{
+    datapath::{DeviceAccess, DeviceControl as _, MemoryDatapath},
+    device::{Access, Mac},
+    event::EventBus,
+    fleet::{
+        self,
+        connect::{self, Endpoint},
+        subjects,
+        wire::{Command, CommandAction, Report, ReportBody},
+    },
+    hub::{
+        self, Hub,
+        commands::{self as hub_commands, Request},
+        config::Streams,
+    },
+    inventory::Ledger,
+    shutdown,
+};
+use iotgw_test_support::services::{NatsServer, Postgres, scratch};
+
+const SITE: &str = "berlin";
+const GATEWAY: &str = "gw-1";
+const CAMERA: &str = "98:90:96:9a:86:df";
+const ABSENT: &str = "02:00:00:00:00:99";
+const ANSWER: Duration = Duration::from_secs(15);
+
+/// One hub, one gateway store with a camera enrolled, and the servers they run on.
+struct Fleet {
+    _nats: NatsServer,
+    _postgres: Postgres,
+    hub: Hub,
+    client: async_nats::Client,
+    store: std::path::PathBuf,
+    control: Arc<MemoryDatapath>,
+}
+
+impl Fleet {
+    async fn start(command_ttl_secs: u64) -> Fleet {
+        let nats = NatsServer::start();
+        let postgres = Postgres::start();
+        let url = nats.url();
+        let client = connect::connect(&Endpoint {
+            url: &url,
+            name: "test",
+            credentials: None,
+            tls_ca: None,
+            inbox_prefix: None,
+        })
+        .await
+        .expect("connect");
+        let js = jetstream::new(client.clone());
+        // The stream keeps commands an hour, whatever their own expiry.
+        hub::streams::ensure(&js, &Streams::default(), Duration::from_secs(3600)).await.expect("streams");
+        let config: hub::Config = toml::from_str(&format!(
+            "nats_url = '{url}'\ndatabase_url = '{}'\ncommand_ttl_secs = {command_ttl_secs}",
+            postgres.url()
+        ))
+        .unwrap();
+        let pool = hub::store::open(&postgres.url()).await.expect("hub store");
+        let hub = Hub { config: Arc::new(config), pool, jetstream: js };
+        tokio::spawn(ingest_results(hub.clone()));
+
+        let store = scratch("fleet-commands").join("iotgw.db");
+        let camera = mac(CAMERA);
+        let enrolled = DeviceAccess { access: Access::Enrolled, policy_id: 1000, class_id: 3 };
+        Ledger::open(&store).unwrap().record_access(camera, enrolled, "test", "enrolled").unwrap();
+        let control = Arc::new(MemoryDatapath::default());
+        control.set_access(camera, enrolled).unwrap();
+        sqlx::query(
+            "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway) VALUES ($1, now(), now(), $2, $3)",
+        )
+        .bind(CAMERA)
+        .bind(SITE)
+        .bind(GATEWAY)
+        .execute(&hub.pool)
+        .await
+        .unwrap();
+        Fleet { _nats: nats, _postgres: postgres, hub, client, store, control }
+    }
+
+    /// Starts the gateway's command consumer; trigger the returned switch to stop it.
+    fn gateway(&self) -> (shutdown::Trigger, tokio::task::JoinHandle<()>) {
+        let config = fleet::Config {
+            nats_url: Some("unused: the client is given".into()),
+            site: SITE.into(),
+            gateway: GATEWAY.into(),
+            ..Default::default()
+        };
+        let (trigger, shutdown) = shutdown::channel();
+        let task = fleet::commands::spawn(
+            &config,
+            self.client.clone(),
+            &self.store,
+            self.control.clone(),
+            EventBus::default(),
+            shutdown,
+        )
+        .expect("spawn");
+        (trigger, task)
+    }
+
+    async fn issue(&self, action: CommandAction, device: &str, target: Option<(&str, &str)>) -> uuid::Uuid {
+        let request = Request {
+            mac: mac(device),
+            action,
+            actor: "hub:alice".into(),
+            reason: "scan seen at site B".into(),
+            target: target.map(|(s, g)| (s.to_owned(), g.to_owned())),
+        };
+        hub_commands::issue(&self.hub, &request).await.expect("issue")
+    }
+
+    async fn outcome(&self, id: uuid::Uuid) -> (String, String) {
+        let record = hub_commands::wait(&self.hub, id, ANSWER).await.unwrap().expect("the command is recorded");
+        (record.outcome.expect("the gateway answered in time"), record.detail.unwrap_or_default())
+    }
+
+    fn access(&self) -> Access {
+        self.control.access(mac(CAMERA)).unwrap().expect("camera in the datapath").access
+    }
+
+    /// The gateway's audit of the camera's access changes: (actor, detail), oldest first.
+    fn gateway_audit(&self) -> Vec<(String, String)> {
+        let mut entries: Vec<_> = Ledger::open(&self.store)
+            .unwrap()
+            .audit_log(Some(mac(CAMERA)), 100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "access_changed")
+            .map(|e| (e.actor, e.detail))
+            .collect();
+        entries.reverse();
+        entries
+    }
+}
+
+fn mac(text: &str) -> Mac {
+    text.parse().unwrap()
+}
+
+/// Stands in for the hub's ingest: records every command result report.
+async fn ingest_results(hub: Hub) {
+    let config = pull::Config {
+        durable_name: Some("test_results".into()),
+        filter_subject: subjects::report("*", "*", subjects::ReportKind::CommandResult),
+        ..Default::default()
+    };
+    let consumer = hub.jetstream.create_consumer_on_stream(config, subjects::REPORT_STREAM).await.unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    while let Some(Ok(message)) = messages.next().await {
+        let report: Report = serde_json::from_slice(&message.payload).unwrap();
+        report.check_origin(&message.subject).unwrap();
+        let ReportBody::CommandResult { result } = &report.body else { panic!("not a result: {report:?}") };
+        hub_commands::record_result(&hub.pool, &report.site, &report.gateway, result).await.unwrap();
+        message.ack().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_quarantine_from_the_hub_is_enforced_once_and_audited_with_its_actor_on_both_sides() {
+    let fleet = Fleet::start(3600).await;
+    let (_running, _task) = fleet.gateway();
+
+    let quarantine = fleet.issue(CommandAction::Quarantine, CAMERA, None).await;
+    assert_eq!(fleet.outcome(quarantine).await, ("done".to_owned(), "enrolled -> quarantined".to_owned()));
+    assert_eq!(fleet.access(), Access::Quarantined);
+    let record = hub_commands::get(&fleet.hub.pool, quarantine).await.unwrap().unwrap();
+    assert_eq!((record.site.as_str(), record.gateway.as_str()), (SITE, GATEWAY), "sent where the device was seen");
+
+    let hub_audit: Vec<(String, String)> = sqlx::query_as("SELECT actor, action FROM hub_audit WHERE mac = $1")
+        .bind(CAMERA)
+        .fetch_all(&fleet.hub.pool)
+        .await
+        .unwrap();
+    assert_eq!(hub_audit, [("hub:alice".to_owned(), "command_quarantine".to_owned())]);
+    let changes = fleet.gateway_audit();
+    assert_eq!(changes.last().unwrap().0, "hub:alice");
+    assert!(changes.last().unwrap().1.contains("scan seen at site B"), "{changes:?}");
+
+    // A release, then the quarantine delivered again (as after a lost acknowledgement): it
+    // is answered from the gateway's store, not enforced a second time.
+    let release = fleet.issue(CommandAction::Release, CAMERA, None).await;
+    assert_eq!(fleet.outcome(release).await.0, "done");
+    assert_eq!(fleet.access(), Access::Enrolled);
+    let command = Command {
+        v: 1,
+        id: quarantine.to_string(),
+        site: SITE.into(),
+        gateway: GATEWAY.into(),
+        action: CommandAction::Quarantine,
+        mac: mac(CAMERA),
+        actor: "hub:alice".into(),
+        reason: "scan seen at site B".into(),
+        issued_ms: 0,
+        expires_ms: i64::MAX,
+    };
+    let redelivered = publish_command(&fleet.hub, &command, "redelivery").await;
+    wait_consumed(&fleet.hub, redelivered).await;
+    assert_eq!(fleet.access(), Access::Enrolled, "the redelivered quarantine was enforced again");
+    let actors: Vec<_> = fleet.gateway_audit().into_iter().skip(1).map(|(actor, _)| actor).collect();
+    assert_eq!(actors, ["hub:alice", "hub:alice"], "one quarantine and one release");
+}
+
+#[tokio::test]
+async fn a_command_for_an_offline_gateway_is_taken_when_it_is_back() {
+    let fleet = Fleet::start(3600).await;
+    let (running, task) = fleet.gateway();
+    let quarantine = fleet.issue(CommandAction::Quarantine, CAMERA, None).await;
+    assert_eq!(fleet.outcome(quarantine).await.0, "done");
+    running.trigger();
+    task.await.unwrap();
+
+    let release = fleet.issue(CommandAction::Release, CAMERA, None).await;
+    let pending = hub_commands::wait(&fleet.hub, release, Duration::from_secs(1)).await.unwrap().unwrap();
+    assert_eq!(pending.outcome, None, "no gateway took it yet");
+    assert_eq!(fleet.access(), Access::Quarantined);
+
+    let (_running, _task) = fleet.gateway();
+    assert_eq!(fleet.outcome(release).await.0, "done");
+    assert_eq!(fleet.access(), Access::Enrolled);
+}
+
+#[tokio::test]
+async fn expired_commands_and_unknown_devices_are_refused_and_said_so() {
+    // Commands expire a second after they are issued (the stream still keeps them).
+    let fleet = Fleet::start(1).await;
+    let late = fleet.issue(CommandAction::Block, CAMERA, None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_running, _task) = fleet.gateway();
+    let (outcome, detail) = fleet.outcome(late).await;
+    assert_eq!(outcome, "expired", "{detail}");
+    assert_eq!(fleet.access(), Access::Enrolled, "an expired block is not enforced");
+
+    let absent = fleet.issue(CommandAction::Quarantine, ABSENT, Some((SITE, GATEWAY))).await;
+    assert_eq!(fleet.outcome(absent).await.0, "unknown_device");
+    assert_eq!(fleet.control.access(mac(ABSENT)).unwrap(), None);
+
+    let nowhere = Request {
+        mac: mac(ABSENT),
+        action: CommandAction::Quarantine,
+        actor: "hub:alice".into(),
+        reason: String::new(),
+        target: None,
+    };
+    assert!(matches!(
+        hub_commands::issue(&fleet.hub, &nowhere).await,
+        Err(hub_commands::CommandError::UnknownDevice(_))
+    ));
+}
+
+/// Publishes `command` as the hub would, under its own message id; returns its stream sequence.
+async fn publish_command(hub: &Hub, command: &Command, msg_id: &str) -> u64 {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id);
+    let payload = serde_json::to_vec(command).unwrap();
+    let subject = subjects::command(&command.site, &command.gateway);
+    hub.jetstream.publish_with_headers(subject, headers, payload.into()).await.unwrap().await.unwrap().sequence
+}
+
+/// Waits until the gateway acknowledged the command at stream sequence `sequence`.
+async fn wait_consumed(hub: &Hub, sequence: u64) {
+    let stream = hub.jetstream.get_stream(subjects::COMMAND_STREAM).await.unwrap();
+    let mut consumer: jetstream::consumer::PullConsumer =
+        stream.get_consumer(&subjects::command_consumer(SITE, GATEWAY)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + ANSWER;
+    while consumer.info().await.unwrap().ack_floor.stream_sequence < sequence {
+        assert!(tokio::time::Instant::now() < deadline, "the gateway did not take command {sequence}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
