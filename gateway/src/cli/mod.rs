@@ -12,6 +12,7 @@ pub mod baseline;
 pub mod client;
 pub mod devices;
 pub mod fingerprint;
+pub mod hub;
 pub mod ota;
 pub mod pki;
 pub mod policy;
@@ -72,6 +73,9 @@ pub enum Command {
     /// Local console users: hash a password for `[api] users`.
     #[command(subcommand)]
     User(user::Command),
+    /// The fleet hub: broker credentials for gateways and the hub.
+    #[command(subcommand)]
+    Hub(hub::Command),
 }
 
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -92,5 +96,6 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Pki(command) => pki::run(command),
         Command::Ota(command) => ota::run(command),
         Command::User(command) => user::run(command),
+        Command::Hub(command) => hub::run(command),
     }
 }

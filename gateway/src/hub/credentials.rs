@@ -53,7 +53,6 @@ pub fn gateway_permissions(site: &str, gateway: &str, groups: &[String]) -> Perm
             .map(|kind| subjects::report(site, gateway, kind))
             .collect();
     publish.extend([
-        "$JS.API.INFO".to_owned(),
         format!("$JS.API.CONSUMER.CREATE.{commands}.{consumer}.{}", subjects::command(site, gateway)),
         format!("$JS.API.CONSUMER.INFO.{commands}.{consumer}"),
         format!("$JS.API.CONSUMER.MSG.NEXT.{commands}.{consumer}"),
@@ -123,7 +122,7 @@ mod tests {
         for subject in &permissions.publish {
             let own =
                 subject.contains("s1.gw-1") || subject.contains("gw_s1_gw-1") || subject.contains("KV_iotgw_policy");
-            assert!(own || subject == "$JS.API.INFO", "{subject}");
+            assert!(own, "{subject}");
         }
         assert!(permissions.publish.iter().any(|s| s.ends_with("$KV.iotgw_policy.group.retail")));
         assert_eq!(permissions.subscribe, ["_INBOX.s1.gw-1.>"]);
