@@ -110,7 +110,7 @@ async fn a_gateways_credentials_reach_its_own_subjects_only() {
         hub.publish(subjects::command(site, gateway), payload.into()).await.unwrap().await.expect("hub sends");
     }
 
-    let inbox = credentials::inbox_prefix("s1", "gw-a");
+    let inbox = subjects::inbox_prefix("s1", "gw-a");
     let client = connect(&nats, "gw-a", &gateway_a.seed, Some(&inbox)).await;
     let js = jetstream(client.clone());
 

@@ -1,6 +1,6 @@
 //! The services beside the packet path: identity (EST enrollment; access follows
-//! certificates), integrations (SIEM/SOAR/ITSM sinks) and OTA. EST and OTA are for devices:
-//! they listen on the LAN side unless their `listen` says otherwise.
+//! certificates), integrations (SIEM/SOAR/ITSM sinks), OTA and, in a fleet, the hub's commands.
+//! EST and OTA are for devices: they listen on the LAN side unless their `listen` says otherwise.
 use anyhow::Context as _;
 
 use crate::{
@@ -13,6 +13,7 @@ pub(super) struct Services {
     identity: Option<crate::identity::service::Running>,
     pub integrations: Integrations,
     ota: Option<crate::ota::Running>,
+    fleet_commands: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts the enabled services; fails start-up when one cannot start.
@@ -30,7 +31,7 @@ pub(super) async fn start(
         let running = crate::identity::service::spawn(
             &identity_config,
             &config.store.path,
-            control,
+            control.clone(),
             bus.clone(),
             shutdown.clone(),
         )
@@ -53,7 +54,21 @@ pub(super) async fn start(
     } else {
         None
     };
-    Ok(Services { identity, integrations, ota })
+    let fleet_commands = if config.fleet.enabled() {
+        let client = crate::fleet::connect::connect_gateway(&config.fleet).await.context("connecting to the fleet")?;
+        let spawned = crate::fleet::commands::spawn(
+            &config.fleet,
+            client,
+            &config.store.path,
+            control,
+            bus.clone(),
+            shutdown.clone(),
+        );
+        Some(spawned.context("starting fleet commands")?)
+    } else {
+        None
+    };
+    Ok(Services { identity, integrations, ota, fleet_commands })
 }
 
 impl Services {
@@ -65,6 +80,9 @@ impl Services {
         self.integrations.join().await;
         if let Some(ota) = self.ota {
             let _ = ota.handle.await;
+        }
+        if let Some(fleet_commands) = self.fleet_commands {
+            let _ = fleet_commands.await;
         }
     }
 }

@@ -51,6 +51,12 @@ pub fn command_consumer(site: &str, gateway: &str) -> String {
     format!("gw_{site}_{gateway}")
 }
 
+/// Where a gateway's replies arrive (its connection's inbox prefix, instead of `_INBOX`): its
+/// broker credentials let it subscribe to `<prefix>.>` only (`hub::credentials`).
+pub fn inbox_prefix(site: &str, gateway: &str) -> String {
+    format!("_INBOX.{site}.{gateway}")
+}
+
 /// KV key of a site's bundle.
 pub fn site_bundle_key(site: &str) -> String {
     format!("site.{site}")

@@ -7,7 +7,7 @@
 //! `tests/fleet_credentials.rs`): a consumer is created on
 //! `$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`, so the permission pins both the
 //! gateway's consumer name and its filter. A gateway's replies come to its own inbox prefix
-//! (`inbox_prefix`, set with `fleet::connect::Endpoint::inbox_prefix`), the only subjects it may
+//! (`subjects::inbox_prefix`, set with `fleet::connect::Endpoint::inbox_prefix`), the only subjects it may
 //! subscribe to.
 //!
 //! Policy keys: reads by key go through direct get (`$JS.API.DIRECT.GET.<stream>.<subject>`),
@@ -35,11 +35,6 @@ fn policy_stream() -> String {
     format!("KV_{}", subjects::POLICY_BUCKET)
 }
 
-/// Where a gateway's replies arrive: a prefix no other gateway's can match.
-pub fn inbox_prefix(site: &str, gateway: &str) -> String {
-    format!("_INBOX.{site}.{gateway}")
-}
-
 /// A gateway's permissions: its reports, its command consumer, its policy keys (its site's and
 /// its `groups`'), its inbox.
 pub fn gateway_permissions(site: &str, gateway: &str, groups: &[String]) -> Permissions {
@@ -64,7 +59,7 @@ pub fn gateway_permissions(site: &str, gateway: &str, groups: &[String]) -> Perm
     let keys =
         std::iter::once(subjects::site_bundle_key(site)).chain(groups.iter().map(|g| subjects::group_bundle_key(g)));
     publish.extend(keys.map(|key| format!("$JS.API.DIRECT.GET.{policy}.$KV.{bucket}.{key}")));
-    Permissions { publish, subscribe: vec![format!("{}.>", inbox_prefix(site, gateway))] }
+    Permissions { publish, subscribe: vec![format!("{}.>", subjects::inbox_prefix(site, gateway))] }
 }
 
 /// The hub's permissions: commands to every gateway, the JetStream API (streams, its

@@ -3,6 +3,7 @@
 //! and sends commands to gateways. The wire format it shares with gateways is `crate::fleet`.
 use std::sync::Arc;
 
+pub mod api;
 pub mod commands;
 pub mod config;
 pub mod credentials;

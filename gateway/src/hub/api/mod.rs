@@ -1,0 +1,2 @@
+//! The hub's HTTP API.
+pub mod commands;
