@@ -167,7 +167,7 @@ async fn a_gateways_credentials_reach_its_own_subjects_only() {
         ..Default::default()
     };
     assert!(js.create_consumer_on_stream(forged, subjects::COMMAND_STREAM).await.is_err(), "A took B's commands");
-    let b_next = format!("$JS.API.CONSUMER.MSG.NEXT.{}.gw_s2_gw-b", subjects::COMMAND_STREAM);
+    let b_next = format!("$JS.API.CONSUMER.MSG.NEXT.{}.gw_s2~gw-b", subjects::COMMAND_STREAM);
     assert!(
         tokio::time::timeout(REFUSED_WITHIN, client.request(b_next, "1".into())).await.map_or(true, |r| r.is_err()),
         "A pulled from B's consumer"
@@ -179,8 +179,8 @@ async fn a_gateways_credentials_reach_its_own_subjects_only() {
     let violations: Vec<&str> = log.lines().filter(|line| line.contains("Violation")).collect();
     for refused in [
         "iotgw.s2.gw-b.health",
-        "$JS.API.CONSUMER.CREATE.IOTGW_CMD.gw_s2_gw-b.iotgw.s2.gw-b.cmd",
-        "$JS.API.CONSUMER.MSG.NEXT.IOTGW_CMD.gw_s2_gw-b",
+        "$JS.API.CONSUMER.CREATE.IOTGW_CMD.gw_s2~gw-b.iotgw.s2.gw-b.cmd",
+        "$JS.API.CONSUMER.MSG.NEXT.IOTGW_CMD.gw_s2~gw-b",
         "$JS.API.DIRECT.GET.KV_iotgw_policy.$KV.iotgw_policy.site.s2",
     ] {
         assert!(

@@ -55,8 +55,10 @@ pub const MIGRATIONS: &[crate::store::Migration] = &[crate::store::Migration {
 
 /// How long the broker waits for an acknowledgement before redelivering a command.
 const ACK_WAIT: Duration = Duration::from_secs(30);
-/// Pause before trying the broker again after a failure.
+/// Pause before trying the broker again after a failure, doubling up to `MAX_RETRY` while it
+/// keeps failing (the stream is missing until the hub first starts).
 const RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// Why the command consumer cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -213,18 +215,25 @@ struct Consumer {
 
 impl Consumer {
     async fn run(self, mut shutdown: Shutdown) {
+        let mut pause = RETRY;
         while !shutdown.is_triggered() {
+            let started = tokio::time::Instant::now();
             let taken = tokio::select! {
                 taken = self.take() => taken,
                 () = shutdown.wait() => break,
             };
+            if started.elapsed() > MAX_RETRY {
+                // It ran a while: this is a new failure, not the same one again.
+                pause = RETRY;
+            }
             if let Err(error) = taken {
-                tracing::warn!(%error, "fleet commands: broker failed; trying again");
+                tracing::warn!(%error, retry_in = ?pause, "fleet commands: broker failed");
             }
             tokio::select! {
-                () = tokio::time::sleep(RETRY) => {}
+                () = tokio::time::sleep(pause) => {}
                 () = shutdown.wait() => break,
             }
+            pause = (pause * 2).min(MAX_RETRY);
         }
     }
 

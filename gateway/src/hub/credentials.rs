@@ -116,7 +116,7 @@ mod tests {
         let permissions = gateway_permissions("s1", "gw-1", &["retail".to_owned()]);
         for subject in &permissions.publish {
             let own =
-                subject.contains("s1.gw-1") || subject.contains("gw_s1_gw-1") || subject.contains("KV_iotgw_policy");
+                subject.contains("s1.gw-1") || subject.contains("gw_s1~gw-1") || subject.contains("KV_iotgw_policy");
             assert!(own, "{subject}");
         }
         assert!(permissions.publish.iter().any(|s| s.ends_with("$KV.iotgw_policy.group.retail")));
