@@ -16,6 +16,7 @@ use iotgw::{
         Hub,
         commands::{self as hub_commands, Request},
     },
+    inventory::Ledger,
 };
 
 #[path = "fleet/support.rs"]
@@ -96,6 +97,10 @@ async fn expired_commands_and_unknown_devices_are_refused_and_said_so() {
     let (outcome, detail) = fleet.outcome(late).await;
     assert_eq!(outcome, "expired", "{detail}");
     assert_eq!(fleet.access(), Access::Enrolled, "an expired block is not enforced");
+    let audit = Ledger::open(&fleet.store).unwrap().audit_log(Some(mac(CAMERA)), 100).unwrap();
+    let refused = audit.iter().find(|e| e.action == "fleet_command").expect("the refusal is audited");
+    assert_eq!(refused.actor, "hub:alice");
+    assert!(refused.detail.contains(&format!("command {late} block: expired")), "{}", refused.detail);
 
     let absent = fleet.issue(CommandAction::Quarantine, ABSENT, Some((SITE, GATEWAY))).await;
     assert_eq!(fleet.outcome(absent).await.0, "unknown_device");

@@ -16,15 +16,27 @@ use iotgw::{
         subjects::{self, ReportKind},
         wire::{self, Command, CommandAction, CommandOutcome, Health, Report, ReportBody},
     },
-    hub::{self, config::Streams, credentials},
+    hub::{self, credentials},
     inventory::Ledger,
     shutdown,
 };
 use iotgw_test_support::services::{NatsServer, scratch};
 
+#[path = "fleet/support.rs"]
+mod support;
+
 const CAMERA: &str = "98:90:96:9a:86:df";
 /// How long a refused request waits for an answer that never comes.
 const REFUSED_WITHIN: Duration = Duration::from_secs(2);
+
+/// Removed when dropped.
+struct Folder(std::path::PathBuf);
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 struct Provisioned {
     seed: std::path::PathBuf,
@@ -61,10 +73,11 @@ fn health(site: &str, gateway: &str) -> Report {
 
 #[tokio::test]
 async fn a_gateways_credentials_reach_its_own_subjects_only() {
-    let dir = scratch("fleet-credentials");
-    let hub_user = provision(&dir, "hub.nk", &credentials::hub_permissions());
-    let gateway_a = provision(&dir, "s1.gw-a.nk", &credentials::gateway_permissions("s1", "gw-a", &[]));
-    let gateway_b = provision(&dir, "s2.gw-b.nk", &credentials::gateway_permissions("s2", "gw-b", &[]));
+    let dir = Folder(scratch("fleet-credentials"));
+    let dir = &dir.0;
+    let hub_user = provision(dir, "hub.nk", &credentials::hub_permissions());
+    let gateway_a = provision(dir, "s1.gw-a.nk", &credentials::gateway_permissions("s1", "gw-a", &[]));
+    let gateway_b = provision(dir, "s2.gw-b.nk", &credentials::gateway_permissions("s2", "gw-b", &[]));
     let log = dir.join("nats.log");
     let conf = format!(
         "log_file: \"{}\"\n{}",
@@ -75,7 +88,7 @@ async fn a_gateways_credentials_reach_its_own_subjects_only() {
 
     // The hub: streams, the policy bucket with both sites' keys, a command for each gateway.
     let hub = jetstream(connect(&nats, "hub", &hub_user.seed, None).await);
-    hub::streams::ensure(&hub, &Streams::default(), Duration::from_secs(3600)).await.expect("hub creates streams");
+    hub::streams::ensure(&hub, &support::TEST_STREAMS, Duration::from_secs(3600)).await.expect("hub creates streams");
     // As a stream: async-nats's `create_key_value` reads account info 2.9 answers in a shape
     // it does not parse.
     let bucket_stream = stream::Config {

@@ -74,7 +74,7 @@ pub struct Executor {
     gateway: String,
     directory: Arc<dyn DeviceDirectory>,
     control: Control,
-    /// `fleet_commands`.
+    /// `fleet_commands`, and the inventory's audit trail.
     answered: Connection,
 }
 
@@ -91,7 +91,7 @@ impl Executor {
     /// Over the gateway's store at `path` (the inventory and `fleet_commands`).
     pub fn open(site: &str, gateway: &str, path: &Path, control: Control) -> Result<Self, CommandsError> {
         let directory = Arc::new(InventoryDirectory::open(path)?);
-        let answered = crate::store::open(path, &[MIGRATIONS])?;
+        let answered = crate::store::open(path, &[crate::inventory::MIGRATIONS, MIGRATIONS])?;
         Ok(Self { site: site.to_owned(), gateway: gateway.to_owned(), directory, control, answered })
     }
 
@@ -150,24 +150,24 @@ impl Executor {
         Ok(Some(CommandResult { command_id: id.to_owned(), outcome, detail }))
     }
 
-    fn remember(&self, command: &Command, result: &CommandResult, now_ms: i64) -> Result<(), ApplyError> {
+    /// Stores the answer and audits the command, refusals too, in one transaction.
+    fn remember(&mut self, command: &Command, result: &CommandResult, now_ms: i64) -> Result<(), ApplyError> {
         let outcome = serde_json::to_value(result.outcome).map_err(store_error)?;
-        self.answered
-            .execute(
-                "INSERT INTO fleet_commands (id, action, mac, actor, outcome, detail, done_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    command.id,
-                    action(command.action).as_str(),
-                    command.mac.to_string(),
-                    command.actor,
-                    outcome.as_str(),
-                    result.detail,
-                    now_ms
-                ],
-            )
+        let outcome = outcome.as_str().unwrap_or_default();
+        let action = action(command.action).as_str();
+        let tx = self.answered.transaction().map_err(store_error)?;
+        tx.execute(
+            "INSERT INTO fleet_commands (id, action, mac, actor, outcome, detail, done_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![command.id, action, command.mac.to_string(), command.actor, outcome, result.detail, now_ms],
+        )
+        .map_err(store_error)?;
+        // A command refused for its actor is audited under the hub's name.
+        let actor = if crate::inventory::check_text("actor", &command.actor).is_ok() { &command.actor } else { "hub" };
+        let detail = format!("command {} {action}: {outcome} ({})", command.id, result.detail);
+        crate::inventory::ledger::audit(&tx, actor, Some(command.mac), "fleet_command", &detail)
             .map_err(store_error)?;
-        Ok(())
+        tx.commit().map_err(store_error)
     }
 }
 

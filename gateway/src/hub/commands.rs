@@ -49,7 +49,7 @@ pub struct Request {
 }
 
 /// A command and, once the gateway answered, its outcome.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct CommandRecord {
     pub id: Uuid,
     pub site: String,
@@ -67,26 +67,6 @@ pub struct CommandRecord {
     pub detail: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub done_at: Option<OffsetDateTime>,
-}
-
-impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for CommandRecord {
-    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row as _;
-        Ok(Self {
-            id: row.try_get("id")?,
-            site: row.try_get("site")?,
-            gateway: row.try_get("gateway")?,
-            mac: row.try_get("mac")?,
-            action: row.try_get("action")?,
-            actor: row.try_get("actor")?,
-            reason: row.try_get("reason")?,
-            issued_at: row.try_get("issued_at")?,
-            expires_at: row.try_get("expires_at")?,
-            outcome: row.try_get("outcome")?,
-            detail: row.try_get("detail")?,
-            done_at: row.try_get("done_at")?,
-        })
-    }
 }
 
 /// The command's name as stored and audited (`quarantine`, `release`, `block`).

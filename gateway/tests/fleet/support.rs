@@ -31,6 +31,9 @@ pub const GATEWAY: &str = "gw-1";
 pub const CAMERA: &str = "98:90:96:9a:86:df";
 pub const ABSENT: &str = "02:00:00:00:00:99";
 pub const ANSWER: Duration = Duration::from_secs(15);
+/// Stream limits JetStream accepts on a test machine's disk (it refuses a stream larger than
+/// its share of the free space).
+pub const TEST_STREAMS: Streams = Streams { max_age_days: 1, max_bytes: 64 << 20, duplicate_window_secs: 7200 };
 
 /// One hub, one gateway store with a camera enrolled, and the servers they run on.
 pub struct Fleet {
@@ -58,7 +61,7 @@ impl Fleet {
         .expect("connect");
         let js = jetstream::new(client.clone());
         // The stream keeps commands an hour, whatever their own expiry.
-        hub::streams::ensure(&js, &Streams::default(), Duration::from_secs(3600)).await.expect("streams");
+        hub::streams::ensure(&js, &TEST_STREAMS, Duration::from_secs(3600)).await.expect("streams");
         let config: hub::Config = toml::from_str(&format!(
             "nats_url = '{url}'\ndatabase_url = '{}'\ncommand_ttl_secs = {command_ttl_secs}",
             postgres.url()
@@ -139,6 +142,14 @@ impl Fleet {
             .collect();
         entries.reverse();
         entries
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(folder) = self.store.parent() {
+            let _ = std::fs::remove_dir_all(folder);
+        }
     }
 }
 
