@@ -12,6 +12,7 @@ pub const ALL: Schema<'static> = &[
     crate::ota::MIGRATIONS,
     crate::alerts::MIGRATIONS,
     crate::fleet::MIGRATIONS,
+    crate::fleet::commands::MIGRATIONS,
 ];
 
 /// Opens the store at `path` with every component's tables up to date.

@@ -115,9 +115,15 @@ impl Gateway {
     async fn start() -> Self {
         let nats = NatsServer::start();
         let url = nats.url();
-        let client = connect::connect(&Endpoint { url: &url, name: "test", credentials: None, tls_ca: None })
-            .await
-            .expect("connect");
+        let client = connect::connect(&Endpoint {
+            url: &url,
+            name: "test",
+            credentials: None,
+            tls_ca: None,
+            inbox_prefix: None,
+        })
+        .await
+        .expect("connect");
         let js = jetstream::new(client);
         let bucket = iotgw::hub::bundles::ensure_bucket(&js).await.expect("bucket");
         let dir = scratch("bundle-policies");

@@ -96,9 +96,10 @@ async fn keygen_then_publish_signs_versions_records_them_and_refuses_a_bad_folde
 
     // The bucket holds v2, signed with the key keygen wrote, for the scope it names.
     let url = nats.url();
-    let client = connect::connect(&Endpoint { url: &url, name: "test", credentials: None, tls_ca: None })
-        .await
-        .expect("connect");
+    let client =
+        connect::connect(&Endpoint { url: &url, name: "test", credentials: None, tls_ca: None, inbox_prefix: None })
+            .await
+            .expect("connect");
     let bucket = hub::bundles::ensure_bucket(&async_nats::jetstream::new(client)).await.expect("bucket");
     let value = bucket.get("site.s1").await.expect("get").expect("a bundle for site.s1");
     let bundle = Bundle::decode(&value).expect("decode");

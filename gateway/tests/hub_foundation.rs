@@ -17,9 +17,10 @@ use iotgw_test_support::services::{NatsServer, Postgres};
 async fn streams_are_created_once_and_retries_are_deduplicated() {
     let nats = NatsServer::start();
     let url = nats.url();
-    let client = connect::connect(&Endpoint { url: &url, name: "test", credentials: None, tls_ca: None })
-        .await
-        .expect("connect");
+    let client =
+        connect::connect(&Endpoint { url: &url, name: "test", credentials: None, tls_ca: None, inbox_prefix: None })
+            .await
+            .expect("connect");
     let js = async_nats::jetstream::new(client);
     let ttl = Duration::from_secs(3600);
     hub::streams::ensure(&js, &Streams::default(), ttl).await.expect("create streams");

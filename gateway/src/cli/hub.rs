@@ -2,8 +2,10 @@
 //! The hub's tools are subcommands beside it (`iotgw hub <tool> ...`), one `HubCommand`
 //! variant each; `--config` alone runs the hub. `keygen` makes the key pair policy bundles are
 //! signed with; `policy publish` checks a policy folder and publishes it to a site's or a
-//! group's gateways (`hub::bundles`).
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+//! group's gateways (`hub::bundles`). `provision-gateway` and `provision-hub` create broker
+//! credentials (`hub::credentials`): they write the NKey seed, readable by its owner only and
+//! never over an existing file, and print the entry to add to nats-server's `authorization`.
+use std::{io::Write as _, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 
@@ -12,8 +14,9 @@ use crate::{
     fleet::{
         bundle::Scope,
         connect::{self, Endpoint},
+        subjects,
     },
-    hub::{self, bundles},
+    hub::{self, bundles, credentials},
     ota::{keys, metadata::SigningKey},
 };
 
@@ -44,6 +47,34 @@ pub enum HubCommand {
     /// Signed policy bundles for the gateways.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Create a gateway's broker credentials: it may publish only its own reports and take only
+    /// its own commands and policy.
+    ProvisionGateway(ProvisionGatewayArgs),
+    /// Create the hub's broker credentials.
+    ProvisionHub(ProvisionHubArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProvisionGatewayArgs {
+    /// The gateway's `[fleet] site`.
+    #[arg(long)]
+    pub site: String,
+    /// The gateway's `[fleet] gateway`.
+    #[arg(long)]
+    pub gateway: String,
+    /// Bundle groups it takes (`[fleet] groups`); repeat for several.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Folder for the seed file `<site>.<gateway>.nk` (`[fleet] credentials`).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProvisionHubArgs {
+    /// Folder for the seed file `hub.nk` (the hub's `credentials`).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -71,6 +102,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (Some(HubCommand::Keygen { out }), _) => keygen(&out),
         (Some(HubCommand::Policy(PolicyCommand::Publish { config, scope, dir, actor })), _) => {
             publish(&config, &scope, &dir, &actor)
+        }
+        (Some(HubCommand::ProvisionGateway(args)), _) => provision_gateway(args),
+        (Some(HubCommand::ProvisionHub(args)), _) => {
+            provision(&args.out, "hub.nk", &credentials::hub_permissions(), "the hub")
         }
         (None, Some(path)) => serve(&path),
         (None, None) => anyhow::bail!("give --config FILE to run the hub"),
@@ -129,6 +164,7 @@ fn publish(config: &std::path::Path, scope: &Scope, dir: &std::path::Path, actor
             name: "iotgw-hub-publish",
             credentials: config.credentials.as_deref(),
             tls_ca: config.tls_ca.as_deref(),
+            inbox_prefix: None,
         };
         let client = connect::connect(&endpoint).await.context("connecting to NATS")?;
         let hub = hub::Hub { config: Arc::new(config), pool, jetstream: async_nats::jetstream::new(client) };
@@ -138,5 +174,31 @@ fn publish(config: &std::path::Path, scope: &Scope, dir: &std::path::Path, actor
         "published {} v{} ({} files, bucket revision {})",
         published.scope, published.version, published.files, published.revision
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn provision_gateway(args: ProvisionGatewayArgs) -> anyhow::Result<ExitCode> {
+    for name in std::iter::once(&args.site).chain([&args.gateway]).chain(&args.groups) {
+        subjects::check_token(name).map_err(anyhow::Error::msg)?;
+    }
+    let permissions = credentials::gateway_permissions(&args.site, &args.gateway, &args.groups);
+    let file = format!("{}.{}.nk", args.site, args.gateway);
+    provision(&args.out, &file, &permissions, &format!("gateway {}.{}", args.site, args.gateway))
+}
+
+/// Writes a new NKey seed as `out/file` and prints the user entry for nats-server.
+fn provision(
+    out: &std::path::Path,
+    file: &str,
+    permissions: &credentials::Permissions,
+    what: &str,
+) -> anyhow::Result<ExitCode> {
+    let (public_key, seed) = credentials::new_user();
+    let path =
+        credentials::write_seed(out, file, &seed).with_context(|| format!("writing {}", out.join(file).display()))?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "# {what}: seed in {} (keep it there, mode 0600)", path.display())?;
+    writeln!(stdout, "# add to nats-server's authorization {{ users = [ ... ] }}:")?;
+    writeln!(stdout, "{}", credentials::user_entry(&public_key, permissions))?;
     Ok(ExitCode::SUCCESS)
 }

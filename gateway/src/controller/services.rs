@@ -1,6 +1,6 @@
 //! The services beside the packet path: identity (EST enrollment; access follows
 //! certificates), integrations (SIEM/SOAR/ITSM sinks), the fleet (reports to the hub's broker,
-//! signed policy bundles from it) and OTA. EST and OTA are for devices: they listen on the LAN side unless their `listen` says
+//! signed policy bundles and commands from it) and OTA. EST and OTA are for devices: they listen on the LAN side unless their `listen` says
 //! otherwise; the fleet connects outbound only.
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ pub(super) struct Services {
     pub fleet: Option<fleet::Running>,
     ota: Option<crate::ota::Running>,
     bundles: Option<tokio::task::JoinHandle<()>>,
+    fleet_commands: Option<tokio::task::JoinHandle<()>>,
     /// The fleet policy bundles the watcher asks the policy step to install.
     pub bundle_installs: Option<crate::fleet::bundle_watch::Installs>,
 }
@@ -66,7 +67,7 @@ pub(super) async fn start(
         let running = crate::identity::service::spawn(
             &identity_config,
             &config.store.path,
-            control,
+            control.clone(),
             bus.clone(),
             shutdown.clone(),
         )
@@ -76,12 +77,14 @@ pub(super) async fn start(
     } else {
         None
     };
-    // The fleet publisher is one more outbox consumer: connect first, so the outbox hosts it.
-    let fleet = if config.fleet.enabled() {
-        Some(fleet::Fleet::connect(&config.fleet).await.context("connecting to the fleet broker")?)
+    // One broker connection serves the fleet's parts (its credentials allow one inbox prefix).
+    // The publisher is one more outbox consumer: made first, so the outbox hosts it.
+    let client = if config.fleet.enabled() {
+        Some(fleet::connect::connect_gateway(&config.fleet).await.context("connecting to the fleet broker")?)
     } else {
         None
     };
+    let fleet = client.clone().map(|client| fleet::Fleet::new(&config.fleet, client));
     let consumers = fleet.iter().map(fleet::Fleet::publisher).collect();
     let integrations = crate::integrations::spawn_with(
         config.integrations.clone(),
@@ -111,17 +114,27 @@ pub(super) async fn start(
     } else {
         None
     };
-    let (bundles, bundle_installs) = crate::fleet::bundle_watch::spawn(
-        &config.fleet,
-        &config.policy.dir,
-        bus.clone(),
-        bundle_status,
-        shutdown.clone(),
-    )
-    .await
-    .context("starting the policy bundle watcher")?
-    .unzip();
-    Ok(Services { identity, integrations, fleet, ota, bundles, bundle_installs })
+    let (bundles, bundle_installs) = match &client {
+        Some(client) => fleet::bundle_watch::spawn(
+            &config.fleet,
+            client.clone(),
+            &config.policy.dir,
+            bus.clone(),
+            bundle_status,
+            shutdown.clone(),
+        )
+        .context("starting the policy bundle watcher")?
+        .unzip(),
+        None => (None, None),
+    };
+    let fleet_commands = match client {
+        Some(client) => Some(
+            fleet::commands::spawn(&config.fleet, client, &config.store.path, control, bus.clone(), shutdown.clone())
+                .context("starting fleet commands")?,
+        ),
+        None => None,
+    };
+    Ok(Services { identity, integrations, fleet, ota, bundles, bundle_installs, fleet_commands })
 }
 
 impl Services {
@@ -139,6 +152,9 @@ impl Services {
         }
         if let Some(bundles) = self.bundles {
             let _ = bundles.await;
+        }
+        if let Some(fleet_commands) = self.fleet_commands {
+            let _ = fleet_commands.await;
         }
     }
 }

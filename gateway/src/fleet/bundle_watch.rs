@@ -28,8 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     SharedBundleStatus,
     bundle::{Bundle, Scope},
-    connect::{self, Endpoint},
-    subjects,
+    connect, subjects,
     wire::BundleRefusal,
 };
 use crate::{
@@ -152,19 +151,16 @@ pub struct Watcher {
 
 /// Starts the watcher when `[fleet]` is enabled with a `bundle_key`: returns its task and the
 /// requests the policy step must serve. `policy_dir` is `[policy] dir`.
-pub async fn spawn(
+pub fn spawn(
     fleet: &super::Config,
+    client: async_nats::Client,
     policy_dir: &Path,
     bus: EventBus,
     status: SharedBundleStatus,
     shutdown: Shutdown,
 ) -> Result<Option<(tokio::task::JoinHandle<()>, Installs)>, BundleWatchError> {
-    let (Some(url), Some(key_path)) = (&fleet.nats_url, &fleet.bundle_key) else { return Ok(None) };
+    let Some(key_path) = &fleet.bundle_key else { return Ok(None) };
     let key = crate::ota::keys::load_verifying(key_path)?;
-    let name = format!("iotgw-gw.{}.{}.policy", fleet.site, fleet.gateway);
-    let endpoint =
-        Endpoint { url, name: &name, credentials: fleet.credentials.as_deref(), tls_ca: fleet.tls_ca.as_deref() };
-    let client = connect::connect(&endpoint).await?;
     let (installs, requests) = mpsc::channel(INSTALL_QUEUE);
     let mut precedence = vec![Scope::Site(fleet.site.clone())];
     precedence.extend(fleet.groups.iter().map(|group| Scope::Group(group.clone())));

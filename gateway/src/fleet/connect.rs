@@ -23,6 +23,9 @@ pub struct Endpoint<'a> {
     pub name: &'a str,
     pub credentials: Option<&'a Path>,
     pub tls_ca: Option<&'a Path>,
+    /// Where replies arrive, instead of `_INBOX`: a gateway's credentials allow it to subscribe
+    /// to its own prefix only (`subjects::inbox_prefix`).
+    pub inbox_prefix: Option<&'a str>,
 }
 
 /// Connects, retrying in the background when the broker is not up yet: the first publish
@@ -33,10 +36,29 @@ pub async fn connect(endpoint: &Endpoint<'_>) -> Result<Client, ConnectError> {
         let seed = read_seed(path)?;
         options = options.nkey(seed);
     }
+    if let Some(prefix) = endpoint.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
+    }
     if let Some(ca) = endpoint.tls_ca {
         options = options.add_root_certificates(ca.to_owned()).require_tls(true);
     }
     options.connect(endpoint.url).await.map_err(|source| ConnectError::Connect { url: endpoint.url.to_owned(), source })
+}
+
+/// A gateway's connection (`[fleet]` enabled): named `iotgw-gw.<site>.<gateway>`, with its
+/// credentials, TLS roots and its own inbox prefix, the one its credentials allow.
+pub async fn connect_gateway(fleet: &super::Config) -> Result<Client, ConnectError> {
+    let (site, gateway) = (&fleet.site, &fleet.gateway);
+    let name = format!("iotgw-gw.{site}.{gateway}");
+    let inbox = super::subjects::inbox_prefix(site, gateway);
+    connect(&Endpoint {
+        url: fleet.nats_url.as_deref().unwrap_or_default(),
+        name: &name,
+        credentials: fleet.credentials.as_deref(),
+        tls_ca: fleet.tls_ca.as_deref(),
+        inbox_prefix: Some(&inbox),
+    })
+    .await
 }
 
 /// Reads an NKey user seed (`SU...`), refusing anything else so a wrong file fails at start.

@@ -8,7 +8,7 @@
 //!
 //! What a gateway sends: every outbox event (`publisher`, an outbox consumer the integrations
 //! host), a snapshot of every device that changed (`inventory_feed`) and a periodic health
-//! report (`health`). `Fleet::connect` comes first, so the outbox can host the publisher;
+//! report (`health`). `Fleet::new` comes first, so the outbox can host the publisher;
 //! `Fleet::spawn` then starts the other two. All of it stops with the shutdown signal.
 use std::{
     path::PathBuf,
@@ -26,6 +26,7 @@ use crate::{integrations::ConsumerState, shutdown::Shutdown};
 
 pub mod bundle;
 pub mod bundle_watch;
+pub mod commands;
 pub mod config;
 pub mod connect;
 pub mod health;
@@ -155,26 +156,18 @@ pub struct Parts {
 }
 
 impl Fleet {
-    /// Connects as `iotgw-gw.<site>.<gateway>`; a broker that is not up yet is retried in the
-    /// background (reports wait in the outbox and the store meanwhile).
-    pub async fn connect(config: &Config) -> Result<Self, connect::ConnectError> {
-        let name = format!("iotgw-gw.{}.{}", config.site, config.gateway);
-        let endpoint = connect::Endpoint {
-            url: config.nats_url.as_deref().unwrap_or_default(),
-            name: &name,
-            credentials: config.credentials.as_deref(),
-            tls_ca: config.tls_ca.as_deref(),
-        };
-        let client = connect::connect(&endpoint).await?;
+    /// The reporting side on the gateway's broker connection (`connect::connect_gateway`; a
+    /// broker that is not up yet is retried in the background, reports wait in the outbox and
+    /// the store meanwhile).
+    pub fn new(config: &Config, client: async_nats::Client) -> Self {
         let reporter =
             Reporter::new(jetstream::new(client.clone()), &config.site, &config.gateway, publisher::ACK_TIMEOUT);
-        tracing::info!(url = endpoint.url, name = %name, "fleet: connecting to the broker");
-        Ok(Self {
+        Self {
             client,
             reporter,
             published: Arc::default(),
             health_every: Duration::from_secs(config.health_secs.max(1)),
-        })
+        }
     }
 
     /// The outbox consumer that publishes every event: hand it to `integrations::spawn_with`.

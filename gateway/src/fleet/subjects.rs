@@ -46,9 +46,18 @@ pub fn command(site: &str, gateway: &str) -> String {
     format!("iotgw.{site}.{gateway}.cmd")
 }
 
-/// Durable consumer name of one gateway on `COMMAND_STREAM`.
+/// Durable consumer name of one gateway on `COMMAND_STREAM`: `gw_<site>~<gateway>`. The
+/// separator is one no site or gateway name holds (`check_token`), so no two gateways share a
+/// name: with `_`, site `a_b` gateway `c` and site `a` gateway `b_c` would, and the broker
+/// permissions that name the consumer would let each take the other's commands.
 pub fn command_consumer(site: &str, gateway: &str) -> String {
-    format!("gw_{site}_{gateway}")
+    format!("gw_{site}~{gateway}")
+}
+
+/// Where a gateway's replies arrive (its connection's inbox prefix, instead of `_INBOX`): its
+/// broker credentials let it subscribe to `<prefix>.>` only (`hub::credentials`).
+pub fn inbox_prefix(site: &str, gateway: &str) -> String {
+    format!("_INBOX.{site}.{gateway}")
 }
 
 /// KV key of a site's bundle.
@@ -100,6 +109,12 @@ mod tests {
         assert_eq!(parse_report("iotgw.a.b.cmd"), None);
         assert_eq!(parse_report("iotgw.a.b.event.x"), None);
         assert_eq!(parse_report("other.a.b.event"), None);
+    }
+
+    #[test]
+    fn no_two_gateways_share_a_command_consumer() {
+        assert_ne!(command_consumer("a_b", "c"), command_consumer("a", "b_c"));
+        assert_ne!(inbox_prefix("a_b", "c"), inbox_prefix("a", "b_c"));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!
 //! [streams]
 //! max_age_days = 30
-//! max_bytes = 10737418240
+//! max_bytes = 1073741824                  # JetStream reserves this much disk when the stream is made
 //! duplicate_window_secs = 7200
 //!
 //! [ingest]
@@ -55,7 +55,7 @@ pub struct Streams {
 
 impl Default for Streams {
     fn default() -> Self {
-        Self { max_age_days: 30, max_bytes: 10 << 30, duplicate_window_secs: 7200 }
+        Self { max_age_days: 30, max_bytes: 1 << 30, duplicate_window_secs: 7200 }
     }
 }
 

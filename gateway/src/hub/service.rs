@@ -23,6 +23,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         name: CLIENT_NAME,
         credentials: config.credentials.as_deref(),
         tls_ca: config.tls_ca.as_deref(),
+        inbox_prefix: None,
     };
     let client = connect::connect(&endpoint).await?;
     tracing::info!(url = %config.nats_url, name = CLIENT_NAME, "broker connection");

@@ -215,7 +215,8 @@ fn datetime(millis: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn check_text(field: &'static str, value: &str) -> Result<(), InventoryError> {
+/// Refuses text the store would not keep as given: empty, too long, or with unsafe characters.
+pub fn check_text(field: &'static str, value: &str) -> Result<(), InventoryError> {
     let invalid = |reason: &str| Err(InventoryError::Invalid { field, reason: reason.to_owned() });
     if value.trim().is_empty() {
         return invalid("empty");

@@ -31,7 +31,13 @@ impl Broker {
     pub async fn start() -> Self {
         let nats = NatsServer::start();
         let url = nats.url();
-        let endpoint = fleet::connect::Endpoint { url: &url, name: "test-reader", credentials: None, tls_ca: None };
+        let endpoint = fleet::connect::Endpoint {
+            url: &url,
+            name: "test-reader",
+            credentials: None,
+            tls_ca: None,
+            inbox_prefix: None,
+        };
         let js = jetstream::new(fleet::connect::connect(&endpoint).await.expect("connect"));
         // A small stream: JetStream reserves `max_bytes` of the disk up front, and a test needs
         // little of it.
@@ -83,7 +89,8 @@ impl Gateway {
         iotgw::schema::open(store).expect("store");
         let (trigger, shutdown) = shutdown::channel();
         let bus = EventBus::default();
-        let link = fleet::Fleet::connect(&config).await.expect("fleet connect");
+        let client = fleet::connect::connect_gateway(&config).await.expect("fleet connect");
+        let link = fleet::Fleet::new(&config, client);
         let integrations = integrations::spawn_with(
             integrations::Config { aggregation: integrations::config::AggregationConfig::off(), ..Default::default() },
             store,

@@ -87,9 +87,15 @@ impl Fleet {
         let config = hub::Config::load(&path).expect("hub config");
         let pool = hub::store::open(&config.database_url).await.expect("migrate");
         let url = nats.url();
-        let client = connect::connect(&Endpoint { url: &url, name: "hub-api-test", credentials: None, tls_ca: None })
-            .await
-            .expect("connect");
+        let client = connect::connect(&Endpoint {
+            url: &url,
+            name: "hub-api-test",
+            credentials: None,
+            tls_ca: None,
+            inbox_prefix: None,
+        })
+        .await
+        .expect("connect");
         let hub = Hub { config: Arc::new(config), pool: pool.clone(), jetstream: async_nats::jetstream::new(client) };
         let app = hub::api::router(hub::api::HubApi::new(hub).expect("credentials"));
         Fleet { pool, app, now: base_time(), _postgres: postgres, _nats: nats }

@@ -44,9 +44,15 @@ impl Fleet {
         let nats = NatsServer::start();
         let postgres = Postgres::start();
         let url = nats.url();
-        let client = connect::connect(&Endpoint { url: &url, name: "test-gateways", credentials: None, tls_ca: None })
-            .await
-            .expect("connect");
+        let client = connect::connect(&Endpoint {
+            url: &url,
+            name: "test-gateways",
+            credentials: None,
+            tls_ca: None,
+            inbox_prefix: None,
+        })
+        .await
+        .expect("connect");
         let js = jetstream::new(client);
         hub::streams::ensure(&js, &Default::default(), Duration::from_secs(3600)).await.expect("streams");
         let pool = hub::store::open(&postgres.url()).await.expect("schema");

@@ -46,14 +46,29 @@ pub fn scratch(what: &str) -> PathBuf {
 pub struct NatsServer {
     pub port: u16,
     pub store: PathBuf,
+    /// Configuration file given with `-c` (`start_with_config`).
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl NatsServer {
     /// Starts a JetStream server with its store in a fresh folder.
     pub fn start() -> NatsServer {
+        Self::start_from(None)
+    }
+
+    /// Starts a JetStream server reading `conf` (nats-server's configuration syntax, such as an
+    /// `authorization` block), written to a file beside its store. Port, address, JetStream
+    /// and store folder stay the ones `start` uses (the command line overrides the file).
+    pub fn start_with_config(conf: &str) -> NatsServer {
+        let path = scratch("nats-conf").join("nats-server.conf");
+        std::fs::write(&path, conf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self::start_from(Some(path))
+    }
+
+    fn start_from(config: Option<PathBuf>) -> NatsServer {
         assert!(Path::new(NATS_SERVER).exists(), "{NATS_SERVER} is missing: run `cargo xtask setup`");
-        let mut server = NatsServer { port: free_port(), store: scratch("nats"), child: None };
+        let mut server = NatsServer { port: free_port(), store: scratch("nats"), config, child: None };
         server.restart();
         server
     }
@@ -66,7 +81,11 @@ impl NatsServer {
     /// Starts the server again on the same port and store (after `kill9`).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "nats-server is already running");
-        let child = Command::new(NATS_SERVER)
+        let mut command = Command::new(NATS_SERVER);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store)
             .stdout(Stdio::null())
@@ -91,6 +110,9 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill9();
         let _ = std::fs::remove_dir_all(&self.store);
+        if let Some(folder) = self.config.as_deref().and_then(Path::parent) {
+            let _ = std::fs::remove_dir_all(folder);
+        }
     }
 }
 

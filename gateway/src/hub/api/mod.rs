@@ -16,6 +16,7 @@ use crate::api::{self, ApiError, Authority, CredentialsError, Gate, ServeError};
 
 pub mod alerts;
 pub mod audit;
+pub mod commands;
 pub mod devices;
 pub mod events;
 pub mod gateways;
@@ -66,6 +67,7 @@ pub fn router(state: HubApi) -> Router {
         .merge(alerts::routes())
         .merge(events::routes())
         .merge(audit::routes())
+        .merge(commands::routes())
         .merge(api::signin::routes())
         .fallback(api::handlers::not_found)
         .layer(DefaultBodyLimit::max(api::MAX_BODY_BYTES))

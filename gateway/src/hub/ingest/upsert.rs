@@ -11,14 +11,13 @@
 //! - command result: the command's outcome, once, and only from the gateway it was sent to.
 use std::{collections::BTreeMap, time::Duration};
 
-use serde::Serialize;
 use sqlx::{PgConnection, PgPool, types::Json};
 use time::OffsetDateTime;
 
 use super::report::time_of_ms;
 use crate::{
     event::{EventKind, GatewayEvent},
-    fleet::wire::{CommandResult, Health, Report, ReportBody},
+    fleet::wire::{Health, Report, ReportBody},
     hub::clone::{self, Sighting},
     inventory::records::DeviceRecord,
 };
@@ -56,7 +55,9 @@ pub async fn store(pool: &PgPool, reports: &[Report], clone_window: Duration) ->
                 }
             }
             ReportBody::Health { health } => update_health(&mut tx, report, health).await?,
-            ReportBody::CommandResult { result } => record_result(&mut tx, report, result).await?,
+            ReportBody::CommandResult { result } => {
+                crate::hub::commands::record_result(&mut *tx, &report.site, &report.gateway, result).await?;
+            }
         }
     }
     tx.commit().await?;
@@ -249,28 +250,6 @@ async fn update_health(conn: &mut PgConnection, report: &Report, health: &Health
     Ok(())
 }
 
-/// The outcome of a command, the first time it is reported, by the gateway it was sent to. A
-/// result for a command the hub does not know (or whose id is no UUID) changes nothing.
-async fn record_result(conn: &mut PgConnection, report: &Report, result: &CommandResult) -> Result<(), sqlx::Error> {
-    let Ok(id) = uuid::Uuid::parse_str(&result.command_id) else {
-        tracing::debug!(command = %result.command_id, "result of a command that is not the hub's");
-        return Ok(());
-    };
-    sqlx::query(
-        "UPDATE commands SET outcome = $2, detail = $3, done_at = $4
-         WHERE id = $1 AND outcome IS NULL AND site = $5 AND gateway = $6",
-    )
-    .bind(id)
-    .bind(snake_case(result.outcome))
-    .bind(&result.detail)
-    .bind(time(report.sent_ms)?)
-    .bind(&report.site)
-    .bind(&report.gateway)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 fn severity(event: &GatewayEvent) -> i16 {
     // 0..=4: fits.
     event.severity.rank() as i16
@@ -279,12 +258,4 @@ fn severity(event: &GatewayEvent) -> i16 {
 /// Unix milliseconds as a time; out of range is the data's fault.
 fn time(ms: i64) -> Result<OffsetDateTime, sqlx::Error> {
     time_of_ms(ms).ok_or_else(|| sqlx::Error::Encode(format!("time out of range: {ms} ms").into()))
-}
-
-/// A unit enum's serde name (`unknown_device`).
-fn snake_case(value: impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(name)) => name,
-        other => format!("{other:?}"),
-    }
 }
