@@ -105,6 +105,19 @@ impl Fleet {
         (info.num_ack_pending, info.num_pending)
     }
 
+    /// Waits until the hub's consumer has every message acknowledged (or terminated).
+    pub async fn wait_consumer_done(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let backlog = self.consumer_backlog().await;
+            if backlog == (0, 0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "(unacknowledged, not delivered) still {backlog:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }

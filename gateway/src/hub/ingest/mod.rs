@@ -1,9 +1,9 @@
 //! Ingest: the hub's durable pull consumer `hub` on the report stream, into PostgreSQL.
 //!
 //! Messages are taken in batches (whatever arrived, up to `[ingest] batch`); each batch is
-//! decoded and checked (`report`), stored in one transaction (`upsert`), and acknowledged only
-//! after the commit. A hub killed mid-batch therefore gets the batch again, and the upserts make
-//! the second time change nothing. A message that is not a report, or whose body claims another
+//! decoded and checked (`report`), stored in one transaction (`upsert`, its events in bulk by
+//! `events`), and acknowledged only after the commit. A hub killed mid-batch therefore gets the
+//! batch again, and the upserts make the second time change nothing. A message that is not a report, or whose body claims another
 //! origin than its subject, is refused: counted, logged (escaped), terminated, never stored.
 //!
 //! `IngestStats` counts what happened, for the hub's metrics.
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::Hub;
 use crate::{fleet::subjects, shutdown::Shutdown, untrusted};
 
+mod events;
 mod report;
 mod upsert;
 
