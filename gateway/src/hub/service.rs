@@ -44,7 +44,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(ingest::run(hub.clone(), consumer, ingest_stats.clone(), shutdown.clone()));
     serve_api(&hub, &ingest_stats, &mut tasks, shutdown.clone());
 
-    shutdown::signal().await;
+    // Every task runs until shutdown: one that ends (panics) before stops the hub rather than
+    // leave it serving without ingesting.
+    let failed = tokio::select! {
+        () = shutdown::signal() => None,
+        ended = tasks.join_next() => Some(ended),
+    };
     trigger.trigger();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
     // Acknowledgements still in the client's buffer reach the broker before it closes.
@@ -56,7 +61,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(()) => tracing::info!("all tasks stopped"),
         Err(_) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "tasks did not stop in time; exiting anyway"),
     }
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(Some(Err(error))) => Err(anyhow::anyhow!("a hub task failed: {error}")),
+        Some(_) => Err(anyhow::anyhow!("a hub task stopped before shutdown")),
+    }
 }
 
 /// Where the fleet API starts, with what it serves: the hub's shared state and ingest's

@@ -48,7 +48,7 @@ impl Fleet {
             .await
             .expect("connect");
         let js = jetstream::new(client);
-        hub::streams::ensure(&js, &Default::default(), Duration::from_secs(3600)).await.expect("streams");
+        hub::streams::ensure(&js, &test_streams(), Duration::from_secs(3600)).await.expect("streams");
         let pool = hub::store::open(&postgres.url()).await.expect("schema");
         Fleet { nats, postgres, dir: scratch("hub-ingest"), js, pool }
     }
@@ -57,7 +57,12 @@ impl Fleet {
     /// section).
     pub fn config_file(&self, extra: &str) -> PathBuf {
         let path = self.dir.join("hub.toml");
-        let text = format!("nats_url = {:?}\ndatabase_url = {:?}\n{extra}", self.nats.url(), self.postgres.url());
+        let text = format!(
+            "nats_url = {:?}\ndatabase_url = {:?}\n[streams]\nmax_bytes = {}\n{extra}",
+            self.nats.url(),
+            self.postgres.url(),
+            test_streams().max_bytes
+        );
         std::fs::write(&path, text).expect("write hub.toml");
         path
     }
@@ -151,6 +156,12 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The hub's stream limits, but at most 1 GiB: JetStream refuses a stream whose limit exceeds
+/// the disk space it may use (75% of what is free), and test machines are not that roomy.
+fn test_streams() -> hub::config::Streams {
+    hub::config::Streams { max_bytes: 1 << 30, ..Default::default() }
 }
 
 /// An ingest task running in this process.
