@@ -123,6 +123,19 @@ impl Fleet {
         }
     }
 
+    /// Waits until `sql` counts `n`.
+    pub async fn wait_count(&self, sql: &'static str, n: i64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let count = self.count(sql).await;
+            if count == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{sql}: {count}, not {n}, after {PATIENCE:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }

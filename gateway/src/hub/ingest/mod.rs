@@ -135,8 +135,9 @@ impl IngestStats {
     }
 }
 
-/// The durable consumer `hub` on the report stream (created if missing): every report, each
-/// acknowledged explicitly. One consumer without a filter: nats-server 2.9 has no multi-filter.
+/// The durable consumer `hub` on the report stream, created if missing and otherwise brought to
+/// `settings` (its acknowledgement wait and window): every report, each acknowledged
+/// explicitly. One consumer without a filter: nats-server 2.9 has no multi-filter.
 pub async fn consumer(js: &jetstream::Context, settings: &Settings) -> Result<PullConsumer, async_nats::Error> {
     let stream = js.get_stream(subjects::REPORT_STREAM).await?;
     let config = pull::Config {
@@ -149,7 +150,8 @@ pub async fn consumer(js: &jetstream::Context, settings: &Settings) -> Result<Pu
         max_ack_pending: i64::try_from(settings.batch * 2).unwrap_or(i64::MAX),
         ..Default::default()
     };
-    Ok(stream.get_or_create_consumer(CONSUMER, config).await?)
+    // Create-or-update: a durable consumer keeps its position through the update.
+    Ok(stream.create_consumer(config).await?)
 }
 
 /// Takes batches from `consumer` and stores them until shutdown. Broker and database failures
