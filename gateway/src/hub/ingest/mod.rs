@@ -218,41 +218,44 @@ async fn next_batch(messages: &mut pull::Stream, max: usize) -> Result<Vec<jetst
 /// the one the database cannot take is refused alone; when it fails otherwise (the database is
 /// down), the batch is handed back for redelivery.
 async fn ingest(hub: &Hub, settings: &Settings, stats: &IngestStats, batch: Vec<jetstream::Message>) {
-    let mut accepted = Vec::with_capacity(batch.len());
+    // `accepted[i]` brought `reports[i]`.
+    let (mut accepted, mut reports) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
     let mut refused = Vec::new();
     for message in batch {
         match decode(&message.subject, &message.payload) {
-            Ok(report) => accepted.push((message, report)),
+            Ok(report) => {
+                accepted.push(message);
+                reports.push(report);
+            }
             Err(refusal) => refused.push((message, refusal)),
         }
     }
     let window = settings.clone_window();
-    let reports: Vec<_> = accepted.iter().map(|(_, report)| report.clone()).collect();
     match store(&hub.pool, &reports, window).await {
         Ok(stored) => {
             count_stored(stats, &stored, reports.len());
-            observe_lag(stats, accepted.last().map(|(message, _)| message));
-            acknowledge(&messages_of(&accepted), AckKind::Ack).await;
+            observe_lag(stats, accepted.last());
+            acknowledge(&accepted, AckKind::Ack).await;
         }
         Err(error) if upsert::is_data_error(&error) && reports.len() > 1 => {
             tracing::warn!(error = %untrusted::escape(&error.to_string()), "a batch failed on its data; storing its reports one by one");
-            for (message, report) in accepted {
+            for (message, report) in accepted.into_iter().zip(reports) {
                 match store(&hub.pool, std::slice::from_ref(&report), window).await {
                     Ok(stored) => {
                         count_stored(stats, &stored, 1);
-                        acknowledge(&[&message], AckKind::Ack).await;
+                        acknowledge(std::slice::from_ref(&message), AckKind::Ack).await;
                     }
                     Err(error) if upsert::is_data_error(&error) => {
                         refused.push((message, Refusal::Unstorable(error.to_string())));
                     }
-                    Err(error) => give_back(stats, &error, &[&message]).await,
+                    Err(error) => give_back(stats, &error, std::slice::from_ref(&message)).await,
                 }
             }
         }
         Err(error) if upsert::is_data_error(&error) => {
-            refused.extend(accepted.into_iter().map(|(message, _)| (message, Refusal::Unstorable(error.to_string()))));
+            refused.extend(accepted.into_iter().map(|message| (message, Refusal::Unstorable(error.to_string()))));
         }
-        Err(error) => give_back(stats, &error, &messages_of(&accepted)).await,
+        Err(error) => give_back(stats, &error, &accepted).await,
     }
     for (message, refusal) in &refused {
         tracing::warn!(
@@ -262,13 +265,8 @@ async fn ingest(hub: &Hub, settings: &Settings, stats: &IngestStats, batch: Vec<
         );
     }
     IngestStats::add(&stats.refused, refused.len() as u64);
-    acknowledge(&messages_of(&refused), AckKind::Term).await;
-}
-
-/// The messages of (message, what became of it) pairs, collected before any await: an iterator
-/// held across one would make the task's future not `Send`.
-fn messages_of<T>(pairs: &[(jetstream::Message, T)]) -> Vec<&jetstream::Message> {
-    pairs.iter().map(|(message, _)| message).collect()
+    let refused: Vec<_> = refused.into_iter().map(|(message, _)| message).collect();
+    acknowledge(&refused, AckKind::Term).await;
 }
 
 fn count_stored(stats: &IngestStats, stored: &Stored, reports: usize) {
@@ -287,13 +285,13 @@ fn observe_lag(stats: &IngestStats, last: Option<&jetstream::Message>) {
 }
 
 /// The database failed for a reason other than the data: redeliver later.
-async fn give_back(stats: &IngestStats, error: &sqlx::Error, messages: &[&jetstream::Message]) {
+async fn give_back(stats: &IngestStats, error: &sqlx::Error, messages: &[jetstream::Message]) {
     tracing::warn!(%error, "storing reports failed; they will be redelivered");
     IngestStats::add(&stats.failed_batches, 1);
     acknowledge(messages, AckKind::Nak(Some(NAK_DELAY))).await;
 }
 
-async fn acknowledge(messages: &[&jetstream::Message], kind: AckKind) {
+async fn acknowledge(messages: &[jetstream::Message], kind: AckKind) {
     for message in messages {
         if let Err(error) = message.ack_with(kind).await {
             // Unacknowledged, it is redelivered after `ack_wait_secs`; storing it again changes
