@@ -43,17 +43,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let ingest_stats = Arc::new(ingest::IngestStats::default());
     tasks.spawn(ingest::run(hub.clone(), consumer, ingest_stats.clone(), shutdown.clone()));
-    let mut api = tokio::spawn(api::serve(hub.clone(), shutdown.clone()));
+    let (api_hub, api_shutdown) = (hub.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        // Ends early only when it cannot serve (address taken, bad TLS files).
+        if let Err(error) = api::serve(api_hub, api_shutdown).await {
+            tracing::error!(%error, "the fleet API stopped");
+        }
+    });
 
-    // The API ending before the signal means it could not serve (address taken, bad TLS
-    // files): the hub stops too, rather than ingest with no one able to look.
-    let api_failed = tokio::select! {
+    // Every task runs until shutdown: one that ends (panics) before stops the hub rather than
+    // leave it serving without ingesting.
+    let failed = tokio::select! {
         () = shutdown::signal() => None,
-        ended = &mut api => Some(match ended {
-            Ok(Ok(())) => anyhow::anyhow!("the fleet API stopped"),
-            Ok(Err(error)) => anyhow::Error::new(error).context("serving the fleet API"),
-            Err(error) => anyhow::anyhow!("the fleet API task failed: {error}"),
-        }),
+        ended = tasks.join_next() => Some(ended),
     };
     trigger.trigger();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
@@ -66,8 +68,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(()) => tracing::info!("all tasks stopped"),
         Err(_) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "tasks did not stop in time; exiting anyway"),
     }
-    if api_failed.is_none() {
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, api).await;
+    match failed {
+        None => Ok(()),
+        Some(Some(Err(error))) => Err(anyhow::anyhow!("a hub task failed: {error}")),
+        Some(_) => Err(anyhow::anyhow!("a hub task stopped before shutdown")),
     }
-    api_failed.map_or(Ok(()), Err)
 }

@@ -54,7 +54,7 @@ impl Fleet {
         .await
         .expect("connect");
         let js = jetstream::new(client);
-        hub::streams::ensure(&js, &Default::default(), Duration::from_secs(3600)).await.expect("streams");
+        hub::streams::ensure(&js, &test_streams(), Duration::from_secs(3600)).await.expect("streams");
         let pool = hub::store::open(&postgres.url()).await.expect("schema");
         Fleet { nats, postgres, dir: scratch("hub-ingest"), js, pool }
     }
@@ -63,7 +63,12 @@ impl Fleet {
     /// section).
     pub fn config_file(&self, extra: &str) -> PathBuf {
         let path = self.dir.join("hub.toml");
-        let text = format!("nats_url = {:?}\ndatabase_url = {:?}\n{extra}", self.nats.url(), self.postgres.url());
+        let text = format!(
+            "nats_url = {:?}\ndatabase_url = {:?}\n[streams]\nmax_bytes = {}\n{extra}",
+            self.nats.url(),
+            self.postgres.url(),
+            test_streams().max_bytes
+        );
         std::fs::write(&path, text).expect("write hub.toml");
         path
     }
@@ -111,6 +116,32 @@ impl Fleet {
         (info.num_ack_pending, info.num_pending)
     }
 
+    /// Waits until the hub's consumer has every message acknowledged (or terminated).
+    pub async fn wait_consumer_done(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let backlog = self.consumer_backlog().await;
+            if backlog == (0, 0) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "(unacknowledged, not delivered) still {backlog:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `sql` counts `n`.
+    pub async fn wait_count(&self, sql: &'static str, n: i64) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let count = self.count(sql).await;
+            if count == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{sql}: {count}, not {n}, after {PATIENCE:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &'static str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
@@ -144,6 +175,12 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The hub's stream limits, but at most 1 GiB: JetStream refuses a stream whose limit exceeds
+/// the disk space it may use (75% of what is free), and test machines are not that roomy.
+fn test_streams() -> hub::config::Streams {
+    hub::config::Streams { max_bytes: 1 << 30, ..Default::default() }
 }
 
 /// An ingest task running in this process.

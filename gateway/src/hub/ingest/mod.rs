@@ -1,9 +1,9 @@
 //! Ingest: the hub's durable pull consumer `hub` on the report stream, into PostgreSQL.
 //!
 //! Messages are taken in batches (whatever arrived, up to `[ingest] batch`); each batch is
-//! decoded and checked (`report`), stored in one transaction (`upsert`), and acknowledged only
-//! after the commit. A hub killed mid-batch therefore gets the batch again, and the upserts make
-//! the second time change nothing. A message that is not a report, or whose body claims another
+//! decoded and checked (`report`), stored in one transaction (`upsert`, its events in bulk by
+//! `events`), and acknowledged only after the commit. A hub killed mid-batch therefore gets the
+//! batch again, and the upserts make the second time change nothing. A message that is not a report, or whose body claims another
 //! origin than its subject, is refused: counted, logged (escaped), terminated, never stored.
 //!
 //! `IngestStats` counts what happened, for the hub's metrics.
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::Hub;
 use crate::{fleet::subjects, shutdown::Shutdown, untrusted};
 
+mod events;
 mod report;
 mod upsert;
 
@@ -134,8 +135,9 @@ impl IngestStats {
     }
 }
 
-/// The durable consumer `hub` on the report stream (created if missing): every report, each
-/// acknowledged explicitly. One consumer without a filter: nats-server 2.9 has no multi-filter.
+/// The durable consumer `hub` on the report stream, created if missing and otherwise brought to
+/// `settings` (its acknowledgement wait and window): every report, each acknowledged
+/// explicitly. One consumer without a filter: nats-server 2.9 has no multi-filter.
 pub async fn consumer(js: &jetstream::Context, settings: &Settings) -> Result<PullConsumer, async_nats::Error> {
     let stream = js.get_stream(subjects::REPORT_STREAM).await?;
     let config = pull::Config {
@@ -148,7 +150,8 @@ pub async fn consumer(js: &jetstream::Context, settings: &Settings) -> Result<Pu
         max_ack_pending: i64::try_from(settings.batch * 2).unwrap_or(i64::MAX),
         ..Default::default()
     };
-    Ok(stream.get_or_create_consumer(CONSUMER, config).await?)
+    // Create-or-update: a durable consumer keeps its position through the update.
+    Ok(stream.create_consumer(config).await?)
 }
 
 /// Takes batches from `consumer` and stores them until shutdown. Broker and database failures
@@ -215,41 +218,44 @@ async fn next_batch(messages: &mut pull::Stream, max: usize) -> Result<Vec<jetst
 /// the one the database cannot take is refused alone; when it fails otherwise (the database is
 /// down), the batch is handed back for redelivery.
 async fn ingest(hub: &Hub, settings: &Settings, stats: &IngestStats, batch: Vec<jetstream::Message>) {
-    let mut accepted = Vec::with_capacity(batch.len());
+    // `accepted[i]` brought `reports[i]`.
+    let (mut accepted, mut reports) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
     let mut refused = Vec::new();
     for message in batch {
         match decode(&message.subject, &message.payload) {
-            Ok(report) => accepted.push((message, report)),
+            Ok(report) => {
+                accepted.push(message);
+                reports.push(report);
+            }
             Err(refusal) => refused.push((message, refusal)),
         }
     }
     let window = settings.clone_window();
-    let reports: Vec<_> = accepted.iter().map(|(_, report)| report.clone()).collect();
     match store(&hub.pool, &reports, window).await {
         Ok(stored) => {
             count_stored(stats, &stored, reports.len());
-            observe_lag(stats, accepted.last().map(|(message, _)| message));
-            acknowledge(&messages_of(&accepted), AckKind::Ack).await;
+            observe_lag(stats, accepted.last());
+            acknowledge(&accepted, AckKind::Ack).await;
         }
         Err(error) if upsert::is_data_error(&error) && reports.len() > 1 => {
             tracing::warn!(error = %untrusted::escape(&error.to_string()), "a batch failed on its data; storing its reports one by one");
-            for (message, report) in accepted {
+            for (message, report) in accepted.into_iter().zip(reports) {
                 match store(&hub.pool, std::slice::from_ref(&report), window).await {
                     Ok(stored) => {
                         count_stored(stats, &stored, 1);
-                        acknowledge(&[&message], AckKind::Ack).await;
+                        acknowledge(std::slice::from_ref(&message), AckKind::Ack).await;
                     }
                     Err(error) if upsert::is_data_error(&error) => {
                         refused.push((message, Refusal::Unstorable(error.to_string())));
                     }
-                    Err(error) => give_back(stats, &error, &[&message]).await,
+                    Err(error) => give_back(stats, &error, std::slice::from_ref(&message)).await,
                 }
             }
         }
         Err(error) if upsert::is_data_error(&error) => {
-            refused.extend(accepted.into_iter().map(|(message, _)| (message, Refusal::Unstorable(error.to_string()))));
+            refused.extend(accepted.into_iter().map(|message| (message, Refusal::Unstorable(error.to_string()))));
         }
-        Err(error) => give_back(stats, &error, &messages_of(&accepted)).await,
+        Err(error) => give_back(stats, &error, &accepted).await,
     }
     for (message, refusal) in &refused {
         tracing::warn!(
@@ -259,13 +265,8 @@ async fn ingest(hub: &Hub, settings: &Settings, stats: &IngestStats, batch: Vec<
         );
     }
     IngestStats::add(&stats.refused, refused.len() as u64);
-    acknowledge(&messages_of(&refused), AckKind::Term).await;
-}
-
-/// The messages of (message, what became of it) pairs, collected before any await: an iterator
-/// held across one would make the task's future not `Send`.
-fn messages_of<T>(pairs: &[(jetstream::Message, T)]) -> Vec<&jetstream::Message> {
-    pairs.iter().map(|(message, _)| message).collect()
+    let refused: Vec<_> = refused.into_iter().map(|(message, _)| message).collect();
+    acknowledge(&refused, AckKind::Term).await;
 }
 
 fn count_stored(stats: &IngestStats, stored: &Stored, reports: usize) {
@@ -284,13 +285,13 @@ fn observe_lag(stats: &IngestStats, last: Option<&jetstream::Message>) {
 }
 
 /// The database failed for a reason other than the data: redeliver later.
-async fn give_back(stats: &IngestStats, error: &sqlx::Error, messages: &[&jetstream::Message]) {
+async fn give_back(stats: &IngestStats, error: &sqlx::Error, messages: &[jetstream::Message]) {
     tracing::warn!(%error, "storing reports failed; they will be redelivered");
     IngestStats::add(&stats.failed_batches, 1);
     acknowledge(messages, AckKind::Nak(Some(NAK_DELAY))).await;
 }
 
-async fn acknowledge(messages: &[&jetstream::Message], kind: AckKind) {
+async fn acknowledge(messages: &[jetstream::Message], kind: AckKind) {
     for message in messages {
         if let Err(error) = message.ack_with(kind).await {
             // Unacknowledged, it is redelivered after `ack_wait_secs`; storing it again changes

@@ -3,7 +3,8 @@
 //!
 //! - every report: its gateway's `first_seen`/`last_seen` (by `sent_ms`);
 //! - event: `events` keyed on (site, gateway, seq); an alert also counts into its incident's
-//!   `alerts` row, only when its event row was new, so a redelivery never counts twice;
+//!   `alerts` row, only when its event row was new, so a redelivery never counts twice (all of
+//!   the batch's events at once, `events`);
 //! - inventory: `gateway_devices` (a newer `changed_ms` wins), `fleet_devices` (one per MAC,
 //!   at the gateway that saw it last), `device_locations` (first and last sighting per
 //!   gateway), and the certificate clone check (`hub::clone`);
@@ -14,9 +15,8 @@ use std::{collections::BTreeMap, time::Duration};
 use sqlx::{PgConnection, PgPool, types::Json};
 use time::OffsetDateTime;
 
-use super::report::time_of_ms;
+use super::{events, report::time_of_ms};
 use crate::{
-    event::{EventKind, GatewayEvent},
     fleet::wire::{Health, Report, ReportBody},
     hub::clone::{self, Sighting},
     inventory::records::DeviceRecord,
@@ -36,14 +36,20 @@ pub async fn store(pool: &PgPool, reports: &[Report], clone_window: Duration) ->
     let mut tx = pool.begin().await?;
     let mut stored = Stored::default();
     touch_gateways(&mut tx, reports).await?;
+    let reported: Vec<_> = reports
+        .iter()
+        .filter_map(|report| match &report.body {
+            ReportBody::Event { seq, event } => {
+                Some(events::Reported { site: &report.site, gateway: &report.gateway, seq: *seq, event })
+            }
+            _ => None,
+        })
+        .collect();
+    stored.duplicate_events = events::store(&mut tx, &reported).await?;
     for report in reports {
         let (site, gateway) = (report.site.as_str(), report.gateway.as_str());
         match &report.body {
-            ReportBody::Event { seq, event } => {
-                if !insert_event(&mut tx, site, gateway, *seq, event).await? {
-                    stored.duplicate_events += 1;
-                }
-            }
+            ReportBody::Event { .. } => {}
             ReportBody::Inventory { changed_ms, device } => {
                 upsert_device(&mut tx, site, gateway, *changed_ms, device).await?;
                 if let Some(cert_subject) = &device.cert_subject {
@@ -101,67 +107,6 @@ async fn touch_gateways(conn: &mut PgConnection, reports: &[Report]) -> Result<(
         .await?;
     }
     Ok(())
-}
-
-/// Inserts the event unless (site, gateway, seq) is stored already; an alert also counts into
-/// its incident. Returns whether it was new.
-async fn insert_event(
-    conn: &mut PgConnection,
-    site: &str,
-    gateway: &str,
-    seq: i64,
-    event: &GatewayEvent,
-) -> Result<bool, sqlx::Error> {
-    let mac = event.device.map(|mac| mac.to_string());
-    let inserted = sqlx::query(
-        "INSERT INTO events (site, gateway, seq, event_id, kind, severity, time, mac, actor, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         ON CONFLICT (site, gateway, seq) DO NOTHING",
-    )
-    .bind(site)
-    .bind(gateway)
-    .bind(seq)
-    .bind(&event.id)
-    .bind(event.kind_name())
-    .bind(severity(event))
-    .bind(event.time)
-    .bind(&mac)
-    .bind(&event.actor)
-    .bind(Json(event))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if let (true, EventKind::Alert { incident_id, detector, resolved, .. }) = (inserted, &event.kind) {
-        let (first_seen, last_seen) = event.repeat.map_or((event.time, event.time), |r| (r.first_seen, r.last_seen));
-        sqlx::query(
-            "INSERT INTO alerts (site, gateway, incident_id, mac, detector, severity, first_seen, last_seen, count,
-                                 ended, latest)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (site, gateway, incident_id) DO UPDATE SET
-               mac = COALESCE(alerts.mac, excluded.mac),
-               severity = GREATEST(alerts.severity, excluded.severity),
-               first_seen = LEAST(alerts.first_seen, excluded.first_seen),
-               count = alerts.count + excluded.count,
-               ended = CASE WHEN excluded.last_seen >= alerts.last_seen THEN excluded.ended ELSE alerts.ended END,
-               latest = CASE WHEN excluded.last_seen >= alerts.last_seen THEN excluded.latest ELSE alerts.latest END,
-               last_seen = GREATEST(alerts.last_seen, excluded.last_seen)",
-        )
-        .bind(site)
-        .bind(gateway)
-        .bind(incident_id)
-        .bind(&mac)
-        .bind(detector)
-        .bind(severity(event))
-        .bind(first_seen)
-        .bind(last_seen)
-        .bind(i64::try_from(event.count()).unwrap_or(i64::MAX))
-        .bind(resolved)
-        .bind(Json(event))
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(inserted)
 }
 
 /// The device as this gateway sees it (newer `changed_ms` wins), the fleet device, and this
@@ -250,9 +195,6 @@ async fn update_health(conn: &mut PgConnection, report: &Report, health: &Health
     Ok(())
 }
 
-fn severity(event: &GatewayEvent) -> i16 {
-    // 0..=4: fits.
-    event.severity.rank() as i16
 }
 
 /// Unix milliseconds as a time; out of range is the data's fault.
