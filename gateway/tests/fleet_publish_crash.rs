@@ -3,20 +3,17 @@
 //! on a store, publishes numbered events and is SIGKILLed, once while the broker is down (all
 //! of it a backlog) and once in the middle of publishing; a new gateway on the same store then
 //! brings the stream to every event exactly once, in order.
+#[path = "common/crash_child.rs"]
+mod crash_child;
 #[path = "fleet/support.rs"]
 mod support;
 
-use std::{
-    io::BufRead as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use iotgw::fleet::subjects;
 use support::*;
 
 const CHILD_ENV: &str = "IOTGW_FLEET_CRASH_CHILD";
-const READY: &str = "IOTGW-FLEET-CHILD-READY";
 const EVENTS: usize = 3_000;
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -51,7 +48,7 @@ fn crash_child_gateway() {
             })
             .await;
         }
-        println!("{READY}");
+        println!("{}", crash_child::READY);
         // The parent kills us with SIGKILL; never exit on our own before that.
         tokio::time::sleep(Duration::from_secs(120)).await;
         panic!("child was not killed");
@@ -60,22 +57,8 @@ fn crash_child_gateway() {
 
 /// Runs the child until it says it is ready, then SIGKILLs it.
 async fn run_and_kill_child(url: &str, store: &std::path::Path, mode: &str) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_gateway", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{url}|{}|{mode}", store.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let ready = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.contains(READY))
-    });
-    let ready = tokio::time::timeout(WAIT, ready).await.expect("child ready in time").unwrap();
-    assert!(ready, "child exited before it was ready");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "the child was killed, not finished: {status:?}");
+    crash_child::run_and_kill("crash_child_gateway", (CHILD_ENV, format!("{url}|{}|{mode}", store.display())), WAIT)
+        .await;
 }
 
 /// After the kill: a new gateway on the same store brings the stream to every event once.

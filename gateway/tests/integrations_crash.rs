@@ -2,12 +2,12 @@
 //! binary re-executed) runs integrations with its sink down, publishes events, waits until
 //! the outbox holds them, and is SIGKILLed; a new controller on the same store delivers
 //! every event, once, in order, when the sink comes up.
+#[path = "common/crash_child.rs"]
+mod crash_child;
 #[path = "integrations/support.rs"]
 mod support;
 
 use std::{
-    io::BufRead as _,
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -27,7 +27,6 @@ use support::*;
 const CHILD_ENV: &str = "IOTGW_CRASH_CHILD";
 const EVENTS: usize = 500;
 const WAIT: Duration = Duration::from_secs(30);
-const READY: &str = "IOTGW-CHILD-READY";
 
 /// Small batches, so a kill during delivery lands between batches and inside one.
 const MID_DELIVERY_BATCH: usize = 10;
@@ -78,7 +77,7 @@ fn crash_child_controller() {
             // Sink up and slow: killed in the middle of delivering.
             _ => wait_backlog(&handle, "delivery under way", WAIT, |b| b[0].delivered_total >= 100).await,
         };
-        println!("{READY}");
+        println!("{}", crash_child::READY);
         // The parent kills us with SIGKILL; never exit on our own before that.
         tokio::time::sleep(Duration::from_secs(120)).await;
         panic!("child was not killed");
@@ -105,22 +104,12 @@ async fn start_receiver(port: u16) -> Received {
 
 /// Runs the child until it says it is ready, then SIGKILLs it.
 async fn run_and_kill_child(store: &std::path::Path, port: u16, mode: &str) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_controller", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, format!("{}|{port}|{mode}", store.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let ready = tokio::task::spawn_blocking(move || {
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.contains(READY))
-    });
-    let ready = tokio::time::timeout(WAIT, ready).await.expect("child ready in time").unwrap();
-    assert!(ready, "child exited before it was ready");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "the child was killed, not finished: {status:?}");
+    crash_child::run_and_kill(
+        "crash_child_controller",
+        (CHILD_ENV, format!("{}|{port}|{mode}", store.display())),
+        WAIT,
+    )
+    .await;
 }
 
 fn order(received: &Received) -> Vec<usize> {
