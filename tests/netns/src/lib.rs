@@ -14,6 +14,7 @@
 //! real XDP programs; sniffers on the far side see what got through.
 pub mod api;
 pub mod controller;
+pub mod fleet;
 pub mod lab;
 pub mod packets;
 pub mod policies;
