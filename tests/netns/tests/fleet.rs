@@ -1,0 +1,132 @@
+//! The fleet over the real datapath: three lab gateways (sites A, B and C, each with real XDP
+//! in its own namespaces) report through a private nats-server, with per-gateway credentials,
+//! to the real `iotgw hub` on PostgreSQL. A meter at site B is compromised and scans; gateway B
+//! quarantines it in XDP on its own; the hub shows the alert and the quarantine; an operator
+//! releases it from the hub, gateway B enforces the release and both sides audit it with the
+//! operator's name. A policy bundle published to site A becomes A's policy, and A reports its
+//! version. Every frame stays inside the labs; the broker, the database and the hub are on the
+//! host's loopback.
+use std::time::Duration;
+
+use iotgw::device::Access;
+use netns_tests::{
+    fleet::{Fleet, OPERATOR_TOKEN, VIEWER_TOKEN},
+    lab::{Lab, format_mac, ip},
+    relay::Relay,
+    scenario::{POLICY, Scenario},
+};
+use serde_json::{Value, json};
+
+const MEMBERS: [(&str, &str); 3] = [("site-a", "gw-1"), ("site-b", "gw-1"), ("site-c", "gw-1")];
+const SITE_B: usize = 1;
+
+/// A lab gateway of the fleet, with the relay it reaches the broker through.
+struct Member<'a> {
+    scenario: Scenario<'a>,
+    _relay: Relay,
+}
+
+fn rows(answer: &Value) -> &Vec<Value> {
+    answer.as_array().unwrap_or_else(|| panic!("not a list: {answer}"))
+}
+
+#[test]
+fn three_sites_one_hub_a_scan_quarantined_at_site_b_and_released_from_the_hub() {
+    let fleet = Fleet::start(&MEMBERS);
+    let labs: Vec<Lab> = (0..MEMBERS.len())
+        .map(|n| {
+            let mut lab = Lab::new(1);
+            // One meter per site, each its own device (lab MACs repeat from lab to lab).
+            lab.set_device_mac(0, [0x02, 0x77, 0x0f, 0x00, n as u8, 0x10]);
+            ip(&lab.up, &["addr", "add", "10.78.0.40/24", "dev", "eth0"]);
+            lab
+        })
+        .collect();
+    let mut members: Vec<Member> = labs
+        .iter()
+        .enumerate()
+        .map(|(n, lab)| {
+            let (fleet_config, relay) = fleet.gateway_config(n, lab);
+            let scenario = Scenario::start_with_config(lab, &[("scenario.toml", POLICY)], &fleet_config);
+            Member { scenario, _relay: relay }
+        })
+        .collect();
+    for member in &mut members {
+        for port in 0..3 {
+            member.scenario.send_normal_reading(41_000 + port);
+        }
+    }
+
+    // Every gateway reports its health and its meter.
+    let gateways = fleet.wait_for("three gateways with health", "/api/v1/gateways", |answer| {
+        rows(answer).len() == MEMBERS.len() && rows(answer).iter().all(|g| !g["health"].is_null())
+    });
+    for gateway in rows(&gateways) {
+        assert_eq!(gateway["stale"], false, "{gateway}");
+        assert_eq!(gateway["health"]["xdp_mode"], "native", "{gateway}");
+    }
+    let meters: Vec<String> = members.iter().map(|m| format_mac(m.scenario.mac)).collect();
+    for ((site, _), meter) in MEMBERS.iter().zip(&meters) {
+        fleet.wait_for(&format!("{meter} at {site}"), &format!("/api/v1/devices?site={site}"), |answer| {
+            rows(answer).iter().any(|d| d["mac"] == meter.as_str() && d["site"] == *site)
+        });
+    }
+
+    // Site B: the meter learns its rhythm, then scans; gateway B quarantines it on its own.
+    let site_b = &mut members[SITE_B].scenario;
+    site_b.learn_normal_behaviour();
+    let outcome = site_b.telnet_scan_until_quarantined();
+    assert_ne!(outcome.latency, Duration::MAX, "gateway B did not quarantine the scanning meter");
+    let meter_b = &meters[SITE_B];
+
+    // The hub shows it: the alert in the fleet queue, the quarantine in the device's view.
+    let alerts = fleet.wait_for("site B's alert", "/api/v1/alerts?site=site-b", |answer| {
+        rows(answer).iter().any(|a| a["device"] == meter_b.as_str())
+    });
+    assert!(rows(&alerts).iter().all(|a| a["site"] == "site-b"), "the site filter holds: {alerts}");
+    let quiet = fleet.api().get("/api/v1/alerts?site=site-a", Some(VIEWER_TOKEN)).json();
+    assert!(rows(&quiet).is_empty(), "nothing happened at site A: {quiet}");
+    fleet.wait_for("the quarantine at site B", &format!("/api/v1/devices/{meter_b}"), |device| {
+        device["site"] == "site-b" && device["views"][0]["state"] == "quarantined"
+    });
+
+    // A viewer may look but not act; the operator releases it from the hub.
+    let release = format!("/api/v1/devices/{meter_b}/release");
+    let refused = fleet.api().post(&release, Some(VIEWER_TOKEN), "{}");
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let answered = fleet.post(&release, &json!({ "reason": "checked by the SOC", "wait_secs": 20 }));
+    assert_eq!(answered.status, 200, "{answered:?}");
+    let command = answered.json();
+    assert_eq!(command["outcome"], "done", "{command}");
+    assert_eq!((command["site"].as_str(), command["actor"].as_str()), (Some("site-b"), Some("hub:olga")));
+    assert_ne!(members[SITE_B].scenario.access(), Some(Access::Quarantined), "XDP still quarantines the meter");
+
+    // Audited on both sides with the same actor: gateway B's own record of the release, as it
+    // reported it, and the hub's record of the command.
+    let events = fleet.wait_for("gateway B's release event", &format!("/api/v1/events?device={meter_b}"), |answer| {
+        rows(answer).iter().any(|e| e["event"]["action"] == "release" && e["actor"] == "hub:olga")
+    });
+    assert!(rows(&events).iter().all(|e| e["site"] == "site-b"), "{events}");
+    let audit = fleet.api().get("/api/v1/audit", Some(OPERATOR_TOKEN)).json();
+    assert!(
+        rows(&audit).iter().any(|a| a["actor"] == "olga" && a["mac"] == meter_b.as_str()),
+        "the hub audits the command: {audit}"
+    );
+    for (n, member) in members.iter().enumerate().filter(|(n, _)| *n != SITE_B) {
+        assert_ne!(member.scenario.access(), Some(Access::Quarantined), "site {n} quarantined nothing");
+    }
+
+    // Policy to the edge: a signed bundle for site A becomes A's policy; A reports its version.
+    let bundle = fleet.dir.join("bundle-site-a");
+    std::fs::create_dir_all(&bundle).expect("bundle folder");
+    std::fs::write(bundle.join("scenario.toml"), POLICY.replace("\"10.78.0.40/32\"", "\"10.78.0.0/24\""))
+        .expect("bundle policy");
+    fleet.publish_policy("site:site-a", &bundle, "olga");
+    fleet.wait_for("site A enforcing bundle 1", "/api/v1/gateways?site=site-a", |answer| {
+        rows(answer).first().is_some_and(|g| g["policy_version"] == 1)
+    });
+    let enforced = std::fs::read_to_string(members[0].scenario.ctl.policy_dir.join("scenario.toml")).expect("policy");
+    assert!(enforced.contains("10.78.0.0/24"), "gateway A's policy files are the bundle's");
+    let others = fleet.api().get("/api/v1/gateways?site=site-c", Some(OPERATOR_TOKEN)).json();
+    assert!(rows(&others)[0]["policy_version"].is_null(), "site C took no bundle: {others}");
+}
