@@ -8,7 +8,7 @@
 //! gateway = "gw-1"
 //! credentials = "/etc/iotgw/fleet.nk"    # this gateway's NKey seed (`iotgw hub provision-gateway`)
 //! tls_ca = "/etc/iotgw/nats-ca.pem"      # extra roots for a tls:// broker
-//! bundle_key = "/etc/iotgw/bundle.pub"   # Ed25519 public key (PEM) policy bundles must verify against
+//! bundle_key = "/etc/iotgw/bundle.pub.pem"  # Ed25519 public key policy bundles must verify against (`iotgw hub keygen`)
 //! groups = ["retail"]                    # bundle groups this gateway takes, after its site's own
 //! health_secs = 30
 //! ```

@@ -5,7 +5,7 @@
 //! credentials = "/etc/iotgw/hub.nk"        # the hub's NKey seed
 //! tls_ca = "/etc/iotgw/nats-ca.pem"
 //! database_url = "postgres://iotgw@db.example/iotgw"
-//! signing_key = "/etc/iotgw/bundle.key"    # Ed25519 private key (PEM) that signs policy bundles
+//! signing_key = "/etc/iotgw/bundle.pem"    # Ed25519 private key that signs policy bundles (`iotgw hub keygen`)
 //! command_ttl_secs = 86400                 # a command a gateway has not taken by then expires
 //!
 //! [streams]

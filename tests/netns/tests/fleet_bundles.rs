@@ -46,7 +46,7 @@ fn put(ns: &str, url: &str, key: &str, bundle: &Bundle) {
     in_ns(ns, move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         runtime.block_on(async {
-            let endpoint = Endpoint { url: &url, name: "lab-hub", credentials: None, tls_ca: None };
+            let endpoint = Endpoint { url: &url, name: "lab-hub", credentials: None, tls_ca: None, inbox_prefix: None };
             let client = connect::connect(&endpoint).await.expect("connect");
             let bucket = iotgw::hub::bundles::ensure_bucket(&async_nats::jetstream::new(client)).await.expect("bucket");
             bucket.put(key, value.into()).await.expect("put");

@@ -195,8 +195,6 @@ async fn update_health(conn: &mut PgConnection, report: &Report, health: &Health
     Ok(())
 }
 
-}
-
 /// Unix milliseconds as a time; out of range is the data's fault.
 fn time(ms: i64) -> Result<OffsetDateTime, sqlx::Error> {
     time_of_ms(ms).ok_or_else(|| sqlx::Error::Encode(format!("time out of range: {ms} ms").into()))
