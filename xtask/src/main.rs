@@ -44,7 +44,16 @@ enum Command {
         filter: Option<String>,
     },
     /// Run the demo lab: devices, the gateway, a device misbehaving and being quarantined.
-    Demo,
+    Demo {
+        /// The fleet demo: three sites with a gateway each, one hub (NATS JetStream,
+        /// PostgreSQL); a scan quarantined at site B, seen and released at the hub.
+        #[arg(long)]
+        fleet: bool,
+        /// With --fleet: keep everything up this many seconds at the end, to look at the hub's
+        /// console in a browser.
+        #[arg(long, default_value_t = 0, requires = "fleet")]
+        hold: u64,
+    },
     /// Repeat a newcomer's first steps: a clean clone, fresh RUSTUP_HOME and CARGO_HOME with
     /// only stable Rust, no bpf-linker, no bpftool; then `cargo xtask demo` and `cargo xtask
     /// test` as the README writes them (root, about 30 minutes).
@@ -76,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         Command::Lint => lint::run(),
         Command::Test { filter } => test::run(filter.as_deref()),
         Command::FreshCheck { keep } => fresh_check::run(keep),
-        Command::Demo => demo::run(),
+        Command::Demo { fleet, hold } => demo::run(fleet, hold),
         Command::Bench { name } => bench::run(name.as_deref()),
         Command::Fuzz { target, seconds } => fuzz::run(target.as_deref(), seconds),
     }
