@@ -1,5 +1,5 @@
 //! The running hub (`iotgw hub --config FILE`): connect to the broker, make sure the streams
-//! exist, bring PostgreSQL's schema up to date, then ingest reports and serve the fleet API
+//! exist (and the policy bundle bucket), bring PostgreSQL's schema up to date, then ingest reports and serve the fleet API
 //! until SIGINT/SIGTERM, when each task finishes what it holds within a grace period.
 use std::{sync::Arc, time::Duration};
 
@@ -32,6 +32,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     streams::ensure(&jetstream, &config.streams, command_ttl)
         .await
         .map_err(|e| anyhow::anyhow!("creating the JetStream streams: {e}"))?;
+    // Made now, not at the first publish, so gateways can watch it from the start.
+    super::bundles::ensure_bucket(&jetstream)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the policy bundle bucket: {e}"))?;
     let pool = store::open(&config.database_url).await.context("opening PostgreSQL and migrating its schema")?;
     tracing::info!(migrations = store::MIGRATOR.iter().count(), "PostgreSQL schema up to date");
     let consumer = ingest::consumer(&jetstream, &config.ingest)

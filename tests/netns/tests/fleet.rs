@@ -63,7 +63,7 @@ fn three_sites_one_hub_a_scan_quarantined_at_site_b_and_released_from_the_hub() 
     });
     for gateway in rows(&gateways) {
         assert_eq!(gateway["stale"], false, "{gateway}");
-        assert_eq!(gateway["health"]["xdp_mode"], "native", "{gateway}");
+        assert_eq!(gateway["health"]["xdp_mode"], "driver", "{gateway}");
     }
     let meters: Vec<String> = members.iter().map(|m| format_mac(m.scenario.mac)).collect();
     for ((site, _), meter) in MEMBERS.iter().zip(&meters) {
@@ -109,7 +109,7 @@ fn three_sites_one_hub_a_scan_quarantined_at_site_b_and_released_from_the_hub() 
     assert!(rows(&events).iter().all(|e| e["site"] == "site-b"), "{events}");
     let audit = fleet.api().get("/api/v1/audit", Some(OPERATOR_TOKEN)).json();
     assert!(
-        rows(&audit).iter().any(|a| a["actor"] == "olga" && a["mac"] == meter_b.as_str()),
+        rows(&audit).iter().any(|a| a["actor"] == "hub:olga" && a["mac"] == meter_b.as_str()),
         "the hub audits the command: {audit}"
     );
     for (n, member) in members.iter().enumerate().filter(|(n, _)| *n != SITE_B) {
