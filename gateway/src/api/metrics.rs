@@ -104,7 +104,7 @@ impl DatapathCounters {
 struct Snapshots {
     datapath: Option<DatapathCounters>,
     integration_backlog: BTreeMap<String, u64>,
-    fleet: Option<crate::fleet::LinkCounters>,
+    fleet: Option<FleetCounters>,
 }
 
 #[derive(Debug, Default)]
@@ -162,7 +162,18 @@ impl Collector for SnapshotCollector {
 }
 
 /// The link to the fleet's broker (only when `[fleet]` is configured).
-fn encode_fleet(fleet: &crate::fleet::LinkCounters, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+/// What `/metrics` shows of the gateway's link to the fleet (`fleet::Fleet` fills it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FleetCounters {
+    pub connected: bool,
+    /// Outbox events the broker has not acknowledged yet.
+    pub backlog_events: u64,
+    pub published_events: u64,
+    pub published_inventory: u64,
+    pub published_health: u64,
+}
+
+fn encode_fleet(fleet: &FleetCounters, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
     let gauge = |value: u64| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
     for (name, help, metric) in [
         ("fleet_connected", "1 while the gateway is connected to the fleet broker.", gauge(u64::from(fleet.connected))),
@@ -287,7 +298,7 @@ impl Metrics {
     }
 
     /// Publishes the state of the link to the fleet's broker.
-    pub fn set_fleet(&self, counters: crate::fleet::LinkCounters) {
+    pub fn set_fleet(&self, counters: FleetCounters) {
         lock(&self.snapshots).fleet = Some(counters);
     }
 
@@ -346,7 +357,7 @@ mod tests {
         stats[counter::EVENTS_LOST as usize] = 2;
         metrics.set_datapath_counters(DatapathCounters::from_global_stats(&stats));
         metrics.set_integration_backlog("siem", 12);
-        metrics.set_fleet(crate::fleet::LinkCounters {
+        metrics.set_fleet(FleetCounters {
             connected: true,
             backlog_events: 7,
             published_events: 30,

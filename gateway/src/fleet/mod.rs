@@ -22,7 +22,7 @@ use std::{
 use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishError};
 use tokio::task::JoinHandle;
 
-use crate::{integrations::ConsumerState, shutdown::Shutdown};
+use crate::{api::metrics::FleetCounters, integrations::ConsumerState, shutdown::Shutdown};
 
 pub mod bundle;
 pub mod bundle_watch;
@@ -126,17 +126,6 @@ pub struct Published {
     pub health: AtomicU64,
 }
 
-/// What `/metrics` shows of the fleet link.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LinkCounters {
-    pub connected: bool,
-    /// Outbox events the broker has not acknowledged yet.
-    pub backlog_events: u64,
-    pub published_events: u64,
-    pub published_inventory: u64,
-    pub published_health: u64,
-}
-
 /// This gateway's link to the fleet, connected (or connecting in the background) before the
 /// outbox starts, so the outbox can host the publisher.
 pub struct Fleet {
@@ -227,7 +216,7 @@ pub struct Link {
 }
 
 impl Link {
-    pub async fn counters(&self) -> LinkCounters {
+    pub async fn counters(&self) -> FleetCounters {
         let backlog_events = self.outbox.pending().await.map_or_else(
             |error| {
                 tracing::warn!(%error, "cannot read the fleet backlog");
@@ -235,7 +224,7 @@ impl Link {
             },
             |pending| pending.events,
         );
-        LinkCounters {
+        FleetCounters {
             connected: self.client.connection_state() == async_nats::connection::State::Connected,
             backlog_events,
             published_events: self.published.events.load(Ordering::Relaxed),

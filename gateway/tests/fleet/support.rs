@@ -109,7 +109,7 @@ impl Gateway {
         Self { bus, store: store.to_owned(), trigger, integrations, fleet }
     }
 
-    pub async fn counters(&self) -> fleet::LinkCounters {
+    pub async fn counters(&self) -> iotgw::api::metrics::FleetCounters {
         self.fleet.link().counters().await
     }
 
