@@ -57,7 +57,7 @@ fn main() {
     }
     let gateways = fleet.wait_for("three gateways", "/api/v1/gateways", |g| list(g).len() == MEMBERS.len());
     for gateway in list(&gateways) {
-        report(&format!("hub sees {}/{}", gateway["site"], gateway["gateway"]));
+        report(&format!("hub sees {}/{}", text(&gateway["site"]), text(&gateway["gateway"])));
     }
 
     step("site B: the meter reports on its rhythm while gateway B learns, then starts a telnet scan");
@@ -109,6 +109,11 @@ fn main() {
 
 fn list(answer: &Value) -> &Vec<Value> {
     answer.as_array().unwrap_or_else(|| panic!("not a list: {answer}"))
+}
+
+/// A JSON string's text (anything else as JSON).
+fn text(value: &Value) -> String {
+    value.as_str().map_or_else(|| value.to_string(), str::to_owned)
 }
 
 fn fail(why: &str) -> ! {
