@@ -7,7 +7,10 @@
 //! characters PostgreSQL's text and JSONB cannot hold.
 use serde_json::Value;
 
-use crate::{fleet::wire::Report, untrusted};
+use crate::{
+    fleet::wire::{Report, VERSION},
+    untrusted,
+};
 
 /// Why a message was refused.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +19,9 @@ pub enum Refusal {
     /// The payload is not a report of a kind this hub knows.
     #[error("not a report: {0}")]
     NotAReport(String),
+    /// A wire version this hub does not read (a newer gateway): its meaning may differ.
+    #[error("wire version {0}; this hub reads version {VERSION}")]
+    Version(u32),
     /// The body names another site, gateway or kind than the subject it came on.
     #[error("forged origin: {0}")]
     ForgedOrigin(String),
@@ -32,6 +38,9 @@ pub fn decode(subject: &str, payload: &[u8]) -> Result<Report, Refusal> {
     let mut value: Value = serde_json::from_slice(payload).map_err(|e| Refusal::NotAReport(e.to_string()))?;
     escape_strings(&mut value);
     let report: Report = serde_json::from_value(value).map_err(|e| Refusal::NotAReport(e.to_string()))?;
+    if report.v != VERSION {
+        return Err(Refusal::Version(report.v));
+    }
     report.check_origin(subject).map_err(Refusal::ForgedOrigin)?;
     time_of_ms(report.sent_ms).ok_or(Refusal::TimeOutOfRange(report.sent_ms))?;
     Ok(report)
@@ -99,5 +108,13 @@ mod tests {
         report.sent_ms = i64::MAX;
         let payload = serde_json::to_vec(&report).unwrap();
         assert!(matches!(decode(&report.subject(), &payload), Err(Refusal::TimeOutOfRange(_))));
+    }
+
+    #[test]
+    fn a_report_of_another_wire_version_is_refused() {
+        let mut report = result("ok");
+        report.v = VERSION + 1;
+        let payload = serde_json::to_vec(&report).unwrap();
+        assert!(matches!(decode(&report.subject(), &payload), Err(Refusal::Version(v)) if v == VERSION + 1));
     }
 }
