@@ -57,6 +57,9 @@ async function loadFleet(page) {
         ['reporting', String(status.gateways - status.stale_gateways)],
         ['stale', h('a', { href: '#/gateways?stale=true' }, String(status.stale_gateways))],
         ['open alerts', h('a', { href: '#/alerts?state=open' }, String(status.open_alerts))],
+        // Whether the hub keeps up: reports waiting for it, and how old the last stored one was.
+        ['waiting for the hub', `${status.ingest.pending} reports`],
+        ['ingest lag', `${(status.ingest.lag_ms / 1000).toFixed(1)} s`],
       ])),
       section(`Devices: ${total}`, {}, h('h3', {}, 'By state'),
         countTable(status.devices, { testid: 'devices-by-state', label: 'state', badge: 'state', order: DEVICE_STATES }))),

@@ -29,7 +29,7 @@ async fn serve(fleet: &Fleet) -> String {
         TokenEntry { name: "vic".into(), role: Role::Viewer, token_sha256: TokenHash::of(VIEWER_TOKEN) },
     ];
     hub.config = Arc::new(config);
-    let app = router(HubApi::new(hub).expect("hub API"));
+    let app = router(HubApi::new(hub, Default::default()).expect("hub API"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

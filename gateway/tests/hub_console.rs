@@ -41,6 +41,11 @@ async fn the_fleet_console_shows_sites_gateways_and_where_devices_have_been() {
         assert_eq!(browser.run(&format!("return {}", visible(page)), Vec::new()).await, false, "{page}");
     }
     browser.wait_until("fleet overview", &format!("{} === 1", count("fleet-gateways")), WAIT).await;
+    let overview =
+        browser.run("return document.querySelector('[data-testid=fleet-gateways]').innerText", Vec::new()).await;
+    let overview = overview.as_str().unwrap();
+    // Nothing ingested: no report waits for the hub.
+    assert!(overview.contains("waiting for the hub") && overview.contains("0 reports"), "{overview}");
     browser.screenshot("overview").await;
 
     // Every site's devices, newest first, with where each was seen last.

@@ -17,7 +17,8 @@ use super::{
     actions::{self, Action},
     auth::Caller,
     error::ApiError,
-    gate::{Authority as _, Operator},
+    gate::Operator,
+    metrics,
     model::{
         ActionRequest, ActionResponse, DatapathStatus, DeviceDetail, Enforcement, ErrorBody, FlowRecord,
         PolicySnapshot, Status,
@@ -358,9 +359,8 @@ pub async fn metrics(
     method: Method,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !state.metrics_public {
-        state.authenticate(&method, &headers, connection.map(|Extension(ConnectInfo(addr))| addr.ip()))?;
-    }
+    let peer = connection.map(|Extension(ConnectInfo(addr))| addr.ip());
+    metrics::authorize_scrape(&state, state.metrics_public, &method, &headers, peer)?;
     let directory = state.directory.clone();
     // Device counts are read at scrape time; a store error leaves the last counts in place
     // rather than failing the whole scrape.
@@ -369,7 +369,7 @@ pub async fn metrics(
         Err(error) => tracing::warn!(%error, "metrics: device counts not refreshed"),
     }
     let text = state.metrics.encode().map_err(|error| ApiError::Internal(format!("metrics encoding: {error}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
+    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }
 
 /// The OpenAPI 3 document of this API (public: it holds no data).

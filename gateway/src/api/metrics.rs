@@ -22,6 +22,8 @@ use crate::device::Access;
 
 /// Prefix of every metric name (the registry adds it, to collectors' metrics too).
 pub const NAMESPACE: &str = "iotgw";
+/// Content type of a scrape: OpenMetrics text, which Prometheus reads.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Every lifecycle state, so `iotgw_devices` reports zeros rather than missing series.
 const ALL_STATES: [Access; 5] =
@@ -130,8 +132,7 @@ impl Collector for SnapshotCollector {
                     d.flow_insert_failed,
                 ),
             ] {
-                let metric = ConstCounter::new(value);
-                metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+                encode_one(&mut encoder, name, help, ConstCounter::new(value))?;
             }
             let mut family = encoder.encode_descriptor(
                 "datapath_drops",
@@ -152,7 +153,7 @@ impl Collector for SnapshotCollector {
         )?;
         for (sink, value) in &snapshots.integration_backlog {
             let labels = [("sink", sink.as_str())];
-            ConstGauge::new(i64::try_from(*value).unwrap_or(i64::MAX)).encode(family.encode_family(&labels)?)?;
+            gauge(*value).encode(family.encode_family(&labels)?)?;
         }
         if let Some(fleet) = &snapshots.fleet {
             encode_fleet(fleet, &mut encoder)?;
@@ -161,7 +162,48 @@ impl Collector for SnapshotCollector {
     }
 }
 
-/// The link to the fleet's broker (only when `[fleet]` is configured).
+/// A gauge of a count (saturating: a count beyond `i64::MAX` is not one we will see).
+pub fn gauge(value: u64) -> ConstGauge {
+    ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+}
+
+/// Encodes one metric without labels, for collectors that build their values at scrape time.
+pub fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::encoding::EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// A severity as its label value (`high`, as in the API).
+pub fn severity_label(severity: crate::event::Severity) -> String {
+    serde_json::to_value(severity).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// `registry` as a scrape's body.
+pub fn encode_registry(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    Ok(text)
+}
+
+/// Whether a scrape may read the metrics: with a token, or by anyone when `public`
+/// (`metrics_public`, for a Prometheus that cannot send one).
+pub fn authorize_scrape<S: super::Authority>(
+    state: &S,
+    public: bool,
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(), super::ApiError> {
+    if !public {
+        state.authenticate(method, headers, peer)?;
+    }
+    Ok(())
+}
+
 /// What `/metrics` shows of the gateway's link to the fleet (`fleet::Fleet` fills it).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FleetCounters {
@@ -173,8 +215,8 @@ pub struct FleetCounters {
     pub published_health: u64,
 }
 
+/// The link to the fleet's broker (only when `[fleet]` is configured).
 fn encode_fleet(fleet: &FleetCounters, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-    let gauge = |value: u64| ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
     for (name, help, metric) in [
         ("fleet_connected", "1 while the gateway is connected to the fleet broker.", gauge(u64::from(fleet.connected))),
         (
@@ -183,7 +225,7 @@ fn encode_fleet(fleet: &FleetCounters, encoder: &mut DescriptorEncoder) -> Resul
             gauge(fleet.backlog_events),
         ),
     ] {
-        metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)?;
+        encode_one(encoder, name, help, metric)?;
     }
     let mut family = encoder.encode_descriptor(
         "fleet_published",
@@ -259,9 +301,9 @@ impl Metrics {
     }
 
     pub fn record_alert(&self, detector: &str, severity: crate::event::Severity) {
-        let severity =
-            serde_json::to_value(severity).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        self.alerts.get_or_create(&AlertLabels { detector: detector.to_owned(), severity }).inc();
+        self.alerts
+            .get_or_create(&AlertLabels { detector: detector.to_owned(), severity: severity_label(severity) })
+            .inc();
     }
 
     /// Counts one action; `actor` is `source:name` as in the audit log (only `source` is kept).
@@ -304,9 +346,7 @@ impl Metrics {
 
     /// The text exposition format (OpenMetrics text, which Prometheus scrapes).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
-        Ok(text)
+        encode_registry(&self.registry)
     }
 }
 

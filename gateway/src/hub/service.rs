@@ -50,7 +50,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (api_hub, api_shutdown) = (hub.clone(), shutdown.clone());
     tasks.spawn(async move {
         // Ends early only when it cannot serve (address taken, bad TLS files).
-        if let Err(error) = api::serve(api_hub, api_shutdown).await {
+        if let Err(error) = api::serve(api_hub, ingest_stats, api_shutdown).await {
             tracing::error!(%error, "the fleet API stopped");
         }
     });

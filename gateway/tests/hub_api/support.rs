@@ -97,7 +97,7 @@ impl Fleet {
         .await
         .expect("connect");
         let hub = Hub { config: Arc::new(config), pool: pool.clone(), jetstream: async_nats::jetstream::new(client) };
-        let app = hub::api::router(hub::api::HubApi::new(hub).expect("credentials"));
+        let app = hub::api::router(hub::api::HubApi::new(hub, Arc::default()).expect("credentials"));
         Fleet { pool, app, now: base_time(), _postgres: postgres, _nats: nats }
     }
 

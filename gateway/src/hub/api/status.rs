@@ -1,5 +1,6 @@
 //! `GET /api/v1/status` at the hub: the fleet at a glance. `scope: "fleet"` tells the console
-//! it talks to the hub (the gateway says `gateway`).
+//! it talks to the hub (the gateway says `gateway`). The fleet counts are read here for
+//! `metrics` too.
 use std::collections::{BTreeMap, HashMap};
 
 use axum::{Json, Router, extract::State, routing::get};
@@ -9,6 +10,7 @@ use super::{HubApi, gateways::STALE_AFTER, store_error};
 use crate::{
     api::{ApiError, auth::Caller, handlers::state_counts},
     device::Access,
+    event::Severity,
 };
 
 /// The fleet's status.
@@ -27,6 +29,18 @@ pub struct FleetStatus {
     pub devices: BTreeMap<String, u64>,
     /// Alerts of the fleet queue not yet resolved (open or acknowledged).
     pub open_alerts: u64,
+    /// Whether the hub keeps up with the reports.
+    pub ingest: IngestStatus,
+}
+
+/// How far behind the gateways ingest is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestStatus {
+    /// Reports waiting in the stream for the hub.
+    pub pending: u64,
+    /// Milliseconds from the broker storing the newest report of ingest's last batch to its
+    /// commit.
+    pub lag_ms: u64,
 }
 
 pub fn routes() -> Router<HubApi> {
@@ -35,14 +49,7 @@ pub fn routes() -> Router<HubApi> {
 
 async fn status(State(state): State<HubApi>, _caller: Caller) -> Result<Json<FleetStatus>, ApiError> {
     let pool = state.pool();
-    let stale_secs = STALE_AFTER.as_secs_f64();
-    let (gateways, stale_gateways): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE last_seen < now() - make_interval(secs => $1)) FROM gateways",
-    )
-    .bind(stale_secs)
-    .fetch_one(pool)
-    .await
-    .map_err(store_error)?;
+    let (gateways, stale_gateways) = gateway_counts(pool).await.map_err(store_error)?;
     let by_access: Vec<(String, i64)> = sqlx::query_as(
         "SELECT g.access, count(*) FROM fleet_devices f \
          JOIN gateway_devices g ON g.site = f.site AND g.gateway = f.gateway AND g.mac = f.mac \
@@ -51,21 +58,46 @@ async fn status(State(state): State<HubApi>, _caller: Caller) -> Result<Json<Fle
     .fetch_all(pool)
     .await
     .map_err(store_error)?;
-    let open_alerts: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts WHERE state <> 'resolved'")
-        .fetch_one(pool)
-        .await
-        .map_err(store_error)?;
+    let open_alerts = open_alerts_by_severity(pool).await.map_err(store_error)?.into_iter().map(|(_, n)| n).sum();
     let by_access: HashMap<Access, u64> = by_access
         .into_iter()
         .filter_map(|(access, count)| Some((access.parse().ok()?, count.unsigned_abs())))
         .collect();
+    let ingest = state.ingest_snapshot().await;
     Ok(Json(FleetStatus {
         scope: "fleet".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: state.started.elapsed().as_secs(),
-        gateways: gateways.unsigned_abs(),
-        stale_gateways: stale_gateways.unsigned_abs(),
+        gateways,
+        stale_gateways,
         devices: state_counts(&by_access),
-        open_alerts: open_alerts.unsigned_abs(),
+        open_alerts,
+        ingest: IngestStatus { pending: ingest.pending, lag_ms: ingest.lag_ms },
     }))
+}
+
+/// Gateways that ever reported, and those of them silent for longer than `STALE_AFTER`.
+pub(super) async fn gateway_counts(pool: &sqlx::PgPool) -> Result<(u64, u64), sqlx::Error> {
+    let (gateways, stale): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE last_seen < now() - make_interval(secs => $1)) FROM gateways",
+    )
+    .bind(STALE_AFTER.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok((gateways.unsigned_abs(), stale.unsigned_abs()))
+}
+
+/// Alerts not yet resolved, by severity, every severity listed.
+pub(super) async fn open_alerts_by_severity(pool: &sqlx::PgPool) -> Result<Vec<(Severity, u64)>, sqlx::Error> {
+    let counts: Vec<(i16, i64)> =
+        sqlx::query_as("SELECT severity, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY severity")
+            .fetch_all(pool)
+            .await?;
+    Ok(Severity::ALL
+        .into_iter()
+        .map(|severity| {
+            let count = counts.iter().find(|(rank, _)| i64::from(*rank) == severity.rank()).map_or(0, |(_, n)| *n);
+            (severity, count.unsigned_abs())
+        })
+        .collect())
 }
