@@ -14,8 +14,8 @@
 //!   million devices;
 //! - `api-*`: the fleet API's reads (the hub's router over HTTP on loopback) on a store seeded
 //!   by SQL to API_DEVICES fleet devices (default 1,000,000) and as many alerts and events
-//!   (`api.rs`), p50 and p99 over ROUNDS requests; then the searches again without the trigram
-//!   indexes (migration `0003_search_trgm.sql`), to show what they do.
+//!   (`api.rs`), p50 and p99 over ROUNDS requests; then every read again with migration
+//!   `0003_search_trgm.sql` undone, to show what it does.
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench fleet [-- GATEWAYS [DEVICES [EVENTS
 //! [API_DEVICES [ROUNDS]]]]]`, or `cargo xtask bench fleet`.
