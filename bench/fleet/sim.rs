@@ -77,7 +77,7 @@ pub fn device_record(gateway: usize, device: usize) -> DeviceRecord {
         hostname: Some(format!("dev-{gateway}-{device}")),
         device_type: Some(TYPES[device % TYPES.len()].to_owned()),
         type_confidence: Some(0.9),
-        access: if device % 50 == 0 { Access::Quarantined } else { Access::Enrolled },
+        access: if device.is_multiple_of(50) { Access::Quarantined } else { Access::Enrolled },
         lifecycle: Some("enrolled".to_owned()),
         class: Some("sensor".to_owned()),
         firmware_version: Some("1.0.0".to_owned()),
@@ -90,7 +90,7 @@ pub fn device_record(gateway: usize, device: usize) -> DeviceRecord {
 }
 
 fn event(gateway: usize, device: usize, seq: usize) -> GatewayEvent {
-    let kind = if seq % 4 == 0 {
+    let kind = if seq.is_multiple_of(4) {
         EventKind::Alert {
             incident_id: format!("inc-{gateway}-{device}"),
             detector: "new_destination".to_owned(),
@@ -103,7 +103,7 @@ fn event(gateway: usize, device: usize, seq: usize) -> GatewayEvent {
     } else {
         EventKind::Audit { action: "seen".to_owned(), detail: format!("report {seq}") }
     };
-    let severity = if seq % 4 == 0 { Severity::High } else { Severity::Info };
+    let severity = if seq.is_multiple_of(4) { Severity::High } else { Severity::Info };
     let mut event = GatewayEvent::new(severity, Some(mac(gateway, device)), "bench", kind);
     event.id = format!("{gateway}-{seq}");
     event.time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(NOW_MS + seq as i64) * 1_000_000).expect("time");
