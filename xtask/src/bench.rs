@@ -6,11 +6,12 @@ use crate::run_cmd;
 
 /// Benchmarks and the cargo arguments that run them. The identity, integrations and OTA
 /// benchmarks are cargo benches/examples of `gateway` run by hand (see their READMEs under
-/// `bench/`); the console's is a cargo bench too (release, as `cargo bench` builds).
+/// `bench/`); the console's and the fleet's are cargo benches too (release, as `cargo bench` builds).
 const BENCHES: &[(&str, &[&str])] = &[
     ("xdp", &["run", "--quiet", "--package", "iotgw-bench", "--bin", "xdp-bench"]),
     ("detection", &["run", "--quiet", "--package", "netns-tests", "--bin", "detection-latency"]),
     ("console", &["bench", "--quiet", "--package", "gateway", "--bench", "console"]),
+    ("fleet", &["bench", "--quiet", "--package", "gateway", "--bench", "fleet"]),
 ];
 
 pub fn run(name: Option<&str>) -> anyhow::Result<()> {

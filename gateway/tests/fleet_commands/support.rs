@@ -73,6 +73,17 @@ impl Fleet {
 
         let store = scratch("fleet-commands").join("iotgw.db");
         let control = enrolled_camera(&store);
+        // The gateway's view first: a fleet device is always one some gateway has.
+        sqlx::query(
+            "INSERT INTO gateway_devices (site, gateway, mac, changed_ms, last_seen, access, record) \
+             VALUES ($1, $2, $3, 0, now(), 'enrolled', '{}')",
+        )
+        .bind(SITE)
+        .bind(GATEWAY)
+        .bind(CAMERA)
+        .execute(&hub.pool)
+        .await
+        .unwrap();
         sqlx::query(
             "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway) VALUES ($1, now(), now(), $2, $3)",
         )

@@ -139,17 +139,21 @@ async fn list(
         Some((micros, mac)) => (Some(query::from_micros(micros)?), Some(mac)),
         None => (None, None),
     };
-    // A MAC prefix is matched on the stored spelling (lower case, colons).
+    // A MAC prefix is matched on the stored spelling (lower case, colons), on `g` like the
+    // other columns searched, so that one table's trigram indexes serve the whole OR.
     let mac_prefix =
         search.as_ref().map(|q| format!("{}%", query::like_literal(&q.to_ascii_lowercase().replace('-', ":"))));
     let contains = search.as_ref().map(|q| format!("%{}%", query::like_literal(q)));
+    // The cursor's `last_seen <= $8` is implied by the condition after it, and written apart so
+    // that the index on (last_seen DESC, mac) starts the page there instead of filtering up to it.
     let sql = concat!(
         select_devices!(),
         " WHERE ($1::text IS NULL OR f.site = $1) AND ($2::text IS NULL OR f.gateway = $2) \
            AND ($3::text IS NULL OR g.access = $3) AND ($4::text IS NULL OR g.device_type = $4) \
            AND ($5::text IS NULL OR g.vendor = $5) \
-           AND ($6::text IS NULL OR f.mac LIKE $6 OR g.hostname ILIKE $7 OR g.vendor ILIKE $7 \
+           AND ($6::text IS NULL OR g.mac LIKE $6 OR g.hostname ILIKE $7 OR g.vendor ILIKE $7 \
                 OR g.device_type ILIKE $7) \
+           AND ($8::timestamptz IS NULL OR f.last_seen <= $8) \
            AND ($8::timestamptz IS NULL OR f.last_seen < $8 OR (f.last_seen = $8 AND f.mac > $9)) \
          ORDER BY f.last_seen DESC, f.mac LIMIT $10"
     );

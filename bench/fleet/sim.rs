@@ -1,0 +1,111 @@
+//! The simulated fleet: GATEWAYS gateways at SITES sites, each reporting DEVICES device
+//! snapshots, EVENTS events and one health report, as `fleet::wire` reports with the message
+//! ids a real gateway sets. Every value is derived from the indices, so two runs publish the
+//! same reports.
+use std::net::{IpAddr, Ipv4Addr};
+
+use iotgw::{
+    device::{Access, Mac},
+    event::{EventKind, GatewayEvent, Severity},
+    fleet::wire::{Health, Report, ReportBody},
+    inventory::records::{DeviceRecord, TrafficTotals},
+};
+use time::OffsetDateTime;
+
+/// Start of the simulated day (unix ms).
+pub const NOW_MS: i64 = 1_780_000_000_000;
+const VENDORS: [&str; 4] = ["Espressif Inc.", "Philips Lighting BV", "Hangzhou Hikvision", "Tuya Smart Inc."];
+const TYPES: [&str; 4] = ["smart-plug", "bulb", "ip-camera", "sensor"];
+
+/// The shape of the fleet.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub gateways: usize,
+    pub gateways_per_site: usize,
+    pub devices: usize,
+    pub events: usize,
+}
+
+impl Shape {
+    pub fn site(&self, gateway: usize) -> String {
+        format!("site-{:04}", gateway / self.gateways_per_site)
+    }
+
+    pub fn gateway(&self, gateway: usize) -> String {
+        format!("gw-{:05}", gateway)
+    }
+
+    /// Every report of one gateway, in the order it would send them.
+    pub fn reports(&self, gateway: usize) -> Vec<Report> {
+        let (site, name) = (self.site(gateway), self.gateway(gateway));
+        let mut reports = Vec::with_capacity(self.devices + self.events + 1);
+        for device in 0..self.devices {
+            let record = device_record(gateway, device);
+            let changed_ms = NOW_MS + device as i64;
+            reports.push(Report::new(&site, &name, changed_ms, ReportBody::Inventory { changed_ms, device: record }));
+        }
+        for seq in 0..self.events {
+            let event = event(gateway, seq % self.devices.max(1), seq);
+            reports.push(Report::new(
+                &site,
+                &name,
+                NOW_MS + seq as i64,
+                ReportBody::Event { seq: seq as i64 + 1, event },
+            ));
+        }
+        let health = Health { version: "bench".into(), devices: self.devices as u64, ..Health::default() };
+        reports.push(Report::new(&site, &name, NOW_MS, ReportBody::Health { health }));
+        reports
+    }
+}
+
+/// A locally administered MAC unique per (gateway, device).
+pub fn mac(gateway: usize, device: usize) -> Mac {
+    let g = (gateway as u32).to_be_bytes();
+    let d = (device as u16).to_be_bytes();
+    Mac([0x02, g[1], g[2], g[3], d[0], d[1]])
+}
+
+pub fn device_record(gateway: usize, device: usize) -> DeviceRecord {
+    let seen = OffsetDateTime::from_unix_timestamp_nanos(i128::from(NOW_MS) * 1_000_000).expect("time");
+    DeviceRecord {
+        mac: mac(gateway, device),
+        first_seen: seen,
+        last_seen: seen,
+        vendor: Some(VENDORS[device % VENDORS.len()].to_owned()),
+        locally_administered: true,
+        hostname: Some(format!("dev-{gateway}-{device}")),
+        device_type: Some(TYPES[device % TYPES.len()].to_owned()),
+        type_confidence: Some(0.9),
+        access: if device.is_multiple_of(50) { Access::Quarantined } else { Access::Enrolled },
+        lifecycle: Some("enrolled".to_owned()),
+        class: Some("sensor".to_owned()),
+        firmware_version: Some("1.0.0".to_owned()),
+        cert_subject: Some(format!("CN=dev-{gateway}-{device}")),
+        device_id: None,
+        ips: vec![IpAddr::V4(Ipv4Addr::new(10, (device >> 8) as u8, device as u8, 2))],
+        flows_total: device as u64,
+        traffic: TrafficTotals { tx_bytes: 1_000, tx_packets: 10, rx_bytes: 2_000, rx_packets: 12 },
+    }
+}
+
+fn event(gateway: usize, device: usize, seq: usize) -> GatewayEvent {
+    let kind = if seq.is_multiple_of(4) {
+        EventKind::Alert {
+            incident_id: format!("inc-{gateway}-{device}"),
+            detector: "new_destination".to_owned(),
+            score: 0.8,
+            expected: "known destinations".to_owned(),
+            observed: "203.0.113.7:443".to_owned(),
+            flows: vec!["tcp 10.0.0.2:40000 -> 203.0.113.7:443".to_owned()],
+            resolved: false,
+        }
+    } else {
+        EventKind::Audit { action: "seen".to_owned(), detail: format!("report {seq}") }
+    };
+    let severity = if seq.is_multiple_of(4) { Severity::High } else { Severity::Info };
+    let mut event = GatewayEvent::new(severity, Some(mac(gateway, device)), "bench", kind);
+    event.id = format!("{gateway}-{seq}");
+    event.time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(NOW_MS + seq as i64) * 1_000_000).expect("time");
+    event
+}
