@@ -199,7 +199,8 @@ pub async fn run(hub: Hub, devices: usize, rounds: usize) {
     let listener = iotgw::api::bind(&hub.config.api).await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("address"));
     let (trigger, shutdown) = iotgw::shutdown::channel();
-    let app = hub::api::router(hub::api::HubApi::new(hub.clone()).expect("credentials"));
+    // The API reads no ingest here: its counters stay at zero.
+    let app = hub::api::router(hub::api::HubApi::new(hub.clone(), Default::default()).expect("credentials"));
     let server = tokio::spawn(iotgw::api::serve_on(listener, app, None, shutdown));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
 
