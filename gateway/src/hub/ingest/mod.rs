@@ -1,6 +1,6 @@
 //! Ingest: the hub's durable pull consumer `hub` on the report stream, into PostgreSQL.
 //!
-//! Messages are taken in batches (whatever arrived, up to `[ingest] batch`); each batch is
+//! Messages are taken in batches (what arrives within 20 ms of the first, up to `[ingest] batch`); each batch is
 //! decoded and checked (`report`), stored in one transaction (`upsert`, its events in bulk by
 //! `events`), and acknowledged only after the commit. A hub killed mid-batch therefore gets the
 //! batch again, and the upserts make the second time change nothing. A message that is not a report, or whose body claims another
@@ -19,7 +19,7 @@ use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
 };
-use futures::{FutureExt as _, StreamExt as _};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
 use super::Hub;
@@ -41,6 +41,9 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Reports a gateway sent that the store refused are redelivered after this (a database that
 /// is down), or terminated (a report the database cannot take).
 const NAK_DELAY: Duration = Duration::from_secs(2);
+/// How long a batch waits for more reports after its first: under load batches fill (one
+/// transaction for many reports); when quiet a report waits at most this long.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// The `[ingest]` section of the hub's configuration.
 #[derive(Clone, Debug, Deserialize)]
@@ -195,7 +198,7 @@ async fn pause(shutdown: &mut Shutdown) {
     }
 }
 
-/// Waits for one message, then takes every other one already received, up to `max`.
+/// Waits for one message, then takes what arrives within `LINGER` of it, up to `max`.
 async fn next_batch(messages: &mut pull::Stream, max: usize) -> Result<Vec<jetstream::Message>, String> {
     let first = match messages.next().await {
         Some(Ok(message)) => message,
@@ -203,9 +206,10 @@ async fn next_batch(messages: &mut pull::Stream, max: usize) -> Result<Vec<jetst
         None => return Err("the pull stream ended".to_owned()),
     };
     let mut batch = vec![first];
+    let deadline = tokio::time::Instant::now() + LINGER;
     while batch.len() < max {
-        match messages.next().now_or_never() {
-            Some(Some(Ok(message))) => batch.push(message),
+        match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(Some(Ok(message))) => batch.push(message),
             // An error is met again on the next wait; what is in hand is stored first.
             _ => break,
         }
