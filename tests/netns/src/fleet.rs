@@ -218,6 +218,19 @@ impl Drop for HubProcess {
     }
 }
 
+/// One lab per site, each with one meter reaching its head-end upstream (the scenario's),
+/// the meters' MACs distinct from site to site (lab MACs otherwise repeat from lab to lab).
+pub fn site_labs(count: usize) -> Vec<Lab> {
+    (0..count)
+        .map(|n| {
+            let mut lab = Lab::new(1);
+            lab.set_device_mac(0, [0x02, 0x77, 0x0f, 0x00, n as u8, 0x10]);
+            crate::lab::ip(&lab.up, &["addr", "add", "10.78.0.40/24", "dev", "eth0"]);
+            lab
+        })
+        .collect()
+}
+
 /// Runs `iotgw hub provision-*` with `--out dir` and returns the user entry it printed.
 fn provision(dir: &Path, args: &[&str]) -> String {
     let printed = iotgw(&[&["hub"], args, &["--out"]].concat(), &[dir.as_os_str()]);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use iotgw::device::Access;
 use netns_tests::{
-    fleet::{Fleet, OPERATOR_TOKEN, VIEWER_TOKEN},
-    lab::{Lab, format_mac, ip},
+    fleet::{Fleet, OPERATOR_TOKEN, VIEWER_TOKEN, site_labs},
+    lab::format_mac,
     relay::Relay,
     scenario::{POLICY, Scenario},
 };
@@ -33,15 +33,7 @@ fn rows(answer: &Value) -> &Vec<Value> {
 #[test]
 fn three_sites_one_hub_a_scan_quarantined_at_site_b_and_released_from_the_hub() {
     let fleet = Fleet::start(&MEMBERS);
-    let labs: Vec<Lab> = (0..MEMBERS.len())
-        .map(|n| {
-            let mut lab = Lab::new(1);
-            // One meter per site, each its own device (lab MACs repeat from lab to lab).
-            lab.set_device_mac(0, [0x02, 0x77, 0x0f, 0x00, n as u8, 0x10]);
-            ip(&lab.up, &["addr", "add", "10.78.0.40/24", "dev", "eth0"]);
-            lab
-        })
-        .collect();
+    let labs = site_labs(MEMBERS.len());
     let mut members: Vec<Member> = labs
         .iter()
         .enumerate()

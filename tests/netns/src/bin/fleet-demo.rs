@@ -9,8 +9,8 @@ use std::{path::PathBuf, time::Duration};
 
 use iotgw::device::Access;
 use netns_tests::{
-    fleet::{Fleet, OPERATOR_TOKEN},
-    lab::{Lab, format_mac, ip},
+    fleet::{Fleet, OPERATOR_TOKEN, site_labs},
+    lab::format_mac,
     scenario::Scenario,
 };
 use serde_json::{Value, json};
@@ -34,14 +34,7 @@ fn main() {
     report(&format!("hub console: http://{}/ (operator token {OPERATOR_TOKEN})", fleet.hub.api_addr));
 
     step("building three sites, each a gateway with its meter, and starting iotgw at each");
-    let labs: Vec<Lab> = (0..MEMBERS.len())
-        .map(|n| {
-            let mut lab = Lab::new(1);
-            lab.set_device_mac(0, [0x02, 0x77, 0x0f, 0x00, n as u8, 0x10]);
-            ip(&lab.up, &["addr", "add", "10.78.0.40/24", "dev", "eth0"]);
-            lab
-        })
-        .collect();
+    let labs = site_labs(MEMBERS.len());
     let mut relays = Vec::new();
     let mut sites: Vec<Scenario> = labs
         .iter()
