@@ -253,7 +253,9 @@ impl Watcher {
         if let Err(error) = bundle.verify(&self.key) {
             return self.refuse(bundle.version, ACTOR_UNVERIFIED, format!("{label} refused: {error}"));
         }
-        let actor = format!("hub:{}", bundle.actor);
+        // Signed by the hub, still text someone typed: escaped before it reaches events and logs.
+        let claimed = crate::untrusted::escape(&bundle.actor).into_owned();
+        let actor = format!("hub:{claimed}");
         if bundle.scope.kv_key() != key {
             let reason = format!("{label} refused: it was put under {key}, not {}", bundle.scope.kv_key());
             return self.refuse(bundle.version, &actor, reason);
@@ -266,7 +268,7 @@ impl Watcher {
         let enforced = Enforced {
             scope: bundle.scope.clone(),
             version: bundle.version,
-            actor: bundle.actor.clone(),
+            actor: claimed,
             created_ms: bundle.created_ms,
         };
         let dir = self.policy_dir.clone();
