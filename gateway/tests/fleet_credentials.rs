@@ -76,8 +76,8 @@ async fn a_gateways_credentials_reach_its_own_subjects_only() {
     let dir = Folder(scratch("fleet-credentials"));
     let dir = &dir.0;
     let hub_user = provision(dir, "hub.nk", &credentials::hub_permissions());
-    let gateway_a = provision(dir, "s1.gw-a.nk", &credentials::gateway_permissions("s1", "gw-a", &[]));
-    let gateway_b = provision(dir, "s2.gw-b.nk", &credentials::gateway_permissions("s2", "gw-b", &[]));
+    let gateway_a = provision(dir, "s1.gw-a.nk", &credentials::gateway_permissions("s1", "gw-a", &[], None));
+    let gateway_b = provision(dir, "s2.gw-b.nk", &credentials::gateway_permissions("s2", "gw-b", &[], None));
     let log = dir.join("nats.log");
     let conf = format!(
         "log_file: \"{}\"\n{}",

@@ -68,6 +68,10 @@ pub struct ProvisionGatewayArgs {
     /// Folder for the seed file `<site>.<gateway>.nk` (`[fleet] credentials`).
     #[arg(long)]
     pub out: PathBuf,
+    /// The hub's JetStream domain, when the gateway connects through a site's leaf node
+    /// (`[fleet] jetstream_domain`): its API subjects carry the domain.
+    #[arg(long)]
+    pub jetstream_domain: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -178,10 +182,11 @@ fn publish(config: &std::path::Path, scope: &Scope, dir: &std::path::Path, actor
 }
 
 fn provision_gateway(args: ProvisionGatewayArgs) -> anyhow::Result<ExitCode> {
-    for name in std::iter::once(&args.site).chain([&args.gateway]).chain(&args.groups) {
+    for name in std::iter::once(&args.site).chain([&args.gateway]).chain(&args.groups).chain(&args.jetstream_domain) {
         subjects::check_token(name).map_err(anyhow::Error::msg)?;
     }
-    let permissions = credentials::gateway_permissions(&args.site, &args.gateway, &args.groups);
+    let permissions =
+        credentials::gateway_permissions(&args.site, &args.gateway, &args.groups, args.jetstream_domain.as_deref());
     let file = format!("{}.{}.nk", args.site, args.gateway);
     provision(&args.out, &file, &permissions, &format!("gateway {}.{}", args.site, args.gateway))
 }

@@ -165,7 +165,7 @@ pub fn spawn(
     let mut precedence = vec![Scope::Site(fleet.site.clone())];
     precedence.extend(fleet.groups.iter().map(|group| Scope::Group(group.clone())));
     let watcher = Watcher::new(key, precedence, policy_dir, status, bus, installs);
-    let task = tokio::spawn(watcher.run(jetstream::new(client), shutdown));
+    let task = tokio::spawn(watcher.run(fleet.jetstream(client), shutdown));
     Ok(Some((task, requests)))
 }
 

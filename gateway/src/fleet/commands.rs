@@ -198,7 +198,7 @@ pub fn spawn(
     let consumer = Consumer {
         site: config.site.clone(),
         gateway: config.gateway.clone(),
-        jetstream: jetstream::new(client),
+        jetstream: config.jetstream(client),
         executor: Arc::new(Mutex::new(executor)),
         bus,
     };

@@ -11,9 +11,11 @@
 //! bundle_key = "/etc/iotgw/bundle.pub.pem"  # Ed25519 public key policy bundles must verify against (`iotgw hub keygen`)
 //! groups = ["retail"]                    # bundle groups this gateway takes, after its site's own
 //! health_secs = 30
+//! jetstream_domain = "hub"               # the hub's JetStream domain, when a site leaf node stands between
 //! ```
 use std::path::PathBuf;
 
+use async_nats::jetstream;
 use serde::Deserialize;
 
 use super::subjects;
@@ -34,6 +36,11 @@ pub struct Config {
     pub groups: Vec<String>,
     /// Seconds between health reports.
     pub health_secs: u64,
+    /// The hub's JetStream domain (`jetstream { domain: ... }` on the hub's servers). Needed when
+    /// the gateway connects through a site's leaf node: nats-server does not carry the plain
+    /// JetStream API (`$JS.API.>`) across a leaf connection, only the domain's
+    /// (`$JS.<domain>.API.>`).
+    pub jetstream_domain: Option<String>,
 }
 
 impl Default for Config {
@@ -47,6 +54,7 @@ impl Default for Config {
             bundle_key: None,
             groups: Vec::new(),
             health_secs: 30,
+            jetstream_domain: None,
         }
     }
 }
@@ -54,6 +62,14 @@ impl Default for Config {
 impl Config {
     pub fn enabled(&self) -> bool {
         self.nats_url.is_some()
+    }
+
+    /// The JetStream API on `client`, in the hub's domain when one is configured.
+    pub fn jetstream(&self, client: async_nats::Client) -> jetstream::Context {
+        match &self.jetstream_domain {
+            Some(domain) => jetstream::with_domain(client, domain),
+            None => jetstream::new(client),
+        }
     }
 
     /// Every problem with the section, for `config::load`.
@@ -71,6 +87,11 @@ impl Config {
             if let Err(why) = subjects::check_token(group) {
                 problems.push(format!("fleet.groups: {why}"));
             }
+        }
+        if let Some(domain) = &self.jetstream_domain
+            && let Err(why) = subjects::check_token(domain)
+        {
+            problems.push(format!("fleet.jetstream_domain: {why}"));
         }
         if self.health_secs == 0 {
             problems.push("fleet.health_secs: must be at least 1".to_owned());

@@ -150,7 +150,7 @@ impl Fleet {
     /// the store meanwhile).
     pub fn new(config: &Config, client: async_nats::Client) -> Self {
         let reporter =
-            Reporter::new(jetstream::new(client.clone()), &config.site, &config.gateway, publisher::ACK_TIMEOUT);
+            Reporter::new(config.jetstream(client.clone()), &config.site, &config.gateway, publisher::ACK_TIMEOUT);
         Self {
             client,
             reporter,

@@ -35,9 +35,19 @@ fn policy_stream() -> String {
     format!("KV_{}", subjects::POLICY_BUCKET)
 }
 
+/// The JetStream API's subject prefix a client uses: `$JS.API`, or `$JS.<domain>.API` for a
+/// client that names the hub's domain (`[fleet] jetstream_domain`, behind a site's leaf node).
+fn api_prefix(domain: Option<&str>) -> String {
+    match domain {
+        Some(domain) => format!("$JS.{domain}.API"),
+        None => "$JS.API".to_owned(),
+    }
+}
+
 /// A gateway's permissions: its reports, its command consumer, its policy keys (its site's and
-/// its `groups`'), its inbox.
-pub fn gateway_permissions(site: &str, gateway: &str, groups: &[String]) -> Permissions {
+/// its `groups`'), its inbox. `domain` is its `[fleet] jetstream_domain`.
+pub fn gateway_permissions(site: &str, gateway: &str, groups: &[String], domain: Option<&str>) -> Permissions {
+    let api = api_prefix(domain);
     let consumer = subjects::command_consumer(site, gateway);
     let commands = subjects::COMMAND_STREAM;
     let policy = policy_stream();
@@ -48,17 +58,17 @@ pub fn gateway_permissions(site: &str, gateway: &str, groups: &[String]) -> Perm
             .map(|kind| subjects::report(site, gateway, kind))
             .collect();
     publish.extend([
-        format!("$JS.API.CONSUMER.CREATE.{commands}.{consumer}.{}", subjects::command(site, gateway)),
-        format!("$JS.API.CONSUMER.INFO.{commands}.{consumer}"),
-        format!("$JS.API.CONSUMER.MSG.NEXT.{commands}.{consumer}"),
+        format!("{api}.CONSUMER.CREATE.{commands}.{consumer}.{}", subjects::command(site, gateway)),
+        format!("{api}.CONSUMER.INFO.{commands}.{consumer}"),
+        format!("{api}.CONSUMER.MSG.NEXT.{commands}.{consumer}"),
         format!("$JS.ACK.{commands}.{consumer}.>"),
-        format!("$JS.API.STREAM.INFO.{policy}"),
-        format!("$JS.API.CONSUMER.CREATE.{policy}"),
+        format!("{api}.STREAM.INFO.{policy}"),
+        format!("{api}.CONSUMER.CREATE.{policy}"),
         format!("$JS.FC.{policy}.>"),
     ]);
     let keys =
         std::iter::once(subjects::site_bundle_key(site)).chain(groups.iter().map(|g| subjects::group_bundle_key(g)));
-    publish.extend(keys.map(|key| format!("$JS.API.DIRECT.GET.{policy}.$KV.{bucket}.{key}")));
+    publish.extend(keys.map(|key| format!("{api}.DIRECT.GET.{policy}.$KV.{bucket}.{key}")));
     Permissions { publish, subscribe: vec![format!("{}.>", subjects::inbox_prefix(site, gateway))] }
 }
 
@@ -113,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_gateway_may_publish_only_under_its_own_names() {
-        let permissions = gateway_permissions("s1", "gw-1", &["retail".to_owned()]);
+        let permissions = gateway_permissions("s1", "gw-1", &["retail".to_owned()], None);
         for subject in &permissions.publish {
             let own =
                 subject.contains("s1.gw-1") || subject.contains("gw_s1~gw-1") || subject.contains("KV_iotgw_policy");

@@ -29,7 +29,11 @@ pub struct Broker {
 
 impl Broker {
     pub async fn start() -> Self {
-        let nats = NatsServer::start();
+        Self::on(NatsServer::start()).await
+    }
+
+    /// The hub's streams on `nats`, a JetStream server already running.
+    pub async fn on(nats: NatsServer) -> Self {
         let url = nats.url();
         let endpoint = fleet::connect::Endpoint {
             url: &url,
@@ -78,19 +82,17 @@ pub struct Gateway {
 
 impl Gateway {
     pub async fn start(url: &str, store: &Path) -> Self {
-        let config = fleet::Config {
-            nats_url: Some(url.to_owned()),
-            site: SITE.into(),
-            gateway: GATEWAY.into(),
-            health_secs: 1,
-            ..Default::default()
-        };
+        Self::start_with(&config(url), store).await
+    }
+
+    /// A gateway with `config` as its `[fleet]` section.
+    pub async fn start_with(config: &fleet::Config, store: &Path) -> Self {
         // As the controller does before anything else: the store with every table.
         iotgw::schema::open(store).expect("store");
         let (trigger, shutdown) = shutdown::channel();
         let bus = EventBus::default();
-        let client = fleet::connect::connect_gateway(&config).await.expect("fleet connect");
-        let link = fleet::Fleet::new(&config, client);
+        let client = fleet::connect::connect_gateway(config).await.expect("fleet connect");
+        let link = fleet::Fleet::new(config, client);
         let integrations = integrations::spawn_with(
             integrations::Config { aggregation: integrations::config::AggregationConfig::off(), ..Default::default() },
             store,
@@ -118,6 +120,17 @@ impl Gateway {
         self.trigger.trigger();
         self.integrations.join().await;
         self.fleet.join().await;
+    }
+}
+
+/// The `[fleet]` section of the test's gateway, reaching the broker at `url`.
+pub fn config(url: &str) -> fleet::Config {
+    fleet::Config {
+        nats_url: Some(url.to_owned()),
+        site: SITE.into(),
+        gateway: GATEWAY.into(),
+        health_secs: 1,
+        ..Default::default()
     }
 }
 

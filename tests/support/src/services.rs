@@ -48,13 +48,15 @@ pub struct NatsServer {
     pub store: PathBuf,
     /// Configuration file given with `-c` (`start_with_config`).
     config: Option<PathBuf>,
+    /// Runs JetStream (`-js`); a leaf node without it uses its hub's.
+    jetstream: bool,
     child: Option<Child>,
 }
 
 impl NatsServer {
     /// Starts a JetStream server with its store in a fresh folder.
     pub fn start() -> NatsServer {
-        Self::start_from(None)
+        Self::start_from(None, true)
     }
 
     /// Starts a JetStream server reading `conf` (nats-server's configuration syntax, such as an
@@ -63,12 +65,25 @@ impl NatsServer {
     pub fn start_with_config(conf: &str) -> NatsServer {
         let path = scratch("nats-conf").join("nats-server.conf");
         std::fs::write(&path, conf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        Self::start_from(Some(path))
+        Self::start_from(Some(path), true)
     }
 
-    fn start_from(config: Option<PathBuf>) -> NatsServer {
+    /// Starts a leaf node of `hub` (a server started with `leafnodes { listen: ... }` on
+    /// `hub_leaf_port`), as a site would run one: no JetStream of its own, so its clients use
+    /// the hub's streams and buckets through it. `extra` is more configuration (such as the
+    /// site's `authorization` block).
+    pub fn start_leaf(hub_leaf_port: u16, extra: &str) -> NatsServer {
+        let path = scratch("nats-conf").join("nats-server.conf");
+        let conf = format!(
+            "leafnodes {{ reconnect: 1, remotes = [ {{ url: \"nats-leaf://127.0.0.1:{hub_leaf_port}\" }} ] }}\n{extra}\n"
+        );
+        std::fs::write(&path, conf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self::start_from(Some(path), false)
+    }
+
+    fn start_from(config: Option<PathBuf>, jetstream: bool) -> NatsServer {
         assert!(Path::new(NATS_SERVER).exists(), "{NATS_SERVER} is missing: run `cargo xtask setup`");
-        let mut server = NatsServer { port: free_port(), store: scratch("nats"), config, child: None };
+        let mut server = NatsServer { port: free_port(), store: scratch("nats"), config, jetstream, child: None };
         server.restart();
         server
     }
@@ -85,9 +100,11 @@ impl NatsServer {
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
+        if self.jetstream {
+            command.arg("-js").arg("-sd").arg(&self.store);
+        }
         let child = command
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
-            .arg(&self.store)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
