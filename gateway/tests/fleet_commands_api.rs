@@ -103,3 +103,23 @@ async fn an_operator_quarantines_and_releases_from_the_hub_and_reads_the_outcome
     assert_eq!(status(refused), StatusCode::UNAUTHORIZED);
     assert_eq!(fleet.access(), Access::Enrolled, "no refused request changed the device");
 }
+
+#[tokio::test]
+async fn a_command_the_broker_does_not_take_is_refused_as_unavailable_and_recorded() {
+    let mut fleet = Fleet::start(3600).await;
+    let operator = serve(&fleet).await;
+    let http = client(Some(OPERATOR_TOKEN));
+    fleet.nats.kill9();
+
+    let refused = http.post(format!("{operator}/api/v1/devices/{CAMERA}/quarantine")).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "unavailable", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("try again"), "{body}");
+
+    let listed: Vec<Value> =
+        http.get(format!("{operator}/api/v1/commands?mac={CAMERA}")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["outcome"], "refused", "the command is on record as refused: {listed:?}");
+    assert_eq!(fleet.access(), Access::Enrolled, "nothing reached the gateway");
+}

@@ -70,6 +70,10 @@ pub enum ApiError {
     /// An alert change or query refused (400, 404, 409) or failed (500).
     #[error("{0}")]
     Alert(#[from] crate::alerts::AlertsError),
+    /// A service this one depends on (the fleet's broker) did not answer: nothing was done,
+    /// the caller may try again (503, code `unavailable`).
+    #[error("{0}")]
+    Unavailable(String),
     /// A bug or a panicked task.
     #[error("internal error: {0}")]
     Internal(String),
@@ -115,6 +119,7 @@ impl ApiError {
             ApiError::UnknownDevice(_) | ApiError::UnknownCampaign(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Datapath(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Alert(error) => match error {
                 AlertsError::Invalid(_) => StatusCode::BAD_REQUEST,
                 AlertsError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -129,6 +134,7 @@ impl ApiError {
     pub fn code(&self) -> Option<&'static str> {
         match self {
             ApiError::Csrf(_) => Some("csrf"),
+            ApiError::Unavailable(_) => Some("unavailable"),
             _ => None,
         }
     }

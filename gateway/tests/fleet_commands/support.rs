@@ -37,7 +37,7 @@ pub const TEST_STREAMS: Streams = Streams { max_age_days: 1, max_bytes: 64 << 20
 
 /// One hub, one gateway store with a camera enrolled, and the servers they run on.
 pub struct Fleet {
-    _nats: NatsServer,
+    pub nats: NatsServer,
     _postgres: Postgres,
     pub hub: Hub,
     pub client: async_nats::Client,
@@ -93,7 +93,7 @@ impl Fleet {
         .execute(&hub.pool)
         .await
         .unwrap();
-        Fleet { _nats: nats, _postgres: postgres, hub, client, store, control }
+        Fleet { nats, _postgres: postgres, hub, client, store, control }
     }
 
     /// Starts the gateway's command consumer; trigger the returned switch to stop it.

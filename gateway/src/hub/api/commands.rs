@@ -139,8 +139,10 @@ fn refusal(error: CommandError) -> ApiError {
         CommandError::UnknownDevice(mac) => ApiError::UnknownDevice(mac),
         CommandError::Invalid(why) => ApiError::BadRequest(why),
         CommandError::Store(error) => store_error(error),
-        // Recorded as refused; the caller may try again.
-        CommandError::Broker(why) => ApiError::Internal(format!("the broker did not take the command: {why}")),
+        // Recorded as refused; nothing reached the gateway, the caller may try again.
+        CommandError::Broker(why) => ApiError::Unavailable(format!(
+            "the broker did not take the command ({why}); it is recorded as refused and nothing was sent: try again"
+        )),
     }
 }
 
