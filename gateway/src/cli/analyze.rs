@@ -30,7 +30,7 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Capture files (libpcap, Ethernet).
+    /// Capture files: libpcap (Ethernet) or pcapng (its Ethernet interfaces).
     #[arg(required = true)]
     pub captures: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -139,12 +139,17 @@ fn print_table(report: &Report) {
     for capture in &report.captures {
         if let Some(stats) = &capture.stats {
             eprintln!(
-                "{}: {} frames, {} flows, {} samples, {} malformed{}",
+                "{}: {} frames, {} flows, {} samples, {} malformed{}{}",
                 capture.path.display(),
                 stats.frames,
                 stats.flows,
                 stats.samples,
                 stats.malformed,
+                if stats.skipped_frames > 0 {
+                    format!(", {} skipped (not Ethernet)", stats.skipped_frames)
+                } else {
+                    String::new()
+                },
                 if stats.truncated_capture { ", capture truncated" } else { "" }
             );
         }

@@ -15,6 +15,7 @@ use std::{
 
 use crate::device::{Access, Mac};
 
+pub mod capture;
 pub mod config;
 pub mod events;
 pub mod interface;

@@ -1,4 +1,4 @@
-//! Capture replay: reads libpcap files (`pcap-file`), parses each Ethernet frame
+//! Capture replay: reads libpcap and pcapng files (`capture`), parses each Ethernet frame
 //! (`etherparse`) and produces the `DatapathEvent`s the LAN XDP program would have sent for it,
 //! plus per-device per-interval traffic counters (what `DEVICE_STATS` would have counted).
 //! Writes nothing; `iotgw analyze`, fingerprint training and baseline/detection replays all
@@ -27,11 +27,12 @@ use etherparse::{
     EtherPayloadSlice, EtherType, Ethernet2Slice, NetSlice, SingleVlanSlice, SlicedPacket, TransportSlice,
 };
 use gateway_ebpf::{MAX_TCP_OPTIONS, MAX_VLAN_TAGS, SAMPLE_BYTES, SynFingerprint, proto, reason, verdict};
-use pcap_file::{DataLink, pcap::PcapReader};
+use pcap_file::DataLink;
 use serde::Serialize;
 
 use crate::{
     datapath::{
+        capture::{CaptureReader, Next},
         events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
         traffic::TrafficCounters,
     },
@@ -65,8 +66,8 @@ const TCP_FLAGS_OFFSET: usize = 13;
 pub enum ReplayError {
     #[error("cannot open capture {path}: {source}")]
     Open { path: PathBuf, source: std::io::Error },
-    /// Not a libpcap file (pcapng is not supported), or its header is damaged.
-    #[error("{path} is not a readable libpcap capture: {source}")]
+    /// Neither a libpcap nor a pcapng file, or its header is damaged.
+    #[error("{path} is not a readable libpcap or pcapng capture: {source}")]
     Format { path: PathBuf, source: pcap_file::PcapError },
     /// The capture's link type is not Ethernet.
     #[error("{path} has link type {datalink:?}; only Ethernet captures can be replayed")]
@@ -101,6 +102,8 @@ pub struct ReplayStats {
     pub samples: u64,
     /// The capture ended in a damaged record; what came before was replayed.
     pub truncated_capture: bool,
+    /// pcapng packets not replayed: of an interface that is not Ethernet, or without one.
+    pub skipped_frames: u64,
 }
 
 /// The XDP program's view of frames, one frame at a time. Feed frames in time order with
@@ -410,13 +413,13 @@ fn syn_fingerprint(window: u16, options: &[u8], ttl: u8, dont_fragment: u8) -> S
 /// Items of one capture file, in order, as an iterator. Reading stops at the first damaged
 /// record (`stats().truncated_capture`).
 pub struct CaptureReplay<R: Read> {
-    reader: Option<PcapReader<R>>,
+    reader: Option<CaptureReader<R>>,
     replayer: Replayer,
     pending: VecDeque<ReplayItem>,
 }
 
 impl CaptureReplay<BufReader<File>> {
-    /// Opens a libpcap file with an Ethernet link type.
+    /// Opens a libpcap (Ethernet) or pcapng file.
     pub fn open(path: &Path, interval: Duration) -> Result<Self, ReplayError> {
         let file = File::open(path).map_err(|source| ReplayError::Open { path: path.to_owned(), source })?;
         Self::new(BufReader::new(file), path, interval)
@@ -424,13 +427,9 @@ impl CaptureReplay<BufReader<File>> {
 }
 
 impl<R: Read> CaptureReplay<R> {
-    /// Reads a libpcap stream; `path` only names it in errors.
+    /// Reads a libpcap or pcapng stream; `path` only names it in errors.
     pub fn new(reader: R, path: &Path, interval: Duration) -> Result<Self, ReplayError> {
-        let reader = PcapReader::new(reader).map_err(|source| ReplayError::Format { path: path.to_owned(), source })?;
-        let datalink = reader.header().datalink;
-        if datalink != DataLink::ETHERNET {
-            return Err(ReplayError::LinkType { path: path.to_owned(), datalink });
-        }
+        let reader = CaptureReader::new(reader, path)?;
         Ok(Self { reader: Some(reader), replayer: Replayer::new(interval), pending: VecDeque::new() })
     }
 
@@ -450,13 +449,11 @@ impl<R: Read> Iterator for CaptureReplay<R> {
             let reader = self.reader.as_mut()?;
             let pending = &mut self.pending;
             let mut push = |item| pending.push_back(item);
-            match reader.next_packet() {
-                Some(Ok(packet)) => {
-                    let time = SystemTime::UNIX_EPOCH + packet.timestamp;
-                    self.replayer.frame(time, &packet.data, packet.orig_len, &mut push);
-                }
+            match reader.next_frame() {
+                Some(Next::Frame(frame)) => self.replayer.frame(frame.time, &frame.data, frame.wire_len, &mut push),
+                Some(Next::Skipped) => self.replayer.stats.skipped_frames += 1,
                 end => {
-                    if matches!(end, Some(Err(_))) {
+                    if matches!(end, Some(Next::Damaged(_))) {
                         self.replayer.stats.truncated_capture = true;
                     }
                     self.reader = None;

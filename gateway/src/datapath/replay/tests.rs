@@ -136,3 +136,49 @@ fn replay_refuses_a_file_that_is_not_pcap() {
     let error = CaptureReplay::new(&b"definitely not a capture file"[..], Path::new("x.pcap"), DEFAULT_INTERVAL);
     assert!(matches!(error, Err(ReplayError::Format { .. })));
 }
+
+/// A real capture rewritten as pcapng (nanosecond interface, as Wireshark writes on Linux)
+/// replays into exactly the items and stats of the libpcap original.
+#[test]
+fn a_pcapng_copy_of_a_real_capture_replays_the_same() {
+    use pcap_file::{
+        pcap::PcapReader,
+        pcapng::{
+            Block, PcapNgWriter,
+            blocks::{
+                enhanced_packet::EnhancedPacketBlock,
+                interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption},
+            },
+        },
+    };
+    let original = crate::test_datasets::dataset("iot-sentinel").join("HueBridge/Setup-A-1-STA.pcap");
+    let mut pcap = PcapReader::new(File::open(&original).unwrap()).unwrap();
+    let mut writer = PcapNgWriter::new(Vec::new()).unwrap();
+    let interface = InterfaceDescriptionBlock {
+        linktype: DataLink::ETHERNET,
+        snaplen: 0xffff,
+        options: vec![InterfaceDescriptionOption::IfTsResol(9)],
+    };
+    writer.write_block(&Block::InterfaceDescription(interface)).unwrap();
+    while let Some(packet) = pcap.next_packet() {
+        let packet = packet.unwrap();
+        let copy = EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: packet.timestamp,
+            original_len: packet.orig_len,
+            data: packet.data,
+            options: vec![],
+        };
+        writer.write_block(&Block::EnhancedPacket(copy)).unwrap();
+    }
+    let pcapng = writer.into_inner();
+
+    let interval = Duration::from_secs(10);
+    let mut from_pcap = CaptureReplay::open(&original, interval).unwrap();
+    let expected: Vec<ReplayItem> = from_pcap.by_ref().collect();
+    let mut from_pcapng = CaptureReplay::new(std::io::Cursor::new(pcapng), Path::new("copy.pcapng"), interval).unwrap();
+    let items: Vec<ReplayItem> = from_pcapng.by_ref().collect();
+    assert!(from_pcap.stats().frames > 100, "{:?}", from_pcap.stats());
+    assert_eq!(from_pcapng.stats(), from_pcap.stats());
+    assert!(items == expected, "the pcapng copy replays into the same items");
+}
