@@ -476,6 +476,25 @@ async fn cloned_identity_blocks_both_macs_and_raises_an_alert() {
     for action in ["provision", "issue", "activate", "clone_suspected", "decommission"] {
         assert!(trail.contains(&format!(" {action}:")), "{action} missing from\n{trail}");
     }
+    // The same, as JSON for scripts: the trail's actions in order, the listing's lifecycle.
+    let trail: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(&lab.iotgw(&["audit", &device, "--json"]))).unwrap();
+    let actions: Vec<&str> = trail.iter().map(|entry| entry["action"].as_str().unwrap()).collect();
+    assert_eq!(actions.first(), Some(&"provision"), "{actions:?}");
+    assert_eq!(actions.last(), Some(&"decommission"), "{actions:?}");
+    assert!(trail.iter().all(|entry| entry["device"] == device.as_str()), "{trail:?}");
+    let listing: serde_json::Value = serde_json::from_str(&stdout(&lab.iotgw(&["list", "--json"]))).unwrap();
+    let listed = listing["devices"].as_array().unwrap().iter().find(|d| d["device"] == device.as_str()).unwrap();
+    assert_eq!(listed["lifecycle"], "decommissioned", "{listing}");
+    assert!(
+        listing["certificates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["device"] == device.as_str())
+            .all(|c| c["status"] == "revoked"),
+        "a decommissioned device's certificates are revoked: {listing}"
+    );
     trigger.trigger();
     tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");
 }

@@ -80,9 +80,10 @@ fn minutes(at: u16) -> String {
     format!("{:02}:{:02}", at / 60, at % 60)
 }
 
-/// What the API shows of `campaign`, with its groups' progress.
-fn campaign(conn: &rusqlite::Connection, campaign: rollout::Campaign) -> Result<Campaign, ApiError> {
-    let groups = rollout::progress(conn, &campaign).map_err(ota_error)?;
+/// What the API (and `iotgw ota campaign status --json`) shows of `campaign`, with its
+/// groups' progress.
+pub fn view(conn: &rusqlite::Connection, campaign: rollout::Campaign) -> Result<Campaign, rollout::RolloutError> {
+    let groups = rollout::progress(conn, &campaign)?;
     let plan = &campaign.spec.plan;
     let names = std::iter::once("canary".to_owned()).chain(plan.stages.iter().map(stage_name));
     let stages = names
@@ -141,7 +142,7 @@ async fn with_ota<T: Send + 'static>(
 )]
 pub async fn campaigns(State(state): State<ApiState>, _caller: Caller) -> Result<Json<Vec<Campaign>>, ApiError> {
     let campaigns = with_ota(&state, |conn| {
-        rollout::campaigns(conn).map_err(ota_error)?.into_iter().map(|c| campaign(conn, c)).collect()
+        rollout::campaigns(conn).map_err(ota_error)?.into_iter().map(|c| view(conn, c).map_err(ota_error)).collect()
     })
     .await?;
     Ok(Json(campaigns))
@@ -166,7 +167,7 @@ pub async fn campaign_by_id(
 ) -> Result<Json<Campaign>, ApiError> {
     let shown = with_ota(&state, move |conn| {
         let found = rollout::campaigns(conn).map_err(ota_error)?.into_iter().find(|c| c.id.0 == id);
-        campaign(conn, found.ok_or(ApiError::UnknownCampaign(id))?)
+        view(conn, found.ok_or(ApiError::UnknownCampaign(id))?).map_err(ota_error)
     })
     .await?;
     Ok(Json(shown))

@@ -9,6 +9,7 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
+    cli::table::write_json,
     device::Mac,
     ota::{
         self, db, keys,
@@ -108,11 +109,17 @@ pub enum Command {
     List {
         #[command(flatten)]
         at: Location,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Devices' firmware versions as reported to the update service.
     Devices {
         #[command(flatten)]
         at: Location,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Write root N+1 with new root keys, signed by a threshold of the old AND the new keys.
     RotateRoot {
@@ -254,17 +261,27 @@ pub enum CampaignCommand {
         #[command(flatten)]
         at: Location,
         id: Option<String>,
+        /// Print JSON (the API's campaign shape, `GET /api/v1/ota/campaigns`) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
+    /// Stop a campaign now: no further device is offered the release until it is resumed
+    /// (devices already updated keep it).
     Halt {
         #[command(flatten)]
         at: Location,
+        /// The campaign's id (`iotgw ota campaign status`).
         id: String,
+        /// Why, kept with the campaign and in the audit trail.
         #[arg(long, default_value = "halted by operator")]
         reason: String,
     },
+    /// Continue a halted campaign from the stage it stopped in; failures before the resume no
+    /// longer count towards its failure threshold.
     Resume {
         #[command(flatten)]
         at: Location,
+        /// The campaign's id (`iotgw ota campaign status`).
         id: String,
     },
 }
@@ -328,28 +345,60 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 accepted.path, accepted.firmware_version, accepted.role, accepted.role_version, accepted.path
             );
         }
-        Command::List { at } => {
+        Command::List { at, json } => {
             let (_, conn) = at.open()?;
             let released: std::collections::HashMap<String, u64> =
                 db::roles(&conn)?.into_iter().map(|r| (r.role, r.released_version)).collect();
+            let targets = db::targets(&conn)?;
+            let release_of = |t: &db::TargetRow| {
+                if released.get(&t.role).is_some_and(|r| *r >= t.role_version) { "all" } else { "campaign" }
+            };
+            if json {
+                let rows: Vec<_> = targets
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "path": t.path, "role": t.role, "role_version": t.role_version,
+                            "firmware_version": t.firmware_version, "device_classes": t.device_classes,
+                            "length": t.length, "sha256": t.sha256, "released": release_of(t),
+                        })
+                    })
+                    .collect();
+                write_json(&mut std::io::stdout().lock(), &rows)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("{:<40} {:<10} {:<16} {:>10} {:<8} SHA256", "TARGET", "VERSION", "CLASSES", "BYTES", "RELEASED");
-            for t in db::targets(&conn)? {
-                let all = released.get(&t.role).is_some_and(|r| *r >= t.role_version);
+            for t in &targets {
                 println!(
                     "{:<40} {:<10} {:<16} {:>10} {:<8} {}",
                     t.path,
                     t.firmware_version,
                     t.device_classes.join(","),
                     t.length,
-                    if all { "all" } else { "campaign" },
+                    release_of(t),
                     &t.sha256[..16]
                 );
             }
         }
-        Command::Devices { at } => {
+        Command::Devices { at, json } => {
             let (_, conn) = at.open()?;
+            let devices = db::devices(&conn)?;
+            if json {
+                let rows: Vec<_> = devices
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "mac": d.mac, "device_class": d.device_class, "firmware_version": d.firmware_version,
+                            "last_status": d.last_status, "last_detail": d.last_detail,
+                            "updated_at": crate::identity::registry::rfc3339(d.updated_at),
+                        })
+                    })
+                    .collect();
+                write_json(&mut std::io::stdout().lock(), &rows)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             println!("{:<18} {:<12} {:<10} {:<8} DETAIL", "DEVICE", "CLASS", "FIRMWARE", "STATUS");
-            for d in db::devices(&conn)? {
+            for d in devices {
                 println!(
                     "{:<18} {:<12} {:<10} {:<8} {}",
                     d.mac.to_string(),
@@ -508,13 +557,22 @@ fn campaign(command: CampaignCommand) -> anyhow::Result<ExitCode> {
                 .context("creating the campaign")?;
             println!("campaign {id} created (draft; the update service starts it inside a window)");
         }
-        CampaignCommand::Status { at, id } => {
+        CampaignCommand::Status { at, id, json } => {
             let (repo, conn) = at.open()?;
             let rollouts = Rollouts { conn: &conn, repo: &repo };
             let campaigns = match id {
                 Some(id) => vec![rollouts.get(&id)?],
                 None => rollouts.all()?,
             };
+            if json {
+                let views = campaigns
+                    .into_iter()
+                    .map(|c| crate::api::ota::view(&conn, c))
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("reading the campaigns' progress")?;
+                write_json(&mut std::io::stdout().lock(), &views)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             for c in campaigns {
                 let stats = rollouts.stats(&c)?;
                 println!(

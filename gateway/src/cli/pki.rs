@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use time::OffsetDateTime;
 
 use crate::{
+    cli::table::write_json,
     device::Mac,
     identity::{
         self, Identity,
@@ -77,12 +78,21 @@ pub enum Command {
         store: StoreArgs,
     },
     /// Devices, certificates and open holds.
-    List(StoreArgs),
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// The audit trail (of one device, or of all).
     Audit {
         device: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Write the current CRL (DER) to a file.
     Crl {
@@ -187,14 +197,33 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             identity.release_hold(mac, &actor(), now).context("releasing the hold")?;
             println!("hold on {mac} released");
         }
-        Command::List(store) => {
+        Command::List { store, json } => {
             let (identity, _) = open(&store)?;
-            print_listing(&identity.list()?);
+            let listing = identity.list()?;
+            if json {
+                write_json(&mut std::io::stdout().lock(), &listing_json(&listing))?;
+            } else {
+                print_listing(&listing);
+            }
         }
-        Command::Audit { device, store } => {
+        Command::Audit { device, store, json } => {
             let device = device.map(|d| d.parse::<DeviceId>()).transpose()?;
             let (identity, _) = open(&store)?;
-            for entry in registry::audit_trail(identity.connection(), device.as_ref())? {
+            let trail = registry::audit_trail(identity.connection(), device.as_ref())?;
+            if json {
+                let rows: Vec<_> = trail
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "at": when(e.at), "device": e.device, "mac": e.mac,
+                            "actor": e.actor, "action": e.action, "detail": e.detail,
+                        })
+                    })
+                    .collect();
+                write_json(&mut std::io::stdout().lock(), &rows)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            for entry in trail {
                 println!(
                     "{} {} {} {} {}: {}",
                     when(entry.at),
@@ -226,6 +255,34 @@ fn suspend(device: &str, store: &StoreArgs, suspend: bool, now: OffsetDateTime) 
 
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// `pki list --json`: the listing with times in RFC 3339.
+fn listing_json(listing: &identity::core::Listing) -> serde_json::Value {
+    let devices: Vec<_> = listing
+        .devices
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "device": d.device.to_string(), "mac": d.mac, "lifecycle": d.lifecycle.to_string(),
+                "created_at": when(d.created_at),
+            })
+        })
+        .collect();
+    let certificates: Vec<_> = listing
+        .certs
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "serial": c.serial.to_string(), "device": c.device.to_string(), "mac": c.mac, "subject": c.subject,
+                "status": c.status.as_str(), "bootstrap": c.bootstrap, "not_before": when(c.not_before),
+                "not_after": when(c.not_after), "issued_at": when(c.issued_at),
+            })
+        })
+        .collect();
+    let holds: Vec<_> =
+        listing.holds.iter().map(|(mac, reason)| serde_json::json!({ "mac": mac, "reason": reason })).collect();
+    serde_json::json!({ "devices": devices, "certificates": certificates, "holds": holds })
 }
 
 fn print_listing(listing: &identity::core::Listing) {

@@ -214,7 +214,20 @@ fn quarantined_device_updates_through_the_update_lane_and_nothing_else() {
     );
     let listed = ota(&repo, &store, &["list"]);
     assert!(listed.contains(TARGET) && listed.contains(NEW_VERSION), "published: {listed}");
+    let listed: serde_json::Value = serde_json::from_str(&ota(&repo, &store, &["list", "--json"])).expect("JSON");
+    assert_eq!(
+        (listed[0]["path"].as_str(), listed[0]["firmware_version"].as_str(), listed[0]["released"].as_str()),
+        (Some(TARGET), Some(NEW_VERSION), Some("campaign")),
+        "published, offered by campaign only: {listed}"
+    );
     ota(&repo, &store, &["campaign", "create", "--target", TARGET, "--canary", &mac_text]);
+    let campaigns: serde_json::Value =
+        serde_json::from_str(&ota(&repo, &store, &["campaign", "status", "--json"])).expect("JSON");
+    assert_eq!(
+        (campaigns[0]["target"].as_str(), campaigns[0]["state"].as_str()),
+        (Some(TARGET), Some("draft")),
+        "{campaigns}"
+    );
 
     let lanes = format!("{LANES}{UPDATE_LANE}");
     let defaults = defaults("drop");
@@ -312,6 +325,9 @@ fn quarantined_device_updates_through_the_update_lane_and_nothing_else() {
     let row =
         devices.lines().find(|l| l.contains(&mac_text)).unwrap_or_else(|| panic!("{mac_text} not in:\n{devices}"));
     assert!(row.contains(NEW_VERSION) && row.contains("success"), "device row: {row}");
+    let devices: serde_json::Value = serde_json::from_str(&ota(&repo, &store, &["devices", "--json"])).expect("JSON");
+    let row = devices.as_array().expect("a list").iter().find(|d| d["mac"] == mac_text.as_str()).expect("the device");
+    assert_eq!((row["firmware_version"].as_str(), row["last_status"].as_str()), (Some(NEW_VERSION), Some("success")));
     // Its next check-in: nothing newer once installed.
     assert_eq!(stdout(&simulate(false)), format!("up to date: {NEW_VERSION}"), "nothing newer once installed");
 
