@@ -100,6 +100,15 @@ pub enum ErrorKind {
     /// Ports given for a protocol that has none.
     #[error("protocol {0} has no ports; remove `ports` or use tcp/udp")]
     PortsWithoutPortProtocol(String),
+    /// Source ports given for a protocol that has none.
+    #[error("protocol {0} has no ports; remove `source_ports` or use tcp/udp")]
+    SourcePortsWithoutPortProtocol(String),
+    /// `icmp_types` on a rule whose protocol is not icmp.
+    #[error("`icmp_types` needs protocol = \"icmp\" (this rule's protocol is {0})")]
+    IcmpTypesWithoutIcmp(String),
+    /// An `icmp_types` entry that is not `"T"` or `"T/C"` with T and C in 0..=255.
+    #[error("bad ICMP type {input:?}: {reason}")]
+    BadIcmpType { input: String, reason: String },
     /// Protocol other than tcp, udp, icmp, any.
     #[error("unknown protocol {0:?}: expected tcp, udp, icmp or any")]
     BadProtocol(String),
