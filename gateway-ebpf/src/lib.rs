@@ -252,31 +252,30 @@ pub mod opener {
     pub const EITHER: u8 = DEVICE | REMOTE;
 }
 
-/// The ICMP or ICMPv6 (`ip_proto`) reply to request type `kind`: echo, timestamp,
-/// information and address mask (RFC 792, RFC 950); ICMPv6 echo (RFC 4443). `None` for
-/// every other type. The controller compiles what a device may answer from it, and the WAN
-/// program reads a remote's message as the device's message it pairs with.
-pub const fn icmp_reply(ip_proto: u8, kind: u8) -> Option<u8> {
-    match (ip_proto, kind) {
-        (proto::ICMP, 8) => Some(0),
-        (proto::ICMP, 13) => Some(14),
-        (proto::ICMP, 15) => Some(16),
-        (proto::ICMP, 17) => Some(18),
-        (proto::ICMPV6, 128) => Some(129),
-        _ => None,
-    }
-}
+/// ICMP and ICMPv6 requests with their replies, as (protocol, request, reply): echo,
+/// timestamp, information and address mask (RFC 792, RFC 950); ICMPv6 echo (RFC 4443).
+const ICMP_PAIRS: [(u8, u8, u8); 5] = [
+    (proto::ICMP, 8, 0),
+    (proto::ICMP, 13, 14),
+    (proto::ICMP, 15, 16),
+    (proto::ICMP, 17, 18),
+    (proto::ICMPV6, 128, 129),
+];
 
-/// The request `kind` answers, the inverse of `icmp_reply`.
-pub const fn icmp_request(ip_proto: u8, kind: u8) -> Option<u8> {
-    match (ip_proto, kind) {
-        (proto::ICMP, 0) => Some(8),
-        (proto::ICMP, 14) => Some(13),
-        (proto::ICMP, 16) => Some(15),
-        (proto::ICMP, 18) => Some(17),
-        (proto::ICMPV6, 129) => Some(128),
-        _ => None,
+/// The (request, reply) pair ICMP or ICMPv6 (`ip_proto`) type `kind` belongs to, if any.
+/// The controller compiles what a device may answer from it, and the WAN program reads a
+/// remote's message as the device's message it pairs with.
+#[inline(always)]
+pub const fn icmp_pair(ip_proto: u8, kind: u8) -> Option<(u8, u8)> {
+    let mut i = 0;
+    while i < ICMP_PAIRS.len() {
+        let (pair_proto, request, reply) = ICMP_PAIRS[i];
+        if pair_proto == ip_proto && (request == kind || reply == kind) {
+            return Some((request, reply));
+        }
+        i += 1;
     }
+    None
 }
 
 /// A MAC address padded to 8 bytes, the key of the device maps.

@@ -6,7 +6,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use gateway_ebpf::{
     DeviceEntry, DropReason, GatewayConfig, MAX_PORT_MATCHES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, PortRange,
-    device_state, icmp_reply, icmp_request, lane, opener, proto,
+    device_state, icmp_pair, lane, opener, proto,
 };
 
 use crate::{POLICY_V4, POLICY_V6, decision::Decision, parse::Ip, wire::ipv4};
@@ -78,10 +78,10 @@ pub fn towards_device(device: &DeviceEntry, ip: &Ip) -> Decision {
 #[inline(always)]
 fn paired_icmp(ip: &Ip) -> u16 {
     let (kind, code) = ((ip.dst_port >> 8) as u8, ip.dst_port & 0xff);
-    let paired = match (icmp_request(ip.proto, kind), icmp_reply(ip.proto, kind)) {
-        (Some(request), _) => request,
-        (None, Some(reply)) => reply,
-        (None, None) => kind,
+    let paired = match icmp_pair(ip.proto, kind) {
+        Some((request, reply)) if request == kind => reply,
+        Some((request, _)) => request,
+        None => kind,
     };
     u16::from(paired) << 8 | code
 }

@@ -10,7 +10,7 @@
 //! with `update_lane = true`.
 use std::sync::Arc;
 
-use gateway_ebpf::{MAX_PORT_MATCHES, icmp_reply, maps::POLICY_CAPACITY, opener};
+use gateway_ebpf::{MAX_PORT_MATCHES, icmp_pair, maps::POLICY_CAPACITY, opener};
 use ipnet::IpNet;
 
 use super::{
@@ -265,7 +265,11 @@ fn icmp_sent_by_device(icmp: &[IcmpMatch], ip_proto: u8, opened_by: u8) -> Vec<P
             if opened_by == opener::DEVICE {
                 return Some(message(wanted.kind, wanted.code));
             }
-            icmp_reply(ip_proto, wanted.kind).map(|reply| message(reply, wanted.code))
+            // Only a request has a reply to send.
+            match icmp_pair(ip_proto, wanted.kind) {
+                Some((request, reply)) if request == wanted.kind => Some(message(reply, wanted.code)),
+                _ => None,
+            }
         })
         .collect()
 }

@@ -10,7 +10,7 @@ use std::{
     time::Instant,
 };
 
-use gateway_ebpf::{MAX_PORT_MATCHES, icmp_reply, opener, proto};
+use gateway_ebpf::{MAX_PORT_MATCHES, opener, proto};
 use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
@@ -201,7 +201,7 @@ impl SourceRule {
                     let (kind, code) = ((probe.remote_port >> 8) as u8, probe.remote_port as u8);
                     self.icmp.iter().any(|(wanted, wanted_code)| {
                         // The device sends the message itself, or the reply to the remote's.
-                        let sent = if who == opener::DEVICE { Some(*wanted) } else { icmp_reply(proto::ICMP, *wanted) };
+                        let sent = if who == opener::DEVICE { Some(*wanted) } else { echo_or_timestamp_reply(*wanted) };
                         sent == Some(kind) && wanted_code.is_none_or(|c| c == code)
                     })
                 }
@@ -211,6 +211,15 @@ impl SourceRule {
                 Some(_) => within(&self.ports, probe.device_port) && within(&self.source_ports, probe.remote_port),
             }
         })
+    }
+}
+
+/// The reply to an ICMP request among the ones the generator writes (echo, timestamp).
+fn echo_or_timestamp_reply(request: u8) -> Option<u8> {
+    match request {
+        8 => Some(0),
+        13 => Some(14),
+        _ => None,
     }
 }
 
