@@ -9,6 +9,7 @@ use std::{
     sync::Arc,
 };
 
+use gateway_ebpf::PortRange;
 use toml::Spanned;
 
 use super::{
@@ -17,7 +18,10 @@ use super::{
         ALL_PORTS, Class, ClassId, Direction, Lane, Lanes, Matcher, Policy, PolicyId, Protocol, ResponseSpec, Rule,
     },
     schema::{ClassSpec, DefaultsSpec, LaneSpec, MatchSpec, PolicyFile, RuleSpec},
-    values::{DnsPattern, hex_bytes, merge_ranges, normalize_subject, parse_net, parse_oui, parse_port},
+    values::{
+        DnsPattern, hex_bytes, merge_icmp, merge_ranges, normalize_subject, parse_icmp_type, parse_net, parse_oui,
+        parse_port,
+    },
     verdict::{Defaults, Verdict},
 };
 use crate::device::Mac;
@@ -333,23 +337,68 @@ impl Checker {
                 Direction::Outbound
             }),
         };
-        let mut ports = Vec::new();
-        for port in &spec.ports {
-            match parse_port(port.get_ref()) {
-                Ok(range) => ports.push(range),
-                Err(kind) => self.errors.push(PolicyError::new(source.at(port.span().start), kind)),
+        let ports = self.port_list(source, &spec.ports, protocol, lost_protocol, ErrorKind::PortsWithoutPortProtocol);
+        let source_ports = self.port_list(
+            source,
+            &spec.source_ports,
+            protocol,
+            lost_protocol,
+            ErrorKind::SourcePortsWithoutPortProtocol,
+        );
+        let mut icmp = Vec::new();
+        for kind in &spec.icmp_types {
+            match parse_icmp_type(kind.get_ref()) {
+                Ok(parsed) => icmp.push(parsed),
+                Err(error) => self.errors.push(PolicyError::new(source.at(kind.span().start), error)),
             }
         }
-        if !spec.ports.is_empty() && !protocol.has_ports() && !lost_protocol {
-            let kind = ErrorKind::PortsWithoutPortProtocol(protocol.as_str().into());
-            let at = source.at(spec.ports[0].span().start);
-            self.errors.push(PolicyError::new(at, kind));
+        if let Some(first) = spec.icmp_types.first()
+            && protocol != Protocol::Icmp
+            && !lost_protocol
+        {
+            let kind = ErrorKind::IcmpTypesWithoutIcmp(protocol.as_str().into());
+            self.errors.push(PolicyError::new(source.at(first.span().start), kind));
         }
         if self.errors.len() != before || tainted {
             return None;
         }
-        let ports = if ports.is_empty() { vec![ALL_PORTS] } else { merge_ranges(ports) };
-        Some(Rule { description: spec.description, nets, names, protocol, ports, direction, at })
+        Some(Rule {
+            description: spec.description,
+            nets,
+            names,
+            protocol,
+            ports,
+            source_ports,
+            icmp: merge_icmp(icmp),
+            direction,
+            at,
+        })
+    }
+
+    /// Checks `ports` or `source_ports`: merged ranges, `ALL_PORTS` when none are given; a
+    /// protocol without ports gets `refusal` at the first entry.
+    fn port_list(
+        &mut self,
+        source: Source,
+        entries: &[Spanned<toml::Value>],
+        protocol: Protocol,
+        lost_protocol: bool,
+        refusal: fn(String) -> ErrorKind,
+    ) -> Vec<PortRange> {
+        let mut ranges = Vec::new();
+        for port in entries {
+            match parse_port(port.get_ref()) {
+                Ok(range) => ranges.push(range),
+                Err(kind) => self.errors.push(PolicyError::new(source.at(port.span().start), kind)),
+            }
+        }
+        if let Some(first) = entries.first()
+            && !protocol.has_ports()
+            && !lost_protocol
+        {
+            self.errors.push(PolicyError::new(source.at(first.span().start), refusal(protocol.as_str().into())));
+        }
+        if ranges.is_empty() { vec![ALL_PORTS] } else { merge_ranges(ranges) }
     }
 
     fn defaults(&mut self, source: Source, spec: DefaultsSpec) -> Defaults {

@@ -100,6 +100,15 @@ pub enum ErrorKind {
     /// Ports given for a protocol that has none.
     #[error("protocol {0} has no ports; remove `ports` or use tcp/udp")]
     PortsWithoutPortProtocol(String),
+    /// Source ports given for a protocol that has none.
+    #[error("protocol {0} has no ports; remove `source_ports` or use tcp/udp")]
+    SourcePortsWithoutPortProtocol(String),
+    /// `icmp_types` on a rule whose protocol is not icmp.
+    #[error("`icmp_types` needs protocol = \"icmp\" (this rule's protocol is {0})")]
+    IcmpTypesWithoutIcmp(String),
+    /// An `icmp_types` entry that is not `"T"` or `"T/C"` with T and C in 0..=255.
+    #[error("bad ICMP type {input:?}: {reason}")]
+    BadIcmpType { input: String, reason: String },
     /// Protocol other than tcp, udp, icmp, any.
     #[error("unknown protocol {0:?}: expected tcp, udp, icmp or any")]
     BadProtocol(String),
@@ -134,10 +143,11 @@ pub enum ErrorKind {
     /// `update_lane = true` on a class, or `include_update`, with no `[lanes.update]`.
     #[error("the update lane is used but no file defines [lanes.update]")]
     MissingUpdateLane,
-    /// More distinct port ranges for one (policy, protocol, prefix) than the datapath holds.
+    /// More port combinations (remote port × device port × opener) for one (policy,
+    /// protocol, prefix) than the datapath holds.
     #[error(
-        "{policy}: {proto} to {net} needs {count} port ranges but the datapath holds {max} per \
-         destination; merge ports into ranges (e.g. \"8000-8100\") or allow all ports"
+        "{policy}: {proto} to {net} needs {count} port combinations but the datapath holds {max} per \
+         destination; merge ports into ranges (e.g. \"8000-8100\"), list fewer source ports, or allow all ports"
     )]
     TooManyPortRanges { policy: String, proto: String, net: String, count: usize, max: usize },
     /// A `[[response]]` rule `crate::respond::rules` refuses (unknown detector or action,

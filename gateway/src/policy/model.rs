@@ -107,15 +107,39 @@ impl Direction {
     }
 }
 
-/// One checked allow rule.
+/// An ICMP (or ICMPv6, by the rule's family) type, with one code or any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IcmpMatch {
+    pub kind: u8,
+    /// `None`: every code of the type.
+    pub code: Option<u8>,
+}
+
+impl std::fmt::Display for IcmpMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "{}/{code}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+/// One checked allow rule. The opener is the side `direction` names; `ports` and
+/// `source_ports` are the destination and source ports of the packet that opens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     pub description: Option<String>,
     pub nets: Vec<IpNet>,
     pub names: Vec<DnsPattern>,
     pub protocol: Protocol,
-    /// Sorted, merged; never empty (`ALL_PORTS` when the file gave none).
+    /// The service port (the remote's for `outbound`, the device's for `inbound`). Sorted,
+    /// merged; never empty (`ALL_PORTS` when the file gave none).
     pub ports: Vec<PortRange>,
+    /// The opener's source port, like `ports`: `ALL_PORTS` when the file gave none.
+    pub source_ports: Vec<PortRange>,
+    /// ICMP types and codes (`protocol = icmp` only). Sorted, without a code that a whole
+    /// type also in the list covers; empty = every type.
+    pub icmp: Vec<IcmpMatch>,
     pub direction: Direction,
     pub at: Location,
 }

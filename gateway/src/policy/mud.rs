@@ -372,7 +372,7 @@ mod tests {
     use gateway_ebpf::{lane, proto};
 
     use super::*;
-    use crate::policy::{PolicyId, PortRangeKey, check_text, model::Direction};
+    use crate::policy::{PolicyId, check_text, entries::tests::outbound, model::Direction};
 
     const SAMPLE: &str = include_str!("testdata/lightbulb.mud.json");
 
@@ -391,11 +391,11 @@ mod tests {
         // test.example.com on 443 (v4 and v6 ACLs, from- and to-device): one DNS rule.
         assert_eq!(compiled.dns_rules.len(), 1);
         assert_eq!(compiled.dns_rules[0].pattern.to_string(), "test.example.com");
-        assert_eq!(compiled.dns_rules[0].ports, vec![PortRangeKey { first: 443, last: 443 }]);
+        assert_eq!(compiled.dns_rules[0].matches_v4, outbound(&[(443, 443)]));
         // NTP both ways collapse into one outbound udp/123 entry.
         let ntp = compiled.rules.iter().find(|rule| rule.net.to_string() == "198.51.100.123/32").expect("ntp entry");
         assert_eq!((ntp.policy_id, ntp.proto), (id, proto::UDP));
-        assert_eq!(ntp.ports, vec![PortRangeKey { first: 123, last: 123 }]);
+        assert_eq!(ntp.matches, outbound(&[(123, 123)]));
         // Management initiated by 10.77.0.30 towards the bulb: inbound.
         let mgmt = class.rules.iter().find(|rule| rule.nets.iter().any(|n| n.to_string() == "10.77.0.30/32"));
         assert_eq!(mgmt.expect("mgmt rule").direction, Direction::Inbound);

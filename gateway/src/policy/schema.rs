@@ -70,10 +70,18 @@ pub struct RuleSpec {
     pub names: Vec<Spanned<String>>,
     /// `tcp`, `udp`, `icmp` or `any` (default `any`).
     pub protocol: Option<Spanned<String>>,
-    /// Remote ports: numbers or `"first-last"` strings. Empty = all ports.
+    /// The service port: destination port of the packet that opens the connection (the
+    /// remote's port for `outbound`, the device's own for `inbound`). Numbers or
+    /// `"first-last"` strings. Empty = all ports.
     pub ports: Vec<Spanned<toml::Value>>,
-    /// `outbound` (default: the device connects), `inbound` (the remote connects to the
-    /// device) or `both`.
+    /// The opener's source port (the device's own for `outbound`, the remote's for
+    /// `inbound`), same syntax as `ports`. Empty = all ports.
+    pub source_ports: Vec<Spanned<toml::Value>>,
+    /// ICMP types, `protocol = "icmp"` only: `"T"` (any code) or `"T/C"`, or a number T.
+    /// Empty = every type.
+    pub icmp_types: Vec<Spanned<toml::Value>>,
+    /// Who opens the connection: `outbound` (default: the device), `inbound` (the remote)
+    /// or `both`.
     pub direction: Option<Spanned<String>>,
 }
 

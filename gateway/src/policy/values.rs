@@ -6,7 +6,7 @@ use std::{net::IpAddr, str::FromStr};
 use gateway_ebpf::PortRange;
 use ipnet::IpNet;
 
-use super::error::ErrorKind;
+use super::{error::ErrorKind, model::IcmpMatch};
 
 /// DNS limits (RFC 1035 §2.3.4).
 const MAX_DNS_NAME: usize = 253;
@@ -127,6 +127,37 @@ pub fn parse_port(value: &toml::Value) -> Result<PortRange, ErrorKind> {
     }
 }
 
+/// An ICMP type: `8`, `"8"` (any code) or `"3/4"` (type 3, code 4), each in 0..=255.
+pub fn parse_icmp_type(value: &toml::Value) -> Result<IcmpMatch, ErrorKind> {
+    let bad = |input: String, reason: &str| ErrorKind::BadIcmpType { input, reason: reason.into() };
+    let byte = |input: &str, part: &str, what: &str| -> Result<u8, ErrorKind> {
+        let number: i64 = part.trim().parse().map_err(|_| bad(input.into(), "expected \"T\" or \"T/C\" (numbers)"))?;
+        u8::try_from(number).map_err(|_| bad(input.into(), &format!("{what} {number} out of range 0..=255")))
+    };
+    match value {
+        toml::Value::Integer(number) => {
+            let kind = u8::try_from(*number).map_err(|_| bad(number.to_string(), "type out of range 0..=255"))?;
+            Ok(IcmpMatch { kind, code: None })
+        }
+        toml::Value::String(text) => match text.split_once('/') {
+            Some((kind, code)) => {
+                Ok(IcmpMatch { kind: byte(text, kind, "type")?, code: Some(byte(text, code, "code")?) })
+            }
+            None => Ok(IcmpMatch { kind: byte(text, text, "type")?, code: None }),
+        },
+        other => Err(bad(other.to_string(), "expected \"T\" or \"T/C\"")),
+    }
+}
+
+/// Sorts ICMP matches, dropping duplicates and codes whose whole type is also listed.
+pub fn merge_icmp(mut matches: Vec<IcmpMatch>) -> Vec<IcmpMatch> {
+    matches.sort();
+    matches.dedup();
+    let whole: Vec<u8> = matches.iter().filter(|m| m.code.is_none()).map(|m| m.kind).collect();
+    matches.retain(|m| m.code.is_none() || !whole.contains(&m.kind));
+    matches
+}
+
 /// Sorts ranges and merges overlapping or adjacent ones.
 pub fn merge_ranges(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
     ranges.sort_by_key(|range| (range.first, range.last));
@@ -194,6 +225,30 @@ mod tests {
         assert!(!wildcard.matches("\u{e9}xample.com"));
         assert!(!wildcard.matches("\u{1F600}example.com"));
         assert!(wildcard.matches("\u{e9}.example.com"));
+    }
+
+    #[test]
+    fn icmp_types_parse_as_type_or_type_and_code() {
+        let parse = |text: &str| parse_icmp_type(&toml::Value::String(text.into()));
+        assert_eq!(parse("8"), Ok(IcmpMatch { kind: 8, code: None }));
+        assert_eq!(parse("3/4"), Ok(IcmpMatch { kind: 3, code: Some(4) }));
+        assert_eq!(parse_icmp_type(&toml::Value::Integer(0)), Ok(IcmpMatch { kind: 0, code: None }));
+        for bad in ["256", "8/256", "-1", "echo", "8/", "/0", "8/0/1", ""] {
+            assert!(matches!(parse(bad), Err(ErrorKind::BadIcmpType { .. })), "{bad:?}");
+        }
+        assert!(matches!(parse_icmp_type(&toml::Value::Integer(300)), Err(ErrorKind::BadIcmpType { .. })));
+        assert!(matches!(parse_icmp_type(&toml::Value::Boolean(true)), Err(ErrorKind::BadIcmpType { .. })));
+    }
+
+    #[test]
+    fn icmp_codes_covered_by_their_whole_type_are_dropped() {
+        let merged = merge_icmp(vec![
+            IcmpMatch { kind: 3, code: Some(4) },
+            IcmpMatch { kind: 8, code: Some(0) },
+            IcmpMatch { kind: 3, code: None },
+            IcmpMatch { kind: 8, code: Some(0) },
+        ]);
+        assert_eq!(merged, vec![IcmpMatch { kind: 3, code: None }, IcmpMatch { kind: 8, code: Some(0) }]);
     }
 
     #[test]

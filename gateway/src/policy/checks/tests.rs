@@ -2,7 +2,12 @@
 
 use gateway_ebpf::{PortRange, lane};
 
-use crate::policy::{ErrorKind, PolicyId, load::parse_sources, located_errors, model::Protocol};
+use crate::policy::{
+    ErrorKind, PolicyId,
+    load::parse_sources,
+    located_errors,
+    model::{Direction, IcmpMatch, Protocol},
+};
 
 /// Errors of `text` as `(line, column, kind)`, file name `t.toml`.
 fn errors(text: &str) -> Vec<(usize, usize, ErrorKind)> {
@@ -217,4 +222,94 @@ fn response_tables_are_kept_raw_for_the_response_engine() {
         .expect("response tables are not checked here");
     assert_eq!(policy.responses.len(), 1);
     assert_eq!(policy.responses[0].value.get("action").and_then(|v| v.as_str()), Some("quarantine"));
+}
+
+#[test]
+fn source_ports_and_icmp_types_are_checked_where_they_are_written() {
+    let text = r#"[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.0.0.1"]
+protocol = "icmp"
+source_ports = [1]
+icmp_types = ["8/0", "256", "3/300", "x", true]
+[[class.allow]]
+nets = ["10.0.0.1"]
+source_ports = [5]
+icmp_types = [8]
+[[class.allow]]
+nets = ["10.0.0.1"]
+protocol = "udp"
+source_ports = [70000, "9-1"]
+icmp_types = ["0"]
+"#;
+    let found = errors(text);
+    let summary: Vec<(usize, usize, &ErrorKind)> = found.iter().map(|(l, c, k)| (*l, *c, k)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (7, 17, &ErrorKind::SourcePortsWithoutPortProtocol("icmp".into())),
+            (8, 22, &bad_icmp("256", "type 256 out of range 0..=255")),
+            (8, 29, &bad_icmp("3/300", "code 300 out of range 0..=255")),
+            (8, 38, &bad_icmp("x", "expected \"T\" or \"T/C\" (numbers)")),
+            (8, 43, &bad_icmp("true", "expected \"T\" or \"T/C\"")),
+            (11, 17, &ErrorKind::SourcePortsWithoutPortProtocol("any".into())),
+            (12, 15, &ErrorKind::IcmpTypesWithoutIcmp("any".into())),
+            (16, 17, &ErrorKind::PortOutOfRange(70_000)),
+            (16, 24, &ErrorKind::ReversedPortRange { first: 9, last: 1 }),
+            (17, 15, &ErrorKind::IcmpTypesWithoutIcmp("udp".into())),
+        ],
+        "{found:#?}"
+    );
+}
+
+fn bad_icmp(input: &str, reason: &str) -> ErrorKind {
+    ErrorKind::BadIcmpType { input: input.into(), reason: reason.into() }
+}
+
+#[test]
+fn source_ports_and_icmp_types_reach_the_model_and_old_rules_keep_their_meaning() {
+    let text = r#"[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.0.0.1"]
+protocol = "tcp"
+ports = [554]
+direction = "inbound"
+[[class.allow]]
+nets = ["10.0.0.2"]
+protocol = "udp"
+ports = [123]
+source_ports = ["1024-65535", 123]
+[[class.allow]]
+nets = ["10.0.0.3"]
+protocol = "icmp"
+icmp_types = ["8/0", 8, "3/4", "3/1"]
+"#;
+    let policy = parse_sources(&[("t.toml".into(), text.into())]).expect("valid");
+    let rules = &policy.class("c").expect("c").rules;
+    let all = PortRange { first: 0, last: u16::MAX };
+    // `ports` on an inbound rule is the device's own port; nothing else changes.
+    assert_eq!(
+        (rules[0].ports.as_slice(), rules[0].source_ports.as_slice()),
+        (&[PortRange { first: 554, last: 554 }][..], &[all][..])
+    );
+    assert_eq!(rules[0].direction, Direction::Inbound);
+    assert!(rules[0].icmp.is_empty());
+    assert_eq!(
+        rules[1].source_ports,
+        vec![PortRange { first: 123, last: 123 }, PortRange { first: 1024, last: 65_535 }]
+    );
+    // A whole type covers its codes.
+    assert_eq!(
+        rules[2].icmp,
+        vec![
+            IcmpMatch { kind: 3, code: Some(1) },
+            IcmpMatch { kind: 3, code: Some(4) },
+            IcmpMatch { kind: 8, code: None }
+        ]
+    );
+    assert_eq!(rules[2].icmp[1].to_string(), "3/4");
 }
