@@ -58,6 +58,9 @@ pub struct PacketSample {
     /// Where the L4 payload starts in `data` (0 for ARP).
     pub payload_offset: usize,
     pub frame_bytes: u32,
+    /// What the datapath did with the packet (`gateway_ebpf::verdict`): a DNS query counts
+    /// only when it was passed on to its resolver.
+    pub verdict: u8,
 }
 
 impl PacketSample {
@@ -156,6 +159,7 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<DatapathEvent, DecodeError
                 data: event.data[..len].to_vec(),
                 payload_offset: usize::from(event.payload_offset).min(len),
                 frame_bytes: u32::from(event.frame_bytes),
+                verdict: header.verdict,
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),
