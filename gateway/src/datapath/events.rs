@@ -37,9 +37,10 @@ pub struct FlowObservation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SampleKind {
     Dhcp,
-    /// DNS sent or received on the LAN side (queries, answers from the gateway itself).
+    /// DNS a device sent (LAN side): its queries, and anything DNS-looking it sends.
     Dns,
-    /// DNS from upstream towards the device (WAN side), trusted for DNS-name rules.
+    /// DNS from upstream towards the device (WAN side): opens DNS-name rules when it answers
+    /// one of the device's queries (`policy::dns`).
     DnsAnswer,
     Arp,
     /// A TCP payload starting like a TLS handshake record.
