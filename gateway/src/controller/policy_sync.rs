@@ -179,7 +179,11 @@ impl PolicySync {
                 }
             }
             Outcome::Refused(refused) => self.dns_refused(&refused),
-            Outcome::Ignored(error) => tracing::debug!(%error, device = %sample.mac, "DNS sample not followed"),
+            Outcome::Ignored(error) => {
+                // A parser's message may quote the packet.
+                let error = crate::untrusted::escape_bounded(&error.to_string(), 255);
+                tracing::debug!(%error, device = %sample.mac, "DNS sample not followed");
+            }
         }
     }
 
