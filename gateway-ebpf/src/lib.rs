@@ -608,12 +608,15 @@ pub mod event_kind {
 /// What a `SampleEvent` holds. Append-only.
 pub mod sample_kind {
     pub const DHCP: u8 = 1;
+    /// A DNS message a device sent, seen by the LAN program (its queries are what answers
+    /// from upstream are matched to).
     pub const DNS: u8 = 2;
     pub const ARP: u8 = 3;
     /// A TCP payload that starts like a TLS handshake record (ClientHello fingerprints).
     pub const TLS: u8 = 4;
     /// A DNS message from upstream towards a device, seen by the WAN program: only these may
-    /// open DNS-name policy rules (a device could forge anything it sends itself).
+    /// open DNS-name policy rules (a device could forge anything it sends itself), and only
+    /// when one answers a query of the device's (`DNS`).
     pub const DNS_ANSWER: u8 = 5;
 }
 

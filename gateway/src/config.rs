@@ -74,6 +74,7 @@ impl Config {
         problems.extend(self.integrations.problems());
         problems.extend(self.identity.problems());
         problems.extend(self.fleet.problems());
+        problems.extend(self.policy.problems());
         problems
     }
 }
@@ -112,6 +113,17 @@ mod tests {
         assert!(text.contains("off") && text.contains("full") && text.contains("normal"), "{text}");
         let err = parse(Path::new("x.toml"), "[store]\nsynchronous = 2\n").unwrap_err();
         assert!(matches!(err, ConfigError::Parse { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn policy_dns_keys_are_read_and_checked() {
+        let config =
+            parse(Path::new("x.toml"), "[policy.dns]\nquery_timeout_ms = 2000\nttl_ceiling_secs = 600\n").unwrap();
+        assert_eq!(config.policy.dns.query_timeout(), std::time::Duration::from_secs(2));
+        assert_eq!(config.policy.dns.ttl_ceiling_secs, 600);
+        assert_eq!(config.policy.dns.ttl_floor_secs, 30, "unset keys keep their defaults");
+        let err = parse(Path::new("x.toml"), "[policy.dns]\nttl_floor_secs = 60\nttl_ceiling_secs = 10\n").unwrap_err();
+        assert!(err.to_string().contains("policy.dns.ttl_floor_secs"), "{err}");
     }
 
     #[test]

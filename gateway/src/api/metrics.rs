@@ -1,6 +1,7 @@
 //! The gateway's Prometheus metrics. Components update one shared `Metrics` (alerts from
 //! `detect`, actions from `respond` and the API, datapath counters from the stats poller,
-//! backlog from `integrations`); `GET /metrics` encodes it in the text exposition format.
+//! backlog from `integrations`, DNS answers refused or matched from the policy step);
+//! `GET /metrics` encodes it in the text exposition format.
 //!
 //! Counters the kernel keeps (datapath packets, drops, lost events) are mirrored as snapshots
 //! and encoded at scrape time, because their totals live in BPF maps, not here.
@@ -18,7 +19,7 @@ use prometheus_client::{
 };
 
 use super::model::CountersSummary;
-use crate::device::Access;
+use crate::{device::Access, policy::dns::Refusal};
 
 /// Prefix of every metric name (the registry adds it, to collectors' metrics too).
 pub const NAMESPACE: &str = "iotgw";
@@ -50,6 +51,11 @@ struct ActionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StageLabels {
     stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 /// Datapath counters read from `GLOBAL_STATS`, summed over CPUs.
@@ -252,6 +258,9 @@ pub struct Metrics {
     actions: Family<ActionLabels, Counter>,
     events_lost: Family<StageLabels, Counter>,
     auth_failures: Counter,
+    dns_answers_refused: Family<ReasonLabels, Counter>,
+    dns_answers_matched: Counter,
+    dns_queries_evicted: Counter,
     snapshots: Arc<Mutex<Snapshots>>,
 }
 
@@ -282,12 +291,45 @@ impl Metrics {
             "API requests refused for a missing or unknown token.",
             auth_failures.clone(),
         );
+        let dns_answers_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dns_answers_refused",
+            "DNS answers from upstream that opened nothing, by reason (no matching query, wrong id, ...).",
+            dns_answers_refused.clone(),
+        );
+        let dns_answers_matched = Counter::default();
+        registry.register(
+            "dns_answers_matched",
+            "DNS answers from upstream matched to a device's query (DNS-name rules follow only these).",
+            dns_answers_matched.clone(),
+        );
+        let dns_queries_evicted = Counter::default();
+        registry.register(
+            "dns_queries_evicted",
+            "Devices' DNS queries forgotten before their answer to keep within the per-device or total bound.",
+            dns_queries_evicted.clone(),
+        );
         let snapshots = Arc::new(Mutex::new(Snapshots::default()));
         registry.register_collector(Box::new(SnapshotCollector(snapshots.clone())));
         for state in ALL_STATES {
             devices.get_or_create(&StateLabels { state: state.as_str() }).set(0);
         }
-        Self { registry, devices, alerts, actions, events_lost, auth_failures, snapshots }
+        // Every reason at 0 from the start, so a scrape shows them all.
+        for reason in Refusal::ALL {
+            let _ = dns_answers_refused.get_or_create(&ReasonLabels { reason: reason.as_str() });
+        }
+        Self {
+            registry,
+            devices,
+            alerts,
+            actions,
+            events_lost,
+            auth_failures,
+            dns_answers_refused,
+            dns_answers_matched,
+            dns_queries_evicted,
+            snapshots,
+        }
     }
 
     /// Replaces the device counts (states not listed become 0).
@@ -319,6 +361,21 @@ impl Metrics {
 
     pub fn record_auth_failure(&self) {
         self.auth_failures.inc();
+    }
+
+    /// Counts a DNS answer that opened nothing, under its reason.
+    pub fn record_dns_refusal(&self, reason: Refusal) {
+        self.dns_answers_refused.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
+    }
+
+    /// Counts a DNS answer matched to its query.
+    pub fn record_dns_match(&self) {
+        self.dns_answers_matched.inc();
+    }
+
+    /// Counts `count` DNS queries forgotten to make room.
+    pub fn record_dns_queries_evicted(&self, count: u64) {
+        self.dns_queries_evicted.inc_by(count);
     }
 
     /// Publishes the latest datapath counters (the stats poller calls this periodically).
@@ -392,6 +449,10 @@ mod tests {
         metrics.record_action("quarantine", "detector:scan");
         metrics.record_action("quarantine", "api:bob");
         metrics.record_events_lost("event_bus", 5);
+        metrics.record_dns_refusal(Refusal::WrongId);
+        metrics.record_dns_refusal(Refusal::WrongId);
+        metrics.record_dns_match();
+        metrics.record_dns_queries_evicted(3);
         let mut stats = vec![0u64; counter::COUNT as usize];
         stats[(counter::DROPS_BASE + reason::BLOCKED) as usize] = 9;
         stats[counter::EVENTS_LOST as usize] = 2;
@@ -410,6 +471,10 @@ mod tests {
         assert_eq!(value(&scrape, "iotgw_alerts_total", Some(("detector", "scan"))), Some(1.0));
         assert_eq!(value(&scrape, "iotgw_actions_total", Some(("source", "api"))), Some(2.0));
         assert_eq!(value(&scrape, "iotgw_events_lost_total", Some(("stage", "event_bus"))), Some(5.0));
+        assert_eq!(value(&scrape, "iotgw_dns_answers_refused_total", Some(("reason", "wrong_id"))), Some(2.0));
+        assert_eq!(value(&scrape, "iotgw_dns_answers_refused_total", Some(("reason", "unsolicited"))), Some(0.0));
+        assert_eq!(value(&scrape, "iotgw_dns_answers_matched_total", None), Some(1.0));
+        assert_eq!(value(&scrape, "iotgw_dns_queries_evicted_total", None), Some(3.0));
         let blocked = reason::NAMES[reason::BLOCKED as usize];
         assert_eq!(value(&scrape, "iotgw_datapath_drops_total", Some(("reason", blocked))), Some(9.0));
         assert_eq!(value(&scrape, "iotgw_datapath_events_lost_total", None), Some(2.0));

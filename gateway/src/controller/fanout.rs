@@ -1,7 +1,8 @@
 //! The fan-out step: every decoded datapath event goes, in this order, to
 //! 1. the device table's address map (a flow's IPv4 source, so the WAN program checks
 //!    traffic towards the device),
-//! 2. the policy step, when it is a DNS answer (DNS-name rules),
+//! 2. the policy step, when it is DNS (a device's query or an answer from upstream: the
+//!    DNS-name rules count only answers to queries),
 //! 3. the inventory (skipped when its queue is full: the next event refreshes it),
 //! 4. the pipeline baseline → detect → respond (waited for: detection sees every event).
 use std::sync::{Arc, mpsc::SyncSender};
@@ -22,7 +23,7 @@ use crate::{
 /// Where the fan-out sends.
 pub(super) struct Outputs {
     pub maps: Arc<Maps>,
-    pub dns_answers: Sender<PacketSample>,
+    pub dns_samples: Sender<PacketSample>,
     pub inventory: SyncSender<InventoryInput>,
     pub pipeline: Sender<pipeline::Command>,
 }
@@ -43,10 +44,11 @@ pub(super) async fn run(mut events: Receiver<DatapathEvent>, out: Outputs, mut s
             let _ = out.maps.set_device_ipv4(flow.mac, v4);
         }
         if let DatapathEvent::Sample(sample) = &event
-            && sample.kind == SampleKind::DnsAnswer
-            && out.dns_answers.try_send(sample.clone()).is_err()
+            && matches!(sample.kind, SampleKind::Dns | SampleKind::DnsAnswer)
+            && out.dns_samples.try_send(sample.clone()).is_err()
         {
-            tracing::debug!("DNS answer queue full; answer skipped");
+            // A query skipped leaves its answer unsolicited: it opens nothing (fails closed).
+            tracing::debug!("DNS sample queue full; sample skipped");
         }
         if out.inventory.try_send(InventoryInput::Event(event.clone())).is_err() {
             tracing::debug!("inventory queue full; event skipped");

@@ -110,7 +110,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     let (dns_tx, dns_rx) = tokio::sync::mpsc::channel(policy_sync::DNS_QUEUE);
     let fanout = fanout::Outputs {
         maps: maps.clone(),
-        dns_answers: dns_tx,
+        dns_samples: dns_tx,
         inventory: inventory_tx.clone(),
         pipeline: pipeline_tx.clone(),
     };
@@ -136,7 +136,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     tasks.spawn(api::bind(&config, &loaded.attachments, parts, shutdown.clone()).await?);
     let backlog = services.integrations.backlog_source();
     let fleet_link = services.fleet.as_ref().map(crate::fleet::Running::link);
-    tasks.spawn(metrics::run(maps.clone(), metrics, backlog, fleet_link, bus.clone(), shutdown.clone()));
+    tasks.spawn(metrics::run(maps.clone(), metrics.clone(), backlog, fleet_link, bus.clone(), shutdown.clone()));
 
     let (in_force, in_force_rx) = tokio::sync::watch::channel(policy.current());
     tasks.spawn(classes::run(maps.clone(), ledger, in_force_rx, shutdown.clone()));
@@ -146,6 +146,8 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         quarantine_src_mac,
         policy,
         dns,
+        metrics,
+        refusal_log: Default::default(),
         in_force,
         shared: shared_policy,
         responses,

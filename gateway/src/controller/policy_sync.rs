@@ -3,7 +3,9 @@
 //!   the running one stays in the maps);
 //! - installs the policy bundles the fleet hub publishes (`fleet::bundle_watch` stages them),
 //!   the same way: checked whole, then swapped in whole;
-//! - DNS answers devices receive open the addresses of the names their policies allow;
+//! - DNS answers devices receive to the queries they sent open the addresses of the names
+//!   their policies allow (`policy::dns`); the others are counted per reason in `/metrics`
+//!   and logged, escaped and rate-limited;
 //! - addresses whose TTL ran out close again.
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use gateway_ebpf::GatewayConfig;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    api::directory::SharedPolicy,
+    api::{directory::SharedPolicy, metrics::Metrics},
     config::Config,
     datapath::{DeviceControl as _, events::PacketSample, maps::Maps},
     event::{EventBus, EventKind, GatewayEvent, Severity},
@@ -20,14 +22,15 @@ use crate::{
     pipeline,
     policy::{
         CompiledPolicy, CompiledRule, DnsTracker, PolicyError, PolicyId, PolicyStore, PolicyWatcher, Verdicts,
-        dns::policies_in_force,
+        dns::{Outcome, Refused, policies_in_force, refusal_log::RefusalLog},
     },
     respond::ResponsePolicy,
     shutdown::Shutdown,
 };
 
-/// DNS answers waiting for the policy step; beyond this they are skipped (the next answer
-/// for the same name renews the rule).
+/// DNS samples (queries and answers) waiting for the policy step; beyond this they are
+/// skipped (an answer whose query was skipped opens nothing; the next exchange for the same
+/// name renews the rule).
 pub const DNS_QUEUE: usize = 1_024;
 
 /// The datapath configuration the programs enforce: interfaces from the gateway config,
@@ -83,6 +86,9 @@ pub(super) struct PolicySync {
     pub quarantine_src_mac: [u8; 6],
     pub policy: PolicyStore,
     pub dns: DnsTracker,
+    /// DNS answers refused, per reason, and queries evicted.
+    pub metrics: Arc<Metrics>,
+    pub refusal_log: RefusalLog,
     /// The policy in force, for the class step.
     pub in_force: watch::Sender<Arc<CompiledPolicy>>,
     /// The policy in force and the last refusal, for the API.
@@ -101,7 +107,7 @@ impl PolicySync {
     /// is not lost) and returns the step, which runs until shutdown.
     pub fn run(
         mut self,
-        mut dns_answers: mpsc::Receiver<PacketSample>,
+        mut dns_samples: mpsc::Receiver<PacketSample>,
         mut shutdown: Shutdown,
     ) -> anyhow::Result<impl std::future::Future<Output = ()>> {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -125,8 +131,8 @@ impl PolicySync {
                         self.install(request).await;
                         continue;
                     }
-                    Some(sample) = dns_answers.recv() => {
-                        self.dns_answer(&sample);
+                    Some(sample) = dns_samples.recv() => {
+                        self.dns_sample(&sample);
                         continue;
                     }
                     _ = async { match next_expiry { Some(at) => tokio::time::sleep_until(at.into()).await, None => std::future::pending().await } } => {
@@ -150,14 +156,21 @@ impl PolicySync {
             .ok()
     }
 
-    /// Answers open the addresses of allowed names for the device's policies.
-    fn dns_answer(&mut self, sample: &PacketSample) {
-        let policies = match self.maps.access(sample.mac).ok().flatten() {
+    /// Queries are remembered; answers to them open the addresses of allowed names for the
+    /// device's policies.
+    fn dns_sample(&mut self, sample: &PacketSample) {
+        let maps = &self.maps;
+        let policies = |mac| match maps.access(mac).ok().flatten() {
             Some(a) => policies_in_force(a.access, PolicyId(a.policy_id)),
             None => policies_in_force(crate::device::Access::Unknown, PolicyId::ONBOARDING),
         };
-        match self.dns.observe(&policies, sample.payload(), std::time::Instant::now()) {
-            Ok(update) if !update.added.is_empty() => {
+        match self.dns.sample(sample, policies, std::time::Instant::now()) {
+            Outcome::Query { evicted } => self.metrics.record_dns_queries_evicted(evicted as u64),
+            Outcome::Answer(update) => {
+                self.metrics.record_dns_match();
+                if update.added.is_empty() {
+                    return;
+                }
                 tracing::info!(device = %sample.mac, added = update.added.len(), "DNS answer opened addresses of allowed names");
                 if let Err(error) =
                     apply_policy(&self.maps, &self.config, &self.policy.current(), &self.dns, self.quarantine_src_mac)
@@ -165,9 +178,33 @@ impl PolicySync {
                     tracing::error!(%error, "writing DNS-resolved rules");
                 }
             }
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%error, device = %sample.mac, "DNS answer not usable"),
+            Outcome::Refused(refused) => self.dns_refused(&refused),
+            Outcome::Ignored(error) => {
+                // A parser's message may quote the packet.
+                let error = crate::untrusted::escape_bounded(&error.to_string(), 255);
+                tracing::debug!(%error, device = %sample.mac, "DNS sample not followed");
+            }
         }
+    }
+
+    /// Counts a refused answer and logs it, rate-limited, its claimed name escaped.
+    fn dns_refused(&mut self, refused: &Refused) {
+        self.metrics.record_dns_refusal(refused.reason);
+        let Some(left_out) = self.refusal_log.admit(refused.reason, std::time::Instant::now()) else { return };
+        let resolver = refused.resolver.map(|r| r.to_string()).unwrap_or_default();
+        let (name, kind) = match &refused.question {
+            Some(q) => (crate::untrusted::escape_bounded(&q.name, 255), q.kind.to_string()),
+            None => (String::new(), String::new()),
+        };
+        tracing::warn!(
+            reason = refused.reason.as_str(),
+            device = %refused.device,
+            %resolver,
+            %name,
+            %kind,
+            left_out,
+            "DNS answer refused: it opens nothing"
+        );
     }
 
     /// Addresses whose TTL ran out close again.

@@ -47,7 +47,7 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
         }
     };
     let compiled = policy.current();
-    let dns = DnsTracker::new(&compiled);
+    let dns = DnsTracker::new(&compiled, &config.policy.dns);
     policy_sync::apply_policy(&maps, config, &compiled, &dns, quarantine_src_mac)?;
     restore_device_table(&*maps, ledger, config.identity.enrolled_policy_id)?;
     classes::assign_classes(&maps, ledger, &compiled);

@@ -37,9 +37,10 @@ pub struct FlowObservation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SampleKind {
     Dhcp,
-    /// DNS sent or received on the LAN side (queries, answers from the gateway itself).
+    /// DNS a device sent (LAN side): its queries, and anything DNS-looking it sends.
     Dns,
-    /// DNS from upstream towards the device (WAN side), trusted for DNS-name rules.
+    /// DNS from upstream towards the device (WAN side): opens DNS-name rules when it answers
+    /// one of the device's queries (`policy::dns`).
     DnsAnswer,
     Arp,
     /// A TCP payload starting like a TLS handshake record.
@@ -58,6 +59,9 @@ pub struct PacketSample {
     /// Where the L4 payload starts in `data` (0 for ARP).
     pub payload_offset: usize,
     pub frame_bytes: u32,
+    /// What the datapath did with the packet (`gateway_ebpf::verdict`): a DNS query counts
+    /// only when it was passed on to its resolver.
+    pub verdict: u8,
 }
 
 impl PacketSample {
@@ -156,6 +160,7 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<DatapathEvent, DecodeError
                 data: event.data[..len].to_vec(),
                 payload_offset: usize::from(event.payload_offset).min(len),
                 frame_bytes: u32::from(event.frame_bytes),
+                verdict: header.verdict,
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),

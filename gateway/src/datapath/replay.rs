@@ -47,7 +47,8 @@ pub const FLOW_MEMORY: usize = gateway_ebpf::maps::FLOWS_CAPACITY as usize;
 
 const PORT_DHCP_SERVER: u16 = 67;
 const PORT_DHCP_CLIENT: u16 = 68;
-const PORT_DNS: u16 = 53;
+/// The port DNS queries go to and answers come from, as the datapath samples them.
+pub const PORT_DNS: u16 = 53;
 const TLS_HANDSHAKE: u8 = 0x16;
 const TLS_MAJOR: u8 = 0x03;
 const TCP_SYN: u8 = 0x02;
@@ -311,6 +312,7 @@ impl Replayer {
             data,
             payload_offset,
             frame_bytes,
+            verdict: verdict::PASS,
         })));
     }
 

@@ -90,6 +90,7 @@ pub fn dns_answer(mac: Mac, time: SystemTime, name: &str, addr: Ipv4Addr) -> Inp
         frame_bytes: payload.len() as u32 + 42,
         data: payload,
         payload_offset: 0,
+        verdict: gateway_ebpf::verdict::PASS,
     }))
 }
 
@@ -125,6 +126,7 @@ pub fn arp(
         frame_bytes: 60,
         data,
         payload_offset: 0,
+        verdict: gateway_ebpf::verdict::PASS,
     }))
 }
 

@@ -378,7 +378,15 @@ fn hostile_samples_never_panic_and_change_nothing() {
         let len = rng.gen_range(0..96);
         let data: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
         let kind = if i % 2 == 0 { SampleKind::Dns } else { SampleKind::Arp };
-        let sample = PacketSample { time: now, mac: camera.mac, kind, data, payload_offset: 0, frame_bytes: 60 };
+        let sample = PacketSample {
+            time: now,
+            mac: camera.mac,
+            kind,
+            data,
+            payload_offset: 0,
+            frame_bytes: 60,
+            verdict: gateway_ebpf::verdict::PASS,
+        };
         let alerts = detector.handle(&Input::Datapath(DatapathEvent::Sample(sample)));
         // Random ARP can claim addresses; it must never be anything but an ARP alert.
         assert!(alerts.iter().all(|a| a.detector == DetectorKind::ArpSpoof), "{alerts:#?}");

@@ -117,6 +117,7 @@ mod tests {
                 payload_offset: 0,
                 data,
                 frame_bytes: len as u32,
+                verdict: gateway_ebpf::verdict::PASS,
             };
             if parse(&sample).is_ok() {
                 parsed += 1;

@@ -89,6 +89,7 @@ fn dhcp_request(mac: Mac, hostname: &str) -> DatapathEvent {
         data,
         payload_offset: 0,
         frame_bytes: 342,
+        verdict: gateway_ebpf::verdict::PASS,
     })
 }
 
@@ -324,6 +325,7 @@ fn malformed_sample_changes_nothing() {
             data: vec![0x16, 0x03, 0xff],
             payload_offset: 0,
             frame_bytes: 60,
+            verdict: gateway_ebpf::verdict::PASS,
         });
         assert!(inventory.handle(&garbage).unwrap().is_empty());
     }

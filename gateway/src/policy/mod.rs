@@ -9,9 +9,10 @@
 //! - `compile`: `Policy` → `CompiledPolicy`: the `entries` `datapath::maps` writes (merged
 //!   so each answers alone), the default verdicts and the DNS-name rules;
 //! - `classify`: device → class (MAC, OUI, fingerprint type, certificate subject);
-//! - `dns`: `DnsTracker`, which keeps DNS-name rules true from the answers devices receive;
+//! - `dns`: `DnsTracker`, which keeps DNS-name rules true from the answers devices receive
+//!   to the queries they sent (`[policy.dns]` bounds the wait, the memory and the TTLs);
 //! - `mud`: RFC 8520 MUD files → policy TOML;
-//! - `config`: the `[policy]` section of the gateway configuration (folder, watch);
+//! - `config`: the `[policy]` section of the gateway configuration (folder, watch, `dns`);
 //! - `store`: atomic reload (`PolicyStore`) and the folder watcher;
 //! - `swap`: replaces the folder's whole set of files with a staged one (fleet bundles);
 //! - `view`: the policy in force as JSON (`CompiledPolicy::view`, for the API).

@@ -5,7 +5,7 @@
 //! targets in `fuzz/` do not use it, they call the public API (`parse_sources`, `compile`,
 //! `mud`, `DnsTracker`) themselves.
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     time::Instant,
 };
@@ -16,10 +16,12 @@ use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
 use super::{
     CompiledPolicy, CompiledRule, DnsTracker, PolicyId, compile,
+    dns::tests::{RESOLVER, udp_sample},
     entries::{PortMatchKey, merged_matches, tests::outbound},
     load::parse_sources,
     mud,
 };
+use crate::datapath::events::{PacketSample, SampleKind};
 
 /// The shipped policy files, the seeds of the mutation corpus.
 fn shipped() -> Vec<(PathBuf, String)> {
@@ -133,7 +135,7 @@ fn random_bytes_never_panic_the_parser_the_mud_importer_or_the_dns_tracker() {
     let mut rng = StdRng::seed_from_u64(0x1077_0002);
     let compiled = super::check(&[concat!(env!("CARGO_MANIFEST_DIR"), "/../policies")], super::no_extension)
         .expect("shipped policies");
-    let mut tracker = DnsTracker::new(&compiled);
+    let mut tracker = DnsTracker::new(&compiled, &super::dns::DnsConfig::default());
     let sample = include_str!("testdata/lightbulb.mud.json");
     for _ in 0..1000 {
         let length = rng.gen_range(0..300);
@@ -141,7 +143,23 @@ fn random_bytes_never_panic_the_parser_the_mud_importer_or_the_dns_tracker() {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let _ = parse_sources(&[("r.toml".into(), text.clone())]);
         let _ = mud::import(&text, "x", 1);
-        let _ = tracker.observe(&[PolicyId(26)], &bytes, Instant::now());
+        // The bytes as a whole sample, then as a query (the same bytes with the QR bit clear)
+        // and its answer, so that whatever parses reaches the answer's records.
+        let (device, resolver) = (SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 10), 40_000), RESOLVER);
+        let mut query = bytes.clone();
+        if let Some(flags) = query.get_mut(2) {
+            *flags &= 0x7f;
+        }
+        let time = std::time::SystemTime::UNIX_EPOCH;
+        let raw =
+            PacketSample { data: bytes.clone(), ..udp_sample(SampleKind::DnsAnswer, resolver, device, &[], time) };
+        for sample in [
+            raw,
+            udp_sample(SampleKind::Dns, device, resolver, &query, time),
+            udp_sample(SampleKind::DnsAnswer, resolver, device, &bytes, time),
+        ] {
+            let _ = tracker.sample(&sample, |_| vec![PolicyId(26)], Instant::now());
+        }
         let _ = mud::import(&mutate(&mut rng, sample), "x", 1);
     }
 }

@@ -201,8 +201,17 @@ pub fn destination_port(frame: &[u8]) -> Option<u16> {
 
 /// The IPv4 source address of an Ethernet frame.
 pub fn ipv4_source(frame: &[u8]) -> Option<[u8; 4]> {
+    ipv4_header(frame).map(|header| header.source)
+}
+
+/// The IPv4 destination address of an Ethernet frame.
+pub fn ipv4_destination(frame: &[u8]) -> Option<[u8; 4]> {
+    ipv4_header(frame).map(|header| header.destination)
+}
+
+fn ipv4_header(frame: &[u8]) -> Option<Ipv4Header> {
     match etherparse::SlicedPacket::from_ethernet(frame).ok()?.net? {
-        etherparse::NetSlice::Ipv4(ip) => Some(ip.header().source()),
+        etherparse::NetSlice::Ipv4(ip) => Some(ip.header().to_header()),
         _ => None,
     }
 }

@@ -1,59 +1,92 @@
-//! DNS-name rules over the real datapath (issue 4): a class may reach `names`, and the
-//! gateway keeps that true by following the DNS answers its devices receive from upstream.
-//! Only answers the WAN program saw count: a device cannot open a name for itself by sending
-//! a forged answer on the LAN.
-use std::{net::Ipv4Addr, time::Duration};
+//! DNS-name rules over the real datapath (issues 4 and 17): a class may reach `names`, and
+//! the gateway keeps that true by following the answers its devices receive from upstream to
+//! the queries they sent. One lab serves every case: each forgery of issue 17 points at an
+//! address of its own, so one round of connections shows which (if any) got through.
+use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
 
 use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _},
     device::{Access, Mac},
 };
 use netns_tests::{
+    api::ApiClient,
     controller::Controller,
-    lab::{GATEWAY_LAN_IP, Lab},
+    lab::{self, GATEWAY_LAN_IP, Lab},
     packets::{self, Endpoints},
     policies::{LANES, defaults},
     raw::RawSocket,
 };
 
-/// A camera class reaching its upload service by name only.
+/// A camera class reaching its upload service and CDN by name only, and its resolver.
 const CAMERA_CLASS: &str = r#"
 [[class]]
 name = "camera"
 id = 14
 [[class.allow]]
-names = ["upload.camera.example.com"]
+names = ["upload.camera.example.com", "*.cdn.example.net"]
 protocol = "tcp"
 ports = [443]
+[[class.allow]]
+nets = ["10.78.0.53/32"]
+protocol = "udp"
+ports = [53]
 "#;
 
-/// Where the CDN answer points (an upstream address the lab owns).
-const CDN_ADDR: [u8; 4] = [10, 78, 0, 2];
-const NAME: &str = "upload.camera.example.com";
-const HTTPS: u16 = 443;
+/// Answers live at least 1 s and at most `TTL_CAP_SECS`, so the cap shows within the test.
+const TTL_CAP_SECS: u64 = 5;
 
-fn https_frames_upstream(up: &RawSocket, tx: &RawSocket, e: Endpoints, base: u16) -> usize {
+const NAME: &str = "upload.camera.example.com";
+const RESOLVER: [u8; 4] = [10, 78, 0, 53];
+const OTHER_RESOLVER: [u8; 4] = [10, 78, 0, 54];
+const HTTPS: u16 = 443;
+/// Where the genuine answer points (the upstream namespace's own address).
+const GENUINE: [u8; 4] = lab::UPSTREAM_IP;
+/// Where the genuine answer with a TTL of ten years points.
+const YEARS: [u8; 4] = [10, 78, 0, 70];
+/// One address per forgery, each held by the upstream namespace so that a connection the
+/// gateway let through would be seen there.
+const FORGED: [(&str, [u8; 4]); 6] = [
+    ("an answer sent by the device on the LAN", [10, 78, 0, 61]),
+    ("an unsolicited answer", [10, 78, 0, 62]),
+    ("an answer with the wrong id", [10, 78, 0, 63]),
+    ("an answer for another (allowed) name", [10, 78, 0, 64]),
+    ("an answer from another resolver", [10, 78, 0, 65]),
+    ("a second answer to one query", [10, 78, 0, 66]),
+];
+
+/// Sends a TCP SYN to port 443 of each of `targets` (source ports from `base`) and returns
+/// the targets whose SYN came out upstream.
+fn reachable(up: &RawSocket, tx: &RawSocket, device: Endpoints, targets: &[[u8; 4]], base: u16) -> BTreeSet<[u8; 4]> {
     std::thread::scope(|scope| {
         let sniffer = scope.spawn(|| {
             up.collect(Duration::from_millis(600), |f| packets::tcp(f).is_some_and(|t| t.destination_port() == HTTPS))
-                .len()
         });
         std::thread::sleep(Duration::from_millis(100));
-        for n in 0..3 {
-            tx.send(&packets::tcp_syn(e, base + n, HTTPS));
+        for (n, target) in targets.iter().enumerate() {
+            tx.send(&packets::tcp_syn(Endpoints { dst_ip: *target, ..device }, base + n as u16, HTTPS));
         }
-        sniffer.join().expect("sniffer")
+        let frames = sniffer.join().expect("sniffer");
+        frames.iter().filter_map(|f| packets::ipv4_destination(f)).filter(|dst| targets.contains(dst)).collect()
     })
 }
 
+/// The value of `iotgw_dns_answers_refused_total{reason="…"}` in a scrape.
+fn refused(scrape: &str, reason: &str) -> Option<u64> {
+    let series = format!("iotgw_dns_answers_refused_total{{reason=\"{reason}\"}} ");
+    scrape.lines().find_map(|line| line.strip_prefix(&series)).and_then(|value| value.trim().parse().ok())
+}
+
 #[test]
-fn dns_answers_from_upstream_open_allowed_names_and_forged_ones_do_not() {
+fn only_the_answer_to_a_devices_query_opens_an_allowed_name_and_every_forgery_opens_nothing() {
     let lab = Lab::new(1);
     let defaults = defaults("drop");
+    let config = format!(
+        "[policy.dns]\nttl_floor_secs = 1\nttl_ceiling_secs = {TTL_CAP_SECS}\n\n[api]\nmetrics_public = true\n"
+    );
     let mut ctl = Controller::start(
         &lab,
         &[("lanes.toml", LANES), ("camera.toml", CAMERA_CLASS), ("defaults.toml", &defaults)],
-        "",
+        &config,
     );
     let device = &lab.devices[0];
     let mac = Mac(device.mac);
@@ -62,31 +95,64 @@ fn dns_answers_from_upstream_open_allowed_names_and_forged_ones_do_not() {
         .set_access(mac, DeviceAccess { access: Access::Enrolled, policy_id, class_id: 14 })
         .expect("device table");
     ctl.maps().set_device_ipv4(mac, Ipv4Addr::from(device.ip)).expect("device address");
-    let gw_lan = lab.mac_of(&lab.gw, "lan0");
-    let gw_wan = lab.mac_of(&lab.gw, "wan0");
-    let up_mac = lab.mac_of(&lab.up, "eth0");
+    for (_, addr) in FORGED.iter().chain(&[("", YEARS)]) {
+        let cidr = format!("{}/24", Ipv4Addr::from(*addr));
+        lab::ip(&lab.up, &["addr", "add", &cidr, "dev", "eth0"]);
+    }
+    let (gw_lan, gw_wan, up_mac) =
+        (lab.mac_of(&lab.gw, "lan0"), lab.mac_of(&lab.gw, "wan0"), lab.mac_of(&lab.up, "eth0"));
     let tx = RawSocket::open(&device.ns, device.interface);
     let up = RawSocket::open(&lab.up, "eth0");
-    let to_cdn = Endpoints { src_mac: device.mac, dst_mac: gw_lan, src_ip: device.ip, dst_ip: CDN_ADDR };
+    let from_device = Endpoints { src_mac: device.mac, dst_mac: gw_lan, src_ip: device.ip, dst_ip: RESOLVER };
+    let from = |resolver: [u8; 4]| Endpoints { src_mac: up_mac, dst_mac: gw_wan, src_ip: resolver, dst_ip: device.ip };
+    let mut targets: Vec<[u8; 4]> = FORGED.iter().map(|(_, addr)| *addr).collect();
+    targets.extend([GENUINE, YEARS]);
 
-    assert_eq!(https_frames_upstream(&up, &tx, to_cdn, 30_000), 0, "before any answer the name's address is closed");
+    assert!(reachable(&up, &tx, from_device, &targets, 30_000).is_empty(), "before any answer every address is closed");
 
-    // A forged answer from the device itself (LAN side) must not open anything.
-    let forged = Endpoints { src_mac: device.mac, dst_mac: gw_lan, src_ip: device.ip, dst_ip: GATEWAY_LAN_IP };
-    tx.send(&packets::dns_answer(forged, 5_353, 7, NAME, CDN_ADDR, 300));
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(https_frames_upstream(&up, &tx, to_cdn, 31_000), 0, "a forged LAN-side answer opens nothing");
+    let [lan, unsolicited, wrong_id, wrong_name, other_resolver, second] = FORGED.map(|(_, addr)| addr);
+    // The device answers itself, to the gateway (LAN side).
+    let to_gateway = Endpoints { dst_ip: GATEWAY_LAN_IP, ..from_device };
+    tx.send(&packets::dns_answer(to_gateway, 5_301, 1, NAME, lan, 300));
+    // Nobody asked.
+    up.send(&packets::dns_answer(from(RESOLVER), 5_302, 2, NAME, unsolicited, 300));
+    // The device asks; forgeries race the genuine answer, and one comes after it.
+    tx.send(&packets::dns_query(from_device, 5_303, 3, NAME));
+    std::thread::sleep(Duration::from_millis(50));
+    up.send(&packets::dns_answer(from(RESOLVER), 5_303, 4, NAME, wrong_id, 300));
+    up.send(&packets::dns_answer(from(RESOLVER), 5_303, 3, "x.cdn.example.net", wrong_name, 300));
+    up.send(&packets::dns_answer(from(OTHER_RESOLVER), 5_303, 3, NAME, other_resolver, 300));
+    up.send(&packets::dns_answer(from(RESOLVER), 5_303, 3, NAME, GENUINE, 300));
+    up.send(&packets::dns_answer(from(RESOLVER), 5_303, 3, NAME, second, 300));
+    // A genuine answer claiming ten years.
+    tx.send(&packets::dns_query(from_device, 5_304, 4, NAME));
+    std::thread::sleep(Duration::from_millis(50));
+    up.send(&packets::dns_answer(from(RESOLVER), 5_304, 4, NAME, YEARS, 10 * 365 * 86_400));
+    let answered = std::time::Instant::now();
 
-    // The resolver upstream answers the device: the WAN program samples it.
-    let answer = Endpoints { src_mac: up_mac, dst_mac: gw_wan, src_ip: [10, 78, 0, 53], dst_ip: device.ip };
-    up.send(&packets::dns_answer(answer, 5_353, 8, NAME, CDN_ADDR, 300));
-    let mut opened = 0;
-    for attempt in 0..10 {
-        opened = https_frames_upstream(&up, &tx, to_cdn, 32_000 + attempt * 10);
-        if opened > 0 {
+    let mut open = BTreeSet::new();
+    for attempt in 0..5 {
+        open = reachable(&up, &tx, from_device, &targets, 31_000 + attempt * 10);
+        if open.contains(&GENUINE) && open.contains(&YEARS) {
             break;
         }
     }
-    assert_eq!(opened, 3, "the answered address of an allowed name is open for the class");
+    for (forgery, addr) in FORGED {
+        assert!(!open.contains(&addr), "{forgery} opened {}", Ipv4Addr::from(addr));
+    }
+    assert!(open.contains(&GENUINE), "the genuine answer to the device's query opens the name's address");
+    assert!(open.contains(&YEARS), "a genuine answer with a long TTL opens its address (for a while)");
     ctl.wait_for_log("DNS answer opened addresses", Duration::from_secs(1));
+
+    let scrape = ApiClient::new(&lab.gw).get("/metrics", None).body;
+    for reason in ["unsolicited", "wrong_id", "wrong_name_or_type", "wrong_resolver", "duplicate"] {
+        assert_eq!(refused(&scrape, reason), Some(1), "refusals for {reason} in:\n{scrape}");
+    }
+    assert_eq!(ctl.log_count("DNS answer refused"), 5, "each first refusal of a reason is logged");
+
+    // Ten years are capped: the address closes once the cap has passed.
+    let capped = Duration::from_secs(TTL_CAP_SECS + 1);
+    std::thread::sleep(capped.saturating_sub(answered.elapsed()));
+    let after = reachable(&up, &tx, from_device, &targets, 32_000);
+    assert!(after.is_empty(), "past the TTL cap nothing stays open: {after:?}");
 }
