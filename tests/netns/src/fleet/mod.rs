@@ -1,27 +1,46 @@
 //! The fleet lab: a private nats-server (JetStream, with the per-gateway authorization the
 //! hub's `provision-*` tools print) and PostgreSQL on the host's loopback, the real `iotgw hub`
-//! process on the host, and lab gateways in their own namespaces reporting to it. A gateway
-//! reaches the broker through a relay on its namespace's loopback (`relay::Relay::
-//! into_namespace`), so every byte stays on loopback. Used by the fleet lab test and
-//! `cargo xtask demo --fleet`; everything stops (and its folders go) on drop.
+//! process on the host (`hub`), and lab gateways in their own namespaces reporting to it
+//! (`member`), under load when a test wants it (`churn`). A gateway reaches the broker through a
+//! relay on its namespace's loopback (`relay::Relay::into_namespace`), so every byte stays on
+//! loopback. Used by the fleet lab tests and `cargo xtask demo --fleet`; everything stops (and
+//! its folders go) on drop, also when a test fails.
 use std::{
-    io::{BufRead as _, BufReader},
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use iotgw_test_support::services::{NatsServer, Postgres, free_port, scratch};
+use iotgw::{
+    fleet::{
+        bundle::Bundle,
+        connect::{self, Endpoint},
+        subjects,
+    },
+    ota::metadata::SigningKey,
+};
+use iotgw_test_support::services::{NatsServer, Postgres, scratch};
+use sqlx::Connection as _;
 
 use crate::{
     api::{ApiClient, Response, token_entry},
     controller::iotgw_bin,
     lab::Lab,
     relay::Relay,
+    scenario::Scenario,
 };
 
+pub mod churn;
+pub mod hub;
+pub mod ledger;
+pub mod member;
+
+pub use hub::HubProcess;
+pub use member::{GATEWAY_TOKEN, LabGateway, Outbox};
+
+/// Three sites of one gateway each: the fleet the lab tests and the demo run.
+pub const THREE_SITES: [(&str, &str); 3] = [("site-a", "gw-1"), ("site-b", "gw-1"), ("site-c", "gw-1")];
 /// The port a lab gateway's `[fleet] nats_url` names on its namespace's loopback.
 pub const NAMESPACE_NATS_PORT: u16 = 4222;
 /// The hub API's operator and viewer tokens.
@@ -31,6 +50,8 @@ pub const VIEWER_TOKEN: &str = "fleet-lab-viewer";
 pub const HEALTH_SECS: u64 = 2;
 /// How long the hub has to show what a gateway reported.
 pub const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The bundle group every lab gateway takes (`[fleet] groups`), so one bundle reaches them all.
+pub const GROUP: &str = "lab-fleet";
 
 /// One gateway of the fleet, before it runs: its name and where its credentials are.
 #[derive(Clone, Debug)]
@@ -40,24 +61,17 @@ pub struct Member {
     pub credentials: PathBuf,
 }
 
-/// The broker, the database and the hub, with the gateways' credentials provisioned.
+/// The broker, the database and the hub, with the gateways' credentials provisioned. The hub
+/// is stopped first on drop, while its servers still run.
 pub struct Fleet {
+    pub hub: HubProcess,
     pub nats: NatsServer,
     pub postgres: Postgres,
-    pub hub: HubProcess,
     pub members: Vec<Member>,
     /// Folder of keys, credentials and the hub's config.
     pub dir: PathBuf,
     /// The public key gateways verify policy bundles with.
     pub bundle_key: PathBuf,
-}
-
-/// The running `iotgw hub`.
-pub struct HubProcess {
-    child: Child,
-    pub config: PathBuf,
-    pub api_addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Fleet {
@@ -69,7 +83,8 @@ impl Fleet {
         let members: Vec<Member> = members
             .iter()
             .map(|(site, gateway)| {
-                entries.push(provision(&dir, &["provision-gateway", "--site", site, "--gateway", gateway]));
+                let args = ["provision-gateway", "--site", site, "--gateway", gateway, "--group", GROUP];
+                entries.push(provision(&dir, &args));
                 Member {
                     site: (*site).to_owned(),
                     gateway: (*gateway).to_owned(),
@@ -84,33 +99,104 @@ impl Fleet {
         Fleet { bundle_key: dir.join("keys/bundle.pub.pem"), nats, postgres, hub, members, dir }
     }
 
-    /// The `[fleet]` section for `member`, reaching the broker through a relay into `lab`'s
-    /// gateway namespace (keep the relay as long as the gateway runs).
-    pub fn gateway_config(&self, member: usize, lab: &Lab) -> (String, Relay) {
-        let member = &self.members[member];
-        let relay = Relay::into_namespace(
-            &lab.gw,
-            NAMESPACE_NATS_PORT,
-            SocketAddr::from((Ipv4Addr::LOCALHOST, self.nats.port)),
-        );
-        let config = format!(
+    /// Starts a controller on `policies` at each of `labs` (the n-th as the n-th member), with
+    /// the scenario's meter enrolled, reporting to the hub.
+    pub fn start_gateways<'a>(&self, labs: &'a [Lab], policies: &[(&str, &str)]) -> Vec<LabGateway<'a>> {
+        assert_eq!(labs.len(), self.members.len(), "one lab per member");
+        labs.iter()
+            .zip(&self.members)
+            .map(|(lab, member)| {
+                let relay = Relay::into_namespace(
+                    &lab.gw,
+                    NAMESPACE_NATS_PORT,
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, self.nats.port)),
+                );
+                let scenario = Scenario::start_with_config(lab, policies, &self.gateway_config(member));
+                LabGateway { scenario, site: member.site.clone(), gateway: member.gateway.clone(), _relay: relay }
+            })
+            .collect()
+    }
+
+    /// `member`'s `[fleet]` section, reaching the broker at `NAMESPACE_NATS_PORT` on its
+    /// namespace's loopback, and its API's token.
+    fn gateway_config(&self, member: &Member) -> String {
+        format!(
             "\n[fleet]\nnats_url = \"nats://127.0.0.1:{NAMESPACE_NATS_PORT}\"\nsite = \"{}\"\ngateway = \"{}\"\n\
-             credentials = \"{}\"\nbundle_key = \"{}\"\nhealth_secs = {HEALTH_SECS}\n",
+             credentials = \"{}\"\nbundle_key = \"{}\"\ngroups = [\"{GROUP}\"]\nhealth_secs = {HEALTH_SECS}\n\n\
+             [api]\ntokens = [{}]\n",
             member.site,
             member.gateway,
             member.credentials.display(),
-            self.bundle_key.display()
-        );
-        (config, relay)
+            self.bundle_key.display(),
+            token_entry("gina", "viewer", GATEWAY_TOKEN),
+        )
     }
 
-    /// Signs and publishes the policy files in `dir` to `scope` (`site:<site>`) as `actor`.
+    /// Signs and publishes the policy files in `dir` to `scope` (`site:<site>`, `group:<group>`)
+    /// as `actor`, with `iotgw hub policy publish` (which refuses files that fail the checks).
     pub fn publish_policy(&self, scope: &str, dir: &Path, actor: &str) -> String {
         let config = self.hub.config.as_os_str();
         iotgw(
             &["hub", "policy", "publish", "--scope", scope, "--actor", actor, "--config"],
             &[config, "--dir".as_ref(), dir.as_os_str()],
         )
+    }
+
+    /// The key the hub signs bundles with.
+    pub fn signing_key(&self) -> SigningKey {
+        let path = self.dir.join("keys/bundle.pem");
+        iotgw::ota::keys::load_private(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Puts `bundle` into the policy bucket under its scope's key as it is: what a tool other
+    /// than `hub policy publish` could put there (a bundle not signed by the hub's key, or files
+    /// that fail the checks).
+    pub fn put_bundle(&self, bundle: &Bundle) {
+        self.as_hub(async |jetstream| {
+            let bucket = jetstream.get_key_value(subjects::POLICY_BUCKET).await.expect("the policy bucket");
+            bucket.put(bundle.scope.kv_key(), bundle.encode().into()).await.expect("putting the bundle");
+        });
+    }
+
+    /// The report stream's last sequence number, and the last one the hub's durable consumer
+    /// acknowledged with all before it (its ack floor).
+    pub fn report_positions(&self) -> (u64, u64) {
+        self.as_hub(async |jetstream| {
+            let mut stream = jetstream.get_stream(subjects::REPORT_STREAM).await.expect("the report stream");
+            let last = stream.info().await.expect("stream info").state.last_sequence;
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                stream.get_consumer(iotgw::hub::ingest::CONSUMER).await.expect("the hub's consumer");
+            (last, consumer.info().await.expect("consumer info").ack_floor.stream_sequence)
+        })
+    }
+
+    /// Runs `f` on a JetStream connection made with the hub's credentials.
+    fn as_hub<T>(&self, f: impl AsyncFnOnce(async_nats::jetstream::Context) -> T) -> T {
+        let (url, credentials) = (self.nats.url(), self.dir.join("hub.nk"));
+        runtime().block_on(async {
+            let endpoint = Endpoint {
+                url: &url,
+                name: "fleet-lab",
+                credentials: Some(&credentials),
+                tls_ca: None,
+                inbox_prefix: None,
+            };
+            f(async_nats::jetstream::new(connect::connect(&endpoint).await.expect("connecting as the hub"))).await
+        })
+    }
+
+    /// The rows `sql` selects from the hub's PostgreSQL.
+    pub fn query<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let url = self.postgres.url();
+        runtime().block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connecting to PostgreSQL");
+            // Written by the tests, over their own constants.
+            let statement = sqlx::AssertSqlSafe(sql.to_owned());
+            sqlx::query_as(statement).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
     }
 
     /// The hub's API, as the operator.
@@ -121,18 +207,13 @@ impl Fleet {
     /// Polls `GET path` as the operator until `done` accepts the answer; panics naming `what`
     /// with the last answer after `REPORT_TIMEOUT`.
     pub fn wait_for(&self, what: &str, path: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + REPORT_TIMEOUT;
-        loop {
+        eventually(&format!("the hub showing {what}"), REPORT_TIMEOUT, || {
             let answer = self.api().get(path, Some(OPERATOR_TOKEN));
-            let body = if answer.status == 200 { Some(answer.json()) } else { None };
-            if let Some(body) = &body
-                && done(body)
-            {
-                return body.clone();
+            match (answer.status == 200).then(|| answer.json()) {
+                Some(body) if done(&body) => Ok(body),
+                _ => Err(format!("{answer:?}")),
             }
-            assert!(Instant::now() < deadline, "the hub did not show {what} within {REPORT_TIMEOUT:?}: {answer:?}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        })
     }
 
     /// `POST path` with a JSON body as the operator.
@@ -147,77 +228,6 @@ impl Drop for Fleet {
     }
 }
 
-impl HubProcess {
-    fn start(dir: &Path, nats: &NatsServer, postgres: &Postgres) -> HubProcess {
-        let api_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
-        let config = dir.join("hub.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "nats_url = \"{}\"\ncredentials = \"{}\"\ndatabase_url = \"{}\"\nsigning_key = \"{}\"\n\n\
-                 [streams]\nmax_bytes = 268435456\n\n[api]\nlisten = \"{api_addr}\"\ntokens = [\n  {},\n  {},\n]\n",
-                nats.url(),
-                dir.join("hub.nk").display(),
-                postgres.url(),
-                dir.join("keys/bundle.pem").display(),
-                token_entry("olga", "operator", OPERATOR_TOKEN),
-                token_entry("vic", "viewer", VIEWER_TOKEN),
-            ),
-        )
-        .expect("hub config");
-        let mut child = Command::new(iotgw_bin())
-            .args(["hub", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {} hub: {e}", iotgw_bin().display()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[hub] {line}");
-                lines.lock().expect("log lock").push(line);
-            }
-        });
-        let mut hub = HubProcess { child, config, api_addr, log };
-        let deadline = Instant::now() + REPORT_TIMEOUT;
-        while std::net::TcpStream::connect_timeout(&api_addr, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = hub.child.try_wait() {
-                panic!("iotgw hub exited ({status}): {:?}", hub.log.lock().expect("log lock"));
-            }
-            assert!(Instant::now() < deadline, "iotgw hub did not listen on {api_addr}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        hub
-    }
-
-    /// Log lines containing `needle`.
-    pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        self.log.lock().expect("log lock").iter().filter(|line| line.contains(needle)).cloned().collect()
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// One lab per site, each with one meter reaching its head-end upstream (the scenario's),
 /// the meters' MACs distinct from site to site (lab MACs otherwise repeat from lab to lab).
 pub fn site_labs(count: usize) -> Vec<Lab> {
@@ -229,6 +239,24 @@ pub fn site_labs(count: usize) -> Vec<Lab> {
             lab
         })
         .collect()
+}
+
+/// Polls `check` until it gives a value; after `timeout`, panics naming `what` with the last
+/// reason `check` gave for not yet.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) => assert!(Instant::now() < deadline, "no {what} within {timeout:?}; last: {last}"),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A runtime for one blocking call into an async client.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
 }
 
 /// Runs `iotgw hub provision-*` with `--out dir` and returns the user entry it printed.
