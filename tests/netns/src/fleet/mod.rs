@@ -53,6 +53,17 @@ pub const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The bundle group every lab gateway takes (`[fleet] groups`), so one bundle reaches them all.
 pub const GROUP: &str = "lab-fleet";
 
+/// The hub's durable consumer on the report stream, as the broker sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportPosition {
+    /// The stream's last sequence number.
+    pub stream_last: u64,
+    /// Every report up to this sequence number is acknowledged (the ack floor).
+    pub acknowledged: u64,
+    /// Reports delivered to the hub and not acknowledged yet.
+    pub unacknowledged: u64,
+}
+
 /// One gateway of the fleet, before it runs: its name and where its credentials are.
 #[derive(Clone, Debug)]
 pub struct Member {
@@ -158,15 +169,19 @@ impl Fleet {
         });
     }
 
-    /// The report stream's last sequence number, and the last one the hub's durable consumer
-    /// acknowledged with all before it (its ack floor).
-    pub fn report_positions(&self) -> (u64, u64) {
+    /// Where the hub's durable consumer is on the report stream.
+    pub fn report_position(&self) -> ReportPosition {
         self.as_hub(async |jetstream| {
             let mut stream = jetstream.get_stream(subjects::REPORT_STREAM).await.expect("the report stream");
-            let last = stream.info().await.expect("stream info").state.last_sequence;
+            let stream_last = stream.info().await.expect("stream info").state.last_sequence;
             let mut consumer: async_nats::jetstream::consumer::PullConsumer =
                 stream.get_consumer(iotgw::hub::ingest::CONSUMER).await.expect("the hub's consumer");
-            (last, consumer.info().await.expect("consumer info").ack_floor.stream_sequence)
+            let info = consumer.info().await.expect("consumer info");
+            ReportPosition {
+                stream_last,
+                acknowledged: info.ack_floor.stream_sequence,
+                unacknowledged: info.num_ack_pending as u64,
+            }
         })
     }
 
