@@ -19,6 +19,19 @@ pub fn iotgw_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/iotgw")
 }
 
+/// Keeps what `child` writes to its (piped) standard error in `log`, line by line, and echoes it
+/// tagged `[tag]`, on a thread that ends when the process closes it.
+pub fn keep_log(child: &mut Child, tag: &'static str, log: &Arc<Mutex<Vec<String>>>) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let log = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[{tag}] {line}");
+            log.lock().expect("log lock").push(line);
+        }
+    });
+}
+
 /// The lab's veths have native XDP: tests attach natively unless they test the modes.
 pub const DEFAULT_ATTACH_MODE: &str = "native";
 
@@ -207,14 +220,7 @@ impl Controller {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", iotgw_bin().display()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[iotgw] {line}");
-                log.lock().expect("log lock").push(line);
-            }
-        });
+        keep_log(&mut child, "iotgw", &self.log);
         self.child = Some(child);
         self.wait_for_log("datapath configured", START_TIMEOUT);
     }

@@ -98,17 +98,11 @@ fn good_bundle_in_force(gateways: &mut [LabGateway], when: &str) {
 /// Waits until the hub shows every gateway enforcing v1 and refusing `version` for a reason
 /// containing every one of `why`; returns the reasons.
 fn wait_refused(fleet: &Fleet, version: u64, why: &[&str]) -> Vec<String> {
-    let answer = fleet.wait_for(&format!("every gateway refusing v{version}"), "/api/v1/gateways", |answer| {
-        let rows = answer.as_array().expect("a list");
-        rows.len() == THREE_SITES.len()
-            && rows.iter().all(|g| g["policy_version"] == 1 && g["health"]["policy_refused"]["version"] == version)
+    let rows = fleet.wait_gateways(&format!("refusing v{version}"), |g| {
+        g["policy_version"] == 1 && g["health"]["policy_refused"]["version"] == version
     });
-    let reasons: Vec<String> = answer
-        .as_array()
-        .expect("a list")
-        .iter()
-        .map(|g| g["health"]["policy_refused"]["reason"].as_str().unwrap_or_default().to_owned())
-        .collect();
+    let reasons: Vec<String> =
+        rows.iter().map(|g| g["health"]["policy_refused"]["reason"].as_str().unwrap_or_default().to_owned()).collect();
     for reason in &reasons {
         assert!(why.iter().all(|part| reason.contains(part)), "refused for {reason:?}, not for {why:?}");
     }
@@ -125,10 +119,8 @@ fn every_gateway_refuses_a_forged_and_a_failing_bundle_and_keeps_enforcing_the_g
     let labs = site_labs(THREE_SITES.len());
     let local = meter_policy(&[]);
     let mut gateways = fleet.start_gateways(&labs, &[("scenario.toml", &local)]);
-    fleet.wait_for("every gateway enforcing the good bundle", "/api/v1/gateways", |answer| {
-        let rows = answer.as_array().expect("a list");
-        rows.len() == THREE_SITES.len()
-            && rows.iter().all(|g| g["policy_version"] == 1 && g["health"]["policy_refused"] == Value::Null)
+    fleet.wait_gateways("enforcing the good bundle", |g| {
+        g["policy_version"] == 1 && g["health"]["policy_refused"] == Value::Null
     });
     good_bundle_in_force(&mut gateways, "under the good bundle");
 

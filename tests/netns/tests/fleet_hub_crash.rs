@@ -46,11 +46,7 @@ fn a_hub_killed_mid_ingest_resumes_from_its_consumer_and_stores_every_event_once
     let labs = site_labs(THREE_SITES.len());
     let gateways = fleet.start_gateways(&labs, &[("scenario.toml", POLICY)]);
     let churn = Churn::at_every_site(&labs, JOINS_PER_SECOND, MAX_JOINS);
-    eventually("events from every gateway in PostgreSQL", REPORT_TIMEOUT, || {
-        let stored: Vec<i64> = gateways.iter().map(|g| fleet.stored(g).rows).collect();
-        let enough = stored.iter().all(|rows| *rows > 0) && stored.iter().sum::<i64>() >= STORED_BEFORE_KILL;
-        if enough { Ok(()) } else { Err(format!("{stored:?}")) }
-    });
+    fleet.wait_stored(&gateways, STORED_BEFORE_KILL);
 
     let mut kills = 1;
     let at_kill = loop {
@@ -68,23 +64,21 @@ fn a_hub_killed_mid_ingest_resumes_from_its_consumer_and_stores_every_event_once
     let joined: usize = churn.into_iter().map(Churn::stop).sum();
     let outboxes = fleet.wait_every_event_once(&gateways, STORE_TIMEOUT);
 
-    // Scraped before the stream is read, so every report the restarted hub counted is in it.
     let scrape = fleet.api().get("/metrics", Some(OPERATOR_TOKEN)).body;
-    let stream_now = fleet.report_position().stream_last;
+    let now = fleet.report_position();
+    assert_eq!(now.consumer_created_ns, at_kill.consumer_created_ns, "the restarted hub took up its durable consumer");
     let counter = |name| metric(&scrape, name).unwrap_or_else(|| panic!("no {name} in {scrape}")) as u64;
     let (reports, duplicates) = (counter("iotgw_hub_reports_total"), counter("iotgw_hub_duplicate_events_total"));
-    let its_to_take = stream_now - at_kill.acknowledged;
-    assert!(
-        reports <= its_to_take,
-        "the restarted hub took {reports} reports ({duplicates} events already stored); only the {its_to_take} \
-         after its acknowledged position were its to take: {at_kill:?}, stream now at {stream_now}"
-    );
+    // The broker gives a durable consumer what follows its acknowledged position, and again what
+    // it delivered without an acknowledgement within the wait (the killed hub's batch, or a slow
+    // commit on a loaded machine): printed, not bounded.
+    let its_to_take = now.stream_last - at_kill.acknowledged;
     assert_eq!(counter("iotgw_hub_reports_refused_total"), 0, "{scrape}");
     let events: i64 = outboxes.iter().map(|o| o.written).sum();
     println!(
         "fleet hub crash: killed (attempt {kills}) holding {} unacknowledged reports, {stored_at_kill} events stored, \
-         stream at {}, acknowledged to {}; restarted: took {reports} of the {its_to_take} after that ({duplicates} \
-         events already stored); {joined} devices joined, {events} events stored once",
+         stream at {}, acknowledged to {}; restarted: took {reports} reports, {its_to_take} followed that \
+         ({duplicates} events already stored); {joined} devices joined, {events} events stored once",
         at_kill.unacknowledged, at_kill.stream_last, at_kill.acknowledged
     );
 }

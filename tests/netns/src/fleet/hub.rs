@@ -2,7 +2,6 @@
 //! log, and `kill -9` and restart on the same configuration (its durable consumer and its
 //! PostgreSQL rows are what carry over).
 use std::{
-    io::{BufRead as _, BufReader},
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -13,7 +12,10 @@ use std::{
 use iotgw_test_support::services::{NatsServer, Postgres, free_port};
 
 use super::{OPERATOR_TOKEN, REPORT_TIMEOUT, VIEWER_TOKEN};
-use crate::{api::token_entry, controller::iotgw_bin};
+use crate::{
+    api::token_entry,
+    controller::{iotgw_bin, keep_log},
+};
 
 /// Seconds the broker waits for the hub's acknowledgement before delivering a report again: short,
 /// so what a hub killed mid-batch had taken comes back to the restarted hub within the test, yet
@@ -67,14 +69,7 @@ impl HubProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {} hub: {e}", iotgw_bin().display()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        let lines = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[hub] {line}");
-                lines.lock().expect("log lock").push(line);
-            }
-        });
+        keep_log(&mut child, "hub", &self.log);
         // Kept before waiting, so a hub that never listens is still stopped on drop.
         let child = self.child.insert(child);
         let deadline = Instant::now() + REPORT_TIMEOUT;

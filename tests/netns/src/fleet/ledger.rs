@@ -4,7 +4,7 @@
 //! when its rows there are that run, one row per number, each with its own event id.
 use std::time::Duration;
 
-use super::{Fleet, LabGateway, Outbox, eventually};
+use super::{Fleet, LabGateway, Outbox, REPORT_TIMEOUT, eventually};
 
 /// One gateway's events as PostgreSQL holds them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, sqlx::FromRow)]
@@ -44,6 +44,20 @@ impl Fleet {
              ORDER BY seq",
             gateway.site, gateway.gateway
         ))
+    }
+
+    /// Waits until PostgreSQL holds events from every gateway, `at_least` in all: the hub is at
+    /// work. Returns how many it holds.
+    pub fn wait_stored(&self, gateways: &[LabGateway], at_least: i64) -> i64 {
+        eventually("events from every gateway in PostgreSQL", REPORT_TIMEOUT, || {
+            let stored: Vec<i64> = gateways.iter().map(|g| self.stored(g).rows).collect();
+            let total = stored.iter().sum::<i64>();
+            if stored.iter().all(|rows| *rows > 0) && total >= at_least {
+                Ok(total)
+            } else {
+                Err(format!("{stored:?}"))
+            }
+        })
     }
 
     /// Waits until every gateway's outbox is published and PostgreSQL holds each of its events

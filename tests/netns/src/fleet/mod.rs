@@ -62,6 +62,8 @@ pub struct ReportPosition {
     pub acknowledged: u64,
     /// Reports delivered to the hub and not acknowledged yet.
     pub unacknowledged: u64,
+    /// When the consumer was created (nanoseconds since the epoch): the same one, or a new one.
+    pub consumer_created_ns: i128,
 }
 
 /// One gateway of the fleet, before it runs: its name and where its credentials are.
@@ -181,6 +183,7 @@ impl Fleet {
                 stream_last,
                 acknowledged: info.ack_floor.stream_sequence,
                 unacknowledged: info.num_ack_pending as u64,
+                consumer_created_ns: info.created.unix_timestamp_nanos(),
             }
         })
     }
@@ -229,6 +232,15 @@ impl Fleet {
                 _ => Err(format!("{answer:?}")),
             }
         })
+    }
+
+    /// Polls the hub's gateways API until every member is listed and `done` accepts each one's
+    /// row; returns the rows.
+    pub fn wait_gateways(&self, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+        let answer = self.wait_for(&format!("every gateway {what}"), "/api/v1/gateways", |answer| {
+            answer.as_array().is_some_and(|rows| rows.len() == self.members.len() && rows.iter().all(&done))
+        });
+        answer.as_array().cloned().unwrap_or_default()
     }
 
     /// `POST path` with a JSON body as the operator.
