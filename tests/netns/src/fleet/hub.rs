@@ -14,7 +14,7 @@ use iotgw_test_support::services::{NatsServer, Postgres, free_port};
 use super::{OPERATOR_TOKEN, REPORT_TIMEOUT, VIEWER_TOKEN};
 use crate::{
     api::token_entry,
-    controller::{iotgw_bin, keep_log},
+    controller::{iotgw_bin, keep_log, terminate},
 };
 
 /// Seconds the broker waits for the hub's acknowledgement before delivering a report again: short,
@@ -98,17 +98,8 @@ impl HubProcess {
 
 impl Drop for HubProcess {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(15));
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
