@@ -203,3 +203,45 @@ async fn a_gateways_credentials_reach_its_own_subjects_only() {
     }
     assert_eq!(violations.len(), 4, "{violations:#?}");
 }
+
+/// A gateway's watch of its policy key goes on after the broker restarts: async-nats recreates
+/// the watch's consumer, named, on a subject the credentials must allow (refused, it retries for
+/// ever and the gateway never takes another bundle).
+#[tokio::test]
+async fn a_gateways_policy_watch_goes_on_after_the_broker_restarts() {
+    let dir = Folder(scratch("fleet-credentials-restart"));
+    let dir = &dir.0;
+    let hub_user = provision(dir, "hub.nk", &credentials::hub_permissions());
+    let gateway_a = provision(dir, "s1.gw-a.nk", &credentials::gateway_permissions("s1", "gw-a", &[], None));
+    let mut nats = NatsServer::start_with_config(&credentials::authorization(&[hub_user.entry, gateway_a.entry]));
+    let hub = jetstream(connect(&nats, "hub", &hub_user.seed, None).await);
+    let bucket = hub::bundles::ensure_bucket(&hub).await.expect("hub creates the policy bucket");
+    let key = subjects::site_bundle_key("s1");
+    bucket.put(&key, "v1".into()).await.expect("hub puts v1");
+
+    let inbox = subjects::inbox_prefix("s1", "gw-a");
+    let js = jetstream(connect(&nats, "gw-a", &gateway_a.seed, Some(&inbox)).await);
+    let policy = js.get_key_value(subjects::POLICY_BUCKET).await.expect("A opens the bucket");
+    let mut watch = policy.watch_with_history(&key).await.expect("A watches its key");
+    let watched = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("v1 watched");
+    assert_eq!(watched.unwrap().unwrap().value.as_ref(), b"v1");
+
+    // Down long enough for both clients to see the connection go.
+    nats.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while bucket.put(&key, "v2".into()).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the hub did not reconnect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The watch may report the heartbeats it missed meanwhile; then it goes on.
+    loop {
+        let watched = tokio::time::timeout_at(deadline, watch.next()).await.expect("v2 watched after the restart");
+        match watched.expect("the watch goes on") {
+            Ok(entry) if entry.value.as_ref() == b"v2" => break,
+            Ok(entry) => panic!("watched {entry:?}, not v2"),
+            Err(missed) => println!("the watch says: {missed}"),
+        }
+    }
+}

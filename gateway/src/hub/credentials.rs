@@ -14,7 +14,12 @@
 //! which names the key. Watching a key creates an unnamed ordered consumer
 //! (`$JS.API.CONSUMER.CREATE.KV_iotgw_policy`), whose filter the subject does not name: a
 //! gateway can read every bundle in the bucket that way. Bundles are signed policies, not
-//! secrets; what matters, that nobody but the hub can write them, holds.
+//! secrets; what matters, that nobody but the hub can write them, holds. When the connection
+//! comes back (a broker restart, a network cut) async-nats recreates that consumer named, on
+//! `$JS.API.CONSUMER.CREATE.KV_iotgw_policy.<name>.$KV.iotgw_policy.<key>`, and retries for ever
+//! if refused: without that permission a gateway would stop taking bundles after its first
+//! reconnect. Deleting the old consumer stays refused (that would let it delete other gateways'
+//! consumers): the broker removes an ephemeral consumer whose subscriber is gone by itself.
 use std::{
     io::Write as _,
     os::unix::fs::OpenOptionsExt as _,
@@ -68,7 +73,10 @@ pub fn gateway_permissions(site: &str, gateway: &str, groups: &[String], domain:
     ]);
     let keys =
         std::iter::once(subjects::site_bundle_key(site)).chain(groups.iter().map(|g| subjects::group_bundle_key(g)));
-    publish.extend(keys.map(|key| format!("{api}.DIRECT.GET.{policy}.$KV.{bucket}.{key}")));
+    for key in keys {
+        publish.push(format!("{api}.DIRECT.GET.{policy}.$KV.{bucket}.{key}"));
+        publish.push(format!("{api}.CONSUMER.CREATE.{policy}.*.$KV.{bucket}.{key}"));
+    }
     Permissions { publish, subscribe: vec![format!("{}.>", subjects::inbox_prefix(site, gateway))] }
 }
 
@@ -130,6 +138,8 @@ mod tests {
             assert!(own, "{subject}");
         }
         assert!(permissions.publish.iter().any(|s| s.ends_with("$KV.iotgw_policy.group.retail")));
+        let watch_again = "$JS.API.CONSUMER.CREATE.KV_iotgw_policy.*.$KV.iotgw_policy.site.s1";
+        assert!(permissions.publish.iter().any(|s| s == watch_again), "{:?}", permissions.publish);
         assert_eq!(permissions.subscribe, ["_INBOX.s1.gw-1.>"]);
     }
 

@@ -144,3 +144,8 @@ pub fn token_entry(name: &str, role: &str, token: &str) -> String {
     let hash: String = iotgw::api::auth::TokenHash::of(token).0.iter().map(|b| format!("{b:02x}")).collect();
     format!("{{ name = \"{name}\", role = \"{role}\", token_sha256 = \"{hash}\" }}")
 }
+
+/// The value of the sample `name` (without labels) in a `/metrics` scrape, if there is one.
+pub fn metric(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

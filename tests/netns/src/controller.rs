@@ -19,6 +19,33 @@ pub fn iotgw_bin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/iotgw")
 }
 
+/// Keeps what `child` writes to its (piped) standard error in `log`, line by line, and echoes it
+/// tagged `[tag]`, on a thread that ends when the process closes it.
+pub fn keep_log(child: &mut Child, tag: &'static str, log: &Arc<Mutex<Vec<String>>>) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let log = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[{tag}] {line}");
+            log.lock().expect("log lock").push(line);
+        }
+    });
+}
+
+/// Stops `child` with SIGTERM, and with SIGKILL if it has not exited within `grace`.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// The lab's veths have native XDP: tests attach natively unless they test the modes.
 pub const DEFAULT_ATTACH_MODE: &str = "native";
 
@@ -207,14 +234,7 @@ impl Controller {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", iotgw_bin().display()));
-        let stderr = child.stderr.take().expect("stderr piped");
-        let log = self.log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[iotgw] {line}");
-                log.lock().expect("log lock").push(line);
-            }
-        });
+        keep_log(&mut child, "iotgw", &self.log);
         self.child = Some(child);
         self.wait_for_log("datapath configured", START_TIMEOUT);
     }
@@ -282,19 +302,7 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         if let Some(child) = self.child.as_mut() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            terminate(child, Duration::from_secs(5));
         }
         // Unpin links and maps: the namespaces go away with the lab, the pins would not.
         let _ = iotgw::datapath::loader::detach_all(&self.pin_path);

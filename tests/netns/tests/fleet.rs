@@ -10,21 +10,13 @@ use std::time::{Duration, Instant};
 
 use iotgw::device::Access;
 use netns_tests::{
-    fleet::{Fleet, OPERATOR_TOKEN, VIEWER_TOKEN, site_labs},
+    fleet::{Fleet, OPERATOR_TOKEN, THREE_SITES, VIEWER_TOKEN, site_labs},
     lab::format_mac,
-    relay::Relay,
-    scenario::{POLICY, Scenario},
+    scenario::POLICY,
 };
 use serde_json::{Value, json};
 
-const MEMBERS: [(&str, &str); 3] = [("site-a", "gw-1"), ("site-b", "gw-1"), ("site-c", "gw-1")];
 const SITE_B: usize = 1;
-
-/// A lab gateway of the fleet, with the relay it reaches the broker through.
-struct Member<'a> {
-    scenario: Scenario<'a>,
-    _relay: Relay,
-}
 
 fn rows(answer: &Value) -> &Vec<Value> {
     answer.as_array().unwrap_or_else(|| panic!("not a list: {answer}"))
@@ -32,17 +24,9 @@ fn rows(answer: &Value) -> &Vec<Value> {
 
 #[test]
 fn three_sites_one_hub_a_scan_quarantined_at_site_b_and_released_from_the_hub() {
-    let fleet = Fleet::start(&MEMBERS);
-    let labs = site_labs(MEMBERS.len());
-    let mut members: Vec<Member> = labs
-        .iter()
-        .enumerate()
-        .map(|(n, lab)| {
-            let (fleet_config, relay) = fleet.gateway_config(n, lab);
-            let scenario = Scenario::start_with_config(lab, &[("scenario.toml", POLICY)], &fleet_config);
-            Member { scenario, _relay: relay }
-        })
-        .collect();
+    let fleet = Fleet::start(&THREE_SITES);
+    let labs = site_labs(THREE_SITES.len());
+    let mut members = fleet.start_gateways(&labs, &[("scenario.toml", POLICY)]);
     for member in &mut members {
         for port in 0..3 {
             member.scenario.send_normal_reading(41_000 + port);
@@ -51,14 +35,14 @@ fn three_sites_one_hub_a_scan_quarantined_at_site_b_and_released_from_the_hub() 
 
     // Every gateway reports its health and its meter.
     let gateways = fleet.wait_for("three gateways with health", "/api/v1/gateways", |answer| {
-        rows(answer).len() == MEMBERS.len() && rows(answer).iter().all(|g| !g["health"].is_null())
+        rows(answer).len() == THREE_SITES.len() && rows(answer).iter().all(|g| !g["health"].is_null())
     });
     for gateway in rows(&gateways) {
         assert_eq!(gateway["stale"], false, "{gateway}");
         assert_eq!(gateway["health"]["xdp_mode"], "driver", "{gateway}");
     }
     let meters: Vec<String> = members.iter().map(|m| format_mac(m.scenario.mac)).collect();
-    for ((site, _), meter) in MEMBERS.iter().zip(&meters) {
+    for ((site, _), meter) in THREE_SITES.iter().zip(&meters) {
         fleet.wait_for(&format!("{meter} at {site}"), &format!("/api/v1/devices?site={site}"), |answer| {
             rows(answer).iter().any(|d| d["mac"] == meter.as_str() && d["site"] == *site)
         });

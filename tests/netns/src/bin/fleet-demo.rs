@@ -9,13 +9,11 @@ use std::{path::PathBuf, time::Duration};
 
 use iotgw::device::Access;
 use netns_tests::{
-    fleet::{Fleet, OPERATOR_TOKEN, site_labs},
+    fleet::{Fleet, OPERATOR_TOKEN, THREE_SITES, site_labs},
     lab::format_mac,
-    scenario::Scenario,
 };
 use serde_json::{Value, json};
 
-const MEMBERS: [(&str, &str); 3] = [("site-a", "gw-1"), ("site-b", "gw-1"), ("site-c", "gw-1")];
 const SITE_B: usize = 1;
 
 fn main() {
@@ -30,33 +28,24 @@ fn main() {
     let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
 
     step("provisioning the hub and three gateways (NKeys), starting nats-server, PostgreSQL and `iotgw hub`");
-    let fleet = Fleet::start(&MEMBERS);
+    let fleet = Fleet::start(&THREE_SITES);
     report(&format!("hub console: http://{}/ (operator token {OPERATOR_TOKEN})", fleet.hub.api_addr));
 
     step("building three sites, each a gateway with its meter, and starting iotgw at each");
-    let labs = site_labs(MEMBERS.len());
-    let mut relays = Vec::new();
-    let mut sites: Vec<Scenario> = labs
-        .iter()
-        .enumerate()
-        .map(|(n, lab)| {
-            let (config, relay) = fleet.gateway_config(n, lab);
-            relays.push(relay);
-            Scenario::start_with_config(lab, &refs, &config)
-        })
-        .collect();
-    for site in &mut sites {
-        site.send_normal_reading(41_000);
+    let labs = site_labs(THREE_SITES.len());
+    let mut gateways = fleet.start_gateways(&labs, &refs);
+    for gateway in &mut gateways {
+        gateway.scenario.send_normal_reading(41_000);
     }
-    let gateways = fleet.wait_for("three gateways", "/api/v1/gateways", |g| list(g).len() == MEMBERS.len());
-    for gateway in list(&gateways) {
+    let reported = fleet.wait_for("three gateways", "/api/v1/gateways", |g| list(g).len() == THREE_SITES.len());
+    for gateway in list(&reported) {
         report(&format!("hub sees {}/{}", text(&gateway["site"]), text(&gateway["gateway"])));
     }
 
     step("site B: the meter reports on its rhythm while gateway B learns, then starts a telnet scan");
-    sites[SITE_B].learn_normal_behaviour();
-    let outcome = sites[SITE_B].telnet_scan_until_quarantined();
-    let meter = format_mac(sites[SITE_B].mac);
+    gateways[SITE_B].scenario.learn_normal_behaviour();
+    let outcome = gateways[SITE_B].scenario.telnet_scan_until_quarantined();
+    let meter = format_mac(gateways[SITE_B].scenario.mac);
     if outcome.latency == Duration::MAX {
         fail("gateway B did not quarantine the scanning meter");
     }
@@ -83,16 +72,18 @@ fn main() {
         "command {}: {} by {} ({})",
         command["id"], command["outcome"], command["actor"], command["detail"]
     ));
-    let released = sites[SITE_B].access() != Some(Access::Quarantined);
-    report(&format!("gateway B's device table now says: {:?}", sites[SITE_B].access().unwrap_or(Access::Unknown)));
+    let released = gateways[SITE_B].scenario.access() != Some(Access::Quarantined);
+    report(&format!(
+        "gateway B's device table now says: {:?}",
+        gateways[SITE_B].scenario.access().unwrap_or(Access::Unknown)
+    ));
 
     if !hold.is_zero() {
         step(&format!("holding for {hold:?}: open http://{}/ and sign in with the token above", fleet.hub.api_addr));
         std::thread::sleep(hold);
     }
     step("done: stopping the gateways, the hub, nats-server and PostgreSQL, and removing the labs");
-    drop(sites);
-    drop(relays);
+    drop(gateways);
     drop(labs);
     drop(fleet);
     if !released {
