@@ -45,17 +45,24 @@ impl Shape {
             reports.push(Report::new(&site, &name, changed_ms, ReportBody::Inventory { changed_ms, device: record }));
         }
         for seq in 0..self.events {
-            let event = event(gateway, seq % self.devices.max(1), seq);
-            reports.push(Report::new(
-                &site,
-                &name,
-                NOW_MS + seq as i64,
-                ReportBody::Event { seq: seq as i64 + 1, event },
-            ));
+            reports.push(self.event_report(gateway, seq, NOW_MS + seq as i64));
         }
         let health = Health { version: "bench".into(), devices: self.devices as u64, ..Health::default() };
         reports.push(Report::new(&site, &name, NOW_MS, ReportBody::Health { health }));
         reports
+    }
+
+    /// The `seq`th event of `gateway` (outbox sequence `seq + 1`), sent and dated `sent_ms`:
+    /// one in four an alert, the rest audit records.
+    pub fn event_report(&self, gateway: usize, seq: usize, sent_ms: i64) -> Report {
+        let mut event = event(gateway, seq % self.devices.max(1), seq);
+        event.time = time_ms(sent_ms);
+        Report::new(
+            &self.site(gateway),
+            &self.gateway(gateway),
+            sent_ms,
+            ReportBody::Event { seq: seq as i64 + 1, event },
+        )
     }
 }
 
@@ -67,7 +74,7 @@ pub fn mac(gateway: usize, device: usize) -> Mac {
 }
 
 pub fn device_record(gateway: usize, device: usize) -> DeviceRecord {
-    let seen = OffsetDateTime::from_unix_timestamp_nanos(i128::from(NOW_MS) * 1_000_000).expect("time");
+    let seen = time_ms(NOW_MS);
     DeviceRecord {
         mac: mac(gateway, device),
         first_seen: seen,
@@ -106,6 +113,9 @@ fn event(gateway: usize, device: usize, seq: usize) -> GatewayEvent {
     let severity = if seq.is_multiple_of(4) { Severity::High } else { Severity::Info };
     let mut event = GatewayEvent::new(severity, Some(mac(gateway, device)), "bench", kind);
     event.id = format!("{gateway}-{seq}");
-    event.time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(NOW_MS + seq as i64) * 1_000_000).expect("time");
     event
+}
+
+fn time_ms(unix_ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000).expect("time")
 }
