@@ -4,6 +4,7 @@
 //! - installs the policy bundles the fleet hub publishes (`fleet::bundle_watch` stages them),
 //!   the same way: checked whole, then swapped in whole;
 //! - DNS answers devices receive open the addresses of the names their policies allow;
+//! - rules with a `remote` get the addresses the gateway resolves (`policy::remote`);
 //! - addresses whose TTL ran out close again.
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::{
     pipeline,
     policy::{
         CompiledPolicy, CompiledRule, DnsTracker, PolicyError, PolicyId, PolicyStore, PolicyWatcher, Verdicts,
-        dns::policies_in_force,
+        dns::policies_in_force, remote::remote_entries,
     },
     respond::ResponsePolicy,
     shutdown::Shutdown,
@@ -57,9 +58,16 @@ pub fn apply_policy(
     dns: &DnsTracker,
     quarantine_src_mac: [u8; 6],
 ) -> anyhow::Result<()> {
-    let (rules, refused) = policy.rules_with(&dns.active());
+    // Remotes only the gateway resolves (LAN prefixes, its own address, controllers). No
+    // device's MUD URL is known yet, so `manufacturer:`/`model:` remotes resolve to nothing.
+    let (mut dynamic, unresolved) = remote_entries(&policy.source, &config.policy.site(), &[]);
+    for reason in &unresolved {
+        tracing::warn!(reason = %reason, "entries of rules with a remote were not written");
+    }
+    dynamic.extend(dns.active());
+    let (rules, refused) = policy.rules_with(&dynamic);
     if !refused.is_empty() {
-        tracing::warn!(refused = refused.len(), "DNS-resolved entries beyond the datapath's limits were not written");
+        tracing::warn!(refused = refused.len(), "resolved entries beyond the datapath's limits were not written");
     }
     let report = maps.sync_policy(rules.iter().map(CompiledRule::to_abi)).context("writing policy rules")?;
     maps.write_config(&datapath_config(config, &policy.verdicts, quarantine_src_mac))

@@ -1,8 +1,11 @@
-//! `[policy]` of the gateway configuration: where the policy files are and whether a change
-//! reloads them.
-use std::path::PathBuf;
+//! `[policy]` of the gateway configuration: where the policy files are, whether a change
+//! reloads them, and what rules with a `remote` resolve to (`policy::remote::Site`).
+use std::{net::IpAddr, path::PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
+
+use super::remote::Site;
 
 /// Default folder of the policy files.
 pub const DEFAULT_DIR: &str = "/etc/iotgw/policies";
@@ -14,10 +17,26 @@ pub struct Config {
     pub dir: PathBuf,
     /// Reload when a file in `dir` changes (SIGHUP always reloads).
     pub watch: bool,
+    /// The LAN's prefixes: what `remote = "local-networks"` reaches. None: such rules allow
+    /// nothing.
+    pub lan_prefixes: Vec<IpNet>,
+    /// The gateway's own LAN addresses: what `remote = "gateway"` (and so MUD's DNS and NTP
+    /// controllers) reaches. None: such rules allow nothing.
+    pub gateway_addresses: Vec<IpAddr>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { dir: DEFAULT_DIR.into(), watch: true }
+        Self { dir: DEFAULT_DIR.into(), watch: true, lan_prefixes: Vec::new(), gateway_addresses: Vec::new() }
+    }
+}
+
+impl Config {
+    /// The site `remote` rules resolve against.
+    pub fn site(&self) -> Site {
+        Site {
+            lan_prefixes: self.lan_prefixes.iter().map(IpNet::trunc).collect(),
+            gateway: self.gateway_addresses.clone(),
+        }
     }
 }

@@ -11,6 +11,8 @@
 //! - `classify`: device → class (MAC, OUI, fingerprint type, certificate subject);
 //! - `dns`: `DnsTracker`, which keeps DNS-name rules true from the answers devices receive;
 //! - `mud`: RFC 8520 MUD files → policy TOML;
+//! - `remote`: rule remotes only the gateway can resolve (LAN prefixes, its own address,
+//!   a class's controllers, devices by MUD URL), as entries merged like DNS-derived ones;
 //! - `config`: the `[policy]` section of the gateway configuration (folder, watch);
 //! - `store`: atomic reload (`PolicyStore`) and the folder watcher;
 //! - `swap`: replaces the folder's whole set of files with a staged one (fleet bundles);
@@ -36,6 +38,7 @@ pub mod model;
 pub mod mud;
 #[cfg(test)]
 mod property_tests;
+pub mod remote;
 pub mod schema;
 pub mod store;
 pub mod swap;
