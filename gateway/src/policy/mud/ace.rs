@@ -118,8 +118,12 @@ pub struct Refusal {
 }
 
 impl fmt::Display for Refusal {
+    /// `ACL "a" ACE "b": field: reason`, or `field: reason` outside any ACE (extensions).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ACL {:?} ACE {:?}: {}: {}", self.acl, self.ace, self.field, self.reason)
+        if !self.acl.is_empty() {
+            write!(f, "ACL {:?} ACE {:?}: ", self.acl, self.ace)?;
+        }
+        write!(f, "{}: {}", self.field, self.reason)
     }
 }
 

@@ -33,9 +33,12 @@
 //!   address, IP header fields, TCP flags, other IP protocols, two abstractions in one ACE.
 //!
 //! Structure, per the YANG models: `ietf-access-control-list:acls` (or the draft-era
-//! `:access-lists` MUDgee writes, with a note), ACL and ACE names unique (a duplicate
-//! refuses the file), empty ACL lists valid. A file whose ACEs are all refused is refused.
+//! `:access-lists` MUDgee writes, and the draft ACL members osMUD's examples use, `draft`,
+//! with a note), ACL and ACE names unique (a duplicate
+//! refuses the file), empty ACL lists valid. MUD `extensions` are refused (none is
+//! represented). A file whose every ACE and extension is refused is refused.
 mod ace;
+mod draft;
 mod render;
 
 use std::{collections::BTreeSet, path::PathBuf};
@@ -64,8 +67,9 @@ pub enum MudError {
     /// JSON pointer.
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
-    /// Every accepting ACE was refused: the class would allow nothing the file allows.
-    #[error("nothing to import: every accepting ACE is refused ({})", .0.len())]
+    /// Every accepting ACE (and extension) was refused: the class would allow nothing the
+    /// file allows.
+    #[error("nothing to import: everything the file allows is refused ({} refusals)", .0.len())]
     NothingRepresentable(Vec<Refusal>),
     /// The generated TOML did not pass the policy checks (a bug, or a bad class name/id).
     #[error("the imported class does not pass `policy check`: {0}")]
@@ -88,6 +92,25 @@ pub struct MudImport {
     /// What else the operator should know (draft spelling, controllers to fill in...).
     pub notes: Vec<String>,
 }
+
+/// The members of RFC 8520's `mud` container.
+const MUD_MEMBERS: &[&str] = &[
+    "mud-version",
+    "mud-url",
+    "last-update",
+    "mud-signature",
+    "cache-validity",
+    "is-supported",
+    "systeminfo",
+    "mfg-name",
+    "model-name",
+    "firmware-rev",
+    "software-rev",
+    "documentation",
+    "extensions",
+    "from-device-policy",
+    "to-device-policy",
+];
 
 /// The containers of the ACLs, final and draft-era (MUDgee) spellings.
 const ACL_CONTAINERS: &[&str] = &["ietf-access-control-list:acls", "ietf-access-control-list:access-lists"];
@@ -150,7 +173,24 @@ fn extend_unique<T: Clone + PartialEq>(into: &mut Vec<T>, more: &[T]) {
 
 /// Converts the MUD document `json` into a class named `class` with id `id`.
 pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
-    let root: Value = serde_json::from_str(json)?;
+    let mut root: Value = serde_json::from_str(json)?;
+    let present: Vec<&str> = ACL_CONTAINERS.iter().copied().filter(|key| root.get(*key).is_some()).collect();
+    // Without a container there are no ACLs: valid, and any reference to one is refused below.
+    let container = match present.as_slice() {
+        [] => ACL_CONTAINERS[0],
+        [one] => *one,
+        _ => return Err(invalid("/ietf-access-control-list:acls", "given twice, as :acls and as :access-lists")),
+    };
+    let mut notes = Vec::new();
+    if container != ACL_CONTAINERS[0] {
+        notes.push(format!("read the draft-era container {container:?} as {:?} (RFC 8519)", ACL_CONTAINERS[0]));
+    }
+    if let Some(list) = root.get_mut(container).and_then(|acls| acls.get_mut("acl")).and_then(Value::as_array_mut) {
+        let spellings = draft::normalize(list);
+        if !spellings.is_empty() {
+            notes.push(format!("read the draft-era ACL members {} as RFC 8519's", spellings.join(", ")));
+        }
+    }
     let mud = root
         .get("ietf-mud:mud")
         .and_then(Value::as_object)
@@ -167,17 +207,12 @@ pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("/ietf-mud:mud/mud-url", "missing or not a string"))?;
     let systeminfo = mud.get("systeminfo").and_then(Value::as_str).unwrap_or("");
-    let mut notes = Vec::new();
-    let present: Vec<&str> = ACL_CONTAINERS.iter().copied().filter(|key| root.get(*key).is_some()).collect();
-    let container = match present.as_slice() {
-        [] => return Err(invalid("/ietf-access-control-list:acls", "missing: the file has no access lists")),
-        [one] => *one,
-        _ => return Err(invalid("/ietf-access-control-list:acls", "given twice, as :acls and as :access-lists")),
-    };
-    if container != ACL_CONTAINERS[0] {
-        notes.push(format!("read the draft-era container {container:?} as {:?} (RFC 8519)", ACL_CONTAINERS[0]));
+    // Other modules' augmentations grant nothing here; say they were not read.
+    let unread: Vec<&str> = mud.keys().map(String::as_str).filter(|key| !MUD_MEMBERS.contains(key)).collect();
+    if !unread.is_empty() {
+        notes.push(format!("ietf-mud:mud members not represented (nothing granted from them): {}", unread.join(", ")));
     }
-    let acls = match root[container].get("acl") {
+    let acls = match root.get(container).and_then(|acls| acls.get("acl")) {
         None => &Vec::new(),
         Some(list) => list.as_array().ok_or_else(|| invalid(&format!("/{container}/acl"), "not a list"))?,
     };
@@ -194,6 +229,19 @@ pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
 
     let mut aces: Vec<Ace> = Vec::new();
     let mut refused: Vec<Refusal> = Vec::new();
+    // RFC 8520 §3.9: extensions change what the file allows; none is represented here.
+    if let Some(extensions) = mud.get("extensions") {
+        let names = extensions.as_array().ok_or_else(|| invalid("/ietf-mud:mud/extensions", "not a list"))?;
+        for name in names {
+            let name = name.as_str().ok_or_else(|| invalid("/ietf-mud:mud/extensions", "not a list of strings"))?;
+            refused.push(Refusal {
+                acl: String::new(),
+                ace: String::new(),
+                field: format!("extensions/{name}"),
+                reason: "MUD extension not represented (what it allows is not granted)".into(),
+            });
+        }
+    }
     let mut referenced = BTreeSet::new();
     for side in [Side::FromDevice, Side::ToDevice] {
         let policy_key = format!("{}-policy", side.as_str());
@@ -282,16 +330,6 @@ pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
     }
 
     let (from_device, to_device): (Vec<&Ace>, Vec<&Ace>) = aces.iter().partition(|ace| ace.side == Side::FromDevice);
-    for answered in &to_device {
-        if !from_device.iter().any(|from| answers(from, answered)) {
-            refused.push(refusal(
-                answered,
-                "(from-device twin)",
-                "no from-device ACE admits the device's side of these packets; a rule would admit device \
-                 answers the file does not",
-            ));
-        }
-    }
     let mut controller: Option<&str> = None;
     let mut rules: Vec<ImportedRule> = Vec::new();
     for from in &from_device {
@@ -332,6 +370,21 @@ pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
         }
         _ => true,
     });
+    // A to-device ACE is imported as the far half of an imported from-device ACE.
+    let imported: BTreeSet<&str> = rules.iter().flat_map(|rule| rule.aces.iter().map(String::as_str)).collect();
+    for answered in &to_device {
+        let twins: Vec<&&Ace> = from_device.iter().filter(|from| answers(from, answered)).collect();
+        if twins.iter().any(|from| imported.contains(format!("{}/{}", from.acl, from.name).as_str())) {
+            continue;
+        }
+        let reason = match twins.first() {
+            Some(twin) => format!("its from-device twin {}/{} is refused", twin.acl, twin.name),
+            None => "no from-device ACE admits the device's side of these packets; a rule would admit device \
+                     answers the file does not"
+                .to_owned(),
+        };
+        refused.push(refusal(answered, "(from-device twin)", reason));
+    }
     if let Some(name) = controller {
         notes.push(format!(
             "list the addresses of controller {name:?} in the class's `controllers` (until then its rules allow nothing)"

@@ -231,3 +231,29 @@ fn bad_class_name_or_id_is_refused_by_the_policy_check() {
     assert!(matches!(import(&sample, "bad name", 1), Err(MudError::Check(_))));
     assert!(matches!(import(&sample, "ok", 0), Err(MudError::Check(_))));
 }
+
+#[test]
+fn extensions_are_refused_and_a_file_of_only_them_imports_nothing() {
+    match import(&testdata("extension-only.mud.json"), "printer", 50) {
+        Err(MudError::NothingRepresentable(refused)) => {
+            assert_eq!(refused.len(), 1);
+            assert_eq!(
+                refused[0].to_string(),
+                "extensions/example-broadcast-discovery: MUD extension not represented (what it allows is not granted)"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn draft_acl_members_are_read_as_rfc_8519_with_a_note() {
+    let imported = import(&testdata("draft-members.mud.json"), "thermostat", 51).expect("imports");
+    assert!(imported.refused.is_empty(), "{:?}", imported.refused);
+    assert_eq!(
+        allow_lines(&imported.toml),
+        [r#"direction="outbound" nets=["203.0.113.10/32"] ports=[8883] protocol="tcp""#]
+    );
+    let note = imported.notes.iter().find(|note| note.contains("draft-era ACL members")).expect("a note");
+    assert!(note.contains("access-list-entries") && note.contains("destination-port-range-or-operator"), "{note}");
+}
