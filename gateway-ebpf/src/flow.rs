@@ -11,16 +11,24 @@
 //! - the device's state and policy id, compared with the live `DEVICES` entry on every packet
 //!   (closing the moment between a device write and the generation bump).
 //! So a revocation, a quarantine or a policy reload takes effect on the flow's next packet.
+//! A TCP SYN or SYN-ACK is decided afresh too, never from the cache: it says who opens the
+//! connection (`FlowStats::opener`, kept for the flow's later packets), and a reused 5-tuple
+//! may be opened the other way.
 //! Fragments are always decided afresh and never cached: a non-first fragment has no ports,
 //! so it shares its flow key with port-0 packets of the same 5-tuple but is judged differently.
 //!
 //! Reads `FLOWS` and `DEVICE_STATS`; writes both.
 use aya_ebpf::bindings::BPF_NOEXIST;
 use gateway_ebpf::{
-    CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowStats, MacKey, SynFingerprint, counter, proto, reason,
+    CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowStats, MacKey, SynFingerprint, counter, opener, proto,
+    reason,
 };
 
-use crate::{DEVICE_STATS, FLOWS, count, decision::Decision, parse::Ip};
+use crate::{
+    DEVICE_STATS, FLOWS, count,
+    decision::Decision,
+    parse::{self, Ip},
+};
 
 /// Zeroed counters to insert for a device seen for the first time (kept out of the
 /// 512-byte stack: the value lives in .rodata).
@@ -131,8 +139,15 @@ pub fn to_cache(decision: &Decision, device: &DeviceEntry, generation: u32, ip: 
     .pack()
 }
 
+/// Who opened the flow, as its latest SYN or SYN-ACK told (`opener::EITHER` before one).
+#[inline(always)]
+pub fn opener(stats: *mut FlowStats) -> u8 {
+    // SAFETY: the map value stays valid during the program run (RCU).
+    unsafe { (*stats).opener }
+}
+
 /// Accounts the packet to its known flow; `recomputed` is the decision to cache when the
-/// packet did not reuse the cached one.
+/// packet did not reuse the cached one. A SYN or SYN-ACK records who opened.
 #[inline(always)]
 pub fn add(stats: *mut FlowStats, ip: &Ip, frame_bytes: u64, verdict: u8, recomputed: Option<(u64, u32)>, now: u64) {
     // SAFETY: the map value stays valid during the program run (RCU); packets and bytes are
@@ -143,6 +158,10 @@ pub fn add(stats: *mut FlowStats, ip: &Ip, frame_bytes: u64, verdict: u8, recomp
         (*stats).last_seen_ns = now;
         (*stats).tcp_flags |= ip.tcp_flags;
         (*stats).last_verdict = verdict;
+        let told = parse::opener_from_device(ip);
+        if told != opener::EITHER {
+            (*stats).opener = told;
+        }
         if let Some((decision, policy_id)) = recomputed {
             (*stats).decided_policy_id = policy_id;
             core::ptr::write_volatile(&raw mut (*stats).decision, decision);

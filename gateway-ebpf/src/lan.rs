@@ -3,7 +3,7 @@
 //! decision, or why the frame could not be judged.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use gateway_ebpf::{
-    DeviceEntry, DropReason, GatewayConfig, MacKey, SynFingerprint, counter, device_state, proto, sample_kind,
+    DeviceEntry, DropReason, GatewayConfig, MacKey, SynFingerprint, counter, device_state, opener, proto, sample_kind,
 };
 
 use crate::{
@@ -90,7 +90,8 @@ struct Seen<'a> {
 
 /// Steps 3 and 4 for an IP packet: the flow first, then the policy. An established flow
 /// whose cached decision is still valid skips the LPM lookups (see `flow`); otherwise the
-/// policy decides and the flow caches the result, and a new flow is reported.
+/// policy decides, for the opener the packet or its flow names, and the flow caches the
+/// result, and a new flow is reported.
 // A BPF subprogram, not inlined: its paths (cached or not, new flow or not, event or not) all
 // end in one return value, so the verifier checks the steps after it once, not once per path.
 #[inline(never)]
@@ -99,13 +100,21 @@ fn flow_then_policy(ctx: &XdpContext, seen: &Seen, config: &GatewayConfig) -> De
     let key = flow::key(seen.mac, ip);
     let generation = config.policy_generation;
     let known = flow::find(&key);
+    // A SYN or SYN-ACK tells who opens: never answered from the cache (see `flow`).
+    let told = parse::opener_from_device(ip);
     if let Some(stats) = known {
-        if let Some(decision) = flow::cached_decision(stats, device, generation, ip) {
-            flow::add(stats, ip, seen.frame_bytes, decision.verdict, None, seen.now);
-            return decision;
+        if told == opener::EITHER {
+            if let Some(decision) = flow::cached_decision(stats, device, generation, ip) {
+                flow::add(stats, ip, seen.frame_bytes, decision.verdict, None, seen.now);
+                return decision;
+            }
         }
     }
-    let decision = policy::from_device(device, ip, config);
+    let opened_by = match known {
+        Some(stats) if told == opener::EITHER => flow::opener(stats),
+        _ => told,
+    };
+    let decision = policy::from_device(device, ip, opened_by, config);
     let cache = flow::to_cache(&decision, device, generation, ip);
     match known {
         Some(stats) => {

@@ -19,7 +19,7 @@
 
 /// Bumped whenever a map's key or value layout changes, so a controller never reuses pinned
 /// maps of another layout.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Where the controller pins every map, so a restart reuses them and enforcement never resets.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
@@ -220,8 +220,8 @@ pub mod counter {
 pub const MAX_VLAN_TAGS: usize = 2;
 pub const MAX_IPV6_EXT_HEADERS: usize = 4;
 pub const MAX_TCP_OPTIONS: usize = 10;
-/// Port ranges one policy rule can hold.
-pub const MAX_PORT_RANGES: usize = 8;
+/// Port combinations (`PortMatch`) one policy rule can hold.
+pub const MAX_PORT_MATCHES: usize = 8;
 /// Bytes of a DHCP/DNS/ARP packet copied into a sample event (from the L3 header on).
 pub const SAMPLE_BYTES: usize = 512;
 
@@ -237,6 +237,45 @@ pub mod proto {
     /// datapath finds a packet of these protocols with one LPM lookup (its own protocol) and
     /// looks `ANY` up only for the others.
     pub const FOLDED: [u8; 4] = [TCP, UDP, ICMP, ICMPV6];
+}
+
+/// Who opened the connection a packet belongs to, as bits: a packet has one (or `EITHER`),
+/// a `PortMatch` admits a set. Append-only.
+pub mod opener {
+    /// The device: a TCP SYN from the device, and the rest of that connection.
+    pub const DEVICE: u8 = 1;
+    /// The remote: the device's SYN-ACK answers a remote's SYN, and the rest of that connection.
+    pub const REMOTE: u8 = 2;
+    /// Not known: UDP, ICMP and other protocols (the datapath sees one side of them), a TCP
+    /// flow first seen after its handshake, fragments. Such a packet matches a `PortMatch`
+    /// of either opener, each in its own port orientation.
+    pub const EITHER: u8 = DEVICE | REMOTE;
+}
+
+/// ICMP and ICMPv6 requests with their replies, as (protocol, request, reply): echo,
+/// timestamp, information and address mask (RFC 792, RFC 950); ICMPv6 echo (RFC 4443).
+const ICMP_PAIRS: [(u8, u8, u8); 5] = [
+    (proto::ICMP, 8, 0),
+    (proto::ICMP, 13, 14),
+    (proto::ICMP, 15, 16),
+    (proto::ICMP, 17, 18),
+    (proto::ICMPV6, 128, 129),
+];
+
+/// The (request, reply) pair ICMP or ICMPv6 (`ip_proto`) type `kind` belongs to, if any.
+/// The controller compiles what a device may answer from it, and the WAN program reads a
+/// remote's message as the device's message it pairs with.
+#[inline(always)]
+pub const fn icmp_pair(ip_proto: u8, kind: u8) -> Option<(u8, u8)> {
+    let mut i = 0;
+    while i < ICMP_PAIRS.len() {
+        let (pair_proto, request, reply) = ICMP_PAIRS[i];
+        if pair_proto == ip_proto && (request == kind || reply == kind) {
+            return Some((request, reply));
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A MAC address padded to 8 bytes, the key of the device maps.
@@ -367,7 +406,10 @@ pub struct FlowStats {
     pub tcp_flags: u8,
     /// One of `verdict`, the verdict given to the flow's last packet.
     pub last_verdict: u8,
-    pub _pad: [u8; 2],
+    /// Who opened the flow (`opener`), from its latest SYN or SYN-ACK; `EITHER` until one
+    /// is seen. Later packets of the connection are judged for that opener.
+    pub opener: u8,
+    pub _pad: u8,
     /// The device's `DeviceEntry::policy_id` (host order) when `decision` was made.
     pub decided_policy_id: u32,
     /// Filled from the flow's SYN, zero otherwise.
@@ -389,7 +431,8 @@ impl FlowStats {
         last_seen_ns: 0,
         tcp_flags: 0,
         last_verdict: 0,
-        _pad: [0; 2],
+        opener: opener::EITHER,
+        _pad: 0,
         decided_policy_id: 0,
         syn: SynFingerprint {
             window: 0,
@@ -466,7 +509,7 @@ pub struct PolicyKey<const N: usize> {
 /// Bits of a `PolicyKey` before the address.
 pub const POLICY_KEY_FIXED_BITS: u32 = 64;
 
-/// An inclusive destination port range (host order).
+/// An inclusive port range (host order).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortRange {
@@ -474,14 +517,34 @@ pub struct PortRange {
     pub last: u16,
 }
 
-/// What a policy allows towards one prefix for one protocol. The destination port must fall
-/// in one of the ranges; protocols without ports match range 0..=0 or any range covering 0.
+impl PortRange {
+    /// Every port.
+    pub const ALL: Self = Self { first: 0, last: u16::MAX };
+}
+
+/// One combination of ports a rule admits, for the openers it names. A packet matches when
+/// its opener is one of `openers` and both its ports fall in the ranges. For ICMP and ICMPv6
+/// the remote's "port" is the device's message, `type << 8 | code`, and the device's is 0.
+/// A non-first fragment (no ports) matches only when both ranges are every port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortMatch {
+    /// The remote end's port.
+    pub remote: PortRange,
+    /// The device's own port.
+    pub device: PortRange,
+    /// `opener` bits.
+    pub openers: u8,
+    pub _pad: [u8; 3],
+}
+
+/// What a policy allows towards one prefix for one protocol: any of `matches`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolicyRule {
-    /// Number of valid entries in `ports`.
-    pub port_count: u32,
-    pub ports: [PortRange; MAX_PORT_RANGES],
+    /// Number of valid entries in `matches`.
+    pub match_count: u32,
+    pub matches: [PortMatch; MAX_PORT_MATCHES],
 }
 
 /// Runtime configuration of the datapath, written by the controller at start and reload.
@@ -622,7 +685,8 @@ const _: () = {
     assert!(size_of::<FlowEvent>() == 16 + 48 + 8 + 20 + 4);
     assert!(size_of::<PolicyKey<4>>() == 12);
     assert!(size_of::<PolicyKey<16>>() == 24);
-    assert!(size_of::<PolicyRule>() == 4 + 4 * MAX_PORT_RANGES);
+    assert!(size_of::<PortMatch>() == 12);
+    assert!(size_of::<PolicyRule>() == 4 + 12 * MAX_PORT_MATCHES);
     assert!(size_of::<GatewayConfig>() == 32);
     assert!(size_of::<EventHeader>() == 16);
     assert!(size_of::<SampleEvent>() == 16 + 8 + 8 + SAMPLE_BYTES);
@@ -640,6 +704,7 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl<const N: usize> aya::Pod for PolicyKey<N> {}
+    unsafe impl aya::Pod for PortMatch {}
     unsafe impl aya::Pod for PolicyRule {}
     unsafe impl aya::Pod for GatewayConfig {}
     unsafe impl aya::Pod for EventHeader {}

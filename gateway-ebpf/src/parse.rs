@@ -6,7 +6,7 @@
 //! the packet is trusted beyond what the frame actually holds. A frame that is not what its
 //! headers claim is an `Err(DropReason)`, never a guess.
 use aya_ebpf::programs::XdpContext;
-use gateway_ebpf::{DropReason, MAX_IPV6_EXT_HEADERS, MAX_TCP_OPTIONS, MAX_VLAN_TAGS, SynFingerprint, proto};
+use gateway_ebpf::{DropReason, MAX_IPV6_EXT_HEADERS, MAX_TCP_OPTIONS, MAX_VLAN_TAGS, SynFingerprint, opener, proto};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -42,7 +42,7 @@ pub struct Ip {
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub proto: u8,
-    /// Host order; ICMP: type << 8 | code in `dst_port`.
+    /// Host order; ICMP and ICMPv6: `type << 8 | code` in `dst_port`, `src_port` 0.
     pub src_port: u16,
     pub dst_port: u16,
     pub tcp_flags: u8,
@@ -267,6 +267,16 @@ fn transport(ctx: &XdpContext, offset: usize, mut ip: Ip) -> Result<Ip, DropReas
 #[inline(always)]
 fn tcp_header_len(hdr: &[u8; TcpHdr::LEN]) -> usize {
     usize::from(hdr[tcp::DATA_OFFSET_AT] >> 4) * 4
+}
+
+/// Who opened the connection of a packet the device sent (`opener`), as far as the packet
+/// tells: its SYN opens, its SYN-ACK answers a remote's SYN. `EITHER` for every other packet.
+#[inline(always)]
+pub fn opener_from_device(ip: &Ip) -> u8 {
+    if ip.proto != proto::TCP || ip.tcp_flags & tcp::SYN == 0 {
+        return opener::EITHER;
+    }
+    if ip.tcp_flags & tcp::ACK == 0 { opener::DEVICE } else { opener::REMOTE }
 }
 
 /// Whether the packet is a connection-opening SYN (SYN without ACK).

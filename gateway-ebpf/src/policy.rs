@@ -1,20 +1,28 @@
 //! Step 4: the verdict. Lanes and device-class policies are the same thing here: rules in
 //! the `POLICY_V4`/`POLICY_V6` LPM tries, keyed by policy id, protocol and destination prefix,
-//! each holding the destination port ranges allowed. The controller compiles the policy files
+//! each holding the port combinations allowed (`PortMatch`: the remote's and the device's
+//! port, for a connection opened by the device, the remote, or either). The controller compiles the policy files
 //! into these maps; nothing here is a built-in default.
 use aya_ebpf::maps::lpm_trie::Key;
 use gateway_ebpf::{
-    DeviceEntry, DropReason, GatewayConfig, MAX_PORT_RANGES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule,
-    device_state, lane, proto,
+    DeviceEntry, DropReason, GatewayConfig, MAX_PORT_MATCHES, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, PortRange,
+    device_state, icmp_pair, lane, opener, proto,
 };
 
 use crate::{POLICY_V4, POLICY_V6, decision::Decision, parse::Ip, wire::ipv4};
 
-/// The verdict for an IP packet from a device (LAN side).
+/// The verdict for an IP packet from a device (LAN side), whose connection `opener` opened
+/// (`opener::EITHER` when not known, see `flow`).
 // A BPF subprogram, not inlined: keeps the lookups out of the parse paths the verifier walks.
 #[inline(never)]
-pub fn from_device(device: &DeviceEntry, ip: &Ip, config: &GatewayConfig) -> Decision {
-    let to = Peer { addr: &ip.dst, port: ip.dst_port };
+pub fn from_device(device: &DeviceEntry, ip: &Ip, opener: u8, config: &GatewayConfig) -> Decision {
+    let to = Exchange {
+        remote: &ip.dst,
+        remote_port: ip.dst_port,
+        device_port: ip.src_port,
+        opener,
+        ports_known: ip.is_fragment == 0,
+    };
     match device.state {
         device_state::BLOCKED => Decision::drop(DropReason::Blocked),
         device_state::ENROLLED => {
@@ -43,34 +51,70 @@ pub fn from_device(device: &DeviceEntry, ip: &Ip, config: &GatewayConfig) -> Dec
 }
 
 /// The verdict for an IP packet from upstream towards a device (WAN side): isolated devices
-/// receive only replies from what their lane allows.
+/// receive only what their lane allows, read from the remote's side (its address and port
+/// are the packet's source).
 #[inline(always)]
 pub fn towards_device(device: &DeviceEntry, ip: &Ip) -> Decision {
     let isolated = Decision::drop(DropReason::ToIsolatedDevice);
     match device.state {
         device_state::BLOCKED => isolated,
         device_state::QUARANTINED => {
-            // Replies come from the allowed peer's address and port.
-            let from = Peer { addr: &ip.src, port: ip.src_port };
+            let is_icmp = ip.proto == proto::ICMP || ip.proto == proto::ICMPV6;
+            let from = Exchange {
+                remote: &ip.src,
+                remote_port: if is_icmp { paired_icmp(ip) } else { ip.src_port },
+                device_port: if is_icmp { 0 } else { ip.dst_port },
+                opener: opener_from_remote(ip),
+                ports_known: ip.is_fragment == 0,
+            };
             if allows(lane::QUARANTINE, ip, &from) { Decision::PASS } else { isolated }
         }
         _ => Decision::PASS,
     }
 }
 
-/// The remote end a rule is checked against.
-struct Peer<'a> {
-    addr: &'a [u8; 16],
-    port: u16,
+/// A remote's ICMP message (`type << 8 | code`) as the device's message it pairs with, which
+/// is what rules name: a reply as the device's request, a request as the device's reply.
+#[inline(always)]
+fn paired_icmp(ip: &Ip) -> u16 {
+    let (kind, code) = ((ip.dst_port >> 8) as u8, ip.dst_port & 0xff);
+    let paired = match icmp_pair(ip.proto, kind) {
+        Some((request, reply)) if request == kind => reply,
+        Some((request, _)) => request,
+        None => kind,
+    };
+    u16::from(paired) << 8 | code
 }
 
-/// Whether policy `policy_id` allows `ip.proto` to `peer`: a rule for the protocol itself,
-/// or one for every protocol. The controller copies every `ANY` entry into the
+/// Who opened the connection of a TCP packet from the remote, as far as it tells: its SYN
+/// opens, its SYN-ACK answers the device's.
+#[inline(always)]
+fn opener_from_remote(ip: &Ip) -> u8 {
+    match crate::parse::opener_from_device(ip) {
+        opener::DEVICE => opener::REMOTE,
+        opener::REMOTE => opener::DEVICE,
+        _ => opener::EITHER,
+    }
+}
+
+/// A packet as a rule reads it: the remote end, both ports and who opened the connection.
+struct Exchange<'a> {
+    remote: &'a [u8; 16],
+    remote_port: u16,
+    device_port: u16,
+    /// `opener` bits.
+    opener: u8,
+    /// False for a non-first fragment, which carries no ports.
+    ports_known: bool,
+}
+
+/// Whether policy `policy_id` allows `ip.proto` for `exchange`: a rule for the protocol
+/// itself, or one for every protocol. The controller copies every `ANY` entry into the
 /// `proto::FOLDED` protocols, so for those (nearly every packet) one lookup answers both.
 #[inline(always)]
-fn allows(policy_id: u32, ip: &Ip, peer: &Peer) -> bool {
-    let own = rule_allows(lookup(policy_id, ip.proto, ip.version, peer.addr), ip, peer.port);
-    own || (!is_folded(ip.proto) && rule_allows(lookup(policy_id, proto::ANY, ip.version, peer.addr), ip, peer.port))
+fn allows(policy_id: u32, ip: &Ip, exchange: &Exchange) -> bool {
+    let own = rule_allows(lookup(policy_id, ip.proto, ip.version, exchange.remote), exchange);
+    own || (!is_folded(ip.proto) && rule_allows(lookup(policy_id, proto::ANY, ip.version, exchange.remote), exchange))
 }
 
 #[inline(always)]
@@ -91,24 +135,33 @@ fn lookup(policy_id: u32, ip_proto: u8, version: u8, addr: &[u8; 16]) -> Option<
     }
 }
 
-// A BPF subprogram, not inlined: one verified copy of the port-range loop for the four lookups.
+// A BPF subprogram, not inlined: one verified copy of the match loop for the four lookups.
 #[inline(never)]
-fn rule_allows(rule: Option<&PolicyRule>, ip: &Ip, port: u16) -> bool {
+fn rule_allows(rule: Option<&PolicyRule>, exchange: &Exchange) -> bool {
     let Some(rule) = rule else { return false };
-    // Fragments carry no ports: allowed only by a rule that admits every port.
-    let port_known = ip.is_fragment == 0;
-    for i in 0..MAX_PORT_RANGES {
-        if i as u32 >= rule.port_count {
+    for i in 0..MAX_PORT_MATCHES {
+        if i as u32 >= rule.match_count {
             break;
         }
         // `get` bounds the index where it is used (see flow::count_drop).
-        let Some(&range) = rule.ports.get(i) else { break };
-        if port_known && range.first <= port && port <= range.last {
-            return true;
+        let Some(&admitted) = rule.matches.get(i) else { break };
+        if admitted.openers & exchange.opener == 0 {
+            continue;
         }
-        if !port_known && range.first == 0 && range.last == u16::MAX {
+        let (remote, device) = (admitted.remote, admitted.device);
+        let found = if exchange.ports_known {
+            within(remote, exchange.remote_port) && within(device, exchange.device_port)
+        } else {
+            remote == PortRange::ALL && device == PortRange::ALL
+        };
+        if found {
             return true;
         }
     }
     false
+}
+
+#[inline(always)]
+fn within(range: PortRange, port: u16) -> bool {
+    range.first <= port && port <= range.last
 }

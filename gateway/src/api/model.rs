@@ -317,9 +317,16 @@ pub struct PolicyRule {
     pub names: Vec<String>,
     /// `any`, `tcp`, `udp` or `icmp`.
     pub protocol: String,
-    /// Remote port ranges, merged; `0-65535` when the rule names none.
+    /// The service port (the opener's destination: the remote's for `outbound`, the device's
+    /// own for `inbound`), merged; `0-65535` when the rule names none.
     pub ports: Vec<PolicyPorts>,
-    /// `outbound` (the device connects), `inbound` or `both`.
+    /// The opener's source port ranges, merged; `0-65535` when the rule names none.
+    #[serde(default)]
+    pub source_ports: Vec<PolicyPorts>,
+    /// ICMP types, `T` or `T/C`; empty: every type.
+    #[serde(default)]
+    pub icmp_types: Vec<String>,
+    /// Who opens: `outbound` (the device), `inbound` (the remote) or `both`.
     pub direction: String,
     /// Where the rule is written, `file:line:column`.
     pub at: String,

@@ -26,7 +26,8 @@ pub fn version(policy: &CompiledPolicy) -> String {
     hasher.update(format!("{:?}", policy.verdicts));
     for rule in &policy.dns_rules {
         // Without `at`: where a rule is written is not what it enforces.
-        hasher.update(format!("{:?}{:?}{:?}{:?}", rule.policy_id, rule.pattern, rule.protocol, rule.ports));
+        let (pattern, v4, v6) = (&rule.pattern, &rule.matches_v4, &rule.matches_v6);
+        hasher.update(format!("{:?}{pattern:?}{:?}{v4:?}{v6:?}", rule.policy_id, rule.protocol));
     }
     let mut text = hex::encode(hasher.finalize());
     text.truncate(VERSION_HEX_DIGITS);
@@ -93,6 +94,12 @@ fn rule(rule: &Rule) -> PolicyRule {
         names: rule.names.iter().map(ToString::to_string).collect(),
         protocol: rule.protocol.as_str().into(),
         ports: rule.ports.iter().map(|range| PolicyPorts { first: range.first, last: range.last }).collect(),
+        source_ports: rule
+            .source_ports
+            .iter()
+            .map(|range| PolicyPorts { first: range.first, last: range.last })
+            .collect(),
+        icmp_types: rule.icmp.iter().map(ToString::to_string).collect(),
         direction: rule.direction.as_str().into(),
         at: rule.at.to_string(),
     }

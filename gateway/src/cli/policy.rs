@@ -5,7 +5,10 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 
 use crate::{
-    policy::{self, CompiledPolicy, PortRangeKey, entries::proto_name},
+    policy::{
+        self, CompiledPolicy,
+        entries::{PortMatchKey, proto_name},
+    },
     untrusted,
 };
 
@@ -164,9 +167,9 @@ pub fn notes(compiled: &CompiledPolicy) -> Vec<String> {
     notes
 }
 
-/// Port ranges as `first-last,first-last`.
-fn port_list(ports: &[PortRangeKey]) -> String {
-    ports.iter().map(|range| format!("{}-{}", range.first, range.last)).collect::<Vec<_>>().join(",")
+/// Port matches as `device 0-65535->443-443,remote ...` (see `PortMatchKey`'s `Display`).
+fn match_list(matches: &[PortMatchKey]) -> String {
+    matches.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Classes, entries and DNS rules, one per line.
@@ -177,20 +180,21 @@ pub fn listing(compiled: &CompiledPolicy) -> String {
     }
     for rule in &compiled.rules {
         out.push_str(&format!(
-            "entry policy={} proto={} net={} ports={}\n",
+            "entry policy={} proto={} net={} matches={}\n",
             rule.policy_id.0,
             proto_name(rule.proto),
             rule.net,
-            port_list(&rule.ports)
+            match_list(&rule.matches)
         ));
     }
     for rule in &compiled.dns_rules {
         out.push_str(&format!(
-            "dns policy={} proto={} name={} ports={}\n",
+            "dns policy={} proto={} name={} matches={} ipv6={}\n",
             rule.policy_id.0,
             rule.protocol.as_str(),
             rule.pattern,
-            port_list(&rule.ports)
+            match_list(&rule.matches_v4),
+            match_list(&rule.matches_v6)
         ));
     }
     out
@@ -259,6 +263,8 @@ mod tests {
         assert!(text.starts_with("ok: 9 files, 6 classes, 3 lanes, "), "{text}");
         assert!(text.ends_with("quarantine=redirect"), "{text}");
         assert!(notes(&compiled).is_empty());
-        assert!(listing(&compiled).contains("entry policy=1 proto=tcp net=10.77.0.1/32 ports=53-53,8443-8443"));
+        assert!(listing(&compiled).contains(
+            "entry policy=1 proto=tcp net=10.77.0.1/32 matches=device 0-65535->53-53,device 0-65535->8443-8443"
+        ));
     }
 }

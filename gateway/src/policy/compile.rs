@@ -10,14 +10,14 @@
 //! with `update_lane = true`.
 use std::sync::Arc;
 
-use gateway_ebpf::{MAX_PORT_RANGES, maps::POLICY_CAPACITY};
+use gateway_ebpf::{MAX_PORT_MATCHES, icmp_pair, maps::POLICY_CAPACITY, opener};
 use ipnet::IpNet;
 
 use super::{
     classify::Classifier,
-    entries::{CompiledRule, PortRangeKey, RawEntry, merge, merged_ports, proto_name},
+    entries::{CompiledRule, PortMatchKey, PortRangeKey, RawEntry, merge, merged_matches, proto_name},
     error::{ErrorKind, Location, PolicyError},
-    model::{ALL_PORTS, ClassId, Direction, Policy, PolicyId, Protocol, ResponseSpec, Rule},
+    model::{ClassId, Direction, IcmpMatch, Policy, PolicyId, Protocol, ResponseSpec, Rule},
     values::DnsPattern,
     verdict::Verdicts,
 };
@@ -36,9 +36,21 @@ pub struct DnsRule {
     pub policy_id: PolicyId,
     pub pattern: DnsPattern,
     pub protocol: Protocol,
-    /// What a resolved address gets (inbound rules already widened to every port).
-    pub ports: Vec<PortRangeKey>,
+    /// What a resolved IPv4 address gets (`port_matches`).
+    pub matches_v4: Vec<PortMatchKey>,
+    /// What a resolved IPv6 address gets (ICMP replies differ by family).
+    pub matches_v6: Vec<PortMatchKey>,
     pub at: Location,
+}
+
+impl DnsRule {
+    /// What a resolved address in `net` gets.
+    pub fn matches_for(&self, net: &IpNet) -> &[PortMatchKey] {
+        match net {
+            IpNet::V4(_) => &self.matches_v4,
+            IpNet::V6(_) => &self.matches_v6,
+        }
+    }
 }
 
 /// Everything the datapath needs from the policy files, plus the device → class matcher.
@@ -76,27 +88,38 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
     let mut dns_rules = Vec::new();
     for (policy_id, rules) in policy_rule_sets(policy) {
         for rule in rules {
-            let ports = rule_ports(rule);
             for net in &rule.nets {
+                let matches = port_matches(rule, net);
+                // A rule that lets the device send nothing here (an inbound ICMP rule for
+                // messages without a reply) adds no entry.
+                if matches.is_empty() {
+                    continue;
+                }
                 contributions.push(RawEntry {
                     policy_id,
                     proto: rule.protocol.number_for(net),
                     net: *net,
-                    ports: ports.clone(),
+                    matches,
                     at: Some(rule.at.clone()),
                 });
             }
+            let v4 = port_matches(rule, &IpNet::V4(Default::default()));
+            let v6 = port_matches(rule, &IpNet::V6(Default::default()));
             for pattern in &rule.names {
                 let same = |known: &&mut DnsRule| {
                     known.policy_id == policy_id && known.pattern == *pattern && known.protocol == rule.protocol
                 };
                 match dns_rules.iter_mut().find(same) {
-                    Some(known) => known.ports = merged_ports(known.ports.iter().chain(&ports).copied()),
+                    Some(known) => {
+                        known.matches_v4 = merged_matches(known.matches_v4.iter().chain(&v4).copied());
+                        known.matches_v6 = merged_matches(known.matches_v6.iter().chain(&v6).copied());
+                    }
                     None => dns_rules.push(DnsRule {
                         policy_id,
                         pattern: pattern.clone(),
                         protocol: rule.protocol,
-                        ports: ports.clone(),
+                        matches_v4: v4.clone(),
+                        matches_v6: v6.clone(),
                         at: rule.at.clone(),
                     }),
                 }
@@ -107,7 +130,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
     let mut errors = Vec::new();
     let mut rules = Vec::new();
     for entry in merged {
-        if entry.ports.len() > MAX_PORT_RANGES {
+        if entry.matches.len() > MAX_PORT_MATCHES {
             let at = entry.at.clone().unwrap_or_else(|| policy_location(policy));
             errors.push(PolicyError::new(at, too_many(policy, &entry)));
         } else {
@@ -153,8 +176,8 @@ fn too_many(policy: &Policy, entry: &RawEntry) -> ErrorKind {
         policy: policy_name(policy, entry.policy_id),
         proto: proto_name(entry.proto).into(),
         net: entry.net.to_string(),
-        count: entry.ports.len(),
-        max: MAX_PORT_RANGES,
+        count: entry.matches.len(),
+        max: MAX_PORT_MATCHES,
     }
 }
 
@@ -191,14 +214,64 @@ fn policy_rule_sets(policy: &Policy) -> Vec<(PolicyId, Vec<&Rule>)> {
     sets
 }
 
-/// A rule's ports as the datapath sees them: `inbound` rules allow the device's replies
-/// towards the remote on every port (the remote's source port is ephemeral and the datapath
-/// checks destination ports only).
-fn rule_ports(rule: &Rule) -> Vec<PortRangeKey> {
-    match rule.direction {
-        Direction::Outbound => rule.ports.iter().map(|range| (*range).into()).collect(),
-        Direction::Inbound | Direction::Both => vec![ALL_PORTS.into()],
+/// What `rule` lets a device send towards `net` (whose family picks ICMP or ICMPv6), as
+/// the datapath reads the device's packets: the remote's port is the destination, the
+/// device's the source. The opener's `ports` are its destination: the remote's for
+/// `outbound`, the device's for `inbound`; `source_ports` the other side. ICMP has no ports:
+/// the remote's "port" is the device's message (`type << 8 | code`), the device's own message
+/// for `outbound`, the reply to the remote's request for `inbound` (requests without a reply
+/// give the device nothing to send). Normalised.
+pub fn port_matches(rule: &Rule, net: &IpNet) -> Vec<PortMatchKey> {
+    let all = [PortRangeKey::ALL];
+    let openers: &[u8] = match rule.direction {
+        Direction::Outbound => &[opener::DEVICE],
+        Direction::Inbound => &[opener::REMOTE],
+        Direction::Both => &[opener::DEVICE, opener::REMOTE],
+    };
+    let service: Vec<PortRangeKey> = rule.ports.iter().map(|range| (*range).into()).collect();
+    let source: Vec<PortRangeKey> = rule.source_ports.iter().map(|range| (*range).into()).collect();
+    let mut matches = Vec::new();
+    for &opened_by in openers {
+        let (remote, device): (Vec<PortRangeKey>, &[PortRangeKey]) = match rule.protocol {
+            Protocol::Icmp if !rule.icmp.is_empty() => {
+                let ip_proto = rule.protocol.number_for(net);
+                (icmp_sent_by_device(&rule.icmp, ip_proto, opened_by), &all)
+            }
+            Protocol::Tcp | Protocol::Udp if opened_by == opener::DEVICE => (service.clone(), &source),
+            Protocol::Tcp | Protocol::Udp => (source.clone(), &service),
+            Protocol::Icmp | Protocol::Any => (all.to_vec(), &all),
+        };
+        for remote in &remote {
+            for device in device {
+                matches.push(PortMatchKey { remote: *remote, device: *device, openers: opened_by });
+            }
+        }
     }
+    merged_matches(matches)
+}
+
+/// The `type << 8 | code` ranges of the ICMP messages (`ip_proto`) a device sends under
+/// `icmp`: the listed messages when it opens, their replies when the remote does.
+fn icmp_sent_by_device(icmp: &[IcmpMatch], ip_proto: u8, opened_by: u8) -> Vec<PortRangeKey> {
+    let message = |kind: u8, code: Option<u8>| {
+        let base = u16::from(kind) << 8;
+        match code {
+            Some(code) => PortRangeKey { first: base | u16::from(code), last: base | u16::from(code) },
+            None => PortRangeKey { first: base, last: base | 0xff },
+        }
+    };
+    icmp.iter()
+        .filter_map(|wanted| {
+            if opened_by == opener::DEVICE {
+                return Some(message(wanted.kind, wanted.code));
+            }
+            // Only a request has a reply to send.
+            match icmp_pair(ip_proto, wanted.kind) {
+                Some((request, reply)) if request == wanted.kind => Some(message(reply, wanted.code)),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 impl CompiledPolicy {
@@ -208,9 +281,11 @@ impl CompiledPolicy {
     }
 
     /// The entries to enforce with DNS-derived `dynamic` entries (from `DnsTracker::active`)
-    /// merged in. A dynamic entry that would push a destination past `MAX_PORT_RANGES` is
+    /// merged in. A dynamic entry that would push a destination past `MAX_PORT_MATCHES` is
     /// left out (the static entry, if any, stays as compiled); the second value lists those.
+    /// One that admits nothing (no matches) adds no entry.
     pub fn rules_with(&self, dynamic: &[CompiledRule]) -> (Vec<CompiledRule>, Vec<CompiledRule>) {
+        let dynamic: Vec<&CompiledRule> = dynamic.iter().filter(|rule| !rule.matches.is_empty()).collect();
         if dynamic.is_empty() {
             return (self.rules.clone(), Vec::new());
         }
@@ -218,7 +293,7 @@ impl CompiledPolicy {
         let mut rules = Vec::new();
         let mut refused = Vec::new();
         for entry in merge(contributions) {
-            if entry.ports.len() <= MAX_PORT_RANGES {
+            if entry.matches.len() <= MAX_PORT_MATCHES {
                 rules.push(entry.into_rule());
                 continue;
             }
@@ -236,12 +311,12 @@ impl CompiledPolicy {
 mod tests {
     use std::path::PathBuf;
 
-    use gateway_ebpf::{lane, proto, verdict};
+    use gateway_ebpf::{lane, opener, proto, verdict};
 
     use super::*;
     use crate::policy::{
         check_text,
-        entries::tests::{C, class_c, entry, ports},
+        entries::tests::{C, class_c, entry, matching, outbound},
         load::parse_sources,
     };
 
@@ -278,12 +353,15 @@ policy_miss = "pass"
             "{LANES}\n[[class]]\nname = \"cam\"\nid = 5\nupdate_lane = true\n[[class.allow]]\nnets = [\"10.78.0.0/24\"]\nprotocol = \"tcp\"\nports = [443]\n"
         );
         let policy = check_text(&text);
-        assert_eq!(entry(&policy, lane::ONBOARDING, proto::UDP, "10.77.0.1/32").ports, ports(&[(53, 53), (67, 67)]));
-        assert_eq!(entry(&policy, lane::QUARANTINE, proto::TCP, "10.77.0.1/32").ports, ports(&[(8444, 8444)]));
+        assert_eq!(
+            entry(&policy, lane::ONBOARDING, proto::UDP, "10.77.0.1/32").matches,
+            outbound(&[(53, 53), (67, 67)])
+        );
+        assert_eq!(entry(&policy, lane::QUARANTINE, proto::TCP, "10.77.0.1/32").matches, outbound(&[(8444, 8444)]));
         let class_id = lane::FIRST_CLASS_POLICY + 5;
         assert_eq!(policy.classes[0].policy_id, PolicyId(class_id));
-        assert_eq!(entry(&policy, class_id, proto::TCP, "10.77.0.1/32").ports, ports(&[(8444, 8444)]));
-        assert_eq!(entry(&policy, class_id, proto::TCP, "10.78.0.0/24").ports, ports(&[(443, 443)]));
+        assert_eq!(entry(&policy, class_id, proto::TCP, "10.77.0.1/32").matches, outbound(&[(8444, 8444)]));
+        assert_eq!(entry(&policy, class_id, proto::TCP, "10.78.0.0/24").matches, outbound(&[(443, 443)]));
         assert_eq!(policy.verdicts.quarantine, verdict::DROP);
         assert_eq!(policy.verdicts.policy_miss, verdict::PASS);
         assert_eq!(policy.verdicts.malformed, verdict::DROP);
@@ -291,15 +369,60 @@ policy_miss = "pass"
     }
 
     #[test]
-    fn inbound_rules_allow_replies_on_every_port_and_icmp_follows_the_family() {
+    fn inbound_rules_admit_the_devices_own_port_for_connections_the_remote_opens() {
         let policy = check_text(&class_c(&[
             r#"nets = ["10.77.0.20", "2001:db8::20"], protocol = "tcp", ports = [554], direction = "inbound""#,
-            r#"nets = ["10.77.0.1", "2001:db8::1"], protocol = "icmp""#,
+            r#"nets = ["10.77.0.21"], protocol = "udp", ports = [5683], source_ports = ["1024-65535"], direction = "both""#,
+            r#"nets = ["10.77.0.22"], protocol = "tcp", ports = [443], source_ports = ["40000-40100"]"#,
         ]));
-        assert_eq!(entry(&policy, C, proto::TCP, "10.77.0.20/32").ports, ports(&[(0, 65_535)]));
-        assert_eq!(entry(&policy, C, proto::TCP, "2001:db8::20/128").ports, ports(&[(0, 65_535)]));
-        entry(&policy, C, proto::ICMP, "10.77.0.1/32");
-        entry(&policy, C, proto::ICMPV6, "2001:db8::1/128");
+        let all = (0, u16::MAX);
+        for net in ["10.77.0.20/32", "2001:db8::20/128"] {
+            assert_eq!(entry(&policy, C, proto::TCP, net).matches, vec![matching(all, (554, 554), opener::REMOTE)]);
+        }
+        // `both`: each opener's destination is the service port, its source the other.
+        assert_eq!(
+            entry(&policy, C, proto::UDP, "10.77.0.21/32").matches,
+            vec![
+                matching((1024, 65_535), (5683, 5683), opener::REMOTE),
+                matching((5683, 5683), (1024, 65_535), opener::DEVICE)
+            ]
+        );
+        assert_eq!(
+            entry(&policy, C, proto::TCP, "10.77.0.22/32").matches,
+            vec![matching((443, 443), (40_000, 40_100), opener::DEVICE)]
+        );
+    }
+
+    #[test]
+    fn icmp_types_become_the_devices_messages_and_follow_the_family() {
+        let policy = check_text(&class_c(&[
+            r#"nets = ["10.77.0.1", "2001:db8::1"], protocol = "icmp""#,
+            r#"nets = ["10.77.0.2"], protocol = "icmp", icmp_types = ["8/0", "3"]"#,
+            r#"nets = ["10.77.0.3", "2001:db8::3"], protocol = "icmp", icmp_types = ["8", "128", "3"], direction = "inbound""#,
+            r#"nets = ["10.77.0.4"], protocol = "icmp", icmp_types = ["11"], direction = "inbound""#,
+        ]));
+        let all = (0, u16::MAX);
+        assert_eq!(entry(&policy, C, proto::ICMP, "10.77.0.1/32").matches, vec![matching(all, all, opener::DEVICE)]);
+        assert_eq!(
+            entry(&policy, C, proto::ICMPV6, "2001:db8::1/128").matches,
+            vec![matching(all, all, opener::DEVICE)]
+        );
+        // Outbound: the device's own messages; type 3 with any code.
+        assert_eq!(
+            entry(&policy, C, proto::ICMP, "10.77.0.2/32").matches,
+            vec![matching((0x0300, 0x03ff), all, opener::DEVICE), matching((0x0800, 0x0800), all, opener::DEVICE)]
+        );
+        // Inbound: the reply to the remote's request, by family (8 → 0 for ICMP, 128 → 129 for
+        // ICMPv6); a message without a reply (3, and 8 in ICMPv6) lets the device send nothing.
+        assert_eq!(
+            entry(&policy, C, proto::ICMP, "10.77.0.3/32").matches,
+            vec![matching((0, 0xff), all, opener::REMOTE)]
+        );
+        assert_eq!(
+            entry(&policy, C, proto::ICMPV6, "2001:db8::3/128").matches,
+            vec![matching((0x8100, 0x81ff), all, opener::REMOTE)]
+        );
+        assert!(!policy.rules.iter().any(|rule| rule.net.to_string() == "10.77.0.4/32"));
     }
 
     #[test]
@@ -324,7 +447,7 @@ ports = [11, 13, 15, 17]
         assert!(errors[0].to_string().starts_with("t.toml:5:1: class \"c\": tcp to 10.78.0.1/32 needs 9"));
         // Adjacent ports merge into one range and fit.
         let merged = text.replace("[11, 13, 15, 17]", "[2, 4, 6, 8]");
-        assert_eq!(compiled(&merged).expect("one range 1-9").rules[0].ports, ports(&[(1, 9)]));
+        assert_eq!(compiled(&merged).expect("one range 1-9").rules[0].matches, outbound(&[(1, 9)]));
     }
 
     #[test]
@@ -352,7 +475,7 @@ include = ["mid-a", "mid-b"]
 "#;
         let policy = check_text(text);
         let leaf = lane::FIRST_CLASS_POLICY + 4;
-        assert_eq!(entry(&policy, leaf, proto::UDP, "10.77.0.1/32").ports, ports(&[(53, 53)]));
+        assert_eq!(entry(&policy, leaf, proto::UDP, "10.77.0.1/32").matches, outbound(&[(53, 53)]));
         assert_eq!(policy.rules.len(), 4);
     }
 
@@ -366,15 +489,15 @@ include = ["mid-a", "mid-b"]
             policy_id: PolicyId(C),
             proto: proto::TCP,
             net: "10.78.0.7/32".parse().expect("net"),
-            ports: ports(&[(8883, 8883)]),
+            matches: outbound(&[(8883, 8883)]),
         };
         let (rules, refused) = policy.rules_with(std::slice::from_ref(&inside));
         assert!(refused.is_empty());
         let merged = rules.iter().find(|rule| rule.net == inside.net).expect("dynamic entry");
-        assert_eq!(merged.ports, ports(&[(443, 443), (8883, 8883)]));
+        assert_eq!(merged.matches, outbound(&[(443, 443), (8883, 8883)]));
         let wide = CompiledRule {
             net: "10.78.0.8/32".parse().expect("net"),
-            ports: (0..9).map(|n| PortRangeKey { first: n * 10, last: n * 10 }).collect(),
+            matches: outbound(&(0..9).map(|n| (n * 10, n * 10)).collect::<Vec<_>>()),
             ..inside
         };
         let (rules, refused) = policy.rules_with(std::slice::from_ref(&wide));

@@ -105,7 +105,7 @@ impl DnsTracker {
     }
 
     /// Switches to a reloaded policy: entries whose rule is unchanged (same policy id, name,
-    /// protocol and ports) are kept, the rest dropped.
+    /// protocol and port matches) are kept, the rest dropped.
     pub fn set_policy(&mut self, policy: &CompiledPolicy) {
         let old = std::mem::take(&mut self.entries);
         let old_rules = std::mem::replace(&mut self.rules, policy.dns_rules.clone());
@@ -115,7 +115,7 @@ impl DnsTracker {
                 rule.policy_id == before.policy_id
                     && rule.pattern == before.pattern
                     && rule.protocol == before.protocol
-                    && rule.ports == before.ports
+                    && (&rule.matches_v4, &rule.matches_v6) == (&before.matches_v4, &before.matches_v6)
             };
             if let Some(new_index) = self.rules.iter().position(same) {
                 self.entries.insert((new_index, addr), tracked);
@@ -178,7 +178,7 @@ impl DnsTracker {
             policy_id: rule.policy_id,
             proto: rule.protocol.number_for(&net),
             net,
-            ports: rule.ports.clone(),
+            matches: rule.matches_for(&net).to_vec(),
         }
     }
 
@@ -301,7 +301,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::policy::{PortRangeKey, check_text};
+    use crate::policy::{check_text, entries::tests::outbound};
 
     const POLICY: &str = r#"
 [[class]]
@@ -369,7 +369,7 @@ protocol = "icmp"
         let v4 = &update.added.iter().find(|b| b.rule.net.addr().is_ipv4()).expect("v4").rule;
         assert_eq!(v4.net, "10.78.1.17/32".parse::<IpNet>().expect("net"));
         assert_eq!((v4.policy_id, v4.proto), (CAMERA, proto::TCP));
-        assert_eq!(v4.ports, vec![PortRangeKey { first: 443, last: 443 }]);
+        assert_eq!(v4.matches, outbound(&[(443, 443)]));
         assert!(update.added.iter().all(|b| b.expires == now + Duration::from_secs(120)));
         assert_eq!(update.added[0].name, "upload.camera.example.com");
         assert_eq!(tracker.active().len(), 2);
@@ -510,7 +510,7 @@ protocol = "icmp"
         let host: IpNet = "10.78.7.7/32".parse().expect("net");
         let entry = rules.iter().find(|rule| rule.net == host).expect("DNS-derived entry");
         assert_eq!((entry.policy_id, entry.proto), (camera, proto::TCP));
-        assert_eq!(entry.ports, vec![PortRangeKey { first: 443, last: 443 }]);
+        assert_eq!(entry.matches, outbound(&[(443, 443)]));
         assert_eq!(rules.len(), compiled.rules.len() + 1);
         tracker.tick(now + Duration::from_secs(45));
         let (rules, _) = compiled.rules_with(&tracker.active());

@@ -149,10 +149,11 @@ pub enum ErrorKind {
     /// `update_lane = true` on a class, or `include_update`, with no `[lanes.update]`.
     #[error("the update lane is used but no file defines [lanes.update]")]
     MissingUpdateLane,
-    /// More distinct port ranges for one (policy, protocol, prefix) than the datapath holds.
+    /// More port combinations (remote port × device port × opener) for one (policy,
+    /// protocol, prefix) than the datapath holds.
     #[error(
-        "{policy}: {proto} to {net} needs {count} port ranges but the datapath holds {max} per \
-         destination; merge ports into ranges (e.g. \"8000-8100\") or allow all ports"
+        "{policy}: {proto} to {net} needs {count} port combinations but the datapath holds {max} per \
+         destination; merge ports into ranges (e.g. \"8000-8100\"), list fewer source ports, or allow all ports"
     )]
     TooManyPortRanges { policy: String, proto: String, net: String, count: usize, max: usize },
     /// A `[[response]]` rule `crate::respond::rules` refuses (unknown detector or action,

@@ -50,7 +50,7 @@ pub use classify::{ClassRef, MatchedBy};
 pub use compile::{CompiledClass, CompiledPolicy, DnsRule, compile};
 pub use config::Config;
 pub use dns::{DnsBinding, DnsError, DnsTracker, DnsUpdate, policies_in_force};
-pub use entries::{CompiledRule, PortRangeKey};
+pub use entries::{CompiledRule, PortMatchKey, PortRangeKey};
 pub use error::{ErrorKind, Location, PolicyError};
 pub use load::{load_paths, parse_sources};
 pub use model::{ClassId, Policy, PolicyId};

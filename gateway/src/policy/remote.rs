@@ -201,7 +201,7 @@ mod tests {
     use gateway_ebpf::proto;
 
     use super::*;
-    use crate::policy::{PolicyId, PortRangeKey, load::parse_sources};
+    use crate::policy::{PolicyId, entries::tests::outbound, load::parse_sources};
 
     fn policy(text: &str) -> Policy {
         parse_sources(&[("t.toml".into(), text.to_owned())]).unwrap_or_else(|e| panic!("{e:#?}"))
@@ -274,13 +274,13 @@ ports = [443]
         assert!(refused.is_empty(), "{refused:?}");
         let id = PolicyId::for_class(crate::policy::ClassId(4));
         assert!(rules.iter().all(|rule| rule.policy_id == id));
-        let one = |first, last| vec![PortRangeKey { first, last }];
+        let one = |first, last| outbound(&[(first, last)]);
         assert!(entry(&rules, proto::TCP, "10.77.128.0/17").is_some());
         assert!(entry(&rules, proto::TCP, "2001:db8:77::/64").is_some());
-        assert_eq!(entry(&rules, proto::UDP, "10.77.0.1/32").expect("gateway").ports, one(53, 53));
-        assert_eq!(entry(&rules, proto::TCP, "10.77.0.9/32").expect("controller").ports, one(8443, 8443));
+        assert_eq!(entry(&rules, proto::UDP, "10.77.0.1/32").expect("gateway").matches, one(53, 53));
+        assert_eq!(entry(&rules, proto::TCP, "10.77.0.9/32").expect("controller").matches, one(8443, 8443));
         // Same authority (case-insensitive): both lighting devices; not the other vendor's.
-        assert_eq!(entry(&rules, proto::UDP, "10.77.0.40/32").expect("manufacturer").ports, one(5683, 5683));
+        assert_eq!(entry(&rules, proto::UDP, "10.77.0.40/32").expect("manufacturer").matches, one(5683, 5683));
         assert!(entry(&rules, proto::UDP, "10.77.0.41/32").is_some());
         assert!(entry(&rules, proto::UDP, "10.77.0.42/32").is_none());
         // Model: the exact URL only.
@@ -290,7 +290,7 @@ ports = [443]
         // the IPv6 one nor a network outside the LAN.
         let mdns: Vec<String> = rules
             .iter()
-            .filter(|rule| rule.proto == proto::UDP && rule.ports == one(5353, 5353))
+            .filter(|rule| rule.proto == proto::UDP && rule.matches == one(5353, 5353))
             .map(|r| r.net.to_string())
             .collect();
         assert_eq!(mdns, ["10.77.128.0/17", "10.77.200.0/24"]);

@@ -283,7 +283,7 @@ mod tests {
                 .rules
                 .iter()
                 .find(|rule| rule.policy_id == PolicyId(id) && rule.proto == proto_number && rule.net == gateway)
-                .map(|rule| rule.ports.clone())
+                .map(|rule| rule.matches.iter().map(|admitted| admitted.remote).collect::<Vec<_>>())
                 .unwrap_or_default()
         };
         let range = |first, last| PortRangeKey { first, last };

@@ -5,13 +5,27 @@ use serde_json::{Value, json};
 
 use super::{
     compile::CompiledPolicy,
-    entries::{PortRangeKey, proto_name},
+    entries::{PortMatchKey, PortRangeKey, proto_name},
     model::{Lane, Rule},
 };
 
 /// Port ranges as `[first, last]` pairs.
 fn port_pairs<R: Copy + Into<PortRangeKey>>(ranges: &[R]) -> Vec<Value> {
     ranges.iter().map(|range| (*range).into()).map(|range: PortRangeKey| json!([range.first, range.last])).collect()
+}
+
+/// Port matches as `{"opened_by", "device": [first, last], "remote": [first, last]}`.
+fn match_list(matches: &[PortMatchKey]) -> Vec<Value> {
+    matches
+        .iter()
+        .map(|admitted| {
+            json!({
+                "opened_by": admitted.opened_by(),
+                "device": port_pairs(&[admitted.device]),
+                "remote": port_pairs(&[admitted.remote]),
+            })
+        })
+        .collect()
 }
 
 fn rule(rule: &Rule) -> Value {
@@ -23,6 +37,8 @@ fn rule(rule: &Rule) -> Value {
         "remote_within": rule.remote.iter().flat_map(|target| &target.within).map(ToString::to_string).collect::<Vec<_>>(),
         "protocol": rule.protocol.as_str(),
         "ports": port_pairs(&rule.ports),
+        "source_ports": port_pairs(&rule.source_ports),
+        "icmp_types": rule.icmp.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "direction": rule.direction.as_str(),
         "source": rule.at.to_string(),
     })
@@ -70,7 +86,7 @@ impl CompiledPolicy {
                     "policy_id": entry.policy_id.0,
                     "protocol": proto_name(entry.proto),
                     "net": entry.net.to_string(),
-                    "ports": port_pairs(&entry.ports),
+                    "matches": match_list(&entry.matches),
                 })
             })
             .collect();
@@ -82,7 +98,8 @@ impl CompiledPolicy {
                     "policy_id": dns.policy_id.0,
                     "name": dns.pattern.to_string(),
                     "protocol": dns.protocol.as_str(),
-                    "ports": port_pairs(&dns.ports),
+                    "matches": match_list(&dns.matches_v4),
+                    "matches_ipv6": match_list(&dns.matches_v6),
                 })
             })
             .collect();

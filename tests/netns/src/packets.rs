@@ -59,6 +59,52 @@ pub fn tcp_data(e: Endpoints, src_port: u16, dst_port: u16, seq: u32, len: usize
     frame
 }
 
+/// A TCP SYN-ACK: the answer to a SYN the other side sent.
+pub fn tcp_syn_ack(e: Endpoints, src_port: u16, dst_port: u16) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
+        .ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL)
+        .tcp(src_port, dst_port, 5_000, 64_240)
+        .syn()
+        .ack(1_001);
+    let mut frame = Vec::with_capacity(builder.size(0));
+    builder.write(&mut frame, &[]).expect("syn-ack frame");
+    frame
+}
+
+/// An ICMP message of any type and code, with 8 bytes of payload.
+pub fn icmp_message(e: Endpoints, kind: u8, code: u8) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac).ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL).icmpv4_raw(
+        kind,
+        code,
+        [0, 1, 0, 1],
+    );
+    let mut frame = Vec::with_capacity(builder.size(8));
+    builder.write(&mut frame, &[0u8; 8]).expect("icmp frame");
+    frame
+}
+
+/// The ICMP type and code of an IPv4 ICMP frame.
+pub fn icmp_type_code(frame: &[u8]) -> Option<(u8, u8)> {
+    let packet = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+    match packet.net? {
+        etherparse::NetSlice::Ipv4(ip) if ip.header().protocol() == etherparse::IpNumber::ICMP => {
+            let payload = ip.payload().payload;
+            (payload.len() >= 2).then(|| (payload[0], payload[1]))
+        }
+        _ => None,
+    }
+}
+
+/// The TCP or UDP (source, destination) ports of a frame.
+pub fn ports(frame: &[u8]) -> Option<(u16, u16)> {
+    let packet = etherparse::SlicedPacket::from_ethernet(frame).ok()?;
+    match packet.transport? {
+        etherparse::TransportSlice::Tcp(tcp) => Some((tcp.source_port(), tcp.destination_port())),
+        etherparse::TransportSlice::Udp(udp) => Some((udp.source_port(), udp.destination_port())),
+        _ => None,
+    }
+}
+
 pub fn icmp_echo(e: Endpoints, id: u16, seq: u16) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
         .ipv4(e.src_ip, e.dst_ip, DEFAULT_TTL)

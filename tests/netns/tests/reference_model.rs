@@ -5,7 +5,9 @@
 //! gateway-ebpf (`parse` → `classify` → `policy` → `verdict`), not from its code: how a frame
 //! parses (up to two VLAN tags, IPv4 options by IHL, up to four IPv6 extension headers,
 //! TCP/UDP/ICMP headers), which lane or class policy applies to the sending device, the
-//! longest-prefix rule and its port ranges, and what each verdict does. A seeded generator
+//! longest-prefix rule and its port matches (the remote's port, the device's port and who
+//! opened: a TCP flow's SYN or SYN-ACK tells, its later packets keep it), and what each
+//! verdict does. A seeded generator
 //! makes 1,000,000 frames, valid and malformed (VLAN stacks, IPv6 extension chains, IPv4
 //! options and fragments, random byte flips, truncations at every byte from the Ethernet
 //! header on of some frames; the kernel's test run refuses shorter input), and
@@ -22,11 +24,11 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
-use gateway_ebpf::{GatewayConfig, counter, device_state, lane, programs, proto, reason, verdict};
+use gateway_ebpf::{GatewayConfig, counter, device_state, lane, opener, programs, proto, reason, verdict};
 use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _, loader, maps::Maps},
     device::{Access, Mac},
-    policy::CompiledRule,
+    policy::{CompiledRule, PortRangeKey},
 };
 use netns_tests::{
     policies::{LANES, defaults},
@@ -79,6 +81,11 @@ ports = [123, "5000-5010"]
 nets = ["10.78.3.3/32", "2001:db8:1::/48"]
 protocol = "any"
 
+[[class.allow]]
+nets = ["10.78.1.0/24"]
+protocol = "icmp"
+icmp_types = ["8/0"]
+
 [[class]]
 name = "camera"
 id = 21
@@ -89,6 +96,25 @@ protocol = "icmp"
 nets = ["2001:db8::/32"]
 protocol = "tcp"
 ports = [443]
+[[class.allow]]
+nets = ["10.78.3.0/24"]
+protocol = "tcp"
+ports = [554]
+direction = "inbound"
+[[class.allow]]
+nets = ["10.78.2.0/24"]
+protocol = "udp"
+ports = [123]
+source_ports = [123]
+[[class.allow]]
+nets = ["2001:db8:1::/48"]
+protocol = "icmp"
+icmp_types = ["128"]
+direction = "inbound"
+[[class.allow]]
+nets = ["10.78.3.4/32"]
+protocol = "any"
+direction = "inbound"
 "#;
 
 /// Destinations the generator aims at: inside and outside every prefix above and the lanes.
@@ -109,6 +135,8 @@ const V6_DESTINATIONS: [[u16; 8]; 4] = [
     [0xfe80, 0, 0, 0, 0, 0, 0, 1],
 ];
 const PORTS: [u16; 12] = [53, 67, 68, 123, 443, 1883, 5000, 5010, 5011, 8050, 8443, 9999];
+/// The devices' own ports: ephemeral, and services the rules name (554, 123).
+const SOURCE_PORTS: [u16; 4] = [40_000, 554, 123, 9999];
 
 // ---- the model --------------------------------------------------------------------------
 
@@ -118,6 +146,8 @@ struct Model {
     devices: HashMap<[u8; 6], (u8, u32)>,
     rules: Vec<CompiledRule>,
     config: GatewayConfig,
+    /// Who opened each flow (`opener`), by the datapath's flow key.
+    openers: HashMap<FlowId, u8>,
     global: HashMap<u32, u64>,
     per_device: HashMap<[u8; 6], ModelCounters>,
 }
@@ -137,10 +167,18 @@ struct ModelCounters {
 struct Packet {
     version: u8,
     proto: u8,
+    src: [u8; 16],
     dst: [u8; 16],
+    /// ICMP: 0.
+    src_port: u16,
+    /// ICMP: `type << 8 | code`.
     dst_port: u16,
+    tcp_flags: u8,
     fragment: bool,
 }
+
+/// A flow as the datapath keys it: the sender, addresses, ports, protocol and version.
+type FlowId = ([u8; 6], [u8; 16], [u8; 16], u16, u16, u8, u8);
 
 const ETH_LEN: usize = 14;
 const IPV4_MIN: usize = 20;
@@ -191,10 +229,12 @@ fn ipv4(frame: &[u8], at: usize) -> Result<Packet, u32> {
     if frame[at] >> 4 != 4 || header_len < IPV4_MIN || frame.len() < at + header_len {
         return Err(reason::BAD_IPV4);
     }
-    let mut dst = [0u8; 16];
+    let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+    src[..4].copy_from_slice(&frame[at + 12..at + 16]);
     dst[..4].copy_from_slice(&frame[at + 16..at + 20]);
+    let fragment = be16(frame, at + 6) & 0x1fff != 0;
     let packet =
-        Packet { version: 4, proto: frame[at + 9], dst, dst_port: 0, fragment: be16(frame, at + 6) & 0x1fff != 0 };
+        Packet { version: 4, proto: frame[at + 9], src, dst, src_port: 0, dst_port: 0, tcp_flags: 0, fragment };
     if packet.fragment { Ok(packet) } else { transport(frame, at + header_len, packet) }
 }
 
@@ -202,9 +242,11 @@ fn ipv6(frame: &[u8], at: usize) -> Result<Packet, u32> {
     if frame.len() < at + IPV6_LEN || frame[at] >> 4 != 6 {
         return Err(reason::BAD_IPV6);
     }
-    let mut dst = [0u8; 16];
+    let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+    src.copy_from_slice(&frame[at + 8..at + 24]);
     dst.copy_from_slice(&frame[at + 24..at + 40]);
-    let mut packet = Packet { version: 6, proto: frame[at + 6], dst, dst_port: 0, fragment: false };
+    let mut packet =
+        Packet { version: 6, proto: frame[at + 6], src, dst, src_port: 0, dst_port: 0, tcp_flags: 0, fragment: false };
     let is_extension = |next: u8| matches!(next, 0 | 43 | 44 | 51 | 60);
     let mut next = at + IPV6_LEN;
     for _ in 0..4 {
@@ -241,24 +283,27 @@ fn transport(frame: &[u8], at: usize, mut packet: Packet) -> Result<Packet, u32>
     if frame.len() < at + need {
         return Err(reason::BAD_L4);
     }
-    packet.dst_port = match packet.proto {
+    match packet.proto {
         proto::TCP => {
             let header_len = usize::from(frame[at + 12] >> 4) * 4;
             if header_len < 20 || frame.len() < at + header_len {
                 return Err(reason::BAD_L4);
             }
-            be16(frame, at + 2)
+            (packet.src_port, packet.dst_port, packet.tcp_flags) =
+                (be16(frame, at), be16(frame, at + 2), frame[at + 13]);
         }
-        proto::UDP => be16(frame, at + 2),
-        // ICMP: type and code where the port would be.
-        _ => be16(frame, at),
-    };
+        proto::UDP => (packet.src_port, packet.dst_port) = (be16(frame, at), be16(frame, at + 2)),
+        // ICMP: type and code where the destination port would be.
+        _ => packet.dst_port = be16(frame, at),
+    }
     Ok(packet)
 }
 
 impl Model {
-    /// The longest prefix among `policy_id`'s rules for `proto`, then its port ranges.
-    fn rule_allows(&self, policy_id: u32, rule_proto: u8, packet: &Packet) -> bool {
+    /// The longest prefix among `policy_id`'s rules for `proto`, then its port matches: one
+    /// for the packet's `opened_by` holding the remote's (destination) and the device's
+    /// (source) port; a fragment only by one admitting every port on both sides.
+    fn rule_allows(&self, policy_id: u32, rule_proto: u8, packet: &Packet, opened_by: u8) -> bool {
         let addr: std::net::IpAddr = if packet.version == 4 {
             std::net::IpAddr::from([packet.dst[0], packet.dst[1], packet.dst[2], packet.dst[3]])
         } else {
@@ -270,31 +315,50 @@ impl Model {
             .filter(|r| r.policy_id.0 == policy_id && r.proto == rule_proto && r.net.contains(&addr))
             .max_by_key(|r| r.net.prefix_len());
         let Some(rule) = best else { return false };
-        rule.ports.iter().any(|range| {
-            if packet.fragment {
-                range.first == 0 && range.last == u16::MAX
-            } else {
-                range.first <= packet.dst_port && packet.dst_port <= range.last
-            }
+        let all = PortRangeKey { first: 0, last: u16::MAX };
+        let within = |range: PortRangeKey, port: u16| range.first <= port && port <= range.last;
+        rule.matches.iter().any(|admitted| {
+            admitted.openers & opened_by != 0
+                && if packet.fragment {
+                    admitted.remote == all && admitted.device == all
+                } else {
+                    within(admitted.remote, packet.dst_port) && within(admitted.device, packet.src_port)
+                }
         })
     }
 
-    fn allows(&self, policy_id: u32, packet: &Packet) -> bool {
-        self.rule_allows(policy_id, packet.proto, packet) || self.rule_allows(policy_id, proto::ANY, packet)
+    fn allows(&self, policy_id: u32, packet: &Packet, opened_by: u8) -> bool {
+        self.rule_allows(policy_id, packet.proto, packet, opened_by)
+            || self.rule_allows(policy_id, proto::ANY, packet, opened_by)
     }
 
-    /// The verdict for an IP packet from a device in `state` with `policy_id`.
-    fn decide(&self, state: u8, policy_id: u32, packet: &Packet) -> (u8, u32) {
+    /// The verdict for an IP packet from a device in `state` with `policy_id`, whose flow
+    /// `opened_by` opened.
+    fn decide(&self, state: u8, policy_id: u32, packet: &Packet, opened_by: u8) -> (u8, u32) {
         const PASS: (u8, u32) = (verdict::PASS, reason::NONE);
+        let allows = |policy_id| self.allows(policy_id, packet, opened_by);
         match state {
             device_state::BLOCKED => (verdict::DROP, reason::BLOCKED),
-            device_state::ENROLLED if self.allows(policy_id, packet) || self.allows(lane::ONBOARDING, packet) => PASS,
+            device_state::ENROLLED if allows(policy_id) || allows(lane::ONBOARDING) => PASS,
             device_state::ENROLLED => (self.config.policy_miss_verdict, reason::POLICY_DENY),
-            device_state::QUARANTINED if self.allows(lane::QUARANTINE, packet) => PASS,
+            device_state::QUARANTINED if allows(lane::QUARANTINE) => PASS,
             device_state::QUARANTINED => (self.config.quarantine_verdict, reason::QUARANTINE),
-            _ if self.allows(lane::ONBOARDING, packet) => PASS,
+            _ if allows(lane::ONBOARDING) => PASS,
             _ => (self.config.unknown_verdict, reason::NOT_ENROLLED),
         }
+    }
+
+    /// Who opened the packet's flow: its SYN (the device) or SYN-ACK (the remote) tells, and
+    /// the flow keeps what the last one told; `EITHER` before any, and for other protocols.
+    fn opened_by(&mut self, mac: [u8; 6], packet: &Packet) -> u8 {
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+        let flow = (mac, packet.src, packet.dst, packet.src_port, packet.dst_port, packet.proto, packet.version);
+        let known = self.openers.entry(flow).or_insert(opener::EITHER);
+        if packet.proto == proto::TCP && packet.tcp_flags & SYN != 0 {
+            *known = if packet.tcp_flags & ACK == 0 { opener::DEVICE } else { opener::REMOTE };
+        }
+        *known
     }
 
     fn count_drop(&mut self, mac: Option<[u8; 6]>, why: u32) {
@@ -375,7 +439,8 @@ impl Model {
             Parsed::Ip(Ok(packet)) => {
                 let mac = mac.expect("parsed past Ethernet");
                 self.count_tx(mac, packet.proto, frame.len());
-                let decision = self.decide(state, policy_id, &packet);
+                let opened_by = self.opened_by(mac, &packet);
+                let decision = self.decide(state, policy_id, &packet, opened_by);
                 self.apply(Some(mac), decision)
             }
         }
@@ -472,18 +537,18 @@ impl FrameBuilder {
         self.bytes.extend_from_slice(&header[..total]);
     }
 
-    fn tcp(&mut self, dst_port: u16, data_offset: u8, flags: u8) {
+    fn tcp(&mut self, src_port: u16, dst_port: u16, data_offset: u8, flags: u8) {
         let mut header = vec![0u8; usize::from(data_offset.max(5)) * 4];
-        header[0..2].copy_from_slice(&40_000u16.to_be_bytes());
+        header[0..2].copy_from_slice(&src_port.to_be_bytes());
         header[2..4].copy_from_slice(&dst_port.to_be_bytes());
         header[12] = data_offset << 4;
         header[13] = flags;
         self.bytes.extend_from_slice(&header);
     }
 
-    fn udp(&mut self, dst_port: u16) {
+    fn udp(&mut self, src_port: u16, dst_port: u16) {
         let mut header = [0u8; 8];
-        header[0..2].copy_from_slice(&40_000u16.to_be_bytes());
+        header[0..2].copy_from_slice(&src_port.to_be_bytes());
         header[2..4].copy_from_slice(&dst_port.to_be_bytes());
         self.bytes.extend_from_slice(&header);
     }
@@ -553,9 +618,12 @@ fn frame(rng: &mut Rng) -> Vec<u8> {
 
 fn l4(f: &mut FrameBuilder, rng: &mut Rng, transport: u8) {
     match transport {
-        proto::TCP => f.tcp(rng.pick(&PORTS), rng.pick(&[5, 5, 5, 8, 15, 4, 0]), rng.pick(&[0x02, 0x10, 0x18, 0x12])),
-        proto::UDP => f.udp(rng.pick(&PORTS)),
-        proto::ICMP | proto::ICMPV6 => f.icmp(rng.pick(&[8, 0, 3, 128, 135]), rng.below(2) as u8),
+        proto::TCP => {
+            let (src, dst) = (rng.pick(&SOURCE_PORTS), rng.pick(&PORTS));
+            f.tcp(src, dst, rng.pick(&[5, 5, 5, 8, 15, 4, 0]), rng.pick(&[0x02, 0x10, 0x18, 0x12]))
+        }
+        proto::UDP => f.udp(rng.pick(&SOURCE_PORTS), rng.pick(&PORTS)),
+        proto::ICMP | proto::ICMPV6 => f.icmp(rng.pick(&[8, 0, 3, 13, 128, 129, 135]), rng.below(2) as u8),
         _ => f.payload(8),
     }
 }
@@ -630,6 +698,7 @@ fn setup(name: &str, malformed: &str) -> (Datapath, Model) {
         devices,
         rules: compiled.rules.clone(),
         config: maps.read_config().expect("config"),
+        openers: HashMap::new(),
         global: HashMap::new(),
         per_device: HashMap::new(),
     };

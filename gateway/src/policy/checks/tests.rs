@@ -250,15 +250,15 @@ icmp_types = ["0"]
         summary,
         vec![
             (7, 17, &ErrorKind::SourcePortsWithoutPortProtocol("icmp".into())),
-            (8, 23, &bad_icmp("256", "type 256 out of range 0..=255")),
-            (8, 30, &bad_icmp("3/300", "code 300 out of range 0..=255")),
-            (8, 39, &bad_icmp("x", "expected \"T\" or \"T/C\" (numbers)")),
-            (8, 44, &bad_icmp("true", "expected \"T\" or \"T/C\"")),
+            (8, 22, &bad_icmp("256", "type 256 out of range 0..=255")),
+            (8, 29, &bad_icmp("3/300", "code 300 out of range 0..=255")),
+            (8, 38, &bad_icmp("x", "expected \"T\" or \"T/C\" (numbers)")),
+            (8, 43, &bad_icmp("true", "expected \"T\" or \"T/C\"")),
             (11, 17, &ErrorKind::SourcePortsWithoutPortProtocol("any".into())),
             (12, 15, &ErrorKind::IcmpTypesWithoutIcmp("any".into())),
-            (15, 17, &ErrorKind::PortOutOfRange(70_000)),
-            (15, 24, &ErrorKind::ReversedPortRange { first: 9, last: 1 }),
-            (16, 15, &ErrorKind::IcmpTypesWithoutIcmp("udp".into())),
+            (16, 17, &ErrorKind::PortOutOfRange(70_000)),
+            (16, 24, &ErrorKind::ReversedPortRange { first: 9, last: 1 }),
+            (17, 15, &ErrorKind::IcmpTypesWithoutIcmp("udp".into())),
         ],
         "{found:#?}"
     );
