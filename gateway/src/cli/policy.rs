@@ -4,13 +4,19 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 
-use crate::policy::{
-    self, CompiledPolicy,
-    entries::{PortMatchKey, proto_name},
+use crate::{
+    policy::{
+        self, CompiledPolicy,
+        entries::{PortMatchKey, proto_name},
+    },
+    untrusted,
 };
 
 /// Exit code when the policy files have errors (they are all printed first).
 pub const EXIT_POLICY_ERRORS: u8 = 1;
+/// Exit code of `import-mud` when the file is refused whole: invalid, or nothing in it
+/// representable (each refused ACE is printed first).
+pub const EXIT_MUD_REFUSED: u8 = 2;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -28,7 +34,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Convert an RFC 8520 MUD file (JSON) into a policy class (TOML).
+    /// Convert an RFC 8520 MUD file (JSON) into a policy class (TOML): exactly, or with the
+    /// ACEs the gateway cannot represent refused (each printed with its ACL, ACE and field).
+    /// Exits 2 when the file is refused whole.
     ImportMud {
         /// The MUD file.
         file: PathBuf,
@@ -69,10 +77,23 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }),
         Command::ImportMud { file, class, id, output } => {
             let json = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let imported =
-                policy::mud::import(&json, &class, id).with_context(|| format!("{}: refused", file.display()))?;
-            for reason in &imported.skipped {
-                eprintln!("skipped {reason}");
+            let imported = match policy::mud::import(&json, &class, id) {
+                Ok(imported) => imported,
+                Err(error) => {
+                    if let policy::mud::MudError::NothingRepresentable(refused) = &error {
+                        for refusal in refused {
+                            eprintln!("refused {}", untrusted::escape(&refusal.to_string()));
+                        }
+                    }
+                    eprintln!("{}: refused: {}", file.display(), untrusted::escape(&error.to_string()));
+                    return Ok(ExitCode::from(EXIT_MUD_REFUSED));
+                }
+            };
+            for refusal in &imported.refused {
+                eprintln!("refused {}", untrusted::escape(&refusal.to_string()));
+            }
+            for note in &imported.notes {
+                eprintln!("note: {}", untrusted::escape(note));
             }
             match output {
                 Some(path) => {
@@ -84,7 +105,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("cannot create {}", path.display()))?;
                     out.write_all(imported.toml.as_bytes())
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!("wrote class {class:?} ({} rules) to {}", imported.rules, path.display());
+                    eprintln!(
+                        "wrote class {class:?} ({} rules, {} ACEs refused) to {}",
+                        imported.rules,
+                        imported.refused.len(),
+                        path.display()
+                    );
                 }
                 None => print!("{}", imported.toml),
             }
@@ -222,8 +248,11 @@ mod tests {
         assert!(run(import()).is_err(), "an existing file is never overwritten");
         let checked = run(Command::Check { files: vec![SHIPPED.into(), out.clone()] }).expect("runs");
         assert_eq!(checked, ExitCode::SUCCESS);
-        let refused = run(Command::ImportMud { file: SHIPPED.into(), class: "x".into(), id: 1, output: None });
-        assert!(refused.is_err());
+        let unreadable = run(Command::ImportMud { file: SHIPPED.into(), class: "x".into(), id: 1, output: None });
+        assert!(unreadable.is_err(), "a folder is not a MUD file");
+        let lone = concat!(env!("CARGO_MANIFEST_DIR"), "/src/policy/testdata/lone-to-device.mud.json");
+        let nothing = run(Command::ImportMud { file: lone.into(), class: "x".into(), id: 1, output: None });
+        assert_eq!(nothing.expect("runs"), ExitCode::from(EXIT_MUD_REFUSED), "nothing representable exits non-zero");
         let _ = std::fs::remove_dir_all(dir);
     }
 

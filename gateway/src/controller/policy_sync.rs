@@ -6,6 +6,7 @@
 //! - DNS answers devices receive to the queries they sent open the addresses of the names
 //!   their policies allow (`policy::dns`); the others are counted per reason in `/metrics`
 //!   and logged, escaped and rate-limited;
+//! - rules with a `remote` get the addresses the gateway resolves (`policy::remote`);
 //! - addresses whose TTL ran out close again.
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use crate::{
     policy::{
         CompiledPolicy, CompiledRule, DnsTracker, PolicyError, PolicyId, PolicyStore, PolicyWatcher, Verdicts,
         dns::{Outcome, Refused, policies_in_force, refusal_log::RefusalLog},
+        remote::remote_entries,
     },
     respond::ResponsePolicy,
     shutdown::Shutdown,
@@ -60,9 +62,16 @@ pub fn apply_policy(
     dns: &DnsTracker,
     quarantine_src_mac: [u8; 6],
 ) -> anyhow::Result<()> {
-    let (rules, refused) = policy.rules_with(&dns.active());
+    // Remotes only the gateway resolves (LAN prefixes, its own address, controllers). No
+    // device's MUD URL is known yet, so `manufacturer:`/`model:` remotes resolve to nothing.
+    let (mut dynamic, unresolved) = remote_entries(&policy.source, &config.policy.site(), &[]);
+    for reason in &unresolved {
+        tracing::warn!(reason = %reason, "entries of rules with a remote were not written");
+    }
+    dynamic.extend(dns.active());
+    let (rules, refused) = policy.rules_with(&dynamic);
     if !refused.is_empty() {
-        tracing::warn!(refused = refused.len(), "DNS-resolved entries beyond the datapath's limits were not written");
+        tracing::warn!(refused = refused.len(), "resolved entries beyond the datapath's limits were not written");
     }
     let report = maps.sync_policy(rules.iter().map(CompiledRule::to_abi)).context("writing policy rules")?;
     maps.write_config(&datapath_config(config, &policy.verdicts, quarantine_src_mac))

@@ -17,6 +17,7 @@ use super::{
     model::{
         ALL_PORTS, Class, ClassId, Direction, Lane, Lanes, Matcher, Policy, PolicyId, Protocol, ResponseSpec, Rule,
     },
+    remote::{Remote, RemoteTarget},
     schema::{ClassSpec, DefaultsSpec, LaneSpec, MatchSpec, PolicyFile, RuleSpec},
     values::{
         DnsPattern, hex_bytes, merge_icmp, merge_ranges, normalize_subject, parse_icmp_type, parse_net, parse_oui,
@@ -204,6 +205,14 @@ impl Checker {
             self.update_users.push(at.clone());
         }
         let matcher = self.matcher(source, &name, spec.matches);
+        let mut controllers = Vec::new();
+        for controller in spec.controllers {
+            match parse_net(controller.get_ref()) {
+                Ok(net) if !controllers.contains(&net) => controllers.push(net),
+                Ok(_) => {}
+                Err(kind) => self.errors.push(PolicyError::new(source.at(controller.span().start), kind)),
+            }
+        }
         let rules = spec.allow.into_iter().filter_map(|rule| self.rule(source, rule)).collect();
         self.classes.push(Class {
             name,
@@ -213,6 +222,7 @@ impl Checker {
             include: Vec::new(),
             update_lane: spec.update_lane,
             matcher,
+            controllers,
             rules,
             at,
         });
@@ -312,13 +322,27 @@ impl Checker {
                 }
             }
         }
+        let remote = spec.remote.as_ref().and_then(|text| match Remote::parse(text.get_ref()) {
+            Ok(remote) => Some(remote),
+            Err(reason) => {
+                let kind = ErrorKind::BadRemote { input: text.get_ref().clone(), reason };
+                self.errors.push(PolicyError::new(source.at(text.span().start), kind));
+                None
+            }
+        });
+        if let Some(text) = &spec.remote
+            && !spec.names.is_empty()
+        {
+            self.errors.push(PolicyError::new(source.at(text.span().start), ErrorKind::RemoteWithNames));
+        }
         // A rule whose table lost a line to an earlier error is not also reported as empty or
         // as missing its protocol; it is refused all the same (the file has errors).
         let lost = |key: &str| self.tainted_tables.iter().any(|(line, lost)| *line == at.line && lost == key);
         let tainted = self.tainted_tables.iter().any(|(line, _)| *line == at.line);
         let lost_targets = lost("nets") || lost("names");
         let lost_protocol = lost("protocol");
-        if spec.nets.is_empty() && spec.names.is_empty() && !lost_targets {
+        let lost_targets = lost_targets || lost("remote");
+        if spec.nets.is_empty() && spec.names.is_empty() && spec.remote.is_none() && !lost_targets {
             self.errors.push(PolicyError::new(at.clone(), ErrorKind::EmptyRule));
         }
         let protocol = match &spec.protocol {
@@ -362,10 +386,16 @@ impl Checker {
         if self.errors.len() != before || tainted {
             return None;
         }
+        // With a remote, `nets` narrows it (both must match) instead of adding destinations.
+        let (nets, remote) = match remote {
+            Some(remote) => (Vec::new(), Some(RemoteTarget { remote, within: nets })),
+            None => (nets, None),
+        };
         Some(Rule {
             description: spec.description,
             nets,
             names,
+            remote,
             protocol,
             ports,
             source_ports,

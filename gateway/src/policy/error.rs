@@ -115,9 +115,15 @@ pub enum ErrorKind {
     /// Direction other than outbound, inbound, both.
     #[error("unknown direction {0:?}: expected outbound, inbound or both")]
     BadDirection(String),
-    /// A rule with neither `nets` nor `names`.
-    #[error("rule allows nothing: give `nets` and/or `names`")]
+    /// A rule with neither `nets`, `names` nor `remote`.
+    #[error("rule allows nothing: give `nets` and/or `names`, or a `remote`")]
     EmptyRule,
+    /// A `remote` that `policy::remote` does not know.
+    #[error("bad remote {input:?}: {reason}")]
+    BadRemote { input: String, reason: String },
+    /// `remote` together with `names` (a remote's addresses cannot also be a name's).
+    #[error("`remote` and `names` cannot be combined: write two rules")]
+    RemoteWithNames,
     /// Not a MAC address.
     #[error("bad MAC {0:?}: expected six hex bytes like 02:00:00:00:00:01")]
     BadMac(String),

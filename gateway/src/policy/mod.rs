@@ -12,7 +12,10 @@
 //! - `dns`: `DnsTracker`, which keeps DNS-name rules true from the answers devices receive
 //!   to the queries they sent (`[policy.dns]` bounds the wait, the memory and the TTLs);
 //! - `mud`: RFC 8520 MUD files → policy TOML;
-//! - `config`: the `[policy]` section of the gateway configuration (folder, watch, `dns`);
+//! - `remote`: rule remotes only the gateway can resolve (LAN prefixes, its own address,
+//!   a class's controllers, devices by MUD URL), as entries merged like DNS-derived ones;
+//! - `config`: the `[policy]` section of the gateway configuration (folder, watch, `dns`,
+//!   what `remote` rules resolve against);
 //! - `store`: atomic reload (`PolicyStore`) and the folder watcher;
 //! - `swap`: replaces the folder's whole set of files with a staged one (fleet bundles);
 //! - `view`: the policy in force as JSON (`CompiledPolicy::view`, for the API).
@@ -37,6 +40,7 @@ pub mod model;
 pub mod mud;
 #[cfg(test)]
 mod property_tests;
+pub mod remote;
 pub mod schema;
 pub mod store;
 pub mod swap;

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 
 use super::{
     error::Location,
+    remote::RemoteTarget,
     values::{DnsPattern, parse_keyword},
     verdict::Defaults,
 };
@@ -131,6 +132,9 @@ pub struct Rule {
     pub description: Option<String>,
     pub nets: Vec<IpNet>,
     pub names: Vec<DnsPattern>,
+    /// A remote resolved at the gateway (`policy::remote`); then `nets` and `names` are empty
+    /// in the checked policy and `remote::resolved` fills `nets`.
+    pub remote: Option<RemoteTarget>,
     pub protocol: Protocol,
     /// The service port (the remote's for `outbound`, the device's for `inbound`). Sorted,
     /// merged; never empty (`ALL_PORTS` when the file gave none).
@@ -167,6 +171,8 @@ pub struct Class {
     pub include: Vec<String>,
     pub update_lane: bool,
     pub matcher: Matcher,
+    /// Where `remote = "controller"` and `"my-controller"` rules reach.
+    pub controllers: Vec<IpNet>,
     pub rules: Vec<Rule>,
     pub at: Location,
 }

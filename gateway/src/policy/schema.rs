@@ -40,6 +40,10 @@ pub struct ClassSpec {
     pub update_lane: bool,
     #[serde(default, rename = "match")]
     pub matches: MatchSpec,
+    /// Addresses or networks of this class's controllers: what rules with `remote =
+    /// "controller"` or `"my-controller"` reach (RFC 8520 `controller`, `my-controller`).
+    #[serde(default)]
+    pub controllers: Vec<Spanned<String>>,
     #[serde(default)]
     pub allow: Vec<Spanned<RuleSpec>>,
 }
@@ -68,6 +72,10 @@ pub struct RuleSpec {
     pub nets: Vec<Spanned<String>>,
     /// Remote DNS names, exact or `*.example.com` (any name below example.com).
     pub names: Vec<Spanned<String>>,
+    /// A remote the gateway resolves (`policy::remote`): `local-networks`, `gateway`,
+    /// `controller`, `my-controller`, `manufacturer:<host>`, `model:<MUD URL>`. Instead of
+    /// `names`; `nets` then narrows it (an address must be in both).
+    pub remote: Option<Spanned<String>>,
     /// `tcp`, `udp`, `icmp` or `any` (default `any`).
     pub protocol: Option<Spanned<String>>,
     /// The service port: destination port of the packet that opens the connection (the

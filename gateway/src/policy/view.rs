@@ -33,6 +33,8 @@ fn rule(rule: &Rule) -> Value {
         "description": rule.description,
         "nets": rule.nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "names": rule.names.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "remote": rule.remote.as_ref().map(|target| target.remote.to_string()),
+        "remote_within": rule.remote.iter().flat_map(|target| &target.within).map(ToString::to_string).collect::<Vec<_>>(),
         "protocol": rule.protocol.as_str(),
         "ports": port_pairs(&rule.ports),
         "source_ports": port_pairs(&rule.source_ports),
