@@ -3,11 +3,12 @@
 //! between sites, but it cannot be seen at two of them within a few minutes.
 //!
 //! Checked by ingest for every inventory snapshot that carries a certificate subject, against
-//! the latest snapshots of other sites (`gateway_devices`). A clone raises one hub alert in
+//! the latest snapshots of other sites (`gateway_devices`, the snapshot's own batch stored
+//! already), a whole batch in one statement. A clone raises one hub alert in
 //! `alerts` (at the site and gateway of the newer sighting, detector `certificate_clone`,
 //! severity high) and a `hub_audit` row; its incident id names the subject and the two
 //! gateways, so seeing the pair again (or storing the same reports again) raises nothing new.
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use serde::Serialize;
 use sqlx::{PgConnection, types::Json};
@@ -39,51 +40,96 @@ struct Evidence<'a> {
     sightings: [&'a Sighting<'a>; 2],
 }
 
-/// Checks `sighting` against the other sites' latest sightings of its certificate; returns
-/// whether a new clone alert was raised.
-pub async fn check(conn: &mut PgConnection, sighting: &Sighting<'_>, window: Duration) -> Result<bool, sqlx::Error> {
+/// Checks every one of `sightings` (a batch's, once its snapshots are stored) against the latest
+/// snapshots of other sites, with one statement; returns how many new clone alerts were raised.
+pub async fn check(conn: &mut PgConnection, sightings: &[Sighting<'_>], window: Duration) -> Result<u64, sqlx::Error> {
+    if sightings.is_empty() {
+        return Ok(0);
+    }
     let window_secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-    let other: Option<(String, String, String, OffsetDateTime)> = sqlx::query_as(
-        "SELECT site, gateway, mac, last_seen FROM gateway_devices
-         WHERE cert_subject = $1 AND site <> $2
-           AND last_seen BETWEEN $3 - make_interval(secs => $4) AND $3 + make_interval(secs => $4)
-         ORDER BY last_seen DESC, site, gateway LIMIT 1",
+    // For each sighting (its 1-based position `i`), the newest other-site sighting in the window.
+    let matches: Vec<(i64, String, String, String, OffsetDateTime)> = sqlx::query_as(
+        "SELECT s.i, o.site, o.gateway, o.mac, o.last_seen
+         FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY AS s(cert_subject, site, last_seen, i)
+         CROSS JOIN LATERAL (
+           SELECT g.site, g.gateway, g.mac, g.last_seen FROM gateway_devices g
+           WHERE g.cert_subject = s.cert_subject AND g.site <> s.site
+             AND g.last_seen BETWEEN s.last_seen - make_interval(secs => $4)
+                                 AND s.last_seen + make_interval(secs => $4)
+           ORDER BY g.last_seen DESC, g.site, g.gateway LIMIT 1) o
+         ORDER BY s.i",
     )
-    .bind(sighting.cert_subject)
-    .bind(sighting.site)
-    .bind(sighting.last_seen)
+    .bind(sightings.iter().map(|s| s.cert_subject).collect::<Vec<_>>())
+    .bind(sightings.iter().map(|s| s.site).collect::<Vec<_>>())
+    .bind(sightings.iter().map(|s| s.last_seen).collect::<Vec<_>>())
     .bind(window_secs as f64)
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some((site, gateway, mac, last_seen)) = other else { return Ok(false) };
-    let other = Sighting {
-        cert_subject: sighting.cert_subject,
-        site: &site,
-        gateway: &gateway,
-        // Written by ingest from a `Mac`: it parses.
-        mac: mac.parse().unwrap_or(sighting.mac),
-        last_seen,
-    };
-    let (older, newer) = if other.last_seen > sighting.last_seen { (sighting, &other) } else { (&other, sighting) };
-    let incident_id = incident_id(sighting.cert_subject, [sighting, &other]);
-    let evidence =
-        Evidence { cert_subject: sighting.cert_subject, window_secs: window.as_secs(), sightings: [older, newer] };
+    // One statement may touch each incident's row once: the batch's pairs per incident.
+    let mut incidents: BTreeMap<String, Incident<'_>> = BTreeMap::new();
+    for (i, site, gateway, mac, last_seen) in &matches {
+        let Some(sighting) = usize::try_from(*i - 1).ok().and_then(|i| sightings.get(i)) else { continue };
+        let other = Sighting {
+            cert_subject: sighting.cert_subject,
+            site,
+            gateway,
+            // Written by ingest from a `Mac`: it parses.
+            mac: mac.parse().unwrap_or(sighting.mac),
+            last_seen: *last_seen,
+        };
+        let incident_id = incident_id(sighting.cert_subject, [sighting, &other]);
+        let (older, newer) =
+            if other.last_seen > sighting.last_seen { (sighting.clone(), other) } else { (other, sighting.clone()) };
+        incidents
+            .entry(incident_id)
+            .and_modify(|incident| incident.latest = incident.latest.max(newer.last_seen))
+            .or_insert(Incident { latest: newer.last_seen, older, newer });
+    }
+    let mut raised = 0;
+    for (incident_id, incident) in &incidents {
+        if raise(conn, incident_id, incident, window).await? {
+            raised += 1;
+        }
+    }
+    Ok(raised)
+}
+
+/// One clone incident as a batch found it: its first pair of sightings, and the newest
+/// sighting of any of its pairs.
+struct Incident<'a> {
+    older: Sighting<'a>,
+    newer: Sighting<'a>,
+    latest: OffsetDateTime,
+}
+
+/// Raises the alert of `incident` unless it was raised before, in which case its `last_seen`
+/// moves on; returns whether it was raised now.
+async fn raise(
+    conn: &mut PgConnection,
+    incident_id: &str,
+    incident: &Incident<'_>,
+    window: Duration,
+) -> Result<bool, sqlx::Error> {
+    let Incident { older, newer, latest } = incident;
+    let cert_subject = newer.cert_subject;
+    let evidence = Evidence { cert_subject, window_secs: window.as_secs(), sightings: [older, newer] };
     // One alert per incident, wherever it was first raised: seeing the pair again with the
     // newer sighting at the other gateway updates that row rather than opening a second.
     let raised = sqlx::query(
         "INSERT INTO alerts (site, gateway, incident_id, mac, detector, severity, first_seen, last_seen, count,
                              ended, latest)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $7, 1, FALSE, $8
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 1, FALSE, $9
          WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE detector = $5 AND incident_id = $3)
          ON CONFLICT (site, gateway, incident_id) DO NOTHING",
     )
     .bind(newer.site)
     .bind(newer.gateway)
-    .bind(&incident_id)
+    .bind(incident_id)
     .bind(newer.mac.to_string())
     .bind(DETECTOR)
     .bind(Severity::High.rank() as i16)
     .bind(newer.last_seen)
+    .bind(latest)
     .bind(Json(&evidence))
     .execute(&mut *conn)
     .await?
@@ -92,15 +138,15 @@ pub async fn check(conn: &mut PgConnection, sighting: &Sighting<'_>, window: Dur
     if !raised {
         sqlx::query("UPDATE alerts SET last_seen = GREATEST(last_seen, $3) WHERE detector = $1 AND incident_id = $2")
             .bind(DETECTOR)
-            .bind(&incident_id)
-            .bind(newer.last_seen)
+            .bind(incident_id)
+            .bind(latest)
             .execute(&mut *conn)
             .await?;
         return Ok(false);
     }
     let detail = format!(
         "certificate {:?} active at {}/{} ({}) and {}/{} ({}) within {}s",
-        sighting.cert_subject,
+        cert_subject,
         older.site,
         older.gateway,
         older.mac,
@@ -122,7 +168,7 @@ pub async fn check(conn: &mut PgConnection, sighting: &Sighting<'_>, window: Dur
     .execute(&mut *conn)
     .await?;
     tracing::warn!(
-        cert_subject = %untrusted::escape(sighting.cert_subject),
+        cert_subject = %untrusted::escape(cert_subject),
         sites = %format!("{}/{} {}/{}", older.site, older.gateway, newer.site, newer.gateway),
         "certificate clone: one certificate active at two sites"
     );

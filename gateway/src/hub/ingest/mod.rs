@@ -1,10 +1,12 @@
 //! Ingest: the hub's durable pull consumer `hub` on the report stream, into PostgreSQL.
 //!
-//! Messages are taken in batches (what arrives within 20 ms of the first, up to `[ingest] batch`); each batch is
-//! decoded and checked (`report`), stored in one transaction (`upsert`, its events in bulk by
-//! `events`), and acknowledged only after the commit. A hub killed mid-batch therefore gets the
-//! batch again, and the upserts make the second time change nothing. A message that is not a report, or whose body claims another
-//! origin than its subject, is refused: counted, logged (escaped), terminated, never stored.
+//! Messages are taken in batches (what arrives within 20 ms of the first, up to `[ingest]
+//! batch`); each batch is decoded and checked (`report`), stored in one transaction with one
+//! statement per table (`upsert`, `events`, `inventory`), and acknowledged only after the
+//! commit; the next batch is taken and decoded while one is stored. A hub killed mid-batch
+//! therefore gets the batch again, and the upserts make the second time change nothing. A
+//! message that is not a report, or whose body claims another origin than its subject, is
+//! refused: counted, logged (escaped), terminated, never stored.
 //!
 //! `IngestStats` counts what happened, for the hub's metrics.
 use std::{
@@ -22,10 +24,17 @@ use async_nats::jetstream::{
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
+use tokio::task::JoinHandle;
+
 use super::Hub;
-use crate::{fleet::subjects, shutdown::Shutdown, untrusted};
+use crate::{
+    fleet::{subjects, wire::Report},
+    shutdown::Shutdown,
+    untrusted,
+};
 
 mod events;
+mod inventory;
 mod report;
 mod upsert;
 
@@ -159,9 +168,13 @@ pub async fn consumer(js: &jetstream::Context, settings: &Settings) -> Result<Pu
 
 /// Takes batches from `consumer` and stores them until shutdown. Broker and database failures
 /// are logged and retried; this returns only at shutdown, after the batch in hand is stored.
+///
+/// While one batch is stored (PostgreSQL's work), the next is taken and decoded (the broker's
+/// and this process's): one batch in the database at a time, so batches commit in order.
 pub async fn run(hub: Hub, consumer: PullConsumer, stats: Arc<IngestStats>, mut shutdown: Shutdown) {
     let settings = hub.config.ingest.clone();
     tracing::info!(consumer = CONSUMER, stream = subjects::REPORT_STREAM, batch = settings.batch, "ingesting reports");
+    let mut storing: Option<JoinHandle<()>> = None;
     while !shutdown.is_triggered() {
         let messages = consumer.stream().max_messages_per_batch(settings.batch).heartbeat(HEARTBEAT).messages().await;
         let mut messages = match messages {
@@ -178,7 +191,12 @@ pub async fn run(hub: Hub, consumer: PullConsumer, stats: Arc<IngestStats>, mut 
                 batch = next_batch(&mut messages, settings.batch) => batch,
             };
             match batch {
-                Ok(batch) => ingest(&hub, &settings, &stats, batch).await,
+                Ok(batch) => {
+                    let batch = Batch::decode(batch);
+                    finish(storing.take()).await;
+                    let window = settings.clone_window();
+                    storing = Some(tokio::spawn(ingest(hub.clone(), window, stats.clone(), batch)));
+                }
                 Err(error) => {
                     // A missed heartbeat or a lost connection: pull again.
                     tracing::warn!(%error, "pulling reports failed; pulling again");
@@ -188,7 +206,17 @@ pub async fn run(hub: Hub, consumer: PullConsumer, stats: Arc<IngestStats>, mut 
             }
         }
     }
+    finish(storing).await;
     tracing::info!("ingest stopped");
+}
+
+/// Waits until the batch being stored is stored and acknowledged.
+async fn finish(storing: Option<JoinHandle<()>>) {
+    let Some(task) = storing else { return };
+    if let Err(error) = task.await {
+        // Unacknowledged, its reports are redelivered after `ack_wait_secs`.
+        tracing::error!(%error, "storing a batch failed unexpectedly; it will be redelivered");
+    }
 }
 
 async fn pause(shutdown: &mut Shutdown) {
@@ -217,24 +245,64 @@ async fn next_batch(messages: &mut pull::Stream, max: usize) -> Result<Vec<jetst
     Ok(batch)
 }
 
+/// One batch, decoded: `accepted[i]` brought `reports[i]`.
+struct Batch {
+    accepted: Vec<jetstream::Message>,
+    reports: Vec<Report>,
+    refused: Vec<(jetstream::Message, Refusal)>,
+}
+
+impl Batch {
+    fn decode(messages: Vec<jetstream::Message>) -> Self {
+        let mut batch = Batch {
+            accepted: Vec::with_capacity(messages.len()),
+            reports: Vec::with_capacity(messages.len()),
+            refused: Vec::new(),
+        };
+        for message in messages {
+            match decode(&message.subject, &message.payload) {
+                Ok(report) => {
+                    batch.accepted.push(message);
+                    batch.reports.push(report);
+                }
+                Err(refusal) => batch.refused.push((message, refusal)),
+            }
+        }
+        batch
+    }
+}
+
 /// Stores one batch and acknowledges it: every accepted report after the commit, refused ones
 /// terminated. When the transaction fails on the data, the reports are stored one by one so
 /// the one the database cannot take is refused alone; when it fails otherwise (the database is
 /// down), the batch is handed back for redelivery.
-async fn ingest(hub: &Hub, settings: &Settings, stats: &IngestStats, batch: Vec<jetstream::Message>) {
-    // `accepted[i]` brought `reports[i]`.
-    let (mut accepted, mut reports) = (Vec::with_capacity(batch.len()), Vec::with_capacity(batch.len()));
-    let mut refused = Vec::new();
-    for message in batch {
-        match decode(&message.subject, &message.payload) {
-            Ok(report) => {
-                accepted.push(message);
-                reports.push(report);
-            }
-            Err(refusal) => refused.push((message, refusal)),
-        }
+async fn ingest(hub: Hub, window: Duration, stats: Arc<IngestStats>, batch: Batch) {
+    let Batch { accepted, reports, mut refused } = batch;
+    if !reports.is_empty() {
+        store_accepted(&hub, window, &stats, accepted, reports, &mut refused).await;
     }
-    let window = settings.clone_window();
+    for (message, refusal) in &refused {
+        tracing::warn!(
+            subject = %untrusted::escape(&message.subject),
+            reason = %untrusted::escape(&refusal.to_string()),
+            "report refused"
+        );
+    }
+    IngestStats::add(&stats.refused, refused.len() as u64);
+    let refused: Vec<_> = refused.into_iter().map(|(message, _)| message).collect();
+    acknowledge(&refused, AckKind::Term).await;
+}
+
+/// Stores the accepted reports and acknowledges them; those the database cannot take join
+/// `refused`.
+async fn store_accepted(
+    hub: &Hub,
+    window: Duration,
+    stats: &IngestStats,
+    accepted: Vec<jetstream::Message>,
+    reports: Vec<Report>,
+    refused: &mut Vec<(jetstream::Message, Refusal)>,
+) {
     match store(&hub.pool, &reports, window).await {
         Ok(stored) => {
             count_stored(stats, &stored, reports.len());
@@ -261,16 +329,6 @@ async fn ingest(hub: &Hub, settings: &Settings, stats: &IngestStats, batch: Vec<
         }
         Err(error) => give_back(stats, &error, &accepted).await,
     }
-    for (message, refusal) in &refused {
-        tracing::warn!(
-            subject = %untrusted::escape(&message.subject),
-            reason = %untrusted::escape(&refusal.to_string()),
-            "report refused"
-        );
-    }
-    IngestStats::add(&stats.refused, refused.len() as u64);
-    let refused: Vec<_> = refused.into_iter().map(|(message, _)| message).collect();
-    acknowledge(&refused, AckKind::Term).await;
 }
 
 fn count_stored(stats: &IngestStats, stored: &Stored, reports: usize) {

@@ -1,25 +1,25 @@
-//! One batch of checked reports into PostgreSQL, in one transaction, so that storing the same
-//! reports again changes nothing:
+//! One batch of checked reports into PostgreSQL, in one transaction, with one statement per
+//! table (`UNNEST` of column arrays), so that storing the same reports again changes nothing:
 //!
-//! - every report: its gateway's `first_seen`/`last_seen` (by `sent_ms`);
+//! - every report: its gateway's `first_seen`/`last_seen` (by `sent_ms`); a health report its
+//!   `health` (a newer `sent_ms` wins);
 //! - event: `events` keyed on (site, gateway, seq); an alert also counts into its incident's
-//!   `alerts` row, only when its event row was new, so a redelivery never counts twice (all of
-//!   the batch's events at once, `events`);
+//!   `alerts` row, only when its event row was new, so a redelivery never counts twice
+//!   (`events`);
 //! - inventory: `gateway_devices` (a newer `changed_ms` wins), `fleet_devices` (one per MAC,
 //!   at the gateway that saw it last), `device_locations` (first and last sighting per
-//!   gateway), and the certificate clone check (`hub::clone`);
-//! - health: the gateway's `health` (a newer `sent_ms` wins);
-//! - command result: the command's outcome, once, and only from the gateway it was sent to.
+//!   gateway) (`inventory`), then the certificate clone check of the batch (`hub::clone`);
+//! - command result: the command's outcome, once, and only from the gateway it was sent to
+//!   (one statement each: results are rare).
 use std::{collections::BTreeMap, time::Duration};
 
 use sqlx::{PgConnection, PgPool, types::Json};
 use time::OffsetDateTime;
 
-use super::{events, report::time_of_ms};
+use super::{events, inventory, report::time_of_ms};
 use crate::{
     fleet::wire::{Health, Report, ReportBody},
     hub::clone::{self, Sighting},
-    inventory::records::DeviceRecord,
 };
 
 /// What a stored batch changed besides plain upserts.
@@ -33,41 +33,43 @@ pub struct Stored {
 
 /// Stores `reports` in one transaction (nothing of them when it fails).
 pub async fn store(pool: &PgPool, reports: &[Report], clone_window: Duration) -> Result<Stored, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut stored = Stored::default();
-    touch_gateways(&mut tx, reports).await?;
-    let reported: Vec<_> = reports
-        .iter()
-        .filter_map(|report| match &report.body {
-            ReportBody::Event { seq, event } => {
-                Some(events::Reported { site: &report.site, gateway: &report.gateway, seq: *seq, event })
-            }
-            _ => None,
-        })
-        .collect();
-    stored.duplicate_events = events::store(&mut tx, &reported).await?;
+    let (mut reported, mut snapshots, mut results) = (Vec::new(), Vec::new(), Vec::new());
     for report in reports {
         let (site, gateway) = (report.site.as_str(), report.gateway.as_str());
         match &report.body {
-            ReportBody::Event { .. } => {}
+            ReportBody::Event { seq, event } => reported.push(events::Reported { site, gateway, seq: *seq, event }),
             ReportBody::Inventory { changed_ms, device } => {
-                upsert_device(&mut tx, site, gateway, *changed_ms, device).await?;
-                if let Some(cert_subject) = &device.cert_subject {
-                    let sighting =
-                        Sighting { cert_subject, site, gateway, mac: device.mac, last_seen: device.last_seen };
-                    if clone::check(&mut tx, &sighting, clone_window).await? {
-                        stored.clone_alerts += 1;
-                    }
-                }
+                snapshots.push(inventory::Snapshot { site, gateway, changed_ms: *changed_ms, device });
             }
-            ReportBody::Health { health } => update_health(&mut tx, report, health).await?,
-            ReportBody::CommandResult { result } => {
-                crate::hub::commands::record_result(&mut *tx, &report.site, &report.gateway, result).await?;
-            }
+            ReportBody::Health { .. } => {}
+            ReportBody::CommandResult { result } => results.push((site, gateway, result)),
         }
     }
+    let sightings: Vec<_> = snapshots
+        .iter()
+        .filter_map(|s| {
+            let device = s.device;
+            let cert_subject = device.cert_subject.as_deref()?;
+            Some(Sighting {
+                cert_subject,
+                site: s.site,
+                gateway: s.gateway,
+                mac: device.mac,
+                last_seen: device.last_seen,
+            })
+        })
+        .collect();
+
+    let mut tx = pool.begin().await?;
+    upsert_gateways(&mut tx, gateways(reports)?).await?;
+    let duplicate_events = events::store(&mut tx, &reported).await?;
+    inventory::store(&mut tx, &snapshots).await?;
+    let clone_alerts = clone::check(&mut tx, &sightings, clone_window).await?;
+    for (site, gateway, result) in results {
+        crate::hub::commands::record_result(&mut *tx, site, gateway, result).await?;
+    }
     tx.commit().await?;
-    Ok(stored)
+    Ok(Stored { duplicate_events, clone_alerts })
 }
 
 /// Whether `error` is the database refusing the data (SQLSTATE class 22 data exception, 23
@@ -83,113 +85,59 @@ pub fn is_data_error(error: &sqlx::Error) -> bool {
     }
 }
 
-/// `gateways.first_seen`/`last_seen` from the reports' send times, one statement per gateway.
-async fn touch_gateways(conn: &mut PgConnection, reports: &[Report]) -> Result<(), sqlx::Error> {
-    // Owned keys: borrowed ones held across the awaits below would make the future not `Send`.
-    let mut seen: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+/// What a batch says of one gateway: when it sent its first and last report, and its newest
+/// health report (`sent_ms`, the report).
+struct Gateway<'a> {
+    first_seen: OffsetDateTime,
+    last_seen: OffsetDateTime,
+    health: Option<(i64, &'a Health)>,
+}
+
+/// The batch folded per gateway; the first of two health reports sent the same millisecond
+/// wins, as the statement keeps the stored one on a tie.
+fn gateways(reports: &[Report]) -> Result<BTreeMap<(&str, &str), Gateway<'_>>, sqlx::Error> {
+    let mut gateways = BTreeMap::new();
     for report in reports {
-        let key = (report.site.clone(), report.gateway.clone());
-        let span = seen.entry(key).or_insert((report.sent_ms, report.sent_ms));
-        *span = (span.0.min(report.sent_ms), span.1.max(report.sent_ms));
+        let sent = time(report.sent_ms)?;
+        let gateway = gateways.entry((report.site.as_str(), report.gateway.as_str())).or_insert(Gateway {
+            first_seen: sent,
+            last_seen: sent,
+            health: None,
+        });
+        (gateway.first_seen, gateway.last_seen) = (gateway.first_seen.min(sent), gateway.last_seen.max(sent));
+        if let ReportBody::Health { health } = &report.body
+            && gateway.health.is_none_or(|(kept_ms, _)| report.sent_ms > kept_ms)
+        {
+            gateway.health = Some((report.sent_ms, health));
+        }
     }
-    for ((site, gateway), (first_ms, last_ms)) in seen {
-        sqlx::query(
-            "INSERT INTO gateways (site, gateway, first_seen, last_seen) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (site, gateway) DO UPDATE SET
-               first_seen = LEAST(gateways.first_seen, excluded.first_seen),
-               last_seen = GREATEST(gateways.last_seen, excluded.last_seen)",
-        )
-        .bind(site)
-        .bind(gateway)
-        .bind(time(first_ms)?)
-        .bind(time(last_ms)?)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    Ok(gateways)
 }
 
-/// The device as this gateway sees it (newer `changed_ms` wins), the fleet device, and this
-/// gateway in its location history.
-async fn upsert_device(
+async fn upsert_gateways(
     conn: &mut PgConnection,
-    site: &str,
-    gateway: &str,
-    changed_ms: i64,
-    device: &DeviceRecord,
+    gateways: BTreeMap<(&str, &str), Gateway<'_>>,
 ) -> Result<(), sqlx::Error> {
-    let mac = device.mac.to_string();
+    let (keys, gateways): (Vec<_>, Vec<_>) = gateways.into_iter().unzip();
     sqlx::query(
-        "INSERT INTO gateway_devices (site, gateway, mac, changed_ms, last_seen, access, device_type, vendor,
-                                      hostname, cert_subject, record)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (site, gateway, mac) DO UPDATE SET
-           changed_ms = excluded.changed_ms, last_seen = excluded.last_seen, access = excluded.access,
-           device_type = excluded.device_type, vendor = excluded.vendor, hostname = excluded.hostname,
-           cert_subject = excluded.cert_subject, record = excluded.record
-         WHERE excluded.changed_ms > gateway_devices.changed_ms",
+        "INSERT INTO gateways (site, gateway, first_seen, last_seen, health_ms, health)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int8[], $6::jsonb[])
+         ON CONFLICT (site, gateway) DO UPDATE SET
+           first_seen = LEAST(gateways.first_seen, excluded.first_seen),
+           last_seen = GREATEST(gateways.last_seen, excluded.last_seen),
+           health = CASE WHEN excluded.health_ms > gateways.health_ms OR gateways.health_ms IS NULL
+                         THEN COALESCE(excluded.health, gateways.health) ELSE gateways.health END,
+           health_ms = GREATEST(gateways.health_ms, excluded.health_ms)
+         WHERE excluded.first_seen < gateways.first_seen OR excluded.last_seen > gateways.last_seen
+            OR excluded.health_ms > gateways.health_ms
+            OR (gateways.health_ms IS NULL AND excluded.health_ms IS NOT NULL)",
     )
-    .bind(site)
-    .bind(gateway)
-    .bind(&mac)
-    .bind(changed_ms)
-    .bind(device.last_seen)
-    .bind(device.access.as_str())
-    .bind(&device.device_type)
-    .bind(&device.vendor)
-    .bind(&device.hostname)
-    .bind(&device.cert_subject)
-    .bind(Json(device))
-    .execute(&mut *conn)
-    .await?;
-    // Where the device is now: the gateway that saw it last (a tie keeps the first).
-    sqlx::query(
-        "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway, cert_subject)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (mac) DO UPDATE SET
-           first_seen = LEAST(fleet_devices.first_seen, excluded.first_seen),
-           site = CASE WHEN excluded.last_seen > fleet_devices.last_seen THEN excluded.site ELSE fleet_devices.site END,
-           gateway = CASE WHEN excluded.last_seen > fleet_devices.last_seen
-                          THEN excluded.gateway ELSE fleet_devices.gateway END,
-           cert_subject = CASE WHEN excluded.last_seen >= fleet_devices.last_seen
-                               THEN COALESCE(excluded.cert_subject, fleet_devices.cert_subject)
-                               ELSE fleet_devices.cert_subject END,
-           last_seen = GREATEST(fleet_devices.last_seen, excluded.last_seen)",
-    )
-    .bind(&mac)
-    .bind(device.first_seen)
-    .bind(device.last_seen)
-    .bind(site)
-    .bind(gateway)
-    .bind(&device.cert_subject)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO device_locations (mac, site, gateway, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (mac, site, gateway) DO UPDATE SET
-           first_seen = LEAST(device_locations.first_seen, excluded.first_seen),
-           last_seen = GREATEST(device_locations.last_seen, excluded.last_seen)",
-    )
-    .bind(&mac)
-    .bind(site)
-    .bind(gateway)
-    .bind(device.first_seen)
-    .bind(device.last_seen)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The gateway's health, unless a newer report is stored already.
-async fn update_health(conn: &mut PgConnection, report: &Report, health: &Health) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE gateways SET health = $3, health_ms = $4
-         WHERE site = $1 AND gateway = $2 AND (health_ms IS NULL OR health_ms < $4)",
-    )
-    .bind(&report.site)
-    .bind(&report.gateway)
-    .bind(Json(health))
-    .bind(report.sent_ms)
+    .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind(gateways.iter().map(|g| g.first_seen).collect::<Vec<_>>())
+    .bind(gateways.iter().map(|g| g.last_seen).collect::<Vec<_>>())
+    .bind(gateways.iter().map(|g| g.health.map(|(ms, _)| ms)).collect::<Vec<_>>())
+    .bind(gateways.iter().map(|g| g.health.map(|(_, health)| Json(health))).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
