@@ -31,6 +31,7 @@ pub mod hub;
 pub mod identity;
 pub mod integrations;
 pub mod inventory;
+pub mod mud;
 pub mod ota;
 pub mod pipeline;
 pub mod policy;

@@ -2,8 +2,9 @@
 //! 1. the device table's address map (a flow's IPv4 source, so the WAN program checks
 //!    traffic towards the device),
 //! 2. the policy step, when it is a DNS answer (DNS-name rules),
-//! 3. the inventory (skipped when its queue is full: the next event refreshes it),
-//! 4. the pipeline baseline → detect → respond (waited for: detection sees every event).
+//! 3. the MUD step, when a DHCP, DHCPv6 or LLDP sample announces a MUD URL,
+//! 4. the inventory (skipped when its queue is full: the next event refreshes it),
+//! 5. the pipeline baseline → detect → respond (waited for: detection sees every event).
 use std::sync::{Arc, mpsc::SyncSender};
 
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -15,6 +16,7 @@ use crate::{
         events::{DatapathEvent, PacketSample, SampleKind},
         maps::Maps,
     },
+    mud::announce::{self, Announcement},
     pipeline,
     shutdown::Shutdown,
 };
@@ -23,6 +25,7 @@ use crate::{
 pub(super) struct Outputs {
     pub maps: Arc<Maps>,
     pub dns_answers: Sender<PacketSample>,
+    pub mud: Sender<Announcement>,
     pub inventory: SyncSender<InventoryInput>,
     pub pipeline: Sender<pipeline::Command>,
 }
@@ -47,6 +50,17 @@ pub(super) async fn run(mut events: Receiver<DatapathEvent>, out: Outputs, mut s
             && out.dns_answers.try_send(sample.clone()).is_err()
         {
             tracing::debug!("DNS answer queue full; answer skipped");
+        }
+        if let DatapathEvent::Sample(sample) = &event {
+            match announce::from_sample(sample) {
+                Ok(Some(announcement)) => {
+                    if out.mud.try_send(announcement).is_err() {
+                        tracing::debug!("MUD announcement queue full; announcement skipped");
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => tracing::debug!(%error, device = %sample.mac, "unreadable DHCPv6 or LLDP sample"),
+            }
         }
         if out.inventory.try_send(InventoryInput::Event(event.clone())).is_err() {
             tracing::debug!("inventory queue full; event skipped");
