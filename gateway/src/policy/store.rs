@@ -322,6 +322,38 @@ mod tests {
         }
     }
 
+    const GENERATED: &str =
+        "[[class]]\nname = \"mud-49152\"\nid = 49152\n[[class.allow]]\nnets = [\"203.0.113.10/32\"]\n";
+
+    #[test]
+    fn generated_classes_are_compiled_with_the_files_and_survive_reloads() {
+        let dir = ScratchDir::with_shipped("generated");
+        let mut store = PolicyStore::open(&dir.0, no_extension).expect("shipped policies load");
+        let generated = vec![(PathBuf::from("mud:https://mud.example.com/bulb.json"), GENERATED.to_owned())];
+        let with = store.set_generated(generated).expect("a generated class in its range");
+        assert!(with.classes.iter().any(|class| class.name == "mud-49152"));
+        let reloaded = store.reload().expect("reload");
+        assert!(reloaded.classes.iter().any(|class| class.name == "mud-49152"), "a reload keeps the generated classes");
+        // A generated class the policy refuses (a name the files use) changes nothing.
+        let clash = GENERATED.replace("mud-49152", "camera");
+        let errors = store.set_generated(vec![(PathBuf::from("mud:x"), clash)]).expect_err("duplicate name");
+        assert!(errors.iter().any(|e| e.to_string().contains("camera")), "{errors:?}");
+        assert!(store.current().classes.iter().any(|class| class.name == "mud-49152"));
+    }
+
+    #[test]
+    fn files_may_not_use_the_generated_class_ids_nor_generated_classes_others() {
+        let dir = ScratchDir::with_shipped("reserved");
+        std::fs::write(dir.0.join("squatter.toml"), GENERATED.replace("mud-49152", "squatter")).expect("write");
+        let errors = reload(&dir.0, no_extension).expect_err("reserved id in a file");
+        assert!(errors.iter().any(|e| matches!(e.kind, ErrorKind::ReservedClassId { id: 49152, .. })), "{errors:?}");
+        std::fs::remove_file(dir.0.join("squatter.toml")).expect("remove");
+        let mut store = PolicyStore::open(&dir.0, no_extension).expect("shipped policies load");
+        let low = GENERATED.replace("id = 49152", "id = 900");
+        let errors = store.set_generated(vec![(PathBuf::from("mud:x"), low)]).expect_err("generated id out of range");
+        assert!(errors.iter().any(|e| matches!(e.kind, ErrorKind::ReservedClassId { id: 900, .. })), "{errors:?}");
+    }
+
     #[test]
     fn shipped_policies_check_and_compile_to_the_documented_lanes() {
         let compiled = reload(&shipped_dir(), crate::respond::rules::policy_errors).unwrap_or_else(|errors| {
