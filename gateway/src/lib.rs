@@ -23,6 +23,7 @@ pub mod controller;
 pub mod datapath;
 pub mod detect;
 pub mod device;
+pub mod error_chain;
 pub mod event;
 pub mod fingerprint;
 pub mod fleet;

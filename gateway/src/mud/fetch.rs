@@ -5,6 +5,7 @@
 use reqwest::{Client, Url, redirect};
 
 use super::{config::Config, url};
+use crate::error_chain::error_chain;
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,13 +62,14 @@ impl Fetcher {
                 builder = builder.add_root_certificate(root);
             }
         }
-        let client = builder.build().map_err(|e| FetchError::Client(causes(&e)))?;
+        let client = builder.build().map_err(|e| FetchError::Client(error_chain(&e)))?;
         Ok(Self { client })
     }
 
     /// The body at `url` (already checked by `url::check`), at most `limit` bytes.
     pub async fn fetch(&self, url: &Url, limit: usize) -> Result<Vec<u8>, FetchError> {
-        let transport = |error: reqwest::Error| FetchError::Transport { url: url.to_string(), reason: causes(&error) };
+        let transport =
+            |error: reqwest::Error| FetchError::Transport { url: url.to_string(), reason: error_chain(&error) };
         let too_large = || FetchError::TooLarge { url: url.to_string(), limit };
         let mut response = self.client.get(url.clone()).send().await.map_err(transport)?;
         if !response.status().is_success() {
@@ -85,16 +87,4 @@ impl Fetcher {
         }
         Ok(body)
     }
-}
-
-/// An error with its causes, `a: b: c` (reqwest's own message names only the outermost).
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
