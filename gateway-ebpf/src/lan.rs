@@ -51,9 +51,17 @@ fn try_ingress(
         if device.state == device_state::BLOCKED {
             return Ok(Decision::drop(DropReason::Blocked));
         }
-        if link.ether_type == ether_type::ARP && config.sample_packets != 0 {
-            let (l3, state) = (link.l3_offset, device.state);
-            events::sample(ctx, mac, sample_kind::ARP, l3, l3, state, &Decision::PASS, now);
+        if config.sample_packets != 0 {
+            let kind = match link.ether_type {
+                ether_type::ARP => Some(sample_kind::ARP),
+                // The MUD URL TLV (RFC 8520 §10).
+                ether_type::LLDP => Some(sample_kind::LLDP),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                let (l3, state) = (link.l3_offset, device.state);
+                events::sample(ctx, mac, kind, l3, l3, state, &Decision::PASS, now);
+            }
         }
         return Ok(Decision::PASS);
     }
@@ -143,6 +151,8 @@ fn sample_kind_of(ctx: &XdpContext, ip: &parse::Ip) -> Option<u8> {
             let ports = [ip.src_port, ip.dst_port];
             if ports.contains(&port::DHCP_SERVER) || ports.contains(&port::DHCP_CLIENT) {
                 Some(sample_kind::DHCP)
+            } else if ports.contains(&port::DHCPV6_SERVER) || ports.contains(&port::DHCPV6_CLIENT) {
+                Some(sample_kind::DHCPV6)
             } else if ports.contains(&port::DNS) {
                 Some(sample_kind::DNS)
             } else {

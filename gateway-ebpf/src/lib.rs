@@ -618,6 +618,10 @@ pub mod sample_kind {
     /// open DNS-name policy rules (a device could forge anything it sends itself), and only
     /// when one answers a query of the device's (`DNS`).
     pub const DNS_ANSWER: u8 = 5;
+    /// DHCPv6 (UDP 546/547): devices announce their MUD URL in option 112.
+    pub const DHCPV6: u8 = 6;
+    /// An LLDPDU (EtherType 0x88cc), from the Ethernet payload on: the MUD URL TLV.
+    pub const LLDP: u8 = 7;
 }
 
 /// First bytes of every ring-buffer record.

@@ -12,6 +12,8 @@ pub mod ether_type {
     /// An 802.1ad service tag follows (QinQ).
     pub const SERVICE_VLAN: u16 = 0x88a8;
     pub const IPV6: u16 = 0x86dd;
+    /// Link Layer Discovery Protocol (IEEE 802.1AB): sampled for the MUD URL TLV.
+    pub const LLDP: u16 = 0x88cc;
 }
 
 /// A VLAN tag (802.1Q): TCI (2 bytes), then the EtherType of what follows.
@@ -91,6 +93,8 @@ pub mod port {
     pub const DNS: u16 = 53;
     pub const DHCP_SERVER: u16 = 67;
     pub const DHCP_CLIENT: u16 = 68;
+    pub const DHCPV6_CLIENT: u16 = 546;
+    pub const DHCPV6_SERVER: u16 = 547;
 }
 
 /// TLS (RFC 8446 §5.1): a record starts with its content type and the protocol's major

@@ -32,6 +32,8 @@ pub struct Config {
     pub ota: crate::ota::Config,
     #[serde(default)]
     pub fleet: crate::fleet::Config,
+    #[serde(default)]
+    pub mud: crate::mud::Config,
 }
 
 /// Why the configuration was refused.
@@ -75,6 +77,7 @@ impl Config {
         problems.extend(self.identity.problems());
         problems.extend(self.fleet.problems());
         problems.extend(self.policy.problems());
+        problems.extend(self.mud.problems());
         problems
     }
 }

@@ -13,6 +13,7 @@ pub const ALL: Schema<'static> = &[
     crate::alerts::MIGRATIONS,
     crate::fleet::MIGRATIONS,
     crate::fleet::commands::MIGRATIONS,
+    crate::mud::MIGRATIONS,
 ];
 
 /// Opens the store at `path` with every component's tables up to date.

@@ -63,6 +63,8 @@ pub trait DeviceDirectory: Send + Sync + 'static {
     fn device(&self, mac: Mac) -> Result<Option<DeviceRecord>, DirectoryError>;
     /// The device's most recent flows, newest first, at most `limit`.
     fn flows(&self, mac: Mac, limit: usize) -> Result<Vec<FlowRecord>, DirectoryError>;
+    /// The MUD URL the device announced and what came of it; `None` if it never announced one.
+    fn mud(&self, mac: Mac) -> Result<Option<crate::inventory::mud::MudRecord>, DirectoryError>;
     /// The device's audit log, newest first, at most `limit` entries.
     fn audit_log(&self, mac: Mac, limit: usize) -> Result<Vec<AuditEntry>, DirectoryError>;
     /// One page of the audit log of every device, newest first (`search::audit`).

@@ -140,6 +140,7 @@ pub async fn device(
             }),
             restore_access,
             audit: audit.into_iter().take(AUDIT_SHOWN).collect(),
+            mud: directory.mud(mac)?,
         })
     })
     .await?;

@@ -141,6 +141,10 @@ impl DeviceDirectory for InventoryDirectory {
             .collect())
     }
 
+    fn mud(&self, mac: Mac) -> Result<Option<crate::inventory::mud::MudRecord>, DirectoryError> {
+        Ok(crate::inventory::mud::device(self.lock()?.connection(), mac)?)
+    }
+
     fn audit_log(&self, mac: Mac, limit: usize) -> Result<Vec<AuditEntry>, DirectoryError> {
         Ok(self.lock()?.audit_log(Some(mac), limit)?.into_iter().map(audit_entry).collect())
     }

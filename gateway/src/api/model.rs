@@ -164,6 +164,9 @@ pub struct DeviceDetail {
     pub restore_access: Option<Access>,
     /// Most recent audit entries, newest first.
     pub audit: Vec<AuditEntry>,
+    /// The MUD URL the device announced (DHCP, LLDP), the last check's outcome and the MUD
+    /// file its class comes from; absent if it never announced one.
+    pub mud: Option<crate::inventory::mud::MudRecord>,
 }
 
 /// A flow a device opened (`GET /api/v1/devices/{mac}/flows`), as XDP reported its first

@@ -1,6 +1,6 @@
 //! The class step: every second, enrolled devices go onto the policy of the class the policy
-//! files match them to (certificate subject, MAC, OUI, fingerprint type), recorded in the
-//! store. Identity decides *whether* a device is enrolled; the policy files decide *what* an
+//! files match them to (certificate subject, MAC, the MUD file the device announced, OUI,
+//! fingerprint type), recorded in the store. Identity decides *whether* a device is enrolled; the policy files decide *what* an
 //! enrolled device may reach.
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -11,7 +11,7 @@ use super::ACTOR_POLICY;
 use crate::{
     datapath::{DeviceControl as _, maps::Maps},
     inventory::Ledger,
-    policy::CompiledPolicy,
+    policy::{ClassId, CompiledPolicy},
     shutdown::Shutdown,
 };
 
@@ -53,7 +53,8 @@ pub(super) fn assign_classes(maps: &Maps, ledger: &mut Ledger, policy: &Compiled
         let conn = ledger.connection();
         let device_type = crate::inventory::query::device(conn, mac).ok().flatten().and_then(|d| d.device.device_type);
         let subject = crate::identity::registry::valid_subject_by_mac(conn, mac).ok().flatten();
-        let Some(class) = policy.classify(mac, device_type.as_deref(), subject.as_deref()) else { continue };
+        let mud = crate::inventory::mud::class_id(conn, mac).ok().flatten().map(ClassId);
+        let Some(class) = policy.classify(mac, device_type.as_deref(), subject.as_deref(), mud) else { continue };
         if (entry.policy_id, entry.class_id) == (class.policy_id.0, class.class_id.0) {
             continue;
         }

@@ -3,8 +3,9 @@
 //!    traffic towards the device),
 //! 2. the policy step, when it is DNS (a device's query or an answer from upstream: the
 //!    DNS-name rules count only answers to queries),
-//! 3. the inventory (skipped when its queue is full: the next event refreshes it),
-//! 4. the pipeline baseline → detect → respond (waited for: detection sees every event).
+//! 3. the MUD step, when a DHCP, DHCPv6 or LLDP sample announces a MUD URL,
+//! 4. the inventory (skipped when its queue is full: the next event refreshes it),
+//! 5. the pipeline baseline → detect → respond (waited for: detection sees every event).
 use std::sync::{Arc, mpsc::SyncSender};
 
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -16,6 +17,7 @@ use crate::{
         events::{DatapathEvent, PacketSample, SampleKind},
         maps::Maps,
     },
+    mud::announce::{self, Announcement},
     pipeline,
     shutdown::Shutdown,
 };
@@ -24,6 +26,7 @@ use crate::{
 pub(super) struct Outputs {
     pub maps: Arc<Maps>,
     pub dns_samples: Sender<PacketSample>,
+    pub mud: Sender<Announcement>,
     pub inventory: SyncSender<InventoryInput>,
     pub pipeline: Sender<pipeline::Command>,
 }
@@ -49,6 +52,17 @@ pub(super) async fn run(mut events: Receiver<DatapathEvent>, out: Outputs, mut s
         {
             // A query skipped leaves its answer unsolicited: it opens nothing (fails closed).
             tracing::debug!("DNS sample queue full; sample skipped");
+        }
+        if let DatapathEvent::Sample(sample) = &event {
+            match announce::from_sample(sample) {
+                Ok(Some(announcement)) => {
+                    if out.mud.try_send(announcement).is_err() {
+                        tracing::debug!("MUD announcement queue full; announcement skipped");
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => tracing::debug!(%error, device = %sample.mac, "unreadable DHCPv6 or LLDP sample"),
+            }
         }
         if out.inventory.try_send(InventoryInput::Event(event.clone())).is_err() {
             tracing::debug!("inventory queue full; event skipped");

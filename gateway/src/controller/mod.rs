@@ -8,7 +8,8 @@
 //! - `inventory`: the inventory thread (and the firmware reports it takes from the bus);
 //! - `counters`: per-device counters as traffic samples;
 //! - `classes`: enrolled devices onto their class policy;
-//! - `policy_sync`: policy reloads and DNS-name rules;
+//! - `mud`: the MUD URLs devices announce, checked and put in force as their class;
+//! - `policy_sync`: policy reloads, MUD classes and DNS-name rules;
 //! - `services`: identity, integrations, the fleet, OTA;
 //! - `api`: the local API with the SOAR actions;
 //! - `metrics`: counters, backlogs, alerts and actions as metrics.
@@ -35,6 +36,7 @@ mod counters;
 mod fanout;
 mod inventory;
 mod metrics;
+mod mud;
 mod policy_sync;
 mod ring;
 mod services;
@@ -51,7 +53,7 @@ const ACTOR_DATAPATH: &str = "datapath";
 const ACTOR_POLICY: &str = "policy";
 
 /// Runs the gateway until shutdown. `policy` was checked before anything was attached.
-pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
+pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> {
     // Before any connection is opened: every one commits with the configured durability.
     crate::store::set_synchronous(config.store.synchronous);
     tracing::info!(synchronous = config.store.synchronous.as_str(), store = %config.store.path.display(), "store durability");
@@ -61,6 +63,12 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
     let mut ledger = Ledger::new(crate::schema::open(&config.store.path).context("opening the store")?);
+    // The MUD classes devices announced before: in force before the device table is restored.
+    if let Err(errors) = policy.set_generated(mud::stored_classes(ledger.connection())?) {
+        for error in &errors {
+            tracing::error!(%error, "stored MUD class refused; its devices stay off it until they announce again");
+        }
+    }
     // Checked with the policy files before the load (`cli::run::check`): cannot fail here.
     let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
     let startup::Datapath { mut loaded, maps, ring, dns, quarantine_src_mac } =
@@ -108,9 +116,14 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
     tasks.spawn(inventory::forward_firmware(inventory_tx.clone(), bus.clone(), shutdown.clone()));
 
     let (dns_tx, dns_rx) = tokio::sync::mpsc::channel(policy_sync::DNS_QUEUE);
+    let (mud_tx, mud_rx) = tokio::sync::mpsc::channel(crate::mud::config::ANNOUNCEMENT_QUEUE);
+    // One request at a time: the MUD step waits for each answer.
+    let (mud_classes_tx, mud_classes_rx) = tokio::sync::mpsc::channel(1);
+    tasks.spawn(mud::run(config.mud.clone(), &config.store.path, mud_rx, mud_classes_tx, shutdown.clone())?);
     let fanout = fanout::Outputs {
         maps: maps.clone(),
         dns_samples: dns_tx,
+        mud: mud_tx,
         inventory: inventory_tx.clone(),
         pipeline: pipeline_tx.clone(),
     };
@@ -155,7 +168,7 @@ pub async fn run(config: Config, policy: PolicyStore) -> anyhow::Result<()> {
         bus,
         bundles: services.bundle_installs.take(),
     };
-    tasks.spawn(policy_step.run(dns_rx, shutdown.clone())?);
+    tasks.spawn(policy_step.run(dns_rx, mud_classes_rx, shutdown.clone())?);
 
     shutdown::signal().await;
     trigger.trigger();

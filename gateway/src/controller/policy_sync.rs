@@ -3,6 +3,8 @@
 //!   the running one stays in the maps);
 //! - installs the policy bundles the fleet hub publishes (`fleet::bundle_watch` stages them),
 //!   the same way: checked whole, then swapped in whole;
+//! - puts the classes of the MUD files devices announced in force beside the files
+//!   (`controller/mud.rs` asks; a class the policy refuses is answered with why);
 //! - DNS answers devices receive to the queries they sent open the addresses of the names
 //!   their policies allow (`policy::dns`); the others are counted per reason in `/metrics`
 //!   and logged, escaped and rate-limited;
@@ -117,6 +119,7 @@ impl PolicySync {
     pub fn run(
         mut self,
         mut dns_samples: mpsc::Receiver<PacketSample>,
+        mut mud_classes: mpsc::Receiver<super::mud::GeneratedClasses>,
         mut shutdown: Shutdown,
     ) -> anyhow::Result<impl std::future::Future<Output = ()>> {
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -138,6 +141,10 @@ impl PolicySync {
                     }
                     Some(request) = async { match bundles.as_mut() { Some(b) => b.recv().await, None => std::future::pending().await } } => {
                         self.install(request).await;
+                        continue;
+                    }
+                    Some(request) = mud_classes.recv() => {
+                        self.set_mud_classes(request).await;
                         continue;
                     }
                     Some(sample) = dns_samples.recv() => {
@@ -246,6 +253,21 @@ impl PolicySync {
         let swapped = installed.is_ok();
         let (accepted, detail) = self.adopt(installed, "fleet bundle").await;
         let _ = request.reply.send(InstallOutcome { swapped, accepted, detail });
+    }
+
+    /// Puts a new set of MUD classes in force with the files in force, and answers whether it
+    /// did, or why not.
+    async fn set_mud_classes(&mut self, request: super::mud::GeneratedClasses) {
+        let loaded = self.policy.set_generated(request.sources);
+        let (accepted, detail) = self.adopt(loaded, "MUD class").await;
+        let severity = if accepted { Severity::Info } else { Severity::Medium };
+        self.bus.publish(GatewayEvent::new(
+            severity,
+            None,
+            crate::inventory::mud::ACTOR_MUD,
+            EventKind::PolicyChange { accepted, detail: detail.clone() },
+        ));
+        let _ = request.reply.send(if accepted { Ok(()) } else { Err(detail) });
     }
 
     /// Puts a newly loaded policy in force in every part, or records why not: whether it was

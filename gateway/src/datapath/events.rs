@@ -45,15 +45,19 @@ pub enum SampleKind {
     Arp,
     /// A TCP payload starting like a TLS handshake record.
     Tls,
+    /// A DHCPv6 message (MUD URL option 112).
+    Dhcpv6,
+    /// An LLDPDU, from the Ethernet payload on (MUD URL TLV); `payload_offset` is 0.
+    Lldp,
 }
 
-/// A copy of a DHCP, DNS, ARP or TLS packet.
+/// A copy of a DHCP, DHCPv6, DNS, ARP, TLS or LLDP packet.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PacketSample {
     pub time: SystemTime,
     pub mac: Mac,
     pub kind: SampleKind,
-    /// From the L3 header on (ARP: from the ARP header), possibly truncated to
+    /// From the L3 header on (ARP, LLDP: from the Ethernet payload), possibly truncated to
     /// `gateway_ebpf::SAMPLE_BYTES`.
     pub data: Vec<u8>,
     /// Where the L4 payload starts in `data` (0 for ARP).
@@ -150,6 +154,8 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<DatapathEvent, DecodeError
                 sample_kind::DNS_ANSWER => SampleKind::DnsAnswer,
                 sample_kind::ARP => SampleKind::Arp,
                 sample_kind::TLS => SampleKind::Tls,
+                sample_kind::DHCPV6 => SampleKind::Dhcpv6,
+                sample_kind::LLDP => SampleKind::Lldp,
                 other => return Err(DecodeError::UnknownSample(other)),
             };
             let len = usize::from(event.len).min(event.data.len());

@@ -25,7 +25,10 @@ use aya::{
 use gateway_ebpf::{maps as abi, programs};
 
 use super::{AttachMode, DatapathConfig};
-use crate::datapath::xdp_log::{self, XdpLog};
+use crate::{
+    datapath::xdp_log::{self, XdpLog},
+    error_chain::error_chain,
+};
 
 /// The XDP object, built by build.rs from gateway-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iotgw-xdp"));
@@ -415,22 +418,11 @@ pub fn attach(
                     load_time,
                 });
             }
+            // aya's attach errors keep the errno in a source.
             Err(error) => errors.push(format!("{} mode: {}", mode.name(), error_chain(&error))),
         }
     }
     Err(attach_error(errors.join("; ")))
-}
-
-/// An error and its sources on one line (aya's attach errors keep the errno in a source).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// Removes the pinned links (detaching the programs) and the pinned maps: `iotgw detach`.
@@ -530,16 +522,5 @@ mod tests {
                          23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n";
         assert_eq!(bpffs_devices(mountinfo), [nix::sys::stat::makedev(0, 40)]);
         assert!(bpffs_devices("garbage\n").is_empty());
-    }
-
-    #[test]
-    fn error_chain_keeps_the_errno_from_the_source() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("`bpf_link_create` failed")]
-        struct Outer(#[source] std::io::Error);
-        let error = Outer(std::io::Error::from_raw_os_error(95));
-        let text = error_chain(&error);
-        assert!(text.starts_with("`bpf_link_create` failed: "), "{text}");
-        assert!(text.contains("os error 95"), "{text}");
     }
 }

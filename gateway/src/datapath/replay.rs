@@ -47,6 +47,9 @@ pub const FLOW_MEMORY: usize = gateway_ebpf::maps::FLOWS_CAPACITY as usize;
 
 const PORT_DHCP_SERVER: u16 = 67;
 const PORT_DHCP_CLIENT: u16 = 68;
+const PORT_DHCPV6_CLIENT: u16 = 546;
+const PORT_DHCPV6_SERVER: u16 = 547;
+const ETHER_TYPE_LLDP: EtherType = EtherType(0x88cc);
 /// The port DNS queries go to and answers come from, as the datapath samples them.
 pub const PORT_DNS: u16 = 53;
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -158,9 +161,14 @@ impl Replayer {
             self.stats.malformed += 1;
             return;
         };
-        if ether.ether_type == EtherType::ARP {
+        let link_sample = match ether.ether_type {
+            EtherType::ARP => Some(SampleKind::Arp),
+            ETHER_TYPE_LLDP => Some(SampleKind::Lldp),
+            _ => None,
+        };
+        if let Some(kind) = link_sample {
             let l3_offset = offset_in(frame, ether.payload);
-            self.sample(time, mac, SampleKind::Arp, frame, l3_offset, l3_offset, wire_len, out);
+            self.sample(time, mac, kind, frame, l3_offset, l3_offset, wire_len, out);
             return;
         }
         if ether.ether_type != EtherType::IPV4 && ether.ether_type != EtherType::IPV6 {
@@ -234,6 +242,8 @@ impl Replayer {
                 let payload_offset = offset_in(frame, udp.payload());
                 if ports.contains(&PORT_DHCP_SERVER) || ports.contains(&PORT_DHCP_CLIENT) {
                     sample = Some((SampleKind::Dhcp, payload_offset));
+                } else if ports.contains(&PORT_DHCPV6_SERVER) || ports.contains(&PORT_DHCPV6_CLIENT) {
+                    sample = Some((SampleKind::Dhcpv6, payload_offset));
                 } else if ports.contains(&PORT_DNS) {
                     sample = Some((SampleKind::Dns, payload_offset));
                 }

@@ -1,6 +1,7 @@
 //! DHCP fingerprint: reads a DHCPv4 message (the payload of a DHCP `PacketSample`) with
 //! `dhcproto` and keeps what identifies the client's software: the parameter request list
-//! (option 55), the vendor class (option 60) and the host name (option 12).
+//! (option 55), the vendor class (option 60) and the host name (option 12); and the MUD URL
+//! the client announces (option 161, RFC 8520 §10), for `crate::mud`.
 use std::net::Ipv4Addr;
 
 use dhcproto::v4;
@@ -25,6 +26,8 @@ pub struct DhcpFingerprint {
     pub offered_address: Option<Ipv4Addr>,
     /// BOOTREQUEST (client to server) or not.
     pub from_client: bool,
+    /// Option 161, the MUD URL, as sent (device-controlled bytes: `crate::mud::url` checks them).
+    pub mud_url: Option<Vec<u8>>,
 }
 
 impl DhcpFingerprint {
@@ -46,6 +49,8 @@ const OPTION_REQUESTED_ADDRESS: u8 = 50;
 const OPTION_MESSAGE_TYPE: u8 = 53;
 const OPTION_PARAMETER_LIST: u8 = 55;
 const OPTION_VENDOR_CLASS: u8 = 60;
+/// RFC 8520 §10.
+const OPTION_MUD_URL: u8 = 161;
 
 /// Parses a DHCPv4 message (the UDP payload). Options are framed by dhcproto's zero-copy
 /// reader, which stops at a truncated option: a sample cut at `SAMPLE_BYTES` keeps the options
@@ -66,6 +71,7 @@ pub fn parse(payload: &[u8]) -> Result<DhcpFingerprint, FingerprintError> {
             OPTION_PARAMETER_LIST => fingerprint.parameter_request_list = data.to_vec(),
             OPTION_VENDOR_CLASS => fingerprint.vendor_class = Some(String::from_utf8_lossy(data).into_owned()),
             OPTION_HOSTNAME => fingerprint.hostname = Some(String::from_utf8_lossy(data).into_owned()),
+            OPTION_MUD_URL => fingerprint.mud_url = Some(data.to_vec()),
             OPTION_REQUESTED_ADDRESS => {
                 if let [a, b, c, d] = data {
                     requested = Some(Ipv4Addr::new(*a, *b, *c, *d));
@@ -130,6 +136,37 @@ mod tests {
         assert_eq!(fingerprint.hostname.as_deref(), Some("Philips-hue"));
         assert_eq!(fingerprint.parameter_list_text(), "1,3,6");
         assert!(fingerprint.vendor_class.is_none());
+    }
+
+    const MUD_URL: &[u8] = b"https://mud.example.com/lightbulb.json";
+
+    fn request_with_mud_url(url: &[u8]) -> Vec<u8> {
+        let mut message = v4::Message::default();
+        message.set_chaddr(&[0x00, 0x17, 0x88, 0x24, 0x76, 0xff]);
+        message.opts_mut().insert(v4::DhcpOption::MessageType(v4::MessageType::Request));
+        message.opts_mut().insert(v4::DhcpOption::Unknown(v4::UnknownOption::new(OPTION_MUD_URL.into(), url.to_vec())));
+        let mut bytes = Vec::new();
+        message.encode(&mut Encoder::new(&mut bytes)).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn dhcp_option_161_is_the_mud_url() {
+        assert_eq!(parse(&request_with_mud_url(MUD_URL)).unwrap().mud_url.as_deref(), Some(MUD_URL));
+        assert_eq!(parse(&discover()).unwrap().mud_url, None);
+        // Empty: no URL. Not text: kept as sent, for the URL check to refuse with its reason.
+        assert!(parse(&request_with_mud_url(b"")).unwrap().mud_url.unwrap_or_default().is_empty());
+        assert_eq!(parse(&request_with_mud_url(b"\xff\n")).unwrap().mud_url.as_deref(), Some(&b"\xff\n"[..]));
+    }
+
+    #[test]
+    fn dhcp_option_161_cut_by_the_sample_is_not_taken() {
+        let bytes = request_with_mud_url(MUD_URL);
+        // Cut inside the URL: a truncated option is dropped, never read as a shorter URL.
+        for cut in 2..MUD_URL.len() {
+            let fingerprint = parse(&bytes[..bytes.len() - 1 - cut]).unwrap();
+            assert_eq!(fingerprint.mud_url, None, "cut {cut}");
+        }
     }
 
     #[test]

@@ -37,4 +37,7 @@ pub enum FingerprintError {
     /// Not Ethernet/IPv4 ARP, or truncated.
     #[error("malformed ARP packet: {0}")]
     Arp(&'static str),
+    /// A sample taken for another step (DHCPv6 and LLDP: MUD announcements, `crate::mud`).
+    #[error("{0:?} samples carry no fingerprint")]
+    NotFingerprinted(crate::datapath::events::SampleKind),
 }

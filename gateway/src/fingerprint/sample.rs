@@ -41,6 +41,7 @@ pub fn parse(sample: &PacketSample) -> Result<Parsed, FingerprintError> {
         SampleKind::Dns | SampleKind::DnsAnswer => Parsed::Dns(dns::parse(sample.payload())?),
         SampleKind::Tls => Parsed::Tls(tls::parse(sample.payload())?),
         SampleKind::Arp => Parsed::Arp(parse_arp(&sample.data)?),
+        SampleKind::Dhcpv6 | SampleKind::Lldp => return Err(FingerprintError::NotFingerprinted(sample.kind)),
     })
 }
 

@@ -122,6 +122,8 @@ impl Inventory {
     fn sample(&mut self, sample: &PacketSample, changes: &mut Vec<InventoryChange>) -> Result<(), InventoryError> {
         let parsed = match sample::parse(sample) {
             Ok(parsed) => parsed,
+            // DHCPv6 and LLDP samples are the MUD step's (`crate::mud`), not unreadable.
+            Err(crate::fingerprint::FingerprintError::NotFingerprinted(_)) => return Ok(()),
             Err(error) => {
                 self.stats.unparsed_samples += 1;
                 tracing::debug!(mac = %sample.mac, %error, "ignored sample");

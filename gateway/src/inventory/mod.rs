@@ -16,6 +16,7 @@
 //! - `query` and `records`: the read queries and the serde structs they return (the API's JSON);
 //! - `search`: the console's filtered, sorted and paged reads, and the overview's counts;
 //! - `destinations`: where a device connects, busiest first, with the names it resolved;
+//! - `mud`: the MUD URL a device announced, the last check's outcome and the file in force;
 //! - `vendor`: IEEE OUI registry lookups.
 use std::{collections::HashMap, net::IpAddr, time::Duration, time::SystemTime};
 
@@ -32,6 +33,7 @@ mod classify;
 pub mod destinations;
 mod ingest;
 pub mod ledger;
+pub mod mud;
 pub mod query;
 pub mod records;
 mod schema;

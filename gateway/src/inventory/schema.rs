@@ -206,4 +206,27 @@ CREATE TRIGGER inventory_addresses_changed AFTER INSERT ON inventory_addresses B
 END;
 ",
     },
+    // The MUD URL each device announced and what came of it (`mud`): the latest check
+    // (`announced_url` .. `checked`) and the file in force (`applied_url` .. `signer`), which a
+    // refused check leaves as it was.
+    crate::store::Migration {
+        component: "inventory",
+        version: 7,
+        sql: "
+CREATE TABLE inventory_mud (
+    mac TEXT PRIMARY KEY REFERENCES inventory_devices(mac) ON DELETE CASCADE,
+    announced_url TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    checked INTEGER NOT NULL,
+    applied_url TEXT,
+    class TEXT,
+    class_id INTEGER,
+    file_sha256 TEXT,
+    valid_until INTEGER,
+    signer TEXT
+);
+",
+    },
 ];

@@ -2,7 +2,8 @@
 //! fingerprinted device type and certificate subject. Reads the checked `Policy`; pure.
 //!
 //! Precedence, strongest first: a certificate subject (verified by enrollment), an exact MAC
-//! (an operator pinned this device), the longest OUI prefix (hardware vendor), then the
+//! (an operator pinned this device), the class of the MUD file the device announced (signed
+//! by its manufacturer, `crate::mud`), the longest OUI prefix (hardware vendor), then the
 //! fingerprinted type (a guess). `checks` refuses a MAC, OUI or type used by two classes; two
 //! classes whose subject patterns both match go to the lower class id.
 use super::{
@@ -16,6 +17,7 @@ use crate::device::Mac;
 pub enum MatchedBy {
     CertSubject,
     Mac,
+    Mud,
     Oui,
     FingerprintType,
 }
@@ -61,8 +63,15 @@ impl Classifier {
 
     /// The class of a device, or `None` when no class matches. `cert_subject` is the subject
     /// of a certificate enrollment verified, in RFC 4514 form (spacing and attribute-type case
-    /// do not matter).
-    pub fn classify(&self, mac: Mac, fingerprint_type: Option<&str>, cert_subject: Option<&str>) -> Option<ClassRef> {
+    /// do not matter); `mud_class` the class of the MUD file the device announced (ignored
+    /// when the policy has no such class).
+    pub fn classify(
+        &self,
+        mac: Mac,
+        fingerprint_type: Option<&str>,
+        cert_subject: Option<&str>,
+        mud_class: Option<ClassId>,
+    ) -> Option<ClassRef> {
         let hit = |entry: &Entry, matched_by| ClassRef {
             name: entry.name.clone(),
             class_id: entry.class_id,
@@ -81,6 +90,9 @@ impl Classifier {
         }
         if let Some(entry) = self.entries.iter().find(|entry| entry.matcher.macs.contains(&mac)) {
             return Some(hit(entry, MatchedBy::Mac));
+        }
+        if let Some(entry) = mud_class.and_then(|id| self.entries.iter().find(|entry| entry.class_id == id)) {
+            return Some(hit(entry, MatchedBy::Mud));
         }
         let best_oui = self
             .entries
@@ -104,8 +116,14 @@ impl Classifier {
 
 impl super::CompiledPolicy {
     /// The class of a device (see `Classifier::classify`); the OUI is the MAC's prefix.
-    pub fn classify(&self, mac: Mac, fingerprint_type: Option<&str>, cert_subject: Option<&str>) -> Option<ClassRef> {
-        self.classifier.classify(mac, fingerprint_type, cert_subject)
+    pub fn classify(
+        &self,
+        mac: Mac,
+        fingerprint_type: Option<&str>,
+        cert_subject: Option<&str>,
+        mud_class: Option<ClassId>,
+    ) -> Option<ClassRef> {
+        self.classifier.classify(mac, fingerprint_type, cert_subject, mud_class)
     }
 }
 
@@ -181,7 +199,7 @@ fingerprint_types = ["smart-plug"]
     fn certificate_subject_wins_over_every_other_criterion() {
         let policy = policy();
         let hit = policy
-            .classify(mac("02:00:5e:00:00:01"), Some("smart-plug"), Some("cn=plug-07 , o=Lab"))
+            .classify(mac("02:00:5e:00:00:01"), Some("smart-plug"), Some("cn=plug-07 , o=Lab"), None)
             .expect("plug by certificate");
         assert_eq!((hit.name.as_str(), hit.matched_by), ("plug", MatchedBy::CertSubject));
         assert_eq!(hit.policy_id, PolicyId(gateway_ebpf::lane::FIRST_CLASS_POLICY + 12));
@@ -190,20 +208,34 @@ fingerprint_types = ["smart-plug"]
     #[test]
     fn exact_mac_wins_over_oui_and_longest_oui_wins() {
         let policy = policy();
-        let pinned = policy.classify(mac("02:00:00:00:00:99"), Some("ip-camera"), None).expect("mac");
+        let pinned = policy.classify(mac("02:00:00:00:00:99"), Some("ip-camera"), None, None).expect("mac");
         assert_eq!((pinned.name.as_str(), pinned.matched_by), ("special-cam", MatchedBy::Mac));
-        let longer = policy.classify(mac("02:00:5e:10:00:01"), None, None).expect("oui");
+        let longer = policy.classify(mac("02:00:5e:10:00:01"), None, None, None).expect("oui");
         assert_eq!((longer.name.as_str(), longer.matched_by), ("special-cam", MatchedBy::Oui));
-        let shorter = policy.classify(mac("02:00:5e:11:00:01"), None, Some("CN=nobody")).expect("oui");
+        let shorter = policy.classify(mac("02:00:5e:11:00:01"), None, Some("CN=nobody"), None).expect("oui");
         assert_eq!((shorter.name.as_str(), shorter.matched_by), ("camera", MatchedBy::Oui));
+    }
+
+    #[test]
+    fn mud_class_wins_over_vendor_and_type_but_not_over_certificate_or_pinned_mac() {
+        let policy = policy();
+        let mud = Some(ClassId(12));
+        let hit = policy.classify(mac("02:00:5e:10:00:01"), Some("ip-camera"), None, mud).expect("mud");
+        assert_eq!((hit.name.as_str(), hit.matched_by), ("plug", MatchedBy::Mud));
+        let pinned = policy.classify(mac("02:00:00:00:00:99"), None, None, mud).expect("mac");
+        assert_eq!(pinned.matched_by, MatchedBy::Mac);
+        let certified = policy.classify(mac("0a:00:00:00:00:01"), None, Some("CN=cam-1,O=Lab"), mud).expect("cert");
+        assert_eq!((certified.name.as_str(), certified.matched_by), ("camera", MatchedBy::CertSubject));
+        let gone = policy.classify(mac("0a:00:00:00:00:01"), Some("ip-camera"), None, Some(ClassId(99))).expect("type");
+        assert_eq!(gone.matched_by, MatchedBy::FingerprintType, "a MUD class the policy lacks is ignored");
     }
 
     #[test]
     fn fingerprint_type_is_the_last_resort_and_ignores_case() {
         let policy = policy();
-        let guess = policy.classify(mac("0a:00:00:00:00:01"), Some("ip-camera"), None).expect("type");
+        let guess = policy.classify(mac("0a:00:00:00:00:01"), Some("ip-camera"), None, None).expect("type");
         assert_eq!((guess.name.as_str(), guess.matched_by), ("camera", MatchedBy::FingerprintType));
-        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), Some("toaster"), None), None);
-        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), None, None), None);
+        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), Some("toaster"), None, None), None);
+        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), None, None, None), None);
     }
 }

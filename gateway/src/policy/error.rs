@@ -70,6 +70,10 @@ pub enum ErrorKind {
     /// A class id outside 1..=65535 (0 means "unclassified" in the datapath).
     #[error("class id {0} out of range: must be 1..={max}", max = u16::MAX)]
     ClassIdOutOfRange(i64),
+    /// A policy file's class uses an id the gateway allocates to the classes it generates
+    /// (MUD files, `store::GENERATED_CLASS_IDS`), or a generated class one outside it.
+    #[error("class {name:?} has id {id}: ids {first}..={last} are only for classes the gateway generates from MUD files", first = super::store::GENERATED_CLASS_IDS.start(), last = super::store::GENERATED_CLASS_IDS.end())]
+    ReservedClassId { name: String, id: u16 },
     /// A class name that is empty or holds characters other than `[A-Za-z0-9_-]`.
     #[error("class name {0:?} must be non-empty and use only letters, digits, '-' and '_'")]
     BadClassName(String),

@@ -22,6 +22,20 @@ use crate::toml_error;
 /// Loads `paths`: files are read as given, folders contribute their `*.toml` files (not
 /// recursive, sorted by name so messages come out in a stable order).
 pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Policy, Vec<PolicyError>> {
+    let (sources, mut errors) = read_paths(paths);
+    match parse_sources(&sources) {
+        Ok(policy) if errors.is_empty() => Ok(policy),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+/// Reads `paths` as `load_paths` does: the `(path, text)` of every file, and why any could not
+/// be read.
+pub fn read_paths<P: AsRef<Path>>(paths: &[P]) -> (Vec<(PathBuf, String)>, Vec<PolicyError>) {
     let mut errors = Vec::new();
     let mut sources = Vec::new();
     let mut seen: Vec<PathBuf> = Vec::new();
@@ -52,14 +66,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Policy, Vec<PolicyError
             }
         }
     }
-    match parse_sources(&sources) {
-        Ok(policy) if errors.is_empty() => Ok(policy),
-        Ok(_) => Err(errors),
-        Err(more) => {
-            errors.extend(more);
-            Err(errors)
-        }
-    }
+    (sources, errors)
 }
 
 fn unreadable(path: PathBuf, error: &std::io::Error) -> PolicyError {

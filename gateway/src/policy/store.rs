@@ -2,9 +2,13 @@
 //! either returns the new `CompiledPolicy` or every error; `PolicyStore` swaps in a new
 //! policy only when that succeeded, so a bad file leaves the running policy as it was.
 //! `install` puts a staged set of files (a fleet bundle) in force through `swap`.
+//! `set_generated` puts the classes the gateway generates (from MUD files, `crate::mud`) in
+//! force beside the files: they are compiled with the folder's files every time, as sources of
+//! their own, and hold the class ids `GENERATED_CLASS_IDS` no file may use.
 //! `watch` turns file changes in the folder into debounced reload requests.
 //! Reads the policy folder; writes nothing (the caller syncs the maps).
 use std::{
+    ops::RangeInclusive,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -16,7 +20,7 @@ use tokio::sync::mpsc;
 use super::{
     compile::{CompiledPolicy, compile},
     error::{ErrorKind, Location, PolicyError},
-    load::{load_paths, parse_sources},
+    load::{load_paths, parse_sources, read_paths},
     model::Policy,
     swap,
 };
@@ -27,6 +31,11 @@ use super::{
 pub const WATCH_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Pending raw file events between the watcher thread and the debounce task.
 const WATCH_QUEUE: usize = 256;
+/// Class ids of the classes the gateway generates (MUD files): the top quarter of the ids.
+pub const GENERATED_CLASS_IDS: RangeInclusive<u16> = 0xc000..=0xffff;
+
+/// Policy texts as `(path, text)`; the path is only used in messages.
+pub type Sources = Vec<(PathBuf, String)>;
 
 /// Checks the tables the policy files hold for another component (`[[response]]`, kept raw
 /// in `Policy::responses`): the respond step passes `respond::rules::policy_errors`, so the
@@ -42,17 +51,29 @@ pub fn no_extension(_: &Policy) -> Vec<PolicyError> {
 /// tables with `extension`: what `iotgw policy check`, `iotgw run` and every `reload` run, so
 /// none of them accepts what another refuses. Every error of both is reported.
 pub fn check<P: AsRef<Path>>(paths: &[P], extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
-    check_policy(&load_paths(paths)?, extension)
+    check_policy(&load_paths(paths)?, &[], extension)
 }
 
 /// `check` of policy texts already read (`(path, text)`; the path is only used in messages):
 /// what the hub checks a bundle's files with before it signs them.
 pub fn check_sources(sources: &[(PathBuf, String)], extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
-    check_policy(&parse_sources(sources)?, extension)
+    check_policy(&parse_sources(sources)?, &[], extension)
 }
 
-fn check_policy(policy: &Policy, extension: Extension) -> Result<CompiledPolicy, Vec<PolicyError>> {
-    let extension_errors = extension(policy);
+/// Checks and compiles `policy`, whose classes from the sources named `generated` are the
+/// gateway's own (the only ones that may use `GENERATED_CLASS_IDS`).
+fn check_policy(
+    policy: &Policy,
+    generated: &[PathBuf],
+    extension: Extension,
+) -> Result<CompiledPolicy, Vec<PolicyError>> {
+    let mut extension_errors = extension(policy);
+    for class in &policy.classes {
+        if GENERATED_CLASS_IDS.contains(&class.id.0) != generated.contains(class.at.file.as_ref()) {
+            let kind = ErrorKind::ReservedClassId { name: class.name.clone(), id: class.id.0 };
+            extension_errors.push(PolicyError::new(class.at.clone(), kind));
+        }
+    }
     match compile(policy) {
         Ok(compiled) if extension_errors.is_empty() => Ok(compiled),
         Ok(_) => Err(extension_errors),
@@ -68,6 +89,23 @@ pub fn reload(dir: &Path, extension: Extension) -> Result<CompiledPolicy, Vec<Po
     check(&[dir], extension)
 }
 
+/// Reads every `*.toml` file of `dir`; any that cannot be read is an error.
+fn read_folder(dir: &Path) -> Result<Sources, Vec<PolicyError>> {
+    let (sources, errors) = read_paths(&[dir]);
+    if errors.is_empty() { Ok(sources) } else { Err(errors) }
+}
+
+/// Compiles the folder's files with the generated classes.
+fn compile_with(
+    folder: &[(PathBuf, String)],
+    generated: &[(PathBuf, String)],
+    extension: Extension,
+) -> Result<CompiledPolicy, Vec<PolicyError>> {
+    let all: Sources = folder.iter().chain(generated).cloned().collect();
+    let generated: Vec<PathBuf> = generated.iter().map(|(path, _)| path.clone()).collect();
+    check_policy(&parse_sources(&all)?, &generated, extension)
+}
+
 /// The policy in force. Only a fully checked and compiled policy ever replaces it.
 #[derive(Debug)]
 pub struct PolicyStore {
@@ -77,6 +115,10 @@ pub struct PolicyStore {
     /// Digest of the folder's policy files when they were last read (put in force or
     /// refused): see `unchanged`.
     read: Option<Vec<u8>>,
+    /// The folder's files in force, compiled again with each new set of generated classes.
+    folder: Sources,
+    /// The generated classes in force (`set_generated`).
+    generated: Sources,
 }
 
 impl PolicyStore {
@@ -84,8 +126,9 @@ impl PolicyStore {
     pub fn open(dir: &Path, extension: Extension) -> Result<Self, Vec<PolicyError>> {
         finish_swap(dir)?;
         let read = folder_digest(dir);
-        let current = Arc::new(reload(dir, extension)?);
-        Ok(Self { dir: dir.to_owned(), extension, current, read })
+        let folder = read_folder(dir)?;
+        let current = Arc::new(compile_with(&folder, &[], extension)?);
+        Ok(Self { dir: dir.to_owned(), extension, current, read, folder, generated: Vec::new() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -102,7 +145,18 @@ impl PolicyStore {
     pub fn reload(&mut self) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
         finish_swap(&self.dir)?;
         self.read = folder_digest(&self.dir);
-        let next = Arc::new(reload(&self.dir, self.extension)?);
+        let folder = read_folder(&self.dir)?;
+        let next = Arc::new(compile_with(&folder, &self.generated, self.extension)?);
+        self.folder = folder;
+        self.current = Arc::clone(&next);
+        Ok(next)
+    }
+
+    /// Puts `generated` (the gateway's own classes, replacing the last set) in force with the
+    /// folder's files in force. On failure nothing changes and the errors say why.
+    pub fn set_generated(&mut self, generated: Sources) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
+        let next = Arc::new(compile_with(&self.folder, &generated, self.extension)?);
+        self.generated = generated;
         self.current = Arc::clone(&next);
         Ok(next)
     }
@@ -118,8 +172,11 @@ impl PolicyStore {
     /// the folder's files (`swap::swap_in`) and puts them in force. A staged set that fails
     /// the checks changes nothing.
     pub fn install(&mut self) -> Result<Arc<CompiledPolicy>, Vec<PolicyError>> {
-        let next = Arc::new(reload(&swap::staging_dir(&self.dir), self.extension)?);
+        let staged = read_folder(&swap::staging_dir(&self.dir))?;
+        let next = Arc::new(compile_with(&staged, &self.generated, self.extension)?);
         swap::swap_in(&self.dir).map_err(|error| vec![swap_error(&self.dir, &error)])?;
+        // Read again: the paths in messages and views are the folder's, not the staging's.
+        self.folder = read_folder(&self.dir)?;
         self.read = folder_digest(&self.dir);
         self.current = Arc::clone(&next);
         Ok(next)
@@ -263,6 +320,38 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    const GENERATED: &str =
+        "[[class]]\nname = \"mud-49152\"\nid = 49152\n[[class.allow]]\nnets = [\"203.0.113.10/32\"]\n";
+
+    #[test]
+    fn generated_classes_are_compiled_with_the_files_and_survive_reloads() {
+        let dir = ScratchDir::with_shipped("generated");
+        let mut store = PolicyStore::open(&dir.0, no_extension).expect("shipped policies load");
+        let generated = vec![(PathBuf::from("mud:https://mud.example.com/bulb.json"), GENERATED.to_owned())];
+        let with = store.set_generated(generated).expect("a generated class in its range");
+        assert!(with.classes.iter().any(|class| class.name == "mud-49152"));
+        let reloaded = store.reload().expect("reload");
+        assert!(reloaded.classes.iter().any(|class| class.name == "mud-49152"), "a reload keeps the generated classes");
+        // A generated class the policy refuses (a name the files use) changes nothing.
+        let clash = GENERATED.replace("mud-49152", "camera");
+        let errors = store.set_generated(vec![(PathBuf::from("mud:x"), clash)]).expect_err("duplicate name");
+        assert!(errors.iter().any(|e| e.to_string().contains("camera")), "{errors:?}");
+        assert!(store.current().classes.iter().any(|class| class.name == "mud-49152"));
+    }
+
+    #[test]
+    fn files_may_not_use_the_generated_class_ids_nor_generated_classes_others() {
+        let dir = ScratchDir::with_shipped("reserved");
+        std::fs::write(dir.0.join("squatter.toml"), GENERATED.replace("mud-49152", "squatter")).expect("write");
+        let errors = reload(&dir.0, no_extension).expect_err("reserved id in a file");
+        assert!(errors.iter().any(|e| matches!(e.kind, ErrorKind::ReservedClassId { id: 49152, .. })), "{errors:?}");
+        std::fs::remove_file(dir.0.join("squatter.toml")).expect("remove");
+        let mut store = PolicyStore::open(&dir.0, no_extension).expect("shipped policies load");
+        let low = GENERATED.replace("id = 49152", "id = 900");
+        let errors = store.set_generated(vec![(PathBuf::from("mud:x"), low)]).expect_err("generated id out of range");
+        assert!(errors.iter().any(|e| matches!(e.kind, ErrorKind::ReservedClassId { id: 900, .. })), "{errors:?}");
     }
 
     #[test]

@@ -131,6 +131,20 @@ pub fn dhcp_discover(e: Endpoints, xid: u32, parameters: &[u8], hostname: &str) 
     udp(e, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, &payload)
 }
 
+/// A DHCPREQUEST from `e.src_mac` (broadcast, from 0.0.0.0) announcing its MUD URL in option
+/// 161 (RFC 8520 §10), encoded by dhcproto.
+pub fn dhcp_request_with_mud_url(e: Endpoints, xid: u32, mud_url: &str) -> Vec<u8> {
+    use dhcproto::{Encodable as _, v4};
+    let mut message = v4::Message::default();
+    message.set_xid(xid).set_flags(v4::Flags::default().set_broadcast()).set_chaddr(&e.src_mac);
+    let options = message.opts_mut();
+    options.insert(v4::DhcpOption::MessageType(v4::MessageType::Request));
+    options.insert(v4::DhcpOption::Unknown(v4::UnknownOption::new(161.into(), mud_url.as_bytes().to_vec())));
+    let payload = message.to_vec().expect("dhcp message");
+    let e = Endpoints { dst_mac: BROADCAST_MAC, src_ip: UNSPECIFIED_IP, dst_ip: BROADCAST_IP, ..e };
+    udp(e, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, &payload)
+}
+
 /// `dhcp_discover` padded after its END option (as RFC 2131 allows) to a frame of
 /// `frame_len` bytes: long DHCP messages must be sampled from their start.
 pub fn dhcp_discover_padded(e: Endpoints, xid: u32, parameters: &[u8], hostname: &str, frame_len: usize) -> Vec<u8> {
