@@ -14,11 +14,11 @@
 //!   million devices;
 //! - `api-*`: the fleet API's reads (the hub's router over HTTP on loopback) on a store seeded
 //!   by SQL to API_DEVICES fleet devices (default 1,000,000) and as many alerts and events
-//!   (`api.rs`), p50 and p99 over ROUNDS requests; then every read again with migration
-//!   `0003_search_trgm.sql` undone, to show what it does.
+//!   (`api.rs`), p50 and p99 over ROUNDS requests.
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench fleet [-- GATEWAYS [DEVICES [EVENTS
-//! [API_DEVICES [ROUNDS]]]]]`, or `cargo xtask bench fleet`.
+//! [API_DEVICES [ROUNDS]]]]]`, or `cargo xtask bench fleet`; `FLEET_BENCH_ONLY=api` runs the
+//! API phase alone (it seeds its own store).
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -74,6 +74,10 @@ async fn main() {
     let client = async_nats::connect(nats.url()).await.expect("connect to nats");
     let js = async_nats::jetstream::new(client);
     let hub = hub_for(&nats, &postgres, js.clone()).await;
+    if std::env::var("FLEET_BENCH_ONLY").is_ok_and(|only| only == "api") {
+        api::run(hub, arg(3, DEFAULT_API_DEVICES), arg(4, DEFAULT_ROUNDS)).await;
+        return;
+    }
     hub::streams::ensure(&js, &hub.config.streams, Duration::from_secs(3_600)).await.expect("streams");
 
     let started = Instant::now();
