@@ -1,8 +1,7 @@
 //! The fleet API at fleet scale: PostgreSQL seeded by SQL (`generate_series`) to DEVICES fleet
 //! devices over 1,000 gateways at 100 sites (each with its gateway's record and location), as
 //! many alerts and as many events, then the hub's router served over HTTP on loopback and each
-//! read timed ROUNDS times (p50, p99). Last, what migration `0003_search_trgm.sql` added (its
-//! indexes and foreign key) is undone and every read timed again: the store before it.
+//! read timed ROUNDS times (p50, p99).
 use std::time::{Duration, Instant};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -13,18 +12,6 @@ const GATEWAYS_PER_SITE: usize = 10;
 /// A line stops early once it has taken this long (and done at least MIN_ROUNDS requests).
 const LINE_BUDGET: Duration = Duration::from_secs(20);
 const MIN_ROUNDS: usize = 5;
-/// The indexes migration 0003 creates, dropped for the "without" lines.
-const INDEXES_0003: [&str; 8] = [
-    "gateway_devices_mac_trgm",
-    "gateway_devices_hostname_trgm",
-    "gateway_devices_vendor_trgm",
-    "gateway_devices_type_trgm",
-    "fleet_devices_by_site",
-    "fleet_devices_by_gateway",
-    "alerts_by_last_seen",
-    "events_newest",
-];
-
 /// The MAC, site and gateway of seeded device `n` (as the seeding SQL spells them).
 fn mac(n: usize) -> String {
     let b = (n as u32).to_be_bytes();
@@ -179,10 +166,10 @@ async fn device_cursor(pool: &sqlx::PgPool, offset: usize) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(&(micros, mac)).expect("cursor JSON"))
 }
 
-async fn measure_all(client: &reqwest::Client, base: &str, lines: &[(&str, String)], rounds: usize, suffix: &str) {
+async fn measure_all(client: &reqwest::Client, base: &str, lines: &[(&str, String)], rounds: usize) {
     for (name, path) in lines {
         let (p50, p99, rows, n) = measure(client, base, path, rounds).await;
-        let line = format!("api-{name}{suffix}");
+        let line = format!("api-{name}");
         println!(
             "{line:<30} p50 {:>9.2} ms  p99 {:>9.2} ms  ({rows} rows, {n} requests)",
             p50.as_secs_f64() * 1e3,
@@ -191,8 +178,7 @@ async fn measure_all(client: &reqwest::Client, base: &str, lines: &[(&str, Strin
     }
 }
 
-/// Seeds, serves the hub's router on loopback, times each read with migration 0003 and then
-/// with it undone.
+/// Seeds, serves the hub's router on loopback, times each read.
 pub async fn run(hub: Hub, devices: usize, rounds: usize) {
     let pool = hub.pool.clone();
     seed(&pool, devices).await;
@@ -216,6 +202,8 @@ pub async fn run(hub: Hub, devices: usize, rounds: usize) {
             "devices-site-gw",
             format!("/api/v1/devices?limit=100&site={}&gateway={}", site(some_gateway), gateway(some_gateway)),
         ),
+        ("devices-quarantined", "/api/v1/devices?limit=100&state=quarantined".to_owned()),
+        ("devices-blocked", "/api/v1/devices?limit=100&state=blocked".to_owned()),
         ("search-mac", format!("/api/v1/devices?limit=100&q={}", &some_mac[..14])),
         ("search-mac-full", format!("/api/v1/devices?limit=100&q={some_mac}")),
         ("search-host", format!("/api/v1/devices?limit=100&q=cam-{}", some / 40 * 4)),
@@ -224,24 +212,17 @@ pub async fn run(hub: Hub, devices: usize, rounds: usize) {
         ("alerts-first", "/api/v1/alerts?limit=100".to_owned()),
         ("alerts-open", "/api/v1/alerts?limit=100&state=open".to_owned()),
         ("alerts-site", format!("/api/v1/alerts?limit=100&site={}", site(some_gateway))),
+        ("alerts-gateway", format!("/api/v1/alerts?limit=100&gateway={}", gateway(some_gateway))),
+        ("alerts-open-site", format!("/api/v1/alerts?limit=100&state=open&site={}", site(some_gateway))),
         ("events-first", "/api/v1/events?limit=100".to_owned()),
+        ("events-site", format!("/api/v1/events?limit=100&site={}", site(some_gateway))),
         ("gateways", "/api/v1/gateways?limit=100".to_owned()),
+        ("status", "/api/v1/status".to_owned()),
     ];
     println!("api: {devices} fleet devices, {rounds} requests per line (at most {LINE_BUDGET:?} each)");
-    measure_all(&client, &base, &lines, rounds, "").await;
+    measure_all(&client, &base, &lines, rounds).await;
     println!("api: bench process RSS {} MiB", crate::rss_kib() >> 10);
 
-    exec(
-        &pool,
-        format!(
-            "DROP INDEX {}; CREATE INDEX events_by_time ON events (time DESC, site, gateway, seq); \
-             ALTER TABLE fleet_devices DROP CONSTRAINT fleet_devices_seen_at; ANALYZE",
-            INDEXES_0003.join(", ")
-        ),
-    )
-    .await;
-    println!("api: without migration 0003 (its trigram, site, gateway, alert and event indexes and its foreign key):");
-    measure_all(&client, &base, &lines, rounds, " (no 0003)").await;
     trigger.trigger();
     server.await.expect("server task").expect("server");
 }

@@ -19,13 +19,13 @@
 //! - `hub-rss`: the hub process's resident memory through those phases, and its peak;
 //! - `bundle-*`: one signed policy bundle to every gateway's bucket watch (`bundle.rs`);
 //! - `api-*`: the fleet API's reads (the hub's router over HTTP on loopback) on a store seeded
-//!   by SQL to API_DEVICES fleet devices (default 1,000,000) and as many alerts
-//!   and events (`api.rs`), p50 and p99 over ROUNDS requests; then every read again with
-//!   migration `0003_search_trgm.sql` undone, to show what it does.
+//!   by SQL to API_DEVICES fleet devices (default 1,000,000) and as many alerts and events
+//!   (`api.rs`), p50 and p99 over ROUNDS requests.
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench fleet [-- [--full] [--lag-rate=N]
 //! [--lag-secs=S] [--skip=redeliver,lag,bundle,api] [GATEWAYS [DEVICES [EVENTS [API_DEVICES
-//! [ROUNDS]]]]]]`, or `cargo xtask bench fleet`.
+//! [ROUNDS]]]]]]`, or `cargo xtask bench fleet`; `FLEET_BENCH_ONLY=api` runs the API phase
+//! alone (it seeds its own store).
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::Path,
@@ -128,6 +128,11 @@ async fn main() {
     let js = jetstream::new(client);
     let dir = scratch("fleet-bench");
     let hub = hub_for(&dir, &nats, &postgres, stream_limit, js.clone()).await;
+    if std::env::var("FLEET_BENCH_ONLY").is_ok_and(|only| only == "api") {
+        api::run(hub, arg(3, DEFAULT_API_DEVICES), arg(4, DEFAULT_ROUNDS)).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     hub::streams::ensure(&js, &hub.config.streams, Duration::from_secs(3_600)).await.expect("streams");
 
     let started = Instant::now();

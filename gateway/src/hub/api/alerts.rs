@@ -11,6 +11,7 @@ use axum::{
     routing::get,
 };
 use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 
 use super::{HubApi, audit, query, store_error};
@@ -25,6 +26,7 @@ use crate::{
         paging::paged,
         search::filter_text,
     },
+    device::Mac,
     event::Severity,
 };
 
@@ -139,46 +141,69 @@ impl Row {
     }
 }
 
+/// An alert list's request, checked: the filters given and where the page starts.
+#[derive(Clone, Debug, Default)]
+pub struct AlertFilter {
+    pub state: Option<store::State>,
+    pub severity: Option<Severity>,
+    pub site: Option<String>,
+    pub gateway: Option<String>,
+    pub device: Option<Mac>,
+    pub detector: Option<String>,
+    /// The sort key of the last alert of the previous page.
+    pub after: Option<(OffsetDateTime, i64)>,
+    pub limit: usize,
+}
+
+impl AlertFilter {
+    fn from_params(params: AlertsParams) -> Result<Self, ApiError> {
+        let limit = match params.limit.unwrap_or(DEFAULT_PAGE) {
+            limit @ 1..=MAX_PAGE => limit,
+            _ => return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}"))),
+        };
+        let after = match query::after::<(i64, i64)>(params.cursor)? {
+            Some((micros, id)) => Some((query::from_micros(micros)?, id)),
+            None => None,
+        };
+        Ok(Self {
+            state: params.state.as_deref().map(str::parse).transpose().map_err(ApiError::BadRequest)?,
+            severity: params.severity.as_deref().map(parse_severity).transpose().map_err(ApiError::BadRequest)?,
+            site: query::name("site", params.site)?,
+            gateway: query::name("gateway", params.gateway)?,
+            device: params.device.as_deref().map(parse_mac).transpose()?,
+            detector: filter_text("detector", params.detector)?,
+            after,
+            limit,
+        })
+    }
+
+    /// The statement the list runs: the filters given, newest first, the page after `after`.
+    pub fn query(&self) -> QueryBuilder<Postgres> {
+        let mut select = query::Select::new(select_alerts!());
+        select
+            .equal("state", self.state.map(store::State::as_str))
+            .equal("severity", self.severity.map(|s| i16::try_from(s.rank()).unwrap_or(i16::MAX)))
+            .equal("site", self.site.clone())
+            .equal("gateway", self.gateway.clone())
+            .equal("mac", self.device.map(|mac| mac.to_string()))
+            .equal("detector", self.detector.clone());
+        if let Some((time, id)) = self.after {
+            select.and().push("(last_seen, id) < (").push_bind(time).push(", ").push_bind(id).push(")");
+        }
+        select.page("last_seen DESC, id DESC", self.limit)
+    }
+}
+
 async fn list(
     State(state): State<HubApi>,
     _caller: Caller,
     params: Result<Query<AlertsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let alert_state =
-        params.state.as_deref().map(str::parse::<store::State>).transpose().map_err(ApiError::BadRequest)?;
-    let severity = params.severity.as_deref().map(parse_severity).transpose().map_err(ApiError::BadRequest)?;
-    let limit = match params.limit.unwrap_or(DEFAULT_PAGE) {
-        limit @ 1..=MAX_PAGE => limit,
-        _ => return Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}"))),
-    };
-    let after: Option<(i64, i64)> = query::after(params.cursor)?;
-    let (after_time, after_id) = match after {
-        Some((micros, id)) => (Some(query::from_micros(micros)?), Some(id)),
-        None => (None, None),
-    };
-    let sql = concat!(
-        select_alerts!(),
-        " WHERE ($1::text IS NULL OR state = $1) AND ($2::smallint IS NULL OR severity = $2) \
-           AND ($3::text IS NULL OR site = $3) AND ($4::text IS NULL OR gateway = $4) \
-           AND ($5::text IS NULL OR mac = $5) AND ($6::text IS NULL OR detector = $6) \
-           AND ($7::timestamptz IS NULL OR (last_seen, id) < ($7, $8)) \
-         ORDER BY last_seen DESC, id DESC LIMIT $9"
-    );
-    let rows: Vec<Row> = sqlx::query_as(sql)
-        .bind(alert_state.map(store::State::as_str))
-        .bind(severity.map(|s| i16::try_from(s.rank()).unwrap_or(i16::MAX)))
-        .bind(query::name("site", params.site)?)
-        .bind(query::name("gateway", params.gateway)?)
-        .bind(params.device.as_deref().map(parse_mac).transpose()?.map(|mac| mac.to_string()))
-        .bind(filter_text("detector", params.detector)?)
-        .bind(after_time)
-        .bind(after_id)
-        .bind(query::fetch(limit))
-        .fetch_all(state.pool())
-        .await
-        .map_err(store_error)?;
-    let (rows, next) = query::page(rows, limit, |row| (query::micros(row.last_seen), row.id));
+    let filter = AlertFilter::from_params(params)?;
+    let mut sql = filter.query();
+    let rows: Vec<Row> = sql.build_query_as().fetch_all(state.pool()).await.map_err(store_error)?;
+    let (rows, next) = query::page(rows, filter.limit, |row| (query::micros(row.last_seen), row.id));
     Ok(paged(rows.into_iter().map(|row| row.view().0).collect::<Vec<_>>(), next))
 }
 

@@ -90,27 +90,18 @@ async fn list(
     let Query(params) = params?;
     let limit = page_size(params.limit)?;
     let after: Option<i64> = query::after(params.cursor)?;
-    let rows: Vec<AuditView> = sqlx::query_as(
-        "SELECT id, time, actor, action, site, gateway, mac, detail FROM hub_audit \
-         WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action = $2) \
-           AND ($3::text IS NULL OR site = $3) AND ($4::text IS NULL OR gateway = $4) \
-           AND ($5::text IS NULL OR mac = $5) \
-           AND ($6::timestamptz IS NULL OR time >= $6) AND ($7::timestamptz IS NULL OR time < $7) \
-           AND ($8::bigint IS NULL OR id < $8) \
-         ORDER BY id DESC LIMIT $9",
-    )
-    .bind(filter_text("actor", params.actor)?)
-    .bind(filter_text("action", params.action)?)
-    .bind(query::name("site", params.site)?)
-    .bind(query::name("gateway", params.gateway)?)
-    .bind(params.device.as_deref().map(parse_mac).transpose()?.map(|mac| mac.to_string()))
-    .bind(time_filter("since", params.since)?)
-    .bind(time_filter("until", params.until)?)
-    .bind(after)
-    .bind(query::fetch(limit))
-    .fetch_all(state.pool())
-    .await
-    .map_err(store_error)?;
+    let mut select = query::Select::new("SELECT id, time, actor, action, site, gateway, mac, detail FROM hub_audit");
+    select
+        .equal("actor", filter_text("actor", params.actor)?)
+        .equal("action", filter_text("action", params.action)?)
+        .equal("site", query::name("site", params.site)?)
+        .equal("gateway", query::name("gateway", params.gateway)?)
+        .equal("mac", params.device.as_deref().map(parse_mac).transpose()?.map(|mac| mac.to_string()))
+        .compare("time", " >= ", time_filter("since", params.since)?)
+        .compare("time", " < ", time_filter("until", params.until)?)
+        .compare("id", " < ", after);
+    let rows: Vec<AuditView> =
+        select.page("id DESC", limit).build_query_as().fetch_all(state.pool()).await.map_err(store_error)?;
     let (rows, next) = query::page(rows, limit, |row| row.id);
     Ok(paged(rows, next))
 }

@@ -9,6 +9,7 @@ use axum::{
     routing::get,
 };
 use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 
 use super::{HubApi, events::EventView, query, store_error};
@@ -109,69 +110,134 @@ macro_rules! select_devices {
 
 type DeviceRow = (String, String, OffsetDateTime, sqlx::types::Json<crate::inventory::DeviceRecord>);
 
+/// A device list's request, checked: the filters given and where the page starts.
+#[derive(Clone, Debug, Default)]
+pub struct DeviceFilter {
+    pub site: Option<String>,
+    pub gateway: Option<String>,
+    pub access: Option<Access>,
+    pub device_type: Option<String>,
+    pub vendor: Option<String>,
+    /// A MAC prefix, or part of the host name, vendor or type (trimmed, not empty).
+    pub search: Option<String>,
+    /// The sort key of the last device of the previous page.
+    pub after: Option<(OffsetDateTime, String)>,
+    pub limit: usize,
+}
+
+impl DeviceFilter {
+    fn from_params(params: DevicesParams) -> Result<Self, ApiError> {
+        if let Some(sort) = params.sort.as_deref().filter(|sort| *sort != "last_seen") {
+            return Err(ApiError::BadRequest(format!(
+                "sort must be last_seen, not {:?}",
+                crate::untrusted::escape(sort)
+            )));
+        }
+        let access = params
+            .state
+            .map(|text| {
+                text.parse::<Access>().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "state must be an access state, not {:?}",
+                        crate::untrusted::escape(&text)
+                    ))
+                })
+            })
+            .transpose()?;
+        let search = params.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
+        if search.as_ref().is_some_and(|q| q.len() > MAX_FILTER_TEXT) {
+            return Err(ApiError::BadRequest(format!("q is longer than {MAX_FILTER_TEXT} bytes")));
+        }
+        let after = match query::after::<(i64, String)>(params.cursor)? {
+            Some((micros, mac)) => Some((query::from_micros(micros)?, mac)),
+            None => None,
+        };
+        Ok(Self {
+            site: query::name("site", params.site)?,
+            gateway: query::name("gateway", params.gateway)?,
+            access,
+            device_type: filter_text("type", params.device_type)?,
+            vendor: filter_text("vendor", params.vendor)?,
+            search,
+            after,
+            limit: page_size(params.limit)?,
+        })
+    }
+
+    /// The statement the list runs: the filters given, newest first, the page after `after`.
+    pub fn query(&self) -> QueryBuilder<Postgres> {
+        let mut select = query::Select::new(select_devices!());
+        select
+            .equal("f.site", self.site.clone())
+            .equal("f.gateway", self.gateway.clone())
+            .equal("g.access", self.access.map(Access::as_str))
+            .equal("g.device_type", self.device_type.clone())
+            .equal("g.vendor", self.vendor.clone());
+        if let Some(text) = &self.search {
+            // A MAC prefix is the range of the stored spelling (lower case, colons) that starts
+            // with it, in binary order as `gateway_devices_by_mac_prefix` holds it; the rest
+            // are trigram matches on `g`, so that one table's indexes serve the whole OR.
+            let prefix = text.to_ascii_lowercase().replace('-', ":");
+            let below = format!("{prefix}\u{10FFFF}");
+            let contains = format!("%{}%", query::like_literal(text));
+            select
+                .and()
+                .push("(g.mac COLLATE \"C\" >= ")
+                .push_bind(prefix)
+                .push(" AND g.mac COLLATE \"C\" < ")
+                .push_bind(below)
+                .push(" OR g.hostname ILIKE ")
+                .push_bind(contains.clone())
+                .push(" OR g.vendor ILIKE ")
+                .push_bind(contains.clone())
+                .push(" OR g.device_type ILIKE ")
+                .push_bind(contains)
+                .push(")");
+        }
+        if let Some((time, mac)) = &self.after {
+            // `last_seen <= time` is implied by the condition after it, and written apart so
+            // that the index on (last_seen DESC, mac) starts the page there instead of
+            // filtering up to it.
+            select
+                .and()
+                .push("f.last_seen <= ")
+                .push_bind(*time)
+                .push(" AND (f.last_seen < ")
+                .push_bind(*time)
+                .push(" OR (f.last_seen = ")
+                .push_bind(*time)
+                .push(" AND f.mac > ")
+                .push_bind(mac.clone())
+                .push("))");
+        }
+        select.page("f.last_seen DESC, f.mac", self.limit)
+    }
+
+    /// Whether PostgreSQL may keep a generic plan of the statement: only when every filter has
+    /// an index in the list's order (site, gateway, the cursor), so that any plan walks it.
+    /// How many devices a search or a state, type or vendor matches, which only the value
+    /// tells (none are blocked, a quarter are bulbs), decides between walking the newest
+    /// devices and reading that filter's index: such a statement is planned for each request.
+    pub fn plan_may_be_kept(&self) -> bool {
+        self.search.is_none() && self.access.is_none() && self.device_type.is_none() && self.vendor.is_none()
+    }
+}
+
 async fn list(
     State(state): State<HubApi>,
     _caller: Caller,
     params: Result<Query<DevicesParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    if let Some(sort) = params.sort.as_deref().filter(|sort| *sort != "last_seen") {
-        return Err(ApiError::BadRequest(format!("sort must be last_seen, not {:?}", crate::untrusted::escape(sort))));
-    }
-    let access = params
-        .state
-        .map(|text| {
-            text.parse::<Access>().map_err(|_| {
-                ApiError::BadRequest(format!(
-                    "state must be an access state, not {:?}",
-                    crate::untrusted::escape(&text)
-                ))
-            })
-        })
-        .transpose()?;
-    let search = params.q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty());
-    if search.as_ref().is_some_and(|q| q.len() > MAX_FILTER_TEXT) {
-        return Err(ApiError::BadRequest(format!("q is longer than {MAX_FILTER_TEXT} bytes")));
-    }
-    let limit = page_size(params.limit)?;
-    let after: Option<(i64, String)> = query::after(params.cursor)?;
-    let (after_time, after_mac) = match after {
-        Some((micros, mac)) => (Some(query::from_micros(micros)?), Some(mac)),
-        None => (None, None),
-    };
-    // A MAC prefix is matched on the stored spelling (lower case, colons), on `g` like the
-    // other columns searched, so that one table's trigram indexes serve the whole OR.
-    let mac_prefix =
-        search.as_ref().map(|q| format!("{}%", query::like_literal(&q.to_ascii_lowercase().replace('-', ":"))));
-    let contains = search.as_ref().map(|q| format!("%{}%", query::like_literal(q)));
-    // The cursor's `last_seen <= $8` is implied by the condition after it, and written apart so
-    // that the index on (last_seen DESC, mac) starts the page there instead of filtering up to it.
-    let sql = concat!(
-        select_devices!(),
-        " WHERE ($1::text IS NULL OR f.site = $1) AND ($2::text IS NULL OR f.gateway = $2) \
-           AND ($3::text IS NULL OR g.access = $3) AND ($4::text IS NULL OR g.device_type = $4) \
-           AND ($5::text IS NULL OR g.vendor = $5) \
-           AND ($6::text IS NULL OR g.mac LIKE $6 OR g.hostname ILIKE $7 OR g.vendor ILIKE $7 \
-                OR g.device_type ILIKE $7) \
-           AND ($8::timestamptz IS NULL OR f.last_seen <= $8) \
-           AND ($8::timestamptz IS NULL OR f.last_seen < $8 OR (f.last_seen = $8 AND f.mac > $9)) \
-         ORDER BY f.last_seen DESC, f.mac LIMIT $10"
-    );
-    let rows: Vec<DeviceRow> = sqlx::query_as(sql)
-        .bind(query::name("site", params.site)?)
-        .bind(query::name("gateway", params.gateway)?)
-        .bind(access.map(Access::as_str))
-        .bind(filter_text("type", params.device_type)?)
-        .bind(filter_text("vendor", params.vendor)?)
-        .bind(mac_prefix)
-        .bind(contains)
-        .bind(after_time)
-        .bind(after_mac)
-        .bind(query::fetch(limit))
+    let filter = DeviceFilter::from_params(params)?;
+    let mut sql = filter.query();
+    let rows: Vec<DeviceRow> = sql
+        .build_query_as()
+        .persistent(filter.plan_may_be_kept())
         .fetch_all(state.pool())
         .await
         .map_err(store_error)?;
-    let (rows, next) = query::page(rows, limit, |row| (query::micros(row.2), row.3.mac.to_string()));
+    let (rows, next) = query::page(rows, filter.limit, |row| (query::micros(row.2), row.3.mac.to_string()));
     let devices: Vec<FleetDevice> = rows
         .into_iter()
         .map(|(site, gateway, _, record)| FleetDevice {

@@ -8,6 +8,7 @@ use axum::{
     routing::get,
 };
 use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 
 use super::{HubApi, query, store_error};
@@ -20,6 +21,7 @@ use crate::{
         paging::paged,
         search::{filter_text, page_size, time_filter},
     },
+    device::Mac,
     event::Severity,
 };
 
@@ -85,47 +87,80 @@ fn view((site, gateway, seq, kind, severity, time, device, actor, body): Row) ->
     }
 }
 
+/// An event list's request, checked: the filters given and where the page starts.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub site: Option<String>,
+    pub gateway: Option<String>,
+    pub device: Option<Mac>,
+    pub kind: Option<String>,
+    /// This severity or worse.
+    pub severity: Option<Severity>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// The sort key of the last event of the previous page.
+    pub after: Option<(OffsetDateTime, String, String, i64)>,
+    pub limit: usize,
+}
+
+impl EventFilter {
+    fn from_params(params: EventsParams) -> Result<Self, ApiError> {
+        let after = match query::after::<(i64, String, String, i64)>(params.cursor)? {
+            Some((micros, site, gateway, seq)) => Some((query::from_micros(micros)?, site, gateway, seq)),
+            None => None,
+        };
+        Ok(Self {
+            site: query::name("site", params.site)?,
+            gateway: query::name("gateway", params.gateway)?,
+            device: params.device.as_deref().map(parse_mac).transpose()?,
+            kind: filter_text("kind", params.kind)?,
+            severity: params.severity.as_deref().map(parse_severity).transpose().map_err(ApiError::BadRequest)?,
+            since: time_filter("since", params.since)?,
+            until: time_filter("until", params.until)?,
+            after,
+            limit: page_size(params.limit)?,
+        })
+    }
+
+    /// The statement the list runs: the filters given, newest first, the page after `after`.
+    pub fn query(&self) -> QueryBuilder<Postgres> {
+        let mut select = query::Select::new(select_events!());
+        select
+            .equal("site", self.site.clone())
+            .equal("gateway", self.gateway.clone())
+            .equal("mac", self.device.map(|mac| mac.to_string()))
+            .equal("kind", self.kind.clone())
+            .compare("severity", " >= ", self.severity.map(|s| i16::try_from(s.rank()).unwrap_or(i16::MAX)))
+            .compare("time", " >= ", self.since)
+            .compare("time", " < ", self.until);
+        if let Some((time, site, gateway, seq)) = &self.after {
+            select
+                .and()
+                .push("(time, site, gateway, seq) < (")
+                .push_bind(*time)
+                .push(", ")
+                .push_bind(site.clone())
+                .push(", ")
+                .push_bind(gateway.clone())
+                .push(", ")
+                .push_bind(*seq)
+                .push(")");
+        }
+        select.page("time DESC, site DESC, gateway DESC, seq DESC", self.limit)
+    }
+}
+
 async fn list(
     State(state): State<HubApi>,
     _caller: Caller,
     params: Result<Query<EventsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let severity = params.severity.as_deref().map(parse_severity).transpose().map_err(ApiError::BadRequest)?;
-    let since = time_filter("since", params.since)?;
-    let until = time_filter("until", params.until)?;
-    let limit = page_size(params.limit)?;
-    let after: Option<(i64, String, String, i64)> = query::after(params.cursor)?;
-    let (after_time, after_site, after_gateway, after_seq) = match after {
-        Some((micros, site, gateway, seq)) => (Some(query::from_micros(micros)?), Some(site), Some(gateway), Some(seq)),
-        None => (None, None, None, None),
-    };
-    let sql = concat!(
-        select_events!(),
-        " WHERE ($1::text IS NULL OR site = $1) AND ($2::text IS NULL OR gateway = $2) \
-           AND ($3::text IS NULL OR mac = $3) AND ($4::text IS NULL OR kind = $4) \
-           AND ($5::smallint IS NULL OR severity >= $5) \
-           AND ($6::timestamptz IS NULL OR time >= $6) AND ($7::timestamptz IS NULL OR time < $7) \
-           AND ($8::timestamptz IS NULL OR (time, site, gateway, seq) < ($8, $9, $10, $11)) \
-         ORDER BY time DESC, site DESC, gateway DESC, seq DESC LIMIT $12"
-    );
-    let rows: Vec<Row> = sqlx::query_as(sql)
-        .bind(query::name("site", params.site)?)
-        .bind(query::name("gateway", params.gateway)?)
-        .bind(params.device.as_deref().map(parse_mac).transpose()?.map(|mac| mac.to_string()))
-        .bind(filter_text("kind", params.kind)?)
-        .bind(severity.map(|s| i16::try_from(s.rank()).unwrap_or(i16::MAX)))
-        .bind(since)
-        .bind(until)
-        .bind(after_time)
-        .bind(after_site)
-        .bind(after_gateway)
-        .bind(after_seq)
-        .bind(query::fetch(limit))
-        .fetch_all(state.pool())
-        .await
-        .map_err(store_error)?;
-    let (rows, next) = query::page(rows, limit, |row| (query::micros(row.5), row.0.clone(), row.1.clone(), row.2));
+    let filter = EventFilter::from_params(params)?;
+    let mut sql = filter.query();
+    let rows: Vec<Row> = sql.build_query_as().fetch_all(state.pool()).await.map_err(store_error)?;
+    let (rows, next) =
+        query::page(rows, filter.limit, |row| (query::micros(row.5), row.0.clone(), row.1.clone(), row.2));
     Ok(paged(rows.into_iter().map(view).collect::<Vec<_>>(), next))
 }
 

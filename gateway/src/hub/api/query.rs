@@ -1,8 +1,9 @@
 //! What every fleet list shares: query values checked the gateway API's way (`api::search`),
 //! site and gateway names checked as the subjects they come from, keyset cursors that are the
 //! last row's sort key (URL-safe base64 of its JSON, like the inventory's), and times as the
-//! microseconds PostgreSQL keeps.
+//! microseconds PostgreSQL keeps; and `Select`, the SQL of a list built for the filters given.
 use serde::{Serialize, de::DeserializeOwned};
+use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 
 use crate::{
@@ -51,6 +52,56 @@ pub fn micros(time: OffsetDateTime) -> i64 {
 pub fn from_micros(micros: i64) -> Result<OffsetDateTime, ApiError> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000)
         .map_err(|_| ApiError::BadRequest("cursor: time out of range: start again without one".into()))
+}
+
+/// A list's SQL, written for the filters a request gives: each adds its condition with its
+/// value bound; an absent one adds nothing. One statement for every combination, each filter
+/// written `($n IS NULL OR column = $n)`, has a generic plan that cannot use the index of the
+/// filter given: PostgreSQL settles on it after five runs and, at a million devices, reads
+/// whole tables (bench/fleet/RESULTS.md). The page size is a number in the text, so that a
+/// generic plan is costed for the page it fetches rather than a tenth of the table.
+pub struct Select {
+    sql: QueryBuilder<Postgres>,
+    conditions: usize,
+}
+
+impl Select {
+    /// `select`: the statement up to its `WHERE`.
+    pub fn new(select: &'static str) -> Self {
+        Self { sql: QueryBuilder::new(select), conditions: 0 }
+    }
+
+    /// Starts another condition (` WHERE `, then ` AND `): the caller pushes it.
+    pub fn and(&mut self) -> &mut QueryBuilder<Postgres> {
+        self.sql.push(if self.conditions == 0 { " WHERE " } else { " AND " });
+        self.conditions += 1;
+        &mut self.sql
+    }
+
+    /// `column` (then `operator` and the value) when `value` is given.
+    pub fn compare<T>(&mut self, column: &'static str, operator: &'static str, value: Option<T>) -> &mut Self
+    where
+        T: sqlx::Encode<'static, Postgres> + sqlx::Type<Postgres>,
+    {
+        if let Some(value) = value {
+            self.and().push(column).push(operator).push_bind(value);
+        }
+        self
+    }
+
+    /// `column = value` when `value` is given.
+    pub fn equal<T>(&mut self, column: &'static str, value: Option<T>) -> &mut Self
+    where
+        T: sqlx::Encode<'static, Postgres> + sqlx::Type<Postgres>,
+    {
+        self.compare(column, " = ", value)
+    }
+
+    /// The statement, ending `ORDER BY order LIMIT` a page of `limit` and one more.
+    pub fn page(mut self, order: &'static str, limit: usize) -> QueryBuilder<Postgres> {
+        self.sql.push(" ORDER BY ").push(order).push(" LIMIT ").push(fetch(limit));
+        self.sql
+    }
 }
 
 /// `text` for a `LIKE` pattern: its wildcards taken literally (the default escape is `\`).
