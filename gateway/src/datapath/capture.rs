@@ -98,8 +98,12 @@ impl<R: Read> CaptureReader<R> {
                 }
                 // The crate reads the raw 64-bit count as nanoseconds: take the count back.
                 let units = u64::try_from(packet.timestamp.as_nanos()).unwrap_or(u64::MAX);
+                // A count of whole seconds can pass the end of time: a damaged record.
+                let Some(time) = SystemTime::UNIX_EPOCH.checked_add(since_epoch(units, time_unit(interface))) else {
+                    return Some(Next::Damaged(PcapError::InvalidField("packet time out of range")));
+                };
                 return Some(Next::Frame(Frame {
-                    time: SystemTime::UNIX_EPOCH + since_epoch(units, time_unit(interface)),
+                    time,
                     data: packet.data.into_owned(),
                     wire_len: packet.original_len,
                 }));
@@ -198,6 +202,14 @@ mod tests {
         let Next::Frame(nano) = &read[1] else { panic!("{read:?}") };
         assert_eq!(nano.time, SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789));
         assert!(matches!(read[2], Next::Skipped), "a Linux cooked frame is not replayed as Ethernet");
+    }
+
+    #[test]
+    fn a_time_past_the_end_of_time_is_a_damaged_record_not_a_panic() {
+        // Found by the `capture` fuzz target: seconds as the unit and the largest count.
+        let bytes = pcapng(&[interface(DataLink::ETHERNET, Some(0)), packet(0, u64::MAX, b"late")]);
+        let read = read_all(bytes);
+        assert!(matches!(read.as_slice(), [Next::Damaged(_)]), "{read:?}");
     }
 
     #[test]
