@@ -124,17 +124,10 @@ fn time_unit(interface: &InterfaceDescriptionBlock) -> u8 {
         .unwrap_or(DEFAULT_TSRESOL)
 }
 
-/// `units` of the time unit `tsresol` as a duration.
+/// `units` of the time unit `tsresol` as a duration: 10^-n s, or 2^-n s with the top bit set.
 fn since_epoch(units: u64, tsresol: u8) -> Duration {
-    let exponent = u32::from(tsresol & 0x7f);
-    if tsresol & 0x80 != 0 {
-        // Binary fractions of a second: 2^-n.
-        let per_second = 1u128.checked_shl(exponent).unwrap_or(u128::MAX);
-        let units = u128::from(units);
-        let nanos = (units % per_second) * 1_000_000_000 / per_second;
-        return Duration::new(u64::try_from(units / per_second).unwrap_or(u64::MAX), nanos as u32);
-    }
-    let per_second = 10u128.checked_pow(exponent).unwrap_or(u128::MAX);
+    let base: u128 = if tsresol & 0x80 != 0 { 2 } else { 10 };
+    let per_second = base.checked_pow(u32::from(tsresol & 0x7f)).unwrap_or(u128::MAX);
     let units = u128::from(units);
     let nanos = (units % per_second) * 1_000_000_000 / per_second;
     Duration::new(u64::try_from(units / per_second).unwrap_or(u64::MAX), nanos as u32)
