@@ -331,6 +331,9 @@ pub struct PolicyRule {
     pub icmp_types: Vec<String>,
     /// Who opens: `outbound` (the device), `inbound` (the remote) or `both`.
     pub direction: String,
+    /// `ipv4` or `ipv6` when the rule reaches that family only; absent: both.
+    #[serde(default)]
+    pub family: Option<String>,
     /// Where the rule is written, `file:line:column`.
     pub at: String,
 }

@@ -101,6 +101,7 @@ fn rule(rule: &Rule) -> PolicyRule {
             .collect(),
         icmp_types: rule.icmp.iter().map(ToString::to_string).collect(),
         direction: rule.direction.as_str().into(),
+        family: rule.family.map(|family| family.as_str().into()),
         at: rule.at.to_string(),
     }
 }

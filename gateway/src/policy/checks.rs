@@ -10,12 +10,14 @@ use std::{
 };
 
 use gateway_ebpf::PortRange;
+use ipnet::IpNet;
 use toml::Spanned;
 
 use super::{
     error::{ErrorKind, Location, PolicyError},
     model::{
-        ALL_PORTS, Class, ClassId, Direction, Lane, Lanes, Matcher, Policy, PolicyId, Protocol, ResponseSpec, Rule,
+        ALL_PORTS, Class, ClassId, Direction, Family, Lane, Lanes, Matcher, Policy, PolicyId, Protocol, ResponseSpec,
+        Rule,
     },
     remote::{Remote, RemoteTarget},
     schema::{ClassSpec, DefaultsSpec, LaneSpec, MatchSpec, PolicyFile, RuleSpec},
@@ -305,10 +307,11 @@ impl Checker {
         let at = source.at(spec.span().start);
         let spec = spec.into_inner();
         let before = self.errors.len();
-        let mut nets = Vec::new();
+        // Each network with where it is written (the family check points at it).
+        let mut located_nets = Vec::new();
         for net in &spec.nets {
             match parse_net(net.get_ref()) {
-                Ok(parsed) => nets.push(parsed),
+                Ok(parsed) => located_nets.push((net.span().start, parsed)),
                 Err(kind) => self.errors.push(PolicyError::new(source.at(net.span().start), kind)),
             }
         }
@@ -361,6 +364,21 @@ impl Checker {
                 Direction::Outbound
             }),
         };
+        let family = spec.family.as_ref().and_then(|text| {
+            let family = Family::parse(text.get_ref());
+            if family.is_none() {
+                let kind = ErrorKind::BadFamily(text.get_ref().clone());
+                self.errors.push(PolicyError::new(source.at(text.span().start), kind));
+            }
+            family
+        });
+        if let Some(family) = family {
+            for (offset, net) in located_nets.iter().filter(|(_, net)| Family::of(net) != family) {
+                let kind = ErrorKind::NetOutsideFamily { net: net.to_string(), family: family.as_str() };
+                self.errors.push(PolicyError::new(source.at(*offset), kind));
+            }
+        }
+        let nets: Vec<IpNet> = located_nets.into_iter().map(|(_, net)| net).collect();
         let ports = self.port_list(source, &spec.ports, protocol, lost_protocol, ErrorKind::PortsWithoutPortProtocol);
         let source_ports = self.port_list(
             source,
@@ -401,6 +419,7 @@ impl Checker {
             source_ports,
             icmp: merge_icmp(icmp),
             direction,
+            family,
             at,
         })
     }

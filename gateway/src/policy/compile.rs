@@ -91,7 +91,7 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, Vec<PolicyError>> {
             for net in &rule.nets {
                 let matches = port_matches(rule, net);
                 // A rule that lets the device send nothing here (an inbound ICMP rule for
-                // messages without a reply) adds no entry.
+                // messages without a reply, a network outside its family) adds no entry.
                 if matches.is_empty() {
                     continue;
                 }
@@ -220,8 +220,11 @@ fn policy_rule_sets(policy: &Policy) -> Vec<(PolicyId, Vec<&Rule>)> {
 /// `outbound`, the device's for `inbound`; `source_ports` the other side. ICMP has no ports:
 /// the remote's "port" is the device's message (`type << 8 | code`), the device's own message
 /// for `outbound`, the reply to the remote's request for `inbound` (requests without a reply
-/// give the device nothing to send). Normalised.
+/// give the device nothing to send). Nothing outside the rule's `family`. Normalised.
 pub fn port_matches(rule: &Rule, net: &IpNet) -> Vec<PortMatchKey> {
+    if !rule.reaches_family_of(net) {
+        return Vec::new();
+    }
     let all = [PortRangeKey::ALL];
     let openers: &[u8] = match rule.direction {
         Direction::Outbound => &[opener::DEVICE],
@@ -503,6 +506,22 @@ include = ["mid-a", "mid-b"]
         let (rules, refused) = policy.rules_with(std::slice::from_ref(&wide));
         assert_eq!(refused.len(), 1);
         assert!(!rules.iter().any(|rule| rule.net == wide.net));
+    }
+
+    #[test]
+    fn a_rule_kept_to_one_family_reaches_only_that_family() {
+        let policy = check_text(&class_c(&[
+            r#"nets = ["0.0.0.0/0"], protocol = "tcp", ports = [443], family = "ipv4""#,
+            r#"names = ["api.example.com"], protocol = "tcp", ports = [8883], family = "ipv6""#,
+        ]));
+        assert_eq!(policy.rules.len(), 1);
+        let rule = &policy.source.classes[0].rules[0];
+        assert!(port_matches(rule, &"2001:db8::/32".parse().expect("net")).is_empty());
+        assert_eq!(port_matches(rule, &"10.0.0.0/8".parse().expect("net")), outbound(&[(443, 443)]));
+        // The name opens its AAAA answers only.
+        let dns = &policy.dns_rules[0];
+        assert!(dns.matches_v4.is_empty());
+        assert_eq!(dns.matches_v6, outbound(&[(8883, 8883)]));
     }
 
     #[test]

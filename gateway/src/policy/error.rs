@@ -119,6 +119,12 @@ pub enum ErrorKind {
     /// Direction other than outbound, inbound, both.
     #[error("unknown direction {0:?}: expected outbound, inbound or both")]
     BadDirection(String),
+    /// Family other than ipv4, ipv6.
+    #[error("unknown family {0:?}: expected ipv4 or ipv6")]
+    BadFamily(String),
+    /// A network outside the rule's `family` (it would allow nothing).
+    #[error("network {net} is not {family}, the rule's family")]
+    NetOutsideFamily { net: String, family: &'static str },
     /// A rule with neither `nets`, `names` nor `remote`.
     #[error("rule allows nothing: give `nets` and/or `names`, or a `remote`")]
     EmptyRule,

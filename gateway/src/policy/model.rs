@@ -81,6 +81,46 @@ impl Protocol {
     }
 }
 
+/// The address family a rule is kept to (`family = "ipv4"` or `"ipv6"`): its networks, the
+/// networks its remote resolves to and the answers of its names count only in that family
+/// (RFC 8520's typed ACLs, `ipv4-acl-type` and `ipv6-acl-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// The family named `text` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        parse_keyword(&Self::ALL, Self::as_str, text)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+
+    pub fn of(net: &IpNet) -> Self {
+        match net {
+            IpNet::V4(_) => Family::Ipv4,
+            IpNet::V6(_) => Family::Ipv6,
+        }
+    }
+
+    /// Every address of the family.
+    pub fn everything(self) -> IpNet {
+        match self {
+            Family::Ipv4 => IpNet::V4(Default::default()),
+            Family::Ipv6 => IpNet::V6(Default::default()),
+        }
+    }
+}
+
 /// Who opens the connections a rule allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -145,7 +185,16 @@ pub struct Rule {
     /// type also in the list covers; empty = every type.
     pub icmp: Vec<IcmpMatch>,
     pub direction: Direction,
+    /// The one family the rule reaches (`None`: both).
+    pub family: Option<Family>,
     pub at: Location,
+}
+
+impl Rule {
+    /// Whether the rule reaches addresses in `net`'s family.
+    pub fn reaches_family_of(&self, net: &IpNet) -> bool {
+        self.family.is_none_or(|family| family == Family::of(net))
+    }
 }
 
 /// How devices are matched to a class.

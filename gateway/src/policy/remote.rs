@@ -300,6 +300,15 @@ ports = [443]
     }
 
     #[test]
+    fn a_remote_kept_to_one_family_resolves_to_that_family_only() {
+        let text = "[[class]]\nname = \"c\"\nid = 4\n[[class.allow]]\nremote = \"local-networks\"\nfamily = \"ipv6\"\n";
+        let (rules, refused) = remote_entries(&policy(text), &site(), &[]);
+        assert!(refused.is_empty(), "{refused:?}");
+        let nets: std::collections::BTreeSet<String> = rules.iter().map(|rule| rule.net.to_string()).collect();
+        assert_eq!(nets, ["2001:db8:77::/64".to_owned()].into());
+    }
+
+    #[test]
     fn abstractions_with_nothing_known_allow_nothing() {
         let policy = policy(&CLASS.replace("controllers = [\"10.77.0.9\"]\n", ""));
         let (rules, refused) = remote_entries(&policy, &Site::default(), &[]);

@@ -91,6 +91,9 @@ pub struct RuleSpec {
     /// Who opens the connection: `outbound` (default: the device), `inbound` (the remote)
     /// or `both`.
     pub direction: Option<Spanned<String>>,
+    /// `ipv4` or `ipv6`: the rule reaches that family only (its remote's addresses and its
+    /// names' answers too). Default: both.
+    pub family: Option<Spanned<String>>,
 }
 
 /// `[lanes]`.

@@ -40,6 +40,7 @@ fn rule(rule: &Rule) -> Value {
         "source_ports": port_pairs(&rule.source_ports),
         "icmp_types": rule.icmp.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "direction": rule.direction.as_str(),
+        "family": rule.family.map(|family| family.as_str()),
         "source": rule.at.to_string(),
     })
 }

@@ -6,7 +6,7 @@ use crate::policy::{
     ErrorKind, PolicyId,
     load::parse_sources,
     located_errors,
-    model::{Direction, IcmpMatch, Protocol},
+    model::{Direction, Family, IcmpMatch, Protocol},
 };
 
 /// Errors of `text` as `(line, column, kind)`, file name `t.toml`.
@@ -312,4 +312,35 @@ icmp_types = ["8/0", 8, "3/4", "3/1"]
         ]
     );
     assert_eq!(rules[2].icmp[1].to_string(), "3/4");
+}
+
+#[test]
+fn family_is_read_and_refuses_networks_of_the_other_family() {
+    let text = r#"[[class]]
+name = "c"
+id = 1
+[[class.allow]]
+nets = ["10.0.0.1", "2001:db8::/32"]
+family = "ipv4"
+[[class.allow]]
+names = ["a.example.com"]
+family = "IPv6"
+[[class.allow]]
+names = ["b.example.com"]
+family = "ipv5"
+"#;
+    let found = errors(text);
+    let summary: Vec<(usize, usize, &ErrorKind)> = found.iter().map(|(l, c, k)| (*l, *c, k)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (5, 21, &ErrorKind::NetOutsideFamily { net: "2001:db8::/32".into(), family: "ipv4" }),
+            (12, 10, &ErrorKind::BadFamily("ipv5".into())),
+        ],
+        "{found:#?}"
+    );
+    let valid = text.replace(", \"2001:db8::/32\"", "").replace("ipv5", "ipv4");
+    let policy = parse_sources(&[("t.toml".into(), valid)]).expect("valid");
+    let families: Vec<Option<Family>> = policy.class("c").expect("c").rules.iter().map(|rule| rule.family).collect();
+    assert_eq!(families, [Some(Family::Ipv4), Some(Family::Ipv6), Some(Family::Ipv4)]);
 }

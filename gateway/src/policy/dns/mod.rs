@@ -254,6 +254,10 @@ impl DnsTracker {
                     continue;
                 }
                 for (addr, ttl) in answers.resolve(&chain, start) {
+                    // A rule kept to the other family (or opening nothing) records nothing.
+                    if self.rules[index].matches_for(&IpNet::from(addr)).is_empty() {
+                        continue;
+                    }
                     self.record(index, name, addr, ttl, now, &mut update);
                 }
             }

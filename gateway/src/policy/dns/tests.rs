@@ -186,6 +186,21 @@ fn aaaa_queries_open_ipv6_addresses() {
 }
 
 #[test]
+fn a_rule_kept_to_one_family_opens_only_that_familys_answers() {
+    let policy = check_text(&POLICY.replace("ports = [443]\n", "ports = [443]\nfamily = \"ipv4\"\n"));
+    let mut camera = Device::new(&policy, &[CAMERA]);
+    camera.ask(40_001, 1, NAME, RecordType::AAAA, 0);
+    let v6: Ipv6Addr = "2001:db8:78::17".parse().expect("addr");
+    let answer = message(1, NAME, RecordType::AAAA, true, &[Record::Aaaa(NAME, 300, v6)]);
+    let Outcome::Answer(update) = camera.answer_from(RESOLVER, 40_001, &answer, 10) else { panic!("not matched") };
+    assert!(update.added.is_empty(), "{update:?}");
+    assert!(camera.tracker.is_empty());
+    let update = camera.resolve(2, NAME, &[Record::A(NAME, 300, [10, 78, 1, 17])]);
+    assert_eq!(update.added.len(), 1);
+    assert_eq!(update.added[0].rule.net, "10.78.1.17/32".parse::<IpNet>().expect("net"));
+}
+
+#[test]
 fn entries_expire_after_their_ttl_and_are_refreshed_by_new_answers() {
     let mut camera = Device::new(&check_text(POLICY), &[CAMERA]);
     let start = camera.now;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{MudError, invalid};
 use crate::policy::{
-    model::Protocol,
+    model::{Family, Protocol},
     remote::{Remote, authority_of},
     values::{DnsPattern, merge_ranges, parse_net},
 };
@@ -27,29 +27,6 @@ impl Side {
         match self {
             Side::FromDevice => "from-device",
             Side::ToDevice => "to-device",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    /// Every address of the family.
-    pub fn everything(self) -> IpNet {
-        match self {
-            Family::V4 => "0.0.0.0/0".parse().expect("valid literal"),
-            Family::V6 => "::/0".parse().expect("valid literal"),
-        }
-    }
-
-    fn of(net: &IpNet) -> Self {
-        match net {
-            IpNet::V4(_) => Family::V4,
-            IpNet::V6(_) => Family::V6,
         }
     }
 }
@@ -182,8 +159,8 @@ pub fn read(ace: &Value, cx: &AceContext) -> Result<Result<Ace, Refusal>, MudErr
     let mut mud = None;
     for (key, value) in matches {
         match key.as_str() {
-            "ipv4" => l3 = Some((Family::V4, value)),
-            "ipv6" => l3 = Some((Family::V6, value)),
+            "ipv4" => l3 = Some((Family::Ipv4, value)),
+            "ipv6" => l3 = Some((Family::Ipv6, value)),
             "tcp" | "udp" | "icmp" => {
                 if l4.is_some() {
                     return Err(invalid(&format!("{pointer}/matches"), "more than one of tcp, udp, icmp"));
@@ -223,7 +200,7 @@ pub fn read(ace: &Value, cx: &AceContext) -> Result<Result<Ace, Refusal>, MudErr
     let mut dns = None;
     let mut declared = None;
     if let Some((family, ip)) = l3 {
-        let version = if family == Family::V4 { "ipv4" } else { "ipv6" };
+        let version = family.as_str();
         let ip_pointer = format!("{pointer}/matches/{version}");
         let ip = ip.as_object().ok_or_else(|| invalid(&ip_pointer, "not an object"))?;
         let remote_net = format!("{remote_side}-{version}-network");
@@ -279,7 +256,7 @@ pub fn read(ace: &Value, cx: &AceContext) -> Result<Result<Ace, Refusal>, MudErr
         (None, None, None) => Target::Any,
     };
     let icmp_number = |family: Option<Family>| match family {
-        Some(Family::V6) => 58,
+        Some(Family::Ipv6) => 58,
         _ => 1,
     };
     let protocol = match (declared, l4.map(|(key, _)| key)) {
@@ -370,9 +347,9 @@ pub fn identity(text: &str) -> &str {
 /// The family the ACE's own IP match names.
 fn l3_family(matches: &Map<String, Value>) -> Option<Family> {
     if matches.contains_key("ipv4") {
-        Some(Family::V4)
+        Some(Family::Ipv4)
     } else if matches.contains_key("ipv6") {
-        Some(Family::V6)
+        Some(Family::Ipv6)
     } else {
         None
     }
@@ -386,7 +363,7 @@ fn eth_beyond_family(eth: &Value, family: Option<Family>) -> Option<String> {
         let implied = key == "ethertype"
             && matches!(
                 (family, value.as_str().map(str::to_ascii_lowercase).as_deref()),
-                (Some(Family::V4), Some("0x0800" | "0800")) | (Some(Family::V6), Some("0x86dd" | "86dd"))
+                (Some(Family::Ipv4), Some("0x0800" | "0800")) | (Some(Family::Ipv6), Some("0x86dd" | "86dd"))
             );
         if !implied {
             return Some(key.clone());

@@ -19,8 +19,8 @@
 //!   ACE answers it (overlapping remote and ports, same protocol), and refused when none does:
 //!   a rule for it would admit device answers the file does not.
 //! - Family: an IPv4 or IPv6 ACL's rule names the family's networks (`0.0.0.0/0`, `::/0`,
-//!   or `nets` narrowing a `remote`). DNS-name rules follow A and AAAA answers alike, so a
-//!   name is imported only when both families' ACLs allow it alike.
+//!   or `nets` narrowing a `remote`); a name allowed in one family's ACLs only gets that
+//!   `family` (only its A, or only its AAAA, answers open addresses).
 //! - ICMP type and code become `icmp_types` (`"T"` or `"T/C"`, the device's own messages).
 //! - Abstractions become `remote`s resolved at the gateway (`policy::remote`):
 //!   `local-networks`; `controller` with the DNS and NTP URNs (and MUDgee's `gateway`) →
@@ -48,10 +48,10 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 pub use self::ace::Refusal;
-use self::ace::{Ace, AceContext, Family, Icmp, Side, Target};
+use self::ace::{Ace, AceContext, Icmp, Side, Target};
 use super::{
     load::parse_sources,
-    model::{Direction, Protocol},
+    model::{Direction, Family, Protocol},
     remote::Remote,
     values::DnsPattern,
 };
@@ -271,8 +271,8 @@ pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
                 })?;
             let acl_pointer = format!("/{container}/acl/{acl_index}");
             let family = match acl.get("type").and_then(Value::as_str).map(ace::identity) {
-                Some("ipv4-acl-type") => Some(Family::V4),
-                Some("ipv6-acl-type") => Some(Family::V6),
+                Some("ipv4-acl-type") => Some(Family::Ipv4),
+                Some("ipv6-acl-type") => Some(Family::Ipv6),
                 _ => None,
             };
             let entries = match acl.pointer("/aces/ace") {
@@ -350,26 +350,6 @@ pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
             rules.push(rule);
         }
     }
-    // A name is exact only when every family its ACLs name allows it alike.
-    rules.retain(|rule| match &rule.target {
-        RuleTarget::Name(name, families) if families.len() == 1 => {
-            let only = if families.contains(&Family::V4) { "IPv4" } else { "IPv6" };
-            for label in &rule.aces {
-                let (acl, ace) = label.split_once('/').unwrap_or((label, ""));
-                refused.push(Refusal {
-                    acl: acl.to_owned(),
-                    ace: ace.to_owned(),
-                    field: "matches/ietf-acldns:dst-dnsname".into(),
-                    reason: format!(
-                        "{name} only in {only} ACLs: DNS-name rules follow A and AAAA answers alike, so the \
-                         rule would admit the other family too"
-                    ),
-                });
-            }
-            false
-        }
-        _ => true,
-    });
     // A to-device ACE is imported as the far half of an imported from-device ACE.
     let imported: BTreeSet<&str> = rules.iter().flat_map(|rule| rule.aces.iter().map(String::as_str)).collect();
     for answered in &to_device {
@@ -489,7 +469,7 @@ fn rule_for(from: &Ace, twins: &[&&Ace]) -> ImportedRule {
     };
     let families: BTreeSet<Family> = match from.family {
         Some(family) => [family].into(),
-        None => [Family::V4, Family::V6].into(),
+        None => [Family::Ipv4, Family::Ipv6].into(),
     };
     let target = match &from.target {
         Target::Any => RuleTarget::Nets(families.iter().map(|family| family.everything()).collect()),

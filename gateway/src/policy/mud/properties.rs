@@ -338,6 +338,12 @@ fn rule_admits(rule: &toml::Table, controllers: &[IpNet], probe: &Probe) -> bool
         }
     };
     let family = family_of(probe.remote);
+    let in_family = match rule.get("family").and_then(toml::Value::as_str) {
+        None => true,
+        Some("ipv4") => family == Family::V4,
+        Some("ipv6") => family == Family::V6,
+        Some(other) => panic!("unknown family {other}"),
+    };
     let protocol = match rule.get("protocol").and_then(toml::Value::as_str).unwrap_or("any") {
         "any" => true,
         "tcp" => probe.protocol == 6,
@@ -362,13 +368,13 @@ fn rule_admits(rule: &toml::Table, controllers: &[IpNet], probe: &Probe) -> bool
                 Some((kind, code)) => format!("{}/{}", probe.icmp.0, probe.icmp.1) == format!("{kind}/{code}"),
                 None => entry == &probe.icmp.0.to_string(),
             }));
-    target && protocol && opener_ok && ports && icmp
+    target && in_family && protocol && opener_ok && ports && icmp
 }
 
 #[test]
 fn imported_classes_never_admit_what_the_mud_file_does_not() {
     let mut rng = StdRng::seed_from_u64(0x1077_0017);
-    let (mut imported, mut admitted, mut probes) = (0, 0, 0);
+    let (mut imported, mut admitted, mut probes, mut one_family) = (0, 0, 0, 0);
     for iteration in 0..400 {
         let mut acls = Vec::new();
         let mut json_acls = Vec::new();
@@ -421,6 +427,7 @@ fn imported_classes_never_admit_what_the_mud_file_does_not() {
             .and_then(toml::Value::as_array)
             .map(|rules| rules.iter().map(|r| r.as_table().expect("table").clone()).collect())
             .unwrap_or_default();
+        one_family += rules.iter().filter(|rule| rule.contains_key("family")).count();
         for remote in PROBE_ADDRS {
             let remote: IpAddr = remote.parse().expect("addr");
             for protocol in [6u8, 17, 1, 58, 47] {
@@ -451,4 +458,6 @@ fn imported_classes_never_admit_what_the_mud_file_does_not() {
     // The test can fail: most files import something, and many probes are admitted.
     assert!(imported > 200, "{imported} files imported");
     assert!(admitted > probes / 50, "{admitted} of {probes} probes admitted");
+    // Names in typed ACLs are imported kept to their family, and probed in both.
+    assert!(one_family > 20, "{one_family} rules kept to one family");
 }

@@ -70,8 +70,11 @@ pub fn class(header: &Header, rules: &[ImportedRule], refused: &[Refusal], notes
             RuleTarget::Nets(nets) => {
                 let _ = writeln!(out, "nets = {}", list(nets, |net| quoted(&net.to_string())));
             }
-            RuleTarget::Name(name, _) => {
+            RuleTarget::Name(name, families) => {
                 let _ = writeln!(out, "names = [{}]", quoted(&name.to_string()));
+                if let (1, Some(family)) = (families.len(), families.first()) {
+                    let _ = writeln!(out, "family = {}", quoted(family.as_str()));
+                }
             }
             RuleTarget::Remote(remote, within) => {
                 let _ = writeln!(out, "remote = {}", quoted(&remote.to_string()));

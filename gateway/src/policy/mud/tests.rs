@@ -106,19 +106,21 @@ fn a_file_of_lone_to_device_aces_is_refused_naming_them() {
 }
 
 #[test]
-fn ipv6_acls_stay_ipv6_and_a_one_family_name_is_refused() {
+fn ipv6_acls_stay_ipv6_and_a_one_family_name_opens_its_aaaa_answers_only() {
     let imported = import(&testdata("ipv6-only.mud.json"), "six", 45).expect("imports");
+    assert!(imported.refused.is_empty(), "{:?}", imported.refused);
     assert_eq!(
         allow_lines(&imported.toml),
         [
             r#"direction="outbound" nets=["::/0"] ports=[443] protocol="tcp""#,
+            r#"direction="outbound" family="ipv6" names=["cloud.example.com"] ports=[8883] protocol="tcp""#,
             r#"direction="outbound" nets=["::/0"] ports=[5353] protocol="udp" remote="local-networks""#,
         ]
     );
-    assert_eq!(refused_lines(&imported.refused), ["v6-fr/cloud matches/ietf-acldns:dst-dnsname"]);
-    assert!(imported.refused[0].reason.contains("only in IPv6 ACLs"), "{}", imported.refused[0]);
     let compiled = check_text(&imported.toml);
     assert!(compiled.rules.iter().all(|rule| rule.net.addr().is_ipv6()), "{:#?}", compiled.rules);
+    let [name] = compiled.dns_rules.as_slice() else { panic!("{:#?}", compiled.dns_rules) };
+    assert!(name.matches_v4.is_empty() && !name.matches_v6.is_empty(), "{name:#?}");
 }
 
 #[test]
