@@ -37,6 +37,7 @@ mod fanout;
 mod inventory;
 mod metrics;
 mod mud;
+mod mud_devices;
 mod policy_sync;
 mod ring;
 mod services;
@@ -151,6 +152,10 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     let fleet_link = services.fleet.as_ref().map(crate::fleet::Running::link);
     tasks.spawn(metrics::run(maps.clone(), metrics.clone(), backlog, fleet_link, bus.clone(), shutdown.clone()));
 
+    let initial_devices =
+        crate::inventory::mud::devices(ledger.connection()).context("reading the devices on MUD classes")?;
+    let (mud_devices, mud_devices_task) = mud_devices::run(&config.store.path, initial_devices, shutdown.clone())?;
+    tasks.spawn(mud_devices_task);
     let (in_force, in_force_rx) = tokio::sync::watch::channel(policy.current());
     tasks.spawn(classes::run(maps.clone(), ledger, in_force_rx, shutdown.clone()));
     let policy_step = policy_sync::PolicySync {
@@ -167,6 +172,7 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
         pipeline: pipeline_tx.clone(),
         bus,
         bundles: services.bundle_installs.take(),
+        mud_devices,
     };
     tasks.spawn(policy_step.run(dns_rx, mud_classes_rx, shutdown.clone())?);
 

@@ -8,7 +8,9 @@
 //! - DNS answers devices receive to the queries they sent open the addresses of the names
 //!   their policies allow (`policy::dns`); the others are counted per reason in `/metrics`
 //!   and logged, escaped and rate-limited;
-//! - rules with a `remote` get the addresses the gateway resolves (`policy::remote`);
+//! - rules with a `remote` get the addresses the gateway resolves (`policy::remote`),
+//!   `manufacturer:` and `model:` ones those of the devices on MUD classes
+//!   (`controller/mud_devices.rs`), rewritten when those change;
 //! - addresses whose TTL ran out close again.
 use std::sync::Arc;
 
@@ -26,7 +28,7 @@ use crate::{
     policy::{
         CompiledPolicy, CompiledRule, DnsTracker, PolicyError, PolicyId, PolicyStore, PolicyWatcher, Verdicts,
         dns::{Outcome, Refused, policies_in_force, refusal_log::RefusalLog},
-        remote::remote_entries,
+        remote::{MudDevice, remote_entries},
     },
     respond::ResponsePolicy,
     shutdown::Shutdown,
@@ -55,18 +57,18 @@ pub fn datapath_config(config: &Config, verdicts: &Verdicts, quarantine_src_mac:
 }
 
 /// Writes a compiled policy into the datapath: rules (with the addresses DNS-name rules
-/// currently resolve to) first, then the verdicts and the interfaces
-/// (`quarantine_src_mac` is the quarantine port's own MAC, read once at start-up).
+/// currently resolve to, and those of the remotes: `devices` are the ones on MUD classes)
+/// first, then the verdicts and the interfaces (`quarantine_src_mac` is the quarantine port's
+/// own MAC, read once at start-up).
 pub fn apply_policy(
     maps: &Maps,
     config: &Config,
     policy: &CompiledPolicy,
     dns: &DnsTracker,
+    devices: &[MudDevice],
     quarantine_src_mac: [u8; 6],
 ) -> anyhow::Result<()> {
-    // Remotes only the gateway resolves (LAN prefixes, its own address, controllers). No
-    // device's MUD URL is known yet, so `manufacturer:`/`model:` remotes resolve to nothing.
-    let (mut dynamic, unresolved) = remote_entries(&policy.source, &config.policy.site(), &[]);
+    let (mut dynamic, unresolved) = remote_entries(&policy.source, &config.policy.site(), devices);
     for reason in &unresolved {
         tracing::warn!(reason = %reason, "entries of rules with a remote were not written");
     }
@@ -111,6 +113,8 @@ pub(super) struct PolicySync {
     pub bus: EventBus,
     /// Fleet policy bundles to install (`fleet::bundle_watch`), when the gateway takes them.
     pub bundles: Option<Installs>,
+    /// The devices on MUD classes (`manufacturer:` and `model:` remotes).
+    pub mud_devices: super::mud_devices::MudDevices,
 }
 
 impl PolicySync {
@@ -126,6 +130,7 @@ impl PolicySync {
             .context("installing the SIGHUP handler")?;
         let mut watcher = self.watcher();
         let mut bundles = self.bundles.take();
+        let mut devices_changed = self.mud_devices.clone();
         Ok(async move {
             loop {
                 let next_expiry = self.dns.next_expiry();
@@ -145,6 +150,10 @@ impl PolicySync {
                     }
                     Some(request) = mud_classes.recv() => {
                         self.set_mud_classes(request).await;
+                        continue;
+                    }
+                    Ok(()) = devices_changed.changed() => {
+                        self.rewrite("the devices on MUD classes changed");
                         continue;
                     }
                     Some(sample) = dns_samples.recv() => {
@@ -188,11 +197,7 @@ impl PolicySync {
                     return;
                 }
                 tracing::info!(device = %sample.mac, added = update.added.len(), "DNS answer opened addresses of allowed names");
-                if let Err(error) =
-                    apply_policy(&self.maps, &self.config, &self.policy.current(), &self.dns, self.quarantine_src_mac)
-                {
-                    tracing::error!(%error, "writing DNS-resolved rules");
-                }
+                self.rewrite("DNS answer");
             }
             Outcome::Refused(refused) => self.dns_refused(&refused),
             Outcome::Ignored(error) => {
@@ -225,11 +230,21 @@ impl PolicySync {
 
     /// Addresses whose TTL ran out close again.
     fn expire_dns(&mut self) {
-        if !self.dns.tick(std::time::Instant::now()).is_empty()
-            && let Err(error) =
-                apply_policy(&self.maps, &self.config, &self.policy.current(), &self.dns, self.quarantine_src_mac)
-        {
-            tracing::error!(%error, "removing expired DNS-resolved rules");
+        if !self.dns.tick(std::time::Instant::now()).is_empty() {
+            self.rewrite("DNS entries expired");
+        }
+    }
+
+    /// Writes `policy` with the current DNS entries and devices on MUD classes.
+    fn write(&self, policy: &CompiledPolicy) -> anyhow::Result<()> {
+        let devices = self.mud_devices.borrow().clone();
+        apply_policy(&self.maps, &self.config, policy, &self.dns, &devices, self.quarantine_src_mac)
+    }
+
+    /// Rewrites the policy in force after its resolved entries changed (`cause`).
+    fn rewrite(&self, cause: &'static str) {
+        if let Err(error) = self.write(&self.policy.current()) {
+            tracing::error!(%error, cause, "rewriting the resolved policy entries");
         }
     }
 
@@ -277,7 +292,7 @@ impl PolicySync {
             Ok(compiled) => {
                 self.in_force.send_replace(compiled.clone());
                 self.dns.set_policy(&compiled);
-                let outcome = apply_policy(&self.maps, &self.config, &compiled, &self.dns, self.quarantine_src_mac);
+                let outcome = self.write(&compiled);
                 // `policy.reload` checked the response rules with the rest.
                 let responses = crate::respond::rules::from_policy(&compiled.source);
                 if let Ok(running) = &responses {

@@ -48,7 +48,8 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
     };
     let compiled = policy.current();
     let dns = DnsTracker::new(&compiled, &config.policy.dns);
-    policy_sync::apply_policy(&maps, config, &compiled, &dns, quarantine_src_mac)?;
+    let devices = crate::inventory::mud::devices(ledger.connection()).context("reading the devices on MUD classes")?;
+    policy_sync::apply_policy(&maps, config, &compiled, &dns, &devices, quarantine_src_mac)?;
     restore_device_table(&*maps, ledger, config.identity.enrolled_policy_id)?;
     classes::assign_classes(&maps, ledger, &compiled);
     // Only now does traffic meet the programs: configured maps, never blank ones.

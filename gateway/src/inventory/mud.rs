@@ -1,14 +1,14 @@
 //! A device's MUD record: the URL it announced, what the last check said, and the MUD file
 //! whose class it is on (`crate::mud` checks; this keeps and audits the result). Reads and
 //! writes `inventory_mud`; audits through `ledger`.
-use std::time::SystemTime;
+use std::{collections::BTreeMap, net::IpAddr, time::SystemTime};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{InventoryError, datetime, ledger, millis, sanitize};
-use crate::device::Mac;
+use crate::{device::Mac, policy::remote::MudDevice};
 
 /// What a check of a device's MUD URL came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +153,33 @@ pub fn class_id(conn: &Connection, mac: Mac) -> Result<Option<u16>, InventoryErr
     Ok(id.flatten())
 }
 
+/// The devices on a MUD file's class, each with the URL of that file and its address last
+/// seen in each family (older addresses may be another device's by now): what
+/// `manufacturer:` and `model:` remotes reach (`policy::remote`). Sorted.
+pub fn devices(conn: &Connection) -> Result<Vec<MudDevice>, InventoryError> {
+    let mut statement = conn.prepare(
+        "SELECT m.mac, m.applied_url, a.ip, a.last_seen FROM inventory_mud m JOIN inventory_addresses a USING (mac)
+         WHERE m.applied_url IS NOT NULL",
+    )?;
+    // (mac, IPv6?) → (last seen, device): the latest address of each family.
+    let mut latest: BTreeMap<(String, bool), (i64, MudDevice)> = BTreeMap::new();
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, i64>(3)?))
+    })?;
+    for row in rows {
+        let (mac, mud_url, ip, last_seen) = row?;
+        // The inventory writes addresses it parsed; anything else is not an address to open.
+        let Ok(addr) = ip.parse::<IpAddr>() else { continue };
+        let key = (mac, addr.is_ipv6());
+        if latest.get(&key).is_none_or(|(seen, _)| *seen < last_seen) {
+            latest.insert(key, (last_seen, MudDevice { addr, mud_url }));
+        }
+    }
+    let mut devices: Vec<MudDevice> = latest.into_values().map(|(_, device)| device).collect();
+    devices.sort_by(|a, b| (a.addr, &a.mud_url).cmp(&(b.addr, &b.mud_url)));
+    Ok(devices)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +223,50 @@ mod tests {
         record(&conn, mac, url, "dhcpv4", &MudOutcome::Applied(file("bb")), "applied").unwrap();
         assert_eq!(device(&conn, mac).unwrap().unwrap().applied.unwrap().sha256, "bb");
         assert_eq!(audit_actions(&conn).len(), 4, "a new file is audited");
+    }
+
+    fn seen(conn: &Connection, mac: Mac, ip: &str, at: i64) {
+        conn.execute(
+            "INSERT INTO inventory_addresses (mac, ip, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (mac, ip) DO UPDATE SET last_seen = ?3",
+            params![mac.to_string(), ip, at],
+        )
+        .unwrap();
+    }
+
+    fn listed(conn: &Connection) -> Vec<(String, String)> {
+        devices(conn).unwrap().into_iter().map(|d| (d.addr.to_string(), d.mud_url)).collect()
+    }
+
+    #[test]
+    fn devices_on_a_mud_class_are_listed_at_their_latest_address_per_family() {
+        let conn = store();
+        let (bulb, refused, plain) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]), Mac([2, 0, 0, 0, 0, 3]));
+        let url = "https://mud.example.com/bulb.json";
+        record(&conn, bulb, url, "dhcpv4", &MudOutcome::Applied(file("aa")), "applied").unwrap();
+        record(&conn, refused, url, "dhcpv4", &MudOutcome::Refused("bad signature".into()), "bad").unwrap();
+        crate::inventory::ledger::touch(&conn, None, plain, 1, "test").unwrap();
+        for (mac, ip, at) in [
+            (bulb, "10.77.0.40", 10),
+            (bulb, "10.77.0.41", 20),
+            (bulb, "2001:db8:77::40", 5),
+            (refused, "10.77.0.50", 10),
+            (plain, "10.77.0.60", 10),
+        ] {
+            seen(&conn, mac, ip, at);
+        }
+        // Only the device whose file is in force, at its newest address of each family.
+        let one = |ip: &str| (ip.to_owned(), url.to_owned());
+        assert_eq!(listed(&conn), [one("10.77.0.41"), one("2001:db8:77::40")]);
+        // It moves: the entries follow.
+        seen(&conn, bulb, "10.77.0.40", 30);
+        assert_eq!(listed(&conn), [one("10.77.0.40"), one("2001:db8:77::40")]);
+        // A new file at another URL: the device is listed under that one.
+        let moved = MudFile { url: "https://mud.example.com/bulb2.json".into(), ..file("bb") };
+        record(&conn, bulb, &moved.url.clone(), "dhcpv4", &MudOutcome::Applied(moved), "applied").unwrap();
+        assert!(listed(&conn).iter().all(|(_, listed_url)| listed_url.ends_with("bulb2.json")));
+        // It leaves the inventory: gone.
+        conn.execute("DELETE FROM inventory_devices WHERE mac = ?1", [bulb.to_string()]).unwrap();
+        assert!(listed(&conn).is_empty());
     }
 }
