@@ -1,7 +1,7 @@
 //! `[policy]` of the gateway configuration: where the policy files are, whether a change
 //! reloads them, `[policy.dns]` (how DNS answers open DNS-name rules: `dns::DnsConfig`) and
 //! what rules with a `remote` resolve to (`policy::remote::Site`).
-use std::{net::IpAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -26,6 +26,10 @@ pub struct Config {
     /// The gateway's own LAN addresses: what `remote = "gateway"` (and so MUD's DNS and NTP
     /// controllers) reaches. None: such rules allow nothing.
     pub gateway_addresses: Vec<IpAddr>,
+    /// The controllers that registered with the MUD manager, by URI: what
+    /// `remote = "controller:<URI>"` (MUD's `controller`) reaches. A URI not listed allows
+    /// nothing.
+    pub controllers: BTreeMap<String, Vec<IpNet>>,
 }
 
 impl Default for Config {
@@ -36,6 +40,7 @@ impl Default for Config {
             dns: super::dns::DnsConfig::default(),
             lan_prefixes: Vec::new(),
             gateway_addresses: Vec::new(),
+            controllers: BTreeMap::new(),
         }
     }
 }
@@ -51,6 +56,11 @@ impl Config {
         Site {
             lan_prefixes: self.lan_prefixes.iter().map(IpNet::trunc).collect(),
             gateway: self.gateway_addresses.clone(),
+            controllers: self
+                .controllers
+                .iter()
+                .map(|(uri, nets)| (uri.clone(), nets.iter().map(IpNet::trunc).collect()))
+                .collect(),
         }
     }
 }

@@ -8,12 +8,14 @@
 //! - `gateway`: the gateway's own addresses (`[policy] gateway_addresses`), which is where
 //!   the standard MUD controllers for DNS and NTP are;
 //! - `controller`, `my-controller`: the class's `controllers` (one list per class);
+//! - `controller:<URI>`: the controller that URI names (RFC 8520 §8: controllers register with
+//!   the MUD manager, so the site knows them), `[policy] controllers` of the gateway;
 //! - `manufacturer:<authority>`: devices whose MUD URL has that authority (host);
 //! - `model:<MUD URL>`: devices announcing exactly that MUD URL.
 //!
 //! A remote that resolves to no address allows nothing (an empty inventory, no LAN prefix
 //! configured): never more than it names.
-use std::{fmt, net::IpAddr};
+use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use ipnet::IpNet;
 
@@ -32,6 +34,8 @@ pub enum Remote {
     Controller,
     /// RFC 8520 `my-controller`.
     MyController,
+    /// RFC 8520 `controller` with its URI: the site's controller of that URI.
+    ControllerUri(String),
     /// Lower-case authority (host) of the MUD URLs that match.
     Manufacturer(String),
     /// The exact MUD URL that matches.
@@ -39,7 +43,7 @@ pub enum Remote {
 }
 
 impl Remote {
-    /// Parses `local-networks`, `gateway`, `controller`, `my-controller`,
+    /// Parses `local-networks`, `gateway`, `controller`, `my-controller`, `controller:<URI>`,
     /// `manufacturer:<authority>` or `model:<https MUD URL>`.
     pub fn parse(text: &str) -> Result<Self, String> {
         match text {
@@ -48,6 +52,10 @@ impl Remote {
             "controller" => return Ok(Remote::Controller),
             "my-controller" => return Ok(Remote::MyController),
             _ => {}
+        }
+        if let Some(uri) = text.strip_prefix("controller:") {
+            let valid = !uri.is_empty() && !uri.chars().any(|c| c.is_control() || c.is_whitespace());
+            return if valid { Ok(Remote::ControllerUri(uri.to_owned())) } else { Err("not a URI".into()) };
         }
         if let Some(authority) = text.strip_prefix("manufacturer:") {
             let lowered = authority.to_ascii_lowercase();
@@ -61,7 +69,8 @@ impl Remote {
                 None => Err("not an https URL with a host".into()),
             };
         }
-        Err("expected local-networks, gateway, controller, my-controller, manufacturer:<host> or model:<MUD URL>"
+        Err("expected local-networks, gateway, controller, my-controller, controller:<URI>, manufacturer:<host> or \
+             model:<MUD URL>"
             .into())
     }
 
@@ -78,6 +87,7 @@ impl fmt::Display for Remote {
             Remote::Gateway => f.write_str("gateway"),
             Remote::Controller => f.write_str("controller"),
             Remote::MyController => f.write_str("my-controller"),
+            Remote::ControllerUri(uri) => write!(f, "controller:{uri}"),
             Remote::Manufacturer(authority) => write!(f, "manufacturer:{authority}"),
             Remote::Model(url) => write!(f, "model:{url}"),
         }
@@ -133,6 +143,8 @@ pub struct Site {
     pub lan_prefixes: Vec<IpNet>,
     /// The gateway's own addresses on the LAN (`gateway`, the DNS and NTP controllers).
     pub gateway: Vec<IpAddr>,
+    /// The controllers by URI (`controller:<URI>`).
+    pub controllers: BTreeMap<String, Vec<IpNet>>,
 }
 
 /// A device and the MUD URL it announced.
@@ -149,6 +161,7 @@ pub fn resolve(remote: &Remote, class: Option<&Class>, site: &Site, devices: &[M
         Remote::LocalNetworks => site.lan_prefixes.clone(),
         Remote::Gateway => hosts(&mut site.gateway.iter().copied()),
         Remote::Controller | Remote::MyController => class.map(|class| class.controllers.clone()).unwrap_or_default(),
+        Remote::ControllerUri(uri) => site.controllers.get(uri).cloned().unwrap_or_default(),
         Remote::Manufacturer(authority) => hosts(
             &mut devices
                 .iter()
@@ -242,6 +255,10 @@ ports = [5353]
 nets = ["10.78.0.1"]
 protocol = "tcp"
 ports = [443]
+[[class.allow]]
+remote = "controller:https://lighting.example.com/hub"
+protocol = "tcp"
+ports = [8883]
 "#;
 
     fn site() -> Site {
@@ -249,6 +266,8 @@ ports = [443]
             // Beside the gateway, controllers and devices, so each entry answers for one rule.
             lan_prefixes: vec!["10.77.128.0/17".parse().expect("net"), "2001:db8:77::/64".parse().expect("net")],
             gateway: vec!["10.77.0.1".parse().expect("addr")],
+            controllers: [("https://lighting.example.com/hub".to_owned(), vec!["10.77.0.8/32".parse().expect("net")])]
+                .into(),
         }
     }
 
@@ -279,6 +298,8 @@ ports = [443]
         assert!(entry(&rules, proto::TCP, "2001:db8:77::/64").is_some());
         assert_eq!(entry(&rules, proto::UDP, "10.77.0.1/32").expect("gateway").matches, one(53, 53));
         assert_eq!(entry(&rules, proto::TCP, "10.77.0.9/32").expect("controller").matches, one(8443, 8443));
+        // A controller by URI: the site's.
+        assert_eq!(entry(&rules, proto::TCP, "10.77.0.8/32").expect("site controller").matches, one(8883, 8883));
         // Same authority (case-insensitive): both lighting devices; not the other vendor's.
         assert_eq!(entry(&rules, proto::UDP, "10.77.0.40/32").expect("manufacturer").matches, one(5683, 5683));
         assert!(entry(&rules, proto::UDP, "10.77.0.41/32").is_some());
@@ -296,7 +317,7 @@ ports = [443]
         assert_eq!(mdns, ["10.77.128.0/17", "10.77.200.0/24"]);
         // Static rules are the compiler's, not repeated here.
         assert!(entry(&rules, proto::TCP, "10.78.0.1/32").is_none());
-        assert_eq!(rules.len(), 9, "{rules:#?}");
+        assert_eq!(rules.len(), 10, "{rules:#?}");
     }
 
     #[test]
@@ -325,6 +346,7 @@ ports = [443]
             "gateway",
             "controller",
             "my-controller",
+            "controller:https://lighting.example.com/hub",
             "manufacturer:lighting.example.com",
             "model:https://lighting.example.com/bulb",
         ] {
@@ -334,7 +356,16 @@ ports = [443]
             Remote::parse("manufacturer:Lighting.Example.COM"),
             Ok(Remote::Manufacturer("lighting.example.com".into()))
         );
-        for bad in ["", "lan", "manufacturer:", "manufacturer:a b", "model:http://x.example/y", "model:nope"] {
+        for bad in [
+            "",
+            "lan",
+            "manufacturer:",
+            "manufacturer:a b",
+            "model:http://x.example/y",
+            "model:nope",
+            "controller:",
+            "controller:a b",
+        ] {
             assert!(Remote::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(authority_of("https://Example.com:8443/a"), Some("example.com:8443".into()));

@@ -43,6 +43,8 @@ pub enum Target {
         remote: Remote,
         within: Option<IpNet>,
     },
+    /// Frames of a non-IP EtherType on the LAN.
+    LinkLayer(u16),
 }
 
 /// An ICMP type with one code or any.
@@ -80,8 +82,8 @@ pub struct Ace {
     pub icmp: Option<Icmp>,
     /// `ietf-mud:direction-initiated`: who opened the TCP connections it matches.
     pub initiated: Option<Side>,
-    /// The controller it names (`controller` URI, or `my-controller`), when it names one
-    /// the class's `controllers` stand for.
+    /// The controller it names for the operator to list (a `controller` URI other than the
+    /// gateway's own, or `my-controller`).
     pub controller: Option<String>,
 }
 
@@ -157,6 +159,7 @@ pub fn read(ace: &Value, cx: &AceContext) -> Result<Result<Ace, Refusal>, MudErr
     let mut l3 = None;
     let mut l4 = None;
     let mut mud = None;
+    let mut eth = None;
     for (key, value) in matches {
         match key.as_str() {
             "ipv4" => l3 = Some((Family::Ipv4, value)),
@@ -168,14 +171,15 @@ pub fn read(ace: &Value, cx: &AceContext) -> Result<Result<Ace, Refusal>, MudErr
                 l4 = Some((key.as_str(), value));
             }
             "ietf-mud:mud" => mud = Some(value),
-            "eth" => {
-                if let Some(field) = eth_beyond_family(value, l3_family(matches).or(cx.family)) {
+            "eth" => match eth_match(value) {
+                EthMatch::Beyond(field) => {
                     return refuse(
                         &format!("matches/eth/{field}"),
                         "the gateway's rules match IP, not Ethernet fields",
                     );
                 }
-            }
+                other => eth = Some(other),
+            },
             other => return refuse(&format!("matches/{other}"), "not represented by the gateway's rules"),
         }
     }
@@ -187,6 +191,17 @@ pub fn read(ace: &Value, cx: &AceContext) -> Result<Result<Ace, Refusal>, MudErr
             return Err(invalid(&format!("{pointer}/matches"), "an IP match of the other family than its ACL's type"));
         }
         (own, acl) => own.or(acl),
+    };
+    let family = match eth {
+        None | Some(EthMatch::Ip(None)) => family,
+        Some(EthMatch::Ip(Some(ethertype))) if family.is_none_or(|family| family == ethertype) => Some(ethertype),
+        Some(EthMatch::LinkLayer(ethertype)) if family.is_none() && l4.is_none() => {
+            return link_layer(ethertype, mud, cx, name, accept);
+        }
+        Some(_) => {
+            let reason = "contradicts the ACE's IP or transport match, or its ACL's type";
+            return Err(invalid(&format!("{pointer}/matches/eth/ethertype"), reason));
+        }
     };
     let (remote_side, device_side) = match cx.side {
         Side::FromDevice => ("destination", "source"),
@@ -344,35 +359,81 @@ pub fn identity(text: &str) -> &str {
     text.rsplit(':').next().unwrap_or(text)
 }
 
-/// The family the ACE's own IP match names.
-fn l3_family(matches: &Map<String, Value>) -> Option<Family> {
-    if matches.contains_key("ipv4") {
-        Some(Family::Ipv4)
-    } else if matches.contains_key("ipv6") {
-        Some(Family::Ipv6)
-    } else {
-        None
-    }
+/// What an `eth` match says.
+enum EthMatch {
+    /// At most an IP EtherType (`None`: no EtherType): the IP match says the rest.
+    Ip(Option<Family>),
+    /// A non-IP EtherType, nothing else.
+    LinkLayer(u16),
+    /// A field the gateway's rules cannot express.
+    Beyond(String),
 }
 
-/// The first Ethernet field the IP match does not already imply (only an EtherType equal to
-/// the family's is implied), or `None`.
-fn eth_beyond_family(eth: &Value, family: Option<Family>) -> Option<String> {
-    let Some(fields) = eth.as_object() else { return Some("(not an object)".into()) };
+fn eth_match(eth: &Value) -> EthMatch {
+    let Some(fields) = eth.as_object() else { return EthMatch::Beyond("(not an object)".into()) };
+    let mut found = EthMatch::Ip(None);
     for (key, value) in fields {
-        let implied = key == "ethertype"
-            && matches!(
-                (family, value.as_str().map(str::to_ascii_lowercase).as_deref()),
-                (Some(Family::Ipv4), Some("0x0800" | "0800")) | (Some(Family::Ipv6), Some("0x86dd" | "86dd"))
-            );
-        if !implied {
-            return Some(key.clone());
-        }
+        found = match (key.as_str(), ethertype(value)) {
+            ("ethertype", Some(0x0800)) => EthMatch::Ip(Some(Family::Ipv4)),
+            ("ethertype", Some(0x86dd)) => EthMatch::Ip(Some(Family::Ipv6)),
+            ("ethertype", Some(other)) => EthMatch::LinkLayer(other),
+            _ => return EthMatch::Beyond(key.clone()),
+        };
     }
-    None
+    found
 }
 
-/// The remote and, for those the class's `controllers` stand for, the controller's name.
+/// An EtherType as RFC 8519's `ietf-ethertypes` writes it (a number, or the name of IPv4,
+/// ARP, IPv6 or EAPOL), or as MUDgee does (`"0x0806"`).
+fn ethertype(value: &Value) -> Option<u16> {
+    if let Some(number) = value.as_u64() {
+        return u16::try_from(number).ok();
+    }
+    let text = value.as_str()?.to_ascii_lowercase();
+    match identity(&text) {
+        "ipv4" => Some(0x0800),
+        "arp" => Some(0x0806),
+        "ipv6" => Some(0x86dd),
+        "eapol" => Some(0x888e),
+        other => u16::from_str_radix(other.strip_prefix("0x").unwrap_or(other), 16).ok(),
+    }
+}
+
+/// A non-IP ACE (ARP, EAPOL...), towards the LAN only: the gateway passes every device's
+/// non-IP frames (they stay on the LAN), so it needs no rule; anything more is refused.
+fn link_layer(
+    ethertype: u16,
+    mud: Option<&Value>,
+    cx: &AceContext,
+    name: &str,
+    accept: bool,
+) -> Result<Result<Ace, Refusal>, MudError> {
+    let local = |mud: &Value| mud.as_object().is_some_and(|fields| fields.keys().eq(["local-networks"]));
+    if mud.is_some_and(|mud| !local(mud)) {
+        return Ok(Err(Refusal {
+            acl: cx.acl.to_owned(),
+            ace: name.to_owned(),
+            field: "matches/ietf-mud:mud".into(),
+            reason: "non-IP frames stay on the LAN: only local-networks names where they go".into(),
+        }));
+    }
+    Ok(Ok(Ace {
+        acl: cx.acl.to_owned(),
+        name: name.to_owned(),
+        side: cx.side,
+        accept,
+        family: None,
+        target: Target::LinkLayer(ethertype),
+        protocol: Protocol::Any,
+        remote_ports: Vec::new(),
+        device_ports: Vec::new(),
+        icmp: None,
+        initiated: None,
+        controller: None,
+    }))
+}
+
+/// The remote and, for controllers the operator lists, the controller's name.
 type Abstraction = (Remote, Option<String>);
 
 /// An `ietf-mud:mud` match as a gateway-resolved remote, or the field and why not.
@@ -401,7 +462,8 @@ fn abstraction(mud: &Value, pointer: &str, mud_url: &str) -> Result<Result<Abstr
             if GATEWAY_URNS.contains(&uri) {
                 (Remote::Gateway, None)
             } else {
-                (Remote::Controller, Some(uri.to_owned()))
+                let remote = Remote::parse(&format!("controller:{uri}")).map_err(|reason| invalid(&at, reason))?;
+                (remote, Some(uri.to_owned()))
             }
         }
         other => return Ok(Err((other.to_owned(), "not an RFC 8520 abstraction".into()))),

@@ -24,12 +24,15 @@
 //! - ICMP type and code become `icmp_types` (`"T"` or `"T/C"`, the device's own messages).
 //! - Abstractions become `remote`s resolved at the gateway (`policy::remote`):
 //!   `local-networks`; `controller` with the DNS and NTP URNs (and MUDgee's `gateway`) →
-//!   `gateway`; any other `controller`, and `my-controller` → the class's `controllers`
-//!   (one list: a second distinct controller is refused); `same-manufacturer` →
+//!   `gateway`; any other `controller` → `controller:<URI>` (the gateway's `[policy]
+//!   controllers`); `my-controller` → the class's `controllers`; `same-manufacturer` →
 //!   `manufacturer:<the file's authority>`; `manufacturer`; `model`.
+//! - A non-IP ACE (an EtherType such as ARP or EAPOL, at most towards `local-networks`) needs
+//!   no rule: the gateway passes every device's non-IP frames, which stay on the LAN. A note
+//!   says so.
 //! - `drop`/`reject` ACEs are what the class denies anyway, unless an accepting ACE after one
 //!   overlaps it (first match wins): that ACE is refused.
-//! - Refused: Ethernet fields (but an EtherType the IP match implies), the device's own
+//! - Refused: other Ethernet fields (an EtherType of IP only says the family), the device's own
 //!   address, IP header fields, TCP flags, other IP protocols, two abstractions in one ACE.
 //!
 //! Structure, per the YANG models: `ietf-access-control-list:acls` (or the draft-era
@@ -329,21 +332,26 @@ pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
         notes.push(format!("ACLs no policy references (not imported): {}", unreferenced.join(", ")));
     }
 
-    let (from_device, to_device): (Vec<&Ace>, Vec<&Ace>) = aces.iter().partition(|ace| ace.side == Side::FromDevice);
-    let mut controller: Option<&str> = None;
+    let (link_layer, aces): (Vec<&Ace>, Vec<&Ace>) =
+        aces.iter().partition(|ace| matches!(ace.target, Target::LinkLayer(_)));
+    if !link_layer.is_empty() {
+        let names: Vec<String> = link_layer
+            .iter()
+            .map(|ace| match ace.target {
+                Target::LinkLayer(ethertype) => format!("{}/{} (EtherType 0x{ethertype:04x})", ace.acl, ace.name),
+                _ => format!("{}/{}", ace.acl, ace.name),
+            })
+            .collect();
+        notes.push(format!(
+            "non-IP ACEs need no rule: the gateway passes every device's non-IP frames, which stay on the LAN: {}",
+            names.join(", ")
+        ));
+    }
+    let (from_device, to_device): (Vec<&Ace>, Vec<&Ace>) =
+        aces.into_iter().partition(|ace| ace.side == Side::FromDevice);
+    let controllers: BTreeSet<&str> = from_device.iter().filter_map(|ace| ace.controller.as_deref()).collect();
     let mut rules: Vec<ImportedRule> = Vec::new();
     for from in &from_device {
-        if let Some(name) = &from.controller {
-            match controller {
-                None => controller = Some(name),
-                Some(first) if first == name => {}
-                Some(first) => {
-                    let reason = format!("the class has one controllers list, already standing for {first:?}");
-                    refused.push(refusal(from, "matches/ietf-mud:mud", reason));
-                    continue;
-                }
-            }
-        }
         let twins: Vec<&&Ace> = to_device.iter().filter(|to| answers(from, to)).collect();
         let rule = rule_for(from, &twins);
         if !rules.iter_mut().any(|known| known.absorb(&rule)) {
@@ -365,9 +373,14 @@ pub fn import(json: &str, class: &str, id: u16) -> Result<MudImport, MudError> {
         };
         refused.push(refusal(answered, "(from-device twin)", reason));
     }
-    if let Some(name) = controller {
+    for name in controllers {
+        let listed = if name == "my-controller" {
+            "the class's `controllers`"
+        } else {
+            "`[policy] controllers` of the gateway configuration"
+        };
         notes.push(format!(
-            "list the addresses of controller {name:?} in the class's `controllers` (until then its rules allow nothing)"
+            "list the addresses of controller {name:?} in {listed} (until then its rules allow nothing)"
         ));
     }
     if rules.is_empty() && !refused.is_empty() {
@@ -437,6 +450,8 @@ fn overlaps(a: &Ace, b: &Ace, unknown: bool) -> bool {
         // Distinct abstractions may share addresses (a same-manufacturer device on the LAN).
         (Target::Remote { remote: x, .. }, Target::Remote { remote: y, .. }) => x == y || unknown,
         (Target::Any, _) | (_, Target::Any) => true,
+        (Target::LinkLayer(x), Target::LinkLayer(y)) => x == y,
+        (Target::LinkLayer(_), _) | (_, Target::LinkLayer(_)) => false,
         _ => unknown,
     };
     family
@@ -475,6 +490,7 @@ fn rule_for(from: &Ace, twins: &[&&Ace]) -> ImportedRule {
         Target::Any => RuleTarget::Nets(families.iter().map(|family| family.everything()).collect()),
         Target::Net(net) => RuleTarget::Nets(vec![*net]),
         Target::Name(name) => RuleTarget::Name(name.clone(), families),
+        Target::LinkLayer(_) => unreachable!("non-IP ACEs are set apart before rules are made"),
         Target::Remote { remote, within: Some(net) } => RuleTarget::Remote(remote.clone(), vec![*net]),
         Target::Remote { remote, within: None } => RuleTarget::Remote(
             remote.clone(),

@@ -325,6 +325,7 @@ fn rule_admits(rule: &toml::Table, controllers: &[IpNet], probe: &Probe) -> bool
                 "controller" | "my-controller" => controllers.to_vec(),
                 other => match other.split_once(':') {
                     Some(("manufacturer", host)) => abstraction_addrs("manufacturer", &json!(host)),
+                    Some(("controller", uri)) => abstraction_addrs("controller", &json!(uri)),
                     Some(("model", url)) => abstraction_addrs("model", &json!(url)),
                     _ => panic!("unknown remote {other}"),
                 },
@@ -415,9 +416,11 @@ fn imported_classes_never_admit_what_the_mud_file_does_not() {
             Err(error) => panic!("iteration {iteration}: generated files are valid: {error}\n{text}"),
         };
         imported += 1;
-        // The operator lists the one controller the import kept (named in its note).
+        // The operator lists the class's own controller when the import asks for it; other
+        // controllers are the site's (`controller:<URI>`).
         let controllers: Vec<IpNet> = CONTROLLERS
             .iter()
+            .filter(|(id, _)| *id == "my-controller")
             .filter(|(id, _)| result.notes.iter().any(|note| note.contains(&format!("controller {id:?}"))))
             .map(|(_, addr)| IpNet::from(addr.parse::<IpAddr>().expect("addr")))
             .collect();

@@ -132,16 +132,37 @@ fn abstractions_become_remotes_the_gateway_resolves() {
             r#"direction="outbound" nets=["0.0.0.0/0"] ports=[5353] protocol="udp" remote="local-networks""#,
             r#"direction="outbound" nets=["0.0.0.0/0"] ports=[53] protocol="udp" remote="gateway""#,
             r#"direction="outbound" nets=["0.0.0.0/0"] ports=[123] protocol="udp" remote="gateway""#,
-            r#"direction="outbound" nets=["0.0.0.0/0"] ports=[8443] protocol="tcp" remote="controller""#,
+            r#"direction="outbound" nets=["0.0.0.0/0"] ports=[8443] protocol="tcp" remote="controller:https://lighting.example.com/hub-class""#,
+            r#"direction="outbound" nets=["0.0.0.0/0"] ports=[9000] protocol="tcp" remote="my-controller""#,
             r#"direction="outbound" nets=["0.0.0.0/0"] ports=[5683] protocol="udp" remote="manufacturer:lighting.example.com""#,
             r#"direction="outbound" nets=["0.0.0.0/0"] ports=[5684] protocol="udp" remote="manufacturer:switches.example.net""#,
             r#"direction="inbound" nets=["0.0.0.0/0"] ports=[80] protocol="tcp" remote="model:https://lighting.example.com/remote3000""#,
             r#"direction="outbound" nets=["10.77.255.255/32"] ports=[9999] protocol="udp" remote="local-networks""#,
         ]
     );
-    // `my-controller` would share the class's one controllers list with the hub class.
-    assert_eq!(refused_lines(&imported.refused), ["v4-fr/second-controller matches/ietf-mud:mud"]);
-    assert!(imported.notes.iter().any(|note| note.contains("hub-class")), "{:?}", imported.notes);
+    // A controller by URI is the site's; `my-controller` the class's own list.
+    assert!(imported.refused.is_empty(), "{:?}", imported.refused);
+    let notes = imported.notes.join("\n");
+    assert!(notes.contains("\"https://lighting.example.com/hub-class\" in `[policy] controllers`"), "{notes}");
+    assert!(notes.contains("\"my-controller\" in the class's `controllers`"), "{notes}");
+}
+
+#[test]
+fn non_ip_aces_need_no_rule_and_an_ip_ethertype_gives_the_family() {
+    let imported = import(&testdata("link-layer.mud.json"), "plug", 52).expect("imports");
+    assert_eq!(allow_lines(&imported.toml), [r#"direction="outbound" nets=["0.0.0.0/0"] ports=[123] protocol="udp""#]);
+    assert_eq!(refused_lines(&imported.refused), ["fr-eth/arp-to-siblings matches/ietf-mud:mud"]);
+    let note = imported.notes.iter().find(|note| note.contains("non-IP")).expect("a note");
+    assert!(
+        note.contains("fr-eth/arp (EtherType 0x0806)") && note.contains("fr-eth/eapol (EtherType 0x888e)"),
+        "{note}"
+    );
+    // An EtherType that contradicts the IP match is no valid file.
+    let sample = testdata("link-layer.mud.json");
+    let contradiction = sample.replacen("\"ethertype\": \"ipv4\" }", "\"ethertype\": \"ipv4\" }, \"ipv6\": {}", 1);
+    assert_ne!(contradiction, sample);
+    let error = import(&contradiction, "plug", 52).expect_err("contradiction");
+    assert!(error.to_string().contains("/matches/eth/ethertype"), "{error}");
 }
 
 #[test]
