@@ -62,3 +62,68 @@ pub(super) fn run(
     };
     Ok((receiver, task))
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use super::*;
+    use crate::{
+        device::Mac,
+        inventory::mud::{MudFile, MudOutcome, record},
+    };
+
+    /// Waits for the next change of `devices`, bounded in time.
+    async fn next(devices: &mut MudDevices) -> Vec<MudDevice> {
+        tokio::time::timeout(MUD_DEVICES_INTERVAL * 5, devices.changed())
+            .await
+            .expect("the watch changes within a few intervals")
+            .expect("the task runs");
+        devices.borrow_and_update().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_device_getting_a_mud_class_moving_and_leaving_reaches_the_policy_step() {
+        let path = std::env::temp_dir().join(format!(
+            "iotgw-mud-devices-{}-{:08x}.db",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let writer = crate::schema::open(&path).expect("store");
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let (mut devices, task) = run(&path, Vec::new(), shutdown).expect("starts");
+        let task = tokio::spawn(task);
+        let mac = Mac([2, 0, 0, 0, 0, 0x40]);
+        let url = "https://lighting.example.com/bulb";
+        let file = MudFile {
+            url: url.into(),
+            class: "mud-49152".into(),
+            class_id: 49_152,
+            sha256: "aa".into(),
+            valid_until: time::OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time"),
+            signer: "CN=signer".into(),
+        };
+        record(&writer, mac, url, "dhcpv4", &MudOutcome::Applied(file), "applied").expect("recorded");
+        let seen = |ip: &str, at: i64| {
+            writer
+                .execute(
+                    "INSERT INTO inventory_addresses (mac, ip, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
+                    params![mac.to_string(), ip, at],
+                )
+                .expect("address");
+        };
+        seen("10.77.0.40", 1);
+        let device = |ip: &str| MudDevice { addr: ip.parse().expect("addr"), mud_url: url.into() };
+        assert_eq!(next(&mut devices).await, [device("10.77.0.40")]);
+        seen("10.77.0.41", 2);
+        assert_eq!(next(&mut devices).await, [device("10.77.0.41")]);
+        writer.execute("DELETE FROM inventory_devices WHERE mac = ?1", [mac.to_string()]).expect("removed");
+        assert_eq!(next(&mut devices).await, []);
+        trigger.trigger();
+        task.await.expect("the task ends at shutdown");
+        drop(writer);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}
