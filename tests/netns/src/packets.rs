@@ -174,6 +174,11 @@ pub fn dns_query(e: Endpoints, src_port: u16, id: u16, name: &str) -> Vec<u8> {
 /// A DNS answer giving `name` the A record `addr` for `ttl` seconds, encoded by hickory-proto,
 /// sent from port 53 (as a resolver upstream answers).
 pub fn dns_answer(e: Endpoints, dst_port: u16, id: u16, name: &str, addr: [u8; 4], ttl: u32) -> Vec<u8> {
+    udp(e, DNS_PORT, dst_port, &dns_answer_message(id, name, addr, ttl))
+}
+
+/// The DNS message of `dns_answer`, for a resolver that sends it through a socket.
+pub fn dns_answer_message(id: u16, name: &str, addr: [u8; 4], ttl: u32) -> Vec<u8> {
     use hickory_proto::{
         op::{Message, MessageType, Query},
         rr::{Name, RData, Record, RecordType, rdata::A},
@@ -183,7 +188,7 @@ pub fn dns_answer(e: Endpoints, dst_port: u16, id: u16, name: &str, addr: [u8; 4
     let qname = Name::from_ascii(name).expect("DNS name");
     message.add_query(Query::query(qname.clone(), RecordType::A));
     message.add_answer(Record::from_rdata(qname, ttl, RData::A(A::from(std::net::Ipv4Addr::from(addr)))));
-    udp(e, DNS_PORT, dst_port, &dns_bytes(&message))
+    dns_bytes(&message)
 }
 
 /// A DNS message on the wire, names written out in full (no compression pointers).
