@@ -4,7 +4,7 @@
 //! resolver here is a UDP socket on the gateway's LAN address in the gateway's namespace,
 //! answering one query; another device forges answers on the LAN.
 use std::{
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket},
     time::Duration,
 };
 
@@ -33,6 +33,10 @@ id = 14
 names = ["upload.camera.example.com"]
 protocol = "tcp"
 ports = [443]
+[[class.allow]]
+nets = ["fd77::1/128"]
+protocol = "udp"
+ports = [53]
 
 [[class]]
 name = "forger"
@@ -53,10 +57,14 @@ const NOT_RESOLVED: [u8; 4] = [10, 78, 0, 71];
 /// Where the forger's answers point.
 const FORGED: [u8; 4] = [10, 78, 0, 72];
 
-/// The gateway's own resolver: a UDP socket on its LAN address, port 53.
-fn resolver_socket(gateway_ns: &str) -> UdpSocket {
+/// The gateway's IPv6 LAN address, and the camera's.
+const GATEWAY_LAN_IPV6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 1);
+const CAMERA_IPV6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x10);
+
+/// The gateway's own resolver: a UDP socket on its LAN address `address`, port 53.
+fn resolver_socket(gateway_ns: &str, address: IpAddr) -> UdpSocket {
     let socket = lab::in_namespace(gateway_ns, || {
-        UdpSocket::bind((Ipv4Addr::from(GATEWAY_LAN_IP), DNS_PORT)).expect("bind the resolver on the LAN address")
+        UdpSocket::bind((address, DNS_PORT)).expect("bind the resolver on the LAN address")
     });
     socket.set_read_timeout(Some(Duration::from_secs(3))).expect("read timeout");
     socket
@@ -91,7 +99,7 @@ fn answers_of_the_gateways_own_resolver_open_the_name_and_lan_forgeries_open_not
         let (ip, mac) = (Ipv4Addr::from(device.ip).to_string(), lab::format_mac(device.mac));
         lab::ip(&lab.gw, &["neigh", "replace", &ip, "lladdr", &mac, "dev", "lan0", "nud", "permanent"]);
     }
-    let resolver = resolver_socket(&lab.gw);
+    let resolver = resolver_socket(&lab.gw, IpAddr::from(GATEWAY_LAN_IP));
     let gw_lan = lab.mac_of(&lab.gw, "lan0");
     let tx = RawSocket::open(&camera.ns, camera.interface);
     let forger_tx = RawSocket::open(&forger.ns, forger.interface);
@@ -175,4 +183,51 @@ fn answers_of_the_gateways_own_resolver_open_the_name_and_lan_forgeries_open_not
     assert_eq!(observers(), 1, "swapped in, not added");
     drop(ctl);
     assert_eq!(observers(), 0, "detaching removes the observer");
+}
+
+#[test]
+fn answers_of_the_gateways_own_resolver_over_ipv6_open_the_name() {
+    let lab = Lab::new(1);
+    let camera = &lab.devices[0];
+    // IPv6 on the gateway's LAN side only, before the controller reads its addresses.
+    lab::sysctl(&lab.gw, "net.ipv6.conf.lan0.disable_ipv6", "0");
+    lab::ip(&lab.gw, &["-6", "addr", "add", &format!("{GATEWAY_LAN_IPV6}/64"), "dev", "lan0", "nodad"]);
+    let mac = lab::format_mac(camera.mac);
+    let neighbour = CAMERA_IPV6.to_string();
+    lab::ip(&lab.gw, &["-6", "neigh", "replace", &neighbour, "lladdr", &mac, "dev", "lan0", "nud", "permanent"]);
+    let config = "[policy.dns]\nttl_floor_secs = 1\n\n[api]\nmetrics_public = true\n";
+    let files = [("lanes.toml", LANES), ("classes.toml", CLASSES), ("defaults.toml", &defaults("drop"))];
+    let ctl = Controller::start(&lab, &files, config);
+    enrol(&ctl, camera.mac, 14);
+    lab::ip(&lab.up, &["addr", "add", &format!("{}/24", Ipv4Addr::from(NOT_RESOLVED)), "dev", "eth0"]);
+    let resolver = resolver_socket(&lab.gw, IpAddr::V6(GATEWAY_LAN_IPV6));
+    let gw_lan = lab.mac_of(&lab.gw, "lan0");
+    let tx = RawSocket::open(&camera.ns, camera.interface);
+    let up = RawSocket::open(&lab.up, "eth0");
+    let to_gateway = Endpoints { src_mac: camera.mac, dst_mac: gw_lan, src_ip: camera.ip, dst_ip: GATEWAY_LAN_IP };
+    let targets = [RESOLVED, NOT_RESOLVED];
+    assert!(reachable(&up, &tx, to_gateway, &targets, HTTPS, 30_000).is_empty(), "nothing open before any answer");
+
+    // An A query over IPv6: the transport's family is not the record's.
+    let (device, gateway) =
+        (SocketAddrV6::new(CAMERA_IPV6, DEVICE_PORT, 0, 0), SocketAddrV6::new(GATEWAY_LAN_IPV6, DNS_PORT, 0, 0));
+    let query = packets::dns_query_message(QUERY_ID, NAME);
+    tx.send(&packets::udp6((camera.mac, gw_lan), device, gateway, &query));
+    let mut received = [0u8; 512];
+    let (_, asker) = resolver.recv_from(&mut received).expect("the query reaches the gateway's resolver");
+    assert_eq!(asker, SocketAddr::V6(device));
+    resolver.send_to(&packets::dns_answer_message(QUERY_ID, NAME, RESOLVED, 300), asker).expect("the answer");
+
+    let mut open = Default::default();
+    for attempt in 0..5 {
+        open = reachable(&up, &tx, to_gateway, &targets, HTTPS, 31_000 + attempt * 10);
+        if open.contains(&RESOLVED) {
+            break;
+        }
+    }
+    assert!(open.contains(&RESOLVED), "the answer over IPv6 opens the name's address: {open:?}");
+    assert!(!open.contains(&NOT_RESOLVED), "an address the name did not resolve to stays closed");
+    let scrape = ApiClient::new(&lab.gw).get("/metrics", None).body;
+    let matched = metric(&scrape, "iotgw_dns_answers_matched_total{source=\"gateway_resolver\"}");
+    assert_eq!(matched, Some(1.0), "{scrape}");
 }
