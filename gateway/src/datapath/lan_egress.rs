@@ -59,3 +59,19 @@ pub fn attach(ebpf: &mut Ebpf, interface: &str, pin_path: &Path) -> Result<Attac
     fd_link.pin(&pin).map_err(|e| attach_error(format!("pinning link at {}: {e}", pin.display())))?;
     Ok(attachment(false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_observers_link_pin_sits_beside_the_xdp_links_and_never_contains_a_dot() {
+        let root = Path::new("/sys/fs/bpf/iotgw");
+        assert_eq!(
+            tagged_link_pin(root, programs::LAN_EGRESS, "lan0", TCX),
+            root.join("links/iotgw_lan_egress@lan0:tcx")
+        );
+        let vlan = tagged_link_pin(root, programs::LAN_EGRESS, "eth0.100", TCX);
+        assert_eq!(vlan.file_name().and_then(|n| n.to_str()), Some("iotgw_lan_egress@eth0:100:tcx"));
+    }
+}

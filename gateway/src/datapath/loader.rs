@@ -114,7 +114,7 @@ pub struct Attachment {
     pub interface: String,
     pub program: &'static str,
     /// "driver" (native), "skb" (generic), or `UNKNOWN_MODE` for a reused pin of an older
-    /// controller.
+    /// controller; "tcx" for the LAN egress observer (`lan_egress::TCX`).
     pub mode: &'static str,
     /// True when an existing pinned link was updated in place.
     pub replaced: bool,
