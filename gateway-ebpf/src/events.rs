@@ -1,7 +1,12 @@
 //! Step 5: tell userspace. A flow's first packet becomes a `FlowEvent`; DHCP, DNS, ARP and
 //! TLS handshakes are copied into `SampleEvent`s for fingerprinting. The ring buffer never
-//! blocks: when it is full the event is counted as lost and the packet goes on.
-use aya_ebpf::{helpers::generated::bpf_xdp_load_bytes, programs::XdpContext};
+//! blocks: when it is full the event is counted as lost and the packet goes on. Samples are
+//! copied from an XDP frame or, for the LAN egress program, a TC socket buffer (`Frame`).
+use aya_ebpf::{
+    cty::{c_long, c_void},
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
 use gateway_ebpf::{
     EventHeader, FlowEvent, FlowKey, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter, event_kind,
 };
@@ -39,10 +44,48 @@ pub fn new_flow(
     entry.submit(0);
 }
 
+/// A frame a sample is copied from, from its Ethernet header on.
+pub trait Frame {
+    /// The frame's length in bytes.
+    fn frame_len(&self) -> usize;
+    /// Copies `len` bytes from `offset` to `to`; 0 on success.
+    ///
+    /// # Safety
+    /// `to` must be valid for `len` bytes of writes.
+    unsafe fn copy_out(&self, offset: u32, to: *mut c_void, len: u32) -> c_long;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.data_end() - self.data()
+    }
+
+    #[inline(always)]
+    unsafe fn copy_out(&self, offset: u32, to: *mut c_void, len: u32) -> c_long {
+        // SAFETY: the caller's promise on `to`; the helper checks the frame's bounds.
+        unsafe { bpf_xdp_load_bytes(self.ctx, offset, to, len) }
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len() as usize
+    }
+
+    #[inline(always)]
+    unsafe fn copy_out(&self, offset: u32, to: *mut c_void, len: u32) -> c_long {
+        // SAFETY: the caller's promise on `to`; the helper checks the buffer's bounds (and
+        // reads its non-linear part too).
+        unsafe { bpf_skb_load_bytes(self.skb.skb.cast(), offset, to, len) }
+    }
+}
+
 /// Copies the frame from `l3_offset` on (at most `SAMPLE_BYTES`).
 #[inline(always)]
 pub fn sample(
-    ctx: &XdpContext,
+    ctx: &impl Frame,
     mac: &MacKey,
     kind: u8,
     l3_offset: usize,
@@ -51,7 +94,7 @@ pub fn sample(
     decision: &Decision,
     now: u64,
 ) {
-    let frame_len = ctx.data_end() - ctx.data();
+    let frame_len = ctx.frame_len();
     if l3_offset >= frame_len {
         return;
     }
@@ -81,8 +124,7 @@ pub fn sample(
         (*event).frame_bytes = frame_len as u16;
         (*event).payload_offset = payload_offset.saturating_sub(l3_offset) as u16;
         (*event).mac = *mac;
-        if len == 0 || bpf_xdp_load_bytes(ctx.ctx, l3_offset as u32, (*event).data.as_mut_ptr().cast(), len as u32) != 0
-        {
+        if len == 0 || ctx.copy_out(l3_offset as u32, (*event).data.as_mut_ptr().cast(), len as u32) != 0 {
             entry.discard(0);
             return;
         }

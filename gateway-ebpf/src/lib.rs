@@ -57,12 +57,15 @@ pub mod maps {
     pub const EVENTS_BYTES: u32 = 1 << 22;
 }
 
-/// XDP program names in the object file.
+/// Program names in the object file.
 pub mod programs {
     /// On the interface facing the devices: classify, account, enforce.
     pub const LAN_INGRESS: &str = "iotgw_lan";
     /// On the upstream interface: traffic towards devices.
     pub const WAN_INGRESS: &str = "iotgw_wan";
+    /// TC, on the egress of the interface facing the devices: samples the answers of a DNS
+    /// resolver on the gateway itself; changes nothing.
+    pub const LAN_EGRESS: &str = "iotgw_lan_egress";
     /// A bare `XDP_PASS`, the benchmark baseline and the program that lets a veth peer
     /// receive redirected frames.
     pub const PASS: &str = "iotgw_pass";
@@ -614,9 +617,10 @@ pub mod sample_kind {
     pub const ARP: u8 = 3;
     /// A TCP payload that starts like a TLS handshake record (ClientHello fingerprints).
     pub const TLS: u8 = 4;
-    /// A DNS message from upstream towards a device, seen by the WAN program: only these may
-    /// open DNS-name policy rules (a device could forge anything it sends itself), and only
-    /// when one answers a query of the device's (`DNS`).
+    /// A DNS message towards a device that no device sent: from upstream (seen by the WAN
+    /// program) or from the gateway's own stack, i.e. a resolver on the gateway (seen by the
+    /// LAN egress program). Only these may open DNS-name policy rules (a device could forge
+    /// anything it sends itself), and only when one answers a query of the device's (`DNS`).
     pub const DNS_ANSWER: u8 = 5;
     /// DHCPv6 (UDP 546/547): devices announce their MUD URL in option 112.
     pub const DHCPV6: u8 = 6;

@@ -1,6 +1,7 @@
-//! iotgw's XDP programs. This file declares the maps and dispatches, with the two helpers
-//! both programs use (`configured`, `count`); each datapath step has its own module, in
-//! packet order:
+//! iotgw's XDP programs, and the TC program that watches the LAN interface's egress
+//! (`lan_egress`: the answers of a DNS resolver on the gateway itself). This file declares
+//! the maps and dispatches, with the two helpers the programs share (`configured`, `count`);
+//! each datapath step has its own module, in packet order:
 //!
 //! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `flow`
 //! (per-device and per-flow accounting) → `policy` (the verdict) → `events` (new flows and
@@ -21,6 +22,7 @@ mod decision;
 mod events;
 mod flow;
 mod lan;
+mod lan_egress;
 mod parse;
 mod policy;
 mod rare;
@@ -30,9 +32,9 @@ mod wire;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    macros::{map, xdp},
+    macros::{classifier, map, xdp},
     maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use gateway_ebpf::{
     ABI_VERSION, DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule, counter,
@@ -93,6 +95,13 @@ pub fn iotgw_lan(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn iotgw_wan(ctx: XdpContext) -> u32 {
     wan::ingress(&ctx)
+}
+
+/// Frames leaving towards the devices (TC egress of the LAN interface): observed, never
+/// changed.
+#[classifier]
+pub fn iotgw_lan_egress(ctx: TcContext) -> i32 {
+    lan_egress::egress(&ctx)
 }
 
 /// The bare baseline: passes everything. Also attached to veth peers that receive redirects.

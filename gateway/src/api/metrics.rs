@@ -19,7 +19,10 @@ use prometheus_client::{
 };
 
 use super::model::CountersSummary;
-use crate::{device::Access, policy::dns::Refusal};
+use crate::{
+    device::Access,
+    policy::dns::{AnswerSource, Refusal},
+};
 
 /// Prefix of every metric name (the registry adds it, to collectors' metrics too).
 pub const NAMESPACE: &str = "iotgw";
@@ -56,6 +59,11 @@ struct StageLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
 }
 
 /// Datapath counters read from `GLOBAL_STATS`, summed over CPUs.
@@ -259,7 +267,7 @@ pub struct Metrics {
     events_lost: Family<StageLabels, Counter>,
     auth_failures: Counter,
     dns_answers_refused: Family<ReasonLabels, Counter>,
-    dns_answers_matched: Counter,
+    dns_answers_matched: Family<SourceLabels, Counter>,
     dns_queries_evicted: Counter,
     snapshots: Arc<Mutex<Snapshots>>,
 }
@@ -294,13 +302,14 @@ impl Metrics {
         let dns_answers_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "dns_answers_refused",
-            "DNS answers from upstream that opened nothing, by reason (no matching query, wrong id, ...).",
+            "DNS answers that opened nothing, by reason (no matching query, wrong id, ...).",
             dns_answers_refused.clone(),
         );
-        let dns_answers_matched = Counter::default();
+        let dns_answers_matched = Family::<SourceLabels, Counter>::default();
         registry.register(
             "dns_answers_matched",
-            "DNS answers from upstream matched to a device's query (DNS-name rules follow only these).",
+            "DNS answers matched to a device's query (DNS-name rules follow only these), by source (upstream, \
+             or a resolver on the gateway itself).",
             dns_answers_matched.clone(),
         );
         let dns_queries_evicted = Counter::default();
@@ -317,6 +326,9 @@ impl Metrics {
         // Every reason at 0 from the start, so a scrape shows them all.
         for reason in Refusal::ALL {
             let _ = dns_answers_refused.get_or_create(&ReasonLabels { reason: reason.as_str() });
+        }
+        for source in AnswerSource::ALL {
+            let _ = dns_answers_matched.get_or_create(&SourceLabels { source: source.as_str() });
         }
         Self {
             registry,
@@ -368,9 +380,9 @@ impl Metrics {
         self.dns_answers_refused.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
     }
 
-    /// Counts a DNS answer matched to its query.
-    pub fn record_dns_match(&self) {
-        self.dns_answers_matched.inc();
+    /// Counts a DNS answer matched to its query, under who sent it.
+    pub fn record_dns_match(&self, source: AnswerSource) {
+        self.dns_answers_matched.get_or_create(&SourceLabels { source: source.as_str() }).inc();
     }
 
     /// Counts `count` DNS queries forgotten to make room.
@@ -451,7 +463,7 @@ mod tests {
         metrics.record_events_lost("event_bus", 5);
         metrics.record_dns_refusal(Refusal::WrongId);
         metrics.record_dns_refusal(Refusal::WrongId);
-        metrics.record_dns_match();
+        metrics.record_dns_match(AnswerSource::GatewayResolver);
         metrics.record_dns_queries_evicted(3);
         let mut stats = vec![0u64; counter::COUNT as usize];
         stats[(counter::DROPS_BASE + reason::BLOCKED) as usize] = 9;
@@ -473,7 +485,8 @@ mod tests {
         assert_eq!(value(&scrape, "iotgw_events_lost_total", Some(("stage", "event_bus"))), Some(5.0));
         assert_eq!(value(&scrape, "iotgw_dns_answers_refused_total", Some(("reason", "wrong_id"))), Some(2.0));
         assert_eq!(value(&scrape, "iotgw_dns_answers_refused_total", Some(("reason", "unsolicited"))), Some(0.0));
-        assert_eq!(value(&scrape, "iotgw_dns_answers_matched_total", None), Some(1.0));
+        let matched = |source| value(&scrape, "iotgw_dns_answers_matched_total", Some(("source", source)));
+        assert_eq!((matched("gateway_resolver"), matched("upstream")), (Some(1.0), Some(0.0)));
         assert_eq!(value(&scrape, "iotgw_dns_queries_evicted_total", None), Some(3.0));
         let blocked = reason::NAMES[reason::BLOCKED as usize];
         assert_eq!(value(&scrape, "iotgw_datapath_drops_total", Some(("reason", blocked))), Some(9.0));

@@ -192,7 +192,7 @@ impl PolicySync {
         match self.dns.sample(sample, policies, std::time::Instant::now()) {
             Outcome::Query { evicted } => self.metrics.record_dns_queries_evicted(evicted as u64),
             Outcome::Answer(update) => {
-                self.metrics.record_dns_match();
+                self.metrics.record_dns_match(update.source);
                 if update.added.is_empty() {
                     return;
                 }

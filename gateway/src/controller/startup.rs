@@ -47,7 +47,7 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
         }
     };
     let compiled = policy.current();
-    let dns = DnsTracker::new(&compiled, &config.policy.dns);
+    let dns = DnsTracker::new(&compiled, &config.policy.dns).with_gateway_addresses(gateway_addresses(config));
     let devices = crate::inventory::mud::devices(ledger.connection()).context("reading the devices on MUD classes")?;
     policy_sync::apply_policy(&maps, config, &compiled, &dns, &devices, quarantine_src_mac)?;
     restore_device_table(&*maps, ledger, config.identity.enrolled_policy_id)?;
@@ -60,6 +60,18 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
         "datapath configured (device table rebuilt from the store before attaching)"
     );
     Ok(Datapath { loaded, maps, ring, dns, quarantine_src_mac })
+}
+
+/// The gateway's own addresses, whose answers are a resolver on the gateway's: the LAN
+/// interface's and `[policy] gateway_addresses`.
+fn gateway_addresses(config: &Config) -> Vec<std::net::IpAddr> {
+    let mut addresses = interface::interface_addresses(&config.datapath.lan_interface).unwrap_or_default();
+    for address in &config.policy.gateway_addresses {
+        if !addresses.contains(address) {
+            addresses.push(*address);
+        }
+    }
+    addresses
 }
 
 /// Rebuilds the device table from the store (`datapath::restore`) and records back what the

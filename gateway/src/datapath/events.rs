@@ -39,8 +39,9 @@ pub enum SampleKind {
     Dhcp,
     /// DNS a device sent (LAN side): its queries, and anything DNS-looking it sends.
     Dns,
-    /// DNS from upstream towards the device (WAN side): opens DNS-name rules when it answers
-    /// one of the device's queries (`policy::dns`).
+    /// DNS towards the device that no device sent: from upstream (WAN program) or from a
+    /// resolver on the gateway itself (LAN egress program). Opens DNS-name rules when it
+    /// answers one of the device's queries (`policy::dns`).
     DnsAnswer,
     Arp,
     /// A TCP payload starting like a TLS handshake record.

@@ -114,7 +114,7 @@ pub struct Attachment {
     pub interface: String,
     pub program: &'static str,
     /// "driver" (native), "skb" (generic), or `UNKNOWN_MODE` for a reused pin of an older
-    /// controller.
+    /// controller; "tcx" for the LAN egress observer (`lan_egress::TCX`).
     pub mode: &'static str,
     /// True when an existing pinned link was updated in place.
     pub replaced: bool,
@@ -265,7 +265,9 @@ pub fn load(config: &DatapathConfig) -> Result<Loaded, LoadError> {
     Ok(Loaded { pins, ebpf, attachments: Vec::new(), xdp_log })
 }
 
-/// Attaches (or atomically swaps in) the LAN and WAN programs of `loaded`.
+/// Attaches (or atomically swaps in) the LAN and WAN programs of `loaded`, then the LAN
+/// egress observer (`lan_egress`), without which the gateway still enforces: it is warned
+/// about, not fatal.
 pub fn attach_all(loaded: &mut Loaded, config: &DatapathConfig) -> Result<(), LoadError> {
     loaded.attachments.push(attach(&mut loaded.ebpf, programs::LAN_INGRESS, &config.lan_interface, config)?);
     if let Some(wan) = &config.wan_interface {
@@ -280,6 +282,20 @@ pub fn attach_all(loaded: &mut Loaded, config: &DatapathConfig) -> Result<(), Lo
             load_ms = a.load_time.as_millis() as u64,
             "XDP attached"
         );
+    }
+    match super::lan_egress::attach(&mut loaded.ebpf, &config.lan_interface, &config.pin_path) {
+        Ok(a) => tracing::info!(
+            interface = %a.interface,
+            program = a.program,
+            mode = a.mode,
+            replaced = a.replaced,
+            "LAN egress observer attached (answers of a DNS resolver on the gateway open DNS-name rules)"
+        ),
+        Err(error) => tracing::warn!(
+            error = %error_chain(&error),
+            "LAN egress observer not attached: answers of a DNS resolver on the gateway itself open no DNS-name \
+             rules (only answers from upstream do)"
+        ),
     }
     Ok(())
 }
@@ -338,12 +354,16 @@ pub const PINNED_MAPS: [&str; 10] = [
 /// kernel), and VLAN interfaces have one (`eth0.100`), so dots become colons: interface
 /// names never contain a colon, so the name stays unambiguous.
 fn link_pin(pin_path: &Path, program: &str, interface: &str, mode: Option<LinkMode>) -> PathBuf {
-    let name = match mode {
-        Some(mode) => format!("{program}@{}:{}", interface.replace('.', ":"), mode.name()),
+    match mode {
+        Some(mode) => tagged_link_pin(pin_path, program, interface, mode.name()),
         // Controllers before the mode was recorded (which could not pin dotted names).
-        None => format!("{program}@{interface}"),
-    };
-    pin_path.join("links").join(name)
+        None => pin_path.join("links").join(format!("{program}@{interface}")),
+    }
+}
+
+/// `links/{program}@{interface}:{tag}`, dots in `interface` made colons (see `link_pin`).
+pub(super) fn tagged_link_pin(pin_path: &Path, program: &str, interface: &str, tag: &str) -> PathBuf {
+    pin_path.join("links").join(format!("{program}@{}:{tag}", interface.replace('.', ":")))
 }
 
 /// The pin a previous controller left for `program` on `interface`, and its mode if recorded.

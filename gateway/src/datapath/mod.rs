@@ -1,7 +1,7 @@
 //! The XDP datapath seen from userspace: `config` is its `[datapath]` section, `interface`
-//! reads the host's interfaces, `loader` loads and attaches the programs and pins
-//! the maps, `events` decodes the ring buffer, `maps` is the only writer of BPF maps,
-//! `xdp_log` forwards the programs' own (rare) log lines into `tracing`, `restore` rebuilds the
+//! reads the host's interfaces, `loader` loads and attaches the programs and pins the maps
+//! (`lan_egress` attaches the TC program that sees the gateway's own DNS answers), `events`
+//! decodes the ring buffer, `maps` is the only writer of BPF maps, `xdp_log` forwards the programs' own (rare) log lines into `tracing`, `restore` rebuilds the
 //! device table from the store at start-up, `traffic` counts bytes and packets per device, and
 //! `replay` imitates the LAN program over captures (offline analysis, training, tests).
 //!
@@ -19,6 +19,7 @@ pub mod capture;
 pub mod config;
 pub mod events;
 pub mod interface;
+pub mod lan_egress;
 pub mod loader;
 pub mod maps;
 pub mod replay;

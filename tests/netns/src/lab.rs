@@ -177,6 +177,21 @@ impl Lab {
     }
 }
 
+/// Runs `f` on a thread inside namespace `ns` (setns affects only the calling thread): a
+/// socket made there keeps that namespace wherever it is used.
+pub fn in_namespace<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let handle = std::fs::File::open(Lab::ns_path(ns)).unwrap_or_else(|e| panic!("netns {ns}: {e}"));
+                nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("namespace thread")
+    })
+}
+
 /// The XDP mode an interface runs a program in, as the kernel reports it (`ip -d link`'s
 /// `xdp` / `xdpgeneric`, read from its JSON): `IFLA_XDP_ATTACHED`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -32,6 +32,21 @@ pub fn udp(e: Endpoints, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8
     frame
 }
 
+/// A UDP datagram over IPv6 from `src` to `dst` (addresses and ports), between two MACs.
+pub fn udp6(
+    macs: ([u8; 6], [u8; 6]),
+    src: std::net::SocketAddrV6,
+    dst: std::net::SocketAddrV6,
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv6(src.ip().octets(), dst.ip().octets(), DEFAULT_TTL)
+        .udp(src.port(), dst.port());
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, payload).expect("udp frame");
+    frame
+}
+
 /// A TCP SYN with a typical option set (MSS, SACK permitted, timestamps, NOP, window scale).
 pub fn tcp_syn(e: Endpoints, src_port: u16, dst_port: u16) -> Vec<u8> {
     use etherparse::TcpOptionElement::*;
@@ -161,6 +176,11 @@ const ETHERNET_IPV4_UDP_HEADERS: usize = 14 + 20 + 8;
 
 /// A DNS query for `name`'s A record, encoded by hickory-proto.
 pub fn dns_query(e: Endpoints, src_port: u16, id: u16, name: &str) -> Vec<u8> {
+    udp(e, src_port, DNS_PORT, &dns_query_message(id, name))
+}
+
+/// The DNS message of `dns_query`.
+pub fn dns_query_message(id: u16, name: &str) -> Vec<u8> {
     use hickory_proto::{
         op::{Message, Query},
         rr::{Name, RecordType},
@@ -168,12 +188,17 @@ pub fn dns_query(e: Endpoints, src_port: u16, id: u16, name: &str) -> Vec<u8> {
     let mut message = Message::new();
     message.set_id(id).set_recursion_desired(true);
     message.add_query(Query::query(Name::from_ascii(name).expect("DNS name"), RecordType::A));
-    udp(e, src_port, DNS_PORT, &dns_bytes(&message))
+    dns_bytes(&message)
 }
 
 /// A DNS answer giving `name` the A record `addr` for `ttl` seconds, encoded by hickory-proto,
 /// sent from port 53 (as a resolver upstream answers).
 pub fn dns_answer(e: Endpoints, dst_port: u16, id: u16, name: &str, addr: [u8; 4], ttl: u32) -> Vec<u8> {
+    udp(e, DNS_PORT, dst_port, &dns_answer_message(id, name, addr, ttl))
+}
+
+/// The DNS message of `dns_answer`, for a resolver that sends it through a socket.
+pub fn dns_answer_message(id: u16, name: &str, addr: [u8; 4], ttl: u32) -> Vec<u8> {
     use hickory_proto::{
         op::{Message, MessageType, Query},
         rr::{Name, RData, Record, RecordType, rdata::A},
@@ -183,7 +208,7 @@ pub fn dns_answer(e: Endpoints, dst_port: u16, id: u16, name: &str, addr: [u8; 4
     let qname = Name::from_ascii(name).expect("DNS name");
     message.add_query(Query::query(qname.clone(), RecordType::A));
     message.add_answer(Record::from_rdata(qname, ttl, RData::A(A::from(std::net::Ipv4Addr::from(addr)))));
-    udp(e, DNS_PORT, dst_port, &dns_bytes(&message))
+    dns_bytes(&message)
 }
 
 /// A DNS message on the wire, names written out in full (no compression pointers).

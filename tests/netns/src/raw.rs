@@ -1,11 +1,13 @@
 //! Raw Ethernet frames in and out of a namespace's interface (AF_PACKET), for devices that
 //! send exactly the frames a test built and sniffers that see exactly what arrived.
 use std::{
+    collections::BTreeSet,
     ffi::CString,
-    fs::File,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
+
+use crate::packets::{self, Endpoints};
 
 /// An AF_PACKET socket bound to one interface of one namespace.
 pub struct RawSocket {
@@ -18,13 +20,8 @@ const ETH_P_ALL: u16 = 0x0003;
 impl RawSocket {
     /// Opens the socket from inside `ns` (a socket keeps the namespace it was made in).
     pub fn open(ns: &str, interface: &str) -> RawSocket {
-        let ns = ns.to_owned();
-        let interface = interface.to_owned();
-        // setns affects only the calling thread: do it on a throwaway one.
-        std::thread::spawn(move || {
-            let handle = File::open(crate::lab::Lab::ns_path(&ns)).unwrap_or_else(|e| panic!("netns {ns}: {e}"));
-            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let name = CString::new(interface.clone()).expect("interface name");
+        crate::lab::in_namespace(ns, || {
+            let name = CString::new(interface).expect("interface name");
             // SAFETY: plain libc calls with valid arguments; the fd is owned right away.
             unsafe {
                 let if_index = libc::if_nametoindex(name.as_ptr()) as i32;
@@ -45,8 +42,6 @@ impl RawSocket {
                 RawSocket { fd, if_index }
             }
         })
-        .join()
-        .expect("raw socket thread")
     }
 
     /// Sends one frame as is.
@@ -101,4 +96,28 @@ impl RawSocket {
             }
         }
     }
+}
+
+/// Sends a TCP SYN to port `port` of each of `targets` from `device` through `tx` (source
+/// ports from `base`) and returns the targets whose SYN came out on `far_side`.
+pub fn reachable(
+    far_side: &RawSocket,
+    tx: &RawSocket,
+    device: Endpoints,
+    targets: &[[u8; 4]],
+    port: u16,
+    base: u16,
+) -> BTreeSet<[u8; 4]> {
+    std::thread::scope(|scope| {
+        let sniffer = scope.spawn(|| {
+            far_side
+                .collect(Duration::from_millis(600), |f| packets::tcp(f).is_some_and(|t| t.destination_port() == port))
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        for (n, target) in targets.iter().enumerate() {
+            tx.send(&packets::tcp_syn(Endpoints { dst_ip: *target, ..device }, base + n as u16, port));
+        }
+        let frames = sniffer.join().expect("sniffer");
+        frames.iter().filter_map(|f| packets::ipv4_destination(f)).filter(|dst| targets.contains(dst)).collect()
+    })
 }

@@ -14,7 +14,7 @@ use netns_tests::{
     lab::{self, GATEWAY_LAN_IP, Lab},
     packets::{self, Endpoints},
     policies::{LANES, defaults},
-    raw::RawSocket,
+    raw::{RawSocket, reachable},
 };
 
 /// A camera class reaching its upload service and CDN by name only, and its resolver.
@@ -54,22 +54,6 @@ const FORGED: [(&str, [u8; 4]); 6] = [
     ("a second answer to one query", [10, 78, 0, 66]),
 ];
 
-/// Sends a TCP SYN to port 443 of each of `targets` (source ports from `base`) and returns
-/// the targets whose SYN came out upstream.
-fn reachable(up: &RawSocket, tx: &RawSocket, device: Endpoints, targets: &[[u8; 4]], base: u16) -> BTreeSet<[u8; 4]> {
-    std::thread::scope(|scope| {
-        let sniffer = scope.spawn(|| {
-            up.collect(Duration::from_millis(600), |f| packets::tcp(f).is_some_and(|t| t.destination_port() == HTTPS))
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        for (n, target) in targets.iter().enumerate() {
-            tx.send(&packets::tcp_syn(Endpoints { dst_ip: *target, ..device }, base + n as u16, HTTPS));
-        }
-        let frames = sniffer.join().expect("sniffer");
-        frames.iter().filter_map(|f| packets::ipv4_destination(f)).filter(|dst| targets.contains(dst)).collect()
-    })
-}
-
 /// The value of `iotgw_dns_answers_refused_total{reason="…"}` in a scrape.
 fn refused(scrape: &str, reason: &str) -> Option<u64> {
     let series = format!("iotgw_dns_answers_refused_total{{reason=\"{reason}\"}} ");
@@ -108,7 +92,10 @@ fn only_the_answer_to_a_devices_query_opens_an_allowed_name_and_every_forgery_op
     let mut targets: Vec<[u8; 4]> = FORGED.iter().map(|(_, addr)| *addr).collect();
     targets.extend([GENUINE, YEARS]);
 
-    assert!(reachable(&up, &tx, from_device, &targets, 30_000).is_empty(), "before any answer every address is closed");
+    assert!(
+        reachable(&up, &tx, from_device, &targets, HTTPS, 30_000).is_empty(),
+        "before any answer every address is closed"
+    );
 
     let [lan, unsolicited, wrong_id, wrong_name, other_resolver, second] = FORGED.map(|(_, addr)| addr);
     // The device answers itself, to the gateway (LAN side).
@@ -132,7 +119,7 @@ fn only_the_answer_to_a_devices_query_opens_an_allowed_name_and_every_forgery_op
 
     let mut open = BTreeSet::new();
     for attempt in 0..5 {
-        open = reachable(&up, &tx, from_device, &targets, 31_000 + attempt * 10);
+        open = reachable(&up, &tx, from_device, &targets, HTTPS, 31_000 + attempt * 10);
         if open.contains(&GENUINE) && open.contains(&YEARS) {
             break;
         }
@@ -153,6 +140,6 @@ fn only_the_answer_to_a_devices_query_opens_an_allowed_name_and_every_forgery_op
     // Ten years are capped: the address closes once the cap has passed.
     let capped = Duration::from_secs(TTL_CAP_SECS + 1);
     std::thread::sleep(capped.saturating_sub(answered.elapsed()));
-    let after = reachable(&up, &tx, from_device, &targets, 32_000);
+    let after = reachable(&up, &tx, from_device, &targets, HTTPS, 32_000);
     assert!(after.is_empty(), "past the TTL cap nothing stays open: {after:?}");
 }

@@ -1,5 +1,5 @@
-//! Verifier complexity: every XDP program of the object loads, and the verifier walks it in
-//! at most half its 1,000,000-instruction budget. A program near the limit fails on the next
+//! Verifier complexity: every program of the object (the XDP programs and the LAN egress TC
+//! program) loads, and the verifier walks it in at most half its 1,000,000-instruction budget. A program near the limit fails on the next
 //! small change or the next compiler, so the margin is a test, not only a benchmark figure
 //! (`cargo xtask bench xdp` prints the same counts).
 //!
@@ -7,7 +7,10 @@
 //! drop.
 use std::path::PathBuf;
 
-use aya::{EbpfLoader, programs::Xdp};
+use aya::{
+    EbpfLoader,
+    programs::{ProgramInfo, SchedClassifier, Xdp},
+};
 use gateway_ebpf::programs;
 use iotgw::datapath::loader;
 use netns_tests::require_root;
@@ -26,7 +29,7 @@ impl Drop for PinDir {
 }
 
 #[test]
-fn every_xdp_program_verifies_within_half_the_complexity_limit() {
+fn every_program_verifies_within_half_the_complexity_limit() {
     require_root();
     assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
     let dir = PinDir(PathBuf::from(format!("/sys/fs/bpf/iotgw-test-verifier-{}", std::process::id())));
@@ -40,10 +43,20 @@ fn every_xdp_program_verifies_within_half_the_complexity_limit() {
             .try_into()
             .expect("an XDP program");
         program.load().unwrap_or_else(|e| panic!("the verifier refuses {name}: {e:?}"));
-        let processed = program.info().expect("program info").verified_instruction_count().expect("kernel ≥ 5.16");
-        println!("verifier: {name} processed {processed} instructions (budget {BUDGET}, limit {VERIFIER_LIMIT})");
-        report.push((name, processed));
+        report.push((name, processed(name, &program.info().expect("program info"))));
     }
+    let name = programs::LAN_EGRESS;
+    let classifier: &mut SchedClassifier =
+        ebpf.program_mut(name).expect("the LAN egress program is in the object").try_into().expect("a TC program");
+    classifier.load().unwrap_or_else(|e| panic!("the verifier refuses {name}: {e:?}"));
+    report.push((name, processed(name, &classifier.info().expect("program info"))));
     let over: Vec<_> = report.iter().filter(|(_, processed)| *processed > BUDGET).collect();
     assert!(over.is_empty(), "over half the verifier's limit ({BUDGET} instructions): {over:?}");
+}
+
+/// Instructions the verifier processed for `name`, printed.
+fn processed(name: &str, info: &ProgramInfo) -> u32 {
+    let processed = info.verified_instruction_count().expect("kernel ≥ 5.16");
+    println!("verifier: {name} processed {processed} instructions (budget {BUDGET}, limit {VERIFIER_LIMIT})");
+    processed
 }

@@ -1,5 +1,9 @@
 //! `[policy.dns]` of the gateway configuration: how long a device's DNS query waits for its
 //! answer, how many queries are remembered, and how long an answered address stays open.
+//! The same rules hold for answers from upstream and from a resolver on the gateway itself
+//! (sampled on the LAN interface's egress; nothing to configure: the gateway's addresses are
+//! its LAN interface's and `[policy] gateway_addresses`, and only tell the two apart in
+//! `/metrics`).
 use std::time::Duration;
 
 use serde::Deserialize;

@@ -7,10 +7,14 @@
 //!
 //! An answer counts only when it answers a query the device sent (`queries`):
 //! - the query is a LAN-side sample (`SampleKind::Dns`) the datapath passed, sent to port 53;
-//! - the answer is a WAN-side sample (`SampleKind::DnsAnswer`, from upstream towards the
-//!   device) from the address and port the query went to, to the device's address and port
-//!   it came from, with its id and its question (name compared case-insensitively, type),
-//!   within `query_timeout_ms`, and only the first such answer;
+//! - the answer is a `SampleKind::DnsAnswer`: sent towards the device by upstream (the WAN
+//!   program's sample) or by the gateway's own stack, i.e. a resolver on the gateway that
+//!   DHCP hands out (the LAN egress program's sample; packets the gateway merely forwards,
+//!   such as a device's forgery routed to another device, are not sampled there);
+//! - it comes from the address and port the query went to (upstream, or the gateway's LAN
+//!   address for its own resolver), to the device's address and port it came from, with its
+//!   id and its question (name compared case-insensitively, type), within
+//!   `query_timeout_ms`, and only the first such answer;
 //! - only the question's name and the CNAMEs it leads to inside that answer are followed,
 //!   and only addresses of the asked type (`answers`).
 //!
@@ -19,7 +23,8 @@
 //! upstream by sending an answer nobody asked for. Whoever answers a device's query decides
 //! which addresses its DNS-name rules open, as it decides where the device connects. Answers
 //! truncated by the datapath's sample size are refused as malformed. The WAN program samples
-//! IPv4 only, so only answers over IPv4 count (they may carry AAAA records).
+//! IPv4 only, so answers from upstream count over IPv4 only (they may carry AAAA records);
+//! the gateway's own resolver is followed over IPv4 and IPv6.
 mod answers;
 pub mod config;
 mod datagram;
@@ -109,7 +114,7 @@ pub enum Outcome {
     Query { evicted: usize },
     /// The answer to a remembered query, and what it opened.
     Answer(DnsUpdate),
-    /// An answer from upstream that counts for nothing.
+    /// An answer that counts for nothing.
     Refused(Refused),
     /// A LAN-side DNS packet that is not a query to follow (a device's own answer, a query
     /// the datapath dropped, ...), or not a DNS sample.
@@ -119,12 +124,36 @@ pub enum Outcome {
 /// What one DNS response changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsUpdate {
+    /// Who answered.
+    pub source: AnswerSource,
     /// New entries (the maps must be resynced when this is not empty).
     pub added: Vec<DnsBinding>,
     /// Entries whose expiry moved later.
     pub refreshed: usize,
     /// Addresses ignored because `MAX_DNS_ENTRIES` was reached.
     pub dropped: usize,
+}
+
+/// Who answered a device's query (counted apart in `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AnswerSource {
+    /// A resolver beyond the gateway.
+    #[default]
+    Upstream,
+    /// A resolver on the gateway itself: the answer came from one of its addresses.
+    GatewayResolver,
+}
+
+impl AnswerSource {
+    pub const ALL: [AnswerSource; 2] = [AnswerSource::Upstream, AnswerSource::GatewayResolver];
+
+    /// The name in `/metrics`' `source` label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AnswerSource::Upstream => "upstream",
+            AnswerSource::GatewayResolver => "gateway_resolver",
+        }
+    }
 }
 
 /// A name's address, allowed by a DNS rule until `expires`.
@@ -152,6 +181,8 @@ pub struct DnsTracker {
     queries: QueryBook,
     ttl_floor: Duration,
     ttl_ceiling: Duration,
+    /// The gateway's own addresses: answers from these are its resolver's.
+    gateway_addresses: Vec<IpAddr>,
 }
 
 impl DnsTracker {
@@ -162,7 +193,14 @@ impl DnsTracker {
             queries: QueryBook::new(config),
             ttl_floor: config.ttl_floor(),
             ttl_ceiling: config.ttl_ceiling(),
+            gateway_addresses: Vec::new(),
         }
+    }
+
+    /// Tells answers of a resolver on the gateway (from `addresses`, its own) from answers
+    /// from upstream, for `DnsUpdate::source`. Both are matched to queries alike.
+    pub fn with_gateway_addresses(self, addresses: Vec<IpAddr>) -> Self {
+        Self { gateway_addresses: addresses, ..self }
     }
 
     /// Switches to a reloaded policy: entries whose rule is unchanged (same policy id, name,
@@ -184,8 +222,8 @@ impl DnsTracker {
         }
     }
 
-    /// Reads one DNS sample: remembers a device's query, or matches an answer from upstream
-    /// to one and records the addresses of the names the DNS rules of the device's policies
+    /// Reads one DNS sample: remembers a device's query, or matches an answer (from upstream
+    /// or the gateway's own resolver) to one and records the addresses of the names the DNS rules of the device's policies
     /// allow (`policies`, asked only then: `policies_in_force`). Entries belong to the policy,
     /// so every device of the class benefits, as the datapath's per-policy maps require.
     pub fn sample(
@@ -234,7 +272,12 @@ impl DnsTracker {
         if let Err(reason) = self.queries.answer(exchange, &datagram.question, sample.time) {
             return refused(reason, Some(&datagram));
         }
-        Outcome::Answer(self.learn(&policies(sample.mac), &datagram, now))
+        let source = if self.gateway_addresses.contains(&datagram.src.ip()) {
+            AnswerSource::GatewayResolver
+        } else {
+            AnswerSource::Upstream
+        };
+        Outcome::Answer(DnsUpdate { source, ..self.learn(&policies(sample.mac), &datagram, now) })
     }
 
     /// Records what a matched answer says for the DNS rules of `policies`.

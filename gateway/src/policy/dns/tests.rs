@@ -1,5 +1,5 @@
 //! The tracker fed as the datapath feeds it: a device's query sampled on the LAN side, the
-//! resolver's answer on the WAN side, each an IP/UDP datagram built by etherparse around a
+//! resolver's answer on the WAN side (or leaving the LAN, from a resolver on the gateway), each an IP/UDP datagram built by etherparse around a
 //! DNS message built by hickory-proto. Every forgery of issue 17 opens nothing.
 use std::{
     net::{Ipv4Addr, Ipv6Addr, SocketAddrV4},
@@ -72,15 +72,21 @@ fn time(at_ms: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_000) + Duration::from_millis(at_ms)
 }
 
-/// A DNS sample of `kind` as the datapath copies it: from the IPv4 header on.
+/// A DNS sample of `kind` as the datapath copies it: from the IP header on.
 pub(crate) fn udp_sample(
     kind: SampleKind,
-    src: SocketAddrV4,
-    dst: SocketAddrV4,
+    src: impl Into<SocketAddr>,
+    dst: impl Into<SocketAddr>,
     dns: &[u8],
     at: SystemTime,
 ) -> PacketSample {
-    let builder = etherparse::PacketBuilder::ipv4(src.ip().octets(), dst.ip().octets(), 64).udp(src.port(), dst.port());
+    let (src, dst) = (src.into(), dst.into());
+    let builder = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(from), IpAddr::V4(to)) => etherparse::PacketBuilder::ipv4(from.octets(), to.octets(), 64),
+        (IpAddr::V6(from), IpAddr::V6(to)) => etherparse::PacketBuilder::ipv6(from.octets(), to.octets(), 64),
+        _ => panic!("{src} and {dst} are of different families"),
+    }
+    .udp(src.port(), dst.port());
     let mut data = Vec::with_capacity(builder.size(dns.len()));
     builder.write(&mut data, dns).expect("udp datagram");
     PacketSample {
@@ -425,4 +431,80 @@ fn shipped_camera_policy_gains_its_cdn_address_until_the_ttl_runs_out() {
     camera.tracker.tick(camera.now + Duration::from_secs(45));
     let (rules, _) = compiled.rules_with(&camera.tracker.active());
     assert_eq!(rules, compiled.rules);
+}
+
+/// Where a resolver on the gateway itself listens: its LAN addresses.
+const GATEWAY_V4: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 53);
+const GATEWAY_V6: &str = "[fd77::1]:53";
+
+/// The camera, its tracker told the gateway's own addresses.
+fn camera_behind_a_resolving_gateway() -> Device {
+    let policy = check_text(POLICY);
+    let mut camera = Device::new(&policy, &[CAMERA]);
+    let gateway: SocketAddr = GATEWAY_V6.parse().expect("address");
+    let addresses = vec![IpAddr::V4(*GATEWAY_V4.ip()), gateway.ip()];
+    camera.tracker = DnsTracker::new(&policy, &DnsConfig::default()).with_gateway_addresses(addresses);
+    camera
+}
+
+#[test]
+fn the_gateways_own_resolver_opens_names_by_the_same_rules_and_is_counted_apart() {
+    let mut camera = camera_behind_a_resolving_gateway();
+    let device = SocketAddrV4::new(DEVICE_IP, 40_001);
+    let query = message(1, NAME, RecordType::A, false, &[]);
+    assert_eq!(
+        camera.feed(&udp_sample(SampleKind::Dns, device, GATEWAY_V4, &query, time(0))),
+        Outcome::Query { evicted: 0 }
+    );
+
+    // Another device's forgery is a LAN-side sample (the LAN egress program never samples
+    // what the gateway forwards): never an answer.
+    let forged = message(1, NAME, RecordType::A, true, &[Record::A(NAME, 300, [10, 78, 9, 9])]);
+    let from_lan = udp_sample(SampleKind::Dns, GATEWAY_V4, device, &forged, time(5));
+    assert_eq!(camera.feed(&from_lan), Outcome::Ignored(DnsError::NotAQuery));
+    // The query went to the gateway: an answer from upstream does not answer it.
+    assert_eq!(refusal(camera.answer_from(RESOLVER, 40_001, &forged, 6)), Some(Refusal::WrongResolver));
+    let wrong_id = message(2, NAME, RecordType::A, true, &[Record::A(NAME, 300, [10, 78, 9, 9])]);
+    assert_eq!(refusal(camera.answer_from(GATEWAY_V4, 40_001, &wrong_id, 7)), Some(Refusal::WrongId));
+    assert!(camera.tracker.is_empty());
+
+    let genuine = message(1, NAME, RecordType::A, true, &[Record::A(NAME, 300, [10, 78, 1, 17])]);
+    let Outcome::Answer(update) = camera.answer_from(GATEWAY_V4, 40_001, &genuine, 10) else { panic!("not matched") };
+    assert_eq!(update.source, AnswerSource::GatewayResolver);
+    assert_eq!(update.added.len(), 1);
+    assert_eq!(update.added[0].rule.net, "10.78.1.17/32".parse::<IpNet>().expect("net"));
+    assert_eq!(refusal(camera.answer_from(GATEWAY_V4, 40_001, &genuine, 20)), Some(Refusal::Duplicate));
+    assert_eq!(refusal(camera.answer_from(GATEWAY_V4, 40_002, &genuine, 20)), Some(Refusal::Unsolicited));
+    let late_query = SocketAddrV4::new(DEVICE_IP, 40_003);
+    let query = message(3, NAME, RecordType::A, false, &[]);
+    camera.feed(&udp_sample(SampleKind::Dns, late_query, GATEWAY_V4, &query, time(0)));
+    let late = message(3, NAME, RecordType::A, true, &[Record::A(NAME, 300, [10, 78, 9, 8])]);
+    assert_eq!(refusal(camera.answer_from(GATEWAY_V4, 40_003, &late, 5_001)), Some(Refusal::Late));
+
+    // Answers from upstream are still matched, and counted as such.
+    assert_eq!(camera.resolve(4, NAME, &[Record::A(NAME, 300, [10, 78, 1, 18])]).source, AnswerSource::Upstream);
+}
+
+#[test]
+fn the_gateways_own_resolver_is_followed_over_ipv6() {
+    let mut camera = camera_behind_a_resolving_gateway();
+    let gateway: SocketAddr = GATEWAY_V6.parse().expect("address");
+    let device: SocketAddr = "[fd77::10]:40001".parse().expect("address");
+    let query = message(1, NAME, RecordType::AAAA, false, &[]);
+    assert!(matches!(
+        camera.feed(&udp_sample(SampleKind::Dns, device, gateway, &query, time(0))),
+        Outcome::Query { .. }
+    ));
+    let v6: Ipv6Addr = "2001:db8:78::17".parse().expect("addr");
+    let answer = message(1, NAME, RecordType::AAAA, true, &[Record::Aaaa(NAME, 300, v6)]);
+    let other_device: SocketAddr = "[fd77::11]:40001".parse().expect("address");
+    let misdirected = udp_sample(SampleKind::DnsAnswer, gateway, other_device, &answer, time(5));
+    assert_eq!(refusal(camera.feed(&misdirected)), Some(Refusal::Unsolicited));
+    let Outcome::Answer(update) = camera.feed(&udp_sample(SampleKind::DnsAnswer, gateway, device, &answer, time(10)))
+    else {
+        panic!("not matched")
+    };
+    assert_eq!(update.source, AnswerSource::GatewayResolver);
+    assert_eq!(update.added.len(), 1);
+    assert_eq!(update.added[0].rule.net, IpNet::from(IpAddr::V6(v6)));
 }
