@@ -73,6 +73,7 @@ impl Config {
         problems.extend(self.datapath.problems());
         problems.extend(self.api.problems());
         problems.extend(self.baseline.problems());
+        problems.extend(self.detect.problems());
         problems.extend(self.integrations.problems());
         problems.extend(self.identity.problems());
         problems.extend(self.fleet.problems());
@@ -90,6 +91,19 @@ mod tests {
     fn empty_file_gives_defaults() {
         let config = parse(Path::new("x.toml"), "").unwrap();
         assert_eq!(config.datapath.attach_mode, crate::datapath::AttachMode::Auto);
+    }
+
+    #[test]
+    fn threat_intel_sources_parse_and_a_csv_without_column_is_refused() {
+        let text = "[[detect.threat_intel]]\npath = \"/etc/iotgw/intel/c2.txt\"\nformat = \"ip\"\n\n[[detect.threat_intel]]\npath = \"/etc/iotgw/intel/feodo.csv\"\nformat = \"csv\"\ncolumn = \"2\"\n";
+        let config = parse(Path::new("x.toml"), text).unwrap();
+        assert_eq!(config.detect.threat_intel.len(), 2);
+        assert_eq!(config.detect.threat_intel[1].column.as_deref(), Some("2"));
+        let err =
+            parse(Path::new("x.toml"), "[[detect.threat_intel]]\npath = \"feed.csv\"\nformat = \"csv\"\n").unwrap_err();
+        assert!(err.to_string().contains("a csv source needs a column"), "{err}");
+        let err = parse(Path::new("x.toml"), "[detect]\nflood_factor = -1\n").unwrap_err();
+        assert!(err.to_string().contains("detect.flood_factor"), "{err}");
     }
 
     #[test]

@@ -69,6 +69,7 @@ fn check_rfc5424(message: &Value, event: &GatewayEvent) {
         assert_eq!(alert["incident"], *incident_id);
         assert_eq!(alert["expected"], *expected, "SD escaping of quote, backslash, bracket");
         assert_eq!(alert["observed"], *observed, "SD escaping of bracket, backslash, newline, UTF-8");
+        assert_eq!(alert["attack"], "T1046,T0846", "the scan's ATT&CK techniques");
         // rsyslog tolerates an unescaped `]` inside a quoted value; RFC 5424 §6.3.3 does not,
         // so check the raw SD rsyslog extracted too.
         let raw = message["structured_data"].as_str().unwrap();
@@ -104,6 +105,8 @@ fn check_cef(message: &Value, event: &GatewayEvent) {
         assert_eq!(cef["Extensions"]["cs3"], *expected, "CEF extension escaping");
         assert_eq!(cef["Extensions"]["cs4"], *observed, "CEF extension escaping (=, \\, newline)");
         assert_eq!(cef["Extensions"]["src"], "10.0.0.5");
+        assert_eq!(cef["Extensions"]["cs5Label"], "mitreAttackTechniques");
+        assert_eq!(cef["Extensions"]["cs5"], "T1046,T0846", "the scan's ATT&CK techniques");
     }
 }
 

@@ -87,9 +87,6 @@ impl Baselines {
     /// Restores stored state (see `store::load`).
     pub fn restore(&mut self, devices: Vec<store::DeviceRecord>, classes: Vec<(String, ClassBaseline)>) {
         for record in devices {
-            if let DeviceBaseline::Baselined(baselined) = &record.baseline {
-                self.site.pool(record.mac, &baselined.profile);
-            }
             self.devices.insert(
                 record.mac,
                 DeviceEntry { baseline: record.baseline, class: record.class, window: None, dirty: false },
@@ -129,6 +126,23 @@ impl Baselines {
 
     pub fn class(&self, class: &str) -> Option<&ClassBaseline> {
         self.classes.get(class)
+    }
+
+    /// The profile a device's rates are held to: its own once baselined, else (the crowd
+    /// baseline) its type's, with the type's name; `None` before either exists.
+    pub fn rate_reference(&self, mac: Mac) -> Option<(&Profile, Option<&str>)> {
+        if let Some(profile) = self.device(mac).and_then(DeviceBaseline::baselined) {
+            return Some((profile, None));
+        }
+        let (class, peers) = self.type_peers(mac)?;
+        (peers.profile.windows.count > 0).then_some((&peers.profile, Some(class)))
+    }
+
+    /// The device's type and what the baselined devices of that type reach (the crowd
+    /// baseline), once one of them is baselined.
+    pub fn type_peers(&self, mac: Mac) -> Option<(&str, &ClassBaseline)> {
+        let class = self.class_of(mac)?;
+        Some((class, self.classes.get(class)?))
     }
 
     pub fn devices(&self) -> impl Iterator<Item = (Mac, &DeviceBaseline)> {
@@ -288,7 +302,6 @@ impl Baselines {
                     pooled.profile.merge(&baselined.profile);
                     self.classes_dirty.push(class.clone());
                 }
-                self.site.pool(mac, &baselined.profile);
                 tracing::info!(device = %mac, flows = baselined.profile.flows, "baseline learnt");
                 entry.baseline = DeviceBaseline::Baselined(baselined);
                 entry.dirty = true;

@@ -170,14 +170,19 @@ impl Profile {
     /// True when `name` or its registrable domain (last two labels) was seen while learning:
     /// CDNs rotate host names under one domain (`a1.cdn.vendor.com`, `a2.cdn.vendor.com`).
     pub fn knows_name(&self, name: &str) -> bool {
-        let domain = registrable_domain(name);
-        self.names.iter().any(|known| known == name || registrable_domain(known) == domain)
+        names_cover(&self.names, name)
     }
 
     /// The periodic flows, for export and for explaining alerts.
     pub fn periodic(&self) -> impl Iterator<Item = (&String, &Periodicity)> {
         self.timing.iter().filter(|(_, t)| t.is_periodic())
     }
+}
+
+/// True when `name` or its registrable domain is among `names`.
+pub fn names_cover(names: &BTreeSet<String>, name: &str) -> bool {
+    let domain = registrable_domain(name);
+    names.iter().any(|known| known == name || registrable_domain(known) == domain)
 }
 
 /// The last two labels of a DNS name, lowercased (`eu.api.vendor.com` → `vendor.com`). No

@@ -7,44 +7,28 @@
 //! - **Live LAN hosts**: addresses seen sending on the LAN (flows, ARP). Lateral movement is
 //!   a conversation with another live host; a lone flow to an address nobody uses is a stale
 //!   callback or a probe (and probes are what the scan detector counts).
-//! - **Vendor peers**: the upstream prefixes and DNS names the baselined devices of one
-//!   manufacturer (OUI) reach. Vendors run one cloud for all their models: a destination new
-//!   to one Edimax plug but known to the other Edimax devices here is that cloud.
+//!
+//! What the other devices of a device's *type* reach is its class baseline (`Baselines::class`),
+//! not a pool by OUI: an OUI names the Wi-Fi chip's maker as often as the product's, and
+//! Espressif's covers unrelated products of many brands.
 //!
 //! Fed by `Baselines` from the same inputs; bounded in memory.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr},
 };
 
-use ipnet::IpNet;
-
-use super::{Profile, Service, profile::ServiceProfile};
 use crate::device::Mac;
 
 /// Most addresses one device may own (several interfaces, a setup access point, DHCP moves).
 pub const MAX_OWN_ADDRESSES: usize = 16;
 /// Most live LAN hosts remembered; past it the table starts over (bounded memory).
 pub const LIVE_HOSTS_CAPACITY: usize = 65_536;
-/// Most prefixes and names pooled per vendor.
-pub const VENDOR_CAPACITY: usize = 4_096;
-
-/// What the baselined devices of one manufacturer reach.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct VendorPeers {
-    /// Baselined devices pooled.
-    pub devices: u64,
-    pub destinations: BTreeSet<IpNet>,
-    pub names: BTreeSet<String>,
-    /// Per service, where the vendor's devices reached it (prefixes and flow counts only).
-    pub services: BTreeMap<Service, ServiceProfile>,
-}
 
 #[derive(Debug, Default)]
 pub struct Site {
     own: HashMap<Mac, BTreeSet<Ipv4Addr>>,
     live: HashMap<IpAddr, Mac>,
-    vendors: HashMap<[u8; 3], VendorPeers>,
 }
 
 impl Site {
@@ -88,60 +72,6 @@ impl Site {
     pub fn host(&self, addr: IpAddr) -> Option<Mac> {
         self.live.get(&addr).copied()
     }
-
-    /// Pools a newly baselined device's destinations into its vendor's (universally
-    /// administered MACs only: a randomised phone MAC names no manufacturer).
-    pub fn pool(&mut self, mac: Mac, profile: &Profile) {
-        if mac.is_locally_administered() {
-            return;
-        }
-        let peers = self.vendors.entry(mac.oui()).or_default();
-        peers.devices += 1;
-        for prefix in &profile.destinations {
-            if peers.destinations.len() >= VENDOR_CAPACITY {
-                break;
-            }
-            peers.destinations.insert(*prefix);
-        }
-        for name in &profile.names {
-            if peers.names.len() >= VENDOR_CAPACITY {
-                break;
-            }
-            peers.names.insert(name.clone());
-        }
-        for (service, theirs) in &profile.services {
-            if !peers.services.contains_key(service) && peers.services.len() >= VENDOR_CAPACITY {
-                continue;
-            }
-            let ours = peers.services.entry(*service).or_default();
-            ours.flows += theirs.flows;
-            for prefix in &theirs.prefixes {
-                if ours.prefixes.len() >= VENDOR_CAPACITY {
-                    break;
-                }
-                ours.prefixes.insert(*prefix);
-            }
-        }
-    }
-
-    /// What the other baselined devices of `mac`'s manufacturer reach.
-    pub fn vendor_peers(&self, mac: Mac) -> Option<&VendorPeers> {
-        if mac.is_locally_administered() {
-            return None;
-        }
-        self.vendors.get(&mac.oui())
-    }
-}
-
-impl VendorPeers {
-    /// True when `addr` lies in a pooled prefix or `name` shares a pooled registrable domain.
-    pub fn know(&self, addr: IpAddr, name: Option<&str>) -> bool {
-        self.destinations.iter().any(|net| net.contains(&addr))
-            || name.is_some_and(|name| {
-                let domain = super::profile::registrable_domain(name);
-                self.names.iter().any(|known| super::profile::registrable_domain(known) == domain)
-            })
-    }
 }
 
 #[cfg(test)]
@@ -168,24 +98,6 @@ mod tests {
         let learnt: BTreeSet<Ipv4Addr> = ["10.10.10.158".parse().unwrap()].into();
         assert!(restarted.is_forwarded(plug, phone_behind_it, &learnt));
         assert!(!restarted.is_forwarded(plug, "10.10.10.158".parse().unwrap(), &learnt));
-    }
-
-    #[test]
-    fn vendor_peers_pool_universal_macs_only() {
-        let mut site = Site::default();
-        let mut profile = Profile::default();
-        profile.destinations.insert("54.217.230.0/24".parse().unwrap());
-        profile.names.insert("www.myedimax.com".into());
-        site.pool(mac("74:da:38:4a:76:49"), &profile);
-        site.pool(mac("02:00:00:00:00:01"), &profile);
-        let other_edimax = mac("74:da:38:23:22:7b");
-        let peers = site.vendor_peers(other_edimax).expect("Edimax peers");
-        assert_eq!(peers.devices, 1);
-        assert!(peers.know("54.217.230.12".parse().unwrap(), None));
-        assert!(peers.know("1.2.3.4".parse().unwrap(), Some("eu.myedimax.com")));
-        assert!(!peers.know("45.9.148.3".parse().unwrap(), None));
-        assert!(site.vendor_peers(mac("02:00:00:00:00:02")).is_none());
-        assert!(site.vendor_peers(mac("3c:33:00:98:ee:fd")).is_none());
     }
 
     #[test]

@@ -94,9 +94,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let detection = if failed {
         None
     } else {
+        // The types the inventory gave the devices, as `iotgw run` hands them to the pipeline:
+        // what the baselined devices of a type reach exempts the others of that type.
+        let types: Vec<(crate::device::Mac, String)> =
+            devices.iter().filter_map(|d| Some((d.mac, d.device_type.clone()?))).collect();
         let analysis = crate::detect::offline::analyze(
             &args.learn,
             &args.captures,
+            &types,
             crate::baseline::Config::default(),
             crate::detect::Config::default(),
         )

@@ -12,7 +12,8 @@
 //! - `policy_sync`: policy reloads, MUD classes and DNS-name rules;
 //! - `services`: identity, integrations, the fleet, OTA;
 //! - `api`: the local API with the SOAR actions;
-//! - `metrics`: counters, backlogs, alerts and actions as metrics.
+//! - `metrics`: counters, backlogs, alerts and actions as metrics;
+//! - `threat_intel`: the threat-intelligence lists, reloaded when their files change.
 //!
 //! The pipeline baseline → detect → respond is `crate::pipeline`, on its own thread; every
 //! alert is recorded by `crate::alerts::Recorder`, on its own thread too.
@@ -42,6 +43,7 @@ mod policy_sync;
 mod ring;
 mod services;
 mod startup;
+mod threat_intel;
 
 /// How long steps get to finish after the shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -110,6 +112,11 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     )
     .context("starting detection")?;
     let pipeline_tx = pipeline.sender();
+    if let Some(reloads) =
+        threat_intel::start(&config.detect.threat_intel, pipeline_tx.clone(), shutdown.clone()).await?
+    {
+        tasks.spawn(reloads);
+    }
 
     // The inventory, on its own thread too, so SQLite never runs on the async workers.
     let (inventory_tx, inventory_rx) = std::sync::mpsc::sync_channel(PIPELINE_QUEUE);

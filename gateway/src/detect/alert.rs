@@ -26,16 +26,26 @@ pub enum DetectorKind {
     LateralMovement,
     /// An IP address claimed by a second MAC, a forged ARP sender, or a gratuitous ARP storm.
     ArpSpoof,
+    /// A protocol botnets use for command and control (IRC) or to spread (telnet out),
+    /// towards the Internet, that neither the device nor its type learnt. Needs no baseline.
+    C2Protocol,
+    /// Connections at a regular period to one address no DNS answer named. Needs no baseline.
+    Beaconing,
+    /// A destination (address, network or DNS name) on a threat-intelligence list.
+    ThreatIntel,
 }
 
 impl DetectorKind {
-    pub const ALL: [DetectorKind; 6] = [
+    pub const ALL: [DetectorKind; 9] = [
         DetectorKind::NewDestination,
         DetectorKind::Volume,
         DetectorKind::Scan,
         DetectorKind::Flood,
         DetectorKind::LateralMovement,
         DetectorKind::ArpSpoof,
+        DetectorKind::C2Protocol,
+        DetectorKind::Beaconing,
+        DetectorKind::ThreatIntel,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,7 +56,35 @@ impl DetectorKind {
             DetectorKind::Flood => "flood",
             DetectorKind::LateralMovement => "lateral_movement",
             DetectorKind::ArpSpoof => "arp_spoof",
+            DetectorKind::C2Protocol => "c2_protocol",
+            DetectorKind::Beaconing => "beaconing",
+            DetectorKind::ThreatIntel => "threat_intel",
         }
+    }
+
+    /// The MITRE ATT&CK techniques (Enterprise, then ICS) an alert of this detector is
+    /// evidence of, for SIEMs that file alerts by technique.
+    pub fn techniques(self) -> &'static [Technique] {
+        use attack::*;
+        match self {
+            DetectorKind::NewDestination => &[APPLICATION_LAYER_PROTOCOL, ICS_STANDARD_APPLICATION_LAYER_PROTOCOL],
+            DetectorKind::Volume => &[EXFILTRATION_OVER_C2_CHANNEL],
+            DetectorKind::Scan => &[NETWORK_SERVICE_DISCOVERY, ICS_REMOTE_SYSTEM_DISCOVERY],
+            DetectorKind::Flood => &[NETWORK_DENIAL_OF_SERVICE, ICS_DENIAL_OF_SERVICE],
+            DetectorKind::LateralMovement => &[REMOTE_SERVICES, ICS_REMOTE_SERVICES],
+            DetectorKind::ArpSpoof => &[ADVERSARY_IN_THE_MIDDLE, ARP_CACHE_POISONING, ICS_ADVERSARY_IN_THE_MIDDLE],
+            DetectorKind::C2Protocol => {
+                &[APPLICATION_LAYER_PROTOCOL, NON_STANDARD_PORT, ICS_STANDARD_APPLICATION_LAYER_PROTOCOL]
+            }
+            DetectorKind::Beaconing => &[APPLICATION_LAYER_PROTOCOL, ICS_STANDARD_APPLICATION_LAYER_PROTOCOL],
+            DetectorKind::ThreatIntel => &[APPLICATION_LAYER_PROTOCOL, ICS_STANDARD_APPLICATION_LAYER_PROTOCOL],
+        }
+    }
+
+    /// The techniques of the detector named `name` (none for names no detector has, such as
+    /// aggregates made downstream).
+    pub fn techniques_of(name: &str) -> &'static [Technique] {
+        Self::parse(name).map_or(&[], Self::techniques)
     }
 
     pub fn parse(name: &str) -> Option<Self> {
@@ -58,6 +96,54 @@ impl fmt::Display for DetectorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One MITRE ATT&CK technique.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Technique {
+    /// `T1046`, `T1557.002`, `T0846` (ICS ids start with `T0`).
+    pub id: &'static str,
+    pub name: &'static str,
+}
+
+impl Technique {
+    /// `ICS` for ATT&CK for ICS, `Enterprise` otherwise.
+    pub fn matrix(&self) -> &'static str {
+        if self.id.starts_with("T0") { "ICS" } else { "Enterprise" }
+    }
+
+    /// True for a sub-technique (`T1557.002`).
+    pub fn is_sub_technique(&self) -> bool {
+        self.id.contains('.')
+    }
+
+    /// The technique's page on attack.mitre.org.
+    pub fn reference(&self) -> String {
+        format!("https://attack.mitre.org/techniques/{}/", self.id.replace('.', "/"))
+    }
+}
+
+/// The ATT&CK release the names below follow.
+pub const ATTACK_VERSION: &str = "16";
+
+/// The ATT&CK techniques the detectors map to.
+pub mod attack {
+    use super::Technique;
+
+    pub const APPLICATION_LAYER_PROTOCOL: Technique = Technique { id: "T1071", name: "Application Layer Protocol" };
+    pub const NON_STANDARD_PORT: Technique = Technique { id: "T1571", name: "Non-Standard Port" };
+    pub const EXFILTRATION_OVER_C2_CHANNEL: Technique = Technique { id: "T1041", name: "Exfiltration Over C2 Channel" };
+    pub const NETWORK_SERVICE_DISCOVERY: Technique = Technique { id: "T1046", name: "Network Service Discovery" };
+    pub const NETWORK_DENIAL_OF_SERVICE: Technique = Technique { id: "T1498", name: "Network Denial of Service" };
+    pub const REMOTE_SERVICES: Technique = Technique { id: "T1021", name: "Remote Services" };
+    pub const ADVERSARY_IN_THE_MIDDLE: Technique = Technique { id: "T1557", name: "Adversary-in-the-Middle" };
+    pub const ARP_CACHE_POISONING: Technique = Technique { id: "T1557.002", name: "ARP Cache Poisoning" };
+    pub const ICS_STANDARD_APPLICATION_LAYER_PROTOCOL: Technique =
+        Technique { id: "T0869", name: "Standard Application Layer Protocol" };
+    pub const ICS_REMOTE_SYSTEM_DISCOVERY: Technique = Technique { id: "T0846", name: "Remote System Discovery" };
+    pub const ICS_DENIAL_OF_SERVICE: Technique = Technique { id: "T0814", name: "Denial of Service" };
+    pub const ICS_REMOTE_SERVICES: Technique = Technique { id: "T0886", name: "Remote Services" };
+    pub const ICS_ADVERSARY_IN_THE_MIDDLE: Technique = Technique { id: "T0830", name: "Adversary-in-the-Middle" };
 }
 
 /// Stable id of an incident: one per device and detector, so repeats deduplicate downstream.
@@ -173,5 +259,29 @@ mod tests {
         for kind in DetectorKind::ALL {
             assert_eq!(DetectorKind::parse(kind.as_str()), Some(kind));
         }
+    }
+
+    #[test]
+    fn every_detector_maps_to_well_formed_attack_techniques() {
+        for kind in DetectorKind::ALL {
+            let techniques = kind.techniques();
+            assert!(!techniques.is_empty(), "{kind}");
+            for technique in techniques {
+                let (base, sub) = technique.id.split_once('.').unwrap_or((technique.id, "001"));
+                let well_formed = base.len() == 5
+                    && base.starts_with('T')
+                    && base[1..].bytes().all(|b| b.is_ascii_digit())
+                    && sub.len() == 3
+                    && sub.bytes().all(|b| b.is_ascii_digit());
+                assert!(well_formed, "{kind}: {technique:?}");
+            }
+        }
+        assert_eq!(DetectorKind::techniques_of("scan")[0].id, "T1046");
+        assert_eq!(
+            DetectorKind::techniques_of("arp_spoof")[1].reference(),
+            "https://attack.mitre.org/techniques/T1557/002/"
+        );
+        assert_eq!(DetectorKind::techniques_of("scan")[1].matrix(), "ICS");
+        assert!(DetectorKind::techniques_of("flood_aggregate").is_empty());
     }
 }

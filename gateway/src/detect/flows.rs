@@ -72,14 +72,18 @@ pub(super) fn scan(
 
 /// New flows per window far above the baseline (SYN floods with rotating source ports show
 /// up here before the per-second counters arrive).
-pub(super) fn flow_flood(config: &Config, state: &DeviceState, baseline: Option<&DeviceBaseline>) -> Vec<Trigger> {
+pub(super) fn flow_flood(
+    config: &Config,
+    state: &DeviceState,
+    reference: Option<(&Profile, Option<&str>)>,
+) -> Vec<Trigger> {
     let flows = state.recent.len();
-    let (limit, basis) = match baseline.and_then(DeviceBaseline::baselined) {
-        Some(p) => {
+    let (limit, basis) = match reference {
+        Some((p, class)) => {
             let learnt = p.windows.max[feature::NEW_FLOWS];
             (
                 (config.flood_factor * learnt).max(config.flood_flows as f64 / 4.0),
-                format!("{}× the learnt maximum of {learnt:.0}", config.flood_factor),
+                format!("{}× {} maximum of {learnt:.0}", config.flood_factor, super::traffic::learnt_by(class)),
             )
         }
         None => (config.flood_flows as f64, "absolute limit, no baseline yet".to_owned()),

@@ -5,16 +5,24 @@
 //! calm for `calm_secs`. Every alert says what was expected, what was seen and how its score
 //! was computed, and carries what it observed in a form a baseline can learn (`Observation`)
 //! when an analyst calls it normal; what was so learnt (`baseline::learned`) raises no alert.
+//!
+//! Some detectors need no history of the device, so a device that just appeared is covered
+//! too: scans, floods and ARP spoofing against absolute limits, command-and-control
+//! protocols (`c2`), beaconing (`beacon`) and threat-intelligence lists (`intel`); and what
+//! the baselined devices of its type reach (the class baseline) exempts it as its own would.
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::{IpAddr, Ipv4Addr},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    baseline::{self, Baselines, DeviceBaseline, Service, is_group_or_unspecified, is_initiation, stats::feature},
+    baseline::{
+        self, Baselines, DeviceBaseline, Profile, Service, is_group_or_unspecified, is_initiation, stats::feature,
+    },
     datapath::{
         events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
         traffic::TrafficSample,
@@ -26,13 +34,16 @@ use crate::{
 
 pub mod alert;
 mod arp;
+mod beacon;
+mod c2;
 mod flows;
+pub mod intel;
 mod novelty;
 pub mod offline;
 pub mod synthetic;
 mod traffic;
 
-pub use alert::{Alert, DetectorKind, IncidentId};
+pub use alert::{Alert, DetectorKind, IncidentId, Technique};
 
 /// Packet rates are per second over the last second of traffic samples, however long each
 /// sample is: shorter samples only make a flood show sooner.
@@ -66,7 +77,7 @@ pub const DEFAULT_VOLUME_MIN_BYTES: u64 = 1_000_000;
 pub const DEFAULT_ARP_STORM: usize = 20;
 /// How long an IP-to-MAC binding learnt from ARP holds against a second claimant.
 pub const DEFAULT_ARP_BINDING: Duration = Duration::from_secs(3_600);
-/// Distinct upstream prefixes after which a service's destinations count as rotating.
+/// Distinct upstream prefixes after which a pool service's destinations count as rotating.
 pub const DEFAULT_DIVERSE_SERVICE_PREFIXES: usize = 4;
 /// Share of a service's learnt flows that reached a prefix new to it, from which (with two
 /// prefixes or more) the service counts as rotating.
@@ -107,14 +118,18 @@ pub struct Config {
     /// MACs of the gateway or upstream router: what they send is forwarded traffic, not a
     /// device's (offline, captures taken on a LAN include the router).
     pub gateway_macs: Vec<Mac>,
-    /// A service (`udp/123`) reached at this many distinct upstream prefixes while learning
-    /// takes new prefixes as normal (NTP pools, STUN relays and CDNs rotate addresses).
+    /// A pool service (`udp/123`, see `novelty::ROTATING_SERVICES`) reached at this many
+    /// distinct upstream prefixes while learning takes new prefixes as normal (NTP pools and
+    /// STUN relays rotate addresses; other services take new addresses only by name).
     pub diverse_service_prefixes: usize,
     /// ... or at two prefixes or more when this share of its flows reached a new one.
     pub rotating_share: f64,
     /// Public DNS resolvers: reaching another one is name resolution, for a device that
     /// resolves names.
     pub public_resolvers: Vec<IpAddr>,
+    /// Threat-intelligence lists (`[[detect.threat_intel]]`, see `intel`), reloaded when
+    /// their files change.
+    pub threat_intel: Vec<intel::IntelSource>,
 }
 
 impl Default for Config {
@@ -139,6 +154,7 @@ impl Default for Config {
             diverse_service_prefixes: DEFAULT_DIVERSE_SERVICE_PREFIXES,
             rotating_share: DEFAULT_ROTATING_SHARE,
             public_resolvers: novelty::default_public_resolvers(),
+            threat_intel: Vec::new(),
         }
     }
 }
@@ -163,6 +179,7 @@ impl Config {
                 problems.push(format!("detect.{name} = {value} must be a positive number"));
             }
         }
+        problems.extend(self.threat_intel.iter().flat_map(intel::IntelSource::problems));
         problems
     }
 
@@ -197,6 +214,8 @@ struct DeviceState {
     traffic: VecDeque<TrafficSpan>,
     gratuitous_arps: VecDeque<SystemTime>,
     ip: Option<IpAddr>,
+    /// Connection timing per unnamed upstream destination (`beacon`).
+    beacons: beacon::Beacons,
 }
 
 /// An open incident.
@@ -243,6 +262,8 @@ pub struct Detector {
     incidents: HashMap<(Mac, DetectorKind), Incident>,
     /// IPv4 → (MAC that claimed it, when last claimed).
     arp_bindings: HashMap<Ipv4Addr, (Mac, SystemTime)>,
+    /// The threat-intelligence lists in force.
+    intel: Arc<intel::ThreatIntel>,
     now: SystemTime,
 }
 
@@ -254,8 +275,14 @@ impl Detector {
             devices: HashMap::new(),
             incidents: HashMap::new(),
             arp_bindings: HashMap::new(),
+            intel: Arc::default(),
             now: SystemTime::UNIX_EPOCH,
         }
+    }
+
+    /// Puts threat-intelligence lists in force (loaded, or reloaded after a file changed).
+    pub fn set_threat_intel(&mut self, intel: Arc<intel::ThreatIntel>) {
+        self.intel = intel;
     }
 
     pub fn baselines(&self) -> &Baselines {
@@ -395,15 +422,23 @@ impl Detector {
         let baseline = self.baselines.device(flow.mac);
         let mut triggers = Vec::new();
         triggers.extend(flows::scan(&self.config, state, flow, baseline));
-        triggers.extend(flows::flow_flood(&self.config, state, baseline));
-        if let Some(profile) = baseline.and_then(DeviceBaseline::baselined)
-            && !is_group_or_unspecified(flow.dst)
-        {
-            if self.baselines.config().is_lan(flow.dst) {
+        triggers.extend(flows::flow_flood(&self.config, state, self.baselines.rate_reference(flow.mac)));
+        if is_group_or_unspecified(flow.dst) {
+            return triggers;
+        }
+        let lan = self.baselines.config().is_lan(flow.dst);
+        if let Some(profile) = baseline.and_then(DeviceBaseline::baselined) {
+            if lan {
                 triggers.extend(novelty::lateral(&self.baselines, profile, flow, &text));
             } else {
                 triggers.extend(novelty::new_destination(&self.config, &self.baselines, profile, flow, &text));
             }
+        }
+        if !lan {
+            // No history needed: these hold from a device's first flow on.
+            triggers.extend(intel::listed(&self.intel, &self.baselines, flow, &text));
+            triggers.extend(c2::c2_protocol(&self.baselines, flow, &text));
+            triggers.extend(beacon::beaconing(&self.config, &self.baselines, state, flow, &text));
         }
         triggers
     }

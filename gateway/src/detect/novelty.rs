@@ -4,10 +4,15 @@
 //! Before scoring, each first rules out the churn every network has, in words an analyst can
 //! check against the baseline:
 //! - the device's own profile (learnt prefixes, names, peers and the hosts that called it);
-//! - services that rotate their servers while learning already showed it (NTP pools, STUN
-//!   relays, CDNs): many prefixes, or a new prefix for a good share of the flows;
+//!   a new address counts as known only through its prefix or **the DNS name that resolved
+//!   to it** (a CDN or a new firmware's servers under the names the device already used);
+//! - pool services (NTP, STUN/TURN: `ROTATING_SERVICES`) whose servers the device already
+//!   took at ever-new addresses while learning. Only those: an HTTPS service reached at
+//!   many /24s does not take an unnamed new one, or command and control on 443 would hide;
 //! - traffic the device forwards for a host behind it (`baseline::site`);
-//! - what the other devices of its manufacturer reach here (the vendor's cloud);
+//! - what the baselined devices of its **type** reach here (its class baseline: the same
+//!   names, or the same prefix on the same service), never a pool by OUI, which names the
+//!   Wi-Fi chip's maker as often as the product's;
 //! - another well-known public DNS resolver, for a device that resolves names;
 //! - on the LAN, an address no live host uses (a stale callback; probes are the scan
 //!   detector's), or a service the device already uses with several LAN hosts (an app or a
@@ -17,7 +22,7 @@ use std::net::IpAddr;
 
 use super::{Config, DetectorKind, Observation, Trigger, service_of};
 use crate::{
-    baseline::{self, Baselines, Profile, Service},
+    baseline::{self, Baselines, ClassBaseline, Profile, Service},
     datapath::events::FlowObservation,
 };
 
@@ -25,7 +30,8 @@ use crate::{
 pub const SHARED_SERVICE_PEERS: usize = 2;
 
 /// DNS, over UDP and TCP: a device with either learnt resolves names.
-const DNS_SERVICES: [Service; 2] = [Service { proto: proto::UDP, port: 53 }, Service { proto: proto::TCP, port: 53 }];
+pub(super) const DNS_SERVICES: [Service; 2] =
+    [Service { proto: proto::UDP, port: 53 }, Service { proto: proto::TCP, port: 53 }];
 
 /// Anycast addresses of the big public DNS resolvers (Google, Cloudflare, Quad9, OpenDNS,
 /// Level 3, AdGuard, 114DNS, DNSPod, AliDNS, Baidu). They serve name resolution only, over
@@ -57,15 +63,27 @@ pub const DEFAULT_PUBLIC_RESOLVERS: [&str; 24] = [
     "180.76.76.76",
 ];
 
-/// True when the learnt `service` already moved between servers enough that a new prefix is
-/// expected of it.
-fn rotates(config: &Config, service: Option<&baseline::profile::ServiceProfile>) -> bool {
-    let Some(service) = service else { return false };
-    let prefixes = service.prefixes.len();
+/// Services whose servers are handed out by address from pools that move (NTP pools, STUN
+/// and TURN relays): a device that already took new servers of one while learning takes
+/// more. The only services where an address no DNS answer named is routine.
+pub const ROTATING_SERVICES: [Service; 6] = [
+    Service { proto: proto::UDP, port: 123 },
+    Service { proto: proto::UDP, port: 3478 },
+    Service { proto: proto::TCP, port: 3478 },
+    Service { proto: proto::UDP, port: 5349 },
+    Service { proto: proto::TCP, port: 5349 },
+    Service { proto: proto::UDP, port: 19302 },
+];
+
+/// True when `service` is a pool service and its learnt `profile` already moved between
+/// servers enough that a new prefix is expected of it.
+fn rotates(config: &Config, service: Service, profile: Option<&baseline::profile::ServiceProfile>) -> bool {
+    let Some(profile) = profile.filter(|_| ROTATING_SERVICES.contains(&service)) else { return false };
+    let prefixes = profile.prefixes.len();
     // Either many servers, or a new server for a good share of the flows (each learnt prefix
     // was new exactly once): an NTP client polling a fresh pool member each time.
     prefixes >= config.diverse_service_prefixes
-        || (prefixes >= 2 && prefixes as f64 >= config.rotating_share * service.flows as f64)
+        || (prefixes >= 2 && prefixes as f64 >= config.rotating_share * profile.flows as f64)
 }
 
 /// An upstream destination the baseline does not explain.
@@ -81,16 +99,19 @@ pub(super) fn new_destination(
         return None;
     }
     let service = service_of(flow);
-    if rotates(config, profile.services.get(&service)) || baselines.is_forwarded(flow) {
+    if rotates(config, service, profile.services.get(&service)) || baselines.is_forwarded(flow) {
         return None;
     }
-    // The vendor's cloud: reached by its other devices here, or a service they reach at
-    // ever-new servers.
-    if baselines
-        .site()
-        .vendor_peers(flow.mac)
-        .is_some_and(|peers| peers.know(flow.dst, name) || rotates(config, peers.services.get(&service)))
-    {
+    // The cloud of the device's type: the same service at a prefix or under a name its
+    // peers used, or a pool service they take at ever-new servers.
+    let prefix = baselines.config().prefix_of(flow.dst);
+    let type_peers = baselines.type_peers(flow.mac);
+    if type_peers.is_some_and(|(_, peers)| {
+        let theirs = peers.profile.services.get(&service);
+        theirs.is_some_and(|s| {
+            s.prefixes.contains(&prefix) || name.is_some_and(|n| baseline::profile::names_cover(&s.names, n))
+        }) || rotates(config, service, theirs)
+    }) {
         return None;
     }
     if config.public_resolvers.contains(&flow.dst) && DNS_SERVICES.iter().any(|s| profile.services.contains_key(s)) {
@@ -103,15 +124,12 @@ pub(super) fn new_destination(
     let score = 0.6 + if name.is_none() { 0.2 } else { 0.0 } + if unknown_service { 0.2 } else { 0.0 };
     let prefixes: Vec<String> = profile.destinations.iter().take(6).map(ToString::to_string).collect();
     let names: Vec<&str> = profile.names.iter().take(6).map(String::as_str).collect();
-    let vendor = match baselines.site().vendor_peers(flow.mac) {
-        Some(peers) => format!("; the {} baselined devices of this vendor here reach none of it", peers.devices),
-        None => String::new(),
-    };
+    let peers = type_peers_note(type_peers);
     Some(Trigger {
         detector: DetectorKind::NewDestination,
         score,
         expected: format!(
-            "upstream destinations in the {} learnt prefixes ({}{}) or names under {} ({}); services {}{vendor}",
+            "upstream destinations in the {} learnt prefixes ({}{}) or names under {} ({}); services {}{peers}",
             profile.destinations.len(),
             prefixes.join(", "),
             if profile.destinations.len() > 6 { ", ..." } else { "" },
@@ -120,9 +138,8 @@ pub(super) fn new_destination(
             profile.services.keys().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         ),
         observed: format!(
-            "{} ({}) on {service}{}; score = 0.6 new destination{}{} = {score:.1}",
+            "{} ({prefix}) on {service}{}; score = 0.6 new destination{}{} = {score:.1}",
             flow.dst,
-            baselines.config().prefix_of(flow.dst),
             match name {
                 Some(n) => format!(", resolved from unknown name {n}"),
                 None => ", no DNS answer named it".to_owned(),
@@ -131,12 +148,16 @@ pub(super) fn new_destination(
             if unknown_service { " + 0.2 new service" } else { "" },
         ),
         flows: vec![text.to_owned()],
-        observation: Some(Observation::Destination {
-            prefix: baselines.config().prefix_of(flow.dst),
-            proto: service.proto,
-            port: service.port,
-        }),
+        observation: Some(Observation::Destination { prefix, proto: service.proto, port: service.port }),
     })
+}
+
+/// `; the N baselined <type> devices here reach none of it` when the device has type peers.
+pub(super) fn type_peers_note(type_peers: Option<(&str, &ClassBaseline)>) -> String {
+    match type_peers {
+        Some((class, peers)) => format!("; the {} baselined {class} devices here reach none of it", peers.devices),
+        None => String::new(),
+    }
 }
 
 /// A live LAN host the device had no conversation with while learning.

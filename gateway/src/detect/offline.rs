@@ -111,12 +111,15 @@ pub fn end_learning(detector: &mut Detector, now: SystemTime) -> usize {
 }
 
 /// Detection over captures as `iotgw analyze` runs it: the router(s) of all the captures are
-/// set aside; devices learn on `learn` (in order), learning ends at its last packet, then
-/// `test` is checked against the baselines. With no `learn` captures every device is still
-/// learning while `test` plays, so only the absolute limits (scans, floods, ARP) apply.
+/// set aside; each device gets its type from `types` (the inventory's classification);
+/// devices learn on `learn` (in order), learning ends at its last packet, then `test` is
+/// checked against the baselines. With no `learn` captures every device is still learning
+/// while `test` plays, so only the detectors that need no baseline apply (scans, floods, ARP,
+/// command-and-control protocols, beaconing, threat intelligence).
 pub fn analyze(
     learn: &[PathBuf],
     test: &[PathBuf],
+    types: &[(Mac, String)],
     baseline: crate::baseline::Config,
     mut detect: super::Config,
 ) -> Result<Analysis, ReplayError> {
@@ -125,6 +128,9 @@ pub fn analyze(
     let gateways = infer_gateways(&all, &baseline)?;
     detect.gateway_macs.extend(gateways.iter().copied());
     let mut detector = Detector::new(detect, crate::baseline::Baselines::new(baseline));
+    for (mac, class) in types {
+        detector.handle(&Input::Class { mac: *mac, class: class.clone() });
+    }
     let learning_alerts = replay_files(&mut detector, learn)?;
     let now = detector.now();
     let baselined = if learn.is_empty() { 0 } else { end_learning(&mut detector, now) };

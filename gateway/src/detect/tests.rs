@@ -464,37 +464,6 @@ fn traffic_a_device_forwards_for_a_host_behind_it_is_not_its_own_novelty() {
 }
 
 #[test]
-fn a_destination_the_other_devices_of_the_vendor_reach_is_their_cloud() {
-    let mut relay_user = synthetic::meter(1);
-    relay_user.mac = "74:da:38:4a:76:49".parse().unwrap();
-    relay_user.server_addrs = vec!["54.217.230.12".parse().unwrap()];
-    relay_user.server_port = 8767;
-    relay_user.server_name = "relay.myedimax.com".into();
-    let mut sibling = synthetic::meter(2);
-    sibling.mac = "74:da:38:23:22:7b".parse().unwrap();
-    let mut other_vendor = synthetic::meter(3);
-    other_vendor.mac = "3c:33:00:98:ee:fd".parse().unwrap();
-    let (mut detector, now) = baselined_fleet(&[relay_user, sibling.clone(), other_vendor.clone()], Vec::new());
-    let relay: IpAddr = "54.217.230.12".parse().unwrap();
-    assert!(
-        detector.handle(&synthetic::tcp_syn(sibling.mac, now, IpAddr::V4(sibling.ip), relay, 40_000, 8767)).is_empty()
-    );
-    let elsewhere =
-        synthetic::tcp_syn(sibling.mac, now, IpAddr::V4(sibling.ip), "45.9.148.3".parse().unwrap(), 40_001, 4_444);
-    let alerts = detector.handle(&elsewhere);
-    assert_eq!(new_destinations(&alerts), 1);
-    assert!(alerts[0].expected.contains("the 2 baselined devices of this vendor"), "{}", alerts[0].expected);
-    let stranger = synthetic::tcp_syn(other_vendor.mac, now, IpAddr::V4(other_vendor.ip), relay, 40_002, 8767);
-    let alerts = detector.handle(&stranger);
-    assert_eq!(
-        new_destinations(&alerts),
-        1,
-        "{alerts:#?} {:?}",
-        detector.baselines().site().vendor_peers(other_vendor.mac)
-    );
-}
-
-#[test]
 fn another_public_resolver_is_name_resolution_but_its_neighbour_is_not() {
     let (mut detector, now) = baselined();
     let camera = synthetic::camera(1);
@@ -595,4 +564,7 @@ fn a_growing_scan_is_alerted_again_as_its_score_rises_by_a_step() {
     assert!(detector.handle(&again).iter().all(|a| a.detector != DetectorKind::Scan));
 }
 
+mod exemptions;
+mod false_alerts;
 mod learned;
+mod no_baseline;

@@ -18,7 +18,10 @@ impl Detector {
             tx_packets: sample.counters.tx_packets,
         });
         let mut triggers = Vec::new();
-        let profile = self.baselines.device(sample.mac).and_then(DeviceBaseline::baselined);
+        // A device still learning is held to its type's rates once that type has a baseline.
+        let reference = self.baselines.rate_reference(sample.mac);
+        let profile = reference.map(|(p, _)| p);
+        let learnt_by = learnt_by(reference.and_then(|(_, class)| class));
         // Packets of the samples that began within the last second (this one always counts),
         // per second of that span or of this sample if it is longer.
         let in_span = |t: &&TrafficSpan| apart(end, t.start) <= RATE_SPAN + RATE_SLACK;
@@ -32,7 +35,7 @@ impl Detector {
                 (
                     t,
                     format!(
-                        "at most {t:.0} packets/s ({}× the learnt maximum of {learnt:.0} packets in a window, at least {:.0})",
+                        "at most {t:.0} packets/s ({}× {learnt_by} maximum of {learnt:.0} packets in a window, at least {:.0})",
                         self.config.flood_factor, self.config.flood_min_pps
                     ),
                 )
@@ -71,7 +74,7 @@ impl Detector {
                     detector: DetectorKind::Volume,
                     score,
                     expected: format!(
-                        "at most {threshold:.0} bytes sent per {} s (learnt: mean {mean:.0}, σ {sigma:.0}, max {max:.0}; limit = max({}×max, mean+{}σ, {}))",
+                        "at most {threshold:.0} bytes sent per {} s ({learnt_by}: mean {mean:.0}, σ {sigma:.0}, max {max:.0}; limit = max({}×max, mean+{}σ, {}))",
                         window.as_secs(),
                         self.config.volume_factor,
                         self.config.volume_sigmas,
@@ -91,5 +94,13 @@ impl Detector {
             }
         }
         triggers
+    }
+}
+
+/// Whose baseline a rate limit comes from, in an alert's words.
+pub(super) fn learnt_by(class: Option<&str>) -> String {
+    match class {
+        Some(class) => format!("the baselined {class} devices'"),
+        None => "the learnt".to_owned(),
     }
 }

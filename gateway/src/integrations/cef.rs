@@ -5,7 +5,10 @@
 //! the receiver's parser a real line feed back, and a bidi override would survive as such.
 use std::fmt::Write as _;
 
-use crate::event::{EventKind, GatewayEvent};
+use crate::{
+    detect::DetectorKind,
+    event::{EventKind, GatewayEvent},
+};
 
 use super::render::{self, Origin};
 
@@ -67,6 +70,12 @@ pub fn render(origin: &Origin, event: &GatewayEvent) -> String {
             ext.push(("cfp1Label", "score".into()));
             ext.push(("cfp1", format!("{score:.3}")));
             ext.push(("outcome", if *resolved { "resolved" } else { "open" }.into()));
+            let techniques = DetectorKind::techniques_of(detector);
+            if !techniques.is_empty() {
+                // CEF has no ATT&CK key: a labelled custom string, as ArcSight's own rules do.
+                ext.push(("cs5Label", "mitreAttackTechniques".into()));
+                ext.push(("cs5", techniques.iter().map(|t| t.id).collect::<Vec<_>>().join(",")));
+            }
         }
         EventKind::Action { action, reason } => {
             ext.push(("act", action.clone()));
@@ -164,6 +173,16 @@ mod tests {
         assert!(line.starts_with("CEF:0|iotgw|iotgw|0.1.0|alert:scan|scan alert|8|rt=1795588201123 "), "{line}");
         assert!(line.contains("cs4=40 peers \\= a]b\\\\c\\\\nnext"), "{line}");
         assert!(line.contains("smac=02:00:00:00:00:01 src=10.0.0.5"), "{line}");
+        assert!(line.contains("cs5Label=mitreAttackTechniques cs5=T1046,T0846"), "{line}");
         assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn an_alert_of_no_known_detector_carries_no_technique() {
+        let mut event = fixtures::alert(false);
+        if let EventKind::Alert { detector, .. } = &mut event.kind {
+            *detector = "flood_aggregate".into();
+        }
+        assert!(!render(&fixtures::origin(), &event).contains("cs5"));
     }
 }

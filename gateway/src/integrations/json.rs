@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use crate::{
+    detect::{DetectorKind, Technique, alert::ATTACK_VERSION},
     device::Mac,
     event::{EventKind, GatewayEvent},
 };
@@ -118,8 +119,42 @@ pub fn ecs(origin: &Origin, event: &GatewayEvent) -> Value {
         doc["iotgw"]["observed"] = json!(observed);
         doc["iotgw"]["flows"] = json!(flows);
         doc["iotgw"]["resolved"] = json!(resolved);
+        let techniques = DetectorKind::techniques_of(detector);
+        if !techniques.is_empty() {
+            let (subs, bases): (Vec<&Technique>, Vec<&Technique>) =
+                techniques.iter().partition(|t| t.is_sub_technique());
+            let field = |list: &[&Technique]| {
+                json!({
+                    "id": list.iter().map(|t| t.id).collect::<Vec<_>>(),
+                    "name": list.iter().map(|t| t.name).collect::<Vec<_>>(),
+                    "reference": list.iter().map(|t| t.reference()).collect::<Vec<_>>(),
+                })
+            };
+            doc["threat"] = json!({ "framework": "MITRE ATT&CK", "technique": field(&bases) });
+            if !subs.is_empty() {
+                doc["threat"]["technique"]["subtechnique"] = field(&subs);
+            }
+        }
     }
     doc
+}
+
+/// OCSF `attack` objects: one per technique, a sub-technique under its parent's id.
+fn ocsf_attacks(detector: &str) -> Vec<Value> {
+    DetectorKind::techniques_of(detector)
+        .iter()
+        .map(|t| match t.id.split_once('.') {
+            Some((parent, _)) => json!({
+                "technique": { "uid": parent },
+                "sub_technique": { "uid": t.id, "name": t.name, "src_url": t.reference() },
+                "version": ATTACK_VERSION,
+            }),
+            None => json!({
+                "technique": { "uid": t.id, "name": t.name, "src_url": t.reference() },
+                "version": ATTACK_VERSION,
+            }),
+        })
+        .collect()
 }
 
 /// The OCSF event.
@@ -174,6 +209,7 @@ pub fn ocsf(origin: &Origin, event: &GatewayEvent) -> Value {
                 "desc": format!("observed {observed}; expected {expected}"),
                 "types": [detector],
                 "analytic": { "name": detector, "type_id": 1, "type": "Rule" },
+                "attacks": ocsf_attacks(detector),
             });
             doc["device"] = device.clone();
             doc["evidences"] = json!(flows.iter().map(|f| json!({ "data": { "flow": f } })).collect::<Vec<_>>());
@@ -226,6 +262,26 @@ mod tests {
         assert_eq!(doc["host"]["mac"][0], "02-00-00-00-00-01");
         assert_eq!(doc["source"]["ip"], "10.0.0.5");
         assert_eq!(doc["rule"]["name"], "scan");
+        assert_eq!(doc["threat"]["framework"], "MITRE ATT&CK");
+        assert_eq!(doc["threat"]["technique"]["id"], json!(["T1046", "T0846"]));
+        assert_eq!(doc["threat"]["technique"]["name"][0], "Network Service Discovery");
+    }
+
+    #[test]
+    fn arp_spoofing_names_its_sub_technique_in_ecs_and_ocsf() {
+        let mut event = fixtures::alert(false);
+        if let EventKind::Alert { detector, .. } = &mut event.kind {
+            *detector = "arp_spoof".into();
+        }
+        let doc = ecs(&fixtures::origin(), &event);
+        assert_eq!(doc["threat"]["technique"]["id"], json!(["T1557", "T0830"]));
+        assert_eq!(doc["threat"]["technique"]["subtechnique"]["id"], json!(["T1557.002"]));
+        let finding = ocsf(&fixtures::origin(), &event);
+        let attacks = finding["finding_info"]["attacks"].as_array().unwrap();
+        assert_eq!(attacks.len(), 3);
+        assert_eq!(attacks[1]["technique"]["uid"], "T1557");
+        assert_eq!(attacks[1]["sub_technique"]["uid"], "T1557.002");
+        assert_eq!(attacks[1]["sub_technique"]["src_url"], "https://attack.mitre.org/techniques/T1557/002/");
     }
 
     #[test]

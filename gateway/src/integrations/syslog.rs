@@ -7,7 +7,10 @@
 //! line feeds (non-transparent framing, files, many SIEM collectors).
 use std::fmt::Write as _;
 
-use crate::event::{EventKind, GatewayEvent};
+use crate::{
+    detect::DetectorKind,
+    event::{EventKind, GatewayEvent},
+};
 
 use super::{
     config::Format,
@@ -98,6 +101,12 @@ fn escape_param(value: &str, out: &mut String) {
 }
 
 /// Writes `[id name="value" ...]`, skipping absent values.
+/// The ATT&CK technique ids of a detector, comma-separated (none for names no detector has).
+fn attack_ids(detector: &str) -> Option<String> {
+    let techniques = DetectorKind::techniques_of(detector);
+    (!techniques.is_empty()).then(|| techniques.iter().map(|t| t.id).collect::<Vec<_>>().join(","))
+}
+
 fn element(out: &mut String, id: &str, params: &[(&str, Option<String>)]) {
     out.push('[');
     out.push_str(id);
@@ -145,6 +154,7 @@ fn structured_data(out: &mut String, pen: u32, event: &GatewayEvent) {
                 ("observed", some(observed)),
                 ("flows", Some(flows.join(", "))),
                 ("resolved", Some(resolved.to_string())),
+                ("attack", attack_ids(detector)),
             ],
         ),
         EventKind::Action { action, reason } => {
@@ -182,6 +192,12 @@ mod tests {
         assert!(line.contains(r#"expected="2 peers | \"cloud\"""#), "{line}");
         // The line feed is written as `\n` (then escaped as a PARAM-VALUE backslash).
         assert!(line.contains("observed=\"40 peers = a\\]b\\\\c\\\\nnext\""), "{line}");
+    }
+
+    #[test]
+    fn alert_element_carries_the_attack_technique_ids() {
+        let line = render(&fixtures::origin(), 13, Format::Text, &fixtures::alert(false));
+        assert!(line.contains(r#"resolved="false" attack="T1046,T0846"]"#), "{line}");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub enum Command {
     Learned(baseline::learned::Edit),
     /// Wall-clock tick, so incidents resolve when inputs stop.
     Tick(SystemTime),
+    /// The threat-intelligence lists, loaded or reloaded (`controller::threat_intel`).
+    SetThreatIntel(std::sync::Arc<crate::detect::intel::ThreatIntel>),
 }
 
 impl From<DatapathEvent> for Command {
@@ -176,6 +178,10 @@ impl Core {
             }
             Command::Learned(edit) => {
                 self.detector.baselines_mut().apply_learned(edit);
+                Vec::new()
+            }
+            Command::SetThreatIntel(intel) => {
+                self.detector.set_threat_intel(intel);
                 Vec::new()
             }
         };

@@ -48,6 +48,23 @@ fn meter_talking_to_an_unknown_ip_is_detected_and_quarantined() {
     s.ctl.wait_for_log("detector=new_destination", Duration::from_secs(1));
 }
 
+/// A device that just appeared, with no baseline of its own or of its type, opens IRC to
+/// its controller (Mirai-family): `c2_protocol` fires on the first SYN and the quarantine
+/// lands in XDP.
+#[test]
+fn mirai_style_irc_from_a_device_without_baseline_is_detected_and_quarantined() {
+    let lab = Lab::new(1);
+    let policy = scenario::POLICY.replace(r#"detectors = ["scan","#, r#"detectors = ["c2_protocol", "scan","#);
+    assert_ne!(policy, scenario::POLICY, "the scenario's response rule changed shape");
+    let mut s = Scenario::start_with(&lab, &[("scenario.toml", &policy)]);
+    let started = Instant::now();
+    s.connect_to([10, 78, 66, 67], 6667);
+    let latency = s.wait_for_access(Access::Quarantined, Duration::from_secs(3)).expect("quarantined");
+    println!("IRC without baseline: quarantine in XDP {latency:?} after the flow");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    s.ctl.wait_for_log("detector=c2_protocol", Duration::from_secs(1));
+}
+
 #[test]
 fn camera_exfiltrating_is_detected_by_volume_and_quarantined() {
     let lab = Lab::new(1);

@@ -1,6 +1,10 @@
 //! Detection on the real captures of `../shared/datasets` (see its README). Each test says
 //! how it learns and what it tests on; figures go to `bench/detection/RESULTS.md`. Run with
 //! `-- --nocapture` to see them.
+//!
+//! The captures are split once, by device, into a **development** part, where rules and
+//! thresholds are chosen, and a **test** part, which is only reported (`DEVELOPMENT_TYPES`,
+//! `TEST_TYPES` and the per-dataset tests below say which is which).
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -14,6 +18,84 @@ use crate::{
 
 /// Alerts with the capture they came from.
 type FileAlerts = Vec<(PathBuf, Alert)>;
+
+/// IoT Sentinel types of the development part: the families whose alerts the novelty rules
+/// were written for (Edimax, WeMo, Hue, MAX; `detect::novelty`), where thresholds are chosen.
+pub const DEVELOPMENT_TYPES: [&str; 12] = [
+    "EdimaxCam1",
+    "EdimaxCam2",
+    "EdimaxPlug1101W",
+    "EdimaxPlug2101W",
+    "HueBridge",
+    "HueSwitch",
+    "MAXGateway",
+    "WeMoInsightSwitch",
+    "WeMoInsightSwitch2",
+    "WeMoLink",
+    "WeMoSwitch",
+    "WeMoSwitch2",
+];
+/// IoT Sentinel types of the test part: no rule or threshold was chosen on them. (Pairs
+/// sharing a MAC, D-LinkDoorSensor/D-LinkHomeHub and HueBridge/HueSwitch, stay together.)
+pub const TEST_TYPES: [&str; 19] = [
+    "Aria",
+    "D-LinkCam",
+    "D-LinkDayCam",
+    "D-LinkDoorSensor",
+    "D-LinkHomeHub",
+    "D-LinkSensor",
+    "D-LinkSiren",
+    "D-LinkSwitch",
+    "D-LinkWaterSensor",
+    "EdnetCam1",
+    "EdnetCam2",
+    "EdnetGateway",
+    "HomeMaticPlug",
+    "Lightify",
+    "SmarterCoffee",
+    "TP-LinkPlugHS100",
+    "TP-LinkPlugHS110",
+    "Withings",
+    "iKettle2",
+];
+
+/// The generic type of each IoT Sentinel product (the taxonomy's level policy and the crowd
+/// baseline key on: a type, never the Wi-Fi chip's OUI). Chosen on the development part:
+/// keyed by product, an Edimax plug's and a WeMo switch's clouds were news to the sibling
+/// product of the same family.
+pub const GENERIC_TYPES: [(&str, &str); 31] = [
+    ("Aria", "sensor"),
+    ("D-LinkCam", "ip-camera"),
+    ("D-LinkDayCam", "ip-camera"),
+    ("D-LinkDoorSensor", "sensor"),
+    ("D-LinkHomeHub", "hub"),
+    ("D-LinkSensor", "sensor"),
+    ("D-LinkSiren", "sensor"),
+    ("D-LinkSwitch", "smart-plug"),
+    ("D-LinkWaterSensor", "sensor"),
+    ("EdimaxCam1", "ip-camera"),
+    ("EdimaxCam2", "ip-camera"),
+    ("EdimaxPlug1101W", "smart-plug"),
+    ("EdimaxPlug2101W", "smart-plug"),
+    ("EdnetCam1", "ip-camera"),
+    ("EdnetCam2", "ip-camera"),
+    ("EdnetGateway", "hub"),
+    ("HomeMaticPlug", "smart-plug"),
+    ("HueBridge", "hub"),
+    ("HueSwitch", "hub"),
+    ("Lightify", "hub"),
+    ("MAXGateway", "hub"),
+    ("SmarterCoffee", "appliance"),
+    ("TP-LinkPlugHS100", "smart-plug"),
+    ("TP-LinkPlugHS110", "smart-plug"),
+    ("WeMoInsightSwitch", "smart-plug"),
+    ("WeMoInsightSwitch2", "smart-plug"),
+    ("WeMoLink", "hub"),
+    ("WeMoSwitch", "smart-plug"),
+    ("WeMoSwitch2", "smart-plug"),
+    ("Withings", "ip-camera"),
+    ("iKettle2", "appliance"),
+];
 
 /// Detectors that fire on something never seen while learning (as opposed to rates and ARP).
 const NOVELTY: [DetectorKind; 2] = [DetectorKind::NewDestination, DetectorKind::LateralMovement];
@@ -95,7 +177,7 @@ fn uq_port_scan_flags_the_attacker_and_no_benign_device() {
     assert_eq!(devices.len(), 1, "benign devices flagged: {devices:?}");
 
     // The same through `analyze`, as `iotgw analyze` calls it (no learning captures).
-    let analysis = analyze(&[], &files, baseline::Config::default(), Config::default()).unwrap();
+    let analysis = analyze(&[], &files, &[], baseline::Config::default(), Config::default()).unwrap();
     assert_eq!(analysis.alerts.devices.keys().copied().collect::<Vec<_>>(), vec![ATTACKER]);
     let text = analysis.render();
     assert!(text.contains("98:90:96:9a:86:df") && text.contains("scan score"), "{text}");
@@ -108,7 +190,7 @@ fn analyze_learns_then_tests_nku_plug() {
     let (learn, test): (Vec<PathBuf>, Vec<PathBuf>) = files
         .into_iter()
         .partition(|f| f.to_string_lossy().contains("_setup") || f.to_string_lossy().contains("_idle_"));
-    let analysis = analyze(&learn, &test, baseline::Config::default(), Config::default()).unwrap();
+    let analysis = analyze(&learn, &test, &[], baseline::Config::default(), Config::default()).unwrap();
     assert!(analysis.baselined >= 1, "{analysis:?}");
     assert_eq!(analysis.alerts.alerts, 0, "{}", analysis.render());
     assert!(analysis.render().starts_with("Detection: "));
@@ -176,63 +258,81 @@ fn kitsune_prefix_raises_no_alert_once_learnt() {
     assert!(flagged(&testing).is_empty(), "{:?}", flagged(&testing));
 }
 
+/// Per device: learn on the setup and idle phases, test on every other phase (remote, local,
+/// voice and physical switching, speaking, firmware update, deletion).
+fn nku_run(folder: &str) {
+    let files = pcaps(&dataset("nku-lifecycle-demo").join(folder));
+    let (learn, test): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        name.contains("_setup") || name.contains("_idle_")
+    });
+    let (detector, learning, alerts) = learn_then_test(&learn, &test);
+    print_alerts(folder, &alerts);
+    let baselined: Vec<Mac> =
+        detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).map(|(m, _)| m).collect();
+    println!("{folder}: learnt on {} files, tested on {}, baselined {baselined:?}", learn.len(), test.len());
+    assert!(flagged(&learning).is_empty(), "{folder} while learning: {:?}", flagged(&learning));
+    assert!(flagged(&alerts).is_empty(), "{folder}: {:?}", flagged(&alerts));
+}
+
+/// Development part.
 #[test]
-fn nku_lifecycle_raises_no_alert_once_learnt() {
-    let dir = dataset("nku-lifecycle-demo");
-    // Per device: learn on the setup and idle phases, test on every other phase (remote,
-    // local, voice and physical switching, speaking, firmware update, deletion).
-    let split = |folder: &str, learn: &[&str]| {
-        let files = pcaps(&dir.join(folder));
-        let (l, t): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| {
-            let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            learn.iter().any(|phase| name.contains(phase))
-        });
-        (l, t)
-    };
-    for (folder, learn) in [
-        ("xiaodu_plug_lifecycle", &["_setup", "_idle_"][..]),
-        ("xiaobai_Y2camera_lifecycle", &["_setup", "_idle_"][..]),
-    ] {
-        let (learn, test) = split(folder, learn);
-        let (detector, _, alerts) = learn_then_test(&learn, &test);
-        print_alerts(folder, &alerts);
-        let baselined: Vec<Mac> =
-            detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).map(|(m, _)| m).collect();
-        println!("{folder}: learnt on {} files, tested on {}, baselined {baselined:?}", learn.len(), test.len());
-        assert!(flagged(&alerts).is_empty(), "{folder}: {:?}", flagged(&alerts));
-    }
+fn nku_plug_raises_no_alert_once_learnt() {
+    nku_run("xiaodu_plug_lifecycle");
+}
+
+/// Test part.
+#[test]
+fn nku_camera_raises_no_alert_once_learnt() {
+    nku_run("xiaobai_Y2camera_lifecycle");
+}
+
+/// What one IoT Sentinel part raised: while learning, and per type once learnt.
+struct SentinelRun {
+    test_files: usize,
+    learning: FileAlerts,
+    per_type: Vec<(String, FileAlerts)>,
 }
 
 /// The IoT Sentinel captures were all taken on one lab network (10.10.10.0/24, one router),
-/// so they are replayed as that one site: per device type, the earlier half of its setup
+/// so each part is replayed as one site: per device type, the earlier half of its setup
 /// captures (by first-packet time) goes to learning, the later half to testing; all learning
 /// captures are replayed in the order they were taken, learning ends, then all test captures.
-/// Returns (types, test captures, test alerts per type).
-fn iot_sentinel_run(dir: &Path) -> (usize, usize, Vec<(String, FileAlerts)>) {
-    let mut types: Vec<PathBuf> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    types.sort();
+/// Each device is given its folder's generic type as its class (`GENERIC_TYPES`; the
+/// classifier names the product 94 % right on these types: `bench/fingerprint/RESULTS.md`).
+fn iot_sentinel_run(dir: &Path, types: &[&str]) -> SentinelRun {
     let (mut learn, mut test) = (Vec::new(), Vec::new());
     let mut type_of = BTreeMap::new();
-    for device_type in &types {
-        let files = chronological(device_type);
+    let mut classes = Vec::new();
+    for name in types {
+        let folder = dir.join(name);
+        let files = chronological(&folder);
         let (l, t) = files.split_at(files.len() / 2);
-        let name = device_type.file_name().unwrap().to_string_lossy().into_owned();
         println!("{name}: {} learning + {} test captures", l.len(), t.len());
         for file in l.iter().chain(t) {
-            type_of.insert(file.clone(), name.clone());
+            type_of.insert(file.clone(), name.to_string());
         }
+        let mac = std::fs::read_to_string(folder.join("_iotdevice-mac.txt")).unwrap();
+        let generic = GENERIC_TYPES.iter().find(|(product, _)| product == name).unwrap().1;
+        classes.push(Input::Class { mac: mac.trim().parse().unwrap(), class: generic.to_owned() });
         learn.extend_from_slice(l);
         test.extend_from_slice(t);
     }
     learn.sort_by_key(|f| first_packet(f));
     test.sort_by_key(|f| first_packet(f));
-    let (detector, learning_alerts, test_alerts) = learn_then_test(&learn, &test);
-    print_alerts("iot-sentinel learning part", &learning_alerts);
+    let all: Vec<PathBuf> = learn.iter().chain(&test).cloned().collect();
+    let mut detector = detector_for(&all, learn_until_told(baseline::Config::default()));
+    for class in &classes {
+        detector.handle(class);
+    }
+    let learning = replay_files(&mut detector, &learn).unwrap();
+    let now = detector.now();
+    end_learning(&mut detector, now);
+    let test_alerts = replay_files(&mut detector, &test).unwrap();
+    print_alerts("iot-sentinel learning part", &learning);
     let baselined = detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).count();
     println!("iot-sentinel: {} learning + {} test captures, {baselined} devices baselined", learn.len(), test.len());
-    let mut per_type: BTreeMap<String, FileAlerts> =
-        types.iter().map(|t| (t.file_name().unwrap().to_string_lossy().into_owned(), Vec::new())).collect();
+    let mut per_type: BTreeMap<String, FileAlerts> = types.iter().map(|t| (t.to_string(), Vec::new())).collect();
     for (file, alert) in test_alerts {
         per_type.get_mut(&type_of[&file]).unwrap().push((file, alert));
     }
@@ -241,40 +341,72 @@ fn iot_sentinel_run(dir: &Path) -> (usize, usize, Vec<(String, FileAlerts)>) {
             print_alerts(name, alerts);
         }
     }
-    (types.len(), test.len(), per_type.into_iter().collect())
+    SentinelRun { test_files: test.len(), learning, per_type: per_type.into_iter().collect() }
 }
 
-#[test]
-fn iot_sentinel_setups_raise_no_rate_or_arp_alert_once_learnt() {
-    let dir = dataset("iot-sentinel");
-    let (types, test_files, per_type) = iot_sentinel_run(&dir);
+/// Prints a part's figures; returns the types with alerts once learnt.
+fn sentinel_report(part: &str, run: &SentinelRun) -> Vec<(String, BTreeMap<Mac, BTreeSet<DetectorKind>>)> {
     let with_alerts: Vec<_> =
-        per_type.iter().filter(|(_, a)| !flagged(a).is_empty()).map(|(n, a)| (n.clone(), flagged(a))).collect();
-    let count = |kind| per_type.iter().flat_map(|(_, a)| a).filter(|(_, a)| !a.resolved && a.detector == kind).count();
-    let devices: usize = with_alerts.iter().map(|(_, d)| d.len()).sum();
+        run.per_type.iter().filter(|(_, a)| !flagged(a).is_empty()).map(|(n, a)| (n.clone(), flagged(a))).collect();
+    let open = |alerts: &FileAlerts| alerts.iter().filter(|(_, a)| !a.resolved).count();
+    let count: usize = run.per_type.iter().map(|(_, a)| open(a)).sum();
     println!(
-        "iot-sentinel: {types} types, {test_files} test captures, {} types ({devices} devices) with alerts, {} new_destination and {} lateral_movement alerts: {with_alerts:?}",
+        "iot-sentinel {part} part: {} types, {} test captures; once learnt {count} alerts on {} types: {with_alerts:?}; while learning {} alerts: {:?}",
+        run.per_type.len(),
+        run.test_files,
         with_alerts.len(),
-        count(DetectorKind::NewDestination),
-        count(DetectorKind::LateralMovement)
+        open(&run.learning),
+        flagged(&run.learning)
     );
-    // Scans, floods, volume and ARP spoofing: none on benign setups. (New destinations and
-    // new LAN peers do occur: setups reach cloud endpoints and phone apps at addresses the
-    // earlier setups never used.)
-    for (name, devices) in &with_alerts {
-        for detectors in devices.values() {
-            assert!(detectors.iter().all(|d| NOVELTY.contains(d)), "{name}: {devices:?}");
-        }
-    }
+    with_alerts
 }
 
-/// The strict claim: no alert at all. Fails today on cloud endpoints first reached in the test
-/// half without a DNS answer naming them (see bench/detection/RESULTS.md).
-#[test]
-fn iot_sentinel_setups_raise_no_alert_once_learnt() {
-    let dir = dataset("iot-sentinel");
-    let (_, _, per_type) = iot_sentinel_run(&dir);
-    let with_alerts: Vec<_> =
-        per_type.iter().filter(|(_, a)| !flagged(a).is_empty()).map(|(n, a)| (n.clone(), flagged(a))).collect();
-    assert!(with_alerts.is_empty(), "{with_alerts:#?}");
+/// Alerts while learning other than ARP conflicts between devices in setup mode (see
+/// RESULTS.md): what the detectors that need no baseline raised on benign setups.
+fn learning_alerts_beyond_arp(run: &SentinelRun) -> BTreeMap<Mac, BTreeSet<DetectorKind>> {
+    let mut devices = flagged(&run.learning);
+    devices.values_mut().for_each(|d| d.retain(|k| *k != DetectorKind::ArpSpoof));
+    devices.retain(|_, d| !d.is_empty());
+    devices
 }
+
+#[test]
+fn development_and_test_parts_hold_every_iot_sentinel_type_once() {
+    let dir = dataset("iot-sentinel");
+    let mut folders: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    let mut parts: Vec<String> = DEVELOPMENT_TYPES.iter().chain(&TEST_TYPES).map(|t| t.to_string()).collect();
+    parts.sort();
+    assert_eq!(parts, folders);
+}
+
+/// The development part's one residual: the setup phone of the MAX captures opening the
+/// MAX's web page at a LAN address it never used (score 0.5). Replayed alone, this part has
+/// too few setups for the phone to have used HTTP with two devices while learning (the rule
+/// that lets an app reach one more); with every setup it had (RESULTS.md).
+#[test]
+fn iot_sentinel_development_part_raises_only_the_known_residual_once_learnt() {
+    let run = iot_sentinel_run(&dataset("iot-sentinel"), &DEVELOPMENT_TYPES);
+    let setup_phone: Mac = "38:0b:40:ef:85:41".parse().unwrap();
+    let residual = vec![(
+        "MAXGateway".to_owned(),
+        BTreeMap::from([(setup_phone, BTreeSet::from([DetectorKind::LateralMovement]))]),
+    )];
+    assert_eq!(sentinel_report("development", &run), residual);
+    assert!(learning_alerts_beyond_arp(&run).is_empty(), "{:?}", learning_alerts_beyond_arp(&run));
+}
+
+/// The reported claim: no alert on the types no rule was chosen on.
+#[test]
+fn iot_sentinel_test_part_raises_no_alert_once_learnt() {
+    let run = iot_sentinel_run(&dataset("iot-sentinel"), &TEST_TYPES);
+    assert!(sentinel_report("test", &run).is_empty());
+    assert!(learning_alerts_beyond_arp(&run).is_empty(), "{:?}", learning_alerts_beyond_arp(&run));
+}
+
+mod scenarios;
