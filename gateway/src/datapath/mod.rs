@@ -1,6 +1,7 @@
-//! The XDP datapath seen from userspace: `config` is its `[datapath]` section, `interface`
-//! reads the host's interfaces, `loader` loads and attaches the programs and pins
-//! the maps, `events` decodes the ring buffer, `maps` is the only writer of BPF maps,
+//! The XDP datapath seen from userspace: `config` is its `[datapath]` section (`capacity`
+//! the maps' sizes and what they cost), `interface` reads the host's interfaces, `loader`
+//! loads and attaches the programs and pins the maps, `events` decodes the ring buffer,
+//! `maps` is the only writer of BPF maps,
 //! `xdp_log` forwards the programs' own (rare) log lines into `tracing`, `restore` rebuilds the
 //! device table from the store at start-up, `traffic` counts bytes and packets per device, and
 //! `replay` imitates the LAN program over captures (offline analysis, training, tests).
@@ -15,6 +16,7 @@ use std::{
 
 use crate::device::{Access, Mac};
 
+pub mod capacity;
 pub mod capture;
 pub mod config;
 pub mod events;
