@@ -132,7 +132,7 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     let every = Duration::from_millis(config.datapath.counter_interval_ms);
     tasks.spawn(counters::run(maps.clone(), every, counters, shutdown.clone()));
 
-    let fleet_health = services::health_sources(&config, &maps, &loaded.attachments);
+    let fleet_health = services::health_sources(&maps, &loaded.attachments);
     let mut services = services::start(&config, control.clone(), fleet_health, &bus, &shutdown).await?;
 
     let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());

@@ -28,23 +28,23 @@ pub(super) struct Services {
 }
 
 /// What the fleet's health report reads of the datapath: the XDP mode of the first attached
-/// program and the fill of the device and flow tables.
-pub(super) fn health_sources(config: &Config, maps: &Arc<Maps>, attachments: &[Attachment]) -> fleet::health::Sources {
+/// program and the fill of every sized map (`Maps::fill_levels`).
+pub(super) fn health_sources(maps: &Arc<Maps>, attachments: &[Attachment]) -> fleet::health::Sources {
     let maps = maps.clone();
-    let (devices_capacity, flows_capacity) = (config.datapath.devices_capacity, config.datapath.flows_capacity);
     fleet::health::Sources {
         bundle: fleet::SharedBundleStatus::default(),
         xdp_mode: attachments.first().map(|a| a.mode.to_owned()),
         map_fill: Box::new(move || {
-            let fill = |map: &str, entries: usize, capacity: u32| MapFill {
-                map: map.to_owned(),
-                entries: entries as u64,
-                capacity: u64::from(capacity),
+            let fills = maps.fill_levels().unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot read the maps' fill for the health report");
+                Vec::new()
+            });
+            let fill = |f: crate::datapath::fill::MapFill| MapFill {
+                map: f.map.to_owned(),
+                entries: f.entries,
+                capacity: f.capacity,
             };
-            vec![
-                fill(gateway_ebpf::maps::DEVICES, maps.devices().len(), devices_capacity),
-                fill(gateway_ebpf::maps::FLOWS, maps.flows(None).len(), flows_capacity),
-            ]
+            fills.into_iter().map(fill).collect()
         }),
     }
 }
