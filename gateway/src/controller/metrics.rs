@@ -21,8 +21,9 @@ use crate::{
 /// How often datapath counters and integration backlogs are exported.
 pub const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the maps' fill is read: counting a million flows copies them out of the kernel
-/// (bench/scale), too much for every second, and tables fill over minutes, not seconds.
-pub const FILL_INTERVAL: Duration = Duration::from_secs(10);
+/// (about half a second of CPU, bench/xdp RESULTS), too much for every second, and tables
+/// fill over minutes, not seconds.
+pub const FILL_INTERVAL: Duration = Duration::from_secs(30);
 /// The alert's detector name, and its incidents' prefix (`map_capacity:DEVICES`).
 pub const MAP_CAPACITY_DETECTOR: &str = "map_capacity";
 const ACTOR: &str = "datapath:fill";

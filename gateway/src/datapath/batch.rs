@@ -40,21 +40,27 @@ struct BatchAttr {
 /// Bytes of the kernel's resume token: a hash map's is a bucket number (`u32`); room to spare.
 const TOKEN_BYTES: usize = 64;
 
-/// Every entry of the hash map `map` whose keys are `K` and whose values are `copies` `V`s
-/// (1 for a plain map, the number of possible CPUs for a per-CPU map, each copy padded to
-/// 8 bytes as the kernel lays them out).
-pub fn lookup_all<K: FromBytes, V: FromBytes>(map: &MapData, copies: usize) -> std::io::Result<Vec<(K, Vec<V>)>> {
+/// Calls `visit` with every entry of the hash map `map` whose keys are `K` and whose values
+/// are `copies` `V`s (1 for a plain map, the number of possible CPUs for a per-CPU map, each
+/// copy padded to 8 bytes as the kernel lays them out). Nothing is allocated per entry: a
+/// sweep of a hundred thousand devices costs the kernel's copy and `visit`, little more.
+pub fn for_each<K: FromBytes, V: FromBytes>(
+    map: &MapData,
+    copies: usize,
+    mut visit: impl FnMut(K, &[V]),
+) -> std::io::Result<()> {
     let value_stride = size_of::<V>().next_multiple_of(8);
-    let mut entries = Vec::new();
+    let mut per_copy = Vec::with_capacity(copies);
     for_each_chunk(map, size_of::<K>(), value_stride * copies, |keys, values| {
         for (key, own) in keys.chunks_exact(size_of::<K>()).zip(values.chunks_exact(value_stride * copies)) {
-            let key = K::from_bytes(key).ok_or_else(short)?;
-            let per_copy = own.chunks_exact(value_stride).map(V::from_bytes).collect::<Option<Vec<V>>>();
-            entries.push((key, per_copy.ok_or_else(short)?));
+            per_copy.clear();
+            for value in own.chunks_exact(value_stride) {
+                per_copy.push(V::from_bytes(value).ok_or_else(short)?);
+            }
+            visit(K::from_bytes(key).ok_or_else(short)?, &per_copy);
         }
         Ok(())
-    })?;
-    Ok(entries)
+    })
 }
 
 /// How many entries the hash map `map` holds, read in chunks and dropped (nothing is kept,

@@ -26,7 +26,7 @@ use gateway_ebpf::{
     QUARANTINE_SLOT, counter, maps as abi,
 };
 
-use super::{ControlError, DeviceAccess, DeviceControl, batch, fill::MapFill};
+use super::{ControlError, DeviceAccess, DeviceControl, batch, fill::MapFill, traffic::TrafficCounters};
 use crate::device::{Access, Mac};
 
 /// What a policy sync changed.
@@ -58,7 +58,7 @@ pub enum AbiEntry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceCounters {
     #[serde(flatten)]
-    pub traffic: super::traffic::TrafficCounters,
+    pub traffic: TrafficCounters,
     pub tcp_packets: u64,
     pub udp_packets: u64,
     pub icmp_packets: u64,
@@ -197,32 +197,49 @@ impl Maps {
         written.map(|()| report)
     }
 
-    /// Every device's counters, summed over CPUs.
+    /// Every device's counters, summed over CPUs (for status and tools; the counter step
+    /// reads only the traffic, `device_traffic`).
     pub fn device_counters(&self) -> Vec<(Mac, DeviceCounters)> {
-        let all: Vec<_> = self.device_stats.iter().filter_map(Result::ok).collect();
-        self.device_stats_entries.store(all.len() as u64, Ordering::Relaxed);
-        all.into_iter()
-            .map(|(mac, per_cpu)| {
-                let mut sum = DeviceCounters::default();
-                for s in per_cpu.iter() {
-                    sum.traffic.add(&super::traffic::TrafficCounters {
-                        tx_bytes: s.tx_bytes,
-                        tx_packets: s.tx_packets,
-                        rx_bytes: s.rx_bytes,
-                        rx_packets: s.rx_packets,
-                    });
-                    sum.tcp_packets += s.tcp_packets;
-                    sum.udp_packets += s.udp_packets;
-                    sum.icmp_packets += s.icmp_packets;
-                    sum.other_packets += s.other_packets;
-                    // Only the first `reason::COUNT` slots are codes; the rest are padding.
-                    for (total, d) in sum.drops.iter_mut().zip(s.drops) {
-                        *total += d;
-                    }
+        let mut all = Vec::new();
+        self.sweep_device_stats(|mac, per_cpu| {
+            let mut sum = DeviceCounters { traffic: traffic_sum(per_cpu), ..DeviceCounters::default() };
+            for s in per_cpu {
+                sum.tcp_packets += s.tcp_packets;
+                sum.udp_packets += s.udp_packets;
+                sum.icmp_packets += s.icmp_packets;
+                sum.other_packets += s.other_packets;
+                // Only the first `reason::COUNT` slots are codes; the rest are padding.
+                for (total, d) in sum.drops.iter_mut().zip(s.drops) {
+                    *total += d;
                 }
-                (Mac(mac.addr), sum)
+            }
+            all.push((mac, sum));
+        });
+        all
+    }
+
+    /// Every device's traffic, summed over CPUs: the counter step's sweep.
+    pub fn device_traffic(&self) -> Vec<(Mac, TrafficCounters)> {
+        let mut all = Vec::new();
+        self.sweep_device_stats(|mac, per_cpu| all.push((mac, traffic_sum(per_cpu))));
+        all
+    }
+
+    /// Reads `DEVICE_STATS` whole, in batches (`batch`: a few system calls for the whole map,
+    /// not two per device), handing each device's per-CPU counters to `visit`. Reads nothing
+    /// (and logs why) if the kernel refuses the read.
+    fn sweep_device_stats(&self, mut visit: impl FnMut(Mac, &[DeviceStats])) {
+        let mut entries = 0;
+        let read = aya::util::nr_cpus().map_err(|(_, e)| e).and_then(|cpus| {
+            batch::for_each::<MacKey, DeviceStats>(self.device_stats.map(), cpus, |mac, per_cpu| {
+                entries += 1;
+                visit(Mac(mac.addr), per_cpu);
             })
-            .collect()
+        });
+        match read {
+            Ok(()) => self.device_stats_entries.store(entries, Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters"),
+        }
     }
 
     /// A global counter (`gateway_ebpf::counter`), summed over CPUs.
@@ -239,9 +256,19 @@ impl Maps {
         drops
     }
 
-    /// The flow table, optionally only one device's flows.
+    /// The flow table, optionally only one device's flows (read in batches; empty, and
+    /// logged, if the kernel refuses the read).
     pub fn flows(&self, mac: Option<Mac>) -> Vec<(FlowKey, FlowStats)> {
-        self.flows.iter().filter_map(Result::ok).filter(|(key, _)| mac.is_none_or(|m| key.mac.addr == m.0)).collect()
+        let mut flows = Vec::new();
+        let read = batch::for_each::<FlowKey, FlowStats>(self.flows.map(), 1, |key, stats| {
+            if mac.is_none_or(|m| key.mac.addr == m.0) {
+                flows.extend(stats.first().map(|stats| (key, *stats)));
+            }
+        });
+        if let Err(error) = read {
+            tracing::warn!(%error, map = abi::FLOWS, "cannot read the flow table");
+        }
+        flows
     }
 
     /// How full every sized map is (`fill`): the device and flow tables counted in batches,
@@ -344,6 +371,20 @@ impl DeviceControl for Maps {
     fn set_device_ipv4(&self, mac: Mac, addr: Ipv4Addr) -> Result<(), ControlError> {
         lock(&self.device_ipv4).insert(addr.octets(), mac.key(), 0).map_err(map_error(abi::DEVICE_IPV4))
     }
+}
+
+/// A device's traffic counters summed over its per-CPU copies.
+fn traffic_sum(per_cpu: &[DeviceStats]) -> TrafficCounters {
+    let mut sum = TrafficCounters::default();
+    for s in per_cpu {
+        sum.add(&TrafficCounters {
+            tx_bytes: s.tx_bytes,
+            tx_packets: s.tx_packets,
+            rx_bytes: s.rx_bytes,
+            rx_packets: s.rx_packets,
+        });
+    }
+    sum
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -25,8 +25,8 @@ const DEVICES: u32 = 10;
 const FLOWS: u32 = 32;
 /// Flows the device opens: well past the table's size.
 const OPENED: u16 = 200;
-/// The metrics step reads the maps' fill every 10 s: allow two reads and a loaded machine.
-const FILL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The metrics step reads the maps' fill every 30 s: allow two reads and a loaded machine.
+const FILL_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// The value of the sample `name{map="map"}` in a scrape, if present.
 fn sample(scrape: &str, name: &str, map: &str) -> Option<u64> {
