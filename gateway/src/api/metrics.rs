@@ -426,6 +426,11 @@ impl Metrics {
         lock(&self.snapshots).map_fill = fills;
     }
 
+    /// How full each BPF map was at the last read.
+    pub fn map_fill(&self) -> Vec<crate::datapath::fill::MapFill> {
+        lock(&self.snapshots).map_fill.clone()
+    }
+
     pub fn datapath_counters(&self) -> Option<DatapathCounters> {
         lock(&self.snapshots).datapath.clone()
     }
