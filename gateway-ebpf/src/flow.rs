@@ -40,7 +40,9 @@ fn stats(mac: &MacKey) -> Option<*mut DeviceStats> {
     if let Some(stats) = DEVICE_STATS.get_ptr_mut(mac) {
         return Some(stats);
     }
-    let _ = DEVICE_STATS.insert(mac, &ZERO_STATS, u64::from(BPF_NOEXIST));
+    if DEVICE_STATS.insert(mac, &ZERO_STATS, u64::from(BPF_NOEXIST)).is_ok() {
+        count(counter::DEVICE_STATS_INSERTED);
+    }
     DEVICE_STATS.get_ptr_mut(mac)
 }
 
@@ -194,6 +196,7 @@ pub fn open(
         return false;
     };
     if opened {
+        count(counter::FLOWS_INSERTED);
         // SAFETY: as in `add`; only the CPU that inserted the entry sets these.
         unsafe {
             (*stats).first_seen_ns = now;

@@ -24,8 +24,8 @@ pub const ABI_VERSION: u32 = 4;
 /// Where the controller pins every map, so a restart reuses them and enforcement never resets.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
 
-/// Map names (as in the object file) and their default capacities. Userspace may raise the
-/// capacities at load time from configuration.
+/// Map names (as in the object file) and the object's capacities. The controller sizes the
+/// device, flow and event maps at load from its configuration (gateway's `datapath::capacity`).
 pub mod maps {
     /// Device table: `MacKey` → `DeviceEntry`.
     pub const DEVICES: &str = "DEVICES";
@@ -70,7 +70,8 @@ pub mod programs {
     /// receive redirected frames.
     pub const PASS: &str = "iotgw_pass";
     /// Benchmark reference only, never attached: the least any gateway must do per frame
-    /// (parse Ethernet, look the source MAC up in `DEVICES`, bump one per-CPU counter).
+    /// (parse it, look the source MAC up in `DEVICES`, bump one per-CPU counter, look the
+    /// flow up in `FLOWS`).
     pub const FLOOR: &str = "iotgw_floor";
 }
 
@@ -214,6 +215,11 @@ pub mod counter {
     pub const REDIRECTED: u32 = 3;
     /// Flow-table inserts that failed.
     pub const FLOW_INSERT_FAILED: u32 = 4;
+    /// Flows XDP inserted into `FLOWS`. Nothing else adds or removes flows, so this less the
+    /// entries the map holds is what its LRU evicted.
+    pub const FLOWS_INSERTED: u32 = 5;
+    /// Devices XDP inserted into `DEVICE_STATS` (the same for its evictions).
+    pub const DEVICE_STATS_INSERTED: u32 = 6;
     /// Drops by reason start here: `DROPS_BASE + reason`.
     pub const DROPS_BASE: u32 = 16;
     pub const COUNT: u32 = DROPS_BASE + crate::reason::COUNT as u32;

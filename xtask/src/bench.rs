@@ -9,6 +9,7 @@ use crate::run_cmd;
 /// `bench/`); the console's and the fleet's are cargo benches too (release, as `cargo bench` builds).
 const BENCHES: &[(&str, &[&str])] = &[
     ("xdp", &["run", "--quiet", "--package", "iotgw-bench", "--bin", "xdp-bench"]),
+    ("scale", &["run", "--quiet", "--package", "iotgw-bench", "--bin", "scale-bench"]),
     ("detection", &["run", "--quiet", "--package", "netns-tests", "--bin", "detection-latency"]),
     ("console", &["bench", "--quiet", "--package", "gateway", "--bench", "console"]),
     ("fleet", &["bench", "--quiet", "--package", "gateway", "--bench", "fleet"]),

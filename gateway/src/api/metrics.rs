@@ -119,6 +119,7 @@ impl DatapathCounters {
 #[derive(Debug, Default)]
 struct Snapshots {
     datapath: Option<DatapathCounters>,
+    map_fill: Vec<crate::datapath::fill::MapFill>,
     integration_backlog: BTreeMap<String, u64>,
     fleet: Option<FleetCounters>,
 }
@@ -159,6 +160,7 @@ impl Collector for SnapshotCollector {
                 ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
+        encode_map_fill(&snapshots.map_fill, &mut encoder)?;
         let mut family = encoder.encode_descriptor(
             "integration_backlog",
             "Events waiting in the integrations outbox, by sink.",
@@ -174,6 +176,42 @@ impl Collector for SnapshotCollector {
         }
         Ok(())
     }
+}
+
+/// Each map's entries and capacity (gauges) and LRU evictions (a counter), labelled by map.
+fn encode_map_fill(
+    fills: &[crate::datapath::fill::MapFill],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    use prometheus_client::metrics::MetricType;
+    if fills.is_empty() {
+        return Ok(());
+    }
+    for (name, help, read) in [
+        (
+            "datapath_map_entries",
+            "Entries a BPF map holds.",
+            (|f| f.entries) as fn(&crate::datapath::fill::MapFill) -> u64,
+        ),
+        ("datapath_map_capacity", "Entries a BPF map can hold (its max_entries).", |f| f.capacity),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for fill in fills {
+            gauge(read(fill)).encode(family.encode_family(&[("map", fill.map)])?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "datapath_map_evictions",
+        "Entries an LRU map evicted to make room (flows, per-device counters) since it was created.",
+        None,
+        MetricType::Counter,
+    )?;
+    for fill in fills {
+        if let Some(evictions) = fill.evictions {
+            ConstCounter::new(evictions).encode(family.encode_family(&[("map", fill.map)])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// A gauge of a count (saturating: a count beyond `i64::MAX` is not one we will see).
@@ -393,6 +431,16 @@ impl Metrics {
     /// Publishes the latest datapath counters (the stats poller calls this periodically).
     pub fn set_datapath_counters(&self, counters: DatapathCounters) {
         lock(&self.snapshots).datapath = Some(counters);
+    }
+
+    /// Publishes how full each BPF map is (`Maps::fill_levels`).
+    pub fn set_map_fill(&self, fills: Vec<crate::datapath::fill::MapFill>) {
+        lock(&self.snapshots).map_fill = fills;
+    }
+
+    /// How full each BPF map was at the last read.
+    pub fn map_fill(&self) -> Vec<crate::datapath::fill::MapFill> {
+        lock(&self.snapshots).map_fill.clone()
     }
 
     pub fn datapath_counters(&self) -> Option<DatapathCounters> {

@@ -25,8 +25,7 @@ pub(super) struct Outputs {
 
 /// Runs until shutdown.
 pub(super) async fn run(maps: Arc<Maps>, every: Duration, out: Outputs, mut shutdown: Shutdown) {
-    let mut previous: HashMap<Mac, _> =
-        maps.device_counters().into_iter().map(|(mac, counters)| (mac, counters.traffic)).collect();
+    let mut previous: HashMap<Mac, _> = maps.device_traffic().into_iter().collect();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_read = Instant::now();
@@ -41,19 +40,15 @@ pub(super) async fn run(maps: Arc<Maps>, every: Duration, out: Outputs, mut shut
         last_read = Instant::now();
         let current = {
             let maps = maps.clone();
-            match tokio::task::spawn_blocking(move || maps.device_counters()).await {
+            match tokio::task::spawn_blocking(move || maps.device_traffic()).await {
                 Ok(current) => current,
                 Err(_) => continue,
             }
         };
-        for (mac, counters) in current {
-            let before = previous.insert(mac, counters.traffic).unwrap_or_default();
-            let sample = TrafficSample {
-                mac,
-                interval_start: now - interval,
-                interval,
-                counters: counters.traffic.since(&before),
-            };
+        for (mac, traffic) in current {
+            let before = previous.insert(mac, traffic).unwrap_or_default();
+            let sample =
+                TrafficSample { mac, interval_start: now - interval, interval, counters: traffic.since(&before) };
             if sample.counters.is_idle() {
                 continue;
             }

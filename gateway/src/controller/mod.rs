@@ -140,12 +140,12 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     let every = Duration::from_millis(config.datapath.counter_interval_ms);
     tasks.spawn(counters::run(maps.clone(), every, counters, shutdown.clone()));
 
-    let fleet_health = services::health_sources(&config, &maps, &loaded.attachments);
+    let metrics = Arc::new(crate::api::metrics::Metrics::new());
+    let fleet_health = services::health_sources(&metrics, &loaded.attachments);
     let mut services = services::start(&config, control.clone(), fleet_health, &bus, &shutdown).await?;
 
     let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());
     shared_policy.set(crate::api::policy_view::snapshot(&policy.current(), &responses));
-    let metrics = Arc::new(crate::api::metrics::Metrics::new());
     let parts = api::Parts {
         control,
         metrics: metrics.clone(),

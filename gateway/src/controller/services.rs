@@ -7,8 +7,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::{
+    api::metrics::Metrics,
     config::Config,
-    datapath::{Control, interface, loader::Attachment, maps::Maps},
+    datapath::{Control, interface, loader::Attachment},
     event::EventBus,
     fleet::{self, wire::MapFill},
     integrations::Integrations,
@@ -28,23 +29,20 @@ pub(super) struct Services {
 }
 
 /// What the fleet's health report reads of the datapath: the XDP mode of the first attached
-/// program and the fill of the device and flow tables.
-pub(super) fn health_sources(config: &Config, maps: &Arc<Maps>, attachments: &[Attachment]) -> fleet::health::Sources {
-    let maps = maps.clone();
-    let (devices_capacity, flows_capacity) = (config.datapath.devices_capacity, config.datapath.flows_capacity);
+/// program and the fill of every sized map, as the metrics step last read it (reading it
+/// again would copy the flow table out a second time).
+pub(super) fn health_sources(metrics: &Arc<Metrics>, attachments: &[Attachment]) -> fleet::health::Sources {
+    let metrics = metrics.clone();
     fleet::health::Sources {
         bundle: fleet::SharedBundleStatus::default(),
         xdp_mode: attachments.first().map(|a| a.mode.to_owned()),
         map_fill: Box::new(move || {
-            let fill = |map: &str, entries: usize, capacity: u32| MapFill {
-                map: map.to_owned(),
-                entries: entries as u64,
-                capacity: u64::from(capacity),
+            let fill = |f: crate::datapath::fill::MapFill| MapFill {
+                map: f.map.to_owned(),
+                entries: f.entries,
+                capacity: f.capacity,
             };
-            vec![
-                fill(gateway_ebpf::maps::DEVICES, maps.devices().len(), devices_capacity),
-                fill(gateway_ebpf::maps::FLOWS, maps.flows(None).len(), flows_capacity),
-            ]
+            metrics.map_fill().into_iter().map(fill).collect()
         }),
     }
 }

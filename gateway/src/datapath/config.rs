@@ -38,11 +38,17 @@ pub struct DatapathConfig {
     pub pin_path: PathBuf,
     /// Copy DHCP, DNS, ARP and TLS handshakes to userspace for fingerprinting.
     pub sample_packets: bool,
+    /// Entries of the device maps (`DEVICES`, `DEVICE_IPV4`, `DEVICE_STATS`); see
+    /// `capacity` for what each costs. A change recreates the maps at the next start.
     pub devices_capacity: u32,
+    /// Entries of the flow table (`FLOWS`, LRU: beyond it the oldest flows are evicted).
     pub flows_capacity: u32,
+    /// Bytes of the event ring buffer (`EVENTS`): a power of two.
+    pub events_ring_bytes: u32,
     /// How often per-device counters are read into traffic samples, in milliseconds: how
     /// soon a flood or an exfiltration shows (rates stay per second, over the last second of
-    /// samples); each read walks the per-device counter map.
+    /// samples); each read copies the per-device counter map out in batches (its cost at
+    /// 100,000 devices: bench/scale).
     pub counter_interval_ms: u64,
 }
 
@@ -56,8 +62,9 @@ impl Default for DatapathConfig {
             attach_mode: AttachMode::Auto,
             pin_path: PathBuf::from(gateway_ebpf::PIN_ROOT),
             sample_packets: true,
-            devices_capacity: gateway_ebpf::maps::DEVICES_CAPACITY,
-            flows_capacity: gateway_ebpf::maps::FLOWS_CAPACITY,
+            devices_capacity: super::capacity::DEFAULT_DEVICES,
+            flows_capacity: super::capacity::DEFAULT_FLOWS,
+            events_ring_bytes: super::capacity::DEFAULT_EVENTS_RING_BYTES,
             counter_interval_ms: DEFAULT_COUNTER_INTERVAL_MS,
         }
     }
@@ -82,11 +89,7 @@ impl DatapathConfig {
                 d.counter_interval_ms
             ));
         }
-        for (name, value) in [("devices_capacity", d.devices_capacity), ("flows_capacity", d.flows_capacity)] {
-            if value == 0 {
-                problems.push(format!("datapath.{name} must be above 0"));
-            }
-        }
+        problems.extend(super::capacity::problems(d));
         problems
     }
 }

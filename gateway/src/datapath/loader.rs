@@ -24,7 +24,7 @@ use aya::{
 };
 use gateway_ebpf::{maps as abi, programs};
 
-use super::{AttachMode, DatapathConfig};
+use super::{AttachMode, DatapathConfig, capacity};
 use crate::{
     datapath::xdp_log::{self, XdpLog},
     error_chain::error_chain,
@@ -243,15 +243,14 @@ pub fn load(config: &DatapathConfig) -> Result<Loaded, LoadError> {
              mount namespace (`nsenter --net=...`, not `ip netns exec`) to keep enforcing through a crash"
         );
     }
-    forget_stale_pins(&config.pin_path);
+    let sizes = capacity::capacities(config);
+    forget_stale_pins(&config.pin_path, &sizes);
     let log_level = xdp_log::level_for(tracing::level_filters::LevelFilter::current());
     let mut loader = EbpfLoader::new();
-    loader
-        .default_map_pin_directory(&config.pin_path)
-        .map_max_entries(abi::DEVICES, config.devices_capacity)
-        .map_max_entries(abi::DEVICE_STATS, config.devices_capacity)
-        .map_max_entries(abi::DEVICE_IPV4, config.devices_capacity)
-        .map_max_entries(abi::FLOWS, config.flows_capacity);
+    loader.default_map_pin_directory(&config.pin_path);
+    for (map, max_entries) in sizes {
+        loader.map_max_entries(map, max_entries);
+    }
     xdp_log::set_level(&mut loader, &log_level);
     let mut ebpf = loader.load(OBJECT)?;
     let xdp_log = match XdpLog::take(&mut ebpf) {
@@ -303,14 +302,16 @@ pub fn attach_all(loaded: &mut Loaded, config: &DatapathConfig) -> Result<(), Lo
 /// Pinned maps of another ABI may have other layouts: when the pinned `CONFIG` holds another
 /// `ABI_VERSION`, or a pinned map's value size is not this build's (pins from before a layout
 /// change, whose `CONFIG` cannot even be read as today's `GatewayConfig`), drop the map pins
-/// (not the links) so the load creates fresh maps. Returns whether it did.
-pub fn forget_stale_pins(pin_path: &Path) -> bool {
+/// (not the links) so the load creates fresh maps. A pin of another size than `sizes`
+/// (`capacity::capacities`) is dropped the same way: the kernel cannot resize a map. The
+/// store refills the device table before the programs are swapped in. Returns whether it did.
+pub fn forget_stale_pins(pin_path: &Path, sizes: &[capacity::Capacity]) -> bool {
     let mismatch = VALUE_SIZES.iter().find_map(|&(name, size)| {
         let info = aya::maps::MapInfo::from_pin(pin_path.join(name)).ok()?;
         (info.value_size() as usize != size)
             .then(|| format!("{name} holds {}-byte values, this build {size}", info.value_size()))
     });
-    let stale = mismatch.or_else(|| {
+    let stale = mismatch.or_else(|| capacity::mismatch(pin_path, sizes)).or_else(|| {
         let map = aya::maps::MapData::from_pin(pin_path.join(abi::CONFIG)).ok()?;
         let array = aya::maps::Array::<_, gateway_ebpf::GatewayConfig>::try_from(aya::maps::Map::Array(map)).ok()?;
         let config = array.get(&0, 0).ok()?;
@@ -318,7 +319,7 @@ pub fn forget_stale_pins(pin_path: &Path) -> bool {
         (!known).then(|| format!("CONFIG is of ABI {}", config.abi_version))
     });
     let Some(why) = stale else { return false };
-    tracing::warn!(%why, expected = gateway_ebpf::ABI_VERSION, "pinned maps have another ABI; recreating them");
+    tracing::warn!(%why, expected = gateway_ebpf::ABI_VERSION, "pinned maps have another ABI or size; recreating them");
     for name in PINNED_MAPS {
         let _ = std::fs::remove_file(pin_path.join(name));
     }

@@ -11,11 +11,14 @@ use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
     net::Ipv4Addr,
     path::Path,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use aya::maps::{
-    Array, DevMap, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap,
+    Array, DevMap, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap,
     lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
@@ -23,7 +26,7 @@ use gateway_ebpf::{
     QUARANTINE_SLOT, counter, maps as abi,
 };
 
-use super::{ControlError, DeviceAccess, DeviceControl};
+use super::{ControlError, DeviceAccess, DeviceControl, batch, fill::MapFill, traffic::TrafficCounters};
 use crate::device::{Access, Mac};
 
 /// What a policy sync changed.
@@ -55,7 +58,7 @@ pub enum AbiEntry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DeviceCounters {
     #[serde(flatten)]
-    pub traffic: super::traffic::TrafficCounters,
+    pub traffic: TrafficCounters,
     pub tcp_packets: u64,
     pub udp_packets: u64,
     pub icmp_packets: u64,
@@ -78,6 +81,11 @@ pub struct Maps {
     config: Mutex<Array<MapData, GatewayConfig>>,
     global: PerCpuArray<MapData, u64>,
     redirect: Mutex<DevMap<MapData>>,
+    /// Entries the last sweep (`device_counters`) read, and the policy tries hold: counted
+    /// where they are read or written anyway, so `fill_levels` need not read them again.
+    device_stats_entries: AtomicU64,
+    policy_v4_entries: AtomicU64,
+    policy_v6_entries: AtomicU64,
 }
 
 impl Maps {
@@ -122,6 +130,9 @@ impl Maps {
             config: Mutex::new(Array::try_from(get(abi::CONFIG)?).map_err(map_error(abi::CONFIG))?),
             global: PerCpuArray::try_from(get(abi::GLOBAL_STATS)?).map_err(map_error(abi::GLOBAL_STATS))?,
             redirect: Mutex::new(DevMap::try_from(get(abi::REDIRECT_PORTS)?).map_err(map_error(abi::REDIRECT_PORTS))?),
+            device_stats_entries: AtomicU64::new(0),
+            policy_v4_entries: AtomicU64::new(0),
+            policy_v6_entries: AtomicU64::new(0),
         })
     }
 
@@ -174,8 +185,10 @@ impl Maps {
             }
         }
         let mut report = SyncReport::default();
-        let written = sync_trie(&mut lock(&self.policy_v4), &v4, abi::POLICY_V4, &mut report)
-            .and_then(|()| sync_trie(&mut lock(&self.policy_v6), &v6, abi::POLICY_V6, &mut report));
+        let written = sync_trie(&mut lock(&self.policy_v4), &v4, abi::POLICY_V4, &mut report, &self.policy_v4_entries)
+            .and_then(|()| {
+                sync_trie(&mut lock(&self.policy_v6), &v6, abi::POLICY_V6, &mut report, &self.policy_v6_entries)
+            });
         // Even a sync that failed half-way may have changed entries: flows must not keep
         // decisions made from the old ones.
         if written.is_err() || report.inserted + report.removed > 0 {
@@ -184,32 +197,49 @@ impl Maps {
         written.map(|()| report)
     }
 
-    /// Every device's counters, summed over CPUs.
+    /// Every device's counters, summed over CPUs (for status and tools; the counter step
+    /// reads only the traffic, `device_traffic`).
     pub fn device_counters(&self) -> Vec<(Mac, DeviceCounters)> {
-        self.device_stats
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(mac, per_cpu)| {
-                let mut sum = DeviceCounters::default();
-                for s in per_cpu.iter() {
-                    sum.traffic.add(&super::traffic::TrafficCounters {
-                        tx_bytes: s.tx_bytes,
-                        tx_packets: s.tx_packets,
-                        rx_bytes: s.rx_bytes,
-                        rx_packets: s.rx_packets,
-                    });
-                    sum.tcp_packets += s.tcp_packets;
-                    sum.udp_packets += s.udp_packets;
-                    sum.icmp_packets += s.icmp_packets;
-                    sum.other_packets += s.other_packets;
-                    // Only the first `reason::COUNT` slots are codes; the rest are padding.
-                    for (total, d) in sum.drops.iter_mut().zip(s.drops) {
-                        *total += d;
-                    }
+        let mut all = Vec::new();
+        self.sweep_device_stats(|mac, per_cpu| {
+            let mut sum = DeviceCounters { traffic: traffic_sum(per_cpu), ..DeviceCounters::default() };
+            for s in per_cpu {
+                sum.tcp_packets += s.tcp_packets;
+                sum.udp_packets += s.udp_packets;
+                sum.icmp_packets += s.icmp_packets;
+                sum.other_packets += s.other_packets;
+                // Only the first `reason::COUNT` slots are codes; the rest are padding.
+                for (total, d) in sum.drops.iter_mut().zip(s.drops) {
+                    *total += d;
                 }
-                (Mac(mac.addr), sum)
+            }
+            all.push((mac, sum));
+        });
+        all
+    }
+
+    /// Every device's traffic, summed over CPUs: the counter step's sweep.
+    pub fn device_traffic(&self) -> Vec<(Mac, TrafficCounters)> {
+        let mut all = Vec::new();
+        self.sweep_device_stats(|mac, per_cpu| all.push((mac, traffic_sum(per_cpu))));
+        all
+    }
+
+    /// Reads `DEVICE_STATS` whole, in batches (`batch`: a few system calls for the whole map,
+    /// not two per device), handing each device's per-CPU counters to `visit`. Reads nothing
+    /// (and logs why) if the kernel refuses the read.
+    fn sweep_device_stats(&self, mut visit: impl FnMut(Mac, &[DeviceStats])) {
+        let mut entries = 0;
+        let read = aya::util::nr_cpus().map_err(|(_, e)| e).and_then(|cpus| {
+            batch::for_each::<MacKey, DeviceStats>(self.device_stats.map(), cpus, |mac, per_cpu| {
+                entries += 1;
+                visit(Mac(mac.addr), per_cpu);
             })
-            .collect()
+        });
+        match read {
+            Ok(()) => self.device_stats_entries.store(entries, Ordering::Relaxed),
+            Err(error) => tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters"),
+        }
     }
 
     /// A global counter (`gateway_ebpf::counter`), summed over CPUs.
@@ -226,9 +256,73 @@ impl Maps {
         drops
     }
 
-    /// The flow table, optionally only one device's flows.
+    /// The flow table, optionally only one device's flows (read in batches; empty, and
+    /// logged, if the kernel refuses the read).
     pub fn flows(&self, mac: Option<Mac>) -> Vec<(FlowKey, FlowStats)> {
-        self.flows.iter().filter_map(Result::ok).filter(|(key, _)| mac.is_none_or(|m| key.mac.addr == m.0)).collect()
+        let mut flows = Vec::new();
+        let read = batch::for_each::<FlowKey, FlowStats>(self.flows.map(), 1, |key, stats| {
+            if mac.is_none_or(|m| key.mac.addr == m.0) {
+                flows.extend(stats.first().map(|stats| (key, *stats)));
+            }
+        });
+        if let Err(error) = read {
+            tracing::warn!(%error, map = abi::FLOWS, "cannot read the flow table");
+        }
+        flows
+    }
+
+    /// How full every sized map is (`fill`): the device and flow tables counted in batches,
+    /// the per-device counters as the last sweep found them, the policy tries as the last
+    /// sync left them. LRU evictions are what XDP inserted less what the map holds.
+    pub fn fill_levels(&self) -> Result<Vec<MapFill>, ControlError> {
+        let capacity =
+            |map: &MapData, name| map.info().map(|info| u64::from(info.max_entries())).map_err(map_error(name));
+        let count = |map: &MapData, name| {
+            batch::count(map).map(|n| n as u64).map_err(|e| ControlError::Map { map: name, message: e.to_string() })
+        };
+        let evicted = |inserted: u32, entries: u64| Some(self.global_counter(inserted).saturating_sub(entries));
+        let devices = lock(&self.devices);
+        let device_ipv4 = lock(&self.device_ipv4);
+        let flows = count(self.flows.map(), abi::FLOWS)?;
+        let device_stats = self.device_stats_entries.load(Ordering::Relaxed);
+        Ok(vec![
+            MapFill {
+                map: abi::DEVICES,
+                entries: count(devices.map(), abi::DEVICES)?,
+                capacity: capacity(devices.map(), abi::DEVICES)?,
+                evictions: None,
+            },
+            MapFill {
+                map: abi::DEVICE_IPV4,
+                entries: count(device_ipv4.map(), abi::DEVICE_IPV4)?,
+                capacity: capacity(device_ipv4.map(), abi::DEVICE_IPV4)?,
+                evictions: None,
+            },
+            MapFill {
+                map: abi::DEVICE_STATS,
+                entries: device_stats,
+                capacity: capacity(self.device_stats.map(), abi::DEVICE_STATS)?,
+                evictions: evicted(counter::DEVICE_STATS_INSERTED, device_stats),
+            },
+            MapFill {
+                map: abi::FLOWS,
+                entries: flows,
+                capacity: capacity(self.flows.map(), abi::FLOWS)?,
+                evictions: evicted(counter::FLOWS_INSERTED, flows),
+            },
+            MapFill {
+                map: abi::POLICY_V4,
+                entries: self.policy_v4_entries.load(Ordering::Relaxed),
+                capacity: capacity(lock(&self.policy_v4).map(), abi::POLICY_V4)?,
+                evictions: None,
+            },
+            MapFill {
+                map: abi::POLICY_V6,
+                entries: self.policy_v6_entries.load(Ordering::Relaxed),
+                capacity: capacity(lock(&self.policy_v6).map(), abi::POLICY_V6)?,
+                evictions: None,
+            },
+        ])
     }
 
     /// Every device entry (for start-up reconciliation and status).
@@ -279,6 +373,20 @@ impl DeviceControl for Maps {
     }
 }
 
+/// A device's traffic counters summed over its per-CPU copies.
+fn traffic_sum(per_cpu: &[DeviceStats]) -> TrafficCounters {
+    let mut sum = TrafficCounters::default();
+    for s in per_cpu {
+        sum.add(&TrafficCounters {
+            tx_bytes: s.tx_bytes,
+            tx_packets: s.tx_packets,
+            rx_bytes: s.rx_bytes,
+            rx_packets: s.rx_packets,
+        });
+    }
+    sum
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding a map handle leaves the kernel map consistent (every update is
     // one syscall), so a poisoned lock is safe to reuse.
@@ -306,6 +414,7 @@ fn sync_trie<const N: usize>(
     wanted: &Merged<N>,
     name: &'static str,
     report: &mut SyncReport,
+    entries: &AtomicU64,
 ) -> Result<(), ControlError> {
     let current: Vec<(Key<PolicyKey<N>>, PolicyRule)> = trie.iter().filter_map(Result::ok).collect();
     let mut current_by_id: StdHashMap<(u32, u8, [u8; N], u8), PolicyRule> = StdHashMap::new();
@@ -314,6 +423,9 @@ fn sync_trie<const N: usize>(
         let prefix = (key.prefix_len() - POLICY_KEY_FIXED_BITS) as u8;
         current_by_id.insert((u32::from_be_bytes(data.policy_id), data.proto, data.addr, prefix), *rule);
     }
+    // What the trie holds, kept true through a sync that fails half-way.
+    let mut held = current_by_id.len() as u64;
+    entries.store(held, Ordering::Relaxed);
     for (id, rule) in wanted {
         if current_by_id.get(id) == Some(rule) {
             report.unchanged += 1;
@@ -321,11 +433,17 @@ fn sync_trie<const N: usize>(
         }
         trie.insert(&trie_key(id), rule, 0).map_err(map_error(name))?;
         report.inserted += 1;
+        if !current_by_id.contains_key(id) {
+            held += 1;
+            entries.store(held, Ordering::Relaxed);
+        }
     }
     for id in current_by_id.keys() {
         if !wanted.contains_key(id) {
             trie.remove(&trie_key(id)).map_err(map_error(name))?;
             report.removed += 1;
+            held -= 1;
+            entries.store(held, Ordering::Relaxed);
         }
     }
     Ok(())

@@ -1,7 +1,10 @@
-//! The XDP datapath seen from userspace: `config` is its `[datapath]` section, `interface`
-//! reads the host's interfaces, `loader` loads and attaches the programs and pins the maps
-//! (`lan_egress` attaches the TC program that sees the gateway's own DNS answers), `events`
-//! decodes the ring buffer, `maps` is the only writer of BPF maps, `xdp_log` forwards the programs' own (rare) log lines into `tracing`, `restore` rebuilds the
+//! The XDP datapath seen from userspace: `config` is its `[datapath]` section (`capacity`
+//! the maps' sizes and what they cost), `interface` reads the host's interfaces, `loader`
+//! loads and attaches the programs and pins the maps (`lan_egress` attaches the TC program
+//! that sees the gateway's own DNS answers), `events` decodes the ring buffer,
+//! `maps` is the only writer of BPF maps (`batch` reads whole maps in chunks, `fill` says
+//! how full they are),
+//! `xdp_log` forwards the programs' own (rare) log lines into `tracing`, `restore` rebuilds the
 //! device table from the store at start-up, `traffic` counts bytes and packets per device, and
 //! `replay` imitates the LAN program over captures (offline analysis, training, tests).
 //!
@@ -15,9 +18,12 @@ use std::{
 
 use crate::device::{Access, Mac};
 
+pub mod batch;
+pub mod capacity;
 pub mod capture;
 pub mod config;
 pub mod events;
+pub mod fill;
 pub mod interface;
 pub mod lan_egress;
 pub mod loader;

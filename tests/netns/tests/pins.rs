@@ -103,13 +103,13 @@ fn pins_of_an_older_layout_are_recreated_at_load() {
     args.extend(value);
     bpftool(&args);
 
-    assert!(loader::forget_stale_pins(&dir.0), "old-layout pins must be dropped");
+    assert!(loader::forget_stale_pins(&dir.0, &[]), "old-layout pins must be dropped");
     assert!(!config.exists() && !flows.exists(), "the stale pins are gone");
     let maps = dir.load();
     assert_eq!(value_size(&config) as usize, size_of::<GatewayConfig>(), "CONFIG recreated in today's layout");
     assert_eq!(value_size(&flows) as usize, size_of::<gateway_ebpf::FlowStats>(), "FLOWS recreated in today's layout");
     maps.write_config(&GatewayConfig::default()).expect("config of this ABI");
-    assert!(!loader::forget_stale_pins(&dir.0), "pins of this layout and ABI are kept");
+    assert!(!loader::forget_stale_pins(&dir.0, &[]), "pins of this layout and ABI are kept");
     assert!(config.exists() && flows.exists());
 }
 
@@ -121,6 +121,6 @@ fn pins_of_this_layout_with_another_abi_version_are_recreated() {
     maps.write_config(&GatewayConfig { abi_version: gateway_ebpf::ABI_VERSION + 1, ..GatewayConfig::default() })
         .expect("config");
     drop(maps);
-    assert!(loader::forget_stale_pins(&dir.0));
+    assert!(loader::forget_stale_pins(&dir.0, &[]));
     assert!(!dir.pin(abi::CONFIG).exists());
 }

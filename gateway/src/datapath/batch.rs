@@ -1,0 +1,133 @@
+//! Reads a whole BPF hash map with `BPF_MAP_LOOKUP_BATCH` (aya 0.14 has no batch
+//! operations): one `bpf(2)` call per `CHUNK` entries instead of two per entry
+//! (`get_next_key`, then `lookup`). The counter sweep reads the per-device counters this way
+//! every quarter second, and the metrics read the flow table's fill.
+//!
+//! The gateway crate's only `unsafe` (allowed for this module alone, see `lib.rs`), audited:
+//! the one `libc::syscall` below passes the kernel an attribute struct laid out as the
+//! kernel's `bpf_attr.batch` and buffers this function owns, sized for `CHUNK` keys and
+//! `CHUNK` values (each value `copies` times: one per possible CPU for per-CPU maps); the
+//! kernel writes at most `count` entries into them and says how many it wrote. Decoding the
+//! bytes afterwards is safe code (`gateway_ebpf::FromBytes`).
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
+use aya::maps::MapData;
+use gateway_ebpf::FromBytes;
+
+/// Entries asked for per call. A hash map hands out whole buckets, so a chunk must hold the
+/// largest bucket (`ENOSPC` otherwise): a few thousand is far above any real bucket.
+const CHUNK: u32 = 4_096;
+
+/// `BPF_MAP_LOOKUP_BATCH` (`enum bpf_cmd` in `linux/bpf.h`, since Linux 5.6).
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+
+/// `bpf_attr.batch` (`linux/bpf.h`).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Bytes of the kernel's resume token: a hash map's is a bucket number (`u32`); room to spare.
+const TOKEN_BYTES: usize = 64;
+
+/// Calls `visit` with every entry of the hash map `map` whose keys are `K` and whose values
+/// are `copies` `V`s (1 for a plain map, the number of possible CPUs for a per-CPU map, each
+/// copy padded to 8 bytes as the kernel lays them out). Nothing is allocated per entry: a
+/// sweep of a hundred thousand devices costs the kernel's copy and `visit`, little more.
+pub fn for_each<K: FromBytes, V: FromBytes>(
+    map: &MapData,
+    copies: usize,
+    mut visit: impl FnMut(K, &[V]),
+) -> std::io::Result<()> {
+    let value_stride = size_of::<V>().next_multiple_of(8);
+    let mut per_copy = Vec::with_capacity(copies);
+    for_each_chunk(map, size_of::<K>(), value_stride * copies, |keys, values| {
+        for (key, own) in keys.chunks_exact(size_of::<K>()).zip(values.chunks_exact(value_stride * copies)) {
+            per_copy.clear();
+            for value in own.chunks_exact(value_stride) {
+                per_copy.push(V::from_bytes(value).ok_or_else(short)?);
+            }
+            visit(K::from_bytes(key).ok_or_else(short)?, &per_copy);
+        }
+        Ok(())
+    })
+}
+
+/// How many entries the hash map `map` holds, read in chunks and dropped (nothing is kept,
+/// so counting a million flows needs one chunk of memory).
+pub fn count(map: &MapData) -> std::io::Result<usize> {
+    let info = map.info().map_err(std::io::Error::other)?;
+    let copies = if is_per_cpu(&info) { aya::util::nr_cpus().map_err(|(_, e)| e)? } else { 1 };
+    let entry_values = (info.value_size() as usize).next_multiple_of(8) * copies;
+    let mut entries = 0;
+    for_each_chunk(map, info.key_size() as usize, entry_values, |keys, _| {
+        entries += keys.len() / (info.key_size() as usize).max(1);
+        Ok(())
+    })?;
+    Ok(entries)
+}
+
+fn is_per_cpu(info: &aya::maps::MapInfo) -> bool {
+    use aya::maps::MapType as T;
+    matches!(info.map_type(), Ok(T::PerCpuHash | T::LruPerCpuHash | T::PerCpuArray))
+}
+
+/// Calls `chunk` with the keys and values of each batch the kernel returns, `key_size` and
+/// `entry_values` bytes an entry, until the map is read to its end.
+fn for_each_chunk(
+    map: &MapData,
+    key_size: usize,
+    entry_values: usize,
+    mut chunk: impl FnMut(&[u8], &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut keys = vec![0u8; key_size * CHUNK as usize];
+    let mut values = vec![0u8; entry_values * CHUNK as usize];
+    let (mut token_in, mut token_out) = ([0u8; TOKEN_BYTES], [0u8; TOKEN_BYTES]);
+    let fd = map.fd().as_fd().as_raw_fd();
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { token_in.as_ptr() as u64 },
+            out_batch: token_out.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is `bpf_attr.batch` of the kernel's ABI (stable since 5.6); every
+        // pointer in it is to a buffer owned here and alive across the call: `keys` and
+        // `values` hold `CHUNK` entries of this map's key size and `entry_values` bytes of
+        // values, the tokens a hash map's bucket number. The kernel writes nothing else.
+        let done = unsafe {
+            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, size_of::<BatchAttr>() as libc::c_uint)
+        };
+        // ENOENT: the last chunk (possibly empty), with `count` entries still filled.
+        let error = (done < 0).then(std::io::Error::last_os_error);
+        let last = error.as_ref().is_some_and(|e| e.raw_os_error() == Some(libc::ENOENT));
+        if let Some(error) = error.filter(|_| !last) {
+            return Err(error);
+        }
+        let filled = (attr.count as usize).min(CHUNK as usize);
+        chunk(&keys[..filled * key_size], &values[..filled * entry_values])?;
+        if last {
+            return Ok(());
+        }
+        token_in = token_out;
+        first = false;
+    }
+}
+
+fn short() -> std::io::Error {
+    std::io::Error::other("batch lookup returned a short entry")
+}
