@@ -10,9 +10,11 @@ pub mod analyze;
 pub mod audit;
 pub mod baseline;
 pub mod client;
+pub mod completions;
 pub mod devices;
 pub mod fingerprint;
 pub mod hub;
+pub mod man_pages;
 pub mod ota;
 pub mod pki;
 pub mod policy;
@@ -75,6 +77,11 @@ pub enum Command {
     User(user::Command),
     /// The fleet hub: run it (`--config FILE`), or one of its tools.
     Hub(hub::Args),
+    /// Print the shell completion script for bash, zsh, fish, elvish or PowerShell.
+    Completions(completions::Args),
+    /// Write the man pages, one per command (for packagers).
+    #[command(hide = true)]
+    ManPages(man_pages::Args),
 }
 
 pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -96,5 +103,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Ota(command) => ota::run(command),
         Command::User(command) => user::run(command),
         Command::Hub(args) => hub::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::ManPages(args) => man_pages::run(args),
     }
 }
