@@ -12,13 +12,19 @@ pub struct Args {
     pub config: std::path::PathBuf,
 }
 
+/// Loads the gateway configuration; `Err` holds the exit code (`EXIT_CONFIG`) after the
+/// problem was printed.
+pub fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    crate::config::load(path).map_err(|error| {
+        eprintln!("iotgw: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match crate::config::load(&args.config) {
+    let config = match load(&args.config) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("iotgw: {error}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
+        Err(code) => return Ok(code),
     };
     let policy = match check(&config) {
         Ok(policy) => policy,

@@ -1,7 +1,7 @@
 //! The capabilities `packaging/deb/iotgw.service` gives the gateway are the ones loading and
 //! attaching XDP needs on this kernel, no more: with exactly the unit's `CapabilityBoundingSet`
-//! (root, as systemd leaves it) the controller loads, pins and attaches on all three lab
-//! interfaces; without any one of them it refuses to start and attaches nothing.
+//! (root, as systemd leaves it) the controller loads, pins and attaches on the lab's LAN and
+//! WAN interfaces; without any one of them it refuses to start and attaches nothing.
 //!
 //! Run as root through `cargo xtask test` (one test at a time).
 use std::time::Duration;
@@ -19,7 +19,7 @@ const WITHOUT_ONE: [&[&str]; 3] = [&["net_admin", "perfmon"], &["bpf", "perfmon"
 /// How long a controller short of a capability may take to give up.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(30);
 
-const INTERFACES: [&str; 3] = ["lan0", "wan0", "quar0"];
+const INTERFACES: [&str; 2] = ["lan0", "wan0"];
 
 #[test]
 fn the_units_capability_set_is_what_the_loader_needs() {
