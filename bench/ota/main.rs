@@ -53,8 +53,8 @@ fn config(dir: &Path) -> ota::Config {
         keys_dir: None,
         device_ca: dir.join("ca.pem"),
         device_crls: Vec::new(),
-        server_cert: dir.join("server.pem"),
-        server_key: dir.join("server.key"),
+        server_cert: Some(dir.join("server.pem")),
+        server_key: Some(dir.join("server.key")),
         max_connections: MAX_DEVICES + 100,
         tick_secs: 10,
         // Bench certificates come from a throw-away CA, not the identity registry.
@@ -67,9 +67,15 @@ fn serve(dir: &Path) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let (trigger, shutdown) = iotgw::shutdown::channel();
-        let running = ota::spawn(&config(dir), &dir.join("iotgw.db"), iotgw::event::EventBus::default(), shutdown)
-            .await
-            .expect("starting the update service");
+        let running = ota::spawn(
+            &config(dir),
+            &iotgw::identity::Config::default(),
+            &dir.join("iotgw.db"),
+            iotgw::event::EventBus::default(),
+            shutdown,
+        )
+        .await
+        .expect("starting the update service");
         println!("LISTENING {}", running.local_addr);
         tokio::task::spawn_blocking(|| {
             let mut line = String::new();

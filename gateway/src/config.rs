@@ -79,6 +79,7 @@ impl Config {
         problems.extend(self.fleet.problems());
         problems.extend(self.policy.problems());
         problems.extend(self.mud.problems());
+        problems.extend(self.ota.problems());
         problems
     }
 }

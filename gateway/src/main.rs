@@ -10,7 +10,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("iotgw: {error:#}");
-            std::process::ExitCode::FAILURE
+            iotgw::cli::exit_code(&error)
         }
     }
 }

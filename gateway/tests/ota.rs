@@ -156,15 +156,16 @@ impl Lab {
             keys_dir: None,
             device_ca: dir.join("ca.pem"),
             device_crls: crl.iter().map(|_| dir.join("crl.pem")).collect(),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
+            server_cert: Some(dir.join("server.pem")),
+            server_key: Some(dir.join("server.key")),
             max_connections: 512,
             tick_secs: 1,
             require_enrollment,
         };
         let bus = EventBus::default();
         let (trigger, shutdown) = shutdown::channel();
-        let running = ota::spawn(&config, &store, bus.clone(), shutdown).await.unwrap();
+        let running =
+            ota::spawn(&config, &iotgw::identity::Config::default(), &store, bus.clone(), shutdown).await.unwrap();
         Lab { dir, store, repo, vendor, pki, addr: running.local_addr, bus, trigger }
     }
 

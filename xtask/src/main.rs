@@ -8,7 +8,8 @@
 //! - `fresh-check`: the README's two commands on a fresh clone with a fresh Rust install;
 //! - `demo`: the lab on embedded defaults, showing a device being quarantined;
 //! - `bench`: the benchmarks under `bench/`, printing their figures;
-//! - `fuzz`: the coverage-guided fuzz targets of `fuzz/`, each for a set time.
+//! - `fuzz`: the coverage-guided fuzz targets of `fuzz/`, each for a set time;
+//! - `package`: the Debian package (`package`), checked by `test` (`package_check`).
 use clap::{Parser, Subcommand};
 
 mod bench;
@@ -17,6 +18,8 @@ mod demo;
 mod fresh_check;
 mod fuzz;
 mod lint;
+mod package;
+mod package_check;
 mod setup;
 mod test;
 
@@ -76,6 +79,16 @@ enum Command {
         #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
         seconds: u64,
     },
+    /// Build the Debian package target/debian/iotgw_<version>_<arch>.deb (release binary).
+    Package {
+        /// Package the debug build instead (quicker; what `cargo xtask test` checks).
+        #[arg(long)]
+        debug: bool,
+        /// Then check it as `cargo xtask test` does: lintian, systemd-analyze verify, install,
+        /// remove and purge on this machine (root).
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +101,10 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { fleet, hold } => demo::run(fleet, hold),
         Command::Bench { name } => bench::run(name.as_deref()),
         Command::Fuzz { target, seconds } => fuzz::run(target.as_deref(), seconds),
+        Command::Package { debug, check } => {
+            let deb = package::run(debug)?;
+            if check { package_check::run(&deb) } else { Ok(()) }
+        }
     }
 }
 

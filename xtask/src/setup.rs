@@ -36,6 +36,12 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "fonts-dejavu-core", // legible text in the screenshots (a recommend skipped above)
     "nats-server",       // the fleet's broker (JetStream), private instances in tests and the demo
     "postgresql",        // the fleet hub's store, private clusters in tests and the demo
+    "dpkg-dev",          // dpkg-shlibdeps: the package's library dependencies (`cargo xtask package`)
+    "binutils",          // strip: the packaged binary carries no symbols
+    "lintian",           // the package's check in `cargo xtask test`
+    "systemd",           // systemd-analyze verify: the package's units
+    "adduser",           // the package's postinst creates the hub's system user
+    "man-db",            // systemd-analyze verify opens the units' Documentation= man pages
 ];
 
 /// The bpf-linker release set-up builds. `--locked` takes its own Cargo.lock with it, so the

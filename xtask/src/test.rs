@@ -1,9 +1,17 @@
 //! `cargo xtask test`: the lint gates, every unit and integration test, then the lab tests
 //! over the real kernel datapath. The lab tests need root; they fail rather than skip when
-//! they cannot get it, and so does any test whose dataset or tool is missing.
+//! they cannot get it, and so does any test whose dataset or tool is missing. Last, the Debian
+//! package is assembled around the same binary and checked (`package_check`; filter
+//! `package`): its binary is the debug build the lab ran, not a second, optimised build, because
+//! the check is of the packaging and a release build would add minutes to every run.
 use std::process::Command;
 
+use anyhow::Context as _;
+
 use crate::run_cmd;
+
+/// The filter that runs the package check (with the lab tests whose names contain it).
+const PACKAGE_FILTER: &str = "package";
 
 pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     let iotgw = crate::build::run(false)?;
@@ -30,7 +38,15 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     if let Some(filter) = filter {
         lab.arg(filter);
     }
-    let lab_result = run_cmd(&mut lab);
+    let mut lab_result = run_cmd(&mut lab);
+    if filter.is_none_or(|filter| filter == PACKAGE_FILTER) {
+        let package = crate::package::assemble(&iotgw).and_then(|deb| crate::package_check::run(&deb));
+        lab_result = match (lab_result, package) {
+            (Ok(()), package) => package.context("package check failed"),
+            (Err(lab), Ok(())) => Err(lab),
+            (Err(lab), Err(package)) => Err(lab.context(format!("and the package check failed: {package:#}"))),
+        };
+    }
     match (unit_result, lab_result) {
         (Ok(()), Ok(())) => Ok(()),
         (Err(unit), Ok(())) => Err(unit.context("unit and integration tests failed (the lab tests passed)")),

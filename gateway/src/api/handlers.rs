@@ -344,11 +344,12 @@ pub async fn block(
     act(state, caller, &mac, Action::Block, &body).await
 }
 
-/// Prometheus metrics (text exposition format). Needs a token unless `metrics_public`.
+/// Prometheus metrics: OpenMetrics text, or the classic text format when `Accept` prefers
+/// `text/plain` (`exposition`). Needs a token unless `metrics_public`.
 #[utoipa::path(
     get, path = "/metrics", tag = "metrics",
     responses(
-        (status = 200, content_type = "application/openmetrics-text", body = String, description = "Success"),
+        (status = 200, content_type = "application/openmetrics-text", body = String, description = "Success (text/plain; version=0.0.4 when Accept prefers text/plain)"),
         (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"),
         (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)"),
     ),
@@ -370,7 +371,8 @@ pub async fn metrics(
         Err(error) => tracing::warn!(%error, "metrics: device counts not refreshed"),
     }
     let text = state.metrics.encode().map_err(|error| ApiError::Internal(format!("metrics encoding: {error}")))?;
-    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
+    let format = super::exposition::Exposition::negotiate(&headers);
+    Ok(([(header::CONTENT_TYPE, format.content_type())], format.render(text)))
 }
 
 /// The OpenAPI 3 document of this API (public: it holds no data).

@@ -319,41 +319,43 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix(NAMESPACE);
+        // `register` ends each help string with a period itself; collectors' help strings
+        // (`encode_one`) carry their own.
         let devices = Family::<StateLabels, Gauge>::default();
-        registry.register("devices", "Devices in the inventory, by lifecycle state.", devices.clone());
+        registry.register("devices", "Devices in the inventory, by lifecycle state", devices.clone());
         let alerts = Family::<AlertLabels, Counter>::default();
-        registry.register("alerts", "Alerts raised, by detector and severity.", alerts.clone());
+        registry.register("alerts", "Alerts raised, by detector and severity", alerts.clone());
         let actions = Family::<ActionLabels, Counter>::default();
-        registry.register("actions", "Enforcement actions taken, by action and source.", actions.clone());
+        registry.register("actions", "Enforcement actions taken, by action and source", actions.clone());
         let events_lost = Family::<StageLabels, Counter>::default();
         registry.register(
             "events_lost",
-            "Events the controller dropped in userspace, by stage (queue full, subscriber lagging).",
+            "Events the controller dropped in userspace, by stage (queue full, subscriber lagging)",
             events_lost.clone(),
         );
         let auth_failures = Counter::default();
         registry.register(
             "api_auth_failures",
-            "API requests refused for a missing or unknown token.",
+            "API requests refused for a missing or unknown token",
             auth_failures.clone(),
         );
         let dns_answers_refused = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "dns_answers_refused",
-            "DNS answers that opened nothing, by reason (no matching query, wrong id, ...).",
+            "DNS answers that opened nothing, by reason (no matching query, wrong id, ...)",
             dns_answers_refused.clone(),
         );
         let dns_answers_matched = Family::<SourceLabels, Counter>::default();
         registry.register(
             "dns_answers_matched",
             "DNS answers matched to a device's query (DNS-name rules follow only these), by source (upstream, \
-             or a resolver on the gateway itself).",
+             or a resolver on the gateway itself)",
             dns_answers_matched.clone(),
         );
         let dns_queries_evicted = Counter::default();
         registry.register(
             "dns_queries_evicted",
-            "Devices' DNS queries forgotten before their answer to keep within the per-device or total bound.",
+            "Devices' DNS queries forgotten before their answer to keep within the per-device or total bound",
             dns_queries_evicted.clone(),
         );
         let snapshots = Arc::new(Mutex::new(Snapshots::default()));
@@ -497,6 +499,28 @@ mod tests {
         assert_eq!(counters.events_lost, 3);
         assert_eq!(counters.drops[reason::POLICY_DENY as usize], 7);
         assert_eq!(counters.summary().drops[reason::NAMES[reason::POLICY_DENY as usize]], 7);
+    }
+
+    #[test]
+    fn every_help_string_ends_in_one_period_in_both_formats() {
+        let metrics = Metrics::new();
+        let mut stats = vec![0u64; counter::COUNT as usize];
+        stats[counter::LAN_PACKETS as usize] = 1;
+        metrics.set_datapath_counters(DatapathCounters::from_global_stats(&stats));
+        metrics.set_integration_backlog("siem", 1);
+        metrics.set_fleet(FleetCounters::default());
+        let openmetrics = metrics.encode().unwrap();
+        let classic = super::super::exposition::classic(&openmetrics);
+        for text in [&openmetrics, &classic] {
+            let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP ")).collect();
+            assert!(helps.len() > 10, "{text}");
+            for help in helps {
+                assert!(help.ends_with('.') && !help.ends_with(".."), "{help}");
+            }
+        }
+        let scrape = parse(&classic);
+        assert_eq!(value(&scrape, "iotgw_datapath_lan_packets_total", None), Some(1.0), "{classic}");
+        assert!(!classic.contains("# EOF"), "{classic}");
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod auth;
 pub mod device_pages;
 pub mod directory;
 pub mod error;
+pub mod exposition;
 pub mod gate;
 pub mod handlers;
 pub mod inventory_directory;

@@ -1,7 +1,8 @@
 //! The client of the local API the device and audit commands share: where the API is
 //! (`--api`/`IOTGW_API`), the token (`--token`/`IOTGW_TOKEN`), the certificate to trust for an
 //! API served over TLS (`--api-ca`/`IOTGW_API_CA`), and paging (`--limit`, `--cursor`,
-//! `--all`). Turns 401/403/404/409/429 and an unreachable API into one clear line each.
+//! `--all`). Turns 401/403/404/409/429 and an unreachable API into one clear line each, and
+//! not found, unauthorised and unreachable into their own exit codes (`Failure`).
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -69,6 +70,39 @@ fn trusting(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
+/// Why a request to the API failed, as far as the exit code tells (`Failure::exit_code`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// 404: no such device, alert, campaign...
+    NotFound,
+    /// 401 or 403: no token, a wrong one, or a role that may not do this.
+    Unauthorised,
+    /// No connection, or no answer in time.
+    Unreachable,
+    /// Anything else the API refused (400, 409, 429, 5xx).
+    Other,
+}
+
+impl Failure {
+    /// The process's exit code for this failure (sysexits; documented in `iotgw --help`).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Failure::NotFound => super::EXIT_NOT_FOUND,
+            Failure::Unauthorised => super::EXIT_UNAUTHORISED,
+            Failure::Unreachable => super::EXIT_UNREACHABLE,
+            Failure::Other => 1,
+        }
+    }
+}
+
+/// A request the API refused or could not take, with the line that says why.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: Failure,
+    message: String,
+}
+
 /// A client of one gateway's API.
 pub struct Client {
     http: reqwest::Client,
@@ -105,15 +139,19 @@ impl Client {
         }
         // The API explains itself in {"error": ...}; keep its words.
         let detail = response.json::<ErrorBody>().await.map(|body| body.error).unwrap_or_default();
-        anyhow::bail!(match status {
-            StatusCode::UNAUTHORIZED if self.token.is_none() =>
-                "the API needs a token (401): pass --token or set IOTGW_TOKEN".to_owned(),
-            StatusCode::UNAUTHORIZED => "the API refused the token (401): check --token or IOTGW_TOKEN".to_owned(),
-            StatusCode::FORBIDDEN => format!("not allowed (403): {detail}"),
-            StatusCode::TOO_MANY_REQUESTS => format!("throttled (429): {detail}"),
-            StatusCode::NOT_FOUND => format!("{what}: not found (404): {detail}"),
-            _ => format!("{what} failed ({status}): {detail}"),
-        })
+        let (kind, message) = match status {
+            StatusCode::UNAUTHORIZED if self.token.is_none() => {
+                (Failure::Unauthorised, "the API needs a token (401): pass --token or set IOTGW_TOKEN".to_owned())
+            }
+            StatusCode::UNAUTHORIZED => {
+                (Failure::Unauthorised, "the API refused the token (401): check --token or IOTGW_TOKEN".to_owned())
+            }
+            StatusCode::FORBIDDEN => (Failure::Unauthorised, format!("not allowed (403): {detail}")),
+            StatusCode::TOO_MANY_REQUESTS => (Failure::Other, format!("throttled (429): {detail}")),
+            StatusCode::NOT_FOUND => (Failure::NotFound, format!("{what}: not found (404): {detail}")),
+            _ => (Failure::Other, format!("{what} failed ({status}): {detail}")),
+        };
+        Err(ApiError { kind, message }.into())
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, what: &str) -> anyhow::Result<T> {
@@ -121,13 +159,14 @@ impl Client {
     }
 
     fn unreachable(&self, error: reqwest::Error) -> anyhow::Error {
-        if error.is_connect() {
-            anyhow::anyhow!("cannot reach the iotgw API at {}: is `iotgw run` running there? ({error})", self.base)
+        let message = if error.is_connect() {
+            format!("cannot reach the iotgw API at {}: is `iotgw run` running there? ({error})", self.base)
         } else if error.is_timeout() {
-            anyhow::anyhow!("the iotgw API at {} did not answer within {REQUEST_TIMEOUT:?}", self.base)
+            format!("the iotgw API at {} did not answer within {REQUEST_TIMEOUT:?}", self.base)
         } else {
-            anyhow::anyhow!("request to the iotgw API at {} failed: {error}", self.base)
-        }
+            format!("request to the iotgw API at {} failed: {error}", self.base)
+        };
+        ApiError { kind: Failure::Unreachable, message }.into()
     }
 
     /// The rows of `path` with `params`: one page as `page` says, or every page (`--all`).

@@ -438,7 +438,7 @@ fn serve(at: &Location) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {
         let (trigger, shutdown) = crate::shutdown::channel();
-        let running = ota::spawn(&config.ota, &store, crate::event::EventBus::default(), shutdown)
+        let running = ota::spawn(&config.ota, &config.identity, &store, crate::event::EventBus::default(), shutdown)
             .await
             .context("starting the update service")?;
         crate::shutdown::signal().await;

@@ -12,13 +12,19 @@ pub struct Args {
     pub config: std::path::PathBuf,
 }
 
+/// Loads the gateway configuration; `Err` holds the exit code (`EXIT_CONFIG`) after the
+/// problem was printed.
+pub fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    crate::config::load(path).map_err(|error| {
+        eprintln!("iotgw: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = match crate::config::load(&args.config) {
+    let config = match load(&args.config) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("iotgw: {error}");
-            return Ok(ExitCode::from(EXIT_CONFIG));
-        }
+        Err(code) => return Ok(code),
     };
     let policy = match check(&config) {
         Ok(policy) => policy,
@@ -72,8 +78,9 @@ pub fn check(config: &Config) -> Result<PolicyStore, Vec<String>> {
         [("ca_cert", &identity.ca_cert), ("ca_key", &identity.ca_key), ("ca_chain", &identity.ca_chain)];
     let identity_files = identity_files.into_iter().filter_map(|(key, path)| Some((key, path.as_ref()?)));
     let ota = &config.ota;
-    let ota_files = [("device_ca", &ota.device_ca), ("server_cert", &ota.server_cert), ("server_key", &ota.server_key)]
-        .into_iter()
+    let ota_certificate = [("server_cert", &ota.server_cert), ("server_key", &ota.server_key)];
+    let ota_files = std::iter::once(("device_ca", &ota.device_ca))
+        .chain(ota_certificate.into_iter().filter_map(|(key, path)| Some((key, path.as_ref()?))))
         .chain(ota.device_crls.iter().map(|crl| ("device_crls", crl)));
     let files = identity_files
         .map(|(key, path)| ("identity", key, path))
@@ -169,7 +176,8 @@ mod tests {
         let mut config = scratch.config();
         config.datapath.wan_interface = Some("iotgw-nope0".into());
         config.ota.enabled = true;
-        config.ota.server_key = "/nonexistent/iotgw-ota.key".into();
+        config.ota.server_cert = Some(scratch.0.join("iotgw.toml"));
+        config.ota.server_key = Some("/nonexistent/iotgw-ota.key".into());
         std::fs::write(scratch.0.join("policies/zz-bad.toml"), "[[response]]\ndetectors = []\naction = \"block\"\n")
             .expect("write");
         let problems = check(&config).expect_err("refused");

@@ -105,9 +105,10 @@ pub(super) async fn start(
     let ota = if config.ota.enabled {
         let mut ota_config = config.ota.clone();
         ota_config.listen = interface::lan_side(ota_config.listen, &lan_addresses, crate::ota::DEFAULT_PORT);
-        let running = crate::ota::spawn(&ota_config, &config.store.path, bus.clone(), shutdown.clone())
-            .await
-            .context("starting the OTA service")?;
+        let running =
+            crate::ota::spawn(&ota_config, &config.identity, &config.store.path, bus.clone(), shutdown.clone())
+                .await
+                .context("starting the OTA service")?;
         Some(running)
     } else {
         None

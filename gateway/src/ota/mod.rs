@@ -18,6 +18,8 @@ use std::{
     time::Duration,
 };
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 use crate::{
     event::{EventBus, EventKind, GatewayEvent, Severity},
     shutdown::Shutdown,
@@ -43,9 +45,6 @@ pub const DEFAULT_REPO_DIR: &str = "/var/lib/iotgw/ota";
 /// Default device CA certificate: `identity`'s generated CA
 /// (`identity::DEFAULT_STATE_DIR` / `identity::ca::CA_CERT_FILE`).
 pub const DEFAULT_DEVICE_CA: &str = "/var/lib/iotgw/identity/ca.cert.pem";
-/// Default server certificate chain and key of the update service.
-pub const DEFAULT_SERVER_CERT: &str = "/var/lib/iotgw/pki/ota-server.pem";
-pub const DEFAULT_SERVER_KEY: &str = "/var/lib/iotgw/pki/ota-server.key";
 /// Default cap on simultaneous device connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
 /// Default interval of the rollout loop (reports also wake it at once).
@@ -66,8 +65,11 @@ pub struct Config {
     pub device_ca: PathBuf,
     /// PEM CRLs of the device CA: revoked device certificates are refused (read at start).
     pub device_crls: Vec<PathBuf>,
-    pub server_cert: PathBuf,
-    pub server_key: PathBuf,
+    /// The update service's TLS certificate chain (PEM) and its key. Unset (both): the
+    /// identity CA issues one at each start, as it does EST's, for `[identity] server_names`
+    /// and the address the service listens on, so devices that trust the CA trust it.
+    pub server_cert: Option<PathBuf>,
+    pub server_key: Option<PathBuf>,
     pub max_connections: usize,
     pub tick_secs: u64,
     /// Serve only certificates the identity registry issued (not revoked, device not
@@ -85,8 +87,8 @@ impl Default for Config {
             keys_dir: None,
             device_ca: DEFAULT_DEVICE_CA.into(),
             device_crls: Vec::new(),
-            server_cert: DEFAULT_SERVER_CERT.into(),
-            server_key: DEFAULT_SERVER_KEY.into(),
+            server_cert: None,
+            server_key: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tick_secs: DEFAULT_TICK.as_secs(),
             require_enrollment: true,
@@ -95,6 +97,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Every semantic problem of the `[ota]` section.
+    pub fn problems(&self) -> Vec<String> {
+        if self.server_cert.is_some() == self.server_key.is_some() {
+            return Vec::new();
+        }
+        vec!["ota.server_cert and ota.server_key must be set together (or neither: the identity CA issues one)".into()]
+    }
+
     pub fn repository(&self) -> repo::Repository {
         repo::Repository::open(&self.repo_dir, self.keys_dir.as_deref())
     }
@@ -110,6 +120,9 @@ pub enum OtaError {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Repo(#[from] repo::RepoError),
+    /// No server certificate is configured and the identity CA could not issue one.
+    #[error("issuing the update service's certificate from the identity CA: {0}")]
+    Certificate(#[from] crate::identity::ca::CaError),
     /// Neither `ota.listen` nor a LAN interface address says where to listen.
     #[error("ota.listen is unset and the LAN interface has no address to bind the update service to")]
     NoListenAddress,
@@ -124,15 +137,23 @@ pub struct Running {
 }
 
 /// Starts the update server and the rollout loop. Fails before spawning anything if the store,
-/// the repository, the certificates or the address are unusable.
-pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: Shutdown) -> Result<Running, OtaError> {
+/// the repository, the certificates or the address are unusable. `identity` names the CA that
+/// issues the server's certificate when `config` names none.
+pub async fn spawn(
+    config: &Config,
+    identity: &crate::identity::Config,
+    store_path: &Path,
+    bus: EventBus,
+    shutdown: Shutdown,
+) -> Result<Running, OtaError> {
     // The update server checks client certificates against the identity registry.
     let conn = crate::store::open(store_path, &[MIGRATIONS, crate::identity::MIGRATIONS])?;
     let repository = config.repository();
     // The repository must exist: serving without a root would hand devices nothing to trust.
     repository.root(&conn)?;
-    let tls = server::tls_config(&config.server_cert, &config.server_key, &config.device_ca, &config.device_crls)?;
     let listen = config.listen.ok_or(OtaError::NoListenAddress)?;
+    let (chain, key) = server_identity(config, identity, listen)?;
+    let tls = server::tls_config(chain, key, &config.device_ca, &config.device_crls)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| server::ServerError::Bind { addr: listen, source })?;
@@ -154,6 +175,27 @@ pub async fn spawn(config: &Config, store_path: &Path, bus: EventBus, shutdown: 
         let _ = rolling.await;
     });
     Ok(Running { local_addr, handle })
+}
+
+/// The server's certificate chain and key: the configured files, or a certificate the identity
+/// CA issues now for its server names and the address the service listens on.
+fn server_identity(
+    config: &Config,
+    identity: &crate::identity::Config,
+    listen: SocketAddr,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), OtaError> {
+    if let (Some(cert), Some(key)) = (&config.server_cert, &config.server_key) {
+        return Ok((server::read_certs(cert)?, server::read_key(key)?));
+    }
+    let ca = crate::identity::ca::IssuingCa::open(&identity.ca_source())?;
+    let mut names = identity.server_names.clone();
+    let address = listen.ip().to_string();
+    if !listen.ip().is_unspecified() && !names.contains(&address) {
+        names.push(address);
+    }
+    let issued = ca.issue_server(&names, time::OffsetDateTime::now_utc(), crate::identity::SERVER_CERT_VALIDITY)?;
+    tracing::info!(names = ?names, "ota server certificate issued by the identity CA");
+    Ok(issued)
 }
 
 /// Drives campaigns: on every tick, report and alert, applies `Rollouts::tick` and publishes

@@ -157,8 +157,8 @@ impl Shared {
 /// Builds the TLS config: server chain and key, client certificates required and chained to
 /// the device CA(s) in `device_ca`, and not revoked by any CRL in `device_crls` (PEM).
 pub fn tls_config(
-    server_cert: &Path,
-    server_key: &Path,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
     device_ca: &Path,
     device_crls: &[PathBuf],
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
@@ -180,8 +180,6 @@ pub fn tls_config(
         .only_check_end_entity_revocation()
         .build()
         .map_err(|e| ServerError::Tls(e.to_string()))?;
-    let chain = read_certs(server_cert)?;
-    let key = read_key(server_key)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Tls(e.to_string()))?

@@ -61,6 +61,9 @@ pub enum Launcher {
     /// `ip netns exec`: also a mount namespace of its own with a fresh /sys, so the
     /// controller mounts a private bpffs whose pins die with it.
     IpNetnsExec,
+    /// `nsenter --net=`, then `setpriv` keeps only these capabilities (`bpf`, `net_admin`...)
+    /// in the bounding set: root as a systemd unit's `CapabilityBoundingSet` leaves it.
+    NsenterWithCapabilities(&'static [&'static str]),
 }
 
 /// A controller process and the files it runs from.
@@ -171,6 +174,13 @@ impl Controller {
             Launcher::IpNetnsExec => {
                 let mut command = Command::new("ip");
                 command.args(["netns", "exec", &self.ns]);
+                command
+            }
+            Launcher::NsenterWithCapabilities(capabilities) => {
+                let mut command = Command::new("nsenter");
+                command.arg(format!("--net={}", Lab::ns_path(&self.ns)));
+                let keep: String = capabilities.iter().map(|c| format!(",+{c}")).collect();
+                command.args(["setpriv", &format!("--bounding-set=-all{keep}"), "--inh-caps=-all", "--"]);
                 command
             }
         };
