@@ -77,8 +77,8 @@ async fn seed(pool: &sqlx::PgPool, devices: usize) {
     .expect("seed gateway_devices");
     exec(
         pool,
-        "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway) \
-         SELECT mac, last_seen - interval '1 day', last_seen, site, gateway FROM bench_seed; \
+        "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway, access) \
+         SELECT mac, last_seen - interval '1 day', last_seen, site, gateway, access FROM bench_seed; \
          INSERT INTO device_locations (mac, site, gateway, first_seen, last_seen) \
          SELECT mac, site, gateway, last_seen - interval '1 day', last_seen FROM bench_seed"
             .into(),

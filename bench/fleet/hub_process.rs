@@ -82,7 +82,7 @@ impl HubProcess {
     /// The hub process's resident memory through the phases, and its peak.
     pub fn report(&self, at_start: u64) {
         let mib = |kib: u64| kib >> 10;
-        let phases: Vec<String> = ["ingest", "redeliver", "lag"]
+        let phases: Vec<String> = ["ingest", "redeliver", "mix", "lag"]
             .iter()
             .filter_map(|phase| {
                 let (median, max) = self.sampled_kib(phase)?;

@@ -39,9 +39,10 @@ struct Step {
 }
 
 /// Offers `rate` events a second for `secs` seconds while the hub ingests, halving the rate
-/// until the lag's p99 is within the goal (or the rate would fall below MIN_RATE).
-pub async fn run(hub: &Hub, process: &mut HubProcess, shape: Shape, rate: usize, secs: u64) {
-    let mut first = shape.events;
+/// until the lag's p99 is within the goal (or the rate would fall below MIN_RATE); each
+/// gateway's events from its `first`th on.
+pub async fn run(hub: &Hub, process: &mut HubProcess, shape: Shape, first: usize, rate: usize, secs: u64) {
+    let mut first = first;
     let mut rate = rate;
     loop {
         let events_before = crate::counts(&hub.pool).await[4];

@@ -11,6 +11,8 @@
 //!   fleet device, event and gateway row is there;
 //! - `redeliver`: the same reports published again under new message ids (as after a
 //!   gateway's outbox is replayed beyond the duplicate window): rows unchanged;
+//! - `mix`: the steady mix (`sim::Shape::steady_reports`: one known device seen again per
+//!   three events) published as a backlog while the hub runs, until it is all stored;
 //! - sizes: stream bytes and PostgreSQL bytes per device and per event, extrapolated to a
 //!   million devices;
 //! - `lag`: events offered at a steady rate (`--lag-rate`, default 10,000/s) for `--lag-secs`
@@ -23,7 +25,7 @@
 //!   (`api.rs`), p50 and p99 over ROUNDS requests.
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench fleet [-- [--full] [--lag-rate=N]
-//! [--lag-secs=S] [--skip=redeliver,lag,bundle,api] [GATEWAYS [DEVICES [EVENTS [API_DEVICES
+//! [--lag-secs=S] [--skip=redeliver,mix,lag,bundle,api] [GATEWAYS [DEVICES [EVENTS [API_DEVICES
 //! [ROUNDS]]]]]]`, or `cargo xtask bench fleet`; `FLEET_BENCH_ONLY=api` runs the API phase
 //! alone (it seeds its own store).
 use std::{
@@ -55,7 +57,7 @@ const DEFAULT_EVENTS: usize = 100;
 /// `--full`: the issue's fleet, 1,000 gateways × 1,000 devices.
 const FULL_DEVICES: usize = 1_000;
 /// Phases `--skip=` may leave out.
-const SKIPPABLE: [&str; 4] = ["redeliver", "lag", "bundle", "api"];
+const SKIPPABLE: [&str; 5] = ["redeliver", "mix", "lag", "bundle", "api"];
 const GATEWAYS_PER_SITE: usize = 10;
 /// Gateways publishing at once, and acknowledgements each waits for at most.
 const PUBLISHERS: usize = 32;
@@ -120,9 +122,11 @@ async fn main() {
     );
     let nats = NatsServer::start();
     let postgres = Postgres::start();
-    // The reports twice (redeliver) and the lag phase's events (its halving steps sum to under
-    // twice the first), all kept: the stream's retention is by limits.
-    let stream_limit = (2 * reports as i64 + 2 * (lag_rate as i64) * lag_secs as i64) * STREAM_BYTES_PER_REPORT;
+    // The reports twice (redeliver), the steady mix and the lag phase's events (its halving
+    // steps sum to under twice the first), all kept: the stream's retention is by limits.
+    let mix_reports = shape.gateways * (shape.events + shape.events / sim::STEADY_EVENTS_PER_SNAPSHOT);
+    let stream_limit =
+        (2 * reports as i64 + mix_reports as i64 + 2 * (lag_rate as i64) * lag_secs as i64) * STREAM_BYTES_PER_REPORT;
     check_disk(&nats.store, stream_limit);
     let client = async_nats::connect(nats.url()).await.expect("connect to nats");
     let js = jetstream::new(client);
@@ -136,7 +140,7 @@ async fn main() {
     hub::streams::ensure(&js, &hub.config.streams, Duration::from_secs(3_600)).await.expect("streams");
 
     let started = Instant::now();
-    let published = publish(&js, shape, "").await;
+    let published = publish(&js, shape.gateways, |gateway| shape.reports(gateway), "").await;
     let elapsed = started.elapsed();
     println!(
         "publish: {published} reports in {:.1} s = {:.0} reports/s",
@@ -156,8 +160,13 @@ async fn main() {
         redeliver_phase(&hub, &mut hub_process, shape, rows).await;
     }
     sizes(&hub.pool, shape, stream_bytes).await;
+    let mut first_event = shape.events;
+    if !skipped("mix") {
+        mix_phase(&hub, &mut hub_process, shape).await;
+        first_event += shape.events;
+    }
     if !skipped("lag") {
-        lag::run(&hub, &mut hub_process, shape, lag_rate, lag_secs).await;
+        lag::run(&hub, &mut hub_process, shape, first_event, lag_rate, lag_secs).await;
     }
     hub_process.report(rss_at_start);
     hub_process.stop();
@@ -281,18 +290,24 @@ async fn ingest_phase(
     rows
 }
 
+/// Waits until the hub's consumer is drained, sampling the hub's memory for `phase`; the
+/// seconds since `started`.
+async fn drained(hub: &Hub, process: &mut HubProcess, phase: &'static str, started: Instant) -> f64 {
+    while !consumer_drained(&hub.jetstream).await {
+        process.sample(phase);
+        assert!(started.elapsed() < INGEST_TIMEOUT, "{phase}: the hub's consumer not drained");
+        tokio::time::sleep(POLL).await;
+    }
+    started.elapsed().as_secs_f64()
+}
+
 /// The same reports again under new message ids, until ingest has stored each again: `rows`
 /// must be unchanged.
 async fn redeliver_phase(hub: &Hub, process: &mut HubProcess, shape: sim::Shape, rows: [i64; 6]) {
     let started = Instant::now();
-    let again = publish(&hub.jetstream, shape, ".again").await;
+    let again = publish(&hub.jetstream, shape.gateways, |gateway| shape.reports(gateway), ".again").await;
     let republished = started.elapsed().as_secs_f64();
-    while !consumer_drained(&hub.jetstream).await {
-        process.sample("redeliver");
-        assert!(started.elapsed() < INGEST_TIMEOUT, "redeliver: the hub's consumer not drained");
-        tokio::time::sleep(POLL).await;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = drained(hub, process, "redeliver", started).await;
     let after = counts(&hub.pool).await;
     println!(
         "redeliver: {again} reports again under new ids: published in {republished:.1} s, all stored again after \
@@ -302,6 +317,28 @@ async fn redeliver_phase(hub: &Hub, process: &mut HubProcess, shape: sim::Shape,
     );
     println!("redeliver: rows {after:?}, hub metrics {}", process.metrics().await);
     assert_eq!(after, rows, "a redelivery changed rows");
+}
+
+/// The steady mix (`sim::Shape::steady_reports`) published while the hub runs, until its
+/// consumer has every report stored and acknowledged: events/s and reports/s from the first
+/// publish (the backlog builds faster than ingest drains it, so this is ingest's rate).
+async fn mix_phase(hub: &Hub, process: &mut HubProcess, shape: sim::Shape) {
+    let events_before = counts(&hub.pool).await[4];
+    let started = Instant::now();
+    let published = publish(&hub.jetstream, shape.gateways, |gateway| shape.steady_reports(gateway), "").await;
+    let publishing = started.elapsed().as_secs_f64();
+    let elapsed = drained(hub, process, "mix", started).await;
+    let events = (shape.gateways * shape.events) as i64;
+    let stored = counts(&hub.pool).await[4] - events_before;
+    println!(
+        "mix: {events} events and {} snapshots of known devices (1 per {} events): published in {publishing:.1} s, \
+         all stored after {elapsed:.1} s = {:.0} events/s, {:.0} reports/s",
+        published as i64 - events,
+        sim::STEADY_EVENTS_PER_SNAPSHOT,
+        events as f64 / elapsed,
+        published as f64 / elapsed
+    );
+    assert_eq!(stored, events, "mix: events stored differ from those sent");
 }
 
 /// PostgreSQL bytes per fleet device and per event, and what a million devices would take.
@@ -374,15 +411,21 @@ pub async fn publish_report(
     js.publish_with_headers(report.subject(), headers, payload.into()).await.expect("publish")
 }
 
-/// Publishes every gateway's reports, PUBLISHERS gateways at a time, each in order with at most
-/// IN_FLIGHT unacknowledged; `id_suffix` makes the message ids new (a replay).
-async fn publish(js: &jetstream::Context, shape: sim::Shape, id_suffix: &str) -> usize {
+/// Publishes the reports of `gateways` gateways (`reports_of` each), PUBLISHERS gateways at a
+/// time, each in order with at most IN_FLIGHT unacknowledged; `id_suffix` makes the message ids
+/// new (a replay).
+async fn publish(
+    js: &jetstream::Context,
+    gateways_count: usize,
+    reports_of: impl Fn(usize) -> Vec<Report>,
+    id_suffix: &str,
+) -> usize {
     let mut gateways = FuturesUnordered::new();
     let mut next = 0;
     let mut total = 0;
     loop {
-        while gateways.len() < PUBLISHERS && next < shape.gateways {
-            gateways.push(publish_gateway(js.clone(), shape.reports(next), id_suffix.to_owned()));
+        while gateways.len() < PUBLISHERS && next < gateways_count {
+            gateways.push(publish_gateway(js.clone(), reports_of(next), id_suffix.to_owned()));
             next += 1;
         }
         match gateways.next().await {

@@ -48,7 +48,7 @@ SELECT site, gateway, mac, 0, t, access, device_type, vendor, hostname,
          "first_seen": "2026-12-01T00:00:00Z", "last_seen": "2026-12-01T00:00:00Z"}'::jsonb
        || jsonb_build_object('mac', mac, 'hostname', hostname, 'vendor', vendor, 'device_type', device_type, 'access', access)
 FROM seed;
-INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway) SELECT mac, t, t, site, gateway FROM seed;
+INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway, access) SELECT mac, t, t, site, gateway, access FROM seed;
 INSERT INTO alerts (site, gateway, incident_id, mac, detector, severity, state, first_seen, last_seen, latest)
 SELECT site, gateway, 'inc-' || n, mac, 'scan', 1 + n % 4,
        CASE n % 10 WHEN 0 THEN 'open' WHEN 1 THEN 'acknowledged' ELSE 'resolved' END,
@@ -106,6 +106,7 @@ fn statements() -> Vec<Statement> {
         ),
         ("devices by host name", DeviceFilter { search: Some("cam-1234".into()), ..Default::default() }),
         ("blocked devices (none)", DeviceFilter { access: Some(Access::Blocked), ..Default::default() }),
+        ("quarantined devices (2 %)", DeviceFilter { access: Some(Access::Quarantined), ..Default::default() }),
     ] {
         let (query, kept) = device(filter);
         all.push(statement(name, query, kept));

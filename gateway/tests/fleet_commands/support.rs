@@ -85,7 +85,8 @@ impl Fleet {
         .await
         .unwrap();
         sqlx::query(
-            "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway) VALUES ($1, now(), now(), $2, $3)",
+            "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway, access) \
+             VALUES ($1, now(), now(), $2, $3, 'enrolled')",
         )
         .bind(CAMERA)
         .bind(SITE)

@@ -220,15 +220,17 @@ impl Fleet {
         .await
         .unwrap();
         sqlx::query(
-            "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway, access) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (mac) DO UPDATE SET last_seen = excluded.last_seen, site = excluded.site, \
-             gateway = excluded.gateway WHERE excluded.last_seen > fleet_devices.last_seen",
+             gateway = excluded.gateway, access = excluded.access WHERE excluded.last_seen > fleet_devices.last_seen",
         )
         .bind(mac)
         .bind(self.minutes_ago(500))
         .bind(seen)
         .bind(site)
         .bind(gateway)
+        .bind(how.access.as_str())
         .execute(&self.pool)
         .await
         .unwrap();

@@ -170,7 +170,7 @@ impl DeviceFilter {
         select
             .equal("f.site", self.site.clone())
             .equal("f.gateway", self.gateway.clone())
-            .equal("g.access", self.access.map(Access::as_str))
+            .equal("f.access", self.access.map(Access::as_str))
             .equal("g.device_type", self.device_type.clone())
             .equal("g.vendor", self.vendor.clone());
         if let Some(text) = &self.search {
@@ -214,12 +214,12 @@ impl DeviceFilter {
     }
 
     /// Whether PostgreSQL may keep a generic plan of the statement: only when every filter has
-    /// an index in the list's order (site, gateway, the cursor), so that any plan walks it.
-    /// How many devices a search or a state, type or vendor matches, which only the value
-    /// tells (none are blocked, a quarter are bulbs), decides between walking the newest
-    /// devices and reading that filter's index: such a statement is planned for each request.
+    /// an index in the list's order (site, gateway, state, the cursor), so that any plan walks
+    /// it. How many devices a search, type or vendor matches, which only the value tells (a
+    /// quarter are bulbs), decides between walking the newest devices and reading that
+    /// filter's index: such a statement is planned for each request.
     pub fn plan_may_be_kept(&self) -> bool {
-        self.search.is_none() && self.access.is_none() && self.device_type.is_none() && self.vendor.is_none()
+        self.search.is_none() && self.device_type.is_none() && self.vendor.is_none()
     }
 }
 

@@ -67,7 +67,8 @@ impl FleetCounts {
     async fn read(pool: &sqlx::PgPool) -> Result<Self, sqlx::Error> {
         let (gateways, stale_gateways) = status::gateway_counts(pool).await?;
         let (devices, commands_pending): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM fleet_devices), (SELECT count(*) FROM commands WHERE outcome IS NULL)",
+            "SELECT (SELECT coalesce(sum(devices), 0)::int8 FROM fleet_device_counts),
+                    (SELECT count(*) FROM commands WHERE outcome IS NULL)",
         )
         .fetch_one(pool)
         .await?;

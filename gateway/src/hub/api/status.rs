@@ -1,6 +1,7 @@
 //! `GET /api/v1/status` at the hub: the fleet at a glance. `scope: "fleet"` tells the console
 //! it talks to the hub (the gateway says `gateway`). The fleet counts are read here for
-//! `metrics` too.
+//! `metrics` too, from the counters the store keeps (migration 0005), never by counting a
+//! large table.
 use std::collections::{BTreeMap, HashMap};
 
 use axum::{Json, Router, extract::State, routing::get};
@@ -50,14 +51,11 @@ pub fn routes() -> Router<HubApi> {
 async fn status(State(state): State<HubApi>, _caller: Caller) -> Result<Json<FleetStatus>, ApiError> {
     let pool = state.pool();
     let (gateways, stale_gateways) = gateway_counts(pool).await.map_err(store_error)?;
-    let by_access: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT g.access, count(*) FROM fleet_devices f \
-         JOIN gateway_devices g ON g.site = f.site AND g.gateway = f.gateway AND g.mac = f.mac \
-         GROUP BY g.access",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(store_error)?;
+    let by_access: Vec<(String, i64)> =
+        sqlx::query_as("SELECT access, sum(devices)::int8 FROM fleet_device_counts GROUP BY access")
+            .fetch_all(pool)
+            .await
+            .map_err(store_error)?;
     let open_alerts = open_alerts_by_severity(pool).await.map_err(store_error)?.into_iter().map(|(_, n)| n).sum();
     let by_access: HashMap<Access, u64> = by_access
         .into_iter()
@@ -90,7 +88,7 @@ pub(super) async fn gateway_counts(pool: &sqlx::PgPool) -> Result<(u64, u64), sq
 /// Alerts not yet resolved, by severity, every severity listed.
 pub(super) async fn open_alerts_by_severity(pool: &sqlx::PgPool) -> Result<Vec<(Severity, u64)>, sqlx::Error> {
     let counts: Vec<(i16, i64)> =
-        sqlx::query_as("SELECT severity, count(*) FROM alerts WHERE state <> 'resolved' GROUP BY severity")
+        sqlx::query_as("SELECT severity, sum(alerts)::int8 FROM open_alert_counts GROUP BY severity")
             .fetch_all(pool)
             .await?;
     Ok(Severity::ALL

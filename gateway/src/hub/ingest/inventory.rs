@@ -8,6 +8,11 @@
 //! location keeps its first and last sighting. The rules only ever move towards the newest, so
 //! storing a batch again changes nothing, and an update that would change nothing is skipped
 //! (no new row version, no index entries).
+//!
+//! A fleet device carries the access state of the gateway that saw it last (its
+//! `gateway_devices` row), for the device list by state and the status' counts (migration
+//! 0005): the upsert takes it with the place, and one statement then settles the batch's devices
+//! whose row at that place changed state without the place changing.
 use std::collections::{BTreeMap, btree_map::Entry};
 
 use sqlx::{PgConnection, types::Json};
@@ -30,7 +35,10 @@ pub async fn store(conn: &mut PgConnection, snapshots: &[Snapshot<'_>]) -> Resul
     }
     // First: `fleet_devices` points at the gateway's row (foreign key `fleet_devices_seen_at`).
     upsert_gateway_devices(conn, newest_per_gateway_device(snapshots)).await?;
-    upsert_fleet_devices(conn, fleet_devices(snapshots)).await?;
+    let devices = fleet_devices(snapshots);
+    let macs: Vec<String> = devices.keys().map(Mac::to_string).collect();
+    upsert_fleet_devices(conn, &macs, devices).await?;
+    settle_access(conn, &macs).await?;
     upsert_locations(conn, locations(snapshots)).await
 }
 
@@ -87,6 +95,7 @@ struct FleetDevice<'a> {
     site: &'a str,
     gateway: &'a str,
     cert_subject: Option<&'a str>,
+    access: &'static str,
 }
 
 impl<'a> FleetDevice<'a> {
@@ -98,6 +107,7 @@ impl<'a> FleetDevice<'a> {
             site: snapshot.site,
             gateway: snapshot.gateway,
             cert_subject: device.cert_subject.as_deref(),
+            access: device.access.as_str(),
         }
     }
 
@@ -109,7 +119,8 @@ impl<'a> FleetDevice<'a> {
             self.cert_subject = later.cert_subject.or(self.cert_subject);
         }
         if later.last_seen > self.last_seen {
-            (self.site, self.gateway, self.last_seen) = (later.site, later.gateway, later.last_seen);
+            (self.site, self.gateway, self.last_seen, self.access) =
+                (later.site, later.gateway, later.last_seen, later.access);
         }
     }
 }
@@ -128,19 +139,24 @@ fn fleet_devices<'a>(snapshots: &[Snapshot<'a>]) -> BTreeMap<Mac, FleetDevice<'a
     devices
 }
 
+/// `macs`: the keys of `devices`, in order.
 async fn upsert_fleet_devices(
     conn: &mut PgConnection,
+    macs: &[String],
     devices: BTreeMap<Mac, FleetDevice<'_>>,
 ) -> Result<(), sqlx::Error> {
-    let (macs, devices): (Vec<_>, Vec<_>) = devices.into_iter().unzip();
+    let devices: Vec<_> = devices.into_values().collect();
     sqlx::query(
-        "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway, cert_subject)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
+        "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway, cert_subject, access)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                              $7::text[])
          ON CONFLICT (mac) DO UPDATE SET
            first_seen = LEAST(fleet_devices.first_seen, excluded.first_seen),
            site = CASE WHEN excluded.last_seen > fleet_devices.last_seen THEN excluded.site ELSE fleet_devices.site END,
            gateway = CASE WHEN excluded.last_seen > fleet_devices.last_seen
                           THEN excluded.gateway ELSE fleet_devices.gateway END,
+           access = CASE WHEN excluded.last_seen > fleet_devices.last_seen
+                         THEN excluded.access ELSE fleet_devices.access END,
            cert_subject = CASE WHEN excluded.last_seen >= fleet_devices.last_seen
                                THEN COALESCE(excluded.cert_subject, fleet_devices.cert_subject)
                                ELSE fleet_devices.cert_subject END,
@@ -150,12 +166,28 @@ async fn upsert_fleet_devices(
                 AND excluded.cert_subject IS DISTINCT FROM fleet_devices.cert_subject
                 AND excluded.cert_subject IS NOT NULL)",
     )
-    .bind(macs.iter().map(Mac::to_string).collect::<Vec<_>>())
+    .bind(macs)
     .bind(devices.iter().map(|d| d.first_seen).collect::<Vec<_>>())
     .bind(devices.iter().map(|d| d.last_seen).collect::<Vec<_>>())
     .bind(devices.iter().map(|d| d.site).collect::<Vec<_>>())
     .bind(devices.iter().map(|d| d.gateway).collect::<Vec<_>>())
     .bind(devices.iter().map(|d| d.cert_subject).collect::<Vec<_>>())
+    .bind(devices.iter().map(|d| d.access).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Gives each of `macs` the access state of its row at the gateway that saw it last, where the
+/// upsert did not: that row took a newer snapshot (a quarantine, a release) while the fleet
+/// device stayed where it was, or the batch's newest sighting was not its newest snapshot.
+async fn settle_access(conn: &mut PgConnection, macs: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE fleet_devices f SET access = g.access FROM gateway_devices g
+         WHERE f.mac = ANY($1) AND g.site = f.site AND g.gateway = f.gateway AND g.mac = f.mac
+           AND f.access <> g.access",
+    )
+    .bind(macs)
     .execute(conn)
     .await?;
     Ok(())
@@ -208,7 +240,14 @@ mod tests {
     }
 
     fn seen<'a>(site: &'a str, first: i64, last: i64, cert: Option<&'a str>) -> FleetDevice<'a> {
-        FleetDevice { first_seen: at(first), last_seen: at(last), site, gateway: "gw", cert_subject: cert }
+        FleetDevice {
+            first_seen: at(first),
+            last_seen: at(last),
+            site,
+            gateway: "gw",
+            cert_subject: cert,
+            access: "enrolled",
+        }
     }
 
     #[test]
@@ -220,5 +259,9 @@ mod tests {
         assert_eq!(device, seen("b", 0, 60, Some("CN=x")), "a tie keeps the place, takes the certificate");
         device.merge(seen("c", 20, 61, None));
         assert_eq!(device, seen("c", 0, 61, Some("CN=x")), "a newer sighting without one keeps it");
+        device.merge(FleetDevice { access: "quarantined", ..seen("d", 30, 61, None) });
+        assert_eq!(device.access, "enrolled", "a tie keeps the state of the place");
+        device.merge(FleetDevice { access: "quarantined", ..seen("d", 30, 62, None) });
+        assert_eq!((device.site, device.access), ("d", "quarantined"), "the state moves with the place");
     }
 }
