@@ -38,6 +38,10 @@ pub struct TrainArgs {
     /// shipped one.
     #[arg(long)]
     pub taxonomy: Option<PathBuf>,
+    /// Devices that are none of the products (phones, routers, ...; a labels file as
+    /// bench/fingerprint/background-devices.toml), as development examples for the gates.
+    #[arg(long)]
+    pub background: Option<PathBuf>,
     /// Labelled capture folders (a dataset root or device folders).
     #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
@@ -72,6 +76,9 @@ pub struct EvalArgs {
     pub without: Vec<String>,
     #[arg(long)]
     pub taxonomy: Option<PathBuf>,
+    /// As for `train`: development examples of devices that are none of the products.
+    #[arg(long)]
+    pub background: Option<PathBuf>,
     #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
 }
@@ -105,6 +112,12 @@ fn taxonomy(path: Option<&PathBuf>) -> anyhow::Result<Taxonomy> {
     }
 }
 
+fn background(path: Option<&PathBuf>) -> anyhow::Result<Vec<Example>> {
+    let Some(path) = path else { return Ok(Vec::new()) };
+    let (root, devices) = evaluation::read_unseen(path).context("reading the background devices")?;
+    evaluation::background_examples(&root, &devices).context("extracting the background devices' features")
+}
+
 fn with_trees(trees: usize) -> Vec<ForestParams> {
     GRID.iter().map(|params| ForestParams { trees, ..*params }).collect()
 }
@@ -116,7 +129,9 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let refs: Vec<&Example> = examples.iter().collect();
     let params =
         evaluation::select_params(&refs, 5, &with_trees(args.trees), &taxonomy).context("choosing settings")?;
-    let trained = training::train_open(&refs, &params, &taxonomy).context("training")?;
+    let background = background(args.background.as_ref())?;
+    let background: Vec<&Example> = background.iter().collect();
+    let trained = training::train_open(&refs, &background, &params, &taxonomy).context("training")?;
     let json = serde_json::to_string(&trained).context("serialising the model")?;
     std::fs::write(&args.out, json).with_context(|| format!("writing {}", args.out.display()))?;
     println!(
@@ -135,6 +150,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let captures = training::discover(&args.dirs).context("finding labelled captures")?;
     let mut examples = training::examples(&captures).context("extracting features from the captures")?;
     training::without_groups(&mut examples, &args.without).context("--without")?;
+    let mut background = background(args.background.as_ref())?;
+    training::without_groups(&mut background, &args.without).context("--without")?;
     println!("features of {} captures in {:.1} s", examples.len(), started.elapsed().as_secs_f64());
     let evaluation = match &args.model {
         Some(path) => {
@@ -147,9 +164,15 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
             } else {
                 with_trees(args.trees)
             };
-            let (evaluation, chosen) =
-                evaluation::nested_cross_validate(&examples, args.folds, args.inner_folds, &grid, &taxonomy)
-                    .context("cross-validating")?;
+            let (evaluation, chosen) = evaluation::nested_cross_validate(
+                &examples,
+                &background,
+                args.folds,
+                args.inner_folds,
+                &grid,
+                &taxonomy,
+            )
+            .context("cross-validating")?;
             for (fold, params) in chosen.iter().enumerate() {
                 println!(
                     "outer fold {fold}: max_depth {}, features per split {}",
@@ -163,7 +186,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
     println!("(nested cross-validation: {:.1} s)", started.elapsed().as_secs_f64());
     if args.leave_one_unit_out {
         let params = ForestParams { trees: args.trees, ..DEFAULT_PARAMS };
-        let louo = evaluation::leave_one_unit_out(&examples, &params, &taxonomy).context("leave-one-unit-out")?;
+        let louo =
+            evaluation::leave_one_unit_out(&examples, &background, &params, &taxonomy).context("leave-one-unit-out")?;
         println!("\nleave-one-unit-out (types with two units, default settings):");
         print_evaluation(&louo, &taxonomy, args.markdown);
     }

@@ -20,7 +20,7 @@ use super::{
     forest::{DEFAULT_PARAMS, ForestParams},
     model::{Classifier, Guess, Model, ModelError},
     taxonomy::{Level, Taxonomy, UNKNOWN},
-    training::{Example, capture_features, folds_of, train, train_open},
+    training::{Example, LabelledCapture, capture_features, folds_of, train, train_open},
 };
 use crate::device::Mac;
 
@@ -191,6 +191,7 @@ pub fn select_params(
 /// them, then the fold answered. Returns the answers and the settings each fold chose.
 pub fn nested_cross_validate(
     examples: &[Example],
+    background: &[Example],
     outer_folds: usize,
     inner_folds: usize,
     grid: &[ForestParams],
@@ -209,7 +210,8 @@ pub fn nested_cross_validate(
             [only] => *only,
             _ => select_params(&dev, inner_folds, grid, taxonomy)?,
         };
-        answer(&train_open(&dev, &params, taxonomy)?, &test, &mut evaluation);
+        let background: Vec<&Example> = background.iter().collect();
+        answer(&train_open(&dev, &background, &params, taxonomy)?, &test, &mut evaluation);
         chosen.push(params);
     }
     Ok((evaluation, chosen))
@@ -219,6 +221,7 @@ pub fn nested_cross_validate(
 /// trained on everything but that unit.
 pub fn leave_one_unit_out(
     examples: &[Example],
+    background: &[Example],
     params: &ForestParams,
     taxonomy: &Taxonomy,
 ) -> Result<Evaluation, ModelError> {
@@ -229,7 +232,8 @@ pub fn leave_one_unit_out(
     let mut evaluation = Evaluation::default();
     for unit in units_of.values().filter(|units| units.len() > 1).flatten() {
         let (test, train_set): (Vec<&Example>, Vec<&Example>) = examples.iter().partition(|e| e.capture.unit == *unit);
-        answer(&train_open(&train_set, params, taxonomy)?, &test, &mut evaluation);
+        let background: Vec<&Example> = background.iter().collect();
+        answer(&train_open(&train_set, &background, params, taxonomy)?, &test, &mut evaluation);
     }
     Ok(evaluation)
 }
@@ -298,6 +302,20 @@ pub fn read_unseen(path: &Path) -> Result<(PathBuf, Vec<UnseenDevice>), ModelErr
     Ok((root, labels.device))
 }
 
+/// Devices of a labels file as examples of "none of the products", for `training::fit_open_set`.
+pub fn background_examples(root: &Path, devices: &[UnseenDevice]) -> Result<Vec<Example>, ModelError> {
+    devices
+        .iter()
+        .map(|device| {
+            let path = root.join(&device.capture);
+            let features = capture_features(&path, device.mac)?;
+            let capture =
+                LabelledCapture { path, label: device.product.clone(), unit: device.mac.to_string(), mac: device.mac };
+            Ok(Example { capture, vector: features.vector(), tokens: features.tokens() })
+        })
+        .collect()
+}
+
 /// Answers every unseen device with `classifier`. A device labelled with a product the model
 /// knows is refused: it would not be unseen.
 pub fn unseen(classifier: &Classifier, root: &Path, devices: &[UnseenDevice]) -> Result<Vec<UnseenAnswer>, ModelError> {
@@ -337,7 +355,7 @@ mod tests {
         let fold = folds_of(&all, 5);
         let (dev, test) = split(&all, &fold, 0);
         let params = ForestParams { trees: 60, ..DEFAULT_PARAMS };
-        let model = train_open(&dev, &params, Taxonomy::shipped()).unwrap();
+        let model = train_open(&dev, &[], &params, Taxonomy::shipped()).unwrap();
         // Every capture is either trained on or tested, never both.
         assert_eq!(model.trained_on.values().sum::<usize>() + test.len(), examples.len());
         let mut evaluation = Evaluation::default();

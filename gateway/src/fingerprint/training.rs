@@ -225,9 +225,14 @@ pub fn train(examples: &[&Example], params: &ForestParams, taxonomy: &Taxonomy) 
 }
 
 /// Trains on `examples` and fits the open-set calibration and gates on held-out rounds of
-/// the same examples (`fit_open_set`).
-pub fn train_open(examples: &[&Example], params: &ForestParams, taxonomy: &Taxonomy) -> Result<Model, ModelError> {
-    let (calibration, gates) = fit_open_set(examples, params, taxonomy)?;
+/// the same examples and on `background` devices (none of the products: `fit_open_set`).
+pub fn train_open(
+    examples: &[&Example],
+    background: &[&Example],
+    params: &ForestParams,
+    taxonomy: &Taxonomy,
+) -> Result<Model, ModelError> {
+    let (calibration, gates) = fit_open_set(examples, background, params, taxonomy)?;
     let mut model = train(examples, params, taxonomy)?;
     model.open_set.calibration = calibration;
     model.open_set.gates = gates;
@@ -238,9 +243,12 @@ pub fn train_open(examples: &[&Example], params: &ForestParams, taxonomy: &Taxon
 /// `OPEN_SET_ROUNDS` rounds a model is trained without a fifth of the products (dealt at
 /// random with the forest's seed) and without a fifth of the other files, then answers both.
 /// A held-out product's level is "right" as `unknown` unless another trained product shares
-/// its group (an unseen camera may rightly be called `ip-camera`).
+/// its group (an unseen camera may rightly be called `ip-camera`). Each round also answers the
+/// `background` devices (phones, routers, computers: none of the products, `unknown` at every
+/// level), so the gates see what a network holds besides IoT products.
 pub fn fit_open_set(
     examples: &[&Example],
+    background: &[&Example],
     params: &ForestParams,
     taxonomy: &Taxonomy,
 ) -> Result<([Calibration; 3], [Gate; 3]), ModelError> {
@@ -261,11 +269,12 @@ pub fn fit_open_set(
             continue;
         }
         let model = train(&train_set, params, taxonomy)?;
-        for example in test_set {
+        for example in test_set.into_iter().chain(background.iter().copied()) {
             let candidates = model.candidates(&example.vector, &example.tokens);
             raw.push(Level::ALL.map(|level| {
+                // `None` for a background device: a label the taxonomy does not hold.
                 let truth = taxonomy.group(&example.capture.label, level);
-                let trained = model.classes.iter().any(|c| model.taxonomy.group(c, level) == truth);
+                let trained = truth.is_some() && model.classes.iter().any(|c| model.taxonomy.group(c, level) == truth);
                 let candidate = &candidates[level.index()];
                 (candidate.share, candidate.novelty, trained.then(|| Some(candidate.name.as_str()) == truth))
             }));
