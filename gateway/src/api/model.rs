@@ -19,10 +19,17 @@ pub struct DeviceSummary {
     pub ips: Vec<IpAddr>,
     /// Vendor from the IEEE OUI registry; absent for locally administered MACs.
     pub vendor: Option<String>,
-    /// Device-type guess from passive fingerprinting (`camera`, `smart_plug`, ...).
+    /// Device-type guess from passive fingerprinting: a product (`EdimaxPlug1101W`), or
+    /// `unknown` when the device is unlike every product the model knows.
     pub device_type: Option<String>,
     /// Confidence of `device_type`, 0.0 ..= 1.0.
     pub type_confidence: Option<f64>,
+    /// The guess's generic type (`ip-camera`, `smart-plug`, `hub`, ... or `unknown`).
+    #[serde(default)]
+    pub generic_type: Option<String>,
+    /// Confidence of `generic_type`, 0.0 ..= 1.0.
+    #[serde(default)]
+    pub generic_confidence: Option<f64>,
     /// Lifecycle state as the inventory records it.
     #[schema(value_type = String, example = "enrolled")]
     pub state: Access,
@@ -85,6 +92,8 @@ impl From<&crate::inventory::DeviceRecord> for DeviceSummary {
             vendor: device.vendor.clone(),
             device_type: device.device_type.clone(),
             type_confidence: device.type_confidence,
+            generic_type: device.generic_type.clone(),
+            generic_confidence: device.generic_confidence,
             state: device.access,
             policy: device.class.clone(),
             first_seen: device.first_seen,

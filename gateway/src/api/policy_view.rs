@@ -48,7 +48,10 @@ pub fn snapshot(policy: &CompiledPolicy, responses: &ResponsePolicy) -> PolicySn
                 .iter()
                 .map(|mac| format!("mac {mac}"))
                 .chain(m.ouis.iter().map(|oui| format!("oui {}", hex_colon(oui))))
-                .chain(m.fingerprint_types.iter().map(|t| format!("type {t}")))
+                .chain(m.fingerprint_types.iter().map(|t| match m.fingerprint_confidence_percent {
+                    0 => format!("type {t}"),
+                    percent => format!("type {t} ≥ {percent}%"),
+                }))
                 .chain(m.cert_subjects.iter().map(|s| format!("cert_subject {s}")))
                 .collect();
             PolicyClass {

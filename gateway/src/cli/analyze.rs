@@ -160,8 +160,8 @@ fn print_table(report: &Report) {
         }
     }
     println!(
-        "{:<17}  {:<31}  {:<28}  {:<26}  {:<20}  {:>6}  {:>11}  {:>11}",
-        "MAC", "IPS", "VENDOR", "TYPE (CONFIDENCE)", "HOSTNAME", "FLOWS", "TX BYTES", "RX BYTES"
+        "{:<17}  {:<31}  {:<28}  {:<40}  {:<20}  {:>6}  {:>11}  {:>11}",
+        "MAC", "IPS", "VENDOR", "TYPE / GENERIC (CONFIDENCE)", "HOSTNAME", "FLOWS", "TX BYTES", "RX BYTES"
     );
     for device in &report.devices {
         let ips: Vec<String> = device.ips.iter().map(ToString::to_string).collect();
@@ -171,17 +171,22 @@ fn print_table(report: &Report) {
             (None, true) => "(locally administered)".to_owned(),
             (None, false) => "(unknown)".to_owned(),
         };
-        let device_type = match (&device.device_type, device.type_confidence) {
+        let level = |name: &Option<String>, confidence: Option<f64>| match (name, confidence) {
             (Some(t), Some(c)) if c >= CONFIDENT => format!("{t} ({:.0}%)", 100.0 * c),
             (Some(t), Some(c)) => format!("{t}? ({:.0}%)", 100.0 * c),
             _ => "-".to_owned(),
         };
+        let device_type = format!(
+            "{} / {}",
+            level(&device.device_type, device.type_confidence),
+            level(&device.generic_type, device.generic_confidence)
+        );
         println!(
-            "{:<17}  {:<31}  {:<28}  {:<26}  {:<20}  {:>6}  {:>11}  {:>11}",
+            "{:<17}  {:<31}  {:<28}  {:<40}  {:<20}  {:>6}  {:>11}  {:>11}",
             device.mac.to_string(),
             truncate(&ips, 31),
             truncate(&vendor, 28),
-            truncate(&device_type, 26),
+            truncate(&device_type, 40),
             truncate(device.hostname.as_deref().unwrap_or("-"), 20),
             device.flows_total,
             device.traffic.tx_bytes,
@@ -228,10 +233,12 @@ mod tests {
         assert!(hue.ips.contains(&"10.10.10.6".parse().unwrap()));
         assert_eq!(hue.hostname.as_deref(), Some("Philips-hue"));
         assert_eq!(hue.device_type.as_deref(), Some("HueBridge"));
+        assert_eq!((hue.type_vendor.as_deref(), hue.generic_type.as_deref()), (Some("Philips"), Some("hub")));
         assert!(hue.traffic.tx_bytes > 0 && hue.flows_total > 0);
         let aria = devices.iter().find(|d| d.mac == aria).expect("the Aria scale is in the inventory");
         assert!(aria.vendor.as_deref().unwrap().contains("Delta"), "{:?}", aria.vendor);
         assert_eq!(aria.device_type.as_deref(), Some("Aria"));
+        assert_eq!(aria.generic_type.as_deref(), Some("scale"));
         let audit = inventory.audit_log(Some(aria.mac), 10).unwrap();
         assert!(audit.iter().any(|a| a.actor == "fingerprint" && a.action == "type_changed"));
     }

@@ -51,10 +51,13 @@ pub(super) fn assign_classes(maps: &Maps, ledger: &mut Ledger, policy: &Compiled
             continue;
         }
         let conn = ledger.connection();
-        let device_type = crate::inventory::query::device(conn, mac).ok().flatten().and_then(|d| d.device.device_type);
+        let record = crate::inventory::query::device(conn, mac).ok().flatten().map(|d| d.device);
+        let levels = record.as_ref().map(type_levels).unwrap_or_default();
+        let fingerprint: Vec<(&str, f64)> =
+            levels.iter().map(|(name, confidence)| (name.as_str(), *confidence)).collect();
         let subject = crate::identity::registry::valid_subject_by_mac(conn, mac).ok().flatten();
         let mud = crate::inventory::mud::class_id(conn, mac).ok().flatten().map(ClassId);
-        let Some(class) = policy.classify(mac, device_type.as_deref(), subject.as_deref(), mud) else { continue };
+        let Some(class) = policy.classify(mac, &fingerprint, subject.as_deref(), mud) else { continue };
         if (entry.policy_id, entry.class_id) == (class.policy_id.0, class.class_id.0) {
             continue;
         }
@@ -76,6 +79,19 @@ pub(super) fn assign_classes(maps: &Maps, ledger: &mut Ledger, policy: &Compiled
         }
     }
     changed
+}
+
+/// The type guess the inventory holds, as (name, confidence) per level: product, vendor,
+/// generic type.
+fn type_levels(device: &crate::inventory::DeviceRecord) -> Vec<(String, f64)> {
+    [
+        (&device.device_type, device.type_confidence),
+        (&device.type_vendor, device.type_vendor_confidence),
+        (&device.generic_type, device.generic_confidence),
+    ]
+    .into_iter()
+    .filter_map(|(name, confidence)| Some((name.clone()?, confidence.unwrap_or(0.0))))
+    .collect()
 }
 
 /// Whether the class step may (re)assign a device entry's class policy: enrolled devices

@@ -8,7 +8,9 @@
 //! stable hash (FNV-1a), so a shipped model keeps its meaning across builds.
 use std::{collections::BTreeSet, net::IpAddr};
 
-use super::{dhcp::DhcpFingerprint, dns::DnsObservation, sample::Parsed, syn::initial_ttl, tls::ClientHello};
+use super::{
+    dhcp::DhcpFingerprint, dns::DnsObservation, openset::Tokens, sample::Parsed, syn::initial_ttl, tls::ClientHello,
+};
 use crate::{datapath::events::FlowObservation, datapath::traffic::TrafficCounters};
 
 /// Feature groups in vector order, with their lengths: evaluation can leave a group out to
@@ -223,6 +225,35 @@ impl DeviceFeatures {
     /// nothing to classify).
     pub fn is_empty(&self) -> bool {
         self.flows == 0 && self.dhcp.is_none() && self.dns_names.is_empty() && self.tls.is_none() && self.arp == 0
+    }
+
+    /// The names the device gave of itself and its software, by kind, for the open-set gate
+    /// (`openset::Tokens`): DHCP option list and vendor class, host name (unit parts removed),
+    /// registered domains it asked for or named in TLS, JA3, SYN options with initial TTL.
+    pub fn tokens(&self) -> Tokens {
+        let mut tokens = Tokens::default();
+        if let Some(dhcp) = &self.dhcp {
+            if !dhcp.parameter_request_list.is_empty() {
+                tokens.insert("dhcp-options", dhcp.parameter_list_text());
+            }
+            if let Some(vendor) = &dhcp.vendor_class {
+                tokens.insert("dhcp-vendor", vendor.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.'));
+            }
+            if let Some(hostname) = &dhcp.hostname {
+                tokens.insert("hostname", hostname_model(hostname));
+            }
+        }
+        for name in self.dns_names.iter().chain(&self.server_names) {
+            tokens.insert("domain", registered_domain(name));
+        }
+        if let Some(tls) = &self.tls {
+            tokens.insert("ja3", tls.ja3_hash.as_str());
+        }
+        if let Some(syn) = &self.syn {
+            let count = usize::from(syn.option_count).min(syn.option_kinds.len());
+            tokens.insert("syn", format!("{}/{}", hex::encode(&syn.option_kinds[..count]), initial_ttl(syn.ttl)));
+        }
+        tokens
     }
 
     /// The feature vector, `DIMENSIONS` long.

@@ -6,20 +6,27 @@
 //! - `sample`: reads a `PacketSample` into one of those (once, shared by inventory and features);
 //! - `features`: accumulates what one device showed into a fixed-length feature vector;
 //! - `forest`: a random forest over those vectors giving a device type and a confidence;
-//! - `model`: the trained model shipped in the binary (`gateway/models/device-types.json`),
-//!   training from labelled captures and evaluation.
+//! - `taxonomy`: product → vendor → generic type (`gateway/models/taxonomy.toml`);
+//! - `openset`: calibrated confidence, novelty and the gates that answer `unknown`;
+//! - `model`: the model as the gateway runs it (shipped in `gateway/models/device-types.json`);
+//! - `training`: labelled captures → model, gates fitted on held-out folds of the training data;
+//! - `evaluation`: nested cross-validation, leave-one-unit-out, unseen products.
 
 pub mod dhcp;
 pub mod dns;
+pub mod evaluation;
 pub mod features;
 pub mod forest;
 pub mod model;
+pub mod openset;
 pub mod sample;
 pub mod syn;
+pub mod taxonomy;
 pub mod tls;
+pub mod training;
 
 pub use features::DeviceFeatures;
-pub use model::{Classifier, Guess};
+pub use model::{Classifier, Guess, TypeLevel};
 
 /// Why a sampled packet could not be read. The packet is ignored; nothing stored changes.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

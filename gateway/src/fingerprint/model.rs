@@ -1,14 +1,10 @@
-//! The device-type model: the random forest over `DeviceFeatures` vectors plus the type
-//! names, as shipped in the binary (`gateway/models/device-types.json`) or retrained from
-//! labelled captures. Reads capture folders (through `datapath::replay`, the live code
-//! path) and model files; writes model files only when asked (`iotgw fingerprint train`).
-//!
-//! Labelled captures are laid out as the IoT Sentinel dataset: one folder per device, named
-//! for its type, holding `*.pcap` files and `_iotdevice-mac.txt` (the device's MAC). Folders
-//! that differ only by a trailing digit (`EdimaxCam1`, `EdimaxCam2`) are two units of one
-//! type and share the label `EdimaxCam`.
+//! The device-type model as the gateway runs it: the random forest over `DeviceFeatures`
+//! vectors, the product names and their taxonomy, and the open-set gates, as shipped in the
+//! binary (`gateway/models/device-types.json`) or retrained (`training`). Reads model files;
+//! answers a guess at three levels (product, vendor, generic type), each `unknown` when the
+//! device is unlike every known one there.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
 };
@@ -18,21 +14,16 @@ use serde::{Deserialize, Serialize};
 use super::{
     features::{DIMENSIONS, DeviceFeatures},
     forest::{Forest, ForestParams, TrainError},
-    sample,
+    openset::{OpenSet, Tokens},
+    taxonomy::{Level, Taxonomy, TaxonomyError, UNKNOWN},
 };
-use crate::{
-    datapath::events::DatapathEvent,
-    datapath::replay::{CaptureReplay, DEFAULT_INTERVAL, ReplayError, ReplayItem},
-    device::Mac,
-};
+use crate::datapath::replay::ReplayError;
 
 /// The model that ships with iotgw, trained on every capture of the IoT Sentinel dataset
 /// present at build time (see bench/fingerprint/RESULTS.md).
 pub const SHIPPED_MODEL: &str = include_str!("../../models/device-types.json");
 /// Version of the model file layout; bumped when `Model` or the feature layout changes.
-pub const MODEL_FORMAT: u32 = 1;
-/// The file naming a labelled folder's device.
-pub const MAC_FILE: &str = "_iotdevice-mac.txt";
+pub const MODEL_FORMAT: u32 = 2;
 /// Below this probability a guess is still reported, but flagged as weak by callers.
 pub const CONFIDENT: f64 = 0.5;
 
@@ -49,8 +40,13 @@ pub enum ModelError {
         "model {origin} has format {format} and {dimensions} features; this build needs format {MODEL_FORMAT} with {DIMENSIONS}"
     )]
     Incompatible { origin: String, format: u32, dimensions: usize },
+    /// A class the model's taxonomy does not place, or open-set data of the wrong size.
+    #[error("model {origin} is inconsistent: {reason}")]
+    Inconsistent { origin: String, reason: String },
     #[error("labelled folder {path}: {reason}")]
     Dataset { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Taxonomy(#[from] TaxonomyError),
     #[error(transparent)]
     Replay(#[from] ReplayError),
     #[error(transparent)]
@@ -62,20 +58,127 @@ pub enum ModelError {
 pub struct Model {
     pub format: u32,
     pub dimensions: usize,
-    /// Type names, indexed by class.
+    /// Product names, indexed by class.
     pub classes: Vec<String>,
-    /// How many captures of each type it was trained on.
+    /// How many captures of each product it was trained on.
     pub trained_on: BTreeMap<String, usize>,
     pub params: ForestParams,
     pub forest: Forest,
+    /// Places every class: vendor and generic type.
+    pub taxonomy: Taxonomy,
+    pub open_set: OpenSet,
 }
 
-/// A device-type guess.
+/// One level of a guess: a product, vendor or generic-type name, or `unknown`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TypeLevel {
+    pub name: String,
+    /// For a name: the calibrated probability that it is right. For `unknown`: how sure the
+    /// model is that the device is none of the known ones (the larger of the novelty and one
+    /// minus the best name's probability).
+    pub confidence: f64,
+}
+
+impl TypeLevel {
+    pub fn is_unknown(&self) -> bool {
+        self.name == UNKNOWN
+    }
+}
+
+/// A device-type guess at the three levels of the taxonomy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Guess {
-    pub device_type: String,
-    /// Share of the forest's vote, 0..=1.
-    pub confidence: f64,
+    pub product: TypeLevel,
+    pub vendor: TypeLevel,
+    pub generic: TypeLevel,
+    /// Share of the device's names (DHCP, host name, domains, JA3, SYN) the best product's
+    /// training captures never showed: 0 = all seen, 1 = none; `None` when it showed no names.
+    pub novelty: Option<f64>,
+}
+
+impl Guess {
+    pub fn level(&self, level: Level) -> &TypeLevel {
+        match level {
+            Level::Product => &self.product,
+            Level::Vendor => &self.vendor,
+            Level::Generic => &self.generic,
+        }
+    }
+}
+
+/// The best group at one level before the open-set gate: its name, vote share and novelty.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub name: String,
+    pub share: f64,
+    pub novelty: Option<f64>,
+}
+
+impl Model {
+    /// Vote shares summed per group of `level` (per product, vendor or generic type).
+    fn group_shares(&self, proba: &[f64], level: Level) -> BTreeMap<&str, f64> {
+        let mut shares: BTreeMap<&str, f64> = BTreeMap::new();
+        for (class, share) in self.classes.iter().zip(proba) {
+            let group = self.taxonomy.group(class, level).unwrap_or(class);
+            *shares.entry(group).or_default() += share;
+        }
+        shares
+    }
+
+    /// Novelty of `tokens` against the training captures of every class in `group` at `level`.
+    fn novelty(&self, tokens: &Tokens, group: &str, level: Level) -> Option<f64> {
+        let known: Vec<&Tokens> = self
+            .classes
+            .iter()
+            .zip(&self.open_set.vocabulary)
+            .filter(|(class, _)| self.taxonomy.group(class, level).unwrap_or(class) == group)
+            .map(|(_, vocabulary)| vocabulary)
+            .collect();
+        tokens.novelty_against(&known)
+    }
+
+    /// The best group at each level, before calibration and gates.
+    pub fn candidates(&self, vector: &[f64], tokens: &Tokens) -> [Candidate; 3] {
+        self.candidates_of(&self.forest.predict_proba(vector), tokens)
+    }
+
+    fn candidates_of(&self, proba: &[f64], tokens: &Tokens) -> [Candidate; 3] {
+        Level::ALL.map(|level| {
+            let shares = self.group_shares(proba, level);
+            let (name, share) =
+                shares.into_iter().max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(a.0))).unwrap_or((UNKNOWN, 0.0));
+            Candidate { name: name.to_owned(), share, novelty: self.novelty(tokens, name, level) }
+        })
+    }
+
+    /// The open-set answer: each level's best group if its calibrated confidence and novelty
+    /// pass that level's gate, else `unknown`. A kept product fixes its vendor and generic
+    /// type (the levels cannot disagree).
+    pub fn answer(&self, vector: &[f64], tokens: &Tokens) -> Guess {
+        let proba = self.forest.predict_proba(vector);
+        let candidates = self.candidates_of(&proba, tokens);
+        let [product, vendor, generic] = Level::ALL.map(|level| {
+            let candidate = &candidates[level.index()];
+            let confidence = self.open_set.calibration[level.index()].probability(candidate.share);
+            if self.open_set.gates[level.index()].admits(confidence, candidate.novelty) {
+                TypeLevel { name: candidate.name.clone(), confidence }
+            } else {
+                let novelty = candidate.novelty.unwrap_or(0.0);
+                TypeLevel { name: UNKNOWN.to_owned(), confidence: novelty.max(1.0 - confidence) }
+            }
+        });
+        let novelty = candidates[Level::Product.index()].novelty;
+        if product.is_unknown() {
+            return Guess { product, vendor, generic, novelty };
+        }
+        let implied = |level: Level| {
+            let name = self.taxonomy.group(&product.name, level).unwrap_or(&product.name);
+            let share = self.group_shares(&proba, level).get(name).copied().unwrap_or(0.0);
+            let confidence = self.open_set.calibration[level.index()].probability(share).max(product.confidence);
+            TypeLevel { name: name.to_owned(), confidence }
+        };
+        Guess { vendor: implied(Level::Vendor), generic: implied(Level::Generic), product, novelty }
+    }
 }
 
 /// A loaded, checked model.
@@ -113,6 +216,17 @@ impl Classifier {
                 dimensions: model.dimensions,
             });
         }
+        let inconsistent = |reason: String| ModelError::Inconsistent { origin: origin.to_owned(), reason };
+        if let Some(class) = model.classes.iter().find(|class| !model.taxonomy.products.contains_key(*class)) {
+            return Err(inconsistent(format!("class {class:?} is not in its taxonomy")));
+        }
+        if model.open_set.vocabulary.len() != model.classes.len() {
+            return Err(inconsistent(format!(
+                "{} vocabularies for {} classes",
+                model.open_set.vocabulary.len(),
+                model.classes.len()
+            )));
+        }
         Ok(Self { model })
     }
 
@@ -120,287 +234,13 @@ impl Classifier {
         &self.model
     }
 
-    /// The most likely type, or `None` when nothing identifying was seen yet.
+    /// The guess at every level, or `None` when nothing identifying was seen yet.
     pub fn guess(&self, features: &DeviceFeatures) -> Option<Guess> {
         if features.is_empty() {
             return None;
         }
-        let (class, confidence) = self.model.forest.predict(&features.vector())?;
-        Some(Guess { device_type: self.model.classes.get(class)?.clone(), confidence })
+        Some(self.model.answer(&features.vector(), &features.tokens()))
     }
-}
-
-/// One labelled capture.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LabelledCapture {
-    pub path: PathBuf,
-    /// Device type (the folder name, trailing unit digit removed when it has siblings).
-    pub label: String,
-    /// The folder: one physical unit.
-    pub unit: String,
-    pub mac: Mac,
-}
-
-/// Finds labelled captures under each of `dirs`: a folder holding `_iotdevice-mac.txt` is one
-/// unit; any other folder is searched one level down.
-pub fn discover(dirs: &[PathBuf]) -> Result<Vec<LabelledCapture>, ModelError> {
-    let mut units = Vec::new();
-    for dir in dirs {
-        if dir.join(MAC_FILE).is_file() {
-            units.push(dir.clone());
-            continue;
-        }
-        for entry in read_dir(dir)? {
-            if entry.join(MAC_FILE).is_file() {
-                units.push(entry);
-            }
-        }
-    }
-    if units.is_empty() {
-        let path = dirs.first().cloned().unwrap_or_default();
-        return Err(ModelError::Dataset { path, reason: format!("no folder with {MAC_FILE} found") });
-    }
-    let names: Vec<String> = units.iter().map(|u| unit_name(u)).collect();
-    let mut captures = Vec::new();
-    for (unit, name) in units.iter().zip(&names) {
-        let mac_path = unit.join(MAC_FILE);
-        let text = fs::read_to_string(&mac_path).map_err(|source| ModelError::Io { path: mac_path.clone(), source })?;
-        let mac: Mac = text.trim().parse().map_err(|e: crate::device::ParseMacError| ModelError::Dataset {
-            path: mac_path.clone(),
-            reason: e.to_string(),
-        })?;
-        let label = type_label(name, &names);
-        let mut files: Vec<PathBuf> =
-            read_dir(unit)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "pcap")).collect();
-        files.sort();
-        for path in files {
-            captures.push(LabelledCapture { path, label: label.clone(), unit: name.clone(), mac });
-        }
-    }
-    Ok(captures)
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
-    let io = |source| ModelError::Io { path: dir.to_owned(), source };
-    let mut paths = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io)? {
-        paths.push(entry.map_err(io)?.path());
-    }
-    paths.sort();
-    Ok(paths)
-}
-
-fn unit_name(dir: &Path) -> String {
-    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-/// `EdimaxCam1` → `EdimaxCam` when another unit shares the stem (`EdimaxCam2`, or a bare
-/// `WeMoSwitch` next to `WeMoSwitch2`); `iKettle2` and `TP-LinkPlugHS100` stay as they are.
-pub fn type_label(unit: &str, all_units: &[String]) -> String {
-    match stem_of(unit) {
-        Some(stem)
-            if all_units.iter().any(|other| other != unit && (other == stem || stem_of(other) == Some(stem))) =>
-        {
-            stem.to_owned()
-        }
-        _ => unit.to_owned(),
-    }
-}
-
-/// The name without a trailing unit digit (`EdimaxCam1` → `EdimaxCam`; not `HS100` → `HS10`).
-fn stem_of(name: &str) -> Option<&str> {
-    let mut chars = name.chars().rev();
-    let (last, before) = (chars.next()?, chars.next()?);
-    (last.is_ascii_digit() && !before.is_ascii_digit()).then(|| &name[..name.len() - 1])
-}
-
-/// Replays one capture through the live code path and gathers what `mac` showed.
-pub fn capture_features(path: &Path, mac: Mac) -> Result<DeviceFeatures, ModelError> {
-    let mut features = DeviceFeatures::new();
-    for item in CaptureReplay::open(path, DEFAULT_INTERVAL)? {
-        observe(&mut features, mac, &item);
-    }
-    Ok(features)
-}
-
-/// Feeds one replayed item to `features` if it concerns `mac`.
-pub fn observe(features: &mut DeviceFeatures, mac: Mac, item: &ReplayItem) {
-    match item {
-        ReplayItem::Event(DatapathEvent::Flow(flow)) if flow.mac == mac => features.add_flow(flow),
-        ReplayItem::Event(DatapathEvent::Sample(sampled)) if sampled.mac == mac => {
-            if let Ok(parsed) = sample::parse(sampled) {
-                features.add_sample(&parsed);
-            }
-        }
-        ReplayItem::Interval(interval) => {
-            if let Some(counters) = interval.devices.get(&mac) {
-                features.add_traffic(counters);
-            }
-        }
-        ReplayItem::Event(_) => {}
-    }
-}
-
-/// A capture turned into a training example.
-#[derive(Clone, Debug)]
-pub struct Example {
-    pub capture: LabelledCapture,
-    pub vector: Vec<f64>,
-}
-
-/// Extracts every capture's features (the slow part, done once).
-pub fn examples(captures: &[LabelledCapture]) -> Result<Vec<Example>, ModelError> {
-    captures
-        .iter()
-        .map(|capture| {
-            let features = capture_features(&capture.path, capture.mac)?;
-            Ok(Example { capture: capture.clone(), vector: features.vector() })
-        })
-        .collect()
-}
-
-/// Zeroes the named feature groups in every example (to measure what a group brings).
-pub fn without_groups(examples: &mut [Example], groups: &[String]) -> Result<(), ModelError> {
-    for group in groups {
-        let range = super::features::group_range(group).ok_or_else(|| ModelError::Dataset {
-            path: PathBuf::new(),
-            reason: format!(
-                "unknown feature group {group:?} (known: {})",
-                super::features::GROUPS.iter().map(|g| g.0).collect::<Vec<_>>().join(", ")
-            ),
-        })?;
-        for example in examples.iter_mut() {
-            example.vector[range.clone()].iter_mut().for_each(|x| *x = 0.0);
-        }
-    }
-    Ok(())
-}
-
-/// Trains a model on `examples`.
-pub fn train(examples: &[&Example], params: &ForestParams) -> Result<Model, ModelError> {
-    let classes: Vec<String> =
-        examples.iter().map(|e| e.capture.label.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    let index: BTreeMap<&str, usize> = classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
-    let vectors: Vec<Vec<f64>> = examples.iter().map(|e| e.vector.clone()).collect();
-    let labels: Vec<usize> = examples.iter().map(|e| index[e.capture.label.as_str()]).collect();
-    let forest = Forest::train(&vectors, &labels, classes.len(), params)?;
-    let mut trained_on = BTreeMap::new();
-    for example in examples {
-        *trained_on.entry(example.capture.label.clone()).or_default() += 1;
-    }
-    Ok(Model { format: MODEL_FORMAT, dimensions: DIMENSIONS, classes, trained_on, params: *params, forest })
-}
-
-/// Results of an evaluation: every test capture's truth and guess.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Evaluation {
-    /// (capture, truth, guess, confidence)
-    pub predictions: Vec<(PathBuf, String, String, f64)>,
-}
-
-impl Evaluation {
-    pub fn accuracy(&self) -> f64 {
-        let correct = self.predictions.iter().filter(|p| p.1 == p.2).count();
-        correct as f64 / self.predictions.len().max(1) as f64
-    }
-
-    /// Per type: (correct, total).
-    pub fn per_type(&self) -> BTreeMap<String, (usize, usize)> {
-        let mut per_type: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for (_, truth, guess, _) in &self.predictions {
-            let entry = per_type.entry(truth.clone()).or_default();
-            entry.1 += 1;
-            if truth == guess {
-                entry.0 += 1;
-            }
-        }
-        per_type
-    }
-
-    /// Per type: the wrong guesses and how often.
-    pub fn confusions(&self) -> BTreeMap<String, BTreeMap<String, usize>> {
-        let mut confusions: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-        for (_, truth, guess, _) in self.predictions.iter().filter(|p| p.1 != p.2) {
-            *confusions.entry(truth.clone()).or_default().entry(guess.clone()).or_default() += 1;
-        }
-        confusions
-    }
-
-    /// Accuracy when the types in each of `groups` count as one (e.g. a hub and the sensor
-    /// whose setup it relays, which share a MAC).
-    pub fn accuracy_merging(&self, groups: &[&[&str]]) -> f64 {
-        let canonical = |name: &str| -> String {
-            groups.iter().find(|g| g.contains(&name)).map_or(name.to_owned(), |g| g.join("+"))
-        };
-        let correct = self.predictions.iter().filter(|p| canonical(&p.1) == canonical(&p.2)).count();
-        correct as f64 / self.predictions.len().max(1) as f64
-    }
-}
-
-fn predict_all(model: &Model, tests: &[&Example], evaluation: &mut Evaluation) -> Result<(), ModelError> {
-    let classifier = Classifier::from_model(model.clone(), "under evaluation")?;
-    for example in tests {
-        let (class, confidence) = classifier.model.forest.predict(&example.vector).unwrap_or((usize::MAX, 0.0));
-        let guess = classifier.model.classes.get(class).cloned().unwrap_or_else(|| "unknown".into());
-        evaluation.predictions.push((example.capture.path.clone(), example.capture.label.clone(), guess, confidence));
-    }
-    Ok(())
-}
-
-/// The fold (0..folds) a capture falls in: captures of each unit, sorted by file name, are
-/// dealt round-robin, so every fold holds captures of every unit and each file is tested
-/// exactly once, by a model that never saw it.
-fn folds_of(examples: &[Example], folds: usize) -> Vec<usize> {
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    examples
-        .iter()
-        .map(|e| {
-            let n = seen.entry(e.capture.unit.as_str()).or_default();
-            *n += 1;
-            (*n - 1) % folds.max(1)
-        })
-        .collect()
-}
-
-/// Cross-validation split by capture file: `folds` models, each tested on the files it was
-/// not trained on.
-pub fn cross_validate(examples: &[Example], folds: usize, params: &ForestParams) -> Result<Evaluation, ModelError> {
-    let fold = folds_of(examples, folds);
-    let mut evaluation = Evaluation::default();
-    for k in 0..folds.max(1) {
-        let train_set: Vec<&Example> = examples.iter().zip(&fold).filter(|(_, f)| **f != k).map(|(e, _)| e).collect();
-        let test_set: Vec<&Example> = examples.iter().zip(&fold).filter(|(_, f)| **f == k).map(|(e, _)| e).collect();
-        if test_set.is_empty() || train_set.is_empty() {
-            continue;
-        }
-        let model = train(&train_set, params)?;
-        predict_all(&model, &test_set, &mut evaluation)?;
-    }
-    Ok(evaluation)
-}
-
-/// A single held-out split: fold `k` of `folds` is the test set.
-pub fn holdout(
-    examples: &[Example],
-    folds: usize,
-    k: usize,
-    params: &ForestParams,
-) -> Result<(Model, Evaluation), ModelError> {
-    let fold = folds_of(examples, folds);
-    let train_set: Vec<&Example> = examples.iter().zip(&fold).filter(|(_, f)| **f != k).map(|(e, _)| e).collect();
-    let test_set: Vec<&Example> = examples.iter().zip(&fold).filter(|(_, f)| **f == k).map(|(e, _)| e).collect();
-    let model = train(&train_set, params)?;
-    let mut evaluation = Evaluation::default();
-    predict_all(&model, &test_set, &mut evaluation)?;
-    Ok((model, evaluation))
-}
-
-/// Evaluates an existing model on captures (meaningful only for captures it was not trained on).
-pub fn evaluate(classifier: &Classifier, examples: &[Example]) -> Result<Evaluation, ModelError> {
-    let mut evaluation = Evaluation::default();
-    let refs: Vec<&Example> = examples.iter().collect();
-    predict_all(&classifier.model, &refs, &mut evaluation)?;
-    Ok(evaluation)
 }
 
 #[cfg(test)]
@@ -408,58 +248,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn type_label_merges_only_numbered_siblings() {
-        let units: Vec<String> = [
-            "EdimaxCam1",
-            "EdimaxCam2",
-            "WeMoSwitch",
-            "WeMoSwitch2",
-            "iKettle2",
-            "TP-LinkPlugHS100",
-            "TP-LinkPlugHS110",
-        ]
-        .map(String::from)
-        .to_vec();
-        assert_eq!(type_label("EdimaxCam1", &units), "EdimaxCam");
-        assert_eq!(type_label("EdimaxCam2", &units), "EdimaxCam");
-        assert_eq!(type_label("WeMoSwitch2", &units), "WeMoSwitch");
-        assert_eq!(type_label("WeMoSwitch", &units), "WeMoSwitch");
-        assert_eq!(type_label("iKettle2", &units), "iKettle2");
-        assert_eq!(type_label("TP-LinkPlugHS100", &units), "TP-LinkPlugHS100");
-    }
-
-    #[test]
-    fn shipped_model_loads_and_matches_this_feature_layout() {
+    fn shipped_model_loads_and_matches_the_shipped_taxonomy() {
         let classifier = Classifier::shipped().expect("the shipped model must load");
         assert_eq!(classifier.model().classes.len(), 27);
-    }
-
-    /// Held-out accuracy the shipped features and forest must keep (fold 0 of 5, split by
-    /// capture file). Measured 0.9+ when written; see bench/fingerprint/RESULTS.md.
-    const HELD_OUT_ACCURACY: f64 = 0.85;
-
-    #[test]
-    fn classifier_accuracy_on_held_out_captures_stays_above_threshold() {
-        let dir = crate::test_datasets::dataset("iot-sentinel");
-        let captures = discover(&[dir]).unwrap();
-        assert_eq!(captures.iter().map(|c| c.label.as_str()).collect::<BTreeSet<_>>().len(), 27, "27 device types");
-        let examples = examples(&captures).unwrap();
-        let params = ForestParams { trees: 60, ..crate::fingerprint::forest::DEFAULT_PARAMS };
-        let (model, evaluation) = holdout(&examples, 5, 0, &params).unwrap();
-        // Every capture is either trained on or tested, never both.
-        assert_eq!(model.trained_on.values().sum::<usize>() + evaluation.predictions.len(), examples.len());
-        let tested: BTreeSet<_> = evaluation.predictions.iter().map(|p| p.0.clone()).collect();
-        assert_eq!(tested.len(), evaluation.predictions.len());
-        let accuracy = evaluation.accuracy();
-        eprintln!("held-out accuracy {accuracy:.3} on {} captures", evaluation.predictions.len());
-        assert!(accuracy >= HELD_OUT_ACCURACY, "held-out accuracy {accuracy:.3} < {HELD_OUT_ACCURACY}");
+        let shipped = Taxonomy::shipped();
+        assert_eq!(&classifier.model().taxonomy, shipped, "retrain after editing gateway/models/taxonomy.toml");
+        assert!(classifier.model().classes.iter().eq(shipped.products.keys()));
     }
 
     #[test]
-    fn model_with_another_layout_is_refused() {
-        let mut model = Classifier::shipped().unwrap().model().clone();
+    fn model_with_another_layout_or_an_unplaced_class_is_refused() {
+        let shipped = Classifier::shipped().unwrap().model().clone();
+        let mut model = shipped.clone();
         model.dimensions += 1;
         assert!(matches!(Classifier::from_model(model, "test"), Err(ModelError::Incompatible { .. })));
+        let mut model = shipped.clone();
+        model.taxonomy.products.remove("Aria");
+        assert!(matches!(Classifier::from_model(model, "test"), Err(ModelError::Inconsistent { .. })));
+        let mut model = shipped;
+        model.open_set.vocabulary.pop();
+        assert!(matches!(Classifier::from_model(model, "test"), Err(ModelError::Inconsistent { .. })));
         assert!(matches!(Classifier::from_json("{", "test"), Err(ModelError::Json { .. })));
+    }
+
+    #[test]
+    fn a_device_showing_only_names_no_product_ever_showed_is_unknown() {
+        let classifier = Classifier::shipped().unwrap();
+        let mut features = DeviceFeatures::new();
+        features.add_sample(&super::super::sample::Parsed::Dns(super::super::dns::DnsObservation {
+            queries: vec!["nrdp.nccp.netflix.com".into(), "api-global.netflix.com".into()],
+            ..Default::default()
+        }));
+        let guess = classifier.guess(&features).expect("a guess");
+        assert!(guess.product.is_unknown(), "{guess:?}");
+        assert_eq!(guess.novelty, Some(1.0));
     }
 }

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 
 use crate::{
     device::Mac,
-    fingerprint::{Classifier, DeviceFeatures, Guess},
+    fingerprint::{Classifier, DeviceFeatures},
 };
 
 mod classify;
@@ -191,7 +191,7 @@ pub struct InventoryStats {
 #[derive(Default)]
 struct Tracked {
     features: DeviceFeatures,
-    guess: Option<Guess>,
+    guess: Option<classify::Stored>,
 }
 
 /// The inventory core. See the module documentation.

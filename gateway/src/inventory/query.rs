@@ -264,6 +264,10 @@ pub(super) fn finish_device(conn: &Connection, row: DeviceRow) -> Result<DeviceR
         hostname: row.hostname,
         device_type: row.device_type,
         type_confidence: row.type_confidence,
+        type_vendor: row.type_vendor,
+        type_vendor_confidence: row.type_vendor_confidence,
+        generic_type: row.generic_type,
+        generic_confidence: row.generic_confidence,
         access,
         lifecycle: row.lifecycle,
         class: row.class,
@@ -288,7 +292,8 @@ pub(super) const DEVICE_SELECT: &str =
     COALESCE((SELECT SUM(tx_bytes) FROM inventory_traffic t WHERE t.mac = d.mac), 0),
     COALESCE((SELECT SUM(tx_packets) FROM inventory_traffic t WHERE t.mac = d.mac), 0),
     COALESCE((SELECT SUM(rx_bytes) FROM inventory_traffic t WHERE t.mac = d.mac), 0),
-    COALESCE((SELECT SUM(rx_packets) FROM inventory_traffic t WHERE t.mac = d.mac), 0)
+    COALESCE((SELECT SUM(rx_packets) FROM inventory_traffic t WHERE t.mac = d.mac), 0),
+    d.type_vendor, d.type_vendor_confidence, d.generic_type, d.generic_confidence
     FROM inventory_devices d";
 
 pub(super) struct DeviceRow {
@@ -308,6 +313,10 @@ pub(super) struct DeviceRow {
     device_id: Option<String>,
     flows_total: i64,
     traffic: [i64; 4],
+    type_vendor: Option<String>,
+    type_vendor_confidence: Option<f64>,
+    generic_type: Option<String>,
+    generic_confidence: Option<f64>,
 }
 
 pub(super) fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
@@ -328,5 +337,9 @@ pub(super) fn device_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow>
         device_id: row.get(13)?,
         flows_total: row.get(14)?,
         traffic: [row.get(15)?, row.get(16)?, row.get(17)?, row.get(18)?],
+        type_vendor: row.get(19)?,
+        type_vendor_confidence: row.get(20)?,
+        generic_type: row.get(21)?,
+        generic_confidence: row.get(22)?,
     })
 }

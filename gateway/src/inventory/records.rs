@@ -22,9 +22,20 @@ pub struct DeviceRecord {
     pub locally_administered: bool,
     /// Last host name the device gave in DHCP (option 12).
     pub hostname: Option<String>,
-    /// Device-type guess of the fingerprint classifier and its confidence (0..=1).
+    /// Device-type guess of the fingerprint classifier (a product, or `unknown` when the device
+    /// is unlike every known one) and its confidence (0..=1).
     pub device_type: Option<String>,
     pub type_confidence: Option<f64>,
+    /// The guess's vendor and generic type (`ip-camera`, `smart-plug`, ... or `unknown`), each
+    /// with its confidence (`fingerprint::taxonomy`).
+    #[serde(default)]
+    pub type_vendor: Option<String>,
+    #[serde(default)]
+    pub type_vendor_confidence: Option<f64>,
+    #[serde(default)]
+    pub generic_type: Option<String>,
+    #[serde(default)]
+    pub generic_confidence: Option<f64>,
     /// What the datapath enforces for it.
     pub access: Access,
     /// Identity lifecycle state, as set by the identity component (`enrolled`, `revoked`...).

@@ -229,4 +229,26 @@ CREATE TABLE inventory_mud (
 );
 ",
     },
+    // The type guess's other levels (`fingerprint::taxonomy`): the vendor and generic type the
+    // model answered, each with its confidence; `device_type` holds the product or `unknown`.
+    crate::store::Migration {
+        component: "inventory",
+        version: 8,
+        sql: "
+ALTER TABLE inventory_devices ADD COLUMN type_vendor TEXT;
+ALTER TABLE inventory_devices ADD COLUMN type_vendor_confidence REAL;
+ALTER TABLE inventory_devices ADD COLUMN generic_type TEXT;
+ALTER TABLE inventory_devices ADD COLUMN generic_confidence REAL;
+CREATE TRIGGER inventory_devices_type_levels_changed AFTER UPDATE OF
+    type_vendor, type_vendor_confidence, generic_type, generic_confidence ON inventory_devices
+WHEN old.type_vendor IS NOT new.type_vendor OR old.type_vendor_confidence IS NOT new.type_vendor_confidence
+    OR old.generic_type IS NOT new.generic_type OR old.generic_confidence IS NOT new.generic_confidence
+BEGIN
+    UPDATE inventory_devices SET
+        change_seq = (SELECT MAX(change_seq) FROM inventory_devices) + 1,
+        changed_ms = MAX(CAST(unixepoch('subsec') * 1000 AS INTEGER), old.changed_ms + 1)
+    WHERE mac = new.mac;
+END;
+",
+    },
 ];

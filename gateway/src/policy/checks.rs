@@ -27,7 +27,7 @@ use super::{
     },
     verdict::{Defaults, Verdict},
 };
-use crate::device::Mac;
+use crate::{device::Mac, fingerprint::taxonomy::Taxonomy};
 
 /// A file as `load` parsed it, possibly after lines with TOML errors were commented out.
 pub(super) struct ParsedFile {
@@ -264,9 +264,28 @@ impl Checker {
                 self.errors.push(PolicyError::new(at, ErrorKind::EmptyPattern("fingerprint type")));
                 continue;
             }
+            if !Taxonomy::shipped_producible().contains(&lowered) {
+                let generic = Taxonomy::shipped_producible()
+                    .iter()
+                    .filter(|name| Taxonomy::shipped().generic_types.contains(*name))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.errors.push(PolicyError::new(at, ErrorKind::UnknownFingerprintType(lowered, generic)));
+                continue;
+            }
             self.check_unique(class, "fingerprint type", &lowered, &at, |m| m.fingerprint_types.contains(&lowered));
             if !matcher.fingerprint_types.contains(&lowered) {
                 matcher.fingerprint_types.push(lowered);
+            }
+        }
+        if let Some(confidence) = spec.fingerprint_confidence {
+            let at = source.at(confidence.span().start);
+            match confidence.into_inner() {
+                value if (0.0..=1.0).contains(&value) => {
+                    matcher.fingerprint_confidence_percent = (value * 100.0).round() as u8;
+                }
+                value => self.errors.push(PolicyError::new(at, ErrorKind::BadConfidence(value.to_string()))),
             }
         }
         for subject in spec.cert_subjects {

@@ -61,14 +61,16 @@ impl Classifier {
         }
     }
 
-    /// The class of a device, or `None` when no class matches. `cert_subject` is the subject
+    /// The class of a device, or `None` when no class matches. `fingerprint` is the type
+    /// guess's (name, confidence) at each level the inventory holds (product, vendor, generic
+    /// type); `cert_subject` is the subject
     /// of a certificate enrollment verified, in RFC 4514 form (spacing and attribute-type case
     /// do not matter); `mud_class` the class of the MUD file the device announced (ignored
     /// when the policy has no such class).
     pub fn classify(
         &self,
         mac: Mac,
-        fingerprint_type: Option<&str>,
+        fingerprint: &[(&str, f64)],
         cert_subject: Option<&str>,
         mud_class: Option<ClassId>,
     ) -> Option<ClassRef> {
@@ -106,10 +108,14 @@ impl Classifier {
         if let Some((_, entry)) = best_oui {
             return Some(hit(entry, MatchedBy::Oui));
         }
-        let kind = fingerprint_type?.trim().to_ascii_lowercase();
         self.entries
             .iter()
-            .find(|entry| entry.matcher.fingerprint_types.contains(&kind))
+            .find(|entry| {
+                fingerprint.iter().any(|(name, confidence)| {
+                    entry.matcher.fingerprint_types.contains(&name.trim().to_ascii_lowercase())
+                        && confidence * 100.0 >= f64::from(entry.matcher.fingerprint_confidence_percent) - 1e-9
+                })
+            })
             .map(|entry| hit(entry, MatchedBy::FingerprintType))
     }
 }
@@ -119,11 +125,11 @@ impl super::CompiledPolicy {
     pub fn classify(
         &self,
         mac: Mac,
-        fingerprint_type: Option<&str>,
+        fingerprint: &[(&str, f64)],
         cert_subject: Option<&str>,
         mud_class: Option<ClassId>,
     ) -> Option<ClassRef> {
-        self.classifier.classify(mac, fingerprint_type, cert_subject, mud_class)
+        self.classifier.classify(mac, fingerprint, cert_subject, mud_class)
     }
 }
 
@@ -185,6 +191,7 @@ id = 12
 [class.match]
 cert_subjects = ["CN=plug-??,O=Lab"]
 fingerprint_types = ["smart-plug"]
+fingerprint_confidence = 0.8
 "#;
 
     fn policy() -> crate::policy::CompiledPolicy {
@@ -199,7 +206,7 @@ fingerprint_types = ["smart-plug"]
     fn certificate_subject_wins_over_every_other_criterion() {
         let policy = policy();
         let hit = policy
-            .classify(mac("02:00:5e:00:00:01"), Some("smart-plug"), Some("cn=plug-07 , o=Lab"), None)
+            .classify(mac("02:00:5e:00:00:01"), &[("smart-plug", 0.9)], Some("cn=plug-07 , o=Lab"), None)
             .expect("plug by certificate");
         assert_eq!((hit.name.as_str(), hit.matched_by), ("plug", MatchedBy::CertSubject));
         assert_eq!(hit.policy_id, PolicyId(gateway_ebpf::lane::FIRST_CLASS_POLICY + 12));
@@ -208,11 +215,11 @@ fingerprint_types = ["smart-plug"]
     #[test]
     fn exact_mac_wins_over_oui_and_longest_oui_wins() {
         let policy = policy();
-        let pinned = policy.classify(mac("02:00:00:00:00:99"), Some("ip-camera"), None, None).expect("mac");
+        let pinned = policy.classify(mac("02:00:00:00:00:99"), &[("ip-camera", 0.9)], None, None).expect("mac");
         assert_eq!((pinned.name.as_str(), pinned.matched_by), ("special-cam", MatchedBy::Mac));
-        let longer = policy.classify(mac("02:00:5e:10:00:01"), None, None, None).expect("oui");
+        let longer = policy.classify(mac("02:00:5e:10:00:01"), &[], None, None).expect("oui");
         assert_eq!((longer.name.as_str(), longer.matched_by), ("special-cam", MatchedBy::Oui));
-        let shorter = policy.classify(mac("02:00:5e:11:00:01"), None, Some("CN=nobody"), None).expect("oui");
+        let shorter = policy.classify(mac("02:00:5e:11:00:01"), &[], Some("CN=nobody"), None).expect("oui");
         assert_eq!((shorter.name.as_str(), shorter.matched_by), ("camera", MatchedBy::Oui));
     }
 
@@ -220,22 +227,28 @@ fingerprint_types = ["smart-plug"]
     fn mud_class_wins_over_vendor_and_type_but_not_over_certificate_or_pinned_mac() {
         let policy = policy();
         let mud = Some(ClassId(12));
-        let hit = policy.classify(mac("02:00:5e:10:00:01"), Some("ip-camera"), None, mud).expect("mud");
+        let hit = policy.classify(mac("02:00:5e:10:00:01"), &[("ip-camera", 0.9)], None, mud).expect("mud");
         assert_eq!((hit.name.as_str(), hit.matched_by), ("plug", MatchedBy::Mud));
-        let pinned = policy.classify(mac("02:00:00:00:00:99"), None, None, mud).expect("mac");
+        let pinned = policy.classify(mac("02:00:00:00:00:99"), &[], None, mud).expect("mac");
         assert_eq!(pinned.matched_by, MatchedBy::Mac);
-        let certified = policy.classify(mac("0a:00:00:00:00:01"), None, Some("CN=cam-1,O=Lab"), mud).expect("cert");
+        let certified = policy.classify(mac("0a:00:00:00:00:01"), &[], Some("CN=cam-1,O=Lab"), mud).expect("cert");
         assert_eq!((certified.name.as_str(), certified.matched_by), ("camera", MatchedBy::CertSubject));
-        let gone = policy.classify(mac("0a:00:00:00:00:01"), Some("ip-camera"), None, Some(ClassId(99))).expect("type");
+        let gone =
+            policy.classify(mac("0a:00:00:00:00:01"), &[("ip-camera", 0.9)], None, Some(ClassId(99))).expect("type");
         assert_eq!(gone.matched_by, MatchedBy::FingerprintType, "a MUD class the policy lacks is ignored");
     }
 
     #[test]
     fn fingerprint_type_is_the_last_resort_and_ignores_case() {
         let policy = policy();
-        let guess = policy.classify(mac("0a:00:00:00:00:01"), Some("ip-camera"), None, None).expect("type");
+        let guess = policy.classify(mac("0a:00:00:00:00:01"), &[("ip-camera", 0.9)], None, None).expect("type");
         assert_eq!((guess.name.as_str(), guess.matched_by), ("camera", MatchedBy::FingerprintType));
-        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), Some("toaster"), None, None), None);
-        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), None, None, None), None);
+        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), &[("toaster", 1.0)], None, None), None);
+        let generic = [("unknown", 0.7), ("D-Link", 0.9), ("smart-plug", 0.85)];
+        let plug = policy.classify(mac("0a:00:00:00:00:01"), &generic, None, None).expect("generic type");
+        assert_eq!((plug.name.as_str(), plug.matched_by), ("plug", MatchedBy::FingerprintType));
+        let unsure = [("unknown", 0.7), ("smart-plug", 0.75)];
+        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), &unsure, None, None), None, "below 0.8");
+        assert_eq!(policy.classify(mac("0a:00:00:00:00:01"), &[], None, None), None);
     }
 }

@@ -143,6 +143,15 @@ pub enum ErrorKind {
     /// An empty fingerprint type or certificate-subject pattern.
     #[error("empty {0} pattern")]
     EmptyPattern(&'static str),
+    /// A fingerprint type the device-type model never answers: the class could never match
+    /// by type.
+    #[error(
+        "fingerprint type {0:?} is not a name the device-type model produces; use a generic type ({1}), or a product, vendor or `unknown` of gateway/models/taxonomy.toml"
+    )]
+    UnknownFingerprintType(String, String),
+    /// A minimum confidence outside 0..=1.
+    #[error("fingerprint_confidence {0} is not between 0 and 1")]
+    BadConfidence(String),
     /// The same MAC, OUI or fingerprint type matches two classes, so the class a device
     /// gets would depend on file order.
     #[error("{what} {value:?} already matches class {other:?} at {first}")]

@@ -203,8 +203,11 @@ pub struct Matcher {
     pub macs: Vec<Mac>,
     /// 3 to 5 bytes each.
     pub ouis: Vec<Vec<u8>>,
-    /// Lower-case.
+    /// Lower-case; each one the shipped model can produce.
     pub fingerprint_types: Vec<String>,
+    /// Least confidence of the level that matched, in percent (kept whole so the policy
+    /// stays comparable with `Eq`).
+    pub fingerprint_confidence_percent: u8,
     /// Normalised with `normalize_subject`.
     pub cert_subjects: Vec<String>,
 }

@@ -56,8 +56,12 @@ pub struct MatchSpec {
     pub macs: Vec<Spanned<String>>,
     /// Vendor prefixes (3 to 5 bytes).
     pub ouis: Vec<Spanned<String>>,
-    /// Device types from passive fingerprinting (`crate::fingerprint`), compared ignoring case.
+    /// Device types from passive fingerprinting (`crate::fingerprint`), compared ignoring case
+    /// with every level of the guess: product, vendor or generic type (`ip-camera`).
     pub fingerprint_types: Vec<Spanned<String>>,
+    /// Least confidence of the matching level for `fingerprint_types` to match (default 0:
+    /// any answer that passed the model's open-set gate).
+    pub fingerprint_confidence: Option<Spanned<f64>>,
     /// Certificate subject patterns (`*` any run, `?` one character), compared with the
     /// subject in RFC 4514 form, e.g. `CN=cam-*,O=Lab`.
     pub cert_subjects: Vec<Spanned<String>>,

@@ -72,6 +72,7 @@ impl CompiledPolicy {
                         "macs": class.matcher.macs.iter().map(ToString::to_string).collect::<Vec<_>>(),
                         "ouis": class.matcher.ouis.iter().map(hex::encode).collect::<Vec<_>>(),
                         "fingerprint_types": class.matcher.fingerprint_types,
+                        "fingerprint_confidence": f64::from(class.matcher.fingerprint_confidence_percent) / 100.0,
                         "cert_subjects": class.matcher.cert_subjects,
                     },
                     "allow": class.rules.iter().map(rule).collect::<Vec<_>>(),

@@ -150,7 +150,7 @@ id = 1
 [class.match]
 macs = ["02:00:00:00:00:01", "zz"]
 ouis = ["00:1a:2b", "00:1a"]
-fingerprint_types = ["camera", " "]
+fingerprint_types = ["ip-camera", " "]
 cert_subjects = [""]
 [[class]]
 name = "b"
@@ -158,7 +158,7 @@ id = 2
 [class.match]
 macs = ["02-00-00-00-00-01"]
 ouis = ["001A2B"]
-fingerprint_types = ["Camera"]
+fingerprint_types = ["IP-Camera"]
 "#;
     let found = errors(text);
     let summary: Vec<(usize, usize, &str)> = found
@@ -179,13 +179,35 @@ fingerprint_types = ["Camera"]
         vec![
             (5, 30, "mac"),
             (6, 21, "oui"),
-            (7, 32, "empty"),
+            (7, 35, "empty"),
             (8, 18, "empty"),
             (13, 9, "ambiguous"),
             (14, 9, "ambiguous"),
             (15, 22, "ambiguous"),
         ]
     );
+}
+
+#[test]
+fn fingerprint_types_the_model_cannot_produce_and_bad_confidences_are_refused() {
+    let text = r#"[[class]]
+name = "a"
+id = 1
+[class.match]
+fingerprint_types = ["ip-camera", "D-Link", "EdimaxPlug1101W", "unknown", "camera", "tv"]
+fingerprint_confidence = 1.5
+"#;
+    let found = errors(text);
+    let kinds: Vec<&ErrorKind> = found.iter().map(|(_, _, kind)| kind).collect();
+    assert_eq!(kinds.len(), 3, "{found:?}");
+    assert!(matches!(kinds[0], ErrorKind::UnknownFingerprintType(name, _) if name == "camera"));
+    assert!(matches!(kinds[1], ErrorKind::UnknownFingerprintType(name, _) if name == "tv"));
+    assert_eq!(kinds[2], &ErrorKind::BadConfidence("1.5".into()));
+    let message = kinds[0].to_string();
+    assert!(message.contains("ip-camera") && message.contains("smart-plug"), "{message}");
+    assert!(!message.contains(" tv"), "tv is not a type the shipped model produces: {message}");
+    let ok = "[[class]]\nname = \"a\"\nid = 1\n[class.match]\nfingerprint_types = [\"ip-camera\"]\nfingerprint_confidence = 0.8\n";
+    assert_eq!(errors(ok), vec![]);
 }
 
 #[test]
