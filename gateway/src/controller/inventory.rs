@@ -116,11 +116,15 @@ fn handle_events(
     }
 }
 
-/// Changes go on the bus; a new device type also goes to the pipeline.
+/// Changes go on the bus; a new generic type also goes to the pipeline. Baselines pool
+/// devices by generic type (chosen on the detection bench's development part: by product,
+/// sibling products' clouds alerted), and "unknown" is no type to pool on.
 fn publish(changes: Vec<InventoryChange>, bus: &EventBus, pipeline: &tokio::sync::mpsc::Sender<pipeline::Command>) {
     for change in changes {
-        if let InventoryChange::TypeChanged { mac, device_type, .. } = &change {
-            let class = pipeline::Input::Class { mac: *mac, class: device_type.clone() };
+        if let InventoryChange::TypeChanged { mac, generic_type, .. } = &change
+            && generic_type != crate::fingerprint::taxonomy::UNKNOWN
+        {
+            let class = pipeline::Input::Class { mac: *mac, class: generic_type.clone() };
             let _ = pipeline.blocking_send(pipeline::Command::Input(class));
         }
         if let Some(event) = change.to_gateway_event() {

@@ -66,6 +66,7 @@ impl Inventory {
                 mac,
                 device_type: guess.product.name.clone(),
                 confidence: guess.product.confidence,
+                generic_type: guess.generic.name.clone(),
                 previous: was,
             });
         }

@@ -135,8 +135,11 @@ pub enum InventoryChange {
     },
     TypeChanged {
         mac: Mac,
+        /// The product, or `unknown`.
         device_type: String,
         confidence: f64,
+        /// The generic type (`smart-plug`, `ip-camera`, ...), or `unknown`.
+        generic_type: String,
         previous: Option<String>,
     },
 }

@@ -12,7 +12,7 @@ use crate::{
 pub enum Input {
     Datapath(DatapathEvent),
     Traffic(TrafficSample),
-    /// The inventory classified a device (`fingerprint`'s class name).
+    /// The inventory classified a device: its generic type (`fingerprint::taxonomy`).
     Class {
         mac: Mac,
         class: String,

@@ -14,7 +14,7 @@
 //! max_global = 10                       # actions over all devices per global_period_secs
 //! global_period_secs = 600
 //! exempt_macs = ["02:00:61:00:00:01"]
-//! exempt_classes = ["medical"]
+//! exempt_classes = ["medical"]         # fingerprint generic types (ip-camera, ...)
 //! ```
 //!
 //! Of the rules that match an alert, are not exempt and are within their limits, the

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use netns_tests::{
     api::metric,
-    fleet::{Fleet, GROUP, LabGateway, THREE_SITES, churn::Churn, site_labs},
+    fleet::{Fleet, GROUP, LabGateway, THREE_SITES, churn::Churn, eventually, site_labs},
     scenario::POLICY,
 };
 
@@ -42,7 +42,11 @@ fn a_broker_killed_for_30_s_under_load_loses_nothing_and_duplicates_nothing() {
     let churn = Churn::at_every_site(&labs, JOINS_PER_SECOND, MAX_JOINS);
     let started = Instant::now();
     fleet.wait_stored(&gateways, 1);
-    assert!(gateways.iter().all(|g| link(g).0 == 1.0), "every gateway connected before the outage");
+    // The gauge is sampled every second: a gateway's first report can be stored before it is.
+    eventually("every gateway connected before the outage", Duration::from_secs(5), || {
+        let links: Vec<f64> = gateways.iter().map(|g| link(g).0).collect();
+        if links.iter().all(|&connected| connected == 1.0) { Ok(()) } else { Err(format!("connected {links:?}")) }
+    });
 
     // The outage: every gateway sees the link down and its backlog grow, scrape after scrape.
     fleet.nats.kill9();
