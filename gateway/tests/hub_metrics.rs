@@ -110,6 +110,18 @@ async fn metrics_show_what_ingest_stored_and_what_waits_for_it() {
     for line in text.lines().filter(|line| line.starts_with("# HELP")) {
         assert!(line.ends_with('.') && !line.ends_with(".."), "{line}");
     }
+    // A client that prefers the classic text format (an old Prometheus, Telegraf) gets it.
+    let request = Request::get("/metrics")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::ACCEPT, "text/plain;q=0.9, application/openmetrics-text;q=0.5");
+    let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    let classic =
+        String::from_utf8(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    assert!(!classic.contains("# EOF"), "{classic}");
+    assert_eq!(value(&parse(&classic), "iotgw_hub_gateways", None), 2.0);
+    assert_eq!(value(&parse(&classic), "iotgw_hub_open_alerts", Some(("severity", "high"))), 2.0);
 
     // Reports arriving while ingest is stopped wait in the stream; the broker says how many.
     ingest.stop().await;

@@ -1,6 +1,7 @@
 //! `GET /metrics` at the hub: what ingest did since the hub started (`IngestStats`) and how far
 //! behind it is, and the fleet's counts read from PostgreSQL at scrape time. OpenMetrics text
-//! under the gateway's prefix (`iotgw_hub_*`), with the gateway's rule: a token, unless
+//! under the gateway's prefix (`iotgw_hub_*`), or classic Prometheus text when the client
+//! prefers `text/plain` (`api::exposition`), with the gateway's rule: a token, unless
 //! `[api] metrics_public`.
 use axum::{
     Extension, Router,
@@ -20,6 +21,7 @@ use super::{HubApi, status};
 use crate::{
     api::{
         ApiError,
+        exposition::Exposition,
         metrics::{self, encode_one, gauge},
     },
     event::Severity,
@@ -50,7 +52,8 @@ async fn scrape(
     registry.register_collector(Box::new(HubScrape { ingest: state.ingest_snapshot().await, fleet }));
     let text = metrics::encode_registry(&registry)
         .map_err(|error| ApiError::Internal(format!("metrics encoding: {error}")))?;
-    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
+    let format = Exposition::negotiate(&headers);
+    Ok(([(header::CONTENT_TYPE, format.content_type())], format.render(text)))
 }
 
 /// The fleet in PostgreSQL: counts over indexed or small tables only, as a scrape runs often.
