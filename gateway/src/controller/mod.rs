@@ -74,7 +74,7 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     }
     // Checked with the policy files before the load (`cli::run::check`): cannot fail here.
     let responses = crate::respond::rules::from_policy(&policy.current().source).context("response rules")?;
-    let startup::Datapath { mut loaded, maps, ring, dns, quarantine_src_mac } =
+    let startup::Datapath { mut loaded, maps, ring, dns, quarantine_src_mac, mud_devices: initial_devices } =
         startup::attach(&config, &policy, &mut ledger)?;
     let control: crate::datapath::Control = maps.clone();
     let bus = EventBus::default();
@@ -159,8 +159,7 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     let fleet_link = services.fleet.as_ref().map(crate::fleet::Running::link);
     tasks.spawn(metrics::run(maps.clone(), metrics.clone(), backlog, fleet_link, bus.clone(), shutdown.clone()));
 
-    let initial_devices =
-        crate::inventory::mud::devices(ledger.connection()).context("reading the devices on MUD classes")?;
+    // The task's first read is at once, so a device changed since start-up is followed there.
     let (mud_devices, mud_devices_task) = mud_devices::run(&config.store.path, initial_devices, shutdown.clone())?;
     tasks.spawn(mud_devices_task);
     let (in_force, in_force_rx) = tokio::sync::watch::channel(policy.current());

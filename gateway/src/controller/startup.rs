@@ -27,6 +27,9 @@ pub(super) struct Datapath {
     pub dns: DnsTracker,
     /// The quarantine port's own MAC, the source of redirected frames (zero without one).
     pub quarantine_src_mac: [u8; 6],
+    /// The devices on MUD classes the policy was applied with (`manufacturer:`/`model:`
+    /// remotes): where `mud_devices` starts.
+    pub mud_devices: Vec<crate::policy::remote::MudDevice>,
 }
 
 /// Loads, configures and attaches the datapath. `ledger` is the store the device table is
@@ -48,8 +51,9 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
     };
     let compiled = policy.current();
     let dns = DnsTracker::new(&compiled, &config.policy.dns).with_gateway_addresses(gateway_addresses(config));
-    let devices = crate::inventory::mud::devices(ledger.connection()).context("reading the devices on MUD classes")?;
-    policy_sync::apply_policy(&maps, config, &compiled, &dns, &devices, quarantine_src_mac)?;
+    let mud_devices =
+        crate::inventory::mud::devices(ledger.connection()).context("reading the devices on MUD classes")?;
+    policy_sync::apply_policy(&maps, config, &compiled, &dns, &mud_devices, quarantine_src_mac)?;
     restore_device_table(&*maps, ledger, config.identity.enrolled_policy_id)?;
     classes::assign_classes(&maps, ledger, &compiled);
     // Only now does traffic meet the programs: configured maps, never blank ones.
@@ -59,7 +63,7 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
         pins = loaded.pins.describe(),
         "datapath configured (device table rebuilt from the store before attaching)"
     );
-    Ok(Datapath { loaded, maps, ring, dns, quarantine_src_mac })
+    Ok(Datapath { loaded, maps, ring, dns, quarantine_src_mac, mud_devices })
 }
 
 /// The gateway's own addresses, whose answers are a resolver on the gateway's: the LAN
