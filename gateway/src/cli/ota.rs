@@ -82,6 +82,9 @@ pub enum Command {
     Keys {
         #[command(flatten)]
         at: Location,
+        /// Print JSON (`root` and `targets`: version, expiry, roles or delegations with key ids) instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Delegate target paths to a vendor's key(s) (re-signs the targets role).
     Delegate {
@@ -305,10 +308,15 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let key = keys::load_public(&file).with_context(|| format!("reading {}", file.display()))?;
             println!("{}", key.keyid());
         }
-        Command::Keys { at } => {
+        Command::Keys { at, json } => {
             let (repo, conn) = at.open()?;
-            print_root(&repo.root(&conn).context("reading the root")?);
+            let root = repo.root(&conn).context("reading the root")?;
             let targets = repo.targets(&conn).context("reading the targets role")?;
+            if json {
+                write_json(&mut std::io::stdout().lock(), &keys_view(&root, &targets))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            print_root(&root);
             println!("targets v{} expires {}", targets.version, rfc3339(targets.expires));
             for role in targets.delegations.unwrap_or_default().roles {
                 let ids: Vec<&str> = role.keyids.iter().map(|k| &k.0[..16]).collect();
@@ -524,6 +532,24 @@ fn file_name(path: &Path) -> anyhow::Result<String> {
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+/// `ota keys --json`: the roles' key ids and thresholds, without the public keys' bytes.
+fn keys_view(root: &ota::metadata::Root, targets: &ota::metadata::Targets) -> serde_json::Value {
+    let delegations = targets.delegations.as_ref().map(|d| d.roles.as_slice()).unwrap_or_default();
+    serde_json::json!({
+        "root": { "version": root.version, "expires": rfc3339(root.expires), "roles": root.roles },
+        "targets": {
+            "version": targets.version,
+            "expires": rfc3339(targets.expires),
+            "delegations": delegations.iter().map(|role| serde_json::json!({
+                "name": role.name,
+                "keyids": role.keyids,
+                "threshold": role.threshold,
+                "paths": role.paths,
+            })).collect::<Vec<_>>(),
+        },
+    })
 }
 
 fn print_root(root: &ota::metadata::Root) {

@@ -193,6 +193,12 @@ fn quarantined_device_updates_through_the_update_lane_and_nothing_else() {
     checked(Command::new(iotgw_bin()).args(["ota", "key", "generate", "--out"]).arg(&vendor_key));
     let vendor_pub = pki.join("vendor.pub.pem");
     ota(&repo, &store, &["delegate", "--role", VENDOR, "--key", vendor_pub.to_str().expect("utf-8 path")]);
+    let keys: serde_json::Value = serde_json::from_str(&ota(&repo, &store, &["keys", "--json"])).expect("JSON");
+    assert_eq!(
+        (keys["root"]["roles"]["root"]["threshold"].as_u64(), keys["targets"]["delegations"][0]["name"].as_str()),
+        (Some(1), Some(VENDOR)),
+        "root threshold and the vendor's delegation: {keys}"
+    );
     let image: Vec<u8> = (0..IMAGE_BYTES).map(|i| (i as u8).wrapping_mul(31).wrapping_add(7)).collect();
     let image_file = dir.join("cam-2.0.bin");
     std::fs::write(&image_file, &image).expect("image");
