@@ -105,7 +105,6 @@ pub async fn run(hub: &Hub, nats_url: &str, shape: Shape) {
     let times = collect(&mut receipts, &published, shape.gateways, &mut watchers).await;
     report(&format!("bundle-sites ({} site bundles, one after the other)", sites.len()), times, publish_took);
     watchers.abort_all();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One gateway's watcher: connects, watches its site's key and its group's (holding

@@ -134,7 +134,6 @@ async fn main() {
     let hub = hub_for(&dir, &nats, &postgres, stream_limit, js.clone()).await;
     if std::env::var("FLEET_BENCH_ONLY").is_ok_and(|only| only == "api") {
         api::run(hub, arg(3, DEFAULT_API_DEVICES), arg(4, DEFAULT_ROUNDS)).await;
-        let _ = std::fs::remove_dir_all(&dir);
         return;
     }
     hub::streams::ensure(&js, &hub.config.streams, Duration::from_secs(3_600)).await.expect("streams");
@@ -177,7 +176,6 @@ async fn main() {
     if !skipped("api") {
         api::run(hub, arg(3, DEFAULT_API_DEVICES), arg(4, DEFAULT_ROUNDS)).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Panics unless the disk of `store` has room for the stream's limit, which JetStream reserves

@@ -7,7 +7,7 @@
 //! bundle and a restarted one re-applies nothing.
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -27,7 +27,7 @@ use iotgw::{
     policy::{CompiledPolicy, PolicyStore},
     shutdown,
 };
-use iotgw_test_support::services::{NatsServer, scratch};
+use iotgw_test_support::services::{NatsServer, Scratch, scratch};
 use tokio::sync::{broadcast, watch};
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
@@ -63,7 +63,7 @@ fn new_key() -> ed25519_dalek::SigningKey {
 /// A policy folder (the shipped files), the policy step serving installs on it, and the bucket.
 struct Gateway {
     _nats: NatsServer,
-    dir: PathBuf,
+    dir: Scratch,
     js: jetstream::Context,
     bucket: kv::Store,
     key: ed25519_dalek::SigningKey,
@@ -73,12 +73,6 @@ struct Gateway {
     status: SharedBundleStatus,
     bus: EventBus,
     events: broadcast::Receiver<GatewayEvent>,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// The policy step's part in a bundle install, as `controller::policy_sync` does it without

@@ -4,7 +4,7 @@
 //! a policy folder that fails the checks is refused with the checker's messages and publishes
 //! nothing.
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
 
@@ -36,20 +36,12 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn keygen_then_publish_signs_versions_records_them_and_refuses_a_bad_folder() {
     let nats = NatsServer::start();
     let postgres = Postgres::start();
-    let work = Scratch(scratch("hub-cli"));
-    let keys = work.0.join("keys");
+    let work = scratch("hub-cli");
+    let keys = work.join("keys");
     let keys_arg = keys.to_str().expect("utf-8");
 
     let made = iotgw(&["hub", "keygen", "--out", keys_arg]);
@@ -58,7 +50,7 @@ async fn keygen_then_publish_signs_versions_records_them_and_refuses_a_bad_folde
     assert!(!again.status.success(), "a key is never overwritten");
     assert!(text(&again.stderr).contains("refusing to overwrite"), "{}", text(&again.stderr));
 
-    let config = work.0.join("hub.toml");
+    let config = work.join("hub.toml");
     std::fs::write(
         &config,
         format!(
@@ -80,7 +72,7 @@ async fn keygen_then_publish_signs_versions_records_them_and_refuses_a_bad_folde
         );
     }
 
-    let bad = work.0.join("bad");
+    let bad = work.join("bad");
     std::fs::create_dir_all(&bad).expect("bad folder");
     for file in iotgw::policy::load::toml_files(Path::new(SHIPPED)).expect("policies/") {
         std::fs::copy(&file, bad.join(file.file_name().expect("name"))).expect("copy");

@@ -30,14 +30,6 @@ const CAMERA: &str = "98:90:96:9a:86:df";
 const REFUSED_WITHIN: Duration = Duration::from_secs(2);
 
 /// Removed when dropped.
-struct Folder(std::path::PathBuf);
-
-impl Drop for Folder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct Provisioned {
     seed: std::path::PathBuf,
     entry: String,
@@ -73,8 +65,8 @@ fn health(site: &str, gateway: &str) -> Report {
 
 #[tokio::test]
 async fn a_gateways_credentials_reach_its_own_subjects_only() {
-    let dir = Folder(scratch("fleet-credentials"));
-    let dir = &dir.0;
+    let dir = scratch("fleet-credentials");
+    let dir = &*dir;
     let hub_user = provision(dir, "hub.nk", &credentials::hub_permissions());
     let gateway_a = provision(dir, "s1.gw-a.nk", &credentials::gateway_permissions("s1", "gw-a", &[], None));
     let gateway_b = provision(dir, "s2.gw-b.nk", &credentials::gateway_permissions("s2", "gw-b", &[], None));
@@ -209,8 +201,8 @@ async fn a_gateways_credentials_reach_its_own_subjects_only() {
 /// ever and the gateway never takes another bundle).
 #[tokio::test]
 async fn a_gateways_policy_watch_goes_on_after_the_broker_restarts() {
-    let dir = Folder(scratch("fleet-credentials-restart"));
-    let dir = &dir.0;
+    let dir = scratch("fleet-credentials-restart");
+    let dir = &*dir;
     let hub_user = provision(dir, "hub.nk", &credentials::hub_permissions());
     let gateway_a = provision(dir, "s1.gw-a.nk", &credentials::gateway_permissions("s1", "gw-a", &[], None));
     let mut nats = NatsServer::start_with_config(&credentials::authorization(&[hub_user.entry, gateway_a.entry]));

@@ -47,7 +47,8 @@ fn numbers(reports: &[(String, fleet::wire::Report)]) -> Vec<usize> {
 async fn reports_cross_a_leaf_node_and_survive_the_uplink_going_away() {
     let (mut broker, leaf) = hub_and_leaf("").await;
     let config = fleet::Config { jetstream_domain: Some(DOMAIN.into()), ..config(&leaf.url()) };
-    let gateway = Gateway::start_with(&config, &store("fleet-leaf")).await;
+    let store = store("fleet-leaf");
+    let gateway = Gateway::start_with(&config, &store).await;
 
     const FIRST: usize = 200;
     for n in 0..FIRST {

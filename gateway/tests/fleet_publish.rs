@@ -34,7 +34,8 @@ fn assert_exactly_once_in_order(reports: &[(String, iotgw::fleet::wire::Report)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_the_stream_in_order_with_their_subjects_and_ids() {
     let broker = Broker::start().await;
-    let gateway = Gateway::start(&broker.nats.url(), &store("fleet-order")).await;
+    let store = store("fleet-order");
+    let gateway = Gateway::start(&broker.nats.url(), &store).await;
     const COUNT: usize = 500;
     for n in 0..COUNT {
         gateway.bus.publish(numbered(n));
@@ -58,7 +59,8 @@ async fn events_reach_the_stream_in_order_with_their_subjects_and_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_killed_under_load_loses_nothing_and_duplicates_nothing() {
     let mut broker = Broker::start().await;
-    let gateway = Gateway::start(&broker.nats.url(), &store("fleet-kill9")).await;
+    let store = store("fleet-kill9");
+    let gateway = Gateway::start(&broker.nats.url(), &store).await;
     const COUNT: usize = 1_500;
     const PACE: Duration = Duration::from_millis(4);
     // Events keep coming the whole time, about 250 a second for 6 s.

@@ -43,7 +43,8 @@ fn snapshots(reports: &[(String, Report)], mac: Mac) -> Vec<(i64, Access)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn device_changes_arrive_coalesced_and_catch_up_after_an_outage() {
     let mut broker = Broker::start().await;
-    let gateway = Gateway::start(&broker.nats.url(), &store("fleet-inventory")).await;
+    let store = store("fleet-inventory");
+    let gateway = Gateway::start(&broker.nats.url(), &store).await;
     let subject = subjects::report(SITE, GATEWAY, ReportKind::Inventory);
     let mut ledger = Ledger::open(&gateway.store).unwrap();
 
@@ -81,7 +82,8 @@ async fn device_changes_arrive_coalesced_and_catch_up_after_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_arrive_with_the_version_and_backlog() {
     let broker = Broker::start().await;
-    let gateway = Gateway::start(&broker.nats.url(), &store("fleet-health")).await;
+    let store = store("fleet-health");
+    let gateway = Gateway::start(&broker.nats.url(), &store).await;
     let subject = subjects::report(SITE, GATEWAY, ReportKind::Health);
     let reports = wait_for("two health reports", WAIT, async || {
         let reports = broker.reports(&subject).await;

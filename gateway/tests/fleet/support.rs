@@ -16,7 +16,7 @@ use iotgw::{
     integrations::{self, Integrations},
     shutdown,
 };
-use iotgw_test_support::services::{NatsServer, scratch};
+use iotgw_test_support::services::{NatsServer, Scratch, scratch};
 
 pub const SITE: &str = "berlin-3";
 pub const GATEWAY: &str = "gw-1";
@@ -134,9 +134,23 @@ pub fn config(url: &str) -> fleet::Config {
     }
 }
 
-/// A fresh store folder.
-pub fn store(what: &str) -> PathBuf {
-    scratch(what).join("store.db")
+/// A store file in a fresh folder, removed with it when dropped.
+pub struct Store {
+    path: PathBuf,
+    _folder: Scratch,
+}
+
+impl std::ops::Deref for Store {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub fn store(what: &str) -> Store {
+    let folder = scratch(what);
+    Store { path: folder.join("store.db"), _folder: folder }
 }
 
 /// An audit event numbered `n` (its detail), so order and identity can be checked.

@@ -24,7 +24,7 @@ use iotgw::{
     inventory::Ledger,
     shutdown,
 };
-use iotgw_test_support::services::{NatsServer, Postgres, scratch};
+use iotgw_test_support::services::{NatsServer, Postgres, Scratch, scratch};
 
 pub const SITE: &str = "berlin";
 pub const GATEWAY: &str = "gw-1";
@@ -43,6 +43,7 @@ pub struct Fleet {
     pub client: async_nats::Client,
     pub store: std::path::PathBuf,
     pub control: Arc<MemoryDatapath>,
+    _folder: Scratch,
 }
 
 impl Fleet {
@@ -71,7 +72,8 @@ impl Fleet {
         let hub = Hub { config: Arc::new(config), pool, jetstream: js };
         tokio::spawn(ingest_results(hub.clone()));
 
-        let store = scratch("fleet-commands").join("iotgw.db");
+        let folder = scratch("fleet-commands");
+        let store = folder.join("iotgw.db");
         let control = enrolled_camera(&store);
         // The gateway's view first: a fleet device is always one some gateway has.
         sqlx::query(
@@ -94,7 +96,7 @@ impl Fleet {
         .execute(&hub.pool)
         .await
         .unwrap();
-        Fleet { nats, _postgres: postgres, hub, client, store, control }
+        Fleet { nats, _postgres: postgres, hub, client, store, control, _folder: folder }
     }
 
     /// Starts the gateway's command consumer; trigger the returned switch to stop it.
@@ -150,14 +152,6 @@ impl Fleet {
             .collect();
         entries.reverse();
         entries
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        if let Some(folder) = self.store.parent() {
-            let _ = std::fs::remove_dir_all(folder);
-        }
     }
 }
 

@@ -22,7 +22,7 @@ use iotgw::{
     inventory::records::{DeviceRecord, TrafficTotals},
     shutdown,
 };
-use iotgw_test_support::services::{NatsServer, Postgres, scratch};
+use iotgw_test_support::services::{NatsServer, Postgres, Scratch, scratch};
 use time::OffsetDateTime;
 
 /// How long a test waits for ingest to get somewhere.
@@ -33,7 +33,7 @@ pub const T0_MS: i64 = 1_780_000_000_000;
 pub struct Fleet {
     pub nats: NatsServer,
     pub postgres: Postgres,
-    pub dir: PathBuf,
+    pub dir: Scratch,
     pub js: jetstream::Context,
     pub pool: sqlx::PgPool,
 }
@@ -168,12 +168,6 @@ impl Fleet {
             tables.push(format!("{table}: {rows}"));
         }
         tables
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

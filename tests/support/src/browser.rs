@@ -14,7 +14,7 @@ use std::{
 
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element};
 
-use crate::services::{free_port, scratch};
+use crate::services::{Scratch, free_port, scratch};
 
 /// The browser and its driver, as Debian installs them.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -38,7 +38,8 @@ pub struct Browser {
 /// `Browser::start` panics half-way).
 struct Driver {
     child: Child,
-    profile: PathBuf,
+    /// Removed after the group is killed (fields drop after `Drop::drop`).
+    _profile: Scratch,
 }
 
 impl Browser {
@@ -61,7 +62,8 @@ impl Browser {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}"));
-        let driver = Driver { child, profile: profile.clone() };
+        let user_data_dir = format!("--user-data-dir={}", profile.display());
+        let driver = Driver { child, _profile: profile };
         // The WebDriver client's TLS stack needs a process-wide provider (it stays unused: the
         // driver is plain HTTP on loopback). Another test may have installed it already.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -71,7 +73,7 @@ impl Browser {
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    format!("--user-data-dir={}", profile.display()),
+                    user_data_dir,
                     format!("--window-size={},{}", WINDOW.0, WINDOW.1),
                 ],
             }
@@ -201,6 +203,5 @@ impl Drop for Driver {
             unsafe { libc::kill(-group, libc::SIGKILL) };
         }
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }

@@ -35,11 +35,42 @@ fn wait_listening(addr: SocketAddr, what: &str) {
     }
 }
 
-/// A fresh folder under the system's temporary directory, named for `what` and this process.
-pub fn scratch(what: &str) -> PathBuf {
+/// A fresh folder under the system's temporary directory, named for `what` and this process;
+/// the servers below remove theirs when they stop.
+fn fresh_folder(what: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("iotgw-{what}-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     dir
+}
+
+/// A test's own folder (see `fresh_folder`), removed with everything in it when dropped, also
+/// when the test fails.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh folder for a test, removed when the returned guard is dropped.
+pub fn scratch(what: &str) -> Scratch {
+    Scratch(fresh_folder(what))
 }
 
 /// A private `nats-server -js` on 127.0.0.1.
@@ -63,7 +94,7 @@ impl NatsServer {
     /// `authorization` block), written to a file beside its store. Port, address, JetStream
     /// and store folder stay the ones `start` uses (the command line overrides the file).
     pub fn start_with_config(conf: &str) -> NatsServer {
-        let path = scratch("nats-conf").join("nats-server.conf");
+        let path = fresh_folder("nats-conf").join("nats-server.conf");
         std::fs::write(&path, conf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Self::start_from(Some(path), true)
     }
@@ -73,7 +104,7 @@ impl NatsServer {
     /// the hub's streams and buckets through it. `extra` is more configuration (such as the
     /// site's `authorization` block).
     pub fn start_leaf(hub_leaf_port: u16, extra: &str) -> NatsServer {
-        let path = scratch("nats-conf").join("nats-server.conf");
+        let path = fresh_folder("nats-conf").join("nats-server.conf");
         let conf = format!(
             "leafnodes {{ reconnect: 1, remotes = [ {{ url: \"nats-leaf://127.0.0.1:{hub_leaf_port}\" }} ] }}\n{extra}\n"
         );
@@ -83,7 +114,7 @@ impl NatsServer {
 
     fn start_from(config: Option<PathBuf>, jetstream: bool) -> NatsServer {
         assert!(Path::new(NATS_SERVER).exists(), "{NATS_SERVER} is missing: run `cargo xtask setup`");
-        let mut server = NatsServer { port: free_port(), store: scratch("nats"), config, jetstream, child: None };
+        let mut server = NatsServer { port: free_port(), store: fresh_folder("nats"), config, jetstream, child: None };
         server.restart();
         server
     }
@@ -145,7 +176,7 @@ impl Postgres {
     /// Creates and starts a cluster, with a database named `iotgw`.
     pub fn start() -> Postgres {
         let bin = postgres_bin();
-        let dir = scratch("postgres");
+        let dir = fresh_folder("postgres");
         checked(Command::new("chown").arg("postgres:postgres").arg(&dir));
         let postgres = Postgres { port: free_port(), dir, bin };
         let data = postgres.data();

@@ -20,7 +20,7 @@ use iotgw::{
     },
     ota::metadata::SigningKey,
 };
-use iotgw_test_support::services::{NatsServer, Postgres, scratch};
+use iotgw_test_support::services::{NatsServer, Postgres, Scratch, scratch};
 use sqlx::Connection as _;
 
 use crate::{
@@ -81,8 +81,8 @@ pub struct Fleet {
     pub nats: NatsServer,
     pub postgres: Postgres,
     pub members: Vec<Member>,
-    /// Folder of keys, credentials and the hub's config.
-    pub dir: PathBuf,
+    /// Folder of keys, credentials and the hub's config; removed last (fields drop in order).
+    pub dir: Scratch,
     /// The public key gateways verify policy bundles with.
     pub bundle_key: PathBuf,
 }
@@ -246,12 +246,6 @@ impl Fleet {
     /// `POST path` with a JSON body as the operator.
     pub fn post(&self, path: &str, body: &serde_json::Value) -> Response {
         self.api().post(path, Some(OPERATOR_TOKEN), &body.to_string())
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
