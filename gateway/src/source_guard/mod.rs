@@ -19,6 +19,16 @@
 //! is bound by its first ARP (every IPv4 host resolves its gateway before sending through it).
 //! ARP probes (RFC 5227, sender 0.0.0.0) claim nothing.
 //!
+//! Enrolment adds no binding of its own: the EST server learns an enrolling device's MAC from
+//! the kernel's neighbour table (`identity::resolve`), that is from the same ARP this module
+//! reads, so it is no stronger evidence. An enrolled device with a fixed address belongs in
+//! `[[source_guard.static]]`.
+//!
+//! The gateway's own DHCP server (dnsmasq on the gateway) is not observed: its ACKs leave
+//! through the gateway's stack, where the LAN egress program samples only DNS. Its clients are
+//! bound by their REQUESTs and ARPs as claims; a lease it moves to another device moves when
+//! the first device's binding lapses or it sends a RELEASE.
+//!
 //! IPv6 is not validated yet: SLAAC and privacy addresses are chosen by the device and
 //! announced only through duplicate address detection (a Neighbor Solicitation from ::), and
 //! a device holds several at once, rotating; binding them needs FCFS SAVI (RFC 6620) on the
