@@ -9,7 +9,7 @@ use gateway_ebpf::{
 use crate::{
     PARSED, classify, count,
     decision::Decision,
-    events, flow, parse, policy, verdict,
+    events, flow, parse, policy, source_guard, verdict,
     wire::{ether_type, port, tls},
 };
 
@@ -75,6 +75,9 @@ fn try_ingress(
         &*slot
     };
     flow::count_tx(mac, ip.proto, frame_bytes, now);
+    if source_guard::drops(mac, ip, config) {
+        return Ok(Decision::drop(DropReason::SpoofedSource));
+    }
 
     let seen = Seen { mac, device: &device, ip, frame_bytes, now };
     let decision = flow_then_policy(ctx, &seen, config);

@@ -55,6 +55,14 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Bytes; a power of two and a multiple of the page size.
     pub const EVENTS_BYTES: u32 = 1 << 22;
+    /// Source-address bindings: IPv4 address (network order) → the `MacKey` that holds it
+    /// (`source_guard`). Written only by the controller.
+    pub const SOURCE_BINDINGS_V4: &str = "SOURCE_BINDINGS_V4";
+    pub const SOURCE_BINDINGS_V4_CAPACITY: u32 = 65_536;
+    /// Devices that sent from an address bound to another: `MacKey` → `SourceViolation`,
+    /// per CPU (LRU: a spoofer cycling MACs cannot pin it).
+    pub const SOURCE_VIOLATIONS: &str = "SOURCE_VIOLATIONS";
+    pub const SOURCE_VIOLATIONS_CAPACITY: u32 = 4_096;
 }
 
 /// Program names in the object file.
@@ -147,8 +155,10 @@ pub mod reason {
     pub const NO_REDIRECT_PORT: u32 = 10;
     /// Traffic from upstream towards a quarantined or blocked device.
     pub const TO_ISOLATED_DEVICE: u32 = 11;
+    /// An IPv4 source address bound to another device (`source_guard::ENFORCE`).
+    pub const SPOOFED_SOURCE: u32 = 12;
     /// Number of codes; sizes the arrays indexed by reason.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     /// Slots of `DeviceStats::drops`: `COUNT` rounded up to a power of two, so XDP indexes
     /// it with `why & (SLOTS - 1)`, a bound the verifier sees on the very register used,
     /// whatever the compiler does with a separate `< COUNT` check.
@@ -168,6 +178,7 @@ pub mod reason {
         "blocked",
         "no_redirect_port",
         "to_isolated_device",
+        "spoofed_source",
     ];
 
     /// The name of a reason code (`NAMES`); `"unknown"` for a code this build does not know.
@@ -193,6 +204,7 @@ pub enum DropReason {
     Blocked = reason::BLOCKED,
     NoRedirectPort = reason::NO_REDIRECT_PORT,
     ToIsolatedDevice = reason::TO_ISOLATED_DEVICE,
+    SpoofedSource = reason::SPOOFED_SOURCE,
 }
 
 impl DropReason {
@@ -220,6 +232,9 @@ pub mod counter {
     pub const FLOWS_INSERTED: u32 = 5;
     /// Devices XDP inserted into `DEVICE_STATS` (the same for its evictions).
     pub const DEVICE_STATS_INSERTED: u32 = 6;
+    /// Frames from an IPv4 source bound to another device, passed because the source guard
+    /// only logs (`source_guard::LOG`; under `ENFORCE` they are drops, `reason::SPOOFED_SOURCE`).
+    pub const SPOOFED_SOURCE_PASSED: u32 = 7;
     /// Drops by reason start here: `DROPS_BASE + reason`.
     pub const DROPS_BASE: u32 = 16;
     pub const COUNT: u32 = DROPS_BASE + crate::reason::COUNT as u32;
@@ -287,6 +302,19 @@ pub const fn icmp_pair(ip_proto: u8, kind: u8) -> Option<(u8, u8)> {
     None
 }
 
+/// What the LAN program does with an IPv4 frame whose source address is bound, in
+/// `SOURCE_BINDINGS_V4`, to another device (`GatewayConfig::source_guard`). An address bound
+/// to nobody passes: the controller binds addresses as devices claim them (DHCP, ARP,
+/// enrolment). Append-only.
+pub mod source_guard {
+    /// No check.
+    pub const OFF: u8 = 0;
+    /// Passed, counted (`counter::SPOOFED_SOURCE_PASSED`, `SOURCE_VIOLATIONS`).
+    pub const LOG: u8 = 1;
+    /// Dropped (`reason::SPOOFED_SOURCE`), counted in `SOURCE_VIOLATIONS` too.
+    pub const ENFORCE: u8 = 2;
+}
+
 /// A MAC address padded to 8 bytes, the key of the device maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -313,6 +341,18 @@ pub struct DeviceEntry {
     pub class_id: u16,
     /// Policy id (host order) that applies when `state` is `ENROLLED`.
     pub policy_id: u32,
+}
+
+/// One device's frames from addresses bound to other devices, per CPU: userspace sums
+/// `frames` and reports the address of any CPU that counted one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceViolation {
+    /// Host order.
+    pub frames: u64,
+    /// The last source address used (network order).
+    pub last_source: [u8; 4],
+    pub _pad: [u8; 4],
 }
 
 /// Per-device counters, one copy per CPU; userspace sums them.
@@ -575,7 +615,9 @@ pub struct GatewayConfig {
     pub sample_packets: u8,
     /// 1: send an event for every new flow.
     pub flow_events: u8,
-    pub _pad: [u8; 2],
+    /// One of `source_guard` (0, `OFF`, in a configuration written before it existed).
+    pub source_guard: u8,
+    pub _pad: u8,
     /// Rewritten into redirected frames: the quarantine host's MAC and the gateway's own MAC
     /// on the quarantine port.
     pub quarantine_dst_mac: [u8; 6],
@@ -597,7 +639,8 @@ impl Default for GatewayConfig {
             quarantine_verdict: verdict::REDIRECT,
             sample_packets: 1,
             flow_events: 1,
-            _pad: [0; 2],
+            source_guard: source_guard::OFF,
+            _pad: 0,
             quarantine_dst_mac: [0; 6],
             quarantine_src_mac: [0; 6],
             policy_generation: 0,
@@ -691,6 +734,7 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<MacKey>() == 8);
     assert!(size_of::<DeviceEntry>() == 8);
+    assert!(size_of::<SourceViolation>() == 16);
     assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::SLOTS + 8);
     assert!(reason::SLOTS.is_power_of_two() && reason::SLOTS >= reason::COUNT);
     assert!(size_of::<FlowKey>() == 48);
@@ -718,6 +762,7 @@ mod pod {
     unsafe impl aya::Pod for MacKey {}
     unsafe impl aya::Pod for DeviceEntry {}
     unsafe impl aya::Pod for DeviceStats {}
+    unsafe impl aya::Pod for SourceViolation {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl<const N: usize> aya::Pod for PolicyKey<N> {}

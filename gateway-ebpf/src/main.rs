@@ -3,7 +3,8 @@
 //! the maps and dispatches, with the two helpers the programs share (`configured`, `count`);
 //! each datapath step has its own module, in packet order:
 //!
-//! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `flow`
+//! `parse` (headers, bounds-checked) → `classify` (which device, what state) →
+//! `source_guard` (is the IPv4 source the device's own) → `flow`
 //! (per-device and per-flow accounting) → `policy` (the verdict) → `events` (new flows and
 //! samples to userspace) → `verdict` (apply it: pass, drop, or redirect to quarantine; the
 //! one exit, which counts every frame not passed). `lan` and `wan` run the steps in order;
@@ -26,6 +27,7 @@ mod lan_egress;
 mod parse;
 mod policy;
 mod rare;
+mod source_guard;
 mod verdict;
 mod wan;
 mod wire;
@@ -37,8 +39,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use gateway_ebpf::{
-    ABI_VERSION, DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule, counter,
-    device_state, maps as abi,
+    ABI_VERSION, DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule,
+    SourceViolation, counter, device_state, maps as abi,
 };
 
 #[map(name = "DEVICES")]
@@ -67,6 +69,13 @@ static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
 
 #[map(name = "REDIRECT_PORTS")]
 static REDIRECT_PORTS: DevMap = DevMap::pinned(abi::REDIRECT_PORTS_CAPACITY, 0);
+
+#[map(name = "SOURCE_BINDINGS_V4")]
+static SOURCE_BINDINGS_V4: HashMap<[u8; 4], MacKey> = HashMap::pinned(abi::SOURCE_BINDINGS_V4_CAPACITY, 0);
+
+#[map(name = "SOURCE_VIOLATIONS")]
+static SOURCE_VIOLATIONS: LruPerCpuHashMap<MacKey, SourceViolation> =
+    LruPerCpuHashMap::pinned(abi::SOURCE_VIOLATIONS_CAPACITY, 0);
 
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::pinned(abi::EVENTS_BYTES, 0);

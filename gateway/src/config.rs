@@ -34,6 +34,8 @@ pub struct Config {
     pub fleet: crate::fleet::Config,
     #[serde(default)]
     pub mud: crate::mud::Config,
+    #[serde(default)]
+    pub source_guard: crate::source_guard::Config,
 }
 
 /// Why the configuration was refused.
@@ -80,6 +82,7 @@ impl Config {
         problems.extend(self.policy.problems());
         problems.extend(self.mud.problems());
         problems.extend(self.ota.problems());
+        problems.extend(self.source_guard.problems());
         problems
     }
 }

@@ -40,6 +40,7 @@ pub mod policy;
 pub mod respond;
 pub mod schema;
 pub mod shutdown;
+pub mod source_guard;
 pub mod store;
 pub mod telemetry;
 #[cfg(test)]

@@ -74,6 +74,8 @@ pub struct DatapathCounters {
     pub events_lost: u64,
     pub redirected: u64,
     pub flow_insert_failed: u64,
+    /// Frames from another device's address passed because `source_guard.mode` is `log`.
+    pub spoofed_source_passed: u64,
     pub drops: [u64; reason::COUNT],
 }
 
@@ -92,6 +94,7 @@ impl DatapathCounters {
             events_lost: at(counter::EVENTS_LOST),
             redirected: at(counter::REDIRECTED),
             flow_insert_failed: at(counter::FLOW_INSERT_FAILED),
+            spoofed_source_passed: at(counter::SPOOFED_SOURCE_PASSED),
             drops,
         }
     }
@@ -145,6 +148,11 @@ impl Collector for SnapshotCollector {
                     "datapath_flow_insert_failed",
                     "Flows not tracked because the flow map was full.",
                     d.flow_insert_failed,
+                ),
+                (
+                    "datapath_spoofed_source_passed",
+                    "Frames from an IPv4 address bound to another device, passed (source_guard.mode = log; under enforce they count as drops, reason spoofed_source).",
+                    d.spoofed_source_passed,
                 ),
             ] {
                 encode_one(&mut encoder, name, help, ConstCounter::new(value))?;

@@ -4,8 +4,9 @@
 //! 2. the policy step, when it is DNS (a device's query or an answer from upstream: the
 //!    DNS-name rules count only answers to queries),
 //! 3. the MUD step, when a DHCP, DHCPv6 or LLDP sample announces a MUD URL,
-//! 4. the inventory (skipped when its queue is full: the next event refreshes it),
-//! 5. the pipeline baseline → detect → respond (waited for: detection sees every event).
+//! 4. the source guard, when it runs and the sample is ARP or DHCP (who holds which address),
+//! 5. the inventory (skipped when its queue is full: the next event refreshes it),
+//! 6. the pipeline baseline → detect → respond (waited for: detection sees every event).
 use std::sync::{Arc, mpsc::SyncSender};
 
 use tokio::sync::mpsc::{Receiver, Sender};
@@ -27,6 +28,8 @@ pub(super) struct Outputs {
     pub maps: Arc<Maps>,
     pub dns_samples: Sender<PacketSample>,
     pub mud: Sender<Announcement>,
+    /// `None` when `source_guard.mode` is `off`.
+    pub source_guard: Option<Sender<PacketSample>>,
     pub inventory: SyncSender<InventoryInput>,
     pub pipeline: Sender<pipeline::Command>,
 }
@@ -63,6 +66,12 @@ pub(super) async fn run(mut events: Receiver<DatapathEvent>, out: Outputs, mut s
                 Ok(None) => {}
                 Err(error) => tracing::debug!(%error, device = %sample.mac, "unreadable DHCPv6 or LLDP sample"),
             }
+        }
+        if let (DatapathEvent::Sample(sample), Some(source_guard)) = (&event, &out.source_guard)
+            && matches!(sample.kind, SampleKind::Arp | SampleKind::Dhcp)
+            && source_guard.try_send(sample.clone()).is_err()
+        {
+            tracing::debug!("source guard queue full; sample skipped");
         }
         if out.inventory.try_send(InventoryInput::Event(event.clone())).is_err() {
             tracing::debug!("inventory queue full; event skipped");

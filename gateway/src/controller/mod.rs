@@ -13,7 +13,8 @@
 //! - `services`: identity, integrations, the fleet, OTA;
 //! - `api`: the local API with the SOAR actions;
 //! - `metrics`: counters, backlogs, alerts and actions as metrics;
-//! - `threat_intel`: the threat-intelligence lists, reloaded when their files change.
+//! - `threat_intel`: the threat-intelligence lists, reloaded when their files change;
+//! - `source_guard`: source-address bindings from ARP and DHCP, and alerts on spoofing.
 //!
 //! The pipeline baseline → detect → respond is `crate::pipeline`, on its own thread; every
 //! alert is recorded by `crate::alerts::Recorder`, on its own thread too.
@@ -42,6 +43,7 @@ mod mud_devices;
 mod policy_sync;
 mod ring;
 mod services;
+mod source_guard;
 mod startup;
 mod threat_intel;
 
@@ -128,10 +130,18 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     // One request at a time: the MUD step waits for each answer.
     let (mud_classes_tx, mud_classes_rx) = tokio::sync::mpsc::channel(1);
     tasks.spawn(mud::run(config.mud.clone(), &config.store.path, mud_rx, mud_classes_tx, shutdown.clone())?);
+    let source_guard = (config.source_guard.mode != crate::source_guard::Mode::Off).then(|| {
+        let (tx, rx) = tokio::sync::mpsc::channel(source_guard::SAMPLE_QUEUE);
+        let step =
+            source_guard::run(config.source_guard.clone(), maps.clone(), rx, pipeline_tx.clone(), shutdown.clone());
+        tasks.spawn(step);
+        tx
+    });
     let fanout = fanout::Outputs {
         maps: maps.clone(),
         dns_samples: dns_tx,
         mud: mud_tx,
+        source_guard,
         inventory: inventory_tx.clone(),
         pipeline: pipeline_tx.clone(),
     };

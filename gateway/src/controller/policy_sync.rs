@@ -50,6 +50,7 @@ pub fn datapath_config(config: &Config, verdicts: &Verdicts, quarantine_src_mac:
         quarantine_verdict: verdicts.quarantine,
         sample_packets: u8::from(d.sample_packets),
         flow_events: 1,
+        source_guard: config.source_guard.mode.code(),
         quarantine_dst_mac: d.quarantine_host_mac.map(|m| m.0).unwrap_or_default(),
         quarantine_src_mac,
         ..GatewayConfig::default()

@@ -11,11 +11,16 @@
 //! | `DEVICES` (hash) | 80 B | `devices_capacity` |
 //! | `DEVICE_IPV4` (hash) | 80 B | `devices_capacity` |
 //! | `DEVICE_STATS` (LRU per-CPU hash) | 80 B + 200 B per CPU | `devices_capacity` |
+//! | `SOURCE_BINDINGS_V4` (hash) | 80 B | `devices_capacity` |
+//! | `SOURCE_VIOLATIONS` (LRU per-CPU hash) | 80 B + 16 B per CPU | `devices_capacity` / 16 (≥ 64) |
 //! | `FLOWS` (LRU hash) | 208 B | `flows_capacity` |
 //! | `EVENTS` (ring buffer) | 1 B | `events_ring_bytes` |
 //! | `POLICY_V4`, `POLICY_V6` (LPM tries) | allocated per rule written | the policy compiler's bound |
 //!
-//! So a device costs 240 B + 200 B per CPU (1,040 B on 4 CPUs), a flow 208 B. The policy tries
+//! So a device costs 325 B + 201 B per CPU (1,129 B on 4 CPUs), a flow 208 B. The binding
+//! table holds one address per device on average (a device with a DHCP lease and a
+//! link-local address takes two; its alarm at 90 % says when to raise the capacity). Only
+//! spoofing devices enter the violation map, an LRU, so a sixteenth of the devices suffices. The policy tries
 //! allocate only the rules they hold, so their bound (`gateway_ebpf::maps::POLICY_CAPACITY`,
 //! which the policy compiler enforces) costs nothing unused and is not configured here.
 use std::path::Path;
@@ -33,15 +38,20 @@ pub const DEFAULT_EVENTS_RING_BYTES: u32 = abi::EVENTS_BYTES;
 /// Smallest `datapath.events_ring_bytes`: one sample event takes 560 bytes.
 pub const MIN_EVENTS_RING_BYTES: u32 = 1 << 16;
 
+/// Smallest `SOURCE_VIOLATIONS`: room for a burst of spoofers on a small site.
+pub const MIN_SOURCE_VIOLATIONS: u32 = 64;
+
 /// A map's configured size: (map name, `max_entries`).
 pub type Capacity = (&'static str, u32);
 
 /// The size of every map `[datapath]` sizes.
-pub fn capacities(config: &DatapathConfig) -> [Capacity; 5] {
+pub fn capacities(config: &DatapathConfig) -> [Capacity; 7] {
     [
         (abi::DEVICES, config.devices_capacity),
         (abi::DEVICE_IPV4, config.devices_capacity),
         (abi::DEVICE_STATS, config.devices_capacity),
+        (abi::SOURCE_BINDINGS_V4, config.devices_capacity),
+        (abi::SOURCE_VIOLATIONS, (config.devices_capacity / 16).max(MIN_SOURCE_VIOLATIONS)),
         (abi::FLOWS, config.flows_capacity),
         (abi::EVENTS, config.events_ring_bytes),
     ]
@@ -82,9 +92,12 @@ mod tests {
     fn every_device_map_follows_devices_capacity() {
         let config = DatapathConfig { devices_capacity: 100_000, flows_capacity: 1_000_000, ..Default::default() };
         let sizes = capacities(&config);
-        for map in [abi::DEVICES, abi::DEVICE_IPV4, abi::DEVICE_STATS] {
+        for map in [abi::DEVICES, abi::DEVICE_IPV4, abi::DEVICE_STATS, abi::SOURCE_BINDINGS_V4] {
             assert!(sizes.contains(&(map, 100_000)), "{map}: {sizes:?}");
         }
+        assert!(sizes.contains(&(abi::SOURCE_VIOLATIONS, 6_250)));
+        let small = DatapathConfig { devices_capacity: 100, ..Default::default() };
+        assert!(capacities(&small).contains(&(abi::SOURCE_VIOLATIONS, MIN_SOURCE_VIOLATIONS)));
         assert!(sizes.contains(&(abi::FLOWS, 1_000_000)));
         assert!(sizes.contains(&(abi::EVENTS, DEFAULT_EVENTS_RING_BYTES)));
     }

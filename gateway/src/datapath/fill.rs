@@ -1,7 +1,8 @@
 //! How full each map is and how many entries its LRU evicted (`Maps::fill_levels`), for
 //! `/metrics` and the fleet's health report, and the alarm on the tables that must not fill:
 //! a full device table refuses the next device's entry (so it stays unknown, under the
-//! onboarding lane), a full policy trie refuses rules. The LRU maps (flows, per-device
+//! onboarding lane), a full binding table the next address (which stays unbound, unchecked),
+//! a full policy trie refuses rules. The LRU maps (flows, per-device
 //! counters) evict their oldest entries instead, which costs history, not enforcement: they
 //! are counted, not alarmed on.
 use std::collections::BTreeSet;
@@ -26,7 +27,8 @@ impl MapFill {
 }
 
 /// Maps whose entries are enforcement: alarmed on at `ALARM_SHARE`.
-pub const MUST_NOT_FILL: [&str; 4] = [abi::DEVICES, abi::DEVICE_IPV4, abi::POLICY_V4, abi::POLICY_V6];
+pub const MUST_NOT_FILL: [&str; 5] =
+    [abi::DEVICES, abi::DEVICE_IPV4, abi::SOURCE_BINDINGS_V4, abi::POLICY_V4, abi::POLICY_V6];
 /// The alarm is raised at this share of a `MUST_NOT_FILL` map...
 pub const ALARM_SHARE: f64 = 0.9;
 /// ...and cleared below this one, so a table hovering at the threshold does not flap.

@@ -1,7 +1,8 @@
 //! The only writer of BPF maps. Holds the pinned maps taken out of the loaded object (or
 //! opened from their pins, for tools) and turns controller decisions into map entries:
-//! device states, device IPs, compiled policy rules, the datapath configuration and the
-//! quarantine port. Also reads the counters and the flow table back.
+//! device states, device IPs, compiled policy rules, the datapath configuration, the
+//! quarantine port and the source-address bindings (`crate::source_guard`). Also reads the
+//! counters, the source-address violations and the flow table back.
 //!
 //! Flows cache their decision in XDP (see gateway-ebpf's `flow`), valid while
 //! `GatewayConfig::policy_generation` is unchanged: this module owns that counter and bumps
@@ -23,11 +24,14 @@ use aya::maps::{
 };
 use gateway_ebpf::{
     DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule,
-    QUARANTINE_SLOT, counter, maps as abi,
+    QUARANTINE_SLOT, SourceViolation, counter, maps as abi,
 };
 
 use super::{ControlError, DeviceAccess, DeviceControl, batch, fill::MapFill, traffic::TrafficCounters};
-use crate::device::{Access, Mac};
+use crate::{
+    device::{Access, Mac},
+    source_guard::violations::Violation,
+};
 
 /// What a policy sync changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,6 +85,8 @@ pub struct Maps {
     config: Mutex<Array<MapData, GatewayConfig>>,
     global: PerCpuArray<MapData, u64>,
     redirect: Mutex<DevMap<MapData>>,
+    source_bindings: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
+    source_violations: PerCpuHashMap<MapData, MacKey, SourceViolation>,
     /// Entries the last sweep (`device_counters`) read, and the policy tries hold: counted
     /// where they are read or written anyway, so `fill_levels` need not read them again.
     device_stats_entries: AtomicU64,
@@ -130,6 +136,11 @@ impl Maps {
             config: Mutex::new(Array::try_from(get(abi::CONFIG)?).map_err(map_error(abi::CONFIG))?),
             global: PerCpuArray::try_from(get(abi::GLOBAL_STATS)?).map_err(map_error(abi::GLOBAL_STATS))?,
             redirect: Mutex::new(DevMap::try_from(get(abi::REDIRECT_PORTS)?).map_err(map_error(abi::REDIRECT_PORTS))?),
+            source_bindings: Mutex::new(
+                HashMap::try_from(get(abi::SOURCE_BINDINGS_V4)?).map_err(map_error(abi::SOURCE_BINDINGS_V4))?,
+            ),
+            source_violations: PerCpuHashMap::try_from(get(abi::SOURCE_VIOLATIONS)?)
+                .map_err(map_error(abi::SOURCE_VIOLATIONS))?,
             device_stats_entries: AtomicU64::new(0),
             policy_v4_entries: AtomicU64::new(0),
             policy_v6_entries: AtomicU64::new(0),
@@ -283,6 +294,7 @@ impl Maps {
         let evicted = |inserted: u32, entries: u64| Some(self.global_counter(inserted).saturating_sub(entries));
         let devices = lock(&self.devices);
         let device_ipv4 = lock(&self.device_ipv4);
+        let source_bindings = lock(&self.source_bindings);
         let flows = count(self.flows.map(), abi::FLOWS)?;
         let device_stats = self.device_stats_entries.load(Ordering::Relaxed);
         Ok(vec![
@@ -296,6 +308,12 @@ impl Maps {
                 map: abi::DEVICE_IPV4,
                 entries: count(device_ipv4.map(), abi::DEVICE_IPV4)?,
                 capacity: capacity(device_ipv4.map(), abi::DEVICE_IPV4)?,
+                evictions: None,
+            },
+            MapFill {
+                map: abi::SOURCE_BINDINGS_V4,
+                entries: count(source_bindings.map(), abi::SOURCE_BINDINGS_V4)?,
+                capacity: capacity(source_bindings.map(), abi::SOURCE_BINDINGS_V4)?,
                 evictions: None,
             },
             MapFill {
@@ -328,6 +346,45 @@ impl Maps {
     /// Every device entry (for start-up reconciliation and status).
     pub fn devices(&self) -> Vec<(Mac, DeviceEntry)> {
         lock(&self.devices).iter().filter_map(Result::ok).map(|(k, v)| (Mac(k.addr), v)).collect()
+    }
+
+    /// Binds `address` to `mac`: from now on only `mac` may send from it (`source_guard`).
+    pub fn bind_source(&self, address: Ipv4Addr, mac: Mac) -> Result<(), ControlError> {
+        lock(&self.source_bindings).insert(address.octets(), mac.key(), 0).map_err(map_error(abi::SOURCE_BINDINGS_V4))
+    }
+
+    /// Unbinds `address` (any device may send from it again).
+    pub fn unbind_source(&self, address: Ipv4Addr) -> Result<(), ControlError> {
+        match lock(&self.source_bindings).remove(&address.octets()) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_error(abi::SOURCE_BINDINGS_V4)(e)),
+        }
+    }
+
+    /// Every source-address binding (a restarted controller takes them over).
+    pub fn source_bindings(&self) -> Vec<(Ipv4Addr, Mac)> {
+        lock(&self.source_bindings)
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(address, mac)| (Ipv4Addr::from(address), Mac(mac.addr)))
+            .collect()
+    }
+
+    /// Every device's source-address violations, summed over CPUs (read in batches; empty,
+    /// and logged, if the kernel refuses the read). Holds only devices that spoofed.
+    pub fn source_violations(&self) -> Vec<Violation> {
+        let mut all = Vec::new();
+        let read = aya::util::nr_cpus().map_err(|(_, e)| e).and_then(|cpus| {
+            batch::for_each::<MacKey, SourceViolation>(self.source_violations.map(), cpus, |mac, per_cpu| {
+                let frames = per_cpu.iter().map(|v| v.frames).sum();
+                let last_source = per_cpu.iter().find(|v| v.frames > 0).map_or([0; 4], |v| v.last_source);
+                all.push(Violation { mac: Mac(mac.addr), frames, last_source: Ipv4Addr::from(last_source) });
+            })
+        });
+        if let Err(error) = read {
+            tracing::warn!(%error, map = abi::SOURCE_VIOLATIONS, "cannot read the source-address violations");
+        }
+        all
     }
 }
 

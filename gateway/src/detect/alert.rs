@@ -33,10 +33,12 @@ pub enum DetectorKind {
     Beaconing,
     /// A destination (address, network or DNS name) on a threat-intelligence list.
     ThreatIntel,
+    /// Frames from an IPv4 source address bound to another device (`crate::source_guard`).
+    SourceSpoof,
 }
 
 impl DetectorKind {
-    pub const ALL: [DetectorKind; 9] = [
+    pub const ALL: [DetectorKind; 10] = [
         DetectorKind::NewDestination,
         DetectorKind::Volume,
         DetectorKind::Scan,
@@ -46,6 +48,7 @@ impl DetectorKind {
         DetectorKind::C2Protocol,
         DetectorKind::Beaconing,
         DetectorKind::ThreatIntel,
+        DetectorKind::SourceSpoof,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl DetectorKind {
             DetectorKind::C2Protocol => "c2_protocol",
             DetectorKind::Beaconing => "beaconing",
             DetectorKind::ThreatIntel => "threat_intel",
+            DetectorKind::SourceSpoof => "source_spoof",
         }
     }
 
@@ -78,6 +82,9 @@ impl DetectorKind {
             }
             DetectorKind::Beaconing => &[APPLICATION_LAYER_PROTOCOL, ICS_STANDARD_APPLICATION_LAYER_PROTOCOL],
             DetectorKind::ThreatIntel => &[APPLICATION_LAYER_PROTOCOL, ICS_STANDARD_APPLICATION_LAYER_PROTOCOL],
+            // Sending as another device is masquerading as it (and the first step of a
+            // man-in-the-middle when the stolen address is the one answered).
+            DetectorKind::SourceSpoof => &[MASQUERADING, ADVERSARY_IN_THE_MIDDLE, ICS_MASQUERADING],
         }
     }
 
@@ -144,6 +151,8 @@ pub mod attack {
     pub const ICS_DENIAL_OF_SERVICE: Technique = Technique { id: "T0814", name: "Denial of Service" };
     pub const ICS_REMOTE_SERVICES: Technique = Technique { id: "T0886", name: "Remote Services" };
     pub const ICS_ADVERSARY_IN_THE_MIDDLE: Technique = Technique { id: "T0830", name: "Adversary-in-the-Middle" };
+    pub const MASQUERADING: Technique = Technique { id: "T1036", name: "Masquerading" };
+    pub const ICS_MASQUERADING: Technique = Technique { id: "T0849", name: "Masquerading" };
 }
 
 /// Stable id of an incident: one per device and detector, so repeats deduplicate downstream.

@@ -26,6 +26,9 @@ pub struct DhcpFingerprint {
     pub offered_address: Option<Ipv4Addr>,
     /// BOOTREQUEST (client to server) or not.
     pub from_client: bool,
+    /// `chaddr`, the client's MAC, when it is an Ethernet address (a server's reply names the
+    /// client it answers here).
+    pub client_mac: Option<[u8; 6]>,
     /// Option 161, the MUD URL, as sent (device-controlled bytes: `crate::mud::url` checks them).
     pub mud_url: Option<Vec<u8>>,
 }
@@ -61,8 +64,13 @@ pub fn parse(payload: &[u8]) -> Result<DhcpFingerprint, FingerprintError> {
         return Err(FingerprintError::Dhcp("no DHCP magic cookie (truncated, or BOOTP only)".into()));
     }
     let message = v4::borrowed::Message::new(payload).map_err(|error| FingerprintError::Dhcp(error.to_string()))?;
-    let mut fingerprint =
-        DhcpFingerprint { from_client: message.opcode() == v4::Opcode::BootRequest, ..DhcpFingerprint::default() };
+    let mut fingerprint = DhcpFingerprint {
+        from_client: message.opcode() == v4::Opcode::BootRequest,
+        client_mac: (message.htype() == v4::HType::Eth && message.hlen() == 6)
+            .then(|| message.chaddr().get(..6).and_then(|mac| <[u8; 6]>::try_from(mac).ok()))
+            .flatten(),
+        ..DhcpFingerprint::default()
+    };
     let mut requested = None;
     for option in message.opts() {
         let data = option.data();

@@ -55,6 +55,9 @@ pub enum Command {
     Tick(SystemTime),
     /// The threat-intelligence lists, loaded or reloaded (`controller::threat_intel`).
     SetThreatIntel(std::sync::Arc<crate::detect::intel::ThreatIntel>),
+    /// An alert a step beside the pipeline raised (`crate::source_guard`), published and
+    /// answered by the response rules like the detectors' own.
+    Alert(Alert),
 }
 
 impl From<DatapathEvent> for Command {
@@ -184,6 +187,7 @@ impl Core {
                 self.detector.set_threat_intel(intel);
                 Vec::new()
             }
+            Command::Alert(alert) => self.respond(vec![alert]),
         };
         let changes = self.responder.take_changes();
         if let Some(ledger) = &mut self.ledger {

@@ -160,6 +160,38 @@ pub fn dhcp_request_with_mud_url(e: Endpoints, xid: u32, mud_url: &str) -> Vec<u
     udp(e, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, &payload)
 }
 
+/// A DHCPACK from the server at `e` (its MAC and address) giving `address` to `client`
+/// (broadcast, as to a client without an address yet), encoded by dhcproto.
+pub fn dhcp_ack(e: Endpoints, xid: u32, client: [u8; 6], address: [u8; 4]) -> Vec<u8> {
+    use dhcproto::{Encodable as _, v4};
+    let mut message = v4::Message::default();
+    message
+        .set_opcode(v4::Opcode::BootReply)
+        .set_xid(xid)
+        .set_flags(v4::Flags::default().set_broadcast())
+        .set_chaddr(&client)
+        .set_yiaddr(address)
+        .set_siaddr(e.src_ip);
+    let options = message.opts_mut();
+    options.insert(v4::DhcpOption::MessageType(v4::MessageType::Ack));
+    options.insert(v4::DhcpOption::ServerIdentifier(e.src_ip.into()));
+    options.insert(v4::DhcpOption::AddressLeaseTime(3_600));
+    let payload = message.to_vec().expect("dhcp message");
+    let e = Endpoints { dst_mac: BROADCAST_MAC, dst_ip: BROADCAST_IP, ..e };
+    udp(e, DHCP_SERVER_PORT, DHCP_CLIENT_PORT, &payload)
+}
+
+/// A gratuitous ARP request (an announcement, RFC 5227): `mac` says it is at `ip`.
+pub fn arp_announcement(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
+    use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, Ethernet2Header};
+    let arp = ArpPacket::new(ArpHardwareId::ETHERNET, EtherType::IPV4, ArpOperation::REQUEST, &mac, &ip, &[0; 6], &ip)
+        .expect("Ethernet/IPv4 ARP sizes are valid");
+    let ethernet = Ethernet2Header { source: mac, destination: BROADCAST_MAC, ether_type: EtherType::ARP };
+    let mut frame = ethernet.to_bytes().to_vec();
+    frame.extend_from_slice(&arp.to_bytes());
+    frame
+}
+
 /// `dhcp_discover` padded after its END option (as RFC 2131 allows) to a frame of
 /// `frame_len` bytes: long DHCP messages must be sampled from their start.
 pub fn dhcp_discover_padded(e: Endpoints, xid: u32, parameters: &[u8], hostname: &str, frame_len: usize) -> Vec<u8> {

@@ -2,9 +2,11 @@
 //! the model reads as one contract, next to the frames that exercise it.)
 //!
 //! `Model` below is the datapath's contract in plain Rust, written from the module docs of
-//! gateway-ebpf (`parse` → `classify` → `policy` → `verdict`), not from its code: how a frame
-//! parses (up to two VLAN tags, IPv4 options by IHL, up to four IPv6 extension headers,
-//! TCP/UDP/ICMP headers), which lane or class policy applies to the sending device, the
+//! gateway-ebpf (`parse` → `classify` → `source_guard` → `policy` → `verdict`), not from its
+//! code: how a frame parses (up to two VLAN tags, IPv4 options by IHL, up to four IPv6
+//! extension headers, TCP/UDP/ICMP headers), whether an IPv4 source is bound to another
+//! device (dropped under `enforce`, the million-frame run; counted only under `log`, the
+//! other), which lane or class policy applies to the sending device, the
 //! longest-prefix rule and its port matches (the remote's port, the device's port and who
 //! opened: a TCP flow's SYN or SYN-ACK tells, its later packets keep it), and what each
 //! verdict does. A seeded generator
@@ -13,8 +15,8 @@
 //! header on of some frames; the kernel's test run refuses shorter input), and
 //! runs each through the real LAN program with BPF_PROG_TEST_RUN and through the model: the
 //! XDP action must be identical for every frame, and the counters (per device: frames, bytes,
-//! per protocol, drops by reason; globally: frames, drops by reason, redirects) identical at
-//! every checkpoint. A mismatch names the frame (hex) and the seed.
+//! per protocol, drops by reason, source-address violations; globally: frames, drops by
+//! reason, redirects, spoofed sources passed) identical at every checkpoint. A mismatch names the frame (hex) and the seed.
 //!
 //! Not modelled: the ring-buffer events and samples (turned off in the config) and the WAN
 //! program. Needs root (BPF); the maps are pinned in a directory of the test's own.
@@ -24,7 +26,9 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
-use gateway_ebpf::{GatewayConfig, counter, device_state, lane, opener, programs, proto, reason, verdict};
+use gateway_ebpf::{
+    GatewayConfig, counter, device_state, lane, opener, programs, proto, reason, source_guard, verdict,
+};
 use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _, loader, maps::Maps},
     device::{Access, Mac},
@@ -134,6 +138,12 @@ const V6_DESTINATIONS: [[u16; 8]; 4] = [
     [0x2001, 0xdb9, 0, 0, 0, 0, 0, 3],
     [0xfe80, 0, 0, 0, 0, 0, 0, 1],
 ];
+/// IPv4 sources of the frames: `DEVICES[0]`'s and `DEVICES[1]`'s bound addresses (each
+/// device also sends from the other's), one bound to nobody, and a DHCP client's 0.0.0.0.
+const V4_SOURCES: [[u8; 4]; 4] = [[10, 77, 0, 10], [10, 77, 0, 11], [10, 77, 0, 12], [0, 0, 0, 0]];
+/// Which device holds which of `V4_SOURCES`, as the controller binds them.
+const BOUND: [([u8; 4], usize); 2] = [([10, 77, 0, 10], 0), ([10, 77, 0, 11], 1)];
+
 const PORTS: [u16; 12] = [53, 67, 68, 123, 443, 1883, 5000, 5010, 5011, 8050, 8443, 9999];
 /// The devices' own ports: ephemeral, and services the rules name (554, 123).
 const SOURCE_PORTS: [u16; 4] = [40_000, 554, 123, 9999];
@@ -144,6 +154,10 @@ const SOURCE_PORTS: [u16; 4] = [40_000, 554, 123, 9999];
 /// them), and the configured verdicts.
 struct Model {
     devices: HashMap<[u8; 6], (u8, u32)>,
+    /// `SOURCE_BINDINGS_V4`: address → the device that holds it.
+    bindings: HashMap<[u8; 4], [u8; 6]>,
+    /// Frames per device from an address bound to another (`SOURCE_VIOLATIONS`).
+    violations: HashMap<[u8; 6], u64>,
     rules: Vec<CompiledRule>,
     config: GatewayConfig,
     /// Who opened each flow (`opener`), by the datapath's flow key.
@@ -397,6 +411,25 @@ impl Model {
         }
     }
 
+    /// The source check: true when the frame is to be dropped (an IPv4 source bound to another
+    /// device, under `enforce`); a violation is counted in either mode, and under `log` the
+    /// frame goes on, counted as passed.
+    fn spoofs(&mut self, mac: [u8; 6], packet: &Packet) -> bool {
+        if self.config.source_guard == source_guard::OFF || packet.version != 4 {
+            return false;
+        }
+        let source = [packet.src[0], packet.src[1], packet.src[2], packet.src[3]];
+        if self.bindings.get(&source).is_none_or(|holder| *holder == mac) {
+            return false;
+        }
+        *self.violations.entry(mac).or_default() += 1;
+        if self.config.source_guard == source_guard::ENFORCE {
+            return true;
+        }
+        *self.global.entry(counter::SPOOFED_SOURCE_PASSED).or_default() += 1;
+        false
+    }
+
     fn malformed(&mut self, mac: Option<[u8; 6]>, why: u32) -> u32 {
         if self.config.malformed_verdict == verdict::PASS {
             self.count_drop(mac, why);
@@ -439,6 +472,9 @@ impl Model {
             Parsed::Ip(Ok(packet)) => {
                 let mac = mac.expect("parsed past Ethernet");
                 self.count_tx(mac, packet.proto, frame.len());
+                if self.spoofs(mac, &packet) {
+                    return self.apply(Some(mac), (verdict::DROP, reason::SPOOFED_SOURCE));
+                }
                 let opened_by = self.opened_by(mac, &packet);
                 let decision = self.decide(state, policy_id, &packet, opened_by);
                 self.apply(Some(mac), decision)
@@ -496,14 +532,14 @@ impl FrameBuilder {
         self.bytes.extend_from_slice(&vid.to_be_bytes());
     }
 
-    fn ipv4(&mut self, ihl: u8, fragment_offset: u16, ip_proto: u8, dst: [u8; 4]) {
+    fn ipv4(&mut self, ihl: u8, fragment_offset: u16, ip_proto: u8, src: [u8; 4], dst: [u8; 4]) {
         let header_len = usize::from(ihl.max(5)) * 4;
         let mut header = vec![0u8; header_len];
         header[0] = 0x40 | ihl;
         header[6..8].copy_from_slice(&fragment_offset.to_be_bytes());
         header[8] = 64;
         header[9] = ip_proto;
-        header[12..16].copy_from_slice(&[10, 77, 0, 10]);
+        header[12..16].copy_from_slice(&src);
         header[16..20].copy_from_slice(&dst);
         self.bytes.extend_from_slice(&header);
     }
@@ -585,7 +621,7 @@ fn frame(rng: &mut Rng) -> Vec<u8> {
             f.ether_type(0x0800);
             let ihl = rng.pick(&[5, 5, 5, 5, 6, 8, 15, 4, 0]);
             let fragment = if rng.chance(8) { rng.pick(&[0x2000, 0x0001, 0x00b9, 0x4000]) } else { 0x4000 };
-            f.ipv4(ihl, fragment, transport, rng.pick(&V4_DESTINATIONS));
+            f.ipv4(ihl, fragment, transport, rng.pick(&V4_SOURCES), rng.pick(&V4_DESTINATIONS));
             l4(&mut f, rng, transport);
         }
         _ => {
@@ -652,7 +688,7 @@ impl Datapath {
     }
 }
 
-fn setup(name: &str, malformed: &str) -> (Datapath, Model) {
+fn setup(name: &str, malformed: &str, guard: u8) -> (Datapath, Model) {
     require_root();
     assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/iotgw-test-model-{name}-{}", std::process::id()));
@@ -678,6 +714,7 @@ fn setup(name: &str, malformed: &str) -> (Datapath, Model) {
         quarantine_verdict: v.quarantine,
         sample_packets: 0,
         flow_events: 0,
+        source_guard: guard,
         ..GatewayConfig::default()
     };
     maps.write_config(&config).expect("datapath config");
@@ -692,10 +729,16 @@ fn setup(name: &str, malformed: &str) -> (Datapath, Model) {
         let policy_id = lane::FIRST_CLASS_POLICY + u32::from(class);
         maps.set_access(Mac(mac), DeviceAccess { access, policy_id, class_id: class }).expect("device entry");
     }
-    // The model reads the device table the program reads: states and policy ids as written.
+    for (address, device) in BOUND {
+        maps.bind_source(address.into(), Mac(DEVICES[device])).expect("source binding");
+    }
+    // The model reads the tables the program reads: states, policy ids and bindings as written.
     let devices = maps.devices().into_iter().map(|(mac, entry)| (mac.0, (entry.state, entry.policy_id))).collect();
+    let bindings = maps.source_bindings().into_iter().map(|(address, mac)| (address.octets(), mac.0)).collect();
     let model = Model {
         devices,
+        bindings,
+        violations: HashMap::new(),
         rules: compiled.rules.clone(),
         config: maps.read_config().expect("config"),
         openers: HashMap::new(),
@@ -707,7 +750,7 @@ fn setup(name: &str, malformed: &str) -> (Datapath, Model) {
 
 /// Every counter the model keeps, compared with the kernel's.
 fn compare_counters(datapath: &Datapath, model: &Model, at: usize) {
-    for index in [counter::LAN_PACKETS, counter::REDIRECTED]
+    for index in [counter::LAN_PACKETS, counter::REDIRECTED, counter::SPOOFED_SOURCE_PASSED]
         .into_iter()
         .chain((0..reason::COUNT as u32).map(|r| counter::DROPS_BASE + r))
     {
@@ -732,14 +775,17 @@ fn compare_counters(datapath: &Datapath, model: &Model, at: usize) {
             (mac.0, counters)
         })
         .collect();
+    let violations: HashMap<[u8; 6], u64> =
+        datapath.maps.source_violations().into_iter().map(|v| (v.mac.0, v.frames)).collect();
+    assert_eq!(violations, model.violations, "source-address violations after {at} frames (seed {SEED:#x})");
     assert_eq!(kernel.len(), model.per_device.len(), "devices counted after {at} frames");
     for (mac, expected) in &model.per_device {
         assert_eq!(kernel.get(mac), Some(expected), "counters of {mac:02x?} after {at} frames (seed {SEED:#x})");
     }
 }
 
-fn run_and_compare(name: &str, malformed: &str, frames: usize) {
-    let (datapath, mut model) = setup(name, malformed);
+fn run_and_compare(name: &str, malformed: &str, guard: u8, frames: usize) {
+    let (datapath, mut model) = setup(name, malformed, guard);
     let mut rng = Rng(SEED ^ malformed.len() as u64);
     let mut run = 0usize;
     let check = |frame: &[u8], datapath: &Datapath, model: &mut Model, run: &mut usize| {
@@ -778,15 +824,19 @@ fn run_and_compare(name: &str, malformed: &str, frames: usize) {
     let by_reason: Vec<String> = (0..reason::COUNT as u32)
         .map(|r| format!("{} {}", reason::name(r), model.global.get(&(counter::DROPS_BASE + r)).unwrap_or(&0)))
         .collect();
-    println!("{name}: {run} frames identical in XDP and the model (seed {SEED:#x}); counted: {}", by_reason.join(", "));
+    let spoofed_passed = model.global.get(&counter::SPOOFED_SOURCE_PASSED).unwrap_or(&0);
+    println!(
+        "{name}: {run} frames identical in XDP and the model (seed {SEED:#x}); counted: {}; spoofed sources passed {spoofed_passed}",
+        by_reason.join(", ")
+    );
 }
 
 #[test]
 fn lan_program_matches_the_reference_model_on_a_million_frames() {
-    run_and_compare("drop", "drop", FRAMES);
+    run_and_compare("drop", "drop", source_guard::ENFORCE, FRAMES);
 }
 
 #[test]
 fn lan_program_matches_the_reference_model_when_malformed_frames_pass() {
-    run_and_compare("pass", "pass", FRAMES / 10);
+    run_and_compare("pass", "pass", source_guard::LOG, FRAMES / 10);
 }

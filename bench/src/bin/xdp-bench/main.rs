@@ -19,9 +19,12 @@
 //!    flows in the maps, frames drawn at random across them, every program timed on the same
 //!    random sequence, beside the same frame repeated one run at a time.
 //!
+//! 4. The source-address check (`source_guard`): its cost on the allowed frame, off and on.
+//!
 //! The floor, `iotgw_floor`, does what any device-aware gateway must per packet: parse, look
 //! the sender up in the device table, count the frame per CPU, look its flow up.
 mod scale;
+mod source_guard;
 
 use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
@@ -224,6 +227,7 @@ fn run(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     };
     repeated(&p)?;
     single_runs(&p, &maps)?;
+    source_guard::run(&p, &maps)?;
     scale::run(&p, &maps)?;
     println!("xdp-filter program: {filter_name} from {XDP_FILTER_OBJECT}");
     println!();
