@@ -62,13 +62,14 @@ fn newest_per_gateway_device<'s, 'a>(snapshots: &'s [Snapshot<'a>]) -> Vec<&'s S
 async fn upsert_gateway_devices(conn: &mut PgConnection, rows: Vec<&Snapshot<'_>>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO gateway_devices (site, gateway, mac, changed_ms, last_seen, access, device_type, vendor,
-                                      hostname, cert_subject, record)
+                                      hostname, cert_subject, record, type_vendor, generic_type)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::timestamptz[], $6::text[],
-                              $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[])
+                              $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[], $13::text[])
          ON CONFLICT (site, gateway, mac) DO UPDATE SET
            changed_ms = excluded.changed_ms, last_seen = excluded.last_seen, access = excluded.access,
            device_type = excluded.device_type, vendor = excluded.vendor, hostname = excluded.hostname,
-           cert_subject = excluded.cert_subject, record = excluded.record
+           cert_subject = excluded.cert_subject, record = excluded.record, type_vendor = excluded.type_vendor,
+           generic_type = excluded.generic_type
          WHERE excluded.changed_ms > gateway_devices.changed_ms",
     )
     .bind(rows.iter().map(|s| s.site).collect::<Vec<_>>())
@@ -82,6 +83,8 @@ async fn upsert_gateway_devices(conn: &mut PgConnection, rows: Vec<&Snapshot<'_>
     .bind(rows.iter().map(|s| s.device.hostname.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|s| s.device.cert_subject.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|s| Json(s.device)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|s| s.device.type_vendor.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|s| s.device.generic_type.as_deref()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())
