@@ -48,6 +48,10 @@ impl HubProcess {
         hub
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Panics, with the end of its log, if the hub has exited.
     pub fn check_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("wait for iotgw hub") {

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::{FutureExt as _, StreamExt as _, stream::FuturesUnordered};
 use iotgw::hub::Hub;
 
-use crate::{Spread, hub_process::HubProcess, sim::Shape};
+use crate::{Spread, cpu, hub_process::HubProcess, sim::Shape};
 
 const POLL: Duration = Duration::from_millis(50);
 /// Unacknowledged publishes at most (a broker slower than the rate makes the publisher late).
@@ -41,12 +41,22 @@ struct Step {
 /// Offers `rate` events a second for `secs` seconds while the hub ingests, halving the rate
 /// until the lag's p99 is within the goal (or the rate would fall below MIN_RATE); each
 /// gateway's events from its `first`th on.
-pub async fn run(hub: &Hub, process: &mut HubProcess, shape: Shape, first: usize, rate: usize, secs: u64) {
+pub async fn run(
+    hub: &Hub,
+    process: &mut HubProcess,
+    meter: &cpu::Meter,
+    shape: Shape,
+    first: usize,
+    rate: usize,
+    secs: u64,
+) {
     let mut first = first;
     let mut rate = rate;
     loop {
         let events_before = crate::counts(&hub.pool).await[4];
+        let cpu_before = meter.read(&hub.pool).await;
         let step = step(&hub.jetstream, &hub.pool, process, shape, first, rate, secs).await;
+        let cpu = meter.read(&hub.pool).await.since(cpu_before);
         let events_after = crate::counts(&hub.pool).await[4];
         assert_eq!(events_after - events_before, step.events as i64, "lag: events stored differ from those sent");
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -61,6 +71,7 @@ pub async fn run(hub: &Hub, process: &mut HubProcess, shape: Shape, first: usize
             ms(step.lag.max),
             step.all_visible.as_secs_f64()
         );
+        cpu.print("lag", step.events, "events");
         first += step.events.div_ceil(shape.gateways);
         if step.lag.p99 <= GOAL_P99 {
             println!("lag: p99 within {GOAL_P99:?} at {rate} events/s");

@@ -18,6 +18,8 @@
 //! - `lag`: events offered at a steady rate (`--lag-rate`, default 10,000/s) for `--lag-secs`
 //!   (default 20), from each one's `sent_ms` until PostgreSQL shows it (`lag.rs`), halving the
 //!   rate until the p99 is within the goal;
+//! - `*-cpu`: CPU seconds the hub process, its PostgreSQL backends, the whole cluster and
+//!   nats-server spent in each of those phases, per 100,000 reports or events (`cpu.rs`);
 //! - `hub-rss`: the hub process's resident memory through those phases, and its peak;
 //! - `bundle-*`: one signed policy bundle to every gateway's bucket watch (`bundle.rs`);
 //! - `api-*`: the fleet API's reads (the hub's router over HTTP on loopback) on a store seeded
@@ -47,6 +49,7 @@ use sha2::{Digest as _, Sha256};
 
 mod api;
 mod bundle;
+mod cpu;
 mod hub_process;
 mod lag;
 mod sim;
@@ -131,7 +134,7 @@ async fn main() {
     let client = async_nats::connect(nats.url()).await.expect("connect to nats");
     let js = jetstream::new(client);
     let dir = scratch("fleet-bench");
-    let hub = hub_for(&dir, &nats, &postgres, stream_limit, js.clone()).await;
+    let hub = hub_for(&dir, &nats, &postgres.url(), stream_limit, js.clone()).await;
     if std::env::var("FLEET_BENCH_ONLY").is_ok_and(|only| only == "api") {
         api::run(hub, arg(3, DEFAULT_API_DEVICES), arg(4, DEFAULT_ROUNDS)).await;
         return;
@@ -150,22 +153,31 @@ async fn main() {
 
     let api_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let process_config = dir.join("hub-process.toml");
-    write_config(&process_config, &nats, &postgres, stream_limit, &api_addr.to_string());
+    // The hub's connections named, so that their CPU time is told apart from the bench's.
+    let hub_database = format!("{}?application_name={}", postgres.url(), cpu::HUB_APPLICATION);
+    write_config(&process_config, &nats, &hub_database, stream_limit, &api_addr.to_string());
     let started = Instant::now();
     let mut hub_process = HubProcess::start(&process_config, api_addr, dir.join("hub.log")).await;
+    let meter = cpu::Meter::new(hub_process.pid(), &postgres.dir.join("data"));
+    let cpu_at_start = meter.read(&hub.pool).await;
     let rss_at_start = hub_process.rss_kib();
     let rows = ingest_phase(&hub, &mut hub_process, shape, published, started).await;
+    meter.read(&hub.pool).await.since(cpu_at_start).print("ingest", published, "reports");
     if !skipped("redeliver") {
+        let before = meter.read(&hub.pool).await;
         redeliver_phase(&hub, &mut hub_process, shape, rows).await;
+        meter.read(&hub.pool).await.since(before).print("redeliver", published, "reports");
     }
     sizes(&hub.pool, shape, stream_bytes).await;
     let mut first_event = shape.events;
     if !skipped("mix") {
+        let before = meter.read(&hub.pool).await;
         mix_phase(&hub, &mut hub_process, shape).await;
+        meter.read(&hub.pool).await.since(before).print("mix", shape.gateways * shape.events, "events");
         first_event += shape.events;
     }
     if !skipped("lag") {
-        lag::run(&hub, &mut hub_process, shape, first_event, lag_rate, lag_secs).await;
+        lag::run(&hub, &mut hub_process, &meter, shape, first_event, lag_rate, lag_secs).await;
     }
     hub_process.report(rss_at_start);
     hub_process.stop();
@@ -197,12 +209,12 @@ fn gib(bytes: f64) -> f64 {
 
 /// Writes the hub's configuration file: both servers, the stream limit, the API on `listen`
 /// with the bench's viewer token.
-fn write_config(path: &Path, nats: &NatsServer, postgres: &Postgres, stream_limit: i64, listen: &str) {
+fn write_config(path: &Path, nats: &NatsServer, database_url: &str, stream_limit: i64, listen: &str) {
     let text = format!(
         "nats_url = {:?}\ndatabase_url = {:?}\n[streams]\nmax_bytes = {stream_limit}\n[api]\nlisten = {listen:?}\n\
          tokens = [{{ name = \"bench\", role = \"viewer\", token_sha256 = \"{}\" }}]\n",
         nats.url(),
-        postgres.url(),
+        database_url,
         hex::encode(Sha256::digest(TOKEN.as_bytes()))
     );
     std::fs::write(path, text).expect("write the hub's config");
@@ -213,12 +225,12 @@ fn write_config(path: &Path, nats: &NatsServer, postgres: &Postgres, stream_limi
 async fn hub_for(
     dir: &Path,
     nats: &NatsServer,
-    postgres: &Postgres,
+    database_url: &str,
     stream_limit: i64,
     jetstream: jetstream::Context,
 ) -> Hub {
     let path = dir.join("hub.toml");
-    write_config(&path, nats, postgres, stream_limit, "127.0.0.1:0");
+    write_config(&path, nats, database_url, stream_limit, "127.0.0.1:0");
     let config = hub::Config::load(&path).expect("hub.toml loads");
     let pool = hub::store::open(&config.database_url).await.expect("migrated store");
     Hub { config: Arc::new(config), pool, jetstream }

@@ -20,12 +20,18 @@ const COLUMNS = [
   { label: 'MAC', cell: (d) => macLink(d.mac) },
   { label: 'IP', class: 'mono', cell: (d) => d.ips.join(', ') || '—' },
   { label: 'vendor', cell: (d) => text(d.vendor) },
-  { label: 'type', cell: (d) => (d.device_type ? `${d.device_type} (${percent(d.type_confidence)})` : '—') },
+  { label: 'type', cell: (d) => guess(d.device_type, d.type_confidence) },
+  { label: 'generic type', cell: (d) => guess(d.generic_type, d.generic_confidence) },
   { label: 'class', cell: (d) => text(d.policy) },
   { label: 'state', cell: (d) => badge('state', d.state) },
   { label: 'last seen', cell: (d) => time(d.last_seen) },
   { label: 'traffic', class: 'num', cell: (d) => bytes(d.bytes) },
 ];
+
+// A level of the classifier's guess (product, generic type) with its confidence.
+function guess(name, confidence) {
+  return name ? `${name} (${percent(confidence)})` : '—';
+}
 
 export async function mount(root, ctx) {
   return fleet() ? mountFleet(root, ctx) : mountGateway(root, ctx);
@@ -80,7 +86,7 @@ async function mountFleet(root, ctx) {
   const search = searchBox(filter, 'MAC, host name, vendor or type');
   const state = h('select', { testid: 'device-filter-state' }, options(['', ...DEVICE_STATES], filter.state));
   const field = (testid, value, placeholder) => h('input', { type: 'text', testid, value, placeholder });
-  const type = field('device-filter-type', filter.type, 'camera, ...');
+  const type = field('device-filter-type', filter.type, 'ip-camera, Axis, ...');
   const site = field('device-filter-site', filter.site, 'site');
   const gateway = field('device-filter-gateway', filter.gateway, 'gateway');
   const [mac, ...rest] = COLUMNS;

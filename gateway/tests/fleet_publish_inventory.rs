@@ -76,6 +76,28 @@ async fn device_changes_arrive_coalesced_and_catch_up_after_an_outage() {
     assert!(all.windows(2).all(|pair| pair[0].0 < pair[1].0), "snapshots of a device are ordered: {all:?}");
     let ids: std::collections::HashSet<&String> = reports.iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), reports.len(), "no snapshot stored twice");
+
+    // The classifier's guess at its other levels (as `inventory::classify` writes it): the next
+    // snapshot carries the vendor and the generic type with their confidences.
+    ledger
+        .connection()
+        .execute(
+            "UPDATE inventory_devices SET type_vendor = 'Edimax', type_vendor_confidence = 0.8,
+             generic_type = 'ip-camera', generic_confidence = 0.95 WHERE mac = ?1",
+            [FIRST.to_string()],
+        )
+        .unwrap();
+    let guess = wait_for("a snapshot with the generic type", WAIT, async || {
+        broker.reports(&subject).await.into_iter().find_map(|(_, report)| match report.body {
+            ReportBody::Inventory { device, .. } if device.mac == FIRST && device.generic_type.is_some() => {
+                Some(device)
+            }
+            _ => None,
+        })
+    })
+    .await;
+    assert_eq!((guess.generic_type.as_deref(), guess.generic_confidence), (Some("ip-camera"), Some(0.95)));
+    assert_eq!((guess.type_vendor.as_deref(), guess.type_vendor_confidence), (Some("Edimax"), Some(0.8)));
     gateway.stop().await;
 }
 

@@ -50,6 +50,10 @@ async fn status_gateways_and_devices_show_the_whole_fleet() {
     assert_eq!(list[0]["hostname"], "lobby-cam");
     assert_eq!(list[0]["vendor"], "Axis");
     assert_eq!(list[0]["bytes"], 300);
+    assert_eq!(
+        (list[0]["generic_type"].as_str(), list[0]["generic_confidence"].as_f64()),
+        (Some("ip-camera"), Some(0.95))
+    );
     assert!(devices.next_cursor().is_none());
 }
 
@@ -71,6 +75,11 @@ async fn device_cursors_walk_every_device_once_under_each_filter() {
         ("gateway=gw-1", vec![PLUG.to_owned()]),
         ("state=quarantined", vec![CAMERA.to_owned()]),
         ("type=smart_plug", vec![PLUG.to_owned()]),
+        // The type filter matches any level of the guess: product, its vendor, its generic type.
+        ("type=Kasa", vec![PLUG.to_owned()]),
+        ("type=ip-camera", vec![CAMERA.to_owned()]),
+        ("type=smart-plug&site=a", vec![PLUG.to_owned()]),
+        ("type=sensor", vec![]),
         ("vendor=Axis", vec![CAMERA.to_owned()]),
         ("q=lobby", vec![CAMERA.to_owned()]),
         ("q=TP-LINK", vec![PLUG.to_owned()]),

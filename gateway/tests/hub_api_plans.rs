@@ -37,11 +37,13 @@ SELECT n, '02:00:' || substr(h, 1, 2) || ':' || substr(h, 3, 2) || ':' || substr
        (ARRAY['cam', 'plug', 'lamp', 'sensor'])[n % 4 + 1] || '-' || n AS hostname,
        (ARRAY['Espressif Inc.', 'Philips Lighting BV', 'Hangzhou Hikvision', 'Tuya Smart Inc.'])[n % 4 + 1] AS vendor,
        (ARRAY['ip-camera', 'smart-plug', 'bulb', 'sensor'])[n % 4 + 1] AS device_type,
+       CASE WHEN n % 500 = 7 THEN 'hub' ELSE (ARRAY['camera', 'plug', 'light', 'sensor'])[n % 4 + 1] END AS generic_type,
        CASE WHEN n % 50 = 0 THEN 'quarantined' ELSE 'enrolled' END AS access,
        now() - make_interval(secs => (n::bigint * 7919) % 2592000) AS t
 FROM generate_series(0, $devices - 1) n, lpad(to_hex(n), 8, '0') h;
-INSERT INTO gateway_devices (site, gateway, mac, changed_ms, last_seen, access, device_type, vendor, hostname, record)
-SELECT site, gateway, mac, 0, t, access, device_type, vendor, hostname,
+INSERT INTO gateway_devices (site, gateway, mac, changed_ms, last_seen, access, device_type, vendor, hostname,
+                             type_vendor, generic_type, record)
+SELECT site, gateway, mac, 0, t, access, device_type, vendor, hostname, vendor, generic_type,
        '{"locally_administered": true, "type_confidence": 0.9, "lifecycle": "enrolled", "class": "sensor",
          "firmware_version": "1.0.0", "cert_subject": "CN=dev-0-0", "device_id": null, "ips": ["10.0.0.2"],
          "flows_total": 0, "traffic": {"tx_bytes": 1000, "tx_packets": 10, "rx_bytes": 2000, "rx_packets": 12},
@@ -105,6 +107,9 @@ fn statements() -> Vec<Statement> {
             DeviceFilter { search: Some("02-00-00-00-A3-1".into()), ..Default::default() },
         ),
         ("devices by host name", DeviceFilter { search: Some("cam-1234".into()), ..Default::default() }),
+        // The type filter matches the product, its vendor or its generic type.
+        ("devices by type (a quarter)", DeviceFilter { device_type: Some("bulb".into()), ..Default::default() }),
+        ("devices by generic type (100)", DeviceFilter { device_type: Some("hub".into()), ..Default::default() }),
         ("blocked devices (none)", DeviceFilter { access: Some(Access::Blocked), ..Default::default() }),
         ("quarantined devices (2 %)", DeviceFilter { access: Some(Access::Quarantined), ..Default::default() }),
     ] {

@@ -10,7 +10,7 @@ mod support;
 use std::path::PathBuf;
 
 use iotgw_test_support::browser::{Browser, WAIT};
-use support::{CAMERA, DEVICES_AT_GW2, Fleet, OPERATOR};
+use support::{CAMERA, DEVICES_AT_GW2, Fleet, OPERATOR, PLUG};
 
 /// `[data-testid=NAME]`.
 fn id(name: &str) -> String {
@@ -60,13 +60,21 @@ async fn the_fleet_console_shows_sites_gateways_and_where_devices_have_been() {
         .await;
     let headings: Vec<String> = serde_json::from_value(headings).unwrap();
     assert_eq!(&headings[..3], ["MAC", "site", "gateway"], "{headings:?}");
+    assert!(headings.iter().any(|h| h == "generic type"), "{headings:?}");
     let first = browser.run("return document.querySelector('[data-testid=device-row]').innerText", Vec::new()).await;
     let first = first.as_str().unwrap();
     assert!(first.contains(CAMERA) && first.contains("gw-3") && first.contains("quarantined"), "{first}");
+    assert!(first.contains("ip-camera (95 %)"), "the generic type with its confidence: {first}");
     browser.screenshot("devices").await;
     browser.fill(&id("device-filter-site"), "b").await;
     browser.wait_until("the site filter applied", &format!("{} === 1", count("device-row")), WAIT).await;
     assert!(browser.run("return location.hash", Vec::new()).await.as_str().unwrap().contains("site=b"));
+    // The type filter takes any level of the guess: the plug's generic type.
+    browser.fill(&id("device-filter-site"), "").await;
+    browser.fill(&id("device-filter-type"), "smart-plug").await;
+    let rows = "[...document.querySelectorAll('[data-testid=device-row]')].map(row => row.dataset.mac)";
+    browser.wait_until("the type filter applied", &format!("{rows}.join() === '{PLUG}'"), WAIT).await;
+    assert!(browser.run("return location.hash", Vec::new()).await.as_str().unwrap().contains("type=smart-plug"));
 
     // The gateways page: sites, health, the stale one.
     browser.click(&id("nav-gateways")).await;

@@ -59,6 +59,13 @@ async fn every_kind_of_report_lands_in_its_rows_and_storing_it_again_changes_not
             .expect("one alert row for the incident");
     assert_eq!((count, ended, severity), (2, true, 3), "two alerts, resolved by the second, high at worst");
     assert_eq!(fleet.count("SELECT count(*) FROM gateway_devices WHERE cert_subject = 'CN=cam-7'").await, 1);
+    let levels: (Option<String>, Option<String>, Option<String>, Option<f64>) = sqlx::query_as(
+        "SELECT device_type, type_vendor, generic_type, (record->>'generic_confidence')::float8 FROM gateway_devices",
+    )
+    .fetch_one(&fleet.pool)
+    .await
+    .expect("the device");
+    assert_eq!(levels, (Some("camera".into()), None, Some("ip-camera".into()), Some(0.95)), "every level of the guess");
     assert_eq!(fleet.count("SELECT count(*) FROM fleet_devices WHERE site = 's1'").await, 1);
     assert_eq!(fleet.count("SELECT count(*) FROM device_locations").await, 1);
     let (health_ms, backlog): (i64, i64) = sqlx::query_as(

@@ -181,6 +181,37 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_carries_every_level_of_the_type_guess_and_one_without_them_still_reads() {
+        let record = serde_json::json!({
+            "mac": "02:00:00:00:00:01", "first_seen": "2026-12-01T00:00:00Z", "last_seen": "2026-12-01T00:00:00Z",
+            "vendor": null, "locally_administered": true, "hostname": null, "device_type": "EdimaxCam",
+            "type_confidence": 0.9, "access": "enrolled", "lifecycle": null, "class": null,
+            "firmware_version": null, "cert_subject": null, "device_id": null, "ips": [], "flows_total": 0,
+            "traffic": {"tx_bytes": 0, "tx_packets": 0, "rx_bytes": 0, "rx_packets": 0},
+        });
+        let snapshot = |device: serde_json::Value| {
+            serde_json::json!({"v": 1, "site": "s1", "gateway": "gw-1", "sent_ms": 5, "kind": "inventory",
+                               "changed_ms": 5, "device": device})
+        };
+        // From a gateway older than its inventory's generic type: the levels are absent.
+        let old: Report = serde_json::from_value(snapshot(record.clone())).expect("an older gateway's snapshot");
+        let ReportBody::Inventory { device, .. } = &old.body else { panic!("not a snapshot") };
+        assert_eq!((device.generic_type.as_deref(), device.type_vendor.as_deref()), (None, None));
+
+        let mut current = record;
+        current["generic_type"] = "ip-camera".into();
+        current["generic_confidence"] = 0.95.into();
+        current["type_vendor"] = "Edimax".into();
+        let report: Report = serde_json::from_value(snapshot(current)).expect("a snapshot");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            (&json["device"]["generic_type"], &json["device"]["generic_confidence"]),
+            (&"ip-camera".into(), &0.95.into())
+        );
+        assert_eq!(json["device"]["type_vendor"], "Edimax");
+    }
+
+    #[test]
     fn retries_share_a_message_id() {
         assert_eq!(health("s1", 5).msg_id(), health("s1", 5).msg_id());
         assert_ne!(health("s1", 5).msg_id(), health("s1", 6).msg_id());

@@ -193,10 +193,10 @@ impl Fleet {
             hostname: how.hostname.map(str::to_owned),
             device_type: how.device_type.map(str::to_owned),
             type_confidence: how.device_type.map(|_| 0.9),
-            type_vendor: None,
-            type_vendor_confidence: None,
-            generic_type: None,
-            generic_confidence: None,
+            type_vendor: how.type_vendor.map(str::to_owned),
+            type_vendor_confidence: how.type_vendor.map(|_| 0.8),
+            generic_type: how.generic_type.map(str::to_owned),
+            generic_confidence: how.generic_type.map(|_| 0.95),
             access: how.access,
             lifecycle: None,
             class: None,
@@ -209,7 +209,7 @@ impl Fleet {
         };
         sqlx::query(
             "INSERT INTO gateway_devices (site, gateway, mac, changed_ms, last_seen, access, device_type, vendor, \
-             hostname, record) VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8, $9)",
+             hostname, record, type_vendor, generic_type) VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(site)
         .bind(gateway)
@@ -220,6 +220,8 @@ impl Fleet {
         .bind(how.vendor)
         .bind(how.hostname)
         .bind(serde_json::to_value(&record).unwrap())
+        .bind(how.type_vendor)
+        .bind(how.generic_type)
         .execute(&self.pool)
         .await
         .unwrap();
@@ -301,14 +303,22 @@ impl Fleet {
         self.gateway("a", "gw-1", 1, Some(7)).await;
         self.gateway("a", "gw-2", 60, Some(6)).await;
         self.gateway("b", "gw-3", 2, None).await;
-        let camera =
-            Seen { hostname: Some("lobby-cam"), vendor: Some("Axis"), device_type: Some("camera"), ..Seen::default() };
+        let camera = Seen {
+            hostname: Some("lobby-cam"),
+            vendor: Some("Axis"),
+            device_type: Some("camera"),
+            type_vendor: Some("Axis"),
+            generic_type: Some("ip-camera"),
+            ..Seen::default()
+        };
         self.device("a", "gw-1", CAMERA, 30, camera).await;
         self.device("b", "gw-3", CAMERA, 5, Seen { access: Access::Quarantined, ..camera }).await;
         let plug = Seen {
             hostname: Some("plug-1"),
             vendor: Some("TP-Link"),
             device_type: Some("smart_plug"),
+            type_vendor: Some("Kasa"),
+            generic_type: Some("smart-plug"),
             ..Seen::default()
         };
         self.device("a", "gw-1", PLUG, 10, plug).await;
@@ -337,11 +347,21 @@ pub struct Seen<'a> {
     pub hostname: Option<&'a str>,
     pub vendor: Option<&'a str>,
     pub device_type: Option<&'a str>,
+    /// The guess's vendor and generic type.
+    pub type_vendor: Option<&'a str>,
+    pub generic_type: Option<&'a str>,
     pub access: Access,
 }
 
 impl Default for Seen<'_> {
     fn default() -> Self {
-        Self { hostname: None, vendor: None, device_type: None, access: Access::Enrolled }
+        Self {
+            hostname: None,
+            vendor: None,
+            device_type: None,
+            type_vendor: None,
+            generic_type: None,
+            access: Access::Enrolled,
+        }
     }
 }

@@ -84,6 +84,7 @@ pub struct DevicesParams {
     gateway: Option<String>,
     /// Access state, as the gateway that saw it last enforces it.
     state: Option<String>,
+    /// A device-type name at any level of the guess: product, its vendor or its generic type.
     #[serde(rename = "type")]
     device_type: Option<String>,
     vendor: Option<String>,
@@ -116,6 +117,7 @@ pub struct DeviceFilter {
     pub site: Option<String>,
     pub gateway: Option<String>,
     pub access: Option<Access>,
+    /// Matches the product, its vendor or its generic type.
     pub device_type: Option<String>,
     pub vendor: Option<String>,
     /// A MAC prefix, or part of the host name, vendor or type (trimmed, not empty).
@@ -171,8 +173,16 @@ impl DeviceFilter {
             .equal("f.site", self.site.clone())
             .equal("f.gateway", self.gateway.clone())
             .equal("f.access", self.access.map(Access::as_str))
-            .equal("g.device_type", self.device_type.clone())
             .equal("g.vendor", self.vendor.clone());
+        if let Some(name) = &self.device_type {
+            // Any level of the guess (product, its vendor, its generic type), as the expression
+            // `gateway_devices_by_type_level` holds.
+            select
+                .and()
+                .push("ARRAY[g.device_type, g.type_vendor, g.generic_type] @> ARRAY[")
+                .push_bind(name.clone())
+                .push("]");
+        }
         if let Some(text) = &self.search {
             // A MAC prefix is the range of the stored spelling (lower case, colons) that starts
             // with it, in binary order as `gateway_devices_by_mac_prefix` holds it; the rest

@@ -25,7 +25,7 @@ use crate::{
         metrics::{self, encode_one, gauge},
     },
     event::Severity,
-    hub::ingest::IngestSnapshot,
+    hub::ingest::{IngestSnapshot, Stage},
 };
 
 pub fn routes() -> Router<HubApi> {
@@ -129,6 +129,16 @@ impl Collector for HubScrape {
             "Seconds from the broker storing the newest report of the last batch to its commit.",
             ConstGauge::new(ingest.lag_ms as f64 / 1_000.0),
         )?;
+        let mut family = encoder.encode_descriptor(
+            "hub_ingest_stage_seconds",
+            "Seconds ingest spent in each stage: pull (waiting for the broker), decode, held (a decoded \
+             batch waiting for the one before it), store (transactions), acknowledge.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (stage, micros) in Stage::ALL.iter().zip(ingest.stage_us) {
+            ConstCounter::new(micros as f64 / 1e6).encode(family.encode_family(&[("stage", stage.name())])?)?;
+        }
         if let Some(fleet) = &self.fleet {
             encode_fleet(fleet, &mut encoder)?;
         }

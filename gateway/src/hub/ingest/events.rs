@@ -4,9 +4,11 @@
 //!
 //! An event already stored (same site, gateway and seq) is left alone, and only the alerts
 //! whose event row is new count into their incident, so storing a batch again changes nothing.
+//! The insert is built, its values encoded, before the batch's transaction (`insert`); which
+//! alerts count is known only from what it returns.
 use std::collections::{BTreeMap, HashSet};
 
-use sqlx::{PgConnection, types::Json};
+use sqlx::{PgConnection, Postgres, Row as _, postgres::PgArguments, query::Query, types::Json};
 use time::OffsetDateTime;
 
 use crate::event::{EventKind, GatewayEvent};
@@ -19,12 +21,15 @@ pub struct Reported<'a> {
     pub event: &'a GatewayEvent,
 }
 
-/// Stores `events`; returns how many were stored already (or twice in the batch).
-pub async fn store(conn: &mut PgConnection, events: &[Reported<'_>]) -> Result<u64, sqlx::Error> {
+/// The insert of a batch's events, its values encoded; it returns the keys of the new rows.
+pub struct Insert(Query<'static, Postgres, PgArguments>);
+
+/// The insert of `events`, `None` when there are none.
+pub fn insert(events: &[Reported<'_>]) -> Option<Insert> {
     if events.is_empty() {
-        return Ok(0);
+        return None;
     }
-    let mut new: HashSet<(String, String, i64)> = sqlx::query_as(
+    let insert = sqlx::query(
         "INSERT INTO events (site, gateway, seq, event_id, kind, severity, time, mac, actor, body)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int2[],
                               $7::timestamptz[], $8::text[], $9::text[], $10::jsonb[])
@@ -40,11 +45,17 @@ pub async fn store(conn: &mut PgConnection, events: &[Reported<'_>]) -> Result<u
     .bind(events.iter().map(|e| e.event.time).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.event.device.map(|mac| mac.to_string())).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.event.actor.as_str()).collect::<Vec<_>>())
-    .bind(events.iter().map(|e| Json(e.event)).collect::<Vec<_>>())
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .collect();
+    .bind(events.iter().map(|e| Json(e.event)).collect::<Vec<_>>());
+    Some(Insert(insert))
+}
+
+/// Runs `insert` (of `events`) and counts its new alerts into their incidents; returns how many
+/// events were stored already (or twice in the batch).
+pub async fn store(conn: &mut PgConnection, insert: Insert, events: &[Reported<'_>]) -> Result<u64, sqlx::Error> {
+    let mut new = HashSet::new();
+    for row in insert.0.fetch_all(&mut *conn).await? {
+        new.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?, row.try_get::<i64, _>(2)?));
+    }
     let duplicates = (events.len() - new.len()) as u64;
     // An event twice in the batch was inserted once: it counts into its incident once.
     let new_alerts = events.iter().filter(|e| new.remove(&(e.site.to_owned(), e.gateway.to_owned(), e.seq)));

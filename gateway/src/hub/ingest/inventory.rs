@@ -13,9 +13,12 @@
 //! `gateway_devices` row), for the device list by state and the status' counts (migration
 //! 0005): the upsert takes it with the place, and one statement then settles the batch's devices
 //! whose row at that place changed state without the place changing.
+//!
+//! The statements are built, their values encoded, before the batch's transaction (`prepare`):
+//! none of them depends on what another returns.
 use std::collections::{BTreeMap, btree_map::Entry};
 
-use sqlx::{PgConnection, types::Json};
+use sqlx::{PgConnection, Postgres, postgres::PgArguments, query::Query, types::Json};
 use time::OffsetDateTime;
 
 use crate::{device::Mac, inventory::records::DeviceRecord};
@@ -28,18 +31,33 @@ pub struct Snapshot<'a> {
     pub device: &'a DeviceRecord,
 }
 
-/// Stores `snapshots` (in batch order) into the three tables.
-pub async fn store(conn: &mut PgConnection, snapshots: &[Snapshot<'_>]) -> Result<(), sqlx::Error> {
+type Statement = Query<'static, Postgres, PgArguments>;
+
+/// A batch's snapshots as the statements that store them, in the order they run.
+pub struct Prepared([Statement; 4]);
+
+/// The statements storing `snapshots` (in batch order), `None` when there are none.
+pub fn prepare(snapshots: &[Snapshot<'_>]) -> Option<Prepared> {
     if snapshots.is_empty() {
-        return Ok(());
+        return None;
     }
-    // First: `fleet_devices` points at the gateway's row (foreign key `fleet_devices_seen_at`).
-    upsert_gateway_devices(conn, newest_per_gateway_device(snapshots)).await?;
     let devices = fleet_devices(snapshots);
     let macs: Vec<String> = devices.keys().map(Mac::to_string).collect();
-    upsert_fleet_devices(conn, &macs, devices).await?;
-    settle_access(conn, &macs).await?;
-    upsert_locations(conn, locations(snapshots)).await
+    Some(Prepared([
+        // First: `fleet_devices` points at the gateway's row (foreign key `fleet_devices_seen_at`).
+        upsert_gateway_devices(newest_per_gateway_device(snapshots)),
+        upsert_fleet_devices(&macs, devices),
+        settle_access(&macs),
+        upsert_locations(locations(snapshots)),
+    ]))
+}
+
+/// Stores the snapshots `prepared` holds into the three tables.
+pub async fn store(conn: &mut PgConnection, prepared: Prepared) -> Result<(), sqlx::Error> {
+    for statement in prepared.0 {
+        statement.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The snapshot each gateway's row takes: the newest `changed_ms`, the first of a tie (as the
@@ -59,16 +77,17 @@ fn newest_per_gateway_device<'s, 'a>(snapshots: &'s [Snapshot<'a>]) -> Vec<&'s S
     newest.into_values().collect()
 }
 
-async fn upsert_gateway_devices(conn: &mut PgConnection, rows: Vec<&Snapshot<'_>>) -> Result<(), sqlx::Error> {
+fn upsert_gateway_devices(rows: Vec<&Snapshot<'_>>) -> Statement {
     sqlx::query(
         "INSERT INTO gateway_devices (site, gateway, mac, changed_ms, last_seen, access, device_type, vendor,
-                                      hostname, cert_subject, record)
+                                      hostname, cert_subject, record, type_vendor, generic_type)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::timestamptz[], $6::text[],
-                              $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[])
+                              $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[], $13::text[])
          ON CONFLICT (site, gateway, mac) DO UPDATE SET
            changed_ms = excluded.changed_ms, last_seen = excluded.last_seen, access = excluded.access,
            device_type = excluded.device_type, vendor = excluded.vendor, hostname = excluded.hostname,
-           cert_subject = excluded.cert_subject, record = excluded.record
+           cert_subject = excluded.cert_subject, record = excluded.record, type_vendor = excluded.type_vendor,
+           generic_type = excluded.generic_type
          WHERE excluded.changed_ms > gateway_devices.changed_ms",
     )
     .bind(rows.iter().map(|s| s.site).collect::<Vec<_>>())
@@ -82,9 +101,8 @@ async fn upsert_gateway_devices(conn: &mut PgConnection, rows: Vec<&Snapshot<'_>
     .bind(rows.iter().map(|s| s.device.hostname.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|s| s.device.cert_subject.as_deref()).collect::<Vec<_>>())
     .bind(rows.iter().map(|s| Json(s.device)).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
+    .bind(rows.iter().map(|s| s.device.type_vendor.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|s| s.device.generic_type.as_deref()).collect::<Vec<_>>())
 }
 
 /// A fleet device as the batch saw it.
@@ -140,11 +158,7 @@ fn fleet_devices<'a>(snapshots: &[Snapshot<'a>]) -> BTreeMap<Mac, FleetDevice<'a
 }
 
 /// `macs`: the keys of `devices`, in order.
-async fn upsert_fleet_devices(
-    conn: &mut PgConnection,
-    macs: &[String],
-    devices: BTreeMap<Mac, FleetDevice<'_>>,
-) -> Result<(), sqlx::Error> {
+fn upsert_fleet_devices(macs: &[String], devices: BTreeMap<Mac, FleetDevice<'_>>) -> Statement {
     let devices: Vec<_> = devices.into_values().collect();
     sqlx::query(
         "INSERT INTO fleet_devices (mac, first_seen, last_seen, site, gateway, cert_subject, access)
@@ -173,24 +187,18 @@ async fn upsert_fleet_devices(
     .bind(devices.iter().map(|d| d.gateway).collect::<Vec<_>>())
     .bind(devices.iter().map(|d| d.cert_subject).collect::<Vec<_>>())
     .bind(devices.iter().map(|d| d.access).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Gives each of `macs` the access state of its row at the gateway that saw it last, where the
 /// upsert did not: that row took a newer snapshot (a quarantine, a release) while the fleet
 /// device stayed where it was, or the batch's newest sighting was not its newest snapshot.
-async fn settle_access(conn: &mut PgConnection, macs: &[String]) -> Result<(), sqlx::Error> {
+fn settle_access(macs: &[String]) -> Statement {
     sqlx::query(
         "UPDATE fleet_devices f SET access = g.access FROM gateway_devices g
          WHERE f.mac = ANY($1) AND g.site = f.site AND g.gateway = f.gateway AND g.mac = f.mac
            AND f.access <> g.access",
     )
     .bind(macs)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 type LocationKey<'a> = (Mac, &'a str, &'a str);
@@ -208,10 +216,7 @@ fn locations<'a>(snapshots: &[Snapshot<'a>]) -> BTreeMap<LocationKey<'a>, (Offse
     locations
 }
 
-async fn upsert_locations(
-    conn: &mut PgConnection,
-    locations: BTreeMap<LocationKey<'_>, (OffsetDateTime, OffsetDateTime)>,
-) -> Result<(), sqlx::Error> {
+fn upsert_locations(locations: BTreeMap<LocationKey<'_>, (OffsetDateTime, OffsetDateTime)>) -> Statement {
     let (keys, spans): (Vec<_>, Vec<_>) = locations.into_iter().unzip();
     sqlx::query(
         "INSERT INTO device_locations (mac, site, gateway, first_seen, last_seen)
@@ -226,9 +231,6 @@ async fn upsert_locations(
     .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
     .bind(spans.iter().map(|s| s.0).collect::<Vec<_>>())
     .bind(spans.iter().map(|s| s.1).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,18 +3,20 @@
 //! Messages are taken in batches (what arrives within 20 ms of the first, up to `[ingest]
 //! batch`); each batch is decoded and checked (`report`), stored in one transaction with one
 //! statement per table (`upsert`, `events`, `inventory`), and acknowledged only after the
-//! commit; the next batch is taken and decoded while one is stored. A hub killed mid-batch
+//! commit; the next batch is taken, decoded and its statements encoded (`upsert::prepare`)
+//! while one is stored. A hub killed mid-batch
 //! therefore gets the batch again, and the upserts make the second time change nothing. A
 //! message that is not a report, or whose body claims another origin than its subject, is
 //! refused: counted, logged (escaped), terminated, never stored.
 //!
-//! `IngestStats` counts what happened, for the hub's metrics.
+//! `IngestStats` counts what happened, and where ingest's time went (`Stage`), for the hub's
+//! metrics.
 use std::{
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_nats::jetstream::{
@@ -39,6 +41,7 @@ mod report;
 mod upsert;
 
 pub use report::{Refusal, decode};
+use upsert::{Prepared, prepare, write};
 pub use upsert::{Stored, store};
 
 /// Durable name of the hub's consumer on the report stream.
@@ -112,6 +115,40 @@ pub struct IngestStats {
     pub pending: AtomicU64,
     /// Milliseconds from the broker storing the last report of the last batch to its commit.
     pub lag_ms: AtomicU64,
+    /// Microseconds spent in each `Stage`, by its index.
+    stage_us: [AtomicU64; Stage::ALL.len()],
+}
+
+/// Where ingest's time goes. The pipeline takes and decodes the next batch while one is stored
+/// and acknowledged: when `Stored` grows with the wall clock, the database is the bottleneck
+/// and `Held` (the next batch decoded, waiting for its turn) grows too; when `Pull` does, the
+/// broker had nothing more to give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting for a batch's messages from the broker (idle when the stream is drained).
+    Pull,
+    /// Decoding and checking reports, and encoding the statements that store them.
+    Decode,
+    /// A decoded batch waiting for the one before it to be stored and acknowledged.
+    Held,
+    /// Transactions, from their start to the commit's return.
+    Store,
+    /// Sending acknowledgements.
+    Acknowledge,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [Stage::Pull, Stage::Decode, Stage::Held, Stage::Store, Stage::Acknowledge];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Pull => "pull",
+            Stage::Decode => "decode",
+            Stage::Held => "held",
+            Stage::Store => "store",
+            Stage::Acknowledge => "acknowledge",
+        }
+    }
 }
 
 /// `IngestStats` read at one moment.
@@ -125,6 +162,8 @@ pub struct IngestSnapshot {
     pub clone_alerts: u64,
     pub pending: u64,
     pub lag_ms: u64,
+    /// Microseconds spent in each of `Stage::ALL`.
+    pub stage_us: [u64; Stage::ALL.len()],
 }
 
 impl IngestStats {
@@ -139,17 +178,30 @@ impl IngestStats {
             clone_alerts: read(&self.clone_alerts),
             pending: read(&self.pending),
             lag_ms: read(&self.lag_ms),
+            stage_us: self.stage_us.each_ref().map(read),
         }
     }
 
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
+
+    /// Adds the time since `start` to `stage`.
+    fn spent(&self, stage: Stage, start: Instant) {
+        let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Self::add(&self.stage_us[stage as usize], micros);
+    }
 }
 
 /// The durable consumer `hub` on the report stream, created if missing and otherwise brought to
 /// `settings` (its acknowledgement wait and window): every report, each acknowledged
 /// explicitly. One consumer without a filter: nats-server 2.9 has no multi-filter.
+///
+/// Not `AckPolicy::All` (one acknowledgement per batch): it acknowledges every stream sequence
+/// up to the one named, and a redelivered report (a batch the database refused, a hub that
+/// died) comes back with its old, lower sequence in a later batch, maybe the one decoded and
+/// held while an earlier batch commits: that commit's acknowledgement would take it before it
+/// is stored. Nor can a durable consumer's policy be changed in place.
 pub async fn consumer(js: &jetstream::Context, settings: &Settings) -> Result<PullConsumer, async_nats::Error> {
     let stream = js.get_stream(subjects::REPORT_STREAM).await?;
     let config = pull::Config {
@@ -186,14 +238,20 @@ pub async fn run(hub: Hub, consumer: PullConsumer, stats: Arc<IngestStats>, mut 
             }
         };
         loop {
+            let pulling = Instant::now();
             let batch = tokio::select! {
                 () = shutdown.wait() => break,
                 batch = next_batch(&mut messages, settings.batch) => batch,
             };
+            stats.spent(Stage::Pull, pulling);
             match batch {
                 Ok(batch) => {
+                    let decoding = Instant::now();
                     let batch = Batch::decode(batch);
+                    stats.spent(Stage::Decode, decoding);
+                    let held = Instant::now();
                     finish(storing.take()).await;
+                    stats.spent(Stage::Held, held);
                     let window = settings.clone_window();
                     storing = Some(tokio::spawn(ingest(hub.clone(), window, stats.clone(), batch)));
                 }
@@ -245,30 +303,29 @@ async fn next_batch(messages: &mut pull::Stream, max: usize) -> Result<Vec<jetst
     Ok(batch)
 }
 
-/// One batch, decoded: `accepted[i]` brought `reports[i]`.
+/// One batch, decoded: `accepted[i]` brought `reports[i]`, which `prepared` stores.
 struct Batch {
     accepted: Vec<jetstream::Message>,
     reports: Vec<Report>,
     refused: Vec<(jetstream::Message, Refusal)>,
+    prepared: Result<Prepared, sqlx::Error>,
 }
 
 impl Batch {
     fn decode(messages: Vec<jetstream::Message>) -> Self {
-        let mut batch = Batch {
-            accepted: Vec::with_capacity(messages.len()),
-            reports: Vec::with_capacity(messages.len()),
-            refused: Vec::new(),
-        };
+        let (mut accepted, mut reports, mut refused) =
+            (Vec::with_capacity(messages.len()), Vec::with_capacity(messages.len()), Vec::new());
         for message in messages {
             match decode(&message.subject, &message.payload) {
                 Ok(report) => {
-                    batch.accepted.push(message);
-                    batch.reports.push(report);
+                    accepted.push(message);
+                    reports.push(report);
                 }
-                Err(refusal) => batch.refused.push((message, refusal)),
+                Err(refusal) => refused.push((message, refusal)),
             }
         }
-        batch
+        let prepared = prepare(&reports);
+        Batch { accepted, reports, refused, prepared }
     }
 }
 
@@ -277,9 +334,9 @@ impl Batch {
 /// the one the database cannot take is refused alone; when it fails otherwise (the database is
 /// down), the batch is handed back for redelivery.
 async fn ingest(hub: Hub, window: Duration, stats: Arc<IngestStats>, batch: Batch) {
-    let Batch { accepted, reports, mut refused } = batch;
+    let Batch { accepted, reports, mut refused, prepared } = batch;
     if !reports.is_empty() {
-        store_accepted(&hub, window, &stats, accepted, reports, &mut refused).await;
+        store_accepted(&hub, window, &stats, accepted, reports, prepared, &mut refused).await;
     }
     for (message, refusal) in &refused {
         tracing::warn!(
@@ -290,7 +347,7 @@ async fn ingest(hub: Hub, window: Duration, stats: Arc<IngestStats>, batch: Batc
     }
     IngestStats::add(&stats.refused, refused.len() as u64);
     let refused: Vec<_> = refused.into_iter().map(|(message, _)| message).collect();
-    acknowledge(&refused, AckKind::Term).await;
+    acknowledge(&stats, &refused, AckKind::Term).await;
 }
 
 /// Stores the accepted reports and acknowledges them; those the database cannot take join
@@ -301,21 +358,28 @@ async fn store_accepted(
     stats: &IngestStats,
     accepted: Vec<jetstream::Message>,
     reports: Vec<Report>,
+    prepared: Result<Prepared, sqlx::Error>,
     refused: &mut Vec<(jetstream::Message, Refusal)>,
 ) {
-    match store(&hub.pool, &reports, window).await {
+    let storing = Instant::now();
+    let written = match prepared {
+        Ok(prepared) => write(&hub.pool, &reports, prepared, window).await,
+        Err(error) => Err(error),
+    };
+    stats.spent(Stage::Store, storing);
+    match written {
         Ok(stored) => {
             count_stored(stats, &stored, reports.len());
             observe_lag(stats, accepted.last());
-            acknowledge(&accepted, AckKind::Ack).await;
+            acknowledge(stats, &accepted, AckKind::Ack).await;
         }
         Err(error) if upsert::is_data_error(&error) && reports.len() > 1 => {
             tracing::warn!(error = %untrusted::escape(&error.to_string()), "a batch failed on its data; storing its reports one by one");
             for (message, report) in accepted.into_iter().zip(reports) {
-                match store(&hub.pool, std::slice::from_ref(&report), window).await {
+                match timed_store(hub, stats, std::slice::from_ref(&report), window).await {
                     Ok(stored) => {
                         count_stored(stats, &stored, 1);
-                        acknowledge(std::slice::from_ref(&message), AckKind::Ack).await;
+                        acknowledge(stats, std::slice::from_ref(&message), AckKind::Ack).await;
                     }
                     Err(error) if upsert::is_data_error(&error) => {
                         refused.push((message, Refusal::Unstorable(error.to_string())));
@@ -329,6 +393,18 @@ async fn store_accepted(
         }
         Err(error) => give_back(stats, &error, &accepted).await,
     }
+}
+
+async fn timed_store(
+    hub: &Hub,
+    stats: &IngestStats,
+    reports: &[Report],
+    window: Duration,
+) -> Result<Stored, sqlx::Error> {
+    let storing = Instant::now();
+    let stored = store(&hub.pool, reports, window).await;
+    stats.spent(Stage::Store, storing);
+    stored
 }
 
 fn count_stored(stats: &IngestStats, stored: &Stored, reports: usize) {
@@ -350,10 +426,11 @@ fn observe_lag(stats: &IngestStats, last: Option<&jetstream::Message>) {
 async fn give_back(stats: &IngestStats, error: &sqlx::Error, messages: &[jetstream::Message]) {
     tracing::warn!(%error, "storing reports failed; they will be redelivered");
     IngestStats::add(&stats.failed_batches, 1);
-    acknowledge(messages, AckKind::Nak(Some(NAK_DELAY))).await;
+    acknowledge(stats, messages, AckKind::Nak(Some(NAK_DELAY))).await;
 }
 
-async fn acknowledge(messages: &[jetstream::Message], kind: AckKind) {
+async fn acknowledge(stats: &IngestStats, messages: &[jetstream::Message], kind: AckKind) {
+    let acknowledging = Instant::now();
     for message in messages {
         if let Err(error) = message.ack_with(kind).await {
             // Unacknowledged, it is redelivered after `ack_wait_secs`; storing it again changes
@@ -361,4 +438,5 @@ async fn acknowledge(messages: &[jetstream::Message], kind: AckKind) {
             tracing::debug!(%error, "acknowledgement not sent");
         }
     }
+    stats.spent(Stage::Acknowledge, acknowledging);
 }

@@ -35,15 +35,27 @@ pub enum Refusal {
 
 /// The report in `payload`, received on `subject`, with every string escaped.
 pub fn decode(subject: &str, payload: &[u8]) -> Result<Report, Refusal> {
-    let mut value: Value = serde_json::from_slice(payload).map_err(|e| Refusal::NotAReport(e.to_string()))?;
-    escape_strings(&mut value);
-    let report: Report = serde_json::from_value(value).map_err(|e| Refusal::NotAReport(e.to_string()))?;
+    let report: Report = if is_plain(payload) {
+        // Every string in it is a piece of the text as written: nothing to escape.
+        serde_json::from_slice(payload).map_err(|e| Refusal::NotAReport(e.to_string()))?
+    } else {
+        let mut value: Value = serde_json::from_slice(payload).map_err(|e| Refusal::NotAReport(e.to_string()))?;
+        escape_strings(&mut value);
+        serde_json::from_value(value).map_err(|e| Refusal::NotAReport(e.to_string()))?
+    };
     if report.v != VERSION {
         return Err(Refusal::Version(report.v));
     }
     report.check_origin(subject).map_err(Refusal::ForgedOrigin)?;
     time_of_ms(report.sent_ms).ok_or(Refusal::TimeOutOfRange(report.sent_ms))?;
     Ok(report)
+}
+
+/// Whether `payload` is UTF-8 without an unsafe character or a JSON escape (`\`): then every
+/// string JSON decodes from it is safe as it is, and decoding need not go through a `Value` to
+/// escape them (the common case).
+fn is_plain(payload: &[u8]) -> bool {
+    !payload.contains(&b'\\') && std::str::from_utf8(payload).is_ok_and(untrusted::is_safe)
 }
 
 /// Unix milliseconds as a time, `None` when out of range.
@@ -88,6 +100,24 @@ mod tests {
         let decoded = decode(&report.subject(), &payload).expect("taken");
         let ReportBody::CommandResult { result } = decoded.body else { panic!("kind changed") };
         assert_eq!(result.detail, "done\\nFAKE\\u0000\\u202e");
+    }
+
+    #[test]
+    fn unsafe_text_is_escaped_whether_written_raw_or_as_a_json_escape() {
+        let report = result("ok");
+        let plain = serde_json::to_vec(&report).unwrap();
+        assert!(is_plain(&plain), "a report of safe text takes the direct path");
+        assert_eq!(decode(&report.subject(), &plain).expect("taken"), report);
+        // A bidi override written raw (JSON needs no escape for it) and as `\u202e`.
+        for written in ["\u{202e}", "\\u202e"] {
+            let payload = String::from_utf8(plain.clone()).unwrap().replace("\"ok\"", &format!("\"ok{written}\""));
+            assert!(!is_plain(payload.as_bytes()), "{payload}");
+            let ReportBody::CommandResult { result } = decode(&report.subject(), payload.as_bytes()).unwrap().body
+            else {
+                panic!("kind changed")
+            };
+            assert_eq!(result.detail, "ok\\u202e", "{payload}");
+        }
     }
 
     #[test]

@@ -11,14 +11,18 @@
 //!   gateway) (`inventory`), then the certificate clone check of the batch (`hub::clone`);
 //! - command result: the command's outcome, once, and only from the gateway it was sent to
 //!   (one statement each: results are rare).
+//!
+//! `prepare` builds the statements and encodes their values, which is this process's work,
+//! before the transaction (ingest does it while the batch before is stored), so that `write`
+//! holds the transaction open only for PostgreSQL's.
 use std::{collections::BTreeMap, time::Duration};
 
-use sqlx::{PgConnection, PgPool, types::Json};
+use sqlx::{PgPool, Postgres, postgres::PgArguments, query::Query, types::Json};
 use time::OffsetDateTime;
 
 use super::{events, inventory, report::time_of_ms};
 use crate::{
-    fleet::wire::{Health, Report, ReportBody},
+    fleet::wire::{CommandResult, Health, Report, ReportBody},
     hub::clone::{self, Sighting},
 };
 
@@ -33,18 +37,36 @@ pub struct Stored {
 
 /// Stores `reports` in one transaction (nothing of them when it fails).
 pub async fn store(pool: &PgPool, reports: &[Report], clone_window: Duration) -> Result<Stored, sqlx::Error> {
-    let (mut reported, mut snapshots, mut results) = (Vec::new(), Vec::new(), Vec::new());
-    for report in reports {
-        let (site, gateway) = (report.site.as_str(), report.gateway.as_str());
-        match &report.body {
-            ReportBody::Event { seq, event } => reported.push(events::Reported { site, gateway, seq: *seq, event }),
-            ReportBody::Inventory { changed_ms, device } => {
-                snapshots.push(inventory::Snapshot { site, gateway, changed_ms: *changed_ms, device });
-            }
-            ReportBody::Health { .. } => {}
-            ReportBody::CommandResult { result } => results.push((site, gateway, result)),
-        }
-    }
+    let prepared = prepare(reports)?;
+    write(pool, reports, prepared, clone_window).await
+}
+
+/// A batch's statements, their values encoded: all but those that depend on what another
+/// returns (alerts, certificate clones) or are rare (command results).
+pub struct Prepared {
+    gateways: Query<'static, Postgres, PgArguments>,
+    events: Option<events::Insert>,
+    inventory: Option<inventory::Prepared>,
+}
+
+/// The statements storing `reports`; an error is the data's (a time out of range).
+pub fn prepare(reports: &[Report]) -> Result<Prepared, sqlx::Error> {
+    let parts = Parts::of(reports);
+    Ok(Prepared {
+        gateways: upsert_gateways(gateways(reports)?),
+        events: events::insert(&parts.reported),
+        inventory: inventory::prepare(&parts.snapshots),
+    })
+}
+
+/// Stores `reports` in one transaction, with the statements `prepare` built from them.
+pub async fn write(
+    pool: &PgPool,
+    reports: &[Report],
+    prepared: Prepared,
+    clone_window: Duration,
+) -> Result<Stored, sqlx::Error> {
+    let Parts { reported, snapshots, results } = Parts::of(reports);
     let sightings: Vec<_> = snapshots
         .iter()
         .filter_map(|s| {
@@ -61,15 +83,47 @@ pub async fn store(pool: &PgPool, reports: &[Report], clone_window: Duration) ->
         .collect();
 
     let mut tx = pool.begin().await?;
-    upsert_gateways(&mut tx, gateways(reports)?).await?;
-    let duplicate_events = events::store(&mut tx, &reported).await?;
-    inventory::store(&mut tx, &snapshots).await?;
+    prepared.gateways.execute(&mut *tx).await?;
+    let duplicate_events = match prepared.events {
+        Some(insert) => events::store(&mut tx, insert, &reported).await?,
+        None => 0,
+    };
+    if let Some(inventory) = prepared.inventory {
+        inventory::store(&mut tx, inventory).await?;
+    }
     let clone_alerts = clone::check(&mut tx, &sightings, clone_window).await?;
     for (site, gateway, result) in results {
         crate::hub::commands::record_result(&mut *tx, site, gateway, result).await?;
     }
     tx.commit().await?;
     Ok(Stored { duplicate_events, clone_alerts })
+}
+
+/// A batch's reports by kind, in batch order.
+struct Parts<'a> {
+    reported: Vec<events::Reported<'a>>,
+    snapshots: Vec<inventory::Snapshot<'a>>,
+    results: Vec<(&'a str, &'a str, &'a CommandResult)>,
+}
+
+impl<'a> Parts<'a> {
+    fn of(reports: &'a [Report]) -> Self {
+        let (mut reported, mut snapshots, mut results) = (Vec::new(), Vec::new(), Vec::new());
+        for report in reports {
+            let (site, gateway) = (report.site.as_str(), report.gateway.as_str());
+            match &report.body {
+                ReportBody::Event { seq, event } => {
+                    reported.push(events::Reported { site, gateway, seq: *seq, event });
+                }
+                ReportBody::Inventory { changed_ms, device } => {
+                    snapshots.push(inventory::Snapshot { site, gateway, changed_ms: *changed_ms, device });
+                }
+                ReportBody::Health { .. } => {}
+                ReportBody::CommandResult { result } => results.push((site, gateway, result)),
+            }
+        }
+        Parts { reported, snapshots, results }
+    }
 }
 
 /// Whether `error` is the database refusing the data (SQLSTATE class 22 data exception, 23
@@ -114,10 +168,7 @@ fn gateways(reports: &[Report]) -> Result<BTreeMap<(&str, &str), Gateway<'_>>, s
     Ok(gateways)
 }
 
-async fn upsert_gateways(
-    conn: &mut PgConnection,
-    gateways: BTreeMap<(&str, &str), Gateway<'_>>,
-) -> Result<(), sqlx::Error> {
+fn upsert_gateways(gateways: BTreeMap<(&str, &str), Gateway<'_>>) -> Query<'static, Postgres, PgArguments> {
     let (keys, gateways): (Vec<_>, Vec<_>) = gateways.into_iter().unzip();
     sqlx::query(
         "INSERT INTO gateways (site, gateway, first_seen, last_seen, health_ms, health)
@@ -138,9 +189,6 @@ async fn upsert_gateways(
     .bind(gateways.iter().map(|g| g.last_seen).collect::<Vec<_>>())
     .bind(gateways.iter().map(|g| g.health.map(|(ms, _)| ms)).collect::<Vec<_>>())
     .bind(gateways.iter().map(|g| g.health.map(|(_, health)| Json(health))).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Unix milliseconds as a time; out of range is the data's fault.
