@@ -31,7 +31,7 @@ use super::DatapathConfig;
 pub const DEFAULT_DEVICES: u32 = 4_096;
 /// Default `datapath.flows_capacity`: 16 live IPv4 flows per device at the default (10.6 MiB).
 pub const DEFAULT_FLOWS: u32 = 65_536;
-/// Default `datapath.flows_v6_capacity`: IoT devices talk IPv4 mostly (3.3 MiB).
+/// Default `datapath.flows_v6_capacity`: IoT devices talk IPv4 mostly (3.0 MiB).
 pub const DEFAULT_FLOWS_V6: u32 = 16_384;
 /// Default `datapath.events_ring_bytes`: the object's own size (`EVENTS_BYTES`, 4 MiB).
 pub const DEFAULT_EVENTS_RING_BYTES: u32 = abi::EVENTS_BYTES;
