@@ -7,21 +7,22 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
-use gateway_ebpf::{
-    EventHeader, FlowEvent, FlowKey, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter, event_kind,
-};
+use gateway_ebpf::{EventHeader, FlowEvent, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter, event_kind};
 
-use crate::{EVENTS, count, decision::Decision};
+use crate::{EVENTS, count, decision::Decision, parse::Ip};
 
 /// The smallest all-ones mask that keeps `SAMPLE_BYTES`: it gives the verifier a constant
 /// bound on a copy length after the clamp to `SAMPLE_BYTES`.
 const SAMPLE_LEN_MASK: usize = (SAMPLE_BYTES + 1).next_power_of_two() - 1;
 
+/// Reports a flow's first packet (`ip`, from the device `mac`, with its SYN fingerprint
+/// `syn`, zero for other packets). Written in place in the ring buffer: a `FlowEvent` and its key
+/// built on the stack would not fit beside the flow step's frame in XDP's 512 bytes.
 #[inline(always)]
 pub fn new_flow(
-    key: &FlowKey,
+    mac: &MacKey,
+    ip: &Ip,
     syn: &SynFingerprint,
-    tcp_flags: u8,
     frame_bytes: u32,
     state: u8,
     decision: &Decision,
@@ -32,15 +33,26 @@ pub fn new_flow(
         crate::rare::events_lost();
         return;
     };
-    entry.write(FlowEvent {
-        header: header(event_kind::NEW_FLOW, state, decision, now),
-        key: *key,
-        frame_bytes,
-        tcp_flags,
-        _pad: [0; 3],
-        syn: *syn,
-        _pad_end: [0; 4],
-    });
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to the reserved record, valid for a `FlowEvent`; every field,
+    // padding included, is written before it is submitted.
+    unsafe {
+        (*event).header = header(event_kind::NEW_FLOW, state, decision, now);
+        let key = &raw mut (*event).key;
+        (*key).src_addr = ip.src;
+        (*key).dst_addr = ip.dst;
+        (*key).src_port = ip.src_port;
+        (*key).dst_port = ip.dst_port;
+        (*key).proto = ip.proto;
+        (*key).ip_version = ip.version;
+        (*key)._pad = [0; 2];
+        (*key).mac = *mac;
+        (*event).frame_bytes = frame_bytes;
+        (*event).tcp_flags = ip.tcp_flags;
+        (*event)._pad = [0; 3];
+        (*event).syn = *syn;
+        (*event)._pad_end = [0; 4];
+    }
     entry.submit(0);
 }
 

@@ -1,5 +1,6 @@
-//! Step 3: accounting. Per-device counters (per-CPU, LRU) and the per-flow table (LRU,
-//! shared, added to atomically). A flow's first packet is reported by `events`.
+//! Step 3: accounting. Per-device counters (per-CPU, LRU) and the per-flow tables (LRU,
+//! shared, added to atomically): IPv4 flows in `FLOWS_V4` under a 20-byte key, IPv6 flows in
+//! `FLOWS_V6` under a 48-byte one. A flow's first packet is reported by `events`.
 //!
 //! The flow entry also caches the flow's decision (the conntrack fast path: Cilium skips
 //! policy for established connection-tracking entries). The LAN program looks the flow up
@@ -17,17 +18,18 @@
 //! Fragments are always decided afresh and never cached: a non-first fragment has no ports,
 //! so it shares its flow key with port-0 packets of the same 5-tuple but is judged differently.
 //!
-//! Reads `FLOWS` and `DEVICE_STATS`; writes both.
-use aya_ebpf::bindings::BPF_NOEXIST;
+//! Reads `FLOWS_V4`, `FLOWS_V6` and `DEVICE_STATS`; writes them.
+use aya_ebpf::{bindings::BPF_NOEXIST, maps::LruHashMap};
 use gateway_ebpf::{
-    CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowStats, MacKey, SynFingerprint, counter, opener, proto,
-    reason,
+    CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, MacKey, SynFingerprint, counter, opener,
+    proto, reason,
 };
 
 use crate::{
-    DEVICE_STATS, FLOWS, count,
+    DEVICE_STATS, FLOWS_V4, FLOWS_V6, count,
     decision::Decision,
     parse::{self, Ip},
+    wire::ipv4,
 };
 
 /// Zeroed counters to insert for a device seen for the first time (kept out of the
@@ -88,6 +90,7 @@ pub fn count_drop(mac: Option<&MacKey>, why: u32) {
     unsafe { (*stats).drops[index] += 1 };
 }
 
+/// The packet's flow as userspace sees it: `FLOWS_V6`'s key, and every new-flow event's.
 #[inline(always)]
 pub fn key(mac: &MacKey, ip: &Ip) -> FlowKey {
     FlowKey {
@@ -102,10 +105,78 @@ pub fn key(mac: &MacKey, ip: &Ip) -> FlowKey {
     }
 }
 
-/// The flow's entry, if the flow is known.
+/// One of the flow tables, with its key. The flow steps that hold a table's entry are generic
+/// over it and not inlined, one copy per table: two lookups of different maps at one call
+/// site (which LLVM makes of an `if` over the two) cannot be inlined by the verifier, and
+/// cost a call through the map's operations (bench/xdp).
+pub trait Table {
+    type Key: 'static;
+    const INSERTED: u32;
+    fn flows() -> &'static LruHashMap<Self::Key, FlowStats>;
+    fn key(mac: &MacKey, ip: &Ip) -> Self::Key;
+}
+
+/// IPv4 flows: `FLOWS_V4`.
+pub struct V4;
+/// IPv6 flows: `FLOWS_V6`.
+pub struct V6;
+
+impl Table for V4 {
+    type Key = FlowKeyV4;
+    const INSERTED: u32 = counter::FLOWS_V4_INSERTED;
+
+    #[inline(always)]
+    fn flows() -> &'static LruHashMap<FlowKeyV4, FlowStats> {
+        &FLOWS_V4
+    }
+
+    #[inline(always)]
+    fn key(mac: &MacKey, ip: &Ip) -> FlowKeyV4 {
+        let (s, d) = (&ip.src, &ip.dst);
+        FlowKeyV4 {
+            src_addr: [s[0], s[1], s[2], s[3]],
+            dst_addr: [d[0], d[1], d[2], d[3]],
+            src_port: ip.src_port,
+            dst_port: ip.dst_port,
+            proto: ip.proto,
+            _pad: 0,
+            mac: mac.addr,
+        }
+    }
+}
+
+impl Table for V6 {
+    type Key = FlowKey;
+    const INSERTED: u32 = counter::FLOWS_V6_INSERTED;
+
+    #[inline(always)]
+    fn flows() -> &'static LruHashMap<FlowKey, FlowStats> {
+        &FLOWS_V6
+    }
+
+    #[inline(always)]
+    fn key(mac: &MacKey, ip: &Ip) -> FlowKey {
+        key(mac, ip)
+    }
+}
+
+/// Whether `ip` is IPv4, whose flows are in `FLOWS_V4` (`V4`), not `FLOWS_V6`.
 #[inline(always)]
-pub fn find(key: &FlowKey) -> Option<*mut FlowStats> {
-    FLOWS.get_ptr_mut(key)
+pub fn is_v4(ip: &Ip) -> bool {
+    ip.version == ipv4::VERSION
+}
+
+/// Whether the packet's flow is in table `T`: the floor's lookup (`iotgw_floor`), one
+/// copy per table like the LAN program's (see `Table`).
+#[inline(never)]
+pub fn is_known<T: Table>(mac: &MacKey, ip: &Ip) -> bool {
+    find::<T>(mac, ip).is_some()
+}
+
+/// The packet's flow entry in table `T`, if the flow is known.
+#[inline(always)]
+pub fn find<T: Table>(mac: &MacKey, ip: &Ip) -> Option<*mut FlowStats> {
+    T::flows().get_ptr_mut(&T::key(mac, ip))
 }
 
 /// The decision `stats` cached, if it is still valid for this packet from `device` (see the
@@ -175,36 +246,31 @@ pub fn add(stats: *mut FlowStats, ip: &Ip, frame_bytes: u64, verdict: u8, recomp
 /// on the stack would not fit beside the other steps' frames in XDP's 512 bytes.
 static NEW_FLOW: FlowStats = FlowStats::NEW;
 
-/// Opens the packet's flow with `decision` cached (`to_cache`) and accounts the packet to it.
-/// Returns true when this packet opened it, false when another CPU did first.
+/// Opens a flow under `key` in table `T`: its entry, and whether this call inserted it (false
+/// when another CPU did first). A new entry holds no packet and no decision yet (`add`).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn open(
-    key: &FlowKey,
-    ip: &Ip,
-    syn: &SynFingerprint,
-    frame_bytes: u64,
-    verdict: u8,
-    decision: u64,
-    policy_id: u32,
-    now: u64,
-) -> bool {
-    let opened = FLOWS.insert(key, &NEW_FLOW, u64::from(BPF_NOEXIST)).is_ok();
-    let Some(stats) = FLOWS.get_ptr_mut(key) else {
+pub fn open<T: Table>(key: &T::Key, now: u64) -> Option<(*mut FlowStats, bool)> {
+    let opened = T::flows().insert(key, &NEW_FLOW, u64::from(BPF_NOEXIST)).is_ok();
+    if opened {
+        count(T::INSERTED);
+    }
+    let Some(stats) = T::flows().get_ptr_mut(key) else {
         count(counter::FLOW_INSERT_FAILED);
         crate::rare::flow_insert_failed();
-        return false;
+        return None;
     };
     if opened {
-        count(counter::FLOWS_INSERTED);
-        // SAFETY: as in `add`; only the CPU that inserted the entry sets these.
-        unsafe {
-            (*stats).first_seen_ns = now;
-            (*stats).syn = *syn;
-        }
+        // SAFETY: as in `add`; only the CPU that inserted the entry sets it.
+        unsafe { (*stats).first_seen_ns = now };
     }
-    add(stats, ip, frame_bytes, verdict, Some((decision, policy_id)), now);
-    opened
+    Some((stats, opened))
+}
+
+/// Keeps the SYN fingerprint of the flow `stats` this CPU just opened.
+#[inline(always)]
+pub fn set_syn(stats: *mut FlowStats, syn: &SynFingerprint) {
+    // SAFETY: as in `add`; only the CPU that inserted the entry sets it.
+    unsafe { (*stats).syn = *syn };
 }
 
 /// `*counter += value`, atomically (BPF_ATOMIC add). core's `AtomicU64` has no RMW methods

@@ -9,7 +9,9 @@ use gateway_ebpf::{
 use crate::{
     PARSED, classify, count,
     decision::Decision,
-    events, flow, parse, policy, source_guard, verdict,
+    events,
+    flow::{self, Table, V4, V6},
+    parse, policy, source_guard, verdict,
     wire::{ether_type, port, tls},
 };
 
@@ -101,46 +103,87 @@ struct Seen<'a> {
 
 /// Steps 3 and 4 for an IP packet: the flow first, then the policy. An established flow
 /// whose cached decision is still valid skips the LPM lookups (see `flow`); otherwise the
-/// policy decides, for the opener the packet or its flow names, and the flow caches the
-/// result, and a new flow is reported.
+/// policy decides, for the opener the packet or its flow names, the flow caches the result
+/// (`record`), and a new flow is reported.
 // A BPF subprogram, not inlined: its paths (cached or not, new flow or not, event or not) all
 // end in one return value, so the verifier checks the steps after it once, not once per path.
 #[inline(never)]
 fn flow_then_policy(ctx: &XdpContext, seen: &Seen, config: &GatewayConfig) -> Decision {
-    let (ip, device) = (seen.ip, seen.device);
-    let key = flow::key(seen.mac, ip);
-    let generation = config.policy_generation;
-    let known = flow::find(&key);
+    let (ip, device, generation) = (seen.ip, seen.device, config.policy_generation);
     // A SYN or SYN-ACK tells who opens: never answered from the cache (see `flow`).
     let told = parse::opener_from_device(ip);
-    if let Some(stats) = known {
-        if told == opener::EITHER {
-            if let Some(decision) = flow::cached_decision(stats, device, generation, ip) {
-                flow::add(stats, ip, seen.frame_bytes, decision.verdict, None, seen.now);
-                return decision;
-            }
-        }
-    }
+    let known = if flow::is_v4(ip) {
+        established::<V4>(seen, generation, told)
+    } else {
+        established::<V6>(seen, generation, told)
+    };
     let opened_by = match known {
-        Some(stats) if told == opener::EITHER => flow::opener(stats),
-        _ => told,
+        Known::Cached(decision) => return decision,
+        Known::Decide { opener } => opener,
     };
     let decision = policy::from_device(device, ip, opened_by, config);
-    let cache = flow::to_cache(&decision, device, generation, ip);
-    match known {
-        Some(stats) => {
-            flow::add(stats, ip, seen.frame_bytes, decision.verdict, Some((cache, device.policy_id)), seen.now)
-        }
-        None => {
-            let syn = if parse::is_syn(ip) { parse::syn_fingerprint(ctx, ip) } else { SynFingerprint::default() };
-            let opened =
-                flow::open(&key, ip, &syn, seen.frame_bytes, decision.verdict, cache, device.policy_id, seen.now);
-            if opened && config.flow_events != 0 {
-                events::new_flow(&key, &syn, ip.tcp_flags, seen.frame_bytes as u32, device.state, &decision, seen.now);
-            }
-        }
+    // Here, not where a flow opens: the fingerprint's frame and `record`'s (holding an IPv6
+    // key) would not fit one above the other in XDP's 512 bytes.
+    let syn = if parse::is_syn(ip) { parse::syn_fingerprint(ctx, ip) } else { SynFingerprint::default() };
+    if flow::is_v4(ip) {
+        record::<V4>(seen, &decision, &syn, config);
+    } else {
+        record::<V6>(seen, &decision, &syn, config);
     }
     decision
+}
+
+/// What the flow table says of a packet before the policy is asked.
+#[derive(Clone, Copy)]
+enum Known {
+    /// The flow's cached decision holds: reused, and the packet accounted to the flow.
+    Cached(Decision),
+    /// The policy decides, for this opener (`opener`).
+    Decide { opener: u8 },
+}
+
+/// The packet's flow in table `T`: its cached decision, reused when still valid (the packet
+/// accounted), or who opened it as far as the packet and the flow tell.
+// Not inlined, one copy per table (see `flow::Table`); holds the entry only within.
+#[inline(never)]
+fn established<T: Table>(seen: &Seen, generation: u32, told: u8) -> Known {
+    let Some(stats) = flow::find::<T>(seen.mac, seen.ip) else { return Known::Decide { opener: told } };
+    if told != opener::EITHER {
+        return Known::Decide { opener: told };
+    }
+    match flow::cached_decision(stats, seen.device, generation, seen.ip) {
+        Some(decision) => {
+            flow::add(stats, seen.ip, seen.frame_bytes, decision.verdict, None, seen.now);
+            Known::Cached(decision)
+        }
+        None => Known::Decide { opener: flow::opener(stats) },
+    }
+}
+
+/// Caches the policy's `decision` in the packet's flow in table `T` and accounts the packet
+/// to it, opening the flow (with the SYN fingerprint `syn`, and reporting it) when it is not
+/// there: the packet's second lookup, paid only where the policy was asked.
+// Not inlined, one copy per table (see `flow::Table`); holds the entry only within.
+#[inline(never)]
+fn record<T: Table>(seen: &Seen, decision: &Decision, syn: &SynFingerprint, config: &GatewayConfig) {
+    let (ip, device) = (seen.ip, seen.device);
+    let cache = flow::to_cache(decision, device, config.policy_generation, ip);
+    let recomputed = Some((cache, device.policy_id));
+    let key = T::key(seen.mac, ip);
+    let (stats, opened) = match T::flows().get_ptr_mut(&key) {
+        Some(stats) => (stats, false),
+        None => match flow::open::<T>(&key, seen.now) {
+            Some((stats, opened)) => (stats, opened),
+            None => return,
+        },
+    };
+    if opened {
+        flow::set_syn(stats, syn);
+    }
+    flow::add(stats, ip, seen.frame_bytes, decision.verdict, recomputed, seen.now);
+    if opened && config.flow_events != 0 {
+        events::new_flow(seen.mac, ip, syn, seen.frame_bytes as u32, device.state, decision, seen.now);
+    }
 }
 
 /// Which sample, if any, the packet is worth to userspace.

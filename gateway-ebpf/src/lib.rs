@@ -19,7 +19,7 @@
 
 /// Bumped whenever a map's key or value layout changes, so a controller never reuses pinned
 /// maps of another layout.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Where the controller pins every map, so a restart reuses them and enforcement never resets.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
@@ -36,9 +36,16 @@ pub mod maps {
     /// Per-device, per-CPU counters: `MacKey` → `DeviceStats` (LRU, so MAC floods cannot pin it).
     pub const DEVICE_STATS: &str = "DEVICE_STATS";
     pub const DEVICE_STATS_CAPACITY: u32 = 65_536;
-    /// Flow table: `FlowKey` → `FlowStats` (LRU).
-    pub const FLOWS: &str = "FLOWS";
-    pub const FLOWS_CAPACITY: u32 = 262_144;
+    /// IPv4 flow table: `FlowKeyV4` → `FlowStats` (LRU). Apart from IPv6's so its keys are
+    /// 20 bytes, not 48: the table every established packet looks up (bench/xdp).
+    pub const FLOWS_V4: &str = "FLOWS_V4";
+    pub const FLOWS_V4_CAPACITY: u32 = 262_144;
+    /// IPv6 flow table: `FlowKey` → `FlowStats` (LRU).
+    pub const FLOWS_V6: &str = "FLOWS_V6";
+    pub const FLOWS_V6_CAPACITY: u32 = 65_536;
+    /// Maps of earlier ABIs no program uses any more: a controller removes their pins.
+    /// `FLOWS` held IPv4 and IPv6 flows under one 48-byte key (ABI 4 and before).
+    pub const RETIRED: [&str; 1] = ["FLOWS"];
     /// IPv4 policy rules: LPM `PolicyKey<4>` → `PolicyRule`.
     pub const POLICY_V4: &str = "POLICY_V4";
     /// IPv6 policy rules: LPM `PolicyKey<16>` → `PolicyRule`.
@@ -79,7 +86,7 @@ pub mod programs {
     pub const PASS: &str = "iotgw_pass";
     /// Benchmark reference only, never attached: the least any gateway must do per frame
     /// (parse it, look the source MAC up in `DEVICES`, bump one per-CPU counter, look the
-    /// flow up in `FLOWS`).
+    /// flow up in `FLOWS_V4` or `FLOWS_V6`).
     pub const FLOOR: &str = "iotgw_floor";
 }
 
@@ -227,14 +234,16 @@ pub mod counter {
     pub const REDIRECTED: u32 = 3;
     /// Flow-table inserts that failed.
     pub const FLOW_INSERT_FAILED: u32 = 4;
-    /// Flows XDP inserted into `FLOWS`. Nothing else adds or removes flows, so this less the
-    /// entries the map holds is what its LRU evicted.
-    pub const FLOWS_INSERTED: u32 = 5;
+    /// Flows XDP inserted into `FLOWS_V4`. Nothing else adds or removes flows, so this less
+    /// the entries the map holds is what its LRU evicted.
+    pub const FLOWS_V4_INSERTED: u32 = 5;
     /// Devices XDP inserted into `DEVICE_STATS` (the same for its evictions).
     pub const DEVICE_STATS_INSERTED: u32 = 6;
     /// Frames from an IPv4 source bound to another device, passed because the source guard
     /// only logs (`source_guard::LOG`; under `ENFORCE` they are drops, `reason::SPOOFED_SOURCE`).
     pub const SPOOFED_SOURCE_PASSED: u32 = 7;
+    /// Flows XDP inserted into `FLOWS_V6` (the same for its evictions).
+    pub const FLOWS_V6_INSERTED: u32 = 8;
     /// Drops by reason start here: `DROPS_BASE + reason`.
     pub const DROPS_BASE: u32 = 16;
     pub const COUNT: u32 = DROPS_BASE + crate::reason::COUNT as u32;
@@ -399,8 +408,9 @@ impl Default for DeviceStats {
     }
 }
 
-/// A flow's 5-tuple plus the device it belongs to. IPv4 addresses sit in the first four bytes
-/// of the 16-byte fields, the rest zero.
+/// A flow's 5-tuple plus the device it belongs to: the key of `FLOWS_V6`, and how userspace
+/// and the new-flow events see every flow. IPv4 addresses sit in the first four bytes of the
+/// 16-byte fields, the rest zero (`FlowKeyV4::widen`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -418,6 +428,43 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
     /// Source MAC: flows are per device.
     pub mac: MacKey,
+}
+
+/// An IPv4 flow's 5-tuple plus the device it belongs to: the key of `FLOWS_V4`, 20 bytes
+/// where `FlowKey` takes 48 (fewer bytes to hash and compare on every packet, and a smaller
+/// table to keep in cache). Aligned to 4 so XDP writes each address as one word.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKeyV4 {
+    /// Network order.
+    pub src_addr: [u8; 4],
+    /// Network order.
+    pub dst_addr: [u8; 4],
+    /// Host order; 0 for protocols without ports. ICMP puts type and code here.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    pub _pad: u8,
+    /// Source MAC, as on the wire: flows are per device.
+    pub mac: [u8; 6],
+}
+
+impl FlowKeyV4 {
+    /// The same flow as a `FlowKey` (IPv4 addresses in the first four bytes).
+    pub const fn widen(&self) -> FlowKey {
+        let (s, d) = (self.src_addr, self.dst_addr);
+        FlowKey {
+            src_addr: [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            dst_addr: [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            proto: self.proto,
+            ip_version: 4,
+            _pad: [0; 2],
+            mac: MacKey::new(self.mac),
+        }
+    }
 }
 
 /// A passive TCP SYN fingerprint (p0f-style): what the device's stack chose.
@@ -738,6 +785,7 @@ const _: () = {
     assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::SLOTS + 8);
     assert!(reason::SLOTS.is_power_of_two() && reason::SLOTS >= reason::COUNT);
     assert!(size_of::<FlowKey>() == 48);
+    assert!(size_of::<FlowKeyV4>() == 20);
     assert!(size_of::<SynFingerprint>() == 20);
     assert!(size_of::<FlowStats>() == 40 + 20 + 4 + 8);
     assert!(core::mem::offset_of!(FlowStats, decision) % 8 == 0);
@@ -764,6 +812,7 @@ mod pod {
     unsafe impl aya::Pod for DeviceStats {}
     unsafe impl aya::Pod for SourceViolation {}
     unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowKeyV4 {}
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl<const N: usize> aya::Pod for PolicyKey<N> {}
     unsafe impl aya::Pod for PortMatch {}

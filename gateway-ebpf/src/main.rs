@@ -39,7 +39,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use gateway_ebpf::{
-    ABI_VERSION, DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule,
+    ABI_VERSION, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule,
     SourceViolation, counter, device_state, maps as abi,
 };
 
@@ -52,8 +52,11 @@ static DEVICE_IPV4: HashMap<[u8; 4], MacKey> = HashMap::pinned(abi::DEVICE_IPV4_
 #[map(name = "DEVICE_STATS")]
 static DEVICE_STATS: LruPerCpuHashMap<MacKey, DeviceStats> = LruPerCpuHashMap::pinned(abi::DEVICE_STATS_CAPACITY, 0);
 
-#[map(name = "FLOWS")]
-static FLOWS: LruHashMap<FlowKey, FlowStats> = LruHashMap::pinned(abi::FLOWS_CAPACITY, 0);
+#[map(name = "FLOWS_V4")]
+static FLOWS_V4: LruHashMap<FlowKeyV4, FlowStats> = LruHashMap::pinned(abi::FLOWS_V4_CAPACITY, 0);
+
+#[map(name = "FLOWS_V6")]
+static FLOWS_V6: LruHashMap<FlowKey, FlowStats> = LruHashMap::pinned(abi::FLOWS_V6_CAPACITY, 0);
 
 #[map(name = "POLICY_V4")]
 static POLICY_V4: LpmTrie<PolicyKey<4>, PolicyRule> = LpmTrie::pinned(abi::POLICY_CAPACITY, 0);
@@ -122,7 +125,7 @@ pub fn iotgw_pass(_ctx: XdpContext) -> u32 {
 /// Benchmark reference only, never attached (bench/xdp): the least any device- and
 /// flow-aware gateway must do per frame, which iotgw's own cost is measured against. Parses
 /// the frame (iotgw's parser), looks the source MAC up in `DEVICES`, adds one to a per-CPU
-/// counter and looks the flow up in `FLOWS`; drops blocked devices and unknown flows of
+/// counter and looks the flow up in `FLOWS_V4` or `FLOWS_V6`; drops blocked devices and unknown flows of
 /// devices not enrolled (so both lookups' results are used and not optimised away).
 #[xdp]
 pub fn iotgw_floor(ctx: XdpContext) -> u32 {
@@ -135,7 +138,8 @@ pub fn iotgw_floor(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
     let Ok(ip) = parse::ip(&ctx, &link) else { return xdp_action::XDP_DROP };
-    let known = flow::find(&flow::key(&mac, &ip)).is_some();
+    let known =
+        if flow::is_v4(&ip) { flow::is_known::<flow::V4>(&mac, &ip) } else { flow::is_known::<flow::V6>(&mac, &ip) };
     let drop = device.state == device_state::BLOCKED || (!known && device.state != device_state::ENROLLED);
     if drop { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
 }

@@ -23,6 +23,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "util-linux", // nsenter
     "mount",      // bpffs
     "xdp-tools",  // xdp-filter, the benchmark's reference program
+    "nftables",   // nft, beside XDP in the benchmark's veth flood
     "bpftool",    // old-layout pins in tests/netns/tests/pins.rs
     "ieee-data",  // the IEEE OUI registry for vendor names
     "openssl",    // the standard EST client in tests

@@ -41,8 +41,11 @@ pub struct DatapathConfig {
     /// Entries of the device maps (`DEVICES`, `DEVICE_IPV4`, `DEVICE_STATS`); see
     /// `capacity` for what each costs. A change recreates the maps at the next start.
     pub devices_capacity: u32,
-    /// Entries of the flow table (`FLOWS`, LRU: beyond it the oldest flows are evicted).
+    /// Entries of the IPv4 flow table (`FLOWS_V4`, LRU: beyond it the oldest flows are
+    /// evicted).
     pub flows_capacity: u32,
+    /// Entries of the IPv6 flow table (`FLOWS_V6`, LRU likewise).
+    pub flows_v6_capacity: u32,
     /// Bytes of the event ring buffer (`EVENTS`): a power of two.
     pub events_ring_bytes: u32,
     /// How often per-device counters are read into traffic samples, in milliseconds: how
@@ -64,6 +67,7 @@ impl Default for DatapathConfig {
             sample_packets: true,
             devices_capacity: super::capacity::DEFAULT_DEVICES,
             flows_capacity: super::capacity::DEFAULT_FLOWS,
+            flows_v6_capacity: super::capacity::DEFAULT_FLOWS_V6,
             events_ring_bytes: super::capacity::DEFAULT_EVENTS_RING_BYTES,
             counter_interval_ms: DEFAULT_COUNTER_INTERVAL_MS,
         }

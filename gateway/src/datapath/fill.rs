@@ -83,7 +83,9 @@ mod tests {
     #[test]
     fn maps_that_evict_raise_no_alarm() {
         let mut alarm = FillAlarm::default();
-        assert!(alarm.check(&[fill(abi::FLOWS, 100), fill(abi::DEVICE_STATS, 100)]).is_empty());
+        assert!(
+            alarm.check(&[fill(abi::FLOWS_V4, 100), fill(abi::FLOWS_V6, 100), fill(abi::DEVICE_STATS, 100)]).is_empty()
+        );
         assert_eq!(alarm.check(&[fill(abi::POLICY_V6, 99)]).len(), 1);
     }
 }

@@ -300,18 +300,23 @@ pub fn attach_all(loaded: &mut Loaded, config: &DatapathConfig) -> Result<(), Lo
 }
 
 /// Pinned maps of another ABI may have other layouts: when the pinned `CONFIG` holds another
-/// `ABI_VERSION`, or a pinned map's value size is not this build's (pins from before a layout
-/// change, whose `CONFIG` cannot even be read as today's `GatewayConfig`), drop the map pins
-/// (not the links) so the load creates fresh maps. A pin of another size than `sizes`
+/// `ABI_VERSION`, a pinned map's key or value size is not this build's (pins from before a
+/// layout change, whose `CONFIG` cannot even be read as today's `GatewayConfig`), or a map
+/// this build no longer has is still pinned (`abi::RETIRED`), drop the map pins (not the
+/// links) so the load creates fresh maps. A pin of another size than `sizes`
 /// (`capacity::capacities`) is dropped the same way: the kernel cannot resize a map. The
 /// store refills the device table before the programs are swapped in. Returns whether it did.
 pub fn forget_stale_pins(pin_path: &Path, sizes: &[capacity::Capacity]) -> bool {
-    let mismatch = VALUE_SIZES.iter().find_map(|&(name, size)| {
+    let mismatch = LAYOUTS.iter().find_map(|&(name, key, value)| {
         let info = aya::maps::MapInfo::from_pin(pin_path.join(name)).ok()?;
-        (info.value_size() as usize != size)
-            .then(|| format!("{name} holds {}-byte values, this build {size}", info.value_size()))
+        let pinned = (info.key_size() as usize, info.value_size() as usize);
+        (pinned != (key, value)).then(|| {
+            format!("{name} holds {}-byte keys and {}-byte values, this build {key} and {value}", pinned.0, pinned.1)
+        })
     });
-    let stale = mismatch.or_else(|| capacity::mismatch(pin_path, sizes)).or_else(|| {
+    let retired =
+        || abi::RETIRED.iter().find(|name| pin_path.join(name).exists()).map(|name| format!("{name} is retired"));
+    let stale = mismatch.or_else(retired).or_else(|| capacity::mismatch(pin_path, sizes)).or_else(|| {
         let map = aya::maps::MapData::from_pin(pin_path.join(abi::CONFIG)).ok()?;
         let array = aya::maps::Array::<_, gateway_ebpf::GatewayConfig>::try_from(aya::maps::Map::Array(map)).ok()?;
         let config = array.get(&0, 0).ok()?;
@@ -320,29 +325,37 @@ pub fn forget_stale_pins(pin_path: &Path, sizes: &[capacity::Capacity]) -> bool 
     });
     let Some(why) = stale else { return false };
     tracing::warn!(%why, expected = gateway_ebpf::ABI_VERSION, "pinned maps have another ABI or size; recreating them");
-    for name in PINNED_MAPS {
+    for name in PINNED_MAPS.iter().chain(&abi::RETIRED) {
         let _ = std::fs::remove_file(pin_path.join(name));
     }
     true
 }
 
-/// Value sizes of the pinned maps whose layout is an ABI struct (per CPU for per-CPU maps).
-const VALUE_SIZES: [(&str, usize); 7] = [
-    (abi::CONFIG, size_of::<gateway_ebpf::GatewayConfig>()),
-    (abi::FLOWS, size_of::<gateway_ebpf::FlowStats>()),
-    (abi::DEVICES, size_of::<gateway_ebpf::DeviceEntry>()),
-    (abi::DEVICE_STATS, size_of::<gateway_ebpf::DeviceStats>()),
-    (abi::POLICY_V4, size_of::<gateway_ebpf::PolicyRule>()),
-    (abi::POLICY_V6, size_of::<gateway_ebpf::PolicyRule>()),
-    (abi::SOURCE_VIOLATIONS, size_of::<gateway_ebpf::SourceViolation>()),
+/// Key and value sizes of the pinned maps whose layout is an ABI struct (values per CPU for
+/// per-CPU maps; an LPM trie's key is its 4-byte prefix length, then the data).
+const LAYOUTS: [(&str, usize, usize); 9] = [
+    (abi::CONFIG, size_of::<u32>(), size_of::<gateway_ebpf::GatewayConfig>()),
+    (abi::FLOWS_V4, size_of::<gateway_ebpf::FlowKeyV4>(), size_of::<gateway_ebpf::FlowStats>()),
+    (abi::FLOWS_V6, size_of::<gateway_ebpf::FlowKey>(), size_of::<gateway_ebpf::FlowStats>()),
+    (abi::DEVICES, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::DeviceEntry>()),
+    (abi::DEVICE_STATS, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::DeviceStats>()),
+    (abi::POLICY_V4, size_of::<u32>() + size_of::<gateway_ebpf::PolicyKey<4>>(), size_of::<gateway_ebpf::PolicyRule>()),
+    (
+        abi::POLICY_V6,
+        size_of::<u32>() + size_of::<gateway_ebpf::PolicyKey<16>>(),
+        size_of::<gateway_ebpf::PolicyRule>(),
+    ),
+    (abi::SOURCE_BINDINGS_V4, size_of::<[u8; 4]>(), size_of::<gateway_ebpf::MacKey>()),
+    (abi::SOURCE_VIOLATIONS, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::SourceViolation>()),
 ];
 
 /// Every map the object pins.
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 13] = [
     abi::DEVICES,
     abi::DEVICE_IPV4,
     abi::DEVICE_STATS,
-    abi::FLOWS,
+    abi::FLOWS_V4,
+    abi::FLOWS_V6,
     abi::POLICY_V4,
     abi::POLICY_V6,
     abi::CONFIG,
@@ -458,7 +471,7 @@ pub fn detach_all(pin_path: &Path) -> std::io::Result<usize> {
             removed += 1;
         }
     }
-    for name in PINNED_MAPS {
+    for name in PINNED_MAPS.iter().chain(&abi::RETIRED) {
         if std::fs::remove_file(pin_path.join(name)).is_ok() {
             removed += 1;
         }

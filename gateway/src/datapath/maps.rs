@@ -23,8 +23,8 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
-    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule,
-    QUARANTINE_SLOT, SourceViolation, counter, maps as abi,
+    DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS, PolicyKey,
+    PolicyRule, QUARANTINE_SLOT, SourceViolation, counter, maps as abi,
 };
 
 use super::{ControlError, DeviceAccess, DeviceControl, batch, fill::MapFill, traffic::TrafficCounters};
@@ -79,7 +79,8 @@ pub struct Maps {
     devices: Mutex<HashMap<MapData, MacKey, DeviceEntry>>,
     device_ipv4: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
     device_stats: PerCpuHashMap<MapData, MacKey, DeviceStats>,
-    flows: HashMap<MapData, FlowKey, FlowStats>,
+    flows_v4: HashMap<MapData, FlowKeyV4, FlowStats>,
+    flows_v6: HashMap<MapData, FlowKey, FlowStats>,
     policy_v4: Mutex<LpmTrie<MapData, PolicyKey<4>, PolicyRule>>,
     policy_v6: Mutex<LpmTrie<MapData, PolicyKey<16>, PolicyRule>>,
     config: Mutex<Array<MapData, GatewayConfig>>,
@@ -130,7 +131,8 @@ impl Maps {
             devices: Mutex::new(HashMap::try_from(get(abi::DEVICES)?).map_err(map_error(abi::DEVICES))?),
             device_ipv4: Mutex::new(HashMap::try_from(get(abi::DEVICE_IPV4)?).map_err(map_error(abi::DEVICE_IPV4))?),
             device_stats: PerCpuHashMap::try_from(get(abi::DEVICE_STATS)?).map_err(map_error(abi::DEVICE_STATS))?,
-            flows: HashMap::try_from(get(abi::FLOWS)?).map_err(map_error(abi::FLOWS))?,
+            flows_v4: HashMap::try_from(get(abi::FLOWS_V4)?).map_err(map_error(abi::FLOWS_V4))?,
+            flows_v6: HashMap::try_from(get(abi::FLOWS_V6)?).map_err(map_error(abi::FLOWS_V6))?,
             policy_v4: Mutex::new(LpmTrie::try_from(get(abi::POLICY_V4)?).map_err(map_error(abi::POLICY_V4))?),
             policy_v6: Mutex::new(LpmTrie::try_from(get(abi::POLICY_V6)?).map_err(map_error(abi::POLICY_V6))?),
             config: Mutex::new(Array::try_from(get(abi::CONFIG)?).map_err(map_error(abi::CONFIG))?),
@@ -267,17 +269,21 @@ impl Maps {
         drops
     }
 
-    /// The flow table, optionally only one device's flows (read in batches; empty, and
-    /// logged, if the kernel refuses the read).
+    /// The flow tables, IPv4 then IPv6, optionally only one device's flows (read in batches;
+    /// a table the kernel refuses to read is left out, and logged).
     pub fn flows(&self, mac: Option<Mac>) -> Vec<(FlowKey, FlowStats)> {
         let mut flows = Vec::new();
-        let read = batch::for_each::<FlowKey, FlowStats>(self.flows.map(), 1, |key, stats| {
+        let mut keep = |key: FlowKey, stats: &[FlowStats]| {
             if mac.is_none_or(|m| key.mac.addr == m.0) {
                 flows.extend(stats.first().map(|stats| (key, *stats)));
             }
-        });
-        if let Err(error) = read {
-            tracing::warn!(%error, map = abi::FLOWS, "cannot read the flow table");
+        };
+        let v4 = batch::for_each::<FlowKeyV4, FlowStats>(self.flows_v4.map(), 1, |key, stats| keep(key.widen(), stats));
+        if let Err(error) = v4 {
+            tracing::warn!(%error, map = abi::FLOWS_V4, "cannot read the flow table");
+        }
+        if let Err(error) = batch::for_each::<FlowKey, FlowStats>(self.flows_v6.map(), 1, keep) {
+            tracing::warn!(%error, map = abi::FLOWS_V6, "cannot read the flow table");
         }
         flows
     }
@@ -295,7 +301,8 @@ impl Maps {
         let devices = lock(&self.devices);
         let device_ipv4 = lock(&self.device_ipv4);
         let source_bindings = lock(&self.source_bindings);
-        let flows = count(self.flows.map(), abi::FLOWS)?;
+        let flows_v4 = count(self.flows_v4.map(), abi::FLOWS_V4)?;
+        let flows_v6 = count(self.flows_v6.map(), abi::FLOWS_V6)?;
         let device_stats = self.device_stats_entries.load(Ordering::Relaxed);
         Ok(vec![
             MapFill {
@@ -323,10 +330,16 @@ impl Maps {
                 evictions: evicted(counter::DEVICE_STATS_INSERTED, device_stats),
             },
             MapFill {
-                map: abi::FLOWS,
-                entries: flows,
-                capacity: capacity(self.flows.map(), abi::FLOWS)?,
-                evictions: evicted(counter::FLOWS_INSERTED, flows),
+                map: abi::FLOWS_V4,
+                entries: flows_v4,
+                capacity: capacity(self.flows_v4.map(), abi::FLOWS_V4)?,
+                evictions: evicted(counter::FLOWS_V4_INSERTED, flows_v4),
+            },
+            MapFill {
+                map: abi::FLOWS_V6,
+                entries: flows_v6,
+                capacity: capacity(self.flows_v6.map(), abi::FLOWS_V6)?,
+                evictions: evicted(counter::FLOWS_V6_INSERTED, flows_v6),
             },
             MapFill {
                 map: abi::POLICY_V4,

@@ -42,8 +42,8 @@ use crate::{
 /// Default length of a traffic-counter interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// Flows remembered before the oldest half is forgotten, like the LRU flow table of XDP
-/// (`FLOWS_CAPACITY`): a forgotten flow that shows up again is new again.
-pub const FLOW_MEMORY: usize = gateway_ebpf::maps::FLOWS_CAPACITY as usize;
+/// (`FLOWS_V4_CAPACITY`): a forgotten flow that shows up again is new again.
+pub const FLOW_MEMORY: usize = gateway_ebpf::maps::FLOWS_V4_CAPACITY as usize;
 
 const PORT_DHCP_SERVER: u16 = 67;
 const PORT_DHCP_CLIENT: u16 = 68;

@@ -16,6 +16,8 @@ pub struct RawSocket {
 }
 
 const ETH_P_ALL: u16 = 0x0003;
+/// Frames per `sendmmsg` call in `RawSocket::send_repeated`.
+const SEND_BATCH: usize = 64;
 
 impl RawSocket {
     /// Opens the socket from inside `ns` (a socket keeps the namespace it was made in).
@@ -49,6 +51,28 @@ impl RawSocket {
         // SAFETY: sends `frame.len()` bytes from a valid slice on an owned socket.
         let sent = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
         assert_eq!(sent, frame.len() as isize, "send: {}", std::io::Error::last_os_error());
+    }
+
+    /// Sends `frame` `count` times, in batches of `SEND_BATCH` per system call (`sendmmsg`),
+    /// stopping early at `deadline`: a flood whose sender costs as little per frame as a
+    /// socket allows. Returns the frames sent.
+    pub fn send_repeated(&self, frame: &[u8], count: usize, deadline: Instant) -> usize {
+        let mut iov = libc::iovec { iov_base: frame.as_ptr() as *mut libc::c_void, iov_len: frame.len() };
+        // SAFETY: a zeroed mmsghdr is valid (no name, no control data); each points at `iov`.
+        let mut batch: Vec<libc::mmsghdr> = (0..SEND_BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for message in &mut batch {
+            message.msg_hdr.msg_iov = &raw mut iov;
+            message.msg_hdr.msg_iovlen = 1;
+        }
+        let mut sent = 0;
+        while sent < count && Instant::now() < deadline {
+            let now = (count - sent).min(SEND_BATCH) as u32;
+            // SAFETY: `batch` holds `now` valid headers pointing at `frame`, which outlives the call.
+            let done = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), batch.as_mut_ptr(), now, 0) };
+            assert!(done > 0, "sendmmsg: {}", std::io::Error::last_os_error());
+            sent += done as usize;
+        }
+        sent
     }
 
     /// Collects frames received (not sent by us) until `window` has passed with `filter`

@@ -147,10 +147,10 @@ fn pins_of_another_size_are_recreated_and_pins_of_the_configured_size_kept() {
     let config = |flows| DatapathConfig { pin_path: dir.0.clone(), flows_capacity: flows, ..DatapathConfig::default() };
     let loaded = loader::load(&config(1_000)).expect("load");
     drop(loaded);
-    assert_eq!(max_entries(&dir.0, abi::FLOWS), 1_000);
+    assert_eq!(max_entries(&dir.0, abi::FLOWS_V4), 1_000);
     assert!(!loader::forget_stale_pins(&dir.0, &capacity::capacities(&config(1_000))), "the configured size is kept");
     assert!(loader::forget_stale_pins(&dir.0, &capacity::capacities(&config(2_000))), "another size is dropped");
-    assert!(!dir.0.join(abi::FLOWS).exists() && !dir.0.join(abi::DEVICES).exists(), "every map pin goes");
+    assert!(!dir.0.join(abi::FLOWS_V4).exists() && !dir.0.join(abi::DEVICES).exists(), "every map pin goes");
     drop(loader::load(&config(2_000)).expect("load"));
-    assert_eq!(max_entries(&dir.0, abi::FLOWS), 2_000);
+    assert_eq!(max_entries(&dir.0, abi::FLOWS_V4), 2_000);
 }

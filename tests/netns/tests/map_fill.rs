@@ -61,10 +61,10 @@ fn fill_levels_and_evictions_are_metrics_and_a_nearly_full_device_table_alerts()
     let api = ApiClient::new(&lab.gw);
 
     let first =
-        scrape_until(&api, "the maps' capacities", |s| sample(s, "iotgw_datapath_map_capacity", "FLOWS").is_some());
-    assert_eq!(sample(&first, "iotgw_datapath_map_capacity", "FLOWS"), Some(u64::from(FLOWS)));
+        scrape_until(&api, "the maps' capacities", |s| sample(s, "iotgw_datapath_map_capacity", "FLOWS_V4").is_some());
+    assert_eq!(sample(&first, "iotgw_datapath_map_capacity", "FLOWS_V4"), Some(u64::from(FLOWS)));
     assert_eq!(sample(&first, "iotgw_datapath_map_capacity", "DEVICES"), Some(u64::from(DEVICES)));
-    assert_eq!(sample(&first, "iotgw_datapath_map_evictions_total", "FLOWS"), Some(0), "nothing evicted yet");
+    assert_eq!(sample(&first, "iotgw_datapath_map_evictions_total", "FLOWS_V4"), Some(0), "nothing evicted yet");
     assert_eq!(sample(&first, "iotgw_datapath_map_evictions_total", "DEVICES"), None, "DEVICES never evicts");
 
     // One device opens far more flows than the table holds (unknown devices pass here).
@@ -75,11 +75,11 @@ fn fill_levels_and_evictions_are_metrics_and_a_nearly_full_device_table_alerts()
         tx.send(&packets::udp(e, 50_000 + port, 9_000, b"flow"));
     }
     let scrape = scrape_until(&api, "flow evictions", |s| {
-        sample(s, "iotgw_datapath_map_evictions_total", "FLOWS").is_some_and(|n| n > 0)
+        sample(s, "iotgw_datapath_map_evictions_total", "FLOWS_V4").is_some_and(|n| n > 0)
     });
     let (entries, evicted) = (
-        sample(&scrape, "iotgw_datapath_map_entries", "FLOWS").expect("FLOWS entries"),
-        sample(&scrape, "iotgw_datapath_map_evictions_total", "FLOWS").expect("FLOWS evictions"),
+        sample(&scrape, "iotgw_datapath_map_entries", "FLOWS_V4").expect("FLOWS entries"),
+        sample(&scrape, "iotgw_datapath_map_evictions_total", "FLOWS_V4").expect("FLOWS_V4 evictions"),
     );
     assert!(entries <= u64::from(FLOWS), "{entries} entries in a {FLOWS}-entry table");
     assert!(

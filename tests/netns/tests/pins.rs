@@ -1,6 +1,7 @@
 //! Pinned maps across an ABI change: maps pinned by a controller of an older layout (here
-//! ABI 1: 24-byte `CONFIG`, 64-byte `FLOWS` values) are recreated at load, never reused by a
-//! program that would read them with today's layout; pins of this layout are kept.
+//! ABI 1: 24-byte `CONFIG`, 64-byte values in `FLOWS`, the flow table ABI 5 split into
+//! `FLOWS_V4` and `FLOWS_V6`) are recreated at load, never reused by a program that would
+//! read them with today's layout, and retired maps' pins go; pins of this layout are kept.
 //!
 //! Needs root (bpffs) and bpftool (to create the old-layout pins); under CI both must be
 //! there. Each test uses its own pin directory, removed on drop.
@@ -15,6 +16,8 @@ use netns_tests::require_root;
 const OLD_CONFIG_VALUE: u32 = 24;
 const OLD_FLOWS_VALUE: u32 = 64;
 const FLOW_KEY_BYTES: u32 = 48;
+/// The one flow table of ABI 4 and before.
+const RETIRED_FLOWS: &str = "FLOWS";
 
 struct PinDir(PathBuf);
 
@@ -63,7 +66,7 @@ fn pins_of_an_older_layout_are_recreated_at_load() {
     assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
     let dir = PinDir::new("oldabi");
     let config = dir.pin(abi::CONFIG);
-    let flows = dir.pin(abi::FLOWS);
+    let flows = dir.pin(RETIRED_FLOWS);
     let (old_config, old_flows, key) =
         (OLD_CONFIG_VALUE.to_string(), OLD_FLOWS_VALUE.to_string(), FLOW_KEY_BYTES.to_string());
     bpftool(&[
@@ -94,7 +97,7 @@ fn pins_of_an_older_layout_are_recreated_at_load() {
         "entries",
         "16",
         "name",
-        abi::FLOWS,
+        RETIRED_FLOWS,
     ]);
     // ABI 1's configuration: abi_version 1 (host order), drop verdicts.
     let mut value = vec!["1", "0", "0", "0", "1", "1", "1", "2", "1", "1"];
@@ -107,10 +110,14 @@ fn pins_of_an_older_layout_are_recreated_at_load() {
     assert!(!config.exists() && !flows.exists(), "the stale pins are gone");
     let maps = dir.load();
     assert_eq!(value_size(&config) as usize, size_of::<GatewayConfig>(), "CONFIG recreated in today's layout");
-    assert_eq!(value_size(&flows) as usize, size_of::<gateway_ebpf::FlowStats>(), "FLOWS recreated in today's layout");
+    assert!(!flows.exists(), "the retired flow table is not pinned again");
+    let flows_v4 = dir.pin(abi::FLOWS_V4);
+    let info = MapInfo::from_pin(&flows_v4).expect("FLOWS_V4 pinned");
+    assert_eq!(info.key_size() as usize, size_of::<gateway_ebpf::FlowKeyV4>(), "FLOWS_V4 has today's key");
+    assert_eq!(info.value_size() as usize, size_of::<gateway_ebpf::FlowStats>(), "FLOWS_V4 has today's value");
     maps.write_config(&GatewayConfig::default()).expect("config of this ABI");
     assert!(!loader::forget_stale_pins(&dir.0, &[]), "pins of this layout and ABI are kept");
-    assert!(config.exists() && flows.exists());
+    assert!(config.exists() && flows_v4.exists() && dir.pin(abi::FLOWS_V6).exists());
 }
 
 #[test]

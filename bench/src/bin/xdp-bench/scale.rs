@@ -82,7 +82,7 @@ pub fn run(p: &Programs, maps: &Maps) -> anyhow::Result<()> {
     let (reading, before) = (std::time::Instant::now(), cpu()?);
     let fills = maps.fill_levels()?;
     let (wall, used) = (reading.elapsed(), cpu()? - before);
-    let flows = fills.iter().find(|f| f.map == gateway_ebpf::maps::FLOWS).map_or(0, |f| f.entries);
+    let flows = fills.iter().find(|f| f.map == gateway_ebpf::maps::FLOWS_V4).map_or(0, |f| f.entries);
     println!(
         "   fill levels read: {:.0} ms CPU, {:.0} ms wall ({flows} flows counted)",
         used.as_secs_f64() * 1e3,
