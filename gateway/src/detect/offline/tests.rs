@@ -399,4 +399,5 @@ fn iot_sentinel_test_part_raises_no_alert_once_learnt() {
     assert!(learning_alerts_beyond_arp(&run).is_empty(), "{:?}", learning_alerts_beyond_arp(&run));
 }
 
+mod intel;
 mod scenarios;
