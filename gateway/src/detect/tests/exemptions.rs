@@ -15,13 +15,20 @@ fn cdn_meter() -> DeviceSpec {
     meter
 }
 
-#[test]
-fn https_command_and_control_at_rotating_unnamed_servers_is_a_new_destination() {
-    let meter = cdn_meter();
-    let (mut detector, now) = baselined_fleet(std::slice::from_ref(&meter), Vec::new());
+/// `meter` baselined, its HTTPS service learnt at as many /24s as the old "rotating service"
+/// rule needed to exempt the port.
+fn baselined_at_many_https_prefixes(meter: &DeviceSpec) -> (Detector, SystemTime) {
+    let (detector, now) = baselined_fleet(std::slice::from_ref(meter), Vec::new());
     let https = Service { proto: synthetic::PROTO_TCP, port: 443 };
     let profile = detector.baselines().device(meter.mac).and_then(DeviceBaseline::baselined).unwrap();
     assert!(profile.services[&https].prefixes.len() >= DEFAULT_DIVERSE_SERVICE_PREFIXES, "{profile:#?}");
+    (detector, now)
+}
+
+#[test]
+fn https_command_and_control_at_rotating_unnamed_servers_is_a_new_destination() {
+    let meter = cdn_meter();
+    let (mut detector, now) = baselined_at_many_https_prefixes(&meter);
     // The implant calls a new server on 443 every 30 s, each in another /24, none named.
     let mut alerts = Vec::new();
     for i in 0..5u8 {
@@ -100,10 +107,7 @@ fn a_cdn_rotating_hosts_and_addresses_under_the_devices_registrable_domain_raise
 #[test]
 fn an_attacker_on_the_known_https_port_at_rotating_servers_is_flagged_under_a_shared_suffix() {
     let meter = co_uk_cdn_meter();
-    let (mut detector, now) = baselined_fleet(std::slice::from_ref(&meter), Vec::new());
-    let https = Service { proto: synthetic::PROTO_TCP, port: 443 };
-    let profile = detector.baselines().device(meter.mac).and_then(DeviceBaseline::baselined).unwrap();
-    assert!(profile.services[&https].prefixes.len() >= DEFAULT_DIVERSE_SERVICE_PREFIXES, "{profile:#?}");
+    let (mut detector, now) = baselined_at_many_https_prefixes(&meter);
     // Another registrant under the same public suffix: last-two-label grouping (`co.uk`)
     // would have counted these as the meter's own names.
     let mut alerts = Vec::new();
