@@ -1,5 +1,5 @@
-//! Step 5: tell userspace. A flow's first packet becomes a `FlowEvent`; DHCP, DNS, ARP and
-//! TLS handshakes are copied into `SampleEvent`s for fingerprinting. The ring buffer never
+//! Step 5: tell userspace. A flow's first packet becomes a `FlowEvent`; DHCP, DNS, ARP, SSDP
+//! and TLS handshakes are copied into `SampleEvent`s for fingerprinting. The ring buffer never
 //! blocks: when it is full the event is counted as lost and the packet goes on. Samples are
 //! copied from an XDP frame or, for the LAN egress program, a TC socket buffer (`Frame`).
 use aya_ebpf::{

@@ -201,6 +201,8 @@ fn sample_kind_of(ctx: &XdpContext, ip: &parse::Ip) -> Option<u8> {
                 Some(sample_kind::DHCPV6)
             } else if ports.contains(&port::DNS) {
                 Some(sample_kind::DNS)
+            } else if ports.contains(&port::SSDP) {
+                Some(sample_kind::SSDP)
             } else {
                 None
             }

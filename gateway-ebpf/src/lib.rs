@@ -722,6 +722,8 @@ pub mod sample_kind {
     pub const DHCPV6: u8 = 6;
     /// An LLDPDU (EtherType 0x88cc), from the Ethernet payload on: the MUD URL TLV.
     pub const LLDP: u8 = 7;
+    /// SSDP (UDP 1900): a UPnP announcement or search answer, naming the device's UPnP type.
+    pub const SSDP: u8 = 8;
 }
 
 /// First bytes of every ring-buffer record.
@@ -756,7 +758,7 @@ pub struct FlowEvent {
     pub _pad_end: [u8; 4],
 }
 
-/// A copy of a DHCP, DNS, ARP or TLS packet for userspace parsing.
+/// A copy of a DHCP, DNS, ARP, TLS, LLDP or SSDP packet for userspace parsing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SampleEvent {

@@ -95,6 +95,8 @@ pub mod port {
     pub const DHCP_CLIENT: u16 = 68;
     pub const DHCPV6_CLIENT: u16 = 546;
     pub const DHCPV6_SERVER: u16 = 547;
+    /// SSDP (UPnP discovery): devices announce their UPnP device type.
+    pub const SSDP: u16 = 1900;
 }
 
 /// TLS (RFC 8446 §5.1): a record starts with its content type and the protocol's major

@@ -9,8 +9,9 @@
 //! an analyst works through), `api` (local HTTP status and actions), `console` (the web
 //! console the API serves), `store` (the SQLite file; `schema` lists every component's tables), `config` (the
 //! gateway's own configuration), `untrusted` (how text from devices and callers is escaped
-//! before it is stored or rendered), `toml_error` (where a TOML error points, for every file
-//! the gateway reads), `fsutil` (crash-safe file replacement).
+//! before it is stored or rendered), `domain` (registrable domains by the public suffix
+//! list), `toml_error` (where a TOML error points, for every file the gateway reads),
+//! `fsutil` (crash-safe file replacement).
 // `deny`, not `forbid`: `datapath::batch` alone allows it, for the one `bpf(2)` call aya lacks.
 #![deny(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod controller;
 pub mod datapath;
 pub mod detect;
 pub mod device;
+pub mod domain;
 pub mod error_chain;
 pub mod event;
 pub mod fingerprint;

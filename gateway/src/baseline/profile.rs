@@ -167,8 +167,8 @@ impl Profile {
         self.destinations.iter().any(|net| net.contains(&addr))
     }
 
-    /// True when `name` or its registrable domain (last two labels) was seen while learning:
-    /// CDNs rotate host names under one domain (`a1.cdn.vendor.com`, `a2.cdn.vendor.com`).
+    /// True when `name` or its registrable domain was seen while learning: CDNs rotate host
+    /// names under one domain (`a1.cdn.vendor.co.uk`, `a2.cdn.vendor.co.uk`).
     pub fn knows_name(&self, name: &str) -> bool {
         names_cover(&self.names, name)
     }
@@ -179,22 +179,12 @@ impl Profile {
     }
 }
 
-/// True when `name` or its registrable domain is among `names`.
+/// True when `name` or its registrable domain (`crate::domain`, by the public suffix list)
+/// is among `names`: `other.co.uk` never covers `vendor.co.uk`, nor one customer's
+/// `*.cloudfront.net` host another's.
 pub fn names_cover(names: &BTreeSet<String>, name: &str) -> bool {
-    let domain = registrable_domain(name);
-    names.iter().any(|known| known == name || registrable_domain(known) == domain)
-}
-
-/// The last two labels of a DNS name, lowercased (`eu.api.vendor.com` → `vendor.com`). No
-/// public-suffix list: `co.uk`-style suffixes make it coarser, which only widens what a
-/// known name covers within that suffix.
-pub fn registrable_domain(name: &str) -> String {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let labels: Vec<&str> = name.rsplitn(3, '.').collect();
-    match labels.as_slice() {
-        [tld, domain, ..] => format!("{domain}.{tld}"),
-        _ => name,
-    }
+    let domain = crate::domain::registrable(name);
+    names.iter().any(|known| known == name || crate::domain::registrable(known) == domain)
 }
 
 /// Serde for an optional `SystemTime` as seconds since the epoch.
@@ -220,10 +210,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registrable_domain_keeps_the_last_two_labels() {
-        assert_eq!(registrable_domain("eu.API.vendor.com."), "vendor.com");
-        assert_eq!(registrable_domain("vendor.com"), "vendor.com");
-        assert_eq!(registrable_domain("localhost"), "localhost");
+    fn names_cover_hosts_of_one_registrant_only() {
+        let names: BTreeSet<String> = ["a.cdn.example.co.uk".to_owned()].into();
+        assert!(names_cover(&names, "b.cdn.example.co.uk"));
+        assert!(names_cover(&names, "example.co.uk"));
+        assert!(!names_cover(&names, "other.co.uk"));
+        assert!(!names_cover(&names, "a.cdn.other.co.uk"));
     }
 
     #[test]

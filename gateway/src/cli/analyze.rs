@@ -3,7 +3,9 @@
 //! would have produced, an in-memory `Inventory` (with the shipped device-type model) takes
 //! them in, and the result prints as a table or JSON. The same captures then run through
 //! detection (`detect::offline::analyze`): devices learn on the `--learn` captures, and the
-//! alerts raised on the others are printed after the devices.
+//! alerts raised on the others are printed after the devices. With `--config`, the gateway
+//! configuration's `[baseline]` and `[detect]` sections apply as `iotgw run` applies them,
+//! threat-intelligence lists included, so a capture can be checked against a feed.
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
@@ -45,6 +47,10 @@ pub struct Args {
     /// Without them no device is baselined and only scans, floods and ARP spoofing alert.
     #[arg(long = "learn", value_name = "CAPTURE")]
     pub learn: Vec<PathBuf>,
+    /// Gateway configuration whose `[baseline]` and `[detect]` sections (threat-intelligence
+    /// lists, `[[detect.threat_intel]]`, included) apply as at run time; defaults without it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// What a capture gave, for the JSON report.
@@ -67,6 +73,17 @@ struct Report {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // A bad configuration stops before any capture is read, as it stops `iotgw run`.
+    let config = match &args.config {
+        Some(path) => match crate::config::load(path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("iotgw: {error}");
+                return Ok(ExitCode::from(crate::cli::EXIT_CONFIG));
+            }
+        },
+        None => crate::config::Config::default(),
+    };
     let classifier = match &args.model {
         Some(path) => Classifier::load(path).with_context(|| format!("loading the model {}", path.display()))?,
         None => Classifier::shipped().context("loading the shipped device-type model")?,
@@ -98,14 +115,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // what the baselined devices of a type reach exempts the others of that type.
         let types: Vec<(crate::device::Mac, String)> =
             devices.iter().filter_map(|d| Some((d.mac, d.device_type.clone()?))).collect();
-        let analysis = crate::detect::offline::analyze(
-            &args.learn,
-            &args.captures,
-            &types,
-            crate::baseline::Config::default(),
-            crate::detect::Config::default(),
-        )
-        .context("running detection over the captures")?;
+        let analysis =
+            crate::detect::offline::analyze(&args.learn, &args.captures, &types, config.baseline, config.detect)
+                .context("running detection over the captures")?;
         Some(analysis)
     };
     let report = Report { captures, inventory: inventory.stats(), devices, detection };

@@ -71,7 +71,7 @@ pub struct EvalArgs {
     /// Print the per-type table as Markdown.
     #[arg(long)]
     pub markdown: bool,
-    /// Leave out a feature group (dhcp, hostname, dns, syn, tls, flows, volume); repeatable.
+    /// Leave out a feature group (dhcp, hostname, dns, ssdp, syn, tls, flows, volume); repeatable.
     #[arg(long)]
     pub without: Vec<String>,
     #[arg(long)]

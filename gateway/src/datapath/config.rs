@@ -36,7 +36,7 @@ pub struct DatapathConfig {
     pub attach_mode: AttachMode,
     /// Where maps are pinned.
     pub pin_path: PathBuf,
-    /// Copy DHCP, DNS, ARP and TLS handshakes to userspace for fingerprinting.
+    /// Copy DHCP, DNS, ARP, SSDP and TLS handshakes to userspace for fingerprinting.
     pub sample_packets: bool,
     /// Entries of the device maps (`DEVICES`, `DEVICE_IPV4`, `DEVICE_STATS`); see
     /// `capacity` for what each costs. A change recreates the maps at the next start.

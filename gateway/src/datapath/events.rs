@@ -50,9 +50,11 @@ pub enum SampleKind {
     Dhcpv6,
     /// An LLDPDU, from the Ethernet payload on (MUD URL TLV); `payload_offset` is 0.
     Lldp,
+    /// An SSDP message (UDP 1900): the device's UPnP announcements and search answers.
+    Ssdp,
 }
 
-/// A copy of a DHCP, DHCPv6, DNS, ARP, TLS or LLDP packet.
+/// A copy of a DHCP, DHCPv6, DNS, ARP, TLS, LLDP or SSDP packet.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PacketSample {
     pub time: SystemTime,
@@ -157,6 +159,7 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<DatapathEvent, DecodeError
                 sample_kind::TLS => SampleKind::Tls,
                 sample_kind::DHCPV6 => SampleKind::Dhcpv6,
                 sample_kind::LLDP => SampleKind::Lldp,
+                sample_kind::SSDP => SampleKind::Ssdp,
                 other => return Err(DecodeError::UnknownSample(other)),
             };
             let len = usize::from(event.len).min(event.data.len());

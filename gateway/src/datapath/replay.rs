@@ -9,7 +9,8 @@
 //!   the SYN fingerprint when that packet is a SYN without ACK; ICMP puts `type << 8 | code`
 //!   in `dst_port`;
 //! - a sample (from the L3 header on, at most `SAMPLE_BYTES`) for ARP, UDP to or from port
-//!   67/68 (DHCP) or 53 (DNS), and TCP payloads starting `0x16 0x03` (TLS handshake).
+//!   67/68 (DHCP), 546/547 (DHCPv6), 53 (DNS) or 1900 (SSDP), and TCP payloads starting
+//!   `0x16 0x03` (TLS handshake).
 //!   XDP does not sample DNS over TCP; neither does this.
 //!
 //! Offline there is no enforcement: every event carries verdict PASS, reason NONE and access
@@ -49,6 +50,7 @@ const PORT_DHCP_SERVER: u16 = 67;
 const PORT_DHCP_CLIENT: u16 = 68;
 const PORT_DHCPV6_CLIENT: u16 = 546;
 const PORT_DHCPV6_SERVER: u16 = 547;
+const PORT_SSDP: u16 = 1900;
 const ETHER_TYPE_LLDP: EtherType = EtherType(0x88cc);
 /// The port DNS queries go to and answers come from, as the datapath samples them.
 pub const PORT_DNS: u16 = 53;
@@ -246,6 +248,8 @@ impl Replayer {
                     sample = Some((SampleKind::Dhcpv6, payload_offset));
                 } else if ports.contains(&PORT_DNS) {
                     sample = Some((SampleKind::Dns, payload_offset));
+                } else if ports.contains(&PORT_SSDP) {
+                    sample = Some((SampleKind::Ssdp, payload_offset));
                 }
             }
             Some(TransportSlice::Icmpv4(icmp)) => {

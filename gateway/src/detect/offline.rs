@@ -1,7 +1,8 @@
 //! Detection over packet captures: `datapath::replay` turns capture files into the events
 //! and per-interval counters XDP would have produced, and they run through the same
-//! `Detector` as live traffic. Reads capture files; writes nothing (`iotgw analyze` renders
-//! the result).
+//! `Detector` as live traffic, with the threat-intelligence lists of `detect.threat_intel`
+//! loaded as `iotgw run` loads them. Reads capture files and those lists; writes nothing
+//! (`iotgw analyze` renders the result).
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -10,7 +11,10 @@ use std::{
 
 use serde::Serialize;
 
-use super::{Alert, Detector, DetectorKind};
+use super::{
+    Alert, Detector, DetectorKind,
+    intel::{self, IntelError},
+};
 use crate::{
     datapath::replay::{self, IntervalCounters, ReplayError, ReplayItem},
     datapath::traffic::TrafficSample,
@@ -110,8 +114,20 @@ pub fn end_learning(detector: &mut Detector, now: SystemTime) -> usize {
     detector.baselines().devices().filter(|(_, b)| b.baselined().is_some()).count()
 }
 
+/// Why an offline analysis could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnalyzeError {
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// A `detect.threat_intel` list could not be read (as `iotgw run` would refuse to start).
+    #[error(transparent)]
+    Intel(#[from] IntelError),
+}
+
 /// Detection over captures as `iotgw analyze` runs it: the router(s) of all the captures are
-/// set aside; each device gets its type from `types` (the inventory's classification);
+/// set aside; the threat-intelligence lists of `detect.threat_intel` are loaded and put in
+/// force as at run time; each device gets its type from `types` (the inventory's classification);
 /// devices learn on `learn` (in order), learning ends at its last packet, then `test` is
 /// checked against the baselines. With no `learn` captures every device is still learning
 /// while `test` plays, so only the detectors that need no baseline apply (scans, floods, ARP,
@@ -122,12 +138,15 @@ pub fn analyze(
     types: &[(Mac, String)],
     baseline: crate::baseline::Config,
     mut detect: super::Config,
-) -> Result<Analysis, ReplayError> {
+) -> Result<Analysis, AnalyzeError> {
+    let threat_intel = intel::load_all(&detect.threat_intel)?;
     let baseline = if learn.is_empty() { baseline } else { learn_until_told(baseline) };
     let all: Vec<PathBuf> = learn.iter().chain(test).cloned().collect();
     let gateways = infer_gateways(&all, &baseline)?;
     detect.gateway_macs.extend(gateways.iter().copied());
     let mut detector = Detector::new(detect, crate::baseline::Baselines::new(baseline));
+    let lists = threat_intel.lists().iter().map(ListLoaded::new).collect();
+    detector.set_threat_intel(std::sync::Arc::new(threat_intel));
     for (mac, class) in types {
         detector.handle(&Input::Class { mac: *mac, class: class.clone() });
     }
@@ -136,6 +155,7 @@ pub fn analyze(
     let baselined = if learn.is_empty() { 0 } else { end_learning(&mut detector, now) };
     let alerts = replay_files(&mut detector, test)?;
     Ok(Analysis {
+        threat_intel: lists,
         routers: gateways,
         devices: detector.baselines().devices().count(),
         baselined,
@@ -147,6 +167,8 @@ pub fn analyze(
 /// What `analyze` found.
 #[derive(Clone, Debug, Serialize)]
 pub struct Analysis {
+    /// The threat-intelligence lists in force.
+    pub threat_intel: Vec<ListLoaded>,
     /// MACs set aside as routers.
     pub routers: Vec<Mac>,
     /// Devices seen.
@@ -163,8 +185,9 @@ impl Analysis {
     /// The alerts section of `iotgw analyze`'s text output.
     pub fn render(&self) -> String {
         let routers: Vec<String> = self.routers.iter().map(ToString::to_string).collect();
+        let lists: String = self.threat_intel.iter().map(ListLoaded::render).collect();
         format!(
-            "Detection: {} devices, {} baselined, routers set aside: {}\n{}{}",
+            "{lists}Detection: {} devices, {} baselined, routers set aside: {}\n{}{}",
             self.devices,
             self.baselined,
             if routers.is_empty() { "none".to_owned() } else { routers.join(", ") },
@@ -174,6 +197,40 @@ impl Analysis {
                 String::new()
             },
             self.alerts.render()
+        )
+    }
+}
+
+/// A threat-intelligence list as loaded for the analysis.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListLoaded {
+    pub path: PathBuf,
+    pub entries: usize,
+    /// Lines refused, and the first few of them (escaped by `intel`).
+    pub refused: usize,
+    pub refused_examples: Vec<String>,
+}
+
+impl ListLoaded {
+    fn new(list: &intel::IntelList) -> Self {
+        Self {
+            path: list.path.clone(),
+            entries: list.entries(),
+            refused: list.refused,
+            refused_examples: list.refused_examples.clone(),
+        }
+    }
+
+    /// `Threat intelligence: PATH: N entries, M lines refused (...)`.
+    fn render(&self) -> String {
+        let refused = match self.refused {
+            0 => String::new(),
+            n => format!(", {n} lines refused ({})", self.refused_examples.join("; ")),
+        };
+        format!(
+            "Threat intelligence: {}: {} entries{refused}\n",
+            crate::untrusted::escape(&self.path.display().to_string()),
+            self.entries
         )
     }
 }

@@ -15,10 +15,11 @@ use crate::{datapath::events::FlowObservation, datapath::traffic::TrafficCounter
 
 /// Feature groups in vector order, with their lengths: evaluation can leave a group out to
 /// measure what it brings (`iotgw fingerprint eval --without hostname`).
-pub const GROUPS: [(&str, usize); 7] = [
+pub const GROUPS: [(&str, usize); 8] = [
     ("dhcp", 2 + 64 + 1 + 8 + 1 + 8),
     ("hostname", 2 + 8),
     ("dns", 1 + 32 + 32),
+    ("ssdp", 1 + 16 + 8),
     ("syn", 7 + 8),
     ("tls", 4 + 16),
     ("flows", 9 + 16 + 16),
@@ -73,16 +74,6 @@ fn bucket(text: &str, buckets: usize) -> usize {
     (stable_hash(text.as_bytes()) % buckets as u64) as usize
 }
 
-/// The registered part of a DNS name, approximated as its last two labels
-/// (`eu.api.example.com` → `example.com`).
-pub fn registered_domain(name: &str) -> &str {
-    let mut dots = name.rmatch_indices('.');
-    match (dots.next(), dots.next()) {
-        (Some(_), Some((at, _))) => &name[at + 1..],
-        _ => name,
-    }
-}
-
 /// A host name without what varies per unit: a hex suffix after a separator (`-1A2B`), or a
 /// trailing run of 6+ hex digits (a MAC suffix, `GainSpanca9152`). Model numbers stay: they
 /// name the type (`DCH-S220` vs `DCH-S160`).
@@ -124,6 +115,8 @@ pub struct DeviceFeatures {
     syn: Option<gateway_ebpf::SynFingerprint>,
     tls: Option<ClientHello>,
     server_names: BTreeSet<String>,
+    /// What its SSDP messages named (`ssdp::SsdpMessage::names`).
+    ssdp: BTreeSet<String>,
     flows: u64,
     flows_tcp: u64,
     flows_udp: u64,
@@ -201,6 +194,11 @@ impl DeviceFeatures {
                     self.tls = Some(hello.clone());
                 }
             }
+            Parsed::Ssdp(message) => {
+                for name in &message.names {
+                    insert_capped(&mut self.ssdp, name.clone());
+                }
+            }
             Parsed::Arp(_) => self.arp += 1,
             _ => return,
         }
@@ -224,12 +222,18 @@ impl DeviceFeatures {
     /// Whether anything identifying was seen at all (a device seen only as a destination has
     /// nothing to classify).
     pub fn is_empty(&self) -> bool {
-        self.flows == 0 && self.dhcp.is_none() && self.dns_names.is_empty() && self.tls.is_none() && self.arp == 0
+        self.flows == 0
+            && self.dhcp.is_none()
+            && self.dns_names.is_empty()
+            && self.tls.is_none()
+            && self.ssdp.is_empty()
+            && self.arp == 0
     }
 
     /// The names the device gave of itself and its software, by kind, for the open-set gate
     /// (`openset::Tokens`): DHCP option list and vendor class, host name (unit parts removed),
-    /// registered domains it asked for or named in TLS, JA3, SYN options with initial TTL.
+    /// registrable domains it asked for or named in TLS, SSDP names, JA3, SYN options with
+    /// initial TTL.
     pub fn tokens(&self) -> Tokens {
         let mut tokens = Tokens::default();
         if let Some(dhcp) = &self.dhcp {
@@ -244,7 +248,10 @@ impl DeviceFeatures {
             }
         }
         for name in self.dns_names.iter().chain(&self.server_names) {
-            tokens.insert("domain", registered_domain(name));
+            tokens.insert("domain", crate::domain::registrable(name));
+        }
+        for name in &self.ssdp {
+            tokens.insert("ssdp", name.as_str());
         }
         if let Some(tls) = &self.tls {
             tokens.insert("ja3", tls.ja3_hash.as_str());
@@ -300,8 +307,16 @@ impl DeviceFeatures {
         // DNS: the services it talks to.
         v.push(log(self.dns_names.len() as u64));
         let names = || self.dns_names.iter().chain(&self.server_names).map(String::as_str);
-        bag(&mut v, BUCKETS_LARGE, &mut names().map(registered_domain));
+        let domains: Vec<String> = names().map(crate::domain::registrable).collect();
+        bag(&mut v, BUCKETS_LARGE, &mut domains.iter().map(String::as_str));
         bag(&mut v, BUCKETS_LARGE, &mut names());
+
+        // SSDP: the UPnP device type and product it announces, and its UPnP stack.
+        v.push(flag(!self.ssdp.is_empty()));
+        let (servers, identity): (Vec<&String>, Vec<&String>) =
+            self.ssdp.iter().partition(|n| n.starts_with("server:"));
+        bag(&mut v, BUCKETS_MEDIUM, &mut identity.into_iter().map(String::as_str));
+        bag(&mut v, BUCKETS_SMALL, &mut servers.into_iter().map(String::as_str));
 
         // TCP SYN: the stack.
         let syn = self.syn.as_ref();
@@ -384,6 +399,10 @@ mod tests {
         assert_eq!(vector[2 + 15 - 1], 1.0, "option 15 requested");
         assert_eq!(vector[group_range("hostname").unwrap().start], 1.0, "host name present");
         assert_eq!(group_range("volume").unwrap().end, DIMENSIONS);
+        features.add_sample(&Parsed::Ssdp(super::super::ssdp::SsdpMessage { names: vec!["usn:insight-1_0".into()] }));
+        let ssdp = group_range("ssdp").unwrap();
+        assert_eq!(features.vector()[ssdp.start], 1.0, "SSDP seen");
+        assert_eq!(features.tokens().0["ssdp"].iter().collect::<Vec<_>>(), ["usn:insight-1_0"]);
     }
 
     #[test]
@@ -394,8 +413,6 @@ mod tests {
         assert_eq!(hostname_model("GainSpanca9152"), "gainspan");
         assert_eq!(hostname_model("DCH-S220"), "dch-s220");
         assert_eq!(hostname_model("Philips-hue"), "philips-hue");
-        assert_eq!(registered_domain("eu.api.example.com"), "example.com");
-        assert_eq!(registered_domain("localhost"), "localhost");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Passive device-type fingerprinting. Reads `DatapathEvent`s (DHCP, DNS and TLS samples, new
-//! flows with their SYN fingerprint) and per-interval traffic counters; writes nothing.
+//! Passive device-type fingerprinting. Reads `DatapathEvent`s (DHCP, DNS, SSDP and TLS
+//! samples, new flows with their SYN fingerprint) and per-interval traffic counters; writes
+//! nothing.
 //!
-//! - `dhcp`, `dns`, `tls`, `syn`: one parser per protocol, each hostile-input safe (an error,
-//!   never a panic);
+//! - `dhcp`, `dns`, `ssdp`, `tls`, `syn`: one parser per protocol, each hostile-input safe (an
+//!   error, never a panic);
 //! - `sample`: reads a `PacketSample` into one of those (once, shared by inventory and features);
 //! - `features`: accumulates what one device showed into a fixed-length feature vector;
 //! - `forest`: a random forest over those vectors giving a device type and a confidence;
@@ -20,6 +21,7 @@ pub mod forest;
 pub mod model;
 pub mod openset;
 pub mod sample;
+pub mod ssdp;
 pub mod syn;
 pub mod taxonomy;
 pub mod tls;
@@ -41,6 +43,9 @@ pub enum FingerprintError {
     /// Not a TLS ClientHello, or cut before its cipher list.
     #[error("malformed TLS ClientHello: {0}")]
     Tls(String),
+    /// Not an SSDP announcement, search or search answer.
+    #[error("malformed SSDP message: {0}")]
+    Ssdp(String),
     /// Not Ethernet/IPv4 ARP, or truncated.
     #[error("malformed ARP packet: {0}")]
     Arp(&'static str),

@@ -22,8 +22,9 @@ use crate::datapath::replay::ReplayError;
 /// The model that ships with iotgw, trained on every capture of the IoT Sentinel dataset
 /// present at build time (see bench/fingerprint/RESULTS.md).
 pub const SHIPPED_MODEL: &str = include_str!("../../models/device-types.json");
-/// Version of the model file layout; bumped when `Model` or the feature layout changes.
-pub const MODEL_FORMAT: u32 = 2;
+/// Version of the model file layout; bumped when `Model` or the feature layout changes
+/// (3: the `ssdp` feature group, registrable domains by the public suffix list).
+pub const MODEL_FORMAT: u32 = 3;
 /// Below this probability a guess is still reported, but flagged as weak by callers.
 pub const CONFIDENT: f64 = 0.5;
 

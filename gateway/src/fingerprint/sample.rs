@@ -1,11 +1,11 @@
 //! Reads a `PacketSample` into what it says: a DHCP fingerprint, a DNS observation, a TLS
-//! ClientHello or an ARP announcement. One parse per sample, shared by the inventory and the
+//! ClientHello, an SSDP message or an ARP announcement. One parse per sample, shared by the inventory and the
 //! feature extractor.
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{FingerprintError, dhcp, dns, tls};
+use super::{FingerprintError, dhcp, dns, ssdp, tls};
 use crate::{
     datapath::events::{PacketSample, SampleKind},
     device::Mac,
@@ -31,6 +31,7 @@ pub enum Parsed {
     Dhcp(dhcp::DhcpFingerprint),
     Dns(dns::DnsObservation),
     Tls(tls::ClientHello),
+    Ssdp(ssdp::SsdpMessage),
     Arp(Arp),
 }
 
@@ -40,6 +41,7 @@ pub fn parse(sample: &PacketSample) -> Result<Parsed, FingerprintError> {
         SampleKind::Dhcp => Parsed::Dhcp(dhcp::parse(sample.payload())?),
         SampleKind::Dns | SampleKind::DnsAnswer => Parsed::Dns(dns::parse(sample.payload())?),
         SampleKind::Tls => Parsed::Tls(tls::parse(sample.payload())?),
+        SampleKind::Ssdp => Parsed::Ssdp(ssdp::parse(sample.payload())?),
         SampleKind::Arp => Parsed::Arp(parse_arp(&sample.data)?),
         SampleKind::Dhcpv6 | SampleKind::Lldp => return Err(FingerprintError::NotFingerprinted(sample.kind)),
     })

@@ -33,6 +33,18 @@ fn dns_frame() -> Vec<u8> {
     frame
 }
 
+/// A WeMo Insight's SSDP announcement to the UPnP multicast group.
+fn ssdp_frame() -> Vec<u8> {
+    let notify = b"NOTIFY * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nNT: urn:Belkin:device:insight:1\r\n\
+NTS: ssdp:alive\r\nUSN: uuid:Insight-1_0-221603K12003FD::urn:Belkin:device:insight:1\r\n\r\n";
+    let builder = PacketBuilder::ethernet2(DEVICE, [0x01, 0x00, 0x5e, 0x7f, 0xff, 0xfa])
+        .ipv4([192, 168, 1, 20], [239, 255, 255, 250], 4)
+        .udp(3_082, 1_900);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, notify).unwrap();
+    frame
+}
+
 fn run(frames: &[(SystemTime, Vec<u8>)]) -> (Vec<ReplayItem>, ReplayStats) {
     let mut replayer = Replayer::new(DEFAULT_INTERVAL);
     let mut items = Vec::new();
@@ -60,6 +72,25 @@ fn replay_emits_one_flow_event_per_flow_with_syn_fingerprint() {
     assert_eq!(&syn.option_kinds[..syn.option_count as usize], &[2, 1, 3]);
     assert_eq!(flows[0].mac, Mac(DEVICE));
     assert_eq!(flows[0].dst_port, 443);
+}
+
+#[test]
+fn replay_samples_ssdp_announcements_as_xdp_does_and_they_name_the_product() {
+    let (items, _) = run(&[(t(0), ssdp_frame())]);
+    let sample = items
+        .iter()
+        .find_map(|item| match item {
+            ReplayItem::Event(DatapathEvent::Sample(sample)) => Some(sample),
+            _ => None,
+        })
+        .expect("an SSDP sample");
+    assert_eq!(sample.kind, SampleKind::Ssdp);
+    match crate::fingerprint::sample::parse(sample).unwrap() {
+        crate::fingerprint::sample::Parsed::Ssdp(message) => {
+            assert_eq!(message.names, ["type:urn:belkin:device:insight:1", "usn:insight-1_0"])
+        }
+        other => panic!("expected SSDP, got {other:?}"),
+    }
 }
 
 #[test]

@@ -59,43 +59,19 @@ pub const TEST_TYPES: [&str; 19] = [
     "iKettle2",
 ];
 
-/// The generic type of each IoT Sentinel product (the taxonomy's level policy and the crowd
-/// baseline key on: a type, never the Wi-Fi chip's OUI). Chosen on the development part:
+/// The generic type of an IoT Sentinel folder's device, from the shipped taxonomy
+/// (`gateway/models/taxonomy.toml`, the model's own source) through the folder's product
+/// (`EdimaxCam1` → `EdimaxCam`, as training names it): the level policy and the crowd
+/// baseline key on. Generic type, not product, not OUI, was chosen on the development part:
 /// keyed by product, an Edimax plug's and a WeMo switch's clouds were news to the sibling
 /// product of the same family.
-pub const GENERIC_TYPES: [(&str, &str); 31] = [
-    ("Aria", "sensor"),
-    ("D-LinkCam", "ip-camera"),
-    ("D-LinkDayCam", "ip-camera"),
-    ("D-LinkDoorSensor", "sensor"),
-    ("D-LinkHomeHub", "hub"),
-    ("D-LinkSensor", "sensor"),
-    ("D-LinkSiren", "sensor"),
-    ("D-LinkSwitch", "smart-plug"),
-    ("D-LinkWaterSensor", "sensor"),
-    ("EdimaxCam1", "ip-camera"),
-    ("EdimaxCam2", "ip-camera"),
-    ("EdimaxPlug1101W", "smart-plug"),
-    ("EdimaxPlug2101W", "smart-plug"),
-    ("EdnetCam1", "ip-camera"),
-    ("EdnetCam2", "ip-camera"),
-    ("EdnetGateway", "hub"),
-    ("HomeMaticPlug", "smart-plug"),
-    ("HueBridge", "hub"),
-    ("HueSwitch", "hub"),
-    ("Lightify", "hub"),
-    ("MAXGateway", "hub"),
-    ("SmarterCoffee", "appliance"),
-    ("TP-LinkPlugHS100", "smart-plug"),
-    ("TP-LinkPlugHS110", "smart-plug"),
-    ("WeMoInsightSwitch", "smart-plug"),
-    ("WeMoInsightSwitch2", "smart-plug"),
-    ("WeMoLink", "hub"),
-    ("WeMoSwitch", "smart-plug"),
-    ("WeMoSwitch2", "smart-plug"),
-    ("Withings", "ip-camera"),
-    ("iKettle2", "appliance"),
-];
+fn generic_type(folder: &str) -> &'static str {
+    let folders: Vec<String> = DEVELOPMENT_TYPES.iter().chain(&TEST_TYPES).map(|t| t.to_string()).collect();
+    let product = crate::fingerprint::training::type_label(folder, &folders);
+    let taxonomy = crate::fingerprint::taxonomy::Taxonomy::shipped();
+    let generic = taxonomy.products.get(&product).map(|p| p.generic.as_str());
+    generic.unwrap_or_else(|| panic!("{folder} ({product}) is not in the shipped taxonomy"))
+}
 
 /// Detectors that fire on something never seen while learning (as opposed to rates and ARP).
 const NOVELTY: [DetectorKind; 2] = [DetectorKind::NewDestination, DetectorKind::LateralMovement];
@@ -298,7 +274,7 @@ struct SentinelRun {
 /// so each part is replayed as one site: per device type, the earlier half of its setup
 /// captures (by first-packet time) goes to learning, the later half to testing; all learning
 /// captures are replayed in the order they were taken, learning ends, then all test captures.
-/// Each device is given its folder's generic type as its class (`GENERIC_TYPES`; the
+/// Each device is given its folder's generic type as its class (`generic_type`; the
 /// classifier names the product 94 % right on these types: `bench/fingerprint/RESULTS.md`).
 fn iot_sentinel_run(dir: &Path, types: &[&str]) -> SentinelRun {
     let (mut learn, mut test) = (Vec::new(), Vec::new());
@@ -313,7 +289,7 @@ fn iot_sentinel_run(dir: &Path, types: &[&str]) -> SentinelRun {
             type_of.insert(file.clone(), name.to_string());
         }
         let mac = std::fs::read_to_string(folder.join("_iotdevice-mac.txt")).unwrap();
-        let generic = GENERIC_TYPES.iter().find(|(product, _)| product == name).unwrap().1;
+        let generic = generic_type(name);
         classes.push(Input::Class { mac: mac.trim().parse().unwrap(), class: generic.to_owned() });
         learn.extend_from_slice(l);
         test.extend_from_slice(t);
@@ -385,6 +361,20 @@ fn development_and_test_parts_hold_every_iot_sentinel_type_once() {
     assert_eq!(parts, folders);
 }
 
+#[test]
+fn every_iot_sentinel_folder_takes_its_generic_type_from_the_shipped_taxonomy() {
+    let types: BTreeMap<&str, &str> =
+        DEVELOPMENT_TYPES.iter().chain(&TEST_TYPES).map(|f| (*f, generic_type(f))).collect();
+    // Units of one product share it; each level is what the taxonomy file says.
+    assert_eq!((types["EdimaxCam1"], types["EdimaxCam2"]), ("ip-camera", "ip-camera"));
+    assert_eq!((types["WeMoInsightSwitch"], types["WeMoInsightSwitch2"]), ("smart-plug", "smart-plug"));
+    assert_eq!((types["Withings"], types["Aria"], types["D-LinkSiren"]), ("scale", "scale", "siren"));
+    // The sensor paired through the hub is seen at the hub's MAC: what a policy sees is a hub.
+    assert_eq!(types["D-LinkDoorSensor"], "hub");
+    let taxonomy = crate::fingerprint::taxonomy::Taxonomy::shipped();
+    assert!(types.values().all(|g| taxonomy.generic_types.iter().any(|t| t == g)), "{types:?}");
+}
+
 /// The development part's one residual: the setup phone of the MAX captures opening the
 /// MAX's web page at a LAN address it never used (score 0.5). Replayed alone, this part has
 /// too few setups for the phone to have used HTTP with two devices while learning (the rule
@@ -409,4 +399,5 @@ fn iot_sentinel_test_part_raises_no_alert_once_learnt() {
     assert!(learning_alerts_beyond_arp(&run).is_empty(), "{:?}", learning_alerts_beyond_arp(&run));
 }
 
+mod intel;
 mod scenarios;

@@ -1,7 +1,9 @@
 //! The new-destination exemptions hold on names, pool services and device types, so an
 //! intruder cannot hide behind them: command and control on a port the device already uses
 //! (HTTPS) at rotating servers no usual name resolved is flagged; a device sharing only a
-//! Wi-Fi chip vendor's OUI gets nothing from another's destinations.
+//! Wi-Fi chip vendor's OUI gets nothing from another's destinations. Names are grouped by
+//! registrable domain (public suffix list): hosts of the device's own registrant rotate
+//! freely, another registrant under the same public suffix never passes.
 use super::*;
 
 /// A meter whose head-end is a CDN: its name resolves to a new /24 on most lookups, so its
@@ -13,13 +15,20 @@ fn cdn_meter() -> DeviceSpec {
     meter
 }
 
-#[test]
-fn https_command_and_control_at_rotating_unnamed_servers_is_a_new_destination() {
-    let meter = cdn_meter();
-    let (mut detector, now) = baselined_fleet(std::slice::from_ref(&meter), Vec::new());
+/// `meter` baselined, its HTTPS service learnt at as many /24s as the old "rotating service"
+/// rule needed to exempt the port.
+fn baselined_at_many_https_prefixes(meter: &DeviceSpec) -> (Detector, SystemTime) {
+    let (detector, now) = baselined_fleet(std::slice::from_ref(meter), Vec::new());
     let https = Service { proto: synthetic::PROTO_TCP, port: 443 };
     let profile = detector.baselines().device(meter.mac).and_then(DeviceBaseline::baselined).unwrap();
     assert!(profile.services[&https].prefixes.len() >= DEFAULT_DIVERSE_SERVICE_PREFIXES, "{profile:#?}");
+    (detector, now)
+}
+
+#[test]
+fn https_command_and_control_at_rotating_unnamed_servers_is_a_new_destination() {
+    let meter = cdn_meter();
+    let (mut detector, now) = baselined_at_many_https_prefixes(&meter);
     // The implant calls a new server on 443 every 30 s, each in another /24, none named.
     let mut alerts = Vec::new();
     for i in 0..5u8 {
@@ -64,6 +73,73 @@ fn rotating_servers_named_by_another_domain_are_a_new_destination_but_the_usual_
     let alerts =
         connect(&mut detector, now + Duration::from_secs(10), "update.c2-domain.example", Ipv4Addr::new(100, 90, 0, 1));
     assert_eq!(new_destinations(&alerts), 1, "{alerts:#?}");
+}
+
+/// A meter whose head-end sits behind a CDN under a two-label public suffix
+/// (`a.cdn.headend-vendor.co.uk`), reached at six /24s while learning.
+fn co_uk_cdn_meter() -> DeviceSpec {
+    let mut meter = cdn_meter();
+    meter.server_name = "a.cdn.headend-vendor.co.uk".into();
+    meter
+}
+
+/// A DNS answer naming `addr`, then the meter's HTTPS connection to it.
+fn resolve_and_connect(meter: &DeviceSpec, at: SystemTime, name: &str, addr: Ipv4Addr) -> [Input; 2] {
+    [
+        synthetic::dns_answer(meter.mac, at, name, addr),
+        synthetic::tcp_syn(meter.mac, at + Duration::from_millis(30), IpAddr::V4(meter.ip), addr.into(), 41_002, 443),
+    ]
+}
+
+#[test]
+fn a_cdn_rotating_hosts_and_addresses_under_the_devices_registrable_domain_raises_no_alert() {
+    let meter = co_uk_cdn_meter();
+    let (mut detector, now) = baselined_fleet(std::slice::from_ref(&meter), Vec::new());
+    // Another CDN host of the same registrant, at twelve /24s the meter never reached.
+    for i in 0..12u8 {
+        let at = now + Duration::from_secs(60 * u64::from(i));
+        let inputs = resolve_and_connect(&meter, at, "b.cdn.headend-vendor.co.uk", Ipv4Addr::new(100, 81, i * 9, 7));
+        let alerts = run(&mut detector, &inputs);
+        assert!(alerts.is_empty(), "{alerts:#?}");
+    }
+}
+
+#[test]
+fn an_attacker_on_the_known_https_port_at_rotating_servers_is_flagged_under_a_shared_suffix() {
+    let meter = co_uk_cdn_meter();
+    let (mut detector, now) = baselined_at_many_https_prefixes(&meter);
+    // Another registrant under the same public suffix: last-two-label grouping (`co.uk`)
+    // would have counted these as the meter's own names.
+    let mut alerts = Vec::new();
+    for i in 0..5u8 {
+        let at = now + Duration::from_secs(40 * u64::from(i));
+        let name = format!("node{i}.c2-operator.co.uk");
+        alerts.extend(run(&mut detector, &resolve_and_connect(&meter, at, &name, Ipv4Addr::new(45, 9, 150 + i, 3))));
+    }
+    let open = open_alerts(&alerts);
+    assert_eq!(open.len(), 1, "one incident: {alerts:#?}");
+    assert_eq!(open[0].detector, DetectorKind::NewDestination);
+    assert!(open[0].observed.contains("resolved from unknown name node0.c2-operator.co.uk"), "{}", open[0].observed);
+    // 0.6 new destination, named, on a known service.
+    assert!((open[0].score - 0.6).abs() < 1e-9, "{:#?}", open[0]);
+}
+
+#[test]
+fn another_customers_host_under_a_shared_cloud_domain_is_a_new_destination() {
+    let mut meter = cdn_meter();
+    meter.server_name = "d1a2b3c4d5e6f7.cloudfront.net".into();
+    let (mut detector, now) = baselined_fleet(std::slice::from_ref(&meter), Vec::new());
+    // The meter's own distribution at a new edge: its exact name, known.
+    let own = resolve_and_connect(&meter, now, "d1a2b3c4d5e6f7.cloudfront.net", Ipv4Addr::new(100, 82, 0, 1));
+    assert!(run(&mut detector, &own).is_empty());
+    // The attacker's distribution on the same CDN and port: another registrant.
+    let theirs = resolve_and_connect(
+        &meter,
+        now + Duration::from_secs(5),
+        "d9z8y7x6w5v4u3.cloudfront.net",
+        Ipv4Addr::new(100, 82, 1, 1),
+    );
+    assert_eq!(new_destinations(&run(&mut detector, &theirs)), 1);
 }
 
 #[test]
