@@ -93,6 +93,13 @@ impl MudServer {
         server
     }
 
+    /// SHA-256 of the served file `name`, hex (by `openssl dgst`, not the gateway's code).
+    pub fn sha256(&self, name: &str) -> String {
+        let out = checked(Command::new("openssl").current_dir(&self.dir).args(["dgst", "-sha256", "-r", name]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().next().expect("a digest").to_owned()
+    }
+
     /// The `[mud]` section that allows every server's authority and trusts its anchors.
     pub fn config(&self) -> String {
         let authorities: Vec<String> = self
@@ -111,7 +118,10 @@ impl MudServer {
 
 fn connects(ns: &str, address: SocketAddrV4) -> bool {
     let probe = format!("exec 3<>/dev/tcp/{}/{}", address.ip(), address.port());
-    Command::new("ip").args(["netns", "exec", ns, "bash", "-c", &probe]).status().is_ok_and(|status| status.success())
+    let mut command = Command::new("ip");
+    // Refused until the server listens: not worth a line of output each time.
+    command.args(["netns", "exec", ns, "bash", "-c", &probe]).stderr(Stdio::null());
+    command.status().is_ok_and(|status| status.success())
 }
 
 impl Drop for MudServer {
