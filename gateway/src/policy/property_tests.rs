@@ -1,6 +1,6 @@
 //! Property tests of the policy parser, compiler, MUD importer and DNS tracker, run by
 //! `cargo test`: random and mutated input never panics, and compiled entries, looked up the
-//! way the datapath does, allow exactly what the source rules allow. Seeds are fixed so a
+//! way the datapath does, allow exactly what the source rules allow, in IPv4 and IPv6. Seeds are fixed so a
 //! failure reproduces; each test is bounded in iterations. Test code only: the cargo-fuzz
 //! targets in `fuzz/` do not use it, they call the public API (`parse_sources`, `compile`,
 //! `mud`, `DnsTracker`) themselves.
@@ -14,11 +14,14 @@ use gateway_ebpf::{MAX_PORT_MATCHES, opener, proto};
 use ipnet::IpNet;
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::SliceRandom};
 
+use hickory_proto::rr::RecordType;
+
 use super::{
     CompiledPolicy, CompiledRule, DnsTracker, PolicyId, compile,
-    dns::tests::{RESOLVER, udp_sample},
-    entries::{PortMatchKey, merged_matches, tests::outbound},
+    dns::tests::{RESOLVER, Record, message, udp_sample},
+    entries::{PortMatchKey, merged_matches},
     load::parse_sources,
+    model::Family,
     mud,
 };
 use crate::datapath::events::{PacketSample, SampleKind};
@@ -191,8 +194,13 @@ struct Probe {
 
 /// What a rule in the random policies says, evaluated directly from its words.
 struct SourceRule {
-    net: IpNet,
-    /// `None`: any protocol.
+    nets: Vec<IpNet>,
+    /// Its `names`: what they resolve to is given to `admits`.
+    names: Vec<&'static str>,
+    /// `family`: `None` for both.
+    family: Option<Family>,
+    /// `None`: any protocol. `ICMP` stands for the ICMP of the packet's family (ICMPv6 to an
+    /// IPv6 address).
     proto: Option<u8>,
     /// The opener's destination ports.
     ports: Vec<(u16, u16)>,
@@ -205,21 +213,34 @@ struct SourceRule {
 }
 
 impl SourceRule {
-    fn admits(&self, probe: &Probe) -> bool {
+    /// Whether the rule admits `probe`, its names having resolved to `resolved`.
+    fn admits(&self, probe: &Probe, resolved: &[(&str, IpAddr)]) -> bool {
         let within =
             |ranges: &[(u16, u16)], port: u16| ranges.iter().any(|(first, last)| *first <= port && port <= *last);
-        if !self.net.contains(&probe.addr) || self.proto.is_some_and(|p| p != probe.proto) {
+        let v6 = probe.addr.is_ipv6();
+        if self.family.is_some_and(|family| (family == Family::Ipv6) != v6) {
+            return false;
+        }
+        let named = resolved.iter().any(|(name, addr)| self.names.contains(name) && *addr == probe.addr);
+        if !(named || self.nets.iter().any(|net| net.contains(&probe.addr))) {
+            return false;
+        }
+        let proto = match self.proto {
+            Some(proto::ICMP) if v6 => Some(proto::ICMPV6),
+            other => other,
+        };
+        if proto.is_some_and(|p| p != probe.proto) {
             return false;
         }
         [opener::DEVICE, opener::REMOTE].into_iter().filter(|who| self.openers & probe.opener & who != 0).any(|who| {
-            match self.proto {
+            match proto {
                 None => true,
-                Some(proto::ICMP) if self.icmp.is_empty() => true,
-                Some(proto::ICMP) => {
+                Some(proto::ICMP | proto::ICMPV6) if self.icmp.is_empty() => true,
+                Some(proto::ICMP | proto::ICMPV6) => {
                     let (kind, code) = ((probe.remote_port >> 8) as u8, probe.remote_port as u8);
                     self.icmp.iter().any(|(wanted, wanted_code)| {
                         // The device sends the message itself, or the reply to the remote's.
-                        let sent = if who == opener::DEVICE { Some(*wanted) } else { echo_or_timestamp_reply(*wanted) };
+                        let sent = if who == opener::DEVICE { Some(*wanted) } else { reply_to(v6, *wanted) };
                         sent == Some(kind) && wanted_code.is_none_or(|c| c == code)
                     })
                 }
@@ -232,11 +253,13 @@ impl SourceRule {
     }
 }
 
-/// The reply to an ICMP request among the ones the generator writes (echo, timestamp).
-fn echo_or_timestamp_reply(request: u8) -> Option<u8> {
-    match request {
-        8 => Some(0),
-        13 => Some(14),
+/// The reply to an ICMP request among the types the generator writes: echo and timestamp in
+/// ICMP, echo in ICMPv6 (RFC 792, RFC 4443); the others have none.
+fn reply_to(v6: bool, request: u8) -> Option<u8> {
+    match (v6, request) {
+        (false, 8) => Some(0),
+        (false, 13) => Some(14),
+        (true, 128) => Some(129),
         _ => None,
     }
 }
@@ -300,24 +323,80 @@ fn port_list(rng: &mut StdRng, choices: &[&str]) -> (String, Vec<(u16, u16)>) {
     (chosen.join(", "), ranges)
 }
 
+/// A query for `name` (A or AAAA by `addr`'s family) and the resolver's answer with `addr`,
+/// fed to `tracker` as the datapath samples them; the answer must open something.
+fn resolve(tracker: &mut DnsTracker, policy: PolicyId, id: u16, name: &str, addr: IpAddr) {
+    let device = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 10), 40_000 + id);
+    let (kind, record) = match addr {
+        IpAddr::V4(v4) => (RecordType::A, Record::A(name, 300, v4.octets())),
+        IpAddr::V6(v6) => (RecordType::AAAA, Record::Aaaa(name, 300, v6)),
+    };
+    let time = std::time::SystemTime::UNIX_EPOCH;
+    let query = udp_sample(SampleKind::Dns, device, RESOLVER, &message(id, name, kind, false, &[]), time);
+    let answer = message(id, name, kind, true, &[record]);
+    let answer = udp_sample(SampleKind::DnsAnswer, RESOLVER, device, &answer, time);
+    let now = Instant::now();
+    for sample in [query, answer] {
+        tracker.sample(&sample, |_| vec![policy], now);
+    }
+}
+
 #[test]
 fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
-    const NETS: &[&str] = &["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "10.2.0.0/16", "0.0.0.0/0"];
+    const NETS_V4: &[&str] = &["10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "10.2.0.0/16", "0.0.0.0/0"];
+    const NETS_V6: &[&str] =
+        &["2001:db8::/32", "2001:db8:1::/48", "2001:db8:1:2::/64", "2001:db8:1:2::3/128", "2001:db8:2::/48", "::/0"];
+    const NAMES: &[&str] = &["a.example", "b.example"];
     const PORTS: &[&str] = &["22", "53", "80", "443", "\"8000-8100\"", "\"1-1024\""];
     const SOURCE_PORTS: &[&str] = &["53", "443", "\"40000-40100\"", "\"1024-65535\""];
-    const ICMP_TYPES: &[(&str, (u8, Option<u8>))] =
-        &[("\"8/0\"", (8, Some(0))), ("\"8\"", (8, None)), ("\"3/1\"", (3, Some(1))), ("\"13\"", (13, None))];
-    const PROBE_ADDRS: &[[u8; 4]] =
-        &[[10, 1, 2, 3], [10, 1, 2, 4], [10, 1, 5, 5], [10, 2, 0, 1], [10, 3, 0, 1], [11, 0, 0, 1]];
+    // ICMP and ICMPv6 types with and without a reply, written for rules of either family.
+    const ICMP_TYPES: &[(&str, (u8, Option<u8>))] = &[
+        ("\"8/0\"", (8, Some(0))),
+        ("\"8\"", (8, None)),
+        ("\"3/1\"", (3, Some(1))),
+        ("\"13\"", (13, None)),
+        ("\"128\"", (128, None)),
+        ("\"128/0\"", (128, Some(0))),
+        ("\"1/4\"", (1, Some(4))),
+    ];
+    const PROBE_ADDRS: &[&str] = &[
+        "10.1.2.3",
+        "10.1.2.4",
+        "10.1.5.5",
+        "10.2.0.1",
+        "10.3.0.1",
+        "11.0.0.1",
+        "2001:db8:1:2::3",
+        "2001:db8:1:2::4",
+        "2001:db8:1:5::5",
+        "2001:db8:2::1",
+        "2001:db8:3::1",
+        "2001:db9::1",
+    ];
     const PROBE_PORTS: &[u16] = &[22, 53, 80, 443, 1000, 8050, 8883, 9999, 40_050];
-    const PROBE_ICMP: &[u16] = &[0x0800, 0x0801, 0x0000, 0x0301, 0x0303, 0x0d00, 0x0e00, 0x0b00];
+    const PROBE_ICMP: &[u16] =
+        &[0x0800, 0x0801, 0x0000, 0x0301, 0x0303, 0x0d00, 0x0e00, 0x0b00, 0x8000, 0x8100, 0x0104];
     let mut rng = StdRng::seed_from_u64(0x1077_0003);
-    let mut checked = 0;
+    let (mut checked, mut one_family, mut named) = (0, 0, 0);
+    let mut admitted = [0usize; 2];
     for _ in 0..300 {
         let mut text = String::from("[[class]]\nname = \"c\"\nid = 1\n");
         let mut source = Vec::new();
         for _ in 0..rng.gen_range(1..7) {
-            let net = *NETS.choose(&mut rng).expect("non-empty");
+            let family = *[None, None, Some(Family::Ipv4), Some(Family::Ipv6)].choose(&mut rng).expect("non-empty");
+            let candidates: Vec<&str> = match family {
+                None => NETS_V4.iter().chain(NETS_V6).copied().collect(),
+                Some(Family::Ipv4) => NETS_V4.to_vec(),
+                Some(Family::Ipv6) => NETS_V6.to_vec(),
+            };
+            // Networks, names, or both.
+            let (with_nets, with_names) =
+                *[(true, false), (true, false), (false, true), (true, true)].choose(&mut rng).expect("non-empty");
+            let count = rng.gen_range(1..3);
+            let nets: Vec<&str> =
+                if with_nets { candidates.choose_multiple(&mut rng, count).copied().collect() } else { Vec::new() };
+            let names: Vec<&'static str> =
+                if with_names { vec![*NAMES.choose(&mut rng).expect("non-empty")] } else { Vec::new() };
             let (protocol, proto_number) =
                 *[("tcp", Some(proto::TCP)), ("udp", Some(proto::UDP)), ("icmp", Some(proto::ICMP)), ("any", None)]
                     .choose(&mut rng)
@@ -327,16 +406,27 @@ fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
                     .choose(&mut rng)
                     .expect("non-empty");
             let mut rule = SourceRule {
-                net: net.parse().expect("net"),
+                nets: nets.iter().map(|net| net.parse().expect("net")).collect(),
+                names: names.clone(),
+                family,
                 proto: proto_number,
                 ports: vec![(0, u16::MAX)],
                 source_ports: vec![(0, u16::MAX)],
                 icmp: Vec::new(),
                 openers,
             };
-            text.push_str(&format!(
-                "[[class.allow]]\nnets = [\"{net}\"]\nprotocol = \"{protocol}\"\ndirection = \"{direction}\"\n"
-            ));
+            let quoted = |list: &[&str]| list.iter().map(|item| format!("\"{item}\"")).collect::<Vec<_>>().join(", ");
+            text.push_str(&format!("[[class.allow]]\nprotocol = \"{protocol}\"\ndirection = \"{direction}\"\n"));
+            if with_nets {
+                text.push_str(&format!("nets = [{}]\n", quoted(&nets)));
+            }
+            if with_names {
+                text.push_str(&format!("names = [{}]\n", quoted(&names)));
+            }
+            if let Some(family) = family {
+                text.push_str(&format!("family = \"{}\"\n", family.as_str()));
+                one_family += 1;
+            }
             if matches!(protocol, "tcp" | "udp") {
                 let (written, ranges) = port_list(&mut rng, PORTS);
                 text.push_str(&format!("ports = [{written}]\n"));
@@ -370,34 +460,30 @@ fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
         };
         check_invariants(&compiled);
         let id = compiled.classes[0].policy_id;
-        // DNS-derived host entries (outbound), merged the way the controller merges them.
-        let mut dynamic = Vec::new();
-        for _ in 0..rng.gen_range(0..4) {
-            let addr = IpAddr::V4(Ipv4Addr::from(*PROBE_ADDRS.choose(&mut rng).expect("non-empty")));
-            let (proto_number, port) =
-                *[(proto::TCP, 8883u16), (proto::UDP, 53), (proto::ANY, 0)].choose(&mut rng).expect("non-empty");
-            let (first, last) = if proto_number == proto::ANY { (0, u16::MAX) } else { (port, port) };
-            let net = IpNet::from(addr);
-            dynamic.push(CompiledRule { policy_id: id, proto: proto_number, net, matches: outbound(&[(first, last)]) });
-            source.push(SourceRule {
-                net,
-                proto: (proto_number != proto::ANY).then_some(proto_number),
-                ports: vec![(first, last)],
-                source_ports: vec![(0, u16::MAX)],
-                icmp: Vec::new(),
-                openers: opener::DEVICE,
-            });
+        // Names resolve to addresses of either family, through the tracker, whose entries
+        // merge with the compiled ones the way the controller merges them.
+        let mut tracker = DnsTracker::new(&compiled, &super::dns::DnsConfig::default());
+        let mut resolved = Vec::new();
+        for query_id in 0..rng.gen_range(0..4) {
+            let name = *NAMES.choose(&mut rng).expect("non-empty");
+            let addr: IpAddr = PROBE_ADDRS.choose(&mut rng).expect("non-empty").parse().expect("addr");
+            resolve(&mut tracker, id, query_id, name, addr);
+            resolved.push((name, addr));
         }
+        let dynamic = tracker.active();
+        named += dynamic.len();
         let (rules, refused) = compiled.rules_with(&dynamic);
         if !refused.is_empty() {
             continue;
         }
         for addr in PROBE_ADDRS {
-            let addr = IpAddr::V4(Ipv4Addr::from(*addr));
+            let addr: IpAddr = addr.parse().expect("addr");
+            // The family's own ICMP has rules of its own; the other one, and GRE, only ANY's.
+            let (icmp, other_icmp) =
+                if addr.is_ipv6() { (proto::ICMPV6, proto::ICMP) } else { (proto::ICMP, proto::ICMPV6) };
             for who in [opener::DEVICE, opener::REMOTE, opener::EITHER] {
                 let mut probes = Vec::new();
-                // TCP and UDP have rules of their own; ICMPv6 and GRE only get ANY's.
-                for proto_number in [proto::TCP, proto::UDP, proto::ICMPV6, GRE] {
+                for proto_number in [proto::TCP, proto::UDP, other_icmp, GRE] {
                     for remote_port in PROBE_PORTS {
                         for device_port in PROBE_PORTS {
                             let (remote_port, device_port) = (*remote_port, *device_port);
@@ -406,17 +492,21 @@ fn compiled_entries_with_dns_entries_allow_exactly_what_the_rules_allow() {
                     }
                 }
                 for message in PROBE_ICMP {
-                    probes.push(Probe { addr, proto: proto::ICMP, remote_port: *message, device_port: 0, opener: who });
+                    probes.push(Probe { addr, proto: icmp, remote_port: *message, device_port: 0, opener: who });
                 }
                 for probe in probes {
-                    let expected = source.iter().any(|rule| rule.admits(&probe));
+                    let expected = source.iter().any(|rule| rule.admits(&probe, &resolved));
                     let actual = datapath_allows(&rules, id, &probe);
-                    assert_eq!(actual, expected, "{probe:?}\n{text}\n{dynamic:#?}\n{rules:#?}");
+                    assert_eq!(actual, expected, "{probe:?}\n{text}\n{resolved:?}\n{dynamic:#?}\n{rules:#?}");
+                    admitted[usize::from(addr.is_ipv6())] += usize::from(actual);
                 }
             }
         }
         checked += 1;
     }
-    // Refusals (too many combinations) are legitimate, but most policies must be checked.
+    // Refusals (too many combinations) are legitimate, but most policies must be checked, and
+    // each family, names and one-family rules must be exercised.
     assert!(checked > 200, "only {checked} of 300 generated policies compiled");
+    assert!(admitted.iter().all(|count| *count > 10_000), "admitted (IPv4, IPv6): {admitted:?}");
+    assert!(named > 100 && one_family > 200, "{named} DNS entries, {one_family} one-family rules");
 }

@@ -192,6 +192,74 @@ pub fn arp_announcement(mac: [u8; 6], ip: [u8; 4]) -> Vec<u8> {
     frame
 }
 
+/// All DHCPv6 relay agents and servers (RFC 8415 §7.1), at their multicast MAC (RFC 2464 §7),
+/// and the DHCPv6 ports.
+pub const DHCPV6_SERVERS_IP: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+pub const DHCPV6_SERVERS_MAC: [u8; 6] = [0x33, 0x33, 0x00, 0x01, 0x00, 0x02];
+pub const DHCPV6_CLIENT_PORT: u16 = 546;
+pub const DHCPV6_SERVER_PORT: u16 = 547;
+
+/// The link-local address a device forms from its MAC (modified EUI-64, RFC 4291 appendix A).
+pub fn link_local(mac: [u8; 6]) -> std::net::Ipv6Addr {
+    let [m0, m1, m2, m3, m4, m5] = mac;
+    let interface_id = [m0 ^ 0x02, m1, m2, 0xff, 0xfe, m3, m4, m5];
+    let mut octets = [0u8; 16];
+    octets[..2].copy_from_slice(&[0xfe, 0x80]);
+    octets[8..].copy_from_slice(&interface_id);
+    octets.into()
+}
+
+/// A DHCPv6 SOLICIT from `mac`'s link-local address to all DHCP servers, with a DUID-LL client
+/// id and its MUD URL in option 112 (RFC 8520 §10), encoded by dhcproto.
+pub fn dhcpv6_solicit_with_mud_url(mac: [u8; 6], xid: [u8; 3], mud_url: &str) -> Vec<u8> {
+    use dhcproto::{Encodable as _, v6};
+    /// DUID-LL (RFC 8415 §11.4): type 3, hardware type 1 (Ethernet), the MAC.
+    const DUID_LL_ETHERNET: [u8; 4] = [0, 3, 0, 1];
+    let mut message = v6::Message::new_with_id(v6::MessageType::Solicit, xid);
+    let options = message.opts_mut();
+    options.insert(v6::DhcpOption::ClientId([&DUID_LL_ETHERNET[..], &mac].concat()));
+    options.insert(v6::DhcpOption::ElapsedTime(0));
+    options.insert(v6::DhcpOption::Unknown(v6::UnknownOption::new(v6::OptionCode::MudUrlV6, mud_url.into())));
+    let payload = message.to_vec().expect("dhcpv6 message");
+    let from = std::net::SocketAddrV6::new(link_local(mac), DHCPV6_CLIENT_PORT, 0, 0);
+    let to = std::net::SocketAddrV6::new(DHCPV6_SERVERS_IP, DHCPV6_SERVER_PORT, 0, 0);
+    udp6((mac, DHCPV6_SERVERS_MAC), from, to, &payload)
+}
+
+/// The nearest-bridge group address LLDP is sent to (IEEE 802.1AB §7.1) and LLDP's EtherType.
+pub const LLDP_NEAREST_BRIDGE_MAC: [u8; 6] = [0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e];
+const LLDP_ETHER_TYPE: etherparse::EtherType = etherparse::EtherType(0x88cc);
+
+/// One LLDP TLV: 7 bits of type and 9 of length (IEEE 802.1AB §8.4.1), then the value.
+fn lldp_tlv(kind: u8, value: &[u8]) -> Vec<u8> {
+    let header = (u16::from(kind) << 9) | u16::try_from(value.len()).expect("LLDP TLV of at most 511 bytes");
+    [&header.to_be_bytes()[..], value].concat()
+}
+
+/// An LLDPDU from `mac`: chassis id and port id (both its MAC), a TTL of 120 s, the MUD URL TLV
+/// (RFC 8520 §10: organisationally specific, OUI 00-00-5E, subtype 1) and the end TLV.
+pub fn lldp_with_mud_url(mac: [u8; 6], mud_url: &str) -> Vec<u8> {
+    /// TLV types (IEEE 802.1AB §8.4) and the MAC-address subtypes of chassis and port id.
+    const END: u8 = 0;
+    const CHASSIS_ID: u8 = 1;
+    const PORT_ID: u8 = 2;
+    const TTL: u8 = 3;
+    const ORGANIZATION_SPECIFIC: u8 = 127;
+    const CHASSIS_MAC: u8 = 4;
+    const PORT_MAC: u8 = 3;
+    const MUD_OUI_AND_SUBTYPE: [u8; 4] = [0x00, 0x00, 0x5e, 0x01];
+    let mut frame = Vec::new();
+    etherparse::Ethernet2Header { source: mac, destination: LLDP_NEAREST_BRIDGE_MAC, ether_type: LLDP_ETHER_TYPE }
+        .write(&mut frame)
+        .expect("ethernet");
+    frame.extend(lldp_tlv(CHASSIS_ID, &[&[CHASSIS_MAC][..], &mac].concat()));
+    frame.extend(lldp_tlv(PORT_ID, &[&[PORT_MAC][..], &mac].concat()));
+    frame.extend(lldp_tlv(TTL, &120u16.to_be_bytes()));
+    frame.extend(lldp_tlv(ORGANIZATION_SPECIFIC, &[&MUD_OUI_AND_SUBTYPE[..], mud_url.as_bytes()].concat()));
+    frame.extend(lldp_tlv(END, &[]));
+    frame
+}
+
 /// `dhcp_discover` padded after its END option (as RFC 2131 allows) to a frame of
 /// `frame_len` bytes: long DHCP messages must be sampled from their start.
 pub fn dhcp_discover_padded(e: Endpoints, xid: u32, parameters: &[u8], hostname: &str, frame_len: usize) -> Vec<u8> {

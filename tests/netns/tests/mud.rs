@@ -1,12 +1,12 @@
-//! MUD at run time over the real datapath (issue 17): a device announces its MUD URL in a
-//! DHCPREQUEST (option 161) through the gateway's XDP; the gateway fetches the file and its
-//! detached signature over HTTPS from a server in the lab's upstream namespace (reachable
-//! only inside the lab), verifies them, and puts the device on the MUD file's class, whose
-//! rules XDP then enforces. PKI and signature are made with `openssl` (needs it on the PATH).
+//! MUD at run time over the real datapath (issue 17): a device announces its MUD URL through
+//! the gateway's XDP, in a DHCPREQUEST (option 161), a DHCPv6 SOLICIT (option 112) or an LLDPDU
+//! (the MUD TLV); the gateway fetches the file and its detached signature over HTTPS from a
+//! server in the lab's upstream namespace (reachable only inside the lab), verifies them, and
+//! puts the device on the MUD file's class, whose rules XDP then enforces; the inventory and
+//! the audit record which file, signed by whom, came over which channel. The server is
+//! `netns_tests::mud::MudServer`.
 use std::{
     net::Ipv4Addr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -14,17 +14,16 @@ use iotgw::{
     datapath::{DeviceAccess, DeviceControl as _},
     device::{Access, Mac},
 };
-use iotgw_test_support::checked;
 use netns_tests::{
+    api::{ApiClient, token_entry},
     controller::Controller,
     lab::Lab,
+    mud::{self, MudServer},
     packets::{self, Endpoints},
     policies::{LANES, defaults},
     raw::RawSocket,
 };
 
-/// The MUD server: in the upstream namespace, on the address the lab gives it.
-const SERVER: &str = "10.78.0.2:8443";
 /// What the MUD file allows: HTTPS to the upstream host.
 const CLOUD: [u8; 4] = [10, 78, 0, 2];
 /// The first MUD class id (`policy::store::GENERATED_CLASS_IDS`).
@@ -55,110 +54,6 @@ const MUD_FILE: &str = r#"{
   } ] }
 }"#;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    checked(Command::new("openssl").current_dir(dir).args(args));
-}
-
-/// A CA named `name` in `dir` (`<name>.pem`, `<name>.key`) and a certificate it issues for
-/// `leaf` with the extensions `extensions` (`<leaf>.pem`, `<leaf>.key`).
-fn ca_and_leaf(dir: &Path, name: &str, leaf: &str, extensions: &str) {
-    let (ca_pem, ca_key) = (format!("{name}.pem"), format!("{name}.key"));
-    let (pem, key, csr) = (format!("{leaf}.pem"), format!("{leaf}.key"), format!("{leaf}.csr"));
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    let subject = format!("/CN={name}");
-    let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subject, "-keyout", &ca_key, "-out", &ca_pem];
-    args.extend(ec);
-    args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
-    openssl(dir, &args);
-    let subject = format!("/CN={leaf}");
-    let mut args = vec!["req", "-new", "-subj", &subject, "-keyout", &key, "-out", &csr];
-    args.extend(ec);
-    openssl(dir, &args);
-    std::fs::write(dir.join("ext.cnf"), extensions).unwrap();
-    openssl(
-        dir,
-        &[
-            "x509", "-req", "-days", "2", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-out", &pem, "-extfile",
-            "ext.cnf",
-        ],
-    );
-}
-
-/// `openssl s_server -WWW` serving `dir` in the upstream namespace; killed on drop.
-struct MudServer {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl MudServer {
-    fn start(lab: &Lab) -> MudServer {
-        let dir = std::env::temp_dir().join(format!("{}-mud", lab.id));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        ca_and_leaf(&dir, "tls-ca", "server", "subjectAltName=IP:10.78.0.2\nextendedKeyUsage=serverAuth\n");
-        ca_and_leaf(&dir, "mud-anchor", "signer", "keyUsage=critical,digitalSignature\n");
-        std::fs::write(dir.join("bulb.json"), MUD_FILE).unwrap();
-        openssl(
-            &dir,
-            &[
-                "cms",
-                "-sign",
-                "-binary",
-                "-md",
-                "sha256",
-                "-outform",
-                "DER",
-                "-in",
-                "bulb.json",
-                "-signer",
-                "signer.pem",
-                "-inkey",
-                "signer.key",
-                "-out",
-                "bulb.p7s",
-            ],
-        );
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.up, "openssl", "s_server", "-quiet", "-WWW", "-accept", SERVER])
-            .args(["-cert", "server.pem", "-key", "server.key"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting openssl s_server");
-        // Until it listens: a TCP connect from the upstream namespace succeeds.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !checked_connect(&lab.up) {
-            assert!(Instant::now() < deadline, "openssl s_server did not start listening");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        MudServer { child, dir }
-    }
-
-    fn config(&self) -> String {
-        format!(
-            "[mud]\nauthorities = [\"{SERVER}\"]\ntrust_anchors = \"{}\"\ntls_roots = \"{}\"\n",
-            self.dir.join("mud-anchor.pem").display(),
-            self.dir.join("tls-ca.pem").display()
-        )
-    }
-}
-
-fn checked_connect(ns: &str) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "bash", "-c", "exec 3<>/dev/tcp/10.78.0.2/8443"])
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-impl Drop for MudServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// SYNs from the device to `CLOUD:port` that reach the upstream namespace.
 fn syns_upstream(up: &RawSocket, tx: &RawSocket, e: Endpoints, port: u16, base: u16) -> usize {
     std::thread::scope(|scope| {
@@ -174,12 +69,19 @@ fn syns_upstream(up: &RawSocket, tx: &RawSocket, e: Endpoints, port: u16, base: 
     })
 }
 
-#[test]
-fn a_device_announcing_a_signed_mud_url_gets_its_class_and_xdp_enforces_it() {
+/// The token the tests read the inventory and the audit with.
+const VIEWER_TOKEN: &str = "lab-mud-viewer-51e2";
+const URL: &str = "https://10.78.0.2:8443/bulb.json";
+
+/// A device announces `URL` in the frame `announcement` makes from its MAC and its way to the
+/// cloud; it gets the file's class, XDP enforces the file, and the inventory and audit say
+/// which file, signed by whom, came over which `channel`.
+fn announced_mud_url_gets_its_class(channel: &str, announcement: impl Fn([u8; 6], Endpoints) -> Vec<u8>) {
     let lab = Lab::new(1);
-    let server = MudServer::start(&lab);
+    let server = MudServer::start(&lab, &[mud::upstream(8443)], &[("bulb.json", MUD_FILE)]);
     let defaults = defaults("drop");
-    let mut ctl = Controller::start(&lab, &[("lanes.toml", LANES), ("defaults.toml", &defaults)], &server.config());
+    let config = format!("{}\n[api]\ntokens = [{}]\n", server.config(), token_entry("vera", "viewer", VIEWER_TOKEN));
+    let mut ctl = Controller::start(&lab, &[("lanes.toml", LANES), ("defaults.toml", &defaults)], &config);
     let device = &lab.devices[0];
     let mac = Mac(device.mac);
     // Enrolled before any class is known, as the identity service does.
@@ -192,7 +94,7 @@ fn a_device_announcing_a_signed_mud_url_gets_its_class_and_xdp_enforces_it() {
     let to_cloud = Endpoints { src_mac: device.mac, dst_mac: gw_lan, src_ip: device.ip, dst_ip: CLOUD };
     assert_eq!(syns_upstream(&up, &tx, to_cloud, 443, 30_000), 0, "before its MUD class the device reaches nothing");
 
-    tx.send(&packets::dhcp_request_with_mud_url(to_cloud, 0x4d55_4400, "https://10.78.0.2:8443/bulb.json"));
+    tx.send(&announcement(device.mac, to_cloud));
     let expected = (gateway_ebpf::lane::FIRST_CLASS_POLICY + u32::from(MUD_CLASS), MUD_CLASS);
     let start = Instant::now();
     let mut seen = None;
@@ -204,9 +106,43 @@ fn a_device_announcing_a_signed_mud_url_gets_its_class_and_xdp_enforces_it() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(seen, Some(expected), "the device is on its MUD class");
-    println!("MUD class applied {:?} after the DHCPREQUEST", start.elapsed());
+    println!("MUD class applied {:?} after the {channel} announcement", start.elapsed());
     ctl.wait_for_log("MUD file applied", Duration::from_secs(1));
 
     assert_eq!(syns_upstream(&up, &tx, to_cloud, 443, 31_000), 3, "the MUD file's HTTPS to the cloud passes");
     assert_eq!(syns_upstream(&up, &tx, to_cloud, 80, 32_000), 0, "what the MUD file does not allow is dropped");
+
+    let api = ApiClient::new(&lab.gw);
+    let device = api.get(&format!("/api/v1/devices/{mac}"), Some(VIEWER_TOKEN)).json();
+    let record = &device["mud"];
+    assert_eq!(record["channel"], channel, "{record:#}");
+    assert_eq!(record["outcome"], "applied", "{record:#}");
+    assert_eq!(record["announced_url"], URL);
+    let applied = &record["applied"];
+    assert_eq!(applied["url"], URL);
+    assert_eq!(applied["class"], "mud-49152");
+    assert_eq!(applied["sha256"], server.sha256("bulb.json"), "the file served, byte for byte");
+    assert!(applied["signer"].as_str().is_some_and(|s| s.contains("CN=signer")), "{applied:#}");
+    let audit = api.get(&format!("/api/v1/audit?device={mac}&actor=mud"), Some(VIEWER_TOKEN)).json();
+    let actions: Vec<&str> = audit.as_array().expect("a list").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["mud_applied"], "{audit:#}");
+}
+
+#[test]
+fn a_device_announcing_a_signed_mud_url_in_dhcpv4_gets_its_class_and_xdp_enforces_it() {
+    announced_mud_url_gets_its_class("dhcpv4", |_, to_cloud| {
+        packets::dhcp_request_with_mud_url(to_cloud, 0x4d55_4400, URL)
+    });
+}
+
+#[test]
+fn a_device_announcing_a_signed_mud_url_in_dhcpv6_gets_its_class_and_xdp_enforces_it() {
+    announced_mud_url_gets_its_class("dhcpv6", |mac, _| {
+        packets::dhcpv6_solicit_with_mud_url(mac, [0x4d, 0x55, 0x06], URL)
+    });
+}
+
+#[test]
+fn a_device_announcing_a_signed_mud_url_in_lldp_gets_its_class_and_xdp_enforces_it() {
+    announced_mud_url_gets_its_class("lldp", |mac, _| packets::lldp_with_mud_url(mac, URL));
 }

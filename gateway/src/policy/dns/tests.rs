@@ -38,7 +38,7 @@ const DEVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 pub(crate) const RESOLVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(10, 78, 0, 53), 53);
 const NAME: &str = "upload.camera.example.com";
 
-enum Record<'a> {
+pub(crate) enum Record<'a> {
     A(&'a str, u32, [u8; 4]),
     Aaaa(&'a str, u32, Ipv6Addr),
     Cname(&'a str, u32, &'a str),
@@ -46,7 +46,7 @@ enum Record<'a> {
 
 /// A DNS message on the wire asking `question` (type `kind`), with `records` as its answer
 /// section when it is a response.
-fn message(id: u16, question: &str, kind: RecordType, response: bool, records: &[Record<'_>]) -> Vec<u8> {
+pub(crate) fn message(id: u16, question: &str, kind: RecordType, response: bool, records: &[Record<'_>]) -> Vec<u8> {
     let name = |text: &str| Name::from_ascii(text).expect("valid test name");
     let mut message = Message::new();
     message.set_id(id).set_message_type(if response { MessageType::Response } else { MessageType::Query });

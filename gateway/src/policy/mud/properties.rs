@@ -2,7 +2,8 @@
 //! packet the file's ACEs would not. The ACEs are evaluated here, independently of the
 //! importer (first match in order, RFC 8519; the MUD augmentations as RFC 8520 defines them),
 //! and the imported class is read from its TOML with the contract's meaning of each key.
-//! Seeded and bounded, so a failure reproduces.
+//! IPv6 as well as IPv4: typed ACLs of both, and every network, name and abstraction of the
+//! test's world has addresses in both families. Seeded and bounded, so a failure reproduces.
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -16,14 +17,23 @@ const NAMES: &[(&str, &[&str])] =
     &[("cloud.example.com", &["203.0.113.80", "2001:db8:80::1"]), ("ntp.example.org", &["198.51.100.123"])];
 const NETS: &[&str] = &["203.0.113.0/24", "203.0.113.80/32", "198.51.100.0/24", "2001:db8:80::/48", "10.77.0.9/32"];
 const LAN: &[&str] = &["10.77.0.0/16", "2001:db8:77::/64"];
-const GATEWAY: &str = "10.77.0.1";
+/// The gateway's own addresses (the standard DNS and NTP controllers).
+const GATEWAY: &[&str] = &["10.77.0.1", "2001:db8:77::1"];
 const MUD_URL: &str = "https://lighting.example.com/bulb";
-/// Devices on the LAN, with their MUD URLs (manufacturer and model matches).
-const DEVICES: &[(&str, &str)] =
-    &[("10.77.0.40", "https://lighting.example.com/switch"), ("10.77.0.41", "https://other.example.net/cam")];
-/// Controllers: each identity its own address.
-const CONTROLLERS: &[(&str, &str)] =
-    &[("my-controller", "10.77.0.9"), ("https://lighting.example.com/hub", "10.77.0.8")];
+/// Devices on the LAN, with their MUD URLs (manufacturer and model matches), in each family.
+const DEVICES: &[(&str, &str)] = &[
+    ("10.77.0.40", "https://lighting.example.com/switch"),
+    ("2001:db8:77::40", "https://lighting.example.com/switch"),
+    ("10.77.0.41", "https://other.example.net/cam"),
+    ("2001:db8:77::41", "https://other.example.net/cam"),
+];
+/// Controllers: each identity its own addresses.
+const CONTROLLERS: &[(&str, &str)] = &[
+    ("my-controller", "10.77.0.9"),
+    ("my-controller", "2001:db8:77::9"),
+    ("https://lighting.example.com/hub", "10.77.0.8"),
+    ("https://lighting.example.com/hub", "2001:db8:77::8"),
+];
 const PROBE_ADDRS: &[&str] = &[
     "203.0.113.80",
     "203.0.113.5",
@@ -37,6 +47,11 @@ const PROBE_ADDRS: &[&str] = &[
     "10.77.0.40",
     "10.77.0.41",
     "2001:db8:77::5",
+    "2001:db8:77::1",
+    "2001:db8:77::8",
+    "2001:db8:77::9",
+    "2001:db8:77::40",
+    "2001:db8:77::41",
     "192.0.2.1",
 ];
 const PROBE_PORTS: &[u16] = &[23, 53, 123, 443, 1000, 5683, 8443, 40000];
@@ -240,9 +255,11 @@ fn abstraction_addrs(key: &str, value: &Value) -> Vec<IpNet> {
             hosts(DEVICES.iter().filter(|(_, url)| authority(url) == host).map(|(a, _)| *a).collect())
         }
         ("model", Some(model)) => hosts(DEVICES.iter().filter(|(_, url)| url == &model).map(|(a, _)| *a).collect()),
-        ("controller", Some(uri)) if uri.starts_with("urn:ietf:params:mud:") => hosts(vec![GATEWAY]),
+        ("controller", Some(uri)) if uri.starts_with("urn:ietf:params:mud:") => hosts(GATEWAY.to_vec()),
         ("controller", Some(uri)) => hosts(CONTROLLERS.iter().filter(|(id, _)| *id == uri).map(|(_, a)| *a).collect()),
-        ("my-controller", _) => hosts(vec![CONTROLLERS[0].1]),
+        ("my-controller", _) => {
+            hosts(CONTROLLERS.iter().filter(|(id, _)| *id == "my-controller").map(|(_, a)| *a).collect())
+        }
         _ => Vec::new(),
     }
 }
@@ -375,7 +392,11 @@ fn rule_admits(rule: &toml::Table, controllers: &[IpNet], probe: &Probe) -> bool
 #[test]
 fn imported_classes_never_admit_what_the_mud_file_does_not() {
     let mut rng = StdRng::seed_from_u64(0x1077_0017);
-    let (mut imported, mut admitted, mut probes, mut one_family) = (0, 0, 0, 0);
+    let (mut imported, mut probes, mut one_family) = (0, 0, 0);
+    // Probes admitted, IPv4 and IPv6.
+    let mut admitted = [0usize; 2];
+    // The kinds of remote (`gateway`, `manufacturer`, ...) that admitted an IPv6 probe.
+    let mut remotes_v6 = std::collections::BTreeSet::new();
     for iteration in 0..400 {
         let mut acls = Vec::new();
         let mut json_acls = Vec::new();
@@ -445,8 +466,15 @@ fn imported_classes_never_admit_what_the_mud_file_does_not() {
                             opened_by_device,
                         };
                         probes += 1;
-                        if rules.iter().any(|rule| rule_admits(rule, &controllers, &probe)) {
-                            admitted += 1;
+                        let admitting: Vec<&toml::Table> =
+                            rules.iter().filter(|rule| rule_admits(rule, &controllers, &probe)).collect();
+                        if !admitting.is_empty() {
+                            admitted[usize::from(remote.is_ipv6())] += 1;
+                            if remote.is_ipv6() {
+                                let kinds = admitting.iter().filter_map(|rule| rule.get("remote")?.as_str());
+                                remotes_v6
+                                    .extend(kinds.map(|remote| remote.split(':').next().unwrap_or(remote).to_owned()));
+                            }
                             assert!(
                                 mud_admits(&acls, &probe),
                                 "iteration {iteration}: the class admits {probe:?} but the file does not\n{text}\n{}",
@@ -460,7 +488,12 @@ fn imported_classes_never_admit_what_the_mud_file_does_not() {
     }
     // The test can fail: most files import something, and many probes are admitted.
     assert!(imported > 200, "{imported} files imported");
-    assert!(admitted > probes / 50, "{admitted} of {probes} probes admitted");
+    let total: usize = admitted.iter().sum();
+    assert!(total > probes / 50, "{total} of {probes} probes admitted");
+    // IPv6 as much as IPv4: ACLs, networks, names and every abstraction have addresses of both.
+    assert!(admitted[1] > admitted[0] / 4, "admitted (IPv4, IPv6): {admitted:?}");
+    let every_remote = ["controller", "gateway", "local-networks", "manufacturer", "model", "my-controller"];
+    assert_eq!(remotes_v6, every_remote.map(String::from).into(), "remotes that admitted IPv6");
     // Names in typed ACLs are imported kept to their family, and probed in both.
     assert!(one_family > 20, "{one_family} rules kept to one family");
 }
