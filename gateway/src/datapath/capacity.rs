@@ -10,12 +10,13 @@
 //! |---|---:|---|
 //! | `DEVICES` (hash) | 80 B | `devices_capacity` |
 //! | `DEVICE_IPV4` (hash) | 80 B | `devices_capacity` |
-//! | `DEVICE_STATS` (LRU per-CPU hash) | 80 B + 200 B per CPU | `devices_capacity` |
+//! | `DEVICE_STATS` (LRU per-CPU hash) | 80 B + 208 B per CPU | `devices_capacity` |
+//! | `CHANGED_DEVICES` (ring buffer) | 8 B (a 16 B record for half the devices) | `devices_capacity` |
 //! | `FLOWS` (LRU hash) | 208 B | `flows_capacity` |
 //! | `EVENTS` (ring buffer) | 1 B | `events_ring_bytes` |
 //! | `POLICY_V4`, `POLICY_V6` (LPM tries) | allocated per rule written | the policy compiler's bound |
 //!
-//! So a device costs 240 B + 200 B per CPU (1,040 B on 4 CPUs), a flow 208 B. The policy tries
+//! So a device costs 248 B + 208 B per CPU (1,080 B on 4 CPUs), a flow 208 B. The policy tries
 //! allocate only the rules they hold, so their bound (`gateway_ebpf::maps::POLICY_CAPACITY`,
 //! which the policy compiler enforces) costs nothing unused and is not configured here.
 use std::path::Path;
@@ -36,12 +37,24 @@ pub const MIN_EVENTS_RING_BYTES: u32 = 1 << 16;
 /// A map's configured size: (map name, `max_entries`).
 pub type Capacity = (&'static str, u32);
 
+/// `CHANGED_DEVICES`'s bytes: a record for half the devices. A sweep that finds more than a
+/// quarter of them changed (`sweep::FULL_READ_SHARE`) reads every device anyway, and one that
+/// overflows the ring does too, so more room would buy nothing.
+pub fn changed_devices_bytes(devices_capacity: u32) -> u32 {
+    let records = u64::from(devices_capacity).div_ceil(2);
+    let bytes = (records * u64::from(abi::CHANGED_DEVICES_RECORD_BYTES)).next_power_of_two();
+    bytes.clamp(u64::from(MIN_CHANGED_DEVICES_BYTES), 1 << 30) as u32
+}
+/// The smallest ring the kernel takes: one page.
+const MIN_CHANGED_DEVICES_BYTES: u32 = 4_096;
+
 /// The size of every map `[datapath]` sizes.
-pub fn capacities(config: &DatapathConfig) -> [Capacity; 5] {
+pub fn capacities(config: &DatapathConfig) -> [Capacity; 6] {
     [
         (abi::DEVICES, config.devices_capacity),
         (abi::DEVICE_IPV4, config.devices_capacity),
         (abi::DEVICE_STATS, config.devices_capacity),
+        (abi::CHANGED_DEVICES, changed_devices_bytes(config.devices_capacity)),
         (abi::FLOWS, config.flows_capacity),
         (abi::EVENTS, config.events_ring_bytes),
     ]
@@ -87,6 +100,14 @@ mod tests {
         }
         assert!(sizes.contains(&(abi::FLOWS, 1_000_000)));
         assert!(sizes.contains(&(abi::EVENTS, DEFAULT_EVENTS_RING_BYTES)));
+        assert!(sizes.contains(&(abi::CHANGED_DEVICES, 1 << 20)), "50,000 records of 16 B: 1 MiB");
+    }
+
+    #[test]
+    fn the_changed_devices_ring_is_a_power_of_two_of_at_least_a_page() {
+        assert_eq!(changed_devices_bytes(1), 4_096);
+        assert_eq!(changed_devices_bytes(DEFAULT_DEVICES), 32_768);
+        assert_eq!(changed_devices_bytes(u32::MAX), 1 << 30);
     }
 
     #[test]

@@ -337,10 +337,11 @@ const VALUE_SIZES: [(&str, usize); 6] = [
 ];
 
 /// Every map the object pins.
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 11] = [
     abi::DEVICES,
     abi::DEVICE_IPV4,
     abi::DEVICE_STATS,
+    abi::CHANGED_DEVICES,
     abi::FLOWS,
     abi::POLICY_V4,
     abi::POLICY_V6,
