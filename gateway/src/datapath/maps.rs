@@ -87,6 +87,8 @@ pub struct Maps {
     /// need not read them again.
     policy_v4_entries: AtomicU64,
     policy_v6_entries: AtomicU64,
+    /// Writes to `DEVICES` through this handle, so a step can tell the table changed.
+    device_writes: AtomicU64,
 }
 
 impl Maps {
@@ -137,6 +139,7 @@ impl Maps {
             redirect: Mutex::new(DevMap::try_from(get(abi::REDIRECT_PORTS)?).map_err(map_error(abi::REDIRECT_PORTS))?),
             policy_v4_entries: AtomicU64::new(0),
             policy_v6_entries: AtomicU64::new(0),
+            device_writes: AtomicU64::new(0),
         })
     }
 
@@ -363,9 +366,22 @@ impl Maps {
         ])
     }
 
-    /// Every device entry (for start-up reconciliation and status).
+    /// Every device entry (for start-up reconciliation, the class step and status), read in
+    /// batches; empty, and logged, if the kernel refuses the read.
     pub fn devices(&self) -> Vec<(Mac, DeviceEntry)> {
-        lock(&self.devices).iter().filter_map(Result::ok).map(|(k, v)| (Mac(k.addr), v)).collect()
+        let mut all = Vec::new();
+        let read = batch::for_each::<MacKey, DeviceEntry>(lock(&self.devices).map(), 1, |mac, entry| {
+            all.extend(entry.first().map(|entry| (Mac(mac.addr), *entry)));
+        });
+        if let Err(error) = read {
+            tracing::warn!(%error, map = abi::DEVICES, "cannot read the device table");
+        }
+        all
+    }
+
+    /// How many writes to `DEVICES` this handle made: unchanged, the table is as it was.
+    pub fn device_table_writes(&self) -> u64 {
+        self.device_writes.load(Ordering::Relaxed)
     }
 }
 
@@ -391,6 +407,7 @@ impl DeviceControl for Maps {
         // XDP already compares each flow's cached state and policy id with the live entry; the
         // bump also retires a decision two CPUs raced to cache across this write.
         written?;
+        self.device_writes.fetch_add(1, Ordering::Relaxed);
         self.bump_policy_generation()
     }
 
