@@ -7,25 +7,19 @@
 //! Runs the real LAN program with BPF_PROG_TEST_RUN on crafted frames, with a changed-devices
 //! ring of one page (256 records). Needs root (BPF); the maps are pinned in a directory of the
 //! test's own, removed on drop.
-use std::{collections::HashMap, path::PathBuf};
+use std::collections::HashMap;
 
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{TestRun as _, TestRunOptions, Xdp},
-};
-use gateway_ebpf::{GatewayConfig, maps as abi, programs};
+use gateway_ebpf::{GatewayConfig, maps as abi};
 use iotgw::{
     datapath::{
-        loader,
-        maps::Maps,
         sweep::{CounterSweep, ReadKind},
         traffic::TrafficCounters,
     },
     device::Mac,
 };
 use netns_tests::{
+    lan_program::LanProgram,
     packets::{self, Endpoints},
-    require_root,
 };
 
 const GATEWAY_MAC: [u8; 6] = [0x02, 0x67, 0, 0, 0, 1];
@@ -41,51 +35,26 @@ fn mac(n: u32) -> [u8; 6] {
 }
 
 struct Datapath {
-    ebpf: Ebpf,
-    maps: Maps,
-    pin_dir: PathBuf,
+    lan: LanProgram,
 }
 
 impl Datapath {
     fn new(name: &str) -> Self {
-        require_root();
-        assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/iotgw-test-sweep-{name}-{}", std::process::id()));
-        loader::prepare_bpffs(&pin_dir).expect("bpffs");
-        let mut ebpf = EbpfLoader::new()
-            .default_map_pin_directory(&pin_dir)
-            .map_max_entries(abi::CHANGED_DEVICES, RING_BYTES)
-            .load(loader::object())
-            .expect("object loads");
-        let lan: &mut Xdp = ebpf.program_mut(programs::LAN_INGRESS).expect("lan program").try_into().expect("xdp");
-        lan.load().expect("verifier accepts the LAN program");
-        let maps = Maps::take(&mut ebpf).expect("maps");
-        maps.write_config(&GatewayConfig::default()).expect("datapath config");
-        Self { ebpf, maps, pin_dir }
+        let lan = LanProgram::load(&format!("sweep-{name}"), &[(abi::CHANGED_DEVICES, RING_BYTES)]);
+        lan.maps.write_config(&GatewayConfig::default()).expect("datapath config");
+        Self { lan }
     }
 
     /// Runs `frames` frames of `payload` bytes from device `n` through the LAN program.
     fn send(&self, n: u32, frames: u32, payload: usize) {
         let [_, _, a, b] = n.to_be_bytes();
         let e = Endpoints { src_mac: mac(n), dst_mac: GATEWAY_MAC, src_ip: [10, 67, a, b], dst_ip: UPSTREAM_IP };
-        let frame = packets::udp(e, 40_000, 9_000, &vec![0x5a; payload]);
-        let mut out = vec![0u8; frame.len() + 256];
-        let lan: &Xdp = self.ebpf.program(programs::LAN_INGRESS).expect("lan program").try_into().expect("xdp");
-        let opts =
-            TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), repeat: frames, ..TestRunOptions::new() };
-        lan.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        self.lan.run(&packets::udp(e, 40_000, 9_000, &vec![0x5a; payload]), frames);
     }
 
     /// Every device's cumulative traffic, read whole.
     fn all(&self) -> HashMap<Mac, TrafficCounters> {
-        self.maps.device_traffic().into_iter().collect()
-    }
-}
-
-impl Drop for Datapath {
-    fn drop(&mut self) {
-        let _ = loader::detach_all(&self.pin_dir);
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
+        self.lan.maps.device_traffic().into_iter().collect()
     }
 }
 
@@ -111,7 +80,7 @@ fn the_changed_devices_sweep_reports_exactly_the_full_reads_deltas() {
     for n in 0..DEVICES {
         d.send(n, 1, 10);
     }
-    let mut sweep = CounterSweep::start(&d.maps);
+    let mut sweep = CounterSweep::start(&d.lan.maps);
     let mut before = d.all();
 
     // (devices active in the round, how the sweep must read): the first read after the start
@@ -137,7 +106,7 @@ fn the_changed_devices_sweep_reports_exactly_the_full_reads_deltas() {
             let n = (i * 7 + round * 131) % DEVICES;
             d.send(n, 1 + (n + round) % 3, 20 + ((n * round) % 200) as usize);
         }
-        let (deltas, kind) = sweep.read(&d.maps);
+        let (deltas, kind) = sweep.read(&d.lan.maps);
         let after = d.all();
         let expected = full_read_deltas(&before, &after);
         let got: HashMap<Mac, TrafficCounters> = deltas.iter().copied().collect();
@@ -157,15 +126,15 @@ fn another_writer_of_the_sweep_epoch_makes_the_next_sweep_read_every_device() {
     for n in 0..20 {
         d.send(n, 1, 10);
     }
-    let mut sweep = CounterSweep::start(&d.maps);
-    assert_eq!(sweep.read(&d.maps).1, ReadKind::Full, "the first sweep after the start reads all");
+    let mut sweep = CounterSweep::start(&d.lan.maps);
+    assert_eq!(sweep.read(&d.lan.maps).1, ReadKind::Full, "the first sweep after the start reads all");
     d.send(1, 1, 10);
-    assert_eq!(sweep.read(&d.maps).1, ReadKind::Changed(1));
+    assert_eq!(sweep.read(&d.lan.maps).1, ReadKind::Changed(1));
     // A second sweep (another process) moves the epoch and takes the ring's records.
     d.send(2, 1, 10);
-    d.maps.next_sweep_epoch().expect("epoch");
-    d.maps.drain_changed_devices(&mut Vec::new());
-    let (deltas, kind) = sweep.read(&d.maps);
+    d.lan.maps.next_sweep_epoch().expect("epoch");
+    d.lan.maps.drain_changed_devices(&mut Vec::new());
+    let (deltas, kind) = sweep.read(&d.lan.maps);
     assert_eq!(kind, ReadKind::Full, "the set is no longer known complete");
     assert_eq!(deltas.iter().map(|(mac, _)| *mac).collect::<Vec<_>>(), [Mac(mac(2))], "still exactly the delta");
 }
