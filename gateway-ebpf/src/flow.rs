@@ -18,15 +18,23 @@
 //! Fragments are always decided afresh and never cached: a non-first fragment has no ports,
 //! so it shares its flow key with port-0 packets of the same 5-tuple but is judged differently.
 //!
-//! Reads `FLOWS_V4`, `FLOWS_V6` and `DEVICE_STATS`; writes them.
-use aya_ebpf::{bindings::BPF_NOEXIST, maps::LruHashMap};
+//! A device's first counted frame on a CPU in each sweep epoch (`GatewayConfig::sweep_epoch`)
+//! also writes its MAC to `CHANGED_DEVICES`, so the controller's sweep reads the devices that
+//! changed, not all of them (gateway's `datapath::sweep`).
+//!
+//! Reads `FLOWS_V4`, `FLOWS_V6`, `DEVICE_STATS` and `CONFIG`; writes `FLOWS_V4`, `FLOWS_V6`,
+//! `DEVICE_STATS` and `CHANGED_DEVICES`.
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
+    maps::LruHashMap,
+};
 use gateway_ebpf::{
     CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, MacKey, SynFingerprint, counter, opener,
     proto, reason,
 };
 
 use crate::{
-    DEVICE_STATS, FLOWS_V4, FLOWS_V6, count,
+    CHANGED_DEVICES, CONFIG, DEVICE_STATS, FLOWS_V4, FLOWS_V6, count,
     decision::Decision,
     parse::{self, Ip},
     wire::ipv4,
@@ -36,16 +44,43 @@ use crate::{
 /// 512-byte stack: the value lives in .rodata).
 static ZERO_STATS: DeviceStats = DeviceStats::ZERO;
 
-/// This CPU's counters of `mac`, created on first sight.
+/// This CPU's counters of `mac`, created on first sight, about to change: the device is
+/// marked changed in this sweep epoch first.
 #[inline(always)]
 fn stats(mac: &MacKey) -> Option<*mut DeviceStats> {
-    if let Some(stats) = DEVICE_STATS.get_ptr_mut(mac) {
-        return Some(stats);
+    let stats = match DEVICE_STATS.get_ptr_mut(mac) {
+        Some(stats) => stats,
+        None => {
+            if DEVICE_STATS.insert(mac, &ZERO_STATS, u64::from(BPF_NOEXIST)).is_ok() {
+                count(counter::DEVICE_STATS_INSERTED);
+            }
+            DEVICE_STATS.get_ptr_mut(mac)?
+        }
+    };
+    mark_changed(mac, stats);
+    Some(stats)
+}
+
+/// Writes `mac` to `CHANGED_DEVICES` if this is its first counted frame on this CPU in the
+/// live sweep epoch. The stamp is set even when the ring is full: the loss is counted and
+/// the sweep then reads every device, so one count per epoch is enough.
+// Not inlined: every counting site shares one copy, so the verifier walks it once per site
+// as a call, not as the sites' own paths.
+#[inline(never)]
+fn mark_changed(mac: &MacKey, stats: *mut DeviceStats) {
+    let Some(config) = CONFIG.get(0) else { return };
+    let epoch = config.sweep_epoch;
+    // SAFETY: per-CPU value, only touched by this CPU's program instance.
+    unsafe {
+        if (*stats).sweep_epoch == epoch {
+            return;
+        }
+        (*stats).sweep_epoch = epoch;
     }
-    if DEVICE_STATS.insert(mac, &ZERO_STATS, u64::from(BPF_NOEXIST)).is_ok() {
-        count(counter::DEVICE_STATS_INSERTED);
+    // No wake-up: the sweep reads the ring on its own schedule, nobody polls it.
+    if CHANGED_DEVICES.output::<MacKey>(mac, u64::from(BPF_RB_NO_WAKEUP)).is_err() {
+        count(counter::CHANGED_DEVICES_LOST);
     }
-    DEVICE_STATS.get_ptr_mut(mac)
 }
 
 /// Counts a frame from the device (`proto` 0 for non-IP frames).

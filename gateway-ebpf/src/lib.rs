@@ -19,7 +19,7 @@
 
 /// Bumped whenever a map's key or value layout changes, so a controller never reuses pinned
 /// maps of another layout.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Where the controller pins every map, so a restart reuses them and enforcement never resets.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
@@ -36,6 +36,14 @@ pub mod maps {
     /// Per-device, per-CPU counters: `MacKey` → `DeviceStats` (LRU, so MAC floods cannot pin it).
     pub const DEVICE_STATS: &str = "DEVICE_STATS";
     pub const DEVICE_STATS_CAPACITY: u32 = 65_536;
+    /// Ring buffer of `MacKey`s: a device's first counted frame on a CPU in a sweep epoch
+    /// (`GatewayConfig::sweep_epoch`) writes its MAC here, so the controller's counter sweep
+    /// reads only the devices that changed. The controller sizes it from the device capacity.
+    pub const CHANGED_DEVICES: &str = "CHANGED_DEVICES";
+    pub const CHANGED_DEVICES_BYTES: u32 = 1 << 20;
+    /// Bytes one `CHANGED_DEVICES` record takes in the ring: the kernel's 8-byte header and
+    /// the `MacKey`.
+    pub const CHANGED_DEVICES_RECORD_BYTES: u32 = 16;
     /// IPv4 flow table: `FlowKeyV4` → `FlowStats` (LRU). Apart from IPv6's so its keys are
     /// 20 bytes, not 48: the table every established packet looks up (bench/xdp).
     pub const FLOWS_V4: &str = "FLOWS_V4";
@@ -244,6 +252,8 @@ pub mod counter {
     pub const SPOOFED_SOURCE_PASSED: u32 = 7;
     /// Flows XDP inserted into `FLOWS_V6` (the same for its evictions).
     pub const FLOWS_V6_INSERTED: u32 = 8;
+    /// Changed devices `CHANGED_DEVICES` had no room for: the sweep then reads every device.
+    pub const CHANGED_DEVICES_LOST: u32 = 9;
     /// Drops by reason start here: `DROPS_BASE + reason`.
     pub const DROPS_BASE: u32 = 16;
     pub const COUNT: u32 = DROPS_BASE + crate::reason::COUNT as u32;
@@ -383,6 +393,11 @@ pub struct DeviceStats {
     pub drops: [u64; reason::SLOTS],
     /// Last frame from the device, `bpf_ktime_get_ns` (host order).
     pub last_seen_ns: u64,
+    /// The `GatewayConfig::sweep_epoch` in which this CPU last counted a frame of the device
+    /// (host order): when it differs from the live one, the frame is the device's first on
+    /// this CPU in the epoch and its MAC goes to `CHANGED_DEVICES`.
+    pub sweep_epoch: u32,
+    pub _pad: u32,
 }
 
 impl DeviceStats {
@@ -399,6 +414,8 @@ impl DeviceStats {
         other_packets: 0,
         drops: [0; reason::SLOTS],
         last_seen_ns: 0,
+        sweep_epoch: 0,
+        _pad: 0,
     };
 }
 
@@ -673,7 +690,9 @@ pub struct GatewayConfig {
     /// `DEVICES` and this config: a flow's cached decision (`CachedDecision`) made under
     /// another generation is recomputed on its next packet.
     pub policy_generation: u32,
-    pub _pad_end: [u8; 4],
+    /// Host order. Bumped by the controller's counter sweep before each read: a device's
+    /// first counted frame per CPU in an epoch writes its MAC to `CHANGED_DEVICES`.
+    pub sweep_epoch: u32,
 }
 
 impl Default for GatewayConfig {
@@ -691,7 +710,7 @@ impl Default for GatewayConfig {
             quarantine_dst_mac: [0; 6],
             quarantine_src_mac: [0; 6],
             policy_generation: 0,
-            _pad_end: [0; 4],
+            sweep_epoch: 0,
         }
     }
 }
@@ -784,7 +803,7 @@ const _: () = {
     assert!(size_of::<MacKey>() == 8);
     assert!(size_of::<DeviceEntry>() == 8);
     assert!(size_of::<SourceViolation>() == 16);
-    assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::SLOTS + 8);
+    assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::SLOTS + 8 + 8);
     assert!(reason::SLOTS.is_power_of_two() && reason::SLOTS >= reason::COUNT);
     assert!(size_of::<FlowKey>() == 48);
     assert!(size_of::<FlowKeyV4>() == 20);

@@ -52,6 +52,9 @@ static DEVICE_IPV4: HashMap<[u8; 4], MacKey> = HashMap::pinned(abi::DEVICE_IPV4_
 #[map(name = "DEVICE_STATS")]
 static DEVICE_STATS: LruPerCpuHashMap<MacKey, DeviceStats> = LruPerCpuHashMap::pinned(abi::DEVICE_STATS_CAPACITY, 0);
 
+#[map(name = "CHANGED_DEVICES")]
+static CHANGED_DEVICES: RingBuf = RingBuf::pinned(abi::CHANGED_DEVICES_BYTES, 0);
+
 #[map(name = "FLOWS_V4")]
 static FLOWS_V4: LruHashMap<FlowKeyV4, FlowStats> = LruHashMap::pinned(abi::FLOWS_V4_CAPACITY, 0);
 

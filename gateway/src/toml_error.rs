@@ -14,6 +14,28 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Where each line of a text starts, so many offsets are located without rescanning the text
+/// before each (a policy of 10,000 rules locates every rule: scanning is quadratic).
+pub struct LineStarts {
+    starts: Vec<usize>,
+}
+
+impl LineStarts {
+    pub fn new(text: &str) -> Self {
+        let starts = std::iter::once(0).chain(text.match_indices('\n').map(|(index, _)| index + 1)).collect();
+        Self { starts }
+    }
+
+    /// `line_column(text, offset)` for the `text` this was made from.
+    pub fn line_column(&self, text: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(text.len());
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let line_start = self.starts[line - 1];
+        let column = text.get(line_start..offset).map_or(0, |part| part.chars().count()) + 1;
+        (line, column)
+    }
+}
+
 /// The line and column `error` points at in `text`, `None` when it carries no place.
 pub fn position(text: &str, error: &toml::de::Error) -> Option<(usize, usize)> {
     error.span().map(|span| line_column(text, span.start))
@@ -27,6 +49,17 @@ pub fn message(error: &toml::de::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn line_starts_locate_like_a_scan() {
+        let text = "a = 1\n\nb = \"\u{e9}t\u{e9}\"\nc";
+        let lines = super::LineStarts::new(text);
+        for offset in 0..=text.len() + 2 {
+            if text.is_char_boundary(offset.min(text.len())) {
+                assert_eq!(lines.line_column(text, offset), super::line_column(text, offset), "offset {offset}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -278,7 +278,7 @@ impl Lab {
 
     /// The device's class as the class step would find it.
     fn class_of(&self, device: Mac) -> Option<(String, MatchedBy)> {
-        let mud_class = inventory_mud::class_id(&self.store(), device).unwrap().map(ClassId);
+        let mud_class = inventory_mud::class_ids(&self.store()).unwrap().get(&device).copied().map(ClassId);
         self.gate.current().classify(device, &[], None, mud_class).map(|class| (class.name, class.matched_by))
     }
 

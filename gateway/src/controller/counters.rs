@@ -1,9 +1,9 @@
 //! The counter step: every `datapath.counter_interval_ms`, each device's counters as deltas
 //! since the last read (`TrafficSample`): the inventory's traffic series, the volume
 //! baselines and the rate detectors. Then a tick, so incidents resolve when inputs stop.
+//! The read costs what the devices that changed cost (`datapath::sweep`).
 use std::{
-    collections::HashMap,
-    sync::{Arc, mpsc::SyncSender},
+    sync::{Arc, Mutex, mpsc::SyncSender},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -11,8 +11,7 @@ use tokio::sync::mpsc::Sender;
 
 use super::inventory::InventoryInput;
 use crate::{
-    datapath::{maps::Maps, traffic::TrafficSample},
-    device::Mac,
+    datapath::{maps::Maps, sweep::CounterSweep, traffic::TrafficSample},
     pipeline,
     shutdown::Shutdown,
 };
@@ -25,7 +24,13 @@ pub(super) struct Outputs {
 
 /// Runs until shutdown.
 pub(super) async fn run(maps: Arc<Maps>, every: Duration, out: Outputs, mut shutdown: Shutdown) {
-    let mut previous: HashMap<Mac, _> = maps.device_traffic().into_iter().collect();
+    let sweep = {
+        let maps = maps.clone();
+        match tokio::task::spawn_blocking(move || CounterSweep::start(&maps)).await {
+            Ok(sweep) => Arc::new(Mutex::new(sweep)),
+            Err(_) => return,
+        }
+    };
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_read = Instant::now();
@@ -38,20 +43,16 @@ pub(super) async fn run(maps: Arc<Maps>, every: Duration, out: Outputs, mut shut
         // The real span since the last read: a late tick must not inflate rates.
         let interval = last_read.elapsed().max(Duration::from_millis(1));
         last_read = Instant::now();
-        let current = {
-            let maps = maps.clone();
-            match tokio::task::spawn_blocking(move || maps.device_traffic()).await {
-                Ok(current) => current,
+        let deltas = {
+            let (maps, sweep) = (maps.clone(), sweep.clone());
+            let read = move || sweep.lock().unwrap_or_else(std::sync::PoisonError::into_inner).deltas(&maps);
+            match tokio::task::spawn_blocking(read).await {
+                Ok(deltas) => deltas,
                 Err(_) => continue,
             }
         };
-        for (mac, traffic) in current {
-            let before = previous.insert(mac, traffic).unwrap_or_default();
-            let sample =
-                TrafficSample { mac, interval_start: now - interval, interval, counters: traffic.since(&before) };
-            if sample.counters.is_idle() {
-                continue;
-            }
+        for (mac, counters) in deltas {
+            let sample = TrafficSample { mac, interval_start: now - interval, interval, counters };
             let _ = out.inventory.try_send(InventoryInput::Traffic(sample));
             let _ = out.pipeline.send(pipeline::Command::from(sample)).await;
         }

@@ -10,7 +10,8 @@
 //! |---|---:|---|
 //! | `DEVICES` (hash) | 80 B | `devices_capacity` |
 //! | `DEVICE_IPV4` (hash) | 80 B | `devices_capacity` |
-//! | `DEVICE_STATS` (LRU per-CPU hash) | 80 B + 200 B per CPU | `devices_capacity` |
+//! | `DEVICE_STATS` (LRU per-CPU hash) | 80 B + 208 B per CPU | `devices_capacity` |
+//! | `CHANGED_DEVICES` (ring buffer) | 8 B (a 16 B record for half the devices) | `devices_capacity` |
 //! | `SOURCE_BINDINGS_V4` (hash) | 80 B | `devices_capacity` |
 //! | `SOURCE_VIOLATIONS` (LRU per-CPU hash) | 80 B + 16 B per CPU | `devices_capacity` / 16 (≥ 64) |
 //! | `FLOWS_V4` (LRU hash) | 170 B | `flows_capacity` |
@@ -18,7 +19,7 @@
 //! | `EVENTS` (ring buffer) | 1 B | `events_ring_bytes` |
 //! | `POLICY_V4`, `POLICY_V6` (LPM tries) | allocated per rule written | the policy compiler's bound |
 //!
-//! So a device costs 325 B + 201 B per CPU (1,129 B on 4 CPUs), an IPv4 flow 170 B, an IPv6
+//! So a device costs 333 B + 209 B per CPU (1,169 B on 4 CPUs), an IPv4 flow 170 B, an IPv6
 //! flow 194 B (flows measured at 1,310,720 entries, bench/xdp; the one table of 48-byte keys
 //! before the split cost 194 B for every flow). The binding table holds one address per
 //! device on average (a device with a DHCP lease and a link-local address takes two; its
@@ -49,12 +50,24 @@ pub const MIN_SOURCE_VIOLATIONS: u32 = 64;
 /// A map's configured size: (map name, `max_entries`).
 pub type Capacity = (&'static str, u32);
 
+/// `CHANGED_DEVICES`'s bytes: a record for half the devices. A sweep that finds more than a
+/// quarter of them changed (`sweep::FULL_READ_SHARE`) reads every device anyway, and one that
+/// overflows the ring does too, so more room would buy nothing.
+pub fn changed_devices_bytes(devices_capacity: u32) -> u32 {
+    let records = u64::from(devices_capacity).div_ceil(2);
+    let bytes = (records * u64::from(abi::CHANGED_DEVICES_RECORD_BYTES)).next_power_of_two();
+    bytes.clamp(u64::from(MIN_CHANGED_DEVICES_BYTES), 1 << 30) as u32
+}
+/// The smallest ring the kernel takes: one page.
+const MIN_CHANGED_DEVICES_BYTES: u32 = 4_096;
+
 /// The size of every map `[datapath]` sizes.
-pub fn capacities(config: &DatapathConfig) -> [Capacity; 8] {
+pub fn capacities(config: &DatapathConfig) -> [Capacity; 9] {
     [
         (abi::DEVICES, config.devices_capacity),
         (abi::DEVICE_IPV4, config.devices_capacity),
         (abi::DEVICE_STATS, config.devices_capacity),
+        (abi::CHANGED_DEVICES, changed_devices_bytes(config.devices_capacity)),
         (abi::SOURCE_BINDINGS_V4, config.devices_capacity),
         (abi::SOURCE_VIOLATIONS, (config.devices_capacity / 16).max(MIN_SOURCE_VIOLATIONS)),
         (abi::FLOWS_V4, config.flows_capacity),
@@ -117,6 +130,14 @@ mod tests {
         assert!(sizes.contains(&(abi::FLOWS_V4, 1_000_000)));
         assert!(sizes.contains(&(abi::FLOWS_V6, 50_000)));
         assert!(sizes.contains(&(abi::EVENTS, DEFAULT_EVENTS_RING_BYTES)));
+        assert!(sizes.contains(&(abi::CHANGED_DEVICES, 1 << 20)), "50,000 records of 16 B: 1 MiB");
+    }
+
+    #[test]
+    fn the_changed_devices_ring_is_a_power_of_two_of_at_least_a_page() {
+        assert_eq!(changed_devices_bytes(1), 4_096);
+        assert_eq!(changed_devices_bytes(DEFAULT_DEVICES), 32_768);
+        assert_eq!(changed_devices_bytes(u32::MAX), 1 << 30);
     }
 
     #[test]

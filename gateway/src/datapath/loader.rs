@@ -350,10 +350,11 @@ const LAYOUTS: [(&str, usize, usize); 9] = [
 ];
 
 /// Every map the object pins.
-pub const PINNED_MAPS: [&str; 13] = [
+pub const PINNED_MAPS: [&str; 14] = [
     abi::DEVICES,
     abi::DEVICE_IPV4,
     abi::DEVICE_STATS,
+    abi::CHANGED_DEVICES,
     abi::FLOWS_V4,
     abi::FLOWS_V6,
     abi::POLICY_V4,

@@ -19,12 +19,12 @@ use std::{
 };
 
 use aya::maps::{
-    Array, DevMap, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap,
+    Array, DevMap, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf,
     lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
-    DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS, PolicyKey,
-    PolicyRule, QUARANTINE_SLOT, SourceViolation, counter, maps as abi,
+    DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, FromBytes as _, GatewayConfig, MacKey,
+    POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, QUARANTINE_SLOT, SourceViolation, counter, maps as abi,
 };
 
 use super::{ControlError, DeviceAccess, DeviceControl, batch, fill::MapFill, traffic::TrafficCounters};
@@ -79,6 +79,8 @@ pub struct Maps {
     devices: Mutex<HashMap<MapData, MacKey, DeviceEntry>>,
     device_ipv4: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
     device_stats: PerCpuHashMap<MapData, MacKey, DeviceStats>,
+    /// MACs of the devices counted since the last sweep epoch (`sweep`).
+    changed_devices: Mutex<RingBuf<MapData>>,
     flows_v4: HashMap<MapData, FlowKeyV4, FlowStats>,
     flows_v6: HashMap<MapData, FlowKey, FlowStats>,
     policy_v4: Mutex<LpmTrie<MapData, PolicyKey<4>, PolicyRule>>,
@@ -88,11 +90,12 @@ pub struct Maps {
     redirect: Mutex<DevMap<MapData>>,
     source_bindings: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
     source_violations: PerCpuHashMap<MapData, MacKey, SourceViolation>,
-    /// Entries the last sweep (`device_counters`) read, and the policy tries hold: counted
-    /// where they are read or written anyway, so `fill_levels` need not read them again.
-    device_stats_entries: AtomicU64,
+    /// Entries the policy tries hold: counted where they are written anyway, so `fill_levels`
+    /// need not read them again.
     policy_v4_entries: AtomicU64,
     policy_v6_entries: AtomicU64,
+    /// Writes to `DEVICES` through this handle, so a step can tell the table changed.
+    device_writes: AtomicU64,
 }
 
 impl Maps {
@@ -115,6 +118,7 @@ impl Maps {
                 T::Hash => Map::HashMap(data),
                 T::LruHash => Map::LruHashMap(data),
                 T::LruPerCpuHash => Map::PerCpuLruHashMap(data),
+                T::RingBuf => Map::RingBuf(data),
                 T::LpmTrie => Map::LpmTrie(data),
                 T::Array => Map::Array(data),
                 T::PerCpuArray => Map::PerCpuArray(data),
@@ -131,6 +135,9 @@ impl Maps {
             devices: Mutex::new(HashMap::try_from(get(abi::DEVICES)?).map_err(map_error(abi::DEVICES))?),
             device_ipv4: Mutex::new(HashMap::try_from(get(abi::DEVICE_IPV4)?).map_err(map_error(abi::DEVICE_IPV4))?),
             device_stats: PerCpuHashMap::try_from(get(abi::DEVICE_STATS)?).map_err(map_error(abi::DEVICE_STATS))?,
+            changed_devices: Mutex::new(
+                RingBuf::try_from(get(abi::CHANGED_DEVICES)?).map_err(map_error(abi::CHANGED_DEVICES))?,
+            ),
             flows_v4: HashMap::try_from(get(abi::FLOWS_V4)?).map_err(map_error(abi::FLOWS_V4))?,
             flows_v6: HashMap::try_from(get(abi::FLOWS_V6)?).map_err(map_error(abi::FLOWS_V6))?,
             policy_v4: Mutex::new(LpmTrie::try_from(get(abi::POLICY_V4)?).map_err(map_error(abi::POLICY_V4))?),
@@ -143,9 +150,9 @@ impl Maps {
             ),
             source_violations: PerCpuHashMap::try_from(get(abi::SOURCE_VIOLATIONS)?)
                 .map_err(map_error(abi::SOURCE_VIOLATIONS))?,
-            device_stats_entries: AtomicU64::new(0),
             policy_v4_entries: AtomicU64::new(0),
             policy_v6_entries: AtomicU64::new(0),
+            device_writes: AtomicU64::new(0),
         })
     }
 
@@ -155,7 +162,11 @@ impl Maps {
     pub fn write_config(&self, config: &GatewayConfig) -> Result<(), ControlError> {
         let mut map = lock(&self.config);
         let live = map.get(&0, 0).map_err(map_error(abi::CONFIG))?;
-        let next = GatewayConfig { policy_generation: live.policy_generation.wrapping_add(1), ..*config };
+        let next = GatewayConfig {
+            policy_generation: live.policy_generation.wrapping_add(1),
+            sweep_epoch: live.sweep_epoch,
+            ..*config
+        };
         map.set(0, next, 0).map_err(map_error(abi::CONFIG))
     }
 
@@ -166,6 +177,25 @@ impl Maps {
         let mut live = map.get(&0, 0).map_err(map_error(abi::CONFIG))?;
         live.policy_generation = live.policy_generation.wrapping_add(1);
         map.set(0, live, 0).map_err(map_error(abi::CONFIG))
+    }
+
+    /// Starts the next sweep epoch (never 0, the epoch of counters XDP just created): returns
+    /// the epoch that ended and the one that starts.
+    pub fn next_sweep_epoch(&self) -> Result<(u32, u32), ControlError> {
+        let mut map = lock(&self.config);
+        let mut live = map.get(&0, 0).map_err(map_error(abi::CONFIG))?;
+        let ended = live.sweep_epoch;
+        live.sweep_epoch = ended.wrapping_add(1).max(1);
+        map.set(0, live, 0).map_err(map_error(abi::CONFIG))?;
+        Ok((ended, live.sweep_epoch))
+    }
+
+    /// Appends to `into` the MACs XDP wrote to `CHANGED_DEVICES` since the last call.
+    pub fn drain_changed_devices(&self, into: &mut Vec<MacKey>) {
+        let mut ring = lock(&self.changed_devices);
+        while let Some(record) = ring.next() {
+            into.extend(MacKey::from_bytes(&record));
+        }
     }
 
     pub fn read_config(&self) -> Result<GatewayConfig, ControlError> {
@@ -231,27 +261,39 @@ impl Maps {
         all
     }
 
-    /// Every device's traffic, summed over CPUs: the counter step's sweep.
+    /// Every device's traffic, summed over CPUs (the counter step's full read, `sweep`).
     pub fn device_traffic(&self) -> Vec<(Mac, TrafficCounters)> {
         let mut all = Vec::new();
         self.sweep_device_stats(|mac, per_cpu| all.push((mac, traffic_sum(per_cpu))));
         all
     }
 
+    /// The traffic of `macs`, summed over CPUs, one lookup each (the counter step's read of
+    /// the devices that changed, `sweep`); devices without counters are left out.
+    pub fn device_traffic_of(&self, macs: &[MacKey]) -> Vec<(Mac, TrafficCounters)> {
+        macs.iter()
+            .filter_map(|mac| match self.device_stats.get(mac, 0) {
+                Ok(per_cpu) => Some((Mac(mac.addr), traffic_sum(&per_cpu))),
+                Err(aya::maps::MapError::KeyNotFound) => None,
+                Err(error) => {
+                    tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read a device's counters");
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// Reads `DEVICE_STATS` whole, in batches (`batch`: a few system calls for the whole map,
     /// not two per device), handing each device's per-CPU counters to `visit`. Reads nothing
     /// (and logs why) if the kernel refuses the read.
     fn sweep_device_stats(&self, mut visit: impl FnMut(Mac, &[DeviceStats])) {
-        let mut entries = 0;
         let read = aya::util::nr_cpus().map_err(|(_, e)| e).and_then(|cpus| {
             batch::for_each::<MacKey, DeviceStats>(self.device_stats.map(), cpus, |mac, per_cpu| {
-                entries += 1;
                 visit(Mac(mac.addr), per_cpu);
             })
         });
-        match read {
-            Ok(()) => self.device_stats_entries.store(entries, Ordering::Relaxed),
-            Err(error) => tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters"),
+        if let Err(error) = read {
+            tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters");
         }
     }
 
@@ -288,9 +330,8 @@ impl Maps {
         flows
     }
 
-    /// How full every sized map is (`fill`): the device and flow tables counted in batches,
-    /// the per-device counters as the last sweep found them, the policy tries as the last
-    /// sync left them. LRU evictions are what XDP inserted less what the map holds.
+    /// How full every sized map is (`fill`): the device, counter and flow tables counted in
+    /// batches, the policy tries as the last sync left them. LRU evictions are what XDP inserted less what the map holds.
     pub fn fill_levels(&self) -> Result<Vec<MapFill>, ControlError> {
         let capacity =
             |map: &MapData, name| map.info().map(|info| u64::from(info.max_entries())).map_err(map_error(name));
@@ -303,7 +344,7 @@ impl Maps {
         let source_bindings = lock(&self.source_bindings);
         let flows_v4 = count(self.flows_v4.map(), abi::FLOWS_V4)?;
         let flows_v6 = count(self.flows_v6.map(), abi::FLOWS_V6)?;
-        let device_stats = self.device_stats_entries.load(Ordering::Relaxed);
+        let device_stats = count(self.device_stats.map(), abi::DEVICE_STATS)?;
         Ok(vec![
             MapFill {
                 map: abi::DEVICES,
@@ -356,9 +397,22 @@ impl Maps {
         ])
     }
 
-    /// Every device entry (for start-up reconciliation and status).
+    /// Every device entry (for start-up reconciliation, the class step and status), read in
+    /// batches; empty, and logged, if the kernel refuses the read.
     pub fn devices(&self) -> Vec<(Mac, DeviceEntry)> {
-        lock(&self.devices).iter().filter_map(Result::ok).map(|(k, v)| (Mac(k.addr), v)).collect()
+        let mut all = Vec::new();
+        let read = batch::for_each::<MacKey, DeviceEntry>(lock(&self.devices).map(), 1, |mac, entry| {
+            all.extend(entry.first().map(|entry| (Mac(mac.addr), *entry)));
+        });
+        if let Err(error) = read {
+            tracing::warn!(%error, map = abi::DEVICES, "cannot read the device table");
+        }
+        all
+    }
+
+    /// How many writes to `DEVICES` this handle made: unchanged, the table is as it was.
+    pub fn device_table_writes(&self) -> u64 {
+        self.device_writes.load(Ordering::Relaxed)
     }
 
     /// Binds `address` to `mac`: from now on only `mac` may send from it (`source_guard`).
@@ -423,6 +477,7 @@ impl DeviceControl for Maps {
         // XDP already compares each flow's cached state and policy id with the live entry; the
         // bump also retires a decision two CPUs raced to cache across this write.
         written?;
+        self.device_writes.fetch_add(1, Ordering::Relaxed);
         self.bump_policy_generation()
     }
 

@@ -21,7 +21,7 @@ pub use access::desired_access;
 pub use audit::{AuditEntry, audit, audit_trail};
 pub use certificates::{
     CertRecord, CertStatus, cert, certs, insert_cert, supersede_valid, unrevoked_certs, valid_certs,
-    valid_subject_by_mac,
+    valid_subjects_by_mac,
 };
 pub use devices::{DeviceRecord, device, devices, insert_device, live_device_by_mac, set_lifecycle};
 pub use holds::{add_hold, clear_holds, is_held, open_holds};

@@ -145,12 +145,17 @@ pub fn device(conn: &Connection, mac: Mac) -> Result<Option<MudRecord>, Inventor
     Ok(row)
 }
 
-/// The id of the MUD class the device is on, if any (the class step's input).
-pub fn class_id(conn: &Connection, mac: Mac) -> Result<Option<u16>, InventoryError> {
-    let id = conn
-        .query_row("SELECT class_id FROM inventory_mud WHERE mac = ?1", [mac.to_string()], |row| row.get(0))
-        .optional()?;
-    Ok(id.flatten())
+/// The id of the MUD class each device on one is on (the class step's input), in one query.
+pub fn class_ids(conn: &Connection) -> Result<std::collections::HashMap<Mac, u16>, InventoryError> {
+    let mut ids = std::collections::HashMap::new();
+    let mut statement = conn.prepare("SELECT mac, class_id FROM inventory_mud WHERE class_id IS NOT NULL")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        if let Ok(mac) = row.get::<_, String>(0)?.parse::<Mac>() {
+            ids.insert(mac, row.get(1)?);
+        }
+    }
+    Ok(ids)
 }
 
 /// The devices on a MUD file's class, each with the URL of that file and its address last
@@ -211,14 +216,14 @@ mod tests {
         let url = "https://mud.example.com/bulb.json";
         record(&conn, mac, url, "dhcpv4", &MudOutcome::Applied(file("aa")), "applied").unwrap();
         record(&conn, mac, url, "dhcpv4", &MudOutcome::Applied(file("aa")), "applied").unwrap();
-        assert_eq!(class_id(&conn, mac).unwrap(), Some(49152));
+        assert_eq!(class_ids(&conn).unwrap().get(&mac), Some(&49152));
         let evil = "https://evil.example/\n\u{202e}x";
         record(&conn, mac, evil, "dhcpv4", &MudOutcome::Refused("not allowed".into()), "not allowed").unwrap();
         let stored = device(&conn, mac).unwrap().unwrap();
         assert_eq!(stored.outcome, "refused");
         assert!(crate::untrusted::is_safe(&stored.announced_url), "{}", stored.announced_url);
         assert_eq!(stored.applied, Some(file("aa")), "a refusal changes nothing");
-        assert_eq!(class_id(&conn, mac).unwrap(), Some(49152));
+        assert_eq!(class_ids(&conn).unwrap().get(&mac), Some(&49152));
         assert_eq!(audit_actions(&conn), ["device_added", "mud_applied", "mud_refused"]);
         record(&conn, mac, url, "dhcpv4", &MudOutcome::Applied(file("bb")), "applied").unwrap();
         assert_eq!(device(&conn, mac).unwrap().unwrap().applied.unwrap().sha256, "bb");

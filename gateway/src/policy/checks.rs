@@ -40,17 +40,18 @@ pub(super) struct ParsedFile {
     pub tainted_tables: Vec<(usize, String)>,
 }
 
-/// One file's name and the text spans point into.
+/// One file's name, the text spans point into and where its lines start.
 #[derive(Clone, Copy)]
 struct Source<'a> {
     file: &'a Arc<PathBuf>,
     text: &'a str,
+    lines: &'a crate::toml_error::LineStarts,
 }
 
 impl Source<'_> {
     /// The location of byte `offset`.
     fn at(self, offset: usize) -> Location {
-        Location::at(self.file, self.text, offset)
+        Location::at_line(self.file, self.text, self.lines, offset)
     }
 }
 
@@ -104,7 +105,8 @@ impl Checker {
         self.errors.extend(syntax_errors);
         let Some(ParsedFile { file: content, text, tainted_tables }) = parsed else { return };
         self.tainted_tables = tainted_tables;
-        let source = Source { file, text: &text };
+        let lines = crate::toml_error::LineStarts::new(&text);
+        let source = Source { file, text: &text, lines: &lines };
         for class in content.class {
             let at = source.at(class.span().start);
             self.add_class(source, class.into_inner(), at);

@@ -17,6 +17,12 @@ impl Location {
         Self { file: Arc::clone(file), line, column }
     }
 
+    /// `at`, with `text`'s line starts found once for many offsets.
+    pub fn at_line(file: &Arc<PathBuf>, text: &str, lines: &crate::toml_error::LineStarts, offset: usize) -> Self {
+        let (line, column) = lines.line_column(text, offset);
+        Self { file: Arc::clone(file), line, column }
+    }
+
     /// For problems that concern a whole file (unreadable, no files at all).
     pub fn file(file: &Arc<PathBuf>) -> Self {
         Self { file: Arc::clone(file), line: 1, column: 1 }

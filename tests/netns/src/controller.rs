@@ -238,6 +238,11 @@ impl Controller {
     /// Starts (or restarts) the process and waits until the datapath is configured. The log
     /// kept for `wait_for_log` starts afresh with each process.
     pub fn spawn(&mut self) {
+        self.spawn_within(START_TIMEOUT);
+    }
+
+    /// `spawn`, waiting up to `timeout` for the datapath (a large store takes longer).
+    pub fn spawn_within(&mut self, timeout: Duration) {
         self.log.lock().expect("log lock").clear();
         let mut child = self
             .command()
@@ -246,7 +251,12 @@ impl Controller {
             .unwrap_or_else(|e| panic!("starting {}: {e}", iotgw_bin().display()));
         keep_log(&mut child, "iotgw", &self.log);
         self.child = Some(child);
-        self.wait_for_log("datapath configured", START_TIMEOUT);
+        self.wait_for_log("datapath configured", timeout);
+    }
+
+    /// The running process's id (nsenter execs iotgw, so it is iotgw's).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Waits until a log line containing `needle` appears (counting from the start).

@@ -16,6 +16,7 @@ pub mod api;
 pub mod controller;
 pub mod fleet;
 pub mod lab;
+pub mod lan_program;
 pub mod mud;
 pub mod packets;
 pub mod policies;

@@ -11,20 +11,16 @@
 //! (BPF); each test pins its maps in its own directory, removed on drop.
 use std::path::PathBuf;
 
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{TestRun as _, TestRunOptions, Xdp},
-};
-use gateway_ebpf::{CachedDecision, GatewayConfig, lane, programs, reason};
+use gateway_ebpf::{CachedDecision, GatewayConfig, lane, reason};
 use iotgw::{
-    datapath::{DeviceAccess, DeviceControl as _, loader, maps::Maps},
+    datapath::{DeviceAccess, DeviceControl as _},
     device::{Access, Mac},
     policy::CompiledPolicy,
 };
 use netns_tests::{
+    lan_program::LanProgram,
     packets::{self, Endpoints},
     policies::{DefaultVerdicts, LANES},
-    require_root,
 };
 
 const GATEWAY_MAC: [u8; 6] = [0x02, 0x66, 0, 0, 0, 1];
@@ -64,25 +60,14 @@ fn compiled(sensor_mqtt: bool, policy_miss: &str) -> CompiledPolicy {
     iotgw::policy::compile(&policy).expect("test policy compiles")
 }
 
-/// The LAN program loaded with its maps pinned in a directory of its own.
+/// The LAN program with the sensor policy and the device enrolled.
 struct Datapath {
-    ebpf: Ebpf,
-    maps: Maps,
-    pin_dir: PathBuf,
+    lan: LanProgram,
 }
 
 impl Datapath {
     fn new(name: &str) -> Self {
-        require_root();
-        assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/iotgw-test-{name}-{}", std::process::id()));
-        loader::prepare_bpffs(&pin_dir).expect("bpffs");
-        let mut ebpf =
-            EbpfLoader::new().default_map_pin_directory(&pin_dir).load(loader::object()).expect("object loads");
-        let lan: &mut Xdp = ebpf.program_mut(programs::LAN_INGRESS).expect("lan program").try_into().expect("xdp");
-        lan.load().expect("verifier accepts the LAN program");
-        let maps = Maps::take(&mut ebpf).expect("maps");
-        let datapath = Self { ebpf, maps, pin_dir };
+        let datapath = Self { lan: LanProgram::load(name, &[]) };
         datapath.apply(&compiled(true, "drop"));
         datapath.set_device(Access::Enrolled, SENSOR_CLASS);
         datapath
@@ -90,9 +75,10 @@ impl Datapath {
 
     /// What the controller does on a policy (re)load: rules, then verdicts.
     fn apply(&self, policy: &CompiledPolicy) {
-        self.maps.sync_policy(policy.rules.iter().map(iotgw::policy::CompiledRule::to_abi)).expect("policy rules");
+        self.lan.maps.sync_policy(policy.rules.iter().map(iotgw::policy::CompiledRule::to_abi)).expect("policy rules");
         let v = policy.verdicts;
-        self.maps
+        self.lan
+            .maps
             .write_config(&GatewayConfig {
                 malformed_verdict: v.malformed,
                 unknown_verdict: v.unknown,
@@ -105,7 +91,8 @@ impl Datapath {
 
     fn set_device(&self, access: Access, class: u16) {
         let policy_id = lane::FIRST_CLASS_POLICY + u32::from(class);
-        self.maps
+        self.lan
+            .maps
             .set_access(Mac(DEVICE_MAC), DeviceAccess { access, policy_id, class_id: class })
             .expect("device entry");
     }
@@ -117,11 +104,7 @@ impl Datapath {
 
     /// Runs `frame` through the LAN program: its XDP action.
     fn run(&self, frame: &[u8]) -> u32 {
-        let mut out = vec![0u8; frame.len() + 256];
-        let lan: &Xdp = self.ebpf.program(programs::LAN_INGRESS).expect("lan program").try_into().expect("xdp");
-        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..TestRunOptions::new() };
-        let run = lan.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        run.return_value
+        self.lan.run(frame, 1)
     }
 
     /// Sends the flow's packets and checks each got `expected`.
@@ -133,17 +116,17 @@ impl Datapath {
 
     /// The flow's entry: packets counted and the decision it caches.
     fn flow(&self) -> (u64, CachedDecision) {
-        let flows = self.maps.flows(Some(Mac(DEVICE_MAC)));
+        let flows = self.lan.maps.flows(Some(Mac(DEVICE_MAC)));
         assert_eq!(flows.len(), 1, "one flow: {flows:?}");
         (flows[0].1.packets, CachedDecision::unpack(flows[0].1.decision))
     }
 
     fn generation(&self) -> u32 {
-        self.maps.read_config().expect("config").policy_generation
+        self.lan.maps.read_config().expect("config").policy_generation
     }
 
     fn drops(&self, why: u32) -> u64 {
-        self.maps.drops_by_reason()[why as usize]
+        self.lan.maps.drops_by_reason()[why as usize]
     }
 }
 
@@ -159,13 +142,6 @@ fn gre(dst_ip: [u8; 4]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, etherparse::IpNumber::GRE, &payload).expect("gre frame");
     frame
-}
-
-impl Drop for Datapath {
-    fn drop(&mut self) {
-        let _ = loader::detach_all(&self.pin_dir);
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
-    }
 }
 
 #[test]

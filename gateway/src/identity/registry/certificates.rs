@@ -130,12 +130,18 @@ pub fn supersede_valid(conn: &Connection, device: &DeviceId, now: i64) -> rusqli
     Ok(())
 }
 
-/// Subject of the newest valid certificate bound to `mac` (the policy files match classes on
-/// it).
-pub fn valid_subject_by_mac(conn: &Connection, mac: Mac) -> rusqlite::Result<Option<String>> {
-    conn.prepare_cached(
-        "SELECT subject FROM identity_certificates WHERE mac = ?1 AND status = 'valid' ORDER BY not_before DESC LIMIT 1",
-    )?
-    .query_row([mac.to_string()], |row| row.get(0))
-    .optional()
+/// Each device's subject of its newest valid certificate (the policy files match classes on
+/// it), every device in one query.
+pub fn valid_subjects_by_mac(conn: &Connection) -> rusqlite::Result<std::collections::HashMap<Mac, String>> {
+    let mut subjects = std::collections::HashMap::new();
+    // Newest first, so the first subject seen per device is the one kept.
+    let mut statement =
+        conn.prepare("SELECT mac, subject FROM identity_certificates WHERE status = 'valid' ORDER BY not_before DESC")?;
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        if let Ok(mac) = row.get::<_, String>(0)?.parse::<Mac>() {
+            subjects.entry(mac).or_insert(row.get(1)?);
+        }
+    }
+    Ok(subjects)
 }

@@ -1,0 +1,207 @@
+//! A real controller with `DEVICES` devices: `iotgw run` (the workspace's build, `IOTGW_BIN`)
+//! in a lab the bench creates and removes (namespaces and veths, native XDP), against a store
+//! seeded with `DEVICES` enforced devices (97 % enrolled on ten classes, 2 % quarantined, 1 %
+//! blocked) and a policy of `RULES` rules (ten classes of 1,000 `/32` allow rules). Measures:
+//! - start-up: from the process's start to the datapath attached with the device table rebuilt
+//!   from the store (the `DEVICES` map then holds every device: checked);
+//! - policy recompile and swap: a SIGHUP after every rule's port changed, until the controller
+//!   logs the new policy applied (every entry rewritten), `SWAPS` times;
+//! - API device lookups: `GET /api/v1/devices/{mac}` of spread devices, `LOOKUPS` times, each on
+//!   a fresh connection from inside the namespace, p50 and p99;
+//! - memory (resident, and its peak) after each phase, and the process's CPU while idle.
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use gateway_ebpf::{lane, maps as abi};
+use netns_tests::{
+    api::{ApiClient, token_entry},
+    controller::Controller,
+    lab::Lab,
+    policies::{DefaultVerdicts, LANES},
+};
+
+use crate::capacity_for;
+
+/// Classes and allow rules per class: `CLASSES × RULES_PER_CLASS` rules.
+const CLASSES: u32 = 10;
+const RULES_PER_CLASS: u32 = 1_000;
+const FIRST_CLASS_ID: u32 = 30;
+const SWAPS: usize = 3;
+const LOOKUPS: usize = 500;
+/// How long the idle controller's CPU is measured.
+const IDLE: Duration = Duration::from_secs(20);
+const START_TIMEOUT: Duration = Duration::from_secs(600);
+const SWAP_TIMEOUT: Duration = Duration::from_secs(120);
+const TOKEN: &str = "scale-bench-operator-4e1f";
+/// The issue's goals.
+const GOAL_RSS_MIB: f64 = 512.0;
+const GOAL_SWAP: Duration = Duration::from_secs(1);
+const GOAL_LOOKUP_P99: Duration = Duration::from_millis(5);
+
+fn mac(n: u32) -> String {
+    let [a, b, c, d] = n.to_be_bytes();
+    format!("02:5d:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// The classes' policy file: every rule a `/32` towards its own address, on `port`.
+fn classes(port: u16) -> String {
+    let mut text = String::new();
+    for class in 0..CLASSES {
+        let id = FIRST_CLASS_ID + class;
+        text.push_str(&format!("[[class]]\nname = \"scale-{class}\"\nid = {id}\n"));
+        for rule in 0..RULES_PER_CLASS {
+            let (hi, lo) = (rule / 250, rule % 250);
+            text.push_str(&format!(
+                "[[class.allow]]\nnets = [\"10.{}.{hi}.{lo}/32\"]\nprotocol = \"tcp\"\nports = [{port}]\n",
+                100 + class
+            ));
+        }
+    }
+    text
+}
+
+/// (access, class) of device `n`: 97 % enrolled on the ten classes, 2 % quarantined, 1 % blocked.
+fn access(n: u32) -> (&'static str, u32) {
+    let class = FIRST_CLASS_ID + n % CLASSES;
+    match n % 100 {
+        0 | 1 => ("quarantined", class),
+        2 => ("blocked", class),
+        _ => ("enrolled", class),
+    }
+}
+
+/// Writes `devices` enforced devices into the controller's store, one transaction.
+fn seed(store: &std::path::Path, devices: u32) -> anyhow::Result<()> {
+    let conn = iotgw::schema::open(store)?;
+    conn.execute_batch("BEGIN")?;
+    let mut insert = conn.prepare(
+        "INSERT INTO inventory_devices (mac, first_seen, last_seen, locally_administered, access, class, policy_id,
+         class_id) VALUES (?1, 1780000000000, 1780000000000, 1, ?2, ?3, ?4, ?5)",
+    )?;
+    for n in 0..devices {
+        let (access, class) = access(n);
+        let policy = lane::FIRST_CLASS_POLICY + class;
+        insert.execute((mac(n), access, format!("scale-{}", class - FIRST_CLASS_ID), policy, class))?;
+    }
+    drop(insert);
+    conn.execute_batch("COMMIT")?;
+    Ok(())
+}
+
+/// (resident, peak resident) MiB of process `pid`.
+fn memory_mib(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |field: &str| -> anyhow::Result<f64> {
+        let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("{field} in status"))?;
+        Ok(line.split_whitespace().nth(1).context("value")?.parse::<f64>()?)
+    };
+    Ok((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+}
+
+/// CPU time (user + system) process `pid` has used.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces), from field 3 on: utime is 14, stime 15.
+    let after = stat.rsplit_once(") ").context("stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 1_000 / USER_HZ))
+}
+
+/// Clock ticks per second of /proc's times (the kernel's `USER_HZ`, 100 on Linux).
+const USER_HZ: u64 = 100;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+pub fn run(devices: u32) -> anyhow::Result<()> {
+    netns_tests::require_root();
+    let lab = Lab::new(1);
+    let defaults = DefaultVerdicts::LAB.toml();
+    let classes_file = classes(443);
+    let files = [("lanes.toml", LANES), ("defaults.toml", defaults.as_str()), ("scale.toml", classes_file.as_str())];
+    let api_config = format!("\n[api]\ntokens = [\n  {},\n]\n", token_entry("otto", "operator", TOKEN));
+    let mut ctl = Controller::configure(&lab, &files, &api_config);
+    let text = std::fs::read_to_string(&ctl.config)?;
+    let sized = format!("[datapath]\ndevices_capacity = {}\n", capacity_for(devices));
+    let text = text.replacen("[datapath]\n", &sized, 1).replacen("watch = true", "watch = false", 1);
+    std::fs::write(&ctl.config, text)?;
+
+    let seeding = Instant::now();
+    seed(&ctl.dir.join("iotgw.db"), devices)?;
+    println!(
+        "\ncontroller, {devices} devices in the store, {} rules ({CLASSES} classes), `iotgw run` {}",
+        CLASSES * RULES_PER_CLASS,
+        netns_tests::controller::iotgw_bin().display()
+    );
+    println!("store seeded in {:.1} s", seeding.elapsed().as_secs_f64());
+
+    let starting = Instant::now();
+    ctl.spawn_within(START_TIMEOUT);
+    let started = starting.elapsed();
+    let pid = ctl.pid().context("controller pid")?;
+    let enforced =
+        ctl.maps().fill_levels()?.into_iter().find(|fill| fill.map == abi::DEVICES).map_or(0, |fill| fill.entries);
+    println!(
+        "start-up to full enforcement: {:.2} s ({enforced} devices in the DEVICES map: {})",
+        started.as_secs_f64(),
+        if enforced == u64::from(devices) { "all" } else { "NOT all" }
+    );
+    let mut peak = 0f64;
+    let mut report_memory = |phase: &str| -> anyhow::Result<()> {
+        let (rss, hwm) = memory_mib(pid)?;
+        peak = peak.max(hwm);
+        println!("memory after {phase}: {rss:.0} MiB resident, peak {hwm:.0} MiB");
+        Ok(())
+    };
+    report_memory("start-up")?;
+
+    let cpu_before = cpu_time(pid)?;
+    std::thread::sleep(IDLE);
+    let idle_share = (cpu_time(pid)? - cpu_before).as_secs_f64() / IDLE.as_secs_f64();
+    println!("idle CPU over {IDLE:?} (counter sweeps, metrics, no traffic): {:.1} % of one core", idle_share * 100.0);
+    report_memory("idle")?;
+
+    let mut swaps = Vec::new();
+    for swap in 0..SWAPS {
+        let port = if swap % 2 == 0 { 8_883 } else { 443 };
+        std::fs::write(ctl.policy_dir.join("scale.toml"), classes(port))?;
+        let applied = ctl.log_count("policy applied");
+        let swapping = Instant::now();
+        ctl.hangup();
+        while ctl.log_count("policy applied") == applied {
+            anyhow::ensure!(swapping.elapsed() < SWAP_TIMEOUT, "no policy applied within {SWAP_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        swaps.push(swapping.elapsed());
+        let line = ctl.log_lines("policy applied").pop().unwrap_or_default();
+        println!("policy swap {}: {:.0} ms ({})", swap + 1, ms(swaps[swap]), line.trim());
+    }
+    report_memory("policy swaps")?;
+
+    let api = ApiClient::new(&lab.gw);
+    let mut lookups = Vec::with_capacity(LOOKUPS);
+    for i in 0..LOOKUPS as u32 {
+        let n = (i * 7_919) % devices;
+        let asking = Instant::now();
+        let response = api.get(&format!("/api/v1/devices/{}", mac(n)), Some(TOKEN));
+        lookups.push(asking.elapsed());
+        anyhow::ensure!(response.status == 200, "device {} answered {}", mac(n), response.status);
+    }
+    lookups.sort_unstable();
+    let (p50, p99) = (lookups[LOOKUPS / 2], lookups[LOOKUPS * 99 / 100]);
+    println!("API device lookup ({LOOKUPS}, a connection each): p50 {:.2} ms, p99 {:.2} ms", ms(p50), ms(p99));
+    report_memory("API lookups")?;
+
+    let worst_swap = swaps.iter().max().copied().unwrap_or_default();
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    println!("goal: peak resident ≤ {GOAL_RSS_MIB} MiB: {} ({peak:.0} MiB)", verdict(peak <= GOAL_RSS_MIB));
+    println!(
+        "goal: policy swap ≤ {GOAL_SWAP:?}: {} (worst {:.0} ms)",
+        verdict(worst_swap <= GOAL_SWAP),
+        ms(worst_swap)
+    );
+    println!("goal: API lookup p99 ≤ {GOAL_LOOKUP_P99:?}: {} ({:.2} ms)", verdict(p99 <= GOAL_LOOKUP_P99), ms(p99));
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! The counter sweep that reads only the devices that changed (`datapath::sweep`) hands the
+//! detections exactly the deltas a read of every device would: round after round of traffic
+//! from a varying set of devices (none, a few, many, more than the changed-devices ring holds),
+//! its deltas are compared with those of two full reads around the round. It also reads only
+//! the changed devices while the set is small, and every device after the ring overflowed.
+//!
+//! Runs the real LAN program with BPF_PROG_TEST_RUN on crafted frames, with a changed-devices
+//! ring of one page (256 records). Needs root (BPF); the maps are pinned in a directory of the
+//! test's own, removed on drop.
+use std::collections::HashMap;
+
+use gateway_ebpf::{GatewayConfig, maps as abi};
+use iotgw::{
+    datapath::{
+        sweep::{CounterSweep, ReadKind},
+        traffic::TrafficCounters,
+    },
+    device::Mac,
+};
+use netns_tests::{
+    lan_program::LanProgram,
+    packets::{self, Endpoints},
+};
+
+const GATEWAY_MAC: [u8; 6] = [0x02, 0x67, 0, 0, 0, 1];
+const UPSTREAM_IP: [u8; 4] = [10, 79, 0, 2];
+/// Devices that send at all; the ring holds 256 records, the sweep reads one by one up to a
+/// quarter of the devices it knows (150).
+const DEVICES: u32 = 600;
+const RING_BYTES: u32 = 4_096;
+
+fn mac(n: u32) -> [u8; 6] {
+    let [_, _, a, b] = n.to_be_bytes();
+    [0x02, 0x67, 0, 1, a, b]
+}
+
+struct Datapath {
+    lan: LanProgram,
+}
+
+impl Datapath {
+    fn new(name: &str) -> Self {
+        let lan = LanProgram::load(&format!("sweep-{name}"), &[(abi::CHANGED_DEVICES, RING_BYTES)]);
+        lan.maps.write_config(&GatewayConfig::default()).expect("datapath config");
+        Self { lan }
+    }
+
+    /// Runs `frames` frames of `payload` bytes from device `n` through the LAN program.
+    fn send(&self, n: u32, frames: u32, payload: usize) {
+        let [_, _, a, b] = n.to_be_bytes();
+        let e = Endpoints { src_mac: mac(n), dst_mac: GATEWAY_MAC, src_ip: [10, 67, a, b], dst_ip: UPSTREAM_IP };
+        self.lan.run(&packets::udp(e, 40_000, 9_000, &vec![0x5a; payload]), frames);
+    }
+
+    /// Every device's cumulative traffic, read whole.
+    fn all(&self) -> HashMap<Mac, TrafficCounters> {
+        self.lan.maps.device_traffic().into_iter().collect()
+    }
+}
+
+/// Whether a sweep read the counters as a round expects.
+type ReadAs = fn(ReadKind) -> bool;
+
+/// The deltas between two full reads, devices without traffic left out.
+fn full_read_deltas(
+    before: &HashMap<Mac, TrafficCounters>,
+    after: &HashMap<Mac, TrafficCounters>,
+) -> HashMap<Mac, TrafficCounters> {
+    after
+        .iter()
+        .map(|(mac, now)| (*mac, now.since(&before.get(mac).copied().unwrap_or_default())))
+        .filter(|(_, delta)| !delta.is_idle())
+        .collect()
+}
+
+#[test]
+fn the_changed_devices_sweep_reports_exactly_the_full_reads_deltas() {
+    let d = Datapath::new("rounds");
+    // Every device known to the counters (and to the sweep) before it starts.
+    for n in 0..DEVICES {
+        d.send(n, 1, 10);
+    }
+    let mut sweep = CounterSweep::start(&d.lan.maps);
+    let mut before = d.all();
+
+    // (devices active in the round, how the sweep must read): the first read after the start
+    // reads all; then only the changed ones (a round's devices and the round's before); a round
+    // past a quarter of the devices, or past the ring's 256 records, reads all, and so does
+    // the round after an overflow.
+    let rounds: [(u32, ReadAs); 9] = [
+        (0, |k| k == ReadKind::Full),
+        (5, |k| k == ReadKind::Changed(5)),
+        (0, |k| k == ReadKind::Changed(5)),
+        (40, |k| k == ReadKind::Changed(40)),
+        (120, |k| k == ReadKind::Changed(120)),
+        (200, |k| k == ReadKind::Full),
+        (300, |k| k == ReadKind::Full),
+        (3, |k| k == ReadKind::Full),
+        (7, |k| k == ReadKind::Changed(10)),
+    ];
+    let mut reported = 0;
+    for (round, (active, read_as)) in rounds.into_iter().enumerate() {
+        let round = round as u32;
+        for i in 0..active {
+            // A different set each round, each device with its own frame count and size.
+            let n = (i * 7 + round * 131) % DEVICES;
+            d.send(n, 1 + (n + round) % 3, 20 + ((n * round) % 200) as usize);
+        }
+        let (deltas, kind) = sweep.read(&d.lan.maps);
+        let after = d.all();
+        let expected = full_read_deltas(&before, &after);
+        let got: HashMap<Mac, TrafficCounters> = deltas.iter().copied().collect();
+        assert_eq!(got.len(), deltas.len(), "round {round}: each device reported once");
+        assert_eq!(got, expected, "round {round} ({active} devices active): the deltas of a full read");
+        assert_eq!(got.len(), active as usize, "round {round}: every active device, no other");
+        assert!(read_as(kind), "round {round} ({active} devices active) read as {kind:?}");
+        reported += got.len();
+        before = after;
+    }
+    assert!(reported > 600, "the rounds reported {reported} deltas");
+}
+
+#[test]
+fn another_writer_of_the_sweep_epoch_makes_the_next_sweep_read_every_device() {
+    let d = Datapath::new("epoch");
+    for n in 0..20 {
+        d.send(n, 1, 10);
+    }
+    let mut sweep = CounterSweep::start(&d.lan.maps);
+    assert_eq!(sweep.read(&d.lan.maps).1, ReadKind::Full, "the first sweep after the start reads all");
+    d.send(1, 1, 10);
+    assert_eq!(sweep.read(&d.lan.maps).1, ReadKind::Changed(1));
+    // A second sweep (another process) moves the epoch and takes the ring's records.
+    d.send(2, 1, 10);
+    d.lan.maps.next_sweep_epoch().expect("epoch");
+    d.lan.maps.drain_changed_devices(&mut Vec::new());
+    let (deltas, kind) = sweep.read(&d.lan.maps);
+    assert_eq!(kind, ReadKind::Full, "the set is no longer known complete");
+    assert_eq!(deltas.iter().map(|(mac, _)| *mac).collect::<Vec<_>>(), [Mac(mac(2))], "still exactly the delta");
+}
