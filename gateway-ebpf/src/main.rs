@@ -3,7 +3,8 @@
 //! the maps and dispatches, with the two helpers the programs share (`configured`, `count`);
 //! each datapath step has its own module, in packet order:
 //!
-//! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `flow`
+//! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `budget`
+//! (the device's rate and byte budgets, reported when crossed) → `flow`
 //! (per-device and per-flow accounting) → `policy` (the verdict) → `events` (new flows and
 //! samples to userspace) → `verdict` (apply it: pass, drop, or redirect to quarantine; the
 //! one exit, which counts every frame not passed). `lan` and `wan` run the steps in order;
@@ -17,6 +18,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod budget;
 mod classify;
 mod decision;
 mod events;
@@ -37,8 +39,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use gateway_ebpf::{
-    ABI_VERSION, DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule, counter,
-    device_state, maps as abi,
+    ABI_VERSION, DeviceBudget, DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, PolicyKey,
+    PolicyRule, counter, device_state, maps as abi,
 };
 
 #[map(name = "DEVICES")]
@@ -58,6 +60,9 @@ static POLICY_V4: LpmTrie<PolicyKey<4>, PolicyRule> = LpmTrie::pinned(abi::POLIC
 
 #[map(name = "POLICY_V6")]
 static POLICY_V6: LpmTrie<PolicyKey<16>, PolicyRule> = LpmTrie::pinned(abi::POLICY_CAPACITY, 0);
+
+#[map(name = "BUDGETS")]
+static BUDGETS: LruHashMap<MacKey, DeviceBudget> = LruHashMap::pinned(abi::BUDGETS_CAPACITY, 0);
 
 #[map(name = "CONFIG")]
 static CONFIG: Array<GatewayConfig> = Array::pinned(1, 0);

@@ -11,6 +11,7 @@
 //! | `DEVICES` (hash) | 80 B | `devices_capacity` |
 //! | `DEVICE_IPV4` (hash) | 80 B | `devices_capacity` |
 //! | `DEVICE_STATS` (LRU per-CPU hash) | 80 B + 200 B per CPU | `devices_capacity` |
+//! | `BUDGETS` (LRU hash) | 176 B | `devices_capacity` |
 //! | `FLOWS` (LRU hash) | 208 B | `flows_capacity` |
 //! | `EVENTS` (ring buffer) | 1 B | `events_ring_bytes` |
 //! | `POLICY_V4`, `POLICY_V6` (LPM tries) | allocated per rule written | the policy compiler's bound |
@@ -37,11 +38,12 @@ pub const MIN_EVENTS_RING_BYTES: u32 = 1 << 16;
 pub type Capacity = (&'static str, u32);
 
 /// The size of every map `[datapath]` sizes.
-pub fn capacities(config: &DatapathConfig) -> [Capacity; 5] {
+pub fn capacities(config: &DatapathConfig) -> [Capacity; 6] {
     [
         (abi::DEVICES, config.devices_capacity),
         (abi::DEVICE_IPV4, config.devices_capacity),
         (abi::DEVICE_STATS, config.devices_capacity),
+        (abi::BUDGETS, config.devices_capacity),
         (abi::FLOWS, config.flows_capacity),
         (abi::EVENTS, config.events_ring_bytes),
     ]
@@ -82,7 +84,7 @@ mod tests {
     fn every_device_map_follows_devices_capacity() {
         let config = DatapathConfig { devices_capacity: 100_000, flows_capacity: 1_000_000, ..Default::default() };
         let sizes = capacities(&config);
-        for map in [abi::DEVICES, abi::DEVICE_IPV4, abi::DEVICE_STATS] {
+        for map in [abi::DEVICES, abi::DEVICE_IPV4, abi::DEVICE_STATS, abi::BUDGETS] {
             assert!(sizes.contains(&(map, 100_000)), "{map}: {sizes:?}");
         }
         assert!(sizes.contains(&(abi::FLOWS, 1_000_000)));

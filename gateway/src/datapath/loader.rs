@@ -327,17 +327,18 @@ pub fn forget_stale_pins(pin_path: &Path, sizes: &[capacity::Capacity]) -> bool 
 }
 
 /// Value sizes of the pinned maps whose layout is an ABI struct (per CPU for per-CPU maps).
-const VALUE_SIZES: [(&str, usize); 6] = [
+const VALUE_SIZES: [(&str, usize); 7] = [
     (abi::CONFIG, size_of::<gateway_ebpf::GatewayConfig>()),
     (abi::FLOWS, size_of::<gateway_ebpf::FlowStats>()),
     (abi::DEVICES, size_of::<gateway_ebpf::DeviceEntry>()),
     (abi::DEVICE_STATS, size_of::<gateway_ebpf::DeviceStats>()),
     (abi::POLICY_V4, size_of::<gateway_ebpf::PolicyRule>()),
     (abi::POLICY_V6, size_of::<gateway_ebpf::PolicyRule>()),
+    (abi::BUDGETS, size_of::<gateway_ebpf::DeviceBudget>()),
 ];
 
 /// Every map the object pins.
-pub const PINNED_MAPS: [&str; 10] = [
+pub const PINNED_MAPS: [&str; 11] = [
     abi::DEVICES,
     abi::DEVICE_IPV4,
     abi::DEVICE_STATS,
@@ -348,6 +349,7 @@ pub const PINNED_MAPS: [&str; 10] = [
     abi::GLOBAL_STATS,
     abi::REDIRECT_PORTS,
     abi::EVENTS,
+    abi::BUDGETS,
 ];
 
 /// Where the link of `program` on `interface` attached in `mode` is pinned:

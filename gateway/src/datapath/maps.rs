@@ -1,7 +1,7 @@
 //! The only writer of BPF maps. Holds the pinned maps taken out of the loaded object (or
 //! opened from their pins, for tools) and turns controller decisions into map entries:
-//! device states, device IPs, compiled policy rules, the datapath configuration and the
-//! quarantine port. Also reads the counters and the flow table back.
+//! device states, device IPs, device budgets (`budget`), compiled policy rules, the datapath
+//! configuration and the quarantine port. Also reads the counters and the flow table back.
 //!
 //! Flows cache their decision in XDP (see gateway-ebpf's `flow`), valid while
 //! `GatewayConfig::policy_generation` is unchanged: this module owns that counter and bumps
@@ -22,11 +22,16 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
-    DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule,
-    QUARANTINE_SLOT, counter, maps as abi,
+    DeviceBudget, DeviceEntry, DeviceStats, FlowKey, FlowStats, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS,
+    PolicyKey, PolicyRule, QUARANTINE_SLOT, counter, maps as abi,
 };
 
-use super::{ControlError, DeviceAccess, DeviceControl, batch, fill::MapFill, traffic::TrafficCounters};
+use super::{
+    ControlError, DeviceAccess, DeviceControl, batch,
+    budget::{self, Budget},
+    fill::MapFill,
+    traffic::TrafficCounters,
+};
 use crate::device::{Access, Mac};
 
 /// What a policy sync changed.
@@ -81,6 +86,7 @@ pub struct Maps {
     config: Mutex<Array<MapData, GatewayConfig>>,
     global: PerCpuArray<MapData, u64>,
     redirect: Mutex<DevMap<MapData>>,
+    budgets: Mutex<HashMap<MapData, MacKey, DeviceBudget>>,
     /// Entries the last sweep (`device_counters`) read, and the policy tries hold: counted
     /// where they are read or written anyway, so `fill_levels` need not read them again.
     device_stats_entries: AtomicU64,
@@ -130,6 +136,7 @@ impl Maps {
             config: Mutex::new(Array::try_from(get(abi::CONFIG)?).map_err(map_error(abi::CONFIG))?),
             global: PerCpuArray::try_from(get(abi::GLOBAL_STATS)?).map_err(map_error(abi::GLOBAL_STATS))?,
             redirect: Mutex::new(DevMap::try_from(get(abi::REDIRECT_PORTS)?).map_err(map_error(abi::REDIRECT_PORTS))?),
+            budgets: Mutex::new(HashMap::try_from(get(abi::BUDGETS)?).map_err(map_error(abi::BUDGETS))?),
             device_stats_entries: AtomicU64::new(0),
             policy_v4_entries: AtomicU64::new(0),
             policy_v6_entries: AtomicU64::new(0),
@@ -239,6 +246,15 @@ impl Maps {
         match read {
             Ok(()) => self.device_stats_entries.store(entries, Ordering::Relaxed),
             Err(error) => tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters"),
+        }
+    }
+
+    /// The budgets of `mac` and XDP's count against them (`None`: it has none).
+    pub fn budget(&self, mac: Mac) -> Result<Option<DeviceBudget>, ControlError> {
+        match lock(&self.budgets).get(&mac.key(), 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_error(abi::BUDGETS)(e)),
         }
     }
 
@@ -370,6 +386,10 @@ impl DeviceControl for Maps {
 
     fn set_device_ipv4(&self, mac: Mac, addr: Ipv4Addr) -> Result<(), ControlError> {
         lock(&self.device_ipv4).insert(addr.octets(), mac.key(), 0).map_err(map_error(abi::DEVICE_IPV4))
+    }
+
+    fn set_budget(&self, mac: Mac, budget: Option<Budget>) -> Result<(), ControlError> {
+        budget::write(&mut lock(&self.budgets), mac, budget).map_err(map_error(abi::BUDGETS))
     }
 }
 
