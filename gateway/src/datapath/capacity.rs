@@ -11,12 +11,12 @@
 //! | `DEVICES` (hash) | 80 B | `devices_capacity` |
 //! | `DEVICE_IPV4` (hash) | 80 B | `devices_capacity` |
 //! | `DEVICE_STATS` (LRU per-CPU hash) | 80 B + 200 B per CPU | `devices_capacity` |
-//! | `BUDGETS` (LRU hash) | 176 B | `devices_capacity` |
+//! | `BUDGETS` (LRU hash) | 152 B | `devices_capacity` |
 //! | `FLOWS` (LRU hash) | 208 B | `flows_capacity` |
 //! | `EVENTS` (ring buffer) | 1 B | `events_ring_bytes` |
 //! | `POLICY_V4`, `POLICY_V6` (LPM tries) | allocated per rule written | the policy compiler's bound |
 //!
-//! So a device costs 240 B + 200 B per CPU (1,040 B on 4 CPUs), a flow 208 B. The policy tries
+//! So a device costs 392 B + 200 B per CPU (1,192 B on 4 CPUs), a flow 208 B. The policy tries
 //! allocate only the rules they hold, so their bound (`gateway_ebpf::maps::POLICY_CAPACITY`,
 //! which the policy compiler enforces) costs nothing unused and is not configured here.
 use std::path::Path;
@@ -25,7 +25,7 @@ use gateway_ebpf::maps as abi;
 
 use super::DatapathConfig;
 
-/// Default `datapath.devices_capacity`: a small router's site (≈ 4.1 MiB on 4 CPUs).
+/// Default `datapath.devices_capacity`: a small router's site (≈ 4.7 MiB on 4 CPUs).
 pub const DEFAULT_DEVICES: u32 = 4_096;
 /// Default `datapath.flows_capacity`: 16 live flows per device at the default (13 MiB).
 pub const DEFAULT_FLOWS: u32 = 65_536;

@@ -22,27 +22,28 @@ fn learnt(lab: &Lab) -> Scenario<'_> {
     s
 }
 
-#[test]
-fn exfiltration_crosses_the_byte_budget_in_xdp_and_is_quarantined_within_the_bound() {
+/// After learning, `misbehave` is quarantined within `BOUND` of its first frame, and XDP
+/// reported the crossing of the budget `crossed` names.
+fn quarantined_within_the_bound(what: &str, misbehave: impl FnOnce(&mut Scenario), crossed: &str) {
     let lab = Lab::new(1);
     let mut s = learnt(&lab);
-    let latency = s.time_to_quarantine(Duration::from_secs(5), |s| s.exfiltrate(3_000_000)).expect("quarantined");
-    println!("exfiltration: quarantine in XDP {latency:?} after the first byte");
+    let latency = s.time_to_quarantine(Duration::from_secs(5), misbehave).expect("quarantined");
+    println!("{what}: quarantine in XDP {latency:?} after the first frame");
+    s.ctl.wait_for_log(crossed, Duration::from_secs(1));
+    assert!(latency <= BOUND, "{what}: enforcement took {latency:?}");
+}
+
+#[test]
+fn exfiltration_crosses_the_byte_budget_in_xdp_and_is_quarantined_within_the_bound() {
     // At line rate the frames cross the packet budget (300 a second) before the bytes cross
     // theirs (1 MB); XDP reports both. (A counter sweep that falls inside the burst may see
     // the packet rate as soon: its window slides, XDP's is fixed.)
-    s.ctl.wait_for_log("crossing its budget of 1000000", Duration::from_secs(1));
-    assert!(latency <= BOUND, "enforcement took {latency:?}");
+    quarantined_within_the_bound("exfiltration", |s| s.exfiltrate(3_000_000), "crossing its budget of 1000000");
 }
 
 #[test]
 fn udp_flood_crosses_the_packet_budget_in_xdp_and_is_quarantined_within_the_bound() {
-    let lab = Lab::new(1);
-    let mut s = learnt(&lab);
-    let latency = s.time_to_quarantine(Duration::from_secs(5), |s| s.flood(20_000)).expect("quarantined");
-    println!("flood: quarantine in XDP {latency:?} after the first packet");
-    s.ctl.wait_for_log("crossing its budget of 300", Duration::from_secs(1));
-    assert!(latency <= BOUND, "enforcement took {latency:?}");
+    quarantined_within_the_bound("flood", |s| s.flood(20_000), "crossing its budget of 300");
 }
 
 #[test]
