@@ -1,5 +1,6 @@
 //! Step 5: tell userspace. A flow's first packet becomes a `FlowEvent`; DHCP, DNS, ARP, SSDP
-//! and TLS handshakes are copied into `SampleEvent`s for fingerprinting. The ring buffer never
+//! and TLS handshakes are copied into `SampleEvent`s for fingerprinting; a crossed budget
+//! becomes a `BudgetEvent`. The ring buffer never
 //! blocks: when it is full the event is counted as lost and the packet goes on. Samples are
 //! copied from an XDP frame or, for the LAN egress program, a TC socket buffer (`Frame`).
 use aya_ebpf::{
@@ -7,7 +8,10 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
-use gateway_ebpf::{EventHeader, FlowEvent, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter, event_kind};
+use gateway_ebpf::{
+    BudgetEvent, BudgetWindow, EventHeader, FlowEvent, FlowKey, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint,
+    counter, event_kind,
+};
 
 use crate::{EVENTS, count, decision::Decision, parse::Ip};
 
@@ -53,6 +57,38 @@ pub fn new_flow(
         (*event).syn = *syn;
         (*event)._pad_end = [0; 4];
     }
+    entry.submit(0);
+}
+
+/// A budget window crossed (`budget`): what it allows and what it counted. The frame is
+/// reported as passed: budgets report, the policy judges.
+#[inline(always)]
+pub fn budget(
+    mac: &MacKey,
+    state: u8,
+    measure: u8,
+    window: *const BudgetWindow,
+    counted: u64,
+    elapsed_ns: u64,
+    now: u64,
+) {
+    let Some(mut entry) = EVENTS.reserve::<BudgetEvent>(0) else {
+        count(counter::EVENTS_LOST);
+        crate::rare::events_lost();
+        return;
+    };
+    // SAFETY: `window` points into a live map value (RCU).
+    let (limit, window_ns) = unsafe { ((*window).limit, (*window).window_ns) };
+    entry.write(BudgetEvent {
+        header: header(event_kind::BUDGET, state, &Decision::PASS, now),
+        mac: *mac,
+        measure,
+        _pad: [0; 7],
+        limit,
+        window_ns,
+        counted,
+        elapsed_ns,
+    });
     entry.submit(0);
 }
 

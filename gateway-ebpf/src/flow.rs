@@ -311,7 +311,7 @@ pub fn set_syn(stats: *mut FlowStats, syn: &SynFingerprint) {
 /// `*counter += value`, atomically (BPF_ATOMIC add). core's `AtomicU64` has no RMW methods
 /// on the bpf target, so this goes through the intrinsic it would use.
 #[inline(always)]
-unsafe fn atomic_add(counter: *mut u64, value: u64) {
+pub unsafe fn atomic_add(counter: *mut u64, value: u64) {
     // SAFETY: the caller passes a pointer into a live map value.
     unsafe {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(counter, value);

@@ -7,7 +7,7 @@ use gateway_ebpf::{
 };
 
 use crate::{
-    PARSED, classify, count,
+    PARSED, budget, classify, count,
     decision::Decision,
     events,
     flow::{self, Table, V4, V6},
@@ -45,6 +45,7 @@ fn try_ingress(
 ) -> Result<Decision, DropReason> {
     let link = parse::link(ctx)?;
     let device = classify::device(mac);
+    budget::account(mac, device.state, frame_bytes, now);
 
     if !parse::is_ip(&link) {
         // ARP, and the link-layer protocols that stay on the LAN (LLDP, EAPOL for 802.1X

@@ -78,6 +78,11 @@ pub mod maps {
     /// per CPU (LRU: a spoofer cycling MACs cannot pin it).
     pub const SOURCE_VIOLATIONS: &str = "SOURCE_VIOLATIONS";
     pub const SOURCE_VIOLATIONS_CAPACITY: u32 = 4_096;
+    /// Per-device rate and byte budgets with XDP's count against them: `MacKey` →
+    /// `DeviceBudget`. Only the controller inserts; LRU, so a flood of new MACs the
+    /// controller gives budgets evicts idle devices' entries rather than filling the map.
+    pub const BUDGETS: &str = "BUDGETS";
+    pub const BUDGETS_CAPACITY: u32 = 65_536;
 }
 
 /// Program names in the object file.
@@ -715,12 +720,51 @@ impl Default for GatewayConfig {
     }
 }
 
+/// One budget of a device and XDP's count against it over a fixed window. All fields host
+/// order; times are `bpf_ktime_get_coarse_ns`.
+///
+/// `limit` and `window_ns` are the controller's (`u64::MAX`: no limit); the rest is XDP's,
+/// written without locks by whichever CPU sees the frame: `counted` is added to atomically,
+/// a window's restart is last-writer-wins (a frame or two of another CPU may land in the old
+/// window), and `reported_start_ns` holds the start of the last window reported, so each
+/// window is reported once (twice at most, by two CPUs crossing in the same instant).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BudgetWindow {
+    pub limit: u64,
+    pub window_ns: u64,
+    pub start_ns: u64,
+    pub counted: u64,
+    pub reported_start_ns: u64,
+}
+
+/// A device's budgets, in `BUDGETS`. The frame that takes a window's count above its limit
+/// sends one `BudgetEvent`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceBudget {
+    /// Frames sent per window (`budget_measure::PACKETS`).
+    pub packets: BudgetWindow,
+    /// Bytes sent per window (`budget_measure::BYTES`).
+    pub bytes: BudgetWindow,
+}
+
 /// Kind of an `EventHeader`. Append-only.
 pub mod event_kind {
     /// Followed by `FlowEvent`.
     pub const NEW_FLOW: u8 = 1;
     /// Followed by `SampleEvent`.
     pub const SAMPLE: u8 = 2;
+    /// Followed by `BudgetEvent`.
+    pub const BUDGET: u8 = 3;
+}
+
+/// What a `BudgetWindow` counts. Append-only.
+pub mod budget_measure {
+    /// Frames the device sent.
+    pub const PACKETS: u8 = 1;
+    /// Bytes of the frames the device sent.
+    pub const BYTES: u8 = 2;
 }
 
 /// What a `SampleEvent` holds. Append-only.
@@ -796,6 +840,25 @@ pub struct SampleEvent {
     pub data: [u8; SAMPLE_BYTES],
 }
 
+/// A device took one of its budgets over its limit: sent once per window, by the frame that
+/// crossed it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BudgetEvent {
+    pub header: EventHeader,
+    pub mac: MacKey,
+    /// One of `budget_measure`.
+    pub measure: u8,
+    pub _pad: [u8; 7],
+    /// The window's limit and length, as the controller wrote them (host order).
+    pub limit: u64,
+    pub window_ns: u64,
+    /// Counted in the window with the crossing frame, and how long after the window's start
+    /// it came (host order).
+    pub counted: u64,
+    pub elapsed_ns: u64,
+}
+
 // Layouts are ABI: the compiler checks every size here so an edit cannot shift a field
 // silently (as cilium's bpf_alignchecker does).
 const _: () = {
@@ -820,6 +883,10 @@ const _: () = {
     assert!(size_of::<GatewayConfig>() == 32);
     assert!(size_of::<EventHeader>() == 16);
     assert!(size_of::<SampleEvent>() == 16 + 8 + 8 + SAMPLE_BYTES);
+    assert!(size_of::<BudgetWindow>() == 40);
+    assert!(size_of::<DeviceBudget>() == 80);
+    assert!(core::mem::offset_of!(BudgetWindow, counted) % 8 == 0);
+    assert!(size_of::<BudgetEvent>() == 16 + 8 + 8 + 32);
 };
 
 #[cfg(feature = "user")]
@@ -843,6 +910,9 @@ mod pod {
     unsafe impl aya::Pod for FlowEvent {}
     unsafe impl aya::Pod for SampleEvent {}
     unsafe impl aya::Pod for SynFingerprint {}
+    unsafe impl aya::Pod for BudgetWindow {}
+    unsafe impl aya::Pod for DeviceBudget {}
+    unsafe impl aya::Pod for BudgetEvent {}
 
     /// Safe decoding of ring-buffer records and map values for userspace, which forbids
     /// `unsafe`.

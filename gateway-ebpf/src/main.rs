@@ -3,8 +3,9 @@
 //! the maps and dispatches, with the two helpers the programs share (`configured`, `count`);
 //! each datapath step has its own module, in packet order:
 //!
-//! `parse` (headers, bounds-checked) → `classify` (which device, what state) →
-//! `source_guard` (is the IPv4 source the device's own) → `flow`
+//! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `budget`
+//! (the device's rate and byte budgets, reported when crossed) → `source_guard` (is the
+//! IPv4 source the device's own) → `flow`
 //! (per-device and per-flow accounting) → `policy` (the verdict) → `events` (new flows and
 //! samples to userspace) → `verdict` (apply it: pass, drop, or redirect to quarantine; the
 //! one exit, which counts every frame not passed). `lan` and `wan` run the steps in order;
@@ -18,6 +19,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod budget;
 mod classify;
 mod decision;
 mod events;
@@ -39,8 +41,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use gateway_ebpf::{
-    ABI_VERSION, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, GatewayConfig, MacKey, PolicyKey, PolicyRule,
-    SourceViolation, counter, device_state, maps as abi,
+    ABI_VERSION, DeviceBudget, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, GatewayConfig, MacKey,
+    PolicyKey, PolicyRule, SourceViolation, counter, device_state, maps as abi,
 };
 
 #[map(name = "DEVICES")]
@@ -66,6 +68,9 @@ static POLICY_V4: LpmTrie<PolicyKey<4>, PolicyRule> = LpmTrie::pinned(abi::POLIC
 
 #[map(name = "POLICY_V6")]
 static POLICY_V6: LpmTrie<PolicyKey<16>, PolicyRule> = LpmTrie::pinned(abi::POLICY_CAPACITY, 0);
+
+#[map(name = "BUDGETS")]
+static BUDGETS: LruHashMap<MacKey, DeviceBudget> = LruHashMap::pinned(abi::BUDGETS_CAPACITY, 0);
 
 #[map(name = "CONFIG")]
 static CONFIG: Array<GatewayConfig> = Array::pinned(1, 0);

@@ -12,6 +12,7 @@
 //! | `DEVICE_IPV4` (hash) | 80 B | `devices_capacity` |
 //! | `DEVICE_STATS` (LRU per-CPU hash) | 80 B + 208 B per CPU | `devices_capacity` |
 //! | `CHANGED_DEVICES` (ring buffer) | 8 B (a 16 B record for half the devices) | `devices_capacity` |
+//! | `BUDGETS` (LRU hash) | 152 B | `devices_capacity` |
 //! | `SOURCE_BINDINGS_V4` (hash) | 80 B | `devices_capacity` |
 //! | `SOURCE_VIOLATIONS` (LRU per-CPU hash) | 80 B + 16 B per CPU | `devices_capacity` / 16 (≥ 64) |
 //! | `FLOWS_V4` (LRU hash) | 170 B | `flows_capacity` |
@@ -19,7 +20,7 @@
 //! | `EVENTS` (ring buffer) | 1 B | `events_ring_bytes` |
 //! | `POLICY_V4`, `POLICY_V6` (LPM tries) | allocated per rule written | the policy compiler's bound |
 //!
-//! So a device costs 333 B + 209 B per CPU (1,169 B on 4 CPUs), an IPv4 flow 170 B, an IPv6
+//! So a device costs 485 B + 209 B per CPU (1,321 B on 4 CPUs), an IPv4 flow 170 B, an IPv6
 //! flow 194 B (flows measured at 1,310,720 entries, bench/xdp; the one table of 48-byte keys
 //! before the split cost 194 B for every flow). The binding table holds one address per
 //! device on average (a device with a DHCP lease and a link-local address takes two; its
@@ -33,7 +34,7 @@ use gateway_ebpf::maps as abi;
 
 use super::DatapathConfig;
 
-/// Default `datapath.devices_capacity`: a small router's site (≈ 4.1 MiB on 4 CPUs).
+/// Default `datapath.devices_capacity`: a small router's site (≈ 4.7 MiB on 4 CPUs).
 pub const DEFAULT_DEVICES: u32 = 4_096;
 /// Default `datapath.flows_capacity`: 16 live IPv4 flows per device at the default (10.6 MiB).
 pub const DEFAULT_FLOWS: u32 = 65_536;
@@ -62,12 +63,13 @@ pub fn changed_devices_bytes(devices_capacity: u32) -> u32 {
 const MIN_CHANGED_DEVICES_BYTES: u32 = 4_096;
 
 /// The size of every map `[datapath]` sizes.
-pub fn capacities(config: &DatapathConfig) -> [Capacity; 9] {
+pub fn capacities(config: &DatapathConfig) -> [Capacity; 10] {
     [
         (abi::DEVICES, config.devices_capacity),
         (abi::DEVICE_IPV4, config.devices_capacity),
         (abi::DEVICE_STATS, config.devices_capacity),
         (abi::CHANGED_DEVICES, changed_devices_bytes(config.devices_capacity)),
+        (abi::BUDGETS, config.devices_capacity),
         (abi::SOURCE_BINDINGS_V4, config.devices_capacity),
         (abi::SOURCE_VIOLATIONS, (config.devices_capacity / 16).max(MIN_SOURCE_VIOLATIONS)),
         (abi::FLOWS_V4, config.flows_capacity),
@@ -121,7 +123,7 @@ mod tests {
             ..Default::default()
         };
         let sizes = capacities(&config);
-        for map in [abi::DEVICES, abi::DEVICE_IPV4, abi::DEVICE_STATS, abi::SOURCE_BINDINGS_V4] {
+        for map in [abi::DEVICES, abi::DEVICE_IPV4, abi::DEVICE_STATS, abi::SOURCE_BINDINGS_V4, abi::BUDGETS] {
             assert!(sizes.contains(&(map, 100_000)), "{map}: {sizes:?}");
         }
         assert!(sizes.contains(&(abi::SOURCE_VIOLATIONS, 6_250)));

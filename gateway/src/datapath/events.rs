@@ -6,8 +6,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use gateway_ebpf::{EventHeader, FlowEvent, SampleEvent, SynFingerprint, event_kind, sample_kind};
+use gateway_ebpf::{BudgetEvent, EventHeader, FlowEvent, SampleEvent, SynFingerprint, event_kind, sample_kind};
 
+use super::budget::{BudgetCrossing, Measure};
 use crate::device::{Access, Mac};
 
 /// A flow's first packet.
@@ -83,6 +84,28 @@ impl PacketSample {
 pub enum DatapathEvent {
     Flow(FlowObservation),
     Sample(PacketSample),
+    /// A device went over one of its budgets (`datapath::budget`).
+    Budget(BudgetCrossing),
+}
+
+impl DatapathEvent {
+    /// When the datapath saw it.
+    pub fn time(&self) -> SystemTime {
+        match self {
+            DatapathEvent::Flow(flow) => flow.time,
+            DatapathEvent::Sample(sample) => sample.time,
+            DatapathEvent::Budget(crossing) => crossing.time,
+        }
+    }
+
+    /// The device it is about.
+    pub fn mac(&self) -> Mac {
+        match self {
+            DatapathEvent::Flow(flow) => flow.mac,
+            DatapathEvent::Sample(sample) => sample.mac,
+            DatapathEvent::Budget(crossing) => crossing.mac,
+        }
+    }
 }
 
 /// Why a ring-buffer record could not be decoded (a version skew between the programs and
@@ -96,6 +119,8 @@ pub enum DecodeError {
     UnknownKind(u8),
     #[error("unknown sample kind {0}")]
     UnknownSample(u8),
+    #[error("unknown budget measure {0}")]
+    UnknownMeasure(u8),
 }
 
 /// Turns `bpf_ktime_get_ns` (CLOCK_MONOTONIC) into wall-clock time.
@@ -171,6 +196,18 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<DatapathEvent, DecodeError
                 payload_offset: usize::from(event.payload_offset).min(len),
                 frame_bytes: u32::from(event.frame_bytes),
                 verdict: header.verdict,
+            }))
+        }
+        event_kind::BUDGET => {
+            let event: BudgetEvent = read(record, "a budget event")?;
+            Ok(DatapathEvent::Budget(BudgetCrossing {
+                time: clock.wall(header.timestamp_ns),
+                mac: Mac(event.mac.addr),
+                measure: Measure::from_code(event.measure).ok_or(DecodeError::UnknownMeasure(event.measure))?,
+                limit: event.limit,
+                window: Duration::from_nanos(event.window_ns),
+                counted: event.counted,
+                elapsed: Duration::from_nanos(event.elapsed_ns),
             }))
         }
         other => Err(DecodeError::UnknownKind(other)),

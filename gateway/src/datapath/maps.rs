@@ -1,8 +1,8 @@
 //! The only writer of BPF maps. Holds the pinned maps taken out of the loaded object (or
 //! opened from their pins, for tools) and turns controller decisions into map entries:
-//! device states, device IPs, compiled policy rules, the datapath configuration, the
-//! quarantine port and the source-address bindings (`crate::source_guard`). Also reads the
-//! counters, the source-address violations and the flow table back.
+//! device states, device IPs, device budgets (`budget`), compiled policy rules, the datapath
+//! configuration, the quarantine port and the source-address bindings (`crate::source_guard`).
+//! Also reads the counters, the source-address violations and the flow table back.
 //!
 //! Flows cache their decision in XDP (see gateway-ebpf's `flow`), valid while
 //! `GatewayConfig::policy_generation` is unchanged: this module owns that counter and bumps
@@ -23,11 +23,16 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
-    DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, FromBytes as _, GatewayConfig, MacKey,
+    DeviceBudget, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, FromBytes as _, GatewayConfig, MacKey,
     POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, QUARANTINE_SLOT, SourceViolation, counter, maps as abi,
 };
 
-use super::{ControlError, DeviceAccess, DeviceControl, batch, fill::MapFill, traffic::TrafficCounters};
+use super::{
+    ControlError, DeviceAccess, DeviceControl, batch,
+    budget::{self, Budget},
+    fill::MapFill,
+    traffic::TrafficCounters,
+};
 use crate::{
     device::{Access, Mac},
     source_guard::violations::Violation,
@@ -90,6 +95,7 @@ pub struct Maps {
     redirect: Mutex<DevMap<MapData>>,
     source_bindings: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
     source_violations: PerCpuHashMap<MapData, MacKey, SourceViolation>,
+    budgets: Mutex<HashMap<MapData, MacKey, DeviceBudget>>,
     /// Entries the policy tries hold: counted where they are written anyway, so `fill_levels`
     /// need not read them again.
     policy_v4_entries: AtomicU64,
@@ -150,6 +156,7 @@ impl Maps {
             ),
             source_violations: PerCpuHashMap::try_from(get(abi::SOURCE_VIOLATIONS)?)
                 .map_err(map_error(abi::SOURCE_VIOLATIONS))?,
+            budgets: Mutex::new(HashMap::try_from(get(abi::BUDGETS)?).map_err(map_error(abi::BUDGETS))?),
             policy_v4_entries: AtomicU64::new(0),
             policy_v6_entries: AtomicU64::new(0),
             device_writes: AtomicU64::new(0),
@@ -294,6 +301,15 @@ impl Maps {
         });
         if let Err(error) = read {
             tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters");
+        }
+    }
+
+    /// The budgets of `mac` and XDP's count against them (`None`: it has none).
+    pub fn budget(&self, mac: Mac) -> Result<Option<DeviceBudget>, ControlError> {
+        match lock(&self.budgets).get(&mac.key(), 0) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_error(abi::BUDGETS)(e)),
         }
     }
 
@@ -495,6 +511,10 @@ impl DeviceControl for Maps {
 
     fn set_device_ipv4(&self, mac: Mac, addr: Ipv4Addr) -> Result<(), ControlError> {
         lock(&self.device_ipv4).insert(addr.octets(), mac.key(), 0).map_err(map_error(abi::DEVICE_IPV4))
+    }
+
+    fn set_budget(&self, mac: Mac, budget: Option<Budget>) -> Result<(), ControlError> {
+        budget::write(&mut lock(&self.budgets), mac, budget).map_err(map_error(abi::BUDGETS))
     }
 }
 

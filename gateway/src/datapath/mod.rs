@@ -3,7 +3,8 @@
 //! loads and attaches the programs and pins the maps (`lan_egress` attaches the TC program
 //! that sees the gateway's own DNS answers), `events` decodes the ring buffer,
 //! `maps` is the only writer of BPF maps (`batch` reads whole maps in chunks, `fill` says
-//! how full they are, `sweep` reads the counters of the devices that changed),
+//! how full they are, `sweep` reads the counters of the devices that changed), `budget`
+//! writes the per-device budgets XDP reports crossings of,
 //! `xdp_log` forwards the programs' own (rare) log lines into `tracing`, `restore` rebuilds the
 //! device table from the store at start-up, `traffic` counts bytes and packets per device, and
 //! `replay` imitates the LAN program over captures (offline analysis, training, tests).
@@ -19,6 +20,7 @@ use std::{
 use crate::device::{Access, Mac};
 
 pub mod batch;
+pub mod budget;
 pub mod capacity;
 pub mod capture;
 pub mod config;
@@ -64,6 +66,8 @@ pub trait DeviceControl: Send + Sync {
     fn access(&self, mac: Mac) -> Result<Option<DeviceAccess>, ControlError>;
     /// Records which device holds an IPv4 address, so upstream traffic towards it is checked.
     fn set_device_ipv4(&self, mac: Mac, addr: std::net::Ipv4Addr) -> Result<(), ControlError>;
+    /// Sets what `mac` may send before XDP reports it (`None`: no budget).
+    fn set_budget(&self, mac: Mac, budget: Option<budget::Budget>) -> Result<(), ControlError>;
 }
 
 /// Shared handle to the datapath.
@@ -83,6 +87,14 @@ pub trait AccessLedger: Send {
 pub struct MemoryDatapath {
     devices: Mutex<HashMap<Mac, DeviceAccess>>,
     ipv4: Mutex<HashMap<std::net::Ipv4Addr, Mac>>,
+    budgets: Mutex<HashMap<Mac, budget::Budget>>,
+}
+
+impl MemoryDatapath {
+    /// The budget set for `mac`, as XDP would count against it.
+    pub fn budget(&self, mac: Mac) -> Option<budget::Budget> {
+        self.budgets.lock().expect("lock poisoned only by a panic elsewhere").get(&mac).copied()
+    }
 }
 
 impl DeviceControl for MemoryDatapath {
@@ -102,6 +114,15 @@ impl DeviceControl for MemoryDatapath {
 
     fn set_device_ipv4(&self, mac: Mac, addr: std::net::Ipv4Addr) -> Result<(), ControlError> {
         self.ipv4.lock().expect("lock poisoned only by a panic elsewhere").insert(addr, mac);
+        Ok(())
+    }
+
+    fn set_budget(&self, mac: Mac, budget: Option<budget::Budget>) -> Result<(), ControlError> {
+        let mut budgets = self.budgets.lock().expect("lock poisoned only by a panic elsewhere");
+        match budget {
+            Some(budget) => budgets.insert(mac, budget),
+            None => budgets.remove(&mac),
+        };
         Ok(())
     }
 }

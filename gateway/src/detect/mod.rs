@@ -35,6 +35,7 @@ use crate::{
 pub mod alert;
 mod arp;
 mod beacon;
+mod budget;
 mod c2;
 mod flows;
 pub mod intel;
@@ -317,6 +318,7 @@ impl Detector {
             Input::Datapath(DatapathEvent::Flow(flow)) => self.check_flow(flow),
             Input::Datapath(DatapathEvent::Sample(sample)) if sample.kind == SampleKind::Arp => self.check_arp(sample),
             Input::Traffic(sample) => self.check_traffic(sample),
+            Input::Datapath(DatapathEvent::Budget(crossing)) => self.check_budget(crossing),
             _ => Vec::new(),
         };
         let learn = triggers.is_empty();

@@ -564,6 +564,7 @@ fn a_growing_scan_is_alerted_again_as_its_score_rises_by_a_step() {
     assert!(detector.handle(&again).iter().all(|a| a.detector != DetectorKind::Scan));
 }
 
+mod budgets;
 mod exemptions;
 mod false_alerts;
 mod learned;

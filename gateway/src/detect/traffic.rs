@@ -1,6 +1,7 @@
 //! Detectors over the per-device counters: a packet flood (packets per second over the last
 //! second, against the learnt maximum or an absolute limit) and an unusual volume sent over
-//! the window (against the learnt mean, spread and maximum).
+//! the window (against the learnt mean, spread and maximum). The same limits are the budgets
+//! XDP holds devices to between counter sweeps (`budget`).
 use super::*;
 
 impl Detector {
@@ -20,80 +21,91 @@ impl Detector {
         let mut triggers = Vec::new();
         // A device still learning is held to its type's rates once that type has a baseline.
         let reference = self.baselines.rate_reference(sample.mac);
-        let profile = reference.map(|(p, _)| p);
-        let learnt_by = learnt_by(reference.and_then(|(_, class)| class));
         // Packets of the samples that began within the last second (this one always counts),
         // per second of that span or of this sample if it is longer.
         let in_span = |t: &&TrafficSpan| apart(end, t.start) <= RATE_SPAN + RATE_SLACK;
         let recent_packets: u64 = state.traffic.iter().rev().skip(1).filter(in_span).map(|t| t.tx_packets).sum();
         let seconds = RATE_SPAN.max(sample.interval).as_secs_f64();
         let pps = (sample.counters.tx_packets + recent_packets) as f64 / seconds;
-        let (threshold, expected) = match profile {
-            Some(p) => {
-                let learnt = p.windows.max[feature::TX_PACKETS];
-                let t = (self.config.flood_factor * learnt).max(self.config.flood_min_pps);
-                (
-                    t,
-                    format!(
-                        "at most {t:.0} packets/s ({}× {learnt_by} maximum of {learnt:.0} packets in a window, at least {:.0})",
-                        self.config.flood_factor, self.config.flood_min_pps
-                    ),
-                )
-            }
-            None => (
-                self.config.flood_pps,
-                format!("at most {:.0} packets/s (absolute limit, no baseline yet)", self.config.flood_pps),
-            ),
-        };
-        if pps > threshold {
-            let score = alert::ratio_score(pps, threshold);
-            triggers.push(Trigger {
-                detector: DetectorKind::Flood,
-                score,
-                expected,
-                observed: format!("{pps:.0} packets/s sent; score = 1 − ½·{threshold:.0}/{pps:.0} = {score:.2}"),
-                flows: Vec::new(),
-                observation: Some(Observation::Rate {
-                    measure: Measure::PacketsPerSecond,
-                    observed: pps,
-                    limit: threshold,
-                }),
-            });
+        let flood = flood_limit(&self.config, reference);
+        if pps > flood.value {
+            triggers.push(rate_trigger(
+                DetectorKind::Flood,
+                Measure::PacketsPerSecond,
+                pps,
+                flood,
+                format!("{pps:.0} packets/s sent"),
+            ));
         }
-        if let Some(p) = profile {
+        if let Some(reference) = reference {
             let sent: u64 = state.traffic.iter().map(|t| t.tx_bytes).sum();
-            let max = p.windows.max[feature::TX_BYTES];
-            let mean = p.windows.mean[feature::TX_BYTES];
-            let sigma = p.windows.std_dev()[feature::TX_BYTES];
-            let threshold = (self.config.volume_factor * max)
-                .max(mean + self.config.volume_sigmas * sigma)
-                .max(self.config.volume_min_bytes as f64);
-            if sent as f64 > threshold {
-                let score = alert::ratio_score(sent as f64, threshold);
-                triggers.push(Trigger {
-                    detector: DetectorKind::Volume,
-                    score,
-                    expected: format!(
-                        "at most {threshold:.0} bytes sent per {} s ({learnt_by}: mean {mean:.0}, σ {sigma:.0}, max {max:.0}; limit = max({}×max, mean+{}σ, {}))",
-                        window.as_secs(),
-                        self.config.volume_factor,
-                        self.config.volume_sigmas,
-                        self.config.volume_min_bytes
-                    ),
-                    observed: format!(
-                        "{sent} bytes sent in the last {} s; score = 1 − ½·{threshold:.0}/{sent} = {score:.2}",
-                        window.as_secs()
-                    ),
-                    flows: Vec::new(),
-                    observation: Some(Observation::Rate {
-                        measure: Measure::BytesSent,
-                        observed: sent as f64,
-                        limit: threshold,
-                    }),
-                });
+            let volume = volume_limit(&self.config, reference);
+            if sent as f64 > volume.value {
+                let what = format!("{sent} bytes sent in the last {} s", window.as_secs());
+                triggers.push(rate_trigger(DetectorKind::Volume, Measure::BytesSent, sent as f64, volume, what));
             }
         }
         triggers
+    }
+}
+
+/// A rate limit, and how it came about in an alert's words.
+pub(super) struct Limit {
+    pub value: f64,
+    pub expected: String,
+}
+
+/// Packets per second beyond which a device floods: from its rate reference (its baseline,
+/// or its type's while it learns), or the absolute limit without one.
+pub(super) fn flood_limit(config: &Config, reference: Option<(&Profile, Option<&str>)>) -> Limit {
+    match reference {
+        Some((profile, class)) => {
+            let learnt = profile.windows.max[feature::TX_PACKETS];
+            let value = (config.flood_factor * learnt).max(config.flood_min_pps);
+            let expected = format!(
+                "at most {value:.0} packets/s ({}× {} maximum of {learnt:.0} packets in a window, at least {:.0})",
+                config.flood_factor,
+                learnt_by(class),
+                config.flood_min_pps
+            );
+            Limit { value, expected }
+        }
+        None => Limit {
+            value: config.flood_pps,
+            expected: format!("at most {:.0} packets/s (absolute limit, no baseline yet)", config.flood_pps),
+        },
+    }
+}
+
+/// Bytes a device may send per window (`Config::window`), from its rate reference.
+pub(super) fn volume_limit(config: &Config, (profile, class): (&Profile, Option<&str>)) -> Limit {
+    let max = profile.windows.max[feature::TX_BYTES];
+    let mean = profile.windows.mean[feature::TX_BYTES];
+    let sigma = profile.windows.std_dev()[feature::TX_BYTES];
+    let value =
+        (config.volume_factor * max).max(mean + config.volume_sigmas * sigma).max(config.volume_min_bytes as f64);
+    let expected = format!(
+        "at most {value:.0} bytes sent per {} s ({}: mean {mean:.0}, σ {sigma:.0}, max {max:.0}; limit = max({}×max, mean+{}σ, {}))",
+        config.window().as_secs(),
+        learnt_by(class),
+        config.volume_factor,
+        config.volume_sigmas,
+        config.volume_min_bytes
+    );
+    Limit { value, expected }
+}
+
+/// A rate detector's trigger: `seen` (described by `what`) above `limit`.
+pub(super) fn rate_trigger(detector: DetectorKind, measure: Measure, seen: f64, limit: Limit, what: String) -> Trigger {
+    let threshold = limit.value;
+    let score = alert::ratio_score(seen, threshold);
+    Trigger {
+        detector,
+        score,
+        expected: limit.expected,
+        observed: format!("{what}; score = 1 − ½·{threshold:.0}/{seen:.0} = {score:.2}"),
+        flows: Vec::new(),
+        observation: Some(Observation::Rate { measure, observed: seen, limit: threshold }),
     }
 }
 

@@ -76,6 +76,8 @@ impl Inventory {
         match event {
             DatapathEvent::Flow(flow) => self.flow(flow, changes)?,
             DatapathEvent::Sample(sample) => self.sample(sample, changes)?,
+            // The traffic behind it reaches the inventory through the counter step.
+            DatapathEvent::Budget(_) => {}
         }
         Ok(())
     }

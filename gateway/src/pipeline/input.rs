@@ -22,8 +22,7 @@ pub enum Input {
 impl Input {
     pub fn time(&self) -> Option<SystemTime> {
         match self {
-            Input::Datapath(DatapathEvent::Flow(flow)) => Some(flow.time),
-            Input::Datapath(DatapathEvent::Sample(sample)) => Some(sample.time),
+            Input::Datapath(event) => Some(event.time()),
             Input::Traffic(sample) => Some(sample.interval_start + sample.interval),
             Input::Class { .. } => None,
         }
@@ -31,8 +30,7 @@ impl Input {
 
     pub fn mac(&self) -> Mac {
         match self {
-            Input::Datapath(DatapathEvent::Flow(flow)) => flow.mac,
-            Input::Datapath(DatapathEvent::Sample(sample)) => sample.mac,
+            Input::Datapath(event) => event.mac(),
             Input::Traffic(sample) => sample.mac,
             Input::Class { mac, .. } => *mac,
         }

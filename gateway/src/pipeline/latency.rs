@@ -11,7 +11,7 @@ use std::{
 use super::{Command, Settings};
 use crate::{
     baseline,
-    datapath::{ControlError, DeviceAccess, DeviceControl, MemoryDatapath},
+    datapath::{ControlError, DeviceAccess, DeviceControl, MemoryDatapath, budget::Budget},
     detect::synthetic,
     device::{Access, Mac},
     event::EventBus,
@@ -47,6 +47,10 @@ impl DeviceControl for TimedDatapath {
 
     fn set_device_ipv4(&self, mac: Mac, addr: Ipv4Addr) -> Result<(), ControlError> {
         self.inner.set_device_ipv4(mac, addr)
+    }
+
+    fn set_budget(&self, mac: Mac, budget: Option<Budget>) -> Result<(), ControlError> {
+        self.inner.set_budget(mac, budget)
     }
 }
 

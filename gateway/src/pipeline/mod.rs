@@ -1,8 +1,8 @@
 //! The pipeline baseline → detect → respond, on one
 //! dedicated thread (its SQLite writes stay off the ring-buffer drain and off the async
 //! runtime). Reads `Command`s from a bounded channel (datapath events, traffic counters,
-//! classes, releases, rule reloads, learnt exceptions, ticks); writes the device table through
-//! `DeviceControl`, publishes `Alert`, `Action` and `Audit` events on the `EventBus`, and
+//! classes, releases, rule reloads, learnt exceptions, ticks); writes the device table and
+//! the devices' budgets (`budgets`) through `DeviceControl`, publishes `Alert`, `Action` and `Audit` events on the `EventBus`, and
 //! checkpoints baselines into the store.
 use std::{
     path::PathBuf,
@@ -21,6 +21,7 @@ use crate::{
     respond::{RespondError, Responder, ResponsePolicy},
 };
 
+mod budgets;
 mod input;
 pub mod latency;
 #[cfg(test)]
@@ -98,6 +99,7 @@ pub struct Core {
     detector: Detector,
     responder: Responder,
     bus: EventBus,
+    budgets: budgets::BudgetSync,
     store: Option<rusqlite::Connection>,
     /// Where access changes and audit records are kept besides the bus.
     ledger: Option<Ledger>,
@@ -128,6 +130,7 @@ impl Core {
             }
             None => (None, None),
         };
+        let budgets = budgets::BudgetSync::new(control.clone());
         let mut responder = Responder::new(policy, control);
         for (mac, _) in baselines.devices() {
             if let Some(class) = baselines.class_of(mac) {
@@ -138,6 +141,7 @@ impl Core {
             detector: Detector::new(settings.detect, baselines),
             responder,
             bus,
+            budgets,
             store,
             ledger,
             last_checkpoint: Instant::now(),
@@ -160,6 +164,8 @@ impl Core {
                     self.responder.set_class(*mac, class);
                 }
                 let alerts = self.detector.handle(&input);
+                let mac = input.mac();
+                self.budgets.sync(mac, self.detector.budget(mac));
                 self.respond(alerts)
             }
             Command::Tick(now) => {

@@ -28,6 +28,8 @@ pub const LEARNING: Duration = Duration::from_secs(6);
 pub const READING_PERIOD: Duration = Duration::from_millis(250);
 /// Scan frames sent at most while waiting for the quarantine (bounded).
 pub const MAX_SCAN_FRAMES: usize = 2_000;
+/// How often `time_to_quarantine` reads the device table: its resolution.
+pub const WATCH_PERIOD: Duration = Duration::from_micros(500);
 /// Class id of the meter in the scenario's policy (policy id = 16 + class id).
 pub const METER_CLASS: u16 = 13;
 
@@ -191,6 +193,29 @@ impl<'a> Scenario<'a> {
             std::thread::sleep(Duration::from_millis(2));
         }
         None
+    }
+
+    /// Runs `misbehave` while another thread watches the device table, and returns the time
+    /// from its start to the quarantine showing there (`None`: not within `timeout` of the
+    /// start). The misbehaviour's own sending time does not count once the quarantine is in
+    /// force before it ends.
+    pub fn time_to_quarantine(&mut self, timeout: Duration, misbehave: impl FnOnce(&mut Self)) -> Option<Duration> {
+        let maps = self.ctl.maps();
+        let mac = Mac(self.mac);
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            let watcher = scope.spawn(move || {
+                while start.elapsed() < timeout {
+                    if maps.access(mac).ok().flatten().map(|a| a.access) == Some(Access::Quarantined) {
+                        return Some(start.elapsed());
+                    }
+                    std::thread::sleep(WATCH_PERIOD);
+                }
+                None
+            });
+            misbehave(self);
+            watcher.join().expect("the watcher does not panic")
+        })
     }
 
     /// A Mirai-style telnet scan across the upstream /24, as fast as the raw socket goes,

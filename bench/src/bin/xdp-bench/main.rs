@@ -10,6 +10,7 @@
 //! 1. Established flows, `REPEAT` runs of the same frame (TCP data segments: a SYN is always
 //!    decided afresh): the first run opens the flow and caches its decision, every later one
 //!    reuses it. Every lookup stays in cache: the best case.
+//!    Then the allowed frame with and without the device's budgets (`budget_cost`).
 //! 2. The other paths cannot be repeated in one run (a repeated frame hits its flow), so they
 //!    are timed one run each (`repeat` 1) over `SINGLE_RUNS` runs, median: a new flow per
 //!    run (a SYN from a fresh source port), and an established flow right after the
@@ -36,7 +37,7 @@ use anyhow::Context as _;
 use aya::programs::{ProgramError, TestRun as _, TestRunOptions, Xdp};
 use gateway_ebpf::{GatewayConfig, lane, programs};
 use iotgw::{
-    datapath::{DatapathConfig, DeviceAccess, DeviceControl as _, interface, loader, maps::Maps},
+    datapath::{DatapathConfig, DeviceAccess, DeviceControl as _, budget::Budget, interface, loader, maps::Maps},
     device::{Access, Mac},
 };
 use netns_tests::{
@@ -46,6 +47,8 @@ use netns_tests::{
 
 /// Repetitions per packet kind and program (the kernel times the whole loop).
 const REPEAT: u32 = 1_000_000;
+/// Rounds of the budget comparison (`budget_cost`), each one repeated run with and one without.
+const BUDGET_ROUNDS: usize = 7;
 /// Single runs (repeat 1) per packet kind for the paths a repeat cannot reach.
 const SINGLE_RUNS: u16 = 2_000;
 /// First source port of the new flows of the single runs.
@@ -229,6 +232,7 @@ fn run(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         filter: &filter.program,
     };
     repeated(&p)?;
+    budget_cost(&p, &maps)?;
     single_runs(&p, &maps)?;
     source_guard::run(&p, &maps)?;
     scale::run(&p, &maps)?;
@@ -282,6 +286,33 @@ fn repeated(p: &Programs) -> anyhow::Result<()> {
     println!(
         "target: established (allowed) within {FLOOR_TARGET}× the floor: {allowed_over_floor:.2}× ({})",
         if allowed_over_floor <= FLOOR_TARGET { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
+
+/// Section 1b: what a device's budgets (gateway-ebpf's `budget`: a lookup in `BUDGETS` and
+/// two atomic adds into the device's shared entry) cost its allowed frame, the frame repeated
+/// with budgets never crossed and without any, alternated `BUDGET_ROUNDS` times. One CPU runs
+/// the test, so the shared entry's cache line never moves between CPUs here.
+fn budget_cost(p: &Programs, maps: &Maps) -> anyhow::Result<()> {
+    let allowed = &packets()[0].1;
+    let never_crossed = Budget {
+        packets: u64::MAX,
+        packet_window: Duration::from_secs(1),
+        bytes: Some(u64::MAX),
+        byte_window: Duration::from_secs(10),
+    };
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..BUDGET_ROUNDS {
+        maps.set_budget(Mac(ENROLLED_MAC), Some(never_crossed))?;
+        with.push(time_per_packet(p.lan, allowed)?.as_nanos() as f64);
+        maps.set_budget(Mac(ENROLLED_MAC), None)?;
+        without.push(time_per_packet(p.lan, allowed)?.as_nanos() as f64);
+    }
+    let (with, without) = (scale::Summary::of(with).median, scale::Summary::of(without).median);
+    println!(
+        "budgets: allowed frame {with:.1} ns with the device's budgets, {without:.1} without (median of {BUDGET_ROUNDS} alternated rounds): {:+.1} ns",
+        with - without
     );
     Ok(())
 }

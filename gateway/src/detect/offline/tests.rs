@@ -189,8 +189,7 @@ fn kitsune_run(dir: &Path) -> (FileAlerts, FileAlerts) {
         .flat_map(|f| crate::datapath::replay::CaptureReplay::open(f, REPLAY_INTERVAL).unwrap().collect::<Vec<_>>())
         .collect();
     let time = |item: &ReplayItem| match item {
-        ReplayItem::Event(crate::datapath::events::DatapathEvent::Flow(f)) => f.time,
-        ReplayItem::Event(crate::datapath::events::DatapathEvent::Sample(s)) => s.time,
+        ReplayItem::Event(event) => event.time(),
         ReplayItem::Interval(c) => c.start,
     };
     let first = items.first().map(time).unwrap();

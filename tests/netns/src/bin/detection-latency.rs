@@ -6,9 +6,8 @@
 //! the four ways: a Mirai-style telnet scan, a connection to an unknown IP, a
 //! camera-style exfiltration (3 MB on its allowed connection), a UDP flood. Prints every
 //! sample, p50, p99 and max per misbehaviour. Target: p99 ≤ 1 s; 0 false alerts.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use iotgw::device::Access;
 use netns_tests::{lab::Lab, scenario::Scenario};
 
 /// Runs per misbehaviour (each builds its own lab: about 10 s).
@@ -37,11 +36,10 @@ fn summary(name: &str, mut samples: Vec<Duration>) {
 }
 
 /// Time from the first anomalous frame sent (`misbehave` starts sending at once) to the
-/// quarantine in the pinned device table; `Duration::MAX` when it never came.
+/// quarantine in the pinned device table, watched while it sends; `Duration::MAX` when it
+/// never came.
 fn after_first_frame(s: &mut Scenario, misbehave: impl FnOnce(&mut Scenario)) -> Duration {
-    let start = Instant::now();
-    misbehave(s);
-    s.wait_for_access(Access::Quarantined, MISSED).map(|_| start.elapsed()).unwrap_or(Duration::MAX)
+    s.time_to_quarantine(MISSED, misbehave).unwrap_or(Duration::MAX)
 }
 
 fn main() {

@@ -15,8 +15,7 @@ use crate::{baseline::DeviceBaseline, datapath::events::DatapathEvent, detect::s
 /// Time of a replayed item.
 fn item_time(item: &ReplayItem) -> SystemTime {
     match item {
-        ReplayItem::Event(DatapathEvent::Flow(f)) => f.time,
-        ReplayItem::Event(DatapathEvent::Sample(s)) => s.time,
+        ReplayItem::Event(event) => event.time(),
         ReplayItem::Interval(c) => c.start,
     }
 }
