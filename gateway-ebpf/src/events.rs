@@ -9,8 +9,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use gateway_ebpf::{
-    BudgetEvent, BudgetWindow, EventHeader, FlowEvent, FlowKey, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint,
-    counter, event_kind,
+    BudgetEvent, BudgetWindow, EventHeader, FlowEvent, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter,
+    event_kind,
 };
 
 use crate::{EVENTS, count, decision::Decision, parse::Ip};
