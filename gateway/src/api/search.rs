@@ -31,7 +31,9 @@ use crate::inventory::search::{
 pub struct DevicesParams {
     /// Access state: `unknown`, `onboarding`, `enrolled`, `quarantined` or `blocked`.
     state: Option<String>,
-    /// Device-type guess, exactly (`camera`, `smart_plug`, ...).
+    /// Device type, exactly, at any level of the classifier's answer: product
+    /// (`EdimaxPlug1101W`), vendor or generic type (`smart-plug`, `ip-camera`); empty for
+    /// untyped devices.
     #[serde(rename = "type")]
     device_type: Option<String>,
     /// Vendor, exactly as listed.

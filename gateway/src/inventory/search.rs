@@ -387,8 +387,16 @@ fn devices_sorting_at_most(
     if let Some(access) = access {
         conditions.push("d.access = ?", [text(access.as_str())]);
     }
-    if let Some(device_type) = device_type {
-        conditions.push("IFNULL(d.device_type, '') = ?", [text(device_type)]);
+    match device_type.as_deref() {
+        // Untyped devices.
+        Some("") => conditions.push("IFNULL(d.device_type, '') = ''", []),
+        // Any level of the classifier's answer: product, vendor or generic type, as policy
+        // classes match (and the hub's filter).
+        Some(name) => conditions.push(
+            "(d.device_type = ? OR d.type_vendor = ? OR d.generic_type = ?)",
+            [text(name), text(name), text(name)],
+        ),
+        None => {}
     }
     if let Some(vendor) = vendor {
         conditions.push("IFNULL(d.vendor, '') = ?", [text(vendor)]);

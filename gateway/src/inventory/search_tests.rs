@@ -172,6 +172,24 @@ fn each_filter_keeps_only_its_devices() {
 }
 
 #[test]
+fn the_type_filter_matches_product_vendor_or_generic_type() {
+    let conn = store();
+    conn.execute(
+        "UPDATE inventory_devices SET type_vendor = 'Axis', generic_type = 'ip-camera' WHERE mac = '98:90:96:9a:86:df'",
+        [],
+    )
+    .unwrap();
+    let typed = |name: &str| {
+        macs(&conn, DeviceFilter { device_type: Some(name.into()), ..DeviceFilter::default() }, DeviceSort::Mac)
+    };
+    for level in ["camera", "Axis", "ip-camera"] {
+        assert_eq!(typed(level), ["98:90:96:9a:86:df"], "{level}");
+    }
+    assert!(typed("ip").is_empty(), "exact, not a prefix");
+    assert_eq!(typed("").len(), 2, "untyped devices");
+}
+
+#[test]
 fn search_finds_mac_prefixes_ip_prefixes_and_host_names_in_any_case() {
     assert_eq!(search("00:17:88"), ["00:17:88:00:00:01", "00:17:88:00:00:02"]);
     assert_eq!(search("98-90-96-9A"), ["98:90:96:9a:86:df"], "dashes and capitals");
