@@ -134,22 +134,10 @@ struct ClassInputs {
 }
 
 /// `ClassInputs` of every device the store knows, in three queries (a device missing from
-/// them has none: no type guess, certificate or MUD class). The type guess is the
-/// inventory's columns; certificates and MUD classes come from their owners.
+/// them has none: no type guess, certificate or MUD class), each from the table's owner.
 fn class_inputs(conn: &Connection) -> anyhow::Result<HashMap<Mac, ClassInputs>> {
     let mut all: HashMap<Mac, ClassInputs> = HashMap::new();
-    let mut types = conn.prepare(
-        "SELECT mac, device_type, type_confidence, type_vendor, type_vendor_confidence, generic_type,
-         generic_confidence FROM inventory_devices
-         WHERE device_type IS NOT NULL OR type_vendor IS NOT NULL OR generic_type IS NOT NULL",
-    )?;
-    let mut rows = types.query([])?;
-    while let Some(row) = rows.next()? {
-        let Ok(mac) = row.get::<_, String>(0)?.parse::<Mac>() else { continue };
-        let levels = [(row.get(1)?, row.get(2)?), (row.get(3)?, row.get(4)?), (row.get(5)?, row.get(6)?)]
-            .into_iter()
-            .filter_map(|(name, confidence): (Option<String>, Option<f64>)| Some((name?, confidence.unwrap_or(0.0))))
-            .collect();
+    for (mac, levels) in crate::inventory::query::type_levels(conn)? {
         all.entry(mac).or_default().levels = levels;
     }
     for (mac, subject) in crate::identity::registry::valid_subjects_by_mac(conn)? {

@@ -219,6 +219,27 @@ pub(super) fn finish_audit((id, time, actor, mac, action, detail): AuditRow) -> 
     Ok(AuditEntry { id, time: datetime(time), actor, mac, action, detail })
 }
 
+/// The classifier's guess for every device that has one, as (name, confidence) per level
+/// present: product, vendor, generic type (what policy classes match by), in one query.
+pub fn type_levels(conn: &Connection) -> Result<std::collections::HashMap<Mac, Vec<(String, f64)>>, InventoryError> {
+    let mut statement = conn.prepare(
+        "SELECT mac, device_type, type_confidence, type_vendor, type_vendor_confidence, generic_type,
+         generic_confidence FROM inventory_devices
+         WHERE device_type IS NOT NULL OR type_vendor IS NOT NULL OR generic_type IS NOT NULL",
+    )?;
+    let mut levels = std::collections::HashMap::new();
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let Ok(mac) = row.get::<_, String>(0)?.parse::<Mac>() else { continue };
+        let named = [(row.get(1)?, row.get(2)?), (row.get(3)?, row.get(4)?), (row.get(5)?, row.get(6)?)]
+            .into_iter()
+            .filter_map(|(name, confidence): (Option<String>, Option<f64>)| Some((name?, confidence.unwrap_or(0.0))))
+            .collect();
+        levels.insert(mac, named);
+    }
+    Ok(levels)
+}
+
 /// What the datapath must enforce, as recorded by `Inventory::record_access`: every device
 /// whose access is not `unknown`, in MAC order, with its policy and class.
 pub fn enforced(conn: &Connection) -> Result<Vec<(Mac, DeviceAccess)>, InventoryError> {
