@@ -62,6 +62,11 @@ pub struct DeviceAccess {
 pub trait DeviceControl: Send + Sync {
     /// Sets what `mac` may do. `Access::Unknown` removes the device from the table.
     fn set_access(&self, mac: Mac, access: DeviceAccess) -> Result<(), ControlError>;
+    /// `set_access` for each of `entries` (the restore at start-up writes the whole store): a
+    /// datapath may settle once at the end what every write needs. One result per entry.
+    fn set_accesses(&self, entries: &[(Mac, DeviceAccess)]) -> Vec<Result<(), ControlError>> {
+        entries.iter().map(|&(mac, access)| self.set_access(mac, access)).collect()
+    }
     /// What the datapath enforces for `mac` now.
     fn access(&self, mac: Mac) -> Result<Option<DeviceAccess>, ControlError>;
     /// Records which device holds an IPv4 address, so upstream traffic towards it is checked.

@@ -53,6 +53,7 @@ fn with_policy(stored: DeviceAccess, enrolled_policy: u32) -> DeviceAccess {
 /// row has none (`identity.enrolled_policy_id`).
 pub fn restore(control: &dyn DeviceControl, stored: &[(Mac, DeviceAccess)], enrolled_policy: u32) -> Restored {
     let mut restored = Restored::default();
+    let mut to_write = Vec::new();
     for &(mac, entry) in stored {
         if entry.access == Access::Unknown {
             continue;
@@ -70,10 +71,13 @@ pub fn restore(control: &dyn DeviceControl, stored: &[(Mac, DeviceAccess)], enro
             Some(current) if strictness(current.access) > strictness(entry.access) => {
                 restored.stricter_in_table.push((mac, current));
             }
-            _ => match control.set_access(mac, entry) {
-                Ok(()) => restored.written.push((mac, entry)),
-                Err(error) => restored.failed.push((mac, error)),
-            },
+            _ => to_write.push((mac, entry)),
+        }
+    }
+    for (&(mac, entry), result) in to_write.iter().zip(control.set_accesses(&to_write)) {
+        match result {
+            Ok(()) => restored.written.push((mac, entry)),
+            Err(error) => restored.failed.push((mac, error)),
         }
     }
     restored
