@@ -20,6 +20,11 @@ use crate::{
 
 /// Runs a scenario through the whole core (baseline → detect → respond) over a
 /// `MemoryDatapath`, after 15 minutes of learning; returns the events and the datapath.
+/// The synthetic devices resolve names at the gateway (`synthetic::GATEWAY`).
+fn trusting_the_gateway() -> crate::detect::Config {
+    crate::detect::Config { gateway_ips: vec![IpAddr::V4(synthetic::GATEWAY)], ..Default::default() }
+}
+
 fn scenario(attack: impl FnOnce(std::time::SystemTime) -> Vec<Input>) -> (Vec<GatewayEvent>, Arc<MemoryDatapath>) {
     scenario_on(EventBus::default(), attack)
 }
@@ -36,7 +41,7 @@ fn scenario_on(
     }
     let settings = Settings {
         baseline: baseline::Config { learning_secs: 600, ..Default::default() },
-        detect: crate::detect::Config { gateway_ips: vec![IpAddr::V4(synthetic::GATEWAY)], ..Default::default() },
+        detect: trusting_the_gateway(),
         store: None,
     };
     let mut subscriber = bus.subscribe();
@@ -180,8 +185,8 @@ fn pipeline_thread_quarantines_and_releases_through_its_channel() {
         let _ = std::fs::remove_file(&path);
         let settings = Settings {
             baseline: baseline::Config { learning_secs: 600, ..Default::default() },
+            detect: trusting_the_gateway(),
             store: Some(path.clone()),
-            ..Default::default()
         };
         let bus = EventBus::default();
         let mut events = bus.subscribe();
@@ -257,8 +262,8 @@ fn a_false_positive_learnt_as_normal_stays_quiet_across_a_restart_until_unlearnt
     std::fs::create_dir_all(&dir).unwrap();
     let settings = Settings {
         baseline: baseline::Config { learning_secs: 600, ..Default::default() },
+        detect: trusting_the_gateway(),
         store: Some(dir.join("store.db")),
-        ..Default::default()
     };
     let core = || Core::new(settings.clone(), policy(), Arc::new(MemoryDatapath::default()), EventBus::default());
     let meter = synthetic::meter(1);
