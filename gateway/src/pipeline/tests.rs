@@ -18,13 +18,13 @@ use crate::{
     respond::tests::{enrolled, policy},
 };
 
-/// Runs a scenario through the whole core (baseline → detect → respond) over a
-/// `MemoryDatapath`, after 15 minutes of learning; returns the events and the datapath.
 /// The synthetic devices resolve names at the gateway (`synthetic::GATEWAY`).
 fn trusting_the_gateway() -> crate::detect::Config {
     crate::detect::Config { gateway_ips: vec![IpAddr::V4(synthetic::GATEWAY)], ..Default::default() }
 }
 
+/// Runs a scenario through the whole core (baseline → detect → respond) over a
+/// `MemoryDatapath`, after 15 minutes of learning; returns the events and the datapath.
 fn scenario(attack: impl FnOnce(std::time::SystemTime) -> Vec<Input>) -> (Vec<GatewayEvent>, Arc<MemoryDatapath>) {
     scenario_on(EventBus::default(), attack)
 }
@@ -66,6 +66,43 @@ fn scenario_on(
 
 fn quarantined(datapath: &MemoryDatapath, mac: Mac) -> bool {
     datapath.access(mac).unwrap().is_some_and(|a| a.access == Access::Quarantined)
+}
+
+/// The detectors of the alerts among `events`, sorted.
+fn alerted(events: &[GatewayEvent]) -> Vec<&str> {
+    let mut detectors: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Alert { detector, .. } => Some(detector.as_str()),
+            _ => None,
+        })
+        .collect();
+    detectors.sort();
+    detectors
+}
+
+/// The meter's implant asks its operator's resolver for the head-end's name, which answers
+/// with the command-and-control server's address, then connects there on the meter's own
+/// port. The name it already uses does not exempt the server: `new_destination` (whose rule
+/// moves it to the update lane) and `untrusted_resolver`. The same lookup answered by the
+/// gateway's resolver moves the meter to a new server of its name: nothing.
+#[test]
+fn a_c2_answering_the_meters_dns_with_its_head_ends_name_is_flagged_and_acted_on() {
+    let meter = synthetic::meter(1);
+    let c2 = Ipv4Addr::new(45, 9, 170, 3);
+    let lookup_and_connect = |now: std::time::SystemTime, resolver: Ipv4Addr| {
+        let mut inputs =
+            synthetic::dns_lookup_between(meter.mac, now, meter.ip, resolver, &meter.server_name, c2).to_vec();
+        let at = now + Duration::from_millis(30);
+        inputs.push(synthetic::tcp_syn(meter.mac, at, meter.ip.into(), c2.into(), 41_000, meter.server_port));
+        inputs
+    };
+    let (events, datapath) = scenario(|now| lookup_and_connect(now, Ipv4Addr::new(45, 9, 171, 53)));
+    assert_eq!(alerted(&events), ["new_destination", "untrusted_resolver"], "{events:#?}");
+    assert_ne!(datapath.access(meter.mac).unwrap(), Some(enrolled()), "the update-lane rule acted: {events:#?}");
+    let (events, datapath) = scenario(|now| lookup_and_connect(now, synthetic::GATEWAY));
+    assert!(events.is_empty(), "{events:#?}");
+    assert_eq!(datapath.access(meter.mac).unwrap(), Some(enrolled()));
 }
 
 #[test]
