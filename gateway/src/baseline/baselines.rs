@@ -12,8 +12,10 @@ use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Config, DNS_CACHE_CAPACITY, DeviceBaseline, Learning, Profile, Service, Site, arp_claim, is_group_or_unspecified,
-    is_initiation, learned, stats, store,
+    Config, DeviceBaseline, Learning, Profile, Service, Site, arp_claim, is_group_or_unspecified, is_initiation,
+    learned,
+    resolutions::{Resolution, Resolutions, TrustedResolvers},
+    stats, store,
 };
 use crate::{
     datapath::events::{DatapathEvent, FlowObservation, PacketSample, SampleKind},
@@ -59,8 +61,8 @@ pub struct Baselines {
     devices: HashMap<Mac, DeviceEntry>,
     classes: HashMap<String, ClassBaseline>,
     classes_dirty: Vec<String>,
-    /// Address → DNS name it was given as an answer for (any device asked).
-    dns: HashMap<IpAddr, String>,
+    /// The DNS exchanges followed, and the names trusted answers gave addresses.
+    resolutions: Resolutions,
     /// Own addresses, live hosts and vendor peers (see `site`).
     site: Site,
     /// What analysts learnt as normal, per device (see `learned`).
@@ -74,7 +76,7 @@ impl Baselines {
             devices: HashMap::new(),
             classes: HashMap::new(),
             classes_dirty: Vec::new(),
-            dns: HashMap::new(),
+            resolutions: Resolutions::default(),
             site: Site::default(),
             learned: learned::Exceptions::default(),
         }
@@ -149,9 +151,29 @@ impl Baselines {
         self.devices.iter().map(|(mac, e)| (*mac, &e.baseline))
     }
 
-    /// The DNS name `addr` was last given for, if any.
+    /// The DNS name a trusted resolver last gave `addr` for, in answer to a device's query.
     pub fn name_of(&self, addr: IpAddr) -> Option<&str> {
-        self.dns.get(&addr).map(String::as_str)
+        self.resolutions.name_of(addr)
+    }
+
+    /// Puts the resolvers whose answers name addresses in force (`resolutions`).
+    pub fn set_trusted_resolvers(&mut self, trusted: TrustedResolvers) {
+        self.resolutions.set_trusted(trusted);
+    }
+
+    /// Trusts a router's own LAN address as a resolver (it relays or answers the LAN's DNS).
+    pub fn trust_router_address(&mut self, addr: IpAddr) {
+        if self.config.is_lan(addr) {
+            self.resolutions.trusted_mut().learn(addr);
+        }
+    }
+
+    /// Follows one DNS or DHCP sample (`resolutions`): a device's query, an answer to it, a
+    /// trusted DHCP server's resolvers. `relayed`: sent by a router (`detect.gateway_macs`),
+    /// whose responses go to the device at their destination address.
+    pub fn resolve(&mut self, sample: &PacketSample, relayed: bool) -> Resolution {
+        let site = &self.site;
+        self.resolutions.observe(sample, relayed, |addr| site.host(addr))
     }
 
     /// Device and class records changed since the last call, for the store.
@@ -272,7 +294,7 @@ impl Baselines {
             && is_initiation(flow)
             && !forwarded
         {
-            learn_flow(&self.config, &self.dns, &mut learning.profile, flow);
+            learn_flow(&self.config, &self.resolutions, &mut learning.profile, flow);
             entry.dirty = true;
         }
         self.advance(mac, now)
@@ -397,50 +419,20 @@ impl Baselines {
         }
     }
 
-    /// Remembers which name each address in a DNS answer was given for, without learning
-    /// anything into the sender's profile (answers relayed by a router).
-    pub fn record_dns_answers(&mut self, sample: &PacketSample) {
-        if matches!(sample.kind, SampleKind::Dns | SampleKind::DnsAnswer) {
-            self.observe_dns_answers(sample);
-        }
-    }
-
-    /// Records the answers of a DNS message; returns the names it asked for.
-    fn observe_dns_answers(&mut self, sample: &PacketSample) -> Vec<String> {
-        let Ok(message) = hickory_proto::op::Message::from_vec(sample.payload()) else {
-            // Truncated or malformed DNS: nothing to learn from it.
-            return Vec::new();
-        };
-        let mut names = Vec::new();
-        for query in message.queries() {
-            names.push(dns_name(query.name()));
-        }
-        for answer in message.answers() {
-            let name = dns_name(answer.name());
-            let addr = answer.data().ip_addr();
-            if let Some(addr) = addr {
-                if self.dns.len() >= DNS_CACHE_CAPACITY {
-                    // Bounded memory: forget everything rather than track ages for each entry.
-                    self.dns.clear();
-                }
-                // Keep the question's name: it is what the device asked for (CNAME targets
-                // are the CDN's names).
-                let asked = names.first().cloned().unwrap_or(name);
-                self.dns.insert(addr, asked);
-            }
-        }
-        names
-    }
-
+    /// Learns the names a device asks for (its own queries: what it resolves is its
+    /// behaviour). Which answers name addresses is `resolve`'s.
     fn observe_dns(&mut self, sample: &PacketSample, learn: bool) {
-        let names = self.observe_dns_answers(sample);
-        if !learn || names.is_empty() {
+        if !learn || sample.kind != SampleKind::Dns {
+            return;
+        }
+        let Ok(datagram) = crate::policy::dns::Datagram::read(sample) else { return };
+        if datagram.is_response() {
             return;
         }
         let now = sample.time;
         let entry = Self::entry(&mut self.devices, &self.config, sample.mac, now);
         if let DeviceBaseline::Learning(learning) = &mut entry.baseline {
-            learning.profile.names.extend(names);
+            learning.profile.names.insert(datagram.question.name);
             entry.dirty = true;
         }
     }
@@ -450,7 +442,7 @@ impl Baselines {
 static EMPTY_CLAIMS: std::collections::BTreeSet<std::net::Ipv4Addr> = std::collections::BTreeSet::new();
 
 /// Adds an initiated flow to a learning profile.
-fn learn_flow(config: &Config, dns: &HashMap<IpAddr, String>, profile: &mut Profile, flow: &FlowObservation) {
+fn learn_flow(config: &Config, dns: &Resolutions, profile: &mut Profile, flow: &FlowObservation) {
     let service = Service {
         proto: flow.proto,
         port: if flow.proto == proto::TCP || flow.proto == proto::UDP { flow.dst_port } else { 0 },
@@ -469,16 +461,11 @@ fn learn_flow(config: &Config, dns: &HashMap<IpAddr, String>, profile: &mut Prof
         let prefix = config.prefix_of(flow.dst);
         profile.destinations.insert(prefix);
         service_profile.prefixes.insert(prefix);
-        if let Some(name) = dns.get(&flow.dst) {
-            service_profile.names.insert(name.clone());
-            profile.names.insert(name.clone());
+        if let Some(name) = dns.name_of(flow.dst) {
+            service_profile.names.insert(name.to_owned());
+            profile.names.insert(name.to_owned());
         }
         format!("{service} {prefix}")
     };
     profile.timing.entry(key).or_default().observe(flow.time);
-}
-
-/// A DNS name as the profiles keep it: lower case, without the root's trailing dot.
-fn dns_name(name: &hickory_proto::rr::Name) -> String {
-    name.to_ascii().trim_end_matches('.').to_ascii_lowercase()
 }

@@ -18,6 +18,7 @@ pub mod export;
 pub mod learned;
 mod packet;
 pub mod profile;
+pub mod resolutions;
 pub mod site;
 pub mod stats;
 pub mod store;
@@ -25,6 +26,7 @@ pub mod store;
 pub use baselines::{Baselines, Change, ClassBaseline};
 pub use packet::{ArpClaim, arp_claim, is_group_or_unspecified, is_initiation};
 pub use profile::{Profile, Service};
+pub use resolutions::{Resolution, TrustedResolvers};
 pub use site::Site;
 pub use store::MIGRATIONS;
 

@@ -11,8 +11,18 @@ pub(crate) fn short_config() -> Config {
     Config { learning_secs: 600, seeded_learning_secs: 60, ..Default::default() }
 }
 
+/// Learns `inputs` as the detector hands them over: DNS answers through `resolve` (the
+/// synthetic devices ask the gateway, trusted here), then everything through `handle`.
 fn learn(baselines: &mut Baselines, inputs: &[Input]) -> Vec<Change> {
-    inputs.iter().flat_map(|input| baselines.handle(input, true)).collect()
+    baselines.set_trusted_resolvers(TrustedResolvers::new([IpAddr::V4(synthetic::GATEWAY)], []));
+    let mut changes = Vec::new();
+    for input in inputs {
+        if let Input::Datapath(crate::datapath::events::DatapathEvent::Sample(sample)) = input {
+            baselines.resolve(sample, false);
+        }
+        changes.extend(baselines.handle(input, true));
+    }
+    changes
 }
 
 #[test]

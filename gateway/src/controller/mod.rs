@@ -105,7 +105,7 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     let pipeline = pipeline::spawn(
         pipeline::Settings {
             baseline: baseline_config(&config)?,
-            detect: config.detect.clone(),
+            detect: detect_config(&config),
             store: Some(config.store.path.clone()),
         },
         responses.clone(),
@@ -219,6 +219,19 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
         Err(_) => tracing::warn!(grace = ?SHUTDOWN_GRACE, "tasks did not stop in time; exiting anyway"),
     }
     Ok(())
+}
+
+/// `[detect]`, with the gateway's own addresses among the trusted resolvers (a resolver on
+/// the gateway, as the DNS-name rules take it) and `source_guard.dhcp_servers` announcing more.
+fn detect_config(config: &Config) -> crate::detect::Config {
+    let mut detect = config.detect.clone();
+    for address in startup::gateway_addresses(config) {
+        if !detect.trusted_resolvers.contains(&address) {
+            detect.trusted_resolvers.push(address);
+        }
+    }
+    detect.dhcp_servers.extend(config.source_guard.dhcp_servers.iter().copied());
+    detect
 }
 
 /// `[baseline]`, with the LAN interface's subnets as the LAN when `lan_prefixes` is not set.

@@ -68,7 +68,7 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
 
 /// The gateway's own addresses, whose answers are a resolver on the gateway's: the LAN
 /// interface's and `[policy] gateway_addresses`.
-fn gateway_addresses(config: &Config) -> Vec<std::net::IpAddr> {
+pub(super) fn gateway_addresses(config: &Config) -> Vec<std::net::IpAddr> {
     let mut addresses = interface::interface_addresses(&config.datapath.lan_interface).unwrap_or_default();
     for address in &config.policy.gateway_addresses {
         if !addresses.contains(address) {

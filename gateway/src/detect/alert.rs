@@ -35,10 +35,13 @@ pub enum DetectorKind {
     ThreatIntel,
     /// Frames from an IPv4 source address bound to another device (`crate::source_guard`).
     SourceSpoof,
+    /// The answer to a device's DNS query came from a resolver the site does not trust (its
+    /// own choice): it names nothing. Needs no baseline.
+    UntrustedResolver,
 }
 
 impl DetectorKind {
-    pub const ALL: [DetectorKind; 10] = [
+    pub const ALL: [DetectorKind; 11] = [
         DetectorKind::NewDestination,
         DetectorKind::Volume,
         DetectorKind::Scan,
@@ -49,6 +52,7 @@ impl DetectorKind {
         DetectorKind::Beaconing,
         DetectorKind::ThreatIntel,
         DetectorKind::SourceSpoof,
+        DetectorKind::UntrustedResolver,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +67,7 @@ impl DetectorKind {
             DetectorKind::Beaconing => "beaconing",
             DetectorKind::ThreatIntel => "threat_intel",
             DetectorKind::SourceSpoof => "source_spoof",
+            DetectorKind::UntrustedResolver => "untrusted_resolver",
         }
     }
 
@@ -85,6 +90,8 @@ impl DetectorKind {
             // Sending as another device is masquerading as it (and the first step of a
             // man-in-the-middle when the stolen address is the one answered).
             DetectorKind::SourceSpoof => &[MASQUERADING, ADVERSARY_IN_THE_MIDDLE, ICS_MASQUERADING],
+            // Resolving through a server of its own is DNS used as the C2's protocol.
+            DetectorKind::UntrustedResolver => &[DNS, ICS_STANDARD_APPLICATION_LAYER_PROTOCOL],
         }
     }
 
@@ -138,6 +145,7 @@ pub mod attack {
     use super::Technique;
 
     pub const APPLICATION_LAYER_PROTOCOL: Technique = Technique { id: "T1071", name: "Application Layer Protocol" };
+    pub const DNS: Technique = Technique { id: "T1071.004", name: "Application Layer Protocol: DNS" };
     pub const NON_STANDARD_PORT: Technique = Technique { id: "T1571", name: "Non-Standard Port" };
     pub const EXFILTRATION_OVER_C2_CHANNEL: Technique = Technique { id: "T1041", name: "Exfiltration Over C2 Channel" };
     pub const NETWORK_SERVICE_DISCOVERY: Technique = Technique { id: "T1046", name: "Network Service Discovery" };

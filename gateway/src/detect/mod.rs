@@ -41,6 +41,7 @@ mod flows;
 pub mod intel;
 mod novelty;
 pub mod offline;
+mod resolver;
 pub mod synthetic;
 mod traffic;
 
@@ -126,8 +127,17 @@ pub struct Config {
     /// ... or at two prefixes or more when this share of its flows reached a new one.
     pub rotating_share: f64,
     /// Public DNS resolvers: reaching another one is name resolution, for a device that
-    /// resolves names.
+    /// resolves names. Their answers name addresses (`trusted_resolvers`).
     pub public_resolvers: Vec<IpAddr>,
+    /// Resolvers whose answers name addresses (and so exempt a destination known by name),
+    /// besides `gateway_ips`, `public_resolvers`, the routers' (`gateway_macs`) own LAN
+    /// addresses and the resolvers DHCP replies of routers and `dhcp_servers` hand out.
+    /// Answers from any other resolver name nothing and raise `untrusted_resolver`.
+    pub trusted_resolvers: Vec<IpAddr>,
+    /// DHCP servers whose replies announce trusted resolvers, besides `gateway_macs`: set at
+    /// run time from `source_guard.dhcp_servers`, never read from the file.
+    #[serde(skip)]
+    pub dhcp_servers: Vec<Mac>,
     /// Threat-intelligence lists (`[[detect.threat_intel]]`, see `intel`), reloaded when
     /// their files change.
     pub threat_intel: Vec<intel::IntelSource>,
@@ -155,12 +165,22 @@ impl Default for Config {
             diverse_service_prefixes: DEFAULT_DIVERSE_SERVICE_PREFIXES,
             rotating_share: DEFAULT_ROTATING_SHARE,
             public_resolvers: novelty::default_public_resolvers(),
+            trusted_resolvers: Vec::new(),
+            dhcp_servers: Vec::new(),
             threat_intel: Vec::new(),
         }
     }
 }
 
 impl Config {
+    /// The resolvers whose answers name addresses, and the DHCP servers whose replies add
+    /// theirs (see `trusted_resolvers`; routers' own LAN addresses are added as they are seen).
+    pub fn trusted_resolver_set(&self) -> baseline::TrustedResolvers {
+        let configured = self.trusted_resolvers.iter().chain(&self.gateway_ips).chain(&self.public_resolvers);
+        let dhcp_servers = self.gateway_macs.iter().chain(&self.dhcp_servers);
+        baseline::TrustedResolvers::new(configured.copied(), dhcp_servers.copied())
+    }
+
     /// Every bad value, in words.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -269,7 +289,8 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(config: Config, baselines: Baselines) -> Self {
+    pub fn new(config: Config, mut baselines: Baselines) -> Self {
+        baselines.set_trusted_resolvers(config.trusted_resolver_set());
         Self {
             config,
             baselines,
@@ -306,15 +327,31 @@ impl Detector {
             self.now = self.now.max(time);
         }
         let mac = input.mac();
-        if self.config.gateway_macs.contains(&mac) {
-            // Forwarded traffic is no device's; but the DNS answers the router relays name
-            // the addresses devices then connect to.
-            if let Input::Datapath(DatapathEvent::Sample(sample)) = input {
-                self.baselines.record_dns_answers(sample);
+        let relayed = self.config.gateway_macs.contains(&mac);
+        let mut alerts = Vec::new();
+        if let Input::Datapath(DatapathEvent::Sample(sample)) = input {
+            let resolution = self.baselines.resolve(sample, relayed);
+            if let Some((device, trigger)) = resolver::untrusted_resolver(&self.baselines, resolution) {
+                alerts.extend(self.raise(device, vec![trigger]));
             }
-            return self.resolve_calm();
         }
-        let mut triggers = match input {
+        if relayed {
+            // Forwarded traffic is no device's; but a router's own LAN address (what it sends
+            // from, what it claims in ARP) is a resolver: its DNS answers name the addresses
+            // devices then connect to.
+            match input {
+                Input::Datapath(DatapathEvent::Flow(flow)) => self.baselines.trust_router_address(flow.src),
+                Input::Datapath(DatapathEvent::Sample(sample)) => {
+                    if let Some(arp) = baseline::arp_claim(sample).filter(|arp| arp.sender_mac == mac) {
+                        self.baselines.trust_router_address(IpAddr::V4(arp.sender_ip));
+                    }
+                }
+                _ => {}
+            }
+            alerts.extend(self.resolve_calm());
+            return alerts;
+        }
+        let triggers = match input {
             Input::Datapath(DatapathEvent::Flow(flow)) => self.check_flow(flow),
             Input::Datapath(DatapathEvent::Sample(sample)) if sample.kind == SampleKind::Arp => self.check_arp(sample),
             Input::Traffic(sample) => self.check_traffic(sample),
@@ -322,6 +359,16 @@ impl Detector {
             _ => Vec::new(),
         };
         let learn = triggers.is_empty();
+        alerts.extend(self.raise(mac, triggers));
+        for change in self.baselines.handle(input, learn) {
+            tracing::debug!(?change, "baseline change");
+        }
+        alerts.extend(self.resolve_calm());
+        alerts
+    }
+
+    /// Opens or escalates `mac`'s incidents for `triggers`; returns the alerts to send.
+    fn raise(&mut self, mac: Mac, mut triggers: Vec<Trigger>) -> Vec<Alert> {
         // What an analyst learnt as normal for this device raises no alert. Such inputs still
         // stay out of the profile, so unlearning takes the exception back whole.
         let learned = self.baselines.learned();
@@ -362,10 +409,6 @@ impl Detector {
                 resolved: false,
             });
         }
-        for change in self.baselines.handle(input, learn) {
-            tracing::debug!(?change, "baseline change");
-        }
-        alerts.extend(self.resolve_calm());
         alerts
     }
 

@@ -63,35 +63,110 @@ pub fn udp(mac: Mac, time: SystemTime, src: IpAddr, dst: IpAddr, src_port: u16, 
     flow(mac, time, src, dst, src_port, dst_port, PROTO_UDP, 0)
 }
 
-/// A DNS response telling the device `name` is at `addr` (built with `hickory-proto`, names
-/// written out in full).
-pub fn dns_answer(mac: Mac, time: SystemTime, name: &str, addr: Ipv4Addr) -> Input {
+/// The address synthetic devices ask DNS from when a test gives none.
+pub const DEVICE_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 200);
+/// The port synthetic devices ask DNS from.
+const DNS_CLIENT_PORT: u16 = 53_000;
+/// The id of synthetic DNS queries.
+const DNS_ID: u16 = 0x1234;
+/// How long after its query a synthetic answer arrives.
+const DNS_ROUND_TRIP: Duration = Duration::from_millis(5);
+
+/// A DNS message asking `name` (A) and, for a response, answering `addr` (built with
+/// `hickory-proto`, names written out in full).
+fn dns_message(name: &str, answer: Option<Ipv4Addr>) -> Vec<u8> {
     use hickory_proto::{
         op::{Message, MessageType, Query},
         rr::{Name, RData, Record, RecordType, rdata::A},
         serialize::binary::{BinEncodable, BinEncoder},
     };
     let mut message = Message::new();
-    message.set_id(0x1234).set_message_type(MessageType::Response);
+    message.set_id(DNS_ID).set_recursion_desired(true);
     // The names here are fixtures written in this file or tests, always valid DNS names.
     let qname = Name::from_ascii(name).unwrap_or_default();
     message.add_query(Query::query(qname.clone(), RecordType::A));
-    message.add_answer(Record::from_rdata(qname, 300, RData::A(A(addr))));
+    if let Some(addr) = answer {
+        message.set_message_type(MessageType::Response);
+        message.add_answer(Record::from_rdata(qname, 300, RData::A(A(addr))));
+    }
     let mut payload = Vec::new();
     let mut encoder = BinEncoder::new(&mut payload);
     encoder.set_canonical_names(true);
     if message.emit(&mut encoder).is_err() {
         payload.clear();
     }
+    payload
+}
+
+/// A sample of a UDP datagram from `src` to `dst` carrying `payload` (from the IP header on,
+/// as the datapath samples).
+fn udp_sample(
+    mac: Mac,
+    time: SystemTime,
+    kind: SampleKind,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: &[u8],
+) -> Input {
+    let mut data = Vec::new();
+    let built =
+        etherparse::PacketBuilder::ipv4(src.0.octets(), dst.0.octets(), 64).udp(src.1, dst.1).write(&mut data, payload);
+    // Writing into a Vec cannot fail; a fixture's payload is far below the UDP limit.
+    debug_assert!(built.is_ok());
     Input::Datapath(DatapathEvent::Sample(PacketSample {
         time,
         mac,
-        kind: SampleKind::Dns,
-        frame_bytes: payload.len() as u32 + 42,
-        data: payload,
-        payload_offset: 0,
+        kind,
+        frame_bytes: data.len() as u32 + 14,
+        payload_offset: data.len() - payload.len(),
+        data,
         verdict: gateway_ebpf::verdict::PASS,
     }))
+}
+
+/// A DNS response from `resolver` telling the device at `DEVICE_ADDRESS` that `name` is at
+/// `addr`, as the datapath samples answers to devices (`SampleKind::DnsAnswer`).
+pub fn dns_answer(mac: Mac, time: SystemTime, name: &str, addr: Ipv4Addr) -> Input {
+    dns_answer_from(mac, time, (GATEWAY, DEVICE_ADDRESS), name, addr)
+}
+
+/// `dns_answer` between `(resolver, device)`.
+fn dns_answer_from(
+    mac: Mac,
+    time: SystemTime,
+    (resolver, device): (Ipv4Addr, Ipv4Addr),
+    name: &str,
+    addr: Ipv4Addr,
+) -> Input {
+    let payload = dns_message(name, Some(addr));
+    udp_sample(mac, time, SampleKind::DnsAnswer, (resolver, 53), (device, DNS_CLIENT_PORT), &payload)
+}
+
+/// A device's lookup at the gateway's resolver (`GATEWAY`): its query, then the answer that
+/// `name` is at `addr`.
+pub fn dns_lookup(mac: Mac, time: SystemTime, name: &str, addr: Ipv4Addr) -> [Input; 2] {
+    dns_lookup_via(mac, time, GATEWAY, name, addr)
+}
+
+/// A device's lookup at `resolver` (IPv4), from `DEVICE_ADDRESS`.
+pub fn dns_lookup_via(mac: Mac, time: SystemTime, resolver: Ipv4Addr, name: &str, addr: Ipv4Addr) -> [Input; 2] {
+    dns_lookup_between(mac, time, DEVICE_ADDRESS, resolver, name, addr)
+}
+
+/// A lookup by the device at `device` of `name` at `resolver`, answered `addr`.
+pub fn dns_lookup_between(
+    mac: Mac,
+    time: SystemTime,
+    device: Ipv4Addr,
+    resolver: Ipv4Addr,
+    name: &str,
+    addr: Ipv4Addr,
+) -> [Input; 2] {
+    let query = dns_message(name, None);
+    [
+        udp_sample(mac, time, SampleKind::Dns, (device, DNS_CLIENT_PORT), (resolver, 53), &query),
+        dns_answer_from(mac, time + DNS_ROUND_TRIP, (resolver, device), name, addr),
+    ]
 }
 
 /// An ARP packet sent by `frame_mac` (request when `target_ip` is asked for, reply
@@ -254,7 +329,14 @@ pub fn normal_traffic(devices: &[DeviceSpec], start: SystemTime, length: Duratio
                 let addr = device.server_addrs[lookup % device.server_addrs.len()];
                 lookup += 1;
                 inputs.push(udp(device.mac, report_at, src, IpAddr::V4(GATEWAY), next_port(&mut rng), 53));
-                inputs.push(dns_answer(device.mac, report_at + Duration::from_millis(20), &device.server_name, addr));
+                inputs.extend(dns_lookup_between(
+                    device.mac,
+                    report_at + Duration::from_millis(15),
+                    device.ip,
+                    GATEWAY,
+                    &device.server_name,
+                    addr,
+                ));
                 inputs.push(tcp_syn(
                     device.mac,
                     report_at + Duration::from_millis(40),

@@ -66,10 +66,12 @@ fn new_address_of_a_known_name_is_not_a_new_destination() {
     let (mut detector, now) = baselined();
     let meter = synthetic::meter(1);
     let moved = Ipv4Addr::new(198, 18, 7, 7);
+    let [query, answer] = synthetic::dns_lookup(meter.mac, now, "eu.headend.utility.example", moved);
     let alerts = run(
         &mut detector,
         &[
-            synthetic::dns_answer(meter.mac, now, "eu.headend.utility.example", moved),
+            query,
+            answer,
             synthetic::tcp_syn(
                 meter.mac,
                 now + Duration::from_millis(30),
@@ -88,10 +90,12 @@ fn unknown_name_lowers_the_score_but_still_alerts() {
     let (mut detector, now) = baselined();
     let meter = synthetic::meter(1);
     let addr = Ipv4Addr::new(198, 18, 9, 9);
+    let [query, answer] = synthetic::dns_lookup(meter.mac, now, "c2.evil.example", addr);
     let alerts = run(
         &mut detector,
         &[
-            synthetic::dns_answer(meter.mac, now, "c2.evil.example", addr),
+            query,
+            answer,
             synthetic::tcp_syn(
                 meter.mac,
                 now + Duration::from_millis(30),
@@ -349,14 +353,14 @@ fn alert_maps_to_a_gateway_event_with_evidence() {
 
 #[test]
 fn hours_of_normal_traffic_raise_no_alert() {
-    let mut detector = detector();
     let devices: Vec<DeviceSpec> =
         (1..=3).flat_map(|i| [synthetic::meter(i), synthetic::camera(i), synthetic::plug(i)]).collect();
     // 30 minutes of learning (the default period), then 6 hours of the same behaviour with
     // fresh jitter, rotating server addresses and random report sizes.
     let mut config = short_config();
     config.learning_secs = baseline::DEFAULT_LEARNING_PERIOD.as_secs();
-    *detector.baselines_mut() = Baselines::new(config);
+    let trusting_gateway = Config { gateway_ips: vec![IpAddr::V4(synthetic::GATEWAY)], ..Default::default() };
+    let mut detector = Detector::new(trusting_gateway, Baselines::new(config));
     let hours = Duration::from_secs(6 * 3_600 + 1_800);
     let inputs = synthetic::normal_traffic(&devices, start(), hours, 11);
     let alerts = run(&mut detector, &inputs);

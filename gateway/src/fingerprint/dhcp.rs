@@ -31,6 +31,9 @@ pub struct DhcpFingerprint {
     pub client_mac: Option<[u8; 6]>,
     /// Option 161, the MUD URL, as sent (device-controlled bytes: `crate::mud::url` checks them).
     pub mud_url: Option<Vec<u8>>,
+    /// Option 6 of a server's reply: the DNS resolvers it hands the client.
+    #[serde(default)]
+    pub dns_servers: Vec<Ipv4Addr>,
 }
 
 impl DhcpFingerprint {
@@ -47,6 +50,7 @@ const MAGIC_COOKIE: [u8; 4] = [0x63, 0x82, 0x53, 0x63];
 const MAGIC_COOKIE_OFFSET: usize = 236;
 
 /// Option codes read here (RFC 2132).
+const OPTION_DNS_SERVERS: u8 = 6;
 const OPTION_HOSTNAME: u8 = 12;
 const OPTION_REQUESTED_ADDRESS: u8 = 50;
 const OPTION_MESSAGE_TYPE: u8 = 53;
@@ -80,6 +84,12 @@ pub fn parse(payload: &[u8]) -> Result<DhcpFingerprint, FingerprintError> {
             OPTION_VENDOR_CLASS => fingerprint.vendor_class = Some(String::from_utf8_lossy(data).into_owned()),
             OPTION_HOSTNAME => fingerprint.hostname = Some(String::from_utf8_lossy(data).into_owned()),
             OPTION_MUD_URL => fingerprint.mud_url = Some(data.to_vec()),
+            OPTION_DNS_SERVERS if !fingerprint.from_client => {
+                fingerprint.dns_servers = data
+                    .chunks_exact(4)
+                    .map(|octets| Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]))
+                    .collect();
+            }
             OPTION_REQUESTED_ADDRESS => {
                 if let [a, b, c, d] = data {
                     requested = Some(Ipv4Addr::new(*a, *b, *c, *d));
@@ -175,6 +185,22 @@ mod tests {
             let fingerprint = parse(&bytes[..bytes.len() - 1 - cut]).unwrap();
             assert_eq!(fingerprint.mud_url, None, "cut {cut}");
         }
+    }
+
+    #[test]
+    fn a_servers_ack_names_the_resolvers_it_hands_out_and_a_client_names_none() {
+        let mut message = v4::Message::default();
+        message.set_opcode(v4::Opcode::BootReply).set_chaddr(&[0x00, 0x17, 0x88, 0x24, 0x76, 0xff]);
+        let resolvers = vec![Ipv4Addr::new(192, 168, 1, 1), Ipv4Addr::new(9, 9, 9, 9)];
+        message.opts_mut().insert(v4::DhcpOption::MessageType(v4::MessageType::Ack));
+        message.opts_mut().insert(v4::DhcpOption::DomainNameServer(resolvers.clone()));
+        let mut ack = Vec::new();
+        message.encode(&mut Encoder::new(&mut ack)).unwrap();
+        assert_eq!(parse(&ack).unwrap().dns_servers, resolvers);
+        message.set_opcode(v4::Opcode::BootRequest);
+        let mut request = Vec::new();
+        message.encode(&mut Encoder::new(&mut request)).unwrap();
+        assert!(parse(&request).unwrap().dns_servers.is_empty(), "a client hands out nothing");
     }
 
     #[test]

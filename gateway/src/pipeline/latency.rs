@@ -79,7 +79,12 @@ pub fn measure_decision_latency(runs: usize) -> LatencyReport {
     let datapath = Arc::new(TimedDatapath::default());
     let settings = Settings {
         baseline: baseline::Config { learning_secs: 60, min_learning_windows: 1, ..Default::default() },
-        ..Default::default()
+        // The synthetic meter resolves its head-end at the gateway.
+        detect: crate::detect::Config {
+            trusted_resolvers: vec![std::net::IpAddr::V4(crate::detect::synthetic::GATEWAY)],
+            ..Default::default()
+        },
+        store: None,
     };
     // The rules are a constant of this file; a parse failure is a bug caught by its test.
     let policy = rules::parse(std::path::Path::new("latency.toml"), RULES).expect("benchmark rules parse");

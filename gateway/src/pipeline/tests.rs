@@ -18,6 +18,11 @@ use crate::{
     respond::tests::{enrolled, policy},
 };
 
+/// The synthetic devices resolve names at the gateway (`synthetic::GATEWAY`).
+fn trusting_the_gateway() -> crate::detect::Config {
+    crate::detect::Config { gateway_ips: vec![IpAddr::V4(synthetic::GATEWAY)], ..Default::default() }
+}
+
 /// Runs a scenario through the whole core (baseline → detect → respond) over a
 /// `MemoryDatapath`, after 15 minutes of learning; returns the events and the datapath.
 fn scenario(attack: impl FnOnce(std::time::SystemTime) -> Vec<Input>) -> (Vec<GatewayEvent>, Arc<MemoryDatapath>) {
@@ -36,7 +41,7 @@ fn scenario_on(
     }
     let settings = Settings {
         baseline: baseline::Config { learning_secs: 600, ..Default::default() },
-        detect: crate::detect::Config { gateway_ips: vec![IpAddr::V4(synthetic::GATEWAY)], ..Default::default() },
+        detect: trusting_the_gateway(),
         store: None,
     };
     let mut subscriber = bus.subscribe();
@@ -61,6 +66,43 @@ fn scenario_on(
 
 fn quarantined(datapath: &MemoryDatapath, mac: Mac) -> bool {
     datapath.access(mac).unwrap().is_some_and(|a| a.access == Access::Quarantined)
+}
+
+/// The detectors of the alerts among `events`, sorted.
+fn alerted(events: &[GatewayEvent]) -> Vec<&str> {
+    let mut detectors: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Alert { detector, .. } => Some(detector.as_str()),
+            _ => None,
+        })
+        .collect();
+    detectors.sort();
+    detectors
+}
+
+/// The meter's implant asks its operator's resolver for the head-end's name, which answers
+/// with the command-and-control server's address, then connects there on the meter's own
+/// port. The name it already uses does not exempt the server: `new_destination` (whose rule
+/// moves it to the update lane) and `untrusted_resolver`. The same lookup answered by the
+/// gateway's resolver moves the meter to a new server of its name: nothing.
+#[test]
+fn a_c2_answering_the_meters_dns_with_its_head_ends_name_is_flagged_and_acted_on() {
+    let meter = synthetic::meter(1);
+    let c2 = Ipv4Addr::new(45, 9, 170, 3);
+    let lookup_and_connect = |now: std::time::SystemTime, resolver: Ipv4Addr| {
+        let mut inputs =
+            synthetic::dns_lookup_between(meter.mac, now, meter.ip, resolver, &meter.server_name, c2).to_vec();
+        let at = now + Duration::from_millis(30);
+        inputs.push(synthetic::tcp_syn(meter.mac, at, meter.ip.into(), c2.into(), 41_000, meter.server_port));
+        inputs
+    };
+    let (events, datapath) = scenario(|now| lookup_and_connect(now, Ipv4Addr::new(45, 9, 171, 53)));
+    assert_eq!(alerted(&events), ["new_destination", "untrusted_resolver"], "{events:#?}");
+    assert_ne!(datapath.access(meter.mac).unwrap(), Some(enrolled()), "the update-lane rule acted: {events:#?}");
+    let (events, datapath) = scenario(|now| lookup_and_connect(now, synthetic::GATEWAY));
+    assert!(events.is_empty(), "{events:#?}");
+    assert_eq!(datapath.access(meter.mac).unwrap(), Some(enrolled()));
 }
 
 #[test]
@@ -180,8 +222,8 @@ fn pipeline_thread_quarantines_and_releases_through_its_channel() {
         let _ = std::fs::remove_file(&path);
         let settings = Settings {
             baseline: baseline::Config { learning_secs: 600, ..Default::default() },
+            detect: trusting_the_gateway(),
             store: Some(path.clone()),
-            ..Default::default()
         };
         let bus = EventBus::default();
         let mut events = bus.subscribe();
@@ -257,8 +299,8 @@ fn a_false_positive_learnt_as_normal_stays_quiet_across_a_restart_until_unlearnt
     std::fs::create_dir_all(&dir).unwrap();
     let settings = Settings {
         baseline: baseline::Config { learning_secs: 600, ..Default::default() },
+        detect: trusting_the_gateway(),
         store: Some(dir.join("store.db")),
-        ..Default::default()
     };
     let core = || Core::new(settings.clone(), policy(), Arc::new(MemoryDatapath::default()), EventBus::default());
     let meter = synthetic::meter(1);

@@ -49,10 +49,12 @@ fn rotating_servers_named_by_another_domain_are_a_new_destination_but_the_usual_
     let meter = cdn_meter();
     let (mut detector, now) = baselined_fleet(std::slice::from_ref(&meter), Vec::new());
     let connect = |detector: &mut Detector, at: SystemTime, name: &str, addr: Ipv4Addr| {
+        let [query, answer] = synthetic::dns_lookup(meter.mac, at, name, addr);
         run(
             detector,
             &[
-                synthetic::dns_answer(meter.mac, at, name, addr),
+                query,
+                answer,
                 synthetic::tcp_syn(
                     meter.mac,
                     at + Duration::from_millis(30),
@@ -84,9 +86,11 @@ fn co_uk_cdn_meter() -> DeviceSpec {
 }
 
 /// A DNS answer naming `addr`, then the meter's HTTPS connection to it.
-fn resolve_and_connect(meter: &DeviceSpec, at: SystemTime, name: &str, addr: Ipv4Addr) -> [Input; 2] {
+fn resolve_and_connect(meter: &DeviceSpec, at: SystemTime, name: &str, addr: Ipv4Addr) -> [Input; 3] {
+    let [query, answer] = synthetic::dns_lookup(meter.mac, at, name, addr);
     [
-        synthetic::dns_answer(meter.mac, at, name, addr),
+        query,
+        answer,
         synthetic::tcp_syn(meter.mac, at + Duration::from_millis(30), IpAddr::V4(meter.ip), addr.into(), 41_002, 443),
     ]
 }

@@ -22,7 +22,7 @@ fn mirai_style_irc_command_and_control_without_any_baseline_is_flagged() {
     let src = IpAddr::V4(bot.ip);
     // The bot resolves its controller, joins its IRC channel and keeps the session up.
     let cnc = Ipv4Addr::new(198, 51, 100, 66);
-    let mut inputs = vec![synthetic::dns_answer(bot.mac, start(), "cnc.botnet.example", cnc)];
+    let mut inputs = synthetic::dns_lookup(bot.mac, start(), "cnc.botnet.example", cnc).to_vec();
     inputs.push(synthetic::tcp_syn(bot.mac, start() + Duration::from_millis(30), src, cnc.into(), 41_000, 6667));
     let alerts = run(&mut detector, &inputs);
     assert!(detector.baselines().device(bot.mac).and_then(DeviceBaseline::baselined).is_none());
@@ -71,7 +71,7 @@ fn beaconing_to_an_unnamed_address_without_any_baseline_is_flagged() {
 fn named_servers_ntp_and_fast_retries_are_no_beacon() {
     let (mut detector, device) = fresh();
     let broker = Ipv4Addr::new(192, 0, 2, 80);
-    let mut inputs = vec![synthetic::dns_answer(device.mac, start(), "broker.camera.example.net", broker)];
+    let mut inputs = synthetic::dns_lookup(device.mac, start(), "broker.camera.example.net", broker).to_vec();
     inputs.extend(every(&device, broker, 8883, 60, 8, synthetic::PROTO_TCP));
     inputs.extend(every(&device, Ipv4Addr::new(198, 51, 100, 123), 123, 64, 8, synthetic::PROTO_UDP));
     // Retries every second: faster than any beacon period.
@@ -108,10 +108,12 @@ fn a_listed_address_or_domain_is_flagged_from_the_first_flow() {
     let (mut detector, bot) = fresh();
     detector.set_threat_intel(loaded);
     let cnc = Ipv4Addr::new(100, 73, 0, 9);
+    let [query, answer] = synthetic::dns_lookup(bot.mac, start(), "c2.botnet.example", cnc);
     let alerts = run(
         &mut detector,
         &[
-            synthetic::dns_answer(bot.mac, start(), "c2.botnet.example", cnc),
+            query,
+            answer,
             synthetic::tcp_syn(bot.mac, start() + Duration::from_millis(30), src, cnc.into(), 41_002, 443),
         ],
     );

@@ -25,7 +25,7 @@
 //! truncated by the datapath's sample size are refused as malformed. The WAN program samples
 //! IPv4 only, so answers from upstream count over IPv4 only (they may carry AAAA records);
 //! the gateway's own resolver is followed over IPv4 and IPv6.
-mod answers;
+pub mod answers;
 pub mod config;
 mod datagram;
 pub mod queries;
@@ -44,10 +44,13 @@ use ipnet::IpNet;
 
 use self::{
     answers::Answers,
-    datagram::Datagram,
     queries::{Exchange, QueryBook},
 };
-pub use self::{config::DnsConfig, datagram::Question, queries::Refusal};
+pub use self::{
+    config::DnsConfig,
+    datagram::{Datagram, Question},
+    queries::Refusal,
+};
 use super::{
     compile::{CompiledPolicy, DnsRule},
     entries::CompiledRule,

@@ -10,7 +10,11 @@ use std::{
 };
 
 use super::*;
-use crate::{baseline::DeviceBaseline, datapath::events::DatapathEvent, detect::synthetic};
+use crate::{
+    baseline::{DeviceBaseline, Profile},
+    datapath::events::DatapathEvent,
+    detect::synthetic,
+};
 
 /// Time of a replayed item.
 fn item_time(item: &ReplayItem) -> SystemTime {
@@ -161,4 +165,161 @@ fn mirai_style_irc_and_beacon_from_a_device_without_baseline_are_flagged_amid_re
 #[test]
 fn mirai_style_irc_and_beacon_on_the_test_part_are_flagged_beside_a_port_scan() {
     mirai_style_bot_without_baseline_is_flagged(&pcaps(&dataset("uq-iot-attacks")), &[ATTACKER]);
+}
+
+/// The resolver `mac` asks in `files` (where its first DNS query goes).
+fn resolver_of(files: &[PathBuf], mac: Mac) -> Ipv4Addr {
+    files
+        .iter()
+        .flat_map(|f| crate::datapath::replay::CaptureReplay::open(f, REPLAY_INTERVAL).unwrap())
+        .find_map(|item| match item {
+            ReplayItem::Event(DatapathEvent::Sample(sample)) if sample.mac == mac => {
+                let datagram = crate::policy::dns::Datagram::read(&sample).ok()?;
+                match datagram.dst.ip() {
+                    IpAddr::V4(resolver) if !datagram.is_response() && datagram.dst.port() == 53 => Some(resolver),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .expect("the device resolves names")
+}
+
+/// A lookup of `name` by the device at `device_ip` from `resolver`, answered `addr`, as a
+/// capture on the LAN shows it: the query from the device, the answer relayed by `router`.
+fn relayed_lookup(
+    (mac, device_ip): (Mac, IpAddr),
+    router: Mac,
+    at: SystemTime,
+    resolver: Ipv4Addr,
+    name: &str,
+    addr: Ipv4Addr,
+) -> Vec<Input> {
+    let IpAddr::V4(device_ip) = device_ip else { panic!("the device asks over IPv4") };
+    let [query, answer] = synthetic::dns_lookup_between(mac, at, device_ip, resolver, name, addr);
+    let Input::Datapath(DatapathEvent::Sample(mut answer)) = answer else { unreachable!("an answer sample") };
+    answer.mac = router;
+    answer.kind = crate::datapath::events::SampleKind::Dns;
+    vec![query, Input::Datapath(DatapathEvent::Sample(answer))]
+}
+
+/// Learns `mac` on the setup and idle captures of an NKU lifecycle folder, then, amid the
+/// other phases, an implant resolves a name the device uses on one of its TCP services at
+/// its operator's resolver, which answers with the command-and-control server's address,
+/// and connects there on that service; and, as a forgery on the LAN, sends itself an answer
+/// that claims to come from the device's real resolver. Neither may name the server: the
+/// connection is a new destination, and the answer from the operator's resolver raises
+/// `untrusted_resolver`. The control: the device's real resolver moving the same name to a
+/// new address raises nothing.
+fn c2_answering_the_devices_dns_with_a_known_name_is_flagged(folder: &str, mac: Mac) {
+    let files = pcaps(&dataset("nku-lifecycle-demo").join(folder));
+    let (learn, test): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        name.contains("_setup") || name.contains("_idle_")
+    });
+    let all: Vec<PathBuf> = learn.iter().chain(&test).cloned().collect();
+    let router = infer_gateways(&all, &baseline::Config::default()).unwrap()[0];
+    let resolver = resolver_of(&learn, mac);
+    let device = (mac, lan_address(&learn, mac));
+    let start = SystemTime::UNIX_EPOCH + first_packet(&test[0]);
+    let run = |attack: &dyn Fn(&Profile) -> Vec<Input>| {
+        // The resolver the device asks is the site's (live, the gateway's own address; the
+        // plug's capture shows no frame from it, only answers relayed from upstream).
+        let config = Config {
+            gateway_macs: infer_gateways(&all, &baseline::Config::default()).unwrap(),
+            trusted_resolvers: vec![IpAddr::V4(resolver)],
+            ..Default::default()
+        };
+        let mut detector = Detector::new(config, Baselines::new(learn_until_told(baseline::Config::default())));
+        replay_files(&mut detector, &learn).unwrap();
+        let now = detector.now();
+        end_learning(&mut detector, now);
+        let profile = detector.baselines().device(mac).and_then(DeviceBaseline::baselined).unwrap().clone();
+        replay_with(&mut detector, &test, attack(&profile))
+    };
+    // The TCP service the device reaches by the most names (at the most prefixes when no
+    // trusted answer named any), and a name it uses there (or asked for while learning).
+    let named_service = |profile: &Profile| {
+        let (service, used) = profile
+            .services
+            .iter()
+            .filter(|(s, p)| s.proto == synthetic::PROTO_TCP && !p.prefixes.is_empty())
+            .max_by_key(|(_, p)| (p.names.len(), p.prefixes.len()))
+            .expect("the device reaches a TCP service upstream");
+        let name = used.names.iter().chain(&profile.names).next().expect("the device knows a name");
+        (*service, name.clone())
+    };
+    let c2 = Ipv4Addr::new(45, 9, 160, 3);
+    let operators_resolver = Ipv4Addr::new(45, 9, 161, 53);
+    let attack = |profile: &Profile| {
+        let (service, name) = named_service(profile);
+        println!("{folder}: resolver {resolver}, implant on {service} as {name}");
+        let mut inputs = relayed_lookup(device, router, start + Duration::from_secs(1), operators_resolver, &name, c2);
+        inputs.push(synthetic::tcp_syn(mac, start + Duration::from_secs(2), device.1, c2.into(), 50_100, service.port));
+        // The forgery: the device's own answer, from its real resolver's address.
+        let IpAddr::V4(device_ip) = device.1 else { unreachable!("checked by relayed_lookup") };
+        let [query, forged] =
+            synthetic::dns_lookup_between(mac, start + Duration::from_secs(60), device_ip, resolver, &name, c2);
+        let Input::Datapath(DatapathEvent::Sample(mut forged)) = forged else { unreachable!("an answer sample") };
+        forged.kind = crate::datapath::events::SampleKind::Dns;
+        inputs.extend([query, Input::Datapath(DatapathEvent::Sample(forged))]);
+        inputs.push(synthetic::tcp_syn(
+            mac,
+            start + Duration::from_secs(61),
+            device.1,
+            c2.into(),
+            50_101,
+            service.port,
+        ));
+        inputs
+    };
+    let alerts = run(&attack);
+    let flagged = open_of(&alerts, mac, DetectorKind::NewDestination);
+    assert!(flagged.iter().any(|a| a.flows.iter().any(|f| f.contains("45.9.160.3"))), "{alerts:#?}");
+    let untrusted = open_of(&alerts, mac, DetectorKind::UntrustedResolver);
+    assert_eq!(untrusted.len(), 1, "{alerts:#?}");
+    println!("flagged: {}\nuntrusted resolver: {}", flagged[0].observed, untrusted[0].observed);
+    assert!(untrusted[0].observed.contains("45.9.161.53:53"), "{}", untrusted[0].observed);
+    let others: Vec<_> = alerts
+        .iter()
+        .filter(|a| !a.resolved && a.detector != DetectorKind::UntrustedResolver)
+        .filter(|a| !a.flows.iter().any(|f| f.contains("45.9.160.3")))
+        .collect();
+    assert!(others.is_empty(), "{others:#?}");
+    // The control: the real resolver names a new server of the same name.
+    let moved = Ipv4Addr::new(45, 9, 162, 3);
+    let control = |profile: &Profile| {
+        let (service, name) = named_service(profile);
+        let mut inputs = relayed_lookup(device, router, start + Duration::from_secs(1), resolver, &name, moved);
+        inputs.push(synthetic::tcp_syn(
+            mac,
+            start + Duration::from_secs(2),
+            device.1,
+            moved.into(),
+            50_102,
+            service.port,
+        ));
+        inputs
+    };
+    let alerts = run(&control);
+    let open: Vec<_> = alerts.iter().filter(|a| !a.resolved).collect();
+    assert!(open.is_empty(), "{open:#?}");
+}
+
+/// Development part.
+#[test]
+fn command_and_control_answering_the_plugs_dns_with_a_name_it_uses_is_flagged() {
+    c2_answering_the_devices_dns_with_a_known_name_is_flagged(
+        "xiaodu_plug_lifecycle",
+        "f4:21:ae:9e:8f:cb".parse().unwrap(),
+    );
+}
+
+/// Test part.
+#[test]
+fn command_and_control_answering_the_cameras_dns_with_a_name_it_uses_is_flagged() {
+    c2_answering_the_devices_dns_with_a_known_name_is_flagged(
+        "xiaobai_Y2camera_lifecycle",
+        "78:df:72:24:69:4d".parse().unwrap(),
+    );
 }
