@@ -26,9 +26,11 @@ pub const STALE_AFTER: Duration = Duration::from_secs(300);
 pub struct GatewayView {
     pub site: String,
     pub gateway: String,
+    /// Its first report of any kind, to the second (as `last_seen`).
     #[serde(with = "time::serde::rfc3339")]
     pub first_seen: OffsetDateTime,
-    /// Its last report of any kind.
+    /// Its last report of any kind, to the second: ingest writes a gateway's row at most once a
+    /// second, however many reports it sends (`hub::ingest`).
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
     /// Silent for longer than `STALE_AFTER`.

@@ -1,8 +1,9 @@
 //! One batch of checked reports into PostgreSQL, in one transaction, with one statement per
 //! table (`UNNEST` of column arrays), so that storing the same reports again changes nothing:
 //!
-//! - every report: its gateway's `first_seen`/`last_seen` (by `sent_ms`); a health report its
-//!   `health` (a newer `sent_ms` wins);
+//! - every report: its gateway's `first_seen`/`last_seen` (by `sent_ms`, to the second: a
+//!   gateway's row is written at most once a second however many reports it sends); a health
+//!   report its `health` (a newer `sent_ms` wins);
 //! - event: `events` keyed on (site, gateway, seq); an alert also counts into its incident's
 //!   `alerts` row, only when its event row was new, so a redelivery never counts twice
 //!   (`events`);
@@ -139,8 +140,8 @@ pub fn is_data_error(error: &sqlx::Error) -> bool {
     }
 }
 
-/// What a batch says of one gateway: when it sent its first and last report, and its newest
-/// health report (`sent_ms`, the report).
+/// What a batch says of one gateway: when it sent its first and last report (to the second,
+/// `to_the_second`), and its newest health report (`sent_ms`, the report).
 struct Gateway<'a> {
     first_seen: OffsetDateTime,
     last_seen: OffsetDateTime,
@@ -152,7 +153,7 @@ struct Gateway<'a> {
 fn gateways(reports: &[Report]) -> Result<BTreeMap<(&str, &str), Gateway<'_>>, sqlx::Error> {
     let mut gateways = BTreeMap::new();
     for report in reports {
-        let sent = time(report.sent_ms)?;
+        let sent = to_the_second(time(report.sent_ms)?);
         let gateway = gateways.entry((report.site.as_str(), report.gateway.as_str())).or_insert(Gateway {
             first_seen: sent,
             last_seen: sent,
@@ -168,11 +169,36 @@ fn gateways(reports: &[Report]) -> Result<BTreeMap<(&str, &str), Gateway<'_>>, s
     Ok(gateways)
 }
 
+/// The batch's gateways: a new one inserted; a known one updated only when the batch moves
+/// one of its times or brings a newer health report. Under events spread over a thousand
+/// gateways nearly every batch has a report of nearly every gateway: `INSERT .. ON CONFLICT DO
+/// UPDATE` would lock (write) each of those rows even when its `WHERE` then keeps it, and
+/// `last_seen` to the millisecond would move it every time (a `gateways` row per event: 9 % of
+/// PostgreSQL's statement time, bench/fleet/RESULTS.md). The `UPDATE` touches only the rows
+/// that change, and to the second a gateway's row changes once a second at most. The `INSERT`
+/// takes the gateways not there when the statement started (one inserted meanwhile by another
+/// writer meets the conflict clause).
 fn upsert_gateways(gateways: BTreeMap<(&str, &str), Gateway<'_>>) -> Query<'static, Postgres, PgArguments> {
     let (keys, gateways): (Vec<_>, Vec<_>) = gateways.into_iter().unzip();
     sqlx::query(
-        "INSERT INTO gateways (site, gateway, first_seen, last_seen, health_ms, health)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int8[], $6::jsonb[])
+        "WITH batch (site, gateway, first_seen, last_seen, health_ms, health) AS (
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::int8[], $6::jsonb[])
+         ), moved AS (
+           UPDATE gateways SET
+             first_seen = LEAST(gateways.first_seen, b.first_seen),
+             last_seen = GREATEST(gateways.last_seen, b.last_seen),
+             health = CASE WHEN b.health_ms > gateways.health_ms OR gateways.health_ms IS NULL
+                           THEN COALESCE(b.health, gateways.health) ELSE gateways.health END,
+             health_ms = GREATEST(gateways.health_ms, b.health_ms)
+           FROM batch b
+           WHERE gateways.site = b.site AND gateways.gateway = b.gateway
+             AND (b.first_seen < gateways.first_seen OR b.last_seen > gateways.last_seen
+                  OR b.health_ms > gateways.health_ms
+                  OR (gateways.health_ms IS NULL AND b.health_ms IS NOT NULL))
+         )
+         INSERT INTO gateways (site, gateway, first_seen, last_seen, health_ms, health)
+         SELECT * FROM batch b
+         WHERE NOT EXISTS (SELECT 1 FROM gateways g WHERE g.site = b.site AND g.gateway = b.gateway)
          ON CONFLICT (site, gateway) DO UPDATE SET
            first_seen = LEAST(gateways.first_seen, excluded.first_seen),
            last_seen = GREATEST(gateways.last_seen, excluded.last_seen),
@@ -191,7 +217,37 @@ fn upsert_gateways(gateways: BTreeMap<(&str, &str), Gateway<'_>>) -> Query<'stat
     .bind(gateways.iter().map(|g| g.health.map(|(_, health)| Json(health))).collect::<Vec<_>>())
 }
 
+/// `time` without its fraction of a second (earlier times round down too: the fraction is
+/// kept positive). A gateway's `first_seen` and `last_seen` are kept to the second, so that
+/// they are the same whichever batches its reports came in.
+fn to_the_second(time: OffsetDateTime) -> OffsetDateTime {
+    time.replace_nanosecond(0).unwrap_or(time)
+}
+
 /// Unix milliseconds as a time; out of range is the data's fault.
 fn time(ms: i64) -> Result<OffsetDateTime, sqlx::Error> {
     time_of_ms(ms).ok_or_else(|| sqlx::Error::Encode(format!("time out of range: {ms} ms").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_times_are_kept_to_the_second_rounding_down() {
+        let at = |ms| to_the_second(time(ms).unwrap());
+        assert_eq!(at(1_780_000_000_999), time(1_780_000_000_000).unwrap());
+        assert_eq!(at(1_780_000_000_000), time(1_780_000_000_000).unwrap());
+        assert_eq!(at(-1_500), time(-2_000).unwrap(), "before 1970 too");
+    }
+
+    #[test]
+    fn a_batch_folds_each_gateways_reports_to_the_second() {
+        let health = |sent_ms| Report::new("s1", "gw-1", sent_ms, ReportBody::Health { health: Health::default() });
+        let reports = [health(10_700), health(12_300), health(11_999)];
+        let folded = gateways(&reports).unwrap();
+        let gateway = &folded[&("s1", "gw-1")];
+        assert_eq!((gateway.first_seen, gateway.last_seen), (time(10_000).unwrap(), time(12_000).unwrap()));
+        assert_eq!(gateway.health.map(|(ms, _)| ms), Some(12_300), "the newest health report, to the ms");
+    }
 }
