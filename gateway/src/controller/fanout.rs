@@ -68,7 +68,7 @@ pub(super) async fn run(mut events: Receiver<DatapathEvent>, out: Outputs, mut s
             }
         }
         if let (DatapathEvent::Sample(sample), Some(source_guard)) = (&event, &out.source_guard)
-            && matches!(sample.kind, SampleKind::Arp | SampleKind::Dhcp)
+            && matches!(sample.kind, SampleKind::Arp | SampleKind::Dhcp | SampleKind::Dhcpv6 | SampleKind::Ndp)
             && source_guard.try_send(sample.clone()).is_err()
         {
             tracing::debug!("source guard queue full; sample skipped");
