@@ -33,10 +33,14 @@ impl Guard {
     /// conflict with them). Returns the writes that make the map match.
     pub fn new(config: Config, pinned: &[(IpAddr, Mac)], now: Instant) -> (Self, Vec<Write>) {
         let mut bindings = Bindings::new(Duration::from_secs(config.binding_secs), config.max_addresses_per_device);
-        for &(address, mac) in pinned {
-            bindings.observe(mac, address, Source::Claim, now);
-        }
         let mut writes = Vec::new();
+        for &(address, mac) in pinned {
+            // Beyond a lowered `max_addresses_per_device`, or no longer bindable: the map
+            // forgets it too, so it holds nothing the table does not.
+            if !bindings.observe(mac, address, Source::Claim, now).changes_holder() {
+                writes.push(Write::Unbind { address });
+            }
+        }
         for binding in &config.static_bindings {
             if bindings.observe(binding.mac, binding.address, Source::Static, now).changes_holder() {
                 writes.push(Write::Bind { address: binding.address, mac: binding.mac });
@@ -100,7 +104,7 @@ impl Guard {
                 tracing::debug!(%address, device = %mac, %holder, ?source, "source address held by another device; claim refused");
             }
             Outcome::OverLimit => {
-                tracing::info!(%address, device = %mac, limit = self.config.max_addresses_per_device, "device holds its most addresses; claim not bound");
+                tracing::debug!(%address, device = %mac, limit = self.config.max_addresses_per_device, "device holds its most addresses; claim not bound");
             }
             Outcome::Bound => tracing::debug!(%address, device = %mac, ?source, "source address bound"),
             Outcome::Renewed | Outcome::Ignored | Outcome::Tentative => {}
@@ -204,6 +208,17 @@ mod tests {
             [Write::Unbind { address: leased.into() }],
             "lifetime 0: the server took it back"
         );
+    }
+
+    #[test]
+    fn pinned_bindings_beyond_the_limit_leave_the_map() {
+        let pinned: Vec<(IpAddr, Mac)> =
+            (1..=3).map(|n| (IpAddr::V6(Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, n)), A)).collect();
+        let config = Config { max_addresses_per_device: 2, ..Config::default() };
+        let (guard, writes) = Guard::new(config, &pinned, Instant::now());
+        assert_eq!(guard.bound(), 2);
+        assert_eq!(writes.len(), 1);
+        assert!(matches!(writes[0], Write::Unbind { .. }));
     }
 
     #[test]
