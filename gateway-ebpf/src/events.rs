@@ -1,5 +1,6 @@
 //! Step 5: tell userspace. A flow's first packet becomes a `FlowEvent`; DHCP, DNS, ARP, SSDP
-//! and TLS handshakes are copied into `SampleEvent`s for fingerprinting; a crossed budget
+//! and TLS handshakes are copied into `SampleEvent`s for fingerprinting, and ICMPv6 neighbour
+//! discovery for the source guard; a crossed budget
 //! becomes a `BudgetEvent`. The ring buffer never
 //! blocks: when it is full the event is counted as lost and the packet goes on. Samples are
 //! copied from an XDP frame or, for the LAN egress program, a TC socket buffer (`Frame`).

@@ -12,7 +12,7 @@ use crate::{
     events,
     flow::{self, Table, V4, V6},
     parse, policy, source_guard, verdict,
-    wire::{ether_type, port, tls},
+    wire::{ether_type, icmpv6, port, tls},
 };
 
 /// The LAN program's entry: the frame's sender, then the steps, then the one exit.
@@ -214,6 +214,12 @@ fn sample_kind_of(ctx: &XdpContext, ip: &parse::Ip) -> Option<u8> {
             // SAFETY: bounds checked by ptr_at.
             let [content_type, major_version] = unsafe { *first };
             (content_type == tls::HANDSHAKE && major_version == tls::MAJOR_VERSION).then_some(sample_kind::TLS)
+        }
+        // Neighbour discovery: the addresses a device claims (`source_guard`).
+        proto::ICMPV6 => {
+            let message = (ip.dst_port >> 8) as u8;
+            let claims = message == icmpv6::NEIGHBOR_SOLICITATION || message == icmpv6::NEIGHBOR_ADVERTISEMENT;
+            claims.then_some(sample_kind::NDP)
         }
         _ => None,
     }

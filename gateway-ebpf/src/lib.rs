@@ -19,7 +19,7 @@
 
 /// Bumped whenever a map's key or value layout changes, so a controller never reuses pinned
 /// maps of another layout.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Where the controller pins every map, so a restart reuses them and enforcement never resets.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
@@ -74,6 +74,11 @@ pub mod maps {
     /// (`source_guard`). Written only by the controller.
     pub const SOURCE_BINDINGS_V4: &str = "SOURCE_BINDINGS_V4";
     pub const SOURCE_BINDINGS_V4_CAPACITY: u32 = 65_536;
+    /// Source-address bindings: IPv6 address (network order) → the `MacKey` that holds it
+    /// (`source_guard`; link-local, SLAAC and DHCPv6 addresses alike). Written only by the
+    /// controller.
+    pub const SOURCE_BINDINGS_V6: &str = "SOURCE_BINDINGS_V6";
+    pub const SOURCE_BINDINGS_V6_CAPACITY: u32 = 65_536;
     /// Devices that sent from an address bound to another: `MacKey` → `SourceViolation`,
     /// per CPU (LRU: a spoofer cycling MACs cannot pin it).
     pub const SOURCE_VIOLATIONS: &str = "SOURCE_VIOLATIONS";
@@ -175,7 +180,7 @@ pub mod reason {
     pub const NO_REDIRECT_PORT: u32 = 10;
     /// Traffic from upstream towards a quarantined or blocked device.
     pub const TO_ISOLATED_DEVICE: u32 = 11;
-    /// An IPv4 source address bound to another device (`source_guard::ENFORCE`).
+    /// An IPv4 or IPv6 source address bound to another device (`source_guard::ENFORCE`).
     pub const SPOOFED_SOURCE: u32 = 12;
     /// Number of codes; sizes the arrays indexed by reason.
     pub const COUNT: usize = 13;
@@ -252,7 +257,7 @@ pub mod counter {
     pub const FLOWS_V4_INSERTED: u32 = 5;
     /// Devices XDP inserted into `DEVICE_STATS` (the same for its evictions).
     pub const DEVICE_STATS_INSERTED: u32 = 6;
-    /// Frames from an IPv4 source bound to another device, passed because the source guard
+    /// Frames from an IPv4 or IPv6 source bound to another device, passed because the source guard
     /// only logs (`source_guard::LOG`; under `ENFORCE` they are drops, `reason::SPOOFED_SOURCE`).
     pub const SPOOFED_SOURCE_PASSED: u32 = 7;
     /// Flows XDP inserted into `FLOWS_V6` (the same for its evictions).
@@ -326,10 +331,11 @@ pub const fn icmp_pair(ip_proto: u8, kind: u8) -> Option<(u8, u8)> {
     None
 }
 
-/// What the LAN program does with an IPv4 frame whose source address is bound, in
-/// `SOURCE_BINDINGS_V4`, to another device (`GatewayConfig::source_guard`). An address bound
-/// to nobody passes: the controller binds addresses as devices claim them (DHCP, ARP,
-/// enrolment). Append-only.
+/// What the LAN program does with an IP frame whose source address is bound, in
+/// `SOURCE_BINDINGS_V4` or `SOURCE_BINDINGS_V6`, to another device
+/// (`GatewayConfig::source_guard`). An address bound to nobody passes (the unspecified
+/// addresses are never bound): the controller binds addresses as devices claim them (DHCP,
+/// DHCPv6, ARP, neighbour discovery). Append-only.
 pub mod source_guard {
     /// No check.
     pub const OFF: u8 = 0;
@@ -374,9 +380,9 @@ pub struct DeviceEntry {
 pub struct SourceViolation {
     /// Host order.
     pub frames: u64,
-    /// The last source address used (network order).
-    pub last_source: [u8; 4],
-    pub _pad: [u8; 4],
+    /// The last source address used (network order): IPv6, or IPv4 mapped into IPv6
+    /// (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2).
+    pub last_source: [u8; 16],
 }
 
 /// Per-device counters, one copy per CPU; userspace sums them.
@@ -787,6 +793,10 @@ pub mod sample_kind {
     pub const LLDP: u8 = 7;
     /// SSDP (UDP 1900): a UPnP announcement or search answer, naming the device's UPnP type.
     pub const SSDP: u8 = 8;
+    /// An ICMPv6 Neighbor Solicitation or Advertisement (RFC 4861 §4.3, §4.4) a device sent:
+    /// the addresses it claims, for the source guard (FCFS SAVI, RFC 6620), duplicate
+    /// address detection's probes from `::` included.
+    pub const NDP: u8 = 9;
 }
 
 /// First bytes of every ring-buffer record.
@@ -821,7 +831,8 @@ pub struct FlowEvent {
     pub _pad_end: [u8; 4],
 }
 
-/// A copy of a DHCP, DNS, ARP, TLS, LLDP or SSDP packet for userspace parsing.
+/// A copy of a DHCP, DNS, ARP, TLS, LLDP, SSDP or neighbour-discovery packet for userspace
+/// parsing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SampleEvent {
@@ -865,7 +876,7 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<MacKey>() == 8);
     assert!(size_of::<DeviceEntry>() == 8);
-    assert!(size_of::<SourceViolation>() == 16);
+    assert!(size_of::<SourceViolation>() == 24);
     assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::SLOTS + 8 + 8);
     assert!(reason::SLOTS.is_power_of_two() && reason::SLOTS >= reason::COUNT);
     assert!(size_of::<FlowKey>() == 48);

@@ -5,7 +5,7 @@
 //!
 //! `parse` (headers, bounds-checked) → `classify` (which device, what state) → `budget`
 //! (the device's rate and byte budgets, reported when crossed) → `source_guard` (is the
-//! IPv4 source the device's own) → `flow`
+//! IPv4 or IPv6 source the device's own) → `flow`
 //! (per-device and per-flow accounting) → `policy` (the verdict) → `events` (new flows and
 //! samples to userspace) → `verdict` (apply it: pass, drop, or redirect to quarantine; the
 //! one exit, which counts every frame not passed). `lan` and `wan` run the steps in order;
@@ -83,6 +83,9 @@ static REDIRECT_PORTS: DevMap = DevMap::pinned(abi::REDIRECT_PORTS_CAPACITY, 0);
 
 #[map(name = "SOURCE_BINDINGS_V4")]
 static SOURCE_BINDINGS_V4: HashMap<[u8; 4], MacKey> = HashMap::pinned(abi::SOURCE_BINDINGS_V4_CAPACITY, 0);
+
+#[map(name = "SOURCE_BINDINGS_V6")]
+static SOURCE_BINDINGS_V6: HashMap<[u8; 16], MacKey> = HashMap::pinned(abi::SOURCE_BINDINGS_V6_CAPACITY, 0);
 
 #[map(name = "SOURCE_VIOLATIONS")]
 static SOURCE_VIOLATIONS: LruPerCpuHashMap<MacKey, SourceViolation> =

@@ -88,6 +88,13 @@ pub mod icmp {
     pub const CODE_AT: usize = 1;
 }
 
+/// ICMPv6 neighbour discovery (RFC 4861 §4.3, §4.4): the messages sampled for the source
+/// guard.
+pub mod icmpv6 {
+    pub const NEIGHBOR_SOLICITATION: u8 = 135;
+    pub const NEIGHBOR_ADVERTISEMENT: u8 = 136;
+}
+
 /// Well-known UDP ports of the protocols sampled for userspace.
 pub mod port {
     pub const DNS: u16 = 53;

@@ -151,7 +151,7 @@ impl Collector for SnapshotCollector {
                 ),
                 (
                     "datapath_spoofed_source_passed",
-                    "Frames from an IPv4 address bound to another device, passed (source_guard.mode = log; under enforce they count as drops, reason spoofed_source).",
+                    "Frames from an IPv4 or IPv6 address bound to another device, passed (source_guard.mode = log; under enforce they count as drops, reason spoofed_source).",
                     d.spoofed_source_passed,
                 ),
             ] {

@@ -4,7 +4,8 @@
 //! 2. the policy step, when it is DNS (a device's query or an answer from upstream: the
 //!    DNS-name rules count only answers to queries),
 //! 3. the MUD step, when a DHCP, DHCPv6 or LLDP sample announces a MUD URL,
-//! 4. the source guard, when it runs and the sample is ARP or DHCP (who holds which address),
+//! 4. the source guard, when it runs and the sample is ARP, DHCP, DHCPv6 or neighbour
+//!    discovery (who holds which address),
 //! 5. the inventory (skipped when its queue is full: the next event refreshes it),
 //! 6. the pipeline baseline → detect → respond (waited for: detection sees every event).
 use std::sync::{Arc, mpsc::SyncSender};
@@ -68,7 +69,7 @@ pub(super) async fn run(mut events: Receiver<DatapathEvent>, out: Outputs, mut s
             }
         }
         if let (DatapathEvent::Sample(sample), Some(source_guard)) = (&event, &out.source_guard)
-            && matches!(sample.kind, SampleKind::Arp | SampleKind::Dhcp)
+            && matches!(sample.kind, SampleKind::Arp | SampleKind::Dhcp | SampleKind::Dhcpv6 | SampleKind::Ndp)
             && source_guard.try_send(sample.clone()).is_err()
         {
             tracing::debug!("source guard queue full; sample skipped");

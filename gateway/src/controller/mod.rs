@@ -14,7 +14,8 @@
 //! - `api`: the local API with the SOAR actions;
 //! - `metrics`: counters, backlogs, alerts and actions as metrics;
 //! - `threat_intel`: the threat-intelligence lists, reloaded when their files change;
-//! - `source_guard`: source-address bindings from ARP and DHCP, and alerts on spoofing.
+//! - `source_guard`: source-address bindings from ARP, DHCP, DHCPv6 and neighbour
+//!   discovery, and alerts on spoofing.
 //!
 //! The pipeline baseline → detect → respond is `crate::pipeline`, on its own thread; every
 //! alert is recorded by `crate::alerts::Recorder`, on its own thread too.

@@ -1,5 +1,6 @@
-//! The source-guard step (`crate::source_guard`): ARP and DHCP samples from the fan-out
-//! become source-address bindings in `SOURCE_BINDINGS_V4`; every `alert_interval_secs` the
+//! The source-guard step (`crate::source_guard`): ARP, DHCP, DHCPv6 and neighbour-discovery
+//! samples from the fan-out become source-address bindings in `SOURCE_BINDINGS_V4` and
+//! `SOURCE_BINDINGS_V6`; every `alert_interval_secs` the
 //! lapsed bindings are removed and the violation counters read, and each device that sent
 //! from another's address since the last read is alerted on through the pipeline (whose
 //! response rules may then isolate it).
@@ -16,12 +17,13 @@ use crate::{
     shutdown::Shutdown,
     source_guard::{
         Config,
+        bindings::PROBE_WAIT,
         step::{Guard, Write},
     },
 };
 
-/// ARP and DHCP samples waiting for the step; beyond this the fan-out skips them (the next
-/// ARP of the device claims the address again).
+/// Samples waiting for the step; beyond this the fan-out skips them (the device's next ARP
+/// or neighbour discovery claims the address again).
 pub const SAMPLE_QUEUE: usize = 4_096;
 
 /// Runs until shutdown or until the fan-out is gone.
@@ -37,15 +39,16 @@ pub(super) async fn run(
     apply(&maps, &writes);
     tracing::info!(bound = guard.bound(), "source guard started");
     let mut ticker = tokio::time::interval(interval);
+    // Probed addresses bind once their probe went undefended, whether or not samples follow.
+    let mut settle = tokio::time::interval(PROBE_WAIT);
     loop {
         tokio::select! {
             _ = shutdown.wait() => break,
             sample = samples.recv() => {
                 let Some(sample) = sample else { break };
-                if let Some(write) = guard.observe(&sample, Instant::now()) {
-                    apply(&maps, &[write]);
-                }
+                apply(&maps, &guard.observe(&sample, Instant::now()));
             }
+            _ = settle.tick() => apply(&maps, &guard.settle(Instant::now())),
             _ = ticker.tick() => {
                 apply(&maps, &guard.expire(Instant::now()));
                 for alert in guard.check(&maps.source_violations(), SystemTime::now()) {
@@ -58,7 +61,7 @@ pub(super) async fn run(
     }
 }
 
-/// Writes the changes to the binding map; a refused write (a full map) is logged and leaves
+/// Writes the changes to the binding maps; a refused write (a full map) is logged and leaves
 /// the address unbound, so unchecked.
 fn apply(maps: &Maps, writes: &[Write]) {
     for write in writes {

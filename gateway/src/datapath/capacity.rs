@@ -14,17 +14,19 @@
 //! | `CHANGED_DEVICES` (ring buffer) | 8 B (a 16 B record for half the devices) | `devices_capacity` |
 //! | `BUDGETS` (LRU hash) | 152 B | `devices_capacity` |
 //! | `SOURCE_BINDINGS_V4` (hash) | 80 B | `devices_capacity` |
+//! | `SOURCE_BINDINGS_V6` (hash) | 88 B | `devices_capacity` × 4 |
 //! | `SOURCE_VIOLATIONS` (LRU per-CPU hash) | 80 B + 16 B per CPU | `devices_capacity` / 16 (≥ 64) |
 //! | `FLOWS_V4` (LRU hash) | 170 B | `flows_capacity` |
 //! | `FLOWS_V6` (LRU hash) | 194 B | `flows_v6_capacity` |
 //! | `EVENTS` (ring buffer) | 1 B | `events_ring_bytes` |
 //! | `POLICY_V4`, `POLICY_V6` (LPM tries) | allocated per rule written | the policy compiler's bound |
 //!
-//! So a device costs 485 B + 209 B per CPU (1,321 B on 4 CPUs), an IPv4 flow 170 B, an IPv6
+//! So a device costs 837 B + 209 B per CPU (1,673 B on 4 CPUs), an IPv4 flow 170 B, an IPv6
 //! flow 194 B (flows measured at 1,310,720 entries, bench/xdp; the one table of 48-byte keys
-//! before the split cost 194 B for every flow). The binding table holds one address per
-//! device on average (a device with a DHCP lease and a link-local address takes two; its
-//! alarm at 90 % says when to raise the capacity). Only spoofing devices enter the violation
+//! before the split cost 194 B for every flow). The IPv4 binding table holds one address per
+//! device on average (a DHCP lease); the IPv6 one four (a link-local, a stable and two
+//! temporary addresses, RFC 8981; `source_guard.max_addresses_per_device` caps what one
+//! device claims). Their alarm at 90 % says when to raise the capacity. Only spoofing devices enter the violation
 //! map, an LRU, so a sixteenth of the devices suffices. The policy tries
 //! allocate only the rules they hold, so their bound (`gateway_ebpf::maps::POLICY_CAPACITY`,
 //! which the policy compiler enforces) costs nothing unused and is not configured here.
@@ -34,7 +36,8 @@ use gateway_ebpf::maps as abi;
 
 use super::DatapathConfig;
 
-/// Default `datapath.devices_capacity`: a small router's site (≈ 4.7 MiB on 4 CPUs).
+/// Default `datapath.devices_capacity`: a small router's site (≈ 6.5 MiB on 4 CPUs, 1.4 MiB of it
+/// the IPv6 source bindings).
 pub const DEFAULT_DEVICES: u32 = 4_096;
 /// Default `datapath.flows_capacity`: 16 live IPv4 flows per device at the default (10.6 MiB).
 pub const DEFAULT_FLOWS: u32 = 65_536;
@@ -44,6 +47,9 @@ pub const DEFAULT_FLOWS_V6: u32 = 16_384;
 pub const DEFAULT_EVENTS_RING_BYTES: u32 = abi::EVENTS_BYTES;
 /// Smallest `datapath.events_ring_bytes`: one sample event takes 560 bytes.
 pub const MIN_EVENTS_RING_BYTES: u32 = 1 << 16;
+
+/// IPv6 addresses a device holds on average: its `SOURCE_BINDINGS_V6` share.
+pub const SOURCE_BINDINGS_V6_PER_DEVICE: u32 = 4;
 
 /// Smallest `SOURCE_VIOLATIONS`: room for a burst of spoofers on a small site.
 pub const MIN_SOURCE_VIOLATIONS: u32 = 64;
@@ -63,7 +69,7 @@ pub fn changed_devices_bytes(devices_capacity: u32) -> u32 {
 const MIN_CHANGED_DEVICES_BYTES: u32 = 4_096;
 
 /// The size of every map `[datapath]` sizes.
-pub fn capacities(config: &DatapathConfig) -> [Capacity; 10] {
+pub fn capacities(config: &DatapathConfig) -> [Capacity; 11] {
     [
         (abi::DEVICES, config.devices_capacity),
         (abi::DEVICE_IPV4, config.devices_capacity),
@@ -71,6 +77,7 @@ pub fn capacities(config: &DatapathConfig) -> [Capacity; 10] {
         (abi::CHANGED_DEVICES, changed_devices_bytes(config.devices_capacity)),
         (abi::BUDGETS, config.devices_capacity),
         (abi::SOURCE_BINDINGS_V4, config.devices_capacity),
+        (abi::SOURCE_BINDINGS_V6, config.devices_capacity.saturating_mul(SOURCE_BINDINGS_V6_PER_DEVICE)),
         (abi::SOURCE_VIOLATIONS, (config.devices_capacity / 16).max(MIN_SOURCE_VIOLATIONS)),
         (abi::FLOWS_V4, config.flows_capacity),
         (abi::FLOWS_V6, config.flows_v6_capacity),
@@ -127,6 +134,7 @@ mod tests {
             assert!(sizes.contains(&(map, 100_000)), "{map}: {sizes:?}");
         }
         assert!(sizes.contains(&(abi::SOURCE_VIOLATIONS, 6_250)));
+        assert!(sizes.contains(&(abi::SOURCE_BINDINGS_V6, 400_000)), "four IPv6 addresses per device");
         let small = DatapathConfig { devices_capacity: 100, ..Default::default() };
         assert!(capacities(&small).contains(&(abi::SOURCE_VIOLATIONS, MIN_SOURCE_VIOLATIONS)));
         assert!(sizes.contains(&(abi::FLOWS_V4, 1_000_000)));

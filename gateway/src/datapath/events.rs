@@ -53,9 +53,12 @@ pub enum SampleKind {
     Lldp,
     /// An SSDP message (UDP 1900): the device's UPnP announcements and search answers.
     Ssdp,
+    /// An ICMPv6 Neighbor Solicitation or Advertisement the device sent: the addresses it
+    /// claims (`source_guard`).
+    Ndp,
 }
 
-/// A copy of a DHCP, DHCPv6, DNS, ARP, TLS, LLDP or SSDP packet.
+/// A copy of a DHCP, DHCPv6, DNS, ARP, TLS, LLDP, SSDP or neighbour-discovery packet.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PacketSample {
     pub time: SystemTime,
@@ -185,6 +188,7 @@ pub fn decode(record: &[u8], clock: &Clock) -> Result<DatapathEvent, DecodeError
                 sample_kind::DHCPV6 => SampleKind::Dhcpv6,
                 sample_kind::LLDP => SampleKind::Lldp,
                 sample_kind::SSDP => SampleKind::Ssdp,
+                sample_kind::NDP => SampleKind::Ndp,
                 other => return Err(DecodeError::UnknownSample(other)),
             };
             let len = usize::from(event.len).min(event.data.len());

@@ -27,8 +27,8 @@ impl MapFill {
 }
 
 /// Maps whose entries are enforcement: alarmed on at `ALARM_SHARE`.
-pub const MUST_NOT_FILL: [&str; 5] =
-    [abi::DEVICES, abi::DEVICE_IPV4, abi::SOURCE_BINDINGS_V4, abi::POLICY_V4, abi::POLICY_V6];
+pub const MUST_NOT_FILL: [&str; 6] =
+    [abi::DEVICES, abi::DEVICE_IPV4, abi::SOURCE_BINDINGS_V4, abi::SOURCE_BINDINGS_V6, abi::POLICY_V4, abi::POLICY_V6];
 /// The alarm is raised at this share of a `MUST_NOT_FILL` map...
 pub const ALARM_SHARE: f64 = 0.9;
 /// ...and cleared below this one, so a table hovering at the threshold does not flap.

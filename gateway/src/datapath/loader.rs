@@ -333,7 +333,7 @@ pub fn forget_stale_pins(pin_path: &Path, sizes: &[capacity::Capacity]) -> bool 
 
 /// Key and value sizes of the pinned maps whose layout is an ABI struct (values per CPU for
 /// per-CPU maps; an LPM trie's key is its 4-byte prefix length, then the data).
-const LAYOUTS: [(&str, usize, usize); 10] = [
+const LAYOUTS: [(&str, usize, usize); 11] = [
     (abi::CONFIG, size_of::<u32>(), size_of::<gateway_ebpf::GatewayConfig>()),
     (abi::FLOWS_V4, size_of::<gateway_ebpf::FlowKeyV4>(), size_of::<gateway_ebpf::FlowStats>()),
     (abi::FLOWS_V6, size_of::<gateway_ebpf::FlowKey>(), size_of::<gateway_ebpf::FlowStats>()),
@@ -346,12 +346,13 @@ const LAYOUTS: [(&str, usize, usize); 10] = [
         size_of::<gateway_ebpf::PolicyRule>(),
     ),
     (abi::SOURCE_BINDINGS_V4, size_of::<[u8; 4]>(), size_of::<gateway_ebpf::MacKey>()),
+    (abi::SOURCE_BINDINGS_V6, size_of::<[u8; 16]>(), size_of::<gateway_ebpf::MacKey>()),
     (abi::SOURCE_VIOLATIONS, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::SourceViolation>()),
     (abi::BUDGETS, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::DeviceBudget>()),
 ];
 
 /// Every map the object pins.
-pub const PINNED_MAPS: [&str; 15] = [
+pub const PINNED_MAPS: [&str; 16] = [
     abi::DEVICES,
     abi::DEVICE_IPV4,
     abi::DEVICE_STATS,
@@ -365,6 +366,7 @@ pub const PINNED_MAPS: [&str; 15] = [
     abi::REDIRECT_PORTS,
     abi::EVENTS,
     abi::SOURCE_BINDINGS_V4,
+    abi::SOURCE_BINDINGS_V6,
     abi::SOURCE_VIOLATIONS,
     abi::BUDGETS,
 ];

@@ -10,7 +10,7 @@
 //! cache a decision made from a half-written change under the new generation).
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     sync::{
         Mutex,
@@ -94,6 +94,7 @@ pub struct Maps {
     global: PerCpuArray<MapData, u64>,
     redirect: Mutex<DevMap<MapData>>,
     source_bindings: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
+    source_bindings_v6: Mutex<HashMap<MapData, [u8; 16], MacKey>>,
     source_violations: PerCpuHashMap<MapData, MacKey, SourceViolation>,
     budgets: Mutex<HashMap<MapData, MacKey, DeviceBudget>>,
     /// Entries the policy tries hold: counted where they are written anyway, so `fill_levels`
@@ -153,6 +154,9 @@ impl Maps {
             redirect: Mutex::new(DevMap::try_from(get(abi::REDIRECT_PORTS)?).map_err(map_error(abi::REDIRECT_PORTS))?),
             source_bindings: Mutex::new(
                 HashMap::try_from(get(abi::SOURCE_BINDINGS_V4)?).map_err(map_error(abi::SOURCE_BINDINGS_V4))?,
+            ),
+            source_bindings_v6: Mutex::new(
+                HashMap::try_from(get(abi::SOURCE_BINDINGS_V6)?).map_err(map_error(abi::SOURCE_BINDINGS_V6))?,
             ),
             source_violations: PerCpuHashMap::try_from(get(abi::SOURCE_VIOLATIONS)?)
                 .map_err(map_error(abi::SOURCE_VIOLATIONS))?,
@@ -380,6 +384,7 @@ impl Maps {
         let devices = lock(&self.devices);
         let device_ipv4 = lock(&self.device_ipv4);
         let source_bindings = lock(&self.source_bindings);
+        let source_bindings_v6 = lock(&self.source_bindings_v6);
         let flows_v4 = count(self.flows_v4.map(), abi::FLOWS_V4)?;
         let flows_v6 = count(self.flows_v6.map(), abi::FLOWS_V6)?;
         let device_stats = count(self.device_stats.map(), abi::DEVICE_STATS)?;
@@ -400,6 +405,12 @@ impl Maps {
                 map: abi::SOURCE_BINDINGS_V4,
                 entries: count(source_bindings.map(), abi::SOURCE_BINDINGS_V4)?,
                 capacity: capacity(source_bindings.map(), abi::SOURCE_BINDINGS_V4)?,
+                evictions: None,
+            },
+            MapFill {
+                map: abi::SOURCE_BINDINGS_V6,
+                entries: count(source_bindings_v6.map(), abi::SOURCE_BINDINGS_V6)?,
+                capacity: capacity(source_bindings_v6.map(), abi::SOURCE_BINDINGS_V6)?,
                 evictions: None,
             },
             MapFill {
@@ -454,25 +465,42 @@ impl Maps {
     }
 
     /// Binds `address` to `mac`: from now on only `mac` may send from it (`source_guard`).
-    pub fn bind_source(&self, address: Ipv4Addr, mac: Mac) -> Result<(), ControlError> {
-        lock(&self.source_bindings).insert(address.octets(), mac.key(), 0).map_err(map_error(abi::SOURCE_BINDINGS_V4))
-    }
-
-    /// Unbinds `address` (any device may send from it again).
-    pub fn unbind_source(&self, address: Ipv4Addr) -> Result<(), ControlError> {
-        match lock(&self.source_bindings).remove(&address.octets()) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_error(abi::SOURCE_BINDINGS_V4)(e)),
+    pub fn bind_source(&self, address: IpAddr, mac: Mac) -> Result<(), ControlError> {
+        match address {
+            IpAddr::V4(v4) => lock(&self.source_bindings)
+                .insert(v4.octets(), mac.key(), 0)
+                .map_err(map_error(abi::SOURCE_BINDINGS_V4)),
+            IpAddr::V6(v6) => lock(&self.source_bindings_v6)
+                .insert(v6.octets(), mac.key(), 0)
+                .map_err(map_error(abi::SOURCE_BINDINGS_V6)),
         }
     }
 
-    /// Every source-address binding (a restarted controller takes them over).
-    pub fn source_bindings(&self) -> Vec<(Ipv4Addr, Mac)> {
-        lock(&self.source_bindings)
+    /// Unbinds `address` (any device may send from it again).
+    pub fn unbind_source(&self, address: IpAddr) -> Result<(), ControlError> {
+        let (removed, map) = match address {
+            IpAddr::V4(v4) => (lock(&self.source_bindings).remove(&v4.octets()), abi::SOURCE_BINDINGS_V4),
+            IpAddr::V6(v6) => (lock(&self.source_bindings_v6).remove(&v6.octets()), abi::SOURCE_BINDINGS_V6),
+        };
+        match removed {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_error(map)(e)),
+        }
+    }
+
+    /// Every source-address binding, IPv4 then IPv6 (a restarted controller takes them over).
+    pub fn source_bindings(&self) -> Vec<(IpAddr, Mac)> {
+        let v4 = lock(&self.source_bindings)
             .iter()
             .filter_map(Result::ok)
-            .map(|(address, mac)| (Ipv4Addr::from(address), Mac(mac.addr)))
-            .collect()
+            .map(|(address, mac)| (IpAddr::from(Ipv4Addr::from(address)), Mac(mac.addr)))
+            .collect::<Vec<_>>();
+        let v6 = lock(&self.source_bindings_v6)
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(address, mac)| (IpAddr::from(Ipv6Addr::from(address)), Mac(mac.addr)))
+            .collect::<Vec<_>>();
+        v4.into_iter().chain(v6).collect()
     }
 
     /// Every device's source-address violations, summed over CPUs (read in batches; empty,
@@ -482,8 +510,10 @@ impl Maps {
         let read = aya::util::nr_cpus().map_err(|(_, e)| e).and_then(|cpus| {
             batch::for_each::<MacKey, SourceViolation>(self.source_violations.map(), cpus, |mac, per_cpu| {
                 let frames = per_cpu.iter().map(|v| v.frames).sum();
-                let last_source = per_cpu.iter().find(|v| v.frames > 0).map_or([0; 4], |v| v.last_source);
-                all.push(Violation { mac: Mac(mac.addr), frames, last_source: Ipv4Addr::from(last_source) });
+                let last_source = per_cpu.iter().find(|v| v.frames > 0).map_or([0; 16], |v| v.last_source);
+                // IPv4 comes mapped into IPv6 (`SourceViolation`).
+                let last_source = Ipv6Addr::from(last_source).to_canonical();
+                all.push(Violation { mac: Mac(mac.addr), frames, last_source });
             })
         });
         if let Err(error) = read {

@@ -9,8 +9,8 @@
 //!   the SYN fingerprint when that packet is a SYN without ACK; ICMP puts `type << 8 | code`
 //!   in `dst_port`;
 //! - a sample (from the L3 header on, at most `SAMPLE_BYTES`) for ARP, UDP to or from port
-//!   67/68 (DHCP), 546/547 (DHCPv6), 53 (DNS) or 1900 (SSDP), and TCP payloads starting
-//!   `0x16 0x03` (TLS handshake).
+//!   67/68 (DHCP), 546/547 (DHCPv6), 53 (DNS) or 1900 (SSDP), ICMPv6 neighbour
+//!   solicitations and advertisements, and TCP payloads starting `0x16 0x03` (TLS handshake).
 //!   XDP does not sample DNS over TCP; neither does this.
 //!
 //! Offline there is no enforcement: every event carries verdict PASS, reason NONE and access
@@ -56,6 +56,11 @@ const ETHER_TYPE_LLDP: EtherType = EtherType(0x88cc);
 pub const PORT_DNS: u16 = 53;
 const TLS_HANDSHAKE: u8 = 0x16;
 const TLS_MAJOR: u8 = 0x03;
+/// ICMPv6 neighbour discovery (RFC 4861), sampled for the source guard, and the bytes XDP
+/// counts as the ICMP header (type, code, checksum).
+const ICMPV6_NEIGHBOR_SOLICITATION: u8 = 135;
+const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
+const ICMP_HEADER_BYTES: usize = 4;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 const TCP_OPTION_END: u8 = 0x00;
@@ -257,6 +262,10 @@ impl Replayer {
             }
             Some(TransportSlice::Icmpv6(icmp)) => {
                 flow.dst_port = u16::from(icmp.type_u8()) << 8 | u16::from(icmp.code_u8());
+                if matches!(icmp.type_u8(), ICMPV6_NEIGHBOR_SOLICITATION | ICMPV6_NEIGHBOR_ADVERTISEMENT) {
+                    // XDP's payload starts after type, code and checksum.
+                    sample = Some((SampleKind::Ndp, offset_in(frame, icmp.slice()) + ICMP_HEADER_BYTES));
+                }
             }
             None => {
                 // Fragments and protocols without ports: a flow by address pair. A truncated

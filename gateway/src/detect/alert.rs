@@ -33,7 +33,7 @@ pub enum DetectorKind {
     Beaconing,
     /// A destination (address, network or DNS name) on a threat-intelligence list.
     ThreatIntel,
-    /// Frames from an IPv4 source address bound to another device (`crate::source_guard`).
+    /// Frames from an IPv4 or IPv6 source address bound to another device (`crate::source_guard`).
     SourceSpoof,
     /// The answer to a device's DNS query came from a resolver the site does not trust (its
     /// own choice): it names nothing. Needs no baseline.

@@ -43,7 +43,9 @@ pub fn parse(sample: &PacketSample) -> Result<Parsed, FingerprintError> {
         SampleKind::Tls => Parsed::Tls(tls::parse(sample.payload())?),
         SampleKind::Ssdp => Parsed::Ssdp(ssdp::parse(sample.payload())?),
         SampleKind::Arp => Parsed::Arp(parse_arp(&sample.data)?),
-        SampleKind::Dhcpv6 | SampleKind::Lldp => return Err(FingerprintError::NotFingerprinted(sample.kind)),
+        SampleKind::Dhcpv6 | SampleKind::Lldp | SampleKind::Ndp => {
+            return Err(FingerprintError::NotFingerprinted(sample.kind));
+        }
     })
 }
 

@@ -124,7 +124,8 @@ impl Inventory {
     fn sample(&mut self, sample: &PacketSample, changes: &mut Vec<InventoryChange>) -> Result<(), InventoryError> {
         let parsed = match sample::parse(sample) {
             Ok(parsed) => parsed,
-            // DHCPv6 and LLDP samples are the MUD step's (`crate::mud`), not unreadable.
+            // DHCPv6 and LLDP samples are the MUD step's (`crate::mud`) and neighbour discovery
+            // the source guard's (`crate::source_guard`), not unreadable.
             Err(crate::fingerprint::FingerprintError::NotFingerprinted(_)) => return Ok(()),
             Err(error) => {
                 self.stats.unparsed_samples += 1;

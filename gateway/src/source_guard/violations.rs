@@ -4,7 +4,7 @@
 //! interval however many frames it sends. A sync core: reads nothing, writes nothing.
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     time::{Duration, SystemTime},
 };
 
@@ -23,7 +23,7 @@ pub struct Violation {
     pub mac: Mac,
     pub frames: u64,
     /// The last source address it used that was not its own.
-    pub last_source: Ipv4Addr,
+    pub last_source: IpAddr,
 }
 
 /// The counts of the last check.
@@ -75,13 +75,13 @@ fn alert(
     let expected = if own.is_empty() {
         "frames from no address bound to another device".to_owned()
     } else {
-        let own: Vec<String> = own.iter().map(Ipv4Addr::to_string).collect();
+        let own: Vec<String> = own.iter().map(IpAddr::to_string).collect();
         format!("frames from its own addresses ({})", own.join(", "))
     };
     Alert {
         time: now,
         mac: violation.mac,
-        device_ip: own.first().copied().map(IpAddr::V4),
+        device_ip: own.first().copied(),
         detector: DetectorKind::SourceSpoof,
         incident: IncidentId::new(violation.mac, DetectorKind::SourceSpoof),
         score: SCORE,
@@ -102,12 +102,14 @@ fn alert(
 mod tests {
     use std::time::Instant;
 
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use super::*;
     use crate::source_guard::bindings::Source;
 
     const SPOOFER: Mac = Mac([0x02, 0, 0, 0, 0, 0x05]);
     const OWNER: Mac = Mac([0x02, 0, 0, 0, 0, 0x01]);
-    const STOLEN: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+    const STOLEN: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 10));
     const MINUTE: Duration = Duration::from_secs(60);
 
     fn read(frames: u64) -> [Violation; 1] {
@@ -116,9 +118,9 @@ mod tests {
 
     #[test]
     fn a_spoofing_device_is_alerted_once_per_interval_in_which_it_spoofed() {
-        let mut bindings = Bindings::new(Duration::from_secs(3_600));
+        let mut bindings = Bindings::new(Duration::from_secs(3_600), 16);
         bindings.observe(OWNER, STOLEN, Source::DhcpLease, Instant::now());
-        bindings.observe(SPOOFER, Ipv4Addr::new(192, 168, 1, 11), Source::Claim, Instant::now());
+        bindings.observe(SPOOFER, Ipv4Addr::new(192, 168, 1, 11).into(), Source::Claim, Instant::now());
         let (mut violations, now) = (Violations::default(), SystemTime::now());
         assert!(violations.check(&read(4), &bindings, Mode::Enforce, MINUTE, now).is_empty(), "counts from before");
         let alerts = violations.check(&read(1_004), &bindings, Mode::Enforce, MINUTE, now);
@@ -133,11 +135,29 @@ mod tests {
 
     #[test]
     fn an_evicted_count_that_starts_again_still_alerts() {
-        let bindings = Bindings::new(Duration::from_secs(3_600));
+        let bindings = Bindings::new(Duration::from_secs(3_600), 16);
         let (mut violations, now) = (Violations::default(), SystemTime::now());
         violations.check(&read(500), &bindings, Mode::Log, MINUTE, now);
         let alerts = violations.check(&read(3), &bindings, Mode::Log, MINUTE, now);
         assert_eq!(alerts.len(), 1);
         assert!(alerts[0].observed.starts_with("3 frames") && alerts[0].observed.contains("passed"));
+    }
+
+    #[test]
+    fn an_ipv6_spoofer_is_alerted_with_the_address_and_its_holder() {
+        let (owner_address, own) =
+            (Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0x10), Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 5));
+        let mut bindings = Bindings::new(Duration::from_secs(3_600), 16);
+        bindings.observe(OWNER, owner_address.into(), Source::Claim, Instant::now());
+        bindings.observe(SPOOFER, own.into(), Source::Claim, Instant::now());
+        let (mut violations, now) = (Violations::default(), SystemTime::now());
+        let read = |frames| [Violation { mac: SPOOFER, frames, last_source: owner_address.into() }];
+        violations.check(&read(0), &bindings, Mode::Enforce, MINUTE, now);
+        let alerts = violations.check(&read(7), &bindings, Mode::Enforce, MINUTE, now);
+        let [alert] = alerts.as_slice() else { panic!("{alerts:?}") };
+        assert!(alert.observed.starts_with("7 frames in the last 60 s from fd77::10"), "{}", alert.observed);
+        assert!(alert.observed.contains(&format!("bound to {OWNER}")));
+        assert_eq!(alert.expected, "frames from its own addresses (fe80::5)");
+        assert_eq!(alert.device_ip, Some(own.into()));
     }
 }

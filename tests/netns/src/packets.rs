@@ -74,6 +74,25 @@ pub fn tcp_data(e: Endpoints, src_port: u16, dst_port: u16, seq: u32, len: usize
     frame
 }
 
+/// `tcp_data` over IPv6: `len` bytes from `src` to `dst` (addresses and ports), between two MACs.
+pub fn tcp6_data(
+    macs: ([u8; 6], [u8; 6]),
+    src: std::net::SocketAddrV6,
+    dst: std::net::SocketAddrV6,
+    seq: u32,
+    len: usize,
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv6(src.ip().octets(), dst.ip().octets(), DEFAULT_TTL)
+        .tcp(src.port(), dst.port(), seq, 64_240)
+        .ack(1)
+        .psh();
+    let payload = vec![0x5a; len];
+    let mut frame = Vec::with_capacity(builder.size(len));
+    builder.write(&mut frame, &payload).expect("tcp6 data frame");
+    frame
+}
+
 /// A TCP SYN-ACK: the answer to a SYN the other side sent.
 pub fn tcp_syn_ack(e: Endpoints, src_port: u16, dst_port: u16) -> Vec<u8> {
     let builder = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
@@ -224,6 +243,108 @@ pub fn dhcpv6_solicit_with_mud_url(mac: [u8; 6], xid: [u8; 3], mud_url: &str) ->
     let from = std::net::SocketAddrV6::new(link_local(mac), DHCPV6_CLIENT_PORT, 0, 0);
     let to = std::net::SocketAddrV6::new(DHCPV6_SERVERS_IP, DHCPV6_SERVER_PORT, 0, 0);
     udp6((mac, DHCPV6_SERVERS_MAC), from, to, &payload)
+}
+
+/// The address SLAAC forms from `prefix` (its first 64 bits) and `mac` (modified EUI-64, as
+/// Linux does with `addr_gen_mode` 0, its default).
+pub fn slaac(prefix: std::net::Ipv6Addr, mac: [u8; 6]) -> std::net::Ipv6Addr {
+    let mut octets = link_local(mac).octets();
+    octets[..8].copy_from_slice(&prefix.octets()[..8]);
+    octets.into()
+}
+
+/// Neighbour discovery's hop limit: a receiver discards ND with any other (RFC 4861 §6.1).
+pub const ND_HOP_LIMIT: u8 = 255;
+
+/// The solicited-node multicast address of `target` and its MAC (RFC 4291 §2.7.1, RFC 2464 §7).
+fn solicited_node(target: std::net::Ipv6Addr) -> (std::net::Ipv6Addr, [u8; 6]) {
+    let [.., a, b, c] = target.octets();
+    let address = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(a), u16::from_be_bytes([b, c]));
+    (address, [0x33, 0x33, 0xff, a, b, c])
+}
+
+/// An ICMPv6 message of `kind` whose bytes 5 to 8 are `first_word`, then `body`, hop limit 255.
+fn icmpv6(
+    macs: ([u8; 6], [u8; 6]),
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    kind: u8,
+    first_word: [u8; 4],
+    body: &[u8],
+) -> Vec<u8> {
+    let icmp = etherparse::Icmpv6Type::Unknown { type_u8: kind, code_u8: 0, bytes5to8: first_word };
+    let builder = PacketBuilder::ethernet2(macs.0, macs.1).ipv6(src.octets(), dst.octets(), ND_HOP_LIMIT).icmpv6(icmp);
+    let mut frame = Vec::with_capacity(builder.size(body.len()));
+    builder.write(&mut frame, body).expect("icmpv6 frame");
+    frame
+}
+
+/// A neighbour solicitation (RFC 4861 §4.3) for `target` from `src`, to the target's
+/// solicited-node group: from `::` it is duplicate address detection's probe (RFC 4862 §5.4.2).
+pub fn neighbor_solicitation(mac: [u8; 6], src: std::net::Ipv6Addr, target: std::net::Ipv6Addr) -> Vec<u8> {
+    const NEIGHBOR_SOLICITATION: u8 = 135;
+    const SOURCE_LINK_LAYER_ADDRESS: u8 = 1;
+    let (group, group_mac) = solicited_node(target);
+    let mut body = target.octets().to_vec();
+    if !src.is_unspecified() {
+        body.extend_from_slice(&[SOURCE_LINK_LAYER_ADDRESS, 1]);
+        body.extend_from_slice(&mac);
+    }
+    icmpv6((mac, group_mac), src, group, NEIGHBOR_SOLICITATION, [0; 4], &body)
+}
+
+/// All nodes on the link (RFC 4291 §2.7.1) and their MAC.
+pub const ALL_NODES_IP: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+pub const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+
+/// A router advertisement (RFC 4861 §4.2) from `mac`'s link-local address with one prefix
+/// for SLAAC (on-link and autonomous, valid an hour), and a router lifetime of 0: the router is
+/// no default router, its prefix is still taken.
+pub fn router_advertisement(mac: [u8; 6], prefix: std::net::Ipv6Addr) -> Vec<u8> {
+    const ROUTER_ADVERTISEMENT: u8 = 134;
+    const PREFIX_INFORMATION: u8 = 3;
+    const ON_LINK_AND_AUTONOMOUS: u8 = 0xc0;
+    const CUR_HOP_LIMIT: u8 = 64;
+    // Reachable time and retransmission timer: unspecified.
+    let mut body = vec![0u8; 8];
+    body.extend_from_slice(&[PREFIX_INFORMATION, 4, 64, ON_LINK_AND_AUTONOMOUS]);
+    body.extend_from_slice(&3_600u32.to_be_bytes());
+    body.extend_from_slice(&1_800u32.to_be_bytes());
+    body.extend_from_slice(&[0; 4]);
+    body.extend_from_slice(&prefix.octets());
+    let first_word = [CUR_HOP_LIMIT, 0, 0, 0];
+    icmpv6((mac, ALL_NODES_MAC), link_local(mac), ALL_NODES_IP, ROUTER_ADVERTISEMENT, first_word, &body)
+}
+
+/// A DHCPv6 REPLY (RFC 8415 §18.3.10) from `server` to the client at `client_ip` (its
+/// link-local address) leasing `address` for an hour in an IA_NA, sent to `dst_mac`; encoded
+/// by dhcproto. The client id is a DUID-EN, which names no MAC.
+pub fn dhcpv6_reply(
+    server: [u8; 6],
+    dst_mac: [u8; 6],
+    client_ip: std::net::Ipv6Addr,
+    xid: [u8; 3],
+    address: std::net::Ipv6Addr,
+) -> Vec<u8> {
+    use dhcproto::{Encodable as _, v6};
+    /// DUID-EN (RFC 8415 §11.3): type 2, an enterprise number, an identifier.
+    const DUID_EN: [u8; 10] = [0, 2, 0, 0, 0x01, 0x37, 0xde, 0xad, 0xbe, 0xef];
+    let mut message = v6::Message::new_with_id(v6::MessageType::Reply, xid);
+    let mut ia_address = v6::DhcpOptions::new();
+    ia_address.insert(v6::DhcpOption::IAAddr(v6::IAAddr {
+        addr: address,
+        preferred_life: 1_800,
+        valid_life: 3_600,
+        opts: v6::DhcpOptions::new(),
+    }));
+    let options = message.opts_mut();
+    options.insert(v6::DhcpOption::ClientId(DUID_EN.to_vec()));
+    options.insert(v6::DhcpOption::ServerId([&[0, 3, 0, 1][..], &server].concat()));
+    options.insert(v6::DhcpOption::IANA(v6::IANA { id: 1, t1: 1_800, t2: 2_880, opts: ia_address }));
+    let payload = message.to_vec().expect("dhcpv6 message");
+    let from = std::net::SocketAddrV6::new(link_local(server), DHCPV6_SERVER_PORT, 0, 0);
+    let to = std::net::SocketAddrV6::new(client_ip, DHCPV6_CLIENT_PORT, 0, 0);
+    udp6((server, dst_mac), from, to, &payload)
 }
 
 /// The nearest-bridge group address LLDP is sent to (IEEE 802.1AB §7.1) and LLDP's EtherType.

@@ -4,9 +4,9 @@
 //! `Model` below is the datapath's contract in plain Rust, written from the module docs of
 //! gateway-ebpf (`parse` → `classify` → `source_guard` → `policy` → `verdict`), not from its
 //! code: how a frame parses (up to two VLAN tags, IPv4 options by IHL, up to four IPv6
-//! extension headers, TCP/UDP/ICMP headers), whether an IPv4 source is bound to another
-//! device (dropped under `enforce`, the million-frame run; counted only under `log`, the
-//! other), which lane or class policy applies to the sending device, the
+//! extension headers, TCP/UDP/ICMP headers), whether an IPv4 or IPv6 source is bound to
+//! another device (dropped under `enforce`, the million-frame run; counted only under `log`,
+//! the other; link-local addresses bound like the others, `::` never), which lane or class policy applies to the sending device, the
 //! longest-prefix rule and its port matches (the remote's port, the device's port and who
 //! opened: a TCP flow's SYN or SYN-ACK tells, its later packets keep it), and what each
 //! verdict does. A seeded generator
@@ -143,6 +143,22 @@ const V6_DESTINATIONS: [[u16; 8]; 4] = [
 const V4_SOURCES: [[u8; 4]; 4] = [[10, 77, 0, 10], [10, 77, 0, 11], [10, 77, 0, 12], [0, 0, 0, 0]];
 /// Which device holds which of `V4_SOURCES`, as the controller binds them.
 const BOUND: [([u8; 4], usize); 2] = [([10, 77, 0, 10], 0), ([10, 77, 0, 11], 1)];
+/// IPv6 sources of the frames: `DEVICES[0]`'s link-local and SLAAC addresses, `DEVICES[1]`'s
+/// SLAAC address (each device also sends from the other's), a link-local address bound to
+/// nobody, and `::` of duplicate address detection.
+const V6_SOURCES: [[u16; 8]; 5] = [
+    [0xfe80, 0, 0, 0, 0, 0, 0, 0x10],
+    [0xfd77, 0, 0, 0, 0, 0, 1, 0x10],
+    [0xfd77, 0, 0, 0, 0, 0, 1, 0x11],
+    [0xfe80, 0, 0, 0, 0, 0, 0, 0x12],
+    [0; 8],
+];
+/// Which device holds which of `V6_SOURCES`.
+const BOUND_V6: [([u16; 8], usize); 3] = [
+    ([0xfe80, 0, 0, 0, 0, 0, 0, 0x10], 0),
+    ([0xfd77, 0, 0, 0, 0, 0, 1, 0x10], 0),
+    ([0xfd77, 0, 0, 0, 0, 0, 1, 0x11], 1),
+];
 
 const PORTS: [u16; 12] = [53, 67, 68, 123, 443, 1883, 5000, 5010, 5011, 8050, 8443, 9999];
 /// The devices' own ports: ephemeral, and services the rules name (554, 123).
@@ -154,10 +170,12 @@ const SOURCE_PORTS: [u16; 4] = [40_000, 554, 123, 9999];
 /// them), and the configured verdicts.
 struct Model {
     devices: HashMap<[u8; 6], (u8, u32)>,
-    /// `SOURCE_BINDINGS_V4`: address → the device that holds it.
-    bindings: HashMap<[u8; 4], [u8; 6]>,
+    /// `SOURCE_BINDINGS_V4` and `SOURCE_BINDINGS_V6`: address → the device that holds it.
+    bindings: HashMap<std::net::IpAddr, [u8; 6]>,
     /// Frames per device from an address bound to another (`SOURCE_VIOLATIONS`).
     violations: HashMap<[u8; 6], u64>,
+    /// Of those, the IPv6 ones: the run must have exercised the IPv6 check.
+    violations_v6: u64,
     rules: Vec<CompiledRule>,
     config: GatewayConfig,
     /// Who opened each flow (`opener`), by the datapath's flow key.
@@ -411,18 +429,23 @@ impl Model {
         }
     }
 
-    /// The source check: true when the frame is to be dropped (an IPv4 source bound to another
-    /// device, under `enforce`); a violation is counted in either mode, and under `log` the
-    /// frame goes on, counted as passed.
+    /// The source check: true when the frame is to be dropped (an IPv4 or IPv6 source bound to
+    /// another device, under `enforce`); a violation is counted in either mode, and under `log`
+    /// the frame goes on, counted as passed. `::` and 0.0.0.0 are never bound.
     fn spoofs(&mut self, mac: [u8; 6], packet: &Packet) -> bool {
-        if self.config.source_guard == source_guard::OFF || packet.version != 4 {
+        if self.config.source_guard == source_guard::OFF {
             return false;
         }
-        let source = [packet.src[0], packet.src[1], packet.src[2], packet.src[3]];
+        let source: std::net::IpAddr = if packet.version == 4 {
+            [packet.src[0], packet.src[1], packet.src[2], packet.src[3]].into()
+        } else {
+            packet.src.into()
+        };
         if self.bindings.get(&source).is_none_or(|holder| *holder == mac) {
             return false;
         }
         *self.violations.entry(mac).or_default() += 1;
+        self.violations_v6 += u64::from(packet.version == 6);
         if self.config.source_guard == source_guard::ENFORCE {
             return true;
         }
@@ -544,13 +567,14 @@ impl FrameBuilder {
         self.bytes.extend_from_slice(&header);
     }
 
-    fn ipv6(&mut self, next_header: u8, dst: [u16; 8]) {
+    fn ipv6(&mut self, next_header: u8, src: [u16; 8], dst: [u16; 8]) {
         let mut header = [0u8; 40];
         header[0] = 0x60;
         header[6] = next_header;
         header[7] = 64;
-        header[8..10].copy_from_slice(&0xfe80u16.to_be_bytes());
-        header[23] = 0x10;
+        for (i, word) in src.iter().enumerate() {
+            header[8 + 2 * i..10 + 2 * i].copy_from_slice(&word.to_be_bytes());
+        }
         for (i, word) in dst.iter().enumerate() {
             header[24 + 2 * i..26 + 2 * i].copy_from_slice(&word.to_be_bytes());
         }
@@ -628,7 +652,8 @@ fn frame(rng: &mut Rng) -> Vec<u8> {
             f.ether_type(0x86dd);
             let chain = [0, 0, 0, 1, 2, 3, 4, 5][rng.below(8)];
             let kinds: Vec<u8> = (0..chain).map(|_| rng.pick(&[0, 43, 44, 51, 60])).collect();
-            f.ipv6(kinds.first().copied().unwrap_or(transport), rng.pick(&V6_DESTINATIONS));
+            let next = kinds.first().copied().unwrap_or(transport);
+            f.ipv6(next, rng.pick(&V6_SOURCES), rng.pick(&V6_DESTINATIONS));
             for (i, &kind) in kinds.iter().enumerate() {
                 let next = kinds.get(i + 1).copied().unwrap_or(transport);
                 let offset = if rng.chance(30) { rng.below(100) as u16 } else { 0 };
@@ -730,15 +755,19 @@ fn setup(name: &str, malformed: &str, guard: u8) -> (Datapath, Model) {
         maps.set_access(Mac(mac), DeviceAccess { access, policy_id, class_id: class }).expect("device entry");
     }
     for (address, device) in BOUND {
-        maps.bind_source(address.into(), Mac(DEVICES[device])).expect("source binding");
+        maps.bind_source(std::net::Ipv4Addr::from(address).into(), Mac(DEVICES[device])).expect("source binding");
+    }
+    for (address, device) in BOUND_V6 {
+        maps.bind_source(std::net::Ipv6Addr::from(address).into(), Mac(DEVICES[device])).expect("source binding");
     }
     // The model reads the tables the program reads: states, policy ids and bindings as written.
     let devices = maps.devices().into_iter().map(|(mac, entry)| (mac.0, (entry.state, entry.policy_id))).collect();
-    let bindings = maps.source_bindings().into_iter().map(|(address, mac)| (address.octets(), mac.0)).collect();
+    let bindings = maps.source_bindings().into_iter().map(|(address, mac)| (address, mac.0)).collect();
     let model = Model {
         devices,
         bindings,
         violations: HashMap::new(),
+        violations_v6: 0,
         rules: compiled.rules.clone(),
         config: maps.read_config().expect("config"),
         openers: HashMap::new(),
@@ -826,9 +855,11 @@ fn run_and_compare(name: &str, malformed: &str, guard: u8, frames: usize) {
         .collect();
     let spoofed_passed = model.global.get(&counter::SPOOFED_SOURCE_PASSED).unwrap_or(&0);
     println!(
-        "{name}: {run} frames identical in XDP and the model (seed {SEED:#x}); counted: {}; spoofed sources passed {spoofed_passed}",
-        by_reason.join(", ")
+        "{name}: {run} frames identical in XDP and the model (seed {SEED:#x}); counted: {}; spoofed sources passed {spoofed_passed}; IPv6 frames from another device's address {}",
+        by_reason.join(", "),
+        model.violations_v6
     );
+    assert!(model.violations_v6 > 0, "no IPv6 frame from another device's address was generated");
 }
 
 #[test]

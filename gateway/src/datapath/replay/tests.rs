@@ -109,6 +109,35 @@ fn replay_samples_dns_with_payload_offset() {
 }
 
 #[test]
+fn replay_samples_a_duplicate_address_probe_as_xdp_does_and_it_claims_the_tentative_address() {
+    use std::net::Ipv6Addr;
+
+    use crate::source_guard::claims;
+    let tentative = Ipv6Addr::new(0xfd77, 0, 0, 0, 0x0217, 0x88ff, 0xfe24, 0x76ff);
+    // RFC 4862 §5.4.2: from `::` to the tentative address's solicited-node group, hop limit 255.
+    let group = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff24, 0x76ff);
+    let icmp = etherparse::Icmpv6Type::Unknown { type_u8: 135, code_u8: 0, bytes5to8: [0; 4] };
+    let builder = PacketBuilder::ethernet2(DEVICE, [0x33, 0x33, 0xff, 0x24, 0x76, 0xff])
+        .ipv6(Ipv6Addr::UNSPECIFIED.octets(), group.octets(), 255)
+        .icmpv6(icmp);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, &tentative.octets()).unwrap();
+    let (items, _) = run(&[(t(0), frame)]);
+    let sample = items
+        .iter()
+        .find_map(|item| match item {
+            ReplayItem::Event(DatapathEvent::Sample(sample)) => Some(sample),
+            _ => None,
+        })
+        .expect("a neighbour-discovery sample");
+    assert_eq!(sample.kind, SampleKind::Ndp);
+    assert_eq!(sample.payload_offset, 44, "IPv6 (40) + ICMPv6 type, code and checksum (4)");
+    let claimed = claims::from_sample(sample, &[], &[]);
+    let expected = claims::Claim::Probes { mac: Mac(DEVICE), address: tentative.into() };
+    assert!(claimed.contains(&expected), "{claimed:?}");
+}
+
+#[test]
 fn replay_counts_tx_and_rx_per_interval() {
     let (items, _) = run(&[(t(0), dns_frame()), (t(0), syn_frame()), (t(2), dns_frame())]);
     let intervals: Vec<_> = items
