@@ -10,7 +10,15 @@
 //! Measured per gateway: from the start of its bundle's publish (signing, PostgreSQL, bucket
 //! put) to its receipt with the signature verified. What a real gateway does next (staging the
 //! files on its disk, the policy checks, the swap) is not part of it.
-use std::{collections::HashMap, path::Path, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::jetstream;
 use futures::StreamExt as _;
@@ -37,6 +45,12 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// Gateways connecting and creating their watches at once (each watch is a JetStream API
 /// request, which the server times out when thousands come together).
 const SETTING_UP: usize = 50;
+
+/// A failed watch is created again after this, doubling up to RETRY_MAX (`bundle_watch`'s).
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Watches that failed and were created again, by all gateways (printed with each line).
+static REWATCHES: AtomicUsize = AtomicUsize::new(0);
 
 /// A verified bundle a gateway was given.
 struct Receipt {
@@ -108,8 +122,11 @@ pub async fn run(hub: &Hub, nats_url: &str, shape: Shape) {
 }
 
 /// One gateway's watcher: connects, watches its site's key and its group's (holding
-/// `setting_up` until then), and reports every bundle it verified. Any failure (connection,
-/// watch, bundle) ends the bench.
+/// `setting_up` until then), and reports every bundle it verified. When watching fails (a
+/// missed heartbeat, a JetStream request timed out, on a busy machine) it watches again after
+/// a pause, doubling from RETRY_MIN to RETRY_MAX, as `bundle_watch` does, skipping the
+/// revisions it has handled; such failures are counted in REWATCHES. Failing to connect, or a
+/// bundle that does not decode or verify, ends the bench.
 async fn watch(
     url: String,
     gateway: usize,
@@ -119,21 +136,63 @@ async fn watch(
     receipts: mpsc::UnboundedSender<Receipt>,
 ) {
     let client = async_nats::connect(url).await.expect("gateway connection");
-    let store = jetstream::new(client).get_key_value(subjects::POLICY_BUCKET).await.expect("policy bucket");
+    let js = jetstream::new(client);
+    let mut setting_up = Some((setting_up, ready));
+    // Last revision handled per key.
+    let mut handled: HashMap<String, u64> = HashMap::new();
+    let mut retry = RETRY_MIN;
+    loop {
+        let error = follow(&js, &site, &mut setting_up, &mut handled, gateway, &key, &receipts).await;
+        REWATCHES.fetch_add(1, Ordering::Relaxed);
+        if REWATCHES.load(Ordering::Relaxed) == 1 {
+            eprintln!("bundle: gateway {gateway}: {error}; watching again (as bundle_watch does)");
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(RETRY_MAX);
+    }
+}
+
+/// Watches both keys (then lets the next gateway set up) and reports each new bundle, until
+/// the watch fails: why.
+async fn follow(
+    js: &jetstream::Context,
+    site: &str,
+    setting_up: &mut Option<(OwnedSemaphorePermit, mpsc::Sender<()>)>,
+    handled: &mut HashMap<String, u64>,
+    gateway: usize,
+    key: &ed25519_dalek::VerifyingKey,
+    receipts: &mpsc::UnboundedSender<Receipt>,
+) -> String {
+    let store = match js.get_key_value(subjects::POLICY_BUCKET).await {
+        Ok(store) => store,
+        Err(error) => return format!("policy bucket: {error}"),
+    };
     // One watch per key, as `bundle_watch` (nats-server 2.9 has one filter per consumer).
     let mut changes = futures::stream::SelectAll::new();
-    for key in [subjects::site_bundle_key(&site), subjects::group_bundle_key(GROUP)] {
-        changes.push(store.watch_with_history(key).await.expect("watch"));
+    for key in [subjects::site_bundle_key(site), subjects::group_bundle_key(GROUP)] {
+        match store.watch_with_history(key).await {
+            Ok(watch) => changes.push(watch),
+            Err(error) => return format!("watch: {error}"),
+        }
     }
-    drop(setting_up);
-    ready.send(()).await.expect("ready");
+    if let Some((permit, ready)) = setting_up.take() {
+        drop(permit);
+        ready.send(()).await.expect("ready");
+    }
     while let Some(entry) = changes.next().await {
-        let entry = entry.expect("bucket entry");
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => return format!("bucket entry: {error}"),
+        };
+        if handled.get(&entry.key).is_some_and(|revision| *revision >= entry.revision) {
+            continue;
+        }
+        handled.insert(entry.key.clone(), entry.revision);
         let bundle = Bundle::decode(&entry.value).expect("a bundle");
-        bundle.verify(&key).expect("the bundle verifies");
+        bundle.verify(key).expect("the bundle verifies");
         let _ = receipts.send(Receipt { gateway, scope: bundle.scope, at: Instant::now() });
     }
-    panic!("gateway {gateway}: the bucket watch ended");
+    "the bucket watch ended".to_owned()
 }
 
 /// Waits until each of `gateways` has one of the bundles `published` (scope → publish start):
@@ -169,10 +228,11 @@ fn report(line: &str, times: Vec<Duration>, publish_took: Duration) {
     let spread = Spread::of(times);
     println!(
         "{line}: {gateways} gateways, from publish to verified receipt p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms \
-         (publishing took {:.1} ms)",
+         (publishing took {:.1} ms; watches created again after a failure so far: {})",
         spread.p50.as_secs_f64() * 1e3,
         spread.p99.as_secs_f64() * 1e3,
         spread.max.as_secs_f64() * 1e3,
-        publish_took.as_secs_f64() * 1e3
+        publish_took.as_secs_f64() * 1e3,
+        REWATCHES.load(Ordering::Relaxed)
     );
 }

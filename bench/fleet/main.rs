@@ -27,9 +27,10 @@
 //!   (`api.rs`), p50 and p99 over ROUNDS requests.
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench fleet [-- [--full] [--lag-rate=N]
-//! [--lag-secs=S] [--skip=redeliver,mix,lag,bundle,api] [GATEWAYS [DEVICES [EVENTS [API_DEVICES
-//! [ROUNDS]]]]]]`, or `cargo xtask bench fleet`; `FLEET_BENCH_ONLY=api` runs the API phase
-//! alone (it seeds its own store).
+//! [--lag-secs=S] [--ingest-batch=N] [--skip=redeliver,mix,lag,bundle,api] [GATEWAYS
+//! [DEVICES [EVENTS [API_DEVICES [ROUNDS]]]]]]`, or `cargo xtask bench fleet`;
+//! `FLEET_BENCH_ONLY=api` runs the API phase alone (it seeds its own store), `=bundle` the
+//! bundle phase alone (GATEWAYS watching).
 use std::{
     net::{Ipv4Addr, SocketAddr},
     path::Path,
@@ -135,11 +136,16 @@ async fn main() {
     let js = jetstream::new(client);
     let dir = scratch("fleet-bench");
     let hub = hub_for(&dir, &nats, &postgres.url(), stream_limit, js.clone()).await;
-    if std::env::var("FLEET_BENCH_ONLY").is_ok_and(|only| only == "api") {
+    let only = std::env::var("FLEET_BENCH_ONLY").unwrap_or_default();
+    if only == "api" {
         api::run(hub, arg(3, DEFAULT_API_DEVICES), arg(4, DEFAULT_ROUNDS)).await;
         return;
     }
     hub::streams::ensure(&js, &hub.config.streams, Duration::from_secs(3_600)).await.expect("streams");
+    if only == "bundle" {
+        bundle::run(&hub, &nats.url(), shape).await;
+        return;
+    }
 
     let started = Instant::now();
     let published = publish(&js, shape.gateways, |gateway| shape.reports(gateway), "").await;
@@ -208,15 +214,18 @@ fn gib(bytes: f64) -> f64 {
 }
 
 /// Writes the hub's configuration file: both servers, the stream limit, the API on `listen`
-/// with the bench's viewer token.
+/// with the bench's viewer token, and `--ingest-batch=N` as `[ingest] batch` when given.
 fn write_config(path: &Path, nats: &NatsServer, database_url: &str, stream_limit: i64, listen: &str) {
-    let text = format!(
+    let mut text = format!(
         "nats_url = {:?}\ndatabase_url = {:?}\n[streams]\nmax_bytes = {stream_limit}\n[api]\nlisten = {listen:?}\n\
          tokens = [{{ name = \"bench\", role = \"viewer\", token_sha256 = \"{}\" }}]\n",
         nats.url(),
         database_url,
         hex::encode(Sha256::digest(TOKEN.as_bytes()))
     );
+    if let Some(batch) = flag("ingest-batch") {
+        text.push_str(&format!("[ingest]\nbatch = {}\n", batch.parse::<usize>().expect("--ingest-batch=N")));
+    }
     std::fs::write(path, text).expect("write the hub's config");
 }
 
