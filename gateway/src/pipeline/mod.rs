@@ -24,10 +24,12 @@ use crate::{
 mod budgets;
 mod input;
 pub mod latency;
+mod ledger_writer;
 #[cfg(test)]
 mod tests;
 
 pub use input::Input;
+use ledger_writer::LedgerWriter;
 
 /// Commands queued between the producers (ring-buffer drain, counter poller, inventory, API)
 /// and the loop: about a second of a busy LAN's new flows.
@@ -90,7 +92,7 @@ pub enum PipelineError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Baselines(#[from] baseline::store::StoreError),
-    #[error("cannot start the detection thread: {0}")]
+    #[error("cannot start the detection or ledger thread: {0}")]
     Thread(std::io::Error),
 }
 
@@ -101,8 +103,9 @@ pub struct Core {
     bus: EventBus,
     budgets: budgets::BudgetSync,
     store: Option<rusqlite::Connection>,
-    /// Where access changes and audit records are kept besides the bus.
-    ledger: Option<Ledger>,
+    /// Where access changes and audit records are kept besides the bus (written on the
+    /// ledger writer's thread).
+    ledger: Option<LedgerWriter>,
     last_checkpoint: Instant,
 }
 
@@ -126,7 +129,8 @@ impl Core {
                 tracing::info!(exceptions = learned.len(), "learnt exceptions restored");
                 baselines.apply_learned(baseline::learned::Edit::Learn(learned));
                 // Its own connection: ledger writes commit on their own, baselines at checkpoints.
-                (Some(conn), Some(Ledger::new(crate::store::open(path, SCHEMA)?)))
+                let ledger = Ledger::new(crate::store::open(path, SCHEMA)?);
+                (Some(conn), Some(LedgerWriter::spawn(ledger).map_err(PipelineError::Thread)?))
             }
             None => (None, None),
         };
@@ -196,21 +200,16 @@ impl Core {
             Command::Alert(alert) => self.respond(vec![alert]),
         };
         let changes = self.responder.take_changes();
-        if let Some(ledger) = &mut self.ledger {
+        if let Some(ledger) = &self.ledger {
             for change in changes {
-                if let Err(error) = ledger.record_access(change.mac, change.enforced, &change.actor, &change.reason) {
-                    // Enforced all the same; a restart before the next change would not restore it.
-                    tracing::error!(%error, device = %change.mac, "access changed but not recorded in the store");
-                }
+                ledger.record_access(change.mac, change.enforced, &change.actor, &change.reason);
             }
         }
         for event in &events {
-            if let Some(ledger) = &mut self.ledger
+            if let Some(ledger) = &self.ledger
                 && let EventKind::Audit { action, detail } = &event.kind
-                && let Err(error) = ledger.audit(&event.actor, event.device, action, detail)
             {
-                // The event still reaches the bus (and the integrations outbox).
-                tracing::error!(%error, "cannot write the audit log");
+                ledger.audit(&event.actor, event.device, action, detail);
             }
             self.bus.publish(event.clone());
         }
