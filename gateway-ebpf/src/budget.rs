@@ -7,13 +7,22 @@
 //!
 //! The windows are in `BUDGETS` at the device's slot (an array: no second hash lookup), shared
 //! by the CPUs: counts are added atomically (a per-CPU copy would need a per-CPU share of the
-//! limit, and traffic is rarely spread evenly). A device without budgets costs two compares.
+//! limit, and traffic is rarely spread evenly). A device without budgets costs two compares
+//! (`any`).
 //!
 //! Reads the device's `DEVICES` record; reads and writes `BUDGETS` (only XDP writes the
 //! windows; the controller zeroes a slot's when it hands the slot to another device).
 use gateway_ebpf::{BudgetLimit, BudgetWindow, DeviceRecord, MacKey, budget_measure};
 
 use crate::{BUDGETS, events, flow::atomic_add};
+
+/// Whether the device whose `DEVICES` record is `record` has a budget.
+#[inline(always)]
+pub fn any(record: *const DeviceRecord) -> bool {
+    // SAFETY: the map value stays valid during the program run (RCU).
+    let (packets, bytes) = unsafe { ((*record).budget.packets.limit, (*record).budget.bytes.limit) };
+    packets != BudgetLimit::NONE.limit || bytes != BudgetLimit::NONE.limit
+}
 
 /// Counts a frame of `frame_bytes` from `mac` (whose `DEVICES` record is `record`) against
 /// its budgets, and reports a window it takes over its limit.
@@ -24,9 +33,6 @@ pub fn account(mac: &MacKey, record: *const DeviceRecord, frame_bytes: u64, now:
     // SAFETY: the map value stays valid during the program run (RCU).
     let (packets, bytes) = unsafe { ((*record).budget.packets, (*record).budget.bytes) };
     let none = BudgetLimit::NONE.limit;
-    if packets.limit == none && bytes.limit == none {
-        return;
-    }
     // SAFETY: as above.
     let (slot, state) = unsafe { ((*record).entry.slot, (*record).entry.state) };
     let Some(windows) = BUDGETS.get_ptr_mut(slot) else { return };

@@ -21,7 +21,10 @@ pub fn device(mac: &MacKey) -> DeviceEntry {
 pub fn sender(mac: &MacKey, frame_bytes: u64, now: u64) -> DeviceEntry {
     match DEVICES.get_ptr(mac) {
         Some(record) => {
-            budget::account(mac, record, frame_bytes, now);
+            // Checked here, not in `account`: a device without budgets pays no call.
+            if budget::any(record) {
+                budget::account(mac, record, frame_bytes, now);
+            }
             // SAFETY: a live map value (RCU), copied out at once (see `device`).
             unsafe { (*record).entry }
         }

@@ -136,3 +136,27 @@ fn union(a: &[CounterSource], b: &[CounterSource]) -> Vec<CounterSource> {
     all.dedup();
     all
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traffic(tx_packets: u64, rx_packets: u64) -> TrafficCounters {
+        TrafficCounters { tx_bytes: tx_packets * 100, tx_packets, rx_bytes: rx_packets * 100, rx_packets }
+    }
+
+    #[test]
+    fn counters_that_went_back_were_zeroed_and_hold_only_new_traffic() {
+        assert!(!went_back(&traffic(10, 5), &traffic(10, 5)));
+        assert!(!went_back(&traffic(12, 5), &traffic(10, 5)));
+        assert!(went_back(&traffic(3, 0), &traffic(10, 5)), "a slot handed back to the device: zeroed");
+        assert!(went_back(&traffic(10, 1), &traffic(10, 5)));
+    }
+
+    #[test]
+    fn the_union_of_two_sweeps_names_each_source_once() {
+        let source = |n: u8, slot: u32| CounterSource { mac: Mac([2, 0, 0, 0, 0, n]), slot };
+        let (a, b) = ([source(1, 0), source(2, 7)], [source(1, 0), source(1, u32::MAX), source(3, 2)]);
+        assert_eq!(union(&a, &b), [source(1, 0), source(1, u32::MAX), source(2, 7), source(3, 2)]);
+    }
+}
