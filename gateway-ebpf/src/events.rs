@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use gateway_ebpf::{
-    BudgetEvent, BudgetWindow, EventHeader, FlowEvent, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter,
+    BudgetEvent, BudgetLimit, EventHeader, FlowEvent, MacKey, SAMPLE_BYTES, SampleEvent, SynFingerprint, counter,
     event_kind,
 };
 
@@ -64,29 +64,19 @@ pub fn new_flow(
 /// A budget window crossed (`budget`): what it allows and what it counted. The frame is
 /// reported as passed: budgets report, the policy judges.
 #[inline(always)]
-pub fn budget(
-    mac: &MacKey,
-    state: u8,
-    measure: u8,
-    window: *const BudgetWindow,
-    counted: u64,
-    elapsed_ns: u64,
-    now: u64,
-) {
+pub fn budget(mac: &MacKey, state: u8, measure: u8, limit: &BudgetLimit, counted: u64, elapsed_ns: u64, now: u64) {
     let Some(mut entry) = EVENTS.reserve::<BudgetEvent>(0) else {
         count(counter::EVENTS_LOST);
         crate::rare::events_lost();
         return;
     };
-    // SAFETY: `window` points into a live map value (RCU).
-    let (limit, window_ns) = unsafe { ((*window).limit, (*window).window_ns) };
     entry.write(BudgetEvent {
         header: header(event_kind::BUDGET, state, &Decision::PASS, now),
         mac: *mac,
         measure,
         _pad: [0; 7],
-        limit,
-        window_ns,
+        limit: limit.limit,
+        window_ns: limit.window_ns,
         counted,
         elapsed_ns,
     });

@@ -1,6 +1,11 @@
-//! Step 3: accounting. Per-device counters (per-CPU, LRU) and the per-flow tables (LRU,
+//! Step 3: accounting. Per-device counters (per-CPU) and the per-flow tables (LRU,
 //! shared, added to atomically): IPv4 flows in `FLOWS_V4` under a 20-byte key, IPv6 flows in
 //! `FLOWS_V6` under a 48-byte one. A flow's first packet is reported by `events`.
+//!
+//! A device in `DEVICES` is counted in `DEVICE_STATS` at the slot its entry names: an array
+//! element, found without hashing (the established packet's only large-table lookups are the
+//! device's entry and its flow, as the floor's; bench/xdp). A MAC absent from `DEVICES` has no
+//! slot and is counted in `UNKNOWN_DEVICE_STATS`, an LRU hash, created on first sight.
 //!
 //! The flow entry also caches the flow's decision (the conntrack fast path: Cilium skips
 //! policy for established connection-tracking entries). The LAN program looks the flow up
@@ -19,55 +24,138 @@
 //! so it shares its flow key with port-0 packets of the same 5-tuple but is judged differently.
 //!
 //! A device's first counted frame on a CPU in each sweep epoch (`GatewayConfig::sweep_epoch`)
-//! also writes its MAC to `CHANGED_DEVICES`, so the controller's sweep reads the devices that
-//! changed, not all of them (gateway's `datapath::sweep`).
+//! also writes it (MAC and slot) to `CHANGED_DEVICES`, so the controller's sweep reads the
+//! devices that changed, not all of them (gateway's `datapath::sweep`).
 //!
-//! Reads `FLOWS_V4`, `FLOWS_V6`, `DEVICE_STATS` and `CONFIG`; writes `FLOWS_V4`, `FLOWS_V6`,
-//! `DEVICE_STATS` and `CHANGED_DEVICES`.
+//! Reads `FLOWS_V4`, `FLOWS_V6`, `DEVICE_STATS`, `UNKNOWN_DEVICE_STATS` and `CONFIG`; writes
+//! `FLOWS_V4`, `FLOWS_V6`, `DEVICE_STATS`, `UNKNOWN_DEVICE_STATS` and `CHANGED_DEVICES`.
+use core::ptr::NonNull;
+
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
     maps::LruHashMap,
 };
 use gateway_ebpf::{
-    CachedDecision, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, MacKey, SynFingerprint, counter, opener,
-    proto, reason,
+    CachedDecision, ChangedDevice, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, MacKey, SynFingerprint,
+    counter, opener, proto, reason,
 };
 
 use crate::{
-    CHANGED_DEVICES, CONFIG, DEVICE_STATS, FLOWS_V4, FLOWS_V6, count,
+    CHANGED_DEVICES, CONFIG, DEVICE_STATS, FLOWS_V4, FLOWS_V6, UNKNOWN_DEVICE_STATS, count,
     decision::Decision,
     parse::{self, Ip},
     wire::ipv4,
 };
 
-/// Zeroed counters to insert for a device seen for the first time (kept out of the
+/// Zeroed counters to insert for an unknown device seen for the first time (kept out of the
 /// 512-byte stack: the value lives in .rodata).
 static ZERO_STATS: DeviceStats = DeviceStats::ZERO;
 
-/// This CPU's counters of `mac`, created on first sight, about to change: the device is
-/// marked changed in this sweep epoch first.
-#[inline(always)]
-fn stats(mac: &MacKey) -> Option<*mut DeviceStats> {
-    let stats = match DEVICE_STATS.get_ptr_mut(mac) {
-        Some(stats) => stats,
-        None => {
-            if DEVICE_STATS.insert(mac, &ZERO_STATS, u64::from(BPF_NOEXIST)).is_ok() {
-                count(counter::DEVICE_STATS_INSERTED);
-            }
-            DEVICE_STATS.get_ptr_mut(mac)?
-        }
-    };
-    mark_changed(mac, stats);
-    Some(stats)
+/// Whose counters a frame changes: the device's MAC and its slot (`DeviceEntry::NO_SLOT` for
+/// an unknown MAC).
+#[derive(Clone, Copy)]
+pub struct Counted<'a> {
+    pub mac: &'a MacKey,
+    pub slot: u32,
 }
 
-/// Writes `mac` to `CHANGED_DEVICES` if this is its first counted frame on this CPU in the
-/// live sweep epoch. The stamp is set even when the ring is full: the loss is counted and
-/// the sweep then reads every device, so one count per epoch is enough.
-// Not inlined: every counting site shares one copy, so the verifier walks it once per site
-// as a call, not as the sites' own paths.
+impl<'a> Counted<'a> {
+    #[inline(always)]
+    pub fn new(mac: &'a MacKey, device: &DeviceEntry) -> Self {
+        Self { mac, slot: device.slot }
+    }
+}
+
+/// What a frame changes in its device's counters (`account_device`): the high byte says which counters,
+/// the low one the IP protocol of a frame from the device or the reason of a frame not passed.
+mod change {
+    pub const TX: u32 = 1 << 8;
+    pub const RX: u32 = 2 << 8;
+    pub const DROP: u32 = 3 << 8;
+}
+
+/// Counts a frame from the device (`proto` 0 for non-IP frames).
+#[inline(always)]
+pub fn count_tx(device: Counted, ip_proto: u8, frame_bytes: u64, now: u64) {
+    account_device(device.mac, device.slot, change::TX | u32::from(ip_proto), frame_bytes, now);
+}
+
+/// Counts a frame towards the device.
+#[inline(always)]
+pub fn count_rx(device: Counted, frame_bytes: u64) {
+    account_device(device.mac, device.slot, change::RX, frame_bytes, 0);
+}
+
+/// Counts a frame not passed, against the device (if known) and globally.
+#[inline(always)]
+pub fn count_drop(device: Option<Counted>, why: u32) {
+    count(counter::DROPS_BASE + why);
+    let Some(device) = device else { return };
+    account_device(device.mac, device.slot, change::DROP | (why & 0xff), 0, 0);
+}
+
+/// Applies `what` (`change`) to this CPU's counters of the device at `slot` (or of the unknown
+/// `mac`), marking the device changed in this sweep epoch first.
+// A BPF subprogram: each counting site is a call, not a copy of both lookups' paths.
 #[inline(never)]
-fn mark_changed(mac: &MacKey, stats: *mut DeviceStats) {
+fn account_device(mac: &MacKey, slot: u32, what: u32, frame_bytes: u64, now: u64) {
+    let stats = if slot == DeviceEntry::NO_SLOT {
+        unknown(mac)
+    } else {
+        NonNull::new(DEVICE_STATS.get_ptr_mut(slot).unwrap_or(core::ptr::null_mut()))
+    };
+    let Some(stats) = stats else { return };
+    let stats = stats.as_ptr();
+    mark_changed(mac, slot, stats);
+    // SAFETY: per-CPU value, only touched by this CPU's program instance.
+    unsafe {
+        match what >> 8 {
+            1 => {
+                (*stats).tx_packets += 1;
+                (*stats).tx_bytes += frame_bytes;
+                (*stats).last_seen_ns = now;
+                match what as u8 {
+                    proto::TCP => (*stats).tcp_packets += 1,
+                    proto::UDP => (*stats).udp_packets += 1,
+                    proto::ICMP | proto::ICMPV6 => (*stats).icmp_packets += 1,
+                    _ => (*stats).other_packets += 1,
+                }
+            }
+            2 => {
+                (*stats).rx_packets += 1;
+                (*stats).rx_bytes += frame_bytes;
+            }
+            _ => {
+                // The mask bounds the index on the register that is used, in a form every LLVM
+                // keeps (a separate `< COUNT` check was dropped by one nightly and the verifier
+                // refused it).
+                let index = what as usize & (reason::SLOTS - 1);
+                (*stats).drops[index] += 1;
+            }
+        }
+    }
+}
+
+/// This CPU's counters of the unknown `mac` (`UNKNOWN_DEVICE_STATS`), created on first sight.
+// Not inlined: kept apart from the slot's array lookup, so LLVM cannot merge the two lookups
+// into one call site with the map in a register, which the verifier would not inline
+// (see `Table`).
+#[inline(never)]
+fn unknown(mac: &MacKey) -> Option<NonNull<DeviceStats>> {
+    if let Some(stats) = UNKNOWN_DEVICE_STATS.get_ptr_mut(mac) {
+        return NonNull::new(stats);
+    }
+    if UNKNOWN_DEVICE_STATS.insert(mac, &ZERO_STATS, u64::from(BPF_NOEXIST)).is_ok() {
+        count(counter::UNKNOWN_DEVICE_STATS_INSERTED);
+    }
+    NonNull::new(UNKNOWN_DEVICE_STATS.get_ptr_mut(mac)?)
+}
+
+/// Writes the device to `CHANGED_DEVICES` if this is its first counted frame on this CPU in
+/// the live sweep epoch. The stamp is set even when the ring is full: the loss is counted and
+/// the sweep then reads every device, so one count per epoch is enough.
+#[inline(always)]
+fn mark_changed(mac: &MacKey, slot: u32, stats: *mut DeviceStats) {
     let Some(config) = CONFIG.get(0) else { return };
     let epoch = config.sweep_epoch;
     // SAFETY: per-CPU value, only touched by this CPU's program instance.
@@ -77,52 +165,11 @@ fn mark_changed(mac: &MacKey, stats: *mut DeviceStats) {
         }
         (*stats).sweep_epoch = epoch;
     }
+    let changed = ChangedDevice { mac: *mac, slot, _pad: 0 };
     // No wake-up: the sweep reads the ring on its own schedule, nobody polls it.
-    if CHANGED_DEVICES.output::<MacKey>(mac, u64::from(BPF_RB_NO_WAKEUP)).is_err() {
+    if CHANGED_DEVICES.output::<ChangedDevice>(&changed, u64::from(BPF_RB_NO_WAKEUP)).is_err() {
         count(counter::CHANGED_DEVICES_LOST);
     }
-}
-
-/// Counts a frame from the device (`proto` 0 for non-IP frames).
-#[inline(always)]
-pub fn count_tx(mac: &MacKey, ip_proto: u8, frame_bytes: u64, now: u64) {
-    let Some(stats) = stats(mac) else { return };
-    // SAFETY: per-CPU value, only touched by this CPU's program instance.
-    unsafe {
-        (*stats).tx_packets += 1;
-        (*stats).tx_bytes += frame_bytes;
-        (*stats).last_seen_ns = now;
-        match ip_proto {
-            proto::TCP => (*stats).tcp_packets += 1,
-            proto::UDP => (*stats).udp_packets += 1,
-            proto::ICMP | proto::ICMPV6 => (*stats).icmp_packets += 1,
-            _ => (*stats).other_packets += 1,
-        }
-    }
-}
-
-/// Counts a frame towards the device.
-#[inline(always)]
-pub fn count_rx(mac: &MacKey, frame_bytes: u64) {
-    let Some(stats) = stats(mac) else { return };
-    // SAFETY: per-CPU value, only touched by this CPU's program instance.
-    unsafe {
-        (*stats).rx_packets += 1;
-        (*stats).rx_bytes += frame_bytes;
-    }
-}
-
-/// Counts a frame not passed, against the device (if known) and globally.
-#[inline(always)]
-pub fn count_drop(mac: Option<&MacKey>, why: u32) {
-    count(counter::DROPS_BASE + why);
-    let Some(mac) = mac else { return };
-    let Some(stats) = stats(mac) else { return };
-    // The mask bounds the index on the register that is used, in a form every LLVM keeps
-    // (a separate `< COUNT` check was dropped by one nightly and the verifier refused it).
-    let index = why as usize & (reason::SLOTS - 1);
-    // SAFETY: per-CPU value; the mask keeps the index within the array.
-    unsafe { (*stats).drops[index] += 1 };
 }
 
 /// The packet's flow as userspace sees it: `FLOWS_V6`'s key, and every new-flow event's.

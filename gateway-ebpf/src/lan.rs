@@ -7,7 +7,7 @@ use gateway_ebpf::{
 };
 
 use crate::{
-    PARSED, budget, classify, count,
+    PARSED, classify, count,
     decision::Decision,
     events,
     flow::{self, Table, V4, V6},
@@ -20,37 +20,36 @@ use crate::{
 pub fn ingress(ctx: &XdpContext) -> u32 {
     count(counter::LAN_PACKETS);
     let Some(config) = crate::configured() else { return xdp_action::XDP_PASS };
-    let sender = parse::src_mac(ctx);
-    // Zeros stand in for a runt's missing address, never counted against (`sender` is None).
-    let mac = MacKey::new(sender.unwrap_or_default());
-    let judged = match sender {
-        Some(_) => {
-            let (frame_bytes, now) = ((ctx.data_end() - ctx.data()) as u64, flow::now());
-            // A frame that is not what its headers claim still counts against its sender.
-            try_ingress(ctx, &mac, frame_bytes, now, config).inspect_err(|_| flow::count_tx(&mac, 0, frame_bytes, now))
-        }
-        None => Err(DropReason::Runt),
-    };
-    verdict::exit(ctx, sender.is_some().then_some(&mac), judged, config)
+    // A runt has no sender to count against.
+    let Some(sender) = parse::src_mac(ctx) else { return verdict::exit(ctx, None, Err(DropReason::Runt), config) };
+    let mac = MacKey::new(sender);
+    let (frame_bytes, now) = ((ctx.data_end() - ctx.data()) as u64, flow::now());
+    let device = classify::sender(&mac, frame_bytes, now);
+    let counted = flow::Counted::new(&mac, &device);
+    // A frame that is not what its headers claim still counts against its sender.
+    let judged = try_ingress(ctx, counted, &device, frame_bytes, now, config)
+        .inspect_err(|_| flow::count_tx(counted, 0, frame_bytes, now));
+    verdict::exit(ctx, Some(counted), judged, config)
 }
 
-/// Steps 1 to 5 for a frame with an Ethernet header: its decision, or why it cannot be judged.
+/// Steps 1 to 5 for a frame from `device` (its entry read and its budgets counted): its
+/// decision, or why it cannot be judged.
 #[inline(always)]
 fn try_ingress(
     ctx: &XdpContext,
-    mac: &MacKey,
+    counted: flow::Counted,
+    device: &DeviceEntry,
     frame_bytes: u64,
     now: u64,
     config: &GatewayConfig,
 ) -> Result<Decision, DropReason> {
+    let mac = counted.mac;
     let link = parse::link(ctx)?;
-    let device = classify::device(mac);
-    budget::account(mac, device.state, frame_bytes, now);
 
     if !parse::is_ip(&link) {
         // ARP, and the link-layer protocols that stay on the LAN (LLDP, EAPOL for 802.1X
         // onboarding).
-        flow::count_tx(mac, 0, frame_bytes, now);
+        flow::count_tx(counted, 0, frame_bytes, now);
         if device.state == device_state::BLOCKED {
             return Ok(Decision::drop(DropReason::Blocked));
         }
@@ -77,12 +76,12 @@ fn try_ingress(
         *slot = parsed;
         &*slot
     };
-    flow::count_tx(mac, ip.proto, frame_bytes, now);
+    flow::count_tx(counted, ip.proto, frame_bytes, now);
     if source_guard::drops(mac, ip, config) {
         return Ok(Decision::drop(DropReason::SpoofedSource));
     }
 
-    let seen = Seen { mac, device: &device, ip, frame_bytes, now };
+    let seen = Seen { mac, device, ip, frame_bytes, now };
     let decision = flow_then_policy(ctx, &seen, config);
 
     if config.sample_packets != 0 {

@@ -19,7 +19,7 @@
 
 /// Bumped whenever a map's key or value layout changes, so a controller never reuses pinned
 /// maps of another layout.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// Where the controller pins every map, so a restart reuses them and enforcement never resets.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
@@ -27,23 +27,36 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
 /// Map names (as in the object file) and the object's capacities. The controller sizes the
 /// device, flow and event maps at load from its configuration (gateway's `datapath::capacity`).
 pub mod maps {
-    /// Device table: `MacKey` → `DeviceEntry`.
+    /// Device table: `MacKey` → `DeviceRecord` (what XDP enforces, the device's counter slot
+    /// and its budget limits). Written only by the controller.
     pub const DEVICES: &str = "DEVICES";
     pub const DEVICES_CAPACITY: u32 = 65_536;
     /// IPv4 address (network order) → `MacKey`, for traffic towards devices on the upstream side.
     pub const DEVICE_IPV4: &str = "DEVICE_IPV4";
     pub const DEVICE_IPV4_CAPACITY: u32 = 65_536;
-    /// Per-device, per-CPU counters: `MacKey` → `DeviceStats` (LRU, so MAC floods cannot pin it).
+    /// Per-device, per-CPU counters of the devices in `DEVICES`: a per-CPU array of
+    /// `DeviceStats` indexed by `DeviceEntry::slot`. An array, not a hash: the slot comes with
+    /// the device entry the packet looked up anyway, so counting costs no second hash lookup
+    /// (bench/xdp, issue 19). As many slots as `DEVICES` has entries.
     pub const DEVICE_STATS: &str = "DEVICE_STATS";
-    pub const DEVICE_STATS_CAPACITY: u32 = 65_536;
-    /// Ring buffer of `MacKey`s: a device's first counted frame on a CPU in a sweep epoch
-    /// (`GatewayConfig::sweep_epoch`) writes its MAC here, so the controller's counter sweep
+    pub const DEVICE_STATS_CAPACITY: u32 = DEVICES_CAPACITY;
+    /// Counters of the MACs absent from `DEVICES` (unknown devices, which have no slot):
+    /// `MacKey` → `DeviceStats`, per CPU (LRU, so MAC floods cannot pin it).
+    pub const UNKNOWN_DEVICE_STATS: &str = "UNKNOWN_DEVICE_STATS";
+    pub const UNKNOWN_DEVICE_STATS_CAPACITY: u32 = 65_536;
+    /// Which device holds each slot: slot (`u32`) → `MacKey`. Userspace only (XDP never reads
+    /// it): a controller claims a free slot by inserting it with `BPF_NOEXIST`, so two writers
+    /// (the controller and a tool) never hand one slot to two devices, and a restarted
+    /// controller finds the slots in use.
+    pub const DEVICE_SLOTS: &str = "DEVICE_SLOTS";
+    /// Ring buffer of `ChangedDevice`s: a device's first counted frame on a CPU in a sweep
+    /// epoch (`GatewayConfig::sweep_epoch`) writes it here, so the controller's counter sweep
     /// reads only the devices that changed. The controller sizes it from the device capacity.
     pub const CHANGED_DEVICES: &str = "CHANGED_DEVICES";
     pub const CHANGED_DEVICES_BYTES: u32 = 1 << 20;
     /// Bytes one `CHANGED_DEVICES` record takes in the ring: the kernel's 8-byte header and
-    /// the `MacKey`.
-    pub const CHANGED_DEVICES_RECORD_BYTES: u32 = 16;
+    /// the `ChangedDevice`.
+    pub const CHANGED_DEVICES_RECORD_BYTES: u32 = 24;
     /// IPv4 flow table: `FlowKeyV4` → `FlowStats` (LRU). Apart from IPv6's so its keys are
     /// 20 bytes, not 48: the table every established packet looks up (bench/xdp).
     pub const FLOWS_V4: &str = "FLOWS_V4";
@@ -83,11 +96,11 @@ pub mod maps {
     /// per CPU (LRU: a spoofer cycling MACs cannot pin it).
     pub const SOURCE_VIOLATIONS: &str = "SOURCE_VIOLATIONS";
     pub const SOURCE_VIOLATIONS_CAPACITY: u32 = 4_096;
-    /// Per-device rate and byte budgets with XDP's count against them: `MacKey` →
-    /// `DeviceBudget`. Only the controller inserts; LRU, so a flood of new MACs the
-    /// controller gives budgets evicts idle devices' entries rather than filling the map.
+    /// XDP's count against each device's budgets: a shared array of `BudgetWindows` indexed
+    /// by `DeviceEntry::slot` (the limits are in the device's `DEVICES` record, written by the
+    /// controller; the windows only by XDP, so neither overwrites the other's).
     pub const BUDGETS: &str = "BUDGETS";
-    pub const BUDGETS_CAPACITY: u32 = 65_536;
+    pub const BUDGETS_CAPACITY: u32 = DEVICES_CAPACITY;
 }
 
 /// Program names in the object file.
@@ -255,8 +268,9 @@ pub mod counter {
     /// Flows XDP inserted into `FLOWS_V4`. Nothing else adds or removes flows, so this less
     /// the entries the map holds is what its LRU evicted.
     pub const FLOWS_V4_INSERTED: u32 = 5;
-    /// Devices XDP inserted into `DEVICE_STATS` (the same for its evictions).
-    pub const DEVICE_STATS_INSERTED: u32 = 6;
+    /// Unknown devices XDP inserted into `UNKNOWN_DEVICE_STATS` (the same for its evictions;
+    /// `DEVICE_STATS` before ABI 8).
+    pub const UNKNOWN_DEVICE_STATS_INSERTED: u32 = 6;
     /// Frames from an IPv4 or IPv6 source bound to another device, passed because the source guard
     /// only logs (`source_guard::LOG`; under `ENFORCE` they are drops, `reason::SPOOFED_SOURCE`).
     pub const SPOOFED_SOURCE_PASSED: u32 = 7;
@@ -360,9 +374,10 @@ impl MacKey {
     }
 }
 
-/// What XDP knows about a device. Written only by the controller.
+/// What XDP knows about a device, the part every frame copies out of its `DeviceRecord`.
+/// Written only by the controller.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceEntry {
     /// One of `device_state`.
     pub state: u8,
@@ -371,6 +386,44 @@ pub struct DeviceEntry {
     pub class_id: u16,
     /// Policy id (host order) that applies when `state` is `ENROLLED`.
     pub policy_id: u32,
+    /// The device's index in `DEVICE_STATS` and `BUDGETS` (host order), held while the device
+    /// is in `DEVICES` (claimed in `DEVICE_SLOTS`); `NO_SLOT` for a MAC absent from `DEVICES`.
+    pub slot: u32,
+    pub _pad_end: u32,
+}
+
+impl DeviceEntry {
+    /// The slot of a device without one: an unknown MAC, counted in `UNKNOWN_DEVICE_STATS`.
+    pub const NO_SLOT: u32 = u32::MAX;
+    /// A MAC absent from `DEVICES`.
+    pub const UNKNOWN: Self =
+        Self { state: device_state::UNKNOWN, _pad: 0, class_id: 0, policy_id: 0, slot: Self::NO_SLOT, _pad_end: 0 };
+}
+
+impl Default for DeviceEntry {
+    fn default() -> Self {
+        Self::UNKNOWN
+    }
+}
+
+/// A `DEVICES` value: the entry and the device's budget limits. XDP copies out only `entry`
+/// and reads the limits in place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub entry: DeviceEntry,
+    pub budget: DeviceBudget,
+}
+
+/// A device's first counted frame on a CPU in a sweep epoch, in `CHANGED_DEVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChangedDevice {
+    pub mac: MacKey,
+    /// The `DEVICE_STATS` slot counted (host order), or `DeviceEntry::NO_SLOT`: the MAC's
+    /// entry in `UNKNOWN_DEVICE_STATS`.
+    pub slot: u32,
+    pub _pad: u32,
 }
 
 /// One device's frames from addresses bound to other devices, per CPU: userspace sums
@@ -385,48 +438,54 @@ pub struct SourceViolation {
     pub last_source: [u8; 16],
 }
 
-/// Per-device counters, one copy per CPU; userspace sums them.
+/// Per-device counters, one copy per CPU; userspace sums them. Ordered so a frame from the
+/// device writes one cache line (the first eight fields).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceStats {
     /// Frames and bytes from the device (LAN side).
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Frames and bytes towards the device (WAN side).
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
     /// Frames from the device by protocol.
     pub tcp_packets: u64,
     pub udp_packets: u64,
     pub icmp_packets: u64,
     pub other_packets: u64,
-    /// Frames not passed, indexed by `reason` (slots from `reason::COUNT` on stay zero).
-    pub drops: [u64; reason::SLOTS],
-    /// Last frame from the device, `bpf_ktime_get_ns` (host order).
+    /// Last frame from the device, `bpf_ktime_get_coarse_ns` (host order).
     pub last_seen_ns: u64,
     /// The `GatewayConfig::sweep_epoch` in which this CPU last counted a frame of the device
     /// (host order): when it differs from the live one, the frame is the device's first on
-    /// this CPU in the epoch and its MAC goes to `CHANGED_DEVICES`.
+    /// this CPU in the epoch and it goes to `CHANGED_DEVICES`.
     pub sweep_epoch: u32,
     pub _pad: u32,
+    /// Frames and bytes towards the device (WAN side).
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// In `DEVICE_STATS`: the device the controller gave the slot to, written with the zeroed
+    /// counters when it claims or frees the slot (all zero: free). XDP never writes it, so a
+    /// reader can tell whose counters a slot holds. Zero in `UNKNOWN_DEVICE_STATS`.
+    pub owner: MacKey,
+    /// Frames not passed, indexed by `reason` (slots from `reason::COUNT` on stay zero).
+    pub drops: [u64; reason::SLOTS],
 }
 
 impl DeviceStats {
     /// All counters at zero: what a device starts with (a const, so XDP can insert it from
-    /// .rodata instead of building 168 bytes on its 512-byte stack).
+    /// .rodata instead of building it on its 512-byte stack).
     pub const ZERO: Self = Self {
         tx_packets: 0,
         tx_bytes: 0,
-        rx_packets: 0,
-        rx_bytes: 0,
         tcp_packets: 0,
         udp_packets: 0,
         icmp_packets: 0,
         other_packets: 0,
-        drops: [0; reason::SLOTS],
         last_seen_ns: 0,
         sweep_epoch: 0,
         _pad: 0,
+        rx_packets: 0,
+        rx_bytes: 0,
+        owner: MacKey::new([0; 6]),
+        drops: [0; reason::SLOTS],
     };
 }
 
@@ -726,32 +785,56 @@ impl Default for GatewayConfig {
     }
 }
 
-/// One budget of a device and XDP's count against it over a fixed window. All fields host
-/// order; times are `bpf_ktime_get_coarse_ns`.
-///
-/// `limit` and `window_ns` are the controller's (`u64::MAX`: no limit); the rest is XDP's,
-/// written without locks by whichever CPU sees the frame: `counted` is added to atomically,
-/// a window's restart is last-writer-wins (a frame or two of another CPU may land in the old
-/// window), and `reported_start_ns` holds the start of the last window reported, so each
-/// window is reported once (twice at most, by two CPUs crossing in the same instant).
+/// One budget of a device, as the controller writes it in the device's `DeviceRecord`: at most
+/// `limit` per `window_ns` (host order; `NONE`: no budget, nothing counted).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetLimit {
+    pub limit: u64,
+    pub window_ns: u64,
+}
+
+impl BudgetLimit {
+    /// No budget: XDP neither counts nor reports.
+    pub const NONE: Self = Self { limit: u64::MAX, window_ns: 0 };
+}
+
+impl Default for BudgetLimit {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+/// A device's budget limits (`DeviceRecord::budget`). The frame that takes a window's count
+/// above its limit sends one `BudgetEvent`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceBudget {
+    /// Frames sent per window (`budget_measure::PACKETS`).
+    pub packets: BudgetLimit,
+    /// Bytes sent per window (`budget_measure::BYTES`).
+    pub bytes: BudgetLimit,
+}
+
+/// XDP's count against one budget over a fixed window. All fields host order; times are
+/// `bpf_ktime_get_coarse_ns`. Written without locks by whichever CPU sees the frame:
+/// `counted` is added to atomically, a window's restart is last-writer-wins (a frame or two of
+/// another CPU may land in the old window), and `reported_start_ns` holds the start of the last
+/// window reported, so each window is reported once (twice at most, by two CPUs crossing in
+/// the same instant).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BudgetWindow {
-    pub limit: u64,
-    pub window_ns: u64,
     pub start_ns: u64,
     pub counted: u64,
     pub reported_start_ns: u64,
 }
 
-/// A device's budgets, in `BUDGETS`. The frame that takes a window's count above its limit
-/// sends one `BudgetEvent`.
+/// A device's windows in `BUDGETS` (its slot), one per `DeviceBudget` limit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DeviceBudget {
-    /// Frames sent per window (`budget_measure::PACKETS`).
+pub struct BudgetWindows {
     pub packets: BudgetWindow,
-    /// Bytes sent per window (`budget_measure::BYTES`).
     pub bytes: BudgetWindow,
 }
 
@@ -875,9 +958,14 @@ pub struct BudgetEvent {
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<MacKey>() == 8);
-    assert!(size_of::<DeviceEntry>() == 8);
+    assert!(size_of::<DeviceEntry>() == 16);
+    assert!(size_of::<DeviceRecord>() == 16 + 32);
+    assert!(size_of::<ChangedDevice>() == 16);
+    assert!(size_of::<ChangedDevice>() as u32 + 8 == maps::CHANGED_DEVICES_RECORD_BYTES);
     assert!(size_of::<SourceViolation>() == 24);
-    assert!(size_of::<DeviceStats>() == 8 * 8 + 8 * reason::SLOTS + 8 + 8);
+    assert!(size_of::<DeviceStats>() == 8 * 8 + 8 + 8 + 8 + 8 * reason::SLOTS);
+    // A frame from the device writes the first cache line only.
+    assert!(core::mem::offset_of!(DeviceStats, rx_packets) == 64);
     assert!(reason::SLOTS.is_power_of_two() && reason::SLOTS >= reason::COUNT);
     assert!(size_of::<FlowKey>() == 48);
     assert!(size_of::<FlowKeyV4>() == 20);
@@ -894,8 +982,10 @@ const _: () = {
     assert!(size_of::<GatewayConfig>() == 32);
     assert!(size_of::<EventHeader>() == 16);
     assert!(size_of::<SampleEvent>() == 16 + 8 + 8 + SAMPLE_BYTES);
-    assert!(size_of::<BudgetWindow>() == 40);
-    assert!(size_of::<DeviceBudget>() == 80);
+    assert!(size_of::<BudgetLimit>() == 16);
+    assert!(size_of::<DeviceBudget>() == 32);
+    assert!(size_of::<BudgetWindow>() == 24);
+    assert!(size_of::<BudgetWindows>() == 48);
     assert!(core::mem::offset_of!(BudgetWindow, counted) % 8 == 0);
     assert!(size_of::<BudgetEvent>() == 16 + 8 + 8 + 32);
 };
@@ -908,6 +998,10 @@ mod pod {
     use super::*;
     unsafe impl aya::Pod for MacKey {}
     unsafe impl aya::Pod for DeviceEntry {}
+    unsafe impl aya::Pod for DeviceRecord {}
+    unsafe impl aya::Pod for ChangedDevice {}
+    unsafe impl aya::Pod for BudgetLimit {}
+    unsafe impl aya::Pod for BudgetWindows {}
     unsafe impl aya::Pod for DeviceStats {}
     unsafe impl aya::Pod for SourceViolation {}
     unsafe impl aya::Pod for FlowKey {}

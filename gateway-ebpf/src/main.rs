@@ -41,18 +41,27 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use gateway_ebpf::{
-    ABI_VERSION, DeviceBudget, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, GatewayConfig, MacKey,
+    ABI_VERSION, BudgetWindows, DeviceRecord, DeviceStats, FlowKey, FlowKeyV4, FlowStats, GatewayConfig, MacKey,
     PolicyKey, PolicyRule, SourceViolation, counter, device_state, maps as abi,
 };
 
 #[map(name = "DEVICES")]
-static DEVICES: HashMap<MacKey, DeviceEntry> = HashMap::pinned(abi::DEVICES_CAPACITY, 0);
+static DEVICES: HashMap<MacKey, DeviceRecord> = HashMap::pinned(abi::DEVICES_CAPACITY, 0);
 
 #[map(name = "DEVICE_IPV4")]
 static DEVICE_IPV4: HashMap<[u8; 4], MacKey> = HashMap::pinned(abi::DEVICE_IPV4_CAPACITY, 0);
 
 #[map(name = "DEVICE_STATS")]
-static DEVICE_STATS: LruPerCpuHashMap<MacKey, DeviceStats> = LruPerCpuHashMap::pinned(abi::DEVICE_STATS_CAPACITY, 0);
+static DEVICE_STATS: PerCpuArray<DeviceStats> = PerCpuArray::pinned(abi::DEVICE_STATS_CAPACITY, 0);
+
+#[map(name = "UNKNOWN_DEVICE_STATS")]
+static UNKNOWN_DEVICE_STATS: LruPerCpuHashMap<MacKey, DeviceStats> =
+    LruPerCpuHashMap::pinned(abi::UNKNOWN_DEVICE_STATS_CAPACITY, 0);
+
+/// Userspace's slot claims (see `maps::DEVICE_SLOTS`); declared here so the loader creates
+/// and pins it with the others. No program reads it.
+#[map(name = "DEVICE_SLOTS")]
+static DEVICE_SLOTS: HashMap<u32, MacKey> = HashMap::pinned(abi::DEVICES_CAPACITY, 0);
 
 #[map(name = "CHANGED_DEVICES")]
 static CHANGED_DEVICES: RingBuf = RingBuf::pinned(abi::CHANGED_DEVICES_BYTES, 0);
@@ -70,7 +79,7 @@ static POLICY_V4: LpmTrie<PolicyKey<4>, PolicyRule> = LpmTrie::pinned(abi::POLIC
 static POLICY_V6: LpmTrie<PolicyKey<16>, PolicyRule> = LpmTrie::pinned(abi::POLICY_CAPACITY, 0);
 
 #[map(name = "BUDGETS")]
-static BUDGETS: LruHashMap<MacKey, DeviceBudget> = LruHashMap::pinned(abi::BUDGETS_CAPACITY, 0);
+static BUDGETS: Array<BudgetWindows> = Array::pinned(abi::BUDGETS_CAPACITY, 0);
 
 #[map(name = "CONFIG")]
 static CONFIG: Array<GatewayConfig> = Array::pinned(1, 0);

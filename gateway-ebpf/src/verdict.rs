@@ -2,18 +2,18 @@
 //! addresses for the quarantine segment and go out through the `REDIRECT_PORTS` devmap; a
 //! missing port means drop. Every frame not passed is counted here, once, under one reason.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
-use gateway_ebpf::{DropReason, GatewayConfig, MacKey, QUARANTINE_SLOT, counter, reason, verdict};
+use gateway_ebpf::{DropReason, GatewayConfig, QUARANTINE_SLOT, counter, reason, verdict};
 use network_types::eth::EthHdr;
 
 use crate::{REDIRECT_PORTS, count, decision::Decision, flow, parse::ptr_at, rare};
 
 /// The XDP action for what a program's steps concluded: a decision, or a frame that could
 /// not be judged (`why`, given the configured malformed verdict). Counts the reason of every
-/// frame not passed against `mac` (when known) and globally.
+/// frame not passed against `device` (when known) and globally.
 #[inline(always)]
 pub fn exit(
     ctx: &XdpContext,
-    mac: Option<&MacKey>,
+    device: Option<flow::Counted>,
     judged: Result<Decision, DropReason>,
     config: &GatewayConfig,
 ) -> u32 {
@@ -25,7 +25,7 @@ pub fn exit(
         Err(why) => (xdp_action::XDP_DROP, why.code()),
     };
     if counted != reason::NONE {
-        flow::count_drop(mac, counted);
+        flow::count_drop(device, counted);
     }
     action
 }

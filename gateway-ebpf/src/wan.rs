@@ -22,13 +22,13 @@ pub fn ingress(ctx: &XdpContext) -> u32 {
         Ok((device, decision)) => (device, Ok(decision)),
         Err(why) => (None, Err(why)),
     };
-    verdict::exit(ctx, device.as_ref(), judged, config)
+    verdict::exit(ctx, device.as_ref().map(|(mac, slot)| flow::Counted { mac, slot: *slot }), judged, config)
 }
 
 /// The device a frame goes to, if it is one of ours, and the decision; or why the frame
-/// cannot be judged.
+/// cannot be judged. The device is its MAC and counter slot.
 #[inline(always)]
-fn try_ingress(ctx: &XdpContext, config: &GatewayConfig) -> Result<(Option<MacKey>, Decision), DropReason> {
+fn try_ingress(ctx: &XdpContext, config: &GatewayConfig) -> Result<(Option<(MacKey, u32)>, Decision), DropReason> {
     let link = parse::link(ctx)?;
     // Devices are tracked by IPv4 address upstream; other traffic is not ours to judge here.
     if link.ether_type != ether_type::IPV4 {
@@ -43,7 +43,7 @@ fn try_ingress(ctx: &XdpContext, config: &GatewayConfig) -> Result<(Option<MacKe
     let device = classify::device(&mac);
     let decision = policy::towards_device(&device, &ip);
     if decision.is_pass() {
-        flow::count_rx(&mac, (ctx.data_end() - ctx.data()) as u64);
+        flow::count_rx(flow::Counted::new(&mac, &device), (ctx.data_end() - ctx.data()) as u64);
         if config.sample_packets != 0 && ip.proto == proto::UDP && ip.src_port == port::DNS && ip.payload_offset != 0 {
             events::sample(
                 ctx,
@@ -57,5 +57,5 @@ fn try_ingress(ctx: &XdpContext, config: &GatewayConfig) -> Result<(Option<MacKe
             );
         }
     }
-    Ok((Some(mac), decision))
+    Ok((Some((mac, device.slot)), decision))
 }

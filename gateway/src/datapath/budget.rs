@@ -1,12 +1,12 @@
 //! Per-device budgets, the controller's side of gateway-ebpf's `budget` step: what a device
 //! may send per window before XDP reports it (`Budget`, derived by `detect::budget` from the
-//! device's baseline), written into `BUDGETS` (`write`), and what XDP reports when a window
+//! device's baseline), written as limits into the device's `DEVICES` record (`limits`; XDP
+//! counts the windows in `BUDGETS` at the device's slot), and what XDP reports when a window
 //! goes over (`BudgetCrossing`, decoded by `events`). Reporting only: the policy, and the
 //! responses to the alerts a crossing raises, decide what happens to the device.
 use std::time::{Duration, SystemTime};
 
-use aya::maps::{HashMap, MapData, MapError};
-use gateway_ebpf::{BudgetWindow, DeviceBudget, MacKey, budget_measure};
+use gateway_ebpf::{BudgetLimit, BudgetWindow, BudgetWindows, DeviceBudget, budget_measure};
 
 use crate::device::Mac;
 
@@ -52,37 +52,48 @@ pub struct BudgetCrossing {
     pub elapsed: Duration,
 }
 
-/// Writes `budget` for `mac` (`None` removes it), keeping the windows XDP is counting: a new
-/// limit applies to the window under way.
-pub fn write(
-    map: &mut HashMap<MapData, MacKey, DeviceBudget>,
-    mac: Mac,
-    budget: Option<Budget>,
-) -> Result<(), MapError> {
-    let Some(budget) = budget else {
-        return match map.remove(&mac.key()) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e),
-        };
-    };
-    let counting = match map.get(&mac.key(), 0) {
-        Ok(entry) => entry,
-        Err(MapError::KeyNotFound) => DeviceBudget::default(),
-        Err(e) => return Err(e),
-    };
-    map.insert(mac.key(), entry(&budget, &counting), 0)
+/// The limits XDP holds a device to for `budget` (`DeviceRecord::budget`).
+pub fn limits(budget: &Budget) -> DeviceBudget {
+    let window_ns = |window: Duration| u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+    DeviceBudget {
+        packets: BudgetLimit { limit: budget.packets, window_ns: window_ns(budget.packet_window) },
+        bytes: BudgetLimit {
+            limit: budget.bytes.unwrap_or(BudgetLimit::NONE.limit),
+            window_ns: window_ns(budget.byte_window),
+        },
+    }
 }
 
-/// The map entry for `budget`, with the windows of `counting`.
-fn entry(budget: &Budget, counting: &DeviceBudget) -> DeviceBudget {
-    let limit = |limit: u64, window: Duration, counting: &BudgetWindow| BudgetWindow {
-        limit,
-        window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
-        ..*counting
-    };
-    DeviceBudget {
-        packets: limit(budget.packets, budget.packet_window, &counting.packets),
-        bytes: limit(budget.bytes.unwrap_or(u64::MAX), budget.byte_window, &counting.bytes),
+/// One budget as XDP holds it: the controller's limit and XDP's count in the window under way
+/// (host order; times are `bpf_ktime_get_coarse_ns`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowState {
+    pub limit: u64,
+    pub window_ns: u64,
+    pub start_ns: u64,
+    pub counted: u64,
+    /// The start of the last window XDP reported crossed (0: none yet).
+    pub reported_start_ns: u64,
+}
+
+/// A device's budgets as XDP holds them (`Maps::budget`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BudgetState {
+    pub packets: WindowState,
+    pub bytes: WindowState,
+}
+
+impl BudgetState {
+    /// The limits of a device's record with the windows of its slot.
+    pub fn new(limits: &DeviceBudget, windows: &BudgetWindows) -> Self {
+        let state = |limit: &BudgetLimit, window: &BudgetWindow| WindowState {
+            limit: limit.limit,
+            window_ns: limit.window_ns,
+            start_ns: window.start_ns,
+            counted: window.counted,
+            reported_start_ns: window.reported_start_ns,
+        };
+        Self { packets: state(&limits.packets, &windows.packets), bytes: state(&limits.bytes, &windows.bytes) }
     }
 }
 
@@ -91,23 +102,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_new_limit_keeps_the_window_under_way() {
-        let counting = DeviceBudget {
-            packets: BudgetWindow { limit: 10, window_ns: 1, start_ns: 5, counted: 7, reported_start_ns: 3 },
-            bytes: BudgetWindow::default(),
-        };
+    fn a_budget_without_bytes_never_crosses_its_byte_window() {
         let budget = Budget {
             packets: 300,
             packet_window: Duration::from_secs(1),
             bytes: None,
             byte_window: Duration::from_secs(10),
         };
-        let written = entry(&budget, &counting);
-        assert_eq!(
-            written.packets,
-            BudgetWindow { limit: 300, window_ns: 1_000_000_000, start_ns: 5, counted: 7, reported_start_ns: 3 }
-        );
+        let written = limits(&budget);
+        assert_eq!(written.packets, BudgetLimit { limit: 300, window_ns: 1_000_000_000 });
         assert_eq!(written.bytes.limit, u64::MAX, "no byte budget: never crossed");
         assert_eq!(written.bytes.window_ns, 10_000_000_000);
+        assert_ne!(written, DeviceBudget::default(), "a budget is not the record's \"no budget\"");
     }
 }

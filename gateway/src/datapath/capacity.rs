@@ -8,35 +8,41 @@
 //!
 //! | map | per entry | sized by |
 //! |---|---:|---|
-//! | `DEVICES` (hash) | 80 B | `devices_capacity` |
+//! | `DEVICES` (hash) | 120 B | `devices_capacity` |
 //! | `DEVICE_IPV4` (hash) | 80 B | `devices_capacity` |
-//! | `DEVICE_STATS` (LRU per-CPU hash) | 80 B + 208 B per CPU | `devices_capacity` |
-//! | `CHANGED_DEVICES` (ring buffer) | 8 B (a 16 B record for half the devices) | `devices_capacity` |
-//! | `BUDGETS` (LRU hash) | 152 B | `devices_capacity` |
+//! | `DEVICE_STATS` (per-CPU array, by slot) | 8 B + 216 B per CPU | `devices_capacity` |
+//! | `DEVICE_SLOTS` (hash) | 80 B | `devices_capacity` |
+//! | `UNKNOWN_DEVICE_STATS` (LRU per-CPU hash) | 80 B + 216 B per CPU | `devices_capacity` |
+//! | `CHANGED_DEVICES` (ring buffer) | 16 B (a 24 B record for half the devices) | `devices_capacity` |
+//! | `BUDGETS` (array, by slot) | 48 B | `devices_capacity` |
 //! | `SOURCE_BINDINGS_V4` (hash) | 80 B | `devices_capacity` |
 //! | `SOURCE_BINDINGS_V6` (hash) | 88 B | `devices_capacity` × 4 |
-//! | `SOURCE_VIOLATIONS` (LRU per-CPU hash) | 80 B + 16 B per CPU | `devices_capacity` / 16 (≥ 64) |
+//! | `SOURCE_VIOLATIONS` (LRU per-CPU hash) | 80 B + 24 B per CPU | `devices_capacity` / 16 (≥ 64) |
 //! | `FLOWS_V4` (LRU hash) | 170 B | `flows_capacity` |
 //! | `FLOWS_V6` (LRU hash) | 194 B | `flows_v6_capacity` |
 //! | `EVENTS` (ring buffer) | 1 B | `events_ring_bytes` |
 //! | `POLICY_V4`, `POLICY_V6` (LPM tries) | allocated per rule written | the policy compiler's bound |
 //!
-//! So a device costs 837 B + 209 B per CPU (1,673 B on 4 CPUs), an IPv4 flow 170 B, an IPv6
-//! flow 194 B (flows measured at 1,310,720 entries, bench/xdp; the one table of 48-byte keys
-//! before the split cost 194 B for every flow). The IPv4 binding table holds one address per
-//! device on average (a DHCP lease); the IPv6 one four (a link-local, a stable and two
-//! temporary addresses, RFC 8981; `source_guard.max_addresses_per_device` caps what one
-//! device claims). Their alarm at 90 % says when to raise the capacity. Only spoofing devices enter the violation
-//! map, an LRU, so a sixteenth of the devices suffices. The policy tries
-//! allocate only the rules they hold, so their bound (`gateway_ebpf::maps::POLICY_CAPACITY`,
-//! which the policy compiler enforces) costs nothing unused and is not configured here.
+//! (per-entry costs of the maps new in ABI 8 estimated from their key and value sizes as the
+//! kernel lays them out, not yet measured with `bpftool`.) So a device costs 936 B + 432 B per
+//! CPU (2,664 B on 4 CPUs, 352 B of it four IPv6 source bindings; the unknown devices' table,
+//! sized like the others so a site whose devices all stay unknown keeps counting them, is half
+//! of it), an IPv4 flow 170 B, an IPv6 flow 194 B (flows measured at 1,310,720 entries,
+//! bench/xdp; the one table of 48-byte keys before the split cost 194 B for every flow). The
+//! IPv4 binding table holds one address per device on average (a DHCP lease); the IPv6 one four
+//! (a link-local, a stable and two temporary addresses, RFC 8981;
+//! `source_guard.max_addresses_per_device` caps what one device claims). Their alarm at 90 %
+//! says when to raise the capacity. Only spoofing devices enter the violation map, an LRU, so a
+//! sixteenth of the devices suffices. The policy tries allocate only the rules they hold, so
+//! their bound (`gateway_ebpf::maps::POLICY_CAPACITY`, which the policy compiler enforces)
+//! costs nothing unused and is not configured here.
 use std::path::Path;
 
 use gateway_ebpf::maps as abi;
 
 use super::DatapathConfig;
 
-/// Default `datapath.devices_capacity`: a small router's site (≈ 6.5 MiB on 4 CPUs, 1.4 MiB of it
+/// Default `datapath.devices_capacity`: a small router's site (≈ 10.4 MiB on 4 CPUs, 1.4 MiB of it
 /// the IPv6 source bindings).
 pub const DEFAULT_DEVICES: u32 = 4_096;
 /// Default `datapath.flows_capacity`: 16 live IPv4 flows per device at the default (10.6 MiB).
@@ -69,11 +75,14 @@ pub fn changed_devices_bytes(devices_capacity: u32) -> u32 {
 const MIN_CHANGED_DEVICES_BYTES: u32 = 4_096;
 
 /// The size of every map `[datapath]` sizes.
-pub fn capacities(config: &DatapathConfig) -> [Capacity; 11] {
+pub fn capacities(config: &DatapathConfig) -> [Capacity; 13] {
     [
         (abi::DEVICES, config.devices_capacity),
         (abi::DEVICE_IPV4, config.devices_capacity),
+        // One slot per device entry.
         (abi::DEVICE_STATS, config.devices_capacity),
+        (abi::DEVICE_SLOTS, config.devices_capacity),
+        (abi::UNKNOWN_DEVICE_STATS, config.devices_capacity),
         (abi::CHANGED_DEVICES, changed_devices_bytes(config.devices_capacity)),
         (abi::BUDGETS, config.devices_capacity),
         (abi::SOURCE_BINDINGS_V4, config.devices_capacity),
@@ -130,7 +139,15 @@ mod tests {
             ..Default::default()
         };
         let sizes = capacities(&config);
-        for map in [abi::DEVICES, abi::DEVICE_IPV4, abi::DEVICE_STATS, abi::SOURCE_BINDINGS_V4, abi::BUDGETS] {
+        for map in [
+            abi::DEVICES,
+            abi::DEVICE_IPV4,
+            abi::DEVICE_STATS,
+            abi::DEVICE_SLOTS,
+            abi::UNKNOWN_DEVICE_STATS,
+            abi::SOURCE_BINDINGS_V4,
+            abi::BUDGETS,
+        ] {
             assert!(sizes.contains(&(map, 100_000)), "{map}: {sizes:?}");
         }
         assert!(sizes.contains(&(abi::SOURCE_VIOLATIONS, 6_250)));
@@ -140,13 +157,13 @@ mod tests {
         assert!(sizes.contains(&(abi::FLOWS_V4, 1_000_000)));
         assert!(sizes.contains(&(abi::FLOWS_V6, 50_000)));
         assert!(sizes.contains(&(abi::EVENTS, DEFAULT_EVENTS_RING_BYTES)));
-        assert!(sizes.contains(&(abi::CHANGED_DEVICES, 1 << 20)), "50,000 records of 16 B: 1 MiB");
+        assert!(sizes.contains(&(abi::CHANGED_DEVICES, 2 << 20)), "50,000 records of 24 B: 1.2 MB, so 2 MiB");
     }
 
     #[test]
     fn the_changed_devices_ring_is_a_power_of_two_of_at_least_a_page() {
         assert_eq!(changed_devices_bytes(1), 4_096);
-        assert_eq!(changed_devices_bytes(DEFAULT_DEVICES), 32_768);
+        assert_eq!(changed_devices_bytes(DEFAULT_DEVICES), 65_536);
         assert_eq!(changed_devices_bytes(u32::MAX), 1 << 30);
     }
 

@@ -38,7 +38,7 @@ pub struct DatapathConfig {
     pub pin_path: PathBuf,
     /// Copy DHCP, DNS, ARP, SSDP and TLS handshakes to userspace for fingerprinting.
     pub sample_packets: bool,
-    /// Entries of the device maps (`DEVICES`, `DEVICE_IPV4`, `DEVICE_STATS`, `BUDGETS`); see
+    /// Entries of the device maps (`DEVICES`, `DEVICE_IPV4`, `DEVICE_STATS`, `BUDGETS`, ...); see
     /// `capacity` for what each costs. A change recreates the maps at the next start.
     pub devices_capacity: u32,
     /// Entries of the IPv4 flow table (`FLOWS_V4`, LRU: beyond it the oldest flows are

@@ -2,7 +2,7 @@
 //! `/metrics` and the fleet's health report, and the alarm on the tables that must not fill:
 //! a full device table refuses the next device's entry (so it stays unknown, under the
 //! onboarding lane), a full binding table the next address (which stays unbound, unchecked),
-//! a full policy trie refuses rules. The LRU maps (flows, per-device
+//! a full policy trie refuses rules. The LRU maps (flows, unknown devices'
 //! counters) evict their oldest entries instead, which costs history, not enforcement: they
 //! are counted, not alarmed on.
 use std::collections::BTreeSet;
@@ -84,7 +84,9 @@ mod tests {
     fn maps_that_evict_raise_no_alarm() {
         let mut alarm = FillAlarm::default();
         assert!(
-            alarm.check(&[fill(abi::FLOWS_V4, 100), fill(abi::FLOWS_V6, 100), fill(abi::DEVICE_STATS, 100)]).is_empty()
+            alarm
+                .check(&[fill(abi::FLOWS_V4, 100), fill(abi::FLOWS_V6, 100), fill(abi::UNKNOWN_DEVICE_STATS, 100)])
+                .is_empty()
         );
         assert_eq!(alarm.check(&[fill(abi::POLICY_V6, 99)]).len(), 1);
     }

@@ -333,12 +333,14 @@ pub fn forget_stale_pins(pin_path: &Path, sizes: &[capacity::Capacity]) -> bool 
 
 /// Key and value sizes of the pinned maps whose layout is an ABI struct (values per CPU for
 /// per-CPU maps; an LPM trie's key is its 4-byte prefix length, then the data).
-const LAYOUTS: [(&str, usize, usize); 11] = [
+const LAYOUTS: [(&str, usize, usize); 13] = [
     (abi::CONFIG, size_of::<u32>(), size_of::<gateway_ebpf::GatewayConfig>()),
     (abi::FLOWS_V4, size_of::<gateway_ebpf::FlowKeyV4>(), size_of::<gateway_ebpf::FlowStats>()),
     (abi::FLOWS_V6, size_of::<gateway_ebpf::FlowKey>(), size_of::<gateway_ebpf::FlowStats>()),
-    (abi::DEVICES, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::DeviceEntry>()),
-    (abi::DEVICE_STATS, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::DeviceStats>()),
+    (abi::DEVICES, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::DeviceRecord>()),
+    (abi::DEVICE_STATS, size_of::<u32>(), size_of::<gateway_ebpf::DeviceStats>()),
+    (abi::UNKNOWN_DEVICE_STATS, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::DeviceStats>()),
+    (abi::DEVICE_SLOTS, size_of::<u32>(), size_of::<gateway_ebpf::MacKey>()),
     (abi::POLICY_V4, size_of::<u32>() + size_of::<gateway_ebpf::PolicyKey<4>>(), size_of::<gateway_ebpf::PolicyRule>()),
     (
         abi::POLICY_V6,
@@ -348,14 +350,16 @@ const LAYOUTS: [(&str, usize, usize); 11] = [
     (abi::SOURCE_BINDINGS_V4, size_of::<[u8; 4]>(), size_of::<gateway_ebpf::MacKey>()),
     (abi::SOURCE_BINDINGS_V6, size_of::<[u8; 16]>(), size_of::<gateway_ebpf::MacKey>()),
     (abi::SOURCE_VIOLATIONS, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::SourceViolation>()),
-    (abi::BUDGETS, size_of::<gateway_ebpf::MacKey>(), size_of::<gateway_ebpf::DeviceBudget>()),
+    (abi::BUDGETS, size_of::<u32>(), size_of::<gateway_ebpf::BudgetWindows>()),
 ];
 
 /// Every map the object pins.
-pub const PINNED_MAPS: [&str; 16] = [
+pub const PINNED_MAPS: [&str; 18] = [
     abi::DEVICES,
     abi::DEVICE_IPV4,
     abi::DEVICE_STATS,
+    abi::UNKNOWN_DEVICE_STATS,
+    abi::DEVICE_SLOTS,
     abi::CHANGED_DEVICES,
     abi::FLOWS_V4,
     abi::FLOWS_V6,

@@ -4,6 +4,12 @@
 //! configuration, the quarantine port and the source-address bindings (`crate::source_guard`).
 //! Also reads the counters, the source-address violations and the flow table back.
 //!
+//! A device written into `DEVICES` gets a counter slot (`slots`) for as long as it stays there:
+//! its record names the slot, and its counters (`DEVICE_STATS`) and budget windows (`BUDGETS`)
+//! are that slot's, zeroed and stamped with the device's MAC whenever the slot changes hands.
+//! A MAC absent from `DEVICES` is counted in `UNKNOWN_DEVICE_STATS` instead, so a device's
+//! counters are the sum of its slot's and its unknown entry's (`CounterSource`).
+//!
 //! Flows cache their decision in XDP (see gateway-ebpf's `flow`), valid while
 //! `GatewayConfig::policy_generation` is unchanged: this module owns that counter and bumps
 //! it *after* every write to the policy maps, `DEVICES` and `CONFIG` (after, so no packet can
@@ -19,18 +25,20 @@ use std::{
 };
 
 use aya::maps::{
-    Array, DevMap, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf,
+    Array, DevMap, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
     lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
-    DeviceBudget, DeviceEntry, DeviceStats, FlowKey, FlowKeyV4, FlowStats, FromBytes as _, GatewayConfig, MacKey,
-    POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, QUARANTINE_SLOT, SourceViolation, counter, maps as abi,
+    BudgetWindows, ChangedDevice, DeviceBudget, DeviceEntry, DeviceRecord, DeviceStats, FlowKey, FlowKeyV4, FlowStats,
+    FromBytes as _, GatewayConfig, MacKey, POLICY_KEY_FIXED_BITS, PolicyKey, PolicyRule, QUARANTINE_SLOT,
+    SourceViolation, counter, maps as abi,
 };
 
 use super::{
     ControlError, DeviceAccess, DeviceControl, batch,
-    budget::{self, Budget},
+    budget::{self, Budget, BudgetState},
     fill::MapFill,
+    slots::Slots,
     traffic::TrafficCounters,
 };
 use crate::{
@@ -75,15 +83,37 @@ pub struct DeviceCounters {
     pub drops: [u64; gateway_ebpf::reason::COUNT],
 }
 
+/// Where some of a device's counters are: its slot in `DEVICE_STATS`, or
+/// (`DeviceEntry::NO_SLOT`) its entry in `UNKNOWN_DEVICE_STATS`. A device may have both (it
+/// sent while unknown, then entered `DEVICES`); each is cumulative on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterSource {
+    pub mac: Mac,
+    pub slot: u32,
+}
+
+impl CounterSource {
+    fn from_changed(changed: &ChangedDevice) -> Self {
+        Self { mac: Mac(changed.mac.addr), slot: changed.slot }
+    }
+}
+
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> ControlError {
     move |e| ControlError::Map { map, message: e.to_string() }
 }
 
 /// The pinned maps.
 pub struct Maps {
-    devices: Mutex<HashMap<MapData, MacKey, DeviceEntry>>,
+    /// Locked first by every write that changes a device's record or slot.
+    devices: Mutex<HashMap<MapData, MacKey, DeviceRecord>>,
     device_ipv4: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
-    device_stats: PerCpuHashMap<MapData, MacKey, DeviceStats>,
+    /// Per-CPU counters of the devices in `DEVICES`, by slot.
+    device_stats: Mutex<PerCpuArray<MapData, DeviceStats>>,
+    /// Per-CPU counters of the MACs absent from `DEVICES`.
+    unknown_device_stats: PerCpuHashMap<MapData, MacKey, DeviceStats>,
+    slots: Mutex<Slots>,
+    /// Possible CPUs: the copies of a per-CPU value.
+    cpus: usize,
     /// MACs of the devices counted since the last sweep epoch (`sweep`).
     changed_devices: Mutex<RingBuf<MapData>>,
     flows_v4: HashMap<MapData, FlowKeyV4, FlowStats>,
@@ -96,7 +126,10 @@ pub struct Maps {
     source_bindings: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
     source_bindings_v6: Mutex<HashMap<MapData, [u8; 16], MacKey>>,
     source_violations: PerCpuHashMap<MapData, MacKey, SourceViolation>,
-    budgets: Mutex<HashMap<MapData, MacKey, DeviceBudget>>,
+    /// Budget windows, by slot (the limits are in the device's record).
+    budgets: Mutex<Array<MapData, BudgetWindows>>,
+    /// Budgets of devices without a record, written into it when they get one.
+    waiting_budgets: Mutex<StdHashMap<Mac, DeviceBudget>>,
     /// Entries the policy tries hold: counted where they are written anyway, so `fill_levels`
     /// need not read them again.
     policy_v4_entries: AtomicU64,
@@ -106,12 +139,17 @@ pub struct Maps {
 }
 
 impl Maps {
-    /// Takes the maps out of a freshly loaded object (the ring buffer stays for `events`).
+    /// Takes the maps out of a freshly loaded object (the ring buffer stays for `events`),
+    /// and gives back the slots claimed for devices no longer in `DEVICES` (a writer that
+    /// stopped between claiming a slot and writing the record): the loading controller is the
+    /// one writer that may, as no other writes yet.
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self, ControlError> {
         let take = |name: &'static str| {
             ebpf.take_map(name).ok_or(ControlError::Map { map: name, message: "missing from the object".into() })
         };
-        Self::from_maps(take)
+        let maps = Self::from_maps(take)?;
+        maps.release_orphan_slots()?;
+        Ok(maps)
     }
 
     /// Opens the maps from their pins (for tools and tests that run beside a controller).
@@ -141,7 +179,16 @@ impl Maps {
         Ok(Self {
             devices: Mutex::new(HashMap::try_from(get(abi::DEVICES)?).map_err(map_error(abi::DEVICES))?),
             device_ipv4: Mutex::new(HashMap::try_from(get(abi::DEVICE_IPV4)?).map_err(map_error(abi::DEVICE_IPV4))?),
-            device_stats: PerCpuHashMap::try_from(get(abi::DEVICE_STATS)?).map_err(map_error(abi::DEVICE_STATS))?,
+            device_stats: Mutex::new(
+                PerCpuArray::try_from(get(abi::DEVICE_STATS)?).map_err(map_error(abi::DEVICE_STATS))?,
+            ),
+            unknown_device_stats: PerCpuHashMap::try_from(get(abi::UNKNOWN_DEVICE_STATS)?)
+                .map_err(map_error(abi::UNKNOWN_DEVICE_STATS))?,
+            slots: Mutex::new(Slots::open(
+                HashMap::try_from(get(abi::DEVICE_SLOTS)?).map_err(map_error(abi::DEVICE_SLOTS))?,
+            )?),
+            cpus: aya::util::nr_cpus()
+                .map_err(|(_, e)| ControlError::Map { map: abi::DEVICE_STATS, message: e.to_string() })?,
             changed_devices: Mutex::new(
                 RingBuf::try_from(get(abi::CHANGED_DEVICES)?).map_err(map_error(abi::CHANGED_DEVICES))?,
             ),
@@ -160,7 +207,8 @@ impl Maps {
             ),
             source_violations: PerCpuHashMap::try_from(get(abi::SOURCE_VIOLATIONS)?)
                 .map_err(map_error(abi::SOURCE_VIOLATIONS))?,
-            budgets: Mutex::new(HashMap::try_from(get(abi::BUDGETS)?).map_err(map_error(abi::BUDGETS))?),
+            budgets: Mutex::new(Array::try_from(get(abi::BUDGETS)?).map_err(map_error(abi::BUDGETS))?),
+            waiting_budgets: Mutex::new(StdHashMap::new()),
             policy_v4_entries: AtomicU64::new(0),
             policy_v6_entries: AtomicU64::new(0),
             device_writes: AtomicU64::new(0),
@@ -181,30 +229,97 @@ impl Maps {
         map.set(0, next, 0).map_err(map_error(abi::CONFIG))
     }
 
-    /// Invalidates every flow's cached decision: their next packets are decided afresh.
-    /// Called after each write the cached decisions depend on.
     /// Writes `mac`'s device entry (`Access::Unknown` removes it), without the generation
-    /// bump `set_access` adds.
+    /// bump `set_access` adds. A device entering the table claims a slot (and takes the budget
+    /// waiting for it); one leaving gives its slot back (and its budget waits again).
     fn write_device(&self, mac: Mac, access: DeviceAccess) -> Result<(), ControlError> {
         let mut devices = lock(&self.devices);
+        let key = mac.key();
+        let current = match devices.get(&key, 0) {
+            Ok(record) => Some(record),
+            Err(aya::maps::MapError::KeyNotFound) => None,
+            Err(e) => return Err(map_error(abi::DEVICES)(e)),
+        };
         if access.access == Access::Unknown {
-            match devices.remove(&mac.key()) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error(abi::DEVICES)(e)),
+            if let Some(record) = current {
+                devices.remove(&key).map_err(map_error(abi::DEVICES))?;
+                if record.budget != DeviceBudget::default() {
+                    lock(&self.waiting_budgets).insert(mac, record.budget);
+                }
+                self.release_slot(record.entry.slot)?;
             }
         } else {
+            let (slot, budget) = match current {
+                Some(record) => (record.entry.slot, record.budget),
+                None => (self.claim_slot(key)?, lock(&self.waiting_budgets).remove(&mac).unwrap_or_default()),
+            };
             let entry = DeviceEntry {
                 state: access.access.code(),
                 _pad: 0,
                 class_id: access.class_id,
                 policy_id: access.policy_id,
+                slot,
+                _pad_end: 0,
             };
-            devices.insert(mac.key(), entry, 0).map_err(map_error(abi::DEVICES))?;
+            if let Err(e) = devices.insert(key, DeviceRecord { entry, budget }, 0) {
+                if current.is_none() {
+                    if budget != DeviceBudget::default() {
+                        lock(&self.waiting_budgets).insert(mac, budget);
+                    }
+                    // The table refused the device (full): its slot goes back unused.
+                    if let Err(error) = self.release_slot(slot) {
+                        tracing::warn!(%error, slot, "cannot give back an unused counter slot");
+                    }
+                }
+                return Err(map_error(abi::DEVICES)(e));
+            }
         }
         self.device_writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
+    /// Claims a slot for `mac`, its counters and budget windows zeroed and stamped as its.
+    fn claim_slot(&self, mac: MacKey) -> Result<u32, ControlError> {
+        let slot = lock(&self.slots).claim(mac)?;
+        if let Err(e) = self.reset_slot(slot, mac) {
+            // Unusable: given back, its counters as they were (nobody's).
+            let _ = lock(&self.slots).release(slot);
+            return Err(e);
+        }
+        Ok(slot)
+    }
+
+    /// Zeroes `slot` (its owner too) and gives it back.
+    fn release_slot(&self, slot: u32) -> Result<(), ControlError> {
+        self.reset_slot(slot, MacKey::default())?;
+        lock(&self.slots).release(slot)
+    }
+
+    /// Zeroes `slot`'s counters and budget windows, stamping the counters with `owner`.
+    fn reset_slot(&self, slot: u32, owner: MacKey) -> Result<(), ControlError> {
+        let zero = DeviceStats { owner, ..DeviceStats::ZERO };
+        let per_cpu = PerCpuValues::try_from(vec![zero; self.cpus])
+            .map_err(|e| ControlError::Map { map: abi::DEVICE_STATS, message: e.to_string() })?;
+        lock(&self.device_stats).set(slot, per_cpu, 0).map_err(map_error(abi::DEVICE_STATS))?;
+        lock(&self.budgets).set(slot, BudgetWindows::default(), 0).map_err(map_error(abi::BUDGETS))
+    }
+
+    /// Gives back every slot claimed for a device whose record does not name it.
+    fn release_orphan_slots(&self) -> Result<(), ControlError> {
+        let held: StdHashMap<MacKey, u32> =
+            self.devices_raw().into_iter().map(|(mac, record)| (mac.key(), record.entry.slot)).collect();
+        let claimed = lock(&self.slots).claimed()?;
+        for (slot, mac) in claimed {
+            if held.get(&mac) != Some(&slot) {
+                tracing::info!(slot, device = %Mac(mac.addr), "giving back a counter slot claimed for no device entry");
+                self.release_slot(slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Invalidates every flow's cached decision: their next packets are decided afresh.
+    /// Called after each write the cached decisions depend on.
     pub fn bump_policy_generation(&self) -> Result<(), ControlError> {
         let mut map = lock(&self.config);
         let mut live = map.get(&0, 0).map_err(map_error(abi::CONFIG))?;
@@ -223,11 +338,11 @@ impl Maps {
         Ok((ended, live.sweep_epoch))
     }
 
-    /// Appends to `into` the MACs XDP wrote to `CHANGED_DEVICES` since the last call.
-    pub fn drain_changed_devices(&self, into: &mut Vec<MacKey>) {
+    /// Appends to `into` the devices XDP wrote to `CHANGED_DEVICES` since the last call.
+    pub fn drain_changed_devices(&self, into: &mut Vec<CounterSource>) {
         let mut ring = lock(&self.changed_devices);
         while let Some(record) = ring.next() {
-            into.extend(MacKey::from_bytes(&record));
+            into.extend(ChangedDevice::from_bytes(&record).as_ref().map(CounterSource::from_changed));
         }
     }
 
@@ -273,12 +388,13 @@ impl Maps {
         written.map(|()| report)
     }
 
-    /// Every device's counters, summed over CPUs (for status and tools; the counter step
-    /// reads only the traffic, `device_traffic`).
+    /// Every device's counters, summed over CPUs and over its slot and unknown entry (for
+    /// status and tools; the counter step reads only the traffic, `traffic_by_source`).
     pub fn device_counters(&self) -> Vec<(Mac, DeviceCounters)> {
-        let mut all = Vec::new();
-        self.sweep_device_stats(|mac, per_cpu| {
-            let mut sum = DeviceCounters { traffic: traffic_sum(per_cpu), ..DeviceCounters::default() };
+        let mut all: BTreeMap<Mac, DeviceCounters> = BTreeMap::new();
+        self.sweep_device_stats(|source, per_cpu| {
+            let sum = all.entry(source.mac).or_default();
+            sum.traffic.add(&traffic_sum(per_cpu));
             for s in per_cpu {
                 sum.tcp_packets += s.tcp_packets;
                 sum.udp_packets += s.udp_packets;
@@ -289,54 +405,92 @@ impl Maps {
                     *total += d;
                 }
             }
-            all.push((mac, sum));
         });
-        all
+        all.into_iter().collect()
     }
 
-    /// Every device's traffic, summed over CPUs (the counter step's full read, `sweep`).
+    /// Every device's traffic, summed over CPUs and over its slot and unknown entry.
     pub fn device_traffic(&self) -> Vec<(Mac, TrafficCounters)> {
+        let mut all: BTreeMap<Mac, TrafficCounters> = BTreeMap::new();
+        for (source, traffic) in self.traffic_by_source() {
+            all.entry(source.mac).or_default().add(&traffic);
+        }
+        all.into_iter().collect()
+    }
+
+    /// The traffic of every counter source, summed over CPUs (the counter step's full read,
+    /// `sweep`).
+    pub fn traffic_by_source(&self) -> Vec<(CounterSource, TrafficCounters)> {
         let mut all = Vec::new();
-        self.sweep_device_stats(|mac, per_cpu| all.push((mac, traffic_sum(per_cpu))));
+        self.sweep_device_stats(|source, per_cpu| all.push((source, traffic_sum(per_cpu))));
         all
     }
 
-    /// The traffic of `macs`, summed over CPUs, one lookup each (the counter step's read of
-    /// the devices that changed, `sweep`); devices without counters are left out.
-    pub fn device_traffic_of(&self, macs: &[MacKey]) -> Vec<(Mac, TrafficCounters)> {
-        macs.iter()
-            .filter_map(|mac| match self.device_stats.get(mac, 0) {
-                Ok(per_cpu) => Some((Mac(mac.addr), traffic_sum(&per_cpu))),
-                Err(aya::maps::MapError::KeyNotFound) => None,
-                Err(error) => {
-                    tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read a device's counters");
-                    None
+    /// The traffic of `sources`, summed over CPUs, one lookup each (the counter step's read of
+    /// the devices that changed, `sweep`). Left out: sources without counters, and slots no
+    /// longer the device's.
+    pub fn traffic_of(&self, sources: &[CounterSource]) -> Vec<(CounterSource, TrafficCounters)> {
+        let device_stats = lock(&self.device_stats);
+        sources
+            .iter()
+            .filter_map(|source| {
+                let read = if source.slot == DeviceEntry::NO_SLOT {
+                    self.unknown_device_stats.get(&source.mac.key(), 0).map(|v| v.to_vec())
+                } else {
+                    // A slot handed on since XDP named it holds another device's counters.
+                    device_stats.get(&source.slot, 0).map(|v| {
+                        let own = v.first().is_some_and(|s| s.owner == source.mac.key());
+                        if own { v.to_vec() } else { Vec::new() }
+                    })
+                };
+                match read {
+                    Ok(per_cpu) if !per_cpu.is_empty() => Some((*source, traffic_sum(&per_cpu))),
+                    Ok(_) | Err(aya::maps::MapError::KeyNotFound) => None,
+                    Err(error) => {
+                        tracing::warn!(%error, slot = source.slot, "cannot read a device's counters");
+                        None
+                    }
                 }
             })
             .collect()
     }
 
-    /// Reads `DEVICE_STATS` whole, in batches (`batch`: a few system calls for the whole map,
-    /// not two per device), handing each device's per-CPU counters to `visit`. Reads nothing
-    /// (and logs why) if the kernel refuses the read.
-    fn sweep_device_stats(&self, mut visit: impl FnMut(Mac, &[DeviceStats])) {
-        let read = aya::util::nr_cpus().map_err(|(_, e)| e).and_then(|cpus| {
-            batch::for_each::<MacKey, DeviceStats>(self.device_stats.map(), cpus, |mac, per_cpu| {
-                visit(Mac(mac.addr), per_cpu);
-            })
+    /// Reads `DEVICE_STATS` (the claimed slots) and `UNKNOWN_DEVICE_STATS` whole, in batches
+    /// (`batch`: a few system calls for a whole map, not two per device), handing each
+    /// source's per-CPU counters to `visit`. Reads nothing of a map (and logs why) if the
+    /// kernel refuses the read.
+    fn sweep_device_stats(&self, mut visit: impl FnMut(CounterSource, &[DeviceStats])) {
+        let unclaimed = MacKey::default();
+        let slots = batch::for_each::<u32, DeviceStats>(lock(&self.device_stats).map(), self.cpus, |slot, per_cpu| {
+            if let Some(owner) = per_cpu.first().map(|s| s.owner).filter(|owner| *owner != unclaimed) {
+                visit(CounterSource { mac: Mac(owner.addr), slot }, per_cpu);
+            }
         });
-        if let Err(error) = read {
+        if let Err(error) = slots {
             tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters");
+        }
+        let unknown =
+            batch::for_each::<MacKey, DeviceStats>(self.unknown_device_stats.map(), self.cpus, |mac, per_cpu| {
+                visit(CounterSource { mac: Mac(mac.addr), slot: DeviceEntry::NO_SLOT }, per_cpu);
+            });
+        if let Err(error) = unknown {
+            tracing::warn!(%error, map = abi::UNKNOWN_DEVICE_STATS, "cannot read the unknown devices' counters");
         }
     }
 
-    /// The budgets of `mac` and XDP's count against them (`None`: it has none).
-    pub fn budget(&self, mac: Mac) -> Result<Option<DeviceBudget>, ControlError> {
-        match lock(&self.budgets).get(&mac.key(), 0) {
-            Ok(entry) => Ok(Some(entry)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_error(abi::BUDGETS)(e)),
+    /// The budgets of `mac` and XDP's count against them (`None`: it has none in XDP, as a
+    /// device without a `DEVICES` record).
+    pub fn budget(&self, mac: Mac) -> Result<Option<BudgetState>, ControlError> {
+        let record = match lock(&self.devices).get(&mac.key(), 0) {
+            Ok(record) => record,
+            Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+            Err(e) => return Err(map_error(abi::DEVICES)(e)),
+        };
+        if record.budget == DeviceBudget::default() {
+            return Ok(None);
         }
+        let windows = lock(&self.budgets).get(&record.entry.slot, 0).map_err(map_error(abi::BUDGETS))?;
+        Ok(Some(BudgetState::new(&record.budget, &windows)))
     }
 
     /// A global counter (`gateway_ebpf::counter`), summed over CPUs.
@@ -387,7 +541,11 @@ impl Maps {
         let source_bindings_v6 = lock(&self.source_bindings_v6);
         let flows_v4 = count(self.flows_v4.map(), abi::FLOWS_V4)?;
         let flows_v6 = count(self.flows_v6.map(), abi::FLOWS_V6)?;
-        let device_stats = count(self.device_stats.map(), abi::DEVICE_STATS)?;
+        let unknown_device_stats = count(self.unknown_device_stats.map(), abi::UNKNOWN_DEVICE_STATS)?;
+        let (slots_claimed, slot_capacity) = {
+            let slots = lock(&self.slots);
+            (slots.count()?, slots.capacity()?)
+        };
         Ok(vec![
             MapFill {
                 map: abi::DEVICES,
@@ -407,6 +565,8 @@ impl Maps {
                 capacity: capacity(source_bindings.map(), abi::SOURCE_BINDINGS_V4)?,
                 evictions: None,
             },
+            // The slots claimed: one per `DEVICES` entry, never evicted.
+            MapFill { map: abi::DEVICE_STATS, entries: slots_claimed, capacity: slot_capacity, evictions: None },
             MapFill {
                 map: abi::SOURCE_BINDINGS_V6,
                 entries: count(source_bindings_v6.map(), abi::SOURCE_BINDINGS_V6)?,
@@ -414,10 +574,10 @@ impl Maps {
                 evictions: None,
             },
             MapFill {
-                map: abi::DEVICE_STATS,
-                entries: device_stats,
-                capacity: capacity(self.device_stats.map(), abi::DEVICE_STATS)?,
-                evictions: evicted(counter::DEVICE_STATS_INSERTED, device_stats),
+                map: abi::UNKNOWN_DEVICE_STATS,
+                entries: unknown_device_stats,
+                capacity: capacity(self.unknown_device_stats.map(), abi::UNKNOWN_DEVICE_STATS)?,
+                evictions: evicted(counter::UNKNOWN_DEVICE_STATS_INSERTED, unknown_device_stats),
             },
             MapFill {
                 map: abi::FLOWS_V4,
@@ -449,9 +609,14 @@ impl Maps {
     /// Every device entry (for start-up reconciliation, the class step and status), read in
     /// batches; empty, and logged, if the kernel refuses the read.
     pub fn devices(&self) -> Vec<(Mac, DeviceEntry)> {
+        self.devices_raw().into_iter().map(|(mac, record)| (mac, record.entry)).collect()
+    }
+
+    /// Every device record, read in batches; empty, and logged, if the kernel refuses the read.
+    fn devices_raw(&self) -> Vec<(Mac, DeviceRecord)> {
         let mut all = Vec::new();
-        let read = batch::for_each::<MacKey, DeviceEntry>(lock(&self.devices).map(), 1, |mac, entry| {
-            all.extend(entry.first().map(|entry| (Mac(mac.addr), *entry)));
+        let read = batch::for_each::<MacKey, DeviceRecord>(lock(&self.devices).map(), 1, |mac, record| {
+            all.extend(record.first().map(|record| (Mac(mac.addr), *record)));
         });
         if let Err(error) = read {
             tracing::warn!(%error, map = abi::DEVICES, "cannot read the device table");
@@ -547,7 +712,7 @@ impl DeviceControl for Maps {
 
     fn access(&self, mac: Mac) -> Result<Option<DeviceAccess>, ControlError> {
         match lock(&self.devices).get(&mac.key(), 0) {
-            Ok(entry) => Ok(Some(DeviceAccess {
+            Ok(DeviceRecord { entry, .. }) => Ok(Some(DeviceAccess {
                 access: Access::from_code(entry.state).unwrap_or(Access::Unknown),
                 policy_id: entry.policy_id,
                 class_id: entry.class_id,
@@ -561,8 +726,26 @@ impl DeviceControl for Maps {
         lock(&self.device_ipv4).insert(addr.octets(), mac.key(), 0).map_err(map_error(abi::DEVICE_IPV4))
     }
 
+    /// Writes the limits into the device's record, where XDP counts against them from its next
+    /// frame on (the windows under way kept). A device without a record has no slot to count
+    /// in: its budget waits in this handle until the device enters the table through it.
     fn set_budget(&self, mac: Mac, budget: Option<Budget>) -> Result<(), ControlError> {
-        budget::write(&mut lock(&self.budgets), mac, budget).map_err(map_error(abi::BUDGETS))
+        let limits = budget.as_ref().map(budget::limits).unwrap_or_default();
+        let mut devices = lock(&self.devices);
+        match devices.get(&mac.key(), 0) {
+            Ok(record) => {
+                devices.insert(mac.key(), DeviceRecord { budget: limits, ..record }, 0).map_err(map_error(abi::DEVICES))
+            }
+            Err(aya::maps::MapError::KeyNotFound) => {
+                let mut waiting = lock(&self.waiting_budgets);
+                match budget {
+                    Some(_) => waiting.insert(mac, limits),
+                    None => waiting.remove(&mac),
+                };
+                Ok(())
+            }
+            Err(e) => Err(map_error(abi::DEVICES)(e)),
+        }
     }
 }
 

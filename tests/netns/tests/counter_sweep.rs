@@ -1,21 +1,25 @@
 //! The counter sweep that reads only the devices that changed (`datapath::sweep`) hands the
 //! detections exactly the deltas a read of every device would: round after round of traffic
 //! from a varying set of devices (none, a few, many, more than the changed-devices ring holds),
-//! its deltas are compared with those of two full reads around the round. It also reads only
-//! the changed devices while the set is small, and every device after the ring overflowed.
+//! its deltas are compared with those of two full reads around the round. A third of the
+//! devices are in the device table (counted in their slots), the rest unknown (counted by MAC).
+//! It also reads only the changed devices while the set is small, and every device after the
+//! ring overflowed. A device's traffic is counted whole as it enters and leaves the table,
+//! and a slot handed on starts at zero for its next device.
 //!
 //! Runs the real LAN program with BPF_PROG_TEST_RUN on crafted frames, with a changed-devices
 //! ring of one page (256 records). Needs root (BPF); the maps are pinned in a directory of the
 //! test's own, removed on drop.
 use std::collections::HashMap;
 
-use gateway_ebpf::{GatewayConfig, maps as abi};
+use gateway_ebpf::{GatewayConfig, lane, maps as abi};
 use iotgw::{
     datapath::{
+        DeviceAccess, DeviceControl as _,
         sweep::{CounterSweep, ReadKind},
         traffic::TrafficCounters,
     },
-    device::Mac,
+    device::{Access, Mac},
 };
 use netns_tests::{
     lan_program::LanProgram,
@@ -34,14 +38,28 @@ fn mac(n: u32) -> [u8; 6] {
     [0x02, 0x67, 0, 1, a, b]
 }
 
+/// A device in the table: counted in its slot.
+const ENROLLED: DeviceAccess =
+    DeviceAccess { access: Access::Enrolled, policy_id: lane::FIRST_CLASS_POLICY, class_id: 1 };
+const REMOVED: DeviceAccess = DeviceAccess { access: Access::Unknown, policy_id: 0, class_id: 0 };
+
 struct Datapath {
     lan: LanProgram,
 }
 
 impl Datapath {
+    /// Every third device in the device table.
     fn new(name: &str) -> Self {
-        let lan = LanProgram::load(&format!("sweep-{name}"), &[(abi::CHANGED_DEVICES, RING_BYTES)]);
+        Self::sized(name, &[(abi::CHANGED_DEVICES, RING_BYTES)], DEVICES)
+    }
+
+    /// The first `enrolled` of every third device in the table, maps `sizes` as given.
+    fn sized(name: &str, sizes: &[(&str, u32)], enrolled: u32) -> Self {
+        let lan = LanProgram::load(&format!("sweep-{name}"), sizes);
         lan.maps.write_config(&GatewayConfig::default()).expect("datapath config");
+        for n in (0..DEVICES).step_by(3).take(enrolled as usize) {
+            lan.maps.set_access(Mac(mac(n)), ENROLLED).expect("device entry");
+        }
         Self { lan }
     }
 
@@ -137,4 +155,57 @@ fn another_writer_of_the_sweep_epoch_makes_the_next_sweep_read_every_device() {
     let (deltas, kind) = sweep.read(&d.lan.maps);
     assert_eq!(kind, ReadKind::Full, "the set is no longer known complete");
     assert_eq!(deltas.iter().map(|(mac, _)| *mac).collect::<Vec<_>>(), [Mac(mac(2))], "still exactly the delta");
+}
+
+#[test]
+fn a_devices_traffic_is_counted_whole_as_it_enters_and_leaves_the_table() {
+    let d = Datapath::sized("moves", &[(abi::CHANGED_DEVICES, RING_BYTES)], 0);
+    let device = Mac(mac(1));
+    d.send(0, 1, 10);
+    let mut sweep = CounterSweep::start(&d.lan.maps);
+    let counted = |sweep: &mut CounterSweep| -> u64 {
+        let (deltas, _) = sweep.read(&d.lan.maps);
+        deltas.iter().filter(|(mac, _)| *mac == device).map(|(_, delta)| delta.tx_packets).sum()
+    };
+    // Unknown, enrolled (a slot), removed (unknown again), enrolled again (a slot again,
+    // zeroed): every frame reported once, in the sweep after it was sent.
+    for (step, access) in
+        [None, Some(ENROLLED), Some(REMOVED), Some(ENROLLED), Some(REMOVED), Some(ENROLLED)].into_iter().enumerate()
+    {
+        if let Some(access) = access {
+            d.lan.maps.set_access(device, access).expect("device entry");
+        }
+        let sent = 2 + step as u32;
+        d.send(1, sent, 10);
+        assert_eq!(counted(&mut sweep), u64::from(sent), "step {step}: the frames sent since the last sweep");
+    }
+    assert_eq!(counted(&mut sweep), 0, "nothing new");
+}
+
+#[test]
+fn a_slot_handed_to_another_device_starts_at_zero() {
+    // Two slots: the third device gets the slot the first left.
+    let sizes = [(abi::CHANGED_DEVICES, RING_BYTES), (abi::DEVICES, 2), (abi::DEVICE_STATS, 2), (abi::DEVICE_SLOTS, 2)];
+    let d = Datapath::sized("handed-on", &sizes, 0);
+    let (first, second, third) = (Mac(mac(0)), Mac(mac(1)), Mac(mac(2)));
+    d.lan.maps.set_access(first, ENROLLED).expect("first device");
+    d.lan.maps.set_access(second, ENROLLED).expect("second device");
+    let slot_of = |mac: Mac| d.lan.maps.devices().into_iter().find(|(m, _)| *m == mac).map(|(_, entry)| entry.slot);
+    let left = slot_of(first).expect("the first device's slot");
+    d.send(0, 5, 10);
+    d.send(1, 1, 10);
+    let mut sweep = CounterSweep::start(&d.lan.maps);
+    assert_eq!(d.all().get(&first).map(|t| t.tx_packets), Some(5));
+
+    d.lan.maps.set_access(first, REMOVED).expect("first device leaves");
+    d.lan.maps.set_access(third, ENROLLED).expect("third device");
+    assert_eq!(slot_of(third), Some(left), "the slot the first device left");
+    assert_eq!(d.all().get(&third).copied().unwrap_or_default(), TrafficCounters::default(), "the slot was zeroed");
+    assert_eq!(d.all().get(&first), None, "the first device's counters left with its slot");
+    assert!(d.lan.maps.set_access(Mac(mac(3)), ENROLLED).is_err(), "no third slot: refused, clearly");
+    d.send(2, 3, 10);
+    let (deltas, _) = sweep.read(&d.lan.maps);
+    let deltas: HashMap<Mac, TrafficCounters> = deltas.into_iter().collect();
+    assert_eq!(deltas.get(&third).map(|t| t.tx_packets), Some(3), "only its own frames: {deltas:?}");
+    assert_eq!(deltas.get(&first), None, "the device that left sent nothing");
 }

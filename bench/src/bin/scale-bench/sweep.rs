@@ -2,8 +2,9 @@
 //! counters costs, and so the share of one core the counter step takes at its default
 //! interval (250 ms; goal ≤ 5 %), with N devices active per sweep.
 //!
-//! Loads the object with the device maps sized for `DEVICES`, fills `DEVICE_STATS` from
-//! userspace with distinct counters on every CPU, then times:
+//! Loads the object with the device maps sized for `DEVICES`, enrolls every device (a counter
+//! slot each), fills their `DEVICE_STATS` slots from userspace with distinct counters on every
+//! CPU, then times:
 //! - the full batched read (`Maps::device_traffic`, `BPF_MAP_LOOKUP_BATCH`), the batched read
 //!   alone (`batch::count`: the kernel's copy, nothing summed) and the key-by-key walk the
 //!   batched read replaced (`get_next_key` + `lookup` per device, aya's iterator);
@@ -18,16 +19,19 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
-    maps::{IterableMap as _, Map, MapData, PerCpuHashMap, PerCpuValues},
+    maps::{IterableMap as _, Map, MapData, PerCpuArray, PerCpuValues},
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
-use gateway_ebpf::{DeviceStats, GatewayConfig, MacKey, maps as abi, programs};
-use iotgw::datapath::{
-    DatapathConfig, batch,
-    config::DEFAULT_COUNTER_INTERVAL_MS,
-    loader,
-    maps::Maps,
-    sweep::{CounterSweep, ReadKind},
+use gateway_ebpf::{DeviceStats, GatewayConfig, lane, maps as abi, programs};
+use iotgw::{
+    datapath::{
+        DatapathConfig, DeviceAccess, DeviceControl as _, batch,
+        config::DEFAULT_COUNTER_INTERVAL_MS,
+        loader,
+        maps::Maps,
+        sweep::{CounterSweep, ReadKind},
+    },
+    device::{Access, Mac},
 };
 use netns_tests::packets::{self, Endpoints};
 use nix::time::{ClockId, clock_gettime};
@@ -100,12 +104,21 @@ fn measure(pin_dir: &std::path::Path, devices: u32, rounds: usize) -> anyhow::Re
     let lan: &Xdp = loaded.ebpf.program(programs::LAN_INGRESS).context("LAN program")?.try_into()?;
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
 
-    // The counters as XDP leaves them: every device seen on every CPU.
+    // Every device enrolled (a slot each), its counters as XDP leaves them: seen on every CPU.
+    let enrolled = DeviceAccess { access: Access::Enrolled, policy_id: lane::FIRST_CLASS_POLICY, class_id: 1 };
+    let entries: Vec<_> = (0..devices).map(|n| (Mac(mac(n)), enrolled)).collect();
+    for written in maps.set_accesses(&entries) {
+        written?;
+    }
     let data = MapData::from_pin(pin_dir.join(abi::DEVICE_STATS))?;
-    let mut stats: PerCpuHashMap<_, MacKey, DeviceStats> = PerCpuHashMap::try_from(Map::PerCpuLruHashMap(data))?;
-    for n in 0..devices {
-        let per_cpu = (0..cpus as u64).map(|cpu| DeviceStats { tx_packets: u64::from(n) + cpu, ..DeviceStats::ZERO });
-        stats.insert(MacKey::new(mac(n)), PerCpuValues::try_from(per_cpu.collect::<Vec<_>>())?, 0)?;
+    let mut stats: PerCpuArray<_, DeviceStats> = PerCpuArray::try_from(Map::PerCpuArray(data))?;
+    for (mac, entry) in maps.devices() {
+        let per_cpu = (0..cpus as u64).map(|cpu| DeviceStats {
+            tx_packets: u64::from(entry.slot) + cpu,
+            owner: mac.key(),
+            ..DeviceStats::ZERO
+        });
+        stats.set(entry.slot, PerCpuValues::try_from(per_cpu.collect::<Vec<_>>())?, 0)?;
     }
     // One frame from device `n` through the LAN program, as its traffic would arrive.
     let send = |n: u32| {
