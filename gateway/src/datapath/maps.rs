@@ -273,6 +273,20 @@ impl Maps {
         written.map(|()| report)
     }
 
+    /// Every entry the kernel's policy tries hold, read back key by key (for tools and tests:
+    /// a sync diffs against what it wrote instead).
+    pub fn policy_entries(&self) -> Vec<AbiEntry> {
+        let v4 = lock(&self.policy_v4).read().into_iter().map(|(id, rule)| {
+            let key = trie_key(&id);
+            AbiEntry::V4 { prefix_len: key.prefix_len(), key: key.data(), rule }
+        });
+        let v6 = lock(&self.policy_v6).read().into_iter().map(|(id, rule)| {
+            let key = trie_key(&id);
+            AbiEntry::V6 { prefix_len: key.prefix_len(), key: key.data(), rule }
+        });
+        v4.chain(v6).collect()
+    }
+
     /// Every device's counters, summed over CPUs (for status and tools; the counter step
     /// reads only the traffic, `device_traffic`).
     pub fn device_counters(&self) -> Vec<(Mac, DeviceCounters)> {
