@@ -12,7 +12,7 @@
 //! before it is stored or rendered), `domain` (registrable domains by the public suffix
 //! list), `toml_error` (where a TOML error points, for every file the gateway reads),
 //! `fsutil` (crash-safe file replacement).
-// `deny`, not `forbid`: `datapath::batch` alone allows it, for the one `bpf(2)` call aya lacks.
+// `deny`, not `forbid`: `datapath::batch` alone allows it, for the `bpf(2)` batch calls aya lacks.
 #![deny(unsafe_code)]
 
 pub mod alerts;

@@ -69,6 +69,7 @@ pub fn apply_policy(
     devices: &[MudDevice],
     quarantine_src_mac: [u8; 6],
 ) -> anyhow::Result<()> {
+    let writing = std::time::Instant::now();
     let (mut dynamic, unresolved) = remote_entries(&policy.source, &config.policy.site(), devices);
     for reason in &unresolved {
         tracing::warn!(reason = %reason, "entries of rules with a remote were not written");
@@ -87,6 +88,7 @@ pub fn apply_policy(
         inserted = report.inserted,
         removed = report.removed,
         unchanged = report.unchanged,
+        write_ms = writing.elapsed().as_millis() as u64,
         "policy applied"
     );
     Ok(())
@@ -251,7 +253,14 @@ impl PolicySync {
 
     /// Reloads the policy files and tells every part; publishes a `PolicyChange` event.
     async fn reload(&mut self, cause: &str) {
+        let loading = std::time::Instant::now();
         let loaded = self.policy.reload();
+        // With `write_ms` of "policy applied", where a reload's time goes (bench/scale).
+        tracing::info!(
+            cause,
+            load_ms = loading.elapsed().as_millis() as u64,
+            "policy files read, checked and compiled"
+        );
         let (accepted, detail) = self.adopt(loaded, cause).await;
         let severity = if accepted { Severity::Info } else { Severity::Medium };
         self.bus.publish(GatewayEvent::new(
@@ -299,7 +308,9 @@ impl PolicySync {
                 if let Ok(running) = &responses {
                     self.responses = running.clone();
                 }
+                let showing = std::time::Instant::now();
                 self.shared.set(crate::api::policy_view::snapshot(&compiled, &self.responses));
+                tracing::debug!(snapshot_ms = showing.elapsed().as_millis() as u64, "policy view updated");
                 let refused = match (&outcome, &responses) {
                     (Err(error), _) => {
                         Some(format!("reload on {cause} could not be written to the datapath: {error:#}"))

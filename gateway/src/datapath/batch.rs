@@ -1,14 +1,18 @@
-//! Reads a whole BPF hash map with `BPF_MAP_LOOKUP_BATCH` (aya 0.14 has no batch
-//! operations): one `bpf(2)` call per `CHUNK` entries instead of two per entry
-//! (`get_next_key`, then `lookup`). The counter sweep reads the per-device counters this way
-//! every quarter second, and the metrics read the flow table's fill.
+//! Reads a whole BPF map with `BPF_MAP_LOOKUP_BATCH`, and writes or deletes many entries with
+//! `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_DELETE_BATCH` (aya 0.14 has no batch operations): one
+//! `bpf(2)` call per `CHUNK` entries instead of one or two per entry. The counter sweep reads
+//! the per-device counters this way every quarter second, the metrics read the flow table's
+//! fill, and a policy sync reads and rewrites the policy tries (10,000 rules changed in a few
+//! calls, bench/scale).
 //!
 //! The gateway crate's only `unsafe` (allowed for this module alone, see `lib.rs`), audited:
-//! the one `libc::syscall` below passes the kernel an attribute struct laid out as the
-//! kernel's `bpf_attr.batch` and buffers this function owns, sized for `CHUNK` keys and
-//! `CHUNK` values (each value `copies` times: one per possible CPU for per-CPU maps); the
+//! the `libc::syscall` below passes the kernel an attribute struct laid out as the kernel's
+//! `bpf_attr.batch` and buffers the functions here own. A read's are sized for `CHUNK` keys
+//! and `CHUNK` values (each value `copies` times: one per possible CPU for per-CPU maps); the
 //! kernel writes at most `count` entries into them and says how many it wrote. Decoding the
-//! bytes afterwards is safe code (`gateway_ebpf::FromBytes`).
+//! bytes afterwards is safe code (`gateway_ebpf::FromBytes`). A write's hold `count` keys and
+//! values copied from the ABI's `Pod` types, which have no implicit padding (gateway-ebpf
+//! checks their sizes at compile time), so every byte the kernel reads is initialised.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsFd as _, AsRawFd as _};
@@ -22,6 +26,10 @@ const CHUNK: u32 = 4_096;
 
 /// `BPF_MAP_LOOKUP_BATCH` (`enum bpf_cmd` in `linux/bpf.h`, since Linux 5.6).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// `BPF_MAP_UPDATE_BATCH`, `BPF_MAP_DELETE_BATCH` (same enum; LPM tries take them through the
+/// kernel's generic batch functions since Linux 5.14).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// `bpf_attr.batch` (`linux/bpf.h`).
 #[repr(C)]
@@ -126,6 +134,97 @@ fn for_each_chunk(
         token_in = token_out;
         first = false;
     }
+}
+
+/// A batch write that stopped part-way: the kernel wrote (or deleted) the first `done`
+/// entries, in order, then failed with `error`.
+#[derive(Debug)]
+pub struct Partial {
+    pub done: usize,
+    pub error: std::io::Error,
+}
+
+impl Partial {
+    /// The kernel has no batch writes for this map (a kernel before 5.14 for an LPM trie):
+    /// nothing was written, the caller writes entry by entry.
+    pub fn unsupported(&self) -> bool {
+        // ENOTSUPP (524) is the kernel's own code for a missing map operation.
+        self.done == 0 && matches!(self.error.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | 524))
+    }
+}
+
+/// Writes `entries` into `map` (keys `K`, values `V`, the map's own sizes) in their order, with
+/// one `BPF_MAP_UPDATE_BATCH` call per `CHUNK`: each entry replaces or adds one, as a single
+/// update would, so a reader sees every entry either as it was or as written.
+pub fn update<K: aya::Pod, V: aya::Pod>(map: &MapData, entries: &[(K, V)]) -> Result<(), Partial> {
+    let mut done = 0;
+    for chunk in entries.chunks(CHUNK as usize) {
+        let mut keys = Vec::with_capacity(chunk.len() * size_of::<K>());
+        let mut values = Vec::with_capacity(chunk.len() * size_of::<V>());
+        for (key, value) in chunk {
+            keys.extend_from_slice(bytes_of(key));
+            values.extend_from_slice(bytes_of(value));
+        }
+        let mut attr = BatchAttr {
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is `bpf_attr.batch` of the kernel's ABI; `keys` and `values` hold
+        // `count` keys and values of the map's sizes (`K` and `V` are its types), alive
+        // across the call, which only reads them (and writes `attr.count`).
+        let written = unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) };
+        if let Err(error) = written {
+            return Err(Partial { done: done + (attr.count as usize).min(chunk.len()), error });
+        }
+        done += chunk.len();
+    }
+    Ok(())
+}
+
+/// Deletes `keys` from `map` in their order, one `BPF_MAP_DELETE_BATCH` call per `CHUNK`. A
+/// key the map does not hold stops the batch (`ENOENT`), as a single delete would fail.
+pub fn delete<K: aya::Pod>(map: &MapData, keys: &[K]) -> Result<(), Partial> {
+    let mut done = 0;
+    for chunk in keys.chunks(CHUNK as usize) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|key| bytes_of(key).iter().copied()).collect();
+        let mut attr = BatchAttr {
+            keys: bytes.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: as in `update`, with keys only: the kernel reads `count` keys of the map's
+        // key size from `bytes`.
+        let deleted = unsafe { bpf(BPF_MAP_DELETE_BATCH, &mut attr) };
+        if let Err(error) = deleted {
+            return Err(Partial { done: done + (attr.count as usize).min(chunk.len()), error });
+        }
+        done += chunk.len();
+    }
+    Ok(())
+}
+
+/// The bytes of an ABI value.
+fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
+    // SAFETY: `T: Pod` is plain integers and byte arrays, `repr(C)` with explicit padding
+    // fields (the ABI's rule, sizes checked at compile time in gateway-ebpf), so all
+    // `size_of::<T>()` bytes behind the reference are initialised and live as long as it.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }
+}
+
+/// One `bpf(2)` batch command on `attr`.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for what `command` reads and writes (see callers).
+unsafe fn bpf(command: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: the caller's promise; `attr` itself is a live `bpf_attr.batch`.
+    let done = unsafe {
+        libc::syscall(libc::SYS_bpf, command, std::ptr::from_mut(attr), size_of::<BatchAttr>() as libc::c_uint)
+    };
+    if done < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
 }
 
 fn short() -> std::io::Error {

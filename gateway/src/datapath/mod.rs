@@ -2,9 +2,9 @@
 //! the maps' sizes and what they cost), `interface` reads the host's interfaces, `loader`
 //! loads and attaches the programs and pins the maps (`lan_egress` attaches the TC program
 //! that sees the gateway's own DNS answers), `events` decodes the ring buffer,
-//! `maps` is the only writer of BPF maps (`batch` reads whole maps in chunks, `fill` says
-//! how full they are, `slots` hands out the devices' counter slots, `sweep` reads the
-//! counters of the devices that changed), `budget`
+//! `maps` is the only writer of BPF maps (`batch` reads whole maps in chunks and carries the
+//! policy sync's batched writes, `fill` says how full they are, `slots` hands out the devices'
+//! counter slots, `sweep` reads the counters of the devices that changed), `budget`
 //! writes the per-device budgets XDP reports crossings of,
 //! `xdp_log` forwards the programs' own (rare) log lines into `tracing`, `restore` rebuilds the
 //! device table from the store at start-up, `traffic` counts bytes and packets per device, and

@@ -73,6 +73,15 @@ impl ApiClient {
         self.request("GET", path, token, None)
     }
 
+    /// A connection kept open for many requests (`KeptAlive`).
+    pub fn keep_alive(&self) -> KeptAlive {
+        let stream = self.connect();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+        stream.set_nodelay(true).expect("no delay");
+        KeptAlive { stream, addr: self.addr, pending: Vec::new() }
+    }
+
     pub fn post(&self, path: &str, token: Option<&str>, json_body: &str) -> Response {
         self.request("POST", path, token, Some(json_body))
     }
@@ -121,6 +130,61 @@ impl ApiClient {
         });
         let body = if chunked { dechunk(body) } else { body.to_owned() };
         Response { status, body }
+    }
+}
+
+/// One kept-alive HTTP/1.1 connection to the API, as a client that makes many requests uses
+/// it: connected once (from inside the namespace), then each request written on it and its
+/// response read to its `Content-Length`.
+pub struct KeptAlive {
+    stream: TcpStream,
+    addr: SocketAddr,
+    /// Bytes read past the previous response (none with one request in flight at a time, but
+    /// kept rather than lost).
+    pending: Vec<u8>,
+}
+
+impl KeptAlive {
+    /// `GET path` on this connection.
+    pub fn get(&mut self, path: &str, token: Option<&str>) -> Response {
+        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n", self.addr);
+        if let Some(token) = token {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        request.push_str("\r\n");
+        self.stream.write_all(request.as_bytes()).expect("sending the request");
+        let head_end = loop {
+            if let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            self.fill(path);
+        };
+        let head = String::from_utf8_lossy(&self.pending[..head_end]).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("GET {path}: no status in {head:?}"));
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("GET {path}: no Content-Length on a kept-alive response: {head:?}"));
+        while self.pending.len() < head_end + length {
+            self.fill(path);
+        }
+        let body = String::from_utf8_lossy(&self.pending[head_end..head_end + length]).into_owned();
+        self.pending.drain(..head_end + length);
+        Response { status, body }
+    }
+
+    fn fill(&mut self, path: &str) {
+        let mut buffer = [0u8; 16 * 1024];
+        let read = self.stream.read(&mut buffer).unwrap_or_else(|e| panic!("GET {path}: reading the response: {e}"));
+        assert!(read > 0, "GET {path}: the API closed the kept-alive connection");
+        self.pending.extend_from_slice(&buffer[..read]);
     }
 }
 

@@ -18,6 +18,11 @@ pub struct LanProgram {
 }
 
 impl LanProgram {
+    /// Where the maps are pinned (a second handle opens them there, as a tool would).
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self.pin_dir
+    }
+
     /// Loads the object with maps `sizes` (name, entries) sized other than it says, pinned
     /// under a directory named after the test (`name`).
     pub fn load(name: &str, sizes: &[(&str, u32)]) -> Self {

@@ -6,8 +6,10 @@
 //!   from the store (the `DEVICES` map then holds every device: checked);
 //! - policy recompile and swap: a SIGHUP after every rule's port changed, until the controller
 //!   logs the new policy applied (every entry rewritten), `SWAPS` times;
-//! - API device lookups: `GET /api/v1/devices/{mac}` of spread devices, `LOOKUPS` times, each on
-//!   a fresh connection from inside the namespace, p50 and p99;
+//! - API device lookups: `GET /api/v1/devices/{mac}` of spread devices, `LOOKUPS` times each on
+//!   a fresh connection from inside the namespace (a thread that enters it, connects, one
+//!   request), then `LOOKUPS` times on one kept-alive connection, as an API client would: p50 and
+//!   p99 of both;
 //! - memory (resident, and its peak) after each phase, and the process's CPU while idle.
 use std::time::{Duration, Instant};
 
@@ -115,6 +117,39 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// `LOOKUPS` device lookups of spread devices through `get`: p50 and p99, and the slowest
+/// few with when they were asked (to match against the controller's log).
+fn lookups(
+    how: &str,
+    devices: u32,
+    mut get: impl FnMut(&str) -> netns_tests::api::Response,
+) -> anyhow::Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let mut times = Vec::with_capacity(LOOKUPS);
+    for i in 0..LOOKUPS as u32 {
+        let n = (i * 7_919) % devices;
+        let asked = started.elapsed();
+        let asking = Instant::now();
+        let response = get(&format!("/api/v1/devices/{}", mac(n)));
+        times.push((asking.elapsed(), asked));
+        anyhow::ensure!(response.status == 200, "device {} answered {}", mac(n), response.status);
+    }
+    let wall = started.elapsed();
+    times.sort_unstable();
+    let (p50, p99) = (times[LOOKUPS / 2].0, times[LOOKUPS * 99 / 100].0);
+    let slowest: Vec<String> =
+        times.iter().rev().take(5).map(|(took, at)| format!("{:.1} ms at +{:.0} ms", ms(*took), ms(*at))).collect();
+    println!(
+        "API device lookup ({LOOKUPS}, {how}, {:.1} s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; slowest: {}",
+        wall.as_secs_f64(),
+        ms(p50),
+        ms(p99),
+        ms(times[LOOKUPS - 1].0),
+        slowest.join(", ")
+    );
+    Ok((p50, p99))
+}
+
 pub fn run(devices: u32) -> anyhow::Result<()> {
     netns_tests::require_root();
     let lab = Lab::new(1);
@@ -175,23 +210,28 @@ pub fn run(devices: u32) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(5));
         }
         swaps.push(swapping.elapsed());
-        let line = ctl.log_lines("policy applied").pop().unwrap_or_default();
-        println!("policy swap {}: {:.0} ms ({})", swap + 1, ms(swaps[swap]), line.trim());
+        let field = |message: &str, name: &str| -> String {
+            let line = ctl.log_lines(message).pop().unwrap_or_default();
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
+                .unwrap_or_default()
+        };
+        println!(
+            "policy swap {}: {:.0} ms (files read, checked and compiled {} ms; written {} ms: {} entries written, {} unchanged)",
+            swap + 1,
+            ms(swaps[swap]),
+            field("policy files read", "load_ms"),
+            field("policy applied", "write_ms"),
+            field("policy applied", "inserted"),
+            field("policy applied", "unchanged"),
+        );
     }
     report_memory("policy swaps")?;
 
     let api = ApiClient::new(&lab.gw);
-    let mut lookups = Vec::with_capacity(LOOKUPS);
-    for i in 0..LOOKUPS as u32 {
-        let n = (i * 7_919) % devices;
-        let asking = Instant::now();
-        let response = api.get(&format!("/api/v1/devices/{}", mac(n)), Some(TOKEN));
-        lookups.push(asking.elapsed());
-        anyhow::ensure!(response.status == 200, "device {} answered {}", mac(n), response.status);
-    }
-    lookups.sort_unstable();
-    let (p50, p99) = (lookups[LOOKUPS / 2], lookups[LOOKUPS * 99 / 100]);
-    println!("API device lookup ({LOOKUPS}, a connection each): p50 {:.2} ms, p99 {:.2} ms", ms(p50), ms(p99));
+    let (p50, p99) = lookups("a connection each", devices, |path| api.get(path, Some(TOKEN)))?;
+    let mut connection = api.keep_alive();
+    let (kept_p50, kept_p99) = lookups("one kept-alive connection", devices, |path| connection.get(path, Some(TOKEN)))?;
     report_memory("API lookups")?;
 
     let worst_swap = swaps.iter().max().copied().unwrap_or_default();
@@ -202,6 +242,14 @@ pub fn run(devices: u32) -> anyhow::Result<()> {
         verdict(worst_swap <= GOAL_SWAP),
         ms(worst_swap)
     );
-    println!("goal: API lookup p99 ≤ {GOAL_LOOKUP_P99:?}: {} ({:.2} ms)", verdict(p99 <= GOAL_LOOKUP_P99), ms(p99));
+    println!(
+        "goal: API lookup p99 ≤ {GOAL_LOOKUP_P99:?}: kept-alive {} ({:.2} ms, p50 {:.2} ms); a connection each {} ({:.2} ms, p50 {:.2} ms)",
+        verdict(kept_p99 <= GOAL_LOOKUP_P99),
+        ms(kept_p99),
+        ms(kept_p50),
+        verdict(p99 <= GOAL_LOOKUP_P99),
+        ms(p99),
+        ms(p50)
+    );
     Ok(())
 }
