@@ -121,6 +121,11 @@ fn statements() -> Vec<Statement> {
         ("alerts by site", AlertFilter { site: site(), ..Default::default() }),
         ("alerts by gateway", AlertFilter { gateway: gateway(), ..Default::default() }),
         ("open alerts", AlertFilter { state: Some(State::Open), ..Default::default() }),
+        // A device's page lists its alerts.
+        (
+            "alerts of a device",
+            AlertFilter { device: Some("02:00:00:00:a3:21".parse().expect("MAC")), ..Default::default() },
+        ),
     ] {
         all.push(statement(name, alerts(filter).query(), true));
     }
