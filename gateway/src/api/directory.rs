@@ -91,6 +91,11 @@ pub trait DeviceDirectory: Send + Sync + 'static {
 /// The running policy as the API shows it.
 pub trait PolicySource: Send + Sync + 'static {
     fn snapshot(&self) -> PolicySnapshot;
+    /// The running policy's version alone (`/status` asks for it on every call; a snapshot
+    /// of 10,000 rules is a large clone).
+    fn version(&self) -> Option<String> {
+        self.snapshot().version
+    }
 }
 
 /// A `PolicySource` the policy component sets after every reload (accepted or refused).
@@ -119,5 +124,9 @@ impl SharedPolicy {
 impl PolicySource for SharedPolicy {
     fn snapshot(&self) -> PolicySnapshot {
         self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn version(&self) -> Option<String> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).version.clone()
     }
 }

@@ -95,7 +95,7 @@ pub async fn status(State(state): State<ApiState>, _caller: Caller) -> Result<Js
             counters: state.metrics.datapath_counters().map(|c| c.summary()),
         },
         devices: state_counts(&counts),
-        policy_version: state.policies.snapshot().version,
+        policy_version: state.policies.version(),
         integration_backlog: state.metrics.integration_backlog(),
     }))
 }
