@@ -72,6 +72,8 @@ mod change {
     pub const TX: u32 = 1 << 8;
     pub const RX: u32 = 2 << 8;
     pub const DROP: u32 = 3 << 8;
+    /// The bits that say which counters.
+    pub const KIND: u32 = 0xff << 8;
 }
 
 /// Counts a frame from the device (`proto` 0 for non-IP frames).
@@ -109,8 +111,8 @@ fn account_device(mac: &MacKey, slot: u32, what: u32, frame_bytes: u64, now: u64
     mark_changed(mac, slot, stats);
     // SAFETY: per-CPU value, only touched by this CPU's program instance.
     unsafe {
-        match what >> 8 {
-            1 => {
+        match what & change::KIND {
+            change::TX => {
                 (*stats).tx_packets += 1;
                 (*stats).tx_bytes += frame_bytes;
                 (*stats).last_seen_ns = now;
@@ -121,10 +123,11 @@ fn account_device(mac: &MacKey, slot: u32, what: u32, frame_bytes: u64, now: u64
                     _ => (*stats).other_packets += 1,
                 }
             }
-            2 => {
+            change::RX => {
                 (*stats).rx_packets += 1;
                 (*stats).rx_bytes += frame_bytes;
             }
+            // change::DROP
             _ => {
                 // The mask bounds the index on the register that is used, in a form every LLVM
                 // keeps (a separate `< COUNT` check was dropped by one nightly and the verifier
