@@ -161,7 +161,7 @@ fn dhcpv6(sample: &PacketSample, dhcpv6_servers: &[Mac]) -> Vec<Claim> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::SystemTime;
 
     use dhcproto::{Encodable as _, Encoder, v4, v6};
@@ -237,15 +237,28 @@ mod tests {
     }
 
     fn dhcpv6(frame: Mac, source: Ipv6Addr, to: Ipv6Addr, kind: v6::MessageType, valid_life: u32) -> PacketSample {
+        dhcpv6_leasing(frame, source, to, kind, LEASED, valid_life)
+    }
+
+    /// A DHCPv6 message of `kind` sent by `frame` from `source` to `to`, whose IA_NA holds
+    /// `address` for `valid_life` seconds (also the source guard step's tests' frames).
+    pub(in crate::source_guard) fn dhcpv6_leasing(
+        frame: Mac,
+        source: Ipv6Addr,
+        to: Ipv6Addr,
+        kind: v6::MessageType,
+        address: Ipv6Addr,
+        valid_life: u32,
+    ) -> PacketSample {
         let mut message = v6::Message::new_with_id(kind, [1, 2, 3]);
-        let mut address = v6::DhcpOptions::new();
-        address.insert(v6::DhcpOption::IAAddr(v6::IAAddr {
-            addr: LEASED,
+        let mut ia = v6::DhcpOptions::new();
+        ia.insert(v6::DhcpOption::IAAddr(v6::IAAddr {
+            addr: address,
             preferred_life: valid_life,
             valid_life,
             opts: v6::DhcpOptions::new(),
         }));
-        message.opts_mut().insert(v6::DhcpOption::IANA(v6::IANA { id: 1, t1: 0, t2: 0, opts: address }));
+        message.opts_mut().insert(v6::DhcpOption::IANA(v6::IANA { id: 1, t1: 0, t2: 0, opts: ia }));
         let payload = message.to_vec().expect("a DHCPv6 message encodes");
         let mut udp = vec![0x02, 0x23, 0x02, 0x22, 0, 0, 0, 0];
         udp.extend_from_slice(&payload);

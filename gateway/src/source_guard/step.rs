@@ -138,7 +138,7 @@ mod tests {
     use std::net::Ipv6Addr;
 
     use super::*;
-    use crate::{datapath::events::SampleKind, source_guard::StaticBinding};
+    use crate::source_guard::StaticBinding;
 
     const A: Mac = Mac([0x02, 0, 0, 0, 0, 0x0a]);
     const B: Mac = Mac([0x02, 0, 0, 0, 0, 0x0b]);
@@ -157,31 +157,9 @@ mod tests {
 
     /// A DHCPv6 REPLY from `server` (its link-local address) to `to`, leasing `address`.
     fn reply(server: Mac, to: Ipv6Addr, address: Ipv6Addr, valid_life: u32) -> PacketSample {
-        use dhcproto::{Encodable as _, v6};
-        let mut message = v6::Message::new_with_id(v6::MessageType::Reply, [9, 9, 9]);
-        let mut ia = v6::DhcpOptions::new();
-        ia.insert(v6::DhcpOption::IAAddr(v6::IAAddr {
-            addr: address,
-            preferred_life: valid_life,
-            valid_life,
-            opts: v6::DhcpOptions::new(),
-        }));
-        message.opts_mut().insert(v6::DhcpOption::IANA(v6::IANA { id: 1, t1: 0, t2: 0, opts: ia }));
-        let payload = message.to_vec().expect("a DHCPv6 reply encodes");
-        let mut data = vec![0x60, 0, 0, 0, 0, (payload.len() + 8) as u8, 17, 1];
-        data.extend_from_slice(&Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x53).octets());
-        data.extend_from_slice(&to.octets());
-        data.extend_from_slice(&[0x02, 0x23, 0x02, 0x22, 0, 0, 0, 0]);
-        data.extend_from_slice(&payload);
-        PacketSample {
-            time: SystemTime::now(),
-            mac: server,
-            kind: SampleKind::Dhcpv6,
-            frame_bytes: data.len() as u32 + 14,
-            data,
-            payload_offset: 48,
-            verdict: gateway_ebpf::verdict::PASS,
-        }
+        let server_link_local = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0x53);
+        let reply = dhcproto::v6::MessageType::Reply;
+        crate::source_guard::claims::tests::dhcpv6_leasing(server, server_link_local, to, reply, address, valid_life)
     }
 
     #[test]
