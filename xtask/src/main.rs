@@ -120,3 +120,84 @@ pub fn run_cmd(cmd: &mut std::process::Command) -> anyhow::Result<()> {
     anyhow::ensure!(status.success(), "{cmd:?} failed: {status}");
     Ok(())
 }
+
+/// Runs a command in the workspace as `run_cmd` does, but kills it and everything it started
+/// (cargo and the test binaries under it) once `limit` has passed. A test that hangs then fails
+/// the run with its phase named, and libtest has already printed which test "has been running
+/// for over 60 seconds", instead of the whole CI job timing out silently. The command stays in
+/// our process group, so Ctrl-C still reaches it.
+pub fn run_cmd_within(cmd: &mut std::process::Command, limit: std::time::Duration) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let started = std::time::Instant::now();
+    let mut child = cmd.current_dir(workspace_root()).spawn().with_context(|| format!("starting {cmd:?}"))?;
+    loop {
+        if let Some(status) = child.try_wait().with_context(|| format!("waiting for {cmd:?}"))? {
+            anyhow::ensure!(status.success(), "{cmd:?} failed: {status}");
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            let mut doomed = descendants(child.id());
+            doomed.push(child.id());
+            let pids: Vec<String> = doomed.iter().map(u32::to_string).collect();
+            let _ = std::process::Command::new("kill").arg("-KILL").args(&pids).status();
+            let _ = child.wait();
+            anyhow::bail!("{cmd:?} was still running after {} s: killed with everything it started", limit.as_secs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Every process below `root`, from /proc's parent links.
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`: comm may hold spaces and parentheses, so read after
+            // the last `)`.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        next += 1;
+    }
+    found.remove(0);
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_limit_is_killed_with_what_it_started() {
+        let marker = format!("iotgw-xtask-limit-{}", std::process::id());
+        // The grandchild outlives its parent shell unless it is killed too.
+        let script = format!("exec -a {marker}-grandchild sleep 300 & exec -a {marker} sleep 300");
+        let started = Instant::now();
+        let error = run_cmd_within(std::process::Command::new("bash").args(["-c", &script]), Duration::from_secs(1))
+            .expect_err("killed at its limit");
+        assert!(error.to_string().contains("still running after 1 s"), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        std::thread::sleep(Duration::from_millis(200));
+        let left = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));
+    }
+
+    #[test]
+    fn a_command_within_its_limit_reports_its_status() {
+        run_cmd_within(std::process::Command::new("true").arg(""), Duration::from_secs(30)).unwrap();
+        let error = run_cmd_within(&mut std::process::Command::new("false"), Duration::from_secs(30)).unwrap_err();
+        assert!(error.to_string().contains("failed"), "{error}");
+    }
+}

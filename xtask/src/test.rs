@@ -4,14 +4,19 @@
 //! package is assembled around the same binary and checked (`package_check`; filter
 //! `package`): its binary is the debug build the lab ran, not a second, optimised build, because
 //! the check is of the packaging and a release build would add minutes to every run.
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use anyhow::Context as _;
 
-use crate::run_cmd;
+use crate::run_cmd_within;
 
 /// The filter that runs the package check (with the lab tests whose names contain it).
 const PACKAGE_FILTER: &str = "package";
+/// Longest each phase may take, building included (CI stops the whole job at 90 minutes). The
+/// whole suite takes about 17 minutes on a quiet two-core machine; a phase that runs past its
+/// limit has a hung test, and is killed so the run fails with it named.
+const UNIT_LIMIT: Duration = Duration::from_secs(35 * 60);
+const LAB_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     let iotgw = crate::build::run(false)?;
@@ -27,7 +32,7 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     if let Some(filter) = filter {
         unit.args(["--", filter]);
     }
-    let unit_result = run_cmd(&mut unit);
+    let unit_result = run_cmd_within(&mut unit, UNIT_LIMIT);
 
     if !crate::setup::is_root() {
         anyhow::bail!("the lab tests need root (network namespaces, XDP): run `cargo xtask test` as root");
@@ -38,7 +43,7 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     if let Some(filter) = filter {
         lab.arg(filter);
     }
-    let mut lab_result = run_cmd(&mut lab);
+    let mut lab_result = run_cmd_within(&mut lab, LAB_LIMIT);
     if filter.is_none_or(|filter| filter == PACKAGE_FILTER) {
         let package = crate::package::assemble(&iotgw).and_then(|deb| crate::package_check::run(&deb));
         lab_result = match (lab_result, package) {

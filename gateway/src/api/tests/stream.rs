@@ -49,14 +49,19 @@ impl Events {
         }
     }
 
-    /// The next event named `name`, skipping others.
+    /// The next event named `name`, skipping others. Bounded as a whole: keep-alive comments
+    /// arrive every 15 s, so the per-chunk timeout of `next` alone never ends a wait for an
+    /// event that does not come.
     async fn next_named(&mut self, name: &str) -> serde_json::Value {
-        loop {
-            let (event, data) = self.next().await.unwrap_or_else(|| panic!("the stream ended before {name}"));
-            if event == name {
-                return data;
+        let wait = async {
+            loop {
+                let (event, data) = self.next().await.unwrap_or_else(|| panic!("the stream ended before {name}"));
+                if event == name {
+                    return data;
+                }
             }
-        }
+        };
+        tokio::time::timeout(Duration::from_secs(60), wait).await.unwrap_or_else(|_| panic!("no {name} event in 60 s"))
     }
 }
 
@@ -91,9 +96,22 @@ async fn an_alert_is_streamed_once_a_get_reads_it_and_analysts_changes_follow() 
 
     let id = *seen.iter().next().unwrap();
     super::pages::acknowledge(&server, id).await;
-    let changed = events.next_named("alert").await;
+    // The record's change (the store's announcement) and the audit (the bus) reach the stream
+    // through two channels: either may come first.
+    let (mut changed, mut audit) = (None, None);
+    while changed.is_none() || audit.is_none() {
+        let (event, data) = tokio::time::timeout(Duration::from_secs(60), events.next())
+            .await
+            .expect("the acknowledgement's events within 60 s")
+            .expect("the stream ended before the acknowledgement's events");
+        match event.as_str() {
+            "alert" => changed = Some(data),
+            "audit" => audit = Some(data),
+            _ => {}
+        }
+    }
+    let (changed, audit) = (changed.unwrap(), audit.unwrap());
     assert_eq!((changed["id"].as_i64(), changed["state"].as_str()), (Some(id), Some("acknowledged")));
-    let audit = events.next_named("audit").await;
     assert_eq!(audit["action"], "alert_acknowledged", "{audit}");
     server.stop().await;
     recorder.join();
