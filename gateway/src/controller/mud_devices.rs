@@ -84,11 +84,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_device_getting_a_mud_class_moving_and_leaving_reaches_the_policy_step() {
-        let path = std::env::temp_dir().join(format!(
-            "iotgw-mud-devices-{}-{:08x}.db",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let scratch = iotgw_test_support::services::scratch("mud-devices");
+        let path = scratch.join("mud-devices.db");
         let writer = crate::schema::open(&path).expect("store");
         let (trigger, shutdown) = crate::shutdown::channel();
         let (mut devices, task) = run(&path, Vec::new(), shutdown).expect("starts");
@@ -120,10 +117,9 @@ mod tests {
         writer.execute("DELETE FROM inventory_devices WHERE mac = ?1", [mac.to_string()]).expect("removed");
         assert_eq!(next(&mut devices).await, []);
         trigger.trigger();
-        task.await.expect("the task ends at shutdown");
+        iotgw_test_support::wait::within("the task's end at shutdown", MUD_DEVICES_INTERVAL * 5, task)
+            .await
+            .expect("the task runs");
         drop(writer);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
     }
 }

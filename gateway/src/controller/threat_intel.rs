@@ -133,14 +133,17 @@ fn report(list: &IntelList) {
 
 #[cfg(test)]
 mod tests {
+    use iotgw_test_support::wait;
+
     use super::*;
     use crate::detect::intel::IntelFormat;
 
+    /// Longest wait for the lists to reach the pipeline.
+    const RELOAD_WAIT: Duration = Duration::from_secs(10);
+
     #[tokio::test]
     async fn a_list_is_in_force_at_start_and_reloaded_when_its_file_changes() {
-        let dir = std::env::temp_dir().join(format!("iotgw-intel-watch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = iotgw_test_support::services::scratch("intel-watch");
         let path = dir.join("c2.txt");
         std::fs::write(&path, "203.0.113.7\n").unwrap();
         let (pipeline_tx, mut commands) = mpsc::channel(8);
@@ -152,19 +155,18 @@ mod tests {
             Some(pipeline::Command::SetThreatIntel(intel)) => intel,
             other => panic!("expected lists, got {other:?}"),
         };
-        let first = in_force(commands.recv().await);
+        let first = in_force(wait::within("the lists at start", RELOAD_WAIT, commands.recv()).await);
         assert!(first.lookup("203.0.113.7".parse().unwrap(), None).is_some());
         // Written elsewhere, renamed into place, as feed downloaders do; one line refused.
         let staged = dir.join("c2.txt.part");
         std::fs::write(&staged, "203.0.113.8\nbogus\n").unwrap();
         std::fs::rename(&staged, &path).unwrap();
-        let reloaded = tokio::time::timeout(Duration::from_secs(10), commands.recv()).await;
+        let reloaded = wait::within("the lists reloaded", RELOAD_WAIT, commands.recv()).await;
         // An unreadable list afterwards keeps the reloaded one: nothing more is sent.
         std::fs::write(&path, [0xff_u8; 4]).unwrap();
         trigger.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        let _ = std::fs::remove_dir_all(&dir);
-        let reloaded = in_force(reloaded.expect("reloaded within 10 s"));
+        let reloaded = in_force(reloaded);
         assert!(reloaded.lookup("203.0.113.7".parse().unwrap(), None).is_none());
         assert!(reloaded.lookup("203.0.113.8".parse().unwrap(), None).is_some());
         assert_eq!(reloaded.lists()[0].refused, 1);

@@ -351,6 +351,8 @@ fn audit_ids(conn: &Connection, filter: AuditFilter, limit: usize) -> Vec<i64> {
     let mut ids = Vec::new();
     let mut after = None;
     loop {
+        // Bounded: a cursor that led back to a page already read would otherwise loop forever.
+        assert!(ids.len() <= MAX_WALKED, "still paging after {} entries: {ids:?}", ids.len());
         let page = audit(conn, &AuditQuery { filter: filter.clone(), limit, after }).unwrap();
         ids.extend(page.items.iter().map(|e| e.id));
         let Some(next) = page.next else { break };
@@ -494,6 +496,9 @@ fn expected(conn: &Connection, text: &str) -> Vec<String> {
     found
 }
 
+/// More rows than any fixture here holds: a walk of the pages past it is going round in circles.
+const MAX_WALKED: usize = 10_000;
+
 /// A `max_sorted` above every fixture's matches: the search always sorts them itself.
 const SORT_ALL: usize = 100_000;
 
@@ -504,6 +509,8 @@ fn search_pages(conn: &Connection, text: &str, sort: DeviceSort, max_sorted: usi
     let mut seen = Vec::new();
     let mut after = None;
     loop {
+        // Bounded: a cursor that led back to a page already read would otherwise loop forever.
+        assert!(seen.len() <= MAX_WALKED, "still paging after {} devices: {seen:?}", seen.len());
         let query = DeviceQuery { filter: filter.clone(), sort, limit, after };
         let page = devices_sorting_at_most(conn, &query, max_sorted).unwrap();
         seen.extend(page.items.iter().map(|d| d.mac.to_string()));
@@ -619,7 +626,8 @@ fn the_name_index_follows_every_change_of_a_host_name() {
 
 #[test]
 fn the_name_index_takes_in_the_names_of_devices_stored_before_it() {
-    let path = std::env::temp_dir().join(format!("iotgw-search-{}.db", uuid::Uuid::new_v4()));
+    let scratch = iotgw_test_support::services::scratch("search");
+    let path = scratch.join("search.db");
     {
         let conn = crate::store::open(&path, &[&MIGRATIONS[..3]]).unwrap();
         for row in &ROWS {
@@ -630,9 +638,6 @@ fn the_name_index_takes_in_the_names_of_devices_stored_before_it() {
     assert_eq!(search_pages(&conn, "lobby", DeviceSort::Mac, SORT_ALL, MAX_PAGE), ["98:90:96:9a:86:df"]);
     assert_eq!(search_pages(&conn, "HUE", DeviceSort::Mac, SORT_ALL, MAX_PAGE).len(), 2);
     drop(conn);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
 }
 
 #[test]

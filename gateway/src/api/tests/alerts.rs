@@ -174,7 +174,9 @@ async fn cursor_pages_walk_every_alert_once() {
     let server = start(&fixture, &events).await;
     let mut seen = Vec::new();
     let mut path = "/api/v1/alerts?limit=3&sort=first_seen".to_owned();
-    loop {
+    // Bounded: a cursor that led back to a page already read would otherwise loop forever.
+    for page in 1.. {
+        assert!(page <= events.len() + 1, "still paging after {page} pages of 3 for {} alerts: {seen:?}", events.len());
         let response = get(&server, &path, Some(VIEWER_TOKEN)).await;
         let next = response.headers().get("next-cursor").map(|v| v.to_str().unwrap().to_owned());
         let page = json(response).await;

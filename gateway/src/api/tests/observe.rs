@@ -119,7 +119,10 @@ async fn policies_show_what_the_policy_component_published() {
     let status = read("/api/v1/status").await;
     assert_eq!(status["policy_version"], policy_view::version(&compiled));
     trigger.trigger();
-    task.await.unwrap().unwrap();
+    iotgw_test_support::wait::within("the server's stop at shutdown", Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
     server.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The live event stream over real HTTP: an alert recorded by the real recorder is announced
 //! only once a GET reads it, access changes and new devices are `device` events, a client that
 //! lags is told to resync, and the stream outlives the request timeout but not the server.
+use iotgw_test_support::wait;
 use reqwest::StatusCode;
 
 use super::*;
@@ -17,12 +18,9 @@ struct Events {
 
 impl Events {
     async fn open(server: &Server) -> Self {
-        let response = reqwest::Client::new()
-            .get(format!("{}/api/v1/stream", server.base))
-            .bearer_auth(VIEWER_TOKEN)
-            .send()
-            .await
-            .unwrap();
+        // No client timeout (the stream is meant to stay open): the wait for its head is bounded here.
+        let request = reqwest::Client::new().get(format!("{}/api/v1/stream", server.base)).bearer_auth(VIEWER_TOKEN);
+        let response = wait::within("the stream's response head", EVENT_WAIT, request.send()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
         assert!(content_type.starts_with("text/event-stream"), "{content_type}");
@@ -30,28 +28,28 @@ impl Events {
     }
 
     /// The next event's name and data, skipping comments; `None` when the stream ended.
+    /// Bounded as a whole (`EVENT_WAIT`), not per chunk: a keep-alive comment every 15 s would
+    /// start a per-chunk timeout again and again while the event never comes.
     async fn next(&mut self) -> Option<(String, serde_json::Value)> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned);
-                let Some(event) = field("event: ") else { continue };
-                let data = field("data: ").map_or(serde_json::Value::Null, |d| serde_json::from_str(&d).unwrap());
-                return Some((event, data));
+        let reading = async {
+            loop {
+                if let Some(end) = self.buffer.find("\n\n") {
+                    let block: String = self.buffer.drain(..end + 2).collect();
+                    let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::to_owned);
+                    let Some(event) = field("event: ") else { continue };
+                    let data = field("data: ").map_or(serde_json::Value::Null, |d| serde_json::from_str(&d).unwrap());
+                    return Some((event, data));
+                }
+                match self.response.chunk().await {
+                    Ok(Some(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                    Ok(None) | Err(_) => return None,
+                }
             }
-            // Generous: under the whole suite's load (680 tests, SQLite writes with
-            // `synchronous = FULL`) 5 s once proved too short for a committed alert.
-            let chunk = tokio::time::timeout(Duration::from_secs(20), self.response.chunk()).await;
-            match chunk.expect("an event within 20 s") {
-                Ok(Some(bytes)) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
-                Ok(None) | Err(_) => return None,
-            }
-        }
+        };
+        wait::within("the stream's next event (or its end)", EVENT_WAIT, reading).await
     }
 
-    /// The next event named `name`, skipping others. Bounded as a whole: keep-alive comments
-    /// arrive every 15 s, so the per-chunk timeout of `next` alone never ends a wait for an
-    /// event that does not come.
+    /// The next event named `name`, skipping others; bounded as a whole (`EVENT_WAIT`).
     async fn next_named(&mut self, name: &str) -> serde_json::Value {
         let wait = async {
             loop {
@@ -61,9 +59,13 @@ impl Events {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(60), wait).await.unwrap_or_else(|_| panic!("no {name} event in 60 s"))
+        wait::within(&format!("a {name} event"), EVENT_WAIT, wait).await
     }
 }
+
+/// Longest wait for an event. Generous: under the whole suite's load (680 tests, SQLite
+/// writes with `synchronous = FULL`) 5 s once proved too short for a committed alert.
+const EVENT_WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_alert_is_streamed_once_a_get_reads_it_and_analysts_changes_follow() {
@@ -100,10 +102,7 @@ async fn an_alert_is_streamed_once_a_get_reads_it_and_analysts_changes_follow() 
     // through two channels: either may come first.
     let (mut changed, mut audit) = (None, None);
     while changed.is_none() || audit.is_none() {
-        let (event, data) = tokio::time::timeout(Duration::from_secs(60), events.next())
-            .await
-            .expect("the acknowledgement's events within 60 s")
-            .expect("the stream ended before the acknowledgement's events");
+        let (event, data) = events.next().await.expect("the stream ended before the acknowledgement's events");
         match event.as_str() {
             "alert" => changed = Some(data),
             "audit" => audit = Some(data),
@@ -145,8 +144,12 @@ async fn access_changes_and_new_devices_are_device_events() {
     let device = events.next_named("device").await;
     assert_eq!(device, serde_json::json!({"mac": "02:00:00:00:00:42", "state": "unknown"}));
     server.stop().await;
-    // What was sent before still arrives; then the stream ends (`next` panics after 20 s).
-    while events.next().await.is_some() {}
+    // What was sent before still arrives; then the stream ends, all within one wait: a stream
+    // that outlived the server would send keep-alives (and nothing else) forever.
+    wait::within("the stream's end after the server stopped", EVENT_WAIT, async {
+        while events.next().await.is_some() {}
+    })
+    .await;
 }
 
 #[tokio::test]
