@@ -213,10 +213,8 @@ mod tests {
 
     #[test]
     fn open_twice_applies_migrations_once() {
-        let dir = std::env::temp_dir().join(format!("iotgw-store-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = iotgw_test_support::services::scratch("store");
         let path = dir.join("store.db");
-        let _ = std::fs::remove_file(&path);
         let first: u32 = open(&path, &[WIDGETS])
             .unwrap()
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
@@ -227,15 +225,13 @@ mod tests {
             .unwrap();
         assert_eq!(first, second);
         assert_eq!(first as usize, WIDGETS.len());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn synchronous_level_reaches_the_connection_and_full_is_the_default() {
         assert_eq!(Synchronous::default(), Synchronous::Full);
         assert_eq!(synchronous(), Synchronous::Full, "nothing in the tests lowers it");
-        let dir = std::env::temp_dir().join(format!("iotgw-store-sync-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = iotgw_test_support::services::scratch("store-sync");
         for level in [Synchronous::Full, Synchronous::Normal] {
             let conn = open_with(&dir.join("store.db"), level, &[WIDGETS]).unwrap();
             let value: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
@@ -243,6 +239,5 @@ mod tests {
             let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
             assert_eq!(mode, "wal");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

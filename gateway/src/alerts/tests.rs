@@ -390,7 +390,8 @@ fn a_filtered_list_in_another_order_is_the_same_sorted_or_walked() {
 
 #[test]
 fn the_recorder_gets_every_alert_however_far_the_bus_lags() {
-    let path = std::env::temp_dir().join(format!("iotgw-alerts-{}.db", uuid::Uuid::new_v4()));
+    let scratch = iotgw_test_support::services::scratch("alerts");
+    let path = scratch.join("alerts.db");
     let bus = EventBus::new(4);
     let recorder = Recorder::spawn(AlertStore::open(&path).unwrap(), &bus).unwrap();
     let _lagging = bus.subscribe();
@@ -401,9 +402,6 @@ fn the_recorder_gets_every_alert_however_far_the_bus_lags() {
     let store = AlertStore::open(&path).unwrap();
     let page = store.list(&Query { limit: Some(MAX_PAGE), ..Query::default() }).unwrap();
     assert_eq!(page.alerts.len(), 200);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
 }
 
 mod learn;

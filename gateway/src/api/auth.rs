@@ -266,8 +266,7 @@ mod tests {
 
     #[test]
     fn tokens_file_errors_carry_line_and_column() {
-        let dir = std::env::temp_dir().join(format!("iotgw-tokens-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = iotgw_test_support::services::scratch("tokens");
         let path = dir.join("tokens.toml");
         std::fs::write(&path, "[[tokens]]\nname = \"a\"\nrole = \"root\"\ntoken_sha256 = \"00\"\n").unwrap();
         let config = crate::api::Config { tokens_file: Some(path.clone()), ..Default::default() };
@@ -280,7 +279,6 @@ mod tests {
         .unwrap();
         let set = TokenSet::load(&config).unwrap();
         assert!(!set.is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

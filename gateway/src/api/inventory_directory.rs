@@ -256,7 +256,8 @@ mod tests {
 
     #[test]
     fn an_action_on_a_device_enrolled_behind_the_inventorys_back_audits_the_enforced_access() {
-        let path = std::env::temp_dir().join(format!("iotgw-invdir-{}.db", uuid::Uuid::new_v4()));
+        let scratch = iotgw_test_support::services::scratch("invdir");
+        let path = scratch.join("invdir.db");
         let directory = InventoryDirectory::open(&path).expect("store");
         let mac: Mac = "00:17:88:12:34:56".parse().expect("mac");
         // Seen by the inventory as unknown; the datapath meanwhile enrolled it.
@@ -285,9 +286,6 @@ mod tests {
         assert_eq!(directory.device(mac).expect("read").expect("device").summary.state, Access::Quarantined);
         let enforced = directory.lock().expect("lock").enforced().expect("enforced");
         assert_eq!(enforced, vec![(mac, DeviceAccess { access: Access::Quarantined, policy_id: 36, class_id: 20 })]);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
     }
 
     #[test]

@@ -93,11 +93,8 @@ fn replies_and_multicast_are_not_destinations() {
 
 #[test]
 fn baselines_survive_a_restart_through_the_store() {
-    let dir =
-        std::env::temp_dir().join(format!("iotgw-baseline-{}-{:?}", std::process::id(), std::thread::current().id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = iotgw_test_support::services::scratch("baseline");
     let path = dir.join("store.db");
-    let _ = std::fs::remove_file(&path);
     let meter = synthetic::meter(1);
     let mut baselines = Baselines::new(short_config());
     baselines.handle(&Input::Class { mac: meter.mac, class: "meter".into() }, true);
@@ -132,7 +129,6 @@ fn baselines_survive_a_restart_through_the_store() {
     assert_eq!(restored.class_of(meter.mac), Some("meter"));
     assert_eq!(restored.class("meter").unwrap().devices, 1);
     assert!(store::load_device(&conn, meter.mac).unwrap().is_some());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -75,27 +75,18 @@ fn hub_problems(file: &std::path::Path) -> Vec<String> {
 mod tests {
     use super::*;
 
-    /// A scratch folder, removed on drop.
-    struct Scratch(PathBuf);
+    /// A scratch folder, removed on drop (also when the test fails).
+    struct Scratch(iotgw_test_support::services::Scratch);
 
     impl Scratch {
         fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("iotgw-cli-config-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("scratch dir");
-            Self(dir)
+            Self(iotgw_test_support::services::scratch(&format!("cli-config-{name}")))
         }
 
         fn file(&self, name: &str, text: &str) -> PathBuf {
             let path = self.0.join(name);
             std::fs::write(&path, text).expect("write");
             path
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

@@ -207,11 +207,8 @@ mod tests {
     const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
     const MUD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/policy/testdata/lightbulb.mud.json");
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("iotgw-cli-policy-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        dir
+    fn scratch(name: &str) -> iotgw_test_support::services::Scratch {
+        iotgw_test_support::services::scratch(&format!("cli-policy-{name}"))
     }
 
     #[test]
@@ -224,7 +221,6 @@ mod tests {
             .expect("write");
         let failed = run(Command::Check { files: vec![SHIPPED.into(), bad] }).expect("runs");
         assert_eq!(failed, ExitCode::from(EXIT_POLICY_ERRORS));
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -235,7 +231,6 @@ mod tests {
             .expect("write");
         let failed = run(Command::Check { files: vec![SHIPPED.into(), bad] }).expect("runs");
         assert_eq!(failed, ExitCode::from(EXIT_POLICY_ERRORS), "response rules are checked too");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -253,7 +248,6 @@ mod tests {
         let lone = concat!(env!("CARGO_MANIFEST_DIR"), "/src/policy/testdata/lone-to-device.mud.json");
         let nothing = run(Command::ImportMud { file: lone.into(), class: "x".into(), id: 1, output: None });
         assert_eq!(nothing.expect("runs"), ExitCode::from(EXIT_MUD_REFUSED), "nothing representable exits non-zero");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -110,20 +110,19 @@ pub fn check(config: &Config) -> Result<PolicyStore, Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::*;
 
     const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
 
     /// A scratch folder with a configuration on loopback and a copy of the shipped policies,
-    /// removed on drop.
-    struct Scratch(PathBuf);
+    /// removed on drop (also when the test fails).
+    struct Scratch(iotgw_test_support::services::Scratch);
 
     impl Scratch {
         fn new(name: &str, extra_config: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("iotgw-cli-run-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = iotgw_test_support::services::scratch(&format!("cli-run-{name}"));
             std::fs::create_dir_all(dir.join("policies")).expect("scratch dir");
             for file in crate::policy::load::toml_files(Path::new(SHIPPED)).expect("policies/") {
                 std::fs::copy(&file, dir.join("policies").join(file.file_name().expect("name"))).expect("copy");
@@ -143,12 +142,6 @@ mod tests {
 
         fn run(&self) -> ExitCode {
             run(Args { config: self.0.join("iotgw.toml") }).expect("run returns an exit code")
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

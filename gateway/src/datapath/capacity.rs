@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn missing_pins_are_no_mismatch() {
-        let dir = std::env::temp_dir().join(format!("iotgw-capacity-test-{}", std::process::id()));
+        let dir = iotgw_test_support::services::scratch("capacity-test");
         assert_eq!(mismatch(&dir, &capacities(&DatapathConfig::default())), None);
     }
 }

@@ -531,7 +531,7 @@ mod tests {
 
     #[test]
     fn existing_link_pin_finds_the_recorded_mode_or_an_older_unrecorded_pin() {
-        let dir = std::env::temp_dir().join(format!("iotgw-loader-test-{}", std::process::id()));
+        let dir = iotgw_test_support::services::scratch("loader-test");
         std::fs::create_dir_all(dir.join("links")).unwrap();
         assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan0"), None, "nothing pinned yet");
 
@@ -545,7 +545,6 @@ mod tests {
         let legacy = link_pin(&dir, "iotgw_lan", "lan0", None);
         std::fs::write(&legacy, b"").unwrap();
         assert_eq!(existing_link_pin(&dir, "iotgw_lan", "lan0"), Some((legacy, None)));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -150,11 +150,12 @@ mod tests {
         let entry = user_entry(&public, &Permissions { publish: vec!["$JS.API.INFO".into()], subscribe: vec![] });
         assert!(entry.contains("allow: [\"$JS.API.INFO\"]"), "{entry}");
 
-        let dir = std::env::temp_dir().join(format!("iotgw-seed-{}", std::process::id()));
+        let scratch = iotgw_test_support::services::scratch("seed");
+        // Not there yet: writing the first seed creates it.
+        let dir = scratch.join("seeds");
         let path = write_seed(&dir, "gw.nk", &seed).unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(write_seed(&dir, "gw.nk", &seed).is_err());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -324,30 +324,33 @@ impl PublicKeyData for CsrKey<'_> {
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
+    use iotgw_test_support::services::{Scratch, scratch};
+
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("iotgw-ca-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+    /// A folder named for the test, not yet created (the CA creates its state folder),
+    /// removed when dropped.
+    fn temp_dir(name: &str) -> Scratch {
+        let dir = scratch(&format!("ca-{name}"));
+        std::fs::remove_dir(&dir).unwrap();
         dir
     }
 
     #[test]
     fn generated_ca_persists_with_private_key_mode() {
         let dir = temp_dir("persist");
-        let source = CaSource::Generated { state_dir: dir.clone() };
+        let source = CaSource::Generated { state_dir: dir.to_path_buf() };
         let first = IssuingCa::open(&source).unwrap();
         let mode = std::fs::metadata(dir.join(CA_KEY_FILE)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let second = IssuingCa::open(&source).unwrap();
         assert_eq!(first.cert_der(), second.cert_der(), "a restart must reuse the CA");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn issued_device_cert_passes_our_checks() {
         let dir = temp_dir("issue");
-        let ca = IssuingCa::open(&CaSource::Generated { state_dir: dir.clone() }).unwrap();
+        let ca = IssuingCa::open(&CaSource::Generated { state_dir: dir.to_path_buf() }).unwrap();
         let device_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
         let id: DeviceId = "d-42".parse().unwrap();
         let mac: Mac = "02:00:00:00:00:42".parse().unwrap();
@@ -357,7 +360,6 @@ mod tests {
         let ca_parsed = check::parse_cert(ca.cert_der()).unwrap();
         let checked = check::device_cert(&issued.der, &ca_parsed, now.unix_timestamp()).unwrap();
         assert_eq!((checked.device, checked.mac, checked.serial), (id, mac, issued.serial));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -367,8 +369,6 @@ mod tests {
         generate(&b).unwrap();
         let err = IssuingCa::load(&a.join(CA_CERT_FILE), &b.join(CA_KEY_FILE), None).err().unwrap();
         assert!(matches!(err, CaError::KeyMismatch { .. }), "{err}");
-        std::fs::remove_dir_all(&a).unwrap();
-        std::fs::remove_dir_all(&b).unwrap();
     }
 
     #[test]
@@ -376,13 +376,12 @@ mod tests {
         let dir = temp_dir("overwrite");
         generate(&dir).unwrap();
         assert!(matches!(generate(&dir), Err(CaError::Io { .. })));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn crl_lists_revoked_serials() {
         let dir = temp_dir("crl");
-        let ca = IssuingCa::open(&CaSource::Generated { state_dir: dir.clone() }).unwrap();
+        let ca = IssuingCa::open(&CaSource::Generated { state_dir: dir.to_path_buf() }).unwrap();
         let serial: Serial = "0badcafe".parse().unwrap();
         let now = OffsetDateTime::now_utc();
         let der = ca
@@ -398,7 +397,6 @@ mod tests {
         assert_eq!(listed, vec![serial.to_string()]);
         let ca_parsed = check::parse_cert(ca.cert_der()).unwrap();
         crl.verify_signature(ca_parsed.public_key()).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     trait FromDerOk<'a>: Sized {

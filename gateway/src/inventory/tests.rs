@@ -1,4 +1,4 @@
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::net::Ipv4Addr;
 
 use dhcproto::{Encodable as _, Encoder, v4};
 use gateway_ebpf::SynFingerprint;
@@ -15,20 +15,12 @@ use crate::{
 
 const HUE: &str = "00:17:88:24:76:ff";
 
-struct TempDir(PathBuf);
+/// A folder removed when dropped (also when the test fails).
+struct TempDir(iotgw_test_support::services::Scratch);
 
 impl TempDir {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("iotgw-inventory-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        Self(iotgw_test_support::services::scratch(&format!("inventory-{name}")))
     }
 }
 

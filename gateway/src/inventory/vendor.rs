@@ -117,14 +117,13 @@ mod tests {
 
     #[test]
     fn vendor_lookup_prefers_the_longest_assignment() {
-        let dir = std::env::temp_dir().join(format!("iotgw-vendor-{}", std::process::id()));
+        let dir = iotgw_test_support::services::scratch("vendor");
         write_registry(&dir);
         let vendors = Vendors::load(&dir).unwrap();
         assert_eq!(vendors.lookup(&"00:17:88:24:76:ff".parse().unwrap()), Some("Philips Lighting BV"));
         assert_eq!(vendors.lookup(&"70:b3:d5:12:3f:00".parse().unwrap()), Some("Small Maker, Inc."));
         assert_eq!(vendors.lookup(&"70:b3:d5:99:00:00".parse().unwrap()), Some("IEEE Registration Authority"));
         assert_eq!(vendors.lookup(&"02:17:88:24:76:ff".parse().unwrap()), None, "locally administered");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub fn public_path(private: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use iotgw_test_support::services::{Scratch, scratch};
+
     use super::*;
 
     #[test]
@@ -95,12 +97,9 @@ mod tests {
         assert_eq!(load_private(&path).unwrap().keyid(), key.keyid());
         assert_eq!(load_public(&public_path(&path)).unwrap().keyid(), key.keyid());
         assert!(matches!(save_new(&path, &SigningKey::generate()), Err(KeyError::Exists(_))));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
-    fn tempdir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("iotgw-ota-keys-{}-{}", std::process::id(), rand::random::<u32>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    fn tempdir() -> Scratch {
+        scratch("ota-keys")
     }
 }

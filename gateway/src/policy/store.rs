@@ -295,15 +295,12 @@ mod tests {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies"))
     }
 
-    /// A scratch folder removed on drop.
-    struct ScratchDir(PathBuf);
+    /// A scratch folder removed on drop (also when the test fails).
+    struct ScratchDir(iotgw_test_support::services::Scratch);
 
     impl ScratchDir {
         fn new(name: &str) -> Self {
-            let path = std::env::temp_dir().join(format!("iotgw-policy-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("scratch dir");
-            Self(path)
+            Self(iotgw_test_support::services::scratch(&format!("policy-{name}")))
         }
 
         /// Copies the shipped policies in.
@@ -313,12 +310,6 @@ mod tests {
                 std::fs::copy(&file, dir.0.join(file.file_name().expect("file name"))).expect("copy");
             }
             dir
-        }
-    }
-
-    impl Drop for ScratchDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

@@ -113,13 +113,12 @@ pub fn sync_staging(staging: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use iotgw_test_support::services::Scratch;
+
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("iotgw-swap-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("scratch");
-        dir
+    fn scratch(name: &str) -> Scratch {
+        iotgw_test_support::services::scratch(&format!("swap-{name}"))
     }
 
     fn listing(dir: &Path) -> Vec<String> {
@@ -143,7 +142,6 @@ mod tests {
         assert_eq!(listing(&dir), ["README", "a.toml", "b.toml"]);
         assert_eq!(fs::read_to_string(dir.join("a.toml")).unwrap(), "new a");
         assert!(!finish_interrupted(&dir).unwrap(), "nothing left to finish");
-        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -160,6 +158,5 @@ mod tests {
         assert!(finish_interrupted(&dir).unwrap());
         assert_eq!(listing(&dir), ["a.toml", "b.toml"]);
         assert_eq!(fs::read_to_string(dir.join("b.toml")).unwrap(), "new b");
-        fs::remove_dir_all(dir).unwrap();
     }
 }

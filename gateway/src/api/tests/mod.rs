@@ -43,20 +43,12 @@ pub(crate) fn test_config(metrics_public: bool) -> Config {
     }
 }
 
-/// A directory removed when dropped.
-pub(crate) struct TempDir(pub std::path::PathBuf);
+/// A directory removed when dropped (also when the test fails).
+pub(crate) struct TempDir(pub iotgw_test_support::services::Scratch);
 
 impl TempDir {
     pub(crate) fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("iotgw-api-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        Self(iotgw_test_support::services::scratch("api"))
     }
 }
 

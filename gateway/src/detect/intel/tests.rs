@@ -1,23 +1,17 @@
 use super::*;
 
-/// A scratch file removed on drop.
-struct ScratchFile(PathBuf);
+/// A scratch file in a folder of its own, both removed on drop (also when the test fails).
+struct ScratchFile(iotgw_test_support::services::Scratch);
 
 impl ScratchFile {
     fn new(name: &str, text: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("iotgw-intel-{name}-{}", std::process::id()));
-        std::fs::write(&path, text).expect("scratch file");
-        Self(path)
+        let dir = iotgw_test_support::services::scratch(&format!("intel-{name}"));
+        std::fs::write(dir.join("list"), text).expect("scratch file");
+        Self(dir)
     }
 
     fn source(&self, format: IntelFormat, column: Option<&str>) -> IntelSource {
-        IntelSource { path: self.0.clone(), format, column: column.map(str::to_owned) }
-    }
-}
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        IntelSource { path: self.0.join("list"), format, column: column.map(str::to_owned) }
     }
 }
 
@@ -109,7 +103,7 @@ fn a_reloaded_list_replaces_the_one_from_its_file() {
     let file = ScratchFile::new("reload", "203.0.113.7\n");
     let source = file.source(IntelFormat::Ip, None);
     let mut intel = load_all(std::slice::from_ref(&source)).unwrap();
-    std::fs::write(&file.0, "203.0.113.8\n").unwrap();
+    std::fs::write(&source.path, "203.0.113.8\n").unwrap();
     intel.replace(load(&source).unwrap());
     assert_eq!(intel.lists().len(), 1);
     assert!(intel.lookup(addr("203.0.113.7"), None).is_none());

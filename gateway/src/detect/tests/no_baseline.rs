@@ -83,16 +83,15 @@ fn named_servers_ntp_and_fast_retries_are_no_beacon() {
 
 #[test]
 fn a_listed_address_or_domain_is_flagged_from_the_first_flow() {
-    let path = std::env::temp_dir().join(format!("iotgw-detect-intel-{}", std::process::id()));
+    let lists = iotgw_test_support::services::scratch("detect-intel");
+    let (path, domains) = (lists.join("addresses"), lists.join("domains"));
     std::fs::write(&path, "45.9.148.0/24\nnot an address\n").unwrap();
-    let domains = std::env::temp_dir().join(format!("iotgw-detect-intel-domains-{}", std::process::id()));
     std::fs::write(&domains, "botnet.example\n").unwrap();
     let sources = [
         intel::IntelSource { path: path.clone(), format: intel::IntelFormat::Ip, column: None },
         intel::IntelSource { path: domains.clone(), format: intel::IntelFormat::Domain, column: None },
     ];
     let loaded = intel::load_all(&sources);
-    let _ = (std::fs::remove_file(&path), std::fs::remove_file(&domains));
     let loaded = Arc::new(loaded.unwrap());
     assert_eq!(loaded.lists()[0].refused, 1);
     let (mut detector, bot) = fresh();

@@ -5,22 +5,16 @@ use crate::identity::{ca::CaSource, check, lifecycle::Lifecycle};
 
 struct Fixture {
     identity: Identity,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    /// The CA's state folder, removed when the test ends (also when it fails).
+    _dir: iotgw_test_support::services::Scratch,
 }
 
 fn fixture(name: &str, manufacturers: Vec<CertificateDer<'static>>) -> Fixture {
-    let dir = std::env::temp_dir().join(format!("iotgw-core-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let ca = IssuingCa::open(&CaSource::Generated { state_dir: dir.clone() }).unwrap();
+    let dir = iotgw_test_support::services::scratch(&format!("core-{name}"));
+    let ca = IssuingCa::open(&CaSource::Generated { state_dir: dir.join("ca") }).unwrap();
     let conn = crate::store::open_in_memory(&[crate::identity::MIGRATIONS]).unwrap();
     let policy = Policy { cert_validity: Duration::hours(1), crl_next_update: Duration::hours(1) };
-    Fixture { identity: Identity::new(conn, ca, manufacturers, policy), dir }
+    Fixture { identity: Identity::new(conn, ca, manufacturers, policy), _dir: dir }
 }
 
 fn mac(last: u8) -> Mac {

@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rusqlite::Connection;
 
@@ -6,32 +6,10 @@ use super::{pruning::prune, *};
 use crate::{event::EventKind, integrations::config::Filter};
 
 /// A store in its own temp folder, removed when the test ends (even by a panic).
-struct TempStore(PathBuf);
-
-impl TempStore {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("iotgw-outbox-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl std::ops::Deref for TempStore {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+type TempStore = iotgw_test_support::services::Scratch;
 
 fn temp_store(name: &str) -> (TempStore, PathBuf) {
-    let dir = TempStore::new(name);
+    let dir = iotgw_test_support::services::scratch(&format!("outbox-{name}"));
     let path = dir.join("store.db");
     (dir, path)
 }

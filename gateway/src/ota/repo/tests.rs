@@ -10,21 +10,15 @@ use super::*;
 use crate::ota::metadata::SigningKey;
 
 pub(crate) struct Fixture {
-    pub dir: PathBuf,
+    /// Removed when the test ends (also when it fails).
+    pub dir: iotgw_test_support::services::Scratch,
     pub repo: Repository,
     pub conn: Connection,
     pub vendor: SigningKey,
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 pub(crate) fn fixture() -> Fixture {
-    let dir = std::env::temp_dir().join(format!("iotgw-ota-repo-{}-{:08x}", std::process::id(), rand::random::<u32>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = iotgw_test_support::services::scratch("ota-repo");
     let conn = crate::store::open(&dir.join("store.db"), &[crate::ota::MIGRATIONS]).unwrap();
     let repo = Repository::open(&dir.join("repo"), None);
     repo.init(&conn, &InitOptions { root_keys: 2, root_threshold: 2 }).unwrap();

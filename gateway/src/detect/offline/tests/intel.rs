@@ -20,26 +20,17 @@ fn plug_setup() -> PathBuf {
 }
 
 /// A folder of lists unique to this test, removed when dropped (also when the test fails).
-struct Lists(PathBuf);
+struct Lists(iotgw_test_support::services::Scratch);
 
 impl Lists {
     fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("iotgw-offline-intel-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Lists(dir)
+        Lists(iotgw_test_support::services::scratch(&format!("offline-intel-{test}")))
     }
 
     fn source(&self, file: &str, text: &str, format: IntelFormat, column: Option<&str>) -> IntelSource {
         let path = self.0.join(file);
         std::fs::write(&path, text).unwrap();
         IntelSource { path, format, column: column.map(str::to_owned) }
-    }
-}
-
-impl Drop for Lists {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
