@@ -75,7 +75,7 @@ async fn a_command_for_an_offline_gateway_is_taken_when_it_is_back() {
     let quarantine = fleet.issue(CommandAction::Quarantine, CAMERA, None).await;
     assert_eq!(fleet.outcome(quarantine).await.0, "done");
     running.trigger();
-    task.await.unwrap();
+    iotgw_test_support::wait::within("the gateway to stop at shutdown", ANSWER, task).await.unwrap();
 
     let release = fleet.issue(CommandAction::Release, CAMERA, None).await;
     let pending = hub_commands::wait(&fleet.hub, release, Duration::from_secs(1)).await.unwrap().unwrap();

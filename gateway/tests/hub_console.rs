@@ -106,5 +106,5 @@ async fn the_fleet_console_shows_sites_gateways_and_where_devices_have_been() {
 
     browser.close().await;
     trigger.trigger();
-    server.await.unwrap().unwrap();
+    iotgw_test_support::wait::within("the hub's server to stop at shutdown", WAIT, server).await.unwrap().unwrap();
 }

@@ -13,14 +13,24 @@ use support::{Fleet, PATIENCE, alert};
 
 const IOTGW: &str = env!("CARGO_BIN_EXE_iotgw");
 
-fn hub(config: &std::path::Path, log: &std::path::Path) -> Child {
-    Command::new(IOTGW)
+/// A running `iotgw hub`, killed when dropped: a failing test leaves no hub behind.
+struct Hub(Child);
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hub(config: &std::path::Path, log: &std::path::Path) -> Hub {
+    Hub(Command::new(IOTGW)
         .args(["hub", "--config"])
         .arg(config)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
-        .expect("spawn iotgw hub")
+        .expect("spawn iotgw hub"))
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -34,12 +44,18 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     }
 }
 
+/// `iotgw hub --config config` run to its exit, which a bad configuration makes immediate; a
+/// hub that started instead is killed at `PATIENCE` and fails the test.
+fn hub_exit(config: &std::path::Path) -> std::process::Output {
+    iotgw_test_support::run_within(Command::new(IOTGW).args(["hub", "--config"]).arg(config), PATIENCE)
+}
+
 #[test]
 fn a_bad_configuration_exits_with_ex_config_and_its_line() {
     let dir = iotgw_test_support::services::scratch("hub-cli-bad");
     let config = dir.join("bad.toml");
     std::fs::write(&config, "nats_url = \"nats://127.0.0.1:1\"\ndatabase_url = 5\n").unwrap();
-    let output = Command::new(IOTGW).args(["hub", "--config"]).arg(&config).output().expect("run iotgw hub");
+    let output = hub_exit(&config);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains(&format!("{}:2:", config.display())), "names line 2: {stderr}");
@@ -49,11 +65,10 @@ fn a_bad_configuration_exits_with_ex_config_and_its_line() {
         "nats_url = \"nats://127.0.0.1:1\"\ndatabase_url = \"postgres://x\"\n[ingest]\nbatch = 0\n",
     )
     .unwrap();
-    let output = Command::new(IOTGW).args(["hub", "--config"]).arg(&config).output().expect("run iotgw hub");
+    let output = hub_exit(&config);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(78), "{stderr}");
     assert!(stderr.contains("ingest.batch"), "{stderr}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -61,7 +76,8 @@ async fn the_hub_ingests_against_real_servers_and_stops_on_sigterm() {
     let fleet = Fleet::start().await;
     let config = fleet.config_file("");
     let log = fleet.dir.join("hub.log");
-    let mut child = hub(&config, &log);
+    let mut running = hub(&config, &log);
+    let child = &mut running.0;
     let report = alert("s1", "gw-1", 1, "scan:1", false);
     fleet.publish(&report).await;
     let deadline = Instant::now() + PATIENCE;
@@ -75,7 +91,7 @@ async fn the_hub_ingests_against_real_servers_and_stops_on_sigterm() {
 
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
-    let status = wait_exit(&mut child);
+    let status = wait_exit(child);
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "{status}; its log:\n{log}");
     for line in ["broker connection", "ingesting reports", "SIGTERM received", "ingest stopped", "all tasks stopped"] {

@@ -19,7 +19,7 @@ use iotgw::{
     event::{EventBus, EventKind},
     identity::{self, resolve::StaticMacs},
 };
-use iotgw_test_support::{certificate_serial, checked, run, stdout, text};
+use iotgw_test_support::{certificate_serial, checked, run, stdout, text, wait::within};
 
 const DEVICE_MAC: &str = "02:00:00:00:00:01";
 const OTHER_MAC: &str = "02:00:00:00:00:02";
@@ -448,13 +448,17 @@ async fn cloned_identity_blocks_both_macs_and_raises_an_alert() {
     assert_eq!((code, text(&body).contains("suspected cloning")), (403, true), "{}", text(&body));
     wait_for(&datapath, DEVICE_MAC, Some(Access::Blocked), ENFORCEMENT_DEADLINE).await;
     wait_for(&datapath, OTHER_MAC, Some(Access::Blocked), ENFORCEMENT_DEADLINE).await;
-    let alert = loop {
-        let event =
-            tokio::time::timeout(Duration::from_secs(1), events.recv()).await.expect("alert published").unwrap();
-        if let EventKind::Alert { detector, .. } = &event.kind {
-            break (detector.clone(), event.device);
+    // One deadline for the whole wait: other events (the access task's) would start a
+    // per-event timeout again.
+    let alert = within("the clone alert", Duration::from_secs(5), async {
+        loop {
+            let event = events.recv().await.unwrap();
+            if let EventKind::Alert { detector, .. } = &event.kind {
+                break (detector.clone(), event.device);
+            }
         }
-    };
+    })
+    .await;
     assert_eq!(alert, ("identity_clone".to_owned(), Some(OTHER_MAC.parse().unwrap())));
 
     // Blocked until a human decides, even from the right MAC.
@@ -582,7 +586,7 @@ async fn est_closes_connections_that_stall_before_or_after_the_handshake() {
     // A prompt client is still served.
     assert_eq!(lab.curl("/.well-known/est/cacerts", &[], "cacerts.b64").0, 200);
     trigger.trigger();
-    running.join().await;
+    tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -612,17 +616,20 @@ async fn one_source_cannot_hold_the_est_server_while_others_enroll() {
     let (code, answer) = lab.enroll_csr(&csr, &["-u", &format!("device:{token}")], "enroll.b64");
     assert_eq!(code, 200, "{}", text(&answer));
     // The refusal was worth an alert, naming the source.
-    let alert = loop {
-        let event = tokio::time::timeout(Duration::from_secs(2), events.recv()).await.expect("alert").unwrap();
-        if let EventKind::Alert { detector, observed, .. } = event.kind {
-            break (detector, observed);
+    let alert = within("the flood alert", Duration::from_secs(5), async {
+        loop {
+            let event = events.recv().await.unwrap();
+            if let EventKind::Alert { detector, observed, .. } = event.kind {
+                break (detector, observed);
+            }
         }
-    };
+    })
+    .await;
     assert_eq!(alert.0, "est_flood");
     assert!(alert.1.contains("127.0.0.2") && alert.1.contains("too many open connections"), "{}", alert.1);
     drop(held);
     trigger.trigger();
-    running.join().await;
+    tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -659,7 +666,7 @@ async fn a_device_hammering_est_is_refused_and_alerted_once() {
     }
     assert_eq!(alerts, vec![("est_flood".to_owned(), Some(OTHER_MAC.parse().unwrap()))], "one alert, naming the MAC");
     trigger.trigger();
-    running.join().await;
+    tokio::time::timeout(Duration::from_secs(5), running.join()).await.expect("service stops on shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,13 +689,17 @@ async fn a_csr_san_forging_a_syslog_line_is_refused_and_rendered_escaped() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains(escaped) && !body.contains('\r'), "{body:?}");
     // Other events may come first (the access task puts the token's MAC on the onboarding
-    // lane every 100 ms): the refusal is the first audit event.
-    let event = loop {
-        let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-        if matches!(&event.kind, EventKind::Audit { .. }) {
-            break event;
+    // lane every 100 ms): the refusal is the first audit event. One deadline for the whole
+    // wait, which those events would otherwise keep starting again.
+    let event = within("the refusal's audit event", Duration::from_secs(5), async {
+        loop {
+            let event = events.recv().await.unwrap();
+            if matches!(&event.kind, EventKind::Audit { .. }) {
+                break event;
+            }
         }
-    };
+    })
+    .await;
     assert!(matches!(&event.kind, EventKind::Audit { action, .. } if action == "simpleenroll_refused"), "{event:?}");
     forged::assert_renders_safely(&event, escaped);
     assert_eq!(cert_count(&lab), 0);

@@ -139,7 +139,7 @@ async fn kill_9_with_a_backlog_loses_nothing() {
         "every event written before the crash, once, in order"
     );
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +171,7 @@ async fn kill_9_during_delivery_resumes_where_the_cursor_stood() {
         got.len() - EVENTS
     );
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +187,7 @@ async fn clean_shutdown_keeps_every_published_event() {
         bus.publish(numbered(n));
     }
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
     let conn = iotgw::schema::open(&store).unwrap();
     let stored: i64 = conn.query_row("SELECT COUNT(*) FROM integration_outbox", [], |r| r.get(0)).unwrap();
     assert_eq!(stored, EVENTS as i64, "published before the stop, stored after it");

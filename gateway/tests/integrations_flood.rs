@@ -92,7 +92,7 @@ async fn refused_enrollment_flood_is_stored_as_a_few_counted_records_and_one_ale
     })
     .await;
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
     recorder.join();
 
     let audits: Vec<&Value> = lines.iter().filter(|l| l["event"]["dataset"] == "iotgw.audit").collect();
@@ -159,7 +159,7 @@ async fn a_burst_far_beyond_the_bus_capacity_loses_nothing() {
     })
     .await;
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 
     let delivered: std::collections::HashSet<String> =
         lines.iter().map(|l| l["id"].as_str().expect("an event id").to_owned()).collect();

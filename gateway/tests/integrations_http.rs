@@ -318,7 +318,7 @@ async fn hec_webhook_and_itsm_receive_every_event_authenticated() {
         assert!(state.patches[0].1["work_notes"].as_str().unwrap().contains("scan again"));
     }
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +363,7 @@ async fn hec_sink_down_then_back_receives_everything_in_order() {
         assert_eq!(hook_order, expected, "webhook: every event once, in order");
     }
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +407,7 @@ async fn itsm_lost_answer_does_not_open_a_second_ticket() {
         assert_eq!(state.tickets["sys0001"]["state"], "6");
     }
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,7 +425,7 @@ async fn wrong_hec_token_keeps_events_until_fixed() {
     }
     wait_backlog(&handle, "refusals", WAIT, |b| b[0].status.consecutive_failures >= 2 && b[0].pending == 5).await;
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
     assert!(receiver.state.lock().unwrap().hec_refused >= 2);
     // The operator fixes the token and restarts: nothing was lost.
     let (trigger, shutdown) = shutdown::channel();
@@ -433,7 +433,7 @@ async fn wrong_hec_token_keeps_events_until_fixed() {
     wait_backlog(&handle, "delivery after the fix", WAIT, |b| b[0].pending == 0).await;
     assert_eq!(receiver.state.lock().unwrap().hec.len(), 5);
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,7 +459,7 @@ async fn event_refused_for_good_is_set_aside_and_the_rest_delivered() {
         conn.query_row("SELECT body, error FROM integration_dead_letters", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
     assert!(body.contains("n=2") && error.contains("400"), "{body} {error}");
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 // --- SOAR inbound -------------------------------------------------------------------------
@@ -574,7 +574,9 @@ async fn soar_action_is_idempotent_enforced_and_audited() {
     assert_eq!(first["access"], "quarantined");
     let enforced = soar.datapath.access(DEVICE).unwrap().unwrap();
     assert_eq!(enforced, DeviceAccess { access: Access::Quarantined, policy_id: 16, class_id: 3 });
-    let event = events.recv().await.unwrap();
+    let event = iotgw_test_support::wait::within("the SOAR action's event", Duration::from_secs(10), events.recv())
+        .await
+        .unwrap();
     assert_eq!(event.actor, "soar:xsoar");
     assert!(matches!(event.kind, EventKind::Action { ref action, .. } if action == "quarantine"));
 

@@ -179,7 +179,7 @@ async fn syslog_udp_and_tcp_messages_parse_in_rsyslog() {
         }
     }
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +208,7 @@ async fn syslog_tls_reaches_rsyslog_with_rfc5425_framing() {
         check_cef(message, event);
     }
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,7 +233,7 @@ async fn syslog_tls_refuses_a_receiver_outside_its_ca() {
     assert!(error.contains("certificate") || error.contains("Certificate"), "{error}");
     assert!(rsyslog.parsed().is_empty());
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,5 +276,5 @@ async fn syslog_tcp_sink_down_then_back_receives_everything_in_order() {
     let backlog = wait_backlog(&handle, "the backlog to drain", WAIT, |b| b[0].pending == 0).await;
     assert_eq!(backlog[0].delivered_total, total as u64);
     trigger.trigger();
-    handle.join().await;
+    joined(handle).await;
 }

@@ -92,7 +92,12 @@ async fn without_a_configured_certificate_the_identity_ca_issues_the_servers() {
     assert!(refused.is_err(), "a server certificate from the identity CA only");
 
     trigger.trigger();
-    let _ = running.handle.await;
+    let _ = iotgw_test_support::wait::within(
+        "the OTA server to stop at shutdown",
+        std::time::Duration::from_secs(10),
+        running.handle,
+    )
+    .await;
     drop(scratch);
 }
 

@@ -23,9 +23,12 @@ pub async fn run_and_kill(child_test: &str, env: (&str, String), wait: Duration)
     let ready = tokio::task::spawn_blocking(move || {
         std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|line| line.contains(READY))
     });
-    let ready = tokio::time::timeout(wait, ready).await.expect("child ready in time").unwrap();
-    assert!(ready, "child exited before it was ready");
+    let ready = tokio::time::timeout(wait, ready).await;
+    // Killed whatever happened: a child left running would keep the reader above (and the
+    // runtime, which waits for it) and the test's output pipe busy until it gave up by itself.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
     let status = child.wait().unwrap();
+    let ready = ready.unwrap_or_else(|_| panic!("{child_test}: no ready line within {wait:?}")).unwrap();
+    assert!(ready, "child exited before it was ready");
     assert!(!status.success(), "the child was killed, not finished: {status:?}");
 }

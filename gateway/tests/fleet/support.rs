@@ -5,7 +5,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use async_nats::jetstream;
@@ -118,8 +118,13 @@ impl Gateway {
     /// Stops cleanly, as at SIGTERM.
     pub async fn stop(self) {
         self.trigger.trigger();
-        self.integrations.join().await;
-        self.fleet.join().await;
+        // Bounded: a task that ignored the shutdown fails the test instead of hanging it.
+        let stopping = async {
+            self.integrations.join().await;
+            self.fleet.join().await;
+        };
+        iotgw_test_support::wait::within("the gateway's tasks to stop at shutdown", Duration::from_secs(30), stopping)
+            .await;
     }
 }
 
@@ -173,14 +178,8 @@ pub fn number_of(report: &Report) -> usize {
     }
 }
 
-/// Polls `probe` until it returns `Some`, or panics after `limit`.
-pub async fn wait_for<T>(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Polls `probe` until it returns `Some`, or panics after `limit` (a probe that hangs
+/// included).
+pub async fn wait_for<T>(what: &str, limit: Duration, probe: impl AsyncFnMut() -> Option<T>) -> T {
+    iotgw_test_support::wait::until_async(what, limit, probe).await
 }

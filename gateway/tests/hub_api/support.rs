@@ -136,7 +136,8 @@ impl Fleet {
         self.call(Method::GET, path, Some(VIEWER), None).await
     }
 
-    /// Every item of a list, following `Next-Cursor` with pages of `limit`; also the pages.
+    /// Every item of a list, following `Next-Cursor` with pages of `limit`; also the pages
+    /// (at most `MAX_PAGES`).
     pub async fn all_pages(&self, path: &str, limit: usize) -> (Vec<Value>, usize) {
         let separator = if path.contains('?') { '&' } else { '?' };
         let (mut items, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
@@ -149,6 +150,8 @@ impl Fleet {
             assert_eq!(answer.status, StatusCode::OK, "{url}: {}", answer.body);
             pages += 1;
             items.extend(answer.body.as_array().unwrap().iter().cloned());
+            // Bounded: a cursor that led back to a page already read would loop forever.
+            assert!(pages <= MAX_PAGES, "{path}: still paging after {pages} pages ({} items)", items.len());
             cursor = answer.next_cursor();
             if cursor.is_none() {
                 return (items, pages);
@@ -337,6 +340,8 @@ impl Fleet {
     }
 }
 
+/// More pages than any fixture here fills (at one item a page).
+const MAX_PAGES: usize = 1_000;
 pub const CAMERA: &str = "98:90:96:9a:86:df";
 pub const PLUG: &str = "50:02:91:00:00:01";
 pub const DEVICES_AT_GW2: i64 = 7;

@@ -70,16 +70,17 @@ pub fn free_udp_port() -> u16 {
 
 /// Polls `check` every 50 ms until it returns Some or `limit` passes.
 pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if start.elapsed() > limit {
-            panic!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    iotgw_test_support::wait::until_async(what, limit, async || check()).await
+}
+
+/// How long the integrations may take to stop once shutdown is triggered (delivery attempts
+/// are cut short by their own timeouts).
+pub const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits for the integrations to stop after shutdown was triggered, bounded: a task that
+/// ignored shutdown fails the test instead of hanging it.
+pub async fn joined(handle: iotgw::integrations::Integrations) {
+    iotgw_test_support::wait::within("the integrations' tasks to stop at shutdown", STOP_WAIT, handle.join()).await;
 }
 
 /// A CA and a server certificate for 127.0.0.1/localhost, as PEM files in `dir`.
