@@ -42,7 +42,7 @@ fn hash_password(password: &str) -> String {
         .spawn()
         .expect("iotgw user hash-password");
     child.stdin.take().expect("stdin").write_all(password.as_bytes()).expect("writing the password");
-    let output = child.wait_with_output().expect("iotgw user hash-password");
+    let output = iotgw_test_support::finish(child, "iotgw user hash-password", iotgw_test_support::RUN_LIMIT);
     assert!(output.status.success(), "hash-password failed: {}", String::from_utf8_lossy(&output.stderr));
     let hash = String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned();
     assert!(hash.starts_with("$argon2id$"), "not an argon2id PHC string: {hash}");

@@ -45,12 +45,13 @@ fn put(ns: &str, url: &str, key: &str, bundle: &Bundle) {
     let (url, key, value) = (url.to_owned(), key.to_owned(), bundle.encode());
     in_ns(ns, move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        runtime.block_on(async {
+        // Bounded as a whole: the client connects in the background and retries for ever.
+        runtime.block_on(iotgw_test_support::wait::within("putting the bundle", Duration::from_secs(60), async {
             let endpoint = Endpoint { url: &url, name: "lab-hub", credentials: None, tls_ca: None, inbox_prefix: None };
             let client = connect::connect(&endpoint).await.expect("connect");
             let bucket = iotgw::hub::bundles::ensure_bucket(&async_nats::jetstream::new(client)).await.expect("bucket");
             bucket.put(key, value.into()).await.expect("put");
-        });
+        }));
     });
 }
 

@@ -20,7 +20,10 @@ use iotgw::{
     },
     ota::metadata::SigningKey,
 };
-use iotgw_test_support::services::{NatsServer, Postgres, Scratch, scratch};
+use iotgw_test_support::{
+    services::{NatsServer, Postgres, Scratch, scratch},
+    wait::within,
+};
 use sqlx::Connection as _;
 
 use crate::{
@@ -50,6 +53,8 @@ pub const VIEWER_TOKEN: &str = "fleet-lab-viewer";
 pub const HEALTH_SECS: u64 = 2;
 /// How long the hub has to show what a gateway reported.
 pub const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest one exchange with the hub's broker or database may take.
+const BROKER_WAIT: Duration = Duration::from_secs(60);
 /// The bundle group every lab gateway takes (`[fleet] groups`), so one bundle reaches them all.
 pub const GROUP: &str = "lab-fleet";
 
@@ -191,7 +196,8 @@ impl Fleet {
     /// Runs `f` on a JetStream connection made with the hub's credentials.
     fn as_hub<T>(&self, f: impl AsyncFnOnce(async_nats::jetstream::Context) -> T) -> T {
         let (url, credentials) = (self.nats.url(), self.dir.join("hub.nk"));
-        runtime().block_on(async {
+        // Bounded as a whole: the client connects in the background and retries for ever.
+        runtime().block_on(within("a JetStream exchange as the hub", BROKER_WAIT, async {
             let endpoint = Endpoint {
                 url: &url,
                 name: "fleet-lab",
@@ -200,7 +206,7 @@ impl Fleet {
                 inbox_prefix: None,
             };
             f(async_nats::jetstream::new(connect::connect(&endpoint).await.expect("connecting as the hub"))).await
-        })
+        }))
     }
 
     /// The rows `sql` selects from the hub's PostgreSQL.
@@ -209,12 +215,12 @@ impl Fleet {
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {
         let url = self.postgres.url();
-        runtime().block_on(async {
+        runtime().block_on(within("a query of the hub's PostgreSQL", BROKER_WAIT, async {
             let mut conn = sqlx::PgConnection::connect(&url).await.expect("connecting to PostgreSQL");
             // Written by the tests, over their own constants.
             let statement = sqlx::AssertSqlSafe(sql.to_owned());
             sqlx::query_as(statement).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
-        })
+        }))
     }
 
     /// The hub's API, as the operator.
@@ -292,11 +298,7 @@ fn provision(dir: &Path, args: &[&str]) -> String {
 
 /// Runs the `iotgw` CLI to success and returns its standard output.
 fn iotgw(args: &[&str], more: &[&std::ffi::OsStr]) -> String {
-    let output = Command::new(iotgw_bin())
-        .args(args)
-        .args(more)
-        .output()
-        .unwrap_or_else(|e| panic!("running iotgw {args:?}: {e}"));
+    let output = iotgw_test_support::run(Command::new(iotgw_bin()).args(args).args(more));
     assert!(
         output.status.success(),
         "iotgw {args:?} {more:?} failed ({}): {}",
