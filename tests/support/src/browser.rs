@@ -84,10 +84,14 @@ impl Browser {
         let browser = Browser {
             client: loop {
                 let mut builder = ClientBuilder::rustls().expect("WebDriver client");
-                match builder.capabilities(capabilities.clone()).connect(&url).await {
-                    Ok(client) => break client,
-                    Err(e) if Instant::now() >= deadline => panic!("chromedriver at {url} gave no session: {e}"),
-                    Err(_) => tokio::time::sleep(POLL).await,
+                // Each attempt is cut off at the deadline too: a driver that accepted the
+                // connection but never answers would otherwise hold it forever.
+                let attempt = builder.capabilities(capabilities.clone()).connect(&url);
+                match tokio::time::timeout_at(deadline.into(), attempt).await {
+                    Ok(Ok(client)) => break client,
+                    Ok(Err(e)) if Instant::now() >= deadline => panic!("chromedriver at {url} gave no session: {e}"),
+                    Err(_) => panic!("chromedriver at {url} gave no session within {DRIVER_START:?}"),
+                    Ok(Err(_)) => tokio::time::sleep(POLL).await,
                 }
             },
             screenshots: screenshots.to_owned(),

@@ -10,7 +10,6 @@ pub mod services;
 pub mod wait;
 
 use std::{
-    io::Read as _,
     path::Path,
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
