@@ -13,8 +13,8 @@
 #   copy-no-index:  the same into a copy with no index at all (the row and its WAL alone)
 #
 # Each into a table of its own, empty at the start, on a private cluster (fsync off, as the
-# bench's) with the hub's migrations. Then ingest's insert by one session and by two at once
-# (each its own sites, as two writers): events/s and CPU (below). Run as root from the workspace: `sh bench/fleet/pg_floor.sh`.
+# bench's) with the hub's migrations. Then ingest's insert by 1, 2 and 4 sessions at once (each
+# its own sites, as ingest's writers): events/s and CPU (below). Run as root from the workspace: `sh bench/fleet/pg_floor.sh`.
 set -eu
 EVENTS=${EVENTS:-100000}
 BATCH=${BATCH:-1000}
@@ -120,13 +120,11 @@ psql_run -t -A -v events=$EVENTS -v batch=$BATCH -v dir="$dir/batches" -f "$dir/
     /^cpu / { now = $NF; $NF = ""; sub(/^cpu /, ""); if (last != "" && $0 !~ /^\(/) printf "%-16s %6.2f CPU s, %5.1f us per event\n", $0, (now - last) / ticks, (now - last) / ticks / events * 1e6; last = now; next }
     { print }'
 
-# Then the same insert (ingest's statement, from rows in the server) by one session, and by two
-# at once, each the batches of its own sites (as two ingest writers), into empty tables of their
-# own: wall time and each backend's CPU, so events/s for one writer and for two on this machine.
+# Then the same insert (ingest's statement, from rows in the server) by WRITERS sessions at once
+# (default "1 2 4": one run each), each the batches of its own sites (as ingest's writers), into
+# an empty table of its own: wall time and each backend's CPU, so events/s for N writers here.
 cat >"$dir/parallel.sql" <<'SQL'
 SET client_min_messages = warning;
-CREATE TABLE events_one (LIKE events INCLUDING ALL);
-CREATE TABLE events_two (LIKE events INCLUDING ALL);
 -- Part `part` of `parts` (its sites: site number modulo parts), batches of about `step` rows.
 CREATE PROCEDURE store_part(tbl text, part int, parts int, upto int, step int) LANGUAGE plpgsql AS $$
 DECLARE lo int := 0;
@@ -140,27 +138,31 @@ BEGIN
   END LOOP;
 END $$;
 SQL
+chown postgres "$dir/parallel.sql"
+psql_run -f "$dir/parallel.sql"
 part_sql() { # table part parts
     printf 'SELECT pg_backend_pid() AS pid \\gset\n\\setenv BACKEND :pid\n\\! echo "cpu $(awk %s /proc/$BACKEND/stat)"\nCALL store_part(%s, %s, %s, %s, %s);\n\\! echo "cpu $(awk %s /proc/$BACKEND/stat)"\n' \
         "'{print \$14 + \$15}'" "'$1'" "$2" "$3" "$EVENTS" "$BATCH" "'{print \$14 + \$15}'" >"$dir/part-$1-$2.sql"
     chown postgres "$dir/part-$1-$2.sql"
 }
 cpu_of() { awk -v ticks="$(getconf CLK_TCK)" '/^cpu / { if (n++) printf "%.2f", ($2 - first) / ticks; else first = $2 }' "$1"; }
-chown postgres "$dir/parallel.sql"
-psql_run -f "$dir/parallel.sql"
-part_sql events_one 0 1
-part_sql events_two 0 2
-part_sql events_two 1 2
-start=$(date +%s.%N)
-psql_run -t -A -f "$dir/part-events_one-0.sql" >"$dir/one.out"
-end=$(date +%s.%N)
-echo "one writer:   $EVENTS events in $(echo "$end - $start" | bc) s wall = $(echo "$EVENTS / ($end - $start)" | bc) events/s; backend CPU $(cpu_of "$dir/one.out") s"
-start=$(date +%s.%N)
-psql_run -t -A -f "$dir/part-events_two-0.sql" >"$dir/two-0.out" &
-psql_run -t -A -f "$dir/part-events_two-1.sql" >"$dir/two-1.out"
-wait
-end=$(date +%s.%N)
-echo "two writers:  $EVENTS events in $(echo "$end - $start" | bc) s wall = $(echo "$EVENTS / ($end - $start)" | bc) events/s; backend CPU $(cpu_of "$dir/two-0.out") + $(cpu_of "$dir/two-1.out") s"
-echo "SELECT 'rows ' || (SELECT count(*) FROM events_one) || ' ' || (SELECT count(*) FROM events_two);" >"$dir/rows.sql"
-chown postgres "$dir/rows.sql"
-psql_run -t -A -f "$dir/rows.sql"
+for writers in ${WRITERS:-1 2 4}; do
+    table=events_by_$writers
+    echo "CREATE TABLE $table (LIKE events INCLUDING ALL);" >"$dir/table.sql"
+    chown postgres "$dir/table.sql"
+    psql_run -f "$dir/table.sql"
+    part=0
+    while [ $part -lt "$writers" ]; do part_sql "$table" $part "$writers"; part=$((part + 1)); done
+    start=$(date +%s.%N)
+    part=0
+    while [ $part -lt "$writers" ]; do
+        psql_run -t -A -f "$dir/part-$table-$part.sql" >"$dir/$table-$part.out" &
+        part=$((part + 1))
+    done
+    wait
+    end=$(date +%s.%N)
+    cpus=$(for out in "$dir/$table"-*.out; do printf '%s ' "$(cpu_of "$out")"; done)
+    echo "SELECT count(*) FROM $table;" >"$dir/rows.sql"
+    chown postgres "$dir/rows.sql"
+    echo "$writers writer(s): $(psql_run -t -A -f "$dir/rows.sql") events in $(echo "$end - $start" | bc) s wall = $(echo "$EVENTS / ($end - $start)" | bc) events/s; backend CPU s: $cpus"
+done
