@@ -1,12 +1,12 @@
 //! Ingest: the hub's durable pull consumer `hub` on the report stream, into PostgreSQL.
 //!
 //! Messages are taken in batches (what arrives within 20 ms of the first, up to `[ingest]
-//! batch`); each batch is decoded and checked (`report`), split by site over `[ingest] writers`
-//! writers (`writers`), and each writer's part stored in one transaction with one statement per
-//! table (`upsert`, `events`, `inventory`) and acknowledged only after the commit; the next
-//! batch is taken, decoded and its statements encoded (`upsert::prepare`) while the writers
-//! store. A hub killed mid-batch therefore gets the batch again, and the upserts make the second
-//! time change nothing. A message that is not a report, or whose body claims another origin than
+//! batch`); each batch is split by the site its subjects name over `[ingest] writers` writers
+//! (`writers`); each writer decodes and checks its part (`report`), stores it in one transaction
+//! with one statement per table (`upsert`, `events`, `inventory`) and acknowledges it only after
+//! the commit, decoding its next part and encoding its statements (`upsert::prepare`) while one
+//! is stored. A hub killed mid-batch therefore gets the batch again, and the upserts make the
+//! second time change nothing. A message that is not a report, or whose body claims another origin than
 //! its subject, is refused: counted, logged (escaped), terminated, never stored.
 //!
 //! `IngestStats` counts what happened, and where ingest's time went (`Stage`), for the hub's
@@ -276,7 +276,14 @@ pub async fn run(hub: Hub, consumer: PullConsumer, stats: Arc<IngestStats>, mut 
                 Ok(batch) => {
                     let handing = Instant::now();
                     for (writer, part) in split(batch, writers.count()) {
-                        writers.send(writer, part).await;
+                        if !writers.send(writer, part).await {
+                            // Its sites would never be stored again: stop, so the hub stops
+                            // (and is restarted) rather than run without them. What is not
+                            // acknowledged is redelivered.
+                            tracing::error!(writer, "an ingest writer has stopped; ingest stops");
+                            writers.finish().await;
+                            return;
+                        }
                     }
                     stats.spent(Stage::Hand, handing);
                 }

@@ -58,13 +58,10 @@ impl<B: Send + 'static> Writers<B> {
         self.queues.len()
     }
 
-    /// Hands `part` to writer `writer`, waiting while its queue is full.
-    pub async fn send(&self, writer: usize, part: B) {
-        if self.queues[writer].send(part).await.is_err() {
-            // A writer ends only when its store panicked: its batch is redelivered after
-            // `ack_wait_secs`, like one in hand when a hub dies.
-            tracing::error!(writer, "an ingest writer has stopped; its batch will be redelivered");
-        }
+    /// Hands `part` to writer `writer`, waiting while its queue is full; `false` when that
+    /// writer has stopped (it panicked), and its sites would no longer be stored.
+    pub async fn send(&self, writer: usize, part: B) -> bool {
+        self.queues[writer].send(part).await.is_ok()
     }
 
     /// Lets every writer store what it has been given, then waits until all have.
@@ -113,7 +110,7 @@ mod tests {
             }
         });
         for n in 0..30 {
-            writers.send((n % 3) as usize, n).await;
+            assert!(writers.send((n % 3) as usize, n).await);
         }
         writers.finish().await;
         let stored = stored.lock().unwrap();
