@@ -27,7 +27,7 @@
 //!   (`api.rs`), p50 and p99 over ROUNDS requests.
 //!
 //! Run: `AYA_BUILD_SKIP=1 cargo bench -p gateway --bench fleet [-- [--full] [--lag-rate=N]
-//! [--lag-secs=S] [--ingest-batch=N] [--skip=redeliver,mix,lag,bundle,api] [GATEWAYS
+//! [--lag-secs=S] [--ingest-batch=N] [--ingest-writers=N] [--skip=redeliver,mix,lag,bundle,api] [GATEWAYS
 //! [DEVICES [EVENTS [API_DEVICES [ROUNDS]]]]]]`, or `cargo xtask bench fleet`;
 //! `FLEET_BENCH_ONLY=api` runs the API phase alone (it seeds its own store), `=bundle` the
 //! bundle phase alone (GATEWAYS watching).
@@ -214,7 +214,8 @@ fn gib(bytes: f64) -> f64 {
 }
 
 /// Writes the hub's configuration file: both servers, the stream limit, the API on `listen`
-/// with the bench's viewer token, and `--ingest-batch=N` as `[ingest] batch` when given.
+/// with the bench's viewer token, and `--ingest-batch=N`, `--ingest-writers=N` as `[ingest] batch`,
+/// `writers` when given.
 fn write_config(path: &Path, nats: &NatsServer, database_url: &str, stream_limit: i64, listen: &str) {
     let mut text = format!(
         "nats_url = {:?}\ndatabase_url = {:?}\n[streams]\nmax_bytes = {stream_limit}\n[api]\nlisten = {listen:?}\n\
@@ -223,8 +224,15 @@ fn write_config(path: &Path, nats: &NatsServer, database_url: &str, stream_limit
         database_url,
         hex::encode(Sha256::digest(TOKEN.as_bytes()))
     );
+    let mut ingest = String::new();
     if let Some(batch) = flag("ingest-batch") {
-        text.push_str(&format!("[ingest]\nbatch = {}\n", batch.parse::<usize>().expect("--ingest-batch=N")));
+        ingest.push_str(&format!("batch = {}\n", batch.parse::<usize>().expect("--ingest-batch=N")));
+    }
+    if let Some(writers) = flag("ingest-writers") {
+        ingest.push_str(&format!("writers = {}\n", writers.parse::<usize>().expect("--ingest-writers=N")));
+    }
+    if !ingest.is_empty() {
+        text.push_str(&format!("[ingest]\n{ingest}"));
     }
     std::fs::write(path, text).expect("write the hub's config");
 }

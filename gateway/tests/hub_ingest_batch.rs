@@ -55,6 +55,8 @@ async fn publish_all(fleet: &Fleet) {
 }
 
 const MESSAGES: u64 = 13;
+/// The whole batch to one writer (its sites would be split over the default writers).
+const ONE_WRITER: &str = "[ingest]\nwriters = 1\n";
 
 /// The rows ingest writes, without what differs between two equal stores: serial ids and the
 /// time the hub audited.
@@ -103,7 +105,7 @@ async fn one_batch_leaves_the_rows_reports_stored_one_at_a_time_leave_and_storin
     issue_command(&fleet).await;
     publish_all(&fleet).await;
 
-    let one_by_one = fleet.ingest("[ingest]\nbatch = 1\n").await;
+    let one_by_one = fleet.ingest("[ingest]\nbatch = 1\nwriters = 1\n").await;
     one_by_one.wait_handled(MESSAGES).await;
     let stats = one_by_one.stats.snapshot();
     assert_eq!((stats.reports, stats.refused, stats.batches), (MESSAGES - 1, 1, MESSAGES - 1), "{stats:?}");
@@ -119,7 +121,7 @@ async fn one_batch_leaves_the_rows_reports_stored_one_at_a_time_leave_and_storin
     .unwrap();
     issue_command(&fleet).await;
     start_over(&fleet).await;
-    let batched = fleet.ingest("").await;
+    let batched = fleet.ingest(ONE_WRITER).await;
     batched.wait_handled(MESSAGES).await;
     let stats = batched.stats.snapshot();
     assert_eq!((stats.reports, stats.refused, stats.batches), (MESSAGES - 1, 1, 1), "one batch: {stats:?}");
@@ -173,7 +175,7 @@ async fn one_batch_leaves_the_rows_reports_stored_one_at_a_time_leave_and_storin
     // The whole batch delivered again.
     let stored = fleet.snapshot().await;
     start_over(&fleet).await;
-    let again = fleet.ingest("").await;
+    let again = fleet.ingest(ONE_WRITER).await;
     again.wait_handled(MESSAGES).await;
     let stats = again.stats.snapshot();
     assert_eq!((stats.batches, stats.duplicate_events, stats.clone_alerts), (1, 4, 0), "{stats:?}");

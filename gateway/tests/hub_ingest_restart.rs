@@ -13,7 +13,7 @@ const BEFORE: i64 = 3_000;
 const WHILE_DOWN: i64 = 1_000;
 /// Small batches and a short acknowledgement wait, so the test sees many batches and the
 /// unacknowledged ones come back quickly.
-const SETTINGS: &str = "[ingest]\nbatch = 100\nack_wait_secs = 2\n";
+const SETTINGS: &str = "[ingest]\nbatch = 100\nwriters = 2\nack_wait_secs = 2\n";
 
 #[tokio::test]
 async fn a_hub_killed_mid_stream_resumes_and_stores_everything_exactly_once() {
@@ -106,7 +106,8 @@ async fn a_restarted_hub_brings_its_consumer_to_new_settings_and_keeps_its_posit
     let mut consumer: async_nats::jetstream::consumer::PullConsumer =
         stream.get_consumer(iotgw::hub::ingest::CONSUMER).await.unwrap();
     let config = consumer.info().await.unwrap().config.clone();
-    assert_eq!((config.ack_wait, config.max_ack_pending), (std::time::Duration::from_secs(2), 200));
+    // Room for what each of the 2 writers stores, decodes and has queued, and the batch in hand.
+    assert_eq!((config.ack_wait, config.max_ack_pending), (std::time::Duration::from_secs(2), 100 * (3 * 2 + 1)));
     fleet.wait_consumer_done().await;
     assert_eq!(second.stats.snapshot().reports, 10, "only what came after");
     assert_eq!(second.stats.snapshot().duplicate_events, 0);

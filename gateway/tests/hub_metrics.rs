@@ -101,7 +101,7 @@ async fn metrics_show_what_ingest_stored_and_what_waits_for_it() {
     assert_eq!(value(&scrape, "iotgw_hub_clone_alerts_total", None), 0.0);
     assert_eq!(value(&scrape, "iotgw_hub_consumer_pending", None), 0.0);
     assert!(value(&scrape, "iotgw_hub_ingest_lag_seconds", None) >= 0.0);
-    for stage in ["pull", "decode", "held", "store", "acknowledge"] {
+    for stage in ["pull", "hand", "decode", "held", "store", "acknowledge"] {
         let seconds = value(&scrape, "iotgw_hub_ingest_stage_seconds_total", Some(("stage", stage)));
         assert!(seconds >= 0.0, "{stage}: {seconds}");
     }

@@ -14,7 +14,8 @@
 //! duplicate_window_secs = 7200
 //!
 //! [ingest]
-//! batch = 1000                             # reports stored per PostgreSQL transaction, at most
+//! batch = 1000                             # reports taken from the broker at once, at most
+//! writers = 2                              # PostgreSQL transactions in flight, each for its own sites
 //! clone_window_secs = 300                  # one certificate active at two sites this close: a clone
 //! ack_wait_secs = 60                       # an unacknowledged report is delivered again after this
 //!

@@ -36,7 +36,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     super::bundles::ensure_bucket(&jetstream)
         .await
         .map_err(|e| anyhow::anyhow!("creating the policy bundle bucket: {e}"))?;
-    let pool = store::open(&config.database_url).await.context("opening PostgreSQL and migrating its schema")?;
+    // Each ingest writer holds a connection while it stores; the API keeps its own share.
+    let connections = store::SHARED_CONNECTIONS + u32::try_from(config.ingest.writers).unwrap_or(u32::MAX);
+    let pool = store::open_sized(&config.database_url, connections)
+        .await
+        .context("opening PostgreSQL and migrating its schema")?;
     tracing::info!(migrations = store::MIGRATOR.iter().count(), "PostgreSQL schema up to date");
     let consumer = ingest::consumer(&jetstream, &config.ingest)
         .await

@@ -1,13 +1,13 @@
 //! Ingest: the hub's durable pull consumer `hub` on the report stream, into PostgreSQL.
 //!
 //! Messages are taken in batches (what arrives within 20 ms of the first, up to `[ingest]
-//! batch`); each batch is decoded and checked (`report`), stored in one transaction with one
-//! statement per table (`upsert`, `events`, `inventory`), and acknowledged only after the
-//! commit; the next batch is taken, decoded and its statements encoded (`upsert::prepare`)
-//! while one is stored. A hub killed mid-batch
-//! therefore gets the batch again, and the upserts make the second time change nothing. A
-//! message that is not a report, or whose body claims another origin than its subject, is
-//! refused: counted, logged (escaped), terminated, never stored.
+//! batch`); each batch is split by the site its subjects name over `[ingest] writers` writers
+//! (`writers`); each writer decodes and checks its part (`report`), stores it in one transaction
+//! with one statement per table (`upsert`, `events`, `inventory`) and acknowledges it only after
+//! the commit, decoding its next part and encoding its statements (`upsert::prepare`) while one
+//! is stored. A hub killed mid-batch therefore gets the batch again, and the upserts make the
+//! second time change nothing. A message that is not a report, or whose body claims another origin than
+//! its subject, is refused: counted, logged (escaped), terminated, never stored.
 //!
 //! `IngestStats` counts what happened, and where ingest's time went (`Stage`), for the hub's
 //! metrics.
@@ -25,8 +25,7 @@ use async_nats::jetstream::{
 };
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
-
-use tokio::task::JoinHandle;
+use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::Hub;
 use crate::{
@@ -39,10 +38,13 @@ mod events;
 mod inventory;
 mod report;
 mod upsert;
+mod writers;
 
 pub use report::{Refusal, decode};
 use upsert::{Prepared, prepare, write};
 pub use upsert::{Stored, store};
+use writers::Writers;
+pub use writers::writer_of;
 
 /// Durable name of the hub's consumer on the report stream.
 pub const CONSUMER: &str = "hub";
@@ -56,13 +58,19 @@ const NAK_DELAY: Duration = Duration::from_secs(2);
 /// How long a batch waits for more reports after its first: under load batches fill (one
 /// transaction for many reports); when quiet a report waits at most this long.
 const LINGER: Duration = Duration::from_millis(20);
+/// Times a transaction that met a deadlock or a serialization failure (two writers updating one
+/// fleet device seen at two sites) is run again before its batch is handed back.
+const CONFLICT_RETRIES: usize = 3;
 
 /// The `[ingest]` section of the hub's configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// Reports stored per transaction, at most.
+    /// Reports taken from the broker at once, at most; split by site over the writers, each
+    /// part stored in one transaction.
     pub batch: usize,
+    /// Transactions in flight at once: each writer stores the reports of its own sites.
+    pub writers: usize,
     /// One certificate subject active at two sites within this many seconds is a clone.
     pub clone_window_secs: u64,
     /// Seconds the broker waits for a report's acknowledgement before it delivers it again (to
@@ -70,9 +78,14 @@ pub struct Settings {
     pub ack_wait_secs: u64,
 }
 
+/// Writers by default (bench/fleet/RESULTS.md, 2026-12-07 session 11).
+pub const DEFAULT_WRITERS: usize = 2;
+/// Most writers: each holds a PostgreSQL connection of its own while it stores.
+pub const MAX_WRITERS: usize = 32;
+
 impl Default for Settings {
     fn default() -> Self {
-        Self { batch: 1_000, clone_window_secs: 300, ack_wait_secs: 60 }
+        Self { batch: 1_000, writers: DEFAULT_WRITERS, clone_window_secs: 300, ack_wait_secs: 60 }
     }
 }
 
@@ -81,6 +94,9 @@ impl Settings {
         let mut problems = Vec::new();
         if !(1..=10_000).contains(&self.batch) {
             problems.push("ingest.batch: must be 1 to 10000".to_owned());
+        }
+        if !(1..=MAX_WRITERS).contains(&self.writers) {
+            problems.push(format!("ingest.writers: must be 1 to {MAX_WRITERS}"));
         }
         for (key, value) in [("clone_window_secs", self.clone_window_secs), ("ack_wait_secs", self.ack_wait_secs)] {
             if value == 0 {
@@ -119,17 +135,21 @@ pub struct IngestStats {
     stage_us: [AtomicU64; Stage::ALL.len()],
 }
 
-/// Where ingest's time goes. The pipeline takes and decodes the next batch while one is stored
-/// and acknowledged: when `Stored` grows with the wall clock, the database is the bottleneck
-/// and `Held` (the next batch decoded, waiting for its turn) grows too; when `Pull` does, the
-/// broker had nothing more to give.
+/// Where ingest's time goes. The consumer's task takes the next batch and hands its parts to
+/// the writers while they decode and store theirs: when `Store` grows with the wall clock, the
+/// database is the bottleneck and `Held` (a writer's next part decoded, waiting for its turn)
+/// and `Hand` grow too; when `Pull` does, the broker had nothing more to give. The writers'
+/// stages (`Decode` to `Acknowledge`) are summed over the writers: with several, they can add up
+/// to more than the wall clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
     /// Waiting for a batch's messages from the broker (idle when the stream is drained).
     Pull,
+    /// Waiting for a writer to take its part of the batch (it has one queued already).
+    Hand,
     /// Decoding and checking reports, and encoding the statements that store them.
     Decode,
-    /// A decoded batch waiting for the one before it to be stored and acknowledged.
+    /// A decoded part waiting for its writer's one before to be stored and acknowledged.
     Held,
     /// Transactions, from their start to the commit's return.
     Store,
@@ -138,11 +158,13 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [Stage::Pull, Stage::Decode, Stage::Held, Stage::Store, Stage::Acknowledge];
+    pub const ALL: [Stage; 6] =
+        [Stage::Pull, Stage::Hand, Stage::Decode, Stage::Held, Stage::Store, Stage::Acknowledge];
 
     pub fn name(self) -> &'static str {
         match self {
             Stage::Pull => "pull",
+            Stage::Hand => "hand",
             Stage::Decode => "decode",
             Stage::Held => "held",
             Stage::Store => "store",
@@ -210,8 +232,8 @@ pub async fn consumer(js: &jetstream::Context, settings: &Settings) -> Result<Pu
         ack_policy: AckPolicy::Explicit,
         deliver_policy: DeliverPolicy::All,
         ack_wait: Duration::from_secs(settings.ack_wait_secs),
-        // Room for the batch being stored and the next one arriving meanwhile.
-        max_ack_pending: i64::try_from(settings.batch * 2).unwrap_or(i64::MAX),
+        // Room for what each writer stores, decodes and has queued, and the batch in hand.
+        max_ack_pending: i64::try_from(settings.batch * (3 * settings.writers + 1)).unwrap_or(i64::MAX),
         ..Default::default()
     };
     // Create-or-update: a durable consumer keeps its position through the update.
@@ -219,14 +241,20 @@ pub async fn consumer(js: &jetstream::Context, settings: &Settings) -> Result<Pu
 }
 
 /// Takes batches from `consumer` and stores them until shutdown. Broker and database failures
-/// are logged and retried; this returns only at shutdown, after the batch in hand is stored.
+/// are logged and retried; this returns only at shutdown, after the batches in hand are stored.
 ///
-/// While one batch is stored (PostgreSQL's work), the next is taken and decoded (the broker's
-/// and this process's): one batch in the database at a time, so batches commit in order.
+/// Each batch is split by the site of each message's subject over the writers (`writer`), which
+/// decode and store their parts while the next batch is taken.
 pub async fn run(hub: Hub, consumer: PullConsumer, stats: Arc<IngestStats>, mut shutdown: Shutdown) {
     let settings = hub.config.ingest.clone();
-    tracing::info!(consumer = CONSUMER, stream = subjects::REPORT_STREAM, batch = settings.batch, "ingesting reports");
-    let mut storing: Option<JoinHandle<()>> = None;
+    tracing::info!(
+        consumer = CONSUMER,
+        stream = subjects::REPORT_STREAM,
+        batch = settings.batch,
+        writers = settings.writers,
+        "ingesting reports"
+    );
+    let writers = Writers::start(settings.writers, |_, parts| writer(hub.clone(), stats.clone(), parts));
     while !shutdown.is_triggered() {
         let messages = consumer.stream().max_messages_per_batch(settings.batch).heartbeat(HEARTBEAT).messages().await;
         let mut messages = match messages {
@@ -246,14 +274,18 @@ pub async fn run(hub: Hub, consumer: PullConsumer, stats: Arc<IngestStats>, mut 
             stats.spent(Stage::Pull, pulling);
             match batch {
                 Ok(batch) => {
-                    let decoding = Instant::now();
-                    let batch = Batch::decode(batch);
-                    stats.spent(Stage::Decode, decoding);
-                    let held = Instant::now();
-                    finish(storing.take()).await;
-                    stats.spent(Stage::Held, held);
-                    let window = settings.clone_window();
-                    storing = Some(tokio::spawn(ingest(hub.clone(), window, stats.clone(), batch)));
+                    let handing = Instant::now();
+                    for (writer, part) in split(batch, writers.count()) {
+                        if !writers.send(writer, part).await {
+                            // Its sites would never be stored again: stop, so the hub stops
+                            // (and is restarted) rather than run without them. What is not
+                            // acknowledged is redelivered.
+                            tracing::error!(writer, "an ingest writer has stopped; ingest stops");
+                            writers.finish().await;
+                            return;
+                        }
+                    }
+                    stats.spent(Stage::Hand, handing);
                 }
                 Err(error) => {
                     // A missed heartbeat or a lost connection: pull again.
@@ -264,8 +296,40 @@ pub async fn run(hub: Hub, consumer: PullConsumer, stats: Arc<IngestStats>, mut 
             }
         }
     }
-    finish(storing).await;
+    writers.finish().await;
     tracing::info!("ingest stopped");
+}
+
+/// `messages` by writer, each part in the order of the batch: a message goes to the writer of
+/// the site its subject names (`writer_of`), one whose subject names none to the first (decoding
+/// refuses it). Only the parts with messages.
+fn split(messages: Vec<jetstream::Message>, writers: usize) -> Vec<(usize, Vec<jetstream::Message>)> {
+    if writers <= 1 {
+        return vec![(0, messages)];
+    }
+    let mut parts: Vec<Vec<jetstream::Message>> = (0..writers).map(|_| Vec::new()).collect();
+    for message in messages {
+        let writer = subjects::parse_report(&message.subject).map_or(0, |(site, _, _)| writer_of(site, writers));
+        parts[writer].push(message);
+    }
+    parts.into_iter().enumerate().filter(|(_, part)| !part.is_empty()).collect()
+}
+
+/// One writer: decodes each part it is given, and stores it while it decodes the next; one
+/// transaction at a time, in the order of its parts.
+async fn writer(hub: Hub, stats: Arc<IngestStats>, mut parts: mpsc::Receiver<Vec<jetstream::Message>>) {
+    let window = hub.config.ingest.clone_window();
+    let mut storing: Option<JoinHandle<()>> = None;
+    while let Some(messages) = parts.recv().await {
+        let decoding = Instant::now();
+        let batch = Batch::decode(messages);
+        stats.spent(Stage::Decode, decoding);
+        let held = Instant::now();
+        finish(storing.take()).await;
+        stats.spent(Stage::Held, held);
+        storing = Some(tokio::spawn(ingest(hub.clone(), window, stats.clone(), batch)));
+    }
+    finish(storing).await;
 }
 
 /// Waits until the batch being stored is stored and acknowledged.
@@ -303,7 +367,8 @@ async fn next_batch(messages: &mut pull::Stream, max: usize) -> Result<Vec<jetst
     Ok(batch)
 }
 
-/// One batch, decoded: `accepted[i]` brought `reports[i]`, which `prepared` stores.
+/// One writer's part of a batch, decoded: `accepted[i]` brought `reports[i]`, which `prepared`
+/// stores.
 struct Batch {
     accepted: Vec<jetstream::Message>,
     reports: Vec<Report>,
@@ -362,10 +427,19 @@ async fn store_accepted(
     refused: &mut Vec<(jetstream::Message, Refusal)>,
 ) {
     let storing = Instant::now();
-    let written = match prepared {
+    let mut written = match prepared {
         Ok(prepared) => write(&hub.pool, &reports, prepared, window).await,
         Err(error) => Err(error),
     };
+    for _ in 0..CONFLICT_RETRIES {
+        match &written {
+            Err(error) if upsert::is_conflict(error) => {
+                tracing::debug!(%error, "a batch met another writer's transaction; storing it again");
+                written = store(&hub.pool, &reports, window).await;
+            }
+            _ => break,
+        }
+    }
     stats.spent(Stage::Store, storing);
     match written {
         Ok(stored) => {

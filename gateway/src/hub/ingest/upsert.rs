@@ -9,7 +9,8 @@
 //!   (`events`);
 //! - inventory: `gateway_devices` (a newer `changed_ms` wins), `fleet_devices` (one per MAC,
 //!   at the gateway that saw it last), `device_locations` (first and last sighting per
-//!   gateway) (`inventory`), then the certificate clone check of the batch (`hub::clone`);
+//!   gateway) (`inventory`), then, once committed, the certificate clone check of the batch
+//!   (`hub::clone`) in a transaction of its own;
 //! - command result: the command's outcome, once, and only from the gateway it was sent to
 //!   (one statement each: results are rare).
 //!
@@ -36,7 +37,8 @@ pub struct Stored {
     pub clone_alerts: u64,
 }
 
-/// Stores `reports` in one transaction (nothing of them when it fails).
+/// Stores `reports` in one transaction (nothing of them when it fails), then checks their
+/// certificates for clones.
 pub async fn store(pool: &PgPool, reports: &[Report], clone_window: Duration) -> Result<Stored, sqlx::Error> {
     let prepared = prepare(reports)?;
     write(pool, reports, prepared, clone_window).await
@@ -92,11 +94,22 @@ pub async fn write(
     if let Some(inventory) = prepared.inventory {
         inventory::store(&mut tx, inventory).await?;
     }
-    let clone_alerts = clone::check(&mut tx, &sightings, clone_window).await?;
     for (site, gateway, result) in results {
         crate::hub::commands::record_result(&mut *tx, site, gateway, result).await?;
     }
     tx.commit().await?;
+    // The certificate clone check, after the commit: two writers store two sites' batches at
+    // once, and a check inside each transaction would see neither the other's sightings. The
+    // later of two commits checks after both, and so sees the other's. A hub that dies before
+    // it is unacknowledged: the batch comes again, changes nothing, and is checked again.
+    let clone_alerts = if sightings.is_empty() {
+        0
+    } else {
+        let mut tx = pool.begin().await?;
+        let raised = clone::check(&mut tx, &sightings, clone_window).await?;
+        tx.commit().await?;
+        raised
+    };
     Ok(Stored { duplicate_events, clone_alerts })
 }
 
@@ -138,6 +151,12 @@ pub fn is_data_error(error: &sqlx::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `error` is PostgreSQL giving up on the transaction for another's sake (SQLSTATE
+/// 40P01 deadlock detected, 40001 serialization failure): running it again succeeds.
+pub fn is_conflict(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(error) if error.code().is_some_and(|code| code == "40P01" || code == "40001"))
 }
 
 /// What a batch says of one gateway: when it sent its first and last report (to the second,
