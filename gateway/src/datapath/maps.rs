@@ -25,7 +25,7 @@ use std::{
 };
 
 use aya::maps::{
-    Array, DevMap, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
+    Array, DevMap, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf,
     lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
@@ -107,13 +107,14 @@ pub struct Maps {
     /// Locked first by every write that changes a device's record or slot.
     devices: Mutex<HashMap<MapData, MacKey, DeviceRecord>>,
     device_ipv4: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
-    /// Per-CPU counters of the devices in `DEVICES`, by slot.
-    device_stats: Mutex<PerCpuArray<MapData, DeviceStats>>,
+    /// Per-CPU counters of the devices in `DEVICES`: an element per slot and CPU, a slot's
+    /// `cpus` elements from `slot × cpus` on (`slot_elements`).
+    device_stats: Mutex<Array<MapData, DeviceStats>>,
     /// Per-CPU counters of the MACs absent from `DEVICES`.
     unknown_device_stats: PerCpuHashMap<MapData, MacKey, DeviceStats>,
     slots: Mutex<Slots>,
-    /// Possible CPUs: the copies of a per-CPU value.
-    cpus: usize,
+    /// Possible CPUs: the copies of a per-CPU value, and a slot's elements in `DEVICE_STATS`.
+    cpus: u32,
     /// MACs of the devices counted since the last sweep epoch (`sweep`).
     changed_devices: Mutex<RingBuf<MapData>>,
     flows_v4: HashMap<MapData, FlowKeyV4, FlowStats>,
@@ -148,6 +149,7 @@ impl Maps {
             ebpf.take_map(name).ok_or(ControlError::Map { map: name, message: "missing from the object".into() })
         };
         let maps = Self::from_maps(take)?;
+        maps.check_device_stats_size()?;
         maps.release_orphan_slots()?;
         Ok(maps)
     }
@@ -179,16 +181,14 @@ impl Maps {
         Ok(Self {
             devices: Mutex::new(HashMap::try_from(get(abi::DEVICES)?).map_err(map_error(abi::DEVICES))?),
             device_ipv4: Mutex::new(HashMap::try_from(get(abi::DEVICE_IPV4)?).map_err(map_error(abi::DEVICE_IPV4))?),
-            device_stats: Mutex::new(
-                PerCpuArray::try_from(get(abi::DEVICE_STATS)?).map_err(map_error(abi::DEVICE_STATS))?,
-            ),
+            device_stats: Mutex::new(Array::try_from(get(abi::DEVICE_STATS)?).map_err(map_error(abi::DEVICE_STATS))?),
             unknown_device_stats: PerCpuHashMap::try_from(get(abi::UNKNOWN_DEVICE_STATS)?)
                 .map_err(map_error(abi::UNKNOWN_DEVICE_STATS))?,
             slots: Mutex::new(Slots::open(
                 HashMap::try_from(get(abi::DEVICE_SLOTS)?).map_err(map_error(abi::DEVICE_SLOTS))?,
             )?),
-            cpus: aya::util::nr_cpus()
-                .map_err(|(_, e)| ControlError::Map { map: abi::DEVICE_STATS, message: e.to_string() })?,
+            cpus: super::loader::possible_cpus()
+                .map_err(|e| ControlError::Map { map: abi::DEVICE_STATS, message: e.to_string() })?,
             changed_devices: Mutex::new(
                 RingBuf::try_from(get(abi::CHANGED_DEVICES)?).map_err(map_error(abi::CHANGED_DEVICES))?,
             ),
@@ -299,13 +299,39 @@ impl Maps {
         lock(&self.slots).release(slot)
     }
 
-    /// Zeroes `slot`'s counters and budget windows, stamping the counters with `owner`.
+    /// Zeroes `slot`'s counters (every CPU's element, in one batch) and budget windows,
+    /// stamping the counters with `owner`.
     fn reset_slot(&self, slot: u32, owner: MacKey) -> Result<(), ControlError> {
         let zero = DeviceStats { owner, ..DeviceStats::ZERO };
-        let per_cpu = PerCpuValues::try_from(vec![zero; self.cpus])
-            .map_err(|e| ControlError::Map { map: abi::DEVICE_STATS, message: e.to_string() })?;
-        lock(&self.device_stats).set(slot, per_cpu, 0).map_err(map_error(abi::DEVICE_STATS))?;
+        let elements: Vec<(u32, DeviceStats)> = self.slot_elements(slot).map(|index| (index, zero)).collect();
+        batch::update(lock(&self.device_stats).map(), &elements)
+            .map_err(|e| ControlError::Map { map: abi::DEVICE_STATS, message: e.error.to_string() })?;
         lock(&self.budgets).set(slot, BudgetWindows::default(), 0).map_err(map_error(abi::BUDGETS))
+    }
+
+    /// `slot`'s elements in `DEVICE_STATS`: one per CPU, consecutive (gateway-ebpf's `flow`).
+    fn slot_elements(&self, slot: u32) -> std::ops::Range<u32> {
+        let first = slot * self.cpus;
+        first..first + self.cpus
+    }
+
+    /// Refuses a `DEVICE_STATS` without an element for every slot and CPU: XDP would count
+    /// the slots beyond its end nowhere (an object not loaded through `loader::object_loader`).
+    fn check_device_stats_size(&self) -> Result<(), ControlError> {
+        let elements = lock(&self.device_stats).map().info().map_err(map_error(abi::DEVICE_STATS))?.max_entries();
+        let slots = lock(&self.slots).capacity()?;
+        let needed = slots * u64::from(self.cpus);
+        if u64::from(elements) < needed {
+            return Err(ControlError::Map {
+                map: abi::DEVICE_STATS,
+                message: format!(
+                    "{elements} elements for {slots} slots on {} CPUs ({needed} needed): load the object through \
+                     loader::object_loader",
+                    self.cpus
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Gives back every slot claimed for a device whose record does not name it.
@@ -453,17 +479,22 @@ impl Maps {
             .iter()
             .filter_map(|source| {
                 let read = if source.slot == DeviceEntry::NO_SLOT {
-                    self.unknown_device_stats.get(&source.mac.key(), 0).map(|v| v.to_vec())
+                    match self.unknown_device_stats.get(&source.mac.key(), 0) {
+                        Ok(per_cpu) => Ok(Some(per_cpu.to_vec())),
+                        // Evicted since.
+                        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    }
                 } else {
-                    // A slot handed on since XDP named it holds another device's counters.
-                    device_stats.get(&source.slot, 0).map(|v| {
-                        let own = v.first().is_some_and(|s| s.owner == source.mac.key());
-                        if own { v.to_vec() } else { Vec::new() }
-                    })
+                    // The slot's CPUs in one call; a slot handed on since XDP named it holds
+                    // another device's counters.
+                    let first = self.slot_elements(source.slot).start;
+                    batch::read_range::<DeviceStats>(device_stats.map(), first, self.cpus)
+                        .map(|per_cpu| per_cpu.first().is_some_and(|s| s.owner == source.mac.key()).then_some(per_cpu))
+                        .map_err(|e| e.to_string())
                 };
                 match read {
-                    Ok(per_cpu) if !per_cpu.is_empty() => Some((*source, traffic_sum(&per_cpu))),
-                    Ok(_) | Err(aya::maps::MapError::KeyNotFound) => None,
+                    Ok(per_cpu) => per_cpu.map(|per_cpu| (*source, traffic_sum(&per_cpu))),
                     Err(error) => {
                         tracing::warn!(%error, slot = source.slot, "cannot read a device's counters");
                         None
@@ -479,16 +510,23 @@ impl Maps {
     /// kernel refuses the read.
     fn sweep_device_stats(&self, mut visit: impl FnMut(CounterSource, &[DeviceStats])) {
         let unclaimed = MacKey::default();
-        let slots = batch::for_each::<u32, DeviceStats>(lock(&self.device_stats).map(), self.cpus, |slot, per_cpu| {
-            if let Some(owner) = per_cpu.first().map(|s| s.owner).filter(|owner| *owner != unclaimed) {
-                visit(CounterSource { mac: Mac(owner.addr), slot }, per_cpu);
+        // The array's elements come in index order: each run of `cpus` is one slot's.
+        let (cpus, mut slot) = (self.cpus as usize, Vec::with_capacity(self.cpus as usize));
+        let slots = batch::for_each::<u32, DeviceStats>(lock(&self.device_stats).map(), 1, |index, element| {
+            slot.extend_from_slice(element);
+            if slot.len() < cpus {
+                return;
             }
+            if let Some(owner) = slot.first().map(|s| s.owner).filter(|owner| *owner != unclaimed) {
+                visit(CounterSource { mac: Mac(owner.addr), slot: index / cpus as u32 }, &slot);
+            }
+            slot.clear();
         });
         if let Err(error) = slots {
             tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters");
         }
         let unknown =
-            batch::for_each::<MacKey, DeviceStats>(self.unknown_device_stats.map(), self.cpus, |mac, per_cpu| {
+            batch::for_each::<MacKey, DeviceStats>(self.unknown_device_stats.map(), cpus, |mac, per_cpu| {
                 visit(CounterSource { mac: Mac(mac.addr), slot: DeviceEntry::NO_SLOT }, per_cpu);
             });
         if let Err(error) = unknown {

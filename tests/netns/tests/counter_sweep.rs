@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use gateway_ebpf::{GatewayConfig, lane, maps as abi};
 use iotgw::{
     datapath::{
-        DeviceAccess, DeviceControl as _,
+        DeviceAccess, DeviceControl as _, capacity, loader,
         sweep::{CounterSweep, ReadKind},
         traffic::TrafficCounters,
     },
@@ -185,7 +185,13 @@ fn a_devices_traffic_is_counted_whole_as_it_enters_and_leaves_the_table() {
 #[test]
 fn a_slot_handed_to_another_device_starts_at_zero() {
     // Two slots: the third device gets the slot the first left.
-    let sizes = [(abi::CHANGED_DEVICES, RING_BYTES), (abi::DEVICES, 2), (abi::DEVICE_STATS, 2), (abi::DEVICE_SLOTS, 2)];
+    let cpus = loader::possible_cpus().expect("possible CPUs");
+    let sizes = [
+        (abi::CHANGED_DEVICES, RING_BYTES),
+        (abi::DEVICES, 2),
+        (abi::DEVICE_STATS, capacity::device_stats_entries(2, cpus)),
+        (abi::DEVICE_SLOTS, 2),
+    ];
     let d = Datapath::sized("handed-on", &sizes, 0);
     let (first, second, third) = (Mac(mac(0)), Mac(mac(1)), Mac(mac(2)));
     d.lan.maps.set_access(first, ENROLLED).expect("first device");

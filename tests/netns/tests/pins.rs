@@ -7,7 +7,7 @@
 //! there. Each test uses its own pin directory, removed on drop.
 use std::{path::PathBuf, process::Command};
 
-use aya::{EbpfLoader, maps::MapInfo, programs::Xdp};
+use aya::{maps::MapInfo, programs::Xdp};
 use gateway_ebpf::{GatewayConfig, maps as abi, programs};
 use iotgw::datapath::{loader, maps::Maps};
 use netns_tests::require_root;
@@ -37,7 +37,7 @@ impl PinDir {
     /// LAN program.
     fn load(&self) -> Maps {
         let mut ebpf =
-            EbpfLoader::new().default_map_pin_directory(&self.0).load(loader::object()).expect("object loads");
+            loader::object_loader(&self.0, &[]).expect("object loader").load(loader::object()).expect("object loads");
         let lan: &mut Xdp = ebpf.program_mut(programs::LAN_INGRESS).expect("lan").try_into().expect("xdp");
         lan.load().expect("verifier accepts the LAN program over these maps");
         Maps::take(&mut ebpf).expect("maps")
