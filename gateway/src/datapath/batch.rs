@@ -186,6 +186,12 @@ impl Partial {
 /// one `BPF_MAP_UPDATE_BATCH` call per `CHUNK`: each entry replaces or adds one, as a single
 /// update would, so a reader sees every entry either as it was or as written.
 pub fn update<K: aya::Pod, V: aya::Pod>(map: &MapData, entries: &[(K, V)]) -> Result<(), Partial> {
+    update_with(map, entries, 0)
+}
+
+/// `update` with the single update's `flags` applied to each entry (`BPF_NOEXIST`: a key the
+/// map holds stops the batch with `EEXIST`, the entries before it written).
+pub fn update_with<K: aya::Pod, V: aya::Pod>(map: &MapData, entries: &[(K, V)], flags: u64) -> Result<(), Partial> {
     let mut done = 0;
     for chunk in entries.chunks(CHUNK as usize) {
         let mut keys = Vec::with_capacity(chunk.len() * size_of::<K>());
@@ -199,6 +205,7 @@ pub fn update<K: aya::Pod, V: aya::Pod>(map: &MapData, entries: &[(K, V)]) -> Re
             values: values.as_ptr() as u64,
             count: chunk.len() as u32,
             map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            elem_flags: flags,
             ..BatchAttr::default()
         };
         // SAFETY: `attr` is `bpf_attr.batch` of the kernel's ABI; `keys` and `values` hold

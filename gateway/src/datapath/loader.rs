@@ -352,15 +352,18 @@ pub fn forget_stale_pins(pin_path: &Path, sizes: &[capacity::Capacity]) -> bool 
     // ABI 8's per-CPU `DEVICE_STATS` had today's key and value sizes.
     let retyped = || {
         let kind = aya::maps::MapInfo::from_pin(pin_path.join(abi::DEVICE_STATS)).ok()?.map_type().ok()?;
-        (kind != aya::maps::MapType::Array).then(|| format!("{} is a {kind:?}, this build's an array", abi::DEVICE_STATS))
+        (kind != aya::maps::MapType::Array)
+            .then(|| format!("{} is a {kind:?}, this build's an array", abi::DEVICE_STATS))
     };
-    let stale = mismatch.or_else(retired).or_else(retyped).or_else(|| capacity::mismatch(pin_path, sizes)).or_else(|| {
-        let map = aya::maps::MapData::from_pin(pin_path.join(abi::CONFIG)).ok()?;
-        let array = aya::maps::Array::<_, gateway_ebpf::GatewayConfig>::try_from(aya::maps::Map::Array(map)).ok()?;
-        let config = array.get(&0, 0).ok()?;
-        let known = config.abi_version == gateway_ebpf::ABI_VERSION || config.abi_version == 0;
-        (!known).then(|| format!("CONFIG is of ABI {}", config.abi_version))
-    });
+    let stale =
+        mismatch.or_else(retired).or_else(retyped).or_else(|| capacity::mismatch(pin_path, sizes)).or_else(|| {
+            let map = aya::maps::MapData::from_pin(pin_path.join(abi::CONFIG)).ok()?;
+            let array =
+                aya::maps::Array::<_, gateway_ebpf::GatewayConfig>::try_from(aya::maps::Map::Array(map)).ok()?;
+            let config = array.get(&0, 0).ok()?;
+            let known = config.abi_version == gateway_ebpf::ABI_VERSION || config.abi_version == 0;
+            (!known).then(|| format!("CONFIG is of ABI {}", config.abi_version))
+        });
     let Some(why) = stale else { return false };
     tracing::warn!(%why, expected = gateway_ebpf::ABI_VERSION, "pinned maps have another ABI or size; recreating them");
     for name in PINNED_MAPS.iter().chain(&abi::RETIRED) {

@@ -282,6 +282,91 @@ impl Maps {
         Ok(())
     }
 
+    /// Writes the devices of `entries` absent from `DEVICES` (and named once) in a few batches:
+    /// their slots claimed (`Slots::claim_many`), zeroed and stamped, and their records
+    /// written, each step one `BPF_MAP_UPDATE_BATCH` call per few thousand devices instead of a
+    /// call per device (a device added alone costs five, `write_device`). Returns which entries
+    /// it wrote; `set_accesses` writes the others one by one, so a failure here only costs
+    /// speed (a device the table refused is written alone and gets its own error).
+    fn add_devices(&self, entries: &[(Mac, DeviceAccess)]) -> Vec<bool> {
+        let mut written = vec![false; entries.len()];
+        let devices = lock(&self.devices);
+        let mut named: StdHashMap<Mac, usize> = StdHashMap::new();
+        for &(mac, _) in entries {
+            *named.entry(mac).or_default() += 1;
+        }
+        let new: Vec<usize> = (0..entries.len())
+            .filter(|&i| {
+                let (mac, access) = entries[i];
+                access.access != Access::Unknown
+                    && named[&mac] == 1
+                    && matches!(devices.get(&mac.key(), 0), Err(aya::maps::MapError::KeyNotFound))
+            })
+            .collect();
+        if new.is_empty() {
+            return written;
+        }
+        let keys: Vec<MacKey> = new.iter().map(|&i| entries[i].0.key()).collect();
+        let Ok(slots) = lock(&self.slots).claim_many(&keys) else { return written };
+        let mut elements = Vec::with_capacity(slots.len() * self.cpus as usize);
+        for (&slot, &owner) in slots.iter().zip(&keys) {
+            let zero = DeviceStats { owner, ..DeviceStats::ZERO };
+            elements.extend(self.slot_elements(slot).map(|index| (index, zero)));
+        }
+        let windows: Vec<(u32, BudgetWindows)> = slots.iter().map(|&slot| (slot, BudgetWindows::default())).collect();
+        let reset = batch::update(lock(&self.device_stats).map(), &elements)
+            .and_then(|()| batch::update(lock(&self.budgets).map(), &windows));
+        if let Err(error) = reset {
+            tracing::warn!(error = %error.error, "cannot zero counter slots in a batch; writing the devices one by one");
+            self.release_slots(&slots);
+            return written;
+        }
+        let mut waiting = lock(&self.waiting_budgets);
+        let records: Vec<(MacKey, DeviceRecord)> = new
+            .iter()
+            .zip(&slots)
+            .map(|(&i, &slot)| {
+                let (mac, access) = entries[i];
+                let entry = DeviceEntry {
+                    state: access.access.code(),
+                    _pad: 0,
+                    class_id: access.class_id,
+                    policy_id: access.policy_id,
+                    slot,
+                    _pad_end: 0,
+                };
+                (mac.key(), DeviceRecord { entry, budget: waiting.remove(&mac).unwrap_or_default() })
+            })
+            .collect();
+        let done = match batch::update(devices.map(), &records) {
+            Ok(()) => records.len(),
+            Err(partial) => partial.done,
+        };
+        // Those the table did not take: their budgets wait again, their slots go back.
+        for &(key, record) in &records[done..] {
+            if record.budget != DeviceBudget::default() {
+                waiting.insert(Mac(key.addr), record.budget);
+            }
+        }
+        drop(waiting);
+        self.release_slots(&slots[done..]);
+        for &i in &new[..done] {
+            written[i] = true;
+        }
+        self.device_writes.fetch_add(done as u64, Ordering::Relaxed);
+        written
+    }
+
+    /// Gives back slots claimed for devices not written (logged: they stay claimed, orphans
+    /// the next `take` gives back).
+    fn release_slots(&self, slots: &[u32]) {
+        for &slot in slots {
+            if let Err(error) = self.release_slot(slot) {
+                tracing::warn!(%error, slot, "cannot give back an unused counter slot");
+            }
+        }
+    }
+
     /// Claims a slot for `mac`, its counters and budget windows zeroed and stamped as its.
     fn claim_slot(&self, mac: MacKey) -> Result<u32, ControlError> {
         let slot = lock(&self.slots).claim(mac)?;
@@ -525,10 +610,9 @@ impl Maps {
         if let Err(error) = slots {
             tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters");
         }
-        let unknown =
-            batch::for_each::<MacKey, DeviceStats>(self.unknown_device_stats.map(), cpus, |mac, per_cpu| {
-                visit(CounterSource { mac: Mac(mac.addr), slot: DeviceEntry::NO_SLOT }, per_cpu);
-            });
+        let unknown = batch::for_each::<MacKey, DeviceStats>(self.unknown_device_stats.map(), cpus, |mac, per_cpu| {
+            visit(CounterSource { mac: Mac(mac.addr), slot: DeviceEntry::NO_SLOT }, per_cpu);
+        });
         if let Err(error) = unknown {
             tracing::warn!(%error, map = abi::UNKNOWN_DEVICE_STATS, "cannot read the unknown devices' counters");
         }
@@ -759,7 +843,12 @@ impl DeviceControl for Maps {
     /// One bump after all the writes retires what each write's own bump would (at 100,000
     /// devices the per-write bumps took 2.6 s of the start-up, bench/scale).
     fn set_accesses(&self, entries: &[(Mac, DeviceAccess)]) -> Vec<Result<(), ControlError>> {
-        let mut results: Vec<_> = entries.iter().map(|&(mac, access)| self.write_device(mac, access)).collect();
+        let batched = self.add_devices(entries);
+        let mut results: Vec<_> = entries
+            .iter()
+            .zip(batched)
+            .map(|(&(mac, access), written)| if written { Ok(()) } else { self.write_device(mac, access) })
+            .collect();
         if results.iter().any(Result::is_ok)
             && let Err(ControlError::Map { map, message }) = self.bump_policy_generation()
         {
