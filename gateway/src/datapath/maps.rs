@@ -5,8 +5,9 @@
 //! Also reads the counters, the source-address violations and the flow table back.
 //!
 //! A device written into `DEVICES` gets a counter slot (`slots`) for as long as it stays there:
-//! its record names the slot, and its counters (`DEVICE_STATS`) and budget windows (`BUDGETS`)
-//! are that slot's, zeroed and stamped with the device's MAC whenever the slot changes hands.
+//! its record names the slot, and its counters (`DEVICE_STATS`, an element per CPU from
+//! `slot × CPUs` on) and budget windows (`BUDGETS`) are that slot's, zeroed and stamped with
+//! the device's MAC whenever the slot changes hands.
 //! A MAC absent from `DEVICES` is counted in `UNKNOWN_DEVICE_STATS` instead, so a device's
 //! counters are the sum of its slot's and its unknown entry's (`CounterSource`).
 //!
