@@ -131,3 +131,20 @@ fn pins_of_this_layout_with_another_abi_version_are_recreated() {
     assert!(loader::forget_stale_pins(&dir.0, &[]));
     assert!(!dir.pin(abi::CONFIG).exists());
 }
+
+#[test]
+fn a_per_cpu_device_stats_pin_of_abi_8_is_recreated_as_an_array() {
+    assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
+    let dir = PinDir::new("percpu");
+    let pin = dir.pin(abi::DEVICE_STATS);
+    // ABI 8's layout: the same key and value sizes, one element per slot, per CPU.
+    let value = size_of::<gateway_ebpf::DeviceStats>().to_string();
+    let path = pin.to_str().expect("utf-8");
+    let args = ["map", "create", path, "type", "percpu_array", "key", "4", "value", &value, "entries", "16"];
+    bpftool(&[&args[..], &["name", abi::DEVICE_STATS]].concat());
+    assert!(loader::forget_stale_pins(&dir.0, &[]), "a per-CPU DEVICE_STATS must be dropped");
+    assert!(!pin.exists(), "the stale pin is gone");
+    let _maps = dir.load();
+    let kind = MapInfo::from_pin(&pin).expect("DEVICE_STATS pinned").map_type().expect("map type");
+    assert_eq!(kind, aya::maps::MapType::Array, "recreated as this build's array");
+}
