@@ -2,10 +2,11 @@
 //! shared, added to atomically): IPv4 flows in `FLOWS_V4` under a 20-byte key, IPv6 flows in
 //! `FLOWS_V6` under a 48-byte one. A flow's first packet is reported by `events`.
 //!
-//! A device in `DEVICES` is counted in `DEVICE_STATS` at the slot its entry names: an array
-//! element, found without hashing (the established packet's only large-table lookups are the
-//! device's entry and its flow, as the floor's; bench/xdp). A MAC absent from `DEVICES` has no
-//! slot and is counted in `UNKNOWN_DEVICE_STATS`, an LRU hash, created on first sight.
+//! A device in `DEVICES` is counted in `DEVICE_STATS` at the slot its entry names, in the
+//! slot's element for this CPU (`slot × N_CPUS + cpu`): a plain array element, found without
+//! hashing or a per-CPU pointer table (the established packet's only large-table lookups are
+//! the device's entry and its flow, as the floor's; bench/xdp). A MAC absent from `DEVICES` has
+//! no slot and is counted in `UNKNOWN_DEVICE_STATS`, an LRU hash, created on first sight.
 //!
 //! The flow entry also caches the flow's decision (the conntrack fast path: Cilium skips
 //! policy for established connection-tracking entries). The LAN program looks the flow up
@@ -41,7 +42,7 @@ use gateway_ebpf::{
 };
 
 use crate::{
-    CHANGED_DEVICES, CONFIG, DEVICE_STATS, FLOWS_V4, FLOWS_V6, UNKNOWN_DEVICE_STATS, count,
+    CHANGED_DEVICES, CONFIG, DEVICE_STATS, FLOWS_V4, FLOWS_V6, N_CPUS, UNKNOWN_DEVICE_STATS, count,
     decision::Decision,
     parse::{self, Ip},
     wire::ipv4,
@@ -101,15 +102,12 @@ pub fn count_drop(device: Option<Counted>, why: u32) {
 // A BPF subprogram: each counting site is a call, not a copy of both lookups' paths.
 #[inline(never)]
 fn account_device(mac: &MacKey, slot: u32, what: u32, frame_bytes: u64, now: u64) {
-    let stats = if slot == DeviceEntry::NO_SLOT {
-        unknown(mac)
-    } else {
-        NonNull::new(DEVICE_STATS.get_ptr_mut(slot).unwrap_or(core::ptr::null_mut()))
-    };
+    let stats = if slot == DeviceEntry::NO_SLOT { unknown(mac) } else { slot_stats(slot) };
     let Some(stats) = stats else { return };
     let stats = stats.as_ptr();
     mark_changed(mac, slot, stats);
-    // SAFETY: per-CPU value, only touched by this CPU's program instance.
+    // SAFETY: this CPU's own value (its element of the slot, or a per-CPU entry), only touched
+    // by this CPU's program instance.
     unsafe {
         match what & change::KIND {
             change::TX => {
@@ -139,6 +137,25 @@ fn account_device(mac: &MacKey, slot: u32, what: u32, frame_bytes: u64, now: u64
     }
 }
 
+/// This CPU's counters of the device at `slot`: its own element of `DEVICE_STATS`, at
+/// `slot × N_CPUS + cpu`. A plain array, not a per-CPU one: finding a per-CPU element reads its
+/// pointer from a table first, a dependent cache miss at scale that the floor does not pay
+/// (bench/xdp). No atomics: only this CPU writes this element.
+#[inline(always)]
+fn slot_stats(slot: u32) -> Option<NonNull<DeviceStats>> {
+    // SAFETY: a read-only global the loader patched (`N_CPUS`); volatile, or rustc would
+    // fold the object's 0 in.
+    let cpus = unsafe { core::ptr::read_volatile(&raw const N_CPUS) };
+    // SAFETY: a helper without arguments (inlined by the verifier on x86-64 and arm64).
+    let cpu = unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() };
+    // A CPU beyond the loader's count (never, when possible CPUs are numbered without gaps) or
+    // an object loaded without it counts nothing rather than another slot's element.
+    if cpu >= cpus {
+        return None;
+    }
+    NonNull::new(DEVICE_STATS.get_ptr_mut(slot.wrapping_mul(cpus).wrapping_add(cpu))?)
+}
+
 /// This CPU's counters of the unknown `mac` (`UNKNOWN_DEVICE_STATS`), created on first sight.
 // Not inlined: kept apart from the slot's array lookup, so LLVM cannot merge the two lookups
 // into one call site with the map in a register, which the verifier would not inline
@@ -161,7 +178,8 @@ fn unknown(mac: &MacKey) -> Option<NonNull<DeviceStats>> {
 fn mark_changed(mac: &MacKey, slot: u32, stats: *mut DeviceStats) {
     let Some(config) = CONFIG.get(0) else { return };
     let epoch = config.sweep_epoch;
-    // SAFETY: per-CPU value, only touched by this CPU's program instance.
+    // SAFETY: this CPU's own value (its element of the slot, or a per-CPU entry), only touched
+    // by this CPU's program instance.
     unsafe {
         if (*stats).sweep_epoch == epoch {
             return;

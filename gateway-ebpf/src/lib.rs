@@ -19,7 +19,11 @@
 
 /// Bumped whenever a map's key or value layout changes, so a controller never reuses pinned
 /// maps of another layout.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
+
+/// The read-only global of the object that the loader sets to the number of possible CPUs
+/// (`EbpfLoader::override_global`): the elements per slot of `maps::DEVICE_STATS`.
+pub const N_CPUS_GLOBAL: &str = "N_CPUS";
 
 /// Where the controller pins every map, so a restart reuses them and enforcement never resets.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/iotgw";
@@ -34,10 +38,14 @@ pub mod maps {
     /// IPv4 address (network order) → `MacKey`, for traffic towards devices on the upstream side.
     pub const DEVICE_IPV4: &str = "DEVICE_IPV4";
     pub const DEVICE_IPV4_CAPACITY: u32 = 65_536;
-    /// Per-device, per-CPU counters of the devices in `DEVICES`: a per-CPU array of
-    /// `DeviceStats` indexed by `DeviceEntry::slot`. An array, not a hash: the slot comes with
-    /// the device entry the packet looked up anyway, so counting costs no second hash lookup
-    /// (bench/xdp, issue 19). As many slots as `DEVICES` has entries.
+    /// Per-device, per-CPU counters of the devices in `DEVICES`: a plain array of
+    /// `DeviceStats`, one element per slot and CPU, at `DeviceEntry::slot × N_CPUS + cpu`
+    /// (`N_CPUS_GLOBAL`), so a slot's CPUs are consecutive elements and the controller reads or
+    /// zeroes them in one batch. An array, not a hash: the slot comes with the device entry the
+    /// packet looked up anyway, so counting costs no second hash lookup; not a per-CPU array,
+    /// whose elements are found through a pointer table, one more cache miss per packet at
+    /// scale (bench/xdp, issue 19). As many slots as `DEVICES` has entries: the controller
+    /// sizes it `devices_capacity × possible CPUs` (this capacity is one CPU's).
     pub const DEVICE_STATS: &str = "DEVICE_STATS";
     pub const DEVICE_STATS_CAPACITY: u32 = DEVICES_CAPACITY;
     /// Counters of the MACs absent from `DEVICES` (unknown devices, which have no slot):
@@ -386,8 +394,8 @@ pub struct DeviceEntry {
     pub class_id: u16,
     /// Policy id (host order) that applies when `state` is `ENROLLED`.
     pub policy_id: u32,
-    /// The device's index in `DEVICE_STATS` and `BUDGETS` (host order), held while the device
-    /// is in `DEVICES` (claimed in `DEVICE_SLOTS`); `NO_SLOT` for a MAC absent from `DEVICES`.
+    /// The device's slot (host order): its index in `BUDGETS`, and its first of `N_CPUS`
+    /// elements in `DEVICE_STATS` (`maps::DEVICE_STATS`), held while the device is in `DEVICES` (claimed in `DEVICE_SLOTS`); `NO_SLOT` for a MAC absent from `DEVICES`.
     pub slot: u32,
     pub _pad_end: u32,
 }
@@ -461,8 +469,9 @@ pub struct DeviceStats {
     /// Frames and bytes towards the device (WAN side).
     pub rx_packets: u64,
     pub rx_bytes: u64,
-    /// In `DEVICE_STATS`: the device the controller gave the slot to, written with the zeroed
-    /// counters when it claims or frees the slot (all zero: free). XDP never writes it, so a
+    /// In `DEVICE_STATS`: the device the controller gave the slot to, written into each of the
+    /// slot's elements with the zeroed counters when it claims or frees the slot (all zero:
+    /// free). XDP never writes it, so a
     /// reader can tell whose counters a slot holds. Zero in `UNKNOWN_DEVICE_STATS`.
     pub owner: MacKey,
     /// Frames not passed, indexed by `reason` (slots from `reason::COUNT` on stay zero).

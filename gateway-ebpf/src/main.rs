@@ -52,7 +52,13 @@ static DEVICES: HashMap<MacKey, DeviceRecord> = HashMap::pinned(abi::DEVICES_CAP
 static DEVICE_IPV4: HashMap<[u8; 4], MacKey> = HashMap::pinned(abi::DEVICE_IPV4_CAPACITY, 0);
 
 #[map(name = "DEVICE_STATS")]
-static DEVICE_STATS: PerCpuArray<DeviceStats> = PerCpuArray::pinned(abi::DEVICE_STATS_CAPACITY, 0);
+static DEVICE_STATS: Array<DeviceStats> = Array::pinned(abi::DEVICE_STATS_CAPACITY, 0);
+
+/// Possible CPUs, patched in by the loader (`gateway_ebpf::N_CPUS_GLOBAL`): a slot's elements
+/// in `DEVICE_STATS`. 0, an object loaded without it: devices in `DEVICES` are not counted.
+// Read-only data, frozen at load: the verifier knows the value, so the index costs a multiply.
+#[unsafe(no_mangle)]
+static N_CPUS: u32 = 0;
 
 #[map(name = "UNKNOWN_DEVICE_STATS")]
 static UNKNOWN_DEVICE_STATS: LruPerCpuHashMap<MacKey, DeviceStats> =

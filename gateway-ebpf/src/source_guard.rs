@@ -24,6 +24,7 @@ static NO_VIOLATION: SourceViolation = SourceViolation { frames: 0, last_source:
 // the steps after it once, not once per path (see `lan::flow_then_policy`).
 #[inline(never)]
 pub fn drops(mac: &MacKey, ip: &Ip, config: &GatewayConfig) -> bool {
+    // The caller skips the call when the check is off; kept for any other caller.
     if config.source_guard == source_guard::OFF {
         return false;
     }

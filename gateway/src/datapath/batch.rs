@@ -71,6 +71,35 @@ pub fn for_each<K: FromBytes, V: FromBytes>(
     })
 }
 
+/// The `count` elements of the array map `map` (values `V`, the map's own size) from index
+/// `first` on, in one `BPF_MAP_LOOKUP_BATCH` call: the kernel's resume token of an array is
+/// the index before the next (none for index 0). Fewer when the array ends before.
+pub fn read_range<V: FromBytes>(map: &MapData, first: u32, count: u32) -> std::io::Result<Vec<V>> {
+    let value_size = size_of::<V>().next_multiple_of(8);
+    let mut keys = vec![0u8; size_of::<u32>() * count as usize];
+    let mut values = vec![0u8; value_size * count as usize];
+    let (before, mut token_out) = (first.wrapping_sub(1).to_ne_bytes(), [0u8; TOKEN_BYTES]);
+    let mut attr = BatchAttr {
+        in_batch: if first == 0 { 0 } else { before.as_ptr() as u64 },
+        out_batch: token_out.as_mut_ptr() as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count,
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: as in `for_each_chunk`: `keys` and `values` hold `count` keys (an array's are
+    // `u32`) and values of this map's size, `before` an array's token (`u32`), `token_out` room
+    // for one; all owned here and alive across the call.
+    match unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) } {
+        // ENOENT: the array ended, with `count` elements still filled.
+        Err(error) if error.raw_os_error() != Some(libc::ENOENT) => return Err(error),
+        _ => {}
+    }
+    let filled = (attr.count.min(count)) as usize;
+    values[..filled * value_size].chunks_exact(value_size).map(|value| V::from_bytes(value).ok_or_else(short)).collect()
+}
+
 /// How many entries the hash map `map` holds, read in chunks and dropped (nothing is kept,
 /// so counting a million flows needs one chunk of memory).
 pub fn count(map: &MapData) -> std::io::Result<usize> {
@@ -157,6 +186,12 @@ impl Partial {
 /// one `BPF_MAP_UPDATE_BATCH` call per `CHUNK`: each entry replaces or adds one, as a single
 /// update would, so a reader sees every entry either as it was or as written.
 pub fn update<K: aya::Pod, V: aya::Pod>(map: &MapData, entries: &[(K, V)]) -> Result<(), Partial> {
+    update_with(map, entries, 0)
+}
+
+/// `update` with the single update's `flags` applied to each entry (`BPF_NOEXIST`: a key the
+/// map holds stops the batch with `EEXIST`, the entries before it written).
+pub fn update_with<K: aya::Pod, V: aya::Pod>(map: &MapData, entries: &[(K, V)], flags: u64) -> Result<(), Partial> {
     let mut done = 0;
     for chunk in entries.chunks(CHUNK as usize) {
         let mut keys = Vec::with_capacity(chunk.len() * size_of::<K>());
@@ -170,6 +205,7 @@ pub fn update<K: aya::Pod, V: aya::Pod>(map: &MapData, entries: &[(K, V)]) -> Re
             values: values.as_ptr() as u64,
             count: chunk.len() as u32,
             map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            elem_flags: flags,
             ..BatchAttr::default()
         };
         // SAFETY: `attr` is `bpf_attr.batch` of the kernel's ABI; `keys` and `values` hold

@@ -10,7 +10,7 @@
 //! |---|---:|---|
 //! | `DEVICES` (hash) | 120 B | `devices_capacity` |
 //! | `DEVICE_IPV4` (hash) | 80 B | `devices_capacity` |
-//! | `DEVICE_STATS` (per-CPU array, by slot) | 8 B + 216 B per CPU | `devices_capacity` |
+//! | `DEVICE_STATS` (array, an element per slot and CPU) | 216 B per CPU | `devices_capacity` × CPUs |
 //! | `DEVICE_SLOTS` (hash) | 80 B | `devices_capacity` |
 //! | `UNKNOWN_DEVICE_STATS` (LRU per-CPU hash) | 80 B + 216 B per CPU | `devices_capacity` |
 //! | `CHANGED_DEVICES` (ring buffer) | 16 B (a 24 B record for half the devices) | `devices_capacity` |
@@ -24,8 +24,9 @@
 //! | `POLICY_V4`, `POLICY_V6` (LPM tries) | allocated per rule written | the policy compiler's bound |
 //!
 //! (per-entry costs of the maps new in ABI 8 estimated from their key and value sizes as the
-//! kernel lays them out, not yet measured with `bpftool`.) So a device costs 936 B + 432 B per
-//! CPU (2,664 B on 4 CPUs, 352 B of it four IPv6 source bindings; the unknown devices' table,
+//! kernel lays them out, not yet measured with `bpftool`; `DEVICE_STATS` since ABI 9 has no
+//! per-CPU pointer table, 8 B a slot less.) So a device costs 928 B + 432 B per CPU (2,656 B on
+//! 4 CPUs, 352 B of it four IPv6 source bindings; the unknown devices' table,
 //! sized like the others so a site whose devices all stay unknown keeps counting them, is half
 //! of it), an IPv4 flow 170 B, an IPv6 flow 194 B (flows measured at 1,310,720 entries,
 //! bench/xdp; the one table of 48-byte keys before the split cost 194 B for every flow). The
@@ -74,13 +75,19 @@ pub fn changed_devices_bytes(devices_capacity: u32) -> u32 {
 /// The smallest ring the kernel takes: one page.
 const MIN_CHANGED_DEVICES_BYTES: u32 = 4_096;
 
-/// The size of every map `[datapath]` sizes.
-pub fn capacities(config: &DatapathConfig) -> [Capacity; 13] {
+/// `DEVICE_STATS`'s elements for `slots` slots on `cpus` possible CPUs: one per slot and CPU
+/// (saturated: a size the kernel cannot make fails the load, `maps::Maps` says why).
+pub fn device_stats_entries(slots: u32, cpus: u32) -> u32 {
+    slots.saturating_mul(cpus)
+}
+
+/// The size of every map `[datapath]` sizes, on a machine of `cpus` possible CPUs.
+pub fn capacities(config: &DatapathConfig, cpus: u32) -> [Capacity; 13] {
     [
         (abi::DEVICES, config.devices_capacity),
         (abi::DEVICE_IPV4, config.devices_capacity),
-        // One slot per device entry.
-        (abi::DEVICE_STATS, config.devices_capacity),
+        // One slot per device entry, an element per slot and CPU.
+        (abi::DEVICE_STATS, device_stats_entries(config.devices_capacity, cpus)),
         (abi::DEVICE_SLOTS, config.devices_capacity),
         (abi::UNKNOWN_DEVICE_STATS, config.devices_capacity),
         (abi::CHANGED_DEVICES, changed_devices_bytes(config.devices_capacity)),
@@ -138,11 +145,11 @@ mod tests {
             flows_v6_capacity: 50_000,
             ..Default::default()
         };
-        let sizes = capacities(&config);
+        let sizes = capacities(&config, 3);
+        assert!(sizes.contains(&(abi::DEVICE_STATS, 300_000)), "an element per slot and CPU");
         for map in [
             abi::DEVICES,
             abi::DEVICE_IPV4,
-            abi::DEVICE_STATS,
             abi::DEVICE_SLOTS,
             abi::UNKNOWN_DEVICE_STATS,
             abi::SOURCE_BINDINGS_V4,
@@ -153,7 +160,7 @@ mod tests {
         assert!(sizes.contains(&(abi::SOURCE_VIOLATIONS, 6_250)));
         assert!(sizes.contains(&(abi::SOURCE_BINDINGS_V6, 400_000)), "four IPv6 addresses per device");
         let small = DatapathConfig { devices_capacity: 100, ..Default::default() };
-        assert!(capacities(&small).contains(&(abi::SOURCE_VIOLATIONS, MIN_SOURCE_VIOLATIONS)));
+        assert!(capacities(&small, 3).contains(&(abi::SOURCE_VIOLATIONS, MIN_SOURCE_VIOLATIONS)));
         assert!(sizes.contains(&(abi::FLOWS_V4, 1_000_000)));
         assert!(sizes.contains(&(abi::FLOWS_V6, 50_000)));
         assert!(sizes.contains(&(abi::EVENTS, DEFAULT_EVENTS_RING_BYTES)));
@@ -181,6 +188,6 @@ mod tests {
     #[test]
     fn missing_pins_are_no_mismatch() {
         let dir = iotgw_test_support::services::scratch("capacity-test");
-        assert_eq!(mismatch(&dir, &capacities(&DatapathConfig::default())), None);
+        assert_eq!(mismatch(&dir, &capacities(&DatapathConfig::default(), 2)), None);
     }
 }

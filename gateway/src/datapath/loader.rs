@@ -55,6 +55,8 @@ pub enum LoadError {
     Program { name: &'static str, source: aya::programs::ProgramError },
     #[error("interface {interface}: {message}")]
     Attach { interface: String, message: String },
+    #[error("cannot tell the possible CPUs: {0}")]
+    Cpus(String),
 }
 
 /// The XDP mode a link was attached in.
@@ -243,14 +245,10 @@ pub fn load(config: &DatapathConfig) -> Result<Loaded, LoadError> {
              mount namespace (`nsenter --net=...`, not `ip netns exec`) to keep enforcing through a crash"
         );
     }
-    let sizes = capacity::capacities(config);
+    let sizes = capacity::capacities(config, possible_cpus()?);
     forget_stale_pins(&config.pin_path, &sizes);
     let log_level = xdp_log::level_for(tracing::level_filters::LevelFilter::current());
-    let mut loader = EbpfLoader::new();
-    loader.default_map_pin_directory(&config.pin_path);
-    for (map, max_entries) in sizes {
-        loader.map_max_entries(map, max_entries);
-    }
+    let mut loader = object_loader(&config.pin_path, &sizes)?;
     xdp_log::set_level(&mut loader, &log_level);
     let mut ebpf = loader.load(OBJECT)?;
     let xdp_log = match XdpLog::take(&mut ebpf) {
@@ -262,6 +260,40 @@ pub fn load(config: &DatapathConfig) -> Result<Loaded, LoadError> {
         }
     };
     Ok(Loaded { pins, ebpf, attachments: Vec::new(), xdp_log })
+}
+
+/// The possible CPUs (`/sys/devices/system/cpu/possible`), read once: the copies of a per-CPU
+/// value, and the elements per slot of `DEVICE_STATS` (`gateway_ebpf::N_CPUS_GLOBAL`).
+pub fn possible_cpus() -> Result<u32, LoadError> {
+    possible_cpus_ref().copied()
+}
+
+fn possible_cpus_ref() -> Result<&'static u32, LoadError> {
+    static CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(cpus) = CPUS.get() {
+        return Ok(cpus);
+    }
+    let cpus = aya::util::nr_cpus()
+        .map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))
+        .and_then(|n| u32::try_from(n).map_err(|e| LoadError::Cpus(e.to_string())))?;
+    Ok(CPUS.get_or_init(|| cpus))
+}
+
+/// A loader of the object with its maps pinned under `pin_path`, sized by `sizes` (name,
+/// `max_entries`; `DEVICE_STATS`, unless given, one CPU's capacity of the object times the
+/// possible CPUs), and the possible CPUs patched into the programs (`N_CPUS_GLOBAL`). Every
+/// loader of the object goes through here (the controller's, tests', the benchmark's): an
+/// object loaded without it counts no device in `DEVICES`.
+pub fn object_loader<'a>(pin_path: &Path, sizes: &[(&'a str, u32)]) -> Result<EbpfLoader<'a>, LoadError> {
+    let cpus = possible_cpus_ref()?;
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(pin_path);
+    loader.map_max_entries(abi::DEVICE_STATS, capacity::device_stats_entries(abi::DEVICE_STATS_CAPACITY, *cpus));
+    for &(map, max_entries) in sizes {
+        loader.map_max_entries(map, max_entries);
+    }
+    loader.override_global(gateway_ebpf::N_CPUS_GLOBAL, cpus, true);
+    Ok(loader)
 }
 
 /// Attaches (or atomically swaps in) the LAN and WAN programs of `loaded`, then the LAN
@@ -302,7 +334,8 @@ pub fn attach_all(loaded: &mut Loaded, config: &DatapathConfig) -> Result<(), Lo
 /// Pinned maps of another ABI may have other layouts: when the pinned `CONFIG` holds another
 /// `ABI_VERSION`, a pinned map's key or value size is not this build's (pins from before a
 /// layout change, whose `CONFIG` cannot even be read as today's `GatewayConfig`), or a map
-/// this build no longer has is still pinned (`abi::RETIRED`), drop the map pins (not the
+/// this build no longer has is still pinned (`abi::RETIRED`) or `DEVICE_STATS` is of another
+/// map type (per-CPU before ABI 9), drop the map pins (not the
 /// links) so the load creates fresh maps. A pin of another size than `sizes`
 /// (`capacity::capacities`) is dropped the same way: the kernel cannot resize a map. The
 /// store refills the device table before the programs are swapped in. Returns whether it did.
@@ -316,13 +349,21 @@ pub fn forget_stale_pins(pin_path: &Path, sizes: &[capacity::Capacity]) -> bool 
     });
     let retired =
         || abi::RETIRED.iter().find(|name| pin_path.join(name).exists()).map(|name| format!("{name} is retired"));
-    let stale = mismatch.or_else(retired).or_else(|| capacity::mismatch(pin_path, sizes)).or_else(|| {
-        let map = aya::maps::MapData::from_pin(pin_path.join(abi::CONFIG)).ok()?;
-        let array = aya::maps::Array::<_, gateway_ebpf::GatewayConfig>::try_from(aya::maps::Map::Array(map)).ok()?;
-        let config = array.get(&0, 0).ok()?;
-        let known = config.abi_version == gateway_ebpf::ABI_VERSION || config.abi_version == 0;
-        (!known).then(|| format!("CONFIG is of ABI {}", config.abi_version))
-    });
+    // ABI 8's per-CPU `DEVICE_STATS` had today's key and value sizes.
+    let retyped = || {
+        let kind = aya::maps::MapInfo::from_pin(pin_path.join(abi::DEVICE_STATS)).ok()?.map_type().ok()?;
+        (kind != aya::maps::MapType::Array)
+            .then(|| format!("{} is a {kind:?}, this build's an array", abi::DEVICE_STATS))
+    };
+    let stale =
+        mismatch.or_else(retired).or_else(retyped).or_else(|| capacity::mismatch(pin_path, sizes)).or_else(|| {
+            let map = aya::maps::MapData::from_pin(pin_path.join(abi::CONFIG)).ok()?;
+            let array =
+                aya::maps::Array::<_, gateway_ebpf::GatewayConfig>::try_from(aya::maps::Map::Array(map)).ok()?;
+            let config = array.get(&0, 0).ok()?;
+            let known = config.abi_version == gateway_ebpf::ABI_VERSION || config.abi_version == 0;
+            (!known).then(|| format!("CONFIG is of ABI {}", config.abi_version))
+        });
     let Some(why) = stale else { return false };
     tracing::warn!(%why, expected = gateway_ebpf::ABI_VERSION, "pinned maps have another ABI or size; recreating them");
     for name in PINNED_MAPS.iter().chain(&abi::RETIRED) {

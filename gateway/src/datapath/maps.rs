@@ -5,8 +5,9 @@
 //! Also reads the counters, the source-address violations and the flow table back.
 //!
 //! A device written into `DEVICES` gets a counter slot (`slots`) for as long as it stays there:
-//! its record names the slot, and its counters (`DEVICE_STATS`) and budget windows (`BUDGETS`)
-//! are that slot's, zeroed and stamped with the device's MAC whenever the slot changes hands.
+//! its record names the slot, and its counters (`DEVICE_STATS`, an element per CPU from
+//! `slot × CPUs` on) and budget windows (`BUDGETS`) are that slot's, zeroed and stamped with
+//! the device's MAC whenever the slot changes hands.
 //! A MAC absent from `DEVICES` is counted in `UNKNOWN_DEVICE_STATS` instead, so a device's
 //! counters are the sum of its slot's and its unknown entry's (`CounterSource`).
 //!
@@ -25,7 +26,7 @@ use std::{
 };
 
 use aya::maps::{
-    Array, DevMap, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf,
+    Array, DevMap, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf,
     lpm_trie::{Key, LpmTrie},
 };
 use gateway_ebpf::{
@@ -107,13 +108,14 @@ pub struct Maps {
     /// Locked first by every write that changes a device's record or slot.
     devices: Mutex<HashMap<MapData, MacKey, DeviceRecord>>,
     device_ipv4: Mutex<HashMap<MapData, [u8; 4], MacKey>>,
-    /// Per-CPU counters of the devices in `DEVICES`, by slot.
-    device_stats: Mutex<PerCpuArray<MapData, DeviceStats>>,
+    /// Per-CPU counters of the devices in `DEVICES`: an element per slot and CPU, a slot's
+    /// `cpus` elements from `slot × cpus` on (`slot_elements`).
+    device_stats: Mutex<Array<MapData, DeviceStats>>,
     /// Per-CPU counters of the MACs absent from `DEVICES`.
     unknown_device_stats: PerCpuHashMap<MapData, MacKey, DeviceStats>,
     slots: Mutex<Slots>,
-    /// Possible CPUs: the copies of a per-CPU value.
-    cpus: usize,
+    /// Possible CPUs: the copies of a per-CPU value, and a slot's elements in `DEVICE_STATS`.
+    cpus: u32,
     /// MACs of the devices counted since the last sweep epoch (`sweep`).
     changed_devices: Mutex<RingBuf<MapData>>,
     flows_v4: HashMap<MapData, FlowKeyV4, FlowStats>,
@@ -148,6 +150,7 @@ impl Maps {
             ebpf.take_map(name).ok_or(ControlError::Map { map: name, message: "missing from the object".into() })
         };
         let maps = Self::from_maps(take)?;
+        maps.check_device_stats_size()?;
         maps.release_orphan_slots()?;
         Ok(maps)
     }
@@ -179,16 +182,14 @@ impl Maps {
         Ok(Self {
             devices: Mutex::new(HashMap::try_from(get(abi::DEVICES)?).map_err(map_error(abi::DEVICES))?),
             device_ipv4: Mutex::new(HashMap::try_from(get(abi::DEVICE_IPV4)?).map_err(map_error(abi::DEVICE_IPV4))?),
-            device_stats: Mutex::new(
-                PerCpuArray::try_from(get(abi::DEVICE_STATS)?).map_err(map_error(abi::DEVICE_STATS))?,
-            ),
+            device_stats: Mutex::new(Array::try_from(get(abi::DEVICE_STATS)?).map_err(map_error(abi::DEVICE_STATS))?),
             unknown_device_stats: PerCpuHashMap::try_from(get(abi::UNKNOWN_DEVICE_STATS)?)
                 .map_err(map_error(abi::UNKNOWN_DEVICE_STATS))?,
             slots: Mutex::new(Slots::open(
                 HashMap::try_from(get(abi::DEVICE_SLOTS)?).map_err(map_error(abi::DEVICE_SLOTS))?,
             )?),
-            cpus: aya::util::nr_cpus()
-                .map_err(|(_, e)| ControlError::Map { map: abi::DEVICE_STATS, message: e.to_string() })?,
+            cpus: super::loader::possible_cpus()
+                .map_err(|e| ControlError::Map { map: abi::DEVICE_STATS, message: e.to_string() })?,
             changed_devices: Mutex::new(
                 RingBuf::try_from(get(abi::CHANGED_DEVICES)?).map_err(map_error(abi::CHANGED_DEVICES))?,
             ),
@@ -282,6 +283,91 @@ impl Maps {
         Ok(())
     }
 
+    /// Writes the devices of `entries` absent from `DEVICES` (and named once) in a few batches:
+    /// their slots claimed (`Slots::claim_many`), zeroed and stamped, and their records
+    /// written, each step one `BPF_MAP_UPDATE_BATCH` call per few thousand devices instead of a
+    /// call per device (a device added alone costs five, `write_device`). Returns which entries
+    /// it wrote; `set_accesses` writes the others one by one, so a failure here only costs
+    /// speed (a device the table refused is written alone and gets its own error).
+    fn add_devices(&self, entries: &[(Mac, DeviceAccess)]) -> Vec<bool> {
+        let mut written = vec![false; entries.len()];
+        let devices = lock(&self.devices);
+        let mut named: StdHashMap<Mac, usize> = StdHashMap::new();
+        for &(mac, _) in entries {
+            *named.entry(mac).or_default() += 1;
+        }
+        let new: Vec<usize> = (0..entries.len())
+            .filter(|&i| {
+                let (mac, access) = entries[i];
+                access.access != Access::Unknown
+                    && named[&mac] == 1
+                    && matches!(devices.get(&mac.key(), 0), Err(aya::maps::MapError::KeyNotFound))
+            })
+            .collect();
+        if new.is_empty() {
+            return written;
+        }
+        let keys: Vec<MacKey> = new.iter().map(|&i| entries[i].0.key()).collect();
+        let Ok(slots) = lock(&self.slots).claim_many(&keys) else { return written };
+        let mut elements = Vec::with_capacity(slots.len() * self.cpus as usize);
+        for (&slot, &owner) in slots.iter().zip(&keys) {
+            let zero = DeviceStats { owner, ..DeviceStats::ZERO };
+            elements.extend(self.slot_elements(slot).map(|index| (index, zero)));
+        }
+        let windows: Vec<(u32, BudgetWindows)> = slots.iter().map(|&slot| (slot, BudgetWindows::default())).collect();
+        let reset = batch::update(lock(&self.device_stats).map(), &elements)
+            .and_then(|()| batch::update(lock(&self.budgets).map(), &windows));
+        if let Err(error) = reset {
+            tracing::warn!(error = %error.error, "cannot zero counter slots in a batch; writing the devices one by one");
+            self.release_slots(&slots);
+            return written;
+        }
+        let mut waiting = lock(&self.waiting_budgets);
+        let records: Vec<(MacKey, DeviceRecord)> = new
+            .iter()
+            .zip(&slots)
+            .map(|(&i, &slot)| {
+                let (mac, access) = entries[i];
+                let entry = DeviceEntry {
+                    state: access.access.code(),
+                    _pad: 0,
+                    class_id: access.class_id,
+                    policy_id: access.policy_id,
+                    slot,
+                    _pad_end: 0,
+                };
+                (mac.key(), DeviceRecord { entry, budget: waiting.remove(&mac).unwrap_or_default() })
+            })
+            .collect();
+        let done = match batch::update(devices.map(), &records) {
+            Ok(()) => records.len(),
+            Err(partial) => partial.done,
+        };
+        // Those the table did not take: their budgets wait again, their slots go back.
+        for &(key, record) in &records[done..] {
+            if record.budget != DeviceBudget::default() {
+                waiting.insert(Mac(key.addr), record.budget);
+            }
+        }
+        drop(waiting);
+        self.release_slots(&slots[done..]);
+        for &i in &new[..done] {
+            written[i] = true;
+        }
+        self.device_writes.fetch_add(done as u64, Ordering::Relaxed);
+        written
+    }
+
+    /// Gives back slots claimed for devices not written (logged: they stay claimed, orphans
+    /// the next `take` gives back).
+    fn release_slots(&self, slots: &[u32]) {
+        for &slot in slots {
+            if let Err(error) = self.release_slot(slot) {
+                tracing::warn!(%error, slot, "cannot give back an unused counter slot");
+            }
+        }
+    }
+
     /// Claims a slot for `mac`, its counters and budget windows zeroed and stamped as its.
     fn claim_slot(&self, mac: MacKey) -> Result<u32, ControlError> {
         let slot = lock(&self.slots).claim(mac)?;
@@ -299,13 +385,39 @@ impl Maps {
         lock(&self.slots).release(slot)
     }
 
-    /// Zeroes `slot`'s counters and budget windows, stamping the counters with `owner`.
+    /// Zeroes `slot`'s counters (every CPU's element, in one batch) and budget windows,
+    /// stamping the counters with `owner`.
     fn reset_slot(&self, slot: u32, owner: MacKey) -> Result<(), ControlError> {
         let zero = DeviceStats { owner, ..DeviceStats::ZERO };
-        let per_cpu = PerCpuValues::try_from(vec![zero; self.cpus])
-            .map_err(|e| ControlError::Map { map: abi::DEVICE_STATS, message: e.to_string() })?;
-        lock(&self.device_stats).set(slot, per_cpu, 0).map_err(map_error(abi::DEVICE_STATS))?;
+        let elements: Vec<(u32, DeviceStats)> = self.slot_elements(slot).map(|index| (index, zero)).collect();
+        batch::update(lock(&self.device_stats).map(), &elements)
+            .map_err(|e| ControlError::Map { map: abi::DEVICE_STATS, message: e.error.to_string() })?;
         lock(&self.budgets).set(slot, BudgetWindows::default(), 0).map_err(map_error(abi::BUDGETS))
+    }
+
+    /// `slot`'s elements in `DEVICE_STATS`: one per CPU, consecutive (gateway-ebpf's `flow`).
+    fn slot_elements(&self, slot: u32) -> std::ops::Range<u32> {
+        let first = slot * self.cpus;
+        first..first + self.cpus
+    }
+
+    /// Refuses a `DEVICE_STATS` without an element for every slot and CPU: XDP would count
+    /// the slots beyond its end nowhere (an object not loaded through `loader::object_loader`).
+    fn check_device_stats_size(&self) -> Result<(), ControlError> {
+        let elements = lock(&self.device_stats).map().info().map_err(map_error(abi::DEVICE_STATS))?.max_entries();
+        let slots = lock(&self.slots).capacity()?;
+        let needed = slots * u64::from(self.cpus);
+        if u64::from(elements) < needed {
+            return Err(ControlError::Map {
+                map: abi::DEVICE_STATS,
+                message: format!(
+                    "{elements} elements for {slots} slots on {} CPUs ({needed} needed): load the object through \
+                     loader::object_loader",
+                    self.cpus
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Gives back every slot claimed for a device whose record does not name it.
@@ -453,17 +565,22 @@ impl Maps {
             .iter()
             .filter_map(|source| {
                 let read = if source.slot == DeviceEntry::NO_SLOT {
-                    self.unknown_device_stats.get(&source.mac.key(), 0).map(|v| v.to_vec())
+                    match self.unknown_device_stats.get(&source.mac.key(), 0) {
+                        Ok(per_cpu) => Ok(Some(per_cpu.to_vec())),
+                        // Evicted since.
+                        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    }
                 } else {
-                    // A slot handed on since XDP named it holds another device's counters.
-                    device_stats.get(&source.slot, 0).map(|v| {
-                        let own = v.first().is_some_and(|s| s.owner == source.mac.key());
-                        if own { v.to_vec() } else { Vec::new() }
-                    })
+                    // The slot's CPUs in one call; a slot handed on since XDP named it holds
+                    // another device's counters.
+                    let first = self.slot_elements(source.slot).start;
+                    batch::read_range::<DeviceStats>(device_stats.map(), first, self.cpus)
+                        .map(|per_cpu| per_cpu.first().is_some_and(|s| s.owner == source.mac.key()).then_some(per_cpu))
+                        .map_err(|e| e.to_string())
                 };
                 match read {
-                    Ok(per_cpu) if !per_cpu.is_empty() => Some((*source, traffic_sum(&per_cpu))),
-                    Ok(_) | Err(aya::maps::MapError::KeyNotFound) => None,
+                    Ok(per_cpu) => per_cpu.map(|per_cpu| (*source, traffic_sum(&per_cpu))),
                     Err(error) => {
                         tracing::warn!(%error, slot = source.slot, "cannot read a device's counters");
                         None
@@ -479,18 +596,24 @@ impl Maps {
     /// kernel refuses the read.
     fn sweep_device_stats(&self, mut visit: impl FnMut(CounterSource, &[DeviceStats])) {
         let unclaimed = MacKey::default();
-        let slots = batch::for_each::<u32, DeviceStats>(lock(&self.device_stats).map(), self.cpus, |slot, per_cpu| {
-            if let Some(owner) = per_cpu.first().map(|s| s.owner).filter(|owner| *owner != unclaimed) {
-                visit(CounterSource { mac: Mac(owner.addr), slot }, per_cpu);
+        // The array's elements come in index order: each run of `cpus` is one slot's.
+        let (cpus, mut slot) = (self.cpus as usize, Vec::with_capacity(self.cpus as usize));
+        let slots = batch::for_each::<u32, DeviceStats>(lock(&self.device_stats).map(), 1, |index, element| {
+            slot.extend_from_slice(element);
+            if slot.len() < cpus {
+                return;
             }
+            if let Some(owner) = slot.first().map(|s| s.owner).filter(|owner| *owner != unclaimed) {
+                visit(CounterSource { mac: Mac(owner.addr), slot: index / cpus as u32 }, &slot);
+            }
+            slot.clear();
         });
         if let Err(error) = slots {
             tracing::warn!(%error, map = abi::DEVICE_STATS, "cannot read the per-device counters");
         }
-        let unknown =
-            batch::for_each::<MacKey, DeviceStats>(self.unknown_device_stats.map(), self.cpus, |mac, per_cpu| {
-                visit(CounterSource { mac: Mac(mac.addr), slot: DeviceEntry::NO_SLOT }, per_cpu);
-            });
+        let unknown = batch::for_each::<MacKey, DeviceStats>(self.unknown_device_stats.map(), cpus, |mac, per_cpu| {
+            visit(CounterSource { mac: Mac(mac.addr), slot: DeviceEntry::NO_SLOT }, per_cpu);
+        });
         if let Err(error) = unknown {
             tracing::warn!(%error, map = abi::UNKNOWN_DEVICE_STATS, "cannot read the unknown devices' counters");
         }
@@ -721,7 +844,12 @@ impl DeviceControl for Maps {
     /// One bump after all the writes retires what each write's own bump would (at 100,000
     /// devices the per-write bumps took 2.6 s of the start-up, bench/scale).
     fn set_accesses(&self, entries: &[(Mac, DeviceAccess)]) -> Vec<Result<(), ControlError>> {
-        let mut results: Vec<_> = entries.iter().map(|&(mac, access)| self.write_device(mac, access)).collect();
+        let batched = self.add_devices(entries);
+        let mut results: Vec<_> = entries
+            .iter()
+            .zip(batched)
+            .map(|(&(mac, access), written)| if written { Ok(()) } else { self.write_device(mac, access) })
+            .collect();
         if results.iter().any(Result::is_ok)
             && let Err(ControlError::Map { map, message }) = self.bump_policy_generation()
         {

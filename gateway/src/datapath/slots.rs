@@ -1,6 +1,6 @@
 //! Counter slots: each device in `DEVICES` holds an index (`DeviceEntry::slot`) into the
-//! per-device counter arrays (`DEVICE_STATS`, `BUDGETS`), so XDP finds its counters without a
-//! second hash lookup. This module hands the slots out and takes them back; `maps` zeroes a
+//! per-device counter arrays (`BUDGETS`, and `DEVICE_STATS` at `slot × CPUs`, an element per
+//! CPU), so XDP finds its counters without a second hash lookup. This module hands the slots out and takes them back; `maps` zeroes a
 //! slot's counters each time it changes hands.
 //!
 //! The pinned `DEVICE_SLOTS` map (slot → MAC) is the record of which slot is whose. A slot is
@@ -59,10 +59,49 @@ impl Slots {
                 }
             }
         }
-        Err(ControlError::Map {
-            map: abi::DEVICE_SLOTS,
-            message: "every counter slot is claimed (datapath.devices_capacity)".into(),
-        })
+        Err(full())
+    }
+
+    /// Claims a free slot for each of `macs` (in order) with one `BPF_MAP_UPDATE_BATCH` call per
+    /// few thousand, as `claim` would one by one: a slot another writer claimed meanwhile stops
+    /// the batch (`EEXIST`) and is skipped. All or nothing: on any other failure, or too few
+    /// free slots, the slots claimed here are given back.
+    pub fn claim_many(&mut self, macs: &[MacKey]) -> Result<Vec<u32>, ControlError> {
+        let mut claimed: Vec<u32> = Vec::with_capacity(macs.len());
+        while claimed.len() < macs.len() {
+            let wanted = macs.len() - claimed.len();
+            if self.free.len() < wanted {
+                self.give_back(&claimed);
+                return Err(full());
+            }
+            let claims: Vec<(u32, MacKey)> =
+                self.free.drain(..wanted).zip(macs[claimed.len()..].iter().copied()).collect();
+            let Err(partial) = batch::update_with(self.claims.map(), &claims, NO_EXIST) else {
+                claimed.extend(claims.iter().map(|&(slot, _)| slot));
+                break;
+            };
+            claimed.extend(claims[..partial.done].iter().map(|&(slot, _)| slot));
+            let taken = partial.error.raw_os_error() == Some(libc::EEXIST);
+            // Not tried (and the failed one, unless another writer holds it): free again, in order.
+            let skip = partial.done + usize::from(taken);
+            for &(slot, _) in claims.iter().skip(skip).rev() {
+                self.free.push_front(slot);
+            }
+            if !taken {
+                self.give_back(&claimed);
+                return Err(map_error(partial.error));
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Gives back slots claimed by a `claim_many` that failed (untouched, so still zero).
+    fn give_back(&mut self, slots: &[u32]) {
+        for &slot in slots {
+            if let Err(error) = self.release(slot) {
+                tracing::warn!(%error, slot, "cannot give back a counter slot");
+            }
+        }
     }
 
     /// Gives `slot` back (its counters already zeroed by the caller).
@@ -93,6 +132,13 @@ fn read_claims(claims: &HashMap<MapData, u32, MacKey>) -> Result<Vec<(u32, MacKe
     batch::for_each::<u32, MacKey>(claims.map(), 1, |slot, mac| all.extend(mac.first().map(|mac| (slot, *mac))))
         .map_err(|e| ControlError::Map { map: abi::DEVICE_SLOTS, message: e.to_string() })?;
     Ok(all)
+}
+
+fn full() -> ControlError {
+    ControlError::Map {
+        map: abi::DEVICE_SLOTS,
+        message: "every counter slot is claimed (datapath.devices_capacity)".into(),
+    }
 }
 
 fn map_error(e: impl std::fmt::Display) -> ControlError {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use gateway_ebpf::programs;
@@ -30,12 +30,10 @@ impl LanProgram {
         assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/iotgw-test-{name}-{}", std::process::id()));
         loader::prepare_bpffs(&pin_dir).expect("bpffs");
-        let mut object = EbpfLoader::new();
-        object.default_map_pin_directory(&pin_dir);
-        for &(map, entries) in sizes {
-            object.map_max_entries(map, entries);
-        }
-        let mut ebpf = object.load(loader::object()).expect("object loads");
+        let mut ebpf = loader::object_loader(&pin_dir, sizes)
+            .expect("object loader")
+            .load(loader::object())
+            .expect("object loads");
         let lan: &mut Xdp = ebpf.program_mut(programs::LAN_INGRESS).expect("lan program").try_into().expect("xdp");
         lan.load().expect("verifier accepts the LAN program");
         let maps = Maps::take(&mut ebpf).expect("maps");

@@ -90,8 +90,9 @@ fn a_larger_device_table_keeps_the_devices_and_their_enforcement() {
     let mut ctl = Controller::configure(&lab, &files, &config);
     set_devices_capacity(&ctl, SMALL);
     ctl.spawn();
-    for map in [abi::DEVICES, abi::DEVICE_IPV4, abi::DEVICE_STATS] {
-        assert_eq!(max_entries(&ctl.pin_path, map), SMALL, "{map} sized from the configuration");
+    let cpus = loader::possible_cpus().expect("possible CPUs");
+    for (map, per_device) in [(abi::DEVICES, 1), (abi::DEVICE_IPV4, 1), (abi::DEVICE_STATS, cpus)] {
+        assert_eq!(max_entries(&ctl.pin_path, map), SMALL * per_device, "{map} sized from the configuration");
     }
     let api = ApiClient::new(&lab.gw);
     let (enrolled, blocked) = (Mac(lab.devices[0].mac), Mac(lab.devices[1].mac));
@@ -118,8 +119,8 @@ fn a_larger_device_table_keeps_the_devices_and_their_enforcement() {
     set_devices_capacity(&ctl, LARGE);
     ctl.spawn();
     assert_eq!(ctl.log_count("recreating them"), 1, "the restart says why the maps are new");
-    for map in [abi::DEVICES, abi::DEVICE_IPV4, abi::DEVICE_STATS] {
-        assert_eq!(max_entries(&ctl.pin_path, map), LARGE, "{map} recreated at the new size");
+    for (map, per_device) in [(abi::DEVICES, 1), (abi::DEVICE_IPV4, 1), (abi::DEVICE_STATS, cpus)] {
+        assert_eq!(max_entries(&ctl.pin_path, map), LARGE * per_device, "{map} recreated at the new size");
     }
     let sensor = DeviceAccess { access: Access::Enrolled, policy_id: SENSOR_POLICY_ID, class_id: SENSOR_CLASS_ID };
     assert_eq!(ctl.maps().access(enrolled).expect("lookup"), Some(sensor), "enrolment restored from the store");
@@ -148,8 +149,10 @@ fn pins_of_another_size_are_recreated_and_pins_of_the_configured_size_kept() {
     let loaded = loader::load(&config(1_000)).expect("load");
     drop(loaded);
     assert_eq!(max_entries(&dir.0, abi::FLOWS_V4), 1_000);
-    assert!(!loader::forget_stale_pins(&dir.0, &capacity::capacities(&config(1_000))), "the configured size is kept");
-    assert!(loader::forget_stale_pins(&dir.0, &capacity::capacities(&config(2_000))), "another size is dropped");
+    let cpus = loader::possible_cpus().expect("possible CPUs");
+    let sizes = |flows| capacity::capacities(&config(flows), cpus);
+    assert!(!loader::forget_stale_pins(&dir.0, &sizes(1_000)), "the configured size is kept");
+    assert!(loader::forget_stale_pins(&dir.0, &sizes(2_000)), "another size is dropped");
     assert!(!dir.0.join(abi::FLOWS_V4).exists() && !dir.0.join(abi::DEVICES).exists(), "every map pin goes");
     drop(loader::load(&config(2_000)).expect("load"));
     assert_eq!(max_entries(&dir.0, abi::FLOWS_V4), 2_000);

@@ -7,7 +7,7 @@
 //! there. Each test uses its own pin directory, removed on drop.
 use std::{path::PathBuf, process::Command};
 
-use aya::{EbpfLoader, maps::MapInfo, programs::Xdp};
+use aya::{maps::MapInfo, programs::Xdp};
 use gateway_ebpf::{GatewayConfig, maps as abi, programs};
 use iotgw::datapath::{loader, maps::Maps};
 use netns_tests::require_root;
@@ -37,7 +37,7 @@ impl PinDir {
     /// LAN program.
     fn load(&self) -> Maps {
         let mut ebpf =
-            EbpfLoader::new().default_map_pin_directory(&self.0).load(loader::object()).expect("object loads");
+            loader::object_loader(&self.0, &[]).expect("object loader").load(loader::object()).expect("object loads");
         let lan: &mut Xdp = ebpf.program_mut(programs::LAN_INGRESS).expect("lan").try_into().expect("xdp");
         lan.load().expect("verifier accepts the LAN program over these maps");
         Maps::take(&mut ebpf).expect("maps")
@@ -130,4 +130,21 @@ fn pins_of_this_layout_with_another_abi_version_are_recreated() {
     drop(maps);
     assert!(loader::forget_stale_pins(&dir.0, &[]));
     assert!(!dir.pin(abi::CONFIG).exists());
+}
+
+#[test]
+fn a_per_cpu_device_stats_pin_of_abi_8_is_recreated_as_an_array() {
+    assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
+    let dir = PinDir::new("percpu");
+    let pin = dir.pin(abi::DEVICE_STATS);
+    // ABI 8's layout: the same key and value sizes, one element per slot, per CPU.
+    let value = size_of::<gateway_ebpf::DeviceStats>().to_string();
+    let path = pin.to_str().expect("utf-8");
+    let args = ["map", "create", path, "type", "percpu_array", "key", "4", "value", &value, "entries", "16"];
+    bpftool(&[&args[..], &["name", abi::DEVICE_STATS]].concat());
+    assert!(loader::forget_stale_pins(&dir.0, &[]), "a per-CPU DEVICE_STATS must be dropped");
+    assert!(!pin.exists(), "the stale pin is gone");
+    let _maps = dir.load();
+    let kind = MapInfo::from_pin(&pin).expect("DEVICE_STATS pinned").map_type().expect("map type");
+    assert_eq!(kind, aya::maps::MapType::Array, "recreated as this build's array");
 }

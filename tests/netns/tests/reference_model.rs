@@ -23,7 +23,7 @@
 use std::{collections::HashMap, path::PathBuf};
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf,
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use gateway_ebpf::{
@@ -718,7 +718,8 @@ fn setup(name: &str, malformed: &str, guard: u8) -> (Datapath, Model) {
     assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/iotgw-test-model-{name}-{}", std::process::id()));
     loader::prepare_bpffs(&pin_dir).expect("bpffs");
-    let mut ebpf = EbpfLoader::new().default_map_pin_directory(&pin_dir).load(loader::object()).expect("object loads");
+    let mut ebpf =
+        loader::object_loader(&pin_dir, &[]).expect("object loader").load(loader::object()).expect("object loads");
     let lan: &mut Xdp = ebpf.program_mut(programs::LAN_INGRESS).expect("lan program").try_into().expect("xdp");
     lan.load().expect("verifier accepts the LAN program");
     let maps = Maps::take(&mut ebpf).expect("maps");

@@ -7,10 +7,7 @@
 //! drop.
 use std::path::PathBuf;
 
-use aya::{
-    EbpfLoader,
-    programs::{ProgramInfo, SchedClassifier, Xdp},
-};
+use aya::programs::{ProgramInfo, SchedClassifier, Xdp};
 use gateway_ebpf::programs;
 use iotgw::datapath::loader;
 use netns_tests::require_root;
@@ -34,7 +31,8 @@ fn every_program_verifies_within_half_the_complexity_limit() {
     assert!(!loader::object().is_empty(), "built without the XDP object (AYA_BUILD_SKIP)");
     let dir = PinDir(PathBuf::from(format!("/sys/fs/bpf/iotgw-test-verifier-{}", std::process::id())));
     loader::prepare_bpffs(&dir.0).expect("bpffs");
-    let mut ebpf = EbpfLoader::new().default_map_pin_directory(&dir.0).load(loader::object()).expect("object loads");
+    let mut ebpf =
+        loader::object_loader(&dir.0, &[]).expect("object loader").load(loader::object()).expect("object loads");
     let mut report = Vec::new();
     for name in [programs::LAN_INGRESS, programs::WAN_INGRESS, programs::PASS, programs::FLOOR] {
         let program: &mut Xdp = ebpf

@@ -19,7 +19,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
-    maps::{IterableMap as _, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, IterableMap as _, Map, MapData},
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use gateway_ebpf::{DeviceStats, GatewayConfig, lane, maps as abi, programs};
@@ -111,15 +111,20 @@ fn measure(pin_dir: &std::path::Path, devices: u32, rounds: usize) -> anyhow::Re
         written?;
     }
     let data = MapData::from_pin(pin_dir.join(abi::DEVICE_STATS))?;
-    let mut stats: PerCpuArray<_, DeviceStats> = PerCpuArray::try_from(Map::PerCpuArray(data))?;
-    for (mac, entry) in maps.devices() {
-        let per_cpu = (0..cpus as u64).map(|cpu| DeviceStats {
-            tx_packets: u64::from(entry.slot) + cpu,
-            owner: mac.key(),
-            ..DeviceStats::ZERO
-        });
-        stats.set(entry.slot, PerCpuValues::try_from(per_cpu.collect::<Vec<_>>())?, 0)?;
-    }
+    let stats: Array<_, DeviceStats> = Array::try_from(Map::Array(data))?;
+    // A slot's CPUs are its `cpus` consecutive elements (gateway-ebpf's `flow`).
+    let elements: Vec<(u32, DeviceStats)> = maps
+        .devices()
+        .into_iter()
+        .flat_map(|(mac, entry)| {
+            (0..cpus as u32).map(move |cpu| {
+                let stats =
+                    DeviceStats { tx_packets: u64::from(entry.slot + cpu), owner: mac.key(), ..DeviceStats::ZERO };
+                (entry.slot * cpus as u32 + cpu, stats)
+            })
+        })
+        .collect();
+    batch::update(stats.map(), &elements).map_err(|e| e.error)?;
     // One frame from device `n` through the LAN program, as its traffic would arrive.
     let send = |n: u32| {
         let [_, a, b, c] = n.to_be_bytes();
