@@ -181,7 +181,7 @@ impl Shown {
         self.view = None;
     }
 
-    /// The view of this state, built without the lock's help (the caller holds none).
+    /// The view of a state read under the lock, built once the lock is released.
     fn build(
         running: Option<&PolicyInForce>,
         reload: (Option<PolicyReload>, Option<String>, Option<OffsetDateTime>),
