@@ -4,16 +4,13 @@
 //!
 //! Also where the running policy is read from: `PolicySource`, which the policy component
 //! updates on every reload.
-use std::{
-    collections::HashMap,
-    sync::{PoisonError, RwLock},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use time::OffsetDateTime;
 
 use super::{
     device_pages::{BaselineView, Destination, TrafficPoint},
-    model::{AuditEntry, DeviceRecord, DeviceSummary, FlowRecord, PolicyReload, PolicySnapshot},
+    model::{AuditEntry, DeviceRecord, DeviceSummary, FlowRecord, PolicySnapshot},
 };
 use crate::{
     device::{Access, Mac},
@@ -88,45 +85,13 @@ pub trait DeviceDirectory: Send + Sync + 'static {
     fn record_audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), DirectoryError>;
 }
 
-/// The running policy as the API shows it.
+/// The running policy as the API shows it (`policy_view::SharedPolicy`).
 pub trait PolicySource: Send + Sync + 'static {
-    fn snapshot(&self) -> PolicySnapshot;
-    /// The running policy's version alone (`/status` asks for it on every call; a snapshot
-    /// of 10,000 rules is a large clone).
+    /// Shared, not copied: a view of 10,000 rules is large. May be built on the call, so
+    /// handlers call it on the blocking pool.
+    fn snapshot(&self) -> Arc<PolicySnapshot>;
+    /// The running policy's version alone (`/status` asks for it on every call).
     fn version(&self) -> Option<String> {
-        self.snapshot().version
-    }
-}
-
-/// A `PolicySource` the policy component sets after every reload (accepted or refused).
-#[derive(Debug, Default)]
-pub struct SharedPolicy(RwLock<PolicySnapshot>);
-
-impl SharedPolicy {
-    /// Shows `snapshot`, the policy a load or reload just accepted (an earlier refusal is
-    /// over).
-    pub fn set(&self, snapshot: PolicySnapshot) {
-        let at = snapshot.loaded_at.unwrap_or_else(OffsetDateTime::now_utc);
-        let last_reload = Some(PolicyReload { at, accepted: true });
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = PolicySnapshot { last_reload, ..snapshot };
-    }
-
-    /// Records a refused reload, keeping the running policy.
-    pub fn refused(&self, why: String) {
-        let now = OffsetDateTime::now_utc();
-        let mut shown = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        shown.last_refused = Some(why);
-        shown.last_refused_at = Some(now);
-        shown.last_reload = Some(PolicyReload { at: now, accepted: false });
-    }
-}
-
-impl PolicySource for SharedPolicy {
-    fn snapshot(&self) -> PolicySnapshot {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    fn version(&self) -> Option<String> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).version.clone()
+        self.snapshot().version.clone()
     }
 }

@@ -195,8 +195,15 @@ pub async fn flows(
     responses((status = 200, body = PolicySnapshot, description = "Success"), (status = 401, body = ErrorBody, description = "No token, or not one of ours (WWW-Authenticate: Bearer)"), (status = 429, body = ErrorBody, description = "Too many failed authentications from this address (Retry-After)")),
     security(("bearer" = []))
 )]
-pub async fn policies(State(state): State<ApiState>, _caller: Caller) -> Json<PolicySnapshot> {
-    Json(state.policies.snapshot())
+pub async fn policies(State(state): State<ApiState>, _caller: Caller) -> Result<impl IntoResponse, ApiError> {
+    let policies = state.policies.clone();
+    // The first read after a reload builds the view, and 10,000 rules take a while to build
+    // and to serialise: both on the blocking pool, so other requests are not held up.
+    let body = blocking(move || {
+        serde_json::to_vec(&*policies.snapshot()).map_err(|error| ApiError::Internal(format!("policy view: {error}")))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
 /// Parses the optional action body: empty, or `{"reason": "..."}`.

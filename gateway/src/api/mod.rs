@@ -57,11 +57,12 @@ pub mod throttle;
 pub mod users;
 
 pub use auth::{Caller, CallerKind, Role, TokenEntry, TokenSet, TokensError};
-pub use directory::{AccessChange, DeviceDirectory, DirectoryError, PolicySource, SharedPolicy};
+pub use directory::{AccessChange, DeviceDirectory, DirectoryError, PolicySource};
 pub use error::ApiError;
 pub use gate::{Authority, Gate};
 pub use inventory_directory::InventoryDirectory;
 pub use metrics::{DatapathCounters, Metrics};
+pub use policy_view::SharedPolicy;
 pub use users::{UserEntry, UserSet, UsersError};
 
 /// Where the API listens unless configured: loopback only, so nothing off the box reaches it.

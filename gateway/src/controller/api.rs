@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::{
-    api::{ApiState, directory::SharedPolicy, inventory_directory::InventoryDirectory, metrics::Metrics, model, soar},
+    api::{ApiState, SharedPolicy, inventory_directory::InventoryDirectory, metrics::Metrics, model, soar},
     config::Config,
     datapath::{Control, loader::Attachment},
     event::EventBus,

@@ -155,8 +155,8 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     let fleet_health = services::health_sources(&metrics, &loaded.attachments);
     let mut services = services::start(&config, control.clone(), fleet_health, &bus, &shutdown).await?;
 
-    let shared_policy = Arc::new(crate::api::directory::SharedPolicy::default());
-    shared_policy.set(crate::api::policy_view::snapshot(&policy.current(), &responses));
+    let shared_policy = Arc::new(crate::api::SharedPolicy::default());
+    shared_policy.set(crate::api::policy_view::PolicyInForce::new(policy.current(), responses.clone()));
     let parts = api::Parts {
         control,
         metrics: metrics.clone(),
@@ -176,10 +176,10 @@ pub async fn run(config: Config, mut policy: PolicyStore) -> anyhow::Result<()> 
     let (in_force, in_force_rx) = tokio::sync::watch::channel(policy.current());
     tasks.spawn(classes::run(maps.clone(), ledger, in_force_rx, shutdown.clone()));
     let policy_step = policy_sync::PolicySync {
-        config: config.clone(),
+        config: Arc::new(config.clone()),
         maps,
         quarantine_src_mac,
-        policy,
+        policy: Arc::new(std::sync::Mutex::new(policy)),
         dns,
         metrics,
         refusal_log: Default::default(),

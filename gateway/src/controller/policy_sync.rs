@@ -12,14 +12,22 @@
 //!   `manufacturer:` and `model:` ones those of the devices on MUD classes
 //!   (`controller/mud_devices.rs`), rewritten when those change;
 //! - addresses whose TTL ran out close again.
-use std::sync::Arc;
+//!
+//! Its heavy parts (reading, parsing and compiling the files, writing the rules: seconds for
+//! 10,000 rules in a debug build) run on tokio's blocking pool (`off_worker`), so the API's
+//! requests on the runtime's workers are not held up behind them; the step waits for each,
+//! so reloads and writes stay one at a time and in order.
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
 use gateway_ebpf::GatewayConfig;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    api::{directory::SharedPolicy, metrics::Metrics},
+    api::{
+        metrics::Metrics,
+        policy_view::{PolicyInForce, SharedPolicy},
+    },
     config::Config,
     datapath::{DeviceControl as _, events::PacketSample, maps::Maps},
     event::{EventBus, EventKind, GatewayEvent, Severity},
@@ -57,15 +65,16 @@ pub fn datapath_config(config: &Config, verdicts: &Verdicts, quarantine_src_mac:
     }
 }
 
-/// Writes a compiled policy into the datapath: rules (with the addresses DNS-name rules
-/// currently resolve to, and those of the remotes: `devices` are the ones on MUD classes)
-/// first, then the verdicts and the interfaces (`quarantine_src_mac` is the quarantine port's
-/// own MAC, read once at start-up).
+/// Writes a compiled policy into the datapath: rules (with `dns_entries`, the addresses
+/// DNS-name rules currently resolve to (`DnsTracker::active`), and those of the remotes:
+/// `devices` are the ones on MUD classes) first, then the verdicts and the interfaces
+/// (`quarantine_src_mac` is the quarantine port's own MAC, read once at start-up). Blocks
+/// (map writes, and 10,000 rules to diff at scale): the step calls it through `off_worker`.
 pub fn apply_policy(
     maps: &Maps,
     config: &Config,
     policy: &CompiledPolicy,
-    dns: &DnsTracker,
+    dns_entries: Vec<CompiledRule>,
     devices: &[MudDevice],
     quarantine_src_mac: [u8; 6],
 ) -> anyhow::Result<()> {
@@ -74,7 +83,7 @@ pub fn apply_policy(
     for reason in &unresolved {
         tracing::warn!(reason = %reason, "entries of rules with a remote were not written");
     }
-    dynamic.extend(dns.active());
+    dynamic.extend(dns_entries);
     let (rules, refused) = policy.rules_with(&dynamic);
     if !refused.is_empty() {
         tracing::warn!(refused = refused.len(), "resolved entries beyond the datapath's limits were not written");
@@ -94,13 +103,35 @@ pub fn apply_policy(
     Ok(())
 }
 
+/// Runs `work` on tokio's blocking pool and waits for it. A panic in `work` is the step's, as
+/// when it ran on the step itself.
+async fn off_worker<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => {
+            std::panic::resume_unwind(error.try_into_panic().unwrap_or_else(|error| Box::new(error.to_string())))
+        }
+    }
+}
+
+/// Runs `work` on the policy store, off the runtime (`off_worker`).
+async fn on_store<T: Send + 'static>(
+    store: Arc<Mutex<PolicyStore>>,
+    work: impl FnOnce(&mut PolicyStore) -> T + Send + 'static,
+) -> T {
+    // A panic while compiling leaves the store as it was (it swaps only a compiled policy
+    // in), and is the step's own panic anyway (`off_worker`).
+    off_worker(move || work(&mut store.lock().unwrap_or_else(PoisonError::into_inner))).await
+}
+
 /// The policy step's state and the parts it informs of a new policy.
 pub(super) struct PolicySync {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub maps: Arc<Maps>,
     /// The quarantine port's MAC (zero without one), for every datapath config written.
     pub quarantine_src_mac: [u8; 6],
-    pub policy: PolicyStore,
+    /// Locked only by the work `on_store` runs on the blocking pool, one at a time.
+    pub policy: Arc<Mutex<PolicyStore>>,
     pub dns: DnsTracker,
     /// DNS answers refused, per reason, and queries evicted.
     pub metrics: Arc<Metrics>,
@@ -141,7 +172,7 @@ impl PolicySync {
                     _ = shutdown.wait() => break,
                     _ = hangup.recv() => "SIGHUP",
                     Some(_) = async { match watcher.as_mut() { Some(w) => w.requests.recv().await, None => std::future::pending().await } } => {
-                        if self.policy.unchanged() {
+                        if on_store(Arc::clone(&self.policy), |store| store.unchanged()).await {
                             tracing::debug!("policy files changed back to what is loaded; no reload");
                             continue;
                         }
@@ -156,15 +187,15 @@ impl PolicySync {
                         continue;
                     }
                     Ok(()) = devices_changed.changed() => {
-                        self.rewrite("the devices on MUD classes changed");
+                        self.rewrite("the devices on MUD classes changed").await;
                         continue;
                     }
                     Some(sample) = dns_samples.recv() => {
-                        self.dns_sample(&sample);
+                        self.dns_sample(&sample).await;
                         continue;
                     }
                     _ = async { match next_expiry { Some(at) => tokio::time::sleep_until(at.into()).await, None => std::future::pending().await } } => {
-                        self.expire_dns();
+                        self.expire_dns().await;
                         continue;
                     }
                 };
@@ -186,7 +217,7 @@ impl PolicySync {
 
     /// Queries are remembered; answers to them open the addresses of allowed names for the
     /// device's policies.
-    fn dns_sample(&mut self, sample: &PacketSample) {
+    async fn dns_sample(&mut self, sample: &PacketSample) {
         let maps = &self.maps;
         let policies = |mac| match maps.access(mac).ok().flatten() {
             Some(a) => policies_in_force(a.access, PolicyId(a.policy_id)),
@@ -200,7 +231,7 @@ impl PolicySync {
                     return;
                 }
                 tracing::info!(device = %sample.mac, added = update.added.len(), "DNS answer opened addresses of allowed names");
-                self.rewrite("DNS answer");
+                self.rewrite("DNS answer").await;
             }
             Outcome::Refused(refused) => self.dns_refused(&refused),
             Outcome::Ignored(error) => {
@@ -232,21 +263,25 @@ impl PolicySync {
     }
 
     /// Addresses whose TTL ran out close again.
-    fn expire_dns(&mut self) {
+    async fn expire_dns(&mut self) {
         if !self.dns.tick(std::time::Instant::now()).is_empty() {
-            self.rewrite("DNS entries expired");
+            self.rewrite("DNS entries expired").await;
         }
     }
 
-    /// Writes `policy` with the current DNS entries and devices on MUD classes.
-    fn write(&self, policy: &CompiledPolicy) -> anyhow::Result<()> {
+    /// Writes `policy` with the current DNS entries and devices on MUD classes, off the
+    /// runtime.
+    async fn write(&self, policy: Arc<CompiledPolicy>) -> anyhow::Result<()> {
         let devices = self.mud_devices.borrow().clone();
-        apply_policy(&self.maps, &self.config, policy, &self.dns, &devices, self.quarantine_src_mac)
+        let dns_entries = self.dns.active();
+        let (maps, config, mac) = (Arc::clone(&self.maps), Arc::clone(&self.config), self.quarantine_src_mac);
+        off_worker(move || apply_policy(&maps, &config, &policy, dns_entries, &devices, mac)).await
     }
 
     /// Rewrites the policy in force after its resolved entries changed (`cause`).
-    fn rewrite(&self, cause: &'static str) {
-        if let Err(error) = self.write(&self.policy.current()) {
+    async fn rewrite(&self, cause: &'static str) {
+        let in_force = self.in_force.borrow().clone();
+        if let Err(error) = self.write(in_force).await {
             tracing::error!(%error, cause, "rewriting the resolved policy entries");
         }
     }
@@ -254,7 +289,7 @@ impl PolicySync {
     /// Reloads the policy files and tells every part; publishes a `PolicyChange` event.
     async fn reload(&mut self, cause: &str) {
         let loading = std::time::Instant::now();
-        let loaded = self.policy.reload();
+        let loaded = on_store(Arc::clone(&self.policy), PolicyStore::reload).await;
         // With `write_ms` of "policy applied", where a reload's time goes (bench/scale).
         tracing::info!(
             cause,
@@ -274,7 +309,7 @@ impl PolicySync {
     /// Installs the files a fleet bundle staged and answers the bundle watcher, which publishes
     /// the event with the bundle's actor.
     async fn install(&mut self, request: InstallRequest) {
-        let installed = self.policy.install();
+        let installed = on_store(Arc::clone(&self.policy), PolicyStore::install).await;
         let swapped = installed.is_ok();
         let (accepted, detail) = self.adopt(installed, "fleet bundle").await;
         let _ = request.reply.send(InstallOutcome { swapped, accepted, detail });
@@ -283,7 +318,8 @@ impl PolicySync {
     /// Puts a new set of MUD classes in force with the files in force, and answers whether it
     /// did, or why not.
     async fn set_mud_classes(&mut self, request: super::mud::GeneratedClasses) {
-        let loaded = self.policy.set_generated(request.sources);
+        let sources = request.sources;
+        let loaded = on_store(Arc::clone(&self.policy), move |store| store.set_generated(sources)).await;
         let (accepted, detail) = self.adopt(loaded, "MUD class").await;
         let severity = if accepted { Severity::Info } else { Severity::Medium };
         self.bus.publish(GatewayEvent::new(
@@ -302,15 +338,16 @@ impl PolicySync {
             Ok(compiled) => {
                 self.in_force.send_replace(compiled.clone());
                 self.dns.set_policy(&compiled);
-                let outcome = self.write(&compiled);
+                let outcome = self.write(Arc::clone(&compiled)).await;
                 // `policy.reload` checked the response rules with the rest.
                 let responses = crate::respond::rules::from_policy(&compiled.source);
                 if let Ok(running) = &responses {
                     self.responses = running.clone();
                 }
-                let showing = std::time::Instant::now();
-                self.shared.set(crate::api::policy_view::snapshot(&compiled, &self.responses));
-                tracing::debug!(snapshot_ms = showing.elapsed().as_millis() as u64, "policy view updated");
+                // The API's view is built when it is read; its version hash (a pass over
+                // every rule) is taken here, off the runtime too.
+                let (policy, responses_shown) = (Arc::clone(&compiled), self.responses.clone());
+                self.shared.set(off_worker(move || PolicyInForce::new(policy, responses_shown)).await);
                 let refused = match (&outcome, &responses) {
                     (Err(error), _) => {
                         Some(format!("reload on {cause} could not be written to the datapath: {error:#}"))
@@ -353,5 +390,69 @@ impl PolicySync {
                 (false, detail)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::api::tests::{Fixture, Server, VIEWER_TOKEN};
+
+    /// Classes and rules of `large_policy`: the size of bench/scale's policy.
+    const CLASSES: u32 = 10;
+    const RULES_PER_CLASS: u32 = 1_000;
+
+    /// Ten classes of 1,000 `/32` TCP rules each, as bench/scale writes them.
+    fn large_policy() -> String {
+        let mut text = String::new();
+        for class in 0..CLASSES {
+            text.push_str(&format!("[[class]]\nname = \"scale-{class}\"\nid = {}\n", class + 1));
+            for rule in 0..RULES_PER_CLASS {
+                let (hi, lo) = (rule / 250, rule % 250);
+                text.push_str(&format!(
+                    "[[class.allow]]\nnets = [\"10.{}.{hi}.{lo}/32\"]\nprotocol = \"tcp\"\nports = [443]\n",
+                    100 + class
+                ));
+            }
+        }
+        text
+    }
+
+    /// While the step reloads 10,000 rules, the runtime still serves API requests: on a runtime
+    /// of one thread, a request asked after the reload started is answered before it ends.
+    /// With the compile on the runtime's thread, the request would wait for all of it.
+    #[test]
+    fn api_requests_are_answered_while_a_large_policy_compiles() {
+        let dir = crate::api::tests::TempDir::new();
+        std::fs::write(dir.0.join("scale.toml"), large_policy()).expect("policy file");
+        let store = PolicyStore::open(&dir.0, crate::respond::rules::policy_errors).expect("the large policy loads");
+        let store = Arc::new(Mutex::new(store));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let fixture = Fixture::new();
+            let server = Server::start(fixture.directory(), false).await;
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+            let reloading = Instant::now();
+            let reload = tokio::spawn(on_store(Arc::clone(&store), PolicyStore::reload));
+            let response = client
+                .get(format!("{}/api/v1/status", server.base))
+                .bearer_auth(VIEWER_TOKEN)
+                .send()
+                .await
+                .expect("status request");
+            let answered = reloading.elapsed();
+            assert_eq!(response.status(), reqwest::StatusCode::OK);
+            let reload_ended = reload.is_finished();
+            let reloaded = reload.await.expect("reload task").expect("the large policy reloads");
+            let reload_took = reloading.elapsed();
+            assert!(
+                !reload_ended,
+                "the request was answered after {answered:?}, once the reload had ended ({reload_took:?}): it waited for the compile"
+            );
+            assert!(reloaded.rules.len() >= (CLASSES * RULES_PER_CLASS) as usize, "{} rules", reloaded.rules.len());
+            server.stop().await;
+        });
     }
 }

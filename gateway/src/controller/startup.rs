@@ -53,7 +53,7 @@ pub(super) fn attach(config: &Config, policy: &PolicyStore, ledger: &mut Ledger)
     let dns = DnsTracker::new(&compiled, &config.policy.dns).with_gateway_addresses(gateway_addresses(config));
     let mud_devices =
         crate::inventory::mud::devices(ledger.connection()).context("reading the devices on MUD classes")?;
-    policy_sync::apply_policy(&maps, config, &compiled, &dns, &mud_devices, quarantine_src_mac)?;
+    policy_sync::apply_policy(&maps, config, &compiled, dns.active(), &mud_devices, quarantine_src_mac)?;
     restore_device_table(&*maps, ledger, config.identity.enrolled_policy_id)?;
     classes::assign_classes(&maps, ledger, &compiled);
     // Only now does traffic meet the programs: configured maps, never blank ones.

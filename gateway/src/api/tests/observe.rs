@@ -99,7 +99,7 @@ async fn policies_show_what_the_policy_component_published() {
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let compiled = crate::policy::check(&[dir], crate::respond::rules::policy_errors).unwrap();
-    policies.set(policy_view::snapshot(&compiled, &crate::respond::ResponsePolicy::default()));
+    policies.set(policy_view::PolicyInForce::new(Arc::new(compiled.clone()), Default::default()));
     policies.refused("camera.toml:3:1: bad".into());
     let read = |path: &str| {
         let request = client().get(format!("{base}{path}")).bearer_auth(VIEWER_TOKEN);
@@ -112,7 +112,7 @@ async fn policies_show_what_the_policy_component_published() {
     assert_eq!(body["last_reload"]["accepted"], false, "{body}");
     assert_eq!(body["last_reload"]["at"], body["last_refused_at"], "{body}");
     // An accepted reload ends the refusal and is the last reload.
-    policies.set(policy_view::snapshot(&compiled, &crate::respond::ResponsePolicy::default()));
+    policies.set(policy_view::PolicyInForce::new(Arc::new(compiled.clone()), Default::default()));
     let body = read("/api/v1/policies").await;
     assert_eq!((&body["last_refused"], &body["last_reload"]["accepted"]), (&serde_json::Value::Null, &true.into()));
     assert_eq!(body["last_reload"]["at"], body["loaded_at"], "{body}");

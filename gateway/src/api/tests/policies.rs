@@ -2,7 +2,10 @@
 //! lanes, each class's own rules and the response rules in force, each with where it is
 //! written.
 use super::*;
-use crate::{api::policy_view, respond::ResponsePolicy};
+use crate::{
+    api::policy_view::{self, PolicyInForce},
+    respond::ResponsePolicy,
+};
 
 const POLICY: &str = r#"[defaults]
 policy_miss = "pass"
@@ -57,7 +60,7 @@ async fn policies_carry_verdicts_lanes_class_rules_and_response_rules() {
     let compiled = crate::policy::check_text(POLICY);
     let responses = crate::respond::rules::from_policy(&compiled.source).unwrap();
     let shared = Arc::new(SharedPolicy::default());
-    shared.set(policy_view::snapshot(&compiled, &responses));
+    shared.set(PolicyInForce::new(Arc::new(compiled), responses));
     let fixture = Fixture::new();
     let options = Options { policies: Some(shared), ..Options::default() };
     let server = Server::start_with(fixture.directory(), false, options).await;
@@ -104,8 +107,59 @@ async fn policies_carry_verdicts_lanes_class_rules_and_response_rules() {
 #[test]
 fn a_policy_without_lanes_or_responses_shows_empty_lanes_and_no_rules() {
     let compiled = crate::policy::check_text("[[class]]\nname = \"c\"\nid = 1\n");
-    let snapshot = policy_view::snapshot(&compiled, &ResponsePolicy::default());
+    let snapshot = policy_view::view(&compiled, &ResponsePolicy::default());
     assert!(snapshot.lanes.iter().all(|lane| lane.allow.is_empty() && lane.at.is_none()), "{:?}", snapshot.lanes);
     assert!(snapshot.responses.is_empty());
     assert_eq!(snapshot.verdicts.map(|v| v.quarantine), Some("redirect".to_owned()));
+}
+
+/// The view is built on the first read and kept: a reload or a refusal after a read must
+/// show at once, on `/policies` and on `/status`, never the view an earlier read built.
+#[tokio::test]
+async fn the_view_follows_every_reload_and_refusal_after_it_was_read() {
+    let first = Arc::new(crate::policy::check_text(POLICY));
+    let second = Arc::new(crate::policy::check_text(&POLICY.replace("name = \"cam\"", "name = \"doorbell\"")));
+    let (first_version, second_version) = (policy_view::version(&first), policy_view::version(&second));
+    assert_ne!(first_version, second_version);
+    let shared = Arc::new(SharedPolicy::default());
+    shared.set(PolicyInForce::new(Arc::clone(&first), ResponsePolicy::default()));
+    let fixture = Fixture::new();
+    let options = Options { policies: Some(shared.clone()), ..Options::default() };
+    let server = Server::start_with(fixture.directory(), false, options).await;
+    let read = |path: &'static str| {
+        let server = &server;
+        async move { json(get(server, path, Some(VIEWER_TOKEN)).await).await }
+    };
+    let class_names = |body: &serde_json::Value| -> Vec<String> {
+        let mut names: Vec<String> = body["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|class| class["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let body = read("/api/v1/policies").await;
+    assert_eq!(body["version"], first_version.as_str());
+    assert_eq!(class_names(&body), ["base", "cam"], "{body:#}");
+    assert_eq!(body, read("/api/v1/policies").await, "a second read shows the same view");
+
+    shared.set(PolicyInForce::new(Arc::clone(&second), ResponsePolicy::default()));
+    let body = read("/api/v1/policies").await;
+    assert_eq!(body["version"], second_version.as_str(), "the view after a reload is the new policy's");
+    assert_eq!(class_names(&body), ["base", "doorbell"], "{body:#}");
+    assert_eq!(read("/api/v1/status").await["policy_version"], second_version.as_str());
+
+    shared.refused("t.toml:1:1: bad".into());
+    let body = read("/api/v1/policies").await;
+    assert_eq!((&body["version"], &body["last_refused"]), (&second_version.as_str().into(), &"t.toml:1:1: bad".into()));
+    assert_eq!(body["last_reload"]["accepted"], false, "{body:#}");
+
+    shared.set(PolicyInForce::new(first, ResponsePolicy::default()));
+    let body = read("/api/v1/policies").await;
+    assert_eq!((&body["version"], &body["last_refused"]), (&first_version.as_str().into(), &serde_json::Value::Null));
+    assert_eq!(body["last_reload"]["at"], body["loaded_at"], "{body:#}");
+    server.stop().await;
 }
