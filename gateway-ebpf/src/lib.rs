@@ -395,7 +395,8 @@ pub struct DeviceEntry {
     /// Policy id (host order) that applies when `state` is `ENROLLED`.
     pub policy_id: u32,
     /// The device's slot (host order): its index in `BUDGETS`, and its first of `N_CPUS`
-    /// elements in `DEVICE_STATS` (`maps::DEVICE_STATS`), held while the device is in `DEVICES` (claimed in `DEVICE_SLOTS`); `NO_SLOT` for a MAC absent from `DEVICES`.
+    /// elements in `DEVICE_STATS` (`maps::DEVICE_STATS`), held while the device is in
+    /// `DEVICES` (claimed in `DEVICE_SLOTS`); `NO_SLOT` for a MAC absent from `DEVICES`.
     pub slot: u32,
     pub _pad_end: u32,
 }

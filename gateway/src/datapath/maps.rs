@@ -668,7 +668,8 @@ impl Maps {
     }
 
     /// How full every sized map is (`fill`): the device, counter and flow tables counted in
-    /// batches, the policy tries as the last sync left them. LRU evictions are what XDP inserted less what the map holds.
+    /// batches, the policy tries as the last sync left them. LRU evictions are what XDP
+    /// inserted less what the map holds.
     pub fn fill_levels(&self) -> Result<Vec<MapFill>, ControlError> {
         let capacity =
             |map: &MapData, name| map.info().map(|info| u64::from(info.max_entries())).map_err(map_error(name));

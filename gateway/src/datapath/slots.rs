@@ -1,7 +1,7 @@
 //! Counter slots: each device in `DEVICES` holds an index (`DeviceEntry::slot`) into the
 //! per-device counter arrays (`BUDGETS`, and `DEVICE_STATS` at `slot × CPUs`, an element per
-//! CPU), so XDP finds its counters without a second hash lookup. This module hands the slots out and takes them back; `maps` zeroes a
-//! slot's counters each time it changes hands.
+//! CPU), so XDP finds its counters without a second hash lookup. This module hands the slots
+//! out and takes them back; `maps` zeroes a slot's counters each time it changes hands.
 //!
 //! The pinned `DEVICE_SLOTS` map (slot → MAC) is the record of which slot is whose. A slot is
 //! claimed by inserting it there with `BPF_NOEXIST`, which the kernel refuses for a slot

@@ -4,8 +4,9 @@
 //!
 //! Each sweep starts a new epoch (`GatewayConfig::sweep_epoch`). XDP stamps a device's per-CPU
 //! counters with the epoch it last counted them in; the first frame of a device on a CPU in an
-//! epoch writes the device (its MAC and counter slot) to the `CHANGED_DEVICES` ring. The sweep then reads, one lookup each,
-//! the devices the ring named since the last sweep *and* those it named the sweep before: a
+//! epoch writes the device (its MAC and counter slot) to the `CHANGED_DEVICES` ring. The sweep
+//! then reads, one batch read each (a slot's CPUs are consecutive elements), the devices the
+//! ring named since the last sweep *and* those it named the sweep before: a
 //! program that read the old epoch just before the switch may add its counts just after the
 //! read that followed, and the next sweep must still see them (an XDP run lasts microseconds,
 //! a sweep interval 250 ms). Every device is read in one batched pass instead when the set is
