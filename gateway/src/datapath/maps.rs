@@ -258,14 +258,7 @@ impl Maps {
                 Some(record) => (record.entry.slot, record.budget),
                 None => (self.claim_slot(key)?, lock(&self.waiting_budgets).remove(&mac).unwrap_or_default()),
             };
-            let entry = DeviceEntry {
-                state: access.access.code(),
-                _pad: 0,
-                class_id: access.class_id,
-                policy_id: access.policy_id,
-                slot,
-                _pad_end: 0,
-            };
+            let entry = device_entry(access, slot);
             if let Err(e) = devices.insert(key, DeviceRecord { entry, budget }, 0) {
                 if current.is_none() {
                     if budget != DeviceBudget::default() {
@@ -328,14 +321,7 @@ impl Maps {
             .zip(&slots)
             .map(|(&i, &slot)| {
                 let (mac, access) = entries[i];
-                let entry = DeviceEntry {
-                    state: access.access.code(),
-                    _pad: 0,
-                    class_id: access.class_id,
-                    policy_id: access.policy_id,
-                    slot,
-                    _pad_end: 0,
-                };
+                let entry = device_entry(access, slot);
                 (mac.key(), DeviceRecord { entry, budget: waiting.remove(&mac).unwrap_or_default() })
             })
             .collect();
@@ -1035,4 +1021,16 @@ impl<const N: usize> PolicyTrie<N> {
 fn merged_id<const N: usize>(key: &Key<PolicyKey<N>>) -> (u32, u8, [u8; N], u8) {
     let data = key.data();
     (u32::from_be_bytes(data.policy_id), data.proto, data.addr, (key.prefix_len() - POLICY_KEY_FIXED_BITS) as u8)
+}
+
+/// The `DEVICES` entry XDP reads for a device with `access`, counted at `slot`.
+fn device_entry(access: DeviceAccess, slot: u32) -> DeviceEntry {
+    DeviceEntry {
+        state: access.access.code(),
+        _pad: 0,
+        class_id: access.class_id,
+        policy_id: access.policy_id,
+        slot,
+        _pad_end: 0,
+    }
 }
